@@ -1,0 +1,24 @@
+"""affinevae: learn what is in images regardless of how it is turned, shifted or scaled.
+
+One idea carries the design: an image is ``x = warp(render(z, class), pose)``. The model
+families differ only in how the pose is obtained: identity (AE, VAE, cVAE), inferred by
+the encoder (rVAE, crVAE) or searched to maximise the ELBO (AVAE).
+
+Quick use::
+
+    import affinevae as av
+    data = av.data.rotated_mnist("train", n=2000)
+    model = av.build_model("vae", image_shape=data.image_shape, latent_dim=8)
+    av.fit(model, data, av.TrainConfig(epochs=2), out="runs/vae")
+    model = av.load("runs/vae")
+"""
+
+__version__ = "0.1.0"
+
+from . import data, models, nn  # noqa: E402
+from .errors import AffineVAEError  # noqa: E402
+from .io import load  # noqa: E402
+from .models import AE, CVAE, VAE, build_model  # noqa: E402
+from .registry import MODELS  # noqa: E402
+
+__all__ = ["AffineVAEError", "load", "build_model", "MODELS", "AE", "VAE", "CVAE", "data", "models", "nn", "__version__"]

@@ -1,0 +1,66 @@
+"""The ``affinevae`` command line: a thin layer over the Python API.
+
+Each sub-command lives in its own module of this package and registers itself in
+:data:`COMMANDS` with an ``add_arguments(parser)`` and a ``run(args) -> int``.
+User errors (:class:`affinevae.errors.AffineVAEError`) print one line to stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from typing import Optional, Sequence
+
+from ..errors import AffineVAEError
+from ..registry import Registry
+
+COMMANDS: Registry = Registry("command")
+
+# Modules that define sub-commands, in the order `affinevae --help` lists them.
+COMMAND_MODULES = ["train", "encode", "sample", "info", "demo"]
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered sub-command."""
+    from .. import __version__
+
+    _load_commands()
+    parser = argparse.ArgumentParser(prog="affinevae", description="Content/pose representation learning for images: "
+                                     "AE, VAE, cVAE, rVAE, crVAE and affine VAE.")
+    parser.add_argument("--version", action="version", version=f"affinevae {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS._items:  # registration order
+        cmd = COMMANDS.get(name)
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``affinevae`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.formatwarning = lambda msg, cat, *a, **k: f"affinevae: warning: {msg}\n"
+            return int(args._run(args) or 0)
+    except AffineVAEError as exc:
+        print(f"affinevae: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("affinevae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

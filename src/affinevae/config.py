@@ -1,0 +1,93 @@
+"""Frozen, validated configuration dataclasses.
+
+Every configurable object in affinevae takes a frozen dataclass. Construction validates
+every field (so a bad value fails early), and :meth:`Config.from_dict` rejects unknown
+keys with a suggestion, so a typo in an option is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from typing import Any, Iterable, Mapping, TypeVar
+
+from .errors import AffineVAEError
+
+C = TypeVar("C", bound="Config")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base class of all configs: JSON round-trip and strict construction from a dict."""
+
+    def __post_init__(self) -> None:
+        # Normalise list inputs (e.g. from JSON) to tuples so configs stay hashable/frozen.
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                object.__setattr__(self, f.name, tuple(v))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check field values; subclasses raise :class:`AffineVAEError` on bad values."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict of the fields."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of the config fields."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any], *, what: str | None = None) -> C:
+        """Build a config from ``data``; unknown keys raise :class:`AffineVAEError`."""
+        names = cls.field_names()
+        label = what or cls.__name__
+        for key in data:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise AffineVAEError(
+                    f"unknown option '{key}' for {label}{hint}; valid options: {', '.join(names)}"
+                )
+        try:
+            return cls(**dict(data))
+        except TypeError as exc:  # missing required fields
+            raise AffineVAEError(f"{label}: {exc}") from None
+
+    def replace(self: C, **changes: Any) -> C:
+        """Return a copy with ``changes`` applied (validated)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def to_json(self) -> str:
+        """The config as an indented JSON string."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def check(cond: bool, message: str) -> None:
+    """Raise :class:`AffineVAEError` with ``message`` when ``cond`` is false."""
+    if not cond:
+        raise AffineVAEError(message)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise unless ``value`` is one of ``choices``."""
+    choices = list(choices)
+    if value not in choices:
+        raise AffineVAEError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """Raise unless ``value`` is a positive (or non-negative) number."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise AffineVAEError(f"{name} must be a number {bound}, got {value!r}")

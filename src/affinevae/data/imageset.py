@@ -1,0 +1,130 @@
+"""The in-memory image collection every loader returns, and the one normalisation rule.
+
+Normalisation rule (documented in the README):
+- uint8 (and other unsigned integer) images are divided by their dtype's maximum (255 for uint8);
+- float images already in [0, 1] are kept;
+- float images outside [0, 1] are min-max scaled per data set to [0, 1] with a warning, or,
+  with ``standardise=True`` (for a Gaussian likelihood), shifted and scaled to zero mean
+  and unit standard deviation.
+Images are float32 (N, C, H, W); (N, H, W) input becomes (N, 1, H, W).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import AffineVAEError
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """Images with optional labels and known transforms.
+
+    Attributes:
+        images: (N, C, H, W) float32 in [0, 1] (or standardised).
+        labels: (N,) int64 class labels, or None.
+        angle: (N,) true rotation in radians (counter-clockwise on screen), or None.
+        shift: (N, 2) true shift (right, down) in half image widths, or None.
+        scale: (N,) true zoom factor, or None.
+        class_names: names of the label values, or None.
+        source: where the images came from (for messages).
+    """
+
+    images: np.ndarray
+    labels: Optional[np.ndarray] = None
+    angle: Optional[np.ndarray] = None
+    shift: Optional[np.ndarray] = None
+    scale: Optional[np.ndarray] = None
+    class_names: Optional[list] = None
+    source: str = "array"
+
+    def __post_init__(self) -> None:
+        imgs = np.asarray(self.images)
+        if imgs.ndim == 3:
+            imgs = imgs[:, None]
+        if imgs.ndim != 4:
+            raise AffineVAEError(f"{self.source}: images must be (N, H, W) or (N, C, H, W), got shape {imgs.shape}")
+        if imgs.shape[0] == 0:
+            raise AffineVAEError(f"{self.source}: contains zero images")
+        self.images = np.ascontiguousarray(imgs, dtype=np.float32)
+        n = len(self.images)
+        for name in ("labels", "angle", "shift", "scale"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            v = np.asarray(v)
+            if len(v) != n:
+                raise AffineVAEError(f"{self.source}: {len(v)} {name} for {n} images")
+            setattr(self, name, v)
+        if self.labels is not None:
+            if not np.issubdtype(self.labels.dtype, np.integer):
+                if not np.all(np.isfinite(self.labels)) or not np.all(np.mod(self.labels, 1) == 0):
+                    raise AffineVAEError(f"{self.source}: labels must be integers")
+            self.labels = self.labels.astype(np.int64).reshape(-1)
+            if self.labels.min() < 0:
+                raise AffineVAEError(f"{self.source}: labels must be >= 0")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W)."""
+        return tuple(int(v) for v in self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        """1 + the largest label (0 without labels)."""
+        return 0 if self.labels is None else int(self.labels.max()) + 1
+
+    def subset(self, index) -> "ImageSet":
+        """A new ImageSet of the selected images (index array, slice or mask)."""
+        pick = lambda v: None if v is None else v[index]  # noqa: E731
+        return ImageSet(self.images[index], pick(self.labels), pick(self.angle), pick(self.shift), pick(self.scale),
+                        self.class_names, self.source)
+
+    def save_npz(self, path: str | Path) -> Path:
+        """Write the set to a ``.npz`` (arrays images, labels, angle, shift, scale where present), atomically."""
+        from ..io import atomic_write
+
+        arrays = {k: v for k, v in dataclasses.asdict(self).items()
+                  if isinstance(v, np.ndarray)}
+
+        def w(tmp):
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        return atomic_write(path, w)
+
+
+def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool = False) -> np.ndarray:
+    """Apply the normalisation rule (module docstring) to an image array; returns float32.
+
+    Raises :class:`AffineVAEError` on non-numeric data, NaN/inf values or an empty array.
+    """
+    arr = np.asarray(arr)
+    if arr.size == 0:
+        raise AffineVAEError(f"{source}: contains zero images")
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.unsignedinteger):
+        return (arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)).astype(np.float32)
+    if not np.issubdtype(arr.dtype, np.number):
+        raise AffineVAEError(f"{source}: images must be numeric, got dtype {arr.dtype}")
+    out = arr.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        bad = int((~np.isfinite(out)).sum())
+        raise AffineVAEError(f"{source}: {bad} NaN or infinite pixel values")
+    if standardise:
+        std = float(out.std())
+        return ((out - out.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+    lo, hi = float(out.min()), float(out.max())
+    if lo < 0.0 or hi > 1.0:
+        warnings.warn(f"{source}: values span [{lo:g}, {hi:g}], outside [0, 1]; min-max scaling the data set to [0, 1]",
+                      stacklevel=2)
+        out = (out - lo) / (hi - lo if hi > lo else 1.0)
+    return out.astype(np.float32)

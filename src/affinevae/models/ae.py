@@ -1,0 +1,41 @@
+"""The deterministic convolutional autoencoder (the baseline that is a poor generator)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import check_choice
+from ..registry import MODELS
+from .base import LatentModel, ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class AEConfig(ModelConfig):
+    """AE options: ``likelihood`` is 'bernoulli' (BCE loss) or 'mse'; no KL, so no beta."""
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("decoder", self.decoder, ["conv", "mlp"])
+        check_choice("likelihood", self.likelihood, ["bernoulli", "mse"])
+
+
+@MODELS.register("ae")
+class AE(LatentModel):
+    """Autoencoder with a deterministic latent code (``z_std`` is zero, ``kl`` is zero).
+
+    Its latent space is unbounded and irregular: :meth:`sample` decodes N(0, I) draws,
+    which mostly land where no training image was encoded (the point of the comparison).
+    """
+
+    config_class = AEConfig
+    family = "ae"
+    variational = False
+
+    def encoder_out_dim(self) -> int:
+        return self.config.latent_dim
+
+    def _split_stats(self, h):
+        from .base import Encoding
+        import torch
+
+        return Encoding(h, torch.zeros_like(h))

@@ -1,0 +1,12 @@
+"""Neural-network building blocks: encoders, decoders, coordinate grids, affine warps, likelihoods."""
+
+from .affine import (Pose, canonicalise, compose_affine, coordinate_grid, identity_affine, invert_affine,
+                     pose_matrix, render, rotation_matrix, transform_grid, warp, wrap_angle)
+from .layers import DECODERS, ENCODERS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .likelihoods import LIKELIHOODS
+
+__all__ = [
+    "Pose", "canonicalise", "compose_affine", "coordinate_grid", "identity_affine", "invert_affine",
+    "pose_matrix", "render", "rotation_matrix", "transform_grid", "warp", "wrap_angle",
+    "DECODERS", "ENCODERS", "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "LIKELIHOODS",
+]

@@ -1,0 +1,173 @@
+"""Poses, affine matrices and differentiable warps: the ``warp`` in x = warp(render(z), pose).
+
+Coordinates are normalised as in :func:`torch.nn.functional.affine_grid`
+(``align_corners=False``): ``u`` runs left -> right and ``v`` top -> bottom, both in
+[-1, 1] across the image, so a shift of 1.0 is half the image width (height).
+
+A *pose* is the forward transform ``T`` that carries the canonical (upright, centred)
+object to the observed image: ``observed(q) = canonical(T^-1 q)``. With
+``T(p) = A p + t`` and ``A = R(angle) @ Shear(shear) @ diag(scale_x, scale_y)``:
+
+- ``angle`` (radians) rotates the object counter-clockwise *as seen on screen*;
+- ``scale`` > 1 enlarges it; ``shear`` is the shear factor along u;
+- ``shift`` (t_u, t_v) moves it right / down, in units of half the image size.
+
+All matrices here are batched, shape (N, 2, 3), and follow ``affine_grid``'s meaning:
+the matrix maps *output* pixel coordinates to the *input* coordinates to sample.
+Hence ``render(canonical, pose) = warp(canonical, invert_affine(pose_matrix(pose)))``
+and ``canonicalise(observed, pose) = warp(observed, pose_matrix(pose))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclasses.dataclass
+class Pose:
+    """A batch of poses; any field may be ``None`` (identity for that part).
+
+    Attributes:
+        angle: (N,) rotation in radians, counter-clockwise on screen.
+        shift: (N, 2) translation (right, down) in units of half the image size.
+        scale: (N,) or (N, 2) zoom factor (> 0); (N, 2) scales u and v separately.
+        shear: (N,) shear factor along u.
+    """
+
+    angle: Optional[Tensor] = None
+    shift: Optional[Tensor] = None
+    scale: Optional[Tensor] = None
+    shear: Optional[Tensor] = None
+
+    def batch_size(self) -> Optional[int]:
+        """N, or ``None`` when every field is ``None``."""
+        for v in (self.angle, self.shift, self.scale, self.shear):
+            if v is not None:
+                return v.shape[0]
+        return None
+
+    def is_identity(self) -> bool:
+        """True when no field is set."""
+        return self.batch_size() is None
+
+    def detach(self) -> "Pose":
+        """A copy with every tensor detached."""
+        return Pose(**{k: (v.detach() if v is not None else None) for k, v in self.items()})
+
+    def items(self):
+        """(name, tensor-or-None) pairs."""
+        return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+
+    def index(self, idx) -> "Pose":
+        """Select a sub-batch with ``idx`` (slice, index tensor or mask)."""
+        return Pose(**{k: (v[idx] if v is not None else None) for k, v in self.items()})
+
+    def to(self, device) -> "Pose":
+        """Move every tensor to ``device``."""
+        return Pose(**{k: (v.to(device) if v is not None else None) for k, v in self.items()})
+
+
+def rotation_matrix(angle: Tensor) -> Tensor:
+    """(N,) radians -> (N, 2, 2) matrices rotating counter-clockwise on screen (v points down)."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    return torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
+
+
+def pose_matrix(pose: Pose, n: Optional[int] = None, device=None, dtype=torch.float32) -> Tensor:
+    """Forward transform ``T`` of ``pose`` as (N, 2, 3) matrices [A | t].
+
+    ``n``/``device``/``dtype`` are used when ``pose`` is the identity (all fields None).
+    """
+    n = pose.batch_size() or n
+    if n is None:
+        raise ValueError("pose_matrix needs n for an identity pose")
+    ref = next((v for _, v in pose.items() if v is not None), None)
+    if ref is not None:
+        device, dtype = ref.device, ref.dtype
+    A = torch.eye(2, device=device, dtype=dtype).expand(n, 2, 2)
+    if pose.scale is not None:
+        s = pose.scale
+        s = torch.stack([s, s], -1) if s.dim() == 1 else s
+        A = A * s[:, None, :]  # A @ diag(s): scale columns
+    if pose.shear is not None:
+        sh = torch.zeros(n, 2, 2, device=device, dtype=dtype)
+        sh[:, 0, 0] = 1.0
+        sh[:, 1, 1] = 1.0
+        sh[:, 0, 1] = pose.shear
+        A = sh @ A
+    if pose.angle is not None:
+        A = rotation_matrix(pose.angle) @ A
+    t = pose.shift if pose.shift is not None else torch.zeros(n, 2, device=device, dtype=dtype)
+    return torch.cat([A, t[:, :, None]], -1)
+
+
+def invert_affine(theta: Tensor) -> Tensor:
+    """Exact inverse of (N, 2, 3) affine matrices: [A | t] -> [A^-1 | -A^-1 t]."""
+    A, t = theta[:, :, :2], theta[:, :, 2:]
+    a, b, c, d = A[:, 0, 0], A[:, 0, 1], A[:, 1, 0], A[:, 1, 1]
+    det = a * d - b * c
+    Ainv = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2) / det[:, None, None]
+    return torch.cat([Ainv, -Ainv @ t], -1)
+
+
+def compose_affine(first: Tensor, second: Tensor) -> Tensor:
+    """Matrix of ``second(first(p))`` for (N, 2, 3) matrices (applies ``first`` then ``second``)."""
+    A1, t1 = first[:, :, :2], first[:, :, 2:]
+    A2, t2 = second[:, :, :2], second[:, :, 2:]
+    return torch.cat([A2 @ A1, A2 @ t1 + t2], -1)
+
+
+def identity_affine(n: int, device=None, dtype=torch.float32) -> Tensor:
+    """(n, 2, 3) identity matrices."""
+    return torch.eye(2, 3, device=device, dtype=dtype).expand(n, 2, 3).clone()
+
+
+def coordinate_grid(height: int, width: int, device=None, dtype=torch.float32) -> Tensor:
+    """(H*W, 2) pixel-centre coordinates (u, v) in [-1, 1], row-major, as ``affine_grid`` uses."""
+    v = (torch.arange(height, device=device, dtype=dtype) * 2 + 1) / height - 1
+    u = (torch.arange(width, device=device, dtype=dtype) * 2 + 1) / width - 1
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    return torch.stack([uu, vv], -1).reshape(-1, 2)
+
+
+def transform_grid(theta: Tensor, height: int, width: int) -> Tensor:
+    """Apply (N, 2, 3) ``theta`` to the pixel grid: (N, H*W, 2) sampling coordinates."""
+    grid = coordinate_grid(height, width, theta.device, theta.dtype)
+    return grid @ theta[:, :, :2].transpose(1, 2) + theta[:, None, :, 2]
+
+
+def warp(images: Tensor, theta: Tensor, padding_mode: str = "zeros", mode: str = "bilinear") -> Tensor:
+    """Differentiable affine warp of (N, C, H, W) images by (N, 2, 3) ``theta``.
+
+    Output pixel at coordinate q takes the input value at ``theta @ [q, 1]`` (bilinear,
+    zeros outside). Gradients flow to both ``images`` and ``theta``.
+    """
+    if images.dim() != 4 or theta.shape[1:] != (2, 3) or theta.shape[0] != images.shape[0]:
+        raise ValueError(f"warp expects (N,C,H,W) images and (N,2,3) theta, got {tuple(images.shape)} and {tuple(theta.shape)}")
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+
+
+def render(canonical: Tensor, pose: Pose) -> Tensor:
+    """Place a canonical (N, C, H, W) image in ``pose``: the observed image."""
+    if pose.is_identity():
+        return canonical
+    return warp(canonical, invert_affine(pose_matrix(pose)))
+
+
+def canonicalise(observed: Tensor, pose: Pose) -> Tensor:
+    """Undo ``pose`` on observed (N, C, H, W) images: the canonical image."""
+    if pose.is_identity():
+        return observed
+    return warp(observed, pose_matrix(pose))
+
+
+def wrap_angle(angle: Tensor) -> Tensor:
+    """Wrap radians to [-pi, pi)."""
+    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi

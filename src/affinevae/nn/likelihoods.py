@@ -1,0 +1,93 @@
+"""Pixel likelihoods p(x | decoder output). Each returns log-probabilities summed per image (nats)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..registry import Registry
+
+LIKELIHOODS: Registry = Registry("likelihood")
+
+
+class Likelihood:
+    """Interface: ``log_prob(params, x, log_sigma)`` -> (N,) nats, ``mean(params)`` -> image."""
+
+    name = ""
+
+    def log_prob(self, params: Tensor, x: Tensor, log_sigma: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def mean(self, params: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+@LIKELIHOODS.register("bernoulli")
+class Bernoulli(Likelihood):
+    """Bernoulli pixels; ``params`` are logits, x in [0, 1] (soft targets allowed)."""
+
+    name = "bernoulli"
+
+    def log_prob(self, params, x, log_sigma=None):
+        return -F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1)
+
+    def mean(self, params):
+        return torch.sigmoid(params)
+
+
+def _cb_log_norm(logits: Tensor) -> Tensor:
+    """log C(lambda) of the continuous Bernoulli, computed stably from logits."""
+    lam = torch.sigmoid(logits).clamp(1e-6, 1 - 1e-6)
+    near_half = (lam - 0.5).abs() < 1e-3
+    safe = torch.where(near_half, torch.full_like(lam, 0.25), lam)
+    log_norm = torch.log((torch.log1p(-safe) - torch.log(safe)).abs()) - torch.log((1 - 2 * safe).abs())
+    # Taylor expansion around 1/2: log 2 + (4/3) (lam - 1/2)^2
+    taylor = math.log(2.0) + 4.0 / 3.0 * (lam - 0.5) ** 2
+    return torch.where(near_half, taylor, log_norm)
+
+
+@LIKELIHOODS.register("cbernoulli")
+class ContinuousBernoulli(Likelihood):
+    """Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019); ``params`` are logits."""
+
+    name = "cbernoulli"
+
+    def log_prob(self, params, x, log_sigma=None):
+        bce = F.binary_cross_entropy_with_logits(params, x, reduction="none")
+        return (-bce + _cb_log_norm(params)).flatten(1).sum(1)
+
+    def mean(self, params):
+        lam = torch.sigmoid(params).clamp(1e-6, 1 - 1e-6)
+        mean = lam / (2 * lam - 1) + 1 / (2 * torch.atanh(1 - 2 * lam))
+        return torch.where((lam - 0.5).abs() < 1e-3, torch.full_like(lam, 0.5), mean)
+
+
+@LIKELIHOODS.register("gaussian")
+class Gaussian(Likelihood):
+    """Gaussian pixels with mean ``params`` and standard deviation exp(log_sigma)."""
+
+    name = "gaussian"
+
+    def log_prob(self, params, x, log_sigma=None):
+        ls = log_sigma if log_sigma is not None else torch.zeros((), device=x.device)
+        ll = -0.5 * ((x - params) * torch.exp(-ls)) ** 2 - ls - 0.5 * math.log(2 * math.pi)
+        return ll.flatten(1).sum(1)
+
+    def mean(self, params):
+        return params
+
+
+@LIKELIHOODS.register("mse")
+class SquaredError(Likelihood):
+    """Plain sum of squared errors (negated): the AE's MSE loss; not a normalised density."""
+
+    name = "mse"
+
+    def log_prob(self, params, x, log_sigma=None):
+        return -((x - params) ** 2).flatten(1).sum(1)
+
+    def mean(self, params):
+        return params
