@@ -285,8 +285,13 @@ class LatentModel(nn.Module):
             pose = Pose(angle=bt(angle, (n,)), shift=bt(shift, (n, 2)), scale=bt(scale, (n,)))
         return self.likelihood.mean(self.decode_params(z, y, pose))
 
-    def forward(self, x: Tensor, y: Optional[Tensor] = None, sample: bool = True) -> ModelOutput:
-        """Full pass: encode, sample (or take the mean if ``sample`` is False), decode, score."""
+    def forward(self, x: Tensor, y: Optional[Tensor] = None, sample: bool = True,
+                index: Optional[Tensor] = None) -> ModelOutput:
+        """Full pass: encode, sample (or take the mean if ``sample`` is False), decode, score.
+
+        ``index`` (N,) are the images' positions in the training set; the trainer passes
+        them so that models which keep per-image state (the AVAE's found poses) can use them.
+        """
         x, y = self.check_input(x, y)
         enc = self._split_stats(self.encoder(x, self.onehot(y)))
         if sample and self.variational:
@@ -330,6 +335,10 @@ class LatentModel(nn.Module):
         if self.conditional and y is None:
             raise AffineVAEError(f"model '{self.family}' is class-conditional: sampling needs a class")
         return self.decode(z, y)
+
+    def on_epoch_end(self, epoch: int, run_dir: Optional[Path]) -> dict[str, Any]:
+        """Trainer hook after each epoch; may write files to ``run_dir`` and return extra metrics."""
+        return {}
 
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict[str, Any]:

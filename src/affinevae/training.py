@@ -1,0 +1,372 @@
+"""One trainer for every model: Adam, seeded data order, atomic checkpoints, exact resume, DDP.
+
+Run directory layout (everything a later ``affinevae.load(run_dir)`` or ``--resume`` needs):
+
+- ``model.json`` / ``model.safetensors``: the latest weights (what :func:`affinevae.load` reads);
+- ``train.json``: the training config, data description and progress (epochs done);
+- ``checkpoint-eNNNN.safetensors`` + ``optimizer-eNNNN.pt``: the last complete epoch's weights,
+  optimizer state (tensors and numbers only, loaded with ``weights_only=True``) and RNG state;
+  ``train.json`` is written last, so a crash mid-write leaves the previous checkpoint usable;
+- ``metrics.jsonl``: one JSON line per epoch (train/val loss, recon, kl, images/s, lr).
+
+Under ``torchrun`` (WORLD_SIZE > 1) the same call trains data-parallel: gloo on CPU, nccl
+on GPU, data sharded per rank, gradients averaged, only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .config import Config, check, check_choice, check_positive
+from .data.imageset import ImageSet
+from .errors import AffineVAEError
+from .io import atomic_write, load_tensors, read_json, save_model, save_tensors, write_json
+from .models.base import LatentModel
+
+TRAIN_JSON = "train.json"
+METRICS = "metrics.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Config):
+    """Training options.
+
+    Attributes:
+        epochs: passes over the training data.
+        batch_size: images per step (per process under DDP).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        schedule: 'none' or 'cosine' (per-epoch cosine decay to 0).
+        val_split: fraction of the data held out for validation when no validation set is given.
+        seed: fixes data order, the validation split and sampling noise (and, in the CLI, initialisation).
+        device: 'auto' (cuda if available), 'cpu' or 'cuda'.
+        bf16: bfloat16 autocast for the network (likelihoods stay float32).
+        grad_clip: clip the gradient norm to this value (0 = off).
+        progress: show a tqdm progress bar.
+        checkpoint: write a checkpoint every epoch (needs a run directory).
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    val_split: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    grad_clip: float = 0.0
+    progress: bool = True
+    checkpoint: bool = True
+
+    def validate(self) -> None:
+        check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
+        check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        check_positive("lr", self.lr)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_choice("schedule", self.schedule, ["none", "cosine"])
+        check(0.0 <= self.val_split < 1.0, f"val_split must lie in [0, 1), got {self.val_split!r}")
+        check(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
+        check_choice("device", self.device, ["auto", "cpu", "cuda"])
+        check_positive("grad_clip", self.grad_clip, allow_zero=True)
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns: the trained model, per-epoch metrics and the run directory."""
+
+    model: LatentModel
+    history: list
+    run_dir: Optional[Path]
+
+
+class TrainingDiverged(AffineVAEError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AffineVAEError("device 'cuda' requested but no CUDA GPU is available (use --device cpu)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy's legacy global generator."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device_name: str = "auto") -> tuple[int, int]:
+    """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1); returns (rank, world)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        use_cuda = device_name != "cpu" and torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return _dist_info()
+
+
+def _as_tensors(data, model: LatentModel) -> tuple[Tensor, Optional[Tensor]]:
+    if isinstance(data, ImageSet):
+        x, y = data.images, data.labels
+    elif isinstance(data, tuple):
+        x, y = data
+    else:
+        x, y = data, None
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=torch.float32)
+    if x.dim() == 3:
+        x = x[:, None]
+    shape = tuple(model.config.image_shape)
+    if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+        raise AffineVAEError(f"training images have shape {tuple(x.shape)}, the model expects (N, {', '.join(map(str, shape))})")
+    if len(x) == 0:
+        raise AffineVAEError("no training images")
+    if not torch.isfinite(x).all():
+        raise AffineVAEError("training images contain NaN or infinite values")
+    if model.conditional:
+        if y is None:
+            raise AffineVAEError(f"model '{model.family}' is class-conditional: training needs labels")
+        y = torch.as_tensor(np.asarray(y)).long()
+        if len(y) != len(x):
+            raise AffineVAEError(f"{len(y)} labels for {len(x)} images")
+        if y.min() < 0 or y.max() >= model.config.num_classes:
+            raise AffineVAEError(f"labels span [{int(y.min())}, {int(y.max())}] but the model has {model.config.num_classes} classes")
+    else:
+        y = None if y is None else torch.as_tensor(np.asarray(y)).long()
+    return x, y
+
+
+def _state_files(run_dir: Path, epoch: int) -> tuple[Path, Path]:
+    return run_dir / f"checkpoint-e{epoch:04d}.safetensors", run_dir / f"optimizer-e{epoch:04d}.pt"
+
+
+def _save_checkpoint(run_dir: Path, model: LatentModel, opt: torch.optim.Optimizer, epoch: int,
+                     cfg: TrainConfig, meta: dict[str, Any]) -> None:
+    weights, optim = _state_files(run_dir, epoch)
+    save_tensors(weights, model.state_dict())
+    state = {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}
+    atomic_write(optim, lambda tmp: torch.save(state, tmp))
+    save_model(model, run_dir)
+    write_json(run_dir / TRAIN_JSON, {"train_config": cfg.to_dict(), "epochs_done": epoch,
+                                      "checkpoint": weights.name, "optimizer": optim.name, **meta})
+    for old in list(run_dir.glob("checkpoint-e*.safetensors")) + list(run_dir.glob("optimizer-e*.pt")):
+        if old.name not in (weights.name, optim.name):
+            old.unlink(missing_ok=True)
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """The contents of a run's ``train.json`` (training config, epochs done, data description)."""
+    return read_json(Path(run_dir) / TRAIN_JSON, "training state")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Per-epoch metrics of a run (list of dicts from ``metrics.jsonl``); [] if none."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    out = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise AffineVAEError(f"{path}: corrupt line {i + 1}") from None
+    return out
+
+
+def _load_checkpoint(run_dir: Path, model: LatentModel, opt: torch.optim.Optimizer) -> int:
+    info = read_run(run_dir)
+    saved = read_json(run_dir / "model.json", "model config")
+    if saved.get("model") != model.family or saved.get("config") != model.config.to_dict():
+        raise AffineVAEError(f"{run_dir}: the checkpoint was made for a different model "
+                             f"({saved.get('model')}); resume with the same options or choose another --out")
+    weights = load_tensors(run_dir / info["checkpoint"], "checkpoint")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise AffineVAEError(f"{run_dir / info['checkpoint']}: does not match the model ({str(exc).splitlines()[0]})") from None
+    try:
+        state = torch.load(run_dir / info["optimizer"], weights_only=True, map_location="cpu")
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        raise AffineVAEError(f"{run_dir / info['optimizer']}: corrupt optimizer state ({exc.__class__.__name__})") from None
+    return int(info["epochs_done"])
+
+
+def _epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr
+
+
+@torch.no_grad()
+def evaluate(model: LatentModel, x: Tensor, y: Optional[Tensor], batch_size: int = 512, seed: int = 0,
+             bf16: bool = False) -> dict[str, float]:
+    """Mean loss, recon and kl (nats/image) of ``model`` on (N, C, H, W) ``x``; seeded sampling noise."""
+    was_training = model.training
+    model.eval()
+    totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+    device = model.device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(device)
+            yb = None if y is None else y[i:i + batch_size].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(xb, yb)
+            for k in totals:
+                totals[k] += float(getattr(out, k)) * len(xb)
+    model.train(was_training)
+    return {k: v / len(x) for k, v in totals.items()}
+
+
+def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[TrainConfig] = None,
+        out: Optional[str | Path] = None, val: Optional[ImageSet | Tensor | tuple] = None, resume: bool = False,
+        callbacks: Sequence[Callable[[dict], None]] = (), meta: Optional[dict[str, Any]] = None) -> FitResult:
+    """Train ``model`` on ``data`` and return a :class:`FitResult`.
+
+    Args:
+        model: any registered model family.
+        data: an :class:`ImageSet`, an (N, C, H, W) tensor/array, or an ``(images, labels)`` tuple.
+        config: :class:`TrainConfig` (defaults if None).
+        out: run directory for checkpoints, ``metrics.jsonl`` and the final model (optional).
+        val: validation data; if None, ``config.val_split`` of ``data`` is held out (seeded).
+        resume: continue from the last checkpoint in ``out``; gives the same weights as an
+            uninterrupted run (on CPU).
+        callbacks: called with each epoch's metrics dict.
+        meta: extra JSON-able facts stored in ``train.json`` (e.g. the data spec).
+
+    Raises:
+        AffineVAEError: bad data or options; :class:`TrainingDiverged` on a non-finite loss.
+    """
+    cfg = config or TrainConfig()
+    rank, world = init_distributed(cfg.device)
+    device = resolve_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    run_dir = Path(out) if out is not None else None
+    x, y = _as_tensors(data, model)
+    if val is not None:
+        xv, yv = _as_tensors(val, model)
+    elif cfg.val_split > 0 and len(x) >= 10:
+        perm = torch.as_tensor(np.random.default_rng([cfg.seed, 7]).permutation(len(x)))
+        n_val = max(1, int(round(cfg.val_split * len(x))))
+        vi, ti = perm[:n_val], perm[n_val:]
+        xv, yv = x[vi], (None if y is None else y[vi])
+        x, y = x[ti], (None if y is None else y[ti])
+    else:
+        xv, yv = None, None
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    torch.manual_seed(cfg.seed)
+    start = 0
+    history: list[dict] = []
+    if run_dir is not None and resume and (run_dir / TRAIN_JSON).exists():
+        start = _load_checkpoint(run_dir, model, opt)
+        history = read_metrics(run_dir)[:start]
+    elif run_dir is not None and not resume and (run_dir / TRAIN_JSON).exists():
+        raise AffineVAEError(f"{run_dir} already holds a training run; pass resume=True (--resume) to continue it "
+                             "or choose another output directory")
+    if run_dir is not None and rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps(h) + "\n" for h in history)
+        atomic_write(run_dir / METRICS, lambda tmp: Path(tmp).write_text(lines))
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    n = len(x)
+    per_rank = n // world if world > 1 else n
+    steps = max(1, math.ceil(per_rank / cfg.batch_size))
+    meta = dict(meta or {})
+    meta.setdefault("n_train", n)
+    for epoch in range(start + 1, cfg.epochs + 1):
+        lr = _epoch_lr(cfg, epoch - 1)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        order = torch.as_tensor(np.random.default_rng([cfg.seed, epoch]).permutation(n))
+        if world > 1:
+            order = order[: per_rank * world][rank::world]
+        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+        seen = 0
+        t0 = time.perf_counter()
+        bar = None
+        if cfg.progress and rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+        for b in range(steps):
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            if len(idx) == 0:
+                continue
+            xb = x[idx].to(device, non_blocking=True)
+            yb = None if y is None else y[idx].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                outb = net(xb, yb, index=idx)
+            loss = outb.loss
+            if not torch.isfinite(loss):
+                if bar is not None:
+                    bar.close()
+                where = f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None and start + len(history) > 0 else ""
+                raise TrainingDiverged(f"non-finite loss ({float(loss)}) at epoch {epoch}, batch {b + 1}{where}; "
+                                       "try a lower learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            for k in sums:
+                sums[k] += float(getattr(outb, k).detach()) * len(idx)
+            seen += len(idx)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{sums['loss'] / seen:.2f}")
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - t0
+        if world > 1:
+            t = torch.tensor([sums["loss"], sums["recon"], sums["kl"], float(seen)], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            sums = {"loss": float(t[0]), "recon": float(t[1]), "kl": float(t[2])}
+            seen = int(t[3])
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr, "images_per_s": seen / max(elapsed, 1e-9),
+                                  **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
+        if xv is not None:
+            record.update({f"val_{k}": v for k, v in evaluate(model, xv, yv, seed=cfg.seed + epoch, bf16=cfg.bf16).items()})
+        record.update(model.on_epoch_end(epoch, run_dir if rank == 0 else None) or {})
+        history.append(record)
+        if rank == 0 and run_dir is not None:
+            with open(run_dir / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if cfg.checkpoint:
+                _save_checkpoint(run_dir, model, opt, epoch, cfg, meta)
+        for cb in callbacks:
+            cb(record)
+        if world > 1:
+            dist.barrier()
+    if rank == 0 and run_dir is not None and not cfg.checkpoint:
+        save_model(model, run_dir)
+    model.eval()
+    return FitResult(model=model, history=history, run_dir=run_dir)
