@@ -353,11 +353,18 @@ class LatentModel(nn.Module):
 
     @classmethod
     def from_config_dict(cls, config: dict[str, Any]) -> "LatentModel":
-        """Build a fresh model from a config dict (unknown keys raise)."""
+        """Build a fresh model from a saved config dict (unknown keys raise)."""
         return cls(cls.config_class.from_dict(config, what=f"model '{cls.family}'"))
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "LatentModel":
+        """Build from flat user options (CLI / :func:`build_model`); unknown options raise.
+
+        Families whose config nests another model's (the AVAE) override this.
+        """
+        return cls.from_config_dict(options)
 
 
 def build_model(name: str, **options: Any) -> LatentModel:
     """Build a registered model by ``name`` ('ae', 'vae', 'cvae', ...) with validated options."""
-    cls = MODELS.get(name)
-    return cls(cls.config_class.from_dict(options, what=f"model '{name}'"))
+    return MODELS.get(name).from_options(options)
