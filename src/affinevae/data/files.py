@@ -1,25 +1,618 @@
-"""User image files (placeholder: .npy/.npz only; full loaders in progress)."""
+"""Load user image files into an :class:`~affinevae.data.imageset.ImageSet`.
+
+Supported inputs (see :func:`load_images`):
+
+- ``.npy`` arrays (never unpickled);
+- ``.npz`` archives (array ``images``, else ``patches``, else the only image array, or ``key``;
+  ``labels``, ``angle``, ``shift`` and ``scale`` arrays beside it are picked up);
+- TIFF stacks (``.tif``/``.tiff``, one image per page);
+- HDF5 datasets, ``file.h5:dataset`` or ``file.hdf5:/group/dataset`` (needs ``h5py``:
+  ``pip install affinevae[hdf5]``);
+- single ``.png``/``.jpg``/``.jpeg`` images and folders of PNG/JPEG/TIFF files (sorted by name);
+- QuickDraw "numpy bitmap" files, (N, 784) uint8 arrays read as (N, 1, 28, 28); several class
+  files (a comma-separated list or a glob of ``.npy`` paths) make one labelled set, see
+  :func:`load_quickdraw`.
+
+Array shapes accepted: (N, H, W); (N, C, H, W); (N, H, W, C) with C in {1, 3, 4} when the
+last axis is that small and the second is not (transposed to channels-first); (H, W), one
+image; (N, 784), flattened 28x28 images. Pixel values go through the one normalisation rule
+of :func:`~affinevae.data.imageset.normalise_images`: the result is always float32
+(N, C, H, W), in [0, 1] unless ``standardise``.
+
+Every problem the user can fix raises :class:`~affinevae.errors.AffineVAEError` with a one-line
+message naming the file: a missing file, an unsupported extension, a wrong rank, zero images,
+NaN/inf pixels, mixed image sizes, labels that do not match the image count, or a file the
+underlying library cannot read ("PATH: cannot read ...: reason").
+"""
 
 from __future__ import annotations
 
+import glob as _glob
+import re
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..errors import AffineVAEError
 from .imageset import ImageSet, normalise_images
 
+#: Suffixes of single files that :func:`load_images` reads (lower case).
+NPY_EXTS = (".npy",)
+NPZ_EXTS = (".npz",)
+TIFF_EXTS = (".tif", ".tiff")
+HDF5_EXTS = (".h5", ".hdf5", ".hdf")
+PIL_EXTS = (".png", ".jpg", ".jpeg")
+#: Suffixes of the image files read from a folder.
+FOLDER_EXTS = PIL_EXTS + TIFF_EXTS
+SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS
 
-def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = None) -> ImageSet:
-    """Load images from ``path`` (.npy or .npz)."""
-    p = Path(path)
-    if not p.exists():
-        raise AffineVAEError(f"{path}: file not found")
-    if p.suffix == ".npy":
-        arr = np.load(p, allow_pickle=False)
-        return ImageSet(normalise_images(arr, str(p)), source=str(p))
-    with np.load(p, allow_pickle=False) as f:
-        k = key or ("images" if "images" in f.files else "patches" if "patches" in f.files else f.files[0])
-        lab = f["labels"] if "labels" in f.files else None
-        return ImageSet(normalise_images(f[k], str(p)), lab, source=str(p))
+#: Arrays of an ``.npz`` that are ground truth beside the images, not images.
+AUX_KEYS = ("labels", "angle", "shift", "scale")
+#: Image array names tried in order when no ``key`` is given.
+DEFAULT_KEYS = ("images", "patches")
+QUICKDRAW_PREFIX = "full_numpy_bitmap_"
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK"  # local file header or, for an empty archive, end of directory
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_HDF5_SPEC = re.compile(r"^(.*?\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+
+def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = None,
+                standardise: bool = False) -> ImageSet:
+    """Load user images from ``path`` into an :class:`ImageSet`.
+
+    Args:
+        path: one of
+            - a ``.npy`` file: an array of images (shapes in the module docstring); pickled
+              object arrays are refused, never unpickled;
+            - a ``.npz`` archive: the array named ``key``, by default ``images``, else
+              ``patches``, else the only array that is not ``labels``/``angle``/``shift``/
+              ``scale``; those four arrays, where present, become the set's labels (N,),
+              true rotation angle (N,) in radians, shift (N, 2) in half image widths and
+              zoom factor scale (N,);
+            - a ``.tif``/``.tiff`` file: a (multi-page) TIFF stack, one image per page,
+              RGB pages give C=3;
+            - ``file.h5:dataset`` or ``file.hdf5:/group/dataset``: an HDF5 dataset (``key``
+              may name it instead); without a dataset name, the file's only dataset (or one
+              called ``images``/``patches`` at the root); ``labels``/``angle``/``shift``/
+              ``scale`` datasets in the same group are picked up;
+            - a ``.png``/``.jpg``/``.jpeg`` file: one image;
+            - a folder of PNG/JPEG/TIFF files, read in name order (grayscale gives C=1, RGB
+              C=3, an alpha channel is dropped; grayscale images are repeated to RGB when the
+              folder mixes both); all images must have the same height and width;
+            - several ``.npy`` files, as a comma-separated list or a glob pattern such as
+              ``"quickdraw/*.npy"``: one class per file, see :func:`load_quickdraw`.
+        key: name of the array (``.npz``) or dataset (HDF5) holding the images.
+        labels: path to a ``.npy``, ``.txt`` or ``.csv`` file of non-negative integer class
+            labels, one per image, in image order; overrides labels found with the images.
+        standardise: scale float pixels to zero mean and unit standard deviation instead of
+            min-max scaling values outside [0, 1] (see :func:`normalise_images`).
+
+    Returns:
+        ImageSet with ``images`` float32 (N, C, H, W) in [0, 1] (or standardised), and
+        ``labels`` int64 (N,) where known; ``source`` is ``path``.
+
+    Raises:
+        AffineVAEError: one-line message naming the file, for any input problem.
+    """
+    spec = str(path)
+    p = Path(spec)
+    if p.exists():
+        if p.is_dir():
+            _no_key(spec, key)
+            data = _load_folder(p, spec, standardise)
+        else:
+            data = _load_file(p, spec, key, standardise)
+    elif "," in spec or _GLOB_CHARS.search(spec):
+        _no_key(spec, key)
+        data = _load_many(spec, standardise)
+    else:
+        m = _HDF5_SPEC.match(spec)
+        if m and m.group(2) is not None:
+            if not Path(m.group(1)).is_file():
+                raise AffineVAEError(f"{m.group(1)}: file not found")
+            data = _load_hdf5(Path(m.group(1)), m.group(2) or key, spec, standardise)
+        else:
+            raise AffineVAEError(f"{spec}: file not found")
+    if labels is not None:
+        data.labels = _read_labels(labels, len(data), spec)
+    return data
+
+
+def load_quickdraw(paths: Sequence[str], n_per_class: Optional[int] = None,
+                   standardise: bool = False) -> ImageSet:
+    """Load QuickDraw "numpy bitmap" files, one class per file, into one labelled set.
+
+    Args:
+        paths: ``.npy`` files in class order, e.g. ``full_numpy_bitmap_cat.npy``; each holds
+            (N_k, 784) uint8 drawings (28x28 pixels, flattened row by row), read as
+            (N_k, 1, 28, 28). Any other accepted image array shape works too, as long as all
+            files give the same (C, H, W).
+        n_per_class: keep at most the first this many images of each file (all by default).
+        standardise: as for :func:`load_images`.
+
+    Returns:
+        ImageSet with ``images`` float32 (sum N_k, C, H, W) in [0, 1] (uint8 / 255),
+        ``labels`` int64 0..K-1 in the order of ``paths``, and ``class_names`` the file
+        stems without a ``full_numpy_bitmap_`` prefix (``full_numpy_bitmap_cat.npy`` ->
+        ``"cat"``).
+
+    Raises:
+        AffineVAEError: no paths, a missing or unreadable file, a bad ``n_per_class`` or
+            files of different image sizes.
+    """
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise AffineVAEError("QuickDraw: no .npy files given")
+    if n_per_class is not None and (isinstance(n_per_class, bool) or int(n_per_class) != n_per_class
+                                    or n_per_class < 1):
+        raise AffineVAEError(f"QuickDraw: n_per_class must be a positive integer, got {n_per_class!r}")
+    arrays, names, counts = [], [], []
+    first_shape = None
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            raise AffineVAEError(f"{path}: file not found")
+        if p.suffix.lower() != ".npy":
+            raise AffineVAEError(f"{path}: QuickDraw class files must be .npy, got '{p.suffix}'")
+        arr = _read_npy(p, path, mmap=n_per_class is not None)
+        if n_per_class is not None:
+            arr = arr[:n_per_class]
+        arr = _to_nchw(np.array(arr), path)
+        if first_shape is None:
+            first_shape = (arr.shape[1:], path)
+        elif arr.shape[1:] != first_shape[0]:
+            raise AffineVAEError(f"{path}: images of shape {_chw(arr.shape[1:])} differ from "
+                                 f"{_chw(first_shape[0])} in {first_shape[1]}")
+        arrays.append(arr)
+        counts.append(len(arr))
+        stem = p.stem
+        names.append(stem[len(QUICKDRAW_PREFIX):] if stem.startswith(QUICKDRAW_PREFIX) else stem)
+    source = ",".join(paths)
+    images = normalise_images(np.concatenate(arrays), source, standardise)
+    labels = np.repeat(np.arange(len(paths), dtype=np.int64), counts)
+    return ImageSet(images, labels, class_names=names, source=source)
+
+
+# --------------------------------------------------------------------------------------------
+# dispatch
+# --------------------------------------------------------------------------------------------
+
+def _no_key(spec: str, key: Optional[str]) -> None:
+    if key is not None:
+        raise AffineVAEError(f"{spec}: key {key!r} applies only to .npz and HDF5 files")
+
+
+def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> ImageSet:
+    ext = p.suffix.lower()
+    if ext in NPY_EXTS:
+        if _magic(p, spec).startswith(_ZIP_MAGIC):  # an .npz saved under a .npy name
+            return _load_npz(p, spec, key, standardise)
+        _no_key(spec, key)
+        return _finish(_read_npy(p, spec), spec, standardise)
+    if ext in NPZ_EXTS:
+        return _load_npz(p, spec, key, standardise)
+    if ext in TIFF_EXTS:
+        _no_key(spec, key)
+        return _finish(_read_tiff(p, spec), spec, standardise)
+    if ext in HDF5_EXTS:
+        return _load_hdf5(p, key, spec, standardise)
+    if ext in PIL_EXTS:
+        _no_key(spec, key)
+        return _finish(_read_pil(p, spec), spec, standardise)
+    kind = f"'{p.suffix}'" if p.suffix else "(no extension)"
+    raise AffineVAEError(f"{spec}: unsupported file type {kind}; supported: {', '.join(SUPPORTED)}, "
+                         "a folder of images, or a comma-separated list or glob of .npy files")
+
+
+def _finish(arr: np.ndarray, spec: str, standardise: bool, **extra) -> ImageSet:
+    """Shape to (N, C, H, W), normalise, and wrap in an ImageSet."""
+    arr = _to_nchw(arr, spec)
+    return ImageSet(normalise_images(arr, spec, standardise), source=spec, **extra)
+
+
+def _load_many(spec: str, standardise: bool) -> ImageSet:
+    """A comma-separated list and/or glob patterns of files."""
+    files: list[str] = []
+    for part in (s.strip() for s in spec.split(",")):
+        if not part:
+            continue
+        if _GLOB_CHARS.search(part) and not Path(part).exists():
+            hits = sorted(_glob.glob(part))
+            if not hits:
+                raise AffineVAEError(f"{part}: no files match this pattern")
+            files.extend(hits)
+        elif not Path(part).is_file():
+            raise AffineVAEError(f"{part}: file not found")
+        else:
+            files.append(part)
+    if not files:
+        raise AffineVAEError(f"{spec}: no files given")
+    exts = {Path(f).suffix.lower() for f in files}
+    if exts <= set(NPY_EXTS):
+        return load_quickdraw(files, standardise=standardise)
+    if exts <= set(FOLDER_EXTS):
+        return _load_image_files([Path(f) for f in files], spec, standardise)
+    raise AffineVAEError(f"{spec}: a list or glob of files must be all .npy (one class per file) or all "
+                         f"image files ({', '.join(FOLDER_EXTS)}); got {', '.join(sorted(e or '(none)' for e in exts))}")
+
+
+# --------------------------------------------------------------------------------------------
+# shapes
+# --------------------------------------------------------------------------------------------
+
+def _chw(shape) -> str:
+    return "x".join(str(int(v)) for v in shape)
+
+
+def _to_nchw(arr: np.ndarray, spec: str) -> np.ndarray:
+    """Bring an image array of an accepted shape (module docstring) to (N, C, H, W)."""
+    arr = np.asarray(arr)
+    shape = arr.shape
+    if arr.ndim == 2:
+        if shape[1] == 784 and shape[0] != 784:  # QuickDraw / flattened MNIST rows
+            arr = arr.reshape(shape[0], 1, 28, 28)
+        else:
+            arr = arr[None, None]
+    elif arr.ndim == 3:
+        if shape[2] in (3, 4) and shape[0] > 4 and shape[1] > 4:
+            warnings.warn(f"{spec}: shape {shape} read as {shape[0]} images of {shape[1]}x{shape[2]} pixels; "
+                          f"save one colour image as (1, H, W, C)", stacklevel=3)
+        arr = arr[:, None]
+    elif arr.ndim == 4:
+        if shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+            arr = arr.transpose(0, 3, 1, 2)
+    else:
+        raise AffineVAEError(f"{spec}: images must have shape (N, H, W), (N, C, H, W), (N, H, W, C) or (H, W); "
+                             f"got a rank-{arr.ndim} array of shape {shape}")
+    if arr.shape[0] == 0:
+        raise AffineVAEError(f"{spec}: contains zero images (array shape {shape})")
+    if 0 in arr.shape[1:]:
+        raise AffineVAEError(f"{spec}: images are empty (array shape {shape})")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# readers
+# --------------------------------------------------------------------------------------------
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _cannot_read(spec: str, what: str, e: BaseException) -> AffineVAEError:
+    return AffineVAEError(f"{spec}: cannot read {what}: {_reason(e)}")
+
+
+def _magic(p: Path, spec: str) -> bytes:
+    try:
+        with open(p, "rb") as f:
+            return f.read(8)
+    except OSError as e:
+        raise _cannot_read(spec, "file", e) from None
+
+
+def _read_npy(p: Path, spec: str, mmap: bool = False) -> np.ndarray:
+    """A .npy file's array, refusing pickles."""
+    if not _magic(p, spec).startswith(_NPY_MAGIC):
+        raise AffineVAEError(f"{spec}: cannot read .npy: not a NumPy .npy file (bad header)")
+    try:
+        arr = np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise _pickled(spec) from None
+        raise _cannot_read(spec, ".npy", e) from None
+    except Exception as e:  # noqa: BLE001 - any library failure is a user file problem
+        if isinstance(e, MemoryError):
+            raise
+        raise _cannot_read(spec, ".npy", e) from None
+    if arr.dtype.hasobject:
+        raise _pickled(spec)
+    return arr
+
+
+def _pickled(spec: str) -> AffineVAEError:
+    return AffineVAEError(f"{spec}: holds a pickled object array, which is never loaded; "
+                          "save a numeric array (e.g. np.save(path, images.astype(np.float32)))")
+
+
+def _load_npz(p: Path, spec: str, key: Optional[str], standardise: bool) -> ImageSet:
+    magic = _magic(p, spec)
+    if not (magic.startswith(_ZIP_MAGIC) or magic.startswith(_NPY_MAGIC)):
+        raise AffineVAEError(f"{spec}: cannot read .npz: not a NumPy .npz (zip) archive")
+    try:
+        npz = np.load(p, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        if isinstance(e, MemoryError):
+            raise
+        raise _cannot_read(spec, ".npz", e) from None
+    if not hasattr(npz, "files"):  # np.load returned a plain array: a .npy with an .npz name
+        _no_key(spec, key)
+        if npz.dtype.hasobject:
+            raise _pickled(spec)
+        return _finish(npz, spec, standardise)
+    with npz:
+        names = list(npz.files)
+        if key is not None:
+            if key not in names:
+                raise AffineVAEError(f"{spec}: no array {key!r}; arrays: {', '.join(names) or '(none)'}")
+            k = key
+        else:
+            k = next((n for n in DEFAULT_KEYS if n in names), None)
+            if k is None:
+                cands = [n for n in names if n not in AUX_KEYS]
+                if len(cands) != 1:
+                    raise AffineVAEError(
+                        f"{spec}: {'no arrays' if not names else 'several arrays'} and none called "
+                        f"'images' or 'patches'; pick one with key, arrays: {', '.join(names) or '(none)'}")
+                k = cands[0]
+
+        def get(name: str) -> np.ndarray:
+            try:
+                a = npz[name]
+            except ValueError as e:
+                if "pickle" in str(e).lower() or "object" in str(e).lower():
+                    raise AffineVAEError(f"{spec}: array {name!r} is a pickled object array, which is never "
+                                         "loaded; save numeric arrays") from None
+                raise _cannot_read(spec, f"array {name!r}", e) from None
+            except Exception as e:  # noqa: BLE001
+                if isinstance(e, MemoryError):
+                    raise
+                raise _cannot_read(spec, f"array {name!r}", e) from None
+            if a.dtype.hasobject:
+                raise AffineVAEError(f"{spec}: array {name!r} is a pickled object array, which is never loaded")
+            return a
+
+        arr = get(k)
+        extra = {n: get(n) for n in AUX_KEYS if n in names and n != k}
+    return _finish(arr, spec, standardise, **_check_aux(extra, spec))
+
+
+def _check_aux(extra: dict, spec: str) -> dict:
+    """Validate ground-truth arrays: labels/angle/scale (N,), shift (N, 2)."""
+    out = {}
+    for name, v in extra.items():
+        v = np.asarray(v)
+        if not np.issubdtype(v.dtype, np.number) and v.dtype != bool:
+            raise AffineVAEError(f"{spec}: {name} must be numeric, got dtype {v.dtype}")
+        if name == "shift":
+            if v.ndim != 2 or v.shape[1] != 2:
+                raise AffineVAEError(f"{spec}: shift must have shape (N, 2), got {v.shape}")
+            v = v.astype(np.float32)
+        else:
+            if v.ndim == 2 and v.shape[1] == 1:
+                v = v[:, 0]
+            if v.ndim != 1:
+                raise AffineVAEError(f"{spec}: {name} must have shape (N,), got {v.shape}")
+            if name != "labels":
+                v = v.astype(np.float32)
+        if name != "labels" and not np.all(np.isfinite(v)):
+            raise AffineVAEError(f"{spec}: {name} has NaN or infinite values")
+        out[name] = v
+    return out
+
+
+def _read_tiff(p: Path, spec: str) -> np.ndarray:
+    """A TIFF file's images as (N, C, H, W) (or an array _to_nchw accepts)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tf:
+            if not tf.series:
+                raise AffineVAEError(f"{spec}: contains zero images")
+            parts = [_tiff_series(s.asarray(), s.axes, spec) for s in tf.series]
+    except AffineVAEError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if isinstance(e, MemoryError):
+            raise
+        raise _cannot_read(spec, "TIFF", e) from None
+    first = parts[0]
+    for i, part in enumerate(parts[1:], 1):
+        if part.shape[1:] != first.shape[1:]:
+            raise AffineVAEError(f"{spec}: page series {i} has images of {_chw(part.shape[1:])}, "
+                                 f"the first {_chw(first.shape[1:])} (mixed image sizes)")
+    return np.concatenate(parts) if len(parts) > 1 else first
+
+
+def _tiff_series(arr: np.ndarray, axes: str, spec: str) -> np.ndarray:
+    """Use tifffile's axes codes ('S' samples / 'C' channels, 'Y', 'X') to get (N, C, H, W)."""
+    ch = "S" if "S" in axes else ("C" if "C" in axes else None)
+    if ch is None or len(axes) != arr.ndim or "Y" not in axes or "X" not in axes:
+        return _to_nchw(arr, spec)
+    arr = np.moveaxis(arr, axes.index(ch), -1)  # (..., Y, X, C)
+    rest = axes.replace(ch, "")
+    if rest[-2:] != "YX":
+        return _to_nchw(arr, spec)
+    c = arr.shape[-1]
+    arr = arr.reshape(-1, arr.shape[-3], arr.shape[-2], c)
+    return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+
+
+def _read_pil(p: Path, spec: str) -> np.ndarray:
+    """One PNG/JPEG image as (1, C, H, W): C=1 grayscale, 3 colour (alpha dropped)."""
+    from PIL import Image
+
+    try:
+        with Image.open(p) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif mode in ("1", "LA", "La", "PA"):
+                im = im.convert("L" if mode != "PA" else "RGB")
+            elif mode in ("RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+                im = im.convert("RGB")
+            arr = np.array(im)
+    except Exception as e:  # noqa: BLE001
+        if isinstance(e, MemoryError):
+            raise
+        raise _cannot_read(spec, "image", e) from None
+    if mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+        arr = arr.astype(np.uint16)  # 16-bit PNGs open as 32-bit 'I'
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., :3]
+    if mode in ("P", "PA") and arr.ndim == 3 and (arr == arr[..., :1]).all():
+        arr = arr[..., 0]  # a palette of grays is a grayscale image
+    if arr.ndim == 2:
+        return arr[None, None]
+    if arr.ndim == 3:
+        return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])
+    raise AffineVAEError(f"{spec}: cannot read image: unexpected pixel array shape {arr.shape}")
+
+
+def _load_folder(folder: Path, spec: str, standardise: bool) -> ImageSet:
+    entries = sorted(q for q in folder.iterdir() if q.is_file() and not q.name.startswith("."))
+    files = [q for q in entries if q.suffix.lower() in FOLDER_EXTS]
+    if not files:
+        other = f" ({len(entries)} other files)" if entries else ""
+        raise AffineVAEError(f"{spec}: folder has no images ({', '.join(FOLDER_EXTS)}){other}")
+    return _load_image_files(files, spec, standardise)
+
+
+def _load_image_files(files: Sequence[Path], spec: str, standardise: bool) -> ImageSet:
+    """Read image files (PNG/JPEG/TIFF) in the given order into one set."""
+    parts = []
+    for q in files:
+        if not q.is_file():
+            raise AffineVAEError(f"{q}: file not found")
+        arr = _read_tiff(q, str(q)) if q.suffix.lower() in TIFF_EXTS else _read_pil(q, str(q))
+        arr = _to_nchw(arr, str(q))
+        if parts and arr.shape[2:] != parts[0][1].shape[2:]:
+            h, w = arr.shape[2:]
+            h0, w0 = parts[0][1].shape[2:]
+            raise AffineVAEError(f"{q}: image size {h}x{w} (HxW) differs from {h0}x{w0} of {parts[0][0].name} "
+                                 "(mixed image sizes)")
+        parts.append((q, arr))
+    chans = {a.shape[1] for _, a in parts}
+    if chans == {1, 3}:  # grayscale and RGB mixed: repeat grayscale to RGB
+        parts = [(q, np.repeat(a, 3, axis=1) if a.shape[1] == 1 else a) for q, a in parts]
+    elif len(chans) > 1:
+        q, a = next((q, a) for q, a in parts if a.shape[1] != parts[0][1].shape[1])
+        raise AffineVAEError(f"{q}: {a.shape[1]} channels, {parts[0][0].name} has {parts[0][1].shape[1]}")
+    arrays = [a for _, a in parts]
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) > 1 and all(np.issubdtype(d, np.unsignedinteger) for d in dtypes):
+        # e.g. 8- and 16-bit files: scale each by its own bit depth first
+        arrays = [a.astype(np.float32) / float(np.iinfo(a.dtype).max) for a in arrays]
+    return _finish(np.concatenate(arrays), spec, standardise)
+
+
+def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool) -> ImageSet:
+    try:
+        import h5py
+    except ImportError:
+        raise AffineVAEError(f"{spec}: reading HDF5 needs the optional h5py package: "
+                             "pip install affinevae[hdf5]") from None
+    try:
+        with h5py.File(p, "r") as f:
+            found: list[str] = []
+            f.visititems(lambda name, obj: found.append("/" + name) if isinstance(obj, h5py.Dataset) else None)
+            listing = ", ".join(found[:20]) + (f", ... ({len(found)} in all)" if len(found) > 20 else "")
+            if dataset:
+                name = "/" + dataset.strip("/")
+                obj = f.get(name)
+                if obj is None:
+                    raise AffineVAEError(f"{spec}: no dataset {name!r}; datasets: {listing or '(none)'}")
+                if not isinstance(obj, h5py.Dataset):
+                    raise AffineVAEError(f"{spec}: {name!r} is a group, not a dataset; datasets: {listing}")
+            else:
+                cands = [d for d in found if d.rsplit("/", 1)[-1] not in AUX_KEYS]
+                root = [d for d in (f"/{k}" for k in DEFAULT_KEYS) if d in found]
+                if len(found) == 1:
+                    name = found[0]
+                elif root:
+                    name = root[0]
+                elif len(cands) == 1:
+                    name = cands[0]
+                else:
+                    raise AffineVAEError(f"{spec}: {'no datasets' if not found else 'several datasets'}; "
+                                         f"name one as FILE:DATASET; datasets: {listing or '(none)'}")
+            src = f"{p}:{name}"
+            arr = f[name][()]
+            group = name.rsplit("/", 1)[0]
+            extra = {}
+            for k in AUX_KEYS:
+                aux = f"{group}/{k}"
+                if aux != name and isinstance(f.get(aux), h5py.Dataset):
+                    extra[k] = f[aux][()]
+    except AffineVAEError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if isinstance(e, MemoryError):
+            raise
+        raise _cannot_read(spec, "HDF5", e) from None
+    return _finish(np.asarray(arr), src, standardise, **_check_aux(extra, src))
+
+
+def _read_labels(path: str, n: int, images: str) -> np.ndarray:
+    """Integer labels (n,) from a .npy, .txt or .csv file (one label per image)."""
+    p = Path(str(path))
+    if not p.is_file():
+        raise AffineVAEError(f"{path}: labels file not found")
+    ext = p.suffix.lower()
+    if ext == ".npy":
+        lab = _read_npy(p, str(path))
+        if lab.ndim == 2 and 1 in lab.shape:
+            lab = lab.reshape(-1)
+        if lab.ndim != 1:
+            raise AffineVAEError(f"{path}: labels must be a 1-D array, got shape {lab.shape}")
+        if not (np.issubdtype(lab.dtype, np.number) or lab.dtype == bool):
+            raise AffineVAEError(f"{path}: labels must be integers, got dtype {lab.dtype}")
+        vals = lab.astype(np.float64)
+        if not np.all(np.isfinite(vals)) or not np.all(np.mod(vals, 1) == 0):
+            raise AffineVAEError(f"{path}: labels must be integers")
+        lab = lab.astype(np.int64)
+    elif ext in (".txt", ".csv"):
+        lab = _parse_label_text(p, str(path))
+    else:
+        raise AffineVAEError(f"{path}: unsupported labels file type '{p.suffix}'; use .npy, .txt or .csv")
+    if len(lab) != n:
+        raise AffineVAEError(f"{path}: {len(lab)} labels for {n} images in {images}")
+    if n and lab.min() < 0:
+        raise AffineVAEError(f"{path}: labels must be >= 0, got {int(lab.min())}")
+    return lab
+
+
+def _parse_label_text(p: Path, spec: str) -> np.ndarray:
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise _cannot_read(spec, "labels", e) from None
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            rows.append((i, [t for t in re.split(r"[,;\s]+", line) if t]))
+
+    def num(tok: str) -> Optional[int]:
+        try:
+            v = float(tok)
+        except ValueError:
+            return None
+        return int(v) if np.isfinite(v) and v == int(v) else None
+
+    if rows and all(num(t) is None and re.match(r"^[A-Za-z_]", t) for t in rows[0][1]):
+        rows = rows[1:]  # a header line such as "label"
+    if len(rows) == 1:
+        tokens = [(rows[0][0], t) for t in rows[0][1]]
+    else:
+        bad = next((i for i, toks in rows if len(toks) != 1), None)
+        if bad is not None:
+            raise AffineVAEError(f"{spec}: line {bad}: expected one label per line")
+        tokens = [(i, toks[0]) for i, toks in rows]
+    out = []
+    for i, t in tokens:
+        v = num(t)
+        if v is None:
+            raise AffineVAEError(f"{spec}: line {i}: {t!r} is not an integer label")
+        out.append(v)
+    return np.asarray(out, dtype=np.int64)

@@ -1,0 +1,403 @@
+"""Tests for affinevae.data.files: every loader kind and every bad input."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from affinevae.data import load_dataset
+from affinevae.data.files import load_images, load_quickdraw
+from affinevae.errors import AffineVAEError
+
+N, H, W = 5, 8, 8
+
+
+def u8(*shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def check(data, shape, labels=None):
+    assert data.images.shape == shape
+    assert data.images.dtype == np.float32
+    assert data.images.min() >= 0.0 and data.images.max() <= 1.0
+    if labels is None:
+        assert data.labels is None
+    else:
+        assert data.labels.dtype == np.int64
+        np.testing.assert_array_equal(data.labels, labels)
+
+
+def raises(match_file, fn, *args, **kw):
+    """Call fn and return the AffineVAEError message; it must be one line naming the file."""
+    with pytest.raises(AffineVAEError) as info:
+        fn(*args, **kw)
+    msg = str(info.value)
+    assert str(match_file) in msg, msg
+    assert "\n" not in msg
+    return msg
+
+
+# ---------------------------------------------------------------- .npy
+
+def test_npy_uint8(tmp_path):
+    arr = u8(N, H, W)
+    p = tmp_path / "imgs.npy"
+    np.save(p, arr)
+    data = load_images(str(p))
+    check(data, (N, 1, H, W))
+    np.testing.assert_allclose(data.images[:, 0], arr / 255.0, atol=1e-6)
+    assert data.source == str(p)
+
+
+def test_npy_float_outside_range_scaled_or_standardised(tmp_path):
+    p = tmp_path / "f.npy"
+    np.save(p, np.linspace(-3, 7, N * H * W).reshape(N, H, W))
+    with pytest.warns(UserWarning, match="min-max"):
+        data = load_images(str(p))
+    assert data.images.min() == 0.0 and data.images.max() == pytest.approx(1.0)
+    std = load_images(str(p), standardise=True).images
+    assert abs(std.mean()) < 1e-5 and std.std() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_npy_shapes(tmp_path):
+    p = tmp_path / "a.npy"
+    np.save(p, u8(N, H, W, 3))  # channels-last
+    data = load_images(str(p))
+    check(data, (N, 3, H, W))
+    np.testing.assert_allclose(data.images[2, 1], np.load(p)[2, :, :, 1] / 255.0, atol=1e-6)
+    np.save(p, u8(N, 3, H, W))  # channels-first stays
+    check(load_images(str(p)), (N, 3, H, W))
+    np.save(p, u8(N, H, W, 1))
+    check(load_images(str(p)), (N, 1, H, W))
+    np.save(p, u8(H, W))  # one image
+    check(load_images(str(p)), (1, 1, H, W))
+
+
+def test_quickdraw_single_npy_reshaped(tmp_path):
+    p = tmp_path / "full_numpy_bitmap_cat.npy"
+    arr = u8(4, 784)
+    np.save(p, arr)
+    data = load_images(str(p))
+    check(data, (4, 1, 28, 28))
+    np.testing.assert_allclose(data.images[1, 0], arr[1].reshape(28, 28) / 255.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- .npz
+
+def test_npz_default_key_labels_and_truth(tmp_path):
+    p = tmp_path / "d.npz"
+    lab = np.array([0, 1, 2, 1, 0])
+    np.savez(p, images=u8(N, H, W), labels=lab, angle=np.linspace(0, 1, N), shift=np.zeros((N, 2)),
+             scale=np.ones(N), other=np.zeros(3))
+    data = load_images(str(p))
+    check(data, (N, 1, H, W), lab)
+    assert data.angle.shape == (N,) and data.shift.shape == (N, 2) and data.scale.shape == (N,)
+
+
+def test_npz_patches_only_array_and_key(tmp_path):
+    p = tmp_path / "p.npz"
+    np.savez(p, patches=u8(N, H, W), x=u8(3, H, W))
+    check(load_images(str(p)), (N, 1, H, W))
+    check(load_images(str(p), key="x"), (3, 1, H, W))
+    q = tmp_path / "one.npz"
+    np.savez(q, stuff=u8(N, H, W), labels=np.arange(N))
+    check(load_images(str(q)), (N, 1, H, W), np.arange(N))
+
+
+def test_npz_errors(tmp_path):
+    p = tmp_path / "two.npz"
+    np.savez(p, a=u8(N, H, W), b=u8(N, H, W))
+    msg = raises("two.npz", load_images, str(p))
+    assert "a, b" in msg
+    msg = raises("two.npz", load_images, str(p), key="zzz")
+    assert "'zzz'" in msg and "a, b" in msg
+    q = tmp_path / "badlab.npz"
+    np.savez(q, images=u8(N, H, W), labels=np.arange(N - 1))
+    assert "labels" in raises("badlab.npz", load_images, str(q))
+    r = tmp_path / "obj.npz"
+    np.savez(r, images=np.array([np.zeros(2), "x"], dtype=object))
+    assert "pickled" in raises("obj.npz", load_images, str(r))
+    g = tmp_path / "garbage.npz"
+    g.write_bytes(b"PK\x03\x04 this is not a zip archive at all")
+    assert "cannot read" in raises("garbage.npz", load_images, str(g))
+
+
+# ---------------------------------------------------------------- TIFF
+
+def test_tiff_multipage_and_rgb(tmp_path):
+    import tifffile
+
+    p = tmp_path / "stack.tif"
+    arr = u8(N, H, W)
+    tifffile.imwrite(p, arr)
+    data = load_images(str(p))
+    check(data, (N, 1, H, W))
+    np.testing.assert_allclose(data.images[:, 0], arr / 255.0, atol=1e-6)
+    q = tmp_path / "rgb.tiff"
+    rgb = u8(3, H, W, 3)
+    tifffile.imwrite(q, rgb, photometric="rgb")
+    data = load_images(str(q))
+    check(data, (3, 3, H, W))
+    np.testing.assert_allclose(data.images[1, 2], rgb[1, :, :, 2] / 255.0, atol=1e-6)
+    one = tmp_path / "one_rgb.tif"
+    tifffile.imwrite(one, rgb[0], photometric="rgb")
+    check(load_images(str(one)), (1, 3, H, W))
+
+
+def test_tiff_pages_of_different_sizes(tmp_path):
+    import tifffile
+
+    p = tmp_path / "mixed.tif"
+    with tifffile.TiffWriter(p) as tw:
+        tw.write(u8(H, W))
+        tw.write(u8(H + 2, W))
+    assert "mixed image sizes" in raises("mixed.tif", load_images, str(p))
+
+
+def test_tiff_truncated(tmp_path):
+    import tifffile
+
+    p = tmp_path / "full.tif"
+    tifffile.imwrite(p, u8(N, 32, 32))
+    t = tmp_path / "trunc.tif"
+    t.write_bytes(p.read_bytes()[:100])
+    assert "cannot read" in raises("trunc.tif", load_images, str(t))
+    t.write_bytes(p.read_bytes()[:-3000])  # image data cut short
+    assert "cannot read" in raises("trunc.tif", load_images, str(t))
+
+
+# ---------------------------------------------------------------- HDF5
+
+def test_hdf5(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    p = tmp_path / "d.h5"
+    with h5py.File(p, "w") as f:
+        g = f.create_group("grp")
+        g["data"] = u8(N, H, W)
+        g["labels"] = np.array([1, 0, 1, 0, 1])
+        f["other"] = np.zeros((3, H, W), np.float32)
+    check(load_images(f"{p}:grp/data"), (N, 1, H, W), [1, 0, 1, 0, 1])
+    check(load_images(f"{p}:/grp/data"), (N, 1, H, W), [1, 0, 1, 0, 1])
+    check(load_images(str(p), key="other"), (3, 1, H, W))
+    msg = raises("d.h5", load_images, str(p))  # two image datasets, none named
+    assert "/grp/data" in msg and "/other" in msg
+    assert "/nope" in raises("d.h5", load_images, f"{p}:nope")
+    q = tmp_path / "only.hdf5"
+    with h5py.File(q, "w") as f:
+        f["x"] = u8(N, H, W, 3)
+    check(load_images(str(q)), (N, 3, H, W))
+    raises("missing.h5", load_images, str(tmp_path / "missing.h5") + ":x")
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5 at all")
+    assert "cannot read" in raises("bad.h5", load_images, str(bad))
+
+
+def test_hdf5_without_h5py(tmp_path, monkeypatch):
+    p = tmp_path / "d.h5"
+    p.write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    assert "pip install affinevae[hdf5]" in raises("d.h5", load_images, f"{p}:images")
+
+
+# ---------------------------------------------------------------- folders of images
+
+def _png(path, arr):
+    from PIL import Image
+
+    Image.fromarray(arr).save(path)
+
+
+def test_folder_gray_rgb_rgba_sorted(tmp_path):
+    from PIL import Image
+
+    d = tmp_path / "gray"
+    d.mkdir()
+    arrs = [u8(H, W, seed=i) for i in range(N)]
+    for i, a in enumerate(arrs):
+        _png(d / f"img_{i}.png", a)
+    (d / "notes.txt").write_text("ignored")
+    data = load_images(str(d))
+    check(data, (N, 1, H, W))
+    np.testing.assert_allclose(data.images[3, 0], arrs[3] / 255.0, atol=1e-6)
+
+    c = tmp_path / "rgb"
+    c.mkdir()
+    rgb = u8(H, W, 3)
+    _png(c / "a.png", rgb)
+    Image.fromarray(u8(H, W, 4)).save(c / "b.png")  # RGBA: alpha dropped
+    Image.fromarray(u8(H, W, 3)).save(c / "c.jpg", quality=95)
+    _png(c / "d.png", u8(H, W))  # grayscale among RGB: repeated
+    data = load_images(str(c))
+    check(data, (4, 3, H, W))
+    np.testing.assert_allclose(data.images[0], rgb.transpose(2, 0, 1) / 255.0, atol=1e-6)
+    np.testing.assert_allclose(data.images[3, 0], data.images[3, 2])
+
+    t = tmp_path / "tifs"
+    t.mkdir()
+    import tifffile
+    for i in range(3):
+        tifffile.imwrite(t / f"{i}.tif", u8(H, W, seed=i))
+    check(load_images(str(t)), (3, 1, H, W))
+
+
+def test_single_png_and_glob_of_pngs(tmp_path):
+    _png(tmp_path / "a.png", u8(H, W, 3))
+    _png(tmp_path / "b.png", u8(H, W, 3))
+    check(load_images(str(tmp_path / "a.png")), (1, 3, H, W))
+    check(load_images(str(tmp_path / "*.png")), (2, 3, H, W))
+
+
+def test_folder_errors(tmp_path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    _png(d / "a.png", u8(H, W))
+    _png(d / "b.png", u8(H, W + 4))
+    msg = raises("b.png", load_images, str(d))
+    assert "8x12" in msg and "8x8" in msg and "a.png" in msg
+    e = tmp_path / "empty_dir"
+    e.mkdir()
+    (e / "readme.txt").write_text("x")
+    assert "no images" in raises("empty_dir", load_images, str(e))
+    f = tmp_path / "fake"
+    f.mkdir()
+    (f / "text.png").write_text("I am not a PNG")
+    assert "cannot read" in raises("text.png", load_images, str(f))
+    assert "cannot read" in raises("text.png", load_images, str(f / "text.png"))
+    _png(tmp_path / "full.png", u8(32, 32))
+    (f / "text.png").unlink()
+    (f / "cut.png").write_bytes((tmp_path / "full.png").read_bytes()[:500])
+    assert "cannot read" in raises("cut.png", load_images, str(f))
+
+
+# ---------------------------------------------------------------- QuickDraw
+
+def _quickdraw(tmp_path, names=("cat", "dog", "fish"), counts=(3, 4, 2)):
+    d = tmp_path / "quickdraw"
+    d.mkdir()
+    paths = []
+    for i, (name, n) in enumerate(zip(names, counts)):
+        p = d / f"full_numpy_bitmap_{name}.npy"
+        np.save(p, u8(n, 784, seed=i))
+        paths.append(str(p))
+    return d, paths
+
+
+def test_quickdraw_multi_class(tmp_path):
+    d, paths = _quickdraw(tmp_path)
+    data = load_quickdraw([paths[1], paths[0], paths[2]])
+    check(data, (9, 1, 28, 28), [0] * 4 + [1] * 3 + [2] * 2)
+    assert data.class_names == ["dog", "cat", "fish"]
+    data = load_quickdraw(paths, n_per_class=2)
+    check(data, (6, 1, 28, 28), [0, 0, 1, 1, 2, 2])
+    np.testing.assert_allclose(data.images[2, 0], np.load(paths[1])[0].reshape(28, 28) / 255.0, atol=1e-6)
+    data = load_images(",".join(paths))
+    assert data.class_names == ["cat", "dog", "fish"] and len(data) == 9
+    data = load_images(str(d / "*.npy"))  # glob: sorted by name
+    assert data.class_names == ["cat", "dog", "fish"]
+    check(data, (9, 1, 28, 28), [0] * 3 + [1] * 4 + [2] * 2)
+
+
+def test_quickdraw_errors(tmp_path):
+    d, paths = _quickdraw(tmp_path)
+    raises("nothere", load_images, str(d / "nothere*.npy"))
+    raises("gone.npy", load_images, f"{paths[0]},{d / 'gone.npy'}")
+    raises("missing.npy", load_quickdraw, [paths[0], str(d / "missing.npy")])
+    np.save(d / "small.npy", u8(2, H, W))
+    msg = raises("small.npy", load_quickdraw, [paths[0], str(d / "small.npy")])
+    assert "28" in msg and "8x8" in msg
+    with pytest.raises(AffineVAEError):
+        load_quickdraw(paths, n_per_class=0)
+
+
+# ---------------------------------------------------------------- labels files
+
+@pytest.mark.parametrize("kind", ["npy", "txt", "csv"])
+def test_labels_file_overrides(tmp_path, kind):
+    p = tmp_path / "d.npz"
+    np.savez(p, images=u8(N, H, W), labels=np.zeros(N, int))
+    lab = np.array([3, 1, 4, 1, 5])
+    lp = tmp_path / f"lab.{kind}"
+    if kind == "npy":
+        np.save(lp, lab)
+    elif kind == "txt":
+        lp.write_text("\n".join(map(str, lab)) + "\n")
+    else:
+        lp.write_text("label\n" + "\n".join(map(str, lab)) + "\n")
+    check(load_images(str(p), labels=str(lp)), (N, 1, H, W), lab)
+
+
+def test_labels_file_errors(tmp_path):
+    p = tmp_path / "d.npy"
+    np.save(p, u8(N, H, W))
+    lp = tmp_path / "short.txt"
+    lp.write_text("0\n1\n2\n")
+    msg = raises("short.txt", load_images, str(p), labels=str(lp))
+    assert "3 labels for 5 images" in msg
+    raises("nolabels.txt", load_images, str(p), labels=str(tmp_path / "nolabels.txt"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0\n1\nx\n2\n3\n")
+    assert "line 3" in raises("bad.csv", load_images, str(p), labels=str(bad))
+    neg = tmp_path / "neg.npy"
+    np.save(neg, np.array([0, 1, -1, 0, 1]))
+    raises("neg.npy", load_images, str(p), labels=str(neg))
+
+
+# ---------------------------------------------------------------- bad inputs
+
+def test_missing_and_unknown(tmp_path):
+    raises("nothing.npy", load_images, str(tmp_path / "nothing.npy"))
+    p = tmp_path / "data.xyz"
+    p.write_text("x")
+    msg = raises("data.xyz", load_images, str(p))
+    assert ".npy" in msg and ".tiff" in msg and ".h5" in msg
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 2, 3, 8, 8)])
+def test_wrong_rank(tmp_path, shape):
+    p = tmp_path / "rank.npy"
+    np.save(p, np.zeros(shape, np.float32))
+    assert "rank" in raises("rank.npy", load_images, str(p))
+
+
+def test_zero_images_and_nonfinite(tmp_path):
+    p = tmp_path / "zero.npy"
+    np.save(p, np.zeros((0, H, W), np.uint8))
+    assert "zero images" in raises("zero.npy", load_images, str(p))
+    q = tmp_path / "nan.npy"
+    a = np.zeros((N, H, W), np.float32)
+    a[1, 2, 3] = np.nan
+    a[2, 2, 3] = np.inf
+    np.save(q, a)
+    assert "NaN" in raises("nan.npy", load_images, str(q))
+
+
+def test_corrupt_and_pickled_npy(tmp_path):
+    g = tmp_path / "garbage.npy"
+    g.write_bytes(b"\x00\x01garbage bytes that are not an array")
+    assert "cannot read" in raises("garbage.npy", load_images, str(g))
+    t = tmp_path / "trunc.npy"
+    np.save(t, u8(N, H, W))
+    t.write_bytes(t.read_bytes()[:150])
+    assert "cannot read" in raises("trunc.npy", load_images, str(t))
+    o = tmp_path / "obj.npy"
+    np.save(o, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    assert "pickled" in raises("obj.npy", load_images, str(o))
+
+
+# ---------------------------------------------------------------- through load_dataset
+
+def test_load_dataset_path(tmp_path):
+    p = tmp_path / "d.npz"
+    np.savez(p, images=u8(N, H, W), labels=np.arange(N))
+    data = load_dataset(str(p))
+    check(data, (N, 1, H, W), np.arange(N))
+    assert len(load_dataset(str(p), n=2)) == 2
+    lp = tmp_path / "l.txt"
+    lp.write_text("1 1 1 1 1")
+    check(load_dataset(str(p), labels=str(lp)), (N, 1, H, W), [1] * N)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(str(p))
