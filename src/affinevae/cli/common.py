@@ -1,0 +1,52 @@
+"""Argument helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Optional
+
+from ..data import ImageSet, load_dataset
+from ..errors import AffineVAEError
+
+
+def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, default: Optional[str] = None) -> None:
+    """--data SPEC, --labels, --key, -n: where the images come from."""
+    p.add_argument("--data", required=required and default is None, default=default,
+                   help="'mnist', 'rotated-mnist', or a path: .npy/.npz (--key), TIFF stack, file.h5:dataset, "
+                        "a folder of PNG/JPEG/TIFF, QuickDraw .npy bitmaps (comma-separated or a glob)")
+    p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
+    p.add_argument("--key", help="array name inside an .npz (default: images, else patches, else the only array)")
+    p.add_argument("-n", "--n", type=int, dest="n", help="use only the first N images")
+
+
+def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: int = 0) -> ImageSet:
+    """Load the data named by :func:`add_data_arguments`' options."""
+    if args.n is not None and args.n < 1:
+        raise AffineVAEError(f"-n must be >= 1, got {args.n}")
+    return load_dataset(args.data, split=split, n=args.n, seed=seed, key=args.key, labels=args.labels)
+
+
+def parse_int_list(text: str, name: str) -> tuple[int, ...]:
+    """'256,128' -> (256, 128) with a clear error."""
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise AffineVAEError(f"--{name} must be comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise AffineVAEError(f"--{name} is empty")
+    return vals
+
+
+def parse_set_options(items: list[str]) -> dict[str, Any]:
+    """['key=value', ...] -> dict; values parsed as JSON when possible, else kept as strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise AffineVAEError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip().replace("-", "_")] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip().replace("-", "_")] = v
+    return out

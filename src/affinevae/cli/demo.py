@@ -1,0 +1,25 @@
+"""``affinevae demo``: the main job on the bundled data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..demo import run_demo
+from . import COMMANDS
+
+
+@COMMANDS.register("demo")
+class Demo:
+    help = "run the demo on bundled MNIST and write its figures and report"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", default="affinevae-demo", help="output directory (default affinevae-demo)")
+        p.add_argument("--quick", action="store_true", help="a small, fast version (under 2 minutes)")
+        p.add_argument("--seed", type=int, default=0)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        run_demo(args.out, quick=args.quick, seed=args.seed, progress=sys.stderr.isatty())
+        return 0

@@ -1,0 +1,40 @@
+"""``affinevae encode``: latent codes, pose and per-image ELBO of a data set."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ..evaluation import encode_dataset
+from ..io import atomic_write, load
+from . import COMMANDS
+from .common import add_data_arguments, load_data_from_args
+
+
+@COMMANDS.register("encode")
+class Encode:
+    help = "encode images with a trained model: z_mean, z_std, elbo (nats) and pose arrays to an .npz"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run_dir", help="run or model directory")
+        add_data_arguments(p)
+        p.add_argument("--out", required=True, help="output .npz")
+        p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
+        p.add_argument("--batch-size", type=int, default=512)
+        p.add_argument("--seed", type=int, default=0, help="seed of the ELBO's posterior sample")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        model = load(args.run_dir)
+        data = load_data_from_args(args, args.split, seed=args.seed)
+        out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed)
+
+        def w(tmp):
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **out)
+        atomic_write(args.out, w)
+        print(f"encoded {len(data)} images: arrays {', '.join(sorted(out))} -> {args.out} "
+              f"(mean ELBO {out['elbo'].mean():.2f} nats/image)")
+        return 0

@@ -1,0 +1,50 @@
+"""``affinevae info``: what a run directory holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..io import load
+from ..training import TRAIN_JSON, read_metrics, read_run
+from . import COMMANDS
+
+
+@COMMANDS.register("info")
+class Info:
+    help = "show a run's model, config, training progress and last metrics"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run_dir", help="run or model directory")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        model = load(args.run_dir)
+        run = Path(args.run_dir)
+        info = {"model": model.family, "parameters": sum(p.numel() for p in model.parameters()),
+                "config": model.config.to_dict()}
+        if (run / TRAIN_JSON).exists():
+            t = read_run(run)
+            info["epochs_done"] = t.get("epochs_done")
+            info["train_config"] = t.get("train_config")
+            info["data"] = t.get("data")
+        metrics = read_metrics(run)
+        if metrics:
+            info["last_metrics"] = metrics[-1]
+        if args.json:
+            print(json.dumps(info, indent=2))
+            return 0
+        print(f"model       {info['model']} ({info['parameters']:,} parameters)")
+        for k, v in info["config"].items():
+            print(f"  {k:<14}{v}")
+        if "epochs_done" in info:
+            tc = info.get("train_config") or {}
+            print(f"training    {info['epochs_done']}/{tc.get('epochs')} epochs on {info.get('data')}, "
+                  f"batch {tc.get('batch_size')}, lr {tc.get('lr')}, seed {tc.get('seed')}")
+        if metrics:
+            m = metrics[-1]
+            print("last epoch  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+        return 0

@@ -1,0 +1,96 @@
+"""``affinevae train``: train any registered model on built-in or user data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..errors import AffineVAEError
+from ..models.base import build_model
+from ..registry import MODELS
+from ..training import TrainConfig, fit, init_distributed, seed_everything
+from . import COMMANDS
+from .common import add_data_arguments, load_data_from_args, parse_int_list, parse_set_options
+
+
+@COMMANDS.register("train")
+class Train:
+    help = "train a model (ae, vae, cvae, rvae, crvae, avae) and write a run directory"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        from .. import models  # noqa: F401  (register the families)
+
+        p.add_argument("--model", required=True, help=f"model family: {', '.join(MODELS.names())}")
+        add_data_arguments(p)
+        p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model)")
+        p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+        g = p.add_argument_group("model options (only those given are passed; unknown ones for a model are errors)")
+        g.add_argument("--latent-dim", type=int, help="content latent variables (default 10)")
+        g.add_argument("--encoder", help="conv or mlp")
+        g.add_argument("--decoder", help="conv or mlp; rvae: spatial or warp")
+        g.add_argument("--hidden", help="fully connected widths, e.g. 256,128")
+        g.add_argument("--channels", help="conv feature maps, e.g. 32,64")
+        g.add_argument("--activation", help="relu, tanh, gelu, silu, softplus, elu")
+        g.add_argument("--likelihood", help="bernoulli, cbernoulli, gaussian (ae: bernoulli or mse)")
+        g.add_argument("--sigma", type=float, help="Gaussian pixel sigma")
+        g.add_argument("--learn-sigma", action="store_true", default=None, help="learn the Gaussian sigma")
+        g.add_argument("--beta", type=float, help="KL weight")
+        g.add_argument("--invariances", help="rvae/crvae: comma-separated subset of rotation,translation,scale ('none' for none)")
+        g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other model option, e.g. --set rotation_prior=1.0 (repeatable)")
+        t = p.add_argument_group("training options")
+        t.add_argument("--epochs", type=int, default=10)
+        t.add_argument("--batch-size", type=int, default=128)
+        t.add_argument("--lr", type=float, default=1e-3)
+        t.add_argument("--weight-decay", type=float, default=0.0)
+        t.add_argument("--schedule", default="none", help="none or cosine")
+        t.add_argument("--val-split", type=float, default=0.1)
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        t.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+        t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                          schedule=args.schedule, val_split=args.val_split, seed=args.seed, device=args.device,
+                          bf16=args.bf16, progress=not args.no_progress and sys.stderr.isatty())
+        rank, _ = init_distributed(cfg.device)
+        data = load_data_from_args(args, "train", seed=args.seed)
+        cls = MODELS.get(args.model)
+        options = model_options(args, cls, data)
+        seed_everything(args.seed)
+        model = build_model(args.model, **options)
+        meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n}
+        result = fit(model, data, cfg, out=args.out, resume=args.resume, meta=meta)
+        if rank == 0:
+            last = result.history[-1] if result.history else {}
+            val = f", val loss {last['val_loss']:.2f}" if "val_loss" in last else ""
+            print(f"trained {args.model} on {len(data)} images ({data.source}) for {cfg.epochs} epochs: "
+                  f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
+        return 0
+
+
+def model_options(args: argparse.Namespace, cls, data) -> dict:
+    """Model options from the CLI: those given, plus image_shape (and num_classes) from the data."""
+    opts: dict = {"image_shape": list(data.image_shape)}
+    if getattr(cls, "conditional", False):
+        if data.labels is None:
+            raise AffineVAEError(f"model '{args.model}' is class-conditional: the data need labels (--labels)")
+        opts["num_classes"] = max(data.num_classes, 2)
+    simple = {"latent_dim": args.latent_dim, "encoder": args.encoder, "decoder": args.decoder,
+              "activation": args.activation, "likelihood": args.likelihood, "sigma": args.sigma,
+              "learn_sigma": args.learn_sigma, "beta": args.beta}
+    opts.update({k: v for k, v in simple.items() if v is not None})
+    if args.hidden:
+        opts["hidden"] = list(parse_int_list(args.hidden, "hidden"))
+    if args.channels:
+        opts["channels"] = list(parse_int_list(args.channels, "channels"))
+    if args.invariances is not None:
+        inv = [] if args.invariances.strip().lower() in ("", "none") else [v.strip() for v in args.invariances.split(",")]
+        opts["invariances"] = inv
+    opts.update(parse_set_options(args.set))
+    return opts
