@@ -330,7 +330,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
                 if bar is not None:
                     bar.close()
                 where = f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None and start + len(history) > 0 else ""
-                raise TrainingDiverged(f"non-finite loss ({float(loss)}) at epoch {epoch}, batch {b + 1}{where}; "
+                raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at epoch {epoch}, batch {b + 1}{where}; "
                                        "try a lower learning rate")
             opt.zero_grad(set_to_none=True)
             loss.backward()

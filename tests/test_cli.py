@@ -1,0 +1,89 @@
+"""The command line: every foundation command on MNIST and on a user .npz; user errors exit 2 in one line."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import affinevae as av
+from affinevae.cli import main
+
+TINY = ["--latent-dim", "3", "--hidden", "32", "--channels", "8,16", "--no-progress", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    assert main(["train", "--model", "vae", "--data", "mnist", "-n", "400", "--epochs", "1", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_encode_sample_info_on_mnist(run_dir, tmp_path, capsys):
+    assert main(["encode", str(run_dir), "--data", "mnist", "-n", "50", "--out", str(tmp_path / "enc.npz")]) == 0
+    with np.load(tmp_path / "enc.npz") as f:
+        assert f["z_mean"].shape == (50, 3) and f["z_std"].shape == (50, 3) and f["elbo"].shape == (50,)
+        assert np.all(f["elbo"] < 0) and np.all(f["z_std"] > 0)
+    assert main(["sample", str(run_dir), "-n", "9", "--out", str(tmp_path / "s.png"), "--upscale", "1"]) == 0
+    img = Image.open(tmp_path / "s.png")
+    assert img.size == (3 * 29 + 1, 3 * 29 + 1)
+    capsys.readouterr()
+    assert main(["info", str(run_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model"] == "vae" and info["epochs_done"] == 1 and info["config"]["latent_dim"] == 3
+
+
+def test_resume_continues_run(run_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "vae"
+    shutil.copytree(run_dir, run)
+    args = ["train", "--model", "vae", "--data", "mnist", "-n", "400", "--out", str(run), *TINY]
+    assert main([*args, "--epochs", "2"]) == 2  # exists: refuses without --resume
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    assert av.training.read_run(run)["epochs_done"] == 2
+
+
+def test_cvae_on_user_npz(tmp_path, capsys):
+    d = av.data.load_mnist("test", n=200)
+    np.savez(tmp_path / "mine.npz", images=(d.images[:, 0] * 255).astype(np.uint8), labels=d.labels)
+    out = tmp_path / "cvae"
+    assert main(["train", "--model", "cvae", "--data", str(tmp_path / "mine.npz"), "--epochs", "1", "--out", str(out), *TINY]) == 0
+    assert av.load(out).config.num_classes == 10
+    assert main(["encode", str(out), "--data", str(tmp_path / "mine.npz"), "--out", str(tmp_path / "e.npz")]) == 0
+    with np.load(tmp_path / "e.npz") as f:
+        assert f["z_mean"].shape == (200, 3) and np.array_equal(f["labels"], d.labels)
+    assert main(["sample", str(out), "-n", "4", "--class", "7", "--out", str(tmp_path / "s.png")]) == 0
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["train", "--model", "vae", "--data", "nope.npz", "--out", "X"], "nope.npz: file not found"),
+    (["train", "--model", "vea", "--data", "mnist", "--out", "X"], "unknown model 'vea'"),
+    (["train", "--model", "vae", "--data", "mnist", "--out", "X", "--invariances", "rotation"], "unknown option 'invariances'"),
+    (["train", "--model", "vae", "--data", "mnist", "--out", "X", "--epochs", "0"], "epochs must be"),
+    (["train", "--model", "cvae", "--data", "BADNPZ", "--out", "X"], "need labels"),
+    (["train", "--model", "vae", "--data", "mnist", "--out", "X", "--hidden", "a,b"], "--hidden must be"),
+    (["train", "--model", "vae", "--data", "NANNPY", "--out", "X"], "NaN"),
+    (["info", "missing_run"], "no such run"),
+    (["sample", "RUN", "-n", "0", "--out", "x.png"], "-n must be"),
+    (["encode", "RUN", "--data", "WRONGSHAPE", "--out", "e.npz"], "shape"),
+])
+def test_user_errors_exit_2_with_one_line(argv, msg, tmp_path, run_dir, capsys):
+    np.save(tmp_path / "nan.npy", np.full((3, 8, 8), np.nan, np.float32))
+    np.savez(tmp_path / "bad.npz", images=np.zeros((5, 28, 28), np.uint8))
+    np.save(tmp_path / "wrong.npy", np.zeros((5, 20, 20), np.uint8))
+    subs = {"BADNPZ": str(tmp_path / "bad.npz"), "NANNPY": str(tmp_path / "nan.npy"), "RUN": str(run_dir),
+            "WRONGSHAPE": str(tmp_path / "wrong.npy"), "X": str(tmp_path / "x"), "missing_run": str(tmp_path / "missing")}
+    argv = [subs.get(a, a) for a in argv]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("affinevae: error:") and msg in err[0], err
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "affinevae", "encode", str(tmp_path / "none"), "--data", "mnist",
+                        "--out", str(tmp_path / "e.npz")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1

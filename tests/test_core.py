@@ -1,0 +1,172 @@
+"""Configs, registry, affine warps, likelihoods and the AE / VAE / cVAE model API."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import affinevae as av
+from affinevae.errors import AffineVAEError
+from affinevae.models import gaussian_kl
+from affinevae.nn import Pose, compose_affine, invert_affine, pose_matrix, render, canonicalise, warp
+from affinevae.nn.likelihoods import LIKELIHOODS
+
+
+def test_unknown_option_is_an_error_with_suggestion():
+    with pytest.raises(AffineVAEError, match="did you mean 'latent_dim'"):
+        av.build_model("vae", latnt_dim=3)
+
+
+@pytest.mark.parametrize("opts,msg", [
+    ({"latent_dim": 0}, "latent_dim"),
+    ({"encoder": "resnet"}, "encoder"),
+    ({"likelihood": "poisson"}, "likelihood"),
+    ({"beta": -1.0}, "beta"),
+    ({"image_shape": (28, 28)}, "image_shape"),
+])
+def test_invalid_option_values_raise_at_construction(opts, msg):
+    with pytest.raises(AffineVAEError, match=msg):
+        av.build_model("vae", **opts)
+
+
+def test_unknown_model_name():
+    with pytest.raises(AffineVAEError, match="unknown model 'vea'.*did you mean 'vae'"):
+        av.build_model("vea")
+
+
+def test_config_is_frozen_and_round_trips_json():
+    m = av.build_model("vae", latent_dim=3, hidden=[64])
+    with pytest.raises(Exception):
+        m.config.latent_dim = 5
+    assert type(m.config).from_dict(m.config.to_dict()) == m.config
+
+
+def test_kl_of_standard_normal_is_zero_and_known_value():
+    mean = torch.zeros(4, 3)
+    assert torch.allclose(gaussian_kl(mean, torch.zeros(4, 3)), torch.zeros(4))
+    # KL(N(1, 1) || N(0, 1)) = 0.5 per dim
+    assert torch.allclose(gaussian_kl(torch.ones(2, 3), torch.zeros(2, 3)), torch.full((2,), 1.5))
+
+
+def test_likelihoods_on_known_inputs():
+    x = torch.tensor([[[[0.0, 1.0]]]])
+    logits = torch.zeros_like(x)
+    bern = LIKELIHOODS.get("bernoulli")()
+    assert torch.allclose(bern.log_prob(logits, x), torch.tensor([2 * math.log(0.5)]))
+    gauss = LIKELIHOODS.get("gaussian")()
+    lp = gauss.log_prob(torch.zeros_like(x), x, torch.tensor(0.0))
+    assert torch.allclose(lp, torch.tensor([-math.log(2 * math.pi) - 0.5]))
+    cb = LIKELIHOODS.get("cbernoulli")()
+    # at lambda = 1/2 the continuous Bernoulli is uniform on [0, 1]: log density 0
+    assert torch.allclose(cb.log_prob(torch.zeros(1, 1, 3, 3), torch.rand(1, 1, 3, 3)), torch.zeros(1), atol=1e-4)
+
+
+def test_affine_inverse_and_composition():
+    g = torch.Generator().manual_seed(0)
+    pose = Pose(angle=torch.rand(5, generator=g) * 6, shift=torch.rand(5, 2, generator=g) * 0.2,
+                scale=1 + torch.rand(5, generator=g) * 0.3, shear=torch.rand(5, generator=g) * 0.2)
+    T = pose_matrix(pose)
+    I = compose_affine(T, invert_affine(T))
+    assert torch.allclose(I, torch.eye(2, 3).expand(5, 2, 3), atol=1e-5)
+    T2 = pose_matrix(Pose(angle=torch.full((5,), 0.3)))
+    full = lambda M: torch.cat([M, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(len(M), 1, 3)], 1)
+    assert torch.allclose(full(compose_affine(T, T2)), full(T2) @ full(T), atol=1e-5)
+
+
+def test_render_rotates_counter_clockwise_and_canonicalise_undoes_it():
+    img = torch.zeros(1, 1, 21, 21)
+    img[0, 0, 10, 14:19] = 1.0  # a bar pointing right from the centre
+    up = render(img, Pose(angle=torch.tensor([math.pi / 2])))
+    # counter-clockwise by 90 degrees on screen: the bar now points up (smaller row index)
+    rows, cols = torch.nonzero(up[0, 0] > 0.5, as_tuple=True)
+    assert rows.float().mean() < 9 and abs(cols.float().mean() - 10) < 1
+    back = canonicalise(up, Pose(angle=torch.tensor([math.pi / 2])))
+    assert torch.allclose(back[..., 4:17, 4:17], img[..., 4:17, 4:17], atol=1e-4)
+
+
+def test_rotated_mnist_is_reproducible_and_matches_true_angle():
+    a = av.data.rotated_mnist("test", n=20, seed=3)
+    b = av.data.rotated_mnist("test", n=20, seed=3)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.angle, b.angle)
+    assert np.all(np.abs(a.angle) <= math.radians(60))
+    upright = av.data.load_mnist("test", n=20)
+    undone = canonicalise(torch.tensor(a.images), Pose(angle=torch.tensor(a.angle))).numpy()
+    err_undone = np.abs(undone - upright.images)[..., 6:22, 6:22].mean()
+    err_rotated = np.abs(a.images - upright.images)[..., 6:22, 6:22].mean()
+    assert err_undone < 0.3 * err_rotated
+
+
+@pytest.mark.parametrize("name,opts", [("ae", {}), ("vae", {}), ("vae", {"encoder": "mlp", "decoder": "mlp"}),
+                                       ("vae", {"likelihood": "gaussian", "learn_sigma": True}),
+                                       ("vae", {"likelihood": "cbernoulli"}), ("cvae", {"num_classes": 10})])
+def test_model_api_shapes(name, opts):
+    torch.manual_seed(0)
+    m = av.build_model(name, latent_dim=3, hidden=[32], channels=[8, 16], **opts)
+    x = torch.rand(6, 1, 28, 28)
+    y = torch.arange(6) if m.conditional else None
+    enc = m.encode(x, y)
+    assert enc.z_mean.shape == (6, 3) and enc.z_std.shape == (6, 3)
+    out = m(x, y)
+    assert out.loss.dim() == 0 and out.elbo.shape == (6,) and out.x_params.shape == (6, 1, 28, 28)
+    assert torch.allclose(out.loss, out.recon + m.config.beta * out.kl if m.variational else out.recon)
+    assert m.decode(enc.z_mean, y).shape == (6, 1, 28, 28)
+    assert m.reconstruct(x, y).shape == (6, 1, 28, 28)
+    assert m.sample(4, y=torch.arange(4) if m.conditional else None).shape == (4, 1, 28, 28)
+    assert m.elbo(x, y).shape == (6,)
+    if name == "ae":
+        assert torch.all(enc.z_std == 0) and float(out.kl) == 0.0
+
+
+def test_cvae_requires_labels_and_checks_range():
+    m = av.build_model("cvae", num_classes=3, latent_dim=2, hidden=[16], channels=[4])
+    x = torch.rand(2, 1, 28, 28)
+    with pytest.raises(AffineVAEError, match="labels are required"):
+        m.encode(x)
+    with pytest.raises(AffineVAEError, match="labels must lie in"):
+        m.encode(x, torch.tensor([0, 5]))
+    with pytest.raises(AffineVAEError, match="decoding needs a class"):
+        m.decode(torch.zeros(2, 2))
+
+
+def test_bad_model_inputs():
+    m = av.build_model("vae", latent_dim=2, hidden=[16], channels=[4])
+    with pytest.raises(AffineVAEError, match="shape"):
+        m.encode(torch.rand(2, 1, 20, 20))
+    bad = torch.rand(2, 1, 28, 28)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(AffineVAEError, match="NaN"):
+        m.encode(bad)
+    with pytest.raises(AffineVAEError, match="latents must have shape"):
+        m.decode(torch.zeros(2, 5))
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    torch.manual_seed(0)
+    m = av.build_model("cvae", num_classes=4, latent_dim=3, hidden=[32], channels=[8, 16]).eval()
+    m.save(tmp_path / "m")
+    m2 = av.load(tmp_path / "m")
+    assert type(m2) is type(m) and m2.config == m.config
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k])
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([0, 1, 3])
+    assert torch.equal(m.encode(x, y).z_mean, m2.encode(x, y).z_mean)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(AffineVAEError, match="no such run"):
+        av.load(tmp_path / "missing")
+    m = av.build_model("vae", latent_dim=2, hidden=[16], channels=[4])
+    m.save(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(AffineVAEError, match="corrupt weights"):
+        av.load(tmp_path / "m")
+    m.save(tmp_path / "m2")
+    other = av.build_model("vae", latent_dim=3, hidden=[16], channels=[4])
+    other.save(tmp_path / "m3")
+    (tmp_path / "m2" / "model.safetensors").write_bytes((tmp_path / "m3" / "model.safetensors").read_bytes())
+    with pytest.raises(AffineVAEError, match="do not match"):
+        av.load(tmp_path / "m2")
+    (tmp_path / "m2" / "model.json").write_text("{not json")
+    with pytest.raises(AffineVAEError, match="corrupt model config"):
+        av.load(tmp_path / "m2")
