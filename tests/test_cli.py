@@ -67,6 +67,7 @@ def test_cvae_on_user_npz(tmp_path, capsys):
     (["train", "--model", "vae", "--data", "mnist", "--out", "X", "--hidden", "a,b"], "--hidden must be"),
     (["train", "--model", "vae", "--data", "NANNPY", "--out", "X"], "NaN"),
     (["info", "missing_run"], "no such run"),
+    (["train", "--model", "vae", "--data", "mnist", "--out", "X", "--val-data", "WRONGSHAPE"], "shape"),
     (["sample", "RUN", "-n", "0", "--out", "x.png"], "-n must be"),
     (["encode", "RUN", "--data", "WRONGSHAPE", "--out", "e.npz"], "shape"),
 ])

@@ -27,6 +27,8 @@ class Train:
         add_data_arguments(p)
         p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model)")
         p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+        p.add_argument("--val-data", help="validation data (same forms as --data; built-ins use their test split); "
+                                          "default: hold out --val-split of --data")
         g = p.add_argument_group("model options (only those given are passed; unknown ones for a model are errors)")
         g.add_argument("--latent-dim", type=int, help="content latent variables (default 10)")
         g.add_argument("--encoder", help="conv or mlp")
@@ -65,7 +67,13 @@ class Train:
         seed_everything(args.seed)
         model = build_model(args.model, **options)
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n}
-        result = fit(model, data, cfg, out=args.out, resume=args.resume, meta=meta)
+        val = None
+        if args.val_data:
+            from ..data import load_dataset
+
+            val = load_dataset(args.val_data, split="test", seed=args.seed + 1, key=args.key)
+            meta["val_data"] = args.val_data
+        result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta)
         if rank == 0:
             last = result.history[-1] if result.history else {}
             val = f", val loss {last['val_loss']:.2f}" if "val_loss" in last else ""
