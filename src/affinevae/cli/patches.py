@@ -1,0 +1,58 @@
+"""``affinevae patches``: cut patches around objects (or on a grid) out of a large image or stack."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import AffineVAEError
+from . import COMMANDS
+
+
+@COMMANDS.register("patches")
+class Patches:
+    help = "find objects in a large image or stack and cut a patch around each (or slide a window on a grid)"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("image", help="large image or stack: .npy, .npz, multi-page .tif, file.h5:dataset, "
+                                     ".png/.jpg/.gif, or a folder of frames")
+        p.add_argument("--window", type=int, required=True, help="patch size in pixels (e.g. 24)")
+        p.add_argument("--out", required=True, help="output .npz with patches, centers, frames")
+        find = p.add_argument_group("where the objects are (default: detect local maxima)")
+        find.add_argument("--coords", help="CSV (row,col or frame,row,col; one header line allowed) or .npy "
+                                           "(N,2)/(N,3) of object centres in pixels")
+        find.add_argument("--stride", type=int, help="grid mode: slide the window with this step in pixels")
+        find.add_argument("--min-distance", type=int, default=5,
+                          help="detection: minimum distance between objects in pixels (default 5)")
+        find.add_argument("--threshold", type=float, default=0.3,
+                          help="detection: minimum brightness, as a fraction of the way from the frame's "
+                               "minimum to its maximum (default 0.3); see --absolute")
+        find.add_argument("--absolute", action="store_true", help="read --threshold as a pixel value after "
+                                                                   "normalisation to [0, 1]")
+        find.add_argument("--sigma", type=float, default=None,
+                          help="detection: Gaussian smoothing in pixels before finding maxima (default none)")
+        p.add_argument("--edge", choices=["drop", "pad", "reflect"], default="drop",
+                       help="patches reaching past the border: drop them (default), zero-pad or reflect")
+        p.add_argument("--key", help="array name in an .npz or dataset in an HDF5 file")
+        p.add_argument("--chunk-frames", type=int, default=16, help="frames read at a time (memory bound)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from ..data.patches import cut_patches
+
+        if args.coords and args.stride is not None:
+            raise AffineVAEError("give --coords or --stride, not both")
+        if not str(args.out).endswith(".npz"):
+            raise AffineVAEError(f"--out must be a .npz file, got {args.out}")
+        ps = cut_patches(args.image, args.window, coords=args.coords, stride=args.stride,
+                         min_distance=args.min_distance, threshold=args.threshold, absolute=args.absolute,
+                         sigma=args.sigma, edge=args.edge, chunk_frames=args.chunk_frames,
+                         progress=not args.no_progress, key=args.key)
+        path = ps.save(args.out)
+        n_fr = len(set(ps.frames.tolist()))
+        how = (f"{ps.grid_shape[0]}x{ps.grid_shape[1]} grid windows per frame (stride {ps.stride})"
+               if ps.grid_shape is not None else "objects" + (" from " + args.coords if args.coords else " found"))
+        print(f"{len(ps)} {how} in {n_fr} of {ps.n_frames} frame(s); wrote {path} "
+              f"(patches {tuple(ps.patches.shape)}, centers, frames)")
+        return 0

@@ -1,0 +1,452 @@
+"""Map per-object latents and angles back onto the image they came from.
+
+Every figure function returns ``(data, figure)``: the numbers it plotted and a
+:class:`matplotlib.figure.Figure` (drawn with the Agg backend, no pyplot state; save it with
+``fig.savefig(path)``). Positions are (row, col) pixels; angles are radians in the arrays and
+degrees on every label. A lattice (or object) with ``symmetry``-fold rotational symmetry looks
+the same turned by ``360 / symmetry`` degrees, so angles are folded into
+``[0, 360 / symmetry)`` degrees before colouring with a cyclic colormap.
+
+:func:`write_maps` does it all for one :class:`~affinevae.data.patches.ObjectEncoding`: it
+clusters the content latents, writes ``maps.npz`` atomically and draws the PNG maps.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import numpy as np  # noqa: E402
+from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .errors import AffineVAEError  # noqa: E402
+from .io import atomic_write  # noqa: E402
+
+ANGLE_CMAP = "twilight"
+LATENT_CMAP = "viridis"
+CLASS_CMAP = "tab10"
+
+
+# ============================================================================ numbers
+def fold_angle(angle: np.ndarray, symmetry: int = 1) -> np.ndarray:
+    """Fold radians into one symmetry period: ``angle mod (2 pi / symmetry)``, in [0, 2 pi / symmetry)."""
+    n = _check_symmetry(symmetry)
+    return np.mod(np.asarray(angle, dtype=np.float64), 2 * math.pi / n)
+
+
+def circular_mean(angle: np.ndarray, symmetry: int = 1) -> float:
+    """Mean direction of radians modulo ``2 pi / symmetry`` (doubled-angle trick), in [0, 2 pi / symmetry)."""
+    n = _check_symmetry(symmetry)
+    m = np.angle(np.mean(np.exp(1j * n * np.asarray(angle, dtype=np.float64))))
+    return float(np.mod(m / n, 2 * math.pi / n))
+
+
+def angle_difference(a: float, b: float, symmetry: int = 1) -> float:
+    """Signed smallest difference ``a - b`` modulo ``2 pi / symmetry``, in [-pi / symmetry, pi / symmetry)."""
+    period = 2 * math.pi / _check_symmetry(symmetry)
+    return float(np.mod(a - b + period / 2, period) - period / 2)
+
+
+def _check_symmetry(symmetry) -> int:
+    if isinstance(symmetry, bool) or not isinstance(symmetry, (int, np.integer)) or symmetry < 1:
+        raise AffineVAEError(f"symmetry must be an integer >= 1 (the n of n-fold rotational symmetry), got {symmetry!r}")
+    return int(symmetry)
+
+
+def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed: int = 0) -> np.ndarray:
+    """Cluster objects by their content latents.
+
+    Args:
+        z: (N, D) latent means. n_clusters: K >= 1 (at most N).
+        method: 'kmeans' or 'gmm' (full-covariance Gaussian mixture).
+        seed: random seed.
+
+    Returns:
+        (N,) int64 labels in 0..K-1, numbered by decreasing cluster size (0 is the largest).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or len(z) == 0:
+        raise AffineVAEError(f"cluster_latents expects (N, D) latents with N >= 1, got shape {z.shape}")
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or not 1 <= n_clusters <= len(z):
+        raise AffineVAEError(f"clusters must be an integer in 1..{len(z)} (the number of objects), got {n_clusters!r}")
+    if method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        lab = KMeans(n_clusters=int(n_clusters), n_init=10, random_state=seed).fit_predict(z)
+    elif method == "gmm":
+        from sklearn.mixture import GaussianMixture
+
+        lab = GaussianMixture(n_components=int(n_clusters), covariance_type="full", reg_covar=1e-4,
+                              random_state=seed).fit(z).predict(z)
+    else:
+        raise AffineVAEError(f"cluster method must be 'kmeans' or 'gmm', got {method!r}")
+    counts = np.bincount(lab, minlength=n_clusters)
+    rank = np.empty(n_clusters, dtype=np.int64)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(n_clusters)
+    return rank[lab]
+
+
+def clustering_accuracy(labels: np.ndarray, truth: np.ndarray) -> float:
+    """Accuracy of cluster ``labels`` against ``truth`` under the best one-to-one matching (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    labels, truth = np.asarray(labels, dtype=np.int64), np.asarray(truth, dtype=np.int64)
+    if labels.shape != truth.shape or labels.size == 0:
+        raise AffineVAEError(f"clustering_accuracy needs two equal-length label arrays, got {labels.shape} and {truth.shape}")
+    k = int(max(labels.max(), truth.max())) + 1
+    m = np.zeros((k, k), dtype=np.int64)
+    np.add.at(m, (labels, truth), 1)
+    r, c = linear_sum_assignment(-m)
+    return float(m[r, c].sum() / labels.size)
+
+
+# ============================================================================ figure helpers
+def _gray(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 3:
+        img = img.mean(0)
+    if img.ndim != 2:
+        raise AffineVAEError(f"background image must be (H, W) or (C, H, W), got shape {img.shape}")
+    return img
+
+
+def _check_points(centers: np.ndarray, n: int, what: str) -> np.ndarray:
+    c = np.asarray(centers, dtype=np.float64)
+    if c.shape != (n, 2):
+        raise AffineVAEError(f"{what}: centers must be ({n}, 2) (row, col) to match {n} values, got {c.shape}")
+    return c
+
+
+def _marker_size(shape: Sequence[int], n: int, axes_inches: float) -> float:
+    """Scatter marker area (points^2) that roughly fills the spacing between n points in an image."""
+    h, w = shape
+    spacing_px = math.sqrt(h * w / max(n, 1))
+    pts_per_px = axes_inches * 72.0 / max(h, w)
+    return float(np.clip((0.8 * spacing_px * pts_per_px) ** 2, 0.3, 150.0))
+
+
+def _image_axes(fig: Figure, ax, image: Optional[np.ndarray], shape: Sequence[int], title: str) -> None:
+    if image is not None:
+        img = _gray(image)
+        lo, hi = np.percentile(img, [1, 99.5]) if img.size else (0, 1)
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="antialiased", alpha=0.6)
+    ax.set_xlim(-0.5, shape[1] - 0.5)
+    ax.set_ylim(shape[0] - 0.5, -0.5)
+    ax.set_xlabel("column (pixels)")
+    ax.set_ylabel("row (pixels)")
+    ax.set_title(title)
+    ax.set_aspect("equal")
+
+
+def _shape_of(image: Optional[np.ndarray], centers: np.ndarray) -> tuple[int, int]:
+    if image is not None:
+        g = np.asarray(image)
+        return int(g.shape[-2]), int(g.shape[-1])
+    if len(centers) == 0:
+        return (1, 1)
+    return int(centers[:, 0].max()) + 1, int(centers[:, 1].max()) + 1
+
+
+def _add_angle_wheel(fig: Figure, rect: Sequence[float], symmetry: int, cmap: str = ANGLE_CMAP) -> None:
+    """A colour wheel: direction theta (counter-clockwise from the +column axis) in its folded colour."""
+    wax = fig.add_axes(rect, projection="polar")
+    period = 360.0 / symmetry
+    th = np.linspace(0, 2 * math.pi, 361)
+    r = np.array([0.55, 1.0])
+    T, R = np.meshgrid(th, r)
+    C = np.mod(np.degrees(T[:-1, :-1] + np.diff(th)[0] / 2), period)
+    wax.pcolormesh(T, R, C, cmap=cmap, vmin=0, vmax=period, shading="flat")
+    wax.set_yticks([])
+    wax.set_ylim(0, 1)
+    wax.set_xticks(np.radians([0, 90, 180, 270]))
+    wax.set_xticklabels(["0°", "90°", "180°", "270°"], fontsize=7)
+    wax.tick_params(pad=0)
+    wax.grid(False)
+    wax.spines["polar"].set_visible(False)
+    wax.set_title(f"angle (deg){'' if symmetry == 1 else f', mod {period:g}'}", fontsize=8, pad=10)
+
+
+# ============================================================================ scatter maps
+def angle_map(image: Optional[np.ndarray], centers: np.ndarray, angle: np.ndarray, symmetry: int = 1,
+              title: str = "Object orientation") -> tuple[np.ndarray, Figure]:
+    """Objects over the image coloured by their rotation angle (cyclic colormap + colour wheel).
+
+    Args:
+        image: (H, W) or (C, H, W) background (None for none).
+        centers: (N, 2) (row, col) pixels. angle: (N,) radians, counter-clockwise on screen.
+        symmetry: n of the objects' n-fold rotational symmetry (angles folded mod 360/n degrees).
+
+    Returns:
+        ``(degrees, fig)``: (N,) angles in degrees folded into [0, 360 / symmetry), and the figure.
+    """
+    n = _check_symmetry(symmetry)
+    ang = np.asarray(angle, dtype=np.float64).reshape(-1)
+    c = _check_points(centers, len(ang), "angle_map")
+    deg = np.degrees(fold_angle(ang, n))
+    shape = _shape_of(image, c)
+    fig = Figure(figsize=(8.2, 6.6), dpi=130)
+    ax = fig.add_axes([0.08, 0.08, 0.68, 0.84])
+    _image_axes(fig, ax, image, shape, title)
+    ax.scatter(c[:, 1], c[:, 0], c=deg, cmap=ANGLE_CMAP, vmin=0, vmax=360.0 / n,
+               s=_marker_size(shape, len(c), 5.6), linewidths=0)
+    _add_angle_wheel(fig, [0.79, 0.55, 0.18, 0.3], n)
+    fig.text(0.88, 0.45, f"{len(c)} objects\nmean {math.degrees(circular_mean(ang, n)):.1f}°",
+             ha="center", va="top", fontsize=8)
+    return deg, fig
+
+
+def latent_maps(image: Optional[np.ndarray], centers: np.ndarray, z: np.ndarray,
+                dims: Optional[Sequence[int]] = None, max_panels: int = 6,
+                title: str = "Content latents") -> tuple[np.ndarray, Figure]:
+    """One panel per content latent: objects over the image coloured by that latent's value.
+
+    Args:
+        image: (H, W) or (C, H, W) background or None. centers: (N, 2) (row, col) pixels.
+        z: (N, D) latent means. dims: latents to show (default the ``max_panels`` with the largest variance).
+
+    Returns:
+        ``(values, fig)``: (N, len(dims)) plotted latent values, and the figure.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2:
+        raise AffineVAEError(f"latent_maps expects (N, D) latents, got shape {z.shape}")
+    c = _check_points(centers, len(z), "latent_maps")
+    if dims is None:
+        dims = sorted(np.argsort(-z.var(0))[:max_panels].tolist()) if len(z) else list(range(min(z.shape[1], max_panels)))
+    dims = [int(d) for d in dims]
+    if not dims or any(not 0 <= d < z.shape[1] for d in dims):
+        raise AffineVAEError(f"latent dims must lie in 0..{z.shape[1] - 1}, got {dims}")
+    shape = _shape_of(image, c)
+    k = len(dims)
+    cols = min(3, k)
+    rows = math.ceil(k / cols)
+    fig = Figure(figsize=(4.4 * cols, 3.9 * rows + 0.4), dpi=110, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, d in enumerate(dims):
+        ax = axes[i // cols][i % cols]
+        _image_axes(fig, ax, image, shape, f"z{d}")
+        v = z[:, d]
+        lo, hi = (np.percentile(v, [1, 99]) if len(v) else (0.0, 1.0))
+        sc = ax.scatter(c[:, 1], c[:, 0], c=v, cmap=LATENT_CMAP, vmin=lo, vmax=hi if hi > lo else lo + 1e-6,
+                        s=_marker_size(shape, len(c), 3.0), linewidths=0)
+        fig.colorbar(sc, ax=ax, shrink=0.8, label=f"z{d} (posterior mean)")
+    for j in range(k, rows * cols):
+        axes[j // cols][j % cols].set_visible(False)
+    fig.suptitle(f"{title} ({len(c)} objects)")
+    return z[:, dims], fig
+
+
+def class_map(image: Optional[np.ndarray], centers: np.ndarray, labels: np.ndarray,
+              title: str = "Object classes (clusters of the content latents)") -> tuple[np.ndarray, Figure]:
+    """Objects over the image coloured by class (cluster) label, with a legend of class sizes.
+
+    Args:
+        image: background or None. centers: (N, 2) (row, col) pixels. labels: (N,) ints >= 0.
+
+    Returns:
+        ``(counts, fig)``: (K,) objects per class, and the figure.
+    """
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    c = _check_points(centers, len(lab), "class_map")
+    k = int(lab.max()) + 1 if len(lab) else 0
+    counts = np.bincount(lab, minlength=k) if len(lab) else np.zeros(0, np.int64)
+    shape = _shape_of(image, c)
+    fig = Figure(figsize=(8.2, 6.6), dpi=130)
+    ax = fig.add_axes([0.08, 0.08, 0.68, 0.84])
+    _image_axes(fig, ax, image, shape, title)
+    colors = matplotlib.colormaps[CLASS_CMAP].colors
+    s = _marker_size(shape, len(c), 5.6)
+    for j in range(k):
+        m = lab == j
+        ax.scatter(c[m, 1], c[m, 0], color=colors[j % len(colors)], s=s, linewidths=0,
+                   label=f"class {j}: {counts[j]} ({100.0 * counts[j] / max(len(lab), 1):.1f}%)")
+    if k:
+        fig.legend(loc="upper left", bbox_to_anchor=(0.77, 0.92), fontsize=8, markerscale=max(1.0, 6 / math.sqrt(s)),
+                   title="class: objects", title_fontsize=8, frameon=False)
+    return counts, fig
+
+
+# ============================================================================ grid maps
+def _grid_extent(grid_shape: Sequence[int], window: int, stride: int) -> list[float]:
+    gh, gw = grid_shape
+    half = window // 2
+    return [half - stride / 2, half + (gw - 1) * stride + stride / 2,
+            half + (gh - 1) * stride + stride / 2, half - stride / 2]
+
+
+def grid_maps(values: np.ndarray, grid_shape: Sequence[int], window: int, stride: int,
+              names: Optional[Sequence[str]] = None, image: Optional[np.ndarray] = None,
+              title: str = "Content latents over the field of view") -> tuple[np.ndarray, Figure]:
+    """Images of per-window values laid out on the sliding-window grid of one frame.
+
+    Args:
+        values: (gh * gw,) or (gh * gw, D) values, grid row-major. grid_shape: (gh, gw).
+        window, stride: patch size and grid step in pixels (to place the maps in image pixels).
+        names: D panel names (default z0, z1, ...). image: optional (H, W) frame drawn first for context.
+
+    Returns:
+        ``(maps, fig)``: (D, gh, gw) images, and the figure.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[:, None] if v.ndim == 1 else v
+    gh, gw = (int(grid_shape[0]), int(grid_shape[1]))
+    if v.ndim != 2 or len(v) != gh * gw:
+        raise AffineVAEError(f"grid_maps: {len(v)} values do not fill a {gh}x{gw} grid")
+    maps = v.T.reshape(-1, gh, gw)
+    names = list(names) if names is not None else [f"z{i}" for i in range(len(maps))]
+    extent = _grid_extent((gh, gw), window, stride)
+    k = len(maps) + (image is not None)
+    cols = min(3, k)
+    rows = math.ceil(k / cols)
+    fig = Figure(figsize=(4.4 * cols, 3.9 * rows + 0.4), dpi=110, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    panels = ([("image", None)] if image is not None else []) + list(zip(names, maps))
+    for i, (name, m) in enumerate(panels):
+        ax = axes[i // cols][i % cols]
+        if m is None:
+            g = _gray(image)
+            ax.imshow(g, cmap="gray")
+            ax.set_title("image")
+        else:
+            lo, hi = np.percentile(m, [1, 99])
+            im = ax.imshow(m, cmap=LATENT_CMAP, extent=extent, vmin=lo, vmax=hi if hi > lo else lo + 1e-6,
+                           interpolation="nearest")
+            fig.colorbar(im, ax=ax, shrink=0.8, label=name)
+            ax.set_title(name)
+        ax.set_xlabel("column (pixels)")
+        ax.set_ylabel("row (pixels)")
+    for j in range(k, rows * cols):
+        axes[j // cols][j % cols].set_visible(False)
+    fig.suptitle(f"{title} ({gh}x{gw} windows of {window} px, stride {stride} px)")
+    return maps, fig
+
+
+def grid_angle_map(angle: np.ndarray, grid_shape: Sequence[int], window: int, stride: int, symmetry: int = 1,
+                   image: Optional[np.ndarray] = None,
+                   title: str = "Orientation over the field of view") -> tuple[np.ndarray, Figure]:
+    """Image of the per-window angle on the sliding-window grid (cyclic colormap + colour wheel).
+
+    Returns:
+        ``(degrees, fig)``: (gh, gw) angles in degrees folded into [0, 360 / symmetry), and the figure.
+    """
+    n = _check_symmetry(symmetry)
+    gh, gw = int(grid_shape[0]), int(grid_shape[1])
+    a = np.asarray(angle, dtype=np.float64).reshape(-1)
+    if len(a) != gh * gw:
+        raise AffineVAEError(f"grid_angle_map: {len(a)} angles do not fill a {gh}x{gw} grid")
+    deg = np.degrees(fold_angle(a, n)).reshape(gh, gw)
+    fig = Figure(figsize=(8.2, 6.6), dpi=130)
+    ax = fig.add_axes([0.08, 0.08, 0.68, 0.84])
+    extent = _grid_extent((gh, gw), window, stride)
+    if image is not None:
+        g = _gray(image)
+        ax.imshow(g, cmap="gray")
+    ax.imshow(deg, cmap=ANGLE_CMAP, vmin=0, vmax=360.0 / n, extent=extent, interpolation="nearest",
+              alpha=0.85 if image is not None else 1.0)
+    if image is not None:
+        ax.set_xlim(-0.5, g.shape[1] - 0.5)
+        ax.set_ylim(g.shape[0] - 0.5, -0.5)
+    ax.set_title(title)
+    ax.set_xlabel("column (pixels)")
+    ax.set_ylabel("row (pixels)")
+    _add_angle_wheel(fig, [0.79, 0.55, 0.18, 0.3], n)
+    return deg, fig
+
+
+# ============================================================================ everything
+def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_clusters: Optional[int] = None,
+               frame: int = 0, symmetry: int = 1, cluster_method: str = "kmeans", seed: int = 0) -> dict:
+    """Cluster, save and draw the maps of an :class:`~affinevae.data.patches.ObjectEncoding`.
+
+    Writes to ``out_dir`` (created): ``maps.npz`` (``z_mean``, ``z_std`` (N, D); ``angle`` (N,) radians,
+    NaN without a rotation latent; ``shift`` (N, 2) half patch widths; ``positions`` (N, 2) refined
+    (row, col) pixels; ``cluster`` (N,) labels, -1 without clustering; ``centers`` (N, 2) (row, col)
+    pixels; ``frames`` (N,); ``grid_shape`` in grid mode), and PNGs for frame ``frame``:
+    ``latents.png``, ``angle.png`` (models with a rotation) and ``clusters.png`` (with ``n_clusters``);
+    in grid mode ``grid_latents.png``, ``grid_angle.png`` and ``grid_clusters.png`` as images.
+
+    Args:
+        enc: per-object results. out_dir: output folder. image: frame ``frame`` as (H, W) or (C, H, W)
+        (the background; None for none). n_clusters: K for clustering the content latents (None: skip).
+        symmetry: n-fold symmetry for folding angles. cluster_method: 'kmeans' or 'gmm'.
+
+    Returns:
+        dict: ``cluster`` (N,) labels, ``counts`` (K,) objects per cluster (or None) and ``files``
+        (name -> path of everything written).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(enc)
+    if n == 0:
+        raise AffineVAEError("no objects to map")
+    cluster = np.full(n, -1, dtype=np.int64)
+    if n_clusters is not None:
+        cluster = cluster_latents(enc.z_mean, n_clusters, cluster_method, seed)
+    arrays = enc.arrays()
+    arrays["cluster"] = cluster
+    files: dict[str, Path] = {}
+
+    def w(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    files["maps"] = atomic_write(out / "maps.npz", w)
+
+    sel = enc.frames == frame
+    if not sel.any():
+        raise AffineVAEError(f"frame {frame}: no objects there (frames with objects: "
+                             f"{', '.join(map(str, np.unique(enc.frames)[:5]))}...)")
+    c = enc.centers[sel]
+    suffix = f" — frame {frame}" if enc.n_frames > 1 else ""
+
+    def save(name: str, fig: Figure) -> None:
+        files[name] = atomic_write(out / f"{name}.png", lambda tmp: fig.savefig(tmp, format="png"))
+
+    counts = np.bincount(cluster, minlength=n_clusters) if n_clusters is not None else None
+    if enc.grid_shape is not None:
+        gh, gw = enc.grid_shape
+        if sel.sum() != gh * gw:
+            raise AffineVAEError(f"grid mode: frame {frame} has {int(sel.sum())} windows, expected {gh}x{gw}")
+        stride = int(c[1, 1] - c[0, 1]) if gw > 1 else int(c[gw, 0] - c[0, 0]) if gh > 1 else enc.window
+        z = enc.z_mean[sel]
+        dims = sorted(np.argsort(-z.var(0))[:6].tolist())
+        save("grid_latents", grid_maps(z[:, dims], (gh, gw), enc.window, stride, [f"z{d}" for d in dims],
+                                       title="Content latents" + suffix)[1])
+        if enc.has_angle:
+            save("grid_angle", grid_angle_map(enc.angle[sel], (gh, gw), enc.window, stride, symmetry, image,
+                                              title="Orientation" + suffix)[1])
+        if n_clusters is not None:
+            save("grid_clusters", _grid_class_figure(cluster[sel], (gh, gw), enc.window, stride, n_clusters, counts,
+                                                     "Classes (clusters of the content latents)" + suffix))
+    else:
+        save("latents", latent_maps(image, c, enc.z_mean[sel], title="Content latents" + suffix)[1])
+        if enc.has_angle:
+            save("angle", angle_map(image, c, enc.angle[sel], symmetry, title="Object orientation" + suffix)[1])
+        if n_clusters is not None:
+            save("clusters", class_map(image, c, cluster[sel],
+                                       title="Object classes (clusters of the content latents)" + suffix)[1])
+    return {"cluster": cluster, "counts": counts, "files": files}
+
+
+def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int, k: int, counts, title: str) -> Figure:
+    gh, gw = grid_shape
+    colors = matplotlib.colormaps[CLASS_CMAP].colors
+    cmap = ListedColormap([colors[j % len(colors)] for j in range(k)])
+    fig = Figure(figsize=(7.5, 6.2), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(labels.reshape(gh, gw), cmap=cmap, norm=BoundaryNorm(np.arange(-0.5, k + 0.5), k),
+                   extent=_grid_extent(grid_shape, window, stride), interpolation="nearest")
+    cb = fig.colorbar(im, ax=ax, ticks=np.arange(k), shrink=0.8)
+    cb.ax.set_yticklabels([f"class {j} ({counts[j]})" for j in range(k)])
+    ax.set_title(title)
+    ax.set_xlabel("column (pixels)")
+    ax.set_ylabel("row (pixels)")
+    return fig
+
+
+__all__ = ["fold_angle", "circular_mean", "angle_difference", "cluster_latents", "clustering_accuracy", "angle_map",
+           "latent_maps", "class_map", "grid_maps", "grid_angle_map", "write_maps"]

@@ -1,0 +1,403 @@
+"""Micrographs to maps: synthetic generator, stack readers, detection, patches, streaming, maps, CLI."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from affinevae.cli import main
+from affinevae.data.imageset import normalise_images
+from affinevae.data.micrograph import render_gaussians, synthetic_micrograph
+from affinevae.data.patches import (PatchSet, check_coordinates, cut_patches, detect_objects, extract_patches,
+                                    grid_centers, iter_encode, iter_patches, open_stack, read_coordinates,
+                                    stream_encode)
+from affinevae.errors import AffineVAEError
+from affinevae import mapping
+
+W = 16  # patch window used by most tests
+
+
+@pytest.fixture(scope="module")
+def micrograph():
+    return synthetic_micrograph(size=(128, 160), spacing=8.0, grain_angles=(0.0, math.radians(35)),
+                                vacancy_frac=0.03, substitution_frac=0.1, noise=0.02, seed=1)
+
+
+def tiny_vae(window=W, channels=1, latent=3):
+    from affinevae.models import VAE
+
+    torch.manual_seed(0)
+    return VAE(image_shape=(channels, window, window), latent_dim=latent, encoder="mlp", decoder="mlp",
+               hidden=(16,)).eval()
+
+
+def slow_patch(stack, f, r, c, w, mode):
+    """Reference: pad one frame and slice one patch."""
+    fr = stack[f]
+    h = w // 2
+    pad = [(0, 0)] * (fr.ndim - 2) + [(h, w - 1 - h)] * 2
+    fr = np.pad(fr, pad, mode="constant" if mode == "pad" else "reflect")
+    return fr[..., r:r + w, c:c + w]
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("affinevae: error:") and "\n" not in err, err
+    return err
+
+
+# ============================================================================ generator
+def test_generator_ground_truth_is_consistent(micrograph):
+    img, t = micrograph
+    assert img.shape == (128, 160) and img.dtype == np.float32 and img.min() == 0 and img.max() == 1
+    n, m = len(t.positions), len(t.vacancies)
+    assert m == round(0.03 * (n + m)) and t.defect.sum() == round(0.1 * n)
+    assert set(np.unique(t.defect)) == {0, 1} and set(np.unique(t.grain)) == {0, 1}
+    np.testing.assert_allclose(t.grain_angle, t.grain_angles[t.grain])
+    # two grains = left / right halves
+    assert np.all(t.positions[t.grain == 0, 1] < 80 + 1) and np.all(t.positions[t.grain == 1, 1] > 80 - 1)
+    # substitutions are dimmer than lattice atoms at their centres
+    peak = img[tuple(np.rint(t.positions).astype(int).T)]
+    assert peak[t.defect == 1].mean() < 0.7 * peak[t.defect == 0].mean()
+    # vacancies are dark; no two atoms closer than 0.7 lattice constants
+    assert img[tuple(np.rint(t.vacancies).astype(int).T)].mean() < 0.3
+    d, _ = cKDTree(t.positions).query(t.positions, k=2)
+    assert d[:, 1].min() >= 0.7 * 8.0 - 1e-9
+    # the lattice really is turned by the grain angle, counter-clockwise on screen (mod pi):
+    # the nearest-neighbour bond (length a) points along the lattice's short axis
+    tree = cKDTree(t.positions)
+    for g, want in enumerate(t.grain_angles):
+        p = t.positions[t.grain == g]
+        _, j = tree.query(p, k=2)
+        v = t.positions[j[:, 1]] - p
+        bond = np.hypot(v[:, 0], v[:, 1])
+        v = v[np.abs(bond - 8.0) < 0.5]
+        ang = np.arctan2(-v[:, 0], v[:, 1])  # screen angle: up is positive
+        assert abs(mapping.angle_difference(mapping.circular_mean(ang, 2), want, 2)) < math.radians(1)
+    # reproducible, and different seeds differ
+    img2, t2 = synthetic_micrograph(size=(128, 160), spacing=8.0, grain_angles=(0.0, math.radians(35)),
+                                    vacancy_frac=0.03, substitution_frac=0.1, noise=0.02, seed=1)
+    np.testing.assert_array_equal(img, img2)
+    assert not np.array_equal(img, synthetic_micrograph(size=(128, 160), seed=2)[0])
+
+
+def test_generator_rendering_and_bad_arguments():
+    pos = np.array([[3.3, 4.6], [-1.0, 2.0], [9.5, 11.0]])
+    amp = np.array([1.0, 0.5, 2.0])
+    rr, cc = np.mgrid[0:10, 0:12]
+    ref = sum(a * np.exp(-((rr - p[0]) ** 2 + (cc - p[1]) ** 2) / (2 * 1.2 ** 2)) for p, a in zip(pos, amp))
+    np.testing.assert_allclose(render_gaussians((10, 12), pos, amp, 1.2), ref, atol=5e-3)
+    _, t3 = synthetic_micrograph(size=(96, 96), grains=3, grain_angles=None, seed=0)
+    assert len(t3.grain_angles) == 3 and np.all((t3.grain_angles >= 0) & (t3.grain_angles < math.pi))
+    for kw in ({"grains": 2, "grain_angles": (0.1,)}, {"vacancy_frac": 1.2}, {"size": (4, 4)}, {"spacing": 0.5}):
+        with pytest.raises(AffineVAEError):
+            synthetic_micrograph(**kw)
+
+
+# ============================================================================ detection
+def test_detection_finds_the_atoms(micrograph):
+    img, t = micrograph
+    found = detect_objects(img, min_distance=3, threshold=0.25)
+    assert found.dtype == np.int64 and found.shape[1] == 2
+    d_prec, _ = cKDTree(t.positions).query(found)
+    d_rec, _ = cKDTree(found).query(t.positions)
+    precision, recall = (d_prec < 1.5).mean(), (d_rec < 1.5).mean()
+    assert precision > 0.9 and recall > 0.9, (precision, recall)
+    # a higher threshold keeps lattice atoms and drops the dim substitutions
+    bright = detect_objects(img, min_distance=3, threshold=0.75)
+    d, j = cKDTree(t.positions).query(bright)
+    assert (t.defect[j[d < 1.5]] == 0).mean() > 0.97
+    # smoothing copes with heavy noise; absolute thresholds; plateaus give one centre
+    noisy, tn = synthetic_micrograph(size=(96, 96), noise=0.3, substitution_frac=0.0, seed=4)
+    raw = detect_objects(noisy, min_distance=3, threshold=0.5)
+    f = detect_objects(noisy, min_distance=3, threshold=0.5, sigma=1.0)
+    d, _ = cKDTree(tn.positions).query(f)
+    d_raw, _ = cKDTree(tn.positions).query(raw)
+    assert (d < 2).mean() > 0.9 and (d_raw < 2).mean() < 0.7
+    flat = np.zeros((20, 20), np.float32)
+    flat[5:8, 5:8] = 1.0
+    flat[14, 14] = 0.4
+    np.testing.assert_array_equal(detect_objects(flat, 2, 0.5, absolute=True), [[6, 6]])
+    np.testing.assert_array_equal(detect_objects(flat, 2, 0.3, absolute=True), [[6, 6], [14, 14]])
+    assert len(detect_objects(np.zeros((20, 20)), 2, 0.3)) == 0
+
+
+# ============================================================================ patches
+def test_vectorised_extraction_equals_slow_reference():
+    rng = np.random.default_rng(0)
+    stack = rng.random((3, 30, 40)).astype(np.float32)
+    centers = np.array([[15, 20], [0, 0], [29, 39], [8, 37], [12, 5]])
+    frames = np.array([0, 1, 2, 2, 1])
+    for mode in ("pad", "reflect"):
+        p, keep = extract_patches(stack, centers, 9, frames, edge=mode)
+        assert p.shape == (5, 9, 9) and p.dtype == np.float32
+        np.testing.assert_array_equal(keep, np.arange(5))
+        for i, (f, (r, c)) in enumerate(zip(frames, centers)):
+            np.testing.assert_array_equal(p[i], slow_patch(stack, f, r, c, 9, mode))
+        assert p[0, 4, 4] == stack[0, 15, 20]  # the centre pixel is at index window // 2
+    p, keep = extract_patches(stack, centers, 8, frames, edge="drop")
+    np.testing.assert_array_equal(keep, [0, 4])  # near-edge objects dropped
+    np.testing.assert_array_equal(p[1], stack[1, 12 - 4:12 + 4, 5 - 4:5 + 4])
+    # channels: (F, C, H, W) -> (N, C, w, w)
+    rgb = rng.random((2, 3, 20, 22)).astype(np.float32)
+    p, _ = extract_patches(rgb, np.array([[10, 11], [1, 20]]), 6, np.array([1, 0]), edge="reflect")
+    assert p.shape == (2, 3, 6, 6)
+    np.testing.assert_array_equal(p[0], rgb[1, :, 7:13, 8:14])
+    np.testing.assert_array_equal(p[1], slow_patch(rgb, 0, 1, 20, 6, "reflect"))
+    with pytest.raises(AffineVAEError, match="edge"):
+        extract_patches(stack, centers, 9, frames, edge="wrap")
+
+
+def test_patch_sets_and_grid_mode(micrograph, tmp_path):
+    img, t = micrograph
+    ps = cut_patches(img, W, min_distance=3, threshold=0.25)
+    assert ps.patches.shape == (len(ps), W, W) and ps.centers.shape == (len(ps), 2) and (ps.frames == 0).all()
+    half = W // 2
+    assert (ps.centers >= half).all() and (ps.centers[:, 0] <= 128 - half).all()
+    for i in (0, len(ps) // 2, len(ps) - 1):
+        r, c = ps.centers[i]
+        np.testing.assert_array_equal(ps.patches[i], img[r - half:r + half, c - half:c + half])
+    padded = cut_patches(img, W, min_distance=3, threshold=0.25, edge="pad")
+    assert len(padded) > len(ps) and padded.n_found == len(padded)
+    # grid mode: (H - w) // stride + 1 windows per axis, row-major, every frame
+    stack = np.stack([img, img[::-1]])
+    g = cut_patches(stack, W, stride=5)
+    gh, gw = (128 - W) // 5 + 1, (160 - W) // 5 + 1
+    assert g.grid_shape == (gh, gw) and g.patches.shape == (2 * gh * gw, W, W)
+    np.testing.assert_array_equal(g.frames, np.repeat([0, 1], gh * gw))
+    c, shape = grid_centers((128, 160), W, 5)
+    np.testing.assert_array_equal(g.centers[:gh * gw], c)
+    np.testing.assert_array_equal(c[1] - c[0], [0, 5])
+    np.testing.assert_array_equal(g.patches[gh * gw + 3], stack[1, 0:W, 15:15 + W])
+    g.save(tmp_path / "g.npz")
+    back = PatchSet.load(tmp_path / "g.npz")
+    assert back.grid_shape == (gh, gw) and back.stride == 5 and back.window == W and back.n_frames == 2
+    np.testing.assert_array_equal(back.patches, g.patches)
+
+
+# ============================================================================ coordinates
+def test_reading_coordinates(tmp_path):
+    (tmp_path / "a.csv").write_text("row,col\n10,12\n20.4,30\n")
+    fr, c = read_coordinates(tmp_path / "a.csv")
+    np.testing.assert_array_equal(fr, [0, 0])
+    np.testing.assert_allclose(c, [[10, 12], [20.4, 30]])
+    (tmp_path / "b.csv").write_text("x,y,frame\n12,10,1\n30,20,0\n")  # header names reorder columns
+    fr, c = read_coordinates(tmp_path / "b.csv")
+    np.testing.assert_array_equal(fr, [1, 0])
+    np.testing.assert_allclose(c, [[10, 12], [20, 30]])
+    (tmp_path / "c.txt").write_text("2 5 6\n0 7 8\n")
+    fr, c = read_coordinates(tmp_path / "c.txt")
+    np.testing.assert_array_equal(fr, [2, 0])
+    np.save(tmp_path / "d.npy", np.array([[1.0, 2.0], [3.0, 4.0]]))
+    fr, c = read_coordinates(tmp_path / "d.npy")
+    np.testing.assert_allclose(c, [[1, 2], [3, 4]])
+    np.save(tmp_path / "e.npy", np.array([[0, 1, 2]]))
+    assert read_coordinates(tmp_path / "e.npy")[0].tolist() == [0]
+    bad = {"f.csv": "a,b,c,d\n1,2,3,4\n", "g.csv": "5\n6\n", "h.csv": "1,2\n3,4,5\n", "i.csv": "1.5,2,3\n",
+           "j.csv": "row,col\n1,zz\n", "k.csv": "frame,col\n1,2\n"}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+    np.save(tmp_path / "l.npy", np.zeros((3, 4)))
+    for name, pattern in [("f.csv", "2 columns"), ("g.csv", "got 1 columns"), ("h.csv", "2/3 columns"),
+                          ("i.csv", "integers"), ("j.csv", "non-numeric"), ("k.csv", "must name"),
+                          ("l.npy", r"\(N, 2\)"), ("missing.csv", "not found")]:
+        with pytest.raises(AffineVAEError, match=pattern) as e:
+            read_coordinates(tmp_path / name)
+        assert name in str(e.value) and "\n" not in str(e.value)
+
+
+# ============================================================================ bad input
+def test_bad_inputs_raise_one_line_errors(micrograph, tmp_path):
+    img, _ = micrograph
+    with pytest.raises(AffineVAEError, match="smaller than the 200x200 window"):
+        cut_patches(img, 200)
+    with pytest.raises(AffineVAEError, match="outside the 128x160 image"):
+        check_coordinates(np.zeros(2, int), np.array([[5.0, 5.0], [130.0, 5.0]]), 1, (128, 160), "c.csv")
+    (tmp_path / "far.csv").write_text("row,col\n10,10\n10,500\n")
+    with pytest.raises(AffineVAEError, match="far.csv: 1 coordinates outside"):
+        cut_patches(img, W, coords=tmp_path / "far.csv")
+    (tmp_path / "fr.csv").write_text("3,10,10\n")
+    with pytest.raises(AffineVAEError, match="frame indices outside 0..0"):
+        cut_patches(img, W, coords=tmp_path / "fr.csv")
+    with pytest.raises(AffineVAEError, match="no objects found.*lower --threshold"):
+        cut_patches(np.zeros((40, 40), np.float32), W)
+    with pytest.raises(AffineVAEError, match="within 8 pixels of the edge"):
+        cut_patches(img, W, coords=(np.array([0]), np.array([[1.0, 1.0]])))
+    with pytest.raises(AffineVAEError, match="not both"):
+        cut_patches(img, W, coords=tmp_path / "far.csv", stride=4)
+    with pytest.raises(AffineVAEError, match="min_distance"):
+        detect_objects(img, min_distance=0)
+    with pytest.raises(AffineVAEError, match="file not found"):
+        open_stack(tmp_path / "nope.tif")
+    with pytest.raises(AffineVAEError, match="unsupported"):
+        (tmp_path / "x.doc").write_text("x")
+        open_stack(tmp_path / "x.doc")
+    nan = img.copy()
+    nan[3, 3] = np.nan
+    with pytest.raises(AffineVAEError, match="NaN"):
+        cut_patches(nan, W)
+
+
+# ============================================================================ stacks and streaming
+def test_stack_formats_are_read_lazily(micrograph, tmp_path):
+    import h5py
+    import tifffile
+    from PIL import Image
+
+    img, _ = micrograph
+    u8 = (np.stack([img, img[:, ::-1], img[::-1]]) * 255).astype(np.uint8)   # (3, 128, 160)
+    want = normalise_images(u8)
+    np.save(tmp_path / "s.npy", u8)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f.create_dataset("grp/movie", data=u8)
+    tifffile.imwrite(tmp_path / "s.tif", u8, photometric="minisblack")
+    (tmp_path / "frames").mkdir()
+    for i, fr in enumerate(u8):
+        Image.fromarray(fr).save(tmp_path / "frames" / f"f{i:02d}.png")
+    for spec in ("s.npy", "s.h5:grp/movie", "s.tif", "frames"):
+        with open_stack(str(tmp_path / spec)) as src:
+            assert src.n_frames == 3 and src.frame_shape == (128, 160), spec
+            np.testing.assert_array_equal(src.read(1, 3), want[1:3])
+            if spec == "s.npy":
+                assert isinstance(src.array, np.memmap)  # nothing loaded up front
+    # colour: RGB PNG -> (1, 3, H, W) frames and (N, 3, w, w) patches
+    rgb = np.stack([u8[0], u8[1], u8[2]], -1)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    with open_stack(tmp_path / "rgb.png") as src:
+        assert src.frame_shape == (3, 128, 160)
+    ps = cut_patches(str(tmp_path / "rgb.png"), W, stride=40)
+    assert ps.patches.shape[1:] == (3, W, W)
+    with pytest.raises(AffineVAEError, match="name the dataset"):
+        with h5py.File(tmp_path / "two.h5", "w") as f:
+            f["a"], f["b"] = u8, u8
+        open_stack(tmp_path / "two.h5")
+    # float stacks outside [0, 1] follow the package rule stack-wide (one min/max for all frames)
+    fl = np.stack([img * 300 - 20, img * 100]).astype(np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", fl)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = normalise_images(fl)
+        with open_stack(tmp_path / "f.tif") as src:
+            np.testing.assert_allclose(src.read(1, 2), want[1:2], atol=1e-6)
+
+
+def test_streaming_a_tiff_equals_in_memory_chunk_by_chunk(tmp_path):
+    import tifffile
+
+    frames = [synthetic_micrograph(size=(64, 64), spacing=8.0, seed=s, noise=0.03)[0] for s in range(5)]
+    u16 = (np.stack(frames) * 65535).astype(np.uint16)
+    with tifffile.TiffWriter(tmp_path / "movie.tif") as tw:  # written frame by frame
+        for fr in u16:
+            tw.write(fr, contiguous=True)
+    mem = normalise_images(u16)                                   # (5, 64, 64) in memory
+    model = tiny_vae()
+    opts = dict(min_distance=3, threshold=0.3)
+    chunks = list(iter_encode(model, str(tmp_path / "movie.tif"), W, chunk_frames=2, **opts))
+    assert len(chunks) == 3
+    for k, ch in enumerate(chunks):                               # frames 0-1, 2-3, 4
+        ref = cut_patches(mem[2 * k:2 * k + 2], W, **opts)
+        np.testing.assert_array_equal(ch.frames, ref.frames + 2 * k)
+        np.testing.assert_array_equal(ch.centers, ref.centers)
+        with torch.no_grad():
+            z = model.encode(torch.from_numpy(ref.patches)).z_mean.numpy()
+        np.testing.assert_allclose(ch.z_mean, z, atol=1e-5)
+        assert np.isnan(ch.angle).all()                           # a plain VAE has no angle
+    whole = stream_encode(model, str(tmp_path / "movie.tif"), W, chunk_frames=2, **opts)
+    ref = cut_patches(mem, W, **opts)
+    np.testing.assert_array_equal(whole.centers, ref.centers)
+    np.testing.assert_array_equal(whole.frames, ref.frames)
+    np.testing.assert_allclose(whole.z_mean, np.concatenate([c.z_mean for c in chunks]))
+    np.testing.assert_allclose(whole.positions, ref.centers - 0.5)  # no shift latent: centre of an even window
+    # patches streamed from disk equal those cut in memory, also with coordinates and grids
+    (tmp_path / "c.csv").write_text("frame,row,col\n4,30,30\n0,20,20\n3,10,50\n")
+    disk = cut_patches(str(tmp_path / "movie.tif"), W, coords=tmp_path / "c.csv", edge="reflect", chunk_frames=2)
+    np.testing.assert_array_equal(disk.frames, [0, 3, 4])
+    np.testing.assert_array_equal(disk.patches[2], mem[4, 22:38, 22:38])
+    n_parts = sum(1 for _ in iter_patches(str(tmp_path / "movie.tif"), W, stride=16, chunk_frames=1))
+    assert n_parts == 5
+    with pytest.raises(AffineVAEError, match="model expects 1x16x16"):
+        stream_encode(model, str(tmp_path / "movie.tif"), 20, **opts)
+
+
+# ============================================================================ maps
+def test_clustering_and_angle_helpers():
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(0, 0.1, (60, 2)), rng.normal(3, 0.1, (20, 2))])
+    truth = np.r_[np.zeros(60, int), np.ones(20, int)]
+    for method in ("kmeans", "gmm"):
+        lab = mapping.cluster_latents(z, 2, method)
+        np.testing.assert_array_equal(lab, truth)          # 0 is the largest cluster
+    assert mapping.clustering_accuracy(1 - truth, truth) == 1.0
+    assert mapping.clustering_accuracy(np.r_[np.zeros(70, int), np.ones(10, int)], truth) == 70 / 80
+    assert mapping.angle_difference(math.radians(179), math.radians(1), 2) == pytest.approx(math.radians(-2))
+    assert mapping.circular_mean(np.radians([178, 2, 180, 0]), 2) == pytest.approx(0, abs=1e-9) or \
+        mapping.circular_mean(np.radians([178, 2, 180, 0]), 2) == pytest.approx(math.pi, abs=1e-9)
+    with pytest.raises(AffineVAEError, match="clusters"):
+        mapping.cluster_latents(z, 0)
+    with pytest.raises(AffineVAEError, match="symmetry"):
+        mapping.fold_angle([0.1], 0)
+
+
+def test_write_maps_scatter_and_grid(micrograph, tmp_path):
+    img, t = micrograph
+    enc = stream_encode(tiny_vae(), img, W, min_distance=3, threshold=0.25)
+    _, j = cKDTree(t.positions).query(enc.centers)
+    enc.angle = t.grain_angle[j].astype(np.float32)            # pretend the model found the true angles
+    res = mapping.write_maps(enc, tmp_path / "m", image=img, n_clusters=2, symmetry=2)
+    assert {p.name for p in res["files"].values()} == {"maps.npz", "latents.png", "angle.png", "clusters.png"}
+    with np.load(tmp_path / "m" / "maps.npz", allow_pickle=False) as f:
+        assert {"z_mean", "angle", "shift", "cluster", "centers", "frames"} <= set(f.files)
+        np.testing.assert_array_equal(f["centers"], enc.centers)
+        assert f["cluster"].shape == (len(enc),) and res["counts"].sum() == len(enc)
+    deg, fig = mapping.angle_map(img, enc.centers, enc.angle, symmetry=2)
+    assert deg.max() < 180 and len(fig.axes) == 2                # map + colour wheel
+    g = stream_encode(tiny_vae(), img, W, stride=8)
+    g.angle = np.where(g.centers[:, 1] < 80, 0.0, 0.6).astype(np.float32)
+    res = mapping.write_maps(g, tmp_path / "g", image=img, n_clusters=3, symmetry=2)
+    assert {"grid_latents", "grid_angle", "grid_clusters"} <= set(res["files"])
+    maps, _ = mapping.grid_maps(g.z_mean, g.grid_shape, W, 8)
+    assert maps.shape == (3, *g.grid_shape)
+    np.testing.assert_allclose(maps[1, 2, 3], g.z_mean[2 * g.grid_shape[1] + 3, 1])
+
+
+# ============================================================================ CLI
+def test_cli_patches_and_map(micrograph, tmp_path, capsys):
+    img, _ = micrograph
+    np.save(tmp_path / "img.npy", img)
+    out = tmp_path / "p.npz"
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--min-distance", "3",
+                 "--threshold", "0.25", "--out", str(out), "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    with np.load(out, allow_pickle=False) as f:
+        n = len(f["patches"])
+        assert f["patches"].shape == (n, W, W) and f["centers"].shape == (n, 2) and f["frames"].shape == (n,)
+    assert said.startswith(f"{n} objects found")
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--stride", "8", "--edge", "pad",
+                 "--out", str(tmp_path / "g.npz")]) == 0
+    with np.load(tmp_path / "g.npz", allow_pickle=False) as f:
+        assert tuple(f["grid_shape"]) == ((128 - W) // 8 + 1, (160 - W) // 8 + 1)
+    capsys.readouterr()
+    # bad input: one stderr line, exit 2
+    (tmp_path / "bad.csv").write_text("1,2,3,4\n")
+    cases = (["--window", "500"], ["--window", str(W), "--coords", str(tmp_path / "bad.csv")],
+             ["--window", str(W), "--threshold", "2"])
+    for argv in cases:
+        assert main(["patches", str(tmp_path / "img.npy"), *argv, "--out", str(tmp_path / "x.npz")]) == 2
+        one_line_error(capsys)
+    assert not (tmp_path / "x.npz").exists()
+    # map with a saved (untrained) model
+    tiny_vae().save(tmp_path / "run")
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches", str(out),
+                 "--out", str(tmp_path / "maps"), "--clusters", "2"]) == 0
+    assert "no angle map" in capsys.readouterr().out
+    with np.load(tmp_path / "maps" / "maps.npz", allow_pickle=False) as f:
+        assert f["z_mean"].shape == (n, 3) and f["cluster"].max() == 1
+    assert (tmp_path / "maps" / "clusters.png").stat().st_size > 0
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
+                 str(tmp_path / "img.npy"), "--out", str(tmp_path / "maps")]) == 2
+    assert "not a patches file" in one_line_error(capsys)
