@@ -19,7 +19,7 @@ from ..registry import Registry
 COMMANDS: Registry = Registry("command")
 
 # Modules that define sub-commands, in the order `affinevae --help` lists them.
-COMMAND_MODULES = ["train", "encode", "sample", "info", "demo", "patches", "map"]
+COMMAND_MODULES = ["train", "encode", "sample", "info", "demo", "patches", "map", "align", "sweep"]
 
 
 def _load_commands() -> None:

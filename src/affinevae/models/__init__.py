@@ -4,6 +4,7 @@ from .base import Encoding, LatentModel, LossParts, ModelConfig, ModelOutput, bu
 from .ae import AE, AEConfig
 from .vae import VAE, VAEConfig
 from .cvae import CVAE, CVAEConfig
+from .avae import AVAE, AVAEConfig
 
 __all__ = ["Encoding", "LatentModel", "LossParts", "ModelConfig", "ModelOutput", "build_model", "gaussian_kl",
-           "AE", "AEConfig", "VAE", "VAEConfig", "CVAE", "CVAEConfig"]
+           "AE", "AEConfig", "VAE", "VAEConfig", "CVAE", "CVAEConfig", "AVAE", "AVAEConfig"]

@@ -1,0 +1,82 @@
+"""``affinevae sweep``: mean test -ELBO per rotation angle, for a run (and its AVAE) and optionally a second run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import AffineVAEError
+from ..io import load
+from ..models.avae import AVAE
+from ..sweep import SweepConfig, parse_angles, plot_sweep, rotation_sweep
+from ..training import resolve_device
+from . import COMMANDS
+from .align import add_search_arguments, search_config_from_args
+from .common import load_data_from_args
+
+
+def _models_of(run_dir: str, transform, device) -> dict:
+    """Label -> model for one run: a plain model and its AVAE, or the AVAE alone."""
+    model = load(run_dir, device=device)
+    if isinstance(model, AVAE):
+        if transform is not None and transform != model.config.transform:
+            raise AffineVAEError(f"{run_dir} holds an avae with transform '{model.config.transform}'; "
+                                 "--transform only applies when wrapping a plain model")
+        return {"avae": model}
+    return {model.family: model, "avae": AVAE(model, transform=transform or "rotation", pose_head=False).eval()}
+
+
+@COMMANDS.register("sweep")
+class Sweep:
+    help = ("rotation sweep: mean test -ELBO (nats/image) per angle for a model and its affine VAE; "
+            "writes a CSV (angle_deg, one column per model) and the loss-vs-rotation PNG beside it")
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run_dir", help="run or model directory (a plain vae/cvae is swept with its AVAE)")
+        p.add_argument("--model-b", help="a second run to compare (columns are then prefixed by run name)")
+        p.add_argument("--angles", default="0:360:15", help="degrees: start:stop:step (stop excluded) or a,b,c "
+                                                            "(default 0:360:15)")
+        p.add_argument("--data", default="mnist", help="upright test images: 'mnist' (default), 'rotated-mnist' or a path")
+        p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
+        p.add_argument("--key", help="array name inside an .npz")
+        p.add_argument("-n", "--n", type=int, dest="n", default=500, help="test images (default 500)")
+        p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
+        p.add_argument("--interpolation", default="bilinear", help="how test images are rotated: bilinear or bicubic")
+        p.add_argument("--out", default="sweep.csv", help="output CSV (the PNG goes beside it)")
+        add_search_arguments(p)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        angles = parse_angles(args.angles)
+        device = resolve_device(args.device)
+        runs = [args.run_dir] + ([args.model_b] if args.model_b else [])
+        per_run = [_models_of(r, args.transform, device) for r in runs]
+        models: dict = {}
+        if len(per_run) == 1:
+            models = per_run[0]
+        else:
+            prefixes = [Path(r).resolve().name for r in runs]
+            if prefixes[0] == prefixes[1]:
+                prefixes = ["a", "b"]
+            for prefix, ms in zip(prefixes, per_run):
+                models.update({f"{prefix}:{k}": v for k, v in ms.items()})
+        search = None  # each AVAE's own search options, unless some are given here
+        if _search_overridden(args):
+            first = next(m for m in models.values() if isinstance(m, AVAE))
+            search = search_config_from_args(args, first.config.search)
+        data = load_data_from_args(args, args.split, seed=args.seed)
+        cfg = SweepConfig(seed=args.seed, interpolation=args.interpolation, search=search)
+        result = rotation_sweep(models, data.images, data.labels, angles, cfg)
+        out = Path(args.out)
+        result.to_csv(out)
+        png = out.with_suffix(".png")
+        plot_sweep(result, png)
+        print(result.table())
+        print(f"swept {len(models)} models over {len(angles)} angles on {len(data)} images; wrote {out} and {png}")
+        return 0
+
+
+def _search_overridden(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k, None) is not None for k in ("restarts", "keep", "steps", "lr", "elbo_samples", "chunk",
+                                                             "max_angle"))

@@ -1,0 +1,500 @@
+"""Pose search for the affine VAE: find, per image, the transform that maximises the ELBO.
+
+The search is batched over images *and* restarts, never a per-image Python loop:
+
+1. **Restarts.** Each image gets ``restarts`` candidate parameter vectors: the amortised
+   pose head's prediction (if the model has one and ``use_head``), any extra starts (e.g.
+   last epoch's pose), the identity (``include_identity``) and random draws within the
+   parameter ranges (angles stratified over the circle). All N*R candidates go through the
+   network in one no-grad pass (chunked by ``chunk`` images to bound memory).
+2. **Refinement.** The ``keep`` best candidates of every image are refined together by Adam
+   for ``steps`` steps on the deterministic objective (one Adam over an (N*K, P) tensor:
+   Adam is element-wise, so this equals N*K independent optimisers). After each step the
+   parameters are projected into their ranges (angles wrapped).
+3. **Choice.** The best value seen (over starts and steps) wins per image.
+
+Objective: the negative ELBO with the encoder mean as the latent (deterministic, so
+candidates compare exactly), KL weight 1. The reported ELBO (:func:`align`) is the true,
+sampled ELBO with a fixed seed, averaged over ``elbo_samples`` draws.
+
+Any model with ``transform`` (a :class:`~affinevae.nn.transforms.Parameterisation`),
+``objective(x, y, params) -> (N,)`` and ``predict_pose(x) -> (N, P) | None`` can be searched
+(:class:`affinevae.models.avae.AVAE` is the one in the package).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import Config, check, check_positive
+from .errors import AffineVAEError
+from .nn.affine import Pose, render
+from .nn.transforms import Parameterisation
+
+__all__ = ["SearchConfig", "SearchResult", "AlignResult", "HeadTrainConfig", "PoseHead", "search_poses", "align",
+           "fit_pose_head", "load_alignment", "seeded"]
+
+
+def _check_range(name: str, value: Any) -> None:
+    ok = (isinstance(value, tuple) and len(value) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+    check(ok and value[0] < value[1], f"{name} must be a pair (low, high) of finite numbers with low < high, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig(Config):
+    """Options of the pose search and of :func:`align`.
+
+    Attributes:
+        restarts: candidate poses per image (head prediction, extra starts, identity and
+            random draws together; fixed starts take precedence).
+        keep: best candidates per image refined by Adam.
+        steps: Adam steps of the refinement (0 = restarts only).
+        lr: Adam learning rate (radians for angles, natural units for the others).
+        angle_range: (low, high) radians for random angles; a full circle wraps angles.
+        log_scale_range: (low, high) natural-log zoom (bounds for draws and refinement).
+        shear_range: (low, high) shear factor.
+        shift_range: (low, high) half image widths.
+        stratify: spread each image's random angles evenly over the range (random offset).
+        include_identity: always try the identity pose.
+        use_head: use the amortised pose head's prediction as a start (if the model has one).
+        chunk: images per forward pass (bounds memory; N*R images are chunked).
+        seed: seeds the random restarts and the ELBO noise in :func:`align`.
+        elbo_samples: posterior samples averaged for the reported ELBO.
+    """
+
+    restarts: int = 16
+    keep: int = 2
+    steps: int = 10
+    lr: float = 0.05
+    angle_range: tuple = (-math.pi, math.pi)
+    log_scale_range: tuple = (-0.3, 0.3)
+    shear_range: tuple = (-0.3, 0.3)
+    shift_range: tuple = (-0.2, 0.2)
+    stratify: bool = True
+    include_identity: bool = True
+    use_head: bool = True
+    chunk: int = 4096
+    seed: int = 0
+    elbo_samples: int = 1
+
+    def validate(self) -> None:
+        for name in ("restarts", "keep", "chunk", "elbo_samples"):
+            v = getattr(self, name)
+            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}")
+        check(isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 0,
+              f"steps must be an integer >= 0, got {self.steps!r}")
+        check_positive("lr", self.lr)
+        for name in ("angle_range", "log_scale_range", "shear_range", "shift_range"):
+            _check_range(name, getattr(self, name))
+        check(self.angle_range[1] - self.angle_range[0] <= 2 * math.pi + 1e-6,
+              f"angle_range spans more than a full circle: {self.angle_range!r} (radians)")
+        for name in ("stratify", "include_identity", "use_head"):
+            check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Range name -> (low, high), as :meth:`Parameterisation.bounds` expects."""
+        return {"angle": self.angle_range, "log_scale": self.log_scale_range, "shear": self.shear_range,
+                "shift": self.shift_range}
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What :func:`search_poses` found.
+
+    Attributes:
+        params: (N, P) best transform parameters per image.
+        objective: (N,) deterministic -ELBO (nats) at ``params``; NaN when nothing was
+            evaluated (a single start and no refinement: there was nothing to choose).
+        starts: (N, R, P) the restarts that were tried.
+        start_objective: (N, R) their objective values (NaN when not evaluated).
+    """
+
+    params: Tensor
+    objective: Tensor
+    starts: Tensor
+    start_objective: Tensor
+
+
+@dataclasses.dataclass
+class AlignResult:
+    """Per-image output of :func:`align`.
+
+    Attributes:
+        params: (N, P) found transform parameters (``param_names`` order).
+        angle: (N,) found rotation, radians (zeros if the transform has no angle).
+        elbo_before: (N,) ELBO in the observed pose (identity), nats.
+        elbo_after: (N,) ELBO in the found pose, nats.
+        aligned: (N, C, H, W) images warped to the canonical pose.
+        objective: (N,) deterministic search objective (-ELBO at the posterior mean), nats.
+        transform: parameterisation name.
+        param_names: names of the ``params`` columns.
+    """
+
+    params: Tensor
+    angle: Tensor
+    elbo_before: Tensor
+    elbo_after: Tensor
+    aligned: Tensor
+    objective: Tensor
+    transform: str
+    param_names: tuple
+
+    def save(self, path: str | Path, labels: Optional[np.ndarray] = None) -> Path:
+        """Write an ``.npz`` with arrays params, angle (rad), elbo_before, elbo_after (nats),
+        aligned, objective, transform, param_names (and labels if given), atomically."""
+        from .io import atomic_write
+
+        arrays = {"params": self.params, "angle": self.angle, "elbo_before": self.elbo_before,
+                  "elbo_after": self.elbo_after, "aligned": self.aligned, "objective": self.objective}
+        arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in arrays.items()}
+        arrays["transform"] = np.array(self.transform)
+        arrays["param_names"] = np.array(list(self.param_names), dtype=str)
+        if labels is not None:
+            arrays["labels"] = np.asarray(labels, dtype=np.int64)
+
+        def w(tmp):
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        return atomic_write(path, w)
+
+
+def load_alignment(path: str | Path) -> dict[str, np.ndarray]:
+    """Read an ``aligned.npz`` written by :meth:`AlignResult.save` (no unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AffineVAEError(f"{path}: alignment file not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:
+        raise AffineVAEError(f"{path}: corrupt alignment file ({exc.__class__.__name__})") from None
+
+
+class seeded:
+    """Context manager: fork the torch RNG (CPU and the current CUDA device) and seed it."""
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        devices = [device.index or 0] if device.type == "cuda" else []
+        self._fork = torch.random.fork_rng(devices=devices)
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc) -> None:
+        self._fork.__exit__(*exc)
+
+
+def _chunks(n: int, size: int):
+    for i in range(0, n, size):
+        yield slice(i, min(i + size, n))
+
+
+def _take(y: Optional[Tensor], idx: Tensor) -> Optional[Tensor]:
+    return None if y is None else y[idx]
+
+
+@torch.no_grad()
+def evaluate_candidates(model, x: Tensor, y: Optional[Tensor], params: Tensor, owner: Tensor, chunk: int) -> Tensor:
+    """Objective (M,) of M candidates ``params`` (M, P) for images ``x[owner]``, no gradients, chunked."""
+    out = torch.empty(len(params), device=x.device)
+    for s in _chunks(len(params), chunk):
+        out[s] = model.objective(x[owner[s]], _take(y, owner[s]), params[s]).float()
+    return torch.nan_to_num(out, nan=math.inf)
+
+
+def refine(model, x: Tensor, y: Optional[Tensor], params: Tensor, owner: Tensor, config: SearchConfig,
+           init_objective: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Adam refinement of M candidates (M, P) for images ``x[owner]``, all at once.
+
+    Returns the best parameters (M, P) and objective (M,) seen per candidate over the
+    starting point, every step and the final point. ``init_objective`` (M,), if known,
+    saves nothing but is folded into the best values.
+    """
+    transform: Parameterisation = model.transform
+    ranges = config.ranges()
+    p = params.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([p], lr=config.lr)
+    best = torch.full((len(p),), math.inf, device=p.device) if init_objective is None else init_objective.clone()
+    best_p = params.detach().clone()
+    for _ in range(config.steps):
+        grad = torch.zeros_like(p)
+        value = torch.empty(len(p), device=p.device)
+        for s in _chunks(len(p), config.chunk):
+            with torch.enable_grad():
+                loss = model.objective(x[owner[s]], _take(y, owner[s]), p[s]).float()
+                (g,) = torch.autograd.grad(loss.sum(), p)
+            grad += g
+            value[s] = loss.detach()
+        value = torch.nan_to_num(value, nan=math.inf)
+        better = value < best
+        best = torch.where(better, value, best)
+        best_p[better] = p.detach()[better]
+        p.grad = torch.nan_to_num(grad)
+        opt.step()
+        with torch.no_grad():
+            p.copy_(transform.project(p, ranges))
+    final = evaluate_candidates(model, x, y, p.detach(), owner, config.chunk)
+    better = final < best
+    best = torch.where(better, final, best)
+    best_p[better] = p.detach()[better]
+    return best_p, best
+
+
+def make_starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[Tensor] = None,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+    """(N, R, P) restarts: head prediction, ``extra_starts`` (N, E, P), identity, random draws.
+
+    Fixed starts come first and take precedence; random draws (CPU ``generator``, or the
+    global generator if None) fill up to ``config.restarts``.
+    """
+    transform: Parameterisation = model.transform
+    n = len(x)
+    fixed: list[Tensor] = []
+    if config.use_head:
+        pred = model.predict_pose(x)
+        if pred is not None:
+            fixed.append(pred.detach().float()[:, None])
+    if extra_starts is not None:
+        extra = torch.as_tensor(extra_starts, dtype=torch.float32)
+        if extra.dim() != 3 or extra.shape[0] != n or extra.shape[2] != transform.dim:
+            raise AffineVAEError(f"extra_starts must have shape ({n}, E, {transform.dim}), got {tuple(extra.shape)}")
+        fixed.append(extra.to(x.device))
+    if config.include_identity:
+        fixed.append(transform.identity(n, device=x.device)[:, None])
+    n_fixed = sum(f.shape[1] for f in fixed)
+    n_random = max(0, config.restarts - n_fixed)
+    parts = fixed
+    if n_random:
+        parts = fixed + [transform.sample(n, n_random, config.ranges(), generator, config.stratify).to(x.device)]
+    starts = torch.cat(parts, 1)[:, :config.restarts]
+    return transform.project(starts.reshape(-1, transform.dim), config.ranges()).reshape(n, -1, transform.dim)
+
+
+@torch.no_grad()
+def search_poses(model, x: Tensor, y: Optional[Tensor] = None, config: Optional[SearchConfig] = None,
+                 starts: Optional[Tensor] = None, extra_starts: Optional[Tensor] = None,
+                 generator: Optional[torch.Generator] = None) -> SearchResult:
+    """Find, for each of the (N, C, H, W) images ``x``, the pose parameters minimising the objective.
+
+    Args:
+        model: an :class:`~affinevae.models.avae.AVAE` (or anything with ``transform``,
+            ``objective`` and ``predict_pose``); ``x`` and ``y`` must already be checked.
+        y: (N,) labels for class-conditional models, else None.
+        config: :class:`SearchConfig` (defaults if None).
+        starts: (N, R, P) explicit restarts; replaces the head/identity/random starts.
+        extra_starts: (N, E, P) additional fixed starts (e.g. last epoch's poses).
+        generator: CPU generator for the random restarts (None: torch's global one).
+
+    Returns:
+        :class:`SearchResult` with (N, P) ``params`` and (N,) ``objective`` (nats).
+    """
+    cfg = config or SearchConfig()
+    transform: Parameterisation = model.transform
+    n = len(x)
+    if starts is None:
+        starts = make_starts(model, x, cfg, extra_starts, generator)
+    else:
+        starts = torch.as_tensor(starts, dtype=torch.float32)
+        if starts.dim() != 3 or starts.shape[0] != n or starts.shape[2] != transform.dim or starts.shape[1] < 1:
+            raise AffineVAEError(f"starts must have shape ({n}, R, {transform.dim}), got {tuple(starts.shape)}")
+        starts = starts.to(x.device)
+    r = starts.shape[1]
+    if r == 1 and cfg.steps == 0:
+        nan = torch.full((n,), math.nan, device=x.device)
+        return SearchResult(starts[:, 0].clone(), nan, starts, nan[:, None].clone())
+    owner = torch.arange(n, device=x.device).repeat_interleave(r)
+    obj = evaluate_candidates(model, x, y, starts.reshape(n * r, -1), owner, cfg.chunk).reshape(n, r)
+    k = min(cfg.keep, r)
+    top_val, top_idx = obj.topk(k, dim=1, largest=False)
+    cand = starts.gather(1, top_idx[:, :, None].expand(n, k, transform.dim))
+    if cfg.steps > 0:
+        owner_k = torch.arange(n, device=x.device).repeat_interleave(k)
+        best_p, best_v = refine(model, x, y, cand.reshape(n * k, -1), owner_k, cfg, top_val.reshape(-1))
+        cand, top_val = best_p.reshape(n, k, -1), best_v.reshape(n, k)
+    j = top_val.argmin(1)
+    rows = torch.arange(n, device=x.device)
+    return SearchResult(cand[rows, j].clone(), top_val[rows, j].clone(), starts, obj)
+
+
+def align(model, x, y=None, config: Optional[SearchConfig] = None, starts: Optional[Tensor] = None) -> AlignResult:
+    """Search every image's pose and report ELBOs before/after and the aligned images.
+
+    Args:
+        model: an :class:`~affinevae.models.avae.AVAE`.
+        x: (N, C, H, W) images (or (N, H, W) for one channel); y: (N,) labels if conditional.
+        config: :class:`SearchConfig` (default: the model's ``search`` config).
+        starts: optional (N, R, P) explicit restarts.
+
+    Returns:
+        :class:`AlignResult`; ELBOs in nats, sampled with ``config.seed`` (the same noise
+        before and after, ``config.elbo_samples`` draws averaged), angles in radians.
+    """
+    cfg = config or model.config.search
+    x, y = model.check_input(x, y)
+    was_training = model.training
+    model.eval()
+    try:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        found = search_poses(model, x, y, cfg, starts=starts, generator=gen)
+        before = model.elbo_at(x, y, None, seed=cfg.seed, samples=cfg.elbo_samples, chunk=cfg.chunk)
+        after = model.elbo_at(x, y, found.params, seed=cfg.seed, samples=cfg.elbo_samples, chunk=cfg.chunk)
+        with torch.no_grad():
+            aligned = torch.cat([model.canonicalise(x[s], found.params[s]) for s in _chunks(len(x), cfg.chunk)])
+    finally:
+        model.train(was_training)
+    transform: Parameterisation = model.transform
+    return AlignResult(params=found.params, angle=transform.angle(found.params), elbo_before=before, elbo_after=after,
+                       aligned=aligned, objective=found.objective, transform=transform.name,
+                       param_names=tuple(transform.kinds))
+
+
+# ---------------------------------------------------------------------- amortised start
+class PoseHead(nn.Module):
+    """A small CNN predicting the searched pose from the observed image (the amortised start).
+
+    Outputs (cos, sin) of the angle (if the parameterisation has one) and the other
+    parameters directly. ``image_shape`` (C, H, W); ``ranges`` the search ranges (their
+    half-widths normalise the loss); ``channels`` stride-2 conv widths; ``hidden`` width of
+    the fully connected layer.
+    """
+
+    def __init__(self, image_shape: tuple, transform: Parameterisation, ranges: dict[str, tuple[float, float]],
+                 channels: tuple = (16, 32), hidden: int = 64) -> None:
+        super().__init__()
+        self.transform = transform
+        lo, hi = transform.bounds(ranges)
+        # Half-widths of the parameter ranges: the loss divides errors by them (not saved).
+        self.register_buffer("scale", (hi - lo) / 2, persistent=False)
+        c, h, w = image_shape
+        layers: list[nn.Module] = []
+        for ch in channels:
+            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), nn.ReLU()]
+            c, h, w = ch, (h + 1) // 2, (w + 1) // 2
+        self.conv = nn.Sequential(*layers)
+        self.angle_col = transform.column("angle")
+        n_out = transform.dim + (1 if self.angle_col is not None else 0)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, P + 1) raw outputs: [cos, sin, other params] (or (N, P) without angle)."""
+        return self.fc(self.conv(x))
+
+    def _others(self) -> list[int]:
+        return [i for i in range(self.transform.dim) if i != self.angle_col]
+
+    def to_params(self, raw: Tensor) -> Tensor:
+        """Raw outputs (N, P + 1) -> parameters (N, P) (angle = atan2(sin, cos), radians)."""
+        if self.angle_col is None:
+            return raw
+        out = raw.new_zeros(len(raw), self.transform.dim)
+        out[:, self.angle_col] = torch.atan2(raw[:, 1], raw[:, 0])
+        others = self._others()
+        if others:
+            out[:, others] = raw[:, 2:]
+        return out
+
+    def predict(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) images -> (N, P) predicted pose parameters."""
+        return self.to_params(self(x))
+
+    def loss(self, raw: Tensor, target: Tensor) -> Tensor:
+        """(N,) squared error of raw outputs against target parameters (N, P).
+
+        The angle is compared as a unit vector (cos, sin); the other parameters are
+        divided by the half-widths of their ranges so that every term is unitless.
+        """
+        target = target.detach()
+        scale = self.scale.to(raw.dtype)
+        if self.angle_col is None:
+            return (((raw - target) / scale) ** 2).sum(1)
+        a = target[:, self.angle_col]
+        err = (raw[:, 0] - torch.cos(a)) ** 2 + (raw[:, 1] - torch.sin(a)) ** 2
+        others = self._others()
+        if others:
+            err = err + (((raw[:, 2:] - target[:, others]) / scale[others]) ** 2).sum(1)
+        return err
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadTrainConfig(Config):
+    """Options of :func:`fit_pose_head`.
+
+    Attributes:
+        epochs: passes over the (image, pose) pairs.
+        batch_size: pairs per Adam step.
+        lr: Adam learning rate.
+        augment_rotation: each step, rotate every image by a random angle and rotate its
+            target pose accordingly (exact for every parameterisation with an angle), so a
+            few searched images teach the head the whole circle.
+        seed: data order and augmentation angles.
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 2e-3
+    augment_rotation: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}")
+        check_positive("lr", self.lr)
+        check(isinstance(self.augment_rotation, bool), f"augment_rotation must be true or false, got {self.augment_rotation!r}")
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")
+
+
+def fit_pose_head(model, x, params, config: Optional[HeadTrainConfig] = None) -> list[float]:
+    """Train ``model.head`` to predict searched poses ``params`` (N, P) from images ``x`` (N, C, H, W).
+
+    Only the head's weights change. Returns the mean head loss of each epoch. Raises
+    :class:`AffineVAEError` if the model has no head or the shapes disagree.
+    """
+    cfg = config or HeadTrainConfig()
+    head: Optional[PoseHead] = getattr(model, "head", None)
+    if head is None:
+        raise AffineVAEError("this AVAE has no pose head (build it with pose_head=True)")
+    x, _ = model.check_input(x, None)
+    transform: Parameterisation = model.transform
+    params = transform.check(torch.as_tensor(params, dtype=torch.float32), "params").to(x.device)
+    if len(params) != len(x):
+        raise AffineVAEError(f"got {len(params)} poses for {len(x)} images")
+    if cfg.augment_rotation and not transform.has_angle:
+        raise AffineVAEError(f"augment_rotation needs a transform with an angle, not '{transform.name}'")
+    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    was_training = head.training
+    head.train()
+    history = []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(x), generator=rng).to(x.device)
+        total = 0.0
+        for s in _chunks(len(x), cfg.batch_size):
+            idx = order[s]
+            xb, pb = x[idx], params[idx]
+            if cfg.augment_rotation:
+                phi = ((torch.rand(len(idx), generator=rng) * 2 - 1) * math.pi).to(x.device)
+                with torch.no_grad():
+                    xb = render(xb, Pose(angle=phi))
+                pb = transform.rotate(pb, phi)
+            loss = head.loss(head(xb), pb).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        history.append(total / len(x))
+    head.train(was_training)
+    if hasattr(model, "head_trained"):
+        model.head_trained.fill_(1)
+    return history

@@ -1,0 +1,386 @@
+"""Tests for the affine VAE: parameterisations, batched pose search, pose-optimised training,
+the amortised start, save/load, the rotation sweep and the align/sweep commands."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import affinevae as av
+from affinevae.cli import main
+from affinevae.errors import AffineVAEError
+from affinevae.models.avae import AVAE, AVAEConfig, load_pose_record
+from affinevae.nn.affine import Pose, compose_affine, identity_affine, invert_affine, pose_matrix, render, warp
+from affinevae.nn.transforms import TRANSFORMS, get_transform
+from affinevae.pose_search import HeadTrainConfig, SearchConfig, fit_pose_head, load_alignment, search_poses
+from affinevae.sweep import SweepConfig, load_sweep_csv, parse_angles, rotation_sweep
+from affinevae.training import TrainConfig, fit
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The CPU is shared: one intra-op thread is much faster here than two contending ones."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    """A small MLP VAE trained briefly on 3000 upright MNIST digits (a few seconds)."""
+    torch.manual_seed(0)
+    model = av.build_model("vae", latent_dim=8, encoder="mlp", decoder="mlp", hidden=[256])
+    fit(model, av.data.load_mnist("train", n=3000), TrainConfig(epochs=8, batch_size=64, lr=2e-3, progress=False,
+                                                                 checkpoint=False, val_split=0.0))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    return av.data.load_mnist("test", n=200)
+
+
+@pytest.fixture(scope="module")
+def vae_run(vae, tmp_path_factory):
+    path = tmp_path_factory.mktemp("vae_run")
+    vae.save(path)
+    return path
+
+
+def smooth_images(n=3, size=32, seed=0):
+    """(n, 1, size, size) sums of broad Gaussian blobs near the centre, peak 1 (smooth: small interpolation error)."""
+    g = torch.Generator().manual_seed(seed)
+    c = (torch.arange(size) + 0.5) / size * 2 - 1
+    vv, uu = torch.meshgrid(c, c, indexing="ij")
+    out = torch.zeros(n, 1, size, size)
+    for _ in range(3):
+        mu = (torch.rand(n, 2, generator=g) - 0.5) * 0.6
+        out[:, 0] += torch.exp(-((uu - mu[:, 0, None, None]) ** 2 + (vv - mu[:, 1, None, None]) ** 2) / (2 * 0.25**2))
+    return out / out.amax((1, 2, 3), keepdim=True)
+
+
+def circular_error_deg(a, b):
+    return np.degrees(np.abs(np.angle(np.exp(1j * (np.asarray(a) - np.asarray(b))))))
+
+
+# ---------------------------------------------------------------------- parameterisations
+@pytest.mark.parametrize("name", TRANSFORMS.names())
+def test_every_parameterisation_inverts_exactly_and_round_trips_images(name):
+    t = get_transform(name)
+    g = torch.Generator().manual_seed(1)
+    cfg = SearchConfig(log_scale_range=(-0.2, 0.2), shear_range=(-0.2, 0.2), shift_range=(-0.1, 0.1))
+    params = t.sample(3, 1, cfg.ranges(), g)[:, 0]
+    # matrices: T^-1 T = identity, and identity params give the identity
+    ident = compose_affine(t.matrix(params), t.inverse_matrix(params))
+    torch.testing.assert_close(ident, identity_affine(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(t.matrix(t.identity(3)), identity_affine(3))
+    # images: render(canonicalise(x)) = x inside the frame, up to interpolation error
+    x = smooth_images()
+    back = t.render(t.canonicalise(x, params), params)
+    inner = (slice(None), slice(None), slice(8, 24), slice(8, 24))
+    err = (back - x)[inner].abs().max()
+    assert err < 0.03, f"{name}: round trip error {err:.3f}"
+    # and the round trip differs from the identity only by interpolation, not by a wrong inverse
+    wrong = t.render(t.canonicalise(x, params), -params)
+    assert (wrong - x)[inner].abs().max() > 3 * err or name == "translation" and float(params.abs().max()) < 0.02
+
+
+def test_parameters_build_the_documented_pose():
+    t = get_transform("affine")
+    p = torch.tensor([[0.3, math.log(1.2), math.log(0.9), 0.1, 0.05, -0.02]])
+    pose = t.to_pose(p)
+    expected = pose_matrix(Pose(angle=torch.tensor([0.3]), scale=torch.tensor([[1.2, 0.9]]), shear=torch.tensor([0.1]),
+                                shift=torch.tensor([[0.05, -0.02]])))
+    torch.testing.assert_close(t.matrix(p), expected)
+    assert t.angle(p).item() == pytest.approx(0.3)
+    sim = get_transform("similarity").to_pose(torch.tensor([[0.5, 0.0, 0.1, 0.2]]))
+    assert sim.scale.item() == pytest.approx(1.0) and sim.shift[0].tolist() == pytest.approx([0.1, 0.2])
+
+
+def homogeneous(m):
+    out = torch.zeros(m.shape[0], 3, 3)
+    out[:, :2] = m
+    out[:, 2, 2] = 1
+    return out
+
+
+def test_composition_matches_matrix_products_and_warps():
+    t = get_transform("affine")
+    g = torch.Generator().manual_seed(3)
+    cfg = SearchConfig(log_scale_range=(-0.2, 0.2), shear_range=(-0.2, 0.2), shift_range=(-0.1, 0.1))
+    a, b = t.sample(4, 2, cfg.ranges(), g).unbind(1)
+    composed = t.compose(a, b)  # apply a, then b
+    torch.testing.assert_close(homogeneous(composed), homogeneous(t.matrix(b)) @ homogeneous(t.matrix(a)), atol=1e-6, rtol=0)
+    # warping twice samples through both matrices: warp(warp(x, A), B) = warp(x, A then-composed B)
+    x = smooth_images(4)
+    twice = warp(warp(x, t.matrix(a)), t.matrix(b))
+    once = warp(x, compose_affine(t.matrix(b), t.matrix(a)))
+    assert (twice - once)[:, :, 8:24, 8:24].abs().max() < 0.05
+    # rotating the observed image composes a rotation onto the pose, exactly
+    phi = torch.tensor([0.4, -1.0, 2.5, 3.0])
+    rot = pose_matrix(Pose(angle=phi))
+    for name in ("rotation", "similarity", "affine", "rotation-scale-shear"):
+        tt = get_transform(name)
+        p = tt.sample(4, 1, cfg.ranges(), g)[:, 0]
+        torch.testing.assert_close(tt.matrix(tt.rotate(p, phi)), compose_affine(tt.matrix(p), rot), atol=1e-5, rtol=0)
+
+
+def test_bad_options_and_shapes_raise_one_line_errors():
+    with pytest.raises(AffineVAEError, match="unknown transform 'rotaton'.*did you mean 'rotation'"):
+        get_transform("rotaton")
+    with pytest.raises(AffineVAEError, match="keep must be an integer >= 1"):
+        SearchConfig(keep=0)
+    with pytest.raises(AffineVAEError, match="angle_range"):
+        SearchConfig(angle_range=(1.0, -1.0))
+    with pytest.raises(AffineVAEError, match="unknown option 'restart'"):
+        SearchConfig.from_dict({"restart": 3})
+    with pytest.raises(AffineVAEError, match="unknown option 'transfrom'"):
+        AVAEConfig.from_dict({"transfrom": "affine"})
+    with pytest.raises(AffineVAEError, match="needs shape"):
+        get_transform("similarity").matrix(torch.zeros(3, 2))
+    with pytest.raises(AffineVAEError, match="cannot wrap another avae"):
+        AVAEConfig(inner="avae")
+    with pytest.raises(AffineVAEError, match="labels are required"):
+        AVAE(av.build_model("cvae", latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16])).align(torch.rand(2, 1, 28, 28))
+
+
+# ---------------------------------------------------------------------- the AVAE on a trained VAE
+def test_avae_at_the_identity_is_the_inner_vae(vae, test_digits):
+    avae = AVAE(vae)
+    x = torch.as_tensor(test_digits.images[:50])
+    plain = vae(x, sample=False).elbo
+    at_zero = avae.forward_at(x, params=torch.zeros(50, 1), sample=False).elbo
+    torch.testing.assert_close(at_zero, plain, atol=1e-2, rtol=1e-4)
+    torch.testing.assert_close(avae.elbo_at(x, None, None, seed=3), avae.elbo_at(x, None, None, seed=3))
+
+
+def rotated(images, deg):
+    return torch.as_tensor(np.clip(av.data.transform_images(images, np.full(len(images), math.radians(deg))), 0, 1))
+
+
+def test_avae_loss_barely_moves_with_rotation_while_the_vae_loss_climbs(vae, test_digits):
+    avae = AVAE(vae)
+    cfg = SearchConfig(restarts=16, keep=2, steps=8)
+    loss = {}
+    for deg in (0, 90):
+        res = avae.align(rotated(test_digits.images, deg), config=cfg)
+        loss[deg] = (-res.elbo_before.mean().item(), -res.elbo_after.mean().item())
+    vae0, avae0 = loss[0]
+    vae90, avae90 = loss[90]
+    assert abs(avae90 - avae0) / avae0 < 0.03, loss
+    assert (vae90 - vae0) / vae0 > 0.25, loss
+    assert avae0 <= vae0 + 0.5  # the search never does worse than the identity it starts from
+
+
+def test_found_angle_undoes_a_known_rotation(vae, test_digits):
+    keep = ~np.isin(test_digits.labels, [0, 1, 8])  # symmetric digits have several good angles
+    imgs = test_digits.images[keep][:100]
+    true = np.random.default_rng(5).uniform(-math.pi, math.pi, len(imgs))
+    x = torch.as_tensor(np.clip(av.data.transform_images(imgs, true), 0, 1))
+    res = AVAE(vae).align(x, config=SearchConfig(restarts=16, keep=2, steps=8))
+    err = circular_error_deg(res.angle.numpy(), true)
+    assert np.median(err) < 15 and (err < 30).mean() > 0.75, np.sort(err)
+    # the aligned images look like the upright originals
+    up = torch.as_tensor(imgs)
+    good = torch.as_tensor(err < 30)
+    corr = torch.nn.functional.cosine_similarity(res.aligned[good].flatten(1), up[good].flatten(1)).mean()
+    assert corr > 0.75
+    assert (res.elbo_after > res.elbo_before).float().mean() > 0.9
+
+
+def reference_search(model, x, starts, cfg):
+    """Slow reference: one image, one candidate, one Adam at a time (the same algorithm)."""
+    t = model.transform
+    best_params, best_values = [], []
+    for i in range(len(x)):
+        xi = x[i:i + 1]
+        with torch.no_grad():
+            vals = [model.objective(xi, None, starts[i, r:r + 1]).item() for r in range(starts.shape[1])]
+        chosen = np.argsort(vals, kind="stable")[:cfg.keep]
+        bv, bp = math.inf, None
+        for r in chosen:
+            p = starts[i, r:r + 1].clone().requires_grad_(True)
+            opt = torch.optim.Adam([p], lr=cfg.lr)
+            cv, cp = vals[r], p.detach().clone()
+            for _ in range(cfg.steps):
+                loss = model.objective(xi, None, p)
+                if loss.item() < cv:
+                    cv, cp = loss.item(), p.detach().clone()
+                (p.grad,) = torch.autograd.grad(loss.sum(), p)
+                opt.step()
+                with torch.no_grad():
+                    p.copy_(t.project(p, cfg.ranges()))
+            with torch.no_grad():
+                final = model.objective(xi, None, p).item()
+            if final < cv:
+                cv, cp = final, p.detach().clone()
+            if cv < bv:
+                bv, bp = cv, cp
+        best_params.append(bp[0])
+        best_values.append(bv)
+    return torch.stack(best_params), torch.tensor(best_values)
+
+
+def test_batched_search_equals_a_slow_reference_loop(vae, test_digits):
+    avae = AVAE(vae, transform="similarity", pose_head=False)
+    x = rotated(test_digits.images[:4], 70)
+    cfg = SearchConfig(restarts=6, keep=2, steps=5, lr=0.05, chunk=7)  # a chunk that splits candidates
+    starts = avae.transform.sample(4, 6, cfg.ranges(), torch.Generator().manual_seed(0))
+    found = avae.search(x, config=cfg, starts=starts)
+    ref_p, ref_v = reference_search(avae, x, starts, cfg)
+    torch.testing.assert_close(found.objective, ref_v, atol=2e-3, rtol=1e-5)
+    torch.testing.assert_close(found.params, ref_p, atol=1e-3, rtol=0)
+    assert found.start_objective.shape == (4, 6)
+    assert torch.all(found.objective <= found.start_objective.min(1).values + 1e-4)
+
+
+def test_single_start_without_refinement_skips_evaluation(vae, test_digits):
+    avae = AVAE(vae, pose_head=False)
+    x = torch.as_tensor(test_digits.images[:5])
+    start = torch.full((5, 1, 1), 0.5)
+    res = avae.search(x, config=SearchConfig(restarts=1, steps=0), starts=start)
+    assert torch.all(res.params == 0.5) and torch.isnan(res.objective).all()
+
+
+def test_amortised_start_from_a_head_fitted_on_search_results(vae):
+    avae = AVAE(vae)  # the head starts untrained and is not used
+    assert avae.predict_pose(torch.rand(2, 1, 28, 28)) is None
+    train = av.data.load_mnist("train", n=400, digits=[2, 3, 4, 5, 6, 7, 9], seed=1)
+    found = avae.align(train.images, config=SearchConfig(restarts=8, keep=1, steps=4))
+    torch.manual_seed(0)
+    losses = fit_pose_head(avae, train.images, found.params, HeadTrainConfig(epochs=12, augment_rotation=True))
+    assert losses[-1] < 0.5 * losses[0]
+    test = av.data.load_mnist("test", n=300, digits=[2, 3, 4, 5, 6, 7, 9])
+    true = np.random.default_rng(2).uniform(-math.pi, math.pi, len(test))
+    x = torch.as_tensor(np.clip(av.data.transform_images(test.images, true), 0, 1))
+    # the head alone (one start, no refinement, nothing evaluated) already recovers most angles
+    fast = avae.align(x, config=SearchConfig(restarts=1, steps=0, include_identity=False))
+    err = circular_error_deg(fast.angle.numpy(), true)
+    assert np.median(err) < 30, np.median(err)
+    # at the same small budget (2 starts, 3 Adam steps) the head's start gets much closer to a full search's ELBO
+    full = avae.align(x, config=SearchConfig(restarts=16, keep=2, steps=8, use_head=False))
+    with_head = avae.align(x, config=SearchConfig(restarts=2, keep=1, steps=3))
+    without = avae.align(x, config=SearchConfig(restarts=2, keep=1, steps=3, use_head=False))
+    gap_head = (full.elbo_after - with_head.elbo_after).mean().item()
+    gap_plain = (full.elbo_after - without.elbo_after).mean().item()
+    assert gap_head < 0.5 * gap_plain, (gap_head, gap_plain)
+
+
+# ---------------------------------------------------------------------- training, saving, loading
+def test_pose_optimised_training_runs_and_records_angles(tmp_path):
+    data = av.data.rotated_mnist("train", n=240, full_circle=True)
+    torch.manual_seed(0)
+    model = av.build_model("avae", latent_dim=4, encoder="mlp", decoder="mlp", hidden=[64],
+                           train_search={"restarts": 4, "keep": 1, "steps": 1}, search={"restarts": 4, "steps": 1})
+    result = fit(model, data, TrainConfig(epochs=2, batch_size=60, progress=False), out=tmp_path / "run")
+    assert [h["pose_images"] for h in result.history] == [216, 216]
+    assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in result.history)
+    rec = load_pose_record(tmp_path / "run")
+    assert rec.angle.shape == (2, 216) and rec.epochs.tolist() == [1, 2]
+    assert np.isfinite(rec.angle).all() and np.abs(rec.angle).max() <= math.pi
+    assert rec.angle.std() > 0.3  # the search moved poses away from the identity
+    assert rec.labels is not None and set(np.unique(rec.labels)) <= set(range(10))
+    counts, edges = rec.histograms(bins=12)
+    assert counts.shape == (2, 10, 12) and counts.sum() == 2 * 216 and len(edges) == 13
+    assert int(model.head_trained) == 1
+    # the recorded angles are the found poses of those images (same order as the training subset)
+    assert rec.params.shape == (216, 1)
+    np.testing.assert_allclose(rec.angle[-1], rec.params[:, 0], atol=1e-6)
+
+
+def test_training_without_pose_optimisation_uses_the_identity():
+    data = av.data.load_mnist("train", n=64)
+    model = AVAE(av.build_model("vae", latent_dim=2, encoder="mlp", decoder="mlp", hidden=[32]), pose_optimise=False)
+    fit(model, data, TrainConfig(epochs=1, batch_size=64, progress=False, val_split=0.0))
+    assert model.pose_record() is None and int(model.head_trained) == 0
+
+
+def test_save_and_load_round_trip(tmp_path, test_digits):
+    inner = av.build_model("cvae", latent_dim=3, encoder="mlp", decoder="mlp", hidden=[32])
+    model = AVAE(inner, transform="similarity", search=SearchConfig(restarts=5, keep=1, steps=2))
+    model.save(tmp_path / "m")
+    loaded = av.load(tmp_path / "m")
+    assert isinstance(loaded, AVAE) and loaded.config == model.config and loaded.config.inner == "cvae"
+    assert loaded.config.search.restarts == 5 and loaded.transform.name == "similarity"
+    assert set(loaded.state_dict()) == set(model.state_dict()) and any(k.startswith("vae.") for k in loaded.state_dict())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    x, y = test_digits.images[:6], test_digits.labels[:6]
+    a, b = model.align(x, y), loaded.align(x, y)
+    torch.testing.assert_close(a.params, b.params)
+    torch.testing.assert_close(a.elbo_after, b.elbo_after)
+    # flat options route into the inner config; build_model builds the same thing
+    built = av.build_model("avae", inner="cvae", latent_dim=3, encoder="mlp", decoder="mlp", hidden=[32],
+                           transform="similarity")
+    assert built.config.inner_config == model.config.inner_config
+
+
+# ---------------------------------------------------------------------- sweep
+def test_rotation_sweep_table_and_csv(vae, test_digits, tmp_path):
+    models = {"vae": vae, "avae": AVAE(vae, pose_head=False)}
+    cfg = SweepConfig(search=SearchConfig(restarts=8, keep=1, steps=3))
+    res = rotation_sweep(models, test_digits.images[:60], None, [0, 90, 180], cfg)
+    assert res.neg_elbo.shape == (2, 3) and res.names == ["vae", "avae"]
+    assert res.column("vae")[1] > 1.2 * res.column("vae")[0]
+    assert np.all(np.abs(res.relative()[1] - 1) < 0.05)
+    res.to_csv(tmp_path / "s.csv")
+    back = load_sweep_csv(tmp_path / "s.csv")
+    assert back.names == res.names and np.allclose(back.neg_elbo, res.neg_elbo, atol=1e-3)
+
+
+def test_parse_angles():
+    assert parse_angles("0:360:90").tolist() == [0, 90, 180, 270]
+    assert parse_angles("0:100:30").tolist() == [0, 30, 60, 90]
+    assert parse_angles("10,20").tolist() == [10, 20]
+    for bad, msg in [("0:360", "start:stop:step"), ("0:x:10", "numbers"), ("0:360:0", "step must be > 0"),
+                     ("90:0:10", "stop must be greater"), ("0:1e9:0.001", "too many"), ("a,b", "comma-separated")]:
+        with pytest.raises(AffineVAEError, match=msg):
+            parse_angles(bad)
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_align_writes_the_documented_arrays(vae_run, tmp_path, capsys):
+    out = tmp_path / "aligned.npz"
+    rc = main(["align", str(vae_run), "--data", "rotated-mnist", "-n", "20", "--out", str(out),
+               "--restarts", "6", "--steps", "2"])
+    assert rc == 0
+    arrays = load_alignment(out)
+    assert {"params", "angle", "elbo_before", "elbo_after", "aligned"} <= set(arrays)
+    assert arrays["params"].shape == (20, 1) and arrays["angle"].shape == (20,)
+    assert arrays["aligned"].shape == (20, 1, 28, 28)
+    assert np.all(np.abs(arrays["angle"]) <= math.pi)
+    assert arrays["elbo_after"].mean() > arrays["elbo_before"].mean()
+    assert "aligned 20 images" in capsys.readouterr().out
+
+
+def test_cli_align_bad_path_exits_2_with_one_line(tmp_path, capsys):
+    rc = main(["align", str(tmp_path / "missing"), "--data", "mnist", "--out", str(tmp_path / "a.npz")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "missing" in err and err.startswith("affinevae: error:")
+    assert not (tmp_path / "a.npz").exists()
+
+
+def test_cli_align_bad_search_option_exits_2(vae_run, tmp_path, capsys):
+    rc = main(["align", str(vae_run), "--data", "mnist", "-n", "4", "--out", str(tmp_path / "a.npz"), "--keep", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "keep" in err
+
+
+def test_cli_sweep_writes_csv_columns_and_png(vae_run, tmp_path, capsys):
+    out = tmp_path / "sweep.csv"
+    rc = main(["sweep", str(vae_run), "--angles", "0:360:120", "-n", "20", "--out", str(out),
+               "--restarts", "4", "--steps", "1"])
+    assert rc == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "angle_deg,vae,avae" and [ln.split(",")[0] for ln in lines[1:]] == ["0", "120", "240"]
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
+    rc = main(["sweep", str(vae_run), "--model-b", str(vae_run), "--angles", "0", "-n", "5",
+               "--out", str(tmp_path / "two.csv"), "--restarts", "2", "--steps", "0"])
+    assert rc == 0
+    assert (tmp_path / "two.csv").read_text().splitlines()[0] == "angle_deg,a:vae,a:avae,b:vae,b:avae"
+    rc = main(["sweep", str(vae_run), "--angles", "0:360:-5", "--out", str(out)])
+    assert rc == 2 and "step must be > 0" in capsys.readouterr().err
