@@ -401,3 +401,75 @@ def test_cli_patches_and_map(micrograph, tmp_path, capsys):
     assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
                  str(tmp_path / "img.npy"), "--out", str(tmp_path / "maps")]) == 2
     assert "not a patches file" in one_line_error(capsys)
+
+
+# ============================================================================ science: rVAE on a polycrystal
+DELTA = math.radians(30.0)
+
+
+@pytest.fixture(scope="module")
+def polycrystal_rvae():
+    """A small rVAE trained on the atoms of a two-grain micrograph (~350 patches, ~10 s on one core)."""
+    from affinevae.data.imageset import ImageSet
+    from affinevae.data.patches import encode_patchset
+    from affinevae.models.rvae import RVAE
+    from affinevae.training import TrainConfig, fit
+
+    img, t = synthetic_micrograph(size=(160, 160), spacing=6.0, grain_angles=(0.2, 0.2 + DELTA),
+                                  substitution_frac=0.15, substitution_intensity=2.0, noise=0.05, seed=0)
+    ps = cut_patches(img, 12, min_distance=3, threshold=0.1)
+    d, j = cKDTree(t.positions).query(ps.centers)
+    assert (d < 1.5).all()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matmuls: one thread is ~10x faster than two contended ones
+    try:
+        torch.manual_seed(0)
+        model = RVAE(image_shape=(1, 12, 12), latent_dim=2, invariances=("rotation", "translation"),
+                     rotation_mode="full", likelihood="gaussian", sigma=0.1, hidden=(32, 32))
+        fit(model, ImageSet(ps.patches), TrainConfig(epochs=120, batch_size=32, lr=3e-3, val_split=0.0, seed=0,
+                                                      device="cpu", progress=False, checkpoint=False))
+        enc = encode_patchset(model.eval(), ps)
+    finally:
+        torch.set_num_threads(threads)
+    return img, ps, model, enc, t.grain[j], t.defect[j]
+
+
+def test_rvae_angles_separate_grains_and_latents_separate_defects(polycrystal_rvae):
+    img, ps, model, enc, grain, defect = polycrystal_rvae
+    lattice = defect == 0
+    # the lattice has 2-fold symmetry: compare angles modulo 180 degrees
+    m0 = mapping.circular_mean(enc.angle[lattice & (grain == 0)], 2)
+    m1 = mapping.circular_mean(enc.angle[lattice & (grain == 1)], 2)
+    diff = mapping.angle_difference(m1, m0, 2)
+    print(f"\nrVAE grain angle difference {math.degrees(diff):.2f} deg (true {math.degrees(DELTA):.0f})")
+    assert abs(math.degrees(diff - DELTA)) < 3.0
+    nearer_1 = (np.abs([mapping.angle_difference(a, m1, 2) for a in enc.angle])
+                < np.abs([mapping.angle_difference(a, m0, 2) for a in enc.angle]))
+    grain_acc = (nearer_1 == (grain == 1)).mean()
+    assert grain_acc > 0.97, grain_acc
+    cluster = mapping.cluster_latents(enc.z_mean, 2)
+    acc = mapping.clustering_accuracy(cluster, defect)
+    print(f"defect vs lattice clustering accuracy {acc:.3f} (majority class {1 - defect.mean():.3f}), "
+          f"grain accuracy from the angle {grain_acc:.3f}")
+    assert acc > 0.9 and acc > 1 - defect.mean() + 0.05
+
+
+def test_cli_map_with_the_rvae(polycrystal_rvae, tmp_path, capsys):
+    img, ps, model, enc, grain, defect = polycrystal_rvae
+    model.save(tmp_path / "run")
+    np.save(tmp_path / "img.npy", img)
+    ps.save(tmp_path / "p.npz")
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
+                 str(tmp_path / "p.npz"), "--out", str(tmp_path / "maps"), "--clusters", "2", "--symmetry", "2"]) == 0
+    said = capsys.readouterr().out
+    assert f"mapped {len(ps)} objects with rvae" in said and "no angle map" not in said
+    with np.load(tmp_path / "maps" / "maps.npz", allow_pickle=False) as f:
+        np.testing.assert_allclose(f["angle"], enc.angle, atol=1e-5)
+        np.testing.assert_array_equal(f["centers"], ps.centers)
+        assert mapping.clustering_accuracy(f["cluster"], defect) > 0.9
+        assert np.abs(f["positions"] - ps.centers).max() < 3  # shift-refined positions stay near the atoms
+    for name in ("angle.png", "latents.png", "clusters.png"):
+        assert (tmp_path / "maps" / name).stat().st_size > 10_000
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
+                 str(tmp_path / "p.npz"), "--out", str(tmp_path / "maps"), "--frame", "3"]) == 2
+    assert "--frame 3" in capsys.readouterr().err

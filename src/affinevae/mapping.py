@@ -58,13 +58,24 @@ def _check_symmetry(symmetry) -> int:
     return int(symmetry)
 
 
-def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed: int = 0) -> np.ndarray:
+def active_latents(z: np.ndarray, rel: float = 0.05) -> np.ndarray:
+    """Indices of the latents in use: those whose posterior means vary across objects by at least
+    ``rel`` times the most varying one's standard deviation (collapsed latents sit at ~0)."""
+    sd = np.asarray(z, dtype=np.float64).std(0)
+    return np.flatnonzero(sd >= rel * sd.max()) if sd.max() > 0 else np.arange(sd.size)
+
+
+def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed: int = 0,
+                    standardise: bool = True) -> np.ndarray:
     """Cluster objects by their content latents.
 
     Args:
         z: (N, D) latent means. n_clusters: K >= 1 (at most N).
         method: 'kmeans' or 'gmm' (full-covariance Gaussian mixture).
         seed: random seed.
+        standardise: cluster the active latents (:func:`active_latents`) scaled to unit variance,
+            so a latent used with a small spread still counts; collapsed latents are left out
+            rather than having their noise blown up.
 
     Returns:
         (N,) int64 labels in 0..K-1, numbered by decreasing cluster size (0 is the largest).
@@ -74,6 +85,10 @@ def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed
         raise AffineVAEError(f"cluster_latents expects (N, D) latents with N >= 1, got shape {z.shape}")
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or not 1 <= n_clusters <= len(z):
         raise AffineVAEError(f"clusters must be an integer in 1..{len(z)} (the number of objects), got {n_clusters!r}")
+    if standardise:
+        z = z[:, active_latents(z)]
+        sd = z.std(0)
+        z = (z - z.mean(0)) / np.where(sd > 0, sd, 1.0)
     if method == "kmeans":
         from sklearn.cluster import KMeans
 
@@ -281,13 +296,15 @@ def _grid_extent(grid_shape: Sequence[int], window: int, stride: int) -> list[fl
 
 def grid_maps(values: np.ndarray, grid_shape: Sequence[int], window: int, stride: int,
               names: Optional[Sequence[str]] = None, image: Optional[np.ndarray] = None,
-              title: str = "Content latents over the field of view") -> tuple[np.ndarray, Figure]:
+              title: str = "Content latents over the field of view",
+              image_shape: Optional[Sequence[int]] = None) -> tuple[np.ndarray, Figure]:
     """Images of per-window values laid out on the sliding-window grid of one frame.
 
     Args:
         values: (gh * gw,) or (gh * gw, D) values, grid row-major. grid_shape: (gh, gw).
         window, stride: patch size and grid step in pixels (to place the maps in image pixels).
         names: D panel names (default z0, z1, ...). image: optional (H, W) frame drawn first for context.
+        image_shape: (H, W) of the frame, to draw the maps on the frame's full extent.
 
     Returns:
         ``(maps, fig)``: (D, gh, gw) images, and the figure.
@@ -318,6 +335,9 @@ def grid_maps(values: np.ndarray, grid_shape: Sequence[int], window: int, stride
                            interpolation="nearest")
             fig.colorbar(im, ax=ax, shrink=0.8, label=name)
             ax.set_title(name)
+            if image_shape is not None:
+                ax.set_xlim(-0.5, image_shape[1] - 0.5)
+                ax.set_ylim(image_shape[0] - 0.5, -0.5)
         ax.set_xlabel("column (pixels)")
         ax.set_ylabel("row (pixels)")
     for j in range(k, rows * cols):
@@ -415,13 +435,14 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
         z = enc.z_mean[sel]
         dims = sorted(np.argsort(-z.var(0))[:6].tolist())
         save("grid_latents", grid_maps(z[:, dims], (gh, gw), enc.window, stride, [f"z{d}" for d in dims],
-                                       title="Content latents" + suffix)[1])
+                                       title="Content latents" + suffix, image_shape=enc.image_shape)[1])
         if enc.has_angle:
             save("grid_angle", grid_angle_map(enc.angle[sel], (gh, gw), enc.window, stride, symmetry, image,
                                               title="Orientation" + suffix)[1])
         if n_clusters is not None:
             save("grid_clusters", _grid_class_figure(cluster[sel], (gh, gw), enc.window, stride, n_clusters, counts,
-                                                     "Classes (clusters of the content latents)" + suffix))
+                                                     "Classes (clusters of the content latents)" + suffix,
+                                                     enc.image_shape))
     else:
         save("latents", latent_maps(image, c, enc.z_mean[sel], title="Content latents" + suffix)[1])
         if enc.has_angle:
@@ -432,7 +453,8 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     return {"cluster": cluster, "counts": counts, "files": files}
 
 
-def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int, k: int, counts, title: str) -> Figure:
+def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int, k: int, counts, title: str,
+                       image_shape: Optional[Sequence[int]] = None) -> Figure:
     gh, gw = grid_shape
     colors = matplotlib.colormaps[CLASS_CMAP].colors
     cmap = ListedColormap([colors[j % len(colors)] for j in range(k)])
@@ -442,11 +464,14 @@ def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int,
                    extent=_grid_extent(grid_shape, window, stride), interpolation="nearest")
     cb = fig.colorbar(im, ax=ax, ticks=np.arange(k), shrink=0.8)
     cb.ax.set_yticklabels([f"class {j} ({counts[j]})" for j in range(k)])
+    if image_shape is not None and image_shape[0] > 0:
+        ax.set_xlim(-0.5, image_shape[1] - 0.5)
+        ax.set_ylim(image_shape[0] - 0.5, -0.5)
     ax.set_title(title)
     ax.set_xlabel("column (pixels)")
     ax.set_ylabel("row (pixels)")
     return fig
 
 
-__all__ = ["fold_angle", "circular_mean", "angle_difference", "cluster_latents", "clustering_accuracy", "angle_map",
+__all__ = ["fold_angle", "circular_mean", "angle_difference", "active_latents", "cluster_latents", "clustering_accuracy", "angle_map",
            "latent_maps", "class_map", "grid_maps", "grid_angle_map", "write_maps"]

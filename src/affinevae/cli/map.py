@@ -14,6 +14,7 @@ class Map:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the command's options on ``p``."""
         p.add_argument("run_dir", help="trained run or model directory (affinevae train --out)")
         p.add_argument("--image", required=True, help="the image or stack the patches were cut from (background)")
         p.add_argument("--patches", required=True, help="patches .npz written by `affinevae patches`")
@@ -25,18 +26,20 @@ class Map:
         p.add_argument("--frame", type=int, default=0, help="frame drawn in the PNG maps (default 0)")
         p.add_argument("--key", help="array name in an .npz or dataset in an HDF5 image file")
         p.add_argument("--batch-size", type=int, default=256, help="patches per forward pass")
-        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+        p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to encode (default cpu)")
         p.add_argument("--seed", type=int, default=0, help="clustering seed")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        """Encode, cluster, write ``maps.npz`` and the PNG maps; returns the exit status."""
         from ..data.patches import PatchSet, encode_patchset, open_stack
         from ..io import load
         from ..mapping import write_maps
+        from ..training import resolve_device
 
         if args.clusters is not None and args.clusters < 1:
             raise AffineVAEError(f"--clusters must be >= 1, got {args.clusters}")
-        model = load(args.run_dir, device=args.device)
+        model = load(args.run_dir, device=resolve_device(args.device))
         ps = PatchSet.load(args.patches)
         if len(ps) == 0:
             raise AffineVAEError(f"{args.patches}: holds no patches")

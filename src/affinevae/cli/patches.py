@@ -14,6 +14,7 @@ class Patches:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the command's options on ``p``."""
         p.add_argument("image", help="large image or stack: .npy, .npz, multi-page .tif, file.h5:dataset, "
                                      ".png/.jpg/.gif, or a folder of frames")
         p.add_argument("--window", type=int, required=True, help="patch size in pixels (e.g. 24)")
@@ -39,6 +40,7 @@ class Patches:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        """Find objects, cut patches, write the ``.npz`` atomically; returns the exit status."""
         from ..data.patches import cut_patches
 
         if args.coords and args.stride is not None:

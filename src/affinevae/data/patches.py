@@ -145,7 +145,9 @@ class FrameSource:
         kind, offset, divisor = self.normalisation()
         raw = self.read_raw(start, stop)
         if kind == "divide":
-            return (raw.astype(np.float32) / divisor).astype(np.float32)
+            out = raw.astype(np.float32)
+            out /= np.float32(divisor)  # in place: one float32 copy of the chunk, as normalise_images computes it
+            return out
         out = raw.astype(np.float32)
         if not np.all(np.isfinite(out)):
             raise AffineVAEError(f"{self.path}: {int((~np.isfinite(out)).sum())} NaN or infinite pixel values "
