@@ -246,13 +246,17 @@ def test_single_start_without_refinement_skips_evaluation(vae, test_digits):
     assert torch.all(res.params == 0.5) and torch.isnan(res.objective).all()
 
 
+HEAD_SEED = 0
+
+
 def test_amortised_start_from_a_head_fitted_on_search_results(vae):
+    torch.manual_seed(HEAD_SEED)
     avae = AVAE(vae)  # the head starts untrained and is not used
     assert avae.predict_pose(torch.rand(2, 1, 28, 28)) is None
-    train = av.data.load_mnist("train", n=400, digits=[2, 3, 4, 5, 6, 7, 9], seed=1)
+    train = av.data.load_mnist("train", n=600, digits=[2, 3, 4, 5, 6, 7, 9], seed=1)
     found = avae.align(train.images, config=SearchConfig(restarts=8, keep=1, steps=4))
-    torch.manual_seed(0)
-    losses = fit_pose_head(avae, train.images, found.params, HeadTrainConfig(epochs=12, augment_rotation=True))
+    losses = fit_pose_head(avae, train.images, found.params, HeadTrainConfig(epochs=20, augment_rotation=True))
+    assert int(avae.head_trained) == 1 and avae.predict_pose(train.images[:3], 2).shape == (3, 2, 1)
     assert losses[-1] < 0.5 * losses[0]
     test = av.data.load_mnist("test", n=300, digits=[2, 3, 4, 5, 6, 7, 9])
     true = np.random.default_rng(2).uniform(-math.pi, math.pi, len(test))
@@ -290,6 +294,31 @@ def test_pose_optimised_training_runs_and_records_angles(tmp_path):
     # the recorded angles are the found poses of those images (same order as the training subset)
     assert rec.params.shape == (216, 1)
     np.testing.assert_allclose(rec.angle[-1], rec.params[:, 0], atol=1e-6)
+
+
+def test_resumed_training_keeps_the_pose_record(tmp_path):
+    data = av.data.rotated_mnist("train", n=100, full_circle=True)
+    opts = dict(latent_dim=2, encoder="mlp", decoder="mlp", hidden=[32], train_search={"restarts": 2, "steps": 0})
+    torch.manual_seed(0)
+    fit(av.build_model("avae", **opts), data, TrainConfig(epochs=1, batch_size=50, progress=False, val_split=0.0),
+        out=tmp_path / "run")
+    torch.manual_seed(0)
+    fit(av.build_model("avae", **opts), data, TrainConfig(epochs=2, batch_size=50, progress=False, val_split=0.0),
+        out=tmp_path / "run", resume=True)
+    rec = load_pose_record(tmp_path / "run")
+    assert rec.epochs.tolist() == [1, 2] and rec.angle.shape == (2, 100) and np.isfinite(rec.angle).all()
+
+
+def test_eval_forward_searches_reproducibly_and_reports_the_pose(vae, test_digits):
+    avae = AVAE(vae, search=SearchConfig(restarts=4, keep=1, steps=1), config=AVAEConfig(interpolation="bicubic")).eval()
+    x = rotated(test_digits.images[:8], 90)
+    a, b = avae(x), avae(x)
+    torch.testing.assert_close(a.pose.angle, b.pose.angle)
+    assert a.x_params.shape == (8, 1, 28, 28) and a.elbo.shape == (8,)
+    enc = avae.encode(x)
+    assert enc.z_mean.shape == (8, 8) and enc.pose.angle.shape == (8,)
+    with pytest.raises(AffineVAEError, match="interpolation must be one of"):
+        AVAEConfig(interpolation="nearest")
 
 
 def test_training_without_pose_optimisation_uses_the_identity():

@@ -18,7 +18,7 @@ candidates compare exactly), KL weight 1. The reported ELBO (:func:`align`) is t
 sampled ELBO with a fixed seed, averaged over ``elbo_samples`` draws.
 
 Any model with ``transform`` (a :class:`~affinevae.nn.transforms.Parameterisation`),
-``objective(x, y, params) -> (N,)`` and ``predict_pose(x) -> (N, P) | None`` can be searched
+``objective(x, y, params) -> (N,)`` and ``predict_pose(x, k) -> (N, k, P) | None`` can be searched
 (:class:`affinevae.models.avae.AVAE` is the one in the package).
 """
 
@@ -64,10 +64,13 @@ class SearchConfig(Config):
         shift_range: (low, high) half image widths.
         stratify: spread each image's random angles evenly over the range (random offset).
         include_identity: always try the identity pose.
-        use_head: use the amortised pose head's prediction as a start (if the model has one).
+        use_head: use the amortised pose head's prediction as a start (if the model has a trained one).
+        head_starts: how many of the head's hypotheses (best-scored first) become starts.
         chunk: images per forward pass (bounds memory; N*R images are chunked).
         seed: seeds the random restarts and the ELBO noise in :func:`align`.
         elbo_samples: posterior samples averaged for the reported ELBO.
+        report_before: :func:`align` also computes the ELBO in the observed pose
+            (``elbo_before``; one more pass of the inner model); False leaves it NaN.
     """
 
     restarts: int = 16
@@ -81,12 +84,14 @@ class SearchConfig(Config):
     stratify: bool = True
     include_identity: bool = True
     use_head: bool = True
+    head_starts: int = 1
     chunk: int = 4096
     seed: int = 0
     elbo_samples: int = 1
+    report_before: bool = True
 
     def validate(self) -> None:
-        for name in ("restarts", "keep", "chunk", "elbo_samples"):
+        for name in ("restarts", "keep", "chunk", "elbo_samples", "head_starts"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}")
         check(isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 0,
@@ -96,7 +101,7 @@ class SearchConfig(Config):
             _check_range(name, getattr(self, name))
         check(self.angle_range[1] - self.angle_range[0] <= 2 * math.pi + 1e-6,
               f"angle_range spans more than a full circle: {self.angle_range!r} (radians)")
-        for name in ("stratify", "include_identity", "use_head"):
+        for name in ("stratify", "include_identity", "use_head", "report_before"):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")
 
@@ -131,7 +136,7 @@ class AlignResult:
     Attributes:
         params: (N, P) found transform parameters (``param_names`` order).
         angle: (N,) found rotation, radians (zeros if the transform has no angle).
-        elbo_before: (N,) ELBO in the observed pose (identity), nats.
+        elbo_before: (N,) ELBO in the observed pose (identity), nats (NaN if not ``report_before``).
         elbo_after: (N,) ELBO in the found pose, nats.
         aligned: (N, C, H, W) images warped to the canonical pose.
         objective: (N,) deterministic search objective (-ELBO at the posterior mean), nats.
@@ -218,8 +223,8 @@ def refine(model, x: Tensor, y: Optional[Tensor], params: Tensor, owner: Tensor,
     """Adam refinement of M candidates (M, P) for images ``x[owner]``, all at once.
 
     Returns the best parameters (M, P) and objective (M,) seen per candidate over the
-    starting point, every step and the final point. ``init_objective`` (M,), if known,
-    saves nothing but is folded into the best values.
+    starting point, every step and the final point. ``init_objective`` (M,), the objective
+    at ``params`` when already known, counts as a value seen.
     """
     transform: Parameterisation = model.transform
     ranges = config.ranges()
@@ -262,9 +267,9 @@ def make_starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[T
     n = len(x)
     fixed: list[Tensor] = []
     if config.use_head:
-        pred = model.predict_pose(x)
+        pred = model.predict_pose(x, config.head_starts)
         if pred is not None:
-            fixed.append(pred.detach().float()[:, None])
+            fixed.append(pred.detach().float())
     if extra_starts is not None:
         extra = torch.as_tensor(extra_starts, dtype=torch.float32)
         if extra.dim() != 3 or extra.shape[0] != n or extra.shape[2] != transform.dim:
@@ -347,7 +352,10 @@ def align(model, x, y=None, config: Optional[SearchConfig] = None, starts: Optio
     try:
         gen = torch.Generator().manual_seed(cfg.seed)
         found = search_poses(model, x, y, cfg, starts=starts, generator=gen)
-        before = model.elbo_at(x, y, None, seed=cfg.seed, samples=cfg.elbo_samples, chunk=cfg.chunk)
+        if cfg.report_before:
+            before = model.elbo_at(x, y, None, seed=cfg.seed, samples=cfg.elbo_samples, chunk=cfg.chunk)
+        else:
+            before = torch.full((len(x),), math.nan, device=x.device)
         after = model.elbo_at(x, y, found.params, seed=cfg.seed, samples=cfg.elbo_samples, chunk=cfg.chunk)
         with torch.no_grad():
             aligned = torch.cat([model.canonicalise(x[s], found.params[s]) for s in _chunks(len(x), cfg.chunk)])
@@ -363,16 +371,28 @@ def align(model, x, y=None, config: Optional[SearchConfig] = None, starts: Optio
 class PoseHead(nn.Module):
     """A small CNN predicting the searched pose from the observed image (the amortised start).
 
-    Outputs (cos, sin) of the angle (if the parameterisation has one) and the other
-    parameters directly. ``image_shape`` (C, H, W); ``ranges`` the search ranges (their
-    half-widths normalise the loss); ``channels`` stride-2 conv widths; ``hidden`` width of
-    the fully connected layer.
+    It proposes ``hypotheses`` poses per image, each as (cos, sin) of the angle (if the
+    parameterisation has one) and the other parameters directly, plus a score per
+    hypothesis. Training is winner-takes-all: only the hypothesis closest to the target
+    learns (the others a little, ``relax``), and the scores learn which one wins. Several
+    hypotheses keep near-symmetric images (a '1' fits two poses 180 degrees apart) from
+    being averaged into a meaningless angle; the best-scored hypothesis is the start.
+
+    Args:
+        image_shape: (C, H, W).
+        transform: the parameterisation.
+        ranges: the search ranges (their half-widths normalise the loss).
+        channels: stride-2 conv widths; hidden: width of the fully connected layer.
+        hypotheses: poses proposed per image (>= 1).
+        relax: share of the loss given to the non-winning hypotheses.
     """
 
     def __init__(self, image_shape: tuple, transform: Parameterisation, ranges: dict[str, tuple[float, float]],
-                 channels: tuple = (16, 32), hidden: int = 64) -> None:
+                 channels: tuple = (16, 32), hidden: int = 64, hypotheses: int = 2, relax: float = 0.05) -> None:
         super().__init__()
         self.transform = transform
+        self.hypotheses = int(hypotheses)
+        self.relax = float(relax)
         lo, hi = transform.bounds(ranges)
         # Half-widths of the parameter ranges: the loss divides errors by them (not saved).
         self.register_buffer("scale", (hi - lo) / 2, persistent=False)
@@ -383,47 +403,71 @@ class PoseHead(nn.Module):
             c, h, w = ch, (h + 1) // 2, (w + 1) // 2
         self.conv = nn.Sequential(*layers)
         self.angle_col = transform.column("angle")
-        n_out = transform.dim + (1 if self.angle_col is not None else 0)
+        self.width = transform.dim + (1 if self.angle_col is not None else 0)  # outputs per hypothesis
+        n_out = self.hypotheses * (self.width + 1)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) -> (N, P + 1) raw outputs: [cos, sin, other params] (or (N, P) without angle)."""
+        """(N, C, H, W) -> (N, M * (W + 1)) raw outputs (M hypotheses of W values, then M scores)."""
         return self.fc(self.conv(x))
+
+    def _split(self, raw: Tensor) -> tuple[Tensor, Tensor]:
+        m = self.hypotheses
+        return raw[:, :m * self.width].reshape(len(raw), m, self.width), raw[:, m * self.width:]
 
     def _others(self) -> list[int]:
         return [i for i in range(self.transform.dim) if i != self.angle_col]
 
-    def to_params(self, raw: Tensor) -> Tensor:
-        """Raw outputs (N, P + 1) -> parameters (N, P) (angle = atan2(sin, cos), radians)."""
+    def to_params(self, raw: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw outputs -> (N, M, P) hypotheses (angle = atan2(sin, cos), radians) and (N, M) scores."""
+        hyp, scores = self._split(raw)
         if self.angle_col is None:
-            return raw
-        out = raw.new_zeros(len(raw), self.transform.dim)
-        out[:, self.angle_col] = torch.atan2(raw[:, 1], raw[:, 0])
+            return hyp, scores
+        out = hyp.new_zeros(hyp.shape[0], hyp.shape[1], self.transform.dim)
+        out[:, :, self.angle_col] = torch.atan2(hyp[:, :, 1], hyp[:, :, 0])
         others = self._others()
         if others:
-            out[:, others] = raw[:, 2:]
-        return out
+            out[:, :, others] = hyp[:, :, 2:]
+        return out, scores
 
-    def predict(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) images -> (N, P) predicted pose parameters."""
-        return self.to_params(self(x))
+    def predict(self, x: Tensor, k: int = 1) -> Tensor:
+        """(N, C, H, W) images -> (N, k, P) the ``k`` best-scored hypotheses (k clipped to M)."""
+        params, scores = self.to_params(self(x))
+        k = min(max(1, k), self.hypotheses)
+        order = scores.topk(k, dim=1).indices
+        return params.gather(1, order[:, :, None].expand(-1, -1, params.shape[2]))
+
+    def errors(self, raw: Tensor, target: Tensor) -> Tensor:
+        """(N, M) squared error of each hypothesis against target parameters (N, P).
+
+        The angle is compared as a unit vector (cos, sin); the other parameters are divided
+        by the half-widths of their ranges so that every term is unitless.
+        """
+        hyp, _ = self._split(raw)
+        target = target.detach().to(hyp.dtype)
+        scale = self.scale.to(hyp.dtype)
+        if self.angle_col is None:
+            return (((hyp - target[:, None]) / scale) ** 2).sum(2)
+        a = target[:, self.angle_col]
+        err = (hyp[:, :, 0] - torch.cos(a)[:, None]) ** 2 + (hyp[:, :, 1] - torch.sin(a)[:, None]) ** 2
+        others = self._others()
+        if others:
+            err = err + (((hyp[:, :, 2:] - target[:, None, others]) / scale[others]) ** 2).sum(2)
+        return err
 
     def loss(self, raw: Tensor, target: Tensor) -> Tensor:
-        """(N,) squared error of raw outputs against target parameters (N, P).
-
-        The angle is compared as a unit vector (cos, sin); the other parameters are
-        divided by the half-widths of their ranges so that every term is unitless.
-        """
-        target = target.detach()
-        scale = self.scale.to(raw.dtype)
-        if self.angle_col is None:
-            return (((raw - target) / scale) ** 2).sum(1)
-        a = target[:, self.angle_col]
-        err = (raw[:, 0] - torch.cos(a)) ** 2 + (raw[:, 1] - torch.sin(a)) ** 2
-        others = self._others()
-        if others:
-            err = err + (((raw[:, 2:] - target[:, others]) / scale[others]) ** 2).sum(1)
-        return err
+        """(N,) winner-takes-all loss: best hypothesis' error, a ``relax`` share of the others',
+        and the cross-entropy of the scores against the winner."""
+        err = self.errors(raw, target)
+        win = err.argmin(1)
+        best = err.gather(1, win[:, None])[:, 0]
+        m = self.hypotheses
+        if m == 1:
+            return best
+        rest = (err.sum(1) - best) / (m - 1)
+        _, scores = self._split(raw)
+        ce = torch.nn.functional.cross_entropy(scores, win, reduction="none")
+        return (1 - self.relax) * best + self.relax * rest + 0.1 * ce
 
 
 @dataclasses.dataclass(frozen=True)

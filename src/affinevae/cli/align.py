@@ -63,6 +63,7 @@ class Align:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the ``align`` options on ``p``."""
         p.add_argument("run_dir", help="run or model directory of an avae, or of a vae/cvae to wrap")
         add_data_arguments(p)
         p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
@@ -71,6 +72,7 @@ class Align:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        """Run ``affinevae align``; returns the exit status (user errors raise AffineVAEError)."""
         device = resolve_device(args.device)
         model = as_avae(load(args.run_dir, device=device), args.transform, args.run_dir)
         cfg = search_config_from_args(args, model.config.search)

@@ -33,6 +33,7 @@ class Sweep:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the ``sweep`` options on ``p``."""
         p.add_argument("run_dir", help="run or model directory (a plain vae/cvae is swept with its AVAE)")
         p.add_argument("--model-b", help="a second run to compare (columns are then prefixed by run name)")
         p.add_argument("--angles", default="0:360:15", help="degrees: start:stop:step (stop excluded) or a,b,c "
@@ -48,6 +49,7 @@ class Sweep:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        """Run ``affinevae sweep``; returns the exit status (user errors raise AffineVAEError)."""
         angles = parse_angles(args.angles)
         device = resolve_device(args.device)
         runs = [args.run_dir] + ([args.model_b] if args.model_b else [])
@@ -78,5 +80,6 @@ class Sweep:
 
 
 def _search_overridden(args: argparse.Namespace) -> bool:
+    """Whether any pose-search option was given on the command line."""
     return any(getattr(args, k, None) is not None for k in ("restarts", "keep", "steps", "lr", "elbo_samples", "chunk",
                                                              "max_angle"))

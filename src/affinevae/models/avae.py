@@ -76,6 +76,7 @@ class AVAEConfig(Config):
         pose_head: build the amortised pose head.
         head_channels: conv widths of the pose head.
         head_hidden: width of the pose head's hidden layer.
+        head_hypotheses: poses the head proposes per image (winner-takes-all training).
         head_weight: weight of the head's squared error in ``loss`` (unitless error; small
             next to the nats of the ELBO).
         warm_start: in training, also start each image's search from its last found pose
@@ -83,6 +84,7 @@ class AVAEConfig(Config):
         padding: how ``warp`` fills pixels from outside the observed image ('zeros' for a
             black background, 'border' to replicate the edge).
         record_poses: keep the found pose of every training image (``poses.npz``).
+        interpolation: 'bilinear' or 'bicubic' grid sampling for the warps (bicubic blurs less).
 
     Options of the inner model may also be given at the top level of :meth:`from_dict`
     (e.g. ``latent_dim``); they are moved into ``inner_config``.
@@ -97,10 +99,12 @@ class AVAEConfig(Config):
     pose_head: bool = True
     head_channels: tuple = (16, 32)
     head_hidden: int = 64
+    head_hypotheses: int = 2
     head_weight: float = 1.0
     warm_start: bool = False
     padding: str = "zeros"
     record_poses: bool = True
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "search", _search_config(self.search, "search"))
@@ -120,8 +124,11 @@ class AVAEConfig(Config):
         check(len(self.head_channels) >= 1 and all(isinstance(c, int) and c > 0 for c in self.head_channels),
               f"head_channels must be one or more positive integers, got {self.head_channels!r}")
         check(isinstance(self.head_hidden, int) and self.head_hidden >= 1, f"head_hidden must be an integer >= 1, got {self.head_hidden!r}")
+        check(isinstance(self.head_hypotheses, int) and self.head_hypotheses >= 1,
+              f"head_hypotheses must be an integer >= 1, got {self.head_hypotheses!r}")
         check_positive("head_weight", self.head_weight, allow_zero=True)
         check_choice("padding", self.padding, ["zeros", "border"])
+        check_choice("interpolation", self.interpolation, ["bilinear", "bicubic"])
 
     # ------------------------------------------------------------------ nested configs
     def to_dict(self) -> dict[str, Any]:
@@ -281,7 +288,8 @@ class AVAE(LatentModel):
         self.head: Optional[PoseHead] = None
         if config.pose_head:
             self.head = PoseHead(config.image_shape, self.transform, config.search.ranges(),
-                                 channels=tuple(config.head_channels), hidden=config.head_hidden)
+                                 channels=tuple(config.head_channels), hidden=config.head_hidden,
+                                 hypotheses=config.head_hypotheses)
             # 1 once the head has been trained (by pose-optimised training or fit_pose_head).
             self.register_buffer("head_trained", torch.zeros((), dtype=torch.int64))
         self._rec_params: Optional[Tensor] = None   # (N, P) last found params per training image
@@ -303,13 +311,15 @@ class AVAE(LatentModel):
         """Undo the pose ``params`` (N, P) on (N, C, H, W) observed images (``warp(x, T)``)."""
         if params is None:
             return x
-        return self.transform.canonicalise(x, params.to(x.dtype), padding=self.config.padding)
+        return warp(x, self.transform.matrix(params.to(x.dtype)), padding_mode=self.config.padding,
+                    mode=self.config.interpolation)
 
     def _pass(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], sample: bool) -> ModelOutput:
         """One pass at given params (None = identity, exactly the inner model); inputs already checked."""
         vae = self.vae
         theta = None if params is None else self.transform.matrix(params.to(x.dtype))
-        canon = x if theta is None else warp(x, theta, padding_mode=self.config.padding)
+        mode = self.config.interpolation
+        canon = x if theta is None else warp(x, theta, padding_mode=self.config.padding, mode=mode)
         enc = vae._split_stats(vae.encoder(canon, vae.onehot(y)))
         if sample and vae.variational:
             z, inner_pose = vae._sample_latent(enc)
@@ -317,7 +327,7 @@ class AVAE(LatentModel):
             z, inner_pose = enc.z_mean, enc.pose
         out_params = vae._render(z, y, inner_pose)
         if theta is not None:
-            out_params = warp(out_params, invert_affine(theta).to(out_params.dtype), padding_mode="border")
+            out_params = warp(out_params, invert_affine(theta).to(out_params.dtype), padding_mode="border", mode=mode)
         pose = None if params is None else self.transform.to_pose(params)
         return vae.score(x, out_params, enc, pose)
 
@@ -339,11 +349,17 @@ class AVAE(LatentModel):
         out = self._pass(x, y, params, sample=False)
         return -out.elbo
 
-    def predict_pose(self, x: Tensor) -> Optional[Tensor]:
-        """(N, P) pose predicted by the trained head (the amortised start), or None if untrained/absent."""
+    def predict_pose(self, x: Tensor, k: int = 1) -> Optional[Tensor]:
+        """(N, k, P) the head's ``k`` best poses for (N, C, H, W) images (the amortised start), or None
+        if there is no trained head."""
         if self.head is None or int(self.head_trained) == 0:
             return None
-        return self.head.predict(x)
+        x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        if x.dim() == 3 and self.config.image_shape[0] == 1:
+            x = x[:, None]
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.config.image_shape:
+            raise AffineVAEError(f"images must have shape (N, {', '.join(map(str, self.config.image_shape))}), got {tuple(x.shape)}")
+        return self.head.predict(x, k)
 
     @torch.no_grad()
     def elbo_at(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], seed: int = 0, samples: int = 1,
@@ -374,7 +390,8 @@ class AVAE(LatentModel):
     def _render(self, z: Tensor, y: Optional[Tensor], pose: Optional[Pose]) -> Tensor:
         params = self.vae._render(z, y, None)
         if pose is not None and not pose.is_identity():
-            params = warp(params, invert_affine(pose_matrix(pose)).to(params.dtype), padding_mode="border")
+            params = warp(params, invert_affine(pose_matrix(pose)).to(params.dtype), padding_mode="border",
+                          mode=self.config.interpolation)
         return params
 
     def encode(self, x: Tensor, y: Optional[Tensor] = None) -> Encoding:
@@ -402,7 +419,10 @@ class AVAE(LatentModel):
         extra = None
         if self.training and self.config.warm_start and index is not None:
             extra = self._warm_starts(index, len(x), x.device)
-        params = search_poses(self, x, y, cfg, extra_starts=extra).params.detach()
+        # training draws restarts from torch's global generator (seeded and checkpointed by the
+        # trainer); evaluation is reproducible with the search config's seed
+        gen = None if self.training else torch.Generator().manual_seed(cfg.seed)
+        params = search_poses(self, x, y, cfg, extra_starts=extra, generator=gen).params.detach()
         out = self._pass(x, y, params, sample)
         if self.head is not None and self.config.head_weight > 0:
             head_err = self.head.loss(self.head(x), params).mean()
