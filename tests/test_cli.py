@@ -58,6 +58,37 @@ def test_cvae_on_user_npz(tmp_path, capsys):
     assert main(["sample", str(out), "-n", "4", "--class", "7", "--out", str(tmp_path / "s.png")]) == 0
 
 
+
+@pytest.mark.parametrize("family, decoder, invariances, arrays", [
+    ("rvae", "spatial", "rotation,translation", {"angle": (60,), "shift": (60, 2)}),
+    ("rvae", "warp", "rotation,scale", {"angle": (60,), "scale": (60,)}),
+    ("crvae", "spatial", "translation,scale,rotation", {"angle": (60,), "shift": (60, 2), "scale": (60,)}),
+    ("rvae", "spatial", "none", {}),
+])
+def test_invariant_models_train_encode_and_sample(family, decoder, invariances, arrays, tmp_path, capsys):
+    out = tmp_path / family
+    argv = ["train", "--model", family, "--data", "rotated-mnist", "-n", "200", "--epochs", "1", "--out", str(out),
+            "--latent-dim", "2", "--decoder", decoder, "--invariances", invariances, "--hidden", "16,16",
+            "--set", "encoder_hidden=[32]", "--no-progress", "--batch-size", "50"]
+    assert main(argv) == 0
+    model = av.load(out)
+    assert model.family == family and model.config.decoder == decoder
+    assert ",".join(model.config.invariances) == ("" if invariances == "none" else
+                                                  ",".join(v for v in ("rotation", "translation", "scale")
+                                                           if v in invariances))
+    assert main(["encode", str(out), "--data", "rotated-mnist", "-n", "60", "--out", str(tmp_path / "e.npz")]) == 0
+    with np.load(tmp_path / "e.npz") as f:
+        for name in ("angle", "shift", "scale"):
+            assert (name in f.files) == (name in arrays), name
+            if name in arrays:
+                assert f[name].shape == arrays[name] and np.isfinite(f[name]).all()
+        assert f["z_mean"].shape == (60, 2) and "labels" in f.files
+        if "angle" in arrays:
+            assert np.abs(f["angle"]).max() <= np.pi + 1e-6  # radians
+    sample = ["sample", str(out), "-n", "4", "--out", str(tmp_path / "s.png")]
+    assert main(sample + (["--class", "3"] if family == "crvae" else [])) == 0
+    assert (tmp_path / "s.png").stat().st_size > 100
+
 @pytest.mark.parametrize("argv,msg", [
     (["train", "--model", "vae", "--data", "nope.npz", "--out", "X"], "nope.npz: file not found"),
     (["train", "--model", "vea", "--data", "mnist", "--out", "X"], "unknown model 'vea'"),

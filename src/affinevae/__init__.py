@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 from . import data, evaluation, models, nn, training  # noqa: E402
 from .errors import AffineVAEError  # noqa: E402
 from .io import load  # noqa: E402
-from .models import AE, AVAE, CVAE, VAE, build_model  # noqa: E402
+from .models import AE, AVAE, CRVAE, CVAE, RVAE, VAE, build_model  # noqa: E402
 from .registry import MODELS  # noqa: E402
 from .training import FitResult, TrainConfig, fit  # noqa: E402
 
-__all__ = ["fit", "TrainConfig", "FitResult", "evaluation", "training", "AffineVAEError", "load", "build_model", "MODELS", "AE", "VAE", "CVAE", "AVAE", "data", "models", "nn", "__version__"]
+__all__ = ["fit", "TrainConfig", "FitResult", "evaluation", "training", "AffineVAEError", "load", "build_model", "MODELS", "AE", "VAE", "CVAE", "RVAE", "CRVAE", "AVAE", "data", "models", "nn", "__version__"]
