@@ -56,6 +56,10 @@ class TrainConfig(Config):
         grad_clip: clip the gradient norm to this value (0 = off).
         progress: show a tqdm progress bar.
         checkpoint: write a checkpoint every epoch (needs a run directory).
+        compile: compile the model's hot modules (:meth:`LatentModel.compile_targets`) with
+            ``torch.compile`` for the duration of :func:`fit` (static shapes; needs a C++
+            compiler on a CPU; the first steps take a few seconds longer). Weights and
+            checkpoints are the same as without it, up to floating-point rounding.
     """
 
     epochs: int = 10
@@ -70,6 +74,7 @@ class TrainConfig(Config):
     grad_clip: float = 0.0
     progress: bool = True
     checkpoint: bool = True
+    compile: bool = False
 
     def validate(self) -> None:
         check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
@@ -81,6 +86,8 @@ class TrainConfig(Config):
         check(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
         check_choice("device", self.device, ["auto", "cpu", "cuda"])
         check_positive("grad_clip", self.grad_clip, allow_zero=True)
+        for name in ("bf16", "progress", "checkpoint", "compile"):
+            check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclasses.dataclass
@@ -216,6 +223,20 @@ def _load_checkpoint(run_dir: Path, model: LatentModel, opt: torch.optim.Optimiz
     return int(info["epochs_done"])
 
 
+@contextlib.contextmanager
+def compiled(model: LatentModel, enabled: bool = True):
+    """Context manager: ``model``'s :meth:`~LatentModel.compile_targets` run compiled
+    (``torch.compile``, static shapes) inside the block and eagerly again after it."""
+    modules = list(model.compile_targets()) if enabled else []
+    for m in modules:
+        m.compile(dynamic=False)
+    try:
+        yield model
+    finally:
+        for m in modules:  # nn.Module.compile has no public inverse: drop the compiled call
+            m._compiled_call_impl = None
+
+
 def _epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
@@ -302,70 +323,71 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     steps = max(1, math.ceil(per_rank / cfg.batch_size))
     meta = dict(meta or {})
     meta.setdefault("n_train", n)
-    for epoch in range(start + 1, cfg.epochs + 1):
-        lr = _epoch_lr(cfg, epoch - 1)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        order = torch.as_tensor(np.random.default_rng([cfg.seed, epoch]).permutation(n))
-        if world > 1:
-            order = order[: per_rank * world][rank::world]
-        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
-        seen = 0
-        t0 = time.perf_counter()
-        bar = None
-        if cfg.progress and rank == 0:
-            from tqdm.auto import tqdm
+    with compiled(model, cfg.compile):
+        for epoch in range(start + 1, cfg.epochs + 1):
+            lr = _epoch_lr(cfg, epoch - 1)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            order = torch.as_tensor(np.random.default_rng([cfg.seed, epoch]).permutation(n))
+            if world > 1:
+                order = order[: per_rank * world][rank::world]
+            sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+            seen = 0
+            t0 = time.perf_counter()
+            bar = None
+            if cfg.progress and rank == 0:
+                from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-        for b in range(steps):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            if len(idx) == 0:
-                continue
-            xb = x[idx].to(device, non_blocking=True)
-            yb = None if y is None else y[idx].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                outb = net(xb, yb, index=idx)
-            loss = outb.loss
-            if not torch.isfinite(loss):
+                bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+            for b in range(steps):
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                if len(idx) == 0:
+                    continue
+                xb = x[idx].to(device, non_blocking=True)
+                yb = None if y is None else y[idx].to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    outb = net(xb, yb, index=idx)
+                loss = outb.loss
+                if not torch.isfinite(loss):
+                    if bar is not None:
+                        bar.close()
+                    where = f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None and start + len(history) > 0 else ""
+                    raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at epoch {epoch}, batch {b + 1}{where}; "
+                                           "try a lower learning rate")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                for k in sums:
+                    sums[k] += float(getattr(outb, k).detach()) * len(idx)
+                seen += len(idx)
                 if bar is not None:
-                    bar.close()
-                where = f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None and start + len(history) > 0 else ""
-                raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at epoch {epoch}, batch {b + 1}{where}; "
-                                       "try a lower learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            for k in sums:
-                sums[k] += float(getattr(outb, k).detach()) * len(idx)
-            seen += len(idx)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{sums['loss'] / seen:.2f}")
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{sums['loss'] / seen:.2f}")
-        if bar is not None:
-            bar.close()
-        elapsed = time.perf_counter() - t0
-        if world > 1:
-            t = torch.tensor([sums["loss"], sums["recon"], sums["kl"], float(seen)], dtype=torch.float64, device=device)
-            dist.all_reduce(t)
-            sums = {"loss": float(t[0]), "recon": float(t[1]), "kl": float(t[2])}
-            seen = int(t[3])
-        record: dict[str, Any] = {"epoch": epoch, "lr": lr, "images_per_s": seen / max(elapsed, 1e-9),
-                                  **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
-        if xv is not None:
-            record.update({f"val_{k}": v for k, v in evaluate(model, xv, yv, seed=cfg.seed + epoch, bf16=cfg.bf16).items()})
-        record.update(model.on_epoch_end(epoch, run_dir if rank == 0 else None) or {})
-        history.append(record)
-        if rank == 0 and run_dir is not None:
-            with open(run_dir / METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if cfg.checkpoint:
-                _save_checkpoint(run_dir, model, opt, epoch, cfg, meta)
-        for cb in callbacks:
-            cb(record)
-        if world > 1:
-            dist.barrier()
+                bar.close()
+            elapsed = time.perf_counter() - t0
+            if world > 1:
+                t = torch.tensor([sums["loss"], sums["recon"], sums["kl"], float(seen)], dtype=torch.float64, device=device)
+                dist.all_reduce(t)
+                sums = {"loss": float(t[0]), "recon": float(t[1]), "kl": float(t[2])}
+                seen = int(t[3])
+            record: dict[str, Any] = {"epoch": epoch, "lr": lr, "images_per_s": seen / max(elapsed, 1e-9),
+                                      **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
+            if xv is not None:
+                record.update({f"val_{k}": v for k, v in evaluate(model, xv, yv, seed=cfg.seed + epoch, bf16=cfg.bf16).items()})
+            record.update(model.on_epoch_end(epoch, run_dir if rank == 0 else None) or {})
+            history.append(record)
+            if rank == 0 and run_dir is not None:
+                with open(run_dir / METRICS, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if cfg.checkpoint:
+                    _save_checkpoint(run_dir, model, opt, epoch, cfg, meta)
+            for cb in callbacks:
+                cb(record)
+            if world > 1:
+                dist.barrier()
     if rank == 0 and run_dir is not None and not cfg.checkpoint:
         save_model(model, run_dir)
     model.eval()

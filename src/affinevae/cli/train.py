@@ -53,13 +53,15 @@ class Train:
         t.add_argument("--seed", type=int, default=0)
         t.add_argument("--device", default="auto", help="auto, cpu or cuda")
         t.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+        t.add_argument("--compile", action="store_true", help="torch.compile the networks while training "
+                                                              "(faster after a few seconds' start; needs a C++ compiler on CPU)")
         t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                           schedule=args.schedule, val_split=args.val_split, seed=args.seed, device=args.device,
-                          bf16=args.bf16, progress=not args.no_progress and sys.stderr.isatty())
+                          bf16=args.bf16, compile=args.compile, progress=not args.no_progress and sys.stderr.isatty())
         rank, _ = init_distributed(cfg.device)
         data = load_data_from_args(args, "train", seed=args.seed)
         cls = MODELS.get(args.model)

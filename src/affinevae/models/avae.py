@@ -304,6 +304,10 @@ class AVAE(LatentModel):
         """The inner model's log pixel standard deviation (Gaussian likelihood)."""
         return self.vae.log_sigma
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The inner model's networks (the search and the weight step both run them)."""
+        return self.vae.compile_targets()
+
     def build(self) -> None:  # pragma: no cover - the inner model is built by its own class
         """Unused: the AVAE's networks are the inner model's and the pose head."""
 

@@ -336,6 +336,10 @@ class LatentModel(nn.Module):
             raise AffineVAEError(f"model '{self.family}' is class-conditional: sampling needs a class")
         return self.decode(z, y)
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The modules where training spends its time, compiled by ``TrainConfig(compile=True)``."""
+        return [self.encoder, self.decoder]
+
     def on_epoch_end(self, epoch: int, run_dir: Optional[Path]) -> dict[str, Any]:
         """Trainer hook after each epoch; may write files to ``run_dir`` and return extra metrics."""
         return {}
