@@ -46,3 +46,92 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
     plt.close(fig)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared figure style and helpers for the analyses (:mod:`affinevae.analysis`) and the report.
+
+#: Cyclic colormap for angles (so -180 and +180 degrees get the same colour): 0 light,
+#: negative blue, positive red, +-180 dark.
+ANGLE_CMAP = "twilight_shifted"
+#: Diverging colormap for angles confined to less than a half circle (they never wrap).
+ANGLE_DIVERGING_CMAP = "coolwarm"
+#: Qualitative colormap for classes (10 distinct colours, repeated beyond 10).
+CLASS_CMAP = "tab10"
+
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "figure.titlesize": 11,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": False,
+    "image.interpolation": "nearest",
+}
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, panel: tuple[float, float] = (3.2, 3.0), squeeze: bool = False,
+               **kwargs):
+    """A pyplot-free Figure with an (nrows, ncols) grid of Axes in the package style.
+
+    ``panel`` is the (width, height) of one panel in inches. Returns ``(fig, axes)`` where
+    ``axes`` is an (nrows, ncols) object array (unless ``squeeze``). Layout is constrained
+    (no overlapping labels).
+    """
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=squeeze, **kwargs)
+    return fig, axes
+
+
+def styled(fn):
+    """Decorator: run a figure-making function inside the package's matplotlib style."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def show_images(ax, images, ncol: Optional[int] = None, title: Optional[str] = None, pad: int = 1,
+                extent: Optional[tuple] = None, axis_off: bool = True):
+    """Draw (N, C, H, W) images in [0, 1] as one tiled grid on ``ax`` (grey for C = 1).
+
+    ``extent`` (left, right, bottom, top) places the tiles in data coordinates (e.g. the
+    latent values of a manifold); otherwise the axes are hidden. Returns the AxesImage.
+    """
+    grid = image_grid(images, ncol=ncol, pad=pad, pad_value=1.0)
+    kw = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0} if grid.ndim == 2 else {}
+    im = ax.imshow(grid, extent=extent, interpolation="nearest", **kw)
+    if axis_off and extent is None:
+        ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return im
+
+
+def angle_colorbar(fig, mappable, ax, label: str = "angle (degrees)", limit: float = 180.0):
+    """A colour bar for angles in degrees over [-limit, limit] with ticks at -limit, -limit/2, 0, ..."""
+    cb = fig.colorbar(mappable, ax=ax, shrink=0.9)
+    cb.set_label(label)
+    cb.set_ticks([-limit, -limit / 2, 0, limit / 2, limit])
+    return cb
+
+
+def figure_png_bytes(fig, dpi: int = 100, close: bool = True) -> bytes:
+    """Render a matplotlib figure to PNG bytes (for embedding in HTML)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    if close:
+        plt.close(fig)
+    return buf.getvalue()

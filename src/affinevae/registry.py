@@ -43,6 +43,10 @@ class Registry(Generic[T]):
         """Registered names, sorted."""
         return sorted(self._items)
 
+    def in_order(self) -> list[str]:
+        """Registered names in registration order (e.g. for help listings)."""
+        return list(self._items)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

@@ -19,7 +19,7 @@ from ..registry import Registry
 COMMANDS: Registry = Registry("command")
 
 # Modules that define sub-commands, in the order `affinevae --help` lists them.
-COMMAND_MODULES = ["train", "encode", "sample", "info", "demo", "patches", "map", "align", "sweep"]
+COMMAND_MODULES = ["train", "encode", "sample", "info", "demo", "patches", "map", "align", "sweep", "report", "plot"]
 
 
 def _load_commands() -> None:
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"affinevae {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS._items:  # registration order
+    for name in COMMANDS.in_order():
         cmd = COMMANDS.get(name)
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         cmd.add_arguments(p)

@@ -1,0 +1,276 @@
+"""``affinevae plot``: any analysis of :mod:`affinevae.analysis` as a PNG, from a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..errors import AffineVAEError
+from ..registry import Registry
+from . import COMMANDS
+from .common import parse_int_list
+
+
+
+@dataclasses.dataclass
+class PlotContext:
+    """What a plot kind draws from: the parsed options, the loaded runs and the data.
+
+    Attributes:
+        args: the parsed command line.
+        models: the run's model, then those of ``--compare``.
+        names: a label per model (run directory names).
+        data: the images to analyse (None for kinds that need none).
+        show: images shown (``--show``, or the kind's default).
+    """
+
+    args: argparse.Namespace
+    models: list
+    names: list
+    data: Any
+    show: int
+
+    @property
+    def model(self):
+        """The first run's model."""
+        return self.models[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PlotKind:
+    """One ``affinevae plot`` kind: its help line, whether it reads images, and how it draws."""
+
+    help: str
+    needs_data: bool
+    draw: Callable[[PlotContext], Any]
+
+
+PLOT_KINDS: Registry = Registry("plot kind")
+
+
+def plot_kind(name: str, help: str, needs_data: bool = True):
+    """Decorator registering ``draw(ctx) -> Figure`` as the plot kind ``name``."""
+
+    def deco(draw: Callable[[PlotContext], Any]):
+        PLOT_KINDS.register(name)(PlotKind(help, needs_data, draw))
+        return draw
+
+    return deco
+
+
+def _floats(text: str, name: str, count: int) -> tuple:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise AffineVAEError(f"--{name} must be {count} comma-separated numbers, got {text!r}") from None
+    if len(vals) != count:
+        raise AffineVAEError(f"--{name} must be {count} comma-separated numbers, got {text!r}")
+    return vals
+
+
+def _ints(text: Optional[str], name: str, count: Optional[int] = None) -> Optional[tuple]:
+    if text is None:
+        return None
+    vals = parse_int_list(text, name)
+    if count is not None and len(vals) != count:
+        raise AffineVAEError(f"--{name} needs {count} comma-separated integers, got {text!r}")
+    return vals
+
+
+def _label(run_dir: str) -> str:
+    return Path(run_dir).resolve().name or str(run_dir)
+
+
+
+def _analysis():
+    from .. import analysis
+
+    return analysis
+
+
+@plot_kind("reconstructions", "originals above reconstructions (--show K random or --indices)")
+def _reconstructions(c: PlotContext):
+    A = _analysis()
+    return A.plot_reconstructions(A.reconstructions(c.model, c.data, n=c.show, indices=_ints(c.args.indices, "indices"),
+                                                    seed=c.args.seed), c.args.title)
+
+
+@plot_kind("latent", "scatter of latent means by class / true angle / learned angle (--color-by, --method, --dims)")
+def _latent(c: PlotContext):
+    A = _analysis()
+    a = c.args
+    color = "auto" if a.color_by == "auto" else [v.strip().replace("-", "_") for v in a.color_by.split(",")]
+    codes = [A.latent_codes(m, c.data, method=a.method, dims=_ints(a.dims, "dims", 2), seed=a.seed) for m in c.models]
+    for code, name in zip(codes, c.names):
+        code.model = name
+    return A.plot_latent_scatter(codes, color, a.title)
+
+
+@plot_kind("latent-stats", "per-dimension min/max/mean/std and densities vs N(0, 1); --compare RUN ... on one figure")
+def _latent_stats(c: PlotContext):
+    A = _analysis()
+    return A.plot_latent_stats([A.latent_stats(m, c.data, name=nm) for m, nm in zip(c.models, c.names)], c.args.title)
+
+
+@plot_kind("samples", "grid of prior samples (--show N; conditional models: --per-class, --classes)", needs_data=False)
+def _samples(c: PlotContext):
+    A = _analysis()
+    classes = _ints(c.args.classes, "classes")
+    gens = [A.generate(m, n=c.show, classes=classes if m.conditional else None, per_class=c.args.per_class,
+                       seed=c.args.seed) for m in c.models]
+    return A.plot_generation(gens, c.args.title, names=c.names)
+
+
+@plot_kind("manifold", "decoded d x d grid over two latent dims (--d, --bounds, --dims, --angle DEG, --classes)",
+           needs_data=False)
+def _manifold(c: PlotContext):
+    A = _analysis()
+    a = c.args
+    m = A.latent_manifold(c.model, d=a.d, bounds=_floats(a.bounds, "bounds", 2), dims=_ints(a.dims, "dims", 2) or (0, 1),
+                          angle=math.radians(a.angle), classes=_ints(a.classes, "classes"))
+    return A.plot_manifold(m, a.title)
+
+
+@plot_kind("interpolation", "morph image i into j through the latent space (--pair i,j --steps)")
+def _interpolation(c: PlotContext):
+    A = _analysis()
+    pair = _ints(c.args.pair, "pair", 2)
+    return A.plot_interpolation([A.interpolate(m, c.data, pair, steps=c.args.steps) for m in c.models], c.args.title,
+                                c.names)
+
+
+@plot_kind("arithmetic", "decode z_a - z_b + z_c (--triple a,b,c)")
+def _arithmetic(c: PlotContext):
+    A = _analysis()
+    triple = _ints(c.args.triple, "triple", 3)
+    return A.plot_arithmetic([A.latent_arithmetic(m, c.data, triple) for m in c.models], c.args.title, c.names)
+
+
+@plot_kind("angles", "learned vs true angle with the circular correlation (rvae/crvae/avae on rotated data)")
+def _angles(c: PlotContext):
+    A = _analysis()
+    items = [A.angle_comparison(m, c.data) for m in c.models]
+    for it, nm in zip(items, c.names):
+        it.model = nm
+    return A.plot_angle_comparison(items, c.args.title)
+
+
+@plot_kind("loss-vs-rotation", "mean -ELBO vs rotation of the test images (--angles; --compare RUN ...; --with-avae)")
+def _loss_vs_rotation(c: PlotContext):
+    from ..models.avae import AVAE
+    from ..sweep import parse_angles
+
+    A = _analysis()
+    models = {}
+    for m, nm in zip(c.models, c.names):
+        models[nm] = m
+        if c.args.with_avae and not isinstance(m, AVAE):
+            models[f"{nm} + pose search (avae)"] = AVAE(m, pose_head=False).eval()
+    res = A.loss_vs_rotation(models, c.data, parse_angles(c.args.angles), seed=c.args.seed)
+    return A.plot_loss_vs_rotation(res, c.args.title)
+
+
+@plot_kind("rotation-histograms", "found rotations per class over pose-optimised training (avae run; --classes, --bins)",
+           needs_data=False)
+def _rotation_histograms(c: PlotContext):
+    A = _analysis()
+    return A.plot_rotation_histograms(A.rotation_histograms(c.args.run_dir, bins=c.args.bins),
+                                      classes=_ints(c.args.classes, "classes"), title=c.args.title)
+
+
+@plot_kind("anomaly", "-ELBO histogram and the most / least typical images (--show K)")
+def _anomaly(c: PlotContext):
+    A = _analysis()
+    return A.plot_anomaly(A.anomaly_scores(c.model, c.data, k=c.show, seed=c.args.seed), c.args.title)
+
+
+@plot_kind("denoising", "noisy input, reconstruction, clean original with PSNR (--noise, --show)")
+def _denoising(c: PlotContext):
+    A = _analysis()
+    a = c.args
+    return A.plot_denoising(A.denoise(c.model, c.data, n=c.show, noise_std=a.noise, seed=a.seed,
+                                      indices=_ints(a.indices, "indices")), a.title)
+
+
+@plot_kind("curves", "training loss, reconstruction and KL per epoch (metrics.jsonl)", needs_data=False)
+def _curves(c: PlotContext):
+    A = _analysis()
+    return A.plot_training_curves(A.training_curves(c.args.run_dir), c.args.title)
+
+
+@COMMANDS.register("plot")
+class Plot:
+    help = "draw one analysis of a run as a PNG: " + ", ".join(PLOT_KINDS.in_order())
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        p.description = "draw one analysis of a run as a PNG\n\nkinds:\n" + "\n".join(
+            f"  {k:20} {PLOT_KINDS.get(k).help}" for k in PLOT_KINDS.in_order())
+        p.add_argument("run_dir", help="run or model directory")
+        p.add_argument("kind", help="what to draw: " + ", ".join(PLOT_KINDS.in_order()))
+        p.add_argument("--out", required=True, help="output PNG")
+        d = p.add_argument_group("data (default: the run's own data, test split for built-in sets)")
+        d.add_argument("--data", help="'mnist', 'rotated-mnist' or a path")
+        d.add_argument("--labels", help="file of integer labels, one per image")
+        d.add_argument("--key", help="array name inside an .npz")
+        d.add_argument("-n", "--n", type=int, default=1000, dest="n", help="use the first N images (default 1000)")
+        d.add_argument("--split", default="test", help="train or test for built-in sets (default test)")
+        k = p.add_argument_group("kind options")
+        k.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="more runs on the same figure "
+                       "(latent-stats, latent, samples, interpolation, angles, loss-vs-rotation)")
+        k.add_argument("--show", type=int, help="images shown (default 8; samples: 64)")
+        k.add_argument("--indices", help="reconstructions/denoising: comma-separated image indices")
+        k.add_argument("--color-by", default="auto", help="latent: auto or any of class,true-angle,learned-angle")
+        k.add_argument("--method", default="auto", help="latent: auto (t-SNE/UMAP above 2 dims), latent, tsne, umap, pca")
+        k.add_argument("--dims", help="latent/manifold: two latent dims to show, e.g. 0,1")
+        k.add_argument("--d", type=int, default=12, help="manifold: grid size (default 12)")
+        k.add_argument("--bounds", default="-2.5,2.5", help="manifold: latent range low,high; write --bounds=-3,3 (default -2.5,2.5)")
+        k.add_argument("--angle", type=float, default=0.0, help="manifold: decode at this rotation, degrees (default 0)")
+        k.add_argument("--classes", help="samples/manifold/rotation-histograms: comma-separated classes")
+        k.add_argument("--per-class", type=int, default=8, help="samples of conditional models per class (default 8)")
+        k.add_argument("--pair", default="0,1", help="interpolation: two image indices (default 0,1)")
+        k.add_argument("--steps", type=int, default=10, help="interpolation steps (default 10)")
+        k.add_argument("--triple", default="0,1,2", help="arithmetic: image indices a,b,c (default 0,1,2)")
+        k.add_argument("--angles", default="0:361:30", help="loss-vs-rotation: degrees start:stop:step or a,b,c")
+        k.add_argument("--with-avae", action="store_true", help="loss-vs-rotation: add an AVAE (pose search) "
+                                                                "around each plain model")
+        k.add_argument("--bins", type=int, default=36, help="rotation-histograms: angle bins over 360 degrees")
+        k.add_argument("--noise", type=float, default=0.3, help="denoising: Gaussian noise std (default 0.3)")
+        k.add_argument("--seed", type=int, default=0)
+        k.add_argument("--title", help="figure title")
+        k.add_argument("--dpi", type=int, default=120)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        """Run ``affinevae plot``; returns the exit status (user errors raise AffineVAEError)."""
+        from ..io import load
+        from ..plots import save_figure
+        from ..report import resolve_run_data
+
+        kind = PLOT_KINDS.get(args.kind)
+        if args.n is not None and args.n < 1:
+            raise AffineVAEError(f"-n must be >= 1, got {args.n}")
+        if args.show is not None and args.show < 1:
+            raise AffineVAEError(f"--show must be >= 1, got {args.show}")
+        show = args.show or (64 if args.kind == "samples" else 8)
+        runs = [args.run_dir] + list(args.compare)
+        models = [load(r) for r in runs]
+        names = [_label(r) for r in runs]
+        if len(set(names)) < len(names):
+            names = [f"{i + 1}: {n}" for i, n in enumerate(names)]
+        data = None
+        if kind.needs_data:
+            if args.data is not None:
+                from ..data import load_dataset
+
+                data = load_dataset(args.data, split=args.split, n=args.n, seed=args.seed, key=args.key, labels=args.labels)
+            else:
+                data = resolve_run_data(args.run_dir, None, args.n, split=args.split)
+        fig = kind.draw(PlotContext(args=args, models=models, names=names, data=data, show=show))
+        save_figure(fig, args.out, dpi=args.dpi)
+        print(f"wrote {args.kind} figure to {args.out}")
+        return 0

@@ -1,0 +1,44 @@
+"""``affinevae report``: one self-contained HTML page about a training run."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import AffineVAEError
+from ..report import write_report
+from . import COMMANDS
+
+
+@COMMANDS.register("report")
+class Report:
+    help = ("write a self-contained HTML report of a run: config, training curves, metrics and every analysis "
+            "that applies (figures embedded, opens offline)")
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run_dir", help="run or model directory")
+        p.add_argument("--out", required=True, help="output HTML file")
+        p.add_argument("--data", help="images to analyse: 'mnist', 'rotated-mnist' or a path "
+                                      "(default: the run's own data, test split for built-in sets)")
+        p.add_argument("-n", "--n", type=int, default=500, dest="n", help="images analysed (default 500)")
+        p.add_argument("--sweep-angles", default="0:361:30",
+                       help="degrees of the loss-vs-rotation sweep, start:stop:step or a,b,c; 'none' to skip "
+                            "(default 0:361:30)")
+        p.add_argument("--sweep-n", type=int, default=200, help="images in the sweep (default 200)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--quiet", action="store_true", help="no per-analysis progress lines")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from ..sweep import parse_angles
+
+        if args.n < 1:
+            raise AffineVAEError(f"-n must be >= 1, got {args.n}")
+        if args.sweep_n < 1:
+            raise AffineVAEError(f"--sweep-n must be >= 1, got {args.sweep_n}")
+        angles = [] if args.sweep_angles.strip().lower() == "none" else list(parse_angles(args.sweep_angles))
+        res = write_report(args.run_dir, args.out, data=args.data, n=args.n, seed=args.seed, sweep_angles=angles,
+                           sweep_n=args.sweep_n, log=None if args.quiet else print)
+        extra = f"; not applicable: {', '.join(res.skipped)}" if res.skipped else ""
+        print(f"wrote {res.path} ({len(res.sections)} analyses in {res.seconds:.0f} s{extra})")
+        return 0

@@ -1,0 +1,376 @@
+"""Analyses (affinevae.analysis), their figures and the `affinevae plot` command, on tiny trained models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from affinevae import analysis as A
+from affinevae.cli import main
+from affinevae.data import load_mnist, rotated_mnist
+from affinevae.errors import AffineVAEError
+from affinevae.evaluation import circular_correlation, encode_dataset, psnr
+from affinevae.models.base import build_model
+from affinevae.plots import save_figure
+from affinevae.training import TrainConfig, fit, read_metrics
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """AE (4 latents), VAE (2), cVAE (2) trained 1 epoch on 500 MNIST digits; rVAE (2 + angle) on 400 rotated ones."""
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("runs")
+    mnist = load_mnist("train", n=500)
+    rot = rotated_mnist("train", n=400, seed=0)
+    specs = {"ae": ("ae", mnist, "mnist", {"latent_dim": 4}),
+             "vae": ("vae", mnist, "mnist", {"latent_dim": 2}),
+             "cvae": ("cvae", mnist, "mnist", {"latent_dim": 2, "num_classes": 10}),
+             "rvae": ("rvae", rot, "rotated-mnist", {"latent_dim": 2, "invariances": ["rotation"]})}
+    models, runs = {}, {}
+    for name, (family, data, spec, opts) in specs.items():
+        torch.manual_seed(0)
+        model = build_model(family, image_shape=[1, 28, 28], channels=[8, 16], **opts) if family != "rvae" else \
+            build_model(family, image_shape=[1, 28, 28], **opts)
+        run = root / name
+        fit(model, data, TrainConfig(epochs=1, batch_size=64, lr=2e-3, progress=False, val_split=0.1), out=run,
+            meta={"data": spec, "labels": None, "key": None, "n": len(data)})
+        models[name], runs[name] = model.eval(), run
+    return {"models": models, "runs": runs}
+
+
+@pytest.fixture(scope="module")
+def test_data():
+    return {"mnist": load_mnist("test", n=80), "rot": rotated_mnist("test", n=80, seed=1)}
+
+
+def assert_png(path):
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width > 50 and im.height > 30
+
+
+# ------------------------------------------------------------------ reconstructions
+def test_reconstructions_shapes_values_and_psnr(trained, test_data):
+    vae, data = trained["models"]["vae"], test_data["mnist"]
+    r = A.reconstructions(vae, data, n=6, seed=3)
+    assert r.originals.shape == r.reconstructions.shape == (6, 1, 28, 28)
+    assert len(set(r.indices.tolist())) == 6
+    np.testing.assert_array_equal(r.originals, data.images[r.indices])
+    np.testing.assert_allclose(r.reconstructions, vae.reconstruct(torch.as_tensor(r.originals)).numpy(), atol=1e-6)
+    assert r.psnr == pytest.approx(psnr(r.originals, r.reconstructions))
+    again = A.reconstructions(vae, data, n=6, seed=3)
+    np.testing.assert_array_equal(again.indices, r.indices)
+    chosen = A.reconstructions(vae, data, indices=[5, 1])
+    assert chosen.indices.tolist() == [5, 1]
+    with pytest.raises(AffineVAEError, match="out of range"):
+        A.reconstructions(vae, data, indices=[80])
+
+
+def test_conditional_models_use_labels_and_need_them(trained, test_data):
+    cvae, data = trained["models"]["cvae"], test_data["mnist"]
+    r = A.reconstructions(cvae, data, indices=[0, 1, 2])
+    expected = cvae.reconstruct(torch.as_tensor(data.images[:3]), torch.as_tensor(data.labels[:3])).numpy()
+    np.testing.assert_allclose(r.reconstructions, expected, atol=1e-6)
+    with pytest.raises(AffineVAEError, match="labels"):
+        A.reconstructions(cvae, data.images, n=3)
+
+
+# ------------------------------------------------------------------ latent space
+def test_latent_codes_2d_are_the_means(trained, test_data):
+    vae, data = trained["models"]["vae"], test_data["mnist"]
+    codes = A.latent_codes(vae, data, n=50)
+    z = encode_dataset(vae, data.subset(slice(0, 50)), elbo=False)["z_mean"]
+    assert codes.method == "latent" and codes.embedding.shape == (50, 2)
+    np.testing.assert_allclose(codes.embedding, z, atol=1e-6)
+    np.testing.assert_array_equal(codes.labels, data.labels[:50])
+    assert codes.true_angle is None and codes.learned_angle is None
+    assert codes.available() == ["class"]
+
+
+def test_latent_codes_embed_higher_dims(trained, test_data):
+    ae, data = trained["models"]["ae"], test_data["mnist"]
+    codes = A.latent_codes(ae, data, n=40)
+    assert codes.z_mean.shape == (40, 4) and codes.embedding.shape == (40, 2)
+    assert codes.method in ("tsne", "umap") and np.all(np.isfinite(codes.embedding))
+    pca = A.latent_codes(ae, data, n=40, method="pca")
+    assert pca.method == "pca" and pca.axis_labels == ("PC 1", "PC 2")
+    dims = A.latent_codes(ae, data, n=40, dims=(3, 1))
+    np.testing.assert_allclose(dims.embedding, codes.z_mean[:, [3, 1]], atol=1e-6)
+    with pytest.raises(AffineVAEError, match="dims"):
+        A.latent_codes(ae, data, n=40, dims=(0, 9))
+    with pytest.raises(AffineVAEError, match="method"):
+        A.latent_codes(ae, data, n=40, method="mds")
+
+
+def test_latent_codes_angles(trained, test_data):
+    rvae, data = trained["models"]["rvae"], test_data["rot"]
+    codes = A.latent_codes(rvae, data, n=60)
+    assert codes.available() == ["class", "true_angle", "learned_angle"]
+    np.testing.assert_allclose(codes.true_angle, data.angle[:60], atol=1e-6)
+    np.testing.assert_allclose(codes.learned_angle, A.learned_angles(rvae, data, n=60), atol=1e-6)
+    with pytest.raises(AffineVAEError, match="learns no rotation"):
+        A.learned_angles(trained["models"]["vae"], data)
+    vae_codes = A.latent_codes(trained["models"]["vae"], data, n=60)
+    with pytest.raises(AffineVAEError, match="no model here learns an angle"):
+        A.plot_latent_scatter(vae_codes, color_by=["learned_angle"])
+    fig = A.plot_latent_scatter([codes, vae_codes], color_by=["learned_angle"])  # the VAE's panel says why
+    assert len(fig.axes) >= 2
+
+
+def test_angle_color_scale():
+    assert A.angle_color_scale(np.array([-59.0, 12.0, 58.0]))[1] == 60.0
+    cmap, lim = A.angle_color_scale(np.array([-170.0, 150.0]))
+    assert lim == 180.0 and cmap == "twilight_shifted"
+    assert A.angle_color_scale(np.r_[np.zeros(200), 170.0])[1] == 15.0  # one outlier does not set the scale
+
+
+def test_latent_stats_match_numpy(trained, test_data):
+    for name in ("ae", "vae"):
+        model = trained["models"][name]
+        st = A.latent_stats(model, test_data["mnist"], n=70, name=name)
+        z = encode_dataset(model, test_data["mnist"].subset(slice(0, 70)), elbo=False)["z_mean"].astype(np.float64)
+        np.testing.assert_allclose(st.min, z.min(0), rtol=1e-6)
+        np.testing.assert_allclose(st.max, z.max(0), rtol=1e-6)
+        np.testing.assert_allclose(st.mean, z.mean(0), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(st.std, z.std(0), rtol=1e-5, atol=1e-7)
+        assert [row["dim"] for row in st.table()] == list(range(z.shape[1]))
+
+
+# ------------------------------------------------------------------ generation and manifold
+def test_generate(trained):
+    vae, cvae = trained["models"]["vae"], trained["models"]["cvae"]
+    g = A.generate(vae, n=10, seed=1)
+    assert g.images.shape == (10, 1, 28, 28) and g.labels is None
+    np.testing.assert_array_equal(g.images, A.generate(vae, n=10, seed=1).images)
+    assert not np.array_equal(g.images, A.generate(vae, n=10, seed=2).images)
+    gc = A.generate(cvae, classes=[3, 7], per_class=4)
+    assert gc.images.shape == (8, 1, 28, 28) and gc.labels.tolist() == [3] * 4 + [7] * 4 and gc.ncol == 4
+    with pytest.raises(AffineVAEError, match="not class-conditional"):
+        A.generate(vae, classes=[1])
+    with pytest.raises(AffineVAEError, match="out of range"):
+        A.generate(cvae, classes=[10])
+
+
+def test_manifold_grid(trained):
+    vae, cvae = trained["models"]["vae"], trained["models"]["cvae"]
+    m = A.latent_manifold(vae, d=5, bounds=(-2, 2))
+    assert m.images.shape == (1, 25, 1, 28, 28) and m.classes is None and m.d == 5
+    np.testing.assert_allclose(m.grid, np.linspace(-2, 2, 5))
+    # top-left tile: smallest z[0], largest z[1]; centre tile: z = 0
+    expected = vae.decode(torch.tensor([[-2.0, 2.0], [0.0, 0.0]])).detach().numpy()
+    np.testing.assert_allclose(m.images[0, 0], expected[0], atol=1e-6)
+    np.testing.assert_allclose(m.images[0, 12], expected[1], atol=1e-6)
+    mc = A.latent_manifold(cvae, d=4, classes=[0, 2])
+    assert mc.images.shape == (2, 16, 1, 28, 28) and mc.classes == [0, 2]
+    rot = A.latent_manifold(vae, d=3, angle=math.pi / 2)
+    assert rot.angle == pytest.approx(math.pi / 2) and not np.allclose(rot.images, A.latent_manifold(vae, d=3).images)
+    with pytest.raises(AffineVAEError, match="dims"):
+        A.latent_manifold(vae, dims=(0, 0))
+    with pytest.raises(AffineVAEError, match="bounds"):
+        A.latent_manifold(vae, bounds=(1, -1))
+    with pytest.raises(AffineVAEError, match="latent_dim >= 2"):
+        A.latent_manifold(build_model("vae", image_shape=[1, 28, 28], latent_dim=1))
+
+
+# ------------------------------------------------------------------ interpolation and arithmetic
+def test_interpolation_endpoints_decode_the_codes(trained, test_data):
+    vae, data = trained["models"]["vae"], test_data["mnist"]
+    it = A.interpolate(vae, data, (4, 9), steps=7)
+    assert it.images.shape == (7, 1, 28, 28) and it.z.shape == (7, 2)
+    with torch.no_grad():
+        z = vae.encode(torch.as_tensor(data.images[[4, 9]])).z_mean
+        decoded = vae.decode(z).numpy()
+    np.testing.assert_allclose(it.z[[0, -1]], z.numpy(), atol=1e-6)
+    np.testing.assert_allclose(it.images[[0, -1]], decoded, atol=1e-5)
+    np.testing.assert_allclose(it.z[3], z.mean(0).numpy(), atol=1e-5)  # the midpoint
+    np.testing.assert_array_equal(it.endpoints, data.images[[4, 9]])
+    with pytest.raises(AffineVAEError, match="steps"):
+        A.interpolate(vae, data, (0, 1), steps=1)
+    with pytest.raises(AffineVAEError, match="two image indices"):
+        A.interpolate(vae, data, (0, 1, 2))
+
+
+def test_interpolation_with_pose_and_classes(trained, test_data):
+    rvae, cvae = trained["models"]["rvae"], trained["models"]["cvae"]
+    data = test_data["rot"]
+    it = A.interpolate(rvae, data, (0, 1), steps=5)
+    rec = rvae.reconstruct(torch.as_tensor(data.images[:2])).numpy()  # decoded in the inferred pose
+    np.testing.assert_allclose(it.images[[0, -1]], rec, atol=1e-5)
+    assert it.angle is not None and len(it.angle) == 5
+    ic = A.interpolate(cvae, test_data["mnist"], (0, 1), steps=4)
+    assert ic.classes.tolist() == [test_data["mnist"].labels[0]] * 2 + [test_data["mnist"].labels[1]] * 2
+
+
+def test_latent_arithmetic(trained, test_data):
+    vae, data = trained["models"]["vae"], test_data["mnist"]
+    a = A.latent_arithmetic(vae, data, (1, 2, 3))
+    np.testing.assert_allclose(a.z_result, a.z[0] - a.z[1] + a.z[2], atol=1e-6)
+    np.testing.assert_allclose(a.result, vae.decode(torch.as_tensor(a.z_result[None])).detach().numpy()[0], atol=1e-5)
+    assert a.inputs.shape == a.decoded_inputs.shape == (3, 1, 28, 28)
+
+
+# ------------------------------------------------------------------ angles and rotation
+def test_angle_comparison(trained, test_data):
+    rvae, rot = trained["models"]["rvae"], test_data["rot"]
+    a = A.angle_comparison(rvae, rot)
+    assert a.true_angle.shape == a.learned_angle.shape == (80,)
+    assert np.all(np.abs(a.learned_angle) <= math.pi)
+    assert a.correlation == pytest.approx(circular_correlation(a.learned_angle, a.true_angle))
+    with pytest.raises(AffineVAEError, match="known angles"):
+        A.angle_comparison(rvae, test_data["mnist"])
+    with pytest.raises(AffineVAEError, match="learns no rotation"):
+        A.angle_comparison(trained["models"]["vae"], rot)
+
+
+def test_loss_vs_rotation(trained, test_data):
+    from affinevae.models.avae import AVAE
+    from affinevae.pose_search import SearchConfig
+
+    vae = trained["models"]["vae"]
+    models = {"vae": vae, "avae": AVAE(vae, pose_head=False, search=SearchConfig(restarts=2, keep=1, steps=0)).eval()}
+    res = A.loss_vs_rotation(models, test_data["mnist"], [0, 90, 180], n=12)
+    assert res.neg_elbo.shape == (2, 3) and res.names == ["vae", "avae"] and res.n_images == 12
+    assert np.all(np.isfinite(res.neg_elbo))
+    again = A.loss_vs_rotation({"vae": vae}, test_data["mnist"], [0, 90, 180], n=12)
+    np.testing.assert_allclose(again.neg_elbo[0], res.neg_elbo[0])
+    # the search includes the identity pose, so the AVAE's -ELBO is never above the VAE's at 0 degrees by much
+    assert res.neg_elbo[1, 0] <= res.neg_elbo[0, 0] + 5
+
+
+def _record(labels, angles):
+    from affinevae.models.avae import PoseRecord
+
+    angle = np.asarray(angles, np.float32)
+    return PoseRecord(epochs=np.arange(1, len(angle) + 1), angle=angle, labels=np.asarray(labels),
+                      params=angle[-1][:, None], transform="rotation", param_names=("angle",))
+
+
+def test_rotation_histograms_from_record():
+    labels = [0, 0, 1, 1, 1]
+    angles = [[0.1, -3.0, 1.0, 1.1, np.nan], [0.2, 0.25, 3.1, 3.1, 3.1]]
+    h = A.rotation_histograms(_record(labels, angles), bins=12)
+    assert h.counts.shape == (2, 2, 12) and h.edges_deg[0] == pytest.approx(-180) and h.edges_deg[-1] == pytest.approx(180)
+    assert h.counts[0, 0].sum() == 2 and h.counts[0, 1].sum() == 2 and h.counts[1, 1].sum() == 3  # NaN = unseen
+    assert h.counts[1, 1, 11] == 3  # 3.1 rad = 177.6 degrees: the last bin
+    np.testing.assert_allclose(h.fractions().sum(-1), 1.0)
+    save = A.plot_rotation_histograms(h, classes=[1])
+    assert save is not None
+    with pytest.raises(AffineVAEError, match="no recorded poses"):
+        A.plot_rotation_histograms(h, classes=[5])
+    with pytest.raises(AffineVAEError, match="pose record"):
+        A.rotation_histograms("/nonexistent/run")
+
+
+# ------------------------------------------------------------------ anomaly and denoising
+def test_anomaly_scores(trained, test_data):
+    vae, data = trained["models"]["vae"], test_data["mnist"]
+    a = A.anomaly_scores(vae, data, n=50, k=5, seed=4)
+    expected = -encode_dataset(vae, data.subset(slice(0, 50)), seed=4)["elbo"]
+    np.testing.assert_allclose(a.scores, expected, rtol=1e-6)
+    assert a.scores[a.typical].max() <= np.sort(a.scores)[4] + 1e-9
+    assert a.scores[a.atypical[0]] == a.scores.max() and a.scores[a.typical[0]] == a.scores.min()
+    np.testing.assert_array_equal(a.atypical_images, data.images[a.atypical])
+
+
+def test_denoising_psnr(trained, test_data):
+    vae, data = trained["models"]["vae"], test_data["mnist"]
+    d = A.denoise(vae, data, n=6, noise_std=0.4, seed=2)
+    assert d.noisy.shape == d.denoised.shape == d.clean.shape == (6, 1, 28, 28)
+    assert d.noisy.min() >= 0 and d.noisy.max() <= 1
+    assert d.psnr_noisy == pytest.approx(psnr(d.clean, d.noisy))
+    assert d.psnr_denoised == pytest.approx(psnr(d.clean, d.denoised))
+    np.testing.assert_allclose(d.denoised, vae.reconstruct(torch.as_tensor(d.noisy)).numpy(), atol=1e-6)
+    clean = A.denoise(vae, data, indices=[0, 1], noise_std=0.0)
+    np.testing.assert_array_equal(clean.noisy, clean.clean)
+    with pytest.raises(AffineVAEError, match="noise_std"):
+        A.denoise(vae, data, noise_std=-1)
+
+
+def test_training_curves(trained):
+    run = trained["runs"]["vae"]
+    c = A.training_curves(run)
+    hist = read_metrics(run)
+    assert c.epochs.tolist() == [h["epoch"] for h in hist]
+    np.testing.assert_allclose(c.train["loss"], [h["train_loss"] for h in hist])
+    assert set(c.val) == {"loss", "recon", "kl"}
+    with pytest.raises(AffineVAEError, match="no training metrics"):
+        A.training_curves([])
+
+
+# ------------------------------------------------------------------ every figure is a PNG
+def test_every_figure_saves_as_png(trained, test_data, tmp_path):
+    m, mn, rot = trained["models"], test_data["mnist"], test_data["rot"]
+    figs = {
+        "rec": lambda: A.plot_reconstructions(A.reconstructions(m["vae"], mn, n=5)),
+        "scatter": lambda: A.plot_latent_scatter([A.latent_codes(m["rvae"], rot, n=60),
+                                                  A.latent_codes(m["vae"], rot, n=60)]),
+        "stats": lambda: A.plot_latent_stats([A.latent_stats(m["ae"], mn), A.latent_stats(m["vae"], mn)]),
+        "gen": lambda: A.plot_generation([A.generate(m["vae"], n=9), A.generate(m["cvae"], per_class=2)]),
+        "manifold": lambda: A.plot_manifold(A.latent_manifold(m["cvae"], d=4, classes=[0, 1, 2, 3, 4, 5])),
+        "interp": lambda: A.plot_interpolation([A.interpolate(m["ae"], mn), A.interpolate(m["rvae"], rot)]),
+        "arith": lambda: A.plot_arithmetic(A.latent_arithmetic(m["vae"], mn)),
+        "angles": lambda: A.plot_angle_comparison(A.angle_comparison(m["rvae"], rot)),
+        "sweep": lambda: A.plot_loss_vs_rotation(A.loss_vs_rotation({"vae": m["vae"]}, mn, [0, 120, 240], n=8)),
+        "hist": lambda: A.plot_rotation_histograms(A.rotation_histograms(_record([0, 1], [[0.0, 1.0], [0.1, 1.1]]))),
+        "anomaly": lambda: A.plot_anomaly(A.anomaly_scores(m["ae"], mn, k=4)),
+        "denoise": lambda: A.plot_denoising(A.denoise(m["vae"], mn, n=4)),
+        "curves": lambda: A.plot_training_curves({"vae": A.training_curves(trained["runs"]["vae"]),
+                                                  "ae": A.training_curves(trained["runs"]["ae"])}),
+    }
+    for name, build in figs.items():
+        path = save_figure(build(), tmp_path / f"{name}.png")
+        assert_png(path)
+
+
+# ------------------------------------------------------------------ the plot command
+@pytest.mark.parametrize("kind,extra", [
+    ("reconstructions", ["--show", "4"]),
+    ("latent", ["--color-by", "class"]),
+    ("latent-stats", []),
+    ("samples", ["--show", "9"]),
+    ("manifold", ["--d", "4", "--bounds=-2,2", "--angle", "30"]),
+    ("interpolation", ["--pair", "2,3", "--steps", "4"]),
+    ("arithmetic", ["--triple", "0,1,2"]),
+    ("loss-vs-rotation", ["--angles", "0,180"]),
+    ("anomaly", ["--show", "3"]),
+    ("denoising", ["--noise", "0.2", "--show", "3"]),
+    ("curves", []),
+])
+def test_plot_command(trained, tmp_path, kind, extra):
+    out = tmp_path / f"{kind}.png"
+    assert main(["plot", str(trained["runs"]["vae"]), kind, "--out", str(out), "-n", "40", *extra]) == 0
+    assert_png(out)
+
+
+def test_plot_command_compare_and_angles(trained, tmp_path):
+    runs = trained["runs"]
+    out = tmp_path / "stats.png"
+    assert main(["plot", str(runs["ae"]), "latent-stats", "--compare", str(runs["vae"]), "--out", str(out), "-n", "30"]) == 0
+    assert_png(out)
+    out = tmp_path / "angles.png"
+    assert main(["plot", str(runs["rvae"]), "angles", "--out", str(out), "-n", "40"]) == 0  # run's own rotated data
+    assert_png(out)
+    out = tmp_path / "latent.png"
+    assert main(["plot", str(runs["rvae"]), "latent", "--color-by", "true-angle,learned-angle", "--out", str(out),
+                 "-n", "40"]) == 0
+    assert_png(out)
+
+
+def test_plot_command_errors(trained, tmp_path, capsys):
+    run = str(trained["runs"]["vae"])
+    out = str(tmp_path / "x.png")
+    assert main(["plot", run, "spiral", "--out", out]) == 2
+    assert "unknown plot kind 'spiral'" in capsys.readouterr().err
+    assert main(["plot", run, "angles", "--out", out, "-n", "20"]) == 2
+    assert "learns no rotation" in capsys.readouterr().err
+    assert main(["plot", run, "rotation-histograms", "--out", out]) == 2
+    assert "no pose record" in capsys.readouterr().err
+    assert main(["plot", run, "manifold", "--bounds", "1", "--out", out]) == 2
+    assert "--bounds" in capsys.readouterr().err
+    assert main(["plot", run, "latent", "--color-by", "true-angle", "--out", out, "-n", "20"]) == 2
+    assert "no known angles" in capsys.readouterr().err

@@ -1,0 +1,181 @@
+"""The HTML report (affinevae.report, `affinevae report`) and the demo (`affinevae demo --quick`)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from affinevae.cli import main
+from affinevae.data import load_mnist, rotated_mnist
+from affinevae.errors import AffineVAEError
+from affinevae.models.base import build_model
+from affinevae.report import HtmlReport, write_report
+from affinevae.training import TrainConfig, fit
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class _Checker(HTMLParser):
+    """Collects tags, checks they balance, and records every src/href."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.errors, self.links, self.images, self.text = [], [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in ("src", "href"):
+                self.links.append(value or "")
+                if tag == "img" and name == "src":
+                    self.images.append(value or "")
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> (open: {self.stack[-3:]})")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def check_html(path) -> _Checker:
+    """Parse an HTML file: balanced tags, self-contained (no external or file links), every image decodes."""
+    text = Path(path).read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    c = _Checker()
+    c.feed(text)
+    c.close()
+    assert not c.errors, c.errors[:3]
+    assert c.stack == [], f"unclosed tags: {c.stack}"
+    for link in c.links:
+        assert link.startswith("#") or link.startswith("data:image/png;base64,"), f"external or file link: {link[:60]}"
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|file:|//)", text, re.I)
+    for src in c.images:
+        png = base64.b64decode(src.split(",", 1)[1], validate=True)
+        with Image.open(io.BytesIO(png)) as im:
+            im.verify()
+        with Image.open(io.BytesIO(png)) as im:
+            assert im.format == "PNG" and im.width > 20
+    return c
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A VAE run on MNIST (in a directory whose name needs HTML escaping) and an rVAE run on rotated MNIST."""
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("report")
+    out = {}
+    for name, family, data, spec, opts in [
+            ("r&d <vae>", "vae", load_mnist("train", n=400), "mnist", {"latent_dim": 2, "channels": [8, 16]}),
+            ("rvae", "rvae", rotated_mnist("train", n=300), "rotated-mnist", {"latent_dim": 2, "invariances": ["rotation"]})]:
+        torch.manual_seed(0)
+        model = build_model(family, image_shape=[1, 28, 28], **opts)
+        fit(model, data, TrainConfig(epochs=2, batch_size=64, lr=2e-3, progress=False), out=root / name,
+            meta={"data": spec, "labels": None, "key": None, "n": len(data)})
+        out[family] = root / name
+    return out
+
+
+def test_html_report_builder_escapes_and_embeds(tmp_path):
+    from affinevae.plots import new_figure
+
+    rep = HtmlReport("a <b> & c", subtitle="<script>alert(1)</script>")
+    rep.section("One & two")
+    rep.paragraph("x < y")
+    rep.table([{"name": "<i>", "value": 1.5}, {"name": "z", "extra": True}])
+    fig, ax = new_figure(1, 1)
+    ax[0, 0].plot([0, 1], [1, 0])
+    rep.figure(fig, caption="a 'line' \"here\"")
+    rep.details("more", lambda r: r.preformatted("{\"a\": \"<b>\"}"))
+    path = rep.write(tmp_path / "r.html")
+    text = path.read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text and "a &lt;b&gt; &amp; c" in text
+    assert "&lt;i&gt;" in text and 'href="#one-two"' in text
+    c = check_html(path)
+    assert len(c.images) == 1
+    with pytest.raises(AffineVAEError, match="not a PNG"):
+        rep.figure(b"GIF89a")
+
+
+def test_write_report(runs, tmp_path):
+    out = tmp_path / "report.html"
+    lines = []
+    res = write_report(runs["vae"], out, n=60, sweep_angles=[0, 90, 180], sweep_n=10, log=lines.append)
+    assert res.path == out and out.exists()
+    c = check_html(out)
+    text = "".join(c.text)
+    assert "r&d <vae>" in text  # the run name, escaped in the source, reads back intact
+    for title in ("Reconstructions", "Latent space", "Latent statistics", "Generation", "Latent manifold", "Interpolation",
+                  "Latent arithmetic", "Loss vs rotation", "Anomaly scores", "Denoising", "Metrics"):
+        assert title in res.sections, (title, res.skipped)
+    assert "Learned vs true angle" not in res.sections and not res.skipped
+    assert "Training" in text and "Configuration" in text and "mean ELBO (nats/image)" in text
+    # one figure per analysis section (the Metrics section is a table) plus the training curves
+    assert len(c.images) == len(res.sections) - 1 + 1 and len(lines) == len(res.sections)
+
+
+def test_report_for_rvae_and_cli(runs, tmp_path, capsys):
+    out = tmp_path / "rvae.html"
+    assert main(["report", str(runs["rvae"]), "--out", str(out), "-n", "60", "--sweep-angles", "none", "--quiet"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    c = check_html(out)
+    text = "".join(c.text)
+    assert "Learned vs true angle" in text and "circular correlation, learned vs true angle" in text
+    assert "Loss vs rotation" not in text
+
+
+def test_report_errors(runs, tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")]) == 2
+    assert "no such run" in capsys.readouterr().err
+    assert main(["report", str(runs["vae"]), "--out", str(tmp_path / "x.html"), "--sweep-angles", "0:10:0"]) == 2
+    assert "step must be > 0" in capsys.readouterr().err
+    model_only = tmp_path / "model_only"
+    build_model("vae", image_shape=[1, 28, 28], latent_dim=2).save(model_only)
+    with pytest.raises(AffineVAEError, match="no data spec"):
+        write_report(model_only, tmp_path / "y.html")
+    res = write_report(model_only, tmp_path / "y.html", data="mnist", n=30, sweep_angles=[])
+    check_html(res.path)
+
+
+def test_demo_quick(tmp_path, capsys):
+    torch.set_num_threads(2)
+    out = tmp_path / "demo"
+    t = time.perf_counter()
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    elapsed = time.perf_counter() - t
+    printed = capsys.readouterr().out
+    assert re.search(r"\[14/14\] write the report", printed) and "done in" in printed and "demo finished" in printed
+    c = check_html(out / "index.html")
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) >= 15 and len(c.images) >= len(pngs)
+    for p in pngs:
+        with Image.open(p) as im:
+            im.verify()
+    for name in ("ae_vs_vae_latent_stats", "ae_vs_vae_samples", "ae_vs_vae_morphing", "rotated_latent_space",
+                 "manifold_rvae", "manifold_crvae", "rotated_learned_vs_true_angle", "loss_vs_rotation",
+                 "avae_rotation_histograms"):
+        assert (out / f"{name}.png").exists(), name
+    text = "".join(c.text)
+    for section in ("Autoencoder vs variational autoencoder", "Rotated digits", "Loss vs rotation",
+                    "Rotations found during pose-optimised training", "Training curves"):
+        assert section in text
+    assert (out / "runs" / "avae" / "poses.npz").exists() and (out / "runs" / "rot_crvae" / "train.json").exists()
+    assert elapsed < 300  # about 40 s on two idle cores; generous for a loaded machine
