@@ -58,6 +58,8 @@ def as_avae(model: LatentModel, transform: Optional[str], where: str) -> AVAE:
 
 @COMMANDS.register("align")
 class Align:
+    """``affinevae align`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = ("find each image's pose maximising the ELBO (affine VAE search); write params, angle (rad), "
             "elbo_before, elbo_after (nats) and aligned images to an .npz")
 

@@ -11,15 +11,19 @@ from . import COMMANDS
 
 @COMMANDS.register("demo")
 class Demo:
+    """``affinevae demo`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = "run the demo on bundled MNIST and write its figures and report"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the command's options on ``p``."""
         p.add_argument("--out", default="affinevae-demo", help="output directory (default affinevae-demo)")
         p.add_argument("--quick", action="store_true", help="a small, fast version (under 2 minutes)")
         p.add_argument("--seed", type=int, default=0)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         run_demo(args.out, quick=args.quick, seed=args.seed, progress=sys.stderr.isatty())
         return 0

@@ -14,10 +14,13 @@ from .common import add_data_arguments, load_data_from_args
 
 @COMMANDS.register("encode")
 class Encode:
+    """``affinevae encode`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = "encode images with a trained model: z_mean, z_std, elbo (nats) and pose arrays to an .npz"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the command's options on ``p``."""
         p.add_argument("run_dir", help="run or model directory")
         add_data_arguments(p)
         p.add_argument("--out", required=True, help="output .npz")
@@ -27,6 +30,7 @@ class Encode:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         model = load(args.run_dir)
         data = load_data_from_args(args, args.split, seed=args.seed)
         out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed)

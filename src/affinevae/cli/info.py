@@ -13,15 +13,19 @@ from . import COMMANDS
 
 @COMMANDS.register("info")
 class Info:
+    """``affinevae info`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = "show a run's model, config, training progress and last metrics"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the command's options on ``p``."""
         p.add_argument("run_dir", help="run or model directory")
         p.add_argument("--json", action="store_true", help="print JSON")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         model = load(args.run_dir)
         run = Path(args.run_dir)
         info = {"model": model.family, "parameters": sum(p.numel() for p in model.parameters()),

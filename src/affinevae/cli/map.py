@@ -10,6 +10,8 @@ from . import COMMANDS
 
 @COMMANDS.register("map")
 class Map:
+    """``affinevae map`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = "encode the patches of an image with a trained model and map latents, angles and classes onto it"
 
     @staticmethod

@@ -10,6 +10,8 @@ from . import COMMANDS
 
 @COMMANDS.register("patches")
 class Patches:
+    """``affinevae patches`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = "find objects in a large image or stack and cut a patch around each (or slide a window on a grid)"
 
     @staticmethod

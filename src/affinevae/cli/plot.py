@@ -203,10 +203,13 @@ def _curves(c: PlotContext):
 
 @COMMANDS.register("plot")
 class Plot:
+    """``affinevae plot`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = "draw one analysis of a run as a PNG: " + ", ".join(PLOT_KINDS.in_order())
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the command's options on ``p``."""
         p.formatter_class = argparse.RawDescriptionHelpFormatter
         p.description = "draw one analysis of a run as a PNG\n\nkinds:\n" + "\n".join(
             f"  {k:20} {PLOT_KINDS.get(k).help}" for k in PLOT_KINDS.in_order())

@@ -11,11 +11,14 @@ from . import COMMANDS
 
 @COMMANDS.register("report")
 class Report:
+    """``affinevae report`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = ("write a self-contained HTML report of a run: config, training curves, metrics and every analysis "
             "that applies (figures embedded, opens offline)")
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the command's options on ``p``."""
         p.add_argument("run_dir", help="run or model directory")
         p.add_argument("--out", required=True, help="output HTML file")
         p.add_argument("--data", help="images to analyse: 'mnist', 'rotated-mnist' or a path "
@@ -30,6 +33,7 @@ class Report:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         from ..sweep import parse_angles
 
         if args.n < 1:

@@ -14,10 +14,13 @@ from . import COMMANDS
 
 @COMMANDS.register("sample")
 class Sample:
+    """``affinevae sample`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = "decode -n samples from the prior into a PNG grid"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the command's options on ``p``."""
         p.add_argument("run_dir", help="run or model directory")
         p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
         p.add_argument("--out", required=True, help="output PNG")
@@ -27,6 +30,7 @@ class Sample:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         if args.n < 1:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
         model = load(args.run_dir)

@@ -28,6 +28,8 @@ def _models_of(run_dir: str, transform, device) -> dict:
 
 @COMMANDS.register("sweep")
 class Sweep:
+    """``affinevae sweep`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = ("rotation sweep: mean test -ELBO (nats/image) per angle for a model and its affine VAE; "
             "writes a CSV (angle_deg, one column per model) and the loss-vs-rotation PNG beside it")
 

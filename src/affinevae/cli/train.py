@@ -17,10 +17,13 @@ from .common import add_data_arguments, load_data_from_args, parse_int_list, par
 
 @COMMANDS.register("train")
 class Train:
+    """``affinevae train`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
     help = "train a model (ae, vae, cvae, rvae, crvae, avae) and write a run directory"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the command's options on ``p``."""
         from .. import models  # noqa: F401  (register the families)
 
         p.add_argument("--model", required=True, help=f"model family: {', '.join(MODELS.names())}")
@@ -59,6 +62,7 @@ class Train:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                           schedule=args.schedule, val_split=args.val_split, seed=args.seed, device=args.device,
                           bf16=args.bf16, compile=args.compile, progress=not args.no_progress and sys.stderr.isatty())

@@ -19,9 +19,17 @@ class Likelihood:
     name = ""
 
     def log_prob(self, params: Tensor, x: Tensor, log_sigma: Tensor | None = None) -> Tensor:
+        """(N,) log p(x | params) in nats, summed over every pixel of each image.
+
+        Args:
+            params: (N, C, H, W) decoder output (logits for the Bernoulli kinds, means otherwise).
+            x: (N, C, H, W) images, in [0, 1] for the Bernoulli kinds.
+            log_sigma: scalar natural log of the Gaussian pixel standard deviation (others ignore it).
+        """
         raise NotImplementedError
 
     def mean(self, params: Tensor) -> Tensor:
+        """(N, C, H, W) expected image E[x | params] (pixel intensities)."""
         raise NotImplementedError
 
 
