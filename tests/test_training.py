@@ -132,3 +132,51 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
     model = av.load(out)
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+def test_decoder_starts_at_the_mean_image_once(digits):
+    x = torch.as_tensor(digits.images)
+    for decoder in ("conv", "mlp"):
+        m = make(decoder=decoder)
+        m.init_from_data(x)
+        with torch.no_grad():
+            # with the latent at 0 the untrained decoder's output is dominated by the bias: the mean digit
+            start = m.decode(torch.zeros(1, SMALL["latent_dim"]))[0]
+        mean = x.mean(0)
+        corr = np.corrcoef(start.flatten().numpy(), mean.flatten().numpy())[0, 1]
+        assert corr > 0.9, (decoder, corr)
+        assert int(m.data_initialised) == 1
+    # a second fit continues from the trained weights: no re-initialisation of the output bias
+    m = make()
+    fit(m, digits, cfg(epochs=1, val_split=0.0))
+    bias = m.decoder.out_bias.detach().clone()
+    m.init_from_data(torch.zeros_like(x))  # would set a very different bias if it ran again
+    assert torch.equal(m.decoder.out_bias, bias)
+
+
+def test_group_norm_keeps_each_image_independent_of_its_batch():
+    m = make().eval()
+    assert any(isinstance(mod, torch.nn.GroupNorm) for mod in m.modules())
+    x = torch.rand(6, 1, 28, 28)
+    with torch.no_grad():
+        alone = m.encode(x[:1]).z_mean
+        together = m.encode(x).z_mean[:1]
+        torch.testing.assert_close(alone, together, rtol=1e-5, atol=1e-5)
+    plain = make(norm="none")
+    assert not any(isinstance(mod, torch.nn.GroupNorm) for mod in plain.modules())
+    with pytest.raises(AffineVAEError, match="norm must be one of"):
+        make(norm="batch")
+
+
+def test_compile_trains_and_leaves_the_model_eager(digits):
+    pytest.importorskip("torch._inductor")
+    m = make(encoder="mlp", decoder="mlp")
+    eager = make(encoder="mlp", decoder="mlp")
+    res = fit(m, digits, cfg(epochs=1, val_split=0.0, compile=True))
+    fit(eager, digits, cfg(epochs=1, val_split=0.0))
+    assert np.isfinite(res.history[0]["train_loss"])
+    # the same training up to floating-point rounding of the fused kernels
+    compiled_loss, eager_loss = -av.evaluation.mean_elbo(m, digits), -av.evaluation.mean_elbo(eager, digits)
+    assert abs(compiled_loss - eager_loss) < 0.05 * eager_loss
+    for mod in m.compile_targets():
+        assert getattr(mod, "_compiled_call_impl", None) is None  # eager again after fit

@@ -311,6 +311,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     elif run_dir is not None and not resume and (run_dir / TRAIN_JSON).exists():
         raise AffineVAEError(f"{run_dir} already holds a training run; pass resume=True (--resume) to continue it "
                              "or choose another output directory")
+    if start == 0:
+        model.init_from_data(x)
     if run_dir is not None and rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(h) + "\n" for h in history)

@@ -308,6 +308,10 @@ class AVAE(LatentModel):
         """The inner model's networks (the search and the weight step both run them)."""
         return self.vae.compile_targets()
 
+    def init_from_data(self, x: Tensor) -> None:
+        """Start the inner model's decoder at the mean of the (N, C, H, W) training images ``x``."""
+        self.vae.init_from_data(x)
+
     def build(self) -> None:  # pragma: no cover - the inner model is built by its own class
         """Unused: the AVAE's networks are the inner model's and the pose head."""
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..config import Config, check, check_choice, check_positive
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
-from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS
+from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
 from ..nn.likelihoods import LIKELIHOODS
 from ..registry import MODELS
 
@@ -44,6 +44,7 @@ class ModelConfig(Config):
         hidden: widths of the fully connected layers.
         channels: conv feature maps, fine -> coarse for the encoder (reversed for the decoder).
         activation: relu, tanh, gelu, silu, softplus or elu.
+        norm: normalisation of the conv feature maps: 'group' (GroupNorm, per image) or 'none'.
         likelihood: 'bernoulli', 'cbernoulli', 'gaussian' (or 'mse' for the AE).
         sigma: Gaussian pixel standard deviation (initial value when learned).
         learn_sigma: learn the Gaussian sigma.
@@ -58,6 +59,7 @@ class ModelConfig(Config):
     hidden: tuple = (256,)
     channels: tuple = (32, 64)
     activation: str = "relu"
+    norm: str = "group"
     likelihood: str = "bernoulli"
     sigma: float = 1.0
     learn_sigma: bool = False
@@ -70,6 +72,7 @@ class ModelConfig(Config):
         check(isinstance(self.num_classes, int) and self.num_classes >= 0, f"num_classes must be an integer >= 0, got {self.num_classes!r}")
         check_choice("encoder", self.encoder, ENCODERS.names())
         check_choice("activation", self.activation, list(ACTIVATIONS))
+        check_choice("norm", self.norm, list(NORMS))
         check_choice("likelihood", self.likelihood, LIKELIHOODS.names())
         check(all(isinstance(h, int) and h > 0 for h in self.hidden), f"hidden must be positive integers, got {self.hidden}")
         check(len(self.channels) >= 1 and all(isinstance(c, int) and c > 0 for c in self.channels),
@@ -164,6 +167,8 @@ class LatentModel(nn.Module):
         else:
             self.register_buffer("log_sigma", log_sigma)
         self.build()
+        # 1 once init_from_data has run (saved with the weights, so it runs once in a model's life)
+        self.register_buffer("data_initialised", torch.zeros((), dtype=torch.int64))
 
     # ------------------------------------------------------------------ construction
     @property
@@ -179,10 +184,11 @@ class LatentModel(nn.Module):
         """Create ``self.encoder`` and ``self.decoder`` from the config."""
         cfg = self.config
         self.encoder = ENCODERS.get(cfg.encoder)(cfg.image_shape, self.encoder_out_dim(), hidden=cfg.hidden,
-                                                 act=cfg.activation, cond_dim=self.cond_dim, channels=cfg.channels)
+                                                 act=cfg.activation, cond_dim=self.cond_dim, channels=cfg.channels,
+                                                 norm=cfg.norm)
         self.decoder = DECODERS.get(cfg.decoder)(cfg.latent_dim + self.cond_dim, cfg.image_shape,
                                                  hidden=tuple(reversed(cfg.hidden)), act=cfg.activation,
-                                                 channels=tuple(reversed(cfg.channels)))
+                                                 channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
 
     @property
     def device(self) -> torch.device:
@@ -335,6 +341,23 @@ class LatentModel(nn.Module):
         if self.conditional and y is None:
             raise AffineVAEError(f"model '{self.family}' is class-conditional: sampling needs a class")
         return self.decode(z, y)
+
+    @torch.no_grad()
+    def init_from_data(self, x: Tensor) -> None:
+        """Start the decoder at the mean image of the (N, C, H, W) training images ``x``.
+
+        The decoder's output bias takes the likelihood parameters whose mean is that image
+        (logits for the Bernoulli kinds), so training starts from the average instead of a
+        grey p = 0.5 image; the early "decode the average, ignore z" plateau is then left in
+        a few steps. :func:`affinevae.fit` calls it before the first epoch of a fresh run; it
+        does nothing on a model that was initialised (or trained) before.
+        """
+        init = getattr(self.decoder, "init_output", None)
+        if init is None or len(x) == 0 or int(self.data_initialised):
+            return
+        mean = torch.as_tensor(x, dtype=torch.float32).mean(0)
+        init(self.likelihood.params_for_mean(mean).to(self.device))
+        self.data_initialised.fill_(1)
 
     def compile_targets(self) -> list[nn.Module]:
         """The modules where training spends its time, compiled by ``TrainConfig(compile=True)``."""

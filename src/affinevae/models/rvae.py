@@ -166,10 +166,11 @@ class RVAE(LatentModel):
         cfg = self.config
         enc_hidden = cfg.encoder_hidden or cfg.hidden
         self.encoder = ENCODERS.get(cfg.encoder)(cfg.image_shape, self.encoder_out_dim(), hidden=enc_hidden,
-                                                 act=cfg.activation, cond_dim=self.cond_dim, channels=cfg.channels)
+                                                 act=cfg.activation, cond_dim=self.cond_dim, channels=cfg.channels,
+                                                 norm=cfg.norm)
         self.decoder = POSE_DECODERS.get(cfg.decoder)(cfg.latent_dim + self.cond_dim, cfg.image_shape,
                                                       hidden=tuple(cfg.hidden), act=cfg.activation,
-                                                      channels=tuple(reversed(cfg.channels)))
+                                                      channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
 
     def _prior_std(self, name: str) -> float:
         cfg = self.config

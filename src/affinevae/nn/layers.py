@@ -15,6 +15,9 @@ from torch import Tensor, nn
 from ..registry import Registry
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "softplus": nn.Softplus, "elu": nn.ELU}
+#: Normalisations of the convolutional feature maps ('group': GroupNorm with up to 8 groups,
+#: per image, so a result never depends on the other images of a batch).
+NORMS = ("group", "none")
 ENCODERS: Registry = Registry("encoder")
 DECODERS: Registry = Registry("decoder")
 
@@ -22,6 +25,15 @@ DECODERS: Registry = Registry("decoder")
 def activation(name: str) -> nn.Module:
     """A fresh activation module by name (relu, tanh, gelu, silu, softplus, elu)."""
     return ACTIVATIONS[name]()
+
+
+def feature_norm(kind: str, channels: int) -> list[nn.Module]:
+    """``[GroupNorm(gcd(8, channels), channels)]`` for ``kind='group'``, ``[]`` for 'none'."""
+    if kind == "none":
+        return []
+    if kind != "group":
+        raise ValueError(f"unknown norm {kind!r}; choose from {NORMS}")
+    return [nn.GroupNorm(math.gcd(8, channels), channels)]
 
 
 def mlp(sizes: Sequence[int], act: str, final_act: bool = False) -> nn.Sequential:
@@ -39,7 +51,7 @@ class MLPEncoder(nn.Module):
     """Flatten (N, C, H, W) -> MLP(hidden) -> (N, out_dim); ``cond`` (N, K) joins the input."""
 
     def __init__(self, image_shape: Sequence[int], out_dim: int, hidden: Sequence[int] = (512, 256),
-                 act: str = "relu", cond_dim: int = 0, channels: Sequence[int] = ()) -> None:
+                 act: str = "relu", cond_dim: int = 0, channels: Sequence[int] = (), norm: str = "none") -> None:
         super().__init__()
         n_in = int(math.prod(image_shape)) + cond_dim
         self.net = mlp([n_in, *hidden, out_dim], act)
@@ -53,18 +65,18 @@ class MLPEncoder(nn.Module):
 
 @ENCODERS.register("conv")
 class ConvEncoder(nn.Module):
-    """Stride-2 3x3 convolutions (``channels``) -> flatten -> MLP(hidden) -> (N, out_dim).
+    """Stride-2 3x3 convolutions (``channels``; each normalised by ``norm``) -> flatten -> MLP(hidden) -> (N, out_dim).
 
     ``cond`` (N, K) is concatenated after the convolutions.
     """
 
     def __init__(self, image_shape: Sequence[int], out_dim: int, hidden: Sequence[int] = (256,),
-                 act: str = "relu", cond_dim: int = 0, channels: Sequence[int] = (32, 64)) -> None:
+                 act: str = "relu", cond_dim: int = 0, channels: Sequence[int] = (32, 64), norm: str = "group") -> None:
         super().__init__()
         c, h, w = image_shape
         layers: list[nn.Module] = []
         for ch in channels:
-            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), activation(act)]
+            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), *feature_norm(norm, ch), activation(act)]
             c, h, w = ch, (h + 1) // 2, (w + 1) // 2
         self.conv = nn.Sequential(*layers)
         self.head = mlp([c * h * w + cond_dim, *hidden, out_dim], act)
@@ -81,7 +93,7 @@ class MLPDecoder(nn.Module):
     """(N, in_dim) -> MLP(hidden) -> (N, C, H, W) likelihood parameters."""
 
     def __init__(self, in_dim: int, image_shape: Sequence[int], hidden: Sequence[int] = (256, 512),
-                 act: str = "relu", channels: Sequence[int] = ()) -> None:
+                 act: str = "relu", channels: Sequence[int] = (), norm: str = "none") -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.net = mlp([in_dim, *hidden, int(math.prod(image_shape))], act)
@@ -89,16 +101,23 @@ class MLPDecoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(-1, *self.image_shape)
 
+    @torch.no_grad()
+    def init_output(self, params: Tensor) -> None:
+        """Start at the (C, H, W) likelihood parameters ``params``: the output layer's bias."""
+        self.net[-1].bias.copy_(params.reshape(-1).to(self.net[-1].bias))
+
 
 @DECODERS.register("conv")
 class ConvDecoder(nn.Module):
-    """(N, in_dim) -> MLP -> (c0, h0, w0) -> stride-2 transposed convs -> crop to (C, H, W).
+    """(N, in_dim) -> MLP -> (c0, h0, w0) -> stride-2 transposed convs -> crop to (C, H, W) -> + per-pixel bias.
 
-    ``channels`` lists the feature maps from coarse to fine (e.g. (64, 32) for 7->14->28).
+    ``channels`` lists the feature maps from coarse to fine (e.g. (64, 32) for 7->14->28);
+    every transposed convolution but the last is normalised by ``norm``. The per-pixel output
+    bias (C, H, W) lets the decoder start at the data's mean image (:meth:`init_output`).
     """
 
     def __init__(self, in_dim: int, image_shape: Sequence[int], hidden: Sequence[int] = (256,),
-                 act: str = "relu", channels: Sequence[int] = (64, 32)) -> None:
+                 act: str = "relu", channels: Sequence[int] = (64, 32), norm: str = "group") -> None:
         super().__init__()
         c, h, w = image_shape
         self.image_shape = (c, h, w)
@@ -111,10 +130,18 @@ class ConvDecoder(nn.Module):
         for i in range(k):
             layers.append(nn.ConvTranspose2d(chans[i], chans[i + 1], 4, stride=2, padding=1))
             if i < k - 1:
-                layers.append(activation(act))
+                layers += [*feature_norm(norm, chans[i + 1]), activation(act)]
         self.deconv = nn.Sequential(*layers)
+        self.out_bias = nn.Parameter(torch.zeros(c, h, w))
 
     def forward(self, z: Tensor) -> Tensor:
         c, h, w = self.image_shape
         out = self.deconv(self.head(z).view(-1, self.c0, self.h0, self.w0))
-        return out[:, :, :h, :w]
+        return out[:, :, :h, :w] + self.out_bias
+
+    @torch.no_grad()
+    def init_output(self, params: Tensor) -> None:
+        """Start at the (C, H, W) likelihood parameters ``params``: the per-pixel bias (the last
+        convolution's own bias is zeroed so that the two do not add up)."""
+        self.deconv[-1].bias.zero_()
+        self.out_bias.copy_(params.reshape(self.out_bias.shape).to(self.out_bias))

@@ -32,6 +32,10 @@ class Likelihood:
         """(N, C, H, W) expected image E[x | params] (pixel intensities)."""
         raise NotImplementedError
 
+    def params_for_mean(self, mean: Tensor) -> Tensor:
+        """Decoder output whose :meth:`mean` is (about) the image ``mean`` (any shape): identity here."""
+        return mean
+
 
 @LIKELIHOODS.register("bernoulli")
 class Bernoulli(Likelihood):
@@ -44,6 +48,10 @@ class Bernoulli(Likelihood):
 
     def mean(self, params):
         return torch.sigmoid(params)
+
+    def params_for_mean(self, mean):
+        """Logits of ``mean`` (clamped to [1e-3, 1 - 1e-3])."""
+        return torch.logit(mean.clamp(1e-3, 1 - 1e-3))
 
 
 def _cb_log_norm(logits: Tensor) -> Tensor:
@@ -71,6 +79,11 @@ class ContinuousBernoulli(Likelihood):
         lam = torch.sigmoid(params).clamp(1e-6, 1 - 1e-6)
         mean = lam / (2 * lam - 1) + 1 / (2 * torch.atanh(1 - 2 * lam))
         return torch.where((lam - 0.5).abs() < 1e-3, torch.full_like(lam, 0.5), mean)
+
+    def params_for_mean(self, mean):
+        """Logits of ``mean`` (clamped): the mean of the continuous Bernoulli lies between its
+        parameter and 1/2, so this starts a little further from grey than asked."""
+        return torch.logit(mean.clamp(1e-3, 1 - 1e-3))
 
 
 @LIKELIHOODS.register("gaussian")

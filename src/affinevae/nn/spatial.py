@@ -48,7 +48,10 @@ class SpatialDecoder(nn.Module):
         image_shape: (C, H, W); the MLP has C outputs per pixel (one per channel).
         hidden: widths of the per-pixel MLP (at least one layer).
         act: activation name (see :data:`affinevae.nn.layers.ACTIVATIONS`).
-        channels: unused (accepted so every pose decoder has the same signature).
+        channels, norm: unused (accepted so every pose decoder has the same signature).
+
+    It has no ``init_output``: a data-mean start of its (per-channel) output bias measurably
+    slowed the rVAE's angle learning, so it starts as initialised.
 
     The first layer ``W1 @ [p; h] + b`` with ``p = A^-1 (q - t)`` is computed as
     ``(W_c @ [A^-1 | -A^-1 t]) @ [q; 1] + (W_z h + b)``: per image, a (H1, 3) matrix applied
@@ -58,7 +61,7 @@ class SpatialDecoder(nn.Module):
     """
 
     def __init__(self, in_dim: int, image_shape: Sequence[int], hidden: Sequence[int] = (64, 64),
-                 act: str = "relu", channels: Sequence[int] = ()) -> None:
+                 act: str = "relu", channels: Sequence[int] = (), norm: str = "none") -> None:
         super().__init__()
         if len(hidden) < 1:
             raise ValueError("the spatial decoder needs at least one hidden layer")
@@ -119,6 +122,7 @@ class WarpDecoder(nn.Module):
         hidden: widths of the fully connected head of the conv decoder.
         act: activation name.
         channels: transposed-conv feature maps, coarse -> fine (e.g. (64, 32)).
+        norm: normalisation of the transposed-conv feature maps ('group' or 'none').
 
     The warp is :func:`affinevae.nn.affine.render`'s ``warp(canonical, invert_affine(T))``
     with border padding: pixels brought in from outside the canonical frame repeat its
@@ -127,9 +131,13 @@ class WarpDecoder(nn.Module):
     """
 
     def __init__(self, in_dim: int, image_shape: Sequence[int], hidden: Sequence[int] = (256,),
-                 act: str = "relu", channels: Sequence[int] = (64, 32)) -> None:
+                 act: str = "relu", channels: Sequence[int] = (64, 32), norm: str = "group") -> None:
         super().__init__()
-        self.canonical = ConvDecoder(in_dim, image_shape, hidden=hidden, act=act, channels=channels)
+        self.canonical = ConvDecoder(in_dim, image_shape, hidden=hidden, act=act, channels=channels, norm=norm)
+
+    def init_output(self, params: Tensor) -> None:
+        """Start the canonical rendering at the (C, H, W) likelihood parameters ``params``."""
+        self.canonical.init_output(params)
 
     def forward(self, h: Tensor, pose: Optional[Pose] = None) -> Tensor:
         """Likelihood parameters (N, C, H, W) of latents ``h`` (N, in_dim) observed in ``pose``."""
