@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
+import affinevae as av
 from affinevae.data import load_dataset
 from affinevae.data.files import load_images, load_quickdraw
 from affinevae.errors import AffineVAEError
@@ -401,3 +402,23 @@ def test_load_dataset_path(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_dataset(str(p))
+
+
+def test_binarized_sets_and_specs(tmp_path):
+    d = av.data.load_mnist("test", n=50)
+    b = d.binarized(0.5)
+    assert set(np.unique(b.images)) <= {0.0, 1.0} and np.array_equal(b.labels, d.labels)
+    assert np.array_equal(b.images, (d.images > 0.5).astype(np.float32)) and d.images.max() <= 1  # original untouched
+    assert not np.array_equal(d.binarized(0.2).images, b.images)
+    r = av.data.load_dataset("rotated-mnist", n=20, binarize=0.5)
+    assert set(np.unique(r.images)) <= {0.0, 1.0} and r.angle is not None
+    for bad in (0.0, 1.0, -1, "x", True):
+        with pytest.raises(AffineVAEError, match="strictly between 0 and 1"):
+            d.binarized(bad)
+    np.save(tmp_path / "x.npy", d.images[:, 0])
+    from affinevae.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "x.npy"), "--binarize", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "16", "--channels", "4,8", "--out", str(run), "--no-progress"]) == 0
+    assert av.training.read_run(run)["binarize"] == 0.5

@@ -879,18 +879,20 @@ def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], ti
 
 # ============================================================================ loss vs rotation
 def loss_vs_rotation(models: Mapping[str, object], data, angles_deg: Sequence[float] = tuple(range(0, 361, 30)),
-                     n: Optional[int] = None, seed: int = 0, search=None, labels=None):
+                     n: Optional[int] = None, seed: int = 0, search=None, labels=None,
+                     binarize: Optional[float] = None):
     """Mean -ELBO (nats/image) of each model as the test images are rotated by ``angles_deg`` (degrees).
 
     A thin wrapper of :func:`affinevae.sweep.rotation_sweep` (AVAEs search each image's
-    pose; ``search`` overrides their search options). Returns its
+    pose; ``search`` overrides their search options; ``binarize`` thresholds every rotated
+    image, see :class:`~affinevae.sweep.SweepConfig`). Returns its
     :class:`~affinevae.sweep.SweepResult` ((M, A) ``neg_elbo``).
     """
     from .sweep import SweepConfig, rotation_sweep
 
     data = _take(as_imageset(data, labels), n)
     return rotation_sweep(dict(models), data.images, data.labels, list(angles_deg),
-                          SweepConfig(seed=seed, search=search))
+                          SweepConfig(seed=seed, search=search, binarize=binarize))
 
 
 @styled

@@ -1,6 +1,6 @@
 """The demo: the story of the seed articles on the bundled MNIST, end to end on a CPU.
 
-:func:`run_demo` (what ``affinevae demo`` calls) trains seven small models and writes the
+:func:`run_demo` (what ``affinevae demo`` calls) trains eight small models and writes the
 figures of four stories, then one self-contained report, ``index.html``, that shows them all:
 
 1. **AE vs VAE** (upright MNIST, 10 latents): the autoencoder's latent space is unbounded and
@@ -12,7 +12,8 @@ figures of four stories, then one self-contained report, ``index.html``, that sh
    and keep their content latents for the shape.
 3. **VAE vs AVAE, loss vs rotation**: a VAE trained on upright digits gets worse as the test
    digits turn; the affine VAE (the same VAE behind an ELBO-maximising rotation search)
-   stays flat.
+   stays flat. Shown on binarized digits (rotated, then thresholded), where only the pose
+   changes, and on grey digits, where resampling blur adds a floor off the pixel grid.
 4. **Pose-optimised training** (AVAE on digits 1, 6, 9 rotated over the full circle): the
    found rotations of each class gather into peaks as training goes on (two peaks 180
    degrees apart for the symmetric '1').
@@ -158,7 +159,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = out / "runs"
     t_start = time.perf_counter()
-    steps = _Steps(14, log)
+    steps = _Steps(15, log)
     figures: dict = {}
     pngs: dict = {}
     runs: dict = {}
@@ -286,20 +287,28 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
 
     # ------------------------------------------------------------------ stage 3: loss vs rotation
     sweep: dict = {}
+    binary = mnist.binarized(0.5)
+    steps.run(f"train a VAE on {plan.n_mnist} binarized MNIST digits (10 latents, {plan.epochs} epochs)",
+              lambda: train("vae_binary", "vae", binary, mnist_test.binarized(0.5), "mnist (binarized)", latent_dim=10,
+                            **CONV))
 
     def stage3():
         search = SearchConfig(restarts=plan.search_restarts, keep=1, steps=plan.search_steps, seed=seed)
-        avae = AVAE(vae, pose_head=False, search=search).eval()
         angles = list(range(0, 361, plan.sweep_step))
-        res = A.loss_vs_rotation({"VAE": vae, "AVAE (same VAE + rotation search)": avae}, mnist_test, angles,
-                                 n=plan.sweep_n, seed=seed)
-        sweep["result"] = res
-        res.to_csv(out / "loss_vs_rotation.csv")
-        save("loss_vs_rotation", A.plot_loss_vs_rotation(
-            res, title=f"VAE trained on upright digits vs its AVAE ({res.n_images} test digits)"))
-        peak = int(np.argmax(res.neg_elbo[0]))
-        return (f"VAE {res.neg_elbo[0, 0]:.0f} -> {res.neg_elbo[0, peak]:.0f} nats at {res.angles_deg[peak]:.0f} deg; "
-                f"AVAE within {100 * float(np.abs(res.relative()[1] - 1).max()):.0f}% of its 0-degree value")
+        details = []
+        for key, model, threshold, what in (("binary", models["vae_binary"], 0.5, "binarized"), ("grey", vae, None, "grey")):
+            avae = AVAE(model, pose_head=False, search=search).eval()
+            res = A.loss_vs_rotation({"VAE": model, "AVAE (same VAE + rotation search)": avae}, mnist_test, angles,
+                                     n=plan.sweep_n, seed=seed, binarize=threshold)
+            sweep[key] = res
+            res.to_csv(out / f"loss_vs_rotation_{key}.csv")
+            save(f"loss_vs_rotation_{key}", A.plot_loss_vs_rotation(
+                res, title=f"VAE trained on upright {what} digits vs its AVAE ({res.n_images} test digits)"))
+            peak = int(np.argmax(res.neg_elbo[0]))
+            details.append(f"{what}: VAE {res.neg_elbo[0, 0]:.0f} -> {res.neg_elbo[0, peak]:.0f} nats at "
+                           f"{res.angles_deg[peak]:.0f} deg, AVAE within "
+                           f"{100 * float(np.abs(res.relative()[1] - 1).max()):.1f}% of its 0-degree value")
+        return "; ".join(details)
 
     steps.run(f"VAE vs AVAE: loss vs rotation ({plan.sweep_n} digits, every {plan.sweep_step} degrees)", stage3)
 
@@ -326,7 +335,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
                          f"{'quick' if quick else 'full'} demo, seed {seed}; every figure below is also a PNG file "
                          f"in {out}; each model's run directory is under runs/")
         rep.section("Models")
-        rep.paragraph("Seven small models trained on the bundled MNIST on this machine. Losses are nats per image "
+        rep.paragraph("Eight small models trained on the bundled MNIST on this machine. Losses are nats per image "
                       "(-ELBO; the AE's is its reconstruction loss), evaluated on held-out test digits.")
         rep.table(list(metrics.values()), caption="models trained by the demo")
         rep.section("1. Autoencoder vs variational autoencoder")
@@ -360,14 +369,25 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
         rep.figure(pngs["rotated_learned_vs_true_angle"], "learned vs true angle on the test digits; r is the "
                    "circular correlation")
         rep.section("3. Loss vs rotation: VAE vs affine VAE")
-        rep.paragraph("The VAE of part 1 (trained on upright digits) scores the same test digits turned by every "
-                      "angle. Its loss climbs as the digits turn. The affine VAE wraps the very same VAE and, for "
-                      "every image, searches the rotation that maximises the ELBO, so its loss stays nearly flat.")
-        rep.figure(pngs["loss_vs_rotation"], "mean -ELBO (nats/image) of the test digits rotated by each angle "
-                   "(band: +-1 standard error)")
-        res = sweep["result"]
-        rep.table([[f"{a:g}", *[float(v) for v in res.neg_elbo[:, j]]] for j, a in enumerate(res.angles_deg)],
-                  header=["angle (degrees)", *res.names], caption="mean -ELBO, nats/image (also loss_vs_rotation.csv)")
+        rep.paragraph("A VAE trained on upright digits scores the same test digits turned by every angle. Its loss "
+                      "climbs as the digits turn (and falls again near 180 degrees, where some digits look alike). "
+                      "The affine VAE wraps the very same VAE and, for every image, searches the rotation that "
+                      "maximises the ELBO, so its loss stays flat.")
+        rep.figure(pngs["loss_vs_rotation_binary"], "binarized digits (every rotated image thresholded at 0.5; the VAE "
+                   "trained on thresholded digits): mean -ELBO, nats/image (band: +-1 standard error)")
+        for key, what in (("binary", "binarized"), ("grey", "grey")):
+            res = sweep[key]
+            rep.table([[f"{a:g}", *[float(v) for v in res.neg_elbo[:, j]], f"{100 * (res.relative()[1, j] - 1):+.1f}%"]
+                       for j, a in enumerate(res.angles_deg)],
+                      header=["angle (degrees)", *res.names, "AVAE change vs 0 degrees"],
+                      caption=f"{what} digits: mean -ELBO, nats/image (also loss_vs_rotation_{key}.csv)")
+        rep.paragraph("Why binarized digits: turning a 28 x 28 image by an angle that is not a multiple of 90 degrees "
+                      "resamples its pixels and greys the strokes. Under a Bernoulli likelihood grey pixels carry "
+                      "entropy that no pose can remove (about 27 nats per MNIST digit, against about 45 upright), so "
+                      "on grey digits the AVAE's curve rises at every angle off the pixel grid and is flat again at "
+                      "90, 180 and 270 degrees, where turning only permutes pixels. That rise is resampling blur, "
+                      "not pose; thresholding the turned images removes it.")
+        rep.figure(pngs["loss_vs_rotation_grey"], "the same sweep on grey digits with the VAE of part 1")
         rep.section("4. Rotations found during pose-optimised training")
         rep.paragraph("An AVAE trained on digits 1, 6 and 9 turned over the whole circle, searching every training "
                       "image's rotation before each gradient step. Each row is one epoch: the found angles of each "
@@ -376,7 +396,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
         rep.figure(pngs["avae_rotation_histograms"], "distribution of the found rotation of each training digit, per "
                    "class, one row per epoch (later epochs higher)")
         rep.section("Training curves")
-        groups = (("part 1 (upright MNIST)", ("ae", "vae")),
+        groups = (("part 1 (upright MNIST; part 3's binarized VAE)", ("ae", "vae", "vae_binary")),
                   ("part 2 (rotated MNIST)", ("rot_vae", "rot_cvae", "rot_rvae", "rot_crvae")),
                   ("part 4 (pose-optimised AVAE)", ("avae",)))
         for label, names in groups:

@@ -204,7 +204,8 @@ class ReportResult:
 
 def resolve_run_data(run_dir: str | Path, data=None, n: Optional[int] = 500, split: str = "test"):
     """The data a run's report analyses: ``data`` (an ImageSet or a ``--data`` spec) or the
-    run's own data spec from ``train.json`` (test split for built-in sets), first ``n`` images."""
+    run's own data spec from ``train.json`` (test split for built-in sets, binarized if the
+    run's were), first ``n`` images."""
     from .data import ImageSet, load_dataset
     from .training import TRAIN_JSON, read_run
 
@@ -218,8 +219,19 @@ def resolve_run_data(run_dir: str | Path, data=None, n: Optional[int] = 500, spl
         data = info.get("data")
         if not data:
             raise AffineVAEError(f"{run_dir}: no data spec in train.json; give the data to analyse (--data)")
-        return load_dataset(str(data), split=split, n=n, seed=seed, key=info.get("key"), labels=info.get("labels"))
+        return load_dataset(str(data), split=split, n=n, seed=seed, key=info.get("key"), labels=info.get("labels"),
+                            binarize=info.get("binarize"))
     return load_dataset(str(data), split=split, n=n, seed=seed)
+
+
+def run_binarize(run_dir: str | Path) -> Optional[float]:
+    """The ``--binarize`` threshold a run was trained with (``train.json``), or None."""
+    from .training import TRAIN_JSON, read_run
+
+    if not (Path(run_dir) / TRAIN_JSON).exists():
+        return None
+    value = read_run(run_dir).get("binarize")
+    return None if value is None else float(value)
 
 
 def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, seed: int = 0,
@@ -384,7 +396,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
 
                 models["avae (search around it)"] = AVAE(model, pose_head=False,
                                                          search=SearchConfig(restarts=8, keep=1, steps=5)).eval()
-            res = A.loss_vs_rotation(models, ds, sweep_angles, n=sweep_n, seed=seed)
+            res = A.loss_vs_rotation(models, ds, sweep_angles, n=sweep_n, seed=seed, binarize=run_binarize(run_dir))
             rep.figure(A.plot_loss_vs_rotation(res), f"mean -ELBO of {res.n_images} images rotated by each angle")
 
         attempt("Loss vs rotation", do_sweep)

@@ -18,13 +18,17 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
     p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
     p.add_argument("--key", help="array name inside an .npz (default: images, else patches, else the only array)")
     p.add_argument("-n", "--n", type=int, dest="n", help="use only the first N images")
+    p.add_argument("--binarize", nargs="?", type=float, const=0.5, default=None, metavar="T",
+                   help="threshold the images: pixels above T (default 0.5) become 1, the others 0")
 
 
-def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: int = 0) -> ImageSet:
-    """Load the data named by :func:`add_data_arguments`' options."""
+def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: int = 0,
+                        binarize: bool = True) -> ImageSet:
+    """Load the data named by :func:`add_data_arguments`' options (``binarize=False`` ignores ``--binarize``)."""
     if args.n is not None and args.n < 1:
         raise AffineVAEError(f"-n must be >= 1, got {args.n}")
-    return load_dataset(args.data, split=split, n=args.n, seed=seed, key=args.key, labels=args.labels)
+    return load_dataset(args.data, split=split, n=args.n, seed=seed, key=args.key, labels=args.labels,
+                        binarize=getattr(args, "binarize", None) if binarize else None)
 
 
 def parse_int_list(text: str, name: str) -> tuple[int, ...]:

@@ -169,7 +169,10 @@ def _loss_vs_rotation(c: PlotContext):
         models[nm] = m
         if c.args.with_avae and not isinstance(m, AVAE):
             models[f"{nm} + pose search (avae)"] = AVAE(m, pose_head=False).eval()
-    res = A.loss_vs_rotation(models, c.data, parse_angles(c.args.angles), seed=c.args.seed)
+    from ..report import run_binarize
+
+    binarize = c.args.binarize if c.args.binarize is not None else run_binarize(c.args.run_dir)
+    res = A.loss_vs_rotation(models, c.data, parse_angles(c.args.angles), seed=c.args.seed, binarize=binarize)
     return A.plot_loss_vs_rotation(res, c.args.title)
 
 
@@ -222,6 +225,9 @@ class Plot:
         d.add_argument("--key", help="array name inside an .npz")
         d.add_argument("-n", "--n", type=int, default=1000, dest="n", help="use the first N images (default 1000)")
         d.add_argument("--split", default="test", help="train or test for built-in sets (default test)")
+        d.add_argument("--binarize", nargs="?", type=float, const=0.5, default=None, metavar="T",
+                       help="threshold the images at T (default 0.5; default: as the run was trained); "
+                            "loss-vs-rotation thresholds each rotated image")
         k = p.add_argument_group("kind options")
         k.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="more runs on the same figure "
                        "(latent-stats, latent, samples, interpolation, angles, loss-vs-rotation)")
@@ -270,9 +276,12 @@ class Plot:
             if args.data is not None:
                 from ..data import load_dataset
 
-                data = load_dataset(args.data, split=args.split, n=args.n, seed=args.seed, key=args.key, labels=args.labels)
+                data = load_dataset(args.data, split=args.split, n=args.n, seed=args.seed, key=args.key, labels=args.labels,
+                                    binarize=args.binarize)
             else:
                 data = resolve_run_data(args.run_dir, None, args.n, split=args.split)
+                if args.binarize is not None:
+                    data = data.binarized(args.binarize)
         fig = kind.draw(PlotContext(args=args, models=models, names=names, data=data, show=show))
         save_figure(fig, args.out, dpi=args.dpi)
         print(f"wrote {args.kind} figure to {args.out}")

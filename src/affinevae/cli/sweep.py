@@ -46,6 +46,9 @@ class Sweep:
         p.add_argument("-n", "--n", type=int, dest="n", default=500, help="test images (default 500)")
         p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
         p.add_argument("--interpolation", default="bilinear", help="how test images are rotated: bilinear or bicubic")
+        p.add_argument("--binarize", nargs="?", type=float, const=0.5, default=None, metavar="T",
+                       help="threshold every rotated image at T (default 0.5): for models trained on binarized "
+                            "images (train --binarize), so that resampling blur does not mix with the pose")
         p.add_argument("--out", default="sweep.csv", help="output CSV (the PNG goes beside it)")
         add_search_arguments(p)
 
@@ -69,8 +72,8 @@ class Sweep:
         if _search_overridden(args):
             first = next(m for m in models.values() if isinstance(m, AVAE))
             search = search_config_from_args(args, first.config.search)
-        data = load_data_from_args(args, args.split, seed=args.seed)
-        cfg = SweepConfig(seed=args.seed, interpolation=args.interpolation, search=search)
+        data = load_data_from_args(args, args.split, seed=args.seed, binarize=False)  # thresholded after rotating
+        cfg = SweepConfig(seed=args.seed, interpolation=args.interpolation, search=search, binarize=args.binarize)
         result = rotation_sweep(models, data.images, data.labels, angles, cfg)
         out = Path(args.out)
         result.to_csv(out)

@@ -72,12 +72,12 @@ class Train:
         options = model_options(args, cls, data)
         seed_everything(args.seed)
         model = build_model(args.model, **options)
-        meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n}
+        meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize}
         val = None
         if args.val_data:
             from ..data import load_dataset
 
-            val = load_dataset(args.val_data, split="test", seed=args.seed + 1, key=args.key)
+            val = load_dataset(args.val_data, split="test", seed=args.seed + 1, key=args.key, binarize=args.binarize)
             meta["val_data"] = args.val_data
         result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta)
         if rank == 0:
