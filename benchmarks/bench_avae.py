@@ -73,21 +73,40 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
+def maybe_binarized(data, args):
+    """``data`` thresholded at ``--binarize`` (after any rotation), or unchanged."""
+    return data.binarized(args.binarize) if args.binarize is not None else data
+
+
+def upright_train(args):
+    return maybe_binarized(av.data.load_mnist("train", n=args.n_train), args)
+
+
+def rotated_train(args):
+    return maybe_binarized(av.data.rotated_mnist("train", n=args.n_train, full_circle=True, seed=args.seed), args)
+
+
 def rotated_test(args, seed_offset=1):
-    return av.data.rotated_mnist("test", n=args.n_test, full_circle=True, seed=args.seed + seed_offset)
+    return maybe_binarized(av.data.rotated_mnist("test", n=args.n_test, full_circle=True, seed=args.seed + seed_offset),
+                           args)
+
+
+def tag(args) -> str:
+    """Cache-name suffix for the options that change the trained models."""
+    return "-bin" if args.binarize is not None else ""
 
 
 def section_sweep(args, out: dict):
     print("\n== 1. rotation sweep: VAE trained on upright digits vs its AVAE ==", flush=True)
     torch.manual_seed(args.seed)
-    vae = trained("vae-upright", lambda: av.build_model("vae", **vae_options(args)),
-                  av.data.load_mnist("train", n=args.n_train), args)
+    vae = trained("vae-upright" + tag(args), lambda: av.build_model("vae", **vae_options(args)), upright_train(args),
+                  args)
     search = SearchConfig(restarts=args.restarts, keep=args.keep, steps=args.steps)
     models = {"vae": vae, "avae": AVAE(vae, pose_head=False, search=search)}
     test = av.data.load_mnist("test", n=args.n_test)
     angles = list(range(0, 361, 30))
     t = time.perf_counter()
-    res = rotation_sweep(models, test.images, test.labels, angles, SweepConfig(seed=args.seed))
+    res = rotation_sweep(models, test.images, test.labels, angles, SweepConfig(seed=args.seed, binarize=args.binarize))
     print(f"    swept in {time.perf_counter() - t:.0f} s ({args.n_test} test images, search {args.restarts} restarts, "
           f"keep {args.keep}, {args.steps} steps)")
     rel = res.relative()
@@ -100,6 +119,8 @@ def section_sweep(args, out: dict):
     control = []
     for a in angles:
         xb = rotate_images(rotate_images(x, float(a)), -float(a))
+        if args.binarize is not None:
+            xb = (xb > args.binarize).float()
         with torch.no_grad(), seeded(args.seed, xb.device):
             control.append(-float(vae(xb).elbo.mean()))
     print(f"    blur control (plain VAE, upright digits rotated by the angle and back, i.e. interpolated twice like "
@@ -109,7 +130,8 @@ def section_sweep(args, out: dict):
     peak = angles[int(np.argmax(res.neg_elbo[0]))]
     print(f"    AVAE worst deviation from 0 deg: {100 * worst:.1f}% (goal <= 3%); plain VAE peaks at {peak} deg")
     if args.bicubic_too:
-        res_b = rotation_sweep(models, test.images, test.labels, angles, SweepConfig(seed=args.seed, interpolation="bicubic"))
+        res_b = rotation_sweep(models, test.images, test.labels, angles,
+                               SweepConfig(seed=args.seed, interpolation="bicubic", binarize=args.binarize))
         rb = res_b.relative()
         print("    same with bicubic-rotated test images (less interpolation blur):")
         print("    " + " ".join(f"{a}:{100 * (rb[1, j] - 1):+.1f}%" for j, a in enumerate(angles)))
@@ -121,19 +143,25 @@ def section_sweep(args, out: dict):
 
 def section_training(args, out: dict, upright_vae):
     print("\n== 2. training on randomly rotated digits (test: random rotations) ==", flush=True)
-    data = av.data.rotated_mnist("train", n=args.n_train, full_circle=True, seed=args.seed)
-    train_search = SearchConfig(restarts=args.train_restarts, keep=1, steps=args.train_steps)
+    data = rotated_train(args)
+    train_search = SearchConfig(restarts=args.train_restarts, keep=1, steps=args.train_steps, lr=args.train_lr)
     search = SearchConfig(restarts=args.restarts, keep=args.keep, steps=args.steps)
+
+    def build_posed():
+        model = AVAE(av.build_model("vae", **vae_options(args)), search=search, train_search=train_search)
+        model.config = model.config.replace(warm_start=args.warm_start)
+        return model
+
     torch.manual_seed(args.seed)
-    posed = trained("avae-posed", lambda: AVAE(av.build_model("vae", **vae_options(args)), search=search,
-                                               train_search=train_search),
-                    data, args, epochs=args.avae_epochs or args.epochs)
+    posed_name = (f"avae-posed{tag(args)}-r{args.train_restarts}-s{args.train_steps}-lr{args.train_lr:g}"
+                  f"{'-ws' if args.warm_start else ''}-e{args.avae_epochs or args.epochs}")
+    posed = trained(posed_name, build_posed, data, args, epochs=args.avae_epochs or args.epochs)
     torch.manual_seed(args.seed)
-    rot_vae = trained("vae-rotated", lambda: av.build_model("vae", **vae_options(args)), data, args)
+    rot_vae = trained("vae-rotated" + tag(args), lambda: av.build_model("vae", **vae_options(args)), data, args)
     if upright_vae is None:
         torch.manual_seed(args.seed)
-        upright_vae = trained("vae-upright", lambda: av.build_model("vae", **vae_options(args)),
-                              av.data.load_mnist("train", n=args.n_train), args)
+        upright_vae = trained("vae-upright" + tag(args), lambda: av.build_model("vae", **vae_options(args)),
+                              upright_train(args), args)
     test = rotated_test(args)
     x = torch.as_tensor(test.images)
     rows = [("pose-optimised AVAE", posed),
@@ -149,8 +177,8 @@ def section_training(args, out: dict, upright_vae):
     best = min(results, key=lambda k: results[k][0])
     print(f"    lowest: {best} (goal: pose-optimised)")
     rec = posed.pose_record()
-    if rec is None and args.cache and (Path(args.cache) / "avae-posed" / "poses.npz").exists():
-        rec = load_pose_record(Path(args.cache) / "avae-posed")
+    if rec is None and args.cache and (Path(args.cache) / posed_name / "poses.npz").exists():
+        rec = load_pose_record(Path(args.cache) / posed_name)
     if rec is not None:
         # learned canonical orientation = found angle minus the true rotation of the training image
         learned = np.degrees(np.angle(np.exp(1j * (rec.angle - data.angle[None, :rec.angle.shape[1]]))))
@@ -166,7 +194,7 @@ def section_training(args, out: dict, upright_vae):
     up = av.data.load_mnist("test", n=args.n_test)
     angles = list(range(0, 361, 30))
     res = rotation_sweep({"posed": posed}, up.images, up.labels, angles,
-                         SweepConfig(seed=args.seed, search=search.replace(use_head=False)))
+                         SweepConfig(seed=args.seed, search=search.replace(use_head=False), binarize=args.binarize))
     rel = res.relative()[0]
     print("    sweep of the pose-optimised AVAE on upright test digits (-ELBO, change vs 0 deg):")
     print("    " + " ".join(f"{a}:{v:.1f}({100 * (r - 1):+.1f}%)" for a, v, r in zip(angles, res.neg_elbo[0], rel)))
@@ -244,6 +272,11 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--train-restarts", type=int, default=8)
     p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--train-lr", type=float, default=0.05, help="Adam lr of the training search (radians)")
+    p.add_argument("--warm-start", action="store_true", help="the training search also starts from each image's "
+                                                            "pose found in the previous epoch")
+    p.add_argument("--binarize", nargs="?", type=float, const=0.5, default=None,
+                   help="threshold every image (after rotating) at this value (default 0.5): removes resampling blur")
     p.add_argument("--head-fit-n", type=int, default=2000, help="searched training images for fit_pose_head (0: skip)")
     p.add_argument("--head-epochs", type=int, default=30)
     p.add_argument("--exhaustive-keep", type=int, default=30, help="restarts refined in the exhaustive search")
@@ -258,7 +291,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     sections = {int(s) for s in args.sections.split(",") if s.strip()}
     print(f"bench_avae: torch {torch.__version__}, {args.threads} thread(s), arch {args.arch}, n_train {args.n_train}, "
-          f"n_test {args.n_test}, epochs {args.epochs}")
+          f"n_test {args.n_test}, epochs {args.epochs}, binarize {args.binarize}, training search {args.train_restarts} "
+          f"restarts, {args.train_steps} steps, lr {args.train_lr:g}, warm start {args.warm_start}")
     out: dict = {"args": vars(args)}
     t0 = time.perf_counter()
     upright = section_sweep(args, out) if 1 in sections else None
