@@ -266,6 +266,25 @@ def test_rotation_histograms_from_record():
         A.rotation_histograms("/nonexistent/run")
 
 
+def test_encoded_orientation_histograms_gather_into_peaks():
+    """Images rotated uniformly, found poses that undo the rotation up to a canonical orientation per class:
+    the found angles are spread over the circle, the encoded orientations (true - found) are one peak per class."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 200)
+    true = rng.uniform(-np.pi, np.pi, 400)
+    canonical = np.where(labels == 0, np.radians(40.0), np.radians(-100.0))
+    found = np.angle(np.exp(1j * (true - canonical + 0.05 * rng.standard_normal(400))))
+    h_found = A.rotation_histograms(_record(labels, [found]), bins=36)
+    h_enc = A.rotation_histograms(_record(labels, [found]), bins=36, true_angle=true)
+    assert h_enc.encoded and not h_found.encoded
+    assert h_found.counts[0, 0].max() < 25  # spread: about 200 / 36 per bin
+    centres = 0.5 * (h_enc.edges_deg[1:] + h_enc.edges_deg[:-1])
+    for k, c in ((0, 40.0), (1, -100.0)):
+        assert h_enc.counts[0, k].max() > 60 and abs(centres[h_enc.counts[0, k].argmax()] - c) <= 10
+    fig = A.plot_rotation_histograms(h_enc)
+    assert "encoded orientation" in fig.axes[0].get_xlabel()
+
+
 # ------------------------------------------------------------------ anomaly and denoising
 def test_anomaly_scores(trained, test_data):
     vae, data = trained["models"]["vae"], test_data["mnist"]

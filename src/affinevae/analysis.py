@@ -807,10 +807,13 @@ def plot_arithmetic(items: Arithmetic | Sequence[Arithmetic], title: Optional[st
             show_images(axes[2 * r + 1, k], a.decoded_inputs[k:k + 1])
         show_images(axes[2 * r, 3], a.result[None], title="= a - b + c")
         axes[2 * r + 1, 3].set_axis_off()
-        axes[2 * r + 1, 0].text(-0.15, 0.5, "decoded", transform=axes[2 * r + 1, 0].transAxes, rotation=90,
-                                ha="right", va="center", fontsize=8)
-        axes[2 * r, 0].text(-0.15, 0.5, names[r] if names else a.model, transform=axes[2 * r, 0].transAxes,
+        name = names[r] if names else a.model
+        axes[2 * r, 0].text(-0.15, 0.5, f"{name}: inputs", transform=axes[2 * r, 0].transAxes,
                             rotation=90, ha="right", va="center", fontsize=8)
+        axes[2 * r + 1, 0].text(-0.15, 0.5, "their decodings", transform=axes[2 * r + 1, 0].transAxes, rotation=90,
+                                ha="right", va="center", fontsize=8)
+        axes[2 * r + 1, 3].text(0.5, 0.5, "decode(z_a - z_b + z_c)\nfrom the latent means", ha="center",
+                                va="center", fontsize=7, transform=axes[2 * r + 1, 3].transAxes)
     fig.suptitle(title or "latent arithmetic")
     return fig
 
@@ -921,12 +924,14 @@ class RotationHistograms:
         counts: (E, K, B) images per angle bin, per epoch and class.
         edges_deg: (B + 1,) bin edges in degrees over [-180, 180].
         classes: (K,) class of each histogram row (0 when training had no labels).
+        encoded: True when the angles are encoded orientations (true - found), False for found angles.
     """
 
     epochs: np.ndarray
     counts: np.ndarray
     edges_deg: np.ndarray
     classes: np.ndarray
+    encoded: bool = False
 
     def fractions(self) -> np.ndarray:
         """(E, K, B) counts normalised per epoch and class (rows sum to 1; 0 where empty)."""
@@ -934,11 +939,15 @@ class RotationHistograms:
         return np.where(tot > 0, self.counts / np.maximum(tot, 1), 0.0)
 
 
-def rotation_histograms(record, bins: int = 36) -> RotationHistograms:
+def rotation_histograms(record, bins: int = 36, true_angle=None) -> RotationHistograms:
     """Histograms of the found angles per class and epoch from a pose record.
 
     ``record``: a run directory (its ``poses.npz``), the file itself, a
     :class:`~affinevae.models.avae.PoseRecord` or an AVAE that trained in this process.
+    ``true_angle``: (N,) rotations (radians) of the training images themselves, in the order of
+    the data given to ``fit``; with them the histograms show the encoded orientation
+    (true - found), which gathers into one peak per class (two for a digit that looks alike
+    turned by 180 degrees) as the model settles on its canonical poses.
     """
     from .models.avae import AVAE, PoseRecord, load_pose_record
 
@@ -952,14 +961,15 @@ def rotation_histograms(record, bins: int = 36) -> RotationHistograms:
         rec = load_pose_record(record)
     if not (isinstance(bins, int) and 2 <= bins <= 720):
         raise AffineVAEError(f"bins must be an integer in [2, 720], got {bins!r}")
-    counts, edges = rec.histograms(bins)
-    return RotationHistograms(np.asarray(rec.epochs), counts, np.degrees(edges), np.arange(counts.shape[1]))
+    counts, edges = rec.histograms(bins, true_angle)
+    return RotationHistograms(np.asarray(rec.epochs), counts, np.degrees(edges), np.arange(counts.shape[1]),
+                              encoded=true_angle is not None)
 
 
 @styled
 def plot_rotation_histograms(h: RotationHistograms, classes: Optional[Sequence[int]] = None,
                              title: Optional[str] = None, max_cols: int = 5):
-    """Per class, the distribution of found angles at each epoch (stacked, later epochs higher).
+    """Per class, the distribution of found angles (or encoded orientations) at each epoch (stacked, later epochs higher).
 
     ``classes``: which classes to show (default every class with images).
     """
@@ -994,13 +1004,14 @@ def plot_rotation_histograms(h: RotationHistograms, classes: Optional[Sequence[i
             ax.step(centers, y, where="mid", color=col, lw=1)
         ax.set_xlim(-180, 180)
         ax.set_xticks([-180, -90, 0, 90, 180])
-        ax.set_xlabel("found angle (degrees)")
+        ax.set_xlabel("encoded orientation (degrees)" if h.encoded else "found angle (degrees)")
         ax.set_title(f"class {c}")
         ax.set_yticks(np.arange(E))
         ax.set_yticklabels([str(int(v)) for v in h.epochs])
         if k % ncols == 0:
             ax.set_ylabel("epoch")
-    fig.suptitle(title or "found rotations of the training images during pose-optimised training")
+    fig.suptitle(title or ("orientation at which each training image is encoded (its rotation minus the found pose)"
+                           if h.encoded else "found rotations of the training images during pose-optimised training"))
     return fig
 
 

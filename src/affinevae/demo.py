@@ -321,9 +321,10 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
         inner = {"inner": "vae", "latent_dim": 8, **CONV}
         detail = train("avae", "avae", data, test, "rotated-mnist (1, 6, 9; full circle)",
                        train_search=train_search.to_dict(), search=search.to_dict(), **inner)
-        h = A.rotation_histograms(runs["avae"], bins=36)
+        h = A.rotation_histograms(runs["avae"], bins=36, true_angle=data.angle)
         save("avae_rotation_histograms", A.plot_rotation_histograms(
-            h, classes=[1, 6, 9], title="found rotations of the training digits during pose-optimised training"))
+            h, classes=[1, 6, 9], title="orientation at which each training digit is encoded during pose-optimised "
+                                        "training"))
         return detail
 
     steps.run(f"train a pose-optimised AVAE on {plan.n_avae} digits 1, 6, 9 rotated over the full circle "
@@ -390,11 +391,13 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
         rep.figure(pngs["loss_vs_rotation_grey"], "the same sweep on grey digits with the VAE of part 1")
         rep.section("4. Rotations found during pose-optimised training")
         rep.paragraph("An AVAE trained on digits 1, 6 and 9 turned over the whole circle, searching every training "
-                      "image's rotation before each gradient step. Each row is one epoch: the found angles of each "
-                      "class gather into peaks as the model settles on one orientation per shape (two peaks 180 "
-                      "degrees apart where a digit looks alike upside down).")
-        rep.figure(pngs["avae_rotation_histograms"], "distribution of the found rotation of each training digit, per "
-                   "class, one row per epoch (later epochs higher)")
+                      "image's rotation before each gradient step. For each digit, its own rotation minus the found "
+                      "pose is the orientation, from upright, at which the model encodes it. Each row is one epoch: "
+                      "these orientations start spread over the circle and gather into peaks as the model settles "
+                      "on one canonical orientation per shape (two peaks 180 degrees apart where a digit looks alike "
+                      "upside down, as the 1 does; the 6 and the 9 end about 180 degrees apart).")
+        rep.figure(pngs["avae_rotation_histograms"], "distribution of the encoded orientation of the training digits, "
+                   "per class, one row per epoch (later epochs higher)")
         rep.section("Training curves")
         groups = (("part 1 (upright MNIST; part 3's binarized VAE)", ("ae", "vae", "vae_binary")),
                   ("part 2 (rotated MNIST)", ("rot_vae", "rot_cvae", "rot_rvae", "rot_crvae")),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Optional
 
@@ -118,11 +120,20 @@ def show_images(ax, images, ncol: Optional[int] = None, title: Optional[str] = N
     return im
 
 
+def angle_ticks(limit: float) -> list[float]:
+    """Round tick positions (degrees) over [-limit, limit]: multiples of 90, 45, 30 or 15, about five of them."""
+    for step in (90.0, 45.0, 30.0, 15.0):
+        if limit / step >= 2:
+            break
+    k = int(math.floor(limit / step + 1e-9))
+    return [step * i for i in range(-k, k + 1)]
+
+
 def angle_colorbar(fig, mappable, ax, label: str = "angle (degrees)", limit: float = 180.0):
-    """A colour bar for angles in degrees over [-limit, limit] with ticks at -limit, -limit/2, 0, ..."""
+    """A colour bar for angles in degrees over [-limit, limit] with round ticks (see :func:`angle_ticks`)."""
     cb = fig.colorbar(mappable, ax=ax, shrink=0.9)
     cb.set_label(label)
-    cb.set_ticks([-limit, -limit / 2, 0, limit / 2, limit])
+    cb.set_ticks(angle_ticks(limit))
     return cb
 
 

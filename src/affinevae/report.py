@@ -202,6 +202,17 @@ class ReportResult:
     seconds: float
 
 
+def _rotation_figure(rep: "HtmlReport", A, run_dir: Path) -> None:
+    """The rotation histograms of a pose-optimised run: encoded orientations when the training
+    images' own rotations are known, else the found angles."""
+    true = run_training_angles(run_dir)
+    h = A.rotation_histograms(run_dir, true_angle=true)
+    rep.figure(A.plot_rotation_histograms(h), "orientation at which each training image is encoded (its own rotation "
+               "minus the found pose), per class and epoch" if h.encoded else
+               "found angles of the training images, per class and epoch (the training data's own rotations are "
+               "unknown, so the encoded orientation cannot be shown)")
+
+
 def resolve_run_data(run_dir: str | Path, data=None, n: Optional[int] = 500, split: str = "test"):
     """The data a run's report analyses: ``data`` (an ImageSet or a ``--data`` spec) or the
     run's own data spec from ``train.json`` (test split for built-in sets, binarized if the
@@ -232,6 +243,26 @@ def run_binarize(run_dir: str | Path) -> Optional[float]:
         return None
     value = read_run(run_dir).get("binarize")
     return None if value is None else float(value)
+
+
+def run_training_angles(run_dir: str | Path) -> Optional[np.ndarray]:
+    """The true rotations (N,) in radians of a run's training images, when its data spec in ``train.json``
+    can be loaded again and carries them (``rotated-mnist``, an ``.npz`` with an ``angle`` array); else None."""
+    from .data import load_dataset
+    from .training import TRAIN_JSON, read_run
+
+    if not (Path(run_dir) / TRAIN_JSON).exists():
+        return None
+    info = read_run(run_dir)
+    spec = info.get("data")
+    if not spec:
+        return None
+    seed = int((info.get("train_config") or {}).get("seed", 0))
+    try:
+        data = load_dataset(str(spec), split="train", n=info.get("n"), seed=seed, key=info.get("key"))
+    except AffineVAEError:
+        return None
+    return None if data.angle is None else np.asarray(data.angle, dtype=np.float64)
 
 
 def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, seed: int = 0,
@@ -404,8 +435,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
     if (run_dir / POSES_FILE).exists():
         rep.section("Rotations during training")
         attempt("Rotations during training",
-                lambda: rep.figure(A.plot_rotation_histograms(A.rotation_histograms(run_dir)),
-                                   "found angles of the training images, per class and epoch"))
+                lambda: _rotation_figure(rep, A, run_dir))
 
     rep.section("Anomaly scores")
     attempt("Anomaly scores", lambda: rep.figure(A.plot_anomaly(A.anomaly_scores(model, ds, seed=seed)),

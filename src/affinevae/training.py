@@ -290,6 +290,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     run_dir = Path(out) if out is not None else None
     x, y = _as_tensors(data, model)
+    data_index = torch.arange(len(x))  # position of each training image in ``data`` (the model's ``index``)
     if val is not None:
         xv, yv = _as_tensors(val, model)
     elif cfg.val_split > 0 and len(x) >= 10:
@@ -298,6 +299,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         vi, ti = perm[:n_val], perm[n_val:]
         xv, yv = x[vi], (None if y is None else y[vi])
         x, y = x[ti], (None if y is None else y[ti])
+        data_index = ti
     else:
         xv, yv = None, None
     model.to(device).train()
@@ -348,7 +350,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
                 xb = x[idx].to(device, non_blocking=True)
                 yb = None if y is None else y[idx].to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                    outb = net(xb, yb, index=idx)
+                    outb = net(xb, yb, index=data_index[idx])
                 loss = outb.loss
                 if not torch.isfinite(loss):
                     if bar is not None:

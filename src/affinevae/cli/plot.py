@@ -176,12 +176,15 @@ def _loss_vs_rotation(c: PlotContext):
     return A.plot_loss_vs_rotation(res, c.args.title)
 
 
-@plot_kind("rotation-histograms", "found rotations per class over pose-optimised training (avae run; --classes, --bins)",
-           needs_data=False)
+@plot_kind("rotation-histograms", "orientation at which each training image is encoded (its own rotation minus the "
+           "found pose; found angles when its rotation is unknown) per class over pose-optimised training "
+           "(avae run; --classes, --bins)", needs_data=False)
 def _rotation_histograms(c: PlotContext):
+    from ..report import run_training_angles
+
     A = _analysis()
-    return A.plot_rotation_histograms(A.rotation_histograms(c.args.run_dir, bins=c.args.bins),
-                                      classes=_ints(c.args.classes, "classes"), title=c.args.title)
+    h = A.rotation_histograms(c.args.run_dir, bins=c.args.bins, true_angle=run_training_angles(c.args.run_dir))
+    return A.plot_rotation_histograms(h, classes=_ints(c.args.classes, "classes"), title=c.args.title)
 
 
 @plot_kind("anomaly", "-ELBO histogram and the most / least typical images (--show K)")

@@ -202,16 +202,27 @@ class PoseRecord:
     transform: str
     param_names: tuple
 
-    def histograms(self, bins: int = 36) -> tuple[np.ndarray, np.ndarray]:
+    def histograms(self, bins: int = 36, true_angle: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
         """Angle histograms per epoch and class: counts (E, K, bins) and bin edges (bins + 1,) in radians.
 
-        K = number of classes (1 without labels); bins span [-pi, pi).
+        K = number of classes (1 without labels); bins span [-pi, pi). With ``true_angle`` (the
+        training images' own rotations, radians, one per record column or more) the histogrammed
+        angle is the *encoded orientation* ``true - found``: the rotation, from upright, at which
+        the model encodes each digit. It gathers into peaks (one canonical orientation per class)
+        as training converges, whatever the images' own rotations; the found angle alone follows
+        the images' rotations.
         """
         edges = np.linspace(-np.pi, np.pi, bins + 1)
-        labels = self.labels if self.labels is not None else np.zeros(self.angle.shape[1], np.int64)
+        angle = self.angle
+        if true_angle is not None:
+            true = np.asarray(true_angle, dtype=np.float64).reshape(-1)
+            if len(true) < angle.shape[1]:
+                raise AffineVAEError(f"true_angle has {len(true)} angles for a pose record of {angle.shape[1]} images")
+            angle = true[None, :angle.shape[1]] - angle
+        labels = self.labels if self.labels is not None else np.zeros(angle.shape[1], np.int64)
         k = max(int(labels.max()) + 1, 1) if len(labels) else 1
         counts = np.zeros((len(self.epochs), k, bins), np.int64)
-        wrapped = np.mod(self.angle + np.pi, 2 * np.pi) - np.pi
+        wrapped = np.mod(angle + np.pi, 2 * np.pi) - np.pi
         for c in range(k):  # loop over classes (few), vectorised over images
             sel = wrapped[:, labels == c]
             for e in range(len(self.epochs)):

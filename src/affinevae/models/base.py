@@ -295,7 +295,8 @@ class LatentModel(nn.Module):
                 index: Optional[Tensor] = None) -> ModelOutput:
         """Full pass: encode, sample (or take the mean if ``sample`` is False), decode, score.
 
-        ``index`` (N,) are the images' positions in the training set; the trainer passes
+        ``index`` (N,) are the images' positions in the data given to :func:`affinevae.fit` (before any
+        validation split); the trainer passes
         them so that models which keep per-image state (the AVAE's found poses) can use them.
         """
         x, y = self.check_input(x, y)
