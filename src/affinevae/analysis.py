@@ -167,17 +167,22 @@ def reconstructions(model, data, n: int = 8, indices: Optional[Sequence[int]] = 
     return Reconstructions(indices=idx, originals=x, reconstructions=rec, psnr=psnr(x, rec), model=model_label(model))
 
 
+def _image_strips(strips: Sequence[tuple[np.ndarray, str]], title: str):
+    """One figure of labelled rows of images: ``strips`` is [((n, C, H, W) images, row label), ...]."""
+    n = len(strips[0][0])
+    fig, axes = new_figure(len(strips), 1, panel=(max(3.0, 0.55 * n), 0.75))
+    for ax, (images, label) in zip(axes[:, 0], strips):
+        show_images(ax, images, ncol=n)
+        ax.set_title(label, fontsize=8, loc="left")
+    fig.suptitle(title)
+    return fig
+
+
 @styled
 def plot_reconstructions(result: Reconstructions, title: Optional[str] = None):
     """Originals (top row) above their reconstructions (bottom row); PSNR in the title."""
-    n = len(result.indices)
-    fig, axes = new_figure(2, 1, panel=(max(3.0, 0.55 * n), 0.75))
-    show_images(axes[0, 0], result.originals, ncol=n)
-    show_images(axes[1, 0], result.reconstructions, ncol=n)
-    axes[0, 0].set_title("originals", fontsize=8, loc="left")
-    axes[1, 0].set_title("reconstructions", fontsize=8, loc="left")
-    fig.suptitle(title or f"{result.model} reconstructions (PSNR {result.psnr:.1f} dB)")
-    return fig
+    return _image_strips([(result.originals, "originals"), (result.reconstructions, "reconstructions")],
+                         title or f"{result.model} reconstructions (PSNR {result.psnr:.1f} dB)")
 
 
 # ============================================================================ latent scatter
@@ -1131,16 +1136,9 @@ def denoise(model, data, n: int = 8, noise_std: float = 0.3, seed: int = 0, indi
 @styled
 def plot_denoising(d: Denoising, title: Optional[str] = None):
     """Rows: noisy input, reconstruction, clean original; PSNR of the first two in their labels."""
-    n = len(d.indices)
-    fig, axes = new_figure(3, 1, panel=(max(3.0, 0.55 * n), 0.75))
-    show_images(axes[0, 0], d.noisy, ncol=n)
-    show_images(axes[1, 0], d.denoised, ncol=n)
-    show_images(axes[2, 0], d.clean, ncol=n)
-    axes[0, 0].set_title(f"noisy input (noise std {d.noise_std:g}): PSNR {d.psnr_noisy:.1f} dB", fontsize=8, loc="left")
-    axes[1, 0].set_title(f"reconstruction: PSNR {d.psnr_denoised:.1f} dB", fontsize=8, loc="left")
-    axes[2, 0].set_title("clean original", fontsize=8, loc="left")
-    fig.suptitle(title or f"{d.model}: denoising")
-    return fig
+    return _image_strips([(d.noisy, f"noisy input (noise std {d.noise_std:g}): PSNR {d.psnr_noisy:.1f} dB"),
+                          (d.denoised, f"reconstruction: PSNR {d.psnr_denoised:.1f} dB"),
+                          (d.clean, "clean original")], title or f"{d.model}: denoising")
 
 
 # ============================================================================ training curves
