@@ -180,3 +180,19 @@ def test_compile_trains_and_leaves_the_model_eager(digits):
     assert abs(compiled_loss - eager_loss) < 0.05 * eager_loss
     for mod in m.compile_targets():
         assert getattr(mod, "_compiled_call_impl", None) is None  # eager again after fit
+
+
+def test_a_failing_compile_is_a_one_line_error(digits):
+    pytest.importorskip("torch._inductor")
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()  # no compiled graph from an earlier test may be reused
+    m = make(encoder="mlp", decoder="mlp", hidden=[48])
+    with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++")}):
+        with pytest.raises(AffineVAEError, match="torch.compile failed .*train without --compile") as info:
+            fit(m, digits, cfg(epochs=1, val_split=0.0, compile=True))
+    assert "\n" not in str(info.value)
+    torch._dynamo.reset()
+    for mod in m.compile_targets():
+        assert getattr(mod, "_compiled_call_impl", None) is None  # eager again after the failure

@@ -237,6 +237,19 @@ def compiled(model: LatentModel, enabled: bool = True):
             m._compiled_call_impl = None
 
 
+@contextlib.contextmanager
+def _compile_errors(enabled: bool):
+    """Turn a failure of ``torch.compile`` (no C++ compiler, an unsupported op) into a one-line user error."""
+    try:
+        yield
+    except Exception as exc:
+        if enabled and type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AffineVAEError(f"torch.compile failed ({type(exc).__name__}: {first[:200]}); "
+                                 "train without --compile (compile=False)") from None
+        raise
+
+
 def _epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
@@ -349,7 +362,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
                     continue
                 xb = x[idx].to(device, non_blocking=True)
                 yb = None if y is None else y[idx].to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16), _compile_errors(cfg.compile):
                     outb = net(xb, yb, index=data_index[idx])
                 loss = outb.loss
                 if not torch.isfinite(loss):

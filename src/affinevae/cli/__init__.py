@@ -52,6 +52,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            # deprecations inside torch itself are not the user's to act on
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch(\.|$)")
             warnings.formatwarning = lambda msg, cat, *a, **k: f"affinevae: warning: {msg}\n"
             return int(args._run(args) or 0)
     except AffineVAEError as exc:
