@@ -32,7 +32,7 @@ import torch
 
 import affinevae as av
 from affinevae.models.avae import AVAE, load_pose_record
-from affinevae.pose_search import HeadTrainConfig, SearchConfig, fit_pose_head, seeded
+from affinevae.pose_search import HeadTrainConfig, PoseHead, SearchConfig, fit_pose_head, seeded
 from affinevae.sweep import SweepConfig, rotate_images, rotation_sweep
 from affinevae.training import TrainConfig, fit
 
@@ -205,6 +205,22 @@ def section_training(args, out: dict, upright_vae):
 
 def section_cost(args, out: dict, posed: AVAE, data):
     print("\n== 3. cost of align with the amortised start vs plain VAE evaluation ==", flush=True)
+    if args.head_channels or args.head_hidden or args.head_hypotheses:
+        changes = {}
+        if args.head_channels:
+            changes["head_channels"] = tuple(int(v) for v in args.head_channels.split(","))
+        if args.head_hidden:
+            changes["head_hidden"] = args.head_hidden
+        if args.head_hypotheses:
+            changes["head_hypotheses"] = args.head_hypotheses
+        cfg = posed.config.replace(**changes)
+        posed.config = cfg
+        torch.manual_seed(args.seed)
+        posed.head = PoseHead(cfg.image_shape, posed.transform, cfg.search.ranges(), channels=tuple(cfg.head_channels),
+                              hidden=cfg.head_hidden, hypotheses=cfg.head_hypotheses)
+        posed.head_trained.fill_(0)
+        print(f"    new pose head: channels {cfg.head_channels}, hidden {cfg.head_hidden}, {cfg.head_hypotheses} "
+              f"hypotheses, {sum(p.numel() for p in posed.head.parameters())} parameters")
     if args.head_fit_n:
         t = time.perf_counter()
         sub = data.subset(slice(0, args.head_fit_n))
@@ -279,6 +295,9 @@ def main(argv=None):
                    help="threshold every image (after rotating) at this value (default 0.5): removes resampling blur")
     p.add_argument("--head-fit-n", type=int, default=2000, help="searched training images for fit_pose_head (0: skip)")
     p.add_argument("--head-epochs", type=int, default=30)
+    p.add_argument("--head-channels", help="section 3: replace the pose head by one with these conv widths, e.g. 32,64")
+    p.add_argument("--head-hidden", type=int, default=0, help="section 3: hidden width of the replacement head")
+    p.add_argument("--head-hypotheses", type=int, default=0, help="section 3: hypotheses of the replacement head")
     p.add_argument("--exhaustive-keep", type=int, default=30, help="restarts refined in the exhaustive search")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats (best of)")
     p.add_argument("--sections", default="1,2,3")

@@ -24,8 +24,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "figures"
-DEMO_FIGURES = ["rotated_latent_space", "rotated_learned_vs_true_angle", "loss_vs_rotation_binary",
-                "avae_rotation_histograms", "ae_vs_vae_samples"]
+DEMO_FIGURES = ["rotated_latent_space", "loss_vs_rotation_binary", "avae_rotation_histograms"]
 
 
 def compact_png(src: Path, dst: Path) -> Path:
