@@ -33,3 +33,20 @@ def test_every_cli_command_is_documented_with_an_example():
 def test_readme_figures_exist():
     for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README):
         assert (ROOT / path).is_file(), path
+
+
+def test_python_api_example_compiles_and_names_exist():
+    """The README's Python example (run by hand in about a minute) uses only names that exist."""
+    import affinevae as av
+
+    code = README.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    compile(code, "README Python API", "exec")
+    for dotted in sorted(set(re.findall(r"\bav\.([A-Za-z_][\w.]*)", code))):
+        obj = av
+        for part in dotted.split("."):
+            assert hasattr(obj, part), f"README uses av.{dotted}, which does not exist"
+            obj = getattr(obj, part)
+    for module, name in re.findall(r"from (affinevae[\w.]*) import (\w+)", code):
+        import importlib
+
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name}"

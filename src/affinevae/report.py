@@ -229,7 +229,8 @@ def resolve_run_data(run_dir: str | Path, data=None, n: Optional[int] = 500, spl
     if data is None:
         data = info.get("data")
         if not data:
-            raise AffineVAEError(f"{run_dir}: no data spec in train.json; give the data to analyse (--data)")
+            raise AffineVAEError(f"{run_dir}: no data spec in train.json (a run trained from Python); give the data "
+                                 "to analyse (--data, or data= in Python)")
         return load_dataset(str(data), split=split, n=n, seed=seed, key=info.get("key"), labels=info.get("labels"),
                             binarize=info.get("binarize"))
     return load_dataset(str(data), split=split, n=n, seed=seed)

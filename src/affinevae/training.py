@@ -54,7 +54,8 @@ class TrainConfig(Config):
         device: 'auto' (cuda if available), 'cpu' or 'cuda'.
         bf16: bfloat16 autocast for the network (likelihoods stay float32).
         grad_clip: clip the gradient norm to this value (0 = off).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar: True, False, or None (default) for "when it can be
+            seen": standard error is a terminal or the code runs in a Jupyter kernel.
         checkpoint: write a checkpoint every epoch (needs a run directory).
         compile: compile the model's hot modules (:meth:`LatentModel.compile_targets`) with
             ``torch.compile`` for the duration of :func:`fit` (static shapes; needs a C++
@@ -72,7 +73,7 @@ class TrainConfig(Config):
     device: str = "auto"
     bf16: bool = False
     grad_clip: float = 0.0
-    progress: bool = True
+    progress: Optional[bool] = None
     checkpoint: bool = True
     compile: bool = False
 
@@ -86,8 +87,18 @@ class TrainConfig(Config):
         check(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
         check_choice("device", self.device, ["auto", "cpu", "cuda"])
         check_positive("grad_clip", self.grad_clip, allow_zero=True)
-        for name in ("bf16", "progress", "checkpoint", "compile"):
+        for name in ("bf16", "checkpoint", "compile"):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        check(self.progress is None or isinstance(self.progress, bool),
+              f"progress must be true, false or null (auto), got {self.progress!r}")
+
+    def show_progress(self) -> bool:
+        """Whether to draw the progress bar (``progress``, or when None: a terminal or a Jupyter kernel)."""
+        if self.progress is not None:
+            return self.progress
+        import sys
+
+        return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 @dataclasses.dataclass
@@ -352,7 +363,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             seen = 0
             t0 = time.perf_counter()
             bar = None
-            if cfg.progress and rank == 0:
+            if rank == 0 and cfg.show_progress():
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True)

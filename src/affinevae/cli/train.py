@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
@@ -65,7 +64,7 @@ class Train:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                           schedule=args.schedule, val_split=args.val_split, seed=args.seed, device=args.device,
-                          bf16=args.bf16, compile=args.compile, progress=not args.no_progress and sys.stderr.isatty())
+                          bf16=args.bf16, compile=args.compile, progress=False if args.no_progress else None)
         rank, _ = init_distributed(cfg.device)
         data = load_data_from_args(args, "train", seed=args.seed)
         cls = MODELS.get(args.model)
