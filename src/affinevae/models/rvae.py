@@ -63,7 +63,9 @@ class RVAEConfig(ModelConfig):
         decoder: 'spatial' (coordinate MLP, default) or 'warp' (conv decoder + affine warp).
         encoder: 'mlp' (default) or 'conv'.
         hidden: widths of the spatial decoder's per-pixel MLP (and of the conv decoder's head
-            for 'warp'); the per-pixel cost grows as the product of neighbouring widths.
+            for 'warp'); the per-pixel cost grows as the product of neighbouring widths. The
+            default (48, 48) trains 1.5x faster than (64, 64) on rotated MNIST at a -ELBO about
+            1 nat higher and with better-separated content latents (benchmarks/bench_rvae.py).
         encoder_hidden: widths of the encoder's fully connected layers (() = same as ``hidden``).
         equivariance: weight of the pose-consistency term added to the training loss (0 = off;
             None = auto: 10 with rotation_mode 'gaussian', 0 with 'full'). Each training batch
@@ -79,7 +81,7 @@ class RVAEConfig(ModelConfig):
 
     encoder: str = "mlp"
     decoder: str = "spatial"
-    hidden: tuple = (64, 64)
+    hidden: tuple = (48, 48)
     encoder_hidden: tuple = (256, 128)
     activation: str = "relu"
     invariances: tuple = INVARIANCES

@@ -60,7 +60,7 @@ class SpatialDecoder(nn.Module):
     ``H*W*sum(hidden[i] * hidden[i+1])`` multiply-adds, so keep ``hidden`` small.
     """
 
-    def __init__(self, in_dim: int, image_shape: Sequence[int], hidden: Sequence[int] = (64, 64),
+    def __init__(self, in_dim: int, image_shape: Sequence[int], hidden: Sequence[int] = (48, 48),
                  act: str = "relu", channels: Sequence[int] = (), norm: str = "none") -> None:
         super().__init__()
         if len(hidden) < 1:
