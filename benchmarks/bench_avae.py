@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import affinevae as av
-from affinevae.models.avae import AVAE, load_pose_record
+from affinevae.models.avae import AVAE, AVAEConfig, load_pose_record
 from affinevae.pose_search import HeadTrainConfig, PoseHead, SearchConfig, fit_pose_head, seeded
 from affinevae.sweep import SweepConfig, rotate_images, rotation_sweep
 from affinevae.training import TrainConfig, fit
@@ -148,9 +148,8 @@ def section_training(args, out: dict, upright_vae):
     search = SearchConfig(restarts=args.restarts, keep=args.keep, steps=args.steps)
 
     def build_posed():
-        model = AVAE(av.build_model("vae", **vae_options(args)), search=search, train_search=train_search)
-        model.config = model.config.replace(warm_start=args.warm_start)
-        return model
+        return AVAE(av.build_model("vae", **vae_options(args)),
+                    config=AVAEConfig(search=search, train_search=train_search, warm_start=args.warm_start))
 
     torch.manual_seed(args.seed)
     posed_name = (f"avae-posed{tag(args)}-r{args.train_restarts}-s{args.train_steps}-lr{args.train_lr:g}"

@@ -102,6 +102,14 @@ def _check_indices(indices, n_data: int, what: str) -> np.ndarray:
     return idx
 
 
+def _one_or_more(items, cls: type, where: str) -> list:
+    """``items`` (one ``cls`` instance or a sequence of them) as a non-empty list; raises :class:`AffineVAEError`."""
+    out = [items] if isinstance(items, cls) else list(items)
+    if not out:
+        raise AffineVAEError(f"{where} needs at least one {cls.__name__}")
+    return out
+
+
 def _np(t) -> np.ndarray:
     return t.detach().cpu().float().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
@@ -346,9 +354,7 @@ def plot_latent_scatter(codes: LatentCodes | Sequence[LatentCodes], color_by: st
     ``codes`` may be a list (one row per model). ``color_by='auto'`` uses every colouring
     the data support. Angles are shown in degrees on a cyclic colour map.
     """
-    rows = [codes] if isinstance(codes, LatentCodes) else list(codes)
-    if not rows:
-        raise AffineVAEError("plot_latent_scatter needs at least one LatentCodes")
+    rows = _one_or_more(codes, LatentCodes, "plot_latent_scatter")
     if color_by == "auto":
         kinds = []
         for r in rows:
@@ -436,9 +442,7 @@ def plot_latent_stats(stats: LatentStats | Sequence[LatentStats], title: Optiona
     N(0, 1) reference (+-1 dashed). Bottom: the density of each dimension's values (one line
     per dimension) against the N(0, 1) density (black dashed).
     """
-    items = [stats] if isinstance(stats, LatentStats) else list(stats)
-    if not items:
-        raise AffineVAEError("plot_latent_stats needs at least one LatentStats")
+    items = _one_or_more(stats, LatentStats, "plot_latent_stats")
     fig, axes = new_figure(2, len(items), panel=(3.6, 2.7), sharey="row", sharex="row")
     lo = min(float(s.min.min()) for s in items)
     hi = max(float(s.max.max()) for s in items)
@@ -530,9 +534,7 @@ def generate(model, n: int = 64, classes: Optional[Sequence[int]] = None, per_cl
 def plot_generation(items: Generated | Sequence[Generated], title: Optional[str] = None,
                     names: Optional[Sequence[str]] = None):
     """Grid(s) of generated images: one panel per model; conditional models one row per class."""
-    gens = [items] if isinstance(items, Generated) else list(items)
-    if not gens:
-        raise AffineVAEError("plot_generation needs at least one Generated")
+    gens = _one_or_more(items, Generated, "plot_generation")
     fig, axes = new_figure(1, len(gens), panel=(3.4, 3.4))
     for i, g in enumerate(gens):
         ax = axes[0, i]
@@ -736,9 +738,7 @@ def plot_interpolation(items: Interpolation | Sequence[Interpolation], title: Op
     """One row per interpolation: input A (green frame), the decoded path, input B (red frame)."""
     from matplotlib.patches import Rectangle
 
-    rows = [items] if isinstance(items, Interpolation) else list(items)
-    if not rows:
-        raise AffineVAEError("plot_interpolation needs at least one Interpolation")
+    rows = _one_or_more(items, Interpolation, "plot_interpolation")
     steps = max(len(r.t) for r in rows)
     fig, axes = new_figure(len(rows), 1, panel=(0.62 * (steps + 2) + 0.3, 1.0))
     for r, it in enumerate(rows):
@@ -802,9 +802,7 @@ def latent_arithmetic(model, data, triple: Sequence[int] = (0, 1, 2), labels=Non
 def plot_arithmetic(items: Arithmetic | Sequence[Arithmetic], title: Optional[str] = None,
                     names: Optional[Sequence[str]] = None):
     """a - b + c = result, with the inputs above their canonical decodings (one block per item)."""
-    rows = [items] if isinstance(items, Arithmetic) else list(items)
-    if not rows:
-        raise AffineVAEError("plot_arithmetic needs at least one Arithmetic")
+    rows = _one_or_more(items, Arithmetic, "plot_arithmetic")
     fig, axes = new_figure(2 * len(rows), 4, panel=(1.15, 1.15))
     for r, a in enumerate(rows):
         for k, (lab, op) in enumerate(zip("abc", ["", "- ", "+ "])):
@@ -859,9 +857,7 @@ def angle_comparison(model, data, n: Optional[int] = None, labels=None) -> Angle
 @styled
 def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], title: Optional[str] = None):
     """Scatter of learned vs true angle (degrees), one panel per model, circular correlation in the title."""
-    rows = [items] if isinstance(items, AngleComparison) else list(items)
-    if not rows:
-        raise AffineVAEError("plot_angle_comparison needs at least one AngleComparison")
+    rows = _one_or_more(items, AngleComparison, "plot_angle_comparison")
     fig, axes = new_figure(1, len(rows), panel=(3.6, 3.4))
     import matplotlib
 

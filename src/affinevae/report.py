@@ -213,19 +213,28 @@ def _rotation_figure(rep: "HtmlReport", A, run_dir: Path) -> None:
                "unknown, so the encoded orientation cannot be shown)")
 
 
+def run_info(run_dir: str | Path) -> dict:
+    """A run's ``train.json`` (training config, data spec, epochs done), or {} for a saved model without one."""
+    from .training import TRAIN_JSON, read_run
+
+    return read_run(run_dir) if (Path(run_dir) / TRAIN_JSON).exists() else {}
+
+
+def _training_seed(info: dict) -> int:
+    """The seed a run was trained with (0 when unknown): built-in data sets are drawn from it."""
+    return int((info.get("train_config") or {}).get("seed", 0))
+
+
 def resolve_run_data(run_dir: str | Path, data=None, n: Optional[int] = 500, split: str = "test"):
     """The data a run's report analyses: ``data`` (an ImageSet or a ``--data`` spec) or the
     run's own data spec from ``train.json`` (test split for built-in sets, binarized if the
     run's were), first ``n`` images."""
     from .data import ImageSet, load_dataset
-    from .training import TRAIN_JSON, read_run
 
     if isinstance(data, ImageSet):
         return data if n is None or n >= len(data) else data.subset(slice(0, n))
-    info: dict = {}
-    if (Path(run_dir) / TRAIN_JSON).exists():
-        info = read_run(run_dir)
-    seed = int((info.get("train_config") or {}).get("seed", 0))
+    info = run_info(run_dir)
+    seed = _training_seed(info)
     if data is None:
         data = info.get("data")
         if not data:
@@ -238,11 +247,7 @@ def resolve_run_data(run_dir: str | Path, data=None, n: Optional[int] = 500, spl
 
 def run_binarize(run_dir: str | Path) -> Optional[float]:
     """The ``--binarize`` threshold a run was trained with (``train.json``), or None."""
-    from .training import TRAIN_JSON, read_run
-
-    if not (Path(run_dir) / TRAIN_JSON).exists():
-        return None
-    value = read_run(run_dir).get("binarize")
+    value = run_info(run_dir).get("binarize")
     return None if value is None else float(value)
 
 
@@ -250,17 +255,13 @@ def run_training_angles(run_dir: str | Path) -> Optional[np.ndarray]:
     """The true rotations (N,) in radians of a run's training images, when its data spec in ``train.json``
     can be loaded again and carries them (``rotated-mnist``, an ``.npz`` with an ``angle`` array); else None."""
     from .data import load_dataset
-    from .training import TRAIN_JSON, read_run
 
-    if not (Path(run_dir) / TRAIN_JSON).exists():
-        return None
-    info = read_run(run_dir)
+    info = run_info(run_dir)
     spec = info.get("data")
     if not spec:
         return None
-    seed = int((info.get("train_config") or {}).get("seed", 0))
     try:
-        data = load_dataset(str(spec), split="train", n=info.get("n"), seed=seed, key=info.get("key"))
+        data = load_dataset(str(spec), split="train", n=info.get("n"), seed=_training_seed(info), key=info.get("key"))
     except AffineVAEError:
         return None
     return None if data.angle is None else np.asarray(data.angle, dtype=np.float64)
@@ -288,13 +289,13 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
     from . import analysis as A
     from .io import load
     from .models.avae import AVAE, POSES_FILE
-    from .training import TRAIN_JSON, read_metrics, read_run
+    from .training import read_metrics
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     say = log or (lambda msg: None)
     model = load(run_dir)
-    info = read_run(run_dir) if (run_dir / TRAIN_JSON).exists() else {}
+    info = run_info(run_dir)
     ds = resolve_run_data(run_dir, data, n)
     desc = model.describe()
     rep = HtmlReport(f"affinevae report: {run_dir.resolve().name}",

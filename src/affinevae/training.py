@@ -237,28 +237,25 @@ def _load_checkpoint(run_dir: Path, model: LatentModel, opt: torch.optim.Optimiz
 @contextlib.contextmanager
 def compiled(model: LatentModel, enabled: bool = True):
     """Context manager: ``model``'s :meth:`~LatentModel.compile_targets` run compiled
-    (``torch.compile``, static shapes) inside the block and eagerly again after it."""
+    (``torch.compile``, static shapes) inside the block and eagerly again after it.
+
+    A failure of the compiler inside the block (no C++ compiler, an unsupported op) becomes a
+    one-line :class:`AffineVAEError`.
+    """
     modules = list(model.compile_targets()) if enabled else []
     for m in modules:
         m.compile(dynamic=False)
     try:
         yield model
-    finally:
-        for m in modules:  # nn.Module.compile has no public inverse: drop the compiled call
-            m._compiled_call_impl = None
-
-
-@contextlib.contextmanager
-def _compile_errors(enabled: bool):
-    """Turn a failure of ``torch.compile`` (no C++ compiler, an unsupported op) into a one-line user error."""
-    try:
-        yield
     except Exception as exc:
-        if enabled and type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        if modules and type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise AffineVAEError(f"torch.compile failed ({type(exc).__name__}: {first[:200]}); "
                                  "train without --compile (compile=False)") from None
         raise
+    finally:
+        for m in modules:  # nn.Module.compile has no public inverse: drop the compiled call
+            m._compiled_call_impl = None
 
 
 def _epoch_lr(cfg: TrainConfig, epoch: int) -> float:
@@ -373,7 +370,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
                     continue
                 xb = x[idx].to(device, non_blocking=True)
                 yb = None if y is None else y[idx].to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16), _compile_errors(cfg.compile):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     outb = net(xb, yb, index=data_index[idx])
                 loss = outb.loss
                 if not torch.isfinite(loss):

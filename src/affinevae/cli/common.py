@@ -18,8 +18,12 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
     p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
     p.add_argument("--key", help="array name inside an .npz (default: images, else patches, else the only array)")
     p.add_argument("-n", "--n", type=int, dest="n", help="use only the first N images")
-    p.add_argument("--binarize", nargs="?", type=float, const=0.5, default=None, metavar="T",
-                   help="threshold the images: pixels above T (default 0.5) become 1, the others 0")
+    add_binarize_argument(p, "threshold the images: pixels above T (default 0.5) become 1, the others 0")
+
+
+def add_binarize_argument(p, help: str) -> None:
+    """``--binarize [T]``: a threshold in (0, 1), 0.5 when given without a value, None when absent."""
+    p.add_argument("--binarize", nargs="?", type=float, const=0.5, default=None, metavar="T", help=help)
 
 
 def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: int = 0,

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from ..errors import AffineVAEError
 from ..registry import Registry
 from . import COMMANDS
-from .common import parse_int_list
+from .common import add_binarize_argument, parse_int_list
 
 
 
@@ -228,9 +228,8 @@ class Plot:
         d.add_argument("--key", help="array name inside an .npz")
         d.add_argument("-n", "--n", type=int, default=1000, dest="n", help="use the first N images (default 1000)")
         d.add_argument("--split", default="test", help="train or test for built-in sets (default test)")
-        d.add_argument("--binarize", nargs="?", type=float, const=0.5, default=None, metavar="T",
-                       help="threshold the images at T (default 0.5; default: as the run was trained); "
-                            "loss-vs-rotation thresholds each rotated image")
+        add_binarize_argument(d, "threshold the images at T (default 0.5; default: as the run was trained); "
+                                 "loss-vs-rotation thresholds each rotated image")
         k = p.add_argument_group("kind options")
         k.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="more runs on the same figure "
                        "(latent-stats, latent, samples, interpolation, angles, loss-vs-rotation)")

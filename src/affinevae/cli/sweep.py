@@ -12,7 +12,7 @@ from ..sweep import SweepConfig, parse_angles, plot_sweep, rotation_sweep
 from ..training import resolve_device
 from . import COMMANDS
 from .align import add_search_arguments, search_config_from_args
-from .common import load_data_from_args
+from .common import add_binarize_argument, load_data_from_args
 
 
 def _models_of(run_dir: str, transform, device) -> dict:
@@ -46,9 +46,8 @@ class Sweep:
         p.add_argument("-n", "--n", type=int, dest="n", default=500, help="test images (default 500)")
         p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
         p.add_argument("--interpolation", default="bilinear", help="how test images are rotated: bilinear or bicubic")
-        p.add_argument("--binarize", nargs="?", type=float, const=0.5, default=None, metavar="T",
-                       help="threshold every rotated image at T (default 0.5): for models trained on binarized "
-                            "images (train --binarize), so that resampling blur does not mix with the pose")
+        add_binarize_argument(p, "threshold every rotated image at T (default 0.5): for models trained on binarized "
+                                 "images (train --binarize), so that resampling blur does not mix with the pose")
         p.add_argument("--out", default="sweep.csv", help="output CSV (the PNG goes beside it)")
         add_search_arguments(p)
 

@@ -80,10 +80,9 @@ class ContinuousBernoulli(Likelihood):
         mean = lam / (2 * lam - 1) + 1 / (2 * torch.atanh(1 - 2 * lam))
         return torch.where((lam - 0.5).abs() < 1e-3, torch.full_like(lam, 0.5), mean)
 
-    def params_for_mean(self, mean):
-        """Logits of ``mean`` (clamped): the mean of the continuous Bernoulli lies between its
-        parameter and 1/2, so this starts a little further from grey than asked."""
-        return torch.logit(mean.clamp(1e-3, 1 - 1e-3))
+    # Logits of the mean, as for the Bernoulli: the mean of the continuous Bernoulli lies between its
+    # parameter and 1/2, so this starts a little further from grey than asked.
+    params_for_mean = Bernoulli.params_for_mean
 
 
 @LIKELIHOODS.register("gaussian")
