@@ -177,6 +177,11 @@ def test_demo_quick(tmp_path, capsys):
                     "Rotations found during pose-optimised training", "Training curves"):
         assert section in text
     assert (out / "runs" / "avae" / "poses.npz").exists() and (out / "runs" / "rot_crvae" / "train.json").exists()
+    # the binarized VAE's run remembers its data and threshold, so `affinevae report` analyses the right images
+    from affinevae.report import resolve_run_data, run_binarize
+
+    assert run_binarize(out / "runs" / "vae_binary") == 0.5
+    assert set(np.unique(resolve_run_data(out / "runs" / "vae_binary", n=20).images)) <= {0.0, 1.0}
     # the story of part 3 holds even at the quick budget: the AVAE's loss moves less with rotation than the VAE's
     sweep = load_sweep_csv(out / "loss_vs_rotation_binary.csv")
     rel = sweep.relative()

@@ -173,7 +173,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
         figures[name], pngs[name] = path, png
         return path
 
-    def train(name: str, family: str, data, test, data_name: str, **opts) -> str:
+    def train(name: str, family: str, data, test, data_name: str, binarize: Optional[float] = None, **opts) -> str:
         run = runs_dir / name
         if run.exists():
             shutil.rmtree(run)
@@ -182,14 +182,15 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
         t = time.perf_counter()
         res = fit(model, data, TrainConfig(epochs=plan.epochs if family != "avae" else plan.avae_epochs,
                                            batch_size=plan.batch_size, lr=2e-3, seed=seed, progress=progress, val_split=0.1),
-                  out=run, meta={"data": data_name, "labels": None, "key": None, "n": len(data)})
+                  out=run, meta={"data": data_name, "labels": None, "key": None, "n": len(data), "binarize": binarize})
         train_s = time.perf_counter() - t
         model.eval()
         from .evaluation import encode_dataset
 
         neg = -float(encode_dataset(model, test, seed=seed)["elbo"].mean())
         models[name], runs[name], curves[name] = model, run, res.history
-        metrics[name] = {"model": name, "family": family, "data": data_name, "n_train": len(data),
+        metrics[name] = {"model": name, "family": family,
+                         "data": data_name + (" (binarized)" if binarize is not None else ""), "n_train": len(data),
                          "epochs": len(res.history), "train_s": round(train_s, 1), "test_neg_elbo": round(neg, 2),
                          "images_per_s": round(float(np.mean([h["images_per_s"] for h in res.history])), 1)}
         return f"test -ELBO {neg:.1f} nats/image, {metrics[name]['images_per_s']:.0f} images/s"
@@ -289,7 +290,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
     sweep: dict = {}
     binary = mnist.binarized(0.5)
     steps.run(f"train a VAE on {plan.n_mnist} binarized MNIST digits (10 latents, {plan.epochs} epochs)",
-              lambda: train("vae_binary", "vae", binary, mnist_test.binarized(0.5), "mnist (binarized)", latent_dim=10,
+              lambda: train("vae_binary", "vae", binary, mnist_test.binarized(0.5), "mnist", binarize=0.5, latent_dim=10,
                             **CONV))
 
     def stage3():
