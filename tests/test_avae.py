@@ -3,6 +3,7 @@ the amortised start, save/load, the rotation sweep and the align/sweep commands.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -247,22 +248,39 @@ def test_single_start_without_refinement_skips_evaluation(vae, test_digits):
 
 
 HEAD_SEED = 0
+HEAD_DIGITS = [2, 3, 4, 5, 6, 7, 9]
 
 
-def test_amortised_start_from_a_head_fitted_on_search_results(vae):
+@pytest.fixture(scope="module")
+def head_avae(vae):
+    """An AVAE around ``vae`` whose pose head was fitted on searched poses of 600 upright digits."""
     torch.manual_seed(HEAD_SEED)
     avae = AVAE(vae)  # the head starts untrained and is not used
     assert avae.predict_pose(torch.rand(2, 1, 28, 28)) is None
-    train = av.data.load_mnist("train", n=600, digits=[2, 3, 4, 5, 6, 7, 9], seed=1)
+    train = av.data.load_mnist("train", n=600, digits=HEAD_DIGITS, seed=1)
     found = avae.align(train.images, config=SearchConfig(restarts=8, keep=1, steps=4))
     losses = fit_pose_head(avae, train.images, found.params, HeadTrainConfig(epochs=20, augment_rotation=True))
-    assert int(avae.head_trained) == 1 and avae.predict_pose(train.images[:3], 2).shape == (3, 2, 1)
-    assert losses[-1] < 0.5 * losses[0]
-    test = av.data.load_mnist("test", n=300, digits=[2, 3, 4, 5, 6, 7, 9])
+    return avae, losses
+
+
+@pytest.fixture(scope="module")
+def head_test_digits():
+    """(300, 1, 28, 28) test digits turned by known random angles (radians, (300,))."""
+    test = av.data.load_mnist("test", n=300, digits=HEAD_DIGITS)
     true = np.random.default_rng(2).uniform(-math.pi, math.pi, len(test))
-    x = torch.as_tensor(np.clip(av.data.transform_images(test.images, true), 0, 1))
+    return torch.as_tensor(np.clip(av.data.transform_images(test.images, true), 0, 1)), true
+
+
+HEAD_ONLY = SearchConfig(restarts=1, steps=0, include_identity=False)
+
+
+def test_amortised_start_from_a_head_fitted_on_search_results(head_avae, head_test_digits):
+    avae, losses = head_avae
+    assert int(avae.head_trained) == 1 and avae.predict_pose(torch.rand(3, 1, 28, 28), 2).shape == (3, 2, 1)
+    assert losses[-1] < 0.5 * losses[0]
+    x, true = head_test_digits
     # the head alone (one start, no refinement, nothing evaluated) already recovers most angles
-    fast = avae.align(x, config=SearchConfig(restarts=1, steps=0, include_identity=False))
+    fast = avae.align(x, config=HEAD_ONLY)
     err = circular_error_deg(fast.angle.numpy(), true)
     assert np.median(err) < 30, np.median(err)
     # at the same small budget (2 starts, 3 Adam steps) the head's start gets much closer to a full search's ELBO
@@ -272,6 +290,58 @@ def test_amortised_start_from_a_head_fitted_on_search_results(vae):
     gap_head = (full.elbo_after - with_head.elbo_after).mean().item()
     gap_plain = (full.elbo_after - without.elbo_after).mean().item()
     assert gap_head < 0.5 * gap_plain, (gap_head, gap_plain)
+
+
+def test_head_trained_on_the_elbo_changes_only_the_head(head_avae):
+    avae = copy.deepcopy(head_avae[0])
+    inner = {k: v.clone() for k, v in avae.vae.state_dict().items()}
+    head = {k: v.clone() for k, v in avae.head.state_dict().items()}
+    train = av.data.load_mnist("train", n=300, digits=HEAD_DIGITS, seed=1)
+    torch.manual_seed(HEAD_SEED)
+    hist = fit_pose_head(avae, train.images, config=HeadTrainConfig(target="elbo", epochs=2, lr=1e-3,
+                                                                     augment_rotation=True))
+    assert len(hist) == 2 and all(50 < v < 400 for v in hist)  # nats/image at the head's own poses
+    assert all(torch.equal(v, avae.vae.state_dict()[k]) for k, v in inner.items())  # the VAE is untouched
+    assert any(not torch.equal(v, avae.head.state_dict()[k]) for k, v in head.items())
+    assert all(p.requires_grad for p in avae.vae.parameters())  # and left trainable
+
+
+def test_tuning_model_and_head_together_closes_the_gap_to_a_full_search(head_avae, head_test_digits):
+    avae = copy.deepcopy(head_avae[0])
+    x, _ = head_test_digits
+    full = SearchConfig(restarts=16, keep=2, steps=8, use_head=False)
+
+    def gap():
+        return (avae.align(x, config=full).elbo_after - avae.align(x, config=HEAD_ONLY).elbo_after).mean().item()
+
+    gap_before = gap()
+    train = av.data.load_mnist("train", n=600, digits=HEAD_DIGITS, seed=1)
+    rotations = np.random.default_rng(3).uniform(-math.pi, math.pi, len(train))
+    images = np.clip(av.data.transform_images(train.images, rotations), 0, 1)
+    torch.manual_seed(HEAD_SEED)
+    hist = fit_pose_head(avae, images, config=HeadTrainConfig(target="elbo", tune_model=True, epochs=10, lr=1e-3))
+    assert hist[-1] < hist[0] - 5  # the sampled -ELBO at the head's poses, nats/image
+    original = head_avae[0].vae.state_dict()
+    assert any(not torch.equal(v, original[k]) for k, v in avae.vae.state_dict().items())  # the VAE learned too
+    gap_after = gap()
+    assert gap_after < 0.85 * gap_before, (gap_before, gap_after)
+
+
+def test_fit_pose_head_rejects_bad_arguments(head_avae):
+    avae = head_avae[0]
+    x = torch.rand(4, 1, 28, 28)
+    with pytest.raises(AffineVAEError, match="target must be one of"):
+        HeadTrainConfig(target="elb")
+    with pytest.raises(AffineVAEError, match="tune_model needs target='elbo'"):
+        HeadTrainConfig(tune_model=True)
+    with pytest.raises(AffineVAEError, match="needs the searched poses"):
+        fit_pose_head(avae, x)
+    with pytest.raises(AffineVAEError, match="give no params"):
+        fit_pose_head(avae, x, torch.zeros(4, 1), HeadTrainConfig(target="elbo"))
+    with pytest.raises(AffineVAEError, match="got 3 poses for 4 images"):
+        fit_pose_head(avae, x, torch.zeros(3, 1))
+    with pytest.raises(AffineVAEError, match="no pose head"):
+        fit_pose_head(AVAE(avae.vae, pose_head=False), x, torch.zeros(4, 1))
 
 
 # ---------------------------------------------------------------------- training, saving, loading
@@ -442,6 +512,31 @@ def test_cli_align_bad_search_option_exits_2(vae_run, tmp_path, capsys):
     rc = main(["align", str(vae_run), "--data", "mnist", "-n", "4", "--out", str(tmp_path / "a.npz"), "--keep", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "keep" in err
+
+
+def test_cli_amortise_trains_a_head_that_align_then_starts_from(vae_run, tmp_path, capsys):
+    out = tmp_path / "fast"
+    rc = main(["amortise", str(vae_run), "--data", "rotated-mnist", "-n", "64", "--epochs", "2", "--tune-model",
+               "--out", str(out)])
+    assert rc == 0 and "trained the pose head on 64 images (elbo, VAE tuned, 2 epochs)" in capsys.readouterr().out
+    model = av.load(out)
+    assert isinstance(model, AVAE) and int(model.head_trained) == 1
+    x = torch.as_tensor(av.data.load_dataset("rotated-mnist", split="test", n=8, seed=0).images)  # as the CLI loads it
+    assert model.predict_pose(x).shape == (8, 1, 1)
+    # the saved head is the start of a one-start, no-refinement align: the found pose is exactly its prediction
+    rc = main(["align", str(out), "--data", "rotated-mnist", "-n", "8", "--out", str(tmp_path / "a.npz"),
+               "--restarts", "1", "--steps", "0"])
+    assert rc == 0
+    found = load_alignment(tmp_path / "a.npz")
+    np.testing.assert_allclose(found["params"], model.predict_pose(x)[:, 0].detach().numpy(), atol=1e-5)
+    # searched targets work too; --out may not overwrite the run
+    rc = main(["amortise", str(vae_run), "--data", "mnist", "-n", "32", "--epochs", "1", "--target", "search",
+               "--out", str(tmp_path / "fast2")])
+    assert rc == 0 and int(av.load(tmp_path / "fast2").head_trained) == 1
+    capsys.readouterr()
+    rc = main(["amortise", str(out), "--data", "mnist", "-n", "8", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--out must differ" in err
 
 
 def test_cli_sweep_writes_csv_columns_and_png(vae_run, tmp_path, capsys):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import Config, check, check_positive
+from .config import Config, check, check_choice, check_positive
 from .errors import AffineVAEError
 from .nn.affine import Pose, render
 from .nn.transforms import Parameterisation
@@ -475,15 +475,26 @@ class HeadTrainConfig(Config):
     """Options of :func:`fit_pose_head`.
 
     Attributes:
-        epochs: passes over the (image, pose) pairs.
-        batch_size: pairs per Adam step.
-        lr: Adam learning rate.
-        augment_rotation: each step, rotate every image by a random angle and rotate its
-            target pose accordingly (exact for every parameterisation with an angle), so a
-            few searched images teach the head the whole circle.
+        target: what the head learns from. ``'search'``: regress poses found by a search
+            (``params`` given). ``'elbo'``: the model's own objective at the head's poses,
+            no search and no targets: every hypothesis is scored by the -ELBO at the
+            posterior mean, the best one's gradient flows through the warp into the head
+            (winner-takes-all) and the scores learn which hypothesis wins.
+        tune_model: (``target='elbo'`` only) also train the inner model, on the sampled
+            ELBO of the images in the pose the head picks (its best-scored hypothesis, as
+            an amortised ``align`` does): the VAE and the head adapt to each other, which
+            closes most of the gap between the head's pose and a full search.
+        epochs: passes over the images.
+        batch_size: images per Adam step.
+        lr: Adam learning rate (head and, with ``tune_model``, the inner model).
+        augment_rotation: each step, rotate every image by a random angle (and, for
+            ``target='search'``, its target pose accordingly; exact for every
+            parameterisation with an angle), so a few images teach the head the whole circle.
         seed: data order and augmentation angles.
     """
 
+    target: str = "search"
+    tune_model: bool = False
     epochs: int = 20
     batch_size: int = 128
     lr: float = 2e-3
@@ -491,54 +502,112 @@ class HeadTrainConfig(Config):
     seed: int = 0
 
     def validate(self) -> None:
+        check_choice("target", self.target, ["search", "elbo"])
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}")
         check_positive("lr", self.lr)
-        check(isinstance(self.augment_rotation, bool), f"augment_rotation must be true or false, got {self.augment_rotation!r}")
+        for name in ("augment_rotation", "tune_model"):
+            check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        check(not self.tune_model or self.target == "elbo", "tune_model needs target='elbo'")
         check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")
 
 
-def fit_pose_head(model, x, params, config: Optional[HeadTrainConfig] = None) -> list[float]:
-    """Train ``model.head`` to predict searched poses ``params`` (N, P) from images ``x`` (N, C, H, W).
+def _elbo_head_loss(model, head: PoseHead, x: Tensor, y: Optional[Tensor], tune_model: bool) -> tuple[Tensor, Tensor]:
+    """(loss, reported (N,) -ELBO in nats) of one batch for ``target='elbo'`` (see :class:`HeadTrainConfig`)."""
+    raw = head(x)
+    hyp, scores = head.to_params(raw)
+    n, m, p = hyp.shape
+    xs, ys = x.repeat_interleave(m, 0), None if y is None else y.repeat_interleave(m, 0)
+    rows = torch.arange(n, device=x.device)
+    if tune_model:
+        with torch.no_grad():
+            obj = model.objective(xs, ys, hyp.detach().reshape(n * m, p)).reshape(n, m)
+        win = obj.argmin(1)
+        # the inner model learns at the pose the head picks (its score), like an amortised align
+        out = model._pass(x, y, hyp[rows, scores.argmax(1)], sample=True)
+        value = -out.elbo
+        loss = value
+    else:
+        obj = model.objective(xs, ys, hyp.reshape(n * m, p)).reshape(n, m)
+        win = obj.detach().argmin(1)
+        value = obj.gather(1, win[:, None])[:, 0]
+        loss = value if m == 1 else (1 - head.relax) * value + head.relax * (obj.sum(1) - value) / (m - 1)
+    if m > 1:
+        loss = loss + torch.nn.functional.cross_entropy(scores, win, reduction="none")
+    if head.angle_col is not None:  # keep each (cos, sin) output near the unit circle
+        raw_hyp, _ = head._split(raw)
+        loss = loss + ((raw_hyp[:, :, 0] ** 2 + raw_hyp[:, :, 1] ** 2 - 1) ** 2).sum(1)
+    return loss.mean(), value.detach()
 
-    Only the head's weights change. Returns the mean head loss of each epoch. Raises
-    :class:`AffineVAEError` if the model has no head or the shapes disagree.
+
+def fit_pose_head(model, x, params=None, config: Optional[HeadTrainConfig] = None, *, y=None) -> list[float]:
+    """Train ``model.head`` (the amortised start) on images ``x`` (N, C, H, W).
+
+    With ``config.target='search'`` the head regresses the searched poses ``params`` (N, P);
+    with ``'elbo'`` it needs no poses and maximises the model's ELBO at its own predictions
+    (and ``tune_model`` trains the inner model with it). ``y`` (N,): labels for a
+    class-conditional inner model (``'elbo'`` only). Only the head's weights change unless
+    ``tune_model``. Returns one figure per epoch: the mean head loss (``'search'``,
+    unitless) or the mean -ELBO at the head's poses (``'elbo'``, nats/image, on the
+    augmented images). Raises :class:`AffineVAEError` if the model has no head or the
+    inputs disagree.
     """
     cfg = config or HeadTrainConfig()
     head: Optional[PoseHead] = getattr(model, "head", None)
     if head is None:
         raise AffineVAEError("this AVAE has no pose head (build it with pose_head=True)")
-    x, _ = model.check_input(x, None)
+    by_elbo = cfg.target == "elbo"
+    x, y = model.check_input(x, y if by_elbo else None)
     transform: Parameterisation = model.transform
-    params = transform.check(torch.as_tensor(params, dtype=torch.float32), "params").to(x.device)
-    if len(params) != len(x):
-        raise AffineVAEError(f"got {len(params)} poses for {len(x)} images")
+    if by_elbo:
+        if params is not None:
+            raise AffineVAEError("target='elbo' learns from the model's ELBO: give no params")
+    else:
+        if params is None:
+            raise AffineVAEError("target='search' needs the searched poses: params (N, P)")
+        params = transform.check(torch.as_tensor(params, dtype=torch.float32), "params").to(x.device)
+        if len(params) != len(x):
+            raise AffineVAEError(f"got {len(params)} poses for {len(x)} images")
     if cfg.augment_rotation and not transform.has_angle:
         raise AffineVAEError(f"augment_rotation needs a transform with an angle, not '{transform.name}'")
-    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+    inner = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+    trainable = list(head.parameters()) + (inner if cfg.tune_model else [])
+    opt = torch.optim.Adam(trainable, lr=cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
-    was_training = head.training
-    head.train()
+    was_training = model.training
+    frozen = [p.requires_grad for p in inner]
+    model.train()
+    for p in inner:
+        p.requires_grad_(cfg.tune_model)
     history = []
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(x), generator=rng).to(x.device)
-        total = 0.0
-        for s in _chunks(len(x), cfg.batch_size):
-            idx = order[s]
-            xb, pb = x[idx], params[idx]
-            if cfg.augment_rotation:
-                phi = ((torch.rand(len(idx), generator=rng) * 2 - 1) * math.pi).to(x.device)
-                with torch.no_grad():
-                    xb = render(xb, Pose(angle=phi))
-                pb = transform.rotate(pb, phi)
-            loss = head.loss(head(xb), pb).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        history.append(total / len(x))
-    head.train(was_training)
+    try:
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(x), generator=rng).to(x.device)
+            total = 0.0
+            for s in _chunks(len(x), cfg.batch_size):
+                idx = order[s]
+                xb, pb = x[idx], None if params is None else params[idx]
+                if cfg.augment_rotation:
+                    phi = ((torch.rand(len(idx), generator=rng) * 2 - 1) * math.pi).to(x.device)
+                    with torch.no_grad():
+                        xb = render(xb, Pose(angle=phi))
+                    if pb is not None:
+                        pb = transform.rotate(pb, phi)
+                if by_elbo:
+                    loss, value = _elbo_head_loss(model, head, xb, _take(y, idx), cfg.tune_model)
+                    total += float(value.sum())
+                else:
+                    loss = head.loss(head(xb), pb).mean()
+                    total += float(loss.detach()) * len(idx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            history.append(total / len(x))
+    finally:
+        for p, req in zip(inner, frozen):
+            p.requires_grad_(req)
+        model.train(was_training)
     if hasattr(model, "head_trained"):
         model.head_trained.fill_(1)
     return history

@@ -19,7 +19,8 @@ from ..registry import Registry
 COMMANDS: Registry = Registry("command")
 
 # Modules that define sub-commands, in the order `affinevae --help` lists them.
-COMMAND_MODULES = ["train", "encode", "sample", "info", "demo", "patches", "map", "align", "sweep", "report", "plot"]
+COMMAND_MODULES = ["train", "encode", "sample", "info", "demo", "patches", "map", "align", "amortise", "sweep", "report",
+                   "plot"]
 
 
 def _load_commands() -> None:

@@ -1,0 +1,73 @@
+"""``affinevae amortise``: train an AVAE's pose head (the amortised start) and save the model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import AffineVAEError
+from ..io import load
+from ..models.avae import AVAE
+from ..pose_search import HeadTrainConfig, fit_pose_head
+from ..training import resolve_device
+from . import COMMANDS
+from .common import add_data_arguments, load_data_from_args
+
+
+@COMMANDS.register("amortise")
+class Amortise:
+    """``affinevae amortise`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
+
+    help = ("train the pose head that gives align its start (on the model's ELBO, or on searched poses), "
+            "optionally tuning the VAE with it; write the model to --out")
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        """Register the ``amortise`` options on ``p``."""
+        p.add_argument("run_dir", help="run or model directory of an avae (or of a vae/cvae: wrapped, with a new head)")
+        add_data_arguments(p)
+        p.add_argument("--out", required=True, help="directory for the model with its trained head (not run_dir)")
+        p.add_argument("--target", default="elbo", choices=["elbo", "search"],
+                       help="elbo: maximise the ELBO at the head's own poses (default); search: regress the poses "
+                            "found by the model's search")
+        p.add_argument("--tune-model", action="store_true", help="(elbo) also train the VAE at the head's poses")
+        p.add_argument("--transform", help="parameterisation when wrapping a plain VAE/cVAE run (default rotation)")
+        p.add_argument("--epochs", type=int, default=16)
+        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--lr", type=float, default=1e-3)
+        p.add_argument("--augment-rotation", action="store_true", help="turn every image by a random angle each step")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        """Run ``affinevae amortise``; returns the exit status (user errors raise AffineVAEError)."""
+        import torch
+
+        if Path(args.out).resolve() == Path(args.run_dir).resolve():
+            raise AffineVAEError("--out must differ from run_dir (the run's checkpoints belong to its own model)")
+        cfg = HeadTrainConfig(target=args.target, tune_model=args.tune_model, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, augment_rotation=args.augment_rotation,
+                              seed=args.seed)
+        device = resolve_device(args.device)
+        model = load(args.run_dir, device=device)
+        if isinstance(model, AVAE):
+            if args.transform is not None and args.transform != model.config.transform:
+                raise AffineVAEError(f"{args.run_dir} holds an avae with transform '{model.config.transform}'; "
+                                     "--transform only applies when wrapping a plain model")
+            if model.head is None:
+                raise AffineVAEError(f"{args.run_dir}: this avae was built without a pose head (pose_head=false)")
+        else:
+            model = AVAE(model, transform=args.transform or "rotation").to(device)
+        data = load_data_from_args(args, "train", seed=args.seed)
+        labels = data.labels if model.conditional else None
+        torch.manual_seed(args.seed)
+        params = None
+        if args.target == "search":
+            params = model.align(data.images, labels, model.config.search.replace(report_before=False)).params
+        history = fit_pose_head(model, data.images, params, cfg, y=labels)
+        model.eval().save(args.out)
+        unit = "nats/image at the head's poses" if args.target == "elbo" else "head loss"
+        print(f"trained the pose head on {len(data)} images ({args.target}{', VAE tuned' if args.tune_model else ''}, "
+              f"{args.epochs} epochs): {unit} {history[0]:.2f} -> {history[-1]:.2f}; wrote {args.out}")
+        return 0
