@@ -455,19 +455,23 @@ class PoseHead(nn.Module):
             err = err + (((hyp[:, :, 2:] - target[:, None, others]) / scale[others]) ** 2).sum(2)
         return err
 
-    def loss(self, raw: Tensor, target: Tensor) -> Tensor:
-        """(N,) winner-takes-all loss: best hypothesis' error, a ``relax`` share of the others',
-        and the cross-entropy of the scores against the winner."""
-        err = self.errors(raw, target)
-        win = err.argmin(1)
+    def winner_takes_all(self, err: Tensor, scores: Tensor, ce_weight: float) -> tuple[Tensor, Tensor]:
+        """(N,) loss and (N,) best error from the (N, M) errors of the hypotheses: the best one's
+        error, a ``relax`` share of the others', and ``ce_weight`` times the cross-entropy of the
+        (N, M) ``scores`` against the winner."""
+        win = err.detach().argmin(1)
         best = err.gather(1, win[:, None])[:, 0]
         m = self.hypotheses
         if m == 1:
-            return best
+            return best, best
         rest = (err.sum(1) - best) / (m - 1)
-        _, scores = self._split(raw)
         ce = torch.nn.functional.cross_entropy(scores, win, reduction="none")
-        return (1 - self.relax) * best + self.relax * rest + 0.1 * ce
+        return (1 - self.relax) * best + self.relax * rest + ce_weight * ce, best
+
+    def loss(self, raw: Tensor, target: Tensor) -> Tensor:
+        """(N,) winner-takes-all loss against target parameters (N, P) (see :meth:`winner_takes_all`)."""
+        _, scores = self._split(raw)
+        return self.winner_takes_all(self.errors(raw, target), scores, 0.1)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -518,23 +522,18 @@ def _elbo_head_loss(model, head: PoseHead, x: Tensor, y: Optional[Tensor], tune_
     raw = head(x)
     hyp, scores = head.to_params(raw)
     n, m, p = hyp.shape
-    xs, ys = x.repeat_interleave(m, 0), None if y is None else y.repeat_interleave(m, 0)
     rows = torch.arange(n, device=x.device)
+    owner = rows.repeat_interleave(m)
     if tune_model:
-        with torch.no_grad():
-            obj = model.objective(xs, ys, hyp.detach().reshape(n * m, p)).reshape(n, m)
-        win = obj.argmin(1)
+        obj = evaluate_candidates(model, x, y, hyp.detach().reshape(n * m, p), owner, len(owner)).reshape(n, m)
         # the inner model learns at the pose the head picks (its score), like an amortised align
-        out = model._pass(x, y, hyp[rows, scores.argmax(1)], sample=True)
-        value = -out.elbo
+        value = -model._pass(x, y, hyp[rows, scores.argmax(1)], sample=True).elbo
         loss = value
+        if m > 1:
+            loss = loss + torch.nn.functional.cross_entropy(scores, obj.argmin(1), reduction="none")
     else:
-        obj = model.objective(xs, ys, hyp.reshape(n * m, p)).reshape(n, m)
-        win = obj.detach().argmin(1)
-        value = obj.gather(1, win[:, None])[:, 0]
-        loss = value if m == 1 else (1 - head.relax) * value + head.relax * (obj.sum(1) - value) / (m - 1)
-    if m > 1:
-        loss = loss + torch.nn.functional.cross_entropy(scores, win, reduction="none")
+        obj = model.objective(x[owner], _take(y, owner), hyp.reshape(n * m, p)).reshape(n, m)
+        loss, value = head.winner_takes_all(obj, scores, 1.0)
     if head.angle_col is not None:  # keep each (cos, sin) output near the unit circle
         raw_hyp, _ = head._split(raw)
         loss = loss + ((raw_hyp[:, :, 0] ** 2 + raw_hyp[:, :, 1] ** 2 - 1) ** 2).sum(1)

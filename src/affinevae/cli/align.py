@@ -46,14 +46,15 @@ def search_config_from_args(args: argparse.Namespace, base: SearchConfig) -> Sea
     return base.replace(**changes)
 
 
-def as_avae(model: LatentModel, transform: Optional[str], where: str) -> AVAE:
-    """An AVAE from a loaded model: wrap a plain model (no pose head), or check an AVAE's transform."""
+def as_avae(model: LatentModel, transform: Optional[str], where: str, pose_head: bool = False) -> AVAE:
+    """An AVAE from a loaded model: wrap a plain model (with a new, untrained pose head if
+    ``pose_head``), or check an AVAE's transform."""
     if isinstance(model, AVAE):
         if transform is not None and transform != model.config.transform:
             raise AffineVAEError(f"{where} holds an avae with transform '{model.config.transform}'; "
                                  "--transform only applies when wrapping a plain model")
         return model
-    return AVAE(model, transform=transform or "rotation", pose_head=False).eval()
+    return AVAE(model, transform=transform or "rotation", pose_head=pose_head).to(model.device).eval()
 
 
 @COMMANDS.register("align")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from ..errors import AffineVAEError
 from ..io import load
-from ..models.avae import AVAE
 from ..pose_search import HeadTrainConfig, fit_pose_head
 from ..training import resolve_device
 from . import COMMANDS
+from .align import as_avae
 from .common import add_data_arguments, load_data_from_args
 
 
@@ -50,15 +50,9 @@ class Amortise:
                               batch_size=args.batch_size, lr=args.lr, augment_rotation=args.augment_rotation,
                               seed=args.seed)
         device = resolve_device(args.device)
-        model = load(args.run_dir, device=device)
-        if isinstance(model, AVAE):
-            if args.transform is not None and args.transform != model.config.transform:
-                raise AffineVAEError(f"{args.run_dir} holds an avae with transform '{model.config.transform}'; "
-                                     "--transform only applies when wrapping a plain model")
-            if model.head is None:
-                raise AffineVAEError(f"{args.run_dir}: this avae was built without a pose head (pose_head=false)")
-        else:
-            model = AVAE(model, transform=args.transform or "rotation").to(device)
+        model = as_avae(load(args.run_dir, device=device), args.transform, args.run_dir, pose_head=True)
+        if model.head is None:
+            raise AffineVAEError(f"{args.run_dir}: this avae was built without a pose head (pose_head=false)")
         data = load_data_from_args(args, "train", seed=args.seed)
         labels = data.labels if model.conditional else None
         torch.manual_seed(args.seed)
