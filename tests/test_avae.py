@@ -292,14 +292,45 @@ def test_amortised_start_from_a_head_fitted_on_search_results(head_avae, head_te
     assert gap_head < 0.5 * gap_plain, (gap_head, gap_plain)
 
 
-def test_head_trained_on_the_elbo_changes_only_the_head(head_avae):
+def test_head_views_are_exactly_equivariant_to_quarter_turns_and_help(head_avae, head_test_digits):
+    avae = head_avae[0]
+    x, true = head_test_digits
+    with torch.no_grad():
+        one = avae.predict_pose(x, 1, views=1)
+        four = avae.predict_pose(x, 3, views=4)
+        turned = avae.predict_pose(torch.rot90(x, 1, dims=(2, 3)), 3, views=4)
+        two = avae.predict_pose(x, 1, views=2)
+        two_flipped = avae.predict_pose(torch.rot90(x, 2, dims=(2, 3)), 1, views=2)
+    assert four.shape == (len(x), 3, 1) and two.shape == (len(x), 1, 1)
+    # the consensus of the four views of a turned image is the consensus of the image, turned (exactly:
+    # the views are the same images); rot90 turns by +90 degrees
+    diff = np.degrees(np.angle(np.exp(1j * (turned[:, 0, 0] - four[:, 0, 0]).numpy())))
+    np.testing.assert_allclose(diff, 90.0, atol=1e-3)
+    diff2 = np.degrees(np.angle(np.exp(1j * (two_flipped[:, 0, 0] - two[:, 0, 0]).numpy())))
+    np.testing.assert_allclose(np.abs(diff2), 180.0, atol=1e-3)
+    # poses 2..k disagree with the consensus first (e.g. the flip)
+    assert (np.cos((four[:, 1, 0] - four[:, 0, 0]).numpy()) <= math.cos(math.pi / 4) + 1e-6).mean() > 0.5
+    # the consensus is the better start: closer to the true angle than a single view's
+    err1 = circular_error_deg(one[:, 0, 0].numpy(), true)
+    err4 = circular_error_deg(four[:, 0, 0].numpy(), true)
+    assert np.mean(err4) < np.mean(err1), (np.mean(err4), np.mean(err1))
+    views = avae.align(x, config=HEAD_ONLY.replace(head_views=4))
+    np.testing.assert_allclose(views.params.numpy(), four[:, 0].numpy(), atol=1e-6)
+    with pytest.raises(AffineVAEError, match="head_views must be 1, 2 or 4"):
+        SearchConfig(head_views=3)
+    with pytest.raises(AffineVAEError, match="4 needs square images"):
+        avae.head.predict(torch.rand(2, 1, 28, 20), 1, views=4)
+
+
+@pytest.mark.parametrize("views", [1, 4])
+def test_head_trained_on_the_elbo_changes_only_the_head(head_avae, views):
     avae = copy.deepcopy(head_avae[0])
     inner = {k: v.clone() for k, v in avae.vae.state_dict().items()}
     head = {k: v.clone() for k, v in avae.head.state_dict().items()}
     train = av.data.load_mnist("train", n=300, digits=HEAD_DIGITS, seed=1)
     torch.manual_seed(HEAD_SEED)
     hist = fit_pose_head(avae, train.images, config=HeadTrainConfig(target="elbo", epochs=2, lr=1e-3,
-                                                                     augment_rotation=True))
+                                                                     augment_rotation=True, views=views))
     assert len(hist) == 2 and all(50 < v < 400 for v in hist)  # nats/image at the head's own poses
     assert all(torch.equal(v, avae.vae.state_dict()[k]) for k, v in inner.items())  # the VAE is untouched
     assert any(not torch.equal(v, avae.head.state_dict()[k]) for k, v in head.items())
@@ -334,6 +365,10 @@ def test_fit_pose_head_rejects_bad_arguments(head_avae):
         HeadTrainConfig(target="elb")
     with pytest.raises(AffineVAEError, match="tune_model needs target='elbo'"):
         HeadTrainConfig(tune_model=True)
+    with pytest.raises(AffineVAEError, match="views must be 1, 2 or 4"):
+        HeadTrainConfig(target="elbo", views=3)
+    with pytest.raises(AffineVAEError, match="views > 1 needs target='elbo'"):
+        HeadTrainConfig(views=4)
     with pytest.raises(AffineVAEError, match="needs the searched poses"):
         fit_pose_head(avae, x)
     with pytest.raises(AffineVAEError, match="give no params"):
@@ -533,6 +568,21 @@ def test_cli_amortise_trains_a_head_that_align_then_starts_from(vae_run, tmp_pat
     rc = main(["amortise", str(vae_run), "--data", "mnist", "-n", "32", "--epochs", "1", "--target", "search",
                "--out", str(tmp_path / "fast2")])
     assert rc == 0 and int(av.load(tmp_path / "fast2").head_trained) == 1
+    # a head trained for its 4-view consensus: the written model's align starts from that consensus
+    rc = main(["amortise", str(out), "--data", "mnist", "-n", "32", "--epochs", "1", "--augment-rotation",
+               "--views", "4", "--tune-model", "--out", str(tmp_path / "fast4")])
+    model4 = av.load(tmp_path / "fast4")
+    assert rc == 0 and model4.config.search.head_views == 4
+    assert any(not torch.equal(v, model.vae.state_dict()[k]) for k, v in model4.vae.state_dict().items())
+    rc = main(["align", str(tmp_path / "fast4"), "--data", "rotated-mnist", "-n", "8", "--out", str(tmp_path / "b.npz"),
+               "--restarts", "1", "--steps", "0"])
+    assert rc == 0
+    np.testing.assert_allclose(load_alignment(tmp_path / "b.npz")["params"],
+                               model4.predict_pose(x, 1, 4)[:, 0].detach().numpy(), atol=1e-5)
+    rc = main(["align", str(tmp_path / "fast4"), "--data", "rotated-mnist", "-n", "8", "--out", str(tmp_path / "c.npz"),
+               "--restarts", "1", "--steps", "0", "--head-views", "1"])
+    np.testing.assert_allclose(load_alignment(tmp_path / "c.npz")["params"],
+                               model4.predict_pose(x, 1, 1)[:, 0].detach().numpy(), atol=1e-5)
     capsys.readouterr()
     rc = main(["amortise", str(out), "--data", "mnist", "-n", "8", "--out", str(out)])
     err = capsys.readouterr().err

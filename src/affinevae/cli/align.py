@@ -24,6 +24,10 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep", type=int, help="best candidates per image refined by Adam")
     g.add_argument("--steps", type=int, help="Adam refinement steps (0 = restarts only)")
     g.add_argument("--lr", type=float, help="Adam learning rate of the refinement")
+    g.add_argument("--head-starts", type=int, help="how many of the pose head's hypotheses become starts")
+    g.add_argument("--head-views", type=int, choices=[1, 2, 4],
+                   help="the pose head also sees the image turned by 180 (2) or by 90, 180, 270 degrees (4) and "
+                        "starts from their consensus (more accurate starts for a few cheap head passes)")
     g.add_argument("--max-angle", type=float, help="random restarts draw angles in [-A, A] degrees (default 180)")
     g.add_argument("--elbo-samples", type=int, help="posterior samples averaged for the reported ELBO")
     g.add_argument("--chunk", type=int, help="images per forward pass (bounds memory)")
@@ -35,7 +39,8 @@ def search_config_from_args(args: argparse.Namespace, base: SearchConfig) -> Sea
     """``base`` with the options given on the command line applied (validated)."""
     import math
 
-    changes = {k: getattr(args, k) for k in ("restarts", "keep", "steps", "lr", "elbo_samples", "chunk")
+    changes = {k: getattr(args, k) for k in ("restarts", "keep", "steps", "lr", "elbo_samples", "chunk",
+                                                   "head_starts", "head_views")
                if getattr(args, k, None) is not None}
     changes["seed"] = args.seed
     if getattr(args, "max_angle", None) is not None:

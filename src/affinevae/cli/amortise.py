@@ -36,6 +36,9 @@ class Amortise:
         p.add_argument("--batch-size", type=int, default=128)
         p.add_argument("--lr", type=float, default=1e-3)
         p.add_argument("--augment-rotation", action="store_true", help="turn every image by a random angle each step")
+        p.add_argument("--views", type=int, default=1, choices=[1, 2, 4],
+                       help="(elbo) train the consensus of this many quarter-turn views of each image; the written "
+                            "model's align then starts from it (its search gets head_views of the same number)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
 
@@ -48,7 +51,7 @@ class Amortise:
             raise AffineVAEError("--out must differ from run_dir (the run's checkpoints belong to its own model)")
         cfg = HeadTrainConfig(target=args.target, tune_model=args.tune_model, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, augment_rotation=args.augment_rotation,
-                              seed=args.seed)
+                              views=args.views, seed=args.seed)
         device = resolve_device(args.device)
         model = as_avae(load(args.run_dir, device=device), args.transform, args.run_dir, pose_head=True)
         if model.head is None:
@@ -60,6 +63,8 @@ class Amortise:
         if args.target == "search":
             params = model.align(data.images, labels, model.config.search.replace(report_before=False)).params
         history = fit_pose_head(model, data.images, params, cfg, y=labels)
+        if args.views > 1:  # align starts from the consensus the head was trained for
+            model.config = model.config.replace(search=model.config.search.replace(head_views=args.views))
         model.eval().save(args.out)
         unit = "nats/image at the head's poses" if args.target == "elbo" else "head loss"
         print(f"trained the pose head on {len(data)} images ({args.target}{', VAE tuned' if args.tune_model else ''}, "

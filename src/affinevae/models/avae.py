@@ -333,12 +333,15 @@ class AVAE(LatentModel):
         return warp(x, self.transform.matrix(params.to(x.dtype)), padding_mode=self.config.padding,
                     mode=self.config.interpolation)
 
-    def _pass(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], sample: bool) -> ModelOutput:
-        """One pass at given params (None = identity, exactly the inner model); inputs already checked."""
+    def _pass(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], sample: bool,
+              canon: Optional[Tensor] = None) -> ModelOutput:
+        """One pass at given params (None = identity, exactly the inner model); inputs already checked.
+        ``canon``: the canonical image ``canonicalise(x, params)`` if already computed."""
         vae = self.vae
         theta = None if params is None else self.transform.matrix(params.to(x.dtype))
         mode = self.config.interpolation
-        canon = x if theta is None else warp(x, theta, padding_mode=self.config.padding, mode=mode)
+        if canon is None:
+            canon = x if theta is None else warp(x, theta, padding_mode=self.config.padding, mode=mode)
         enc = vae._split_stats(vae.encoder(canon, vae.onehot(y)))
         if sample and vae.variational:
             z, inner_pose = vae._sample_latent(enc)
@@ -368,9 +371,10 @@ class AVAE(LatentModel):
         out = self._pass(x, y, params, sample=False)
         return -out.elbo
 
-    def predict_pose(self, x: Tensor, k: int = 1) -> Optional[Tensor]:
+    def predict_pose(self, x: Tensor, k: int = 1, views: int = 1) -> Optional[Tensor]:
         """(N, k, P) the head's ``k`` best poses for (N, C, H, W) images (the amortised start), or None
-        if there is no trained head."""
+        if there is no trained head; ``views`` 2 or 4: quarter-turn test-time augmentation
+        (see :meth:`~affinevae.pose_search.PoseHead.predict`)."""
         if self.head is None or int(self.head_trained) == 0:
             return None
         x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
@@ -378,20 +382,32 @@ class AVAE(LatentModel):
             x = x[:, None]
         if x.dim() != 4 or tuple(x.shape[1:]) != self.config.image_shape:
             raise AffineVAEError(f"images must have shape (N, {', '.join(map(str, self.config.image_shape))}), got {tuple(x.shape)}")
-        return self.head.predict(x, k)
+        return self.head.predict(x, k, views)
 
     @torch.no_grad()
     def elbo_at(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], seed: int = 0, samples: int = 1,
                 chunk: int = 4096) -> Tensor:
         """(N,) sampled ELBO (nats) at pose ``params`` (N, P) (None = identity), seeded, ``samples`` averaged."""
+        return self.elbo_and_canonical(x, y, params, seed, samples, chunk)[0]
+
+    @torch.no_grad()
+    def elbo_and_canonical(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], seed: int = 0,
+                           samples: int = 1, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+        """(N,) sampled ELBO (nats) at pose ``params`` (N, P) (None = identity), as :meth:`elbo_at`,
+        and the (N, C, H, W) canonical images it encoded (``canonicalise(x, params)``, warped once)."""
         total = torch.zeros(len(x), device=x.device)
+        canon = torch.empty_like(x)
         with seeded(seed, x.device):
+            for i in range(0, len(x), chunk):
+                s = slice(i, i + chunk)
+                p = None if params is None else params[s]
+                canon[s] = self.canonicalise(x[s], p)
             for _ in range(samples):
                 for i in range(0, len(x), chunk):
                     s = slice(i, i + chunk)
                     p = None if params is None else params[s]
-                    total[s] += self._pass(x[s], None if y is None else y[s], p, sample=True).elbo.float()
-        return total / samples
+                    total[s] += self._pass(x[s], None if y is None else y[s], p, sample=True, canon=canon[s]).elbo.float()
+        return total / samples, canon
 
     # ------------------------------------------------------------------ search API
     def search(self, x: Tensor, y: Optional[Tensor] = None, config: Optional[SearchConfig] = None,
