@@ -247,7 +247,7 @@ def section_cost(args, out: dict, posed: AVAE, data):
     x = torch.as_tensor(test.images)
     out["cost"] = {"search-fitted head": cost_table(posed, x, args)}
     if args.amortise_epochs:
-        name = f"avae-posed{tag(args)}-amortised-n{args.amortise_n}-e{args.amortise_epochs}"
+        name = f"avae-posed{tag(args)}-amortised-n{args.amortise_n}-e{args.amortise_epochs}-v{args.amortise_views}"
         path = Path(args.cache) / name if args.cache else None
         if path is not None and (path / "model.json").exists():
             posed = av.load(path).eval()
@@ -258,8 +258,10 @@ def section_cost(args, out: dict, posed: AVAE, data):
             torch.manual_seed(args.seed)
             hist = fit_pose_head(posed, upright.images,
                                  config=HeadTrainConfig(target="elbo", tune_model=True, epochs=args.amortise_epochs,
-                                                        lr=1e-3, seed=args.seed, augment_rotation=True))
-            print(f"\n    fit_pose_head(target='elbo', tune_model=True, augment_rotation=True) on {len(upright)} upright "
+                                                        lr=1e-3, seed=args.seed, augment_rotation=True,
+                                                        views=args.amortise_views))
+            print(f"\n    fit_pose_head(target='elbo', tune_model=True, augment_rotation=True, views={args.amortise_views}) "
+                  f"on {len(upright)} upright "
                   f"training digits, {args.amortise_epochs} epochs in {time.perf_counter() - t:.0f} s: -ELBO at the "
                   f"head's poses {hist[0]:.1f} -> {hist[-1]:.1f}; the same table for the tuned model:", flush=True)
             if path is not None:
@@ -294,6 +296,9 @@ def cost_table(model: AVAE, x, args) -> dict:
                                                      head_starts=2, head_views=4)),
         ("head, 4 views, 3 hypotheses", SearchConfig(restarts=3, keep=1, steps=0, include_identity=False,
                                                      head_starts=3, head_views=4)),
+        ("4 views, 2 hyp. if unsure (0.9)", SearchConfig(restarts=2, keep=1, steps=0, include_identity=False,
+                                                         head_starts=2, head_views=4, head_trust=0.9)),
+        ("4 views, search if unsure (0.9)", SearchConfig(restarts=8, keep=1, steps=5, head_views=4, head_trust=0.9)),
         ("head 2 hyp. + identity, 3 steps", SearchConfig(restarts=3, keep=1, steps=3, head_starts=2)),
         ("no head: 8 restarts, 5 steps", SearchConfig(restarts=8, keep=1, steps=5, use_head=False)),
     ]
@@ -339,6 +344,8 @@ def main(argv=None):
     p.add_argument("--head-epochs", type=int, default=30)
     p.add_argument("--amortise-n", type=int, default=60000,
                    help="section 3: upright training digits (turned at random every epoch) for the ELBO tuning")
+    p.add_argument("--amortise-views", type=int, default=4, choices=[1, 2, 4],
+                   help="section 3: quarter-turn views whose consensus the ELBO tuning trains")
     p.add_argument("--amortise-epochs", type=int, default=16,
                    help="section 3: then tune head and VAE on the ELBO at the head's poses for this many epochs "
                         "(fit_pose_head target='elbo', tune_model=True) and time again (0: skip)")

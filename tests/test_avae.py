@@ -322,6 +322,28 @@ def test_head_views_are_exactly_equivariant_to_quarter_turns_and_help(head_avae,
         avae.head.predict(torch.rand(2, 1, 28, 20), 1, views=4)
 
 
+def test_head_trust_searches_only_the_images_whose_head_is_unsure(head_avae, head_test_digits):
+    avae = head_avae[0]
+    x, _ = head_test_digits
+    with torch.no_grad():
+        poses, conf = avae.predict_pose(x, 2, 4, confidence=True)
+    assert conf.shape == (len(x),) and bool(((conf > 0) & (conf <= 1 + 1e-6)).all())
+    unsure = conf < 0.9
+    assert 0 < int(unsure.sum()) < len(x)  # the fixture's head is sure of some images only
+    cfg = SearchConfig(restarts=6, keep=1, steps=3, head_starts=2, head_views=4, head_trust=0.9)
+    res = avae.search(x, config=cfg)
+    # sure images keep the consensus and were not evaluated; the unsure ones were searched from the same starts
+    np.testing.assert_allclose(res.params[~unsure].numpy(), poses[~unsure, 0].numpy(), atol=1e-6)
+    assert bool(res.objective[~unsure].isnan().all()) and not bool(res.objective[unsure].isnan().any())
+    alone = avae.search(x[unsure], config=cfg.replace(head_trust=None), starts=res.starts[unsure])
+    np.testing.assert_allclose(res.params[unsure].numpy(), alone.params.numpy(), atol=1e-6)
+    # the ELBO lies between the head's alone and a search of every image
+    elbo = {t: avae.align(x, config=cfg.replace(head_trust=t)).elbo_after.mean().item() for t in (0.0, 0.9, None)}
+    assert elbo[0.0] < elbo[0.9] <= elbo[None] + 1e-4, elbo
+    with pytest.raises(AffineVAEError, match="head_trust must be None or a number in"):
+        SearchConfig(head_trust=1.5)
+
+
 @pytest.mark.parametrize("views", [1, 4])
 def test_head_trained_on_the_elbo_changes_only_the_head(head_avae, views):
     avae = copy.deepcopy(head_avae[0])

@@ -28,6 +28,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head-views", type=int, choices=[1, 2, 4],
                    help="the pose head also sees the image turned by 180 (2) or by 90, 180, 270 degrees (4) and "
                         "starts from their consensus (more accurate starts for a few cheap head passes)")
+    g.add_argument("--head-trust", type=float,
+                   help="images whose pose head is at least this confident (share of agreeing views, 0-1) keep its "
+                        "pose and skip the search; e.g. 0.9 with --head-views 4")
     g.add_argument("--max-angle", type=float, help="random restarts draw angles in [-A, A] degrees (default 180)")
     g.add_argument("--elbo-samples", type=int, help="posterior samples averaged for the reported ELBO")
     g.add_argument("--chunk", type=int, help="images per forward pass (bounds memory)")
@@ -40,7 +43,7 @@ def search_config_from_args(args: argparse.Namespace, base: SearchConfig) -> Sea
     import math
 
     changes = {k: getattr(args, k) for k in ("restarts", "keep", "steps", "lr", "elbo_samples", "chunk",
-                                                   "head_starts", "head_views")
+                                                   "head_starts", "head_views", "head_trust")
                if getattr(args, k, None) is not None}
     changes["seed"] = args.seed
     if getattr(args, "max_angle", None) is not None:

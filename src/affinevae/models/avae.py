@@ -371,10 +371,11 @@ class AVAE(LatentModel):
         out = self._pass(x, y, params, sample=False)
         return -out.elbo
 
-    def predict_pose(self, x: Tensor, k: int = 1, views: int = 1) -> Optional[Tensor]:
+    def predict_pose(self, x: Tensor, k: int = 1, views: int = 1, confidence: bool = False):
         """(N, k, P) the head's ``k`` best poses for (N, C, H, W) images (the amortised start), or None
-        if there is no trained head; ``views`` 2 or 4: quarter-turn test-time augmentation
-        (see :meth:`~affinevae.pose_search.PoseHead.predict`)."""
+        if there is no trained head; ``views`` 2 or 4: quarter-turn test-time augmentation;
+        ``confidence``: also the (N,) confidences in (0, 1] (see
+        :meth:`~affinevae.pose_search.PoseHead.predict`)."""
         if self.head is None or int(self.head_trained) == 0:
             return None
         x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
@@ -382,7 +383,7 @@ class AVAE(LatentModel):
             x = x[:, None]
         if x.dim() != 4 or tuple(x.shape[1:]) != self.config.image_shape:
             raise AffineVAEError(f"images must have shape (N, {', '.join(map(str, self.config.image_shape))}), got {tuple(x.shape)}")
-        return self.head.predict(x, k, views)
+        return self.head.predict(x, k, views, confidence)
 
     @torch.no_grad()
     def elbo_at(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], seed: int = 0, samples: int = 1,
