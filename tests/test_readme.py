@@ -50,3 +50,20 @@ def test_python_api_example_compiles_and_names_exist():
         import importlib
 
         assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+
+
+def test_every_option_in_the_cli_examples_exists():
+    """Each ``--option`` of an ``affinevae COMMAND ...`` example line is one that COMMAND accepts."""
+    from affinevae.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", README, flags=re.S)
+    text = "\n".join(blocks).replace("\\\n", " ")  # shell blocks only, continued lines joined
+    seen = 0
+    for cmd, rest in re.findall(r"^affinevae (\w+)([^\n]*)", text, flags=re.M):
+        options = {o for a in sub.choices[cmd]._actions for o in a.option_strings}
+        for opt in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest.split("#", 1)[0]):
+            assert opt in options, f"README: `affinevae {cmd}` has no option {opt}"
+            seen += 1
+    assert seen > 20
