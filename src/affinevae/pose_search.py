@@ -80,6 +80,7 @@ class SearchConfig(Config):
             Confidence: with ``head_views`` > 1, the score-weighted share of the views that
             agree with the consensus; with one view, the best hypothesis' softmax score.
             Spends the search where the amortised start is unsure (e.g. 0.9 with 4 views).
+            Without a trained head (or with explicit ``starts``) every image is searched.
         chunk: images per forward pass (bounds memory; N*R images are chunked).
         seed: seeds the random restarts and the ELBO noise in :func:`align`.
         elbo_samples: posterior samples averaged for the reported ELBO.
