@@ -601,10 +601,13 @@ def test_cli_amortise_trains_a_head_that_align_then_starts_from(vae_run, tmp_pat
     assert rc == 0
     np.testing.assert_allclose(load_alignment(tmp_path / "b.npz")["params"],
                                model4.predict_pose(x, 1, 4)[:, 0].detach().numpy(), atol=1e-5)
+    capsys.readouterr()
     rc = main(["align", str(tmp_path / "fast4"), "--data", "rotated-mnist", "-n", "8", "--out", str(tmp_path / "c.npz"),
-               "--restarts", "1", "--steps", "0", "--head-views", "1"])
-    np.testing.assert_allclose(load_alignment(tmp_path / "c.npz")["params"],
-                               model4.predict_pose(x, 1, 1)[:, 0].detach().numpy(), atol=1e-5)
+               "--restarts", "1", "--steps", "0", "--head-views", "1", "--no-before"])
+    single = load_alignment(tmp_path / "c.npz")
+    np.testing.assert_allclose(single["params"], model4.predict_pose(x, 1, 1)[:, 0].detach().numpy(), atol=1e-5)
+    assert np.isnan(single["elbo_before"]).all() and np.isfinite(single["elbo_after"]).all()
+    assert "->" not in capsys.readouterr().out
     capsys.readouterr()
     rc = main(["amortise", str(out), "--data", "mnist", "-n", "8", "--out", str(out)])
     err = capsys.readouterr().err
