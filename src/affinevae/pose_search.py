@@ -52,6 +52,10 @@ def _check_range(name: str, value: Any) -> None:
     check(ok and value[0] < value[1], f"{name} must be a pair (low, high) of finite numbers with low < high, got {value!r}")
 
 
+def _check_views(name: str, value: Any) -> None:
+    check(value in (1, 2, 4) and not isinstance(value, bool), f"{name} must be 1, 2 or 4, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig(Config):
     """Options of the pose search and of :func:`align`.
@@ -113,8 +117,7 @@ class SearchConfig(Config):
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}")
         check(isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 0,
               f"steps must be an integer >= 0, got {self.steps!r}")
-        check(self.head_views in (1, 2, 4) and not isinstance(self.head_views, bool),
-              f"head_views must be 1, 2 or 4, got {self.head_views!r}")
+        _check_views("head_views", self.head_views)
         check(self.head_trust is None or (isinstance(self.head_trust, (int, float)) and not isinstance(self.head_trust, bool)
                                           and 0 <= self.head_trust <= 1),
               f"head_trust must be None or a number in [0, 1], got {self.head_trust!r}")
@@ -477,26 +480,37 @@ class PoseHead(nn.Module):
 
     NEAR = math.cos(math.pi / 4)  # poses within 45 degrees agree
 
-    def views(self, x: Tensor, views: int) -> tuple[Tensor, Tensor]:
+    def views(self, x: Tensor, views: int, raw: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Hypotheses from exact quarter-turn views of (N, C, H, W) images, in the observed frame.
 
         ``views`` 2: the image and its 180-degree turn; 4: also +-90 (square images only).
+        ``raw``: the (V*N, ...) outputs of :meth:`view_outputs` if already computed.
         Returns (N, V, M, P) poses and (N, V, M) raw scores (comparable within a view).
         """
+        if raw is None:
+            raw = self.view_outputs(x, views)
+        n, m, dim = len(x), self.hypotheses, self.transform.dim
+        params, scores = self.to_params(raw)
+        back = torch.tensor([-t * math.pi / 2 for t in self._turns(views)], dtype=params.dtype, device=x.device)
+        params = self.transform.rotate(params.reshape(-1, dim), back.repeat_interleave(n * m))
+        return (params.reshape(views, n, m, dim).transpose(0, 1),
+                scores.reshape(views, n, m).transpose(0, 1))
+
+    def view_outputs(self, x: Tensor, views: int) -> Tensor:
+        """(V*N, M * (W + 1)) raw outputs for the quarter-turn views of (N, C, H, W) images, view
+        by view (the first N are the image as it is)."""
         if self.angle_col is None:
             raise AffineVAEError("head views > 1 need a transform with an angle")
         if views not in (2, 4) or (views == 4 and x.shape[2] != x.shape[3]):
             raise AffineVAEError(f"head views must be 1, 2 or 4 (4 needs square images), got {views} for "
                                  f"{x.shape[2]}x{x.shape[3]} images")
-        n, m, dim = len(x), self.hypotheses, self.transform.dim
-        turns = (0, 2) if views == 2 else (0, 1, 2, 3)
         # render(x, Pose(angle=t * pi / 2)) == rot90(x, t): a view's pose p_v = rotate(p, t * pi / 2)
         # one head pass per view (N images each: faster on a CPU than one pass over all V*N)
-        params, scores = self.to_params(torch.cat([self(torch.rot90(x, t, dims=(2, 3))) for t in turns]))
-        back = torch.tensor([-t * math.pi / 2 for t in turns], dtype=params.dtype, device=x.device)
-        params = self.transform.rotate(params.reshape(-1, dim), back.repeat_interleave(n * m))
-        return (params.reshape(views, n, m, dim).transpose(0, 1),
-                scores.reshape(views, n, m).transpose(0, 1))
+        return torch.cat([self(torch.rot90(x, t, dims=(2, 3))) for t in self._turns(views)])
+
+    @staticmethod
+    def _turns(views: int) -> tuple:
+        return (0, 2) if views == 2 else (0, 1, 2, 3)
 
     def consensus(self, params: Tensor, prob: Tensor, with_confidence: bool = False):
         """(N, P) consensus of (N, V, M) poses with (N, V, M) within-view probabilities: the
@@ -633,7 +647,7 @@ class HeadTrainConfig(Config):
 
     def validate(self) -> None:
         check_choice("target", self.target, ["search", "elbo"])
-        check(self.views in (1, 2, 4) and not isinstance(self.views, bool), f"views must be 1, 2 or 4, got {self.views!r}")
+        _check_views("views", self.views)
         check(self.views == 1 or self.target == "elbo", "views > 1 needs target='elbo'")
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
@@ -649,10 +663,11 @@ def _elbo_head_loss(model, head: PoseHead, x: Tensor, y: Optional[Tensor], tune_
                     views: int = 1) -> tuple[Tensor, Tensor]:
     """(loss, reported (N,) -ELBO in nats) of one batch for ``target='elbo'`` (see :class:`HeadTrainConfig`)."""
     if views > 1:
-        params, scores = head.views(x, views)  # (N, V, M, P), (N, V, M)
+        raw_views = head.view_outputs(x, views)
+        params, scores = head.views(x, views, raw_views)  # (N, V, M, P), (N, V, M)
         pose = head.consensus(params, torch.softmax(scores, 2))
         hyp, scores = params[:, 0], scores[:, 0]  # the first view's hypotheses teach the scores
-        raw = None
+        raw = raw_views[:len(x)]  # the first view is the image as it is
     else:
         raw = head(x)
         hyp, scores = head.to_params(raw)
@@ -673,7 +688,7 @@ def _elbo_head_loss(model, head: PoseHead, x: Tensor, y: Optional[Tensor], tune_
         obj = model.objective(x[owner], _take(y, owner), hyp.reshape(n * m, p)).reshape(n, m)
         loss, value = head.winner_takes_all(obj, scores, 1.0)
     if head.angle_col is not None:  # keep each (cos, sin) output near the unit circle
-        raw_hyp, _ = head._split(raw if raw is not None else head(x))
+        raw_hyp, _ = head._split(raw)
         loss = loss + ((raw_hyp[:, :, 0] ** 2 + raw_hyp[:, :, 1] ** 2 - 1) ** 2).sum(1)
     return loss.mean(), value.detach()
 

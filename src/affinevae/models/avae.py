@@ -397,12 +397,11 @@ class AVAE(LatentModel):
         """(N,) sampled ELBO (nats) at pose ``params`` (N, P) (None = identity), as :meth:`elbo_at`,
         and the (N, C, H, W) canonical images it encoded (``canonicalise(x, params)``, warped once)."""
         total = torch.zeros(len(x), device=x.device)
-        canon = torch.empty_like(x)
+        if params is None:
+            canon = x
+        else:
+            canon = torch.cat([self.canonicalise(x[i:i + chunk], params[i:i + chunk]) for i in range(0, len(x), chunk)])
         with seeded(seed, x.device):
-            for i in range(0, len(x), chunk):
-                s = slice(i, i + chunk)
-                p = None if params is None else params[s]
-                canon[s] = self.canonicalise(x[s], p)
             for _ in range(samples):
                 for i in range(0, len(x), chunk):
                     s = slice(i, i + chunk)
