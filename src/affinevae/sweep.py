@@ -43,9 +43,10 @@ class SweepConfig(Config):
         seed: seeds the ELBO sampling noise (and the AVAE's random restarts).
         chunk: images per forward pass of a plain model.
         interpolation: how the rotated test images are made: 'bilinear' (the package's
-            convention, as :func:`affinevae.data.transform_images`) or 'bicubic' (sharper,
-            clipped to [0, 1]). Off-grid bilinear rotation blurs the digits, which raises
-            every model's loss a little at angles that are not multiples of 90 degrees.
+            convention, as :func:`affinevae.data.transform_images`), 'bicubic' (sharper,
+            clipped to [0, 1]) or 'nearest' (every pixel takes the value of the nearest source
+            pixel: no blur, jagged edges). Off-grid bilinear rotation blurs the digits, which
+            raises every model's loss at angles that are not multiples of 90 degrees.
         search: search options for every AVAE (None: each AVAE's own ``search`` config,
             with this sweep's ``seed``).
         binarize: threshold each rotated image at this value (pixels above become 1, the
@@ -65,7 +66,7 @@ class SweepConfig(Config):
     def validate(self) -> None:
         check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")
         check(isinstance(self.chunk, int) and self.chunk >= 1, f"chunk must be an integer >= 1, got {self.chunk!r}")
-        check_choice("interpolation", self.interpolation, ["bilinear", "bicubic"])
+        check_choice("interpolation", self.interpolation, ["bilinear", "bicubic", "nearest"])
         check(self.search is None or isinstance(self.search, SearchConfig),
               f"search must be a SearchConfig or None, got {type(self.search).__name__}")
         if self.binarize is not None:

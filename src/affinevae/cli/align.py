@@ -31,6 +31,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head-trust", type=float,
                    help="images whose pose head is at least this confident (share of agreeing views, 0-1) keep its "
                         "pose and skip the search; e.g. 0.9 with --head-views 4")
+    g.add_argument("--no-refiner", action="store_true",
+                   help="do not correct the head's pose with the model's pose refiner (amortise --refiner)")
     g.add_argument("--max-angle", type=float, help="random restarts draw angles in [-A, A] degrees (default 180)")
     g.add_argument("--elbo-samples", type=int, help="posterior samples averaged for the reported ELBO")
     g.add_argument("--chunk", type=int, help="images per forward pass (bounds memory)")
@@ -46,6 +48,8 @@ def search_config_from_args(args: argparse.Namespace, base: SearchConfig) -> Sea
                                                    "head_starts", "head_views", "head_trust")
                if getattr(args, k, None) is not None}
     changes["seed"] = args.seed
+    if getattr(args, "no_refiner", False):
+        changes["use_refiner"] = False
     if getattr(args, "max_angle", None) is not None:
         if not (0 < args.max_angle <= 180):
             raise AffineVAEError(f"--max-angle must lie in (0, 180] degrees, got {args.max_angle}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import AffineVAEError
 from ..io import load
-from ..pose_search import HeadTrainConfig, fit_pose_head
+from ..pose_search import HeadTrainConfig, fit_pose_head, fit_pose_refiner
 from ..training import resolve_device
 from . import COMMANDS
 from .align import as_avae
@@ -19,7 +19,7 @@ class Amortise:
     """``affinevae amortise`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
 
     help = ("train the pose head that gives align its start (on the model's ELBO, or on searched poses), "
-            "optionally tuning the VAE with it; write the model to --out")
+            "optionally tuning the VAE with it, or the refiner that corrects the head's angle; write the model to --out")
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +39,9 @@ class Amortise:
         p.add_argument("--views", type=int, default=1, choices=[1, 2, 4],
                        help="(elbo) train the consensus of this many quarter-turn views of each image; the written "
                             "model's align then starts from it (its search gets head_views of the same number)")
+        p.add_argument("--refiner", action="store_true",
+                       help="train the pose refiner instead of the head (needs a trained head): it corrects the angle "
+                            "of the head's pose, seen from the image canonicalised there; --views: the head's views")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
 
@@ -49,6 +52,8 @@ class Amortise:
 
         if Path(args.out).resolve() == Path(args.run_dir).resolve():
             raise AffineVAEError("--out must differ from run_dir (the run's checkpoints belong to its own model)")
+        if args.refiner and (args.target != "elbo" or args.tune_model):
+            raise AffineVAEError("--refiner learns from the ELBO alone: no --target search, no --tune-model")
         cfg = HeadTrainConfig(target=args.target, tune_model=args.tune_model, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, augment_rotation=args.augment_rotation,
                               views=args.views, seed=args.seed)
@@ -60,12 +65,19 @@ class Amortise:
         labels = data.labels if model.conditional else None
         torch.manual_seed(args.seed)
         params = None
-        if args.target == "search":
-            params = model.align(data.images, labels, model.config.search.replace(report_before=False)).params
-        history = fit_pose_head(model, data.images, params, cfg, y=labels)
+        if args.refiner:
+            history = fit_pose_refiner(model, data.images, cfg, y=labels)
+        else:
+            if args.target == "search":
+                params = model.align(data.images, labels, model.config.search.replace(report_before=False)).params
+            history = fit_pose_head(model, data.images, params, cfg, y=labels)
         if args.views > 1:  # align starts from the consensus the head was trained for
             model.config = model.config.replace(search=model.config.search.replace(head_views=args.views))
         model.eval().save(args.out)
+        if args.refiner:
+            print(f"trained the pose refiner on {len(data)} images ({args.epochs} epochs): nats/image at the corrected "
+                  f"poses {history[0]:.2f} -> {history[-1]:.2f}; wrote {args.out}")
+            return 0
         unit = "nats/image at the head's poses" if args.target == "elbo" else "head loss"
         print(f"trained the pose head on {len(data)} images ({args.target}{', VAE tuned' if args.tune_model else ''}, "
               f"{args.epochs} epochs): {unit} {history[0]:.2f} -> {history[-1]:.2f}; wrote {args.out}")

@@ -45,7 +45,7 @@ from ..errors import AffineVAEError
 from ..io import atomic_write
 from ..nn.affine import Pose, invert_affine, pose_matrix, warp
 from ..nn.transforms import TRANSFORMS, Parameterisation, get_transform
-from ..pose_search import (AlignResult, PoseHead, SearchConfig, SearchResult, align as _align, search_poses,
+from ..pose_search import (AlignResult, PoseHead, PoseRefiner, SearchConfig, SearchResult, align as _align, search_poses,
                            seeded)
 from ..registry import MODELS
 from .base import Encoding, LatentModel, ModelConfig, ModelOutput
@@ -79,6 +79,10 @@ class AVAEConfig(Config):
         head_hypotheses: poses the head proposes per image (winner-takes-all training).
         head_weight: weight of the head's squared error in ``loss`` (unitless error; small
             next to the nats of the ELBO).
+        pose_refiner: build the pose refiner (the second stage of the amortised start,
+            :class:`~affinevae.pose_search.PoseRefiner`; :func:`~affinevae.pose_search.fit_pose_refiner`
+            builds it on demand and sets this).
+        refiner_channels: conv widths of the refiner; refiner_hidden: its hidden width.
         warm_start: in training, also start each image's search from its last found pose
             (kept in memory: a resumed run restarts without it, so resume is then not exact).
         padding: how ``warp`` fills pixels from outside the observed image ('zeros' for a
@@ -101,6 +105,9 @@ class AVAEConfig(Config):
     head_hidden: int = 64
     head_hypotheses: int = 2
     head_weight: float = 1.0
+    pose_refiner: bool = False
+    refiner_channels: tuple = (8, 16)
+    refiner_hidden: int = 64
     warm_start: bool = False
     padding: str = "zeros"
     record_poses: bool = True
@@ -119,11 +126,17 @@ class AVAEConfig(Config):
 
     def validate(self) -> None:
         check_choice("transform", self.transform, TRANSFORMS.names())
-        for name in ("pose_optimise", "pose_head", "warm_start", "record_poses"):
+        for name in ("pose_optimise", "pose_head", "pose_refiner", "warm_start", "record_poses"):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         check(len(self.head_channels) >= 1 and all(isinstance(c, int) and c > 0 for c in self.head_channels),
               f"head_channels must be one or more positive integers, got {self.head_channels!r}")
         check(isinstance(self.head_hidden, int) and self.head_hidden >= 1, f"head_hidden must be an integer >= 1, got {self.head_hidden!r}")
+        check(len(self.refiner_channels) >= 1 and all(isinstance(c, int) and c > 0 for c in self.refiner_channels),
+              f"refiner_channels must be one or more positive integers, got {self.refiner_channels!r}")
+        check(isinstance(self.refiner_hidden, int) and self.refiner_hidden >= 1,
+              f"refiner_hidden must be an integer >= 1, got {self.refiner_hidden!r}")
+        check(not self.pose_refiner or TRANSFORMS.get(self.transform).column("angle") is not None,
+              f"pose_refiner corrects the angle: transform '{self.transform}' has none")
         check(isinstance(self.head_hypotheses, int) and self.head_hypotheses >= 1,
               f"head_hypotheses must be an integer >= 1, got {self.head_hypotheses!r}")
         check_positive("head_weight", self.head_weight, allow_zero=True)
@@ -303,11 +316,30 @@ class AVAE(LatentModel):
                                  hypotheses=config.head_hypotheses)
             # 1 once the head has been trained (by pose-optimised training or fit_pose_head).
             self.register_buffer("head_trained", torch.zeros((), dtype=torch.int64))
+        self.refiner: Optional[PoseRefiner] = None
+        if config.pose_refiner:
+            self._build_refiner()
         self._rec_params: Optional[Tensor] = None   # (N, P) last found params per training image
         self._rec_labels: Optional[Tensor] = None   # (N,) labels, -1 unknown
         self._rec_epoch: Optional[Tensor] = None    # (N,) bool: seen this epoch
         self._rec_has_labels = False
         self._angle_history: list[tuple[int, np.ndarray]] = []
+
+    def _build_refiner(self) -> None:
+        cfg = self.config
+        self.refiner = PoseRefiner(cfg.image_shape, self.transform, channels=tuple(cfg.refiner_channels),
+                                   hidden=cfg.refiner_hidden).to(self.device)
+        # 1 once the refiner has been trained (fit_pose_refiner)
+        self.register_buffer("refiner_trained", torch.zeros((), dtype=torch.int64, device=self.device))
+
+    def add_refiner(self) -> PoseRefiner:
+        """The pose refiner, built (untrained, ``pose_refiner`` set in the config) if there is none."""
+        if self.refiner is None:
+            if self.transform.column("angle") is None:
+                raise AffineVAEError(f"a pose refiner corrects the angle: transform '{self.transform.name}' has none")
+            self.config = self.config.replace(pose_refiner=True)
+            self._build_refiner()
+        return self.refiner
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -384,6 +416,15 @@ class AVAE(LatentModel):
         if x.dim() != 4 or tuple(x.shape[1:]) != self.config.image_shape:
             raise AffineVAEError(f"images must have shape (N, {', '.join(map(str, self.config.image_shape))}), got {tuple(x.shape)}")
         return self.head.predict(x, k, views, confidence)
+
+    @torch.no_grad()
+    def refine_pose(self, x: Tensor, params: Tensor) -> Optional[Tensor]:
+        """(N, P) poses ``params`` of (N, C, H, W) checked images ``x`` with the angle corrected by
+        the trained refiner (one warp and one refiner pass), or None without a trained refiner."""
+        if self.refiner is None or int(self.refiner_trained) == 0:
+            return None
+        params = params.to(x.device, torch.float32)
+        return self.refiner.corrected(params, self.refiner(self.canonicalise(x, params)))
 
     @torch.no_grad()
     def elbo_at(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], seed: int = 0, samples: int = 1,
