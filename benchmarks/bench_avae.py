@@ -12,7 +12,11 @@
    20 Adam steps; goal: within 1 nat/image); first with the head fitted on searched poses, then
    after tuning head and VAE together on the ELBO at the head's own poses (the consensus of
    ``--amortise-views`` quarter-turn views, on ``--amortise-n`` upright digits turned anew every
-   epoch; about 70 s an epoch on one thread; cached in ``--cache``).
+   epoch; about 70 s an epoch on one thread; cached in ``--cache``). ``--model DIR`` times a
+   saved AVAE instead, e.g. the one ``benchmarks/small_head.py`` makes from that tuned model
+   (a cheaper head and a pose refiner)::
+
+       python benchmarks/bench_avae.py --sections 3 --model /tmp/bench/small --repeats 5
 
 Quick run::
 
@@ -290,6 +294,7 @@ def cost_table(model: AVAE, x, args) -> dict:
     t_plain = best_time(plain, args.repeats)
     print(f"    {len(x)} rotated test images; plain VAE ELBO evaluation {1e3 * t_plain:.1f} ms; exhaustive search "
           f"(30 restarts, keep {args.exhaustive_keep}, 20 steps) {t_ex:.1f} s, mean ELBO {ref:.2f}")
+    refined = getattr(model, "refiner", None) is not None and int(model.refiner_trained) == 1
     configs = [
         ("head only (best hypothesis)", SearchConfig(restarts=1, steps=0, include_identity=False)),
         ("head only, 4 views", SearchConfig(restarts=1, steps=0, include_identity=False, head_views=4)),
@@ -308,7 +313,16 @@ def cost_table(model: AVAE, x, args) -> dict:
         ("head 2 hyp. + identity, 3 steps", SearchConfig(restarts=3, keep=1, steps=3, head_starts=2)),
         ("no head: 8 restarts, 5 steps", SearchConfig(restarts=8, keep=1, steps=5, use_head=False)),
     ]
-    print(f"{'align config':32} {'time/plain':>10} {'w/o before':>11} {'ELBO gap (nats)':>16} {'>30deg off':>11}")
+    if refined:  # the rows above correct the head's first start with the refiner; these do not
+        configs[1:1] = [
+            ("head only, 4 views, no refiner", SearchConfig(restarts=1, steps=0, include_identity=False, head_views=4,
+                                                            use_refiner=False)),
+            ("4 views, 2 hyp. if unsure, no ref.", SearchConfig(restarts=2, keep=1, steps=0, include_identity=False,
+                                                                head_starts=2, head_views=4, head_trust=0.9,
+                                                                use_refiner=False))]
+        print("    (the model has a trained pose refiner: every row with a head start uses it unless it says "
+              "'no refiner')")
+    print(f"{'align config':36} {'time/plain':>10} {'w/o before':>11} {'ELBO gap (nats)':>16} {'>30deg off':>11}")
     rows = {}
     for name, cfg in configs:
         cfg = cfg.replace(chunk=chunk)
@@ -319,7 +333,7 @@ def cost_table(model: AVAE, x, args) -> dict:
         off = np.degrees(np.abs(np.angle(np.exp(1j * (r.angle.numpy() - exhaustive.angle.numpy())))))
         rows[name] = {"ratio": r_full, "ratio_without_before": r_nob, "gap": gap,
                       "neg_elbo": -float(r.elbo_after.mean()), "frac_off_30": float((off > 30).mean())}
-        print(f"{name:32} {r_full:9.2f}x {r_nob:10.2f}x {gap:16.2f} {100 * (off > 30).mean():10.1f}%",
+        print(f"{name:36} {r_full:9.2f}x {r_nob:10.2f}x {gap:16.2f} {100 * (off > 30).mean():10.1f}%",
               flush=True)
     print("    goal: <= 3x plain and within 1 nat/image of the exhaustive search "
           "('w/o before' skips elbo_before, itself one plain evaluation)")
@@ -358,6 +372,7 @@ def main(argv=None):
     p.add_argument("--head-channels", help="section 3: replace the pose head by one with these conv widths, e.g. 32,64")
     p.add_argument("--head-hidden", type=int, default=0, help="section 3: hidden width of the replacement head")
     p.add_argument("--head-hypotheses", type=int, default=0, help="section 3: hypotheses of the replacement head")
+    p.add_argument("--model", help="section 3: time this saved AVAE instead (e.g. benchmarks/small_head.py's output)")
     p.add_argument("--exhaustive-keep", type=int, default=30, help="restarts refined in the exhaustive search")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats (best of)")
     p.add_argument("--sections", default="1,2,3")
@@ -375,6 +390,11 @@ def main(argv=None):
     out: dict = {"args": vars(args)}
     t0 = time.perf_counter()
     upright = section_sweep(args, out) if 1 in sections else None
+    if args.model and 3 in sections:  # only the cost table of a saved model (e.g. from small_head.py)
+        print(f"\n== 3. cost of align with the amortised start vs plain VAE evaluation: {args.model} ==", flush=True)
+        x = torch.as_tensor(rotated_test(args, seed_offset=2).images)
+        out["cost"] = {args.model: cost_table(av.load(args.model).eval(), x, args)}
+        sections -= {3}
     if sections & {2, 3}:  # section 3 times the pose-optimised AVAE that section 2 trains
         posed, data = section_training(args, out, upright)
     if 3 in sections:

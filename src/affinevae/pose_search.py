@@ -755,6 +755,21 @@ def _elbo_head_loss(model, head: PoseHead, x: Tensor, y: Optional[Tensor], tune_
     return loss.mean(), value.detach()
 
 
+def _epoch_batches(x: Tensor, cfg: HeadTrainConfig, rng: torch.Generator):
+    """One epoch of (idx (B,), images (B, C, H, W), phi (B,) radians or None): ``x`` shuffled by
+    ``rng`` in batches of ``cfg.batch_size``, each image turned by a random angle ``phi`` when
+    ``cfg.augment_rotation``."""
+    order = torch.randperm(len(x), generator=rng).to(x.device)
+    for s in _chunks(len(x), cfg.batch_size):
+        idx = order[s]
+        xb, phi = x[idx], None
+        if cfg.augment_rotation:
+            phi = ((torch.rand(len(idx), generator=rng) * 2 - 1) * math.pi).to(x.device)
+            with torch.no_grad():
+                xb = render(xb, Pose(angle=phi))
+        yield idx, xb, phi
+
+
 def fit_pose_head(model, x, params=None, config: Optional[HeadTrainConfig] = None, *, y=None) -> list[float]:
     """Train ``model.head`` (the amortised start) on images ``x`` (N, C, H, W).
 
@@ -797,17 +812,11 @@ def fit_pose_head(model, x, params=None, config: Optional[HeadTrainConfig] = Non
     history = []
     try:
         for _ in range(cfg.epochs):
-            order = torch.randperm(len(x), generator=rng).to(x.device)
             total = 0.0
-            for s in _chunks(len(x), cfg.batch_size):
-                idx = order[s]
-                xb, pb = x[idx], None if params is None else params[idx]
-                if cfg.augment_rotation:
-                    phi = ((torch.rand(len(idx), generator=rng) * 2 - 1) * math.pi).to(x.device)
-                    with torch.no_grad():
-                        xb = render(xb, Pose(angle=phi))
-                    if pb is not None:
-                        pb = transform.rotate(pb, phi)
+            for idx, xb, phi in _epoch_batches(x, cfg, rng):
+                pb = None if params is None else params[idx]
+                if pb is not None and phi is not None:
+                    pb = transform.rotate(pb, phi)
                 if by_elbo:
                     loss, value = _elbo_head_loss(model, head, xb, _take(y, idx), cfg.tune_model, cfg.views)
                     total += float(value.sum())
@@ -857,15 +866,10 @@ def fit_pose_refiner(model, x, config: Optional[HeadTrainConfig] = None, *, y=No
     history = []
     try:
         for _ in range(cfg.epochs):
-            order = torch.randperm(len(x), generator=rng).to(x.device)
             total = 0.0
-            for s in _chunks(len(x), cfg.batch_size):
-                idx = order[s]
-                xb, yb = x[idx], _take(y, idx)
+            for idx, xb, _ in _epoch_batches(x, cfg, rng):
+                yb = _take(y, idx)
                 with torch.no_grad():
-                    if cfg.augment_rotation:
-                        phi = ((torch.rand(len(idx), generator=rng) * 2 - 1) * math.pi).to(x.device)
-                        xb = render(xb, Pose(angle=phi))
                     start = model.predict_pose(xb, 1, cfg.views)[:, 0]
                     noise = torch.randn(len(idx), generator=rng).to(x.device) * cfg.start_noise
                     start = refiner.corrected(start, noise)
