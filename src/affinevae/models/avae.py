@@ -335,9 +335,7 @@ class AVAE(LatentModel):
     def add_refiner(self) -> PoseRefiner:
         """The pose refiner, built (untrained, ``pose_refiner`` set in the config) if there is none."""
         if self.refiner is None:
-            if self.transform.column("angle") is None:
-                raise AffineVAEError(f"a pose refiner corrects the angle: transform '{self.transform.name}' has none")
-            self.config = self.config.replace(pose_refiner=True)
+            self.config = self.config.replace(pose_refiner=True)  # raises for a transform without an angle
             self._build_refiner()
         return self.refiner
 
