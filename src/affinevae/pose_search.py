@@ -31,6 +31,7 @@ None`` (and optionally ``refine_pose(x, params) -> (N, P) | None``) can be searc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from pathlib import Path
@@ -42,7 +43,7 @@ from torch import Tensor, nn
 
 from .config import Config, check, check_choice, check_positive
 from .errors import AffineVAEError
-from .nn.affine import Pose, render
+from .nn.affine import Pose, render, wrap_angle
 from .nn.transforms import Parameterisation
 
 __all__ = ["SearchConfig", "SearchResult", "AlignResult", "HeadTrainConfig", "PoseHead", "PoseRefiner", "search_poses",
@@ -647,7 +648,6 @@ class PoseRefiner(nn.Module):
         self.angle_col = transform.column("angle")
         if self.angle_col is None:
             raise AffineVAEError(f"a pose refiner corrects the angle: transform '{transform.name}' has none")
-        self.transform = transform
         self.max_angle = float(max_angle)
         self.conv, flat = _conv_trunk(image_shape, channels)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -661,8 +661,7 @@ class PoseRefiner(nn.Module):
     def corrected(self, params: Tensor, delta: Tensor) -> Tensor:
         """(N, P) poses with their angle moved by ``delta`` (N,) radians (wrapped)."""
         c = self.angle_col
-        angle = torch.remainder(params[:, c] + delta + math.pi, 2 * math.pi) - math.pi
-        return torch.cat([params[:, :c], angle[:, None], params[:, c + 1:]], 1)
+        return torch.cat([params[:, :c], wrap_angle(params[:, c] + delta)[:, None], params[:, c + 1:]], 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -770,6 +769,21 @@ def _epoch_batches(x: Tensor, cfg: HeadTrainConfig, rng: torch.Generator):
         yield idx, xb, phi
 
 
+@contextlib.contextmanager
+def _fitting(model: nn.Module, mode: bool, params: list, requires_grad: bool):
+    """``model.train(mode)`` and ``requires_grad`` set on ``params``; both restored on exit."""
+    was_training, saved = model.training, [p.requires_grad for p in params]
+    model.train(mode)
+    for p in params:
+        p.requires_grad_(requires_grad)
+    try:
+        yield
+    finally:
+        for p, req in zip(params, saved):
+            p.requires_grad_(req)
+        model.train(was_training)
+
+
 def fit_pose_head(model, x, params=None, config: Optional[HeadTrainConfig] = None, *, y=None) -> list[float]:
     """Train ``model.head`` (the amortised start) on images ``x`` (N, C, H, W).
 
@@ -804,13 +818,8 @@ def fit_pose_head(model, x, params=None, config: Optional[HeadTrainConfig] = Non
     trainable = list(head.parameters()) + (inner if cfg.tune_model else [])
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
-    was_training = model.training
-    frozen = [p.requires_grad for p in inner]
-    model.train()
-    for p in inner:
-        p.requires_grad_(cfg.tune_model)
     history = []
-    try:
+    with _fitting(model, True, inner, cfg.tune_model):
         for _ in range(cfg.epochs):
             total = 0.0
             for idx, xb, phi in _epoch_batches(x, cfg, rng):
@@ -827,10 +836,6 @@ def fit_pose_head(model, x, params=None, config: Optional[HeadTrainConfig] = Non
                 loss.backward()
                 opt.step()
             history.append(total / len(x))
-    finally:
-        for p, req in zip(inner, frozen):
-            p.requires_grad_(req)
-        model.train(was_training)
     if hasattr(model, "head_trained"):
         model.head_trained.fill_(1)
     return history
@@ -858,13 +863,10 @@ def fit_pose_refiner(model, x, config: Optional[HeadTrainConfig] = None, *, y=No
     refiner: PoseRefiner = model.add_refiner()
     opt = torch.optim.Adam(refiner.parameters(), lr=cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
-    was_training = model.training
-    frozen = [(p, p.requires_grad) for n, p in model.named_parameters() if not n.startswith("refiner.")]
-    model.eval()  # the head's and the model's passes as at inference; only the refiner learns
-    for p, _ in frozen:
-        p.requires_grad_(False)
+    others = [p for n, p in model.named_parameters() if not n.startswith("refiner.")]
     history = []
-    try:
+    # the head's and the model's passes as at inference (eval mode, frozen); only the refiner learns
+    with _fitting(model, False, others, False):
         for _ in range(cfg.epochs):
             total = 0.0
             for idx, xb, _ in _epoch_batches(x, cfg, rng):
@@ -880,9 +882,5 @@ def fit_pose_refiner(model, x, config: Optional[HeadTrainConfig] = None, *, y=No
                 opt.step()
                 total += float(value.detach().sum())
             history.append(total / len(x))
-    finally:
-        for p, req in frozen:
-            p.requires_grad_(req)
-        model.train(was_training)
     model.refiner_trained.fill_(1)
     return history

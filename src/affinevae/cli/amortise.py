@@ -75,10 +75,9 @@ class Amortise:
             model.config = model.config.replace(search=model.config.search.replace(head_views=args.views))
         model.eval().save(args.out)
         if args.refiner:
-            print(f"trained the pose refiner on {len(data)} images ({args.epochs} epochs): nats/image at the corrected "
-                  f"poses {history[0]:.2f} -> {history[-1]:.2f}; wrote {args.out}")
-            return 0
-        unit = "nats/image at the head's poses" if args.target == "elbo" else "head loss"
-        print(f"trained the pose head on {len(data)} images ({args.target}{', VAE tuned' if args.tune_model else ''}, "
-              f"{args.epochs} epochs): {unit} {history[0]:.2f} -> {history[-1]:.2f}; wrote {args.out}")
+            what, unit = f"pose refiner on {len(data)} images (", "nats/image at the corrected poses"
+        else:
+            what = f"pose head on {len(data)} images ({args.target}{', VAE tuned' if args.tune_model else ''}, "
+            unit = "nats/image at the head's poses" if args.target == "elbo" else "head loss"
+        print(f"trained the {what}{args.epochs} epochs): {unit} {history[0]:.2f} -> {history[-1]:.2f}; wrote {args.out}")
         return 0

@@ -128,13 +128,11 @@ class AVAEConfig(Config):
         check_choice("transform", self.transform, TRANSFORMS.names())
         for name in ("pose_optimise", "pose_head", "pose_refiner", "warm_start", "record_poses"):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
-        check(len(self.head_channels) >= 1 and all(isinstance(c, int) and c > 0 for c in self.head_channels),
-              f"head_channels must be one or more positive integers, got {self.head_channels!r}")
-        check(isinstance(self.head_hidden, int) and self.head_hidden >= 1, f"head_hidden must be an integer >= 1, got {self.head_hidden!r}")
-        check(len(self.refiner_channels) >= 1 and all(isinstance(c, int) and c > 0 for c in self.refiner_channels),
-              f"refiner_channels must be one or more positive integers, got {self.refiner_channels!r}")
-        check(isinstance(self.refiner_hidden, int) and self.refiner_hidden >= 1,
-              f"refiner_hidden must be an integer >= 1, got {self.refiner_hidden!r}")
+        for net in ("head", "refiner"):
+            channels, hidden = getattr(self, f"{net}_channels"), getattr(self, f"{net}_hidden")
+            check(len(channels) >= 1 and all(isinstance(c, int) and c > 0 for c in channels),
+                  f"{net}_channels must be one or more positive integers, got {channels!r}")
+            check(isinstance(hidden, int) and hidden >= 1, f"{net}_hidden must be an integer >= 1, got {hidden!r}")
         check(not self.pose_refiner or TRANSFORMS.get(self.transform).column("angle") is not None,
               f"pose_refiner corrects the angle: transform '{self.transform}' has none")
         check(isinstance(self.head_hypotheses, int) and self.head_hypotheses >= 1,
