@@ -38,8 +38,9 @@ import numpy as np
 import torch
 
 import affinevae as av
-from affinevae.models.avae import AVAE, AVAEConfig, load_pose_record
-from affinevae.pose_search import HeadTrainConfig, PoseHead, SearchConfig, fit_pose_head, seeded
+from affinevae.models.avae import AVAE, AVAEConfig
+from affinevae.pose import load_pose_record
+from affinevae.pose import HeadTrainConfig, PoseHead, SearchConfig, fit_pose_head, seeded
 from affinevae.sweep import SweepConfig, rotate_images, rotation_sweep
 from affinevae.training import TrainConfig, fit
 

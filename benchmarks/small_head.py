@@ -8,7 +8,7 @@ caches one as ``avae-posed-amortised-n60000-e24-v4``), this
    anew every step (``fit_pose_head(target='search', augment_rotation=True)``);
 2. trains it on the model's ELBO at its 4-view consensus (``target='elbo'``, ``views=4``),
    the VAE fixed, with a decreasing learning rate (``--elbo-epochs`` at ``--elbo-lrs``);
-3. trains a pose refiner (:func:`affinevae.pose_search.fit_pose_refiner`) on the same digits;
+3. trains a pose refiner (:func:`affinevae.pose.amortise.fit_pose_refiner`) on the same digits;
 
 and saves the model to ``--out``. The VAE is not changed, so an exhaustive search of the
 result is that of the input model. Timings: about 11 min with 2 threads.
@@ -24,7 +24,7 @@ import time
 import torch
 
 import affinevae as av
-from affinevae.pose_search import HeadTrainConfig, PoseHead, fit_pose_head, fit_pose_refiner
+from affinevae.pose import HeadTrainConfig, PoseHead, fit_pose_head, fit_pose_refiner
 
 
 def main(argv=None):

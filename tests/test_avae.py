@@ -13,10 +13,11 @@ import torch
 import affinevae as av
 from affinevae.cli import main
 from affinevae.errors import AffineVAEError
-from affinevae.models.avae import AVAE, AVAEConfig, load_pose_record
+from affinevae.models.avae import AVAE, AVAEConfig
+from affinevae.pose import load_pose_record
 from affinevae.nn.affine import Pose, affine_grid, compose_affine, identity_affine, invert_affine, pose_matrix, render, warp
 from affinevae.nn.transforms import TRANSFORMS, get_transform
-from affinevae.pose_search import (HeadTrainConfig, SearchConfig, fit_pose_head, fit_pose_refiner, load_alignment,
+from affinevae.pose import (HeadTrainConfig, SearchConfig, fit_pose_head, fit_pose_refiner, load_alignment,
                                    search_poses)
 from affinevae.sweep import SweepConfig, load_sweep_csv, parse_angles, rotate_images, rotation_sweep
 from affinevae.training import TrainConfig, fit

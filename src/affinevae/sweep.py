@@ -26,8 +26,8 @@ from .config import Config, check, check_choice
 from .data.imageset import check_threshold
 from .errors import AffineVAEError
 from .io import atomic_write
-from .nn.affine import Pose, invert_affine, pose_matrix, warp
-from .pose_search import SearchConfig, seeded
+from .nn.affine import Pose, render
+from .pose.search import SearchConfig, seeded
 
 __all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images",
            "load_sweep_csv"]
@@ -181,8 +181,7 @@ def parse_angles(spec: str) -> np.ndarray:
 def rotate_images(images: Tensor, angle_deg: float, interpolation: str = "bilinear") -> Tensor:
     """Rotate (N, C, H, W) images counter-clockwise by ``angle_deg`` degrees about the centre, clipped to [0, 1]."""
     angle = torch.full((len(images),), math.radians(angle_deg), dtype=torch.float32, device=images.device)
-    theta = invert_affine(pose_matrix(Pose(angle=angle)))
-    return warp(images, theta, mode=interpolation).clamp(0, 1)
+    return render(images, Pose(angle=angle), mode=interpolation).clamp(0, 1)
 
 
 def _as_images(images, labels) -> tuple[Tensor, Optional[Tensor]]:

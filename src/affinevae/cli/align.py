@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Optional
-
 from ..errors import AffineVAEError
 from ..io import load
-from ..models.avae import AVAE
-from ..models.base import LatentModel
-from ..pose_search import SearchConfig
+from ..pose.amortise import as_avae
+from ..pose.search import SearchConfig
 from ..training import resolve_device
 from . import COMMANDS
 from .common import add_data_arguments, load_data_from_args
@@ -56,17 +53,6 @@ def search_config_from_args(args: argparse.Namespace, base: SearchConfig) -> Sea
         a = math.radians(args.max_angle)
         changes["angle_range"] = (-a, a)
     return base.replace(**changes)
-
-
-def as_avae(model: LatentModel, transform: Optional[str], where: str, pose_head: bool = False) -> AVAE:
-    """An AVAE from a loaded model: wrap a plain model (with a new, untrained pose head if
-    ``pose_head``), or check an AVAE's transform."""
-    if isinstance(model, AVAE):
-        if transform is not None and transform != model.config.transform:
-            raise AffineVAEError(f"{where} holds an avae with transform '{model.config.transform}'; "
-                                 "--transform only applies when wrapping a plain model")
-        return model
-    return AVAE(model, transform=transform or "rotation", pose_head=pose_head).to(model.device).eval()
 
 
 @COMMANDS.register("align")

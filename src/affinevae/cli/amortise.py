@@ -7,10 +7,9 @@ from pathlib import Path
 
 from ..errors import AffineVAEError
 from ..io import load
-from ..pose_search import HeadTrainConfig, fit_pose_head, fit_pose_refiner
+from ..pose.amortise import AMORTISE_DEFAULTS, amortise
 from ..training import resolve_device
 from . import COMMANDS
-from .align import as_avae
 from .common import add_data_arguments, load_data_from_args
 
 
@@ -27,14 +26,15 @@ class Amortise:
         p.add_argument("run_dir", help="run or model directory of an avae (or of a vae/cvae: wrapped, with a new head)")
         add_data_arguments(p)
         p.add_argument("--out", required=True, help="directory for the model with its trained head (not run_dir)")
-        p.add_argument("--target", default="elbo", choices=["elbo", "search"],
+        p.add_argument("--target", default=AMORTISE_DEFAULTS.target, choices=["elbo", "search"],
                        help="elbo: maximise the ELBO at the head's own poses (default); search: regress the poses "
                             "found by the model's search")
         p.add_argument("--tune-model", action="store_true", help="(elbo) also train the VAE at the head's poses")
         p.add_argument("--transform", help="parameterisation when wrapping a plain VAE/cVAE run (default rotation)")
-        p.add_argument("--epochs", type=int, default=16)
-        p.add_argument("--batch-size", type=int, default=128)
-        p.add_argument("--lr", type=float, default=1e-3)
+        d = AMORTISE_DEFAULTS
+        p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the images (default {d.epochs})")
+        p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+        p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr:g})")
         p.add_argument("--augment-rotation", action="store_true", help="turn every image by a random angle each step")
         p.add_argument("--views", type=int, default=1, choices=[1, 2, 4],
                        help="(elbo) train the consensus of this many quarter-turn views of each image; the written "
@@ -52,27 +52,16 @@ class Amortise:
 
         if Path(args.out).resolve() == Path(args.run_dir).resolve():
             raise AffineVAEError("--out must differ from run_dir (the run's checkpoints belong to its own model)")
-        if args.refiner and (args.target != "elbo" or args.tune_model):
-            raise AffineVAEError("--refiner learns from the ELBO alone: no --target search, no --tune-model")
-        cfg = HeadTrainConfig(target=args.target, tune_model=args.tune_model, epochs=args.epochs,
-                              batch_size=args.batch_size, lr=args.lr, augment_rotation=args.augment_rotation,
-                              views=args.views, seed=args.seed)
+        cfg = AMORTISE_DEFAULTS.replace(target=args.target, tune_model=args.tune_model, epochs=args.epochs,
+                                        batch_size=args.batch_size, lr=args.lr, augment_rotation=args.augment_rotation,
+                                        views=args.views, seed=args.seed)
         device = resolve_device(args.device)
-        model = as_avae(load(args.run_dir, device=device), args.transform, args.run_dir, pose_head=True)
-        if model.head is None:
-            raise AffineVAEError(f"{args.run_dir}: this avae was built without a pose head (pose_head=false)")
+        loaded = load(args.run_dir, device=device)
         data = load_data_from_args(args, "train", seed=args.seed)
-        labels = data.labels if model.conditional else None
         torch.manual_seed(args.seed)
-        params = None
-        if args.refiner:
-            history = fit_pose_refiner(model, data.images, cfg, y=labels)
-        else:
-            if args.target == "search":
-                params = model.align(data.images, labels, model.config.search.replace(report_before=False)).params
-            history = fit_pose_head(model, data.images, params, cfg, y=labels)
-        if args.views > 1:  # align starts from the consensus the head was trained for
-            model.config = model.config.replace(search=model.config.search.replace(head_views=args.views))
+        result = amortise(loaded, data.images, data.labels, cfg, refiner=args.refiner, transform=args.transform,
+                          where=args.run_dir)
+        model, history = result.model, result.history
         model.eval().save(args.out)
         if args.refiner:
             what, unit = f"pose refiner on {len(data)} images (", "nats/image at the corrected poses"

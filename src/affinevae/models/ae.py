@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+from torch import Tensor
+
 from ..config import check_choice
 from ..registry import MODELS
-from .base import LatentModel, ModelConfig
+from .base import Encoding, LatentModel, ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +37,6 @@ class AE(LatentModel):
     def encoder_out_dim(self) -> int:
         return self.config.latent_dim
 
-    def _split_stats(self, h):
-        from .base import Encoding
-        import torch
-
+    def posterior(self, h: Tensor) -> Encoding:
+        """Encoder output (N, latent_dim) -> the deterministic code (``z_std`` zeros)."""
         return Encoding(h, torch.zeros_like(h))

@@ -2,7 +2,7 @@
 
 A VAE's negative ELBO says how unusual an image looks to it. The AVAE puts an affine
 transform ``T(params)`` before the encoder and its exact inverse after the decoder, and for
-every image searches the parameters that maximise the ELBO (:mod:`affinevae.pose_search`):
+every image searches the parameters that maximise the ELBO (:mod:`affinevae.pose`):
 
     canonical = warp(x, T)                     # undo the pose (grid sampling)
     z ~ q(z | canonical);  p = decoder(z)      # the inner VAE, in the canonical frame
@@ -27,7 +27,7 @@ image (the trainer's ``index``) and written each epoch to ``run_dir/poses.npz``
 (:func:`load_pose_record`). A small pose head learns to predict the found pose from the
 image (its squared error, weight ``head_weight``, is added to ``loss``) and serves as the
 first restart (the amortised start), so that inference needs few restarts and steps;
-:func:`affinevae.pose_search.fit_pose_head` trains it separately on search results.
+:func:`affinevae.pose.amortise.fit_pose_head` trains it separately on search results.
 """
 
 from __future__ import annotations
@@ -40,17 +40,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import Config, check, check_choice, check_positive
+from ..config import check, check_choice, check_positive
 from ..errors import AffineVAEError
-from ..io import atomic_write
-from ..nn.affine import Pose, invert_affine, pose_matrix, warp
+from ..nn.affine import Pose, PoseLike, canonicalise, render
 from ..nn.transforms import TRANSFORMS, Parameterisation, get_transform
-from ..pose_search import (AlignResult, PoseHead, PoseRefiner, SearchConfig, SearchResult, align as _align, search_poses,
-                           seeded)
+from ..pose.align import AlignResult, align as align_poses
+from ..pose.nets import PoseHead, PoseRefiner
+from ..pose.record import POSES_FILE, PoseRecord, PoseRecorder, load_pose_record
+from ..pose.search import SearchConfig, SearchResult, search_poses, seeded
 from ..registry import MODELS
 from .base import Encoding, LatentModel, ModelConfig, ModelOutput
 
-POSES_FILE = "poses.npz"
+__all__ = ["AVAE", "AVAEConfig", "POSES_FILE", "PoseRecord", "load_pose_record"]
+_MIRRORED = tuple(f.name for f in dataclasses.fields(ModelConfig))
+_DEFAULTS = ModelConfig()
 
 
 def _search_config(value: Any, name: str) -> SearchConfig:
@@ -62,8 +65,13 @@ def _search_config(value: Any, name: str) -> SearchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class AVAEConfig(Config):
+class AVAEConfig(ModelConfig):
     """Options of the affine VAE.
+
+    It is a :class:`ModelConfig` whose shared fields (``image_shape``, ``latent_dim``,
+    ``num_classes``, ``likelihood``, ``beta`` ...) mirror the inner model's: they are read from
+    ``inner_config`` (a value given for one of them at the top level moves there), and are not
+    written by :meth:`to_dict` (``inner_config`` holds them).
 
     Attributes:
         inner: family name of the wrapped model ('vae', 'cvae', ...; not 'avae').
@@ -80,7 +88,7 @@ class AVAEConfig(Config):
         head_weight: weight of the head's squared error in ``loss`` (unitless error; small
             next to the nats of the ELBO).
         pose_refiner: build the pose refiner (the second stage of the amortised start,
-            :class:`~affinevae.pose_search.PoseRefiner`; :func:`~affinevae.pose_search.fit_pose_refiner`
+            :class:`~affinevae.pose.nets.PoseRefiner`; :func:`~affinevae.pose.amortise.fit_pose_refiner`
             builds it on demand and sets this).
         refiner_channels: conv widths of the refiner; refiner_hidden: its hidden width.
         warm_start: in training, also start each image's search from its last found pose
@@ -119,9 +127,20 @@ class AVAEConfig(Config):
         check(isinstance(self.inner, str), f"avae inner must be a model family name, got {self.inner!r}")
         check(self.inner != "avae", "avae cannot wrap another avae")
         check(isinstance(self.inner_config, Mapping), f"avae inner_config must be a dict, got {type(self.inner_config).__name__}")
+        inner_config = dict(self.inner_config)
+        for name in _MIRRORED:  # shared fields given at the top level belong to the inner model
+            value = getattr(self, name)
+            value = tuple(value) if isinstance(value, list) else value
+            if value != getattr(_DEFAULTS, name):
+                given = inner_config.get(name, value)
+                if (tuple(given) if isinstance(given, list) else given) != value:
+                    raise AffineVAEError(f"avae option {name!r} given both at the top level and in inner_config")
+                inner_config[name] = value
         cls = MODELS.get(self.inner)
-        canonical = cls.config_class.from_dict(dict(self.inner_config), what=f"model '{self.inner}' (inside avae)")
+        canonical = cls.config_class.from_dict(inner_config, what=f"model '{self.inner}' (inside avae)")
         object.__setattr__(self, "inner_config", canonical.to_dict())
+        for name in _MIRRORED:
+            object.__setattr__(self, name, getattr(canonical, name))
         super().__post_init__()
 
     def validate(self) -> None:
@@ -143,8 +162,9 @@ class AVAEConfig(Config):
 
     # ------------------------------------------------------------------ nested configs
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict; ``search``/``train_search`` become dicts, ``inner_config`` a copy."""
-        out = super().to_dict()
+        """JSON-able dict of the AVAE's own fields; ``search``/``train_search`` become dicts,
+        ``inner_config`` a copy (it holds the mirrored shared fields)."""
+        out = {k: v for k, v in super().to_dict().items() if k not in _MIRRORED}
         out["search"] = self.search.to_dict()
         out["train_search"] = self.train_search.to_dict()
         out["inner_config"] = dict(self.inner_config)
@@ -153,7 +173,7 @@ class AVAEConfig(Config):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, what: Optional[str] = None) -> "AVAEConfig":
         """Build from a dict; the inner model's own options may be given at the top level."""
-        own = set(cls.field_names())
+        own = set(cls.field_names()) - set(_MIRRORED)
         data = dict(data)
         inner_name = data.get("inner", "vae")
         inner_fields = set(MODELS.get(inner_name).config_class.field_names()) if isinstance(inner_name, str) and inner_name in MODELS else set()
@@ -171,90 +191,6 @@ class AVAEConfig(Config):
     def inner_model_config(self) -> ModelConfig:
         """The inner model's config object."""
         return MODELS.get(self.inner).config_class.from_dict(self.inner_config)
-
-    @property
-    def image_shape(self) -> tuple:
-        """(C, H, W) of the images (the inner model's)."""
-        return tuple(self.inner_config["image_shape"])
-
-    @property
-    def num_classes(self) -> int:
-        """Classes of the inner model (0 = unconditional)."""
-        return int(self.inner_config["num_classes"])
-
-    @property
-    def latent_dim(self) -> int:
-        """Content latents of the inner model."""
-        return int(self.inner_config["latent_dim"])
-
-    @property
-    def beta(self) -> float:
-        """KL weight of the inner model."""
-        return float(self.inner_config["beta"])
-
-
-@dataclasses.dataclass
-class PoseRecord:
-    """Found poses of the training images over training (``run_dir/poses.npz``).
-
-    Attributes:
-        epochs: (E,) epoch numbers.
-        angle: (E, N) found angle of each training image per epoch, radians (NaN if unseen).
-        labels: (N,) class labels (-1 where unknown), or None when training had no labels.
-        params: (N, P) last found parameters.
-        transform: parameterisation name.
-        param_names: names of the ``params`` columns.
-    """
-
-    epochs: np.ndarray
-    angle: np.ndarray
-    labels: Optional[np.ndarray]
-    params: np.ndarray
-    transform: str
-    param_names: tuple
-
-    def histograms(self, bins: int = 36, true_angle: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Angle histograms per epoch and class: counts (E, K, bins) and bin edges (bins + 1,) in radians.
-
-        K = number of classes (1 without labels); bins span [-pi, pi). With ``true_angle`` (the
-        training images' own rotations, radians, one per record column or more) the histogrammed
-        angle is the *encoded orientation* ``true - found``: the rotation, from upright, at which
-        the model encodes each digit. It gathers into peaks (one canonical orientation per class)
-        as training converges, whatever the images' own rotations; the found angle alone follows
-        the images' rotations.
-        """
-        edges = np.linspace(-np.pi, np.pi, bins + 1)
-        angle = self.angle
-        if true_angle is not None:
-            true = np.asarray(true_angle, dtype=np.float64).reshape(-1)
-            if len(true) < angle.shape[1]:
-                raise AffineVAEError(f"true_angle has {len(true)} angles for a pose record of {angle.shape[1]} images")
-            angle = true[None, :angle.shape[1]] - angle
-        labels = self.labels if self.labels is not None else np.zeros(angle.shape[1], np.int64)
-        k = max(int(labels.max()) + 1, 1) if len(labels) else 1
-        counts = np.zeros((len(self.epochs), k, bins), np.int64)
-        wrapped = np.mod(angle + np.pi, 2 * np.pi) - np.pi
-        for c in range(k):  # loop over classes (few), vectorised over images
-            sel = wrapped[:, labels == c]
-            for e in range(len(self.epochs)):
-                a = sel[e][np.isfinite(sel[e])]
-                counts[e, c] = np.histogram(a, bins=edges)[0]
-        return counts, edges
-
-
-def load_pose_record(run_dir: str | Path) -> PoseRecord:
-    """Read ``run_dir/poses.npz`` written during pose-optimised training (no unpickling)."""
-    path = Path(run_dir) / POSES_FILE if Path(run_dir).is_dir() else Path(run_dir)
-    if not path.is_file():
-        raise AffineVAEError(f"{path}: no pose record (train an avae with pose_optimise and record_poses)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            d = {k: f[k] for k in f.files}
-        labels = d["labels"] if bool(d["has_labels"]) else None
-        return PoseRecord(epochs=d["epochs"], angle=d["angle"], labels=labels, params=d["params"],
-                          transform=str(d["transform"]), param_names=tuple(str(v) for v in d["param_names"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise AffineVAEError(f"{path}: corrupt pose record ({exc.__class__.__name__}: {exc})") from None
 
 
 @MODELS.register("avae")
@@ -277,12 +213,13 @@ class AVAE(LatentModel):
 
     config_class = AVAEConfig
     family = "avae"
+    pose_source = "searched"
+    render_padding = "border"
 
     def __init__(self, vae: LatentModel | AVAEConfig | None = None, transform: Optional[str] = None,
                  search: Optional[SearchConfig] = None, train_search: Optional[SearchConfig] = None,
                  pose_optimise: Optional[bool] = None, pose_head: Optional[bool] = None,
                  config: Optional[AVAEConfig] = None) -> None:
-        nn.Module.__init__(self)
         if isinstance(vae, AVAEConfig):
             if config is not None:
                 raise AffineVAEError("AVAE: give the config either positionally or as config=, not both")
@@ -290,38 +227,43 @@ class AVAE(LatentModel):
         if config is not None and not isinstance(config, AVAEConfig):
             raise AffineVAEError(f"AVAE needs an AVAEConfig, got {type(config).__name__}")
         config = config or AVAEConfig()
-        if vae is None:
-            vae = MODELS.get(config.inner).from_config_dict(config.inner_config)
-        else:
+        if vae is not None:
             if not isinstance(vae, LatentModel) or isinstance(vae, AVAE):
                 raise AffineVAEError(f"AVAE wraps a VAE, cVAE or other LatentModel, got {type(vae).__name__}")
             config = config.replace(inner=vae.family, inner_config=vae.config.to_dict())
         changes = {"transform": transform, "search": search, "train_search": train_search,
                    "pose_optimise": pose_optimise, "pose_head": pose_head}
         changes = {k: v for k, v in changes.items() if v is not None}
-        if changes:
+        if changes:  # none of them touches the inner model
             config = config.replace(**changes)
-        self.config = config
-        self.vae = vae
-        self.transform: Parameterisation = get_transform(config.transform)
-        self.conditional = vae.conditional
-        self.variational = vae.variational
-        self.likelihood = vae.likelihood
+        super().__init__(config, networks=None if vae is None else {"vae": vae})
+
+    # ------------------------------------------------------------------ construction
+    def build_observation(self) -> None:
+        """Nothing: the likelihood and its sigma are the inner model's."""
+
+    def build(self, vae: Optional[LatentModel] = None) -> None:
+        """The inner model (from ``inner``/``inner_config``, or the given one), the transform,
+        the pose networks and the pose recorder."""
+        cfg = self.config
+        self.vae = vae if vae is not None else MODELS.get(cfg.inner).from_config_dict(cfg.inner_config)
+        self.build_pose_networks()
+
+    def build_pose_networks(self) -> None:
+        """The transform, the pose head (if ``pose_head``), the refiner (if ``pose_refiner``) and the recorder."""
+        cfg = self.config
+        self.transform: Parameterisation = get_transform(cfg.transform)
         self.head: Optional[PoseHead] = None
-        if config.pose_head:
-            self.head = PoseHead(config.image_shape, self.transform, config.search.ranges(),
-                                 channels=tuple(config.head_channels), hidden=config.head_hidden,
-                                 hypotheses=config.head_hypotheses)
+        if cfg.pose_head:
+            self.head = PoseHead(cfg.image_shape, self.transform, cfg.search.ranges(),
+                                 channels=tuple(cfg.head_channels), hidden=cfg.head_hidden,
+                                 hypotheses=cfg.head_hypotheses)
             # 1 once the head has been trained (by pose-optimised training or fit_pose_head).
             self.register_buffer("head_trained", torch.zeros((), dtype=torch.int64))
         self.refiner: Optional[PoseRefiner] = None
-        if config.pose_refiner:
+        if cfg.pose_refiner:
             self._build_refiner()
-        self._rec_params: Optional[Tensor] = None   # (N, P) last found params per training image
-        self._rec_labels: Optional[Tensor] = None   # (N,) labels, -1 unknown
-        self._rec_epoch: Optional[Tensor] = None    # (N,) bool: seen this epoch
-        self._rec_has_labels = False
-        self._angle_history: list[tuple[int, np.ndarray]] = []
+        self.recorder = PoseRecorder(self.transform)
 
     def _build_refiner(self) -> None:
         cfg = self.config
@@ -337,11 +279,30 @@ class AVAE(LatentModel):
             self._build_refiner()
         return self.refiner
 
-    # ------------------------------------------------------------------ plumbing
+    def inner_parameters(self):
+        """The inner model's parameters (not the pose head's or the refiner's)."""
+        return self.vae.parameters()
+
+    # ------------------------------------------------------------------ what the inner model owns
+    @property
+    def likelihood(self):
+        """The inner model's likelihood."""
+        return self.vae.likelihood
+
     @property
     def log_sigma(self) -> Tensor:
         """The inner model's log pixel standard deviation (Gaussian likelihood)."""
         return self.vae.log_sigma
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the inner model is class-conditional."""
+        return self.vae.conditional
+
+    @property
+    def variational(self) -> bool:
+        """Whether the inner model is variational."""
+        return self.vae.variational
 
     def compile_targets(self) -> list[nn.Module]:
         """The inner model's networks (the search and the weight step both run them)."""
@@ -351,35 +312,82 @@ class AVAE(LatentModel):
         """Start the inner model's decoder at the mean of the (N, C, H, W) training images ``x``."""
         self.vae.init_from_data(x)
 
-    def build(self) -> None:  # pragma: no cover - the inner model is built by its own class
-        """Unused: the AVAE's networks are the inner model's and the pose head."""
+    # ------------------------------------------------------------------ stages (the inner model's, in the found pose)
+    def pose_of(self, found) -> PoseLike:
+        """The :class:`Pose` of found parameters (N, P) (None stays None; a Pose or matrices pass through)."""
+        if isinstance(found, Tensor) and found.dim() == 2:
+            return self.transform.to_pose(found)
+        return found
 
-    def canonicalise(self, x: Tensor, params: Optional[Tensor]) -> Tensor:
-        """Undo the pose ``params`` (N, P) on (N, C, H, W) observed images (``warp(x, T)``)."""
-        if params is None:
-            return x
-        return warp(x, self.transform.matrix(params.to(x.dtype)), padding_mode=self.config.padding,
-                    mode=self.config.interpolation)
+    def canonicalise(self, x: Tensor, pose) -> Tensor:
+        """Undo ``pose`` (a :class:`Pose`, or parameters (N, P)) on (N, C, H, W) observed images
+        (``warp(x, T)`` with the config's padding and interpolation); ``x`` itself for None."""
+        return canonicalise(x, self.pose_of(pose), padding=self.config.padding, mode=self.config.interpolation)
 
-    def _pass(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], sample: bool,
-              canon: Optional[Tensor] = None) -> ModelOutput:
-        """One pass at given params (None = identity, exactly the inner model); inputs already checked.
-        ``canon``: the canonical image ``canonicalise(x, params)`` if already computed."""
-        vae = self.vae
-        theta = None if params is None else self.transform.matrix(params.to(x.dtype))
-        mode = self.config.interpolation
-        if canon is None:
-            canon = x if theta is None else warp(x, theta, padding_mode=self.config.padding, mode=mode)
-        enc = vae._split_stats(vae.encoder(canon, vae.onehot(y)))
-        if sample and vae.variational:
-            z, inner_pose = vae._sample_latent(enc)
-        else:
-            z, inner_pose = enc.z_mean, enc.pose
-        out_params = vae._render(z, y, inner_pose)
-        if theta is not None:
-            out_params = warp(out_params, invert_affine(theta).to(out_params.dtype), padding_mode="border", mode=mode)
-        pose = None if params is None else self.transform.to_pose(params)
-        return vae.score(x, out_params, enc, pose)
+    def posterior(self, h: Tensor) -> Encoding:
+        """The inner model's posterior of its encoder output ``h``."""
+        return self.vae.posterior(h)
+
+    def infer(self, x: Tensor, y: Optional[Tensor] = None) -> Encoding:
+        """The inner model's posterior of canonical (N, C, H, W) images."""
+        return self.vae.infer(x, y)
+
+    def draw(self, post: Encoding, sample: bool = True):
+        """The inner model's latent sample (and its inferred pose, if it has one)."""
+        return self.vae.draw(post, sample)
+
+    def generate(self, z: Tensor, y: Optional[Tensor] = None):
+        """The inner model's canonical object of latents ``z`` (N, D)."""
+        return self.vae.generate(z, y)
+
+    def render(self, canonical, pose) -> Tensor:
+        """``canonical`` put in ``pose``: a canonical image is warped by ``T^-1`` with border padding
+        (uncovered corners take the decoder's background edge) and the config's interpolation."""
+        return render(canonical, pose, padding="border", mode=self.config.interpolation)
+
+    def kl(self, post: Encoding) -> Tensor:
+        """The inner model's (N,) KL, nats."""
+        return self.vae.kl(post)
+
+    def find_pose(self, x: Tensor, y: Optional[Tensor], index: Optional[Tensor] = None,
+                  labels: Optional[Tensor] = None) -> Optional[Tensor]:
+        """Searched pose parameters (N, P) of checked images (None: the identity, for training
+        with ``pose_optimise=False``). Train mode uses ``train_search`` (restarts from torch's
+        global generator, seeded and checkpointed by the trainer; warm starts and the pose record
+        by ``index`` (N,), the images' positions in the training set, with their raw ``labels``);
+        eval mode uses ``search``, reproducible with its seed."""
+        if not self.training:
+            return self.inference_pose(x, y)
+        if not self.config.pose_optimise:
+            return None
+        cfg = self.config.train_search
+        extra = self.recorder.warm_starts(index, x.device) if self.config.warm_start and index is not None else None
+        params = search_poses(self, x, y, cfg, extra_starts=extra).params.detach()
+        if index is not None and self.config.record_poses:
+            self.recorder.record(index, params, labels)
+        return params
+
+    def inference_pose(self, x: Tensor, y: Optional[Tensor]) -> Tensor:
+        """Pose parameters (N, P) found by the ``search`` config with its seed (used by ``encode``)."""
+        cfg = self.config.search
+        return search_poses(self, x, y, cfg, generator=torch.Generator().manual_seed(cfg.seed)).params.detach()
+
+    def pose_terms(self, x: Tensor, found) -> dict:
+        """'pose_head': ``head_weight`` times the pose head's error on the found parameters (N, P)
+        (when there is a head and a searched pose); marks the head trained in training."""
+        if found is None or self.head is None or self.config.head_weight <= 0:
+            return {}
+        if self.training:
+            self.head_trained.fill_(1)
+        return {"pose_head": self.config.head_weight * self.head.loss(self.head(x), found).mean()}
+
+    # ------------------------------------------------------------------ passes at given poses
+    def pass_at(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], sample: bool = True,
+                canon: Optional[Tensor] = None) -> ModelOutput:
+        """The pass at pose parameters ``params`` (N, P) (None = identity, exactly the inner model)
+        on checked inputs; ``canon``: ``canonicalise(x, params)`` if already computed. Gradients
+        flow into ``params``."""
+        return self.run_stages(x, y, params, sample, canon)
 
     def forward_at(self, x: Tensor, y: Optional[Tensor] = None, params: Optional[Tensor] = None,
                    sample: bool = True) -> ModelOutput:
@@ -389,21 +397,20 @@ class AVAE(LatentModel):
             params = self.transform.check(params).to(x.device, torch.float32)
             if len(params) != len(x):
                 raise AffineVAEError(f"got {len(params)} poses for {len(x)} images")
-        return self._pass(x, y, params, sample)
+        return self.pass_at(x, y, params, sample)
 
     def objective(self, x: Tensor, y: Optional[Tensor], params: Tensor) -> Tensor:
         """(N,) deterministic search objective: -ELBO (nats) with the latent at the posterior mean.
 
         ``x`` (N, C, H, W) and ``y`` must already be checked; ``params`` (N, P).
         """
-        out = self._pass(x, y, params, sample=False)
-        return -out.elbo
+        return -self.pass_at(x, y, params, sample=False).elbo
 
     def predict_pose(self, x: Tensor, k: int = 1, views: int = 1, confidence: bool = False):
         """(N, k, P) the head's ``k`` best poses for (N, C, H, W) images (the amortised start), or None
         if there is no trained head; ``views`` 2 or 4: quarter-turn test-time augmentation;
         ``confidence``: also the (N,) confidences in (0, 1] (see
-        :meth:`~affinevae.pose_search.PoseHead.predict`)."""
+        :meth:`~affinevae.pose.nets.PoseHead.predict`)."""
         if self.head is None or int(self.head_trained) == 0:
             return None
         x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
@@ -443,152 +450,36 @@ class AVAE(LatentModel):
                 for i in range(0, len(x), chunk):
                     s = slice(i, i + chunk)
                     p = None if params is None else params[s]
-                    total[s] += self._pass(x[s], None if y is None else y[s], p, sample=True, canon=canon[s]).elbo.float()
+                    total[s] += self.pass_at(x[s], None if y is None else y[s], p, sample=True, canon=canon[s]).elbo.float()
         return total / samples, canon
 
     # ------------------------------------------------------------------ search API
     def search(self, x: Tensor, y: Optional[Tensor] = None, config: Optional[SearchConfig] = None,
                starts: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> SearchResult:
-        """Pose search on (N, C, H, W) images (see :func:`affinevae.pose_search.search_poses`)."""
+        """Pose search on (N, C, H, W) images (see :func:`affinevae.pose.search.search_poses`)."""
         x, y = self.check_input(x, y)
         return search_poses(self, x, y, config or self.config.search, starts=starts, generator=generator)
 
     def align(self, x: Tensor, y: Optional[Tensor] = None, config: Optional[SearchConfig] = None,
               starts: Optional[Tensor] = None) -> AlignResult:
-        """Found pose, ELBO before/after (nats) and canonical image of every image; see :func:`affinevae.pose_search.align`."""
-        return _align(self, x, y, config or self.config.search, starts=starts)
+        """Found pose, ELBO before/after (nats) and canonical image of every image; see :func:`affinevae.pose.align.align`."""
+        return align_poses(self, x, y, config or self.config.search, starts=starts)
 
     # ------------------------------------------------------------------ LatentModel API
-    def _render(self, z: Tensor, y: Optional[Tensor], pose: Optional[Pose]) -> Tensor:
-        params = self.vae._render(z, y, None)
-        if pose is not None and not pose.is_identity():
-            params = warp(params, invert_affine(pose_matrix(pose)).to(params.dtype), padding_mode="border",
-                          mode=self.config.interpolation)
-        return params
-
-    def encode(self, x: Tensor, y: Optional[Tensor] = None) -> Encoding:
-        """Search the pose, then encode the canonical image: content posterior and the found ``pose``."""
-        x, y = self.check_input(x, y)
-        found = search_poses(self, x, y, self.config.search, generator=torch.Generator().manual_seed(self.config.search.seed))
-        enc = self.vae._split_stats(self.vae.encoder(self.canonicalise(x, found.params), self.vae.onehot(y)))
-        enc.pose = self.transform.to_pose(found.params)
-        return enc
-
-    def forward(self, x: Tensor, y: Optional[Tensor] = None, sample: bool = True,
-                index: Optional[Tensor] = None) -> ModelOutput:
-        """Search each image's pose (no gradients), then the full pass in that pose.
-
-        Train mode uses ``train_search`` (and records poses by ``index`` (N,), the images'
-        positions in the training set); eval mode uses ``search``. With
-        ``pose_optimise=False`` training uses the identity pose. ``loss`` adds
-        ``head_weight`` times the pose head's error on the found poses when there is a head.
-        """
-        raw_y = y
-        x, y = self.check_input(x, y)
-        if self.training and not self.config.pose_optimise:
-            return self._pass(x, y, None, sample)
-        cfg = self.config.train_search if self.training else self.config.search
-        extra = None
-        if self.training and self.config.warm_start and index is not None:
-            extra = self._warm_starts(index, len(x), x.device)
-        # training draws restarts from torch's global generator (seeded and checkpointed by the
-        # trainer); evaluation is reproducible with the search config's seed
-        gen = None if self.training else torch.Generator().manual_seed(cfg.seed)
-        params = search_poses(self, x, y, cfg, extra_starts=extra, generator=gen).params.detach()
-        out = self._pass(x, y, params, sample)
-        if self.head is not None and self.config.head_weight > 0:
-            head_err = self.head.loss(self.head(x), params).mean()
-            out.loss = out.loss + self.config.head_weight * head_err
-            if self.training:
-                self.head_trained.fill_(1)
-        if self.training and index is not None and self.config.record_poses:
-            self._record(index, params, raw_y)
-        return out
-
-    # ------------------------------------------------------------------ pose record
-    def _grow(self, n: int) -> None:
-        old = 0 if self._rec_params is None else len(self._rec_params)
-        if n <= old:
-            return
-        params = torch.full((n, self.transform.dim), float("nan"))
-        labels = torch.full((n,), -1, dtype=torch.int64)
-        seen = torch.zeros(n, dtype=torch.bool)
-        if old:
-            params[:old], labels[:old], seen[:old] = self._rec_params, self._rec_labels, self._rec_epoch
-        self._rec_params, self._rec_labels, self._rec_epoch = params, labels, seen
-
-    def _record(self, index: Tensor, params: Tensor, labels: Optional[Tensor]) -> None:
-        idx = torch.as_tensor(index).long().cpu().reshape(-1)
-        if len(idx) != len(params):
-            raise AffineVAEError(f"index has {len(idx)} entries for {len(params)} images")
-        self._grow(int(idx.max()) + 1)
-        self._rec_params[idx] = params.detach().float().cpu()
-        self._rec_epoch[idx] = True
-        if labels is not None:
-            self._rec_labels[idx] = torch.as_tensor(labels).long().cpu().reshape(-1)
-            self._rec_has_labels = True
-
-    def _warm_starts(self, index: Tensor, n: int, device) -> Optional[Tensor]:
-        if self._rec_params is None:
-            return None
-        idx = torch.as_tensor(index).long().cpu().reshape(-1)
-        self._grow(int(idx.max()) + 1)
-        prev = self._rec_params[idx]
-        prev = torch.where(torch.isnan(prev), torch.zeros_like(prev), prev)
-        return prev[:, None].to(device)
-
     def on_epoch_end(self, epoch: int, run_dir: Optional[Path]) -> dict[str, Any]:
         """Store this epoch's found angles; write ``run_dir/poses.npz`` (atomically) if given.
 
         Returns ``{"pose_images": number of training images whose pose was found this epoch}``.
         """
-        if self._rec_epoch is None or not bool(self._rec_epoch.any()):
-            return {}
-        angle = self.transform.angle(self._rec_params).numpy().astype(np.float32)
-        angle = np.where(self._rec_epoch.numpy(), angle, np.nan).astype(np.float32)
-        seen = int(self._rec_epoch.sum())
-        if run_dir is not None and not self._angle_history and epoch > 1 and (Path(run_dir) / POSES_FILE).exists():
-            try:  # resumed run: keep the epochs recorded before the interruption
-                old = load_pose_record(run_dir)
-                self._angle_history = [(int(e), a) for e, a in zip(old.epochs, old.angle) if e < epoch]
-            except AffineVAEError:
-                self._angle_history = []
-        self._angle_history = [(e, a) for e, a in self._angle_history if e != epoch] + [(epoch, angle)]
-        self._rec_epoch.zero_()
-        if run_dir is not None:
-            self._write_poses(Path(run_dir) / POSES_FILE)
-        return {"pose_images": seen}
-
-    def _write_poses(self, path: Path) -> Path:
-        n = max(len(a) for _, a in self._angle_history)
-        table = np.full((len(self._angle_history), n), np.nan, np.float32)
-        for i, (_, a) in enumerate(self._angle_history):
-            table[i, :len(a)] = a
-        arrays = {"epochs": np.array([e for e, _ in self._angle_history], np.int64), "angle": table,
-                  "labels": self._rec_labels.numpy(), "has_labels": np.array(self._rec_has_labels),
-                  "params": self._rec_params.numpy().astype(np.float32), "transform": np.array(self.transform.name),
-                  "param_names": np.array(list(self.transform.kinds), dtype=str)}
-
-        def w(tmp):
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
-        return atomic_write(path, w)
+        return self.recorder.end_epoch(epoch, run_dir)
 
     def pose_record(self) -> Optional[PoseRecord]:
         """The in-memory record of found training poses (None before the first epoch ends)."""
-        if not self._angle_history:
-            return None
-        n = max(len(a) for _, a in self._angle_history)
-        table = np.full((len(self._angle_history), n), np.nan, np.float32)
-        for i, (_, a) in enumerate(self._angle_history):
-            table[i, :len(a)] = a
-        return PoseRecord(epochs=np.array([e for e, _ in self._angle_history]), angle=table,
-                          labels=self._rec_labels.numpy().copy() if self._rec_has_labels else None,
-                          params=self._rec_params.numpy().copy(), transform=self.transform.name,
-                          param_names=tuple(self.transform.kinds))
+        return self.recorder.record_so_far()
 
     # ------------------------------------------------------------------ persistence
     @classmethod
     def from_config_dict(cls, config: dict[str, Any]) -> "AVAE":
         """Build a fresh AVAE (inner model included) from its saved config dict."""
         return cls(AVAEConfig.from_dict(config))
+

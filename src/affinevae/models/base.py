@@ -1,9 +1,18 @@
 """The shared model base: x = warp(render(z, class), pose).
 
-Every family (AE, VAE, cVAE, rVAE, crVAE, AVAE) subclasses :class:`LatentModel` and
-differs only in how the pose is obtained: fixed identity (AE, VAE, cVAE), inferred by the
-encoder (rVAE, crVAE), or searched to maximise the ELBO (AVAE). Subclasses override the
-small hooks ``_split_stats``, ``_sample_latent``, ``_render`` and ``_kl``.
+Every family (AE, VAE, cVAE, rVAE, crVAE, AVAE) subclasses :class:`LatentModel`, and every
+model's :meth:`~LatentModel.forward` is the same pass of public stages::
+
+    found  = find_pose(x, y)              # pose source 'searched' (AVAE); None otherwise
+    canon  = canonicalise(x, found)       # the image with the found pose undone
+    post   = infer(canon, y)              # posterior of the content (and inferred pose) latents
+    z, p   = draw(post)                   # a sample (or the means); p: the inferred pose (rVAE)
+    params = render(generate(z, y), found o p)   # canonical likelihood parameters, put in the pose
+    out    = score(x, params, post)       # -log p(x | params), KL, ELBO, named extra loss terms
+
+Families differ only in their stages' choices (:attr:`LatentModel.pose_source`): the pose is
+fixed at the identity (AE, VAE, cVAE), inferred by the encoder (rVAE, crVAE) or searched to
+maximise the ELBO (AVAE, which composes the stages of the model it wraps).
 
 Units: losses are nats per image (summed over pixels, averaged over the batch); angles in
 radians; shifts in half image widths.
@@ -15,7 +24,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +32,7 @@ from torch import Tensor, nn
 
 from ..config import Config, check, check_choice, check_positive
 from ..errors import AffineVAEError
-from ..nn.affine import Pose, render
+from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, compose_poses, render
 from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
 from ..nn.likelihoods import LIKELIHOODS
 from ..registry import MODELS
@@ -83,33 +92,50 @@ class ModelConfig(Config):
 
 @dataclasses.dataclass
 class Encoding:
-    """What the encoder says about a batch.
+    """The posterior of a batch: the output of the ``infer`` stage.
 
     Attributes:
         z_mean: (N, D) posterior means of the content latents.
         z_std: (N, D) posterior standard deviations (zeros for the deterministic AE).
         pose: posterior mean pose (angle rad, shift half-widths, scale), or ``None``.
         pose_std: posterior standard deviations of the pose latents, or ``None``.
+        parts: further named posterior tensors of a family (e.g. the rotation-bin
+            probabilities of an equivariant encoder), empty by default.
     """
 
     z_mean: Tensor
     z_std: Tensor
     pose: Optional[Pose] = None
     pose_std: Optional[Pose] = None
+    parts: dict = dataclasses.field(default_factory=dict)
 
     @property
     def z_logvar(self) -> Tensor:
         """(N, D) log-variance of the content posterior."""
         return 2 * torch.log(self.z_std.clamp_min(1e-12))
 
+    def index(self, idx) -> "Encoding":
+        """The sub-batch ``idx`` (slice, index tensor or mask)."""
+        return Encoding(self.z_mean[idx], self.z_std[idx], None if self.pose is None else self.pose.index(idx),
+                        None if self.pose_std is None else self.pose_std.index(idx),
+                        {k: v[idx] for k, v in self.parts.items()})
+
+
+Posterior = Encoding
+"""The ``infer`` stage's output (the same class as :class:`Encoding`)."""
+
+POSE_SOURCES = ("identity", "inferred", "searched")
+"""How a family obtains the pose: fixed identity, inferred by the encoder, or searched per image."""
+
 
 @dataclasses.dataclass
 class LossParts:
-    """Batch-mean loss terms in nats per image: ``loss = recon + beta * kl``."""
+    """Batch-mean loss terms in nats per image: ``loss = recon + beta * kl + sum(terms)``."""
 
     loss: Tensor
     recon: Tensor
     kl: Tensor
+    terms: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -117,13 +143,16 @@ class ModelOutput:
     """Everything one forward pass computes.
 
     Attributes:
-        loss: scalar training loss (recon + beta * kl), nats/image.
+        loss: scalar training loss: recon + beta * kl + the sum of ``terms``.
         recon: scalar mean reconstruction term -E[log p(x|z)], nats/image.
         kl: scalar mean KL term, nats/image.
-        elbo: (N,) per-image ELBO (beta = 1), nats.
+        elbo: (N,) per-image ELBO (beta = 1), nats; never includes ``terms``.
         z_mean, z_logvar: (N, D) content posterior.
-        pose: the pose used to render (None for identity).
+        pose: the pose used to render (a :class:`Pose`, (N, 2, 3) matrices when a searched and
+            an inferred pose were composed, or None for the identity).
         x_params: (N, C, H, W) decoder output (logits for Bernoulli likelihoods).
+        terms: named extra training-loss terms, each a weighted scalar already in ``loss``
+            (e.g. 'equivariance' of the rVAE, 'pose_head' of the AVAE); empty for most models.
     """
 
     loss: Tensor
@@ -134,6 +163,14 @@ class ModelOutput:
     z_logvar: Tensor
     pose: Optional[Pose]
     x_params: Tensor
+    terms: dict = dataclasses.field(default_factory=dict)
+
+    def with_terms(self, terms: Mapping[str, Tensor]) -> "ModelOutput":
+        """This output with the named weighted scalar ``terms`` added to ``loss`` (in order) and kept."""
+        for name, value in terms.items():
+            self.loss = self.loss + value
+            self.terms[name] = value
+        return self
 
 
 def gaussian_kl(mean: Tensor, logvar: Tensor, prior_std: float | Tensor = 1.0) -> Tensor:
@@ -144,14 +181,28 @@ def gaussian_kl(mean: Tensor, logvar: Tensor, prior_std: float | Tensor = 1.0) -
 
 
 class LatentModel(nn.Module):
-    """Base of every model family. Subclasses set ``config_class`` and register with ``MODELS``."""
+    """Base of every model family. Subclasses set ``config_class`` and register with ``MODELS``.
+
+    Args:
+        config: the family's config (or None: built from ``options``).
+        networks: injected networks by name (``encoder``, ``decoder``; the AVAE: ``vae``),
+            used instead of building them from the config (their shapes are the caller's business).
+        **options: config fields (when ``config`` is None) or changes to ``config``.
+
+    The public stages (see the module docstring) are ``find_pose``, ``canonicalise``, ``infer``,
+    ``draw``, ``generate``, ``render`` and ``score``; :meth:`forward` runs them in that order.
+    """
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     family: ClassVar[str] = "base"
     conditional: ClassVar[bool] = False
     variational: ClassVar[bool] = True
+    pose_source: ClassVar[str] = "identity"
+    render_padding: ClassVar[str] = "zeros"
+    """How :meth:`render` fills pixels brought in from outside a canonical image ('zeros' or 'border')."""
 
-    def __init__(self, config: Optional[ModelConfig] = None, **options: Any) -> None:
+    def __init__(self, config: Optional[ModelConfig] = None, *, networks: Optional[Mapping[str, nn.Module]] = None,
+                 **options: Any) -> None:
         super().__init__()
         if config is None:
             config = self.config_class.from_dict(options, what=f"model '{self.family}'")
@@ -160,15 +211,8 @@ class LatentModel(nn.Module):
         if not isinstance(config, self.config_class):
             raise AffineVAEError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
-        self.likelihood = LIKELIHOODS.get(config.likelihood)()
-        log_sigma = torch.tensor(math.log(config.sigma))
-        if config.learn_sigma:
-            self.log_sigma = nn.Parameter(log_sigma)
-        else:
-            self.register_buffer("log_sigma", log_sigma)
-        self.build()
-        # 1 once init_from_data has run (saved with the weights, so it runs once in a model's life)
-        self.register_buffer("data_initialised", torch.zeros((), dtype=torch.int64))
+        self.build_observation()
+        self.build(**dict(networks or {}))
 
     # ------------------------------------------------------------------ construction
     @property
@@ -180,15 +224,27 @@ class LatentModel(nn.Module):
         """Number of encoder outputs (means and log-variances of all latents)."""
         return 2 * self.config.latent_dim
 
-    def build(self) -> None:
-        """Create ``self.encoder`` and ``self.decoder`` from the config."""
+    def build_observation(self) -> None:
+        """The likelihood, its pixel sigma (a parameter or buffer ``log_sigma``) and the
+        ``data_initialised`` flag (1 once :meth:`init_from_data` ran; saved with the weights)."""
         cfg = self.config
-        self.encoder = ENCODERS.get(cfg.encoder)(cfg.image_shape, self.encoder_out_dim(), hidden=cfg.hidden,
-                                                 act=cfg.activation, cond_dim=self.cond_dim, channels=cfg.channels,
-                                                 norm=cfg.norm)
-        self.decoder = DECODERS.get(cfg.decoder)(cfg.latent_dim + self.cond_dim, cfg.image_shape,
-                                                 hidden=tuple(reversed(cfg.hidden)), act=cfg.activation,
-                                                 channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
+        self.likelihood = LIKELIHOODS.get(cfg.likelihood)()
+        log_sigma = torch.tensor(math.log(cfg.sigma))
+        if cfg.learn_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+        self.register_buffer("data_initialised", torch.zeros((), dtype=torch.int64))
+
+    def build(self, encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None) -> None:
+        """Create ``self.encoder`` and ``self.decoder`` from the config (or take the given ones)."""
+        cfg = self.config
+        self.encoder = encoder if encoder is not None else ENCODERS.get(cfg.encoder)(
+            cfg.image_shape, self.encoder_out_dim(), hidden=cfg.hidden, act=cfg.activation, cond_dim=self.cond_dim,
+            channels=cfg.channels, norm=cfg.norm)
+        self.decoder = decoder if decoder is not None else DECODERS.get(cfg.decoder)(
+            cfg.latent_dim + self.cond_dim, cfg.image_shape, hidden=tuple(reversed(cfg.hidden)), act=cfg.activation,
+            channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
 
     @property
     def device(self) -> torch.device:
@@ -229,35 +285,125 @@ class LatentModel(nn.Module):
             return None
         return F.one_hot(y.long(), self.config.num_classes).float()
 
-    # ------------------------------------------------------------------ hooks
-    def _split_stats(self, h: Tensor) -> Encoding:
-        """Encoder output (N, 2D) -> :class:`Encoding`. Subclasses with pose latents override."""
+    # ------------------------------------------------------------------ stages
+    def find_pose(self, x: Tensor, y: Optional[Tensor], index: Optional[Tensor] = None,
+                  labels: Optional[Tensor] = None) -> Any:
+        """Pose source 'searched': the pose of each of the checked (N, C, H, W) images ``x`` found
+        before inference, in the family's own form (:meth:`pose_of` turns it into a pose); None:
+        the identity, for every family that does not search. ``index`` (N,): the images'
+        positions in the training data; ``labels``: their labels as given (kept by pose records
+        even for unconditional models)."""
+        return None
+
+    def pose_of(self, found: Any) -> PoseLike:
+        """The pose (:class:`Pose`, (N, 2, 3) matrices or None) of what :meth:`find_pose` returned."""
+        return found
+
+    def inference_pose(self, x: Tensor, y: Optional[Tensor]) -> PoseLike:
+        """The searched pose used by :meth:`encode` (reproducible; None for families that do not search)."""
+        return None
+
+    def canonicalise(self, x: Tensor, pose: PoseLike) -> Tensor:
+        """(N, C, H, W) images with ``pose`` undone (:func:`affinevae.nn.affine.canonicalise`); ``x`` itself for None."""
+        return canonicalise(x, pose)
+
+    def posterior(self, h: Tensor) -> Encoding:
+        """Encoder output (N, encoder_out_dim) -> :class:`Encoding` (families with pose latents override)."""
         mean, logvar = h.chunk(2, dim=1)
         return Encoding(mean, torch.exp(0.5 * logvar.clamp(-30, 20)))
 
-    def _sample_latent(self, enc: Encoding) -> tuple[Tensor, Optional[Pose]]:
-        """Reparameterised sample of the content latents (and the pose, if any)."""
-        z = enc.z_mean + enc.z_std * torch.randn_like(enc.z_std)
-        return z, enc.pose
+    def infer(self, x: Tensor, y: Optional[Tensor] = None) -> Encoding:
+        """Posterior of checked (N, C, H, W) images ``x`` (labels ``y`` (N,) if conditional)."""
+        return self.posterior(self.encoder(x, self.onehot(y)))
 
-    def _render(self, z: Tensor, y: Optional[Tensor], pose: Optional[Pose]) -> Tensor:
-        """Decoder output (likelihood parameters, (N, C, H, W)) of latents ``z`` in ``pose``."""
+    def infer_for_loss(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, dict]:
+        """:meth:`infer` and the named extra loss terms of this stage (scalars, weighted; none by
+        default; the rVAE's 'equivariance' in training)."""
+        return self.infer(x, y), {}
+
+    def draw(self, post: Encoding, sample: bool = True) -> tuple[Tensor, Optional[Pose]]:
+        """Content latents (N, D) and inferred pose: a reparameterised sample, or the means when
+        ``sample`` is False (or the model is not variational). The pose is None unless inferred."""
+        if not (sample and self.variational):
+            return post.z_mean, post.pose
+        return post.z_mean + post.z_std * torch.randn_like(post.z_std), post.pose
+
+    def generate(self, z: Tensor, y: Optional[Tensor] = None) -> Union[Tensor, Canonical]:
+        """The canonical object of latents ``z`` (N, D) (class ``y``): likelihood parameters
+        (N, C, H, W), or a :class:`~affinevae.nn.affine.Canonical` that renders itself at any pose."""
         cond = self.onehot(y)
-        h = z if cond is None else torch.cat([z, cond.to(z.dtype)], 1)
-        params = self.decoder(h)
-        if pose is not None and not pose.is_identity():
-            params = render(params, pose)
-        return params
+        return self.decoder(z if cond is None else torch.cat([z, cond.to(z.dtype)], 1))
 
-    def _kl(self, enc: Encoding) -> Tensor:
+    def render(self, canonical: Union[Tensor, Canonical], pose: PoseLike) -> Tensor:
+        """Likelihood parameters (N, C, H, W) of ``canonical`` observed in ``pose`` (the one warp,
+        :func:`affinevae.nn.affine.render`, with this family's padding)."""
+        return render(canonical, pose, padding=self.render_padding)
+
+    def kl(self, post: Encoding) -> Tensor:
         """(N,) KL divergence of the posterior from the prior, nats."""
-        return gaussian_kl(enc.z_mean, enc.z_logvar)
+        return gaussian_kl(post.z_mean, post.z_logvar)
+
+    def pose_terms(self, x: Tensor, found: Any) -> dict:
+        """Named extra loss terms of the pose stage, given what :meth:`find_pose` found (weighted
+        scalars; the AVAE's 'pose_head'); added by :meth:`forward` after :meth:`run_stages`."""
+        return {}
+
+    def score(self, x: Tensor, params: Tensor, post: Encoding, pose: PoseLike = None,
+              terms: Optional[Mapping[str, Tensor]] = None) -> ModelOutput:
+        """Combine the likelihood of ``x`` under ``params`` (N, C, H, W) with the KL of ``post``;
+        ``terms`` (named weighted scalars, or zero-argument callables that compute them after the
+        likelihood and KL) are added to ``loss`` in order and kept by name."""
+        recon_i = -self.likelihood.log_prob(params.float(), x, self.log_sigma)
+        kl_i = self.kl(post) if self.variational else torch.zeros_like(recon_i)
+        recon, kl = recon_i.mean(), kl_i.mean()
+        beta = self.config.beta if self.variational else 0.0
+        loss = recon + beta * kl
+        terms = {name: value() if callable(value) else value for name, value in (terms or {}).items()}
+        for value in terms.values():
+            loss = loss + value
+        return ModelOutput(loss=loss, recon=recon, kl=kl, elbo=-(recon_i + kl_i), z_mean=post.z_mean,
+                           z_logvar=post.z_logvar, pose=pose, x_params=params, terms=terms)
+
+    def run_stages(self, x: Tensor, y: Optional[Tensor], found: PoseLike = None, sample: bool = True,
+                   canon: Optional[Tensor] = None) -> ModelOutput:
+        """The pass after the pose source: canonicalise -> infer -> draw -> generate -> render -> score.
+
+        ``x`` (N, C, H, W) and ``y`` already checked; ``found``: the searched pose (None: identity);
+        ``canon``: ``canonicalise(x, found)`` when already computed.
+        """
+        found_pose = self.pose_of(found)
+        if canon is None:
+            canon = self.canonicalise(x, found_pose)
+        post, terms = self.infer_for_loss(canon, y)
+        z, inferred = self.draw(post, sample)
+        pose = compose_poses(found_pose, inferred, x.shape[0], x.device)
+        params = self.render(self.generate(z, y), pose)
+        return self.score(x, params, post, pose, terms)
+
+    def forward(self, x: Tensor, y: Optional[Tensor] = None, sample: bool = True,
+                index: Optional[Tensor] = None) -> ModelOutput:
+        """Full pass: check the input, find the pose (searched families), then :meth:`run_stages`.
+
+        ``sample`` False takes the posterior means. ``index`` (N,) are the images' positions in
+        the data given to :func:`affinevae.fit` (before any validation split); the trainer passes
+        them so that models which keep per-image state (the AVAE's found poses) can use them.
+        """
+        labels = y
+        x, y = self.check_input(x, y)
+        found = self.find_pose(x, y, index, labels)
+        out = self.run_stages(x, y, found, sample)
+        return out.with_terms(self.pose_terms(x, found))
 
     # ------------------------------------------------------------------ public API
     def encode(self, x: Tensor, y: Optional[Tensor] = None) -> Encoding:
-        """Posterior of (N, C, H, W) images: content ``z_mean``/``z_std`` (N, D) and ``pose``."""
+        """Posterior of (N, C, H, W) images: content ``z_mean``/``z_std`` (N, D) and ``pose``
+        (the searched pose for the AVAE, which replaces any pose its inner model infers)."""
         x, y = self.check_input(x, y)
-        return self._split_stats(self.encoder(x, self.onehot(y)))
+        found = self.pose_of(self.inference_pose(x, y))
+        post = self.infer(self.canonicalise(x, found), y)
+        if found is not None:
+            post.pose = found
+        return post
 
     def decode_params(self, z: Tensor, y: Optional[Tensor] = None, pose: Optional[Pose] = None) -> Tensor:
         """Likelihood parameters (N, C, H, W) of content latents ``z`` (N, D) in ``pose``."""
@@ -272,7 +418,7 @@ class LatentModel(nn.Module):
                 y = y.expand(z.shape[0])
             if (y < 0).any() or (y >= self.config.num_classes).any():
                 raise AffineVAEError(f"class must lie in [0, {self.config.num_classes - 1}]")
-        return self._render(z, y, pose)
+        return self.render(self.generate(z, y), pose)
 
     def decode(self, z: Tensor, y: Optional[Tensor] = None, pose: Optional[Pose] = None, *,
                angle: Optional[Tensor] = None, shift: Optional[Tensor] = None,
@@ -291,36 +437,10 @@ class LatentModel(nn.Module):
             pose = Pose(angle=bt(angle, (n,)), shift=bt(shift, (n, 2)), scale=bt(scale, (n,)))
         return self.likelihood.mean(self.decode_params(z, y, pose))
 
-    def forward(self, x: Tensor, y: Optional[Tensor] = None, sample: bool = True,
-                index: Optional[Tensor] = None) -> ModelOutput:
-        """Full pass: encode, sample (or take the mean if ``sample`` is False), decode, score.
-
-        ``index`` (N,) are the images' positions in the data given to :func:`affinevae.fit` (before any
-        validation split); the trainer passes
-        them so that models which keep per-image state (the AVAE's found poses) can use them.
-        """
-        x, y = self.check_input(x, y)
-        enc = self._split_stats(self.encoder(x, self.onehot(y)))
-        if sample and self.variational:
-            z, pose = self._sample_latent(enc)
-        else:
-            z, pose = enc.z_mean, enc.pose
-        params = self._render(z, y, pose)
-        return self.score(x, params, enc, pose)
-
-    def score(self, x: Tensor, params: Tensor, enc: Encoding, pose: Optional[Pose]) -> ModelOutput:
-        """Combine the likelihood of ``x`` under ``params`` with the KL of ``enc``."""
-        recon_i = -self.likelihood.log_prob(params.float(), x, self.log_sigma)
-        kl_i = self._kl(enc) if self.variational else torch.zeros_like(recon_i)
-        recon, kl = recon_i.mean(), kl_i.mean()
-        beta = self.config.beta if self.variational else 0.0
-        return ModelOutput(loss=recon + beta * kl, recon=recon, kl=kl, elbo=-(recon_i + kl_i),
-                           z_mean=enc.z_mean, z_logvar=enc.z_logvar, pose=pose, x_params=params)
-
     def loss(self, x: Tensor, y: Optional[Tensor] = None) -> LossParts:
         """Batch-mean training loss and its parts (nats/image)."""
         out = self(x, y)
-        return LossParts(out.loss, out.recon, out.kl)
+        return LossParts(out.loss, out.recon, out.kl, out.terms)
 
     def elbo(self, x: Tensor, y: Optional[Tensor] = None, n_samples: int = 1) -> Tensor:
         """(N,) per-image ELBO in nats (Monte Carlo over ``n_samples`` posterior samples)."""

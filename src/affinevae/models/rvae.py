@@ -38,7 +38,7 @@ from ..nn.affine import Pose, pose_matrix, render, wrap_angle
 from ..nn.layers import ENCODERS
 from ..nn.spatial import POSE_DECODERS
 from ..registry import MODELS
-from .base import Encoding, LatentModel, ModelConfig, ModelOutput, gaussian_kl
+from .base import Encoding, LatentModel, ModelConfig, gaussian_kl
 
 INVARIANCES = ("rotation", "translation", "scale")
 _LOG_2PI = math.log(2 * math.pi)
@@ -148,6 +148,7 @@ class RVAE(LatentModel):
 
     config_class = RVAEConfig
     family = "rvae"
+    pose_source = "inferred"
 
     # ------------------------------------------------------------------ construction
     @property
@@ -163,23 +164,23 @@ class RVAE(LatentModel):
         """2 * latent_dim + the pose outputs (means and log-variances of each pose latent)."""
         return 2 * self.config.latent_dim + sum(m + v for _, m, v in self._pose_layout())
 
-    def build(self) -> None:
-        """Encoder from ENCODERS (input: image + one-hot class); decoder from POSE_DECODERS."""
+    def build(self, encoder=None, decoder=None) -> None:
+        """Encoder from ENCODERS (input: image + one-hot class); decoder from POSE_DECODERS (or the given ones)."""
         cfg = self.config
         enc_hidden = cfg.encoder_hidden or cfg.hidden
-        self.encoder = ENCODERS.get(cfg.encoder)(cfg.image_shape, self.encoder_out_dim(), hidden=enc_hidden,
-                                                 act=cfg.activation, cond_dim=self.cond_dim, channels=cfg.channels,
-                                                 norm=cfg.norm)
-        self.decoder = POSE_DECODERS.get(cfg.decoder)(cfg.latent_dim + self.cond_dim, cfg.image_shape,
-                                                      hidden=tuple(cfg.hidden), act=cfg.activation,
-                                                      channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
+        self.encoder = encoder if encoder is not None else ENCODERS.get(cfg.encoder)(
+            cfg.image_shape, self.encoder_out_dim(), hidden=enc_hidden, act=cfg.activation, cond_dim=self.cond_dim,
+            channels=cfg.channels, norm=cfg.norm)
+        self.decoder = decoder if decoder is not None else POSE_DECODERS.get(cfg.decoder)(
+            cfg.latent_dim + self.cond_dim, cfg.image_shape, hidden=tuple(cfg.hidden), act=cfg.activation,
+            channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
 
     def _prior_std(self, name: str) -> float:
         cfg = self.config
         return {"rotation": cfg.rotation_prior, "translation": cfg.translation_prior, "scale": cfg.scale_prior}[name]
 
     # ------------------------------------------------------------------ hooks
-    def _split_stats(self, h: Tensor) -> Encoding:
+    def posterior(self, h: Tensor) -> Encoding:
         """(N, encoder_out_dim) -> Encoding with content z and the posterior-mean pose."""
         h = h.float()
         d = self.config.latent_dim
@@ -207,8 +208,11 @@ class RVAE(LatentModel):
             pose_std = Pose(angle=stds.get("rotation"), shift=stds.get("translation"), scale=stds.get("scale"))
         return Encoding(z_mean, torch.exp(0.5 * z_logvar.clamp(-30, 20)), pose, pose_std)
 
-    def _sample_latent(self, enc: Encoding) -> tuple[Tensor, Optional[Pose]]:
-        """Reparameterised samples of z and of each pose latent (the log zoom for scale)."""
+    def draw(self, enc: Encoding, sample: bool = True) -> tuple[Tensor, Optional[Pose]]:
+        """Reparameterised samples of z and of each pose latent (the log zoom for scale); the
+        means (content and pose) when ``sample`` is False."""
+        if not sample:
+            return enc.z_mean, enc.pose
         z = enc.z_mean + enc.z_std * torch.randn_like(enc.z_std)
         if enc.pose is None:
             return z, None
@@ -218,39 +222,34 @@ class RVAE(LatentModel):
         scale = None if p.scale is None else torch.exp(torch.log(p.scale) + s.scale * torch.randn_like(s.scale))
         return z, Pose(angle=angle, shift=shift, scale=scale)
 
-    def _render(self, z: Tensor, y: Optional[Tensor], pose: Optional[Pose]) -> Tensor:
-        """Likelihood parameters (N, C, H, W) of z (N, D) (and class y) observed in ``pose``."""
+    def generate(self, z: Tensor, y: Optional[Tensor] = None):
+        """The canonical object of z (N, D) (and class y): the pose decoder's ``generate`` (a
+        coordinate field for 'spatial', canonical likelihood parameters for 'warp')."""
         cond = self.onehot(y)
-        h = z if cond is None else torch.cat([z, cond.to(z.dtype)], 1)
-        return self.decoder(h, pose)
+        return self.decoder.generate(z if cond is None else torch.cat([z, cond.to(z.dtype)], 1))
+
+    def render(self, canonical, pose) -> Tensor:
+        """Likelihood parameters (N, C, H, W) of ``canonical`` observed in ``pose`` (border padding
+        for a warped canonical image: the background edge, not a zero parameter, comes in)."""
+        return render(canonical, pose, padding="border")
 
     # ------------------------------------------------------------------ training pass
-    def forward(self, x: Tensor, y: Optional[Tensor] = None, sample: bool = True,
-                index: Optional[Tensor] = None) -> ModelOutput:
-        """As :meth:`LatentModel.forward`; in training with an ``equivariance`` weight > 0 the loss also
-        holds the pose-consistency term (see :class:`RVAEConfig`); ``elbo``/``recon``/``kl`` never do."""
-        x, y = self.check_input(x, y)
-        cond = self.onehot(y)
+    def infer_for_loss(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, dict]:
+        """:meth:`infer`; in training with an ``equivariance`` weight > 0 also the named term
+        'equivariance' (weighted, see :class:`RVAEConfig`; computed when scored): each image is
+        encoded again after a random extra pose, in the same encoder pass."""
         w = self.config.equivariance_weight
-        consistency = self.training and w > 0 and torch.is_grad_enabled() and self.config.invariances
-        if consistency:
-            n = x.shape[0]
-            delta = self._random_pose(n, x.device)
-            both = self._split_stats(self.encoder(torch.cat([x, render(x, delta)]),
-                                                  None if cond is None else torch.cat([cond, cond])))
-            enc, moved = _take(both, slice(0, n)), _take(both, slice(n, 2 * n))
-        else:
-            enc = self._split_stats(self.encoder(x, cond))
-        if sample:
-            z, pose = self._sample_latent(enc)
-        else:
-            z, pose = enc.z_mean, enc.pose
-        out = self.score(x, self._render(z, y, pose), enc, pose)
-        if consistency:
-            out.loss = out.loss + w * self._consistency(enc, moved, delta).mean()
-        return out
+        if not (self.training and w > 0 and torch.is_grad_enabled() and self.config.invariances):
+            return self.infer(x, y), {}
+        cond = self.onehot(y)
+        n = x.shape[0]
+        delta = self.random_pose(n, x.device)
+        both = self.posterior(self.encoder(torch.cat([x, render(x, delta)]),
+                                           None if cond is None else torch.cat([cond, cond])))
+        enc, moved = both.index(slice(0, n)), both.index(slice(n, 2 * n))
+        return enc, {"equivariance": lambda: w * self.consistency(enc, moved, delta).mean()}
 
-    def _random_pose(self, n: int, device) -> Pose:
+    def random_pose(self, n: int, device) -> Pose:
         """(n,) random poses drawn from the pose priors (uniform angle in 'full' mode)."""
         cfg = self.config
         inv = cfg.invariances
@@ -266,7 +265,7 @@ class RVAE(LatentModel):
             scale = torch.exp(cfg.scale_prior * torch.randn(n, device=device))
         return Pose(angle=angle, shift=shift, scale=scale)
 
-    def _consistency(self, enc: Encoding, moved: Encoding, delta: Pose) -> Tensor:
+    def consistency(self, enc: Encoding, moved: Encoding, delta: Pose) -> Tensor:
         """(N,) squared mismatch, in prior units, between the encoding of images moved by ``delta``
         and ``delta`` composed with the encoding of the originals (content: they should agree)."""
         cfg = self.config
@@ -282,7 +281,7 @@ class RVAE(LatentModel):
             err = err + ((torch.log(q.scale) - torch.log(p.scale) - torch.log(delta.scale)) / cfg.scale_prior) ** 2
         return err
 
-    def _kl(self, enc: Encoding) -> Tensor:
+    def kl(self, enc: Encoding) -> Tensor:
         """(N,) KL of content and pose posteriors from their priors, nats."""
         kl = gaussian_kl(enc.z_mean, enc.z_logvar)
         if enc.pose is None:
@@ -300,12 +299,6 @@ class RVAE(LatentModel):
         if p.scale is not None:
             kl = kl + gaussian_kl(torch.log(p.scale)[:, None], 2 * torch.log(s.scale)[:, None], cfg.scale_prior)
         return kl
-
-
-def _take(enc: Encoding, index: slice) -> Encoding:
-    """The sub-batch ``index`` of an :class:`Encoding`."""
-    return Encoding(enc.z_mean[index], enc.z_std[index], None if enc.pose is None else enc.pose.index(index),
-                    None if enc.pose_std is None else enc.pose_std.index(index))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Optional, Protocol, Union
 
 import torch
 import torch.nn.functional as F
@@ -170,18 +170,74 @@ def affine_grid(theta: Tensor, height: int, width: int) -> Tensor:
     return grid.permute(0, 2, 3, 1)
 
 
-def render(canonical: Tensor, pose: Pose) -> Tensor:
-    """Place a canonical (N, C, H, W) image in ``pose``: the observed image."""
-    if pose.is_identity():
-        return canonical
-    return warp(canonical, invert_affine(pose_matrix(pose)))
+PoseLike = Union[Pose, Tensor, None]
+"""A pose given as a :class:`Pose`, as (N, 2, 3) forward matrices ``T`` = [A | t], or None (identity)."""
 
 
-def canonicalise(observed: Tensor, pose: Pose) -> Tensor:
-    """Undo ``pose`` on observed (N, C, H, W) images: the canonical image."""
-    if pose.is_identity():
+def as_matrix(pose: PoseLike, n: int, device=None, dtype=torch.float32) -> Optional[Tensor]:
+    """(N, 2, 3) forward matrices of ``pose`` (a :class:`Pose` or matrices), or None for the identity."""
+    if pose is None:
+        return None
+    if isinstance(pose, Pose):
+        if pose.is_identity():
+            return None
+        return pose_matrix(pose, n, device, dtype)
+    if pose.dim() != 3 or pose.shape[1:] != (2, 3):
+        raise ValueError(f"a pose matrix must have shape (N, 2, 3), got {tuple(pose.shape)}")
+    return pose
+
+
+def compose_poses(outer: PoseLike, inner: PoseLike, n: int, device=None) -> PoseLike:
+    """The pose ``outer o inner`` (``inner`` applied first): a :class:`Pose` when only one is set,
+    else (N, 2, 3) matrices. ``n``/``device``: batch size and device when building matrices."""
+    a, b = as_matrix(outer, n, device), as_matrix(inner, n, device)
+    if a is None:
+        return inner
+    if b is None:
+        return outer
+    return compose_affine(b, a)
+
+
+class Canonical(Protocol):
+    """A canonical object that is not an image: it renders itself at any pose.
+
+    ``at(inverse)`` takes (N, 2, 3) matrices ``T^-1`` (observed -> canonical coordinates; None
+    for the identity) and returns the (N, C, H, W) likelihood parameters observed there, e.g. a
+    coordinate decoder evaluated at the transformed pixel grid (no resampling).
+    """
+
+    def at(self, inverse: Optional[Tensor]) -> Tensor: ...
+
+
+def render(canonical: Union[Tensor, Canonical], pose: PoseLike, padding: str = "zeros",
+           mode: str = "bilinear") -> Tensor:
+    """Place a canonical object in ``pose``: the observed (N, C, H, W) image (the one warp).
+
+    ``canonical`` is an (N, C, H, W) image (warped by ``T^-1`` with grid sampling: ``padding``
+    'zeros' or 'border' fills what comes from outside the frame, ``mode`` 'bilinear', 'bicubic'
+    or 'nearest') or a :class:`Canonical` (evaluated exactly at the transformed coordinates).
+    ``pose``: :class:`Pose`, (N, 2, 3) forward matrices, or None (identity).
+    """
+    if isinstance(canonical, Tensor):
+        theta = as_matrix(pose, canonical.shape[0], canonical.device, torch.float32)
+        if theta is None:
+            return canonical
+        return warp(canonical, invert_affine(theta), padding_mode=padding, mode=mode)
+    n = getattr(canonical, "batch_size", None)
+    theta = as_matrix(pose, n, getattr(canonical, "device", None), torch.float32)
+    return canonical.at(None if theta is None else invert_affine(theta))
+
+
+def canonicalise(observed: Tensor, pose: PoseLike, padding: str = "zeros", mode: str = "bilinear") -> Tensor:
+    """Undo ``pose`` on observed (N, C, H, W) images: the canonical images, ``warp(observed, T)``.
+
+    ``pose``: :class:`Pose`, (N, 2, 3) forward matrices ``T``, or None (identity: returned as is);
+    ``padding``/``mode`` as in :func:`render`.
+    """
+    theta = as_matrix(pose, observed.shape[0], observed.device, torch.float32)
+    if theta is None:
         return observed
-    return warp(observed, pose_matrix(pose))
+    return warp(observed, theta, padding_mode=padding, mode=mode)
 
 
 def wrap_angle(angle: Tensor) -> Tensor:

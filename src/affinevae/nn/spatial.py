@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
-from .affine import Pose, coordinate_grid, identity_affine, invert_affine, pose_matrix, warp
+from .affine import Pose, coordinate_grid, identity_affine, invert_affine, pose_matrix, render
 from .layers import ConvDecoder, activation
 
 POSE_DECODERS: Registry = Registry("pose decoder")
@@ -79,8 +79,15 @@ class SpatialDecoder(nn.Module):
         grid = coordinate_grid(h, w)  # (P, 2) observed pixel coordinates (u, v)
         self.register_buffer("grid", torch.cat([grid, torch.ones(len(grid), 1)], 1), persistent=False)  # (P, 3)
 
-    def first_layer(self, h: Tensor, pose: Optional[Pose] = None) -> Tensor:
+    def generate(self, h: Tensor) -> "CoordinateField":
+        """The canonical object of latents ``h`` (N, in_dim): a :class:`CoordinateField` that
+        :func:`affinevae.nn.affine.render` evaluates at any pose (no resampling)."""
+        return CoordinateField(self, h)
+
+    def first_layer(self, h: Tensor, pose: Optional[Pose] = None, inverse: Optional[Tensor] = None) -> Tensor:
         """Pre-activations of the first layer, (N, H*W, hidden[0]), computed factored.
+
+        The pose is ``pose`` or, when given, the (N, 2, 3) observed -> canonical matrices ``inverse``.
 
         Per image the (hidden[0], 3) matrix ``W_c @ [A^-1 | -A^-1 t]`` gets the latent term
         ``W_z h + b`` added to its last (homogeneous) column, so one batched matmul with the
@@ -88,15 +95,22 @@ class SpatialDecoder(nn.Module):
         separate bias pass.
         """
         n = h.shape[0]
-        theta = inverse_pose_matrix(pose, n, h.device, torch.float32)  # (N, 2, 3)
+        theta = inverse if inverse is not None else inverse_pose_matrix(pose, n, h.device, torch.float32)  # (N, 2, 3)
         m = self.coord.weight @ theta  # (N, H1, 3)
         m = torch.cat([m[:, :, :2], m[:, :, 2:] + self.latent(h).to(m.dtype).unsqueeze(2)], 2)
         return torch.matmul(self.grid.to(m.dtype), m.transpose(1, 2))  # (P, 3) @ (N, 3, H1) -> (N, P, H1)
 
     def forward(self, h: Tensor, pose: Optional[Pose] = None) -> Tensor:
         """Likelihood parameters (N, C, H, W) of latents ``h`` (N, in_dim) observed in ``pose``."""
+        return self.evaluate(h, None if pose is None or pose.is_identity() else invert_affine(pose_matrix(pose)))
+
+    def evaluate(self, h: Tensor, inverse: Optional[Tensor]) -> Tensor:
+        """Likelihood parameters (N, C, H, W) of latents ``h`` (N, in_dim) at the pixel grid mapped by
+        (N, 2, 3) observed -> canonical matrices ``inverse`` (None: the identity)."""
         c, hh, ww = self.image_shape
-        pre = self.first_layer(h, pose)  # (N, P, H1)
+        if inverse is None:
+            inverse = identity_affine(h.shape[0], h.device, torch.float32)
+        pre = self.first_layer(h, inverse=inverse)  # (N, P, H1)
         n, p, k = pre.shape
         out = self.pixel_mlp(pre.reshape(n * p, k))  # (N*P, C)
         if c == 1:
@@ -133,16 +147,31 @@ class WarpDecoder(nn.Module):
     def __init__(self, in_dim: int, image_shape: Sequence[int], hidden: Sequence[int] = (256,),
                  act: str = "relu", channels: Sequence[int] = (64, 32), norm: str = "group") -> None:
         super().__init__()
+        self.padding = "border"
         self.canonical = ConvDecoder(in_dim, image_shape, hidden=hidden, act=act, channels=channels, norm=norm)
 
     def init_output(self, params: Tensor) -> None:
         """Start the canonical rendering at the (C, H, W) likelihood parameters ``params``."""
         self.canonical.init_output(params)
 
+    def generate(self, h: Tensor) -> Tensor:
+        """The canonical likelihood parameters (N, C, H, W) of latents ``h`` (N, in_dim)."""
+        return self.canonical(h)
+
     def forward(self, h: Tensor, pose: Optional[Pose] = None) -> Tensor:
         """Likelihood parameters (N, C, H, W) of latents ``h`` (N, in_dim) observed in ``pose``."""
-        canonical = self.canonical(h)
-        if pose is None or pose.is_identity():
-            return canonical
-        theta = inverse_pose_matrix(pose, h.shape[0], h.device, torch.float32)
-        return warp(canonical, theta, padding_mode="border")
+        return render(self.generate(h), pose, padding=self.padding)
+
+
+class CoordinateField:
+    """The canonical object of a :class:`SpatialDecoder` for latents ``h`` (N, in_dim): a function
+    of the canonical coordinates, rendered exactly at any pose by :func:`affinevae.nn.affine.render`
+    (which calls :meth:`at`)."""
+
+    def __init__(self, decoder: SpatialDecoder, h: Tensor) -> None:
+        self.decoder, self.h = decoder, h
+        self.batch_size, self.device = h.shape[0], h.device
+
+    def at(self, inverse: Optional[Tensor]) -> Tensor:
+        """(N, C, H, W) likelihood parameters at the grid mapped by (N, 2, 3) ``inverse`` (None: identity)."""
+        return self.decoder.evaluate(self.h, inverse)

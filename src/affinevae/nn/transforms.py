@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ..errors import AffineVAEError
 from ..registry import Registry
-from .affine import Pose, compose_affine, invert_affine, pose_matrix, rotation_matrix, warp, wrap_angle
+from .affine import Pose, canonicalise, compose_affine, invert_affine, pose_matrix, render, rotation_matrix, wrap_angle
 
 TRANSFORMS: Registry = Registry("transform")
 
@@ -139,13 +139,15 @@ class Parameterisation:
         return params[:, c] if c is not None else params.new_zeros(len(params))
 
     # ------------------------------------------------------------------ images
-    def canonicalise(self, images: Tensor, params: Tensor, padding: str = "zeros") -> Tensor:
-        """Undo the pose: (N, C, H, W) observed -> canonical images, ``warp(images, T)``."""
-        return warp(images, self.matrix(params), padding_mode=padding)
+    def canonicalise(self, images: Tensor, params: Tensor, padding: str = "zeros", mode: str = "bilinear") -> Tensor:
+        """Undo the pose ``params`` (N, P): (N, C, H, W) observed -> canonical images
+        (:func:`affinevae.nn.affine.canonicalise`, ``warp(images, T)``)."""
+        return canonicalise(images, self.matrix(params.to(images.dtype)), padding=padding, mode=mode)
 
-    def render(self, images: Tensor, params: Tensor, padding: str = "zeros") -> Tensor:
-        """Apply the pose: (N, C, H, W) canonical -> observed images, ``warp(images, T^-1)``."""
-        return warp(images, self.inverse_matrix(params), padding_mode=padding)
+    def render(self, images: Tensor, params: Tensor, padding: str = "zeros", mode: str = "bilinear") -> Tensor:
+        """Apply the pose ``params`` (N, P): (N, C, H, W) canonical -> observed images
+        (:func:`affinevae.nn.affine.render`, ``warp(images, T^-1)``)."""
+        return render(images, self.matrix(params.to(images.dtype)), padding=padding, mode=mode)
 
     # ------------------------------------------------------------------ search helpers
     def bounds(self, ranges: Mapping[str, tuple[float, float]], device=None) -> tuple[Tensor, Tensor]:
