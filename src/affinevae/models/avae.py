@@ -53,6 +53,11 @@ from .base import Encoding, LatentModel, ModelConfig, ModelOutput
 
 __all__ = ["AVAE", "AVAEConfig", "POSES_FILE", "PoseRecord", "load_pose_record"]
 _MIRRORED = tuple(f.name for f in dataclasses.fields(ModelConfig))
+TRAIN_SEARCH = SearchConfig(restarts=8, keep=1, steps=3, head_views=4, head_trust=0.9)
+"""The default search before each training step: the pose head's pose (the consensus of its 4
+quarter-turn views; 2 views for non-square images, 1 for transforms without an angle) is kept
+for the images whose views agree (``head_trust``); only the others are searched (8 restarts, 3
+Adam steps). Until the head is trained every image is searched."""
 _DEFAULTS = ModelConfig()
 
 
@@ -78,7 +83,8 @@ class AVAEConfig(ModelConfig):
         inner_config: that model's config as a dict (its own options; see its config class).
         transform: parameterisation name (:data:`affinevae.nn.transforms.TRANSFORMS`).
         search: :class:`SearchConfig` for test time (eval-mode forward, :meth:`AVAE.align`).
-        train_search: :class:`SearchConfig` used before each training step (cheaper).
+        train_search: :class:`SearchConfig` used before each training step (default
+            :data:`TRAIN_SEARCH`: the pose head's pose where its views agree, a search elsewhere).
         pose_optimise: search poses during training (False: train the inner VAE on the
             images as they are, the "no pose optimisation" baseline).
         pose_head: build the amortised pose head.
@@ -106,7 +112,7 @@ class AVAEConfig(ModelConfig):
     inner_config: dict = dataclasses.field(default_factory=dict)
     transform: str = "rotation"
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
-    train_search: SearchConfig = dataclasses.field(default_factory=lambda: SearchConfig(restarts=8, keep=1, steps=3))
+    train_search: SearchConfig = dataclasses.field(default_factory=lambda: TRAIN_SEARCH)
     pose_optimise: bool = True
     pose_head: bool = True
     head_channels: tuple = (16, 32)
@@ -141,6 +147,10 @@ class AVAEConfig(ModelConfig):
         object.__setattr__(self, "inner_config", canonical.to_dict())
         for name in _MIRRORED:
             object.__setattr__(self, name, getattr(canonical, name))
+        if self.train_search == TRAIN_SEARCH and isinstance(self.transform, str) and self.transform in TRANSFORMS:
+            views = 1 if TRANSFORMS.get(self.transform).column("angle") is None else (
+                4 if self.image_shape[1] == self.image_shape[2] else 2)
+            object.__setattr__(self, "train_search", TRAIN_SEARCH.replace(head_views=views))
         super().__post_init__()
 
     def validate(self) -> None:
@@ -313,14 +323,8 @@ class AVAE(LatentModel):
         self.vae.init_from_data(x)
 
     # ------------------------------------------------------------------ stages (the inner model's, in the found pose)
-    def pose_of(self, found) -> PoseLike:
-        """The :class:`Pose` of found parameters (N, P) (None stays None; a Pose or matrices pass through)."""
-        if isinstance(found, Tensor) and found.dim() == 2:
-            return self.transform.to_pose(found)
-        return found
-
     def canonicalise(self, x: Tensor, pose) -> Tensor:
-        """Undo ``pose`` (a :class:`Pose`, or parameters (N, P)) on (N, C, H, W) observed images
+        """Undo ``pose`` (a :class:`Pose`, parameters (N, P) or a search result) on (N, C, H, W) observed images
         (``warp(x, T)`` with the config's padding and interpolation); ``x`` itself for None."""
         return canonicalise(x, self.pose_of(pose), padding=self.config.padding, mode=self.config.interpolation)
 
@@ -350,36 +354,54 @@ class AVAE(LatentModel):
         return self.vae.kl(post)
 
     def find_pose(self, x: Tensor, y: Optional[Tensor], index: Optional[Tensor] = None,
-                  labels: Optional[Tensor] = None) -> Optional[Tensor]:
-        """Searched pose parameters (N, P) of checked images (None: the identity, for training
-        with ``pose_optimise=False``). Train mode uses ``train_search`` (restarts from torch's
-        global generator, seeded and checkpointed by the trainer; warm starts and the pose record
-        by ``index`` (N,), the images' positions in the training set, with their raw ``labels``);
-        eval mode uses ``search``, reproducible with its seed."""
+                  labels: Optional[Tensor] = None) -> Optional[SearchResult]:
+        """The search result (its ``params`` (N, P) are the found pose) of checked images (None:
+        the identity, for training with ``pose_optimise=False``). Train mode uses ``train_search``
+        (restarts from torch's global generator, seeded and checkpointed by the trainer; with
+        ``head_trust`` the images whose pose head is confident keep its pose and only the others
+        are searched; warm starts and the pose record by ``index`` (N,), the images' positions in
+        the training set, with their raw ``labels``); eval mode uses ``search``, reproducible
+        with its seed."""
         if not self.training:
             return self.inference_pose(x, y)
         if not self.config.pose_optimise:
             return None
         cfg = self.config.train_search
         extra = self.recorder.warm_starts(index, x.device) if self.config.warm_start and index is not None else None
-        params = search_poses(self, x, y, cfg, extra_starts=extra).params.detach()
+        found = search_poses(self, x, y, cfg, extra_starts=extra).detach()
+        self.recorder.count(len(x) if found.searched is None else int(found.searched.sum()), len(x))
         if index is not None and self.config.record_poses:
-            self.recorder.record(index, params, labels)
-        return params
+            self.recorder.record(index, found.params, labels)
+        return found
 
-    def inference_pose(self, x: Tensor, y: Optional[Tensor]) -> Tensor:
-        """Pose parameters (N, P) found by the ``search`` config with its seed (used by ``encode``)."""
+    def inference_pose(self, x: Tensor, y: Optional[Tensor]) -> SearchResult:
+        """The search result of the ``search`` config with its seed (``params`` (N, P); used by ``encode``)."""
         cfg = self.config.search
-        return search_poses(self, x, y, cfg, generator=torch.Generator().manual_seed(cfg.seed)).params.detach()
+        return search_poses(self, x, y, cfg, generator=torch.Generator().manual_seed(cfg.seed)).detach()
+
+    def pose_of(self, found) -> PoseLike:
+        """The :class:`Pose` of a :class:`~affinevae.pose.search.SearchResult` or of parameters (N, P)
+        (None stays None; a Pose or (N, 2, 3) matrices pass through)."""
+        if isinstance(found, SearchResult):
+            found = found.params
+        if isinstance(found, Tensor) and found.dim() == 2:
+            return self.transform.to_pose(found)
+        return found
 
     def pose_terms(self, x: Tensor, found) -> dict:
-        """'pose_head': ``head_weight`` times the pose head's error on the found parameters (N, P)
-        (when there is a head and a searched pose); marks the head trained in training."""
+        """'pose_head': ``head_weight`` times the pose head's error on the searched poses (the images
+        that kept the head's own pose teach it nothing and are left out); marks the head trained
+        in training. Empty without a head, a searched pose or a searched image."""
         if found is None or self.head is None or self.config.head_weight <= 0:
             return {}
         if self.training:
             self.head_trained.fill_(1)
-        return {"pose_head": self.config.head_weight * self.head.loss(self.head(x), found).mean()}
+        params, xs = found.params, x
+        if found.searched is not None:
+            if not bool(found.searched.any()):
+                return {}
+            params, xs = params[found.searched], x[found.searched]
+        return {"pose_head": self.config.head_weight * self.head.loss(self.head(xs), params).mean()}
 
     # ------------------------------------------------------------------ passes at given poses
     def pass_at(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], sample: bool = True,

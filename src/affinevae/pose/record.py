@@ -118,6 +118,13 @@ class PoseRecorder:
         self.seen: Optional[Tensor] = None     # (N,) bool: seen this epoch
         self.has_labels = False
         self.history: list[tuple[int, np.ndarray]] = []
+        self.searched = 0  # images searched (not trusted to the pose head) this epoch
+        self.found = 0     # images whose pose was found this epoch
+
+    def count(self, searched: int, found: int) -> None:
+        """Count ``found`` images of a batch whose pose was found, ``searched`` of them by the search."""
+        self.searched += int(searched)
+        self.found += int(found)
 
     def _grow(self, n: int) -> None:
         old = 0 if self.params is None else len(self.params)
@@ -155,11 +162,14 @@ class PoseRecorder:
     def end_epoch(self, epoch: int, run_dir: Optional[Path]) -> dict:
         """Store this epoch's found angles; write ``run_dir/poses.npz`` (atomically) if given.
 
-        Returns ``{"pose_images": number of training images whose pose was found this epoch}``
-        (empty when none was).
+        Returns ``{"pose_images": number of training images whose pose was found this epoch,
+        "pose_searched": share of the found poses that were searched (not the pose head's, trusted)}``
+        (only ``pose_searched`` when no pose was recorded by index, empty when none was found).
         """
+        share = {"pose_searched": self.searched / self.found} if self.found else {}
+        self.searched = self.found = 0
         if self.seen is None or not bool(self.seen.any()):
-            return {}
+            return share
         angle = self.transform.angle(self.params).numpy().astype(np.float32)
         angle = np.where(self.seen.numpy(), angle, np.nan).astype(np.float32)
         n_seen = int(self.seen.sum())
@@ -173,7 +183,7 @@ class PoseRecorder:
         self.seen.zero_()
         if run_dir is not None:
             self.record_so_far().save(Path(run_dir) / POSES_FILE)
-        return {"pose_images": n_seen}
+        return {"pose_images": n_seen, **share}
 
     def record_so_far(self) -> Optional[PoseRecord]:
         """The :class:`PoseRecord` of the epochs ended so far (None before the first)."""

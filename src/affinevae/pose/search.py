@@ -149,12 +149,20 @@ class SearchResult:
             evaluated (a single start and no refinement: there was nothing to choose).
         starts: (N, R, P) the restarts that were tried.
         start_objective: (N, R) their objective values (NaN when not evaluated).
+        searched: (N,) bool: the images that went through the search (False: kept the pose
+            head's pose, trusted with ``head_trust``); None when every image was searched.
     """
 
     params: Tensor
     objective: Tensor
     starts: Tensor
     start_objective: Tensor
+    searched: Optional[Tensor] = None
+
+    def detach(self) -> "SearchResult":
+        """The same result with every tensor detached."""
+        return SearchResult(self.params.detach(), self.objective.detach(), self.starts.detach(),
+                            self.start_objective.detach(), None if self.searched is None else self.searched.detach())
 
 
 class seeded:
@@ -331,6 +339,6 @@ def _trusting(model, x: Tensor, y: Optional[Tensor], cfg: SearchConfig, starts: 
     if len(unsure):
         sub = search_poses(model, x[unsure], take(y, unsure), cfg.replace(head_trust=None), starts=starts[unsure])
         params[unsure], objective[unsure], start_obj[unsure] = sub.params, sub.objective, sub.start_objective
-    return SearchResult(params, objective, starts, start_obj)
+    return SearchResult(params, objective, starts, start_obj, ~sure)
 
 
