@@ -127,6 +127,13 @@ def _symmetry_centres(stack: np.ndarray, radii: np.ndarray, n_angles: int, iters
     return c
 
 
+def _amplitude_spectra(x: np.ndarray) -> np.ndarray:
+    """|FFT| of (..., h, w) windows (mean removed, Hann-tapered), zero frequency at (h // 2, w // 2)."""
+    hann = np.outer(np.hanning(x.shape[-2]), np.hanning(x.shape[-1]))
+    f = np.fft.fft2((x - x.mean((-2, -1), keepdims=True)) * hann)
+    return np.abs(np.fft.fftshift(f, axes=(-2, -1)))
+
+
 def symmetry_scores(patches: np.ndarray, orders: Sequence[int] = SYMMETRY_ORDERS, centred: bool = True,
                     smooth: float = 1.0, max_harmonic: int = 12, min_score: float = 0.4,
                     min_contrast: float = 1.3, agreement: float = 0.8, max_patches: int = 2000,
@@ -146,13 +153,16 @@ def symmetry_scores(patches: np.ndarray, orders: Sequence[int] = SYMMETRY_ORDERS
     The order is the largest n whose score is at least ``agreement`` times the best score, among
     those with ``score >= min_score`` and ``contrast >= min_contrast`` (the symmetric harmonics
     clearly above the noise); 1 when none qualifies (asymmetric objects, or noise too strong).
+    An order every analysed harmonic is a multiple of (2 for spectra) scores 1 by construction
+    and is chosen only when no other order qualifies and its contrast does.
 
     Args:
         patches: (N, w, w) or (N, C, w, w) windows, each centred on one object (channels add power).
         orders: candidate n (each in 2..12).
         centred: False for windows not centred on objects (a sliding-window grid): their
             amplitude spectra (Hann-windowed, translation invariant) are analysed instead. A
-            spectrum is always 2-fold symmetric, so there 3-fold reads as 6 and 2-fold is the least.
+            spectrum is always 2-fold symmetric, so there 3-fold reads as 6 and 2-fold is the least
+            found; windows should span several repeats of the pattern (e.g. 3 lattice constants).
         smooth: Gaussian smoothing of the patches in pixels before sampling (0: none), for noise.
         max_harmonic: highest angular harmonic used (>= the largest order).
         max_patches: at most this many patches (drawn with ``seed``) are analysed.
@@ -188,10 +198,7 @@ def symmetry_scores(patches: np.ndarray, orders: Sequence[int] = SYMMETRY_ORDERS
             p = ndimage.gaussian_filter(p, (0, 0, smooth, smooth))
             noise = ndimage.gaussian_filter(noise, (0, 0, smooth, smooth))
     else:
-        hann = np.outer(np.hanning(h), np.hanning(w))
-        spectrum = lambda x: np.abs(np.fft.fftshift(np.fft.fft2((x - x.mean((-2, -1), keepdims=True)) * hann),  # noqa: E731
-                                                    axes=(-2, -1)))
-        p, noise = spectrum(p), spectrum(noise)
+        p, noise = _amplitude_spectra(p), _amplitude_spectra(noise)
     rmax = min(h // 2, w // 2, h - 1 - h // 2, w - 1 - w // 2) - (1 if centred else 0)
     radii = np.arange(1.0, rmax + 1e-9)
     n_angles = 4 * max_harmonic + 16
@@ -213,21 +220,25 @@ def symmetry_scores(patches: np.ndarray, orders: Sequence[int] = SYMMETRY_ORDERS
     # The noise floor: the weakest harmonic, leaving out the first, which centring drives down.
     floor = float(white[m > 1].min())
     excess = np.clip(white - floor, 0.0, None)
-    score, contrast = {}, {}
+    score, contrast, trivial = {}, {}, set()
     for k in orders:
         sym = m % k == 0
         chance = float(sym.mean())                                          # the share noise would give
         if chance >= 1.0:                                                   # every harmonic analysed is k-fold
             score[k] = 1.0
+            trivial.add(k)
         else:
             share = excess[sym].sum() / excess.sum() if excess.sum() > 1e-9 * white.sum() else chance
             score[k] = float((share - chance) / (1.0 - chance))
         contrast[k] = float(white[sym].mean() / floor) if floor > 0 else float("inf")
     ok = [k for k in orders if score[k] >= min_score and contrast[k] >= min_contrast]
+    telling = [k for k in ok if k not in trivial]
     order = 1
-    if ok:
-        best = max(score[k] for k in ok)
-        order = max(k for k in ok if score[k] >= agreement * best)
+    if telling:
+        best = max(score[k] for k in telling)
+        order = max(k for k in telling if score[k] >= agreement * best)
+    elif ok:                                                                # a spectrum with structure: 2-fold
+        order = max(ok)
     return SymmetryScores(order=order, score=score, contrast=contrast, harmonic_power=white)
 
 
