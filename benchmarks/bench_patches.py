@@ -17,6 +17,10 @@ Two measurements (issue 6):
     python benchmarks/bench_patches.py                                 # 4096^2 throughput + 200-frame stream
     python benchmarks/bench_patches.py --frames 10,20,40                # flat memory vs frame count
     python benchmarks/bench_patches.py --skip-throughput --frames 20 --dtype float32
+    python benchmarks/bench_patches.py --lattice hexagonal --size 1024 --skip-stream
+
+The two-grain lattice protocol (grain angles and substituted atoms through patches -> train -> map,
+for square, hexagonal and rectangular lattices) is ``benchmarks/bench_lattice.py``.
 
 The default stack (200 frames, uint16) is 1.6 GB on disk (3.2 GB as float32); it is written
 to ``--dir`` (default: a temporary folder, removed afterwards).
@@ -46,13 +50,13 @@ def build_model(window: int):
                 rotation_mode="full", likelihood="gaussian", sigma=0.1, hidden=(32, 32)).eval()
 
 
-def throughput(size: int, window: int, spacing: float, batch: int) -> dict:
-    """Detection, extraction and encoding rates on one size x size synthetic micrograph."""
+def throughput(size: int, window: int, spacing: float, batch: int, lattice: str = "rectangular") -> dict:
+    """Detection, extraction and encoding rates on one size x size synthetic micrograph of ``lattice``."""
     from affinevae.data.micrograph import synthetic_micrograph
     from affinevae.data.patches import detect_objects, encode_patches, extract_patches
 
     t = time.perf_counter()
-    img, truth = synthetic_micrograph(size=(size, size), spacing=spacing, seed=0, noise=0.05)
+    img, truth = synthetic_micrograph(size=(size, size), spacing=spacing, seed=0, noise=0.05, lattice=lattice)
     t_gen = time.perf_counter() - t
     t = time.perf_counter()
     centers = detect_objects(img, min_distance=max(1, int(spacing / 2) - 1), threshold=0.3)
@@ -72,13 +76,14 @@ def throughput(size: int, window: int, spacing: float, batch: int) -> dict:
             "total_patches_per_s": n / (t_det + t_ext + t_enc)}
 
 
-def write_stack(path: Path, frames: int, size: int, spacing: float, dtype: str) -> float:
+def write_stack(path: Path, frames: int, size: int, spacing: float, dtype: str, lattice: str = "rectangular") -> float:
     """Write a multi-page TIFF frame by frame (8 distinct synthetic frames, cycled); returns GB on disk."""
     import tifffile
 
     from affinevae.data.micrograph import synthetic_micrograph
 
-    base = [synthetic_micrograph(size=(size, size), spacing=spacing, seed=s, noise=0.05)[0] for s in range(min(8, frames))]
+    base = [synthetic_micrograph(size=(size, size), spacing=spacing, seed=s, noise=0.05, lattice=lattice)[0]
+            for s in range(min(8, frames))]
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
         for i in range(frames):
             fr = base[i % len(base)]
@@ -138,6 +143,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=4096, help="throughput image size (pixels)")
     p.add_argument("--window", type=int, default=24, help="patch size (pixels)")
     p.add_argument("--spacing", type=float, default=8.0, help="lattice constant of the synthetic atoms (pixels)")
+    p.add_argument("--lattice", default="rectangular", choices=["rectangular", "square", "hexagonal"],
+                   help="lattice of the synthetic micrographs (default rectangular)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--frames", default="200", help="stream: comma-separated frame counts, each in a fresh process")
     p.add_argument("--frame-size", type=int, default=2048)
@@ -157,7 +164,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     if not args.skip_throughput:
-        r = throughput(args.size, args.window, args.spacing, args.batch_size)
+        r = throughput(args.size, args.window, args.spacing, args.batch_size, args.lattice)
         print(f"\nThroughput on a {r['size']} x {r['size']} synthetic micrograph ({r['atoms']:,} atoms, "
               f"window {args.window}, torch threads {args.threads})")
         print(f"| step | seconds | patches/s |\n|---|---:|---:|")
@@ -178,7 +185,7 @@ def main(argv=None) -> int:
             for f in counts:
                 path = folder / f"stack_{f}_{args.dtype}.tif"
                 t = time.perf_counter()
-                gb = write_stack(path, f, args.frame_size, args.spacing * 1.5, args.dtype)
+                gb = write_stack(path, f, args.frame_size, args.spacing * 1.5, args.dtype, args.lattice)
                 t_write = time.perf_counter() - t
                 out = subprocess.run([sys.executable, __file__, "--_child", str(path), "--window", str(args.window),
                                       "--chunk-frames", str(args.chunk_frames), "--spacing", str(args.spacing * 1.5)]

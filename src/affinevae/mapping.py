@@ -13,6 +13,7 @@ clusters the content latents, writes ``maps.npz`` atomically and draws the PNG m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Optional, Sequence
@@ -35,27 +36,224 @@ CLASS_CMAP = "tab10"
 # ============================================================================ numbers
 def fold_angle(angle: np.ndarray, symmetry: int = 1) -> np.ndarray:
     """Fold radians into one symmetry period: ``angle mod (2 pi / symmetry)``, in [0, 2 pi / symmetry)."""
-    n = _check_symmetry(symmetry)
+    n = check_symmetry(symmetry)
     return np.mod(np.asarray(angle, dtype=np.float64), 2 * math.pi / n)
 
 
 def circular_mean(angle: np.ndarray, symmetry: int = 1) -> float:
     """Mean direction of radians modulo ``2 pi / symmetry`` (doubled-angle trick), in [0, 2 pi / symmetry)."""
-    n = _check_symmetry(symmetry)
+    n = check_symmetry(symmetry)
     m = np.angle(np.mean(np.exp(1j * n * np.asarray(angle, dtype=np.float64))))
     return float(np.mod(m / n, 2 * math.pi / n))
 
 
 def angle_difference(a: float, b: float, symmetry: int = 1) -> float:
     """Signed smallest difference ``a - b`` modulo ``2 pi / symmetry``, in [-pi / symmetry, pi / symmetry)."""
-    period = 2 * math.pi / _check_symmetry(symmetry)
+    period = 2 * math.pi / check_symmetry(symmetry)
     return float(np.mod(a - b + period / 2, period) - period / 2)
 
 
-def _check_symmetry(symmetry) -> int:
-    if isinstance(symmetry, bool) or not isinstance(symmetry, (int, np.integer)) or symmetry < 1:
-        raise AffineVAEError(f"symmetry must be an integer >= 1 (the n of n-fold rotational symmetry), got {symmetry!r}")
+def check_symmetry(symmetry, where: str = "symmetry") -> int:
+    """Return ``symmetry`` as an int if it is the n of an n-fold rotational symmetry (an integer in
+    1..:data:`MAX_SYMMETRY`), else raise :class:`AffineVAEError` naming ``where``."""
+    if (isinstance(symmetry, bool) or not isinstance(symmetry, (int, np.integer))
+            or not 1 <= symmetry <= MAX_SYMMETRY):
+        raise AffineVAEError(f"{where} must be an integer in 1..{MAX_SYMMETRY} (the n of n-fold rotational symmetry; "
+                             f"1 for none), got {symmetry!r}")
     return int(symmetry)
+
+
+# ============================================================================ symmetry estimation
+#: The largest n of n-fold rotational symmetry accepted anywhere (maps, ``--symmetry``).
+MAX_SYMMETRY = 12
+#: The orders :func:`estimate_symmetry` chooses from (besides 1, no symmetry).
+SYMMETRY_ORDERS = (2, 3, 4, 6)
+
+
+@dataclasses.dataclass(frozen=True)
+class SymmetryScores:
+    """What :func:`symmetry_scores` measured on a set of patches.
+
+    Attributes:
+        order: the estimated n of n-fold rotational symmetry (1: none found).
+        score: order n -> the share of the patches' angular (non-rotation-invariant) power, above
+            the noise floor, that is n-fold symmetric, rescaled so that 0 is what noise gives and 1
+            is a perfectly n-fold symmetric pattern (it equals the mean correlation of a patch with
+            itself turned by ``360 k / n`` degrees, k = 1..n-1, once the noise is taken out).
+        contrast: order n -> mean power of the n-fold symmetric angular harmonics over the noise
+            floor (1: nothing above the noise).
+        harmonic_power: (M,) mean power of the angular harmonics 1..M over the patches, whitened so
+            that white pixel noise gives the same value at every harmonic.
+    """
+
+    order: int
+    score: dict
+    contrast: dict
+    harmonic_power: np.ndarray
+
+
+def _ring_samples(stack: np.ndarray, centres: np.ndarray, radii: np.ndarray, n_angles: int) -> np.ndarray:
+    """Bilinear samples of (K, h, w) images on circles around (K, 2) (row, col) centres -> (K, R, n_angles)."""
+    from scipy import ndimage
+
+    th = 2.0 * math.pi * np.arange(n_angles) / n_angles
+    rows = centres[:, 0, None, None] - radii[None, :, None] * np.sin(th)   # counter-clockwise on screen
+    cols = centres[:, 1, None, None] + radii[None, :, None] * np.cos(th)
+    k = np.broadcast_to(np.arange(len(stack), dtype=np.float64)[:, None, None], rows.shape)
+    return ndimage.map_coordinates(stack, np.stack([k, rows, cols]), order=1, mode="nearest")
+
+
+def _symmetry_centres(stack: np.ndarray, radii: np.ndarray, n_angles: int, iters: int = 4,
+                      max_offset: float = 1.0) -> np.ndarray:
+    """Sub-pixel centres (K, 2) of (K, h, w) patches about which they are most nearly symmetric.
+
+    Starting at pixel (h // 2, w // 2), Gauss-Newton steps drive the first angular harmonic to
+    zero (no n-fold symmetric pattern with n >= 2 has one about its centre): a centre off by
+    ``d`` adds ``(dx - i dy) / 2 * dI0/dr`` to the first harmonic at radius r, I0 the ring mean.
+    Offsets are kept within ``max_offset`` pixels.
+    """
+    k, h, w = stack.shape
+    start = np.tile(np.array([h // 2, w // 2], dtype=np.float64), (k, 1))
+    c = start.copy()
+    for _ in range(iters):
+        ring = _ring_samples(stack, c, radii, n_angles)
+        a1 = np.fft.rfft(ring, axis=-1)[..., 1] / n_angles                 # (K, R)
+        slope = np.gradient(ring.mean(-1), radii, axis=1)                   # (K, R) dI0/dr
+        z = -2.0 * (a1 * slope * radii).sum(1) / np.maximum((slope * slope * radii).sum(1), 1e-12)
+        c[:, 1] += z.real                                                   # dx (columns)
+        c[:, 0] += z.imag                                                   # -dy: rows grow downwards
+        off = c - start
+        c = start + off * np.minimum(1.0, max_offset / np.maximum(np.hypot(off[:, 0], off[:, 1]), 1e-12))[:, None]
+    return c
+
+
+def _amplitude_spectra(x: np.ndarray) -> np.ndarray:
+    """|FFT| of (..., h, w) windows (mean removed, Hann-tapered), zero frequency at (h // 2, w // 2)."""
+    hann = np.outer(np.hanning(x.shape[-2]), np.hanning(x.shape[-1]))
+    f = np.fft.fft2((x - x.mean((-2, -1), keepdims=True)) * hann)
+    return np.abs(np.fft.fftshift(f, axes=(-2, -1)))
+
+
+def symmetry_scores(patches: np.ndarray, orders: Sequence[int] = SYMMETRY_ORDERS, centred: bool = True,
+                    smooth: float = 1.0, max_harmonic: int = 12, min_score: float = 0.4,
+                    min_contrast: float = 1.3, agreement: float = 0.8, max_patches: int = 2000,
+                    seed: int = 0) -> SymmetryScores:
+    """Measure the rotational symmetry of the objects in a set of patches (circular harmonics).
+
+    Each patch (lightly smoothed) is sampled on circles around its centre, refined to the
+    sub-pixel point about which it is most nearly symmetric (within 1 pixel of the window's
+    centre pixel ``w // 2``, where ``affinevae patches`` puts the object); the power of each
+    angular harmonic m = 1..``max_harmonic`` is summed over the circles (weighted by radius: a
+    circular mask) and averaged over the patches. An n-fold symmetric pattern has power only at
+    multiples of n; white pixel noise spreads evenly once the spectrum is whitened by that of
+    noise patches sampled the same way, and the lowest whitened harmonic is taken as the noise
+    floor and subtracted. ``score[n]`` is then the share of the remaining power at multiples of
+    n (0 for noise, 1 for a perfect n-fold pattern; see :class:`SymmetryScores`).
+
+    The order is the largest n whose score is at least ``agreement`` times the best score, among
+    those with ``score >= min_score`` and ``contrast >= min_contrast`` (the symmetric harmonics
+    clearly above the noise); 1 when none qualifies (asymmetric objects, or noise too strong).
+    An order every analysed harmonic is a multiple of (2 for spectra) scores 1 by construction
+    and is chosen only when no other order qualifies and its contrast does.
+
+    Args:
+        patches: (N, w, w) or (N, C, w, w) windows, each centred on one object (channels add power).
+        orders: candidate n (each in 2..12).
+        centred: False for windows not centred on objects (a sliding-window grid): their
+            amplitude spectra (Hann-windowed, translation invariant) are analysed instead. A
+            spectrum is always 2-fold symmetric, so there 3-fold reads as 6 and 2-fold is the least
+            found; windows should span several repeats of the pattern (e.g. 3 lattice constants).
+        smooth: Gaussian smoothing of the patches in pixels before sampling (0: none), for noise.
+        max_harmonic: highest angular harmonic used (>= the largest order).
+        max_patches: at most this many patches (drawn with ``seed``) are analysed.
+        seed: fixes the subsample and the noise patches used for whitening.
+
+    Returns:
+        :class:`SymmetryScores` (``order`` is what :func:`estimate_symmetry` returns).
+
+    Raises:
+        AffineVAEError: on patches of the wrong rank, smaller than 7 x 7 pixels or holding NaN/inf,
+            or an order outside 2..12.
+    """
+    from scipy import ndimage
+
+    p = np.asarray(patches, dtype=np.float64)
+    p = p[:, None] if p.ndim == 3 else p
+    if p.ndim != 4 or len(p) == 0 or min(p.shape[-2:]) < 7:
+        raise AffineVAEError(f"estimate_symmetry expects (N, w, w) or (N, C, w, w) patches of at least 7x7 pixels, "
+                             f"got shape {np.shape(patches)}")
+    if not np.all(np.isfinite(p)):
+        raise AffineVAEError("estimate_symmetry: the patches hold NaN or infinite values")
+    orders = tuple(check_symmetry(n, "symmetry order") for n in orders)
+    if any(n < 2 for n in orders) or not orders or max_harmonic < max(orders):
+        raise AffineVAEError(f"symmetry orders must lie in 2..{MAX_SYMMETRY} and not exceed max_harmonic "
+                             f"({max_harmonic}), got {orders}")
+    rng = np.random.default_rng(seed)
+    if len(p) > max_patches:
+        p = p[np.sort(rng.choice(len(p), max_patches, replace=False))]
+    n, ch, h, w = p.shape
+    noise = rng.normal(size=p.shape)
+    if centred:
+        if smooth > 0:
+            p = ndimage.gaussian_filter(p, (0, 0, smooth, smooth))
+            noise = ndimage.gaussian_filter(noise, (0, 0, smooth, smooth))
+    else:
+        p, noise = _amplitude_spectra(p), _amplitude_spectra(noise)
+    rmax = min(h // 2, w // 2, h - 1 - h // 2, w - 1 - w // 2) - (1 if centred else 0)
+    radii = np.arange(1.0, rmax + 1e-9)
+    n_angles = 4 * max_harmonic + 16
+    if centred:
+        centres = _symmetry_centres(p.mean(1), radii, n_angles)
+    else:
+        centres = np.tile(np.array([h // 2, w // 2], dtype=np.float64), (n, 1))
+    centres = np.repeat(centres, ch, 0)
+
+    # Harmonics analysed: 1..M; a spectrum is centrosymmetric, so only its even ones carry anything.
+    m = np.arange(1, max_harmonic + 1) if centred else np.arange(2, max_harmonic + 1, 2)
+
+    def power(x: np.ndarray) -> np.ndarray:
+        ring = _ring_samples(x.reshape(n * ch, h, w), centres, radii, n_angles)
+        f = np.fft.rfft(ring, axis=-1)[..., m]                              # (N C, R, len(m))
+        return (np.abs(f) ** 2 * radii[:, None]).sum(1).mean(0)             # (len(m),)
+
+    white = power(p) / np.maximum(power(noise), 1e-300)
+    # The noise floor: the weakest harmonic, leaving out the first, which centring drives down.
+    floor = float(white[m > 1].min())
+    excess = np.clip(white - floor, 0.0, None)
+    score, contrast, trivial = {}, {}, set()
+    for k in orders:
+        sym = m % k == 0
+        chance = float(sym.mean())                                          # the share noise would give
+        if chance >= 1.0:                                                   # every harmonic analysed is k-fold
+            score[k] = 1.0
+            trivial.add(k)
+        else:
+            share = excess[sym].sum() / excess.sum() if excess.sum() > 1e-9 * white.sum() else chance
+            score[k] = float((share - chance) / (1.0 - chance))
+        contrast[k] = float(white[sym].mean() / floor) if floor > 0 else float("inf")
+    ok = [k for k in orders if score[k] >= min_score and contrast[k] >= min_contrast]
+    telling = [k for k in ok if k not in trivial]
+    order = 1
+    if telling:
+        best = max(score[k] for k in telling)
+        order = max(k for k in telling if score[k] >= agreement * best)
+    elif ok:                                                                # a spectrum with structure: 2-fold
+        order = max(ok)
+    return SymmetryScores(order=order, score=score, contrast=contrast, harmonic_power=white)
+
+
+def estimate_symmetry(patches: np.ndarray, centred: bool = True, **options) -> int:
+    """The n of the objects' n-fold rotational symmetry (2, 3, 4 or 6; 1 if none) from their patches.
+
+    Args:
+        patches: (N, w, w) or (N, C, w, w) windows centred on the objects (as ``affinevae patches``
+            cuts them); ``centred=False`` for sliding-window grids (see :func:`symmetry_scores`).
+        **options: passed to :func:`symmetry_scores` (orders, smooth, thresholds, seed).
+
+    Returns:
+        int: the estimated order; e.g. 2 for a rectangular lattice, 4 square, 6 hexagonal.
+    """
+    return symmetry_scores(patches, centred=centred, **options).order
 
 
 def active_latents(z: np.ndarray, rel: float = 0.05) -> np.ndarray:
@@ -199,7 +397,7 @@ def angle_map(image: Optional[np.ndarray], centers: np.ndarray, angle: np.ndarra
     Returns:
         ``(degrees, fig)``: (N,) angles in degrees folded into [0, 360 / symmetry), and the figure.
     """
-    n = _check_symmetry(symmetry)
+    n = check_symmetry(symmetry)
     ang = np.asarray(angle, dtype=np.float64).reshape(-1)
     c = _check_points(centers, len(ang), "angle_map")
     deg = np.degrees(fold_angle(ang, n))
@@ -354,7 +552,7 @@ def grid_angle_map(angle: np.ndarray, grid_shape: Sequence[int], window: int, st
     Returns:
         ``(degrees, fig)``: (gh, gw) angles in degrees folded into [0, 360 / symmetry), and the figure.
     """
-    n = _check_symmetry(symmetry)
+    n = check_symmetry(symmetry)
     gh, gw = int(grid_shape[0]), int(grid_shape[1])
     a = np.asarray(angle, dtype=np.float64).reshape(-1)
     if len(a) != gh * gw:
@@ -386,29 +584,37 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     Writes to ``out_dir`` (created): ``maps.npz`` (``z_mean``, ``z_std`` (N, D); ``angle`` (N,) radians,
     NaN without a rotation latent; ``shift`` (N, 2) half patch widths; ``positions`` (N, 2) refined
     (row, col) pixels; ``cluster`` (N,) labels, -1 without clustering; ``centers`` (N, 2) (row, col)
-    pixels; ``frames`` (N,); ``grid_shape`` in grid mode), and PNGs for frame ``frame``:
+    pixels; ``frames`` (N,); ``symmetry`` () the n the angles were folded with; ``grid_shape`` in grid
+    mode), and PNGs for frame ``frame``:
     ``latents.png``, ``angle.png`` (models with a rotation) and ``clusters.png`` (with ``n_clusters``);
     in grid mode ``grid_latents.png``, ``grid_angle.png`` and ``grid_clusters.png`` as images.
 
     Args:
         enc: per-object results. out_dir: output folder. image: frame ``frame`` as (H, W) or (C, H, W)
         (the background; None for none). n_clusters: K for clustering the content latents (None: skip).
-        symmetry: n-fold symmetry for folding angles. cluster_method: 'kmeans' or 'gmm'.
+        symmetry: n-fold symmetry (1..12) for folding angles, e.g. from :func:`estimate_symmetry` on
+        the patches; checked before anything is written. cluster_method: 'kmeans' or 'gmm'.
 
     Returns:
         dict: ``cluster`` (N,) labels, ``counts`` (K,) objects per cluster (or None) and ``files``
         (name -> path of everything written).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    symmetry = check_symmetry(symmetry)
     n = len(enc)
     if n == 0:
         raise AffineVAEError("no objects to map")
+    sel = enc.frames == frame
+    if not sel.any():
+        raise AffineVAEError(f"frame {frame}: no objects there (frames with objects: "
+                             f"{', '.join(map(str, np.unique(enc.frames)[:5]))}...)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     cluster = np.full(n, -1, dtype=np.int64)
     if n_clusters is not None:
         cluster = cluster_latents(enc.z_mean, n_clusters, cluster_method, seed)
     arrays = enc.arrays()
     arrays["cluster"] = cluster
+    arrays["symmetry"] = np.int64(symmetry)
     files: dict[str, Path] = {}
 
     def w(tmp):
@@ -416,10 +622,6 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
             np.savez(f, **arrays)
     files["maps"] = atomic_write(out / "maps.npz", w)
 
-    sel = enc.frames == frame
-    if not sel.any():
-        raise AffineVAEError(f"frame {frame}: no objects there (frames with objects: "
-                             f"{', '.join(map(str, np.unique(enc.frames)[:5]))}...)")
     c = enc.centers[sel]
     suffix = f" — frame {frame}" if enc.n_frames > 1 else ""
 
@@ -473,5 +675,6 @@ def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int,
     return fig
 
 
-__all__ = ["fold_angle", "circular_mean", "angle_difference", "active_latents", "cluster_latents", "clustering_accuracy", "angle_map",
+__all__ = ["fold_angle", "circular_mean", "angle_difference", "check_symmetry", "MAX_SYMMETRY", "SYMMETRY_ORDERS",
+           "SymmetryScores", "symmetry_scores", "estimate_symmetry", "active_latents", "cluster_latents", "clustering_accuracy", "angle_map",
            "latent_maps", "class_map", "grid_maps", "grid_angle_map", "write_maps"]

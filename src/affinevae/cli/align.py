@@ -66,7 +66,7 @@ class Align:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the ``align`` options on ``p``."""
         p.add_argument("run_dir", help="run or model directory of an avae, or of a vae/cvae to wrap")
-        add_data_arguments(p)
+        add_data_arguments(p, max_angle_option="--data-max-angle")  # --max-angle is the search's
         p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
         p.add_argument("--out", required=True, help="output .npz")
         p.add_argument("--no-before", action="store_true",

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any, Optional
 
 from ..data import ImageSet, load_dataset
 from ..errors import AffineVAEError
 
 
-def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, default: Optional[str] = None) -> None:
-    """--data SPEC, --labels, --key, -n: where the images come from."""
+def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, default: Optional[str] = None,
+                       max_angle_option: str = "--max-angle") -> None:
+    """--data SPEC, --labels, --key, -n, --binarize and the rotated-mnist ``--max-angle DEG``: where the images come from.
+
+    ``max_angle_option`` names the max-angle option, for a command whose ``--max-angle`` means
+    something else (its value is ``args.data_max_angle`` either way).
+    """
     p.add_argument("--data", required=required and default is None, default=default,
                    help="'mnist', 'rotated-mnist', or a path: .npy/.npz (--key), TIFF stack, file.h5:dataset, "
                         "a folder of PNG/JPEG/TIFF, QuickDraw .npy bitmaps (comma-separated or a glob)")
@@ -19,6 +25,10 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
     p.add_argument("--key", help="array name inside an .npz (default: images, else patches, else the only array)")
     p.add_argument("-n", "--n", type=int, dest="n", help="use only the first N images")
     add_binarize_argument(p, "threshold the images: pixels above T (default 0.5) become 1, the others 0")
+    p.add_argument(max_angle_option, type=float, dest="data_max_angle", metavar="DEG",
+                   help="--data rotated-mnist only: turn the digits uniformly in [-DEG, DEG] degrees, 0 < DEG <= 180 "
+                        "(180: the full circle; default 60)")
+    p.set_defaults(data_max_angle_option=max_angle_option)
 
 
 def add_binarize_argument(p, help: str) -> None:
@@ -28,11 +38,30 @@ def add_binarize_argument(p, help: str) -> None:
 
 def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: int = 0,
                         binarize: bool = True) -> ImageSet:
-    """Load the data named by :func:`add_data_arguments`' options (``binarize=False`` ignores ``--binarize``)."""
+    """Load the data named by :func:`add_data_arguments`' options (``binarize=False`` ignores ``--binarize``).
+
+    A ``--max-angle`` given (degrees) is passed on in radians and recorded in the returned set's
+    ``meta['max_angle']`` (radians), which a run keeps to load the same digits again.
+    """
     if args.n is not None and args.n < 1:
         raise AffineVAEError(f"-n must be >= 1, got {args.n}")
+    max_angle = data_max_angle(args)
     return load_dataset(args.data, split=split, n=args.n, seed=seed, key=args.key, labels=args.labels,
-                        binarize=getattr(args, "binarize", None) if binarize else None)
+                        binarize=getattr(args, "binarize", None) if binarize else None, max_angle=max_angle)
+
+
+def data_max_angle(args: argparse.Namespace) -> Optional[float]:
+    """``--max-angle DEG`` of :func:`add_data_arguments` checked (rotated-mnist only, 0 < DEG <= 180) and
+    converted to radians; None when not given."""
+    deg = getattr(args, "data_max_angle", None)
+    if deg is None:
+        return None
+    option = getattr(args, "data_max_angle_option", "--max-angle")
+    if args.data != "rotated-mnist":
+        raise AffineVAEError(f"{option} only applies to --data rotated-mnist, not to {args.data!r}")
+    if not (math.isfinite(deg) and 0.0 < deg <= 180.0):
+        raise AffineVAEError(f"{option} must lie in (0, 180] degrees (180: the full circle), got {deg:g}")
+    return math.radians(deg)
 
 
 def parse_int_list(text: str, name: str) -> tuple[int, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 
 from ..errors import AffineVAEError
 from . import COMMANDS
@@ -23,8 +24,9 @@ class Map:
         p.add_argument("--out", required=True, help="output folder for maps.npz and the PNG maps")
         p.add_argument("--clusters", type=int, default=None, help="cluster the content latents into K classes")
         p.add_argument("--cluster-method", choices=["kmeans", "gmm"], default="kmeans")
-        p.add_argument("--symmetry", type=int, default=1,
-                       help="n-fold rotational symmetry of the objects: angles are shown modulo 360/n degrees")
+        p.add_argument("--symmetry", metavar="N",
+                       help="n-fold rotational symmetry of the objects (1..12; 1 for none): angles are shown modulo "
+                            "360/N degrees (default: estimated from the patches and printed)")
         p.add_argument("--frame", type=int, default=0, help="frame drawn in the PNG maps (default 0)")
         p.add_argument("--key", help="array name in an .npz or dataset in an HDF5 image file")
         p.add_argument("--batch-size", type=int, default=256, help="patches per forward pass")
@@ -36,9 +38,10 @@ class Map:
         """Encode, cluster, write ``maps.npz`` and the PNG maps; returns the exit status."""
         from ..data.patches import PatchSet, encode_patchset, open_stack
         from ..io import load
-        from ..mapping import write_maps
+        from ..mapping import estimate_symmetry, write_maps
         from ..training import resolve_device
 
+        symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
         if args.clusters is not None and args.clusters < 1:
             raise AffineVAEError(f"--clusters must be >= 1, got {args.clusters}")
         model = load(args.run_dir, device=resolve_device(args.device))
@@ -53,8 +56,14 @@ class Map:
                 raise AffineVAEError(f"--frame {args.frame} outside 0..{src.n_frames - 1} of {args.image}")
             background = src.read(args.frame, args.frame + 1)[0]
         enc = encode_patchset(model, ps, batch_size=args.batch_size)
+        if symmetry is None:
+            symmetry = 1
+            if enc.has_angle:  # the symmetry only folds angles
+                symmetry = estimate_symmetry(ps.patches, centred=ps.grid_shape is None, seed=args.seed)
+                print(f"affinevae: estimated {symmetry}-fold rotational symmetry from the patches "
+                      "(override with --symmetry)")
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
-                         symmetry=args.symmetry, cluster_method=args.cluster_method, seed=args.seed)
+                         symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed)
         names = ", ".join(p.name for p in res["files"].values())
         extra = ""
         if res["counts"] is not None:
@@ -62,3 +71,16 @@ class Map:
         angle = "" if enc.has_angle else f" (model '{model.family}' has no rotation: no angle map)"
         print(f"mapped {len(enc)} objects with {model.family}{angle}{extra}; wrote {names} to {args.out}")
         return 0
+
+
+def parse_symmetry(text: Optional[str]) -> Optional[int]:
+    """``--symmetry N`` as an int in 1..12 (:func:`affinevae.mapping.check_symmetry`); None when not given."""
+    from ..mapping import check_symmetry
+
+    if text is None:
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = text
+    return check_symmetry(value, "--symmetry")

@@ -33,6 +33,8 @@ class ImageSet:
         scale: (N,) true zoom factor, or None.
         class_names: names of the label values, or None.
         source: where the images came from (for messages).
+        meta: JSON-serialisable facts about how the set was made that are needed to make it again
+            (e.g. ``max_angle`` in radians of a ``rotated-mnist`` set loaded with one); empty by default.
     """
 
     images: np.ndarray
@@ -42,6 +44,7 @@ class ImageSet:
     scale: Optional[np.ndarray] = None
     class_names: Optional[list] = None
     source: str = "array"
+    meta: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         imgs = np.asarray(self.images)
@@ -86,7 +89,7 @@ class ImageSet:
         """A new ImageSet of the selected images (index array, slice or mask)."""
         pick = lambda v: None if v is None else v[index]  # noqa: E731
         return ImageSet(self.images[index], pick(self.labels), pick(self.angle), pick(self.shift), pick(self.scale),
-                        self.class_names, self.source)
+                        self.class_names, self.source, dict(self.meta))
 
     def binarized(self, threshold: float = 0.5) -> "ImageSet":
         """A copy whose pixels are 1 where brighter than ``threshold`` (in (0, 1)) and 0 elsewhere.

@@ -1,10 +1,15 @@
 """Synthetic atomic-resolution micrographs with known grains, orientations and defects.
 
-The lattice is *rectangular* (lattice constants ``a`` = ``spacing`` and ``b`` =
-``aspect * spacing``), so the orientation of the lattice is visible inside any patch of a
-few atoms, and it has exactly 2-fold rotational symmetry: a lattice turned by ``angle``
-looks the same as one turned by ``angle + pi``. Angles recovered from images can therefore
-only be compared modulo ``pi`` (``MicrographTruth.symmetry == 2``).
+Three lattices (:data:`LATTICES`), each with a known rotational symmetry: a lattice with
+n-fold symmetry turned by ``angle`` looks the same as one turned by ``angle + 2 pi / n``, so
+angles recovered from images can only be compared modulo ``2 pi / n``
+(``MicrographTruth.symmetry``):
+
+- ``rectangular`` (the default): lattice constants ``a`` = ``spacing`` and ``b`` =
+  ``aspect * spacing`` (aspect 1.6 by default), 2-fold symmetric;
+- ``square``: ``a`` = ``b`` = ``spacing``, 4-fold symmetric;
+- ``hexagonal``: a triangular lattice of atoms (every atom has six neighbours at ``spacing``),
+  6-fold symmetric.
 
 Conventions (as in :mod:`affinevae.nn.affine`): positions are (row, col) in pixels with
 pixel centres at integer coordinates; a grain angle rotates the lattice counter-clockwise
@@ -15,12 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from ..errors import AffineVAEError
+from ..registry import Registry
 
 
 @dataclasses.dataclass
@@ -35,9 +41,11 @@ class MicrographTruth:
         vacancies: (M, 2) float64 positions (row, col) of the empty lattice sites.
         vacancy_grain: (M,) int64 grain id of each vacancy.
         grain_angles: (G,) float64 angle of each grain, radians.
-        spacing: (a, b) lattice constants in pixels.
-        symmetry: rotational symmetry order of the lattice (2: angles are equal modulo pi).
+        spacing: (a, b) lengths of the two lattice vectors in pixels (hexagonal: both ``a``).
+        symmetry: rotational symmetry order of the lattice (2 rectangular, 4 square, 6 hexagonal):
+            angles are equal modulo ``2 pi / symmetry``.
         atom_sigma: Gaussian width of an atom in pixels.
+        lattice: the lattice's name in :data:`LATTICES`.
     """
 
     positions: np.ndarray
@@ -50,9 +58,38 @@ class MicrographTruth:
     spacing: tuple
     symmetry: int = 2
     atom_sigma: float = 1.0
+    lattice: str = "rectangular"
 
     def __len__(self) -> int:
         return len(self.positions)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lattice:
+    """A 2-D Bravais lattice of :func:`synthetic_micrograph`.
+
+    Attributes:
+        symmetry: order of its rotational symmetry about an atom (2, 4 or 6).
+        basis: ``basis(a, aspect) -> (2, 2)`` float64 lattice vectors as rows, in the lattice's
+            own (u right, v down) pixel frame before the grain's rotation; ``a`` is the spacing.
+        takes_aspect: whether ``aspect`` (b / a) applies to it.
+    """
+
+    symmetry: int
+    basis: Callable[[float, float], np.ndarray]
+    takes_aspect: bool = False
+
+
+#: The lattices by name (register one to add a lattice).
+LATTICES: Registry = Registry("lattice")
+LATTICES.register("rectangular")(
+    Lattice(2, lambda a, aspect: np.array([[a, 0.0], [0.0, aspect * a]]), takes_aspect=True))
+LATTICES.register("square")(Lattice(4, lambda a, aspect: np.array([[a, 0.0], [0.0, a]])))
+LATTICES.register("hexagonal")(
+    Lattice(6, lambda a, aspect: np.array([[a, 0.0], [0.5 * a, 0.5 * math.sqrt(3.0) * a]])))
+
+#: The rectangular lattice's b / a when ``aspect`` is not given.
+DEFAULT_ASPECT = 1.6
 
 
 def _grain_of(points: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -98,13 +135,14 @@ def synthetic_micrograph(size: Sequence[int] = (256, 256), spacing: float = 8.0,
                          grain_angles: Optional[Sequence[float]] = (0.0, math.radians(30.0)),
                          vacancy_frac: float = 0.0, substitution_frac: float = 0.05,
                          substitution_intensity: float = 0.5, noise: float = 0.05,
-                         aspect: float = 1.6, atom_sigma: Optional[float] = None,
-                         seed: int = 0) -> tuple[np.ndarray, MicrographTruth]:
+                         aspect: Optional[float] = None, atom_sigma: Optional[float] = None,
+                         seed: int = 0, lattice: str = "rectangular") -> tuple[np.ndarray, MicrographTruth]:
     """A synthetic micrograph of a polycrystal of Gaussian atoms, with its ground truth.
 
     Args:
         size: (H, W) in pixels.
-        spacing: short lattice constant ``a`` in pixels (the long one is ``aspect * a``).
+        spacing: nearest-neighbour distance ``a`` in pixels (rectangular: the short lattice
+            constant; the long one is ``aspect * a``).
         grains: number of grains: 1 (single crystal), 2 (left / right halves) or more (Voronoi cells
             around random seeds).
         grain_angles: lattice angle of each grain in radians (counter-clockwise on screen); ``None``
@@ -113,22 +151,31 @@ def synthetic_micrograph(size: Sequence[int] = (256, 256), spacing: float = 8.0,
         substitution_frac: fraction of the remaining atoms replaced by a different species.
         substitution_intensity: peak brightness of a substituted atom (lattice atoms have 1).
         noise: standard deviation of additive Gaussian noise, relative to a lattice atom's peak.
-        aspect: ratio b / a of the rectangular lattice (> 1 makes the orientation visible).
+        aspect: ratio b / a of the rectangular lattice (default 1.6; > 1 makes the orientation
+            visible); only the rectangular lattice takes it.
         atom_sigma: Gaussian width of an atom in pixels (default ``0.18 * spacing``).
         seed: random seed (lattice offsets, defects, noise, Voronoi seeds).
+        lattice: 'rectangular' (2-fold symmetric), 'square' (4-fold) or 'hexagonal' (a
+            triangular lattice of atoms, 6-fold); see :data:`LATTICES`.
 
     Returns:
         ``(image, truth)``: image (H, W) float32 min-max scaled to [0, 1] (background near 0,
         lattice atoms near 1 before scaling), and a :class:`MicrographTruth`.
 
     Raises:
-        AffineVAEError: on an invalid size, spacing, fraction or a wrong number of grain angles.
+        AffineVAEError: on an invalid size, spacing, fraction, lattice, an aspect for a lattice
+            other than the rectangular one, or a wrong number of grain angles.
     """
     if len(size) != 2 or any(int(s) < 8 for s in size):
         raise AffineVAEError(f"synthetic_micrograph: size must be (H, W) with both >= 8, got {tuple(size)}")
     h, w = int(size[0]), int(size[1])
     if not spacing > 1.0:
         raise AffineVAEError(f"synthetic_micrograph: spacing must be > 1 pixel, got {spacing}")
+    kind = LATTICES.get(str(lattice))
+    if aspect is not None and not kind.takes_aspect:
+        raise AffineVAEError(f"synthetic_micrograph: aspect applies to the rectangular lattice only, "
+                             f"not the {lattice} one (got aspect={aspect})")
+    aspect = DEFAULT_ASPECT if aspect is None else aspect
     if not aspect >= 1.0:
         raise AffineVAEError(f"synthetic_micrograph: aspect must be >= 1, got {aspect}")
     if not (isinstance(grains, (int, np.integer)) and grains >= 1):
@@ -146,7 +193,9 @@ def synthetic_micrograph(size: Sequence[int] = (256, 256), spacing: float = 8.0,
         if len(angles) != grains:
             raise AffineVAEError(f"synthetic_micrograph: {len(angles)} grain_angles for {grains} grains")
     sigma = float(atom_sigma) if atom_sigma is not None else 0.18 * spacing
-    a, b = float(spacing), float(aspect * spacing)
+    a = float(spacing)
+    basis = kind.basis(a, float(aspect))                          # (2, 2) lattice vectors (u, v) as rows
+    b = float(np.hypot(basis[1, 0], basis[1, 1]))
 
     # Grain seeds (row, col): halves for two grains, random Voronoi cells otherwise.
     if grains == 2:
@@ -155,18 +204,24 @@ def synthetic_micrograph(size: Sequence[int] = (256, 256), spacing: float = 8.0,
         seeds = rng.uniform([0, 0], [h, w], size=(grains, 2))
 
     # Lattice of every grain over the whole field, then keep the sites in the grain's cell.
+    # Site i * basis[0] + j * basis[1] lies within half_diag of the centre only if |i| <= half_diag / d_i,
+    # d_i the distance between the lattice lines of constant i (|det| / |other vector|).
     half_diag = 0.5 * math.hypot(h, w) + 2 * b
-    ii = np.arange(-int(half_diag / a) - 1, int(half_diag / a) + 2)
-    jj = np.arange(-int(half_diag / b) - 1, int(half_diag / b) + 2)
-    gi, gj = np.meshgrid(ii, jj, indexing="ij")
-    lat = np.stack([gi.ravel() * a, gj.ravel() * b], 1)          # (K, 2) in lattice (u, v) before rotation
+    det = abs(float(np.linalg.det(basis)))
+    ni = int(half_diag * b / det) + 2
+    nj = int(half_diag * float(np.hypot(basis[0, 0], basis[0, 1])) / det) + 2
+    gi, gj = np.meshgrid(np.arange(-ni, ni + 1), np.arange(-nj, nj + 1), indexing="ij")
+    gi, gj = gi.ravel(), gj.ravel()
+    lat_u = gi * basis[0, 0] + gj * basis[1, 0]                   # (K,) sites in lattice (u, v) before rotation
+    lat_v = gi * basis[0, 1] + gj * basis[1, 1]
     centre = np.array([(h - 1) / 2, (w - 1) / 2])
     sites, site_grain = [], []
     for g, th in enumerate(angles):
         # u right, v down; counter-clockwise on screen: u' = c u + s v, v' = -s u + c v.
         c, s = math.cos(th), math.sin(th)
-        offset = rng.uniform(0, 1, size=2) * [a, b]
-        u, v = lat[:, 0] + offset[0], lat[:, 1] + offset[1]
+        frac = rng.uniform(0, 1, size=2)                          # a random offset within one unit cell
+        offset = (frac[0] * basis[0, 0] + frac[1] * basis[1, 0], frac[0] * basis[0, 1] + frac[1] * basis[1, 1])
+        u, v = lat_u + offset[0], lat_v + offset[1]
         col = centre[1] + c * u + s * v
         row = centre[0] - s * u + c * v
         p = np.stack([row, col], 1)
@@ -203,5 +258,5 @@ def synthetic_micrograph(size: Sequence[int] = (256, 256), spacing: float = 8.0,
     img = (img - lo) / (hi - lo if hi > lo else 1.0)
     truth = MicrographTruth(positions=pos, grain=grain, grain_angle=angles[grain], defect=defect,
                             vacancies=vacancies, vacancy_grain=vacancy_grain, grain_angles=angles,
-                            spacing=(a, b), symmetry=2, atom_sigma=sigma)
+                            spacing=(a, b), symmetry=kind.symmetry, atom_sigma=sigma, lattice=lattice)
     return img.astype(np.float32), truth

@@ -52,6 +52,17 @@ def load_mnist(split: str = "train", n: Optional[int] = None, digits: Optional[S
                     source=f"mnist-{split}")
 
 
+def check_max_angle(max_angle: float, where: str = "max_angle", lower_inclusive: bool = False) -> float:
+    """Return ``max_angle`` (radians) as a float if it lies in (0, pi] ([0, pi] with ``lower_inclusive``),
+    else raise :class:`AffineVAEError` naming ``where`` and the bounds in radians and degrees."""
+    ok = isinstance(max_angle, (int, float, np.integer, np.floating)) and not isinstance(max_angle, bool)
+    v = float(max_angle) if ok else float("nan")
+    if not ((0.0 <= v if lower_inclusive else 0.0 < v) and v <= math.pi):
+        lo = "[" if lower_inclusive else "("
+        raise AffineVAEError(f"{where} must lie in {lo}0, pi] radians ({lo}0, 180] degrees), got {max_angle!r}")
+    return v
+
+
 def transform_images(images: np.ndarray, angle: Optional[np.ndarray] = None, shift: Optional[np.ndarray] = None,
                      scale: Optional[np.ndarray] = None, batch_size: int = 4096) -> np.ndarray:
     """Place canonical images (N, C, H, W) in the given poses with :func:`affinevae.nn.render`.
@@ -78,7 +89,9 @@ def rotated_mnist(split: str = "train", n: Optional[int] = None, max_angle: floa
 
     Args:
         split, n, digits: as :func:`load_mnist` (the first ``n`` images, reproducible).
-        max_angle: angles uniform in [-max_angle, max_angle] radians (default 60 degrees).
+        max_angle: angles uniform in [-max_angle, max_angle] radians (default 60 degrees), in
+            [0, pi]; ``pi`` turns the digits uniformly over the full circle (the same draws as
+            ``full_circle=True``).
         full_circle: angles uniform in [-pi, pi) instead.
         max_shift: shifts uniform in [-max_shift, max_shift] half-widths per axis.
         scale_range: zoom uniform (in log space) between the two bounds.
@@ -86,7 +99,11 @@ def rotated_mnist(split: str = "train", n: Optional[int] = None, max_angle: floa
 
     Returns:
         :class:`ImageSet` with ``angle`` (N,) radians, ``shift`` (N, 2), ``scale`` (N,).
+
+    Raises:
+        AffineVAEError: on a ``max_angle`` outside [0, pi] or an invalid ``scale_range``.
     """
+    check_max_angle(max_angle, "rotated_mnist: max_angle", lower_inclusive=True)
     base = load_mnist(split, n=n, digits=digits)
     rng = np.random.default_rng(seed)
     N = len(base)
