@@ -33,10 +33,8 @@ class ImageSet:
         scale: (N,) true zoom factor, or None.
         class_names: names of the label values, or None.
         source: where the images came from (for messages).
-        meta: what the file said about its images (empty for most data): a patch set written by
-            ``affinevae patches`` gives ``{"kind": "patches", "window": w, "noise_sigma": s}``
-            (see :data:`affinevae.data.formats.META_KEYS`); kept by :meth:`subset`;
-            :meth:`binarized` drops ``noise_sigma``, which no longer describes its pixels.
+        meta: JSON-serialisable facts about how the set was made that are needed to make it again
+            (e.g. ``max_angle`` in radians of a ``rotated-mnist`` set loaded with one); empty by default.
     """
 
     images: np.ndarray
@@ -99,6 +97,8 @@ class ImageSet:
         Binary images have no grey pixels, so a Bernoulli likelihood has no entropy floor to pay
         on them: resampling blur (rotating by an angle that is not a multiple of 90 degrees
         greys the strokes) then no longer raises the loss once the image is thresholded again.
+        The copy's ``meta`` has no ``noise_sigma`` (a patch set's pixel-noise estimate, see
+        :data:`affinevae.data.formats.META_KEYS`): it no longer describes the pixels.
         """
         check_threshold(threshold, self.source)
         out = self.subset(slice(None))

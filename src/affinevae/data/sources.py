@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
+from ..errors import AffineVAEError
 from .imageset import ImageSet, check_threshold
 from .mnist import load_mnist, rotated_mnist
 
