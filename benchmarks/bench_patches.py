@@ -53,7 +53,9 @@ def build_model(window: int):
 def throughput(size: int, window: int, spacing: float, batch: int, lattice: str = "rectangular") -> dict:
     """Detection, extraction and encoding rates on one size x size synthetic micrograph of ``lattice``."""
     from affinevae.data.micrograph import synthetic_micrograph
-    from affinevae.data.patches import detect_objects, encode_patches, extract_patches
+    from affinevae.data.objects import detect_objects
+    from affinevae.data.patches import extract_patches
+    from affinevae.encoding import encode_patches
 
     t = time.perf_counter()
     img, truth = synthetic_micrograph(size=(size, size), spacing=spacing, seed=0, noise=0.05, lattice=lattice)
@@ -112,7 +114,7 @@ def stream_child(path: str, window: int, chunk: int, spacing: float, collect: bo
     """Stream-encode ``path`` in this process and measure memory (run in a fresh process)."""
     import warnings
 
-    from affinevae.data.patches import iter_encode
+    from affinevae.encoding import iter_encode
 
     warnings.simplefilter("ignore")  # a float stack outside [0, 1] warns that it is min-max scaled
     torch.set_num_threads(1)

@@ -13,9 +13,10 @@ from scipy.spatial import cKDTree
 from affinevae.cli import main
 from affinevae.data.imageset import normalise_images
 from affinevae.data.micrograph import render_gaussians, synthetic_micrograph
-from affinevae.data.patches import (PatchSet, check_coordinates, cut_patches, detect_objects, extract_patches,
-                                    grid_centers, iter_encode, iter_patches, open_stack, read_coordinates,
-                                    stream_encode)
+from affinevae.data.objects import check_coordinates, detect_objects, read_coordinates
+from affinevae.data.patches import PatchSet, cut_patches, extract_patches, grid_centers, iter_patches
+from affinevae.data.stacks import open_stack
+from affinevae.encoding import iter_encode, stream_encode
 from affinevae.errors import AffineVAEError
 from affinevae import mapping
 
@@ -411,7 +412,7 @@ DELTA = math.radians(30.0)
 def polycrystal_rvae():
     """A small rVAE trained on the atoms of a two-grain micrograph (~350 patches, ~10 s on one core)."""
     from affinevae.data.imageset import ImageSet
-    from affinevae.data.patches import encode_patchset
+    from affinevae.encoding import encode_patchset
     from affinevae.models.rvae import RVAE
     from affinevae.training import TrainConfig, fit
 

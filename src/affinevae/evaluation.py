@@ -1,14 +1,18 @@
-"""Evaluation helpers: batched encoding of data sets, per-image ELBO, circular statistics."""
+"""Evaluation metrics: circular correlation of angles, mean ELBO, PSNR.
+
+:func:`encode_dataset` lives in :mod:`affinevae.encoding` and is re-exported here for
+compatibility (``affinevae.evaluation.encode_dataset`` keeps working).
+"""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
-import torch
 
 from .data.imageset import ImageSet
+from .encoding import encode_dataset
 from .errors import AffineVAEError
+
+__all__ = ["circular_correlation", "encode_dataset", "mean_elbo", "psnr"]
 
 
 def circular_correlation(a, b) -> float:
@@ -25,51 +29,6 @@ def circular_correlation(a, b) -> float:
     sa, sb = np.sin(a - ma), np.sin(b - mb)
     den = np.sqrt((sa**2).sum() * (sb**2).sum())
     return float((sa * sb).sum() / den) if den > 0 else 0.0
-
-
-@torch.no_grad()
-def encode_dataset(model, data: ImageSet | np.ndarray | torch.Tensor, labels=None, batch_size: int = 512,
-                   elbo: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
-    """Encode every image of ``data`` in batches.
-
-    Returns a dict of numpy arrays: ``z_mean`` and ``z_std`` (N, D); ``elbo`` (N,) in nats
-    (one posterior sample, seeded by ``seed``) if ``elbo``; and, for models with pose latents,
-    ``angle`` (N,) radians, ``shift`` (N, 2) half-widths, ``scale`` (N,) for the invariances
-    the model has; ``labels`` (N,) if known.
-    """
-    if isinstance(data, ImageSet):
-        x, labels = data.images, (data.labels if labels is None else labels)
-    else:
-        x = data
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
-    y = None if labels is None else torch.as_tensor(np.asarray(labels)).long()
-    if model.conditional and y is None:
-        raise AffineVAEError(f"model '{model.family}' is class-conditional: encoding needs labels")
-    model.eval()
-    parts: dict[str, list] = {}
-
-    def add(name, value):
-        if value is not None:
-            parts.setdefault(name, []).append(value.detach().cpu().float().numpy())
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            yb = None if y is None else y[i:i + batch_size]
-            enc = model.encode(xb, yb if model.conditional else None)
-            add("z_mean", enc.z_mean)
-            add("z_std", enc.z_std)
-            if enc.pose is not None:
-                add("angle", enc.pose.angle)
-                add("shift", enc.pose.shift)
-                add("scale", enc.pose.scale if enc.pose.scale is None or enc.pose.scale.dim() == 1 else enc.pose.scale)
-            if elbo:
-                add("elbo", model.elbo(xb, yb if model.conditional else None))
-    out = {k: np.concatenate(v) for k, v in parts.items()}
-    if y is not None:
-        out["labels"] = y.numpy()
-    return out
 
 
 def mean_elbo(model, data: ImageSet, batch_size: int = 512, seed: int = 0) -> float:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .config import Config, check, check_choice
 from .data.imageset import check_threshold
+from .data.inputs import as_images
 from .errors import AffineVAEError
 from .io import atomic_write
 from .nn.affine import Pose, render
@@ -185,20 +186,8 @@ def rotate_images(images: Tensor, angle_deg: float, interpolation: str = "biline
 
 
 def _as_images(images, labels) -> tuple[Tensor, Optional[Tensor]]:
-    from .data.imageset import ImageSet
-
-    if isinstance(images, ImageSet):
-        labels = images.labels if labels is None else labels
-        images = images.images
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images, dtype=torch.float32)
-    if x.dim() == 3:
-        x = x[:, None]
-    if x.dim() != 4 or len(x) == 0:
-        raise AffineVAEError(f"sweep images must have shape (N, C, H, W) with N >= 1, got {tuple(x.shape)}")
-    y = None if labels is None else torch.as_tensor(np.asarray(labels)).long().reshape(-1)
-    if y is not None and len(y) != len(x):
-        raise AffineVAEError(f"sweep: {len(y)} labels for {len(x)} images")
-    return x, y
+    """Sweep images (N, C, H, W) float32 and labels, by :func:`affinevae.data.as_images`."""
+    return as_images(images, labels, where="sweep images")
 
 
 @torch.no_grad()

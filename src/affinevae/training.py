@@ -31,6 +31,7 @@ from torch import Tensor
 
 from .config import Config, check, check_choice, check_positive
 from .data.imageset import ImageSet
+from .data.inputs import as_images
 from .errors import AffineVAEError
 from .io import atomic_write, load_tensors, read_json, save_model, save_tensors, write_json
 from .models.base import LatentModel
@@ -147,32 +148,13 @@ def init_distributed(device_name: str = "auto") -> tuple[int, int]:
 
 
 def _as_tensors(data, model: LatentModel) -> tuple[Tensor, Optional[Tensor]]:
-    if isinstance(data, ImageSet):
-        x, y = data.images, data.labels
-    elif isinstance(data, tuple):
-        x, y = data
-    else:
-        x, y = data, None
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=torch.float32)
-    if x.dim() == 3:
-        x = x[:, None]
-    shape = tuple(model.config.image_shape)
-    if x.dim() != 4 or tuple(x.shape[1:]) != shape:
-        raise AffineVAEError(f"training images have shape {tuple(x.shape)}, the model expects (N, {', '.join(map(str, shape))})")
-    if len(x) == 0:
-        raise AffineVAEError("no training images")
-    if not torch.isfinite(x).all():
-        raise AffineVAEError("training images contain NaN or infinite values")
-    if model.conditional:
-        if y is None:
-            raise AffineVAEError(f"model '{model.family}' is class-conditional: training needs labels")
-        y = torch.as_tensor(np.asarray(y)).long()
-        if len(y) != len(x):
-            raise AffineVAEError(f"{len(y)} labels for {len(x)} images")
-        if y.min() < 0 or y.max() >= model.config.num_classes:
-            raise AffineVAEError(f"labels span [{int(y.min())}, {int(y.max())}] but the model has {model.config.num_classes} classes")
-    else:
-        y = None if y is None else torch.as_tensor(np.asarray(y)).long()
+    """Training images (N, C, H, W) float32 and labels (N,) int64 (None for unconditional models
+    without labels), coerced and checked by :func:`affinevae.data.as_images`."""
+    conditional = model.conditional
+    x, y = as_images(data, image_shape=model.config.image_shape, where="training images",
+                     num_classes=model.config.num_classes if conditional else None)
+    if conditional and y is None:
+        raise AffineVAEError(f"model '{model.family}' is class-conditional: training needs labels")
     return x, y
 
 

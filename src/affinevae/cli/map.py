@@ -36,7 +36,9 @@ class Map:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Encode, cluster, write ``maps.npz`` and the PNG maps; returns the exit status."""
-        from ..data.patches import PatchSet, encode_patchset, open_stack
+        from ..data.patches import PatchSet
+        from ..data.stacks import open_stack
+        from ..encoding import encode_patchset
         from ..io import load
         from ..mapping import estimate_symmetry, write_maps
         from ..training import resolve_device

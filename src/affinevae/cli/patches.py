@@ -58,5 +58,5 @@ class Patches:
         how = (f"{ps.grid_shape[0]}x{ps.grid_shape[1]} grid windows per frame (stride {ps.stride})"
                if ps.grid_shape is not None else "objects" + (" from " + args.coords if args.coords else " found"))
         print(f"{len(ps)} {how} in {n_fr} of {ps.n_frames} frame(s); wrote {path} "
-              f"(patches {tuple(ps.patches.shape)}, centers, frames)")
+              f"(patches {tuple(ps.patches.shape)}, centers, frames; pixel noise ~{ps.noise_sigma():.3g})")
         return 0

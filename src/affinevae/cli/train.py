@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
+from ..defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, data_defaults
 from ..errors import AffineVAEError
 from ..models.base import build_model
 from ..registry import MODELS
@@ -46,7 +45,9 @@ class Train:
         g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any other model option, e.g. --set rotation_prior=1.0 (repeatable)")
         t = p.add_argument_group("training options")
-        t.add_argument("--epochs", type=int, default=10)
+        t.add_argument("--epochs", type=int, default=None,
+                       help=f"passes over the data (default {DEFAULT_EPOCHS}; for a patch set and rvae/crvae enough "
+                            f"for about {MIN_STEPS} steps, at most {MAX_EPOCHS})")
         t.add_argument("--batch-size", type=int, default=128)
         t.add_argument("--lr", type=float, default=1e-3)
         t.add_argument("--weight-decay", type=float, default=0.0)
@@ -62,13 +63,18 @@ class Train:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        # every option but the epochs is checked before the data are read; the epochs may depend on them
+        cfg = TrainConfig(batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                           schedule=args.schedule, val_split=args.val_split, seed=args.seed, device=args.device,
                           bf16=args.bf16, compile=args.compile, progress=False if args.no_progress else None)
         rank, _ = init_distributed(cfg.device)
         data = load_data_from_args(args, "train", seed=args.seed)
         cls = MODELS.get(args.model)
-        options = model_options(args, cls, data)
+        options, epochs, chosen = data_defaults(data, args.model, model_options(args, cls, data), cfg.batch_size,
+                                                args.epochs)
+        cfg = cfg.replace(epochs=epochs)
+        if chosen and rank == 0:
+            print(chosen)
         seed_everything(args.seed)
         model = build_model(args.model, **options)
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize}
@@ -88,7 +94,10 @@ class Train:
 
 
 def model_options(args: argparse.Namespace, cls, data) -> dict:
-    """Model options from the CLI: those given, plus image_shape (and num_classes) from the data."""
+    """Model options from the CLI: those given, plus image_shape (and num_classes) from the data.
+
+    Data-dependent defaults for the options not given are :func:`affinevae.defaults.data_defaults`' job.
+    """
     opts: dict = {"image_shape": list(data.image_shape)}
     if getattr(cls, "conditional", False):
         if data.labels is None:

@@ -1,7 +1,16 @@
-"""Data: bundled MNIST, rotated/affine MNIST, user image files, patches."""
+"""Data: bundled MNIST, rotated/affine MNIST, user image files, large stacks and their patches.
+
+Modules: :mod:`.imageset` (the in-memory set and the normalisation rule), :mod:`.inputs`
+(:func:`as_images`, the one coercion of in-memory inputs), :mod:`.files` (user image files),
+:mod:`.formats` (suffixes and read errors), :mod:`.stacks` (large images and stacks, lazily),
+:mod:`.objects` (object detection, coordinates), :mod:`.patches` (patch sets), :mod:`.mnist`,
+:mod:`.micrograph` (synthetic micrographs) and :mod:`.sources` (``--data`` specs).
+"""
 
 from .imageset import ImageSet, normalise_images
+from .inputs import as_images
 from .mnist import load_mnist, rotated_mnist, transform_images
 from .sources import load_dataset
 
-__all__ = ["ImageSet", "normalise_images", "load_mnist", "rotated_mnist", "transform_images", "load_dataset"]
+__all__ = ["ImageSet", "normalise_images", "as_images", "load_mnist", "rotated_mnist", "transform_images",
+           "load_dataset"]

@@ -36,17 +36,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import AffineVAEError
+from .formats import (FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, NPY_EXTS, NPZ_EXTS, PIL_EXTS, SUPPORTED,
+                      TIFF_EXTS, cannot_read, reading)
 from .imageset import ImageSet, normalise_images
-
-#: Suffixes of single files that :func:`load_images` reads (lower case).
-NPY_EXTS = (".npy",)
-NPZ_EXTS = (".npz",)
-TIFF_EXTS = (".tif", ".tiff")
-HDF5_EXTS = (".h5", ".hdf5", ".hdf")
-PIL_EXTS = (".png", ".jpg", ".jpeg")
-#: Suffixes of the image files read from a folder.
-FOLDER_EXTS = PIL_EXTS + TIFF_EXTS
-SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS
 
 #: Arrays of an ``.npz`` that are ground truth beside the images, not images.
 AUX_KEYS = ("labels", "angle", "shift", "scale")
@@ -57,7 +49,6 @@ QUICKDRAW_PREFIX = "full_numpy_bitmap_"
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK"  # local file header or, for an empty archive, end of directory
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_HDF5_SPEC = re.compile(r"^(.*?\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,7 +67,9 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
               ``patches``, else the only array that is not ``labels``/``angle``/``shift``/
               ``scale``; those four arrays, where present, become the set's labels (N,),
               true rotation angle (N,) in radians, shift (N, 2) in half image widths and
-              zoom factor scale (N,);
+              zoom factor scale (N,); a patch set written by ``affinevae patches`` (a
+              ``kind`` scalar) also gives ``ImageSet.meta`` its ``kind``, ``window`` and
+              ``noise_sigma`` (the last only without ``standardise``);
             - a ``.tif``/``.tiff`` file: a (multi-page) TIFF stack, one image per page,
               RGB pages give C=3;
             - ``file.h5:dataset`` or ``file.hdf5:/group/dataset``: an HDF5 dataset (``key``
@@ -114,7 +107,7 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
         _no_key(spec, key)
         data = _load_many(spec, standardise)
     else:
-        m = _HDF5_SPEC.match(spec)
+        m = HDF5_SPEC.match(spec)
         if m and m.group(2) is not None:
             if not Path(m.group(1)).is_file():
                 raise AffineVAEError(f"{m.group(1)}: file not found")
@@ -283,21 +276,12 @@ def _to_nchw(arr: np.ndarray, spec: str) -> np.ndarray:
 # readers
 # --------------------------------------------------------------------------------------------
 
-def _reason(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _cannot_read(spec: str, what: str, e: BaseException) -> AffineVAEError:
-    return AffineVAEError(f"{spec}: cannot read {what}: {_reason(e)}")
-
-
 def _magic(p: Path, spec: str) -> bytes:
     try:
         with open(p, "rb") as f:
             return f.read(8)
     except OSError as e:
-        raise _cannot_read(spec, "file", e) from None
+        raise cannot_read(spec, "file", e) from None
 
 
 def _read_npy(p: Path, spec: str, mmap: bool = False) -> np.ndarray:
@@ -309,11 +293,11 @@ def _read_npy(p: Path, spec: str, mmap: bool = False) -> np.ndarray:
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
             raise _pickled(spec) from None
-        raise _cannot_read(spec, ".npy", e) from None
+        raise cannot_read(spec, ".npy", e) from None
     except Exception as e:  # noqa: BLE001 - any library failure is a user file problem
         if isinstance(e, MemoryError):
             raise
-        raise _cannot_read(spec, ".npy", e) from None
+        raise cannot_read(spec, ".npy", e) from None
     if arr.dtype.hasobject:
         raise _pickled(spec)
     return arr
@@ -333,7 +317,7 @@ def _load_npz(p: Path, spec: str, key: Optional[str], standardise: bool) -> Imag
     except Exception as e:  # noqa: BLE001
         if isinstance(e, MemoryError):
             raise
-        raise _cannot_read(spec, ".npz", e) from None
+        raise cannot_read(spec, ".npz", e) from None
     if not hasattr(npz, "files"):  # np.load returned a plain array: a .npy with an .npz name
         _no_key(spec, key)
         if npz.dtype.hasobject:
@@ -362,18 +346,45 @@ def _load_npz(p: Path, spec: str, key: Optional[str], standardise: bool) -> Imag
                 if "pickle" in str(e).lower() or "object" in str(e).lower():
                     raise AffineVAEError(f"{spec}: array {name!r} is a pickled object array, which is never "
                                          "loaded; save numeric arrays") from None
-                raise _cannot_read(spec, f"array {name!r}", e) from None
+                raise cannot_read(spec, f"array {name!r}", e) from None
             except Exception as e:  # noqa: BLE001
                 if isinstance(e, MemoryError):
                     raise
-                raise _cannot_read(spec, f"array {name!r}", e) from None
+                raise cannot_read(spec, f"array {name!r}", e) from None
             if a.dtype.hasobject:
                 raise AffineVAEError(f"{spec}: array {name!r} is a pickled object array, which is never loaded")
             return a
 
         arr = get(k)
         extra = {n: get(n) for n in AUX_KEYS if n in names and n != k}
-    return _finish(arr, spec, standardise, **_check_aux(extra, spec))
+        meta = _read_meta({n: get(n) for n in META_KEYS if n in names and n != k}, spec, standardise)
+    return _finish(arr, spec, standardise, meta=meta, **_check_aux(extra, spec))
+
+
+def _read_meta(found: dict, spec: str, standardise: bool) -> dict:
+    """``ImageSet.meta`` from the META_KEYS scalars of an .npz (only when it names its ``kind``).
+
+    ``noise_sigma`` is in the units of the [0, 1] normalisation, so it is left out when the
+    images are standardised instead.
+    """
+    if "kind" not in found:
+        return {}
+    meta = {}
+    for name, v in found.items():
+        v = np.asarray(v)
+        if v.ndim != 0:
+            raise AffineVAEError(f"{spec}: {name} must be a scalar, got shape {v.shape}")
+        if name == "kind":
+            if v.dtype.kind != "U":
+                raise AffineVAEError(f"{spec}: kind must be a string, got dtype {v.dtype}")
+            meta[name] = str(v)
+        elif not np.issubdtype(v.dtype, np.number) or not np.isfinite(v) or v < 0:
+            raise AffineVAEError(f"{spec}: {name} must be a finite number >= 0, got {v!r}")
+        elif name == "window":
+            meta[name] = int(v)
+        elif not standardise:
+            meta[name] = float(v)
+    return meta
 
 
 def _check_aux(extra: dict, spec: str) -> dict:
@@ -404,17 +415,10 @@ def _read_tiff(p: Path, spec: str) -> np.ndarray:
     """A TIFF file's images as (N, C, H, W) (or an array _to_nchw accepts)."""
     import tifffile
 
-    try:
-        with tifffile.TiffFile(p) as tf:
-            if not tf.series:
-                raise AffineVAEError(f"{spec}: contains zero images")
-            parts = [_tiff_series(s.asarray(), s.axes, spec) for s in tf.series]
-    except AffineVAEError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        if isinstance(e, MemoryError):
-            raise
-        raise _cannot_read(spec, "TIFF", e) from None
+    with reading(spec, "TIFF"), tifffile.TiffFile(p) as tf:
+        if not tf.series:
+            raise AffineVAEError(f"{spec}: contains zero images")
+        parts = [_tiff_series(s.asarray(), s.axes, spec) for s in tf.series]
     first = parts[0]
     for i, part in enumerate(parts[1:], 1):
         if part.shape[1:] != first.shape[1:]:
@@ -441,21 +445,16 @@ def _read_pil(p: Path, spec: str) -> np.ndarray:
     """One PNG/JPEG image as (1, C, H, W): C=1 grayscale, 3 colour (alpha dropped)."""
     from PIL import Image
 
-    try:
-        with Image.open(p) as im:
-            im.load()
-            mode = im.mode
-            if mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif mode in ("1", "LA", "La", "PA"):
-                im = im.convert("L" if mode != "PA" else "RGB")
-            elif mode in ("RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-                im = im.convert("RGB")
-            arr = np.array(im)
-    except Exception as e:  # noqa: BLE001
-        if isinstance(e, MemoryError):
-            raise
-        raise _cannot_read(spec, "image", e) from None
+    with reading(spec, "image"), Image.open(p) as im:
+        im.load()
+        mode = im.mode
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif mode in ("1", "LA", "La", "PA"):
+            im = im.convert("L" if mode != "PA" else "RGB")
+        elif mode in ("RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        arr = np.array(im)
     if mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
         arr = arr.astype(np.uint16)  # 16-bit PNGs open as 32-bit 'I'
     if arr.ndim == 3 and arr.shape[2] == 4:
@@ -512,44 +511,37 @@ def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool) ->
     except ImportError:
         raise AffineVAEError(f"{spec}: reading HDF5 needs the optional h5py package: "
                              "pip install affinevae[hdf5]") from None
-    try:
-        with h5py.File(p, "r") as f:
-            found: list[str] = []
-            f.visititems(lambda name, obj: found.append("/" + name) if isinstance(obj, h5py.Dataset) else None)
-            listing = ", ".join(found[:20]) + (f", ... ({len(found)} in all)" if len(found) > 20 else "")
-            if dataset:
-                name = "/" + dataset.strip("/")
-                obj = f.get(name)
-                if obj is None:
-                    raise AffineVAEError(f"{spec}: no dataset {name!r}; datasets: {listing or '(none)'}")
-                if not isinstance(obj, h5py.Dataset):
-                    raise AffineVAEError(f"{spec}: {name!r} is a group, not a dataset; datasets: {listing}")
+    with reading(spec, "HDF5"), h5py.File(p, "r") as f:
+        found: list[str] = []
+        f.visititems(lambda name, obj: found.append("/" + name) if isinstance(obj, h5py.Dataset) else None)
+        listing = ", ".join(found[:20]) + (f", ... ({len(found)} in all)" if len(found) > 20 else "")
+        if dataset:
+            name = "/" + dataset.strip("/")
+            obj = f.get(name)
+            if obj is None:
+                raise AffineVAEError(f"{spec}: no dataset {name!r}; datasets: {listing or '(none)'}")
+            if not isinstance(obj, h5py.Dataset):
+                raise AffineVAEError(f"{spec}: {name!r} is a group, not a dataset; datasets: {listing}")
+        else:
+            cands = [d for d in found if d.rsplit("/", 1)[-1] not in AUX_KEYS]
+            root = [d for d in (f"/{k}" for k in DEFAULT_KEYS) if d in found]
+            if len(found) == 1:
+                name = found[0]
+            elif root:
+                name = root[0]
+            elif len(cands) == 1:
+                name = cands[0]
             else:
-                cands = [d for d in found if d.rsplit("/", 1)[-1] not in AUX_KEYS]
-                root = [d for d in (f"/{k}" for k in DEFAULT_KEYS) if d in found]
-                if len(found) == 1:
-                    name = found[0]
-                elif root:
-                    name = root[0]
-                elif len(cands) == 1:
-                    name = cands[0]
-                else:
-                    raise AffineVAEError(f"{spec}: {'no datasets' if not found else 'several datasets'}; "
-                                         f"name one as FILE:DATASET; datasets: {listing or '(none)'}")
-            src = f"{p}:{name}"
-            arr = f[name][()]
-            group = name.rsplit("/", 1)[0]
-            extra = {}
-            for k in AUX_KEYS:
-                aux = f"{group}/{k}"
-                if aux != name and isinstance(f.get(aux), h5py.Dataset):
-                    extra[k] = f[aux][()]
-    except AffineVAEError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        if isinstance(e, MemoryError):
-            raise
-        raise _cannot_read(spec, "HDF5", e) from None
+                raise AffineVAEError(f"{spec}: {'no datasets' if not found else 'several datasets'}; "
+                                     f"name one as FILE:DATASET; datasets: {listing or '(none)'}")
+        src = f"{p}:{name}"
+        arr = f[name][()]
+        group = name.rsplit("/", 1)[0]
+        extra = {}
+        for k in AUX_KEYS:
+            aux = f"{group}/{k}"
+            if aux != name and isinstance(f.get(aux), h5py.Dataset):
+                extra[k] = f[aux][()]
     return _finish(np.asarray(arr), src, standardise, **_check_aux(extra, src))
 
 
@@ -586,7 +578,7 @@ def _parse_label_text(p: Path, spec: str) -> np.ndarray:
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise _cannot_read(spec, "labels", e) from None
+        raise cannot_read(spec, "labels", e) from None
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()

@@ -97,10 +97,13 @@ class ImageSet:
         Binary images have no grey pixels, so a Bernoulli likelihood has no entropy floor to pay
         on them: resampling blur (rotating by an angle that is not a multiple of 90 degrees
         greys the strokes) then no longer raises the loss once the image is thresholded again.
+        The copy's ``meta`` has no ``noise_sigma`` (a patch set's pixel-noise estimate, see
+        :data:`affinevae.data.formats.META_KEYS`): it no longer describes the pixels.
         """
         check_threshold(threshold, self.source)
         out = self.subset(slice(None))
         out.images = (self.images > threshold).astype(np.float32)
+        out.meta.pop("noise_sigma", None)
         return out
 
     def save_npz(self, path: str | Path) -> Path:
@@ -151,3 +154,36 @@ def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool =
                       stacklevel=2)
         out = (out - lo) / (hi - lo if hi > lo else 1.0)
     return out.astype(np.float32)
+
+
+def noise_sigma(images: np.ndarray, max_images: int = 4096) -> float:
+    """Robust estimate of the standard deviation of additive pixel noise, in the images' units.
+
+    Donoho's estimator on the finest diagonal Haar detail: in every 2x2 block the coefficient
+    ``(a - b - c + d) / 2`` of the pixels ``[[a, c], [b, d]]`` has the noise's standard
+    deviation and cancels constant and linear intensity, so objects bias it little; the
+    estimate is ``median(|coefficient|) / 0.6745``. Blocks are taken within each image; images
+    are evenly subsampled to at most ``max_images`` (deterministic).
+
+    Args:
+        images: (..., H, W) with H, W >= 2, e.g. (N, w, w) or (N, C, w, w) patches.
+        max_images: images used at most (along the first axis).
+
+    Returns:
+        The estimate (>= 0); 0.0 for noiseless piecewise-flat images.
+
+    Raises:
+        AffineVAEError: images smaller than 2x2 pixels or non-finite values.
+    """
+    x = np.asarray(images)
+    if x.ndim < 2 or x.shape[-1] < 2 or x.shape[-2] < 2 or x.size == 0:
+        raise AffineVAEError(f"noise_sigma needs images of at least 2x2 pixels, got shape {x.shape}")
+    if x.ndim > 2 and len(x) > max_images:
+        x = x[np.linspace(0, len(x) - 1, max_images).round().astype(np.int64)]
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w].astype(np.float64)
+    d = (x[..., 0::2, 0::2] - x[..., 1::2, 0::2] - x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) / 2.0
+    if not np.all(np.isfinite(d)):
+        raise AffineVAEError("noise_sigma: images contain NaN or infinite values")
+    return float(np.median(np.abs(d)) / 0.6745)
+

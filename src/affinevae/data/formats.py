@@ -1,0 +1,66 @@
+"""File formats the data readers know: suffixes, the HDF5 ``file.h5:dataset`` spec, read errors.
+
+One place for what both :mod:`~affinevae.data.files` (whole image sets into memory) and
+:mod:`~affinevae.data.stacks` (large images and stacks, read lazily) recognise, so the two
+cannot drift apart. Suffixes are lower case with the dot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Iterator
+
+from ..errors import AffineVAEError
+
+NPY_EXTS = (".npy",)
+NPZ_EXTS = (".npz",)
+TIFF_EXTS = (".tif", ".tiff")
+HDF5_EXTS = (".h5", ".hdf5", ".hdf")
+#: Single-image files read with Pillow by :func:`~affinevae.data.files.load_images`.
+PIL_EXTS = (".png", ".jpg", ".jpeg")
+#: Pillow files :func:`~affinevae.data.stacks.open_stack` also reads (a multi-frame GIF is a stack).
+PIL_STACK_EXTS = PIL_EXTS + (".gif", ".bmp")
+#: Image files read from a folder by :func:`~affinevae.data.files.load_images`.
+FOLDER_EXTS = PIL_EXTS + TIFF_EXTS
+#: Frame files read from a folder by :func:`~affinevae.data.stacks.open_stack`.
+FRAME_FOLDER_EXTS = PIL_STACK_EXTS + TIFF_EXTS
+#: Single files :func:`~affinevae.data.files.load_images` reads.
+SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS
+
+#: ``file.h5:dataset`` (group 1: the file, group 2: the dataset, None without a colon).
+HDF5_SPEC = re.compile(r"^(.*?\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)
+
+
+def read_failure_reason(exc: BaseException) -> str:
+    """A library exception as one short line (at most 200 characters), for user messages."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def cannot_read(spec: str, what: str, exc: BaseException) -> AffineVAEError:
+    """The one-line error for a file a library failed on: ``"SPEC: cannot read WHAT: reason"``."""
+    return AffineVAEError(f"{spec}: cannot read {what}: {read_failure_reason(exc)}")
+
+
+@contextlib.contextmanager
+def reading(spec: str, what: str) -> Iterator[None]:
+    """Turn any library failure inside the block into :func:`cannot_read`'s one-line error.
+
+    :class:`AffineVAEError` (already a user message) and ``MemoryError`` pass through unchanged.
+    """
+    try:
+        yield
+    except (AffineVAEError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any library failure on a file is a user file problem
+        raise cannot_read(spec, what, exc) from None
+
+
+#: Scalar arrays an ``.npz`` may carry about its images (as :meth:`PatchSet.save` writes them):
+#: ``kind`` (a string, e.g. :data:`PATCH_SET_KIND`), ``window`` (patch size, pixels) and
+#: ``noise_sigma`` (robust pixel-noise estimate in the normalised intensity units, see
+#: :func:`~affinevae.data.imageset.noise_sigma`). ``load_images`` puts them in ``ImageSet.meta``.
+META_KEYS = ("kind", "window", "noise_sigma")
+#: ``kind`` of a patch set written by ``affinevae patches``.
+PATCH_SET_KIND = "patches"

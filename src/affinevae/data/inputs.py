@@ -1,0 +1,152 @@
+"""The one coercion of in-memory inputs into image tensors, and small argument checks.
+
+:func:`as_images` is what every consumer of images calls (training, sweeps, encoding,
+model input checks): it accepts an :class:`~affinevae.data.imageset.ImageSet`, a numpy array
+or torch tensor of shape (N, H, W) or (N, C, H, W), or an ``(images, labels)`` pair, and gives
+float32 (N, C, H, W) images and int64 (N,) labels or None. It never rescales intensities (file
+loaders apply the normalisation rule of :func:`~affinevae.data.imageset.normalise_images`) and
+never moves data between devices (callers do). A float32 tensor already in shape is returned
+as it is, without a copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import AffineVAEError
+from .imageset import ImageSet
+
+__all__ = ["as_images", "check_image_shape", "check_int"]
+
+
+def check_int(name: str, value: Any, lo: int) -> int:
+    """``value`` as an int if it is an integer >= ``lo`` (bools refused), else :class:`AffineVAEError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise AffineVAEError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _chw(shape: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in shape)
+
+
+def check_image_shape(shape: Sequence[int], image_shape: Sequence[int], where: str = "images",
+                      hint: str = "") -> tuple[int, ...]:
+    """Check one image's shape against the (C, H, W) a model expects.
+
+    Args:
+        shape: (C, H, W) or, for one channel, (H, W) in pixels.
+        image_shape: the expected (C, H, W).
+        where: what the images are, for the message. hint: appended to the message (e.g. the fix).
+
+    Returns:
+        ``shape`` as (C, H, W).
+
+    Raises:
+        AffineVAEError: ``"WHERE: image shape CxHxW (C x H x W) but the model expects CxHxW"``.
+    """
+    got = tuple(int(v) for v in shape)
+    got = (1, *got) if len(got) == 2 else got
+    want = tuple(int(v) for v in image_shape)
+    if got != want:
+        raise AffineVAEError(f"{where}: image shape {_chw(got)} (C x H x W) but the model expects {_chw(want)}{hint}")
+    return got
+
+
+def _tensor(data: Any, what: str, where: str) -> Tensor:
+    """A tensor view (no copy where possible) of an array-like; numeric only."""
+    if isinstance(data, Tensor):
+        return data
+    arr = np.asarray(data)
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise AffineVAEError(f"{where}: {what} must be numeric, got dtype {arr.dtype}")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if not arr.flags.writeable or not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.array(arr)  # torch cannot share read-only (memory-mapped) or reversed buffers
+    try:
+        return torch.from_numpy(arr)
+    except TypeError:  # a numpy dtype torch lacks (e.g. uint64): through float64
+        return torch.from_numpy(arr.astype(np.float64))
+
+
+def _labels(labels: Any, n: int, where: str, num_classes: Optional[int]) -> Tensor:
+    y = _tensor(labels, "labels", where)
+    if y.dim() == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.dim() != 1:
+        raise AffineVAEError(f"{where}: labels must have shape (N,), got {tuple(y.shape)}")
+    if len(y) != n:
+        raise AffineVAEError(f"{where}: {len(y)} labels for {n} images")
+    if y.is_floating_point() or y.is_complex():
+        if not bool(torch.isfinite(y).all()) or bool((y != torch.round(y)).any()):
+            raise AffineVAEError(f"{where}: labels must be integers")
+    y = y.to(torch.int64)
+    if n and int(y.min()) < 0:
+        raise AffineVAEError(f"{where}: labels must be >= 0, got {int(y.min())}")
+    if num_classes is not None and n and int(y.max()) >= num_classes:
+        raise AffineVAEError(f"{where}: labels must lie in [0, {num_classes - 1}], "
+                             f"got range [{int(y.min())}, {int(y.max())}]")
+    return y
+
+
+def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[int]] = None, where: str = "images",
+              dtype: Optional[torch.dtype] = torch.float32,
+              num_classes: Optional[int] = None) -> tuple[Tensor, Optional[Tensor]]:
+    """Turn any accepted image input into an (N, C, H, W) tensor and (N,) labels.
+
+    Args:
+        data: an :class:`~affinevae.data.imageset.ImageSet` (its ``labels`` come along), a numpy
+            array or torch tensor (N, H, W) (one channel) or (N, C, H, W), anything ``np.asarray``
+            reads as such, or an ``(images, labels)`` pair of those.
+        labels: (N,) integer class labels (array, tensor or list); given, they replace those
+            that come with ``data``.
+        image_shape: the (C, H, W) a model expects; checked when given (an (N, H, W) input
+            then needs C = 1).
+        where: what the images are, starting every error message (e.g. "training images").
+        dtype: floating dtype of the result (default float32); None keeps a floating tensor's
+            own dtype (integers and bools still become float32).
+        num_classes: when given, labels must lie in [0, num_classes).
+
+    Returns:
+        ``(x, y)``: ``x`` (N, C, H, W) of ``dtype`` on the input's device (a tensor that already
+        has the shape and dtype is returned as it is; numpy arrays are shared, not copied, where
+        torch can), ``y`` int64 (N,) on the labels' device, or None without labels.
+
+    Raises:
+        AffineVAEError: one line starting with ``where`` for a wrong rank, zero images, empty
+            images, a shape other than ``image_shape``, non-numeric data, NaN/inf pixels, a label
+            count other than N, non-integer, negative or (with ``num_classes``) too large labels,
+            or a tuple that is not a pair.
+    """
+    if isinstance(data, ImageSet):
+        images, carried = data.images, data.labels
+    elif isinstance(data, tuple):
+        if len(data) != 2:
+            raise AffineVAEError(f"{where}: a tuple must be (images, labels), got {len(data)} items")
+        images, carried = data
+    else:
+        images, carried = data, None
+    labels = carried if labels is None else labels
+    x = _tensor(images, "images", where)
+    if x.dim() == 3:
+        x = x[:, None]
+    if x.dim() != 4:
+        raise AffineVAEError(f"{where}: images must have shape (N, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    if len(x) == 0:
+        raise AffineVAEError(f"{where}: no images (shape {tuple(x.shape)})")
+    if 0 in x.shape[1:]:
+        raise AffineVAEError(f"{where}: images are empty (shape {tuple(x.shape)})")
+    if image_shape is not None:
+        check_image_shape(x.shape[1:], image_shape, where)
+    want = dtype if dtype is not None else (x.dtype if x.is_floating_point() else torch.float32)
+    if x.dtype != want:
+        x = x.to(want)
+    if not bool(torch.isfinite(x).all()):
+        raise AffineVAEError(f"{where}: {int((~torch.isfinite(x)).sum())} NaN or infinite pixel values")
+    y = None if labels is None else _labels(labels, len(x), where, num_classes)
+    return x, y

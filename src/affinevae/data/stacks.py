@@ -1,0 +1,377 @@
+"""Large images and stacks of frames, opened lazily and read chunk by chunk.
+
+:func:`open_stack` opens ``.npy`` (memory mapped), ``.npz``, multi-page TIFF (read page by
+page), HDF5 ``file.h5:dataset`` (sliced), PNG/JPEG/GIF/BMP (multi-frame GIFs are stacks) and
+folders of such files (one frame per file, sorted by name). A movie is a stack of frames: give
+it as a multi-page TIFF, a frame folder, an ``.npy`` or an HDF5 dataset.
+:meth:`FrameSource.read` returns float32 frames (F, H, W) or (F, C, H, W) under the package's
+normalisation rule (:func:`~affinevae.data.imageset.normalise_images`), computed once for the
+whole stack. Suffixes come from :mod:`~affinevae.data.formats`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ..errors import AffineVAEError
+from .formats import (FRAME_FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
+                      reading)
+
+__all__ = ["FrameSource", "ArraySource", "TiffSource", "PillowSource", "FolderSource", "open_stack"]
+
+
+class FrameSource:
+    """Lazy access to the frames of a large image or stack.
+
+    Subclasses implement :meth:`_read_raw`. Attributes:
+        path: where the frames come from (for messages).
+        n_frames: number of frames F.
+        frame_shape: (H, W) for single-channel frames, (C, H, W) otherwise.
+        dtype: the stored pixel dtype.
+    """
+
+    path: str
+    n_frames: int
+    frame_shape: tuple
+    dtype: np.dtype
+
+    def __init__(self) -> None:
+        self._norm: Optional[tuple[str, float, float]] = None
+
+    # ---- to implement
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` as stored: (f, *frame_shape), channels first."""
+        raise NotImplementedError
+
+    # ---- public
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of every frame, in pixels."""
+        return tuple(int(v) for v in self.frame_shape[-2:])  # type: ignore[return-value]
+
+    @property
+    def channels(self) -> int:
+        """C (1 for single-channel frames)."""
+        return 1 if len(self.frame_shape) == 2 else int(self.frame_shape[0])
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def read_raw(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` (clipped to the stack) in their stored dtype, (f, *frame_shape)."""
+        start, stop = max(0, int(start)), min(self.n_frames, int(stop))
+        if stop <= start:
+            return np.zeros((0, *self.frame_shape), dtype=self.dtype)
+        with reading(self.path, f"frames {start}:{stop}"):
+            arr = np.asarray(self._read_raw(start, stop))
+        if arr.shape[1:] != tuple(self.frame_shape):
+            raise AffineVAEError(f"{self.path}: frames {start}:{stop} have shape {arr.shape[1:]}, "
+                                 f"expected {tuple(self.frame_shape)}")
+        return arr
+
+    def normalisation(self) -> tuple[str, float, float]:
+        """The stack-wide normalisation ``(kind, offset, divisor)``: ``(x - offset) / divisor``.
+
+        Follows :func:`~affinevae.data.imageset.normalise_images` for the whole stack: unsigned
+        integers are divided by their dtype maximum; floats (and signed integers) already in
+        [0, 1] are kept; others are min-max scaled with a warning. Signed/float stacks need
+        one streaming pass over the frames to find their range (memory bounded by one chunk).
+        """
+        if self._norm is not None:
+            return self._norm
+        dt = np.dtype(self.dtype)
+        if dt == bool:
+            self._norm = ("keep", 0.0, 1.0)
+        elif np.issubdtype(dt, np.unsignedinteger):
+            self._norm = ("divide", 0.0, float(np.iinfo(dt).max))
+        elif not np.issubdtype(dt, np.number):
+            raise AffineVAEError(f"{self.path}: images must be numeric, got dtype {dt}")
+        else:
+            lo, hi = math.inf, -math.inf
+            step = self._chunk_for_scan()
+            for s in range(0, self.n_frames, step):
+                a = self.read_raw(s, s + step).astype(np.float32)
+                if not np.all(np.isfinite(a)):
+                    raise AffineVAEError(f"{self.path}: {int((~np.isfinite(a)).sum())} NaN or infinite pixel values "
+                                         f"in frames {s}:{min(s + step, self.n_frames)}")
+                lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+            if lo < 0.0 or hi > 1.0:
+                warnings.warn(f"{self.path}: values span [{lo:g}, {hi:g}], outside [0, 1]; min-max scaling the data "
+                              "set to [0, 1]", stacklevel=2)
+                self._norm = ("minmax", lo, hi - lo if hi > lo else 1.0)
+            else:
+                self._norm = ("keep", 0.0, 1.0)
+        return self._norm
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` as float32 (f, H, W) or (f, C, H, W), normalised stack-wide.
+
+        Raises :class:`AffineVAEError` on NaN/inf pixels.
+        """
+        kind, offset, divisor = self.normalisation()
+        raw = self.read_raw(start, stop)
+        if kind == "divide":
+            out = raw.astype(np.float32)
+            out /= np.float32(divisor)  # in place: one float32 copy of the chunk, as normalise_images computes it
+            return out
+        out = raw.astype(np.float32)
+        if not np.all(np.isfinite(out)):
+            raise AffineVAEError(f"{self.path}: {int((~np.isfinite(out)).sum())} NaN or infinite pixel values "
+                                 f"in frames {start}:{stop}")
+        if kind == "minmax":
+            out = (out - offset) / divisor
+        return out.astype(np.float32, copy=False)
+
+    def _chunk_for_scan(self) -> int:
+        per = max(1, int(np.prod(self.frame_shape)) * 4)
+        return max(1, min(self.n_frames, (64 << 20) // per))
+
+    def close(self) -> None:
+        """Release open files."""
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r}, frames={self.n_frames}, frame_shape={tuple(self.frame_shape)})"
+
+
+def _layout(shape: tuple, where: str) -> tuple[int, tuple, Optional[tuple]]:
+    """Interpret an array shape as frames: (n_frames, frame_shape, transpose-or-None).
+
+    (H, W): one frame; (H, W, C) with C in {3, 4} and H, W > 4: one colour frame;
+    (F, H, W): F frames; (F, C, H, W) with C <= 4; (F, H, W, C) with C in {1, 3, 4} when the
+    second axis is larger (transposed to channels first).
+    """
+    if len(shape) == 2:
+        return 1, tuple(shape), None
+    if len(shape) == 3:
+        if shape[2] in (3, 4) and shape[0] > 4 and shape[1] > 4:
+            return 1, (shape[2], shape[0], shape[1]), (2, 0, 1)
+        return shape[0], (shape[1], shape[2]), None
+    if len(shape) == 4:
+        if shape[1] <= 4:
+            fs = (shape[1], shape[2], shape[3])
+            return shape[0], (fs[1], fs[2]) if fs[0] == 1 else fs, None
+        if shape[3] in (1, 3, 4):
+            fs = (shape[3], shape[1], shape[2])
+            return shape[0], (fs[1], fs[2]) if fs[0] == 1 else fs, (0, 3, 1, 2)
+    raise AffineVAEError(f"{where}: cannot read shape {tuple(shape)} as frames; expected (H, W), (F, H, W), "
+                         "(F, C, H, W) or (F, H, W, C)")
+
+
+class ArraySource(FrameSource):
+    """Frames from anything sliceable along its first axis: a numpy array or memmap, an h5py dataset."""
+
+    def __init__(self, array: Any, path: str = "array", owner: Any = None) -> None:
+        super().__init__()
+        self.array, self.path, self._owner = array, path, owner
+        shape = tuple(int(s) for s in array.shape)
+        self.n_frames, self.frame_shape, self._perm = _layout(shape, path)
+        self._single = len(shape) == 2 or (len(shape) == 3 and self._perm is not None)
+        self.dtype = np.dtype(array.dtype)
+
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        if self._single:
+            a = np.asarray(self.array[...])
+            a = a if self._perm is None else a.transpose(self._perm)
+            return a[None]
+        a = np.asarray(self.array[start:stop])
+        if self._perm is not None:
+            a = a.transpose(self._perm)
+        return a.reshape(len(a), *self.frame_shape)
+
+    def close(self) -> None:
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = None
+
+
+class TiffSource(FrameSource):
+    """Frames of a (multi-page) TIFF, read page by page with tifffile; RGB pages give C = 3."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        import tifffile
+
+        self.path = path
+        with reading(path, "TIFF"):
+            self._tif = tifffile.TiffFile(path)
+            series = self._tif.series[0]
+            key = series.keyframe
+            n = len(series.pages)
+            shape, axes = tuple(int(s) for s in key.shape), key.axes
+            self.dtype = np.dtype(key.dtype)
+        self.n_frames = n
+        self._perm = None
+        if axes.endswith("YXS") and len(shape) == 3:
+            self.frame_shape = (shape[2], shape[0], shape[1])
+            self._perm = (0, 3, 1, 2)
+        elif axes.endswith("SYX") and len(shape) == 3:
+            self.frame_shape = shape
+        elif len(shape) == 2:
+            self.frame_shape = shape
+        else:
+            raise AffineVAEError(f"{path}: unsupported TIFF page layout {axes} {shape}")
+        if self.frame_shape[0] == 1 and len(self.frame_shape) == 3:
+            self.frame_shape = self.frame_shape[1:]
+
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        a = self._tif.asarray(key=range(start, stop), series=0)
+        if self._perm is not None:  # (f, H, W, S) pages -> (f, S, H, W)
+            return a.reshape(stop - start, *a.shape[-3:]).transpose(self._perm)
+        return a.reshape(stop - start, *self.frame_shape)
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+def _pil_to_array(im) -> np.ndarray:
+    """A Pillow image as an array: (H, W) grayscale or (3, H, W) colour (alpha dropped)."""
+    if im.mode in ("1", "L", "I", "F", "I;16", "I;16B", "I;16L"):
+        return np.asarray(im)
+    if im.mode in ("LA",):
+        return np.asarray(im.convert("L"))
+    a = np.asarray(im.convert("RGB"))
+    return a.transpose(2, 0, 1)
+
+
+class PillowSource(FrameSource):
+    """Frames of one image file read with Pillow (a multi-frame GIF/TIFF is a stack)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        from PIL import Image
+
+        self.path = path
+        with reading(path, "image"):
+            self._im = Image.open(path)
+            self.n_frames = int(getattr(self._im, "n_frames", 1))
+            first = _pil_to_array(self._im)
+        self.frame_shape, self.dtype = first.shape, first.dtype
+
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        out = []
+        for i in range(start, stop):  # one loop step per frame, not per object
+            self._im.seek(i)
+            out.append(_pil_to_array(self._im).astype(self.dtype, copy=False))
+        return np.stack(out)
+
+    def close(self) -> None:
+        self._im.close()
+
+
+class FolderSource(FrameSource):
+    """A folder of image files, one frame per file in name order, read on demand."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in FRAME_FOLDER_EXTS)
+        if not self.files:
+            raise AffineVAEError(f"{path}: folder holds no {'/'.join(e[1:] for e in FRAME_FOLDER_EXTS)} images")
+        first = self._one(self.files[0])
+        self.n_frames, self.frame_shape, self.dtype = len(self.files), first.shape, first.dtype
+
+    def _one(self, f: Path) -> np.ndarray:
+        if f.suffix.lower() in TIFF_EXTS:
+            src = TiffSource(str(f))
+            try:
+                a = src.read_raw(0, 1)[0]
+            finally:
+                src.close()
+        else:
+            from PIL import Image
+
+            with reading(str(f), "image"), Image.open(f) as im:
+                a = _pil_to_array(im)
+        return a
+
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        out = []
+        for f in self.files[start:stop]:
+            a = self._one(f)
+            if a.shape != tuple(self.frame_shape):
+                raise AffineVAEError(f"{f}: image shape {a.shape} differs from the first image's {tuple(self.frame_shape)}")
+            out.append(a)
+        return np.stack(out)
+
+
+def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[str] = None) -> FrameSource:
+    """Open a large image or stack of frames for lazy, chunked reading.
+
+    Args:
+        spec: a path: ``.npy`` (memory mapped, never unpickled), ``.npz`` (the array ``key``, else
+            ``images``, else ``patches``, else the first), ``.tif``/``.tiff`` (one frame per page),
+            ``file.h5:dataset`` (h5py slicing; without a dataset, the file's only dataset),
+            ``.png``/``.jpg``/``.gif``/``.bmp`` (Pillow; multi-frame files are stacks) or a
+            folder of such files (one frame per file). Also an in-memory array
+            (H, W), (F, H, W), (F, C, H, W) or (F, H, W, C), or an open :class:`FrameSource`.
+        key: array name in an ``.npz`` or dataset name in an HDF5 file.
+
+    Returns:
+        A :class:`FrameSource`; use it as a context manager to close the file.
+
+    Raises:
+        AffineVAEError: a missing file, an unsupported suffix or an unreadable layout.
+    """
+    if isinstance(spec, FrameSource):
+        return spec
+    if isinstance(spec, np.ndarray):
+        return ArraySource(spec, "array")
+    s = str(spec)
+    p = Path(s)
+    if not p.exists():
+        m = HDF5_SPEC.match(s)
+        if m and m.group(2) is not None and Path(m.group(1)).is_file():
+            return _open_hdf5(m.group(1), m.group(2) or key)
+        raise AffineVAEError(f"{s}: file not found")
+    if p.is_dir():
+        return FolderSource(s)
+    suf = p.suffix.lower()
+    if suf in NPY_EXTS:
+        with reading(s, ".npy"):
+            return ArraySource(np.load(p, mmap_mode="r", allow_pickle=False), s)
+    if suf in NPZ_EXTS:
+        with reading(s, ".npz"), np.load(p, allow_pickle=False) as f:
+            names = f.files
+            k = key or next((n for n in ("images", "patches") if n in names), names[0] if names else None)
+            if k not in names:
+                raise AffineVAEError(f"{s}: no array '{k}'; arrays: {', '.join(names) or 'none'}")
+            return ArraySource(f[k], s)
+    if suf in TIFF_EXTS:
+        return TiffSource(s)
+    if suf in HDF5_EXTS:
+        return _open_hdf5(s, key)
+    if suf in PIL_STACK_EXTS:
+        return PillowSource(s)
+    raise AffineVAEError(f"{s}: unsupported image file suffix '{p.suffix}'; use .npy, .npz, .tif, .h5:dataset, "
+                         ".png/.jpg/.gif or a folder of images")
+
+
+def _open_hdf5(path: str, dataset: Optional[str]) -> FrameSource:
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover
+        raise AffineVAEError(f"{path}: reading HDF5 needs h5py (pip install affinevae[hdf5])") from None
+    with reading(path, "HDF5"):
+        f = h5py.File(path, "r")
+    if not dataset:
+        names: list[str] = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        if len(names) != 1:
+            f.close()
+            raise AffineVAEError(f"{path}: name the dataset as {path}:NAME; datasets: {', '.join(names) or 'none'}")
+        dataset = names[0]
+    if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
+        f.close()
+        raise AffineVAEError(f"{path}: no dataset '{dataset}'")
+    return ArraySource(f[dataset], f"{path}:{dataset}", owner=f)

@@ -1,0 +1,245 @@
+"""Run a trained model's encoder over data sets, patch sets and stacks larger than memory.
+
+Everything goes through one batched loop, :func:`encode_dataset`; the others prepare its input
+or arrange its output:
+
+- :func:`encode_dataset`: any images (:func:`affinevae.data.as_images` forms) -> dict of arrays;
+- :func:`encode_patches`: (N, w, w) / (N, C, w, w) patches -> the same dict, for an
+  unconditional model whose input is the patch (:func:`check_model_input`);
+- :func:`encode_patchset`: a :class:`~affinevae.data.patches.PatchSet` -> :class:`ObjectEncoding`
+  (codes plus where each object is);
+- :func:`iter_encode` / :func:`stream_encode`: cut and encode a stack chunk by chunk of frames,
+  memory bounded by the chunk.
+
+**The rule for pose latents.** The result of :func:`encode_dataset` holds ``angle`` (N,)
+radians (counter-clockwise on screen), ``shift`` (N, 2) (right, down) in half image widths and
+``scale`` (N,) zoom factors exactly for the pose latents the model infers (the fields of
+``model.encode(x).pose`` that are not None), and no key for the others; a model without pose
+latents gives none of them. :class:`ObjectEncoding`, whose fields are fixed because they are
+saved as ``maps.npz``, stores an absent ``angle`` or ``shift`` as NaN (:meth:`ObjectEncoding.from_codes`).
+
+Only the models' public API is used: ``model.encode(x, y)`` (``z_mean``, ``z_std``, ``pose``),
+``model.elbo(x, y)``, ``model.config.image_shape`` / ``latent_dim`` and ``model.conditional``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .data.inputs import as_images, check_image_shape, check_int
+from .data.patches import PatchSet, concat_chunks, iter_patches, nothing_found
+from .data.stacks import open_stack
+from .errors import AffineVAEError
+
+__all__ = ["POSE_FIELDS", "ObjectEncoding", "check_model_input", "encode_dataset", "encode_patches",
+           "encode_patchset", "iter_encode", "stream_encode"]
+
+#: Pose latents a result may hold, as named in ``model.encode(x).pose``.
+POSE_FIELDS = ("angle", "shift", "scale")
+
+
+@torch.no_grad()
+def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool = True, seed: int = 0,
+                   where: str = "images") -> dict[str, np.ndarray]:
+    """Encode every image of ``data`` in batches (no gradients, the model in eval mode meanwhile).
+
+    Args:
+        model: a trained model. data, labels: any input :func:`affinevae.data.as_images` accepts
+            (an ImageSet's labels come along); class-conditional models need labels.
+        batch_size: images per forward pass. elbo: also score each image.
+        seed: seeds the ELBO's posterior sample (the global RNG is left as it was).
+        where: names the images in error messages.
+
+    Returns:
+        dict of numpy arrays: ``z_mean``, ``z_std`` (N, D) float32; ``elbo`` (N,) nats (one
+        posterior sample) if ``elbo``; ``angle``/``shift``/``scale`` by the rule for pose latents
+        (module docstring); ``labels`` (N,) int64 when known.
+
+    Raises:
+        AffineVAEError: input :func:`~affinevae.data.as_images` refuses (including a shape other
+            than the model's), a bad ``batch_size``, or a conditional model without labels.
+    """
+    bs = check_int("batch_size", batch_size, 1)
+    x, y = as_images(data, labels, image_shape=model.config.image_shape, where=where)
+    if model.conditional and y is None:
+        raise AffineVAEError(f"model '{model.family}' is class-conditional: encoding needs labels")
+    parts: dict[str, list] = {}
+
+    def add(name: str, value: Optional[torch.Tensor]) -> None:
+        if value is not None:
+            parts.setdefault(name, []).append(value.detach().cpu().float().numpy())
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for i in range(0, len(x), bs):
+                xb = x[i:i + bs]
+                yb = None if y is None or not model.conditional else y[i:i + bs]
+                enc = model.encode(xb, yb)
+                add("z_mean", enc.z_mean)
+                add("z_std", enc.z_std)
+                for name in POSE_FIELDS:
+                    add(name, None if enc.pose is None else getattr(enc.pose, name))
+                if elbo:
+                    add("elbo", model.elbo(xb, yb))
+    finally:
+        model.train(was_training)
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    if y is not None:
+        out["labels"] = y.cpu().numpy()
+    return out
+
+
+@dataclasses.dataclass
+class ObjectEncoding:
+    """Per-object model outputs with their places in the stack.
+
+    Attributes:
+        z_mean, z_std: (N, D) float32 content posterior.
+        angle: (N,) float32 radians (counter-clockwise on screen), NaN for models without a rotation.
+        shift: (N, 2) float32 (right, down) in half patch widths, NaN without a translation latent.
+        positions: (N, 2) float32 refined object positions (row, col) in pixels: the patch centre moved
+            by the inferred shift (equal to ``centers`` when there is no shift).
+        centers: (N, 2) int64 patch centres (row, col) pixels; frames: (N,) int64.
+        window: patch size; image_shape: (H, W); n_frames: F; grid_shape: (gh, gw) in grid mode.
+        n_found: objects found before edge patches were dropped, or None.
+    """
+
+    z_mean: np.ndarray
+    z_std: np.ndarray
+    angle: np.ndarray
+    shift: np.ndarray
+    positions: np.ndarray
+    centers: np.ndarray
+    frames: np.ndarray
+    window: int
+    image_shape: tuple = (0, 0)
+    n_frames: int = 1
+    grid_shape: Optional[tuple] = None
+    n_found: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self.z_mean)
+
+    @property
+    def has_angle(self) -> bool:
+        """True when the model inferred a rotation angle."""
+        return len(self.angle) > 0 and bool(np.isfinite(self.angle).all())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array (plus ``window``, ``image_shape``, ``n_frames`` and ``grid_shape`` if set)."""
+        out = {k: getattr(self, k) for k in ("z_mean", "z_std", "angle", "shift", "positions", "centers", "frames")}
+        out.update(window=np.int64(self.window), image_shape=np.asarray(self.image_shape, dtype=np.int64),
+                   n_frames=np.int64(self.n_frames))
+        if self.grid_shape is not None:
+            out["grid_shape"] = np.asarray(self.grid_shape, dtype=np.int64)
+        return out
+
+    @classmethod
+    def from_codes(cls, codes: dict[str, np.ndarray], ps: PatchSet) -> "ObjectEncoding":
+        """Join :func:`encode_dataset`'s result for the patches of ``ps`` with their places.
+
+        An absent ``angle``/``shift`` (the model has no such latent) becomes NaN. The refined
+        position is the patch centre moved by the shift: the patch's normalised origin sits at
+        ``(w - 1) / 2`` and a shift of 1 is half a patch width (``w / 2`` pixels).
+        """
+        n, w = len(ps), ps.window
+        angle = codes.get("angle", np.full(n, np.nan, np.float32))
+        shift = codes.get("shift", np.full((n, 2), np.nan, np.float32))
+        pos = ps.centers.astype(np.float32) - (w // 2) + (w - 1) / 2.0
+        sh = np.nan_to_num(shift, nan=0.0)
+        pos = pos + np.stack([sh[:, 1], sh[:, 0]], 1) * (w / 2.0)   # shift is (right, down)
+        return cls(codes["z_mean"], codes["z_std"], angle, shift, pos.astype(np.float32), ps.centers, ps.frames,
+                   w, ps.image_shape, ps.n_frames, ps.grid_shape, ps.n_found)
+
+    @staticmethod
+    def concat(parts: Sequence["ObjectEncoding"]) -> "ObjectEncoding":
+        """Join per-chunk results (in order; :func:`~affinevae.data.patches.concat_chunks`)."""
+        return concat_chunks(parts)
+
+
+def check_model_input(model, patch_shape: Sequence[int], where: str = "patches") -> None:
+    """Raise :class:`AffineVAEError` unless ``model`` can encode patches of shape (w, w) or (C, w, w).
+
+    The shape is checked as :func:`~affinevae.data.as_images` checks it (with a hint to cut
+    patches of the model's size); class-conditional models are refused (patches have no labels).
+    """
+    want = tuple(model.config.image_shape)
+    check_image_shape(patch_shape, want, where, f"; cut patches with --window {want[-1]}")
+    if model.conditional:
+        raise AffineVAEError(f"model '{model.family}' is class-conditional; mapping needs an unconditional model "
+                             "(ae, vae, rvae, avae)")
+
+
+def encode_patches(model, patches: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Encode (N, w, w) or (N, C, w, w) patches with an unconditional model (no ELBO).
+
+    Returns:
+        :func:`encode_dataset`'s dict without ``elbo``: ``z_mean``, ``z_std`` (N, D) float32 and
+        the pose latents the model has (module docstring).
+    """
+    check_model_input(model, np.shape(patches)[1:])
+    return encode_dataset(model, patches, batch_size=batch_size, elbo=False, where="patches")
+
+
+def _encode_chunk(model, ps: PatchSet, batch_size: int) -> ObjectEncoding:
+    """:class:`ObjectEncoding` of one chunk's patches (an empty chunk gives empty arrays)."""
+    if len(ps):
+        codes = encode_patches(model, ps.patches, batch_size)
+    else:
+        d = int(model.config.latent_dim)
+        codes = {"z_mean": np.zeros((0, d), np.float32), "z_std": np.zeros((0, d), np.float32)}
+    return ObjectEncoding.from_codes(codes, ps)
+
+
+def encode_patchset(model, ps: PatchSet, batch_size: int = 256) -> ObjectEncoding:
+    """Encode a :class:`~affinevae.data.patches.PatchSet` in batches into an :class:`ObjectEncoding`."""
+    if len(ps) == 0:
+        raise AffineVAEError("no patches to encode")
+    return _encode_chunk(model, ps, batch_size)
+
+
+def iter_encode(model, source, window: int, chunk_frames: int = 8, batch_size: int = 256,
+                **options: Any) -> Iterator[ObjectEncoding]:
+    """Cut and encode patches chunk by chunk of frames, never holding the whole stack.
+
+    Args:
+        model: a trained unconditional model whose ``image_shape`` is (C, window, window).
+        source: anything :func:`~affinevae.data.stacks.open_stack` accepts (a path is opened lazily).
+        window: patch size in pixels. chunk_frames: frames per chunk. batch_size: patches per forward pass.
+        **options: object finding and edge options of :func:`~affinevae.data.patches.iter_patches`
+            (``coords``, ``stride``, ``min_distance``, ``threshold``, ``absolute``, ``sigma``,
+            ``edge``, ``progress``, ``key``).
+
+    Yields:
+        One :class:`ObjectEncoding` per chunk (frame indices global).
+    """
+    src = open_stack(source, key=options.pop("key", None))
+    try:
+        check_model_input(model, (src.channels, window, window), src.path)
+        for ps in iter_patches(src, window, chunk_frames=chunk_frames, **options):
+            yield _encode_chunk(model, ps, batch_size)
+    finally:
+        if src is not source:
+            src.close()
+
+
+def stream_encode(model, source, window: int, chunk_frames: int = 8, batch_size: int = 256,
+                  **options: Any) -> ObjectEncoding:
+    """Collect :func:`iter_encode` into one :class:`ObjectEncoding` (only per-object results are kept).
+
+    Raises:
+        AffineVAEError: when no object was found in the whole stack (suggesting a lower threshold),
+            besides the errors of :func:`~affinevae.data.patches.iter_patches` and a model/window
+            mismatch.
+    """
+    parts = list(iter_encode(model, source, window, chunk_frames, batch_size, **options))
+    if sum(len(p) for p in parts) == 0:
+        raise nothing_found(source, parts, window, options)
+    return ObjectEncoding.concat(parts)

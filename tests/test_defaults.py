@@ -1,0 +1,117 @@
+"""Patch sets carry what `train` needs for its defaults; affinevae.defaults.data_defaults chooses them."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from affinevae.cli import main
+from affinevae.data import ImageSet, load_dataset
+from affinevae.data.files import load_images
+from affinevae.data.imageset import noise_sigma
+from affinevae.data.micrograph import synthetic_micrograph
+from affinevae.data.patches import PatchSet, cut_patches
+from affinevae.defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, SIGMA_FLOOR, data_defaults
+from affinevae.errors import AffineVAEError
+
+NOISE = 0.05
+
+
+@pytest.fixture(scope="module")
+def noisy_patches():
+    """Patches of a micrograph with Gaussian noise NOISE added, and that noise in the patches' units."""
+    clean, _ = synthetic_micrograph(size=(96, 96), spacing=8.0, noise=0.0, seed=0)
+    img = 0.1 + 0.8 * clean + np.random.default_rng(0).normal(0.0, NOISE, clean.shape)
+    lo, hi = img.min(), img.max()
+    true = NOISE if lo >= 0 and hi <= 1 else NOISE / (hi - lo)   # min-max scaling shrinks the noise with the range
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ps = cut_patches(img.astype(np.float32), 12, min_distance=3, threshold=0.3)
+    return ps, true
+
+
+def test_noise_estimate_and_patch_metadata_round_trip(noisy_patches, tmp_path):
+    ps, true = noisy_patches
+    assert abs(ps.noise_sigma() / true - 1) < 0.3
+    assert noise_sigma(np.zeros((3, 8, 8))) == 0.0
+    ramp = np.add.outer(np.arange(8.0), np.arange(8.0))[None] / 20    # linear intensity: no noise
+    assert noise_sigma(ramp) == pytest.approx(0.0, abs=1e-12)
+    ps.save(tmp_path / "p.npz")
+    data = load_images(str(tmp_path / "p.npz"))
+    assert data.meta == {"kind": "patches", "window": 12, "noise_sigma": pytest.approx(ps.noise_sigma())}
+    np.testing.assert_array_equal(data.images[:, 0], ps.patches)
+    assert load_dataset(str(tmp_path / "p.npz"), n=5).meta == data.meta           # -n keeps it
+    assert "noise_sigma" not in data.binarized().meta and data.binarized().meta["kind"] == "patches"
+    assert "noise_sigma" not in load_images(str(tmp_path / "p.npz"), standardise=True).meta
+    back = PatchSet.load(tmp_path / "p.npz")
+    np.testing.assert_array_equal(back.centers, ps.centers)
+    # a patch set in other units: the estimate is in the units load_images gives it
+    scaled = PatchSet((ps.patches * 255).astype(np.uint8), ps.centers, ps.frames, 12)
+    assert scaled.noise_sigma() == pytest.approx(ps.noise_sigma(), rel=0.1)
+    # files from before: still loadable, as plain data
+    np.savez(tmp_path / "old.npz", patches=ps.patches, centers=ps.centers, frames=ps.frames, window=12)
+    assert load_images(str(tmp_path / "old.npz")).meta == {}
+    assert len(PatchSet.load(tmp_path / "old.npz")) == len(ps)
+    np.savez(tmp_path / "bad.npz", patches=ps.patches, kind=np.array("patches"), noise_sigma=np.array([1.0, 2.0]))
+    with pytest.raises(AffineVAEError, match="bad.npz: noise_sigma must be a scalar"):
+        load_images(str(tmp_path / "bad.npz"))
+
+
+def patch_set(n=100, sigma=0.04):
+    return ImageSet(np.zeros((n, 1, 8, 8), np.float32), meta={"kind": "patches", "window": 8, "noise_sigma": sigma})
+
+
+def test_data_defaults_for_patch_sets_and_what_wins():
+    given = {"image_shape": [1, 8, 8], "latent_dim": 2}
+    opts, epochs, line = data_defaults(patch_set(), "rvae", given, 32, None)
+    assert opts == {**given, "invariances": ["rotation", "translation"], "rotation_mode": "full",
+                    "likelihood": "gaussian", "sigma": 0.04}
+    assert epochs == MAX_EPOCHS                                      # 4 steps an epoch want 750 epochs: capped
+    assert line == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
+                    "likelihood=gaussian sigma=0.04 epochs=200 (override with --invariances/--set/--likelihood/"
+                    "--sigma/--epochs)")
+    assert data_defaults(patch_set(n=6000), "crvae", given, 64, None)[1] == math.ceil(MIN_STEPS / 94)  # 32
+    assert data_defaults(patch_set(n=10 ** 4), "rvae", given, 10 ** 4, None)[1] == MAX_EPOCHS
+    assert data_defaults(patch_set(n=10 ** 5), "rvae", given, 1, None)[1] == 1
+    assert data_defaults(patch_set(sigma=0.0), "rvae", given, 32, None)[0]["sigma"] == SIGMA_FLOOR
+    assert data_defaults(patch_set(sigma=0.071234), "rvae", given, 32, None)[0]["sigma"] == 0.0712
+    # every option given explicitly wins, and is not announced
+    mine = {**given, "likelihood": "bernoulli", "invariances": ["translation"], "rotation_mode": "gaussian"}
+    opts, epochs, line = data_defaults(patch_set(), "rvae", mine, 32, 7)
+    assert opts == mine and epochs == 7 and line == ""
+    opts, _, line = data_defaults(patch_set(), "rvae", {**given, "sigma": 0.3, "invariances": "rotation"}, 32, 3)
+    assert opts["sigma"] == 0.3 and opts["invariances"] == "rotation" and opts["rotation_mode"] == "full"
+    assert line == "affinevae: patch-set defaults: rotation_mode=full likelihood=gaussian (override with --set/--likelihood)"
+    opts, _, _ = data_defaults(patch_set(), "rvae", {**given, "invariances": []}, 32, 3)
+    assert "rotation_mode" not in opts                               # no rotation, no rotation prior
+    binary = patch_set()
+    binary.meta.pop("noise_sigma")
+    assert "likelihood" not in data_defaults(binary, "rvae", given, 32, 3)[0]
+    # plain data and other families: exactly the options given, the default epochs
+    for data, family in ((ImageSet(np.zeros((100, 1, 8, 8), np.float32)), "rvae"), (patch_set(), "vae")):
+        assert data_defaults(data, family, given, 32, None) == (given, DEFAULT_EPOCHS, "")
+        assert data_defaults(data, family, given, 32, 4)[1] == 4
+    with pytest.raises(AffineVAEError, match="batch_size"):
+        data_defaults(patch_set(), "rvae", given, 0, None)
+
+
+def test_cli_train_on_a_patch_set_prints_its_defaults(noisy_patches, tmp_path, capsys):
+    import affinevae as av
+
+    ps, _ = noisy_patches
+    ps.save(tmp_path / "p.npz")
+    argv = ["train", "--model", "rvae", "--data", str(tmp_path / "p.npz"), "--out", str(tmp_path / "run"),
+            "--latent-dim", "2", "--hidden", "8,8", "--set", "encoder_hidden=[16]", "--no-progress", "--epochs", "1"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    sigma = float(f"{ps.noise_sigma():.3g}")
+    assert lines[0] == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
+                        f"likelihood=gaussian sigma={sigma:.3g} (override with --invariances/--set/--likelihood/--sigma)")
+    assert "for 1 epochs" in lines[1]
+    cfg = av.load(tmp_path / "run").config
+    assert (cfg.invariances, cfg.rotation_mode, cfg.likelihood, cfg.sigma) == (("rotation", "translation"), "full",
+                                                                              "gaussian", sigma)
+    assert av.training.read_run(tmp_path / "run")["train_config"]["epochs"] == 1
