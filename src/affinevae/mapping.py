@@ -7,7 +7,7 @@ degrees on every label. A lattice (or object) with ``symmetry``-fold rotational 
 the same turned by ``360 / symmetry`` degrees, so angles are folded into
 ``[0, 360 / symmetry)`` degrees before colouring with a cyclic colormap.
 
-:func:`write_maps` does it all for one :class:`~affinevae.data.patches.ObjectEncoding`: it
+:func:`write_maps` does it all for one :class:`~affinevae.encoding.ObjectEncoding`: it
 clusters the content latents, writes ``maps.npz`` atomically and draws the PNG maps.
 """
 
@@ -579,7 +579,7 @@ def grid_angle_map(angle: np.ndarray, grid_shape: Sequence[int], window: int, st
 # ============================================================================ everything
 def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_clusters: Optional[int] = None,
                frame: int = 0, symmetry: int = 1, cluster_method: str = "kmeans", seed: int = 0) -> dict:
-    """Cluster, save and draw the maps of an :class:`~affinevae.data.patches.ObjectEncoding`.
+    """Cluster, save and draw the maps of an :class:`~affinevae.encoding.ObjectEncoding`.
 
     Writes to ``out_dir`` (created): ``maps.npz`` (``z_mean``, ``z_std`` (N, D); ``angle`` (N,) radians,
     NaN without a rotation latent; ``shift`` (N, 2) half patch widths; ``positions`` (N, 2) refined

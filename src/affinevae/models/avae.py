@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import check, check_choice, check_positive
+from ..data.inputs import as_images
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, canonicalise, render
 from ..nn.transforms import TRANSFORMS, Parameterisation, get_transform
@@ -435,11 +436,7 @@ class AVAE(LatentModel):
         :meth:`~affinevae.pose.nets.PoseHead.predict`)."""
         if self.head is None or int(self.head_trained) == 0:
             return None
-        x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
-        if x.dim() == 3 and self.config.image_shape[0] == 1:
-            x = x[:, None]
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.config.image_shape:
-            raise AffineVAEError(f"images must have shape (N, {', '.join(map(str, self.config.image_shape))}), got {tuple(x.shape)}")
+        x = as_images(x, image_shape=self.config.image_shape)[0].to(self.device)
         return self.head.predict(x, k, views, confidence)
 
     @torch.no_grad()

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config, check, check_choice, check_positive
+from ..data.inputs import as_images
 from ..errors import AffineVAEError
 from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, compose_poses, render
 from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
@@ -253,31 +254,16 @@ class LatentModel(nn.Module):
 
     # ------------------------------------------------------------------ input checks
     def check_input(self, x: Tensor, y: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
-        """Validate and convert inputs: x -> (N, C, H, W) float on the model device, y -> (N,) long.
+        """Validate and convert inputs (:func:`affinevae.data.as_images`): x -> (N, C, H, W) float32 on
+        the model device, y -> (N,) int64 class labels for conditional models (None otherwise).
 
-        Accepts (N, H, W) for single-channel models. Raises :class:`AffineVAEError`.
+        Accepts (N, H, W) for single-channel models. Raises :class:`AffineVAEError` (one line).
         """
-        x = torch.as_tensor(x)
-        shape = tuple(self.config.image_shape)
-        if x.dim() == 3 and shape[0] == 1:
-            x = x[:, None]
-        if x.dim() != 4 or tuple(x.shape[1:]) != shape:
-            raise AffineVAEError(f"images must have shape (N, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
-        x = x.to(self.device, torch.float32)
-        if not torch.isfinite(x).all():
-            raise AffineVAEError("images contain NaN or infinite values")
-        if self.conditional:
-            if y is None:
-                raise AffineVAEError(f"model '{self.family}' is class-conditional: labels are required")
-        if y is not None and self.conditional:
-            y = torch.as_tensor(y).to(self.device).long().reshape(-1)
-            if y.shape[0] != x.shape[0]:
-                raise AffineVAEError(f"got {y.shape[0]} labels for {x.shape[0]} images")
-            if len(y) and (y.min() < 0 or y.max() >= self.config.num_classes):
-                raise AffineVAEError(f"labels must lie in [0, {self.config.num_classes - 1}], got range [{int(y.min())}, {int(y.max())}]")
-        else:
-            y = None
-        return x, y
+        if self.conditional and y is None:
+            raise AffineVAEError(f"model '{self.family}' is class-conditional: labels are required")
+        x, y = as_images(x, y if self.conditional else None, image_shape=self.config.image_shape,
+                         num_classes=self.config.num_classes if self.conditional else None)
+        return x.to(self.device), None if y is None else y.to(self.device)
 
     def onehot(self, y: Optional[Tensor]) -> Optional[Tensor]:
         """(N,) class indices -> (N, num_classes) one-hot floats, or None if unconditional."""
