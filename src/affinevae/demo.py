@@ -25,13 +25,11 @@ epochs) to run in well under two minutes on two CPU cores; the full demo takes a
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from . import analysis as A
 from .data import load_mnist, rotated_mnist

@@ -6,7 +6,7 @@ import argparse
 from typing import Optional
 
 from ..errors import AffineVAEError
-from ..io import load
+from ..runs import load
 from ..models.avae import AVAE
 from ..models.base import LatentModel
 from ..pose_search import SearchConfig

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import AffineVAEError
-from ..io import load
+from ..runs import load
 from ..pose_search import HeadTrainConfig, fit_pose_head, fit_pose_refiner
 from ..training import resolve_device
 from . import COMMANDS

@@ -35,7 +35,7 @@ class Map:
     def run(args: argparse.Namespace) -> int:
         """Encode, cluster, write ``maps.npz`` and the PNG maps; returns the exit status."""
         from ..data.patches import PatchSet, encode_patchset, open_stack
-        from ..io import load
+        from ..runs import load
         from ..mapping import write_maps
         from ..training import resolve_device
 
