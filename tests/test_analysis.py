@@ -1,4 +1,5 @@
-"""Analyses (affinevae.analysis), their figures and the `affinevae plot` command, on tiny trained models."""
+"""Analyses (affinevae.analysis), their figures and the `affinevae plot` command, on the session's tiny
+trained runs (``tiny_runs``, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,30 +17,7 @@ from affinevae.errors import AffineVAEError
 from affinevae.evaluation import circular_correlation, encode_dataset, psnr
 from affinevae.models.base import build_model
 from affinevae.plots import save_figure
-from affinevae.training import TrainConfig, fit, read_metrics
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """AE (4 latents), VAE (2), cVAE (2) trained 1 epoch on 500 MNIST digits; rVAE (2 + angle) on 400 rotated ones."""
-    torch.set_num_threads(2)
-    root = tmp_path_factory.mktemp("runs")
-    mnist = load_mnist("train", n=500)
-    rot = rotated_mnist("train", n=400, seed=0)
-    specs = {"ae": ("ae", mnist, "mnist", {"latent_dim": 4}),
-             "vae": ("vae", mnist, "mnist", {"latent_dim": 2}),
-             "cvae": ("cvae", mnist, "mnist", {"latent_dim": 2, "num_classes": 10}),
-             "rvae": ("rvae", rot, "rotated-mnist", {"latent_dim": 2, "invariances": ["rotation"]})}
-    models, runs = {}, {}
-    for name, (family, data, spec, opts) in specs.items():
-        torch.manual_seed(0)
-        model = build_model(family, image_shape=[1, 28, 28], channels=[8, 16], **opts) if family != "rvae" else \
-            build_model(family, image_shape=[1, 28, 28], **opts)
-        run = root / name
-        fit(model, data, TrainConfig(epochs=1, batch_size=64, lr=2e-3, progress=False, val_split=0.1), out=run,
-            meta={"data": spec, "labels": None, "key": None, "n": len(data)})
-        models[name], runs[name] = model.eval(), run
-    return {"models": models, "runs": runs}
+from affinevae.runs import Run, read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +33,8 @@ def assert_png(path):
 
 
 # ------------------------------------------------------------------ reconstructions
-def test_reconstructions_shapes_values_and_psnr(trained, test_data):
-    vae, data = trained["models"]["vae"], test_data["mnist"]
+def test_reconstructions_shapes_values_and_psnr(tiny_runs, test_data):
+    vae, data = tiny_runs.model("vae"), test_data["mnist"]
     r = A.reconstructions(vae, data, n=6, seed=3)
     assert r.originals.shape == r.reconstructions.shape == (6, 1, 28, 28)
     assert len(set(r.indices.tolist())) == 6
@@ -71,8 +49,8 @@ def test_reconstructions_shapes_values_and_psnr(trained, test_data):
         A.reconstructions(vae, data, indices=[80])
 
 
-def test_conditional_models_use_labels_and_need_them(trained, test_data):
-    cvae, data = trained["models"]["cvae"], test_data["mnist"]
+def test_conditional_models_use_labels_and_need_them(tiny_runs, test_data):
+    cvae, data = tiny_runs.model("cvae"), test_data["mnist"]
     r = A.reconstructions(cvae, data, indices=[0, 1, 2])
     expected = cvae.reconstruct(torch.as_tensor(data.images[:3]), torch.as_tensor(data.labels[:3])).numpy()
     np.testing.assert_allclose(r.reconstructions, expected, atol=1e-6)
@@ -81,8 +59,8 @@ def test_conditional_models_use_labels_and_need_them(trained, test_data):
 
 
 # ------------------------------------------------------------------ latent space
-def test_latent_codes_2d_are_the_means(trained, test_data):
-    vae, data = trained["models"]["vae"], test_data["mnist"]
+def test_latent_codes_2d_are_the_means(tiny_runs, test_data):
+    vae, data = tiny_runs.model("vae"), test_data["mnist"]
     codes = A.latent_codes(vae, data, n=50)
     z = encode_dataset(vae, data.subset(slice(0, 50)), elbo=False)["z_mean"]
     assert codes.method == "latent" and codes.embedding.shape == (50, 2)
@@ -92,8 +70,8 @@ def test_latent_codes_2d_are_the_means(trained, test_data):
     assert codes.available() == ["class"]
 
 
-def test_latent_codes_embed_higher_dims(trained, test_data):
-    ae, data = trained["models"]["ae"], test_data["mnist"]
+def test_latent_codes_embed_higher_dims(tiny_runs, test_data):
+    ae, data = tiny_runs.model("ae"), test_data["mnist"]
     codes = A.latent_codes(ae, data, n=40)
     assert codes.z_mean.shape == (40, 4) and codes.embedding.shape == (40, 2)
     assert codes.method in ("tsne", "umap") and np.all(np.isfinite(codes.embedding))
@@ -107,15 +85,26 @@ def test_latent_codes_embed_higher_dims(trained, test_data):
         A.latent_codes(ae, data, n=40, method="mds")
 
 
-def test_latent_codes_angles(trained, test_data):
-    rvae, data = trained["models"]["rvae"], test_data["rot"]
+def test_umap_without_its_extra_is_one_line_naming_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed: import fails
+    z = np.random.default_rng(0).standard_normal((20, 4))
+    assert A.embed_2d(z, "auto")[1] == "tsne"  # auto falls back to t-SNE
+    with pytest.raises(AffineVAEError, match=r'umap-learn.*pip install "affinevae\[umap\]"') as info:
+        A.embed_2d(z, "umap")
+    assert "\n" not in str(info.value)
+
+
+def test_latent_codes_angles(tiny_runs, test_data):
+    rvae, data = tiny_runs.model("rvae"), test_data["rot"]
     codes = A.latent_codes(rvae, data, n=60)
     assert codes.available() == ["class", "true_angle", "learned_angle"]
     np.testing.assert_allclose(codes.true_angle, data.angle[:60], atol=1e-6)
     np.testing.assert_allclose(codes.learned_angle, A.learned_angles(rvae, data, n=60), atol=1e-6)
     with pytest.raises(AffineVAEError, match="learns no rotation"):
-        A.learned_angles(trained["models"]["vae"], data)
-    vae_codes = A.latent_codes(trained["models"]["vae"], data, n=60)
+        A.learned_angles(tiny_runs.model("vae"), data)
+    vae_codes = A.latent_codes(tiny_runs.model("vae"), data, n=60)
     with pytest.raises(AffineVAEError, match="no model here learns an angle"):
         A.plot_latent_scatter(vae_codes, color_by=["learned_angle"])
     fig = A.plot_latent_scatter([codes, vae_codes], color_by=["learned_angle"])  # the VAE's panel says why
@@ -129,9 +118,9 @@ def test_angle_color_scale():
     assert A.angle_color_scale(np.r_[np.zeros(200), 170.0])[1] == 15.0  # one outlier does not set the scale
 
 
-def test_latent_stats_match_numpy(trained, test_data):
+def test_latent_stats_match_numpy(tiny_runs, test_data):
     for name in ("ae", "vae"):
-        model = trained["models"][name]
+        model = tiny_runs.model(name)
         st = A.latent_stats(model, test_data["mnist"], n=70, name=name)
         z = encode_dataset(model, test_data["mnist"].subset(slice(0, 70)), elbo=False)["z_mean"].astype(np.float64)
         np.testing.assert_allclose(st.min, z.min(0), rtol=1e-6)
@@ -142,8 +131,8 @@ def test_latent_stats_match_numpy(trained, test_data):
 
 
 # ------------------------------------------------------------------ generation and manifold
-def test_generate(trained):
-    vae, cvae = trained["models"]["vae"], trained["models"]["cvae"]
+def test_generate(tiny_runs):
+    vae, cvae = tiny_runs.model("vae"), tiny_runs.model("cvae")
     g = A.generate(vae, n=10, seed=1)
     assert g.images.shape == (10, 1, 28, 28) and g.labels is None
     np.testing.assert_array_equal(g.images, A.generate(vae, n=10, seed=1).images)
@@ -156,8 +145,8 @@ def test_generate(trained):
         A.generate(cvae, classes=[10])
 
 
-def test_manifold_grid(trained):
-    vae, cvae = trained["models"]["vae"], trained["models"]["cvae"]
+def test_manifold_grid(tiny_runs):
+    vae, cvae = tiny_runs.model("vae"), tiny_runs.model("cvae")
     m = A.latent_manifold(vae, d=5, bounds=(-2, 2))
     assert m.images.shape == (1, 25, 1, 28, 28) and m.classes is None and m.d == 5
     np.testing.assert_allclose(m.grid, np.linspace(-2, 2, 5))
@@ -178,8 +167,8 @@ def test_manifold_grid(trained):
 
 
 # ------------------------------------------------------------------ interpolation and arithmetic
-def test_interpolation_endpoints_decode_the_codes(trained, test_data):
-    vae, data = trained["models"]["vae"], test_data["mnist"]
+def test_interpolation_endpoints_decode_the_codes(tiny_runs, test_data):
+    vae, data = tiny_runs.model("vae"), test_data["mnist"]
     it = A.interpolate(vae, data, (4, 9), steps=7)
     assert it.images.shape == (7, 1, 28, 28) and it.z.shape == (7, 2)
     with torch.no_grad():
@@ -195,8 +184,8 @@ def test_interpolation_endpoints_decode_the_codes(trained, test_data):
         A.interpolate(vae, data, (0, 1, 2))
 
 
-def test_interpolation_with_pose_and_classes(trained, test_data):
-    rvae, cvae = trained["models"]["rvae"], trained["models"]["cvae"]
+def test_interpolation_with_pose_and_classes(tiny_runs, test_data):
+    rvae, cvae = tiny_runs.model("rvae"), tiny_runs.model("cvae")
     data = test_data["rot"]
     it = A.interpolate(rvae, data, (0, 1), steps=5)
     rec = rvae.reconstruct(torch.as_tensor(data.images[:2])).numpy()  # decoded in the inferred pose
@@ -206,8 +195,8 @@ def test_interpolation_with_pose_and_classes(trained, test_data):
     assert ic.classes.tolist() == [test_data["mnist"].labels[0]] * 2 + [test_data["mnist"].labels[1]] * 2
 
 
-def test_latent_arithmetic(trained, test_data):
-    vae, data = trained["models"]["vae"], test_data["mnist"]
+def test_latent_arithmetic(tiny_runs, test_data):
+    vae, data = tiny_runs.model("vae"), test_data["mnist"]
     a = A.latent_arithmetic(vae, data, (1, 2, 3))
     np.testing.assert_allclose(a.z_result, a.z[0] - a.z[1] + a.z[2], atol=1e-6)
     np.testing.assert_allclose(a.result, vae.decode(torch.as_tensor(a.z_result[None])).detach().numpy()[0], atol=1e-5)
@@ -215,8 +204,8 @@ def test_latent_arithmetic(trained, test_data):
 
 
 # ------------------------------------------------------------------ angles and rotation
-def test_angle_comparison(trained, test_data):
-    rvae, rot = trained["models"]["rvae"], test_data["rot"]
+def test_angle_comparison(tiny_runs, test_data):
+    rvae, rot = tiny_runs.model("rvae"), test_data["rot"]
     a = A.angle_comparison(rvae, rot)
     assert a.true_angle.shape == a.learned_angle.shape == (80,)
     assert np.all(np.abs(a.learned_angle) <= math.pi)
@@ -224,14 +213,14 @@ def test_angle_comparison(trained, test_data):
     with pytest.raises(AffineVAEError, match="known angles"):
         A.angle_comparison(rvae, test_data["mnist"])
     with pytest.raises(AffineVAEError, match="learns no rotation"):
-        A.angle_comparison(trained["models"]["vae"], rot)
+        A.angle_comparison(tiny_runs.model("vae"), rot)
 
 
-def test_loss_vs_rotation(trained, test_data):
+def test_loss_vs_rotation(tiny_runs, test_data):
     from affinevae.models.avae import AVAE
-    from affinevae.pose_search import SearchConfig
+    from affinevae.pose import SearchConfig
 
-    vae = trained["models"]["vae"]
+    vae = tiny_runs.model("vae")
     models = {"vae": vae, "avae": AVAE(vae, pose_head=False, search=SearchConfig(restarts=2, keep=1, steps=0)).eval()}
     res = A.loss_vs_rotation(models, test_data["mnist"], [0, 90, 180], n=12)
     assert res.neg_elbo.shape == (2, 3) and res.names == ["vae", "avae"] and res.n_images == 12
@@ -286,8 +275,8 @@ def test_encoded_orientation_histograms_gather_into_peaks():
 
 
 # ------------------------------------------------------------------ anomaly and denoising
-def test_anomaly_scores(trained, test_data):
-    vae, data = trained["models"]["vae"], test_data["mnist"]
+def test_anomaly_scores(tiny_runs, test_data):
+    vae, data = tiny_runs.model("vae"), test_data["mnist"]
     a = A.anomaly_scores(vae, data, n=50, k=5, seed=4)
     expected = -encode_dataset(vae, data.subset(slice(0, 50)), seed=4)["elbo"]
     np.testing.assert_allclose(a.scores, expected, rtol=1e-6)
@@ -296,8 +285,8 @@ def test_anomaly_scores(trained, test_data):
     np.testing.assert_array_equal(a.atypical_images, data.images[a.atypical])
 
 
-def test_denoising_psnr(trained, test_data):
-    vae, data = trained["models"]["vae"], test_data["mnist"]
+def test_denoising_psnr(tiny_runs, test_data):
+    vae, data = tiny_runs.model("vae"), test_data["mnist"]
     d = A.denoise(vae, data, n=6, noise_std=0.4, seed=2)
     assert d.noisy.shape == d.denoised.shape == d.clean.shape == (6, 1, 28, 28)
     assert d.noisy.min() >= 0 and d.noisy.max() <= 1
@@ -310,20 +299,25 @@ def test_denoising_psnr(trained, test_data):
         A.denoise(vae, data, noise_std=-1)
 
 
-def test_training_curves(trained):
-    run = trained["runs"]["vae"]
+def test_training_curves(tiny_runs):
+    run = tiny_runs.path("vae")
     c = A.training_curves(run)
     hist = read_metrics(run)
     assert c.epochs.tolist() == [h["epoch"] for h in hist]
     np.testing.assert_allclose(c.train["loss"], [h["train_loss"] for h in hist])
     assert set(c.val) == {"loss", "recon", "kl"}
+    again = A.training_curves(Run.open(run))  # a Run works as well as its directory
+    np.testing.assert_array_equal(again.train["loss"], c.train["loss"])
     with pytest.raises(AffineVAEError, match="no training metrics"):
         A.training_curves([])
+    with pytest.raises(AffineVAEError, match="no such run"):
+        A.training_curves(run.parent / "missing")
 
 
 # ------------------------------------------------------------------ every figure is a PNG
-def test_every_figure_saves_as_png(trained, test_data, tmp_path):
-    m, mn, rot = trained["models"], test_data["mnist"], test_data["rot"]
+def test_every_figure_saves_as_png(tiny_runs, test_data, tmp_path):
+    m = {k: tiny_runs.model(k) for k in ("ae", "vae", "cvae", "rvae")}
+    mn, rot = test_data["mnist"], test_data["rot"]
     figs = {
         "rec": lambda: A.plot_reconstructions(A.reconstructions(m["vae"], mn, n=5)),
         "scatter": lambda: A.plot_latent_scatter([A.latent_codes(m["rvae"], rot, n=60),
@@ -338,8 +332,8 @@ def test_every_figure_saves_as_png(trained, test_data, tmp_path):
         "hist": lambda: A.plot_rotation_histograms(A.rotation_histograms(_record([0, 1], [[0.0, 1.0], [0.1, 1.1]]))),
         "anomaly": lambda: A.plot_anomaly(A.anomaly_scores(m["ae"], mn, k=4)),
         "denoise": lambda: A.plot_denoising(A.denoise(m["vae"], mn, n=4)),
-        "curves": lambda: A.plot_training_curves({"vae": A.training_curves(trained["runs"]["vae"]),
-                                                  "ae": A.training_curves(trained["runs"]["ae"])}),
+        "curves": lambda: A.plot_training_curves({"vae": A.training_curves(tiny_runs.path("vae")),
+                                                  "ae": A.training_curves(tiny_runs.path("ae"))}),
     }
     for name, build in figs.items():
         path = save_figure(build(), tmp_path / f"{name}.png")
@@ -360,14 +354,14 @@ def test_every_figure_saves_as_png(trained, test_data, tmp_path):
     ("denoising", ["--noise", "0.2", "--show", "3"]),
     ("curves", []),
 ])
-def test_plot_command(trained, tmp_path, kind, extra):
+def test_plot_command(tiny_runs, tmp_path, kind, extra):
     out = tmp_path / f"{kind}.png"
-    assert main(["plot", str(trained["runs"]["vae"]), kind, "--out", str(out), "-n", "40", *extra]) == 0
+    assert main(["plot", str(tiny_runs.path("vae")), kind, "--out", str(out), "-n", "40", *extra]) == 0
     assert_png(out)
 
 
-def test_plot_command_compare_and_angles(trained, tmp_path):
-    runs = trained["runs"]
+def test_plot_command_compare_and_angles(tiny_runs, tmp_path):
+    runs = {k: tiny_runs.path(k) for k in ("ae", "vae", "rvae")}
     out = tmp_path / "stats.png"
     assert main(["plot", str(runs["ae"]), "latent-stats", "--compare", str(runs["vae"]), "--out", str(out), "-n", "30"]) == 0
     assert_png(out)
@@ -380,8 +374,8 @@ def test_plot_command_compare_and_angles(trained, tmp_path):
     assert_png(out)
 
 
-def test_plot_command_errors(trained, tmp_path, capsys):
-    run = str(trained["runs"]["vae"])
+def test_plot_command_errors(tiny_runs, tmp_path, capsys):
+    run = str(tiny_runs.path("vae"))
     out = str(tmp_path / "x.png")
     assert main(["plot", run, "spiral", "--out", out]) == 2
     assert "unknown plot kind 'spiral'" in capsys.readouterr().err

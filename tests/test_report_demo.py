@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,12 +15,11 @@ import torch
 from PIL import Image
 
 from affinevae.cli import main
-from affinevae.data import load_mnist, rotated_mnist
 from affinevae.errors import AffineVAEError
 from affinevae.models.base import build_model
 from affinevae.report import HtmlReport, write_report
+from affinevae.runs import Run
 from affinevae.sweep import load_sweep_csv
-from affinevae.training import TrainConfig, fit
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -79,20 +79,12 @@ def check_html(path) -> _Checker:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A VAE run on MNIST (in a directory whose name needs HTML escaping) and an rVAE run on rotated MNIST."""
-    torch.set_num_threads(2)
-    root = tmp_path_factory.mktemp("report")
-    out = {}
-    for name, family, data, spec, opts in [
-            ("r&d <vae>", "vae", load_mnist("train", n=400), "mnist", {"latent_dim": 2, "channels": [8, 16]}),
-            ("rvae", "rvae", rotated_mnist("train", n=300), "rotated-mnist", {"latent_dim": 2, "invariances": ["rotation"]})]:
-        torch.manual_seed(0)
-        model = build_model(family, image_shape=[1, 28, 28], **opts)
-        fit(model, data, TrainConfig(epochs=2, batch_size=64, lr=2e-3, progress=False), out=root / name,
-            meta={"data": spec, "labels": None, "key": None, "n": len(data)})
-        out[family] = root / name
-    return out
+def runs(tiny_runs, tmp_path_factory):
+    """The session's tiny VAE run on MNIST, copied into a directory whose name needs HTML escaping, and its
+    rVAE run on rotated MNIST."""
+    vae = tmp_path_factory.mktemp("report") / "r&d <vae>"
+    shutil.copytree(tiny_runs.path("vae"), vae)
+    return {"vae": vae, "rvae": tiny_runs.path("rvae")}
 
 
 def test_html_report_builder_escapes_and_embeds(tmp_path):
@@ -178,10 +170,15 @@ def test_demo_quick(tmp_path, capsys):
         assert section in text
     assert (out / "runs" / "avae" / "poses.npz").exists() and (out / "runs" / "rot_crvae" / "train.json").exists()
     # the binarized VAE's run remembers its data and threshold, so `affinevae report` analyses the right images
-    from affinevae.report import resolve_run_data, run_binarize
-
-    assert run_binarize(out / "runs" / "vae_binary") == 0.5
-    assert set(np.unique(resolve_run_data(out / "runs" / "vae_binary", n=20).images)) <= {0.0, 1.0}
+    binary = Run.open(out / "runs" / "vae_binary")
+    assert binary.binarize == 0.5 and binary.meta["data"] == "mnist"
+    assert set(np.unique(binary.data(n=20).images)) <= {0.0, 1.0}
+    # the pose-optimised AVAE's run holds its found poses: one row per epoch, a column per training image
+    avae = Run.open(out / "runs" / "avae")
+    record = avae.pose_record()
+    assert record is not None and record.angle.shape[0] == avae.epochs_done == 2
+    assert 150 < record.angle.shape[1] <= avae.meta["n"] == 200 and binary.pose_record() is None
+    assert binary.training_angles() is None  # upright MNIST: no rotations to recover
     # the story of part 3 holds even at the quick budget: the AVAE's loss moves less with rotation than the VAE's
     sweep = load_sweep_csv(out / "loss_vs_rotation_binary.csv")
     rel = sweep.relative()

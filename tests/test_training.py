@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -72,12 +73,18 @@ def _stop_after(n):
     return cb
 
 
-def test_existing_run_needs_resume_and_matching_model(digits, tmp_path):
-    fit(make(), digits, cfg(epochs=1), out=tmp_path / "r")
+def test_existing_run_needs_resume_and_matching_model(digits, tiny_runs, tmp_path):
+    shutil.copytree(tiny_runs.path("vae"), tmp_path / "r")  # a finished 1-epoch run of another vae
     with pytest.raises(AffineVAEError, match="already holds a training run"):
         fit(make(), digits, cfg(epochs=1), out=tmp_path / "r")
     with pytest.raises(AffineVAEError, match="different model"):
         fit(make(latent_dim=5), digits, cfg(epochs=2), out=tmp_path / "r", resume=True)
+    record = json.loads((tmp_path / "r" / "train.json").read_text())
+    del record["checkpoint"]
+    (tmp_path / "r" / "train.json").write_text(json.dumps(record))
+    same = av.build_model("vae", image_shape=[1, 28, 28], latent_dim=2, channels=[8, 16])  # the run's own model
+    with pytest.raises(AffineVAEError, match="names no checkpoint"):
+        fit(same, digits, cfg(epochs=2), out=tmp_path / "r", resume=True)
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(digits, tmp_path):
@@ -112,10 +119,12 @@ def test_bf16_and_cosine_schedule_train(digits):
     assert res.history[1]["lr"] < res.history[0]["lr"]
 
 
-def test_cvae_and_ae_train(digits):
-    for name, kw in (("cvae", {"num_classes": 10}), ("ae", {})):
-        res = fit(make(name=name, **kw), digits, cfg(epochs=1))
-        assert np.isfinite(res.history[-1]["train_loss"])
+def test_cvae_and_ae_train(tiny_runs):
+    """The session's cVAE and AE were trained by fit: finite losses, and the AE's KL is zero."""
+    for name in ("cvae", "ae"):
+        history = tiny_runs.run(name).metrics
+        assert len(history) == 1 and np.isfinite(history[-1]["train_loss"]) and np.isfinite(history[-1]["val_loss"])
+    assert tiny_runs.run("ae").metrics[-1]["train_kl"] == 0.0
 
 
 def test_ddp_two_cpu_processes(tmp_path):
@@ -134,7 +143,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
 
-def test_decoder_starts_at_the_mean_image_once(digits):
+def test_decoder_starts_at_the_mean_image_once(digits, tiny_runs):
     x = torch.as_tensor(digits.images)
     for decoder in ("conv", "mlp"):
         m = make(decoder=decoder)
@@ -146,9 +155,9 @@ def test_decoder_starts_at_the_mean_image_once(digits):
         corr = np.corrcoef(start.flatten().numpy(), mean.flatten().numpy())[0, 1]
         assert corr > 0.9, (decoder, corr)
         assert int(m.data_initialised) == 1
-    # a second fit continues from the trained weights: no re-initialisation of the output bias
-    m = make()
-    fit(m, digits, cfg(epochs=1, val_split=0.0))
+    # a trained model (here loaded from a run fit wrote) keeps its output bias: no second initialisation
+    m = tiny_runs.run("vae").model()
+    assert int(m.data_initialised) == 1
     bias = m.decoder.out_bias.detach().clone()
     m.init_from_data(torch.zeros_like(x))  # would set a very different bias if it ran again
     assert torch.equal(m.decoder.out_bias, bias)

@@ -11,15 +11,16 @@ Quick use::
     model = av.build_model("vae", image_shape=data.image_shape, latent_dim=8)
     av.fit(model, data, av.TrainConfig(epochs=2), out="runs/vae")
     model = av.load("runs/vae")
+    run = av.Run.open("runs/vae")          # the run directory: run.metrics, run.meta, run.data("test")
 """
 
 __version__ = "0.1.0"
 
 from . import data, evaluation, models, nn, training  # noqa: E402
 from .errors import AffineVAEError  # noqa: E402
-from .io import load  # noqa: E402
 from .models import AE, AVAE, CRVAE, CVAE, RVAE, VAE, build_model  # noqa: E402
 from .registry import MODELS  # noqa: E402
+from .runs import Run, load  # noqa: E402
 from .training import FitResult, TrainConfig, fit  # noqa: E402
 
-__all__ = ["fit", "TrainConfig", "FitResult", "evaluation", "training", "AffineVAEError", "load", "build_model", "MODELS", "AE", "VAE", "CVAE", "RVAE", "CRVAE", "AVAE", "data", "models", "nn", "__version__"]
+__all__ = ["fit", "TrainConfig", "FitResult", "evaluation", "training", "AffineVAEError", "load", "Run", "build_model", "MODELS", "AE", "VAE", "CVAE", "RVAE", "CRVAE", "AVAE", "data", "models", "nn", "__version__"]

@@ -25,13 +25,11 @@ epochs) to run in well under two minutes on two CPU cores; the full demo takes a
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from . import analysis as A
 from .data import load_mnist, rotated_mnist
@@ -149,7 +147,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
     import shutil
 
     from .models.avae import AVAE
-    from .pose_search import SearchConfig
+    from .pose.search import SearchConfig
     from .report import HtmlReport
 
     plan = QUICK if quick else FULL

@@ -1,4 +1,8 @@
-"""Safe persistence: atomic writes, safetensors weights, JSON configs. Nothing is unpickled."""
+"""Safe persistence: atomic writes, safetensors weights, JSON configs. Nothing is unpickled.
+
+A leaf of the package: it imports nothing of affinevae but :mod:`affinevae.errors`. Loading a
+model (which needs the model registry) is :func:`affinevae.runs.load`.
+"""
 
 from __future__ import annotations
 
@@ -81,33 +85,3 @@ def save_model(model, directory: str | Path) -> Path:
     save_tensors(directory / MODEL_WEIGHTS, model.state_dict())
     write_json(directory / MODEL_JSON, model.describe())
     return directory
-
-
-def load(directory: str | Path, device: str | torch.device = "cpu"):
-    """Load a model saved with :meth:`LatentModel.save` (or a training run directory).
-
-    Returns the model in eval mode on ``device``. Raises :class:`AffineVAEError` if the
-    directory, its config or its weights are missing, corrupt or do not match.
-    """
-    from .registry import MODELS
-    from . import models as _models  # noqa: F401  (registers the families)
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise AffineVAEError(f"{directory}: no such run or model directory")
-    desc = read_json(directory / MODEL_JSON, "model config")
-    if not isinstance(desc, dict) or "model" not in desc or "config" not in desc:
-        raise AffineVAEError(f"{directory / MODEL_JSON}: not an affinevae model config")
-    cls = MODELS.get(desc["model"])
-    model = cls.from_config_dict(desc["config"])
-    state = load_tensors(directory / MODEL_WEIGHTS)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or bad:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
-                  else f"shape mismatch for {bad[:3]}")
-        raise AffineVAEError(f"{directory / MODEL_WEIGHTS}: weights do not match the config in {MODEL_JSON} ({detail})")
-    model.load_state_dict(state)
-    return model.to(device).eval()

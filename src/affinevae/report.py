@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import AffineVAEError
 from .io import atomic_write
+from .runs import Run
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 0 auto; max-width: 1100px;
@@ -202,69 +203,14 @@ class ReportResult:
     seconds: float
 
 
-def _rotation_figure(rep: "HtmlReport", A, run_dir: Path) -> None:
+def _rotation_figure(rep: "HtmlReport", A, run: Run) -> None:
     """The rotation histograms of a pose-optimised run: encoded orientations when the training
     images' own rotations are known, else the found angles."""
-    true = run_training_angles(run_dir)
-    h = A.rotation_histograms(run_dir, true_angle=true)
+    h = A.rotation_histograms(run, true_angle=run.training_angles())
     rep.figure(A.plot_rotation_histograms(h), "orientation at which each training image is encoded (its own rotation "
                "minus the found pose), per class and epoch" if h.encoded else
                "found angles of the training images, per class and epoch (the training data's own rotations are "
                "unknown, so the encoded orientation cannot be shown)")
-
-
-def run_info(run_dir: str | Path) -> dict:
-    """A run's ``train.json`` (training config, data spec, epochs done), or {} for a saved model without one."""
-    from .training import TRAIN_JSON, read_run
-
-    return read_run(run_dir) if (Path(run_dir) / TRAIN_JSON).exists() else {}
-
-
-def _training_seed(info: dict) -> int:
-    """The seed a run was trained with (0 when unknown): built-in data sets are drawn from it."""
-    return int((info.get("train_config") or {}).get("seed", 0))
-
-
-def resolve_run_data(run_dir: str | Path, data=None, n: Optional[int] = 500, split: str = "test"):
-    """The data a run's report analyses: ``data`` (an ImageSet or a ``--data`` spec) or the
-    run's own data spec from ``train.json`` (test split for built-in sets, binarized if the
-    run's were), first ``n`` images."""
-    from .data import ImageSet, load_dataset
-
-    if isinstance(data, ImageSet):
-        return data if n is None or n >= len(data) else data.subset(slice(0, n))
-    info = run_info(run_dir)
-    seed = _training_seed(info)
-    if data is None:
-        data = info.get("data")
-        if not data:
-            raise AffineVAEError(f"{run_dir}: no data spec in train.json (a run trained from Python); give the data "
-                                 "to analyse (--data, or data= in Python)")
-        return load_dataset(str(data), split=split, n=n, seed=seed, key=info.get("key"), labels=info.get("labels"),
-                            binarize=info.get("binarize"))
-    return load_dataset(str(data), split=split, n=n, seed=seed)
-
-
-def run_binarize(run_dir: str | Path) -> Optional[float]:
-    """The ``--binarize`` threshold a run was trained with (``train.json``), or None."""
-    value = run_info(run_dir).get("binarize")
-    return None if value is None else float(value)
-
-
-def run_training_angles(run_dir: str | Path) -> Optional[np.ndarray]:
-    """The true rotations (N,) in radians of a run's training images, when its data spec in ``train.json``
-    can be loaded again and carries them (``rotated-mnist``, an ``.npz`` with an ``angle`` array); else None."""
-    from .data import load_dataset
-
-    info = run_info(run_dir)
-    spec = info.get("data")
-    if not spec:
-        return None
-    try:
-        data = load_dataset(str(spec), split="train", n=info.get("n"), seed=_training_seed(info), key=info.get("key"))
-    except AffineVAEError:
-        return None
-    return None if data.angle is None else np.asarray(data.angle, dtype=np.float64)
 
 
 def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, seed: int = 0,
@@ -273,7 +219,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
     """Write one self-contained HTML report for the run in ``run_dir``.
 
     Args:
-        run_dir: a training run (or model) directory.
+        run_dir: a training run (or model) directory, or its :class:`~affinevae.runs.Run`.
         out: the HTML file to write.
         data: the images to analyse: an :class:`~affinevae.data.ImageSet`, a ``--data`` spec, or
             None for the run's own data (``train.json``; test split for built-in sets).
@@ -287,18 +233,16 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
         :class:`ReportResult`. Raises :class:`AffineVAEError` for a missing/corrupt run or data.
     """
     from . import analysis as A
-    from .io import load
-    from .models.avae import AVAE, POSES_FILE
-    from .training import read_metrics
+    from .models.avae import AVAE
 
     t0 = time.perf_counter()
-    run_dir = Path(run_dir)
+    run = Run.open(run_dir)
     say = log or (lambda msg: None)
-    model = load(run_dir)
-    info = run_info(run_dir)
-    ds = resolve_run_data(run_dir, data, n)
+    model = run.model()
+    info = run.info
+    ds = run.data(split="test", n=n, source=data)
     desc = model.describe()
-    rep = HtmlReport(f"affinevae report: {run_dir.resolve().name}",
+    rep = HtmlReport(f"affinevae report: {run.path.resolve().name}",
                      f"{model.family} model, {model.config.latent_dim} latent dims, "
                      f"{info.get('epochs_done', '?')} epochs; analysed on {len(ds)} images of {ds.source}")
     sections: list = []
@@ -325,7 +269,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
 
     # ---- training curves
     rep.section("Training")
-    history = read_metrics(run_dir)
+    history = run.metrics
     if history:
         rep.figure(A.plot_training_curves(A.training_curves(history)),
                    "per-epoch training (solid) and validation (dashed) loss, reconstruction and KL, nats/image")
@@ -425,19 +369,18 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
         def do_sweep():
             models = {model.family: model}
             if not isinstance(model, AVAE):
-                from .pose_search import SearchConfig
+                from .pose.search import SearchConfig
 
                 models["avae (search around it)"] = AVAE(model, pose_head=False,
                                                          search=SearchConfig(restarts=8, keep=1, steps=5)).eval()
-            res = A.loss_vs_rotation(models, ds, sweep_angles, n=sweep_n, seed=seed, binarize=run_binarize(run_dir))
+            res = A.loss_vs_rotation(models, ds, sweep_angles, n=sweep_n, seed=seed, binarize=run.binarize)
             rep.figure(A.plot_loss_vs_rotation(res), f"mean -ELBO of {res.n_images} images rotated by each angle")
 
         attempt("Loss vs rotation", do_sweep)
 
-    if (run_dir / POSES_FILE).exists():
+    if run.poses_file.is_file():
         rep.section("Rotations during training")
-        attempt("Rotations during training",
-                lambda: _rotation_figure(rep, A, run_dir))
+        attempt("Rotations during training", lambda: _rotation_figure(rep, A, run))
 
     rep.section("Anomaly scores")
     attempt("Anomaly scores", lambda: rep.figure(A.plot_anomaly(A.anomaly_scores(model, ds, seed=seed)),

@@ -1,13 +1,11 @@
 """One trainer for every model: Adam, seeded data order, atomic checkpoints, exact resume, DDP.
 
-Run directory layout (everything a later ``affinevae.load(run_dir)`` or ``--resume`` needs):
-
-- ``model.json`` / ``model.safetensors``: the latest weights (what :func:`affinevae.load` reads);
-- ``train.json``: the training config, data description and progress (epochs done);
-- ``checkpoint-eNNNN.safetensors`` + ``optimizer-eNNNN.pt``: the last complete epoch's weights,
-  optimizer state (tensors and numbers only, loaded with ``weights_only=True``) and RNG state;
-  ``train.json`` is written last, so a crash mid-write leaves the previous checkpoint usable;
-- ``metrics.jsonl``: one JSON line per epoch (train/val loss, recon, kl, images/s, lr).
+The run directory (everything a later ``affinevae.load(run_dir)`` or ``--resume`` needs) is
+written through :class:`affinevae.runs.Run`, which knows its layout: the latest weights, the
+``train.json`` record, the last complete epoch's checkpoint (weights, optimizer state with
+tensors and numbers only, loaded with ``weights_only=True``, and RNG state; ``train.json`` is
+written last, so a crash mid-write leaves the previous checkpoint usable) and ``metrics.jsonl``
+(one JSON line per epoch: train/val loss, recon, kl, images/s, lr).
 
 Under ``torchrun`` (WORLD_SIZE > 1) the same call trains data-parallel: gloo on CPU, nccl
 on GPU, data sharded per rank, gradients averaged, only rank 0 writes.
@@ -33,11 +31,9 @@ from .config import Config, check, check_choice, check_positive
 from .data.imageset import ImageSet
 from .data.inputs import as_images
 from .errors import AffineVAEError
-from .io import atomic_write, load_tensors, read_json, save_model, save_tensors, write_json
+from .io import atomic_write, load_tensors, save_model, save_tensors, write_json
 from .models.base import LatentModel
-
-TRAIN_JSON = "train.json"
-METRICS = "metrics.jsonl"
+from .runs import Run, read_metrics, read_run  # noqa: F401  (read_metrics, read_run: re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,62 +154,40 @@ def _as_tensors(data, model: LatentModel) -> tuple[Tensor, Optional[Tensor]]:
     return x, y
 
 
-def _state_files(run_dir: Path, epoch: int) -> tuple[Path, Path]:
-    return run_dir / f"checkpoint-e{epoch:04d}.safetensors", run_dir / f"optimizer-e{epoch:04d}.pt"
-
-
-def _save_checkpoint(run_dir: Path, model: LatentModel, opt: torch.optim.Optimizer, epoch: int,
+def _save_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, epoch: int,
                      cfg: TrainConfig, meta: dict[str, Any]) -> None:
-    weights, optim = _state_files(run_dir, epoch)
+    weights, optim = run.state_files(epoch)
     save_tensors(weights, model.state_dict())
     state = {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}
     atomic_write(optim, lambda tmp: torch.save(state, tmp))
-    save_model(model, run_dir)
-    write_json(run_dir / TRAIN_JSON, {"train_config": cfg.to_dict(), "epochs_done": epoch,
-                                      "checkpoint": weights.name, "optimizer": optim.name, **meta})
-    for old in list(run_dir.glob("checkpoint-e*.safetensors")) + list(run_dir.glob("optimizer-e*.pt")):
+    save_model(model, run.path)
+    write_json(run.train_file, {"train_config": cfg.to_dict(), "epochs_done": epoch,
+                                "checkpoint": weights.name, "optimizer": optim.name, **meta})
+    for old in run.all_state_files():
         if old.name not in (weights.name, optim.name):
             old.unlink(missing_ok=True)
 
 
-def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """The contents of a run's ``train.json`` (training config, epochs done, data description)."""
-    return read_json(Path(run_dir) / TRAIN_JSON, "training state")
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Per-epoch metrics of a run (list of dicts from ``metrics.jsonl``); [] if none."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    out = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise AffineVAEError(f"{path}: corrupt line {i + 1}") from None
-    return out
-
-
-def _load_checkpoint(run_dir: Path, model: LatentModel, opt: torch.optim.Optimizer) -> int:
-    info = read_run(run_dir)
-    saved = read_json(run_dir / "model.json", "model config")
+def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer) -> int:
+    saved = run.model_description
     if saved.get("model") != model.family or saved.get("config") != model.config.to_dict():
-        raise AffineVAEError(f"{run_dir}: the checkpoint was made for a different model "
+        raise AffineVAEError(f"{run.path}: the checkpoint was made for a different model "
                              f"({saved.get('model')}); resume with the same options or choose another --out")
-    weights = load_tensors(run_dir / info["checkpoint"], "checkpoint")
+    weights_file, optim_file = run.checkpoint or (None, None)
+    if weights_file is None:
+        raise AffineVAEError(f"{run.train_file}: names no checkpoint; resume is not possible (choose another --out)")
+    weights = load_tensors(weights_file, "checkpoint")
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise AffineVAEError(f"{run_dir / info['checkpoint']}: does not match the model ({str(exc).splitlines()[0]})") from None
+        raise AffineVAEError(f"{weights_file}: does not match the model ({str(exc).splitlines()[0]})") from None
     try:
-        state = torch.load(run_dir / info["optimizer"], weights_only=True, map_location="cpu")
+        state = torch.load(optim_file, weights_only=True, map_location="cpu")
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
-        raise AffineVAEError(f"{run_dir / info['optimizer']}: corrupt optimizer state ({exc.__class__.__name__})") from None
-    return int(info["epochs_done"])
+        raise AffineVAEError(f"{optim_file}: corrupt optimizer state ({exc.__class__.__name__})") from None
+    return int(run.epochs_done or 0)
 
 
 @contextlib.contextmanager
@@ -291,7 +265,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    run_dir = Path(out) if out is not None else None
+    run = Run(out) if out is not None else None
+    run_dir = run.path if run is not None else None
     x, y = _as_tensors(data, model)
     data_index = torch.arange(len(x))  # position of each training image in ``data`` (the model's ``index``)
     if val is not None:
@@ -310,10 +285,10 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     torch.manual_seed(cfg.seed)
     start = 0
     history: list[dict] = []
-    if run_dir is not None and resume and (run_dir / TRAIN_JSON).exists():
-        start = _load_checkpoint(run_dir, model, opt)
-        history = read_metrics(run_dir)[:start]
-    elif run_dir is not None and not resume and (run_dir / TRAIN_JSON).exists():
+    if run is not None and resume and run.has_training:
+        start = _load_checkpoint(run, model, opt)
+        history = run.metrics[:start]
+    elif run is not None and not resume and run.has_training:
         raise AffineVAEError(f"{run_dir} already holds a training run; pass resume=True (--resume) to continue it "
                              "or choose another output directory")
     if start == 0:
@@ -321,7 +296,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     if run_dir is not None and rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(h) + "\n" for h in history)
-        atomic_write(run_dir / METRICS, lambda tmp: Path(tmp).write_text(lines))
+        atomic_write(run.metrics_file, lambda tmp: Path(tmp).write_text(lines))
     net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -386,11 +361,11 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
                 record.update({f"val_{k}": v for k, v in evaluate(model, xv, yv, seed=cfg.seed + epoch, bf16=cfg.bf16).items()})
             record.update(model.on_epoch_end(epoch, run_dir if rank == 0 else None) or {})
             history.append(record)
-            if rank == 0 and run_dir is not None:
-                with open(run_dir / METRICS, "a") as f:
+            if rank == 0 and run is not None:
+                with open(run.metrics_file, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 if cfg.checkpoint:
-                    _save_checkpoint(run_dir, model, opt, epoch, cfg, meta)
+                    _save_checkpoint(run, model, opt, epoch, cfg, meta)
             for cb in callbacks:
                 cb(record)
             if world > 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from ..errors import AffineVAEError
-from ..io import load
+from ..runs import load
 from ..pose.amortise import as_avae
 from ..pose.search import SearchConfig
 from ..training import resolve_device

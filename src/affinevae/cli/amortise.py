@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import AffineVAEError
-from ..io import load
+from ..runs import load
 from ..pose.amortise import AMORTISE_DEFAULTS, amortise
 from ..training import resolve_device
 from . import COMMANDS

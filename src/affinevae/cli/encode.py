@@ -7,7 +7,8 @@ import argparse
 import numpy as np
 
 from ..evaluation import encode_dataset
-from ..io import atomic_write, load
+from ..io import atomic_write
+from ..runs import load
 from . import COMMANDS
 from .common import add_data_arguments, load_data_from_args
 

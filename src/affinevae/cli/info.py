@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from ..io import load
-from ..training import TRAIN_JSON, read_metrics, read_run
+from ..runs import Run
 from . import COMMANDS
 
 
@@ -26,16 +24,15 @@ class Info:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
-        model = load(args.run_dir)
-        run = Path(args.run_dir)
+        run = Run.open(args.run_dir)
+        model = run.model()
         info = {"model": model.family, "parameters": sum(p.numel() for p in model.parameters()),
                 "config": model.config.to_dict()}
-        if (run / TRAIN_JSON).exists():
-            t = read_run(run)
-            info["epochs_done"] = t.get("epochs_done")
-            info["train_config"] = t.get("train_config")
-            info["data"] = t.get("data")
-        metrics = read_metrics(run)
+        if run.has_training:
+            info["epochs_done"] = run.epochs_done
+            info["train_config"] = run.train_config
+            info["data"] = run.meta.get("data")
+        metrics = run.metrics
         if metrics:
             info["last_metrics"] = metrics[-1]
         if args.json:

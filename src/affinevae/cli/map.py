@@ -39,7 +39,7 @@ class Map:
         from ..data.patches import PatchSet
         from ..data.stacks import open_stack
         from ..encoding import encode_patchset
-        from ..io import load
+        from ..runs import load
         from ..mapping import estimate_symmetry, write_maps
         from ..training import resolve_device
 

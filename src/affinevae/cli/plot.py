@@ -21,6 +21,7 @@ class PlotContext:
 
     Attributes:
         args: the parsed command line.
+        runs: the run (:class:`~affinevae.runs.Run`), then those of ``--compare``.
         models: the run's model, then those of ``--compare``.
         names: a label per model (run directory names).
         data: the images to analyse (None for kinds that need none).
@@ -28,6 +29,7 @@ class PlotContext:
     """
 
     args: argparse.Namespace
+    runs: list
     models: list
     names: list
     data: Any
@@ -37,6 +39,11 @@ class PlotContext:
     def model(self):
         """The first run's model."""
         return self.models[0]
+
+    @property
+    def run(self):
+        """The first run."""
+        return self.runs[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +87,7 @@ def _ints(text: Optional[str], name: str, count: Optional[int] = None) -> Option
     return vals
 
 
-def _label(run_dir: str) -> str:
+def _label(run_dir) -> str:
     return Path(run_dir).resolve().name or str(run_dir)
 
 
@@ -169,9 +176,7 @@ def _loss_vs_rotation(c: PlotContext):
         models[nm] = m
         if c.args.with_avae and not isinstance(m, AVAE):
             models[f"{nm} + pose search (avae)"] = AVAE(m, pose_head=False).eval()
-    from ..report import run_binarize
-
-    binarize = c.args.binarize if c.args.binarize is not None else run_binarize(c.args.run_dir)
+    binarize = c.args.binarize if c.args.binarize is not None else c.run.binarize
     res = A.loss_vs_rotation(models, c.data, parse_angles(c.args.angles), seed=c.args.seed, binarize=binarize)
     return A.plot_loss_vs_rotation(res, c.args.title)
 
@@ -180,10 +185,8 @@ def _loss_vs_rotation(c: PlotContext):
            "found pose; found angles when its rotation is unknown) per class over pose-optimised training "
            "(avae run; --classes, --bins)", needs_data=False)
 def _rotation_histograms(c: PlotContext):
-    from ..report import run_training_angles
-
     A = _analysis()
-    h = A.rotation_histograms(c.args.run_dir, bins=c.args.bins, true_angle=run_training_angles(c.args.run_dir))
+    h = A.rotation_histograms(c.run, bins=c.args.bins, true_angle=c.run.training_angles())
     return A.plot_rotation_histograms(h, classes=_ints(c.args.classes, "classes"), title=c.args.title)
 
 
@@ -204,7 +207,7 @@ def _denoising(c: PlotContext):
 @plot_kind("curves", "training loss, reconstruction and KL per epoch (metrics.jsonl)", needs_data=False)
 def _curves(c: PlotContext):
     A = _analysis()
-    return A.plot_training_curves(A.training_curves(c.args.run_dir), c.args.title)
+    return A.plot_training_curves(A.training_curves(c.run), c.args.title)
 
 
 @COMMANDS.register("plot")
@@ -258,9 +261,8 @@ class Plot:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae plot``; returns the exit status (user errors raise AffineVAEError)."""
-        from ..io import load
         from ..plots import save_figure
-        from ..report import resolve_run_data
+        from ..runs import Run
 
         kind = PLOT_KINDS.get(args.kind)
         if args.n is not None and args.n < 1:
@@ -268,9 +270,9 @@ class Plot:
         if args.show is not None and args.show < 1:
             raise AffineVAEError(f"--show must be >= 1, got {args.show}")
         show = args.show or (64 if args.kind == "samples" else 8)
-        runs = [args.run_dir] + list(args.compare)
-        models = [load(r) for r in runs]
-        names = [_label(r) for r in runs]
+        runs = [Run.open(r) for r in [args.run_dir, *args.compare]]
+        models = [r.model() for r in runs]
+        names = [_label(r.path) for r in runs]
         if len(set(names)) < len(names):
             names = [f"{i + 1}: {n}" for i, n in enumerate(names)]
         data = None
@@ -281,10 +283,10 @@ class Plot:
                 data = load_dataset(args.data, split=args.split, n=args.n, seed=args.seed, key=args.key, labels=args.labels,
                                     binarize=args.binarize)
             else:
-                data = resolve_run_data(args.run_dir, None, args.n, split=args.split)
+                data = runs[0].data(split=args.split, n=args.n)
                 if args.binarize is not None:
                     data = data.binarized(args.binarize)
-        fig = kind.draw(PlotContext(args=args, models=models, names=names, data=data, show=show))
+        fig = kind.draw(PlotContext(args=args, runs=runs, models=models, names=names, data=data, show=show))
         save_figure(fig, args.out, dpi=args.dpi)
         print(f"wrote {args.kind} figure to {args.out}")
         return 0

@@ -7,8 +7,8 @@ import argparse
 import torch
 
 from ..errors import AffineVAEError
-from ..io import load
 from ..plots import image_grid, save_image
+from ..runs import Run
 from . import COMMANDS
 
 
@@ -33,7 +33,7 @@ class Sample:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         if args.n < 1:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
-        model = load(args.run_dir)
+        model = Run.open(args.run_dir).model()
         y = None
         if model.conditional:
             k = model.config.num_classes

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import AffineVAEError
-from ..io import load
+from ..runs import load
 from ..models.avae import AVAE
 from ..sweep import SweepConfig, parse_angles, plot_sweep, rotation_sweep
 from ..training import resolve_device

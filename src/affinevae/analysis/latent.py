@@ -1,0 +1,576 @@
+"""Analyses of the latent space: codes and their 2-D view (scatter), per-dimension statistics,
+the decoded manifold, interpolation and latent arithmetic.
+
+Each is a compute function returning a dataclass of numpy arrays and a ``plot_*`` function
+drawing it (a pyplot-free matplotlib Figure). Angles are radians in the dataclasses and
+degrees on the plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import AffineVAEError
+from ..nn.affine import Pose
+from ..plots import ANGLE_CMAP, ANGLE_DIVERGING_CMAP, CLASS_CMAP, angle_colorbar, new_figure, show_images
+from .common import (as_imageset, check_indices, encode, labels_for, model_classes, model_label, one_or_more,
+                     styled, take, to_numpy, wrap_angles)
+
+__all__ = ["LatentCodes", "latent_codes", "embed_2d", "angle_color_scale", "plot_latent_scatter", "COLOR_BY",
+           "UMAP_INSTALL", "LatentStats", "latent_stats", "latent_stats_from_codes", "plot_latent_stats",
+           "Manifold", "latent_manifold", "plot_manifold", "Interpolation", "interpolate", "plot_interpolation",
+           "Arithmetic", "latent_arithmetic", "plot_arithmetic"]
+
+COLOR_BY = ("class", "true_angle", "learned_angle")
+
+#: What to run when the optional UMAP embedding is asked for but umap-learn is missing.
+UMAP_INSTALL = 'pip install "affinevae[umap]"'
+
+
+@dataclasses.dataclass
+class LatentCodes:
+    """Latent means and a 2-D view of them.
+
+    Attributes:
+        z_mean: (N, D) posterior means.
+        embedding: (N, 2) coordinates plotted (the latents themselves for D <= 2, else t-SNE/UMAP/PCA).
+        method: 'latent' (D <= 2 or two chosen dims), 'tsne', 'umap' or 'pca'.
+        axis_labels: names of the two plotted axes.
+        labels: (N,) class labels, or None.
+        true_angle: (N,) true rotation, radians, or None.
+        learned_angle: (N,) rotation found/inferred by the model, radians, or None.
+        model: display name of the model.
+    """
+
+    z_mean: np.ndarray
+    embedding: np.ndarray
+    method: str
+    axis_labels: tuple
+    labels: Optional[np.ndarray]
+    true_angle: Optional[np.ndarray]
+    learned_angle: Optional[np.ndarray]
+    model: str = ""
+
+    def available(self) -> list[str]:
+        """The colourings this data supports, from ('class', 'true_angle', 'learned_angle')."""
+        have = {"class": self.labels, "true_angle": self.true_angle, "learned_angle": self.learned_angle}
+        return [k for k in COLOR_BY if have[k] is not None]
+
+
+def _umap():
+    """The ``umap`` module of the optional umap-learn package, or None when it is not installed."""
+    try:
+        import umap
+    except ImportError:
+        return None
+    return umap
+
+
+def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0, dims: Optional[Sequence[int]] = None
+             ) -> tuple[np.ndarray, str, tuple]:
+    """2-D view of latents ``z`` (N, D): returns (embedding (N, 2), method used, axis labels).
+
+    ``method``: 'auto' (the latents for D <= 2, else UMAP when installed, else t-SNE),
+    'latent' (two dims, ``dims``), 'tsne', 'umap' or 'pca'.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    n, d = z.shape
+    if method not in ("auto", "latent", "tsne", "umap", "pca"):
+        raise AffineVAEError(f"embedding method must be auto, latent, tsne, umap or pca, got {method!r}")
+    if method == "auto":
+        method = "latent" if d <= 2 or dims is not None else "umap" if _umap() is not None else "tsne"
+    if method == "latent":
+        if d == 1:
+            return np.stack([z[:, 0], np.zeros(n)], 1), "latent", ("z[0]", "")
+        i, j = (0, 1) if dims is None else tuple(int(v) for v in dims)
+        if not (0 <= i < d and 0 <= j < d) or i == j:
+            raise AffineVAEError(f"dims must be two different latent indices in [0, {d - 1}], got {dims}")
+        return z[:, [i, j]].copy(), "latent", (f"z[{i}]", f"z[{j}]")
+    if n < 5:
+        raise AffineVAEError(f"a {method} embedding needs at least 5 images, got {n}")
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(2, random_state=seed).fit_transform(z), "pca", ("PC 1", "PC 2")
+    if method == "umap":
+        umap = _umap()
+        if umap is None:
+            raise AffineVAEError(f"embedding method 'umap' needs the optional umap-learn package: {UMAP_INSTALL}")
+        emb = umap.UMAP(n_components=2, random_state=seed).fit_transform(z)
+        return np.asarray(emb, dtype=np.float64), "umap", ("UMAP 1", "UMAP 2")
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
+    emb = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
+    return emb, "tsne", ("t-SNE 1", "t-SNE 2")
+
+
+def latent_codes(model, data, n: Optional[int] = None, method: str = "auto", dims: Optional[Sequence[int]] = None,
+                 seed: int = 0, labels=None) -> LatentCodes:
+    """Encode the first ``n`` images of ``data`` and make a 2-D view of the latent means.
+
+    For latent_dim <= 2 (or with ``dims``) the view is the latents themselves; otherwise
+    t-SNE (or UMAP when installed; ``method`` forces one: 'tsne', 'umap', 'pca').
+    True angles come from the data (rotated MNIST), learned angles from the model.
+    """
+    data = take(as_imageset(data, labels), n)
+    enc = encode(model, data)
+    emb, used, axis = embed_2d(enc["z_mean"], method, seed, dims)
+    return LatentCodes(z_mean=enc["z_mean"], embedding=emb, method=used, axis_labels=axis,
+                       labels=data.labels, true_angle=None if data.angle is None else np.asarray(data.angle, np.float64),
+                       learned_angle=enc.get("angle"), model=model_label(model))
+
+
+def angle_color_scale(degrees: np.ndarray) -> tuple[str, float]:
+    """(colormap name, limit in degrees) for colouring by angle.
+
+    Angles over the full circle get the cyclic map over [-180, 180] (so -180 and 180 share a
+    colour; 0 is light, negative blue, positive red). Angles confined to +-L with L <= 120
+    degrees (e.g. rotated MNIST's +-60; L is the 99th percentile of |angle|, rounded up to 15
+    degrees, so that a few outliers do not wash out the rest) never wrap, so a diverging map
+    over [-L, L] with the same colours shows them with more contrast.
+    """
+    deg = np.asarray(degrees, dtype=np.float64)
+    deg = deg[np.isfinite(deg)]
+    m = float(np.percentile(np.abs(deg), 99)) if deg.size else 180.0
+    if m <= 120.0:
+        return ANGLE_DIVERGING_CMAP, max(15.0, 15.0 * math.ceil(m / 15.0 - 1e-9))
+    return ANGLE_CMAP, 180.0
+
+
+def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
+    x, y = codes.embedding[:, 0], codes.embedding[:, 1]
+    if color_by == "class":
+        if codes.labels is None:
+            raise AffineVAEError("colouring by class needs labelled data")
+        classes = np.unique(codes.labels)
+        import matplotlib
+
+        cmap = matplotlib.colormaps[CLASS_CMAP]
+        for k, c in enumerate(classes):
+            sel = codes.labels == c
+            ax.scatter(x[sel], y[sel], s=size, color=cmap(int(c) % 10), label=str(int(c)), alpha=0.8, linewidths=0)
+        ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=max(1.0, 12 / size),
+                  frameon=False, handletextpad=0.2, borderaxespad=0.3, ncol=1 if len(classes) <= 12 else 2)
+        ax.set_title("coloured by class")
+    else:
+        values = codes.true_angle if color_by == "true_angle" else codes.learned_angle
+        if values is None:
+            raise AffineVAEError(f"colouring by {color_by.replace('_', ' ')} needs "
+                                 + ("data with known angles (e.g. rotated-mnist)" if color_by == "true_angle"
+                                    else "a model that learns the angle (rvae/crvae with rotation, avae)"))
+        deg = np.degrees(wrap_angles(values))
+        cmap, lim = angle_color_scale(deg)
+        sc = ax.scatter(x, y, s=size, c=np.clip(deg, -lim, lim), cmap=cmap, vmin=-lim, vmax=lim, alpha=0.85,
+                        linewidths=0)
+        what = "true" if color_by == "true_angle" else "learned"
+        angle_colorbar(fig, sc, ax, f"{what} angle (degrees)", limit=lim)
+        ax.set_title(f"coloured by {what} angle")
+    ax.set_xlabel(codes.axis_labels[0])
+    ax.set_ylabel(codes.axis_labels[1])
+
+
+@styled
+def plot_latent_scatter(codes: LatentCodes | Sequence[LatentCodes], color_by: str | Sequence[str] = "auto",
+                        title: Optional[str] = None):
+    """Scatter of latent means; one panel per colouring ('class', 'true_angle', 'learned_angle').
+
+    ``codes`` may be a list (one row per model). ``color_by='auto'`` uses every colouring
+    the data support. Angles are shown in degrees on a cyclic colour map.
+    """
+    rows = one_or_more(codes, LatentCodes, "plot_latent_scatter")
+    if color_by == "auto":
+        kinds = []
+        for r in rows:
+            kinds += [k for k in r.available() if k not in kinds]
+        kinds = [k for k in COLOR_BY if k in kinds]
+    else:
+        kinds = [color_by] if isinstance(color_by, str) else list(color_by)
+    for k in kinds:
+        if k not in COLOR_BY:
+            raise AffineVAEError(f"color_by must be one of {', '.join(COLOR_BY)}, got {k!r}")
+        if not any(k in r.available() for r in rows):
+            raise AffineVAEError(f"cannot colour by {k.replace('_', ' ')}: "
+                                 + {"class": "the data have no labels",
+                                    "true_angle": "the data have no known angles (e.g. use rotated-mnist)",
+                                    "learned_angle": "no model here learns an angle (rvae/crvae with rotation, avae)"}[k])
+    if not kinds:
+        kinds = ["none"]
+    fig, axes = new_figure(len(rows), len(kinds), panel=(3.9, 3.1))
+    for r, codes_r in enumerate(rows):
+        size = float(np.clip(3000 / max(len(codes_r.embedding), 1), 2, 25))
+        for c, kind in enumerate(kinds):
+            ax = axes[r, c]
+            if kind == "none":
+                ax.scatter(codes_r.embedding[:, 0], codes_r.embedding[:, 1], s=size, color="0.3", linewidths=0)
+                ax.set_xlabel(codes_r.axis_labels[0])
+                ax.set_ylabel(codes_r.axis_labels[1])
+            elif kind not in codes_r.available():
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"{codes_r.model}:\nno {kind.replace('_', ' ')}", ha="center", va="center",
+                        transform=ax.transAxes, color="0.4")
+                continue
+            else:
+                _scatter_panel(fig, ax, codes_r, kind, size)
+            if len(rows) > 1 or c == 0:
+                ax.set_title(f"{codes_r.model}: {ax.get_title()}" if ax.get_title() else codes_r.model)
+    method = {"latent": "latent means", "tsne": "t-SNE of latent means", "umap": "UMAP of latent means",
+              "pca": "PCA of latent means"}[rows[0].method]
+    fig.suptitle(title or f"latent space ({method}, {len(rows[0].embedding)} images)")
+    return fig
+
+
+# ============================================================================ latent statistics
+@dataclasses.dataclass
+class LatentStats:
+    """Per-dimension statistics of latent means (the "is it near N(0, I)?" check).
+
+    Attributes:
+        name: model name.
+        z: (N, D) latent means.
+        min, max, mean, std: (D,) per-dimension statistics of ``z`` (std with ddof 0).
+    """
+
+    name: str
+    z: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+    def table(self) -> list[dict]:
+        """One dict per dimension: dim, min, max, mean, std."""
+        return [{"dim": i, "min": float(self.min[i]), "max": float(self.max[i]), "mean": float(self.mean[i]),
+                 "std": float(self.std[i])} for i in range(len(self.mean))]
+
+
+def latent_stats_from_codes(z, name: str = "") -> LatentStats:
+    """Statistics of given latent means ``z`` (N, D)."""
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or len(z) == 0:
+        raise AffineVAEError(f"latent codes must be (N, D) with N >= 1, got shape {z.shape}")
+    return LatentStats(name=name, z=z, min=z.min(0), max=z.max(0), mean=z.mean(0), std=z.std(0))
+
+
+def latent_stats(model, data, n: Optional[int] = None, name: Optional[str] = None, labels=None) -> LatentStats:
+    """Encode the first ``n`` images of ``data`` and compute per-dimension min/max/mean/std of the means."""
+    data = take(as_imageset(data, labels), n)
+    return latent_stats_from_codes(encode(model, data)["z_mean"], name or model_label(model))
+
+
+@styled
+def plot_latent_stats(stats: LatentStats | Sequence[LatentStats], title: Optional[str] = None, max_dims: int = 16):
+    """Compare latent statistics of one or several models (one column each, shared axes).
+
+    Top: per dimension, the range (min to max, thin line) and mean +- std (thick bar) with the
+    N(0, 1) reference (+-1 dashed). Bottom: the density of each dimension's values (one line
+    per dimension) against the N(0, 1) density (black dashed).
+    """
+    items = one_or_more(stats, LatentStats, "plot_latent_stats")
+    fig, axes = new_figure(2, len(items), panel=(3.6, 2.7), sharey="row", sharex="row")
+    lo = min(float(s.min.min()) for s in items)
+    hi = max(float(s.max.max()) for s in items)
+    lo, hi = min(lo, -3.0), max(hi, 3.0)
+    span = hi - lo
+    bins = np.linspace(lo - 0.02 * span, hi + 0.02 * span, 61)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    for c, s in enumerate(items):
+        d = min(len(s.mean), max_dims)
+        ax = axes[0, c]
+        dims = np.arange(d)
+        ax.vlines(dims, s.min[:d], s.max[:d], color="0.55", lw=1, label="min to max")
+        ax.errorbar(dims, s.mean[:d], yerr=s.std[:d], fmt="o", color="C0", ms=3, lw=3, capsize=0,
+                    label="mean +- std")
+        ax.axhline(1, color="k", ls="--", lw=0.8)
+        ax.axhline(-1, color="k", ls="--", lw=0.8, label="N(0, 1) +- 1")
+        ax.axhline(0, color="k", lw=0.5, alpha=0.5)
+        ax.set_title(s.name + (f" (first {d} of {len(s.mean)} dims)" if d < len(s.mean) else ""))
+        ax.set_xlabel("latent dimension")
+        ax.set_xticks(dims if d <= 12 else dims[::2])
+        if c == 0:
+            ax.set_ylabel("latent value")
+            ax.legend(loc="upper center", frameon=False, fontsize=7, ncol=3, columnspacing=1.0)
+        ax2 = axes[1, c]
+        centers = 0.5 * (bins[1:] + bins[:-1])
+        for i in range(d):
+            h, _ = np.histogram(s.z[:, i], bins=bins, density=True)
+            ax2.plot(centers, h, color=cmap(i / max(d - 1, 1)), lw=1, alpha=0.8)
+        g = np.linspace(bins[0], bins[-1], 400)
+        ax2.plot(g, np.exp(-0.5 * g**2) / math.sqrt(2 * math.pi), "k--", lw=1.2, label="N(0, 1)")
+        ax2.set_xlabel("latent value")
+        if c == 0:
+            ax2.set_ylabel("density (one line per dimension)")
+            ax2.legend(loc="upper right", frameon=False)
+        ax2.set_title(f"overall mean {s.mean.mean():+.2f}, mean std {s.std.mean():.2f}", fontsize=9)
+    top_lo = min(min(float(s.min.min()) for s in items), -1.0)
+    top_hi = max(max(float(s.max.max()) for s in items), 1.0)
+    axes[0, 0].set_ylim(top_lo - 0.05 * (top_hi - top_lo), top_hi + 0.3 * (top_hi - top_lo))  # room for the legend
+    fig.suptitle(title or "latent statistics: is the latent space near N(0, I)?")
+    return fig
+
+
+# ============================================================================ manifold
+@dataclasses.dataclass
+class Manifold:
+    """Images decoded on a d x d grid over two latent dimensions (others 0).
+
+    Attributes:
+        images: (P, d*d, C, H, W): P panels (one per class for conditional models, else 1);
+            row-major over the grid, top row = largest value of ``dims[1]``.
+        grid: (d,) latent values along each axis (increasing).
+        dims: the two latent dimensions varied (x axis, y axis).
+        angle: rotation the images are decoded in, radians (0 = canonical).
+        classes: class of each panel, or None.
+        model: display name.
+    """
+
+    images: np.ndarray
+    grid: np.ndarray
+    dims: tuple
+    angle: float
+    classes: Optional[list]
+    model: str = ""
+
+    @property
+    def d(self) -> int:
+        """Grid size per axis."""
+        return len(self.grid)
+
+
+def latent_manifold(model, d: int = 12, bounds: tuple[float, float] = (-2.5, 2.5), dims: Sequence[int] = (0, 1),
+                    angle: float = 0.0, classes: Optional[Sequence[int]] = None) -> Manifold:
+    """Decode a ``d`` x ``d`` grid over latent dims ``dims`` in [bounds] (other dims 0).
+
+    ``angle`` (radians) renders every image in that rotation (the rVAE's pose latent; for
+    models without one the decoded image is rotated). Conditional models give one panel per
+    class in ``classes`` (default: all).
+    """
+    D = model.config.latent_dim
+    if D < 2:
+        raise AffineVAEError(f"a 2-D manifold needs latent_dim >= 2; model '{model.family}' has {D}")
+    if not (isinstance(d, int) and 2 <= d <= 64):
+        raise AffineVAEError(f"d must be an integer in [2, 64], got {d!r}")
+    lo, hi = (float(b) for b in bounds)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise AffineVAEError(f"bounds must be finite with low < high, got {tuple(bounds)}")
+    i, j = (int(v) for v in dims)
+    if not (0 <= i < D and 0 <= j < D) or i == j:
+        raise AffineVAEError(f"dims must be two different latent indices in [0, {D - 1}], got {tuple(dims)}")
+    grid = np.linspace(lo, hi, d)
+    z = np.zeros((d * d, D), np.float32)
+    xs, ys = np.meshgrid(grid, grid[::-1])   # row 0 = top = largest y
+    z[:, i], z[:, j] = xs.ravel(), ys.ravel()
+    classes = model_classes(model, classes, "a manifold per class")
+    panels = [None] if classes is None else classes
+    model.eval()
+    zt = torch.as_tensor(z)
+    ang = None if angle == 0 else torch.full((len(z),), float(angle))
+    out = []
+    with torch.no_grad():
+        for c in panels:
+            y = None if c is None else torch.full((len(z),), c, dtype=torch.long)
+            out.append(to_numpy(model.decode(zt, y, angle=ang)))
+    return Manifold(np.stack(out), grid, (i, j), float(angle), None if panels == [None] else panels, model_label(model))
+
+
+@styled
+def plot_manifold(m: Manifold, title: Optional[str] = None, max_cols: int = 5):
+    """The decoded grid(s) with the latent values on the axes (one panel per class)."""
+    p = len(m.images)
+    ncols = min(p, max_cols)
+    nrows = int(math.ceil(p / ncols))
+    size = 4.2 if p == 1 else 3.0
+    fig, axes = new_figure(nrows, ncols, panel=(size, size))
+    step = m.grid[1] - m.grid[0]
+    extent = (m.grid[0] - step / 2, m.grid[-1] + step / 2, m.grid[0] - step / 2, m.grid[-1] + step / 2)
+    for k in range(nrows * ncols):
+        ax = axes[k // ncols, k % ncols]
+        if k >= p:
+            ax.set_axis_off()
+            continue
+        show_images(ax, m.images[k], ncol=m.d, pad=0, extent=extent)
+        ax.set_xlabel(f"z[{m.dims[0]}]")
+        ax.set_ylabel(f"z[{m.dims[1]}]")
+        if m.classes is not None:
+            ax.set_title(f"class {m.classes[k]}")
+    pose = f" at {math.degrees(m.angle):.0f} degrees" if m.angle else ""
+    fig.suptitle(title or f"{m.model}: {m.d} x {m.d} latent manifold{pose}")
+    return fig
+
+
+# ============================================================================ interpolation
+@dataclasses.dataclass
+class Interpolation:
+    """A straight path through latent space between two images, decoded.
+
+    Attributes:
+        t: (steps,) positions along the path, 0 to 1.
+        z: (steps, D) latents on the path.
+        images: (steps, C, H, W) decoded images (t = 0 and 1 decode the two inputs' codes).
+        endpoints: (2, C, H, W) the two input images.
+        indices: (2,) their positions in the data.
+        classes: (steps,) class decoded at each step (conditional models: the nearer
+            end's class), or None.
+        angle: (steps,) decoded rotation, radians (pose models: interpolated on the circle), or None.
+        model: display name.
+    """
+
+    t: np.ndarray
+    z: np.ndarray
+    images: np.ndarray
+    endpoints: np.ndarray
+    indices: np.ndarray
+    classes: Optional[np.ndarray]
+    angle: Optional[np.ndarray]
+    model: str = ""
+
+
+def _lerp_pose(p: Optional[Pose], t: np.ndarray) -> Optional[Pose]:
+    """Pose path between p[0] and p[1] at positions t (angles on the short arc, scale geometric)."""
+    if p is None or p.is_identity():
+        return None
+    tt = torch.as_tensor(t, dtype=torch.float32)
+    out = {}
+    for name, v in p.items():
+        if v is None:
+            out[name] = None
+            continue
+        a, b = v[0].float(), v[1].float()
+        w = tt.reshape(-1, *([1] * a.dim()))
+        if name == "angle":
+            delta = torch.remainder(b - a + math.pi, 2 * math.pi) - math.pi
+            out[name] = a + w * delta
+        elif name == "scale":
+            out[name] = torch.exp(torch.log(a) + w * (torch.log(b) - torch.log(a)))
+        else:
+            out[name] = a + w * (b - a)
+    return Pose(**out)
+
+
+def interpolate(model, data, pair: Sequence[int] = (0, 1), steps: int = 10, labels=None) -> Interpolation:
+    """Morph image ``pair[0]`` into ``pair[1]`` of ``data`` through the latent space in ``steps`` steps.
+
+    The latent means are interpolated linearly; a model's pose (rVAE/AVAE) is interpolated
+    too (angle along the shorter arc), so both ends are the inputs' reconstructions.
+    Conditional models decode each step in the class of the nearer end.
+    """
+    data = as_imageset(data, labels)
+    idx = check_indices(pair, len(data), "interpolation")
+    if len(idx) != 2:
+        raise AffineVAEError(f"interpolation needs two image indices, got {len(idx)}")
+    if not (isinstance(steps, int) and steps >= 2):
+        raise AffineVAEError(f"steps must be an integer >= 2, got {steps!r}")
+    model.eval()
+    y = labels_for(model, data, idx)
+    x = torch.as_tensor(data.images[idx])
+    with torch.no_grad():
+        enc = model.encode(x, y)
+        t = np.linspace(0.0, 1.0, steps)
+        za, zb = enc.z_mean[0].float().cpu(), enc.z_mean[1].float().cpu()
+        tt = torch.as_tensor(t, dtype=torch.float32)[:, None]
+        z = za + tt * (zb - za)
+        pose = _lerp_pose(None if enc.pose is None else enc.pose.to("cpu"), t)
+        ys = None if y is None else torch.where(torch.as_tensor(t) < 0.5, y[0], y[1]).long()
+        imgs = to_numpy(model.decode(z, ys, pose=None if pose is None else pose.to(model.device)))
+    return Interpolation(t=t, z=z.numpy(), images=imgs, endpoints=data.images[idx], indices=idx,
+                         classes=None if ys is None else ys.numpy(),
+                         angle=None if pose is None or pose.angle is None else pose.angle.numpy(),
+                         model=model_label(model))
+
+
+@styled
+def plot_interpolation(items: Interpolation | Sequence[Interpolation], title: Optional[str] = None,
+                       names: Optional[Sequence[str]] = None):
+    """One row per interpolation: input A (green frame), the decoded path, input B (red frame)."""
+    from matplotlib.patches import Rectangle
+
+    rows = one_or_more(items, Interpolation, "plot_interpolation")
+    steps = max(len(r.t) for r in rows)
+    fig, axes = new_figure(len(rows), 1, panel=(0.62 * (steps + 2) + 0.3, 1.0))
+    for r, it in enumerate(rows):
+        ax = axes[r, 0]
+        tiles = np.concatenate([it.endpoints[:1], it.images, it.endpoints[1:]])
+        show_images(ax, tiles, ncol=len(tiles), pad=2)
+        h, w = tiles.shape[-2:]
+        for k, color in ((0, "tab:green"), (len(tiles) - 1, "tab:red")):
+            ax.add_patch(Rectangle((2 + k * (w + 2) - 1.5, 0.5), w + 2, h + 2, fill=False, edgecolor=color, lw=2))
+        label = names[r] if names else it.model
+        ax.set_title(f"{label}: input A | decoded path A -> B ({len(it.t)} steps) | input B", fontsize=9, loc="left")
+    fig.suptitle(title or "interpolation through the latent space")
+    return fig
+
+
+# ============================================================================ arithmetic
+@dataclasses.dataclass
+class Arithmetic:
+    """Latent arithmetic: decode(z_a - z_b + z_c).
+
+    Attributes:
+        inputs: (3, C, H, W) images a, b, c.
+        decoded_inputs: (3, C, H, W) their reconstructions.
+        result: (C, H, W) the decoded sum.
+        z: (3, D) latent means of a, b, c; z_result: (D,) z_a - z_b + z_c.
+        indices: (3,) positions in the data.
+        model: display name.
+    """
+
+    inputs: np.ndarray
+    decoded_inputs: np.ndarray
+    result: np.ndarray
+    z: np.ndarray
+    z_result: np.ndarray
+    indices: np.ndarray
+    model: str = ""
+
+
+def latent_arithmetic(model, data, triple: Sequence[int] = (0, 1, 2), labels=None) -> Arithmetic:
+    """Decode z_a - z_b + z_c for images ``triple`` = (a, b, c) of ``data``.
+
+    Decoded in the canonical pose; conditional models decode in the class of c.
+    """
+    data = as_imageset(data, labels)
+    idx = check_indices(triple, len(data), "latent arithmetic")
+    if len(idx) != 3:
+        raise AffineVAEError(f"latent arithmetic needs three image indices (a - b + c), got {len(idx)}")
+    model.eval()
+    y = labels_for(model, data, idx)
+    with torch.no_grad():
+        enc = model.encode(torch.as_tensor(data.images[idx]), y)
+        z = enc.z_mean.float()
+        zr = (z[0] - z[1] + z[2])[None]
+        decoded = to_numpy(model.decode(z, y))
+        res = to_numpy(model.decode(zr, None if y is None else y[2:3]))[0]
+    return Arithmetic(inputs=data.images[idx], decoded_inputs=decoded, result=res, z=to_numpy(z), z_result=to_numpy(zr)[0],
+                      indices=idx, model=model_label(model))
+
+
+@styled
+def plot_arithmetic(items: Arithmetic | Sequence[Arithmetic], title: Optional[str] = None,
+                    names: Optional[Sequence[str]] = None):
+    """a - b + c = result, with the inputs above their canonical decodings (one block per item)."""
+    rows = one_or_more(items, Arithmetic, "plot_arithmetic")
+    fig, axes = new_figure(2 * len(rows), 4, panel=(1.15, 1.15))
+    for r, a in enumerate(rows):
+        for k, (lab, op) in enumerate(zip("abc", ["", "- ", "+ "])):
+            show_images(axes[2 * r, k], a.inputs[k:k + 1], title=f"{op}{lab}")
+            show_images(axes[2 * r + 1, k], a.decoded_inputs[k:k + 1])
+        show_images(axes[2 * r, 3], a.result[None], title="= a - b + c")
+        axes[2 * r + 1, 3].set_axis_off()
+        name = names[r] if names else a.model
+        axes[2 * r, 0].text(-0.15, 0.5, f"{name}: inputs", transform=axes[2 * r, 0].transAxes,
+                            rotation=90, ha="right", va="center", fontsize=8)
+        axes[2 * r + 1, 0].text(-0.15, 0.5, "their decodings", transform=axes[2 * r + 1, 0].transAxes, rotation=90,
+                                ha="right", va="center", fontsize=8)
+        axes[2 * r + 1, 3].text(0.5, 0.5, "decode(z_a - z_b + z_c)\nfrom the latent means", ha="center",
+                                va="center", fontsize=7, transform=axes[2 * r + 1, 3].transAxes)
+    fig.suptitle(title or "latent arithmetic")
+    return fig
+
+

@@ -1,0 +1,233 @@
+"""Analyses of pose: the angles a model sees (learned vs true), loss vs rotation, and the
+rotations found during pose-optimised training.
+
+Each is a compute function returning a dataclass of numpy arrays and a ``plot_*`` function
+drawing it (a pyplot-free matplotlib Figure). Angles are radians in the dataclasses and
+degrees on the plots; losses are nats per image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..errors import AffineVAEError
+from ..evaluation import circular_correlation
+from ..plots import CLASS_CMAP, new_figure
+from ..runs import PoseRecord, Run, load_pose_record
+from .common import as_imageset, encode, has_learned_angle, model_label, one_or_more, styled, take, wrap_angles
+
+__all__ = ["learned_angles", "AngleComparison", "angle_comparison", "plot_angle_comparison", "loss_vs_rotation",
+           "plot_loss_vs_rotation", "RotationHistograms", "rotation_histograms", "plot_rotation_histograms"]
+
+
+def _require_angle(model) -> None:
+    """Raise :class:`AffineVAEError` unless ``model`` sees images at a rotation angle."""
+    if not has_learned_angle(model):
+        raise AffineVAEError(f"model '{model.family}' learns no rotation angle "
+                             "(use an rvae/crvae with rotation, or an avae)")
+
+
+def learned_angles(model, data, n: Optional[int] = None) -> np.ndarray:
+    """(N,) rotation each image is seen in by the model, radians (rVAE/crVAE encoder or AVAE search)."""
+    _require_angle(model)
+    data = take(as_imageset(data), n)
+    return encode(model, data)["angle"]
+
+
+# ============================================================================ angles
+@dataclasses.dataclass
+class AngleComparison:
+    """Learned vs true rotation angles.
+
+    Attributes:
+        true_angle: (N,) true angles, radians.
+        learned_angle: (N,) angles the model sees, radians (wrapped to [-pi, pi)).
+        labels: (N,) classes, or None.
+        correlation: circular correlation coefficient of the two (-1 to 1).
+        model: display name.
+    """
+
+    true_angle: np.ndarray
+    learned_angle: np.ndarray
+    labels: Optional[np.ndarray]
+    correlation: float
+    model: str = ""
+
+
+def angle_comparison(model, data, n: Optional[int] = None, labels=None) -> AngleComparison:
+    """Compare the model's angles (rVAE/crVAE encoder, AVAE search) with the data's true angles."""
+    _require_angle(model)
+    data = take(as_imageset(data, labels), n)
+    if data.angle is None:
+        raise AffineVAEError("learned-vs-true angles need data with known angles (e.g. rotated-mnist)")
+    learned = wrap_angles(learned_angles(model, data))
+    true = np.asarray(data.angle, np.float64)
+    return AngleComparison(true, learned, data.labels, circular_correlation(learned, true), model_label(model))
+
+
+@styled
+def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], title: Optional[str] = None):
+    """Scatter of learned vs true angle (degrees), one panel per model, circular correlation in the title."""
+    rows = one_or_more(items, AngleComparison, "plot_angle_comparison")
+    fig, axes = new_figure(1, len(rows), panel=(3.6, 3.4))
+    import matplotlib
+
+    cmap = matplotlib.colormaps[CLASS_CMAP]
+    for i, a in enumerate(rows):
+        ax = axes[0, i]
+        tx, ly = np.degrees(a.true_angle), np.degrees(a.learned_angle)
+        size = float(np.clip(2000 / max(len(tx), 1), 2, 20))
+        colors = "C0" if a.labels is None else [cmap(int(c) % 10) for c in a.labels]
+        ax.scatter(tx, ly, s=size, c=colors, alpha=0.6, linewidths=0)
+        lim = max(180.0, float(np.abs(tx).max()) if len(tx) else 180.0)
+        span = float(np.abs(tx).max()) if len(tx) else 180.0
+        ax.plot([-span, span], [-span, span], "k--", lw=0.8, label="learned = true")
+        ax.set_xlabel("true angle (degrees)")
+        ax.set_ylabel("learned angle (degrees)")
+        ax.set_ylim(-lim, lim)
+        ax.set_yticks([-180, -90, 0, 90, 180])
+        ax.set_title(f"{a.model}: circular r = {a.correlation:.2f}")
+        ax.legend(loc="lower right", frameon=False)
+    fig.suptitle(title or "learned vs true rotation")
+    return fig
+
+
+# ============================================================================ loss vs rotation
+def loss_vs_rotation(models: Mapping[str, object], data, angles_deg: Sequence[float] = tuple(range(0, 361, 30)),
+                     n: Optional[int] = None, seed: int = 0, search=None, labels=None,
+                     binarize: Optional[float] = None):
+    """Mean -ELBO (nats/image) of each model as the test images are rotated by ``angles_deg`` (degrees).
+
+    A thin wrapper of :func:`affinevae.sweep.rotation_sweep` (AVAEs search each image's
+    pose; ``search`` overrides their search options; ``binarize`` thresholds every rotated
+    image, see :class:`~affinevae.sweep.SweepConfig`). Returns its
+    :class:`~affinevae.sweep.SweepResult` ((M, A) ``neg_elbo``).
+    """
+    from ..sweep import SweepConfig, rotation_sweep
+
+    data = take(as_imageset(data, labels), n)
+    return rotation_sweep(dict(models), data.images, data.labels, list(angles_deg),
+                          SweepConfig(seed=seed, search=search, binarize=binarize))
+
+
+@styled
+def plot_loss_vs_rotation(result, title: Optional[str] = None):
+    """Loss-vs-rotation curves of a :class:`~affinevae.sweep.SweepResult` (any number of models)."""
+    from ..sweep import plot_sweep
+
+    fig = plot_sweep(result, title=title)
+    fig.set_size_inches(6.4, 4.0)
+    ax = fig.axes[0]
+    a = np.asarray(result.angles_deg, dtype=np.float64)
+    span = float(a.max() - a.min()) if len(a) else 0.0
+    if span >= 90:
+        step = 45 if span > 180 else 30
+        ax.set_xticks(np.arange(step * math.floor(a.min() / step), a.max() + 1e-9, step))
+    return fig
+
+
+# ============================================================================ rotation histograms
+@dataclasses.dataclass
+class RotationHistograms:
+    """Found rotations of the training images per class over training (pose-optimised AVAE).
+
+    Attributes:
+        epochs: (E,) epoch numbers.
+        counts: (E, K, B) images per angle bin, per epoch and class.
+        edges_deg: (B + 1,) bin edges in degrees over [-180, 180].
+        classes: (K,) class of each histogram row (0 when training had no labels).
+        encoded: True when the angles are encoded orientations (true - found), False for found angles.
+    """
+
+    epochs: np.ndarray
+    counts: np.ndarray
+    edges_deg: np.ndarray
+    classes: np.ndarray
+    encoded: bool = False
+
+    def fractions(self) -> np.ndarray:
+        """(E, K, B) counts normalised per epoch and class (rows sum to 1; 0 where empty)."""
+        tot = self.counts.sum(-1, keepdims=True)
+        return np.where(tot > 0, self.counts / np.maximum(tot, 1), 0.0)
+
+
+def rotation_histograms(record, bins: int = 36, true_angle=None) -> RotationHistograms:
+    """Histograms of the found angles per class and epoch from a pose record.
+
+    ``record``: a :class:`~affinevae.runs.Run` or a run directory (its ``poses.npz``), the file
+    itself, a :class:`~affinevae.runs.PoseRecord` or an AVAE that trained in this process.
+    ``true_angle``: (N,) rotations (radians) of the training images themselves, in the order of
+    the data given to ``fit``; with them the histograms show the encoded orientation
+    (true - found), which gathers into one peak per class (two for a digit that looks alike
+    turned by 180 degrees) as the model settles on its canonical poses.
+    """
+    from ..models.avae import AVAE
+
+    if isinstance(record, AVAE):
+        rec = record.pose_record()
+        if rec is None:
+            raise AffineVAEError("this avae has no pose record: it has not been trained with pose_optimise")
+    elif isinstance(record, PoseRecord):
+        rec = record
+    else:
+        rec = load_pose_record(record.path if isinstance(record, Run) else record)
+    if not (isinstance(bins, int) and 2 <= bins <= 720):
+        raise AffineVAEError(f"bins must be an integer in [2, 720], got {bins!r}")
+    counts, edges = rec.histograms(bins, true_angle)
+    return RotationHistograms(np.asarray(rec.epochs), counts, np.degrees(edges), np.arange(counts.shape[1]),
+                              encoded=true_angle is not None)
+
+
+@styled
+def plot_rotation_histograms(h: RotationHistograms, classes: Optional[Sequence[int]] = None,
+                             title: Optional[str] = None, max_cols: int = 5):
+    """Per class, the distribution of found angles (or encoded orientations) at each epoch (stacked, later epochs higher).
+
+    ``classes``: which classes to show (default every class with images).
+    """
+    frac = h.fractions()
+    present = [int(c) for c in h.classes if h.counts[:, c].sum() > 0]
+    show = present if classes is None else [int(c) for c in classes]
+    missing = [c for c in show if c not in present]
+    if missing:
+        raise AffineVAEError(f"class {missing[0]} has no recorded poses; classes with poses: "
+                             f"{', '.join(map(str, present)) or 'none'}")
+    if not show:
+        raise AffineVAEError("the pose record holds no angles")
+    ncols = min(len(show), max_cols)
+    nrows = int(math.ceil(len(show) / ncols))
+    E = len(h.epochs)
+    fig, axes = new_figure(nrows, ncols, panel=(3.0, 0.45 * E + 1.4), sharey=True)
+    centers = 0.5 * (h.edges_deg[1:] + h.edges_deg[:-1])
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    scale = 0.9 / max(float(frac[:, show].max()), 1e-9)
+    for k in range(nrows * ncols):
+        ax = axes[k // ncols, k % ncols]
+        if k >= len(show):
+            ax.set_axis_off()
+            continue
+        c = show[k]
+        for e in range(E):
+            col = cmap(e / max(E - 1, 1))
+            y = e + scale * frac[e, c]
+            ax.fill_between(centers, e, y, step="mid", color=col, alpha=0.55, lw=0)
+            ax.step(centers, y, where="mid", color=col, lw=1)
+        ax.set_xlim(-180, 180)
+        ax.set_xticks([-180, -90, 0, 90, 180])
+        ax.set_xlabel("encoded orientation (degrees)" if h.encoded else "found angle (degrees)")
+        ax.set_title(f"class {c}")
+        ax.set_yticks(np.arange(E))
+        ax.set_yticklabels([str(int(v)) for v in h.epochs])
+        if k % ncols == 0:
+            ax.set_ylabel("epoch")
+    fig.suptitle(title or ("orientation at which each training image is encoded (its rotation minus the found pose)"
+                           if h.encoded else "found rotations of the training images during pose-optimised training"))
+    return fig
+
+

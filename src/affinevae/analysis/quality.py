@@ -1,0 +1,167 @@
+"""Analyses of quality: per-image anomaly scores (-ELBO) and a run's training curves.
+
+Each is a compute function returning a dataclass of numpy arrays and a ``plot_*`` function
+drawing it (a pyplot-free matplotlib Figure). Losses are nats per image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+
+from ..errors import AffineVAEError
+from ..plots import new_figure, show_images
+from ..runs import Run
+from .common import as_imageset, encode, model_label, styled, take
+
+__all__ = ["AnomalyScores", "anomaly_scores", "plot_anomaly", "TrainingCurves", "training_curves",
+           "plot_training_curves"]
+
+
+# ============================================================================ anomaly
+@dataclasses.dataclass
+class AnomalyScores:
+    """Per-image anomaly scores (-ELBO in nats; reconstruction loss for the AE).
+
+    Attributes:
+        scores: (N,) -ELBO per image, nats (higher = more unusual to the model).
+        typical: (k,) indices of the k lowest scores (most typical first).
+        atypical: (k,) indices of the k highest scores (most unusual first).
+        typical_images, atypical_images: (k, C, H, W) those images.
+        labels: (N,) classes, or None.
+        model: display name.
+    """
+
+    scores: np.ndarray
+    typical: np.ndarray
+    atypical: np.ndarray
+    typical_images: np.ndarray
+    atypical_images: np.ndarray
+    labels: Optional[np.ndarray]
+    model: str = ""
+
+
+def anomaly_scores(model, data, n: Optional[int] = None, k: int = 8, seed: int = 0, labels=None) -> AnomalyScores:
+    """Score the first ``n`` images of ``data`` by -ELBO (one seeded posterior sample) and pick
+    the ``k`` most and least typical."""
+    data = take(as_imageset(data, labels), n)
+    if k < 1:
+        raise AffineVAEError(f"k must be >= 1, got {k}")
+    scores = -encode(model, data, elbo=True, seed=seed)["elbo"].astype(np.float64)
+    order = np.argsort(scores, kind="stable")
+    k = min(k, len(scores))
+    typical, atypical = order[:k], order[::-1][:k]
+    return AnomalyScores(scores, typical, atypical, data.images[typical], data.images[atypical], data.labels,
+                         model_label(model))
+
+
+@styled
+def plot_anomaly(a: AnomalyScores, title: Optional[str] = None):
+    """Histogram of -ELBO with the most typical and most unusual images below it."""
+    from matplotlib.figure import Figure
+    import matplotlib
+
+    k = len(a.typical)
+    with matplotlib.rc_context({"font.size": 9}):
+        fig = Figure(figsize=(max(5.5, 0.6 * k + 1), 5.2), layout="constrained")
+        gs = fig.add_gridspec(3, 1, height_ratios=[3, 1, 1])
+        ax = fig.add_subplot(gs[0])
+        ax.hist(a.scores, bins=min(50, max(10, len(a.scores) // 10)), color="C0", alpha=0.8)
+        lo, hi = a.scores[a.typical[-1]], a.scores[a.atypical[-1]]
+        ax.axvline(lo, color="C2", ls="--", lw=1, label=f"{k} most typical below")
+        ax.axvline(hi, color="C3", ls="--", lw=1, label=f"{k} most unusual above")
+        ax.set_xlabel("-ELBO (nats / image)" if "ae (" not in a.model[:4] else "reconstruction loss (nats / image)")
+        ax.set_ylabel("images")
+        ax.legend(frameon=False)
+        ax.set_title(f"{len(a.scores)} images, mean {a.scores.mean():.1f} nats")
+        ax1 = fig.add_subplot(gs[1])
+        show_images(ax1, a.typical_images, ncol=k)
+        ax1.set_title("most typical (lowest -ELBO)", fontsize=8, loc="left")
+        ax2 = fig.add_subplot(gs[2])
+        show_images(ax2, a.atypical_images, ncol=k)
+        ax2.set_title("most unusual (highest -ELBO)", fontsize=8, loc="left")
+        fig.suptitle(title or f"{a.model}: anomaly scores")
+    return fig
+
+
+# ============================================================================ training curves
+@dataclasses.dataclass
+class TrainingCurves:
+    """Per-epoch metrics of a training run (``metrics.jsonl``).
+
+    Attributes:
+        epochs: (E,) epoch numbers.
+        train: name ('loss', 'recon', 'kl') -> (E,) training values, nats/image.
+        val: the same for the validation set (names present only).
+        images_per_s: (E,) training throughput.
+    """
+
+    epochs: np.ndarray
+    train: dict
+    val: dict
+    images_per_s: np.ndarray
+
+
+def training_curves(run) -> TrainingCurves:
+    """Curves from a :class:`~affinevae.runs.Run` or run directory (its ``metrics.jsonl``) or a list
+    of per-epoch metric dicts."""
+    if isinstance(run, (str, Path, Run)):
+        run = Run.open(run)
+        history = run.metrics
+        if not history:
+            raise AffineVAEError(f"{run.path}: no training metrics (metrics.jsonl is missing or empty)")
+    else:
+        history = list(run)
+        if not history:
+            raise AffineVAEError("no training metrics")
+
+    def col(key):
+        return np.array([float(h.get(key, np.nan)) for h in history])
+
+    train = {k: col(f"train_{k}") for k in ("loss", "recon", "kl") if any(f"train_{k}" in h for h in history)}
+    val = {k: col(f"val_{k}") for k in ("loss", "recon", "kl") if any(f"val_{k}" in h for h in history)}
+    return TrainingCurves(col("epoch").astype(np.int64), train, val, col("images_per_s"))
+
+
+@styled
+def plot_training_curves(c: TrainingCurves | Mapping[str, TrainingCurves], title: Optional[str] = None):
+    """Loss, reconstruction and KL per epoch (train solid, validation dashed), nats/image.
+
+    ``c`` may be a mapping name -> :class:`TrainingCurves` to compare several runs (one colour each).
+    """
+    runs = {"": c} if isinstance(c, TrainingCurves) else dict(c)
+    if not runs:
+        raise AffineVAEError("plot_training_curves needs at least one TrainingCurves")
+    names = [k for k in ("loss", "recon", "kl") if any(k in r.train or k in r.val for r in runs.values())]
+    if not names:
+        raise AffineVAEError("no loss, recon or kl metrics to plot")
+    fig, axes = new_figure(1, len(names), panel=(3.0, 2.6))
+    label = {"loss": "loss (recon + beta KL)", "recon": "reconstruction -E[log p(x|z)]", "kl": "KL(q || prior)"}
+    for i, k in enumerate(names):
+        ax = axes[0, i]
+        for j, (run, cur) in enumerate(runs.items()):
+            color = f"C{j % 10}"
+            prefix = f"{run} " if run else ""
+            if k in cur.train:
+                ax.plot(cur.epochs, cur.train[k], "o-", ms=3, color=color, label=f"{prefix}train")
+            if k in cur.val:
+                ax.plot(cur.epochs, cur.val[k], "s--", ms=3, color=color, alpha=0.8,
+                        label=f"{prefix}validation" if not run or j == 0 else None)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats / image")
+        ax.set_title(label[k])
+        epochs = np.unique(np.concatenate([r.epochs for r in runs.values()]))
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if len(runs) == 1:
+        axes[0, 0].legend(frameon=False)
+    else:
+        labels = [lb.replace(" train", "") if lb.endswith(" train") else "dashed: validation" for lb in labels]
+        fig.legend(handles, labels, loc="outside right center", frameon=False)
+    fig.suptitle(title or "training curves")
+    return fig

@@ -1,0 +1,248 @@
+"""A run directory as an object: :class:`Run`, and :func:`load` of the model it holds.
+
+A training run directory (written by :func:`affinevae.training.fit`) holds:
+
+- ``model.json`` / ``model.safetensors``: the latest weights (:func:`load`, :meth:`Run.model`);
+- ``train.json``: the training config, progress (epochs done, the latest checkpoint's files)
+  and what training recorded about its data (``meta``: data spec, labels, key, n, binarize ...);
+- ``checkpoint-eNNNN.safetensors`` + ``optimizer-eNNNN.pt``: the last complete epoch's state;
+- ``metrics.jsonl``: one JSON line per epoch;
+- ``poses.npz``: the found poses of a pose-optimised AVAE (:meth:`Run.pose_record`).
+
+A model directory written by ``model.save(dir)`` holds only the first two; it opens as a
+:class:`Run` too, with no training record (empty ``metrics``, ``info`` and ``meta``).
+Everything that knows these file names lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from . import models  # noqa: F401  (registers the model families that load() builds)
+from .errors import AffineVAEError
+from .io import MODEL_JSON, MODEL_WEIGHTS, load_tensors, read_json
+from .pose.record import POSES_FILE, PoseRecord, load_pose_record
+from .registry import MODELS
+
+__all__ = ["Run", "load", "read_run", "read_metrics", "TRAIN_JSON", "METRICS", "POSES_FILE", "PoseRecord",
+           "load_pose_record"]
+
+TRAIN_JSON = "train.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT_NAME = "checkpoint-e{epoch:04d}.safetensors"
+OPTIMIZER_NAME = "optimizer-e{epoch:04d}.pt"
+#: ``train.json`` keys written by the trainer itself; every other key is what training recorded (``meta``).
+_PROGRESS_KEYS = ("train_config", "epochs_done", "checkpoint", "optimizer")
+
+
+def load(directory: str | Path, device: str | torch.device = "cpu"):
+    """Load a model saved with :meth:`LatentModel.save` (or a training run directory).
+
+    Returns the model in eval mode on ``device``. Raises :class:`AffineVAEError` if the
+    directory, its config or its weights are missing, corrupt or do not match.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise AffineVAEError(f"{directory}: no such run or model directory")
+    desc = read_json(directory / MODEL_JSON, "model config")
+    if not isinstance(desc, dict) or "model" not in desc or "config" not in desc:
+        raise AffineVAEError(f"{directory / MODEL_JSON}: not an affinevae model config")
+    cls = MODELS.get(desc["model"])
+    model = cls.from_config_dict(desc["config"])
+    state = load_tensors(directory / MODEL_WEIGHTS)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or bad:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                  else f"shape mismatch for {bad[:3]}")
+        raise AffineVAEError(f"{directory / MODEL_WEIGHTS}: weights do not match the config in {MODEL_JSON} ({detail})")
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """The contents of a run's ``train.json`` (training config, epochs done, data description); an
+    :class:`AffineVAEError` when it is missing or corrupt."""
+    return read_json(Path(run_dir) / TRAIN_JSON, "training state")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Per-epoch metrics of a run (list of dicts from ``metrics.jsonl``); [] if none."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    out = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise AffineVAEError(f"{path}: corrupt line {i + 1}") from None
+    return out
+
+
+class Run:
+    """A training run (or saved model) directory.
+
+    ``Run(path)`` is a handle that reads nothing (the trainer writes through one);
+    :meth:`Run.open` checks that the directory exists. Every property reads the files anew,
+    so a handle follows a run that is still training.
+
+    Example::
+
+        run = Run.open("runs/vae")
+        model = run.model()                    # eval mode, on the CPU
+        test = run.data(split="test", n=500)   # the run's own data set, test split
+        history = run.metrics                  # [{'epoch': 1, 'train_loss': ...}, ...]
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, path: "str | Path | Run") -> "Run":
+        """A :class:`Run` of an existing directory (a Run is returned as is); an :class:`AffineVAEError` otherwise."""
+        run = path if isinstance(path, Run) else cls(path)
+        if not run.path.is_dir():
+            raise AffineVAEError(f"{run.path}: no such run or model directory")
+        return run
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ file names
+    @property
+    def train_file(self) -> Path:
+        """``train.json``: training config, progress and data description."""
+        return self.path / TRAIN_JSON
+
+    @property
+    def metrics_file(self) -> Path:
+        """``metrics.jsonl``: one JSON line per epoch."""
+        return self.path / METRICS
+
+    @property
+    def poses_file(self) -> Path:
+        """``poses.npz``: the found poses of a pose-optimised AVAE."""
+        return self.path / POSES_FILE
+
+    def state_files(self, epoch: int) -> tuple[Path, Path]:
+        """(weights, optimizer state) file paths of the checkpoint after ``epoch``."""
+        return self.path / CHECKPOINT_NAME.format(epoch=epoch), self.path / OPTIMIZER_NAME.format(epoch=epoch)
+
+    def all_state_files(self) -> list[Path]:
+        """Every checkpoint weights and optimizer-state file present, any epoch."""
+        return sorted(self.path.glob(CHECKPOINT_NAME.replace("{epoch:04d}", "*"))) + \
+            sorted(self.path.glob(OPTIMIZER_NAME.replace("{epoch:04d}", "*")))
+
+    @property
+    def checkpoint(self) -> Optional[tuple[Path, Path]]:
+        """(weights, optimizer state) of the latest checkpoint named in ``train.json``, or None."""
+        info = self.info
+        if "checkpoint" not in info or "optimizer" not in info:
+            return None
+        return self.path / info["checkpoint"], self.path / info["optimizer"]
+
+    # ------------------------------------------------------------------ the model
+    def model(self, device: str | torch.device = "cpu"):
+        """The model (``model.json`` + ``model.safetensors``) in eval mode on ``device``."""
+        return load(self.path, device)
+
+    @property
+    def model_description(self) -> dict[str, Any]:
+        """``model.json``: {'model': family, 'config': {...}}."""
+        return read_json(self.path / MODEL_JSON, "model config")
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        """The model's config as saved (a dict; ``run.model().config`` is the dataclass)."""
+        return dict(self.model_description.get("config") or {})
+
+    # ------------------------------------------------------------------ the training record
+    @property
+    def has_training(self) -> bool:
+        """True when the directory holds a training record (``train.json``), False for a saved model."""
+        return self.train_file.is_file()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """``train.json`` as written by the trainer, or {} for a saved model without one."""
+        return read_run(self.path) if self.has_training else {}
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        """The training options (:class:`~affinevae.training.TrainConfig` as a dict), {} when unknown."""
+        return dict(self.info.get("train_config") or {})
+
+    @property
+    def epochs_done(self) -> Optional[int]:
+        """Complete epochs recorded in ``train.json`` (None for a saved model)."""
+        value = self.info.get("epochs_done")
+        return None if value is None else int(value)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What training recorded about its data: ``data`` (the ``--data`` spec), ``labels``,
+        ``key``, ``n``, ``binarize``, ``n_train`` ... ({} for a saved model)."""
+        return {k: v for k, v in self.info.items() if k not in _PROGRESS_KEYS}
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        """Per-epoch metrics (``metrics.jsonl``), [] when none."""
+        return read_metrics(self.path)
+
+    @property
+    def seed(self) -> int:
+        """The training seed (0 when unknown); built-in data sets are drawn from it."""
+        return int(self.train_config.get("seed", 0))
+
+    @property
+    def binarize(self) -> Optional[float]:
+        """The ``--binarize`` threshold training used, or None."""
+        value = self.meta.get("binarize")
+        return None if value is None else float(value)
+
+    def pose_record(self) -> Optional[PoseRecord]:
+        """The found poses of pose-optimised training (``poses.npz``), or None when there are none."""
+        return load_pose_record(self.path) if self.poses_file.is_file() else None
+
+    # ------------------------------------------------------------------ the data
+    def data(self, split: str = "test", n: Optional[int] = 500, source=None):
+        """The images to analyse this run on, an :class:`~affinevae.data.ImageSet` of the first ``n``.
+
+        ``source``: None for the run's own data spec from ``train.json`` (``split`` of a
+        built-in set, binarized as training was, its labels and key; the train split holds at
+        most the ``n`` images training used), another ``--data`` spec (drawn with the run's
+        seed), or an ImageSet (used as is). ``n=None``: all of them. Raises
+        :class:`AffineVAEError` when the run records no data spec and none is given.
+        """
+        from .data import ImageSet, load_dataset
+
+        if isinstance(source, ImageSet):
+            return source if n is None or n >= len(source) else source.subset(slice(0, n))
+        if source is not None:
+            return load_dataset(str(source), split=split, n=n, seed=self.seed)
+        meta = self.meta
+        if not meta.get("data"):
+            raise AffineVAEError(f"{self.path}: no data spec in train.json (a run trained from Python); give the data "
+                                 "to analyse (--data, or data= in Python)")
+        if split == "train" and meta.get("n") is not None:
+            n = int(meta["n"]) if n is None else min(n, int(meta["n"]))
+        return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed, key=meta.get("key"),
+                            labels=meta.get("labels"), binarize=meta.get("binarize"))
+
+    def training_angles(self) -> Optional[np.ndarray]:
+        """The true rotations (N,) in radians of the training images, when the data spec in ``train.json``
+        loads again and carries them (``rotated-mnist``, an ``.npz`` with an ``angle`` array); else None."""
+        try:
+            data = self.data(split="train", n=None)
+        except AffineVAEError:
+            return None
+        return None if data.angle is None else np.asarray(data.angle, dtype=np.float64)

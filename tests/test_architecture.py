@@ -1,0 +1,170 @@
+"""The package's shape, read from its source with ``ast``: no import cycles, io.py a leaf, and no
+module reaching into another module's private names."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "affinevae"
+
+# Calls of another module's private functions or methods that are known and outside this change:
+# (calling module, private name). The lead empties this list; an entry that no longer occurs fails
+# the test, so the list can only shrink. (A private name the calling module defines too counts as
+# its own: AVAE calling ``self.vae._render`` is not seen, since AVAE has a ``_render`` of its own.)
+ALLOWED_PRIVATE: set = set()  # nothing: no module uses another module's private names
+
+
+def parse_package(root: Path) -> dict[str, tuple[Path, bool, ast.Module]]:
+    """Dotted name -> (file, is a package __init__, parsed tree) for every module of the package at ``root``."""
+    out = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        out[".".join(parts[:-1] if is_pkg else parts)] = (path, is_pkg, ast.parse(path.read_text(), str(path)))
+    return out
+
+
+MODULES = parse_package(SRC)
+
+
+def _imported(modules: dict, name: str, is_pkg: bool, node: ast.Import | ast.ImportFrom) -> list[tuple[str, str]]:
+    """(module imported, name bound) pairs of one import statement, relative imports resolved."""
+    if isinstance(node, ast.Import):
+        return [(a.name, a.asname or a.name.split(".")[0]) for a in node.names]
+    if node.level:
+        base = name.split(".") if is_pkg else name.split(".")[:-1]
+        base = base[:len(base) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    # ``from pkg import sub`` imports the submodule; ``from mod import thing`` imports mod
+    return [(f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target, a.asname or a.name)
+            for a in node.names]
+
+
+def import_graph(modules: dict = MODULES) -> dict[str, set[str]]:
+    """Module -> the package modules it imports, at module level or inside functions."""
+    graph = {}
+    for name, (_, is_pkg, tree) in modules.items():
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                deps |= {m for m, _ in _imported(modules, name, is_pkg, node) if m in modules and m != name}
+        graph[name] = deps
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle as [a, b, ..., a], or [] when the graph is acyclic (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in sorted(graph):
+        if root in state:
+            continue
+        path, stack = [root], [iter(sorted(graph[root]))]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph[nxt])))
+    return []
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_uses(modules: dict = MODULES) -> set[tuple[str, str, int]]:
+    """(module, private name, line) of each reach into another module's private names:
+    ``from x import _y``, ``mod._y`` on an imported package module, and ``obj._f(...)`` calls of a
+    private function or method that only other modules define (``self``/``cls`` calls excluded)."""
+    defined: dict[str, set[str]] = {
+        name: {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+               and _is_private(n.name)} for name, (_, _, tree) in modules.items()}
+    found = set()
+    for name, (_, is_pkg, tree) in modules.items():
+        module_aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for (target, bound), alias in zip(_imported(modules, name, is_pkg, node), node.names):
+                    if target in modules and isinstance(node, ast.ImportFrom) and target != name \
+                            and not target.endswith("." + alias.name) and _is_private(alias.name):
+                        found.add((name, alias.name, node.lineno))
+                    if target in modules and (isinstance(node, ast.Import) or target.endswith("." + alias.name)):
+                        module_aliases[bound] = target
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and _is_private(node.attr)):
+                continue
+            owner = node.value
+            if isinstance(owner, ast.Name) and owner.id in module_aliases and module_aliases[owner.id] != name:
+                found.add((name, node.attr, node.lineno))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_private(node.func.attr)):
+                continue
+            owner = node.func.value
+            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                continue
+            if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
+                continue
+            attr = node.func.attr
+            if attr not in defined[name] and any(attr in d for m, d in defined.items() if m != name):
+                found.add((name, attr, node.lineno))
+    return found
+
+
+def test_the_package_has_no_import_cycle():
+    graph = import_graph()
+    assert len(graph) > 40 and "affinevae.runs" in graph["affinevae.report"]  # the scan sees the package
+    cycle = find_cycle(graph)
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_find_cycle_reports_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+def test_io_is_a_leaf():
+    assert import_graph()["affinevae.io"] <= {"affinevae.errors"}
+
+
+@pytest.mark.parametrize("module", ["affinevae.io", "affinevae.errors", "affinevae.config", "affinevae.registry"])
+def test_leaf_modules_import_nothing_heavy(module):
+    """Leaves import no model, data or analysis module, even inside functions."""
+    heavy = {m for m in import_graph()[module]
+             if m.startswith(("affinevae.models", "affinevae.data", "affinevae.analysis", "affinevae.runs"))}
+    assert not heavy, f"{module} imports {sorted(heavy)}"
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    uses = private_uses()
+    offenders = sorted(u for u in uses if (u[0], u[1]) not in ALLOWED_PRIVATE)
+    assert not offenders, "private names used across modules (module, name, line): " + repr(offenders[:10])
+    stale = ALLOWED_PRIVATE - {(m, n) for m, n, _ in uses}
+    assert not stale, f"allow-listed but no longer used, remove from ALLOWED_PRIVATE: {sorted(stale)}"
+
+
+def test_private_use_detection(tmp_path):
+    """The checker sees the three forms on a toy package, and not a module's calls of its own private names."""
+    pkg = tmp_path / "affinevae"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "a.py").write_text("def _helper():\n    pass\n\nclass K:\n    def _m(self):\n        pass\n")
+    (pkg / "b.py").write_text("from .sub.a import _helper\nfrom .sub import a as A\n\n"
+                              "def f(k):\n    A._helper()\n    k._m()\n")
+    (pkg / "c.py").write_text("def _own():\n    pass\n\nclass C:\n    def g(self, o):\n        self._own()\n"
+                              "        o._own()\n        _own()\n")
+    toy = parse_package(pkg)
+    assert sorted((m, n, line) for m, n, line in private_uses(toy)) == [
+        ("affinevae.b", "_helper", 1), ("affinevae.b", "_helper", 5), ("affinevae.b", "_m", 6)]
+    assert import_graph(toy)["affinevae.b"] == {"affinevae.sub.a"}

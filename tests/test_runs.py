@@ -1,0 +1,88 @@
+"""affinevae.runs: a run directory as a :class:`Run`, and :func:`load` of its model."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import affinevae as av
+from affinevae.data import load_mnist, rotated_mnist
+from affinevae.errors import AffineVAEError
+from affinevae.runs import Run, load
+
+
+def test_a_training_run(tiny_runs):
+    run = Run.open(tiny_runs.path("vae"))
+    assert run.has_training and run.epochs_done == 1 and run.seed == 0 and run.binarize is None
+    assert run.train_config["epochs"] == 1 and run.train_config["batch_size"] == 64
+    assert run.meta == {"data": "mnist", "labels": None, "key": None, "n": 500, "n_train": 450}
+    assert [m["epoch"] for m in run.metrics] == [1] and {"train_loss", "val_loss"} <= set(run.metrics[0])
+    model = run.model()
+    trained = tiny_runs.model("vae")
+    assert not model.training and all(torch.equal(v, trained.state_dict()[k]) for k, v in model.state_dict().items())
+    assert run.model_config == trained.config.to_dict() and run.model_description["model"] == "vae"
+    weights, optim = run.checkpoint
+    assert (weights, optim) == run.state_files(1) and weights.is_file() and optim.is_file()
+    assert sorted(run.all_state_files()) == sorted([weights, optim])
+    assert run.pose_record() is None and run.training_angles() is None  # upright MNIST: no rotations
+
+
+def test_run_data_is_what_training_used(tiny_runs):
+    run = tiny_runs.run("rvae")
+    test = run.data(n=30)  # default: the test split of the run's own spec, drawn with its seed
+    expected = rotated_mnist("test", n=30, seed=1)
+    np.testing.assert_array_equal(test.images, expected.images)
+    np.testing.assert_allclose(test.angle, expected.angle)
+    np.testing.assert_allclose(run.training_angles(), rotated_mnist("train", n=400, seed=0).angle)
+    assert len(run.data(split="train", n=None)) == 400
+    other = run.data(n=10, source="mnist")  # another spec replaces the run's own
+    assert other.angle is None and len(other) == 10
+    given = load_mnist("test", n=20)
+    assert run.data(n=5, source=given).images.shape == (5, 1, 28, 28) and run.data(n=None, source=given) is given
+
+
+def test_a_saved_model_opens_as_a_run_without_training(tmp_path):
+    torch.manual_seed(0)
+    model = av.build_model("vae", latent_dim=2, channels=[8], hidden=[16])
+    model.save(tmp_path / "m")
+    run = Run.open(tmp_path / "m")
+    assert not run.has_training and run.metrics == [] and run.info == {} and run.meta == {}
+    assert run.epochs_done is None and run.seed == 0 and run.checkpoint is None and run.train_config == {}
+    loaded = run.model()
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    with pytest.raises(AffineVAEError, match="no data spec in train.json"):
+        run.data()
+    assert run.data(n=4, source="mnist").images.shape == (4, 1, 28, 28)
+
+
+def test_open_and_errors(tiny_runs, tmp_path):
+    with pytest.raises(AffineVAEError, match="no such run or model directory"):
+        Run.open(tmp_path / "missing")
+    handle = Run(tmp_path / "later")  # a handle reads nothing: the trainer writes through one
+    assert not handle.has_training and handle.metrics == [] and repr(handle).startswith("Run(")
+    run = Run.open(tiny_runs.path("vae"))
+    assert Run.open(run) is run
+    broken = tmp_path / "broken"
+    shutil.copytree(run.path, broken)
+    (broken / "train.json").write_text("{not json")
+    with (broken / "metrics.jsonl").open("a") as f:
+        f.write("{oops\n")
+    with pytest.raises(AffineVAEError, match="corrupt training state"):
+        Run.open(broken).meta
+    with pytest.raises(AffineVAEError, match="metrics.jsonl: corrupt line 2"):
+        Run.open(broken).metrics
+    (broken / "model.json").unlink()
+    with pytest.raises(AffineVAEError, match="model config not found"):
+        Run.open(broken).model()
+
+
+def test_load_lives_in_runs_and_io_is_a_leaf():
+    import affinevae.io
+    import affinevae.training
+
+    assert av.load is load and av.Run is Run
+    assert not hasattr(affinevae.io, "load")
+    assert affinevae.training.read_run is av.runs.read_run and affinevae.training.read_metrics is av.runs.read_metrics
