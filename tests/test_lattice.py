@@ -196,6 +196,11 @@ def test_cli_max_angle_trains_on_the_full_circle(tmp_path, capsys):
                  "--latent-dim", "2", "--encoder", "mlp", "--hidden", "16", "--batch-size", "32", "--no-progress",
                  "--out", str(out)]) == 0
     assert "trained rvae on" in capsys.readouterr().out
+    from affinevae.runs import Run
+
+    again = Run(out).data(split="train", n=None)  # the run remembers the full circle (report, info)
+    assert len(again) == 64 and np.abs(again.angle).max() > math.radians(150)
+    np.testing.assert_array_equal(again.angle, data.angle[:64])
     tiny = ["--epochs", "1", "--out", str(tmp_path / "x"), "--no-progress"]
     for argv, msg in ((["--data", "mnist", "--max-angle", "90"], "--max-angle only applies to --data rotated-mnist"),
                       (["--data", "rotated-mnist", "--max-angle", "200"], r"--max-angle must lie in \(0, 180\] degrees"),

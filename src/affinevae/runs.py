@@ -190,7 +190,7 @@ class Run:
     @property
     def meta(self) -> dict[str, Any]:
         """What training recorded about its data: ``data`` (the ``--data`` spec), ``labels``,
-        ``key``, ``n``, ``binarize``, ``n_train`` ... ({} for a saved model)."""
+        ``key``, ``n``, ``binarize``, ``max_angle`` (radians), ``n_train`` ... ({} for a saved model)."""
         return {k: v for k, v in self.info.items() if k not in _PROGRESS_KEYS}
 
     @property
@@ -236,7 +236,7 @@ class Run:
         if split == "train" and meta.get("n") is not None:
             n = int(meta["n"]) if n is None else min(n, int(meta["n"]))
         return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed, key=meta.get("key"),
-                            labels=meta.get("labels"), binarize=meta.get("binarize"))
+                            labels=meta.get("labels"), binarize=meta.get("binarize"), max_angle=meta.get("max_angle"))
 
     def training_angles(self) -> Optional[np.ndarray]:
         """The true rotations (N,) in radians of the training images, when the data spec in ``train.json``

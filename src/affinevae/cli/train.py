@@ -77,12 +77,15 @@ class Train:
             print(chosen)
         seed_everything(args.seed)
         model = build_model(args.model, **options)
-        meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize}
+        max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
+        meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
+                "max_angle": max_angle}
         val = None
         if args.val_data:
             from ..data import load_dataset
 
-            val = load_dataset(args.val_data, split="test", seed=args.seed + 1, key=args.key, binarize=args.binarize)
+            val = load_dataset(args.val_data, split="test", seed=args.seed + 1, key=args.key, binarize=args.binarize,
+                               max_angle=max_angle if args.val_data == "rotated-mnist" else None)
             meta["val_data"] = args.val_data
         result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta)
         if rank == 0:
