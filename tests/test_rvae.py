@@ -148,7 +148,7 @@ def test_multichannel_images_one_output_per_channel():
 
 def test_full_rotation_mode_kl_ignores_the_mean_angle():
     torch.manual_seed(0)
-    model = small(invariances=("rotation",), rotation_mode="full")
+    model = small(invariances=("rotation",), rotation_mode="full", encoder="mlp")
     x = torch.rand(8, 1, 28, 28)
     enc = model.encode(x)
     assert (enc.pose.angle.abs() <= math.pi).all()
@@ -394,3 +394,102 @@ def test_known_shift_and_zoom_move_the_pose_by_as_much(shift_scale_model, uprigh
     moved = np.median((p1.shift - p0.shift).numpy(), 0)
     np.testing.assert_allclose(moved, [0.15, -0.1], atol=0.04)
     assert abs(float(np.median((p2.scale / p0.scale).numpy())) - 1.2) < 0.06
+
+
+# ---------------------------------------------------------------------------------------- full circle: equivariant
+def test_full_mode_defaults_to_the_equivariant_encoder():
+    assert RVAEConfig(rotation_mode="full").encoder == "equivariant"
+    assert RVAEConfig(rotation_mode="full", invariances=("rotation",)).encoder == "equivariant"
+    # no rotation to infer, the gaussian mode or an explicit choice: the flat encoders as before
+    assert RVAEConfig(rotation_mode="full", invariances=("translation",)).encoder == "mlp"
+    assert RVAEConfig().encoder == "mlp" and RVAEConfig(rotation_mode="full", encoder="conv").encoder == "conv"
+    cfg = RVAEConfig(rotation_mode="full")
+    assert cfg.mixture and cfg.group_order in (4, 8, 16) and cfg.rotation_sampler in ("gumbel", "enumerate")
+    assert not RVAEConfig(rotation_mode="full", encoder="mlp").mixture
+    # the resolved name is stored: a saved config rebuilds the same encoder
+    assert RVAEConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["encoder"] == "equivariant"
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"group_order": 6}, r"group_order must be one of \[4, 8, 16\], got 6"),
+    ({"rotation_sampler": "exact"}, "rotation_sampler must be one of"),
+    ({"group_channels": ()}, "group_channels must be one or more positive integers"),
+    ({"group_channels": (8, 0)}, "group_channels must be one or more positive integers"),
+    ({"image_shape": (1, 12, 16)}, "needs square images.*use encoder 'mlp' or 'conv'"),
+    ({"rotation_mode": "gaussian", "encoder": "equivariant"}, "encoder 'equivariant' needs rotation_mode 'full'"),
+    ({"invariances": ("translation",), "encoder": "equivariant"}, "needs rotation_mode 'full' and the rotation"),
+])
+def test_bad_full_circle_options_raise_one_line(options, match):
+    opts = {"rotation_mode": "full", **options}
+    with pytest.raises(AffineVAEError, match=match) as info:
+        av.build_model("rvae", **opts)
+    assert "\n" not in str(info.value)
+
+
+def full(**options):
+    """A small full-circle rVAE with the equivariant encoder (options override)."""
+    base = dict(latent_dim=2, hidden=(16, 16), encoder_hidden=(32,), group_channels=(4, 4), invariances=("rotation",),
+                rotation_mode="full")
+    return av.build_model("rvae", **{**base, **options})
+
+
+def test_quarter_turn_of_the_input_turns_the_angle_and_keeps_the_content():
+    torch.manual_seed(0)
+    model = full(invariances=("rotation", "translation", "scale")).eval()
+    x = torch.as_tensor(av.data.load_mnist("test", n=8).images)
+    with torch.no_grad():
+        a = model.encode(x)
+        for q in (1, 2, 3):
+            b = model.encode(torch.rot90(x, q, (2, 3)))
+            torch.testing.assert_close(b.z_mean, a.z_mean, rtol=0, atol=1e-5)
+            torch.testing.assert_close(b.z_std, a.z_std, rtol=0, atol=1e-5)
+            assert wrap_angle(b.pose.angle - a.pose.angle - q * math.pi / 2).abs().max() < 1e-4
+            torch.testing.assert_close(b.pose.scale, a.pose.scale, rtol=0, atol=1e-5)
+    # pose.angle is the posterior-mean angle of the mixture; pose_std.angle its circular spread
+    torch.testing.assert_close(a.pose.angle, a.rotation.mean_angle())
+    assert a.pose.angle.shape == a.pose_std.angle.shape == (8,) and (a.pose_std.angle > 0).all()
+    assert a.rotation.logits.shape == (8, model.config.group_order)
+
+
+@pytest.mark.parametrize("sampler", ["gumbel", "enumerate"])
+def test_the_elbo_holds_the_exact_mixture_kl(sampler):
+    from affinevae.models.base import gaussian_kl
+
+    torch.manual_seed(0)
+    model = full(rotation_sampler=sampler, group_order=4)
+    x = torch.as_tensor(av.data.rotated_mnist("train", n=6, full_circle=True).images)
+    out = model(x)
+    enc = model.encode(x)
+    expect = gaussian_kl(enc.z_mean, enc.z_logvar) + enc.rotation.kl()
+    torch.testing.assert_close(out.kl, expect.mean())
+    torch.testing.assert_close(out.elbo.mean(), -(out.recon + out.kl))
+    assert out.x_params.shape == (6, 1, 28, 28) and out.pose.angle.shape == (6,)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert model.encoder.attention.weight.grad.abs().sum() > 0  # the bin logits learn from the reconstruction
+
+
+def test_enumeration_sums_the_bins_exactly():
+    """The enumerated reconstruction term is sum_k q(k) * (-log p(x | angle_k)) with one shared z."""
+    torch.manual_seed(0)
+    model = full(rotation_sampler="enumerate", group_order=4).eval()
+    x = torch.as_tensor(av.data.rotated_mnist("train", n=3, full_circle=True).images)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        out = model(x)
+        enc = model.encode(x)
+        torch.manual_seed(5)
+        z, _ = model.draw(enc, True, angle=False)
+        angles, weights = enc.rotation.enumerate()
+        recon = torch.stack([-model.likelihood.log_prob(model.decode_params(z, pose=Pose(angle=angles[:, k])), x,
+                                                        model.log_sigma) for k in range(4)], 1)
+    torch.testing.assert_close(out.recon, (weights * recon).sum(1).mean(), rtol=1e-5, atol=1e-4)
+
+
+def test_full_circle_model_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = full(invariances=("rotation", "translation")).eval()
+    model.save(tmp_path / "m")
+    loaded = av.load(tmp_path / "m")
+    assert loaded.config == model.config and loaded.config.encoder == "equivariant"
+    same_outputs(model, loaded, torch.rand(4, 1, 28, 28))

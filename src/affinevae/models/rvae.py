@@ -14,7 +14,15 @@ Pose latents (each only when named in ``invariances``):
   round without a jump). The posterior is a wrapped normal whose KL from the uniform is
   approximated by that of the unwrapped normal, ``log(2 pi) - 0.5 log(2 pi e sigma^2)``,
   floored at 0 (exact as sigma -> 0, and 0 where the posterior is as wide as the circle).
-  The KL therefore does not depend on the mean angle.
+  The KL therefore does not depend on the mean angle. This is the path of ``encoder='mlp'`` or
+  ``'conv'``; over the full circle it learns little (see below).
+  With ``encoder='equivariant'`` (the default in 'full' mode) the encoder is a group-equivariant
+  CNN over the rotations C_N (:mod:`affinevae.nn.equivariant`) and the angle posterior is a
+  mixture (:mod:`affinevae.nn.circular`): a categorical over N bins of 360/N degrees, times a
+  Gaussian offset inside the chosen bin, with a uniform prior on the bins and N(0, (pi/N)^2) on
+  the offset; the ELBO holds the exact KL of that (bin, offset) pair. Turning an image by
+  360/N degrees rolls the bin probabilities by one and leaves the content latents unchanged
+  by construction. ``encode(x).pose.angle`` is the most probable bin plus its offset mean.
 - ``translation``: the shift (right, down) in half image widths, prior N(0, translation_prior^2)
   per axis.
 - ``scale``: the log of the zoom factor, prior N(0, scale_prior^2); ``pose.scale`` is exp of it.
@@ -34,11 +42,13 @@ import torch
 from torch import Tensor
 
 from ..config import check, check_choice, check_positive
-from ..nn.affine import Pose, pose_matrix, render, wrap_angle
+from ..nn.affine import Pose, compose_poses, pose_matrix, render, wrap_angle
+from ..nn.circular import SAMPLERS, RotationPosterior
+from ..nn.equivariant import EquivariantFeatures, check_group
 from ..nn.layers import ENCODERS
 from ..nn.spatial import POSE_DECODERS
 from ..registry import MODELS
-from .base import Encoding, LatentModel, ModelConfig, gaussian_kl
+from .base import Encoding, LatentModel, ModelConfig, ModelOutput, gaussian_kl
 
 INVARIANCES = ("rotation", "translation", "scale")
 _LOG_2PI = math.log(2 * math.pi)
@@ -61,7 +71,18 @@ class RVAEConfig(ModelConfig):
         translation_prior: prior standard deviation of the shift, half image widths (default 0.1).
         scale_prior: prior standard deviation of the log zoom factor (default 0.1, i.e. about +-10 %).
         decoder: 'spatial' (coordinate MLP, default) or 'warp' (conv decoder + affine warp).
-        encoder: 'mlp' (default) or 'conv'.
+        encoder: 'mlp', 'conv' or 'equivariant'; None (default) picks by mode: 'equivariant' when
+            the model infers the rotation with rotation_mode 'full', else 'mlp'. The choice is
+            stored in the config at construction (so a saved model keeps it). 'equivariant'
+            needs rotation_mode 'full', the rotation invariance and square images.
+        group_order: 'equivariant' encoder only: N, the number of rotation bins (4, 8 or 16;
+            default 8: measured best, benchmarks/bench_full_circle.py).
+        group_channels: 'equivariant' encoder only: fields per group-conv layer (each field has
+            N channels; the cost grows as the product of neighbouring widths times N^2).
+        rotation_sampler: 'equivariant' encoder only: how training takes the expectation over the
+            rotation bin: 'gumbel' (one straight-through Gumbel-softmax draw per image, default)
+            or 'enumerate' (all N bins per image, weighted by their probability: exact in the
+            bin, N times the decoder cost).
         hidden: widths of the spatial decoder's per-pixel MLP (and of the conv decoder's head
             for 'warp'); the per-pixel cost grows as the product of neighbouring widths. The
             default (48, 48) trains 1.5x faster than (64, 64) on rotated MNIST at a -ELBO about
@@ -79,7 +100,7 @@ class RVAEConfig(ModelConfig):
             never includes it.
     """
 
-    encoder: str = "mlp"
+    encoder: Optional[str] = None
     decoder: str = "spatial"
     hidden: tuple = (48, 48)
     encoder_hidden: tuple = (256, 128)
@@ -90,6 +111,9 @@ class RVAEConfig(ModelConfig):
     translation_prior: float = 0.1
     scale_prior: float = 0.1
     equivariance: Optional[float] = None
+    group_order: int = 8
+    group_channels: tuple = (8, 16, 16)
+    rotation_sampler: str = "gumbel"
 
     def __post_init__(self) -> None:
         inv = self.invariances
@@ -101,6 +125,9 @@ class RVAEConfig(ModelConfig):
                 check_choice("invariances entry", s, INVARIANCES)
             inv = tuple(s for s in INVARIANCES if s in inv)
         object.__setattr__(self, "invariances", inv)
+        if self.encoder is None:
+            full = self.rotation_mode == "full" and isinstance(inv, tuple) and "rotation" in inv
+            object.__setattr__(self, "encoder", "equivariant" if full else "mlp")
         super().__post_init__()
 
     def validate(self) -> None:
@@ -118,6 +145,22 @@ class RVAEConfig(ModelConfig):
         check_positive("scale_prior", self.scale_prior)
         if self.equivariance is not None:
             check_positive("equivariance", self.equivariance, allow_zero=True)
+        check(isinstance(self.group_channels, tuple) and len(self.group_channels) >= 1
+              and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in self.group_channels),
+              f"group_channels must be one or more positive integers, got {self.group_channels!r}")
+        check_choice("rotation_sampler", self.rotation_sampler, list(SAMPLERS))
+        if self.encoder == "equivariant":
+            check(self.rotation_mode == "full" and "rotation" in self.invariances,
+                  "encoder 'equivariant' needs rotation_mode 'full' and the rotation invariance")
+            check_group(self.group_order, self.image_shape)
+        else:
+            check(isinstance(self.group_order, int) and not isinstance(self.group_order, bool) and self.group_order > 0,
+                  f"group_order must be a positive integer, got {self.group_order!r}")
+
+    @property
+    def mixture(self) -> bool:
+        """True when the angle posterior is the bin-and-offset mixture (encoder 'equivariant')."""
+        return self.encoder == "equivariant"
 
     @property
     def equivariance_weight(self) -> float:
@@ -156,9 +199,16 @@ class RVAE(LatentModel):
         return 2 if self.config.rotation_mode == "full" else 1
 
     def _pose_layout(self) -> list[tuple[str, int, int]]:
-        """(name, number of mean outputs, number of log-variance outputs) per inferred pose part."""
-        sizes = {"rotation": (self._rot_mean_dim, 1), "translation": (2, 2), "scale": (1, 1)}
-        return [(name, *sizes[name]) for name in self.config.invariances]
+        """(name, number of mean outputs, number of log-variance outputs) per inferred pose part.
+
+        With the equivariant encoder the rotation comes from its own heads and the shift's mean
+        from its position map, so only the shift's log-variances and the scale remain here.
+        """
+        if self.config.mixture:
+            sizes = {"rotation": (0, 0), "translation": (0, 2), "scale": (1, 1)}
+        else:
+            sizes = {"rotation": (self._rot_mean_dim, 1), "translation": (2, 2), "scale": (1, 1)}
+        return [(name, *sizes[name]) for name in self.config.invariances if sum(sizes[name])]
 
     def encoder_out_dim(self) -> int:
         """2 * latent_dim + the pose outputs (means and log-variances of each pose latent)."""
@@ -168,6 +218,10 @@ class RVAE(LatentModel):
         """Encoder from ENCODERS (input: image + one-hot class); decoder from POSE_DECODERS (or the given ones)."""
         cfg = self.config
         enc_hidden = cfg.encoder_hidden or cfg.hidden
+        if encoder is None and cfg.mixture:  # group-equivariant encoder: its own field widths and group order
+            encoder = ENCODERS.get(cfg.encoder)(cfg.image_shape, self.encoder_out_dim(), hidden=enc_hidden,
+                                                act=cfg.activation, cond_dim=self.cond_dim,
+                                                channels=cfg.group_channels, norm=cfg.norm, group_order=cfg.group_order)
         self.encoder = encoder if encoder is not None else ENCODERS.get(cfg.encoder)(
             cfg.image_shape, self.encoder_out_dim(), hidden=enc_hidden, act=cfg.activation, cond_dim=self.cond_dim,
             channels=cfg.channels, norm=cfg.norm)
@@ -180,8 +234,14 @@ class RVAE(LatentModel):
         return {"rotation": cfg.rotation_prior, "translation": cfg.translation_prior, "scale": cfg.scale_prior}[name]
 
     # ------------------------------------------------------------------ hooks
-    def posterior(self, h: Tensor) -> Encoding:
-        """(N, encoder_out_dim) -> Encoding with content z and the posterior-mean pose."""
+    def posterior(self, h: Tensor | EquivariantFeatures) -> Encoding:
+        """(N, encoder_out_dim) -> Encoding with content z and the posterior-mean pose.
+
+        The equivariant encoder's :class:`EquivariantFeatures` give a :class:`MixtureEncoding`
+        instead (see :meth:`_split_features`).
+        """
+        if isinstance(h, EquivariantFeatures):
+            return self._split_features(h)
         h = h.float()
         d = self.config.latent_dim
         z_mean, z_logvar = h[:, :d], h[:, d:2 * d]
@@ -208,16 +268,53 @@ class RVAE(LatentModel):
             pose_std = Pose(angle=stds.get("rotation"), shift=stds.get("translation"), scale=stds.get("scale"))
         return Encoding(z_mean, torch.exp(0.5 * z_logvar.clamp(-30, 20)), pose, pose_std)
 
-    def draw(self, enc: Encoding, sample: bool = True) -> tuple[Tensor, Optional[Pose]]:
+    def _split_features(self, feats: EquivariantFeatures) -> "MixtureEncoding":
+        """The equivariant encoder's outputs -> :class:`MixtureEncoding`.
+
+        Content z from the invariant outputs; the angle posterior from the rotation heads
+        (``pose.angle``: the most probable bin's centre plus its offset mean; ``pose_std.angle``:
+        the mixture's circular standard deviation); the shift's mean is the soft-argmax of the
+        position map (in half widths), its log-variance and the scale come from the invariant outputs.
+        """
+        h = feats.content.float()
+        d = self.config.latent_dim
+        z_mean, z_logvar = h[:, :d], h[:, d:2 * d]
+        rot = RotationPosterior(feats.rotation_logits.float(), feats.offset_mean.float(), feats.offset_logstd.float())
+        i = 2 * d
+        shift = shift_std = scale = scale_std = None
+        for name, nm, nv in self._pose_layout():
+            raw_mean, raw_logvar = h[:, i:i + nm], h[:, i + nm:i + nm + nv]
+            i += nm + nv
+            prior = self._prior_std(name)
+            std = torch.exp(0.5 * (raw_logvar + 2 * math.log(prior) + _POSE_LOGVAR_OFFSET).clamp(-30, 20))
+            if name == "translation":
+                shift, shift_std = feats.shift.float(), std
+            else:
+                scale, scale_std = torch.exp(prior * raw_mean.reshape(-1)), std.reshape(-1)
+        pose = Pose(angle=rot.mean_angle(), shift=shift, scale=scale)
+        pose_std = Pose(angle=rot.circular_std(), shift=shift_std, scale=scale_std)
+        return MixtureEncoding(z_mean, torch.exp(0.5 * z_logvar.clamp(-30, 20)), pose, pose_std, rotation=rot)
+
+    def draw(self, enc: Encoding, sample: bool = True, angle: bool = True) -> tuple[Tensor, Optional[Pose]]:
         """Reparameterised samples of z and of each pose latent (the log zoom for scale); the
-        means (content and pose) when ``sample`` is False."""
+        means (content and pose) when ``sample`` is False.
+
+        A mixture angle posterior is sampled by a straight-through Gumbel-softmax draw; with
+        ``angle=False`` the angle is not drawn (the pose's ``angle`` is None).
+        """
         if not sample:
             return enc.z_mean, enc.pose
         z = enc.z_mean + enc.z_std * torch.randn_like(enc.z_std)
         if enc.pose is None:
             return z, None
         p, s = enc.pose, enc.pose_std
-        angle = None if p.angle is None else p.angle + s.angle * torch.randn_like(s.angle)
+        rot = getattr(enc, "rotation", None)
+        if not angle:
+            angle = None
+        elif rot is not None:
+            angle = rot.sample_gumbel()
+        else:
+            angle = None if p.angle is None else p.angle + s.angle * torch.randn_like(s.angle)
         shift = None if p.shift is None else p.shift + s.shift * torch.randn_like(s.shift)
         scale = None if p.scale is None else torch.exp(torch.log(p.scale) + s.scale * torch.randn_like(s.scale))
         return z, Pose(angle=angle, shift=shift, scale=scale)
@@ -248,6 +345,38 @@ class RVAE(LatentModel):
                                            None if cond is None else torch.cat([cond, cond])))
         enc, moved = both.index(slice(0, n)), both.index(slice(n, 2 * n))
         return enc, {"equivariance": lambda: w * self.consistency(enc, moved, delta).mean()}
+
+    def run_stages(self, x: Tensor, y: Optional[Tensor], found=None, sample: bool = True,
+                   canon: Optional[Tensor] = None) -> ModelOutput:
+        """The stages of :class:`LatentModel`; with the mixture angle posterior and
+        ``rotation_sampler='enumerate'`` the draw, render and score stages sum the rotation bin out
+        exactly: every image is rendered at all N bins (one z, shift and scale sample per image,
+        one offset sample per bin; the B*N renderings in one decoder batch) and
+        ``recon = sum_k q(k) (-log p(x | z, angle_k))``; ``x_params`` and ``pose`` are those of each
+        image's most probable bin."""
+        if not (sample and self.config.mixture and self.config.rotation_sampler == "enumerate"):
+            return super().run_stages(x, y, found, sample, canon)
+        found_pose = self.pose_of(found)
+        if canon is None:
+            canon = self.canonicalise(x, found_pose)
+        enc, terms = self.infer_for_loss(canon, y)
+        z, pose = self.draw(enc, sample, angle=False)
+        angles, weights = enc.rotation.enumerate()  # (B, N) each
+        b, n = angles.shape
+        rep = lambda v: None if v is None else v.repeat_interleave(n, 0)  # noqa: E731
+        poses = Pose(angle=angles.reshape(-1), shift=rep(pose.shift), scale=rep(pose.scale))
+        poses = compose_poses(None if found_pose is None else rep_pose(found_pose, n), poses, b * n, x.device)
+        params = self.render(self.generate(rep(z), rep(y)), poses)  # (B*N, C, H, W)
+        recon_k = -self.likelihood.log_prob(params.float(), rep(x), self.log_sigma).view(b, n)
+        recon_i = (weights * recon_k).sum(1)
+        kl_i = self.kl(enc)
+        recon, kl = recon_i.mean(), kl_i.mean()
+        best = weights.argmax(1)
+        pick = torch.arange(b, device=x.device) * n + best
+        used = Pose(angle=angles.gather(1, best[:, None])[:, 0], shift=pose.shift, scale=pose.scale)
+        out = ModelOutput(loss=recon + self.config.beta * kl, recon=recon, kl=kl, elbo=-(recon_i + kl_i),
+                          z_mean=enc.z_mean, z_logvar=enc.z_logvar, pose=used, x_params=params[pick])
+        return out.with_terms({k: v() if callable(v) else v for k, v in terms.items()})
 
     def random_pose(self, n: int, device) -> Pose:
         """(n,) random poses drawn from the pose priors (uniform angle in 'full' mode)."""
@@ -288,7 +417,10 @@ class RVAE(LatentModel):
             return kl
         p, s = enc.pose, enc.pose_std
         cfg = self.config
-        if p.angle is not None:
+        rot = getattr(enc, "rotation", None)
+        if rot is not None:  # the exact KL of the (bin, offset) mixture
+            kl = kl + rot.kl()
+        elif p.angle is not None:
             logvar = 2 * torch.log(s.angle)
             if cfg.rotation_mode == "full":
                 kl = kl + (_LOG_2PI - 0.5 * (_LOG_2PI + 1 + logvar)).clamp_min(0)
@@ -299,6 +431,31 @@ class RVAE(LatentModel):
         if p.scale is not None:
             kl = kl + gaussian_kl(torch.log(p.scale)[:, None], 2 * torch.log(s.scale)[:, None], cfg.scale_prior)
         return kl
+
+
+@dataclasses.dataclass
+class MixtureEncoding(Encoding):
+    """An :class:`Encoding` whose angle posterior is a bin-and-offset mixture.
+
+    Attributes:
+        rotation: the :class:`~affinevae.nn.circular.RotationPosterior` (logits (N, K), offset
+            means and log-stds (N, K)); ``pose.angle`` is its posterior-mean angle.
+    """
+
+    rotation: Optional[RotationPosterior] = None
+
+    def index(self, idx) -> "MixtureEncoding":
+        """The sub-batch ``idx`` (slice, index tensor or mask), rotation posterior included."""
+        sub = super().index(idx)
+        return MixtureEncoding(sub.z_mean, sub.z_std, sub.pose, sub.pose_std, sub.parts,
+                               rotation=None if self.rotation is None else self.rotation.index(idx))
+
+
+def rep_pose(pose, n: int):
+    """Each row of a :class:`Pose` (or of (B, 2, 3) matrices) repeated ``n`` times (B*n rows)."""
+    if isinstance(pose, Pose):
+        return Pose(**{k: None if v is None else v.repeat_interleave(n, 0) for k, v in pose.items()})
+    return pose.repeat_interleave(n, 0)
 
 
 @dataclasses.dataclass(frozen=True)
