@@ -45,8 +45,8 @@ from .io import atomic_write, read_json, write_json
 from .registry import Registry
 
 __all__ = ["LOGGERS", "LoggerConfig", "CSVLogger", "TensorBoardLogger", "MLflowLogger", "Sink", "Tracker",
-           "check_loggers", "describe_loggers", "hyperparameters", "image_grid", "reconstruction_panel",
-           "resolve_logger", "PANEL_IMAGES"]
+           "check_loggers", "describe_loggers", "hyperparameters", "image_grid", "png_bytes", "reconstruction_panel",
+           "resolve_logger", "scalars_of", "tensorboard_tag", "PANEL_IMAGES"]
 
 LOGGERS: Registry = Registry("logger")
 """Logger name -> :class:`LoggerConfig` subclass ('csv', 'tensorboard', 'mlflow')."""
@@ -310,27 +310,30 @@ class _MLflowSink(Sink):
                 self.run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
                 params = [Param(k, str(v)[:6000]) for k, v in hparams.items()]
                 for i in range(0, len(params), 100):
-                    self.client.log_batch(self.run_id, params=params[i:i + 100], synchronous=True)
+                    self.client.log_batch(self.run_id, params=params[i:i + 100])
                 if state is not None:
                     write_json(state, {"tracking_uri": uri, "run_id": self.run_id})
         except MlflowException as exc:
             raise AffineVAEError(f"MLflow at {uri}: {_first_line(exc)}") from None
 
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``self.client.method(run_id, ...)`` with MLflow's errors as one-line AffineVAEErrors."""
+        try:
+            return getattr(self.client, method)(self.run_id, *args, **kwargs)
+        except self.errors as exc:
+            raise AffineVAEError(f"MLflow run {self.run_id}: {_first_line(exc)}") from None
+
     def log_metrics(self, step, metrics):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        try:
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
-                                  synchronous=True)
-        except self.errors as exc:
-            raise AffineVAEError(f"MLflow run {self.run_id}: {_first_line(exc)}") from None
+        self._call("log_batch", metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
     def log_image(self, step, tag, image):
-        self.client.log_image(self.run_id, image, artifact_file=f"{tag}/epoch-{step:04d}.png")
+        self._call("log_image", image, artifact_file=f"{tag}/epoch-{step:04d}.png")
 
     def close(self, failed=False):
-        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+        self._call("set_terminated", status="FAILED" if failed else "FINISHED")
 
 
 def _first_line(exc: BaseException) -> str:
