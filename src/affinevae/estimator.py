@@ -80,6 +80,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         image_shape_: (C, H, W) of the images.
         pose_columns_: names of the pose columns the model provides (possibly empty).
         classes_: the class labels of a conditional model (``y`` of :meth:`fit`), else None.
+        layout_: the layout :meth:`fit` saw: 'flat', 'nhw' or 'nchw'.
         n_features_in_: C*H*W.
 
     Methods take images in any accepted layout; :meth:`inverse_transform` returns them in the
@@ -121,6 +122,8 @@ class Estimator(TransformerMixin, BaseEstimator):
         return self
 
     def __sklearn_tags__(self):
+        """scikit-learn tags: 3-D (N, H, W) input accepted besides 2-D rows; float32 and float64
+        preserved by :meth:`transform`; labels required by the class-conditional families."""
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
