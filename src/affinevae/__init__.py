@@ -23,4 +23,15 @@ from .registry import MODELS  # noqa: E402
 from .runs import Run, load  # noqa: E402
 from .training import FitResult, TrainConfig, fit  # noqa: E402
 
-__all__ = ["fit", "TrainConfig", "FitResult", "evaluation", "training", "AffineVAEError", "load", "Run", "build_model", "MODELS", "AE", "VAE", "CVAE", "RVAE", "CRVAE", "AVAE", "data", "models", "nn", "__version__"]
+
+def __getattr__(name: str):
+    """``affinevae.Estimator`` (the scikit-learn estimator) is imported on first use, so that
+    ``import affinevae`` does not load scikit-learn."""
+    if name == "Estimator":
+        from .estimator import Estimator
+
+        return Estimator
+    raise AttributeError(f"module 'affinevae' has no attribute {name!r}")
+
+
+__all__ = ["fit", "TrainConfig", "FitResult", "Estimator", "evaluation", "training", "AffineVAEError", "load", "Run", "build_model", "MODELS", "AE", "VAE", "CVAE", "RVAE", "CRVAE", "AVAE", "data", "models", "nn", "__version__"]

@@ -34,6 +34,7 @@ from .errors import AffineVAEError
 from .io import atomic_write, load_tensors, save_model, save_tensors, write_json
 from .models.base import LatentModel
 from .runs import Run, read_metrics, read_run  # noqa: F401  (read_metrics, read_run: re-exported)
+from .tracking import Tracker, check_loggers, describe_loggers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,10 @@ class TrainConfig(Config):
             ``torch.compile`` for the duration of :func:`fit` (static shapes; needs a C++
             compiler on a CPU; the first steps take a few seconds longer). Weights and
             checkpoints are the same as without it, up to floating-point rounding.
+        loggers: experiment trackers (:mod:`affinevae.tracking`): names ('csv', 'tensorboard',
+            'mlflow') or logger objects; they get the hyper-parameters, every epoch's record and
+            reconstruction panels.
+        log_images_every: a reconstruction panel every this many epochs and after the last (0: none).
     """
 
     epochs: int = 10
@@ -73,6 +78,8 @@ class TrainConfig(Config):
     progress: Optional[bool] = None
     checkpoint: bool = True
     compile: bool = False
+    loggers: tuple = ()
+    log_images_every: int = 5
 
     def validate(self) -> None:
         check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
@@ -88,6 +95,13 @@ class TrainConfig(Config):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         check(self.progress is None or isinstance(self.progress, bool),
               f"progress must be true, false or null (auto), got {self.progress!r}")
+        check_loggers(self.loggers)
+        check(isinstance(self.log_images_every, int) and not isinstance(self.log_images_every, bool)
+              and self.log_images_every >= 0, f"log_images_every must be an integer >= 0, got {self.log_images_every!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-able values (logger objects as ``{"logger": name, **options}``)."""
+        return {**super().to_dict(), "loggers": describe_loggers(self.loggers)}
 
     def show_progress(self) -> bool:
         """Whether to draw the progress bar (``progress``, or when None: a terminal or a Jupyter kernel)."""
@@ -305,7 +319,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     steps = max(1, math.ceil(per_rank / cfg.batch_size))
     meta = dict(meta or {})
     meta.setdefault("n_train", n)
-    with compiled(model, cfg.compile):
+    panel = (x, y) if xv is None else (xv, yv)
+    with compiled(model, cfg.compile), Tracker.start(cfg, model, run_dir, *panel, history=history, enabled=rank == 0) as tracker:
         for epoch in range(start + 1, cfg.epochs + 1):
             lr = _epoch_lr(cfg, epoch - 1)
             for g in opt.param_groups:
@@ -314,6 +329,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             if world > 1:
                 order = order[: per_rank * world][rank::world]
             sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+            terms: dict[str, float] = {}
             seen = 0
             t0 = time.perf_counter()
             bar = None
@@ -343,6 +359,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
                 opt.step()
                 for k in sums:
                     sums[k] += float(getattr(outb, k).detach()) * len(idx)
+                for k, v in outb.terms.items():  # named extra loss terms: this rank's mean
+                    terms[k] = terms.get(k, 0.0) + float(v.detach()) * len(idx)
                 seen += len(idx)
                 if bar is not None:
                     bar.update(1)
@@ -356,7 +374,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
                 sums = {"loss": float(t[0]), "recon": float(t[1]), "kl": float(t[2])}
                 seen = int(t[3])
             record: dict[str, Any] = {"epoch": epoch, "lr": lr, "images_per_s": seen / max(elapsed, 1e-9),
-                                      **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
+                                      **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+                                      **{f"train_{k}": v / max(seen // world, 1) for k, v in terms.items()}}
             if xv is not None:
                 record.update({f"val_{k}": v for k, v in evaluate(model, xv, yv, seed=cfg.seed + epoch, bf16=cfg.bf16).items()})
             record.update(model.on_epoch_end(epoch, run_dir if rank == 0 else None) or {})
@@ -366,6 +385,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
                     f.write(json.dumps(record) + "\n")
                 if cfg.checkpoint:
                     _save_checkpoint(run, model, opt, epoch, cfg, meta)
+            tracker.epoch(record, model)
             for cb in callbacks:
                 cb(record)
             if world > 1:

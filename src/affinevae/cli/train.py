@@ -59,6 +59,10 @@ class Train:
         t.add_argument("--compile", action="store_true", help="torch.compile the networks while training "
                                                               "(faster after a few seconds' start; needs a C++ compiler on CPU)")
         t.add_argument("--no-progress", action="store_true", help="no progress bar")
+        t.add_argument("--log", action="append", default=[], metavar="NAME",
+                       help="experiment tracking: csv, tensorboard or mlflow (repeatable or comma-separated)")
+        t.add_argument("--log-images-every", type=int, default=5, metavar="N",
+                       help="with --log: a reconstruction panel every N epochs (0: none)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -66,7 +70,9 @@ class Train:
         # every option but the epochs is checked before the data are read; the epochs may depend on them
         cfg = TrainConfig(batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                           schedule=args.schedule, val_split=args.val_split, seed=args.seed, device=args.device,
-                          bf16=args.bf16, compile=args.compile, progress=False if args.no_progress else None)
+                          bf16=args.bf16, compile=args.compile, progress=False if args.no_progress else None,
+                          loggers=tuple(n.strip() for v in args.log for n in v.split(",") if n.strip()),
+                          log_images_every=args.log_images_every)
         rank, _ = init_distributed(cfg.device)
         data = load_data_from_args(args, "train", seed=args.seed)
         cls = MODELS.get(args.model)

@@ -1,0 +1,310 @@
+"""A scikit-learn estimator around every affinevae model family.
+
+:class:`Estimator` follows scikit-learn's conventions, so an affinevae model can sit in a
+``Pipeline`` (e.g. before ``KMeans``), be tuned by ``GridSearchCV`` (it scores by the mean
+ELBO) and be cloned::
+
+    from sklearn.cluster import KMeans
+    from sklearn.pipeline import make_pipeline
+    import affinevae as av
+
+    digits = av.data.rotated_mnist("train", n=2000).images          # (N, 1, 28, 28)
+    pipe = make_pipeline(av.Estimator("rvae", latent_dim=2, invariances=("rotation",), epochs=5),
+                         KMeans(10, n_init=10))
+    clusters = pipe.fit_predict(digits)
+
+Input: images (N, H, W) or (N, C, H, W), or flat rows (N, C*H*W) with ``image_shape``.
+Flat rows without ``image_shape`` are taken as one-row images (1, 1, F), which suits tabular
+data with ``encoder='mlp', decoder='mlp'``. Pixel values must suit the likelihood: [0, 1] for
+the default Bernoulli likelihood (scale first, e.g. with ``MinMaxScaler``, or choose
+``likelihood='gaussian'``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from .errors import AffineVAEError
+from .evaluation import encode_dataset
+from .models.base import build_model
+from .registry import MODELS
+from .training import TrainConfig, fit
+
+__all__ = ["Estimator", "NOT_APPLICABLE_CHECKS"]
+
+FLOATS = (np.float64, np.float32)
+LIKELIHOODS_IN_UNIT_RANGE = ("bernoulli", "cbernoulli")
+
+NOT_APPLICABLE_CHECKS: dict[str, str] = {}
+"""scikit-learn estimator checks (``sklearn.utils.estimator_checks``) that do not apply to
+:class:`Estimator`, with the reason; pass it as ``expected_failed_checks``. Empty: every check
+that scikit-learn runs for a transformer passes (tests/test_estimator.py runs them all on a
+small MLP model with a Gaussian likelihood, which accepts the checks' unscaled tabular data)."""
+
+
+def _image_shape(value: Any) -> tuple[int, int, int]:
+    shape = tuple(int(v) for v in value)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise AffineVAEError(f"Estimator image_shape must be (H, W) or (C, H, W) positive integers, got {value!r}")
+    return shape
+
+
+class Estimator(TransformerMixin, BaseEstimator):
+    """scikit-learn transformer: fits an affinevae model, transforms images to their latents.
+
+    Args:
+        model: family name: 'ae', 'vae', 'cvae', 'rvae', 'crvae' or 'avae'.
+        image_shape: (H, W) or (C, H, W) of flat input rows (N, C*H*W); None: taken from
+            (N, H, W) / (N, C, H, W) input, or (1, 1, F) for flat rows.
+        latent_dim: content latent variables (the columns of :meth:`transform`).
+        pose: :meth:`transform` also returns the pose columns (angle in radians, shift_x and
+            shift_y in half image widths, scale; the ones the model has), and
+            :meth:`inverse_transform` takes them.
+        epochs, batch_size, lr, seed, device: training options (:class:`~affinevae.TrainConfig`;
+            the seed also fixes the initialisation, so refitting gives the same model).
+        **options: any other model option (``encoder``, ``hidden``, ``likelihood``, ``beta``,
+            ``invariances``, ``transform``, ...) or :class:`~affinevae.TrainConfig` option
+            (``weight_decay``, ``schedule``, ``val_split`` (default 0 here), ``loggers``, ...).
+            Options are checked when fitting: an unknown one is an :class:`AffineVAEError`.
+
+    Attributes (after :meth:`fit`):
+        model_: the trained :class:`~affinevae.models.base.LatentModel` (eval mode).
+        history_: per-epoch training records (nats per image).
+        image_shape_: (C, H, W) of the images.
+        pose_columns_: names of the pose columns the model provides (possibly empty).
+        classes_: the class labels of a conditional model (``y`` of :meth:`fit`), else None.
+        layout_: the layout :meth:`fit` saw: 'flat', 'nhw' or 'nchw'.
+        n_features_in_: C*H*W.
+
+    Methods take images in any accepted layout; :meth:`inverse_transform` returns them in the
+    layout :meth:`fit` saw (flat rows, (N, H, W) or (N, C, H, W)), in the input's float dtype.
+    """
+
+    def __init__(self, model: str = "vae", *, image_shape: Optional[tuple] = None, latent_dim: int = 10,
+                 pose: bool = False, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
+                 device: str = "auto", **options: Any) -> None:
+        self.model = model
+        self.image_shape = image_shape
+        self.latent_dim = latent_dim
+        self.pose = pose
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+        self.device = device
+        self._options = dict(options)
+
+    # ------------------------------------------------------------------ parameters
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters, the extra ``**options`` included (scikit-learn API)."""
+        params = super().get_params(deep=deep)
+        params.update(self._options)
+        return params
+
+    def set_params(self, **params: Any) -> "Estimator":
+        """Set parameters; names other than the constructor's become model/training options
+        (checked by :meth:`fit`). Returns ``self``."""
+        named = set(self._get_param_names())
+        for key, value in params.items():
+            if key in named:
+                setattr(self, key, value)
+            elif "__" in key or key.startswith("_"):
+                raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}")
+            else:
+                self._options[key] = value
+        return self
+
+    def __sklearn_tags__(self):
+        """scikit-learn tags: 3-D (N, H, W) input accepted besides 2-D rows; float32 and float64
+        preserved by :meth:`transform`; labels required by the class-conditional families."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.target_tags.required = self.model in ("cvae", "crvae") or self._options.get("inner") in ("cvae", "crvae")
+        return tags
+
+    # ------------------------------------------------------------------ input
+    def _images(self, X: Any, reset: bool) -> tuple[torch.Tensor, np.dtype]:
+        """Validated (N, C, H, W) float32 images of ``X`` and its float dtype; ``reset``
+        (fit) records the image shape, layout and feature count."""
+        ndim = getattr(X, "ndim", None)
+        if ndim is None:  # nested lists: their depth; other array-likes are read as 2-D by scikit-learn
+            ndim = np.ndim(X) if isinstance(X, (list, tuple)) else 2
+        if ndim <= 2:
+            flat = validate_data(self, X, reset=reset, dtype=FLOATS)
+            layout = "flat"
+        else:
+            arr = check_array(X, allow_nd=True, dtype=FLOATS, input_name="X")
+            if arr.ndim > 4:
+                raise AffineVAEError(f"images must be (N, H, W), (N, C, H, W) or flat (N, C*H*W), got shape {arr.shape}")
+            layout = "nhw" if arr.ndim == 3 else "nchw"
+            shape = (1, *arr.shape[1:]) if arr.ndim == 3 else tuple(arr.shape[1:])
+            if not reset and shape != self.image_shape_:
+                raise AffineVAEError(f"images have shape {arr.shape[1:]}, the fitted model expects {self.image_shape_}")
+            flat = validate_data(self, arr.reshape(len(arr), -1), reset=reset, skip_check_array=True)
+        if reset:
+            given = None if self.image_shape is None else _image_shape(self.image_shape)
+            if layout == "flat":
+                shape = given if given is not None else (1, 1, flat.shape[1])
+                if int(np.prod(shape)) != flat.shape[1]:
+                    raise AffineVAEError(f"flat rows have {flat.shape[1]} values, image_shape {given} has {int(np.prod(shape))}")
+            elif given is not None and given != shape:
+                raise AffineVAEError(f"images have shape {shape}, image_shape says {given}")
+            self.image_shape_, self.layout_ = shape, layout
+        x = torch.tensor(flat, dtype=torch.float32).reshape(len(flat), *self.image_shape_)
+        return x, flat.dtype
+
+    def _labels(self, y: Any, n: int, reset: bool) -> Optional[torch.Tensor]:
+        """(N,) class indices of ``y`` for a conditional model (``reset``: learn ``classes_``)."""
+        if y is None:
+            return None
+        y = np.asarray(y)
+        if y.shape != (n,):
+            raise AffineVAEError(f"y must hold one label per image ({n}), got shape {y.shape}")
+        if reset:
+            self.classes_, idx = np.unique(y, return_inverse=True)
+            return torch.as_tensor(idx.reshape(-1), dtype=torch.long)
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        if not np.all(self.classes_[idx] == y):
+            raise AffineVAEError(f"y holds labels the model was not fitted with (known: {list(self.classes_)})")
+        return torch.as_tensor(idx, dtype=torch.long)
+
+    def _needs_labels(self, y: Any, n: int, what: str) -> Optional[torch.Tensor]:
+        """(N,) class indices for a conditional fitted model (an error without ``y``), else None."""
+        if not self.model_.conditional:
+            return None
+        if y is None:
+            raise AffineVAEError(f"model '{self.model}' is class-conditional: {what} needs y (the class labels)")
+        return self._labels(y, n, reset=False)
+
+    @staticmethod
+    def _check_range(model: Any, x: torch.Tensor, what: str) -> None:
+        likelihood = getattr(model.config, "likelihood", None)
+        if likelihood in LIKELIHOODS_IN_UNIT_RANGE and len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise AffineVAEError(f"{what}: likelihood '{likelihood}' needs pixel values in [0, 1], got "
+                                 f"[{float(x.min()):.3g}, {float(x.max()):.3g}]; scale X (e.g. MinMaxScaler) "
+                                 f"or use likelihood='gaussian'")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any = None) -> "Estimator":
+        """Train a fresh model on the images ``X`` (labels ``y`` for cvae/crvae; ignored by
+        the other families). Returns ``self``."""
+        x, _ = self._images(X, reset=True)
+        labels = self._labels(y, len(x), reset=True)
+        train_names = set(TrainConfig.field_names())
+        train_opts = {k: v for k, v in self._options.items() if k in train_names}
+        model_opts = {k: v for k, v in self._options.items() if k not in train_names}
+        train_opts.setdefault("val_split", 0.0)
+        train_opts.setdefault("progress", False)
+        config = TrainConfig.from_dict({"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                                        "seed": self.seed, "device": self.device, "checkpoint": False, **train_opts},
+                                       what="Estimator training")
+        options = {"image_shape": list(self.image_shape_), "latent_dim": self.latent_dim, **model_opts}
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            probe = build_model(self.model, **options)
+            if probe.conditional:
+                if labels is None:
+                    raise AffineVAEError(f"model '{self.model}' is class-conditional: fit needs y (the class labels)")
+                options.setdefault("num_classes", max(2, len(self.classes_)))
+            else:
+                labels, self.classes_ = None, None
+            if self.pose and probe.pose_source == "identity":
+                raise AffineVAEError(f"pose=True needs a model with a pose (rvae, crvae, avae); '{self.model}' has none")
+            torch.manual_seed(self.seed)
+            model = build_model(self.model, **options)
+            self._check_range(model, x, "fit")
+            result = fit(model, x if labels is None else (x, labels), config)
+        self.model_ = result.model.eval()
+        self.history_ = result.history
+        probe_codes = encode_dataset(self.model_, x[:1], None if labels is None else labels[:1], elbo=False, seed=self.seed)
+        self.pose_columns_ = self._pose_names(probe_codes)
+        return self
+
+    @staticmethod
+    def _pose_names(codes: dict) -> list[str]:
+        names: list[str] = []
+        if "angle" in codes:
+            names.append("angle")
+        if "shift" in codes:
+            names += ["shift_x", "shift_y"]
+        if "scale" in codes:
+            names += ["scale"] if codes["scale"].ndim == 1 else ["scale_u", "scale_v"]
+        return names
+
+    # ------------------------------------------------------------------ transform
+    def transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """(N, latent_dim) posterior means of the content latents of ``X`` (+ the pose columns
+        of ``pose_columns_`` when ``pose``), in the input's float dtype. ``y``: labels, needed
+        only by conditional models."""
+        check_is_fitted(self)
+        x, dtype = self._images(X, reset=False)
+        labels = self._needs_labels(y, len(x), "transform")
+        codes = encode_dataset(self.model_, x, labels, elbo=False, seed=self.seed)
+        cols = [codes["z_mean"]]
+        if self.pose:
+            for key in ("angle", "shift", "scale"):
+                if key in codes:
+                    cols.append(codes[key].reshape(len(x), -1))
+        return np.concatenate(cols, axis=1).astype(dtype, copy=False)
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """:meth:`fit` then :meth:`transform` (labels passed on for conditional models)."""
+        self.fit(X, y, **fit_params)
+        return self.transform(X, y if self.model_.conditional else None)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Output column names: ``z0 ... z{D-1}`` and, with ``pose``, ``pose_columns_``."""
+        check_is_fitted(self)
+        names = [f"z{i}" for i in range(self.model_.config.latent_dim)]
+        if self.pose:
+            names += self.pose_columns_
+        return np.asarray(names, dtype=object)
+
+    @torch.no_grad()
+    def inverse_transform(self, Z: Any, y: Any = None) -> np.ndarray:
+        """Mean images decoded from latents ``Z`` (N, latent_dim), or (N, latent_dim + pose
+        columns) with ``pose`` (without them the canonical pose), in the layout of :meth:`fit`'s input."""
+        check_is_fitted(self)
+        Z = check_array(Z, dtype=FLOATS, input_name="Z")
+        d = self.model_.config.latent_dim
+        widths = {d, d + len(self.pose_columns_)} if self.pose else {d}
+        if Z.shape[1] not in widths:
+            raise AffineVAEError(f"Z must have {' or '.join(map(str, sorted(widths)))} columns, got {Z.shape[1]}")
+        labels = self._needs_labels(y, len(Z), "inverse_transform")
+        z = torch.tensor(Z, dtype=torch.float32)
+        pose = {}
+        if Z.shape[1] > d:
+            cols = dict(zip(self.pose_columns_, z[:, d:].T))
+            pose = {"angle": cols.get("angle"),
+                    "shift": torch.stack([cols["shift_x"], cols["shift_y"]], 1) if "shift_x" in cols else None,
+                    "scale": cols.get("scale", torch.stack([cols["scale_u"], cols["scale_v"]], 1)
+                                      if "scale_u" in cols else None)}
+        out = []
+        for i in range(0, len(z), 512):
+            part = {k: None if v is None else v[i:i + 512] for k, v in pose.items()}
+            yb = None if labels is None else labels[i:i + 512]
+            out.append(self.model_.decode(z[i:i + 512, :d], yb, **part).float().cpu())
+        images = torch.cat(out).numpy() if out else np.zeros((0, *self.image_shape_), np.float32)
+        shapes = {"flat": (len(Z), -1), "nhw": (len(Z), *self.image_shape_[1:]), "nchw": (len(Z), *self.image_shape_)}
+        return images.reshape(shapes[self.layout_]).astype(Z.dtype, copy=False)
+
+    # ------------------------------------------------------------------ score
+    @torch.no_grad()
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean ELBO of the images ``X`` in nats per image (one posterior sample, seeded by
+        ``seed``; higher is better, so ``GridSearchCV`` maximises it)."""
+        check_is_fitted(self)
+        x, _ = self._images(X, reset=False)
+        self._check_range(self.model_, x, "score")
+        labels = self._needs_labels(y, len(x), "score")
+        codes = encode_dataset(self.model_, x, labels, elbo=True, seed=self.seed)
+        return float(codes["elbo"].mean())

@@ -1,0 +1,138 @@
+"""The scikit-learn estimator: scikit-learn's own checks, image layouts, pose columns, Pipeline and GridSearchCV."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import affinevae as av
+from affinevae.errors import AffineVAEError
+from affinevae.estimator import NOT_APPLICABLE_CHECKS, Estimator
+
+# small enough for scikit-learn's ~45 checks in seconds; Gaussian: the checks' data are not in [0, 1]
+TINY = dict(latent_dim=2, epochs=1, batch_size=32, encoder="mlp", decoder="mlp", hidden=(8,), likelihood="gaussian",
+            device="cpu")
+MLP = dict(encoder="mlp", decoder="mlp", hidden=(32,), device="cpu")
+
+
+@parametrize_with_checks([Estimator("vae", **TINY)], expected_failed_checks=lambda est: NOT_APPLICABLE_CHECKS)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@torch.no_grad()
+def decode(est, z, **pose):
+    return est.model_.decode(torch.as_tensor(z), **pose).numpy()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = av.data.load_mnist("train", n=240, digits=(0, 1))
+    return d.images[:, 0], d.labels  # (N, 28, 28) in [0, 1]
+
+
+def test_layouts_give_the_same_codes_and_inverse_keeps_the_fit_layout(digits):
+    x, _ = digits
+    est = Estimator("vae", latent_dim=3, epochs=1, **MLP).fit(x)
+    assert est.image_shape_ == (1, 28, 28) and est.n_features_in_ == 784
+    z = est.transform(x[:10])
+    assert z.shape == (10, 3) and z.dtype == np.float32
+    assert np.array_equal(est.transform(x[:10, None]), z)
+    assert np.array_equal(est.transform(x[:10].reshape(10, -1).astype(np.float64)), z.astype(np.float64))
+    assert est.transform(x[:10].astype(np.float64)).dtype == np.float64
+    back = est.inverse_transform(z)
+    assert back.shape == (10, 28, 28) and back.dtype == np.float32
+    assert np.allclose(back[:, None], decode(est, z), atol=1e-6)
+    flat = Estimator("vae", image_shape=(28, 28), latent_dim=3, epochs=1, **MLP).fit(x.reshape(len(x), -1))
+    assert flat.image_shape_ == (1, 28, 28) and flat.inverse_transform(z).shape == (10, 784)
+    assert np.array_equal(flat.transform(x[:10]), z)  # same seed, same data: the same model
+    with pytest.raises(AffineVAEError, match="flat rows have 784 values, image_shape"):
+        Estimator("vae", image_shape=(20, 20), **MLP).fit(x.reshape(len(x), -1))
+    with pytest.raises(AffineVAEError, match="the fitted model expects"):
+        est.transform(np.zeros((2, 1, 16, 49), np.float32))
+    with pytest.raises(ValueError, match="X has 100 features, but Estimator is expecting 784"):
+        est.transform(np.zeros((2, 100), np.float32))
+
+
+def test_pose_columns_of_an_rvae(digits):
+    x, _ = digits
+    est = Estimator("rvae", latent_dim=2, pose=True, epochs=1, invariances=("rotation", "translation"),
+                    hidden=(16,), device="cpu").fit(x[:64])
+    z = est.transform(x[:8])
+    assert list(est.get_feature_names_out()) == ["z0", "z1", "angle", "shift_x", "shift_y"] and z.shape == (8, 5)
+    codes = av.evaluation.encode_dataset(est.model_, x[:8], elbo=False)
+    assert np.allclose(z[:, 2], codes["angle"]) and np.allclose(z[:, 3:], codes["shift"])
+    turned = est.inverse_transform(z)
+    expected = decode(est, z[:, :2], angle=torch.as_tensor(z[:, 2]), shift=torch.as_tensor(z[:, 3:]))[:, 0]
+    assert np.allclose(turned, expected, atol=1e-6)
+    upright = est.inverse_transform(z[:, :2])  # content only: the canonical pose
+    assert np.allclose(upright, decode(est, z[:, :2])[:, 0], atol=1e-6)
+    assert not np.allclose(upright, turned, atol=1e-3)
+    with pytest.raises(AffineVAEError, match="Z must have 2 or 5 columns"):
+        est.inverse_transform(z[:, :4])
+    with pytest.raises(AffineVAEError, match="pose=True needs a model with a pose"):
+        Estimator("vae", pose=True, **MLP).fit(x[:8])
+
+
+def test_score_is_the_mean_elbo(digits):
+    x, _ = digits
+    est = Estimator("vae", latent_dim=2, epochs=2, seed=3, **MLP).fit(x)
+    expected = av.evaluation.encode_dataset(est.model_, x, seed=3)["elbo"].mean()
+    assert est.score(x) == pytest.approx(float(expected), rel=1e-6)
+    assert est.score(x) == est.score(x) and est.score(x) > Estimator("vae", latent_dim=2, epochs=1, lr=1e-6, **MLP).fit(x).score(x)
+    assert len(est.history_) == 2 and "val_loss" not in est.history_[0]  # val_split 0 by default
+    with pytest.raises(AffineVAEError, match=r"likelihood 'bernoulli' needs pixel values in \[0, 1\]"):
+        est.score(x * 2)
+
+
+def test_params_clone_and_extra_options():
+    est = Estimator("rvae", latent_dim=4, invariances=("rotation",), beta=2.0)
+    params = est.get_params()
+    assert params["invariances"] == ("rotation",) and params["beta"] == 2.0 and params["latent_dim"] == 4
+    twin = clone(est)
+    assert twin.get_params() == params and twin is not est
+    est.set_params(latent_dim=6, rotation_prior=1.0)
+    assert est.latent_dim == 6 and est.get_params()["rotation_prior"] == 1.0
+    assert "rotation_prior" not in twin.get_params()
+    assert "invariances=('rotation',)" in repr(est)
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        est.set_params(model__beta=1.0)
+    with pytest.raises(AffineVAEError, match="did you mean 'beta'"):
+        Estimator("vae", betta=1.0, **MLP).fit(np.zeros((4, 8, 8), np.float32))
+
+
+def test_conditional_model_takes_labels(digits):
+    x, labels = digits
+    names = np.where(labels == 0, "zero", "one")
+    est = Estimator("cvae", latent_dim=2, epochs=1, **MLP).fit(x[:64], names[:64])
+    assert list(est.classes_) == ["one", "zero"] and est.model_.config.num_classes == 2
+    assert est.transform(x[:5], names[:5]).shape == (5, 2)
+    assert est.inverse_transform(np.zeros((2, 2)), ["zero", "one"]).shape == (2, 28, 28)
+    with pytest.raises(AffineVAEError, match="class-conditional: transform needs y"):
+        est.transform(x[:5])
+    with pytest.raises(AffineVAEError, match="labels the model was not fitted with"):
+        est.transform(x[:2], ["zero", "two"])
+    with pytest.raises(AffineVAEError, match="class-conditional: fit needs y"):
+        Estimator("cvae", **MLP).fit(x[:8])
+
+
+def test_pipeline_with_kmeans_separates_digits(digits):
+    x, labels = digits
+    pipe = make_pipeline(Estimator("vae", latent_dim=2, epochs=3, batch_size=32, **MLP), KMeans(2, n_init=5, random_state=0))
+    clusters = pipe.fit_predict(x)
+    assert adjusted_rand_score(labels, clusters) > 0.8
+
+
+def test_grid_search_over_latent_dim(digits):
+    x, _ = digits
+    search = GridSearchCV(Estimator("vae", epochs=1, **MLP), {"latent_dim": [1, 4]}, cv=2).fit(x)
+    scores = search.cv_results_["mean_test_score"]
+    assert np.all(np.isfinite(scores)) and np.all(scores < 0)  # mean ELBO, nats per image
+    assert search.best_params_["latent_dim"] == [1, 4][int(np.argmax(scores))]
+    assert search.best_estimator_.model_.config.latent_dim == search.best_params_["latent_dim"]
+    assert search.best_estimator_.transform(x[:3]).shape == (3, search.best_params_["latent_dim"])

@@ -1,0 +1,195 @@
+"""Experiment tracking: CSV files, TensorBoard event files and an MLflow file store, read back offline."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import affinevae as av
+from affinevae import tracking
+from affinevae.cli import main
+from affinevae.errors import AffineVAEError
+from affinevae.tracking import CSVLogger, MLflowLogger, TensorBoardLogger, image_grid, reconstruction_panel
+from affinevae.training import TrainConfig, fit, read_metrics
+
+TINY = dict(latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16])
+ALL = ("csv", "tensorboard", "mlflow")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return av.data.load_mnist("train", n=80)
+
+
+def make(name="vae", **kw):
+    torch.manual_seed(0)
+    return av.build_model(name, **{**TINY, **kw})
+
+
+def cfg(**kw):
+    return TrainConfig(**{"epochs": 2, "batch_size": 32, "progress": False, "log_images_every": 1, **kw})
+
+
+@pytest.fixture(scope="module")
+def logged_run(digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tracked") / "run"
+    result = fit(make(), digits, cfg(loggers=ALL), out=out)
+    return out, result.history
+
+
+def test_csv_logger_writes_metrics_hparams_and_panels(logged_run):
+    out, history = logged_run
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row, rec in zip(rows, history):
+        for key in ("train_loss", "train_recon", "train_kl", "val_loss", "images_per_s", "lr"):
+            assert float(row[key]) == pytest.approx(rec[key], rel=1e-12), key
+    with open(out / "hparams.csv") as f:
+        hp = {r["name"]: r["value"] for r in csv.DictReader(f)}
+    assert hp["model/family"] == "vae" and hp["model/latent_dim"] == "2" and hp["train/epochs"] == "2"
+    from PIL import Image
+
+    panel = np.asarray(Image.open(out / "reconstructions" / "epoch-0002.png"))
+    assert panel.shape == (2 * 29 + 1, tracking.PANEL_IMAGES * 29 + 1, 3)
+    assert (out / "reconstructions" / "epoch-0001.png").is_file()
+
+
+def test_tensorboard_event_files_hold_scalars_hparams_and_images(logged_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out, history = logged_run
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    assert {"train/loss", "train/recon", "train/kl", "val/loss", "lr", "images_per_s"} <= set(acc.Tags()["scalars"])
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2]
+    assert [e.value for e in loss] == pytest.approx([h["train_loss"] for h in history], rel=1e-6)
+    assert [e.value for e in acc.Scalars("val/kl")] == pytest.approx([h["val_kl"] for h in history], rel=1e-6)
+    images = acc.Images("reconstructions")
+    assert [e.step for e in images] == [1, 2] and images[0].width == tracking.PANEL_IMAGES * 29 + 1
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["model/latent_dim"].number_value == 2
+    assert start.hparams["model/family"].string_value == "vae"
+    assert start.hparams["train/batch_size"].number_value == 32
+    assert "_hparams_/session_end_info" in content  # closed as finished
+
+
+def test_mlflow_file_store_holds_params_metrics_status_and_panels(logged_run):
+    from mlflow.tracking import MlflowClient
+
+    out, history = logged_run
+    state = json.loads((out / "mlflow.json").read_text())
+    assert state["tracking_uri"] == "file:" + str((out / "mlruns").resolve())
+    client = MlflowClient(tracking_uri=state["tracking_uri"])
+    run = client.get_run(state["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "run"
+    assert run.data.params["model/latent_dim"] == "2" and run.data.params["train/lr"] == "0.001"
+    loss = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in loss] == [1, 2]
+    assert [m.value for m in loss] == pytest.approx([h["train_loss"] for h in history], rel=1e-12)
+    assert {"val_loss", "images_per_s", "lr"} <= set(run.data.metrics)
+    panels = [a.path for a in client.list_artifacts(run.info.run_id, "reconstructions")]
+    assert panels == ["reconstructions/epoch-0001.png", "reconstructions/epoch-0002.png"]
+
+
+def test_logging_leaves_training_unchanged(digits, tmp_path):
+    plain = fit(make(), digits, cfg()).model.state_dict()
+    logged = fit(make(), digits, cfg(loggers=("csv",)), out=tmp_path / "r").model.state_dict()
+    assert all(torch.equal(plain[k], logged[k]) for k in plain)
+
+
+def test_named_loss_terms_are_logged(digits, tmp_path):
+    model = make("rvae", invariances=["rotation"], decoder="spatial", hidden=[8])
+    result = fit(model, digits.subset(np.arange(40)), cfg(epochs=1, loggers=("csv",), log_images_every=0), out=tmp_path / "r")
+    assert "train_equivariance" in result.history[0]
+    with open(tmp_path / "r" / "metrics.csv") as f:
+        assert "train_equivariance" in next(csv.reader(f))
+    assert not (tmp_path / "r" / "reconstructions").exists()  # log_images_every=0: no panels
+
+
+def test_resume_continues_the_same_logs(digits, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "r"
+    config = cfg(epochs=3, loggers=("csv", "mlflow"), log_images_every=0)
+
+    def stop(rec):
+        if rec["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), digits, config, out=out, callbacks=[stop])
+    state = json.loads((out / "mlflow.json").read_text())
+    client = MlflowClient(tracking_uri=state["tracking_uri"])
+    assert client.get_run(state["run_id"]).info.status == "FAILED"
+    fit(make(), digits, config, out=out, resume=True)
+    assert json.loads((out / "mlflow.json").read_text())["run_id"] == state["run_id"]
+    assert client.get_run(state["run_id"]).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(state["run_id"], "train_loss")] == [1, 2, 3]
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [float(r["train_loss"]) for r in rows] == pytest.approx([m["train_loss"] for m in read_metrics(out)])
+
+
+def test_logger_options_and_errors(tmp_path, monkeypatch):
+    c = TrainConfig(loggers=(CSVLogger(directory=str(tmp_path / "logs")), "tensorboard"))
+    d = c.to_dict()
+    json.dumps(d)
+    assert d["loggers"] == [{"logger": "csv", "directory": str(tmp_path / "logs")}, "tensorboard"]
+    again = TrainConfig.from_dict(d)
+    assert [tracking.resolve_logger(e) for e in again.loggers] == [CSVLogger(directory=str(tmp_path / "logs")),
+                                                                     TensorBoardLogger()]
+    with pytest.raises(AffineVAEError, match="did you mean 'tensorboard'"):
+        TrainConfig(loggers=("tensorbord",))
+    with pytest.raises(AffineVAEError, match="tuple of logger names"):
+        TrainConfig(loggers="csv")
+    with pytest.raises(AffineVAEError, match="log_images_every"):
+        TrainConfig(log_images_every=-1)
+    with pytest.raises(AffineVAEError, match="unknown option 'experimnt'"):
+        tracking.resolve_logger({"logger": "mlflow", "experimnt": "x"})
+    with pytest.raises(AffineVAEError, match="needs a run directory"):
+        fit(make(), av.data.load_mnist("train", n=20), cfg(epochs=1, loggers=("csv",)))
+    # a missing optional package: one line naming the extra, at configuration time
+    real = tracking.importlib.util.find_spec
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(AffineVAEError, match=r'^logger .mlflow. needs the mlflow package: pip install "affinevae\[mlflow\]"$'):
+        TrainConfig(loggers=(MLflowLogger(),))
+
+
+def test_cli_log_option(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", "vae", "--data", "mnist", "-n", "60", "--epochs", "1", "--latent-dim", "2",
+            "--encoder", "mlp", "--decoder", "mlp", "--hidden", "16", "--no-progress", "--out"]
+    assert main([*args, str(out), "--log", "csv,tensorboard", "--log", "mlflow", "--log-images-every", "1"]) == 0
+    assert (out / "metrics.csv").is_file() and (out / "reconstructions" / "epoch-0001.png").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*")) and (out / "mlflow.json").is_file()
+    capsys.readouterr()
+    assert main([*args, str(tmp_path / "bad"), "--log", "wandb"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("affinevae: error: unknown logger 'wandb'")
+
+
+def test_image_grid_and_panel_keep_mode_and_random_state():
+    rows = np.stack([np.zeros((3, 1, 4, 5)), np.ones((3, 1, 4, 5))])
+    grid = image_grid(rows)
+    assert grid.shape == (2 * 5 + 1, 3 * 6 + 1, 3) and grid.dtype == np.uint8
+    assert grid[1:5, 1:6].max() == 0 and grid[6:10, 1:6].min() == 255 and grid[0].min() == 255  # white padding
+    wide = image_grid(np.full((1, 2, 3, 2, 2), 5.0) + np.arange(3)[None, None, :, None, None])  # RGB, min-max scaled
+    assert wide[1, 1].tolist() == [0, 128, 255]
+    with pytest.raises(AffineVAEError, match="rows, columns"):
+        image_grid(np.zeros((2, 3, 4)))
+    model = make().train()
+    x = av.data.load_mnist("test", n=4).images
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    panel = reconstruction_panel(model, x)
+    assert model.training and torch.equal(torch.rand(3), expected)
+    assert panel.shape == (2 * 29 + 1, 4 * 29 + 1, 3)
+    assert np.array_equal(panel[1:29, 1:29, 0], (x[0, 0] * 255 + 0.5).astype(np.uint8))
