@@ -183,6 +183,8 @@ class LatentModel(nn.Module):
     def build(self) -> None:
         """Create ``self.encoder`` and ``self.decoder`` from the config."""
         cfg = self.config
+        check(getattr(ENCODERS.get(cfg.encoder), "flat_output", True),
+              f"encoder '{cfg.encoder}' is for the rvae/crvae in rotation_mode 'full'; model '{self.family}' takes 'mlp' or 'conv'")
         self.encoder = ENCODERS.get(cfg.encoder)(cfg.image_shape, self.encoder_out_dim(), hidden=cfg.hidden,
                                                  act=cfg.activation, cond_dim=self.cond_dim, channels=cfg.channels,
                                                  norm=cfg.norm)
