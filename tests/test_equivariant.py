@@ -69,9 +69,10 @@ def tiny(order: int, cond_dim: int = 0, **kw) -> EquivariantEncoder:
                               group_order=order, **kw).eval()
 
 
+@pytest.mark.parametrize("content", ["canonical", "pooled"])
 @pytest.mark.parametrize("order", [4, 8, 16])
-def test_quarter_turns_leave_content_and_roll_the_rotation_logits(order):
-    enc = tiny(order, cond_dim=3)
+def test_quarter_turns_leave_content_and_roll_the_rotation_logits(order, content):
+    enc = tiny(order, cond_dim=3, content=content)
     x = torch.as_tensor(av.data.load_mnist("test", n=6).images)
     cond = torch.eye(3)[[0, 1, 2, 0, 1, 2]]
     with torch.no_grad():
@@ -99,14 +100,15 @@ def test_quarter_turns_leave_content_and_roll_the_rotation_logits(order):
     torch.testing.assert_close(turn(x, 90.0), torch.rot90(x, 1, (2, 3)), rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("content", ["canonical", "pooled"])
 @pytest.mark.parametrize("images", ["blobs", "digits"])
-def test_an_eighth_turn_is_nearly_invariant_with_eight_bins(images):
+def test_an_eighth_turn_is_nearly_invariant_with_eight_bins(images, content):
     """Images turned by 45 degrees (one bin of C_8): content moves by a small fraction of the spread
     between images (a plain conv encoder's features move 2.5-5x more), the logits follow by one bin.
 
     Blobs are smooth, so the bilinear turn itself is accurate, but nearly isotropic for an untrained
     encoder (its logits barely differ between bins); digits have the orientation."""
-    enc = tiny(8)
+    enc = tiny(8, content=content)
     torch.manual_seed(0)
     plain = ConvEncoder((1, 28, 28), 5, hidden=(16,), channels=(8, 16)).eval()
     x = blobs(32) if images == "blobs" else torch.as_tensor(av.data.load_mnist("test", n=32).images)
@@ -241,3 +243,10 @@ def test_enumeration_mean_angle_and_spread():
     assert wrap_angle(two.mean_angle()).abs() < 1e-6 or (wrap_angle(two.mean_angle() - math.pi).abs() < 1e-6)
     # rolling by one bin turns the mean by 45 degrees
     torch.testing.assert_close(wrap_angle(sure.roll(1).mean_angle() - sure.mean_angle()), torch.tensor([math.pi / 4]))
+
+
+@pytest.mark.parametrize("family", ["ae", "vae", "cvae"])
+def test_models_with_flat_encoders_refuse_it_in_one_line(family):
+    with pytest.raises(AffineVAEError, match="encoder 'equivariant' is for the rvae/crvae") as info:
+        av.build_model(family, encoder="equivariant", decoder="mlp", **({"num_classes": 3} if family == "cvae" else {}))
+    assert "\n" not in str(info.value)

@@ -17,7 +17,7 @@ import affinevae as av
 from affinevae.errors import AffineVAEError
 from affinevae.evaluation import circular_correlation
 from affinevae.models import CRVAE, RVAE, CRVAEConfig, RVAEConfig
-from affinevae.nn.affine import Pose, invert_affine, pose_matrix, render, transform_grid, wrap_angle
+from affinevae.nn.affine import Pose, invert_affine, pose_matrix, render, rotation_matrix, transform_grid, wrap_angle
 from affinevae.nn.spatial import SpatialDecoder
 
 QUIET = dict(val_split=0.0, progress=False, checkpoint=False)
@@ -445,6 +445,9 @@ def test_quarter_turn_of_the_input_turns_the_angle_and_keeps_the_content():
             torch.testing.assert_close(b.z_std, a.z_std, rtol=0, atol=1e-5)
             assert wrap_angle(b.pose.angle - a.pose.angle - q * math.pi / 2).abs().max() < 1e-4
             torch.testing.assert_close(b.pose.scale, a.pose.scale, rtol=0, atol=1e-5)
+            # the shift turns with the image (read in the canonical frame, turned by the angle)
+            turned = (rotation_matrix(torch.full((8,), q * math.pi / 2)) @ a.pose.shift[:, :, None])[:, :, 0]
+            torch.testing.assert_close(b.pose.shift, turned, rtol=0, atol=1e-5)
     # pose.angle is the posterior-mean angle of the mixture; pose_std.angle its circular spread
     torch.testing.assert_close(a.pose.angle, a.rotation.mean_angle())
     assert a.pose.angle.shape == a.pose_std.angle.shape == (8,) and (a.pose_std.angle > 0).all()
@@ -469,10 +472,12 @@ def test_the_elbo_holds_the_exact_mixture_kl(sampler):
     assert model.encoder.attention.weight.grad.abs().sum() > 0  # the bin logits learn from the reconstruction
 
 
-def test_enumeration_sums_the_bins_exactly():
-    """The enumerated reconstruction term is sum_k q(k) * (-log p(x | angle_k)) with one shared z."""
+@pytest.mark.parametrize("decoder", ["spatial", "warp"])
+def test_enumeration_sums_the_bins_exactly(decoder):
+    """The enumerated reconstruction term is sum_k q(k) * (-log p(x | angle_k)) with one shared z
+    (the warp decoder renders the canonical image once and warps it per bin: the same numbers)."""
     torch.manual_seed(0)
-    model = full(rotation_sampler="enumerate", group_order=4).eval()
+    model = full(rotation_sampler="enumerate", group_order=4, decoder=decoder).eval()
     x = torch.as_tensor(av.data.rotated_mnist("train", n=3, full_circle=True).images)
     with torch.no_grad():
         torch.manual_seed(5)

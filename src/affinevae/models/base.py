@@ -240,6 +240,8 @@ class LatentModel(nn.Module):
     def build(self, encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None) -> None:
         """Create ``self.encoder`` and ``self.decoder`` from the config (or take the given ones)."""
         cfg = self.config
+        check(encoder is not None or getattr(ENCODERS.get(cfg.encoder), "flat_output", True),
+              f"encoder '{cfg.encoder}' is for the rvae/crvae in rotation_mode 'full'; model '{self.family}' takes 'mlp' or 'conv'")
         self.encoder = encoder if encoder is not None else ENCODERS.get(cfg.encoder)(
             cfg.image_shape, self.encoder_out_dim(), hidden=cfg.hidden, act=cfg.activation, cond_dim=self.cond_dim,
             channels=cfg.channels, norm=cfg.norm)

@@ -36,16 +36,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import AffineVAEError
+from .affine import Pose, canonicalise
 from .layers import ENCODERS, activation, mlp
 
 #: The rotation group orders the equivariant layers support.
 GROUP_ORDERS = (4, 8, 16)
+#: Where the equivariant encoder's invariant content outputs come from (see :class:`EquivariantEncoder`).
+CONTENT_SOURCES = ("canonical", "pooled")
 # Width of the Gaussian rings of the filter basis, pixels.
 _RING_WIDTH = 0.6
 # Gain on the attention logits: a fresh encoder then already prefers one rotation bin per image (and,
 # being equivariant, the same bin relative to the object whatever its turn), so the decoder starts
 # from consistently aligned images instead of random turns.
-_ATTENTION_GAIN = 1.0
+_ATTENTION_GAIN = 8.0
 # Highest angular frequency of the filter basis (4 on a 5 x 5 grid aliases badly under a 45-degree turn).
 _MAX_FREQUENCY = 3
 
@@ -293,6 +296,7 @@ class EquivariantEncoder(nn.Module):
             that layer's norm and activation).
         norm: 'group' (:class:`FieldNorm` after each conv) or 'none'.
         group_order: N, the number of rotation bins (4, 8 or 16).
+        content: where the invariant outputs come from: 'canonical' (default) or 'pooled' (below).
 
     The input is masked to its inscribed disc. The last map F (B, C, N, h, w) feeds:
 
@@ -301,17 +305,32 @@ class EquivariantEncoder(nn.Module):
       log-softmax of ``logsumexp_rotations A``;
     - offsets: GroupConv1x1(F) -> 2 maps per bin, averaged over positions with the position
       weights of that bin, ``offset_mean = (pi/N) tanh(.)``;
-    - content: F averaged and maxed over positions -> (B, 2C, N); the copy read from bin k
-      (rotation axis rolled by -k) is weighted by q(k) = softmax(rotation_logits) and summed, so
-      a turn of the input by a group element (which rolls both by the same s) leaves it
-      unchanged; then MLP(hidden) -> out_dim.
+    - content 'canonical': the masked input turned back by the posterior-mean angle (the most
+      probable bin's centre plus its offset mean) with a bilinear warp, then MLP(hidden) ->
+      out_dim (outputs that describe a direction, such as a shift, are then in the canonical
+      frame: turn them by that angle to get the image frame). A turn of the input by
+      a group element moves the argmax bin by the same element and leaves the offsets, so the
+      canonical image (sampled at the same points) and the content are unchanged; other turns
+      are undone up to the offset's accuracy and the interpolation.
+    - content 'pooled': F averaged and maxed over positions -> (B, 2C, N); the copy read from
+      bin k (rotation axis rolled by -k) is weighted by q(k) = softmax(rotation_logits) and
+      summed, so a turn of the input by a group element (which rolls both by the same s) leaves
+      it unchanged; then MLP(hidden) -> out_dim.
+
+    Unlike the 'mlp' and 'conv' encoders it returns :class:`EquivariantFeatures`, not a flat
+    vector (``flat_output`` is False), so only the rVAE/crVAE use it.
     """
+
+    flat_output = False
 
     def __init__(self, image_shape: Sequence[int], out_dim: int, hidden: Sequence[int] = (128,),
                  act: str = "relu", cond_dim: int = 0, channels: Sequence[int] = (8, 16, 16), norm: str = "group",
-                 group_order: int = 8) -> None:
+                 group_order: int = 8, content: str = "canonical") -> None:
         super().__init__()
         check_group(group_order, image_shape)
+        if content not in CONTENT_SOURCES:
+            raise AffineVAEError(f"content must be one of {list(CONTENT_SOURCES)}, got {content!r}")
+        self.content = content
         if len(channels) < 1 or not all(isinstance(c, int) and c > 0 for c in channels):
             raise AffineVAEError(f"equivariant encoder channels must be one or more positive integers, got {tuple(channels)}")
         if norm not in ("group", "none"):
@@ -349,7 +368,9 @@ class EquivariantEncoder(nn.Module):
             self.offset.bias.copy_(torch.tensor([0.0, math.log(0.25 * math.pi / n)]))
         # roll index: read[k, t] = (t + k) mod N, the rotation axis as seen from bin k
         self.register_buffer("read", (torch.arange(n)[None, :] + torch.arange(n)[:, None]) % n, persistent=False)
-        self.head = mlp([2 * prev * n + cond_dim, *hidden, out_dim], act)
+        self.register_buffer("bin_angles", group_angles(n), persistent=False)
+        n_in = c_in * h * w if content == "canonical" else 2 * prev * n
+        self.head = mlp([n_in + cond_dim, *hidden, out_dim], act)
 
     def features(self, x: Tensor) -> Tensor:
         """The last group feature map (B, C, N, h, w) of images x (B, C_in, H, W)."""
@@ -376,11 +397,16 @@ class EquivariantEncoder(nn.Module):
         off = (self.offset(f).reshape(b, 2, n, h * w) * given_bin[:, None]).sum(3)  # (B, 2, N)
         offset_mean = (math.pi / n) * torch.tanh(off[:, 0])
         offset_logstd = off[:, 1].clamp(-12.0, 3.0)
-        flat = f.reshape(b, c, n, h * w)
-        pooled = torch.cat([flat.mean(3), flat.amax(3)], 1)  # (B, 2C, N)
-        seen = pooled[:, :, self.read]  # (B, 2C, N_k, N_t): the rotation axis as seen from bin k
-        q = torch.softmax(rotation_logits, 1)
-        inv = torch.einsum("bckt,bk->bct", seen, q).reshape(b, -1)  # (B, 2C*N), invariant
+        if self.content == "canonical":
+            k = rotation_logits.argmax(1, keepdim=True)
+            angle = self.bin_angles[k[:, 0]] + offset_mean.gather(1, k)[:, 0]
+            inv = canonicalise(x * self.mask, Pose(angle=angle)).flatten(1)  # (B, C*H*W), invariant
+        else:
+            flat = f.reshape(b, c, n, h * w)
+            pooled = torch.cat([flat.mean(3), flat.amax(3)], 1)  # (B, 2C, N)
+            seen = pooled[:, :, self.read]  # (B, 2C, N_k, N_t): the rotation axis as seen from bin k
+            q = torch.softmax(rotation_logits, 1)
+            inv = torch.einsum("bckt,bk->bct", seen, q).reshape(b, -1)  # (B, 2C*N), invariant
         if cond is not None and self.film is not None:
             inv = torch.cat([inv, cond.to(inv.dtype)], 1)
         content = self.head(inv)
