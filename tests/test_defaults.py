@@ -67,12 +67,12 @@ def patch_set(n=100, sigma=0.04):
 def test_data_defaults_for_patch_sets_and_what_wins():
     given = {"image_shape": [1, 8, 8], "latent_dim": 2}
     opts, epochs, line = data_defaults(patch_set(), "rvae", given, 32, None)
-    assert opts == {**given, "invariances": ["rotation", "translation"], "rotation_mode": "full",
+    assert opts == {**given, "invariances": ["rotation", "translation"], "rotation_mode": "full", "encoder": "mlp",
                     "likelihood": "gaussian", "sigma": 0.04}
     assert epochs == MAX_EPOCHS                                      # 4 steps an epoch want 750 epochs: capped
     assert line == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
-                    "likelihood=gaussian sigma=0.04 epochs=200 (override with --invariances/--set/--likelihood/"
-                    "--sigma/--epochs)")
+                    "encoder=mlp likelihood=gaussian sigma=0.04 epochs=200 (override with --invariances/--set/--encoder/"
+                    "--likelihood/--sigma/--epochs)")
     assert data_defaults(patch_set(n=6000), "crvae", given, 64, None)[1] == math.ceil(MIN_STEPS / 94)  # 32
     assert data_defaults(patch_set(n=10 ** 4), "rvae", given, 10 ** 4, None)[1] == MAX_EPOCHS
     assert data_defaults(patch_set(n=10 ** 5), "rvae", given, 1, None)[1] == 1
@@ -84,7 +84,7 @@ def test_data_defaults_for_patch_sets_and_what_wins():
     assert opts == mine and epochs == 7 and line == ""
     opts, _, line = data_defaults(patch_set(), "rvae", {**given, "sigma": 0.3, "invariances": "rotation"}, 32, 3)
     assert opts["sigma"] == 0.3 and opts["invariances"] == "rotation" and opts["rotation_mode"] == "full"
-    assert line == "affinevae: patch-set defaults: rotation_mode=full likelihood=gaussian (override with --set/--likelihood)"
+    assert line == "affinevae: patch-set defaults: rotation_mode=full encoder=mlp likelihood=gaussian (override with --set/--encoder/--likelihood)"
     opts, _, _ = data_defaults(patch_set(), "rvae", {**given, "invariances": []}, 32, 3)
     assert "rotation_mode" not in opts                               # no rotation, no rotation prior
     binary = patch_set()
@@ -109,9 +109,11 @@ def test_cli_train_on_a_patch_set_prints_its_defaults(noisy_patches, tmp_path, c
     lines = capsys.readouterr().out.splitlines()
     sigma = float(f"{ps.noise_sigma():.3g}")
     assert lines[0] == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
-                        f"likelihood=gaussian sigma={sigma:.3g} (override with --invariances/--set/--likelihood/--sigma)")
+                        f"encoder=mlp likelihood=gaussian sigma={sigma:.3g} (override with --invariances/--set/--encoder/"
+                        "--likelihood/--sigma)")
     assert "for 1 epochs" in lines[1]
     cfg = av.load(tmp_path / "run").config
     assert (cfg.invariances, cfg.rotation_mode, cfg.likelihood, cfg.sigma) == (("rotation", "translation"), "full",
                                                                               "gaussian", sigma)
+    assert cfg.encoder == "mlp"
     assert av.training.read_run(tmp_path / "run")["train_config"]["epochs"] == 1

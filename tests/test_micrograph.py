@@ -426,7 +426,7 @@ def polycrystal_rvae():
     try:
         torch.manual_seed(0)
         model = RVAE(image_shape=(1, 12, 12), latent_dim=2, invariances=("rotation", "translation"),
-                     rotation_mode="full", likelihood="gaussian", sigma=0.1, hidden=(32, 32))
+                     rotation_mode="full", encoder="mlp", likelihood="gaussian", sigma=0.1, hidden=(32, 32))
         fit(model, ImageSet(ps.patches), TrainConfig(epochs=120, batch_size=32, lr=3e-3, val_split=0.0, seed=0,
                                                       device="cpu", progress=False, checkpoint=False))
         enc = encode_patchset(model.eval(), ps)
