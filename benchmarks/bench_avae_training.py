@@ -22,13 +22,14 @@ share of images searched per epoch, and the test -ELBO.
 from __future__ import annotations
 
 import argparse
+import ast
 import time
 
 import numpy as np
 import torch
 
 import affinevae as av
-from affinevae.models.avae import AVAE, AVAEConfig
+from affinevae.models.avae import AVAE, TRAIN_SEARCH, AVAEConfig
 from affinevae.pose import SearchConfig
 
 OLD_TRAIN_SEARCH = SearchConfig(restarts=8, keep=1, steps=3)
@@ -68,7 +69,10 @@ def main() -> None:
     p.add_argument("--latent-dim", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rows", default="vae,old,trusted", help="which rows to run")
+    p.add_argument("--rows", default="vae,old,trusted", help="which rows to run (also 'custom': the trusted head "
+                                                                "with the --search changes)")
+    p.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
+                   help="a change to the default train_search for the 'custom' row, e.g. --search head_trust=0.75")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     train = av.data.rotated_mnist("train", n=args.n_train, full_circle=True, seed=args.seed)
@@ -86,6 +90,15 @@ def main() -> None:
     if "trusted" in wanted:
         torch.manual_seed(args.seed)
         rows["trusted"] = run("avae (trusted head)", AVAE(vae(args)), train, test, args)
+    if "custom" in wanted:
+        changes = {}
+        for item in args.search:
+            key, _, value = item.partition("=")
+            changes[key.strip()] = ast.literal_eval(value)
+        torch.manual_seed(args.seed)
+        search = TRAIN_SEARCH.replace(**changes)
+        rows["custom"] = run(f"avae ({', '.join(args.search) or 'trusted head'})",
+                             AVAE(vae(args), config=AVAEConfig(train_search=search)), train, test, args)
     if "vae" in rows:
         ref = rows["vae"]["wall"]
         print(f"\n{'row':28} {'time / VAE':>11} {'test -ELBO':>11}")

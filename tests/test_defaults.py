@@ -14,7 +14,9 @@ from affinevae.data.files import load_images
 from affinevae.data.imageset import noise_sigma
 from affinevae.data.micrograph import synthetic_micrograph
 from affinevae.data.patches import PatchSet, cut_patches
-from affinevae.defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, SIGMA_FLOOR, data_defaults
+from affinevae.defaults import (DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_LR, SIGMA_FLOOR,
+                                data_defaults)
+from affinevae.training import TrainConfig
 from affinevae.errors import AffineVAEError
 
 NOISE = 0.05
@@ -66,34 +68,39 @@ def patch_set(n=100, sigma=0.04):
 
 def test_data_defaults_for_patch_sets_and_what_wins():
     given = {"image_shape": [1, 8, 8], "latent_dim": 2}
-    opts, epochs, line = data_defaults(patch_set(), "rvae", given, 32, None)
+    opts, train, line = data_defaults(patch_set(), "rvae", given, None, None)
     assert opts == {**given, "invariances": ["rotation", "translation"], "rotation_mode": "full", "encoder": "mlp",
-                    "likelihood": "gaussian", "sigma": 0.04}
-    assert epochs == MAX_EPOCHS                                      # 4 steps an epoch want 750 epochs: capped
+                    "hidden": [32, 32], "likelihood": "gaussian", "sigma": SIGMA_FLOOR}
+    assert train == {"batch_size": PATCH_BATCH_SIZE, "lr": PATCH_LR, "epochs": MAX_EPOCHS}  # 4 steps an epoch: capped
     assert line == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
-                    "encoder=mlp likelihood=gaussian sigma=0.04 epochs=200 (override with --invariances/--set/--encoder/"
-                    "--likelihood/--sigma/--epochs)")
-    assert data_defaults(patch_set(n=6000), "crvae", given, 64, None)[1] == math.ceil(MIN_STEPS / 94)  # 32
-    assert data_defaults(patch_set(n=10 ** 4), "rvae", given, 10 ** 4, None)[1] == MAX_EPOCHS
-    assert data_defaults(patch_set(n=10 ** 5), "rvae", given, 1, None)[1] == 1
+                    "encoder=mlp hidden=32,32 likelihood=gaussian sigma=0.1 batch_size=32 lr=0.003 epochs=200 "
+                    "(override with --invariances/--set/--encoder/--hidden/--likelihood/--sigma/--batch-size/--lr/--epochs)")
+    assert data_defaults(patch_set(), "rvae", {"image_shape": [1, 8, 8]}, None, None)[0]["latent_dim"] == 4
+    assert data_defaults(patch_set(n=6000), "crvae", given, 64, None)[1]["epochs"] == math.ceil(MIN_STEPS / 94)
+    assert data_defaults(patch_set(n=6000), "crvae", given, None, None)[1]["epochs"] == math.ceil(MIN_STEPS / 188)
+    assert data_defaults(patch_set(n=10 ** 4), "rvae", given, 10 ** 4, None)[1]["epochs"] == MAX_EPOCHS
+    assert data_defaults(patch_set(n=10 ** 5), "rvae", given, 1, None)[1]["epochs"] == 1
     assert data_defaults(patch_set(sigma=0.0), "rvae", given, 32, None)[0]["sigma"] == SIGMA_FLOOR
-    assert data_defaults(patch_set(sigma=0.071234), "rvae", given, 32, None)[0]["sigma"] == 0.0712
+    assert data_defaults(patch_set(sigma=0.171234), "rvae", given, 32, None)[0]["sigma"] == 0.171
     # every option given explicitly wins, and is not announced
-    mine = {**given, "likelihood": "bernoulli", "invariances": ["translation"], "rotation_mode": "gaussian"}
-    opts, epochs, line = data_defaults(patch_set(), "rvae", mine, 32, 7)
-    assert opts == mine and epochs == 7 and line == ""
-    opts, _, line = data_defaults(patch_set(), "rvae", {**given, "sigma": 0.3, "invariances": "rotation"}, 32, 3)
+    mine = {**given, "likelihood": "bernoulli", "invariances": ["translation"], "rotation_mode": "gaussian",
+            "hidden": [8], "encoder": "conv"}
+    opts, train, line = data_defaults(patch_set(), "rvae", mine, 16, 7, 1e-4)
+    assert opts == mine and train == {"batch_size": 16, "lr": 1e-4, "epochs": 7} and line == ""
+    opts, _, line = data_defaults(patch_set(), "rvae", {**given, "sigma": 0.3, "invariances": "rotation"}, 32, 3, 1e-3)
     assert opts["sigma"] == 0.3 and opts["invariances"] == "rotation" and opts["rotation_mode"] == "full"
-    assert line == "affinevae: patch-set defaults: rotation_mode=full encoder=mlp likelihood=gaussian (override with --set/--encoder/--likelihood)"
+    assert line == ("affinevae: patch-set defaults: rotation_mode=full encoder=mlp hidden=32,32 likelihood=gaussian "
+                    "(override with --set/--encoder/--hidden/--likelihood)")
     opts, _, _ = data_defaults(patch_set(), "rvae", {**given, "invariances": []}, 32, 3)
     assert "rotation_mode" not in opts                               # no rotation, no rotation prior
     binary = patch_set()
     binary.meta.pop("noise_sigma")
     assert "likelihood" not in data_defaults(binary, "rvae", given, 32, 3)[0]
-    # plain data and other families: exactly the options given, the default epochs
+    # plain data and other families: exactly the options given, the trainer's defaults
+    plain = {"batch_size": TrainConfig.batch_size, "lr": TrainConfig.lr, "epochs": DEFAULT_EPOCHS}
     for data, family in ((ImageSet(np.zeros((100, 1, 8, 8), np.float32)), "rvae"), (patch_set(), "vae")):
-        assert data_defaults(data, family, given, 32, None) == (given, DEFAULT_EPOCHS, "")
-        assert data_defaults(data, family, given, 32, 4)[1] == 4
+        assert data_defaults(data, family, given, None, None) == (given, plain, "")
+        assert data_defaults(data, family, given, 32, 4)[1] == {**plain, "batch_size": 32, "epochs": 4}
     with pytest.raises(AffineVAEError, match="batch_size"):
         data_defaults(patch_set(), "rvae", given, 0, None)
 
@@ -107,13 +114,14 @@ def test_cli_train_on_a_patch_set_prints_its_defaults(noisy_patches, tmp_path, c
             "--latent-dim", "2", "--hidden", "8,8", "--set", "encoder_hidden=[16]", "--no-progress", "--epochs", "1"]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    sigma = float(f"{ps.noise_sigma():.3g}")
+    sigma = max(float(f"{ps.noise_sigma():.3g}"), SIGMA_FLOOR)
     assert lines[0] == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
-                        f"encoder=mlp likelihood=gaussian sigma={sigma:.3g} (override with --invariances/--set/--encoder/"
-                        "--likelihood/--sigma)")
+                        f"encoder=mlp likelihood=gaussian sigma={sigma:.3g} batch_size=32 lr=0.003 (override with "
+                        "--invariances/--set/--encoder/--likelihood/--sigma/--batch-size/--lr)")
     assert "for 1 epochs" in lines[1]
     cfg = av.load(tmp_path / "run").config
     assert (cfg.invariances, cfg.rotation_mode, cfg.likelihood, cfg.sigma) == (("rotation", "translation"), "full",
                                                                               "gaussian", sigma)
     assert cfg.encoder == "mlp"
-    assert av.training.read_run(tmp_path / "run")["train_config"]["epochs"] == 1
+    train = av.training.read_run(tmp_path / "run")["train_config"]
+    assert (train["epochs"], train["batch_size"], train["lr"]) == (1, PATCH_BATCH_SIZE, PATCH_LR)

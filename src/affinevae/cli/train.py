@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, data_defaults
+from ..defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_LR, data_defaults
 from ..errors import AffineVAEError
 from ..models.base import build_model
 from ..registry import MODELS
@@ -48,8 +48,10 @@ class Train:
         t.add_argument("--epochs", type=int, default=None,
                        help=f"passes over the data (default {DEFAULT_EPOCHS}; for a patch set and rvae/crvae enough "
                             f"for about {MIN_STEPS} steps, at most {MAX_EPOCHS})")
-        t.add_argument("--batch-size", type=int, default=128)
-        t.add_argument("--lr", type=float, default=1e-3)
+        t.add_argument("--batch-size", type=int, default=None,
+                       help=f"images per step (default {TrainConfig.batch_size}; {PATCH_BATCH_SIZE} for a patch set and rvae/crvae)")
+        t.add_argument("--lr", type=float, default=None,
+                       help=f"Adam learning rate (default {TrainConfig.lr:g}; {PATCH_LR:g} for a patch set and rvae/crvae)")
         t.add_argument("--weight-decay", type=float, default=0.0)
         t.add_argument("--schedule", default="none", help="none or cosine")
         t.add_argument("--val-split", type=float, default=0.1)
@@ -68,7 +70,8 @@ class Train:
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         # every option but the epochs is checked before the data are read; the epochs may depend on them
-        cfg = TrainConfig(batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        cfg = TrainConfig(batch_size=TrainConfig.batch_size if args.batch_size is None else args.batch_size,
+                          lr=TrainConfig.lr if args.lr is None else args.lr, weight_decay=args.weight_decay,
                           schedule=args.schedule, val_split=args.val_split, seed=args.seed, device=args.device,
                           bf16=args.bf16, compile=args.compile, progress=False if args.no_progress else None,
                           loggers=tuple(n.strip() for v in args.log for n in v.split(",") if n.strip()),
@@ -76,9 +79,9 @@ class Train:
         rank, _ = init_distributed(cfg.device)
         data = load_data_from_args(args, "train", seed=args.seed)
         cls = MODELS.get(args.model)
-        options, epochs, chosen = data_defaults(data, args.model, model_options(args, cls, data), cfg.batch_size,
-                                                args.epochs)
-        cfg = cfg.replace(epochs=epochs)
+        options, train, chosen = data_defaults(data, args.model, model_options(args, cls, data), args.batch_size,
+                                               args.epochs, args.lr)
+        cfg = cfg.replace(**train)
         if chosen and rank == 0:
             print(chosen)
         seed_everything(args.seed)
