@@ -9,6 +9,10 @@ objects have no preferred orientation) with the MLP encoder, a Gaussian likeliho
 estimate (floored at :data:`SIGMA_FLOOR`), and enough epochs for about :data:`MIN_STEPS`
 optimiser steps (at most :data:`MAX_EPOCHS`). Every option the user gave wins. Any other data
 or family gets exactly the options given and :data:`DEFAULT_EPOCHS`.
+
+A set of 1-D signals (``meta["kind"] == "spectra"``, :mod:`affinevae.data.spectra`) gets
+:data:`SPECTRA_DEFAULTS` the same way (a Gaussian likelihood with the estimated noise as sigma;
+flat encoder and decoder for the vae/cvae/ae) and the same epoch rule.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Callable, Optional
 from .data.formats import PATCH_SET_KIND
 from .data.imageset import ImageSet
 from .data.inputs import check_int
+from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_SET_DEFAULTS", "data_defaults"]
@@ -66,8 +71,26 @@ POSE_PATCH_RULES: tuple[tuple[str, Rule], ...] = (
 #: Model family -> the rules of its patch-set defaults.
 PATCH_SET_DEFAULTS: dict[str, tuple[tuple[str, Rule], ...]] = {"rvae": POSE_PATCH_RULES, "crvae": POSE_PATCH_RULES}
 
+#: Rules for 1-D signals (:mod:`affinevae.data.spectra`): a Gaussian likelihood whose sigma is the
+#: noise estimate (the rVAE's default invariance there is the shift); flat encoders and decoders
+#: for the families without a pose decoder.
+_GAUSSIAN_RULES: tuple[tuple[str, Rule], ...] = (
+    ("likelihood", lambda data, opts: "gaussian"),
+    ("sigma", _estimated_sigma),
+)
+_FLAT_RULES: tuple[tuple[str, Rule], ...] = (("encoder", lambda data, opts: "mlp"), ("decoder", lambda data, opts: "mlp"))
+SPECTRA_DEFAULTS: dict[str, tuple[tuple[str, Rule], ...]] = {
+    "rvae": _GAUSSIAN_RULES, "crvae": _GAUSSIAN_RULES, "vae": _FLAT_RULES + _GAUSSIAN_RULES,
+    "cvae": _FLAT_RULES + _GAUSSIAN_RULES, "ae": _FLAT_RULES + (("likelihood", lambda data, opts: "mse"),),
+}
+
+#: ``ImageSet.meta['kind']`` -> (the words naming such data in the printed line, family -> rules).
+KIND_DEFAULTS: dict[str, tuple[str, dict]] = {PATCH_SET_KIND: ("patch-set", PATCH_SET_DEFAULTS),
+                                              SPECTRA_KIND: ("spectra", SPECTRA_DEFAULTS)}
+
 #: Where the user overrides each chosen option.
-OVERRIDE_FLAGS = {"invariances": "--invariances", "rotation_mode": "--set", "encoder": "--encoder", "likelihood": "--likelihood",
+OVERRIDE_FLAGS = {"invariances": "--invariances", "rotation_mode": "--set", "encoder": "--encoder", "decoder": "--decoder",
+                  "likelihood": "--likelihood",
                   "sigma": "--sigma", "epochs": "--epochs"}
 
 
@@ -102,7 +125,8 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: int,
     """
     bs = check_int("batch_size", batch_size, 1)
     options = dict(given)
-    rules = PATCH_SET_DEFAULTS.get(model) if data.meta.get("kind") == PATCH_SET_KIND else None
+    words, by_family = KIND_DEFAULTS.get(data.meta.get("kind"), ("", {}))
+    rules = by_family.get(model)
     if rules is None:
         return options, DEFAULT_EPOCHS if epochs is None else epochs, ""
     chosen: dict[str, Any] = {}
@@ -118,4 +142,4 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: int,
         return options, epochs, ""
     flags = "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen))
     shown = " ".join(f"{k}={_show(v)}" for k, v in chosen.items())
-    return options, epochs, f"affinevae: patch-set defaults: {shown} (override with {flags})"
+    return options, epochs, f"affinevae: {words} defaults: {shown} (override with {flags})"

@@ -85,7 +85,7 @@ class Train:
         model = build_model(args.model, **options)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
-                "max_angle": max_angle}
+                "max_angle": max_angle, "signal_axis": args.signal_axis}
         val = None
         if args.val_data:
             from ..data import load_dataset
