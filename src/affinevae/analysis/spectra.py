@@ -119,7 +119,7 @@ def spectral_maps(model, data: ImageSet, n_clusters: Optional[int] = None, clust
     cluster = None if n_clusters is None else cluster_latents(z, n_clusters, cluster_method, seed).reshape(h, w)
     base = None
     if baseline is not None:
-        base = fit_baseline(data.images[:, :, 0, :], baseline, n_components, seed, nonnegative, where=data.source)
+        base = fit_baseline(data.images, baseline, n_components, seed, nonnegative, where=data.source)
     return SpectralMaps(z.reshape(h, w, -1), None if shift is None else shift.reshape(h, w), cluster, base)
 
 
