@@ -223,3 +223,34 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
     error(["map", str(run), "--cube", str(cube), "--out", str(out)], "--cube needs --signal-axis")
     error(["map", str(run), "--cube", str(cube), "--signal-axis", "2", "--baseline", "nmf", "--out", str(out)],
           "NMF needs non-negative data")
+
+
+def test_map_patches_with_baseline(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "img.npy", rng.random((48, 40)).astype(np.float32))
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", "8", "--stride", "8", "--out",
+                 str(tmp_path / "p.npz")]) == 0
+    build_model("vae", image_shape=[1, 8, 8], latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16]).save(tmp_path / "run")
+    base = ["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches", str(tmp_path / "p.npz"),
+            "--out", str(tmp_path / "maps")]
+    assert main([*base, "--baseline", "pca", "--components", "3"]) == 0
+    assert "baseline_loadings.png" in capsys.readouterr().out
+    with np.load(tmp_path / "maps" / "baseline.npz", allow_pickle=False) as f:
+        assert f["baseline_loadings"].shape == (30, 3) and f["baseline_components"].shape == (3, 8, 8)
+        assert f["baseline_explained"][0] >= f["baseline_explained"][2]
+    assert (tmp_path / "maps" / "baseline_components.png").stat().st_size > 0
+    assert main([*base, "--baseline", "nmf"]) == 0  # patches in [0, 1]: no shift needed
+    assert main([*base, "--signal-axis", "2"]) == 2
+    assert "--signal-axis applies to --cube only" in capsys.readouterr().err
+
+
+def test_report_of_a_spectra_run(tmp_path, small_cube):
+    from affinevae.report import write_report
+
+    np.save(tmp_path / "cube.npy", small_cube.cube)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "cube.npy"), "--signal-axis", "2", "--out", str(run),
+                 "--latent-dim", "2", "--hidden", "16", "--no-progress", "--epochs", "1"]) == 0
+    res = write_report(run, tmp_path / "r.html", n=60)
+    assert "Linear baseline (PCA)" in res.sections and "Loss vs rotation" not in res.sections, res.skipped
+    assert "PCA&#x27;s loading maps" in (tmp_path / "r.html").read_text() or "loading maps" in (tmp_path / "r.html").read_text()

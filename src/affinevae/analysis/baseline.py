@@ -25,7 +25,7 @@ from ..errors import AffineVAEError
 from ..registry import Registry
 
 __all__ = ["BASELINES", "NONNEGATIVE", "Baseline", "fit_baseline", "component_title", "plot_components",
-           "write_patch_baseline"]
+           "write_patch_baseline", "LatentVsBaseline", "latent_vs_baseline", "plot_latent_vs_baseline"]
 
 #: Baseline name -> ``make(n_components, seed) -> sklearn estimator`` (fit_transform, components_).
 BASELINES: Registry = Registry("baseline")
@@ -200,3 +200,61 @@ def write_patch_baseline(patches: np.ndarray, centers: np.ndarray, frames: np.nd
     files["baseline_components"] = atomic_write(out / "baseline_components.png",
                                                 lambda tmp: comp.savefig(tmp, format="png"))
     return files
+
+
+@dataclasses.dataclass
+class LatentVsBaseline:
+    """Posterior means and a baseline's loadings of the same samples (for :func:`plot_latent_vs_baseline`).
+
+    Attributes:
+        z: (N, D) content posterior means. baseline: the :class:`Baseline` of the same N samples.
+        labels: (N,) int class labels to colour by, or None (then coloured by the first loading).
+    """
+
+    z: np.ndarray
+    baseline: Baseline
+    labels: Optional[np.ndarray] = None
+
+
+def latent_vs_baseline(model, data, method: str = "pca", n_components: int = 2, seed: int = 0,
+                       nonnegative: str = "error") -> LatentVsBaseline:
+    """Encode ``data`` (an :class:`~affinevae.data.ImageSet` of images, patches or spectra) and fit
+    ``method`` to the same samples."""
+    from ..encoding import encode_dataset
+
+    codes = encode_dataset(model, data.images, data.labels if model.conditional else None, elbo=False)
+    base = fit_baseline(data.images, method, n_components, seed, nonnegative, where=data.source)
+    return LatentVsBaseline(codes["z_mean"], base, data.labels)
+
+
+def plot_latent_vs_baseline(res: LatentVsBaseline) -> Figure:
+    """Side by side: the two most varying content latents, the baseline's first two loadings (both
+    coloured by class, else by the first loading) and the baseline's components."""
+    z, base = res.z, res.baseline
+    dims = sorted(np.argsort(-z.var(0))[:2].tolist())
+    colour = res.labels if res.labels is not None else base.loadings[:, 0]
+    cmap = "tab10" if res.labels is not None else "viridis"
+    fig = Figure(figsize=(12.5, 3.9), dpi=100, layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, pts, names in ((axes[0], z[:, dims], [f"z{d}" for d in dims]),
+                           (axes[1], base.loadings[:, :2], [component_title(base, k) for k in range(min(2, base.n_components))])):
+        y = pts[:, 1] if pts.shape[1] > 1 else np.zeros(len(pts))
+        sc = ax.scatter(pts[:, 0], y, c=colour, cmap=cmap, s=6, linewidths=0)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1] if len(names) > 1 else "")
+    axes[0].set_title("content latents (posterior means)")
+    axes[1].set_title(f"{base.method.upper()} loadings")
+    fig.colorbar(sc, ax=axes[1], shrink=0.8, label="class" if res.labels is not None else "first loading")
+    comps = base.components
+    if comps.ndim == 4 and comps.shape[2] == 1 or comps.ndim == 2:  # 1-D signals: curves
+        for k, c in enumerate(comps.reshape(len(comps), -1) if comps.ndim == 2 else comps[:, 0, 0, :]):
+            axes[2].plot(np.arange(c.size), c, label=component_title(base, k))
+        axes[2].set_xlabel("sample (channel)")
+        axes[2].legend(fontsize=7)
+    else:  # images: the components side by side in one strip
+        imgs = comps if comps.ndim == 3 else comps[:, 0]
+        axes[2].imshow(np.concatenate(list(imgs), axis=1), cmap="RdBu_r" if base.method == "pca" else "viridis")
+        axes[2].set_xticks([])
+        axes[2].set_yticks([])
+    axes[2].set_title(f"{base.method.upper()} components")
+    return fig
