@@ -116,7 +116,8 @@ def test_spatial_decoder_renders_at_u_minus_s():
     m = build_model("rvae", image_shape=[1, 1, 32], latent_dim=2, likelihood="gaussian").eval()
     z = torch.randn(3, 2)
     base = m.decode(z)[:, 0, 0]
-    moved = m.decode(z, shift=torch.tensor([2 * 3 / 32, 0.0]))[:, 0, 0]  # +3 samples, as half widths
+    moved = m.decode(z, shift=3.0)[:, 0, 0]  # +3 samples
+    torch.testing.assert_close(moved, m.decode(z, shift=torch.full((3,), 3.0))[:, 0, 0])
     torch.testing.assert_close(moved[:, 3:], base[:, :-3], atol=1e-5, rtol=1e-5)
     enc = m.encode(torch.zeros(4, 32))  # (N, L) input
     assert enc.parts["shift"].shape == (4,) and enc.pose.shift.shape == (4, 2)

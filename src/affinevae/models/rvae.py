@@ -361,6 +361,17 @@ class RVAE(LatentModel):
         scale = None if p.scale is None else torch.exp(torch.log(p.scale) + s.scale * torch.randn_like(s.scale))
         return z, Pose(angle=angle, shift=shift, scale=scale)
 
+    def decode(self, z: Tensor, y: Optional[Tensor] = None, pose: Optional[Pose] = None, *,
+               angle: Optional[Tensor] = None, shift: Optional[Tensor] = None,
+               scale: Optional[Tensor] = None) -> Tensor:
+        """As :meth:`LatentModel.decode`; for 1-D signals (image shape (C, 1, L)) ``shift`` is the shift
+        along the signal in samples, a scalar or (N,), and the result (N, C, 1, L)."""
+        if shift is not None and pose is None and is_signal_shape(self.config.image_shape):
+            s = torch.as_tensor(shift, dtype=torch.float32, device=self.device).reshape(-1).expand(z.shape[0])
+            pose = shift_pose(s, self.config.image_shape[2])
+            shift = None
+        return super().decode(z, y, pose, angle=angle, shift=shift, scale=scale)
+
     def generate(self, z: Tensor, y: Optional[Tensor] = None):
         """The canonical object of z (N, D) (and class y): the pose decoder's ``generate`` (a
         coordinate field for 'spatial', canonical likelihood parameters for 'warp')."""
