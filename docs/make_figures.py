@@ -5,7 +5,8 @@
 
 It copies a few of the demo's figures and makes the micrograph maps by running the README's
 three commands (``patches``, ``train``, ``map``) on a synthetic two-grain micrograph with
-substituted atoms. PNGs are re-encoded with a 256-colour palette to keep the repository small.
+substituted atoms, and the hyperspectral-cube maps (latents beside PCA) with the README's
+``train``/``map --cube`` commands on the synthetic cube. PNGs are re-encoded with a 256-colour palette to keep the repository small.
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def micrograph_maps(work: Path) -> None:
         compact_png(work / "maps" / f"{name}.png", FIGURES / f"micrograph_{name}.png")
 
 
+def spectra_maps(work: Path) -> None:
+    """The README's hyperspectral-cube commands on ``synthetic_cube(seed=0)`` (as benchmarks/bench_spectra.py
+    runs them); the latents-vs-PCA figure copied into docs/figures."""
+    from affinevae.data.spectra import synthetic_cube
+
+    np.save(work / "cube.npy", synthetic_cube(seed=0).cube)
+    affinevae("train", "--model", "rvae", "--data", str(work / "cube.npy"), "--signal-axis", "2", "--latent-dim", "2",
+              "--out", str(work / "cube"), "--no-progress")
+    affinevae("map", str(work / "cube"), "--cube", str(work / "cube.npy"), "--signal-axis", "2", "--clusters", "3",
+              "--baseline", "pca", "--out", str(work / "cube-maps"))
+    compact_png(work / "cube-maps" / "baseline_comparison.png", FIGURES / "spectra_cube_vs_pca.png")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo-dir", help="an existing `affinevae demo` output (default: run the full demo)")
@@ -72,6 +86,7 @@ def main() -> None:
         for name in DEMO_FIGURES:
             compact_png(demo / f"{name}.png", FIGURES / f"{name}.png")
         micrograph_maps(work)
+        spectra_maps(work)
     for f in sorted(FIGURES.glob("*.png")):
         print(f"{f.relative_to(ROOT)}: {f.stat().st_size // 1024} KB")
 

@@ -15,7 +15,8 @@ or arrange its output:
 radians (counter-clockwise on screen), ``shift`` (N, 2) (right, down) in half image widths and
 ``scale`` (N,) zoom factors exactly for the pose latents the model infers (the fields of
 ``model.encode(x).pose`` that are not None), and no key for the others; a model without pose
-latents gives none of them. :class:`ObjectEncoding`, whose fields are fixed because they are
+latents gives none of them. For 1-D signals (a model whose image shape is (C, 1, L), shift invariance)
+``shift`` is (N,) in samples (``model.encode(x).parts['shift']``). :class:`ObjectEncoding`, whose fields are fixed because they are
 saved as ``maps.npz``, stores an absent ``angle`` or ``shift`` as NaN (:meth:`ObjectEncoding.from_codes`).
 
 Only the models' public API is used: ``model.encode(x, y)`` (``z_mean``, ``z_std``, ``pose``),
@@ -84,8 +85,8 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
                 enc = model.encode(xb, yb)
                 add("z_mean", enc.z_mean)
                 add("z_std", enc.z_std)
-                for name in POSE_FIELDS:
-                    add(name, None if enc.pose is None else getattr(enc.pose, name))
+                for name in POSE_FIELDS:  # a family's own units (``parts``) win: the 1-D shift in samples
+                    add(name, enc.parts.get(name, None if enc.pose is None else getattr(enc.pose, name)))
                 if elbo:
                     add("elbo", model.elbo(xb, yb))
     finally:

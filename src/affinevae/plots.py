@@ -105,11 +105,14 @@ def styled(fn):
 
 def show_images(ax, images, ncol: Optional[int] = None, title: Optional[str] = None, pad: int = 1,
                 extent: Optional[tuple] = None, axis_off: bool = True):
-    """Draw (N, C, H, W) images in [0, 1] as one tiled grid on ``ax`` (grey for C = 1).
+    """Draw (N, C, H, W) images in [0, 1] as one tiled grid on ``ax`` (grey for C = 1); 1-D signals
+    (H = 1) as tiled curves (:func:`show_signals`).
 
     ``extent`` (left, right, bottom, top) places the tiles in data coordinates (e.g. the
     latent values of a manifold); otherwise the axes are hidden. Returns the AxesImage.
     """
+    if np.ndim(images) == 4 and np.shape(images)[2] == 1:  # 1-D signals (N, C, 1, L): tiled curves
+        return show_signals(ax, images, ncol=ncol, title=title, extent=extent, axis_off=axis_off)
     grid = image_grid(images, ncol=ncol, pad=pad, pad_value=1.0)
     kw = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0} if grid.ndim == 2 else {}
     im = ax.imshow(grid, extent=extent, interpolation="nearest", **kw)
@@ -118,6 +121,34 @@ def show_images(ax, images, ncol: Optional[int] = None, title: Optional[str] = N
     if title:
         ax.set_title(title)
     return im
+
+
+def show_signals(ax, signals, ncol: Optional[int] = None, title: Optional[str] = None,
+                 extent: Optional[tuple] = None, axis_off: bool = True):
+    """Draw (N, C, 1, L) 1-D signals (the first channel) as curves tiled like :func:`show_images`'
+    images: ``ncol`` per row, one common intensity scale; ``extent`` places the tile grid in data
+    coordinates. Returns the last Line2D."""
+    x = np.asarray(signals, dtype=np.float64)[:, 0, 0, :]
+    n, length = x.shape
+    ncol = ncol or max(1, math.ceil(math.sqrt(n)))
+    nrow = math.ceil(n / ncol)
+    lo, hi = float(x.min()), float(x.max())
+    y = (x - lo) / (hi - lo if hi > lo else 1.0)
+    t = np.linspace(0.05, 0.95, length)
+    left, right, bottom, top = extent if extent is not None else (0.0, float(ncol), float(nrow), 0.0)
+    w, h = (right - left) / ncol, (bottom - top) / nrow  # h < 0 when rows go down (image order)
+    line = None
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        line, = ax.plot(left + (c + t) * w, top + (r + 0.95 - 0.9 * y[i]) * h, color="k", lw=0.8)
+    if extent is None:
+        ax.set_xlim(0, ncol)
+        ax.set_ylim(nrow, 0)
+        if axis_off:
+            ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return line
 
 
 def angle_ticks(limit: float) -> list[float]:

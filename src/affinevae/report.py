@@ -363,7 +363,22 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
         attempt("Learned vs true angle", lambda: rep.figure(A.plot_angle_comparison(A.angle_comparison(model, ds)),
                                                             "the model's angle against the data's true rotation (degrees)"))
 
-    if len(list(sweep_angles)):
+    rep.section("Linear baseline (PCA)")
+
+    def do_baseline():
+        from .data.spectra import is_spectra
+
+        full = run.data(split="test", n=None, source=data) if is_spectra(ds) else None
+        if full is not None and full.meta.get("grid_shape"):  # a cube: latent maps over PCA's loading maps
+            rep.figure(A.plot_baseline_comparison(A.spectral_maps(model, full, baseline="pca", seed=seed)),
+                       "each pixel's content latents and shift (top) beside PCA's loading maps and components (bottom)")
+        else:
+            rep.figure(A.plot_latent_vs_baseline(A.latent_vs_baseline(model, ds, "pca", seed=seed)),
+                       "content latents beside the first two PCA loadings of the same images, and PCA's components")
+
+    attempt("Linear baseline (PCA)", do_baseline)
+
+    if len(list(sweep_angles)) and ds.image_shape[1] > 1:  # no rotations of 1-D signals
         rep.section("Loss vs rotation")
 
         def do_sweep():

@@ -236,7 +236,8 @@ class Run:
         if split == "train" and meta.get("n") is not None:
             n = int(meta["n"]) if n is None else min(n, int(meta["n"]))
         return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed, key=meta.get("key"),
-                            labels=meta.get("labels"), binarize=meta.get("binarize"), max_angle=meta.get("max_angle"))
+                            labels=meta.get("labels"), binarize=meta.get("binarize"), max_angle=meta.get("max_angle"),
+                            signal_axis=meta.get("signal_axis"))
 
     def training_angles(self) -> Optional[np.ndarray]:
         """The true rotations (N,) in radians of the training images, when the data spec in ``train.json``

@@ -21,6 +21,9 @@ loss vs rotation            :func:`loss_vs_rotation`          :func:`plot_loss_v
 rotations during training   :func:`rotation_histograms`       :func:`plot_rotation_histograms` ``pose``
 anomaly scores              :func:`anomaly_scores`            :func:`plot_anomaly`             ``quality``
 training curves             :func:`training_curves`           :func:`plot_training_curves`     ``quality``
+PCA/NMF baseline            :func:`fit_baseline`              :func:`plot_components`          ``baseline``
+latents beside PCA/NMF      :func:`latent_vs_baseline`        :func:`plot_latent_vs_baseline`  ``baseline``
+cube maps (spectra)         :func:`spectral_maps`             :func:`plot_baseline_comparison` ``spectra``
 ==========================  ================================  ===============================  ==============
 
 Helpers shared by the analyses (:func:`as_imageset`, :func:`has_learned_angle`,
@@ -40,6 +43,9 @@ from .latent import (COLOR_BY, UMAP_INSTALL, Arithmetic, Interpolation, LatentCo
                      plot_latent_stats, plot_manifold)
 from .pose import (AngleComparison, RotationHistograms, angle_comparison, learned_angles, loss_vs_rotation,
                    plot_angle_comparison, plot_loss_vs_rotation, plot_rotation_histograms, rotation_histograms)
+from .baseline import (BASELINES, Baseline, LatentVsBaseline, fit_baseline, latent_vs_baseline, plot_components,
+                       plot_latent_vs_baseline)
+from .spectra import SpectralMaps, plot_baseline_comparison, plot_value_map, spectral_maps, write_spectral_maps
 from .quality import AnomalyScores, TrainingCurves, anomaly_scores, plot_anomaly, plot_training_curves, training_curves
 
 __all__ = ["as_imageset", "has_learned_angle", "model_label", "Reconstructions", "reconstructions",
@@ -51,4 +57,6 @@ __all__ = ["as_imageset", "has_learned_angle", "model_label", "Reconstructions",
            "AngleComparison", "angle_comparison", "plot_angle_comparison", "loss_vs_rotation",
            "plot_loss_vs_rotation", "RotationHistograms", "rotation_histograms", "plot_rotation_histograms",
            "AnomalyScores", "anomaly_scores", "plot_anomaly", "TrainingCurves", "training_curves",
-           "plot_training_curves"]
+           "plot_training_curves", "BASELINES", "Baseline", "fit_baseline", "plot_components", "LatentVsBaseline",
+           "latent_vs_baseline", "plot_latent_vs_baseline", "SpectralMaps",
+           "spectral_maps", "plot_baseline_comparison", "plot_value_map", "write_spectral_maps"]

@@ -19,11 +19,14 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
     something else (its value is ``args.data_max_angle`` either way).
     """
     p.add_argument("--data", required=required and default is None, default=default,
-                   help="'mnist', 'rotated-mnist', or a path: .npy/.npz (--key), TIFF stack, file.h5:dataset, "
+                   help="'mnist', 'rotated-mnist', 'synthetic-peaks', 'synthetic-cube' (spectra), or a path: .npy/.npz (--key), TIFF stack, file.h5:dataset, "
                         "a folder of PNG/JPEG/TIFF, QuickDraw .npy bitmaps (comma-separated or a glob)")
     p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
     p.add_argument("--key", help="array name inside an .npz (default: images, else patches, else the only array)")
     p.add_argument("-n", "--n", type=int, dest="n", help="use only the first N images")
+    p.add_argument("--signal-axis", type=int, dest="signal_axis", metavar="AXIS",
+                   help="read --data (.npy/.npz/file.h5:dataset) as 1-D signals along AXIS: spectra (N, L) or a "
+                        "hyperspectral cube (H, W, E) whose H*W spectra are mapped back by `map --cube`")
     add_binarize_argument(p, "threshold the images: pixels above T (default 0.5) become 1, the others 0")
     p.add_argument(max_angle_option, type=float, dest="data_max_angle", metavar="DEG",
                    help="--data rotated-mnist only: turn the digits uniformly in [-DEG, DEG] degrees, 0 < DEG <= 180 "
@@ -47,7 +50,8 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
         raise AffineVAEError(f"-n must be >= 1, got {args.n}")
     max_angle = data_max_angle(args)
     return load_dataset(args.data, split=split, n=args.n, seed=seed, key=args.key, labels=args.labels,
-                        binarize=getattr(args, "binarize", None) if binarize else None, max_angle=max_angle)
+                        binarize=getattr(args, "binarize", None) if binarize else None, max_angle=max_angle,
+                        signal_axis=getattr(args, "signal_axis", None))
 
 
 def data_max_angle(args: argparse.Namespace) -> Optional[float]:

@@ -1,9 +1,13 @@
-"""``affinevae map``: encode patches with a trained model and draw latent/angle/class maps over the image."""
+"""``affinevae map``: encode patches with a trained model and draw latent/angle/class maps over the image,
+or (``--cube``) the spectra of a hyperspectral cube and draw latent/shift/class maps over its pixels;
+``--baseline pca|nmf`` adds the linear baseline's loading maps and components."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Optional
+
+import numpy as np
 
 from ..errors import AffineVAEError
 from . import COMMANDS
@@ -19,8 +23,16 @@ class Map:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the command's options on ``p``."""
         p.add_argument("run_dir", help="trained run or model directory (affinevae train --out)")
-        p.add_argument("--image", required=True, help="the image or stack the patches were cut from (background)")
-        p.add_argument("--patches", required=True, help="patches .npz written by `affinevae patches`")
+        p.add_argument("--image", help="the image or stack the patches were cut from (background)")
+        p.add_argument("--patches", help="patches .npz written by `affinevae patches`")
+        p.add_argument("--cube", help="instead of --image/--patches: a hyperspectral cube (.npy/.npz/file.h5:dataset) "
+                                      "whose spectra run along --signal-axis; maps over its (H, W) pixels")
+        p.add_argument("--signal-axis", type=int, metavar="AXIS", help="--cube: the axis of the spectra (required)")
+        p.add_argument("--baseline", choices=["pca", "nmf"],
+                       help="also fit scikit-learn's PCA or NMF and draw its loading maps and components")
+        p.add_argument("--components", type=int, default=2, metavar="K", help="--baseline components (default 2)")
+        p.add_argument("--nmf-shift", action="store_true",
+                       help="--baseline nmf on data with negative values: subtract the minimum first (else an error)")
         p.add_argument("--out", required=True, help="output folder for maps.npz and the PNG maps")
         p.add_argument("--clusters", type=int, default=None, help="cluster the content latents into K classes")
         p.add_argument("--cluster-method", choices=["kmeans", "gmm"], default="kmeans")
@@ -46,7 +58,10 @@ class Map:
         symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
         if args.clusters is not None and args.clusters < 1:
             raise AffineVAEError(f"--clusters must be >= 1, got {args.clusters}")
+        check_sources(args)
         model = load(args.run_dir, device=resolve_device(args.device))
+        if args.cube:
+            return map_cube(args, model)
         ps = PatchSet.load(args.patches)
         if len(ps) == 0:
             raise AffineVAEError(f"{args.patches}: holds no patches")
@@ -66,6 +81,12 @@ class Map:
                       "(override with --symmetry)")
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
                          symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed)
+        if args.baseline:
+            from ..analysis.baseline import write_patch_baseline
+
+            res["files"].update(write_patch_baseline(ps.patches, ps.centers, ps.frames, args.out, args.baseline,
+                                                     args.components, background, args.frame,
+                                                     "shift" if args.nmf_shift else "error", args.seed))
         names = ", ".join(p.name for p in res["files"].values())
         extra = ""
         if res["counts"] is not None:
@@ -73,6 +94,43 @@ class Map:
         angle = "" if enc.has_angle else f" (model '{model.family}' has no rotation: no angle map)"
         print(f"mapped {len(enc)} objects with {model.family}{angle}{extra}; wrote {names} to {args.out}")
         return 0
+
+
+def check_sources(args: argparse.Namespace) -> None:
+    """Either --cube with --signal-axis, or --image with --patches (one-line errors otherwise)."""
+    if args.cube:
+        if args.image or args.patches:
+            raise AffineVAEError("--cube maps a hyperspectral cube; it does not take --image/--patches")
+        if args.signal_axis is None:
+            raise AffineVAEError("--cube needs --signal-axis AXIS (the axis along which each spectrum runs)")
+    else:
+        if args.signal_axis is not None:
+            raise AffineVAEError("--signal-axis applies to --cube only")
+        if not (args.image and args.patches):
+            raise AffineVAEError("map needs --image and --patches (patches of an image), or --cube and --signal-axis")
+    if args.components < 1:
+        raise AffineVAEError(f"--components must be >= 1, got {args.components}")
+
+
+def map_cube(args: argparse.Namespace, model) -> int:
+    """``map --cube``: encode the cube's spectra and write the (H, W) maps
+    (:func:`affinevae.analysis.spectra.write_spectral_maps`); returns the exit status."""
+    from ..analysis.spectra import spectral_maps, write_spectral_maps
+    from ..data.spectra import load_signals
+
+    data = load_signals(args.cube, args.signal_axis, key=args.key)
+    maps = spectral_maps(model, data, n_clusters=args.clusters, cluster_method=args.cluster_method,
+                         baseline=args.baseline, n_components=args.components,
+                         nonnegative="shift" if args.nmf_shift else "error", batch_size=args.batch_size, seed=args.seed)
+    files = write_spectral_maps(maps, args.out)
+    h, w = maps.grid_shape
+    extra = ""
+    if maps.cluster is not None:
+        extra = "; clusters: " + ", ".join(f"{j}: {c}" for j, c in enumerate(np.bincount(maps.cluster.ravel())))
+    shift = "" if maps.shift is not None else f" (model '{model.family}' has no shift latent: no shift map)"
+    print(f"mapped {h}x{w} spectra of {args.cube} with {model.family}{shift}{extra}; "
+          f"wrote {', '.join(p.name for p in files.values())} to {args.out}")
+    return 0
 
 
 def parse_symmetry(text: Optional[str]) -> Optional[int]:

@@ -88,13 +88,15 @@ class Train:
         model = build_model(args.model, **options)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
-                "max_angle": max_angle}
+                "max_angle": max_angle, "signal_axis": args.signal_axis}
         val = None
         if args.val_data:
             from ..data import load_dataset
+            from ..data.sources import BUILTIN
 
             val = load_dataset(args.val_data, split="test", seed=args.seed + 1, key=args.key, binarize=args.binarize,
-                               max_angle=max_angle if args.val_data == "rotated-mnist" else None)
+                               max_angle=max_angle if args.val_data == "rotated-mnist" else None,
+                               signal_axis=None if args.val_data in BUILTIN else args.signal_axis)
             meta["val_data"] = args.val_data
         result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta)
         if rank == 0:

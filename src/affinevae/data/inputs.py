@@ -102,7 +102,8 @@ def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[i
     Args:
         data: an :class:`~affinevae.data.imageset.ImageSet` (its ``labels`` come along), a numpy
             array or torch tensor (N, H, W) (one channel) or (N, C, H, W), anything ``np.asarray``
-            reads as such, or an ``(images, labels)`` pair of those.
+            reads as such, or an ``(images, labels)`` pair of those. With an ``image_shape`` of
+            1-D signals (C, 1, L) also (N, L) and (N, C, L) signals, read as (N, C, 1, L).
         labels: (N,) integer class labels (array, tensor or list); given, they replace those
             that come with ``data``.
         image_shape: the (C, H, W) a model expects; checked when given (an (N, H, W) input
@@ -133,6 +134,9 @@ def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[i
         images, carried = data, None
     labels = carried if labels is None else labels
     x = _tensor(images, "images", where)
+    if image_shape is not None and int(image_shape[1]) == 1 and x.dim() in (2, 3):
+        x = x.unsqueeze(1) if x.dim() == 2 else x  # 1-D signals: (N, L) -> (N, 1, L); (N, C, L) kept
+        x = x.unsqueeze(2)  # -> (N, C, 1, L)
     if x.dim() == 3:
         x = x[:, None]
     if x.dim() != 4:

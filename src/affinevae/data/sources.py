@@ -1,4 +1,5 @@
-"""Resolve a ``--data`` spec to an :class:`ImageSet`: built-in names or user files."""
+"""Resolve a ``--data`` spec to an :class:`ImageSet`: built-in names (MNIST, rotated MNIST, the
+synthetic spectra ``synthetic-peaks`` and ``synthetic-cube``) or user files."""
 
 from __future__ import annotations
 
@@ -30,9 +31,30 @@ def _rotated(split: str, n: Optional[int], seed: int, max_angle: Optional[float]
     return rotated_mnist(split, n=n, seed=seed + (0 if split == "train" else 1), **extra)
 
 
+def _synthetic_peaks(split: str, n: Optional[int], seed: int) -> ImageSet:
+    """synthetic-peaks: 2000 two-peak spectra (or ``n``); the test split draws with ``seed + 1``."""
+    from .spectra import synthetic_peaks
+
+    return synthetic_peaks(2000 if n is None else n, seed=seed + (0 if split == "train" else 1)).image_set()
+
+
+def _synthetic_cube(split: str, n: Optional[int], seed: int) -> ImageSet:
+    """synthetic-cube: a 32x32x96 cube of three planted phases (its 1024 spectra); the test split
+    draws with ``seed + 1``; ``n`` keeps the first n spectra (then no map grid)."""
+    from .spectra import synthetic_cube
+
+    data = synthetic_cube(seed=seed + (0 if split == "train" else 1)).image_set()
+    if n is not None and n < len(data):
+        data = data.subset(slice(0, n))
+        data.meta.pop("grid_shape", None)
+    return data
+
+
 BUILTIN: dict[str, BuiltinSet] = {
     "mnist": BuiltinSet(lambda split, n, seed: load_mnist(split, n=n)),
     "rotated-mnist": BuiltinSet(_rotated, options=("max_angle",)),
+    "synthetic-peaks": BuiltinSet(_synthetic_peaks),
+    "synthetic-cube": BuiltinSet(_synthetic_cube),
 }
 
 #: How each option is checked: name -> check(value, where) returning the value to use.
@@ -41,12 +63,15 @@ _OPTION_CHECKS: dict[str, Callable] = {"max_angle": check_max_angle}
 
 def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed: int = 0,
                  key: Optional[str] = None, labels: Optional[str] = None,
-                 binarize: Optional[float] = None, max_angle: Optional[float] = None) -> ImageSet:
+                 binarize: Optional[float] = None, max_angle: Optional[float] = None,
+                 signal_axis: Optional[int] = None) -> ImageSet:
     """Load ``spec``: 'mnist', 'rotated-mnist' (split/n/seed apply) or a path to user images.
 
     For paths see :func:`affinevae.data.files.load_images` (``key`` and ``labels`` apply there).
     ``binarize``: threshold in (0, 1); pixels above it become 1, the others 0 (after any
     rotation of a built-in set), see :meth:`ImageSet.binarized`.
+    ``signal_axis``: read the file as 1-D signals (spectra (N, L) or a hyperspectral cube
+    (H, W, E)) along that axis, :func:`affinevae.data.spectra.load_signals` (not for built-ins).
     ``max_angle``: 'rotated-mnist' only: digits turned uniformly in [-max_angle, max_angle]
     radians, in (0, pi] (pi: the full circle; None: the default 60 degrees). It is recorded in
     the returned set's ``meta['max_angle']`` (radians) so that a run can load the same set again.
@@ -63,7 +88,18 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
             takers = ", ".join(repr(s) for s, b in BUILTIN.items() if name in b.options)
             raise AffineVAEError(f"{name} only applies to {takers}, not to the data {spec!r}")
         given[name] = _OPTION_CHECKS[name](value, name)
-    if builtin is not None:
+    if signal_axis is not None:
+        if builtin is not None:
+            raise AffineVAEError(f"--signal-axis applies to signal files (.npy/.npz/HDF5), not to the data {spec!r}")
+        if labels is not None:
+            raise AffineVAEError("--labels does not apply to signal files (--signal-axis)")
+        from .spectra import load_signals
+
+        data = load_signals(spec, signal_axis, key=key)
+        if n is not None and n < len(data):
+            data = data.subset(slice(0, n))
+            data.meta.pop("grid_shape", None)
+    elif builtin is not None:
         data = builtin.load(split, n, seed, **given)
         data.meta.update(given)
     else:

@@ -26,6 +26,10 @@ Pose latents (each only when named in ``invariances``):
 - ``translation``: the shift (right, down) in half image widths, prior N(0, translation_prior^2)
   per axis.
 - ``scale``: the log of the zoom factor, prior N(0, scale_prior^2); ``pose.scale`` is exp of it.
+- ``shift``: 1-D signals (image shape (C, 1, L), :mod:`affinevae.nn.signal`) only, and their only
+  invariance: the shift along the signal **in samples**, prior N(0, shift_prior^2). The signal
+  is rendered at ``u - s``; ``encode(x).parts['shift']`` (N,) holds its posterior mean in
+  samples (``pose.shift`` holds it as (2 s / L, 0) half widths, for rendering).
 
 The pose latents are parameterised in units of their prior: the encoder's raw outputs are
 multiplied by the prior standard deviation (means) or offset by its log-variance, so a fresh
@@ -45,12 +49,15 @@ from ..config import check, check_choice, check_positive
 from ..nn.affine import Pose, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
 from ..nn.circular import SAMPLERS, RotationPosterior
 from ..nn.equivariant import CONTENT_SOURCES, EquivariantFeatures, check_group
+from ..nn.signal import is_signal_shape, pose_shift, shift_pose
 from ..nn.layers import ENCODERS
 from ..nn.spatial import POSE_DECODERS
 from ..registry import MODELS
 from .base import Encoding, LatentModel, ModelConfig, ModelOutput, gaussian_kl
 
 INVARIANCES = ("rotation", "translation", "scale")
+#: Every pose latent by name, in stored order: the image ones, then the 1-D signals' ``shift``.
+ALL_INVARIANCES = INVARIANCES + ("shift",)
 _LOG_2PI = math.log(2 * math.pi)
 # The initial posterior width of a pose latent, relative to its prior (exp(-1) ~ 0.37): the
 # decoder first sees poses near the encoder's guess, which speeds up the first epoch.
@@ -64,12 +71,16 @@ class RVAEConfig(ModelConfig):
     Attributes:
         invariances: which pose latents to infer: any subset of ('rotation', 'translation',
             'scale'), stored in that order; () gives a plain VAE with a spatial decoder.
-            A comma-separated string ('rotation,translation') is accepted.
+            A comma-separated string ('rotation,translation') is accepted. 1-D signals (image
+            shape (C, 1, L)) take only ('shift',) or (). None (default): all three for images,
+            ('shift',) for 1-D signals.
         rotation_mode: 'gaussian' (prior N(0, rotation_prior^2), for objects with a preferred
             orientation) or 'full' (uniform prior on the circle; the KL ignores the mean angle).
         rotation_prior: prior standard deviation of the angle, radians (default pi/4).
         translation_prior: prior standard deviation of the shift, half image widths (default 0.1).
         scale_prior: prior standard deviation of the log zoom factor (default 0.1, i.e. about +-10 %).
+        shift_prior: 1-D signals: prior standard deviation of the shift along the signal, in samples
+            (default 5).
         decoder: 'spatial' (coordinate MLP, default) or 'warp' (conv decoder + affine warp).
         encoder: 'mlp', 'conv' or 'equivariant'; None (default) picks by mode: 'equivariant' when
             the model infers the rotation with rotation_mode 'full', else 'mlp'. The choice is
@@ -110,11 +121,12 @@ class RVAEConfig(ModelConfig):
     hidden: tuple = (48, 48)
     encoder_hidden: tuple = (256, 128)
     activation: str = "relu"
-    invariances: tuple = INVARIANCES
+    invariances: Optional[tuple] = None
     rotation_mode: str = "gaussian"
     rotation_prior: float = math.pi / 4
     translation_prior: float = 0.1
     scale_prior: float = 0.1
+    shift_prior: float = 5.0
     equivariance: Optional[float] = None
     group_order: int = 8
     group_channels: tuple = (4, 8, 8)
@@ -123,13 +135,15 @@ class RVAEConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         inv = self.invariances
+        if inv is None:  # the default: every image pose latent, or the shift of 1-D signals
+            inv = ("shift",) if is_signal_shape(self.image_shape) else INVARIANCES
         if isinstance(inv, str):
             inv = tuple(s.strip() for s in inv.split(",") if s.strip())
         if isinstance(inv, (list, tuple)) and all(isinstance(s, str) for s in inv):
             check(len(set(inv)) == len(inv), f"invariances must not repeat a name, got {tuple(inv)}")
             for s in inv:
-                check_choice("invariances entry", s, INVARIANCES)
-            inv = tuple(s for s in INVARIANCES if s in inv)
+                check_choice("invariances entry", s, ALL_INVARIANCES)
+            inv = tuple(s for s in ALL_INVARIANCES if s in inv)
         object.__setattr__(self, "invariances", inv)
         if self.encoder is None:
             full = self.rotation_mode == "full" and isinstance(inv, tuple) and "rotation" in inv
@@ -139,7 +153,13 @@ class RVAEConfig(ModelConfig):
     def validate(self) -> None:
         super().validate()
         check(isinstance(self.invariances, tuple) and all(isinstance(s, str) for s in self.invariances),
-              f"invariances must be a tuple of names from {list(INVARIANCES)}, got {self.invariances!r}")
+              f"invariances must be a tuple of names from {list(ALL_INVARIANCES)}, got {self.invariances!r}")
+        if is_signal_shape(self.image_shape):
+            check(set(self.invariances) <= {"shift"},
+                  f"1-D signals (image shape {self.image_shape}) take only the 'shift' invariance, got {self.invariances}")
+        else:
+            check("shift" not in self.invariances,
+                  "the 'shift' invariance is for 1-D signals (image shape (C, 1, L)); images take 'translation'")
         check_choice("decoder", self.decoder, POSE_DECODERS.names())
         check_choice("likelihood", self.likelihood, ["bernoulli", "cbernoulli", "gaussian"])
         check_choice("rotation_mode", self.rotation_mode, ["gaussian", "full"])
@@ -149,6 +169,7 @@ class RVAEConfig(ModelConfig):
         check_positive("rotation_prior", self.rotation_prior)
         check_positive("translation_prior", self.translation_prior)
         check_positive("scale_prior", self.scale_prior)
+        check_positive("shift_prior", self.shift_prior)
         if self.equivariance is not None:
             check_positive("equivariance", self.equivariance, allow_zero=True)
         check(isinstance(self.group_channels, tuple) and len(self.group_channels) >= 1
@@ -213,9 +234,9 @@ class RVAE(LatentModel):
         """
         if self.config.mixture:
             shift_means = 2 if self.config.group_content == "canonical" else 0
-            sizes = {"rotation": (0, 0), "translation": (shift_means, 2), "scale": (1, 1)}
+            sizes = {"rotation": (0, 0), "translation": (shift_means, 2), "scale": (1, 1), "shift": (1, 1)}
         else:
-            sizes = {"rotation": (self._rot_mean_dim, 1), "translation": (2, 2), "scale": (1, 1)}
+            sizes = {"rotation": (self._rot_mean_dim, 1), "translation": (2, 2), "scale": (1, 1), "shift": (1, 1)}
         return [(name, *sizes[name]) for name in self.config.invariances if sum(sizes[name])]
 
     def encoder_out_dim(self) -> int:
@@ -240,7 +261,8 @@ class RVAE(LatentModel):
 
     def _prior_std(self, name: str) -> float:
         cfg = self.config
-        return {"rotation": cfg.rotation_prior, "translation": cfg.translation_prior, "scale": cfg.scale_prior}[name]
+        return {"rotation": cfg.rotation_prior, "translation": cfg.translation_prior, "scale": cfg.scale_prior,
+                "shift": cfg.shift_prior}[name]
 
     # ------------------------------------------------------------------ hooks
     def posterior(self, h: Tensor | EquivariantFeatures) -> Encoding:
@@ -267,15 +289,20 @@ class RVAE(LatentModel):
                 mean = torch.atan2(raw_mean[:, 1], raw_mean[:, 0] + 1e-6)
             else:
                 mean = prior * raw_mean
-            if name in ("rotation", "scale"):
+            if name in ("rotation", "scale", "shift"):
                 mean, std = mean.reshape(-1), std.reshape(-1)
             means[name], stds[name] = mean, std
         pose = pose_std = None
-        if means:
+        parts: dict[str, Tensor] = {}
+        if "shift" in means:  # 1-D signals: the shift in samples, rendered as (2 s / L, 0) half widths
+            length = self.config.image_shape[2]
+            parts = {"shift": means["shift"], "shift_std": stds["shift"]}
+            pose, pose_std = shift_pose(means["shift"], length), shift_pose(stds["shift"], length)
+        elif means:
             pose = Pose(angle=means.get("rotation"), shift=means.get("translation"),
                         scale=None if "scale" not in means else torch.exp(means["scale"]))
             pose_std = Pose(angle=stds.get("rotation"), shift=stds.get("translation"), scale=stds.get("scale"))
-        return Encoding(z_mean, torch.exp(0.5 * z_logvar.clamp(-30, 20)), pose, pose_std)
+        return Encoding(z_mean, torch.exp(0.5 * z_logvar.clamp(-30, 20)), pose, pose_std, parts)
 
     def _split_features(self, feats: EquivariantFeatures) -> "MixtureEncoding":
         """The equivariant encoder's outputs -> :class:`MixtureEncoding`.
@@ -333,6 +360,17 @@ class RVAE(LatentModel):
         shift = None if p.shift is None else p.shift + s.shift * torch.randn_like(s.shift)
         scale = None if p.scale is None else torch.exp(torch.log(p.scale) + s.scale * torch.randn_like(s.scale))
         return z, Pose(angle=angle, shift=shift, scale=scale)
+
+    def decode(self, z: Tensor, y: Optional[Tensor] = None, pose: Optional[Pose] = None, *,
+               angle: Optional[Tensor] = None, shift: Optional[Tensor] = None,
+               scale: Optional[Tensor] = None) -> Tensor:
+        """As :meth:`LatentModel.decode`; for 1-D signals (image shape (C, 1, L)) ``shift`` is the shift
+        along the signal in samples, a scalar or (N,), and the result (N, C, 1, L)."""
+        if shift is not None and pose is None and is_signal_shape(self.config.image_shape):
+            s = torch.as_tensor(shift, dtype=torch.float32, device=self.device).reshape(-1).expand(z.shape[0])
+            pose = shift_pose(s, self.config.image_shape[2])
+            shift = None
+        return super().decode(z, y, pose, angle=angle, shift=shift, scale=scale)
 
     def generate(self, z: Tensor, y: Optional[Tensor] = None):
         """The canonical object of z (N, D) (and class y): the pose decoder's ``generate`` (a
@@ -412,6 +450,8 @@ class RVAE(LatentModel):
             shift = cfg.translation_prior * torch.randn(n, 2, device=device)
         if "scale" in inv:
             scale = torch.exp(cfg.scale_prior * torch.randn(n, device=device))
+        if "shift" in inv:
+            return shift_pose(cfg.shift_prior * torch.randn(n, device=device), cfg.image_shape[2])
         return Pose(angle=angle, shift=shift, scale=scale)
 
     def consistency(self, enc: Encoding, moved: Encoding, delta: Pose) -> Tensor:
@@ -422,7 +462,10 @@ class RVAE(LatentModel):
         p, q = enc.pose, moved.pose
         if p.angle is not None:
             err = err + (wrap_angle(q.angle - p.angle - delta.angle) / cfg.rotation_prior) ** 2
-        if p.shift is not None:
+        if "shift" in enc.parts:  # 1-D signals, in samples
+            length = cfg.image_shape[2]
+            err = err + ((moved.parts["shift"] - enc.parts["shift"] - pose_shift(delta, length)) / cfg.shift_prior) ** 2
+        elif p.shift is not None:
             d = pose_matrix(delta)  # moved pose = delta o pose: t' = A_delta t + t_delta
             expect = (d[:, :, :2] @ p.shift[:, :, None])[:, :, 0] + d[:, :, 2]
             err = err + ((q.shift - expect) ** 2).sum(1) / cfg.translation_prior**2
@@ -446,7 +489,10 @@ class RVAE(LatentModel):
                 kl = kl + (_LOG_2PI - 0.5 * (_LOG_2PI + 1 + logvar)).clamp_min(0)
             else:
                 kl = kl + gaussian_kl(p.angle[:, None], logvar[:, None], cfg.rotation_prior)
-        if p.shift is not None:
+        if "shift" in enc.parts:  # 1-D signals, in samples
+            kl = kl + gaussian_kl(enc.parts["shift"][:, None], 2 * torch.log(enc.parts["shift_std"])[:, None],
+                                  cfg.shift_prior)
+        elif p.shift is not None:
             kl = kl + gaussian_kl(p.shift, 2 * torch.log(s.shift), cfg.translation_prior)
         if p.scale is not None:
             kl = kl + gaussian_kl(torch.log(p.scale)[:, None], 2 * torch.log(s.scale)[:, None], cfg.scale_prior)

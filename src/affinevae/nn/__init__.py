@@ -6,10 +6,12 @@ from .layers import DECODERS, ENCODERS, ConvDecoder, ConvEncoder, MLPDecoder, ML
 from .equivariant import EquivariantEncoder, EquivariantFeatures, GroupConv, LiftingConv
 from .circular import RotationPosterior
 from .likelihoods import LIKELIHOODS
+from .signal import Conv1dEncoder, pose_shift, shift_pose
 
 __all__ = [
     "Pose", "canonicalise", "compose_affine", "coordinate_grid", "identity_affine", "invert_affine",
     "pose_matrix", "render", "rotation_matrix", "transform_grid", "warp", "wrap_angle",
     "DECODERS", "ENCODERS", "ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "LIKELIHOODS",
     "EquivariantEncoder", "EquivariantFeatures", "GroupConv", "LiftingConv", "RotationPosterior",
+    "Conv1dEncoder", "pose_shift", "shift_pose",
 ]

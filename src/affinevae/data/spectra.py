@@ -1,0 +1,304 @@
+"""1-D signals (spectra) and hyperspectral cubes: reading, checks and synthetic sets.
+
+A set of spectra is carried as an :class:`~affinevae.data.imageset.ImageSet` of 1-D signals,
+images of height one (N, C, 1, L) (see :mod:`affinevae.nn.signal`), whose ``meta['kind']`` is
+:data:`SPECTRA_KIND`. A hyperspectral cube (H, W, E) is read as its H*W spectra in row-major
+order; ``meta['grid_shape']`` = [H, W] says how they lie, so that their latents and shifts can
+be drawn back as maps (:mod:`affinevae.analysis.spectra`).
+
+Units: samples (the channels of a spectrum, positions along the signal axis) for every shift.
+Intensities: each set is divided by its largest absolute value (``meta['intensity_scale']``),
+so it lies in [-1, 1] (in [0, 1] when non-negative); ``meta['noise_sigma']`` is a robust
+estimate of the noise in those units (from second differences along the signal), which a
+Gaussian likelihood takes as its sigma by default (:mod:`affinevae.defaults`).
+
+Readers (:func:`load_signals`): ``.npy`` (never unpickled), ``.npz`` (array ``key``, else
+``spectra``, ``cube`` or ``signals``, else the only array) and HDF5 (``file.h5:dataset``),
+always with an explicit signal axis. Synthetic sets (:func:`synthetic_peaks`,
+:func:`synthetic_cube`) are the ``--data synthetic-peaks`` / ``synthetic-cube`` sources.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import AffineVAEError
+from .formats import HDF5_SPEC, NPY_EXTS, NPZ_EXTS, reading
+from .imageset import ImageSet
+
+__all__ = ["SPECTRA_KIND", "MIN_SIGNAL_LENGTH", "SyntheticSpectra", "SyntheticCube", "as_spectra", "spectra_set",
+           "load_signals", "synthetic_peaks", "synthetic_cube", "is_spectra", "spectra_noise_sigma"]
+
+#: ``ImageSet.meta['kind']`` of a set of spectra.
+SPECTRA_KIND = "spectra"
+#: Fewest samples a signal may have (a shorter signal axis is taken for a wrong ``signal_axis``).
+MIN_SIGNAL_LENGTH = 8
+#: Arrays of an ``.npz`` tried in order when no key is given.
+SIGNAL_KEYS = ("spectra", "cube", "signals")
+
+
+def is_spectra(data: ImageSet) -> bool:
+    """True when ``data`` is a set of 1-D signals made by this module (``meta['kind'] == 'spectra'``)."""
+    return data.meta.get("kind") == SPECTRA_KIND
+
+
+def as_spectra(array: Any, signal_axis: int = -1, where: str = "array",
+               cube: Optional[bool] = None) -> tuple[np.ndarray, Optional[tuple[int, int]]]:
+    """Check and arrange an array of signals: (N, C, L) float32 and the map grid of a cube.
+
+    Args:
+        array: (N, L) spectra; (H, W, E) a hyperspectral cube (the default for rank 3); or,
+            with ``cube=False``, (N, C, L) signals of C channels.
+        signal_axis: the axis along which each signal runs (negative counts from the end); for
+            a cube the other two axes, in order, are the map rows and columns, for (N, C, L)
+            the first is N and the other C.
+        where: what the array is, starting every error message (e.g. the file name).
+        cube: rank-3 input is a cube (True, default) or (N, C, L) signals (False).
+
+    Returns:
+        ``(signals, grid_shape)``: (N, C, L) float32 and (H, W) for a cube (N = H*W,
+        row-major), else None.
+
+    Raises:
+        AffineVAEError: one line starting with ``where``: a rank other than 2 or 3, a
+            ``signal_axis`` outside the array, fewer than :data:`MIN_SIGNAL_LENGTH` samples
+            along it (a wrong axis), non-numeric data, no signals, or NaN/infinite values
+            (counting the spectra that hold them).
+    """
+    arr = np.asarray(array)
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
+        raise AffineVAEError(f"{where}: signals must be real numbers, got dtype {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise AffineVAEError(f"{where}: spectra must be (N, L), a cube (H, W, E) or (N, C, L); got rank {arr.ndim} "
+                             f"shape {arr.shape}")
+    if isinstance(signal_axis, bool) or not isinstance(signal_axis, (int, np.integer)) \
+            or not -arr.ndim <= signal_axis < arr.ndim:
+        raise AffineVAEError(f"{where}: signal axis {signal_axis!r} outside the {arr.ndim} axes of shape {arr.shape}")
+    axis = int(signal_axis) % arr.ndim
+    length = arr.shape[axis]
+    if length < MIN_SIGNAL_LENGTH:
+        raise AffineVAEError(f"{where}: the signal axis (axis {axis} of shape {arr.shape}) has only {length} samples "
+                             f"(at least {MIN_SIGNAL_LENGTH}); check --signal-axis")
+    grid = None
+    if arr.ndim == 2:
+        if axis == 0:
+            arr = arr.T
+        sig = arr[:, None, :]
+    elif cube is None or cube:
+        moved = np.moveaxis(arr, axis, -1)
+        grid = (int(moved.shape[0]), int(moved.shape[1]))
+        sig = moved.reshape(-1, 1, length)
+    else:
+        if axis == 0:
+            raise AffineVAEError(f"{where}: (N, C, L) signals: axis 0 counts the signals, the signal axis must be 1 or 2")
+        sig = np.moveaxis(arr, axis, -1)
+    if sig.shape[0] == 0 or sig.shape[1] == 0:
+        raise AffineVAEError(f"{where}: no signals (shape {arr.shape})")
+    sig = np.ascontiguousarray(sig, dtype=np.float32)
+    bad = ~np.isfinite(sig).all(axis=(1, 2))
+    if bad.any():
+        first = int(np.argmax(bad))
+        at = f"pixel {divmod(first, grid[1])}" if grid is not None else f"signal {first}"
+        raise AffineVAEError(f"{where}: {int(bad.sum())} of {len(sig)} spectra hold NaN or infinite values "
+                             f"(first: {at}); fix or drop them")
+    return sig, grid
+
+
+def spectra_noise_sigma(signals: np.ndarray, max_signals: int = 4096) -> float:
+    """Robust noise standard deviation of (N, C, L) signals, in their units: the median absolute
+    second difference along the signal / 0.6745 / sqrt(6) (white noise of sigma s gives second
+    differences of sigma s*sqrt(6); smooth peaks barely contribute to the median)."""
+    d2 = np.diff(np.asarray(signals[:max_signals], dtype=np.float64), n=2, axis=-1)
+    return float(np.median(np.abs(d2)) / 0.6745 / np.sqrt(6.0))
+
+
+def spectra_set(signals: np.ndarray, grid_shape: Optional[tuple[int, int]] = None, source: str = "array",
+                normalise: bool = True, **meta: Any) -> ImageSet:
+    """An :class:`ImageSet` of 1-D signals (N, C, 1, L) from checked (N, C, L) ``signals``.
+
+    ``normalise``: divide by the largest absolute value (recorded as ``meta['intensity_scale']``).
+    ``meta`` gets ``kind`` = :data:`SPECTRA_KIND`, ``noise_sigma`` (after normalising),
+    ``grid_shape`` [H, W] for a cube, and any further JSON-able ``meta`` given.
+    """
+    sig = np.asarray(signals, dtype=np.float32)
+    scale = 1.0
+    if normalise:
+        peak = float(np.abs(sig).max())
+        scale = peak if peak > 0 else 1.0
+        sig = sig / scale
+    info: dict[str, Any] = {"kind": SPECTRA_KIND, "intensity_scale": scale,
+                            "noise_sigma": spectra_noise_sigma(sig)}
+    if grid_shape is not None:
+        info["grid_shape"] = [int(grid_shape[0]), int(grid_shape[1])]
+    info.update(meta)
+    return ImageSet(sig[:, :, None, :], source=source, meta=info)
+
+
+def _read_array(path: str, key: Optional[str]) -> np.ndarray:
+    """The array of a signal file (see :func:`load_signals`)."""
+    m = HDF5_SPEC.match(path)
+    if m:
+        file, dataset = m.group(1), m.group(2) or key
+        if not Path(file).is_file():
+            raise AffineVAEError(f"{path}: no such file")
+        try:
+            import h5py
+        except ImportError:
+            raise AffineVAEError(f"{path}: reading HDF5 needs h5py (pip install affinevae[hdf5])") from None
+        with reading(path, "the HDF5 file"), h5py.File(file, "r") as f:
+            if dataset is None:
+                names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+                if len(names) != 1:
+                    raise AffineVAEError(f"{path}: name the dataset (file.h5:dataset); found {names}")
+                dataset = names[0]
+            if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
+                raise AffineVAEError(f"{path}: no dataset {dataset!r}")
+            return np.asarray(f[dataset][()])
+    p = Path(path)
+    if not p.is_file():
+        raise AffineVAEError(f"{path}: no such file")
+    suffix = p.suffix.lower()
+    if suffix in NPY_EXTS:
+        if key is not None:
+            raise AffineVAEError(f"{path}: --key applies to .npz and HDF5 files, not .npy")
+        with reading(path, "the .npy file"):
+            return np.load(p, allow_pickle=False)
+    if suffix in NPZ_EXTS:
+        with reading(path, "the .npz archive"), np.load(p, allow_pickle=False) as z:
+            names = list(z.files)
+            if key is None:
+                key = next((k for k in SIGNAL_KEYS if k in names), names[0] if len(names) == 1 else None)
+                if key is None:
+                    raise AffineVAEError(f"{path}: name the array with --key; found {names}")
+            if key not in names:
+                raise AffineVAEError(f"{path}: no array {key!r}; found {names}")
+            return z[key]
+    raise AffineVAEError(f"{path}: signals are read from .npy, .npz or HDF5 (file.h5:dataset), not {suffix or 'a file without suffix'}")
+
+
+def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: Optional[bool] = None,
+                 normalise: bool = True) -> ImageSet:
+    """Read spectra or a hyperspectral cube from a file into an :class:`ImageSet` of 1-D signals.
+
+    Args:
+        path: ``.npy``, ``.npz`` (array ``key``, else ``spectra``/``cube``/``signals``, else the only
+            array) or ``file.h5:dataset`` (``key`` may name the dataset).
+        signal_axis: the axis the signals run along (required: a cube's layout is not guessed).
+        key: the array or dataset name. cube: see :func:`as_spectra`.
+        normalise: see :func:`spectra_set`.
+
+    Returns:
+        (N, C, 1, L) signals; a cube (H, W, E) gives its H*W spectra in row-major order and
+        ``meta['grid_shape']`` = [H, W]; ``meta['signal_axis']`` records the axis.
+
+    Raises:
+        AffineVAEError: a missing or unreadable file, an unknown key, or what :func:`as_spectra` refuses.
+    """
+    arr = _read_array(str(path), key)
+    signals, grid = as_spectra(arr, signal_axis, where=str(path), cube=cube)
+    return spectra_set(signals, grid, source=str(path), normalise=normalise, signal_axis=int(signal_axis))
+
+
+# ------------------------------------------------------------------------------------------
+# synthetic sets
+# ------------------------------------------------------------------------------------------
+
+def _two_peaks(length: int, shift: np.ndarray, ratio: np.ndarray, separation: float, width: float) -> np.ndarray:
+    """(N, L) two Gaussian peaks of height 1 and ``ratio`` at ``centre -+ separation / 2 + shift`` samples."""
+    u = np.arange(length, dtype=np.float64)[None, :]
+    c = (length - 1) / 2.0 + shift[:, None]
+    a = np.exp(-0.5 * ((u - c + separation / 2) / width) ** 2)
+    b = np.exp(-0.5 * ((u - c - separation / 2) / width) ** 2)
+    return a + ratio[:, None] * b
+
+
+@dataclasses.dataclass
+class SyntheticSpectra:
+    """Spectra of :func:`synthetic_peaks` and their truth.
+
+    Attributes:
+        spectra: (N, 1, L) float32 signals. shift: (N,) true shift in samples.
+        ratio: (N,) height of the second peak relative to the first.
+    """
+
+    spectra: np.ndarray
+    shift: np.ndarray
+    ratio: np.ndarray
+
+    def image_set(self) -> ImageSet:
+        """The spectra as an :class:`ImageSet` of 1-D signals (:func:`spectra_set`, normalised)."""
+        return spectra_set(self.spectra, source="synthetic-peaks")
+
+
+def synthetic_peaks(n: int = 2000, length: int = 96, max_shift: float = 12.0, ratio_range=(0.2, 1.0),
+                    separation: float = 10.0, width: float = 4.0, noise: float = 0.02, seed: int = 0) -> SyntheticSpectra:
+    """Spectra of two overlapping Gaussian peaks, randomly shifted, with a varying peak ratio.
+
+    Args:
+        n: spectra. length: samples per spectrum.
+        max_shift: shifts are uniform in [-max_shift, max_shift] samples.
+        ratio_range: the second peak's height (the first is 1) is uniform in this range.
+        separation, width: peak distance and standard deviation, samples (overlapping when
+            separation < ~2.5 widths).
+        noise: standard deviation of the added white noise. seed: random seed.
+    """
+    if n < 1 or length < MIN_SIGNAL_LENGTH:
+        raise AffineVAEError(f"synthetic-peaks: n must be >= 1 and length >= {MIN_SIGNAL_LENGTH}, got {n}, {length}")
+    rng = np.random.default_rng(seed)
+    shift = rng.uniform(-max_shift, max_shift, n)
+    ratio = rng.uniform(ratio_range[0], ratio_range[1], n)
+    x = _two_peaks(length, shift, ratio, separation, width) + noise * rng.standard_normal((n, length))
+    return SyntheticSpectra(x[:, None, :].astype(np.float32), shift.astype(np.float32), ratio.astype(np.float32))
+
+
+@dataclasses.dataclass
+class SyntheticCube:
+    """A hyperspectral cube of :func:`synthetic_cube` and its truth.
+
+    Attributes:
+        cube: (H, W, E) float32, the spectra along the last axis.
+        regions: (H, W) int64 planted phase of each pixel, 0..K-1.
+        shift: (H, W) true shift of each pixel's spectrum, samples.
+        ratios: (K,) peak ratio of each phase.
+    """
+
+    cube: np.ndarray
+    regions: np.ndarray
+    shift: np.ndarray
+    ratios: np.ndarray
+
+    def image_set(self) -> ImageSet:
+        """The cube's H*W spectra as an :class:`ImageSet` of 1-D signals with ``grid_shape`` (normalised)."""
+        signals, grid = as_spectra(self.cube, 2, where="synthetic-cube")
+        return spectra_set(signals, grid, source="synthetic-cube", signal_axis=2)
+
+
+def synthetic_cube(height: int = 32, width: int = 32, length: int = 96, n_regions: int = 3,
+                   max_shift: float = 12.0, separation: float = 10.0, peak_width: float = 4.0,
+                   noise: float = 0.02, smoothness: float = 4.0, seed: int = 0) -> SyntheticCube:
+    """A cube whose pixels belong to planted phase regions, each with its own two-peak spectrum.
+
+    The phases differ only in the peak ratio (evenly spaced in [0.2, 1]); every pixel's spectrum
+    is shifted by a random amount uniform in [-max_shift, max_shift] samples (e.g. strain or
+    calibration drift) and gets white noise of ``noise``. The regions are the argmax of
+    ``n_regions`` smoothed random fields (blobs of about ``smoothness`` pixels). The shifts are
+    much larger than the phases' differences, so the first principal components follow the
+    shift, not the phase.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if n_regions < 2:
+        raise AffineVAEError(f"synthetic-cube: n_regions must be >= 2, got {n_regions}")
+    rng = np.random.default_rng(seed)
+    fields = gaussian_filter(rng.standard_normal((n_regions, height, width)), (0, smoothness, smoothness), mode="wrap")
+    regions = fields.argmax(0).astype(np.int64)
+    ratios = np.linspace(0.2, 1.0, n_regions)
+    shift = rng.uniform(-max_shift, max_shift, (height, width))
+    spec = _two_peaks(length, shift.reshape(-1), ratios[regions.reshape(-1)], separation, peak_width)
+    spec = spec + noise * rng.standard_normal(spec.shape)
+    return SyntheticCube(spec.reshape(height, width, length).astype(np.float32), regions,
+                         shift.astype(np.float32), ratios.astype(np.float32))

@@ -1,0 +1,257 @@
+"""1-D signals with shift invariance, hyperspectral cubes and the PCA/NMF baseline (issue 13, parts 3-4)."""
+
+import numpy as np
+import pytest
+import torch
+
+from affinevae.analysis.baseline import fit_baseline
+from affinevae.analysis.spectra import spectral_maps, write_spectral_maps
+from affinevae.cli import main
+from affinevae.data import as_images, load_dataset
+from affinevae.data.spectra import (MIN_SIGNAL_LENGTH, SPECTRA_KIND, as_spectra, load_signals, synthetic_cube,
+                                    synthetic_peaks)
+from affinevae.encoding import encode_dataset
+from affinevae.errors import AffineVAEError
+from affinevae.models.base import build_model
+from affinevae.training import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def small_cube():
+    return synthetic_cube(height=10, width=12, length=32, max_shift=4.0, separation=5.0, peak_width=2.0, smoothness=2.0,
+                          seed=2)
+
+
+# ------------------------------------------------------------------ data
+def test_synthetic_peaks_truth():
+    s = synthetic_peaks(50, length=40, max_shift=5.0, noise=0.0, seed=3)
+    assert s.spectra.shape == (50, 1, 40) and s.spectra.dtype == np.float32
+    assert np.all(np.abs(s.shift) <= 5.0) and np.all((s.ratio >= 0.2) & (s.ratio <= 1.0))
+    # noise-free: the centre of mass is the centre + the shift + the ratio's pull towards the second peak
+    u = np.arange(40)
+    com = (s.spectra[:, 0] * u).sum(1) / s.spectra[:, 0].sum(1)
+    expected = 19.5 + s.shift + 5.0 * (s.ratio - 1) / (s.ratio + 1)  # separation 10
+    np.testing.assert_allclose(com, expected, atol=0.1)
+    ds = s.image_set()
+    assert ds.images.shape == (50, 1, 1, 40) and ds.meta["kind"] == SPECTRA_KIND
+    assert np.abs(ds.images).max() == pytest.approx(1.0)
+
+
+def test_synthetic_cube_layout(small_cube):
+    c = small_cube
+    assert c.cube.shape == (10, 12, 32) and c.regions.shape == (10, 12) and c.shift.shape == (10, 12)
+    assert set(np.unique(c.regions)) == {0, 1, 2}
+    ds = c.image_set()
+    assert ds.images.shape == (120, 1, 1, 32) and ds.meta["grid_shape"] == [10, 12]
+    # row-major: spectrum i is pixel divmod(i, W)
+    np.testing.assert_allclose(ds.images[12 * 3 + 5, 0, 0] * ds.meta["intensity_scale"], c.cube[3, 5], rtol=1e-5)
+
+
+def test_as_spectra_axes_and_errors():
+    cube = np.random.default_rng(0).random((4, 5, 20))
+    sig, grid = as_spectra(np.moveaxis(cube, 2, 0), signal_axis=0)
+    assert sig.shape == (20, 1, 20) and grid == (4, 5)
+    np.testing.assert_allclose(sig[7, 0], cube[1, 2])
+    sig, grid = as_spectra(cube.reshape(20, 20), signal_axis=1)
+    assert sig.shape == (20, 1, 20) and grid is None
+    sig, _ = as_spectra(np.zeros((3, 2, 16)), signal_axis=2, cube=False)
+    assert sig.shape == (3, 2, 16)
+    with pytest.raises(AffineVAEError, match="only 4 samples.*--signal-axis"):
+        as_spectra(cube, signal_axis=0)
+    with pytest.raises(AffineVAEError, match="outside the 3 axes"):
+        as_spectra(cube, signal_axis=3)
+    with pytest.raises(AffineVAEError, match="got rank 4"):
+        as_spectra(cube[None], signal_axis=3)
+    bad = cube.copy()
+    bad[1, 2, 3] = np.nan
+    bad[3, 0, 0] = np.inf
+    with pytest.raises(AffineVAEError, match=r"2 of 20 spectra hold NaN.*pixel \(1, 2\)"):
+        as_spectra(bad, signal_axis=2)
+    assert MIN_SIGNAL_LENGTH == 8
+
+
+def test_load_signals_npy_npz_hdf5(tmp_path, small_cube):
+    np.save(tmp_path / "c.npy", small_cube.cube)
+    np.savez(tmp_path / "c.npz", cube=np.moveaxis(small_cube.cube, 2, 0), other=np.zeros(3))
+    a = load_signals(str(tmp_path / "c.npy"), 2)
+    b = load_signals(str(tmp_path / "c.npz"), 0)
+    np.testing.assert_allclose(a.images, b.images)
+    assert a.meta["grid_shape"] == [10, 12] and a.meta["signal_axis"] == 2
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f["data/cube"] = small_cube.cube
+    c = load_signals(str(tmp_path / "c.h5") + ":data/cube", 2)
+    np.testing.assert_allclose(a.images, c.images)
+    with pytest.raises(AffineVAEError, match="no array 'nope'"):
+        load_signals(str(tmp_path / "c.npz"), 0, key="nope")
+    # the --data path: a file read as signals, and the built-in synthetic sources
+    d = load_dataset(str(tmp_path / "c.npy"), signal_axis=2)
+    assert d.image_shape == (1, 1, 32)
+    assert load_dataset("synthetic-peaks", n=20).image_shape == (1, 1, 96)
+    with pytest.raises(AffineVAEError, match="--signal-axis applies to signal files"):
+        load_dataset("mnist", signal_axis=1)
+
+
+def test_as_images_reads_signals_for_1d_shapes():
+    x = np.zeros((5, 16), np.float32)
+    assert as_images(x, image_shape=(1, 1, 16))[0].shape == (5, 1, 1, 16)
+    assert as_images(np.zeros((5, 2, 16)), image_shape=(2, 1, 16))[0].shape == (5, 2, 1, 16)
+    assert as_images(np.zeros((5, 28, 28)), image_shape=(1, 28, 28))[0].shape == (5, 1, 28, 28)  # images unchanged
+
+
+# ------------------------------------------------------------------ model
+def test_rvae_shift_config_rules():
+    m = build_model("rvae", image_shape=[1, 1, 32], latent_dim=2)
+    assert m.config.invariances == ("shift",)
+    assert build_model("rvae", image_shape=[1, 28, 28]).config.invariances == ("rotation", "translation", "scale")
+    with pytest.raises(AffineVAEError, match="take only the 'shift' invariance"):
+        build_model("rvae", image_shape=[1, 1, 32], invariances=["translation"])
+    with pytest.raises(AffineVAEError, match="'shift' invariance is for 1-D signals"):
+        build_model("rvae", image_shape=[1, 28, 28], invariances=["shift"])
+
+
+def test_spatial_decoder_renders_at_u_minus_s():
+    """A shift of k samples moves the rendered signal by exactly k samples: f(u - s, z)."""
+    torch.manual_seed(0)
+    m = build_model("rvae", image_shape=[1, 1, 32], latent_dim=2, likelihood="gaussian").eval()
+    z = torch.randn(3, 2)
+    base = m.decode(z)[:, 0, 0]
+    moved = m.decode(z, shift=3.0)[:, 0, 0]  # +3 samples
+    torch.testing.assert_close(moved, m.decode(z, shift=torch.full((3,), 3.0))[:, 0, 0])
+    torch.testing.assert_close(moved[:, 3:], base[:, :-3], atol=1e-5, rtol=1e-5)
+    enc = m.encode(torch.zeros(4, 32))  # (N, L) input
+    assert enc.parts["shift"].shape == (4,) and enc.pose.shift.shape == (4, 2)
+    torch.testing.assert_close(enc.pose.shift[:, 0] * 16, enc.parts["shift"])
+    assert torch.all(enc.pose.shift[:, 1] == 0)
+
+
+def test_rvae_learns_shift_and_ratio():
+    s = synthetic_peaks(600, length=48, max_shift=6.0, separation=6.0, width=2.5, seed=0)
+    torch.manual_seed(0)
+    m = build_model("rvae", image_shape=[1, 1, 48], latent_dim=2, likelihood="gaussian", sigma=0.05,
+                    encoder_hidden=[64, 32], hidden=[32, 32])
+    fit(m, s.image_set(), TrainConfig(epochs=10, batch_size=64, progress=False, seed=0, checkpoint=False))
+    codes = encode_dataset(m, s.image_set(), elbo=False)
+    assert codes["shift"].shape == (600,)
+    assert np.corrcoef(codes["shift"], s.shift)[0, 1] > 0.9
+    assert max(abs(np.corrcoef(codes["z_mean"][:, j], s.ratio)[0, 1]) for j in range(2)) > 0.8
+
+
+@pytest.mark.parametrize("family,options", [("vae", {"encoder": "conv1d", "decoder": "mlp"}),
+                                             ("ae", {"encoder": "mlp", "decoder": "mlp", "likelihood": "mse"}),
+                                             ("rvae", {"encoder": "conv1d", "decoder": "warp"})])
+def test_other_families_and_encoders_on_signals(family, options):
+    s = synthetic_peaks(64, length=32, seed=0).image_set()
+    m = build_model(family, image_shape=[1, 1, 32], latent_dim=2, hidden=[16], channels=[4, 8], **options)
+    fit(m, s, TrainConfig(epochs=1, batch_size=32, progress=False, checkpoint=False))
+    codes = encode_dataset(m, s.images[:, 0, 0], elbo=False)  # (N, L) signals
+    assert codes["z_mean"].shape == (64, 2) and np.isfinite(codes["z_mean"]).all()
+    assert ("shift" in codes) == (family == "rvae")
+
+
+# ------------------------------------------------------------------ baseline and maps
+def test_fit_baseline_pca_nmf():
+    rng = np.random.default_rng(0)
+    basis = np.stack([np.sin(np.linspace(0, 3, 20)) ** 2, np.linspace(0, 1, 20)])
+    w = rng.random((200, 2))
+    x = (w @ basis)[:, None, None, :]
+    pca = fit_baseline(x, "pca", 2)
+    assert pca.loadings.shape == (200, 2) and pca.components.shape == (2, 1, 1, 20)
+    assert pca.explained.sum() > 0.999
+    nmf = fit_baseline(x, "nmf", 2)
+    recon = nmf.loadings @ nmf.components.reshape(2, -1)
+    assert np.abs(recon - x.reshape(200, -1)).max() < 0.05
+    with pytest.raises(AffineVAEError, match="NMF needs non-negative data"):
+        fit_baseline(x - 0.5, "nmf", 2)
+    shifted = fit_baseline(x - 0.5, "nmf", 2, nonnegative="shift")
+    assert shifted.offset == pytest.approx(-0.5, abs=1e-6)
+    with pytest.raises(AffineVAEError, match="baseline"):
+        fit_baseline(x, "ica", 2)
+    with pytest.raises(AffineVAEError, match="components must be an integer in 1..20"):
+        fit_baseline(x, "pca", 30)
+
+
+def test_spectral_maps_files(tmp_path, small_cube):
+    ds = small_cube.image_set()
+    m = build_model("rvae", image_shape=[1, 1, 32], latent_dim=2, likelihood="gaussian", hidden=[16], encoder_hidden=[16])
+    maps = spectral_maps(m, ds, n_clusters=3, baseline="pca")
+    assert maps.z_mean.shape == (10, 12, 2) and maps.shift.shape == (10, 12) and maps.cluster.shape == (10, 12)
+    files = write_spectral_maps(maps, tmp_path / "maps")
+    assert {"maps", "latent_0", "latent_1", "shift", "clusters", "baseline_0", "baseline_1", "baseline_components",
+            "baseline_comparison"} <= set(files)
+    with np.load(files["maps"], allow_pickle=False) as f:
+        assert f["baseline_loadings"].shape == (10, 12, 2) and f["baseline_components"].shape == (2, 1, 1, 32)
+        assert str(f["baseline_method"]) == "pca"
+    with pytest.raises(AffineVAEError, match="not a cube"):
+        spectral_maps(m, synthetic_peaks(20, length=32).image_set())
+
+
+# ------------------------------------------------------------------ command line
+def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
+    cube = tmp_path / "cube.npy"
+    np.save(cube, small_cube.cube)
+    run = tmp_path / "run"
+    tiny = ["--latent-dim", "2", "--hidden", "16", "--no-progress", "--batch-size", "32", "--epochs", "1"]
+    assert main(["train", "--model", "rvae", "--data", str(cube), "--signal-axis", "2", "--out", str(run), *tiny]) == 0
+    assert "spectra defaults: likelihood=gaussian" in capsys.readouterr().out
+    out = tmp_path / "maps"
+    assert main(["map", str(run), "--cube", str(cube), "--signal-axis", "2", "--clusters", "2", "--baseline", "nmf",
+                 "--nmf-shift", "--out", str(out)]) == 0
+    assert "mapped 10x12 spectra" in capsys.readouterr().out
+    assert (out / "maps.npz").is_file() and (out / "shift.png").is_file() and (out / "baseline_comparison.png").is_file()
+    assert main(["encode", str(run), "--data", str(cube), "--signal-axis", "2", "--out", str(tmp_path / "e.npz")]) == 0
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as f:
+        assert f["shift"].shape == (120,)
+
+    def error(args, match):
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("affinevae: error:") and "\n" not in err and match in err, err
+
+    nan = small_cube.cube.copy()
+    nan[2, 3, 4] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    np.save(tmp_path / "rank4.npy", small_cube.cube[None])
+    np.save(tmp_path / "short.npy", small_cube.cube[:, :, :5])
+    train = ["train", "--model", "rvae", "--out", str(tmp_path / "bad"), *tiny]
+    error([*train, "--data", str(tmp_path / "nan.npy"), "--signal-axis", "2"], "1 of 120 spectra hold NaN")
+    error([*train, "--data", str(tmp_path / "rank4.npy"), "--signal-axis", "2"], "got rank 4")
+    error([*train, "--data", str(tmp_path / "short.npy"), "--signal-axis", "2"], "only 5 samples")
+    error([*train, "--data", str(cube), "--signal-axis", "3"], "signal axis 3 outside")
+    error(["map", str(run), "--cube", str(cube), "--signal-axis", "1", "--out", str(out)],
+          "the spectra have 12 samples but the model expects 32; check --signal-axis")
+    error(["map", str(run), "--cube", str(cube), "--out", str(out)], "--cube needs --signal-axis")
+    error(["map", str(run), "--cube", str(cube), "--signal-axis", "2", "--baseline", "nmf", "--out", str(out)],
+          "NMF needs non-negative data")
+
+
+def test_map_patches_with_baseline(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "img.npy", rng.random((48, 40)).astype(np.float32))
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", "8", "--stride", "8", "--out",
+                 str(tmp_path / "p.npz")]) == 0
+    build_model("vae", image_shape=[1, 8, 8], latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16]).save(tmp_path / "run")
+    base = ["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches", str(tmp_path / "p.npz"),
+            "--out", str(tmp_path / "maps")]
+    assert main([*base, "--baseline", "pca", "--components", "3"]) == 0
+    assert "baseline_loadings.png" in capsys.readouterr().out
+    with np.load(tmp_path / "maps" / "baseline.npz", allow_pickle=False) as f:
+        assert f["baseline_loadings"].shape == (30, 3) and f["baseline_components"].shape == (3, 8, 8)
+        assert f["baseline_explained"][0] >= f["baseline_explained"][2]
+    assert (tmp_path / "maps" / "baseline_components.png").stat().st_size > 0
+    assert main([*base, "--baseline", "nmf"]) == 0  # patches in [0, 1]: no shift needed
+    assert main([*base, "--signal-axis", "2"]) == 2
+    assert "--signal-axis applies to --cube only" in capsys.readouterr().err
+
+
+def test_report_of_a_spectra_run(tmp_path, small_cube):
+    from affinevae.report import write_report
+
+    np.save(tmp_path / "cube.npy", small_cube.cube)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "cube.npy"), "--signal-axis", "2", "--out", str(run),
+                 "--latent-dim", "2", "--hidden", "16", "--no-progress", "--epochs", "1"]) == 0
+    res = write_report(run, tmp_path / "r.html", n=60)
+    assert "Linear baseline (PCA)" in res.sections and "Loss vs rotation" not in res.sections, res.skipped
+    assert "PCA&#x27;s loading maps" in (tmp_path / "r.html").read_text() or "loading maps" in (tmp_path / "r.html").read_text()
