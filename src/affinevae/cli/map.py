@@ -6,7 +6,9 @@ import argparse
 from typing import Optional
 
 from ..errors import AffineVAEError
+from ..outputs import check_output
 from . import COMMANDS
+from .common import add_force_argument
 
 
 @COMMANDS.register("map")
@@ -22,6 +24,7 @@ class Map:
         p.add_argument("--image", required=True, help="the image or stack the patches were cut from (background)")
         p.add_argument("--patches", required=True, help="patches .npz written by `affinevae patches`")
         p.add_argument("--out", required=True, help="output folder for maps.npz and the PNG maps")
+        add_force_argument(p, "files in an existing, non-empty --out folder")
         p.add_argument("--clusters", type=int, default=None, help="cluster the content latents into K classes")
         p.add_argument("--cluster-method", choices=["kmeans", "gmm"], default="kmeans")
         p.add_argument("--symmetry", metavar="N",
@@ -46,6 +49,7 @@ class Map:
         symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
         if args.clusters is not None and args.clusters < 1:
             raise AffineVAEError(f"--clusters must be >= 1, got {args.clusters}")
+        check_output(args.out, kind="dir", inputs=[args.run_dir, args.image, args.patches], force=args.force)
         model = load(args.run_dir, device=resolve_device(args.device))
         ps = PatchSet.load(args.patches)
         if len(ps) == 0:
