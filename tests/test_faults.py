@@ -220,6 +220,15 @@ def test_crafted_runs(world, capsys, command, crafted):
     _fails_cleanly(world, RUN_COMMANDS[command](world, str(world / crafted)), capsys, CRAFTED_RUNS[crafted])
 
 
+def test_resume_refuses_a_saved_model(world, capsys, tmp_path):
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for f in ("model.json", "model.safetensors"):
+        shutil.copy(world / "run" / f, saved / f)
+    _fails_cleanly(tmp_path, ["train", *TRAIN, "--data", f"{world}/good.npy", "--out", str(saved), "--epochs", "1",
+                              "--resume"], capsys, "holds a saved model")
+
+
 @pytest.mark.parametrize("crafted,match", [("traversal", "not a file name of the run"),
                                            ("pickled_opt", "corrupt optimizer state"),
                                            ("empty_opt", "corrupt optimizer state")])
@@ -346,6 +355,8 @@ def test_force_overwrites_plain_files_only(world, tmp_path, capsys):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask  # created with the user's umask, not 0600
+    for f in ("model.safetensors", "model.json", "metrics.jsonl", "train.json"):
+        assert (world / "run" / f).stat().st_mode & 0o777 == 0o666 & ~umask, f
     with pytest.raises(AffineVAEError, match="file of the run"):
         check_output(world / "other" / "model.json", force=True)
     with pytest.raises(AffineVAEError, match="already holds a run"):

@@ -109,8 +109,8 @@ def atomic_write(path: str | Path, write) -> Path:
     except OSError as exc:
         raise write_failure(path, exc) from None
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # after the write: some writers (safetensors) recreate the file
         os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):

@@ -148,9 +148,13 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
         raise AffineVAEError(f"{option} {out}: exists and is not a directory")
     if path.is_dir():
         if resume:
-            if not (path / TRAIN_JSON).is_file() and _foreign_entries(path):
-                raise AffineVAEError(f"{option} {out}: holds no training run to resume (no {TRAIN_JSON}) but other "
-                                     "files; choose another directory")
+            if not (path / TRAIN_JSON).is_file():  # nothing to resume: a start from scratch, into what?
+                if is_run_directory(path):
+                    raise AffineVAEError(f"{option} {out}: holds a saved model, not a training run ({TRAIN_JSON}); "
+                                         "--resume continues a run written by train: choose another directory")
+                if any(not is_run_file(n) for n in _foreign_entries(path)):
+                    raise AffineVAEError(f"{option} {out}: holds no training run to resume (no {TRAIN_JSON}) but "
+                                         "other files; choose another directory")
         elif is_run_directory(path):
             raise AffineVAEError(f"{option} {out}: already holds a run or model (model.json/train.json); choose a "
                                  "new directory" + (" or pass --resume to continue its training"

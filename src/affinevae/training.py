@@ -333,7 +333,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     if run is not None and resume and run.has_training:
         start = _load_checkpoint(run, model, opt)
         history = run.metrics[:start]
-    elif run is not None and not resume and is_run_directory(run.path):
+    elif run is not None and is_run_directory(run.path):  # a saved model (resume: nothing to resume)
         what = "a training run" if run.has_training else "a saved model"
         raise AffineVAEError(f"{run_dir} already holds {what}; " + ("pass resume=True (--resume) to continue it or "
                              if run.has_training else "") + "choose another output directory")

@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..errors import AffineVAEError
-from ..limits import check_array, check_hdf5_dataset
+from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (FRAME_FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       reading)
 
@@ -349,6 +349,8 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
             k = key or next((n for n in ("images", "patches") if n in names), names[0] if names else None)
             if k not in names:
                 raise AffineVAEError(f"{s}: no array '{k}'; arrays: {', '.join(names) or 'none'}")
+            with f.zip.open(f"{k}.npy") as fh:
+                check_npy_header(fh, f"{s}:{k}", itemsize=1)  # read whole: its declared size must fit
             return ArraySource(f[k], s)
     if suf in TIFF_EXTS:
         return TiffSource(s)
