@@ -303,6 +303,13 @@ def test_read_only_directory(world, capsys, tmp_path, command):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", [c for c in DIR_WRITERS if c != "demo"])
+def test_read_only_directory_for_directory_outputs(world, capsys, tmp_path, command):
+    out = _read_only_dir(tmp_path) / "affinevae-out" / "d"
+    _fails_cleanly(world, DIR_WRITERS[command](world, str(out)), capsys, "")
+    assert not out.exists()
+
+
 def test_disk_full_is_one_line(tmp_path):
     import errno
 

@@ -89,6 +89,16 @@ def write_failure(path: str | Path, exc: OSError) -> AffineVAEError:
     return AffineVAEError(f"{path}: cannot write ({reason})")
 
 
+def make_directory(path: str | Path) -> Path:
+    """``mkdir -p path``; an ``OSError`` (read-only, a file in the way) is a one-line :class:`AffineVAEError`."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failure(path, exc) from None
+    return path
+
+
 def atomic_write(path: str | Path, write) -> Path:
     """Call ``write(tmp_path)`` then rename the temp file onto ``path`` (atomic on POSIX).
 
@@ -102,7 +112,7 @@ def atomic_write(path: str | Path, write) -> Path:
     try:
         if path.is_dir():
             raise AffineVAEError(f"{path}: is a directory; give a file name")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_directory(path.parent)
         clean_stale_temporaries(path.parent, path.name)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -191,8 +201,7 @@ def tensor_shapes(path: str | Path, what: str = "weights") -> dict[str, tuple[in
 
 def save_model(model, directory: str | Path) -> Path:
     """Write ``model.json`` (family, config) and ``model.safetensors`` (state dict) to ``directory``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_directory(directory)
     save_tensors(directory / MODEL_WEIGHTS, model.state_dict())
     write_json(directory / MODEL_JSON, model.describe())
     return directory

@@ -68,6 +68,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except AffineVAEError as exc:
         print(f"affinevae: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine's refusal (permissions, disk, a file in the way) not caught nearer
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"affinevae: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("affinevae: interrupted", file=sys.stderr)
         return 130
