@@ -113,6 +113,10 @@ def world(tmp_path_factory):
     opt = json.loads((root / "run" / "train.json").read_text())["optimizer"]
     (root / "pickled_opt" / opt).write_bytes(pickle.dumps(shutil.rmtree))
     (root / "empty_opt" / opt).write_bytes(b"")
+    (root / "saved").mkdir()  # a model written by model.save(): no train.json
+    for f in ("model.json", "model.safetensors"):
+        shutil.copy(root / "run" / f, root / "saved" / f)
+    (root / "link.npz").symlink_to(root / "other" / "model.safetensors")
     (root / "existing.npz").write_bytes(b"keep me")
     (root / "adir").mkdir()
     (root / "adir" / "keep.txt").write_text("keep")
@@ -250,6 +254,7 @@ FILE_WRITERS = {
 FILE_OUTS = {
     "other-runs-weights": ("other/model.safetensors", "file of the run"),
     "other-runs-metrics": ("other/metrics.jsonl", "file of the run"),
+    "symlink-to-a-run-file": ("link.npz", "file of the run"),
     "existing-dir": ("adir", "is a directory"),
     "existing-file": ("existing.npz", "pass --force"),
     "the-input": ("good.npy", "input of this command"),
@@ -274,7 +279,8 @@ DIR_WRITERS = {
     "map": lambda r, out: ["map", f"{r}/run", "--image", f"{r}/stack.npy", "--patches", f"{r}/patches.npz", "--out", out],
     "demo": lambda r, out: ["demo", "--quick", "--out", out],
 }
-DIR_OUTS = {"other-run": ("other", "already holds a run or model"), "a-file": ("existing.npz", "not a directory"),
+DIR_OUTS = {"other-run": ("other", "already holds a run or model"), "saved-model": ("saved", "already holds a run or model"),
+            "a-file": ("existing.npz", "not a directory"),
             "non-empty-dir": ("adir", "not empty")}
 DIR_CASES = [(c, o) for c in DIR_WRITERS for o in DIR_OUTS]
 
