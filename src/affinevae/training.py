@@ -5,7 +5,10 @@ written through :class:`affinevae.runs.Run`, which knows its layout: the latest 
 ``train.json`` record, the last complete epoch's checkpoint (weights, optimizer state with
 tensors and numbers only, loaded with ``weights_only=True``, and RNG state; ``train.json`` is
 written last, so a crash mid-write leaves the previous checkpoint usable) and ``metrics.jsonl``
-(one JSON line per epoch: train/val loss, recon, kl, images/s, lr).
+(one JSON line per epoch: train/val loss, recon, kl, images/s, lr; rewritten atomically each epoch).
+While :func:`fit` writes a run it holds the run's lock (:class:`affinevae.outputs.RunLock`): a
+second process on the same directory refuses. A run killed at any point (even ``kill -9``)
+resumes from its last complete epoch to the uninterrupted result.
 
 Under ``torchrun`` (WORLD_SIZE > 1) the same call trains data-parallel: gloo on CPU, nccl
 on GPU, data sharded per rank, gradients averaged, only rank 0 writes.
@@ -20,7 +23,7 @@ import os
 import signal
 import time
 import warnings
-from pathlib import Path  # noqa: F401
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
