@@ -435,3 +435,19 @@ def test_second_training_on_the_same_out_refuses(world, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("affinevae: error:") and "another affinevae process" in lines[0]
         assert _snapshot(run) == before
     assert main(["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "1", "--out", str(run)]) == 0
+
+
+def test_sizes_and_limits(monkeypatch):
+    from affinevae.limits import check_array, format_size, memory_limit, memory_limit_set, parse_size
+
+    assert parse_size("4G") == 4 << 30 and parse_size("512M") == 512 << 20 and parse_size("1000") == 1000
+    assert parse_size("1.5GiB") == 3 << 29 and format_size(13.4 * 2 ** 30) == "13.4 GiB"
+    for bad in ("", "-1G", "4Q", "0"):
+        with pytest.raises(AffineVAEError, match="--max-memory"):
+            parse_size(bad)
+    with memory_limit_set("1M"):
+        assert memory_limit() == 1 << 20
+        with pytest.raises(AffineVAEError, match=r"x.npy: the declared images \(1000x1000\) would need 3.8 MiB"):
+            check_array((1000, 1000), "x.npy")
+        check_array((100, 100), "x.npy")
+    assert 1 << 20 < memory_limit() <= 2 << 30  # the fixture's AFFINEVAE_MAX_MEMORY again
