@@ -610,7 +610,8 @@ def test_cli_sweep_binarize(vae_run, tmp_path, capsys):
     assert main(["sweep", str(vae_run), "--angles", "0,45", "-n", "10", "--binarize", "--restarts", "4",
                  "--steps", "1", "--out", str(out)]) == 0
     assert load_sweep_csv(out).neg_elbo.shape == (2, 2)
-    assert main(["sweep", str(vae_run), "--angles", "0,45", "-n", "10", "--binarize", "2", "--out", str(out)]) == 2
+    assert main(["sweep", str(vae_run), "--angles", "0,45", "-n", "10", "--binarize", "2", "--out", str(out),
+                 "--force"]) == 2  # (without --force the existing b.csv is refused first)
     err = capsys.readouterr().err
     assert "binarize threshold must lie strictly between 0 and 1" in err and len(err.strip().splitlines()) == 1
 

@@ -400,7 +400,7 @@ def test_cli_patches_and_map(micrograph, tmp_path, capsys):
         assert f["z_mean"].shape == (n, 3) and f["cluster"].max() == 1
     assert (tmp_path / "maps" / "clusters.png").stat().st_size > 0
     assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
-                 str(tmp_path / "img.npy"), "--out", str(tmp_path / "maps")]) == 2
+                 str(tmp_path / "img.npy"), "--out", str(tmp_path / "maps2")]) == 2  # (an existing maps/ is refused)
     assert "not a patches file" in one_line_error(capsys)
 
 
@@ -472,5 +472,5 @@ def test_cli_map_with_the_rvae(polycrystal_rvae, tmp_path, capsys):
     for name in ("angle.png", "latents.png", "clusters.png"):
         assert (tmp_path / "maps" / name).stat().st_size > 10_000
     assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
-                 str(tmp_path / "p.npz"), "--out", str(tmp_path / "maps"), "--frame", "3"]) == 2
+                 str(tmp_path / "p.npz"), "--out", str(tmp_path / "maps"), "--frame", "3", "--force"]) == 2
     assert "--frame 3" in capsys.readouterr().err

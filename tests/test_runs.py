@@ -68,11 +68,16 @@ def test_open_and_errors(tiny_runs, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(run.path, broken)
     (broken / "train.json").write_text("{not json")
+    good = (broken / "metrics.jsonl").read_text().splitlines()
     with (broken / "metrics.jsonl").open("a") as f:
-        f.write("{oops\n")
+        f.write("{oops")  # a torn last line (a write cut short) is dropped with a warning
+    with pytest.warns(UserWarning, match="ignored a broken last line"):
+        assert len(Run.open(broken).metrics) == len(good)
     with pytest.raises(AffineVAEError, match="corrupt training state"):
         Run.open(broken).meta
-    with pytest.raises(AffineVAEError, match="metrics.jsonl: corrupt line 2"):
+    with (broken / "metrics.jsonl").open("a") as f:
+        f.write("\n" + good[-1] + "\n")  # the broken line is no longer the last: an error
+    with pytest.raises(AffineVAEError, match=f"metrics.jsonl: corrupt line {len(good) + 1}"):
         Run.open(broken).metrics
     (broken / "model.json").unlink()
     with pytest.raises(AffineVAEError, match="model config not found"):

@@ -34,7 +34,7 @@ import numpy as np
 from . import analysis as A
 from .data import load_mnist, rotated_mnist
 from .errors import AffineVAEError
-from .io import atomic_write
+from .io import atomic_write, make_directory
 from .models.base import build_model
 from .plots import figure_png_bytes
 from .training import TrainConfig, fit, seed_everything
@@ -154,7 +154,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AffineVAEError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out)
     runs_dir = out / "runs"
     t_start = time.perf_counter()
     steps = _Steps(15, log)

@@ -6,8 +6,10 @@ model (which needs the model registry) is :func:`affinevae.runs.load`.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,18 +27,106 @@ MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 
 
-def atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename the temp file onto ``path`` (atomic on POSIX)."""
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc tells it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temporaries(directory: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` left in ``directory`` when its process was
+    killed (``.NAME.PID.XXXX.tmp`` whose PID no longer runs); ``name``: only those of that target.
+
+    Returns the removed paths. Temporaries of a live process are never touched.
+    """
+    directory = Path(directory)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP.match(entry.name)
+        if not m or (name is not None and m.group("name") != name):
+            continue
+        pid = int(m.group("pid"))
+        if pid != os.getpid() and not _pid_alive(pid):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
+def write_failure(path: str | Path, exc: OSError) -> AffineVAEError:
+    """The one-line :class:`AffineVAEError` for an ``OSError`` while writing ``path`` (disk full,
+    read-only directory, a directory in the way ...)."""
+    reason = exc.strerror or exc.__class__.__name__
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on the device"
+    return AffineVAEError(f"{path}: cannot write ({reason})")
+
+
+def make_directory(path: str | Path) -> Path:
+    """``mkdir -p path``; an ``OSError`` (read-only, a file in the way) is a one-line :class:`AffineVAEError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failure(path, exc) from None
+    return path
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(tmp_path)`` then rename the temp file onto ``path`` (atomic on POSIX).
+
+    The temporary ``.NAME.PID.XXXX.tmp`` lies beside ``path``; it is removed on any failure, and
+    one left by a killed process is removed by the next write of the same target
+    (:func:`clean_stale_temporaries`). The file is created with mode ``0o666 & ~umask`` like any
+    file the user creates. An ``OSError`` (disk full, read-only directory, a directory in the way)
+    becomes a one-line :class:`AffineVAEError`.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise AffineVAEError(f"{path}: is a directory; give a file name")
+        make_directory(path.parent)
+        clean_stale_temporaries(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_failure(path, exc) from None
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # after the write: some writers (safetensors) recreate the file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_failure(path, exc) from None
         raise
     return path
 
@@ -78,10 +168,40 @@ def load_tensors(path: str | Path, what: str = "weights") -> dict[str, torch.Ten
         raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0]})") from None
 
 
+def tensor_shapes(path: str | Path, what: str = "weights") -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, read from its header only (no tensor
+    data is read or allocated); a one-line :class:`AffineVAEError` if missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise AffineVAEError(f"{path}: {what} not found")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) != 8:
+                raise ValueError("file too short for a safetensors header")
+            n = int.from_bytes(head, "little")
+            if n > min(size - 8, 100 * 1024 * 1024):
+                raise ValueError(f"header length {n} exceeds the file")
+            header = json.loads(f.read(n))
+        shapes = {}
+        end = 0
+        for k, v in header.items():
+            if k == "__metadata__":
+                continue
+            shapes[k] = tuple(int(d) for d in v["shape"])
+            end = max(end, int(v["data_offsets"][1]))
+        if 8 + n + end > size:
+            raise ValueError("truncated: the header declares more data than the file holds")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError,
+            UnicodeDecodeError) as exc:
+        raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return shapes
+
+
 def save_model(model, directory: str | Path) -> Path:
     """Write ``model.json`` (family, config) and ``model.safetensors`` (state dict) to ``directory``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_directory(directory)
     save_tensors(directory / MODEL_WEIGHTS, model.state_dict())
     write_json(directory / MODEL_JSON, model.describe())
     return directory

@@ -26,7 +26,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from .errors import AffineVAEError  # noqa: E402
-from .io import atomic_write  # noqa: E402
+from .io import atomic_write, make_directory  # noqa: E402
 
 ANGLE_CMAP = "twilight"
 LATENT_CMAP = "viridis"
@@ -607,8 +607,7 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     if not sel.any():
         raise AffineVAEError(f"frame {frame}: no objects there (frames with objects: "
                              f"{', '.join(map(str, np.unique(enc.frames)[:5]))}...)")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_directory(out_dir)
     cluster = np.full(n, -1, dtype=np.int64)
     if n_clusters is not None:
         cluster = cluster_latents(enc.z_mean, n_clusters, cluster_method, seed)

@@ -43,8 +43,22 @@ def save_image(array: np.ndarray, path: str | Path, upscale: int = 1) -> Path:
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
+def literal_texts(fig):
+    """Show every text of ``fig`` literally: mathtext off (a ``$`` in a run name, a title or a
+    legend entry is drawn as typed, never parsed as TeX). Returns ``fig``.
+
+    The package draws no mathtext of its own; :func:`save_figure` and :func:`figure_png_bytes`
+    call this, so user-supplied names cannot break a figure."""
+    from matplotlib.text import Text
+
+    for t in fig.findobj(Text):
+        t.set_parse_math(False)
+    return fig
+
+
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+    """Save a matplotlib figure as PNG atomically and close it (texts literal: :func:`literal_texts`)."""
+    literal_texts(fig)
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
     plt.close(fig)
     return out
@@ -173,6 +187,7 @@ def figure_png_bytes(fig, dpi: int = 100, close: bool = True) -> bytes:
     import io
 
     buf = io.BytesIO()
+    literal_texts(fig)
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     if close:
         plt.close(fig)

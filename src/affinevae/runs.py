@@ -17,6 +17,8 @@ Everything that knows these file names lives here.
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,11 +27,12 @@ import torch
 
 from . import models  # noqa: F401  (registers the model families that load() builds)
 from .errors import AffineVAEError
-from .io import MODEL_JSON, MODEL_WEIGHTS, load_tensors, read_json
+from .io import MODEL_JSON, MODEL_WEIGHTS, atomic_write, load_tensors, read_json, tensor_shapes
 from .pose.record import POSES_FILE, PoseRecord, load_pose_record
+from .models.base import planned_state
 from .registry import MODELS
 
-__all__ = ["Run", "load", "read_run", "read_metrics", "TRAIN_JSON", "METRICS", "POSES_FILE", "PoseRecord",
+__all__ = ["Run", "load", "read_run", "read_metrics", "write_metrics", "TRAIN_JSON", "METRICS", "POSES_FILE", "PoseRecord",
            "load_pose_record"]
 
 TRAIN_JSON = "train.json"
@@ -53,18 +56,30 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
     if not isinstance(desc, dict) or "model" not in desc or "config" not in desc:
         raise AffineVAEError(f"{directory / MODEL_JSON}: not an affinevae model config")
     cls = MODELS.get(desc["model"])
+    if not isinstance(desc["config"], dict):
+        raise AffineVAEError(f"{directory / MODEL_JSON}: 'config' is not a JSON object")
+    # the config against the weights' header, before any tensor is allocated
+    shapes = tensor_shapes(directory / MODEL_WEIGHTS)
+    planned = planned_state(lambda: cls.from_config_dict(desc["config"]), f"{directory / MODEL_JSON}", copies=2)
+    if planned is not None:
+        _check_state(directory, planned, shapes)
     model = cls.from_config_dict(desc["config"])
     state = load_tensors(directory / MODEL_WEIGHTS)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad = [k for k in own if k in state and own[k].shape != state[k].shape]
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_state(directory, own, {k: tuple(v.shape) for k, v in state.items()})
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _check_state(directory: Path, own: dict[str, tuple], saved: dict[str, tuple]) -> None:
+    """One line when the weights' names or shapes differ from the model's."""
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    bad = [k for k in own if k in saved and tuple(own[k]) != tuple(saved[k])]
     if missing or unexpected or bad:
         detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
                   else f"shape mismatch for {bad[:3]}")
         raise AffineVAEError(f"{directory / MODEL_WEIGHTS}: weights do not match the config in {MODEL_JSON} ({detail})")
-    model.load_state_dict(state)
-    return model.to(device).eval()
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
@@ -74,18 +89,50 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Per-epoch metrics of a run (list of dicts from ``metrics.jsonl``); [] if none."""
+    """Per-epoch metrics of a run (list of dicts from ``metrics.jsonl``); [] if none.
+
+    The trainer rewrites the file atomically, so it is never torn by a crash; a broken *last*
+    line (a file from an older version appended in place, or a copy cut short) is dropped with a
+    warning, while a broken line before it is an :class:`AffineVAEError` naming the line.
+    """
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AffineVAEError(f"{path}: cannot read the metrics ({exc.__class__.__name__})") from None
+    numbered = [(i, line) for i, line in enumerate(lines) if line.strip()]
     out = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise AffineVAEError(f"{path}: corrupt line {i + 1}") from None
+    for j, (i, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            if j == len(numbered) - 1:
+                warnings.warn(f"{path}: ignored a broken last line ({i + 1}; a write cut short)", stacklevel=2)
+                break
+            raise AffineVAEError(f"{path}: corrupt line {i + 1}") from None
+        out.append(record)
     return out
+
+
+def write_metrics(run_dir: str | Path, records: list[dict[str, Any]]) -> Path:
+    """Write ``metrics.jsonl`` (one JSON line per record) atomically: a reader or a kill never sees
+    half a line."""
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    return atomic_write(Path(run_dir) / METRICS, lambda tmp: Path(tmp).write_text(text))
+
+
+def _own_file(run_dir: Path, name: Any, pattern: str, key: str) -> Path:
+    """``run_dir / name`` when ``name`` (from ``train.json``) is a plain file name of the expected
+    form; a one-line error otherwise (no path may lead out of the run directory)."""
+    regex = "^" + re.escape(pattern).replace(re.escape("{epoch:04d}"), r"\d+") + "$"
+    if not isinstance(name, str) or not re.match(regex, name) or Path(name).name != name:
+        raise AffineVAEError(f"{run_dir / TRAIN_JSON}: {key} {name!r} is not a file name of the run directory "
+                             f"(expected {pattern.replace('{epoch:04d}', 'NNNN')}); refused")
+    return run_dir / name
 
 
 class Run:
@@ -148,7 +195,8 @@ class Run:
         info = self.info
         if "checkpoint" not in info or "optimizer" not in info:
             return None
-        return self.path / info["checkpoint"], self.path / info["optimizer"]
+        return (_own_file(self.path, info["checkpoint"], CHECKPOINT_NAME, "checkpoint"),
+                _own_file(self.path, info["optimizer"], OPTIMIZER_NAME, "optimizer"))
 
     # ------------------------------------------------------------------ the model
     def model(self, device: str | torch.device = "cpu"):
@@ -192,6 +240,10 @@ class Run:
         """What training recorded about its data: ``data`` (the ``--data`` spec), ``labels``,
         ``key``, ``n``, ``binarize``, ``max_angle`` (radians), ``n_train`` ... ({} for a saved model)."""
         return {k: v for k, v in self.info.items() if k not in _PROGRESS_KEYS}
+
+    def write_metrics(self, records: list[dict[str, Any]]) -> Path:
+        """Replace ``metrics.jsonl`` by ``records`` atomically (:func:`write_metrics`)."""
+        return write_metrics(self.path, records)
 
     @property
     def metrics(self) -> list[dict[str, Any]]:

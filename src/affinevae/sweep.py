@@ -257,6 +257,8 @@ def plot_sweep(result: SweepResult, path: Optional[str | Path] = None, title: Op
     """
     from matplotlib.figure import Figure
 
+    from .plots import literal_texts
+
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     for i, name in enumerate(result.names):
@@ -269,6 +271,7 @@ def plot_sweep(result: SweepResult, path: Optional[str | Path] = None, title: Op
     ax.set_title(title or (f"rotation sweep ({result.n_images} images)" if result.n_images else "rotation sweep"))
     ax.grid(alpha=0.3)
     ax.legend()
+    literal_texts(fig)  # model names are shown as typed (no mathtext)
     fig.tight_layout()
     if path is not None:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -5,7 +5,10 @@ written through :class:`affinevae.runs.Run`, which knows its layout: the latest 
 ``train.json`` record, the last complete epoch's checkpoint (weights, optimizer state with
 tensors and numbers only, loaded with ``weights_only=True``, and RNG state; ``train.json`` is
 written last, so a crash mid-write leaves the previous checkpoint usable) and ``metrics.jsonl``
-(one JSON line per epoch: train/val loss, recon, kl, images/s, lr).
+(one JSON line per epoch: train/val loss, recon, kl, images/s, lr; rewritten atomically each epoch).
+While :func:`fit` writes a run it holds the run's lock (:class:`affinevae.outputs.RunLock`): a
+second process on the same directory refuses. A run killed at any point (even ``kill -9``)
+resumes from its last complete epoch to the uninterrupted result.
 
 Under ``torchrun`` (WORLD_SIZE > 1) the same call trains data-parallel: gloo on CPU, nccl
 on GPU, data sharded per rank, gradients averaged, only rank 0 writes.
@@ -15,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
+import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -33,6 +37,7 @@ from .data.inputs import as_images
 from .errors import AffineVAEError
 from .io import atomic_write, load_tensors, save_model, save_tensors, write_json
 from .models.base import LatentModel
+from .outputs import RunLock, is_run_directory
 from .runs import Run, read_metrics, read_run  # noqa: F401  (read_metrics, read_run: re-exported)
 from .tracking import Tracker, check_loggers, describe_loggers
 
@@ -173,7 +178,11 @@ def _save_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, e
     weights, optim = run.state_files(epoch)
     save_tensors(weights, model.state_dict())
     state = {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}
-    atomic_write(optim, lambda tmp: torch.save(state, tmp))
+
+    def write_state(tmp):
+        torch.save(state, tmp)
+        fault_point("checkpoint", epoch)  # a test's kill -9 here leaves a stray temporary
+    atomic_write(optim, write_state)
     save_model(model, run.path)
     write_json(run.train_file, {"train_config": cfg.to_dict(), "epochs_done": epoch,
                                 "checkpoint": weights.name, "optimizer": optim.name, **meta})
@@ -195,12 +204,19 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer) -
         model.load_state_dict(weights)
     except RuntimeError as exc:
         raise AffineVAEError(f"{weights_file}: does not match the model ({str(exc).splitlines()[0]})") from None
+    if not optim_file.is_file():
+        raise AffineVAEError(f"{optim_file}: optimizer state not found; resume is not possible (choose another --out)")
     try:
-        state = torch.load(optim_file, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on a foreign pickle: the error below says it
+            state = torch.load(optim_file, weights_only=True, map_location="cpu")
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-    except (OSError, RuntimeError, KeyError, ValueError) as exc:
-        raise AffineVAEError(f"{optim_file}: corrupt optimizer state ({exc.__class__.__name__})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unpickling error, EOF, a wrong structure: a bad user file
+        raise AffineVAEError(f"{optim_file}: corrupt optimizer state ({exc.__class__.__name__}); "
+                             "it is never unpickled beyond tensors and numbers") from None
     return int(run.epochs_done or 0)
 
 
@@ -297,20 +313,37 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     torch.manual_seed(cfg.seed)
+    with contextlib.ExitStack() as stack:
+        if run is not None and rank == 0:
+            stack.enter_context(RunLock(run.path))  # a second process on the same run directory refuses
+        return _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device,
+                           callbacks, meta)
+
+
+def fault_point(point: str, epoch: int) -> None:
+    """Test hook: ``kill -9`` this process at ``point`` ('epoch': inside epoch ``epoch``, after its first
+    step; 'checkpoint': while writing that epoch's optimizer state, before the rename) when the
+    environment variable ``AFFINEVAE_FAULT`` is ``POINT:EPOCH``. Does nothing otherwise."""
+    if os.environ.get("AFFINEVAE_FAULT") == f"{point}:{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device, callbacks,
+                meta) -> "FitResult":
+    run_dir = run.path if run is not None else None
     start = 0
     history: list[dict] = []
     if run is not None and resume and run.has_training:
         start = _load_checkpoint(run, model, opt)
         history = run.metrics[:start]
-    elif run is not None and not resume and run.has_training:
-        raise AffineVAEError(f"{run_dir} already holds a training run; pass resume=True (--resume) to continue it "
-                             "or choose another output directory")
+    elif run is not None and is_run_directory(run.path):  # a saved model (resume: nothing to resume)
+        what = "a training run" if run.has_training else "a saved model"
+        raise AffineVAEError(f"{run_dir} already holds {what}; " + ("pass resume=True (--resume) to continue it or "
+                             if run.has_training else "") + "choose another output directory")
     if start == 0:
         model.init_from_data(x)
     if run_dir is not None and rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lines = "".join(json.dumps(h) + "\n" for h in history)
-        atomic_write(run.metrics_file, lambda tmp: Path(tmp).write_text(lines))
+        run.write_metrics(history)
     net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -346,6 +379,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     outb = net(xb, yb, index=data_index[idx])
                 loss = outb.loss
+                if b == 0:
+                    fault_point("epoch", epoch)
                 if not torch.isfinite(loss):
                     if bar is not None:
                         bar.close()
@@ -381,8 +416,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             record.update(model.on_epoch_end(epoch, run_dir if rank == 0 else None) or {})
             history.append(record)
             if rank == 0 and run is not None:
-                with open(run.metrics_file, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                run.write_metrics(history)  # atomically: a kill never leaves a torn line
                 if cfg.checkpoint:
                     _save_checkpoint(run, model, opt, epoch, cfg, meta)
             tracker.epoch(record, model)

@@ -14,6 +14,7 @@ import warnings
 from typing import Optional, Sequence
 
 from ..errors import AffineVAEError
+from ..limits import memory_limit_set
 from ..registry import Registry
 
 COMMANDS: Registry = Registry("command")
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = COMMANDS.get(name)
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         cmd.add_arguments(p)
+        p.add_argument("--max-memory", metavar="SIZE",
+                       help="refuse data, models and searches that would need more memory than SIZE (e.g. 4G, "
+                            "512M; default: the memory available now)")
         p.set_defaults(_run=cmd.run)
     return parser
 
@@ -56,9 +60,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # deprecations inside torch itself are not the user's to act on
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch(\.|$)")
             warnings.formatwarning = lambda msg, cat, *a, **k: f"affinevae: warning: {msg}\n"
-            return int(args._run(args) or 0)
+            import matplotlib
+
+            # names from the command line (run directories, titles) are drawn literally, never as mathtext
+            with memory_limit_set(args.max_memory), matplotlib.rc_context({"text.parse_math": False}):
+                return int(args._run(args) or 0)
     except AffineVAEError as exc:
         print(f"affinevae: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine's refusal (permissions, disk, a file in the way) not caught nearer
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"affinevae: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("affinevae: interrupted", file=sys.stderr)

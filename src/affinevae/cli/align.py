@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 from ..errors import AffineVAEError
+from ..outputs import check_output
 from ..runs import load
 from ..pose.amortise import as_avae
 from ..pose.search import SearchConfig
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, load_data_from_args
+from .common import add_data_arguments, add_force_argument, load_data_from_args
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +53,11 @@ def search_config_from_args(args: argparse.Namespace, base: SearchConfig) -> Sea
             raise AffineVAEError(f"--max-angle must lie in (0, 180] degrees, got {args.max_angle}")
         a = math.radians(args.max_angle)
         changes["angle_range"] = (-a, a)
-    return base.replace(**changes)
+    cfg = base.replace(**changes)
+    if getattr(args, "keep", None) is not None and args.keep > cfg.restarts:
+        raise AffineVAEError(f"--keep {args.keep} exceeds the {cfg.restarts} restarts (--restarts): "
+                             "only restarts can be kept")
+    return cfg
 
 
 @COMMANDS.register("align")
@@ -69,6 +74,7 @@ class Align:
         add_data_arguments(p, max_angle_option="--data-max-angle")  # --max-angle is the search's
         p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
         p.add_argument("--out", required=True, help="output .npz")
+        add_force_argument(p)
         p.add_argument("--no-before", action="store_true",
                        help="skip elbo_before (NaN in the output): one plain pass of the VAE less")
         add_search_arguments(p)
@@ -76,6 +82,7 @@ class Align:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae align``; returns the exit status (user errors raise AffineVAEError)."""
+        check_output(args.out, inputs=[args.run_dir, args.data, args.labels], force=args.force)
         device = resolve_device(args.device)
         model = as_avae(load(args.run_dir, device=device), args.transform, args.run_dir)
         cfg = search_config_from_args(args, model.config.search)

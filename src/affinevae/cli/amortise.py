@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 
 from ..errors import AffineVAEError
+from ..outputs import check_output
 from ..runs import load
 from ..pose.amortise import AMORTISE_DEFAULTS, amortise
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, load_data_from_args
+from .common import add_data_arguments, add_force_argument, load_data_from_args
 
 
 @COMMANDS.register("amortise")
@@ -25,7 +26,9 @@ class Amortise:
         """Register the ``amortise`` options on ``p``."""
         p.add_argument("run_dir", help="run or model directory of an avae (or of a vae/cvae: wrapped, with a new head)")
         add_data_arguments(p)
-        p.add_argument("--out", required=True, help="directory for the model with its trained head (not run_dir)")
+        p.add_argument("--out", required=True, help="new directory for the model with its trained head (not run_dir, "
+                                                   "nor any other run or model directory)")
+        add_force_argument(p, "an existing, non-empty --out folder that holds no run or model")
         p.add_argument("--target", default=AMORTISE_DEFAULTS.target, choices=["elbo", "search"],
                        help="elbo: maximise the ELBO at the head's own poses (default); search: regress the poses "
                             "found by the model's search")
@@ -56,6 +59,7 @@ class Amortise:
                                         batch_size=args.batch_size, lr=args.lr, augment_rotation=args.augment_rotation,
                                         views=args.views, seed=args.seed)
         device = resolve_device(args.device)
+        check_output(args.out, kind="dir", inputs=[args.run_dir, args.data, args.labels], force=args.force)
         loaded = load(args.run_dir, device=device)
         data = load_data_from_args(args, "train", seed=args.seed)
         torch.manual_seed(args.seed)

@@ -34,6 +34,11 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
     p.set_defaults(data_max_angle_option=max_angle_option)
 
 
+def add_force_argument(p: argparse.ArgumentParser, what: str = "an existing output file") -> None:
+    """``--force``: allow replacing ``what`` (never a file of a run, nor an input; see :mod:`affinevae.outputs`)."""
+    p.add_argument("--force", action="store_true", help=f"overwrite {what} (never a run's own files or an input)")
+
+
 def add_binarize_argument(p, help: str) -> None:
     """``--binarize [T]``: a threshold in (0, 1), 0.5 when given without a value, None when absent."""
     p.add_argument("--binarize", nargs="?", type=float, const=0.5, default=None, metavar="T", help=help)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..demo import run_demo
+from ..outputs import check_output
 from . import COMMANDS
+from .common import add_force_argument
 
 
 @COMMANDS.register("demo")
@@ -21,9 +24,13 @@ class Demo:
         p.add_argument("--out", default="affinevae-demo", help="output directory (default affinevae-demo)")
         p.add_argument("--quick", action="store_true", help="a small, fast version (under 2 minutes)")
         p.add_argument("--seed", type=int, default=0)
+        add_force_argument(p, "into an existing, non-empty --out folder that is not a previous demo's")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
+        out = Path(args.out)
+        earlier = (out / "index.html").is_file() or (out / "runs").is_dir()  # a previous demo's: replaced
+        check_output(out, kind="dir", force=args.force or earlier)
         run_demo(args.out, quick=args.quick, seed=args.seed, progress=sys.stderr.isatty())
         return 0

@@ -8,9 +8,10 @@ import numpy as np
 
 from ..evaluation import encode_dataset
 from ..io import atomic_write
+from ..outputs import check_output
 from ..runs import load
 from . import COMMANDS
-from .common import add_data_arguments, load_data_from_args
+from .common import add_data_arguments, add_force_argument, load_data_from_args
 
 
 @COMMANDS.register("encode")
@@ -25,6 +26,7 @@ class Encode:
         p.add_argument("run_dir", help="run or model directory")
         add_data_arguments(p)
         p.add_argument("--out", required=True, help="output .npz")
+        add_force_argument(p)
         p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
         p.add_argument("--batch-size", type=int, default=512)
         p.add_argument("--seed", type=int, default=0, help="seed of the ELBO's posterior sample")
@@ -32,6 +34,7 @@ class Encode:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
+        check_output(args.out, inputs=[args.run_dir, args.data, args.labels], force=args.force)
         model = load(args.run_dir)
         data = load_data_from_args(args, args.split, seed=args.seed)
         out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed)

@@ -10,7 +10,9 @@ from typing import Optional
 import numpy as np
 
 from ..errors import AffineVAEError
+from ..outputs import check_output
 from . import COMMANDS
+from .common import add_force_argument
 
 
 @COMMANDS.register("map")
@@ -34,6 +36,7 @@ class Map:
         p.add_argument("--nmf-shift", action="store_true",
                        help="--baseline nmf on data with negative values: subtract the minimum first (else an error)")
         p.add_argument("--out", required=True, help="output folder for maps.npz and the PNG maps")
+        add_force_argument(p, "files in an existing, non-empty --out folder")
         p.add_argument("--clusters", type=int, default=None, help="cluster the content latents into K classes")
         p.add_argument("--cluster-method", choices=["kmeans", "gmm"], default="kmeans")
         p.add_argument("--symmetry", metavar="N",
@@ -59,6 +62,8 @@ class Map:
         if args.clusters is not None and args.clusters < 1:
             raise AffineVAEError(f"--clusters must be >= 1, got {args.clusters}")
         check_sources(args)
+        check_output(args.out, kind="dir", inputs=[p for p in (args.run_dir, args.image, args.patches, args.cube) if p],
+                     force=args.force)
         model = load(args.run_dir, device=resolve_device(args.device))
         if args.cube:
             return map_cube(args, model)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ..errors import AffineVAEError
+from ..outputs import check_output
 from . import COMMANDS
+from .common import add_force_argument
 
 
 @COMMANDS.register("patches")
@@ -21,6 +23,7 @@ class Patches:
                                      ".png/.jpg/.gif, or a folder of frames")
         p.add_argument("--window", type=int, required=True, help="patch size in pixels (e.g. 24)")
         p.add_argument("--out", required=True, help="output .npz with patches, centers, frames")
+        add_force_argument(p)
         find = p.add_argument_group("where the objects are (default: detect local maxima)")
         find.add_argument("--coords", help="CSV (row,col or frame,row,col; one header line allowed) or .npy "
                                            "(N,2)/(N,3) of object centres in pixels")
@@ -49,6 +52,7 @@ class Patches:
             raise AffineVAEError("give --coords or --stride, not both")
         if not str(args.out).endswith(".npz"):
             raise AffineVAEError(f"--out must be a .npz file, got {args.out}")
+        check_output(args.out, inputs=[args.image, args.coords], force=args.force)
         ps = cut_patches(args.image, args.window, coords=args.coords, stride=args.stride,
                          min_distance=args.min_distance, threshold=args.threshold, absolute=args.absolute,
                          sigma=args.sigma, edge=args.edge, chunk_frames=args.chunk_frames,

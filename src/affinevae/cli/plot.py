@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from ..errors import AffineVAEError
 from ..registry import Registry
 from . import COMMANDS
-from .common import add_binarize_argument, parse_int_list
+from .common import add_binarize_argument, add_force_argument, parse_int_list
 
 
 
@@ -225,6 +225,7 @@ class Plot:
         p.add_argument("run_dir", help="run or model directory")
         p.add_argument("kind", help="what to draw: " + ", ".join(PLOT_KINDS.in_order()))
         p.add_argument("--out", required=True, help="output PNG")
+        add_force_argument(p)
         d = p.add_argument_group("data (default: the run's own data, test split for built-in sets)")
         d.add_argument("--data", help="'mnist', 'rotated-mnist' or a path")
         d.add_argument("--labels", help="file of integer labels, one per image")
@@ -261,6 +262,7 @@ class Plot:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae plot``; returns the exit status (user errors raise AffineVAEError)."""
+        from ..outputs import check_output
         from ..plots import save_figure
         from ..runs import Run
 
@@ -270,6 +272,7 @@ class Plot:
         if args.show is not None and args.show < 1:
             raise AffineVAEError(f"--show must be >= 1, got {args.show}")
         show = args.show or (64 if args.kind == "samples" else 8)
+        check_output(args.out, inputs=[args.run_dir, *args.compare, args.data, args.labels], force=args.force)
         runs = [Run.open(r) for r in [args.run_dir, *args.compare]]
         models = [r.model() for r in runs]
         names = [_label(r.path) for r in runs]

@@ -6,7 +6,9 @@ import argparse
 
 from ..errors import AffineVAEError
 from ..report import write_report
+from ..outputs import check_output
 from . import COMMANDS
+from .common import add_force_argument
 
 
 @COMMANDS.register("report")
@@ -21,6 +23,7 @@ class Report:
         """Register the command's options on ``p``."""
         p.add_argument("run_dir", help="run or model directory")
         p.add_argument("--out", required=True, help="output HTML file")
+        add_force_argument(p)
         p.add_argument("--data", help="images to analyse: 'mnist', 'rotated-mnist' or a path "
                                       "(default: the run's own data, test split for built-in sets)")
         p.add_argument("-n", "--n", type=int, default=500, dest="n", help="images analysed (default 500)")
@@ -41,6 +44,7 @@ class Report:
         if args.sweep_n < 1:
             raise AffineVAEError(f"--sweep-n must be >= 1, got {args.sweep_n}")
         angles = [] if args.sweep_angles.strip().lower() == "none" else list(parse_angles(args.sweep_angles))
+        check_output(args.out, inputs=[args.run_dir, args.data], force=args.force)
         res = write_report(args.run_dir, args.out, data=args.data, n=args.n, seed=args.seed, sweep_angles=angles,
                            sweep_n=args.sweep_n, log=None if args.quiet else print)
         extra = f"; not applicable: {', '.join(res.skipped)}" if res.skipped else ""

@@ -8,8 +8,10 @@ import torch
 
 from ..errors import AffineVAEError
 from ..plots import image_grid, save_image
+from ..outputs import check_output
 from ..runs import Run
 from . import COMMANDS
+from .common import add_force_argument
 
 
 @COMMANDS.register("sample")
@@ -24,6 +26,7 @@ class Sample:
         p.add_argument("run_dir", help="run or model directory")
         p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
         p.add_argument("--out", required=True, help="output PNG")
+        add_force_argument(p)
         p.add_argument("--class", dest="cls", type=int, help="class for conditional models (default: cycle through classes)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--upscale", type=int, default=3, help="pixel upscaling of the PNG (default 3)")
@@ -33,6 +36,7 @@ class Sample:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         if args.n < 1:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
+        check_output(args.out, inputs=[args.run_dir], force=args.force)
         model = Run.open(args.run_dir).model()
         y = None
         if model.conditional:

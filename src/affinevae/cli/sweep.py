@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 from ..errors import AffineVAEError
+from ..outputs import check_outputs
 from ..runs import load
 from ..models.avae import AVAE
 from ..sweep import SweepConfig, parse_angles, plot_sweep, rotation_sweep
 from ..training import resolve_device
 from . import COMMANDS
 from .align import add_search_arguments, search_config_from_args
-from .common import add_binarize_argument, load_data_from_args
+from .common import add_binarize_argument, add_force_argument, load_data_from_args
 
 
 def _models_of(run_dir: str, transform, device) -> dict:
@@ -50,12 +51,15 @@ class Sweep:
         add_binarize_argument(p, "threshold every rotated image at T (default 0.5): for models trained on binarized "
                                  "images (train --binarize), so that resampling blur does not mix with the pose")
         p.add_argument("--out", default="sweep.csv", help="output CSV (the PNG goes beside it)")
+        add_force_argument(p, "an existing CSV and PNG")
         add_search_arguments(p)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae sweep``; returns the exit status (user errors raise AffineVAEError)."""
         angles = parse_angles(args.angles)
+        check_outputs([args.out, str(Path(args.out).with_suffix(".png"))],
+                      inputs=[args.run_dir, args.model_b, args.data, args.labels], force=args.force)
         device = resolve_device(args.device)
         runs = [args.run_dir] + ([args.model_b] if args.model_b else [])
         per_run = [_models_of(r, args.transform, device) for r in runs]

@@ -7,6 +7,7 @@ import argparse
 from ..defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_LR, data_defaults
 from ..errors import AffineVAEError
 from ..models.base import build_model
+from ..outputs import check_output
 from ..registry import MODELS
 from ..training import TrainConfig, fit, init_distributed, seed_everything
 from . import COMMANDS
@@ -77,6 +78,7 @@ class Train:
                           loggers=tuple(n.strip() for v in args.log for n in v.split(",") if n.strip()),
                           log_images_every=args.log_images_every)
         rank, _ = init_distributed(cfg.device)
+        check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume)
         data = load_data_from_args(args, "train", seed=args.seed)
         cls = MODELS.get(args.model)
         options, train, chosen = data_defaults(data, args.model, model_options(args, cls, data), args.batch_size,

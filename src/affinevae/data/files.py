@@ -36,6 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import AffineVAEError
+from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, NPY_EXTS, NPZ_EXTS, PIL_EXTS, SUPPORTED,
                       TIFF_EXTS, cannot_read, reading)
 from .imageset import ImageSet, normalise_images
@@ -288,6 +289,9 @@ def _read_npy(p: Path, spec: str, mmap: bool = False) -> np.ndarray:
     """A .npy file's array, refusing pickles."""
     if not _magic(p, spec).startswith(_NPY_MAGIC):
         raise AffineVAEError(f"{spec}: cannot read .npy: not a NumPy .npy file (bad header)")
+    if not mmap:
+        with open(p, "rb") as fh:
+            check_npy_header(fh, spec, copies=3)  # the declared size, before anything is allocated
     try:
         arr = np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as e:
@@ -340,6 +344,9 @@ def _load_npz(p: Path, spec: str, key: Optional[str], standardise: bool) -> Imag
                 k = cands[0]
 
         def get(name: str) -> np.ndarray:
+            if f"{name}.npy" in npz.zip.namelist():
+                with npz.zip.open(f"{name}.npy") as fh:
+                    check_npy_header(fh, f"{spec}:{name}", copies=3)  # before decompressing
             try:
                 a = npz[name]
             except ValueError as e:
@@ -418,6 +425,8 @@ def _read_tiff(p: Path, spec: str) -> np.ndarray:
     with reading(spec, "TIFF"), tifffile.TiffFile(p) as tf:
         if not tf.series:
             raise AffineVAEError(f"{spec}: contains zero images")
+        for s in tf.series:  # declared sizes, before any page is decoded
+            check_array(s.shape, spec, "the declared TIFF images", copies=3)
         parts = [_tiff_series(s.asarray(), s.axes, spec) for s in tf.series]
     first = parts[0]
     for i, part in enumerate(parts[1:], 1):
@@ -535,12 +544,14 @@ def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool) ->
                 raise AffineVAEError(f"{spec}: {'no datasets' if not found else 'several datasets'}; "
                                      f"name one as FILE:DATASET; datasets: {listing or '(none)'}")
         src = f"{p}:{name}"
+        check_hdf5_dataset(f, name, src, copies=3)  # no external/virtual storage, a size that fits
         arr = f[name][()]
         group = name.rsplit("/", 1)[0]
         extra = {}
         for k in AUX_KEYS:
             aux = f"{group}/{k}"
             if aux != name and isinstance(f.get(aux), h5py.Dataset):
+                check_hdf5_dataset(f, aux, f"{p}:{aux}", copies=3)
                 extra[k] = f[aux][()]
     return _finish(np.asarray(arr), src, standardise, **_check_aux(extra, src))
 

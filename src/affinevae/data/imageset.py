@@ -141,6 +141,9 @@ def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool =
         return (arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)).astype(np.float32)
     if not np.issubdtype(arr.dtype, np.number):
         raise AffineVAEError(f"{source}: images must be numeric, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise AffineVAEError(f"{source}: complex-valued images ({arr.dtype}) are not supported; "
+                             "give their magnitude (np.abs) or real part")
     out = arr.astype(np.float32)
     if not np.all(np.isfinite(out)):
         bad = int((~np.isfinite(out)).sum())

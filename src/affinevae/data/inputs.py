@@ -60,10 +60,16 @@ def check_image_shape(shape: Sequence[int], image_shape: Sequence[int], where: s
 def _tensor(data: Any, what: str, where: str) -> Tensor:
     """A tensor view (no copy where possible) of an array-like; numeric only."""
     if isinstance(data, Tensor):
+        if data.is_complex():
+            raise AffineVAEError(f"{where}: complex-valued {what} ({data.dtype}) are not supported; "
+                                 "give their magnitude (abs) or real part")
         return data
     arr = np.asarray(data)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise AffineVAEError(f"{where}: {what} must be numeric, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise AffineVAEError(f"{where}: complex-valued {what} ({arr.dtype}) are not supported; "
+                             "give their magnitude (np.abs) or real part")
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if not arr.flags.writeable or not (arr.flags.c_contiguous or arr.flags.f_contiguous):

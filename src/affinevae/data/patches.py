@@ -141,13 +141,28 @@ class PatchSet:
                     raise AffineVAEError(f"{p}: not a patches file (missing {', '.join(miss)}); "
                                          "make one with `affinevae patches`")
                 d = {k: f[k] for k in f.files}
-        except (ValueError, OSError) as exc:
-            raise AffineVAEError(f"{p}: cannot read patches ({str(exc).splitlines()[0]})") from None
+        except (AffineVAEError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a corrupt or truncated archive (BadZipFile, EOFError ...)
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise AffineVAEError(f"{p}: cannot read patches ({first})") from None
         n = len(d["patches"])
         if d["centers"].shape != (n, 2) or d["frames"].shape != (n,):
             raise AffineVAEError(f"{p}: centers {d['centers'].shape} / frames {d['frames'].shape} do not match "
                                  f"{n} patches")
         window = int(d["window"]) if "window" in d else int(d["patches"].shape[-1])
+        image_shape = tuple(int(v) for v in d.get("image_shape", (0, 0)))
+        n_frames = int(d.get("n_frames", 1))
+        centers, frames = d["centers"].astype(np.int64), d["frames"].astype(np.int64)
+        if n and image_shape != (0, 0):  # a centre outside the image it was cut from: refused
+            h, w = image_shape
+            out = (centers[:, 0] < 0) | (centers[:, 0] >= h) | (centers[:, 1] < 0) | (centers[:, 1] >= w)
+            if out.any():
+                i = int(np.flatnonzero(out)[0])
+                raise AffineVAEError(f"{p}: {int(out.sum())} patch centre(s) outside the {h}x{w} image, e.g. patch {i} "
+                                     f"at (row {centers[i, 0]}, col {centers[i, 1]})")
+            if ((frames < 0) | (frames >= n_frames)).any():
+                raise AffineVAEError(f"{p}: patch frame indices outside 0..{n_frames - 1}")
         gs = tuple(int(v) for v in d["grid_shape"]) if "grid_shape" in d else None
         return cls(d["patches"], d["centers"].astype(np.int64), d["frames"].astype(np.int64), window,
                    tuple(int(v) for v in d.get("image_shape", (0, 0))), int(d.get("n_frames", 1)), gs,

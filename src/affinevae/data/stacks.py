@@ -19,6 +19,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..errors import AffineVAEError
+from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (FRAME_FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       reading)
 
@@ -67,6 +68,7 @@ class FrameSource:
         start, stop = max(0, int(start)), min(self.n_frames, int(stop))
         if stop <= start:
             return np.zeros((0, *self.frame_shape), dtype=self.dtype)
+        check_array((stop - start, *self.frame_shape), self.path, "the declared frames", copies=3)
         with reading(self.path, f"frames {start}:{stop}"):
             arr = np.asarray(self._read_raw(start, stop))
         if arr.shape[1:] != tuple(self.frame_shape):
@@ -89,8 +91,9 @@ class FrameSource:
             self._norm = ("keep", 0.0, 1.0)
         elif np.issubdtype(dt, np.unsignedinteger):
             self._norm = ("divide", 0.0, float(np.iinfo(dt).max))
-        elif not np.issubdtype(dt, np.number):
-            raise AffineVAEError(f"{self.path}: images must be numeric, got dtype {dt}")
+        elif not np.issubdtype(dt, np.number) or np.issubdtype(dt, np.complexfloating):
+            raise AffineVAEError(f"{self.path}: images must be real numbers, got dtype {dt}"
+                                 + (" (complex: give np.abs or the real part)" if dt.kind == "c" else ""))
         else:
             lo, hi = math.inf, -math.inf
             step = self._chunk_for_scan()
@@ -346,6 +349,8 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
             k = key or next((n for n in ("images", "patches") if n in names), names[0] if names else None)
             if k not in names:
                 raise AffineVAEError(f"{s}: no array '{k}'; arrays: {', '.join(names) or 'none'}")
+            with f.zip.open(f"{k}.npy") as fh:
+                check_npy_header(fh, f"{s}:{k}", itemsize=1)  # read whole: its declared size must fit
             return ArraySource(f[k], s)
     if suf in TIFF_EXTS:
         return TiffSource(s)
@@ -374,4 +379,9 @@ def _open_hdf5(path: str, dataset: Optional[str]) -> FrameSource:
     if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
         f.close()
         raise AffineVAEError(f"{path}: no dataset '{dataset}'")
+    try:
+        check_hdf5_dataset(f, dataset, f"{path}:{dataset}", frames=1)  # no external/virtual storage
+    except AffineVAEError:
+        f.close()
+        raise
     return ArraySource(f[dataset], f"{path}:{dataset}", owner=f)

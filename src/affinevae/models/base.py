@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from ..config import Config, check, check_choice, check_positive
 from ..data.inputs import as_images
 from ..errors import AffineVAEError
+from ..limits import check_allocation
 from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, compose_poses, render
 from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
 from ..nn.likelihoods import LIKELIHOODS
@@ -501,6 +502,33 @@ class LatentModel(nn.Module):
         return cls.from_config_dict(options)
 
 
+def planned_state(build, where: str, copies: float = 1.0) -> Optional[dict[str, tuple[int, ...]]]:
+    """Build a model with ``build()`` on PyTorch's meta device (no memory is allocated), refuse it in
+    one line when its parameters and buffers times ``copies`` (4 for training: weights, gradients
+    and Adam's two moments) exceed the memory limit (:func:`affinevae.limits.check_allocation`),
+    and return its state-dict shapes (name -> shape); None when the family cannot be built on the
+    meta device (the real build then goes ahead unchecked). ``where`` starts the message.
+    """
+    try:
+        with torch.device("meta"):
+            planned = build()
+        shapes = {k: tuple(int(d) for d in v.shape) for k, v in planned.state_dict().items()}
+        nbytes = sum(v.numel() * v.element_size() for v in planned.state_dict().values())
+    except AffineVAEError:
+        raise
+    except Exception:  # noqa: BLE001 - an op without a meta kernel: no estimate
+        return None
+    count = sum(math.prod(v) for v in shapes.values())
+    check_allocation(nbytes * copies, f"a model of {count:,} parameters", where)
+    return shapes
+
+
 def build_model(name: str, **options: Any) -> LatentModel:
-    """Build a registered model by ``name`` ('ae', 'vae', 'cvae', ...) with validated options."""
-    return MODELS.get(name).from_options(options)
+    """Build a registered model by ``name`` ('ae', 'vae', 'cvae', ...) with validated options.
+
+    Its size is checked on the meta device first (:func:`planned_state`, memory for training),
+    so that a huge ``latent_dim`` or layer width is one line, not an allocation failure.
+    """
+    cls = MODELS.get(name)
+    planned_state(lambda: cls.from_options(options), f"model '{name}'", copies=4)
+    return cls.from_options(options)

@@ -40,10 +40,11 @@ from torch import Tensor
 
 from ..config import Config, check, check_choice, check_positive
 from ..errors import AffineVAEError
+from ..limits import check_allocation
 from ..nn.transforms import Parameterisation
 
 __all__ = ["SearchConfig", "SearchResult", "search_poses", "make_starts", "evaluate_candidates", "refine", "seeded",
-           "chunks", "take", "check_views"]
+           "chunks", "take", "check_views", "check_search_memory"]
 
 
 def check_range(name: str, value: Any) -> None:
@@ -186,6 +187,19 @@ def chunks(n: int, size: int):
         yield slice(i, min(i + size, n))
 
 
+def check_search_memory(n: int, restarts: int, dim: int, image_shape: tuple, chunk: int) -> None:
+    """Refuse in one line a search whose candidates would not fit in memory, before any is made:
+    ``n`` images x ``restarts`` candidates of ``dim`` parameters (starts, owners, objectives,
+    about 16 + 4 * dim bytes each) plus ``chunk`` candidate images of ``image_shape`` (C, H, W)
+    rendered at a time (about 16 float32 copies each for the model's activations)."""
+    pixels = 1
+    for s in image_shape:
+        pixels *= int(s)
+    nbytes = n * restarts * (16 + 4 * dim) + min(chunk, n * restarts) * pixels * 4 * 16
+    check_allocation(nbytes, f"a pose search of {n} images x {restarts} restarts (chunks of {chunk})",
+                     "pose search (--restarts, --chunk)")
+
+
 def take(y: Optional[Tensor], idx: Tensor) -> Optional[Tensor]:
     return None if y is None else y[idx]
 
@@ -302,6 +316,8 @@ def search_poses(model, x: Tensor, y: Optional[Tensor] = None, config: Optional[
     cfg = config or SearchConfig()
     transform: Parameterisation = model.transform
     n = len(x)
+    check_search_memory(n, cfg.restarts if starts is None else int(starts.shape[1]), transform.dim,
+                        tuple(x.shape[1:]), cfg.chunk)
     if starts is None:
         starts, conf = _starts(model, x, cfg, extra_starts, generator)
         if cfg.head_trust is not None and conf is not None:

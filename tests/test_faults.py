@@ -1,0 +1,453 @@
+"""Fault campaign: every CLI command against a table of bad inputs, crafted files and unsafe outputs.
+
+Each failing case must exit 2 with exactly one ``affinevae: error:`` line on stderr (warnings are
+``affinevae: warning:`` lines), no traceback, and leave every pre-existing file unchanged (sha256
+before/after) and no new file behind. Commands run in-process (``affinevae.cli.main``) with the
+memory limit set to 2 GiB (``AFFINEVAE_MAX_MEMORY``), so the resource cases are the same on any
+machine. The process-level cases (``kill -9`` during training and during a checkpoint write, then
+``--resume``; two trainings on one ``--out``) use subprocesses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affinevae.cli import main
+from affinevae.errors import AffineVAEError
+from affinevae.outputs import LOCK_FILE, RunLock, check_output
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+TRAIN = ["--model", "vae", "--latent-dim", "2", "--encoder", "mlp", "--decoder", "mlp", "--hidden", "16",
+         "--batch-size", "8", "--val-split", "0", "--device", "cpu", "--no-progress"]
+
+
+def _tiff_bomb(path: Path, side: int = 60000) -> None:
+    """A ~200-byte TIFF whose one deflate strip declares a side x side 8-bit page."""
+    data = zlib.compress(b"\0" * 64)
+    entries = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 0),
+               (277, 3, 1), (278, 4, side), (279, 4, len(data))]
+    ifd_size = 2 + 12 * len(entries) + 4
+    data_at = 8 + ifd_size
+    body = struct.pack("<H", len(entries))
+    for tag, typ, val in entries:
+        val = data_at if tag == 273 else val
+        body += struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", val, 0) if typ == 3 else struct.pack("<I", val))
+    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + body + struct.pack("<I", 0) + data)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Inputs good and bad, a tiny CLI-trained run and crafted copies of it (module-wide, read-only)."""
+    h5py = pytest.importorskip("h5py")
+    root = tmp_path_factory.mktemp("faults")
+    rng = np.random.default_rng(0)
+    good = rng.random((24, 12, 12)).astype(np.float32)
+    np.save(root / "good.npy", good)
+    stack = np.zeros((1, 48, 48), np.float32)
+    stack[0, 10:14, 10:14] = stack[0, 30:34, 28:32] = 1.0
+    np.save(root / "stack.npy", stack)
+    bad = {"nan": good.copy(), "inf": good.copy()}
+    bad["nan"][0, 0, 0], bad["inf"][1, 1, 1] = np.nan, np.inf
+    for name, arr in {**bad, "rank5": good[None, None], "empty": good[:0], "complex": good.astype(np.complex64)}.items():
+        np.save(root / f"{name}.npy", arr)
+    np.save(root / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (root / "corrupt.npy").write_bytes(b"\x93NUMPY garbage" + bytes(range(200)))
+    full = (root / "good.npy").read_bytes()
+    (root / "truncated.npy").write_bytes(full[: len(full) // 3])
+    (root / "corrupt.npz").write_bytes(b"PK\x03\x04" + b"\0" * 50)
+    _tiff_bomb(root / "bomb.tif")
+    secret = root / "secret.bin"
+    secret.write_bytes(bytes(range(256)) * 8)
+    with h5py.File(root / "plain.h5", "w") as f:
+        f["images"] = good
+    with h5py.File(root / "external.h5", "w") as f:
+        f.create_dataset("images", shape=(8, 16, 16), dtype="u1", external=[(str(secret), 0, 2048)])
+    with h5py.File(root / "virtual.h5", "w") as f:
+        layout = h5py.VirtualLayout(shape=good.shape, dtype="f4")
+        layout[:] = h5py.VirtualSource(str(root / "plain.h5"), "images", shape=good.shape)
+        f.create_virtual_dataset("images", layout)
+    with h5py.File(root / "extlink.h5", "w") as f:
+        f["images"] = h5py.ExternalLink(str(root / "plain.h5"), "/images")
+    with h5py.File(root / "huge.h5", "w") as f:  # 64 TB declared, nothing written
+        f.create_dataset("images", shape=(1000, 131072, 131072), dtype="f4", chunks=(1, 256, 256))
+    (root / "coords.csv").write_text("row,col\n12,12\n32,30\n")
+    assert main(["patches", str(root / "stack.npy"), "--window", "12", "--coords", str(root / "coords.csv"),
+                 "--out", str(root / "patches.npz"), "--no-progress"]) == 0
+    with np.load(root / "patches.npz") as f:
+        arrays = dict(f)
+    arrays["centers"] = arrays["centers"] + 1000
+    np.savez(root / "outside.npz", **arrays)
+    assert main(["train", *TRAIN, "--data", str(root / "good.npy"), "--out", str(root / "run"), "--epochs", "1"]) == 0
+    shutil.copytree(root / "run", root / "other")
+    crafted = {
+        "huge": lambda d: d.update(latent_dim=100_000_000),
+        "mismatch": lambda d: d.update(latent_dim=3),
+        "widths": lambda d: d.update(hidden=[17]),
+    }
+    for name, change in crafted.items():
+        shutil.copytree(root / "run", root / name)
+        desc = json.loads((root / name / "model.json").read_text())
+        change(desc["config"])
+        (root / name / "model.json").write_text(json.dumps(desc))
+    shutil.copytree(root / "run", root / "truncw")
+    w = (root / "truncw" / "model.safetensors").read_bytes()
+    (root / "truncw" / "model.safetensors").write_bytes(w[: len(w) // 2])
+    for name in ("traversal", "pickled_opt", "empty_opt"):
+        shutil.copytree(root / "run", root / name)
+    info = json.loads((root / "traversal" / "train.json").read_text())
+    info["optimizer"] = "../../../../secret.bin"
+    (root / "traversal" / "train.json").write_text(json.dumps(info))
+    opt = json.loads((root / "run" / "train.json").read_text())["optimizer"]
+    (root / "pickled_opt" / opt).write_bytes(pickle.dumps(shutil.rmtree))
+    (root / "empty_opt" / opt).write_bytes(b"")
+    (root / "saved").mkdir()  # a model written by model.save(): no train.json
+    for f in ("model.json", "model.safetensors"):
+        shutil.copy(root / "run" / f, root / "saved" / f)
+    (root / "link.npz").symlink_to(root / "other" / "model.safetensors")
+    (root / "existing.npz").write_bytes(b"keep me")
+    (root / "adir").mkdir()
+    (root / "adir" / "keep.txt").write_text("keep")
+    return root
+
+
+def _snapshot(root: Path) -> dict:
+    """sha256 of every file under ``root`` (lock files, which a refused resume may create, aside)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_FILE}
+
+
+def _fails_cleanly(root: Path, argv: list[str], capsys, match: str = "") -> str:
+    before = _snapshot(root)
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("affinevae: error:")]
+    assert code == 2, (argv, err)
+    assert len(errors) == 1, err
+    assert all(ln.startswith("affinevae: ") for ln in lines), err
+    assert "Traceback" not in err
+    assert match.lower() in errors[0].lower(), errors[0]
+    assert _snapshot(root) == before, f"files changed by {argv}"
+    return errors[0]
+
+
+@pytest.fixture(autouse=True)
+def _memory_limit(monkeypatch):
+    monkeypatch.setenv("AFFINEVAE_MAX_MEMORY", "2G")
+
+
+# ------------------------------------------------------------------ bad data for every command reading images
+BAD_DATA = {
+    "nan": ("nan.npy", "nan or infinite"),
+    "inf": ("inf.npy", "nan or infinite"),
+    "rank5": ("rank5.npy", "rank-5"),
+    "empty": ("empty.npy", "zero images"),
+    "corrupt": ("corrupt.npy", "cannot read"),
+    "truncated": ("truncated.npy", "cannot read"),
+    "corrupt-npz": ("corrupt.npz", "cannot read"),
+    "complex": ("complex.npy", "complex"),
+    "pickled": ("pickled.npy", "pickled"),
+    "h5-external-storage": ("external.h5:images", "outside the file"),
+    "h5-virtual": ("virtual.h5:images", "virtual"),
+    "h5-external-link": ("extlink.h5:images", "link to another file"),
+    "h5-huge": ("huge.h5:images", "declares"),
+    "tiff-bomb": ("bomb.tif", "would need"),
+    "missing": ("nothing.npy", "not found"),
+}
+DATA_COMMANDS = {
+    "train": lambda r, d: ["train", *TRAIN, "--data", d, "--out", f"{r}/new_run", "--epochs", "1"],
+    "encode": lambda r, d: ["encode", f"{r}/run", "--data", d, "--out", f"{r}/codes.npz"],
+    "align": lambda r, d: ["align", f"{r}/run", "--data", d, "--out", f"{r}/al.npz", "--restarts", "2", "--steps", "0"],
+}
+SOME_DATA = ("nan", "corrupt", "complex", "h5-external-storage", "tiff-bomb")
+MORE_COMMANDS = {
+    "amortise": lambda r, d: ["amortise", f"{r}/run", "--data", d, "--out", f"{r}/am", "--epochs", "1"],
+    "sweep": lambda r, d: ["sweep", f"{r}/run", "--data", d, "--out", f"{r}/sw.csv", "--angles", "0,90"],
+    "plot": lambda r, d: ["plot", f"{r}/run", "reconstructions", "--data", d, "--out", f"{r}/p.png"],
+    "report": lambda r, d: ["report", f"{r}/run", "--data", d, "--out", f"{r}/r.html", "--quiet"],
+}
+CASES = [(c, b) for c in DATA_COMMANDS for b in BAD_DATA] + [(c, b) for c in MORE_COMMANDS for b in SOME_DATA]
+
+
+@pytest.mark.parametrize("command,bad", CASES, ids=[f"{c}-{b}" for c, b in CASES])
+def test_bad_data(world, capsys, command, bad):
+    spec, match = BAD_DATA[bad]
+    build = DATA_COMMANDS.get(command) or MORE_COMMANDS[command]
+    _fails_cleanly(world, build(world, str(world / spec)), capsys, match)
+
+
+STACK_CASES = {"nan": "nan.npy", "complex": "complex.npy", "h5-external-storage": "external.h5:images",
+               "h5-virtual": "virtual.h5:images", "h5-external-link": "extlink.h5:images", "h5-huge": "huge.h5:images",
+               "tiff-bomb": "bomb.tif", "corrupt": "corrupt.npy", "empty": "empty.npy"}
+
+
+@pytest.mark.parametrize("bad", list(STACK_CASES))
+def test_bad_stacks_for_patches_and_map(world, capsys, bad):
+    img = str(world / STACK_CASES[bad])
+    _fails_cleanly(world, ["patches", img, "--window", "8", "--out", f"{world}/pp.npz", "--no-progress"], capsys)
+    _fails_cleanly(world, ["map", f"{world}/run", "--image", img, "--patches", f"{world}/patches.npz",
+                           "--out", f"{world}/maps"], capsys)
+
+
+# ------------------------------------------------------------------ crafted runs for every command loading a model
+RUN_COMMANDS = {
+    "encode": lambda r, run: ["encode", run, "--data", f"{r}/good.npy", "--out", f"{r}/codes.npz"],
+    "sample": lambda r, run: ["sample", run, "-n", "4", "--out", f"{r}/s.png"],
+    "info": lambda r, run: ["info", run],
+    "align": lambda r, run: ["align", run, "--data", f"{r}/good.npy", "--out", f"{r}/al.npz"],
+    "amortise": lambda r, run: ["amortise", run, "--data", f"{r}/good.npy", "--out", f"{r}/am"],
+    "sweep": lambda r, run: ["sweep", run, "--data", f"{r}/good.npy", "--out", f"{r}/sw.csv"],
+    "plot": lambda r, run: ["plot", run, "samples", "--out", f"{r}/p.png"],
+    "report": lambda r, run: ["report", run, "--out", f"{r}/r.html"],
+    "map": lambda r, run: ["map", run, "--image", f"{r}/stack.npy", "--patches", f"{r}/patches.npz", "--out", f"{r}/maps"],
+}
+CRAFTED_RUNS = {"huge": "would need", "mismatch": "do not match", "widths": "do not match", "truncw": "corrupt"}
+RUN_CASES = [(c, k) for c in RUN_COMMANDS for k in CRAFTED_RUNS]
+
+
+@pytest.mark.parametrize("command,crafted", RUN_CASES, ids=[f"{c}-{k}" for c, k in RUN_CASES])
+def test_crafted_runs(world, capsys, command, crafted):
+    _fails_cleanly(world, RUN_COMMANDS[command](world, str(world / crafted)), capsys, CRAFTED_RUNS[crafted])
+
+
+def test_resume_refuses_a_saved_model(world, capsys, tmp_path):
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for f in ("model.json", "model.safetensors"):
+        shutil.copy(world / "run" / f, saved / f)
+    _fails_cleanly(tmp_path, ["train", *TRAIN, "--data", f"{world}/good.npy", "--out", str(saved), "--epochs", "1",
+                              "--resume"], capsys, "holds a saved model")
+
+
+@pytest.mark.parametrize("crafted,match", [("traversal", "not a file name of the run"),
+                                           ("pickled_opt", "corrupt optimizer state"),
+                                           ("empty_opt", "corrupt optimizer state")])
+def test_resume_refuses_crafted_training_state(world, capsys, crafted, match):
+    _fails_cleanly(world, ["train", *TRAIN, "--data", f"{world}/good.npy", "--out", str(world / crafted),
+                           "--epochs", "2", "--resume"], capsys, match)
+
+
+# ------------------------------------------------------------------ unsafe outputs for every writing command
+FILE_WRITERS = {
+    "encode": lambda r, out: ["encode", f"{r}/run", "--data", f"{r}/good.npy", "--out", out],
+    "sample": lambda r, out: ["sample", f"{r}/run", "-n", "4", "--out", out],
+    "patches": lambda r, out: ["patches", f"{r}/stack.npy", "--window", "8", "--out", out, "--no-progress"],
+    "align": lambda r, out: ["align", f"{r}/run", "--data", f"{r}/good.npy", "--out", out],
+    "sweep": lambda r, out: ["sweep", f"{r}/run", "--data", f"{r}/good.npy", "--out", out],
+    "report": lambda r, out: ["report", f"{r}/run", "--out", out],
+    "plot": lambda r, out: ["plot", f"{r}/run", "samples", "--out", out],
+}
+FILE_OUTS = {
+    "other-runs-weights": ("other/model.safetensors", "file of the run"),
+    "other-runs-metrics": ("other/metrics.jsonl", "file of the run"),
+    "symlink-to-a-run-file": ("link.npz", "file of the run"),
+    "existing-dir": ("adir", "is a directory"),
+    "existing-file": ("existing.npz", "pass --force"),
+    "the-input": ("good.npy", "input of this command"),
+}
+FILE_CASES = [(c, o) for c in FILE_WRITERS for o in FILE_OUTS
+              if not (o == "the-input" and c in ("sample", "report", "plot"))]
+
+
+@pytest.mark.parametrize("command,out", FILE_CASES, ids=[f"{c}-{o}" for c, o in FILE_CASES])
+def test_unsafe_file_outputs(world, capsys, command, out):
+    path, match = FILE_OUTS[out]
+    if out == "the-input" and command == "patches":
+        path = "stack.npy"
+    if command == "patches" and not path.endswith(".npz"):
+        match = ""  # refused first for not being an .npz
+    _fails_cleanly(world, FILE_WRITERS[command](world, str(world / path)), capsys, match)
+
+
+DIR_WRITERS = {
+    "train": lambda r, out: ["train", *TRAIN, "--data", f"{r}/good.npy", "--out", out, "--epochs", "1"],
+    "amortise": lambda r, out: ["amortise", f"{r}/run", "--data", f"{r}/good.npy", "--out", out, "--epochs", "1"],
+    "map": lambda r, out: ["map", f"{r}/run", "--image", f"{r}/stack.npy", "--patches", f"{r}/patches.npz", "--out", out],
+    "demo": lambda r, out: ["demo", "--quick", "--out", out],
+}
+DIR_OUTS = {"other-run": ("other", "already holds a run or model"), "saved-model": ("saved", "already holds a run or model"),
+            "a-file": ("existing.npz", "not a directory"),
+            "non-empty-dir": ("adir", "not empty")}
+DIR_CASES = [(c, o) for c in DIR_WRITERS for o in DIR_OUTS]
+
+
+@pytest.mark.parametrize("command,out", DIR_CASES, ids=[f"{c}-{o}" for c, o in DIR_CASES])
+def test_unsafe_directory_outputs(world, capsys, command, out):
+    path, match = DIR_OUTS[out]
+    _fails_cleanly(world, DIR_WRITERS[command](world, str(world / path)), capsys, match)
+
+
+def _read_only_dir(tmp_path: Path) -> Path:
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return ro
+    if not Path("/sys").is_dir():  # pragma: no cover
+        pytest.skip("running as root without /sys: no read-only directory to try")
+    return Path("/sys")  # root may write anywhere but in sysfs
+
+
+@pytest.mark.parametrize("command", list(FILE_WRITERS))
+def test_read_only_directory(world, capsys, tmp_path, command):
+    out = _read_only_dir(tmp_path) / "affinevae-out" / "x.npz"
+    _fails_cleanly(world, FILE_WRITERS[command](world, str(out)), capsys, "")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [c for c in DIR_WRITERS if c != "demo"])
+def test_read_only_directory_for_directory_outputs(world, capsys, tmp_path, command):
+    out = _read_only_dir(tmp_path) / "affinevae-out" / "d"
+    _fails_cleanly(world, DIR_WRITERS[command](world, str(out)), capsys, "")
+    assert not out.exists()
+
+
+def test_disk_full_is_one_line(tmp_path):
+    import errno
+
+    from affinevae.io import atomic_write
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(AffineVAEError, match="no space left on the device"):
+        atomic_write(tmp_path / "x.npz", full)
+    assert list(tmp_path.iterdir()) == []  # no temporary left
+
+
+# ------------------------------------------------------------------ unbounded options, argument order, figures
+@pytest.mark.parametrize("argv,match", [
+    (["align", "{r}/run", "--data", "{r}/good.npy", "--out", "{r}/al.npz", "--restarts", "100000000"], "would need"),
+    (["align", "{r}/run", "--data", "{r}/good.npy", "--out", "{r}/al.npz", "--restarts", "2", "--keep", "5"],
+     "exceeds the 2 restarts"),
+    (["train", *TRAIN[:2], "--latent-dim", "100000000", "--data", "{r}/good.npy", "--out", "{r}/big"], "would need"),
+    (["encode", "{r}/run", "--data", "{r}/good.npy", "--out", "{r}/c.npz", "--max-memory", "lots"], "--max-memory"),
+    (["map", "{r}/run", "--image", "{r}/stack.npy", "--patches", "{r}/patches.npz", "--out", "{r}/maps",
+      "--symmetry", "0"], "symmetry"),
+    (["map", "{r}/run", "--image", "{r}/stack.npy", "--patches", "{r}/outside.npz", "--out", "{r}/maps"],
+     "outside the 48x48 image"),
+    (["map", "{r}/run", "--image", "{r}/stack.npy", "--patches", "{r}/patches.npz", "--out", "{r}/maps",
+      "--frame", "3"], "--frame 3"),
+], ids=["align-restarts-bomb", "align-keep-over-restarts", "train-latent-bomb", "bad-max-memory", "map-symmetry-0",
+        "map-centres-outside", "map-bad-frame"])
+def test_unbounded_and_invalid_options(world, capsys, argv, match):
+    _fails_cleanly(world, [a.format(r=world) for a in argv], capsys, match)
+    assert not (world / "maps").exists()
+
+
+def test_mathtext_names_are_drawn_literally(world, capsys, tmp_path):
+    named = tmp_path / r"r$\frac$"
+    shutil.copytree(world / "run", named)
+    assert main(["sweep", str(named), "--model-b", str(world / "run"), "--data", f"{world}/good.npy", "-n", "4",
+                 "--angles", "0,90", "--restarts", "2", "--steps", "0", "--out", str(tmp_path / "sw.csv")]) == 0
+    assert (tmp_path / "sw.png").stat().st_size > 0
+    assert main(["plot", str(world / "run"), "loss-vs-rotation", "--compare", str(named), "--data", f"{world}/good.npy",
+                 "-n", "4", "--angles", "0,90", "--title", "$x^$", "--out", str(tmp_path / "l.png")]) == 0
+    assert (tmp_path / "l.png").stat().st_size > 0
+
+
+def test_force_overwrites_plain_files_only(world, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    out.write_bytes(b"old")
+    assert main(["sample", str(world / "run"), "-n", "4", "--out", str(out), "--force"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    mode = out.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # created with the user's umask, not 0600
+    for f in ("model.safetensors", "model.json", "metrics.jsonl", "train.json"):
+        assert (world / "run" / f).stat().st_mode & 0o777 == 0o666 & ~umask, f
+    with pytest.raises(AffineVAEError, match="file of the run"):
+        check_output(world / "other" / "model.json", force=True)
+    with pytest.raises(AffineVAEError, match="already holds a run"):
+        check_output(world / "other", kind="dir", force=True)
+
+
+def test_stale_temporaries_are_cleaned(tmp_path):
+    from affinevae.io import write_json
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".x.json.{int(dead.stdout)}.abcd1234.tmp"
+    stale.write_text("half")
+    mine = tmp_path / f".x.json.{os.getpid()}.live0000.tmp"  # a live process's temporary is left alone
+    mine.write_text("busy")
+    write_json(tmp_path / "x.json", {"a": 1})
+    assert not stale.exists() and mine.exists()
+
+
+# ------------------------------------------------------------------ processes: kill -9, resume, two trainings
+def _cli(args: list[str], env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1",
+           "MPLBACKEND": "Agg", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "affinevae", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def _result(run: Path) -> tuple:
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(run / "model.safetensors"))
+    metrics = [{k: v for k, v in m.items() if k != "images_per_s"}
+               for m in (json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines())]
+    return weights, metrics
+
+
+def test_kill_during_training_and_checkpoint_then_resume(world, tmp_path):
+    argv = [*TRAIN, "--data", str(world / "good.npy"), "--epochs", "3"]
+    assert main(["train", *argv, "--out", str(tmp_path / "ref")]) == 0
+    ref_w, ref_m = _result(tmp_path / "ref")
+    run = tmp_path / "killed"
+    killed = _cli(["train", *argv, "--out", str(run)], {"AFFINEVAE_FAULT": "epoch:2"})  # inside epoch 2
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert json.loads((run / "train.json").read_text())["epochs_done"] == 1
+    killed = _cli(["train", *argv, "--out", str(run), "--resume"], {"AFFINEVAE_FAULT": "checkpoint:3"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert any(p.name.endswith(".tmp") for p in run.iterdir())  # killed mid-write: a temporary is left
+    assert json.loads((run / "train.json").read_text())["epochs_done"] == 2
+    resumed = _cli(["train", *argv, "--out", str(run), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert not any(p.name.endswith(".tmp") for p in run.iterdir())  # cleaned on the next start
+    w, m = _result(run)
+    assert m == ref_m  # the uninterrupted run's metrics and weights, exactly
+    assert set(w) == set(ref_w) and all(np.array_equal(w[k], ref_w[k]) for k in w)
+
+
+def test_second_training_on_the_same_out_refuses(world, tmp_path):
+    run = tmp_path / "busy"
+    with RunLock(run):  # a first training holds the run
+        before = _snapshot(run)
+        second = _cli(["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "1", "--out", str(run)])
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("affinevae: error:") and "another affinevae process" in lines[0]
+        assert _snapshot(run) == before
+    assert main(["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "1", "--out", str(run)]) == 0
+
+
+def test_sizes_and_limits(monkeypatch):
+    from affinevae.limits import check_array, format_size, memory_limit, memory_limit_set, parse_size
+
+    assert parse_size("4G") == 4 << 30 and parse_size("512M") == 512 << 20 and parse_size("1000") == 1000
+    assert parse_size("1.5GiB") == 3 << 29 and format_size(13.4 * 2 ** 30) == "13.4 GiB"
+    for bad in ("", "-1G", "4Q", "0"):
+        with pytest.raises(AffineVAEError, match="--max-memory"):
+            parse_size(bad)
+    with memory_limit_set("1M"):
+        assert memory_limit() == 1 << 20
+        with pytest.raises(AffineVAEError, match=r"x.npy: the declared images \(1000x1000\) would need 3.8 MiB"):
+            check_array((1000, 1000), "x.npy")
+        check_array((100, 100), "x.npy")
+    assert 1 << 20 < memory_limit() <= 2 << 30  # the fixture's AFFINEVAE_MAX_MEMORY again
