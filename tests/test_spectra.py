@@ -219,10 +219,10 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
     error([*train, "--data", str(tmp_path / "rank4.npy"), "--signal-axis", "2"], "got rank 4")
     error([*train, "--data", str(tmp_path / "short.npy"), "--signal-axis", "2"], "only 5 samples")
     error([*train, "--data", str(cube), "--signal-axis", "3"], "signal axis 3 outside")
-    error(["map", str(run), "--cube", str(cube), "--signal-axis", "1", "--out", str(out)],
+    error(["map", str(run), "--cube", str(cube), "--signal-axis", "1", "--out", str(tmp_path / "no-maps")],
           "the spectra have 12 samples but the model expects 32; check --signal-axis")
-    error(["map", str(run), "--cube", str(cube), "--out", str(out)], "--cube needs --signal-axis")
-    error(["map", str(run), "--cube", str(cube), "--signal-axis", "2", "--baseline", "nmf", "--out", str(out)],
+    error(["map", str(run), "--cube", str(cube), "--out", str(tmp_path / "no-maps")], "--cube needs --signal-axis")
+    error(["map", str(run), "--cube", str(cube), "--signal-axis", "2", "--baseline", "nmf", "--out", str(tmp_path / "no-maps")],
           "NMF needs non-negative data")
 
 
@@ -240,7 +240,7 @@ def test_map_patches_with_baseline(tmp_path, capsys):
         assert f["baseline_loadings"].shape == (30, 3) and f["baseline_components"].shape == (3, 8, 8)
         assert f["baseline_explained"][0] >= f["baseline_explained"][2]
     assert (tmp_path / "maps" / "baseline_components.png").stat().st_size > 0
-    assert main([*base, "--baseline", "nmf"]) == 0  # patches in [0, 1]: no shift needed
+    assert main([*base, "--baseline", "nmf", "--force"]) == 0  # patches in [0, 1]: no shift needed
     assert main([*base, "--signal-axis", "2"]) == 2
     assert "--signal-axis applies to --cube only" in capsys.readouterr().err
 
