@@ -7,6 +7,10 @@ from typing import Optional
 
 from ..errors import AffineVAEError
 from . import COMMANDS
+from .image_options import add_image_options, open_image, pixel_size_option
+
+#: The background drawn under the maps is read with a step so that its longer side is at most this (pixels).
+MAX_BACKGROUND = 4096
 
 
 @COMMANDS.register("map")
@@ -32,31 +36,34 @@ class Map:
         p.add_argument("--batch-size", type=int, default=256, help="patches per forward pass")
         p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to encode (default cpu)")
         p.add_argument("--seed", type=int, default=0, help="clustering seed")
+        add_image_options(p)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Encode, cluster, write ``maps.npz`` and the PNG maps; returns the exit status."""
         from ..data.patches import PatchSet
-        from ..data.stacks import open_stack
         from ..encoding import encode_patchset
         from ..runs import load
         from ..mapping import estimate_symmetry, write_maps
         from ..training import resolve_device
 
         symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
+        given = pixel_size_option(args)
         if args.clusters is not None and args.clusters < 1:
             raise AffineVAEError(f"--clusters must be >= 1, got {args.clusters}")
         model = load(args.run_dir, device=resolve_device(args.device))
         ps = PatchSet.load(args.patches)
         if len(ps) == 0:
             raise AffineVAEError(f"{args.patches}: holds no patches")
-        with open_stack(args.image, key=args.key) as src:
+        with open_image(args, args.image) as src:
             if ps.image_shape != (0, 0) and tuple(ps.image_shape) != tuple(src.image_shape):
                 raise AffineVAEError(f"{args.patches}: patches were cut from a {ps.image_shape[0]}x{ps.image_shape[1]} "
                                      f"image, but {args.image} is {src.image_shape[0]}x{src.image_shape[1]}")
             if not 0 <= args.frame < src.n_frames:
                 raise AffineVAEError(f"--frame {args.frame} outside 0..{src.n_frames - 1} of {args.image}")
-            background = src.read(args.frame, args.frame + 1)[0]
+            step = max(1, -(-max(src.image_shape) // MAX_BACKGROUND))  # a huge frame: a strided view
+            background = src.read_region(args.frame, slice(None, None, step), slice(None, None, step))
+            pixel_size = given or ps.pixel_size or src.pixel_size
         enc = encode_patchset(model, ps, batch_size=args.batch_size)
         if symmetry is None:
             symmetry = 1
@@ -65,13 +72,14 @@ class Map:
                 print(f"affinevae: estimated {symmetry}-fold rotational symmetry from the patches "
                       "(override with --symmetry)")
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
-                         symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed)
+                         symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed, pixel_size=pixel_size)
         names = ", ".join(p.name for p in res["files"].values())
         extra = ""
         if res["counts"] is not None:
             extra = "; classes: " + ", ".join(f"{j}: {c}" for j, c in enumerate(res["counts"]))
         angle = "" if enc.has_angle else f" (model '{model.family}' has no rotation: no angle map)"
-        print(f"mapped {len(enc)} objects with {model.family}{angle}{extra}; wrote {names} to {args.out}")
+        units = f"; positions also in {pixel_size.unit} (pixel size {pixel_size})" if pixel_size is not None else ""
+        print(f"mapped {len(enc)} objects with {model.family}{angle}{extra}{units}; wrote {names} to {args.out}")
         return 0
 
 
