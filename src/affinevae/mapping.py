@@ -600,7 +600,7 @@ def physical_arrays(arrays: dict, pixel_size) -> dict[str, np.ndarray]:
 
 def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_clusters: Optional[int] = None,
                frame: int = 0, symmetry: int = 1, cluster_method: str = "kmeans", seed: int = 0,
-               pixel_size=None) -> dict:
+               pixel_size=None, source: Optional[dict] = None) -> dict:
     """Cluster, save and draw the maps of an :class:`~affinevae.encoding.ObjectEncoding`.
 
     Writes to ``out_dir`` (created): ``maps.npz`` (``z_mean``, ``z_std`` (N, D); ``angle`` (N,) radians,
@@ -620,6 +620,8 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
         it is then stretched over the frame's ``enc.image_shape``.
         pixel_size: the frame's :class:`~affinevae.units.PixelSize` (None: unknown): ``maps.npz``
         then also holds :func:`physical_arrays` and the scatter maps get a scale bar.
+        source: where the image is, saved as ``source_*`` strings/ints so that viewers (the napari
+        reader) can show the maps over it: ``{"image": path, "key": name or "", "level": int or -1}``.
 
     Returns:
         dict: ``cluster`` (N,) labels, ``counts`` (K,) objects per cluster (or None) and ``files``
@@ -643,6 +645,10 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     arrays["symmetry"] = np.int64(symmetry)
     if pixel_size is not None:
         arrays.update(physical_arrays(arrays, pixel_size))
+    if source is not None:
+        arrays.update(source_image=np.asarray(str(source.get("image", ""))), source_key=np.asarray(source.get("key") or ""),
+                      source_level=np.int64(-1 if source.get("level") is None else source["level"]),
+                      source_frame=np.int64(frame))
     files: dict[str, Path] = {}
     from .scalebar import add_scale_bar, draw_background
 

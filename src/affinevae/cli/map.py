@@ -72,7 +72,8 @@ class Map:
                 print(f"affinevae: estimated {symmetry}-fold rotational symmetry from the patches "
                       "(override with --symmetry)")
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
-                         symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed, pixel_size=pixel_size)
+                         symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed, pixel_size=pixel_size,
+                         source={"image": image_location(args.image), "key": args.key, "level": args.level})
         names = ", ".join(p.name for p in res["files"].values())
         extra = ""
         if res["counts"] is not None:
@@ -81,6 +82,14 @@ class Map:
         units = f"; positions also in {pixel_size.unit} (pixel size {pixel_size})" if pixel_size is not None else ""
         print(f"mapped {len(enc)} objects with {model.family}{angle}{extra}{units}; wrote {names} to {args.out}")
         return 0
+
+
+def image_location(spec: str) -> str:
+    """``spec`` as an absolute path when it names an existing file or folder (else as given, e.g. ``file.h5:dataset``)."""
+    from pathlib import Path
+
+    p = Path(spec)
+    return str(p.resolve()) if p.exists() else spec
 
 
 def parse_symmetry(text: Optional[str]) -> Optional[int]:
