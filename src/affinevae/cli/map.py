@@ -9,8 +9,10 @@ from ..errors import AffineVAEError
 from . import COMMANDS
 from .image_options import add_image_options, open_image, pixel_size_option
 
-#: The background drawn under the maps is read with a step so that its longer side is at most this (pixels).
-MAX_BACKGROUND = 4096
+#: The background drawn under the maps is read with a step so that its longer side is at most this
+#: (pixels): the PNG maps are about 700 pixels wide, and matplotlib resamples the image through RGBA
+#: float64 copies (32 bytes a pixel), so a larger one costs memory and time without showing more.
+MAX_BACKGROUND = 2048
 
 
 @COMMANDS.register("map")

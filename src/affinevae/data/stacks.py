@@ -30,7 +30,7 @@ from ..units import PixelSize
 from .formats import (FRAME_FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
-__all__ = ["FrameSource", "ArraySource", "TiffSource", "PillowSource", "FolderSource", "open_stack", "READERS",
+__all__ = ["FrameSource", "ArraySource", "NpySource", "TiffSource", "PillowSource", "FolderSource", "open_stack", "READERS",
            "StackReader", "is_array_like"]
 
 #: Bytes of raw pixels read at a time when a whole-stack pass (the normalisation range) scans frames.
@@ -257,6 +257,30 @@ class ArraySource(FrameSource):
             self._owner = None
 
 
+class NpySource(ArraySource):
+    """An ``.npy`` file, memory mapped afresh for every read (never unpickled).
+
+    Each read maps the file, copies what it needs and drops the mapping, so the pages it touched
+    leave the process's resident memory: a pass over a frame larger than memory (tile by tile)
+    keeps the resident memory at about a tile. :attr:`array` is a fresh ``np.memmap`` each time.
+    """
+
+    def __init__(self, path: str) -> None:
+        with reading(path, ".npy"):
+            first = np.load(path, mmap_mode="r", allow_pickle=False)
+        super().__init__(first, path)
+
+    @property
+    def array(self) -> np.ndarray:
+        """A new read-only memory map of the file."""
+        with reading(self.path, ".npy"):
+            return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+    @array.setter
+    def array(self, value: Any) -> None:  # ArraySource.__init__ assigns it; the map is made per read instead
+        pass
+
+
 class TiffSource(FrameSource):
     """Frames of a (multi-page) TIFF, read page by page with tifffile; RGB pages give C = 3."""
 
@@ -465,8 +489,7 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
     if p.is_dir():
         return FolderSource(s)
     if suf in NPY_EXTS:
-        with reading(s, ".npy"):
-            return ArraySource(np.load(p, mmap_mode="r", allow_pickle=False), s)
+        return NpySource(s)
     if suf in NPZ_EXTS:
         with reading(s, ".npz"), np.load(p, allow_pickle=False) as f:
             names = f.files
