@@ -53,6 +53,21 @@ def write_formats(img, d):
             "img.ome.tif": PixelSize(0.05, "nm")}
 
 
+def write_tiny_ser(path, img, delta_m):
+    """A minimal FEI TIA ``.ser`` (series version 0x0210): one float32 image, ``delta_m`` metres a pixel,
+    one size-1 navigation dimension, a time tag. TIA stores image rows bottom-up."""
+    import struct
+
+    h, w = img.shape
+    dims = struct.pack("<IddIII", 1, 0.0, 1.0, 0, 0, 0)
+    data_at = 30 + len(dims)
+    elem = struct.pack("<ddIddIHII", 0.0, delta_m, 0, 0.0, delta_m, 0, 7, w, h) + img[::-1].astype("<f4").tobytes()
+    tag = struct.pack("<HI", 0x4152, 0)
+    offsets_at = data_at + len(elem) + len(tag)
+    head = struct.pack("<HHHIIII", 0x4949, 0x0197, 0x0210, 0x4122, 0x4152, 1, 1) + struct.pack("<II", offsets_at, 1)
+    path.write_bytes(head + dims + elem + tag + struct.pack("<II", data_at, data_at + len(elem)))
+
+
 def test_units_parse_and_convert():
     assert parse_pixel_size("0.05nm") == PixelSize(0.05, "nm")
     assert parse_pixel_size("0.5 A") == PixelSize(0.5, "Å")
@@ -114,7 +129,8 @@ def test_ome_zarr_levels_and_pixel_size_option(micrograph, tmp_path, capsys):
 
 
 def test_instrument_files_bad_and_missing_extra(micrograph, tmp_path, capsys, monkeypatch):
-    """A Berkeley EMD written by rosettasciio reads back; a corrupt .dm4/.ser, a missing library: one line."""
+    """A Berkeley EMD (written by rosettasciio) and a hand-made TIA .ser read back with their pixel sizes and
+    give the .npy's patches; a corrupt .dm4/.ser/.mrc, an unknown suffix, a missing library: one line."""
     emd = pytest.importorskip("rsciio.emd")
     axes = [{"name": n, "size": s, "scale": 0.02, "offset": 0.0, "units": "nm", "navigate": False}
             for n, s in zip("yx", micrograph.shape)]
@@ -123,6 +139,16 @@ def test_instrument_files_bad_and_missing_extra(micrograph, tmp_path, capsys, mo
     with open_stack(tmp_path / "img.emd") as src:
         assert src.pixel_size == PixelSize(0.02, "nm")
         np.testing.assert_array_equal(src.read_raw(0, 1)[0], micrograph)
+    write_tiny_ser(tmp_path / "img.ser", micrograph, 2e-11)
+    with open_stack(tmp_path / "img.ser") as src:
+        assert src.pixel_size == PixelSize(0.02, "nm")
+        np.testing.assert_array_equal(src.read_raw(0, 1)[0], micrograph)
+    ref = cut_patches(micrograph, W)
+    for name in ("img.emd", "img.ser"):
+        got = cut_patches(str(tmp_path / name), W)
+        np.testing.assert_array_equal(got.centers, ref.centers)
+        np.testing.assert_array_equal(got.patches, ref.patches)
+        assert got.pixel_size == PixelSize(0.02, "nm")
     out = str(tmp_path / "p.npz")
     for name in ("bad.dm4", "bad.ser", "bad.mrc"):
         (tmp_path / name).write_bytes(b"not a microscope file" * 10)

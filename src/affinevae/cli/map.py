@@ -12,7 +12,7 @@ from .image_options import add_image_options, open_image, pixel_size_option
 #: The background drawn under the maps is read with a step so that its longer side is at most this
 #: (pixels): the PNG maps are about 700 pixels wide, and matplotlib resamples the image through RGBA
 #: float64 copies (32 bytes a pixel), so a larger one costs memory and time without showing more.
-MAX_BACKGROUND = 2048
+MAX_BACKGROUND = 1024
 
 
 @COMMANDS.register("map")
