@@ -59,17 +59,8 @@ def run_case(frame: Path, work: Path, name: str, tile: int) -> dict:
     return {"patches_s": pt, "patches_gib": pm, "map_s": mt, "map_gib": mm, "n": n}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=16384, help="side of the big frame (a multiple of 4096)")
-    ap.add_argument("--store", choices=["npy", "zarr"], default="npy")
-    ap.add_argument("--tile", type=int, default=4096)
-    ap.add_argument("--workdir", default=None, help="where the frame, patches and maps go (default a temp dir)")
-    a = ap.parse_args()
-    work = Path(a.workdir or tempfile.mkdtemp(prefix="bigframe_"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("MPLBACKEND", "Agg")
-
+def prepare(work: Path, size: int, store: str) -> Path:
+    """Write the 4096^2 frame (small.npy), the size^2 frame tiled from it (big.npy or big.zarr) and a tiny VAE."""
     import torch
 
     from affinevae.data.micrograph import synthetic_micrograph
@@ -77,24 +68,47 @@ def main() -> None:
 
     small, _ = synthetic_micrograph((TILE_SRC, TILE_SRC), spacing=SPACING, grains=2, seed=0)
     np.save(work / "small.npy", small)
-    reps = a.size // TILE_SRC
-    big_path = work / ("big.npy" if a.store == "npy" else "big.zarr")
-    if a.store == "npy":
-        big = np.lib.format.open_memmap(big_path, mode="w+", dtype=np.float32, shape=(a.size, a.size))
+    reps = size // TILE_SRC
+    big_path = work / ("big.npy" if store == "npy" else "big.zarr")
+    if store == "npy":
+        big = np.lib.format.open_memmap(big_path, mode="w+", dtype=np.float32, shape=(size, size))
     else:
         import zarr
 
-        big = zarr.create_array(str(big_path), shape=(a.size, a.size), chunks=(1024, 1024), dtype="float32",
+        big = zarr.create_array(str(big_path), shape=(size, size), chunks=(1024, 1024), dtype="float32",
                                 overwrite=True)
     for i in range(reps):
         for j in range(reps):
             big[i * TILE_SRC:(i + 1) * TILE_SRC, j * TILE_SRC:(j + 1) * TILE_SRC] = small
-    if a.store == "npy":
+    if store == "npy":
         big.flush()
     del big
     torch.manual_seed(0)
     VAE(image_shape=(1, WINDOW, WINDOW), latent_dim=4, encoder="mlp", decoder="mlp", hidden=(64,)).save(work / "model")
+    return big_path
 
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=16384, help="side of the big frame (a multiple of 4096)")
+    ap.add_argument("--store", choices=["npy", "zarr"], default="npy")
+    ap.add_argument("--tile", type=int, default=4096)
+    ap.add_argument("--workdir", default=None, help="where the frame, patches and maps go (default a temp dir)")
+    ap.add_argument("--prepare", metavar="DIR", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.prepare:
+        prepare(Path(a.prepare), a.size, a.store)
+        return
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="bigframe_"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+    # The frames and the model are made in a child process: a child started from this one
+    # (fork/vfork + exec) reports at least this process's peak in ru_maxrss, so this one stays small.
+    prep = subprocess.run([sys.executable, __file__, "--prepare", str(work), "--size", str(a.size), "--store", a.store])
+    if prep.returncode:
+        sys.exit("preparing the frames failed")
+    big_path = work / ("big.npy" if a.store == "npy" else "big.zarr")
     # reference: the 4096^2 frame (64 MiB) read whole (not tiled), the same commands
     ref = run_case(work / "small.npy", work, "small", a.tile)
     big = run_case(big_path, work, "big", a.tile)

@@ -280,6 +280,30 @@ class NpySource(ArraySource):
     def array(self, value: Any) -> None:  # ArraySource.__init__ assigns it; the map is made per read instead
         pass
 
+    def _read_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
+        """Read the region's rows with plain file reads (one per row: the columns wanted, contiguous on
+        disk), so exactly the region is copied into memory; a memory map would also make resident the
+        neighbouring pages the kernel maps around each fault. Other layouts: through the memory map."""
+        mm = self.array
+        if self._perm is not None or not mm.flags.c_contiguous or len(self.frame_shape) != 2:
+            return super()._read_region(frame, rows, cols)
+        h, w = self.image_shape
+        r = range(*rows.indices(h))
+        c0, c1, cs = cols.indices(w)
+        if cs < 1 or c1 <= c0:
+            return np.asarray(mm[frame, rows, cols] if not self._single else mm[rows, cols])
+        width = c1 - c0
+        out = np.empty((len(r), len(range(c0, c1, cs))), dtype=self.dtype)
+        item = self.dtype.itemsize
+        base = int(mm.offset) + frame * h * w * item
+        del mm
+        with open(self.path, "rb") as f:
+            for i, row in enumerate(r):  # one read per row (I/O, not per object)
+                f.seek(base + (row * w + c0) * item)
+                line = np.fromfile(f, dtype=self.dtype, count=width)
+                out[i] = line[::cs]
+        return out
+
 
 class TiffSource(FrameSource):
     """Frames of a (multi-page) TIFF, read page by page with tifffile; RGB pages give C = 3."""
