@@ -166,8 +166,8 @@ def test_lazy_arrays_are_read_as_needed(micrograph, tmp_path):
     """numpy, dask and zarr arrays open as stacks; a region read touches only its chunks; .npy regions
     (read row by row from the file) equal the array's, with steps too."""
     np.save(tmp_path / "one.npy", micrograph)
-    np.save(tmp_path / "two.npy", np.stack([micrograph, micrograph.T[:96, :120]]))
-    for name, ref in (("one.npy", micrograph), ("two.npy", micrograph.T[:96, :120])):
+    np.save(tmp_path / "two.npy", np.stack([micrograph, micrograph[::-1, ::-1]]))
+    for name, ref in (("one.npy", micrograph), ("two.npy", micrograph[::-1, ::-1])):
         with open_stack(tmp_path / name) as src:
             f = src.n_frames - 1
             for rows, cols in ((slice(3, 50), slice(7, 90)), (slice(None, None, 4), slice(1, None, 3)),
