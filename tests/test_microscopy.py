@@ -79,6 +79,20 @@ def test_units_parse_and_convert():
             parse_pixel_size(bad)
 
 
+def test_scale_bar_has_a_round_physical_length():
+    from matplotlib.figure import Figure
+
+    from affinevae.scalebar import add_scale_bar
+    from affinevae.units import nice_length
+
+    assert [nice_length(v) for v in (5.12, 10.0, 26.0, 37.0, 0.9)] == [1.0, 2.0, 5.0, 10.0, 0.2]
+    ax = Figure().add_subplot()
+    assert add_scale_bar(ax, None, (256, 256)) is None and not ax.artists
+    assert add_scale_bar(ax, PixelSize(0.02, "nm"), (256, 256)) == 1.0      # 5.12 nm wide: a 1 nm bar
+    bar = ax.artists[0]
+    assert bar.txt_label.get_text() == "1 nm" and bar.size_bar.get_children()[0].get_width() == pytest.approx(50)
+
+
 def test_formats_give_identical_patches_and_maps(micrograph, tmp_path, capsys):
     """.npy, .mrc, OME-Zarr and OME-TIFF of one micrograph: the same patches, the same maps, their pixel sizes."""
     from affinevae.models import VAE
