@@ -35,7 +35,7 @@ from .data.inputs import check_int
 from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
-__all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_BATCH_SIZE", "PATCH_LR",
+__all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
            "PATCH_SET_DEFAULTS", "data_defaults"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -49,6 +49,8 @@ MAX_EPOCHS = 200
 SIGMA_FLOOR = 0.1
 #: Smallest sigma chosen for 1-D signals (their noise estimate is the sigma).
 SPECTRA_SIGMA_FLOOR = 0.01
+#: Content latents for a patch set when ``--latent-dim`` is not given.
+PATCH_LATENT_DIM = 4
 #: Batch size and Adam learning rate for a patch set when ``--batch-size``/``--lr`` are not given.
 PATCH_BATCH_SIZE = 32
 PATCH_LR = 3e-3
@@ -83,7 +85,7 @@ POSE_PATCH_RULES: tuple[tuple[str, Rule], ...] = (
     # separates substituted atoms better (> 0.9) than the equivariant encoder (0.86) that
     # rotation_mode 'full' takes otherwise
     ("encoder", lambda data, opts: "mlp" if opts.get("rotation_mode") == "full" else None),
-    ("latent_dim", lambda data, opts: 4),
+    ("latent_dim", lambda data, opts: PATCH_LATENT_DIM),
     ("hidden", lambda data, opts: [32, 32]),
     ("likelihood", lambda data, opts: "gaussian" if "noise_sigma" in data.meta else None),
     ("sigma", _sigma_at_least(SIGMA_FLOOR)),

@@ -39,6 +39,9 @@ from .errors import AffineVAEError
 __all__ = ["POSE_FIELDS", "ObjectEncoding", "check_model_input", "encode_dataset", "encode_patches",
            "encode_patchset", "iter_encode", "stream_encode"]
 
+#: Patches :func:`encode_patches` hands to :func:`encode_dataset` at a time (bounds the memory of
+#: its input checks and tensor conversion for patch sets of millions of objects).
+ENCODE_BLOCK = 32768
 #: Pose latents a result may hold, as named in ``model.encode(x).pose``.
 POSE_FIELDS = ("angle", "shift", "scale")
 
@@ -186,7 +189,10 @@ def encode_patches(model, patches: np.ndarray, batch_size: int = 256) -> dict[st
         the pose latents the model has (module docstring).
     """
     check_model_input(model, np.shape(patches)[1:])
-    return encode_dataset(model, patches, batch_size=batch_size, elbo=False, where="patches")
+    # Blocks of ENCODE_BLOCK patches: encode_dataset's input checks then never copy a huge patch set whole.
+    parts = [encode_dataset(model, patches[i:i + ENCODE_BLOCK], batch_size=batch_size, elbo=False, where="patches")
+             for i in range(0, max(len(patches), 1), ENCODE_BLOCK)]
+    return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def _encode_chunk(model, ps: PatchSet, batch_size: int) -> ObjectEncoding:

@@ -577,8 +577,30 @@ def grid_angle_map(angle: np.ndarray, grid_shape: Sequence[int], window: int, st
 
 
 # ============================================================================ everything
+def physical_arrays(arrays: dict, pixel_size) -> dict[str, np.ndarray]:
+    """The physical-unit arrays ``maps.npz`` adds when the pixel size is known.
+
+    Args:
+        arrays: :meth:`~affinevae.encoding.ObjectEncoding.arrays` (``positions``, ``centers``,
+            ``shift`` (right, down) in half patch widths, ``window``).
+        pixel_size: a :class:`~affinevae.units.PixelSize`.
+
+    Returns:
+        ``pixel_size`` () float64 in ``unit``, ``unit`` () string, ``positions_phys`` and
+        ``centers_phys`` (N, 2) (row, col) and ``shift_phys`` (N, 2) (right, down), in ``unit``
+        (NaN shifts stay NaN).
+    """
+    ps = float(pixel_size.value)
+    half = float(arrays["window"]) / 2.0
+    return {"pixel_size": np.float64(ps), "unit": np.asarray(pixel_size.unit),
+            "positions_phys": np.asarray(arrays["positions"], np.float64) * ps,
+            "centers_phys": np.asarray(arrays["centers"], np.float64) * ps,
+            "shift_phys": np.asarray(arrays["shift"], np.float64) * half * ps}
+
+
 def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_clusters: Optional[int] = None,
-               frame: int = 0, symmetry: int = 1, cluster_method: str = "kmeans", seed: int = 0) -> dict:
+               frame: int = 0, symmetry: int = 1, cluster_method: str = "kmeans", seed: int = 0,
+               pixel_size=None, source: Optional[dict] = None) -> dict:
     """Cluster, save and draw the maps of an :class:`~affinevae.encoding.ObjectEncoding`.
 
     Writes to ``out_dir`` (created): ``maps.npz`` (``z_mean``, ``z_std`` (N, D); ``angle`` (N,) radians,
@@ -594,6 +616,12 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
         (the background; None for none). n_clusters: K for clustering the content latents (None: skip).
         symmetry: n-fold symmetry (1..12) for folding angles, e.g. from :func:`estimate_symmetry` on
         the patches; checked before anything is written. cluster_method: 'kmeans' or 'gmm'.
+        ``image`` may be a downsampled copy of the frame (e.g. read with a step for a huge frame):
+        it is then stretched over the frame's ``enc.image_shape``.
+        pixel_size: the frame's :class:`~affinevae.units.PixelSize` (None: unknown): ``maps.npz``
+        then also holds :func:`physical_arrays` and the scatter maps get a scale bar.
+        source: where the image is, saved as ``source_*`` strings/ints so that viewers (the napari
+        reader) can show the maps over it: ``{"image": path, "key": name or "", "level": int or -1}``.
 
     Returns:
         dict: ``cluster`` (N,) labels, ``counts`` (K,) objects per cluster (or None) and ``files``
@@ -614,7 +642,28 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     arrays = enc.arrays()
     arrays["cluster"] = cluster
     arrays["symmetry"] = np.int64(symmetry)
+    if pixel_size is not None:
+        arrays.update(physical_arrays(arrays, pixel_size))
+    if source is not None:
+        arrays.update(source_image=np.asarray(str(source.get("image", ""))), source_key=np.asarray(source.get("key") or ""),
+                      source_level=np.int64(-1 if source.get("level") is None else source["level"]),
+                      source_frame=np.int64(frame))
     files: dict[str, Path] = {}
+    from .scalebar import add_scale_bar, draw_background
+
+    full = tuple(int(v) for v in enc.image_shape)
+    small = image is not None and full[0] > 0 and tuple(np.shape(image)[-2:]) != full
+    scatter_bg = None if small else image
+
+    def finish(fig: Figure) -> Figure:
+        for ax in fig.axes:
+            if ax.get_xlabel() != "column (pixels)":  # colour bars, the angle wheel
+                continue
+            if small:
+                draw_background(ax, image, full)
+            if pixel_size is not None and full[0] > 0:
+                add_scale_bar(ax, pixel_size, full)
+        return fig
 
     def w(tmp):
         with open(tmp, "wb") as f:
@@ -645,12 +694,13 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
                                                      "Classes (clusters of the content latents)" + suffix,
                                                      enc.image_shape))
     else:
-        save("latents", latent_maps(image, c, enc.z_mean[sel], title="Content latents" + suffix)[1])
+        save("latents", finish(latent_maps(scatter_bg, c, enc.z_mean[sel], title="Content latents" + suffix)[1]))
         if enc.has_angle:
-            save("angle", angle_map(image, c, enc.angle[sel], symmetry, title="Object orientation" + suffix)[1])
+            save("angle", finish(angle_map(scatter_bg, c, enc.angle[sel], symmetry,
+                                           title="Object orientation" + suffix)[1]))
         if n_clusters is not None:
-            save("clusters", class_map(image, c, cluster[sel],
-                                       title="Object classes (clusters of the content latents)" + suffix)[1])
+            save("clusters", finish(class_map(scatter_bg, c, cluster[sel],
+                                              title="Object classes (clusters of the content latents)" + suffix)[1]))
     return {"cluster": cluster, "counts": counts, "files": files}
 
 
@@ -676,4 +726,4 @@ def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int,
 
 __all__ = ["fold_angle", "circular_mean", "angle_difference", "check_symmetry", "MAX_SYMMETRY", "SYMMETRY_ORDERS",
            "SymmetryScores", "symmetry_scores", "estimate_symmetry", "active_latents", "cluster_latents", "clustering_accuracy", "angle_map",
-           "latent_maps", "class_map", "grid_maps", "grid_angle_map", "write_maps"]
+           "latent_maps", "class_map", "grid_maps", "grid_angle_map", "physical_arrays", "write_maps"]

@@ -13,6 +13,12 @@ from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
 from .common import add_force_argument
+from .image_options import add_image_options, open_image, pixel_size_option
+
+#: The background drawn under the maps is read with a step so that its longer side is at most this
+#: (pixels): the PNG maps are about 700 pixels wide, and matplotlib resamples the image through RGBA
+#: float64 copies (32 bytes a pixel), so a larger one costs memory and time without showing more.
+MAX_BACKGROUND = 1024
 
 
 @COMMANDS.register("map")
@@ -47,18 +53,19 @@ class Map:
         p.add_argument("--batch-size", type=int, default=256, help="patches per forward pass")
         p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to encode (default cpu)")
         p.add_argument("--seed", type=int, default=0, help="clustering seed")
+        add_image_options(p)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Encode, cluster, write ``maps.npz`` and the PNG maps; returns the exit status."""
         from ..data.patches import PatchSet
-        from ..data.stacks import open_stack
         from ..encoding import encode_patchset
         from ..runs import load
         from ..mapping import estimate_symmetry, write_maps
         from ..training import resolve_device
 
         symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
+        given = pixel_size_option(args)
         if args.clusters is not None and args.clusters < 1:
             raise AffineVAEError(f"--clusters must be >= 1, got {args.clusters}")
         check_sources(args)
@@ -70,13 +77,15 @@ class Map:
         ps = PatchSet.load(args.patches)
         if len(ps) == 0:
             raise AffineVAEError(f"{args.patches}: holds no patches")
-        with open_stack(args.image, key=args.key) as src:
+        with open_image(args, args.image) as src:
             if ps.image_shape != (0, 0) and tuple(ps.image_shape) != tuple(src.image_shape):
                 raise AffineVAEError(f"{args.patches}: patches were cut from a {ps.image_shape[0]}x{ps.image_shape[1]} "
                                      f"image, but {args.image} is {src.image_shape[0]}x{src.image_shape[1]}")
             if not 0 <= args.frame < src.n_frames:
                 raise AffineVAEError(f"--frame {args.frame} outside 0..{src.n_frames - 1} of {args.image}")
-            background = src.read(args.frame, args.frame + 1)[0]
+            step = max(1, -(-max(src.image_shape) // MAX_BACKGROUND))  # a huge frame: a strided view
+            background = src.read_region(args.frame, slice(None, None, step), slice(None, None, step))
+            pixel_size = given or ps.pixel_size or src.pixel_size
         enc = encode_patchset(model, ps, batch_size=args.batch_size)
         if symmetry is None:
             symmetry = 1
@@ -85,7 +94,8 @@ class Map:
                 print(f"affinevae: estimated {symmetry}-fold rotational symmetry from the patches "
                       "(override with --symmetry)")
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
-                         symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed)
+                         symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed, pixel_size=pixel_size,
+                         source={"image": image_location(args.image), "key": args.key, "level": args.level})
         if args.baseline:
             from ..analysis.baseline import write_patch_baseline
 
@@ -97,7 +107,8 @@ class Map:
         if res["counts"] is not None:
             extra = "; classes: " + ", ".join(f"{j}: {c}" for j, c in enumerate(res["counts"]))
         angle = "" if enc.has_angle else f" (model '{model.family}' has no rotation: no angle map)"
-        print(f"mapped {len(enc)} objects with {model.family}{angle}{extra}; wrote {names} to {args.out}")
+        units = f"; positions also in {pixel_size.unit} (pixel size {pixel_size})" if pixel_size is not None else ""
+        print(f"mapped {len(enc)} objects with {model.family}{angle}{extra}{units}; wrote {names} to {args.out}")
         return 0
 
 
@@ -136,6 +147,12 @@ def map_cube(args: argparse.Namespace, model) -> int:
     print(f"mapped {h}x{w} spectra of {args.cube} with {model.family}{shift}{extra}; "
           f"wrote {', '.join(p.name for p in files.values())} to {args.out}")
     return 0
+def image_location(spec: str) -> str:
+    """``spec`` as an absolute path when it names an existing file or folder (else as given, e.g. ``file.h5:dataset``)."""
+    from pathlib import Path
+
+    p = Path(spec)
+    return str(p.resolve()) if p.exists() else spec
 
 
 def parse_symmetry(text: Optional[str]) -> Optional[int]:

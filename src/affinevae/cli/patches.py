@@ -8,6 +8,7 @@ from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
 from .common import add_force_argument
+from .image_options import add_image_options, open_image, pixel_size_option
 
 
 @COMMANDS.register("patches")
@@ -19,8 +20,9 @@ class Patches:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the command's options on ``p``."""
-        p.add_argument("image", help="large image or stack: .npy, .npz, multi-page .tif, file.h5:dataset, "
-                                     ".png/.jpg/.gif, or a folder of frames")
+        p.add_argument("image", help="large image or stack: .npy, .npz, multi-page .tif (OME-TIFF), file.h5:dataset, "
+                                     ".png/.jpg/.gif, a folder of frames; with affinevae[microscopy] also "
+                                     ".dm3/.dm4/.emd/.ser/.mrc/.mrcs and Zarr/OME-Zarr (.zarr)")
         p.add_argument("--window", type=int, required=True, help="patch size in pixels (e.g. 24)")
         p.add_argument("--out", required=True, help="output .npz with patches, centers, frames")
         add_force_argument(p)
@@ -42,6 +44,7 @@ class Patches:
         p.add_argument("--key", help="array name in an .npz or dataset in an HDF5 file")
         p.add_argument("--chunk-frames", type=int, default=16, help="frames read at a time (memory bound)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        add_image_options(p, tile=True)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -52,15 +55,20 @@ class Patches:
             raise AffineVAEError("give --coords or --stride, not both")
         if not str(args.out).endswith(".npz"):
             raise AffineVAEError(f"--out must be a .npz file, got {args.out}")
+        given = pixel_size_option(args)
+        if args.tile < 0:
+            raise AffineVAEError(f"--tile must be >= 0 pixels (0: never tile), got {args.tile}")
         check_output(args.out, inputs=[args.image, args.coords], force=args.force)
-        ps = cut_patches(args.image, args.window, coords=args.coords, stride=args.stride,
-                         min_distance=args.min_distance, threshold=args.threshold, absolute=args.absolute,
-                         sigma=args.sigma, edge=args.edge, chunk_frames=args.chunk_frames,
-                         progress=not args.no_progress, key=args.key)
+        with open_image(args, args.image, given) as src:
+            ps = cut_patches(src, args.window, coords=args.coords, stride=args.stride,
+                             min_distance=args.min_distance, threshold=args.threshold, absolute=args.absolute,
+                             sigma=args.sigma, edge=args.edge, chunk_frames=args.chunk_frames,
+                             progress=not args.no_progress, tile=args.tile or None)
         path = ps.save(args.out)
         n_fr = len(set(ps.frames.tolist()))
         how = (f"{ps.grid_shape[0]}x{ps.grid_shape[1]} grid windows per frame (stride {ps.stride})"
                if ps.grid_shape is not None else "objects" + (" from " + args.coords if args.coords else " found"))
         print(f"{len(ps)} {how} in {n_fr} of {ps.n_frames} frame(s); wrote {path} "
-              f"(patches {tuple(ps.patches.shape)}, centers, frames; pixel noise ~{ps.noise_sigma():.3g})")
+              f"(patches {tuple(ps.patches.shape)}, centers, frames; pixel noise ~{ps.noise_sigma():.3g}; "
+              f"pixel size {ps.pixel_size or 'unknown'})")
         return 0

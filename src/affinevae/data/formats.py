@@ -25,6 +25,25 @@ PIL_STACK_EXTS = PIL_EXTS + (".gif", ".bmp")
 FOLDER_EXTS = PIL_EXTS + TIFF_EXTS
 #: Frame files read from a folder by :func:`~affinevae.data.stacks.open_stack`.
 FRAME_FOLDER_EXTS = PIL_STACK_EXTS + TIFF_EXTS
+#: Zarr stores (folders) and OME-Zarr images, read by :mod:`~affinevae.data.microscopy`.
+ZARR_EXTS = (".zarr",)
+#: Electron-microscopy files read by :mod:`~affinevae.data.microscopy` (extra ``[microscopy]``):
+#: Gatan DigitalMicrograph, Velox/Berkeley EMD, FEI TIA, MRC.
+MICROSCOPY_EXTS = (".dm3", ".dm4", ".emd", ".ser", ".mrc", ".mrcs")
+#: What to install for the readers of :data:`MICROSCOPY_EXTS` and :data:`ZARR_EXTS`.
+MICROSCOPY_EXTRA = 'pip install "affinevae[microscopy]"'
+#: Files marking a folder as a Zarr store (v3, v2 group, v2 array).
+ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+
+
+def is_zarr_dir(path) -> bool:
+    """True when ``path`` is a folder holding a Zarr store (a ``.zarr`` name or a Zarr marker file)."""
+    from pathlib import Path
+
+    p = Path(path)
+    return p.is_dir() and (p.suffix.lower() in ZARR_EXTS or any((p / m).is_file() for m in ZARR_MARKERS))
+
+
 #: Single files :func:`~affinevae.data.files.load_images` reads.
 SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS
 

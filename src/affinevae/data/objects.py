@@ -15,11 +15,11 @@ import numpy as np
 from ..errors import AffineVAEError
 from .inputs import check_int
 
-__all__ = ["detect_objects", "read_coordinates", "check_coordinates"]
+__all__ = ["detect_objects", "smoothing_radius", "smoothed_range", "read_coordinates", "check_coordinates"]
 
 
 def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 0.3, absolute: bool = False,
-                   sigma: Optional[float] = None) -> np.ndarray:
+                   sigma: Optional[float] = None, value_range: Optional[tuple[float, float]] = None) -> np.ndarray:
     """Centres of bright objects in one frame: local maxima above a threshold.
 
     Args:
@@ -31,6 +31,9 @@ def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 
             when the background is 0).
         absolute: interpret ``threshold`` as a pixel value.
         sigma: standard deviation (pixels) of a Gaussian smoothing applied first; None or 0 for none.
+        value_range: ``(lo, hi)`` the relative threshold is measured in, instead of this frame's
+            (smoothed) minimum and maximum: for a tile of a larger frame, the whole frame's range
+            (:func:`smoothed_range`), so tiles find what the whole frame would.
 
     Returns:
         (N, 2) int64 centres (row, col) in pixels, sorted by row then column. Flat-topped maxima
@@ -50,7 +53,7 @@ def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 
         raise AffineVAEError(f"detect_objects expects an (H, W) or (C, H, W) frame, got shape {img.shape}")
     if sigma:
         img = ndimage.gaussian_filter(img, float(sigma))
-    lo, hi = float(img.min()), float(img.max())
+    lo, hi = (float(img.min()), float(img.max())) if value_range is None else map(float, value_range)
     thr = float(threshold) if absolute else lo + float(threshold) * (hi - lo)
     peak = (img == ndimage.maximum_filter(img, size=2 * md + 1, mode="nearest")) & (img > thr)
     if hi <= lo:
@@ -63,6 +66,31 @@ def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 
     # one centre per plateau: its centre of mass, rounded to a pixel
     com = np.rint(np.asarray(ndimage.center_of_mass(peak, labels, np.arange(1, n + 1)))).astype(np.int64)
     return com[np.lexsort((com[:, 1], com[:, 0]))]
+
+
+def smoothing_radius(sigma: Optional[float]) -> int:
+    """Pixels a Gaussian smoothing of ``sigma`` reaches (scipy's default truncation, 4 sigma); 0 for none."""
+    return int(4.0 * float(sigma) + 0.5) if sigma else 0
+
+
+def smoothed_range(frame: np.ndarray, sigma: Optional[float] = None,
+                   core: Optional[tuple[slice, slice]] = None) -> tuple[float, float]:
+    """(min, max) of a frame (channels averaged) after the Gaussian smoothing :func:`detect_objects` applies.
+
+    ``core``: (rows, cols) slices of the part to measure, when ``frame`` is a tile read with a
+    margin of at least :func:`smoothing_radius` pixels around it (the margin makes the smoothed
+    core equal to the whole frame's there).
+    """
+    from scipy import ndimage
+
+    img = np.asarray(frame, dtype=np.float32)
+    if img.ndim == 3:
+        img = img.mean(0)
+    if sigma:
+        img = ndimage.gaussian_filter(img, float(sigma))
+    if core is not None:
+        img = img[core]
+    return float(img.min()), float(img.max())
 
 
 # ============================================================================ coordinates

@@ -10,7 +10,9 @@ The pieces, in the order a micrograph goes through them:
 3. :func:`extract_patches` cuts ``window`` x ``window`` patches around centres with one
    vectorised gather; :func:`grid_centers` lays out a sliding window on a regular grid.
 4. :func:`iter_patches` / :func:`cut_patches` do 1-3 chunk by chunk of frames, so memory is
-   bounded by the chunk. Encoding patches with a model is :mod:`affinevae.encoding`'s job.
+   bounded by the chunk; a frame larger than ``tile`` pixels is read and searched in
+   overlapping tiles (:func:`tile_grid`), each object found once, with the same centres and
+   patches as the whole frame gives. Encoding patches with a model is :mod:`affinevae.encoding`'s job.
 
 Conventions: centres are (row, col) in pixels, integer pixel indices; a patch around centre
 (r, c) covers rows ``r - window // 2`` to ``r - window // 2 + window - 1`` (likewise columns),
@@ -32,11 +34,14 @@ from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import noise_sigma, normalise_images
 from .inputs import check_int
-from .objects import check_coordinates, detect_objects, read_coordinates
+from .objects import check_coordinates, detect_objects, read_coordinates, smoothed_range, smoothing_radius
 from .stacks import open_stack
 
 __all__ = ["PatchSet", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches",
-           "concat_chunks", "nothing_found"]
+           "concat_chunks", "nothing_found", "tile_grid", "DEFAULT_TILE"]
+
+#: Frames with a side longer than this many pixels are processed in tiles by default (``--tile``).
+DEFAULT_TILE = 4096
 
 EDGE_MODES = ("drop", "pad", "reflect")
 
@@ -56,6 +61,8 @@ class PatchSet:
             frame by frame, row-major), else None.
         stride: grid step in pixels (grid mode), else None.
         n_found: objects found before edge patches were dropped (not saved), or None.
+        pixel_size: physical size of a pixel of the frames (:class:`~affinevae.units.PixelSize`),
+            or None when unknown; saved as ``pixel_size`` (float, in ``unit``) and ``unit``.
 
     A saved patch set also records that it is one (``kind``) and a robust estimate of its pixel
     noise (``noise_sigma``, see :meth:`arrays`), which ``affinevae train`` uses for its
@@ -71,6 +78,7 @@ class PatchSet:
     grid_shape: Optional[tuple] = None
     stride: Optional[int] = None
     n_found: Optional[int] = None
+    pixel_size: Any = None
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -91,6 +99,9 @@ class PatchSet:
         if self.grid_shape is not None:
             out["grid_shape"] = np.asarray(self.grid_shape, dtype=np.int64)
             out["stride"] = np.int64(self.stride or 0)
+        if self.pixel_size is not None:
+            out["pixel_size"] = np.float64(self.pixel_size.value)
+            out["unit"] = np.asarray(self.pixel_size.unit)
         return out
 
     def noise_sigma(self) -> float:
@@ -164,9 +175,14 @@ class PatchSet:
             if ((frames < 0) | (frames >= n_frames)).any():
                 raise AffineVAEError(f"{p}: patch frame indices outside 0..{n_frames - 1}")
         gs = tuple(int(v) for v in d["grid_shape"]) if "grid_shape" in d else None
+        pixel = None
+        if "pixel_size" in d and "unit" in d:
+            from ..units import PixelSize
+
+            pixel = PixelSize(float(d["pixel_size"]), str(d["unit"]))
         return cls(d["patches"], d["centers"].astype(np.int64), d["frames"].astype(np.int64), window,
                    tuple(int(v) for v in d.get("image_shape", (0, 0))), int(d.get("n_frames", 1)), gs,
-                   int(d["stride"]) if "stride" in d else None)
+                   int(d["stride"]) if "stride" in d else None, pixel_size=pixel)
 
 
 def _check_window(window: Any, image_shape: Sequence[int], where: str) -> int:
@@ -265,6 +281,100 @@ def grid_centers(image_shape: Sequence[int], window: int, stride: int) -> tuple[
     return np.stack([rr.ravel(), cc.ravel()], 1).astype(np.int64), (len(rows), len(cols))
 
 
+# ============================================================================ tiles
+def tile_grid(image_shape: Sequence[int], tile: int, margin: int) -> list[tuple[slice, slice, slice, slice]]:
+    """Overlapping tiles covering an (H, W) frame.
+
+    The frame is cut into non-overlapping ``tile`` x ``tile`` cores (the last ones smaller); each
+    tile is its core grown by ``margin`` pixels on every side, clipped to the frame.
+
+    Returns:
+        ``[(rows, cols, core_rows, core_cols), ...]`` row-major: the tile's slices in the frame
+        and its core's slices in the frame.
+    """
+    h, w = int(image_shape[0]), int(image_shape[1])
+    t = check_int("tile", tile, 2)
+    out = []
+    for r in range(0, h, t):
+        for c in range(0, w, t):
+            rows = slice(max(0, r - margin), min(h, r + t + margin))
+            cols = slice(max(0, c - margin), min(w, c + t + margin))
+            out.append((rows, cols, slice(r, min(h, r + t)), slice(c, min(w, c + t))))
+    return out
+
+
+def _in_core(centers: np.ndarray, core_rows: slice, core_cols: slice) -> np.ndarray:
+    return ((centers[:, 0] >= core_rows.start) & (centers[:, 0] < core_rows.stop)
+            & (centers[:, 1] >= core_cols.start) & (centers[:, 1] < core_cols.stop))
+
+
+def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optional[np.ndarray],
+                 detect: dict) -> tuple[np.ndarray, np.ndarray, int]:
+    """Patches of one large frame, tile by tile (only a tile of raw pixels in memory at a time).
+
+    ``centers``: (N, 2) frame centres (grid or coordinates), or None to detect objects with the
+    :func:`detect_objects` options ``detect``. Every tile reaches ``margin`` pixels past its
+    core, enough for the smoothing, the maxima search and a whole patch, so an object is found
+    (and its patch cut) exactly as in the whole frame, by the one tile whose core holds it.
+
+    Returns:
+        ``(patches, centers, n_found)`` in the whole frame's order: detections sorted by row then
+        column (as :func:`detect_objects`), given centres in their order; edge patches dropped
+        as ``edge`` says; n_found before dropping.
+    """
+    sigma = detect.get("sigma")
+    md = int(detect.get("min_distance", 5))
+    radius = smoothing_radius(sigma)
+    margin = w + (md + radius if centers is None else 0)
+    tiles = tile_grid(src.image_shape, tile, margin)
+    value_range = None
+    if centers is None and not detect.get("absolute", False):
+        lo, hi = np.inf, -np.inf
+        for rows, cols, cr, cc in tiles:  # the whole frame's (smoothed) range, tile by tile
+            rr = slice(max(0, cr.start - radius), min(src.image_shape[0], cr.stop + radius))
+            rc = slice(max(0, cc.start - radius), min(src.image_shape[1], cc.stop + radius))
+            a, b = smoothed_range(src.read_region(frame, rr, rc), sigma,
+                                  (slice(cr.start - rr.start, cr.stop - rr.start),
+                                   slice(cc.start - rc.start, cc.stop - rc.start)))
+            lo, hi = min(lo, a), max(hi, b)
+        value_range = (lo, hi)
+    keys, parts, cents, n_found = [], [], [], 0
+    for rows, cols, cr, cc in tiles:
+        if centers is not None:
+            idx = np.flatnonzero(_in_core(centers, cr, cc))
+            if len(idx) == 0:
+                continue
+            local = centers[idx]
+        region = src.read_region(frame, rows, cols)
+        off = np.array([rows.start, cols.start], dtype=np.int64)
+        if centers is None:
+            found = detect_objects(region, md, detect.get("threshold", 0.3), detect.get("absolute", False), sigma,
+                                   value_range=value_range) + off
+            found = found[_in_core(found, cr, cc)]
+            idx, local = found[:, 0] * src.image_shape[1] + found[:, 1], found
+        n_found += len(local)
+        patches, keep = extract_patches(region, local - off, w, edge=edge)
+        keys.append(idx[keep])
+        parts.append(patches)
+        cents.append(local[keep])
+    if not parts:
+        shape = (0, *src.frame_shape[:-2], w, w)
+        return np.zeros(shape, np.float32), np.zeros((0, 2), np.int64), n_found
+    # Put each tile's patches straight into their places in the frame's order (one output array;
+    # each tile's block is freed once copied, so the peak is about twice the frame's patches, not thrice).
+    rank = np.empty(sum(len(k) for k in keys), dtype=np.int64)
+    rank[np.argsort(np.concatenate(keys), kind="stable")] = np.arange(len(rank))
+    out = np.empty((len(rank), *parts[0].shape[1:]), dtype=np.float32)
+    start = 0
+    for i in range(len(parts)):
+        block, parts[i] = parts[i], None
+        out[rank[start:start + len(block)]] = block
+        start += len(block)
+    centers_out = np.empty((len(rank), 2), dtype=np.int64)
+    centers_out[rank] = np.concatenate(cents)
+    return out, centers_out, n_found
+
+
 # ============================================================================ chunked pipeline
 def _find_spec(coords, stride) -> str:
     if coords is not None and stride is not None:
@@ -275,8 +385,13 @@ def _find_spec(coords, stride) -> str:
 def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] = None, stride: Optional[int] = None,
                  min_distance: int = 5, threshold: float = 0.3, absolute: bool = False,
                  sigma: Optional[float] = None, edge: str = "drop", chunk_frames: int = 16,
-                 progress: bool = False, key: Optional[str] = None) -> Iterator[PatchSet]:
+                 progress: bool = False, key: Optional[str] = None,
+                 tile: Optional[int] = DEFAULT_TILE) -> Iterator[PatchSet]:
     """Cut patches chunk by chunk of frames; memory is bounded by ``chunk_frames`` frames.
+
+    A frame with a side longer than ``tile`` pixels is read and searched tile by tile
+    (:func:`tile_grid`; the memory bound is then a tile plus the frame's patches), giving the
+    same centres and patches as the whole frame; ``tile=None`` never tiles.
 
     Objects come from ``coords`` (a file for :func:`read_coordinates` or a ``(frames, centers)``
     pair), a grid with step ``stride`` (pixels), or :func:`detect_objects` on each frame
@@ -286,9 +401,11 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
         source: anything :func:`open_stack` accepts.
         window: patch size in pixels. edge: 'drop', 'pad' or 'reflect' (see :func:`extract_patches`).
         chunk_frames: frames read per step. progress: show a tqdm bar over frames.
+        tile: tile size in pixels (>= 2 * window), or None.
 
     Yields:
-        One :class:`PatchSet` per chunk (possibly empty), frame indices global.
+        One :class:`PatchSet` per chunk (possibly empty; one per frame when tiling), frame
+        indices global, with the source's ``pixel_size``.
 
     Raises:
         AffineVAEError: an image smaller than the window, coordinates outside the image, bad options.
@@ -303,6 +420,9 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     bar = None
     try:
         w = _check_window(window, src.image_shape, src.path)
+        tiled = tile is not None and max(src.image_shape) > check_int("tile", tile, 2 * w)
+        if tiled:
+            chunk = 1
         if mode == "coords":
             if isinstance(coords, tuple):
                 cf, cc = np.asarray(coords[0], dtype=np.int64), np.asarray(coords[1], dtype=np.float64)
@@ -327,6 +447,16 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                 if len(ce) == 0:  # nothing in these frames: do not even read them
                     bar.update(e - s)
                     continue
+            if tiled:
+                given = None if mode == "detect" else (gcent if mode == "grid" else ce)
+                patches, kept, n_found = _tiled_frame(src, s, w, tile, edge, given,
+                                                      {"min_distance": min_distance, "threshold": threshold,
+                                                       "absolute": absolute, "sigma": sigma})
+                bar.update(e - s)
+                yield PatchSet(patches, kept, np.full(len(kept), s, dtype=np.int64), w, src.image_shape,
+                               src.n_frames, gshape if mode == "grid" else None,
+                               int(stride) if mode == "grid" else None, n_found, src.pixel_size)
+                continue
             stack = src.read(s, e)
             if mode == "grid":
                 fr = np.repeat(np.arange(s, e, dtype=np.int64), len(gcent))
@@ -338,7 +468,8 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             patches, keep = extract_patches(stack, ce, w, fr, edge=edge, frame_offset=s)
             bar.update(e - s)
             yield PatchSet(patches, ce[keep], fr[keep], w, src.image_shape, src.n_frames,
-                           gshape if mode == "grid" else None, int(stride) if mode == "grid" else None, len(ce))
+                           gshape if mode == "grid" else None, int(stride) if mode == "grid" else None, len(ce),
+                           src.pixel_size)
     finally:
         if bar is not None:
             bar.close()
@@ -354,6 +485,8 @@ def concat_chunks(parts: Sequence[Any]) -> Any:
     first part's.
     """
     p0 = parts[0]
+    if len(parts) == 1:  # nothing to join: no copy (a single huge frame's patches are not duplicated)
+        return dataclasses.replace(p0, n_found=p0.n_found or 0)
     values = {}
     for f in dataclasses.fields(p0):
         v = getattr(p0, f.name)

@@ -2,28 +2,40 @@
 
 :func:`open_stack` opens ``.npy`` (memory mapped), ``.npz``, multi-page TIFF (read page by
 page), HDF5 ``file.h5:dataset`` (sliced), PNG/JPEG/GIF/BMP (multi-frame GIFs are stacks) and
-folders of such files (one frame per file, sorted by name). A movie is a stack of frames: give
+folders of such files (one frame per file, sorted by name), in-memory numpy/dask/zarr arrays,
+and whatever :data:`READERS` adds (electron-microscopy files, Zarr/OME-Zarr: see
+:mod:`~affinevae.data.microscopy`). A movie is a stack of frames: give
 it as a multi-page TIFF, a frame folder, an ``.npy`` or an HDF5 dataset.
 :meth:`FrameSource.read` returns float32 frames (F, H, W) or (F, C, H, W) under the package's
 normalisation rule (:func:`~affinevae.data.imageset.normalise_images`), computed once for the
-whole stack. Suffixes come from :mod:`~affinevae.data.formats`.
+whole stack. :meth:`FrameSource.read_region` reads part of one frame, so a frame larger than
+memory can be processed in tiles. A source may know its physical :attr:`FrameSource.pixel_size`.
+Suffixes come from :mod:`~affinevae.data.formats`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
 from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
+from ..registry import Registry
+from ..units import PixelSize
 from .formats import (FRAME_FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
-                      reading)
+                      ZARR_EXTS, is_zarr_dir, reading)
 
-__all__ = ["FrameSource", "ArraySource", "TiffSource", "PillowSource", "FolderSource", "open_stack"]
+__all__ = ["FrameSource", "ArraySource", "NpySource", "TiffSource", "PillowSource", "FolderSource", "open_stack", "READERS",
+           "StackReader", "is_array_like"]
+
+#: Bytes of raw pixels read at a time when a whole-stack pass (the normalisation range) scans frames.
+SCAN_BYTES = 64 << 20
 
 
 class FrameSource:
@@ -34,12 +46,15 @@ class FrameSource:
         n_frames: number of frames F.
         frame_shape: (H, W) for single-channel frames, (C, H, W) otherwise.
         dtype: the stored pixel dtype.
+        pixel_size: the physical size of a pixel (:class:`~affinevae.units.PixelSize`) when the
+            file records one, else None.
     """
 
     path: str
     n_frames: int
     frame_shape: tuple
     dtype: np.dtype
+    pixel_size: Optional[PixelSize] = None
 
     def __init__(self) -> None:
         self._norm: Optional[tuple[str, float, float]] = None
@@ -76,6 +91,24 @@ class FrameSource:
                                  f"expected {tuple(self.frame_shape)}")
         return arr
 
+    def read_raw_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
+        """Part of one frame as stored: ``frame[..., rows, cols]`` (slices may have steps).
+
+        Returns (h, w) or (C, h, w). The base class reads the whole frame; array-backed sources
+        (:class:`ArraySource`) read only the region.
+        """
+        if not 0 <= int(frame) < self.n_frames:
+            raise AffineVAEError(f"{self.path}: frame {frame} outside 0..{self.n_frames - 1}")
+        with reading(self.path, f"frame {frame}"):
+            return np.asarray(self._read_region(int(frame), rows, cols))
+
+    def _read_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
+        return self.read_raw(frame, frame + 1)[0][..., rows, cols]
+
+    def read_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
+        """Part of one frame as float32 (h, w) or (C, h, w), normalised stack-wide like :meth:`read`."""
+        return self._normalise(self.read_raw_region(frame, rows, cols), f"frame {frame}")
+
     def normalisation(self) -> tuple[str, float, float]:
         """The stack-wide normalisation ``(kind, offset, divisor)``: ``(x - offset) / divisor``.
 
@@ -96,12 +129,11 @@ class FrameSource:
                                  + (" (complex: give np.abs or the real part)" if dt.kind == "c" else ""))
         else:
             lo, hi = math.inf, -math.inf
-            step = self._chunk_for_scan()
-            for s in range(0, self.n_frames, step):
-                a = self.read_raw(s, s + step).astype(np.float32)
+            for a, where in self._scan():
+                a = a.astype(np.float32, copy=False)
                 if not np.all(np.isfinite(a)):
                     raise AffineVAEError(f"{self.path}: {int((~np.isfinite(a)).sum())} NaN or infinite pixel values "
-                                         f"in frames {s}:{min(s + step, self.n_frames)}")
+                                         f"in {where}")
                 lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
             if lo < 0.0 or hi > 1.0:
                 warnings.warn(f"{self.path}: values span [{lo:g}, {hi:g}], outside [0, 1]; min-max scaling the data "
@@ -116,8 +148,11 @@ class FrameSource:
 
         Raises :class:`AffineVAEError` on NaN/inf pixels.
         """
+        return self._normalise(self.read_raw(start, stop), f"frames {start}:{stop}")
+
+    def _normalise(self, raw: np.ndarray, where: str) -> np.ndarray:
+        """Raw pixels -> float32 under :meth:`normalisation` (one float32 copy; NaN/inf refused)."""
         kind, offset, divisor = self.normalisation()
-        raw = self.read_raw(start, stop)
         if kind == "divide":
             out = raw.astype(np.float32)
             out /= np.float32(divisor)  # in place: one float32 copy of the chunk, as normalise_images computes it
@@ -125,14 +160,26 @@ class FrameSource:
         out = raw.astype(np.float32)
         if not np.all(np.isfinite(out)):
             raise AffineVAEError(f"{self.path}: {int((~np.isfinite(out)).sum())} NaN or infinite pixel values "
-                                 f"in frames {start}:{stop}")
+                                 f"in {where}")
         if kind == "minmax":
-            out = (out - offset) / divisor
-        return out.astype(np.float32, copy=False)
+            out -= np.float32(offset)
+            out /= np.float32(divisor)
+        return out
 
-    def _chunk_for_scan(self) -> int:
+    def _scan(self):
+        """Yield ``(raw pixels, where)`` covering the stack, about :data:`SCAN_BYTES` at a time:
+        several frames per step, or row bands of one frame when a frame is larger."""
         per = max(1, int(np.prod(self.frame_shape)) * 4)
-        return max(1, min(self.n_frames, (64 << 20) // per))
+        if per <= SCAN_BYTES:
+            step = max(1, min(self.n_frames, SCAN_BYTES // per))
+            for s in range(0, self.n_frames, step):
+                yield self.read_raw(s, s + step), f"frames {s}:{min(s + step, self.n_frames)}"
+            return
+        h, w = self.image_shape
+        band = max(1, SCAN_BYTES // max(1, per // h))
+        for f in range(self.n_frames):
+            for r in range(0, h, band):
+                yield self.read_raw_region(f, slice(r, r + band), slice(0, w)), f"frame {f} rows {r}:{r + band}"
 
     def close(self) -> None:
         """Release open files."""
@@ -172,11 +219,16 @@ def _layout(shape: tuple, where: str) -> tuple[int, tuple, Optional[tuple]]:
 
 
 class ArraySource(FrameSource):
-    """Frames from anything sliceable along its first axis: a numpy array or memmap, an h5py dataset."""
+    """Frames from anything sliceable along its first axis: a numpy array or memmap, an h5py
+    dataset, a dask or zarr array (read lazily: only the frames or regions asked for).
 
-    def __init__(self, array: Any, path: str = "array", owner: Any = None) -> None:
+    ``pixel_size``: the physical pixel size, when known.
+    """
+
+    def __init__(self, array: Any, path: str = "array", owner: Any = None,
+                 pixel_size: Optional[PixelSize] = None) -> None:
         super().__init__()
-        self.array, self.path, self._owner = array, path, owner
+        self.array, self.path, self._owner, self.pixel_size = array, path, owner, pixel_size
         shape = tuple(int(s) for s in array.shape)
         self.n_frames, self.frame_shape, self._perm = _layout(shape, path)
         self._single = len(shape) == 2 or (len(shape) == 3 and self._perm is not None)
@@ -192,10 +244,68 @@ class ArraySource(FrameSource):
             a = a.transpose(self._perm)
         return a.reshape(len(a), *self.frame_shape)
 
+    def _read_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
+        if self._perm is not None:  # channels last: (.., H, W, C)
+            idx = (rows, cols, slice(None)) if self._single else (frame, rows, cols, slice(None))
+            a = np.asarray(self.array[idx])
+            return np.moveaxis(a, -1, 0).reshape(*self.frame_shape[:-2], *a.shape[-3:-1])
+        if self._single:
+            return np.asarray(self.array[rows, cols])
+        a = np.asarray(self.array[(frame,) + (slice(None),) * (len(self.array.shape) - 3) + (rows, cols)])
+        return a.reshape(*self.frame_shape[:-2], *a.shape[-2:])
+
     def close(self) -> None:
         if self._owner is not None:
             self._owner.close()
             self._owner = None
+
+
+class NpySource(ArraySource):
+    """An ``.npy`` file, memory mapped afresh for every read (never unpickled).
+
+    Each read maps the file, copies what it needs and drops the mapping, so the pages it touched
+    leave the process's resident memory: a pass over a frame larger than memory (tile by tile)
+    keeps the resident memory at about a tile. :attr:`array` is a fresh ``np.memmap`` each time.
+    """
+
+    def __init__(self, path: str) -> None:
+        with reading(path, ".npy"):
+            first = np.load(path, mmap_mode="r", allow_pickle=False)
+        super().__init__(first, path)
+
+    @property
+    def array(self) -> np.ndarray:
+        """A new read-only memory map of the file."""
+        with reading(self.path, ".npy"):
+            return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+    @array.setter
+    def array(self, value: Any) -> None:  # ArraySource.__init__ assigns it; the map is made per read instead
+        pass
+
+    def _read_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
+        """Read the region's rows with plain file reads (one per row: the columns wanted, contiguous on
+        disk), so exactly the region is copied into memory; a memory map would also make resident the
+        neighbouring pages the kernel maps around each fault. Other layouts: through the memory map."""
+        mm = self.array
+        if self._perm is not None or not mm.flags.c_contiguous or len(self.frame_shape) != 2:
+            return super()._read_region(frame, rows, cols)
+        h, w = self.image_shape
+        r = range(*rows.indices(h))
+        c0, c1, cs = cols.indices(w)
+        if cs < 1 or c1 <= c0:
+            return np.asarray(mm[frame, rows, cols] if not self._single else mm[rows, cols])
+        width = c1 - c0
+        out = np.empty((len(r), len(range(c0, c1, cs))), dtype=self.dtype)
+        item = self.dtype.itemsize
+        base = int(mm.offset) + frame * h * w * item
+        del mm
+        with open(self.path, "rb") as f:
+            for i, row in enumerate(r):  # one read per row (I/O, not per object)
+                f.seek(base + (row * w + c0) * item)
+                line = np.fromfile(f, dtype=self.dtype, count=width)
+                out[i] = line[::cs]
+        return out
 
 
 class TiffSource(FrameSource):
@@ -226,6 +336,7 @@ class TiffSource(FrameSource):
             raise AffineVAEError(f"{path}: unsupported TIFF page layout {axes} {shape}")
         if self.frame_shape[0] == 1 and len(self.frame_shape) == 3:
             self.frame_shape = self.frame_shape[1:]
+        self.pixel_size = tiff_pixel_size(self._tif)
 
     def _read_raw(self, start: int, stop: int) -> np.ndarray:
         a = self._tif.asarray(key=range(start, stop), series=0)
@@ -235,6 +346,28 @@ class TiffSource(FrameSource):
 
     def close(self) -> None:
         self._tif.close()
+
+
+def tiff_pixel_size(tif) -> Optional[PixelSize]:
+    """The pixel size an open ``tifffile.TiffFile`` records: OME-XML ``PhysicalSizeX`` (with
+    ``PhysicalSizeXUnit``, default µm), else ImageJ's ``unit`` with the X resolution; None otherwise."""
+    try:
+        xml = tif.ome_metadata
+        if xml:
+            m = re.search(r'PhysicalSizeX="([^"]+)"', xml)
+            if m:
+                u = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
+                return PixelSize(float(m.group(1)), u.group(1) if u else "µm")
+        ij = tif.imagej_metadata
+        if ij and ij.get("unit"):
+            res = tif.pages[0].tags.get("XResolution")
+            if res is not None:
+                num, den = res.value
+                if num > 0:
+                    return PixelSize(den / num, str(ij["unit"]).replace("\\u00B5", "µ"))
+    except (AffineVAEError, ValueError, TypeError, KeyError, AttributeError):
+        return None  # an unreadable or non-length unit: no pixel size
+    return None
 
 
 def _pil_to_array(im) -> np.ndarray:
@@ -308,7 +441,36 @@ class FolderSource(FrameSource):
         return np.stack(out)
 
 
-def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[str] = None) -> FrameSource:
+@dataclasses.dataclass(frozen=True)
+class StackReader:
+    """A reader :func:`open_stack` dispatches to by suffix (entries of :data:`READERS`).
+
+    Attributes:
+        open: ``open(path, key, level) -> FrameSource``; ``level`` is the resolution level of a
+            multiscale image (None: the first, full resolution).
+        what: the format's name, for messages.
+        levels: True when the format has resolution levels (``level`` is refused otherwise).
+    """
+
+    open: Callable[[str, Optional[str], Optional[int]], FrameSource]
+    what: str
+    levels: bool = False
+
+
+#: Suffix (lower case, with the dot) -> :class:`StackReader`; :mod:`~affinevae.data.microscopy`
+#: registers the electron-microscopy and Zarr readers here.
+READERS: Registry = Registry("image format")
+
+
+def is_array_like(obj: Any) -> bool:
+    """True for an in-memory or lazy array (numpy, dask, zarr, h5py dataset): it has ``shape``,
+    ``dtype`` and ``__getitem__`` and at least 2 dimensions."""
+    return (not isinstance(obj, (str, Path)) and hasattr(obj, "shape") and hasattr(obj, "dtype")
+            and hasattr(obj, "__getitem__") and len(getattr(obj, "shape", ())) >= 2)
+
+
+def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[str] = None,
+               level: Optional[int] = None) -> FrameSource:
     """Open a large image or stack of frames for lazy, chunked reading.
 
     Args:
@@ -316,20 +478,26 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
             ``images``, else ``patches``, else the first), ``.tif``/``.tiff`` (one frame per page),
             ``file.h5:dataset`` (h5py slicing; without a dataset, the file's only dataset),
             ``.png``/``.jpg``/``.gif``/``.bmp`` (Pillow; multi-frame files are stacks) or a
-            folder of such files (one frame per file). Also an in-memory array
-            (H, W), (F, H, W), (F, C, H, W) or (F, H, W, C), or an open :class:`FrameSource`.
-        key: array name in an ``.npz`` or dataset name in an HDF5 file.
+            folder of such files (one frame per file); ``.dm3``/``.dm4``/``.emd``/``.ser``/
+            ``.mrc``/``.mrcs`` and Zarr/OME-Zarr stores through :data:`READERS`. Also an
+            in-memory or lazy array (numpy, dask, zarr; read as needed) (H, W), (F, H, W),
+            (F, C, H, W) or (F, H, W, C), or an open :class:`FrameSource`.
+        key: array name in an ``.npz``, dataset name in an HDF5 file, array path in a Zarr store.
+        level: resolution level of a multiscale image (OME-Zarr); None for the first (full) one.
 
     Returns:
         A :class:`FrameSource`; use it as a context manager to close the file.
 
     Raises:
-        AffineVAEError: a missing file, an unsupported suffix or an unreadable layout.
+        AffineVAEError: a missing file, an unsupported suffix, an unreadable layout, a missing
+            optional dependency, or ``level`` for a format without levels.
     """
     if isinstance(spec, FrameSource):
         return spec
-    if isinstance(spec, np.ndarray):
-        return ArraySource(spec, "array")
+    if isinstance(spec, np.ndarray) or is_array_like(spec):
+        if level is not None:
+            raise AffineVAEError("level applies to multiscale files (OME-Zarr), not to an in-memory array")
+        return ArraySource(spec, "array" if isinstance(spec, np.ndarray) else type(spec).__name__)
     s = str(spec)
     p = Path(s)
     if not p.exists():
@@ -337,12 +505,18 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
         if m and m.group(2) is not None and Path(m.group(1)).is_file():
             return _open_hdf5(m.group(1), m.group(2) or key)
         raise AffineVAEError(f"{s}: file not found")
+    suf = ZARR_EXTS[0] if is_zarr_dir(p) else p.suffix.lower()
+    if suf in READERS:
+        reader = READERS.get(suf)
+        if level is not None and not reader.levels:
+            raise AffineVAEError(f"{s}: --level applies to multiscale images (OME-Zarr), not to {reader.what} files")
+        return reader.open(s, key, level)
+    if level is not None:
+        raise AffineVAEError(f"{s}: --level applies to multiscale images (OME-Zarr) only")
     if p.is_dir():
         return FolderSource(s)
-    suf = p.suffix.lower()
     if suf in NPY_EXTS:
-        with reading(s, ".npy"):
-            return ArraySource(np.load(p, mmap_mode="r", allow_pickle=False), s)
+        return NpySource(s)
     if suf in NPZ_EXTS:
         with reading(s, ".npz"), np.load(p, allow_pickle=False) as f:
             names = f.files
@@ -359,7 +533,8 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
     if suf in PIL_STACK_EXTS:
         return PillowSource(s)
     raise AffineVAEError(f"{s}: unsupported image file suffix '{p.suffix}'; use .npy, .npz, .tif, .h5:dataset, "
-                         ".png/.jpg/.gif or a folder of images")
+                         ".png/.jpg/.gif, a folder of images, "
+                         f"{'/'.join(sorted(READERS.names()))} or a .zarr store")
 
 
 def _open_hdf5(path: str, dataset: Optional[str]) -> FrameSource:

@@ -1,0 +1,41 @@
+"""Options ``patches`` and ``map`` share for reading microscope images: ``--level``, ``--pixel-size``, ``--tile``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional
+
+from ..units import PixelSize, parse_pixel_size
+
+__all__ = ["add_image_options", "open_image", "pixel_size_option"]
+
+
+def add_image_options(p: argparse.ArgumentParser, tile: bool = False) -> None:
+    """Register ``--level`` and ``--pixel-size`` (and ``--tile`` when ``tile``) on ``p``."""
+    from ..data.patches import DEFAULT_TILE
+
+    p.add_argument("--level", type=int, default=None,
+                   help="resolution level of a multiscale (OME-Zarr) image; default 0, the full resolution")
+    p.add_argument("--pixel-size", metavar="SIZE",
+                   help="physical pixel size with its unit, e.g. 0.05nm, 0.5A, 50pm, 0.001um (default: read from "
+                        "the file when it records one)")
+    if tile:
+        p.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                       help=f"frames with a side longer than this many pixels are searched in overlapping tiles of "
+                            f"this size, read one at a time (default {DEFAULT_TILE}; 0: never tile)")
+
+
+def pixel_size_option(args: argparse.Namespace) -> Optional[PixelSize]:
+    """``--pixel-size`` parsed (None when not given); raises the one-line error on a bad unit."""
+    return parse_pixel_size(getattr(args, "pixel_size", None), "--pixel-size")
+
+
+def open_image(args: argparse.Namespace, path: str, given: Optional[PixelSize] = None):
+    """Open ``path`` with ``--key``/``--level`` as a :class:`~affinevae.data.stacks.FrameSource`, its
+    ``pixel_size`` set from ``given`` (the parsed ``--pixel-size``) when given."""
+    from ..data.stacks import open_stack
+
+    src = open_stack(path, key=getattr(args, "key", None), level=getattr(args, "level", None))
+    if given is not None:
+        src.pixel_size = given
+    return src

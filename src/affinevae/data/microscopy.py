@@ -1,0 +1,268 @@
+"""Instrument and pipeline image files: Gatan, Velox/Berkeley EMD, FEI TIA, MRC, Zarr and OME-Zarr.
+
+Each reader registers itself in :data:`affinevae.data.stacks.READERS` (suffix -> reader), so
+:func:`~affinevae.data.stacks.open_stack` (and with it ``affinevae patches`` and ``map``) opens
+these files like any other stack, lazily, with the physical pixel size the file records
+(:attr:`FrameSource.pixel_size`):
+
+- ``.dm3`` / ``.dm4`` (Gatan DigitalMicrograph), ``.emd`` (Velox and Berkeley/NCEM EMD),
+  ``.ser`` (FEI TIA): through rosettasciio (``rsciio``), read lazily as dask arrays; the first
+  image signal of the file (``key``: its index among the file's images);
+- ``.mrc`` / ``.mrcs``: through mrcfile, memory mapped; the pixel size from the voxel size (Å);
+- Zarr stores (a ``.zarr`` folder or any folder with Zarr marker files): through zarr. An
+  OME-Zarr image (``multiscales`` metadata, NGFF 0.4 or 0.5) gives its first resolution level
+  unless ``level`` names another, with the pixel size from the level's scale transform and the
+  axes' unit; singleton non-spatial axes (t, c, z of size 1) are dropped. A plain Zarr array is
+  read as it is; a group without ``multiscales`` needs ``key`` unless it holds a single array.
+
+The libraries come with the optional extra ``[microscopy]``; without them a read fails in one
+line saying what to install (:data:`~affinevae.data.formats.MICROSCOPY_EXTRA`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import AffineVAEError
+from ..units import PixelSize, unit_name
+from .formats import MICROSCOPY_EXTRA, ZARR_EXTS, reading
+from .stacks import READERS, ArraySource, FrameSource, StackReader
+
+__all__ = ["require", "pixel_size_from", "open_rsciio", "open_mrc", "open_zarr", "zarr_levels"]
+
+
+def require(module: str, path: str, what: str) -> Any:
+    """Import ``module`` or raise the one-line error naming the extra to install.
+
+    Raises:
+        AffineVAEError: ``"PATH: reading WHAT files needs MODULE (pip install "affinevae[microscopy]")"``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise AffineVAEError(f"{path}: reading {what} files needs the Python package '{module.split('.')[0]}' "
+                             f"({MICROSCOPY_EXTRA})") from None
+
+
+def pixel_size_from(scale: Any, unit: Any) -> Optional[PixelSize]:
+    """A :class:`PixelSize` from a file's axis scale and unit, or None when either is not a usable
+    length (no unit, a reciprocal unit such as ``1/nm``, a scale <= 0)."""
+    try:
+        value = float(scale)
+        name = unit_name(str(unit)) if unit not in (None, "") else None
+    except (TypeError, ValueError):  # AffineVAEError is a ValueError: an unknown unit means no pixel size
+        return None
+    if name is None or not np.isfinite(value) or value <= 0:
+        return None
+    return PixelSize(value, name)
+
+
+# ============================================================================ rosettasciio
+#: Suffix -> (rsciio plugin module, format name).
+RSCIIO_FORMATS = {".dm3": ("rsciio.digitalmicrograph", "Gatan DigitalMicrograph"),
+                  ".dm4": ("rsciio.digitalmicrograph", "Gatan DigitalMicrograph"),
+                  ".emd": ("rsciio.emd", "EMD (Velox/Berkeley)"),
+                  ".ser": ("rsciio.tia", "FEI TIA .ser")}
+
+
+def _image_signals(signals: list) -> list:
+    """The signals of an rsciio result that are images: two signal (non-navigation) axes."""
+    out = []
+    for sig in signals:
+        axes = sig.get("axes", [])
+        n_sig = sum(1 for a in axes if not a.get("navigate", False))
+        if n_sig == 2 and len(getattr(sig.get("data"), "shape", ())) >= 2:
+            out.append(sig)
+    return out
+
+
+def open_rsciio(path: str, key: Optional[str] = None, level: Optional[int] = None) -> FrameSource:
+    """Open a ``.dm3``/``.dm4``/``.emd``/``.ser`` file through rosettasciio, lazily (dask).
+
+    Args:
+        path: the file. key: index (0, 1, ...) of the image among the file's image signals
+            (default the first). level: unused (these formats have no resolution levels).
+
+    Returns:
+        An :class:`ArraySource` of (H, W) or (F, H, W) frames (navigation axes become frames),
+        with the pixel size of the last signal axis when it is a length.
+
+    Raises:
+        AffineVAEError: rosettasciio missing, an unreadable file, no image in it, a bad ``key``.
+    """
+    module, what = RSCIIO_FORMATS[Path(path).suffix.lower()]
+    plugin = require(module, path, what)
+    require("dask", path, what)
+    with reading(path, what):
+        signals = plugin.file_reader(path, lazy=True)
+    images = _image_signals(signals)
+    if not images:
+        raise AffineVAEError(f"{path}: holds no 2-D image (signals: "
+                             f"{', '.join(str(tuple(s['data'].shape)) for s in signals) or 'none'})")
+    idx = 0
+    if key is not None:
+        try:
+            idx = int(key)
+        except ValueError:
+            idx = -1
+        if not 0 <= idx < len(images):
+            raise AffineVAEError(f"{path}: --key must be an image index 0..{len(images) - 1}, got {key!r}")
+    sig = images[idx]
+    data = sig["data"]
+    sig_axes = [a for a in sig.get("axes", []) if not a.get("navigate", False)]
+    ps = pixel_size_from(sig_axes[-1].get("scale"), sig_axes[-1].get("units")) if sig_axes else None
+    if data.ndim > 3:  # several navigation axes: one frame each
+        data = data.reshape(-1, *data.shape[-2:])
+    return ArraySource(data, path, pixel_size=ps)
+
+
+# ============================================================================ MRC
+def open_mrc(path: str, key: Optional[str] = None, level: Optional[int] = None) -> FrameSource:
+    """Open an ``.mrc``/``.mrcs`` file memory mapped with mrcfile: (Y, X) one frame, (Z, Y, X) a stack.
+
+    The pixel size comes from the header's voxel size (Å) when it is set (> 0).
+
+    Raises:
+        AffineVAEError: mrcfile missing, an unreadable file, ``key`` given.
+    """
+    mrcfile = require("mrcfile", path, "MRC")
+    if key is not None:
+        raise AffineVAEError(f"{path}: --key does not apply to MRC files")
+    with reading(path, "MRC"):
+        mrc = mrcfile.mmap(path, mode="r", permissive=False)
+        data = mrc.data
+        if data is None:
+            mrc.close()
+            raise AffineVAEError(f"{path}: the MRC file holds no data")
+        voxel = mrc.voxel_size
+    return ArraySource(data, path, owner=mrc, pixel_size=pixel_size_from(voxel.x, "Å"))
+
+
+# ============================================================================ Zarr / OME-Zarr
+class _DropAxes:
+    """A lazy view of an array with some axes fixed at index 0 (singleton axes dropped).
+
+    ``keep``: the axes kept, in order; slicing the view slices those axes of the wrapped array.
+    """
+
+    def __init__(self, array: Any, keep: tuple[int, ...]) -> None:
+        self.array, self.keep = array, keep
+        self.shape = tuple(int(array.shape[a]) for a in keep)
+        self.dtype = array.dtype
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        if any(i is Ellipsis for i in idx):
+            e = idx.index(Ellipsis)
+            idx = idx[:e] + (slice(None),) * (len(self.keep) - len(idx) + 1) + idx[e + 1:]
+        idx = idx + (slice(None),) * (len(self.keep) - len(idx))
+        full: list[Any] = [0] * len(self.array.shape)
+        for a, i in zip(self.keep, idx):
+            full[a] = i
+        return np.asarray(self.array[tuple(full)])
+
+
+def _multiscales(attrs: dict) -> Optional[list]:
+    """The ``multiscales`` list of an OME-Zarr group's attributes (NGFF 0.4 or 0.5), or None."""
+    if "multiscales" in attrs:
+        return attrs["multiscales"]
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        return ome["multiscales"]
+    return None
+
+
+def zarr_levels(path: str) -> list[str]:
+    """The resolution levels (array paths) of the OME-Zarr image at ``path``, finest first.
+
+    Raises:
+        AffineVAEError: zarr missing, not a Zarr store, or no ``multiscales`` metadata.
+    """
+    zarr = require("zarr", path, "Zarr")
+    with reading(path, "Zarr"):
+        root = zarr.open(path, mode="r")
+    ms = _multiscales(dict(getattr(root, "attrs", {})))
+    if not ms:
+        raise AffineVAEError(f"{path}: not an OME-Zarr image (no multiscales metadata)")
+    return [str(d["path"]) for d in ms[0].get("datasets", [])]
+
+
+def _ome_pixel_size(ms: dict, level: int, ndim: int) -> Optional[PixelSize]:
+    """The x pixel size of level ``level`` of a ``multiscales`` entry (scale transform x axis unit)."""
+    axes = ms.get("axes") or []
+    unit = None
+    if axes and isinstance(axes[-1], dict):
+        unit = axes[-1].get("unit")
+    scale = None
+    for t in list(ms["datasets"][level].get("coordinateTransformations", [])) + list(
+            ms.get("coordinateTransformations", []) or []):
+        if t.get("type") == "scale" and "scale" in t:
+            s = float(t["scale"][-1])
+            scale = s if scale is None else scale * s
+    if scale is None or unit is None:
+        return None
+    return pixel_size_from(scale, unit)
+
+
+def open_zarr(path: str, key: Optional[str] = None, level: Optional[int] = None) -> FrameSource:
+    """Open a Zarr array, or level ``level`` (default 0, full resolution) of an OME-Zarr image.
+
+    Reads lazily: each frame or region asked for is read from its chunks. Singleton axes other
+    than the last two (e.g. the t, c, z of a single OME-Zarr plane) are dropped.
+
+    Args:
+        path: the store folder. key: the array's path inside a group (plain Zarr groups with
+            several arrays). level: resolution level of an OME-Zarr image (0 = finest).
+
+    Raises:
+        AffineVAEError: zarr missing, an unreadable store, ``level`` outside the image's levels or
+            given for a plain array, a group without a readable array.
+    """
+    zarr = require("zarr", path, "Zarr")
+    with reading(path, "Zarr"):
+        root = zarr.open(path, mode="r")
+    pixel = None
+    if hasattr(root, "shape") and hasattr(root, "dtype"):      # a plain array
+        if level is not None:
+            raise AffineVAEError(f"{path}: --level applies to OME-Zarr images; this store is a single array")
+        arr, where = root, path
+    else:
+        ms = _multiscales(dict(root.attrs))
+        if ms and key is None:
+            datasets = ms[0].get("datasets", [])
+            lv = 0 if level is None else level
+            if not isinstance(lv, (int, np.integer)) or not 0 <= lv < len(datasets):
+                raise AffineVAEError(f"{path}: no resolution level {level!r}; the image has levels "
+                                     f"0..{len(datasets) - 1}")
+            with reading(path, f"level {lv}"):
+                arr = root[str(datasets[lv]["path"])]
+            pixel = _ome_pixel_size(ms[0], int(lv), len(arr.shape))
+            where = f"{path} (level {lv})"
+        else:
+            if level is not None:
+                raise AffineVAEError(f"{path}: --level applies to OME-Zarr images; this store has no "
+                                     "multiscales metadata")
+            names = sorted(str(n) for n, _ in root.arrays())
+            name = key if key is not None else (names[0] if len(names) == 1 else None)
+            if name is None or name not in root:
+                raise AffineVAEError(f"{path}: name the array with --key; arrays: {', '.join(names) or 'none'}")
+            arr, where = root[name], f"{path}:{name}"
+    shape = tuple(int(s) for s in arr.shape)
+    if len(shape) > 2:
+        keep = tuple(a for a in range(len(shape)) if shape[a] != 1 or a >= len(shape) - 2)
+        if len(keep) != len(shape):
+            arr = _DropAxes(arr, keep)
+    return ArraySource(arr, where, pixel_size=pixel)
+
+
+# ============================================================================ registration
+for _suffix in RSCIIO_FORMATS:
+    READERS.register(_suffix)(StackReader(open_rsciio, RSCIIO_FORMATS[_suffix][1]))
+for _suffix in (".mrc", ".mrcs"):
+    READERS.register(_suffix)(StackReader(open_mrc, "MRC"))
+for _suffix in ZARR_EXTS:
+    READERS.register(_suffix)(StackReader(open_zarr, "Zarr", levels=True))

@@ -1,0 +1,111 @@
+"""``patches`` -> ``train`` -> ``map`` on one in-memory image, for the napari widget (no napari or Qt needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..defaults import PATCH_LATENT_DIM
+from ..errors import AffineVAEError
+
+__all__ = ["LearnSettings", "learn_and_map"]
+
+#: Model families the widget offers (unconditional ones: patches have no labels).
+FAMILIES = ("rvae", "vae", "avae", "ae")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnSettings:
+    """What the widget runs, validated at construction.
+
+    Attributes:
+        window: patch size in pixels (>= 4). model: family in :data:`FAMILIES`.
+        latent_dim: content latents (>= 1). epochs: training epochs (None: the patch-set
+            defaults of :func:`affinevae.defaults.data_defaults`). clusters: K for the classes
+            (None: none). min_distance, threshold: object detection (pixels; fraction of the range).
+        batch_size: images per step (None: the patch-set default). seed: training.
+    """
+
+    window: int = 16
+    model: str = "rvae"
+    latent_dim: int = PATCH_LATENT_DIM
+    epochs: Optional[int] = None
+    clusters: Optional[int] = 2
+    min_distance: int = 5
+    threshold: float = 0.3
+    batch_size: Optional[int] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in FAMILIES:
+            raise AffineVAEError(f"model must be one of {', '.join(FAMILIES)}, got {self.model!r}")
+        for name, lo in (("window", 4), ("latent_dim", 1), ("min_distance", 1)) + (
+                (("batch_size", 1),) if self.batch_size is not None else ()):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise AffineVAEError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if self.epochs is not None and not (isinstance(self.epochs, (int, np.integer)) and self.epochs >= 1):
+            raise AffineVAEError(f"epochs must be an integer >= 1 (or None for the defaults), got {self.epochs!r}")
+        if self.clusters is not None and not (isinstance(self.clusters, (int, np.integer)) and self.clusters >= 1):
+            raise AffineVAEError(f"clusters must be an integer >= 1 (or None), got {self.clusters!r}")
+
+
+def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
+                  report: Optional[Callable[[float, str], None]] = None) -> dict:
+    """Cut patches around the objects of ``image``, train a model on them and map it.
+
+    Args:
+        image: (H, W) or (C, H, W) frame (any numeric dtype; normalised as ``patches`` does).
+        settings: :class:`LearnSettings`.
+        report: called with ``(fraction done in [0, 1], what)`` after each stage and epoch (from
+            the calling thread; the widget forwards it to its progress bar).
+
+    Returns:
+        dict: ``encoding`` (:class:`~affinevae.encoding.ObjectEncoding`), ``cluster`` (N,) labels
+        (-1 when not clustered), ``symmetry`` (the estimated n of n-fold symmetry), ``model`` (the
+        trained model) and ``history`` (per-epoch records).
+
+    Raises:
+        AffineVAEError: no objects found, bad settings, training problems.
+    """
+    import torch
+
+    from ..data.imageset import ImageSet
+    from ..data.patches import cut_patches
+    from ..defaults import data_defaults
+    from ..encoding import encode_patchset
+    from ..mapping import cluster_latents, estimate_symmetry
+    from ..models.base import build_model
+    from ..training import TrainConfig, fit
+
+    say = report or (lambda fraction, what: None)
+    img = np.asarray(image)
+    if img.ndim not in (2, 3):
+        raise AffineVAEError(f"the image must be one (H, W) or (C, H, W) frame, got shape {img.shape}")
+    say(0.0, "finding objects")
+    ps = cut_patches(img if img.ndim == 2 else img[None], settings.window, min_distance=settings.min_distance,
+                     threshold=settings.threshold)
+    data = ImageSet(ps.normalised_patches(), source="layer", meta={"kind": "patches", "noise_sigma": ps.noise_sigma()})
+    options, train, _ = data_defaults(data, settings.model, {"latent_dim": settings.latent_dim}, settings.batch_size,
+                                      settings.epochs)
+    epochs = train["epochs"]
+    say(0.1, f"{len(ps)} objects; training {settings.model} for {epochs} epochs")
+    torch.manual_seed(settings.seed)
+    model = build_model(settings.model, image_shape=list(data.images.shape[1:]), **options)
+    config = TrainConfig(epochs=epochs, batch_size=train["batch_size"], lr=train["lr"], seed=settings.seed, val_split=0.0,
+                         checkpoint=False, progress=False, device="cpu")
+
+    def epoch_done(record: dict) -> None:
+        say(min(0.9, 0.1 + 0.8 * int(record["epoch"]) / epochs), f"epoch {record['epoch']}/{epochs}: "
+            f"loss {record.get('train_loss', float('nan')):.4g}")
+    result = fit(model, data, config, callbacks=[epoch_done])
+    say(0.9, "mapping")
+    enc = encode_patchset(result.model, ps)
+    symmetry = estimate_symmetry(ps.patches, seed=settings.seed) if enc.has_angle else 1
+    cluster = (cluster_latents(enc.z_mean, min(settings.clusters, len(enc)), seed=settings.seed)
+               if settings.clusters else np.full(len(enc), -1, np.int64))
+    say(1.0, f"mapped {len(enc)} objects")
+    return {"encoding": enc, "cluster": cluster, "symmetry": symmetry, "model": result.model,
+            "history": result.history}

@@ -1,0 +1,88 @@
+"""napari reader: ``maps.npz`` written by ``affinevae map`` -> the image and a points layer of the objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from .layers import image_layer, object_features, points_layer
+
+__all__ = ["get_reader", "read_maps", "MAX_SIDE", "MAX_STACK_BYTES"]
+
+#: The background is read every ``ceil(side / MAX_SIDE)`` pixels so its longer side stays below this.
+MAX_SIDE = 4096
+#: A stack of more than one frame is shown whole when its frames take at most this many bytes (float32).
+MAX_STACK_BYTES = 512 << 20
+#: Arrays every ``maps.npz`` holds (what tells it from other ``.npz`` files).
+MAPS_KEYS = ("z_mean", "positions", "centers", "frames")
+
+
+def _maps_file(path: Union[str, list]) -> Optional[Path]:
+    p = Path(path[0] if isinstance(path, (list, tuple)) else path)
+    if p.is_dir():
+        p = p / "maps.npz"
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return None
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            return p if all(k in f.files for k in MAPS_KEYS) else None
+    except (OSError, ValueError):
+        return None
+
+
+def get_reader(path: Union[str, list]) -> Optional[Callable[[Any], list]]:
+    """napari's reader hook: :func:`read_maps` for a ``maps.npz`` (or a folder holding one), else None."""
+    return read_maps if _maps_file(path) is not None else None
+
+
+def read_maps(path: Union[str, list]) -> list[tuple]:
+    """Layer data tuples of a ``maps.npz``: the image it was mapped on (when ``source_image`` is
+    readable) and the points layer of the objects (:func:`~.layers.points_layer`).
+
+    The image is read through :func:`~affinevae.data.stacks.open_stack` (so every format the
+    package reads, with ``source_key``/``source_level``); frames larger than :data:`MAX_SIDE` are
+    read with a step. Positions and the image share the scale of the pixel size, if known.
+    """
+    from ..data.stacks import open_stack
+    from ..errors import AffineVAEError
+
+    p = _maps_file(path)
+    if p is None:
+        raise AffineVAEError(f"{path}: not a maps.npz written by `affinevae map`")
+    with np.load(p, allow_pickle=False) as f:
+        d = {k: f[k] for k in f.files}
+    n_frames = int(d.get("n_frames", 1))
+    pixel = float(d["pixel_size"]) if "pixel_size" in d else None
+    unit = str(d["unit"]) if "unit" in d else None
+    feats = object_features(d["z_mean"], d["angle"], d.get("cluster", np.full(len(d["z_mean"]), -1)), d["frames"],
+                            int(d.get("symmetry", 1)))
+    layers = []
+    source = str(d.get("source_image", ""))
+    frames_shown = n_frames
+    if source:
+        level = int(d.get("source_level", -1))
+        try:
+            with open_stack(source, key=str(d.get("source_key", "")) or None,
+                            level=None if level < 0 else level) as src:
+                step = max(1, -(-max(src.image_shape) // MAX_SIDE))
+                rows, cols = slice(None, None, step), slice(None, None, step)
+                frame = int(d.get("source_frame", 0))
+                whole = n_frames > 1 and np.prod(src.image_shape) * n_frames * 4 / step ** 2 <= MAX_STACK_BYTES
+                if whole:
+                    img = np.stack([src.read_region(i, rows, cols) for i in range(n_frames)])
+                else:
+                    img = src.read_region(frame, rows, cols)
+                    frames_shown = 1
+                    keep = feats["frame"] == frame
+                    feats = {k: v[keep] for k, v in feats.items()}
+                    d["positions"] = d["positions"][keep]
+            if img.ndim == 3 + (1 if whole else 0):  # colour frames: show their mean
+                img = img.mean(-3)
+            layers.append(image_layer(img, step, pixel, name=f"{Path(source).name}"))
+        except AffineVAEError:
+            pass  # the image moved or is unreadable: the points alone
+    layers.append(points_layer(d["positions"], feats, int(d.get("window", 8)), frames_shown, pixel, unit,
+                               name=f"objects ({p.parent.name})"))
+    return layers

@@ -1,0 +1,132 @@
+"""napari dock widget: learn and map the objects of the current image layer, in a worker thread."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QDoubleSpinBox,
+                            QWidget)
+
+from ..errors import AffineVAEError
+from .layers import object_features, points_layer
+from .pipeline import FAMILIES, LearnSettings, learn_and_map
+
+__all__ = ["LearnAndMapWidget"]
+
+
+class _Progress(QObject):
+    """Carries ``(fraction, message)`` from the worker thread to the widget (a queued Qt signal)."""
+
+    changed = Signal(float, str)
+
+
+class LearnAndMapWidget(QWidget):
+    """Dock widget: ``patches`` -> ``train`` -> ``map`` on an image layer, then a points layer of the objects.
+
+    The work runs in napari's ``thread_worker`` (the viewer stays responsive); a progress bar
+    follows the stages and epochs. The result is added as a points layer named
+    ``objects (LAYER)`` with the features of :func:`~.layers.object_features`, coloured by angle
+    (or class), over the image layer (same scale).
+
+    Args:
+        napari_viewer: the viewer (napari passes it); anything with ``layers`` and ``add_layer``.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.layer_box = QComboBox()
+        self.window = QSpinBox(minimum=4, maximum=256, value=16)
+        self.model = QComboBox()
+        self.model.addItems(list(FAMILIES))
+        self.latent_dim = QSpinBox(minimum=1, maximum=64, value=LearnSettings.latent_dim)
+        self.epochs = QSpinBox(minimum=0, maximum=10000, value=0)
+        self.epochs.setSpecialValueText("auto")
+        self.clusters = QSpinBox(minimum=0, maximum=20, value=2)
+        self.clusters.setSpecialValueText("none")
+        self.min_distance = QSpinBox(minimum=1, maximum=1000, value=5)
+        self.threshold = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.3)
+        self.run_button = QPushButton("Learn and map")
+        self.progress = QProgressBar(minimum=0, maximum=100, value=0)
+        self.status = QLabel("")
+        form = QFormLayout(self)
+        for label, w in (("image layer", self.layer_box), ("patch size (px)", self.window), ("model", self.model),
+                         ("content latents", self.latent_dim), ("epochs", self.epochs), ("classes", self.clusters),
+                         ("min distance (px)", self.min_distance), ("threshold", self.threshold)):
+            form.addRow(label, w)
+        form.addRow(self.run_button)
+        form.addRow(self.progress)
+        form.addRow(self.status)
+        self._signals = _Progress()
+        self._signals.changed.connect(self._on_progress)
+        self.run_button.clicked.connect(self.run)
+        self.worker = None
+        self.refresh_layers()
+        events = getattr(getattr(self.viewer, "layers", None), "events", None)
+        if events is not None:
+            events.inserted.connect(self.refresh_layers)
+            events.removed.connect(self.refresh_layers)
+
+    def refresh_layers(self, *_: Any) -> None:
+        """List the viewer's image layers in the layer box (keeping the selection when it remains)."""
+        current = self.layer_box.currentText()
+        names = [layer.name for layer in self.viewer.layers if type(layer).__name__ == "Image"]
+        self.layer_box.clear()
+        self.layer_box.addItems(names)
+        if current in names:
+            self.layer_box.setCurrentText(current)
+
+    def settings(self) -> LearnSettings:
+        """The :class:`~.pipeline.LearnSettings` the controls hold."""
+        return LearnSettings(window=self.window.value(), model=self.model.currentText(),
+                             latent_dim=self.latent_dim.value(), epochs=self.epochs.value() or None,
+                             clusters=self.clusters.value() or None, min_distance=self.min_distance.value(),
+                             threshold=float(self.threshold.value()))
+
+    def run(self, *_: Any):
+        """Start learning on the selected image layer in a worker thread; returns the worker (or None)."""
+        from napari.qt.threading import thread_worker
+
+        name = self.layer_box.currentText()
+        if not name:
+            self.status.setText("no image layer")
+            return None
+        layer = self.viewer.layers[name]
+        image = np.asarray(layer.data)
+        if getattr(layer, "rgb", False):
+            image = image.mean(-1)
+        settings = self.settings()
+        self.run_button.setEnabled(False)
+        self.progress.setValue(0)
+        emit = self._signals.changed.emit
+        worker = thread_worker(learn_and_map, start_thread=False)(image, settings, report=emit)
+        worker.returned.connect(lambda result: self._show(result, layer))
+        worker.errored.connect(self._failed)
+        worker.finished.connect(lambda: self.run_button.setEnabled(True))
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(round(100 * fraction)))
+        self.status.setText(message)
+
+    def _failed(self, exc: BaseException) -> None:
+        msg = str(exc) if isinstance(exc, AffineVAEError) else f"{type(exc).__name__}: {exc}"
+        self.status.setText(f"error: {msg}")
+
+    def _show(self, result: dict, layer: Any) -> Optional[Any]:
+        enc = result["encoding"]
+        feats = object_features(enc.z_mean, enc.angle, result["cluster"], enc.frames, result["symmetry"])
+        scale = tuple(getattr(layer, "scale", (1.0, 1.0)))[-2:]
+        data, kwargs, _ = points_layer(enc.positions, feats, enc.window, 1, None, None, name=f"objects ({layer.name})")
+        kwargs["scale"] = scale
+        from napari.layers import Points
+
+        points = Points(data, **kwargs)
+        self.viewer.add_layer(points)
+        self.status.setText(f"mapped {len(enc)} objects; {result['symmetry']}-fold symmetry; colour by any feature "
+                            f"({', '.join(feats)})")
+        return points

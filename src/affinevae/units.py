@@ -1,0 +1,103 @@
+"""Physical pixel sizes: ``--pixel-size 0.05nm`` parsed, unit names normalised, lengths converted.
+
+A :class:`PixelSize` is the edge length of one pixel in a length unit (nm, Å, pm or µm).
+Instrument files carry one (read by :mod:`affinevae.data.microscopy`); the ``patches`` and
+``map`` commands take ``--pixel-size`` to set or override it, and ``maps.npz`` stores
+positions and shifts in that unit next to the pixel ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Optional
+
+from .errors import AffineVAEError
+
+__all__ = ["UNITS", "PixelSize", "parse_pixel_size", "unit_name", "nice_length"]
+
+#: Length units: canonical name -> size in nanometres.
+UNITS: dict[str, float] = {"pm": 1e-3, "Å": 0.1, "nm": 1.0, "µm": 1e3}
+
+#: Spellings accepted for each unit (lower case), including those instrument files use.
+_ALIASES: dict[str, str] = {
+    "pm": "pm", "picometer": "pm", "picometre": "pm",
+    "å": "Å", "a": "Å", "angstrom": "Å", "ångström": "Å", "Å": "Å", "\u212b": "Å",  # U+212B ANGSTROM SIGN
+    "nm": "nm", "nanometer": "nm", "nanometre": "nm",
+    "µm": "µm", "μm": "µm", "um": "µm", "micron": "µm", "micrometer": "µm", "micrometre": "µm",
+}
+
+
+def unit_name(text: str, where: str = "unit") -> str:
+    """The canonical unit name (a key of :data:`UNITS`) for a spelling such as 'A', 'um', 'nanometer'.
+
+    Raises:
+        AffineVAEError: an unknown unit, naming ``where`` and the accepted units.
+    """
+    key = str(text).strip()
+    unit = _ALIASES.get(key) or _ALIASES.get(key.lower())
+    if unit is None:
+        raise AffineVAEError(f"{where}: unknown length unit {text!r}; use one of {', '.join(UNITS)} "
+                             "(also A, um)")
+    return unit
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelSize:
+    """The edge length of one (square) pixel.
+
+    Attributes:
+        value: length of one pixel in ``unit`` (> 0, finite).
+        unit: a key of :data:`UNITS` ('pm', 'Å', 'nm', 'µm').
+    """
+
+    value: float
+    unit: str
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
+            raise AffineVAEError(f"pixel size must be a finite number > 0, got {self.value!r}")
+        object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "unit", unit_name(self.unit, "pixel size"))
+
+    def to(self, unit: str) -> "PixelSize":
+        """The same length in another unit."""
+        u = unit_name(unit)
+        return PixelSize(self.value * UNITS[self.unit] / UNITS[u], u)
+
+    def length(self, pixels):
+        """``pixels`` (a number or array) as a length in :attr:`unit`."""
+        return pixels * self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:g} {self.unit}"
+
+
+_SPEC = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([^\s0-9.].*?)?\s*(?:/\s*px|/\s*pixel)?\s*$")
+
+
+def parse_pixel_size(text: Optional[str], where: str = "--pixel-size") -> Optional[PixelSize]:
+    """Parse ``'0.05nm'``, ``'0.5 Å'``, ``'50pm'``, ``'0.001um'`` (optionally ``/px``) into a :class:`PixelSize`.
+
+    None gives None. The unit is required.
+
+    Raises:
+        AffineVAEError: not a number followed by a unit, a value <= 0, or an unknown unit.
+    """
+    if text is None:
+        return None
+    m = _SPEC.match(str(text))
+    if not m or not m.group(2):
+        raise AffineVAEError(f"{where}: expected a number and a length unit such as 0.05nm, 0.5A or 50pm, "
+                             f"got {text!r}")
+    return PixelSize(float(m.group(1)), unit_name(m.group(2), where))
+
+
+def nice_length(span: float) -> float:
+    """A round length (1, 2 or 5 times a power of ten) close to ``span / 5``, for scale bars."""
+    if not span > 0:
+        return 1.0
+    target = span / 5.0
+    p = 10.0 ** math.floor(math.log10(target))
+    return min((m * p for m in (1.0, 2.0, 5.0, 10.0)), key=lambda v: abs(math.log(v / target)))

@@ -1,0 +1,215 @@
+"""Microscope files in (MRC, OME-Zarr, OME-TIFF, EMD, lazy arrays), tiles, physical units out."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from affinevae.cli import main
+from affinevae.data.micrograph import synthetic_micrograph
+from affinevae.data.patches import cut_patches
+from affinevae.data.stacks import open_stack
+from affinevae.errors import AffineVAEError
+from affinevae.units import PixelSize, parse_pixel_size
+
+W = 12
+
+
+@pytest.fixture(scope="module")
+def micrograph():
+    img, _ = synthetic_micrograph(size=(96, 120), spacing=8.0, grain_angles=(0.0, math.radians(35)),
+                                  substitution_frac=0.1, noise=0.02, seed=2)
+    return img
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("affinevae: error:") and "\n" not in err, err
+    return err
+
+
+def write_formats(img, d):
+    """The same micrograph as .npy, .mrc (0.5 Å), OME-Zarr (0.05 nm, 2 levels), OME-TIFF (0.05 nm)."""
+    mrcfile = pytest.importorskip("mrcfile")
+    zarr = pytest.importorskip("zarr")
+    ome_writer = pytest.importorskip("ome_zarr.writer")
+    import tifffile
+
+    np.save(d / "img.npy", img)
+    with mrcfile.new(d / "img.mrc") as m:
+        m.set_data(img)
+        m.voxel_size = 0.5
+    root = zarr.open_group(str(d / "img.zarr"), mode="w")
+    ome_writer.write_image(img, root, scale_factors=(2,), axes="yx", scale={"y": 0.05, "x": 0.05},
+                           axes_units={"y": "nanometer", "x": "nanometer"})
+    tifffile.imwrite(d / "img.ome.tif", img, ome=True,
+                     metadata={"PhysicalSizeX": 0.05, "PhysicalSizeXUnit": "nm",
+                               "PhysicalSizeY": 0.05, "PhysicalSizeYUnit": "nm"})
+    return {"img.npy": None, "img.mrc": PixelSize(0.5, "Å"), "img.zarr": PixelSize(0.05, "nm"),
+            "img.ome.tif": PixelSize(0.05, "nm")}
+
+
+def write_tiny_ser(path, img, delta_m):
+    """A minimal FEI TIA ``.ser`` (series version 0x0210): one float32 image, ``delta_m`` metres a pixel,
+    one size-1 navigation dimension, a time tag. TIA stores image rows bottom-up."""
+    import struct
+
+    h, w = img.shape
+    dims = struct.pack("<IddIII", 1, 0.0, 1.0, 0, 0, 0)
+    data_at = 30 + len(dims)
+    elem = struct.pack("<ddIddIHII", 0.0, delta_m, 0, 0.0, delta_m, 0, 7, w, h) + img[::-1].astype("<f4").tobytes()
+    tag = struct.pack("<HI", 0x4152, 0)
+    offsets_at = data_at + len(elem) + len(tag)
+    head = struct.pack("<HHHIIII", 0x4949, 0x0197, 0x0210, 0x4122, 0x4152, 1, 1) + struct.pack("<II", offsets_at, 1)
+    path.write_bytes(head + dims + elem + tag + struct.pack("<II", data_at, data_at + len(elem)))
+
+
+def test_units_parse_and_convert():
+    assert parse_pixel_size("0.05nm") == PixelSize(0.05, "nm")
+    assert parse_pixel_size("0.5 A") == PixelSize(0.5, "Å")
+    assert parse_pixel_size("50pm/px").to("nm").value == pytest.approx(0.05)
+    assert parse_pixel_size("0.001um").to("Å").value == pytest.approx(10.0)
+    assert parse_pixel_size(None) is None
+    for bad in ("0.05", "0.05 furlong", "nm", "-1nm", "0nm"):
+        with pytest.raises(AffineVAEError):
+            parse_pixel_size(bad)
+
+
+def test_scale_bar_has_a_round_physical_length():
+    from matplotlib.figure import Figure
+
+    from affinevae.scalebar import add_scale_bar
+    from affinevae.units import nice_length
+
+    assert [nice_length(v) for v in (5.12, 10.0, 26.0, 37.0, 0.9)] == [1.0, 2.0, 5.0, 10.0, 0.2]
+    ax = Figure().add_subplot()
+    assert add_scale_bar(ax, None, (256, 256)) is None and not ax.artists
+    assert add_scale_bar(ax, PixelSize(0.02, "nm"), (256, 256)) == 1.0      # 5.12 nm wide: a 1 nm bar
+    bar = ax.artists[0]
+    assert bar.txt_label.get_text() == "1 nm" and bar.size_bar.get_children()[0].get_width() == pytest.approx(50)
+
+
+def test_formats_give_identical_patches_and_maps(micrograph, tmp_path, capsys):
+    """.npy, .mrc, OME-Zarr and OME-TIFF of one micrograph: the same patches, the same maps, their pixel sizes."""
+    from affinevae.models import VAE
+
+    expected = write_formats(micrograph, tmp_path)
+    torch.manual_seed(0)
+    VAE(image_shape=(1, W, W), latent_dim=2, encoder="mlp", decoder="mlp", hidden=(8,)).eval().save(tmp_path / "m")
+    ref = None
+    for name, ps in expected.items():
+        with open_stack(tmp_path / name) as src:
+            assert src.pixel_size == ps, name
+        out = tmp_path / f"{name}.npz"
+        assert main(["patches", str(tmp_path / name), "--window", str(W), "--out", str(out), "--no-progress"]) == 0
+        assert main(["map", str(tmp_path / "m"), "--image", str(tmp_path / name), "--patches", str(out),
+                     "--out", str(tmp_path / f"map_{name}"), "--clusters", "2", "--symmetry", "1"]) == 0
+        with np.load(out) as f, np.load(tmp_path / f"map_{name}" / "maps.npz") as g:
+            got = {k: f[k] for k in ("patches", "centers")} | {k: g[k] for k in ("z_mean", "positions", "cluster")}
+            if ps is not None:
+                assert float(g["pixel_size"]) == pytest.approx(ps.value) and str(g["unit"]) == ps.unit
+                np.testing.assert_allclose(g["positions_phys"], g["positions"] * ps.value, rtol=1e-6)
+            else:
+                assert "pixel_size" not in g.files and "positions_phys" not in g.files
+        if ref is None:
+            ref = got
+            assert len(got["patches"]) > 50
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=f"{name}: {k}")
+    assert "positions also in Å" in capsys.readouterr().out
+
+
+def test_ome_zarr_levels_and_pixel_size_option(micrograph, tmp_path, capsys):
+    write_formats(micrograph, tmp_path)
+    with open_stack(tmp_path / "img.zarr", level=1) as src:
+        assert src.image_shape == (48, 60) and src.pixel_size == PixelSize(0.1, "nm")
+    out = tmp_path / "p.npz"
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--out", str(out), "--no-progress",
+                 "--pixel-size", "0.5A"]) == 0
+    with np.load(out) as f:
+        assert float(f["pixel_size"]) == 0.5 and str(f["unit"]) == "Å"
+    # bad input: one line, exit 2
+    assert main(["patches", str(tmp_path / "img.zarr"), "--window", str(W), "--out", str(tmp_path / "bad.npz"), "--level", "5"]) == 2
+    assert "no resolution level 5" in one_line_error(capsys)
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--out", str(tmp_path / "bad.npz"), "--level", "1"]) == 2
+    assert "--level applies to multiscale" in one_line_error(capsys)
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--out", str(tmp_path / "bad.npz"),
+                 "--pixel-size", "3 furlong"]) == 2
+    assert "unknown length unit" in one_line_error(capsys)
+
+
+def test_instrument_files_bad_and_missing_extra(micrograph, tmp_path, capsys, monkeypatch):
+    """A Berkeley EMD (written by rosettasciio) and a hand-made TIA .ser read back with their pixel sizes and
+    give the .npy's patches; a corrupt .dm4/.ser/.mrc, an unknown suffix, a missing library: one line."""
+    emd = pytest.importorskip("rsciio.emd")
+    axes = [{"name": n, "size": s, "scale": 0.02, "offset": 0.0, "units": "nm", "navigate": False}
+            for n, s in zip("yx", micrograph.shape)]
+    emd.file_writer(str(tmp_path / "img.emd"), {"data": micrograph, "axes": axes, "original_metadata": {},
+                                                "metadata": {"General": {"title": "t"}, "Signal": {}}})
+    with open_stack(tmp_path / "img.emd") as src:
+        assert src.pixel_size == PixelSize(0.02, "nm")
+        np.testing.assert_array_equal(src.read_raw(0, 1)[0], micrograph)
+    write_tiny_ser(tmp_path / "img.ser", micrograph, 2e-11)
+    with open_stack(tmp_path / "img.ser") as src:
+        assert src.pixel_size == PixelSize(0.02, "nm")
+        np.testing.assert_array_equal(src.read_raw(0, 1)[0], micrograph)
+    ref = cut_patches(micrograph, W)
+    for name in ("img.emd", "img.ser"):
+        got = cut_patches(str(tmp_path / name), W)
+        np.testing.assert_array_equal(got.centers, ref.centers)
+        np.testing.assert_array_equal(got.patches, ref.patches)
+        assert got.pixel_size == PixelSize(0.02, "nm")
+    out = str(tmp_path / "p.npz")
+    for name in ("bad.dm4", "bad.ser", "bad.mrc"):
+        (tmp_path / name).write_bytes(b"not a microscope file" * 10)
+        assert main(["patches", str(tmp_path / name), "--window", str(W), "--out", out]) == 2
+        assert f"{name}: cannot read" in one_line_error(capsys)
+    (tmp_path / "x.xyz").write_bytes(b"0")
+    assert main(["patches", str(tmp_path / "x.xyz"), "--window", str(W), "--out", out]) == 2
+    assert "unsupported image file suffix" in one_line_error(capsys)
+    monkeypatch.setitem(sys.modules, "mrcfile", None)  # as if the extra were not installed
+    assert main(["patches", str(tmp_path / "bad.mrc"), "--window", str(W), "--out", out]) == 2
+    assert 'pip install "affinevae[microscopy]"' in one_line_error(capsys)
+
+
+def test_lazy_arrays_are_read_as_needed(micrograph, tmp_path):
+    """numpy, dask and zarr arrays open as stacks; a region read touches only its chunks; .npy regions
+    (read row by row from the file) equal the array's, with steps too."""
+    np.save(tmp_path / "one.npy", micrograph)
+    np.save(tmp_path / "two.npy", np.stack([micrograph, micrograph[::-1, ::-1]]))
+    for name, ref in (("one.npy", micrograph), ("two.npy", micrograph[::-1, ::-1])):
+        with open_stack(tmp_path / name) as src:
+            f = src.n_frames - 1
+            for rows, cols in ((slice(3, 50), slice(7, 90)), (slice(None, None, 4), slice(1, None, 3)),
+                               (slice(90, 200), slice(0, 5))):
+                np.testing.assert_array_equal(src.read_raw_region(f, rows, cols), ref[rows, cols])
+    da = pytest.importorskip("dask.array")
+    zarr = pytest.importorskip("zarr")
+    stack = np.stack([micrograph, micrograph[::-1]])
+    z = zarr.create_array(store={}, shape=stack.shape, chunks=(1, 32, 32), dtype="float32")
+    z[:] = stack
+    ref = cut_patches(stack, W)
+    for arr in (da.from_array(stack, chunks=(1, 32, 32)), z):
+        with open_stack(arr) as src:
+            assert src.n_frames == 2 and src.image_shape == micrograph.shape
+            np.testing.assert_array_equal(src.read_region(1, slice(5, 20), slice(3, 9)), stack[1, 5:20, 3:9])
+        got = cut_patches(arr, W)
+        np.testing.assert_array_equal(got.centers, ref.centers)
+        np.testing.assert_array_equal(got.patches, ref.patches)
+
+
+@pytest.mark.parametrize("options", [{}, {"sigma": 1.5}, {"absolute": True, "threshold": 0.4},
+                                     {"edge": "reflect"}, {"stride": 7}])
+def test_tiles_find_every_object_once(micrograph, options):
+    """A frame searched in overlapping tiles gives the whole frame's centres and patches (border objects once)."""
+    whole = cut_patches(micrograph, W, tile=None, **options)
+    for tile in (24, 50):
+        tiled = cut_patches(micrograph, W, tile=tile, **options)
+        np.testing.assert_array_equal(tiled.centers, whole.centers)
+        np.testing.assert_array_equal(tiled.patches, whole.patches)
+        assert tiled.n_found == whole.n_found
+    assert len(whole) > 50
