@@ -255,3 +255,28 @@ def test_report_of_a_spectra_run(tmp_path, small_cube):
     res = write_report(run, tmp_path / "r.html", n=60)
     assert "Linear baseline (PCA)" in res.sections and "Loss vs rotation" not in res.sections, res.skipped
     assert "PCA&#x27;s loading maps" in (tmp_path / "r.html").read_text() or "loading maps" in (tmp_path / "r.html").read_text()
+
+
+def test_cli_multichannel_signals(tmp_path, capsys):
+    """(N, C, L) signals of C channels from the command line (--signal-channels), with the axes in any order."""
+    peaks = synthetic_peaks(64, length=32, seed=0).image_set().images[:, 0, 0]  # (64, 32)
+    two = np.stack([peaks, peaks[:, ::-1]], 2)                                   # (N, L, C): signal axis 1
+    np.save(tmp_path / "sig.npy", two)
+    run = tmp_path / "run"
+    tiny = ["--latent-dim", "2", "--hidden", "16", "--no-progress", "--batch-size", "32", "--epochs", "1"]
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "sig.npy"), "--signal-axis", "1",
+                 "--signal-channels", "--out", str(run), *tiny]) == 0
+    from affinevae.runs import Run
+    assert Run.open(run).model().config.image_shape == (2, 1, 32)
+    data = Run.open(run).data()                                                 # the run reloads the same layout
+    assert data.images.shape == (64, 2, 1, 32)
+    np.testing.assert_allclose(data.images[:, 1, 0, ::-1], data.images[:, 0, 0], atol=1e-6)
+    assert main(["encode", str(run), "--data", str(tmp_path / "sig.npy"), "--signal-axis", "1", "--signal-channels",
+                 "--out", str(tmp_path / "e.npz")]) == 0
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as f:
+        assert f["shift"].shape == (64,) and f["z_mean"].shape == (64, 2)
+    capsys.readouterr()
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "sig.npy"), "--signal-channels",
+                 "--out", str(tmp_path / "r2"), *tiny]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "affinevae: error: --signal-channels needs --signal-axis"

@@ -289,7 +289,7 @@ class Run:
             n = int(meta["n"]) if n is None else min(n, int(meta["n"]))
         return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed, key=meta.get("key"),
                             labels=meta.get("labels"), binarize=meta.get("binarize"), max_angle=meta.get("max_angle"),
-                            signal_axis=meta.get("signal_axis"))
+                            signal_axis=meta.get("signal_axis"), signal_cube=meta.get("signal_cube"))
 
     def training_angles(self) -> Optional[np.ndarray]:
         """The true rotations (N,) in radians of the training images, when the data spec in ``train.json``

@@ -27,6 +27,9 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
     p.add_argument("--signal-axis", type=int, dest="signal_axis", metavar="AXIS",
                    help="read --data (.npy/.npz/file.h5:dataset) as 1-D signals along AXIS: spectra (N, L) or a "
                         "hyperspectral cube (H, W, E) whose H*W spectra are mapped back by `map --cube`")
+    p.add_argument("--signal-channels", action="store_true", dest="signal_channels",
+                   help="with --signal-axis: a rank-3 array holds (N, C, L) signals of C channels (of the other two "
+                        "axes the first counts the signals), not a cube")
     add_binarize_argument(p, "threshold the images: pixels above T (default 0.5) become 1, the others 0")
     p.add_argument(max_angle_option, type=float, dest="data_max_angle", metavar="DEG",
                    help="--data rotated-mnist only: turn the digits uniformly in [-DEG, DEG] degrees, 0 < DEG <= 180 "
@@ -56,7 +59,8 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
     max_angle = data_max_angle(args)
     return load_dataset(args.data, split=split, n=args.n, seed=seed, key=args.key, labels=args.labels,
                         binarize=getattr(args, "binarize", None) if binarize else None, max_angle=max_angle,
-                        signal_axis=getattr(args, "signal_axis", None))
+                        signal_axis=getattr(args, "signal_axis", None),
+                        signal_cube=False if getattr(args, "signal_channels", False) else None)
 
 
 def data_max_angle(args: argparse.Namespace) -> Optional[float]:

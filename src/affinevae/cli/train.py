@@ -90,7 +90,8 @@ class Train:
         model = build_model(args.model, **options)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
-                "max_angle": max_angle, "signal_axis": args.signal_axis}
+                "max_angle": max_angle, "signal_axis": args.signal_axis,
+                "signal_cube": False if args.signal_channels else None}
         val = None
         if args.val_data:
             from ..data import load_dataset
@@ -98,7 +99,8 @@ class Train:
 
             val = load_dataset(args.val_data, split="test", seed=args.seed + 1, key=args.key, binarize=args.binarize,
                                max_angle=max_angle if args.val_data == "rotated-mnist" else None,
-                               signal_axis=None if args.val_data in BUILTIN else args.signal_axis)
+                               signal_axis=None if args.val_data in BUILTIN else args.signal_axis,
+                               signal_cube=None if args.val_data in BUILTIN or not args.signal_channels else False)
             meta["val_data"] = args.val_data
         result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta)
         if rank == 0:

@@ -64,14 +64,15 @@ _OPTION_CHECKS: dict[str, Callable] = {"max_angle": check_max_angle}
 def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed: int = 0,
                  key: Optional[str] = None, labels: Optional[str] = None,
                  binarize: Optional[float] = None, max_angle: Optional[float] = None,
-                 signal_axis: Optional[int] = None) -> ImageSet:
+                 signal_axis: Optional[int] = None, signal_cube: Optional[bool] = None) -> ImageSet:
     """Load ``spec``: 'mnist', 'rotated-mnist' (split/n/seed apply) or a path to user images.
 
     For paths see :func:`affinevae.data.files.load_images` (``key`` and ``labels`` apply there).
     ``binarize``: threshold in (0, 1); pixels above it become 1, the others 0 (after any
     rotation of a built-in set), see :meth:`ImageSet.binarized`.
     ``signal_axis``: read the file as 1-D signals (spectra (N, L) or a hyperspectral cube
-    (H, W, E)) along that axis, :func:`affinevae.data.spectra.load_signals` (not for built-ins).
+    (H, W, E)) along that axis, :func:`affinevae.data.spectra.load_signals` (not for built-ins);
+    ``signal_cube=False`` reads a rank-3 array as (N, C, L) signals of C channels instead of a cube.
     ``max_angle``: 'rotated-mnist' only: digits turned uniformly in [-max_angle, max_angle]
     radians, in (0, pi] (pi: the full circle; None: the default 60 degrees). It is recorded in
     the returned set's ``meta['max_angle']`` (radians) so that a run can load the same set again.
@@ -88,6 +89,8 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
             takers = ", ".join(repr(s) for s, b in BUILTIN.items() if name in b.options)
             raise AffineVAEError(f"{name} only applies to {takers}, not to the data {spec!r}")
         given[name] = _OPTION_CHECKS[name](value, name)
+    if signal_cube is not None and signal_axis is None:
+        raise AffineVAEError("--signal-channels needs --signal-axis")
     if signal_axis is not None:
         if builtin is not None:
             raise AffineVAEError(f"--signal-axis applies to signal files (.npy/.npz/HDF5), not to the data {spec!r}")
@@ -95,7 +98,7 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
             raise AffineVAEError("--labels does not apply to signal files (--signal-axis)")
         from .spectra import load_signals
 
-        data = load_signals(spec, signal_axis, key=key)
+        data = load_signals(spec, signal_axis, key=key, cube=signal_cube)
         if n is not None and n < len(data):
             data = data.subset(slice(0, n))
             data.meta.pop("grid_shape", None)
