@@ -24,7 +24,7 @@ class Sample:
         p.add_argument("run_dir", help="run or model directory")
         p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
         p.add_argument("--out", required=True, help="output PNG")
-        p.add_argument("--class", dest="cls", type=int, help="class for conditional models (default: cycle through classes)")
+        p.add_argument("--class", dest="cls", type=int, help="class for conditional and joint models (default: cycle through classes)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--upscale", type=int, default=3, help="pixel upscaling of the PNG (default 3)")
 
@@ -35,7 +35,7 @@ class Sample:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
         model = Run.open(args.run_dir).model()
         y = None
-        if model.conditional:
+        if model.conditional or getattr(model, "discrete_classes", False):  # cvae/crvae; jvae/jrvae/ssvae/ssrvae
             k = model.config.num_classes
             if args.cls is not None and not 0 <= args.cls < k:
                 raise AffineVAEError(f"--class must lie in [0, {k - 1}], got {args.cls}")
