@@ -231,7 +231,7 @@ def test_cli_bad_labels_and_classes_are_one_line_errors(argv, msg, digits_npz, t
 
 def test_report_scatter_and_maps_colour_by_the_inferred_class(tmp_path):
     from affinevae import analysis as A
-    from affinevae.data.patches import ObjectEncoding
+    from affinevae.encoding import ObjectEncoding
     from affinevae.mapping import write_maps
 
     torch.manual_seed(0)
