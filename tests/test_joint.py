@@ -39,6 +39,11 @@ def test_families_registered_and_configs_validated():
             av.build_model("jrvae", **bad)
     with pytest.raises(AffineVAEError, match="target_dim"):
         av.build_model("ssregrvae", target_dim=0)
+    # rotation_mode 'full' keeps the flat MLP encoder; the equivariant one is refused in one line
+    assert av.build_model("jrvae", rotation_mode="full").config.encoder == "mlp"
+    for family in ("jrvae", "ssrvae", "ssregrvae"):
+        with pytest.raises(AffineVAEError, match="the joint and semi-supervised models take 'mlp' or 'conv'"):
+            av.build_model(family, rotation_mode="full", encoder="equivariant")
 
 
 @pytest.mark.parametrize("family", ["jvae", "jrvae"])
@@ -190,6 +195,8 @@ def digits_npz(tmp_path_factory):
     np.save(path.parent / "over.npy", np.where(labels == 9, 12, labels))
     np.save(path.parent / "below.npy", np.where(labels == 9, -2, labels))
     np.save(path.parent / "targets.npy", np.where(np.arange(64) < 32, d.angle, np.nan).astype(np.float32))
+    np.save(path.parent / "targets_short.npy", d.angle[:10].astype(np.float32))
+    np.save(path.parent / "targets_inf.npy", np.where(np.arange(64) == 5, np.inf, d.angle).astype(np.float32))
     return path
 
 
@@ -220,6 +227,9 @@ def test_cli_trains_and_encodes_joint_and_semi_supervised_models(digits_npz, tmp
     (["--model", "cvae", "--labels", "partial.npy"], "labels of -1 (unknown) are only allowed for semi-supervised"),
     (["--model", "vae", "--classes", "3"], "--classes applies to jvae, jrvae, ssvae and ssrvae"),
     (["--model", "ssregrvae"], "give --targets"),
+    (["--model", "ssregvae", "--targets", "targets_short.npy"], "10 targets for 64 images"),
+    (["--model", "ssregvae", "--targets", "targets_inf.npy"], "targets contain infinite values (use NaN for unknown)"),
+    (["--model", "jrvae", "--targets", "targets.npy"], "--targets applies to ssregvae and ssregrvae, not 'jrvae'"),
 ])
 def test_cli_bad_labels_and_classes_are_one_line_errors(argv, msg, digits_npz, tmp_path, capsys):
     argv = [str(digits_npz.parent / a) if a.endswith((".npy", ".txt")) else a for a in argv]
@@ -250,3 +260,50 @@ def test_report_scatter_and_maps_colour_by_the_inferred_class(tmp_path):
     assert res["counts"].tolist() == [2, 1, 3] and (tmp_path / "clusters.png").is_file()
     with np.load(tmp_path / "maps.npz") as f:
         assert f["cluster"].tolist() == [0, 2, 2, 1, 0, 2]
+
+
+def test_cli_map_draws_the_classes_a_joint_model_infers(tmp_path, capsys):
+    from affinevae.data.micrograph import synthetic_micrograph
+    from affinevae.data.patches import cut_patches
+
+    img, _ = synthetic_micrograph(size=(64, 64), spacing=8.0, lattice="square", noise=0.05, seed=0)
+    np.save(tmp_path / "img.npy", img)
+    cut_patches(img, 16, min_distance=3, threshold=0.3).save(tmp_path / "p.npz")
+    torch.manual_seed(0)
+    av.build_model("jrvae", image_shape=(1, 16, 16), num_classes=3, invariances=("rotation",), **SMALL).save(tmp_path / "run")
+    capsys.readouterr()
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches", str(tmp_path / "p.npz"),
+                 "--out", str(tmp_path / "maps"), "--symmetry", "1"]) == 0
+    assert "classes (inferred by the model):" in capsys.readouterr().out
+    with np.load(tmp_path / "maps" / "maps.npz", allow_pickle=False) as f:
+        assert np.array_equal(f["cluster"], f["class"]) and f["class"].dtype == np.int64
+        assert f["class"].min() >= 0 and f["class"].max() < 3
+    assert (tmp_path / "maps" / "clusters.png").stat().st_size > 0
+
+
+def test_report_colours_by_and_scores_the_inferred_class(tmp_path):
+    from affinevae.report import class_metrics, write_report
+
+    torch.manual_seed(0)
+    av.build_model("jrvae", num_classes=3, **SMALL).save(tmp_path / "run")
+    data = av.data.rotated_mnist("test", n=30, digits=(0, 1, 7), seed=1)
+    data = av.data.ImageSet(data.images, np.array([(0, 1, 7).index(v) for v in data.labels]), source="digits")
+    res = write_report(tmp_path / "run", tmp_path / "r.html", data=data, n=30, sweep_angles=())
+    text = (tmp_path / "r.html").read_text()
+    assert "Latent space" in res.sections and "coloured by the class the model infers" in text
+    assert "cluster accuracy of the inferred class (Hungarian, 30 labelled)" in text
+    assert "accuracy of the inferred class<" not in text  # a joint model's class indices are its own
+    rows = class_metrics(np.array([1, 1, 0, 2]), 3, np.array([0, 0, 1, -1]), supervised=True)
+    assert rows["inferred classes in use"] == "3 of 3"
+    assert rows["cluster accuracy of the inferred class (Hungarian, 3 labelled)"] == 1.0
+    assert rows["accuracy of the inferred class"] == 0.0
+
+
+def test_cli_ssrvae_logs_the_held_out_labelled_accuracy(digits_npz, tmp_path):
+    out = tmp_path / "ss"
+    assert main(["train", "--model", "ssrvae", "--data", str(digits_npz), "--labels", str(digits_npz.parent / "partial.npy"),
+                 "--val-data", str(digits_npz), *CLASSIFIER, "--out", str(out), *TINY_CLI]) == 0
+    from affinevae.runs import Run
+
+    last = Run.open(out).metrics[-1]
+    assert last["val_labelled"] == 64 and 0.0 <= last["val_accuracy"] <= 1.0  # every validation image is labelled

@@ -160,8 +160,9 @@ def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
         for k, c in enumerate(classes):
             sel = labels == c
             ax.scatter(x[sel], y[sel], s=size, color=cmap(int(c) % 10), label=str(int(c)), alpha=0.8, linewidths=0)
-        ax.legend(title="class" if color_by == "class" else "inferred", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=max(1.0, 12 / size),
-                  frameon=False, handletextpad=0.2, borderaxespad=0.3, ncol=1 if len(classes) <= 12 else 2)
+        ax.legend(title="class" if color_by == "class" else "inferred", loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  markerscale=max(1.0, 12 / size), frameon=False, handletextpad=0.2, borderaxespad=0.3,
+                  ncol=1 if len(classes) <= 12 else 2)
         ax.set_title("coloured by class" if color_by == "class" else "coloured by inferred class")
     else:
         values = codes.true_angle if color_by == "true_angle" else codes.learned_angle

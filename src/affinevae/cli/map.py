@@ -22,7 +22,9 @@ class Map:
         p.add_argument("--image", required=True, help="the image or stack the patches were cut from (background)")
         p.add_argument("--patches", required=True, help="patches .npz written by `affinevae patches`")
         p.add_argument("--out", required=True, help="output folder for maps.npz and the PNG maps")
-        p.add_argument("--clusters", type=int, default=None, help="cluster the content latents into K classes")
+        p.add_argument("--clusters", type=int, default=None,
+                       help="cluster the content latents into K classes (default: no clustering; a joint or "
+                            "semi-supervised model's maps show the classes it infers)")
         p.add_argument("--cluster-method", choices=["kmeans", "gmm"], default="kmeans")
         p.add_argument("--symmetry", metavar="N",
                        help="n-fold rotational symmetry of the objects (1..12; 1 for none): angles are shown modulo "
@@ -69,7 +71,8 @@ class Map:
         names = ", ".join(p.name for p in res["files"].values())
         extra = ""
         if res["counts"] is not None:
-            extra = "; classes: " + ", ".join(f"{j}: {c}" for j, c in enumerate(res["counts"]))
+            whose = " (inferred by the model)" if args.clusters is None else ""
+            extra = f"; classes{whose}: " + ", ".join(f"{j}: {c}" for j, c in enumerate(res["counts"]))
         angle = "" if enc.has_angle else f" (model '{model.family}' has no rotation: no angle map)"
         print(f"mapped {len(enc)} objects with {model.family}{angle}{extra}; wrote {names} to {args.out}")
         return 0

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +105,21 @@ def relaxed_class(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding) -> 
     return params[:, None], torch.ones(z.shape[0], 1, device=z.device, dtype=params.dtype)
 
 
+def default_flat_encoder(config: RVAEConfig) -> None:
+    """Set a frozen ``config``'s ``encoder`` to 'mlp' when it is None (before
+    :meth:`RVAEConfig.__post_init__` would pick the equivariant encoder in rotation_mode 'full')."""
+    if config.encoder is None:
+        object.__setattr__(config, "encoder", "mlp")
+
+
+def check_flat_encoder(config: RVAEConfig) -> None:
+    """One-line :class:`AffineVAEError` unless the encoder gives a flat vector ('mlp', 'conv'):
+    the joint and semi-supervised models append their class or target outputs to it."""
+    check(getattr(ENCODERS.get(config.encoder), "flat_output", True),
+          f"encoder '{config.encoder}' is for the rvae/crvae in rotation_mode 'full'; the joint and semi-supervised "
+          "models take 'mlp' or 'conv'")
+
+
 @dataclasses.dataclass(frozen=True)
 class JRVAEConfig(RVAEConfig):
     """Joint rVAE options (see :class:`~affinevae.models.rvae.RVAEConfig` for the shared ones).
@@ -156,8 +171,13 @@ class JRVAEConfig(RVAEConfig):
     discrete_capacity: float = -1.0
     capacity_steps: int = 1000
 
+    def __post_init__(self) -> None:
+        default_flat_encoder(self)
+        super().__post_init__()
+
     def validate(self) -> None:
         super().validate()
+        check_flat_encoder(self)
         check(isinstance(self.num_classes, int) and self.num_classes >= 2,
               f"num_classes (--classes) must be an integer >= 2, got {self.num_classes!r}")
         check_choice("discrete", self.discrete, CLASS_EXPECTATIONS.names())
