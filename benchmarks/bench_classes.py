@@ -28,6 +28,7 @@ latent is at chance (cluster accuracy 0.15). pyroVED is not installed here.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 
@@ -90,6 +91,8 @@ def main() -> None:
     p.add_argument("--enumerate-steps", type=int, default=0, help="time this many steps of discrete='enumerate'")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option for both models (JSON value, e.g. --set class_balance=10); repeatable")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,9 +100,12 @@ def main() -> None:
     train_set = av.data.rotated_mnist("train", n=args.n_train, max_angle=math.radians(60), seed=0)
     test = av.data.rotated_mnist("test", n=args.n_test, max_angle=math.radians(60), seed=1)
     opts = dict(latent_dim=2, invariances=("rotation",), num_classes=10)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        opts[key.strip()] = json.loads(value)
     print(f"protocol: rotated MNIST (+-60 deg), {args.n_train} train / {args.n_test} test images, {args.epochs} epochs, "
           f"batch {args.batch_size}, lr {args.lr:g}, 2 latents + rotation + 10 classes; torch threads "
-          f"{torch.get_num_threads()}, seed {args.seed}")
+          f"{torch.get_num_threads()}, seed {args.seed}" + (f"; options {' '.join(args.set)}" if args.set else ""))
     if "joint" in sections:
         torch.manual_seed(args.seed)
         model = av.build_model("jrvae", **opts)
