@@ -56,8 +56,8 @@ def balanced_labels(labels: np.ndarray, n_labelled: int, num_classes: int, seed:
 
 def train(model, data, args) -> tuple[float, float]:
     """Train with the protocol's settings; returns (mean training images/s, wall seconds)."""
-    cfg = av.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_split=0.0, progress=False,
-                         checkpoint=False, seed=args.seed)
+    cfg = av.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+                         val_split=0.0, progress=False, checkpoint=False, seed=args.seed)
     t0 = time.perf_counter()
     res = av.fit(model, data, cfg)
     return float(np.mean([h["images_per_s"] for h in res.history])), time.perf_counter() - t0
@@ -87,6 +87,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--schedule", default="none", help="learning-rate schedule: none or cosine")
     p.add_argument("--labels", default="100,1000", help="labelled images for the semi-supervised runs")
     p.add_argument("--enumerate-steps", type=int, default=0, help="time this many steps of discrete='enumerate'")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -104,7 +105,7 @@ def main() -> None:
         key, _, value = item.partition("=")
         opts[key.strip()] = json.loads(value)
     print(f"protocol: rotated MNIST (+-60 deg), {args.n_train} train / {args.n_test} test images, {args.epochs} epochs, "
-          f"batch {args.batch_size}, lr {args.lr:g}, 2 latents + rotation + 10 classes; torch threads "
+          f"batch {args.batch_size}, lr {args.lr:g} ({args.schedule}), 2 latents + rotation + 10 classes; torch threads "
           f"{torch.get_num_threads()}, seed {args.seed}" + (f"; options {' '.join(args.set)}" if args.set else ""))
     if "joint" in sections:
         torch.manual_seed(args.seed)
