@@ -133,7 +133,9 @@ class JRVAEConfig(RVAEConfig):
         classifier: 'canonical' (default: a network of its own, ``classifier_net`` with
             ``classifier_hidden``, that sees the image canonicalised at the posterior-mean pose)
             or 'shared' (K more outputs of the encoder, which sees the image as observed).
-        classifier_net: 'mlp' or 'conv' (from the encoder registry).
+        classifier_net: 'mlp' or 'conv' (from the encoder registry). Without labels the MLP
+            clusters better: on rotated MNIST (10 000 digits, 10 epochs, bench_classes.py) cluster
+            accuracy 0.68 with the MLP, 0.39 with the conv net (hidden 128).
         classifier_hidden: widths of the classifier's fully connected layers.
         class_consistency: weight of the named term 'class_consistency': the symmetric KL
             between the class posteriors of each image and of its copy moved by the random pose
