@@ -342,8 +342,10 @@ def test_labels_file_errors(tmp_path):
     bad.write_text("0\n1\nx\n2\n3\n")
     assert "line 3" in raises("bad.csv", load_images, str(p), labels=str(bad))
     neg = tmp_path / "neg.npy"
-    np.save(neg, np.array([0, 1, -1, 0, 1]))
-    raises("neg.npy", load_images, str(p), labels=str(neg))
+    np.save(neg, np.array([0, 1, -2, 0, 1]))
+    assert "-1 for unknown" in raises("neg.npy", load_images, str(p), labels=str(neg))
+    np.save(neg, np.array([0, 1, -1, 0, 1]))  # -1: unknown (semi-supervised models)
+    assert load_images(str(p), labels=str(neg)).labels.tolist() == [0, 1, -1, 0, 1]
 
 
 # ---------------------------------------------------------------- bad inputs

@@ -36,7 +36,7 @@ from .data.patches import PatchSet, concat_chunks, iter_patches, nothing_found
 from .data.stacks import open_stack
 from .errors import AffineVAEError
 
-__all__ = ["POSE_FIELDS", "ObjectEncoding", "check_model_input", "encode_dataset", "encode_patches",
+__all__ = ["POSE_FIELDS", "PART_FIELDS", "ObjectEncoding", "check_model_input", "encode_dataset", "encode_patches",
            "encode_patchset", "iter_encode", "stream_encode"]
 
 #: Patches :func:`encode_patches` hands to :func:`encode_dataset` at a time (bounds the memory of
@@ -44,6 +44,10 @@ __all__ = ["POSE_FIELDS", "ObjectEncoding", "check_model_input", "encode_dataset
 ENCODE_BLOCK = 32768
 #: Pose latents a result may hold, as named in ``model.encode(x).pose``.
 POSE_FIELDS = ("angle", "shift", "scale")
+
+#: Family-specific posterior tensors (``model.encode(x).parts``) a result holds when the model has
+#: them: the class posterior of joint/semi-supervised models, the target posterior of regression ones.
+PART_FIELDS = ("class_prob", "target_mean", "target_std")
 
 
 @torch.no_grad()
@@ -61,14 +65,18 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
     Returns:
         dict of numpy arrays: ``z_mean``, ``z_std`` (N, D) float32; ``elbo`` (N,) nats (one
         posterior sample) if ``elbo``; ``angle``/``shift``/``scale`` by the rule for pose latents
-        (module docstring); ``labels`` (N,) int64 when known.
+        (module docstring); ``labels`` (N,) int64 when known (-1: unknown, for models that are
+        not class-conditional); for joint and semi-supervised models ``class_prob`` (N, K) float32
+        (q(class | x)) and ``class`` (N,) int64 (its argmax); for semi-supervised regression models
+        ``target_mean`` and ``target_std`` (N, M) float32 (q(target | x)).
 
     Raises:
         AffineVAEError: input :func:`~affinevae.data.as_images` refuses (including a shape other
             than the model's), a bad ``batch_size``, or a conditional model without labels.
     """
     bs = check_int("batch_size", batch_size, 1)
-    x, y = as_images(data, labels, image_shape=model.config.image_shape, where=where)
+    x, y = as_images(data, labels, image_shape=model.config.image_shape, where=where,
+                     min_label=0 if model.conditional else -1)
     if model.conditional and y is None:
         raise AffineVAEError(f"model '{model.family}' is class-conditional: encoding needs labels")
     parts: dict[str, list] = {}
@@ -90,11 +98,15 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
                 add("z_std", enc.z_std)
                 for name in POSE_FIELDS:  # a family's own units (``parts``) win: the 1-D shift in samples
                     add(name, enc.parts.get(name, None if enc.pose is None else getattr(enc.pose, name)))
+                for name in PART_FIELDS:
+                    add(name, enc.parts.get(name))
                 if elbo:
                     add("elbo", model.elbo(xb, yb))
     finally:
         model.train(was_training)
     out = {k: np.concatenate(v) for k, v in parts.items()}
+    if "class_prob" in out:
+        out["class"] = out["class_prob"].argmax(1).astype(np.int64)
     if y is not None:
         out["labels"] = y.cpu().numpy()
     return out
@@ -113,6 +125,8 @@ class ObjectEncoding:
         centers: (N, 2) int64 patch centres (row, col) pixels; frames: (N,) int64.
         window: patch size; image_shape: (H, W); n_frames: F; grid_shape: (gh, gw) in grid mode.
         n_found: objects found before edge patches were dropped, or None.
+        model_class: (N,) int64 class inferred by a joint or semi-supervised model (the argmax of
+            its q(class | x)), or None for other models; saved as ``class``.
     """
 
     z_mean: np.ndarray
@@ -127,6 +141,7 @@ class ObjectEncoding:
     n_frames: int = 1
     grid_shape: Optional[tuple] = None
     n_found: Optional[int] = None
+    model_class: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.z_mean)
@@ -137,19 +152,23 @@ class ObjectEncoding:
         return len(self.angle) > 0 and bool(np.isfinite(self.angle).all())
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Every array (plus ``window``, ``image_shape``, ``n_frames`` and ``grid_shape`` if set)."""
+        """Every array (plus ``window``, ``image_shape``, ``n_frames``, and ``grid_shape`` and
+        ``class`` (the model's inferred classes) when set)."""
         out = {k: getattr(self, k) for k in ("z_mean", "z_std", "angle", "shift", "positions", "centers", "frames")}
         out.update(window=np.int64(self.window), image_shape=np.asarray(self.image_shape, dtype=np.int64),
                    n_frames=np.int64(self.n_frames))
         if self.grid_shape is not None:
             out["grid_shape"] = np.asarray(self.grid_shape, dtype=np.int64)
+        if self.model_class is not None:
+            out["class"] = self.model_class
         return out
 
     @classmethod
     def from_codes(cls, codes: dict[str, np.ndarray], ps: PatchSet) -> "ObjectEncoding":
         """Join :func:`encode_dataset`'s result for the patches of ``ps`` with their places.
 
-        An absent ``angle``/``shift`` (the model has no such latent) becomes NaN. The refined
+        An absent ``angle``/``shift`` (the model has no such latent) becomes NaN; ``class`` (joint
+        and semi-supervised models) becomes ``model_class``. The refined
         position is the patch centre moved by the shift: the patch's normalised origin sits at
         ``(w - 1) / 2`` and a shift of 1 is half a patch width (``w / 2`` pixels).
         """
@@ -160,7 +179,7 @@ class ObjectEncoding:
         sh = np.nan_to_num(shift, nan=0.0)
         pos = pos + np.stack([sh[:, 1], sh[:, 0]], 1) * (w / 2.0)   # shift is (right, down)
         return cls(codes["z_mean"], codes["z_std"], angle, shift, pos.astype(np.float32), ps.centers, ps.frames,
-                   w, ps.image_shape, ps.n_frames, ps.grid_shape, ps.n_found)
+                   w, ps.image_shape, ps.n_frames, ps.grid_shape, ps.n_found, codes.get("class"))
 
     @staticmethod
     def concat(parts: Sequence["ObjectEncoding"]) -> "ObjectEncoding":
@@ -202,6 +221,8 @@ def _encode_chunk(model, ps: PatchSet, batch_size: int) -> ObjectEncoding:
     else:
         d = int(model.config.latent_dim)
         codes = {"z_mean": np.zeros((0, d), np.float32), "z_std": np.zeros((0, d), np.float32)}
+        if getattr(model, "discrete_classes", False):  # joint / semi-supervised: chunks join with the others
+            codes["class"] = np.zeros(0, np.int64)
     return ObjectEncoding.from_codes(codes, ps)
 
 

@@ -607,8 +607,10 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     NaN without a rotation latent; ``shift`` (N, 2) half patch widths; ``positions`` (N, 2) refined
     (row, col) pixels; ``cluster`` (N,) labels, -1 without clustering; ``centers`` (N, 2) (row, col)
     pixels; ``frames`` (N,); ``symmetry`` () the n the angles were folded with; ``grid_shape`` in grid
-    mode), and PNGs for frame ``frame``:
-    ``latents.png``, ``angle.png`` (models with a rotation) and ``clusters.png`` (with ``n_clusters``);
+    mode; ``class`` (N,) the classes a joint or semi-supervised model inferred), and PNGs for frame
+    ``frame``: ``latents.png``, ``angle.png`` (models with a rotation) and ``clusters.png`` (with
+    ``n_clusters``, or, when it is None, coloured by the classes a joint or semi-supervised model
+    inferred: ``cluster`` is then those classes);
     in grid mode ``grid_latents.png``, ``grid_angle.png`` and ``grid_clusters.png`` as images.
 
     Args:
@@ -637,8 +639,11 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
                              f"{', '.join(map(str, np.unique(enc.frames)[:5]))}...)")
     out = make_directory(out_dir)
     cluster = np.full(n, -1, dtype=np.int64)
+    what = "clusters of the content latents"
     if n_clusters is not None:
         cluster = cluster_latents(enc.z_mean, n_clusters, cluster_method, seed)
+    elif enc.model_class is not None:  # a joint / semi-supervised model's own classes
+        cluster, n_clusters, what = enc.model_class, int(enc.model_class.max()) + 1, "inferred by the model"
     arrays = enc.arrays()
     arrays["cluster"] = cluster
     arrays["symmetry"] = np.int64(symmetry)
@@ -691,7 +696,7 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
                                               title="Orientation" + suffix)[1])
         if n_clusters is not None:
             save("grid_clusters", _grid_class_figure(cluster[sel], (gh, gw), enc.window, stride, n_clusters, counts,
-                                                     "Classes (clusters of the content latents)" + suffix,
+                                                     f"Classes ({what})" + suffix,
                                                      enc.image_shape))
     else:
         save("latents", finish(latent_maps(scatter_bg, c, enc.z_mean[sel], title="Content latents" + suffix)[1]))
@@ -700,7 +705,7 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
                                            title="Object orientation" + suffix)[1]))
         if n_clusters is not None:
             save("clusters", finish(class_map(scatter_bg, c, cluster[sel],
-                                              title="Object classes (clusters of the content latents)" + suffix)[1]))
+                                              title=f"Object classes ({what})" + suffix)[1]))
     return {"cluster": cluster, "counts": counts, "files": files}
 
 

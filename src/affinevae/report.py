@@ -213,6 +213,35 @@ def _rotation_figure(rep: "HtmlReport", A, run: Run) -> None:
                "unknown, so the encoded orientation cannot be shown)")
 
 
+def class_metrics(inferred: np.ndarray, k: int, labels: Optional[np.ndarray], supervised: bool) -> dict:
+    """Report rows for the classes a joint or semi-supervised model infers.
+
+    Args:
+        inferred: (N,) int64 inferred classes (argmax of q(class | x)); k: the model's K classes.
+        labels: (N,) true labels of the same images (-1: unknown), or None.
+        supervised: True for a semi-supervised model, whose class indices are the labels' own
+            (its accuracy is reported as well as the cluster accuracy).
+
+    Returns:
+        dict of metric name -> value: classes in use, and with known labels the cluster accuracy
+        (best one-to-one matching of classes to labels, Hungarian) and, if ``supervised``, the
+        plain accuracy, both in [0, 1].
+    """
+    from .mapping import clustering_accuracy
+
+    out: dict = {"inferred classes in use": f"{len(np.unique(inferred))} of {k}"}
+    if labels is None:
+        return out
+    known = np.asarray(labels) >= 0
+    if not known.any():
+        return out
+    truth, got = np.asarray(labels)[known], np.asarray(inferred)[known]
+    out[f"cluster accuracy of the inferred class (Hungarian, {int(known.sum())} labelled)"] = clustering_accuracy(got, truth)
+    if supervised:
+        out["accuracy of the inferred class"] = float((got == truth).mean())
+    return out
+
+
 def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, seed: int = 0,
                  sweep_angles: Sequence[float] = tuple(range(0, 361, 30)), sweep_n: int = 200,
                  log: Optional[Callable[[str], None]] = None) -> ReportResult:
@@ -300,6 +329,9 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
             from .evaluation import circular_correlation
 
             metrics["circular correlation, learned vs true angle"] = circular_correlation(enc["angle"], ds.angle)
+        if "class" in enc:  # joint / semi-supervised models: the class they infer, against the labels
+            metrics.update(class_metrics(enc["class"], enc["class_prob"].shape[1], ds.labels,
+                                         getattr(model, "semi_supervised", False)))
         metrics["parameters"] = int(sum(p.numel() for p in model.parameters()))
         rep.table([{"metric": k, "value": v} for k, v in metrics.items()])
 
@@ -321,6 +353,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
         codes = A.latent_codes(model, ds, seed=seed)
         rep.figure(A.plot_latent_scatter(codes), "posterior means"
                    + (" (t-SNE/UMAP of all dimensions)" if codes.method != "latent" else "")
+                   + ("; coloured by the class the model infers (argmax of q(class | x))"
+                      if codes.inferred_class is not None else "")
                    + "; angles in degrees")
 
     attempt("Latent space", do_latent)

@@ -164,7 +164,20 @@ def init_distributed(device_name: str = "auto") -> tuple[int, int]:
 
 def _as_tensors(data, model: LatentModel) -> tuple[Tensor, Optional[Tensor]]:
     """Training images (N, C, H, W) float32 and labels (N,) int64 (None for unconditional models
-    without labels), coerced and checked by :func:`affinevae.data.as_images`."""
+    without labels), coerced and checked by :func:`affinevae.data.as_images`.
+
+    A semi-supervised model (``model.semi_supervised``) checks its own labels with
+    ``model.check_labels``: class labels with -1 where unknown, or float targets with NaN.
+    """
+    if getattr(model, "semi_supervised", False):
+        if isinstance(data, ImageSet):
+            images, raw = data.images, data.labels
+        elif isinstance(data, tuple) and len(data) == 2:
+            images, raw = data
+        else:
+            images, raw = data, None
+        x, _ = as_images(images, image_shape=model.config.image_shape, where="training images")
+        return x, None if raw is None else model.check_labels(raw, len(x))
     conditional = model.conditional
     x, y = as_images(data, image_shape=model.config.image_shape, where="training images",
                      num_classes=model.config.num_classes if conditional else None)

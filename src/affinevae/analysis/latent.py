@@ -26,7 +26,7 @@ __all__ = ["LatentCodes", "latent_codes", "embed_2d", "angle_color_scale", "plot
            "Manifold", "latent_manifold", "plot_manifold", "Interpolation", "interpolate", "plot_interpolation",
            "Arithmetic", "latent_arithmetic", "plot_arithmetic"]
 
-COLOR_BY = ("class", "true_angle", "learned_angle")
+COLOR_BY = ("class", "inferred_class", "true_angle", "learned_angle")
 
 #: What to run when the optional UMAP embedding is asked for but umap-learn is missing.
 UMAP_INSTALL = 'pip install "affinevae[umap]"'
@@ -45,6 +45,7 @@ class LatentCodes:
         true_angle: (N,) true rotation, radians, or None.
         learned_angle: (N,) rotation found/inferred by the model, radians, or None.
         model: display name of the model.
+        inferred_class: (N,) class inferred by a joint or semi-supervised model, or None.
     """
 
     z_mean: np.ndarray
@@ -55,10 +56,12 @@ class LatentCodes:
     true_angle: Optional[np.ndarray]
     learned_angle: Optional[np.ndarray]
     model: str = ""
+    inferred_class: Optional[np.ndarray] = None
 
     def available(self) -> list[str]:
-        """The colourings this data supports, from ('class', 'true_angle', 'learned_angle')."""
-        have = {"class": self.labels, "true_angle": self.true_angle, "learned_angle": self.learned_angle}
+        """The colourings this data supports, from :data:`COLOR_BY`."""
+        have = {"class": self.labels, "inferred_class": self.inferred_class, "true_angle": self.true_angle,
+                "learned_angle": self.learned_angle}
         return [k for k in COLOR_BY if have[k] is not None]
 
 
@@ -123,7 +126,7 @@ def latent_codes(model, data, n: Optional[int] = None, method: str = "auto", dim
     emb, used, axis = embed_2d(enc["z_mean"], method, seed, dims)
     return LatentCodes(z_mean=enc["z_mean"], embedding=emb, method=used, axis_labels=axis,
                        labels=data.labels, true_angle=None if data.angle is None else np.asarray(data.angle, np.float64),
-                       learned_angle=enc.get("angle"), model=model_label(model))
+                       learned_angle=enc.get("angle"), model=model_label(model), inferred_class=enc.get("class"))
 
 
 def angle_color_scale(degrees: np.ndarray) -> tuple[str, float]:
@@ -145,19 +148,22 @@ def angle_color_scale(degrees: np.ndarray) -> tuple[str, float]:
 
 def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
     x, y = codes.embedding[:, 0], codes.embedding[:, 1]
-    if color_by == "class":
-        if codes.labels is None:
-            raise AffineVAEError("colouring by class needs labelled data")
-        classes = np.unique(codes.labels)
+    if color_by in ("class", "inferred_class"):
+        labels = codes.labels if color_by == "class" else codes.inferred_class
+        if labels is None:
+            raise AffineVAEError("colouring by class needs labelled data" if color_by == "class"
+                                 else "colouring by inferred class needs a joint or semi-supervised model")
+        classes = np.unique(labels)
         import matplotlib
 
         cmap = matplotlib.colormaps[CLASS_CMAP]
         for k, c in enumerate(classes):
-            sel = codes.labels == c
+            sel = labels == c
             ax.scatter(x[sel], y[sel], s=size, color=cmap(int(c) % 10), label=str(int(c)), alpha=0.8, linewidths=0)
-        ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=max(1.0, 12 / size),
-                  frameon=False, handletextpad=0.2, borderaxespad=0.3, ncol=1 if len(classes) <= 12 else 2)
-        ax.set_title("coloured by class")
+        ax.legend(title="class" if color_by == "class" else "inferred", loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  markerscale=max(1.0, 12 / size), frameon=False, handletextpad=0.2, borderaxespad=0.3,
+                  ncol=1 if len(classes) <= 12 else 2)
+        ax.set_title("coloured by class" if color_by == "class" else "coloured by inferred class")
     else:
         values = codes.true_angle if color_by == "true_angle" else codes.learned_angle
         if values is None:
@@ -197,6 +203,7 @@ def plot_latent_scatter(codes: LatentCodes | Sequence[LatentCodes], color_by: st
         if not any(k in r.available() for r in rows):
             raise AffineVAEError(f"cannot colour by {k.replace('_', ' ')}: "
                                  + {"class": "the data have no labels",
+                                    "inferred_class": "no model here infers a class (jvae/jrvae/ssvae/ssrvae)",
                                     "true_angle": "the data have no known angles (e.g. use rotated-mnist)",
                                     "learned_angle": "no model here learns an angle (rvae/crvae with rotation, avae)"}[k])
     if not kinds:

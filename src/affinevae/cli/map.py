@@ -43,7 +43,9 @@ class Map:
                        help="--baseline nmf on data with negative values: subtract the minimum first (else an error)")
         p.add_argument("--out", required=True, help="output folder for maps.npz and the PNG maps")
         add_force_argument(p, "files in an existing, non-empty --out folder")
-        p.add_argument("--clusters", type=int, default=None, help="cluster the content latents into K classes")
+        p.add_argument("--clusters", type=int, default=None,
+                       help="cluster the content latents into K classes (default: no clustering; a joint or "
+                            "semi-supervised model's maps show the classes it infers)")
         p.add_argument("--cluster-method", choices=["kmeans", "gmm"], default="kmeans")
         p.add_argument("--symmetry", metavar="N",
                        help="n-fold rotational symmetry of the objects (1..12; 1 for none): angles are shown modulo "
@@ -105,7 +107,8 @@ class Map:
         names = ", ".join(p.name for p in res["files"].values())
         extra = ""
         if res["counts"] is not None:
-            extra = "; classes: " + ", ".join(f"{j}: {c}" for j, c in enumerate(res["counts"]))
+            whose = " (inferred by the model)" if args.clusters is None else ""
+            extra = f"; classes{whose}: " + ", ".join(f"{j}: {c}" for j, c in enumerate(res["counts"]))
         angle = "" if enc.has_angle else f" (model '{model.family}' has no rotation: no angle map)"
         units = f"; positions also in {pixel_size.unit} (pixel size {pixel_size})" if pixel_size is not None else ""
         print(f"mapped {len(enc)} objects with {model.family}{angle}{extra}{units}; wrote {names} to {args.out}")

@@ -105,7 +105,7 @@ def _reconstructions(c: PlotContext):
                                                     seed=c.args.seed), c.args.title)
 
 
-@plot_kind("latent", "scatter of latent means by class / true angle / learned angle (--color-by, --method, --dims)")
+@plot_kind("latent", "scatter of latent means by class / inferred class / true angle / learned angle (--color-by, --method, --dims)")
 def _latent(c: PlotContext):
     A = _analysis()
     a = c.args
@@ -239,7 +239,7 @@ class Plot:
                        "(latent-stats, latent, samples, interpolation, angles, loss-vs-rotation)")
         k.add_argument("--show", type=int, help="images shown (default 8; samples: 64)")
         k.add_argument("--indices", help="reconstructions/denoising: comma-separated image indices")
-        k.add_argument("--color-by", default="auto", help="latent: auto or any of class,true-angle,learned-angle")
+        k.add_argument("--color-by", default="auto", help="latent: auto or any of class,inferred-class,true-angle,learned-angle")
         k.add_argument("--method", default="auto", help="latent: auto (t-SNE/UMAP above 2 dims), latent, tsne, umap, pca")
         k.add_argument("--dims", help="latent/manifold: two latent dims to show, e.g. 0,1")
         k.add_argument("--d", type=int, default=12, help="manifold: grid size (default 12)")

@@ -27,7 +27,7 @@ class Sample:
         p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
         p.add_argument("--out", required=True, help="output PNG")
         add_force_argument(p)
-        p.add_argument("--class", dest="cls", type=int, help="class for conditional models (default: cycle through classes)")
+        p.add_argument("--class", dest="cls", type=int, help="class for conditional and joint models (default: cycle through classes)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--upscale", type=int, default=3, help="pixel upscaling of the PNG (default 3)")
 
@@ -39,7 +39,7 @@ class Sample:
         check_output(args.out, inputs=[args.run_dir], force=args.force)
         model = Run.open(args.run_dir).model()
         y = None
-        if model.conditional:
+        if model.conditional or getattr(model, "discrete_classes", False):  # cvae/crvae; jvae/jrvae/ssvae/ssrvae
             k = model.config.num_classes
             if args.cls is not None and not 0 <= args.cls < k:
                 raise AffineVAEError(f"--class must lie in [0, {k - 1}], got {args.cls}")

@@ -8,6 +8,7 @@ from ..defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, 
 from ..errors import AffineVAEError
 from ..models.base import build_model
 from ..outputs import check_output
+from ..models.semisupervised import read_targets
 from ..registry import MODELS
 from ..training import TrainConfig, fit, init_distributed, seed_everything
 from . import COMMANDS
@@ -18,7 +19,7 @@ from .common import add_data_arguments, load_data_from_args, parse_int_list, par
 class Train:
     """``affinevae train`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
 
-    help = "train a model (ae, vae, cvae, rvae, crvae, avae) and write a run directory"
+    help = "train a model (ae, vae, cvae, rvae, crvae, avae, jvae, jrvae, ssvae, ssrvae, ...) and write a run directory"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +43,10 @@ class Train:
         g.add_argument("--sigma", type=float, help="Gaussian pixel sigma")
         g.add_argument("--learn-sigma", action="store_true", default=None, help="learn the Gaussian sigma")
         g.add_argument("--beta", type=float, help="KL weight")
+        g.add_argument("--classes", type=int, help="jvae/jrvae/ssvae/ssrvae: number of classes K of the discrete latent "
+                                                   "(jvae/jrvae default 10; ss*: 1 + the largest label)")
+        g.add_argument("--targets", help="ssregvae/ssregrvae: file of continuous targets (.npy/.txt/.csv), one row "
+                                         "per image, nan where unknown")
         g.add_argument("--invariances", help="rvae/crvae: comma-separated subset of rotation,translation,scale ('none' for none)")
         g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any other model option, e.g. --set rotation_prior=1.0 (repeatable)")
@@ -81,8 +86,15 @@ class Train:
         check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume)
         data = load_data_from_args(args, "train", seed=args.seed)
         cls = MODELS.get(args.model)
-        options, train, chosen = data_defaults(data, args.model, model_options(args, cls, data), args.batch_size,
-                                               args.epochs, args.lr)
+        targets = None
+        if args.targets:
+            targets = read_targets(args.targets)
+            if args.n is not None and len(targets) > len(data):  # one row per image of the file, as --labels
+                targets = targets[:len(data)]
+            if len(targets) != len(data):
+                raise AffineVAEError(f"{args.targets}: {len(targets)} targets for {len(data)} images")
+        options, train, chosen = data_defaults(data, args.model, model_options(args, cls, data, targets),
+                                               args.batch_size, args.epochs, args.lr)
         cfg = cfg.replace(**train)
         if chosen and rank == 0:
             print(chosen)
@@ -92,6 +104,10 @@ class Train:
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
                 "max_angle": max_angle, "signal_axis": args.signal_axis,
                 "signal_cube": False if args.signal_channels else None}
+        n_images, source = len(data), data.source
+        if targets is not None:
+            data = (data.images, targets)
+            meta["targets"] = args.targets
         val = None
         if args.val_data:
             from ..data import load_dataset
@@ -106,21 +122,46 @@ class Train:
         if rank == 0:
             last = result.history[-1] if result.history else {}
             val = f", val loss {last['val_loss']:.2f}" if "val_loss" in last else ""
-            print(f"trained {args.model} on {len(data)} images ({data.source}) for {cfg.epochs} epochs: "
+            print(f"trained {args.model} on {n_images} images ({source}) for {cfg.epochs} epochs: "
                   f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
         return 0
 
 
-def model_options(args: argparse.Namespace, cls, data) -> dict:
-    """Model options from the CLI: those given, plus image_shape (and num_classes) from the data.
+def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
+    """Model options from the CLI: those given, plus image_shape (and num_classes) from the data
+    (and target_dim from the (N,) or (N, M) ``targets`` of a semi-supervised regression model).
 
     Data-dependent defaults for the options not given are :func:`affinevae.defaults.data_defaults`' job.
     """
     opts: dict = {"image_shape": list(data.image_shape)}
+    semi = getattr(cls, "semi_supervised", False)
+    classes = getattr(cls, "discrete_classes", False)  # jvae, jrvae, ssvae, ssrvae
     if getattr(cls, "conditional", False):
         if data.labels is None:
             raise AffineVAEError(f"model '{args.model}' is class-conditional: the data need labels (--labels)")
         opts["num_classes"] = max(data.num_classes, 2)
+    if data.labels is not None and len(data.labels) and data.labels.min() < 0 and not (semi and classes):
+        raise AffineVAEError(f"labels of -1 (unknown) are only allowed for semi-supervised models (ssvae, ssrvae), "
+                             f"not '{args.model}'")
+    if args.classes is not None:
+        if args.classes < 2:
+            raise AffineVAEError(f"--classes must be an integer >= 2, got {args.classes}")
+        if not classes or getattr(cls, "conditional", False):
+            raise AffineVAEError(f"--classes applies to jvae, jrvae, ssvae and ssrvae, not '{args.model}'")
+        opts["num_classes"] = args.classes
+    if semi and classes:
+        if data.labels is None:
+            raise AffineVAEError(f"model '{args.model}' is semi-supervised: give --labels (-1 for unknown)")
+        opts.setdefault("num_classes", data.num_classes)
+        if data.num_classes > opts["num_classes"]:
+            raise AffineVAEError(f"labels must lie in [-1, {opts['num_classes'] - 1}] for --classes "
+                                 f"{opts['num_classes']}, got {data.num_classes - 1}")
+    if semi and not classes and targets is None:
+        raise AffineVAEError(f"model '{args.model}' is semi-supervised regression: give --targets")
+    if targets is not None:
+        if not (semi and not classes):
+            raise AffineVAEError(f"--targets applies to ssregvae and ssregrvae, not '{args.model}'")
+        opts["target_dim"] = 1 if targets.ndim == 1 else int(targets.shape[1])
     simple = {"latent_dim": args.latent_dim, "encoder": args.encoder, "decoder": args.decoder,
               "activation": args.activation, "likelihood": args.likelihood, "sigma": args.sigma,
               "learn_sigma": args.learn_sigma, "beta": args.beta}

@@ -85,7 +85,8 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
               ``"quickdraw/*.npy"``: one class per file, see :func:`load_quickdraw`.
         key: name of the array (``.npz``) or dataset (HDF5) holding the images.
         labels: path to a ``.npy``, ``.txt`` or ``.csv`` file of non-negative integer class
-            labels, one per image, in image order; overrides labels found with the images.
+            labels, one per image, in image order (-1: unknown, for semi-supervised models);
+            overrides labels found with the images.
         standardise: scale float pixels to zero mean and unit standard deviation instead of
             min-max scaling values outside [0, 1] (see :func:`normalise_images`).
 
@@ -580,8 +581,8 @@ def _read_labels(path: str, n: int, images: str) -> np.ndarray:
         raise AffineVAEError(f"{path}: unsupported labels file type '{p.suffix}'; use .npy, .txt or .csv")
     if len(lab) != n:
         raise AffineVAEError(f"{path}: {len(lab)} labels for {n} images in {images}")
-    if n and lab.min() < 0:
-        raise AffineVAEError(f"{path}: labels must be >= 0, got {int(lab.min())}")
+    if n and lab.min() < -1:
+        raise AffineVAEError(f"{path}: labels must be >= 0 (or -1 for unknown), got {int(lab.min())}")
     return lab
 
 

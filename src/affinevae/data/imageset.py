@@ -27,7 +27,7 @@ class ImageSet:
 
     Attributes:
         images: (N, C, H, W) float32 in [0, 1] (or standardised).
-        labels: (N,) int64 class labels, or None.
+        labels: (N,) int64 class labels (-1: unknown, for semi-supervised models), or None.
         angle: (N,) true rotation in radians (counter-clockwise on screen), or None.
         shift: (N, 2) true shift (right, down) in half image widths, or None.
         scale: (N,) true zoom factor, or None.
@@ -69,8 +69,8 @@ class ImageSet:
                 if not np.all(np.isfinite(self.labels)) or not np.all(np.mod(self.labels, 1) == 0):
                     raise AffineVAEError(f"{self.source}: labels must be integers")
             self.labels = self.labels.astype(np.int64).reshape(-1)
-            if self.labels.min() < 0:
-                raise AffineVAEError(f"{self.source}: labels must be >= 0")
+            if self.labels.min() < -1:
+                raise AffineVAEError(f"{self.source}: labels must be >= 0 (or -1 for unknown), got {int(self.labels.min())}")
 
     def __len__(self) -> int:
         return len(self.images)

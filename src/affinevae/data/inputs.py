@@ -80,7 +80,7 @@ def _tensor(data: Any, what: str, where: str) -> Tensor:
         return torch.from_numpy(arr.astype(np.float64))
 
 
-def _labels(labels: Any, n: int, where: str, num_classes: Optional[int]) -> Tensor:
+def _labels(labels: Any, n: int, where: str, num_classes: Optional[int], min_label: int = 0) -> Tensor:
     y = _tensor(labels, "labels", where)
     if y.dim() == 2 and 1 in y.shape:
         y = y.reshape(-1)
@@ -92,17 +92,18 @@ def _labels(labels: Any, n: int, where: str, num_classes: Optional[int]) -> Tens
         if not bool(torch.isfinite(y).all()) or bool((y != torch.round(y)).any()):
             raise AffineVAEError(f"{where}: labels must be integers")
     y = y.to(torch.int64)
-    if n and int(y.min()) < 0:
-        raise AffineVAEError(f"{where}: labels must be >= 0, got {int(y.min())}")
+    if n and int(y.min()) < min_label:
+        unknown = " (-1: unknown)" if min_label == -1 else ""
+        raise AffineVAEError(f"{where}: labels must be >= {min_label}{unknown}, got {int(y.min())}")
     if num_classes is not None and n and int(y.max()) >= num_classes:
-        raise AffineVAEError(f"{where}: labels must lie in [0, {num_classes - 1}], "
+        raise AffineVAEError(f"{where}: labels must lie in [{min_label}, {num_classes - 1}], "
                              f"got range [{int(y.min())}, {int(y.max())}]")
     return y
 
 
 def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[int]] = None, where: str = "images",
               dtype: Optional[torch.dtype] = torch.float32,
-              num_classes: Optional[int] = None) -> tuple[Tensor, Optional[Tensor]]:
+              num_classes: Optional[int] = None, min_label: int = 0) -> tuple[Tensor, Optional[Tensor]]:
     """Turn any accepted image input into an (N, C, H, W) tensor and (N,) labels.
 
     Args:
@@ -117,7 +118,9 @@ def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[i
         where: what the images are, starting every error message (e.g. "training images").
         dtype: floating dtype of the result (default float32); None keeps a floating tensor's
             own dtype (integers and bools still become float32).
-        num_classes: when given, labels must lie in [0, num_classes).
+        num_classes: when given, labels must lie in [min_label, num_classes).
+        min_label: the smallest label accepted: 0 (default) or -1 (unknown labels, as the
+            semi-supervised models take, or labels only carried along).
 
     Returns:
         ``(x, y)``: ``x`` (N, C, H, W) of ``dtype`` on the input's device (a tensor that already
@@ -158,5 +161,7 @@ def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[i
         x = x.to(want)
     if not bool(torch.isfinite(x).all()):
         raise AffineVAEError(f"{where}: {int((~torch.isfinite(x)).sum())} NaN or infinite pixel values")
-    y = None if labels is None else _labels(labels, len(x), where, num_classes)
+    if min_label not in (0, -1):
+        raise AffineVAEError(f"{where}: min_label must be 0 or -1, got {min_label!r}")
+    y = None if labels is None else _labels(labels, len(x), where, num_classes, min_label)
     return x, y

@@ -1,0 +1,461 @@
+"""Joint invariant VAEs: a discrete class latent beside the content and pose latents.
+
+``x = warp(render(z, class), pose)`` with the class *unknown*: the encoder infers, besides the
+content latents z (N, D) and the pose, the class posterior q(y | x) (N, K); the decoder renders
+z in the class as the crVAE's does (the one-hot class joins the content latents); the prior on
+y is uniform over the K classes. ``jrvae`` infers the pose as the rVAE does; ``jvae`` is the
+same model without pose latents (``invariances=()``, a joint plain VAE with a spatial decoder).
+
+The expectation over the class in the ELBO,
+
+    ELBO(x) = sum_k q(k | x) E_q(z, pose | x)[log p(x | z, k, pose)] - KL(z, pose) - KL(q(y|x) || U(K)),
+
+is taken in training in one of two ways (``discrete``, registry :data:`CLASS_EXPECTATIONS`):
+
+- ``'gumbel'`` (default): a relaxed one-hot sample of the class (Gumbel-softmax at
+  ``temperature``) is decoded in one row per image: the rVAE's cost.
+- ``'enumerate'``: exact. One sample of z and of the pose is repeated K times and decoded with
+  every one-hot class in a single batched decoder pass of N*K rows; the K log-likelihoods are
+  weighted by q(k | x). K times the decoder's cost: on the 2-core CPU with the default spatial
+  decoder it trains about 14x slower than 'gumbel' (K = 10), and in short runs on rotated MNIST
+  it did not cluster better per step (benchmarks/bench_classes.py, README *Performance*).
+
+Evaluation (``model.eval()``) always enumerates, so the reported ELBO is exact in both modes.
+
+The class posterior q(y | x) comes from a classifier of its own that sees the image
+canonicalised at the posterior-mean pose (``classifier='canonical'``), so that the class need
+not be told from the observed pose; ``'shared'`` takes K more outputs from the encoder instead.
+
+Training schedule, so that the classes carry the content and do not collapse (the reported
+ELBO is never changed; see :class:`JRVAEConfig`): the per-image class KL is left out of the
+training loss (``discrete_beta`` 0) and the class usage is kept balanced instead
+(``class_balance``, the KL of the batch-mean class posterior from the uniform prior); the class
+posterior of each image and of its copy moved by a random pose must agree
+(``class_consistency``). A JointVAE capacity schedule is an option (``capacity_weight``).
+
+Units: nats per image; angles radians; shifts half image widths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import check, check_choice, check_positive
+from ..errors import AffineVAEError
+from ..nn.affine import PoseLike, canonicalise, compose_poses, render
+from ..nn.layers import ENCODERS
+from ..nn.spatial import POSE_DECODERS
+from ..registry import MODELS, Registry
+from .base import Encoding, ModelOutput
+from .rvae import RVAE, RVAEConfig
+
+CLASS_EXPECTATIONS: Registry = Registry("class expectation")
+"""How the ELBO's expectation over the class is taken in training: name -> function
+``(model, z, pose, post) -> (params (N, R, C, H, W), weights (N, R))`` (R rows per image)."""
+
+
+def repeat_pose(pose: PoseLike, rows: Tensor) -> PoseLike:
+    """The pose of every row in ``rows`` (M,) indices: a :class:`Pose`, (M, 2, 3) matrices or None."""
+    if pose is None:
+        return None
+    if isinstance(pose, Tensor):
+        return pose[rows]
+    return pose.index(rows)
+
+
+def class_kl(weights: Tensor, log_weights: Optional[Tensor] = None) -> Tensor:
+    """(N,) KL(w || uniform) = sum_k w_k log(K w_k) in nats of class distributions ``weights`` (N, K)
+    (``log_weights``: their logarithms, e.g. a log-softmax, for gradients that stay finite where
+    a probability underflows to 0)."""
+    k = weights.shape[1]
+    if log_weights is None:
+        log_weights = torch.log(weights.clamp_min(1e-30))
+    return (weights * torch.where(weights > 0, log_weights, torch.zeros_like(log_weights))).sum(1) + math.log(k)
+
+
+@CLASS_EXPECTATIONS.register("enumerate")
+def enumerate_classes(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding) -> tuple[Tensor, Tensor]:
+    """Exact expectation: every image's latents ``z`` (N, D) and ``pose`` decoded with each of the
+    K one-hot classes in one batched pass of N*K rows. Returns params (N, K, C, H, W) and the
+    class weights (N, K) (``post.parts['class_weight']``)."""
+    n, k = z.shape[0], model.config.num_classes
+    rows = torch.arange(n, device=z.device).repeat_interleave(k)
+    code = torch.eye(k, device=z.device, dtype=z.dtype).repeat(n, 1)  # (N*K, K): classes 0..K-1 per image
+    params = model.render(model.generate(z[rows], code), repeat_pose(pose, rows))
+    return params.view(n, k, *params.shape[1:]), post.parts["class_weight"]
+
+
+@CLASS_EXPECTATIONS.register("gumbel")
+def relaxed_class(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding) -> tuple[Tensor, Tensor]:
+    """A relaxed one-hot class sample (Gumbel-softmax at ``temperature``; known labels keep
+    their one-hot) decoded in one row per image. Returns params (N, 1, C, H, W) and weights (N, 1)."""
+    logits, weight = post.parts["class_logits"], post.parts["class_weight"]
+    u = torch.rand_like(logits, dtype=torch.float32).clamp(1e-6, 1 - 1e-6)
+    code = torch.softmax((logits.float() - torch.log(-torch.log(u))) / model.config.temperature, 1)
+    known = post.parts.get("class_known")
+    if known is not None:
+        code = torch.where(known[:, None], weight, code)
+    params = model.render(model.generate(z, code), pose)
+    return params[:, None], torch.ones(z.shape[0], 1, device=z.device, dtype=params.dtype)
+
+
+def default_flat_encoder(config: RVAEConfig) -> None:
+    """Set a frozen ``config``'s ``encoder`` to 'mlp' when it is None (before
+    :meth:`RVAEConfig.__post_init__` would pick the equivariant encoder in rotation_mode 'full')."""
+    if config.encoder is None:
+        object.__setattr__(config, "encoder", "mlp")
+
+
+def check_flat_encoder(config: RVAEConfig) -> None:
+    """One-line :class:`AffineVAEError` unless the encoder gives a flat vector ('mlp', 'conv'):
+    the joint and semi-supervised models append their class or target outputs to it."""
+    check(getattr(ENCODERS.get(config.encoder), "flat_output", True),
+          f"encoder '{config.encoder}' is for the rvae/crvae in rotation_mode 'full'; the joint and semi-supervised "
+          "models take 'mlp' or 'conv'")
+
+
+@dataclasses.dataclass(frozen=True)
+class JRVAEConfig(RVAEConfig):
+    """Joint rVAE options (see :class:`~affinevae.models.rvae.RVAEConfig` for the shared ones).
+
+    Attributes:
+        num_classes: K >= 2 classes of the discrete latent (default 10).
+        discrete: how training takes the expectation over the class: 'gumbel' (default: a
+            relaxed one-hot sample, one decoder row per image) or 'enumerate' (exact, one
+            batched decoder pass of N*K rows). Evaluation always enumerates.
+        temperature: Gumbel-softmax temperature ('gumbel' only), > 0.
+        classifier: 'canonical' (default: a network of its own, ``classifier_net`` with
+            ``classifier_hidden``, that sees the image canonicalised at the posterior-mean pose)
+            or 'shared' (K more outputs of the encoder, which sees the image as observed).
+        classifier_net: 'mlp' or 'conv' (from the encoder registry). Without labels the MLP
+            clusters better: on rotated MNIST (10 000 digits, 10 epochs, bench_classes.py) cluster
+            accuracy 0.68 with the MLP, 0.39 with the conv net (hidden 128).
+        classifier_hidden: widths of the classifier's fully connected layers.
+        class_consistency: weight of the named term 'class_consistency': the symmetric KL
+            between the class posteriors of each image and of its copy moved by the random pose
+            of the equivariance pass (a pose does not change the class); needs invariances.
+        class_balance: weight of the named term 'class_balance', KL(mean_batch q(y | x) || U(K)),
+            which keeps every class in use (default 30).
+        discrete_beta: weight of the per-image class KL, KL(q(y | x) || U(K)), in the training
+            loss (default 0; the named term 'discrete_kl' is (discrete_beta - beta) times it).
+            That KL is log K minus the entropy of q(y | x): it rewards uncertain classes and
+            penalises the information the class carries, and with weight 1 the classes stay
+            near chance (measured); 'class_balance' keeps what it does against collapse onto
+            few classes. The reported ELBO always counts it once.
+        class_entropy: weight of the named term 'class_entropy', the mean entropy of q(y | x),
+            which rewards confident classes (default 0).
+        capacity_weight: gamma of a JointVAE-style capacity schedule (Dupont 2018; 0 = off,
+            the default): the training loss takes gamma * (|KL_content - C_z| + |KL_class - C_y|)
+            instead of the two KLs (named term 'capacity'), with the capacities growing
+            linearly from 0 to ``continuous_capacity`` and ``discrete_capacity`` (nats; -1:
+            log K) over ``capacity_steps`` training steps. On rotated MNIST (gamma 30, 250
+            steps) the classes collapsed onto one or two, so it is off by default.
+    """
+
+    num_classes: int = 10
+    discrete: str = "gumbel"
+    temperature: float = 0.67
+    classifier: str = "canonical"
+    classifier_net: str = "mlp"
+    classifier_hidden: tuple = (256, 128)
+    class_consistency: float = 3.0
+    class_balance: float = 30.0
+    discrete_beta: float = 0.0
+    class_entropy: float = 0.0
+    capacity_weight: float = 0.0
+    continuous_capacity: float = 5.0
+    discrete_capacity: float = -1.0
+    capacity_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        default_flat_encoder(self)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        check_flat_encoder(self)
+        check(isinstance(self.num_classes, int) and self.num_classes >= 2,
+              f"num_classes (--classes) must be an integer >= 2, got {self.num_classes!r}")
+        check_choice("discrete", self.discrete, CLASS_EXPECTATIONS.names())
+        check_choice("classifier", self.classifier, ["canonical", "shared"])
+        check_choice("classifier_net", self.classifier_net, ENCODERS.names())
+        check(all(isinstance(h, int) and h > 0 for h in self.classifier_hidden),
+              f"classifier_hidden must be positive integers, got {self.classifier_hidden}")
+        check_positive("temperature", self.temperature)
+        for name in ("class_consistency", "class_balance", "discrete_beta", "class_entropy", "capacity_weight",
+                     "continuous_capacity"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        check(self.discrete_capacity == -1 or (isinstance(self.discrete_capacity, (int, float))
+                                              and 0 <= self.discrete_capacity <= math.log(self.num_classes)),
+              f"discrete_capacity must be -1 (log K) or lie in [0, log K], got {self.discrete_capacity!r}")
+        check(isinstance(self.capacity_steps, int) and self.capacity_steps >= 1,
+              f"capacity_steps must be an integer >= 1, got {self.capacity_steps!r}")
+
+
+@MODELS.register("jrvae")
+class JRVAE(RVAE):
+    """rVAE with a discrete class latent inferred beside the content and pose latents.
+
+    ``encode(x)`` returns the content and pose posterior as the rVAE's and, in ``parts``,
+    ``class_logits`` and ``class_prob`` (N, K) (q(y | x)) and ``class`` (N,) (its argmax).
+    ``decode(z, y)`` renders in class ``y`` ((N,) indices or (N, K) class weights; None: the
+    mean image over the K classes under the uniform prior); ``sample(n)`` draws the class from
+    the prior. Training needs no labels.
+
+    Example::
+
+        model = JRVAE(image_shape=(1, 28, 28), latent_dim=2, num_classes=10, invariances=("rotation",))
+        fit(model, rotated_mnist("train", n=10000), TrainConfig(epochs=10, batch_size=100))
+        cls = model.encode(x).parts["class"]      # (N,) inferred classes
+    """
+
+    config_class = JRVAEConfig
+    family = "jrvae"
+    discrete_classes: bool = True
+    """A discrete class latent (``num_classes``, the CLI's ``--classes``)."""
+
+    # ------------------------------------------------------------------ construction
+    def encoder_out_dim(self) -> int:
+        """The rVAE's outputs (content and pose posteriors), plus K class logits for a 'shared' classifier."""
+        return super().encoder_out_dim() + (self.config.num_classes if self.config.classifier == "shared" else 0)
+
+    def build(self, encoder=None, decoder=None, classifier=None) -> None:
+        """As the rVAE's, but the encoder sees no class and the decoder's input is the content
+        latents plus the K-wide class code; a 'canonical' classifier is a network of its own."""
+        cfg = self.config
+        self.encoder = encoder if encoder is not None else ENCODERS.get(cfg.encoder)(
+            cfg.image_shape, self.encoder_out_dim(), hidden=cfg.encoder_hidden or cfg.hidden, act=cfg.activation,
+            cond_dim=0, channels=cfg.channels, norm=cfg.norm)
+        self.decoder = decoder if decoder is not None else POSE_DECODERS.get(cfg.decoder)(
+            cfg.latent_dim + cfg.num_classes, cfg.image_shape, hidden=tuple(cfg.hidden), act=cfg.activation,
+            channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
+        if cfg.classifier != "shared":
+            self.classifier = classifier if classifier is not None else ENCODERS.get(cfg.classifier_net)(
+                cfg.image_shape, cfg.num_classes, hidden=cfg.classifier_hidden, act=cfg.activation, cond_dim=0,
+                channels=cfg.channels, norm=cfg.norm)
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.int64))
+
+    # ------------------------------------------------------------------ labels
+    def known_labels(self, y: Optional[Tensor], n: int) -> Optional[Tensor]:
+        """(N,) labels used by the model (None: all unknown). The joint model uses none."""
+        return None
+
+    # ------------------------------------------------------------------ stages
+    def posterior(self, h: Tensor) -> Encoding:
+        """(N, encoder_out_dim) -> the rVAE's Encoding (with the class parts of a 'shared' classifier)."""
+        if self.config.classifier != "shared":
+            return super().posterior(h)
+        k = self.config.num_classes
+        return self.with_class(super().posterior(h[:, :-k]), h[:, -k:])
+
+    def with_class(self, post: Encoding, logits: Tensor) -> Encoding:
+        """``post`` with ``parts`` 'class_logits', 'class_prob' (= 'class_weight') (N, K) and 'class' (N,)."""
+        logits = logits.float()
+        prob = torch.softmax(logits, 1)
+        post.parts.update(class_logits=logits, class_prob=prob, class_weight=prob)
+        post.parts["class"] = prob.argmax(1)
+        return post
+
+    def classify(self, x: Tensor, post: Encoding) -> Encoding:
+        """The class stage: ``post`` of images ``x`` (N, C, H, W) with the class posterior added; a
+        'canonical' classifier sees ``x`` canonicalised at the posterior-mean pose (not differentiated)."""
+        if self.config.classifier == "shared":
+            return post
+        canon = x if post.pose is None else canonicalise(x, post.pose.detach())
+        return self.with_class(post, self.classifier(canon, None))
+
+    def with_labels(self, post: Encoding, y: Optional[Tensor]) -> Encoding:
+        """``post`` with 'class_weight' (N, K): one-hot where the label is known, q(y | x) elsewhere,
+        and 'class_known' (N,) bool."""
+        known = self.known_labels(y, post.z_mean.shape[0])
+        if known is None:
+            return post
+        mask = known >= 0
+        onehot = F.one_hot(known.clamp_min(0), self.config.num_classes).to(post.parts["class_prob"].dtype)
+        post.parts["class_weight"] = torch.where(mask[:, None], onehot, post.parts["class_prob"])
+        post.parts["class_known"] = mask
+        return post
+
+    def class_code(self, y: Optional[Tensor], n: int, device, dtype) -> Tensor:
+        """(n, K) decoder class code of ``y``: (n,) or scalar indices, or (n, K) weights as they are."""
+        k = self.config.num_classes
+        y = torch.as_tensor(y, device=device)
+        if y.is_floating_point() and y.dim() == 2:
+            if y.shape != (n, k):
+                raise AffineVAEError(f"class weights must have shape ({n}, {k}), got {tuple(y.shape)}")
+            return y.to(dtype)
+        y = y.long().reshape(-1)
+        if y.numel() == 1 and n > 1:
+            y = y.expand(n)
+        if y.numel() != n:
+            raise AffineVAEError(f"got {y.numel()} classes for {n} latents")
+        if len(y) and (y.min() < 0 or y.max() >= k):
+            raise AffineVAEError(f"class must lie in [0, {k - 1}], got range [{int(y.min())}, {int(y.max())}]")
+        return F.one_hot(y, k).to(dtype)
+
+    def generate(self, z: Tensor, y: Optional[Tensor] = None):
+        """The canonical object of z (N, D) in class ``y`` ((N,) indices or (N, K) weights)."""
+        if y is None:
+            raise AffineVAEError(f"model '{self.family}' generates in a class: give y")
+        return self.decoder.generate(torch.cat([z, self.class_code(y, z.shape[0], z.device, z.dtype)], 1))
+
+    def infer(self, x: Tensor, y: Optional[Tensor] = None) -> Encoding:
+        """Posterior of checked (N, C, H, W) images (the encoder ignores labels)."""
+        return self.classify(x, self.posterior(self.encoder(x, None)))
+
+    def infer_for_loss(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, dict]:
+        """:meth:`infer` and, in training, the rVAE's 'equivariance' term and 'class_consistency'
+        (computed from the same second encoding of the images moved by a random pose)."""
+        enc, _, terms = self.infer_views(x, y)
+        return enc, terms
+
+    def infer_views(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, Optional[Encoding], dict]:
+        """The posterior of checked images ``x`` (N, C, H, W) with the labels ``y`` applied, the
+        posterior of the same images moved by a random pose (training with invariances and an
+        equivariance or class-consistency weight; else None), and the named terms
+        ('equivariance', 'class_consistency') that compare the two."""
+        cfg = self.config
+        w, wc = cfg.equivariance_weight, cfg.class_consistency
+        if not (self.training and (w > 0 or wc > 0) and torch.is_grad_enabled() and cfg.invariances):
+            return self.with_labels(self.infer(x, y), y), None, {}
+        n = x.shape[0]
+        delta = self.random_pose(n, x.device)
+        xx = torch.cat([x, render(x, delta)])
+        both = self.classify(xx, self.posterior(self.encoder(xx, None)))
+        enc, moved = self.with_labels(both.index(slice(0, n)), y), both.index(slice(n, 2 * n))
+        terms: dict[str, Any] = {}
+        if w > 0:
+            terms["equivariance"] = lambda: w * self.consistency(enc, moved, delta).mean()
+        if wc > 0:
+            terms["class_consistency"] = lambda: wc * symmetric_kl(enc.parts["class_logits"],
+                                                                   moved.parts["class_logits"]).mean()
+        return enc, moved, terms
+
+    def run_stages(self, x: Tensor, y: Optional[Tensor], found: PoseLike = None, sample: bool = True,
+                   canon: Optional[Tensor] = None) -> ModelOutput:
+        """canonicalise -> infer (content, pose, class) -> draw -> generate + render in every class
+        (or a relaxed class sample in 'gumbel' training) -> score with the class weights."""
+        found_pose = self.pose_of(found)
+        if canon is None:
+            canon = self.canonicalise(x, found_pose)
+        post, terms = self.infer_for_loss(canon, y)
+        z, inferred = self.draw(post, sample)
+        pose = compose_poses(found_pose, inferred, x.shape[0], x.device)
+        mode = self.config.discrete if (self.training and torch.is_grad_enabled()) else "enumerate"
+        params, weights = CLASS_EXPECTATIONS.get(mode)(self, z, pose, post)
+        return self.score(x, params, post, pose, terms, weights=weights)
+
+    def kl(self, post: Encoding) -> Tensor:
+        """(N,) KL of the content and pose posteriors (the rVAE's) plus that of the class
+        weights from the uniform prior (log K for a known label: -log p(y)), nats."""
+        return super().kl(post) + class_kl(post.parts["class_weight"])
+
+    def training_terms(self, post: Encoding, kl_content: Tensor, kl_class: Tensor) -> dict:
+        """The schedule's named terms of a training step (weighted scalars, see
+        :class:`JRVAEConfig`): 'capacity' or 'discrete_kl', and 'class_balance'. ``kl_content``
+        (N,): KL of content and pose; ``kl_class`` (N,): KL of the class weights."""
+        cfg = self.config
+        terms: dict = {}
+        if cfg.capacity_weight > 0:
+            t = min(1.0, float(self.train_steps) / cfg.capacity_steps)
+            c_y = (math.log(cfg.num_classes) if cfg.discrete_capacity == -1 else cfg.discrete_capacity) * t
+            c_z = cfg.continuous_capacity * t
+            terms["capacity"] = (cfg.capacity_weight * ((kl_content.mean() - c_z).abs() + (kl_class.mean() - c_y).abs())
+                                 - cfg.beta * (kl_content.mean() + kl_class.mean()))
+        elif cfg.discrete_beta != cfg.beta:
+            terms["discrete_kl"] = (cfg.discrete_beta - cfg.beta) * kl_class.mean()
+        if cfg.class_entropy > 0:
+            logp = torch.log_softmax(post.parts["class_logits"], 1)
+            terms["class_entropy"] = -cfg.class_entropy * (logp.exp() * logp).sum(1).mean()
+        if cfg.class_balance > 0:
+            terms["class_balance"] = cfg.class_balance * class_kl(post.parts["class_prob"].mean(0, keepdim=True))[0]
+        return terms
+
+    def score(self, x: Tensor, params: Tensor, post: Encoding, pose: PoseLike = None,
+              terms: Optional[dict] = None, weights: Optional[Tensor] = None) -> ModelOutput:
+        """Likelihood of ``x`` under per-row params (N, R, C, H, W) weighted by ``weights`` (N, R)
+        (R = K classes, or 1 relaxed sample), plus the KL of content, pose and class; the
+        schedule's named terms (:meth:`training_terms`) join ``terms`` in training."""
+        if params.dim() == 4:  # one row per image, e.g. from decode_params: the class weights are q
+            params = params[:, None]
+        n, r = params.shape[:2]
+        if weights is None:
+            weights = torch.ones(n, r, device=params.device)
+        xr = x[:, None].expand(n, r, *x.shape[1:]).reshape(n * r, *x.shape[1:])
+        recon_nr = -self.likelihood.log_prob(params.float().reshape(n * r, *params.shape[2:]), xr, self.log_sigma)
+        recon_i = (weights.float() * recon_nr.view(n, r)).sum(1)
+        kl_cont = super().kl(post)
+        kl_disc = class_kl(post.parts["class_weight"])
+        kl_i = kl_cont + kl_disc
+        recon, kl = recon_i.mean(), kl_i.mean()
+        beta = self.config.beta
+        loss = recon + beta * kl
+        terms = dict(terms or {})
+        if self.training and torch.is_grad_enabled():
+            terms.update(self.training_terms(post, kl_cont, kl_disc))
+            self.train_steps += 1
+        terms = {name: value() if callable(value) else value for name, value in terms.items()}
+        for value in terms.values():
+            loss = loss + value
+        best = weights.argmax(1) if r > 1 else torch.zeros(n, dtype=torch.long, device=params.device)
+        x_params = params[torch.arange(n, device=params.device), best]
+        return ModelOutput(loss=loss, recon=recon, kl=kl, elbo=-(recon_i + kl_i), z_mean=post.z_mean,
+                           z_logvar=post.z_logvar, pose=pose, x_params=x_params, terms=terms)
+
+    # ------------------------------------------------------------------ public API
+    def decode_params(self, z: Tensor, y: Optional[Tensor] = None, pose=None) -> Tensor:
+        """Likelihood parameters (N, C, H, W) of content latents ``z`` (N, D) in class ``y``
+        ((N,) or scalar indices, or (N, K) weights; required) and ``pose``."""
+        z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
+        if z.dim() != 2 or z.shape[1] != self.config.latent_dim:
+            raise AffineVAEError(f"latents must have shape (N, {self.config.latent_dim}), got {tuple(z.shape)}")
+        if y is None:
+            raise AffineVAEError(f"model '{self.family}' decodes in a class: give y")
+        return self.render(self.generate(z, y), pose)
+
+    def decode(self, z: Tensor, y: Optional[Tensor] = None, pose=None, *, angle=None, shift=None,
+               scale=None) -> Tensor:
+        """Mean image (N, C, H, W) of ``z`` (N, D) in class ``y`` and the pose (see
+        :meth:`LatentModel.decode`); ``y`` None: the mean image over the K classes (uniform prior)."""
+        if y is not None:
+            return super().decode(z, y, pose, angle=angle, shift=shift, scale=scale)
+        n = torch.as_tensor(z).shape[0]
+        return torch.stack([super(JRVAE, self).decode(z, torch.full((n,), c, device=self.device), pose, angle=angle,
+                                                      shift=shift, scale=scale)
+                            for c in range(self.config.num_classes)], 1).mean(1)
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` images (n, C, H, W) from the prior: z ~ N(0, I), the class ``y`` or drawn uniformly."""
+        z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
+        if y is None:
+            y = torch.randint(self.config.num_classes, (n,), generator=generator).to(self.device)
+        return super().decode(z, y)
+
+
+def symmetric_kl(logits_a: Tensor, logits_b: Tensor) -> Tensor:
+    """(N,) symmetric KL, KL(a || b) + KL(b || a), between class distributions given by logits (N, K)."""
+    la, lb = torch.log_softmax(logits_a.float(), 1), torch.log_softmax(logits_b.float(), 1)
+    return ((la.exp() - lb.exp()) * (la - lb)).sum(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class JVAEConfig(JRVAEConfig):
+    """Joint VAE options: :class:`JRVAEConfig` without pose latents (``invariances=()``)."""
+
+    invariances: tuple = ()
+
+
+@MODELS.register("jvae")
+class JVAE(JRVAE):
+    """Joint VAE: a discrete class latent beside the content latents, no pose (the jrVAE with
+    ``invariances=()``; a spatial decoder by default, 'warp' for a conv one)."""
+
+    config_class = JVAEConfig
+    family = "jvae"

@@ -1,0 +1,309 @@
+"""Joint (jvae, jrvae) and semi-supervised (ssvae, ssrvae, ssregvae, ssregrvae) invariant VAEs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import affinevae as av
+from affinevae.cli import main
+from affinevae.errors import AffineVAEError
+from affinevae.mapping import clustering_accuracy
+from affinevae.models.joint import CLASS_EXPECTATIONS, class_kl
+from affinevae.models.semisupervised import read_targets
+
+SMALL = dict(latent_dim=2, hidden=(16, 16), encoder_hidden=(64, 32), classifier_hidden=(64,))
+TINY_CLI = ["--latent-dim", "2", "--hidden", "16,16", "--set", "encoder_hidden=[32]", "--no-progress", "--batch-size", "32",
+            "--epochs", "1"]
+CLASSIFIER = ["--set", "classifier_hidden=[32]", "--set", "classifier_net=mlp"]
+
+
+def _fit(model, data, epochs, seed=0, batch_size=25, lr=3e-3):
+    cfg = av.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_split=0.0, progress=False, checkpoint=False,
+                         seed=seed)
+    return av.fit(model, data, cfg)
+
+
+# ---------------------------------------------------------------------------------------- joint model
+def test_families_registered_and_configs_validated():
+    for name in ("jvae", "jrvae", "ssvae", "ssrvae", "ssregvae", "ssregrvae"):
+        assert name in av.registry.MODELS
+    assert av.build_model("jvae").config.invariances == ()
+    assert set(CLASS_EXPECTATIONS.names()) == {"enumerate", "gumbel"}
+    for bad, msg in [(dict(num_classes=1), "num_classes (--classes) must be an integer >= 2"),
+                     (dict(discrete="sample"), "discrete must be one of"),
+                     (dict(class_balance=-1.0), "class_balance must be"),
+                     (dict(classifier="cnn"), "classifier must be one of")]:
+        with pytest.raises(AffineVAEError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            av.build_model("jrvae", **bad)
+    with pytest.raises(AffineVAEError, match="target_dim"):
+        av.build_model("ssregrvae", target_dim=0)
+    # rotation_mode 'full' keeps the flat MLP encoder; the equivariant one is refused in one line
+    assert av.build_model("jrvae", rotation_mode="full").config.encoder == "mlp"
+    for family in ("jrvae", "ssrvae", "ssregrvae"):
+        with pytest.raises(AffineVAEError, match="the joint and semi-supervised models take 'mlp' or 'conv'"):
+            av.build_model(family, rotation_mode="full", encoder="equivariant")
+
+
+@pytest.mark.parametrize("family", ["jvae", "jrvae"])
+def test_evaluation_elbo_is_the_exact_expectation_over_classes(family):
+    torch.manual_seed(0)
+    model = av.build_model(family, num_classes=3, **SMALL).eval()
+    x = torch.as_tensor(av.data.rotated_mnist("test", n=5, seed=1).images)
+    with torch.no_grad():
+        out = model(x, sample=False)
+        enc = model.encode(x)
+        q = enc.parts["class_prob"]
+        assert q.shape == (5, 3) and torch.allclose(q.sum(1), torch.ones(5))
+        loglik = torch.stack([model.likelihood.log_prob(model.decode_params(enc.z_mean, k, pose=enc.pose), x)
+                              for k in range(3)], 1)
+        kl_class = (q * torch.log(q * 3)).sum(1)
+        kl_cont = av.models.RVAE.kl(model, enc)
+        expected = (q * loglik).sum(1) - kl_cont - kl_class
+    assert torch.allclose(out.elbo, expected, atol=1e-3, rtol=1e-5)
+    assert torch.allclose(class_kl(q), kl_class, atol=1e-5)
+
+
+@pytest.mark.parametrize("discrete,rows", [("enumerate", 4 * 3), ("gumbel", 4)])
+def test_training_decodes_every_class_in_one_batched_pass(discrete, rows):
+    torch.manual_seed(0)
+    model = av.build_model("jrvae", num_classes=3, discrete=discrete, invariances=("rotation",), **SMALL).train()
+    calls = []
+    model.decoder.pixel_mlp.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    out = model(torch.rand(4, 1, 28, 28))
+    assert calls == [rows * 28 * 28]  # one decoder pass: N*K rows (enumerate) or N rows (gumbel)
+    assert set(out.terms) == {"equivariance", "class_consistency", "discrete_kl", "class_balance"}
+    assert torch.isclose(out.loss, out.recon + out.kl + sum(out.terms.values()))
+    out.loss.backward()
+    assert model.classifier.net[0].weight.grad.abs().sum() > 0  # the class posterior is trained through the decoder
+
+
+def test_joint_model_recovers_two_digit_classes_without_labels():
+    train = av.data.rotated_mnist("train", n=200, digits=(0, 1), seed=0)
+    torch.manual_seed(0)
+    model = av.build_model("jvae", num_classes=2, **SMALL)
+    _fit(model, train, epochs=6, batch_size=20)
+    test = av.data.rotated_mnist("test", n=200, digits=(0, 1), seed=1)
+    codes = av.evaluation.encode_dataset(model, test, elbo=False)
+    assert codes["class_prob"].shape == (200, 2) and codes["class"].dtype == np.int64
+    assert clustering_accuracy(codes["class"], test.labels) >= 0.85  # chance: about 0.5
+
+
+def test_decode_and_sample_in_a_class():
+    torch.manual_seed(0)
+    model = av.build_model("jrvae", num_classes=3, **SMALL).eval()
+    z = torch.zeros(2, 2)
+    a, b = model.decode(z, 0), model.decode(z, torch.tensor([1, 2]))
+    assert a.shape == b.shape == (2, 1, 28, 28)
+    mixture = model.decode(z)  # the mean image over the classes
+    assert torch.allclose(mixture, torch.stack([model.decode(z, k) for k in range(3)]).mean(0), atol=1e-6)
+    assert model.sample(5, generator=torch.Generator().manual_seed(0)).shape == (5, 1, 28, 28)
+    with pytest.raises(AffineVAEError, match=r"class must lie in \[0, 2\]"):
+        model.decode(z, 3)
+
+
+# ---------------------------------------------------------------------------------------- semi-supervised
+def test_labelled_images_are_decoded_in_their_class():
+    torch.manual_seed(0)
+    model = av.build_model("ssrvae", num_classes=3, **SMALL).eval()
+    x = torch.as_tensor(av.data.rotated_mnist("test", n=4, seed=1).images)
+    with torch.no_grad():
+        enc = model.encode(x)
+        known = model(x, torch.tensor([2, 2, 2, 2]), sample=False).elbo
+        loglik = model.likelihood.log_prob(model.decode_params(enc.z_mean, 2, pose=enc.pose), x)
+        assert torch.allclose(known, loglik - av.models.RVAE.kl(model, enc) - math.log(3), atol=1e-3)
+        unknown = model(x, torch.tensor([-1, -1, -1, -1]), sample=False).elbo
+        assert torch.allclose(unknown, model(x, sample=False).elbo)
+    with pytest.raises(AffineVAEError, match=r"labels must lie in \[-1, 2\]"):
+        model(x, torch.tensor([0, 1, 3, -1]))
+    with pytest.raises(AffineVAEError, match="3 labels for 4 images"):
+        model(x, torch.tensor([0, 1, 2]))
+
+
+def test_labelled_memory_remembers_each_labelled_image_once_and_is_saved(tmp_path):
+    torch.manual_seed(0)
+    model = av.build_model("ssrvae", num_classes=3, labelled_memory=3, labelled_batch=5, **SMALL).train()
+    x = torch.rand(6, 1, 28, 28)
+    y = torch.tensor([0, -1, 1, -1, 2, 1])
+    out = model(x, y, index=torch.arange(10, 16))
+    assert "classifier" in out.terms
+    assert model.memory_index.tolist() == [10, 12, 14] and model.memory_labels.tolist() == [0, 1, 2]
+    model(x, y, index=torch.arange(10, 16))  # seen again: nothing new, and the memory is full
+    assert model.memory_index.tolist() == [10, 12, 14]
+    assert torch.equal(model.memory_images[1], x[2])
+    xr, yr = model.replay(torch.device("cpu"))
+    assert xr.shape == (5, 1, 28, 28) and set(yr.tolist()) <= {0, 1, 2}
+    model.save(tmp_path / "m")
+    assert torch.equal(av.load(tmp_path / "m").memory_index, model.memory_index)
+
+
+def test_semi_supervised_classifier_learns_from_a_few_labels():
+    digits = (0, 1, 7)
+    train = av.data.rotated_mnist("train", n=240, digits=digits, seed=0)
+    y = np.array([digits.index(v) for v in train.labels])
+    y[30:] = -1  # 30 labelled images, 210 unlabelled
+    test = av.data.rotated_mnist("test", n=150, digits=digits, seed=1)
+    truth = np.array([digits.index(v) for v in test.labels])
+    val_y = truth.copy()
+    torch.manual_seed(0)
+    model = av.build_model("ssrvae", num_classes=3, invariances=("rotation",), classifier_net="mlp", **SMALL)
+    res = av.fit(model, (train.images, y), av.TrainConfig(epochs=4, batch_size=24, lr=3e-3, progress=False,
+                                                          checkpoint=False, seed=0), val=(test.images, val_y))
+    acc = float((av.evaluation.encode_dataset(model, test.images, elbo=False)["class"] == truth).mean())
+    assert acc >= 0.7  # chance: 1/3
+    assert res.history[-1]["val_accuracy"] == pytest.approx(acc, abs=1e-6)
+    assert res.history[-1]["val_labelled"] == 150
+
+
+def test_regression_form_learns_targets_from_half_the_images(tmp_path):
+    train = av.data.load_mnist("train", n=200, digits=(0, 1))
+    t = np.where(train.labels == 1, 1.0, -1.0).astype(np.float32)
+    t_known = t.copy()
+    t_known[::2] = np.nan
+    torch.manual_seed(0)
+    model = av.build_model("ssregvae", **{k: v for k, v in SMALL.items() if k != "classifier_hidden"})
+    _fit(model, (train.images, t_known), epochs=3)
+    enc = av.evaluation.encode_dataset(model, train.images[::2], elbo=False)
+    assert enc["target_mean"].shape == (100, 1) and np.all(enc["target_std"] > 0)
+    assert np.corrcoef(enc["target_mean"][:, 0], t[::2])[0, 1] > 0.8
+    model.eval()
+    with torch.no_grad():  # a known target costs -log N(t; 0, 1) instead of the regressor's KL
+        x = torch.as_tensor(train.images[:2])
+        post = model.infer(x)
+        post_k, _ = model.infer_for_loss(x, torch.tensor([[0.5], [float("nan")]]))
+        kl = model.kl(post_k) - av.models.RVAE.kl(model, post_k)
+        m, s = post.parts["target_mean"][1, 0], post.parts["target_std"][1, 0]
+        assert torch.isclose(kl[0], torch.tensor(0.125 + 0.5 * math.log(2 * math.pi)))
+        assert torch.isclose(kl[1], 0.5 * (m**2 + s**2 - 1) - torch.log(s))
+    (tmp_path / "t.csv").write_text("target\n0.5\n\n-1\n")
+    assert np.array_equal(np.isnan(read_targets(str(tmp_path / "t.csv"), 3)), [False, True, False])
+    with pytest.raises(AffineVAEError, match="3 targets for 4 images"):
+        read_targets(str(tmp_path / "t.csv"), 4)
+
+
+# ---------------------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory):
+    d = av.data.rotated_mnist("test", n=64, seed=1)
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, images=d.images, labels=d.labels)
+    labels = d.labels.copy()
+    labels[16:] = -1
+    np.save(path.parent / "partial.npy", labels)
+    np.savetxt(path.parent / "short.txt", labels[:10], fmt="%d")
+    np.save(path.parent / "over.npy", np.where(labels == 9, 12, labels))
+    np.save(path.parent / "below.npy", np.where(labels == 9, -2, labels))
+    np.save(path.parent / "targets.npy", np.where(np.arange(64) < 32, d.angle, np.nan).astype(np.float32))
+    np.save(path.parent / "targets_short.npy", d.angle[:10].astype(np.float32))
+    np.save(path.parent / "targets_inf.npy", np.where(np.arange(64) == 5, np.inf, d.angle).astype(np.float32))
+    return path
+
+
+def test_cli_trains_and_encodes_joint_and_semi_supervised_models(digits_npz, tmp_path):
+    data = str(digits_npz)
+    for model, extra in [("jrvae", ["--classes", "4", "--invariances", "rotation", *CLASSIFIER]),
+                         ("ssrvae", ["--labels", str(digits_npz.parent / "partial.npy"), "--invariances", "rotation",
+                                     *CLASSIFIER]),
+                         ("ssregvae", ["--targets", str(digits_npz.parent / "targets.npy")])]:
+        out = tmp_path / model
+        assert main(["train", "--model", model, "--data", data, *extra, "--out", str(out), *TINY_CLI]) == 0
+        assert main(["encode", str(out), "--data", data, "--out", str(tmp_path / f"{model}.npz")]) == 0
+        with np.load(tmp_path / f"{model}.npz") as f:
+            if model == "ssregvae":
+                assert f["target_mean"].shape == (64, 1)
+            else:
+                k = 4 if model == "jrvae" else 10
+                assert f["class_prob"].shape == (64, k) and f["class"].shape == (64,)
+                assert np.array_equal(f["class"], f["class_prob"].argmax(1))
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--model", "ssrvae", "--labels", "over.npy", "--classes", "10"], "labels must lie in [-1, 9] for --classes 10"),
+    (["--model", "ssrvae", "--labels", "below.npy"], "labels must be >= 0 (or -1 for unknown), got -2"),
+    (["--model", "ssrvae", "--labels", "short.txt"], "10 labels for 64 images"),
+    (["--model", "jrvae", "--classes", "1"], "--classes must be an integer >= 2, got 1"),
+    (["--model", "ssrvae", "--labels", "partial.npy", "--classes", "1"], "--classes must be an integer >= 2, got 1"),
+    (["--model", "cvae", "--labels", "partial.npy"], "labels of -1 (unknown) are only allowed for semi-supervised"),
+    (["--model", "vae", "--classes", "3"], "--classes applies to jvae, jrvae, ssvae and ssrvae"),
+    (["--model", "ssregrvae"], "give --targets"),
+    (["--model", "ssregvae", "--targets", "targets_short.npy"], "10 targets for 64 images"),
+    (["--model", "ssregvae", "--targets", "targets_inf.npy"], "targets contain infinite values (use NaN for unknown)"),
+    (["--model", "jrvae", "--targets", "targets.npy"], "--targets applies to ssregvae and ssregrvae, not 'jrvae'"),
+])
+def test_cli_bad_labels_and_classes_are_one_line_errors(argv, msg, digits_npz, tmp_path, capsys):
+    argv = [str(digits_npz.parent / a) if a.endswith((".npy", ".txt")) else a for a in argv]
+    capsys.readouterr()
+    assert main(["train", "--data", str(digits_npz), "--out", str(tmp_path / "x"), *argv, *TINY_CLI]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("affinevae: error:") and msg in err[0], err
+
+
+def test_report_scatter_and_maps_colour_by_the_inferred_class(tmp_path):
+    from affinevae import analysis as A
+    from affinevae.encoding import ObjectEncoding
+    from affinevae.mapping import write_maps
+
+    torch.manual_seed(0)
+    model = av.build_model("jrvae", num_classes=3, **SMALL).eval()
+    codes = A.latent_codes(model, av.data.rotated_mnist("test", n=40, seed=1))
+    assert codes.inferred_class.shape == (40,) and "inferred_class" in codes.available()
+    fig = A.plot_latent_scatter(codes)
+    assert any(ax.get_title().endswith("coloured by inferred class") for ax in fig.axes)
+    n = 6
+    enc = ObjectEncoding(z_mean=np.zeros((n, 2), np.float32), z_std=np.ones((n, 2), np.float32),
+                         angle=np.zeros(n, np.float32), shift=np.zeros((n, 2), np.float32),
+                         positions=np.full((n, 2), 8.0, np.float32), centers=np.full((n, 2), 8, np.int64),
+                         frames=np.zeros(n, np.int64), window=8, image_shape=(16, 16),
+                         model_class=np.array([0, 2, 2, 1, 0, 2]))
+    res = write_maps(enc, tmp_path, image=np.zeros((16, 16), np.float32))
+    assert res["counts"].tolist() == [2, 1, 3] and (tmp_path / "clusters.png").is_file()
+    with np.load(tmp_path / "maps.npz") as f:
+        assert f["cluster"].tolist() == [0, 2, 2, 1, 0, 2]
+
+
+def test_cli_map_draws_the_classes_a_joint_model_infers(tmp_path, capsys):
+    from affinevae.data.micrograph import synthetic_micrograph
+    from affinevae.data.patches import cut_patches
+
+    img, _ = synthetic_micrograph(size=(64, 64), spacing=8.0, lattice="square", noise=0.05, seed=0)
+    np.save(tmp_path / "img.npy", img)
+    cut_patches(img, 16, min_distance=3, threshold=0.3).save(tmp_path / "p.npz")
+    torch.manual_seed(0)
+    av.build_model("jrvae", image_shape=(1, 16, 16), num_classes=3, invariances=("rotation",), **SMALL).save(tmp_path / "run")
+    capsys.readouterr()
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches", str(tmp_path / "p.npz"),
+                 "--out", str(tmp_path / "maps"), "--symmetry", "1"]) == 0
+    assert "classes (inferred by the model):" in capsys.readouterr().out
+    with np.load(tmp_path / "maps" / "maps.npz", allow_pickle=False) as f:
+        assert np.array_equal(f["cluster"], f["class"]) and f["class"].dtype == np.int64
+        assert f["class"].min() >= 0 and f["class"].max() < 3
+    assert (tmp_path / "maps" / "clusters.png").stat().st_size > 0
+
+
+def test_report_colours_by_and_scores_the_inferred_class(tmp_path):
+    from affinevae.report import class_metrics, write_report
+
+    torch.manual_seed(0)
+    av.build_model("jrvae", num_classes=3, **SMALL).save(tmp_path / "run")
+    data = av.data.rotated_mnist("test", n=30, digits=(0, 1, 7), seed=1)
+    data = av.data.ImageSet(data.images, np.array([(0, 1, 7).index(v) for v in data.labels]), source="digits")
+    res = write_report(tmp_path / "run", tmp_path / "r.html", data=data, n=30, sweep_angles=())
+    text = (tmp_path / "r.html").read_text()
+    assert "Latent space" in res.sections and "coloured by the class the model infers" in text
+    assert "cluster accuracy of the inferred class (Hungarian, 30 labelled)" in text
+    assert "accuracy of the inferred class<" not in text  # a joint model's class indices are its own
+    rows = class_metrics(np.array([1, 1, 0, 2]), 3, np.array([0, 0, 1, -1]), supervised=True)
+    assert rows["inferred classes in use"] == "3 of 3"
+    assert rows["cluster accuracy of the inferred class (Hungarian, 3 labelled)"] == 1.0
+    assert rows["accuracy of the inferred class"] == 0.0
+
+
+def test_cli_ssrvae_logs_the_held_out_labelled_accuracy(digits_npz, tmp_path):
+    out = tmp_path / "ss"
+    assert main(["train", "--model", "ssrvae", "--data", str(digits_npz), "--labels", str(digits_npz.parent / "partial.npy"),
+                 "--val-data", str(digits_npz), *CLASSIFIER, "--out", str(out), *TINY_CLI]) == 0
+    from affinevae.runs import Run
+
+    last = Run.open(out).metrics[-1]
+    assert last["val_labelled"] == 64 and 0.0 <= last["val_accuracy"] <= 1.0  # every validation image is labelled
