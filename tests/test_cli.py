@@ -56,6 +56,11 @@ def test_cvae_on_user_npz(tmp_path, capsys):
     with np.load(tmp_path / "e.npz") as f:
         assert f["z_mean"].shape == (200, 3) and np.array_equal(f["labels"], d.labels)
     assert main(["sample", str(out), "-n", "4", "--class", "7", "--out", str(tmp_path / "s.png")]) == 0
+    # cycling through the 10 classes: one column per class, 2 rows for 20 samples (28-pixel digits, 1-pixel gaps)
+    assert main(["sample", str(out), "-n", "20", "--upscale", "1", "--out", str(tmp_path / "all.png")]) == 0
+    from PIL import Image
+    with Image.open(tmp_path / "all.png") as im:
+        assert im.size == (10 * 29 + 1, 2 * 29 + 1)
 
 
 

@@ -38,14 +38,15 @@ class Sample:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
         check_output(args.out, inputs=[args.run_dir], force=args.force)
         model = Run.open(args.run_dir).model()
-        y = None
+        y, ncol = None, None
         if model.conditional or getattr(model, "discrete_classes", False):  # cvae/crvae; jvae/jrvae/ssvae/ssrvae
             k = model.config.num_classes
             if args.cls is not None and not 0 <= args.cls < k:
                 raise AffineVAEError(f"--class must lie in [0, {k - 1}], got {args.cls}")
             y = torch.full((args.n,), args.cls) if args.cls is not None else torch.arange(args.n) % k
+            ncol = None if args.cls is not None or args.n < k else k  # cycling: one column per class
         gen = torch.Generator().manual_seed(args.seed)
         imgs = model.sample(args.n, y=y, generator=gen).cpu().numpy()
-        save_image(image_grid(imgs), args.out, upscale=args.upscale)
+        save_image(image_grid(imgs, ncol=ncol), args.out, upscale=args.upscale)
         print(f"wrote {args.n} samples to {args.out}")
         return 0
