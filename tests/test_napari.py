@@ -1,9 +1,12 @@
 """The napari plugin: manifest, reader (maps.npz -> image + points with features), widget in a worker thread.
 
-Runs headless (``QT_QPA_PLATFORM=offscreen``). The reader and widget tests use napari's
-``ViewerModel`` and real Qt widgets, which need no OpenGL; the full-viewer test
-(``make_napari_viewer``) also draws the canvas and is skipped, with the reason, where no OpenGL
-context can be made (e.g. a machine without a display or a GPU driver).
+The reader and widget tests use napari's ``ViewerModel`` and real Qt widgets, which need no
+OpenGL. The full-viewer test (``make_napari_viewer``) opens a real ``napari.Viewer`` window and
+checks what its canvas draws, which needs an OpenGL context: ``pytest-xvfb`` (in the ``test``
+extra) starts an Xvfb X server for the session when ``Xvfb`` is on the PATH, and Qt's xcb platform
+then gets GLX on Mesa's software renderer (llvmpipe). Whether that works is probed once in a
+subprocess (a failing Qt platform aborts its process); without it Qt runs on the ``offscreen``
+platform and the full-viewer test is skipped with the probe's reason.
 """
 
 from __future__ import annotations
@@ -17,9 +20,45 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-napari = pytest.importorskip("napari", reason="napari not installed (pip install \"affinevae[napari]\")")
+#: Makes a QOpenGLWidget on the xcb platform and exits 0 when its OpenGL context is valid.
+_GL_PROBE = """
+import sys
+from qtpy.QtWidgets import QApplication, QOpenGLWidget
+app = QApplication([sys.argv[0]])
+w = QOpenGLWidget()
+w.resize(32, 32)
+w.show()
+app.processEvents()
+ok = w.context() is not None and w.context().isValid() and not w.grabFramebuffer().isNull()
+sys.exit(0 if ok else "the OpenGL context of a QOpenGLWidget is not valid")
+"""
+
+
+def _no_opengl_reason() -> str | None:
+    """None when Qt's xcb platform makes a valid OpenGL context on ``$DISPLAY``, else why not."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "xcb")
+    if platform != "xcb":
+        return f"QT_QPA_PLATFORM={platform} is set"
+    if not os.environ.get("DISPLAY"):
+        return ("there is no X display (install Xvfb, e.g. `apt-get install xvfb`, and pytest-xvfb starts "
+                "one for the session)")
+    try:
+        r = subprocess.run([sys.executable, "-c", _GL_PROBE], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "QT_QPA_PLATFORM": "xcb"})
+    except subprocess.TimeoutExpired:
+        return "opening an OpenGL window on the X display timed out"
+    if r.returncode == 0:
+        return None
+    lines = r.stderr.strip().splitlines() or [f"exit status {r.returncode}"]
+    why = next((x for x in lines if "Could not" in x or "could not" in x), lines[-1]).strip()
+    return f"Qt could not open an OpenGL window on DISPLAY={os.environ['DISPLAY']} ({why})"
+
+
+pytest.importorskip("napari", reason="napari not installed (pip install \"affinevae[napari]\")")
 pytest.importorskip("pytestqt", reason="pytest-qt not installed")
+#: Why napari's canvas cannot draw here (None: it can); decides the Qt platform before any QApplication exists.
+NO_OPENGL = _no_opengl_reason()
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen" if NO_OPENGL else "xcb")
 
 from affinevae.cli import main  # noqa: E402
 from affinevae.data.micrograph import synthetic_micrograph  # noqa: E402
@@ -118,35 +157,75 @@ def test_widget_learns_and_maps_in_a_worker_thread(qtbot, mapped):
     assert widget.settings() == LearnSettings(window=W, epochs=1, latent_dim=2, batch_size=None)
 
 
-def _opengl_available() -> tuple[bool, str]:
-    code = ("import os; os.environ['QT_QPA_PLATFORM']='offscreen'\nimport numpy as np, napari\n"
-            "v = napari.Viewer(show=False)\nv.add_image(np.zeros((4, 4)))\nv.close()\n")
-    try:
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        return False, "starting a napari viewer timed out"
-    last = (r.stderr.strip().splitlines() or [""])[-1]
-    return r.returncode == 0, last
-
-
-def test_full_viewer_opens_the_maps(make_napari_viewer, mapped):
-    ok, why = _opengl_available()
-    if not ok:
-        pytest.skip(f"napari's canvas needs an OpenGL context, which this machine cannot make offscreen ({why})")
-    img, d = mapped
-    viewer = make_napari_viewer()
-    layers = viewer.open(str(d / "maps" / "maps.npz"), plugin="affinevae") if _registered() else []
-    if not layers:
-        from affinevae.napari_plugin.reader import read_maps
-        from napari.layers import Layer
-
-        layers = [viewer.add_layer(Layer.create(*t)) for t in read_maps(str(d / "maps" / "maps.npz"))]
-    assert [type(x).__name__ for x in viewer.layers] == ["Image", "Points"]
-    shot = viewer.screenshot(canvas_only=True)
-    assert shot.ndim == 3 and shot.shape[-1] == 4 and shot[..., :3].std() > 0
-
-
 def _registered() -> bool:
     from importlib.metadata import entry_points
 
     return any(e.value.startswith("affinevae.") for e in entry_points(group="napari.manifest"))
+
+
+def _shot(viewer) -> np.ndarray:
+    """The canvas fitted to the layers' extent (``export_figure``), (H, W, 3) uint8: pixel (i, j) shows
+    image pixel (i, j) * rows / H."""
+    return np.asarray(viewer.export_figure(scale_factor=4, flash=False))[..., :3]
+
+
+def test_full_viewer_opens_the_maps_and_draws_the_points(make_napari_viewer, mapped):
+    if NO_OPENGL:
+        pytest.skip(f"napari's canvas needs an OpenGL context: {NO_OPENGL}")
+    from scipy.ndimage import distance_transform_edt
+
+    img, d = mapped
+    viewer = make_napari_viewer(show=True)
+    maps = str(d / "maps" / "maps.npz")
+    if _registered():  # installed: napari finds the reader through the npe2 manifest
+        viewer.open(maps, plugin="affinevae")
+    else:  # sources on PYTHONPATH only: the same reader, called directly
+        from napari.layers import Layer
+
+        from affinevae.napari_plugin.reader import read_maps
+
+        for t in read_maps(maps):
+            viewer.add_layer(Layer.create(*t))
+    assert [type(x).__name__ for x in viewer.layers] == ["Image", "Points"]
+    image, points = viewer.layers
+    with np.load(maps) as f:
+        pos, cluster = f["positions"], f["cluster"]
+    np.testing.assert_allclose(points.data, pos)
+    assert {"angle_deg", "cluster", "frame", "z0", "z1"} == set(points.features.columns)
+    # coloured by angle: each face colour is the colour map at the point's normalised angle
+    assert points.metadata["colour_by"] == "angle_deg"
+    a = points.features["angle_deg"].to_numpy()
+    assert np.ptp(a) > 0
+    expected = points.face_colormap.map((a - a.min()) / np.ptp(a))
+    np.testing.assert_allclose(points.face_color, expected, atol=1e-6)
+
+    # the canvas draws: the image alone, then the points over it at their positions in their colours
+    points.visible = False
+    bare = _shot(viewer)
+    points.visible = True
+    shot = _shot(viewer)
+    assert bare.std() > 5  # the lattice is drawn, not a blank canvas
+    h, w = shot.shape[:2]
+    rows, cols = img.shape
+    assert abs(h / rows - w / cols) < 0.1 * h / rows  # the fitted screenshot keeps the aspect ratio
+    ij = np.floor((pos + 0.5) * [h / rows, w / cols]).astype(int)
+    ij = np.clip(ij, 0, [h - 1, w - 1])
+    changed = np.any(shot.astype(int) != bare, axis=-1)
+    assert changed[ij[:, 0], ij[:, 1]].mean() > 0.9  # the points are drawn where they are
+    centre = shot[ij[:, 0], ij[:, 1]].astype(float)
+    close = np.abs(centre - 255 * np.asarray(points.face_color)[:, :3]).max(axis=1) < 40
+    assert close.mean() > 0.8, close.mean()  # ... in their face colours
+    # away from every point the canvas is the image alone
+    centres = np.zeros((h, w), bool)
+    centres[ij[:, 0], ij[:, 1]] = True
+    far = distance_transform_edt(~centres) > points.size.max() * h / rows  # beyond a point's diameter
+    assert far.any() and not changed[far].any()
+
+    # colouring by another feature redraws the points in its colours
+    points.face_color = "cluster"  # categorical: napari cycles its colours
+    by_cluster = _shot(viewer)
+    c = np.asarray(points.face_color)[:, :3]
+    assert not np.allclose(c[cluster == 0][0], c[cluster == 1][0])
+    centre = by_cluster[ij[:, 0], ij[:, 1]].astype(float)
+    assert (np.abs(centre - 255 * c).max(axis=1) < 40).mean() > 0.8
+    assert np.any(by_cluster != shot)
