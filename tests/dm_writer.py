@@ -92,26 +92,28 @@ def write_dm(path, data, scale: float = 1.0, unit: str = "", version: int = 3, t
 
     Args:
         path: the file (``.dm3`` for version 3, ``.dm4`` for version 4).
-        data: (H, W) image or (F, H, W) stack of a dtype in :data:`IMAGE_TYPES`.
+        data: an (H, W) image or (F, H, W) stack of a dtype in :data:`IMAGE_TYPES`, or a list of
+            them (several images in one file, in order).
         scale: physical length of one pixel on x and y (in ``unit``); stored as float32, as DM does.
         unit: the length unit written to the calibration (e.g. ``"nm"``, ``"Å"``; ``""`` uncalibrated).
         version: 3 (4-byte sizes and counts) or 4 (8-byte ones, tag lengths after names).
-        thumbnail: also write a small uint8 thumbnail as image 0, listed under ``Thumbnails``, as
-            DigitalMicrograph does; readers must skip it.
+        thumbnail: also write a small uint8 thumbnail of the first image as image 0, listed under
+            ``Thumbnails``, as DigitalMicrograph does; readers must skip it.
 
     Returns:
         The path written.
     """
     if version not in (3, 4):
         raise ValueError(f"DM version must be 3 or 4, got {version}")
-    data = np.ascontiguousarray(data)
-    if data.ndim not in (2, 3) or data.dtype.newbyteorder("=") not in IMAGE_TYPES:
-        raise ValueError(f"write_dm: need a 2-D or 3-D array of {sorted(map(str, IMAGE_TYPES))}, "
-                         f"got {data.shape} {data.dtype}")
-    images = [_image(data, scale, unit, Path(path).stem)]
+    arrays = [np.ascontiguousarray(a) for a in (data if isinstance(data, list) else [data])]
+    for a in arrays:
+        if a.ndim not in (2, 3) or a.dtype.newbyteorder("=") not in IMAGE_TYPES:
+            raise ValueError(f"write_dm: need 2-D or 3-D arrays of {sorted(map(str, IMAGE_TYPES))}, "
+                             f"got {a.shape} {a.dtype}")
+    images = [_image(a, scale, unit, f"{Path(path).stem}{i or ''}") for i, a in enumerate(arrays)]
     root: dict = {"ImageList": images}
     if thumbnail:
-        img = data if data.ndim == 2 else data[0]
+        img = arrays[0] if arrays[0].ndim == 2 else arrays[0][0]
         small = img[::max(1, img.shape[0] // 16), ::max(1, img.shape[1] // 16)].astype(np.float64)
         small = np.round(255 * (small - small.min()) / max(np.ptp(small), 1e-12)).astype(np.uint8)
         images.insert(0, _image(small, 1.0, "", "thumbnail"))
