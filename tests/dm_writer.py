@@ -87,7 +87,8 @@ def _image(data: np.ndarray, scale: float, unit: str, name: str) -> dict:
             "ImageTags": {}, "Name": name}
 
 
-def write_dm(path, data, scale: float = 1.0, unit: str = "", version: int = 3, thumbnail: bool = True) -> Path:
+def write_dm(path, data, scale: float = 1.0, unit: str = "", version: int = 3, thumbnail: bool = True,
+             dimensions=None) -> Path:
     """Write ``data`` as a Gatan DigitalMicrograph file that rosettasciio reads back.
 
     Args:
@@ -99,6 +100,8 @@ def write_dm(path, data, scale: float = 1.0, unit: str = "", version: int = 3, t
         version: 3 (4-byte sizes and counts) or 4 (8-byte ones, tag lengths after names).
         thumbnail: also write a small uint8 thumbnail of the first image as image 0, listed under
             ``Thumbnails``, as DigitalMicrograph does; readers must skip it.
+        dimensions: sizes (x first) written to the first image's ``Dimensions`` instead of its own,
+            to craft a file whose dimensions disagree with its data.
 
     Returns:
         The path written.
@@ -111,6 +114,8 @@ def write_dm(path, data, scale: float = 1.0, unit: str = "", version: int = 3, t
             raise ValueError(f"write_dm: need 2-D or 3-D arrays of {sorted(map(str, IMAGE_TYPES))}, "
                              f"got {a.shape} {a.dtype}")
     images = [_image(a, scale, unit, f"{Path(path).stem}{i or ''}") for i, a in enumerate(arrays)]
+    if dimensions is not None:
+        images[0]["ImageData"]["Dimensions"] = [np.uint32(n) for n in dimensions]
     root: dict = {"ImageList": images}
     if thumbnail:
         img = arrays[0] if arrays[0].ndim == 2 else arrays[0][0]

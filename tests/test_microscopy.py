@@ -179,7 +179,8 @@ def test_instrument_files_bad_and_missing_extra(micrograph, tmp_path, capsys, mo
 def test_gatan_dm3_dm4_read_back(micrograph, tmp_path, capsys):
     """Valid Gatan files made by tests/dm_writer.py: a .dm3 (0.05 nm, with a thumbnail image before the
     real one) and a .dm4 (0.5 Å) of the micrograph give the .npy's patches through ``affinevae patches``,
-    with the file's pixel size and unit; a .dm4 with a 2-frame stack and a second image: 2 frames, --key 1."""
+    with the file's pixel size and unit; a .dm4 with a 2-frame stack and a second image: 2 frames, --key 1;
+    a file whose dimensions disagree with its data: one error line."""
     pytest.importorskip("rsciio.digitalmicrograph")
     from dm_writer import write_dm
 
@@ -214,6 +215,11 @@ def test_gatan_dm3_dm4_read_back(micrograph, tmp_path, capsys):
     assert main(["patches", str(tmp_path / "two.dm4"), "--window", str(W), "--out", str(tmp_path / "bad.npz"),
                  "--key", "2"]) == 2
     assert "--key must be an image index 0..1, got '2'" in one_line_error(capsys)
+    # dimensions that disagree with the stored data (fewer pixels: a silent crop; more: other tags read as pixels)
+    for dims in ((60, 96), (120, 97)):
+        write_dm(tmp_path / "bad.dm3", micrograph, 0.05, "nm", dimensions=dims)
+        assert main(["patches", str(tmp_path / "bad.dm3"), "--window", str(W), "--out", str(tmp_path / "bad.npz")]) == 2
+        assert f"the image's dimensions {dims[::-1]} do not match its stored data (46080 bytes" in one_line_error(capsys)
 
 
 def test_lazy_arrays_are_read_as_needed(micrograph, tmp_path):
