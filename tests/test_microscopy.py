@@ -1,4 +1,4 @@
-"""Microscope files in (MRC, OME-Zarr, OME-TIFF, EMD, lazy arrays), tiles, physical units out."""
+"""Microscope files in (MRC, OME-Zarr, OME-TIFF, EMD, Gatan DM3/DM4, lazy arrays), tiles, physical units out."""
 
 from __future__ import annotations
 
@@ -174,6 +174,52 @@ def test_instrument_files_bad_and_missing_extra(micrograph, tmp_path, capsys, mo
     monkeypatch.setitem(sys.modules, "mrcfile", None)  # as if the extra were not installed
     assert main(["patches", str(tmp_path / "bad.mrc"), "--window", str(W), "--out", out]) == 2
     assert 'pip install "affinevae[microscopy]"' in one_line_error(capsys)
+
+
+def test_gatan_dm3_dm4_read_back(micrograph, tmp_path, capsys):
+    """Valid Gatan files made by tests/dm_writer.py: a .dm3 (0.05 nm, with a thumbnail image before the
+    real one) and a .dm4 (0.5 Å) of the micrograph give the .npy's patches through ``affinevae patches``,
+    with the file's pixel size and unit; a .dm4 with a 2-frame stack and a second image: 2 frames, --key 1;
+    a file whose dimensions disagree with its data: one error line."""
+    pytest.importorskip("rsciio.digitalmicrograph")
+    from dm_writer import write_dm
+
+    np.save(tmp_path / "img.npy", micrograph)
+    write_dm(tmp_path / "img.dm3", micrograph, 0.05, "nm", version=3)
+    write_dm(tmp_path / "img.dm4", micrograph, 0.5, "Å", version=4, thumbnail=False)
+    write_dm(tmp_path / "two.dm4", [np.stack([micrograph, micrograph[::-1]]), micrograph[:40, :50]], 0.02, "µm",
+             version=4)
+    expected = {"img.dm3": PixelSize(0.05, "nm"), "img.dm4": PixelSize(0.5, "Å")}
+    ref = None
+    for name in ("img.npy", *expected):
+        out = tmp_path / f"{name}.npz"
+        assert main(["patches", str(tmp_path / name), "--window", str(W), "--out", str(out), "--no-progress"]) == 0
+        with np.load(out) as f:
+            got = {k: f[k] for k in ("patches", "centers", "frames")}
+            if name in expected:   # DM stores the scale as float32
+                assert float(f["pixel_size"]) == pytest.approx(expected[name].value, rel=1e-6)
+                assert str(f["unit"]) == expected[name].unit
+            else:
+                assert "pixel_size" not in f.files
+        ref = got if ref is None else ref
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=f"{name}: {k}")
+    assert len(ref["patches"]) > 50 and "pixel size 0.05 nm" in capsys.readouterr().out
+    with open_stack(tmp_path / "two.dm4") as src:
+        assert src.n_frames == 2 and src.image_shape == micrograph.shape
+        assert src.pixel_size.unit == "µm" and src.pixel_size.value == pytest.approx(0.02, rel=1e-6)
+        np.testing.assert_array_equal(src.read_raw(1, 2)[0], micrograph[::-1])
+    with open_stack(tmp_path / "two.dm4", key="1") as src:      # --key: the second image (the thumbnail skipped)
+        assert src.n_frames == 1 and src.image_shape == (40, 50)
+        np.testing.assert_array_equal(src.read_raw(0, 1)[0], micrograph[:40, :50])
+    assert main(["patches", str(tmp_path / "two.dm4"), "--window", str(W), "--out", str(tmp_path / "bad.npz"),
+                 "--key", "2"]) == 2
+    assert "--key must be an image index 0..1, got '2'" in one_line_error(capsys)
+    # dimensions that disagree with the stored data (fewer pixels: a silent crop; more: other tags read as pixels)
+    for dims in ((60, 96), (120, 97)):
+        write_dm(tmp_path / "bad.dm3", micrograph, 0.05, "nm", dimensions=dims)
+        assert main(["patches", str(tmp_path / "bad.dm3"), "--window", str(W), "--out", str(tmp_path / "bad.npz")]) == 2
+        assert f"the image's dimensions {dims[::-1]} do not match its stored data (46080 bytes" in one_line_error(capsys)
 
 
 def test_lazy_arrays_are_read_as_needed(micrograph, tmp_path):

@@ -80,6 +80,17 @@ def _image_signals(signals: list) -> list:
     return out
 
 
+def _dm_stored_bytes(sig: dict) -> Optional[int]:
+    """Bytes stored in a Gatan image's ``ImageData.Data`` tag (rsciio's original metadata), or None
+    when the signal is not a DM image or its data are complex (packed storage)."""
+    info: Any = sig.get("original_metadata", {})
+    for key in ("ImageList", "TagGroup0", "ImageData", "Data"):
+        info = info.get(key) if isinstance(info, dict) else None
+    if not isinstance(info, dict) or "size_bytes" not in info or np.issubdtype(sig["data"].dtype, np.complexfloating):
+        return None
+    return int(info["size_bytes"])
+
+
 def open_rsciio(path: str, key: Optional[str] = None, level: Optional[int] = None) -> FrameSource:
     """Open a ``.dm3``/``.dm4``/``.emd``/``.ser`` file through rosettasciio, lazily (dask).
 
@@ -92,7 +103,8 @@ def open_rsciio(path: str, key: Optional[str] = None, level: Optional[int] = Non
         with the pixel size of the last signal axis when it is a length.
 
     Raises:
-        AffineVAEError: rosettasciio missing, an unreadable file, no image in it, a bad ``key``.
+        AffineVAEError: rosettasciio missing, an unreadable file, no image in it, a bad ``key``, a
+            Gatan image whose dimensions disagree with the size of its stored data.
     """
     module, what = RSCIIO_FORMATS[Path(path).suffix.lower()]
     plugin = require(module, path, what)
@@ -113,6 +125,10 @@ def open_rsciio(path: str, key: Optional[str] = None, level: Optional[int] = Non
             raise AffineVAEError(f"{path}: --key must be an image index 0..{len(images) - 1}, got {key!r}")
     sig = images[idx]
     data = sig["data"]
+    stored = _dm_stored_bytes(sig)
+    if stored is not None and stored != data.size * data.dtype.itemsize:  # else pixels read from other tags
+        raise AffineVAEError(f"{path}: the image's dimensions {tuple(data.shape)} do not match its stored data "
+                             f"({stored} bytes of {data.dtype})")
     sig_axes = [a for a in sig.get("axes", []) if not a.get("navigate", False)]
     ps = pixel_size_from(sig_axes[-1].get("scale"), sig_axes[-1].get("units")) if sig_axes else None
     if data.ndim > 3:  # several navigation axes: one frame each
