@@ -259,3 +259,21 @@ def test_tiles_find_every_object_once(micrograph, options):
         np.testing.assert_array_equal(tiled.patches, whole.patches)
         assert tiled.n_found == whole.n_found
     assert len(whole) > 50
+
+
+def test_pixel_size_reaches_the_training_data_and_the_report(micrograph, tmp_path):
+    """The patch set's pixel size is in the data's meta, and the report states it with the patch width."""
+    from affinevae.data import load_dataset
+
+    np.save(tmp_path / "img.npy", micrograph)
+    out = tmp_path / "p.npz"
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--out", str(out), "--no-progress",
+                 "--pixel-size", "0.5A"]) == 0
+    data = load_dataset(str(out))
+    assert data.meta["pixel_size"] == 0.5 and data.meta["unit"] == "Å" and data.meta["window"] == W
+    run = tmp_path / "run"
+    assert main(["train", "--model", "vae", "--data", str(out), "--latent-dim", "2", "--hidden", "8",
+                 "--epochs", "1", "--no-progress", "--out", str(run)]) == 0
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html"), "-n", "60", "--sweep-n", "20", "--quiet"]) == 0
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "0.5 Å" in html and f"{W} px = {W * 0.5:g} Å" in html

@@ -295,6 +295,14 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
         rep.key_values(info.get("train_config", {}), caption="training (train.json)")
         rep.key_values({k: info.get(k) for k in ("data", "labels", "key", "n", "n_train", "epochs_done", "val_data")
                         if k in info}, caption="training data")
+    if ds.meta.get("pixel_size") is not None and ds.meta.get("unit"):
+        size, unit = ds.meta["pixel_size"], ds.meta["unit"]
+        scale = {"pixel size": f"{size:g} {unit}"}
+        if ds.meta.get("window"):
+            w = int(ds.meta["window"])
+            scale["patch width"] = f"{w} px = {w * size:g} {unit}"
+        rep.key_values(scale, caption="physical scale (from the patch set; shifts and positions in pixels times "
+                                      "the pixel size)")
 
     # ---- training curves
     rep.section("Training")

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
-from .formats import (FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, NPY_EXTS, NPZ_EXTS, PIL_EXTS, SUPPORTED,
+from .formats import (FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, NPY_EXTS, NPZ_EXTS, PIL_EXTS, SUPPORTED,
                       TIFF_EXTS, cannot_read, reading)
 from .imageset import ImageSet, normalise_images
 
@@ -382,14 +382,16 @@ def _read_meta(found: dict, spec: str, standardise: bool) -> dict:
         v = np.asarray(v)
         if v.ndim != 0:
             raise AffineVAEError(f"{spec}: {name} must be a scalar, got shape {v.shape}")
-        if name == "kind":
+        if name in META_STRINGS:
             if v.dtype.kind != "U":
-                raise AffineVAEError(f"{spec}: kind must be a string, got dtype {v.dtype}")
+                raise AffineVAEError(f"{spec}: {name} must be a string, got dtype {v.dtype}")
             meta[name] = str(v)
         elif not np.issubdtype(v.dtype, np.number) or not np.isfinite(v) or v < 0:
             raise AffineVAEError(f"{spec}: {name} must be a finite number >= 0, got {v!r}")
         elif name == "window":
             meta[name] = int(v)
+        elif name == "pixel_size":
+            meta[name] = float(v)
         elif not standardise:
             meta[name] = float(v)
     return meta

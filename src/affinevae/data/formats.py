@@ -79,7 +79,10 @@ def reading(spec: str, what: str) -> Iterator[None]:
 #: Scalar arrays an ``.npz`` may carry about its images (as :meth:`PatchSet.save` writes them):
 #: ``kind`` (a string, e.g. :data:`PATCH_SET_KIND`), ``window`` (patch size, pixels) and
 #: ``noise_sigma`` (robust pixel-noise estimate in the normalised intensity units, see
-#: :func:`~affinevae.data.imageset.noise_sigma`). ``load_images`` puts them in ``ImageSet.meta``.
-META_KEYS = ("kind", "window", "noise_sigma")
+#: :func:`~affinevae.data.imageset.noise_sigma`), and when known the physical ``pixel_size`` (a
+#: number) in ``unit`` (a string, e.g. 'nm'). ``load_images`` puts them in ``ImageSet.meta``.
+META_KEYS = ("kind", "window", "noise_sigma", "pixel_size", "unit")
+#: The META_KEYS that hold strings.
+META_STRINGS = ("kind", "unit")
 #: ``kind`` of a patch set written by ``affinevae patches``.
 PATCH_SET_KIND = "patches"
