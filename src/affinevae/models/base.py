@@ -366,6 +366,17 @@ class LatentModel(nn.Module):
         post, terms = self.infer_for_loss(canon, y)
         z, inferred = self.draw(post, sample)
         pose = compose_poses(found_pose, inferred, x.shape[0], x.device)
+        return self.decode_and_score(x, y, z, pose, post, terms, sample)
+
+    def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post: Encoding, terms: dict,
+                         sample: bool) -> ModelOutput:
+        """The tail of :meth:`run_stages`: generate -> render at ``pose`` -> score.
+
+        ``z`` (N, D) drawn content, ``pose`` the composed pose (a :class:`Pose`, (N, 2, 3) matrices
+        or None), ``post`` and ``terms`` from :meth:`infer_for_loss`, ``sample`` as in
+        :meth:`run_stages`. Families that decode differently (a class expectation, drawn targets)
+        override this, not the whole pass.
+        """
         params = self.render(self.generate(z, y), pose)
         return self.score(x, params, post, pose, terms)
 

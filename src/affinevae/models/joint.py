@@ -48,7 +48,7 @@ from torch import Tensor
 
 from ..config import check, check_choice, check_positive
 from ..errors import AffineVAEError
-from ..nn.affine import PoseLike, canonicalise, compose_poses, render
+from ..nn.affine import PoseLike, canonicalise, render
 from ..nn.layers import ENCODERS
 from ..nn.spatial import POSE_DECODERS
 from ..registry import MODELS, Registry
@@ -337,16 +337,10 @@ class JRVAE(RVAE):
                                                                    moved.parts["class_logits"]).mean()
         return enc, moved, terms
 
-    def run_stages(self, x: Tensor, y: Optional[Tensor], found: PoseLike = None, sample: bool = True,
-                   canon: Optional[Tensor] = None) -> ModelOutput:
-        """canonicalise -> infer (content, pose, class) -> draw -> generate + render in every class
-        (or a relaxed class sample in 'gumbel' training) -> score with the class weights."""
-        found_pose = self.pose_of(found)
-        if canon is None:
-            canon = self.canonicalise(x, found_pose)
-        post, terms = self.infer_for_loss(canon, y)
-        z, inferred = self.draw(post, sample)
-        pose = compose_poses(found_pose, inferred, x.shape[0], x.device)
+    def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post, terms: dict,
+                         sample: bool) -> ModelOutput:
+        """generate + render in every class (or a relaxed class sample in 'gumbel' training) -> score
+        with the class weights."""
         mode = self.config.discrete if (self.training and torch.is_grad_enabled()) else "enumerate"
         params, weights = CLASS_EXPECTATIONS.get(mode)(self, z, pose, post)
         return self.score(x, params, post, pose, terms, weights=weights)

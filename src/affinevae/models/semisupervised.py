@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..config import check, check_positive
 from ..errors import AffineVAEError
-from ..nn.affine import PoseLike, compose_poses, render
+from ..nn.affine import render
 from ..nn.layers import ENCODERS
 from ..nn.spatial import POSE_DECODERS
 from ..registry import MODELS
@@ -393,15 +393,9 @@ class SSRegRVAE(RVAE):
         known = post.parts.get("target_known")
         return t if known is None else torch.where(known, post.parts["target_value"], t)
 
-    def run_stages(self, x: Tensor, y: Optional[Tensor], found: PoseLike = None, sample: bool = True,
-                   canon: Optional[Tensor] = None) -> ModelOutput:
-        """canonicalise -> infer (content, pose, targets) -> draw -> generate([z, t]) -> render -> score."""
-        found_pose = self.pose_of(found)
-        if canon is None:
-            canon = self.canonicalise(x, found_pose)
-        post, terms = self.infer_for_loss(canon, y)
-        z, inferred = self.draw(post, sample)
-        pose = compose_poses(found_pose, inferred, x.shape[0], x.device)
+    def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post, terms: dict,
+                         sample: bool) -> ModelOutput:
+        """generate([z, t]) with the targets t drawn from their posterior -> render -> score."""
         params = self.render(self.generate(z, self.draw_targets(post, sample)), pose)
         return self.score(x, params, post, pose, terms)
 
