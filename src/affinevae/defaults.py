@@ -26,6 +26,7 @@ about :data:`SPECTRA_MIN_STEPS` steps.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Optional
 
@@ -107,14 +108,33 @@ SPECTRA_DEFAULTS: dict[str, tuple[tuple[str, Rule], ...]] = {
     "cvae": _FLAT_RULES + _GAUSSIAN_RULES, "ae": _FLAT_RULES + (("likelihood", lambda data, opts: "mse"),),
 }
 
-#: ``ImageSet.meta['kind']`` -> (the words naming such data in the printed line, family -> rules).
-KIND_DEFAULTS: dict[str, tuple[str, dict]] = {PATCH_SET_KIND: ("patch-set", PATCH_SET_DEFAULTS),
-                                              SPECTRA_KIND: ("spectra", SPECTRA_DEFAULTS)}
 #: Optimiser steps a set of 1-D signals' epoch count aims at (at least).
 SPECTRA_MIN_STEPS = 3000
-#: ``meta['kind']`` -> (batch size, learning rate, steps) chosen when not given (None: the trainer's).
-KIND_TRAINING: dict[str, tuple[Optional[int], Optional[float], int]] = {
-    PATCH_SET_KIND: (PATCH_BATCH_SIZE, PATCH_LR, MIN_STEPS), SPECTRA_KIND: (None, None, SPECTRA_MIN_STEPS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class KindDefaults:
+    """What :func:`data_defaults` chooses for one kind of data (``ImageSet.meta['kind']``).
+
+    Attributes:
+        words: names such data in the printed line (e.g. 'patch-set').
+        families: model family -> its rules (families not listed get no defaults).
+        batch_size, lr: chosen when not given (None: the trainer's, not announced).
+        min_steps: optimiser steps the epoch count aims at when ``--epochs`` is not given.
+    """
+
+    words: str
+    families: dict
+    batch_size: Optional[int]
+    lr: Optional[float]
+    min_steps: int
+
+
+#: ``ImageSet.meta['kind']`` -> its :class:`KindDefaults`.
+KIND_DEFAULTS: dict[str, KindDefaults] = {
+    PATCH_SET_KIND: KindDefaults("patch-set", PATCH_SET_DEFAULTS, PATCH_BATCH_SIZE, PATCH_LR, MIN_STEPS),
+    SPECTRA_KIND: KindDefaults("spectra", SPECTRA_DEFAULTS, None, None, SPECTRA_MIN_STEPS),
+}
 
 #: Where the user overrides each chosen option.
 OVERRIDE_FLAGS = {"invariances": "--invariances", "rotation_mode": "--set", "encoder": "--encoder", "decoder": "--decoder",
@@ -153,31 +173,31 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
     Raises:
         AffineVAEError: a ``batch_size`` below 1.
     """
-    train: dict[str, Any] = {"batch_size": batch_size, "lr": lr, "epochs": epochs}
     if batch_size is not None:
         check_int("batch_size", batch_size, 1)
     options = dict(given)
-    words, by_family = KIND_DEFAULTS.get(data.meta.get("kind"), ("", {}))
-    rules = by_family.get(model)
-    if rules is None:
-        train = {"batch_size": TrainConfig.batch_size if batch_size is None else batch_size,
-                 "lr": TrainConfig.lr if lr is None else lr, "epochs": DEFAULT_EPOCHS if epochs is None else epochs}
-        return options, train, ""
+    kind = KIND_DEFAULTS.get(data.meta.get("kind"))
+    rules = None if kind is None else kind.families.get(model)
     chosen: dict[str, Any] = {}
-    for name, rule in rules:
-        if name not in given:
-            value = rule(data, options)
-            if value is not None:
-                options[name] = chosen[name] = value
-    kind_bs, kind_lr, min_steps = KIND_TRAINING[data.meta["kind"]]
-    for name, value, default in (("batch_size", kind_bs, TrainConfig.batch_size), ("lr", kind_lr, TrainConfig.lr)):
-        if train[name] is None:
-            train[name] = default if value is None else value
-            if value is not None:
-                chosen[name] = value
+    if rules is not None:
+        for name, rule in rules:
+            if name not in given:
+                value = rule(data, options)
+                if value is not None:
+                    options[name] = chosen[name] = value
+    train: dict[str, Any] = {}
+    for name, value, kind_value, default in (("batch_size", batch_size, kind and kind.batch_size, TrainConfig.batch_size),
+                                             ("lr", lr, kind and kind.lr, TrainConfig.lr)):
+        if value is None and rules is not None and kind_value is not None:
+            value = chosen[name] = kind_value
+        train[name] = default if value is None else value
+    if rules is None:
+        train["epochs"] = DEFAULT_EPOCHS if epochs is None else epochs
+        return options, train, ""
+    train["epochs"] = epochs
     if epochs is None:
         steps_per_epoch = math.ceil(len(data) / train["batch_size"])
-        train["epochs"] = chosen["epochs"] = min(MAX_EPOCHS, max(1, math.ceil(min_steps / steps_per_epoch)))
+        train["epochs"] = chosen["epochs"] = min(MAX_EPOCHS, max(1, math.ceil(kind.min_steps / steps_per_epoch)))
     flags = "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen))
     shown = " ".join(f"{k}={_show(v)}" for k, v in chosen.items())
-    return options, train, f"affinevae: {words} defaults: {shown} (override with {flags})" if chosen else ""
+    return options, train, f"affinevae: {kind.words} defaults: {shown} (override with {flags})" if chosen else ""
