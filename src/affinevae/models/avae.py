@@ -46,6 +46,7 @@ from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, canonicalise, render
 from ..nn.transforms import TRANSFORMS, Parameterisation, get_transform
 from ..pose.align import AlignResult, align as align_poses
+from ..pose.cache import PoseCache
 from ..pose.nets import PoseHead, PoseRefiner
 from ..pose.record import POSES_FILE, PoseRecord, PoseRecorder, load_pose_record
 from ..pose.search import SearchConfig, SearchResult, search_poses, seeded
@@ -98,8 +99,13 @@ class AVAEConfig(ModelConfig):
             :class:`~affinevae.pose.nets.PoseRefiner`; :func:`~affinevae.pose.amortise.fit_pose_refiner`
             builds it on demand and sets this).
         refiner_channels: conv widths of the refiner; refiner_hidden: its hidden width.
-        warm_start: in training, also start each image's search from its last found pose
-            (kept in memory: a resumed run restarts without it, so resume is then not exact).
+        warm_start: in training, keep every image's found pose (a :class:`~affinevae.pose.cache.PoseCache`,
+            in memory) and start its next search from it; with ``train_search.warm_trust`` an
+            image whose pose head agrees with it keeps it without a search. The cache is not
+            saved: a resumed run starts without it (its first epoch searches as the first one
+            did), so resume is then not bit-exact.
+        cache_refine: (with ``warm_start``) the training step's own gradient with respect to the
+            pose moves each cached pose by one adaptive-size (Rprop) step: a free refinement per epoch.
         padding: how ``warp`` fills pixels from outside the observed image ('zeros' for a
             black background, 'border' to replicate the edge).
         record_poses: keep the found pose of every training image (``poses.npz``).
@@ -124,6 +130,7 @@ class AVAEConfig(ModelConfig):
     refiner_channels: tuple = (8, 16)
     refiner_hidden: int = 64
     warm_start: bool = False
+    cache_refine: bool = True
     padding: str = "zeros"
     record_poses: bool = True
     interpolation: str = "bilinear"
@@ -156,7 +163,7 @@ class AVAEConfig(ModelConfig):
 
     def validate(self) -> None:
         check_choice("transform", self.transform, TRANSFORMS.names())
-        for name in ("pose_optimise", "pose_head", "pose_refiner", "warm_start", "record_poses"):
+        for name in ("pose_optimise", "pose_head", "pose_refiner", "warm_start", "cache_refine", "record_poses"):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         for net in ("head", "refiner"):
             channels, hidden = getattr(self, f"{net}_channels"), getattr(self, f"{net}_hidden")
@@ -275,6 +282,8 @@ class AVAE(LatentModel):
         if cfg.pose_refiner:
             self._build_refiner()
         self.recorder = PoseRecorder(self.transform)
+        # per training image: the last found pose (warm starts; in the state dict)
+        self.cache: Optional[PoseCache] = PoseCache(self.transform, cfg.train_search.ranges()) if cfg.warm_start else None
 
     def _build_refiner(self) -> None:
         cfg = self.config
@@ -368,11 +377,16 @@ class AVAE(LatentModel):
         if not self.config.pose_optimise:
             return None
         cfg = self.config.train_search
-        extra = self.recorder.warm_starts(index, x.device) if self.config.warm_start and index is not None else None
+        cache = self.cache if index is not None else None
+        extra = cache.starts(index, x.device) if cache is not None else None
         found = search_poses(self, x, y, cfg, extra_starts=extra).detach()
         self.recorder.count(len(x) if found.searched is None else int(found.searched.sum()), len(x))
         if index is not None and self.config.record_poses:
             self.recorder.record(index, found.params, labels)
+        if cache is not None:
+            cache.store(index, found.params)
+            if self.config.cache_refine and torch.is_grad_enabled():  # the step's backward refines the cache
+                found = dataclasses.replace(found, params=cache.attach(index, found.params))
         return found
 
     def inference_pose(self, x: Tensor, y: Optional[Tensor]) -> SearchResult:

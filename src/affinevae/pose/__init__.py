@@ -7,15 +7,18 @@
   :class:`PoseRefiner`);
 - :mod:`~affinevae.pose.amortise`: their training (:func:`fit_pose_head`, :func:`fit_pose_refiner`,
   :class:`HeadTrainConfig`);
-- :mod:`~affinevae.pose.record`: the per-epoch record of the training images' found poses.
+- :mod:`~affinevae.pose.record`: the per-epoch record of the training images' found poses;
+- :mod:`~affinevae.pose.cache`: the per-image pose cache of training (warm starts, refined by the
+  training step's own pose gradient; :class:`PoseCache`).
 """
 
 from .align import AlignResult, align, load_alignment
 from .amortise import AMORTISE_DEFAULTS, AmortiseResult, HeadTrainConfig, amortise, as_avae, fit_pose_head, fit_pose_refiner
+from .cache import PoseCache
 from .nets import PoseHead, PoseRefiner
 from .record import POSES_FILE, PoseRecord, PoseRecorder, load_pose_record
 from .search import SearchConfig, SearchResult, evaluate_candidates, make_starts, refine, search_poses, seeded
 
 __all__ = ["AlignResult", "align", "load_alignment", "AMORTISE_DEFAULTS", "AmortiseResult", "amortise", "as_avae", "HeadTrainConfig", "fit_pose_head", "fit_pose_refiner",
-           "PoseHead", "PoseRefiner", "POSES_FILE", "PoseRecord", "PoseRecorder", "load_pose_record",
+           "PoseCache", "PoseHead", "PoseRefiner", "POSES_FILE", "PoseRecord", "PoseRecorder", "load_pose_record",
            "SearchConfig", "SearchResult", "evaluate_candidates", "make_starts", "refine", "search_poses", "seeded"]

@@ -106,8 +106,7 @@ class PoseRecorder:
     """Keeps the found pose of every training image during pose-optimised training.
 
     ``record(index, params, labels)`` stores a batch's found parameters (N, P) under the images'
-    positions ``index`` (N,) in the training data; ``warm_starts(index)`` gives the last found ones
-    (N, 1, P) (zeros where none); ``end_epoch(epoch, run_dir)`` closes an epoch's angles and
+    positions ``index`` (N,) in the training data; ``end_epoch(epoch, run_dir)`` closes an epoch's angles and
     writes ``run_dir/poses.npz``; ``record_so_far()`` is the in-memory :class:`PoseRecord`.
     """
 
@@ -148,16 +147,6 @@ class PoseRecorder:
         if labels is not None:
             self.labels[idx] = torch.as_tensor(labels).long().cpu().reshape(-1)
             self.has_labels = True
-
-    def warm_starts(self, index: Tensor, device) -> Optional[Tensor]:
-        """(N, 1, P) last found params of the training images ``index`` (N,) (zeros where none), or None."""
-        if self.params is None:
-            return None
-        idx = torch.as_tensor(index).long().cpu().reshape(-1)
-        self._grow(int(idx.max()) + 1)
-        prev = self.params[idx]
-        prev = torch.where(torch.isnan(prev), torch.zeros_like(prev), prev)
-        return prev[:, None].to(device)
 
     def end_epoch(self, epoch: int, run_dir: Optional[Path]) -> dict:
         """Store this epoch's found angles; write ``run_dir/poses.npz`` (atomically) if given.

@@ -15,6 +15,8 @@ The search is batched over images *and* restarts, never a per-image Python loop:
 
 With ``head_trust``, images whose pose head is confident (its quarter-turn views agree) keep
 the head's pose and skip steps 1-3: the search is spent where the amortised start is unsure.
+With ``warm_trust`` (training, see :class:`~affinevae.pose.cache.PoseCache`), images whose head
+pose agrees with their warm start (last epoch's pose) keep the warm start and skip them too.
 A trained :class:`PoseRefiner` (``use_refiner``) corrects the head's first start: it sees
 the image canonicalised at that pose and predicts the angle still left (a second, finer
 stage of the amortised start, for one more head-sized pass).
@@ -44,7 +46,7 @@ from ..limits import check_allocation
 from ..nn.transforms import Parameterisation
 
 __all__ = ["SearchConfig", "SearchResult", "search_poses", "make_starts", "evaluate_candidates", "refine", "seeded",
-           "chunks", "take", "check_views", "check_search_memory"]
+           "chunks", "take", "check_views", "check_search_memory", "agrees"]
 
 
 def check_range(name: str, value: Any) -> None:
@@ -86,6 +88,12 @@ class SearchConfig(Config):
             agree with the consensus; with one view, the best hypothesis' softmax score.
             Spends the search where the amortised start is unsure (e.g. 0.9 with 4 views).
             Without a trained head (or with explicit ``starts``) every image is searched.
+        warm_trust: None (off), or an angle in [0, pi] radians: an image whose head pose (its
+            first start) agrees within it with its warm start (the first of ``extra_starts``,
+            e.g. its pose found in the last epoch; NaN rows: none known) keeps the warm start
+            and skips the search (other parameters: the same share of their range's
+            half-width, see :func:`agrees`). Combined with ``head_trust``, an image is left
+            alone when either says so. Needs a trained head.
         use_refiner: correct the head's first start with the model's trained
             :class:`PoseRefiner`, if it has one (see :func:`fit_pose_refiner`).
         chunk: images per forward pass (bounds memory; N*R images are chunked).
@@ -109,6 +117,7 @@ class SearchConfig(Config):
     head_starts: int = 1
     head_views: int = 1
     head_trust: Optional[float] = None
+    warm_trust: Optional[float] = None
     use_refiner: bool = True
     chunk: int = 4096
     seed: int = 0
@@ -125,6 +134,9 @@ class SearchConfig(Config):
         check(self.head_trust is None or (isinstance(self.head_trust, (int, float)) and not isinstance(self.head_trust, bool)
                                           and 0 <= self.head_trust <= 1),
               f"head_trust must be None or a number in [0, 1], got {self.head_trust!r}")
+        check(self.warm_trust is None or (isinstance(self.warm_trust, (int, float)) and not isinstance(self.warm_trust, bool)
+                                          and 0 <= self.warm_trust <= math.pi),
+              f"warm_trust must be None or an angle in [0, pi] radians, got {self.warm_trust!r}")
         check_positive("lr", self.lr)
         for name in ("angle_range", "log_scale_range", "shear_range", "shift_range"):
             check_range(name, getattr(self, name))
@@ -262,8 +274,10 @@ def make_starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[T
 
 
 def _starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[Tensor],
-            generator: Optional[torch.Generator]) -> tuple[Tensor, Optional[Tensor]]:
-    """:func:`make_starts` and the (N,) confidence of the head's prediction (None without one)."""
+            generator: Optional[torch.Generator]) -> tuple[Tensor, Optional[Tensor], int]:
+    """:func:`make_starts`, the (N,) confidence of the head's prediction (None without one) and
+    the number of head poses that come first in the starts. NaN rows of ``extra_starts`` (no
+    pose known) become the identity."""
     transform: Parameterisation = model.transform
     n = len(x)
     fixed: list[Tensor] = []
@@ -282,9 +296,10 @@ def _starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[Tenso
         extra = torch.as_tensor(extra_starts, dtype=torch.float32)
         if extra.dim() != 3 or extra.shape[0] != n or extra.shape[2] != transform.dim:
             raise AffineVAEError(f"extra_starts must have shape ({n}, E, {transform.dim}), got {tuple(extra.shape)}")
-        fixed.append(extra.to(x.device))
+        fixed.append(torch.nan_to_num(extra, nan=0.0).to(x.device))
     if config.include_identity:
         fixed.append(transform.identity(n, device=x.device)[:, None])
+    n_head = fixed[0].shape[1] if conf is not None else 0
     n_fixed = sum(f.shape[1] for f in fixed)
     n_random = max(0, config.restarts - n_fixed)
     parts = fixed
@@ -292,7 +307,7 @@ def _starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[Tenso
         parts = fixed + [transform.sample(n, n_random, config.ranges(), generator, config.stratify).to(x.device)]
     starts = torch.cat(parts, 1)[:, :config.restarts]
     starts = transform.project(starts.reshape(-1, transform.dim), config.ranges()).reshape(n, -1, transform.dim)
-    return starts, conf
+    return starts, conf, n_head
 
 
 @torch.no_grad()
@@ -319,9 +334,17 @@ def search_poses(model, x: Tensor, y: Optional[Tensor] = None, config: Optional[
     check_search_memory(n, cfg.restarts if starts is None else int(starts.shape[1]), transform.dim,
                         tuple(x.shape[1:]), cfg.chunk)
     if starts is None:
-        starts, conf = _starts(model, x, cfg, extra_starts, generator)
-        if cfg.head_trust is not None and conf is not None:
-            return _trusting(model, x, y, cfg, starts, conf >= cfg.head_trust)
+        starts, conf, n_head = _starts(model, x, cfg, extra_starts, generator)
+        if conf is not None and (cfg.head_trust is not None or cfg.warm_trust is not None):
+            sure = conf >= cfg.head_trust if cfg.head_trust is not None else torch.zeros_like(conf, dtype=torch.bool)
+            first = starts[:, 0]
+            if cfg.warm_trust is not None and extra_starts is not None and n_head < starts.shape[1]:
+                known = torch.isfinite(torch.as_tensor(extra_starts)[:, 0]).all(1).to(x.device)
+                warm = starts[:, n_head]
+                agree = known & agrees(transform, first, warm, cfg.warm_trust, cfg.ranges())
+                first = torch.where(agree[:, None], warm, first)
+                sure = sure | agree
+            return _trusting(model, x, y, cfg, starts, sure, first)
     else:
         starts = torch.as_tensor(starts, dtype=torch.float32)
         if starts.dim() != 3 or starts.shape[0] != n or starts.shape[2] != transform.dim or starts.shape[1] < 1:
@@ -345,15 +368,31 @@ def search_poses(model, x: Tensor, y: Optional[Tensor] = None, config: Optional[
     return SearchResult(cand[rows, j].clone(), top_val[rows, j].clone(), starts, obj)
 
 
-def _trusting(model, x: Tensor, y: Optional[Tensor], cfg: SearchConfig, starts: Tensor, sure: Tensor) -> SearchResult:
-    """Search only the images that are not ``sure`` (N,) bool; the sure ones keep their first start."""
+def agrees(transform: Parameterisation, a: Tensor, b: Tensor, tolerance: float, ranges: dict) -> Tensor:
+    """(N,) bool: poses ``a`` and ``b`` (N, P) agree within ``tolerance``: their angles (wrapped) differ
+    by at most ``tolerance`` radians, and every other parameter by at most the same share
+    (``tolerance / pi``) of its range's half-width."""
+    lo, hi = transform.bounds(ranges, device=a.device)
+    limit = tolerance / math.pi * (hi - lo) / 2
+    diff = (a - b).abs()
+    c = transform.column("angle")
+    if c is not None:
+        limit[c] = tolerance
+        diff[:, c] = (torch.remainder(a[:, c] - b[:, c] + math.pi, 2 * math.pi) - math.pi).abs()
+    return (diff <= limit).all(1)
+
+
+def _trusting(model, x: Tensor, y: Optional[Tensor], cfg: SearchConfig, starts: Tensor, sure: Tensor,
+              first: Tensor) -> SearchResult:
+    """Search only the images that are not ``sure`` (N,) bool; the sure ones keep ``first`` (N, P)."""
     n = len(x)
-    params = starts[:, 0].clone()
+    params = first.clone()
     objective = torch.full((n,), math.nan, device=x.device)
     start_obj = torch.full(starts.shape[:2], math.nan, device=x.device)
     unsure = (~sure).nonzero()[:, 0]
     if len(unsure):
-        sub = search_poses(model, x[unsure], take(y, unsure), cfg.replace(head_trust=None), starts=starts[unsure])
+        sub = search_poses(model, x[unsure], take(y, unsure), cfg.replace(head_trust=None, warm_trust=None),
+                           starts=starts[unsure])
         params[unsure], objective[unsure], start_obj[unsure] = sub.params, sub.objective, sub.start_objective
     return SearchResult(params, objective, starts, start_obj, ~sure)
 
