@@ -107,6 +107,7 @@ def test_trusted_training_search_searches_only_the_unsure_images():
     vae = av.VAE(latent_dim=3)
     avae = AVAE(vae).train()
     assert avae.config.train_search == TRAIN_SEARCH and TRAIN_SEARCH.head_trust == 0.9
+    assert avae.config.warm_start and avae.cache is not None and TRAIN_SEARCH.warm_trust == 0.3  # the pose cache
     idx = torch.arange(len(X))
     found = avae.find_pose(X, None, idx)
     assert found.searched is None  # untrained head: every image searched

@@ -20,14 +20,17 @@ defines a proper density p(x | z, pose) and the ELBO is a valid bound for it.
 
 At ``params = 0`` the AVAE is its inner VAE (``elbo_before`` in :func:`align`).
 
-Training (``pose_optimise=True``): in train mode :meth:`AVAE.forward` first searches every
-image's pose without gradients (``train_search``: few restarts and steps), then takes the
-gradient step on the images in their found pose. Found poses are recorded per training
-image (the trainer's ``index``) and written each epoch to ``run_dir/poses.npz``
-(:func:`load_pose_record`). A small pose head learns to predict the found pose from the
-image (its squared error, weight ``head_weight``, is added to ``loss``) and serves as the
-first restart (the amortised start), so that inference needs few restarts and steps;
-:func:`affinevae.pose.amortise.fit_pose_head` trains it separately on search results.
+Training (``pose_optimise=True``): in train mode :meth:`AVAE.forward` first finds every
+image's pose without gradients (``train_search``), then takes the gradient step on the images in
+their found pose. Found poses are recorded per training image (the trainer's ``index``) and
+written each epoch to ``run_dir/poses.npz`` (:func:`load_pose_record`). A small pose head
+learns to predict the searched pose from the image (its squared error, weight ``head_weight``,
+is added to ``loss``) and serves as the first restart (the amortised start), so that inference
+needs few restarts and steps; :func:`affinevae.pose.amortise.fit_pose_head` trains it separately
+on search results. With ``warm_start`` (default) every image's found pose is cached
+(:class:`~affinevae.pose.cache.PoseCache`) and refined by the weight step's own gradient with
+respect to the pose; an image whose head agrees with its cached pose, or whose head views agree,
+is not searched (:data:`TRAIN_SEARCH`), so that after the first epoch only a few images are.
 """
 
 from __future__ import annotations
@@ -55,11 +58,14 @@ from .base import Encoding, LatentModel, ModelConfig, ModelOutput
 
 __all__ = ["AVAE", "AVAEConfig", "POSES_FILE", "PoseRecord", "load_pose_record"]
 _MIRRORED = tuple(f.name for f in dataclasses.fields(ModelConfig))
-TRAIN_SEARCH = SearchConfig(restarts=8, keep=1, steps=3, head_views=4, head_trust=0.9)
-"""The default search before each training step: the pose head's pose (the consensus of its 4
-quarter-turn views; 2 views for non-square images, 1 for transforms without an angle) is kept
-for the images whose views agree (``head_trust``); only the others are searched (8 restarts, 3
-Adam steps). Until the head is trained every image is searched."""
+TRAIN_SEARCH = SearchConfig(restarts=8, keep=1, steps=0, head_views=4, head_trust=0.9, warm_trust=0.3)
+"""The default search before each training step. An image keeps, unsearched, its cached pose
+(last epoch's, refined by the training step; ``warm_start``) when the pose head agrees with it
+within 0.3 rad (``warm_trust``), or the head's pose (the consensus of its 4 quarter-turn views;
+2 views for non-square images, 1 for transforms without an angle) when those views agree
+(``head_trust``). Only the others are searched: 8 starts (the head's pose, the cached pose, the
+identity, random angles) scored in one batched pass, the best kept without Adam steps (the
+training step refines it through the cache). Until the head is trained every image is searched."""
 _DEFAULTS = ModelConfig()
 
 
@@ -129,7 +135,7 @@ class AVAEConfig(ModelConfig):
     pose_refiner: bool = False
     refiner_channels: tuple = (8, 16)
     refiner_hidden: int = 64
-    warm_start: bool = False
+    warm_start: bool = True
     cache_refine: bool = True
     padding: str = "zeros"
     record_poses: bool = True
