@@ -288,7 +288,7 @@ class AVAE(LatentModel):
         if cfg.pose_refiner:
             self._build_refiner()
         self.recorder = PoseRecorder(self.transform)
-        # per training image: the last found pose (warm starts; in the state dict)
+        # per training image: the last found pose (warm starts; training state, not saved)
         self.cache: Optional[PoseCache] = PoseCache(self.transform, cfg.train_search.ranges()) if cfg.warm_start else None
 
     def _build_refiner(self) -> None:
@@ -375,9 +375,10 @@ class AVAE(LatentModel):
         the identity, for training with ``pose_optimise=False``). Train mode uses ``train_search``
         (restarts from torch's global generator, seeded and checkpointed by the trainer; with
         ``head_trust`` the images whose pose head is confident keep its pose and only the others
-        are searched; warm starts and the pose record by ``index`` (N,), the images' positions in
-        the training set, with their raw ``labels``); eval mode uses ``search``, reproducible
-        with its seed."""
+        are searched; the pose cache (warm starts, ``warm_trust``) and the pose record by ``index``
+        (N,), the images' positions in the training set, with their raw ``labels``; with
+        ``cache_refine`` the returned ``params`` are a leaf whose gradient in the weight step's
+        backward refines the cached poses); eval mode uses ``search``, reproducible with its seed."""
         if not self.training:
             return self.inference_pose(x, y)
         if not self.config.pose_optimise:
