@@ -145,7 +145,7 @@ def test_cached_poses_are_reused_and_refined_by_the_training_step():
                                                                  .model.pose_record().params[:, 0]))
 
 
-def test_cached_training_is_deterministic_and_resume_restarts_the_cache(tmp_path):
+def test_cached_training_is_deterministic_and_resumes_exactly_with_its_cache(tmp_path):
     data = av.data.rotated_mnist("train", n=100, full_circle=True)
     full = _fit_cached(data, 3, out=tmp_path / "full")
     again = _fit_cached(data, 3).model
@@ -160,9 +160,25 @@ def test_cached_training_is_deterministic_and_resume_restarts_the_cache(tmp_path
         _fit_cached(data, 3, out=tmp_path / "part", callbacks=[stop])
     assert read_run(tmp_path / "part")["epochs_done"] == 2
     resumed = _fit_cached(data, 3, out=tmp_path / "part", resume=True)
-    # the resumed epoch starts with an empty cache: it searches every image, as the first epoch did
+    # the checkpoint carries the cache: the resumed epoch searches as the uninterrupted third epoch did ...
     first, third = full.history[0]["pose_searched"], full.history[2]["pose_searched"]
     assert resumed.history[-1]["epoch"] == 3 and third < first
-    assert resumed.history[-1]["pose_searched"] > third
-    assert len(resumed.model.cache) == 100 and torch.isfinite(resumed.model.cache.params).all()
+    assert resumed.history[-1]["pose_searched"] == third
+    # ... and ends with the uninterrupted run's exact weights and cache
+    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in full.model.state_dict().items())
+    assert torch.equal(resumed.model.cache.params, full.model.cache.params)
+    assert torch.equal(resumed.model.cache.steps, full.model.cache.steps)
     assert av.load(tmp_path / "part").cache is not None  # the saved model loads (an empty cache)
+
+
+def test_cache_state_round_trips_and_refuses_a_wrong_shape():
+    cache = PoseCache(get_transform("rotation-scale"), RANGES)
+    cache.store(torch.tensor([0, 2]), torch.tensor([[0.5, 0.1], [-1.0, 0.0]]))
+    other = PoseCache(get_transform("rotation-scale"), RANGES)
+    other.load_state(cache.state())
+    for a, b in zip(other.state().values(), cache.state().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)  # row 1: NaN, no pose yet
+    with pytest.raises(AffineVAEError, match="saved state shapes"):
+        other.load_state({"params": torch.zeros(3, 2), "steps": torch.zeros(3, 1), "signs": torch.zeros(3, 2)})
+    with pytest.raises(AffineVAEError, match="lacks 'signs'"):
+        other.load_state({"params": torch.zeros(3, 2), "steps": torch.zeros(3, 2)})

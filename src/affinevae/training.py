@@ -190,7 +190,8 @@ def _save_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, e
                      cfg: TrainConfig, meta: dict[str, Any]) -> None:
     weights, optim = run.state_files(epoch)
     save_tensors(weights, model.state_dict())
-    state = {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}
+    state = {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+             "model_training_state": model.training_state()}
 
     def write_state(tmp):
         torch.save(state, tmp)
@@ -225,11 +226,15 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer) -
             state = torch.load(optim_file, weights_only=True, map_location="cpu")
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        extra = state.get("model_training_state", {})  # absent in checkpoints of earlier versions
+        if not isinstance(extra, dict) or not all(isinstance(v, torch.Tensor) for v in extra.values()):
+            raise TypeError("model_training_state is not a dict of tensors")
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - an unpickling error, EOF, a wrong structure: a bad user file
         raise AffineVAEError(f"{optim_file}: corrupt optimizer state ({exc.__class__.__name__}); "
                              "it is never unpickled beyond tensors and numbers") from None
+    model.load_training_state(extra)
     return int(run.epochs_done or 0)
 
 

@@ -108,8 +108,8 @@ class AVAEConfig(ModelConfig):
         warm_start: in training, keep every image's found pose (a :class:`~affinevae.pose.cache.PoseCache`,
             in memory) and start its next search from it; with ``train_search.warm_trust`` an
             image whose pose head agrees with it keeps it without a search. The cache is not
-            saved: a resumed run starts without it (its first epoch searches as the first one
-            did), so resume is then not bit-exact.
+            saved with the model; the trainer keeps it in each checkpoint
+            (:meth:`training_state`), so a resumed run continues exactly.
         cache_refine: (with ``warm_start``) the training step's own gradient with respect to the
             pose moves each cached pose by one adaptive-size (Rprop) step: a free refinement per epoch.
         padding: how ``warp`` fills pixels from outside the observed image ('zeros' for a
@@ -506,6 +506,18 @@ class AVAE(LatentModel):
         return align_poses(self, x, y, config or self.config.search, starts=starts)
 
     # ------------------------------------------------------------------ LatentModel API
+    def training_state(self) -> dict[str, Tensor]:
+        """The pose cache's tensors (``pose_cache.params``/``steps``/``signs``, each (N, P)); none without ``warm_start``."""
+        if self.cache is None:
+            return {}
+        return {f"pose_cache.{k}": v for k, v in self.cache.state().items()}
+
+    def load_training_state(self, state: dict[str, Tensor]) -> None:
+        """Restore the pose cache from :meth:`training_state` (a checkpoint without one leaves the cache empty)."""
+        cached = {k[len("pose_cache."):]: v for k, v in state.items() if k.startswith("pose_cache.")}
+        if self.cache is not None and cached:
+            self.cache.load_state(cached)
+
     def on_epoch_end(self, epoch: int, run_dir: Optional[Path]) -> dict[str, Any]:
         """Store this epoch's found angles; write ``run_dir/poses.npz`` (atomically) if given.
 

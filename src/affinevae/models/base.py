@@ -488,6 +488,15 @@ class LatentModel(nn.Module):
         """Trainer hook after each epoch; may write files to ``run_dir`` and return extra metrics."""
         return {}
 
+    def training_state(self) -> dict[str, Tensor]:
+        """Training state that is not part of the saved model (e.g. the AVAE's per-image pose
+        cache, sized by the data): name -> tensor. The trainer keeps it in each checkpoint so that
+        a resumed run continues exactly. Default: none."""
+        return {}
+
+    def load_training_state(self, state: dict[str, Tensor]) -> None:
+        """Restore what :meth:`training_state` returned (from a checkpoint). Default: nothing to restore."""
+
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict[str, Any]:
         """JSON-able description: model name, config and format version."""

@@ -116,6 +116,25 @@ class PoseCache(nn.Module):
         self.steps[idx] = steps
         self.signs[idx] = g
 
+    def state(self) -> dict[str, Tensor]:
+        """The cache's tensors by name (``params``, ``steps``, ``signs``; each (N, P), on the CPU)."""
+        return {name: getattr(self, name).detach().cpu().clone() for name in ("params", "steps", "signs")}
+
+    @torch.no_grad()
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state` (each (N, P) with this cache's P), replacing what the cache holds."""
+        p = self.transform.dim
+        try:
+            tensors = [torch.as_tensor(state[name]) for name in ("params", "steps", "signs")]
+        except KeyError as exc:
+            raise AffineVAEError(f"pose cache: the saved state lacks {exc.args[0]!r}") from None
+        n = len(tensors[0])
+        if any(t.shape != (n, p) for t in tensors):
+            raise AffineVAEError(f"pose cache: saved state shapes {[tuple(t.shape) for t in tensors]}, "
+                                 f"expected ({n}, {p}) each")
+        dev = self.params.device
+        self.params, self.steps, self.signs = (t.to(dev, torch.float32).clone() for t in tensors)
+
     def attach(self, index: Tensor, params: Tensor) -> Tensor:
         """``params`` (N, P) as a leaf that requires grad: the backward of whatever uses it calls
         :meth:`descend` for the images ``index`` (N,). Returns that leaf (use it for the pass)."""
