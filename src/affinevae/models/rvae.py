@@ -100,7 +100,7 @@ class RVAEConfig(ModelConfig):
             bin, N times the decoder cost).
         group_downsample: 'equivariant' encoder only: how its layers halve the grid: 'stride'
             (default; stride-2 convolutions placed symmetrically) or 'pool' (same-size convolutions
-            and a 2 x 2 max-pool; about 2x slower), see :class:`~affinevae.nn.equivariant.EquivariantEncoder`.
+            and a 2 x 2 max-pool: the encoder 2x, a training step 1.4x slower), see :class:`~affinevae.nn.equivariant.EquivariantEncoder`.
         group_content: 'equivariant' encoder only: where the content latents are read:
             'canonical' (default: an MLP of the image turned back by the posterior-mean angle,
             which also reads the shift, in that frame) or 'pooled' (the group features pooled over

@@ -327,9 +327,12 @@ class EquivariantEncoder(nn.Module):
         content: where the invariant outputs come from: 'canonical' (default) or 'pooled' (below).
         downsample: how a layer halves the grid (:data:`DOWNSAMPLING`): 'stride' (default: the conv
             itself at stride 2, its kernel one larger on even grids so that the outputs sit on the
-            centres of 2 x 2 blocks, :func:`downsampling_kernel`; 4x fewer outputs to compute, about
-            2x faster training on 28 x 28 digits) or 'pool' (a same-size conv, then a symmetric 2 x 2
-            max-pool before the norm and activation).
+            centres of 2 x 2 blocks, :func:`downsampling_kernel`; 4x fewer outputs to compute: the
+            encoder's forward and backward 2x faster on 28 x 28 digits) or 'pool' (a same-size conv, then
+            a symmetric 2 x 2 max-pool before the norm and activation). Both keep quarter turns exact;
+            for turns between them the strided layers alias more (untrained, the bin logits of an image
+            turned by 45 degrees follow by one bin with a correlation of about 0.5 against 0.87 for
+            'pool'); trained on full-circle digits they reach about the same angle concentration.
 
     The input is masked to its inscribed disc. The last map F (B, C, N, h, w) feeds:
 
