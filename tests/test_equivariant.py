@@ -133,9 +133,8 @@ def test_an_eighth_turn_is_nearly_invariant_with_eight_bins(images, content):
         pytest.skip("a nearly isotropic blob has no angle for an untrained encoder: 'canonical' content, turned back "
                     "by that arbitrary angle, is not expected to be invariant (measured 0.87 of the spread); "
                     "'pooled' is, and 'canonical' is checked on digits")
-    # downsample 'pool': same-size convs then max-pools. The strided layers ('stride') alias more: untrained,
-    # their 45-degree content change is 0.67-0.93 of the spread and the logit correlation 0.24-0.50 (measured);
-    # trained on full-circle digits they reach about the same angle concentration (bench_full_circle.py)
+    # downsample 'pool' (the default): same-size convs then max-pools. The strided layers ('stride') alias more:
+    # untrained, their 45-degree content change is 0.67-0.93 of the spread and the logit correlation 0.24-0.50
     enc = tiny(8, content=content, downsample="pool")
     torch.manual_seed(0)
     plain = ConvEncoder((1, 28, 28), 5, hidden=(16,), channels=(8, 16)).eval()

@@ -409,7 +409,7 @@ def test_full_mode_defaults_to_the_equivariant_encoder():
     # the resolved name is stored: a saved config rebuilds the same encoder
     assert RVAEConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["encoder"] == "equivariant"
     # the decoder follows the encoder: 'warp' (one canonical image warped to every bin) with the equivariant one
-    assert cfg.decoder == "warp" and cfg.to_dict()["decoder"] == "warp" and cfg.group_downsample == "stride"
+    assert cfg.decoder == "warp" and cfg.to_dict()["decoder"] == "warp" and cfg.group_downsample == "pool"
     assert RVAEConfig().decoder == "spatial" and RVAEConfig(rotation_mode="full", encoder="mlp").decoder == "spatial"
     assert RVAEConfig(rotation_mode="full", decoder="spatial").decoder == "spatial"
 
