@@ -332,8 +332,8 @@ class EquivariantEncoder(nn.Module):
             encoder's forward and backward 2x faster on 28 x 28 digits). Both keep quarter turns exact;
             for turns between them the strided layers alias more (untrained, the bin logits of an image
             turned by 45 degrees follow by one bin with a correlation of about 0.5 against 0.87 for
-            'pool'), and trained on full-circle digits they measured lower (bench_full_circle.py, seeds
-            0 and 1: k-means accuracy 0.40 / 0.42 against 0.53 / 0.49, angle concentration 0.65 / 0.66
+            'pool'), and trained on full-circle digits they measured lower (bench_full_circle.py, lr 3e-3,
+            seeds 0 and 1: k-means accuracy 0.40 / 0.42 against 0.53 / 0.49, angle concentration 0.65 / 0.66
             against 0.71 / 0.65).
 
     The input is masked to its inscribed disc. The last map F (B, C, N, h, w) feeds:
