@@ -75,9 +75,10 @@ def run(name: str, options: dict, train, test, cfg: av.TrainConfig, seed: int) -
     per = [np.abs(np.exp(1j * (enc["angle"] - test.angle))[test.labels == c].mean()) for c in range(10)]
     ips = float(np.mean([h["images_per_s"] for h in res.history]))
     c = model.config
-    desc = (f"encoder {c.encoder}" + (f", N={c.group_order}, fields {tuple(c.group_channels)}, sampler "
-                                      f"{c.rotation_sampler}" if c.encoder == "equivariant" else "")
-            + f", encoder_hidden {tuple(c.encoder_hidden)}, decoder {tuple(c.hidden)}")
+    desc = (f"encoder {c.encoder}" + (f", N={c.group_order}, fields {tuple(c.group_channels)}, downsample "
+                                      f"{c.group_downsample}, sampler {c.rotation_sampler}"
+                                      if c.encoder == "equivariant" else "")
+            + f", encoder_hidden {tuple(c.encoder_hidden)}, decoder {c.decoder} {tuple(c.hidden)}")
     return {"name": name, "images/s": ips, "-ELBO": -float(enc["elbo"].mean()), "k-means acc": acc, "10-NN acc": knn,
             "angle conc": conc, "wall s": wall, "desc": desc, "per": " ".join(f"{k}:{v:.2f}" for k, v in enumerate(per))}
 

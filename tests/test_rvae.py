@@ -408,11 +408,16 @@ def test_full_mode_defaults_to_the_equivariant_encoder():
     assert not RVAEConfig(rotation_mode="full", encoder="mlp").mixture
     # the resolved name is stored: a saved config rebuilds the same encoder
     assert RVAEConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["encoder"] == "equivariant"
+    # the decoder follows the encoder: 'warp' (one canonical image warped to every bin) with the equivariant one
+    assert cfg.decoder == "warp" and cfg.to_dict()["decoder"] == "warp" and cfg.group_downsample == "pool"
+    assert RVAEConfig().decoder == "spatial" and RVAEConfig(rotation_mode="full", encoder="mlp").decoder == "spatial"
+    assert RVAEConfig(rotation_mode="full", decoder="spatial").decoder == "spatial"
 
 
 @pytest.mark.parametrize("options, match", [
     ({"group_order": 6}, r"group_order must be one of \[4, 8, 16\], got 6"),
     ({"rotation_sampler": "exact"}, "rotation_sampler must be one of"),
+    ({"group_downsample": "avg"}, "group_downsample must be one of"),
     ({"group_channels": ()}, "group_channels must be one or more positive integers"),
     ({"group_channels": (8, 0)}, "group_channels must be one or more positive integers"),
     ({"image_shape": (1, 12, 16)}, "needs square images.*use encoder 'mlp' or 'conv'"),
