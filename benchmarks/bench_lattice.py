@@ -18,6 +18,7 @@ and is scored against the ground truth (patches matched to atoms within 1.5 pixe
 
     python benchmarks/bench_lattice.py                                  # the three lattices, defaults
     python benchmarks/bench_lattice.py --lattices square --train-args "--epochs 40"
+    python benchmarks/bench_lattice.py --seed 1 --train-args "--kl-warmup 0"   # without the KL warm-up
     python benchmarks/bench_lattice.py --keep /tmp/lattice              # keep images, runs and maps
 
 Each run prints one Markdown row per lattice and the commands it ran; ``--json`` adds the numbers

@@ -14,8 +14,8 @@ from affinevae.data.files import load_images
 from affinevae.data.imageset import noise_sigma
 from affinevae.data.micrograph import synthetic_micrograph
 from affinevae.data.patches import PatchSet, cut_patches
-from affinevae.defaults import (DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_LR, SIGMA_FLOOR,
-                                data_defaults)
+from affinevae.defaults import (DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_KL_WARMUP, PATCH_LR,
+                                SIGMA_FLOOR, data_defaults)
 from affinevae.training import TrainConfig
 from affinevae.errors import AffineVAEError
 
@@ -71,10 +71,12 @@ def test_data_defaults_for_patch_sets_and_what_wins():
     opts, train, line = data_defaults(patch_set(), "rvae", given, None, None)
     assert opts == {**given, "invariances": ["rotation", "translation"], "rotation_mode": "full", "encoder": "mlp",
                     "hidden": [32, 32], "likelihood": "gaussian", "sigma": SIGMA_FLOOR}
-    assert train == {"batch_size": PATCH_BATCH_SIZE, "lr": PATCH_LR, "epochs": MAX_EPOCHS}  # 4 steps an epoch: capped
+    assert train == {"batch_size": PATCH_BATCH_SIZE, "lr": PATCH_LR, "kl_warmup": PATCH_KL_WARMUP,
+                     "epochs": MAX_EPOCHS}  # 4 steps an epoch: capped
     assert line == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
-                    "encoder=mlp hidden=32,32 likelihood=gaussian sigma=0.1 batch_size=32 lr=0.003 epochs=200 "
-                    "(override with --invariances/--set/--encoder/--hidden/--likelihood/--sigma/--batch-size/--lr/--epochs)")
+                    "encoder=mlp hidden=32,32 likelihood=gaussian sigma=0.1 batch_size=32 lr=0.003 kl_warmup=0.3 "
+                    "epochs=200 (override with --invariances/--set/--encoder/--hidden/--likelihood/--sigma/"
+                    "--batch-size/--lr/--kl-warmup/--epochs)")
     assert data_defaults(patch_set(), "rvae", {"image_shape": [1, 8, 8]}, None, None)[0]["latent_dim"] == 4
     assert data_defaults(patch_set(n=6000), "crvae", given, 64, None)[1]["epochs"] == math.ceil(MIN_STEPS / 94)
     assert data_defaults(patch_set(n=6000), "crvae", given, None, None)[1]["epochs"] == math.ceil(MIN_STEPS / 188)
@@ -85,10 +87,12 @@ def test_data_defaults_for_patch_sets_and_what_wins():
     # every option given explicitly wins, and is not announced
     mine = {**given, "likelihood": "bernoulli", "invariances": ["translation"], "rotation_mode": "gaussian",
             "hidden": [8], "encoder": "conv"}
-    opts, train, line = data_defaults(patch_set(), "rvae", mine, 16, 7, 1e-4)
-    assert opts == mine and train == {"batch_size": 16, "lr": 1e-4, "epochs": 7} and line == ""
-    opts, _, line = data_defaults(patch_set(), "rvae", {**given, "sigma": 0.3, "invariances": "rotation"}, 32, 3, 1e-3)
+    opts, train, line = data_defaults(patch_set(), "rvae", mine, 16, 7, 1e-4, 0.0)
+    assert opts == mine and train == {"batch_size": 16, "lr": 1e-4, "kl_warmup": 0.0, "epochs": 7} and line == ""
+    opts, train, line = data_defaults(patch_set(), "rvae", {**given, "sigma": 0.3, "invariances": "rotation"}, 32, 3,
+                                      1e-3, 0.5)
     assert opts["sigma"] == 0.3 and opts["invariances"] == "rotation" and opts["rotation_mode"] == "full"
+    assert train["kl_warmup"] == 0.5
     assert line == ("affinevae: patch-set defaults: rotation_mode=full encoder=mlp hidden=32,32 likelihood=gaussian "
                     "(override with --set/--encoder/--hidden/--likelihood)")
     opts, _, _ = data_defaults(patch_set(), "rvae", {**given, "invariances": []}, 32, 3)
@@ -97,7 +101,7 @@ def test_data_defaults_for_patch_sets_and_what_wins():
     binary.meta.pop("noise_sigma")
     assert "likelihood" not in data_defaults(binary, "rvae", given, 32, 3)[0]
     # plain data and other families: exactly the options given, the trainer's defaults
-    plain = {"batch_size": TrainConfig.batch_size, "lr": TrainConfig.lr, "epochs": DEFAULT_EPOCHS}
+    plain = {"batch_size": TrainConfig.batch_size, "lr": TrainConfig.lr, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}
     for data, family in ((ImageSet(np.zeros((100, 1, 8, 8), np.float32)), "rvae"), (patch_set(), "vae")):
         assert data_defaults(data, family, given, None, None) == (given, plain, "")
         assert data_defaults(data, family, given, 32, 4)[1] == {**plain, "batch_size": 32, "epochs": 4}
@@ -116,12 +120,13 @@ def test_cli_train_on_a_patch_set_prints_its_defaults(noisy_patches, tmp_path, c
     lines = capsys.readouterr().out.splitlines()
     sigma = max(float(f"{ps.noise_sigma():.3g}"), SIGMA_FLOOR)
     assert lines[0] == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
-                        f"encoder=mlp likelihood=gaussian sigma={sigma:.3g} batch_size=32 lr=0.003 (override with "
-                        "--invariances/--set/--encoder/--likelihood/--sigma/--batch-size/--lr)")
+                        f"encoder=mlp likelihood=gaussian sigma={sigma:.3g} batch_size=32 lr=0.003 kl_warmup=0.3 "
+                        "(override with --invariances/--set/--encoder/--likelihood/--sigma/--batch-size/--lr/--kl-warmup)")
     assert "for 1 epochs" in lines[1]
     cfg = av.load(tmp_path / "run").config
     assert (cfg.invariances, cfg.rotation_mode, cfg.likelihood, cfg.sigma) == (("rotation", "translation"), "full",
                                                                               "gaussian", sigma)
     assert cfg.encoder == "mlp"
     train = av.training.read_run(tmp_path / "run")["train_config"]
-    assert (train["epochs"], train["batch_size"], train["lr"]) == (1, PATCH_BATCH_SIZE, PATCH_LR)
+    assert (train["epochs"], train["batch_size"], train["lr"], train["kl_warmup"]) == (1, PATCH_BATCH_SIZE, PATCH_LR,
+                                                                                      PATCH_KL_WARMUP)

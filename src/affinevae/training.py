@@ -68,6 +68,11 @@ class TrainConfig(Config):
             'mlflow') or logger objects; they get the hyper-parameters, every epoch's record and
             reconstruction panels.
         log_images_every: a reconstruction panel every this many epochs and after the last (0: none).
+        kl_warmup: KL warm-up, as a fraction of all optimiser steps (``epochs`` x steps per epoch) in
+            [0, 1): the KL term's weight in the training loss rises linearly from 0 at the first step
+            to the model's ``beta`` at this fraction of training and stays there (:func:`kl_weight`);
+            0 (default): ``beta`` throughout. The recorded ``train_loss``/``val_loss`` and the ELBO
+            always use the full weight; each epoch's record has the mean weight used (``kl_weight``).
     """
 
     epochs: int = 10
@@ -85,6 +90,7 @@ class TrainConfig(Config):
     compile: bool = False
     loggers: tuple = ()
     log_images_every: int = 5
+    kl_warmup: float = 0.0
 
     def validate(self) -> None:
         check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
@@ -103,6 +109,8 @@ class TrainConfig(Config):
         check_loggers(self.loggers)
         check(isinstance(self.log_images_every, int) and not isinstance(self.log_images_every, bool)
               and self.log_images_every >= 0, f"log_images_every must be an integer >= 0, got {self.log_images_every!r}")
+        check(isinstance(self.kl_warmup, (int, float)) and not isinstance(self.kl_warmup, bool)
+              and 0.0 <= self.kl_warmup < 1.0, f"kl_warmup must be a fraction in [0, 1), got {self.kl_warmup!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-able values (logger objects as ``{"logger": name, **options}``)."""
@@ -262,6 +270,14 @@ def compiled(model: LatentModel, enabled: bool = True):
             m._compiled_call_impl = None
 
 
+def kl_weight(step: int, total_steps: int, warmup: float) -> float:
+    """Factor on the KL term at optimiser step ``step`` (0-based, counted over the whole run) of
+    ``total_steps``: ``min(1, step / (warmup * total_steps))`` for ``warmup`` > 0 (0 at the first
+    step, 1 from ``warmup * total_steps`` on), else 1. Dimensionless; multiplies the model's ``beta``."""
+    span = warmup * total_steps
+    return 1.0 if span <= 0 else min(1.0, step / span)
+
+
 def _epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
@@ -380,6 +396,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
             if world > 1:
                 order = order[: per_rank * world][rank::world]
             sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+            weight_sum = 0.0
             terms: dict[str, float] = {}
             seen = 0
             t0 = time.perf_counter()
@@ -397,6 +414,10 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     outb = net(xb, yb, index=data_index[idx])
                 loss = outb.loss
+                w = kl_weight((epoch - 1) * steps + b, cfg.epochs * steps, cfg.kl_warmup)
+                weight_sum += w
+                if w < 1.0 and model.variational:  # loss = recon + beta * kl + terms: take (1 - w) of it off
+                    loss = loss - (1.0 - w) * model.config.beta * outb.kl
                 if b == 0:
                     fault_point("epoch", epoch)
                 if not torch.isfinite(loss):
@@ -429,6 +450,8 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
             record: dict[str, Any] = {"epoch": epoch, "lr": lr, "images_per_s": seen / max(elapsed, 1e-9),
                                       **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
                                       **{f"train_{k}": v / max(seen // world, 1) for k, v in terms.items()}}
+            if cfg.kl_warmup > 0:
+                record["kl_weight"] = weight_sum / steps
             if xv is not None:
                 record.update({f"val_{k}": v for k, v in evaluate(model, xv, yv, seed=cfg.seed + epoch, bf16=cfg.bf16).items()})
             record.update(model.on_epoch_end(epoch, run_dir if rank == 0 else None) or {})

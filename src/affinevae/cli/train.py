@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_LR, data_defaults
+from ..defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_KL_WARMUP, PATCH_LR, data_defaults
 from ..errors import AffineVAEError
 from ..models.base import build_model
 from ..outputs import check_output
@@ -58,6 +58,9 @@ class Train:
                        help=f"images per step (default {TrainConfig.batch_size}; {PATCH_BATCH_SIZE} for a patch set and rvae/crvae)")
         t.add_argument("--lr", type=float, default=None,
                        help=f"Adam learning rate (default {TrainConfig.lr:g}; {PATCH_LR:g} for a patch set and rvae/crvae)")
+        t.add_argument("--kl-warmup", type=float, default=None, metavar="FRACTION",
+                       help="raise the KL weight linearly from 0 to --beta over this fraction of the training steps "
+                            f"(default 0: none; {PATCH_KL_WARMUP:g} for a patch set and rvae/crvae)")
         t.add_argument("--weight-decay", type=float, default=0.0)
         t.add_argument("--schedule", default="none", help="none or cosine")
         t.add_argument("--val-split", type=float, default=0.1)
@@ -81,7 +84,8 @@ class Train:
                           schedule=args.schedule, val_split=args.val_split, seed=args.seed, device=args.device,
                           bf16=args.bf16, compile=args.compile, progress=False if args.no_progress else None,
                           loggers=tuple(n.strip() for v in args.log for n in v.split(",") if n.strip()),
-                          log_images_every=args.log_images_every)
+                          log_images_every=args.log_images_every,
+                          kl_warmup=0.0 if args.kl_warmup is None else args.kl_warmup)
         rank, _ = init_distributed(cfg.device)
         check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume)
         data = load_data_from_args(args, "train", seed=args.seed)
@@ -94,7 +98,7 @@ class Train:
             if len(targets) != len(data):
                 raise AffineVAEError(f"{args.targets}: {len(targets)} targets for {len(data)} images")
         options, train, chosen = data_defaults(data, args.model, model_options(args, cls, data, targets),
-                                               args.batch_size, args.epochs, args.lr)
+                                               args.batch_size, args.epochs, args.lr, args.kl_warmup)
         cfg = cfg.replace(**train)
         if chosen and rank == 0:
             print(chosen)

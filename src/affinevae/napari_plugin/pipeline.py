@@ -94,8 +94,8 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     say(0.1, f"{len(ps)} objects; training {settings.model} for {epochs} epochs")
     torch.manual_seed(settings.seed)
     model = build_model(settings.model, image_shape=list(data.images.shape[1:]), **options)
-    config = TrainConfig(epochs=epochs, batch_size=train["batch_size"], lr=train["lr"], seed=settings.seed, val_split=0.0,
-                         checkpoint=False, progress=False, device="cpu")
+    config = TrainConfig(epochs=epochs, batch_size=train["batch_size"], lr=train["lr"], kl_warmup=train["kl_warmup"],
+                         seed=settings.seed, val_split=0.0, checkpoint=False, progress=False, device="cpu")
 
     def epoch_done(record: dict) -> None:
         say(min(0.9, 0.1 + 0.8 * int(record["epoch"]) / epochs), f"epoch {record['epoch']}/{epochs}: "
