@@ -14,7 +14,7 @@ from affinevae.data.files import load_images
 from affinevae.data.imageset import noise_sigma
 from affinevae.data.micrograph import synthetic_micrograph
 from affinevae.data.patches import PatchSet, cut_patches
-from affinevae.defaults import (DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_KL_WARMUP, PATCH_LR,
+from affinevae.defaults import (DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_KL_WARMUP, PATCH_SIGMA_RADIUS, PATCH_LR,
                                 SIGMA_FLOOR, data_defaults)
 from affinevae.training import TrainConfig
 from affinevae.errors import AffineVAEError
@@ -70,11 +70,12 @@ def test_data_defaults_for_patch_sets_and_what_wins():
     given = {"image_shape": [1, 8, 8], "latent_dim": 2}
     opts, train, line = data_defaults(patch_set(), "rvae", given, None, None)
     assert opts == {**given, "invariances": ["rotation", "translation"], "rotation_mode": "full", "encoder": "mlp",
-                    "hidden": [32, 32], "likelihood": "gaussian", "sigma": SIGMA_FLOOR}
+                    "hidden": [32, 32], "likelihood": "gaussian", "sigma": SIGMA_FLOOR,
+                    "sigma_radius": PATCH_SIGMA_RADIUS}
     assert train == {"batch_size": PATCH_BATCH_SIZE, "lr": PATCH_LR, "kl_warmup": PATCH_KL_WARMUP,
                      "epochs": MAX_EPOCHS}  # 4 steps an epoch: capped
     assert line == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
-                    "encoder=mlp hidden=32,32 likelihood=gaussian sigma=0.1 batch_size=32 lr=0.003 kl_warmup=0.3 "
+                    "encoder=mlp hidden=32,32 likelihood=gaussian sigma=0.1 sigma_radius=0.7 batch_size=32 lr=0.003 kl_warmup=0.3 "
                     "epochs=200 (override with --invariances/--set/--encoder/--hidden/--likelihood/--sigma/"
                     "--batch-size/--lr/--kl-warmup/--epochs)")
     assert data_defaults(patch_set(), "rvae", {"image_shape": [1, 8, 8]}, None, None)[0]["latent_dim"] == 4
@@ -94,7 +95,10 @@ def test_data_defaults_for_patch_sets_and_what_wins():
     assert opts["sigma"] == 0.3 and opts["invariances"] == "rotation" and opts["rotation_mode"] == "full"
     assert train["kl_warmup"] == 0.5
     assert line == ("affinevae: patch-set defaults: rotation_mode=full encoder=mlp hidden=32,32 likelihood=gaussian "
-                    "(override with --set/--encoder/--hidden/--likelihood)")
+                    "sigma_radius=0.7 (override with --set/--encoder/--hidden/--likelihood)")
+    # the centred sigma window only comes with a Gaussian likelihood, and a given radius wins
+    assert "sigma_radius" not in data_defaults(patch_set(), "rvae", {**given, "likelihood": "bernoulli"}, 32, 3)[0]
+    assert data_defaults(patch_set(), "rvae", {**given, "sigma_radius": 0.0}, 32, 3)[0]["sigma_radius"] == 0.0
     opts, _, _ = data_defaults(patch_set(), "rvae", {**given, "invariances": []}, 32, 3)
     assert "rotation_mode" not in opts                               # no rotation, no rotation prior
     binary = patch_set()
@@ -120,13 +124,13 @@ def test_cli_train_on_a_patch_set_prints_its_defaults(noisy_patches, tmp_path, c
     lines = capsys.readouterr().out.splitlines()
     sigma = max(float(f"{ps.noise_sigma():.3g}"), SIGMA_FLOOR)
     assert lines[0] == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
-                        f"encoder=mlp likelihood=gaussian sigma={sigma:.3g} batch_size=32 lr=0.003 kl_warmup=0.3 "
+                        f"encoder=mlp likelihood=gaussian sigma={sigma:.3g} sigma_radius=0.7 batch_size=32 lr=0.003 kl_warmup=0.3 "
                         "(override with --invariances/--set/--encoder/--likelihood/--sigma/--batch-size/--lr/--kl-warmup)")
     assert "for 1 epochs" in lines[1]
     cfg = av.load(tmp_path / "run").config
     assert (cfg.invariances, cfg.rotation_mode, cfg.likelihood, cfg.sigma) == (("rotation", "translation"), "full",
                                                                               "gaussian", sigma)
-    assert cfg.encoder == "mlp"
+    assert cfg.encoder == "mlp" and cfg.sigma_radius == PATCH_SIGMA_RADIUS
     train = av.training.read_run(tmp_path / "run")["train_config"]
     assert (train["epochs"], train["batch_size"], train["lr"], train["kl_warmup"]) == (1, PATCH_BATCH_SIZE, PATCH_LR,
                                                                                       PATCH_KL_WARMUP)

@@ -320,6 +320,10 @@ class AVAE(LatentModel):
         """The inner model's log pixel standard deviation (Gaussian likelihood)."""
         return self.vae.log_sigma
 
+    def pixel_log_sigma(self) -> Tensor:
+        """The inner model's log pixel standard deviation, with its window (scalar or (H, W))."""
+        return self.vae.pixel_log_sigma()
+
     @property
     def conditional(self) -> bool:
         """Whether the inner model is class-conditional."""

@@ -59,6 +59,12 @@ class ModelConfig(Config):
         likelihood: 'bernoulli', 'cbernoulli', 'gaussian' (or 'mse' for the AE).
         sigma: Gaussian pixel standard deviation (initial value when learned).
         learn_sigma: learn the Gaussian sigma.
+        sigma_radius: (Gaussian likelihood) 0: every pixel has the standard deviation ``sigma``.
+            R > 0: a Gaussian window on the pixel precision, centred on the image: a pixel at
+            distance r from the centre (in half-widths of the image, 1 at the middle of an edge)
+            has standard deviation sigma * exp(r^2 / (2 R^2)). The image centre is then trusted
+            most: for patches centred on objects the model describes the centre object before its
+            neighbours. Still a normalised density (the ELBO stays in nats).
         beta: weight of the KL term in the training loss (the reported ELBO uses 1).
     """
 
@@ -74,6 +80,7 @@ class ModelConfig(Config):
     likelihood: str = "bernoulli"
     sigma: float = 1.0
     learn_sigma: bool = False
+    sigma_radius: float = 0.0
     beta: float = 1.0
 
     def validate(self) -> None:
@@ -89,7 +96,23 @@ class ModelConfig(Config):
         check(len(self.channels) >= 1 and all(isinstance(c, int) and c > 0 for c in self.channels),
               f"channels must be one or more positive integers, got {self.channels}")
         check_positive("sigma", self.sigma)
+        check_positive("sigma_radius", self.sigma_radius, allow_zero=True)
+        check(self.sigma_radius == 0 or self.likelihood == "gaussian",
+              f"sigma_radius applies to the gaussian likelihood, not '{self.likelihood}'")
         check_positive("beta", self.beta, allow_zero=True)
+
+
+def pixel_sigma_window(size: tuple, radius: float) -> Tensor:
+    """Log of the pixel-sigma window of ``ModelConfig.sigma_radius``: (H, W) r^2 / (2 R^2), r the
+    distance of each pixel centre from the image centre in half-widths (of H and of W, so
+    1 at the middle of every edge); a 0-d zero for ``radius`` 0 (no window)."""
+    if radius <= 0:
+        return torch.zeros(())
+    h, w = size
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h) if h > 1 else torch.zeros(1)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w) if w > 1 else torch.zeros(1)
+    r2 = ys[:, None] ** 2 + xs[None, :] ** 2
+    return r2 / (2 * radius ** 2)
 
 
 @dataclasses.dataclass
@@ -237,6 +260,13 @@ class LatentModel(nn.Module):
         else:
             self.register_buffer("log_sigma", log_sigma)
         self.register_buffer("data_initialised", torch.zeros((), dtype=torch.int64))
+        # (H, W) log of the pixel-sigma window (config-derived: not saved with the weights)
+        self.register_buffer("sigma_window", pixel_sigma_window(cfg.image_shape[1:], cfg.sigma_radius), persistent=False)
+
+    def pixel_log_sigma(self) -> Tensor:
+        """Natural log of the Gaussian pixel standard deviation: a scalar, or (H, W) with
+        ``sigma_radius`` (``log_sigma`` plus the window); what the likelihood is scored with."""
+        return self.log_sigma + self.sigma_window if self.sigma_window.ndim else self.log_sigma
 
     def build(self, encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None) -> None:
         """Create ``self.encoder`` and ``self.decoder`` from the config (or take the given ones)."""
@@ -342,7 +372,7 @@ class LatentModel(nn.Module):
         """Combine the likelihood of ``x`` under ``params`` (N, C, H, W) with the KL of ``post``;
         ``terms`` (named weighted scalars, or zero-argument callables that compute them after the
         likelihood and KL) are added to ``loss`` in order and kept by name."""
-        recon_i = -self.likelihood.log_prob(params.float(), x, self.log_sigma)
+        recon_i = -self.likelihood.log_prob(params.float(), x, self.pixel_log_sigma())
         kl_i = self.kl(post) if self.variational else torch.zeros_like(recon_i)
         recon, kl = recon_i.mean(), kl_i.mean()
         beta = self.config.beta if self.variational else 0.0

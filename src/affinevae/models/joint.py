@@ -382,7 +382,7 @@ class JRVAE(RVAE):
         if weights is None:
             weights = torch.ones(n, r, device=params.device)
         xr = x[:, None].expand(n, r, *x.shape[1:]).reshape(n * r, *x.shape[1:])
-        recon_nr = -self.likelihood.log_prob(params.float().reshape(n * r, *params.shape[2:]), xr, self.log_sigma)
+        recon_nr = -self.likelihood.log_prob(params.float().reshape(n * r, *params.shape[2:]), xr, self.pixel_log_sigma())
         recon_i = (weights.float() * recon_nr.view(n, r)).sum(1)
         kl_cont = super().kl(post)
         kl_disc = class_kl(post.parts["class_weight"])

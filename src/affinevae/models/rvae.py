@@ -439,7 +439,7 @@ class RVAE(LatentModel):
         else:
             canonical = self.generate(rep(z), rep(y))
         params = self.render(canonical, poses)  # (B*N, C, H, W)
-        recon_k = -self.likelihood.log_prob(params.float(), rep(x), self.log_sigma).view(b, n)
+        recon_k = -self.likelihood.log_prob(params.float(), rep(x), self.pixel_log_sigma()).view(b, n)
         recon_i = (weights * recon_k).sum(1)
         kl_i = self.kl(enc)
         recon, kl = recon_i.mean(), kl_i.mean()
