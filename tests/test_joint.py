@@ -103,6 +103,34 @@ def test_decode_and_sample_in_a_class():
         model.decode(z, 3)
 
 
+def test_classifier_jitter_moves_the_canonical_view_in_one_warp_in_training_only():
+    from affinevae.nn.affine import Pose, canonicalise
+
+    x = torch.as_tensor(av.data.rotated_mnist("test", n=6, seed=1).images)
+    model = av.build_model("jrvae", num_classes=3, invariances=("rotation",), jitter_angle=0.3, jitter_shift=0.05,
+                           **SMALL)
+    pose, jit = Pose(angle=torch.linspace(-1, 1, 6)), Pose(angle=torch.full((6,), 0.4))
+    # one warp: canonicalised at the pose, then turned by the jitter = canonicalised at pose - jitter
+    assert torch.allclose(model.classifier_view(x, pose, jit), canonicalise(x, Pose(angle=pose.angle - 0.4)),
+                          atol=1e-5)
+    shifted = model.classifier_view(x, None, Pose(shift=torch.tensor([[0.5, 0.0]]).expand(6, 2)))
+    assert torch.allclose(shifted[..., 7:], x[..., :-7], atol=1e-5)  # half a width = 7 pixels to the right
+    model.train()
+    torch.manual_seed(3)
+    a = model.classifier_view(x, pose)
+    torch.manual_seed(3)
+    assert torch.equal(a, model.classifier_view(x, pose))  # the jitter is drawn from torch's seeded RNG
+    assert not torch.allclose(a, canonicalise(x, pose), atol=1e-3)
+    torch.manual_seed(0)
+    j = model.jitter(20000, x.device)
+    assert j.angle.std().item() == pytest.approx(0.3, rel=0.03) and j.shift.std().item() == pytest.approx(0.05, rel=0.03)
+    model.eval()
+    assert model.jitter(6, x.device) is None
+    assert torch.equal(model.classifier_view(x, pose), canonicalise(x, pose))  # evaluation never jitters
+    with pytest.raises(AffineVAEError, match="jitter_angle must be"):
+        av.build_model("jrvae", jitter_angle=-0.1)
+
+
 # ---------------------------------------------------------------------------------------- semi-supervised
 def test_labelled_images_are_decoded_in_their_class():
     torch.manual_seed(0)

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from ..config import check, check_choice, check_positive
 from ..errors import AffineVAEError
-from ..nn.affine import PoseLike, canonicalise, render
+from ..nn.affine import Pose, PoseLike, as_matrix, canonicalise, compose_affine, invert_affine, render, warp
 from ..nn.layers import ENCODERS
 from ..nn.spatial import POSE_DECODERS
 from ..registry import MODELS, Registry
@@ -156,6 +156,11 @@ class JRVAEConfig(RVAEConfig):
             linearly from 0 to ``continuous_capacity`` and ``discrete_capacity`` (nats; -1:
             log K) over ``capacity_steps`` training steps. On rotated MNIST (gamma 30, 250
             steps) the classes collapsed onto one or two, so it is off by default.
+        jitter_angle, jitter_shift: in training, the classifier's view (the image canonicalised
+            at the inferred pose) is moved by a random pose, angle ~ N(0, jitter_angle^2)
+            radians and shift ~ N(0, jitter_shift^2) half image widths, in the same single warp
+            (augmentation: the class must not depend on a small error of the inferred pose).
+            0 = off. Evaluation never jitters.
     """
 
     num_classes: int = 10
@@ -172,6 +177,8 @@ class JRVAEConfig(RVAEConfig):
     continuous_capacity: float = 5.0
     discrete_capacity: float = -1.0
     capacity_steps: int = 1000
+    jitter_angle: float = 0.0
+    jitter_shift: float = 0.0
 
     def __post_init__(self) -> None:
         default_flat_encoder(self)
@@ -189,7 +196,7 @@ class JRVAEConfig(RVAEConfig):
               f"classifier_hidden must be positive integers, got {self.classifier_hidden}")
         check_positive("temperature", self.temperature)
         for name in ("class_consistency", "class_balance", "discrete_beta", "class_entropy", "capacity_weight",
-                     "continuous_capacity"):
+                     "continuous_capacity", "jitter_angle", "jitter_shift"):
             check_positive(name, getattr(self, name), allow_zero=True)
         check(self.discrete_capacity == -1 or (isinstance(self.discrete_capacity, (int, float))
                                               and 0 <= self.discrete_capacity <= math.log(self.num_classes)),
@@ -264,11 +271,35 @@ class JRVAE(RVAE):
 
     def classify(self, x: Tensor, post: Encoding) -> Encoding:
         """The class stage: ``post`` of images ``x`` (N, C, H, W) with the class posterior added; a
-        'canonical' classifier sees ``x`` canonicalised at the posterior-mean pose (not differentiated)."""
+        'canonical' classifier sees :meth:`classifier_view`."""
         if self.config.classifier == "shared":
             return post
-        canon = x if post.pose is None else canonicalise(x, post.pose.detach())
-        return self.with_class(post, self.classifier(canon, None))
+        return self.with_class(post, self.classifier(self.classifier_view(x, post.pose), None))
+
+    def jitter(self, n: int, device) -> Optional[Pose]:
+        """(n,) random poses of the classifier's augmentation in training (angle ~ N(0,
+        jitter_angle^2) radians, shift ~ N(0, jitter_shift^2) half widths, torch's RNG); None
+        in evaluation or when both are 0."""
+        cfg = self.config
+        if not (self.training and torch.is_grad_enabled()) or (cfg.jitter_angle == 0 and cfg.jitter_shift == 0):
+            return None
+        return Pose(angle=cfg.jitter_angle * torch.randn(n, device=device) if cfg.jitter_angle > 0 else None,
+                    shift=cfg.jitter_shift * torch.randn(n, 2, device=device) if cfg.jitter_shift > 0 else None)
+
+    def classifier_view(self, x: Tensor, pose: PoseLike, jitter: Optional[Pose] = None) -> Tensor:
+        """The (N, C, H, W) image a 'canonical' classifier sees: ``x`` canonicalised at ``pose``
+        (not differentiated; None: as observed) and, in training, moved by a random :meth:`jitter`
+        (or by the given ``jitter``), in one warp: ``render(canonicalise(x, pose), jitter)``."""
+        n = x.shape[0]
+        if jitter is None:
+            jitter = self.jitter(n, x.device)
+        pose = pose.detach() if isinstance(pose, (Pose, Tensor)) else pose
+        theta_j = as_matrix(jitter, n, x.device)
+        if theta_j is None:
+            return canonicalise(x, pose)
+        theta_p = as_matrix(pose, n, x.device)
+        inv_j = invert_affine(theta_j)
+        return warp(x, inv_j if theta_p is None else compose_affine(inv_j, theta_p))
 
     def with_labels(self, post: Encoding, y: Optional[Tensor]) -> Encoding:
         """``post`` with 'class_weight' (N, K): one-hot where the label is known, q(y | x) elsewhere,
