@@ -30,7 +30,7 @@ def test_families_registered_and_configs_validated():
     for name in ("jvae", "jrvae", "ssvae", "ssrvae", "ssregvae", "ssregrvae"):
         assert name in av.registry.MODELS
     assert av.build_model("jvae").config.invariances == ()
-    assert set(CLASS_EXPECTATIONS.names()) == {"enumerate", "gumbel"}
+    assert set(CLASS_EXPECTATIONS.names()) == {"enumerate", "gumbel", "straight"}
     for bad, msg in [(dict(num_classes=1), "num_classes (--classes) must be an integer >= 2"),
                      (dict(discrete="sample"), "discrete must be one of"),
                      (dict(class_balance=-1.0), "class_balance must be"),
@@ -65,7 +65,7 @@ def test_evaluation_elbo_is_the_exact_expectation_over_classes(family):
     assert torch.allclose(class_kl(q), kl_class, atol=1e-5)
 
 
-@pytest.mark.parametrize("discrete,rows", [("enumerate", 4 * 3), ("gumbel", 4)])
+@pytest.mark.parametrize("discrete,rows", [("enumerate", 4 * 3), ("gumbel", 4), ("straight", 4)])
 def test_training_decodes_every_class_in_one_batched_pass(discrete, rows):
     torch.manual_seed(0)
     model = av.build_model("jrvae", num_classes=3, discrete=discrete, invariances=("rotation",), **SMALL).train()
@@ -77,6 +77,20 @@ def test_training_decodes_every_class_in_one_batched_pass(discrete, rows):
     assert torch.isclose(out.loss, out.recon + out.kl + sum(out.terms.values()))
     out.loss.backward()
     assert model.classifier.net[0].weight.grad.abs().sum() > 0  # the class posterior is trained through the decoder
+
+
+def test_straight_through_class_decodes_one_hot_codes_with_relaxed_gradients():
+    torch.manual_seed(0)
+    model = av.build_model("jrvae", num_classes=3, discrete="straight", **SMALL).train()
+    post = model.infer(torch.rand(6, 1, 28, 28))
+    codes, generate = [], model.generate
+    model.generate = lambda z, y=None: codes.append(y) or generate(z, y)
+    params, weights = CLASS_EXPECTATIONS.get("straight")(model, post.z_mean, post.pose, post)
+    assert params.shape == (6, 1, 1, 28, 28) and torch.equal(weights, torch.ones(6, 1))
+    code = codes[0]
+    assert torch.allclose(code.detach(), torch.nn.functional.one_hot(code.argmax(1), 3).float(), atol=1e-6)  # one-hot
+    params.sum().backward()
+    assert model.classifier.net[0].weight.grad.abs().sum() > 0  # the gradient of the relaxed sample
 
 
 def test_joint_model_recovers_two_digit_classes_without_labels():

@@ -95,9 +95,30 @@ def enumerate_classes(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding)
 def relaxed_class(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding) -> tuple[Tensor, Tensor]:
     """A relaxed one-hot class sample (Gumbel-softmax at ``temperature``; known labels keep
     their one-hot) decoded in one row per image. Returns params (N, 1, C, H, W) and weights (N, 1)."""
-    logits, weight = post.parts["class_logits"], post.parts["class_weight"]
+    return decode_class_code(model, z, pose, post, gumbel_code(post.parts["class_logits"], model.config.temperature))
+
+
+@CLASS_EXPECTATIONS.register("straight")
+def straight_through_class(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding) -> tuple[Tensor, Tensor]:
+    """As 'gumbel', but the decoder sees the one-hot argmax of the relaxed sample (the classes
+    it decodes in evaluation) while the gradient is the relaxed sample's (straight-through
+    Gumbel-softmax). Returns params (N, 1, C, H, W) and weights (N, 1)."""
+    soft = gumbel_code(post.parts["class_logits"], model.config.temperature)
+    hard = F.one_hot(soft.argmax(1), soft.shape[1]).to(soft.dtype)
+    return decode_class_code(model, z, pose, post, hard + soft - soft.detach())
+
+
+def gumbel_code(logits: Tensor, temperature: float) -> Tensor:
+    """(N, K) relaxed one-hot sample of class ``logits`` (N, K): softmax((logits + Gumbel noise) /
+    temperature), the noise from torch's RNG."""
     u = torch.rand_like(logits, dtype=torch.float32).clamp(1e-6, 1 - 1e-6)
-    code = torch.softmax((logits.float() - torch.log(-torch.log(u))) / model.config.temperature, 1)
+    return torch.softmax((logits.float() - torch.log(-torch.log(u))) / temperature, 1)
+
+
+def decode_class_code(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding, code: Tensor) -> tuple[Tensor, Tensor]:
+    """Decode ``z`` (N, D) in class ``code`` (N, K) (known labels keep their one-hot) at ``pose``
+    in one row per image: params (N, 1, C, H, W) and weights (N, 1) of ones."""
+    weight = post.parts["class_weight"]
     known = post.parts.get("class_known")
     if known is not None:
         code = torch.where(known[:, None], weight, code)
