@@ -93,6 +93,30 @@ def test_straight_through_class_decodes_one_hot_codes_with_relaxed_gradients():
     assert model.classifier.net[0].weight.grad.abs().sum() > 0  # the gradient of the relaxed sample
 
 
+def test_content_warmup_ramps_the_content_latents_the_decoder_sees_in_training():
+    torch.manual_seed(0)
+    model = av.build_model("jrvae", num_classes=3, invariances=("rotation",), content_warmup=100, **SMALL)
+    assert [model.content_scale(s) for s in (0, 25, 100, 500)] == [0.0, 0.25, 1.0, 1.0]
+    assert av.build_model("jrvae", **SMALL).content_scale(0) == 1.0  # off by default
+    seen, generate = [], model.generate
+    model.generate = lambda z, y=None: seen.append(z.detach()) or generate(z, y)
+    x = torch.as_tensor(av.data.rotated_mnist("test", n=4, seed=1).images)
+    model.train()
+    model(x, sample=False)  # step 0: the decoder sees z = 0
+    assert torch.equal(seen[-1], torch.zeros_like(seen[-1])) and int(model.train_steps) == 1
+    model.train_steps.fill_(50)
+    model(x, sample=False)
+    z_half = seen[-1]
+    model.eval()
+    with torch.no_grad():
+        model(x, sample=False)  # evaluation: z as inferred (every class, K rows per image)
+        z_mean = model.encode(x).z_mean
+    assert torch.allclose(seen[-1][::3], z_mean, atol=1e-6)
+    assert torch.allclose(z_half, 0.5 * z_mean, atol=1e-6) and z_half.abs().sum() > 0  # step 50 of 100: half
+    with pytest.raises(AffineVAEError, match="content_warmup must be an integer >= 0"):
+        av.build_model("jrvae", content_warmup=-1)
+
+
 def test_joint_model_recovers_two_digit_classes_without_labels():
     train = av.data.rotated_mnist("train", n=200, digits=(0, 1), seed=0)
     torch.manual_seed(0)

@@ -182,6 +182,11 @@ class JRVAEConfig(RVAEConfig):
             radians and shift ~ N(0, jitter_shift^2) half image widths, in the same single warp
             (augmentation: the class must not depend on a small error of the inferred pose).
             0 = off. Evaluation never jitters.
+        content_warmup: training steps over which the content latents the decoder sees are
+            ramped in: z times min(1, step / content_warmup) (0 = off). Early on the decoder
+            must then explain the images by class and pose alone, so the classes take the
+            digit identity before the content latents take the style. Evaluation and the
+            reported ELBO always use z as inferred.
     """
 
     num_classes: int = 10
@@ -200,6 +205,7 @@ class JRVAEConfig(RVAEConfig):
     capacity_steps: int = 1000
     jitter_angle: float = 0.0
     jitter_shift: float = 0.0
+    content_warmup: int = 0
 
     def __post_init__(self) -> None:
         default_flat_encoder(self)
@@ -224,6 +230,8 @@ class JRVAEConfig(RVAEConfig):
               f"discrete_capacity must be -1 (log K) or lie in [0, log K], got {self.discrete_capacity!r}")
         check(isinstance(self.capacity_steps, int) and self.capacity_steps >= 1,
               f"capacity_steps must be an integer >= 1, got {self.capacity_steps!r}")
+        check(isinstance(self.content_warmup, int) and self.content_warmup >= 0,
+              f"content_warmup must be an integer >= 0, got {self.content_warmup!r}")
 
 
 @MODELS.register("jrvae")
@@ -393,9 +401,19 @@ class JRVAE(RVAE):
                          sample: bool) -> ModelOutput:
         """generate + render in every class (or a relaxed class sample in 'gumbel' training) -> score
         with the class weights."""
-        mode = self.config.discrete if (self.training and torch.is_grad_enabled()) else "enumerate"
+        training = self.training and torch.is_grad_enabled()
+        mode = self.config.discrete if training else "enumerate"
+        if training and self.config.content_warmup > 0:
+            z = z * self.content_scale()
         params, weights = CLASS_EXPECTATIONS.get(mode)(self, z, pose, post)
         return self.score(x, params, post, pose, terms, weights=weights)
+
+    def content_scale(self, step: Optional[int] = None) -> float:
+        """Factor in [0, 1] on the content latents the decoder sees in training at ``step``
+        (default: the training steps taken, ``train_steps``): min(1, step / content_warmup), 1 when off."""
+        w = self.config.content_warmup
+        step = int(self.train_steps) if step is None else step
+        return 1.0 if w <= 0 else min(1.0, step / w)
 
     def kl(self, post: Encoding) -> Tensor:
         """(N,) KL of the content and pose posteriors (the rVAE's) plus that of the class
