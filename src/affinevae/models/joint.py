@@ -10,10 +10,12 @@ The expectation over the class in the ELBO,
 
     ELBO(x) = sum_k q(k | x) E_q(z, pose | x)[log p(x | z, k, pose)] - KL(z, pose) - KL(q(y|x) || U(K)),
 
-is taken in training in one of two ways (``discrete``, registry :data:`CLASS_EXPECTATIONS`):
+is taken in training in one of three ways (``discrete``, registry :data:`CLASS_EXPECTATIONS`):
 
 - ``'gumbel'`` (default): a relaxed one-hot sample of the class (Gumbel-softmax at
   ``temperature``) is decoded in one row per image: the rVAE's cost.
+- ``'straight'``: the same sample's one-hot argmax is decoded, with the relaxed sample's
+  gradient (straight-through); it did not cluster better on rotated MNIST.
 - ``'enumerate'``: exact. One sample of z and of the pose is repeated K times and decoded with
   every one-hot class in a single batched decoder pass of N*K rows; the K log-likelihoods are
   weighted by q(k | x). K times the decoder's cost: on the 2-core CPU with the default spatial
@@ -148,9 +150,12 @@ class JRVAEConfig(RVAEConfig):
     Attributes:
         num_classes: K >= 2 classes of the discrete latent (default 10).
         discrete: how training takes the expectation over the class: 'gumbel' (default: a
-            relaxed one-hot sample, one decoder row per image) or 'enumerate' (exact, one
-            batched decoder pass of N*K rows). Evaluation always enumerates.
-        temperature: Gumbel-softmax temperature ('gumbel' only), > 0.
+            relaxed one-hot sample, one decoder row per image), 'straight' (its one-hot argmax
+            decoded, the relaxed gradient) or 'enumerate' (exact, one batched decoder pass of
+            N*K rows). Evaluation always enumerates.
+        temperature: Gumbel-softmax temperature ('gumbel', 'straight'), > 0 (default 0.3: on
+            rotated MNIST, bench_classes.py, cluster accuracy 0.694 / 0.686 (seeds 0 / 1) against
+            0.677 / 0.653 at 0.67, the earlier default; 0.15: 0.667).
         classifier: 'canonical' (default: a network of its own, ``classifier_net`` with
             ``classifier_hidden``, that sees the image canonicalised at the posterior-mean pose)
             or 'shared' (K more outputs of the encoder, which sees the image as observed).
@@ -191,7 +196,7 @@ class JRVAEConfig(RVAEConfig):
 
     num_classes: int = 10
     discrete: str = "gumbel"
-    temperature: float = 0.67
+    temperature: float = 0.3
     classifier: str = "canonical"
     classifier_net: str = "mlp"
     classifier_hidden: tuple = (256, 128)
