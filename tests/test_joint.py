@@ -39,10 +39,8 @@ def test_families_registered_and_configs_validated():
             av.build_model("jrvae", **bad)
     with pytest.raises(AffineVAEError, match="target_dim"):
         av.build_model("ssregrvae", target_dim=0)
-    # flat encoders by default, also in rotation_mode 'full' (conv for the jrvae, mlp for the others); the
-    # equivariant one is refused in one line
-    assert av.build_model("jrvae", rotation_mode="full").config.encoder == "conv"
-    assert [av.build_model(f, rotation_mode="full").config.encoder for f in ("jvae", "ssrvae", "ssregrvae")] == ["mlp"] * 3
+    # rotation_mode 'full' keeps the flat MLP encoder; the equivariant one is refused in one line
+    assert av.build_model("jrvae", rotation_mode="full").config.encoder == "mlp"
     for family in ("jrvae", "ssrvae", "ssregrvae"):
         with pytest.raises(AffineVAEError, match="the joint and semi-supervised models take 'mlp' or 'conv'"):
             av.build_model(family, rotation_mode="full", encoder="equivariant")

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -128,11 +128,11 @@ def decode_class_code(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding,
     return params[:, None], torch.ones(z.shape[0], 1, device=z.device, dtype=params.dtype)
 
 
-def default_flat_encoder(config: RVAEConfig, name: str = "mlp") -> None:
-    """Set a frozen ``config``'s ``encoder`` to ``name`` ('mlp' or 'conv') when it is None (before
+def default_flat_encoder(config: RVAEConfig) -> None:
+    """Set a frozen ``config``'s ``encoder`` to 'mlp' when it is None (before
     :meth:`RVAEConfig.__post_init__` would pick the equivariant encoder in rotation_mode 'full')."""
     if config.encoder is None:
-        object.__setattr__(config, "encoder", name)
+        object.__setattr__(config, "encoder", "mlp")
 
 
 def check_flat_encoder(config: RVAEConfig) -> None:
@@ -154,8 +154,11 @@ class JRVAEConfig(RVAEConfig):
             decoded, the relaxed gradient) or 'enumerate' (exact, one batched decoder pass of
             N*K rows). Evaluation always enumerates.
         temperature: Gumbel-softmax temperature ('gumbel', 'straight'), > 0 (default 0.3: on
-            rotated MNIST, bench_classes.py, cluster accuracy 0.694 / 0.686 (seeds 0 / 1) against
-            0.677 / 0.653 at 0.67, the earlier default; 0.15: 0.667).
+            rotated MNIST, bench_classes.py, cluster accuracy 0.694 / 0.686 / 0.683 / 0.656
+            (seeds 0-3) against 0.677 / 0.641 / 0.712 (seeds 0-2) at 0.67, the earlier default:
+            about the same on average, with less spread; 0.15: 0.667, seed 0). The 'conv'
+            encoder (``encoder='conv'``) clustered better with seed 0 (0.751) but worse on
+            average (0.751 / 0.697 / 0.555 / 0.615).
         classifier: 'canonical' (default: a network of its own, ``classifier_net`` with
             ``classifier_hidden``, that sees the image canonicalised at the posterior-mean pose)
             or 'shared' (K more outputs of the encoder, which sees the image as observed).
@@ -212,14 +215,8 @@ class JRVAEConfig(RVAEConfig):
     jitter_shift: float = 0.0
     content_warmup: int = 0
 
-    default_encoder: ClassVar[str] = "conv"
-    """The encoder when none is given: 'conv' for the jrVAE (on rotated MNIST, bench_classes.py,
-    cluster accuracy 0.751 / 0.697 (seeds 0 / 1) against 0.694 / 0.686 with 'mlp'; seed 2 0.555,
-    the spread between seeds is large); 'mlp' for the jvae and the semi-supervised models (as
-    measured there)."""
-
     def __post_init__(self) -> None:
-        default_flat_encoder(self, self.default_encoder)
+        default_flat_encoder(self)
         super().__post_init__()
 
     def validate(self) -> None:
@@ -522,10 +519,8 @@ def symmetric_kl(logits_a: Tensor, logits_b: Tensor) -> Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class JVAEConfig(JRVAEConfig):
-    """Joint VAE options: :class:`JRVAEConfig` without pose latents (``invariances=()``; the
-    'mlp' encoder by default)."""
+    """Joint VAE options: :class:`JRVAEConfig` without pose latents (``invariances=()``)."""
 
-    default_encoder: ClassVar[str] = "mlp"
     invariances: tuple = ()
 
 

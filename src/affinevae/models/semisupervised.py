@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -156,7 +156,6 @@ class SSRVAEConfig(JRVAEConfig):
             accuracy 0.943 against 0.918 without it.
     """
 
-    default_encoder: ClassVar[str] = "mlp"
     classifier_net: str = "conv"
     classifier_hidden: tuple = (128,)
     classifier_weight: float = 20.0
