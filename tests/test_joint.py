@@ -30,7 +30,7 @@ def test_families_registered_and_configs_validated():
     for name in ("jvae", "jrvae", "ssvae", "ssrvae", "ssregvae", "ssregrvae"):
         assert name in av.registry.MODELS
     assert av.build_model("jvae").config.invariances == ()
-    assert set(CLASS_EXPECTATIONS.names()) == {"enumerate", "gumbel"}
+    assert set(CLASS_EXPECTATIONS.names()) == {"enumerate", "gumbel", "straight"}
     for bad, msg in [(dict(num_classes=1), "num_classes (--classes) must be an integer >= 2"),
                      (dict(discrete="sample"), "discrete must be one of"),
                      (dict(class_balance=-1.0), "class_balance must be"),
@@ -65,7 +65,7 @@ def test_evaluation_elbo_is_the_exact_expectation_over_classes(family):
     assert torch.allclose(class_kl(q), kl_class, atol=1e-5)
 
 
-@pytest.mark.parametrize("discrete,rows", [("enumerate", 4 * 3), ("gumbel", 4)])
+@pytest.mark.parametrize("discrete,rows", [("enumerate", 4 * 3), ("gumbel", 4), ("straight", 4)])
 def test_training_decodes_every_class_in_one_batched_pass(discrete, rows):
     torch.manual_seed(0)
     model = av.build_model("jrvae", num_classes=3, discrete=discrete, invariances=("rotation",), **SMALL).train()
@@ -77,6 +77,44 @@ def test_training_decodes_every_class_in_one_batched_pass(discrete, rows):
     assert torch.isclose(out.loss, out.recon + out.kl + sum(out.terms.values()))
     out.loss.backward()
     assert model.classifier.net[0].weight.grad.abs().sum() > 0  # the class posterior is trained through the decoder
+
+
+def test_straight_through_class_decodes_one_hot_codes_with_relaxed_gradients():
+    torch.manual_seed(0)
+    model = av.build_model("jrvae", num_classes=3, discrete="straight", **SMALL).train()
+    post = model.infer(torch.rand(6, 1, 28, 28))
+    codes, generate = [], model.generate
+    model.generate = lambda z, y=None: codes.append(y) or generate(z, y)
+    params, weights = CLASS_EXPECTATIONS.get("straight")(model, post.z_mean, post.pose, post)
+    assert params.shape == (6, 1, 1, 28, 28) and torch.equal(weights, torch.ones(6, 1))
+    code = codes[0]
+    assert torch.allclose(code.detach(), torch.nn.functional.one_hot(code.argmax(1), 3).float(), atol=1e-6)  # one-hot
+    params.sum().backward()
+    assert model.classifier.net[0].weight.grad.abs().sum() > 0  # the gradient of the relaxed sample
+
+
+def test_content_warmup_ramps_the_content_latents_the_decoder_sees_in_training():
+    torch.manual_seed(0)
+    model = av.build_model("jrvae", num_classes=3, invariances=("rotation",), content_warmup=100, **SMALL)
+    assert [model.content_scale(s) for s in (0, 25, 100, 500)] == [0.0, 0.25, 1.0, 1.0]
+    assert av.build_model("jrvae", **SMALL).content_scale(0) == 1.0  # off by default
+    seen, generate = [], model.generate
+    model.generate = lambda z, y=None: seen.append(z.detach()) or generate(z, y)
+    x = torch.as_tensor(av.data.rotated_mnist("test", n=4, seed=1).images)
+    model.train()
+    model(x, sample=False)  # step 0: the decoder sees z = 0
+    assert torch.equal(seen[-1], torch.zeros_like(seen[-1])) and int(model.train_steps) == 1
+    model.train_steps.fill_(50)
+    model(x, sample=False)
+    z_half = seen[-1]
+    model.eval()
+    with torch.no_grad():
+        model(x, sample=False)  # evaluation: z as inferred (every class, K rows per image)
+        z_mean = model.encode(x).z_mean
+    assert torch.allclose(seen[-1][::3], z_mean, atol=1e-6)
+    assert torch.allclose(z_half, 0.5 * z_mean, atol=1e-6) and z_half.abs().sum() > 0  # step 50 of 100: half
+    with pytest.raises(AffineVAEError, match="content_warmup must be an integer >= 0"):
+        av.build_model("jrvae", content_warmup=-1)
 
 
 def test_joint_model_recovers_two_digit_classes_without_labels():
@@ -101,6 +139,34 @@ def test_decode_and_sample_in_a_class():
     assert model.sample(5, generator=torch.Generator().manual_seed(0)).shape == (5, 1, 28, 28)
     with pytest.raises(AffineVAEError, match=r"class must lie in \[0, 2\]"):
         model.decode(z, 3)
+
+
+def test_classifier_jitter_moves_the_canonical_view_in_one_warp_in_training_only():
+    from affinevae.nn.affine import Pose, canonicalise
+
+    x = torch.as_tensor(av.data.rotated_mnist("test", n=6, seed=1).images)
+    model = av.build_model("jrvae", num_classes=3, invariances=("rotation",), jitter_angle=0.3, jitter_shift=0.05,
+                           **SMALL)
+    pose, jit = Pose(angle=torch.linspace(-1, 1, 6)), Pose(angle=torch.full((6,), 0.4))
+    # one warp: canonicalised at the pose, then turned by the jitter = canonicalised at pose - jitter
+    assert torch.allclose(model.classifier_view(x, pose, jit), canonicalise(x, Pose(angle=pose.angle - 0.4)),
+                          atol=1e-5)
+    shifted = model.classifier_view(x, None, Pose(shift=torch.tensor([[0.5, 0.0]]).expand(6, 2)))
+    assert torch.allclose(shifted[..., 7:], x[..., :-7], atol=1e-5)  # half a width = 7 pixels to the right
+    model.train()
+    torch.manual_seed(3)
+    a = model.classifier_view(x, pose)
+    torch.manual_seed(3)
+    assert torch.equal(a, model.classifier_view(x, pose))  # the jitter is drawn from torch's seeded RNG
+    assert not torch.allclose(a, canonicalise(x, pose), atol=1e-3)
+    torch.manual_seed(0)
+    j = model.jitter(20000, x.device)
+    assert j.angle.std().item() == pytest.approx(0.3, rel=0.03) and j.shift.std().item() == pytest.approx(0.05, rel=0.03)
+    model.eval()
+    assert model.jitter(6, x.device) is None
+    assert torch.equal(model.classifier_view(x, pose), canonicalise(x, pose))  # evaluation never jitters
+    with pytest.raises(AffineVAEError, match="jitter_angle must be"):
+        av.build_model("jrvae", jitter_angle=-0.1)
 
 
 # ---------------------------------------------------------------------------------------- semi-supervised

@@ -148,6 +148,12 @@ class SSRVAEConfig(JRVAEConfig):
             every training step, each moved by a random pose from the pose priors, for the
             classifier term: with 100 labels among 10 000 images a batch of 100 holds one
             labelled image on average, too few to train the classifier in a few epochs.
+        temperature: the relaxed class sample's temperature (0.67 here, as measured below;
+            the joint model's default is 0.3).
+        jitter_angle, jitter_shift: the classifier's augmentation in training (see
+            :class:`~affinevae.models.joint.JRVAEConfig`), on by default here: 0.2 rad and 0.05
+            half widths. On rotated MNIST with 1 000 labels (bench_classes.py, seed 0) test
+            accuracy 0.943 against 0.918 without it.
     """
 
     classifier_net: str = "conv"
@@ -155,6 +161,9 @@ class SSRVAEConfig(JRVAEConfig):
     classifier_weight: float = 20.0
     labelled_memory: int = 1024
     labelled_batch: int = 64
+    temperature: float = 0.67
+    jitter_angle: float = 0.2
+    jitter_shift: float = 0.05
 
     def validate(self) -> None:
         super().validate()
