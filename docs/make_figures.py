@@ -3,6 +3,7 @@
     python docs/make_figures.py                         # runs the full demo (about 5 minutes) first
     python docs/make_figures.py --demo-dir affinevae-demo   # reuse an existing demo output
     python docs/make_figures.py --only napari              # just the napari screenshot (about a minute)
+    python docs/make_figures.py --only micrograph          # just the two micrograph maps (about a minute)
 
 It copies a few of the demo's figures and makes the micrograph maps by running the README's
 three commands (``patches``, ``train``, ``map``) on a synthetic two-grain micrograph with
@@ -54,9 +55,8 @@ def micrograph_maps(work: Path) -> None:
     tifffile.imwrite(work / "scan.tif", (image * 65535).astype(np.uint16))
     affinevae("patches", str(work / "scan.tif"), "--window", "12", "--min-distance", "3", "--threshold", "0.1",
               "--out", str(work / "patches.npz"))
-    affinevae("train", "--model", "rvae", "--data", str(work / "patches.npz"), "--latent-dim", "2",
-              "--invariances", "rotation,translation", "--likelihood", "gaussian", "--sigma", "0.1", "--hidden", "32,32",
-              "--set", "rotation_mode=full", "--epochs", "120", "--batch-size", "32", "--lr", "3e-3", "--no-progress",
+    # the README's commands: the patch-set defaults, printed by train
+    affinevae("train", "--model", "rvae", "--data", str(work / "patches.npz"), "--no-progress",
               "--out", str(work / "runs" / "scan"))
     affinevae("map", str(work / "runs" / "scan"), "--image", str(work / "scan.tif"), "--patches",
               str(work / "patches.npz"), "--clusters", "2", "--symmetry", "2", "--out", str(work / "maps"))
@@ -166,7 +166,7 @@ def napari_window(maps: Path, png: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo-dir", help="an existing `affinevae demo` output (default: run the full demo)")
-    p.add_argument("--only", choices=["napari"], help="make only this figure")
+    p.add_argument("--only", choices=["napari", "micrograph"], help="make only this figure (or these two)")
     p.add_argument("--napari-window", nargs=2, metavar=("MAPS", "PNG"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.napari_window:  # the child process of napari_screenshot
@@ -177,6 +177,9 @@ def main() -> None:
         work = Path(tmp)
         if args.only == "napari":
             napari_screenshot(work)
+            return
+        if args.only == "micrograph":
+            micrograph_maps(work)
             return
         demo = Path(args.demo_dir) if args.demo_dir else work / "demo"
         if not args.demo_dir:
