@@ -128,23 +128,27 @@ def decode_class_code(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding,
     return params[:, None], torch.ones(z.shape[0], 1, device=z.device, dtype=params.dtype)
 
 
-def default_flat_encoder(config: RVAEConfig) -> None:
-    """Set a frozen ``config``'s ``encoder`` to 'mlp' when it is None (before
-    :meth:`RVAEConfig.__post_init__` would pick the equivariant encoder in rotation_mode 'full')."""
-    if config.encoder is None:
-        object.__setattr__(config, "encoder", "mlp")
+@dataclasses.dataclass(frozen=True)
+class FlatEncoderRVAEConfig(RVAEConfig):
+    """Base of the configs whose models append outputs (class logits, targets) to the encoder's
+    flat vector: the joint and semi-supervised families. Their ``encoder`` defaults to 'mlp'
+    (where :class:`RVAEConfig` would pick the equivariant encoder in rotation_mode 'full'), and
+    an encoder without a flat output ('mlp', 'conv') is a one-line :class:`AffineVAEError`."""
 
+    def __post_init__(self) -> None:
+        if self.encoder is None:
+            object.__setattr__(self, "encoder", "mlp")
+        super().__post_init__()
 
-def check_flat_encoder(config: RVAEConfig) -> None:
-    """One-line :class:`AffineVAEError` unless the encoder gives a flat vector ('mlp', 'conv'):
-    the joint and semi-supervised models append their class or target outputs to it."""
-    check(getattr(ENCODERS.get(config.encoder), "flat_output", True),
-          f"encoder '{config.encoder}' is for the rvae/crvae in rotation_mode 'full'; the joint and semi-supervised "
-          "models take 'mlp' or 'conv'")
+    def validate(self) -> None:
+        super().validate()
+        check(getattr(ENCODERS.get(self.encoder), "flat_output", True),
+              f"encoder '{self.encoder}' is for the rvae/crvae in rotation_mode 'full'; the joint and semi-supervised "
+              "models take 'mlp' or 'conv'")
 
 
 @dataclasses.dataclass(frozen=True)
-class JRVAEConfig(RVAEConfig):
+class JRVAEConfig(FlatEncoderRVAEConfig):
     """Joint rVAE options (see :class:`~affinevae.models.rvae.RVAEConfig` for the shared ones).
 
     Attributes:
@@ -215,13 +219,8 @@ class JRVAEConfig(RVAEConfig):
     jitter_shift: float = 0.0
     content_warmup: int = 0
 
-    def __post_init__(self) -> None:
-        default_flat_encoder(self)
-        super().__post_init__()
-
     def validate(self) -> None:
         super().validate()
-        check_flat_encoder(self)
         check(isinstance(self.num_classes, int) and self.num_classes >= 2,
               f"num_classes (--classes) must be an integer >= 2, got {self.num_classes!r}")
         check_choice("discrete", self.discrete, CLASS_EXPECTATIONS.names())

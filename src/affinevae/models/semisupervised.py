@@ -45,8 +45,8 @@ from ..nn.layers import ENCODERS
 from ..nn.spatial import POSE_DECODERS
 from ..registry import MODELS
 from .base import Encoding, ModelOutput
-from .joint import JRVAE, JRVAEConfig, check_flat_encoder, default_flat_encoder
-from .rvae import RVAE, RVAEConfig
+from .joint import JRVAE, FlatEncoderRVAEConfig, JRVAEConfig
+from .rvae import RVAE
 
 UNKNOWN = -1
 """The label of an image whose class is not known."""
@@ -304,7 +304,7 @@ class SSVAE(SSRVAE):
 
 # ---------------------------------------------------------------------------------------- regression
 @dataclasses.dataclass(frozen=True)
-class SSRegRVAEConfig(RVAEConfig):
+class SSRegRVAEConfig(FlatEncoderRVAEConfig):
     """Semi-supervised regression rVAE options (see :class:`~affinevae.models.rvae.RVAEConfig`).
 
     Attributes:
@@ -316,13 +316,8 @@ class SSRegRVAEConfig(RVAEConfig):
     target_dim: int = 1
     regressor_weight: float = 20.0
 
-    def __post_init__(self) -> None:
-        default_flat_encoder(self)
-        super().__post_init__()
-
     def validate(self) -> None:
         super().validate()
-        check_flat_encoder(self)
         check(isinstance(self.target_dim, int) and self.target_dim >= 1,
               f"target_dim must be an integer >= 1, got {self.target_dim!r}")
         check_positive("regressor_weight", self.regressor_weight, allow_zero=True)
