@@ -80,3 +80,45 @@ def test_cli_kl_warmup_option(digits, tmp_path, capsys):
     assert main(["train", "--model", "vae", "--data", "mnist", "-n", "64", "--kl-warmup", "1.5",
                  "--out", str(tmp_path / "s")]) == 2
     assert "kl_warmup must be a fraction in [0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("discrete_beta", [0.0, 1.0])
+def test_the_warmup_factor_weights_every_kl_of_a_joint_model_never_below_zero(digits, discrete_beta):
+    # jrvae: loss = recon + f * (beta * KL_content + discrete_beta * KL_class) (+ named terms, off here).
+    # The warm-up once subtracted (1 - f) * beta * (KL_content + KL_class) on top of the model's loss,
+    # which gave the class KL the weight (f - 1) * beta < 0 when discrete_beta = 0.
+    torch.manual_seed(0)
+    model = av.build_model("jrvae", num_classes=3, invariances=("rotation",), class_balance=0.0, class_consistency=0.0,
+                           equivariance=0.0, discrete_beta=discrete_beta, **SMALL).train()
+    x = torch.as_tensor(digits.images[:16])
+    losses = {}
+    for f in (0.0, 0.5, 1.0):
+        model.set_kl_factor(f)
+        torch.manual_seed(1)
+        out = model(x)
+        losses[f] = out.loss.item() - out.recon.item()
+        if discrete_beta == 1.0:  # both weights 1: the whole KL, times f
+            assert out.loss.item() == pytest.approx(out.recon.item() + f * out.kl.item(), rel=1e-5, abs=1e-4)
+    assert losses[0.0] == pytest.approx(0.0, abs=1e-5)        # no KL weight at all at the first warm-up step
+    assert 0.0 < losses[0.5] == pytest.approx(losses[1.0] / 2, rel=1e-4)
+    model.eval()  # evaluation (a validation loss) has the full weights whatever the factor
+    model.set_kl_factor(0.0)
+    with torch.no_grad():
+        out = model(x)
+    assert out.loss.item() > out.recon.item()
+
+
+def test_the_factor_reaches_the_avae_inner_model_and_is_reset_after_training(digits):
+    model = make()
+    avae = av.build_model("avae", **SMALL)
+    avae.set_kl_factor(0.25)
+    assert {m.kl_factor for m in avae.modules() if isinstance(m, av.models.base.LatentModel)} == {0.25}
+    seen = []
+    fit(model, digits, cfg(epochs=2, kl_warmup=0.5), callbacks=[lambda rec: seen.append(model.kl_factor)])
+    assert seen == [0.0, 1.0] and model.kl_factor == 1.0
+
+    def stop(rec):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, digits, cfg(epochs=4, kl_warmup=0.9), callbacks=[stop])
+    assert model.kl_factor == 1.0   # an interrupted run does not leave its warm-up factor behind

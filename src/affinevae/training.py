@@ -24,7 +24,7 @@ import signal
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -71,8 +71,10 @@ class TrainConfig(Config):
         kl_warmup: KL warm-up, as a fraction of all optimiser steps (``epochs`` x steps per epoch) in
             [0, 1): the KL term's weight in the training loss rises linearly from 0 at the first step
             to the model's ``beta`` at this fraction of training and stays there (:func:`kl_weight`);
-            0 (default): ``beta`` throughout. The recorded ``train_loss``/``val_loss`` and the ELBO
-            always use the full weight; each epoch's record has the mean weight used (``kl_weight``).
+            0 (default): ``beta`` throughout. The factor reaches every KL weight of the model
+            (:meth:`LatentModel.set_kl_factor`: also the joint models' class KL). ``train_loss`` is
+            the loss optimised (with the factor); ``val_loss`` and the ELBO always use the full
+            weights; each epoch's record has the mean factor used (``kl_weight``).
     """
 
     epochs: int = 10
@@ -270,6 +272,16 @@ def compiled(model: LatentModel, enabled: bool = True):
             m._compiled_call_impl = None
 
 
+@contextlib.contextmanager
+def full_kl_weights_after(model: LatentModel) -> Iterator[None]:
+    """Context in which the trainer may scale the model's KL weights (KL warm-up); on leaving
+    it, also by an exception or an interrupt, the model's factor is 1 again."""
+    try:
+        yield
+    finally:
+        model.set_kl_factor(1.0)
+
+
 def kl_weight(step: int, total_steps: int, warmup: float) -> float:
     """Factor on the KL term at optimiser step ``step`` (0-based, counted over the whole run) of
     ``total_steps``: ``min(1, step / (warmup * total_steps))`` for ``warmup`` > 0 (0 at the first
@@ -387,7 +399,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     meta = dict(meta or {})
     meta.setdefault("n_train", n)
     panel = (x, y) if xv is None else (xv, yv)
-    with compiled(model, cfg.compile), Tracker.start(cfg, model, run_dir, *panel, history=history, enabled=rank == 0) as tracker:
+    with compiled(model, cfg.compile), full_kl_weights_after(model), Tracker.start(cfg, model, run_dir, *panel, history=history, enabled=rank == 0) as tracker:
         for epoch in range(start + 1, cfg.epochs + 1):
             lr = _epoch_lr(cfg, epoch - 1)
             for g in opt.param_groups:
@@ -411,13 +423,12 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
                     continue
                 xb = x[idx].to(device, non_blocking=True)
                 yb = None if y is None else y[idx].to(device)
+                w = kl_weight((epoch - 1) * steps + b, cfg.epochs * steps, cfg.kl_warmup)
+                weight_sum += w
+                model.set_kl_factor(w)  # the model weights each of its KLs by it (1 once warmed up)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     outb = net(xb, yb, index=data_index[idx])
                 loss = outb.loss
-                w = kl_weight((epoch - 1) * steps + b, cfg.epochs * steps, cfg.kl_warmup)
-                weight_sum += w
-                if w < 1.0 and model.variational:  # loss = recon + beta * kl + terms: take (1 - w) of it off
-                    loss = loss - (1.0 - w) * model.config.beta * outb.kl
                 if b == 0:
                     fault_point("epoch", epoch)
                 if not torch.isfinite(loss):

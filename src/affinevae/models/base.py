@@ -225,6 +225,9 @@ class LatentModel(nn.Module):
     pose_source: ClassVar[str] = "identity"
     render_padding: ClassVar[str] = "zeros"
     """How :meth:`render` fills pixels brought in from outside a canonical image ('zeros' or 'border')."""
+    kl_factor: float = 1.0
+    """Factor in [0, 1] on every KL weight of the training loss, set per step by the trainer's KL
+    warm-up (:meth:`set_kl_factor`); runtime state, never saved. 1: the config's weights."""
 
     def __init__(self, config: Optional[ModelConfig] = None, *, networks: Optional[Mapping[str, nn.Module]] = None,
                  **options: Any) -> None:
@@ -375,8 +378,7 @@ class LatentModel(nn.Module):
         recon_i = -self.likelihood.log_prob(params.float(), x, self.pixel_log_sigma())
         kl_i = self.kl(post) if self.variational else torch.zeros_like(recon_i)
         recon, kl = recon_i.mean(), kl_i.mean()
-        beta = self.config.beta if self.variational else 0.0
-        loss = recon + beta * kl
+        loss = recon + self.loss_beta() * kl
         terms = {name: value() if callable(value) else value for name, value in (terms or {}).items()}
         for value in terms.values():
             loss = loss + value
@@ -517,6 +519,24 @@ class LatentModel(nn.Module):
     def on_epoch_end(self, epoch: int, run_dir: Optional[Path]) -> dict[str, Any]:
         """Trainer hook after each epoch; may write files to ``run_dir`` and return extra metrics."""
         return {}
+
+    def set_kl_factor(self, factor: float) -> None:
+        """Scale every KL weight of the training loss (``beta``, and the joint models' class KL
+        weight) by ``factor`` in [0, 1], in this model and the models inside it (the AVAE's), until
+        set again: the trainer's KL warm-up. Evaluation mode and the reported ELBO ignore it."""
+        for m in self.modules():
+            if isinstance(m, LatentModel):
+                m.kl_factor = float(factor)
+
+    def loss_kl_factor(self) -> float:
+        """The factor on the KL weights of the loss being computed: :attr:`kl_factor` in training
+        (with gradients), 1 otherwise, so a validation loss always has the full weights."""
+        return self.kl_factor if self.training and torch.is_grad_enabled() else 1.0
+
+    def loss_beta(self) -> float:
+        """Weight of the KL term in the loss being computed: ``config.beta`` times
+        :meth:`loss_kl_factor` (0 for a model without a KL)."""
+        return self.config.beta * self.loss_kl_factor() if self.variational else 0.0
 
     def training_state(self) -> dict[str, Tensor]:
         """Training state that is not part of the saved model (e.g. the AVAE's per-image pose

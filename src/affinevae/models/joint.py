@@ -188,7 +188,9 @@ class JRVAEConfig(FlatEncoderRVAEConfig):
             instead of the two KLs (named term 'capacity'), with the capacities growing
             linearly from 0 to ``continuous_capacity`` and ``discrete_capacity`` (nats; -1:
             log K) over ``capacity_steps`` training steps. On rotated MNIST (gamma 30, 250
-            steps) the classes collapsed onto one or two, so it is off by default.
+            steps) the classes collapsed onto one or two, so it is off by default. It is a
+            schedule itself: the trainer's KL warm-up (``TrainConfig.kl_warmup``) does not
+            change it, and otherwise scales ``beta`` and ``discrete_beta`` alike.
         jitter_angle, jitter_shift: in training, the classifier's view (the image canonicalised
             at the inferred pose) is moved by a random pose, angle ~ N(0, jitter_angle^2)
             radians and shift ~ N(0, jitter_shift^2) half image widths, in the same single warp
@@ -433,14 +435,15 @@ class JRVAE(RVAE):
         (N,): KL of content and pose; ``kl_class`` (N,): KL of the class weights."""
         cfg = self.config
         terms: dict = {}
+        f = self.loss_kl_factor()  # the trainer's KL warm-up: on both KL weights
         if cfg.capacity_weight > 0:
             t = min(1.0, float(self.train_steps) / cfg.capacity_steps)
             c_y = (math.log(cfg.num_classes) if cfg.discrete_capacity == -1 else cfg.discrete_capacity) * t
             c_z = cfg.continuous_capacity * t
             terms["capacity"] = (cfg.capacity_weight * ((kl_content.mean() - c_z).abs() + (kl_class.mean() - c_y).abs())
-                                 - cfg.beta * (kl_content.mean() + kl_class.mean()))
+                                 - f * cfg.beta * (kl_content.mean() + kl_class.mean()))
         elif cfg.discrete_beta != cfg.beta:
-            terms["discrete_kl"] = (cfg.discrete_beta - cfg.beta) * kl_class.mean()
+            terms["discrete_kl"] = f * (cfg.discrete_beta - cfg.beta) * kl_class.mean()
         if cfg.class_entropy > 0:
             logp = torch.log_softmax(post.parts["class_logits"], 1)
             terms["class_entropy"] = -cfg.class_entropy * (logp.exp() * logp).sum(1).mean()
@@ -465,8 +468,7 @@ class JRVAE(RVAE):
         kl_disc = class_kl(post.parts["class_weight"])
         kl_i = kl_cont + kl_disc
         recon, kl = recon_i.mean(), kl_i.mean()
-        beta = self.config.beta
-        loss = recon + beta * kl
+        loss = recon + self.loss_beta() * kl
         terms = dict(terms or {})
         if self.training and torch.is_grad_enabled():
             terms.update(self.training_terms(post, kl_cont, kl_disc))

@@ -446,7 +446,7 @@ class RVAE(LatentModel):
         best = weights.argmax(1)
         pick = torch.arange(b, device=x.device) * n + best
         used = Pose(angle=angles.gather(1, best[:, None])[:, 0], shift=pose.shift, scale=pose.scale)
-        out = ModelOutput(loss=recon + self.config.beta * kl, recon=recon, kl=kl, elbo=-(recon_i + kl_i),
+        out = ModelOutput(loss=recon + self.loss_beta() * kl, recon=recon, kl=kl, elbo=-(recon_i + kl_i),
                           z_mean=enc.z_mean, z_logvar=enc.z_logvar, pose=used, x_params=params[pick])
         return out.with_terms({k: v() if callable(v) else v for k, v in terms.items()})
 
