@@ -341,11 +341,15 @@ def test_disk_full_is_one_line(tmp_path):
      "outside the 48x48 image"),
     (["map", "{r}/run", "--image", "{r}/stack.npy", "--patches", "{r}/patches.npz", "--out", "{r}/maps",
       "--frame", "3"], "--frame 3"),
+    # a model that fits in 22 MiB whose training step on 24 images (about 27 MiB kept for the backward pass) does not
+    (["train", "--model", "rvae", "--latent-dim", "2", "--invariances", "rotation", "--encoder", "mlp", "--hidden",
+      "1024,1024", "--batch-size", "24", "--val-split", "0", "--no-progress", "--max-memory", "22M", "--data",
+      "{r}/good.npy", "--out", "{r}/bigstep"], "--batch-size 24: a training step of 24 1x12x12 images (1.1 MiB each kept for the backward pass"),
 ], ids=["align-restarts-bomb", "align-keep-over-restarts", "train-latent-bomb", "bad-max-memory", "map-symmetry-0",
-        "map-centres-outside", "map-bad-frame"])
+        "map-centres-outside", "map-bad-frame", "train-batch-bomb"])
 def test_unbounded_and_invalid_options(world, capsys, argv, match):
     _fails_cleanly(world, [a.format(r=world) for a in argv], capsys, match)
-    assert not (world / "maps").exists()
+    assert not (world / "maps").exists() and not (world / "bigstep").exists()
 
 
 def test_mathtext_names_are_drawn_literally(world, capsys, tmp_path):

@@ -17,6 +17,7 @@ on GPU, data sharded per rank, gradients averaged, only rank 0 writes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -36,6 +37,7 @@ from .data.imageset import ImageSet
 from .data.inputs import as_images
 from .errors import AffineVAEError
 from .io import atomic_write, load_tensors, save_model, save_tensors, write_json
+from .limits import check_allocation, format_size
 from .models.base import LatentModel
 from .outputs import RunLock, is_run_directory
 from .runs import Run, read_metrics, read_run  # noqa: F401  (read_metrics, read_run: re-exported)
@@ -357,6 +359,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     else:
         xv, yv = None, None
     model.to(device).train()
+    if device.type == "cpu" and len(x):  # before anything is written
+        check_training_memory(model, x, y, data_index, min(cfg.batch_size, len(x)))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     torch.manual_seed(cfg.seed)
     with contextlib.ExitStack() as stack:
@@ -364,6 +368,46 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             stack.enter_context(RunLock(run.path))  # a second process on the same run directory refuses
         return _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device,
                            callbacks, meta)
+
+
+def training_step_bytes(model: LatentModel, x: Tensor, y: Optional[Tensor] = None,
+                        index: Optional[Tensor] = None) -> float:
+    """Bytes a training step of ``model`` keeps for its backward pass, per image.
+
+    Measured, not guessed: a copy of the model (so no state, RNG draw or pose cache of the
+    model changes) runs a training forward pass on the first image of ``x`` (N, C, H, W), and
+    every tensor autograd saves for the backward pass is counted once by its storage,
+    parameters left out. A step on B images keeps about B times that (a little less: a few
+    saved tensors do not grow with B; the peak is somewhat higher: gradients, temporaries).
+    ``y`` (N,) labels and ``index`` (N,) dataset positions as :func:`fit` passes them.
+    """
+    probe = copy.deepcopy(model).train()
+    params = {p.untyped_storage().data_ptr() for p in probe.parameters()}
+    device = next(probe.parameters()).device
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        probe(x[:1].to(device), None if y is None else y[:1].to(device), index=None if index is None else index[:1])
+    return float(sum(seen.values()))
+
+
+def check_training_memory(model: LatentModel, x: Tensor, y: Optional[Tensor], index: Optional[Tensor],
+                          batch_size: int) -> None:
+    """Refuse in one line (:class:`AffineVAEError`, naming ``--batch-size``) a training step of
+    ``batch_size`` images whose backward pass alone would keep more than the memory available
+    (:func:`training_step_bytes`, :func:`affinevae.limits.memory_limit`), before it is tried."""
+    per_image = training_step_bytes(model, x, y, index)
+    shape = "x".join(str(int(v)) for v in x.shape[1:])
+    check_allocation(batch_size * per_image,
+                     f"a training step of {batch_size} {shape} images ({format_size(per_image)} each kept for the "
+                     "backward pass; a smaller --batch-size needs less)", f"--batch-size {batch_size}")
 
 
 def fault_point(point: str, epoch: int) -> None:
