@@ -106,7 +106,7 @@ def test_data_defaults_for_patch_sets_and_what_wins():
     assert "likelihood" not in data_defaults(binary, "rvae", given, 32, 3)[0]
     # plain data and other families: exactly the options given, the trainer's defaults
     plain = {"batch_size": TrainConfig.batch_size, "lr": TrainConfig.lr, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}
-    for data, family in ((ImageSet(np.zeros((100, 1, 8, 8), np.float32)), "rvae"), (patch_set(), "vae")):
+    for data, family in ((ImageSet(np.zeros((100, 1, 8, 8), np.float32)), "crvae"), (patch_set(), "vae")):
         assert data_defaults(data, family, given, None, None) == (given, plain, "")
         assert data_defaults(data, family, given, 32, 4)[1] == {**plain, "batch_size": 32, "epochs": 4}
     with pytest.raises(AffineVAEError, match="batch_size"):
@@ -134,3 +134,30 @@ def test_cli_train_on_a_patch_set_prints_its_defaults(noisy_patches, tmp_path, c
     train = av.training.read_run(tmp_path / "run")["train_config"]
     assert (train["epochs"], train["batch_size"], train["lr"], train["kl_warmup"]) == (1, PATCH_BATCH_SIZE, PATCH_LR,
                                                                                       PATCH_KL_WARMUP)
+
+
+def test_family_training_defaults_for_plain_images(tmp_path, capsys):
+    import affinevae as av
+    from affinevae.defaults import FAMILY_TRAINING
+
+    given = {"latent_dim": 2}
+    plain = ImageSet(np.zeros((100, 1, 8, 8), np.float32))
+    bs, lr = FAMILY_TRAINING["jrvae"]
+    assert (bs, lr) == (50, 2e-3) and FAMILY_TRAINING["rvae"] == (100, 2e-3) and "ssrvae" not in FAMILY_TRAINING
+    opts, train, line = data_defaults(plain, "jrvae", given, None, None)
+    assert opts == given and train == {"batch_size": bs, "lr": lr, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}
+    assert line == "affinevae: jrvae defaults: batch_size=50 lr=0.002 (override with --batch-size/--lr)"
+    # what the user gives wins and is not announced; a patch-set rule of the family would come first
+    assert data_defaults(plain, "jrvae", given, 32, None, 1e-3)[1:] == (
+        {"batch_size": 32, "lr": 1e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}, "")
+    assert data_defaults(plain, "rvae", given, None, None, 1e-3)[2] == (
+        "affinevae: rvae defaults: batch_size=100 (override with --batch-size)")
+    assert data_defaults(patch_set(), "jrvae", given, None, None)[1]["batch_size"] == bs  # no patch rule for jrvae
+    # the CLI prints the line and trains with them
+    argv = ["train", "--model", "jrvae", "--data", "mnist", "-n", "60", "--latent-dim", "2", "--hidden", "8,8",
+            "--set", "encoder_hidden=[16]", "--set", "classifier_hidden=[16]", "--classes", "3", "--epochs", "1",
+            "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[0] == line
+    train = av.training.read_run(tmp_path / "run")["train_config"]
+    assert (train["batch_size"], train["lr"]) == (bs, lr)
