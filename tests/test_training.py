@@ -205,3 +205,22 @@ def test_a_failing_compile_is_a_one_line_error(digits):
     torch._dynamo.reset()
     for mod in m.compile_targets():
         assert getattr(mod, "_compiled_call_impl", None) is None  # eager again after the failure
+
+
+def test_training_step_memory_is_measured_without_touching_the_model():
+    from affinevae.training import training_step_bytes
+
+    torch.manual_seed(0)
+    model = av.build_model("jrvae", image_shape=(1, 32, 32), latent_dim=2, num_classes=3, invariances=("rotation",),
+                           hidden=[16], encoder_hidden=[32], classifier_hidden=[16])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    big = torch.rand(500, 1, 32, 32)
+    rng = torch.get_rng_state()
+    per_image = training_step_bytes(model, big)
+    # the first image of a large set counts as one image, not as the storage it is a view of
+    assert per_image == training_step_bytes(model, big[:1].clone())
+    assert per_image < big.numel() * 4 / 10
+    # at least the spatial decoder's hidden layer (16 wide) over the 32x32 pixels
+    assert per_image > 32 * 32 * 16 * 4
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # train_steps too

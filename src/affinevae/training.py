@@ -375,9 +375,9 @@ def training_step_bytes(model: LatentModel, x: Tensor, y: Optional[Tensor] = Non
     """Bytes a training step of ``model`` keeps for its backward pass, per image.
 
     Measured, not guessed: a copy of the model (so no state, RNG draw or pose cache of the
-    model changes) runs a training forward pass on the first image of ``x`` (N, C, H, W), and
-    every tensor autograd saves for the backward pass is counted once by its storage,
-    parameters left out. A step on B images keeps about B times that (a little less: a few
+    model changes) runs a training forward pass on a copy of the first image of ``x`` (N, C, H,
+    W), and every tensor autograd saves for the backward pass is counted once per storage (a
+    view by its own bytes, at most its storage's), parameters left out. A step on B images keeps about B times that (a little less: a few
     saved tensors do not grow with B; the peak is somewhat higher: gradients, temporaries).
     ``y`` (N,) labels and ``index`` (N,) dataset positions as :func:`fit` passes them.
     """
@@ -388,13 +388,15 @@ def training_step_bytes(model: LatentModel, x: Tensor, y: Optional[Tensor] = Non
 
     def pack(t: Tensor) -> Tensor:
         storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
+        ptr = storage.data_ptr()
+        if ptr not in params:  # a view counts its own bytes, at most its storage's (an expanded tensor)
+            seen[ptr] = max(seen.get(ptr, 0), min(storage.nbytes(), t.numel() * t.element_size()))
         return t
 
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]), \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        probe(x[:1].to(device), None if y is None else y[:1].to(device), index=None if index is None else index[:1])
+        probe(x[:1].clone().to(device), None if y is None else y[:1].clone().to(device),
+              index=None if index is None else index[:1].clone())
     return float(sum(seen.values()))
 
 
