@@ -128,6 +128,71 @@ def test_joint_model_recovers_two_digit_classes_without_labels():
     assert clustering_accuracy(codes["class"], test.labels) >= 0.85  # chance: about 0.5
 
 
+def test_kmeans_start_fits_the_classifier_to_clusters_of_the_canonical_views():
+    train = av.data.rotated_mnist("train", n=300, digits=(0, 1, 7), max_angle=math.radians(30), seed=0)
+    x = torch.as_tensor(train.images)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(av.build_model("jrvae", num_classes=3, invariances=("rotation",), class_init_steps=100, **SMALL))
+    rng = torch.get_rng_state()
+    clusters = models[0].kmeans_start(x, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng)          # torch's global RNG is left alone
+    assert clustering_accuracy(clusters.numpy(), train.labels) > 0.9    # k-means finds 0 / 1 / 7
+    with torch.no_grad():
+        models[0].eval()
+        predicted = models[0].encode(x).parts["class"].numpy()
+    assert (predicted == clusters.numpy()).mean() > 0.9     # the classifier learnt the clusters
+    assert torch.equal(models[1].kmeans_start(x, seed=3), clusters)   # deterministic by seed
+    for a, b in zip(models[0].classifier.parameters(), models[1].classifier.parameters()):
+        assert torch.equal(a, b)
+    assert av.build_model("jrvae", **SMALL).config.class_init == "kmeans"
+    assert av.build_model("jrvae", classifier="shared", **SMALL).config.class_init == "none"
+    assert av.build_model("ssrvae", **SMALL).config.class_init == "none"
+    with pytest.raises(AffineVAEError, match="class_init 'kmeans' fits the 'canonical' classifier"):
+        av.build_model("jrvae", classifier="shared", class_init="kmeans")
+    for bad in ({"class_init": "gmm"}, {"class_init_steps": 0}, {"class_init_epochs": -1}, {"class_init_components": 1.5}):
+        with pytest.raises(AffineVAEError, match=next(iter(bad))):
+            av.build_model("jrvae", **bad)
+
+
+def test_the_trainer_runs_the_kmeans_start_once_after_the_warm_epochs_and_resumes_exactly(tmp_path, monkeypatch):
+    from affinevae.models.joint import JRVAE
+
+    data = av.data.rotated_mnist("train", n=60, digits=(0, 1), seed=0)
+    calls = []
+    original = JRVAE.kmeans_start
+
+    def spy(self, x, seed=0, **kw):
+        calls.append((int(self.train_steps), len(x), seed))
+        return original(self, x, seed, **kw)
+    monkeypatch.setattr(JRVAE, "kmeans_start", spy)
+
+    def make(**kw):
+        torch.manual_seed(0)
+        return av.build_model("jrvae", num_classes=2, invariances=("rotation",), class_init_steps=20, **SMALL, **kw)
+
+    cfg = av.TrainConfig(epochs=3, batch_size=20, lr=3e-3, val_split=0.0, progress=False, seed=5)
+    full = av.fit(make(), data, cfg, out=tmp_path / "full").model
+    assert calls == [(6, 60, 5)]                   # before epoch 3: 6 steps taken, the run's seed
+    one = av.fit(make(), data, cfg.replace(epochs=1), out=tmp_path / "one").model
+    none = av.fit(make(class_init="none"), data, cfg.replace(epochs=1), out=tmp_path / "none").model
+    assert len(calls) == 1 and all(torch.equal(a, b) for a, b in zip(one.parameters(), none.parameters()))
+    av.fit(full, data, cfg.replace(checkpoint=False))     # training a trained model further: no new start
+    assert len(calls) == 1
+
+    def stop(rec):
+        if rec["epoch"] >= 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        av.fit(make(), data, cfg, out=tmp_path / "part", callbacks=[stop])
+    resumed = av.fit(make(), data, cfg, out=tmp_path / "part", resume=True).model
+    assert len(calls) == 2 and calls[1] == (6, 60, 5)
+    reference = av.load(tmp_path / "full")
+    for k, v in reference.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
 def test_decode_and_sample_in_a_class():
     torch.manual_seed(0)
     model = av.build_model("jrvae", num_classes=3, **SMALL).eval()

@@ -453,6 +453,11 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
             order = torch.as_tensor(np.random.default_rng([cfg.seed, epoch]).permutation(n))
             if world > 1:
                 order = order[: per_rank * world][rank::world]
+            versions = [p._version for p in model.parameters()]
+            started = model.on_epoch_start(epoch, x, y, (epoch - 1) * steps, cfg.seed) or {}
+            for p, version in zip(model.parameters(), versions):
+                if p._version != version:  # set anew by the hook (a data-driven start): its Adam moments are stale
+                    opt.state.pop(p, None)
             sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
             weight_sum = 0.0
             terms: dict[str, float] = {}
@@ -506,7 +511,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
                 seen = int(t[3])
             record: dict[str, Any] = {"epoch": epoch, "lr": lr, "images_per_s": seen / max(elapsed, 1e-9),
                                       **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
-                                      **{f"train_{k}": v / max(seen // world, 1) for k, v in terms.items()}}
+                                      **{f"train_{k}": v / max(seen // world, 1) for k, v in terms.items()}, **started}
             if cfg.kl_warmup > 0:
                 record["kl_weight"] = weight_sum / steps
             if xv is not None:

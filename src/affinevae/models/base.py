@@ -516,6 +516,16 @@ class LatentModel(nn.Module):
         """The modules where training spends its time, compiled by ``TrainConfig(compile=True)``."""
         return [self.encoder, self.decoder]
 
+    def on_epoch_start(self, epoch: int, x: Tensor, y: Optional[Tensor], steps_done: int, seed: int) -> dict[str, Any]:
+        """Trainer hook before epoch ``epoch`` (1-based, counted over the run, resumes included):
+        ``x`` (N, C, H, W) the training images (CPU), ``y`` (N,) their labels or None,
+        ``steps_done`` the optimiser steps the run took before this epoch, ``seed`` the run's
+        seed. May change the model (a data-driven start, e.g. the joint model's k-means start of
+        its classifier); the trainer then drops the optimiser's moments of every parameter the
+        hook changed in place (they belong to the old values). Returns extra metrics for the
+        epoch's record. Default: nothing."""
+        return {}
+
     def on_epoch_end(self, epoch: int, run_dir: Optional[Path]) -> dict[str, Any]:
         """Trainer hook after each epoch; may write files to ``run_dir`` and return extra metrics."""
         return {}

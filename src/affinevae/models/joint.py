@@ -201,6 +201,23 @@ class JRVAEConfig(FlatEncoderRVAEConfig):
             must then explain the images by class and pose alone, so the classes take the
             digit identity before the content latents take the style. Evaluation and the
             reported ELBO always use z as inferred.
+        class_init: the classifier's data-driven start, 'kmeans' or 'none' (None, the default,
+            resolves to 'kmeans' with the 'canonical' classifier and to 'none' with 'shared').
+            'kmeans': after ``class_init_epochs`` epochs of training, at the start of the next,
+            every training image is canonicalised at its inferred pose (the classifier's view,
+            no jitter), reduced to ``class_init_components`` principal components and split into
+            K clusters by k-means (scikit-learn, seeded by the run's seed); the classifier is
+            then fitted to those clusters (``class_init_steps`` Adam steps on batches of 50,
+            cross-entropy), and training goes on. Done once, by :meth:`JRVAE.on_epoch_start`, in a
+            run that trains the model from its first step (not when a trained model is trained
+            further); a resumed run repeats it exactly. On rotated MNIST (bench_classes.py, 10
+            epochs) class accuracy 0.714 / 0.764 / 0.744 / 0.758 / 0.788 (seeds 0-4) against 0.694 /
+            0.686 / 0.683 / 0.656 (seeds 0-3) without it; after 1 epoch instead of 2: 0.699 /
+            0.729 / 0.704 / 0.780 (seeds 0-3). k-means alone labels 0.56-0.62 of the digits right.
+        class_init_epochs: epochs trained before the k-means start (>= 0, default 2; 0: at the
+            start, with the untrained encoder's poses).
+        class_init_steps: the classifier's Adam steps on the k-means clusters (>= 1).
+        class_init_components: principal components the views are reduced to for k-means (>= 1).
     """
 
     num_classes: int = 10
@@ -220,9 +237,25 @@ class JRVAEConfig(FlatEncoderRVAEConfig):
     jitter_angle: float = 0.0
     jitter_shift: float = 0.0
     content_warmup: int = 0
+    class_init: Optional[str] = None
+    class_init_epochs: int = 2
+    class_init_steps: int = 200
+    class_init_components: int = 50
+
+    def __post_init__(self) -> None:
+        if self.class_init is None:
+            object.__setattr__(self, "class_init", "kmeans" if self.classifier == "canonical" else "none")
+        super().__post_init__()
 
     def validate(self) -> None:
         super().validate()
+        check_choice("class_init", self.class_init, ["kmeans", "none"])
+        check(self.class_init == "none" or self.classifier == "canonical",
+              "class_init 'kmeans' fits the 'canonical' classifier; with classifier 'shared' give class_init 'none'")
+        for name, low in (("class_init_epochs", 0), ("class_init_steps", 1), ("class_init_components", 1)):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                  f"{name} must be an integer >= {low}, got {value!r}")
         check(isinstance(self.num_classes, int) and self.num_classes >= 2,
               f"num_classes (--classes) must be an integer >= 2, got {self.num_classes!r}")
         check_choice("discrete", self.discrete, CLASS_EXPECTATIONS.names())
@@ -285,6 +318,50 @@ class JRVAE(RVAE):
                 cfg.image_shape, cfg.num_classes, hidden=cfg.classifier_hidden, act=cfg.activation, cond_dim=0,
                 channels=cfg.channels, norm=cfg.norm)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.int64))
+
+    # ------------------------------------------------------------------ training hooks
+    def on_epoch_start(self, epoch: int, x: Tensor, y: Optional[Tensor], steps_done: int, seed: int) -> dict:
+        """The k-means start of the classifier (``class_init`` 'kmeans', see :class:`JRVAEConfig`)
+        before epoch ``class_init_epochs + 1`` of a run that trains this model from its first
+        step (``train_steps`` equals the run's ``steps_done``). Returns ``{}``."""
+        cfg = self.config
+        if cfg.class_init != "kmeans" or epoch != cfg.class_init_epochs + 1 or int(self.train_steps) != steps_done:
+            return {}
+        self.kmeans_start(x, seed)
+        return {}
+
+    def kmeans_start(self, x: Tensor, seed: int = 0, batch_size: int = 512) -> Tensor:
+        """Fit the classifier to k-means clusters of the training images ``x`` (N, C, H, W): their
+        classifier views at the inferred pose (no jitter), ``class_init_components`` principal
+        components, K clusters (scikit-learn, ``random_state=seed``), then ``class_init_steps``
+        Adam steps (lr 2e-3, batches of 50 drawn with a generator seeded by ``seed``) of
+        cross-entropy. Deterministic for a given model, data and seed; leaves torch's global RNG
+        alone. Returns the (N,) cluster of each image."""
+        from sklearn.cluster import KMeans
+        from sklearn.decomposition import PCA
+
+        cfg = self.config
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            views = torch.cat([self.classifier_view(xb, self.infer(xb).pose).cpu()
+                               for xb in (x[i:i + batch_size].to(self.device) for i in range(0, len(x), batch_size))])
+        flat = views.reshape(len(views), -1).double().numpy()
+        comps = max(1, min(cfg.class_init_components, flat.shape[0], flat.shape[1]))
+        feats = PCA(comps, random_state=seed).fit_transform(flat)
+        clusters = torch.as_tensor(KMeans(cfg.num_classes, n_init=4, random_state=seed).fit_predict(feats)).long()
+        self.classifier.train()
+        opt = torch.optim.Adam(self.classifier.parameters(), 2e-3)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.enable_grad():
+            for _ in range(cfg.class_init_steps):
+                idx = torch.randint(len(views), (min(50, len(views)),), generator=gen)
+                loss = F.cross_entropy(self.classifier(views[idx].to(self.device), None), clusters[idx].to(self.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        self.train(was_training)
+        return clusters
 
     # ------------------------------------------------------------------ labels
     def known_labels(self, y: Optional[Tensor], n: int) -> Optional[Tensor]:

@@ -150,6 +150,8 @@ class SSRVAEConfig(JRVAEConfig):
             labelled image on average, too few to train the classifier in a few epochs.
         temperature: the relaxed class sample's temperature (0.67 here, as measured below;
             the joint model's default is 0.3).
+        class_init: 'none' (the labels start the classifier; the joint model's k-means start
+            is an option, 'kmeans').
         jitter_angle, jitter_shift: the classifier's augmentation in training (see
             :class:`~affinevae.models.joint.JRVAEConfig`), on by default here: 0.2 rad and 0.05
             half widths. On rotated MNIST with 1 000 labels (bench_classes.py, seed 0) test
@@ -164,6 +166,7 @@ class SSRVAEConfig(JRVAEConfig):
     temperature: float = 0.67
     jitter_angle: float = 0.2
     jitter_shift: float = 0.05
+    class_init: Optional[str] = "none"
 
     def validate(self) -> None:
         super().validate()
