@@ -180,6 +180,8 @@ def test_the_trainer_runs_the_kmeans_start_once_after_the_warm_epochs_and_resume
     assert len(calls) == 1 and all(torch.equal(a, b) for a, b in zip(one.parameters(), none.parameters()))
     av.fit(full, data, cfg.replace(checkpoint=False))     # training a trained model further: no new start
     assert len(calls) == 1
+    av.fit(make(), data.images[:1], cfg.replace(checkpoint=False, batch_size=1))   # fewer images than classes
+    assert len(calls) == 1
 
     def stop(rec):
         if rec["epoch"] >= 1:

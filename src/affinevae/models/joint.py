@@ -323,9 +323,10 @@ class JRVAE(RVAE):
     def on_epoch_start(self, epoch: int, x: Tensor, y: Optional[Tensor], steps_done: int, seed: int) -> dict:
         """The k-means start of the classifier (``class_init`` 'kmeans', see :class:`JRVAEConfig`)
         before epoch ``class_init_epochs + 1`` of a run that trains this model from its first
-        step (``train_steps`` equals the run's ``steps_done``). Returns ``{}``."""
+        step (``train_steps`` equals the run's ``steps_done``) on at least K images. Returns ``{}``."""
         cfg = self.config
-        if cfg.class_init != "kmeans" or epoch != cfg.class_init_epochs + 1 or int(self.train_steps) != steps_done:
+        if (cfg.class_init != "kmeans" or epoch != cfg.class_init_epochs + 1 or int(self.train_steps) != steps_done
+                or len(x) < cfg.num_classes):  # fewer images than classes: nothing to cluster
             return {}
         self.kmeans_start(x, seed)
         return {}
