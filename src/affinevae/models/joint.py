@@ -44,6 +44,7 @@ import dataclasses
 import math
 from typing import Any, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -334,7 +335,8 @@ class JRVAE(RVAE):
     def kmeans_start(self, x: Tensor, seed: int = 0, batch_size: int = 512) -> Tensor:
         """Fit the classifier to k-means clusters of the training images ``x`` (N, C, H, W): their
         classifier views at the inferred pose (no jitter), ``class_init_components`` principal
-        components, K clusters (scikit-learn, ``random_state=seed``), then ``class_init_steps``
+        components (fitted on at most 10 000 of them, a seeded subset), K clusters (scikit-learn,
+        ``random_state=seed``), then ``class_init_steps``
         Adam steps (lr 2e-3, batches of 50 drawn with a generator seeded by ``seed``) of
         cross-entropy. Deterministic for a given model, data and seed; leaves torch's global RNG
         alone. Returns the (N,) cluster of each image."""
@@ -347,9 +349,10 @@ class JRVAE(RVAE):
         with torch.no_grad():
             views = torch.cat([self.classifier_view(xb, self.infer(xb).pose).cpu()
                                for xb in (x[i:i + batch_size].to(self.device) for i in range(0, len(x), batch_size))])
-        flat = views.reshape(len(views), -1).double().numpy()
+        flat = views.reshape(len(views), -1).numpy()
         comps = max(1, min(cfg.class_init_components, flat.shape[0], flat.shape[1]))
-        feats = PCA(comps, random_state=seed).fit_transform(flat)
+        fit_on = flat if len(flat) <= 10000 else flat[np.random.default_rng(seed).choice(len(flat), 10000, replace=False)]
+        feats = PCA(comps, random_state=seed).fit(fit_on).transform(flat)
         clusters = torch.as_tensor(KMeans(cfg.num_classes, n_init=4, random_state=seed).fit_predict(feats)).long()
         self.classifier.train()
         opt = torch.optim.Adam(self.classifier.parameters(), 2e-3)
