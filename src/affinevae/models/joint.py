@@ -212,7 +212,7 @@ class JRVAEConfig(FlatEncoderRVAEConfig):
             cross-entropy), and training goes on. Done once, by :meth:`JRVAE.on_epoch_start`, in a
             run that trains the model from its first step (not when a trained model is trained
             further); a resumed run repeats it exactly. On rotated MNIST (bench_classes.py, 10
-            epochs) class accuracy 0.714 / 0.764 / 0.744 / 0.758 / 0.788 (seeds 0-4) against 0.694 /
+            epochs) class accuracy 0.717 / 0.764 / 0.744 / 0.758 / 0.788 (seeds 0-4) against 0.694 /
             0.686 / 0.683 / 0.656 (seeds 0-3) without it; after 1 epoch instead of 2: 0.699 /
             0.729 / 0.704 / 0.780 (seeds 0-3). k-means alone labels 0.56-0.62 of the digits right.
         class_init_epochs: epochs trained before the k-means start (>= 0, default 2; 0: at the
