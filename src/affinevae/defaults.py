@@ -220,23 +220,24 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
                 if value is not None:
                     options[name] = chosen[name] = value
     train: dict[str, Any] = {}
-    family = FAMILY_TRAINING.get(model) if rules is None else None
-    for name, value, kind_value, default in (
-            ("batch_size", batch_size, kind.batch_size if rules is not None else family and family[0], TrainConfig.batch_size),
-            ("lr", lr, kind.lr if rules is not None else family and family[1], TrainConfig.lr),
-            ("kl_warmup", kl_warmup, kind.kl_warmup if rules is not None else None, TrainConfig.kl_warmup)):
-        if value is None and kind_value is not None:
-            value = chosen[name] = kind_value
+    # what is chosen when not given: the data kind's values, else the family's (plain images), else the trainer's
+    preset = ((kind.batch_size, kind.lr, kind.kl_warmup) if rules is not None
+              else (*FAMILY_TRAINING.get(model, (None, None)), None))
+    for (name, value, default), chosen_value in zip((("batch_size", batch_size, TrainConfig.batch_size),
+                                                     ("lr", lr, TrainConfig.lr),
+                                                     ("kl_warmup", kl_warmup, TrainConfig.kl_warmup)), preset):
+        if value is None and chosen_value is not None:
+            value = chosen[name] = chosen_value
         train[name] = default if value is None else value
-    if rules is None:
-        train["epochs"] = DEFAULT_EPOCHS if epochs is None else epochs
-        flags = "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen))
-        shown = " ".join(f"{k}={_show(v)}" for k, v in chosen.items())
-        return options, train, f"affinevae: {model} defaults: {shown} (override with {flags})" if chosen else ""
     train["epochs"] = epochs
-    if epochs is None:
+    if epochs is None and rules is None:
+        train["epochs"] = DEFAULT_EPOCHS
+    elif epochs is None:
         steps_per_epoch = math.ceil(len(data) / train["batch_size"])
         train["epochs"] = chosen["epochs"] = min(MAX_EPOCHS, max(1, math.ceil(kind.min_steps / steps_per_epoch)))
+    if not chosen:
+        return options, train, ""
     flags = "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen))
     shown = " ".join(f"{k}={_show(v)}" for k, v in chosen.items())
-    return options, train, f"affinevae: {kind.words} defaults: {shown} (override with {flags})" if chosen else ""
+    words = model if rules is None else kind.words
+    return options, train, f"affinevae: {words} defaults: {shown} (override with {flags})"
