@@ -39,11 +39,17 @@ def test_families_registered_and_configs_validated():
             av.build_model("jrvae", **bad)
     with pytest.raises(AffineVAEError, match="target_dim"):
         av.build_model("ssregrvae", target_dim=0)
-    # rotation_mode 'full' keeps the flat MLP encoder; the equivariant one is refused in one line
-    assert av.build_model("jrvae", rotation_mode="full").config.encoder == "mlp"
-    for family in ("jrvae", "ssrvae", "ssregrvae"):
-        with pytest.raises(AffineVAEError, match="the joint and semi-supervised models take 'mlp' or 'conv'"):
-            av.build_model(family, rotation_mode="full", encoder="equivariant")
+    # rotation_mode 'full': the class models with a canonical classifier take the group-equivariant
+    # encoder as the rVAE does; where the encoder's flat output carries class logits or targets it
+    # stays the MLP, and the equivariant one is refused in one line
+    for family in ("jrvae", "ssrvae"):
+        config = av.build_model(family, rotation_mode="full").config
+        assert (config.encoder, config.decoder, config.mixture) == ("equivariant", "warp", True)
+    assert av.build_model("jrvae", rotation_mode="full", classifier="shared").config.encoder == "mlp"
+    assert av.build_model("ssregrvae", rotation_mode="full").config.encoder == "mlp"
+    for options in (dict(family="jrvae", classifier="shared"), dict(family="ssregrvae")):
+        with pytest.raises(AffineVAEError, match="has no flat output for the class logits or targets"):
+            av.build_model(options.pop("family"), rotation_mode="full", encoder="equivariant", **options)
 
 
 @pytest.mark.parametrize("family", ["jvae", "jrvae"])
@@ -83,12 +89,12 @@ def test_straight_through_class_decodes_one_hot_codes_with_relaxed_gradients():
     torch.manual_seed(0)
     model = av.build_model("jrvae", num_classes=3, discrete="straight", **SMALL).train()
     post = model.infer(torch.rand(6, 1, 28, 28))
-    codes, generate = [], model.generate
-    model.generate = lambda z, y=None: codes.append(y) or generate(z, y)
-    params, weights = CLASS_EXPECTATIONS.get("straight")(model, post.z_mean, post.pose, post)
-    assert params.shape == (6, 1, 1, 28, 28) and torch.equal(weights, torch.ones(6, 1))
-    code = codes[0]
+    codes, weights = CLASS_EXPECTATIONS.get("straight")(model, post)
+    assert codes.shape == (6, 1, 3) and torch.equal(weights, torch.ones(6, 1))
+    code = codes[:, 0]
     assert torch.allclose(code.detach(), torch.nn.functional.one_hot(code.argmax(1), 3).float(), atol=1e-6)  # one-hot
+    params = model.decode_rows(post.z_mean, codes, post.pose)
+    assert params.shape == (6, 1, 1, 28, 28)
     params.sum().backward()
     assert model.classifier.net[0].weight.grad.abs().sum() > 0  # the gradient of the relaxed sample
 

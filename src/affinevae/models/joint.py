@@ -24,6 +24,12 @@ is taken in training in one of three ways (``discrete``, registry :data:`CLASS_E
 
 Evaluation (``model.eval()``) always enumerates, so the reported ELBO is exact in both modes.
 
+Over the full circle (``rotation_mode='full'``) the joint and semi-supervised models with a
+'canonical' classifier take the rVAE's group-equivariant encoder (its bin-and-offset angle
+posterior) and warp decoder by default; with its ``rotation_sampler='enumerate'`` every class
+row above is rendered at each of the N rotation bins and weighted q(row) q(bin)
+(:meth:`JRVAE.render_bins`).
+
 The class posterior q(y | x) comes from a classifier of its own that sees the image
 canonicalised at the posterior-mean pose (``classifier='canonical'``), so that the class need
 not be told from the observed pose; ``'shared'`` takes K more outputs from the encoder instead.
@@ -60,7 +66,9 @@ from .rvae import RVAE, RVAEConfig
 
 CLASS_EXPECTATIONS: Registry = Registry("class expectation")
 """How the ELBO's expectation over the class is taken in training: name -> function
-``(model, z, pose, post) -> (params (N, R, C, H, W), weights (N, R))`` (R rows per image)."""
+``(model, post) -> (codes (N, R, K), weights (N, R))``: R class codes per image (one-hot rows,
+or relaxed samples) that the decoder renders, and the weight of each row in the reconstruction
+term. :meth:`JRVAE.decode_rows` renders them."""
 
 
 def repeat_pose(pose: PoseLike, rows: Tensor) -> PoseLike:
@@ -83,32 +91,30 @@ def class_kl(weights: Tensor, log_weights: Optional[Tensor] = None) -> Tensor:
 
 
 @CLASS_EXPECTATIONS.register("enumerate")
-def enumerate_classes(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding) -> tuple[Tensor, Tensor]:
-    """Exact expectation: every image's latents ``z`` (N, D) and ``pose`` decoded with each of the
-    K one-hot classes in one batched pass of N*K rows. Returns params (N, K, C, H, W) and the
-    class weights (N, K) (``post.parts['class_weight']``)."""
-    n, k = z.shape[0], model.config.num_classes
-    rows = torch.arange(n, device=z.device).repeat_interleave(k)
-    code = torch.eye(k, device=z.device, dtype=z.dtype).repeat(n, 1)  # (N*K, K): classes 0..K-1 per image
-    params = model.render(model.generate(z[rows], code), repeat_pose(pose, rows))
-    return params.view(n, k, *params.shape[1:]), post.parts["class_weight"]
+def enumerate_classes(model: "JRVAE", post: Encoding) -> tuple[Tensor, Tensor]:
+    """Exact expectation: each of the K one-hot classes is a row of every image. Returns codes
+    (N, K, K) and the class weights (N, K) (``post.parts['class_weight']``)."""
+    weight = post.parts["class_weight"]
+    n, k = weight.shape
+    code = torch.eye(k, device=weight.device, dtype=torch.float32).expand(n, k, k)
+    return code, weight
 
 
 @CLASS_EXPECTATIONS.register("gumbel")
-def relaxed_class(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding) -> tuple[Tensor, Tensor]:
+def relaxed_class(model: "JRVAE", post: Encoding) -> tuple[Tensor, Tensor]:
     """A relaxed one-hot class sample (Gumbel-softmax at ``temperature``; known labels keep
-    their one-hot) decoded in one row per image. Returns params (N, 1, C, H, W) and weights (N, 1)."""
-    return decode_class_code(model, z, pose, post, gumbel_code(post.parts["class_logits"], model.config.temperature))
+    their one-hot), one row per image. Returns codes (N, 1, K) and weights (N, 1) of ones."""
+    return known_code(post, gumbel_code(post.parts["class_logits"], model.config.temperature))
 
 
 @CLASS_EXPECTATIONS.register("straight")
-def straight_through_class(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding) -> tuple[Tensor, Tensor]:
-    """As 'gumbel', but the decoder sees the one-hot argmax of the relaxed sample (the classes
-    it decodes in evaluation) while the gradient is the relaxed sample's (straight-through
-    Gumbel-softmax). Returns params (N, 1, C, H, W) and weights (N, 1)."""
+def straight_through_class(model: "JRVAE", post: Encoding) -> tuple[Tensor, Tensor]:
+    """As 'gumbel', but the row's code is the one-hot argmax of the relaxed sample (the classes
+    decoded in evaluation) while the gradient is the relaxed sample's (straight-through
+    Gumbel-softmax). Returns codes (N, 1, K) and weights (N, 1) of ones."""
     soft = gumbel_code(post.parts["class_logits"], model.config.temperature)
     hard = F.one_hot(soft.argmax(1), soft.shape[1]).to(soft.dtype)
-    return decode_class_code(model, z, pose, post, hard + soft - soft.detach())
+    return known_code(post, hard + soft - soft.detach())
 
 
 def gumbel_code(logits: Tensor, temperature: float) -> Tensor:
@@ -118,34 +124,37 @@ def gumbel_code(logits: Tensor, temperature: float) -> Tensor:
     return torch.softmax((logits.float() - torch.log(-torch.log(u))) / temperature, 1)
 
 
-def decode_class_code(model: "JRVAE", z: Tensor, pose: PoseLike, post: Encoding, code: Tensor) -> tuple[Tensor, Tensor]:
-    """Decode ``z`` (N, D) in class ``code`` (N, K) (known labels keep their one-hot) at ``pose``
-    in one row per image: params (N, 1, C, H, W) and weights (N, 1) of ones."""
-    weight = post.parts["class_weight"]
+def known_code(post: Encoding, code: Tensor) -> tuple[Tensor, Tensor]:
+    """One row per image: ``code`` (N, K), where the label is known its one-hot instead. Returns
+    codes (N, 1, K) and weights (N, 1) of ones."""
     known = post.parts.get("class_known")
     if known is not None:
-        code = torch.where(known[:, None], weight, code)
-    params = model.render(model.generate(z, code), pose)
-    return params[:, None], torch.ones(z.shape[0], 1, device=z.device, dtype=params.dtype)
+        code = torch.where(known[:, None], post.parts["class_weight"], code)
+    return code[:, None], torch.ones(code.shape[0], 1, device=code.device, dtype=code.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
 class FlatEncoderRVAEConfig(RVAEConfig):
-    """Base of the configs whose models append outputs (class logits, targets) to the encoder's
-    flat vector: the joint and semi-supervised families. Their ``encoder`` defaults to 'mlp'
-    (where :class:`RVAEConfig` would pick the equivariant encoder in rotation_mode 'full'), and
-    an encoder without a flat output ('mlp', 'conv') is a one-line :class:`AffineVAEError`."""
+    """Base of the configs whose models may append outputs (class logits, targets) to the
+    encoder's flat vector: the joint and semi-supervised families. Where they do
+    (:meth:`flat_encoder_needed`) the ``encoder`` defaults to 'mlp' (where :class:`RVAEConfig`
+    would pick the group-equivariant encoder in rotation_mode 'full'), and an encoder without a
+    flat output is a one-line :class:`AffineVAEError`; where they do not, the defaults are the rVAE's."""
+
+    def flat_encoder_needed(self) -> bool:
+        """True when the encoder's flat output carries more than the content and pose posteriors."""
+        return True
 
     def __post_init__(self) -> None:
-        if self.encoder is None:
+        if self.encoder is None and self.flat_encoder_needed():
             object.__setattr__(self, "encoder", "mlp")
         super().__post_init__()
 
     def validate(self) -> None:
         super().validate()
-        check(getattr(ENCODERS.get(self.encoder), "flat_output", True),
-              f"encoder '{self.encoder}' is for the rvae/crvae in rotation_mode 'full'; the joint and semi-supervised "
-              "models take 'mlp' or 'conv'")
+        check(not self.flat_encoder_needed() or getattr(ENCODERS.get(self.encoder), "flat_output", True),
+              f"encoder '{self.encoder}' has no flat output for the class logits or targets of model options "
+              "like these; give encoder 'mlp' or 'conv' (or, for the joint models, classifier 'canonical')")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,6 +252,11 @@ class JRVAEConfig(FlatEncoderRVAEConfig):
     class_init_steps: int = 200
     class_init_components: int = 50
 
+    def flat_encoder_needed(self) -> bool:
+        """Only a 'shared' classifier takes its logits from the encoder; a 'canonical' one is a
+        network of its own, so the group-equivariant encoder can infer content and pose."""
+        return self.classifier == "shared"
+
     def __post_init__(self) -> None:
         if self.class_init is None:
             object.__setattr__(self, "class_init", "kmeans" if self.classifier == "canonical" else "none")
@@ -308,9 +322,7 @@ class JRVAE(RVAE):
         """As the rVAE's, but the encoder sees no class and the decoder's input is the content
         latents plus the K-wide class code; a 'canonical' classifier is a network of its own."""
         cfg = self.config
-        self.encoder = encoder if encoder is not None else ENCODERS.get(cfg.encoder)(
-            cfg.image_shape, self.encoder_out_dim(), hidden=cfg.encoder_hidden or cfg.hidden, act=cfg.activation,
-            cond_dim=0, channels=cfg.channels, norm=cfg.norm)
+        self.encoder = encoder if encoder is not None else self.build_encoder(0)
         self.decoder = decoder if decoder is not None else POSE_DECODERS.get(cfg.decoder)(
             cfg.latent_dim + cfg.num_classes, cfg.image_shape, hidden=tuple(cfg.hidden), act=cfg.activation,
             channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
@@ -491,11 +503,58 @@ class JRVAE(RVAE):
                          sample: bool) -> ModelOutput:
         """generate + render in every class (or a relaxed class sample in 'gumbel' training) -> score
         with the class weights."""
+        codes, weights = self.class_rows(post)
+        params = self.decode_rows(self.warmed_content(z), codes, pose)
+        return self.score(x, params, post, pose, terms, weights=weights)
+
+    def class_rows(self, post: Encoding) -> tuple[Tensor, Tensor]:
+        """The class codes the decoder renders for each image and their weights: ``discrete``'s
+        rows in training (:data:`CLASS_EXPECTATIONS`), all K classes in evaluation. Returns codes
+        (N, R, K) and weights (N, R)."""
         training = self.training and torch.is_grad_enabled()
-        mode = self.config.discrete if training else "enumerate"
-        if training and self.config.content_warmup > 0:
-            z = z * self.content_scale()
-        params, weights = CLASS_EXPECTATIONS.get(mode)(self, z, pose, post)
+        return CLASS_EXPECTATIONS.get(self.config.discrete if training else "enumerate")(self, post)
+
+    def warmed_content(self, z: Tensor) -> Tensor:
+        """The content latents (N, D) the decoder sees: times :meth:`content_scale` in training."""
+        if self.training and torch.is_grad_enabled() and self.config.content_warmup > 0:
+            return z * self.content_scale()
+        return z
+
+    def decode_rows(self, z: Tensor, codes: Tensor, pose: PoseLike) -> Tensor:
+        """Likelihood parameters (N, R, C, H, W) of content ``z`` (N, D) in each class code of
+        ``codes`` (N, R, K), every row at its image's ``pose``, in one batched decoder pass."""
+        n, r, k = codes.shape
+        if r == 1:
+            return self.render(self.generate(z, codes[:, 0].to(z.dtype)), pose)[:, None]
+        rows = torch.arange(n, device=z.device).repeat_interleave(r)
+        params = self.render(self.generate(z[rows], codes.reshape(n * r, k).to(z.dtype)), repeat_pose(pose, rows))
+        return params.view(n, r, *params.shape[1:])
+
+    def render_bins(self, z: Tensor, y: Optional[Tensor], post: Encoding, poses: Pose, bin_weights: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+        """The rVAE's enumeration over the rotation bins (see :meth:`RVAE.render_bins`) times the
+        class rows (:meth:`class_rows`): every class code of every image rendered at each of its
+        N bins. ``z`` (B, D), ``poses`` (B*N) ordered image-major, ``bin_weights`` (B, N) q(bin).
+        Returns params (B, R*N, C, H, W) (row r*N + k: class row r at bin k) and their weights
+        (B, R*N), q(class row) * q(bin)."""
+        codes, class_weights = self.class_rows(post)
+        b, r, k = codes.shape
+        n = bin_weights.shape[1]
+        zr, cr = self.warmed_content(z).repeat_interleave(r, 0), codes.reshape(b * r, k).to(z.dtype)
+        canonical = self.generate(zr, cr)
+        if isinstance(canonical, Tensor):  # a canonical image does not depend on the pose: once per row
+            canonical = canonical.repeat_interleave(n, 0)
+        else:
+            canonical = self.generate(zr.repeat_interleave(n, 0), cr.repeat_interleave(n, 0))
+        bins = (torch.arange(b, device=z.device)[:, None, None] * n
+                + torch.arange(n, device=z.device)[None, None, :]).expand(b, r, n).reshape(-1)
+        params = self.render(canonical, repeat_pose(poses, bins))
+        weights = (class_weights[:, :, None] * bin_weights[:, None, :]).reshape(b, r * n)
+        return params.view(b, r * n, *params.shape[1:]), weights
+
+    def score_rows(self, x: Tensor, params: Tensor, post: Encoding, pose: PoseLike, terms: dict,
+                   weights: Tensor) -> ModelOutput:
+        """:meth:`score` of rows (B, M, C, H, W) weighted by ``weights`` (B, M) (the rVAE's bin enumeration)."""
         return self.score(x, params, post, pose, terms, weights=weights)
 
     def content_scale(self, step: Optional[int] = None) -> float:

@@ -45,10 +45,10 @@ import math
 from typing import Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config import check, check_choice, check_positive
-from ..nn.affine import Pose, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
+from ..nn.affine import Pose, PoseLike, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
 from ..nn.circular import SAMPLERS, RotationPosterior
 from ..nn.equivariant import CONTENT_SOURCES, DOWNSAMPLING, EquivariantFeatures, check_group
 from ..nn.signal import is_signal_shape, pose_shift, shift_pose
@@ -260,18 +260,24 @@ class RVAE(LatentModel):
     def build(self, encoder=None, decoder=None) -> None:
         """Encoder from ENCODERS (input: image + one-hot class); decoder from POSE_DECODERS (or the given ones)."""
         cfg = self.config
-        enc_hidden = cfg.encoder_hidden or cfg.hidden
-        if encoder is None and cfg.mixture:  # group-equivariant encoder: its own field widths and group order
-            encoder = ENCODERS.get(cfg.encoder)(cfg.image_shape, self.encoder_out_dim(), hidden=enc_hidden,
-                                                act=cfg.activation, cond_dim=self.cond_dim,
-                                                channels=cfg.group_channels, norm=cfg.norm, group_order=cfg.group_order,
-                                                content=cfg.group_content, downsample=cfg.group_downsample)
-        self.encoder = encoder if encoder is not None else ENCODERS.get(cfg.encoder)(
-            cfg.image_shape, self.encoder_out_dim(), hidden=enc_hidden, act=cfg.activation, cond_dim=self.cond_dim,
-            channels=cfg.channels, norm=cfg.norm)
+        self.encoder = encoder if encoder is not None else self.build_encoder(self.cond_dim)
         self.decoder = decoder if decoder is not None else POSE_DECODERS.get(cfg.decoder)(
             cfg.latent_dim + self.cond_dim, cfg.image_shape, hidden=tuple(cfg.hidden), act=cfg.activation,
             channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
+
+    def build_encoder(self, cond_dim: int) -> nn.Module:
+        """The configured encoder (ENCODERS[``encoder``]) with ``encoder_out_dim()`` outputs and a
+        condition of ``cond_dim`` (a one-hot class; 0: none); the group-equivariant one takes its
+        own field widths and group order."""
+        cfg = self.config
+        enc_hidden = cfg.encoder_hidden or cfg.hidden
+        if cfg.mixture:
+            return ENCODERS.get(cfg.encoder)(cfg.image_shape, self.encoder_out_dim(), hidden=enc_hidden,
+                                             act=cfg.activation, cond_dim=cond_dim, channels=cfg.group_channels,
+                                             norm=cfg.norm, group_order=cfg.group_order, content=cfg.group_content,
+                                             downsample=cfg.group_downsample)
+        return ENCODERS.get(cfg.encoder)(cfg.image_shape, self.encoder_out_dim(), hidden=enc_hidden,
+                                         act=cfg.activation, cond_dim=cond_dim, channels=cfg.channels, norm=cfg.norm)
 
     def _prior_std(self, name: str) -> float:
         cfg = self.config
@@ -433,21 +439,43 @@ class RVAE(LatentModel):
         rep = lambda v: None if v is None else v.repeat_interleave(n, 0)  # noqa: E731
         poses = Pose(angle=angles.reshape(-1), shift=rep(pose.shift), scale=rep(pose.scale))
         poses = compose_poses(None if found_pose is None else rep_pose(found_pose, n), poses, b * n, x.device)
+        params, weights = self.render_bins(z, y, enc, poses, weights)
+        best = weights.argmax(1) % n  # rows are ordered (row, bin), bins fastest
+        used = Pose(angle=angles.gather(1, best[:, None])[:, 0], shift=pose.shift, scale=pose.scale)
+        return self.score_rows(x, params, enc, used, terms, weights)
+
+    def render_bins(self, z: Tensor, y: Optional[Tensor], post: Encoding, poses: Pose, bin_weights: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+        """The rotation-bin enumeration's decoder pass: ``z`` (B, D) (and class ``y``) rendered at
+        ``poses`` (B*N, ordered image-major: image b's bin k is row b*N + k) in one batch.
+        Returns params (B, M, C, H, W) and weights (B, M): here M = N, the weights ``bin_weights``
+        (B, N) = q(bin). Families with more rows per image (a class expectation) override this,
+        keeping the bins fastest (row m is bin m % N)."""
+        b, n = bin_weights.shape
+        rep = lambda v: None if v is None else v.repeat_interleave(n, 0)  # noqa: E731
         canonical = self.generate(z, y)
         if isinstance(canonical, Tensor):  # a canonical image does not depend on the pose: once per image
             canonical = rep(canonical)
         else:
             canonical = self.generate(rep(z), rep(y))
         params = self.render(canonical, poses)  # (B*N, C, H, W)
-        recon_k = -self.likelihood.log_prob(params.float(), rep(x), self.pixel_log_sigma()).view(b, n)
+        return params.view(b, n, *params.shape[1:]), bin_weights
+
+    def score_rows(self, x: Tensor, params: Tensor, post: Encoding, pose: PoseLike, terms: dict,
+                   weights: Tensor) -> ModelOutput:
+        """Score of ``x`` (B, C, H, W) under rows of params (B, M, C, H, W) weighted by ``weights``
+        (B, M): ``recon = sum_m weights_m (-log p(x | params_m))`` plus the KL of ``post``; the
+        named ``terms`` are added; ``x_params`` is each image's heaviest row, ``pose`` as given."""
+        b, m = weights.shape
+        xr = x.repeat_interleave(m, 0)
+        recon_k = -self.likelihood.log_prob(params.float().reshape(b * m, *params.shape[2:]), xr,
+                                            self.pixel_log_sigma()).view(b, m)
         recon_i = (weights * recon_k).sum(1)
-        kl_i = self.kl(enc)
+        kl_i = self.kl(post)
         recon, kl = recon_i.mean(), kl_i.mean()
-        best = weights.argmax(1)
-        pick = torch.arange(b, device=x.device) * n + best
-        used = Pose(angle=angles.gather(1, best[:, None])[:, 0], shift=pose.shift, scale=pose.scale)
+        x_params = params[torch.arange(b, device=x.device), weights.argmax(1)]
         out = ModelOutput(loss=recon + self.loss_beta() * kl, recon=recon, kl=kl, elbo=-(recon_i + kl_i),
-                          z_mean=enc.z_mean, z_logvar=enc.z_logvar, pose=used, x_params=params[pick])
+                          z_mean=post.z_mean, z_logvar=post.z_logvar, pose=pose, x_params=x_params)
         return out.with_terms({k: v() if callable(v) else v for k, v in terms.items()})
 
     def random_pose(self, n: int, device) -> Pose:
