@@ -60,6 +60,7 @@ from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, as_matrix, canonicalise, compose_affine, invert_affine, render, warp
 from ..nn.layers import ENCODERS
 from ..nn.spatial import POSE_DECODERS
+from ..pose.classes import aligned_kmeans
 from ..registry import MODELS, Registry
 from .base import Encoding, ModelOutput
 from .rvae import RVAE, RVAEConfig
@@ -361,11 +362,17 @@ class JRVAE(RVAE):
         with torch.no_grad():
             views = torch.cat([self.classifier_view(xb, self.infer(xb).pose).cpu()
                                for xb in (x[i:i + batch_size].to(self.device) for i in range(0, len(x), batch_size))])
-        flat = views.reshape(len(views), -1).numpy()
-        comps = max(1, min(cfg.class_init_components, flat.shape[0], flat.shape[1]))
-        fit_on = flat if len(flat) <= 10000 else flat[np.random.default_rng(seed).choice(len(flat), 10000, replace=False)]
-        feats = PCA(comps, random_state=seed).fit(fit_on).transform(flat)
-        clusters = torch.as_tensor(KMeans(cfg.num_classes, n_init=4, random_state=seed).fit_predict(feats)).long()
+        if cfg.mixture:  # over the full circle: classes of the views at their best turn
+            clusters = torch.as_tensor(aligned_kmeans(views, cfg.num_classes, angles=2 * cfg.group_order,
+                                                      components=cfg.class_init_components, n_init=4, seed=seed,
+                                                      fit_on=10000).labels)
+        else:
+            flat = views.reshape(len(views), -1).numpy()
+            comps = max(1, min(cfg.class_init_components, flat.shape[0], flat.shape[1]))
+            fit_on = (flat if len(flat) <= 10000
+                      else flat[np.random.default_rng(seed).choice(len(flat), 10000, replace=False)])
+            feats = PCA(comps, random_state=seed).fit(fit_on).transform(flat)
+            clusters = torch.as_tensor(KMeans(cfg.num_classes, n_init=4, random_state=seed).fit_predict(feats)).long()
         self.classifier.train()
         opt = torch.optim.Adam(self.classifier.parameters(), 2e-3)
         gen = torch.Generator().manual_seed(seed)

@@ -356,7 +356,8 @@ class EquivariantEncoder(nn.Module):
       it unchanged; then MLP(hidden) -> out_dim.
 
     Unlike the 'mlp' and 'conv' encoders it returns :class:`EquivariantFeatures`, not a flat
-    vector (``flat_output`` is False), so only the rVAE/crVAE use it.
+    vector (``flat_output`` is False): the rVAE/crVAE use it, and the joint and semi-supervised
+    models whose classifier is a network of its own.
     """
 
     flat_output = False
