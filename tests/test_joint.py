@@ -45,6 +45,10 @@ def test_families_registered_and_configs_validated():
     for family in ("jrvae", "ssrvae"):
         config = av.build_model(family, rotation_mode="full").config
         assert (config.encoder, config.decoder, config.mixture) == ("equivariant", "warp", True)
+    # the classifier's k-means start takes more steps over the full circle; a given value wins
+    assert av.build_model("jrvae").config.class_init_steps == 200
+    assert av.build_model("jrvae", rotation_mode="full").config.class_init_steps == 3000
+    assert av.build_model("jrvae", rotation_mode="full", class_init_steps=50).config.class_init_steps == 50
     assert av.build_model("jrvae", rotation_mode="full", classifier="shared").config.encoder == "mlp"
     assert av.build_model("ssregrvae", rotation_mode="full").config.encoder == "mlp"
     for options in (dict(family="jrvae", classifier="shared"), dict(family="ssregrvae")):
