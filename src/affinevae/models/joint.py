@@ -154,8 +154,8 @@ class FlatEncoderRVAEConfig(RVAEConfig):
     def validate(self) -> None:
         super().validate()
         check(not self.flat_encoder_needed() or getattr(ENCODERS.get(self.encoder), "flat_output", True),
-              f"encoder '{self.encoder}' has no flat output for the class logits or targets of model options "
-              "like these; give encoder 'mlp' or 'conv' (or, for the joint models, classifier 'canonical')")
+              f"encoder '{self.encoder}' has no flat output for the class logits or targets that these options put "
+              "there (a 'shared' classifier, a regressor); give encoder 'mlp' or 'conv'")
 
 
 FULL_CIRCLE_INIT_STEPS = 3000
@@ -364,7 +364,8 @@ class JRVAE(RVAE):
         """Fit the classifier to k-means clusters of the training images ``x`` (N, C, H, W): their
         classifier views at the inferred pose (no jitter), ``class_init_components`` principal
         components (fitted on at most 10 000 of them, a seeded subset), K clusters (scikit-learn,
-        ``random_state=seed``), then ``class_init_steps``
+        ``random_state=seed``; with the group-equivariant encoder :func:`aligned_kmeans` at 2N
+        turns instead), then ``class_init_steps``
         Adam steps (lr 2e-3, batches of 50 drawn with a generator seeded by ``seed``) of
         cross-entropy. Deterministic for a given model, data and seed; leaves torch's global RNG
         alone. Returns the (N,) cluster of each image."""
