@@ -63,22 +63,13 @@ from ..nn.spatial import POSE_DECODERS
 from ..pose.classes import aligned_kmeans
 from ..registry import MODELS, Registry
 from .base import Encoding, ModelOutput
-from .rvae import RVAE, RVAEConfig
+from .rvae import RVAE, RVAEConfig, repeat_pose
 
 CLASS_EXPECTATIONS: Registry = Registry("class expectation")
 """How the ELBO's expectation over the class is taken in training: name -> function
 ``(model, post) -> (codes (N, R, K), weights (N, R))``: R class codes per image (one-hot rows,
 or relaxed samples) that the decoder renders, and the weight of each row in the reconstruction
 term. :meth:`JRVAE.decode_rows` renders them."""
-
-
-def repeat_pose(pose: PoseLike, rows: Tensor) -> PoseLike:
-    """The pose of every row in ``rows`` (M,) indices: a :class:`Pose`, (M, 2, 3) matrices or None."""
-    if pose is None:
-        return None
-    if isinstance(pose, Tensor):
-        return pose[rows]
-    return pose.index(rows)
 
 
 def class_kl(weights: Tensor, log_weights: Optional[Tensor] = None) -> Tensor:
@@ -563,15 +554,8 @@ class JRVAE(RVAE):
         codes, class_weights = self.class_rows(post)
         b, r, k = codes.shape
         n = bin_weights.shape[1]
-        zr, cr = self.warmed_content(z).repeat_interleave(r, 0), codes.reshape(b * r, k).to(z.dtype)
-        canonical = self.generate(zr, cr)
-        if isinstance(canonical, Tensor):  # a canonical image does not depend on the pose: once per row
-            canonical = canonical.repeat_interleave(n, 0)
-        else:
-            canonical = self.generate(zr.repeat_interleave(n, 0), cr.repeat_interleave(n, 0))
-        bins = (torch.arange(b, device=z.device)[:, None, None] * n
-                + torch.arange(n, device=z.device)[None, None, :]).expand(b, r, n).reshape(-1)
-        params = self.render(canonical, repeat_pose(poses, bins))
+        params = self.render_rows_at_bins(self.warmed_content(z).repeat_interleave(r, 0),
+                                          codes.reshape(b * r, k).to(z.dtype), poses, n, rows=r)
         weights = (class_weights[:, :, None] * bin_weights[:, None, :]).reshape(b, r * n)
         return params.view(b, r * n, *params.shape[1:]), weights
 
@@ -624,9 +608,7 @@ class JRVAE(RVAE):
         n, r = params.shape[:2]
         if weights is None:
             weights = torch.ones(n, r, device=params.device)
-        xr = x[:, None].expand(n, r, *x.shape[1:]).reshape(n * r, *x.shape[1:])
-        recon_nr = -self.likelihood.log_prob(params.float().reshape(n * r, *params.shape[2:]), xr, self.pixel_log_sigma())
-        recon_i = (weights.float() * recon_nr.view(n, r)).sum(1)
+        recon_i, x_params = self.row_likelihood(x, params, weights)
         kl_cont = super().kl(post)
         kl_disc = class_kl(post.parts["class_weight"])
         kl_i = kl_cont + kl_disc
@@ -639,8 +621,6 @@ class JRVAE(RVAE):
         terms = {name: value() if callable(value) else value for name, value in terms.items()}
         for value in terms.values():
             loss = loss + value
-        best = weights.argmax(1) if r > 1 else torch.zeros(n, dtype=torch.long, device=params.device)
-        x_params = params[torch.arange(n, device=params.device), best]
         return ModelOutput(loss=loss, recon=recon, kl=kl, elbo=-(recon_i + kl_i), z_mean=post.z_mean,
                            z_logvar=post.z_logvar, pose=pose, x_params=x_params, terms=terms)
 

@@ -444,7 +444,7 @@ class RVAE(LatentModel):
         used = Pose(angle=angles.gather(1, best[:, None])[:, 0], shift=pose.shift, scale=pose.scale)
         return self.score_rows(x, params, enc, used, terms, weights)
 
-    def render_bins(self, z: Tensor, y: Optional[Tensor], post: Encoding, poses: Pose, bin_weights: Tensor
+    def render_bins(self, z: Tensor, y: Optional[Tensor], post: Encoding, poses: PoseLike, bin_weights: Tensor
                     ) -> tuple[Tensor, Tensor]:
         """The rotation-bin enumeration's decoder pass: ``z`` (B, D) (and class ``y``) rendered at
         ``poses`` (B*N, ordered image-major: image b's bin k is row b*N + k) in one batch.
@@ -452,28 +452,48 @@ class RVAE(LatentModel):
         (B, N) = q(bin). Families with more rows per image (a class expectation) override this,
         keeping the bins fastest (row m is bin m % N)."""
         b, n = bin_weights.shape
+        params = self.render_rows_at_bins(z, y, poses, n)
+        return params.view(b, n, *params.shape[1:]), bin_weights
+
+    def render_rows_at_bins(self, z: Tensor, y, poses: PoseLike, n: int, rows: int = 1) -> Tensor:
+        """Render ``rows`` decoder rows per image at each of the image's ``n`` bin poses.
+
+        ``z`` (B*rows, D) and ``y`` (its class or code per row, or None) ordered image-major;
+        ``poses`` (B*n) image-major. The canonical object is generated once per row when it does
+        not depend on the pose (a canonical image), else once per row and bin. Returns params
+        (B*rows*n, C, H, W) ordered (image, row, bin)."""
         rep = lambda v: None if v is None else v.repeat_interleave(n, 0)  # noqa: E731
         canonical = self.generate(z, y)
-        if isinstance(canonical, Tensor):  # a canonical image does not depend on the pose: once per image
+        if isinstance(canonical, Tensor):  # a canonical image does not depend on the pose: once per row
             canonical = rep(canonical)
         else:
             canonical = self.generate(rep(z), rep(y))
-        params = self.render(canonical, poses)  # (B*N, C, H, W)
-        return params.view(b, n, *params.shape[1:]), bin_weights
+        if rows > 1:  # row r of image b at bin k takes image b's pose of bin k
+            b = z.shape[0] // rows
+            bins = (torch.arange(b, device=z.device)[:, None, None] * n
+                    + torch.arange(n, device=z.device)[None, None, :]).expand(b, rows, n).reshape(-1)
+            poses = repeat_pose(poses, bins)
+        return self.render(canonical, poses)
+
+    def row_likelihood(self, x: Tensor, params: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """The reconstruction term of ``x`` (B, C, H, W) under rows of params (B, M, C, H, W)
+        weighted by ``weights`` (B, M): ``recon_i = sum_m weights_m (-log p(x | params_m))`` (B,)
+        nats, and each image's heaviest row of params (B, C, H, W)."""
+        b, m = weights.shape
+        xr = x.repeat_interleave(m, 0)
+        recon_m = -self.likelihood.log_prob(params.float().reshape(b * m, *params.shape[2:]), xr,
+                                            self.pixel_log_sigma()).view(b, m)
+        recon_i = (weights.float() * recon_m).sum(1)
+        return recon_i, params[torch.arange(b, device=x.device), weights.argmax(1)]
 
     def score_rows(self, x: Tensor, params: Tensor, post: Encoding, pose: PoseLike, terms: dict,
                    weights: Tensor) -> ModelOutput:
         """Score of ``x`` (B, C, H, W) under rows of params (B, M, C, H, W) weighted by ``weights``
-        (B, M): ``recon = sum_m weights_m (-log p(x | params_m))`` plus the KL of ``post``; the
-        named ``terms`` are added; ``x_params`` is each image's heaviest row, ``pose`` as given."""
-        b, m = weights.shape
-        xr = x.repeat_interleave(m, 0)
-        recon_k = -self.likelihood.log_prob(params.float().reshape(b * m, *params.shape[2:]), xr,
-                                            self.pixel_log_sigma()).view(b, m)
-        recon_i = (weights * recon_k).sum(1)
+        (B, M) (:meth:`row_likelihood`) plus the KL of ``post``; the named ``terms`` are added;
+        ``x_params`` is each image's heaviest row, ``pose`` as given."""
+        recon_i, x_params = self.row_likelihood(x, params, weights)
         kl_i = self.kl(post)
         recon, kl = recon_i.mean(), kl_i.mean()
-        x_params = params[torch.arange(b, device=x.device), weights.argmax(1)]
         out = ModelOutput(loss=recon + self.loss_beta() * kl, recon=recon, kl=kl, elbo=-(recon_i + kl_i),
                           z_mean=post.z_mean, z_logvar=post.z_logvar, pose=pose, x_params=x_params)
         return out.with_terms({k: v() if callable(v) else v for k, v in terms.items()})
@@ -557,6 +577,15 @@ class MixtureEncoding(Encoding):
         sub = super().index(idx)
         return MixtureEncoding(sub.z_mean, sub.z_std, sub.pose, sub.pose_std, sub.parts,
                                rotation=None if self.rotation is None else self.rotation.index(idx))
+
+
+def repeat_pose(pose: PoseLike, rows: Tensor) -> PoseLike:
+    """The pose of every row in ``rows`` (M,) indices: a :class:`Pose`, (M, 2, 3) matrices or None."""
+    if pose is None:
+        return None
+    if isinstance(pose, Tensor):
+        return pose[rows]
+    return pose.index(rows)
 
 
 def rep_pose(pose, n: int):

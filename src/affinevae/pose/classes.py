@@ -98,10 +98,10 @@ def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: in
     gen = torch.Generator().manual_seed(seed)
     best = None
     for _ in range(n_init):
-        labels, turn, centres, inertia = _one_run(feats, sq, k, iters, gen)
-        if best is None or inertia < best[3]:
-            best = (labels, turn, centres, inertia)
-    labels, turn, _, inertia = best
+        labels, turn, inertia = _one_run(feats, sq, k, iters, gen)
+        if best is None or inertia < best[2]:
+            best = (labels, turn, inertia)
+    labels, turn, inertia = best
     centres = torch.zeros(k, *x.shape[1:])
     counts = torch.bincount(labels, minlength=k).clamp_min(1).float()
     onto = torch.as_tensor(turns, dtype=torch.float32)[turn]  # (N,) the turn onto each centre
@@ -112,11 +112,10 @@ def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: in
                            centres=centres.numpy(), inertia=float(inertia))
 
 
-def _one_run(feats: Tensor, sq: Tensor, k: int, iters: int, gen: torch.Generator
-             ) -> tuple[Tensor, Tensor, Tensor, float]:
+def _one_run(feats: Tensor, sq: Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[Tensor, Tensor, float]:
     """One restart of aligned k-means on reduced turns ``feats`` (N, M, d) with squared norms ``sq``
     (N, M): k-means++ seeding (distances minimised over the turns), then ``iters`` rounds of
-    assignment and update. Returns labels (N,), best turn index (N,), centres (k, d), inertia."""
+    assignment and update. Returns labels (N,), best turn index (N,) and the inertia."""
     n, m, d = feats.shape
     first = int(torch.randint(n, (1,), generator=gen))
     centres = feats[first, 0][None].clone()
@@ -140,7 +139,7 @@ def _one_run(feats: Tensor, sq: Tensor, k: int, iters: int, gen: torch.Generator
             labels = new_labels
             break
         labels = new_labels
-    return labels, turn, centres, float(closest.clamp_min(0).sum())
+    return labels, turn, float(closest.clamp_min(0).sum())
 
 
 def _distances(feats: Tensor, sq: Tensor, centres: Tensor) -> Tensor:
