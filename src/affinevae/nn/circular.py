@@ -104,6 +104,22 @@ class RotationPosterior:
         r = self.resultant().abs().clamp(1e-12, 1.0)
         return torch.sqrt(-2 * torch.log(r))
 
+    def log_prob(self, angle: Tensor) -> Tensor:
+        """(B,) log density of the mixture on the circle at ``angle`` (B,) radians, per radian.
+
+        ``log sum_k q(k) Normal(theta - 2 pi k / N; mu_k, sigma_k^2)`` with each offset Gaussian
+        wrapped once each way round the circle (the terms at +-2 pi), which is exact to within
+        ``exp(-2 (pi / sigma)^2)`` for offsets narrower than half the circle. Training a pose head
+        on known angles maximises it (``benchmarks/bench_full_circle.py --oracle``).
+        """
+        angle = torch.as_tensor(angle, dtype=torch.float32, device=self.logits.device).reshape(-1, 1, 1)
+        laps = torch.tensor([-2 * math.pi, 0.0, 2 * math.pi], device=self.logits.device)
+        d = wrap_angle(angle[:, :, 0] - self.bin_angles())[:, :, None] + laps  # (B, N, 3)
+        logstd = self.offset_logstd.float()[:, :, None]
+        z = (d - self.offset_mean.float()[:, :, None]) * torch.exp(-logstd)
+        log_normal = torch.logsumexp(-0.5 * z**2 - logstd, 2) - 0.5 * math.log(2 * math.pi)  # (B, N)
+        return torch.logsumexp(self.log_probs + log_normal, 1)
+
     # ------------------------------------------------------------------ KL
     def kl(self, prior_std: Optional[float] = None) -> Tensor:
         """(B,) exact KL(q(k, delta) || p(k, delta)) in nats (prior: uniform k, Normal(0, prior_std^2) offsets).
