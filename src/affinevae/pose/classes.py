@@ -24,7 +24,7 @@ from torch import Tensor
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
 
-__all__ = ["AlignedClusters", "aligned_kmeans"]
+__all__ = ["AlignedClusters", "aligned_kmeans", "turned_components"]
 
 
 @dataclasses.dataclass
@@ -72,8 +72,6 @@ def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: in
 
     Memory: N * M * components floats for the reduced turns, one turned copy of ``x`` at a time.
     """
-    from sklearn.decomposition import PCA
-
     x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x).float().cpu()
     if x.dim() != 4:
         raise AffineVAEError(f"aligned_kmeans needs images of shape (N, C, H, W), got {tuple(x.shape)}")
@@ -86,14 +84,8 @@ def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: in
         raise AffineVAEError(f"aligned_kmeans: {n} images cannot make {k} classes")
     if not torch.isfinite(x).all():
         raise AffineVAEError("aligned_kmeans: the images hold NaN or infinite values")
-    rng = np.random.default_rng(seed)
     turns = [2 * math.pi * m / angles for m in range(angles)]
-    subset = rng.choice(n, min(n, fit_on), replace=False)
-    sub_turn = torch.as_tensor(rng.choice(np.asarray(turns, np.float32), len(subset)))
-    sample = render(x[subset], Pose(angle=sub_turn)).reshape(len(subset), -1).numpy()
-    comps = max(1, min(components, sample.shape[0], sample.shape[1]))
-    pca = PCA(comps, random_state=seed).fit(sample)
-    feats = torch.stack([torch.as_tensor(pca.transform(_turned(x, a).numpy()), dtype=torch.float32) for a in turns], 1)
+    feats = turned_components(x, angles, components, seed, fit_on)
     sq = (feats ** 2).sum(-1)  # (N, M)
     gen = torch.Generator().manual_seed(seed)
     best = None
@@ -110,6 +102,26 @@ def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: in
     return AlignedClusters(labels=labels.numpy().astype(np.int64),
                            angles=onto.numpy(),
                            centres=centres.numpy(), inertia=float(inertia))
+
+
+def turned_components(x: Tensor, angles: int, components: int, seed: int = 0, fit_on: int = 20000) -> Tensor:
+    """Every image of ``x`` (N, C, H, W) float tensor turned by each of ``angles`` turns ``2 pi m / M``
+    and reduced to ``components`` principal components: (N, M, d) float32, d = min(components, ...).
+
+    The PCA (scikit-learn) is fitted on at most ``fit_on`` images (a subset drawn with ``seed``),
+    each at a turn drawn with ``seed``, so the components do not favour any orientation.
+    """
+    from sklearn.decomposition import PCA
+
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    turns = [2 * math.pi * m / angles for m in range(angles)]
+    subset = rng.choice(n, min(n, fit_on), replace=False)
+    sub_turn = torch.as_tensor(rng.choice(np.asarray(turns, np.float32), len(subset)))
+    sample = render(x[subset], Pose(angle=sub_turn)).reshape(len(subset), -1).numpy()
+    comps = max(1, min(components, sample.shape[0], sample.shape[1]))
+    pca = PCA(comps, random_state=seed).fit(sample)
+    return torch.stack([torch.as_tensor(pca.transform(_turned(x, a).numpy()), dtype=torch.float32) for a in turns], 1)
 
 
 def _one_run(feats: Tensor, sq: Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[Tensor, Tensor, float]:
