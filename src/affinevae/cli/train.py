@@ -128,6 +128,11 @@ class Train:
             val = f", val loss {last['val_loss']:.2f}" if "val_loss" in last else ""
             print(f"trained {args.model} on {n_images} images ({source}) for {cfg.epochs} epochs: "
                   f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
+            if "pose_sync_agreement" in last:
+                agree = last["pose_sync_agreement"]
+                print(f"pose anchor: the training images' angles synchronised with agreement {agree:.2f}; "
+                      + ("the encoder's angle was anchored to them (pose_anchor)" if "train_pose_anchor" in last else
+                         "below 0.5 (objects whose turns cannot be told apart), so the anchor was left off"))
         return 0
 
 

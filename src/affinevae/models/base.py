@@ -20,6 +20,7 @@ radians; shifts in half image widths.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -525,6 +526,15 @@ class LatentModel(nn.Module):
         hook changed in place (they belong to the old values). Returns extra metrics for the
         epoch's record. Default: nothing."""
         return {}
+
+    def fit_context(self, x: Tensor, y: Optional[Tensor], index: Tensor, seed: int):
+        """Trainer hook around one :func:`affinevae.fit` call (resumed runs included): a context
+        manager entered before the first epoch and left after the last (or on an error). ``x``
+        (N, C, H, W) the training images (CPU), ``y`` their labels or None, ``index`` (N,) their
+        positions in the data given to fit (the ``index`` that ``forward`` then receives), ``seed``
+        the run's seed. Families that derive per-image training targets from the data (the rVAE's
+        pose anchor) set them up here and drop them on leaving. Default: nothing."""
+        return contextlib.nullcontext()
 
     def on_epoch_end(self, epoch: int, run_dir: Optional[Path]) -> dict[str, Any]:
         """Trainer hook after each epoch; may write files to ``run_dir`` and return extra metrics."""

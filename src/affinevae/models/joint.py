@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -131,7 +131,12 @@ class FlatEncoderRVAEConfig(RVAEConfig):
     encoder's flat vector: the joint and semi-supervised families. Where they do
     (:meth:`flat_encoder_needed`) the ``encoder`` defaults to 'mlp' (where :class:`RVAEConfig`
     would pick the group-equivariant encoder in rotation_mode 'full'), and an encoder without a
-    flat output is a one-line :class:`AffineVAEError`; where they do not, the defaults are the rVAE's."""
+    flat output is a one-line :class:`AffineVAEError`; where they do not, the defaults are the rVAE's,
+    except the equivariant encoder's three layers ``(4, 8, 8)`` (as measured for these families) and
+    no ``pose_anchor`` (not wired into their training pass: a value > 0 is refused)."""
+
+    default_group_channels: ClassVar[tuple] = (4, 8, 8)
+    default_pose_anchor: ClassVar[float] = 0.0
 
     def flat_encoder_needed(self) -> bool:
         """True when the encoder's flat output carries more than the content and pose posteriors."""
@@ -144,6 +149,8 @@ class FlatEncoderRVAEConfig(RVAEConfig):
 
     def validate(self) -> None:
         super().validate()
+        check(self.pose_anchor == 0, f"pose_anchor is the rvae's and crvae's; these models take pose_anchor=0, got "
+                                     f"{self.pose_anchor:g}")
         check(not self.flat_encoder_needed() or getattr(ENCODERS.get(self.encoder), "flat_output", True),
               f"encoder '{self.encoder}' has no flat output for the class logits or targets that these options put "
               "there (a 'shared' classifier, a regressor); give encoder 'mlp' or 'conv'")

@@ -1,0 +1,156 @@
+"""Angular synchronisation (affinevae.pose.synchronise_angles) and the rVAE's pose anchor built on it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import affinevae as av
+from affinevae.errors import AffineVAEError
+from affinevae.nn.affine import Pose, render
+from affinevae.pose import SynchronisedAngles, synchronise_angles
+
+SIZE = 16
+
+
+def styled_shapes(n: int, seed: int = 0, symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1, 16, 16) images of one shape in n styles (blob sizes and spacing drawn per image), each
+    turned by a random angle over the full circle; returns (images, angles radians).
+
+    ``symmetric``: four equal blobs at the corners of a square instead (4-fold symmetric: its turns
+    by 90 degrees cannot be told apart)."""
+    gen = torch.Generator().manual_seed(seed)
+    c = (torch.arange(SIZE, dtype=torch.float32) - (SIZE - 1) / 2) / (SIZE / 2)
+    v, u = torch.meshgrid(c, c, indexing="ij")
+    style = torch.rand(n, 3, generator=gen)
+    if symmetric:
+        r = 0.35 + 0.1 * style[:, 0]
+        blobs = [(r, 0 * r, 0.15, 1.0), (-r, 0 * r, 0.15, 1.0), (0 * r, r, 0.15, 1.0), (0 * r, -r, 0.15, 1.0)]
+    else:
+        s = 0.8 + 0.4 * style[:, 0]
+        blobs = [(-0.35 * s, -0.3 * s, 0.18 + 0.08 * style[:, 1], 1.0), (0.35 * s, -0.15 * s, 0.18, 0.8),
+                 (0.0 * s, 0.4 * s, 0.12 + 0.06 * style[:, 2], 0.6)]
+    img = 0
+    for a, b, w, h in blobs:
+        a, b, w = (torch.as_tensor(t, dtype=torch.float32).reshape(-1, 1, 1).expand(n, 1, 1) for t in (a, b, w))
+        img = img + h * torch.exp(-((u - a) ** 2 + (v - b) ** 2) / (2 * w * w))
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.pi
+    return render(img.clamp(0, 1)[:, None], Pose(angle=angle)), angle
+
+
+def concentration(found, true) -> float:
+    """|mean(exp(i (found - true)))|: 1 when found = true + one offset."""
+    return float(np.abs(np.exp(1j * (np.asarray(found, np.float64) - np.asarray(true, np.float64))).mean()))
+
+
+def test_synchronised_angles_are_the_true_ones_up_to_one_offset():
+    x, angle = styled_shapes(300)
+    out = synchronise_angles(x, angles=32, neighbours=8, components=20, seed=0)
+    assert isinstance(out, SynchronisedAngles)
+    assert out.angles.shape == (300,) and out.angles.dtype == np.float32
+    assert out.neighbours.shape == out.relative.shape == (300, 8)
+    assert (out.neighbours != np.arange(300)[:, None]).all()  # never its own neighbour
+    assert concentration(out.angles, angle) > 0.97
+    assert out.agreement > 0.9 and out.components == 1
+    # the pairwise turns are the true differences a_j - a_i (to within a turn step of 11.25 degrees)
+    diff = angle.numpy()[out.neighbours] - angle.numpy()[:, None] - out.relative
+    assert np.median(np.abs(np.angle(np.exp(1j * diff)))) < math.radians(11.25)
+    # deterministic by seed, and a pool of references gives the same frame
+    again = synchronise_angles(x, angles=32, neighbours=8, components=20, seed=0)
+    np.testing.assert_array_equal(again.angles, out.angles)
+    pooled = synchronise_angles(x, angles=32, neighbours=8, components=20, seed=0, pool=150)
+    assert concentration(pooled.angles, angle) > 0.95
+    assert set(np.unique(pooled.neighbours)) <= set(range(300)) and len(np.unique(pooled.neighbours)) <= 150
+
+
+def test_symmetric_objects_do_not_agree():
+    """A 4-fold symmetric shape has no angle modulo 90 degrees to synchronise: the agreement is low."""
+    x, _ = styled_shapes(200, symmetric=True)
+    out = synchronise_angles(x, angles=32, neighbours=8, components=20, seed=0)
+    assert out.agreement < 0.5
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((5, 16, 16), np.float32), "shape \\(N, C, H, W\\)"),
+    (np.zeros((1, 1, 16, 16), np.float32), "at least 2 images"),
+    (np.full((4, 1, 16, 16), np.nan, np.float32), "NaN"),
+])
+def test_bad_input_is_one_line(bad, match):
+    with pytest.raises(AffineVAEError, match=match):
+        synchronise_angles(bad)
+
+
+@pytest.mark.parametrize("option", [{"angles": 2}, {"neighbours": 0}, {"pool": 1}, {"components": 1.5}])
+def test_bad_options_are_one_line(option):
+    x, _ = styled_shapes(10)
+    with pytest.raises(AffineVAEError, match=f"synchronise_angles: {next(iter(option))} must be an integer"):
+        synchronise_angles(x, **option)
+
+
+def small_rvae(**options):
+    return av.build_model("rvae", image_shape=(1, SIZE, SIZE), latent_dim=1, invariances=("rotation",),
+                          rotation_mode="full", group_channels=(4, 4, 4), encoder_hidden=(32,), hidden=(32,),
+                          channels=(8, 16), **options)
+
+
+def test_pose_anchor_defaults_and_refusals():
+    full = dict(latent_dim=2, invariances=("rotation",), rotation_mode="full")
+    rvae = av.build_model("rvae", **full).config
+    assert rvae.encoder == "equivariant" and rvae.pose_anchor == 10.0 and rvae.group_channels == (4, 8, 8, 8, 8)
+    assert av.build_model("crvae", num_classes=3, **full).config.pose_anchor == 10.0
+    joint = av.build_model("jrvae", num_classes=3, **full).config
+    assert joint.pose_anchor == 0.0 and joint.group_channels == (4, 8, 8)
+    assert av.build_model("rvae", latent_dim=2).config.pose_anchor == 0.0  # the MLP encoder: off
+    with pytest.raises(AffineVAEError, match="pose_anchor 5 needs encoder 'equivariant'"):
+        av.build_model("rvae", latent_dim=2, pose_anchor=5.0)
+    with pytest.raises(AffineVAEError, match="pose_anchor is the rvae's and crvae's"):
+        av.build_model("jrvae", num_classes=3, pose_anchor=1.0, **full)
+    with pytest.raises(AffineVAEError, match="pose_anchor"):
+        av.build_model("rvae", pose_anchor=-1.0, **full)
+
+
+def test_fit_anchors_the_angle_to_the_synchronised_frame_and_drops_it_after():
+    x, angle = styled_shapes(300, seed=1)
+    torch.manual_seed(0)
+    model = small_rvae()
+    res = av.fit(model, x.numpy(), av.TrainConfig(epochs=2, batch_size=50, lr=3e-3, val_split=0.2, progress=False,
+                                                  seed=0, checkpoint=False))
+    for record in res.history:
+        assert record["pose_sync_agreement"] > 0.9
+        assert record["train_pose_anchor"] > 0 or record["train_pose_anchor"] < 0  # a real number was added
+    assert model._anchor_table is None  # dropped when the fit ends
+    model.eval()
+    with torch.no_grad():
+        found = model.encode(x).pose.angle
+    assert concentration(found, angle) > 0.9
+    # outside a fit, forward with an index adds no anchor term
+    model.train()
+    out = model(x[:10], index=torch.arange(10))
+    assert "pose_anchor" not in out.terms
+
+
+def test_pose_anchor_zero_and_symmetric_objects_add_no_term():
+    x, _ = styled_shapes(120, seed=2)
+    model = small_rvae(pose_anchor=0.0)
+    res = av.fit(model, x.numpy(), av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False,
+                                                  checkpoint=False))
+    assert "train_pose_anchor" not in res.history[0] and "pose_sync_agreement" not in res.history[0]
+    sym, _ = styled_shapes(120, seed=2, symmetric=True)
+    model = small_rvae()
+    res = av.fit(model, sym.numpy(), av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False,
+                                                    checkpoint=False))
+    assert res.history[0]["pose_sync_agreement"] < 0.5 and "train_pose_anchor" not in res.history[0]
+
+
+def test_a_resumed_fit_synchronises_again(tmp_path):
+    x, _ = styled_shapes(120, seed=3)
+    cfg = dict(batch_size=40, val_split=0.0, progress=False, seed=0)
+    torch.manual_seed(0)
+    av.fit(small_rvae(), x.numpy(), av.TrainConfig(epochs=1, **cfg), out=tmp_path / "run")
+    model = av.load(tmp_path / "run")
+    res = av.fit(model, x.numpy(), av.TrainConfig(epochs=2, **cfg), out=tmp_path / "run", resume=True)
+    assert [r["epoch"] for r in res.history] == [1, 2]
+    assert "train_pose_anchor" in res.history[1] and res.history[1]["pose_sync_agreement"] > 0.9
