@@ -106,8 +106,9 @@ def test_pose_anchor_defaults_and_refusals():
     assert av.build_model("rvae", latent_dim=2).config.pose_anchor == 0.0  # the MLP encoder: off
     with pytest.raises(AffineVAEError, match="pose_anchor 5 needs encoder 'equivariant'"):
         av.build_model("rvae", latent_dim=2, pose_anchor=5.0)
-    with pytest.raises(AffineVAEError, match="pose_anchor is the rvae's and crvae's"):
-        av.build_model("jrvae", num_classes=3, pose_anchor=1.0, **full)
+    assert av.build_model("jrvae", num_classes=3, pose_anchor=1.0, **full).config.pose_anchor == 1.0
+    with pytest.raises(AffineVAEError, match="pose_anchor 1 needs encoder 'equivariant'"):
+        av.build_model("jrvae", num_classes=3, pose_anchor=1.0, latent_dim=2)
     with pytest.raises(AffineVAEError, match="pose_anchor"):
         av.build_model("rvae", pose_anchor=-1.0, **full)
 
@@ -154,3 +155,13 @@ def test_a_resumed_fit_synchronises_again(tmp_path):
     res = av.fit(model, x.numpy(), av.TrainConfig(epochs=2, **cfg), out=tmp_path / "run", resume=True)
     assert [r["epoch"] for r in res.history] == [1, 2]
     assert "train_pose_anchor" in res.history[1] and res.history[1]["pose_sync_agreement"] > 0.9
+
+
+def test_the_joint_model_takes_the_anchor_when_given():
+    x, _ = styled_shapes(120, seed=4)
+    model = av.build_model("jrvae", image_shape=(1, SIZE, SIZE), latent_dim=1, num_classes=2, invariances=("rotation",),
+                           rotation_mode="full", group_channels=(4, 4), encoder_hidden=(32,), hidden=(32,),
+                           classifier_hidden=(32,), channels=(8, 16), class_init="none", pose_anchor=5.0)
+    res = av.fit(model, x.numpy(), av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False,
+                                                  checkpoint=False))
+    assert res.history[0]["pose_sync_agreement"] > 0.9 and "train_pose_anchor" in res.history[0]

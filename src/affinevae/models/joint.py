@@ -132,8 +132,8 @@ class FlatEncoderRVAEConfig(RVAEConfig):
     (:meth:`flat_encoder_needed`) the ``encoder`` defaults to 'mlp' (where :class:`RVAEConfig`
     would pick the group-equivariant encoder in rotation_mode 'full'), and an encoder without a
     flat output is a one-line :class:`AffineVAEError`; where they do not, the defaults are the rVAE's,
-    except the equivariant encoder's three layers ``(4, 8, 8)`` (as measured for these families) and
-    no ``pose_anchor`` (not wired into their training pass: a value > 0 is refused)."""
+    except the equivariant encoder's three layers ``(4, 8, 8)`` and ``pose_anchor`` 0 (the settings
+    their full-circle figures were measured with; both can be given)."""
 
     default_group_channels: ClassVar[tuple] = (4, 8, 8)
     default_pose_anchor: ClassVar[float] = 0.0
@@ -149,8 +149,6 @@ class FlatEncoderRVAEConfig(RVAEConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(self.pose_anchor == 0, f"pose_anchor is the rvae's and crvae's; these models take pose_anchor=0, got "
-                                     f"{self.pose_anchor:g}")
         check(not self.flat_encoder_needed() or getattr(ENCODERS.get(self.encoder), "flat_output", True),
               f"encoder '{self.encoder}' has no flat output for the class logits or targets that these options put "
               "there (a 'shared' classifier, a regressor); give encoder 'mlp' or 'conv'")
@@ -350,13 +348,15 @@ class JRVAE(RVAE):
     def on_epoch_start(self, epoch: int, x: Tensor, y: Optional[Tensor], steps_done: int, seed: int) -> dict:
         """The k-means start of the classifier (``class_init`` 'kmeans', see :class:`JRVAEConfig`)
         before epoch ``class_init_epochs + 1`` of a run that trains this model from its first
-        step (``train_steps`` equals the run's ``steps_done``) on at least K images. Returns ``{}``."""
+        step (``train_steps`` equals the run's ``steps_done``) on at least K images. Returns the
+        rVAE's record (``pose_sync_agreement`` with a pose anchor)."""
         cfg = self.config
+        record = super().on_epoch_start(epoch, x, y, steps_done, seed)
         if (cfg.class_init != "kmeans" or epoch != cfg.class_init_epochs + 1 or int(self.train_steps) != steps_done
                 or len(x) < cfg.num_classes):  # fewer images than classes: nothing to cluster
-            return {}
+            return record
         self.kmeans_start(x, seed)
-        return {}
+        return record
 
     def kmeans_start(self, x: Tensor, seed: int = 0, batch_size: int = 512) -> Tensor:
         """Fit the classifier to k-means clusters of the training images ``x`` (N, C, H, W): their
@@ -502,11 +502,13 @@ class JRVAE(RVAE):
         """The posterior of checked images ``x`` (N, C, H, W) with the labels ``y`` applied, the
         posterior of the same images moved by a random pose (training with invariances and an
         equivariance or class-consistency weight; else None), and the named terms
-        ('equivariance', 'class_consistency') that compare the two."""
+        ('equivariance', 'class_consistency') that compare the two, and the rVAE's 'pose_anchor'
+        (:meth:`RVAE.anchor_terms`, inside a fit with ``pose_anchor`` > 0)."""
         cfg = self.config
         w, wc = cfg.equivariance_weight, cfg.class_consistency
         if not (self.training and (w > 0 or wc > 0) and torch.is_grad_enabled() and cfg.invariances):
-            return self.with_labels(self.infer(x, y), y), None, {}
+            enc = self.with_labels(self.infer(x, y), y)
+            return enc, None, self.anchor_terms(enc)
         n = x.shape[0]
         delta = self.random_pose(n, x.device)
         xx = torch.cat([x, render(x, delta)])
@@ -518,6 +520,7 @@ class JRVAE(RVAE):
         if wc > 0:
             terms["class_consistency"] = lambda: wc * symmetric_kl(enc.parts["class_logits"],
                                                                    moved.parts["class_logits"]).mean()
+        terms.update(self.anchor_terms(enc))
         return enc, moved, terms
 
     def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post, terms: dict,
