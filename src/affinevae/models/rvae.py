@@ -68,7 +68,7 @@ _LOG_2PI = math.log(2 * math.pi)
 _POSE_LOGVAR_OFFSET = -2.0
 #: The least agreement (:attr:`~affinevae.pose.SynchronisedAngles.agreement`) of a fit's angular
 #: synchronisation for its angles to anchor the encoder (``RVAEConfig.pose_anchor``); 10 000 full-circle
-#: digits measure 0.95 (1 000 of them 0.88), a 4-fold symmetric toy shape 0.35 (tests/test_sync.py).
+#: digits measure 0.957 (1 000 of them 0.88), a 4-fold symmetric toy shape 0.39-0.41 (tests/test_sync.py).
 MIN_SYNC_AGREEMENT = 0.5
 
 
