@@ -19,9 +19,9 @@ Neighbours connect similar shapes, and similar shapes connect the styles of a cl
 is shared across a class's styles; pairwise errors (a near-symmetric shape matched turned by
 180 degrees) are outvoted. Measured on 10 000 MNIST digits turned uniformly over 360 degrees
 (M 32, K 10): per-class concentration of the angles 0.916 (digits 2, 5, 8 at 0.87, 0.91, 0.81;
-0.905 without the degree normalisation),
-where the rVAE trained on the ELBO alone reaches 0.70 on test digits; anchored to these angles
-(``RVAEConfig.pose_anchor``) 0.84-0.85 (benchmarks/bench_full_circle.py).
+0.905 without the degree normalisation), where the rVAE trained on the ELBO alone reaches 0.70 on
+test digits, and 0.85-0.86 anchored to these angles (``RVAEConfig.pose_anchor``;
+benchmarks/bench_full_circle.py).
 
 Units: angles in radians, counter-clockwise on screen (as :mod:`affinevae.nn.affine`).
 """
