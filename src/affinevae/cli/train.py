@@ -7,6 +7,7 @@ import argparse
 from ..defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_KL_WARMUP, PATCH_LR, data_defaults
 from ..errors import AffineVAEError
 from ..models.base import build_model
+from ..models.rvae import MIN_SYNC_AGREEMENT
 from ..outputs import check_output
 from ..models.semisupervised import read_targets
 from ..registry import MODELS
@@ -132,7 +133,8 @@ class Train:
                 agree = last["pose_sync_agreement"]
                 print(f"pose anchor: the training images' angles synchronised with agreement {agree:.2f}; "
                       + ("the encoder's angle was anchored to them (pose_anchor)" if "train_pose_anchor" in last else
-                         "below 0.5 (objects whose turns cannot be told apart), so the anchor was left off"))
+                         f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
+                         "was left off"))
         return 0
 
 
