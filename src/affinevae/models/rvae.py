@@ -190,8 +190,6 @@ class RVAEConfig(ModelConfig):
             object.__setattr__(self, "decoder", "warp" if self.encoder == "equivariant" else "spatial")
         if self.group_channels is None:
             object.__setattr__(self, "group_channels", tuple(self.default_group_channels))
-        if isinstance(self.group_channels, list):
-            object.__setattr__(self, "group_channels", tuple(self.group_channels))
         if self.pose_anchor is None:
             object.__setattr__(self, "pose_anchor", self.default_pose_anchor if self.encoder == "equivariant" else 0.0)
         super().__post_init__()

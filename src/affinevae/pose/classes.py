@@ -24,7 +24,7 @@ from torch import Tensor
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
 
-__all__ = ["AlignedClusters", "aligned_kmeans", "turned_components"]
+__all__ = ["AlignedClusters", "aligned_kmeans", "checked_images", "turned_components"]
 
 
 @dataclasses.dataclass
@@ -72,18 +72,11 @@ def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: in
 
     Memory: N * M * components floats for the reduced turns, one turned copy of ``x`` at a time.
     """
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x).float().cpu()
-    if x.dim() != 4:
-        raise AffineVAEError(f"aligned_kmeans needs images of shape (N, C, H, W), got {tuple(x.shape)}")
+    x = checked_images(x, "aligned_kmeans", (("k", k, 2), ("angles", angles, 1), ("components", components, 1),
+                                             ("n_init", n_init, 1), ("iters", iters, 1), ("fit_on", fit_on, 1)))
     n = x.shape[0]
-    for name, value, low in (("k", k, 2), ("angles", angles, 1), ("components", components, 1), ("n_init", n_init, 1),
-                             ("iters", iters, 1), ("fit_on", fit_on, 1)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise AffineVAEError(f"aligned_kmeans: {name} must be an integer >= {low}, got {value!r}")
     if n < k:
         raise AffineVAEError(f"aligned_kmeans: {n} images cannot make {k} classes")
-    if not torch.isfinite(x).all():
-        raise AffineVAEError("aligned_kmeans: the images hold NaN or infinite values")
     turns = [2 * math.pi * m / angles for m in range(angles)]
     feats = turned_components(x, angles, components, seed, fit_on)
     sq = (feats ** 2).sum(-1)  # (N, M)
@@ -102,6 +95,21 @@ def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: in
     return AlignedClusters(labels=labels.numpy().astype(np.int64),
                            angles=onto.numpy(),
                            centres=centres.numpy(), inertia=float(inertia))
+
+
+def checked_images(x, where: str, options: tuple = ()) -> Tensor:
+    """``x`` as a float32 CPU tensor (N, C, H, W) after the checks that ``where`` (the function's
+    name, for messages) shares: the shape, each ``(name, value, least)`` of ``options`` an integer
+    of at least ``least``, and finite values. Raises :class:`AffineVAEError` in one line."""
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x).float().cpu()
+    if x.dim() != 4:
+        raise AffineVAEError(f"{where} needs images of shape (N, C, H, W), got {tuple(x.shape)}")
+    for name, value, low in options:
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise AffineVAEError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+    if not torch.isfinite(x).all():
+        raise AffineVAEError(f"{where}: the images hold NaN or infinite values")
+    return x
 
 
 def turned_components(x: Tensor, angles: int, components: int, seed: int = 0, fit_on: int = 20000) -> Tensor:

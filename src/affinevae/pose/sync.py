@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AffineVAEError
-from .classes import turned_components
+from .classes import checked_images, turned_components
 
 __all__ = ["SynchronisedAngles", "synchronise_angles"]
 
@@ -92,18 +92,11 @@ def synchronise_angles(x, angles: int = 32, neighbours: int = 10, components: in
     from scipy.sparse import csr_matrix, diags
     from scipy.sparse.csgraph import connected_components
 
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x).float().cpu()
-    if x.dim() != 4:
-        raise AffineVAEError(f"synchronise_angles needs images of shape (N, C, H, W), got {tuple(x.shape)}")
-    for name, value, low in (("angles", angles, 4), ("neighbours", neighbours, 1), ("components", components, 1),
-                             ("pool", pool, 2), ("fit_on", fit_on, 1)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise AffineVAEError(f"synchronise_angles: {name} must be an integer >= {low}, got {value!r}")
+    x = checked_images(x, "synchronise_angles", (("angles", angles, 4), ("neighbours", neighbours, 1),
+                                                 ("components", components, 1), ("pool", pool, 2), ("fit_on", fit_on, 1)))
     n = x.shape[0]
     if n < 2:
         raise AffineVAEError(f"synchronise_angles needs at least 2 images, got {n}")
-    if not torch.isfinite(x).all():
-        raise AffineVAEError("synchronise_angles: the images hold NaN or infinite values")
     feats = turned_components(x, angles, components, seed, fit_on)  # (N, M, d)
     sq = (feats ** 2).sum(-1)  # (N, M)
     refs = (torch.arange(n) if n <= pool
@@ -123,10 +116,11 @@ def synchronise_angles(x, angles: int = 32, neighbours: int = 10, components: in
         best[torch.nonzero(mine)[:, 0], own[mine]] = float("inf")  # not its own neighbour
         _, j = best.topk(k, 1, largest=False)
         nbr[rows], turn[rows] = refs[j], arg.gather(1, j)
-    relative = turn.float() * (2 * math.pi / angles)  # (N, K) theta_ij ~ a_j - a_i
+    relative = (turn.float() * (2 * math.pi / angles)).numpy()  # (N, K) theta_ij ~ a_j - a_i
     rows = np.repeat(np.arange(n), k)
     cols = nbr.reshape(-1).numpy()
-    phase = np.exp(-1j * relative.reshape(-1).numpy().astype(np.float64))
+    rel = relative.reshape(-1)
+    phase = np.exp(-1j * rel.astype(np.float64))
     h = csr_matrix((np.concatenate([phase, phase.conj()]), (np.concatenate([rows, cols]), np.concatenate([cols, rows]))),
                    shape=(n, n))  # duplicate pairs add up: both directions vote
     deg = np.asarray(abs(h).sum(1)).ravel()  # > 0: every image has neighbours
@@ -138,8 +132,8 @@ def synchronise_angles(x, angles: int = 32, neighbours: int = 10, components: in
         members = np.flatnonzero(comp == c)
         out[members] = _leading_phase(h[members][:, members])
     ang = np.angle(np.exp(1j * out)).astype(np.float32)
-    agree = float(np.mean(np.cos(ang[cols] - ang[rows] - relative.reshape(-1).numpy())))
-    return SynchronisedAngles(angles=ang, neighbours=nbr.numpy(), relative=relative.numpy().astype(np.float32),
+    agree = float(np.mean(np.cos(ang[cols] - ang[rows] - rel)))
+    return SynchronisedAngles(angles=ang, neighbours=nbr.numpy(), relative=relative.astype(np.float32),
                               agreement=agree, components=int(n_comp))
 
 
