@@ -210,6 +210,8 @@ def test_angle_comparison(tiny_runs, test_data):
     assert a.true_angle.shape == a.learned_angle.shape == (80,)
     assert np.all(np.abs(a.learned_angle) <= math.pi)
     assert a.correlation == pytest.approx(circular_correlation(a.learned_angle, a.true_angle))
+    d = np.exp(1j * (a.learned_angle - a.true_angle))
+    assert a.concentration == pytest.approx(abs(d.mean())) and 0 <= a.concentration <= 1
     with pytest.raises(AffineVAEError, match="known angles"):
         A.angle_comparison(rvae, test_data["mnist"])
     with pytest.raises(AffineVAEError, match="learns no rotation"):
@@ -387,3 +389,16 @@ def test_plot_command_errors(tiny_runs, tmp_path, capsys):
     assert "--bounds" in capsys.readouterr().err
     assert main(["plot", run, "latent", "--color-by", "true-angle", "--out", out, "-n", "20"]) == 2
     assert "no known angles" in capsys.readouterr().err
+
+
+def test_offset_concentration_reads_full_circle_angles():
+    """One offset over the full circle gives 1 (the circular correlation need not), unrelated angles about 0."""
+    from affinevae.evaluation import offset_concentration
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(-math.pi, math.pi, 2000)
+    learned = np.angle(np.exp(1j * (true + 2.0 + 0.05 * rng.standard_normal(2000))))
+    assert offset_concentration(learned, true) > 0.99
+    assert offset_concentration(rng.uniform(-math.pi, math.pi, 2000), true) < 0.1
+    with pytest.raises(AffineVAEError, match="equal-length angle arrays"):
+        offset_concentration(true[:5], true)

@@ -12,7 +12,7 @@ from .data.imageset import ImageSet
 from .encoding import encode_dataset
 from .errors import AffineVAEError
 
-__all__ = ["circular_correlation", "encode_dataset", "mean_elbo", "psnr"]
+__all__ = ["circular_correlation", "encode_dataset", "mean_elbo", "offset_concentration", "psnr"]
 
 
 def circular_correlation(a, b) -> float:
@@ -29,6 +29,17 @@ def circular_correlation(a, b) -> float:
     sa, sb = np.sin(a - ma), np.sin(b - mb)
     den = np.sqrt((sa**2).sum() * (sb**2).sum())
     return float((sa * sb).sum() / den) if den > 0 else 0.0
+
+
+def offset_concentration(a, b) -> float:
+    """``|mean(exp(i (a - b)))|`` of two angle arrays (N,) in radians: 1 when ``a = b + c`` for one
+    constant offset c, about 0 when unrelated. Unlike :func:`circular_correlation`, it stays
+    meaningful for angles spread uniformly over the full circle (whose mean direction is undefined)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape or a.size < 1:
+        raise AffineVAEError(f"offset_concentration needs two equal-length angle arrays, got {a.shape} and {b.shape}")
+    return float(np.abs(np.mean(np.exp(1j * (a - b)))))
 
 
 def mean_elbo(model, data: ImageSet, batch_size: int = 512, seed: int = 0) -> float:

@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import AffineVAEError
-from ..evaluation import circular_correlation
+from ..evaluation import circular_correlation, offset_concentration
 from ..plots import CLASS_CMAP, new_figure
 from ..runs import PoseRecord, Run, load_pose_record
 from .common import as_imageset, encode, has_learned_angle, model_label, one_or_more, styled, take, wrap_angles
@@ -49,6 +49,8 @@ class AngleComparison:
         labels: (N,) classes, or None.
         correlation: circular correlation coefficient of the two (-1 to 1).
         model: display name.
+        concentration: :func:`~affinevae.evaluation.offset_concentration` of the two (0 to 1; 1: the
+            learned angle is the true one plus one offset; meaningful over the full circle too).
     """
 
     true_angle: np.ndarray
@@ -56,6 +58,7 @@ class AngleComparison:
     labels: Optional[np.ndarray]
     correlation: float
     model: str = ""
+    concentration: float = float("nan")
 
 
 def angle_comparison(model, data, n: Optional[int] = None, labels=None) -> AngleComparison:
@@ -66,12 +69,14 @@ def angle_comparison(model, data, n: Optional[int] = None, labels=None) -> Angle
         raise AffineVAEError("learned-vs-true angles need data with known angles (e.g. rotated-mnist)")
     learned = wrap_angles(learned_angles(model, data))
     true = np.asarray(data.angle, np.float64)
-    return AngleComparison(true, learned, data.labels, circular_correlation(learned, true), model_label(model))
+    return AngleComparison(true, learned, data.labels, circular_correlation(learned, true), model_label(model),
+                           offset_concentration(learned, true))
 
 
 @styled
 def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], title: Optional[str] = None):
-    """Scatter of learned vs true angle (degrees), one panel per model, circular correlation in the title."""
+    """Scatter of learned vs true angle (degrees), one panel per model, the circular correlation and the
+    offset concentration in the title."""
     rows = one_or_more(items, AngleComparison, "plot_angle_comparison")
     fig, axes = new_figure(1, len(rows), panel=(3.6, 3.4))
     import matplotlib
@@ -90,7 +95,7 @@ def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], ti
         ax.set_ylabel("learned angle (degrees)")
         ax.set_ylim(-lim, lim)
         ax.set_yticks([-180, -90, 0, 90, 180])
-        ax.set_title(f"{a.model}: circular r = {a.correlation:.2f}")
+        ax.set_title(f"{a.model}: circular r = {a.correlation:.2f}, offset conc. = {a.concentration:.2f}")
         ax.legend(loc="lower right", frameon=False)
     fig.suptitle(title or "learned vs true rotation")
     return fig
