@@ -66,6 +66,20 @@ def test_synchronised_angles_are_the_true_ones_up_to_one_offset():
     assert set(np.unique(pooled.neighbours)) <= set(range(300)) and len(np.unique(pooled.neighbours)) <= 150
 
 
+def test_consistency_flags_the_images_that_do_not_fit_the_frame():
+    """Each image's consistency averages the agreement of its own neighbour pairs: noise images, which
+    match nothing at any turn, score lower than the shapes, and the mean is the overall agreement."""
+    x, angle = styled_shapes(300, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    x[:30] = torch.rand(30, 1, SIZE, SIZE, generator=gen) * x.max()
+    out = synchronise_angles(x, angles=32, neighbours=8, components=20, seed=0)
+    assert out.consistency.shape == (300,) and out.consistency.dtype == np.float32
+    assert (np.abs(out.consistency) <= 1 + 1e-6).all()
+    assert out.consistency.mean() == pytest.approx(out.agreement, abs=1e-5)
+    assert out.consistency[:30].mean() < out.consistency[30:].mean() - 0.2
+    assert concentration(out.angles[30:], angle[30:]) > 0.95
+
+
 def test_symmetric_objects_do_not_agree():
     """A 4-fold symmetric shape has no angle modulo 90 degrees to synchronise: the agreement is low."""
     x, _ = styled_shapes(200, symmetric=True)

@@ -21,7 +21,14 @@ is shared across a class's styles; pairwise errors (a near-symmetric shape match
 (M 32, K 10): per-class concentration of the angles 0.916 (digits 2, 5, 8 at 0.87, 0.91, 0.81;
 0.905 without the degree normalisation), where the rVAE trained on the ELBO alone reaches 0.70 on
 test digits, and 0.85-0.86 anchored to these angles (``RVAEConfig.pose_anchor``;
-benchmarks/bench_full_circle.py).
+benchmarks/bench_full_circle.py). Aligning each upright digit to its own class's mean (labels known)
+scores 0.952: the writers' slant is part of the true angle, and no shape alignment can know it.
+
+Each image's :attr:`SynchronisedAngles.consistency` tells how well its angle fits its neighbours;
+the 93 % of those digits at >= 0.8 are at 0.947. Measured without gain (same digits): reweighting
+or dropping the edges that disagree with a first solution and solving again (0.910-0.912), sub-turn
+interpolation of the pairwise turns (0.916), pairwise turns from the full images instead of the
+components (0.916), refining against cluster means in the common frame (0.81-0.91).
 
 Units: angles in radians, counter-clockwise on screen (as :mod:`affinevae.nn.affine`).
 """
@@ -57,6 +64,10 @@ class SynchronisedAngles:
             (1: every pair agrees with the common frame; near 0 for objects whose turns cannot be
             told apart, such as a lattice with its own rotational symmetry).
         components: connected components of the neighbour graph (each has its own offset).
+        consistency: (N,) float32 in [-1, 1]: each image's own agreement, the mean over its K
+            neighbours of ``cos(angles[j] - angles[i] - relative[i, j])``. It tells which angles to
+            trust: on 10 000 full-circle digits the 93 % with consistency >= 0.8 have per-class
+            concentration 0.947 (all: 0.916; the 8s 0.92 against 0.81).
     """
 
     angles: np.ndarray
@@ -64,6 +75,7 @@ class SynchronisedAngles:
     relative: np.ndarray
     agreement: float
     components: int
+    consistency: np.ndarray
 
 
 def synchronise_angles(x, angles: int = 32, neighbours: int = 10, components: int = 50, seed: int = 0,
@@ -132,9 +144,10 @@ def synchronise_angles(x, angles: int = 32, neighbours: int = 10, components: in
         members = np.flatnonzero(comp == c)
         out[members] = _leading_phase(h[members][:, members])
     ang = np.angle(np.exp(1j * out)).astype(np.float32)
-    agree = float(np.mean(np.cos(ang[cols] - ang[rows] - rel)))
+    residual = np.cos(ang[cols] - ang[rows] - rel).reshape(n, k)
     return SynchronisedAngles(angles=ang, neighbours=nbr.numpy(), relative=relative.astype(np.float32),
-                              agreement=agree, components=int(n_comp))
+                              agreement=float(residual.mean()), components=int(n_comp),
+                              consistency=residual.mean(1).astype(np.float32))
 
 
 def _leading_phase(h) -> np.ndarray:
