@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 import affinevae as av
-from affinevae.evaluation import encode_dataset
+from affinevae.evaluation import encode_dataset, offset_concentration
 from affinevae.mapping import clustering_accuracy
 from affinevae.pose import synchronise_angles
 
@@ -53,9 +53,10 @@ FMT = {"images/s": "{:>11.0f}", "-ELBO": "{:>11.1f}", "k-means acc": "{:>12.3f}"
 
 
 def class_concentrations(angle: np.ndarray, true: np.ndarray, labels: np.ndarray) -> list[float]:
-    """|mean(exp(i (angle - true)))| within each class, in the order of ``np.unique(labels)`` (angles (N,) radians)."""
-    d = np.exp(1j * (np.asarray(angle, np.float64) - np.asarray(true, np.float64)))
-    return [float(np.abs(d[labels == c].mean())) for c in np.unique(labels)]
+    """``offset_concentration`` |mean(exp(i (angle - true)))| within each class, in the order of
+    ``np.unique(labels)`` (angles (N,) radians)."""
+    angle, true = np.asarray(angle), np.asarray(true)
+    return [offset_concentration(angle[labels == c], true[labels == c]) for c in np.unique(labels)]
 
 
 def angle_concentration(angle: np.ndarray, true: np.ndarray, labels: np.ndarray) -> float:
@@ -108,7 +109,7 @@ def oracle(options: dict, train, test, cfg: av.TrainConfig, seed: int, synchroni
     x = torch.as_tensor(train.images)
     t_sync = time.perf_counter()
     found = synchronise_angles(train.images, seed=seed).angles if synchronised else train.angle
-    t_sync = time.perf_counter() - t_sync if synchronised else 0.0
+    t_sync = time.perf_counter() - t_sync
     angle = torch.as_tensor(found, dtype=torch.float32)
     opt = torch.optim.Adam(model.encoder.parameters(), cfg.lr)
     gen = torch.Generator().manual_seed(seed)

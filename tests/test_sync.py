@@ -10,6 +10,7 @@ import torch
 
 import affinevae as av
 from affinevae.errors import AffineVAEError
+from affinevae.evaluation import offset_concentration as concentration  # 1: found = true + one offset
 from affinevae.nn.affine import Pose, render
 from affinevae.pose import SynchronisedAngles, synchronise_angles
 
@@ -39,11 +40,6 @@ def styled_shapes(n: int, seed: int = 0, symmetric: bool = False) -> tuple[torch
         img = img + h * torch.exp(-((u - a) ** 2 + (v - b) ** 2) / (2 * w * w))
     angle = (torch.rand(n, generator=gen) * 2 - 1) * math.pi
     return render(img.clamp(0, 1)[:, None], Pose(angle=angle)), angle
-
-
-def concentration(found, true) -> float:
-    """|mean(exp(i (found - true)))|: 1 when found = true + one offset."""
-    return float(np.abs(np.exp(1j * (np.asarray(found, np.float64) - np.asarray(true, np.float64))).mean()))
 
 
 def test_synchronised_angles_are_the_true_ones_up_to_one_offset():

@@ -145,7 +145,7 @@ def synchronise_angles(x, angles: int = 32, neighbours: int = 10, components: in
         out[members] = _leading_phase(h[members][:, members])
     ang = np.angle(np.exp(1j * out)).astype(np.float32)
     residual = np.cos(ang[cols] - ang[rows] - rel).reshape(n, k)
-    return SynchronisedAngles(angles=ang, neighbours=nbr.numpy(), relative=relative.astype(np.float32),
+    return SynchronisedAngles(angles=ang, neighbours=nbr.numpy(), relative=relative,
                               agreement=float(residual.mean()), components=int(n_comp),
                               consistency=residual.mean(1).astype(np.float32))
 
