@@ -46,6 +46,45 @@ def test_resume_continues_run(run_dir, tmp_path):
     assert av.training.read_run(run)["epochs_done"] == 2
 
 
+def test_resume_on_other_data_is_refused_and_changes_nothing(run_dir, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "vae"
+    shutil.copytree(run_dir, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    # -n left out: all 60 000 digits, not the 400 the run was trained on
+    assert main(["train", "--model", "vae", "--data", "mnist", "--out", str(run), *TINY, "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "trained on other data (360 training images" in err and "'n' 400" not in err, err
+    assert "n 400" in err and "same data options" in err
+    # the same count of other images (the test split) is refused as well: the fingerprint differs
+    assert main(["train", "--model", "vae", "--data", "rotated-mnist", "-n", "400", "--out", str(run), *TINY,
+                 "--epochs", "2", "--resume"]) == 2
+    assert "other data (360 training images" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and not p.name.endswith(".lock")}
+    assert after == {k: v for k, v in before.items() if not k.endswith(".lock")}
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "--model", "vae"], "the following arguments are required: --data, --out (see 'affinevae train --help')"),
+    (["encode", "run", "--data", "mnist", "--out", "e.npz", "--bogus"],
+     "unrecognized arguments: --bogus (see 'affinevae encode --help')"),
+    (["train", "--model", "vae", "--data", "mnist", "--out", "r", "--epochs", "two"],
+     "argument --epochs: invalid int value: 'two'"),
+    (["nosuch"], "invalid choice: 'nosuch'"),
+    ([], "the following arguments are required: COMMAND (see 'affinevae --help')"),
+])
+def test_command_lines_that_do_not_parse_are_one_line_exit_2(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.count("\n") == 1 and err.startswith("affinevae: error: ") and match in err, err
+    assert "usage:" not in err and captured.out == ""
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_cvae_on_user_npz(tmp_path, capsys):
     d = av.data.load_mnist("test", n=200)
     np.savez(tmp_path / "mine.npz", images=(d.images[:, 0] * 255).astype(np.uint8), labels=d.labels)

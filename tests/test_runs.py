@@ -18,7 +18,9 @@ def test_a_training_run(tiny_runs):
     run = Run.open(tiny_runs.path("vae"))
     assert run.has_training and run.epochs_done == 1 and run.seed == 0 and run.binarize is None
     assert run.train_config["epochs"] == 1 and run.train_config["batch_size"] == 64
-    assert run.meta == {"data": "mnist", "labels": None, "key": None, "n": 500, "n_train": 450}
+    meta = dict(run.meta)
+    assert len(meta.pop("data_fingerprint")) == 32
+    assert meta == {"data": "mnist", "labels": None, "key": None, "n": 500, "n_train": 450}
     assert [m["epoch"] for m in run.metrics] == [1] and {"train_loss", "val_loss"} <= set(run.metrics[0])
     model = run.model()
     trained = tiny_runs.model("vae")

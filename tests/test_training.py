@@ -66,6 +66,24 @@ def test_resume_equals_uninterrupted(digits, tmp_path):
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in full.state_dict().items())
 
 
+def test_resume_on_other_data_is_refused(digits, tmp_path):
+    part_cfg = cfg(epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), digits, part_cfg, out=tmp_path / "part", callbacks=[_stop_after(1)])
+    record = read_run(tmp_path / "part")
+    assert record["n_train"] == 540 and len(record["data_fingerprint"]) == 32
+    other = digits.images.copy()
+    other[:, 0, 0, 0] += 0.5  # one corner pixel of each image differs
+    model = make()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(AffineVAEError, match=r"trained on other data \(540 training images\) than these \(540\)"):
+        fit(model, (other, digits.labels), part_cfg, out=tmp_path / "part", resume=True)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing loaded into it
+    assert read_run(tmp_path / "part") == record
+    res = fit(make(), digits, part_cfg, out=tmp_path / "part", resume=True)  # the same data resume
+    assert (res.n_train, res.n_val) == (540, 60) and res.history[-1]["epoch"] == 3
+
+
 def _stop_after(n):
     def cb(rec):
         if rec["epoch"] >= n:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import math
 import os
 import signal
@@ -131,11 +132,15 @@ class TrainConfig(Config):
 
 @dataclasses.dataclass
 class FitResult:
-    """What :func:`fit` returns: the trained model, per-epoch metrics and the run directory."""
+    """What :func:`fit` returns: the trained model, per-epoch metrics, the run directory, and how
+    many images it trained on (``n_train``) and validated on (``n_val``: held out of the data by
+    ``val_split``, or the ``val`` set given)."""
 
     model: LatentModel
     history: list
     run_dir: Optional[Path]
+    n_train: int = 0
+    n_val: int = 0
 
 
 class TrainingDiverged(AffineVAEError):
@@ -217,7 +222,34 @@ def _save_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, e
             old.unlink(missing_ok=True)
 
 
-def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer) -> int:
+def data_fingerprint(x: Tensor, y: Optional[Tensor] = None) -> str:
+    """A 32-hex-digit BLAKE2b digest of training images ``x`` (N, C, H, W) and labels ``y`` (N,)
+    (shapes, dtypes and values): ``train.json`` keeps it so that a resume on other data is refused."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in (x, y):
+        if t is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(t.detach().cpu().numpy())
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _check_same_data(run: Run, n: int, fingerprint: str) -> None:
+    """Refuse (one line) to resume ``run`` on training data other than those it was trained on."""
+    info = run.info
+    old_fp, old_n = info.get("data_fingerprint"), info.get("n_train")
+    if (old_fp is None or old_fp == fingerprint) and (old_n is None or int(old_n) == n):
+        return  # the same data (a checkpoint of an earlier version records only the count)
+    spec = ", ".join(f"{k} {info[k]!r}" for k in ("data", "n", "key", "labels", "binarize", "max_angle")
+                     if info.get(k) is not None)
+    raise AffineVAEError(f"{run.train_file}: the run was trained on other data ({old_n} training images"
+                         + (f"; {spec}" if spec else "") + f") than these ({n}); resume with the same data "
+                         "options or choose another --out")
+
+
+def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n: int, fingerprint: str) -> int:
     saved = run.model_description
     if saved.get("model") != model.family or saved.get("config") != model.config.to_dict():
         raise AffineVAEError(f"{run.path}: the checkpoint was made for a different model "
@@ -225,6 +257,7 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer) -
     weights_file, optim_file = run.checkpoint or (None, None)
     if weights_file is None:
         raise AffineVAEError(f"{run.train_file}: names no checkpoint; resume is not possible (choose another --out)")
+    _check_same_data(run, n, fingerprint)
     weights = load_tensors(weights_file, "checkpoint")
     try:
         model.load_state_dict(weights)
@@ -331,9 +364,13 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         out: run directory for checkpoints, ``metrics.jsonl`` and the final model (optional).
         val: validation data; if None, ``config.val_split`` of ``data`` is held out (seeded).
         resume: continue from the last checkpoint in ``out``; gives the same weights as an
-            uninterrupted run (on CPU).
+            uninterrupted run (on CPU). Refused when the training data (after the validation
+            split) differ from the run's: ``train.json`` keeps their count and
+            :func:`data_fingerprint`.
         callbacks: called with each epoch's metrics dict.
-        meta: extra JSON-able facts stored in ``train.json`` (e.g. the data spec).
+        meta: extra JSON-able facts stored in ``train.json``: the data spec that
+            :meth:`affinevae.Run.data` loads again (``data``, e.g. 'rotated-mnist' or a file, and
+            ``n``, ``key``, ``labels``, ``binarize``, ``max_angle`` in radians) and anything else.
 
     Raises:
         AffineVAEError: bad data or options; :class:`TrainingDiverged` on a non-finite loss.
@@ -425,8 +462,9 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     run_dir = run.path if run is not None else None
     start = 0
     history: list[dict] = []
+    fingerprint = data_fingerprint(x, y) if run is not None else None
     if run is not None and resume and run.has_training:
-        start = _load_checkpoint(run, model, opt)
+        start = _load_checkpoint(run, model, opt, len(x), fingerprint)
         history = run.metrics[:start]
     elif run is not None and is_run_directory(run.path):  # a saved model (resume: nothing to resume)
         what = "a training run" if run.has_training else "a saved model"
@@ -444,6 +482,8 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     steps = max(1, math.ceil(per_rank / cfg.batch_size))
     meta = dict(meta or {})
     meta.setdefault("n_train", n)
+    if fingerprint is not None:
+        meta["data_fingerprint"] = fingerprint
     panel = (x, y) if xv is None else (xv, yv)
     with compiled(model, cfg.compile), full_kl_weights_after(model), model.fit_context(x, y, data_index, cfg.seed), Tracker.start(cfg, model, run_dir, *panel, history=history, enabled=rank == 0) as tracker:
         for epoch in range(start + 1, cfg.epochs + 1):
@@ -530,4 +570,4 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     if rank == 0 and run_dir is not None and not cfg.checkpoint:
         save_model(model, run_dir)
     model.eval()
-    return FitResult(model=model, history=history, run_dir=run_dir)
+    return FitResult(model=model, history=history, run_dir=run_dir, n_train=n, n_val=0 if xv is None else len(xv))

@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module of this package and registers itself in
 :data:`COMMANDS` with an ``add_arguments(parser)`` and a ``run(args) -> int``.
-User errors (:class:`affinevae.errors.AffineVAEError`) print one line to stderr and exit 2.
+User errors (:class:`affinevae.errors.AffineVAEError`) and command lines that do not parse print one
+line to stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -29,12 +30,24 @@ def _load_commands() -> None:
         importlib.import_module(f"{__name__}.{name}")
 
 
+class UsageError(Exception):
+    """A command line that does not parse (unknown option, missing or malformed argument)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (:class:`UsageError`, printed by :func:`main`
+    as ``affinevae: error: ...`` with exit status 2) instead of argparse's usage block."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered sub-command."""
     from .. import __version__
 
     _load_commands()
-    parser = argparse.ArgumentParser(prog="affinevae", description="Content/pose representation learning for images: "
+    parser = OneLineParser(prog="affinevae", description="Content/pose representation learning for images: "
                                      "AE, VAE, cVAE, rVAE, crVAE and affine VAE.")
     parser.add_argument("--version", action="version", version=f"affinevae {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -53,7 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``affinevae`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see 'affinevae {args.command} --help')")
+    except UsageError as exc:
+        print(f"affinevae: error: {exc}", file=sys.stderr)
+        return 2
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

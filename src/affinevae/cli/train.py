@@ -109,7 +109,7 @@ class Train:
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
                 "max_angle": max_angle, "signal_axis": args.signal_axis,
                 "signal_cube": False if args.signal_channels else None}
-        n_images, source = len(data), data.source
+        source = data.source
         if targets is not None:
             data = (data.images, targets)
             meta["targets"] = args.targets
@@ -127,7 +127,8 @@ class Train:
         if rank == 0:
             last = result.history[-1] if result.history else {}
             val = f", val loss {last['val_loss']:.2f}" if "val_loss" in last else ""
-            print(f"trained {args.model} on {n_images} images ({source}) for {cfg.epochs} epochs: "
+            held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
+            print(f"trained {args.model} on {result.n_train} images ({source}{held}) for {cfg.epochs} epochs: "
                   f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
             if "pose_sync_agreement" in last:
                 agree = last["pose_sync_agreement"]
