@@ -30,6 +30,20 @@ def test_invalid_option_values_raise_at_construction(opts, msg):
         av.build_model("vae", **opts)
 
 
+def test_unknown_keyword_of_any_config_is_an_affinevae_error():
+    from affinevae.pose import HeadTrainConfig, SearchConfig
+
+    for cls in (av.TrainConfig, SearchConfig, HeadTrainConfig, av.models.vae.VAEConfig):
+        with pytest.raises(AffineVAEError, match=rf"unknown option 'epoch' for {cls.__name__}.*valid options: "):
+            cls(epoch=3)
+    import copy
+    import dataclasses
+    import pickle
+
+    cfg = av.TrainConfig(epochs=3)  # copies and pickles (no keywords) still construct
+    assert copy.deepcopy(cfg) == cfg == pickle.loads(pickle.dumps(cfg)) and dataclasses.replace(cfg, lr=0.1).lr == 0.1
+
+
 def test_unknown_model_name():
     with pytest.raises(AffineVAEError, match="unknown model 'vea'.*did you mean 'vae'"):
         av.build_model("vea")

@@ -95,7 +95,10 @@ def test_generator_rendering_and_bad_arguments():
     np.testing.assert_allclose(render_gaussians((10, 12), pos, amp, 1.2), ref, atol=5e-3)
     _, t3 = synthetic_micrograph(size=(96, 96), grains=3, grain_angles=None, seed=0)
     assert len(t3.grain_angles) == 3 and np.all((t3.grain_angles >= 0) & (t3.grain_angles < math.pi))
-    for kw in ({"grains": 2, "grain_angles": (0.1,)}, {"vacancy_frac": 1.2}, {"size": (4, 4)}, {"spacing": 0.5}):
+    square, _ = synthetic_micrograph(size=40, seed=0)  # one int: a square image, the same as (40, 40)
+    np.testing.assert_array_equal(square, synthetic_micrograph(size=(40, 40), seed=0)[0])
+    for kw in ({"grains": 2, "grain_angles": (0.1,)}, {"vacancy_frac": 1.2}, {"size": (4, 4)}, {"spacing": 0.5},
+               {"size": (64,)}, {"size": 4}):
         with pytest.raises(AffineVAEError):
             synthetic_micrograph(**kw)
 

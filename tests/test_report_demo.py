@@ -119,10 +119,16 @@ def test_write_report(runs, tmp_path):
     for title in ("Reconstructions", "Latent space", "Latent statistics", "Generation", "Latent manifold", "Interpolation",
                   "Latent arithmetic", "Loss vs rotation", "Anomaly scores", "Denoising", "Metrics"):
         assert title in res.sections, (title, res.skipped)
-    assert "Learned vs true angle" not in res.sections and not res.skipped
+    # what does not apply to a VAE says why, in the log and in a closing table
+    assert "Learned vs true angle" not in res.sections
+    assert res.skipped == {"Learned vs true angle": "the vae model learns no angle",
+                           "Rotations during training": "the run keeps no poses.npz: only pose-optimised training "
+                                                        "(avae) records its training images' angles"}
+    assert "Analyses that do not apply" in text and "the vae model learns no angle" in text
     assert "Training" in text and "Configuration" in text and "mean ELBO (nats/image)" in text
     # one figure per analysis section (the Metrics section is a table) plus the training curves
-    assert len(c.images) == len(res.sections) - 1 + 1 and len(lines) == len(res.sections)
+    assert len(c.images) == len(res.sections) - 1 + 1 and len(lines) == len(res.sections) + len(res.skipped)
+    assert any(line.startswith("  Learned vs true angle: does not apply (") for line in lines)
 
 
 def test_report_for_rvae_and_cli(runs, tmp_path, capsys):
@@ -132,7 +138,8 @@ def test_report_for_rvae_and_cli(runs, tmp_path, capsys):
     c = check_html(out)
     text = "".join(c.text)
     assert "Learned vs true angle" in text and "circular correlation, learned vs true angle" in text
-    assert "Loss vs rotation" not in text
+    assert 'id="loss-vs-rotation"' not in out.read_text()  # no such section: a row of the closing table
+    assert "no rotations asked for (--sweep-angles none)" in text
 
 
 def test_report_errors(runs, tmp_path, capsys):

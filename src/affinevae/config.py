@@ -19,7 +19,18 @@ C = TypeVar("C", bound="Config")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Base class of all configs: JSON round-trip and strict construction from a dict."""
+    """Base class of all configs: JSON round-trip and strict construction from a dict.
+
+    An unknown keyword (``TrainConfig(epoch=3)``) raises :class:`AffineVAEError` naming the valid
+    options, as :meth:`from_dict` does, rather than Python's ``TypeError``.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        names = cls.field_names()
+        for key in kwargs:
+            if key not in names:
+                raise AffineVAEError(unknown_option_message(key, names, cls.__name__))
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         # Normalise list inputs (e.g. from JSON) to tuples so configs stay hashable/frozen.
@@ -52,11 +63,7 @@ class Config:
         label = what or cls.__name__
         for key in data:
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise AffineVAEError(
-                    f"unknown option '{key}' for {label}{hint}; valid options: {', '.join(names)}"
-                )
+                raise AffineVAEError(unknown_option_message(key, names, label))
         try:
             return cls(**dict(data))
         except TypeError as exc:  # missing required fields
@@ -69,6 +76,14 @@ class Config:
     def to_json(self) -> str:
         """The config as an indented JSON string."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def unknown_option_message(key: str, names: list[str], label: str) -> str:
+    """The one-line message for an unknown option ``key`` of ``label`` whose valid options are
+    ``names``, with the closest valid name as a suggestion."""
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown option '{key}' for {label}{hint}; valid options: {', '.join(names)}"
 
 
 def check(cond: bool, message: str) -> None:

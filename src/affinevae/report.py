@@ -288,6 +288,13 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
             rep.note(f"{title}: not available ({exc})")
             say(f"  {title}: skipped ({exc})")
 
+    inapplicable: dict = {}
+
+    def not_applicable(title: str, why: str) -> None:
+        """An analysis that does not apply to this run or data: listed, with why, at the end."""
+        inapplicable[title] = skipped[title] = why
+        say(f"  {title}: does not apply ({why})")
+
     # ---- configuration
     rep.section("Configuration")
     rep.key_values({"model": desc["model"], **desc["config"]}, caption="model (model.json)")
@@ -406,6 +413,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
         rep.section("Learned vs true angle")
         attempt("Learned vs true angle", lambda: rep.figure(A.plot_angle_comparison(A.angle_comparison(model, ds)),
                                                             "the model's angle against the data's true rotation (degrees)"))
+    else:
+        not_applicable("Learned vs true angle", f"the {model.family} model learns no angle")
 
     rep.section("Linear baseline (PCA)")
 
@@ -436,10 +445,17 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
             rep.figure(A.plot_loss_vs_rotation(res), f"mean -ELBO of {res.n_images} images rotated by each angle")
 
         attempt("Loss vs rotation", do_sweep)
+    elif ds.image_shape[1] == 1:
+        not_applicable("Loss vs rotation", "1-D signals are not rotated")
+    else:
+        not_applicable("Loss vs rotation", "no rotations asked for (--sweep-angles none)")
 
     if run.poses_file.is_file():
         rep.section("Rotations during training")
         attempt("Rotations during training", lambda: _rotation_figure(rep, A, run))
+    else:
+        not_applicable("Rotations during training", "the run keeps no poses.npz: only pose-optimised training "
+                                                    "(avae) records its training images' angles")
 
     rep.section("Anomaly scores")
     attempt("Anomaly scores", lambda: rep.figure(A.plot_anomaly(A.anomaly_scores(model, ds, seed=seed)),
@@ -448,6 +464,10 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
     rep.section("Denoising")
     attempt("Denoising", lambda: rep.figure(A.plot_denoising(A.denoise(model, ds, n=10, seed=seed)),
                                             "Gaussian noise (std 0.3) removed by reconstruction; PSNR against the clean images"))
+
+    if inapplicable:
+        rep.section("Analyses that do not apply")
+        rep.table([{"analysis": t, "why": w} for t, w in inapplicable.items()])
 
     path = rep.write(out)
     return ReportResult(path=path, sections=sections, skipped=skipped, seconds=time.perf_counter() - t0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..defaults import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_KL_WARMUP, PATCH_LR, data_defaults
+from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_KL_WARMUP,
+                        PATCH_LR, data_defaults)
 from ..errors import AffineVAEError
 from ..models.base import build_model
 from ..models.rvae import MIN_SYNC_AGREEMENT
@@ -35,7 +36,8 @@ class Train:
                                           "default: hold out --val-split of --data")
         g = p.add_argument_group("model options (only those given are passed; unknown ones for a model are errors)")
         g.add_argument("--latent-dim", type=int, help="content latent variables (default 10)")
-        g.add_argument("--encoder", help="conv or mlp")
+        g.add_argument("--encoder", help="conv or mlp (conv1d for 1-D signals); rvae/crvae: also equivariant "
+                                         "(the default with --set rotation_mode=full)")
         g.add_argument("--decoder", help="conv or mlp; rvae: spatial or warp")
         g.add_argument("--hidden", help="fully connected widths, e.g. 256,128")
         g.add_argument("--channels", help="conv feature maps, e.g. 32,64")
@@ -48,17 +50,22 @@ class Train:
                                                    "(jvae/jrvae default 10; ss*: 1 + the largest label)")
         g.add_argument("--targets", help="ssregvae/ssregrvae: file of continuous targets (.npy/.txt/.csv), one row "
                                          "per image, nan where unknown")
-        g.add_argument("--invariances", help="rvae/crvae: comma-separated subset of rotation,translation,scale ('none' for none)")
+        g.add_argument("--invariances", help="rvae/crvae: comma-separated subset of rotation,translation,scale "
+                                             "('none' for none); shift for 1-D signals")
         g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any other model option, e.g. --set rotation_prior=1.0 (repeatable)")
         t = p.add_argument_group("training options")
         t.add_argument("--epochs", type=int, default=None,
                        help=f"passes over the data (default {DEFAULT_EPOCHS}; for a patch set and rvae/crvae enough "
                             f"for about {MIN_STEPS} steps, at most {MAX_EPOCHS})")
+        family_bs = "".join(f", {v[0]} for {k}" for k, v in FAMILY_TRAINING.items())
+        family_lr = "".join(f", {v[1]:g} for {k}" for k, v in FAMILY_TRAINING.items())
         t.add_argument("--batch-size", type=int, default=None,
-                       help=f"images per step (default {TrainConfig.batch_size}; {PATCH_BATCH_SIZE} for a patch set and rvae/crvae)")
+                       help=f"images per step (default {TrainConfig.batch_size}{family_bs}; {PATCH_BATCH_SIZE} for a "
+                            "patch set and rvae/crvae)")
         t.add_argument("--lr", type=float, default=None,
-                       help=f"Adam learning rate (default {TrainConfig.lr:g}; {PATCH_LR:g} for a patch set and rvae/crvae)")
+                       help=f"Adam learning rate (default {TrainConfig.lr:g}{family_lr}; {PATCH_LR:g} for a patch set "
+                            "and rvae/crvae)")
         t.add_argument("--kl-warmup", type=float, default=None, metavar="FRACTION",
                        help="raise the KL weight linearly from 0 to --beta over this fraction of the training steps "
                             f"(default 0: none; {PATCH_KL_WARMUP:g} for a patch set and rvae/crvae)")

@@ -140,7 +140,7 @@ def synthetic_micrograph(size: Sequence[int] = (256, 256), spacing: float = 8.0,
     """A synthetic micrograph of a polycrystal of Gaussian atoms, with its ground truth.
 
     Args:
-        size: (H, W) in pixels.
+        size: (H, W) in pixels, or one int for a square image.
         spacing: nearest-neighbour distance ``a`` in pixels (rectangular: the short lattice
             constant; the long one is ``aspect * a``).
         grains: number of grains: 1 (single crystal), 2 (left / right halves) or more (Voronoi cells
@@ -166,8 +166,10 @@ def synthetic_micrograph(size: Sequence[int] = (256, 256), spacing: float = 8.0,
         AffineVAEError: on an invalid size, spacing, fraction, lattice, an aspect for a lattice
             other than the rectangular one, or a wrong number of grain angles.
     """
-    if len(size) != 2 or any(int(s) < 8 for s in size):
-        raise AffineVAEError(f"synthetic_micrograph: size must be (H, W) with both >= 8, got {tuple(size)}")
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    if not isinstance(size, (tuple, list)) or len(size) != 2 or any(int(s) < 8 for s in size):
+        raise AffineVAEError(f"synthetic_micrograph: size must be (H, W) (or one int) with both >= 8, got {size!r}")
     h, w = int(size[0]), int(size[1])
     if not spacing > 1.0:
         raise AffineVAEError(f"synthetic_micrograph: spacing must be > 1 pixel, got {spacing}")
