@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import numpy as np
 import pytest
@@ -647,7 +648,9 @@ def test_cli_amortise_trains_a_head_that_align_then_starts_from(vae_run, tmp_pat
     out = tmp_path / "fast"
     rc = main(["amortise", str(vae_run), "--data", "rotated-mnist", "-n", "64", "--epochs", "2", "--tune-model",
                "--out", str(out)])
-    assert rc == 0 and "trained the pose head on 64 images (elbo, VAE tuned, 2 epochs)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert rc == 0 and "trained the pose head on 64 images (elbo, VAE tuned, 2 epochs)" in printed
+    assert re.search(r"nats/image at the head's poses \d+\.\d\d \(epoch 1\) -> \d+\.\d\d \(epoch 2\); wrote", printed)
     model = av.load(out)
     assert isinstance(model, AVAE) and int(model.head_trained) == 1
     x = torch.as_tensor(av.data.load_dataset("rotated-mnist", split="test", n=8, seed=0).images)  # as the CLI loads it
@@ -683,7 +686,9 @@ def test_cli_amortise_trains_a_head_that_align_then_starts_from(vae_run, tmp_pat
     # a refiner on top of that head: align corrects the consensus, --no-refiner leaves it as it was
     rc = main(["amortise", str(tmp_path / "fast4"), "--data", "mnist", "-n", "32", "--epochs", "1", "--augment-rotation",
                "--views", "4", "--refiner", "--out", str(tmp_path / "fast4r")])
-    assert rc == 0 and "trained the pose refiner on 32 images (1 epochs)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert rc == 0 and re.search(r"trained the pose refiner on 32 images \(1 epochs\): nats/image at the corrected "
+                                 r"poses \d+\.\d\d; wrote", printed), printed  # one epoch: one value, no arrow
     refined = av.load(tmp_path / "fast4r")
     assert int(refined.refiner_trained) == 1 and refined.config.search.head_views == 4
     for flag, name in ((["--no-refiner"], "d.npz"), ([], "e.npz")):

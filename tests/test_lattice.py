@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -158,6 +159,22 @@ def test_cli_map_estimates_and_validates_the_symmetry(tmp_path, capsys):
         assert main([*base, "--out", str(tmp_path / "bad"), "--symmetry", bad]) == 2
         assert "--symmetry must be an integer in 1..12" in one_line_error(capsys)
     assert not (tmp_path / "bad").exists()                                # refused before anything is written
+    # windows too small to show the lattice (reach 4 px, atoms 8 px apart): the estimate finds none and says why
+    narrow = cut_patches(img, 12, min_distance=3, threshold=0.3)
+    assert mapping.symmetry_reach(12) == 4 and mapping.symmetry_reach(16) == 6
+    assert mapping.neighbour_spacing(narrow.centers, narrow.frames) == pytest.approx(8.0, abs=0.6)
+    narrow.save(tmp_path / "narrow.npz")
+    torch.manual_seed(0)
+    RVAE(image_shape=(1, 12, 12), latent_dim=2, invariances=("rotation", "translation"), rotation_mode="full",
+         likelihood="gaussian", sigma=0.1, hidden=(16,)).save(tmp_path / "run12")
+    assert main(["map", str(tmp_path / "run12"), "--image", str(tmp_path / "img.npy"), "--patches",
+                 str(tmp_path / "narrow.npz"), "--out", str(tmp_path / "maps12")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("affinevae: estimated 1-fold")
+    assert re.match(r"affinevae: the 12-pixel windows reach 4 px from each centre but the objects are [78]\.\d px apart",
+                    out[1]), out[1]
+    assert out[1].endswith("cut patches with --window 20 or more, or give --symmetry")
+    assert not any("windows reach" in line for line in capsys.readouterr().out.splitlines())
 
 
 # ============================================================================ full-circle rotated MNIST

@@ -199,7 +199,7 @@ def symmetry_scores(patches: np.ndarray, orders: Sequence[int] = SYMMETRY_ORDERS
             noise = ndimage.gaussian_filter(noise, (0, 0, smooth, smooth))
     else:
         p, noise = _amplitude_spectra(p), _amplitude_spectra(noise)
-    rmax = min(h // 2, w // 2, h - 1 - h // 2, w - 1 - w // 2) - (1 if centred else 0)
+    rmax = min(symmetry_reach(h), symmetry_reach(w)) + (0 if centred else 1)
     radii = np.arange(1.0, rmax + 1e-9)
     n_angles = 4 * max_harmonic + 16
     if centred:
@@ -254,6 +254,34 @@ def estimate_symmetry(patches: np.ndarray, centred: bool = True, **options) -> i
         int: the estimated order; e.g. 2 for a rectangular lattice, 4 square, 6 hexagonal.
     """
     return symmetry_scores(patches, centred=centred, **options).order
+
+
+def symmetry_reach(window: int) -> int:
+    """How far from a centred ``window`` x ``window`` patch's centre (pixels) :func:`symmetry_scores`
+    reads it: the largest circle it samples."""
+    return int(min(window // 2, window - 1 - window // 2) - 1)
+
+
+def neighbour_spacing(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> Optional[float]:
+    """Median distance in pixels from each object to its nearest neighbour in the same frame.
+
+    Args:
+        centers: (N, 2) object positions (row, col) in pixels.
+        frames: (N,) frame index of each object (None: one frame).
+
+    Returns:
+        The median over the objects that have a neighbour; None when none has.
+    """
+    from scipy.spatial import cKDTree
+
+    c = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    f = np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
+    nearest = []
+    for frame in np.unique(f):
+        pts = c[f == frame]
+        if len(pts) >= 2:
+            nearest.append(cKDTree(pts).query(pts, k=2)[0][:, 1])
+    return float(np.median(np.concatenate(nearest))) if nearest else None
 
 
 def active_latents(z: np.ndarray, rel: float = 0.05) -> np.ndarray:
@@ -730,5 +758,5 @@ def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int,
 
 
 __all__ = ["fold_angle", "circular_mean", "angle_difference", "check_symmetry", "MAX_SYMMETRY", "SYMMETRY_ORDERS",
-           "SymmetryScores", "symmetry_scores", "estimate_symmetry", "active_latents", "cluster_latents", "clustering_accuracy", "angle_map",
+           "SymmetryScores", "symmetry_scores", "estimate_symmetry", "symmetry_reach", "neighbour_spacing", "active_latents", "cluster_latents", "clustering_accuracy", "angle_map",
            "latent_maps", "class_map", "grid_maps", "grid_angle_map", "physical_arrays", "write_maps"]

@@ -72,5 +72,7 @@ class Amortise:
         else:
             what = f"pose head on {len(data)} images ({args.target}{', VAE tuned' if args.tune_model else ''}, "
             unit = "nats/image at the head's poses" if args.target == "elbo" else "head loss"
-        print(f"trained the {what}{args.epochs} epochs): {unit} {history[0]:.2f} -> {history[-1]:.2f}; wrote {args.out}")
+        losses = (f"{history[0]:.2f} (epoch 1) -> {history[-1]:.2f} (epoch {len(history)})" if len(history) > 1
+                  else f"{history[0]:.2f}" if history else "none")
+        print(f"trained the {what}{args.epochs} epochs): {unit} {losses}; wrote {args.out}")
         return 0

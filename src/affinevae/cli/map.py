@@ -5,6 +5,7 @@ or (``--cube``) the spectra of a hyperspectral cube and draw latent/shift/class 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Optional
 
 import numpy as np
@@ -95,6 +96,8 @@ class Map:
                 symmetry = estimate_symmetry(ps.patches, centred=ps.grid_shape is None, seed=args.seed)
                 print(f"affinevae: estimated {symmetry}-fold rotational symmetry from the patches "
                       "(override with --symmetry)")
+                if symmetry == 1 and ps.grid_shape is None:
+                    print(symmetry_hint(ps) or "", end="")
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
                          symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed, pixel_size=pixel_size,
                          source={"image": image_location(args.image), "key": args.key, "level": args.level})
@@ -156,6 +159,22 @@ def image_location(spec: str) -> str:
 
     p = Path(spec)
     return str(p.resolve()) if p.exists() else spec
+
+
+def symmetry_hint(ps) -> Optional[str]:
+    """A line (with its newline) when a patch set's windows are too small to show its objects'
+    arrangement: they reach less than 3/4 of the median nearest-neighbour distance from each
+    centre, so the symmetry estimate sees single objects. None otherwise."""
+    from ..mapping import neighbour_spacing, symmetry_reach
+
+    spacing = neighbour_spacing(ps.centers, ps.frames)
+    reach = symmetry_reach(ps.window)
+    if spacing is None or reach >= 0.75 * spacing:
+        return None
+    wide = 2 * math.ceil(spacing) + 4  # reaches one spacing and a pixel past it
+    return (f"affinevae: the {ps.window}-pixel windows reach {reach} px from each centre but the objects are "
+            f"{spacing:.1f} px apart (median nearest neighbour), so the estimate sees single objects, not their "
+            f"arrangement: cut patches with --window {wide} or more, or give --symmetry\n")
 
 
 def parse_symmetry(text: Optional[str]) -> Optional[int]:
