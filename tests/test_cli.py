@@ -73,6 +73,8 @@ def test_resume_on_other_data_is_refused_and_changes_nothing(run_dir, tmp_path, 
     (["train", "--model", "vae", "--data", "mnist", "--out", "r", "--epochs", "two"],
      "argument --epochs: invalid int value: 'two'"),
     (["nosuch"], "invalid choice: 'nosuch'"),
+    (["train", "--model", "vae", "--data", "mnist", "--out", "r", "--seed", "-1"],
+     "argument --seed: must be an integer >= 0, got '-1' (see 'affinevae train --help')"),
     ([], "the following arguments are required: COMMAND (see 'affinevae --help')"),
 ])
 def test_command_lines_that_do_not_parse_are_one_line_exit_2(argv, match, capsys, tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ def test_unknown_option_is_an_error_with_suggestion():
     ({"encoder": "resnet"}, "encoder"),
     ({"likelihood": "poisson"}, "likelihood"),
     ({"beta": -1.0}, "beta"),
+    ({"likelihood": "gaussian", "sigma": float("inf")}, "sigma must be a finite number > 0, got inf"),
     ({"image_shape": (28, 28)}, "image_shape"),
 ])
 def test_invalid_option_values_raise_at_construction(opts, msg):

@@ -147,6 +147,11 @@ def test_report_errors(runs, tmp_path, capsys):
     assert "no such run" in capsys.readouterr().err
     assert main(["report", str(runs["vae"]), "--out", str(tmp_path / "x.html"), "--sweep-angles", "0:10:0"]) == 2
     assert "step must be > 0" in capsys.readouterr().err
+    small = tmp_path / "small.npy"  # 16x16 images for a model of 28x28 ones: refused before any analysis
+    np.save(small, np.random.default_rng(0).random((20, 16, 16), dtype=np.float32))
+    assert main(["report", str(runs["vae"]), "--data", str(small), "--out", str(tmp_path / "s.html")]) == 2
+    assert "image shape 1x16x16 (C x H x W) but the model expects 1x28x28" in capsys.readouterr().err
+    assert not (tmp_path / "s.html").exists()
     model_only = tmp_path / "model_only"
     build_model("vae", image_shape=[1, 28, 28], latent_dim=2).save(model_only)
     with pytest.raises(AffineVAEError, match="no data spec"):

@@ -66,9 +66,9 @@ def test_config_defaults_and_names():
     ({"invariances": 3}, "invariances must be a tuple"),
     ({"decoder": "conv"}, "decoder must be one of"),
     ({"rotation_mode": "circle"}, "rotation_mode must be one of"),
-    ({"rotation_prior": 0.0}, "rotation_prior must be a number > 0"),
-    ({"translation_prior": -1.0}, "translation_prior must be a number > 0"),
-    ({"scale_prior": "big"}, "scale_prior must be a number > 0"),
+    ({"rotation_prior": 0.0}, "rotation_prior must be a finite number > 0"),
+    ({"translation_prior": -1.0}, "translation_prior must be a finite number > 0"),
+    ({"scale_prior": "big"}, "scale_prior must be a finite number > 0"),
     ({"likelihood": "mse"}, "likelihood must be one of"),
     ({"hidden": ()}, "hidden must list at least one width"),
 ])
@@ -262,7 +262,7 @@ def test_equivariance_default_depends_on_the_rotation_mode():
     model = small(equivariance=0.0).train()
     out = model(torch.rand(5, 1, 28, 28))
     torch.testing.assert_close(out.loss, out.recon + out.kl)
-    with pytest.raises(AffineVAEError, match="equivariance must be a number >= 0"):
+    with pytest.raises(AffineVAEError, match="equivariance must be a finite number >= 0"):
         RVAEConfig(equivariance=-1.0)
 
 

@@ -84,6 +84,48 @@ def test_resume_on_other_data_is_refused(digits, tmp_path):
     assert (res.n_train, res.n_val) == (540, 60) and res.history[-1]["epoch"] == 3
 
 
+def test_weights_that_overflow_stop_training_and_a_fresh_run_directory_is_removed(digits, tmp_path):
+    # lr 1e30: the first steps' updates overflow the weights; the trainer stops instead of checkpointing them
+    with pytest.raises(TrainingDiverged, match=r"non-finite (loss|weights).* epoch 1.*try a lower learning rate"):
+        fit(make(), digits, cfg(epochs=2, lr=1e30), out=tmp_path / "new")
+    assert not (tmp_path / "new").exists()  # nothing to resume: the same command may run again
+    (tmp_path / "given").mkdir()
+    with pytest.raises(TrainingDiverged):
+        fit(make(), digits, cfg(epochs=2, lr=1e30), out=tmp_path / "given")
+    assert (tmp_path / "given").is_dir() and not list((tmp_path / "given").iterdir())  # emptied, kept
+    fit(make(), digits, cfg(epochs=1), out=tmp_path / "new")  # the same --out now trains
+
+
+def test_weights_with_nan_are_refused_at_load_and_bad_numbers_at_construction(tiny_runs, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "nan"
+    shutil.copytree(tiny_runs.path("vae"), run)
+    weights = load_file(str(run / "model.safetensors"))
+    name = sorted(k for k, v in weights.items() if v.is_floating_point())[0]
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, str(run / "model.safetensors"))
+    with pytest.raises(AffineVAEError, match=rf"model.safetensors: weights hold NaN or infinite values \({name}\)"):
+        av.load(run)
+    for kw, msg in (({"lr": float("inf")}, "lr must be a finite number > 0"),
+                    ({"weight_decay": float("inf")}, "weight_decay must be a finite number >= 0"),
+                    ({"seed": -1}, "seed must be an integer >= 0, got -1")):
+        with pytest.raises(AffineVAEError, match=msg):
+            TrainConfig(**kw)
+    with pytest.raises(AffineVAEError, match=r"val_split 0.99 of 20 images holds out all of them"):
+        fit(make(), av.data.load_mnist("train", n=20), cfg(epochs=1, val_split=0.99))
+
+
+def test_a_nan_pose_does_not_crash_the_warp():
+    # torch's grid_sample backward crashes the process on NaN coordinates with border padding: in a child process
+    code = ("import torch\nfrom affinevae.nn.affine import warp\nx = torch.rand(2, 1, 8, 8, requires_grad=True)\n"
+            "th = torch.full((2, 2, 3), float('nan'), requires_grad=True)\n"
+            "for pad in ('border', 'zeros'):\n    warp(x, th, padding_mode=pad).sum().backward()\n"
+            "assert torch.isfinite(th.grad).all() and torch.isfinite(x.grad).all()\nprint('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-300:])
+
+
 def _stop_after(n):
     def cb(rec):
         if rec["epoch"] >= n:
@@ -95,7 +137,7 @@ def test_existing_run_needs_resume_and_matching_model(digits, tiny_runs, tmp_pat
     shutil.copytree(tiny_runs.path("vae"), tmp_path / "r")  # a finished 1-epoch run of another vae
     with pytest.raises(AffineVAEError, match="already holds a training run"):
         fit(make(), digits, cfg(epochs=1), out=tmp_path / "r")
-    with pytest.raises(AffineVAEError, match="different model"):
+    with pytest.raises(AffineVAEError, match=r"different vae model \(hidden \[256\] there, \[64\] here; latent_dim 2 there, 5 here\)"):
         fit(make(latent_dim=5), digits, cfg(epochs=2), out=tmp_path / "r", resume=True)
     record = json.loads((tmp_path / "r" / "train.json").read_text())
     del record["checkpoint"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from typing import Any, Iterable, Mapping, TypeVar
 
 from .errors import AffineVAEError
@@ -86,6 +87,16 @@ def unknown_option_message(key: str, names: list[str], label: str) -> str:
     return f"unknown option '{key}' for {label}{hint}; valid options: {', '.join(names)}"
 
 
+#: Seeds are integers in [0, MAX_SEED): numpy's generators refuse negative ones.
+MAX_SEED = 2**63
+
+
+def check_seed(value: Any, name: str = "seed") -> None:
+    """Raise :class:`AffineVAEError` unless ``value`` is an integer in [0, :data:`MAX_SEED`)."""
+    check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_SEED,
+          f"{name} must be an integer >= 0, got {value!r}")
+
+
 def check(cond: bool, message: str) -> None:
     """Raise :class:`AffineVAEError` with ``message`` when ``cond`` is false."""
     if not cond:
@@ -100,9 +111,9 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    """Raise unless ``value`` is a positive (or non-negative) number."""
+    """Raise unless ``value`` is a finite positive (or non-negative) number."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
+    ok = ok and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise AffineVAEError(f"{name} must be a number {bound}, got {value!r}")
+        raise AffineVAEError(f"{name} must be a finite number {bound}, got {value!r}")

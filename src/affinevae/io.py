@@ -158,14 +158,21 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 
 def load_tensors(path: str | Path, what: str = "weights") -> dict[str, torch.Tensor]:
-    """Load a safetensors file, with a one-line error if missing or corrupt."""
+    """Load a safetensors file, with a one-line error if missing or corrupt, or if a floating-point
+    tensor holds NaN or inf (the weights of a diverged training: every output would be NaN)."""
     path = Path(path)
     if not path.exists():
         raise AffineVAEError(f"{path}: {what} not found")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorsError, OSError, ValueError, RuntimeError) as exc:
         raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0]})") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise AffineVAEError(f"{path}: {what} hold NaN or infinite values ({', '.join(bad[:3])}{more}); "
+                             "a diverged training? retrain, e.g. with a lower learning rate")
+    return tensors
 
 
 def tensor_shapes(path: str | Path, what: str = "weights") -> dict[str, tuple[int, ...]]:

@@ -291,6 +291,12 @@ def active_latents(z: np.ndarray, rel: float = 0.05) -> np.ndarray:
     return np.flatnonzero(sd >= rel * sd.max()) if sd.max() > 0 else np.arange(sd.size)
 
 
+def check_cluster_count(n_clusters, n_objects: int) -> None:
+    """Raise :class:`AffineVAEError` unless ``n_clusters`` is an integer in 1..``n_objects``."""
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or not 1 <= n_clusters <= n_objects:
+        raise AffineVAEError(f"clusters must be an integer in 1..{n_objects} (the number of objects), got {n_clusters!r}")
+
+
 def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed: int = 0,
                     standardise: bool = True) -> np.ndarray:
     """Cluster objects by their content latents.
@@ -309,8 +315,7 @@ def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2 or len(z) == 0:
         raise AffineVAEError(f"cluster_latents expects (N, D) latents with N >= 1, got shape {z.shape}")
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or not 1 <= n_clusters <= len(z):
-        raise AffineVAEError(f"clusters must be an integer in 1..{len(z)} (the number of objects), got {n_clusters!r}")
+    check_cluster_count(n_clusters, len(z))
     if standardise:
         z = z[:, active_latents(z)]
         sd = z.std(0)
@@ -665,6 +670,8 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     if not sel.any():
         raise AffineVAEError(f"frame {frame}: no objects there (frames with objects: "
                              f"{', '.join(map(str, np.unique(enc.frames)[:5]))}...)")
+    if n_clusters is not None:  # checked before the directory is made
+        check_cluster_count(n_clusters, len(enc.z_mean))
     out = make_directory(out_dir)
     cluster = np.full(n, -1, dtype=np.int64)
     what = "clusters of the content latents"
@@ -758,5 +765,5 @@ def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int,
 
 
 __all__ = ["fold_angle", "circular_mean", "angle_difference", "check_symmetry", "MAX_SYMMETRY", "SYMMETRY_ORDERS",
-           "SymmetryScores", "symmetry_scores", "estimate_symmetry", "symmetry_reach", "neighbour_spacing", "active_latents", "cluster_latents", "clustering_accuracy", "angle_map",
+           "SymmetryScores", "symmetry_scores", "estimate_symmetry", "symmetry_reach", "neighbour_spacing", "active_latents", "check_cluster_count", "cluster_latents", "clustering_accuracy", "angle_map",
            "latent_maps", "class_map", "grid_maps", "grid_angle_map", "physical_arrays", "write_maps"]

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from .data.inputs import check_image_shape
 from .errors import AffineVAEError
 from .io import atomic_write
 from .runs import Run
@@ -270,6 +271,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
     model = run.model()
     info = run.info
     ds = run.data(split="test", n=n, source=data)
+    check_image_shape(ds.image_shape, model.config.image_shape, ds.source)  # before any analysis
     desc = model.describe()
     rep = HtmlReport(f"affinevae report: {run.path.resolve().name}",
                      f"{model.family} model, {model.config.latent_dim} latent dims, "

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import shutil
 import signal
 import time
 import warnings
@@ -33,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .config import Config, check, check_choice, check_positive
+from .config import Config, check, check_choice, check_positive, check_seed
 from .data.imageset import ImageSet
 from .data.inputs import as_images
 from .errors import AffineVAEError
@@ -104,7 +105,7 @@ class TrainConfig(Config):
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_choice("schedule", self.schedule, ["none", "cosine"])
         check(0.0 <= self.val_split < 1.0, f"val_split must lie in [0, 1), got {self.val_split!r}")
-        check(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
+        check_seed(self.seed)
         check_choice("device", self.device, ["auto", "cpu", "cuda"])
         check_positive("grad_clip", self.grad_clip, allow_zero=True)
         for name in ("bf16", "checkpoint", "compile"):
@@ -251,9 +252,16 @@ def _check_same_data(run: Run, n: int, fingerprint: str) -> None:
 
 def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n: int, fingerprint: str) -> int:
     saved = run.model_description
-    if saved.get("model") != model.family or saved.get("config") != model.config.to_dict():
-        raise AffineVAEError(f"{run.path}: the checkpoint was made for a different model "
-                             f"({saved.get('model')}); resume with the same options or choose another --out")
+    if saved.get("model") != model.family:
+        raise AffineVAEError(f"{run.path}: the checkpoint was made for a different model ({saved.get('model')}, not "
+                             f"{model.family}); resume with the same options or choose another --out")
+    old, new = saved.get("config") or {}, model.config.to_dict()
+    if old != new:
+        keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k, "(unset)") != new.get(k, "(unset)")]
+        diff = "; ".join(f"{k} {old.get(k, '(unset)')} there, {new.get(k, '(unset)')} here" for k in keys[:3])
+        more = f"; and {len(keys) - 3} more" if len(keys) > 3 else ""
+        raise AffineVAEError(f"{run.path}: the checkpoint was made for a different {model.family} model ({diff}{more}); "
+                             "resume with the same options or choose another --out")
     weights_file, optim_file = run.checkpoint or (None, None)
     if weights_file is None:
         raise AffineVAEError(f"{run.train_file}: names no checkpoint; resume is not possible (choose another --out)")
@@ -389,6 +397,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     elif cfg.val_split > 0 and len(x) >= 10:
         perm = torch.as_tensor(np.random.default_rng([cfg.seed, 7]).permutation(len(x)))
         n_val = max(1, int(round(cfg.val_split * len(x))))
+        if n_val >= len(x):
+            raise AffineVAEError(f"val_split {cfg.val_split:g} of {len(x)} images holds out all of them: no training "
+                                 "images are left (a smaller --val-split, or more images)")
         vi, ti = perm[:n_val], perm[n_val:]
         xv, yv = x[vi], (None if y is None else y[vi])
         x, y = x[ti], (None if y is None else y[ti])
@@ -400,11 +411,25 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         check_training_memory(model, x, y, data_index, min(cfg.batch_size, len(x)))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     torch.manual_seed(cfg.seed)
-    with contextlib.ExitStack() as stack:
-        if run is not None and rank == 0:
-            stack.enter_context(RunLock(run.path))  # a second process on the same run directory refuses
-        return _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device,
-                           callbacks, meta)
+    # a run directory this fit makes (absent or empty before) is removed again if the fit stops before
+    # its first checkpoint (a loss that diverges in epoch 1, an interrupt): nothing to resume, and a
+    # leftover would make the same command refuse its --out
+    existed = run is not None and run.path.exists()
+    fresh = run is not None and rank == 0 and cfg.checkpoint and not (existed and any(run.path.iterdir()))
+    try:
+        with contextlib.ExitStack() as stack:
+            if run is not None and rank == 0:
+                stack.enter_context(RunLock(run.path))  # a second process on the same run directory refuses
+            return _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device,
+                               callbacks, meta)
+    except BaseException:
+        if fresh and run.path.is_dir() and not run.has_training:
+            for child in (run.path.iterdir() if existed else [run.path]):  # an empty directory given stays
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
 
 
 def training_step_bytes(model: LatentModel, x: Tensor, y: Optional[Tensor] = None,
@@ -544,6 +569,12 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
             if bar is not None:
                 bar.close()
             elapsed = time.perf_counter() - t0
+            bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+            if bad:  # the last step's update overflowed (e.g. a huge learning rate): never checkpoint that
+                where = (f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None
+                         and start + len(history) > 0 else "")
+                raise TrainingDiverged(f"non-finite weights ({bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}) "
+                                       f"after epoch {epoch}{where}; try a lower learning rate")
             if world > 1:
                 t = torch.tensor([sums["loss"], sums["recon"], sums["kl"], float(seen)], dtype=torch.float64, device=device)
                 dist.all_reduce(t)

@@ -10,7 +10,7 @@ from ..pose.amortise import as_avae
 from ..pose.search import SearchConfig
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, load_data_from_args
+from .common import add_data_arguments, add_force_argument, load_data_from_args, seed_arg
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-angle", type=float, help="random restarts draw angles in [-A, A] degrees (default 180)")
     g.add_argument("--elbo-samples", type=int, help="posterior samples averaged for the reported ELBO")
     g.add_argument("--chunk", type=int, help="images per forward pass (bounds memory)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random restarts and of the ELBO noise")
+    g.add_argument("--seed", type=seed_arg, default=0, help="seed of the random restarts and of the ELBO noise")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto")
 
 

@@ -11,7 +11,7 @@ from ..runs import load
 from ..pose.amortise import AMORTISE_DEFAULTS, amortise
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, load_data_from_args
+from .common import add_data_arguments, add_force_argument, load_data_from_args, seed_arg
 
 
 @COMMANDS.register("amortise")
@@ -45,7 +45,7 @@ class Amortise:
         p.add_argument("--refiner", action="store_true",
                        help="train the pose refiner instead of the head (needs a trained head): it corrects the angle "
                             "of the head's pose, seen from the image canonicalised there; --views: the head's views")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=seed_arg, default=0)
         p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
 
     @staticmethod

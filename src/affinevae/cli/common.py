@@ -37,6 +37,19 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
     p.set_defaults(data_max_angle_option=max_angle_option)
 
 
+def seed_arg(text: str) -> int:
+    """argparse type of ``--seed``: an integer >= 0 (one-line error otherwise)."""
+    from ..config import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def add_force_argument(p: argparse.ArgumentParser, what: str = "an existing output file") -> None:
     """``--force``: allow replacing ``what`` (never a file of a run, nor an input; see :mod:`affinevae.outputs`)."""
     p.add_argument("--force", action="store_true", help=f"overwrite {what} (never a run's own files or an input)")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..demo import run_demo
 from ..outputs import check_output
 from . import COMMANDS
-from .common import add_force_argument
+from .common import add_force_argument, seed_arg
 
 
 @COMMANDS.register("demo")
@@ -23,7 +23,7 @@ class Demo:
         """Register the command's options on ``p``."""
         p.add_argument("--out", default="affinevae-demo", help="output directory (default affinevae-demo)")
         p.add_argument("--quick", action="store_true", help="a small, fast version (about a minute and a half on 2 CPU cores)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=seed_arg, default=0)
         add_force_argument(p, "into an existing, non-empty --out folder that is not a previous demo's")
 
     @staticmethod

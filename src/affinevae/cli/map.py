@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
-from .common import add_force_argument
+from .common import add_force_argument, seed_arg
 from .image_options import add_image_options, open_image, pixel_size_option
 
 #: The background drawn under the maps is read with a step so that its longer side is at most this
@@ -55,7 +55,7 @@ class Map:
         p.add_argument("--key", help="array name in an .npz or dataset in an HDF5 image file")
         p.add_argument("--batch-size", type=int, default=256, help="patches per forward pass")
         p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to encode (default cpu)")
-        p.add_argument("--seed", type=int, default=0, help="clustering seed")
+        p.add_argument("--seed", type=seed_arg, default=0, help="clustering seed")
         add_image_options(p)
 
     @staticmethod
@@ -64,7 +64,7 @@ class Map:
         from ..data.patches import PatchSet
         from ..encoding import encode_patchset
         from ..runs import load
-        from ..mapping import estimate_symmetry, write_maps
+        from ..mapping import check_cluster_count, estimate_symmetry, write_maps
         from ..training import resolve_device
 
         symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
@@ -80,6 +80,8 @@ class Map:
         ps = PatchSet.load(args.patches)
         if len(ps) == 0:
             raise AffineVAEError(f"{args.patches}: holds no patches")
+        if args.clusters is not None:  # before the patches are encoded
+            check_cluster_count(args.clusters, len(ps))
         with open_image(args, args.image) as src:
             if ps.image_shape != (0, 0) and tuple(ps.image_shape) != tuple(src.image_shape):
                 raise AffineVAEError(f"{args.patches}: patches were cut from a {ps.image_shape[0]}x{ps.image_shape[1]} "

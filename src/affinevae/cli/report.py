@@ -8,7 +8,7 @@ from ..errors import AffineVAEError
 from ..report import write_report
 from ..outputs import check_output
 from . import COMMANDS
-from .common import add_force_argument
+from .common import add_force_argument, seed_arg
 
 
 @COMMANDS.register("report")
@@ -31,7 +31,7 @@ class Report:
                        help="degrees of the loss-vs-rotation sweep, start:stop:step or a,b,c; 'none' to skip "
                             "(default 0:361:30)")
         p.add_argument("--sweep-n", type=int, default=200, help="images in the sweep (default 200)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=seed_arg, default=0)
         p.add_argument("--quiet", action="store_true", help="no per-analysis progress lines")
 
     @staticmethod

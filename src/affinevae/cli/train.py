@@ -14,7 +14,7 @@ from ..models.semisupervised import read_targets
 from ..registry import MODELS
 from ..training import TrainConfig, fit, init_distributed, seed_everything
 from . import COMMANDS
-from .common import add_data_arguments, load_data_from_args, parse_int_list, parse_set_options
+from .common import add_data_arguments, load_data_from_args, parse_int_list, parse_set_options, seed_arg
 
 
 @COMMANDS.register("train")
@@ -72,7 +72,7 @@ class Train:
         t.add_argument("--weight-decay", type=float, default=0.0)
         t.add_argument("--schedule", default="none", help="none or cosine")
         t.add_argument("--val-split", type=float, default=0.1)
-        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--seed", type=seed_arg, default=0)
         t.add_argument("--device", default="auto", help="auto, cpu or cuda")
         t.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
         t.add_argument("--compile", action="store_true", help="torch.compile the networks while training "

@@ -146,11 +146,15 @@ def warp(images: Tensor, theta: Tensor, padding_mode: str = "zeros", mode: str =
     """Differentiable affine warp of (N, C, H, W) images by (N, 2, 3) ``theta``.
 
     Output pixel at coordinate q takes the input value at ``theta @ [q, 1]`` (bilinear,
-    zeros outside). Gradients flow to both ``images`` and ``theta``.
+    zeros outside). Gradients flow to both ``images`` and ``theta``. A non-finite ``theta``
+    (a diverged pose) samples outside the image (NaN coordinates are set to 2, out of [-1, 1]),
+    with zero gradient there: torch's grid_sample backward crashes the process on NaN
+    coordinates with border padding (torch 2.x, CPU).
     """
     if images.dim() != 4 or theta.shape[1:] != (2, 3) or theta.shape[0] != images.shape[0]:
         raise ValueError(f"warp expects (N,C,H,W) images and (N,2,3) theta, got {tuple(images.shape)} and {tuple(theta.shape)}")
     grid = affine_grid(theta.to(images.dtype), images.shape[-2], images.shape[-1])
+    grid = torch.nan_to_num(grid, nan=2.0, posinf=2.0, neginf=-2.0)
     return F.grid_sample(images, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
 

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..config import Config, check, check_choice, check_positive
+from ..config import Config, check, check_choice, check_positive, check_seed
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
 from ..nn.transforms import Parameterisation
@@ -76,7 +76,7 @@ class HeadTrainConfig(Config):
         for name in ("augment_rotation", "tune_model"):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         check(not self.tune_model or self.target == "elbo", "tune_model needs target='elbo'")
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")
+        check_seed(self.seed)
 
 
 def _elbo_head_loss(model, head: PoseHead, x: Tensor, y: Optional[Tensor], tune_model: bool,

@@ -40,7 +40,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..config import Config, check, check_choice, check_positive
+from ..config import Config, check, check_choice, check_positive, check_seed
 from ..errors import AffineVAEError
 from ..limits import check_allocation
 from ..nn.transforms import Parameterisation
@@ -144,7 +144,7 @@ class SearchConfig(Config):
               f"angle_range spans more than a full circle: {self.angle_range!r} (radians)")
         for name in ("stratify", "include_identity", "use_head", "use_refiner", "report_before"):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")
+        check_seed(self.seed)
 
     def ranges(self) -> dict[str, tuple[float, float]]:
         """Range name -> (low, high), as :meth:`Parameterisation.bounds` expects."""
