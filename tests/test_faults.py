@@ -102,6 +102,16 @@ def world(tmp_path_factory):
         desc = json.loads((root / name / "model.json").read_text())
         change(desc["config"])
         (root / name / "model.json").write_text(json.dumps(desc))
+    shutil.copytree(root / "run", root / "future")  # a model.json of a newer format
+    desc = json.loads((root / "future" / "model.json").read_text())
+    desc["format_version"] = 99
+    (root / "future" / "model.json").write_text(json.dumps(desc))
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(root / "run", root / "nanw")  # the weights of a diverged training
+    weights = load_file(str(root / "nanw" / "model.safetensors"))
+    weights = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in weights.items()}
+    save_file(weights, str(root / "nanw" / "model.safetensors"))
     shutil.copytree(root / "run", root / "truncw")
     w = (root / "truncw" / "model.safetensors").read_bytes()
     (root / "truncw" / "model.safetensors").write_bytes(w[: len(w) // 2])
@@ -215,7 +225,8 @@ RUN_COMMANDS = {
     "report": lambda r, run: ["report", run, "--out", f"{r}/r.html"],
     "map": lambda r, run: ["map", run, "--image", f"{r}/stack.npy", "--patches", f"{r}/patches.npz", "--out", f"{r}/maps"],
 }
-CRAFTED_RUNS = {"huge": "would need", "mismatch": "do not match", "widths": "do not match", "truncw": "corrupt"}
+CRAFTED_RUNS = {"huge": "would need", "mismatch": "do not match", "widths": "do not match", "truncw": "corrupt",
+                "future": "format_version 99 is not one this affinevae reads", "nanw": "hold NaN or infinite values"}
 RUN_CASES = [(c, k) for c in RUN_COMMANDS for k in CRAFTED_RUNS]
 
 

@@ -29,7 +29,7 @@ from . import models  # noqa: F401  (registers the model families that load() bu
 from .errors import AffineVAEError
 from .io import MODEL_JSON, MODEL_WEIGHTS, atomic_write, load_tensors, read_json, tensor_shapes
 from .pose.record import POSES_FILE, PoseRecord, load_pose_record
-from .models.base import planned_state
+from .models.base import FORMAT_VERSION, planned_state
 from .registry import MODELS
 
 __all__ = ["Run", "load", "read_run", "read_metrics", "write_metrics", "TRAIN_JSON", "METRICS", "POSES_FILE", "PoseRecord",
@@ -55,6 +55,10 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
     desc = read_json(directory / MODEL_JSON, "model config")
     if not isinstance(desc, dict) or "model" not in desc or "config" not in desc:
         raise AffineVAEError(f"{directory / MODEL_JSON}: not an affinevae model config")
+    version = desc.get("format_version", FORMAT_VERSION)  # absent in the first files written
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise AffineVAEError(f"{directory / MODEL_JSON}: format_version {version!r} is not one this affinevae reads "
+                             f"(1..{FORMAT_VERSION}); written by a newer affinevae? upgrade it")
     cls = MODELS.get(desc["model"])
     if not isinstance(desc["config"], dict):
         raise AffineVAEError(f"{directory / MODEL_JSON}: 'config' is not a JSON object")

@@ -422,14 +422,19 @@ def _check_aux(extra: dict, spec: str) -> dict:
 
 
 def _read_tiff(p: Path, spec: str) -> np.ndarray:
-    """A TIFF file's images as (N, C, H, W) (or an array _to_nchw accepts)."""
+    """A TIFF file's images as (N, C, H, W) (or an array _to_nchw accepts).
+
+    tifffile's log lines are kept off the console; a truncated or otherwise damaged file is
+    refused in one line naming it (see :func:`~affinevae.data.stacks.check_tiff`).
+    """
     import tifffile
 
-    with reading(spec, "TIFF"), tifffile.TiffFile(p) as tf:
-        if not tf.series:
-            raise AffineVAEError(f"{spec}: contains zero images")
+    from .stacks import check_tiff, tiff_reading
+
+    with tiff_reading(spec) as log, tifffile.TiffFile(p) as tf:
         for s in tf.series:  # declared sizes, before any page is decoded
             check_array(s.shape, spec, "the declared TIFF images", copies=3)
+        check_tiff(tf, spec, log)  # zero pages, a broken page chain, data past the end: one line
         parts = [_tiff_series(s.asarray(), s.axes, spec) for s in tf.series]
     first = parts[0]
     for i, part in enumerate(parts[1:], 1):

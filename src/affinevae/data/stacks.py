@@ -15,12 +15,15 @@ Suffixes come from :mod:`~affinevae.data.formats`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import re
+import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -32,7 +35,7 @@ from .formats import (FRAME_FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXT
                       ZARR_EXTS, is_zarr_dir, reading)
 
 __all__ = ["FrameSource", "ArraySource", "NpySource", "TiffSource", "PillowSource", "FolderSource", "open_stack", "READERS",
-           "StackReader", "is_array_like"]
+           "StackReader", "is_array_like", "tiff_reading", "check_tiff", "corrupt_tiff"]
 
 #: Bytes of raw pixels read at a time when a whole-stack pass (the normalisation range) scans frames.
 SCAN_BYTES = 64 << 20
@@ -308,21 +311,152 @@ class NpySource(ArraySource):
         return out
 
 
+# ---- TIFF: tifffile's log silenced, a damaged file refused in one line
+
+#: Substrings of what tifffile logs when the chain of pages (IFDs) is broken: it then stops at
+#: the last page it could reach, so the file would silently look shorter than it is.
+TIFF_BROKEN_CHAIN = ("page offset", "offset to page", "offset to first page", "tag list of page",
+                     "circular reference", "invalid next page")
+
+_TIFF_LOG_LOCK = threading.Lock()
+_tiff_log_depth = 0
+_tiff_log_propagate = True
+
+
+class _TiffLogRecorder(logging.Handler):
+    """Keeps the messages tifffile logs in this thread (instead of printing them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Record ``record``'s message, without tifffile's ``<tifffile.Class @offset>`` prefix."""
+        if record.thread != self.thread:
+            return
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed log call must not break the read
+            msg = str(record.msg)
+        self.messages.append(re.sub(r"^(<[^>]*>\s*)+", "", " ".join(msg.split())))
+
+
+def corrupt_tiff(spec: str, reason: str) -> AffineVAEError:
+    """The one-line error for a damaged TIFF: ``"SPEC: cannot read TIFF: corrupt or truncated file (reason)"``
+    (a file that is no TIFF at all: ``"SPEC: cannot read TIFF: not a TIFF file ..."``)."""
+    reason = " ".join(str(reason).split()) or "unknown reason"
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    if reason.startswith("not a TIFF file"):
+        return AffineVAEError(f"{spec}: cannot read TIFF: {reason}")
+    return AffineVAEError(f"{spec}: cannot read TIFF: corrupt or truncated file ({reason})")
+
+
+@contextlib.contextmanager
+def tiff_reading(spec: str) -> Iterator[list[str]]:
+    """Read a TIFF with tifffile inside this block: its log lines are kept, not printed.
+
+    Yields the list the messages tifffile logs in this thread go to (for :func:`check_tiff`).
+    Any library failure inside the block becomes :func:`corrupt_tiff`'s one-line error naming
+    ``spec`` (the reason: the exception, or for an index error the broken page chain tifffile
+    logged); :class:`AffineVAEError` and ``MemoryError`` pass through unchanged.
+    """
+    global _tiff_log_depth, _tiff_log_propagate
+    log = logging.getLogger("tifffile")  # the name tifffile.logger() uses
+    recorder = _TiffLogRecorder()
+    with _TIFF_LOG_LOCK:
+        if _tiff_log_depth == 0:
+            _tiff_log_propagate = log.propagate
+        _tiff_log_depth += 1
+        log.propagate = False  # also keeps logging's last-resort handler from printing them
+        log.addHandler(recorder)
+    try:
+        yield recorder.messages
+    except (AffineVAEError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any tifffile failure on a file is a user file problem
+        broken = [m for m in recorder.messages if any(k in m for k in TIFF_BROKEN_CHAIN)]
+        reason = broken[0] if broken and isinstance(exc, (IndexError, KeyError)) else (
+            " ".join(str(exc).split()) or type(exc).__name__)
+        raise corrupt_tiff(spec, reason) from None
+    finally:
+        with _TIFF_LOG_LOCK:
+            log.removeHandler(recorder)
+            _tiff_log_depth -= 1
+            if _tiff_log_depth == 0:
+                log.propagate = _tiff_log_propagate
+
+
+def check_tiff(tif: Any, spec: str, messages: list[str], series: Optional[list] = None) -> None:
+    """Refuse a damaged TIFF before its pixels are read, from its structure alone (cheap: no pixel data is read).
+
+    Args:
+        tif: an open ``tifffile.TiffFile``.
+        spec: the file, for messages.
+        messages: what tifffile logged while opening it (from :func:`tiff_reading`).
+        series: the page series that will be read (default: all of ``tif.series``).
+
+    Raises:
+        AffineVAEError: "SPEC: cannot read TIFF: corrupt or truncated file (reason)" when the file
+            has no readable page, when a page's (or a contiguous series') image data would lie
+            past the end of the file, or when tifffile found the chain of pages broken (it would
+            otherwise read only the pages before the break).
+    """
+    broken = [m for m in messages if any(k in m for k in TIFF_BROKEN_CHAIN)]
+    all_series = list(tif.series) if series is None else list(series)
+    if not all_series:
+        if broken or not len(tif.pages):
+            raise corrupt_tiff(spec, broken[0] if broken else "no image pages")
+        raise AffineVAEError(f"{spec}: contains zero images")
+    size = int(tif.filehandle.size)
+    for s in all_series:
+        offset = getattr(s, "dataoffset", None)
+        if offset is not None:  # one contiguous block: one comparison
+            end = int(offset) + int(s.nbytes)
+            if end > size:
+                raise corrupt_tiff(spec, f"image data ends at byte {end}, the file has {size} bytes")
+            continue
+        for i, page in enumerate(s.pages):  # the page index only (offsets and byte counts), no pixels
+            if page is None:
+                continue
+            for off, count in zip(page.dataoffsets, page.databytecounts):
+                if int(off) + int(count) > size:
+                    raise corrupt_tiff(spec, f"page {i} data ends at byte {int(off) + int(count)}, "
+                                             f"the file has {size} bytes")
+    if broken:
+        raise corrupt_tiff(spec, broken[0])
+
+
 class TiffSource(FrameSource):
-    """Frames of a (multi-page) TIFF, read page by page with tifffile; RGB pages give C = 3."""
+    """Frames of a (multi-page) TIFF, read page by page with tifffile; RGB pages give C = 3.
+
+    A damaged file (truncated, a broken chain of pages, not a TIFF) is refused when opened, in
+    one line naming it (:func:`check_tiff`), with tifffile's own log lines kept off the console.
+    """
 
     def __init__(self, path: str) -> None:
         super().__init__()
         import tifffile
 
         self.path = path
-        with reading(path, "TIFF"):
+        self._tif = None
+        with tiff_reading(path) as log:
             self._tif = tifffile.TiffFile(path)
-            series = self._tif.series[0]
-            key = series.keyframe
-            n = len(series.pages)
-            shape, axes = tuple(int(s) for s in key.shape), key.axes
-            self.dtype = np.dtype(key.dtype)
+            try:
+                if not self._tif.series:
+                    check_tiff(self._tif, path, log)
+                series = self._tif.series[0]
+                key = series.keyframe
+                self._pages = _frame_pages(self._tif.series)
+                check_tiff(self._tif, path, log, [series] if self._pages is None else self._tif.series)
+                n = len(series.pages) if self._pages is None else len(self._pages)
+                shape, axes = tuple(int(s) for s in key.shape), key.axes
+                self.dtype = np.dtype(key.dtype)
+                self.pixel_size = tiff_pixel_size(self._tif)
+            except BaseException:
+                self._tif.close()
+                raise
         self.n_frames = n
         self._perm = None
         if axes.endswith("YXS") and len(shape) == 3:
@@ -333,19 +467,42 @@ class TiffSource(FrameSource):
         elif len(shape) == 2:
             self.frame_shape = shape
         else:
+            self._tif.close()
             raise AffineVAEError(f"{path}: unsupported TIFF page layout {axes} {shape}")
         if self.frame_shape[0] == 1 and len(self.frame_shape) == 3:
             self.frame_shape = self.frame_shape[1:]
-        self.pixel_size = tiff_pixel_size(self._tif)
 
     def _read_raw(self, start: int, stop: int) -> np.ndarray:
-        a = self._tif.asarray(key=range(start, stop), series=0)
+        with tiff_reading(self.path):
+            if self._pages is None:
+                a = self._tif.asarray(key=range(start, stop), series=0)
+            else:  # frames spread over several page series: by page index
+                a = self._tif.asarray(key=self._pages[start:stop])
         if self._perm is not None:  # (f, H, W, S) pages -> (f, S, H, W)
             return a.reshape(stop - start, *a.shape[-3:]).transpose(self._perm)
         return a.reshape(stop - start, *self.frame_shape)
 
     def close(self) -> None:
         self._tif.close()
+
+
+def _frame_pages(series: list) -> Optional[list[int]]:
+    """Page indices of the frames when a TIFF's pages form several series of one page per frame,
+    all with the first series' page shape, dtype and axes (e.g. pages written one by one as
+    separate series), so the stack holds every page, as :func:`~affinevae.data.files.load_images`
+    reads it; None for one series, or series that differ (then only the first series is read)."""
+    if len(series) < 2:
+        return None
+    key = series[0].keyframe
+    out: list[int] = []
+    for s in series:
+        k, pages = s.keyframe, list(s.pages)
+        if (k.shape != key.shape or k.dtype != key.dtype or k.axes != key.axes
+                or len(pages) * math.prod(k.shape) != math.prod(s.shape)
+                or any(p is None or not isinstance(p.index, int) for p in pages)):
+            return None
+        out.extend(int(p.index) for p in pages)
+    return out
 
 
 def tiff_pixel_size(tif) -> Optional[PixelSize]:
