@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from ..data.sources import BUILTIN
+from ..errors import AffineVAEError
 from ..evaluation import encode_dataset
 from ..io import atomic_write
 from ..outputs import check_output
 from ..runs import load
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, load_data_from_args
+from .common import add_data_arguments, add_force_argument, load_data_from_args, seed_arg
+
+
+SPLITS = ("train", "test")
+
+
+def check_split(split: Optional[str], data: Optional[str]) -> str:
+    """The ``--split`` to load: 'train' or 'test' (default 'test'); an :class:`AffineVAEError` for any
+    other value, or for a ``--split`` given with ``--data`` that is not a built-in set (a file has no
+    splits)."""
+    if split is None:
+        return "test"
+    if split not in SPLITS:
+        raise AffineVAEError(f"--split must be 'train' or 'test', got {split!r}")
+    if data is not None and data not in BUILTIN:
+        raise AffineVAEError(f"--split applies to the built-in data sets ({', '.join(BUILTIN)}), not to "
+                             f"--data {data} (a file has no splits)")
+    return split
 
 
 @COMMANDS.register("encode")
@@ -27,16 +48,21 @@ class Encode:
         add_data_arguments(p)
         p.add_argument("--out", required=True, help="output .npz")
         add_force_argument(p)
-        p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
+        p.add_argument("--split", default=None,
+                       help="train or test, for built-in data sets only (default test)")
         p.add_argument("--batch-size", type=int, default=512)
-        p.add_argument("--seed", type=int, default=0, help="seed of the ELBO's posterior sample")
+        p.add_argument("--seed", type=seed_arg, default=0, help="seed of the ELBO's posterior sample")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
+        split = check_split(args.split, args.data)
         check_output(args.out, inputs=[args.run_dir, args.data, args.labels], force=args.force)
+        if Path(args.out).suffix.lower() != ".npz":
+            raise AffineVAEError(f"--out {args.out}: encode writes a NumPy .npz archive; give a file name ending "
+                                 "in .npz")
         model = load(args.run_dir)
-        data = load_data_from_args(args, args.split, seed=args.seed)
+        data = load_data_from_args(args, split, seed=args.seed)
         out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed)
 
         def w(tmp):

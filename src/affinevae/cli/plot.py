@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import AffineVAEError
+from ..limits import check_allocation
 from ..registry import Registry
 from . import COMMANDS
-from .common import add_binarize_argument, add_force_argument, parse_int_list
+from .common import add_binarize_argument, add_force_argument, parse_int_list, seed_arg
 
 
 
@@ -56,6 +57,49 @@ class PlotKind:
 
 
 PLOT_KINDS: Registry = Registry("plot kind")
+
+#: ``--dpi`` accepted: from a thumbnail to print resolution.
+DPI_RANGE = (10, 1200)
+#: Figure formats ``--out`` may name, by lower-case extension -> matplotlib format.
+FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".pdf": "pdf",
+                  ".svg": "svg"}
+
+
+def figure_format(out: str) -> str:
+    """The matplotlib format ``--out`` names by its extension ('png', 'jpeg', 'tiff', 'pdf', 'svg');
+    an :class:`AffineVAEError` for any other extension."""
+    suffix = Path(out).suffix
+    if suffix.lower() not in FIGURE_FORMATS:
+        kind = f"'{suffix}'" if suffix else "no extension"
+        raise AffineVAEError(f"--out {out}: {kind} is not a figure format plot writes; use .png, .jpg/.jpeg, "
+                             ".tif/.tiff, .pdf or .svg")
+    return FIGURE_FORMATS[suffix.lower()]
+
+
+def check_dpi(dpi: int) -> None:
+    """Refuse in one line a ``--dpi`` outside :data:`DPI_RANGE`."""
+    lo, hi = DPI_RANGE
+    if not lo <= dpi <= hi:
+        raise AffineVAEError(f"--dpi must lie in [{lo}, {hi}] dots per inch, got {dpi}")
+
+
+def save_plot(fig, path: str, fmt: str, dpi: int) -> Path:
+    """Save ``fig`` as ``fmt`` at ``dpi`` atomically and close it, texts drawn literally; refused in
+    one line (:func:`affinevae.limits.check_allocation`, naming ``--dpi``) when its pixels at that
+    resolution would not fit in memory."""
+    from ..io import atomic_write
+    from ..plots import literal_texts, plt
+
+    w, h = (float(v) * dpi for v in fig.get_size_inches())
+    try:
+        check_allocation(4.0 * w * h, f"a {w:.0f}x{h:.0f}-pixel figure (RGBA)", f"--dpi {dpi}")
+    except AffineVAEError:
+        plt.close(fig)
+        raise
+    literal_texts(fig)
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
+    plt.close(fig)
+    return out
 
 
 def plot_kind(name: str, help: str, needs_data: bool = True):
@@ -224,7 +268,8 @@ class Plot:
             f"  {k:20} {PLOT_KINDS.get(k).help}" for k in PLOT_KINDS.in_order())
         p.add_argument("run_dir", help="run or model directory")
         p.add_argument("kind", help="what to draw: " + ", ".join(PLOT_KINDS.in_order()))
-        p.add_argument("--out", required=True, help="output PNG")
+        p.add_argument("--out", required=True, help="output figure: .png, .jpg/.jpeg, .tif/.tiff, .pdf or .svg "
+                                                     "(by extension)")
         add_force_argument(p)
         d = p.add_argument_group("data (default: the run's own data, test split for built-in sets)")
         d.add_argument("--data", help="'mnist', 'rotated-mnist' or a path")
@@ -255,15 +300,15 @@ class Plot:
                                                                 "around each plain model")
         k.add_argument("--bins", type=int, default=36, help="rotation-histograms: angle bins over 360 degrees")
         k.add_argument("--noise", type=float, default=0.3, help="denoising: Gaussian noise std (default 0.3)")
-        k.add_argument("--seed", type=int, default=0)
+        k.add_argument("--seed", type=seed_arg, default=0)
         k.add_argument("--title", help="figure title")
-        k.add_argument("--dpi", type=int, default=120)
+        k.add_argument("--dpi", type=int, default=120,
+                       help=f"resolution, dots per inch in [{DPI_RANGE[0]}, {DPI_RANGE[1]}] (default 120)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae plot``; returns the exit status (user errors raise AffineVAEError)."""
         from ..outputs import check_output
-        from ..plots import save_figure
         from ..runs import Run
 
         kind = PLOT_KINDS.get(args.kind)
@@ -272,7 +317,11 @@ class Plot:
         if args.show is not None and args.show < 1:
             raise AffineVAEError(f"--show must be >= 1, got {args.show}")
         show = args.show or (64 if args.kind == "samples" else 8)
+        check_dpi(args.dpi)
+        if args.split not in ("train", "test"):
+            raise AffineVAEError(f"--split must be 'train' or 'test', got {args.split!r}")
         check_output(args.out, inputs=[args.run_dir, *args.compare, args.data, args.labels], force=args.force)
+        fmt = figure_format(args.out)
         runs = [Run.open(r) for r in [args.run_dir, *args.compare]]
         models = [r.model() for r in runs]
         names = [_label(r.path) for r in runs]
@@ -290,6 +339,6 @@ class Plot:
                 if args.binarize is not None:
                     data = data.binarized(args.binarize)
         fig = kind.draw(PlotContext(args=args, runs=runs, models=models, names=names, data=data, show=show))
-        save_figure(fig, args.out, dpi=args.dpi)
+        save_plot(fig, args.out, fmt, args.dpi)
         print(f"wrote {args.kind} figure to {args.out}")
         return 0

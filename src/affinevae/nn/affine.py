@@ -142,19 +142,26 @@ def transform_grid(theta: Tensor, height: int, width: int) -> Tensor:
     return grid @ theta[:, :, :2].transpose(1, 2) + theta[:, None, :, 2]
 
 
+#: The (2, 3) pose a NaN entry of a warp's theta is replaced from: every pixel sampled at (2, 2).
+_OUTSIDE = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 2.0]])
+
+
 def warp(images: Tensor, theta: Tensor, padding_mode: str = "zeros", mode: str = "bilinear") -> Tensor:
     """Differentiable affine warp of (N, C, H, W) images by (N, 2, 3) ``theta``.
 
     Output pixel at coordinate q takes the input value at ``theta @ [q, 1]`` (bilinear,
     zeros outside). Gradients flow to both ``images`` and ``theta``. A non-finite ``theta``
-    (a diverged pose) samples outside the image (NaN coordinates are set to 2, out of [-1, 1]),
-    with zero gradient there: torch's grid_sample backward crashes the process on NaN
-    coordinates with border padding (torch 2.x, CPU).
+    (a diverged pose) is made finite first (a NaN entry takes the value of a pose that samples
+    only outside the image, zero matrix and shift 2; inf is clamped to 1e4), with zero gradient
+    there: torch's grid_sample backward crashes the process on NaN coordinates with border
+    padding (torch 2.x, CPU).
     """
     if images.dim() != 4 or theta.shape[1:] != (2, 3) or theta.shape[0] != images.shape[0]:
         raise ValueError(f"warp expects (N,C,H,W) images and (N,2,3) theta, got {tuple(images.shape)} and {tuple(theta.shape)}")
-    grid = affine_grid(theta.to(images.dtype), images.shape[-2], images.shape[-1])
-    grid = torch.nan_to_num(grid, nan=2.0, posinf=2.0, neginf=-2.0)
+    theta = theta.to(images.dtype)
+    # NaN entries -> the pose "outside" (zero matrix, shift 2), inf clamped: a (N, 2, 3) op, not a grid-sized one
+    theta = torch.where(torch.isnan(theta), _OUTSIDE.to(theta.device, theta.dtype), theta).clamp(-1e4, 1e4)
+    grid = affine_grid(theta, images.shape[-2], images.shape[-1])
     return F.grid_sample(images, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
 

@@ -1,0 +1,157 @@
+"""Bad options of ``sample``, ``plot`` and ``encode``: refused in one line (exit 2, nothing written),
+memory-heavy requests before allocation; the valid forms still work."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import affinevae as av
+from affinevae.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny untrained vae saved as a model directory (the commands accept one)."""
+    out = tmp_path_factory.mktemp("models") / "vae"
+    av.build_model("vae", image_shape=[1, 28, 28], latent_dim=2, hidden=[16], channels=[4, 8]).save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Ten 28x28 images in [0, 1] as an .npy file."""
+    path = tmp_path_factory.mktemp("data") / "imgs.npy"
+    np.save(path, np.random.default_rng(0).random((10, 28, 28), dtype=np.float32))
+    return path
+
+
+def _refused(argv, capsys, option: str, out: Path, match: str = "") -> str:
+    """Run ``argv``: exit 2, one stderr line 'affinevae: error: ...' naming ``option`` (and ``match``),
+    no traceback, ``out`` not written."""
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("affinevae: error:"), err
+    assert option in lines[0] and match in lines[0], err
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.*"))  # no temporary left either
+    return lines[0]
+
+
+# ------------------------------------------------------------------ sample
+def test_sample_refuses_too_many_samples_before_decoding(model_dir, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    line = _refused(["sample", model_dir, "-n", "100000000", "--out", out, "--max-memory", "1G"], capsys,
+                    "-n 100000000", out, "would need")
+    assert "memory available" in line
+
+
+def test_sample_refuses_huge_upscale_before_resizing(model_dir, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    _refused(["sample", model_dir, "-n", "4", "--upscale", "100000", "--out", out, "--max-memory", "1G"], capsys,
+             "--upscale 100000", out, "would need")
+
+
+@pytest.mark.parametrize("upscale", ["0", "-2"])
+def test_sample_refuses_upscale_below_one(model_dir, tmp_path, capsys, upscale):
+    out = tmp_path / "s.png"
+    _refused(["sample", model_dir, "-n", "4", "--upscale", upscale, "--out", out], capsys, "--upscale", out, upscale)
+
+
+def test_sample_refuses_class_for_a_plain_vae(model_dir, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    line = _refused(["sample", model_dir, "-n", "4", "--class", "3", "--out", out], capsys, "--class", out,
+                    "class-conditional")
+    assert "'vae'" in line and "cvae" in line and "jvae" in line
+
+
+@pytest.mark.parametrize("name", ["s.npz", "s.txt", "samples"])
+def test_sample_refuses_an_output_that_is_no_image_format(model_dir, tmp_path, capsys, name):
+    out = tmp_path / name
+    _refused(["sample", model_dir, "-n", "4", "--out", out], capsys, "--out", out, ".png")
+
+
+@pytest.mark.parametrize("name,fmt", [("s.png", "PNG"), ("s.jpg", "JPEG"), ("s.JPEG", "JPEG"), ("s.tif", "TIFF"),
+                                      ("s.tiff", "TIFF")])
+def test_sample_writes_the_format_its_extension_names(model_dir, tmp_path, capsys, name, fmt):
+    out = tmp_path / name
+    assert main(["sample", str(model_dir), "-n", "4", "--upscale", "2", "--out", str(out)]) == 0
+    with Image.open(out) as img:
+        assert img.format == fmt
+        assert img.size == (2 * 59, 2 * 59)  # 2x2 tiles of 28 + 3 one-pixel pads, upscaled twice
+
+
+def test_sample_upscale_one_and_seed_unchanged(model_dir, tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    for out in (a, b):
+        assert main(["sample", str(model_dir), "-n", "9", "--upscale", "1", "--seed", "3", "--out", str(out)]) == 0
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    assert Image.open(a).size == (88, 88)
+
+
+# ------------------------------------------------------------------ plot
+@pytest.mark.parametrize("dpi", ["0", "-5", "9", "1201", "100000"])
+def test_plot_refuses_dpi_out_of_range(model_dir, tmp_path, capsys, dpi):
+    out = tmp_path / "p.png"
+    _refused(["plot", model_dir, "samples", "--dpi", dpi, "--out", out], capsys, "--dpi", out, dpi)
+
+
+def test_plot_refuses_a_figure_too_large_for_memory(model_dir, tmp_path, capsys):
+    out = tmp_path / "p.png"
+    _refused(["plot", model_dir, "samples", "--dpi", "1200", "--show", "4", "--out", out, "--max-memory", "2M"],
+             capsys, "--dpi 1200", out, "would need")
+
+
+def test_plot_refuses_an_unknown_split(model_dir, tmp_path, capsys):
+    out = tmp_path / "p.png"
+    _refused(["plot", model_dir, "reconstructions", "--data", "mnist", "--split", "foo", "--out", out], capsys,
+             "--split", out, "'foo'")
+
+
+@pytest.mark.parametrize("name", ["p.npz", "p"])
+def test_plot_refuses_an_output_that_is_no_figure_format(model_dir, tmp_path, capsys, name):
+    out = tmp_path / name
+    _refused(["plot", model_dir, "samples", "--out", out], capsys, "--out", out, ".png")
+
+
+@pytest.mark.parametrize("name,magic", [("p.png", b"\x89PNG"), ("p.jpg", b"\xff\xd8\xff"), ("p.pdf", b"%PDF"),
+                                        ("p.svg", b"<?xml")])
+def test_plot_writes_the_format_its_extension_names(model_dir, tmp_path, name, magic):
+    out = tmp_path / name
+    assert main(["plot", str(model_dir), "samples", "--show", "4", "--dpi", "30", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(magic)
+
+
+# ------------------------------------------------------------------ encode
+@pytest.mark.parametrize("name", ["e.txt", "e"])
+def test_encode_refuses_an_output_that_is_no_npz(model_dir, images, tmp_path, capsys, name):
+    out = tmp_path / name
+    _refused(["encode", model_dir, "--data", images, "--out", out], capsys, "--out", out, ".npz")
+    assert not (tmp_path / f"{name}.npz").exists()
+
+
+def test_encode_refuses_an_unknown_split(model_dir, tmp_path, capsys):
+    out = tmp_path / "e.npz"
+    _refused(["encode", model_dir, "--data", "mnist", "-n", "5", "--split", "foo", "--out", out], capsys,
+             "--split", out, "'foo'")
+
+
+@pytest.mark.parametrize("split", ["test", "train", "foo"])
+def test_encode_refuses_a_split_for_a_file(model_dir, images, tmp_path, capsys, split):
+    out = tmp_path / "e.npz"
+    _refused(["encode", model_dir, "--data", images, "--split", split, "--out", out], capsys, "--split", out)
+
+
+def test_encode_writes_npz_for_a_file_and_a_split(model_dir, images, tmp_path):
+    out = tmp_path / "e.npz"
+    assert main(["encode", str(model_dir), "--data", str(images), "--out", str(out)]) == 0
+    with np.load(out) as f:
+        assert f["z_mean"].shape == (10, 2)
+    out2 = tmp_path / "t.npz"
+    assert main(["encode", str(model_dir), "--data", "mnist", "-n", "5", "--split", "train", "--out", str(out2)]) == 0
+    with np.load(out2) as f:
+        assert f["elbo"].shape == (5,)
