@@ -424,3 +424,14 @@ def test_binarized_sets_and_specs(tmp_path):
     assert main(["train", "--model", "vae", "--data", str(tmp_path / "x.npy"), "--binarize", "--epochs", "1",
                  "--latent-dim", "2", "--hidden", "16", "--channels", "4,8", "--out", str(run), "--no-progress"]) == 0
     assert av.training.read_run(run)["binarize"] == 0.5
+
+
+def test_split_must_be_train_or_test(capsys):
+    for spec in ("mnist", "rotated-mnist", "synthetic-peaks"):
+        with pytest.raises(AffineVAEError, match="split must be 'train' or 'test', got 'val'"):
+            load_dataset(spec, split="val", n=5)
+    from affinevae.cli import main
+
+    assert main(["align", "run", "--data", "mnist", "--split", "val", "--out", "a.npz"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --split: invalid choice: 'val'" in err

@@ -72,7 +72,7 @@ class Align:
         """Register the ``align`` options on ``p``."""
         p.add_argument("run_dir", help="run or model directory of an avae, or of a vae/cvae to wrap")
         add_data_arguments(p, max_angle_option="--data-max-angle")  # --max-angle is the search's
-        p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
+        p.add_argument("--split", default="test", choices=["train", "test"], help="train or test for built-in data sets (default test)")
         p.add_argument("--out", required=True, help="output .npz")
         add_force_argument(p)
         p.add_argument("--no-before", action="store_true",

@@ -45,7 +45,7 @@ class Sweep:
         p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
         p.add_argument("--key", help="array name inside an .npz")
         p.add_argument("-n", "--n", type=int, dest="n", default=500, help="test images (default 500)")
-        p.add_argument("--split", default="test", help="train or test for built-in data sets (default test)")
+        p.add_argument("--split", default="test", choices=["train", "test"], help="train or test for built-in data sets (default test)")
         p.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest"],
                        help="how test images are rotated (default bilinear; nearest keeps the pixel values)")
         add_binarize_argument(p, "threshold every rotated image at T (default 0.5): for models trained on binarized "

@@ -80,6 +80,8 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
     Raises:
         AffineVAEError: on an option the data set does not take, or an invalid value.
     """
+    if split not in ("train", "test"):
+        raise AffineVAEError(f"split must be 'train' or 'test', got {split!r}")
     if binarize is not None:
         check_threshold(binarize, "--binarize")
     given = {k: v for k, v in {"max_angle": max_angle}.items() if v is not None}
