@@ -217,3 +217,45 @@ def test_sigma_radius_is_a_normalised_gaussian_with_a_centred_precision_window(t
         av.build_model("vae", sigma_radius=1.0)
     with pytest.raises(AffineVAEError, match="sigma_radius"):
         av.build_model("vae", sigma_radius=-1.0, likelihood="gaussian")
+
+
+def test_pixels_outside_the_bernoulli_support_are_refused():
+    m = av.build_model("vae", latent_dim=2, hidden=[16], channels=[4, 8], seed=0)
+    x = torch.as_tensor(av.data.rotated_mnist("train", n=4).images)
+    assert torch.isfinite(m.elbo(x)).all()
+    with pytest.raises(AffineVAEError, match=r"^images: pixel values span \[0, 25\d\], but the bernoulli likelihood"):
+        m.elbo((x * 255).to(torch.uint8))  # uint8 pixels 0..255: a meaningless ELBO before
+    with pytest.raises(AffineVAEError, match=r"^training images: pixel values span"):
+        av.fit(m, x * 2, av.TrainConfig(epochs=1, progress=False))
+    with pytest.raises(AffineVAEError, match=r"^validation images: pixel values span"):
+        av.fit(m, x, av.TrainConfig(epochs=1, progress=False), val=x - 1)
+    g = av.build_model("vae", latent_dim=2, hidden=[16], channels=[4, 8], likelihood="gaussian", sigma=0.5)
+    assert torch.isfinite(g.elbo(x * 255)).all()  # any real value under a Gaussian
+
+
+def test_build_model_seed_fixes_the_initial_weights_without_touching_the_global_rng():
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    a = av.build_model("vae", latent_dim=2, hidden=[16], channels=[4, 8], seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = av.build_model("vae", latent_dim=2, hidden=[16], channels=[4, 8], seed=3)
+    c = av.build_model("vae", latent_dim=2, hidden=[16], channels=[4, 8], seed=4)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+    with pytest.raises(AffineVAEError, match="seed must be an integer >= 0"):
+        av.build_model("vae", seed=-1)
+
+
+@pytest.mark.parametrize("pose, msg", [
+    ({"angle": float("nan")}, "angle must be finite"),
+    ({"angle": torch.zeros(5)}, r"angle must have shape \(\) or \(3,\) for 3 latents, got \(5,\)"),
+    ({"shift": torch.zeros(3)}, r"shift must have shape .* got \(3,\)"),
+    ({"scale": 0.0}, "scale must be finite and > 0"),
+    ({"angle": "a"}, "angle must be numbers"),
+])
+def test_decode_checks_the_pose_it_is_given(pose, msg):
+    m = av.build_model("rvae", latent_dim=2, hidden=[16], invariances=("rotation", "translation", "scale"), seed=0)
+    z = torch.zeros(3, 2)
+    with pytest.raises(AffineVAEError, match=f"^decode: {msg}"):
+        m.decode(z, **pose)
+    assert m.decode(z, angle=0.5, shift=torch.zeros(2), scale=torch.ones(3)).shape == (3, 1, 28, 28)

@@ -93,3 +93,47 @@ def test_load_lives_in_runs_and_io_is_a_leaf():
     assert av.load is load and av.Run is Run
     assert not hasattr(affinevae.io, "load")
     assert affinevae.training.read_run is av.runs.read_run and affinevae.training.read_metrics is av.runs.read_metrics
+
+
+def test_run_data_named_again_keeps_the_recorded_options_and_a_missing_file_says_whose(tiny_runs, tmp_path):
+    import json
+    import math
+    import shutil
+
+    run_dir = tmp_path / "r360"
+    shutil.copytree(tiny_runs.path("rvae"), run_dir)
+    info = json.loads((run_dir / "train.json").read_text())
+    info["max_angle"] = math.pi  # as `train --data rotated-mnist --max-angle 180` records it
+    (run_dir / "train.json").write_text(json.dumps(info))
+    run = Run.open(run_dir)
+    own, named = run.data(n=300), run.data(n=300, source="rotated-mnist")
+    np.testing.assert_array_equal(own.images, named.images)  # the full circle, not the default +-60 degrees
+    assert np.abs(named.angle).max() > math.radians(150)
+    info["data"] = "gone.npy"
+    (run_dir / "train.json").write_text(json.dumps(info))
+    with pytest.raises(AffineVAEError, match=r"gone.npy.*the data .*train.json records, as given to train from its "
+                                             r"working directory; give the data to analyse with --data"):
+        Run.open(run_dir).data(n=10)
+
+
+def test_info_aligns_long_keys_and_a_closed_pipe_ends_quietly(tiny_runs, capsys, monkeypatch):
+    import io
+    import sys
+
+    from affinevae.cli import main
+
+    assert main(["info", str(tiny_runs.path("rvae"))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    config = [line for line in lines if line.startswith("  ")]
+    starts = {len(line) - len(line[2:].split(" ", 1)[1].lstrip()) for line in config}
+    assert len(starts) == 1 and all(" " in line[2:] for line in config)  # one value column, keys never run on
+    assert any(line.startswith("training    1/1 epochs on rotated-mnist, n 400 (360 training images)") for line in lines)
+
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    monkeypatch.setattr("os.dup2", lambda *a: None)
+    assert main(["info", str(tiny_runs.path("rvae")), "--json"]) == 141
+    assert capsys.readouterr().err == ""

@@ -169,7 +169,7 @@ def test_bad_training_data(digits):
     bad[3, 0, 5, 5] = np.nan
     with pytest.raises(AffineVAEError, match="NaN"):
         fit(make(), bad, cfg())
-    with pytest.raises(AffineVAEError, match="needs labels"):
+    with pytest.raises(AffineVAEError, match="training images need labels"):
         fit(make(name="cvae", num_classes=10), digits.images[:20], cfg())
 
 

@@ -302,8 +302,10 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
     rep.key_values({"model": desc["model"], **desc["config"]}, caption="model (model.json)")
     if info:
         rep.key_values(info.get("train_config", {}), caption="training (train.json)")
-        rep.key_values({k: info.get(k) for k in ("data", "labels", "key", "n", "n_train", "epochs_done", "val_data")
-                        if k in info}, caption="training data")
+        shown = {k: info.get(k) for k in ("data", "labels", "key", "n", "n_train", "epochs_done", "val_data") if k in info}
+        if info.get("max_angle") is not None:  # rotated-mnist's range, radians in train.json
+            shown["max angle (deg)"] = round(math.degrees(float(info["max_angle"])), 3)
+        rep.key_values(shown, caption="training data")
     if ds.meta.get("pixel_size") is not None and ds.meta.get("unit"):
         size, unit = ds.meta["pixel_size"], ds.meta["unit"]
         scale = {"pixel size": f"{size:g} {unit}"}

@@ -275,25 +275,34 @@ class Run:
 
         ``source``: None for the run's own data spec from ``train.json`` (``split`` of a
         built-in set, binarized as training was, its labels and key; the train split holds at
-        most the ``n`` images training used), another ``--data`` spec (drawn with the run's
-        seed), or an ImageSet (used as is). ``n=None``: all of them. Raises
+        most the ``n`` images training used; the same when ``source`` names that spec again, so
+        ``rotated-mnist`` keeps the angle range training used), another ``--data`` spec (drawn
+        with the run's seed), or an ImageSet (used as is). ``n=None``: all of them. Raises
         :class:`AffineVAEError` when the run records no data spec and none is given.
         """
         from .data import ImageSet, load_dataset
 
         if isinstance(source, ImageSet):
             return source if n is None or n >= len(source) else source.subset(slice(0, n))
-        if source is not None:
-            return load_dataset(str(source), split=split, n=n, seed=self.seed)
         meta = self.meta
+        if source is not None and str(source) != meta.get("data"):
+            return load_dataset(str(source), split=split, n=n, seed=self.seed)
+        # the run's own data (also when given again by name: rotated-mnist keeps its recorded angle range)
         if not meta.get("data"):
             raise AffineVAEError(f"{self.path}: no data spec in train.json (a run trained from Python); give the data "
                                  "to analyse (--data, or data= in Python)")
         if split == "train" and meta.get("n") is not None:
             n = int(meta["n"]) if n is None else min(n, int(meta["n"]))
-        return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed, key=meta.get("key"),
-                            labels=meta.get("labels"), binarize=meta.get("binarize"), max_angle=meta.get("max_angle"),
-                            signal_axis=meta.get("signal_axis"), signal_cube=meta.get("signal_cube"))
+        try:
+            return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed, key=meta.get("key"),
+                                labels=meta.get("labels"), binarize=meta.get("binarize"),
+                                max_angle=meta.get("max_angle"), signal_axis=meta.get("signal_axis"),
+                                signal_cube=meta.get("signal_cube"))
+        except AffineVAEError as exc:
+            if source is not None:
+                raise
+            raise AffineVAEError(f"{exc} (the data {self.train_file} records, as given to train from its working "
+                                 "directory; give the data to analyse with --data)") from None
 
     def training_angles(self) -> Optional[np.ndarray]:
         """The true rotations (N,) in radians of the training images, when the data spec in ``train.json``

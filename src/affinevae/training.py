@@ -99,8 +99,9 @@ class TrainConfig(Config):
     kl_warmup: float = 0.0
 
     def validate(self) -> None:
-        check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
-        check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}")
         check_positive("lr", self.lr)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_choice("schedule", self.schedule, ["none", "cosine"])
@@ -180,7 +181,7 @@ def init_distributed(device_name: str = "auto") -> tuple[int, int]:
     return _dist_info()
 
 
-def _as_tensors(data, model: LatentModel) -> tuple[Tensor, Optional[Tensor]]:
+def _as_tensors(data, model: LatentModel, where: str = "training images") -> tuple[Tensor, Optional[Tensor]]:
     """Training images (N, C, H, W) float32 and labels (N,) int64 (None for unconditional models
     without labels), coerced and checked by :func:`affinevae.data.as_images`.
 
@@ -194,13 +195,15 @@ def _as_tensors(data, model: LatentModel) -> tuple[Tensor, Optional[Tensor]]:
             images, raw = data
         else:
             images, raw = data, None
-        x, _ = as_images(images, image_shape=model.config.image_shape, where="training images")
+        x, _ = as_images(images, image_shape=model.config.image_shape, where=where)
+        model.check_pixels(x, where)
         return x, None if raw is None else model.check_labels(raw, len(x))
     conditional = model.conditional
-    x, y = as_images(data, image_shape=model.config.image_shape, where="training images",
+    x, y = as_images(data, image_shape=model.config.image_shape, where=where,
                      num_classes=model.config.num_classes if conditional else None)
+    model.check_pixels(x, where)
     if conditional and y is None:
-        raise AffineVAEError(f"model '{model.family}' is class-conditional: training needs labels")
+        raise AffineVAEError(f"model '{model.family}' is class-conditional: {where} need labels")
     return x, y
 
 
@@ -368,7 +371,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     Args:
         model: any registered model family.
         data: an :class:`ImageSet`, an (N, C, H, W) tensor/array, or an ``(images, labels)`` tuple.
-        config: :class:`TrainConfig` (defaults if None).
+        config: :class:`TrainConfig`, or a dict of its options (defaults if None).
         out: run directory for checkpoints, ``metrics.jsonl`` and the final model (optional).
         val: validation data; if None, ``config.val_split`` of ``data`` is held out (seeded).
         resume: continue from the last checkpoint in ``out``; gives the same weights as an
@@ -383,6 +386,18 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     Raises:
         AffineVAEError: bad data or options; :class:`TrainingDiverged` on a non-finite loss.
     """
+    if not isinstance(model, LatentModel):
+        raise AffineVAEError(f"fit: model must be a model of affinevae.build_model, got {type(model).__name__}")
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    if config is not None and not isinstance(config, TrainConfig):
+        raise AffineVAEError(f"fit: config must be a TrainConfig or a dict of its options, got {type(config).__name__}")
+    if resume and out is None:
+        raise AffineVAEError("fit: resume=True needs the run directory to resume (out=...)")
+    if meta is not None and not isinstance(meta, dict):
+        raise AffineVAEError(f"fit: meta must be a dict, got {type(meta).__name__}")
+    if not all(callable(cb) for cb in callbacks):
+        raise AffineVAEError("fit: every callback must be callable (called with each epoch's metrics dict)")
     cfg = config or TrainConfig()
     rank, world = init_distributed(cfg.device)
     device = resolve_device(cfg.device)
@@ -393,7 +408,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     x, y = _as_tensors(data, model)
     data_index = torch.arange(len(x))  # position of each training image in ``data`` (the model's ``index``)
     if val is not None:
-        xv, yv = _as_tensors(val, model)
+        xv, yv = _as_tensors(val, model, "validation images")
     elif cfg.val_split > 0 and len(x) >= 10:
         perm = torch.as_tensor(np.random.default_rng([cfg.seed, 7]).permutation(len(x)))
         n_val = max(1, int(round(cfg.val_split * len(x))))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -87,6 +88,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except AffineVAEError as exc:
         print(f"affinevae: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`affinevae info --json | head`): stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
     except OSError as exc:  # the machine's refusal (permissions, disk, a file in the way) not caught nearer
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"affinevae: error: {where}{exc.strerror or exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from ..runs import Run
 from . import COMMANDS
@@ -39,12 +40,18 @@ class Info:
             print(json.dumps(info, indent=2))
             return 0
         print(f"model       {info['model']} ({info['parameters']:,} parameters)")
+        width = max((len(k) for k in info["config"]), default=0) + 2
         for k, v in info["config"].items():
-            print(f"  {k:<14}{v}")
+            print(f"  {k:<{width}}{v}")
         if "epochs_done" in info:
             tc = info.get("train_config") or {}
-            print(f"training    {info['epochs_done']}/{tc.get('epochs')} epochs on {info.get('data')}, "
-                  f"batch {tc.get('batch_size')}, lr {tc.get('lr')}, seed {tc.get('seed')}")
+            meta = run.meta
+            data = ", ".join([str(info.get("data"))]
+                             + ([f"n {meta['n']}"] if meta.get("n") is not None else [])
+                             + ([f"max angle {math.degrees(meta['max_angle']):g} deg"]
+                                if meta.get("max_angle") is not None else []))
+            print(f"training    {info['epochs_done']}/{tc.get('epochs')} epochs on {data} ({meta.get('n_train', '?')} "
+                  f"training images), batch {tc.get('batch_size')}, lr {tc.get('lr')}, seed {tc.get('seed')}")
         if metrics:
             m = metrics[-1]
             print("last epoch  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))

@@ -176,7 +176,7 @@ def symmetry_hint(ps) -> Optional[str]:
     wide = 2 * math.ceil(spacing) + 4  # reaches one spacing and a pixel past it
     return (f"affinevae: the {ps.window}-pixel windows reach {reach} px from each centre but the objects are "
             f"{spacing:.1f} px apart (median nearest neighbour), so the estimate sees single objects, not their "
-            f"arrangement: cut patches with --window {wide} or more, or give --symmetry\n")
+            f"arrangement: give --symmetry (e.g. 2, 4 or 6), or estimate it on patches cut with --window {wide}\n")
 
 
 def parse_symmetry(text: Optional[str]) -> Optional[int]:

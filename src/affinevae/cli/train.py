@@ -134,15 +134,15 @@ class Train:
         if rank == 0:
             last = result.history[-1] if result.history else {}
             val = f", val loss {last['val_loss']:.2f}" if "val_loss" in last else ""
-            held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
-            print(f"trained {args.model} on {result.n_train} images ({source}{held}) for {cfg.epochs} epochs: "
-                  f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
             if "pose_sync_agreement" in last:
                 agree = last["pose_sync_agreement"]
                 print(f"pose anchor: the training images' angles synchronised with agreement {agree:.2f}; "
                       + ("the encoder's angle was anchored to them (pose_anchor)" if "train_pose_anchor" in last else
                          f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
                          "was left off"))
+            held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
+            print(f"trained {args.model} on {result.n_train} images ({source}{held}) for {cfg.epochs} epochs: "
+                  f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
         return 0
 
 

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..config import check_seed
 from ..errors import AffineVAEError
 from .imageset import ImageSet
 
@@ -43,8 +44,11 @@ def load_mnist(split: str = "train", n: Optional[int] = None, digits: Optional[S
     if digits is not None:
         idx = idx[np.isin(y, list(digits))]
     if seed is not None:
+        check_seed(seed)
         idx = np.random.default_rng(seed).permutation(idx)
     if n is not None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise AffineVAEError(f"n must be an integer >= 1, got {n!r}")
         if n < 1:
             raise AffineVAEError(f"n must be >= 1, got {n}")
         idx = idx[:n]
@@ -104,6 +108,7 @@ def rotated_mnist(split: str = "train", n: Optional[int] = None, max_angle: floa
         AffineVAEError: on a ``max_angle`` outside [0, pi] or an invalid ``scale_range``.
     """
     check_max_angle(max_angle, "rotated_mnist: max_angle", lower_inclusive=True)
+    check_seed(seed, "rotated_mnist: seed")
     base = load_mnist(split, n=n, digits=digits)
     rng = np.random.default_rng(seed)
     N = len(base)

@@ -506,7 +506,10 @@ class AVAE(LatentModel):
 
     def align(self, x: Tensor, y: Optional[Tensor] = None, config: Optional[SearchConfig] = None,
               starts: Optional[Tensor] = None) -> AlignResult:
-        """Found pose, ELBO before/after (nats) and canonical image of every image; see :func:`affinevae.pose.align.align`."""
+        """Found pose, ELBO before/after (nats) and canonical image of every image; see :func:`affinevae.pose.align.align`.
+        ``config``: a :class:`SearchConfig` or a dict of its options (default: the model's)."""
+        if isinstance(config, dict):
+            config = SearchConfig.from_dict(config)
         return align_poses(self, x, y, config or self.config.search, starts=starts)
 
     # ------------------------------------------------------------------ LatentModel API

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import Config, check, check_choice, check_positive
+from ..config import Config, check, check_choice, check_positive, check_seed
 from ..data.inputs import as_images
 from ..errors import AffineVAEError
 from ..limits import check_allocation
@@ -300,7 +300,20 @@ class LatentModel(nn.Module):
             raise AffineVAEError(f"model '{self.family}' is class-conditional: labels are required")
         x, y = as_images(x, y if self.conditional else None, image_shape=self.config.image_shape,
                          num_classes=self.config.num_classes if self.conditional else None)
+        self.check_pixels(x)
         return x.to(self.device), None if y is None else y.to(self.device)
+
+    def check_pixels(self, x: Tensor, where: str = "images") -> None:
+        """Refuse (one line) (N, C, H, W) pixel values outside the likelihood's support: the
+        Bernoulli kinds need [0, 1] (uint8 pixels 0..255 would give a meaningless ELBO)."""
+        support = self.likelihood.support
+        if support is None or x.numel() == 0:
+            return
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        if lo < support[0] - 1e-6 or hi > support[1] + 1e-6:
+            raise AffineVAEError(f"{where}: pixel values span [{lo:g}, {hi:g}], but the {self.likelihood.name} "
+                                 f"likelihood needs them in [{support[0]:g}, {support[1]:g}]: scale them (uint8: "
+                                 "divide by 255, as affinevae.data's loaders do) or use a gaussian likelihood")
 
     def onehot(self, y: Optional[Tensor]) -> Optional[Tensor]:
         """(N,) class indices -> (N, num_classes) one-hot floats, or None if unconditional."""
@@ -464,10 +477,22 @@ class LatentModel(nn.Module):
         if pose is None and any(v is not None for v in (angle, shift, scale)):
             n = z.shape[0]
 
-            def bt(v, shape):
-                return None if v is None else torch.as_tensor(v, dtype=torch.float32, device=self.device).expand(*shape).clone()
+            def bt(v, shape, name):
+                if v is None:
+                    return None
+                try:
+                    t = torch.as_tensor(v, dtype=torch.float32, device=self.device)
+                except (TypeError, ValueError, RuntimeError):
+                    raise AffineVAEError(f"decode: {name} must be numbers, got {v!r}") from None
+                if tuple(t.shape) not in ((), shape[1:], shape):
+                    want = " or ".join(repr(s) for s in dict.fromkeys(((), shape[1:], shape)))
+                    raise AffineVAEError(f"decode: {name} must have shape {want} for {n} latents, got {tuple(t.shape)}")
+                if not bool(torch.isfinite(t).all()) or (name == "scale" and not bool((t > 0).all())):
+                    raise AffineVAEError(f"decode: {name} must be finite" + (" and > 0" if name == "scale" else "")
+                                         + f", got {v!r}")
+                return t.expand(*shape).clone()
 
-            pose = Pose(angle=bt(angle, (n,)), shift=bt(shift, (n, 2)), scale=bt(scale, (n,)))
+            pose = Pose(angle=bt(angle, (n,), "angle"), shift=bt(shift, (n, 2), "shift"), scale=bt(scale, (n,), "scale"))
         return self.likelihood.mean(self.decode_params(z, y, pose))
 
     def loss(self, x: Tensor, y: Optional[Tensor] = None) -> LossParts:
@@ -613,12 +638,21 @@ def planned_state(build, where: str, copies: float = 1.0) -> Optional[dict[str, 
     return shapes
 
 
-def build_model(name: str, **options: Any) -> LatentModel:
+def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> LatentModel:
     """Build a registered model by ``name`` ('ae', 'vae', 'cvae', ...) with validated options.
 
     Its size is checked on the meta device first (:func:`planned_state`, memory for training),
     so that a huge ``latent_dim`` or layer width is one line, not an allocation failure.
+    ``seed`` (an integer >= 0) fixes the initial weights (drawn from a forked RNG: torch's global
+    generator is left as it was); None draws them from torch's global generator, as
+    ``torch.manual_seed`` set it.
     """
     cls = MODELS.get(name)
+    if seed is not None:
+        check_seed(seed)
     planned_state(lambda: cls.from_options(options), f"model '{name}'", copies=4)
-    return cls.from_options(options)
+    if seed is None:
+        return cls.from_options(options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls.from_options(options)

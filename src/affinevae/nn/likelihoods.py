@@ -17,6 +17,8 @@ class Likelihood:
     """Interface: ``log_prob(params, x, log_sigma)`` -> (N,) nats, ``mean(params)`` -> image."""
 
     name = ""
+    #: (low, high) the pixels must lie in, or None for any real value.
+    support: tuple[float, float] | None = None
 
     def log_prob(self, params: Tensor, x: Tensor, log_sigma: Tensor | None = None) -> Tensor:
         """(N,) log p(x | params) in nats, summed over every pixel of each image.
@@ -42,6 +44,7 @@ class Bernoulli(Likelihood):
     """Bernoulli pixels; ``params`` are logits, x in [0, 1] (soft targets allowed)."""
 
     name = "bernoulli"
+    support = (0.0, 1.0)
 
     def log_prob(self, params, x, log_sigma=None):
         return -F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1)
@@ -70,6 +73,7 @@ class ContinuousBernoulli(Likelihood):
     """Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019); ``params`` are logits."""
 
     name = "cbernoulli"
+    support = (0.0, 1.0)
 
     def log_prob(self, params, x, log_sigma=None):
         bce = F.binary_cross_entropy_with_logits(params, x, reduction="none")

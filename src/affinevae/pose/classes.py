@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import check_seed
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
 
@@ -72,6 +73,7 @@ def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: in
 
     Memory: N * M * components floats for the reduced turns, one turned copy of ``x`` at a time.
     """
+    check_seed(seed)
     x = checked_images(x, "aligned_kmeans", (("k", k, 2), ("angles", angles, 1), ("components", components, 1),
                                              ("n_init", n_init, 1), ("iters", iters, 1), ("fit_on", fit_on, 1)))
     n = x.shape[0]

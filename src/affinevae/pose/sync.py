@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import check_seed
 from ..errors import AffineVAEError
 from .classes import checked_images, turned_components
 
@@ -104,6 +105,7 @@ def synchronise_angles(x, angles: int = 32, neighbours: int = 10, components: in
     from scipy.sparse import csr_matrix, diags
     from scipy.sparse.csgraph import connected_components
 
+    check_seed(seed)
     x = checked_images(x, "synchronise_angles", (("angles", angles, 4), ("neighbours", neighbours, 1),
                                                  ("components", components, 1), ("pool", pool, 2), ("fit_on", fit_on, 1)))
     n = x.shape[0]
