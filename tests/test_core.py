@@ -259,3 +259,13 @@ def test_decode_checks_the_pose_it_is_given(pose, msg):
     with pytest.raises(AffineVAEError, match=f"^decode: {msg}"):
         m.decode(z, **pose)
     assert m.decode(z, angle=0.5, shift=torch.zeros(2), scale=torch.ones(3)).shape == (3, 1, 28, 28)
+
+
+def test_decode_checks_the_class_it_is_given():
+    m = av.build_model("cvae", num_classes=10, latent_dim=2, hidden=[16], channels=[4, 8], seed=0)
+    z = torch.zeros(3, 2)
+    for y, msg in ((2.7, "the class must be integers, got 2.7"), ("a", "the class must be integers"),
+                   (torch.tensor([1, 2]), "2 classes for 3 latents"), (12, r"class must lie in \[0, 9\]")):
+        with pytest.raises(AffineVAEError, match=msg):
+            m.decode(z, y)
+    assert torch.equal(m.decode(z, 3), m.decode(z, torch.tensor([3.0, 3.0, 3.0])))

@@ -137,3 +137,22 @@ def test_info_aligns_long_keys_and_a_closed_pipe_ends_quietly(tiny_runs, capsys,
     monkeypatch.setattr("os.dup2", lambda *a: None)
     assert main(["info", str(tiny_runs.path("rvae")), "--json"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_encode_takes_the_runs_angle_range_for_its_own_data(tiny_runs, tmp_path, capsys):
+    import json
+    import math
+    import shutil
+
+    from affinevae.cli import main
+
+    run_dir = tmp_path / "r360"
+    shutil.copytree(tiny_runs.path("rvae"), run_dir)
+    info = json.loads((run_dir / "train.json").read_text())
+    info["max_angle"] = math.pi
+    (run_dir / "train.json").write_text(json.dumps(info))
+    assert main(["encode", str(run_dir), "--data", "rotated-mnist", "-n", "200", "--out", str(tmp_path / "e.npz")]) == 0
+    assert "--max-angle 180 from the run's training data (override with --max-angle)" in capsys.readouterr().out
+    assert main(["encode", str(run_dir), "--data", "rotated-mnist", "-n", "200", "--max-angle", "30",
+                 "--out", str(tmp_path / "e30.npz")]) == 0
+    assert "from the run's training data" not in capsys.readouterr().out

@@ -459,9 +459,17 @@ class LatentModel(nn.Module):
         if self.conditional:
             if y is None:
                 raise AffineVAEError(f"model '{self.family}' is class-conditional: decoding needs a class")
-            y = torch.as_tensor(y, device=self.device).long().reshape(-1)
+            try:
+                t = torch.as_tensor(y, device=self.device).reshape(-1)
+            except (TypeError, ValueError, RuntimeError):
+                raise AffineVAEError(f"decode: the class must be integers, got {y!r}") from None
+            if t.is_floating_point() and not bool((t == t.round()).all()) or t.dtype == torch.bool:
+                raise AffineVAEError(f"decode: the class must be integers, got {y!r}")
+            y = t.long()
             if y.numel() == 1 and z.shape[0] > 1:
                 y = y.expand(z.shape[0])
+            if y.numel() != z.shape[0]:
+                raise AffineVAEError(f"decode: {y.numel()} classes for {z.shape[0]} latents (give one, or one per row)")
             if (y < 0).any() or (y >= self.config.num_classes).any():
                 raise AffineVAEError(f"class must lie in [0, {self.config.num_classes - 1}]")
         return self.render(self.generate(z, y), pose)
