@@ -32,15 +32,21 @@ def image_grid(images, ncol: Optional[int] = None, pad: int = 1, pad_value: floa
     return grid[0] if c == 1 else np.moveaxis(grid[:3], 0, -1)
 
 
-def save_image(array: np.ndarray, path: str | Path, upscale: int = 1) -> Path:
-    """Save a [0, 1] grey (H, W) or RGB (H, W, 3) array as a PNG, atomically."""
+#: Writer options of the image formats :func:`save_image` writes besides PNG.
+IMAGE_SAVE_OPTIONS = {"JPEG": {"quality": 95}, "TIFF": {"compression": "tiff_lzw"}}
+
+
+def save_image(array: np.ndarray, path: str | Path, upscale: int = 1, fmt: str = "PNG") -> Path:
+    """Save a [0, 1] grey (H, W) or RGB (H, W, 3) array atomically as ``fmt`` ('PNG', 'JPEG' at
+    quality 95 or 'TIFF' with LZW), each pixel repeated ``upscale`` x ``upscale`` times."""
     from PIL import Image
 
     arr = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
     img = Image.fromarray(arr)
     if upscale > 1:
         img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
-    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    options = IMAGE_SAVE_OPTIONS.get(fmt, {})
+    return atomic_write(path, lambda tmp: img.save(tmp, format=fmt, **options))
 
 
 def literal_texts(fig):
@@ -56,10 +62,11 @@ def literal_texts(fig):
     return fig
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it (texts literal: :func:`literal_texts`)."""
+def save_figure(fig, path: str | Path, dpi: int = 110, fmt: str = "png") -> Path:
+    """Save a matplotlib figure atomically as ``fmt`` (a matplotlib format: 'png', 'jpeg', 'tiff',
+    'pdf', 'svg') and close it (texts literal: :func:`literal_texts`)."""
     literal_texts(fig)
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
     plt.close(fig)
     return out
 

@@ -489,6 +489,12 @@ def check_training_memory(model: LatentModel, x: Tensor, y: Optional[Tensor], in
                      "backward pass; a smaller --batch-size needs less)", f"--batch-size {batch_size}")
 
 
+def kept_checkpoint(run_dir: Optional[Path], epochs_done: int) -> str:
+    """The clause a :class:`TrainingDiverged` message adds when the run directory holds a checkpoint
+    of an earlier epoch (``epochs_done`` > 0), else ''."""
+    return f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None and epochs_done > 0 else ""
+
+
 def fault_point(point: str, epoch: int) -> None:
     """Test hook: ``kill -9`` this process at ``point`` ('epoch': inside epoch ``epoch``, after its first
     step; 'checkpoint': while writing that epoch's optimizer state, before the rename) when the
@@ -565,8 +571,8 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
                 if not torch.isfinite(loss):
                     if bar is not None:
                         bar.close()
-                    where = f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None and start + len(history) > 0 else ""
-                    raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at epoch {epoch}, batch {b + 1}{where}; "
+                    raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at epoch {epoch}, batch {b + 1}"
+                                           f"{kept_checkpoint(run_dir, start + len(history))}; "
                                            "try a lower learning rate")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -586,10 +592,9 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
             elapsed = time.perf_counter() - t0
             bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
             if bad:  # the last step's update overflowed (e.g. a huge learning rate): never checkpoint that
-                where = (f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None
-                         and start + len(history) > 0 else "")
                 raise TrainingDiverged(f"non-finite weights ({bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}) "
-                                       f"after epoch {epoch}{where}; try a lower learning rate")
+                                       f"after epoch {epoch}{kept_checkpoint(run_dir, start + len(history))}; "
+                                       "try a lower learning rate")
             if world > 1:
                 t = torch.tensor([sums["loss"], sums["recon"], sums["kl"], float(seen)], dtype=torch.float64, device=device)
                 dist.all_reduce(t)

@@ -19,17 +19,12 @@ from . import COMMANDS
 from .common import add_data_arguments, add_force_argument, load_data_from_args, seed_arg
 
 
-SPLITS = ("train", "test")
-
-
 def check_split(split: Optional[str], data: Optional[str]) -> str:
-    """The ``--split`` to load: 'train' or 'test' (default 'test'); an :class:`AffineVAEError` for any
-    other value, or for a ``--split`` given with ``--data`` that is not a built-in set (a file has no
-    splits)."""
+    """The ``--split`` to load ('train' or 'test', default 'test'; argparse refuses other values); an
+    :class:`AffineVAEError` for a ``--split`` given with ``--data`` that is not a built-in set (a file
+    has no splits)."""
     if split is None:
         return "test"
-    if split not in SPLITS:
-        raise AffineVAEError(f"--split must be 'train' or 'test', got {split!r}")
     if data is not None and data not in BUILTIN:
         raise AffineVAEError(f"--split applies to the built-in data sets ({', '.join(BUILTIN)}), not to "
                              f"--data {data} (a file has no splits)")
@@ -49,7 +44,7 @@ class Encode:
         add_data_arguments(p)
         p.add_argument("--out", required=True, help="output .npz")
         add_force_argument(p)
-        p.add_argument("--split", default=None,
+        p.add_argument("--split", default=None, choices=["train", "test"],
                        help="train or test, for built-in data sets only (default test)")
         p.add_argument("--batch-size", type=int, default=512)
         p.add_argument("--seed", type=seed_arg, default=0, help="seed of the ELBO's posterior sample")

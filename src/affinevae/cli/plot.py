@@ -83,12 +83,10 @@ def check_dpi(dpi: int) -> None:
         raise AffineVAEError(f"--dpi must lie in [{lo}, {hi}] dots per inch, got {dpi}")
 
 
-def save_plot(fig, path: str, fmt: str, dpi: int) -> Path:
-    """Save ``fig`` as ``fmt`` at ``dpi`` atomically and close it, texts drawn literally; refused in
-    one line (:func:`affinevae.limits.check_allocation`, naming ``--dpi``) when its pixels at that
-    resolution would not fit in memory."""
-    from ..io import atomic_write
-    from ..plots import literal_texts, plt
+def check_figure_memory(fig, dpi: int) -> None:
+    """Refuse in one line (:func:`affinevae.limits.check_allocation`, naming ``--dpi``), and close
+    ``fig``, when its pixels at ``dpi`` would not fit in memory."""
+    from ..plots import plt
 
     w, h = (float(v) * dpi for v in fig.get_size_inches())
     try:
@@ -96,10 +94,6 @@ def save_plot(fig, path: str, fmt: str, dpi: int) -> Path:
     except AffineVAEError:
         plt.close(fig)
         raise
-    literal_texts(fig)
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
-    plt.close(fig)
-    return out
 
 
 def plot_kind(name: str, help: str, needs_data: bool = True):
@@ -276,7 +270,7 @@ class Plot:
         d.add_argument("--labels", help="file of integer labels, one per image")
         d.add_argument("--key", help="array name inside an .npz")
         d.add_argument("-n", "--n", type=int, default=1000, dest="n", help="use the first N images (default 1000)")
-        d.add_argument("--split", default="test", help="train or test for built-in sets (default test)")
+        d.add_argument("--split", default="test", choices=["train", "test"], help="train or test for built-in sets (default test)")
         add_binarize_argument(d, "threshold the images at T (default 0.5; default: as the run was trained); "
                                  "loss-vs-rotation thresholds each rotated image")
         k = p.add_argument_group("kind options")
@@ -309,6 +303,7 @@ class Plot:
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae plot``; returns the exit status (user errors raise AffineVAEError)."""
         from ..outputs import check_output
+        from ..plots import save_figure
         from ..runs import Run
 
         kind = PLOT_KINDS.get(args.kind)
@@ -318,8 +313,6 @@ class Plot:
             raise AffineVAEError(f"--show must be >= 1, got {args.show}")
         show = args.show or (64 if args.kind == "samples" else 8)
         check_dpi(args.dpi)
-        if args.split not in ("train", "test"):
-            raise AffineVAEError(f"--split must be 'train' or 'test', got {args.split!r}")
         check_output(args.out, inputs=[args.run_dir, *args.compare, args.data, args.labels], force=args.force)
         fmt = figure_format(args.out)
         runs = [Run.open(r) for r in [args.run_dir, *args.compare]]
@@ -339,6 +332,7 @@ class Plot:
                 if args.binarize is not None:
                     data = data.binarized(args.binarize)
         fig = kind.draw(PlotContext(args=args, runs=runs, models=models, names=names, data=data, show=show))
-        save_plot(fig, args.out, fmt, args.dpi)
+        check_figure_memory(fig, args.dpi)
+        save_figure(fig, args.out, dpi=args.dpi, fmt=fmt)
         print(f"wrote {args.kind} figure to {args.out}")
         return 0

@@ -7,13 +7,11 @@ import math
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from ..errors import AffineVAEError
-from ..io import atomic_write
 from ..limits import check_allocation, format_size
-from ..plots import image_grid
+from ..plots import image_grid, save_image
 from ..outputs import check_output
 from ..registry import MODELS
 from ..runs import Run
@@ -109,19 +107,6 @@ def check_sample_memory(model, n: int, y: Optional[torch.Tensor], ncol: Optional
                              "the 4 GiB a TIFF holds; lower --upscale or -n, or write a .png")
 
 
-def save_grid(grid: np.ndarray, path: str, fmt: str, upscale: int = 1) -> Path:
-    """Save a [0, 1] grey (H, W) or RGB (H, W, 3) array as ``fmt`` ('PNG', 'JPEG', 'TIFF'),
-    each pixel repeated ``upscale`` x ``upscale`` times, atomically."""
-    from PIL import Image
-
-    arr = (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
-    img = Image.fromarray(arr)
-    if upscale > 1:
-        img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
-    options = {"JPEG": {"quality": 95}, "TIFF": {"compression": "tiff_lzw"}}.get(fmt, {})
-    return atomic_write(path, lambda tmp: img.save(tmp, format=fmt, **options))
-
-
 @COMMANDS.register("sample")
 class Sample:
     """``affinevae sample`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
@@ -164,6 +149,6 @@ class Sample:
             y = torch.full((args.n,), args.cls) if args.cls is not None else torch.arange(args.n) % k
         gen = torch.Generator().manual_seed(args.seed)
         imgs = model.sample(args.n, y=y, generator=gen).cpu().numpy()
-        save_grid(image_grid(imgs, ncol=ncol), args.out, fmt, upscale=args.upscale)
+        save_image(image_grid(imgs, ncol=ncol), args.out, upscale=args.upscale, fmt=fmt)
         print(f"wrote {args.n} samples to {args.out}")
         return 0

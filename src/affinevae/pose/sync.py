@@ -40,7 +40,6 @@ import math
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from ..config import check_seed
 from ..errors import AffineVAEError
