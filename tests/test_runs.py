@@ -109,6 +109,14 @@ def test_run_data_named_again_keeps_the_recorded_options_and_a_missing_file_says
     own, named = run.data(n=300), run.data(n=300, source="rotated-mnist")
     np.testing.assert_array_equal(own.images, named.images)  # the full circle, not the default +-60 degrees
     assert np.abs(named.angle).max() > math.radians(150)
+    from argparse import Namespace
+
+    from affinevae.cli.plot import plot_data
+
+    args = Namespace(data="rotated-mnist", key=None, labels=None, split="test", n=300, seed=0, binarize=None)
+    np.testing.assert_array_equal(plot_data(args, run).images, own.images)  # `plot --data rotated-mnist` too
+    other = plot_data(Namespace(**{**vars(args), "data": "mnist"}), run)
+    assert other.angle is None and len(other) == 300  # another spec: loaded as given
     info["data"] = "gone.npy"
     (run_dir / "train.json").write_text(json.dumps(info))
     with pytest.raises(AffineVAEError, match=r"gone.npy.*the data .*train.json records, as given to train from its "

@@ -96,6 +96,21 @@ def check_figure_memory(fig, dpi: int) -> None:
         raise
 
 
+def plot_data(args: argparse.Namespace, run) -> Any:
+    """The images ``plot`` draws for ``run``: its own data (:meth:`affinevae.Run.data`, with the
+    options training recorded, e.g. rotated-mnist's angle range) when ``--data`` is not given or names
+    the run's own spec without ``--key``/``--labels``; else ``--data`` loaded with ``--seed``.
+    ``--binarize`` applies to either."""
+    own = args.data is None or (args.data == run.meta.get("data") and args.key is None and args.labels is None)
+    if not own:
+        from ..data import load_dataset
+
+        return load_dataset(args.data, split=args.split, n=args.n, seed=args.seed, key=args.key, labels=args.labels,
+                            binarize=args.binarize)
+    data = run.data(split=args.split, n=args.n)
+    return data if args.binarize is None else data.binarized(args.binarize)
+
+
 def plot_kind(name: str, help: str, needs_data: bool = True):
     """Decorator registering ``draw(ctx) -> Figure`` as the plot kind ``name``."""
 
@@ -320,17 +335,7 @@ class Plot:
         names = [_label(r.path) for r in runs]
         if len(set(names)) < len(names):
             names = [f"{i + 1}: {n}" for i, n in enumerate(names)]
-        data = None
-        if kind.needs_data:
-            if args.data is not None:
-                from ..data import load_dataset
-
-                data = load_dataset(args.data, split=args.split, n=args.n, seed=args.seed, key=args.key, labels=args.labels,
-                                    binarize=args.binarize)
-            else:
-                data = runs[0].data(split=args.split, n=args.n)
-                if args.binarize is not None:
-                    data = data.binarized(args.binarize)
+        data = plot_data(args, runs[0]) if kind.needs_data else None
         fig = kind.draw(PlotContext(args=args, runs=runs, models=models, names=names, data=data, show=show))
         check_figure_memory(fig, args.dpi)
         save_figure(fig, args.out, dpi=args.dpi, fmt=fmt)
