@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import time
 from pathlib import Path
 
@@ -144,8 +142,8 @@ def section_sweep(args, out: dict):
             xb = (xb > args.binarize).float()
         with torch.no_grad(), seeded(args.seed, xb.device):
             control.append(-float(vae(xb).elbo.mean()))
-    print(f"    blur control (plain VAE, upright digits rotated by the angle and back, i.e. interpolated twice like "
-          f"the AVAE's canonical view): " + " ".join(f"{a}:{c:.1f}" for a, c in zip(angles, control)))
+    print("    blur control (plain VAE, upright digits rotated by the angle and back, i.e. interpolated twice like "
+          "the AVAE's canonical view): " + " ".join(f"{a}:{c:.1f}" for a, c in zip(angles, control)))
     out["sweep_blur_control"] = control
     worst = float(np.abs(rel[1] - 1).max())
     peak = angles[int(np.argmax(res.neg_elbo[0]))]

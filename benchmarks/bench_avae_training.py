@@ -31,7 +31,6 @@ import argparse
 import ast
 import time
 
-import numpy as np
 import torch
 
 import affinevae as av

@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         r = throughput(args.size, args.window, args.spacing, args.batch_size, args.lattice)
         print(f"\nThroughput on a {r['size']} x {r['size']} synthetic micrograph ({r['atoms']:,} atoms, "
               f"window {args.window}, torch threads {args.threads})")
-        print(f"| step | seconds | patches/s |\n|---|---:|---:|")
+        print("| step | seconds | patches/s |\n|---|---:|---:|")
         print(f"| generate image (not counted) | {r['generate_s']:.2f} | |")
         print(f"| detect ({r['found']:,} maxima) | {r['detect_s']:.2f} | |")
         print(f"| extract ({r['patches']:,} patches) | {r['extract_s']:.2f} | {r['extract_patches_per_s']:,.0f} |")

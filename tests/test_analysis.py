@@ -224,11 +224,18 @@ def test_loss_vs_rotation(tiny_runs, test_data):
 
     vae = tiny_runs.model("vae")
     models = {"vae": vae, "avae": AVAE(vae, pose_head=False, search=SearchConfig(restarts=2, keep=1, steps=0)).eval()}
-    res = A.loss_vs_rotation(models, test_data["mnist"], [0, 90, 180], n=12)
+    res = A.loss_vs_rotation(models, test_data["mnist"], np.radians([0, 90, 180]), n=12)
     assert res.neg_elbo.shape == (2, 3) and res.names == ["vae", "avae"] and res.n_images == 12
+    assert res.angles_deg.tolist() == [0.0, 90.0, 180.0]  # radians in, degrees on the result (its plots)
     assert np.all(np.isfinite(res.neg_elbo))
-    again = A.loss_vs_rotation({"vae": vae}, test_data["mnist"], [0, 90, 180], n=12)
+    again = A.loss_vs_rotation({"vae": vae}, test_data["mnist"], angles=[0, math.pi / 2, math.pi], n=12)
     np.testing.assert_allclose(again.neg_elbo[0], res.neg_elbo[0])
+    default = A.loss_vs_rotation({"vae": vae}, test_data["mnist"], n=2)
+    assert default.angles_deg.tolist() == list(range(0, 361, 30))
+    with pytest.raises(AffineVAEError, match="^loss_vs_rotation: angles_deg .* is now angles, in radians"):
+        A.loss_vs_rotation({"vae": vae}, test_data["mnist"], angles_deg=[0, 90], n=2)
+    with pytest.raises(AffineVAEError, match="finite numbers"):
+        A.loss_vs_rotation({"vae": vae}, test_data["mnist"], [0.0, np.nan], n=2)
     # the search includes the identity pose, so the AVAE's -ELBO is never above the VAE's at 0 degrees by much
     assert res.neg_elbo[1, 0] <= res.neg_elbo[0, 0] + 5
 
@@ -314,6 +321,25 @@ def test_training_curves(tiny_runs):
         A.training_curves([])
     with pytest.raises(AffineVAEError, match="no such run"):
         A.training_curves(run.parent / "missing")
+    with pytest.raises(AffineVAEError, match=r"needs a Run, a run directory .* got a VAE$"):
+        A.training_curves(tiny_runs.model("vae"))  # a model has no metrics: its run has
+    with pytest.raises(AffineVAEError, match="got a list with an element of type int"):
+        A.training_curves([1, 2])
+    with pytest.raises(AffineVAEError, match="metric 'train_loss' must be a number"):
+        A.training_curves([{"epoch": 1, "train_loss": "high"}])
+
+
+@pytest.mark.parametrize("z,match", [
+    (np.zeros(5), r"shape \(N, D\) with N >= 1 and D >= 1, got shape \(5,\)"),
+    (np.zeros((0, 3)), r"got shape \(0, 3\)"),
+    (np.array([[0.0, np.nan], [1.0, np.inf]]), "latents hold 2 NaN or infinite values"),
+    ([[0.0, "a"]], r"must be an \(N, D\) array of numbers"),
+])
+def test_latent_helpers_refuse_nonsense_latents_in_one_line(z, match):
+    for where, call in [("embed_2d", lambda: A.embed_2d(z)), ("latent_stats_from_codes", lambda: A.latent_stats_from_codes(z))]:
+        with pytest.raises(AffineVAEError, match=f"^{where}: .*{match}") as info:
+            call()
+        assert "\n" not in str(info.value)
 
 
 # ------------------------------------------------------------------ every figure is a PNG
@@ -330,7 +356,7 @@ def test_every_figure_saves_as_png(tiny_runs, test_data, tmp_path):
         "interp": lambda: A.plot_interpolation([A.interpolate(m["ae"], mn), A.interpolate(m["rvae"], rot)]),
         "arith": lambda: A.plot_arithmetic(A.latent_arithmetic(m["vae"], mn)),
         "angles": lambda: A.plot_angle_comparison(A.angle_comparison(m["rvae"], rot)),
-        "sweep": lambda: A.plot_loss_vs_rotation(A.loss_vs_rotation({"vae": m["vae"]}, mn, [0, 120, 240], n=8)),
+        "sweep": lambda: A.plot_loss_vs_rotation(A.loss_vs_rotation({"vae": m["vae"]}, mn, np.radians([0, 120, 240]), n=8)),
         "hist": lambda: A.plot_rotation_histograms(A.rotation_histograms(_record([0, 1], [[0.0, 1.0], [0.1, 1.1]]))),
         "anomaly": lambda: A.plot_anomaly(A.anomaly_scores(m["ae"], mn, k=4)),
         "denoise": lambda: A.plot_denoising(A.denoise(m["vae"], mn, n=4)),

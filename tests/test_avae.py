@@ -16,10 +16,9 @@ from affinevae.cli import main
 from affinevae.errors import AffineVAEError
 from affinevae.models.avae import AVAE, AVAEConfig
 from affinevae.pose import load_pose_record
-from affinevae.nn.affine import Pose, affine_grid, compose_affine, identity_affine, invert_affine, pose_matrix, render, warp
+from affinevae.nn.affine import Pose, affine_grid, compose_affine, identity_affine, pose_matrix, warp
 from affinevae.nn.transforms import TRANSFORMS, get_transform
-from affinevae.pose import (HeadTrainConfig, SearchConfig, fit_pose_head, fit_pose_refiner, load_alignment,
-                                   search_poses)
+from affinevae.pose import HeadTrainConfig, SearchConfig, fit_pose_head, fit_pose_refiner, load_alignment
 from affinevae.sweep import SweepConfig, load_sweep_csv, parse_angles, rotate_images, rotation_sweep
 from affinevae.training import TrainConfig, fit
 
@@ -96,7 +95,7 @@ def test_every_parameterisation_inverts_exactly_and_round_trips_images(name):
 def test_parameters_build_the_documented_pose():
     t = get_transform("affine")
     p = torch.tensor([[0.3, math.log(1.2), math.log(0.9), 0.1, 0.05, -0.02]])
-    pose = t.to_pose(p)
+    t.to_pose(p)
     expected = pose_matrix(Pose(angle=torch.tensor([0.3]), scale=torch.tensor([[1.2, 0.9]]), shear=torch.tensor([0.1]),
                                 shift=torch.tensor([[0.05, -0.02]])))
     torch.testing.assert_close(t.matrix(p), expected)

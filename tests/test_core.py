@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import affinevae as av
+from affinevae.encoding import encode_dataset
 from affinevae.errors import AffineVAEError
 from affinevae.models import gaussian_kl
-from affinevae.nn import Pose, compose_affine, invert_affine, pose_matrix, render, canonicalise, warp
+from affinevae.nn import Pose, compose_affine, invert_affine, pose_matrix, render, canonicalise
 from affinevae.nn.likelihoods import LIKELIHOODS
 
 
@@ -142,6 +143,42 @@ def test_cvae_requires_labels_and_checks_range():
         m.encode(x, torch.tensor([0, 5]))
     with pytest.raises(AffineVAEError, match="decoding needs a class"):
         m.decode(torch.zeros(2, 2))
+
+
+def test_models_without_labels_refuse_a_given_y_but_train_and_encode_on_labelled_data():
+    torch.manual_seed(0)
+    m = av.build_model("vae", image_shape=(1, 28, 28), latent_dim=2, hidden=[16], channels=[4])
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([0, 1, 2])
+    for where, call in [("encode", lambda: m.encode(x, y)), ("elbo", lambda: m.elbo(x, y)),
+                        ("loss", lambda: m.loss(x, y)), ("reconstruct", lambda: m.reconstruct(x, y)),
+                        ("decode", lambda: m.decode(torch.zeros(3, 2), y)), ("sample", lambda: m.sample(3, y=y))]:
+        with pytest.raises(AffineVAEError, match=rf"^{where}: model 'vae' takes no class labels") as info:
+            call()
+        assert "\n" not in str(info.value)
+    assert not m.takes_labels and av.build_model("cvae", num_classes=3, latent_dim=2).takes_labels
+    # the internal paths keep working on data that carry labels (MNIST always does)
+    data = av.data.load_mnist("test", n=40)
+    assert data.labels is not None
+    av.fit(m, data, av.TrainConfig(epochs=1, batch_size=20, val_split=0.0, progress=False, checkpoint=False))
+    enc = encode_dataset(m, data, elbo=True)
+    assert enc["z_mean"].shape == (40, 2) and enc["elbo"].shape == (40,) and np.array_equal(enc["labels"], data.labels)
+
+
+def test_elbo_generator_fixes_the_estimate_and_leaves_the_global_rng_alone():
+    torch.manual_seed(0)
+    m = av.build_model("vae", latent_dim=3, hidden=[16], channels=[4]).eval()
+    x = torch.rand(5, 1, 28, 28)
+    state = torch.get_rng_state()
+    a = m.elbo(x, n_samples=2, generator=torch.Generator().manual_seed(7))
+    b = m.elbo(x, n_samples=2, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator did not advance
+    assert torch.equal(a, b) and a.shape == (5,)
+    c = m.elbo(x, n_samples=2, generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(a, c)  # the estimate is sampled: another seed, another value
+    m.elbo(x)
+    assert not torch.equal(torch.get_rng_state(), state)  # without a generator: torch's global one
+    with pytest.raises(AffineVAEError, match="generator must be a torch.Generator"):
+        m.elbo(x, generator=7)
 
 
 def test_bad_model_inputs():

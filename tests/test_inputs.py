@@ -63,3 +63,35 @@ def test_each_bad_input_is_one_error_line_naming_where(data, kw, match):
         as_images(data, where="my images", **kw)
     msg = str(info.value)
     assert msg.startswith("my images: ") and "\n" not in msg
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"angle": [0.0, np.nan, 1.0]}, "angle holds 1 NaN or infinite value$"),
+    ({"angle": [0.0, np.inf, -np.inf]}, "angle holds 2 NaN or infinite values"),
+    ({"angle": [[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]]}, r"angle must have shape \(N,\), got \(3, 2\)"),
+    ({"angle": 0.5}, r"angle must have shape \(N,\), got \(\)"),
+    ({"angle": ["a", "b", "c"]}, "angle must be numbers"),
+    ({"shift": [[0.0, 0.0], [1.0], [0.0, 0.0]]}, r"shift must be an array of shape \(N, 2\) .* ragged"),
+    ({"shift": np.zeros((3, 3))}, r"shift must have shape \(N, 2\), got \(3, 3\)"),
+    ({"shift": [[0.0, 0.0], [np.nan, 0.0], [0.0, 0.0]]}, "shift holds 1 NaN"),
+    ({"shift": np.zeros((2, 2))}, "2 shift for 3 images"),
+    ({"scale": [1.0, 0.0, 1.0]}, "scale must be > 0"),
+    ({"scale": [1.0, np.nan, 1.0]}, "scale holds 1 NaN"),
+    ({"labels": [[0, 1], [1], [2]]}, r"labels must be an array of shape \(N,\) .* ragged"),
+    ({"labels": [[0, 1], [1, 0], [2, 2]]}, r"labels must have shape \(N,\), got \(3, 2\)"),
+    ({"labels": [0, 1]}, "2 labels for 3 images"),
+    ({"labels": [0.5, 1, 2]}, "labels must be integers"),
+])
+def test_imageset_refuses_bad_per_image_arrays_naming_the_field(kw, match):
+    with pytest.raises(AffineVAEError, match=f"^my set: .*{match}") as info:
+        ImageSet(np.zeros((3, 4, 4)), source="my set", **kw)
+    assert "\n" not in str(info.value)
+
+
+def test_imageset_keeps_good_per_image_arrays():
+    s = ImageSet(np.zeros((3, 4, 4)), labels=[[0], [1], [-1]], angle=np.zeros((3, 1), np.float32),
+                 shift=np.zeros((3, 2)), scale=[1.0, 1.5, 0.5])
+    assert s.labels.dtype == np.int64 and s.labels.tolist() == [0, 1, -1]
+    assert s.angle.shape == (3,) and s.angle.dtype == np.float32 and s.shift.shape == (3, 2) and s.scale.shape == (3,)
+    sub = s.subset([0, 2])
+    assert sub.labels.tolist() == [0, -1] and sub.shift.shape == (2, 2)

@@ -83,7 +83,9 @@ def test_training_decodes_every_class_in_one_batched_pass(discrete, rows):
     model.decoder.pixel_mlp.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     out = model(torch.rand(4, 1, 28, 28))
     assert calls == [rows * 28 * 28]  # one decoder pass: N*K rows (enumerate) or N rows (gumbel)
-    assert set(out.terms) == {"equivariance", "class_consistency", "discrete_kl", "class_balance"}
+    assert set(out.terms) == {"equivariance", "class_consistency", "discrete_kl_correction", "class_balance"}
+    # not a KL: (discrete_beta 0 - beta 1) times the class KL (>= 0), i.e. <= 0 with the defaults
+    assert float(out.terms["discrete_kl_correction"].detach()) <= 0
     assert torch.isclose(out.loss, out.recon + out.kl + sum(out.terms.values()))
     out.loss.backward()
     assert model.classifier.net[0].weight.grad.abs().sum() > 0  # the class posterior is trained through the decoder
@@ -216,6 +218,28 @@ def test_decode_and_sample_in_a_class():
     assert model.sample(5, generator=torch.Generator().manual_seed(0)).shape == (5, 1, 28, 28)
     with pytest.raises(AffineVAEError, match=r"class must lie in \[0, 2\]"):
         model.decode(z, 3)
+
+
+def test_joint_model_refuses_given_labels_and_the_semi_supervised_one_takes_them():
+    torch.manual_seed(0)
+    x, y = torch.as_tensor(av.data.rotated_mnist("test", n=4, seed=1).images), torch.tensor([0, 1, 2, 0])
+    joint = av.build_model("jrvae", num_classes=3, **SMALL).eval()
+    assert not joint.takes_labels
+    for where, call in [("encode", lambda: joint.encode(x, y)), ("elbo", lambda: joint.elbo(x, y)),
+                        ("reconstruct", lambda: joint.reconstruct(x, y))]:
+        with pytest.raises(AffineVAEError, match=rf"^{where}: model 'jrvae' takes no class labels"):
+            call()
+    assert joint.encode(x).parts["class_prob"].shape == (4, 3)
+    assert joint.decode(torch.zeros(4, 2), y).shape == (4, 1, 28, 28)  # decoding takes the class to render
+    semi = av.build_model("ssrvae", num_classes=3, **SMALL).eval()
+    assert semi.takes_labels
+    g = torch.Generator
+    with torch.no_grad():  # known labels change the ELBO (each image decoded in its class)
+        assert not torch.allclose(semi.elbo(x, y, generator=g().manual_seed(0)), semi.elbo(x, generator=g().manual_seed(0)))
+        assert semi.encode(x, y).z_mean.shape == (4, 2)
+    # the trainer passes the data's labels to a joint model, which ignores them
+    data = av.data.ImageSet(x.numpy(), labels=y.numpy())
+    _fit(joint, data, epochs=1, batch_size=2)
 
 
 def test_classifier_jitter_moves_the_canonical_view_in_one_warp_in_training_only():

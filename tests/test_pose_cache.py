@@ -10,7 +10,7 @@ import torch
 
 import affinevae as av
 from affinevae.errors import AffineVAEError
-from affinevae.models.avae import AVAE, AVAEConfig, TRAIN_SEARCH
+from affinevae.models.avae import AVAE
 from affinevae.nn.transforms import get_transform
 from affinevae.pose import PoseCache, SearchConfig, search_poses
 from affinevae.pose.search import agrees

@@ -14,7 +14,7 @@ from affinevae.models.avae import AVAE, AVAEConfig, TRAIN_SEARCH
 from affinevae.models.base import LatentModel, ModelConfig
 from affinevae.nn.affine import Pose, canonicalise, compose_poses, pose_matrix, render
 from affinevae.nn.layers import MLPEncoder
-from affinevae.pose import AMORTISE_DEFAULTS, SearchConfig, amortise, as_avae
+from affinevae.pose import AMORTISE_DEFAULTS, amortise, as_avae
 
 torch.manual_seed(0)
 X = torch.rand(6, 1, 28, 28)

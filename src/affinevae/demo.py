@@ -297,7 +297,8 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
         details = []
         for key, model, threshold, what in (("binary", models["vae_binary"], 0.5, "binarized"), ("grey", vae, None, "grey")):
             avae = AVAE(model, pose_head=False, search=search).eval()
-            res = A.loss_vs_rotation({"VAE": model, "AVAE (same VAE + rotation search)": avae}, mnist_test, angles,
+            res = A.loss_vs_rotation({"VAE": model, "AVAE (same VAE + rotation search)": avae}, mnist_test,
+                                     np.radians(angles),
                                      n=plan.sweep_n, seed=seed, binarize=threshold)
             sweep[key] = res
             res.to_csv(out / f"loss_vs_rotation_{key}.csv")

@@ -32,7 +32,6 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from .errors import AffineVAEError
 from .evaluation import encode_dataset
 from .models.base import build_model
-from .registry import MODELS
 from .training import TrainConfig, fit
 
 __all__ = ["Estimator", "NOT_APPLICABLE_CHECKS"]

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .data.inputs import check_latents  # noqa: E402
 from .errors import AffineVAEError  # noqa: E402
 from .io import atomic_write, make_directory  # noqa: E402
 
@@ -302,7 +303,7 @@ def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed
     """Cluster objects by their content latents.
 
     Args:
-        z: (N, D) latent means. n_clusters: K >= 1 (at most N).
+        z: (N, D) latent means (finite, N >= 1). n_clusters: K >= 1 (at most N).
         method: 'kmeans' or 'gmm' (full-covariance Gaussian mixture).
         seed: random seed.
         standardise: cluster the active latents (:func:`active_latents`) scaled to unit variance,
@@ -312,9 +313,7 @@ def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed
     Returns:
         (N,) int64 labels in 0..K-1, numbered by decreasing cluster size (0 is the largest).
     """
-    z = np.asarray(z, dtype=np.float64)
-    if z.ndim != 2 or len(z) == 0:
-        raise AffineVAEError(f"cluster_latents expects (N, D) latents with N >= 1, got shape {z.shape}")
+    z = check_latents(z, "cluster_latents")
     check_cluster_count(n_clusters, len(z))
     if standardise:
         z = z[:, active_latents(z)]
@@ -453,14 +452,12 @@ def latent_maps(image: Optional[np.ndarray], centers: np.ndarray, z: np.ndarray,
 
     Args:
         image: (H, W) or (C, H, W) background or None. centers: (N, 2) (row, col) pixels.
-        z: (N, D) latent means. dims: latents to show (default the ``max_panels`` with the largest variance).
+        z: (N, D) finite latent means. dims: latents to show (default the ``max_panels`` with the largest variance).
 
     Returns:
         ``(values, fig)``: (N, len(dims)) plotted latent values, and the figure.
     """
-    z = np.asarray(z, dtype=np.float64)
-    if z.ndim != 2:
-        raise AffineVAEError(f"latent_maps expects (N, D) latents, got shape {z.shape}")
+    z = check_latents(z, "latent_maps", min_rows=0)
     c = _check_points(centers, len(z), "latent_maps")
     if dims is None:
         dims = sorted(np.argsort(-z.var(0))[:max_panels].tolist()) if len(z) else list(range(min(z.shape[1], max_panels)))

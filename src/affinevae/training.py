@@ -404,7 +404,6 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     run = Run(out) if out is not None else None
-    run_dir = run.path if run is not None else None
     x, y = _as_tensors(data, model)
     data_index = torch.arange(len(x))  # position of each training image in ``data`` (the model's ``index``)
     if val is not None:

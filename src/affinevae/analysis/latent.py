@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..data.inputs import check_latents
 from ..errors import AffineVAEError
 from ..nn.affine import Pose
 from ..plots import ANGLE_CMAP, ANGLE_DIVERGING_CMAP, CLASS_CMAP, angle_colorbar, new_figure, show_images
@@ -76,12 +77,13 @@ def _umap():
 
 def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0, dims: Optional[Sequence[int]] = None
              ) -> tuple[np.ndarray, str, tuple]:
-    """2-D view of latents ``z`` (N, D): returns (embedding (N, 2), method used, axis labels).
+    """2-D view of latents ``z`` (N, D), finite, N >= 1 (>= 5 for t-SNE, UMAP and PCA): returns
+    (embedding (N, 2), method used, axis labels).
 
     ``method``: 'auto' (the latents for D <= 2, else UMAP when installed, else t-SNE),
     'latent' (two dims, ``dims``), 'tsne', 'umap' or 'pca'.
     """
-    z = np.asarray(z, dtype=np.float64)
+    z = check_latents(z, "embed_2d")
     n, d = z.shape
     if method not in ("auto", "latent", "tsne", "umap", "pca"):
         raise AffineVAEError(f"embedding method must be auto, latent, tsne, umap or pca, got {method!r}")
@@ -257,10 +259,8 @@ class LatentStats:
 
 
 def latent_stats_from_codes(z, name: str = "") -> LatentStats:
-    """Statistics of given latent means ``z`` (N, D)."""
-    z = np.asarray(z, dtype=np.float64)
-    if z.ndim != 2 or len(z) == 0:
-        raise AffineVAEError(f"latent codes must be (N, D) with N >= 1, got shape {z.shape}")
+    """Statistics of given latent means ``z`` (N, D) (finite, N >= 1)."""
+    z = check_latents(z, "latent_stats_from_codes")
     return LatentStats(name=name, z=z, min=z.min(0), max=z.max(0), mean=z.mean(0), std=z.std(0))
 
 

@@ -102,20 +102,41 @@ def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], ti
 
 
 # ============================================================================ loss vs rotation
-def loss_vs_rotation(models: Mapping[str, object], data, angles_deg: Sequence[float] = tuple(range(0, 361, 30)),
+ROTATION_SWEEP_ANGLES = tuple(float(a) for a in np.radians(np.arange(0, 361, 30)))
+"""Default rotations of :func:`loss_vs_rotation`: 0 to 2 pi radians every 30 degrees."""
+
+
+def loss_vs_rotation(models: Mapping[str, object], data, angles: Sequence[float] = ROTATION_SWEEP_ANGLES,
                      n: Optional[int] = None, seed: int = 0, search=None, labels=None,
-                     binarize: Optional[float] = None):
-    """Mean -ELBO (nats/image) of each model as the test images are rotated by ``angles_deg`` (degrees).
+                     binarize: Optional[float] = None, **removed):
+    """Mean -ELBO (nats/image) of each model as the test images are rotated by ``angles``.
+
+    ``angles``: (A,) rotations in radians, counter-clockwise on screen (default 0 to 2 pi every
+    30 degrees; ``np.radians(...)`` converts degrees). The former keyword ``angles_deg``
+    (degrees) is refused in one line.
 
     A thin wrapper of :func:`affinevae.sweep.rotation_sweep` (AVAEs search each image's
     pose; ``search`` overrides their search options; ``binarize`` thresholds every rotated
     image, see :class:`~affinevae.sweep.SweepConfig`). Returns its
-    :class:`~affinevae.sweep.SweepResult` ((M, A) ``neg_elbo``).
+    :class:`~affinevae.sweep.SweepResult` ((M, A) ``neg_elbo``; its ``angles_deg`` are the
+    angles in degrees, as the plots label them).
     """
     from ..sweep import SweepConfig, rotation_sweep
 
+    if "angles_deg" in removed:
+        raise AffineVAEError("loss_vs_rotation: angles_deg (degrees) is now angles, in radians "
+                             "(e.g. angles=np.radians(range(0, 361, 30)))")
+    if removed:
+        raise TypeError(f"loss_vs_rotation() got an unexpected keyword argument {next(iter(removed))!r}")
+    try:
+        a = np.asarray(list(angles), dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise AffineVAEError(f"loss_vs_rotation: angles must be numbers (radians), got {angles!r}") from None
+    if len(a) == 0 or not np.all(np.isfinite(a)):
+        raise AffineVAEError("loss_vs_rotation: angles must be one or more finite numbers (radians)")
     data = take(as_imageset(data, labels), n)
-    return rotation_sweep(dict(models), data.images, data.labels, list(angles_deg),
+    degrees = np.round(np.degrees(a), 9)  # the sweep (and its plots and CSV) in degrees: 30.0, not 30.000000000000004
+    return rotation_sweep(dict(models), data.images, data.labels, degrees.tolist(),
                           SweepConfig(seed=seed, search=search, binarize=binarize))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -107,19 +107,35 @@ class TrainingCurves:
 
 def training_curves(run) -> TrainingCurves:
     """Curves from a :class:`~affinevae.runs.Run` or run directory (its ``metrics.jsonl``) or a list
-    of per-epoch metric dicts."""
+    of per-epoch metric dicts (numbers by name, e.g. ``epoch``, ``train_loss`` in nats/image).
+
+    Raises:
+        AffineVAEError: anything else (e.g. a model: pass its run, ``fit(...).run_dir``), a run
+            without metrics, or a metric that is not a number.
+    """
     if isinstance(run, (str, Path, Run)):
         run = Run.open(run)
         history = run.metrics
         if not history:
             raise AffineVAEError(f"{run.path}: no training metrics (metrics.jsonl is missing or empty)")
     else:
+        what = type(run).__name__
+        if isinstance(run, (Mapping, bytes)) or not isinstance(run, Iterable):
+            raise AffineVAEError(f"training_curves needs a Run, a run directory or a list of per-epoch metric dicts, "
+                                 f"got a {what}")
         history = list(run)
         if not history:
             raise AffineVAEError("no training metrics")
+        bad = next((h for h in history if not isinstance(h, Mapping)), None)
+        if bad is not None:
+            raise AffineVAEError(f"training_curves needs a list of per-epoch metric dicts, got a {what} with an "
+                                 f"element of type {type(bad).__name__}")
 
     def col(key):
-        return np.array([float(h.get(key, np.nan)) for h in history])
+        try:
+            return np.array([float(h.get(key, np.nan)) for h in history])
+        except (TypeError, ValueError):
+            raise AffineVAEError(f"training_curves: metric {key!r} must be a number in every epoch") from None
 
     train = {k: col(f"train_{k}") for k in ("loss", "recon", "kl") if any(f"train_{k}" in h for h in history)}
     val = {k: col(f"val_{k}") for k in ("loss", "recon", "kl") if any(f"val_{k}" in h for h in history)}

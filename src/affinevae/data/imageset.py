@@ -58,19 +58,40 @@ class ImageSet:
         n = len(self.images)
         for name in ("labels", "angle", "shift", "scale"):
             v = getattr(self, name)
-            if v is None:
-                continue
-            v = np.asarray(v)
-            if len(v) != n:
-                raise AffineVAEError(f"{self.source}: {len(v)} {name} for {n} images")
-            setattr(self, name, v)
+            if v is not None:
+                setattr(self, name, self._per_image(name, v, n))
         if self.labels is not None:
             if not np.issubdtype(self.labels.dtype, np.integer):
                 if not np.all(np.isfinite(self.labels)) or not np.all(np.mod(self.labels, 1) == 0):
                     raise AffineVAEError(f"{self.source}: labels must be integers")
-            self.labels = self.labels.astype(np.int64).reshape(-1)
+            self.labels = self.labels.astype(np.int64)
             if self.labels.min() < -1:
                 raise AffineVAEError(f"{self.source}: labels must be >= 0 (or -1 for unknown), got {int(self.labels.min())}")
+        if self.scale is not None and not np.all(self.scale > 0):
+            raise AffineVAEError(f"{self.source}: scale must be > 0 (a zoom factor), got {float(self.scale.min()):g}")
+
+    def _per_image(self, name: str, value, n: int) -> np.ndarray:
+        """The per-image array ``name`` checked: numbers of shape (N,) ((N, 1) is flattened), or
+        (N, 2) for ``shift``; finite for the transforms (``angle`` radians, ``shift`` half widths,
+        ``scale``); raises :class:`AffineVAEError` naming the field."""
+        want = "(N, 2)" if name == "shift" else "(N,)"
+        try:
+            v = np.asarray(value)
+        except (TypeError, ValueError):  # ragged nested sequences
+            raise AffineVAEError(f"{self.source}: {name} must be an array of shape {want} (one row per image), "
+                                 "got a ragged sequence") from None
+        if not (np.issubdtype(v.dtype, np.number) or (v.dtype == bool and name == "labels")):
+            raise AffineVAEError(f"{self.source}: {name} must be numbers, got dtype {v.dtype}")
+        if name != "shift" and v.ndim == 2 and v.shape[1] == 1:
+            v = v[:, 0]
+        if v.ndim >= 1 and len(v) != n:
+            raise AffineVAEError(f"{self.source}: {len(v)} {name} for {n} images")
+        if (v.ndim, v.shape[1:]) != ((2, (2,)) if name == "shift" else (1, ())):
+            raise AffineVAEError(f"{self.source}: {name} must have shape {want}, got {v.shape}")
+        if name != "labels" and not np.all(np.isfinite(v)):
+            bad = int(v.size - np.isfinite(v).sum())
+            raise AffineVAEError(f"{self.source}: {name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''}")
+        return v
 
     def __len__(self) -> int:
         return len(self.images)

@@ -20,7 +20,7 @@ from torch import Tensor
 from ..errors import AffineVAEError
 from .imageset import ImageSet
 
-__all__ = ["as_images", "check_image_shape", "check_int"]
+__all__ = ["as_images", "check_image_shape", "check_int", "check_latents"]
 
 
 def check_int(name: str, value: Any, lo: int) -> int:
@@ -28,6 +28,27 @@ def check_int(name: str, value: Any, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
         raise AffineVAEError(f"{name} must be an integer >= {lo}, got {value!r}")
     return int(value)
+
+
+def check_latents(z: Any, where: str, min_rows: int = 1) -> np.ndarray:
+    """Latent codes ``z`` (N, D) (array, tensor or nested lists; e.g. posterior means) as a float64
+    numpy array with N >= ``min_rows``, D >= 1 and every value finite.
+
+    Raises:
+        AffineVAEError: one line starting ``"WHERE: "`` that says what is wrong (not numbers, the
+            shape, or how many values are NaN or infinite).
+    """
+    try:
+        a = np.asarray(z.detach().cpu() if isinstance(z, Tensor) else z, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AffineVAEError(f"{where}: latents must be an (N, D) array of numbers, got {type(z).__name__}") from None
+    if a.ndim != 2 or a.shape[0] < min_rows or a.shape[1] < 1:
+        raise AffineVAEError(f"{where}: latents must have shape (N, D) with N >= {min_rows} and D >= 1, "
+                             f"got shape {a.shape}")
+    bad = int(a.size - np.isfinite(a).sum())
+    if bad:
+        raise AffineVAEError(f"{where}: latents hold {bad} NaN or infinite value{'s' if bad > 1 else ''}")
+    return a
 
 
 def _chw(shape: Sequence[int]) -> str:

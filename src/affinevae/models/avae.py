@@ -39,14 +39,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..config import check, check_choice, check_positive
 from ..data.inputs import as_images
 from ..errors import AffineVAEError
-from ..nn.affine import Pose, PoseLike, canonicalise, render
+from ..nn.affine import PoseLike, canonicalise, render
 from ..nn.transforms import TRANSFORMS, Parameterisation, get_transform
 from ..pose.align import AlignResult, align as align_poses
 from ..pose.cache import PoseCache
@@ -328,6 +327,11 @@ class AVAE(LatentModel):
     def conditional(self) -> bool:
         """Whether the inner model is class-conditional."""
         return self.vae.conditional
+
+    @property
+    def takes_labels(self) -> bool:
+        """Whether the public methods take labels ``y``: those of the inner model."""
+        return self.vae.takes_labels
 
     @property
     def variational(self) -> bool:

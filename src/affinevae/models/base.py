@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
+from typing import Any, ClassVar, Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -222,6 +221,8 @@ class LatentModel(nn.Module):
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     family: ClassVar[str] = "base"
     conditional: ClassVar[bool] = False
+    semi_supervised: ClassVar[bool] = False
+    """Trained with partly known labels or targets (the ss* families), which they take as ``y``."""
     variational: ClassVar[bool] = True
     pose_source: ClassVar[str] = "identity"
     render_padding: ClassVar[str] = "zeros"
@@ -290,6 +291,23 @@ class LatentModel(nn.Module):
         return next(self.parameters()).device
 
     # ------------------------------------------------------------------ input checks
+    @property
+    def takes_labels(self) -> bool:
+        """Whether the public methods (:meth:`encode`, :meth:`elbo`, :meth:`loss`,
+        :meth:`reconstruct`, :meth:`decode`, :meth:`sample`) take labels ``y``: the
+        class-conditional families (which need them) and the semi-supervised ones (partly known
+        labels or targets). The joint models discover their classes and take none here (their
+        ``decode``/``sample`` take the class to render)."""
+        return bool(self.conditional or self.semi_supervised)
+
+    def refuse_labels(self, y: Any, where: str) -> None:
+        """Raise :class:`AffineVAEError` (one line) when labels ``y`` are given to ``where`` (a
+        public method's name) of a model that takes none (:attr:`takes_labels` False), instead of
+        ignoring them. The trainer's ``model(x, y)`` keeps passing the data's labels (pose records)."""
+        if y is not None and not self.takes_labels:
+            raise AffineVAEError(f"{where}: model '{self.family}' takes no class labels, but y was given "
+                                 "(leave y out; only cvae/crvae and the semi-supervised models take labels)")
+
     def check_input(self, x: Tensor, y: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
         """Validate and convert inputs (:func:`affinevae.data.as_images`): x -> (N, C, H, W) float32 on
         the model device, y -> (N,) int64 class labels for conditional models (None otherwise).
@@ -430,9 +448,12 @@ class LatentModel(nn.Module):
                 index: Optional[Tensor] = None) -> ModelOutput:
         """Full pass: check the input, find the pose (searched families), then :meth:`run_stages`.
 
-        ``sample`` False takes the posterior means. ``index`` (N,) are the images' positions in
-        the data given to :func:`affinevae.fit` (before any validation split); the trainer passes
-        them so that models which keep per-image state (the AVAE's found poses) can use them.
+        ``y`` (N,): labels; a model that takes none (:attr:`takes_labels`) ignores them here, as
+        the trainer passes the data's labels to every model (the AVAE keeps them in its pose
+        record); the public methods refuse them. ``sample`` False takes the posterior means.
+        ``index`` (N,) are the images' positions in the data given to :func:`affinevae.fit` (before
+        any validation split); the trainer passes them so that models which keep per-image state
+        (the AVAE's found poses) can use them.
         """
         labels = y
         x, y = self.check_input(x, y)
@@ -443,7 +464,10 @@ class LatentModel(nn.Module):
     # ------------------------------------------------------------------ public API
     def encode(self, x: Tensor, y: Optional[Tensor] = None) -> Encoding:
         """Posterior of (N, C, H, W) images: content ``z_mean``/``z_std`` (N, D) and ``pose``
-        (the searched pose for the AVAE, which replaces any pose its inner model infers)."""
+        (the searched pose for the AVAE, which replaces any pose its inner model infers).
+        ``y`` (N,): labels, for the models that take them (:attr:`takes_labels`; required by the
+        class-conditional ones); refused (one line) by the others."""
+        self.refuse_labels(y, "encode")
         x, y = self.check_input(x, y)
         found = self.pose_of(self.inference_pose(x, y))
         post = self.infer(self.canonicalise(x, found), y)
@@ -456,6 +480,7 @@ class LatentModel(nn.Module):
         z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
         if z.dim() != 2 or z.shape[1] != self.config.latent_dim:
             raise AffineVAEError(f"latents must have shape (N, {self.config.latent_dim}), got {tuple(z.shape)}")
+        self.refuse_labels(y, "decode")
         if self.conditional:
             if y is None:
                 raise AffineVAEError(f"model '{self.family}' is class-conditional: decoding needs a class")
@@ -504,26 +529,51 @@ class LatentModel(nn.Module):
         return self.likelihood.mean(self.decode_params(z, y, pose))
 
     def loss(self, x: Tensor, y: Optional[Tensor] = None) -> LossParts:
-        """Batch-mean training loss and its parts (nats/image)."""
+        """Batch-mean training loss and its parts (nats/image) of (N, C, H, W) images ``x``
+        (labels ``y`` (N,) only for the models that take them, :attr:`takes_labels`)."""
+        self.refuse_labels(y, "loss")
         out = self(x, y)
         return LossParts(out.loss, out.recon, out.kl, out.terms)
 
-    def elbo(self, x: Tensor, y: Optional[Tensor] = None, n_samples: int = 1) -> Tensor:
-        """(N,) per-image ELBO in nats (Monte Carlo over ``n_samples`` posterior samples)."""
-        total = 0.0
-        for _ in range(max(1, n_samples)):
-            total = total + self(x, y).elbo
+    def elbo(self, x: Tensor, y: Optional[Tensor] = None, n_samples: int = 1,
+             generator: Optional[torch.Generator] = None) -> Tensor:
+        """(N,) per-image ELBO in nats of (N, C, H, W) images ``x`` (Monte Carlo over ``n_samples``
+        posterior samples; labels ``y`` (N,) only for the models that take them, :attr:`takes_labels`).
+
+        ``generator``: a :class:`torch.Generator` that fixes the posterior samples (and any
+        other random draw of the pass): one seed is drawn from it and the pass runs on a forked,
+        seeded torch RNG, so torch's global generator is left as it was and equally seeded
+        generators give identical estimates. None: the global generator is used (and advanced).
+        """
+        self.refuse_labels(y, "elbo")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise AffineVAEError(f"elbo: generator must be a torch.Generator or None, got {type(generator).__name__}")
+        fork = contextlib.nullcontext()
+        if generator is not None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+            device = self.device
+            fork = torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
+        with fork:
+            if generator is not None:
+                torch.manual_seed(seed)
+            total = 0.0
+            for _ in range(max(1, n_samples)):
+                total = total + self(x, y).elbo
         return total / max(1, n_samples)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
-        """Mean reconstruction (N, C, H, W) from the posterior mean."""
+        """Mean reconstruction (N, C, H, W) of (N, C, H, W) images ``x`` from the posterior mean
+        (labels ``y`` (N,) only for the models that take them, :attr:`takes_labels`)."""
+        self.refuse_labels(y, "reconstruct")
         out = self(x, y, sample=False)
         return self.likelihood.mean(out.x_params)
 
     @torch.no_grad()
     def sample(self, n: int, y: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-        """``n`` images (n, C, H, W) decoded from the prior N(0, I) (class ``y`` if conditional)."""
+        """``n`` images (n, C, H, W) decoded from the prior N(0, I) (class ``y`` if conditional;
+        refused by a model that takes no labels)."""
+        self.refuse_labels(y, "sample")
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
         if self.conditional and y is None:
             raise AffineVAEError(f"model '{self.family}' is class-conditional: sampling needs a class")

@@ -188,7 +188,11 @@ class JRVAEConfig(FlatEncoderRVAEConfig):
         class_balance: weight of the named term 'class_balance', KL(mean_batch q(y | x) || U(K)),
             which keeps every class in use (default 30).
         discrete_beta: weight of the per-image class KL, KL(q(y | x) || U(K)), in the training
-            loss (default 0; the named term 'discrete_kl' is (discrete_beta - beta) times it).
+            loss (default 0). The loss already weighs every KL, this one included, by ``beta``;
+            the named term 'discrete_kl_correction' is the difference, f * (discrete_beta - beta)
+            * mean KL(q(y | x) || U(K)) (f the trainer's KL warm-up factor), present in training
+            when discrete_beta != beta and ``capacity_weight`` is 0: negative with the defaults
+            (discrete_beta 0 < beta 1), where it cancels the class KL out of the loss.
             That KL is log K minus the entropy of q(y | x): it rewards uncertain classes and
             penalises the information the class carries, and with weight 1 the classes stay
             near chance (measured); 'class_balance' keeps what it does against collapse onto
@@ -588,8 +592,11 @@ class JRVAE(RVAE):
 
     def training_terms(self, post: Encoding, kl_content: Tensor, kl_class: Tensor) -> dict:
         """The schedule's named terms of a training step (weighted scalars, see
-        :class:`JRVAEConfig`): 'capacity' or 'discrete_kl', and 'class_balance'. ``kl_content``
-        (N,): KL of content and pose; ``kl_class`` (N,): KL of the class weights."""
+        :class:`JRVAEConfig`): 'capacity' or 'discrete_kl_correction', 'class_entropy' and
+        'class_balance'. 'discrete_kl_correction' is not a KL but the correction that turns the
+        class KL's weight in the loss from ``beta`` into ``discrete_beta``: f * (discrete_beta -
+        beta) * kl_class.mean(), f = :meth:`loss_kl_factor` (negative with the defaults).
+        ``kl_content`` (N,): KL of content and pose; ``kl_class`` (N,): KL of the class weights."""
         cfg = self.config
         terms: dict = {}
         f = self.loss_kl_factor()  # the trainer's KL warm-up: on both KL weights
@@ -600,7 +607,7 @@ class JRVAE(RVAE):
             terms["capacity"] = (cfg.capacity_weight * ((kl_content.mean() - c_z).abs() + (kl_class.mean() - c_y).abs())
                                  - f * cfg.beta * (kl_content.mean() + kl_class.mean()))
         elif cfg.discrete_beta != cfg.beta:
-            terms["discrete_kl"] = f * (cfg.discrete_beta - cfg.beta) * kl_class.mean()
+            terms["discrete_kl_correction"] = f * (cfg.discrete_beta - cfg.beta) * kl_class.mean()
         if cfg.class_entropy > 0:
             logp = torch.log_softmax(post.parts["class_logits"], 1)
             terms["class_entropy"] = -cfg.class_entropy * (logp.exp() * logp).sum(1).mean()

@@ -22,8 +22,6 @@ deterministic by seed).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 

@@ -40,7 +40,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..config import Config, check, check_choice, check_positive, check_seed
+from ..config import Config, check, check_positive, check_seed
 from ..errors import AffineVAEError
 from ..limits import check_allocation
 from ..nn.transforms import Parameterisation
