@@ -100,6 +100,33 @@ def test_plot_refuses_dpi_out_of_range(model_dir, tmp_path, capsys, dpi):
     _refused(["plot", model_dir, "samples", "--dpi", dpi, "--out", out], capsys, "--dpi", out, dpi)
 
 
+@pytest.mark.parametrize("kind,option,value,match", [
+    ("samples", "--show", "1000000000", "[1, 1024] images"), ("reconstructions", "--show", "0", "[1, 1024] images"),
+    ("manifold", "--d", "100000", "[2, 64] images per side"), ("manifold", "--d", "1", "[2, 64]"),
+    ("samples", "--per-class", "10000000", "[1, 256] samples per class"),
+    ("interpolation", "--steps", "99999999", "[2, 256] interpolation steps"),
+    ("rotation-histograms", "--bins", "100000", "[2, 720] angle bins"),
+    ("denoising", "--noise", "nan", "finite"), ("denoising", "--noise", "-1", ">= 0"),
+    ("manifold", "--angle", "inf", "finite number of degrees")])
+def test_plot_refuses_kind_options_out_of_range_up_front(model_dir, tmp_path, capsys, monkeypatch, kind, option,
+                                                          value, match):
+    import affinevae.runs
+
+    def never(*a, **k):
+        raise AssertionError("the run was opened before the options were checked")
+
+    monkeypatch.setattr(affinevae.runs.Run, "open", never)
+    out = tmp_path / "p.png"
+    line = _refused(["plot", model_dir, kind, f"{option}={value}", "--out", out], capsys, option, out, match)
+    assert value in line or value in ("nan", "inf")
+
+
+def test_plot_option_bounds_still_draw(model_dir, tmp_path):
+    out = tmp_path / "m.png"
+    assert main(["plot", str(model_dir), "manifold", "--d", "64", "--dpi", "20", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
 def test_plot_refuses_a_figure_too_large_for_memory(model_dir, tmp_path, capsys):
     out = tmp_path / "p.png"
     _refused(["plot", model_dir, "samples", "--dpi", "1200", "--show", "4", "--out", out, "--max-memory", "2M"],

@@ -148,6 +148,62 @@ def test_tiff_multipage_and_rgb(tmp_path):
     check(load_images(str(one)), (1, 3, H, W))
 
 
+def test_tiff_axes_make_frames_and_only_true_channels_channels(tmp_path):
+    """ImageJ/OME hyperstacks, one-header ImageJ files and plain multi-page TIFFs: the planes along
+    T/Z/Q (and a C axis tifffile writes for an unlabelled (T, Y, X) ImageJ array) are images, the
+    same for the lazy stack reader and for load_images; RGB samples and a short C axis are channels."""
+    import tifffile
+
+    from affinevae.data.stacks import TIFF_MAX_CHANNELS, open_stack
+
+    movie = u8(6, 16, 12, seed=1)
+    two = u8(5, 2, 16, 12, seed=2)  # (T, C, Y, X)
+    tz = u8(3, 2, 16, 12, seed=3)   # (T, Z, Y, X)
+    cases = {  # name: (array, imwrite options, expected (N, C, H, W) pixels)
+        "ij.tif": (movie, dict(imagej=True), movie[:, None]),  # tifffile labels it 'CYX' (6 channels)
+        "ij_t.tif": (movie, dict(imagej=True, metadata={"axes": "TYX"}), movie[:, None]),
+        "ij_one_header.tif": (movie, dict(imagej=True, truncate=True, metadata={"axes": "TYX"}), movie[:, None]),
+        "ij_one_header_c.tif": (two, dict(imagej=True, truncate=True, metadata={"axes": "TCYX"}), two),
+        "ij_tc.tif": (two, dict(imagej=True, metadata={"axes": "TCYX"}), two),
+        "ij_tz.tif": (tz, dict(imagej=True, metadata={"axes": "TZYX"}), tz.reshape(6, 1, 16, 12)),
+        "plain.tif": (movie, {}, movie[:, None]),
+        "ome_c3.tif": (movie[:3], dict(ome=True, metadata={"axes": "CYX"}), movie[None, :3]),
+        "single.tif": (movie[0], {}, movie[:1, None]),
+    }
+    for name, (arr, options, want) in cases.items():
+        p = tmp_path / name
+        tifffile.imwrite(p, arr, **options)
+        with tifffile.TiffFile(p) as tf:
+            axes = tf.series[0].axes
+        assert name != "ij.tif" or axes == "CYX"  # the case: tifffile's own axes say channels
+        assert name not in ("ij_one_header.tif", "ij_one_header_c.tif") or len(tf.pages) == 1
+        data = load_images(str(p))
+        check(data, want.shape)
+        np.testing.assert_allclose(data.images, want / 255.0, atol=1e-6, err_msg=name)
+        with open_stack(p) as src:
+            assert src.n_frames == len(want) and src.channels == want.shape[1], name
+            frames = src.read_raw(0, src.n_frames)
+            np.testing.assert_array_equal(frames.reshape(want.shape), want, err_msg=name)
+            lo, hi = min(1, len(want) - 1), min(3, len(want))  # a chunk from the middle
+            np.testing.assert_array_equal(src.read_raw(lo, hi).reshape(hi - lo, *want.shape[1:]), want[lo:hi],
+                                          err_msg=name)
+    # a C axis longer than TIFF_MAX_CHANNELS counts images even when it is all there is
+    assert TIFF_MAX_CHANNELS == 4 and load_images(str(tmp_path / "ij.tif")).images.shape[1] == 1
+
+
+def test_train_reads_an_imagej_tiff_stack_as_images(tmp_path, capsys):
+    import tifffile
+
+    from affinevae.cli import main
+
+    p = tmp_path / "movie.tif"
+    tifffile.imwrite(p, u8(10, 16, 16, seed=4), imagej=True)  # (T, Y, X); tifffile's axes say 'CYX'
+    assert main(["train", "--model", "vae", "--data", str(p), "--epochs", "1", "--latent-dim", "2", "--hidden", "16",
+                 "--channels", "4,8", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    assert "trained vae on 9 images (" in capsys.readouterr().out  # 10 images, one held out; not one 10-channel image
+    assert av.runs.Run.open(tmp_path / "run").model_config["image_shape"] == [1, 16, 16]
+
+
 def test_tiff_pages_of_different_sizes(tmp_path):
     import tifffile
 

@@ -200,6 +200,34 @@ def test_bad_data(world, capsys, command, bad):
     _fails_cleanly(world, build(world, str(world / spec)), capsys, match)
 
 
+@pytest.mark.parametrize("shape,option,hint", [((10, 1, 1), "--data", False), ((10, 4, 7), "--data", False),
+                                               ((10, 20, 7), "--data", False), ((10, 1, 40), "--data", True),
+                                               ((10, 4, 4), "--val-data", False)])
+def test_train_refuses_images_too_small_for_the_models(tmp_path, capsys, shape, option, hint):
+    from affinevae.defaults import MIN_IMAGE_SIZE
+
+    np.save(tmp_path / "small.npy", np.random.default_rng(0).random(shape, dtype=np.float32))
+    np.save(tmp_path / "ok.npy", np.random.default_rng(1).random((10, 8, 8), dtype=np.float32))
+    data = ["--data", str(tmp_path / "small.npy")] if option == "--data" else [
+        "--data", str(tmp_path / "ok.npy"), "--val-data", str(tmp_path / "small.npy")]
+    line = _fails_cleanly(tmp_path, ["train", *TRAIN, *data, "--out", str(tmp_path / "run"), "--epochs", "1"], capsys,
+                          f"small.npy: images of {shape[1]}x{shape[2]} pixels (data shape ({shape[0]}, 1, "
+                          f"{shape[1]}, {shape[2]}), N x C x H x W) are too small: the models need at least "
+                          f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
+    assert ("--signal-axis" in line) == hint
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_takes_8x8_images_and_short_1d_signals(tmp_path, capsys):
+    """The smallest images pass, and 1-D signals (C, 1, L) keep their own minimum length."""
+    np.save(tmp_path / "ok.npy", np.random.default_rng(1).random((10, 8, 8), dtype=np.float32))
+    assert main(["train", *TRAIN, "--data", str(tmp_path / "ok.npy"), "--out", str(tmp_path / "a"), "--epochs", "1"]) == 0
+    np.save(tmp_path / "spectra.npy", np.random.default_rng(2).random((10, 12), dtype=np.float32))
+    assert main(["train", *TRAIN, "--data", str(tmp_path / "spectra.npy"), "--signal-axis", "1", "--out",
+                 str(tmp_path / "b"), "--epochs", "1"]) == 0
+    assert "trained vae on 10 images" in capsys.readouterr().out
+
+
 STACK_CASES = {"nan": "nan.npy", "complex": "complex.npy", "h5-external-storage": "external.h5:images",
                "h5-virtual": "virtual.h5:images", "h5-external-link": "extlink.h5:images", "h5-huge": "huge.h5:images",
                "tiff-bomb": "bomb.tif", "corrupt": "corrupt.npy", "empty": "empty.npy"}

@@ -343,6 +343,12 @@ def test_clustering_and_angle_helpers():
         mapping.circular_mean(np.radians([178, 2, 180, 0]), 2) == pytest.approx(math.pi, abs=1e-9)
     with pytest.raises(AffineVAEError, match="clusters"):
         mapping.cluster_latents(z, 0)
+    z_nan = z.copy()
+    z_nan[5, 1] = np.nan
+    with pytest.raises(AffineVAEError, match="^cluster_latents: latents hold 1 NaN or infinite value$"):
+        mapping.cluster_latents(z_nan, 3)
+    with pytest.raises(AffineVAEError, match=r"^cluster_latents: latents must have shape \(N, D\)"):
+        mapping.cluster_latents(z[:, 0], 2)
     with pytest.raises(AffineVAEError, match="symmetry"):
         mapping.fold_angle([0.1], 0)
 
@@ -405,6 +411,39 @@ def test_cli_patches_and_map(micrograph, tmp_path, capsys):
     assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
                  str(tmp_path / "img.npy"), "--out", str(tmp_path / "maps2")]) == 2  # (an existing maps/ is refused)
     assert "not a patches file" in one_line_error(capsys)
+
+
+def test_cli_patches_expands_glob_patterns_in_name_order(micrograph, tmp_path, capsys):
+    """Shells on Windows pass '*.tif' on as written: patches expands it (sorted by name) and reads the
+    files' frames one after another, as it reads the files given one by one or stacked in one array."""
+    import tifffile
+
+    img, _ = micrograph
+    u8 = (np.stack([img, img[::-1], img[:, ::-1]]) * 255).astype(np.uint8)  # three different frames
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i, name in ((2, "c.tif"), (0, "a.tif"), (1, "b.tif")):  # written out of name order
+        tifffile.imwrite(scans / name, u8[i])
+    opts = ["--window", str(W), "--min-distance", "3", "--threshold", "0.25", "--no-progress"]
+    assert main(["patches", str(scans / "*.tif"), *opts, "--out", str(tmp_path / "glob.npz")]) == 0
+    assert "in 3 of 3 frame(s) of 3 files" in capsys.readouterr().out
+    assert main(["patches", *(str(scans / n) for n in ("a.tif", "b.tif", "c.tif")), *opts,
+                 "--out", str(tmp_path / "listed.npz")]) == 0
+    ref = cut_patches(u8, W, min_distance=3, threshold=0.25)
+    with np.load(tmp_path / "glob.npz") as g, np.load(tmp_path / "listed.npz") as li:
+        assert set(g["frames"].tolist()) == {0, 1, 2}
+        for k in ("patches", "centers", "frames"):
+            np.testing.assert_array_equal(g[k], li[k])
+            np.testing.assert_array_equal(g[k], getattr(ref, k))
+    capsys.readouterr()
+    # a pattern matching nothing, and files whose frames differ: one line each, nothing written
+    assert main(["patches", str(scans / "*.png"), *opts, "--out", str(tmp_path / "x.npz")]) == 2
+    assert one_line_error(capsys) == f"affinevae: error: {scans / '*.png'}: no file matches this pattern"
+    tifffile.imwrite(scans / "d.tif", u8[0, :64])
+    assert main(["patches", str(scans / "[a-d].tif"), *opts, "--out", str(tmp_path / "x.npz")]) == 2
+    err = one_line_error(capsys)
+    assert "d.tif: frames of shape (64, 160), but" in err and "a.tif has (128, 160)" in err
+    assert not (tmp_path / "x.npz").exists()
 
 
 # ============================================================================ science: rVAE on a polycrystal

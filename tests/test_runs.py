@@ -164,3 +164,83 @@ def test_encode_takes_the_runs_angle_range_for_its_own_data(tiny_runs, tmp_path,
     assert main(["encode", str(run_dir), "--data", "rotated-mnist", "-n", "200", "--max-angle", "30",
                  "--out", str(tmp_path / "e30.npz")]) == 0
     assert "from the run's training data" not in capsys.readouterr().out
+
+
+def _full_circle_copy(tiny_runs, tmp_path, **changes):
+    """A copy of the tiny vae run whose train.json says it trained on full-circle rotated digits."""
+    import json
+    import math
+
+    run_dir = tmp_path / "r360"
+    shutil.copytree(tiny_runs.path("vae"), run_dir)
+    info = json.loads((run_dir / "train.json").read_text())
+    info.update({"data": "rotated-mnist", "max_angle": math.pi, "n": 400, **changes})
+    (run_dir / "train.json").write_text(json.dumps(info))
+    return run_dir
+
+
+def test_align_and_sweep_take_the_runs_angle_range_for_its_own_data(tiny_runs, tmp_path, capsys, monkeypatch):
+    """align and sweep on a run's own --data go through Run.data: its angle range, seed and n are kept (and
+    said), as plot and encode do; an explicit --data-max-angle wins; sweep thresholds only after turning."""
+    import math
+
+    from affinevae.cli import main
+    from affinevae.cli import sweep as sweep_cli
+    from affinevae.models.avae import AVAE
+
+    run_dir = _full_circle_copy(tiny_runs, tmp_path, binarize=0.5)
+    seen = {"align": [], "sweep": []}  # the images each command hands on (the sweep's AVAE also aligns)
+    align = AVAE.align
+    monkeypatch.setattr(AVAE, "align", lambda self, x, *a, **k: (seen["align"].append(np.asarray(x)),
+                                                                  align(self, x, *a, **k))[1])
+    sweep = sweep_cli.rotation_sweep
+    monkeypatch.setattr(sweep_cli, "rotation_sweep", lambda m, x, *a, **k: (seen["sweep"].append(np.asarray(x)),
+                                                                            sweep(m, x, *a, **k))[1])
+    full = rotated_mnist("test", n=20, seed=1, max_angle=math.pi)  # the run's seed 0: the test split draws with 1
+    assert np.abs(full.angle).max() > math.radians(120)
+    search = ["--restarts", "1", "--steps", "0"]
+    assert main(["align", str(run_dir), "--data", "rotated-mnist", "-n", "20", *search,
+                 "--out", str(tmp_path / "a.npz")]) == 0
+    assert "affinevae: --data-max-angle 180 from the run's training data (override with --data-max-angle)" in \
+        capsys.readouterr().out
+    np.testing.assert_array_equal(seen["align"][-1], full.binarized(0.5).images)  # thresholded as training was
+    assert main(["sweep", str(run_dir), "--data", "rotated-mnist", "-n", "20", "--angles", "0,90", *search,
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    assert "affinevae: --data-max-angle 180 from the run's training data" in capsys.readouterr().out
+    np.testing.assert_array_equal(seen["sweep"][-1], full.images)  # not thresholded before the sweep turns them
+    # an explicit range wins, without the line; another source is loaded as given
+    for cmd, extra in (("align", []), ("sweep", ["--angles", "0,90"])):
+        assert main([cmd, str(run_dir), "--data", "rotated-mnist", "-n", "20", "--data-max-angle", "30", *extra, *search,
+                     "--out", str(tmp_path / f"{cmd}30.{'npz' if cmd == 'align' else 'csv'}")]) == 0
+        assert "from the run's training data" not in capsys.readouterr().out
+        narrow = rotated_mnist("test", n=20, seed=1, max_angle=math.radians(30))
+        np.testing.assert_array_equal(seen[cmd][-1], narrow.images)  # drawn with --seed 0 as before
+    assert main(["align", str(run_dir), "--data", "mnist", "-n", "20", *search, "--out", str(tmp_path / "m.npz")]) == 0
+    assert "from the run's training data" not in capsys.readouterr().out
+    np.testing.assert_array_equal(seen["align"][-1], load_mnist("test", n=20).images)
+
+
+def test_encode_reads_the_runs_own_data_through_run_data(tiny_runs, tmp_path, capsys):
+    """encode on the run's own --data: Run.data's images (the run's range, seed and threshold), the same
+    line as before; an explicit --max-angle loads the digits with encode's --seed as before."""
+    import math
+
+    from affinevae.cli import main
+    from affinevae.data import load_dataset
+    from affinevae.evaluation import encode_dataset
+
+    run_dir = _full_circle_copy(tiny_runs, tmp_path, binarize=0.5)
+    run = Run.open(run_dir)
+    model = run.model()
+    assert main(["encode", str(run_dir), "--data", "rotated-mnist", "-n", "20", "--out", str(tmp_path / "e.npz")]) == 0
+    assert capsys.readouterr().out.startswith("affinevae: --max-angle 180 from the run's training data "
+                                              "(override with --max-angle)\nencoded 20 images")
+    want = encode_dataset(model, run.data(n=20), seed=0)
+    with np.load(tmp_path / "e.npz") as f:
+        np.testing.assert_allclose(f["z_mean"], want["z_mean"], atol=1e-6)
+    assert main(["encode", str(run_dir), "--data", "rotated-mnist", "-n", "20", "--max-angle", "30", "--seed", "3",
+                 "--out", str(tmp_path / "e30.npz")]) == 0
+    assert "from the run's training data" not in capsys.readouterr().out
+    given = load_dataset("rotated-mnist", split="test", n=20, seed=3, max_angle=math.radians(30))
+    with np.load(tmp_path / "e30.npz") as f:
+        np.testing.assert_allclose(f["z_mean"], encode_dataset(model, given, seed=3)["z_mean"], atol=1e-6)

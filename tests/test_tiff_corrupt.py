@@ -56,6 +56,11 @@ def _bad_file(d: Path, kind: str) -> Path:
         b = bytearray(p.read_bytes())
         b[off:off + count] = rng.bytes(count)
         p.write_bytes(bytes(b))
+    elif kind == "one-header-truncated":  # an ImageJ stack with one page header, its planes cut short
+        p = d / "ijcut.tif"
+        tifffile.imwrite(p, _stack(), imagej=True, truncate=True, metadata={"axes": "TYX"})
+        b = p.read_bytes()
+        p.write_bytes(b[: len(b) * 2 // 3])
     elif kind == "folder-frame-truncated":
         p = d / "frames"
         p.mkdir()
@@ -91,7 +96,8 @@ def _refused(capsys, argv: list, name: str, d: Path, before: set) -> str:
     return lines[0]
 
 
-BAD = ["truncated", "garbage", "header-garbage", "pages-truncated", "bad-compressed-page", "folder-frame-truncated"]
+BAD = ["truncated", "garbage", "header-garbage", "pages-truncated", "bad-compressed-page", "one-header-truncated",
+       "folder-frame-truncated"]
 
 
 @pytest.mark.parametrize("kind", BAD)

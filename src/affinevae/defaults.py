@@ -46,10 +46,19 @@ from .data.formats import PATCH_SET_KIND
 from .data.imageset import ImageSet
 from .data.inputs import check_int
 from .data.spectra import SPECTRA_KIND
+from .errors import AffineVAEError
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "data_defaults"]
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "data_defaults",
+           "MIN_IMAGE_SIZE", "check_image_size"]
+
+#: Smallest image height and width, in pixels, that ``train`` accepts: the equivariant encoder's
+#: 5 x 5 lifting convolution needs at least 5 pixels, and the conv encoders halve the grid at each
+#: stride-2 layer (two by default), so 8 x 8 still leaves them a 2 x 2 grid; a turn of a smaller
+#: image moves few pixels anywhere distinct. 1-D signals (C, 1, L) have their own minimum length
+#: (:data:`affinevae.data.spectra.MIN_SIGNAL_LENGTH`), checked when they are read.
+MIN_IMAGE_SIZE = 8
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
 DEFAULT_EPOCHS: int = TrainConfig.epochs
@@ -76,6 +85,29 @@ PATCH_SIGMA_RADIUS = 0.7
 
 #: A rule: (data, the options so far) -> the value of its option, or None to leave it unset.
 Rule = Callable[[ImageSet, dict], Any]
+
+
+def check_image_size(data: ImageSet, where: Optional[str] = None, hint: str = "") -> None:
+    """Refuse images smaller than :data:`MIN_IMAGE_SIZE` x :data:`MIN_IMAGE_SIZE` pixels, before a model is built.
+
+    Args:
+        data: the set whose (N, C, H, W) images are checked; a set of 1-D signals
+            (``meta['kind'] == 'spectra'``, images (C, 1, L)) passes: their length is checked when
+            they are read.
+        where: what the images are, starting the message (default: ``data.source``, the file).
+        hint: appended to the message (e.g. how to read 1-D signals instead).
+
+    Raises:
+        AffineVAEError: ``"WHERE: images of HxW pixels (data shape (N, C, H, W), N x C x H x W) are
+            too small: the models need at least 8x8"``.
+    """
+    if data.meta.get("kind") == SPECTRA_KIND:
+        return
+    shape = tuple(int(v) for v in data.images.shape)
+    h, w = shape[-2:]
+    if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE:
+        raise AffineVAEError(f"{where or data.source}: images of {h}x{w} pixels (data shape {shape}, N x C x H x W) "
+                             f"are too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}{hint}")
 
 
 def _invariances(options: dict) -> tuple:

@@ -270,15 +270,17 @@ class Run:
         return load_pose_record(self.path) if self.poses_file.is_file() else None
 
     # ------------------------------------------------------------------ the data
-    def data(self, split: str = "test", n: Optional[int] = 500, source=None):
+    def data(self, split: str = "test", n: Optional[int] = 500, source=None, binarize: bool = True):
         """The images to analyse this run on, an :class:`~affinevae.data.ImageSet` of the first ``n``.
 
         ``source``: None for the run's own data spec from ``train.json`` (``split`` of a
         built-in set, binarized as training was, its labels and key; the train split holds at
         most the ``n`` images training used; the same when ``source`` names that spec again, so
         ``rotated-mnist`` keeps the angle range training used), another ``--data`` spec (drawn
-        with the run's seed), or an ImageSet (used as is). ``n=None``: all of them. Raises
-        :class:`AffineVAEError` when the run records no data spec and none is given.
+        with the run's seed), or an ImageSet (used as is). ``n=None``: all of them.
+        ``binarize=False`` leaves the run's own images unthresholded (for a caller that thresholds
+        them itself, after turning them). Raises :class:`AffineVAEError` when the run records no
+        data spec and none is given.
         """
         from .data import ImageSet, load_dataset
 
@@ -295,7 +297,7 @@ class Run:
             n = int(meta["n"]) if n is None else min(n, int(meta["n"]))
         try:
             return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed, key=meta.get("key"),
-                                labels=meta.get("labels"), binarize=meta.get("binarize"),
+                                labels=meta.get("labels"), binarize=meta.get("binarize") if binarize else None,
                                 max_angle=meta.get("max_angle"), signal_axis=meta.get("signal_axis"),
                                 signal_cube=meta.get("signal_cube"))
         except AffineVAEError as exc:

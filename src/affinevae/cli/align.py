@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from ..errors import AffineVAEError
 from ..outputs import check_output
-from ..runs import load
+from ..runs import Run, load
 from ..pose.amortise import as_avae
 from ..pose.search import SearchConfig
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, load_data_from_args, seed_arg
+from .common import add_data_arguments, add_force_argument, load_run_data, seed_arg
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,7 +88,7 @@ class Align:
         cfg = search_config_from_args(args, model.config.search)
         if args.no_before:
             cfg = cfg.replace(report_before=False)
-        data = load_data_from_args(args, args.split, seed=args.seed)
+        data = load_run_data(args, Run.open(args.run_dir), args.split, seed=args.seed)  # a run's own: its options
         labels = data.labels if model.conditional else None
         result = model.align(data.images, labels, cfg)
         result.save(args.out, labels=data.labels)

@@ -31,10 +31,17 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
                    help="with --signal-axis: a rank-3 array holds (N, C, L) signals of C channels (of the other two "
                         "axes the first counts the signals), not a cube")
     add_binarize_argument(p, "threshold the images: pixels above T (default 0.5) become 1, the others 0")
-    p.add_argument(max_angle_option, type=float, dest="data_max_angle", metavar="DEG",
+    add_data_max_angle_argument(p, max_angle_option)
+
+
+def add_data_max_angle_argument(p: argparse.ArgumentParser, option: str = "--max-angle") -> None:
+    """The rotated-mnist angle range ``option DEG`` (``args.data_max_angle``, degrees; its name in
+    ``args.data_max_angle_option``); a command working on a run takes the run's own range when it is
+    not given (:func:`load_run_data`)."""
+    p.add_argument(option, type=float, dest="data_max_angle", metavar="DEG",
                    help="--data rotated-mnist only: turn the digits uniformly in [-DEG, DEG] degrees, 0 < DEG <= 180 "
-                        "(180: the full circle; default 60)")
-    p.set_defaults(data_max_angle_option=max_angle_option)
+                        "(180: the full circle; default 60, or the run's own range for its own --data)")
+    p.set_defaults(data_max_angle_option=option)
 
 
 def seed_arg(text: str) -> int:
@@ -74,6 +81,45 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
                         binarize=getattr(args, "binarize", None) if binarize else None, max_angle=max_angle,
                         signal_axis=getattr(args, "signal_axis", None),
                         signal_cube=False if getattr(args, "signal_channels", False) else None)
+
+
+def names_run_data(args: argparse.Namespace, run) -> bool:
+    """Whether ``--data`` names ``run``'s own data (:class:`~affinevae.runs.Run`; the spec ``train.json``
+    records, or ``--data`` not given) with none of the options that would change it: ``--key``,
+    ``--labels``, the rotated-mnist angle range, ``--signal-axis``/``--signal-channels``."""
+    if args.data is None:
+        return True
+    return (bool(run.meta.get("data")) and str(args.data) == str(run.meta["data"])
+            and all(getattr(args, k, None) in (None, False)
+                    for k in ("key", "labels", "data_max_angle", "signal_axis", "signal_channels")))
+
+
+def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int = 0,
+                  binarize: bool = True) -> ImageSet:
+    """The images :func:`add_data_arguments`' options name, for a command working on ``run``.
+
+    When ``--data`` names the run's own data (:func:`names_run_data`), they come from
+    :meth:`affinevae.runs.Run.data`, so that what training recorded is kept: rotated-mnist's angle
+    range (then one line says so, naming the option that overrides it), the run's seed, at most its
+    ``n`` images of the train split, its key and labels, and its ``--binarize`` threshold (a
+    ``--binarize`` given applies on top). Otherwise :func:`load_data_from_args` with ``seed``.
+    ``binarize=False`` thresholds neither (the caller does, e.g. after turning the images).
+
+    Returns:
+        ImageSet of float32 (N, C, H, W) images, N at most ``-n``.
+    """
+    if not names_run_data(args, run):
+        return load_data_from_args(args, split, seed=seed, binarize=binarize)
+    if args.n is not None and args.n < 1:
+        raise AffineVAEError(f"-n must be >= 1, got {args.n}")
+    meta = run.meta
+    if meta.get("data") == "rotated-mnist" and meta.get("max_angle") is not None:
+        option = getattr(args, "data_max_angle_option", "--max-angle")
+        print(f"affinevae: {option} {math.degrees(float(meta['max_angle'])):g} from the run's training data "
+              f"(override with {option})")
+    data = run.data(split=split, n=args.n, source=args.data, binarize=binarize)
+    given = getattr(args, "binarize", None) if binarize else None
+    return data if given is None else data.binarized(given)
 
 
 def data_max_angle(args: argparse.Namespace) -> Optional[float]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +15,7 @@ from ..io import atomic_write
 from ..outputs import check_output
 from ..runs import Run, load
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, load_data_from_args, seed_arg
+from .common import add_data_arguments, add_force_argument, load_run_data, seed_arg
 
 
 def check_split(split: Optional[str], data: Optional[str]) -> str:
@@ -58,13 +57,7 @@ class Encode:
             raise AffineVAEError(f"--out {args.out}: encode writes a NumPy .npz archive; give a file name ending "
                                  "in .npz")
         model = load(args.run_dir)
-        recorded = Run.open(args.run_dir).meta
-        if (args.data == "rotated-mnist" and getattr(args, "data_max_angle", None) is None
-                and recorded.get("data") == "rotated-mnist" and recorded.get("max_angle") is not None):
-            args.data_max_angle = math.degrees(float(recorded["max_angle"]))  # the run's own angle range
-            print(f"affinevae: --max-angle {args.data_max_angle:g} from the run's training data "
-                  "(override with --max-angle)")
-        data = load_data_from_args(args, split, seed=args.seed)
+        data = load_run_data(args, Run.open(args.run_dir), split, seed=args.seed)  # a run's own: its options
         out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed)
 
         def w(tmp):

@@ -1,13 +1,20 @@
-"""Options ``patches`` and ``map`` share for reading microscope images: ``--level``, ``--pixel-size``, ``--tile``."""
+"""Options ``patches`` and ``map`` share for reading microscope images: ``--level``, ``--pixel-size``, ``--tile``;
+and the expansion of glob patterns in input paths (shells on Windows pass ``*.tif`` on unexpanded)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+import glob
+import re
+from pathlib import Path
+from typing import Optional, Sequence
 
+from ..errors import AffineVAEError
 from ..units import PixelSize, parse_pixel_size
 
-__all__ = ["add_image_options", "open_image", "pixel_size_option"]
+__all__ = ["add_image_options", "open_image", "open_images", "pixel_size_option", "expand_inputs"]
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def add_image_options(p: argparse.ArgumentParser, tile: bool = False) -> None:
@@ -39,3 +46,42 @@ def open_image(args: argparse.Namespace, path: str, given: Optional[PixelSize] =
     if given is not None:
         src.pixel_size = given
     return src
+
+
+def expand_inputs(paths: Sequence[str]) -> list[str]:
+    """Input paths with glob patterns (``*``, ``?``, ``[...]``) expanded, each pattern's matches sorted
+    by name, in the order the paths were given; a path that exists as written is kept as it is.
+
+    Raises:
+        AffineVAEError: ``"PATTERN: no file matches this pattern"`` for a pattern that matches nothing.
+    """
+    out: list[str] = []
+    for p in paths:
+        s = str(p)
+        if _GLOB_CHARS.search(s) and not Path(s).exists():
+            matches = sorted(glob.glob(s))
+            if not matches:
+                raise AffineVAEError(f"{s}: no file matches this pattern")
+            out.extend(matches)
+        else:
+            out.append(s)
+    return out
+
+
+def open_images(args: argparse.Namespace, paths: Sequence[str], given: Optional[PixelSize] = None):
+    """Open several images or stacks (already expanded, :func:`expand_inputs`) as one
+    :class:`~affinevae.data.stacks.FrameSource` whose frames are theirs one after another
+    (:class:`~affinevae.data.stacks.ConcatSource`; one path: :func:`open_image`'s source)."""
+    from ..data.stacks import ConcatSource
+
+    if len(paths) == 1:
+        return open_image(args, paths[0], given)
+    sources: list = []
+    try:
+        for p in paths:
+            sources.append(open_image(args, p, given))
+        return ConcatSource(sources)
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise

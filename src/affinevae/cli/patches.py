@@ -8,7 +8,7 @@ from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
 from .common import add_force_argument
-from .image_options import add_image_options, open_image, pixel_size_option
+from .image_options import add_image_options, expand_inputs, open_images, pixel_size_option
 
 
 @COMMANDS.register("patches")
@@ -20,9 +20,12 @@ class Patches:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the command's options on ``p``."""
-        p.add_argument("image", help="large image or stack: .npy, .npz, multi-page .tif (OME-TIFF), file.h5:dataset, "
-                                     ".png/.jpg/.gif, a folder of frames; with affinevae[microscopy] also "
-                                     ".dm3/.dm4/.emd/.ser/.mrc/.mrcs and Zarr/OME-Zarr (.zarr)")
+        p.add_argument("image", nargs="+",
+                       help="large image or stack: .npy, .npz, multi-page .tif (OME-TIFF, ImageJ), file.h5:dataset, "
+                            ".png/.jpg/.gif, a folder of frames; with affinevae[microscopy] also "
+                            ".dm3/.dm4/.emd/.ser/.mrc/.mrcs and Zarr/OME-Zarr (.zarr). Several, or a glob pattern "
+                            "such as 'scans/*.tif' (expanded here, sorted by name): their frames one after another, "
+                            "numbered in that order")
         p.add_argument("--window", type=int, required=True, help="patch size in pixels (e.g. 24)")
         p.add_argument("--out", required=True, help="output .npz with patches, centers, frames")
         add_force_argument(p)
@@ -58,8 +61,9 @@ class Patches:
         given = pixel_size_option(args)
         if args.tile < 0:
             raise AffineVAEError(f"--tile must be >= 0 pixels (0: never tile), got {args.tile}")
-        check_output(args.out, inputs=[args.image, args.coords], force=args.force)
-        with open_image(args, args.image, given) as src:
+        images = expand_inputs(args.image)
+        check_output(args.out, inputs=[*images, args.coords], force=args.force)
+        with open_images(args, images, given) as src:
             ps = cut_patches(src, args.window, coords=args.coords, stride=args.stride,
                              min_distance=args.min_distance, threshold=args.threshold, absolute=args.absolute,
                              sigma=args.sigma, edge=args.edge, chunk_frames=args.chunk_frames,
@@ -68,7 +72,8 @@ class Patches:
         n_fr = len(set(ps.frames.tolist()))
         how = (f"{ps.grid_shape[0]}x{ps.grid_shape[1]} grid windows per frame (stride {ps.stride})"
                if ps.grid_shape is not None else "objects" + (" from " + args.coords if args.coords else " found"))
-        print(f"{len(ps)} {how} in {n_fr} of {ps.n_frames} frame(s); wrote {path} "
+        files = f" of {len(images)} files" if len(images) > 1 else ""
+        print(f"{len(ps)} {how} in {n_fr} of {ps.n_frames} frame(s){files}; wrote {path} "
               f"(patches {tuple(ps.patches.shape)}, centers, frames; pixel noise ~{ps.noise_sigma():.3g}; "
               f"pixel size {ps.pixel_size or 'unknown'})")
         return 0

@@ -12,7 +12,7 @@ from ..errors import AffineVAEError
 from ..limits import check_allocation
 from ..registry import Registry
 from . import COMMANDS
-from .common import add_binarize_argument, add_force_argument, parse_int_list, seed_arg
+from .common import add_binarize_argument, add_force_argument, names_run_data, parse_int_list, seed_arg
 
 
 
@@ -60,6 +60,17 @@ PLOT_KINDS: Registry = Registry("plot kind")
 
 #: ``--dpi`` accepted: from a thumbnail to print resolution.
 DPI_RANGE = (10, 1200)
+#: The integer kind options accepted, checked before any run or data is loaded: option -> (lowest,
+#: highest, what the number counts). ``--d`` and ``--bins`` as :func:`affinevae.analysis.latent_manifold`
+#: and :func:`affinevae.analysis.rotation_histograms` take them; the others bound the images drawn
+#: (a figure of more would be unreadable, and a huge count would be decoded before it is drawn).
+OPTION_RANGES: dict[str, tuple[int, int, str]] = {
+    "--show": (1, 1024, "images"),
+    "--d": (2, 64, "images per side of the manifold grid"),
+    "--per-class": (1, 256, "samples per class"),
+    "--steps": (2, 256, "interpolation steps"),
+    "--bins": (2, 720, "angle bins over 360 degrees"),
+}
 #: Figure formats ``--out`` may name, by lower-case extension -> matplotlib format.
 FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".pdf": "pdf",
                   ".svg": "svg"}
@@ -76,11 +87,33 @@ def figure_format(out: str) -> str:
     return FIGURE_FORMATS[suffix.lower()]
 
 
+def _range(option: str) -> str:
+    """``OPTION_RANGES[option]`` for a help text: '2..64'."""
+    lo, hi, _ = OPTION_RANGES[option]
+    return f"{lo}..{hi}"
+
+
 def check_dpi(dpi: int) -> None:
     """Refuse in one line a ``--dpi`` outside :data:`DPI_RANGE`."""
     lo, hi = DPI_RANGE
     if not lo <= dpi <= hi:
         raise AffineVAEError(f"--dpi must lie in [{lo}, {hi}] dots per inch, got {dpi}")
+
+
+def check_option_ranges(args: argparse.Namespace) -> None:
+    """Refuse in one line an integer kind option outside its :data:`OPTION_RANGES` entry (options not
+    given, None, are left to their defaults), ``--dpi`` outside :data:`DPI_RANGE`, and a ``--noise``
+    (pixel intensity units) or ``--angle`` (degrees) that is not a finite number (``--noise`` < 0 too)."""
+    for option, (lo, hi, what) in OPTION_RANGES.items():
+        value = getattr(args, option[2:].replace("-", "_"), None)
+        if value is not None and not lo <= value <= hi:
+            raise AffineVAEError(f"{option} must lie in [{lo}, {hi}] {what}, got {value}")
+    check_dpi(args.dpi)
+    if not (math.isfinite(args.noise) and args.noise >= 0):
+        raise AffineVAEError(f"--noise must be a finite standard deviation >= 0 (pixel intensity units), "
+                             f"got {args.noise:g}")
+    if not math.isfinite(args.angle):
+        raise AffineVAEError(f"--angle must be a finite number of degrees, got {args.angle:g}")
 
 
 def check_figure_memory(fig, dpi: int) -> None:
@@ -101,8 +134,7 @@ def plot_data(args: argparse.Namespace, run) -> Any:
     options training recorded, e.g. rotated-mnist's angle range) when ``--data`` is not given or names
     the run's own spec without ``--key``/``--labels``; else ``--data`` loaded with ``--seed``.
     ``--binarize`` applies to either."""
-    own = args.data is None or (args.data == run.meta.get("data") and args.key is None and args.labels is None)
-    if not own:
+    if not names_run_data(args, run):
         from ..data import load_dataset
 
         return load_dataset(args.data, split=args.split, n=args.n, seed=args.seed, key=args.key, labels=args.labels,
@@ -230,7 +262,8 @@ def _loss_vs_rotation(c: PlotContext):
         if c.args.with_avae and not isinstance(m, AVAE):
             models[f"{nm} + pose search (avae)"] = AVAE(m, pose_head=False).eval()
     binarize = c.args.binarize if c.args.binarize is not None else c.run.binarize
-    res = A.loss_vs_rotation(models, c.data, parse_angles(c.args.angles), seed=c.args.seed, binarize=binarize)
+    angles = [math.radians(a) for a in parse_angles(c.args.angles)]  # --angles: degrees
+    res = A.loss_vs_rotation(models, c.data, angles, seed=c.args.seed, binarize=binarize)
     return A.plot_loss_vs_rotation(res, c.args.title)
 
 
@@ -291,23 +324,25 @@ class Plot:
         k = p.add_argument_group("kind options")
         k.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="more runs on the same figure "
                        "(latent-stats, latent, samples, interpolation, angles, loss-vs-rotation)")
-        k.add_argument("--show", type=int, help="images shown (default 8; samples: 64)")
+        k.add_argument("--show", type=int, help=f"images shown, {_range('--show')} (default 8; samples: 64)")
         k.add_argument("--indices", help="reconstructions/denoising: comma-separated image indices")
         k.add_argument("--color-by", default="auto", help="latent: auto or any of class,inferred-class,true-angle,learned-angle")
         k.add_argument("--method", default="auto", help="latent: auto (t-SNE/UMAP above 2 dims), latent, tsne, umap, pca")
         k.add_argument("--dims", help="latent/manifold: two latent dims to show, e.g. 0,1")
-        k.add_argument("--d", type=int, default=12, help="manifold: grid size (default 12)")
+        k.add_argument("--d", type=int, default=12, help=f"manifold: grid size, {_range('--d')} (default 12)")
         k.add_argument("--bounds", default="-2.5,2.5", help="manifold: latent range low,high; write --bounds=-3,3 (default -2.5,2.5)")
         k.add_argument("--angle", type=float, default=0.0, help="manifold: decode at this rotation, degrees (default 0)")
         k.add_argument("--classes", help="samples/manifold/rotation-histograms: comma-separated classes")
-        k.add_argument("--per-class", type=int, default=8, help="samples of conditional models per class (default 8)")
+        k.add_argument("--per-class", type=int, default=8,
+                       help=f"samples of conditional models per class, {_range('--per-class')} (default 8)")
         k.add_argument("--pair", default="0,1", help="interpolation: two image indices (default 0,1)")
-        k.add_argument("--steps", type=int, default=10, help="interpolation steps (default 10)")
+        k.add_argument("--steps", type=int, default=10, help=f"interpolation steps, {_range('--steps')} (default 10)")
         k.add_argument("--triple", default="0,1,2", help="arithmetic: image indices a,b,c (default 0,1,2)")
         k.add_argument("--angles", default="0:361:30", help="loss-vs-rotation: degrees start:stop:step or a,b,c")
         k.add_argument("--with-avae", action="store_true", help="loss-vs-rotation: add an AVAE (pose search) "
                                                                 "around each plain model")
-        k.add_argument("--bins", type=int, default=36, help="rotation-histograms: angle bins over 360 degrees")
+        k.add_argument("--bins", type=int, default=36,
+                       help=f"rotation-histograms: angle bins over 360 degrees, {_range('--bins')} (default 36)")
         k.add_argument("--noise", type=float, default=0.3, help="denoising: Gaussian noise std (default 0.3)")
         k.add_argument("--seed", type=seed_arg, default=0)
         k.add_argument("--title", help="figure title")
@@ -324,10 +359,8 @@ class Plot:
         kind = PLOT_KINDS.get(args.kind)
         if args.n is not None and args.n < 1:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
-        if args.show is not None and args.show < 1:
-            raise AffineVAEError(f"--show must be >= 1, got {args.show}")
+        check_option_ranges(args)
         show = args.show or (64 if args.kind == "samples" else 8)
-        check_dpi(args.dpi)
         check_output(args.out, inputs=[args.run_dir, *args.compare, args.data, args.labels], force=args.force)
         fmt = figure_format(args.out)
         runs = [Run.open(r) for r in [args.run_dir, *args.compare]]

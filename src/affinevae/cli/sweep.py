@@ -7,13 +7,13 @@ from pathlib import Path
 
 from ..errors import AffineVAEError
 from ..outputs import check_outputs
-from ..runs import load
+from ..runs import Run, load
 from ..models.avae import AVAE
 from ..sweep import SweepConfig, parse_angles, plot_sweep, rotation_sweep
 from ..training import resolve_device
 from . import COMMANDS
 from .align import add_search_arguments, search_config_from_args
-from .common import add_binarize_argument, add_force_argument, load_data_from_args
+from .common import add_binarize_argument, add_data_max_angle_argument, add_force_argument, load_run_data
 
 
 def _models_of(run_dir: str, transform, device) -> dict:
@@ -46,6 +46,7 @@ class Sweep:
         p.add_argument("--key", help="array name inside an .npz")
         p.add_argument("-n", "--n", type=int, dest="n", default=500, help="test images (default 500)")
         p.add_argument("--split", default="test", choices=["train", "test"], help="train or test for built-in data sets (default test)")
+        add_data_max_angle_argument(p, "--data-max-angle")  # --max-angle is the search's
         p.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest"],
                        help="how test images are rotated (default bilinear; nearest keeps the pixel values)")
         add_binarize_argument(p, "threshold every rotated image at T (default 0.5): for models trained on binarized "
@@ -76,7 +77,8 @@ class Sweep:
         if _search_overridden(args):
             first = next(m for m in models.values() if isinstance(m, AVAE))
             search = search_config_from_args(args, first.config.search)
-        data = load_data_from_args(args, args.split, seed=args.seed, binarize=False)  # thresholded after rotating
+        data = load_run_data(args, Run.open(args.run_dir), args.split, seed=args.seed,
+                             binarize=False)  # a run's own: its options; thresholded after rotating
         cfg = SweepConfig(seed=args.seed, interpolation=args.interpolation, search=search, binarize=args.binarize)
         result = rotation_sweep(models, data.images, data.labels, angles, cfg)
         out = Path(args.out)

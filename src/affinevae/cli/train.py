@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_KL_WARMUP,
-                        PATCH_LR, data_defaults)
+from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS, PATCH_BATCH_SIZE,
+                        PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults)
 from ..errors import AffineVAEError
 from ..models.base import build_model
 from ..models.rvae import MIN_SYNC_AGREEMENT
@@ -15,6 +15,12 @@ from ..registry import MODELS
 from ..training import TrainConfig, fit, init_distributed, seed_everything
 from . import COMMANDS
 from .common import add_data_arguments, load_data_from_args, parse_int_list, parse_set_options, seed_arg
+
+
+def _signal_hint(data) -> str:
+    """check_image_size's hint for images one pixel high (or wide) and long: perhaps 1-D signals."""
+    h, w = data.image_shape[1:]
+    return "; for 1-D signals (spectra) give --signal-axis" if min(h, w) == 1 and max(h, w) >= MIN_IMAGE_SIZE else ""
 
 
 @COMMANDS.register("train")
@@ -97,6 +103,7 @@ class Train:
         rank, _ = init_distributed(cfg.device)
         check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume)
         data = load_data_from_args(args, "train", seed=args.seed)
+        check_image_size(data, hint=_signal_hint(data))
         cls = MODELS.get(args.model)
         targets = None
         if args.targets:
@@ -129,6 +136,7 @@ class Train:
                                max_angle=max_angle if args.val_data == "rotated-mnist" else None,
                                signal_axis=None if args.val_data in BUILTIN else args.signal_axis,
                                signal_cube=None if args.val_data in BUILTIN or not args.signal_channels else False)
+            check_image_size(val, hint=_signal_hint(val))
             meta["val_data"] = args.val_data
         result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta)
         if rank == 0:

@@ -5,7 +5,8 @@ Supported inputs (see :func:`load_images`):
 - ``.npy`` arrays (never unpickled);
 - ``.npz`` archives (array ``images``, else ``patches``, else the only image array, or ``key``;
   ``labels``, ``angle``, ``shift`` and ``scale`` arrays beside it are picked up);
-- TIFF stacks (``.tif``/``.tiff``, one image per page);
+- TIFF stacks and ImageJ/OME hyperstacks (``.tif``/``.tiff``: images along the T/Z/I/Q axes
+  tifffile reads, channels from RGB samples or a C axis of at most 4 planes);
 - HDF5 datasets, ``file.h5:dataset`` or ``file.hdf5:/group/dataset`` (needs ``h5py``:
   ``pip install affinevae[hdf5]``);
 - single ``.png``/``.jpg``/``.jpeg`` images and folders of PNG/JPEG/TIFF files (sorted by name);
@@ -71,8 +72,10 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
               zoom factor scale (N,); a patch set written by ``affinevae patches`` (a
               ``kind`` scalar) also gives ``ImageSet.meta`` its ``kind``, ``window`` and
               ``noise_sigma`` (the last only without ``standardise``);
-            - a ``.tif``/``.tiff`` file: a (multi-page) TIFF stack, one image per page,
-              RGB pages give C=3;
+            - a ``.tif``/``.tiff`` file: a (multi-page) TIFF stack or ImageJ/OME hyperstack, read
+              by tifffile's axes: every plane along T, Z, I or Q (and a C axis of more than
+              :data:`~affinevae.data.stacks.TIFF_MAX_CHANNELS` planes) is an image, RGB samples
+              give C=3 and a shorter C axis the channels; a single 2-D page is one image;
             - ``file.h5:dataset`` or ``file.hdf5:/group/dataset``: an HDF5 dataset (``key``
               may name it instead); without a dataset name, the file's only dataset (or one
               called ``images``/``patches`` at the root); ``labels``/``angle``/``shift``/
@@ -445,17 +448,23 @@ def _read_tiff(p: Path, spec: str) -> np.ndarray:
 
 
 def _tiff_series(arr: np.ndarray, axes: str, spec: str) -> np.ndarray:
-    """Use tifffile's axes codes ('S' samples / 'C' channels, 'Y', 'X') to get (N, C, H, W)."""
-    ch = "S" if "S" in axes else ("C" if "C" in axes else None)
-    if ch is None or len(axes) != arr.ndim or "Y" not in axes or "X" not in axes:
+    """One TIFF page series (tifffile's ``series.asarray()`` and ``series.axes``) as (N, C, H, W).
+
+    The channels are :func:`~affinevae.data.stacks.tiff_channel_axes`' (samples 'S', or a C axis
+    of at most :data:`~affinevae.data.stacks.TIFF_MAX_CHANNELS` planes); every other axis but Y
+    and X (T, Z, I, Q, a longer C) counts images, in the series' order. Without Y and X axes the
+    array goes through :func:`_to_nchw`.
+    """
+    from .stacks import tiff_channel_axes
+
+    if len(axes) != arr.ndim or "Y" not in axes or "X" not in axes:
         return _to_nchw(arr, spec)
-    arr = np.moveaxis(arr, axes.index(ch), -1)  # (..., Y, X, C)
-    rest = axes.replace(ch, "")
-    if rest[-2:] != "YX":
-        return _to_nchw(arr, spec)
-    c = arr.shape[-1]
-    arr = arr.reshape(-1, arr.shape[-3], arr.shape[-2], c)
-    return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+    ch = tiff_channel_axes(axes, arr.shape)
+    order = ([i for i, a in enumerate(axes) if a not in ch + "YX"] + [axes.index(a) for a in ch]
+             + [axes.index("Y"), axes.index("X")])
+    arr = arr.transpose(order)
+    c = int(arr.shape[-3]) if ch else 1
+    return np.ascontiguousarray(arr.reshape(-1, c, arr.shape[-2], arr.shape[-1]))
 
 
 def _read_pil(p: Path, spec: str) -> np.ndarray:

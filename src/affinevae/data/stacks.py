@@ -1,10 +1,10 @@
 """Large images and stacks of frames, opened lazily and read chunk by chunk.
 
-:func:`open_stack` opens ``.npy`` (memory mapped), ``.npz``, multi-page TIFF (read page by
-page), HDF5 ``file.h5:dataset`` (sliced), PNG/JPEG/GIF/BMP (multi-frame GIFs are stacks) and
-folders of such files (one frame per file, sorted by name), in-memory numpy/dask/zarr arrays,
-and whatever :data:`READERS` adds (electron-microscopy files, Zarr/OME-Zarr: see
-:mod:`~affinevae.data.microscopy`). A movie is a stack of frames: give
+:func:`open_stack` opens ``.npy`` (memory mapped), ``.npz``, TIFF stacks and ImageJ hyperstacks
+(read a few pages at a time, frames along tifffile's T/Z/I/Q axes), HDF5 ``file.h5:dataset``
+(sliced), PNG/JPEG/GIF/BMP (multi-frame GIFs are stacks) and folders of such files (one frame
+per file, sorted by name), in-memory numpy/dask/zarr arrays, and whatever :data:`READERS` adds
+(electron-microscopy files, Zarr/OME-Zarr: see :mod:`~affinevae.data.microscopy`). A movie is a stack of frames: give
 it as a multi-page TIFF, a frame folder, an ``.npy`` or an HDF5 dataset.
 :meth:`FrameSource.read` returns float32 frames (F, H, W) or (F, C, H, W) under the package's
 normalisation rule (:func:`~affinevae.data.imageset.normalise_images`), computed once for the
@@ -34,8 +34,9 @@ from ..units import PixelSize
 from .formats import (FRAME_FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
-__all__ = ["FrameSource", "ArraySource", "NpySource", "TiffSource", "PillowSource", "FolderSource", "open_stack", "READERS",
-           "StackReader", "is_array_like", "tiff_reading", "check_tiff", "corrupt_tiff"]
+__all__ = ["FrameSource", "ArraySource", "NpySource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
+           "open_stack", "READERS", "StackReader", "is_array_like", "tiff_reading", "check_tiff", "corrupt_tiff",
+           "tiff_channel_axes", "TIFF_MAX_CHANNELS"]
 
 #: Bytes of raw pixels read at a time when a whole-stack pass (the normalisation range) scans frames.
 SCAN_BYTES = 64 << 20
@@ -400,8 +401,9 @@ def check_tiff(tif: Any, spec: str, messages: list[str], series: Optional[list] 
     Raises:
         AffineVAEError: "SPEC: cannot read TIFF: corrupt or truncated file (reason)" when the file
             has no readable page, when a page's (or a contiguous series') image data would lie
-            past the end of the file, or when tifffile found the chain of pages broken (it would
-            otherwise read only the pages before the break).
+            past the end of the file, when tifffile found the chain of pages broken (it would
+            otherwise read only the pages before the break), or when an ImageJ file holds fewer
+            image planes than its description declares (e.g. a one-header stack cut short).
     """
     broken = [m for m in messages if any(k in m for k in TIFF_BROKEN_CHAIN)]
     all_series = list(tif.series) if series is None else list(series)
@@ -426,13 +428,63 @@ def check_tiff(tif: Any, spec: str, messages: list[str], series: Optional[list] 
                                              f"the file has {size} bytes")
     if broken:
         raise corrupt_tiff(spec, broken[0])
+    declared, found = _imagej_planes(tif)
+    if declared is not None and found < declared:  # tifffile then falls back to the pages it finds
+        raise corrupt_tiff(spec, f"the ImageJ header declares {declared} images, {found} can be read")
+
+
+def _imagej_planes(tif: Any) -> tuple[Optional[int], int]:
+    """(images the ImageJ description declares or None, image planes of the first series)."""
+    try:
+        meta = tif.imagej_metadata if tif.is_imagej else None
+        declared = int(meta["images"]) if meta and "images" in meta else None
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None, 0
+    if declared is None or not tif.series:
+        return None, 0
+    s = tif.series[0]
+    return declared, math.prod(s.shape) // max(1, math.prod(s.keyframe.shape))
+
+
+#: Most planes a TIFF's C axis (ImageJ or OME channels) may have to be read as the channels of
+#: one image, as an array's (F, C, H, W) (:func:`_layout`); a longer C axis is read as frames:
+#: tifffile saves a (T, Y, X) array written with ``imagej=True`` and no axes as C channels.
+TIFF_MAX_CHANNELS = 4
+#: Page shapes (tifffile axis codes) a TIFF frame may have: grey, samples last (RGB), planar samples.
+TIFF_PAGE_AXES = ("YX", "YXS", "SYX")
+
+
+def tiff_channel_axes(axes: str, shape: tuple) -> str:
+    """The axes of a TIFF page series read as the channels of one image.
+
+    Args:
+        axes: tifffile's axis codes of the series (``TiffPageSeries.axes``, e.g. 'TCYX', 'QYXS').
+        shape: the series' shape, one entry per axis.
+
+    Returns:
+        'S' (samples, e.g. RGB) when the series has them; else 'C' when it has a C axis of at most
+        :data:`TIFF_MAX_CHANNELS` planes; else ''. Every other axis but Y and X (T time, Z depth,
+        I/Q pages, a longer C, C beside S ...) counts frames.
+    """
+    if "S" in axes:
+        return "S"
+    if "C" in axes and int(shape[axes.index("C")]) <= TIFF_MAX_CHANNELS:
+        return "C"
+    return ""
 
 
 class TiffSource(FrameSource):
-    """Frames of a (multi-page) TIFF, read page by page with tifffile; RGB pages give C = 3.
+    """Frames of a TIFF, read a few pages at a time with tifffile.
 
-    A damaged file (truncated, a broken chain of pages, not a TIFF) is refused when opened, in
-    one line naming it (:func:`check_tiff`), with tifffile's own log lines kept off the console.
+    Frames follow tifffile's axes of the first page series (``series[0].axes``): samples (S, e.g.
+    RGB pages) are channels, and so is a C axis of at most :data:`TIFF_MAX_CHANNELS` planes
+    (:func:`tiff_channel_axes`); every other axis (T, Z, I, Q, a longer C) counts frames, so an
+    ImageJ hyperstack (T, Z, C, Y, X) gives T x Z frames of C channels and a single 2-D page one
+    frame. An ImageJ file written with a single page header (the pixels of all its planes stored
+    contiguously after it) is read by offset from the file. Pages written one by one as separate
+    series of one page each are one frame each. A damaged file (truncated, a broken chain of
+    pages, not a TIFF) is refused when opened, in one line naming it (:func:`check_tiff`), with
+    tifffile's own log lines kept off the console.
     """
 
     def __init__(self, path: str) -> None:
@@ -448,39 +500,71 @@ class TiffSource(FrameSource):
                     check_tiff(self._tif, path, log)
                 series = self._tif.series[0]
                 key = series.keyframe
-                self._pages = _frame_pages(self._tif.series)
-                check_tiff(self._tif, path, log, [series] if self._pages is None else self._tif.series)
-                n = len(series.pages) if self._pages is None else len(self._pages)
-                shape, axes = tuple(int(s) for s in key.shape), key.axes
+                pages = _frame_pages(self._tif.series)
+                check_tiff(self._tif, path, log, [series] if pages is None else self._tif.series)
                 self.dtype = np.dtype(key.dtype)
                 self.pixel_size = tiff_pixel_size(self._tif)
+                self._key_axes, self._key_shape = str(key.axes), tuple(int(v) for v in key.shape)
+                if self._key_axes not in TIFF_PAGE_AXES or len(self._key_shape) != len(self._key_axes):
+                    raise AffineVAEError(f"{path}: unsupported TIFF page layout {key.axes} {tuple(key.shape)}")
+                if pages is not None:  # several series of one page per frame: global page indices
+                    self._table, self._mode, channel_planes = np.asarray(pages, dtype=np.int64)[:, None], "pages", 1
+                else:
+                    self._table, channel_planes = self._series_table(series)
+                    self._mode = "series" if self._pages_complete(series) else "memmap"
+                    if self._mode == "memmap" and getattr(series, "dataoffset", None) is None:
+                        raise corrupt_tiff(path, f"{len(self._table) * channel_planes} image planes declared, "
+                                                 f"{len(series.pages)} page(s) found")
+                    self._offset = None if self._mode == "series" else int(series.dataoffset)
             except BaseException:
                 self._tif.close()
                 raise
-        self.n_frames = n
-        self._perm = None
-        if axes.endswith("YXS") and len(shape) == 3:
-            self.frame_shape = (shape[2], shape[0], shape[1])
-            self._perm = (0, 3, 1, 2)
-        elif axes.endswith("SYX") and len(shape) == 3:
-            self.frame_shape = shape
-        elif len(shape) == 2:
-            self.frame_shape = shape
-        else:
-            self._tif.close()
-            raise AffineVAEError(f"{path}: unsupported TIFF page layout {axes} {shape}")
-        if self.frame_shape[0] == 1 and len(self.frame_shape) == 3:
-            self.frame_shape = self.frame_shape[1:]
+        self.n_frames = len(self._table)
+        samples = self._key_shape[self._key_axes.index("S")] if "S" in self._key_axes else 1
+        y, x = self._key_shape[self._key_axes.index("Y")], self._key_shape[self._key_axes.index("X")]
+        c = channel_planes * samples
+        self.frame_shape = (y, x) if c == 1 else (c, y, x)
+
+    def _series_table(self, series) -> tuple[np.ndarray, int]:
+        """Plane indices of the series (its pages, in order) per frame: (F, P) with the P planes of one
+        frame's channels in channel order, and P (1 unless a C axis holds the channels)."""
+        axes, shape = str(series.axes), tuple(int(v) for v in series.shape)
+        ka = self._key_axes
+        if not axes.endswith(ka) or shape[len(axes) - len(ka):] != self._key_shape:
+            raise AffineVAEError(f"{self.path}: unsupported TIFF layout {axes} {shape} (pages {ka} {self._key_shape})")
+        page_axes, page_shape = axes[:len(axes) - len(ka)], shape[:len(axes) - len(ka)]
+        index = np.arange(math.prod(page_shape), dtype=np.int64).reshape(page_shape)
+        if tiff_channel_axes(axes, shape) == "C":
+            index = np.moveaxis(index, page_axes.index("C"), -1)
+            return index.reshape(-1, index.shape[-1]), int(index.shape[-1])
+        return index.reshape(-1, 1), 1
+
+    def _pages_complete(self, series) -> bool:
+        """Whether every plane of ``series`` has its own page (not an ImageJ file written with one header)."""
+        return len(series.pages) == self._table.size
+
+    def _planes(self, keys: np.ndarray) -> np.ndarray:
+        """Planes ``keys`` (indices of :attr:`_table`) as stored: (len(keys), *page shape)."""
+        if self._mode == "memmap":  # one page header, the planes contiguous after it
+            dt = np.dtype(self.dtype).newbyteorder(self._tif.byteorder)
+            mm = np.memmap(self.path, dtype=dt, mode="r", offset=self._offset,
+                           shape=(self._table.size, *self._key_shape))
+            out = np.array(mm[keys])
+            del mm
+            return out.astype(out.dtype.newbyteorder("="), copy=False)
+        with tiff_reading(self.path):
+            if self._mode == "pages":  # frames spread over several page series: by page index
+                a = self._tif.asarray(key=keys.tolist())
+            else:
+                a = self._tif.asarray(key=keys.tolist(), series=0)
+        return np.asarray(a).reshape(len(keys), *self._key_shape)
 
     def _read_raw(self, start: int, stop: int) -> np.ndarray:
-        with tiff_reading(self.path):
-            if self._pages is None:
-                a = self._tif.asarray(key=range(start, stop), series=0)
-            else:  # frames spread over several page series: by page index
-                a = self._tif.asarray(key=self._pages[start:stop])
-        if self._perm is not None:  # (f, H, W, S) pages -> (f, S, H, W)
-            return a.reshape(stop - start, *a.shape[-3:]).transpose(self._perm)
-        return a.reshape(stop - start, *self.frame_shape)
+        rows = self._table[start:stop]
+        a = self._planes(rows.ravel()).reshape(len(rows), rows.shape[1], *self._key_shape)
+        if self._key_axes == "YXS":  # (f, P, H, W, S) -> (f, P, S, H, W)
+            a = np.moveaxis(a, -1, 2)
+        return np.ascontiguousarray(a.reshape(len(rows), *self.frame_shape))
 
     def close(self) -> None:
         self._tif.close()
@@ -488,9 +572,10 @@ class TiffSource(FrameSource):
 
 def _frame_pages(series: list) -> Optional[list[int]]:
     """Page indices of the frames when a TIFF's pages form several series of one page per frame,
-    all with the first series' page shape, dtype and axes (e.g. pages written one by one as
-    separate series), so the stack holds every page, as :func:`~affinevae.data.files.load_images`
-    reads it; None for one series, or series that differ (then only the first series is read)."""
+    all with the first series' page shape, dtype and axes and no C axis of channels (e.g. pages
+    written one by one as separate series), so the stack holds every page, as
+    :func:`~affinevae.data.files.load_images` reads it; None for one series, or series that differ
+    (then only the first series is read)."""
     if len(series) < 2:
         return None
     key = series[0].keyframe
@@ -498,6 +583,7 @@ def _frame_pages(series: list) -> Optional[list[int]]:
     for s in series:
         k, pages = s.keyframe, list(s.pages)
         if (k.shape != key.shape or k.dtype != key.dtype or k.axes != key.axes
+                or tiff_channel_axes(str(s.axes), tuple(s.shape)) == "C"
                 or len(pages) * math.prod(k.shape) != math.prod(s.shape)
                 or any(p is None or not isinstance(p.index, int) for p in pages)):
             return None
@@ -598,6 +684,57 @@ class FolderSource(FrameSource):
         return np.stack(out)
 
 
+class ConcatSource(FrameSource):
+    """The frames of several sources one after another (e.g. the files a glob pattern matched):
+    frame ``i`` of the second source is frame ``len(first) + i`` here.
+
+    All sources must have the same frame shape (C, H, W) and pixel dtype (so that one
+    normalisation, computed over all their frames, applies) and, where known, the same pixel
+    size. Closing it closes them all.
+    """
+
+    def __init__(self, sources: list, path: Optional[str] = None) -> None:
+        super().__init__()
+        if not sources:
+            raise AffineVAEError("no image sources to read")
+        first = sources[0]
+        for src in sources[1:]:
+            if tuple(src.frame_shape) != tuple(first.frame_shape):
+                raise AffineVAEError(f"{src.path}: frames of shape {tuple(src.frame_shape)}, but {first.path} has "
+                                     f"{tuple(first.frame_shape)} (the images read together must match)")
+            if np.dtype(src.dtype) != np.dtype(first.dtype):
+                raise AffineVAEError(f"{src.path}: pixels of dtype {np.dtype(src.dtype)}, but {first.path} has "
+                                     f"{np.dtype(first.dtype)} (the images read together share one normalisation)")
+        sizes = [s for s in sources if s.pixel_size is not None]
+        for src in sizes[1:]:
+            if not math.isclose(src.pixel_size.to(sizes[0].pixel_size.unit).value, sizes[0].pixel_size.value,
+                                rel_tol=1e-6):
+                raise AffineVAEError(f"{src.path}: pixel size {src.pixel_size}, but {sizes[0].path} has "
+                                     f"{sizes[0].pixel_size} (give --pixel-size to set one for all)")
+        self.sources = list(sources)
+        self.path = path or (first.path if len(sources) == 1 else f"{first.path} and {len(sources) - 1} more")
+        self.frame_shape, self.dtype = tuple(first.frame_shape), np.dtype(first.dtype)
+        self.pixel_size = sizes[0].pixel_size if sizes else None
+        self._starts = np.cumsum([0] + [s.n_frames for s in sources])
+        self.n_frames = int(self._starts[-1])
+
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        parts = []
+        for i, src in enumerate(self.sources):  # one step per source file
+            lo, hi = max(start, int(self._starts[i])), min(stop, int(self._starts[i + 1]))
+            if lo < hi:
+                parts.append(src.read_raw(lo - int(self._starts[i]), hi - int(self._starts[i])))
+        return np.concatenate(parts)
+
+    def _read_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
+        i = int(np.searchsorted(self._starts, frame, side="right")) - 1
+        return self.sources[i].read_raw_region(frame - int(self._starts[i]), rows, cols)
+
+    def close(self) -> None:
+        for src in self.sources:
+            src.close()
+
+
 @dataclasses.dataclass(frozen=True)
 class StackReader:
     """A reader :func:`open_stack` dispatches to by suffix (entries of :data:`READERS`).
@@ -632,7 +769,8 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
 
     Args:
         spec: a path: ``.npy`` (memory mapped, never unpickled), ``.npz`` (the array ``key``, else
-            ``images``, else ``patches``, else the first), ``.tif``/``.tiff`` (one frame per page),
+            ``images``, else ``patches``, else the first), ``.tif``/``.tiff`` (frames along the
+            T/Z/I/Q axes tifffile reads, see :class:`TiffSource`),
             ``file.h5:dataset`` (h5py slicing; without a dataset, the file's only dataset),
             ``.png``/``.jpg``/``.gif``/``.bmp`` (Pillow; multi-frame files are stacks) or a
             folder of such files (one frame per file); ``.dm3``/``.dm4``/``.emd``/``.ser``/
