@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -123,9 +124,10 @@ def section_sweep(args, out: dict):
     search = SearchConfig(restarts=args.restarts, keep=args.keep, steps=args.steps)
     models = {"vae": vae, "avae": AVAE(vae, pose_head=False, search=search)}
     test = av.data.load_mnist("test", n=args.n_test)
-    angles = list(range(0, 361, 30))
+    angles = list(range(0, 361, 30))  # degrees, as printed
     t = time.perf_counter()
-    res = rotation_sweep(models, test.images, test.labels, angles, SweepConfig(seed=args.seed, binarize=args.binarize))
+    res = rotation_sweep(models, test.images, test.labels, angles=np.radians(angles),
+                         config=SweepConfig(seed=args.seed, binarize=args.binarize))
     print(f"    swept in {time.perf_counter() - t:.0f} s ({args.n_test} test images, search {args.restarts} restarts, "
           f"keep {args.keep}, {args.steps} steps)")
     rel = res.relative()
@@ -137,7 +139,7 @@ def section_sweep(args, out: dict):
     x = torch.as_tensor(test.images)
     control = []
     for a in angles:
-        xb = rotate_images(rotate_images(x, float(a)), -float(a))
+        xb = rotate_images(rotate_images(x, math.radians(a)), -math.radians(a))
         if args.binarize is not None:
             xb = (xb > args.binarize).float()
         with torch.no_grad(), seeded(args.seed, xb.device):
@@ -149,8 +151,8 @@ def section_sweep(args, out: dict):
     peak = angles[int(np.argmax(res.neg_elbo[0]))]
     print(f"    AVAE worst deviation from 0 deg: {100 * worst:.1f}% (goal <= 3%); plain VAE peaks at {peak} deg")
     if args.bicubic_too:
-        res_b = rotation_sweep(models, test.images, test.labels, angles,
-                               SweepConfig(seed=args.seed, interpolation="bicubic", binarize=args.binarize))
+        res_b = rotation_sweep(models, test.images, test.labels, angles=np.radians(angles),
+                               config=SweepConfig(seed=args.seed, interpolation="bicubic", binarize=args.binarize))
         rb = res_b.relative()
         print("    same with bicubic-rotated test images (less interpolation blur):")
         print("    " + " ".join(f"{a}:{100 * (rb[1, j] - 1):+.1f}%" for j, a in enumerate(angles)))
@@ -210,9 +212,9 @@ def section_training(args, out: dict, upright_vae):
     out["training"] = {k: {"searched": v[0], "as_is": v[1]} for k, v in results.items()}
     # the pose-optimised AVAE has seen interpolated (rotated) digits: its sweep on upright test digits
     up = av.data.load_mnist("test", n=args.n_test)
-    angles = list(range(0, 361, 30))
-    res = rotation_sweep({"posed": posed}, up.images, up.labels, angles,
-                         SweepConfig(seed=args.seed, search=search.replace(use_head=False), binarize=args.binarize))
+    angles = list(range(0, 361, 30))  # degrees, as printed
+    res = rotation_sweep({"posed": posed}, up.images, up.labels, angles=np.radians(angles),
+                         config=SweepConfig(seed=args.seed, search=search.replace(use_head=False), binarize=args.binarize))
     rel = res.relative()[0]
     print("    sweep of the pose-optimised AVAE on upright test digits (-ELBO, change vs 0 deg):")
     print("    " + " ".join(f"{a}:{v:.1f}({100 * (r - 1):+.1f}%)" for a, v, r in zip(angles, res.neg_elbo[0], rel)))

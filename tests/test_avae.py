@@ -543,8 +543,10 @@ def test_save_and_load_round_trip(tmp_path, test_digits):
 def test_rotation_sweep_table_and_csv(vae, test_digits, tmp_path):
     models = {"vae": vae, "avae": AVAE(vae, pose_head=False)}
     cfg = SweepConfig(search=SearchConfig(restarts=8, keep=1, steps=3))
-    res = rotation_sweep(models, test_digits.images[:60], None, [0, 90, 180], cfg)
+    res = rotation_sweep(models, test_digits.images[:60], None, angles=np.radians([0, 90, 180]), config=cfg)
     assert res.neg_elbo.shape == (2, 3) and res.names == ["vae", "avae"]
+    assert res.angles_deg.tolist() == [0.0, 90.0, 180.0]  # radians in, degrees on the result (table, CSV, plot)
+    np.testing.assert_allclose(res.angles, [0, np.pi / 2, np.pi])
     assert res.column("vae")[1] > 1.2 * res.column("vae")[0]
     assert np.all(np.abs(res.relative()[1] - 1) < 0.05)
     res.to_csv(tmp_path / "s.csv")
@@ -566,10 +568,11 @@ def test_off_grid_rise_is_resampling_blur_which_binarizing_removes(binary_vae, t
     """Grey digits turned by 30 or 120 degrees are resampled (greyer strokes: more entropy), so even the AVAE's
     loss rises there but not at 90 or 180 degrees; thresholded after turning, it stays flat at every angle."""
     models = {"vae": binary_vae, "avae": AVAE(binary_vae, pose_head=False)}
-    angles = [0, 30, 90, 120, 180]
+    angles = np.radians([0, 30, 90, 120, 180])
     search = SearchConfig(restarts=16, keep=2, steps=10)
-    flat = rotation_sweep(models, test_digits.images[:100], None, angles, SweepConfig(search=search, binarize=0.5))
-    grey = rotation_sweep(models, test_digits.images[:100], None, angles, SweepConfig(search=search))
+    flat = rotation_sweep(models, test_digits.images[:100], None, angles=angles,
+                          config=SweepConfig(search=search, binarize=0.5))
+    grey = rotation_sweep(models, test_digits.images[:100], None, angles=angles, config=SweepConfig(search=search))
     assert np.all(np.abs(flat.relative()[1] - 1) < 0.03)  # the AVAE: within 3 % of 0 degrees everywhere
     assert flat.relative()[0].max() > 1.3  # while the plain VAE's loss climbs
     off_grid, on_grid = grey.relative()[1][[1, 3]], grey.relative()[1][[2, 4]]
@@ -586,12 +589,39 @@ def test_nearest_rotation_keeps_the_pixel_values_and_their_entropy(test_digits):
         p = im.clamp(1e-6, 1 - 1e-6)
         return float(-(p * p.log() + (1 - p) * (1 - p).log()).sum((1, 2, 3)).mean())
 
-    near, blur = rotate_images(x, 30.0, "nearest"), rotate_images(x, 30.0)
+    near, blur = rotate_images(x, math.radians(30), "nearest"), rotate_images(x, math.radians(30))
     assert np.isin(near.numpy(), x.numpy()).all()  # every pixel copies a source pixel
     assert abs(entropy(near) - entropy(x)) < 0.05 * entropy(x) < entropy(blur) - entropy(x)
-    torch.testing.assert_close(rotate_images(x, 90.0, "nearest"), torch.rot90(x, 1, dims=(2, 3)))
+    torch.testing.assert_close(rotate_images(x, math.pi / 2, "nearest"), torch.rot90(x, 1, dims=(2, 3)))
     with pytest.raises(AffineVAEError, match="interpolation"):
         SweepConfig(interpolation="lanczos")
+
+
+def test_sweep_takes_radians_and_refuses_the_former_degree_arguments():
+    """rotation_sweep and rotate_images take radians; their former degree arguments (the keywords
+    angles_deg / angle_deg, angles or config by position) are refused in one line naming the new form."""
+    model = av.build_model("vae", image_shape=[1, 12, 12], latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16])
+    x = torch.rand(4, 1, 12, 12)
+    res = rotation_sweep({"vae": model}, x, angles=np.radians([0, 30, 90]))
+    assert res.angles_deg.tolist() == [0.0, 30.0, 90.0] and res.neg_elbo.shape == (1, 3)
+    assert rotation_sweep({"vae": model}, x).angles_deg.tolist() == list(range(0, 360, 30))  # default: every 30 degrees
+    # a quarter turn in radians is a quarter turn (90 would be 90 radians: about 116.6 degrees)
+    torch.testing.assert_close(rotate_images(x, np.pi / 2, "nearest"), torch.rot90(x, 1, dims=(2, 3)))
+    for call, match in [
+        (lambda: rotation_sweep({"vae": model}, x, angles_deg=[0, 90]),
+         r"^rotation_sweep: angles_deg \(degrees\) is now angles, in radians \(e\.g\. angles=np\.radians\("),
+        (lambda: rotation_sweep({"vae": model}, x, None, [0, 90]),
+         r"^rotation_sweep: angles and config are keyword-only, angles in radians"),
+        (lambda: rotation_sweep({"vae": model}, x, angles=["a"]), r"^rotation_sweep: angles must be numbers \(radians\)"),
+        (lambda: rotation_sweep({"vae": model}, x, angles=[np.nan]), r"finite angles \(radians\)"),
+        (lambda: rotate_images(x, angle_deg=90), r"^rotate_images: angle_deg \(degrees\) is now angle, in radians"),
+        (lambda: rotate_images(x, np.inf), r"^rotate_images: angle must be finite \(radians\)"),
+    ]:
+        with pytest.raises(AffineVAEError, match=match) as info:
+            call()
+        assert "\n" not in str(info.value)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'angels'"):  # any other keyword: as Python says
+        rotation_sweep({"vae": model}, x, angels=[0.0])
 
 
 def test_parse_angles():

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from affinevae.cli import main
 from affinevae.errors import AffineVAEError
@@ -228,6 +229,37 @@ def test_train_takes_8x8_images_and_short_1d_signals(tmp_path, capsys):
     assert "trained vae on 10 images" in capsys.readouterr().out
 
 
+def test_fit_refuses_images_too_small_for_the_models_as_train_does(tmp_path):
+    """``affinevae.fit`` refuses images under MIN_IMAGE_SIZE on a side with train's own message (one
+    check, :func:`affinevae.defaults.check_image_size`), for arrays, tensors, pairs and ImageSets,
+    before any run directory is made; 8x8 images and 1-D signals (C, 1, L) of any length still train."""
+    import affinevae as av
+    from affinevae.data import ImageSet
+    from affinevae.defaults import MIN_IMAGE_SIZE
+
+    cfg = av.TrainConfig(epochs=1, batch_size=8, val_split=0.0, progress=False)
+    rng = np.random.default_rng(0)
+    small = rng.random((10, 4, 7), dtype=np.float32)
+    mlp = dict(latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16])
+    model = av.build_model("vae", image_shape=[1, 4, 7], **mlp)
+    too_small = (rf"images of 4x7 pixels \(data shape \(10, 1, 4, 7\), N x C x H x W\) are too small: the models "
+                 rf"need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}$")
+    for data, where in [(small, "training images"), (torch.as_tensor(small), "training images"),
+                        ((small, np.zeros(10, np.int64)), "training images"), (ImageSet(small), "training images"),
+                        (ImageSet(small, source="small.npy"), "small.npy")]:
+        with pytest.raises(AffineVAEError, match=f"^{where}: {too_small}"):
+            av.fit(model, data, cfg, out=tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+    ok = rng.random((10, 8, 8), dtype=np.float32)
+    eight = av.build_model("vae", image_shape=[1, 8, 8], **mlp)
+    res = av.fit(eight, ok, cfg)
+    assert len(res.history) == 1 and res.n_train == 10
+    # 1-D signals are not images: a length-5 signal model trains (tabular rows, as the Estimator makes them)
+    rows = av.build_model("vae", image_shape=[1, 1, 5], likelihood="gaussian", **mlp)
+    res = av.fit(rows, rng.random((10, 1, 1, 5), dtype=np.float32), cfg)
+    assert len(res.history) == 1 and res.n_train == 10
+
+
 STACK_CASES = {"nan": "nan.npy", "complex": "complex.npy", "h5-external-storage": "external.h5:images",
                "h5-virtual": "virtual.h5:images", "h5-external-link": "extlink.h5:images", "h5-huge": "huge.h5:images",
                "tiff-bomb": "bomb.tif", "corrupt": "corrupt.npy", "empty": "empty.npy"}
@@ -369,7 +401,12 @@ def test_disk_full_is_one_line(tmp_path):
 
 # ------------------------------------------------------------------ unbounded options, argument order, figures
 @pytest.mark.parametrize("argv,match", [
-    (["align", "{r}/run", "--data", "{r}/good.npy", "--out", "{r}/al.npz", "--restarts", "100000000"], "would need"),
+    # 24 images x 900 000 candidates: under the compute bound (900 004 model passes each), over 64 MiB of memory
+    (["align", "{r}/run", "--data", "{r}/good.npy", "--out", "{r}/al.npz", "--restarts", "900000", "--keep", "1",
+      "--steps", "0", "--max-memory", "64M"], "would need"),
+    # 100 000 000 restarts: hours of work even where the memory holds them, refused by the compute bound
+    (["align", "{r}/run", "--data", "{r}/good.npy", "--out", "{r}/al.npz", "--restarts", "100000000"],
+     "24 images x 100,000,065 model passes each"),
     (["align", "{r}/run", "--data", "{r}/good.npy", "--out", "{r}/al.npz", "--restarts", "2", "--keep", "5"],
      "exceeds the 2 restarts"),
     (["train", *TRAIN[:2], "--latent-dim", "100000000", "--data", "{r}/good.npy", "--out", "{r}/big"], "would need"),
@@ -384,7 +421,7 @@ def test_disk_full_is_one_line(tmp_path):
     (["train", "--model", "rvae", "--latent-dim", "2", "--invariances", "rotation", "--encoder", "mlp", "--hidden",
       "1024,1024", "--batch-size", "24", "--val-split", "0", "--no-progress", "--max-memory", "22M", "--data",
       "{r}/good.npy", "--out", "{r}/bigstep"], "--batch-size 24: a training step of 24 1x12x12 images (1.1 MiB each kept for the backward pass"),
-], ids=["align-restarts-bomb", "align-keep-over-restarts", "train-latent-bomb", "bad-max-memory", "map-symmetry-0",
+], ids=["align-restarts-bomb", "align-restarts-compute", "align-keep-over-restarts", "train-latent-bomb", "bad-max-memory", "map-symmetry-0",
         "map-centres-outside", "map-bad-frame", "train-batch-bomb"])
 def test_unbounded_and_invalid_options(world, capsys, argv, match):
     _fails_cleanly(world, [a.format(r=world) for a in argv], capsys, match)
@@ -494,3 +531,41 @@ def test_sizes_and_limits(monkeypatch):
             check_array((1000, 1000), "x.npy")
         check_array((100, 100), "x.npy")
     assert 1 << 20 < memory_limit() <= 2 << 30  # the fixture's AFFINEVAE_MAX_MEMORY again
+
+
+def test_pose_search_compute_bound():
+    """A pose search over MAX_SEARCH_EVALUATIONS_PER_IMAGE model passes per image is refused in one line
+    with the estimate and the options to lower, before any work; normal searches are far below it."""
+    import time
+
+    import affinevae as av
+    from affinevae.limits import MAX_SEARCH_EVALUATIONS_PER_IMAGE as LIMIT
+    from affinevae.models.avae import AVAE
+    from affinevae.pose.search import SearchConfig, check_search_work, search_evaluations
+
+    # the default search, the benchmarks' exhaustive one, a 1-degree grid: all far below the bound
+    assert search_evaluations(SearchConfig()) == 16 + 2 * (3 * 10 + 1) + 1
+    assert search_evaluations(SearchConfig(restarts=30, keep=30, steps=20, use_head=False)) == 1860
+    assert search_evaluations(SearchConfig(restarts=360, keep=10, steps=100)) * 100 < LIMIT
+    assert search_evaluations(SearchConfig(), elbo=True) == 79 + 2  # align: ELBO before and after
+    # the bound itself passes, one pass more is refused (steps=0: each kept start is evaluated once more)
+    at = SearchConfig(restarts=LIMIT - 2, keep=2, steps=0, use_head=False)
+    check_search_work(10 ** 6, at)
+    with pytest.raises(AffineVAEError, match=r"^pose search \(--restarts, --keep, --steps\): 7 images x "
+                                             r"1,000,001 model passes each \(999,999 restarts, 2 kept x 0 Adam steps\) "
+                                             r"= about 7.00e\+06 passes, more than the 1,000,000 per image"):
+        check_search_work(7, at.replace(restarts=LIMIT - 1))
+    avae = AVAE(av.build_model("vae", image_shape=[1, 12, 12], latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16]))
+    x = torch.rand(5, 1, 12, 12)
+    t = time.perf_counter()
+    with pytest.raises(AffineVAEError) as info:  # align --restarts 100000000 on 5 images: hours, refused at once
+        avae.align(x, config=SearchConfig(restarts=100_000_000))
+    line = str(info.value)
+    assert "\n" not in line and "5 images x 100,000,065 model passes each" in line and "about 5.00e+08 passes" in line
+    assert "lower --restarts, --keep, --steps, --elbo-samples" in line and "MAX_SEARCH_EVALUATIONS_PER_IMAGE" in line
+    with pytest.raises(AffineVAEError, match=r"2,000,000 ELBO samples"):
+        avae.align(x, config=SearchConfig(elbo_samples=2_000_000))
+    with pytest.raises(AffineVAEError, match=r"^pose search \(--restarts, --keep, --steps\): 5 images x 100,000,063"):
+        avae.search(x, config=SearchConfig(restarts=100_000_000))  # the search alone (training, sweeps) too
+    assert time.perf_counter() - t < 10
+    assert avae.align(x, config=SearchConfig(restarts=4, keep=1, steps=1)).params.shape == (5, 1)

@@ -455,7 +455,7 @@ def test_report_colours_by_and_scores_the_inferred_class(tmp_path):
     av.build_model("jrvae", num_classes=3, **SMALL).save(tmp_path / "run")
     data = av.data.rotated_mnist("test", n=30, digits=(0, 1, 7), seed=1)
     data = av.data.ImageSet(data.images, np.array([(0, 1, 7).index(v) for v in data.labels]), source="digits")
-    res = write_report(tmp_path / "run", tmp_path / "r.html", data=data, n=30, sweep_angles=())
+    res = write_report(tmp_path / "run", tmp_path / "r.html", data=data, n=30, sweep_rotations=())
     text = (tmp_path / "r.html").read_text()
     assert "Latent space" in res.sections and "coloured by the class the model infers" in text
     assert "cluster accuracy of the inferred class (Hungarian, 30 labelled)" in text

@@ -111,7 +111,7 @@ def test_html_report_builder_escapes_and_embeds(tmp_path):
 def test_write_report(runs, tmp_path):
     out = tmp_path / "report.html"
     lines = []
-    res = write_report(runs["vae"], out, n=60, sweep_angles=[0, 90, 180], sweep_n=10, log=lines.append)
+    res = write_report(runs["vae"], out, n=60, sweep_rotations=np.radians([0, 90, 180]), sweep_n=10, log=lines.append)
     assert res.path == out and out.exists()
     c = check_html(out)
     text = "".join(c.text)
@@ -142,6 +142,22 @@ def test_report_for_rvae_and_cli(runs, tmp_path, capsys):
     assert "no rotations asked for (--sweep-angles none)" in text
 
 
+def test_report_cli_passes_its_degrees_as_radians(runs, tmp_path, monkeypatch):
+    """--sweep-angles takes degrees on the command line; write_report gets them in radians."""
+    from affinevae.cli import report as report_cli
+
+    seen = {}
+
+    def stop(run_dir, out, **kw):
+        seen.update(kw)
+        raise AffineVAEError("stopped here")
+    monkeypatch.setattr(report_cli, "write_report", stop)
+    assert main(["report", str(runs["vae"]), "--out", str(tmp_path / "x.html"), "--sweep-angles", "0:181:90"]) == 2
+    np.testing.assert_allclose(seen["sweep_rotations"], [0.0, np.pi / 2, np.pi])
+    assert main(["report", str(runs["vae"]), "--out", str(tmp_path / "x.html"), "--sweep-angles", "none"]) == 2
+    assert len(seen["sweep_rotations"]) == 0
+
+
 def test_report_errors(runs, tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")]) == 2
     assert "no such run" in capsys.readouterr().err
@@ -156,7 +172,14 @@ def test_report_errors(runs, tmp_path, capsys):
     build_model("vae", image_shape=[1, 28, 28], latent_dim=2).save(model_only)
     with pytest.raises(AffineVAEError, match="no data spec"):
         write_report(model_only, tmp_path / "y.html")
-    res = write_report(model_only, tmp_path / "y.html", data="mnist", n=30, sweep_angles=[])
+    # the rotations are radians; the former degree keyword is refused in one line naming the new one
+    with pytest.raises(AffineVAEError, match=r"^write_report: sweep_angles \(degrees\) is now sweep_rotations, in "
+                                             r"radians \(e\.g\. sweep_rotations=np\.radians\(range\(0, 361, 30\)\)\)$"):
+        write_report(model_only, tmp_path / "y.html", data="mnist", n=30, sweep_angles=[0, 90])
+    with pytest.raises(AffineVAEError, match=r"^write_report: sweep_rotations must be finite numbers \(radians\)"):
+        write_report(model_only, tmp_path / "y.html", data="mnist", n=30, sweep_rotations=[0.0, np.inf])
+    assert not (tmp_path / "y.html").exists()
+    res = write_report(model_only, tmp_path / "y.html", data="mnist", n=30, sweep_rotations=[])
     check_html(res.path)
 
 

@@ -1,5 +1,8 @@
 """Resource limits checked before allocation: declared array sizes, model sizes, search sizes.
 
+Also one bound on compute: :data:`MAX_SEARCH_EVALUATIONS_PER_IMAGE`, the most model passes a pose
+search may spend on each image (checked by :func:`affinevae.pose.search.check_search_work`).
+
 A file's header (a TIFF page, an HDF5 dataset's shape, a ``.npy`` header, ``model.json``) can
 declare far more data than the machine holds. Every reader calls :func:`check_allocation` (or
 :func:`check_array`) with the declared size *before* reading, and a request larger than the
@@ -24,10 +27,21 @@ from typing import Any, Iterator, Optional, Sequence
 from .errors import AffineVAEError
 
 __all__ = ["available_memory", "memory_limit", "memory_limit_set", "parse_size", "format_size",
-           "check_allocation", "check_array", "check_hdf5_dataset", "ENV_MAX_MEMORY"]
+           "check_allocation", "check_array", "check_hdf5_dataset", "ENV_MAX_MEMORY",
+           "MAX_SEARCH_EVALUATIONS_PER_IMAGE"]
 
 #: Environment variable holding a memory limit (same forms as ``--max-memory``).
 ENV_MAX_MEMORY = "AFFINEVAE_MAX_MEMORY"
+
+#: Most model passes (one image through the model; a backward pass counts as two) that a pose
+#: search may spend per image: its restarts, its Adam refinement (``keep`` x ``steps``), the pose
+#: head's views and ``align``'s ELBO samples (:func:`affinevae.pose.search.search_evaluations`).
+#: Normal use stays far below it: the default search costs 79 passes per image (16 restarts, the
+#: 2 best refined for 10 steps, one head view), the benchmarks' largest, exhaustive one 1 860
+#: (30 restarts all refined for 20 steps), a one-degree grid of 360 restarts with 10 refined for
+#: 100 steps about 3 400. A search beyond it is a typing slip (``--restarts 100000000``: hours on
+#: 5 images, after passing the memory check) and is refused in one line before anything runs.
+MAX_SEARCH_EVALUATIONS_PER_IMAGE = 1_000_000
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024 ** 2, "MB": 1024 ** 2, "MIB": 1024 ** 2,
           "G": 1024 ** 3, "GB": 1024 ** 3, "GIB": 1024 ** 3, "T": 1024 ** 4, "TB": 1024 ** 4, "TIB": 1024 ** 4}

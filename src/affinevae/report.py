@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .data.inputs import check_image_shape
-from .errors import AffineVAEError
+from .errors import AffineVAEError, refuse_removed_keywords
 from .io import atomic_write
 from .runs import Run
 
@@ -243,9 +243,13 @@ def class_metrics(inferred: np.ndarray, k: int, labels: Optional[np.ndarray], su
     return out
 
 
+#: Default rotations of the report's loss-vs-rotation sweep: 0 to 360 degrees every 30, in radians.
+REPORT_SWEEP_ROTATIONS = tuple(float(a) for a in np.radians(np.arange(0, 361, 30)))
+
+
 def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, seed: int = 0,
-                 sweep_angles: Sequence[float] = tuple(range(0, 361, 30)), sweep_n: int = 200,
-                 log: Optional[Callable[[str], None]] = None) -> ReportResult:
+                 sweep_rotations: Sequence[float] = REPORT_SWEEP_ROTATIONS, sweep_n: int = 200,
+                 log: Optional[Callable[[str], None]] = None, **removed) -> ReportResult:
     """Write one self-contained HTML report for the run in ``run_dir``.
 
     Args:
@@ -255,7 +259,10 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
             None for the run's own data (``train.json``; test split for built-in sets).
         n: images used by the analyses (the first ``n``).
         seed: seeds the random choices (images shown, prior samples, noise).
-        sweep_angles: rotations (degrees) of the loss-vs-rotation sweep; empty to skip it.
+        sweep_rotations: (A,) rotations of the loss-vs-rotation sweep in radians (default
+            :data:`REPORT_SWEEP_ROTATIONS`, 0 to 360 degrees every 30; ``np.radians(...)``
+            converts degrees); empty to skip it. The former keyword ``sweep_angles``
+            (degrees) is refused in one line.
         sweep_n: images in the sweep.
         log: called with a line per analysis (e.g. ``print``).
 
@@ -265,6 +272,15 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
     from . import analysis as A
     from .models.avae import AVAE
 
+    refuse_removed_keywords("write_report", removed, {
+        "sweep_angles": "sweep_angles (degrees) is now sweep_rotations, in radians "
+                        "(e.g. sweep_rotations=np.radians(range(0, 361, 30)))"})
+    try:
+        rotations = np.asarray(list(sweep_rotations), dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise AffineVAEError(f"write_report: sweep_rotations must be numbers (radians), got {sweep_rotations!r}") from None
+    if not np.all(np.isfinite(rotations)):
+        raise AffineVAEError("write_report: sweep_rotations must be finite numbers (radians)")
     t0 = time.perf_counter()
     run = Run.open(run_dir)
     say = log or (lambda msg: None)
@@ -435,7 +451,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
 
     attempt("Linear baseline (PCA)", do_baseline)
 
-    if len(list(sweep_angles)) and ds.image_shape[1] > 1:  # no rotations of 1-D signals
+    if len(rotations) and ds.image_shape[1] > 1:  # no rotations of 1-D signals
         rep.section("Loss vs rotation")
 
         def do_sweep():
@@ -445,7 +461,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
 
                 models["avae (search around it)"] = AVAE(model, pose_head=False,
                                                          search=SearchConfig(restarts=8, keep=1, steps=5)).eval()
-            res = A.loss_vs_rotation(models, ds, np.radians(list(sweep_angles)), n=sweep_n, seed=seed,
+            res = A.loss_vs_rotation(models, ds, rotations, n=sweep_n, seed=seed,
                                      binarize=run.binarize)
             rep.figure(A.plot_loss_vs_rotation(res), f"mean -ELBO of {res.n_images} images rotated by each angle")
 

@@ -1,12 +1,13 @@
 """Rotation sweep: mean test -ELBO of several models as the test images turn.
 
-:func:`rotation_sweep` rotates the same test images by each angle and reports, per model
-and angle, the mean negative ELBO in nats per image. A plain model is scored in the pose
+:func:`rotation_sweep` rotates the same test images by each angle (radians) and reports, per
+model and angle, the mean negative ELBO in nats per image (its :class:`SweepResult`, table,
+CSV and plot give the angles in degrees). A plain model is scored in the pose
 the image has; an :class:`~affinevae.models.avae.AVAE` first searches each image's pose
 (its ELBO in the found pose). Sampling noise is seeded, so repeated sweeps agree.
 
 :func:`plot_sweep` draws the loss-vs-rotation figure; :func:`parse_angles` reads the CLI's
-``start:stop:step`` degrees.
+``start:stop:step`` degrees (the CLI converts them to radians).
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ from torch import Tensor
 from .config import Config, check, check_choice
 from .data.imageset import check_threshold
 from .data.inputs import as_images
-from .errors import AffineVAEError
+from .errors import AffineVAEError, refuse_removed_keywords
 from .io import atomic_write
 from .nn.affine import Pose, render
 from .pose.search import SearchConfig, seeded
 
 __all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images",
-           "load_sweep_csv"]
+           "load_sweep_csv", "SWEEP_ANGLES"]
 
 MAX_ANGLES = 3600
+SWEEP_ANGLES = tuple(float(a) for a in np.radians(np.arange(0, 360, 30)))
+"""Default rotations of :func:`rotation_sweep`: 0 to 330 degrees every 30, in radians."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +100,11 @@ class SweepResult:
     neg_elbo: np.ndarray
     sem: np.ndarray
     n_images: int
+
+    @property
+    def angles(self) -> np.ndarray:
+        """(A,) the rotation angles in radians."""
+        return np.radians(np.asarray(self.angles_deg, dtype=np.float64))
 
     def column(self, name: str) -> np.ndarray:
         """(A,) mean -ELBO of model ``name``."""
@@ -179,10 +187,26 @@ def parse_angles(spec: str) -> np.ndarray:
     return values
 
 
-def rotate_images(images: Tensor, angle_deg: float, interpolation: str = "bilinear") -> Tensor:
-    """Rotate (N, C, H, W) images counter-clockwise by ``angle_deg`` degrees about the centre, clipped to [0, 1]."""
-    angle = torch.full((len(images),), math.radians(angle_deg), dtype=torch.float32, device=images.device)
-    return render(images, Pose(angle=angle), mode=interpolation).clamp(0, 1)
+def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: str = "bilinear",
+                  **removed) -> Tensor:
+    """Rotate (N, C, H, W) images counter-clockwise on screen by ``angle`` radians about the centre.
+
+    ``angle`` is required (radians; ``np.radians(...)`` converts degrees); ``interpolation``:
+    'bilinear', 'bicubic' or 'nearest'. Returns (N, C, H, W), clipped to [0, 1]. The former
+    keyword ``angle_deg`` (degrees) is refused in one line.
+    """
+    refuse_removed_keywords("rotate_images", removed, {
+        "angle_deg": "angle_deg (degrees) is now angle, in radians (e.g. angle=np.radians(30))"})
+    if angle is None:
+        raise AffineVAEError("rotate_images needs an angle, in radians (e.g. angle=np.radians(30))")
+    try:
+        value = float(angle)
+    except (TypeError, ValueError):
+        raise AffineVAEError(f"rotate_images: angle must be a number (radians), got {angle!r}") from None
+    if not math.isfinite(value):
+        raise AffineVAEError(f"rotate_images: angle must be finite (radians), got {angle!r}")
+    turn = torch.full((len(images),), value, dtype=torch.float32, device=images.device)
+    return render(images, Pose(angle=turn), mode=interpolation).clamp(0, 1)
 
 
 def _as_images(images, labels) -> tuple[Tensor, Optional[Tensor]]:
@@ -206,8 +230,9 @@ def _neg_elbo(model, x: Tensor, y: Optional[Tensor], cfg: SweepConfig) -> Tensor
     return -torch.cat(parts)
 
 
-def rotation_sweep(models: Mapping[str, object], images, labels=None, angles_deg: Sequence[float] = tuple(range(0, 360, 30)),
-                   config: Optional[SweepConfig] = None) -> SweepResult:
+def rotation_sweep(models: Mapping[str, object], images, labels=None, *positional,
+                   angles: Sequence[float] = SWEEP_ANGLES, config: Optional[SweepConfig] = None,
+                   **removed) -> SweepResult:
     """Mean test -ELBO (nats/image) of each model for the test images rotated by each angle.
 
     Args:
@@ -215,27 +240,47 @@ def rotation_sweep(models: Mapping[str, object], images, labels=None, angles_deg
         images: (N, C, H, W) images (array, tensor or :class:`~affinevae.data.ImageSet`), upright
             (grey, even with ``config.binarize``: they are thresholded after rotating).
         labels: (N,) labels (needed by class-conditional models; taken from an ImageSet).
-        angles_deg: rotation angles in degrees, counter-clockwise on screen.
-        config: :class:`SweepConfig`.
+        angles: (A,) rotation angles in radians, counter-clockwise on screen (keyword only;
+            default :data:`SWEEP_ANGLES`, 0 to 330 degrees every 30; ``np.radians(...)``
+            converts degrees).
+        config: :class:`SweepConfig` (keyword only).
+
+    The former keyword ``angles_deg`` (degrees), and angles or a config passed by position
+    (which were degrees), are refused in one line.
 
     Returns:
-        :class:`SweepResult` with (M, A) ``neg_elbo`` and its standard error.
+        :class:`SweepResult` with (M, A) ``neg_elbo`` and its standard error; its
+        ``angles_deg`` are the angles in degrees (rounded to 1e-9), as its table, CSV and
+        plot show them.
     """
+    refuse_removed_keywords("rotation_sweep", removed, {
+        "angles_deg": "angles_deg (degrees) is now angles, in radians "
+                      "(e.g. angles=np.radians(range(0, 360, 30)))"})
+    if positional:
+        raise AffineVAEError("rotation_sweep: angles and config are keyword-only, angles in radians "
+                             "(e.g. rotation_sweep(models, images, labels, angles=np.radians(range(0, 360, 30)), "
+                             "config=SweepConfig()))")
     cfg = config or SweepConfig()
+    if not isinstance(cfg, SweepConfig):
+        raise AffineVAEError(f"rotation_sweep: config must be a SweepConfig, got {type(cfg).__name__}")
     if not models:
         raise AffineVAEError("rotation_sweep needs at least one model")
-    angles = np.asarray(list(angles_deg), dtype=np.float64).reshape(-1)
-    if len(angles) == 0 or not np.all(np.isfinite(angles)):
-        raise AffineVAEError("rotation_sweep needs one or more finite angles (degrees)")
+    try:
+        radians = np.asarray(list(angles), dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise AffineVAEError(f"rotation_sweep: angles must be numbers (radians), got {angles!r}") from None
+    if len(radians) == 0 or not np.all(np.isfinite(radians)):
+        raise AffineVAEError("rotation_sweep needs one or more finite angles (radians)")
+    degrees = np.round(np.degrees(radians), 9)  # the result (table, CSV, plots) in degrees: 30.0, not 30.000000000000004
     x, y = _as_images(images, labels)
     names = list(models)
-    mean = np.zeros((len(names), len(angles)))
+    mean = np.zeros((len(names), len(radians)))
     sem = np.zeros_like(mean)
     training = {name: m.training for name, m in models.items()}
     try:
         for m in models.values():
             m.eval()
-        for j, a in enumerate(angles):
+        for j, a in enumerate(radians):
             for i, name in enumerate(names):
                 model = models[name]
                 xr = rotate_images(x.to(model.device), float(a), cfg.interpolation)
@@ -247,7 +292,7 @@ def rotation_sweep(models: Mapping[str, object], images, labels=None, angles_deg
     finally:
         for name, m in models.items():
             m.train(training[name])
-    return SweepResult(angles_deg=angles, names=names, neg_elbo=mean, sem=sem, n_images=len(x))
+    return SweepResult(angles_deg=degrees, names=names, neg_elbo=mean, sem=sem, n_images=len(x))
 
 
 def plot_sweep(result: SweepResult, path: Optional[str | Path] = None, title: Optional[str] = None):

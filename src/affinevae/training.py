@@ -41,6 +41,7 @@ from .errors import AffineVAEError
 from .io import atomic_write, load_tensors, save_model, save_tensors, write_json
 from .limits import check_allocation, format_size
 from .models.base import LatentModel
+from .nn.signal import is_signal_shape
 from .outputs import RunLock, is_run_directory
 from .runs import Run, read_metrics, read_run  # noqa: F401  (read_metrics, read_run: re-exported)
 from .tracking import Tracker, check_loggers, describe_loggers
@@ -205,6 +206,22 @@ def _as_tensors(data, model: LatentModel, where: str = "training images") -> tup
     if conditional and y is None:
         raise AffineVAEError(f"model '{model.family}' is class-conditional: {where} need labels")
     return x, y
+
+
+def _check_image_size(data, x: Tensor, model: LatentModel, where: str) -> None:
+    """Refuse images smaller than ``affinevae.defaults.MIN_IMAGE_SIZE`` on a side, as ``train`` does
+    (by :func:`affinevae.defaults.check_image_size`, the one check): ``data`` as given to :func:`fit`
+    (an :class:`ImageSet` is checked as it is: its ``source`` names it), ``x`` the (N, C, H, W)
+    tensor made of it. 1-D signals (a model of image shape (C, 1, L)) pass: their length is
+    checked when they are read."""
+    from .defaults import check_image_size  # defaults imports this module
+
+    if is_signal_shape(model.config.image_shape):
+        return
+    if isinstance(data, ImageSet):
+        check_image_size(data, where=data.source if data.source not in ("", "array") else where)
+    else:
+        check_image_size(ImageSet(x.detach().cpu().numpy(), source=where))
 
 
 def _save_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, epoch: int,
@@ -384,7 +401,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             ``n``, ``key``, ``labels``, ``binarize``, ``max_angle`` in radians) and anything else.
 
     Raises:
-        AffineVAEError: bad data or options; :class:`TrainingDiverged` on a non-finite loss.
+        AffineVAEError: bad data or options (images smaller than
+            :data:`affinevae.defaults.MIN_IMAGE_SIZE` pixels on a side are refused as ``train``
+            refuses them; 1-D signals are not images); :class:`TrainingDiverged` on a non-finite loss.
     """
     if not isinstance(model, LatentModel):
         raise AffineVAEError(f"fit: model must be a model of affinevae.build_model, got {type(model).__name__}")
@@ -405,9 +424,10 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     run = Run(out) if out is not None else None
     x, y = _as_tensors(data, model)
+    _check_image_size(data, x, model, "training images")
     data_index = torch.arange(len(x))  # position of each training image in ``data`` (the model's ``index``)
     if val is not None:
-        xv, yv = _as_tensors(val, model, "validation images")
+        xv, yv = _as_tensors(val, model, "validation images")  # the model's shape: the size is checked above
     elif cfg.val_split > 0 and len(x) >= 10:
         perm = torch.as_tensor(np.random.default_rng([cfg.seed, 7]).permutation(len(x)))
         n_val = max(1, int(round(cfg.val_split * len(x))))

@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..errors import AffineVAEError
+from ..errors import AffineVAEError, refuse_removed_keywords
 from ..evaluation import circular_correlation, offset_concentration
 from ..plots import CLASS_CMAP, new_figure
 from ..runs import PoseRecord, Run, load_pose_record
@@ -123,11 +123,8 @@ def loss_vs_rotation(models: Mapping[str, object], data, angles: Sequence[float]
     """
     from ..sweep import SweepConfig, rotation_sweep
 
-    if "angles_deg" in removed:
-        raise AffineVAEError("loss_vs_rotation: angles_deg (degrees) is now angles, in radians "
-                             "(e.g. angles=np.radians(range(0, 361, 30)))")
-    if removed:
-        raise TypeError(f"loss_vs_rotation() got an unexpected keyword argument {next(iter(removed))!r}")
+    refuse_removed_keywords("loss_vs_rotation", removed, {
+        "angles_deg": "angles_deg (degrees) is now angles, in radians (e.g. angles=np.radians(range(0, 361, 30)))"})
     try:
         a = np.asarray(list(angles), dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
@@ -135,9 +132,8 @@ def loss_vs_rotation(models: Mapping[str, object], data, angles: Sequence[float]
     if len(a) == 0 or not np.all(np.isfinite(a)):
         raise AffineVAEError("loss_vs_rotation: angles must be one or more finite numbers (radians)")
     data = take(as_imageset(data, labels), n)
-    degrees = np.round(np.degrees(a), 9)  # the sweep (and its plots and CSV) in degrees: 30.0, not 30.000000000000004
-    return rotation_sweep(dict(models), data.images, data.labels, degrees.tolist(),
-                          SweepConfig(seed=seed, search=search, binarize=binarize))
+    return rotation_sweep(dict(models), data.images, data.labels, angles=a,
+                          config=SweepConfig(seed=seed, search=search, binarize=binarize))
 
 
 @styled

@@ -37,16 +37,19 @@ class Report:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
+        import numpy as np
+
         from ..sweep import parse_angles
 
         if args.n < 1:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
         if args.sweep_n < 1:
             raise AffineVAEError(f"--sweep-n must be >= 1, got {args.sweep_n}")
-        angles = [] if args.sweep_angles.strip().lower() == "none" else list(parse_angles(args.sweep_angles))
+        degrees = [] if args.sweep_angles.strip().lower() == "none" else list(parse_angles(args.sweep_angles))
         check_output(args.out, inputs=[args.run_dir, args.data], force=args.force)
-        res = write_report(args.run_dir, args.out, data=args.data, n=args.n, seed=args.seed, sweep_angles=angles,
-                           sweep_n=args.sweep_n, log=None if args.quiet else print)
+        res = write_report(args.run_dir, args.out, data=args.data, n=args.n, seed=args.seed,
+                           sweep_rotations=np.radians(degrees), sweep_n=args.sweep_n,  # degrees -> radians
+                           log=None if args.quiet else print)
         extra = f"; not applicable: {', '.join(res.skipped)}" if res.skipped else ""
         print(f"wrote {res.path} ({len(res.sections)} analyses in {res.seconds:.0f} s{extra})")
         return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import AffineVAEError
 from ..outputs import check_outputs
 from ..runs import Run, load
@@ -58,7 +60,7 @@ class Sweep:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae sweep``; returns the exit status (user errors raise AffineVAEError)."""
-        angles = parse_angles(args.angles)
+        angles = parse_angles(args.angles)  # degrees on the command line
         check_outputs([args.out, str(Path(args.out).with_suffix(".png"))],
                       inputs=[args.run_dir, args.model_b, args.data, args.labels], force=args.force)
         device = resolve_device(args.device)
@@ -80,7 +82,7 @@ class Sweep:
         data = load_run_data(args, Run.open(args.run_dir), args.split, seed=args.seed,
                              binarize=False)  # a run's own: its options; thresholded after rotating
         cfg = SweepConfig(seed=args.seed, interpolation=args.interpolation, search=search, binarize=args.binarize)
-        result = rotation_sweep(models, data.images, data.labels, angles, cfg)
+        result = rotation_sweep(models, data.images, data.labels, angles=np.radians(angles), config=cfg)
         out = Path(args.out)
         result.to_csv(out)
         png = out.with_suffix(".png")

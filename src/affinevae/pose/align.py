@@ -14,7 +14,7 @@ from torch import Tensor
 from ..errors import AffineVAEError
 from ..io import atomic_write
 from ..nn.transforms import Parameterisation
-from .search import SearchConfig, search_poses
+from .search import SearchConfig, check_search_work, search_poses
 
 __all__ = ["AlignResult", "align", "load_alignment"]
 
@@ -84,9 +84,16 @@ def align(model, x, y=None, config: Optional[SearchConfig] = None, starts: Optio
     Returns:
         :class:`AlignResult`; ELBOs in nats, sampled with ``config.seed`` (the same noise
         before and after, ``config.elbo_samples`` draws averaged), angles in radians.
+
+    Raises:
+        AffineVAEError: among others, a search (with its ELBO samples) over
+            :data:`affinevae.limits.MAX_SEARCH_EVALUATIONS_PER_IMAGE` model passes per image
+            (:func:`~affinevae.pose.search.check_search_work`), before any work.
     """
     cfg = config or model.config.search
     x, y = model.check_input(x, y)
+    given = int(starts.shape[1]) if getattr(starts, "ndim", 0) == 3 else None  # explicit starts (search_poses checks them)
+    check_search_work(len(x), cfg, given, elbo=True)  # the search and its ELBO passes, before any work
     was_training = model.training
     model.eval()
     try:

@@ -42,11 +42,12 @@ from torch import Tensor
 
 from ..config import Config, check, check_positive, check_seed
 from ..errors import AffineVAEError
-from ..limits import check_allocation
+from ..limits import MAX_SEARCH_EVALUATIONS_PER_IMAGE, check_allocation
 from ..nn.transforms import Parameterisation
 
 __all__ = ["SearchConfig", "SearchResult", "search_poses", "make_starts", "evaluate_candidates", "refine", "seeded",
-           "chunks", "take", "check_views", "check_search_memory", "agrees"]
+           "chunks", "take", "check_views", "check_search_memory", "search_evaluations", "check_search_work",
+           "agrees"]
 
 
 def check_range(name: str, value: Any) -> None:
@@ -212,6 +213,55 @@ def check_search_memory(n: int, restarts: int, dim: int, image_shape: tuple, chu
                      "pose search (--restarts, --chunk)")
 
 
+def search_evaluations(config: SearchConfig, restarts: Optional[int] = None, elbo: bool = False) -> int:
+    """Model passes per image of a pose search with ``config``: the work it does for each image.
+
+    Counted in passes of one image through the model: the ``restarts`` candidates (one each),
+    the ``keep`` best of them refined by ``steps`` Adam steps (a forward and a backward pass,
+    about 3 passes, per step) and evaluated once more at the end, and the pose head's
+    ``head_views`` views (with ``use_head``; a head pass costs less than a model pass). With
+    ``elbo`` (:func:`~affinevae.pose.align.align`) also its ELBO passes: ``elbo_samples`` in the
+    found pose and, with ``report_before``, as many in the observed one. ``restarts`` (explicit
+    starts, no head) overrides ``config.restarts``. Returns an int (passes per image).
+    """
+    r = config.restarts if restarts is None else int(restarts)
+    k = min(config.keep, r)
+    passes = r + k * (3 * config.steps + 1)
+    if restarts is None and config.use_head:
+        passes += config.head_views
+    if elbo:
+        passes += config.elbo_samples * (2 if config.report_before else 1)
+    return passes
+
+
+def check_search_work(n: int, config: SearchConfig, restarts: Optional[int] = None, elbo: bool = False) -> None:
+    """Refuse in one line a pose search of ``n`` images that would spend more than
+    :data:`affinevae.limits.MAX_SEARCH_EVALUATIONS_PER_IMAGE` model passes on each image
+    (:func:`search_evaluations`; ``restarts`` and ``elbo`` as there), before any work is done.
+
+    Raises:
+        AffineVAEError: naming the estimate (passes per image, and in all), the limit, and the
+            options that lower it (``--restarts``, ``--keep``, ``--steps``, ``--elbo-samples``:
+            the :class:`SearchConfig` fields of the same names).
+    """
+    per_image = search_evaluations(config, restarts, elbo)
+    if per_image <= MAX_SEARCH_EVALUATIONS_PER_IMAGE:
+        return
+    r = config.restarts if restarts is None else int(restarts)
+    parts = [f"{r:,} restarts", f"{min(config.keep, r):,} kept x {config.steps:,} Adam steps"]
+    options = ["--restarts", "--keep", "--steps"]
+    if elbo:
+        parts.append(f"{config.elbo_samples:,} ELBO sample{'s' if config.elbo_samples != 1 else ''}")
+        options.append("--elbo-samples")
+    d = SearchConfig()
+    raise AffineVAEError(f"pose search ({', '.join(options)}): {n:,} images x {per_image:,} model passes each "
+                         f"({', '.join(parts)}) = about {n * per_image:.2e} passes, more than the "
+                         f"{MAX_SEARCH_EVALUATIONS_PER_IMAGE:,} per image that any search needs "
+                         f"(affinevae.limits.MAX_SEARCH_EVALUATIONS_PER_IMAGE); lower {', '.join(options)} "
+                         f"(the default search: {d.restarts} restarts, {d.keep} kept x {d.steps} steps, "
+                         f"{search_evaluations(d, elbo=elbo)} passes per image)")
+
+
 def take(y: Optional[Tensor], idx: Tensor) -> Optional[Tensor]:
     return None if y is None else y[idx]
 
@@ -327,12 +377,23 @@ def search_poses(model, x: Tensor, y: Optional[Tensor] = None, config: Optional[
 
     Returns:
         :class:`SearchResult` with (N, P) ``params`` and (N,) ``objective`` (nats).
+
+    Raises:
+        AffineVAEError: ``starts`` of another shape; a search over
+            :data:`affinevae.limits.MAX_SEARCH_EVALUATIONS_PER_IMAGE` model passes per image
+            (:func:`check_search_work`) or over the memory limit (:func:`check_search_memory`),
+            refused before any work.
     """
     cfg = config or SearchConfig()
     transform: Parameterisation = model.transform
     n = len(x)
-    check_search_memory(n, cfg.restarts if starts is None else int(starts.shape[1]), transform.dim,
-                        tuple(x.shape[1:]), cfg.chunk)
+    if starts is not None:
+        starts = torch.as_tensor(starts, dtype=torch.float32)
+        if starts.dim() != 3 or starts.shape[0] != n or starts.shape[2] != transform.dim or starts.shape[1] < 1:
+            raise AffineVAEError(f"starts must have shape ({n}, R, {transform.dim}), got {tuple(starts.shape)}")
+    given = None if starts is None else int(starts.shape[1])
+    check_search_work(n, cfg, given)  # compute, then memory, before anything is made
+    check_search_memory(n, cfg.restarts if given is None else given, transform.dim, tuple(x.shape[1:]), cfg.chunk)
     if starts is None:
         starts, conf, n_head = _starts(model, x, cfg, extra_starts, generator)
         if conf is not None and (cfg.head_trust is not None or cfg.warm_trust is not None):
@@ -346,9 +407,6 @@ def search_poses(model, x: Tensor, y: Optional[Tensor] = None, config: Optional[
                 sure = sure | agree
             return _trusting(model, x, y, cfg, starts, sure, first)
     else:
-        starts = torch.as_tensor(starts, dtype=torch.float32)
-        if starts.dim() != 3 or starts.shape[0] != n or starts.shape[2] != transform.dim or starts.shape[1] < 1:
-            raise AffineVAEError(f"starts must have shape ({n}, R, {transform.dim}), got {tuple(starts.shape)}")
         starts = starts.to(x.device)
     r = starts.shape[1]
     if r == 1 and cfg.steps == 0:
