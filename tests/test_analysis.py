@@ -327,6 +327,12 @@ def test_training_curves(tiny_runs):
         A.training_curves([1, 2])
     with pytest.raises(AffineVAEError, match="metric 'train_loss' must be a number"):
         A.training_curves([{"epoch": 1, "train_loss": "high"}])
+    # metric dicts without 'epoch': numbered 1, 2, ... (not the int64 of NaN); some without it: refused
+    assert A.training_curves([{"train_loss": 2.0}, {"train_loss": 1.0}]).epochs.tolist() == [1, 2]
+    with pytest.raises(AffineVAEError, match="metric 'epoch' must be a whole number in every epoch"):
+        A.training_curves([{"epoch": 1, "train_loss": 2.0}, {"train_loss": 1.0}])
+    with pytest.raises(AffineVAEError, match="metric 'epoch' must be a whole number"):
+        A.training_curves([{"epoch": 1.5, "train_loss": 2.0}])
 
 
 @pytest.mark.parametrize("z,match", [

@@ -754,3 +754,25 @@ def test_cli_sweep_writes_csv_columns_and_png(vae_run, tmp_path, capsys):
     assert (tmp_path / "two.csv").read_text().splitlines()[0] == "angle_deg,a:vae,a:avae,b:vae,b:avae"
     rc = main(["sweep", str(vae_run), "--angles", "0:360:-5", "--out", str(out)])
     assert rc == 2 and "step must be > 0" in capsys.readouterr().err
+
+
+def test_an_avae_renders_the_classes_of_a_joint_model_it_wraps():
+    """decode/sample take the class to render wherever the inner model does: a joint model's (as before the
+    label refusal), not a plain VAE's, whose refusal names the models that take one."""
+    torch.manual_seed(0)
+    y = torch.tensor([0, 1, 2, 0])
+    joint = av.build_model("jrvae", image_shape=(1, 16, 16), latent_dim=2, num_classes=3).eval()
+    wrapped = AVAE(joint, pose_head=False).eval()
+    with torch.no_grad():
+        z = torch.zeros(4, 2)
+        torch.testing.assert_close(wrapped.decode(z, y), joint.decode(z, y))
+        assert wrapped.sample(4, y=y, generator=torch.Generator().manual_seed(0)).shape == (4, 1, 16, 16)
+    assert not wrapped.takes_labels and wrapped.renders_classes and joint.renders_classes
+    with pytest.raises(AffineVAEError, match=r"^encode: model 'avae' takes no class labels"):
+        wrapped.encode(torch.rand(4, 1, 16, 16), y)  # inference takes none: the joint model infers its classes
+    plain = AVAE(av.build_model("vae", image_shape=(1, 16, 16), latent_dim=2), pose_head=False).eval()
+    assert not plain.renders_classes
+    with pytest.raises(AffineVAEError, match=r"^decode: model 'avae' takes no class labels, but y was given \(leave y "
+                                              r"out; only cvae/crvae, the semi-supervised and the joint models take a "
+                                              r"class to render\)$"):
+        plain.decode(torch.zeros(4, 2), y)

@@ -181,6 +181,21 @@ def test_elbo_generator_fixes_the_estimate_and_leaves_the_global_rng_alone():
         m.elbo(x, generator=7)
 
 
+def test_elbo_generator_seeds_only_the_forked_generators(monkeypatch):
+    """elbo(generator=) seeds the CPU generator it forked, not every CUDA device through torch.manual_seed
+    (whose CUDA generators fork_rng(devices=[]) does not restore: a CPU model's estimate reseeded the GPUs)."""
+    def reseed_all(seed):
+        raise AssertionError("elbo(generator=) reseeded every CUDA device")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseed_all)
+    with pytest.raises(AssertionError, match="reseeded every CUDA device"):
+        torch.manual_seed(0)  # the probe works: torch.manual_seed reaches the CUDA generators
+    m = av.build_model("vae", latent_dim=2, hidden=[16], channels=[4]).eval()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    a = m.elbo(x, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, m.elbo(x, generator=torch.Generator().manual_seed(3)))
+
+
 def test_bad_model_inputs():
     m = av.build_model("vae", latent_dim=2, hidden=[16], channels=[4])
     with pytest.raises(AffineVAEError, match="shape"):

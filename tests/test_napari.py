@@ -157,6 +157,21 @@ def test_widget_learns_and_maps_in_a_worker_thread(qtbot, mapped):
     assert widget.settings() == LearnSettings(window=W, epochs=1, latent_dim=2, batch_size=None)
 
 
+def test_widget_offers_only_patch_sizes_that_train(qtbot):
+    """The patch-size box starts at the smallest images fit accepts (a 4-7 px patch set would be cut, then
+    refused by training after the object search)."""
+    from napari.components import ViewerModel
+
+    from affinevae.defaults import MIN_IMAGE_SIZE
+    from affinevae.napari_plugin.widget import LearnAndMapWidget
+
+    widget = LearnAndMapWidget(ViewerModel())
+    qtbot.addWidget(widget)
+    assert widget.window.minimum() == MIN_IMAGE_SIZE == 8
+    widget.window.setValue(4)
+    assert widget.window.value() == MIN_IMAGE_SIZE
+
+
 def _registered() -> bool:
     from importlib.metadata import entry_points
 

@@ -244,3 +244,67 @@ def test_encode_reads_the_runs_own_data_through_run_data(tiny_runs, tmp_path, ca
     given = load_dataset("rotated-mnist", split="test", n=20, seed=3, max_angle=math.radians(30))
     with np.load(tmp_path / "e30.npz") as f:
         np.testing.assert_allclose(f["z_mean"], encode_dataset(model, given, seed=3)["z_mean"], atol=1e-6)
+
+
+def _binarized_copy(tiny_runs, tmp_path):
+    """A copy of the tiny vae run (MNIST) whose train.json says it trained on images binarized at 0.5."""
+    import json
+
+    run_dir = tmp_path / "rbin"
+    shutil.copytree(tiny_runs.path("vae"), run_dir)
+    info = json.loads((run_dir / "train.json").read_text())
+    info["binarize"] = 0.5
+    (run_dir / "train.json").write_text(json.dumps(info))
+    return run_dir
+
+
+def test_a_given_binarize_replaces_the_runs_threshold_on_its_own_data(tiny_runs, tmp_path, monkeypatch):
+    """encode/align/plot on a binarized run's own --data: --binarize T thresholds the grey images at T (it was
+    applied on top of the run's 0.5, where it changes nothing, so T was silently ignored); without it the run's."""
+    import argparse
+
+    from affinevae.cli import encode as encode_cli
+    from affinevae.cli import main
+    from affinevae.cli.plot import plot_data
+
+    run_dir = _binarized_copy(tiny_runs, tmp_path)
+    grey = load_mnist("test", n=20).images
+    seen = []
+    encode = encode_cli.encode_dataset
+    monkeypatch.setattr(encode_cli, "encode_dataset", lambda model, data, **k: (seen.append(data.images.copy()),
+                                                                                encode(model, data, **k))[1])
+    for given, threshold in ((None, 0.5), ("0.2", 0.2), ("0.8", 0.8)):
+        extra = [] if given is None else ["--binarize", given]
+        assert main(["encode", str(run_dir), "--data", "mnist", "-n", "20", *extra,
+                     "--out", str(tmp_path / f"e{given}.npz")]) == 0
+        np.testing.assert_array_equal(seen[-1], (grey > threshold).astype(np.float32), err_msg=str(given))
+        args = argparse.Namespace(data=None, key=None, labels=None, split="test", n=20, seed=0,
+                                  binarize=None if given is None else float(given))
+        np.testing.assert_array_equal(plot_data(args, Run.open(run_dir)).images, (grey > threshold).astype(np.float32))
+    assert not np.array_equal(grey > 0.2, grey > 0.5)  # the thresholds differ on these digits
+
+
+def test_sweep_thresholds_the_runs_own_data_as_the_run_was_trained(tiny_runs, tmp_path, capsys, monkeypatch):
+    """sweep on a binarized run's own --data thresholds every turned image at the run's threshold unless --binarize
+    is given (it swept grey images, which the model never saw); other data keep --binarize alone."""
+    from affinevae.cli import main
+    from affinevae.cli import sweep as sweep_cli
+
+    run_dir = _binarized_copy(tiny_runs, tmp_path)
+    configs = []
+    sweep = sweep_cli.rotation_sweep
+    monkeypatch.setattr(sweep_cli, "rotation_sweep", lambda m, x, *a, **k: (configs.append(k["config"]),
+                                                                            sweep(m, x, *a, **k))[1])
+    base = ["sweep", str(run_dir), "-n", "8", "--angles", "0,90", "--restarts", "1", "--steps", "0"]
+    assert main([*base, "--data", "mnist", "--out", str(tmp_path / "a.csv")]) == 0
+    assert configs[-1].binarize == 0.5
+    assert "affinevae: --binarize 0.5 from the run's training data" in capsys.readouterr().out
+    assert main([*base, "--data", "mnist", "--binarize", "0.3", "--out", str(tmp_path / "b.csv")]) == 0
+    assert configs[-1].binarize == 0.3 and "from the run's training data" not in capsys.readouterr().out
+    assert main([*base, "--data", "rotated-mnist", "--out", str(tmp_path / "c.csv")]) == 0  # not the run's data
+    assert configs[-1].binarize is None and "--binarize" not in capsys.readouterr().out
+    plain = Run.open(tiny_runs.path("vae"))  # trained on grey images: nothing changes
+    assert plain.binarize is None
+    assert main(["sweep", str(plain.path), "-n", "8", "--angles", "0", "--restarts", "1", "--steps", "0",
+                 "--data", "mnist", "--out", str(tmp_path / "d.csv")]) == 0
+    assert configs[-1].binarize is None

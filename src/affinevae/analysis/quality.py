@@ -107,11 +107,13 @@ class TrainingCurves:
 
 def training_curves(run) -> TrainingCurves:
     """Curves from a :class:`~affinevae.runs.Run` or run directory (its ``metrics.jsonl``) or a list
-    of per-epoch metric dicts (numbers by name, e.g. ``epoch``, ``train_loss`` in nats/image).
+    of per-epoch metric dicts (numbers by name, e.g. ``epoch``, ``train_loss`` in nats/image; without
+    ``epoch`` in any of them the epochs are numbered 1, 2, ... in order).
 
     Raises:
         AffineVAEError: anything else (e.g. a model: pass its run, ``fit(...).run_dir``), a run
-            without metrics, or a metric that is not a number.
+            without metrics, a metric that is not a number, or an ``epoch`` that is not a whole
+            number (missing from some epochs only, say).
     """
     if isinstance(run, (str, Path, Run)):
         run = Run.open(run)
@@ -139,7 +141,15 @@ def training_curves(run) -> TrainingCurves:
 
     train = {k: col(f"train_{k}") for k in ("loss", "recon", "kl") if any(f"train_{k}" in h for h in history)}
     val = {k: col(f"val_{k}") for k in ("loss", "recon", "kl") if any(f"val_{k}" in h for h in history)}
-    return TrainingCurves(col("epoch").astype(np.int64), train, val, col("images_per_s"))
+    if all("epoch" not in h for h in history):
+        epochs = np.arange(1, len(history) + 1, dtype=np.int64)  # numbered 1.. in order, as the trainer numbers them
+    else:
+        e = col("epoch")
+        if not np.all(np.isfinite(e)) or not np.all(e == np.round(e)):
+            raise AffineVAEError("training_curves: metric 'epoch' must be a whole number in every epoch "
+                                 "(or left out of all of them: then they are numbered 1, 2, ...)")
+        epochs = e.astype(np.int64)
+    return TrainingCurves(epochs, train, val, col("images_per_s"))
 
 
 @styled

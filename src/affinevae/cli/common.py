@@ -102,7 +102,8 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
     :meth:`affinevae.runs.Run.data`, so that what training recorded is kept: rotated-mnist's angle
     range (then one line says so, naming the option that overrides it), the run's seed, at most its
     ``n`` images of the train split, its key and labels, and its ``--binarize`` threshold (a
-    ``--binarize`` given applies on top). Otherwise :func:`load_data_from_args` with ``seed``.
+    ``--binarize`` given replaces it: the run's grey images are thresholded at the given value, not
+    thresholded twice). Otherwise :func:`load_data_from_args` with ``seed``.
     ``binarize=False`` thresholds neither (the caller does, e.g. after turning the images).
 
     Returns:
@@ -117,8 +118,9 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
         option = getattr(args, "data_max_angle_option", "--max-angle")
         print(f"affinevae: {option} {math.degrees(float(meta['max_angle'])):g} from the run's training data "
               f"(override with {option})")
-    data = run.data(split=split, n=args.n, source=args.data, binarize=binarize)
     given = getattr(args, "binarize", None) if binarize else None
+    # a given threshold replaces the run's (thresholding the run's binary images again would keep the run's)
+    data = run.data(split=split, n=args.n, source=args.data, binarize=binarize and given is None)
     return data if given is None else data.binarized(given)
 
 

@@ -133,13 +133,13 @@ def plot_data(args: argparse.Namespace, run) -> Any:
     """The images ``plot`` draws for ``run``: its own data (:meth:`affinevae.Run.data`, with the
     options training recorded, e.g. rotated-mnist's angle range) when ``--data`` is not given or names
     the run's own spec without ``--key``/``--labels``; else ``--data`` loaded with ``--seed``.
-    ``--binarize`` applies to either."""
+    ``--binarize`` applies to either (on the run's own data it replaces the run's threshold)."""
     if not names_run_data(args, run):
         from ..data import load_dataset
 
         return load_dataset(args.data, split=args.split, n=args.n, seed=args.seed, key=args.key, labels=args.labels,
                             binarize=args.binarize)
-    data = run.data(split=args.split, n=args.n)
+    data = run.data(split=args.split, n=args.n, binarize=args.binarize is None)  # a given threshold replaces the run's
     return data if args.binarize is None else data.binarized(args.binarize)
 
 

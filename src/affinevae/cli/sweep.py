@@ -15,7 +15,8 @@ from ..sweep import SweepConfig, parse_angles, plot_sweep, rotation_sweep
 from ..training import resolve_device
 from . import COMMANDS
 from .align import add_search_arguments, search_config_from_args
-from .common import add_binarize_argument, add_data_max_angle_argument, add_force_argument, load_run_data
+from .common import (add_binarize_argument, add_data_max_angle_argument, add_force_argument, load_run_data,
+                     names_run_data)
 
 
 def _models_of(run_dir: str, transform, device) -> dict:
@@ -52,7 +53,8 @@ class Sweep:
         p.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest"],
                        help="how test images are rotated (default bilinear; nearest keeps the pixel values)")
         add_binarize_argument(p, "threshold every rotated image at T (default 0.5): for models trained on binarized "
-                                 "images (train --binarize), so that resampling blur does not mix with the pose")
+                                 "images (train --binarize), so that resampling blur does not mix with the pose; "
+                                 "the run's own --data takes the run's threshold when not given")
         p.add_argument("--out", default="sweep.csv", help="output CSV (the PNG goes beside it)")
         add_force_argument(p, "an existing CSV and PNG")
         add_search_arguments(p)
@@ -79,9 +81,15 @@ class Sweep:
         if _search_overridden(args):
             first = next(m for m in models.values() if isinstance(m, AVAE))
             search = search_config_from_args(args, first.config.search)
-        data = load_run_data(args, Run.open(args.run_dir), args.split, seed=args.seed,
+        run = Run.open(args.run_dir)
+        data = load_run_data(args, run, args.split, seed=args.seed,
                              binarize=False)  # a run's own: its options; thresholded after rotating
-        cfg = SweepConfig(seed=args.seed, interpolation=args.interpolation, search=search, binarize=args.binarize)
+        threshold = args.binarize
+        if threshold is None and run.binarize is not None and names_run_data(args, run):
+            threshold = run.binarize  # the run's own data as training saw it: binarized (after each turn)
+            print(f"affinevae: --binarize {threshold:g} from the run's training data (every rotated image is "
+                  "thresholded; give --binarize T for another threshold)")
+        cfg = SweepConfig(seed=args.seed, interpolation=args.interpolation, search=search, binarize=threshold)
         result = rotation_sweep(models, data.images, data.labels, angles=np.radians(angles), config=cfg)
         out = Path(args.out)
         result.to_csv(out)

@@ -334,6 +334,11 @@ class AVAE(LatentModel):
         return self.vae.takes_labels
 
     @property
+    def renders_classes(self) -> bool:
+        """Whether :meth:`decode`/:meth:`sample` take a class ``y``: as the inner model's (a joint one renders its classes)."""
+        return self.vae.renders_classes
+
+    @property
     def variational(self) -> bool:
         """Whether the inner model is variational."""
         return self.vae.variational

@@ -205,6 +205,19 @@ def gaussian_kl(mean: Tensor, logvar: Tensor, prior_std: float | Tensor = 1.0) -
     return kl.sum(-1)
 
 
+def _seed_forked(seed: int, device: torch.device) -> None:
+    """Seed the generators a ``torch.random.fork_rng`` for ``device`` forked: the CPU one and, for a
+    CUDA device, that device's; not ``torch.manual_seed``, which would also reseed every other
+    (unforked) CUDA device for good. Other device types: ``torch.manual_seed``."""
+    if device.type not in ("cpu", "cuda"):
+        torch.manual_seed(seed)
+        return
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
 class LatentModel(nn.Module):
     """Base of every model family. Subclasses set ``config_class`` and register with ``MODELS``.
 
@@ -300,13 +313,24 @@ class LatentModel(nn.Module):
         ``decode``/``sample`` take the class to render)."""
         return bool(self.conditional or self.semi_supervised)
 
-    def refuse_labels(self, y: Any, where: str) -> None:
+    @property
+    def renders_classes(self) -> bool:
+        """Whether :meth:`decode` and :meth:`sample` take a class ``y`` to render: the models that
+        take labels (:attr:`takes_labels`) and the joint ones (``discrete_classes``: the classes
+        they discover), also inside an AVAE."""
+        return bool(self.takes_labels or getattr(self, "discrete_classes", False))
+
+    def refuse_labels(self, y: Any, where: str, render: bool = False) -> None:
         """Raise :class:`AffineVAEError` (one line) when labels ``y`` are given to ``where`` (a
         public method's name) of a model that takes none (:attr:`takes_labels` False), instead of
-        ignoring them. The trainer's ``model(x, y)`` keeps passing the data's labels (pose records)."""
-        if y is not None and not self.takes_labels:
+        ignoring them. ``render``: ``where`` decodes or samples, where the class to render is
+        taken by every model that :attr:`renders_classes`. The trainer's ``model(x, y)`` keeps
+        passing the data's labels (pose records)."""
+        if y is not None and not (self.renders_classes if render else self.takes_labels):
+            takers = ("cvae/crvae, the semi-supervised and the joint models take a class to render" if render
+                      else "cvae/crvae and the semi-supervised models take labels")
             raise AffineVAEError(f"{where}: model '{self.family}' takes no class labels, but y was given "
-                                 "(leave y out; only cvae/crvae and the semi-supervised models take labels)")
+                                 f"(leave y out; only {takers})")
 
     def check_input(self, x: Tensor, y: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
         """Validate and convert inputs (:func:`affinevae.data.as_images`): x -> (N, C, H, W) float32 on
@@ -480,7 +504,7 @@ class LatentModel(nn.Module):
         z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
         if z.dim() != 2 or z.shape[1] != self.config.latent_dim:
             raise AffineVAEError(f"latents must have shape (N, {self.config.latent_dim}), got {tuple(z.shape)}")
-        self.refuse_labels(y, "decode")
+        self.refuse_labels(y, "decode", render=True)
         if self.conditional:
             if y is None:
                 raise AffineVAEError(f"model '{self.family}' is class-conditional: decoding needs a class")
@@ -542,7 +566,8 @@ class LatentModel(nn.Module):
 
         ``generator``: a :class:`torch.Generator` that fixes the posterior samples (and any
         other random draw of the pass): one seed is drawn from it and the pass runs on a forked,
-        seeded torch RNG, so torch's global generator is left as it was and equally seeded
+        seeded torch RNG (the CPU generator and, on a GPU, the model's device's), so torch's global
+        generators are left as they were (those of other GPUs are not touched) and equally seeded
         generators give identical estimates. None: the global generator is used (and advanced).
         """
         self.refuse_labels(y, "elbo")
@@ -555,7 +580,7 @@ class LatentModel(nn.Module):
             fork = torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
         with fork:
             if generator is not None:
-                torch.manual_seed(seed)
+                _seed_forked(seed, device)
             total = 0.0
             for _ in range(max(1, n_samples)):
                 total = total + self(x, y).elbo
@@ -573,7 +598,7 @@ class LatentModel(nn.Module):
     def sample(self, n: int, y: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` images (n, C, H, W) decoded from the prior N(0, I) (class ``y`` if conditional;
         refused by a model that takes no labels)."""
-        self.refuse_labels(y, "sample")
+        self.refuse_labels(y, "sample", render=True)
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
         if self.conditional and y is None:
             raise AffineVAEError(f"model '{self.family}' is class-conditional: sampling needs a class")

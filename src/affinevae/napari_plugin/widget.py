@@ -9,6 +9,7 @@ from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QDoubleSpinBox,
                             QWidget)
 
+from ..defaults import MIN_IMAGE_SIZE
 from ..errors import AffineVAEError
 from .layers import object_features, points_layer
 from .pipeline import FAMILIES, LearnSettings, learn_and_map
@@ -38,7 +39,8 @@ class LearnAndMapWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.layer_box = QComboBox()
-        self.window = QSpinBox(minimum=4, maximum=256, value=16)
+        # train refuses images under MIN_IMAGE_SIZE pixels a side: a smaller patch could never be learnt
+        self.window = QSpinBox(minimum=MIN_IMAGE_SIZE, maximum=256, value=16)
         self.model = QComboBox()
         self.model.addItems(list(FAMILIES))
         self.latent_dim = QSpinBox(minimum=1, maximum=64, value=LearnSettings.latent_dim)
