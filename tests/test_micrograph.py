@@ -353,6 +353,55 @@ def test_clustering_and_angle_helpers():
         mapping.fold_angle([0.1], 0)
 
 
+def test_objects_are_clustered_by_what_their_latents_change_at_the_patch_centre():
+    """The dim substitutions of bench_lattice: a rare kind of object that differs at the patch
+    centre is one class, though a heavy-tailed latent (the neighbours of grain-boundary atoms,
+    moving only the patch edges a little) dominates the standardised latents that k-means read."""
+    from types import SimpleNamespace
+
+    from affinevae.models.base import build_model
+
+    model = build_model("vae", image_shape=(1, 12, 12), latent_dim=2, encoder="mlp", decoder="mlp", hidden=(),
+                        likelihood="gaussian", sigma=0.1, sigma_radius=0.7, seed=0).eval()
+    r = np.hypot(*(np.mgrid[:12, :12] - 5.5)) / 6                  # distance from the centre, half-widths
+    with torch.no_grad():                                           # a linear decoder: image = W z + b
+        out = model.decoder.net[-1]
+        out.weight.zero_()
+        out.bias.fill_(0.2)
+        out.weight[:, 0] = torch.as_tensor(0.02 * (r > 0.8).ravel())   # z0: the edges (neighbours)
+        out.weight[:, 1] = torch.as_tensor(0.5 * (r < 0.25).ravel())   # z1: the centre object
+    rng = np.random.default_rng(0)
+    z = np.c_[rng.normal(0, 0.1, 300), rng.normal(0, 0.05, 300)]
+    z[:30, 0] = rng.uniform(4, 8, 30)                               # boundary atoms: far out on z0
+    z[-12:, 1] = -1.0                                               # substituted atoms: dim centres
+    truth = np.r_[np.zeros(288, int), np.ones(12, int)]
+    assert mapping.clustering_accuracy(mapping.cluster_latents(z, 2), truth) < 0.95   # the former default
+    feats = mapping.decoded_features(model, z, batch_size=64)
+    assert feats.shape == (300, 32)
+    # distances are the likelihood's: the centre counts with its sigma (0.1), the edges far less
+    sub, bnd = np.linalg.norm(feats[-12:] - feats[40], axis=1), np.linalg.norm(feats[:30] - feats[40], axis=1)
+    assert sub.min() > 1.5 * bnd.max()
+    for method in ("kmeans", "gmm"):
+        labels, space = mapping.cluster_objects(model, z, 2, method)
+        assert space == "images"
+        np.testing.assert_array_equal(labels, truth)               # 0 is the largest cluster
+    labels, space = mapping.cluster_objects(model, z, 2, on="latents")
+    assert space == "latents" and np.array_equal(labels, mapping.cluster_latents(z, 2))
+    # 'auto': the decoded patches when the likelihood trusts the patch centre most (train's patch-set default)
+    uniform = build_model("vae", image_shape=(1, 12, 12), latent_dim=2, encoder="mlp", decoder="mlp", hidden=(),
+                          likelihood="gaussian", sigma=0.1)
+    assert mapping.cluster_space(uniform) == "latents" and mapping.cluster_space(uniform, "images") == "images"
+    with_classes = SimpleNamespace(config=SimpleNamespace(num_classes=3, likelihood="gaussian", sigma_radius=0.7),
+                                   family="jrvae")
+    assert mapping.cluster_space(with_classes) == "latents"
+    with pytest.raises(AffineVAEError, match="needs a model without classes"):
+        mapping.cluster_space(with_classes, "images")
+    with pytest.raises(AffineVAEError, match="latent_dim 2"):
+        mapping.decoded_features(model, z[:, :1])
+    from affinevae.cli.map import CLUSTER_SPACES  # the CLI's copy (it imports no matplotlib to parse options)
+    assert CLUSTER_SPACES == mapping.CLUSTER_SPACES
+
+
 def test_write_maps_scatter_and_grid(micrograph, tmp_path):
     img, t = micrograph
     enc = stream_encode(tiny_vae(), img, W, min_distance=3, threshold=0.25)
@@ -404,13 +453,42 @@ def test_cli_patches_and_map(micrograph, tmp_path, capsys):
     tiny_vae().save(tmp_path / "run")
     assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches", str(out),
                  "--out", str(tmp_path / "maps"), "--clusters", "2"]) == 0
-    assert "no angle map" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "no angle map" in said and "classes (kmeans of the content latents, chosen by --cluster-on auto): " in said
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches", str(out),
+                 "--out", str(tmp_path / "maps"), "--clusters", "2", "--cluster-on", "images", "--force"]) == 0
+    assert "classes (kmeans of the decoded patches): " in capsys.readouterr().out
+    assert main(["map", str(tmp_path / "run"), "--cube", str(tmp_path / "img.npy"), "--signal-axis", "1",
+                 "--cluster-on", "images", "--out", str(tmp_path / "cube")]) == 2
+    assert "--cluster-on images applies to --image/--patches" in one_line_error(capsys)
     with np.load(tmp_path / "maps" / "maps.npz", allow_pickle=False) as f:
         assert f["z_mean"].shape == (n, 3) and f["cluster"].max() == 1
     assert (tmp_path / "maps" / "clusters.png").stat().st_size > 0
     assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
                  str(tmp_path / "img.npy"), "--out", str(tmp_path / "maps2")]) == 2  # (an existing maps/ is refused)
     assert "not a patches file" in one_line_error(capsys)
+
+
+def test_cli_patches_default_min_distance_keeps_dim_atoms_beside_bright_ones(tmp_path, capsys):
+    """Without --min-distance, patches detects at a quarter of the window and says so: on
+    synthetic_micrograph's defaults (atoms 8 px apart, substituted atoms at half brightness) with
+    --window 16 every substituted atom gets a patch (the former fixed distance 5 lost a third of them
+    here: the 11 x 11 maximum filter reached the flanks of their brighter neighbours)."""
+    from affinevae.defaults import patch_min_distance
+
+    assert [patch_min_distance(w) for w in (1, 7, 12, 16, 64)] == [1, 1, 3, 4, 16]
+    img, truth = synthetic_micrograph(size=128, lattice="hexagonal", seed=0)
+    np.save(tmp_path / "img.npy", img)
+    out = tmp_path / "p.npz"
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", "16", "--edge", "pad", "--out", str(out)]) == 0
+    assert "--min-distance 4 (a quarter of --window 16" in capsys.readouterr().out
+    with np.load(out) as f:
+        centers = f["centers"]
+    d, _ = cKDTree(centers).query(truth.positions)
+    sub = truth.defect == 1
+    assert sub.sum() >= 5 and (d[sub] < 1.5).all() and (d[~sub] < 1.5).mean() > 0.99
+    old = detect_objects(img, 5, 0.3)
+    assert (cKDTree(old).query(truth.positions[sub])[0] < 1.5).mean() < 0.9  # what the former default found
 
 
 def test_cli_patches_expands_glob_patterns_in_name_order(micrograph, tmp_path, capsys):

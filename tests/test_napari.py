@@ -172,6 +172,17 @@ def test_widget_offers_only_patch_sizes_that_train(qtbot):
     assert widget.window.value() == MIN_IMAGE_SIZE
 
 
+def test_learn_settings_refuse_patches_too_small_to_train():
+    """The pipeline's settings (what the widget and Python callers pass) refuse a window under
+    MIN_IMAGE_SIZE up front, in one line, rather than after the object search."""
+    from affinevae.defaults import MIN_IMAGE_SIZE
+    from affinevae.errors import AffineVAEError
+
+    with pytest.raises(AffineVAEError, match=f"window must be an integer >= {MIN_IMAGE_SIZE}, got 6"):
+        LearnSettings(window=6)
+    assert LearnSettings(window=MIN_IMAGE_SIZE).window == MIN_IMAGE_SIZE
+
+
 def _registered() -> bool:
     from importlib.metadata import entry_points
 

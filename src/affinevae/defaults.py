@@ -44,21 +44,14 @@ from typing import Any, Callable, Optional
 
 from .data.formats import PATCH_SET_KIND
 from .data.imageset import ImageSet
-from .data.inputs import check_int
+from .data.inputs import MIN_IMAGE_SIZE, check_int  # noqa: F401  (MIN_IMAGE_SIZE: re-exported)
+from .data.inputs import check_image_size as check_image_shape_size
 from .data.spectra import SPECTRA_KIND
-from .errors import AffineVAEError
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
            "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "data_defaults",
-           "MIN_IMAGE_SIZE", "check_image_size"]
-
-#: Smallest image height and width, in pixels, that ``train`` accepts: the equivariant encoder's
-#: 5 x 5 lifting convolution needs at least 5 pixels, and the conv encoders halve the grid at each
-#: stride-2 layer (two by default), so 8 x 8 still leaves them a 2 x 2 grid; a turn of a smaller
-#: image moves few pixels anywhere distinct. 1-D signals (C, 1, L) have their own minimum length
-#: (:data:`affinevae.data.spectra.MIN_SIGNAL_LENGTH`), checked when they are read.
-MIN_IMAGE_SIZE = 8
+           "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
 DEFAULT_EPOCHS: int = TrainConfig.epochs
@@ -83,6 +76,15 @@ PATCH_KL_WARMUP = 0.3
 #: patch set (``ModelConfig.sigma_radius``) when ``--set sigma_radius=`` is not given.
 PATCH_SIGMA_RADIUS = 0.7
 
+def patch_min_distance(window: int) -> int:
+    """``patches``' detection distance (pixels) when ``--min-distance`` is not given: a quarter of the
+    ``window`` (pixels), at least 1. A local maximum is kept only if it is the brightest pixel within that
+    distance, so the distance must stay under half the spacing of neighbouring objects, or a dim object
+    beside bright ones is lost (atoms 8 px apart, ``window`` 16: 4 keeps every atom where the former
+    fixed 5 lost 25-66 % of the half-bright ones); a window is usually 1.5-2 object spacings wide."""
+    return max(1, int(window) // 4)
+
+
 #: A rule: (data, the options so far) -> the value of its option, or None to leave it unset.
 Rule = Callable[[ImageSet, dict], Any]
 
@@ -103,11 +105,7 @@ def check_image_size(data: ImageSet, where: Optional[str] = None, hint: str = ""
     """
     if data.meta.get("kind") == SPECTRA_KIND:
         return
-    shape = tuple(int(v) for v in data.images.shape)
-    h, w = shape[-2:]
-    if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE:
-        raise AffineVAEError(f"{where or data.source}: images of {h}x{w} pixels (data shape {shape}, N x C x H x W) "
-                             f"are too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}{hint}")
+    check_image_shape_size(data.images.shape, where or data.source, hint)
 
 
 def _invariances(options: dict) -> tuple:

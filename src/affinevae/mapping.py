@@ -8,7 +8,9 @@ the same turned by ``360 / symmetry`` degrees, so angles are folded into
 ``[0, 360 / symmetry)`` degrees before colouring with a cyclic colormap.
 
 :func:`write_maps` does it all for one :class:`~affinevae.encoding.ObjectEncoding`: it
-clusters the content latents, writes ``maps.npz`` atomically and draws the PNG maps.
+clusters the objects (their content latents, or features such as :func:`decoded_features`: the
+patches their model decodes them into, which :func:`cluster_objects` and ``affinevae map``
+cluster by default), writes ``maps.npz`` atomically and draws the PNG maps.
 """
 
 from __future__ import annotations
@@ -336,6 +338,133 @@ def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed
     return rank[lab]
 
 
+#: What ``map --clusters`` clusters (``--cluster-on``; :func:`cluster_space`).
+CLUSTER_SPACES = ("auto", "images", "latents")
+#: Principal axes of the decoded patches kept by :func:`decoded_features`.
+DECODED_COMPONENTS = 32
+#: At most this many decoded patches are held at once to fit those axes (fewer when a patch has
+#: more than 2**22 / 4096 = 1024 values: at most 2**22 values in all, at least 256 patches).
+DECODED_FIT = 4096
+
+
+def cluster_space(model, on: str = "auto") -> str:
+    """What :func:`cluster_objects` clusters for ``model``: ``'images'`` or ``'latents'``.
+
+    Args:
+        model: a trained :class:`~affinevae.models.base.LatentModel`.
+        on: 'images' (:func:`decoded_features`), 'latents' (the content latents, standardised) or
+            'auto': 'images' for a model whose decoder needs nothing but the content latents (no
+            classes, ``config.num_classes == 0``) and whose Gaussian likelihood trusts the patch
+            centre most (``config.sigma_radius > 0``, what ``train`` chooses for a patch set:
+            the decoded patches then tell the centre objects apart, not their neighbours); else
+            'latents' (a class-conditional, joint or semi-supervised model decodes through a
+            class; under a uniform likelihood the whole window counts alike, neighbours as much
+            as the object in the middle).
+
+    Raises:
+        AffineVAEError: an unknown ``on``, or 'images' for a model with classes.
+    """
+    if on not in CLUSTER_SPACES:
+        raise AffineVAEError(f"cluster on must be one of {', '.join(CLUSTER_SPACES)}, got {on!r}")
+    classes = int(getattr(model.config, "num_classes", 0) or 0)
+    if on == "images" and classes:
+        raise AffineVAEError(f"clustering the decoded patches needs a model without classes; model "
+                             f"'{model.family}' decodes through one of its {classes} classes: cluster its latents")
+    if on == "auto":
+        centred = getattr(model.config, "likelihood", None) == "gaussian" and \
+            float(getattr(model.config, "sigma_radius", 0.0) or 0.0) > 0
+        return "images" if centred and not classes else "latents"
+    return on
+
+
+def decoded_features(model, z: np.ndarray, batch_size: int = 256, n_components: int = DECODED_COMPONENTS,
+                     seed: int = 0) -> np.ndarray:
+    """The objects as their model describes them: content latents decoded in the canonical pose,
+    in units of the likelihood's pixel standard deviation, on their leading principal axes.
+
+    Each row of ``z`` is decoded into its mean image (C, H, W) at the identity pose (no rotation,
+    shift or scale: the object itself, whatever its pose in the image). Under a Gaussian
+    likelihood every pixel is divided by its standard deviation (``sigma``, times the centred
+    window of ``sigma_radius`` when the model has one), so the Euclidean distance between two
+    rows is the Mahalanobis distance the likelihood measures image differences with: a change at
+    the centre of a patch, where a patch-set model trusts the pixels most, outweighs the same
+    change at its edges, where the neighbouring objects are; and a latent counts by how much it
+    changes the image, not by its spread over the objects. Other likelihoods: pixels unweighted.
+    The images are centred and projected on their ``n_components`` leading principal axes,
+    fitted on at most :data:`DECODED_FIT` of them (drawn with ``seed``): distances are kept up to
+    the variance left out, and the (N, C*H*W) images are never held at once.
+
+    Args:
+        model: a trained model without classes (``config.num_classes == 0``; see :func:`cluster_space`).
+        z: (N, D) content latent means (e.g. ``ObjectEncoding.z_mean``), N >= 1.
+        batch_size: latents decoded at a time (>= 1).
+        n_components: principal axes kept (>= 1; at most C*H*W and the number of patches fitted).
+        seed: draws the patches the axes are fitted on when N exceeds that number.
+
+    Returns:
+        (N, K) float64, K = min(n_components, C*H*W, patches fitted), in pixel standard deviations.
+
+    Raises:
+        AffineVAEError: latents that are not (N, D) finite numbers, D other than the model's
+            ``latent_dim``, a model with classes, or a ``batch_size`` / ``n_components`` below 1.
+    """
+    import torch
+
+    from .data.inputs import check_int
+
+    z = check_latents(z, "decoded_features")
+    batch_size = check_int("batch_size", batch_size, 1)
+    n_components = check_int("n_components", n_components, 1)
+    cluster_space(model, "images")
+    if z.shape[1] != model.config.latent_dim:
+        raise AffineVAEError(f"decoded_features: latents have {z.shape[1]} columns, model '{model.family}' has "
+                             f"latent_dim {model.config.latent_dim}")
+    n, size = len(z), int(np.prod(model.config.image_shape))
+    gaussian = model.config.likelihood == "gaussian"
+
+    def decode(rows: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            inv = torch.exp(-model.pixel_log_sigma()) if gaussian else None  # scalar or (H, W)
+            for i in range(0, len(rows), batch_size):
+                x = model.decode(torch.as_tensor(rows[i:i + batch_size], dtype=torch.float32, device=model.device))
+                out.append((x * inv if inv is not None else x).reshape(len(x), -1).double().cpu().numpy())
+        return np.concatenate(out)
+
+    fit = min(n, max(256, min(DECODED_FIT, 2 ** 22 // size)))
+    pick = np.sort(np.random.default_rng(seed).choice(n, fit, replace=False)) if fit < n else np.arange(n)
+    sample = decode(z[pick])
+    mean = sample.mean(0)
+    axes = np.linalg.svd(sample - mean, full_matrices=False)[2][:n_components]   # (K, C*H*W)
+    if fit == n:
+        return (sample - mean) @ axes.T
+    return np.concatenate([(decode(z[i:i + batch_size]) - mean) @ axes.T for i in range(0, n, batch_size)])
+
+
+def cluster_objects(model, z: np.ndarray, n_clusters: int, method: str = "kmeans", seed: int = 0,
+                    on: str = "auto", batch_size: int = 256) -> tuple[np.ndarray, str]:
+    """Cluster objects by their decoded patches (:func:`decoded_features`) or their content latents.
+
+    Args:
+        model: the trained model that encoded them. z: (N, D) content latent means.
+        n_clusters, method, seed: as :func:`cluster_latents`.
+        on: 'auto', 'images' or 'latents' (:func:`cluster_space`). 'images' clusters the
+            decoded patches as they are (they are in the likelihood's units), 'latents' the
+            standardised active latents (:func:`cluster_latents`).
+        batch_size: latents decoded at a time.
+
+    Returns:
+        ``(labels, space)``: (N,) int64 labels in 0..K-1 numbered by decreasing cluster size, and
+        the space clustered ('images' or 'latents').
+    """
+    space = cluster_space(model, on)
+    check_cluster_count(n_clusters, len(check_latents(z, "cluster_objects")))
+    if space == "images":
+        return cluster_latents(decoded_features(model, z, batch_size, seed=seed), n_clusters, method, seed,
+                               standardise=False), space
+    return cluster_latents(z, n_clusters, method, seed), space
+
+
 def clustering_accuracy(labels: np.ndarray, truth: np.ndarray) -> float:
     """Accuracy of cluster ``labels`` against ``truth`` under the best one-to-one matching (Hungarian)."""
     from scipy.optimize import linear_sum_assignment
@@ -630,7 +759,7 @@ def physical_arrays(arrays: dict, pixel_size) -> dict[str, np.ndarray]:
 
 def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_clusters: Optional[int] = None,
                frame: int = 0, symmetry: int = 1, cluster_method: str = "kmeans", seed: int = 0,
-               pixel_size=None, source: Optional[dict] = None) -> dict:
+               pixel_size=None, source: Optional[dict] = None, features: Optional[np.ndarray] = None) -> dict:
     """Cluster, save and draw the maps of an :class:`~affinevae.encoding.ObjectEncoding`.
 
     Writes to ``out_dir`` (created): ``maps.npz`` (``z_mean``, ``z_std`` (N, D); ``angle`` (N,) radians,
@@ -654,6 +783,8 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
         then also holds :func:`physical_arrays` and the scatter maps get a scale bar.
         source: where the image is, saved as ``source_*`` strings/ints so that viewers (the napari
         reader) can show the maps over it: ``{"image": path, "key": name or "", "level": int or -1}``.
+        features: (N, F) what ``n_clusters`` clusters instead of the standardised content latents,
+        as given (e.g. :func:`decoded_features`: ``cluster_objects``'s 'images'); None: the latents.
 
     Returns:
         dict: ``cluster`` (N,) labels, ``counts`` (K,) objects per cluster (or None) and ``files``
@@ -669,10 +800,15 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
                              f"{', '.join(map(str, np.unique(enc.frames)[:5]))}...)")
     if n_clusters is not None:  # checked before the directory is made
         check_cluster_count(n_clusters, len(enc.z_mean))
+        if features is not None and len(features) != n:
+            raise AffineVAEError(f"write_maps: {len(features)} rows of features for {n} objects")
     out = make_directory(out_dir)
     cluster = np.full(n, -1, dtype=np.int64)
     what = "clusters of the content latents"
-    if n_clusters is not None:
+    if n_clusters is not None and features is not None:
+        cluster = cluster_latents(features, n_clusters, cluster_method, seed, standardise=False)
+        what = "clusters of the decoded patches"
+    elif n_clusters is not None:
         cluster = cluster_latents(enc.z_mean, n_clusters, cluster_method, seed)
     elif enc.model_class is not None:  # a joint / semi-supervised model's own classes
         cluster, n_clusters, what = enc.model_class, int(enc.model_class.max()) + 1, "inferred by the model"
@@ -762,5 +898,7 @@ def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int,
 
 
 __all__ = ["fold_angle", "circular_mean", "angle_difference", "check_symmetry", "MAX_SYMMETRY", "SYMMETRY_ORDERS",
-           "SymmetryScores", "symmetry_scores", "estimate_symmetry", "symmetry_reach", "neighbour_spacing", "active_latents", "check_cluster_count", "cluster_latents", "clustering_accuracy", "angle_map",
+           "SymmetryScores", "symmetry_scores", "estimate_symmetry", "symmetry_reach", "neighbour_spacing", "active_latents", "check_cluster_count", "cluster_latents",
+           "CLUSTER_SPACES", "DECODED_COMPONENTS", "DECODED_FIT", "cluster_space", "decoded_features", "cluster_objects",
+           "clustering_accuracy", "angle_map",
            "latent_maps", "class_map", "grid_maps", "grid_angle_map", "physical_arrays", "write_maps"]

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from .config import Config, check, check_choice, check_positive, check_seed
 from .data.imageset import ImageSet
-from .data.inputs import as_images
+from .data.inputs import as_images, check_image_size
 from .errors import AffineVAEError
 from .io import atomic_write, load_tensors, save_model, save_tensors, write_json
 from .limits import check_allocation, format_size
@@ -209,19 +209,14 @@ def _as_tensors(data, model: LatentModel, where: str = "training images") -> tup
 
 
 def _check_image_size(data, x: Tensor, model: LatentModel, where: str) -> None:
-    """Refuse images smaller than ``affinevae.defaults.MIN_IMAGE_SIZE`` on a side, as ``train`` does
-    (by :func:`affinevae.defaults.check_image_size`, the one check): ``data`` as given to :func:`fit`
-    (an :class:`ImageSet` is checked as it is: its ``source`` names it), ``x`` the (N, C, H, W)
-    tensor made of it. 1-D signals (a model of image shape (C, 1, L)) pass: their length is
-    checked when they are read."""
-    from .defaults import check_image_size  # defaults imports this module
-
+    """Refuse images smaller than :data:`affinevae.data.inputs.MIN_IMAGE_SIZE` on a side, as ``train`` does
+    (:func:`affinevae.data.inputs.check_image_size`, the one rule): ``x`` is the (N, C, H, W) tensor
+    made of ``data`` as given to :func:`fit` (an :class:`ImageSet` is named by its ``source``). 1-D
+    signals (a model of image shape (C, 1, L)) pass: their length is checked when they are read."""
     if is_signal_shape(model.config.image_shape):
         return
-    if isinstance(data, ImageSet):
-        check_image_size(data, where=data.source if data.source not in ("", "array") else where)
-    else:
-        check_image_size(ImageSet(x.detach().cpu().numpy(), source=where))
+    source = data.source if isinstance(data, ImageSet) else ""
+    check_image_size(x.shape, source if source not in ("", "array") else where)
 
 
 def _save_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, epoch: int,
@@ -402,7 +397,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
 
     Raises:
         AffineVAEError: bad data or options (images smaller than
-            :data:`affinevae.defaults.MIN_IMAGE_SIZE` pixels on a side are refused as ``train``
+            :data:`affinevae.data.inputs.MIN_IMAGE_SIZE` pixels on a side are refused as ``train``
             refuses them; 1-D signals are not images); :class:`TrainingDiverged` on a non-finite loss.
     """
     if not isinstance(model, LatentModel):

@@ -16,6 +16,9 @@ from . import COMMANDS
 from .common import add_force_argument, seed_arg
 from .image_options import add_image_options, open_image, pixel_size_option
 
+#: ``--cluster-on`` choices (:data:`affinevae.mapping.CLUSTER_SPACES`, here without importing matplotlib).
+CLUSTER_SPACES = ("auto", "images", "latents")
+
 #: The background drawn under the maps is read with a step so that its longer side is at most this
 #: (pixels): the PNG maps are about 700 pixels wide, and matplotlib resamples the image through RGBA
 #: float64 copies (32 bytes a pixel), so a larger one costs memory and time without showing more.
@@ -48,6 +51,12 @@ class Map:
                        help="cluster the content latents into K classes (default: no clustering; a joint or "
                             "semi-supervised model's maps show the classes it infers)")
         p.add_argument("--cluster-method", choices=["kmeans", "gmm"], default="kmeans")
+        p.add_argument("--cluster-on", choices=list(CLUSTER_SPACES), default="auto",
+                       help="what --clusters clusters: 'images', the patches the model decodes the objects' content "
+                            "latents into (canonical pose), in units of its pixel noise, so that what differs at the "
+                            "patch centre counts most; 'latents', the content latents scaled to unit variance; "
+                            "'auto' (default): images for a model without classes trained with a centred pixel-sigma "
+                            "window (sigma_radius > 0, train's patch-set default), else latents (printed)")
         p.add_argument("--symmetry", metavar="N",
                        help="n-fold rotational symmetry of the objects (1..12; 1 for none): angles are shown modulo "
                             "360/N degrees (default: estimated from the patches and printed)")
@@ -64,7 +73,7 @@ class Map:
         from ..data.patches import PatchSet
         from ..encoding import encode_patchset
         from ..runs import load
-        from ..mapping import check_cluster_count, estimate_symmetry, write_maps
+        from ..mapping import check_cluster_count, cluster_space, decoded_features, estimate_symmetry, write_maps
         from ..training import resolve_device
 
         symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
@@ -82,6 +91,7 @@ class Map:
             raise AffineVAEError(f"{args.patches}: holds no patches")
         if args.clusters is not None:  # before the patches are encoded
             check_cluster_count(args.clusters, len(ps))
+        space = cluster_space(model, args.cluster_on) if args.clusters is not None else None
         with open_image(args, args.image) as src:
             if ps.image_shape != (0, 0) and tuple(ps.image_shape) != tuple(src.image_shape):
                 raise AffineVAEError(f"{args.patches}: patches were cut from a {ps.image_shape[0]}x{ps.image_shape[1]} "
@@ -92,6 +102,9 @@ class Map:
             background = src.read_region(args.frame, slice(None, None, step), slice(None, None, step))
             pixel_size = given or ps.pixel_size or src.pixel_size
         enc = encode_patchset(model, ps, batch_size=args.batch_size)
+        features = None
+        if space == "images":
+            features = decoded_features(model, enc.z_mean, batch_size=args.batch_size, seed=args.seed)
         if symmetry is None:
             symmetry = 1
             if enc.has_angle:  # the symmetry only folds angles
@@ -102,7 +115,8 @@ class Map:
                     print(symmetry_hint(ps) or "", end="")
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
                          symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed, pixel_size=pixel_size,
-                         source={"image": image_location(args.image), "key": args.key, "level": args.level})
+                         source={"image": image_location(args.image), "key": args.key, "level": args.level},
+                         features=features)
         if args.baseline:
             from ..analysis.baseline import write_patch_baseline
 
@@ -112,7 +126,11 @@ class Map:
         names = ", ".join(p.name for p in res["files"].values())
         extra = ""
         if res["counts"] is not None:
-            whose = " (inferred by the model)" if args.clusters is None else ""
+            whose = " (inferred by the model)"
+            if args.clusters is not None:
+                thing = "decoded patches" if space == "images" else "content latents"
+                chosen = ", chosen by --cluster-on auto" if args.cluster_on == "auto" else ""
+                whose = f" ({args.cluster_method} of the {thing}{chosen})"
             extra = f"; classes{whose}: " + ", ".join(f"{j}: {c}" for j, c in enumerate(res["counts"]))
         angle = "" if enc.has_angle else f" (model '{model.family}' has no rotation: no angle map)"
         units = f"; positions also in {pixel_size.unit} (pixel size {pixel_size})" if pixel_size is not None else ""
@@ -132,6 +150,8 @@ def check_sources(args: argparse.Namespace) -> None:
             raise AffineVAEError("--signal-axis applies to --cube only")
         if not (args.image and args.patches):
             raise AffineVAEError("map needs --image and --patches (patches of an image), or --cube and --signal-axis")
+    if args.cube and args.cluster_on == "images":
+        raise AffineVAEError("--cluster-on images applies to --image/--patches; --cube clusters the latents")
     if args.components < 1:
         raise AffineVAEError(f"--components must be >= 1, got {args.components}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..defaults import patch_min_distance
 from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
@@ -33,8 +34,9 @@ class Patches:
         find.add_argument("--coords", help="CSV (row,col or frame,row,col; one header line allowed) or .npy "
                                            "(N,2)/(N,3) of object centres in pixels")
         find.add_argument("--stride", type=int, help="grid mode: slide the window with this step in pixels")
-        find.add_argument("--min-distance", type=int, default=5,
-                          help="detection: minimum distance between objects in pixels (default 5)")
+        find.add_argument("--min-distance", type=int, default=None,
+                          help="detection: minimum distance between objects in pixels (default: a quarter of "
+                               "--window, at least 1, printed)")
         find.add_argument("--threshold", type=float, default=0.3,
                           help="detection: minimum brightness, as a fraction of the way from the frame's "
                                "minimum to its maximum (default 0.3); see --absolute")
@@ -61,6 +63,11 @@ class Patches:
         given = pixel_size_option(args)
         if args.tile < 0:
             raise AffineVAEError(f"--tile must be >= 0 pixels (0: never tile), got {args.tile}")
+        if args.min_distance is None:
+            args.min_distance = patch_min_distance(args.window)
+            if not args.coords and args.stride is None and args.window >= 1:  # detection uses it
+                print(f"affinevae: --min-distance {args.min_distance} (a quarter of --window {args.window}: maxima closer "
+                      "than that are one object; give --min-distance to change it)")
         images = expand_inputs(args.image)
         check_output(args.out, inputs=[*images, args.coords], force=args.force)
         with open_images(args, images, given) as src:

@@ -20,7 +20,14 @@ from torch import Tensor
 from ..errors import AffineVAEError
 from .imageset import ImageSet
 
-__all__ = ["as_images", "check_image_shape", "check_int", "check_latents"]
+__all__ = ["as_images", "check_image_shape", "check_image_size", "check_int", "check_latents", "MIN_IMAGE_SIZE"]
+
+#: Smallest image height and width, in pixels, that ``train`` and ``fit`` accept: the equivariant encoder's
+#: 5 x 5 lifting convolution needs at least 5 pixels, and the conv encoders halve the grid at each
+#: stride-2 layer (two by default), so 8 x 8 still leaves them a 2 x 2 grid; a turn of a smaller
+#: image moves few pixels anywhere distinct. 1-D signals (C, 1, L) have their own minimum length
+#: (:data:`affinevae.data.spectra.MIN_SIGNAL_LENGTH`), checked when they are read.
+MIN_IMAGE_SIZE = 8
 
 
 def check_int(name: str, value: Any, lo: int) -> int:
@@ -76,6 +83,26 @@ def check_image_shape(shape: Sequence[int], image_shape: Sequence[int], where: s
     if got != want:
         raise AffineVAEError(f"{where}: image shape {_chw(got)} (C x H x W) but the model expects {_chw(want)}{hint}")
     return got
+
+
+def check_image_size(shape: Sequence[int], where: str = "images", hint: str = "") -> None:
+    """Refuse images smaller than :data:`MIN_IMAGE_SIZE` x :data:`MIN_IMAGE_SIZE` pixels (the one rule
+    ``train``, ``fit`` and :func:`affinevae.defaults.check_image_size` apply).
+
+    Args:
+        shape: the data's shape (N, C, H, W) (or any shape ending in H, W), in pixels.
+        where: what the images are, starting the message (e.g. the file).
+        hint: appended to the message (e.g. how to read 1-D signals instead).
+
+    Raises:
+        AffineVAEError: ``"WHERE: images of HxW pixels (data shape (N, C, H, W), N x C x H x W) are
+            too small: the models need at least 8x8"``.
+    """
+    shape = tuple(int(v) for v in shape)
+    h, w = shape[-2:]
+    if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE:
+        raise AffineVAEError(f"{where}: images of {h}x{w} pixels (data shape {shape}, N x C x H x W) "
+                             f"are too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}{hint}")
 
 
 def _tensor(data: Any, what: str, where: str) -> Tensor:

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..defaults import PATCH_LATENT_DIM
+from ..defaults import MIN_IMAGE_SIZE, PATCH_LATENT_DIM, patch_min_distance
 from ..errors import AffineVAEError
 
 __all__ = ["LearnSettings", "learn_and_map"]
@@ -21,10 +21,12 @@ class LearnSettings:
     """What the widget runs, validated at construction.
 
     Attributes:
-        window: patch size in pixels (>= 4). model: family in :data:`FAMILIES`.
+        window: patch size in pixels (>= :data:`~affinevae.defaults.MIN_IMAGE_SIZE`, 8: the smallest images ``fit`` trains on). model: family in :data:`FAMILIES`.
         latent_dim: content latents (>= 1). epochs: training epochs (None: the patch-set
-            defaults of :func:`affinevae.defaults.data_defaults`). clusters: K for the classes
-            (None: none). min_distance, threshold: object detection (pixels; fraction of the range).
+            defaults of :func:`affinevae.defaults.data_defaults`). clusters: K for the classes,
+            clusters as ``map --clusters`` makes them (:func:`affinevae.mapping.cluster_objects`)
+            (None: none). min_distance, threshold: object detection (pixels, None: a quarter of the
+            window as ``patches`` takes it, :func:`affinevae.defaults.patch_min_distance`; fraction of the range).
         batch_size: images per step (None: the patch-set default). seed: training.
     """
 
@@ -33,7 +35,7 @@ class LearnSettings:
     latent_dim: int = PATCH_LATENT_DIM
     epochs: Optional[int] = None
     clusters: Optional[int] = 2
-    min_distance: int = 5
+    min_distance: Optional[int] = None
     threshold: float = 0.3
     batch_size: Optional[int] = None
     seed: int = 0
@@ -41,7 +43,8 @@ class LearnSettings:
     def __post_init__(self) -> None:
         if self.model not in FAMILIES:
             raise AffineVAEError(f"model must be one of {', '.join(FAMILIES)}, got {self.model!r}")
-        for name, lo in (("window", 4), ("latent_dim", 1), ("min_distance", 1)) + (
+        for name, lo in (("window", MIN_IMAGE_SIZE), ("latent_dim", 1)) + (
+                (("min_distance", 1),) if self.min_distance is not None else ()) + (
                 (("batch_size", 1),) if self.batch_size is not None else ()):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
@@ -76,7 +79,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     from ..data.patches import cut_patches
     from ..defaults import data_defaults
     from ..encoding import encode_patchset
-    from ..mapping import cluster_latents, estimate_symmetry
+    from ..mapping import cluster_objects, estimate_symmetry
     from ..models.base import build_model
     from ..training import TrainConfig, fit
 
@@ -85,7 +88,8 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     if img.ndim not in (2, 3):
         raise AffineVAEError(f"the image must be one (H, W) or (C, H, W) frame, got shape {img.shape}")
     say(0.0, "finding objects")
-    ps = cut_patches(img if img.ndim == 2 else img[None], settings.window, min_distance=settings.min_distance,
+    min_distance = patch_min_distance(settings.window) if settings.min_distance is None else settings.min_distance
+    ps = cut_patches(img if img.ndim == 2 else img[None], settings.window, min_distance=min_distance,
                      threshold=settings.threshold)
     data = ImageSet(ps.normalised_patches(), source="layer", meta={"kind": "patches", "noise_sigma": ps.noise_sigma()})
     options, train, _ = data_defaults(data, settings.model, {"latent_dim": settings.latent_dim}, settings.batch_size,
@@ -104,7 +108,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     say(0.9, "mapping")
     enc = encode_patchset(result.model, ps)
     symmetry = estimate_symmetry(ps.patches, seed=settings.seed) if enc.has_angle else 1
-    cluster = (cluster_latents(enc.z_mean, min(settings.clusters, len(enc)), seed=settings.seed)
+    cluster = (cluster_objects(result.model, enc.z_mean, min(settings.clusters, len(enc)), seed=settings.seed)[0]
                if settings.clusters else np.full(len(enc), -1, np.int64))
     say(1.0, f"mapped {len(enc)} objects")
     return {"encoding": enc, "cluster": cluster, "symmetry": symmetry, "model": result.model,

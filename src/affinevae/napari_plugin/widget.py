@@ -48,7 +48,8 @@ class LearnAndMapWidget(QWidget):
         self.epochs.setSpecialValueText("auto")
         self.clusters = QSpinBox(minimum=0, maximum=20, value=2)
         self.clusters.setSpecialValueText("none")
-        self.min_distance = QSpinBox(minimum=1, maximum=1000, value=5)
+        self.min_distance = QSpinBox(minimum=0, maximum=1000, value=0)
+        self.min_distance.setSpecialValueText("auto")  # a quarter of the patch size, as `patches` takes it
         self.threshold = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.3)
         self.run_button = QPushButton("Learn and map")
         self.progress = QProgressBar(minimum=0, maximum=100, value=0)
@@ -84,7 +85,7 @@ class LearnAndMapWidget(QWidget):
         """The :class:`~.pipeline.LearnSettings` the controls hold."""
         return LearnSettings(window=self.window.value(), model=self.model.currentText(),
                              latent_dim=self.latent_dim.value(), epochs=self.epochs.value() or None,
-                             clusters=self.clusters.value() or None, min_distance=self.min_distance.value(),
+                             clusters=self.clusters.value() or None, min_distance=self.min_distance.value() or None,
                              threshold=float(self.threshold.value()))
 
     def run(self, *_: Any):
