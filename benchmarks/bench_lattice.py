@@ -5,7 +5,7 @@ The protocol of issue 12, once per lattice (square, hexagonal, rectangular): a s
 other, with ``--sub-frac`` (default 5 %) of the atoms substituted by ones ``--sub-intensity`` times as
 bright (default 2), goes through
 
-    affinevae patches scan.tif --window W --min-distance D --threshold T --out patches.npz
+    affinevae patches scan.tif --window W --out patches.npz          # its DEFAULT detection (--min-distance, --threshold)
     affinevae train --model rvae --data patches.npz --out run            # DEFAULT model/training options
     affinevae map run --image scan.tif --patches patches.npz --clusters 2 --out maps   # symmetry estimated
 
@@ -24,7 +24,7 @@ and is scored against the ground truth (patches matched to atoms within 1.5 pixe
     python benchmarks/bench_lattice.py --lattices square --train-args "--epochs 40"
     python benchmarks/bench_lattice.py --seed 1 --train-args "--kl-warmup 0"   # without the KL warm-up
     python benchmarks/bench_lattice.py --keep /tmp/lattice              # keep images, runs and maps
-    python benchmarks/bench_lattice.py --spacing 8 --sub-intensity 0.5 --window 16 --first-angle 0 --threshold 0.3
+    python benchmarks/bench_lattice.py --spacing 8 --sub-intensity 0.5 --window 16 --first-angle 0
                                       # synthetic_micrograph's defaults: dim substituted atoms, 8 px apart
 
 Each run prints one Markdown row per lattice and the commands it ran; ``--json`` adds the numbers
@@ -109,8 +109,10 @@ def run_lattice(lattice: str, args: argparse.Namespace, work: Path) -> dict:
     d = work / lattice
     d.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(d / "scan.tif", (img * 65535).astype(np.uint16))
-    cmds = [["patches", str(d / "scan.tif"), "--window", str(args.window), "--min-distance", str(args.min_distance),
-             "--threshold", str(args.threshold), "--no-progress", "--out", str(d / "patches.npz")],
+    detect = ((["--min-distance", str(args.min_distance)] if args.min_distance is not None else [])
+              + (["--threshold", str(args.threshold)] if args.threshold is not None else []))
+    cmds = [["patches", str(d / "scan.tif"), "--window", str(args.window), *detect,
+             "--no-progress", "--out", str(d / "patches.npz")],
             ["train", "--model", "rvae", "--data", str(d / "patches.npz"), "--seed", str(args.seed), "--no-progress",
              *shlex.split(args.train_args), "--out", str(d / "run")],
             ["map", str(d / "run"), "--image", str(d / "scan.tif"), "--patches", str(d / "patches.npz"),
@@ -142,8 +144,9 @@ def main(argv=None) -> int:
     p.add_argument("--sub-intensity", type=float, default=2.0, help="their brightness (lattice atoms: 1; default 2)")
     p.add_argument("--noise", type=float, default=0.05, help="pixel noise relative to an atom's peak (default 0.05)")
     p.add_argument("--window", type=int, default=12, help="patches --window (default 12)")
-    p.add_argument("--min-distance", type=int, default=3, help="patches --min-distance (default 3)")
-    p.add_argument("--threshold", type=float, default=0.1, help="patches --threshold (default 0.1)")
+    p.add_argument("--min-distance", type=int, default=None,
+                   help="patches --min-distance (default: patches' own, a quarter of the window)")
+    p.add_argument("--threshold", type=float, default=None, help="patches --threshold (default: patches' own, 0.3)")
     p.add_argument("--train-args", default="", help="extra `train` options (default: none, the defaults)")
     p.add_argument("--map-args", default="", help="extra `map` options, e.g. '--symmetry 2' (default: estimated)")
     p.add_argument("--seed", type=int, default=0, help="micrograph and training seed")
