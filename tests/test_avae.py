@@ -613,7 +613,7 @@ def test_sweep_takes_radians_and_refuses_the_former_degree_arguments():
         (lambda: rotation_sweep({"vae": model}, x, None, [0, 90]),
          r"^rotation_sweep: angles and config are keyword-only, angles in radians"),
         (lambda: rotation_sweep({"vae": model}, x, angles=["a"]), r"^rotation_sweep: angles must be numbers \(radians\)"),
-        (lambda: rotation_sweep({"vae": model}, x, angles=[np.nan]), r"finite angles \(radians\)"),
+        (lambda: rotation_sweep({"vae": model}, x, angles=[np.nan]), r"^rotation_sweep: angles must be one or more finite numbers \(radians\)"),
         (lambda: rotate_images(x, angle_deg=90), r"^rotate_images: angle_deg \(degrees\) is now angle, in radians"),
         (lambda: rotate_images(x, np.inf), r"^rotate_images: angle must be finite \(radians\)"),
     ]:

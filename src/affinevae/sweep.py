@@ -31,7 +31,7 @@ from .io import atomic_write
 from .nn.affine import Pose, render
 from .pose.search import SearchConfig, seeded
 
-__all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images",
+__all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images", "check_angles",
            "load_sweep_csv", "SWEEP_ANGLES"]
 
 MAX_ANGLES = 3600
@@ -187,6 +187,18 @@ def parse_angles(spec: str) -> np.ndarray:
     return values
 
 
+def check_angles(angles, where: str) -> np.ndarray:
+    """Sweep ``angles`` (A,) as float64 radians: one or more finite numbers, else a one-line
+    :class:`AffineVAEError` starting with ``where`` (the public function checking them)."""
+    try:
+        radians = np.asarray(list(angles), dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise AffineVAEError(f"{where}: angles must be numbers (radians), got {angles!r}") from None
+    if len(radians) == 0 or not np.all(np.isfinite(radians)):
+        raise AffineVAEError(f"{where}: angles must be one or more finite numbers (radians)")
+    return radians
+
+
 def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: str = "bilinear",
                   **removed) -> Tensor:
     """Rotate (N, C, H, W) images counter-clockwise on screen by ``angle`` radians about the centre.
@@ -265,12 +277,7 @@ def rotation_sweep(models: Mapping[str, object], images, labels=None, *positiona
         raise AffineVAEError(f"rotation_sweep: config must be a SweepConfig, got {type(cfg).__name__}")
     if not models:
         raise AffineVAEError("rotation_sweep needs at least one model")
-    try:
-        radians = np.asarray(list(angles), dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise AffineVAEError(f"rotation_sweep: angles must be numbers (radians), got {angles!r}") from None
-    if len(radians) == 0 or not np.all(np.isfinite(radians)):
-        raise AffineVAEError("rotation_sweep needs one or more finite angles (radians)")
+    radians = check_angles(angles, "rotation_sweep")
     degrees = np.round(np.degrees(radians), 9)  # the result (table, CSV, plots) in degrees: 30.0, not 30.000000000000004
     x, y = _as_images(images, labels)
     names = list(models)

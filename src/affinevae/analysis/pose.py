@@ -121,16 +121,11 @@ def loss_vs_rotation(models: Mapping[str, object], data, angles: Sequence[float]
     :class:`~affinevae.sweep.SweepResult` ((M, A) ``neg_elbo``; its ``angles_deg`` are the
     angles in degrees, as the plots label them).
     """
-    from ..sweep import SweepConfig, rotation_sweep
+    from ..sweep import SweepConfig, check_angles, rotation_sweep
 
     refuse_removed_keywords("loss_vs_rotation", removed, {
         "angles_deg": "angles_deg (degrees) is now angles, in radians (e.g. angles=np.radians(range(0, 361, 30)))"})
-    try:
-        a = np.asarray(list(angles), dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise AffineVAEError(f"loss_vs_rotation: angles must be numbers (radians), got {angles!r}") from None
-    if len(a) == 0 or not np.all(np.isfinite(a)):
-        raise AffineVAEError("loss_vs_rotation: angles must be one or more finite numbers (radians)")
+    a = check_angles(angles, "loss_vs_rotation")
     data = take(as_imageset(data, labels), n)
     return rotation_sweep(dict(models), data.images, data.labels, angles=a,
                           config=SweepConfig(seed=seed, search=search, binarize=binarize))
