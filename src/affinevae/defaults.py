@@ -51,7 +51,7 @@ from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
            "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "data_defaults",
-           "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance"]
+           "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
 DEFAULT_EPOCHS: int = TrainConfig.epochs
@@ -83,6 +83,10 @@ def patch_min_distance(window: int) -> int:
     beside bright ones is lost (atoms 8 px apart, ``window`` 16: 4 keeps every atom where the former
     fixed 5 lost 25-66 % of the half-bright ones); a window is usually 1.5-2 object spacings wide."""
     return max(1, int(window) // 4)
+
+
+#: What ``map --clusters`` clusters (``--cluster-on``; :func:`affinevae.mapping.cluster_space`).
+CLUSTER_SPACES = ("auto", "images", "latents")
 
 
 #: A rule: (data, the options so far) -> the value of its option, or None to leave it unset.

@@ -28,6 +28,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from .data.inputs import check_latents  # noqa: E402
+from .defaults import CLUSTER_SPACES  # noqa: E402
 from .errors import AffineVAEError  # noqa: E402
 from .io import atomic_write, make_directory  # noqa: E402
 
@@ -338,8 +339,6 @@ def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed
     return rank[lab]
 
 
-#: What ``map --clusters`` clusters (``--cluster-on``; :func:`cluster_space`).
-CLUSTER_SPACES = ("auto", "images", "latents")
 #: Principal axes of the decoded patches kept by :func:`decoded_features`.
 DECODED_COMPONENTS = 32
 #: At most this many decoded patches are held at once to fit those axes (fewer when a patch has

@@ -10,14 +10,12 @@ from typing import Optional
 
 import numpy as np
 
+from ..defaults import CLUSTER_SPACES
 from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
 from .common import add_force_argument, seed_arg
 from .image_options import add_image_options, open_image, pixel_size_option
-
-#: ``--cluster-on`` choices (:data:`affinevae.mapping.CLUSTER_SPACES`, here without importing matplotlib).
-CLUSTER_SPACES = ("auto", "images", "latents")
 
 #: The background drawn under the maps is read with a step so that its longer side is at most this
 #: (pixels): the PNG maps are about 700 pixels wide, and matplotlib resamples the image through RGBA
