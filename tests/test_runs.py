@@ -308,3 +308,29 @@ def test_sweep_thresholds_the_runs_own_data_as_the_run_was_trained(tiny_runs, tm
     assert main(["sweep", str(plain.path), "-n", "8", "--angles", "0", "--restarts", "1", "--steps", "0",
                  "--data", "mnist", "--out", str(tmp_path / "d.csv")]) == 0
     assert configs[-1].binarize is None
+
+
+def test_plot_and_report_sweeps_threshold_after_turning_like_sweep(tiny_runs, tmp_path, monkeypatch):
+    """plot loss-vs-rotation and the report's sweep on a binarized run turn the GREY images and threshold after
+    each turn at the run's threshold, as the sweep command does (they turned images already thresholded, so
+    the same run gave other curves there than in `sweep`)."""
+    from affinevae import analysis
+    from affinevae.cli import main
+    from affinevae.report import write_report
+
+    run_dir = _binarized_copy(tiny_runs, tmp_path)
+    seen = []
+    real = analysis.loss_vs_rotation
+
+    def spy(models, data, *a, **k):
+        seen.append((np.asarray(data.images if hasattr(data, "images") else data), k.get("binarize")))
+        return real(models, data, *a, **k)
+
+    monkeypatch.setattr(analysis, "loss_vs_rotation", spy)
+    assert main(["plot", str(run_dir), "loss-vs-rotation", "-n", "8", "--angles", "0,90",
+                 "--out", str(tmp_path / "l.png")]) == 0
+    images, threshold = seen[-1]
+    assert threshold == 0.5 and ((images > 0) & (images < 1)).any()  # grey in, thresholded after each turn
+    write_report(run_dir, tmp_path / "r.html", n=8, sweep_rotations=np.radians([0, 90]), sweep_n=8)
+    images, threshold = seen[-1]
+    assert threshold == 0.5 and ((images > 0) & (images < 1)).any()

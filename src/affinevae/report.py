@@ -461,8 +461,9 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
 
                 models["avae (search around it)"] = AVAE(model, pose_head=False,
                                                          search=SearchConfig(restarts=8, keep=1, steps=5)).eval()
-            res = A.loss_vs_rotation(models, ds, rotations, n=sweep_n, seed=seed,
-                                     binarize=run.binarize)
+            grey = ds if run.binarize is None else run.data(split="test", n=n, source=data, binarize=False)
+            res = A.loss_vs_rotation(models, grey, rotations, n=sweep_n, seed=seed,
+                                     binarize=run.binarize)  # thresholded after each turn, as `sweep` does
             rep.figure(A.plot_loss_vs_rotation(res), f"mean -ELBO of {res.n_images} images rotated by each angle")
 
         attempt("Loss vs rotation", do_sweep)

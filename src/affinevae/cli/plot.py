@@ -129,18 +129,20 @@ def check_figure_memory(fig, dpi: int) -> None:
         raise
 
 
-def plot_data(args: argparse.Namespace, run) -> Any:
+def plot_data(args: argparse.Namespace, run, grey: bool = False) -> Any:
     """The images ``plot`` draws for ``run``: its own data (:meth:`affinevae.Run.data`, with the
     options training recorded, e.g. rotated-mnist's angle range) when ``--data`` is not given or names
     the run's own spec without ``--key``/``--labels``; else ``--data`` loaded with ``--seed``.
-    ``--binarize`` applies to either (on the run's own data it replaces the run's threshold)."""
+    ``--binarize`` applies to either (on the run's own data it replaces the run's threshold).
+    ``grey``: no threshold at all (for a kind that turns the images and thresholds them after, as
+    ``sweep`` does)."""
     if not names_run_data(args, run):
         from ..data import load_dataset
 
         return load_dataset(args.data, split=args.split, n=args.n, seed=args.seed, key=args.key, labels=args.labels,
-                            binarize=args.binarize)
-    data = run.data(split=args.split, n=args.n, binarize=args.binarize is None)  # a given threshold replaces the run's
-    return data if args.binarize is None else data.binarized(args.binarize)
+                            binarize=None if grey else args.binarize)
+    data = run.data(split=args.split, n=args.n, binarize=not grey and args.binarize is None)  # a given one replaces the run's
+    return data if grey or args.binarize is None else data.binarized(args.binarize)
 
 
 def plot_kind(name: str, help: str, needs_data: bool = True):
@@ -263,7 +265,8 @@ def _loss_vs_rotation(c: PlotContext):
             models[f"{nm} + pose search (avae)"] = AVAE(m, pose_head=False).eval()
     binarize = c.args.binarize if c.args.binarize is not None else c.run.binarize
     angles = [math.radians(a) for a in parse_angles(c.args.angles)]  # --angles: degrees
-    res = A.loss_vs_rotation(models, c.data, angles, seed=c.args.seed, binarize=binarize)
+    data = plot_data(c.args, c.run, grey=True) if binarize is not None else c.data  # thresholded after each turn
+    res = A.loss_vs_rotation(models, data, angles, seed=c.args.seed, binarize=binarize)
     return A.plot_loss_vs_rotation(res, c.args.title)
 
 
