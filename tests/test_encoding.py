@@ -55,10 +55,10 @@ def test_pose_keys_are_exactly_the_models_pose_latents(patches, invariances):
     assert obj.has_angle == ("angle" in pose) and obj.angle.shape == (7,) and obj.shift.shape == (7, 2)
     if "shift" in pose:
         sh = codes["shift"]
-        np.testing.assert_allclose(obj.positions, centers - 0.5 + sh[:, ::-1] * (W / 2), atol=1e-5)
+        np.testing.assert_allclose(obj.positions, centers + sh[:, ::-1] * (W / 2), atol=1e-5)
     else:
         assert np.isnan(obj.shift).all()
-        np.testing.assert_allclose(obj.positions, centers - 0.5)
+        np.testing.assert_allclose(obj.positions, centers)
 
 
 def test_elbo_is_seeded_and_leaves_the_global_rng_alone(patches):

