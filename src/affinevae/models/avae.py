@@ -51,7 +51,8 @@ from ..pose.align import AlignResult, align as align_poses
 from ..pose.cache import PoseCache
 from ..pose.nets import PoseHead, PoseRefiner
 from ..pose.record import POSES_FILE, PoseRecord, PoseRecorder, load_pose_record
-from ..pose.search import SearchConfig, SearchResult, search_poses, seeded
+from ..pose.search import SearchConfig, SearchResult, search_poses
+from ..rng import seeded
 from ..registry import MODELS
 from .base import Encoding, LatentModel, ModelConfig, ModelOutput
 

@@ -38,6 +38,7 @@ from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, compose_poses, 
 from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
 from ..nn.likelihoods import LIKELIHOODS
 from ..registry import MODELS
+from ..rng import seeded
 
 FORMAT_VERSION = 1
 
@@ -203,19 +204,6 @@ def gaussian_kl(mean: Tensor, logvar: Tensor, prior_std: float | Tensor = 1.0) -
     prior_var = torch.as_tensor(prior_std, dtype=mean.dtype, device=mean.device) ** 2
     kl = 0.5 * ((mean**2 + logvar.exp()) / prior_var - 1 - logvar + torch.log(prior_var))
     return kl.sum(-1)
-
-
-def _seed_forked(seed: int, device: torch.device) -> None:
-    """Seed the generators a ``torch.random.fork_rng`` for ``device`` forked: the CPU one and, for a
-    CUDA device, that device's; not ``torch.manual_seed``, which would also reseed every other
-    (unforked) CUDA device for good. Other device types: ``torch.manual_seed``."""
-    if device.type not in ("cpu", "cuda"):
-        torch.manual_seed(seed)
-        return
-    torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed)
 
 
 class LatentModel(nn.Module):
@@ -575,12 +563,8 @@ class LatentModel(nn.Module):
             raise AffineVAEError(f"elbo: generator must be a torch.Generator or None, got {type(generator).__name__}")
         fork = contextlib.nullcontext()
         if generator is not None:
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-            device = self.device
-            fork = torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
+            fork = seeded(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)), self.device)
         with fork:
-            if generator is not None:
-                _seed_forked(seed, device)
             total = 0.0
             for _ in range(max(1, n_samples)):
                 total = total + self(x, y).elbo
@@ -736,6 +720,5 @@ def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> Lat
     planned_state(lambda: cls.from_options(options), f"model '{name}'", copies=4)
     if seed is None:
         return cls.from_options(options)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return cls.from_options(options)

@@ -44,6 +44,7 @@ from ..config import Config, check, check_positive, check_seed
 from ..errors import AffineVAEError
 from ..limits import MAX_SEARCH_EVALUATIONS_PER_IMAGE, check_allocation
 from ..nn.transforms import Parameterisation
+from ..rng import seeded  # noqa: F401  (re-exported: pose.seeded)
 
 __all__ = ["SearchConfig", "SearchResult", "search_poses", "make_starts", "evaluate_candidates", "refine", "seeded",
            "chunks", "take", "check_views", "check_search_memory", "search_evaluations", "check_search_work",
@@ -177,22 +178,6 @@ class SearchResult:
         """The same result with every tensor detached."""
         return SearchResult(self.params.detach(), self.objective.detach(), self.starts.detach(),
                             self.start_objective.detach(), None if self.searched is None else self.searched.detach())
-
-
-class seeded:
-    """Context manager: fork the torch RNG (CPU and the current CUDA device) and seed it."""
-
-    def __init__(self, seed: int, device: torch.device) -> None:
-        devices = [device.index or 0] if device.type == "cuda" else []
-        self._fork = torch.random.fork_rng(devices=devices)
-        self.seed = seed
-
-    def __enter__(self) -> None:
-        self._fork.__enter__()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc) -> None:
-        self._fork.__exit__(*exc)
 
 
 def chunks(n: int, size: int):

@@ -1,0 +1,37 @@
+"""Seeded random draws that leave torch's global generators as they were.
+
+:func:`seeded` is the one way the package runs a block on a seed of its own (a seeded ELBO
+estimate, a model's initial weights, a pose search's restarts): it forks torch's CPU generator
+and, for a CUDA device, that device's, and seeds only those, so nothing outside the block sees
+the seed (``torch.manual_seed`` inside a fork would also reseed every unforked CUDA device for good).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Union
+
+import torch
+
+__all__ = ["seeded"]
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: Union[torch.device, str] = "cpu") -> Iterator[None]:
+    """Run the block with torch's random draws seeded by ``seed`` (an integer >= 0) on ``device``.
+
+    The CPU generator and, for a CUDA ``device``, that device's generator are forked (restored on
+    leaving) and seeded; other CUDA devices are not touched. Other device types (e.g. MPS), whose
+    generators ``torch.random.fork_rng`` does not fork, are seeded by ``torch.manual_seed`` (and stay so).
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device.index or 0] if cuda else []):
+        if device.type in ("cpu", "cuda"):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(seed)
+        else:
+            torch.manual_seed(seed)
+        yield
