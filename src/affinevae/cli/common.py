@@ -95,7 +95,7 @@ def names_run_data(args: argparse.Namespace, run) -> bool:
 
 
 def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int = 0,
-                  binarize: bool = True) -> ImageSet:
+                  binarize: bool = True, announce: bool = True) -> ImageSet:
     """The images :func:`add_data_arguments`' options name, for a command working on ``run``.
 
     When ``--data`` names the run's own data (:func:`names_run_data`), they come from
@@ -105,6 +105,7 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
     ``--binarize`` given replaces it: the run's grey images are thresholded at the given value, not
     thresholded twice). Otherwise :func:`load_data_from_args` with ``seed``.
     ``binarize=False`` thresholds neither (the caller does, e.g. after turning the images).
+    ``announce=False`` leaves out the angle-range line (``plot``, which draws rather than reports).
 
     Returns:
         ImageSet of float32 (N, C, H, W) images, N at most ``-n``.
@@ -114,7 +115,7 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
     if args.n is not None and args.n < 1:
         raise AffineVAEError(f"-n must be >= 1, got {args.n}")
     meta = run.meta
-    if meta.get("data") == "rotated-mnist" and meta.get("max_angle") is not None:
+    if announce and meta.get("data") == "rotated-mnist" and meta.get("max_angle") is not None:
         option = getattr(args, "data_max_angle_option", "--max-angle")
         print(f"affinevae: {option} {math.degrees(float(meta['max_angle'])):g} from the run's training data "
               f"(override with {option})")

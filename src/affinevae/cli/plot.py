@@ -12,7 +12,7 @@ from ..errors import AffineVAEError
 from ..limits import check_allocation
 from ..registry import Registry
 from . import COMMANDS
-from .common import add_binarize_argument, add_force_argument, names_run_data, parse_int_list, seed_arg
+from .common import add_binarize_argument, add_force_argument, load_run_data, parse_int_list, seed_arg
 
 
 
@@ -130,19 +130,13 @@ def check_figure_memory(fig, dpi: int) -> None:
 
 
 def plot_data(args: argparse.Namespace, run, grey: bool = False) -> Any:
-    """The images ``plot`` draws for ``run``: its own data (:meth:`affinevae.Run.data`, with the
-    options training recorded, e.g. rotated-mnist's angle range) when ``--data`` is not given or names
-    the run's own spec without ``--key``/``--labels``; else ``--data`` loaded with ``--seed``.
-    ``--binarize`` applies to either (on the run's own data it replaces the run's threshold).
-    ``grey``: no threshold at all (for a kind that turns the images and thresholds them after, as
-    ``sweep`` does)."""
-    if not names_run_data(args, run):
-        from ..data import load_dataset
-
-        return load_dataset(args.data, split=args.split, n=args.n, seed=args.seed, key=args.key, labels=args.labels,
-                            binarize=None if grey else args.binarize)
-    data = run.data(split=args.split, n=args.n, binarize=not grey and args.binarize is None)  # a given one replaces the run's
-    return data if grey or args.binarize is None else data.binarized(args.binarize)
+    """The images ``plot`` draws for ``run``: :func:`~affinevae.cli.common.load_run_data` with
+    ``--split`` and ``--seed`` (the run's own data with the options training recorded, e.g.
+    rotated-mnist's angle range, when ``--data`` is not given or names the run's own spec without
+    ``--key``/``--labels``; ``--binarize`` applies to either and on the run's own data replaces the
+    run's threshold). ``grey``: no threshold at all (for a kind that turns the images and thresholds
+    them after, as ``sweep`` does)."""
+    return load_run_data(args, run, args.split, seed=args.seed, binarize=not grey, announce=False)
 
 
 def plot_kind(name: str, help: str, needs_data: bool = True):
