@@ -28,7 +28,7 @@ from .errors import AffineVAEError
 
 __all__ = ["available_memory", "memory_limit", "memory_limit_set", "parse_size", "format_size",
            "check_allocation", "check_array", "check_hdf5_dataset", "ENV_MAX_MEMORY",
-           "MAX_SEARCH_EVALUATIONS_PER_IMAGE"]
+           "MAX_SEARCH_EVALUATIONS_PER_IMAGE", "MANIFOLD_GRID_SIDE", "ANGLE_HISTOGRAM_BINS"]
 
 #: Environment variable holding a memory limit (same forms as ``--max-memory``).
 ENV_MAX_MEMORY = "AFFINEVAE_MAX_MEMORY"
@@ -42,6 +42,12 @@ ENV_MAX_MEMORY = "AFFINEVAE_MAX_MEMORY"
 #: 100 steps about 3 400. A search beyond it is a typing slip (``--restarts 100000000``: hours on
 #: 5 images, after passing the memory check) and is refused in one line before anything runs.
 MAX_SEARCH_EVALUATIONS_PER_IMAGE = 1_000_000
+#: Images per side of a latent-manifold grid (:func:`affinevae.analysis.latent.latent_manifold`,
+#: ``plot manifold --d``): (smallest, largest).
+MANIFOLD_GRID_SIDE = (2, 64)
+#: Angle bins over 360 degrees of the rotation histograms
+#: (:func:`affinevae.analysis.pose.rotation_histograms`, ``plot rotation-histograms --bins``): (smallest, largest).
+ANGLE_HISTOGRAM_BINS = (2, 720)
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024 ** 2, "MB": 1024 ** 2, "MIB": 1024 ** 2,
           "G": 1024 ** 3, "GB": 1024 ** 3, "GIB": 1024 ** 3, "T": 1024 ** 4, "TB": 1024 ** 4, "TIB": 1024 ** 4}

@@ -17,6 +17,7 @@ import torch
 
 from ..data.inputs import check_latents
 from ..errors import AffineVAEError
+from ..limits import MANIFOLD_GRID_SIDE
 from ..nn.affine import Pose
 from ..plots import ANGLE_CMAP, ANGLE_DIVERGING_CMAP, CLASS_CMAP, angle_colorbar, new_figure, show_images
 from .common import (as_imageset, check_indices, encode, labels_for, model_classes, model_label, one_or_more,
@@ -362,8 +363,9 @@ def latent_manifold(model, d: int = 12, bounds: tuple[float, float] = (-2.5, 2.5
     D = model.config.latent_dim
     if D < 2:
         raise AffineVAEError(f"a 2-D manifold needs latent_dim >= 2; model '{model.family}' has {D}")
-    if not (isinstance(d, int) and 2 <= d <= 64):
-        raise AffineVAEError(f"d must be an integer in [2, 64], got {d!r}")
+    lo_d, hi_d = MANIFOLD_GRID_SIDE
+    if not (isinstance(d, int) and lo_d <= d <= hi_d):
+        raise AffineVAEError(f"d must be an integer in [{lo_d}, {hi_d}], got {d!r}")
     lo, hi = (float(b) for b in bounds)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise AffineVAEError(f"bounds must be finite with low < high, got {tuple(bounds)}")

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import AffineVAEError, refuse_removed_keywords
 from ..evaluation import circular_correlation, offset_concentration
+from ..limits import ANGLE_HISTOGRAM_BINS
 from ..plots import CLASS_CMAP, new_figure
 from ..runs import PoseRecord, Run, load_pose_record
 from .common import as_imageset, encode, has_learned_angle, model_label, one_or_more, styled, take, wrap_angles
@@ -192,8 +193,9 @@ def rotation_histograms(record, bins: int = 36, true_angle=None) -> RotationHist
         rec = record
     else:
         rec = load_pose_record(record.path if isinstance(record, Run) else record)
-    if not (isinstance(bins, int) and 2 <= bins <= 720):
-        raise AffineVAEError(f"bins must be an integer in [2, 720], got {bins!r}")
+    lo, hi = ANGLE_HISTOGRAM_BINS
+    if not (isinstance(bins, int) and lo <= bins <= hi):
+        raise AffineVAEError(f"bins must be an integer in [{lo}, {hi}], got {bins!r}")
     counts, edges = rec.histograms(bins, true_angle)
     return RotationHistograms(np.asarray(rec.epochs), counts, np.degrees(edges), np.arange(counts.shape[1]),
                               encoded=true_angle is not None)

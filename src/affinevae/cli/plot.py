@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import AffineVAEError
-from ..limits import check_allocation
+from ..limits import ANGLE_HISTOGRAM_BINS, MANIFOLD_GRID_SIDE, check_allocation
 from ..registry import Registry
 from . import COMMANDS
 from .common import add_binarize_argument, add_force_argument, load_run_data, parse_int_list, seed_arg
@@ -66,10 +66,10 @@ DPI_RANGE = (10, 1200)
 #: (a figure of more would be unreadable, and a huge count would be decoded before it is drawn).
 OPTION_RANGES: dict[str, tuple[int, int, str]] = {
     "--show": (1, 1024, "images"),
-    "--d": (2, 64, "images per side of the manifold grid"),
+    "--d": (*MANIFOLD_GRID_SIDE, "images per side of the manifold grid"),
     "--per-class": (1, 256, "samples per class"),
     "--steps": (2, 256, "interpolation steps"),
-    "--bins": (2, 720, "angle bins over 360 degrees"),
+    "--bins": (*ANGLE_HISTOGRAM_BINS, "angle bins over 360 degrees"),
 }
 #: Figure formats ``--out`` may name, by lower-case extension -> matplotlib format.
 FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".pdf": "pdf",
