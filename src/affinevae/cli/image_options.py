@@ -4,17 +4,11 @@ and the expansion of glob patterns in input paths (shells on Windows pass ``*.ti
 from __future__ import annotations
 
 import argparse
-import glob
-import re
-from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import AffineVAEError
 from ..units import PixelSize, parse_pixel_size
 
 __all__ = ["add_image_options", "open_image", "open_images", "pixel_size_option", "expand_inputs"]
-
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def add_image_options(p: argparse.ArgumentParser, tile: bool = False) -> None:
@@ -50,22 +44,15 @@ def open_image(args: argparse.Namespace, path: str, given: Optional[PixelSize] =
 
 def expand_inputs(paths: Sequence[str]) -> list[str]:
     """Input paths with glob patterns (``*``, ``?``, ``[...]``) expanded, each pattern's matches sorted
-    by name, in the order the paths were given; a path that exists as written is kept as it is.
+    by name (:func:`affinevae.data.files.expand_pattern`), in the order the paths were given; a path
+    that exists as written is kept as it is.
 
     Raises:
         AffineVAEError: ``"PATTERN: no file matches this pattern"`` for a pattern that matches nothing.
     """
-    out: list[str] = []
-    for p in paths:
-        s = str(p)
-        if _GLOB_CHARS.search(s) and not Path(s).exists():
-            matches = sorted(glob.glob(s))
-            if not matches:
-                raise AffineVAEError(f"{s}: no file matches this pattern")
-            out.extend(matches)
-        else:
-            out.append(s)
-    return out
+    from ..data.files import expand_pattern
+
+    return [f for p in paths for f in expand_pattern(p)]
 
 
 def open_images(args: argparse.Namespace, paths: Sequence[str], given: Optional[PixelSize] = None):

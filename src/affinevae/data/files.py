@@ -216,21 +216,32 @@ def _finish(arr: np.ndarray, spec: str, standardise: bool, **extra) -> ImageSet:
     return ImageSet(normalise_images(arr, spec, standardise), source=spec, **extra)
 
 
+def expand_pattern(path: str) -> list[str]:
+    """The files a glob pattern (``*``, ``?``, ``[...]``) names, sorted by name; a path without
+    pattern characters, or one that exists as written, is returned alone (not checked).
+
+    Raises:
+        AffineVAEError: ``"PATTERN: no file matches this pattern"`` when a pattern matches nothing.
+    """
+    path = str(path)
+    if not _GLOB_CHARS.search(path) or Path(path).exists():
+        return [path]
+    hits = sorted(_glob.glob(path))
+    if not hits:
+        raise AffineVAEError(f"{path}: no file matches this pattern")
+    return hits
+
+
 def _load_many(spec: str, standardise: bool) -> ImageSet:
     """A comma-separated list and/or glob patterns of files."""
     files: list[str] = []
     for part in (s.strip() for s in spec.split(",")):
         if not part:
             continue
-        if _GLOB_CHARS.search(part) and not Path(part).exists():
-            hits = sorted(_glob.glob(part))
-            if not hits:
-                raise AffineVAEError(f"{part}: no files match this pattern")
-            files.extend(hits)
-        elif not Path(part).is_file():
+        hits = expand_pattern(part)
+        if hits == [part] and not Path(part).is_file():
             raise AffineVAEError(f"{part}: file not found")
-        else:
-            files.append(part)
+        files.extend(hits)
     if not files:
         raise AffineVAEError(f"{spec}: no files given")
     exts = {Path(f).suffix.lower() for f in files}
