@@ -35,6 +35,7 @@ from .data.inputs import as_images, check_image_shape, check_int
 from .data.patches import PatchSet, concat_chunks, iter_patches, nothing_found
 from .data.stacks import open_stack
 from .errors import AffineVAEError
+from .rng import seeded
 
 __all__ = ["POSE_FIELDS", "PART_FIELDS", "ObjectEncoding", "check_model_input", "encode_dataset", "encode_patches",
            "encode_patchset", "iter_encode", "stream_encode"]
@@ -88,8 +89,7 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed, model.device):
             for i in range(0, len(x), bs):
                 xb = x[i:i + bs]
                 yb = None if y is None or not model.conditional else y[i:i + bs]

@@ -218,8 +218,7 @@ class Estimator(TransformerMixin, BaseEstimator):
                 labels, self.classes_ = None, None
             if self.pose and probe.pose_source == "identity":
                 raise AffineVAEError(f"pose=True needs a model with a pose (rvae, crvae, avae); '{self.model}' has none")
-            torch.manual_seed(self.seed)
-            model = build_model(self.model, **options)
+            model = build_model(self.model, seed=self.seed, **options)
             self._check_range(model, x, "fit")
             result = fit(model, x if labels is None else (x, labels), config)
         self.model_ = result.model.eval()

@@ -43,6 +43,7 @@ from .config import Config, check
 from .errors import AffineVAEError
 from .io import atomic_write, read_json, write_json
 from .registry import Registry
+from .rng import seeded
 
 __all__ = ["LOGGERS", "LoggerConfig", "CSVLogger", "TensorBoardLogger", "MLflowLogger", "Sink", "Tracker",
            "check_loggers", "describe_loggers", "hyperparameters", "image_grid", "png_bytes", "reconstruction_panel",
@@ -451,11 +452,9 @@ def reconstruction_panel(model: Any, images: Union[np.ndarray, Tensor], labels: 
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images, dtype=torch.float32)
     y = None if labels is None or not model.conditional else torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
     was_training = model.training
-    devices = [model.device] if model.device.type == "cuda" else []
     model.eval()
     try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with seeded(seed, model.device):
             rec = model.reconstruct(x.to(model.device), None if y is None else y.to(model.device))
     finally:
         model.train(was_training)

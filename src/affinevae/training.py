@@ -43,6 +43,7 @@ from .limits import check_allocation, format_size
 from .models.base import LatentModel
 from .nn.signal import is_signal_shape
 from .outputs import RunLock, is_run_directory
+from .rng import seeded
 from .runs import Run, read_metrics, read_run  # noqa: F401  (read_metrics, read_run: re-exported)
 from .tracking import Tracker, check_loggers, describe_loggers
 
@@ -362,8 +363,7 @@ def evaluate(model: LatentModel, x: Tensor, y: Optional[Tensor], batch_size: int
     model.eval()
     totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     device = model.device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].to(device)
             yb = None if y is None else y[i:i + batch_size].to(device)
