@@ -236,6 +236,8 @@ def test_loss_vs_rotation(tiny_runs, test_data):
         A.loss_vs_rotation({"vae": vae}, test_data["mnist"], angles_deg=[0, 90], n=2)
     with pytest.raises(AffineVAEError, match="finite numbers"):
         A.loss_vs_rotation({"vae": vae}, test_data["mnist"], [0.0, np.nan], n=2)
+    with pytest.raises(AffineVAEError, match="^loss_vs_rotation: an angle of 180 is more than a full turn in radians"):
+        A.loss_vs_rotation({"vae": vae}, test_data["mnist"], [0, 90, 180], n=2)  # degrees by position
     # the search includes the identity pose, so the AVAE's -ELBO is never above the VAE's at 0 degrees by much
     assert res.neg_elbo[1, 0] <= res.neg_elbo[0, 0] + 5
 

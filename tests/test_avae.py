@@ -607,6 +607,8 @@ def test_sweep_takes_radians_and_refuses_the_former_degree_arguments():
     assert rotation_sweep({"vae": model}, x).angles_deg.tolist() == list(range(0, 360, 30))  # default: every 30 degrees
     # a quarter turn in radians is a quarter turn (90 would be 90 radians: about 116.6 degrees)
     torch.testing.assert_close(rotate_images(x, np.pi / 2, "nearest"), torch.rot90(x, 1, dims=(2, 3)))
+    # one full turn (either way) is the largest angle taken: it gives the images back
+    torch.testing.assert_close(rotate_images(x, -2 * np.pi, "nearest"), x)
     for call, match in [
         (lambda: rotation_sweep({"vae": model}, x, angles_deg=[0, 90]),
          r"^rotation_sweep: angles_deg \(degrees\) is now angles, in radians \(e\.g\. angles=np\.radians\("),
@@ -616,6 +618,10 @@ def test_sweep_takes_radians_and_refuses_the_former_degree_arguments():
         (lambda: rotation_sweep({"vae": model}, x, angles=[np.nan]), r"^rotation_sweep: angles must be one or more finite numbers \(radians\)"),
         (lambda: rotate_images(x, angle_deg=90), r"^rotate_images: angle_deg \(degrees\) is now angle, in radians"),
         (lambda: rotate_images(x, np.inf), r"^rotate_images: angle must be finite \(radians\)"),
+        # degrees given where radians are taken (by position, as before): more than a full turn, refused
+        (lambda: rotate_images(x, 30), r"^rotate_images: an angle of 30 is more than a full turn in radians .*np\.radians"),
+        (lambda: rotation_sweep({"vae": model}, x, angles=[0, 30, 90]),
+         r"^rotation_sweep: an angle of 90 is more than a full turn in radians"),
     ]:
         with pytest.raises(AffineVAEError, match=match) as info:
             call()
@@ -628,8 +634,10 @@ def test_parse_angles():
     assert parse_angles("0:360:90").tolist() == [0, 90, 180, 270]
     assert parse_angles("0:100:30").tolist() == [0, 30, 60, 90]
     assert parse_angles("10,20").tolist() == [10, 20]
+    assert parse_angles("-360:361:360").tolist() == [-360, 0, 360]  # one full turn either way
     for bad, msg in [("0:360", "start:stop:step"), ("0:x:10", "numbers"), ("0:360:0", "step must be > 0"),
-                     ("90:0:10", "stop must be greater"), ("0:1e9:0.001", "too many"), ("a,b", "comma-separated")]:
+                     ("90:0:10", "stop must be greater"), ("0:1e9:0.001", "too many"), ("a,b", "comma-separated"),
+                     ("0:720:90", "within -360..360 degrees .one full turn., got 630"), ("-400,0", "got -400")]:
         with pytest.raises(AffineVAEError, match=msg):
             parse_angles(bad)
 

@@ -245,19 +245,19 @@ def test_sigma_radius_is_a_normalised_gaussian_with_a_centred_precision_window(t
     from affinevae.errors import AffineVAEError
     from affinevae.models.base import pixel_sigma_window
 
-    kw = dict(image_shape=(1, 6, 8), latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16],
+    kw = dict(image_shape=(1, 8, 10), latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16],
               likelihood="gaussian", sigma=0.2)
     model = av.build_model("vae", sigma_radius=0.5, **kw)
     sig = model.pixel_log_sigma().exp()
-    assert sig.shape == (6, 8)
+    assert sig.shape == (8, 10)
     # centre pixels are the most trusted; the middle of an edge row/column sits at r -> 1
-    assert sig.min() == sig[2:4, 3:5].min() and torch.allclose(sig[2:4, 3:5], sig[2, 3].expand(2, 2))
-    r2_edge = (1 - 1 / 6) ** 2 + (1 / 8) ** 2
-    torch.testing.assert_close(sig[0, 3], torch.tensor(0.2 * math.exp(r2_edge / (2 * 0.25))))
-    assert pixel_sigma_window((6, 8), 0.0).ndim == 0
+    assert sig.min() == sig[3:5, 4:6].min() and torch.allclose(sig[3:5, 4:6], sig[3, 4].expand(2, 2))
+    r2_edge = (1 - 1 / 8) ** 2 + (1 / 10) ** 2
+    torch.testing.assert_close(sig[0, 4], torch.tensor(0.2 * math.exp(r2_edge / (2 * 0.25))))
+    assert pixel_sigma_window((8, 10), 0.0).ndim == 0
     # the likelihood is the sum of per-pixel normal log densities with those sigmas
     gen = torch.Generator().manual_seed(0)
-    x, params = torch.rand(3, 1, 6, 8, generator=gen), torch.rand(3, 1, 6, 8, generator=gen)
+    x, params = torch.rand(3, 1, 8, 10, generator=gen), torch.rand(3, 1, 8, 10, generator=gen)
     want = norm.logpdf(x.numpy(), params.numpy(), sig.numpy()).reshape(3, -1).sum(1)
     got = model.likelihood.log_prob(params, x, model.pixel_log_sigma())
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)

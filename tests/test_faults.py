@@ -230,9 +230,9 @@ def test_train_takes_8x8_images_and_short_1d_signals(tmp_path, capsys):
 
 
 def test_fit_refuses_images_too_small_for_the_models_as_train_does(tmp_path):
-    """``affinevae.fit`` refuses images under MIN_IMAGE_SIZE on a side with train's own message (one
-    check, :func:`affinevae.defaults.check_image_size`), for arrays, tensors, pairs and ImageSets,
-    before any run directory is made; 8x8 images and 1-D signals (C, 1, L) of any length still train."""
+    """No model is built for images under MIN_IMAGE_SIZE on a side (``build_model``'s config check),
+    so ``affinevae.fit`` refuses such images, for arrays, tensors, pairs and ImageSets, before any run
+    directory is made; 8x8 images and 1-D signals (C, 1, L) of any length still train."""
     import affinevae as av
     from affinevae.data import ImageSet
     from affinevae.defaults import MIN_IMAGE_SIZE
@@ -241,13 +241,16 @@ def test_fit_refuses_images_too_small_for_the_models_as_train_does(tmp_path):
     rng = np.random.default_rng(0)
     small = rng.random((10, 4, 7), dtype=np.float32)
     mlp = dict(latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16])
-    model = av.build_model("vae", image_shape=[1, 4, 7], **mlp)
-    too_small = (rf"images of 4x7 pixels \(data shape \(10, 1, 4, 7\), N x C x H x W\) are too small: the models "
-                 rf"need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}$")
+    # the model itself cannot be built for such images (1-D signals of any length can)
+    with pytest.raises(AffineVAEError, match=r"^image_shape \(1, 4, 7\): images of 4x7 pixels are too small: "
+                                             rf"the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}$"):
+        av.build_model("vae", image_shape=[1, 4, 7], **mlp)
+    model = av.build_model("vae", image_shape=[1, 8, 8], **mlp)
     for data, where in [(small, "training images"), (torch.as_tensor(small), "training images"),
                         ((small, np.zeros(10, np.int64)), "training images"), (ImageSet(small), "training images"),
-                        (ImageSet(small, source="small.npy"), "small.npy")]:
-        with pytest.raises(AffineVAEError, match=f"^{where}: {too_small}"):
+                        (ImageSet(small, source="small.npy"), "training images")]:
+        # the smallest model takes 8x8 images: the data's shape is refused first (no model could take it)
+        with pytest.raises(AffineVAEError, match=f"^{where}: image shape 1x4x7 .C x H x W. but the model expects 1x8x8$"):
             av.fit(model, data, cfg, out=tmp_path / "run")
         assert not (tmp_path / "run").exists()
     ok = rng.random((10, 8, 8), dtype=np.float32)

@@ -178,6 +178,8 @@ def test_report_errors(runs, tmp_path, capsys):
         write_report(model_only, tmp_path / "y.html", data="mnist", n=30, sweep_angles=[0, 90])
     with pytest.raises(AffineVAEError, match=r"^write_report: sweep_rotations must be finite numbers \(radians\)"):
         write_report(model_only, tmp_path / "y.html", data="mnist", n=30, sweep_rotations=[0.0, np.inf])
+    with pytest.raises(AffineVAEError, match=r"^write_report: an angle of 90 is more than a full turn in radians"):
+        write_report(model_only, tmp_path / "y.html", data="mnist", n=30, sweep_rotations=[0, 90])  # degrees
     assert not (tmp_path / "y.html").exists()
     res = write_report(model_only, tmp_path / "y.html", data="mnist", n=30, sweep_rotations=[])
     check_html(res.path)

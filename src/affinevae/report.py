@@ -281,6 +281,10 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
         raise AffineVAEError(f"write_report: sweep_rotations must be numbers (radians), got {sweep_rotations!r}") from None
     if not np.all(np.isfinite(rotations)):
         raise AffineVAEError("write_report: sweep_rotations must be finite numbers (radians)")
+    if len(rotations):
+        from .sweep import check_full_turn
+
+        check_full_turn(rotations, "write_report", "sweep_rotations")
     t0 = time.perf_counter()
     run = Run.open(run_dir)
     say = log or (lambda msg: None)

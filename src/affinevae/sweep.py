@@ -31,7 +31,7 @@ from .io import atomic_write
 from .nn.affine import Pose, render
 from .pose.search import SearchConfig, seeded
 
-__all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images", "check_angles",
+__all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images", "check_angles", "check_full_turn",
            "load_sweep_csv", "SWEEP_ANGLES"]
 
 MAX_ANGLES = 3600
@@ -175,7 +175,9 @@ def parse_angles(spec: str) -> np.ndarray:
         count = math.ceil((stop - start) / step - 1e-9)
         if count > MAX_ANGLES:
             raise AffineVAEError(f"{where}: {count} angles is too many (at most {MAX_ANGLES})")
-        return start + step * np.arange(count, dtype=np.float64)
+        values = start + step * np.arange(count, dtype=np.float64)
+        _check_degrees(values, where)
+        return values
     try:
         values = np.array([float(p) for p in text.split(",")], dtype=np.float64)
     except ValueError:
@@ -184,7 +186,15 @@ def parse_angles(spec: str) -> np.ndarray:
         raise AffineVAEError(f"{where}: angles must be finite")
     if len(values) > MAX_ANGLES:
         raise AffineVAEError(f"{where}: {len(values)} angles is too many (at most {MAX_ANGLES})")
+    _check_degrees(values, where)
     return values
+
+
+def _check_degrees(values: np.ndarray, where: str) -> None:
+    """Degrees within one full turn (-360..360), the range the radian functions take."""
+    if len(values) and float(np.max(np.abs(values))) > 360 + 1e-9:
+        raise AffineVAEError(f"{where}: angles must lie within -360..360 degrees (one full turn), "
+                             f"got {float(values[np.argmax(np.abs(values))]):g}")
 
 
 def check_angles(angles, where: str) -> np.ndarray:
@@ -196,7 +206,22 @@ def check_angles(angles, where: str) -> np.ndarray:
         raise AffineVAEError(f"{where}: angles must be numbers (radians), got {angles!r}") from None
     if len(radians) == 0 or not np.all(np.isfinite(radians)):
         raise AffineVAEError(f"{where}: angles must be one or more finite numbers (radians)")
+    check_full_turn(radians, where, "angles")
     return radians
+
+
+FULL_TURN = 2 * math.pi
+"""The largest angle magnitude (radians) the sweeps and :func:`rotate_images` take: one full turn."""
+
+
+def check_full_turn(radians, where: str, what: str = "angles") -> None:
+    """Refuse angles (scalar or (A,) radians) beyond one full turn (|angle| > 2 pi), in one line:
+    such a value is nearly always degrees given where radians are taken (30 for 30 degrees), which
+    would otherwise turn the images silently by 30 radians (1719 degrees)."""
+    worst = float(np.max(np.abs(np.asarray(radians, dtype=np.float64))))
+    if worst > FULL_TURN + 1e-6:
+        raise AffineVAEError(f"{where}: an angle of {worst:g} is more than a full turn in radians (2 pi = 6.283); "
+                             f"{what} are taken in radians (degrees? use np.radians)")
 
 
 def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: str = "bilinear",
@@ -217,6 +242,7 @@ def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: 
         raise AffineVAEError(f"rotate_images: angle must be a number (radians), got {angle!r}") from None
     if not math.isfinite(value):
         raise AffineVAEError(f"rotate_images: angle must be finite (radians), got {angle!r}")
+    check_full_turn(value, "rotate_images")
     turn = torch.full((len(images),), value, dtype=torch.float32, device=images.device)
     return render(images, Pose(angle=turn), mode=interpolation).clamp(0, 1)
 

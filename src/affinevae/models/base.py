@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config, check, check_choice, check_positive, check_seed
-from ..data.inputs import as_images
+from ..data.inputs import MIN_IMAGE_SIZE, as_images
 from ..errors import AffineVAEError
 from ..limits import check_allocation
 from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, compose_poses, render
@@ -87,6 +87,10 @@ class ModelConfig(Config):
     def validate(self) -> None:
         check(len(self.image_shape) == 3 and all(isinstance(v, int) and v > 0 for v in self.image_shape),
               f"image_shape must be (C, H, W) positive integers, got {self.image_shape}")
+        h, w = self.image_shape[1:]
+        check(h == 1 or min(h, w) >= MIN_IMAGE_SIZE,  # (C, 1, L): 1-D signals, any length
+              f"image_shape {tuple(self.image_shape)}: images of {h}x{w} pixels are too small: the models need "
+              f"at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
         check(isinstance(self.latent_dim, int) and self.latent_dim >= 1, f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")
         check(isinstance(self.num_classes, int) and self.num_classes >= 0, f"num_classes must be an integer >= 0, got {self.num_classes!r}")
         check_choice("encoder", self.encoder, ENCODERS.names())
