@@ -69,6 +69,27 @@ def test_sample_refuses_class_for_a_plain_vae(model_dir, tmp_path, capsys):
     assert "'vae'" in line and "cvae" in line and "jvae" in line
 
 
+def test_sample_takes_a_class_by_the_models_own_rule(tmp_path, capsys):
+    """``--class`` follows ``renders_classes`` and a class count: an AVAE around a joint model renders
+    the class it is given (column k of the cycling grid is class k); a regression model, which renders
+    continuous targets, refuses a class."""
+    opts = dict(image_shape=[1, 16, 16], latent_dim=2, hidden=[16], channels=[4, 8])
+    avae = av.build_model("avae", inner="jrvae", num_classes=3, seed=0, **opts)
+    avae.save(tmp_path / "avae-j")
+    for cls in ("0", "2"):
+        out = tmp_path / f"c{cls}.png"
+        assert main(["sample", str(tmp_path / "avae-j"), "-n", "2", "--class", cls, "--upscale", "1",
+                     "--out", str(out)]) == 0
+    # the two classes render differently from the same seed: the class reached the decoder
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "c0.png")), np.asarray(Image.open(tmp_path / "c2.png")))
+    line = _refused(["sample", tmp_path / "avae-j", "-n", "2", "--class", "3", "--out", tmp_path / "c3.png"],
+                    capsys, "--class", tmp_path / "c3.png", "[0, 2]")
+    av.build_model("ssregrvae", seed=0, **opts).save(tmp_path / "reg")
+    line = _refused(["sample", tmp_path / "reg", "-n", "2", "--class", "0", "--out", tmp_path / "r.png"],
+                    capsys, "--class", tmp_path / "r.png", "class-conditional")
+    assert "'ssregrvae'" in line
+
+
 @pytest.mark.parametrize("name", ["s.npz", "s.txt", "samples"])
 def test_sample_refuses_an_output_that_is_no_image_format(model_dir, tmp_path, capsys, name):
     out = tmp_path / name

@@ -135,7 +135,7 @@ class Sample:
         fmt = output_format(args.out)
         model = Run.open(args.run_dir).model()
         y, ncol = None, None
-        if model.conditional or getattr(model, "discrete_classes", False):  # cvae/crvae; jvae/jrvae/ssvae/ssrvae
+        if model.renders_classes and model.config.num_classes > 0:  # cvae/crvae, jvae/jrvae, ssvae/ssrvae, an AVAE around one
             k = model.config.num_classes
             if args.cls is not None and not 0 <= args.cls < k:
                 raise AffineVAEError(f"--class must lie in [0, {k - 1}], got {args.cls}")
