@@ -404,7 +404,8 @@ def test_objects_are_clustered_by_what_their_latents_change_at_the_patch_centre(
 
 def test_write_maps_scatter_and_grid(micrograph, tmp_path):
     img, t = micrograph
-    enc = stream_encode(tiny_vae(), img, W, min_distance=3, threshold=0.25)
+    vae = tiny_vae()
+    enc = stream_encode(vae, img, W, min_distance=3, threshold=0.25)
     _, j = cKDTree(t.positions).query(enc.centers)
     enc.angle = t.grain_angle[j].astype(np.float32)            # pretend the model found the true angles
     res = mapping.write_maps(enc, tmp_path / "m", image=img, n_clusters=2, symmetry=2)
@@ -413,6 +414,17 @@ def test_write_maps_scatter_and_grid(micrograph, tmp_path):
         assert {"z_mean", "angle", "shift", "cluster", "centers", "frames"} <= set(f.files)
         np.testing.assert_array_equal(f["centers"], enc.centers)
         assert f["cluster"].shape == (len(enc),) and res["counts"].sum() == len(enc)
+    assert res["clustered"] == "latents"
+    # with the model, the clusters are cluster_objects' (one rule; the decoded patches when asked)
+    for on in ("images", "latents"):
+        got = mapping.write_maps(enc, tmp_path / on, image=img, n_clusters=2, symmetry=2, model=vae, cluster_on=on)
+        labels, space = mapping.cluster_objects(vae, enc.z_mean, 2, on=on)
+        assert got["clustered"] == space == on
+        np.testing.assert_array_equal(got["cluster"], labels)
+        assert got["counts"].tolist() == np.bincount(labels).tolist()
+    with pytest.raises(AffineVAEError, match="cluster on must be one of"):
+        mapping.write_maps(enc, tmp_path / "bad", image=img, n_clusters=2, model=vae, cluster_on="pixels")
+    assert not (tmp_path / "bad").exists()
     deg, fig = mapping.angle_map(img, enc.centers, enc.angle, symmetry=2)
     assert deg.max() < 180 and len(fig.axes) == 2                # map + colour wheel
     g = stream_encode(tiny_vae(), img, W, stride=8)

@@ -758,7 +758,8 @@ def physical_arrays(arrays: dict, pixel_size) -> dict[str, np.ndarray]:
 
 def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_clusters: Optional[int] = None,
                frame: int = 0, symmetry: int = 1, cluster_method: str = "kmeans", seed: int = 0,
-               pixel_size=None, source: Optional[dict] = None, features: Optional[np.ndarray] = None) -> dict:
+               pixel_size=None, source: Optional[dict] = None, model=None, cluster_on: str = "auto",
+               batch_size: int = 256) -> dict:
     """Cluster, save and draw the maps of an :class:`~affinevae.encoding.ObjectEncoding`.
 
     Writes to ``out_dir`` (created): ``maps.npz`` (``z_mean``, ``z_std`` (N, D); ``angle`` (N,) radians,
@@ -782,12 +783,14 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
         then also holds :func:`physical_arrays` and the scatter maps get a scale bar.
         source: where the image is, saved as ``source_*`` strings/ints so that viewers (the napari
         reader) can show the maps over it: ``{"image": path, "key": name or "", "level": int or -1}``.
-        features: (N, F) what ``n_clusters`` clusters instead of the standardised content latents,
-        as given (e.g. :func:`decoded_features`: ``cluster_objects``'s 'images'); None: the latents.
+        model: the trained model that encoded ``enc``: ``n_clusters`` then clusters what
+        :func:`cluster_objects` chooses by ``cluster_on`` ('auto', 'images': the decoded patches,
+        'latents'), decoding ``batch_size`` latents at a time; None: the standardised content latents.
 
     Returns:
-        dict: ``cluster`` (N,) labels, ``counts`` (K,) objects per cluster (or None) and ``files``
-        (name -> path of everything written).
+        dict: ``cluster`` (N,) labels, ``counts`` (K,) objects per cluster (or None), ``clustered``
+        (the space clustered: 'images', 'latents', 'model' for a model's own classes, or None) and
+        ``files`` (name -> path of everything written).
     """
     symmetry = check_symmetry(symmetry)
     n = len(enc)
@@ -799,18 +802,20 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
                              f"{', '.join(map(str, np.unique(enc.frames)[:5]))}...)")
     if n_clusters is not None:  # checked before the directory is made
         check_cluster_count(n_clusters, len(enc.z_mean))
-        if features is not None and len(features) != n:
-            raise AffineVAEError(f"write_maps: {len(features)} rows of features for {n} objects")
+        if model is not None:
+            cluster_space(model, cluster_on)
     out = make_directory(out_dir)
     cluster = np.full(n, -1, dtype=np.int64)
-    what = "clusters of the content latents"
-    if n_clusters is not None and features is not None:
-        cluster = cluster_latents(features, n_clusters, cluster_method, seed, standardise=False)
-        what = "clusters of the decoded patches"
+    space = None
+    if n_clusters is not None and model is not None:
+        cluster, space = cluster_objects(model, enc.z_mean, n_clusters, cluster_method, seed, on=cluster_on,
+                                         batch_size=batch_size)
     elif n_clusters is not None:
-        cluster = cluster_latents(enc.z_mean, n_clusters, cluster_method, seed)
+        cluster, space = cluster_latents(enc.z_mean, n_clusters, cluster_method, seed), "latents"
     elif enc.model_class is not None:  # a joint / semi-supervised model's own classes
-        cluster, n_clusters, what = enc.model_class, int(enc.model_class.max()) + 1, "inferred by the model"
+        cluster, n_clusters, space = enc.model_class, int(enc.model_class.max()) + 1, "model"
+    what = {"images": "clusters of the decoded patches", "model": "inferred by the model"}.get(
+        space, "clusters of the content latents")
     arrays = enc.arrays()
     arrays["cluster"] = cluster
     arrays["symmetry"] = np.int64(symmetry)
@@ -873,7 +878,7 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
         if n_clusters is not None:
             save("clusters", finish(class_map(scatter_bg, c, cluster[sel],
                                               title=f"Object classes ({what})" + suffix)[1]))
-    return {"cluster": cluster, "counts": counts, "files": files}
+    return {"cluster": cluster, "counts": counts, "clustered": space, "files": files}
 
 
 def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int, k: int, counts, title: str,

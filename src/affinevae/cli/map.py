@@ -71,7 +71,7 @@ class Map:
         from ..data.patches import PatchSet
         from ..encoding import encode_patchset
         from ..runs import load
-        from ..mapping import check_cluster_count, cluster_space, decoded_features, estimate_symmetry, write_maps
+        from ..mapping import check_cluster_count, cluster_space, estimate_symmetry, write_maps
         from ..training import resolve_device
 
         symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
@@ -89,7 +89,8 @@ class Map:
             raise AffineVAEError(f"{args.patches}: holds no patches")
         if args.clusters is not None:  # before the patches are encoded
             check_cluster_count(args.clusters, len(ps))
-        space = cluster_space(model, args.cluster_on) if args.clusters is not None else None
+        if args.clusters is not None:  # an impossible --cluster-on (images for a model with classes): before encoding
+            cluster_space(model, args.cluster_on)
         with open_image(args, args.image) as src:
             if ps.image_shape != (0, 0) and tuple(ps.image_shape) != tuple(src.image_shape):
                 raise AffineVAEError(f"{args.patches}: patches were cut from a {ps.image_shape[0]}x{ps.image_shape[1]} "
@@ -100,9 +101,6 @@ class Map:
             background = src.read_region(args.frame, slice(None, None, step), slice(None, None, step))
             pixel_size = given or ps.pixel_size or src.pixel_size
         enc = encode_patchset(model, ps, batch_size=args.batch_size)
-        features = None
-        if space == "images":
-            features = decoded_features(model, enc.z_mean, batch_size=args.batch_size, seed=args.seed)
         if symmetry is None:
             symmetry = 1
             if enc.has_angle:  # the symmetry only folds angles
@@ -114,7 +112,7 @@ class Map:
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
                          symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed, pixel_size=pixel_size,
                          source={"image": image_location(args.image), "key": args.key, "level": args.level},
-                         features=features)
+                         model=model, cluster_on=args.cluster_on, batch_size=args.batch_size)
         if args.baseline:
             from ..analysis.baseline import write_patch_baseline
 
@@ -126,7 +124,7 @@ class Map:
         if res["counts"] is not None:
             whose = " (inferred by the model)"
             if args.clusters is not None:
-                thing = "decoded patches" if space == "images" else "content latents"
+                thing = "decoded patches" if res["clustered"] == "images" else "content latents"
                 chosen = ", chosen by --cluster-on auto" if args.cluster_on == "auto" else ""
                 whose = f" ({args.cluster_method} of the {thing}{chosen})"
             extra = f"; classes{whose}: " + ", ".join(f"{j}: {c}" for j, c in enumerate(res["counts"]))
