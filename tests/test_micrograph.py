@@ -501,6 +501,9 @@ def test_cli_patches_default_min_distance_keeps_dim_atoms_beside_bright_ones(tmp
     assert sub.sum() >= 5 and (d[sub] < 1.5).all() and (d[~sub] < 1.5).mean() > 0.99
     old = detect_objects(img, 5, 0.3)
     assert (cKDTree(old).query(truth.positions[sub])[0] < 1.5).mean() < 0.9  # what the former default found
+    # Python takes the same default (one rule): cut_patches without min_distance gives patches' very patches
+    ps = cut_patches(img, 16, edge="pad")
+    np.testing.assert_array_equal(ps.centers, centers)
 
 
 def test_cli_patches_expands_glob_patterns_in_name_order(micrograph, tmp_path, capsys):
@@ -613,3 +616,24 @@ def test_cli_map_with_the_rvae(polycrystal_rvae, tmp_path, capsys):
     assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
                  str(tmp_path / "p.npz"), "--out", str(tmp_path / "maps"), "--frame", "3", "--force"]) == 2
     assert "--frame 3" in capsys.readouterr().err
+
+
+def test_patchset_imageset_is_what_train_reads_back(micrograph, tmp_path):
+    """PatchSet.imageset() holds the images and meta load_images reads from the saved patch set, so
+    data_defaults chooses the patch-set defaults in Python as train does for the file."""
+    from affinevae.data.files import load_images
+    from affinevae.defaults import data_defaults
+    from affinevae.units import PixelSize
+
+    img, _ = micrograph
+    ps = cut_patches(img, W, min_distance=3, threshold=0.25)
+    ps.pixel_size = PixelSize(0.05, "nm")
+    ps.save(tmp_path / "p.npz")
+    mine, read = ps.imageset(), load_images(str(tmp_path / "p.npz"))
+    np.testing.assert_array_equal(mine.images, read.images)
+    assert mine.meta == read.meta and mine.meta["kind"] == "patches" and mine.meta["unit"] == "nm"
+    assert data_defaults(mine, "rvae", {}, None, None) == data_defaults(read, "rvae", {}, None, None)
+    assert data_defaults(mine, "rvae", {}, None, None)[0]["rotation_mode"] == "full"
+    empty = PatchSet(np.zeros((0, W, W), np.float32), np.zeros((0, 2), np.int64), np.zeros(0, np.int64), W)
+    with pytest.raises(AffineVAEError, match="^patches: holds no patches$"):
+        empty.imageset()

@@ -46,6 +46,7 @@ from .data.formats import PATCH_SET_KIND
 from .data.imageset import ImageSet
 from .data.inputs import MIN_IMAGE_SIZE, check_int  # noqa: F401  (MIN_IMAGE_SIZE: re-exported)
 from .data.inputs import check_image_size as check_image_shape_size
+from .data.patches import patch_min_distance  # noqa: F401  (re-exported: the one rule)
 from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
@@ -75,15 +76,6 @@ PATCH_KL_WARMUP = 0.3
 #: Radius (half-widths of the patch) of the Gaussian likelihood's centred precision window for a
 #: patch set (``ModelConfig.sigma_radius``) when ``--set sigma_radius=`` is not given.
 PATCH_SIGMA_RADIUS = 0.7
-
-def patch_min_distance(window: int) -> int:
-    """``patches``' detection distance (pixels) when ``--min-distance`` is not given: a quarter of the
-    ``window`` (pixels), at least 1. A local maximum is kept only if it is the brightest pixel within that
-    distance, so the distance must stay under half the spacing of neighbouring objects, or a dim object
-    beside bright ones is lost (atoms 8 px apart, ``window`` 16: 4 keeps every atom where the former
-    fixed 5 lost 25-66 % of the half-bright ones); a window is usually 1.5-2 object spacings wide."""
-    return max(1, int(window) // 4)
-
 
 #: What ``map --clusters`` clusters (``--cluster-on``; :func:`affinevae.mapping.cluster_space`).
 CLUSTER_SPACES = ("auto", "images", "latents")

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..defaults import MIN_IMAGE_SIZE, PATCH_LATENT_DIM, patch_min_distance
+from ..defaults import MIN_IMAGE_SIZE, PATCH_LATENT_DIM
 from ..errors import AffineVAEError
 
 __all__ = ["LearnSettings", "learn_and_map"]
@@ -73,9 +73,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     Raises:
         AffineVAEError: no objects found, bad settings, training problems.
     """
-    import torch
 
-    from ..data.imageset import ImageSet
     from ..data.patches import cut_patches
     from ..defaults import data_defaults
     from ..encoding import encode_patchset
@@ -88,16 +86,14 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     if img.ndim not in (2, 3):
         raise AffineVAEError(f"the image must be one (H, W) or (C, H, W) frame, got shape {img.shape}")
     say(0.0, "finding objects")
-    min_distance = patch_min_distance(settings.window) if settings.min_distance is None else settings.min_distance
-    ps = cut_patches(img if img.ndim == 2 else img[None], settings.window, min_distance=min_distance,
+    ps = cut_patches(img if img.ndim == 2 else img[None], settings.window, min_distance=settings.min_distance,
                      threshold=settings.threshold)
-    data = ImageSet(ps.normalised_patches(), source="layer", meta={"kind": "patches", "noise_sigma": ps.noise_sigma()})
+    data = ps.imageset("layer")
     options, train, _ = data_defaults(data, settings.model, {"latent_dim": settings.latent_dim}, settings.batch_size,
                                       settings.epochs)
     epochs = train["epochs"]
     say(0.1, f"{len(ps)} objects; training {settings.model} for {epochs} epochs")
-    torch.manual_seed(settings.seed)
-    model = build_model(settings.model, image_shape=list(data.images.shape[1:]), **options)
+    model = build_model(settings.model, seed=settings.seed, image_shape=list(data.images.shape[1:]), **options)
     config = TrainConfig(epochs=epochs, batch_size=train["batch_size"], lr=train["lr"], kl_warmup=train["kl_warmup"],
                          seed=settings.seed, val_split=0.0, checkpoint=False, progress=False, device="cpu")
 
