@@ -217,7 +217,10 @@ class Canonical(Protocol):
     coordinate decoder evaluated at the transformed pixel grid (no resampling).
     """
 
-    def at(self, inverse: Optional[Tensor]) -> Tensor: ...
+    def at(self, inverse: Optional[Tensor]) -> Tensor:
+        """(N, C, H, W) likelihood parameters observed through ``inverse`` (N, 2, 3) matrices
+        ``T^-1`` (observed -> canonical coordinates, in half image widths); None: the identity."""
+        ...
 
 
 def render(canonical: Union[Tensor, Canonical], pose: PoseLike, padding: str = "zeros",

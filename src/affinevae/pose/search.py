@@ -58,6 +58,8 @@ def check_range(name: str, value: Any) -> None:
 
 
 def check_views(name: str, value: Any) -> None:
+    """Refuse (:class:`~affinevae.errors.AffineVAEError`, one line naming ``name``) a head view count
+    other than 1, 2 or 4 (the turns by multiples of 90 degrees the pose head is evaluated on)."""
     check(value in (1, 2, 4) and not isinstance(value, bool), f"{name} must be 1, 2 or 4, got {value!r}")
 
 
@@ -181,6 +183,7 @@ class SearchResult:
 
 
 def chunks(n: int, size: int):
+    """Slices ``[i, min(i + size, n))`` covering ``range(n)`` in order (``size`` >= 1 rows each)."""
     for i in range(0, n, size):
         yield slice(i, min(i + size, n))
 
@@ -248,6 +251,7 @@ def check_search_work(n: int, config: SearchConfig, restarts: Optional[int] = No
 
 
 def take(y: Optional[Tensor], idx: Tensor) -> Optional[Tensor]:
+    """Rows ``idx`` (K,) of labels ``y`` (N, ...), or None when there are no labels."""
     return None if y is None else y[idx]
 
 
