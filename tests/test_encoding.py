@@ -73,6 +73,11 @@ def test_elbo_is_seeded_and_leaves_the_global_rng_alone(patches):
     np.testing.assert_array_equal(a["elbo"], b["elbo"])
     assert a["elbo"].shape == (7,)
     assert not np.allclose(encode_dataset(model, patches, seed=2)["elbo"], a["elbo"])
+    # a numpy integer seed (from np.arange, say) is the same seed; a float is one line
+    np.testing.assert_array_equal(encode_dataset(model, ImageSet(patches), batch_size=4, seed=np.int64(1))["elbo"],
+                                  a["elbo"])
+    with pytest.raises(AffineVAEError, match=r"^seed must be an integer, got 1\.5$"):
+        encode_dataset(model, patches, seed=1.5)
 
 
 def test_input_errors():

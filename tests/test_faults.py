@@ -245,6 +245,11 @@ def test_fit_refuses_images_too_small_for_the_models_as_train_does(tmp_path):
     with pytest.raises(AffineVAEError, match=r"^image_shape \(1, 4, 7\): images of 4x7 pixels are too small: "
                                              rf"the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}$"):
         av.build_model("vae", image_shape=[1, 4, 7], **mlp)
+    # ... but a model saved with such a shape (before the rule) still loads: nothing is lost
+    from affinevae.models.vae import VAE
+
+    VAE(image_shape=(1, 4, 7), **mlp).save(tmp_path / "old")
+    assert av.load(tmp_path / "old").config.image_shape == (1, 4, 7)
     model = av.build_model("vae", image_shape=[1, 8, 8], **mlp)
     for data, where in [(small, "training images"), (torch.as_tensor(small), "training images"),
                         ((small, np.zeros(10, np.int64)), "training images"), (ImageSet(small), "training images"),

@@ -422,9 +422,16 @@ def test_write_maps_scatter_and_grid(micrograph, tmp_path):
         assert got["clustered"] == space == on
         np.testing.assert_array_equal(got["cluster"], labels)
         assert got["counts"].tolist() == np.bincount(labels).tolist()
-    with pytest.raises(AffineVAEError, match="cluster on must be one of"):
-        mapping.write_maps(enc, tmp_path / "bad", image=img, n_clusters=2, model=vae, cluster_on="pixels")
-    assert not (tmp_path / "bad").exists()
+    from affinevae.models.base import build_model
+
+    wider = build_model("vae", image_shape=(1, W, W), latent_dim=4, encoder="mlp", decoder="mlp", hidden=[8])
+    for kw, match in [(dict(model=vae, cluster_on="pixels"), "cluster on must be one of"),
+                      (dict(cluster_on="pixels"), "cluster on must be one of"),
+                      (dict(cluster_on="images"), r"cluster_on='images'\) needs the model"),
+                      (dict(model=wider, cluster_on="images"), "the objects have 3 content latents, model 'vae' has latent_dim 4")]:
+        with pytest.raises(AffineVAEError, match=match):
+            mapping.write_maps(enc, tmp_path / "bad", image=img, n_clusters=2, **kw)
+        assert not (tmp_path / "bad").exists()  # refused before anything is written
     deg, fig = mapping.angle_map(img, enc.centers, enc.angle, symmetry=2)
     assert deg.max() < 180 and len(fig.axes) == 2                # map + colour wheel
     g = stream_encode(tiny_vae(), img, W, stride=8)

@@ -162,7 +162,9 @@ def test_report_errors(runs, tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")]) == 2
     assert "no such run" in capsys.readouterr().err
     assert main(["report", str(runs["vae"]), "--out", str(tmp_path / "x.html"), "--sweep-angles", "0:10:0"]) == 2
-    assert "step must be > 0" in capsys.readouterr().err
+    assert "--sweep-angles '0:10:0': step must be > 0" in capsys.readouterr().err  # its own option named
+    assert main(["report", str(runs["vae"]), "--out", str(tmp_path / "x.html"), "--sweep-angles", "0:721:30"]) == 2
+    assert "--sweep-angles '0:721:30': angles must lie within -360..360 degrees" in capsys.readouterr().err
     small = tmp_path / "small.npy"  # 16x16 images for a model of 28x28 ones: refused before any analysis
     np.save(small, np.random.default_rng(0).random((20, 16, 16), dtype=np.float32))
     assert main(["report", str(runs["vae"]), "--data", str(small), "--out", str(tmp_path / "s.html")]) == 2

@@ -8,9 +8,9 @@ the same turned by ``360 / symmetry`` degrees, so angles are folded into
 ``[0, 360 / symmetry)`` degrees before colouring with a cyclic colormap.
 
 :func:`write_maps` does it all for one :class:`~affinevae.encoding.ObjectEncoding`: it
-clusters the objects (their content latents, or features such as :func:`decoded_features`: the
-patches their model decodes them into, which :func:`cluster_objects` and ``affinevae map``
-cluster by default), writes ``maps.npz`` atomically and draws the PNG maps.
+clusters the objects (given their model, as :func:`cluster_objects` does: the patches the model
+decodes them into, :func:`decoded_features`, or their content latents; ``affinevae map`` passes
+the model), writes ``maps.npz`` atomically and draws the PNG maps.
 """
 
 from __future__ import annotations
@@ -785,7 +785,8 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
         reader) can show the maps over it: ``{"image": path, "key": name or "", "level": int or -1}``.
         model: the trained model that encoded ``enc``: ``n_clusters`` then clusters what
         :func:`cluster_objects` chooses by ``cluster_on`` ('auto', 'images': the decoded patches,
-        'latents'), decoding ``batch_size`` latents at a time; None: the standardised content latents.
+        'latents'), decoding ``batch_size`` latents at a time; None: the standardised content latents
+        ('auto' and 'latents' only: 'images' needs the model).
 
     Returns:
         dict: ``cluster`` (N,) labels, ``counts`` (K,) objects per cluster (or None), ``clustered``
@@ -802,8 +803,15 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
                              f"{', '.join(map(str, np.unique(enc.frames)[:5]))}...)")
     if n_clusters is not None:  # checked before the directory is made
         check_cluster_count(n_clusters, len(enc.z_mean))
-        if model is not None:
-            cluster_space(model, cluster_on)
+        if model is None:
+            if cluster_on not in CLUSTER_SPACES:
+                raise AffineVAEError(f"cluster on must be one of {', '.join(CLUSTER_SPACES)}, got {cluster_on!r}")
+            if cluster_on == "images":
+                raise AffineVAEError("write_maps: clustering the decoded patches (cluster_on='images') needs the "
+                                     "model (model=)")
+        elif cluster_space(model, cluster_on) == "images" and enc.z_mean.shape[1] != model.config.latent_dim:
+            raise AffineVAEError(f"write_maps: the objects have {enc.z_mean.shape[1]} content latents, model "
+                                 f"'{model.family}' has latent_dim {model.config.latent_dim}")
     out = make_directory(out_dir)
     cluster = np.full(n, -1, dtype=np.int64)
     space = None

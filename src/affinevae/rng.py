@@ -9,21 +9,29 @@ the seed (``torch.manual_seed`` inside a fork would also reseed every unforked C
 from __future__ import annotations
 
 import contextlib
+import operator
 from typing import Iterator, Union
 
 import torch
+
+from .errors import AffineVAEError
 
 __all__ = ["seeded"]
 
 
 @contextlib.contextmanager
 def seeded(seed: int, device: Union[torch.device, str] = "cpu") -> Iterator[None]:
-    """Run the block with torch's random draws seeded by ``seed`` (an integer >= 0) on ``device``.
+    """Run the block with torch's random draws seeded by ``seed`` (an integer >= 0, Python's or
+    numpy's; anything else is one :class:`~affinevae.errors.AffineVAEError` line) on ``device``.
 
     The CPU generator and, for a CUDA ``device``, that device's generator are forked (restored on
     leaving) and seeded; other CUDA devices are not touched. Other device types (e.g. MPS), whose
     generators ``torch.random.fork_rng`` does not fork, are seeded by ``torch.manual_seed`` (and stay so).
     """
+    try:
+        seed = operator.index(seed)  # numpy integers too (a seed from np.arange); not floats
+    except TypeError:
+        raise AffineVAEError(f"seed must be an integer, got {seed!r}") from None
     device = torch.device(device)
     cuda = device.type == "cuda"
     with torch.random.fork_rng(devices=[device.index or 0] if cuda else []):

@@ -151,13 +151,15 @@ def load_sweep_csv(path: str | Path) -> SweepResult:
                        sem=np.full((len(rows[0]) - 1, len(data)), np.nan), n_images=0)
 
 
-def parse_angles(spec: str) -> np.ndarray:
-    """Angles in degrees from ``start:stop:step`` (stop excluded), ``a,b,c`` or one number: (A,) float64.
+def parse_angles(spec: str, option: str = "--angles") -> np.ndarray:
+    """Angles in degrees from ``start:stop:step`` (stop excluded), ``a,b,c`` or one number: (A,)
+    float64, each within -360..360 degrees (one full turn).
 
-    Raises :class:`AffineVAEError` with the offending spec on bad input.
+    Raises :class:`AffineVAEError` naming ``option`` (the command-line option the spec came from)
+    and the offending spec on bad input.
     """
     text = str(spec).strip()
-    where = f"--angles {spec!r}"
+    where = f"{option} {spec!r}"
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 3:
@@ -218,10 +220,12 @@ def check_full_turn(radians, where: str, what: str = "angles") -> None:
     """Refuse angles (scalar or (A,) radians) beyond one full turn (|angle| > 2 pi), in one line:
     such a value is nearly always degrees given where radians are taken (30 for 30 degrees), which
     would otherwise turn the images silently by 30 radians (1719 degrees)."""
-    worst = float(np.max(np.abs(np.asarray(radians, dtype=np.float64))))
-    if worst > FULL_TURN + 1e-6:
+    values = np.asarray(radians, dtype=np.float64).reshape(-1)
+    worst = float(values[np.argmax(np.abs(values))]) if len(values) else 0.0
+    if abs(worst) > FULL_TURN + 1e-6:
+        verb = "is" if what == "angle" else "are"
         raise AffineVAEError(f"{where}: an angle of {worst:g} is more than a full turn in radians (2 pi = 6.283); "
-                             f"{what} are taken in radians (degrees? use np.radians)")
+                             f"{what} {verb} taken in radians (degrees? use np.radians)")
 
 
 def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: str = "bilinear",
@@ -242,7 +246,7 @@ def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: 
         raise AffineVAEError(f"rotate_images: angle must be a number (radians), got {angle!r}") from None
     if not math.isfinite(value):
         raise AffineVAEError(f"rotate_images: angle must be finite (radians), got {angle!r}")
-    check_full_turn(value, "rotate_images")
+    check_full_turn(value, "rotate_images", "angle")
     turn = torch.full((len(images),), value, dtype=torch.float32, device=images.device)
     return render(images, Pose(angle=turn), mode=interpolation).clamp(0, 1)
 

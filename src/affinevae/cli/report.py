@@ -45,7 +45,7 @@ class Report:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
         if args.sweep_n < 1:
             raise AffineVAEError(f"--sweep-n must be >= 1, got {args.sweep_n}")
-        degrees = [] if args.sweep_angles.strip().lower() == "none" else list(parse_angles(args.sweep_angles))
+        degrees = [] if args.sweep_angles.strip().lower() == "none" else list(parse_angles(args.sweep_angles, "--sweep-angles"))
         check_output(args.out, inputs=[args.run_dir, args.data], force=args.force)
         res = write_report(args.run_dir, args.out, data=args.data, n=args.n, seed=args.seed,
                            sweep_rotations=np.radians(degrees), sweep_n=args.sweep_n,  # degrees -> radians

@@ -25,7 +25,11 @@ def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 
     Args:
         frame: (H, W) or (C, H, W) image (channels are averaged).
         min_distance: minimum separation of two objects in pixels: a maximum must be the largest
-            value in the (2 * min_distance + 1)^2 square around it.
+            value in the (2 * min_distance + 1)^2 square around it. Keep it under half the
+            objects' spacing, or a dim object beside bright ones is lost; this function knows no
+            window, so its default is a fixed 5, where :func:`~affinevae.data.patches.cut_patches`
+            and the ``patches`` command take a quarter of the window
+            (:func:`~affinevae.data.patches.patch_min_distance`).
         threshold: with ``absolute`` the minimum (smoothed) pixel value of an object; otherwise a
             fraction of the way from the frame's minimum to its maximum (a fraction of the maximum
             when the background is 0).

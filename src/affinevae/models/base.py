@@ -87,10 +87,6 @@ class ModelConfig(Config):
     def validate(self) -> None:
         check(len(self.image_shape) == 3 and all(isinstance(v, int) and v > 0 for v in self.image_shape),
               f"image_shape must be (C, H, W) positive integers, got {self.image_shape}")
-        h, w = self.image_shape[1:]
-        check(h == 1 or min(h, w) >= MIN_IMAGE_SIZE,  # (C, 1, L): 1-D signals, any length
-              f"image_shape {tuple(self.image_shape)}: images of {h}x{w} pixels are too small: the models need "
-              f"at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
         check(isinstance(self.latent_dim, int) and self.latent_dim >= 1, f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")
         check(isinstance(self.num_classes, int) and self.num_classes >= 0, f"num_classes must be an integer >= 0, got {self.num_classes!r}")
         check_choice("encoder", self.encoder, ENCODERS.names())
@@ -714,6 +710,8 @@ def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> Lat
 
     Its size is checked on the meta device first (:func:`planned_state`, memory for training),
     so that a huge ``latent_dim`` or layer width is one line, not an allocation failure.
+    Images under :data:`~affinevae.data.inputs.MIN_IMAGE_SIZE` pixels a side are refused (1-D
+    signals, ``image_shape`` (C, 1, L), are not images); a model saved with such a shape still loads.
     ``seed`` (an integer >= 0) fixes the initial weights (drawn from a forked RNG: torch's global
     generator is left as it was); None draws them from torch's global generator, as
     ``torch.manual_seed`` set it.
@@ -721,6 +719,11 @@ def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> Lat
     cls = MODELS.get(name)
     if seed is not None:
         check_seed(seed)
+    shape = options.get("image_shape")
+    if isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, int) for v in shape):
+        h, w = shape[1:]  # (C, 1, L): 1-D signals, any length; models saved before this rule still load
+        check(h == 1 or min(h, w) >= MIN_IMAGE_SIZE, f"image_shape {tuple(shape)}: images of {h}x{w} pixels are "
+              f"too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
     planned_state(lambda: cls.from_options(options), f"model '{name}'", copies=4)
     if seed is None:
         return cls.from_options(options)
