@@ -725,7 +725,7 @@ def test_cli_amortise_trains_a_head_that_align_then_starts_from(vae_run, tmp_pat
     rc = main(["amortise", str(tmp_path / "fast4"), "--data", "mnist", "-n", "32", "--epochs", "1", "--augment-rotation",
                "--views", "4", "--refiner", "--out", str(tmp_path / "fast4r")])
     printed = capsys.readouterr().out
-    assert rc == 0 and re.search(r"trained the pose refiner on 32 images \(1 epochs\): nats/image at the corrected "
+    assert rc == 0 and re.search(r"trained the pose refiner on 32 images \(1 epoch\): nats/image at the corrected "
                                  r"poses \d+\.\d\d; wrote", printed), printed  # one epoch: one value, no arrow
     refined = av.load(tmp_path / "fast4r")
     assert int(refined.refiner_trained) == 1 and refined.config.search.head_views == 4

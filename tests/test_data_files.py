@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 
@@ -491,3 +492,16 @@ def test_split_must_be_train_or_test(capsys):
     assert main(["align", "run", "--data", "mnist", "--split", "val", "--out", "a.npz"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "argument --split: invalid choice: 'val'" in err
+
+
+@pytest.mark.parametrize("ext", ["npy", "npz", "tif", "png"])
+def test_an_empty_file_is_said_to_be_empty(tmp_path, ext):
+    """A 0-byte file is refused in one line saying so, by load_images and by open_stack (not a reader's
+    complaint about its header)."""
+    from affinevae.data.stacks import open_stack
+
+    path = tmp_path / f"e.{ext}"
+    path.write_bytes(b"")
+    for read in (load_images, open_stack):
+        with pytest.raises(AffineVAEError, match=rf"^{re.escape(str(path))}: empty file \(0 bytes\)$"):
+            read(str(path))

@@ -126,7 +126,7 @@ def test_cli_train_on_a_patch_set_prints_its_defaults(noisy_patches, tmp_path, c
     assert lines[0] == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
                         f"encoder=mlp likelihood=gaussian sigma={sigma:.3g} sigma_radius=0.7 batch_size=32 lr=0.003 kl_warmup=0.3 "
                         "(override with --invariances/--set/--encoder/--likelihood/--sigma/--batch-size/--lr/--kl-warmup)")
-    assert "for 1 epochs" in lines[1]
+    assert "for 1 epoch: " in lines[1]
     cfg = av.load(tmp_path / "run").config
     assert (cfg.invariances, cfg.rotation_mode, cfg.likelihood, cfg.sigma) == (("rotation", "translation"), "full",
                                                                               "gaussian", sigma)

@@ -176,7 +176,8 @@ def test_cli_map_estimates_and_validates_the_symmetry(tmp_path, capsys):
     assert out[0].startswith("affinevae: estimated 1-fold")
     assert re.match(r"affinevae: the 12-pixel windows reach 4 px from each centre but the objects are [78]\.\d px apart",
                     out[1]), out[1]
-    assert out[1].endswith("give --symmetry (e.g. 2, 4 or 6), or estimate it on patches cut with --window 20")
+    assert out[1].endswith("give --symmetry (e.g. 2, 4 or 6); windows of 20 px would show it (a model trained on "
+                           "patches cut with --window 20, or affinevae.mapping.estimate_symmetry on such patches in Python)")
     assert not any("windows reach" in line for line in capsys.readouterr().out.splitlines())
 
 

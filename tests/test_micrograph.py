@@ -623,6 +623,21 @@ def test_cli_map_with_the_rvae(polycrystal_rvae, tmp_path, capsys):
     assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
                  str(tmp_path / "p.npz"), "--out", str(tmp_path / "maps"), "--frame", "3", "--force"]) == 2
     assert "--frame 3" in capsys.readouterr().err
+    # the image must be the one the patches were cut from: frames too, not only their size
+    np.save(tmp_path / "stack.npy", np.stack([img, img, img]))
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "stack.npy"), "--patches",
+                 str(tmp_path / "p.npz"), "--out", str(tmp_path / "m3")]) == 2
+    assert f"{tmp_path / 'p.npz'}: patches were cut from 1 frame(s), but {tmp_path / 'stack.npy'} has 3" in \
+        one_line_error(capsys)
+    assert not (tmp_path / "m3").exists()
+    # patches of another size: the patch-set file is named, with the window to cut
+    cut_patches(img, 16, min_distance=3, threshold=0.1).save(tmp_path / "p16.npz")
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches",
+                 str(tmp_path / "p16.npz"), "--out", str(tmp_path / "m16")]) == 2
+    assert one_line_error(capsys).startswith(f"affinevae: error: {tmp_path / 'p16.npz'}: image shape 1x16x16")
+    assert main(["encode", str(tmp_path / "run"), "--data", str(tmp_path / "p16.npz"), "--out",
+                 str(tmp_path / "codes.npz")]) == 2
+    assert one_line_error(capsys).startswith(f"affinevae: error: {tmp_path / 'p16.npz'}: image shape 1x16x16")
 
 
 def test_patchset_imageset_is_what_train_reads_back(micrograph, tmp_path):
@@ -644,3 +659,40 @@ def test_patchset_imageset_is_what_train_reads_back(micrograph, tmp_path):
     empty = PatchSet(np.zeros((0, W, W), np.float32), np.zeros((0, 2), np.int64), np.zeros(0, np.int64), W)
     with pytest.raises(AffineVAEError, match="^patches: holds no patches$"):
         empty.imageset()
+
+
+def test_cli_patches_refuses_bad_detection_options_in_one_line_naming_the_flag(micrograph, tmp_path, capsys):
+    """Each option out of range is one stderr line naming its flag, nothing on stdout, nothing written:
+    a window under 8 (train could not learn it), a relative threshold outside 0..1, a negative sigma..."""
+    img, _ = micrograph
+    np.save(tmp_path / "img.npy", img)
+    out = tmp_path / "p.npz"
+    for extra, said in [(["--window", "7"], "--window must be >= 8 pixels (the models need patches of at least 8x8), got 7"),
+                        (["--window", "12", "--threshold", "-0.5"], "--threshold must lie in 0..1"),
+                        (["--window", "12", "--threshold", "1.5"], "give --absolute for a pixel value"),
+                        (["--window", "12", "--threshold", "nan"], "--threshold must be a finite number"),
+                        (["--window", "12", "--sigma", "-1"], "--sigma must be >= 0 pixels, got -1"),
+                        (["--window", "12", "--min-distance", "0"], "--min-distance must be >= 1, got 0"),
+                        (["--window", "12", "--stride", "0"], "--stride must be >= 1, got 0"),
+                        (["--window", "200"], "is smaller than the 200x200 window")]:
+        assert main(["patches", str(tmp_path / "img.npy"), *extra, "--out", str(out)]) == 2, extra
+        captured = capsys.readouterr()
+        assert captured.out == "" and said in captured.err and captured.err.count("\n") == 1, (extra, captured)
+        assert not out.exists()
+    # --absolute reads the threshold as a pixel value: 1.5 is above every pixel, so nothing is found
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", "12", "--threshold", "1.5", "--absolute",
+                 "--out", str(out)]) == 2
+    assert "no objects found above threshold 1.5" in one_line_error(capsys)
+    # a constant image: no threshold finds anything, and the message does not ask for a lower one
+    np.save(tmp_path / "flat.npy", np.full((64, 64), 0.5, np.float32))
+    assert main(["patches", str(tmp_path / "flat.npy"), "--window", "12", "--threshold", "0", "--out", str(out)]) == 2
+    err = one_line_error(capsys)
+    assert "no objects found even at threshold 0" in err and "constant image" in err and "lower" not in err
+    # Python refuses a relative threshold outside 0..1 too
+    with pytest.raises(AffineVAEError, match=r"^threshold must lie in 0\.\.1 .*absolute=True"):
+        detect_objects(img, 3, -0.5)
+    assert len(detect_objects(img, 3, 0.3, absolute=True)) > 0
+    # channels are said: an RGB-like frame gives patches of 3 channels
+    np.save(tmp_path / "rgb.npy", np.stack([img] * 3, -1)[None])   # (1, H, W, 3)
+    assert main(["patches", str(tmp_path / "rgb.npy"), "--window", "12", "--out", str(out)]) == 0
+    assert "in 1 of 1 frame(s) of 3 channels" in capsys.readouterr().out

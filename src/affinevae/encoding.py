@@ -206,24 +206,25 @@ def check_model_input(model, patch_shape: Sequence[int], where: str = "patches")
                              "(ae, vae, rvae, avae)")
 
 
-def encode_patches(model, patches: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Encode (N, w, w) or (N, C, w, w) patches with an unconditional model (no ELBO).
+def encode_patches(model, patches: np.ndarray, batch_size: int = 256, where: str = "patches") -> dict[str, np.ndarray]:
+    """Encode (N, w, w) or (N, C, w, w) patches with an unconditional model (no ELBO); ``where``
+    names them in error messages (e.g. the patch-set file).
 
     Returns:
         :func:`encode_dataset`'s dict without ``elbo``: ``z_mean``, ``z_std`` (N, D) float32 and
         the pose latents the model has (module docstring).
     """
-    check_model_input(model, np.shape(patches)[1:])
+    check_model_input(model, np.shape(patches)[1:], where)
     # Blocks of ENCODE_BLOCK patches: encode_dataset's input checks then never copy a huge patch set whole.
-    parts = [encode_dataset(model, patches[i:i + ENCODE_BLOCK], batch_size=batch_size, elbo=False, where="patches")
+    parts = [encode_dataset(model, patches[i:i + ENCODE_BLOCK], batch_size=batch_size, elbo=False, where=where)
              for i in range(0, max(len(patches), 1), ENCODE_BLOCK)]
     return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _encode_chunk(model, ps: PatchSet, batch_size: int) -> ObjectEncoding:
+def _encode_chunk(model, ps: PatchSet, batch_size: int, where: str = "patches") -> ObjectEncoding:
     """:class:`ObjectEncoding` of one chunk's patches (an empty chunk gives empty arrays)."""
     if len(ps):
-        codes = encode_patches(model, ps.patches, batch_size)
+        codes = encode_patches(model, ps.patches, batch_size, where)
     else:
         d = int(model.config.latent_dim)
         codes = {"z_mean": np.zeros((0, d), np.float32), "z_std": np.zeros((0, d), np.float32)}
@@ -232,11 +233,12 @@ def _encode_chunk(model, ps: PatchSet, batch_size: int) -> ObjectEncoding:
     return ObjectEncoding.from_codes(codes, ps)
 
 
-def encode_patchset(model, ps: PatchSet, batch_size: int = 256) -> ObjectEncoding:
-    """Encode a :class:`~affinevae.data.patches.PatchSet` in batches into an :class:`ObjectEncoding`."""
+def encode_patchset(model, ps: PatchSet, batch_size: int = 256, where: str = "patches") -> ObjectEncoding:
+    """Encode a :class:`~affinevae.data.patches.PatchSet` in batches into an :class:`ObjectEncoding`;
+    ``where`` names the patches in error messages (e.g. the patch-set file)."""
     if len(ps) == 0:
-        raise AffineVAEError("no patches to encode")
-    return _encode_chunk(model, ps, batch_size)
+        raise AffineVAEError(f"{where}: no patches to encode")
+    return _encode_chunk(model, ps, batch_size, where)
 
 
 def iter_encode(model, source, window: int, chunk_frames: int = 8, batch_size: int = 256,

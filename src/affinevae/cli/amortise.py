@@ -74,5 +74,5 @@ class Amortise:
             unit = "nats/image at the head's poses" if args.target == "elbo" else "head loss"
         losses = (f"{history[0]:.2f} (epoch 1) -> {history[-1]:.2f} (epoch {len(history)})" if len(history) > 1
                   else f"{history[0]:.2f}" if history else "none")
-        print(f"trained the {what}{args.epochs} epochs): {unit} {losses}; wrote {args.out}")
+        print(f"trained the {what}{args.epochs} epoch{'s' if args.epochs != 1 else ''}): {unit} {losses}; wrote {args.out}")
         return 0

@@ -58,7 +58,7 @@ class Encode:
                                  "in .npz")
         model = load(args.run_dir)
         data = load_run_data(args, Run.open(args.run_dir), split, seed=args.seed)  # a run's own: its options
-        out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed)
+        out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed, where=data.source or "images")
 
         def w(tmp):
             with open(tmp, "wb") as f:

@@ -46,8 +46,9 @@ class Map:
         p.add_argument("--out", required=True, help="output folder for maps.npz and the PNG maps")
         add_force_argument(p, "files in an existing, non-empty --out folder")
         p.add_argument("--clusters", type=int, default=None,
-                       help="cluster the content latents into K classes (default: no clustering; a joint or "
-                            "semi-supervised model's maps show the classes it infers)")
+                       help="cluster the objects into K classes, by what --cluster-on says (by default the "
+                            "patches the model decodes them into, or their content latents; no clustering unless "
+                            "given: a joint or semi-supervised model's maps show the classes it infers)")
         p.add_argument("--cluster-method", choices=["kmeans", "gmm"], default="kmeans")
         p.add_argument("--cluster-on", choices=list(CLUSTER_SPACES), default="auto",
                        help="what --clusters clusters: 'images', the patches the model decodes the objects' content "
@@ -95,12 +96,15 @@ class Map:
             if ps.image_shape != (0, 0) and tuple(ps.image_shape) != tuple(src.image_shape):
                 raise AffineVAEError(f"{args.patches}: patches were cut from a {ps.image_shape[0]}x{ps.image_shape[1]} "
                                      f"image, but {args.image} is {src.image_shape[0]}x{src.image_shape[1]}")
+            if ps.image_shape != (0, 0) and ps.n_frames != src.n_frames:
+                raise AffineVAEError(f"{args.patches}: patches were cut from {ps.n_frames} frame(s), but {args.image} "
+                                     f"has {src.n_frames}: give the image or stack they were cut from")
             if not 0 <= args.frame < src.n_frames:
                 raise AffineVAEError(f"--frame {args.frame} outside 0..{src.n_frames - 1} of {args.image}")
             step = max(1, -(-max(src.image_shape) // MAX_BACKGROUND))  # a huge frame: a strided view
             background = src.read_region(args.frame, slice(None, None, step), slice(None, None, step))
             pixel_size = given or ps.pixel_size or src.pixel_size
-        enc = encode_patchset(model, ps, batch_size=args.batch_size)
+        enc = encode_patchset(model, ps, batch_size=args.batch_size, where=args.patches)
         if symmetry is None:
             symmetry = 1
             if enc.has_angle:  # the symmetry only folds angles
@@ -192,7 +196,8 @@ def symmetry_hint(ps) -> Optional[str]:
     wide = 2 * math.ceil(spacing) + 4  # reaches one spacing and a pixel past it
     return (f"affinevae: the {ps.window}-pixel windows reach {reach} px from each centre but the objects are "
             f"{spacing:.1f} px apart (median nearest neighbour), so the estimate sees single objects, not their "
-            f"arrangement: give --symmetry (e.g. 2, 4 or 6), or estimate it on patches cut with --window {wide}\n")
+            f"arrangement: give --symmetry (e.g. 2, 4 or 6); windows of {wide} px would show it (a model trained on "
+            f"patches cut with --window {wide}, or affinevae.mapping.estimate_symmetry on such patches in Python)\n")
 
 
 def parse_symmetry(text: Optional[str]) -> Optional[int]:

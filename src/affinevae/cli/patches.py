@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..defaults import patch_min_distance
+from ..defaults import MIN_IMAGE_SIZE, patch_min_distance
 from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
@@ -63,11 +63,10 @@ class Patches:
         given = pixel_size_option(args)
         if args.tile < 0:
             raise AffineVAEError(f"--tile must be >= 0 pixels (0: never tile), got {args.tile}")
+        check_patch_options(args)
+        chosen = args.min_distance is None and not args.coords and args.stride is None  # detection uses it
         if args.min_distance is None:
             args.min_distance = patch_min_distance(args.window)
-            if not args.coords and args.stride is None and args.window >= 1:  # detection uses it
-                print(f"affinevae: --min-distance {args.min_distance} (a quarter of --window {args.window}: maxima closer "
-                      "than that are one object; give --min-distance to change it)")
         images = expand_inputs(args.image)
         check_output(args.out, inputs=[*images, args.coords], force=args.force)
         with open_images(args, images, given) as src:
@@ -76,11 +75,38 @@ class Patches:
                              sigma=args.sigma, edge=args.edge, chunk_frames=args.chunk_frames,
                              progress=not args.no_progress, tile=args.tile or None)
         path = ps.save(args.out)
+        if chosen:  # said once the patches are cut: an error above is then the only line
+            print(f"affinevae: --min-distance {args.min_distance} (a quarter of --window {args.window}: maxima closer "
+                  "than that are one object; give --min-distance to change it)")
         n_fr = len(set(ps.frames.tolist()))
         how = (f"{ps.grid_shape[0]}x{ps.grid_shape[1]} grid windows per frame (stride {ps.stride})"
                if ps.grid_shape is not None else "objects" + (" from " + args.coords if args.coords else " found"))
         files = f" of {len(images)} files" if len(images) > 1 else ""
-        print(f"{len(ps)} {how} in {n_fr} of {ps.n_frames} frame(s){files}; wrote {path} "
+        channels = f" of {ps.patches.shape[1]} channels" if ps.patches.ndim == 4 else ""
+        print(f"{len(ps)} {how} in {n_fr} of {ps.n_frames} frame(s){channels}{files}; wrote {path} "
               f"(patches {tuple(ps.patches.shape)}, centers, frames; pixel noise ~{ps.noise_sigma():.3g}; "
               f"pixel size {ps.pixel_size or 'unknown'})")
         return 0
+
+
+def check_patch_options(args: argparse.Namespace) -> None:
+    """``patches``' numeric options, each refused in one line naming its flag: ``--window`` below
+    :data:`~affinevae.defaults.MIN_IMAGE_SIZE` (``train`` could not learn such patches),
+    ``--min-distance`` / ``--stride`` / ``--chunk-frames`` below 1, a ``--threshold`` that is not
+    finite or (without ``--absolute``) outside 0..1, a negative ``--sigma``."""
+    import math
+
+    if args.window < MIN_IMAGE_SIZE:
+        raise AffineVAEError(f"--window must be >= {MIN_IMAGE_SIZE} pixels (the models need patches of at least "
+                             f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}), got {args.window}")
+    for flag, value in (("--min-distance", args.min_distance), ("--stride", args.stride),
+                        ("--chunk-frames", args.chunk_frames)):
+        if value is not None and value < 1:
+            raise AffineVAEError(f"{flag} must be >= 1, got {value}")
+    if not math.isfinite(args.threshold):
+        raise AffineVAEError(f"--threshold must be a finite number, got {args.threshold}")
+    if not args.absolute and not 0 <= args.threshold <= 1:
+        raise AffineVAEError(f"--threshold must lie in 0..1 (a fraction of the way from the frame's minimum to its "
+                             f"maximum), got {args.threshold:g}; give --absolute for a pixel value")
+    if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma >= 0):
+        raise AffineVAEError(f"--sigma must be >= 0 pixels, got {args.sigma}")

@@ -149,7 +149,7 @@ class Train:
                          f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
                          "was left off"))
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
-            print(f"trained {args.model} on {result.n_train} images ({source}{held}) for {cfg.epochs} epochs: "
+            print(f"trained {args.model} on {result.n_train} images ({source}{held}) for {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}: "
                   f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
         return 0
 

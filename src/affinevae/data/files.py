@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
-from .formats import (FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, NPY_EXTS, NPZ_EXTS, PIL_EXTS, SUPPORTED,
+from .formats import (FOLDER_EXTS, check_not_empty, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, NPY_EXTS, NPZ_EXTS, PIL_EXTS, SUPPORTED,
                       TIFF_EXTS, cannot_read, reading)
 from .imageset import ImageSet, normalise_images
 
@@ -189,6 +189,7 @@ def _no_key(spec: str, key: Optional[str]) -> None:
 
 
 def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> ImageSet:
+    check_not_empty(p, spec)
     ext = p.suffix.lower()
     if ext in NPY_EXTS:
         if _magic(p, spec).startswith(_ZIP_MAGIC):  # an .npz saved under a .npy name

@@ -51,6 +51,16 @@ SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS
 HDF5_SPEC = re.compile(r"^(.*?\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)
 
 
+def check_not_empty(path, spec: str) -> None:
+    """Refuse a regular file of 0 bytes in one line, ``"SPEC: empty file (0 bytes)"``, before any
+    reader gives its own message about a missing header (a folder or a missing path passes)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_file() and p.stat().st_size == 0:
+        raise AffineVAEError(f"{spec}: empty file (0 bytes)")
+
+
 def read_failure_reason(exc: BaseException) -> str:
     """A library exception as one short line (at most 200 characters), for user messages."""
     text = " ".join(str(exc).split()) or type(exc).__name__

@@ -48,6 +48,9 @@ def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 
     md = check_int("min_distance", min_distance, 1)
     if not np.isfinite(threshold):
         raise AffineVAEError(f"threshold must be a finite number, got {threshold!r}")
+    if not absolute and not 0 <= threshold <= 1:
+        raise AffineVAEError(f"threshold must lie in 0..1 (a fraction of the way from the frame's minimum to its "
+                             f"maximum), got {threshold!r}; absolute=True reads it as a pixel value")
     if sigma is not None and not sigma >= 0:
         raise AffineVAEError(f"sigma must be >= 0 pixels, got {sigma!r}")
     img = np.asarray(frame, dtype=np.float32)

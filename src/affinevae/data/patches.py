@@ -542,6 +542,9 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
     where = _where(source)
     found_any = any(p.n_found for p in parts)
     threshold, absolute = options.get("threshold", 0.3), options.get("absolute", False)
+    if not found_any and not absolute and threshold <= 0:
+        return AffineVAEError(f"{where}: no objects found even at threshold 0: no pixel rises above the frame's "
+                              "minimum as a local maximum (a constant image?)")
     if not found_any:
         what = f"{threshold:g}" + ("" if absolute else " of the range")
         return AffineVAEError(f"{where}: no objects found above threshold {what}; lower --threshold "

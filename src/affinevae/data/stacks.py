@@ -31,7 +31,7 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from ..registry import Registry
 from ..units import PixelSize
-from .formats import (FRAME_FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
+from .formats import (FRAME_FOLDER_EXTS, check_not_empty, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
 __all__ = ["FrameSource", "ArraySource", "NpySource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
@@ -800,6 +800,7 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
         if m and m.group(2) is not None and Path(m.group(1)).is_file():
             return _open_hdf5(m.group(1), m.group(2) or key)
         raise AffineVAEError(f"{s}: file not found")
+    check_not_empty(p, s)
     suf = ZARR_EXTS[0] if is_zarr_dir(p) else p.suffix.lower()
     if suf in READERS:
         reader = READERS.get(suf)
