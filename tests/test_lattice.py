@@ -160,7 +160,7 @@ def test_cli_map_estimates_and_validates_the_symmetry(tmp_path, capsys):
         assert "--symmetry must be an integer in 1..12" in one_line_error(capsys)
     assert not (tmp_path / "bad").exists()                                # refused before anything is written
     assert main([*base, "--out", str(tmp_path / "bad"), "--clusters", str(len(ps) + 1)]) == 2
-    assert f"clusters must be an integer in 1..{len(ps)} (the number of objects)" in one_line_error(capsys)
+    assert f"error: --clusters must be an integer in 1..{len(ps)} (the number of objects)" in one_line_error(capsys)
     assert not (tmp_path / "bad").exists()
     # windows too small to show the lattice (reach 4 px, atoms 8 px apart): the estimate finds none and says why
     narrow = cut_patches(img, 12, min_distance=3, threshold=0.3)

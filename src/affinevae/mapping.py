@@ -295,10 +295,11 @@ def active_latents(z: np.ndarray, rel: float = 0.05) -> np.ndarray:
     return np.flatnonzero(sd >= rel * sd.max()) if sd.max() > 0 else np.arange(sd.size)
 
 
-def check_cluster_count(n_clusters, n_objects: int) -> None:
-    """Raise :class:`AffineVAEError` unless ``n_clusters`` is an integer in 1..``n_objects``."""
+def check_cluster_count(n_clusters, n_objects: int, name: str = "clusters") -> None:
+    """Raise :class:`AffineVAEError` unless ``n_clusters`` is an integer in 1..``n_objects``; ``name``
+    starts the message (e.g. the command-line flag ``--clusters``)."""
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or not 1 <= n_clusters <= n_objects:
-        raise AffineVAEError(f"clusters must be an integer in 1..{n_objects} (the number of objects), got {n_clusters!r}")
+        raise AffineVAEError(f"{name} must be an integer in 1..{n_objects} (the number of objects), got {n_clusters!r}")
 
 
 def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed: int = 0,

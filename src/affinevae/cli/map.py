@@ -89,7 +89,7 @@ class Map:
         if len(ps) == 0:
             raise AffineVAEError(f"{args.patches}: holds no patches")
         if args.clusters is not None:  # before the patches are encoded
-            check_cluster_count(args.clusters, len(ps))
+            check_cluster_count(args.clusters, len(ps), "--clusters")
         if args.clusters is not None:  # an impossible --cluster-on (images for a model with classes): before encoding
             cluster_space(model, args.cluster_on)
         with open_image(args, args.image) as src:
