@@ -12,6 +12,7 @@ from affinevae.data.spectra import (MIN_SIGNAL_LENGTH, SPECTRA_KIND, as_spectra,
                                     synthetic_peaks)
 from affinevae.encoding import encode_dataset
 from affinevae.errors import AffineVAEError
+from affinevae.runs import load as load_run
 from affinevae.models.base import build_model
 from affinevae.training import TrainConfig, fit
 
@@ -224,6 +225,29 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
     error(["map", str(run), "--cube", str(cube), "--out", str(tmp_path / "no-maps")], "--cube needs --signal-axis")
     error(["map", str(run), "--cube", str(cube), "--signal-axis", "2", "--baseline", "nmf", "--out", str(tmp_path / "no-maps")],
           "NMF needs non-negative data")
+    # the run's own data with another --signal-axis is read with that axis (0 was taken for "not given")
+    error(["encode", str(run), "--data", str(cube), "--signal-axis", "0", "--out", str(tmp_path / "e0.npz")],
+          "but the model expects 1x1x32")
+    # the same cube without --signal-axis reads as images: the message says how to read it as signals
+    np.save(tmp_path / "copy.npy", small_cube.cube)
+    error(["encode", str(run), "--data", str(tmp_path / "copy.npy"), "--out", str(tmp_path / "e1.npz")],
+          "(1-D signals of 32 samples: read the data as signals, with --signal-axis")
+    # commands that turn images refuse a model of signals, and map takes its data with --cube only
+    for args, what in [(["align", str(run), "--data", str(cube), "--signal-axis", "2", "--out", str(tmp_path / "a.npz")],
+                        "a signal's shift is one of its latents"),
+                       (["sweep", str(run), "--out", str(tmp_path / "s.csv")], "the rotation sweep is for images"),
+                       (["map", str(run), "--image", str(cube), "--patches", str(cube), "--out", str(tmp_path / "m")],
+                        "map its spectra with --cube")]:
+        error(args, f"a model of 1-D signals (C x 1 x L = 1x1x32): signals are not turned; {what}")
+    error(["map", str(run), "--cube", str(cube), "--signal-axis", "2", "--symmetry", "2", "--out", str(tmp_path / "m")],
+          "--symmetry applies to --image/--patches")
+    for name in ("a.npz", "s.csv", "m", "e0.npz", "e1.npz"):
+        assert not (tmp_path / name).exists()
+    # the decoder of a signal model takes a shift only
+    from affinevae.runs import load
+
+    with pytest.raises(AffineVAEError, match="take only a shift"):
+        load(run).decode(torch.zeros(1, 2), angle=0.5)
 
 
 def test_map_patches_with_baseline(tmp_path, capsys):
@@ -280,3 +304,22 @@ def test_cli_multichannel_signals(tmp_path, capsys):
                  "--out", str(tmp_path / "r2"), *tiny]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "affinevae: error: --signal-channels needs --signal-axis"
+
+
+def test_cli_map_takes_the_builtin_cube_drawn_as_the_run_drew_it(tmp_path, capsys):
+    """map --cube synthetic-cube maps the built-in cube (with the run's seed, no --signal-axis) that a
+    run was trained on; train says it trained on signals."""
+    run = tmp_path / "run"
+    assert main(["train", "--model", "rvae", "--data", "synthetic-cube", "--latent-dim", "2", "--hidden", "16",
+                 "--epochs", "1", "--seed", "3", "--no-progress", "--out", str(run)]) == 0
+    assert "trained rvae on 922 signals (synthetic-cube" in capsys.readouterr().out
+    assert main(["map", str(run), "--cube", "synthetic-cube", "--clusters", "3", "--out", str(tmp_path / "m")]) == 0
+    assert "mapped 32x32 spectra of synthetic-cube with rvae" in capsys.readouterr().out
+    with np.load(tmp_path / "m" / "maps.npz", allow_pickle=False) as f:
+        assert f["shift"].shape == (32, 32)
+        mapped = f["z_mean"].reshape(-1, 2)
+    own = load_dataset("synthetic-cube", split="train", seed=3)        # the run's cube (seed 3), not seed 0's
+    codes = encode_dataset(load_run(run), own, elbo=False)
+    np.testing.assert_allclose(mapped, codes["z_mean"], atol=1e-5)
+    assert main(["map", str(run), "--cube", "synthetic-cube", "--signal-axis", "2", "--out", str(tmp_path / "m2")]) == 2
+    assert "is a built-in cube: it takes no --signal-axis" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from ..pose.amortise import as_avae
 from ..pose.search import SearchConfig
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, load_run_data, seed_arg
+from .common import add_data_arguments, add_force_argument, load_run_data, refuse_signal_model, seed_arg
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,7 +84,9 @@ class Align:
         """Run ``affinevae align``; returns the exit status (user errors raise AffineVAEError)."""
         check_output(args.out, inputs=[args.run_dir, args.data, args.labels], force=args.force)
         device = resolve_device(args.device)
-        model = as_avae(load(args.run_dir, device=device), args.transform, args.run_dir)
+        loaded = load(args.run_dir, device=device)
+        refuse_signal_model(loaded, args.run_dir, "a signal's shift is one of its latents (affinevae encode gives it)")
+        model = as_avae(loaded, args.transform, args.run_dir)
         cfg = search_config_from_args(args, model.config.search)
         if args.no_before:
             cfg = cfg.replace(report_before=False)

@@ -22,7 +22,7 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
                    help="'mnist', 'rotated-mnist', 'synthetic-peaks', 'synthetic-cube' (spectra), or a path: .npy/.npz (--key), TIFF stack, file.h5:dataset, "
                         "a folder of PNG/JPEG/TIFF, QuickDraw .npy bitmaps (comma-separated or a glob)")
     p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
-    p.add_argument("--key", help="array name inside an .npz (default: images, else patches, else the only array)")
+    p.add_argument("--key", help="array name inside an .npz (default: images, else patches, else the only array; with --signal-axis: spectra, else cube, else signals, else the only array)")
     p.add_argument("-n", "--n", type=int, dest="n", help="use only the first N images")
     p.add_argument("--signal-axis", type=int, dest="signal_axis", metavar="AXIS",
                    help="read --data (.npy/.npz/file.h5:dataset) as 1-D signals along AXIS: spectra (N, L) or a "
@@ -83,6 +83,17 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
                         signal_cube=False if getattr(args, "signal_channels", False) else None)
 
 
+def refuse_signal_model(model, run_dir, what: str) -> None:
+    """Raise :class:`AffineVAEError` (one line) when ``model`` was trained on 1-D signals (image shape
+    (C, 1, L)) and the command turns images: ``what`` says what to do instead."""
+    from ..nn.signal import is_signal_shape
+
+    shape = tuple(model.config.image_shape)
+    if is_signal_shape(shape):
+        raise AffineVAEError(f"{run_dir}: a model of 1-D signals (C x 1 x L = {'x'.join(map(str, shape))}): "
+                             f"signals are not turned; {what}")
+
+
 def names_run_data(args: argparse.Namespace, run) -> bool:
     """Whether ``--data`` names ``run``'s own data (:class:`~affinevae.runs.Run`; the spec ``train.json``
     records, or ``--data`` not given) with none of the options that would change it: ``--key``,
@@ -90,7 +101,7 @@ def names_run_data(args: argparse.Namespace, run) -> bool:
     if args.data is None:
         return True
     return (bool(run.meta.get("data")) and str(args.data) == str(run.meta["data"])
-            and all(getattr(args, k, None) in (None, False)
+            and all(getattr(args, k, None) is None or getattr(args, k) is False  # not `in (None, False)`: 0 == False
                     for k in ("key", "labels", "data_max_angle", "signal_axis", "signal_channels")))
 
 

@@ -64,6 +64,6 @@ class Encode:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **out)
         atomic_write(args.out, w)
-        print(f"encoded {len(data)} images: arrays {', '.join(sorted(out))} -> {args.out} "
+        print(f"encoded {len(data)} {'signals' if model.config.image_shape[1] == 1 else 'images'}: arrays {', '.join(sorted(out))} -> {args.out} "
               f"(mean ELBO {out['elbo'].mean():.2f} nats/image)")
         return 0

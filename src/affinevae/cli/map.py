@@ -10,11 +10,12 @@ from typing import Optional
 
 import numpy as np
 
+from ..data.sources import BUILTIN
 from ..defaults import CLUSTER_SPACES
 from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
-from .common import add_force_argument, seed_arg
+from .common import add_force_argument, refuse_signal_model, seed_arg
 from .image_options import add_image_options, open_image, pixel_size_option
 
 #: The background drawn under the maps is read with a step so that its longer side is at most this
@@ -85,6 +86,7 @@ class Map:
         model = load(args.run_dir, device=resolve_device(args.device))
         if args.cube:
             return map_cube(args, model)
+        refuse_signal_model(model, args.run_dir, "map its spectra with --cube CUBE --signal-axis AXIS")
         ps = PatchSet.load(args.patches)
         if len(ps) == 0:
             raise AffineVAEError(f"{args.patches}: holds no patches")
@@ -143,8 +145,10 @@ def check_sources(args: argparse.Namespace) -> None:
     if args.cube:
         if args.image or args.patches:
             raise AffineVAEError("--cube maps a hyperspectral cube; it does not take --image/--patches")
-        if args.signal_axis is None:
+        if args.signal_axis is None and args.cube not in BUILTIN:
             raise AffineVAEError("--cube needs --signal-axis AXIS (the axis along which each spectrum runs)")
+        if args.symmetry is not None:
+            raise AffineVAEError("--symmetry applies to --image/--patches (the objects' angles); --cube maps spectra")
     else:
         if args.signal_axis is not None:
             raise AffineVAEError("--signal-axis applies to --cube only")
@@ -162,7 +166,16 @@ def map_cube(args: argparse.Namespace, model) -> int:
     from ..analysis.spectra import spectral_maps, write_spectral_maps
     from ..data.spectra import load_signals
 
-    data = load_signals(args.cube, args.signal_axis, key=args.key)
+    if args.cube in BUILTIN:  # a built-in cube (synthetic-cube), drawn as the run drew it (its seed)
+        from ..runs import Run
+
+        if args.signal_axis is not None or args.key is not None:
+            raise AffineVAEError(f"--cube {args.cube} is a built-in cube: it takes no --signal-axis or --key")
+        data = Run.open(args.run_dir).data(split="train", n=None, source=args.cube)
+        if data.meta.get("grid_shape") is None:
+            raise AffineVAEError(f"--cube {args.cube}: a built-in set of images or spectra, not a cube (H, W, E)")
+    else:
+        data = load_signals(args.cube, args.signal_axis, key=args.key)
     maps = spectral_maps(model, data, n_clusters=args.clusters, cluster_method=args.cluster_method,
                          baseline=args.baseline, n_components=args.components,
                          nonnegative="shift" if args.nmf_shift else "error", batch_size=args.batch_size, seed=args.seed)

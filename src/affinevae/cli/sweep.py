@@ -16,12 +16,13 @@ from ..training import resolve_device
 from . import COMMANDS
 from .align import add_search_arguments, search_config_from_args
 from .common import (add_binarize_argument, add_data_max_angle_argument, add_force_argument, load_run_data,
-                     names_run_data)
+                     names_run_data, refuse_signal_model)
 
 
 def _models_of(run_dir: str, transform, device) -> dict:
     """Label -> model for one run: a plain model and its AVAE, or the AVAE alone."""
     model = load(run_dir, device=device)
+    refuse_signal_model(model, run_dir, "the rotation sweep is for images (affinevae encode scores signals)")
     if isinstance(model, AVAE):
         if transform is not None and transform != model.config.transform:
             raise AffineVAEError(f"{run_dir} holds an avae with transform '{model.config.transform}'; "

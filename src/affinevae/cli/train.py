@@ -115,10 +115,10 @@ class Train:
         options, train, chosen = data_defaults(data, args.model, model_options(args, cls, data, targets),
                                                args.batch_size, args.epochs, args.lr, args.kl_warmup)
         cfg = cfg.replace(**train)
-        if chosen and rank == 0:
-            print(chosen)
         seed_everything(args.seed)
         model = build_model(args.model, **options)
+        if chosen and rank == 0:  # once the options build a model: a refused one is the only line
+            print(chosen)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
                 "max_angle": max_angle, "signal_axis": args.signal_axis,
@@ -149,7 +149,7 @@ class Train:
                          f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
                          "was left off"))
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
-            print(f"trained {args.model} on {result.n_train} images ({source}{held}) for {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}: "
+            print(f"trained {args.model} on {result.n_train} {'signals' if model.config.image_shape[1] == 1 else 'images'} ({source}{held}) for {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}: "
                   f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
         return 0
 

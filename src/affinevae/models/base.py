@@ -341,6 +341,10 @@ class LatentModel(nn.Module):
             return
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))
         if lo < support[0] - 1e-6 or hi > support[1] + 1e-6:
+            if x.dim() == 4 and x.shape[2] == 1:  # 1-D signals (C, 1, L): spectra are real-valued
+                raise AffineVAEError(f"{where}: signal values span [{lo:g}, {hi:g}], but the {self.likelihood.name} "
+                                     f"likelihood needs them in [{support[0]:g}, {support[1]:g}]: use a gaussian "
+                                     "likelihood (--likelihood gaussian), as the spectra defaults of vae/rvae/ae do")
             raise AffineVAEError(f"{where}: pixel values span [{lo:g}, {hi:g}], but the {self.likelihood.name} "
                                  f"likelihood needs them in [{support[0]:g}, {support[1]:g}]: scale them (uint8: "
                                  "divide by 255, as affinevae.data's loaders do) or use a gaussian likelihood")

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import check, check_choice, check_positive
+from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
 from ..nn.circular import SAMPLERS, RotationPosterior
 from ..nn.equivariant import CONTENT_SOURCES, DOWNSAMPLING, EquivariantFeatures, check_group
@@ -424,6 +425,9 @@ class RVAE(LatentModel):
                scale: Optional[Tensor] = None) -> Tensor:
         """As :meth:`LatentModel.decode`; for 1-D signals (image shape (C, 1, L)) ``shift`` is the shift
         along the signal in samples, a scalar or (N,), and the result (N, C, 1, L)."""
+        if is_signal_shape(self.config.image_shape) and (angle is not None or scale is not None):
+            raise AffineVAEError("decode: 1-D signals (image shape (C, 1, L)) take only a shift (in samples); "
+                                 "angle and scale turn and scale images")
         if shift is not None and pose is None and is_signal_shape(self.config.image_shape):
             s = torch.as_tensor(shift, dtype=torch.float32, device=self.device).reshape(-1).expand(z.shape[0])
             pose = shift_pose(s, self.config.image_shape[2])
