@@ -321,3 +321,33 @@ def test_decode_checks_the_class_it_is_given():
         with pytest.raises(AffineVAEError, match=msg):
             m.decode(z, y)
     assert torch.equal(m.decode(z, 3), m.decode(z, torch.tensor([3.0, 3.0, 3.0])))
+
+
+def test_public_methods_refuse_bad_arguments_in_one_line(tmp_path):
+    """sample, elbo, decode, build_model, fit and loss_vs_rotation say what is wrong in one line
+    instead of a torch/difflib/OS traceback, or silently wrong results (a non-positive sample count,
+    NaN latents, degrees for an angle, a pose given by position)."""
+    from affinevae import analysis as A
+
+    m = av.build_model("rvae", image_shape=[1, 12, 12], latent_dim=2, invariances=("rotation",), hidden=[8], seed=0)
+    x, z = torch.rand(3, 1, 12, 12), torch.zeros(2, 2)
+    for call, match in [
+        (lambda: m.sample(-1), r"^sample: n must be an integer >= 1, got -1$"),
+        (lambda: m.sample(2.5), r"^sample: n must be an integer >= 1, got 2\.5$"),
+        (lambda: m.sample(2, generator=3), r"^sample: generator must be a torch\.Generator or None, got int$"),
+        (lambda: m.elbo(x, n_samples=0), r"^elbo: n_samples must be an integer >= 1, got 0$"),
+        (lambda: m.decode(z, None, 0.5), r"^decode: pose must be a Pose .* keyword arguments: decode\(z, angle=\.\.\.\)\)$"),
+        (lambda: m.decode(z, angle=90.0), r"^decode: an angle of 90 is more than a full turn in radians"),
+        (lambda: m.decode(torch.full((2, 2), float("nan"))), r"^decode: 2 of 2 latent rows hold NaN or infinite values$"),
+        (lambda: av.build_model("vae", hidden=16), r"^hidden takes a list of values, e\.g\. hidden=\(16,\), got the number 16$"),
+        (lambda: av.build_model(None), r"^unknown model 'None'; choose from: "),
+        (lambda: A.loss_vs_rotation(m, x), r"^loss_vs_rotation: models must be a non-empty dict of name -> model"),
+    ]:
+        with pytest.raises(AffineVAEError, match=match):
+            call()
+    assert m.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 12, 12)
+    assert m.decode(z, angle=-2 * math.pi).shape == (2, 1, 12, 12)        # one full turn is still an angle
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(AffineVAEError, match="notes.txt: a file, not a run directory"):
+        av.fit(m, x, av.TrainConfig(epochs=1, progress=False, val_split=0.0), out=tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -115,8 +115,13 @@ def test_conditional_model_takes_labels(digits):
     assert est.inverse_transform(np.zeros((2, 2)), ["zero", "one"]).shape == (2, 28, 28)
     with pytest.raises(AffineVAEError, match="class-conditional: transform needs y"):
         est.transform(x[:5])
-    with pytest.raises(AffineVAEError, match="labels the model was not fitted with"):
+    with pytest.raises(AffineVAEError, match=r"labels the model was not fitted with \(known: \['one', 'zero'\]\)"):
         est.transform(x[:2], ["zero", "two"])
+    # a fitted Estimator is saved as scikit-learn estimators are (pickle, joblib): the same latents after loading
+    import pickle
+
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.transform(x[:5], names[:5]), est.transform(x[:5], names[:5]))
     with pytest.raises(AffineVAEError, match="class-conditional: fit needs y"):
         Estimator("cvae", **MLP).fit(x[:8])
 

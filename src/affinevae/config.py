@@ -39,6 +39,8 @@ class Config:
             v = getattr(self, f.name)
             if isinstance(v, list):
                 object.__setattr__(self, f.name, tuple(v))
+            elif isinstance(f.default, tuple) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                raise AffineVAEError(f"{f.name} takes a list of values, e.g. {f.name}=({v!r},), got the number {v!r}")
         self.validate()
 
     def validate(self) -> None:

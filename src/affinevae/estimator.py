@@ -59,7 +59,9 @@ class Estimator(TransformerMixin, BaseEstimator):
     """scikit-learn transformer: fits an affinevae model, transforms images to their latents.
 
     Args:
-        model: family name: 'ae', 'vae', 'cvae', 'rvae', 'crvae' or 'avae'.
+        model: a registered family name (:data:`affinevae.registry.MODELS`: 'ae', 'vae', 'cvae',
+            'rvae', 'crvae', 'avae', the joint 'jvae'/'jrvae', the semi-supervised 'ssvae'/'ssrvae'
+            (labels -1 for unknown) and their regression forms).
         image_shape: (H, W) or (C, H, W) of flat input rows (N, C*H*W); None: taken from
             (N, H, W) / (N, C, H, W) input, or (1, 1, F) for flat rows.
         latent_dim: content latent variables (the columns of :meth:`transform`).
@@ -173,7 +175,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         idx = np.searchsorted(self.classes_, y)
         idx = np.clip(idx, 0, len(self.classes_) - 1)
         if not np.all(self.classes_[idx] == y):
-            raise AffineVAEError(f"y holds labels the model was not fitted with (known: {list(self.classes_)})")
+            raise AffineVAEError(f"y holds labels the model was not fitted with (known: {[v.item() if hasattr(v, 'item') else v for v in self.classes_]})")
         return torch.as_tensor(idx, dtype=torch.long)
 
     def _needs_labels(self, y: Any, n: int, what: str) -> Optional[torch.Tensor]:

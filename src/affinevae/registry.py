@@ -32,8 +32,8 @@ class Registry(Generic[T]):
         """Return the item named ``name`` or raise :class:`AffineVAEError`."""
         try:
             return self._items[name]
-        except KeyError:
-            close = difflib.get_close_matches(name, list(self._items), n=1)
+        except (KeyError, TypeError):  # TypeError: an unhashable name (a list, a dict)
+            close = difflib.get_close_matches(name, list(self._items), n=1) if isinstance(name, str) else []
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise AffineVAEError(
                 f"unknown {self.kind} '{name}'{hint}; choose from: {', '.join(sorted(self._items))}"

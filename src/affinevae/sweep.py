@@ -28,7 +28,7 @@ from .data.imageset import check_threshold
 from .data.inputs import as_images
 from .errors import AffineVAEError, refuse_removed_keywords
 from .io import atomic_write
-from .nn.affine import Pose, render
+from .nn.affine import FULL_TURN, Pose, check_full_turn, render  # noqa: F401  (FULL_TURN, check_full_turn: re-exported)
 from .pose.search import SearchConfig, seeded
 
 __all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images", "check_angles", "check_full_turn",
@@ -212,22 +212,6 @@ def check_angles(angles, where: str) -> np.ndarray:
     return radians
 
 
-FULL_TURN = 2 * math.pi
-"""The largest angle magnitude (radians) the sweeps and :func:`rotate_images` take: one full turn."""
-
-
-def check_full_turn(radians, where: str, what: str = "angles") -> None:
-    """Refuse angles (scalar or (A,) radians) beyond one full turn (|angle| > 2 pi), in one line:
-    such a value is nearly always degrees given where radians are taken (30 for 30 degrees), which
-    would otherwise turn the images silently by 30 radians (1719 degrees)."""
-    values = np.asarray(radians, dtype=np.float64).reshape(-1)
-    worst = float(values[np.argmax(np.abs(values))]) if len(values) else 0.0
-    if abs(worst) > FULL_TURN + 1e-6:
-        verb = "is" if what == "angle" else "are"
-        raise AffineVAEError(f"{where}: an angle of {worst:g} is more than a full turn in radians (2 pi = 6.283); "
-                             f"{what} {verb} taken in radians (degrees? use np.radians)")
-
-
 def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: str = "bilinear",
                   **removed) -> Tensor:
     """Rotate (N, C, H, W) images counter-clockwise on screen by ``angle`` radians about the centre.
@@ -308,6 +292,9 @@ def rotation_sweep(models: Mapping[str, object], images, labels=None, *positiona
     if not models:
         raise AffineVAEError("rotation_sweep needs at least one model")
     radians = check_angles(angles, "rotation_sweep")
+    if not isinstance(models, Mapping) or not models:
+        raise AffineVAEError(f"rotation_sweep: models must be a non-empty dict of name -> model (e.g. {{'vae': model}}), "
+                             f"got {type(models).__name__}")
     degrees = np.round(np.degrees(radians), 9)  # the result (table, CSV, plots) in degrees: 30.0, not 30.000000000000004
     x, y = _as_images(images, labels)
     names = list(models)

@@ -156,7 +156,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise AffineVAEError("device 'cuda' requested but no CUDA GPU is available (use --device cpu)")
+        raise AffineVAEError("device 'cuda' requested but no CUDA GPU is available (use device 'cpu': --device cpu on the command line)")
     return torch.device(name)
 
 
@@ -408,6 +408,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         raise AffineVAEError(f"fit: config must be a TrainConfig or a dict of its options, got {type(config).__name__}")
     if resume and out is None:
         raise AffineVAEError("fit: resume=True needs the run directory to resume (out=...)")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise AffineVAEError(f"{out}: a file, not a run directory (out= names a folder for the run)")
     if meta is not None and not isinstance(meta, dict):
         raise AffineVAEError(f"fit: meta must be a dict, got {type(meta).__name__}")
     if not all(callable(cb) for cb in callbacks):

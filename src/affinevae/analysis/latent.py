@@ -278,6 +278,13 @@ def plot_latent_stats(stats: LatentStats | Sequence[LatentStats], title: Optiona
     Top: per dimension, the range (min to max, thin line) and mean +- std (thick bar) with the
     N(0, 1) reference (+-1 dashed). Bottom: the density of each dimension's values (one line
     per dimension) against the N(0, 1) density (black dashed).
+
+    Args:
+        stats: one :class:`LatentStats` (:func:`latent_stats`) or a sequence of them (one column each).
+        title: figure title. max_dims: at most this many latent dimensions are drawn (the first).
+
+    Returns:
+        A matplotlib Figure (2 rows x one column per model).
     """
     items = one_or_more(stats, LatentStats, "plot_latent_stats")
     fig, axes = new_figure(2, len(items), panel=(3.6, 2.7), sharey="row", sharex="row")

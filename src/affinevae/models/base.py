@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config, check, check_choice, check_positive, check_seed
-from ..data.inputs import MIN_IMAGE_SIZE, as_images
+from ..data.inputs import MIN_IMAGE_SIZE, as_images, check_int
 from ..errors import AffineVAEError
 from ..limits import check_allocation
-from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, compose_poses, render
+from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, check_full_turn, compose_poses, render
 from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
 from ..nn.likelihoods import LIKELIHOODS
 from ..registry import MODELS
@@ -496,6 +496,12 @@ class LatentModel(nn.Module):
         z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
         if z.dim() != 2 or z.shape[1] != self.config.latent_dim:
             raise AffineVAEError(f"latents must have shape (N, {self.config.latent_dim}), got {tuple(z.shape)}")
+        if not bool(torch.isfinite(z).all()):
+            raise AffineVAEError(f"decode: {int((~torch.isfinite(z)).any(1).sum())} of {len(z)} latent rows hold NaN "
+                                 "or infinite values")
+        if pose is not None and not isinstance(pose, (Pose, Tensor)):
+            raise AffineVAEError(f"decode: pose must be a Pose or (N, 2, 3) matrices, got {type(pose).__name__} "
+                                 "(angle, shift and scale are keyword arguments: decode(z, angle=...))")
         self.refuse_labels(y, "decode", render=True)
         if self.conditional:
             if y is None:
@@ -542,6 +548,8 @@ class LatentModel(nn.Module):
                 return t.expand(*shape).clone()
 
             pose = Pose(angle=bt(angle, (n,), "angle"), shift=bt(shift, (n, 2), "shift"), scale=bt(scale, (n,), "scale"))
+            if pose.angle is not None:
+                check_full_turn(pose.angle.detach().cpu().numpy(), "decode", "angle")
         return self.likelihood.mean(self.decode_params(z, y, pose))
 
     def loss(self, x: Tensor, y: Optional[Tensor] = None) -> LossParts:
@@ -563,6 +571,7 @@ class LatentModel(nn.Module):
         generators give identical estimates. None: the global generator is used (and advanced).
         """
         self.refuse_labels(y, "elbo")
+        n_samples = check_int("elbo: n_samples", n_samples, 1)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise AffineVAEError(f"elbo: generator must be a torch.Generator or None, got {type(generator).__name__}")
         fork = contextlib.nullcontext()
@@ -570,9 +579,9 @@ class LatentModel(nn.Module):
             fork = seeded(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)), self.device)
         with fork:
             total = 0.0
-            for _ in range(max(1, n_samples)):
+            for _ in range(n_samples):
                 total = total + self(x, y).elbo
-        return total / max(1, n_samples)
+        return total / n_samples
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
@@ -582,11 +591,21 @@ class LatentModel(nn.Module):
         out = self(x, y, sample=False)
         return self.likelihood.mean(out.x_params)
 
+    @staticmethod
+    def check_draw(n: Any, generator: Any, where: str = "sample") -> int:
+        """``n`` (an integer >= 1: images to draw) as an int, and ``generator`` a
+        :class:`torch.Generator` or None; else one :class:`AffineVAEError` line starting ``where``."""
+        n = check_int(f"{where}: n", n, 1)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise AffineVAEError(f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+        return n
+
     @torch.no_grad()
     def sample(self, n: int, y: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` images (n, C, H, W) decoded from the prior N(0, I) (class ``y`` if conditional;
         refused by a model that takes no labels)."""
         self.refuse_labels(y, "sample", render=True)
+        n = self.check_draw(n, generator)
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
         if self.conditional and y is None:
             raise AffineVAEError(f"model '{self.family}' is class-conditional: sampling needs a class")

@@ -666,6 +666,7 @@ class JRVAE(RVAE):
     @torch.no_grad()
     def sample(self, n: int, y: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` images (n, C, H, W) from the prior: z ~ N(0, I), the class ``y`` or drawn uniformly."""
+        n = self.check_draw(n, generator)
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
         if y is None:
             y = torch.randint(self.config.num_classes, (n,), generator=generator).to(self.device)

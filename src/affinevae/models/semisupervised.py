@@ -428,6 +428,7 @@ class SSRegRVAE(RVAE):
     @torch.no_grad()
     def sample(self, n: int, y: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` images from the prior: z ~ N(0, I), targets ``y`` (n, target_dim) or t ~ N(0, I)."""
+        n = self.check_draw(n, generator)
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
         if y is None:
             y = torch.randn(n, self.config.target_dim, generator=generator).to(self.device)

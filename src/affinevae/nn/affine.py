@@ -24,9 +24,12 @@ import dataclasses
 import math
 from typing import Optional, Protocol, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..errors import AffineVAEError
 
 
 @dataclasses.dataclass
@@ -257,3 +260,20 @@ def canonicalise(observed: Tensor, pose: PoseLike, padding: str = "zeros", mode:
 def wrap_angle(angle: Tensor) -> Tensor:
     """Wrap radians to [-pi, pi)."""
     return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
+
+
+FULL_TURN = 2 * math.pi
+"""The largest angle magnitude (radians) the public functions that take angles accept (the sweeps,
+``rotate_images``, a model's ``decode``): one full turn."""
+
+
+def check_full_turn(radians, where: str, what: str = "angles") -> None:
+    """Refuse angles (scalar or (A,) radians) beyond one full turn (|angle| > 2 pi), in one line:
+    such a value is nearly always degrees given where radians are taken (30 for 30 degrees), which
+    would otherwise turn the images silently by 30 radians (1719 degrees)."""
+    values = np.asarray(radians, dtype=np.float64).reshape(-1)
+    worst = float(values[np.argmax(np.abs(values))]) if len(values) else 0.0
+    if abs(worst) > FULL_TURN + 1e-6:
+        verb = "is" if what == "angle" else "are"
+        raise AffineVAEError(f"{where}: an angle of {worst:g} is more than a full turn in radians (2 pi = 6.283); "
+                             f"{what} {verb} taken in radians (degrees? use np.radians)")

@@ -257,7 +257,12 @@ def take(y: Optional[Tensor], idx: Tensor) -> Optional[Tensor]:
 
 @torch.no_grad()
 def evaluate_candidates(model, x: Tensor, y: Optional[Tensor], params: Tensor, owner: Tensor, chunk: int) -> Tensor:
-    """Objective (M,) of M candidates ``params`` (M, P) for images ``x[owner]``, no gradients, chunked."""
+    """Objective (M,) of M candidates ``params`` (M, P) for images ``x[owner]``, no gradients.
+
+    ``params`` are transform parameters (P of them: ``model.transform``'s, e.g. the angle in
+    radians, shifts in half widths, log scale), ``owner`` (M,) int64 the image of each candidate,
+    ``chunk`` the candidates scored per model pass. The objective is ``model.objective``: the
+    -ELBO in nats at the posterior mean (lower is better); NaN is returned as +inf, never the best."""
     out = torch.empty(len(params), device=x.device)
     for s in chunks(len(params), chunk):
         out[s] = model.objective(x[owner[s]], take(y, owner[s]), params[s]).float()
@@ -304,7 +309,9 @@ def refine(model, x: Tensor, y: Optional[Tensor], params: Tensor, owner: Tensor,
 
 def make_starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[Tensor] = None,
                 generator: Optional[torch.Generator] = None) -> Tensor:
-    """(N, R, P) restarts: head prediction, ``extra_starts`` (N, E, P), identity, random draws.
+    """(N, R, P) restarts: head prediction, ``extra_starts`` (N, E, P), identity, random draws,
+    as transform parameters (P: ``model.transform``'s, e.g. the angle in radians, shifts in half
+    widths; R = ``config.restarts``) for N images ``x`` (N, C, H, W).
 
     Fixed starts come first and take precedence; random draws (CPU ``generator``, or the
     global generator if None) fill up to ``config.restarts``.
