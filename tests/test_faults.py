@@ -294,7 +294,7 @@ RUN_COMMANDS = {
     "map": lambda r, run: ["map", run, "--image", f"{r}/stack.npy", "--patches", f"{r}/patches.npz", "--out", f"{r}/maps"],
 }
 CRAFTED_RUNS = {"huge": "would need", "mismatch": "do not match", "widths": "do not match", "truncw": "corrupt",
-                "future": "format_version 99 is not one this affinevae reads", "nanw": "hold NaN or infinite values"}
+                "future": "format_version 99 is not one this affinevae reads", "nanw": "holds NaN or infinite values"}
 RUN_CASES = [(c, k) for c in RUN_COMMANDS for k in CRAFTED_RUNS]
 
 
@@ -577,3 +577,74 @@ def test_pose_search_compute_bound():
         avae.search(x, config=SearchConfig(restarts=100_000_000))  # the search alone (training, sweeps) too
     assert time.perf_counter() - t < 10
     assert avae.align(x, config=SearchConfig(restarts=4, keep=1, steps=1)).params.shape == (5, 1)
+
+
+def test_a_damaged_train_json_or_a_foreign_optimizer_is_one_line(world, tmp_path, capsys):
+    """train.json that is not an object or whose epochs_done is not a count, and an optimizer file of
+    another model, are refused in one line naming the file (they were AttributeError / ValueError /
+    a 31-line traceback inside Adam), and nothing is changed."""
+    cases = {"list": lambda d: (d / "train.json").write_text("[]"),
+             "epochs": lambda d: (d / "train.json").write_text(json.dumps({**json.loads((world / "run" / "train.json")
+                                                                                        .read_text()), "epochs_done": "x"}))}
+    for name, damage in cases.items():
+        shutil.copytree(world / "run", tmp_path / name)
+        damage(tmp_path / name)
+        line = _fails_cleanly(tmp_path, ["info", str(tmp_path / name)], capsys, "train.json: corrupt training state")
+        assert ("a JSON object was expected" if name == "list" else "epochs_done must be an integer >= 0") in line
+    # an optimizer state from a wider model, in place of the run's own
+    wider = tmp_path / "wider"
+    assert main(["train", *TRAIN, "--data", f"{world}/good.npy", "--out", str(wider), "--epochs", "1",
+                 "--hidden", "32"]) == 0
+    shutil.copytree(world / "run", tmp_path / "foreign")
+    opt = json.loads((world / "run" / "train.json").read_text())["optimizer"]
+    wider_opt = json.loads((wider / "train.json").read_text())["optimizer"]
+    shutil.copy(wider / wider_opt, tmp_path / "foreign" / opt)
+    _fails_cleanly(tmp_path, ["train", *TRAIN, "--data", f"{world}/good.npy", "--out", str(tmp_path / "foreign"),
+                              "--epochs", "2", "--resume"], capsys, "optimizer state of another model")
+
+
+def test_resume_says_what_changed_and_applies_a_new_weight_decay(world, tmp_path, capsys):
+    """A resume with other training options says so in one warning (and a weight decay given now is
+    applied: it was read from the optimizer file and silently kept); a resume of a finished run says
+    there is nothing to train."""
+    from safetensors.torch import load_file
+
+    for name in ("plain", "decayed", "wd_only"):
+        shutil.copytree(world / "run", tmp_path / name)
+    base = ["train", *TRAIN, "--data", f"{world}/good.npy", "--epochs", "2", "--resume"]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert "resuming with" not in capsys.readouterr().err
+    with pytest.warns(UserWarning, match=r"resuming with lr 0\.01 \(the run used 0\.001\), weight_decay 100\.0 "
+                                         r"\(the run used 0\.0\): the epochs from here on differ"):
+        assert main([*base, "--out", str(tmp_path / "decayed"), "--weight-decay", "100", "--lr", "0.01"]) == 0
+    with pytest.warns(UserWarning, match="weight_decay 100.0"):   # the weight decay alone changes the weights now
+        assert main([*base, "--out", str(tmp_path / "wd_only"), "--weight-decay", "100"]) == 0
+    plain, decayed = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("plain", "wd_only"))
+    assert any(not torch.equal(plain[k], decayed[k]) for k in plain)
+    with pytest.warns(UserWarning, match=r"already trained for 2 epochs \(epochs 2\): nothing to train"):
+        assert main([*base, "--out", str(tmp_path / "plain")]) == 0      # 2 of 2 epochs done
+
+
+def test_sigterm_stops_training_as_ctrl_c_does(tmp_path):
+    """SIGTERM (timeout, SLURM, docker stop) in the first epoch exits 143 saying so and removes the
+    run directory, as Ctrl-C does, so that the same command can run again (it left the lock and an
+    empty metrics file, and the rerun was refused)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "affinevae", "train", "--model", "vae", "--data", "mnist", "-n", "20000",
+           "--latent-dim", "2", "--epochs", "2", "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / ".affinevae.lock").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "affinevae: terminated" and "Traceback" not in err
+    assert not out.exists()

@@ -89,7 +89,14 @@ def _check_state(directory: Path, own: dict[str, tuple], saved: dict[str, tuple]
 def read_run(run_dir: str | Path) -> dict[str, Any]:
     """The contents of a run's ``train.json`` (training config, epochs done, data description); an
     :class:`AffineVAEError` when it is missing or corrupt."""
-    return read_json(Path(run_dir) / TRAIN_JSON, "training state")
+    path = Path(run_dir) / TRAIN_JSON
+    info = read_json(path, "training state")
+    if not isinstance(info, dict):
+        raise AffineVAEError(f"{path}: corrupt training state (a JSON object was expected, got {type(info).__name__})")
+    done = info.get("epochs_done")
+    if done is not None and (isinstance(done, bool) or not isinstance(done, int) or done < 0):
+        raise AffineVAEError(f"{path}: corrupt training state (epochs_done must be an integer >= 0, got {done!r})")
+    return info
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

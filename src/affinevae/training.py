@@ -293,12 +293,22 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on a foreign pickle: the error below says it
             state = torch.load(optim_file, weights_only=True, map_location="cpu")
+        saved = state["optimizer"]["state"]
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for i, moments in saved.items():  # Adam's moments must have the model's shapes (another model's file)
+            if not 0 <= int(i) < len(params):
+                raise AffineVAEError(f"{optim_file}: optimizer state of another model (parameter {i}; the model has "
+                                     f"{len(params)})")
+            for name, value in moments.items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != tuple(params[int(i)].shape):
+                    raise AffineVAEError(f"{optim_file}: optimizer state of another model (parameter {i} {name} has "
+                                         f"shape {tuple(value.shape)}, the model's {tuple(params[int(i)].shape)})")
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         extra = state.get("model_training_state", {})  # absent in checkpoints of earlier versions
         if not isinstance(extra, dict) or not all(isinstance(v, torch.Tensor) for v in extra.values()):
             raise TypeError("model_training_state is not a dict of tensors")
-    except MemoryError:
+    except (MemoryError, AffineVAEError):
         raise
     except Exception as exc:  # noqa: BLE001 - an unpickling error, EOF, a wrong structure: a bad user file
         raise AffineVAEError(f"{optim_file}: corrupt optimizer state ({exc.__class__.__name__}); "
@@ -519,6 +529,11 @@ def fault_point(point: str, epoch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+#: Training options a resume may change, each said in one warning when it does (the data, the model and
+#: the seed may not change: :func:`_load_checkpoint` refuses them).
+RESUME_NOTED = ("lr", "batch_size", "weight_decay", "schedule", "kl_warmup")
+
+
 def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device, callbacks,
                 meta) -> "FitResult":
     run_dir = run.path if run is not None else None
@@ -526,8 +541,19 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     history: list[dict] = []
     fingerprint = data_fingerprint(x, y) if run is not None else None
     if run is not None and resume and run.has_training:
+        before = run.train_config
         start = _load_checkpoint(run, model, opt, len(x), fingerprint)
         history = run.metrics[:start]
+        for g in opt.param_groups:  # the optimizer file holds the run's; a weight decay given now applies
+            g["weight_decay"] = cfg.weight_decay
+        changed = [f"{k} {getattr(cfg, k)!r} (the run used {before[k]!r})" for k in RESUME_NOTED
+                   if k in before and before[k] != getattr(cfg, k)]
+        if rank == 0 and start >= cfg.epochs:
+            warnings.warn(f"{run_dir}: already trained for {start} epochs (epochs {cfg.epochs}): nothing to train; "
+                          "give more epochs to continue it")
+        elif rank == 0 and changed:
+            warnings.warn(f"{run_dir}: resuming with {', '.join(changed)}: the epochs from here on differ from "
+                          "an uninterrupted run's")
     elif run is not None and is_run_directory(run.path):  # a saved model (resume: nothing to resume)
         what = "a training run" if run.has_training else "a saved model"
         raise AffineVAEError(f"{run_dir} already holds {what}; " + ("pass resume=True (--resume) to continue it or "

@@ -9,8 +9,10 @@ line to stderr and exit 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -64,8 +66,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, SLURM, ``docker stop``) raised as an interrupt, so that a command stops as
+    on Ctrl-C: a training run keeps its last checkpoint, or is removed before its first one."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; elsewhere a no-op)."""
+    try:
+        old = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: signals cannot be caught here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``affinevae`` console script; returns the exit status."""
+    """Entry point of the ``affinevae`` console script; returns the exit status (143 after SIGTERM,
+    130 after Ctrl-C)."""
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
@@ -83,7 +109,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             import matplotlib
 
             # names from the command line (run directories, titles) are drawn literally, never as mathtext
-            with memory_limit_set(args.max_memory), matplotlib.rc_context({"text.parse_math": False}):
+            with memory_limit_set(args.max_memory), matplotlib.rc_context({"text.parse_math": False}), \
+                    terminate_as_interrupt():
                 return int(args._run(args) or 0)
     except AffineVAEError as exc:
         print(f"affinevae: error: {exc}", file=sys.stderr)
@@ -98,6 +125,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"affinevae: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("affinevae: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("affinevae: interrupted", file=sys.stderr)
         return 130
