@@ -591,6 +591,13 @@ def test_a_damaged_train_json_or_a_foreign_optimizer_is_one_line(world, tmp_path
         damage(tmp_path / name)
         line = _fails_cleanly(tmp_path, ["info", str(tmp_path / name)], capsys, "train.json: corrupt training state")
         assert ("a JSON object was expected" if name == "list" else "epochs_done must be an integer >= 0") in line
+    # a model.json edited by hand: the file is named with what is wrong in it
+    shutil.copytree(world / "run", tmp_path / "edited")
+    desc = json.loads((tmp_path / "edited" / "model.json").read_text())
+    desc["config"]["latent_dim"] = -1
+    (tmp_path / "edited" / "model.json").write_text(json.dumps(desc))
+    line = _fails_cleanly(tmp_path, ["info", str(tmp_path / "edited")], capsys, "model.json: latent_dim must be")
+    assert str(tmp_path / "edited" / "model.json") in line
     # an optimizer state from a wider model, in place of the run's own
     wider = tmp_path / "wider"
     assert main(["train", *TRAIN, "--data", f"{world}/good.npy", "--out", str(wider), "--epochs", "1",

@@ -59,9 +59,16 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise AffineVAEError(f"{directory / MODEL_JSON}: format_version {version!r} is not one this affinevae reads "
                              f"(1..{FORMAT_VERSION}); written by a newer affinevae? upgrade it")
-    cls = MODELS.get(desc["model"])
+    try:
+        cls = MODELS.get(desc["model"])
+    except AffineVAEError as exc:
+        raise AffineVAEError(f"{directory / MODEL_JSON}: {exc}") from None
     if not isinstance(desc["config"], dict):
         raise AffineVAEError(f"{directory / MODEL_JSON}: 'config' is not a JSON object")
+    try:  # the config alone (a bad value is the file's fault: it is named)
+        cls.config_class.from_dict(desc["config"], what=f"model '{cls.family}'")
+    except AffineVAEError as exc:
+        raise AffineVAEError(f"{directory / MODEL_JSON}: {exc}") from None
     # the config against the weights' header, before any tensor is allocated
     shapes = tensor_shapes(directory / MODEL_WEIGHTS)
     planned = planned_state(lambda: cls.from_config_dict(desc["config"]), f"{directory / MODEL_JSON}", copies=2)
