@@ -261,9 +261,13 @@ def _check_same_data(run: Run, n: int, fingerprint: str) -> None:
         return  # the same data (a checkpoint of an earlier version records only the count)
     spec = ", ".join(f"{k} {info[k]!r}" for k in ("data", "n", "key", "labels", "binarize", "max_angle")
                      if info.get(k) is not None)
-    raise AffineVAEError(f"{run.train_file}: the run was trained on other data ({old_n} training images"
-                         + (f"; {spec}" if spec else "") + f") than these ({n}); resume with the same data "
-                         "options or choose another --out")
+    used = ", ".join(f"{k} {run.train_config[k]!r}" for k in ("seed", "val_split") if k in run.train_config)
+    what = (f"{old_n} training images, these are {n}" if old_n is not None and int(old_n) != n else
+            f"{n} training images, but other pixels or labels: their fingerprint differs")
+    raise AffineVAEError(f"{run.train_file}: the run was trained on other data ({what}"
+                         + "".join(f"; {part}" for part in (spec, used) if part)
+                         + "); resume with the same data options (--data, -n, --key, --labels, --binarize, "
+                         "--seed, --val-split) or choose another --out")
 
 
 def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n: int, fingerprint: str) -> int:
@@ -529,9 +533,9 @@ def fault_point(point: str, epoch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-#: Training options a resume may change, each said in one warning when it does (the data, the model and
-#: the seed may not change: :func:`_load_checkpoint` refuses them).
-RESUME_NOTED = ("lr", "batch_size", "weight_decay", "schedule", "kl_warmup")
+#: Training options a resume may change, each said in one warning when it does (the seed orders the
+#: remaining epochs' batches; the data and the model may not change: :func:`_load_checkpoint` refuses them).
+RESUME_NOTED = ("lr", "batch_size", "weight_decay", "schedule", "kl_warmup", "seed")
 
 
 def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device, callbacks,
