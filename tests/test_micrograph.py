@@ -696,3 +696,36 @@ def test_cli_patches_refuses_bad_detection_options_in_one_line_naming_the_flag(m
     np.save(tmp_path / "rgb.npy", np.stack([img] * 3, -1)[None])   # (1, H, W, 3)
     assert main(["patches", str(tmp_path / "rgb.npy"), "--window", "12", "--out", str(out)]) == 0
     assert "in 1 of 1 frame(s) of 3 channels" in capsys.readouterr().out
+
+
+def test_mapping_and_data_helpers_refuse_bad_arguments_in_one_line():
+    """The small public helpers say what is wrong instead of returning NaN / 0 or raising from numpy,
+    and take one pose for every image where that is what the user means."""
+    from affinevae.data.imageset import ImageSet
+    from affinevae.data.mnist import transform_images
+    from affinevae.evaluation import psnr
+
+    images = np.random.default_rng(0).random((3, 1, 8, 8)).astype(np.float32)
+    d = ImageSet(images[:, 0], source="set.npy")
+    arrays = {"window": 8, "positions": np.zeros((1, 2)), "centers": np.zeros((1, 2)), "shift": np.zeros((1, 2))}
+    for call, match in [
+        (lambda: mapping.circular_mean([]), r"^circular_mean needs one or more finite angles"),
+        (lambda: mapping.circular_mean([0.1, np.nan]), r"\(1 not finite\)$"),
+        (lambda: mapping.neighbour_spacing(np.zeros(4)), r"^neighbour_spacing: centers must be \(N, 2\)"),
+        (lambda: mapping.grid_angle_map(np.zeros(4), (2, 2), 8, 0), r"^grid_angle_map: stride must be an integer >= 1"),
+        (lambda: mapping.grid_maps(np.zeros(4), (2, 2), 0, 4), r"^grid_maps: window must be an integer >= 1"),
+        (lambda: mapping.physical_arrays(arrays, "abc"), r"^physical_arrays: pixel_size must be a PixelSize"),
+        (lambda: d.subset(np.arange(5)), r"^set\.npy: subset index 4 outside the 3 images$"),
+        (lambda: d.subset(np.ones(2, bool)), r"^set\.npy: a subset mask needs 3 entries"),
+        (lambda: psnr(np.zeros(3), np.zeros(4)), r"^psnr: the two image arrays differ in shape"),
+        (lambda: transform_images(images, angle=[90.0, 0, 0]), r"^transform_images: an angle of 90 is more than a full turn"),
+        (lambda: transform_images(images, angle=[0.1, 0.2]), r"^transform_images: angle must be finite, of shape \(3,\)"),
+    ]:
+        with pytest.raises(AffineVAEError, match=match):
+            call()
+    # one angle (or shift) for every image is broadcast; an empty or NaN-holding angle map still draws
+    np.testing.assert_array_equal(transform_images(images, angle=0.5), transform_images(images, angle=np.full(3, 0.5)))
+    np.testing.assert_array_equal(transform_images(images, shift=[0.1, 0.0]),
+                                  transform_images(images, shift=np.tile([0.1, 0.0], (3, 1))))
+    assert mapping.angle_map(None, np.zeros((2, 2)), np.array([np.nan, 0.3]), 2)[0].shape == (2,)
+    assert mapping.neighbour_spacing(np.zeros((0, 2))) is None

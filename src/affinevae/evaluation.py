@@ -50,5 +50,7 @@ def mean_elbo(model, data: ImageSet, batch_size: int = 512, seed: int = 0) -> fl
 def psnr(clean, other, data_range: float = 1.0) -> float:
     """Peak signal-to-noise ratio in dB between two image arrays of equal shape."""
     clean, other = np.asarray(clean, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if clean.shape != other.shape:
+        raise AffineVAEError(f"psnr: the two image arrays differ in shape, {clean.shape} and {other.shape}")
     mse = float(np.mean((clean - other) ** 2))
     return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))

@@ -47,7 +47,11 @@ def fold_angle(angle: np.ndarray, symmetry: int = 1) -> np.ndarray:
 def circular_mean(angle: np.ndarray, symmetry: int = 1) -> float:
     """Mean direction of radians modulo ``2 pi / symmetry`` (doubled-angle trick), in [0, 2 pi / symmetry)."""
     n = check_symmetry(symmetry)
-    m = np.angle(np.mean(np.exp(1j * n * np.asarray(angle, dtype=np.float64))))
+    a = np.asarray(angle, dtype=np.float64).reshape(-1)
+    if len(a) == 0 or not np.all(np.isfinite(a)):
+        raise AffineVAEError(f"circular_mean needs one or more finite angles (radians), got {len(a)} "
+                             f"({int((~np.isfinite(a)).sum())} not finite)")
+    m = np.angle(np.mean(np.exp(1j * n * a)))
     return float(np.mod(m / n, 2 * math.pi / n))
 
 
@@ -278,7 +282,9 @@ def neighbour_spacing(centers: np.ndarray, frames: Optional[np.ndarray] = None) 
     """
     from scipy.spatial import cKDTree
 
-    c = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    c = np.asarray(centers, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 2:
+        raise AffineVAEError(f"neighbour_spacing: centers must be (N, 2) (row, col) pixels, got shape {c.shape}")
     f = np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
     nearest = []
     for frame in np.unique(f):
@@ -569,8 +575,9 @@ def angle_map(image: Optional[np.ndarray], centers: np.ndarray, angle: np.ndarra
     ax.scatter(c[:, 1], c[:, 0], c=deg, cmap=ANGLE_CMAP, vmin=0, vmax=360.0 / n,
                s=_marker_size(shape, len(c), 5.6), linewidths=0)
     _add_angle_wheel(fig, [0.79, 0.55, 0.18, 0.3], n)
-    fig.text(0.88, 0.45, f"{len(c)} objects\nmean {math.degrees(circular_mean(ang, n)):.1f}°",
-             ha="center", va="top", fontsize=8)
+    finite = ang[np.isfinite(ang)]
+    mean = f"{math.degrees(circular_mean(finite, n)):.1f}°" if len(finite) else "-"
+    fig.text(0.88, 0.45, f"{len(c)} objects\nmean {mean}", ha="center", va="top", fontsize=8)
     return deg, fig
 
 
@@ -651,6 +658,14 @@ def _grid_extent(grid_shape: Sequence[int], window: int, stride: int) -> list[fl
             half + (gh - 1) * stride + stride / 2, half - stride / 2]
 
 
+def _check_grid_step(window, stride, where: str) -> None:
+    """The sliding-window grid's ``window`` and ``stride`` (pixels): integers >= 1."""
+    from .data.inputs import check_int
+
+    check_int(f"{where}: window", window, 1)
+    check_int(f"{where}: stride", stride, 1)
+
+
 def grid_maps(values: np.ndarray, grid_shape: Sequence[int], window: int, stride: int,
               names: Optional[Sequence[str]] = None, image: Optional[np.ndarray] = None,
               title: str = "Content latents over the field of view",
@@ -669,6 +684,7 @@ def grid_maps(values: np.ndarray, grid_shape: Sequence[int], window: int, stride
     v = np.asarray(values, dtype=np.float64)
     v = v[:, None] if v.ndim == 1 else v
     gh, gw = (int(grid_shape[0]), int(grid_shape[1]))
+    _check_grid_step(window, stride, "grid_maps")
     if v.ndim != 2 or len(v) != gh * gw:
         raise AffineVAEError(f"grid_maps: {len(v)} values do not fill a {gh}x{gw} grid")
     maps = v.T.reshape(-1, gh, gw)
@@ -713,6 +729,7 @@ def grid_angle_map(angle: np.ndarray, grid_shape: Sequence[int], window: int, st
     """
     n = check_symmetry(symmetry)
     gh, gw = int(grid_shape[0]), int(grid_shape[1])
+    _check_grid_step(window, stride, "grid_angle_map")
     a = np.asarray(angle, dtype=np.float64).reshape(-1)
     if len(a) != gh * gw:
         raise AffineVAEError(f"grid_angle_map: {len(a)} angles do not fill a {gh}x{gw} grid")
@@ -749,6 +766,11 @@ def physical_arrays(arrays: dict, pixel_size) -> dict[str, np.ndarray]:
         ``centers_phys`` (N, 2) (row, col) and ``shift_phys`` (N, 2) (right, down), in ``unit``
         (NaN shifts stay NaN).
     """
+    from .units import PixelSize
+
+    if not isinstance(pixel_size, PixelSize):
+        raise AffineVAEError(f"physical_arrays: pixel_size must be a PixelSize (affinevae.units.parse_pixel_size("
+                             f"'0.05nm')), got {pixel_size!r}")
     ps = float(pixel_size.value)
     half = float(arrays["window"]) / 2.0
     return {"pixel_size": np.float64(ps), "unit": np.asarray(pixel_size.unit),

@@ -74,8 +74,23 @@ def transform_images(images: np.ndarray, angle: Optional[np.ndarray] = None, shi
     ``angle`` (N,) radians counter-clockwise, ``shift`` (N, 2) half-widths (right, down),
     ``scale`` (N,) zoom. Uses the same convention as every model in the package.
     """
-    from ..nn.affine import Pose, render
+    from ..nn.affine import Pose, check_full_turn, render
 
+    n = len(images)
+    fields = {}
+    for name, value, shape in (("angle", angle, (n,)), ("shift", shift, (n, 2)), ("scale", scale, (n,))):
+        if value is None:
+            continue
+        v = np.asarray(value, dtype=np.float64)
+        if v.shape in ((), shape[1:]) and v.shape != shape:  # one pose for every image
+            v = np.array(np.broadcast_to(v, shape))
+        if v.shape != shape or not np.all(np.isfinite(v)) or (name == "scale" and not np.all(v > 0)):
+            raise AffineVAEError(f"transform_images: {name} must be finite{' and > 0' if name == 'scale' else ''}, "
+                                 f"of shape {shape} (or one value for every image), got shape {v.shape}")
+        fields[name] = v
+    if "angle" in fields:
+        check_full_turn(fields["angle"], "transform_images", "angle")
+    angle, shift, scale = (fields.get(k) for k in ("angle", "shift", "scale"))
     out = np.empty_like(images, dtype=np.float32)
     t = lambda v, s: None if v is None else torch.as_tensor(v[s], dtype=torch.float32)  # noqa: E731
     with torch.no_grad():
