@@ -28,7 +28,7 @@ from .data.imageset import check_threshold
 from .data.inputs import as_images
 from .errors import AffineVAEError, refuse_removed_keywords
 from .io import atomic_write
-from .nn.affine import FULL_TURN, Pose, check_full_turn, render  # noqa: F401  (FULL_TURN, check_full_turn: re-exported)
+from .nn.affine import FULL_TURN, Pose, check_angle, check_full_turn, render  # noqa: F401  (FULL_TURN, check_full_turn: re-exported)
 from .pose.search import SearchConfig, seeded
 
 __all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images", "check_angles", "check_full_turn",
@@ -224,13 +224,7 @@ def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: 
         "angle_deg": "angle_deg (degrees) is now angle, in radians (e.g. angle=np.radians(30))"})
     if angle is None:
         raise AffineVAEError("rotate_images needs an angle, in radians (e.g. angle=np.radians(30))")
-    try:
-        value = float(angle)
-    except (TypeError, ValueError):
-        raise AffineVAEError(f"rotate_images: angle must be a number (radians), got {angle!r}") from None
-    if not math.isfinite(value):
-        raise AffineVAEError(f"rotate_images: angle must be finite (radians), got {angle!r}")
-    check_full_turn(value, "rotate_images", "angle")
+    value = check_angle(angle, "rotate_images")
     turn = torch.full((len(images),), value, dtype=torch.float32, device=images.device)
     return render(images, Pose(angle=turn), mode=interpolation).clamp(0, 1)
 

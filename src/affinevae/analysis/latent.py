@@ -18,7 +18,7 @@ import torch
 from ..data.inputs import check_latents
 from ..errors import AffineVAEError
 from ..limits import MANIFOLD_GRID_SIDE
-from ..nn.affine import Pose, check_full_turn
+from ..nn.affine import Pose, check_angle
 from ..plots import ANGLE_CMAP, ANGLE_DIVERGING_CMAP, CLASS_CMAP, angle_colorbar, new_figure, show_images
 from .common import (as_imageset, check_indices, encode, labels_for, model_classes, model_label, one_or_more,
                      styled, take, to_numpy, wrap_angles)
@@ -376,13 +376,7 @@ def latent_manifold(model, d: int = 12, bounds: tuple[float, float] = (-2.5, 2.5
     lo, hi = (float(b) for b in bounds)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise AffineVAEError(f"bounds must be finite with low < high, got {tuple(bounds)}")
-    try:
-        angle = float(angle)
-    except (TypeError, ValueError):
-        raise AffineVAEError(f"latent_manifold: angle must be a number (radians), got {angle!r}") from None
-    if not math.isfinite(angle):
-        raise AffineVAEError(f"latent_manifold: angle must be finite (radians), got {angle!r}")
-    check_full_turn(angle, "latent_manifold", "angle")
+    angle = check_angle(angle, "latent_manifold")
     i, j = (int(v) for v in dims)
     if not (0 <= i < D and 0 <= j < D) or i == j:
         raise AffineVAEError(f"dims must be two different latent indices in [0, {D - 1}], got {tuple(dims)}")

@@ -267,6 +267,19 @@ FULL_TURN = 2 * math.pi
 ``rotate_images``, a model's ``decode``): one full turn."""
 
 
+def check_angle(angle, where: str) -> float:
+    """One angle ``angle`` (radians) as a float: a finite number within one full turn
+    (:func:`check_full_turn`), else one :class:`AffineVAEError` line starting with ``where``."""
+    try:
+        value = float(angle)
+    except (TypeError, ValueError):
+        raise AffineVAEError(f"{where}: angle must be a number (radians), got {angle!r}") from None
+    if not math.isfinite(value):
+        raise AffineVAEError(f"{where}: angle must be finite (radians), got {angle!r}")
+    check_full_turn(value, where, "angle")
+    return value
+
+
 def check_full_turn(radians, where: str, what: str = "angles") -> None:
     """Refuse angles (scalar or (A,) radians) beyond one full turn (|angle| > 2 pi), in one line:
     such a value is nearly always degrees given where radians are taken (30 for 30 degrees), which
