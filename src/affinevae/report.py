@@ -271,20 +271,12 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, 
     """
     from . import analysis as A
     from .models.avae import AVAE
+    from .sweep import check_angles
 
     refuse_removed_keywords("write_report", removed, {
         "sweep_angles": "sweep_angles (degrees) is now sweep_rotations, in radians "
                         "(e.g. sweep_rotations=np.radians(range(0, 361, 30)))"})
-    try:
-        rotations = np.asarray(list(sweep_rotations), dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise AffineVAEError(f"write_report: sweep_rotations must be numbers (radians), got {sweep_rotations!r}") from None
-    if not np.all(np.isfinite(rotations)):
-        raise AffineVAEError("write_report: sweep_rotations must be finite numbers (radians)")
-    if len(rotations):
-        from .sweep import check_full_turn
-
-        check_full_turn(rotations, "write_report", "sweep_rotations")
+    rotations = check_angles(sweep_rotations, "write_report", "sweep_rotations", allow_empty=True)
     t0 = time.perf_counter()
     run = Run.open(run_dir)
     say = log or (lambda msg: None)

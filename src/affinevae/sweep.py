@@ -31,7 +31,7 @@ from .io import atomic_write
 from .nn.affine import FULL_TURN, Pose, check_angle, check_full_turn, render  # noqa: F401  (FULL_TURN, check_full_turn: re-exported)
 from .pose.search import SearchConfig, seeded
 
-__all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images", "check_angles", "check_full_turn",
+__all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images", "check_angles", "check_models", "check_full_turn",
            "load_sweep_csv", "SWEEP_ANGLES"]
 
 MAX_ANGLES = 3600
@@ -199,17 +199,28 @@ def _check_degrees(values: np.ndarray, where: str) -> None:
                              f"got {float(values[np.argmax(np.abs(values))]):g}")
 
 
-def check_angles(angles, where: str) -> np.ndarray:
-    """Sweep ``angles`` (A,) as float64 radians: one or more finite numbers, else a one-line
-    :class:`AffineVAEError` starting with ``where`` (the public function checking them)."""
+def check_angles(angles, where: str, what: str = "angles", allow_empty: bool = False) -> np.ndarray:
+    """Sweep ``angles`` (A,) as float64 radians: one or more (none with ``allow_empty``) finite
+    numbers within one full turn, else a one-line :class:`AffineVAEError` starting with ``where``
+    (the public function checking them) and naming its argument ``what``."""
     try:
         radians = np.asarray(list(angles), dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise AffineVAEError(f"{where}: angles must be numbers (radians), got {angles!r}") from None
-    if len(radians) == 0 or not np.all(np.isfinite(radians)):
-        raise AffineVAEError(f"{where}: angles must be one or more finite numbers (radians)")
-    check_full_turn(radians, where, "angles")
+        raise AffineVAEError(f"{where}: {what} must be numbers (radians), got {angles!r}") from None
+    if not np.all(np.isfinite(radians)) or (len(radians) == 0 and not allow_empty):
+        raise AffineVAEError(f"{where}: {what} must be {'finite' if allow_empty else 'one or more finite'} "
+                             "numbers (radians)")
+    check_full_turn(radians, where, what)
     return radians
+
+
+def check_models(models, where: str) -> None:
+    """Refuse in one line starting with ``where`` anything but a non-empty dict of name -> model."""
+    if not isinstance(models, Mapping):
+        raise AffineVAEError(f"{where}: models must be a non-empty dict of name -> model (e.g. {{'vae': model}}), "
+                             f"got {type(models).__name__}")
+    if not models:
+        raise AffineVAEError(f"{where} needs at least one model")
 
 
 def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: str = "bilinear",
@@ -283,12 +294,8 @@ def rotation_sweep(models: Mapping[str, object], images, labels=None, *positiona
     cfg = config or SweepConfig()
     if not isinstance(cfg, SweepConfig):
         raise AffineVAEError(f"rotation_sweep: config must be a SweepConfig, got {type(cfg).__name__}")
-    if not models:
-        raise AffineVAEError("rotation_sweep needs at least one model")
+    check_models(models, "rotation_sweep")
     radians = check_angles(angles, "rotation_sweep")
-    if not isinstance(models, Mapping) or not models:
-        raise AffineVAEError(f"rotation_sweep: models must be a non-empty dict of name -> model (e.g. {{'vae': model}}), "
-                             f"got {type(models).__name__}")
     degrees = np.round(np.degrees(radians), 9)  # the result (table, CSV, plots) in degrees: 30.0, not 30.000000000000004
     x, y = _as_images(images, labels)
     names = list(models)

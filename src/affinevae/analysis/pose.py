@@ -122,14 +122,12 @@ def loss_vs_rotation(models: Mapping[str, object], data, angles: Sequence[float]
     :class:`~affinevae.sweep.SweepResult` ((M, A) ``neg_elbo``; its ``angles_deg`` are the
     angles in degrees, as the plots label them).
     """
-    from ..sweep import SweepConfig, check_angles, rotation_sweep
+    from ..sweep import SweepConfig, check_angles, check_models, rotation_sweep
 
     refuse_removed_keywords("loss_vs_rotation", removed, {
         "angles_deg": "angles_deg (degrees) is now angles, in radians (e.g. angles=np.radians(range(0, 361, 30)))"})
     a = check_angles(angles, "loss_vs_rotation")
-    if not isinstance(models, Mapping) or not models:
-        raise AffineVAEError(f"loss_vs_rotation: models must be a non-empty dict of name -> model (e.g. "
-                             f"{{'vae': model}}), got {type(models).__name__}")
+    check_models(models, "loss_vs_rotation")
     data = take(as_imageset(data, labels), n)
     return rotation_sweep(dict(models), data.images, data.labels, angles=a,
                           config=SweepConfig(seed=seed, search=search, binarize=binarize))

@@ -90,9 +90,10 @@ class Map:
         ps = PatchSet.load(args.patches)
         if len(ps) == 0:
             raise AffineVAEError(f"{args.patches}: holds no patches")
-        if args.clusters is not None:  # before the patches are encoded
+        # before the patches are encoded: the cluster count, and a --cluster-on the model cannot take
+        # (images for a model with classes)
+        if args.clusters is not None:
             check_cluster_count(args.clusters, len(ps), "--clusters")
-        if args.clusters is not None:  # an impossible --cluster-on (images for a model with classes): before encoding
             cluster_space(model, args.cluster_on)
         with open_image(args, args.image) as src:
             if ps.image_shape != (0, 0) and tuple(ps.image_shape) != tuple(src.image_shape):
