@@ -83,6 +83,14 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
                         signal_cube=False if getattr(args, "signal_channels", False) else None)
 
 
+def data_noun(model) -> str:
+    """What a command's summary calls ``model``'s data: ``'signals'`` for a model of 1-D signals
+    (image shape (C, 1, L)), else ``'images'``."""
+    from ..nn.signal import is_signal_shape
+
+    return "signals" if is_signal_shape(model.config.image_shape) else "images"
+
+
 def refuse_signal_model(model, run_dir, what: str) -> None:
     """Raise :class:`AffineVAEError` (one line) when ``model`` was trained on 1-D signals (image shape
     (C, 1, L)) and the command turns images: ``what`` says what to do instead."""

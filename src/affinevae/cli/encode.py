@@ -15,7 +15,7 @@ from ..io import atomic_write
 from ..outputs import check_output
 from ..runs import Run, load
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, load_run_data, seed_arg
+from .common import add_data_arguments, add_force_argument, data_noun, load_run_data, seed_arg
 
 
 def check_split(split: Optional[str], data: Optional[str]) -> str:
@@ -64,6 +64,6 @@ class Encode:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **out)
         atomic_write(args.out, w)
-        print(f"encoded {len(data)} {'signals' if model.config.image_shape[1] == 1 else 'images'}: arrays {', '.join(sorted(out))} -> {args.out} "
+        print(f"encoded {len(data)} {data_noun(model)}: arrays {', '.join(sorted(out))} -> {args.out} "
               f"(mean ELBO {out['elbo'].mean():.2f} nats/image)")
         return 0

@@ -14,7 +14,8 @@ from ..models.semisupervised import read_targets
 from ..registry import MODELS
 from ..training import TrainConfig, fit, init_distributed, seed_everything
 from . import COMMANDS
-from .common import add_data_arguments, load_data_from_args, parse_int_list, parse_set_options, seed_arg
+from .common import (add_data_arguments, data_noun, load_data_from_args, parse_int_list, parse_set_options,
+                     seed_arg)
 
 
 def _signal_hint(data) -> str:
@@ -149,7 +150,7 @@ class Train:
                          f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
                          "was left off"))
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
-            print(f"trained {args.model} on {result.n_train} {'signals' if model.config.image_shape[1] == 1 else 'images'} ({source}{held}) for {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}: "
+            print(f"trained {args.model} on {result.n_train} {data_noun(model)} ({source}{held}) for {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}: "
                   f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
         return 0
 

@@ -109,12 +109,13 @@ class ImageSet:
     def subset(self, index) -> "ImageSet":
         """A new ImageSet of the selected images (index array, slice or mask)."""
         if not isinstance(index, slice):
-            idx = np.asarray(index)
-            if idx.dtype != bool and idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
-                raise AffineVAEError(f"{self.source or 'images'}: subset index {int(idx.max() if idx.max() >= len(self) else idx.min())} "
-                                     f"outside the {len(self)} images")
-            if idx.dtype == bool and idx.shape != (len(self),):
-                raise AffineVAEError(f"{self.source or 'images'}: a subset mask needs {len(self)} entries, got {idx.shape}")
+            idx, n, where = np.asarray(index), len(self), self.source or "images"
+            if idx.dtype == bool and idx.shape != (n,):
+                raise AffineVAEError(f"{where}: a subset mask needs {n} entries, got {idx.shape}")
+            if idx.dtype != bool and idx.size:
+                bad = int(idx.max()) if idx.max() >= n else int(idx.min())
+                if not -n <= bad < n:
+                    raise AffineVAEError(f"{where}: subset index {bad} outside the {n} images")
         pick = lambda v: None if v is None else v[index]  # noqa: E731
         return ImageSet(self.images[index], pick(self.labels), pick(self.angle), pick(self.shift), pick(self.scale),
                         self.class_names, self.source, dict(self.meta))

@@ -81,11 +81,14 @@ def check_image_shape(shape: Sequence[int], image_shape: Sequence[int], where: s
     got = (1, *got) if len(got) == 2 else got
     want = tuple(int(v) for v in image_shape)
     if got != want:
-        if not hint and len(want) == 3 and want[1] == 1 and len(got) == 3 and got[1] != 1:
-            hint = (f" (1-D signals of {want[2]} samples: read the data as signals, with --signal-axis on the "
-                    "command line or affinevae.data.spectra.load_signals)")
-        elif not hint and len(want) == 3 and want[1] == 1 and len(got) == 3 and got[0] != want[0]:
-            hint = f" (signals of {want[0]} channels: give --signal-channels as training did)"
+        from ..nn.signal import is_signal_shape  # on the error path only: data needs no nn at import
+
+        if not hint and is_signal_shape(want) and len(got) == 3:
+            if not is_signal_shape(got):
+                hint = (f" (1-D signals of {want[2]} samples: read the data as signals, with --signal-axis on the "
+                        "command line or affinevae.data.spectra.load_signals)")
+            elif got[0] != want[0]:
+                hint = f" (signals of {want[0]} channels: give --signal-channels as training did)"
         raise AffineVAEError(f"{where}: image shape {_chw(got)} (C x H x W) but the model expects {_chw(want)}{hint}")
     return got
 

@@ -37,6 +37,7 @@ from ..limits import check_allocation
 from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, check_full_turn, compose_poses, render
 from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
 from ..nn.likelihoods import LIKELIHOODS
+from ..nn.signal import is_signal_shape
 from ..registry import MODELS
 from ..rng import seeded
 
@@ -341,7 +342,7 @@ class LatentModel(nn.Module):
             return
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))
         if lo < support[0] - 1e-6 or hi > support[1] + 1e-6:
-            if x.dim() == 4 and x.shape[2] == 1:  # 1-D signals (C, 1, L): spectra are real-valued
+            if is_signal_shape(x.shape[1:]):  # 1-D signals (C, 1, L): spectra are real-valued
                 raise AffineVAEError(f"{where}: signal values span [{lo:g}, {hi:g}], but the {self.likelihood.name} "
                                      f"likelihood needs them in [{support[0]:g}, {support[1]:g}]: use a gaussian "
                                      "likelihood (--likelihood gaussian), as the spectra defaults of vae/rvae/ae do")
@@ -572,8 +573,7 @@ class LatentModel(nn.Module):
         """
         self.refuse_labels(y, "elbo")
         n_samples = check_int("elbo: n_samples", n_samples, 1)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise AffineVAEError(f"elbo: generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_generator(generator, "elbo")
         fork = contextlib.nullcontext()
         if generator is not None:
             fork = seeded(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)), self.device)
@@ -596,8 +596,7 @@ class LatentModel(nn.Module):
         """``n`` (an integer >= 1: images to draw) as an int, and ``generator`` a
         :class:`torch.Generator` or None; else one :class:`AffineVAEError` line starting ``where``."""
         n = check_int(f"{where}: n", n, 1)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise AffineVAEError(f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_generator(generator, where)
         return n
 
     @torch.no_grad()
@@ -728,6 +727,13 @@ def planned_state(build, where: str, copies: float = 1.0) -> Optional[dict[str, 
     return shapes
 
 
+def check_generator(generator: Any, where: str) -> None:
+    """Refuse (one :class:`AffineVAEError` line starting ``where``) a ``generator`` that is neither a
+    :class:`torch.Generator` nor None."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise AffineVAEError(f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
 def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> LatentModel:
     """Build a registered model by ``name`` ('ae', 'vae', 'cvae', ...) with validated options.
 
@@ -744,8 +750,8 @@ def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> Lat
         check_seed(seed)
     shape = options.get("image_shape")
     if isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, int) for v in shape):
-        h, w = shape[1:]  # (C, 1, L): 1-D signals, any length; models saved before this rule still load
-        check(h == 1 or min(h, w) >= MIN_IMAGE_SIZE, f"image_shape {tuple(shape)}: images of {h}x{w} pixels are "
+        h, w = shape[1:]  # 1-D signals (C, 1, L): any length; models saved before this rule still load
+        check(is_signal_shape(shape) or min(h, w) >= MIN_IMAGE_SIZE, f"image_shape {tuple(shape)}: images of {h}x{w} pixels are "
               f"too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
     planned_state(lambda: cls.from_options(options), f"model '{name}'", copies=4)
     if seed is None:
