@@ -151,6 +151,9 @@ def test_logger_options_and_errors(tmp_path, monkeypatch):
         TrainConfig(loggers="csv")
     with pytest.raises(AffineVAEError, match="log_images_every"):
         TrainConfig(log_images_every=-1)
+    with pytest.raises(AffineVAEError, match="logger 'csv' is given twice"):  # two loggers would write one file
+        TrainConfig(loggers=("csv", "CSV"))
+    TrainConfig(loggers=(CSVLogger(directory=str(tmp_path / "a")), CSVLogger(directory=str(tmp_path / "b"))))
     with pytest.raises(AffineVAEError, match="unknown option 'experimnt'"):
         tracking.resolve_logger({"logger": "mlflow", "experimnt": "x"})
     with pytest.raises(AffineVAEError, match="needs a run directory"):
@@ -173,6 +176,11 @@ def test_cli_log_option(tmp_path, capsys):
     assert main([*args, str(tmp_path / "bad"), "--log", "wandb"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("affinevae: error: unknown logger 'wandb'")
+    # panels without a tracker would go nowhere: refused before any data are read, nothing written
+    assert main([*args, str(tmp_path / "nolog"), "--log-images-every", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--log-images-every" in err[0] and "give --log" in err[0]
+    assert not (tmp_path / "nolog").exists()
 
 
 def test_image_grid_and_panel_keep_mode_and_random_state():

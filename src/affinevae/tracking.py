@@ -364,13 +364,18 @@ def check_loggers(loggers: Any) -> None:
     """Validate ``TrainConfig.loggers``: a tuple of names / logger objects, each known and installed.
 
     Raises:
-        AffineVAEError: a bare string, an unknown name (with a suggestion) or a missing package
-            (naming the extra to install).
+        AffineVAEError: a bare string, an unknown name (with a suggestion), the same logger
+            twice, or a missing package (naming the extra to install).
     """
     check(isinstance(loggers, tuple),
           f"loggers must be a tuple of logger names or objects, e.g. ('csv', 'tensorboard'), got {loggers!r}")
+    seen: list = []
     for entry in loggers:
-        type(resolve_logger(entry)).check_installed()
+        logger = resolve_logger(entry)
+        check(logger not in seen, f"logger '{logger.name}' is given twice (loggers {describe_loggers(loggers)}); "
+                                  "each writes its files once")
+        seen.append(logger)
+        type(logger).check_installed()
 
 
 def describe_loggers(loggers: Sequence[Any]) -> list:

@@ -87,19 +87,24 @@ class Train:
         t.add_argument("--no-progress", action="store_true", help="no progress bar")
         t.add_argument("--log", action="append", default=[], metavar="NAME",
                        help="experiment tracking: csv, tensorboard or mlflow (repeatable or comma-separated)")
-        t.add_argument("--log-images-every", type=int, default=5, metavar="N",
-                       help="with --log: a reconstruction panel every N epochs (0: none)")
+        t.add_argument("--log-images-every", type=int, default=None, metavar="N",
+                       help=f"with --log: a reconstruction panel every N epochs (0: none; default "
+                            f"{TrainConfig.log_images_every})")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         # every option but the epochs is checked before the data are read; the epochs may depend on them
+        loggers = tuple(n.strip() for v in args.log for n in v.split(",") if n.strip())
+        if args.log_images_every is not None and not loggers:
+            raise AffineVAEError("--log-images-every: the reconstruction panels go to an experiment tracker; "
+                                 "give --log csv, tensorboard or mlflow")
         cfg = TrainConfig(batch_size=TrainConfig.batch_size if args.batch_size is None else args.batch_size,
                           lr=TrainConfig.lr if args.lr is None else args.lr, weight_decay=args.weight_decay,
                           schedule=args.schedule, val_split=args.val_split, seed=args.seed, device=args.device,
                           bf16=args.bf16, compile=args.compile, progress=False if args.no_progress else None,
-                          loggers=tuple(n.strip() for v in args.log for n in v.split(",") if n.strip()),
-                          log_images_every=args.log_images_every,
+                          loggers=loggers, log_images_every=(TrainConfig.log_images_every if args.log_images_every
+                                                             is None else args.log_images_every),
                           kl_warmup=0.0 if args.kl_warmup is None else args.kl_warmup)
         rank, _ = init_distributed(cfg.device)
         check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume)
