@@ -53,6 +53,9 @@ def test_layouts_give_the_same_codes_and_inverse_keeps_the_fit_layout(digits):
     assert np.array_equal(flat.transform(x[:10]), z)  # same seed, same data: the same model
     with pytest.raises(AffineVAEError, match="flat rows have 784 values, image_shape"):
         Estimator("vae", image_shape=(20, 20), **MLP).fit(x.reshape(len(x), -1))
+    for bad in ("abc", 28, (28.5, 28), (True, 28), (28,), (0, 28, 28)):  # one line, not int()'s ValueError
+        with pytest.raises(AffineVAEError, match="image_shape must be"):
+            Estimator("vae", image_shape=bad, **MLP).fit(x.reshape(len(x), -1))
     with pytest.raises(AffineVAEError, match="the fitted model expects"):
         est.transform(np.zeros((2, 1, 16, 49), np.float32))
     with pytest.raises(ValueError, match="X has 100 features, but Estimator is expecting 784"):

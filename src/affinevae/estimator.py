@@ -47,11 +47,17 @@ small MLP model with a Gaussian likelihood, which accepts the checks' unscaled t
 
 
 def _image_shape(value: Any) -> tuple[int, int, int]:
+    """``Estimator.image_shape`` (H, W) or (C, H, W) as (C, H, W) integers, or one line naming it."""
+    bad = AffineVAEError(f"Estimator image_shape must be (H, W) or (C, H, W) positive integers, got {value!r}")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise bad
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        raise bad
     shape = tuple(int(v) for v in value)
     if len(shape) == 2:
         shape = (1, *shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise AffineVAEError(f"Estimator image_shape must be (H, W) or (C, H, W) positive integers, got {value!r}")
+        raise bad
     return shape
 
 
