@@ -1,5 +1,7 @@
 """1-D signals with shift invariance, hyperspectral cubes and the PCA/NMF baseline (issue 13, parts 3-4)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -232,6 +234,12 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
     np.save(tmp_path / "copy.npy", small_cube.cube)
     error(["encode", str(run), "--data", str(tmp_path / "copy.npy"), "--out", str(tmp_path / "e1.npz")],
           "(1-D signals of 32 samples: read the data as signals, with --signal-axis")
+    # values outside [0, 1]: the loader's min-max scaling warning is not shown before the refusal
+    np.save(tmp_path / "bright.npy", small_cube.cube * 300 + 5)
+    with warnings.catch_warnings(record=True) as shown:
+        error(["encode", str(run), "--data", str(tmp_path / "bright.npy"), "--out", str(tmp_path / "e1.npz")],
+              "but the model expects 1x1x32")
+    assert not [w for w in shown if "min-max" in str(w.message)]
     # commands that turn images refuse a model of signals, and map takes its data with --cube only
     for args, what in [(["align", str(run), "--data", str(cube), "--signal-axis", "2", "--out", str(tmp_path / "a.npz")],
                         "a signal's shift is one of its latents"),

@@ -90,7 +90,8 @@ class Align:
         cfg = search_config_from_args(args, model.config.search)
         if args.no_before:
             cfg = cfg.replace(report_before=False)
-        data = load_run_data(args, Run.open(args.run_dir), args.split, seed=args.seed)  # a run's own: its options
+        data = load_run_data(args, Run.open(args.run_dir), args.split, seed=args.seed,  # a run's own: its options
+                             expect=model.config.image_shape)
         labels = data.labels if model.conditional else None
         result = model.align(data.images, labels, cfg)
         result.save(args.out, labels=data.labels)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from typing import Any, Optional
 
 from ..data import ImageSet, load_dataset
+from ..data.inputs import check_image_shape
 from ..errors import AffineVAEError
 
 
@@ -114,7 +116,7 @@ def names_run_data(args: argparse.Namespace, run) -> bool:
 
 
 def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int = 0,
-                  binarize: bool = True, announce: bool = True) -> ImageSet:
+                  binarize: bool = True, announce: bool = True, expect: Optional[tuple] = None) -> ImageSet:
     """The images :func:`add_data_arguments`' options name, for a command working on ``run``.
 
     When ``--data`` names the run's own data (:func:`names_run_data`), they come from
@@ -125,10 +127,24 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
     thresholded twice). Otherwise :func:`load_data_from_args` with ``seed``.
     ``binarize=False`` thresholds neither (the caller does, e.g. after turning the images).
     ``announce=False`` leaves out the angle-range line (``plot``, which draws rather than reports).
+    ``expect``: the model's (C, H, W); images of another shape are then refused in one line before
+    the loader's warnings (e.g. its min-max scaling) are shown, so that the error is the only line.
 
     Returns:
         ImageSet of float32 (N, C, H, W) images, N at most ``-n``.
     """
+    if expect is None:
+        return _load_run_data(args, run, split, seed, binarize, announce)
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("always")
+        data = _load_run_data(args, run, split, seed, binarize, announce)
+    check_image_shape(data.images.shape[1:], expect, where=data.source or args.data or "images")
+    for w in held:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return data
+
+
+def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binarize: bool, announce: bool) -> ImageSet:
     if not names_run_data(args, run):
         return load_data_from_args(args, split, seed=seed, binarize=binarize)
     if args.n is not None and args.n < 1:

@@ -57,7 +57,8 @@ class Encode:
             raise AffineVAEError(f"--out {args.out}: encode writes a NumPy .npz archive; give a file name ending "
                                  "in .npz")
         model = load(args.run_dir)
-        data = load_run_data(args, Run.open(args.run_dir), split, seed=args.seed)  # a run's own: its options
+        data = load_run_data(args, Run.open(args.run_dir), split, seed=args.seed,  # a run's own: its options
+                             expect=model.config.image_shape)
         out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed, where=data.source or "images")
 
         def w(tmp):

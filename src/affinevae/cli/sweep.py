@@ -83,8 +83,8 @@ class Sweep:
             first = next(m for m in models.values() if isinstance(m, AVAE))
             search = search_config_from_args(args, first.config.search)
         run = Run.open(args.run_dir)
-        data = load_run_data(args, run, args.split, seed=args.seed,
-                             binarize=False)  # a run's own: its options; thresholded after rotating
+        data = load_run_data(args, run, args.split, seed=args.seed, binarize=False,  # thresholded after rotating
+                             expect=next(iter(models.values())).config.image_shape)  # a run's own: its options
         threshold = args.binarize
         if threshold is None and run.binarize is not None and names_run_data(args, run):
             threshold = run.binarize  # the run's own data as training saw it: binarized (after each turn)
