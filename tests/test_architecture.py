@@ -168,3 +168,36 @@ def test_private_use_detection(tmp_path):
     assert sorted((m, n, line) for m, n, line in private_uses(toy)) == [
         ("affinevae.b", "_helper", 1), ("affinevae.b", "_helper", 5), ("affinevae.b", "_m", 6)]
     assert import_graph(toy)["affinevae.b"] == {"affinevae.sub.a"}
+
+
+def test_command_line_defaults_are_the_python_defaults():
+    """Defaults have one source: each option's default is read from the Python function or config
+    it feeds, so that the two cannot drift apart."""
+    from affinevae.cli import build_parser
+    from affinevae.cli.common import default_of
+    from affinevae.data.objects import DETECT_THRESHOLD, detect_objects
+    from affinevae.data.patches import iter_patches
+    from affinevae.encoding import encode_dataset, encode_patchset
+    from affinevae.mapping import write_maps
+    from affinevae.napari_plugin.pipeline import LearnSettings
+    from affinevae.report import REPORT_SWEEP_ROTATIONS, write_report
+    from affinevae.sweep import parse_angles
+    from affinevae.training import TrainConfig
+    import numpy as np
+
+    p = build_parser()
+    a = p.parse_args(["train", "--model", "vae", "--data", "mnist", "--out", "x"])
+    assert (a.weight_decay, a.schedule, a.val_split, a.seed) == (TrainConfig.weight_decay, TrainConfig.schedule,
+                                                                 TrainConfig.val_split, TrainConfig.seed)
+    assert p.parse_args(["encode", "r", "--data", "d", "--out", "x.npz"]).batch_size == default_of(encode_dataset,
+                                                                                                 "batch_size")
+    assert (p.parse_args(["map", "r", "--image", "i", "--patches", "q", "--out", "x"]).batch_size
+            == default_of(encode_patchset, "batch_size") == default_of(write_maps, "batch_size"))
+    a = p.parse_args(["patches", "img.tif", "--window", "16", "--out", "x.npz"])
+    assert (a.threshold == DETECT_THRESHOLD == default_of(detect_objects, "threshold")
+            == default_of(iter_patches, "threshold") == LearnSettings.threshold)
+    a = p.parse_args(["report", "r", "--out", "x.html"])
+    assert (a.n, a.sweep_n) == (default_of(write_report, "n"), default_of(write_report, "sweep_n"))
+    np.testing.assert_allclose(np.radians(parse_angles(a.sweep_angles)), REPORT_SWEEP_ROTATIONS)
+    with pytest.raises(TypeError, match="no default for 'model'"):
+        default_of(encode_dataset, "model")

@@ -243,12 +243,17 @@ def class_metrics(inferred: np.ndarray, k: int, labels: Optional[np.ndarray], su
     return out
 
 
-#: Default rotations of the report's loss-vs-rotation sweep: 0 to 360 degrees every 30, in radians.
-REPORT_SWEEP_ROTATIONS = tuple(float(a) for a in np.radians(np.arange(0, 361, 30)))
+#: Default rotations of the report's loss-vs-rotation sweep: 0 to 360 degrees every
+#: :data:`REPORT_SWEEP_STEP` degrees, in radians.
+REPORT_SWEEP_STEP = 30
+REPORT_SWEEP_ROTATIONS = tuple(float(a) for a in np.radians(np.arange(0, 361, REPORT_SWEEP_STEP)))
+#: Default images analysed by the report, and images in its sweep.
+REPORT_N = 500
+REPORT_SWEEP_N = 200
 
 
-def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = 500, seed: int = 0,
-                 sweep_rotations: Sequence[float] = REPORT_SWEEP_ROTATIONS, sweep_n: int = 200,
+def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPORT_N, seed: int = 0,
+                 sweep_rotations: Sequence[float] = REPORT_SWEEP_ROTATIONS, sweep_n: int = REPORT_SWEEP_N,
                  log: Optional[Callable[[str], None]] = None, **removed) -> ReportResult:
     """Write one self-contained HTML report for the run in ``run_dir``.
 

@@ -46,6 +46,17 @@ def add_data_max_angle_argument(p: argparse.ArgumentParser, option: str = "--max
     p.set_defaults(data_max_angle_option=option)
 
 
+def default_of(func, name: str):
+    """The default of parameter ``name`` in ``func``'s signature: the command line's default is the
+    Python function's, from one source."""
+    import inspect
+
+    value = inspect.signature(func).parameters[name].default
+    if value is inspect.Parameter.empty:
+        raise TypeError(f"{func.__qualname__}() has no default for {name!r}")
+    return value
+
+
 def seed_arg(text: str) -> int:
     """argparse type of ``--seed``: an integer >= 0 (one-line error otherwise)."""
     from ..config import MAX_SEED

@@ -15,7 +15,7 @@ from ..io import atomic_write
 from ..outputs import check_output
 from ..runs import Run, load
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, data_noun, load_run_data, seed_arg
+from .common import add_data_arguments, add_force_argument, data_noun, default_of, load_run_data, seed_arg
 
 
 def check_split(split: Optional[str], data: Optional[str]) -> str:
@@ -45,7 +45,7 @@ class Encode:
         add_force_argument(p)
         p.add_argument("--split", default=None, choices=["train", "test"],
                        help="train or test, for built-in data sets only (default test)")
-        p.add_argument("--batch-size", type=int, default=512)
+        p.add_argument("--batch-size", type=int, default=default_of(encode_dataset, "batch_size"))
         p.add_argument("--seed", type=seed_arg, default=0, help="seed of the ELBO's posterior sample")
 
     @staticmethod

@@ -12,10 +12,11 @@ import numpy as np
 
 from ..data.sources import BUILTIN
 from ..defaults import CLUSTER_SPACES
+from ..encoding import encode_patchset
 from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
-from .common import add_force_argument, refuse_signal_model, seed_arg
+from .common import add_force_argument, default_of, refuse_signal_model, seed_arg
 from .image_options import add_image_options, open_image, pixel_size_option
 
 #: The background drawn under the maps is read with a step so that its longer side is at most this
@@ -62,7 +63,8 @@ class Map:
                             "360/N degrees (default: estimated from the patches and printed)")
         p.add_argument("--frame", type=int, default=0, help="frame drawn in the PNG maps (default 0)")
         p.add_argument("--key", help="array name in an .npz or dataset in an HDF5 image file")
-        p.add_argument("--batch-size", type=int, default=256, help="patches per forward pass")
+        p.add_argument("--batch-size", type=int, default=default_of(encode_patchset, "batch_size"),
+                       help="patches per forward pass")
         p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to encode (default cpu)")
         p.add_argument("--seed", type=seed_arg, default=0, help="clustering seed")
         add_image_options(p)
@@ -71,7 +73,6 @@ class Map:
     def run(args: argparse.Namespace) -> int:
         """Encode, cluster, write ``maps.npz`` and the PNG maps; returns the exit status."""
         from ..data.patches import PatchSet
-        from ..encoding import encode_patchset
         from ..runs import load
         from ..mapping import check_cluster_count, cluster_space, estimate_symmetry, write_maps
         from ..training import resolve_device

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.objects import DETECT_THRESHOLD
 from ..defaults import MIN_IMAGE_SIZE, patch_min_distance
 from ..errors import AffineVAEError
 from ..outputs import check_output
@@ -37,9 +38,10 @@ class Patches:
         find.add_argument("--min-distance", type=int, default=None,
                           help="detection: minimum distance between objects in pixels (default: a quarter of "
                                "--window, at least 1, printed)")
-        find.add_argument("--threshold", type=float, default=0.3,
+        find.add_argument("--threshold", type=float, default=DETECT_THRESHOLD,
                           help="detection: minimum brightness, as a fraction of the way from the frame's "
-                               "minimum to its maximum (default 0.3); see --absolute")
+                               f"minimum to its maximum (default {DETECT_THRESHOLD:g}); "
+                               "see --absolute")
         find.add_argument("--absolute", action="store_true", help="read --threshold as a pixel value after "
                                                                    "normalisation to [0, 1]")
         find.add_argument("--sigma", type=float, default=None,

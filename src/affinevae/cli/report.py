@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import AffineVAEError
-from ..report import write_report
+from ..report import REPORT_N, REPORT_SWEEP_N, REPORT_SWEEP_STEP, write_report
 from ..outputs import check_output
 from . import COMMANDS
 from .common import add_force_argument, seed_arg
@@ -26,11 +26,12 @@ class Report:
         add_force_argument(p)
         p.add_argument("--data", help="images to analyse: 'mnist', 'rotated-mnist' or a path "
                                       "(default: the run's own data, test split for built-in sets)")
-        p.add_argument("-n", "--n", type=int, default=500, dest="n", help="images analysed (default 500)")
-        p.add_argument("--sweep-angles", default="0:361:30",
+        p.add_argument("-n", "--n", type=int, default=REPORT_N, dest="n", help=f"images analysed (default {REPORT_N})")
+        p.add_argument("--sweep-angles", default=f"0:361:{REPORT_SWEEP_STEP}",
                        help="degrees of the loss-vs-rotation sweep, start:stop:step or a,b,c; 'none' to skip "
-                            "(default 0:361:30)")
-        p.add_argument("--sweep-n", type=int, default=200, help="images in the sweep (default 200)")
+                            f"(default 0:361:{REPORT_SWEEP_STEP})")
+        p.add_argument("--sweep-n", type=int, default=REPORT_SWEEP_N,
+                       help=f"images in the sweep (default {REPORT_SWEEP_N})")
         p.add_argument("--seed", type=seed_arg, default=0)
         p.add_argument("--quiet", action="store_true", help="no per-analysis progress lines")
 

@@ -76,10 +76,10 @@ class Train:
         t.add_argument("--kl-warmup", type=float, default=None, metavar="FRACTION",
                        help="raise the KL weight linearly from 0 to --beta over this fraction of the training steps "
                             f"(default 0: none; {PATCH_KL_WARMUP:g} for a patch set and rvae/crvae)")
-        t.add_argument("--weight-decay", type=float, default=0.0)
-        t.add_argument("--schedule", default="none", help="none or cosine")
-        t.add_argument("--val-split", type=float, default=0.1)
-        t.add_argument("--seed", type=seed_arg, default=0)
+        t.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+        t.add_argument("--schedule", default=TrainConfig.schedule, help="none or cosine")
+        t.add_argument("--val-split", type=float, default=TrainConfig.val_split)
+        t.add_argument("--seed", type=seed_arg, default=TrainConfig.seed)
         t.add_argument("--device", default="auto", help="auto, cpu or cuda")
         t.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
         t.add_argument("--compile", action="store_true", help="torch.compile the networks while training "

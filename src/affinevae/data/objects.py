@@ -15,11 +15,16 @@ import numpy as np
 from ..errors import AffineVAEError
 from .inputs import check_int
 
-__all__ = ["detect_objects", "smoothing_radius", "smoothed_range", "read_coordinates", "check_coordinates"]
+__all__ = ["DETECT_THRESHOLD", "detect_objects", "smoothing_radius", "smoothed_range", "read_coordinates", "check_coordinates"]
 
 
-def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 0.3, absolute: bool = False,
-                   sigma: Optional[float] = None, value_range: Optional[tuple[float, float]] = None) -> np.ndarray:
+#: Default detection threshold: a fraction of the way from a (smoothed) frame's minimum to its
+#: maximum (``detect_objects``, ``iter_patches``, ``patches --threshold``, the napari pipeline).
+DETECT_THRESHOLD = 0.3
+
+
+def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = DETECT_THRESHOLD,
+                   absolute: bool = False, sigma: Optional[float] = None, value_range: Optional[tuple[float, float]] = None) -> np.ndarray:
     """Centres of bright objects in one frame: local maxima above a threshold.
 
     Args:

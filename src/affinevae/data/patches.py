@@ -34,7 +34,8 @@ from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import check_int
-from .objects import check_coordinates, detect_objects, read_coordinates, smoothed_range, smoothing_radius
+from .objects import (DETECT_THRESHOLD, check_coordinates, detect_objects, read_coordinates, smoothed_range,
+                      smoothing_radius)
 from .stacks import open_stack
 
 __all__ = ["PatchSet", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
@@ -367,7 +368,7 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
         region = src.read_region(frame, rows, cols)
         off = np.array([rows.start, cols.start], dtype=np.int64)
         if centers is None:
-            found = detect_objects(region, md, detect.get("threshold", 0.3), detect.get("absolute", False), sigma,
+            found = detect_objects(region, md, detect.get("threshold", DETECT_THRESHOLD), detect.get("absolute", False), sigma,
                                    value_range=value_range) + off
             found = found[_in_core(found, cr, cc)]
             idx, local = found[:, 0] * src.image_shape[1] + found[:, 1], found
@@ -412,7 +413,7 @@ def patch_min_distance(window: int) -> int:
 
 
 def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] = None, stride: Optional[int] = None,
-                 min_distance: Optional[int] = None, threshold: float = 0.3, absolute: bool = False,
+                 min_distance: Optional[int] = None, threshold: float = DETECT_THRESHOLD, absolute: bool = False,
                  sigma: Optional[float] = None, edge: str = "drop", chunk_frames: int = 16,
                  progress: bool = False, key: Optional[str] = None,
                  tile: Optional[int] = DEFAULT_TILE) -> Iterator[PatchSet]:
@@ -541,7 +542,7 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
     """
     where = _where(source)
     found_any = any(p.n_found for p in parts)
-    threshold, absolute = options.get("threshold", 0.3), options.get("absolute", False)
+    threshold, absolute = options.get("threshold", DETECT_THRESHOLD), options.get("absolute", False)
     if not found_any and not absolute and threshold <= 0:
         return AffineVAEError(f"{where}: no objects found even at threshold 0: no pixel rises above the frame's "
                               "minimum as a local maximum (a constant image?)")

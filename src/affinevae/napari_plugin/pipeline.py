@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..data.objects import DETECT_THRESHOLD
 from ..defaults import MIN_IMAGE_SIZE, PATCH_LATENT_DIM
 from ..errors import AffineVAEError
 
@@ -36,7 +37,7 @@ class LearnSettings:
     epochs: Optional[int] = None
     clusters: Optional[int] = 2
     min_distance: Optional[int] = None
-    threshold: float = 0.3
+    threshold: float = DETECT_THRESHOLD
     batch_size: Optional[int] = None
     seed: int = 0
 

@@ -40,17 +40,17 @@ class LearnAndMapWidget(QWidget):
         self.viewer = napari_viewer
         self.layer_box = QComboBox()
         # train refuses images under MIN_IMAGE_SIZE pixels a side: a smaller patch could never be learnt
-        self.window = QSpinBox(minimum=MIN_IMAGE_SIZE, maximum=256, value=16)
+        self.window = QSpinBox(minimum=MIN_IMAGE_SIZE, maximum=256, value=LearnSettings.window)
         self.model = QComboBox()
         self.model.addItems(list(FAMILIES))
         self.latent_dim = QSpinBox(minimum=1, maximum=64, value=LearnSettings.latent_dim)
         self.epochs = QSpinBox(minimum=0, maximum=10000, value=0)
         self.epochs.setSpecialValueText("auto")
-        self.clusters = QSpinBox(minimum=0, maximum=20, value=2)
+        self.clusters = QSpinBox(minimum=0, maximum=20, value=LearnSettings.clusters)
         self.clusters.setSpecialValueText("none")
         self.min_distance = QSpinBox(minimum=0, maximum=1000, value=0)
         self.min_distance.setSpecialValueText("auto")  # a quarter of the patch size, as `patches` takes it
-        self.threshold = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.3)
+        self.threshold = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=LearnSettings.threshold)
         self.run_button = QPushButton("Learn and map")
         self.progress = QProgressBar(minimum=0, maximum=100, value=0)
         self.status = QLabel("")
