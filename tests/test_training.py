@@ -49,6 +49,13 @@ def test_same_seed_same_weights(digits):
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    # the fit's draws are its own: the caller's random state is as it was, and does not change the fit
+    model = make()
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    d = fit(model, digits, cfg(epochs=1)).model
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(sa[k], v) for k, v in d.state_dict().items())
 
 
 def test_resume_equals_uninterrupted(digits, tmp_path):

@@ -226,6 +226,9 @@ def _save_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, e
     save_tensors(weights, model.state_dict())
     state = {"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
              "model_training_state": model.training_state()}
+    device = model.device
+    if device.type == "cuda":  # the model's draws on a GPU come from that device's generator
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
 
     def write_state(tmp):
         torch.save(state, tmp)
@@ -309,6 +312,9 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
                                          f"shape {tuple(value.shape)}, the model's {tuple(params[int(i)].shape)})")
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        device = model.device
+        if device.type == "cuda" and isinstance(state.get("cuda_rng"), torch.Tensor):  # not on another device type
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         extra = state.get("model_training_state", {})  # absent in checkpoints of earlier versions
         if not isinstance(extra, dict) or not all(isinstance(v, torch.Tensor) for v in extra.values()):
             raise TypeError("model_training_state is not a dict of tensors")
@@ -455,7 +461,6 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     if device.type == "cpu" and len(x):  # before anything is written
         check_training_memory(model, x, y, data_index, min(cfg.batch_size, len(x)))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    torch.manual_seed(cfg.seed)
     # a run directory this fit makes (absent or empty before) is removed again if the fit stops before
     # its first checkpoint (a loss that diverges in epoch 1, an interrupt): nothing to resume, and a
     # leftover would make the same command refuse its --out
@@ -465,6 +470,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         with contextlib.ExitStack() as stack:
             if run is not None and rank == 0:
                 stack.enter_context(RunLock(run.path))  # a second process on the same run directory refuses
+            # the draws of the fit (noise, dropout) are seeded by cfg.seed on the CPU and the model's
+            # device, and the caller's random state is restored on leaving
+            stack.enter_context(seeded(cfg.seed, device))
             return _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device,
                                callbacks, meta)
     except BaseException:
