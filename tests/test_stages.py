@@ -3,6 +3,7 @@ networks, the AVAE as a LatentModel composing its inner model's stages, and the 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -139,3 +140,12 @@ def test_amortise_library_function_and_cli_share_defaults():
         as_avae(res.model, "translation", "run")
     with pytest.raises(AffineVAEError, match="ELBO alone"):
         amortise(vae, X, config=AMORTISE_DEFAULTS.replace(target="search"), refiner=True)
+    # the config's seed fixes the new head's weights and the training; the caller's state is kept
+    heads = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        out = amortise(copy.deepcopy(vae), X, config=AMORTISE_DEFAULTS.replace(epochs=1, target="elbo"))
+        assert torch.equal(torch.get_rng_state(), before)
+        heads.append(out.model.head.state_dict())
+    assert all(torch.equal(v, heads[1][k]) for k, v in heads[0].items())

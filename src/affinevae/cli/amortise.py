@@ -51,8 +51,6 @@ class Amortise:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae amortise``; returns the exit status (user errors raise AffineVAEError)."""
-        import torch
-
         if Path(args.out).resolve() == Path(args.run_dir).resolve():
             raise AffineVAEError("--out must differ from run_dir (the run's checkpoints belong to its own model)")
         cfg = AMORTISE_DEFAULTS.replace(target=args.target, tune_model=args.tune_model, epochs=args.epochs,
@@ -62,7 +60,6 @@ class Amortise:
         check_output(args.out, kind="dir", inputs=[args.run_dir, args.data, args.labels], force=args.force)
         loaded = load(args.run_dir, device=device)
         data = load_data_from_args(args, "train", seed=args.seed)
-        torch.manual_seed(args.seed)
         result = amortise(loaded, data.images, data.labels, cfg, refiner=args.refiner, transform=args.transform,
                           where=args.run_dir)
         model, history = result.model, result.history

@@ -17,6 +17,7 @@ from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
 from ..nn.transforms import Parameterisation
 from ..registry import MODELS
+from ..rng import seeded
 from .nets import PoseHead, PoseRefiner
 from .search import check_views, chunks, evaluate_candidates, take
 
@@ -289,11 +290,19 @@ def amortise(model, images, labels=None, config: Optional[HeadTrainConfig] = Non
     head's poses (``tune_model`` also trains the VAE). ``refiner``: train the pose refiner instead
     of the head (needs a trained head; ELBO target without ``tune_model``). With ``views`` > 1 the
     model's search starts from the consensus of that many views (``head_views``), as trained.
-    ``labels`` (N,): for class-conditional models. Raises :class:`AffineVAEError`.
+    ``labels`` (N,): for class-conditional models. ``config.seed`` fixes everything drawn (a new
+    head's weights, the batch order, the model's noise); the caller's random state is left as it
+    was. Raises :class:`AffineVAEError`.
     """
     cfg = config or AMORTISE_DEFAULTS
     if refiner and (cfg.target != "elbo" or cfg.tune_model):
         raise AffineVAEError("--refiner learns from the ELBO alone: no --target search, no --tune-model")
+    with seeded(cfg.seed, next(model.parameters()).device):
+        return _amortise(model, images, labels, cfg, refiner, transform, where)
+
+
+def _amortise(model, images, labels, cfg: HeadTrainConfig, refiner: bool, transform: Optional[str],
+              where: str) -> AmortiseResult:
     avae = as_avae(model, transform, where, pose_head=True)
     if avae.head is None:
         raise AffineVAEError(f"{where}: this avae was built without a pose head (pose_head=false)")
