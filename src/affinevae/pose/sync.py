@@ -141,8 +141,8 @@ def synchronise_angles(x, angles: int = 32, neighbours: int = 10, components: in
     h = (scale @ h @ scale).tocsr()  # degree-normalised: hubs do not dominate the eigenvector
     n_comp, comp = connected_components(csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)), directed=False)
     out = np.zeros(n)
-    for c in range(n_comp):
-        members = np.flatnonzero(comp == c)
+    order = np.argsort(comp, kind="stable")  # each component's members in ascending order, grouped once
+    for members in np.split(order, np.cumsum(np.bincount(comp, minlength=n_comp))[:-1]):
         out[members] = _leading_phase(h[members][:, members])
     ang = np.angle(np.exp(1j * out)).astype(np.float32)
     residual = np.cos(ang[cols] - ang[rows] - rel).reshape(n, k)
