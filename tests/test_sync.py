@@ -62,6 +62,19 @@ def test_synchronised_angles_are_the_true_ones_up_to_one_offset():
     assert set(np.unique(pooled.neighbours)) <= set(range(300)) and len(np.unique(pooled.neighbours)) <= 150
 
 
+def test_each_connected_component_is_synchronised_on_its_own():
+    """Two kinds of object that are never each other's neighbours make two components; within each,
+    the angles are the true ones up to that component's own offset."""
+    a, angle_a = styled_shapes(120, seed=1)
+    b, angle_b = styled_shapes(120, seed=2)
+    b = b * 3.0  # far brighter: no cross-kind neighbour at any turn
+    out = synchronise_angles(torch.cat([a, b]), angles=32, neighbours=6, components=10, seed=0)
+    assert out.components == 2
+    assert (out.neighbours[:120] < 120).all() and (out.neighbours[120:] >= 120).all()
+    assert concentration(out.angles[:120], angle_a) > 0.95
+    assert concentration(out.angles[120:], angle_b) > 0.95
+
+
 def test_consistency_flags_the_images_that_do_not_fit_the_frame():
     """Each image's consistency averages the agreement of its own neighbour pairs: noise images, which
     match nothing at any turn, score lower than the shapes, and the mean is the overall agreement."""
