@@ -334,3 +334,30 @@ def test_plot_and_report_sweeps_threshold_after_turning_like_sweep(tiny_runs, tm
     write_report(run_dir, tmp_path / "r.html", n=8, sweep_rotations=np.radians([0, 90]), sweep_n=8)
     images, threshold = seen[-1]
     assert threshold == 0.5 and ((images > 0) & (images < 1)).any()
+
+
+def test_a_save_interrupted_between_its_two_files_is_found_at_load(tmp_path, monkeypatch):
+    """model.safetensors carries the digest of the model.json saved with it: new weights beside the
+    old config (a kill between the two atomic writes) are refused in one line, not loaded as a
+    model of the wrong config; weights without the digest (earlier versions) still load."""
+    from affinevae import io
+
+    a = av.build_model("vae", latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16], beta=1.0)
+    b = av.build_model("vae", latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16], beta=4.0, seed=1)
+    a.save(tmp_path / "m")
+    assert io.tensor_header(tmp_path / "m" / io.MODEL_WEIGHTS)[1][io.CONFIG_DIGEST_KEY]
+
+    def killed(path, data):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(io, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        b.save(tmp_path / "m")
+    monkeypatch.undo()
+    with pytest.raises(AffineVAEError, match=r"m: model.safetensors was saved with another model.json \(a save "
+                                             r"interrupted"):
+        load(tmp_path / "m")
+    b.save(tmp_path / "m")  # saved again: whole
+    back = load(tmp_path / "m")
+    assert back.config.beta == 4.0 and all(torch.equal(v, back.state_dict()[k]) for k, v in b.state_dict().items())
+    io.save_tensors(tmp_path / "m" / io.MODEL_WEIGHTS, b.state_dict())  # no digest: an earlier version's file
+    assert load(tmp_path / "m").config.beta == 4.0

@@ -7,6 +7,7 @@ model (which needs the model registry) is :func:`affinevae.runs.load`.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -121,6 +122,7 @@ def atomic_write(path: str | Path, write) -> Path:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # after the write: some writers (safetensors) recreate the file
+        _flush_to_disk(tmp)  # a power loss after the rename leaves the new contents, not an empty file
         os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):
@@ -129,6 +131,16 @@ def atomic_write(path: str | Path, write) -> Path:
             raise write_failure(path, exc) from None
         raise
     return path
+
+
+def _flush_to_disk(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system that cannot sync (some network mounts): the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | Path, data: Any) -> Path:
@@ -178,6 +190,12 @@ def load_tensors(path: str | Path, what: str = "weights") -> dict[str, torch.Ten
 def tensor_shapes(path: str | Path, what: str = "weights") -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor in a safetensors file, read from its header only (no tensor
     data is read or allocated); a one-line :class:`AffineVAEError` if missing or corrupt."""
+    return tensor_header(path, what)[0]
+
+
+def tensor_header(path: str | Path, what: str = "weights") -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """(name -> shape of every tensor, the file's string metadata) of a safetensors file, read
+    from its header only; a one-line :class:`AffineVAEError` if missing or corrupt."""
     path = Path(path)
     if not path.is_file():
         raise AffineVAEError(f"{path}: {what} not found")
@@ -203,12 +221,29 @@ def tensor_shapes(path: str | Path, what: str = "weights") -> dict[str, tuple[in
     except (OSError, ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError,
             UnicodeDecodeError) as exc:
         raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    return shapes
+    meta = header.get("__metadata__") or {}
+    return shapes, {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+#: The key of ``model.safetensors``' metadata that holds :func:`config_digest` of its ``model.json``.
+CONFIG_DIGEST_KEY = "model_json_digest"
+
+
+def config_digest(description: Any) -> str:
+    """SHA-256 (hex) of a model description as JSON (sorted keys, no spaces): what ties the
+    weights of :func:`save_model` to the ``model.json`` saved with them."""
+    text = json.dumps(description, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def save_model(model, directory: str | Path) -> Path:
-    """Write ``model.json`` (family, config) and ``model.safetensors`` (state dict) to ``directory``."""
+    """Write ``model.json`` (family, config) and ``model.safetensors`` (state dict) to ``directory``.
+
+    Each file is written atomically; the weights' metadata holds the digest of the config
+    (:data:`CONFIG_DIGEST_KEY`), so a save interrupted between the two files is found at load."""
     directory = make_directory(directory)
-    save_tensors(directory / MODEL_WEIGHTS, model.state_dict())
-    write_json(directory / MODEL_JSON, model.describe())
+    desc = model.describe()
+    save_tensors(directory / MODEL_WEIGHTS, model.state_dict(),
+                 metadata={CONFIG_DIGEST_KEY: config_digest(json.loads(json.dumps(desc)))})
+    write_json(directory / MODEL_JSON, desc)
     return directory

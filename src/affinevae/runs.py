@@ -27,7 +27,8 @@ import torch
 
 from . import models  # noqa: F401  (registers the model families that load() builds)
 from .errors import AffineVAEError
-from .io import MODEL_JSON, MODEL_WEIGHTS, atomic_write, load_tensors, read_json, tensor_shapes
+from .io import (CONFIG_DIGEST_KEY, MODEL_JSON, MODEL_WEIGHTS, atomic_write, config_digest, load_tensors, read_json,
+                 tensor_header)
 from .pose.record import POSES_FILE, PoseRecord, load_pose_record
 from .models.base import FORMAT_VERSION, planned_state
 from .registry import MODELS
@@ -70,10 +71,15 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
     except AffineVAEError as exc:
         raise AffineVAEError(f"{directory / MODEL_JSON}: {exc}") from None
     # the config against the weights' header, before any tensor is allocated
-    shapes = tensor_shapes(directory / MODEL_WEIGHTS)
+    shapes, meta = tensor_header(directory / MODEL_WEIGHTS)
     planned = planned_state(lambda: cls.from_config_dict(desc["config"]), f"{directory / MODEL_JSON}", copies=2)
     if planned is not None:
         _check_state(directory, planned, shapes)
+    saved_with = meta.get(CONFIG_DIGEST_KEY)  # absent in files of earlier versions
+    if saved_with is not None and saved_with != config_digest(desc):  # same shapes, another config
+        raise AffineVAEError(f"{directory}: {MODEL_WEIGHTS} was saved with another {MODEL_JSON} (a save interrupted "
+                             f"between the two files, or a hand-edited {MODEL_JSON}?); save the model again, or "
+                             "resume its training")
     model = cls.from_config_dict(desc["config"])
     state = load_tensors(directory / MODEL_WEIGHTS)
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -8,6 +8,7 @@ from typing import Optional
 
 import numpy as np
 
+from .. import encoding
 from ..data.sources import BUILTIN
 from ..errors import AffineVAEError
 from ..evaluation import encode_dataset
@@ -45,7 +46,7 @@ class Encode:
         add_force_argument(p)
         p.add_argument("--split", default=None, choices=["train", "test"],
                        help="train or test, for built-in data sets only (default test)")
-        p.add_argument("--batch-size", type=int, default=default_of(encode_dataset, "batch_size"))
+        p.add_argument("--batch-size", type=int, default=default_of(encoding.encode_dataset, "batch_size"))
         p.add_argument("--seed", type=seed_arg, default=0, help="seed of the ELBO's posterior sample")
 
     @staticmethod
