@@ -261,6 +261,17 @@ def test_tiles_find_every_object_once(micrograph, options):
     assert len(whole) > 50
 
 
+def test_tiles_keep_every_channel(micrograph):
+    """A frame of three channels cut in tiles gives the whole frame's (N, 3, w, w) patches: a tile's
+    (C, h, w) region is one frame of C channels, not C frames."""
+    frame = np.stack([micrograph, 1 - micrograph, micrograph / 2])[None]  # (1, 3, H, W)
+    whole = cut_patches(frame, W, tile=None)
+    tiled = cut_patches(frame, W, tile=40)
+    assert whole.patches.shape[1] == 3 and len(whole) > 50
+    np.testing.assert_array_equal(tiled.centers, whole.centers)
+    np.testing.assert_array_equal(tiled.patches, whole.patches)
+
+
 def test_pixel_size_reaches_the_training_data_and_the_report(micrograph, tmp_path):
     """The patch set's pixel size is in the data's meta, and the report states it with the patch width."""
     from affinevae.data import load_dataset

@@ -373,7 +373,8 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
             found = found[_in_core(found, cr, cc)]
             idx, local = found[:, 0] * src.image_shape[1] + found[:, 1], found
         n_found += len(local)
-        patches, keep = extract_patches(region, local - off, w, edge=edge)
+        # a region of C channels (C, h, w) is one frame, not C frames
+        patches, keep = extract_patches(region[None] if region.ndim == 3 else region, local - off, w, edge=edge)
         keys.append(idx[keep])
         parts.append(patches)
         cents.append(local[keep])
