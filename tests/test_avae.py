@@ -785,3 +785,26 @@ def test_an_avae_renders_the_classes_of_a_joint_model_it_wraps():
                                               r"out; only cvae/crvae, the semi-supervised and the joint models take a "
                                               r"class to render\)$"):
         plain.decode(torch.zeros(4, 2), y)
+
+
+def test_cli_avae_follows_its_inner_familys_label_rules(tmp_path, capsys):
+    """`train --model avae` on unlabelled images trains (it refused them: the class-level
+    `conditional` property read as true); labelled data do not give a plain inner VAE classes; an
+    AVAE around a cvae needs labels."""
+    from affinevae.models.cvae import CVAE
+    from affinevae.models.vae import VAE
+
+    assert AVAE.labelled_as({}) is VAE and AVAE.labelled_as({"inner": "cvae"}) is CVAE
+    with pytest.raises(AffineVAEError, match="inner must be a model family name other than 'avae'"):
+        AVAE.labelled_as({"inner": "avae"})
+    np.save(tmp_path / "digits.npy", av.data.load_mnist("train", n=40).images)
+    tiny = ["--latent-dim", "2", "--encoder", "mlp", "--decoder", "mlp", "--hidden", "16", "--epochs", "1",
+            "--no-progress", "--set", "pose_head=false"]
+    assert main(["train", "--model", "avae", "--data", str(tmp_path / "digits.npy"), *tiny,
+                 "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--model", "avae", "--data", "mnist", "-n", "40", *tiny, "--out", str(tmp_path / "b")]) == 0
+    assert av.load(tmp_path / "b").vae.config.num_classes == 0
+    capsys.readouterr()
+    assert main(["train", "--model", "avae", "--data", str(tmp_path / "digits.npy"), *tiny, "--set", "inner=cvae",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "class-conditional: the data need labels" in capsys.readouterr().err

@@ -167,9 +167,12 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
     Data-dependent defaults for the options not given are :func:`affinevae.defaults.data_defaults`' job.
     """
     opts: dict = {"image_shape": list(data.image_shape)}
-    semi = getattr(cls, "semi_supervised", False)
-    classes = getattr(cls, "discrete_classes", False)  # jvae, jrvae, ssvae, ssrvae
-    if getattr(cls, "conditional", False):
+    set_options = parse_set_options(args.set)
+    kind = cls.labelled_as(set_options)  # an avae follows its inner family's label rules
+    semi = getattr(kind, "semi_supervised", False) is True
+    classes = getattr(kind, "discrete_classes", False) is True  # jvae, jrvae, ssvae, ssrvae
+    conditional = getattr(kind, "conditional", False) is True  # cvae, crvae
+    if conditional:
         if data.labels is None:
             raise AffineVAEError(f"model '{args.model}' is class-conditional: the data need labels (--labels)")
         opts["num_classes"] = max(data.num_classes, 2)
@@ -179,7 +182,7 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
     if args.classes is not None:
         if args.classes < 2:
             raise AffineVAEError(f"--classes must be an integer >= 2, got {args.classes}")
-        if not classes or getattr(cls, "conditional", False):
+        if not classes or conditional:
             raise AffineVAEError(f"--classes applies to jvae, jrvae, ssvae and ssrvae, not '{args.model}'")
         opts["num_classes"] = args.classes
     if semi and classes:
@@ -206,5 +209,5 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
     if args.invariances is not None:
         inv = [] if args.invariances.strip().lower() in ("", "none") else [v.strip() for v in args.invariances.split(",")]
         opts["invariances"] = inv
-    opts.update(parse_set_options(args.set))
+    opts.update(set_options)
     return opts

@@ -329,6 +329,15 @@ class AVAE(LatentModel):
         """Whether the inner model is class-conditional."""
         return self.vae.conditional
 
+    @classmethod
+    def labelled_as(cls, options: Mapping[str, Any]) -> type:
+        """The inner family's class (``options['inner']``, default :attr:`AVAEConfig.inner`): the
+        wrapper follows its label rules. An unknown name is refused in one line, as the config does."""
+        inner = options.get("inner", AVAEConfig.inner)
+        if not isinstance(inner, str) or inner == "avae":
+            raise AffineVAEError(f"avae inner must be a model family name other than 'avae', got {inner!r}")
+        return MODELS.get(inner)
+
     @property
     def takes_labels(self) -> bool:
         """Whether the public methods take labels ``y``: those of the inner model."""
