@@ -95,3 +95,24 @@ def test_imageset_keeps_good_per_image_arrays():
     assert s.angle.shape == (3,) and s.angle.dtype == np.float32 and s.shift.shape == (3, 2) and s.scale.shape == (3,)
     sub = s.subset([0, 2])
     assert sub.labels.tolist() == [0, -1] and sub.shift.shape == (2, 2)
+
+
+def test_a_labels_file_replaces_a_builtin_sets_labels(tmp_path):
+    """--labels with a built-in set (it was ignored: a "semi-supervised" run trained on every true
+    label): one label per image of the split, or with n at least the first n; the key of a file
+    does not apply."""
+    from affinevae.data import load_dataset
+
+    partial = np.full(300, -1)
+    partial[:30] = np.arange(30) % 10
+    np.save(tmp_path / "partial.npy", partial)
+    data = load_dataset("mnist", n=200, labels=str(tmp_path / "partial.npy"))
+    np.testing.assert_array_equal(data.labels, partial[:200])
+    rot = load_dataset("rotated-mnist", n=300, labels=str(tmp_path / "partial.npy"))
+    np.testing.assert_array_equal(rot.labels, partial)
+    for kw, match in [({"n": 400}, r"300 labels for 400 images in mnist \(train split, -n 400: the first 400"),
+                      ({}, r"300 labels for 60000 images in mnist \(train split\)$"),
+                      ({"n": 10, "labels": str(tmp_path / "none.npy")}, "none.npy: labels file not found"),
+                      ({"n": 10, "key": "x"}, "--key applies to image files")]:
+        with pytest.raises(AffineVAEError, match=match):
+            load_dataset("mnist", **{"labels": str(tmp_path / "partial.npy"), **kw})

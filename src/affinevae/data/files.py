@@ -120,7 +120,7 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
         else:
             raise AffineVAEError(f"{spec}: file not found")
     if labels is not None:
-        data.labels = _read_labels(labels, len(data), spec)
+        data.labels = read_labels(labels, len(data), spec)
     return data
 
 
@@ -585,8 +585,11 @@ def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool) ->
     return _finish(np.asarray(arr), src, standardise, **_check_aux(extra, src))
 
 
-def _read_labels(path: str, n: int, images: str) -> np.ndarray:
-    """Integer labels (n,) from a .npy, .txt or .csv file (one label per image)."""
+def read_labels(path: str, n: Optional[int], images: str) -> np.ndarray:
+    """Integer labels (n,) int64 from a .npy, .txt or .csv file, one label per image of the ``n``
+    images of ``images`` (named in the messages; ``n`` None: any count); -1 marks an unknown
+    label. A missing or unreadable file, another count, non-integers or labels under -1 are
+    one-line errors."""
     p = Path(str(path))
     if not p.is_file():
         raise AffineVAEError(f"{path}: labels file not found")
@@ -607,9 +610,9 @@ def _read_labels(path: str, n: int, images: str) -> np.ndarray:
         lab = _parse_label_text(p, str(path))
     else:
         raise AffineVAEError(f"{path}: unsupported labels file type '{p.suffix}'; use .npy, .txt or .csv")
-    if len(lab) != n:
+    if n is not None and len(lab) != n:
         raise AffineVAEError(f"{path}: {len(lab)} labels for {n} images in {images}")
-    if n and lab.min() < -1:
+    if len(lab) and lab.min() < -1:
         raise AffineVAEError(f"{path}: labels must be >= 0 (or -1 for unknown), got {int(lab.min())}")
     return lab
 

@@ -67,7 +67,10 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
                  signal_axis: Optional[int] = None, signal_cube: Optional[bool] = None) -> ImageSet:
     """Load ``spec``: 'mnist', 'rotated-mnist' (split/n/seed apply) or a path to user images.
 
-    For paths see :func:`affinevae.data.files.load_images` (``key`` and ``labels`` apply there).
+    For paths see :func:`affinevae.data.files.load_images` (``key`` applies there only).
+    ``labels``: a labels file (:func:`affinevae.data.files.read_labels`) replacing the set's own
+    (e.g. -1 for unknown); for a built-in set one per image of the split in order, or with ``n``
+    at least the first ``n``.
     ``binarize``: threshold in (0, 1); pixels above it become 1, the others 0 (after any
     rotation of a built-in set), see :meth:`ImageSet.binarized`.
     ``signal_axis``: read the file as 1-D signals (spectra (N, L) or a hyperspectral cube
@@ -105,8 +108,19 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
             data = data.subset(slice(0, n))
             data.meta.pop("grid_shape", None)
     elif builtin is not None:
+        if key is not None:
+            raise AffineVAEError(f"--key applies to image files (.npz, HDF5, zarr), not to the data {spec!r}")
         data = builtin.load(split, n, seed, **given)
         data.meta.update(given)
+        if labels is not None:  # e.g. partial labels (-1: unknown) for a semi-supervised model
+            from .files import read_labels
+
+            lab = read_labels(labels, None, spec)
+            # -n keeps the first n images of the split: a file of the split's labels gives their first n
+            if len(lab) < len(data) or (n is None and len(lab) != len(data)):
+                raise AffineVAEError(f"{labels}: {len(lab)} labels for {len(data)} images in {spec} ({split} split"
+                                     + (f", -n {n}: the first {n} labels are used" if n is not None else "") + ")")
+            data.labels = lab[:len(data)]
     else:
         from .files import load_images
 
