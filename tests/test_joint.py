@@ -1,6 +1,7 @@
 """Joint (jvae, jrvae) and semi-supervised (ssvae, ssrvae, ssregvae, ssregrvae) invariant VAEs."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -218,6 +219,19 @@ def test_decode_and_sample_in_a_class():
     assert model.sample(5, generator=torch.Generator().manual_seed(0)).shape == (5, 1, 28, 28)
     with pytest.raises(AffineVAEError, match=r"class must lie in \[0, 2\]"):
         model.decode(z, 3)
+    # a class is an integer: fractions were truncated (2.9 -> 2, -0.5 -> 0), bools taken as 0/1,
+    # strings crashed; class weights must be finite and >= 0 (NaN weights gave NaN images)
+    for bad, match in [(2.9, "got 2.9"), (-0.5, "got -0.5"), (True, "got true/false"), ("2", "got '2'"),
+                       (float("nan"), "got nan"), (torch.tensor([True, False]), "got true/false")]:
+        with pytest.raises(AffineVAEError, match=r"^model 'jrvae': the class must be integers, " + re.escape(match)):
+            model.decode(z, bad)
+    with pytest.raises(AffineVAEError, match="the class must be integers, got 2.5"):
+        model.sample(3, 2.5)
+    for weights in (torch.full((2, 3), float("nan")), -torch.ones(2, 3)):
+        with pytest.raises(AffineVAEError, match="class weights must be finite and >= 0"):
+            model.decode(z, weights)
+    assert torch.equal(model.decode(z, np.int64(1)), model.decode(z, 1))
+    assert torch.allclose(model.decode(z, torch.tensor([[0.0, 1.0, 0.0]] * 2)), model.decode(z, 1))
 
 
 def test_joint_model_refuses_given_labels_and_the_semi_supervised_one_takes_them():

@@ -136,6 +136,35 @@ def _tensor(data: Any, what: str, where: str) -> Tensor:
         return torch.from_numpy(arr.astype(np.float64))
 
 
+def class_indices(y: Any, n: int, num_classes: int, where: str = "class") -> Tensor:
+    """(n,) int64 class indices in [0, num_classes) from one class (given to all ``n`` rows) or
+    ``n`` of them (a Python number, list, array or tensor).
+
+    Raises:
+        AffineVAEError: one line starting with ``where`` for non-numeric, true/false, fractional
+            or non-finite classes, another count, or a class out of range.
+    """
+    shown = repr(y) if np.ndim(y) == 0 and not isinstance(y, Tensor) else f"values of shape {tuple(np.shape(y))}"
+    try:
+        t = _tensor(y, "classes", where)
+    except (TypeError, ValueError):  # a ragged list
+        raise AffineVAEError(f"{where}: the class must be integers, got {shown}") from None
+    if t.dtype == torch.bool:
+        raise AffineVAEError(f"{where}: the class must be integers, got true/false {shown}")
+    t = t.reshape(-1)
+    if t.is_floating_point() and (not bool(torch.isfinite(t).all()) or bool((t != torch.round(t)).any())):
+        raise AffineVAEError(f"{where}: the class must be integers, got {shown}")
+    t = t.to(torch.int64)
+    if t.numel() == 1 and n != 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise AffineVAEError(f"{where}: {t.numel()} classes for {n} latents (give one, or one per row)")
+    if n and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise AffineVAEError(f"{where}: class must lie in [0, {num_classes - 1}], got range "
+                             f"[{int(t.min())}, {int(t.max())}]")
+    return t
+
+
 def _labels(labels: Any, n: int, where: str, num_classes: Optional[int], min_label: int = 0) -> Tensor:
     y = _tensor(labels, "labels", where)
     if y.dim() == 2 and 1 in y.shape:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config, check, check_choice, check_positive, check_seed
-from ..data.inputs import MIN_IMAGE_SIZE, as_images, check_int
+from ..data.inputs import MIN_IMAGE_SIZE, as_images, check_int, class_indices
 from ..errors import AffineVAEError
 from ..limits import check_allocation
 from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, check_full_turn, compose_poses, render
@@ -514,19 +514,7 @@ class LatentModel(nn.Module):
         if self.conditional:
             if y is None:
                 raise AffineVAEError(f"model '{self.family}' is class-conditional: decoding needs a class")
-            try:
-                t = torch.as_tensor(y, device=self.device).reshape(-1)
-            except (TypeError, ValueError, RuntimeError):
-                raise AffineVAEError(f"decode: the class must be integers, got {y!r}") from None
-            if t.is_floating_point() and not bool((t == t.round()).all()) or t.dtype == torch.bool:
-                raise AffineVAEError(f"decode: the class must be integers, got {y!r}")
-            y = t.long()
-            if y.numel() == 1 and z.shape[0] > 1:
-                y = y.expand(z.shape[0])
-            if y.numel() != z.shape[0]:
-                raise AffineVAEError(f"decode: {y.numel()} classes for {z.shape[0]} latents (give one, or one per row)")
-            if (y < 0).any() or (y >= self.config.num_classes).any():
-                raise AffineVAEError(f"class must lie in [0, {self.config.num_classes - 1}]")
+            y = class_indices(y, z.shape[0], self.config.num_classes, "decode").to(self.device)
         return self.render(self.generate(z, y), pose)
 
     def decode(self, z: Tensor, y: Optional[Tensor] = None, pose: Optional[Pose] = None, *,

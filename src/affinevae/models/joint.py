@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import check, check_choice, check_positive
+from ..data.inputs import class_indices
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, as_matrix, canonicalise, compose_affine, invert_affine, render, warp
 from ..nn.layers import ENCODERS
@@ -470,21 +471,19 @@ class JRVAE(RVAE):
         return post
 
     def class_code(self, y: Optional[Tensor], n: int, device, dtype) -> Tensor:
-        """(n, K) decoder class code of ``y``: (n,) or scalar indices, or (n, K) weights as they are."""
+        """(n, K) decoder class code of ``y``: one class or (n,) class indices
+        (:func:`~affinevae.data.inputs.class_indices`: integers in [0, K)), or (n, K) class weights
+        (finite, >= 0; e.g. the class posterior) as they are."""
         k = self.config.num_classes
-        y = torch.as_tensor(y, device=device)
-        if y.is_floating_point() and y.dim() == 2:
-            if y.shape != (n, k):
-                raise AffineVAEError(f"class weights must have shape ({n}, {k}), got {tuple(y.shape)}")
-            return y.to(dtype)
-        y = y.long().reshape(-1)
-        if y.numel() == 1 and n > 1:
-            y = y.expand(n)
-        if y.numel() != n:
-            raise AffineVAEError(f"got {y.numel()} classes for {n} latents")
-        if len(y) and (y.min() < 0 or y.max() >= k):
-            raise AffineVAEError(f"class must lie in [0, {k - 1}], got range [{int(y.min())}, {int(y.max())}]")
-        return F.one_hot(y, k).to(dtype)
+        w = torch.as_tensor(y, device=device) if isinstance(y, (Tensor, np.ndarray)) and y.ndim == 2 else None
+        if w is not None and w.is_floating_point():
+            if w.shape != (n, k):
+                raise AffineVAEError(f"class weights must have shape ({n}, {k}), got {tuple(w.shape)}")
+            if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+                raise AffineVAEError(f"class weights must be finite and >= 0 (e.g. class probabilities), got "
+                                     f"{int((~torch.isfinite(w)).sum())} non-finite and {int((w < 0).sum())} negative")
+            return w.to(dtype)
+        return F.one_hot(class_indices(y, n, k, f"model '{self.family}'").to(device), k).to(dtype)
 
     def generate(self, z: Tensor, y: Optional[Tensor] = None):
         """The canonical object of z (N, D) in class ``y`` ((N,) indices or (N, K) weights)."""
