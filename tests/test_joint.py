@@ -231,6 +231,11 @@ def test_decode_and_sample_in_a_class():
         with pytest.raises(AffineVAEError, match="class weights must be finite and >= 0"):
             model.decode(z, weights)
     assert torch.equal(model.decode(z, np.int64(1)), model.decode(z, 1))
+    # inside an AVAE the same: no class is the mean over the classes, a sample draws its class
+    wrapped = av.AVAE(model).eval()
+    assert torch.allclose(wrapped.decode(z), mixture, atol=1e-6)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.allclose(wrapped.sample(4, generator=gen()), model.sample(4, generator=gen()), atol=1e-6)
     assert torch.allclose(model.decode(z, torch.tensor([[0.0, 1.0, 0.0]] * 2)), model.decode(z, 1))
 
 

@@ -344,6 +344,11 @@ class AVAE(LatentModel):
         return self.vae.takes_labels
 
     @property
+    def mixed_classes(self) -> int:
+        """The inner model's (a joint one's K: decode averages over them, sample draws one)."""
+        return self.vae.mixed_classes
+
+    @property
     def renders_classes(self) -> bool:
         """Whether :meth:`decode`/:meth:`sample` take a class ``y``: as the inner model's (a joint one renders its classes)."""
         return self.vae.renders_classes

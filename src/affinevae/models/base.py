@@ -316,6 +316,13 @@ class LatentModel(nn.Module):
         they discover), also inside an AVAE."""
         return bool(self.takes_labels or getattr(self, "discrete_classes", False))
 
+    @property
+    def mixed_classes(self) -> int:
+        """K for a model with discovered classes (``discrete_classes``: the joint and
+        semi-supervised classification families, also inside an AVAE), else 0: :meth:`decode`
+        without a class averages over the K classes and :meth:`sample` draws one uniformly."""
+        return int(self.config.num_classes) if getattr(self, "discrete_classes", False) else 0
+
     def refuse_labels(self, y: Any, where: str, render: bool = False) -> None:
         """Raise :class:`AffineVAEError` (one line) when labels ``y`` are given to ``where`` (a
         public method's name) of a model that takes none (:attr:`takes_labels` False), instead of
@@ -523,8 +530,15 @@ class LatentModel(nn.Module):
         """Mean image (N, C, H, W) of content latents ``z`` (N, D).
 
         The pose is ``pose`` or built from ``angle`` (N,) radians, ``shift`` (N, 2) half-widths
-        and ``scale`` (N,); default canonical (identity).
+        and ``scale`` (N,); default canonical (identity). A model with discovered classes
+        (:attr:`mixed_classes`) given no class ``y`` returns the mean image over its K classes
+        (the uniform class prior), also inside an AVAE.
         """
+        k = self.mixed_classes
+        if y is None and k:
+            n = torch.as_tensor(z).shape[0]
+            return torch.stack([self.decode(z, torch.full((n,), c, device=self.device), pose, angle=angle, shift=shift,
+                                            scale=scale) for c in range(k)], 1).mean(1)
         if pose is None and any(v is not None for v in (angle, shift, scale)):
             n = z.shape[0]
 
@@ -603,6 +617,8 @@ class LatentModel(nn.Module):
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
         if self.conditional and y is None:
             raise AffineVAEError(f"model '{self.family}' is class-conditional: sampling needs a class")
+        if y is None and self.mixed_classes:  # discovered classes: drawn from the uniform prior
+            y = torch.randint(self.mixed_classes, (n,), generator=generator).to(self.device)
         return self.decode(z, y)
 
     @torch.no_grad()

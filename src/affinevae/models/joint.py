@@ -651,25 +651,6 @@ class JRVAE(RVAE):
             raise AffineVAEError(f"model '{self.family}' decodes in a class: give y")
         return self.render(self.generate(z, y), pose)
 
-    def decode(self, z: Tensor, y: Optional[Tensor] = None, pose=None, *, angle=None, shift=None,
-               scale=None) -> Tensor:
-        """Mean image (N, C, H, W) of ``z`` (N, D) in class ``y`` and the pose (see
-        :meth:`LatentModel.decode`); ``y`` None: the mean image over the K classes (uniform prior)."""
-        if y is not None:
-            return super().decode(z, y, pose, angle=angle, shift=shift, scale=scale)
-        n = torch.as_tensor(z).shape[0]
-        return torch.stack([super(JRVAE, self).decode(z, torch.full((n,), c, device=self.device), pose, angle=angle,
-                                                      shift=shift, scale=scale)
-                            for c in range(self.config.num_classes)], 1).mean(1)
-
-    @torch.no_grad()
-    def sample(self, n: int, y: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-        """``n`` images (n, C, H, W) from the prior: z ~ N(0, I), the class ``y`` or drawn uniformly."""
-        n = self.check_draw(n, generator)
-        z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
-        if y is None:
-            y = torch.randint(self.config.num_classes, (n,), generator=generator).to(self.device)
-        return super().decode(z, y)
 
 
 def symmetric_kl(logits_a: Tensor, logits_b: Tensor) -> Tensor:
