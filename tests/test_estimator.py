@@ -129,6 +129,32 @@ def test_conditional_model_takes_labels(digits):
         Estimator("cvae", **MLP).fit(x[:8])
 
 
+def test_semi_supervised_models_take_partial_labels_and_targets(digits):
+    """The semi-supervised families train on the known labels (-1 unknown, as scikit-learn's
+    semi-supervised estimators take them) or targets (NaN unknown); they were dropped silently."""
+    x, labels = digits
+    names = np.where(labels[:64] == 0, "zero", "one").astype(object)
+    names[20:] = -1
+    ss = {"encoder": "mlp", "hidden": (16,), "device": "cpu"}  # a pose decoder: no decoder='mlp'
+    est = Estimator("ssvae", latent_dim=2, epochs=1, **ss).fit(x[:64], names)
+    assert list(est.classes_) == ["one", "zero"] and est.model_.config.num_classes == 2
+    assert "train_classifier" in est.history_[0] and est.transform(x[:3]).shape == (3, 2)
+    targets = np.full(64, np.nan)
+    targets[:20] = labels[:20] / 9
+    reg = Estimator("ssregvae", latent_dim=2, epochs=1, likelihood="gaussian", **ss).fit(x[:64], targets)
+    assert "train_regressor" in reg.history_[0] and reg.classes_ is None and reg.model_.config.target_dim == 1
+    with pytest.raises(AffineVAEError, match="semi-supervised: fit needs y"):
+        Estimator("ssvae", **ss).fit(x[:8])
+    # the Python API refuses what `train` refuses: no labels at all, labels that are not numbers
+    model = av.build_model("ssvae", latent_dim=2, num_classes=2, encoder="mlp", hidden=[16])
+    with pytest.raises(AffineVAEError, match="semi-supervised: the training images need labels"):
+        av.fit(model, x[:20], av.TrainConfig(epochs=1, progress=False))
+    with pytest.raises(AffineVAEError, match="labels must be integers .-1 for unknown., got dtype <U"):
+        model.loss(torch.as_tensor(x[:4]), np.array(["a"] * 4))
+    with pytest.raises(AffineVAEError, match=r"labels must have shape \(N,\), got \(4, 2\)"):
+        model.loss(torch.as_tensor(x[:4]), np.zeros((4, 2)))
+
+
 def test_pipeline_with_kmeans_separates_digits(digits):
     x, labels = digits
     pipe = make_pipeline(Estimator("vae", latent_dim=2, epochs=3, batch_size=32, **MLP), KMeans(2, n_init=5, random_state=0))

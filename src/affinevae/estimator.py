@@ -184,6 +184,19 @@ class Estimator(TransformerMixin, BaseEstimator):
             raise AffineVAEError(f"y holds labels the model was not fitted with (known: {[v.item() if hasattr(v, 'item') else v for v in self.classes_]})")
         return torch.as_tensor(idx, dtype=torch.long)
 
+    def _partial_labels(self, y: Any, n: int) -> torch.Tensor:
+        """(N,) class indices of a semi-supervised model's labels ``y``, -1 (unknown) kept as -1;
+        ``classes_`` become the known labels' values."""
+        y = np.asarray(y)
+        if y.shape != (n,):
+            raise AffineVAEError(f"y must hold one label per image ({n}), got shape {y.shape}")
+        unknown = (y == -1) if y.dtype.kind in "iuf" else np.array([not isinstance(v, str) and v == -1 for v in y.tolist()],
+                                                                     dtype=bool)
+        self.classes_, idx = np.unique(y[~unknown], return_inverse=True)
+        out = np.full(n, -1, dtype=np.int64)
+        out[~unknown] = idx.reshape(-1)
+        return torch.as_tensor(out)
+
     def _needs_labels(self, y: Any, n: int, what: str) -> Optional[torch.Tensor]:
         """(N,) class indices for a conditional fitted model (an error without ``y``), else None."""
         if not self.model_.conditional:
@@ -202,10 +215,11 @@ class Estimator(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None) -> "Estimator":
-        """Train a fresh model on the images ``X`` (labels ``y`` for cvae/crvae; ignored by
-        the other families). Returns ``self``."""
+        """Train a fresh model on the images ``X``: labels ``y`` (N,) for cvae/crvae; for the
+        semi-supervised families class labels (N,) with -1 for unknown, or targets (N,) / (N, M)
+        with NaN for unknown; ignored by the other families. Returns ``self``."""
         x, _ = self._images(X, reset=True)
-        labels = self._labels(y, len(x), reset=True)
+        labels = None
         train_names = set(TrainConfig.field_names())
         train_opts = {k: v for k, v in self._options.items() if k in train_names}
         model_opts = {k: v for k, v in self._options.items() if k not in train_names}
@@ -219,9 +233,20 @@ class Estimator(TransformerMixin, BaseEstimator):
         with torch.random.fork_rng(devices=devices):
             probe = build_model(self.model, **options)
             if probe.conditional:
+                labels = self._labels(y, len(x), reset=True)
                 if labels is None:
                     raise AffineVAEError(f"model '{self.model}' is class-conditional: fit needs y (the class labels)")
                 options.setdefault("num_classes", max(2, len(self.classes_)))
+            elif probe.semi_supervised:  # partly known labels (-1) or targets (NaN), as scikit-learn's semi-supervised
+                if y is None:
+                    raise AffineVAEError(f"model '{self.model}' is semi-supervised: fit needs y (class labels with -1 "
+                                         "for unknown, or targets with NaN for unknown)")
+                if getattr(probe, "discrete_classes", False):
+                    labels = self._partial_labels(y, len(x))
+                    options.setdefault("num_classes", max(2, len(self.classes_)))
+                else:
+                    labels, self.classes_ = np.asarray(y, dtype=np.float64), None
+                    options.setdefault("target_dim", 1 if labels.ndim == 1 else int(labels.shape[1]))
             else:
                 labels, self.classes_ = None, None
             if self.pose and probe.pose_source == "identity":
@@ -231,7 +256,8 @@ class Estimator(TransformerMixin, BaseEstimator):
             result = fit(model, x if labels is None else (x, labels), config)
         self.model_ = result.model.eval()
         self.history_ = result.history
-        probe_codes = encode_dataset(self.model_, x[:1], None if labels is None else labels[:1], elbo=False, seed=self.seed)
+        probe_codes = encode_dataset(self.model_, x[:1], labels[:1] if self.model_.conditional else None, elbo=False,
+                                     seed=self.seed)
         self.pose_columns_ = self._pose_names(probe_codes)
         return self
 

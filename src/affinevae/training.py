@@ -441,6 +441,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     run = Run(out) if out is not None else None
     x, y = _as_tensors(data, model)
+    if getattr(model, "semi_supervised", False) and y is None:  # as train --labels / --targets: never silently none
+        raise AffineVAEError(f"model '{model.family}' is semi-supervised: the training images need labels (-1 for "
+                             "unknown) or targets (NaN for unknown), e.g. fit(model, (images, labels))")
     _check_image_size(data, x, model, "training images")
     data_index = torch.arange(len(x))  # position of each training image in ``data`` (the model's ``index``)
     if val is not None:

@@ -57,7 +57,12 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 def check_class_labels(y, num_classes: int, n: Optional[int] = None, where: str = "labels") -> Tensor:
     """(N,) int64 labels in [-1, num_classes - 1] (-1: unknown) as a tensor; one-line
     :class:`AffineVAEError` for non-integers, a wrong count (when ``n`` is given) or a value out of range."""
-    t = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
+    arr = np.asarray(y) if not isinstance(y, Tensor) else y
+    if not isinstance(arr, Tensor) and not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise AffineVAEError(f"{where} must be integers (-1 for unknown), got dtype {arr.dtype}")
+    t = torch.as_tensor(arr)
+    if t.dim() > 1 and not (t.dim() == 2 and 1 in t.shape):
+        raise AffineVAEError(f"{where} must have shape (N,), got {tuple(t.shape)}")
     if t.is_floating_point():
         if not bool(torch.isfinite(t).all()) or not bool((t == t.round()).all()):
             raise AffineVAEError(f"{where} must be integers (-1 for unknown)")
@@ -73,7 +78,10 @@ def check_class_labels(y, num_classes: int, n: Optional[int] = None, where: str 
 def check_targets(t, target_dim: int, n: Optional[int] = None, where: str = "targets") -> Tensor:
     """(N, target_dim) float32 targets (NaN: unknown) from (N,) or (N, target_dim) values; one-line
     :class:`AffineVAEError` for a wrong shape or count, or infinite values."""
-    t = torch.as_tensor(np.asarray(t) if not isinstance(t, Tensor) else t).float()
+    arr = np.asarray(t) if not isinstance(t, Tensor) else t
+    if not isinstance(arr, Tensor) and not np.issubdtype(arr.dtype, np.number):
+        raise AffineVAEError(f"{where} must be numbers (NaN for unknown), got dtype {arr.dtype}")
+    t = torch.as_tensor(arr).float()
     if t.dim() == 1 and target_dim == 1:
         t = t[:, None]
     if t.dim() != 2 or t.shape[1] != target_dim:
