@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import shutil
 from html.parser import HTMLParser
@@ -222,3 +223,22 @@ def test_demo_quick(tmp_path, capsys):
     sweep = load_sweep_csv(out / "loss_vs_rotation_binary.csv")
     rel = sweep.relative()
     assert sweep.names[0] == "VAE" and np.abs(rel[1] - 1).max() < np.abs(rel[0] - 1).max()
+
+
+def test_demo_never_replaces_a_run_it_did_not_make(tmp_path, capsys):
+    """`demo --force` into a folder whose runs/ holds a user's run was deleting that run; the demo
+    now replaces only runs whose train.json says a demo made them, and refuses before writing."""
+    from affinevae.demo import DEMO_RUN_KEY, is_demo_run
+
+    user = tmp_path / "exp" / "runs" / "vae"
+    user.mkdir(parents=True)
+    (user / "train.json").write_text(json.dumps({"epochs_done": 3, "data": "mnist"}))
+    (user / "NOTES.txt").write_text("mine")
+    before = sorted(p.name for p in (tmp_path / "exp").rglob("*"))
+    assert main(["demo", "--quick", "--out", str(tmp_path / "exp"), "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds vae, not made by a demo" in err[0]
+    assert sorted(p.name for p in (tmp_path / "exp").rglob("*")) == before
+    assert not is_demo_run(user)
+    (user / "train.json").write_text(json.dumps({"epochs_done": 3, DEMO_RUN_KEY: True}))
+    assert is_demo_run(user)

@@ -25,6 +25,7 @@ epochs) to run in well under two minutes on two CPU cores; the full demo takes a
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -129,6 +130,19 @@ class _Steps:
         return dt
 
 
+#: Recorded in the ``train.json`` of every run the demo trains: only such runs are replaced.
+DEMO_RUN_KEY = "demo"
+
+
+def is_demo_run(path: str | Path) -> bool:
+    """Whether ``path`` is a run directory an earlier demo trained (its ``train.json`` says so)."""
+    try:
+        info = json.loads((Path(path) / "train.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get(DEMO_RUN_KEY) is True
+
+
 def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int = 0,
              log: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
     """Run the whole demo and write its figures, run directories and ``index.html`` into ``out``.
@@ -154,8 +168,13 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AffineVAEError(f"{out}: exists and is not a directory")
-    make_directory(out)
     runs_dir = out / "runs"
+    if runs_dir.is_dir():  # before anything is written: only an earlier demo's runs are replaced
+        foreign = sorted(p.name for p in runs_dir.iterdir() if not is_demo_run(p))
+        if foreign:
+            raise AffineVAEError(f"{runs_dir}: holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
+                                 "not made by a demo; the demo replaces only its own runs (choose another --out)")
+    make_directory(out)
     t_start = time.perf_counter()
     steps = _Steps(15, log)
     figures: dict = {}
@@ -174,13 +193,14 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
     def train(name: str, family: str, data, test, data_name: str, binarize: Optional[float] = None, **opts) -> str:
         run = runs_dir / name
         if run.exists():
-            shutil.rmtree(run)
+            shutil.rmtree(run)  # an earlier demo's (checked at the start)
         seed_everything(seed)
         model = build_model(family, image_shape=list(data.image_shape), **opts)
         t = time.perf_counter()
         res = fit(model, data, TrainConfig(epochs=plan.epochs if family != "avae" else plan.avae_epochs,
                                            batch_size=plan.batch_size, lr=2e-3, seed=seed, progress=progress, val_split=0.1),
-                  out=run, meta={"data": data_name, "labels": None, "key": None, "n": len(data), "binarize": binarize})
+                  out=run, meta={"data": data_name, "labels": None, "key": None, "n": len(data), "binarize": binarize,
+                                 DEMO_RUN_KEY: True})
         train_s = time.perf_counter() - t
         model.eval()
         from .evaluation import encode_dataset
