@@ -655,3 +655,25 @@ def test_sigterm_stops_training_as_ctrl_c_does(tmp_path):
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "affinevae: terminated" and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("seed", "x", "train_config seed must be an integer >= 0, got 'x'"),
+    ("train_config", [1], "train_config must be a JSON object"),
+    ("max_angle", "x", "max_angle must be radians in (0, pi]"),
+    ("binarize", 7, "binarize must be a threshold in (0, 1)"),
+    ("n", -3, "n must be an integer >= 1")])
+@pytest.mark.parametrize("command", ["encode", "info", "report"])
+def test_a_corrupt_field_of_train_json_is_one_line_naming_the_file(world, capsys, tmp_path, command, field, value,
+                                                                     match):
+    """A hand-edited train.json gave ValueError / TypeError tracebacks in encode, info, report, plot."""
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run)
+    info = json.loads((run / "train.json").read_text())
+    if field == "seed":
+        info["train_config"]["seed"] = value
+    else:
+        info[field] = value
+    (run / "train.json").write_text(json.dumps(info))
+    _fails_cleanly(tmp_path, RUN_COMMANDS[command](tmp_path, str(run)), capsys,
+                   f"train.json: corrupt training state ({match}")

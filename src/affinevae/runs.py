@@ -17,6 +17,7 @@ Everything that knows these file names lives here.
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -109,7 +110,37 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     done = info.get("epochs_done")
     if done is not None and (isinstance(done, bool) or not isinstance(done, int) or done < 0):
         raise AffineVAEError(f"{path}: corrupt training state (epochs_done must be an integer >= 0, got {done!r})")
+    for name, ok, want in _RUN_FIELDS:  # what commands read back from it: one line naming the file, not a traceback
+        if name in info and info[name] is not None and not ok(info[name]):
+            raise AffineVAEError(f"{path}: corrupt training state ({name} must be {want}, got {info[name]!r})")
+    cfg = info.get("train_config")
+    if cfg is not None and not isinstance(cfg, dict):
+        raise AffineVAEError(f"{path}: corrupt training state (train_config must be a JSON object, got {cfg!r})")
+    seed = (cfg or {}).get("seed")
+    if seed is not None and not _is_count(seed):
+        raise AffineVAEError(f"{path}: corrupt training state (train_config seed must be an integer >= 0, got {seed!r})")
     return info
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: ``train.json`` fields that commands read back: (name, check, what it must be). None is always allowed.
+_RUN_FIELDS = (
+    ("data", lambda v: isinstance(v, str), "a data spec (text)"),
+    ("labels", lambda v: isinstance(v, str), "a file name"),
+    ("key", lambda v: isinstance(v, str), "an array name"),
+    ("targets", lambda v: isinstance(v, str), "a file name"),
+    ("n", lambda v: _is_count(v) and v >= 1, "an integer >= 1"),
+    ("binarize", lambda v: _is_number(v) and 0 < v < 1, "a threshold in (0, 1)"),
+    ("max_angle", lambda v: _is_number(v) and 0 < v <= math.pi + 1e-9, "radians in (0, pi]"),
+    ("signal_axis", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
