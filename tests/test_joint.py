@@ -236,6 +236,13 @@ def test_decode_and_sample_in_a_class():
     assert torch.allclose(wrapped.decode(z), mixture, atol=1e-6)
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     assert torch.allclose(wrapped.sample(4, generator=gen()), model.sample(4, generator=gen()), atol=1e-6)
+    # and its pose search scores the model's own ELBO, the sum over the classes ("generates in a class:
+    # give y" before): at the identity pose exactly the inner model's
+    x = torch.as_tensor(av.data.rotated_mnist("test", n=4, seed=1).images)
+    torch.testing.assert_close(wrapped.forward_at(x, None, torch.zeros(4, 1), sample=False).elbo,
+                               model(x, sample=False).elbo)
+    found = wrapped.align(x)
+    assert found.params.shape == (4, 1) and torch.isfinite(found.params).all()
     assert torch.allclose(model.decode(z, torch.tensor([[0.0, 1.0, 0.0]] * 2)), model.decode(z, 1))
 
 

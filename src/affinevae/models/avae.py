@@ -393,6 +393,15 @@ class AVAE(LatentModel):
         (uncovered corners take the decoder's background edge) and the config's interpolation."""
         return render(canonical, pose, padding="border", mode=self.config.interpolation)
 
+    def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post: Encoding, terms: dict,
+                         sample: bool) -> ModelOutput:
+        """The tail of the pass at the composed ``pose``: a model with discovered classes
+        (:attr:`mixed_classes`) scores its own expectation over them (its ELBO sums the classes);
+        the others generate and render here (border padding)."""
+        if self.vae.mixed_classes:
+            return self.vae.decode_and_score(x, y, z, pose, post, terms, sample)
+        return super().decode_and_score(x, y, z, pose, post, terms, sample)
+
     def kl(self, post: Encoding) -> Tensor:
         """The inner model's (N,) KL, nats."""
         return self.vae.kl(post)
