@@ -102,7 +102,7 @@ def _foreign_entries(directory: Path) -> list[str]:
 
 
 def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Optional[str | Path]] = (),
-                 force: bool = False, resume: bool = False, option: str = "--out") -> Path:
+                 force: bool = False, resume: bool = False, option: str = "--out", resumable: bool = False) -> Path:
     """Refuse (one-line :class:`AffineVAEError`) an output path the command must not write; return it.
 
     Call it before any work is done (after the arguments are validated).
@@ -118,6 +118,8 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
             not a run (kind 'dir') may be replaced.
         resume: ``train --resume``: ``out`` may be an existing training run.
         option: the option's name in messages.
+        resumable: the command has ``--resume`` (``train``): the refusal of an existing training
+            run suggests it.
     """
     if kind not in ("file", "dir"):
         raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
@@ -158,7 +160,7 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
         elif is_run_directory(path):
             raise AffineVAEError(f"{option} {out}: already holds a run or model (model.json/train.json); choose a "
                                  "new directory" + (" or pass --resume to continue its training"
-                                                    if (path / TRAIN_JSON).is_file() else ""))
+                                                    if resumable and (path / TRAIN_JSON).is_file() else ""))
         elif _foreign_entries(path) and not force:
             raise AffineVAEError(f"{option} {out}: exists and is not empty; choose a new or empty directory "
                                  "(or pass --force where the command offers it)")

@@ -107,7 +107,8 @@ class Train:
                                                              is None else args.log_images_every),
                           kl_warmup=0.0 if args.kl_warmup is None else args.kl_warmup)
         rank, _ = init_distributed(cfg.device)
-        check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume)
+        check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume,
+                     resumable=True)
         data = load_data_from_args(args, "train", seed=args.seed)
         check_image_size(data, hint=_signal_hint(data))
         cls = MODELS.get(args.model)
