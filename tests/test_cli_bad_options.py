@@ -128,7 +128,8 @@ def test_plot_refuses_dpi_out_of_range(model_dir, tmp_path, capsys, dpi):
     ("interpolation", "--steps", "99999999", "[2, 256] interpolation steps"),
     ("rotation-histograms", "--bins", "100000", "[2, 720] angle bins"),
     ("denoising", "--noise", "nan", "finite"), ("denoising", "--noise", "-1", ">= 0"),
-    ("manifold", "--angle", "inf", "finite number of degrees")])
+    ("manifold", "--angle", "inf", "finite number of degrees"),
+    ("manifold", "--angle", "1000", "within -360..360 degrees")])  # not a message in radians
 def test_plot_refuses_kind_options_out_of_range_up_front(model_dir, tmp_path, capsys, monkeypatch, kind, option,
                                                           value, match):
     import affinevae.runs

@@ -178,7 +178,7 @@ def parse_angles(spec: str, option: str = "--angles") -> np.ndarray:
         if count > MAX_ANGLES:
             raise AffineVAEError(f"{where}: {count} angles is too many (at most {MAX_ANGLES})")
         values = start + step * np.arange(count, dtype=np.float64)
-        _check_degrees(values, where)
+        check_degrees(values, where)
         return values
     try:
         values = np.array([float(p) for p in text.split(",")], dtype=np.float64)
@@ -188,12 +188,14 @@ def parse_angles(spec: str, option: str = "--angles") -> np.ndarray:
         raise AffineVAEError(f"{where}: angles must be finite")
     if len(values) > MAX_ANGLES:
         raise AffineVAEError(f"{where}: {len(values)} angles is too many (at most {MAX_ANGLES})")
-    _check_degrees(values, where)
+    check_degrees(values, where)
     return values
 
 
-def _check_degrees(values: np.ndarray, where: str) -> None:
-    """Degrees within one full turn (-360..360), the range the radian functions take."""
+def check_degrees(values, where: str) -> None:
+    """Degrees (a number or (A,) array) within one full turn (-360..360), the range the radian
+    functions take; else one line starting with ``where`` (the option)."""
+    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
     if len(values) and float(np.max(np.abs(values))) > 360 + 1e-9:
         raise AffineVAEError(f"{where}: angles must lie within -360..360 degrees (one full turn), "
                              f"got {float(values[np.argmax(np.abs(values))]):g}")

@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 from ..errors import AffineVAEError
 from ..limits import ANGLE_HISTOGRAM_BINS, MANIFOLD_GRID_SIDE, check_allocation
 from ..registry import Registry
+from ..sweep import check_degrees
 from . import COMMANDS
 from .common import add_binarize_argument, add_force_argument, load_run_data, parse_int_list, seed_arg
 
@@ -114,6 +115,7 @@ def check_option_ranges(args: argparse.Namespace) -> None:
                              f"got {args.noise:g}")
     if not math.isfinite(args.angle):
         raise AffineVAEError(f"--angle must be a finite number of degrees, got {args.angle:g}")
+    check_degrees(args.angle, "--angle")
 
 
 def check_figure_memory(fig, dpi: int) -> None:
