@@ -204,3 +204,15 @@ def test_encode_writes_npz_for_a_file_and_a_split(model_dir, images, tmp_path):
     assert main(["encode", str(model_dir), "--data", "mnist", "-n", "5", "--split", "train", "--out", str(out2)]) == 0
     with np.load(out2) as f:
         assert f["elbo"].shape == (5,)
+
+
+def test_an_angle_range_may_start_with_a_minus_sign():
+    """`--angles -90:90:30` was 'expected one argument' (argparse took the value for an option)."""
+    from affinevae.cli import build_parser, join_dash_values
+
+    assert join_dash_values(["sweep", "r", "--angles", "-90:90:30", "-n", "5"]) == ["sweep", "r", "--angles=-90:90:30",
+                                                                                      "-n", "5"]
+    assert join_dash_values(["plot", "r", "manifold", "--bounds", "-3,3"])[-1] == "--bounds=-3,3"
+    assert join_dash_values(["sweep", "r", "--angles", "-n"]) == ["sweep", "r", "--angles", "-n"]  # not a value
+    args = build_parser().parse_args(join_dash_values(["report", "r", "--out", "x.html", "--sweep-angles", "-30,0,30"]))
+    assert args.sweep_angles == "-30,0,30"

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import os
 import signal
+import re
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -89,12 +90,32 @@ def terminate_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
+#: Options whose value may start with a minus sign (argparse would take ``-90:90:30`` for an option).
+DASH_VALUE_OPTIONS = ("--angles", "--sweep-angles", "--bounds")
+
+
+def join_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--angles -90:90:30`` as ``--angles=-90:90:30`` (for :data:`DASH_VALUE_OPTIONS` only, and
+    only a value of numbers and ``:,.``), so that such a value is written as for any option."""
+    out: list[str] = []
+    it = iter(range(len(argv)))
+    argv = list(argv)
+    for i in it:
+        a = argv[i]
+        if a in DASH_VALUE_OPTIONS and i + 1 < len(argv) and re.fullmatch(r"-[0-9.][0-9.:,eE+-]*", argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            next(it, None)
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``affinevae`` console script; returns the exit status (143 after SIGTERM,
     130 after Ctrl-C)."""
     parser = build_parser()
     try:
-        args, extra = parser.parse_known_args(argv)
+        args, extra = parser.parse_known_args(join_dash_values(sys.argv[1:] if argv is None else argv))
         if extra:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see 'affinevae {args.command} --help')")
     except UsageError as exc:

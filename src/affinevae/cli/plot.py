@@ -329,7 +329,7 @@ class Plot:
         k.add_argument("--method", default="auto", help="latent: auto (t-SNE/UMAP above 2 dims), latent, tsne, umap, pca")
         k.add_argument("--dims", help="latent/manifold: two latent dims to show, e.g. 0,1")
         k.add_argument("--d", type=int, default=12, help=f"manifold: grid size, {_range('--d')} (default 12)")
-        k.add_argument("--bounds", default="-2.5,2.5", help="manifold: latent range low,high; write --bounds=-3,3 (default -2.5,2.5)")
+        k.add_argument("--bounds", default="-2.5,2.5", help="manifold: latent range low,high, e.g. --bounds -3,3 (default -2.5,2.5)")
         k.add_argument("--angle", type=float, default=0.0, help="manifold: decode at this rotation, degrees (default 0)")
         k.add_argument("--classes", help="samples/manifold/rotation-histograms: comma-separated classes")
         k.add_argument("--per-class", type=int, default=8,

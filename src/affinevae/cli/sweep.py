@@ -97,7 +97,8 @@ class Sweep:
         png = out.with_suffix(".png")
         plot_sweep(result, png)
         print(result.table())
-        print(f"swept {len(models)} models over {len(angles)} angles on {len(data)} images; wrote {out} and {png}")
+        print(f"swept {len(models)} model{'s' if len(models) != 1 else ''} over {len(angles)} angle"
+              f"{'s' if len(angles) != 1 else ''} on {len(data)} images; wrote {out} and {png}")
         return 0
 
 
