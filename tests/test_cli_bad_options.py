@@ -216,3 +216,14 @@ def test_an_angle_range_may_start_with_a_minus_sign():
     assert join_dash_values(["sweep", "r", "--angles", "-n"]) == ["sweep", "r", "--angles", "-n"]  # not a value
     args = build_parser().parse_args(join_dash_values(["report", "r", "--out", "x.html", "--sweep-angles", "-30,0,30"]))
     assert args.sweep_angles == "-30,0,30"
+
+
+@pytest.mark.parametrize("command", ["align", "patches"])
+def test_npz_writers_refuse_another_file_name(model_dir, tmp_path, capsys, command):
+    """align wrote a zip archive named x.png; every .npz writer refuses another name, as encode and
+    patches did."""
+    np.save(tmp_path / "img.npy", np.random.default_rng(0).random((1, 32, 32)).astype(np.float32))
+    out = tmp_path / "x.png"
+    argv = (["align", model_dir, "--data", tmp_path / "img.npy", "--out", out] if command == "align" else
+            ["patches", tmp_path / "img.npy", "--window", "8", "--out", out])
+    _refused(argv, capsys, "--out", out, ".npz")

@@ -10,7 +10,7 @@ from ..pose.amortise import as_avae
 from ..pose.search import SearchConfig
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, load_run_data, refuse_signal_model, seed_arg
+from .common import add_data_arguments, add_force_argument, load_run_data, refuse_signal_model, require_npz, seed_arg
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,6 +83,7 @@ class Align:
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae align``; returns the exit status (user errors raise AffineVAEError)."""
         check_output(args.out, inputs=[args.run_dir, args.data, args.labels], force=args.force)
+        require_npz(args.out, "align")
         device = resolve_device(args.device)
         loaded = load(args.run_dir, device=device)
         refuse_signal_model(loaded, args.run_dir, "a signal's shift is one of its latents (affinevae encode gives it)")

@@ -46,6 +46,15 @@ def add_data_max_angle_argument(p: argparse.ArgumentParser, option: str = "--max
     p.set_defaults(data_max_angle_option=option)
 
 
+def require_npz(out: str, command: str) -> None:
+    """Refuse (one line naming ``--out``) an output file name of ``command`` that does not end in
+    ``.npz``: the command writes a NumPy archive, which another name would hide."""
+    from pathlib import Path
+
+    if Path(out).suffix.lower() != ".npz":
+        raise AffineVAEError(f"--out {out}: {command} writes a NumPy .npz archive; give a file name ending in .npz")
+
+
 def default_of(func, name: str):
     """The default of parameter ``name`` in ``func``'s signature: the command line's default is the
     Python function's, from one source."""

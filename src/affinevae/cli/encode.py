@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -16,7 +15,8 @@ from ..io import atomic_write
 from ..outputs import check_output
 from ..runs import Run, load
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, data_noun, default_of, load_run_data, seed_arg
+from .common import (add_data_arguments, add_force_argument, data_noun, default_of, load_run_data, require_npz,
+                     seed_arg)
 
 
 def check_split(split: Optional[str], data: Optional[str]) -> str:
@@ -54,9 +54,7 @@ class Encode:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         split = check_split(args.split, args.data)
         check_output(args.out, inputs=[args.run_dir, args.data, args.labels], force=args.force)
-        if Path(args.out).suffix.lower() != ".npz":
-            raise AffineVAEError(f"--out {args.out}: encode writes a NumPy .npz archive; give a file name ending "
-                                 "in .npz")
+        require_npz(args.out, "encode")
         model = load(args.run_dir)
         data = load_run_data(args, Run.open(args.run_dir), split, seed=args.seed,  # a run's own: its options
                              expect=model.config.image_shape)
