@@ -288,3 +288,21 @@ def test_pixel_size_reaches_the_training_data_and_the_report(micrograph, tmp_pat
     assert main(["report", str(run), "--out", str(tmp_path / "r.html"), "-n", "60", "--sweep-n", "20", "--quiet"]) == 0
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "0.5 Å" in html and f"{W} px = {W * 0.5:g} Å" in html
+
+
+def test_an_npz_of_several_arrays_is_read_by_one_rule(micrograph, tmp_path):
+    """open_stack (patches, map) took the first array of an .npz silently, where load_images (train,
+    encode) refuses an ambiguous archive: both now follow data.formats.npz_image_key."""
+    from affinevae.data import load_dataset
+    from affinevae.data.stacks import open_stack
+
+    np.savez(tmp_path / "two.npz", a=micrograph, b=micrograph[::-1])
+    for read in (lambda: open_stack(str(tmp_path / "two.npz")), lambda: load_dataset(str(tmp_path / "two.npz"))):
+        with pytest.raises(AffineVAEError, match=r"several arrays and none called 'images' or 'patches'; pick one "
+                                                 r"with --key \(key= in Python\), arrays: a, b"):
+            read()
+    with open_stack(str(tmp_path / "two.npz"), key="b") as src:
+        np.testing.assert_array_equal(src.read(0, 1)[0], micrograph[::-1])
+    np.savez(tmp_path / "lab.npz", labels=np.arange(3), foo=np.stack([micrograph] * 3))
+    with open_stack(str(tmp_path / "lab.npz")) as src:  # the labels are ground truth, not the images
+        assert src.n_frames == 3

@@ -40,12 +40,9 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (FOLDER_EXTS, check_not_empty, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, NPY_EXTS, NPZ_EXTS, PIL_EXTS, SUPPORTED,
                       TIFF_EXTS, cannot_read, reading)
+from .formats import AUX_KEYS, DEFAULT_KEYS, npz_image_key
 from .imageset import ImageSet, normalise_images
 
-#: Arrays of an ``.npz`` that are ground truth beside the images, not images.
-AUX_KEYS = ("labels", "angle", "shift", "scale")
-#: Image array names tried in order when no ``key`` is given.
-DEFAULT_KEYS = ("images", "patches")
 QUICKDRAW_PREFIX = "full_numpy_bitmap_"
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -345,19 +342,7 @@ def _load_npz(p: Path, spec: str, key: Optional[str], standardise: bool) -> Imag
         return _finish(npz, spec, standardise)
     with npz:
         names = list(npz.files)
-        if key is not None:
-            if key not in names:
-                raise AffineVAEError(f"{spec}: no array {key!r}; arrays: {', '.join(names) or '(none)'}")
-            k = key
-        else:
-            k = next((n for n in DEFAULT_KEYS if n in names), None)
-            if k is None:
-                cands = [n for n in names if n not in AUX_KEYS]
-                if len(cands) != 1:
-                    raise AffineVAEError(
-                        f"{spec}: {'no arrays' if not names else 'several arrays'} and none called "
-                        f"'images' or 'patches'; pick one with key, arrays: {', '.join(names) or '(none)'}")
-                k = cands[0]
+        k = npz_image_key(names, key, spec)
 
         def get(name: str) -> np.ndarray:
             if f"{name}.npy" in npz.zip.namelist():

@@ -96,3 +96,28 @@ META_KEYS = ("kind", "window", "noise_sigma", "pixel_size", "unit")
 META_STRINGS = ("kind", "unit")
 #: ``kind`` of a patch set written by ``affinevae patches``.
 PATCH_SET_KIND = "patches"
+
+
+#: Arrays of an ``.npz`` that are ground truth beside the images, not images.
+AUX_KEYS = ("labels", "angle", "shift", "scale")
+#: Image array names tried in order when no ``key`` is given.
+DEFAULT_KEYS = ("images", "patches")
+
+
+def npz_image_key(names, key, spec: str) -> str:
+    """The image array of an ``.npz`` holding arrays ``names``: ``key`` when given (it must be
+    there), else 'images' or 'patches', else the only array that is not ground truth
+    (:data:`AUX_KEYS`); otherwise one line naming ``spec`` and listing the arrays."""
+    names = list(names)
+    if key is not None:
+        if key not in names:
+            raise AffineVAEError(f"{spec}: no array {key!r}; arrays: {', '.join(names) or '(none)'}")
+        return key
+    k = next((n for n in DEFAULT_KEYS if n in names), None)
+    if k is not None:
+        return k
+    cands = [n for n in names if n not in AUX_KEYS]
+    if len(cands) != 1:
+        raise AffineVAEError(f"{spec}: {'no arrays' if not names else 'several arrays'} and none called 'images' or "
+                             f"'patches'; pick one with --key (key= in Python), arrays: {', '.join(names) or '(none)'}")
+    return cands[0]

@@ -31,7 +31,7 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from ..registry import Registry
 from ..units import PixelSize
-from .formats import (FRAME_FOLDER_EXTS, check_not_empty, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
+from .formats import (FRAME_FOLDER_EXTS, check_not_empty, npz_image_key, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
 __all__ = ["FrameSource", "ArraySource", "NpySource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
@@ -815,10 +815,7 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
         return NpySource(s)
     if suf in NPZ_EXTS:
         with reading(s, ".npz"), np.load(p, allow_pickle=False) as f:
-            names = f.files
-            k = key or next((n for n in ("images", "patches") if n in names), names[0] if names else None)
-            if k not in names:
-                raise AffineVAEError(f"{s}: no array '{k}'; arrays: {', '.join(names) or 'none'}")
+            k = npz_image_key(f.files, key, s)  # the rule load_images follows
             with f.zip.open(f"{k}.npy") as fh:
                 check_npy_header(fh, f"{s}:{k}", itemsize=1)  # read whole: its declared size must fit
             return ArraySource(f[k], s)
