@@ -306,3 +306,24 @@ def test_an_npz_of_several_arrays_is_read_by_one_rule(micrograph, tmp_path):
     np.savez(tmp_path / "lab.npz", labels=np.arange(3), foo=np.stack([micrograph] * 3))
     with open_stack(str(tmp_path / "lab.npz")) as src:  # the labels are ground truth, not the images
         assert src.n_frames == 3
+
+
+def test_a_folder_of_frames_skips_hidden_files_and_refuses_mixed_bit_depths(micrograph, tmp_path):
+    """A macOS ._name file beside the PNGs stopped `patches`; an 8-bit and a 16-bit PNG were both
+    scaled by the first file's depth (patches in [0, 235])."""
+    from PIL import Image
+
+    from affinevae.data.stacks import open_stack
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray((micrograph * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    (folder / "._1.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    with open_stack(str(folder)) as src:
+        assert src.n_frames == 2 and src.read(0, 2).max() <= 1.0
+    Image.fromarray((micrograph * 60000).astype(np.uint16)).save(folder / "2.png")
+    with open_stack(str(folder)) as src:
+        with pytest.raises(AffineVAEError, match=r"2.png: pixels of dtype uint16, but the first image \(0.png\) has "
+                                                 r"uint8"):
+            src.read(0, 3)

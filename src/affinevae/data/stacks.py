@@ -654,7 +654,9 @@ class FolderSource(FrameSource):
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
-        self.files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in FRAME_FOLDER_EXTS)
+        # hidden files (macOS ._name resource forks, .DS_Store) are skipped, as load_images does
+        self.files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in FRAME_FOLDER_EXTS
+                            and not p.name.startswith(".") and p.is_file())
         if not self.files:
             raise AffineVAEError(f"{path}: folder holds no {'/'.join(e[1:] for e in FRAME_FOLDER_EXTS)} images")
         first = self._one(self.files[0])
@@ -680,6 +682,10 @@ class FolderSource(FrameSource):
             a = self._one(f)
             if a.shape != tuple(self.frame_shape):
                 raise AffineVAEError(f"{f}: image shape {a.shape} differs from the first image's {tuple(self.frame_shape)}")
+            if a.dtype != np.dtype(self.dtype):  # 8- and 16-bit files would be scaled by one bit depth
+                raise AffineVAEError(f"{f}: pixels of dtype {a.dtype}, but the first image ({self.files[0].name}) has "
+                                     f"{np.dtype(self.dtype)} (the frames of a folder share one normalisation; "
+                                     "convert them to one bit depth)")
             out.append(a)
         return np.stack(out)
 
