@@ -255,3 +255,55 @@ def test_full_viewer_opens_the_maps_and_draws_the_points(make_napari_viewer, map
     centre = by_cluster[ij[:, 0], ij[:, 1]].astype(float)
     assert (np.abs(centre - 255 * c).max(axis=1) < 40).mean() > 0.8
     assert np.any(by_cluster != shot)
+
+
+def test_widget_takes_full_resolution_one_frame_and_shows_errors(qtbot, monkeypatch):
+    """A multiscale layer was learnt at its coarsest level (points at half their places), a stack
+    as one frame of channels; an error in the worker was raised again in the main thread."""
+    from napari.components import ViewerModel
+
+    from affinevae.errors import AffineVAEError
+    from affinevae.napari_plugin import widget as widget_module
+
+    seen = []
+
+    def fake(image, settings, report=None):
+        seen.append(image.shape)
+        raise AffineVAEError("no objects found")
+    monkeypatch.setattr(widget_module, "learn_and_map", fake)
+    img = np.random.default_rng(0).random((64, 48)).astype(np.float32)
+    viewer = ViewerModel()
+    viewer.add_image([img, img[::2, ::2]], multiscale=True, name="ms")
+    viewer.add_image(np.stack([img, img * 0.5, img * 0.2]), name="stack")
+    w = widget_module.LearnAndMapWidget(viewer)
+    qtbot.addWidget(w)
+    for name in ("ms", "stack"):
+        w.layer_box.setCurrentText(name)
+        worker = w.run()
+        qtbot.waitUntil(w.run_button.isEnabled, timeout=10000)
+        assert worker is not None and w.status.text() == "error: no objects found"
+    assert seen == [(64, 48), (64, 48)]
+    viewer.add_image(np.zeros((2, 2, 64, 48), np.float32), name="4d")
+    w.layer_box.setCurrentText("4d")
+    assert w.run() is None and "learning takes one 2-D frame" in w.status.text()
+
+
+def test_reader_declines_bad_archives_and_refuses_bad_maps(tmp_path, mapped):
+    """napari's reader probe raised on a truncated or empty .npz; broken maps gave KeyError/IndexError."""
+    from affinevae.errors import AffineVAEError
+    from affinevae.napari_plugin.reader import get_reader, read_maps
+
+    (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    assert get_reader(str(tmp_path / "trunc.npz")) is None and get_reader(str(tmp_path / "empty.npz")) is None
+    _, d_root = mapped
+    with np.load(d_root / "maps" / "maps.npz") as f:
+        d = {k: f[k] for k in f.files}
+    for name, change, match in [("noangle", lambda d: d.pop("angle"), "maps without 'angle'"),
+                                ("short", lambda d: d.update(angle=d["angle"][:-1]), "arrays of different lengths"),
+                                ("flat", lambda d: d.update(z_mean=d["z_mean"][:, 0]), "'z_mean' must be a numeric")]:
+        bad = dict(d)
+        change(bad)
+        np.savez(tmp_path / f"{name}.npz", **bad)
+        with pytest.raises(AffineVAEError, match=match):
+            read_maps(str(tmp_path / f"{name}.npz"))

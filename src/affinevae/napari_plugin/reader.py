@@ -9,7 +9,7 @@ import numpy as np
 
 from .layers import image_layer, object_features, points_layer
 
-__all__ = ["get_reader", "read_maps", "MAX_SIDE", "MAX_STACK_BYTES"]
+__all__ = ["get_reader", "read_maps", "check_maps", "MAX_SIDE", "MAX_STACK_BYTES"]
 
 #: The background is read every ``ceil(side / MAX_SIDE)`` pixels so its longer side stays below this.
 MAX_SIDE = 4096
@@ -28,13 +28,32 @@ def _maps_file(path: Union[str, list]) -> Optional[Path]:
     try:
         with np.load(p, allow_pickle=False) as f:
             return p if all(k in f.files for k in MAPS_KEYS) else None
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - a truncated or empty archive (BadZipFile, EOFError): not ours to open
         return None
 
 
 def get_reader(path: Union[str, list]) -> Optional[Callable[[Any], list]]:
     """napari's reader hook: :func:`read_maps` for a ``maps.npz`` (or a folder holding one), else None."""
     return read_maps if _maps_file(path) is not None else None
+
+
+def check_maps(d: dict, where) -> None:
+    """Refuse (one :class:`~affinevae.errors.AffineVAEError` line naming ``where``) maps whose
+    arrays the layers cannot be drawn from: ``z_mean`` (N, D), ``angle`` and ``frames`` (N,),
+    ``positions`` (N, 2), all numeric and of one length N."""
+    from ..errors import AffineVAEError
+
+    if "angle" not in d:
+        raise AffineVAEError(f"{where}: maps without 'angle' (not written by `affinevae map`?)")
+    shapes = {"z_mean": 2, "angle": 1, "frames": 1, "positions": 2}
+    for name, ndim in shapes.items():
+        a = d[name]
+        if a.ndim != ndim or not np.issubdtype(a.dtype, np.number) or (name == "positions" and a.shape[1] != 2):
+            want = "(N, 2)" if name == "positions" else "(N, D)" if ndim == 2 else "(N,)"
+            raise AffineVAEError(f"{where}: '{name}' must be a numeric {want} array, got {a.dtype} {a.shape}")
+    n = {len(d[k]) for k in shapes}
+    if len(n) != 1:
+        raise AffineVAEError(f"{where}: arrays of different lengths ({', '.join(f'{k} {len(d[k])}' for k in shapes)})")
 
 
 def read_maps(path: Union[str, list]) -> list[tuple]:
@@ -51,8 +70,12 @@ def read_maps(path: Union[str, list]) -> list[tuple]:
     p = _maps_file(path)
     if p is None:
         raise AffineVAEError(f"{path}: not a maps.npz written by `affinevae map`")
-    with np.load(p, allow_pickle=False) as f:
-        d = {k: f[k] for k in f.files}
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            d = {k: f[k] for k in f.files}
+    except Exception as exc:  # noqa: BLE001 - pickled (object) arrays, a corrupt member
+        raise AffineVAEError(f"{p}: cannot read the maps ({type(exc).__name__})") from None
+    check_maps(d, p)
     n_frames = int(d.get("n_frames", 1))
     pixel = float(d["pixel_size"]) if "pixel_size" in d else None
     unit = str(d["unit"]) if "unit" in d else None

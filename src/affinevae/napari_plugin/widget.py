@@ -97,14 +97,22 @@ class LearnAndMapWidget(QWidget):
             self.status.setText("no image layer")
             return None
         layer = self.viewer.layers[name]
-        image = np.asarray(layer.data)
+        # a multiscale layer: its full-resolution level (the points are drawn at the layer's scale)
+        image = np.asarray(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
         if getattr(layer, "rgb", False):
             image = image.mean(-1)
+        if image.ndim == 3:  # a stack of frames: the one the viewer shows
+            frame = int(self.viewer.dims.current_step[0]) if len(self.viewer.dims.current_step) == 3 else 0
+            image = image[min(max(frame, 0), len(image) - 1)]
+        elif image.ndim != 2:
+            self.status.setText(f"error: the layer has shape {image.shape}; learning takes one 2-D frame")
+            return None
         settings = self.settings()
         self.run_button.setEnabled(False)
         self.progress.setValue(0)
         emit = self._signals.changed.emit
-        worker = thread_worker(learn_and_map, start_thread=False)(image, settings, report=emit)
+        # errors are shown in the status line (_failed), not raised again in the main thread
+        worker = thread_worker(learn_and_map, start_thread=False, ignore_errors=True)(image, settings, report=emit)
         worker.returned.connect(lambda result: self._show(result, layer))
         worker.errored.connect(self._failed)
         worker.finished.connect(lambda: self.run_button.setEnabled(True))
