@@ -327,3 +327,24 @@ def test_a_folder_of_frames_skips_hidden_files_and_refuses_mixed_bit_depths(micr
         with pytest.raises(AffineVAEError, match=r"2.png: pixels of dtype uint16, but the first image \(0.png\) has "
                                                  r"uint8"):
             src.read(0, 3)
+
+
+def test_ome_zarr_axes_say_which_axis_holds_channels(micrograph, tmp_path):
+    """An OME-Zarr image's axis names decide channels and frames (a c,y,x image of 2 channels was
+    read as 2 frames; c,z,y,x as frames of z-planes taken for channels)."""
+    zarr = pytest.importorskip("zarr")
+    ome_writer = pytest.importorskip("ome_zarr.writer")
+    from affinevae.data.stacks import open_stack
+
+    cyx = np.stack([micrograph, 1 - micrograph]).astype(np.float32)
+    czyx = np.stack([np.stack([micrograph * s for s in (1.0, 0.5, 0.25)]), np.stack([1 - micrograph] * 3)])
+    cases = {"cyx": (cyx, (1, 2), lambda f: cyx), "czyx": (czyx.astype(np.float32), (3, 2), lambda f: czyx[:, f])}
+    for axes, (data, (frames, channels), frame_of) in cases.items():
+        root = zarr.open_group(str(tmp_path / f"{axes}.zarr"), mode="w")
+        ome_writer.write_image(data, root, scale_factors=(), axes=axes)
+        with open_stack(str(tmp_path / f"{axes}.zarr")) as src:
+            assert (src.n_frames, src.frame_shape[0]) == (frames, channels), axes
+            for f in range(frames):
+                np.testing.assert_allclose(src.read_raw(f, f + 1)[0], frame_of(f), rtol=0, atol=0)
+            np.testing.assert_allclose(src.read_raw_region(frames - 1, slice(3, 9), slice(2, 7)),
+                                       frame_of(frames - 1)[:, 3:9, 2:7])

@@ -159,27 +159,54 @@ def open_mrc(path: str, key: Optional[str] = None, level: Optional[int] = None) 
 
 
 # ============================================================================ Zarr / OME-Zarr
-class _DropAxes:
-    """A lazy view of an array with some axes fixed at index 0 (singleton axes dropped).
-
-    ``keep``: the axes kept, in order; slicing the view slices those axes of the wrapped array.
+class _AxesView:
+    """A lazy view of an array whose axes are some of the wrapped array's, in another order, plus
+    new axes of length 1: ``axes[i]`` is the wrapped axis that view axis ``i`` slices, or None
+    for a new one. Wrapped axes not in ``axes`` must have length 1 (they are read at index 0).
     """
 
-    def __init__(self, array: Any, keep: tuple[int, ...]) -> None:
-        self.array, self.keep = array, keep
-        self.shape = tuple(int(array.shape[a]) for a in keep)
+    def __init__(self, array: Any, axes: tuple) -> None:
+        self.array, self.axes = array, tuple(axes)
+        self.shape = tuple(1 if a is None else int(array.shape[a]) for a in self.axes)
         self.dtype = array.dtype
 
     def __getitem__(self, idx: Any) -> np.ndarray:
         idx = idx if isinstance(idx, tuple) else (idx,)
         if any(i is Ellipsis for i in idx):
             e = idx.index(Ellipsis)
-            idx = idx[:e] + (slice(None),) * (len(self.keep) - len(idx) + 1) + idx[e + 1:]
-        idx = idx + (slice(None),) * (len(self.keep) - len(idx))
+            idx = idx[:e] + (slice(None),) * (len(self.axes) - len(idx) + 1) + idx[e + 1:]
+        idx = idx + (slice(None),) * (len(self.axes) - len(idx))
         full: list[Any] = [0] * len(self.array.shape)
-        for a, i in zip(self.keep, idx):
-            full[a] = i
-        return np.asarray(self.array[tuple(full)])
+        for a, i in zip(self.axes, idx):
+            if a is not None:
+                full[a] = i
+        out = np.asarray(self.array[tuple(full)])
+        # the result's axes are the sliced wrapped axes in wrapped order: put them in view order
+        sliced = [(a, v) for v, (a, i) in enumerate(zip(self.axes, idx)) if a is not None and not isinstance(i, int)]
+        order = [v for _, v in sorted(sliced)]
+        out = np.transpose(out, np.argsort(order)) if len(order) > 1 else out
+        for v, (a, i) in enumerate(zip(self.axes, idx)):  # the new axes, where they stand in the view
+            if a is None and not isinstance(i, int):
+                out = np.expand_dims(out, sum(1 for w in range(v) if not isinstance(idx[w], int)))
+        return out
+
+
+def _ome_axes_view(arr: Any, axes: list, where: str) -> Optional[_AxesView]:
+    """The (F, C, Y, X) view of an OME-Zarr level by its axis names (NGFF ``axes``): one
+    non-spatial axis other than 'c' (t or z) gives the frames, 'c' the channels; singleton axes
+    are dropped. None when the names are missing or the plain shape rule already applies."""
+    names = [a.get("name") if isinstance(a, dict) else a for a in axes]
+    shape = tuple(int(s) for s in arr.shape)
+    if len(names) != len(shape) or not all(isinstance(n, str) for n in names) or len(shape) < 3:
+        return None
+    c = names.index("c") if "c" in names and shape[names.index("c")] > 1 else None
+    if c is None:
+        return None  # no channels: the frames are the non-singleton leading axes, as for a plain array
+    others = [i for i in range(len(shape) - 2) if i != c and shape[i] > 1]
+    if len(others) > 1:
+        raise AffineVAEError(f"{where}: an OME-Zarr image with {' and '.join(f'{names[i]} ({shape[i]})' for i in others)}"
+                             " besides its channels; read one of them as frames, e.g. a single time point")
+    return _AxesView(arr, (others[0] if others else None, c, len(shape) - 2, len(shape) - 1))
 
 
 def _multiscales(attrs: dict) -> Optional[list]:
@@ -258,6 +285,9 @@ def open_zarr(path: str, key: Optional[str] = None, level: Optional[int] = None)
                 arr = root[str(datasets[lv]["path"])]
             pixel = _ome_pixel_size(ms[0], int(lv), len(arr.shape))
             where = f"{path} (level {lv})"
+            view = _ome_axes_view(arr, ms[0].get("axes") or [], where)  # its channel axis by name
+            if view is not None:
+                return ArraySource(view, where, pixel_size=pixel)
         else:
             if level is not None:
                 raise AffineVAEError(f"{path}: --level applies to OME-Zarr images; this store has no "
@@ -271,7 +301,7 @@ def open_zarr(path: str, key: Optional[str] = None, level: Optional[int] = None)
     if len(shape) > 2:
         keep = tuple(a for a in range(len(shape)) if shape[a] != 1 or a >= len(shape) - 2)
         if len(keep) != len(shape):
-            arr = _DropAxes(arr, keep)
+            arr = _AxesView(arr, keep)
     return ArraySource(arr, where, pixel_size=pixel)
 
 
