@@ -73,6 +73,7 @@ def test_units_parse_and_convert():
     assert parse_pixel_size("0.5 A") == PixelSize(0.5, "Å")
     assert parse_pixel_size("50pm/px").to("nm").value == pytest.approx(0.05)
     assert parse_pixel_size("0.001um").to("Å").value == pytest.approx(10.0)
+    assert parse_pixel_size("0.05 millimetre").to("µm").value == pytest.approx(50.0)  # light microscopy, OME 'mm'
     assert parse_pixel_size(None) is None
     for bad in ("0.05", "0.05 furlong", "nm", "-1nm", "0nm"):
         with pytest.raises(AffineVAEError):

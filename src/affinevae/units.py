@@ -18,7 +18,7 @@ from .errors import AffineVAEError
 __all__ = ["UNITS", "PixelSize", "parse_pixel_size", "unit_name", "nice_length"]
 
 #: Length units: canonical name -> size in nanometres.
-UNITS: dict[str, float] = {"pm": 1e-3, "Å": 0.1, "nm": 1.0, "µm": 1e3}
+UNITS: dict[str, float] = {"pm": 1e-3, "Å": 0.1, "nm": 1.0, "µm": 1e3, "mm": 1e6}
 
 #: Spellings accepted for each unit (lower case), including those instrument files use.
 _ALIASES: dict[str, str] = {
@@ -26,6 +26,7 @@ _ALIASES: dict[str, str] = {
     "å": "Å", "a": "Å", "angstrom": "Å", "ångström": "Å", "Å": "Å", "\u212b": "Å",  # U+212B ANGSTROM SIGN
     "nm": "nm", "nanometer": "nm", "nanometre": "nm",
     "µm": "µm", "μm": "µm", "um": "µm", "micron": "µm", "micrometer": "µm", "micrometre": "µm",
+    "mm": "mm", "millimeter": "mm", "millimetre": "mm",
 }
 
 
@@ -49,7 +50,7 @@ class PixelSize:
 
     Attributes:
         value: length of one pixel in ``unit`` (> 0, finite).
-        unit: a key of :data:`UNITS` ('pm', 'Å', 'nm', 'µm').
+        unit: a key of :data:`UNITS` ('pm', 'Å', 'nm', 'µm', 'mm').
     """
 
     value: float
