@@ -2,6 +2,8 @@
 
 Normalisation rule (documented in the README):
 - uint8 (and other unsigned integer) images are divided by their dtype's maximum (255 for uint8);
+  wider unsigned images whose values use under 3/4 of their bits (a 12-bit camera's uint16)
+  are divided by the maximum of the bits they use (4095), with a warning (:func:`unsigned_divisor`);
 - float images already in [0, 1] are kept;
 - float images outside [0, 1] are min-max scaled per data set to [0, 1] with a warning, or,
   with ``standardise=True`` (for a Gaussian likelihood), shifted and scaled to zero mean
@@ -156,6 +158,22 @@ def check_threshold(threshold: float, where: str = "binarize") -> float:
     return float(threshold)
 
 
+def unsigned_divisor(dtype, largest: int, source: str) -> float:
+    """The divisor of unsigned integer pixels of ``dtype`` whose largest value is ``largest``: the
+    dtype's maximum, or for a 16- to 64-bit dtype of which the values use under 3/4 of the bits
+    (12-bit data in uint16), ``2**bits - 1`` of the bits they use, said in a warning naming
+    ``source`` (such data divided by 65535 would lie in [0, 0.06], below any noise model's scale)."""
+    dt = np.dtype(dtype)
+    full = np.iinfo(dt).max
+    total = dt.itemsize * 8
+    bits = max(8, int(largest).bit_length())
+    if total <= 8 or bits > 0.75 * total:
+        return float(full)
+    warnings.warn(f"{source}: {dt} values use {bits} of {total} bits (largest {int(largest)}); dividing by "
+                  f"{2 ** bits - 1}, the {bits}-bit maximum, not {full}", stacklevel=3)
+    return float(2 ** bits - 1)
+
+
 def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool = False) -> np.ndarray:
     """Apply the normalisation rule (module docstring) to an image array; returns float32.
 
@@ -167,7 +185,7 @@ def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool =
     if arr.dtype == bool:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.unsignedinteger):
-        return (arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)).astype(np.float32)
+        return (arr.astype(np.float32) / unsigned_divisor(arr.dtype, int(arr.max()), source)).astype(np.float32)
     if not np.issubdtype(arr.dtype, np.number):
         raise AffineVAEError(f"{source}: images must be numeric, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):

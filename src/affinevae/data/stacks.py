@@ -31,6 +31,7 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from ..registry import Registry
 from ..units import PixelSize
+from .imageset import unsigned_divisor
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, npz_image_key, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
@@ -117,7 +118,8 @@ class FrameSource:
         """The stack-wide normalisation ``(kind, offset, divisor)``: ``(x - offset) / divisor``.
 
         Follows :func:`~affinevae.data.imageset.normalise_images` for the whole stack: unsigned
-        integers are divided by their dtype maximum; floats (and signed integers) already in
+        integers are divided by their dtype maximum (or by that of the bits they use,
+        :func:`~affinevae.data.imageset.unsigned_divisor`); floats (and signed integers) already in
         [0, 1] are kept; others are min-max scaled with a warning. Signed/float stacks need
         one streaming pass over the frames to find their range (memory bounded by one chunk).
         """
@@ -127,7 +129,11 @@ class FrameSource:
         if dt == bool:
             self._norm = ("keep", 0.0, 1.0)
         elif np.issubdtype(dt, np.unsignedinteger):
-            self._norm = ("divide", 0.0, float(np.iinfo(dt).max))
+            largest = 0
+            if dt.itemsize > 1:  # the bits the data use (one streaming pass; uint8 is always /255)
+                for a, _ in self._scan():
+                    largest = max(largest, int(a.max()) if a.size else 0)
+            self._norm = ("divide", 0.0, unsigned_divisor(dt, largest, self.path))
         elif not np.issubdtype(dt, np.number) or np.issubdtype(dt, np.complexfloating):
             raise AffineVAEError(f"{self.path}: images must be real numbers, got dtype {dt}"
                                  + (" (complex: give np.abs or the real part)" if dt.kind == "c" else ""))
