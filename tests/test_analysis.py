@@ -139,10 +139,17 @@ def test_generate(tiny_runs):
     assert not np.array_equal(g.images, A.generate(vae, n=10, seed=2).images)
     gc = A.generate(cvae, classes=[3, 7], per_class=4)
     assert gc.images.shape == (8, 1, 28, 28) and gc.labels.tolist() == [3] * 4 + [7] * 4 and gc.ncol == 4
-    with pytest.raises(AffineVAEError, match="not class-conditional"):
+    with pytest.raises(AffineVAEError, match="renders no classes"):
         A.generate(vae, classes=[1])
     with pytest.raises(AffineVAEError, match="out of range"):
         A.generate(cvae, classes=[10])
+    # a joint model renders the classes it discovered when asked (plot samples --classes ignored them)
+    joint = build_model("jvae", latent_dim=2, num_classes=3, encoder="mlp", hidden=[16]).eval()
+    gj = A.generate(joint, classes=[2, 0], per_class=3)
+    assert gj.labels.tolist() == [2] * 3 + [0] * 3 and A.generate(joint, n=5).labels is None
+    with pytest.raises(AffineVAEError, match=r"class 3 is out of range \[0, 2\]"):
+        A.generate(joint, classes=[3])
+    assert A.latent_manifold(joint, d=3, classes=[1]).images.shape[:2] == (1, 9)  # one class, 3 x 3
 
 
 def test_manifold_grid(tiny_runs):

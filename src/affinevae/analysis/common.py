@@ -73,14 +73,19 @@ def pick_indices(n_data: int, n: int, indices: Optional[Sequence[int]], rng: np.
 
 
 def model_classes(model, classes: Optional[Sequence[int]], what: str) -> Optional[list]:
-    """The classes a conditional ``model`` draws: ``classes`` (default all), each checked in
-    [0, num_classes); None for an unconditional model, which takes no ``classes`` (``what``
-    names the analysis in that error, e.g. 'generation by class')."""
-    if not model.conditional:
+    """The classes ``model`` renders for an analysis: ``classes`` each checked in [0, K); for a
+    class-conditional model all K by default, for one with discovered classes (joint,
+    semi-supervised, :attr:`~affinevae.models.base.LatentModel.mixed_classes`) None by default
+    (it draws them). A model that renders no classes takes none (``what`` names the analysis in
+    that error, e.g. 'generation by class')."""
+    k = model.config.num_classes if model.conditional else model.mixed_classes
+    if not k:
         if classes is not None:
-            raise AffineVAEError(f"model '{model.family}' is not class-conditional: {what} needs a cvae/crvae")
+            raise AffineVAEError(f"model '{model.family}' renders no classes: {what} needs a cvae/crvae or a joint "
+                                 "or semi-supervised classification model")
         return None
-    k = model.config.num_classes
+    if classes is None and not model.conditional:
+        return None
     out = list(range(k)) if classes is None else [int(c) for c in classes]
     bad = [c for c in out if not 0 <= c < k]
     if bad:

@@ -209,8 +209,12 @@ def _latent_stats(c: PlotContext):
 def _samples(c: PlotContext):
     A = _analysis()
     classes = _ints(c.args.classes, "classes")
-    gens = [A.generate(m, n=c.show, classes=classes if m.conditional else None, per_class=c.args.per_class,
-                       seed=c.args.seed) for m in c.models]
+    takes = [bool(m.conditional or m.mixed_classes) for m in c.models]
+    if classes is not None and not any(takes):  # it was ignored silently
+        raise AffineVAEError(f"--classes: {c.names[0]} renders no classes (a cvae/crvae or a joint or semi-supervised "
+                             "classification model does)")
+    gens = [A.generate(m, n=c.show, classes=classes if t else None, per_class=c.args.per_class,
+                       seed=c.args.seed) for m, t in zip(c.models, takes)]
     return A.plot_generation(gens, c.args.title, names=c.names)
 
 
