@@ -227,3 +227,13 @@ def test_npz_writers_refuse_another_file_name(model_dir, tmp_path, capsys, comma
     argv = (["align", model_dir, "--data", tmp_path / "img.npy", "--out", out] if command == "align" else
             ["patches", tmp_path / "img.npy", "--window", "8", "--out", out])
     _refused(argv, capsys, "--out", out, ".npz")
+
+
+def test_plot_refuses_compare_and_classes_that_a_kind_would_ignore(model_dir, tmp_path, capsys):
+    """`plot reconstructions --compare RUN` drew the first run alone; `plot samples --classes` of a
+    plain VAE drew unconditional samples: both are refused in one line now."""
+    out = tmp_path / "p.png"
+    _refused(["plot", model_dir, "reconstructions", "--compare", model_dir, "--out", out], capsys, "--compare", out,
+             "not to reconstructions")
+    _refused(["plot", model_dir, "samples", "--classes", "3", "--out", out], capsys, "--classes", out,
+             "renders no classes")

@@ -55,6 +55,8 @@ class PlotKind:
     help: str
     needs_data: bool
     draw: Callable[[PlotContext], Any]
+    compares: bool = False
+    """Whether it draws the ``--compare`` runs beside the run."""
 
 
 PLOT_KINDS: Registry = Registry("plot kind")
@@ -141,11 +143,12 @@ def plot_data(args: argparse.Namespace, run, grey: bool = False) -> Any:
     return load_run_data(args, run, args.split, seed=args.seed, binarize=not grey, announce=False)
 
 
-def plot_kind(name: str, help: str, needs_data: bool = True):
-    """Decorator registering ``draw(ctx) -> Figure`` as the plot kind ``name``."""
+def plot_kind(name: str, help: str, needs_data: bool = True, compares: bool = False):
+    """Decorator registering ``draw(ctx) -> Figure`` as the plot kind ``name`` (``compares``: it
+    draws the ``--compare`` runs too)."""
 
     def deco(draw: Callable[[PlotContext], Any]):
-        PLOT_KINDS.register(name)(PlotKind(help, needs_data, draw))
+        PLOT_KINDS.register(name)(PlotKind(help, needs_data, draw, compares))
         return draw
 
     return deco
@@ -188,7 +191,7 @@ def _reconstructions(c: PlotContext):
                                                     seed=c.args.seed), c.args.title)
 
 
-@plot_kind("latent", "scatter of latent means by class / inferred class / true angle / learned angle (--color-by, --method, --dims)")
+@plot_kind("latent", "scatter of latent means by class / inferred class / true angle / learned angle (--color-by, --method, --dims)", compares=True)
 def _latent(c: PlotContext):
     A = _analysis()
     a = c.args
@@ -199,13 +202,14 @@ def _latent(c: PlotContext):
     return A.plot_latent_scatter(codes, color, a.title)
 
 
-@plot_kind("latent-stats", "per-dimension min/max/mean/std and densities vs N(0, 1); --compare RUN ... on one figure")
+@plot_kind("latent-stats", "per-dimension min/max/mean/std and densities vs N(0, 1); --compare RUN ... on one figure", compares=True)
 def _latent_stats(c: PlotContext):
     A = _analysis()
     return A.plot_latent_stats([A.latent_stats(m, c.data, name=nm) for m, nm in zip(c.models, c.names)], c.args.title)
 
 
-@plot_kind("samples", "grid of prior samples (--show N; conditional models: --per-class, --classes)", needs_data=False)
+@plot_kind("samples", "grid of prior samples (--show N; conditional models: --per-class, --classes)", needs_data=False,
+           compares=True)
 def _samples(c: PlotContext):
     A = _analysis()
     classes = _ints(c.args.classes, "classes")
@@ -228,7 +232,7 @@ def _manifold(c: PlotContext):
     return A.plot_manifold(m, a.title)
 
 
-@plot_kind("interpolation", "morph image i into j through the latent space (--pair i,j --steps)")
+@plot_kind("interpolation", "morph image i into j through the latent space (--pair i,j --steps)", compares=True)
 def _interpolation(c: PlotContext):
     A = _analysis()
     pair = _ints(c.args.pair, "pair", 2)
@@ -236,14 +240,14 @@ def _interpolation(c: PlotContext):
                                 c.names)
 
 
-@plot_kind("arithmetic", "decode z_a - z_b + z_c (--triple a,b,c)")
+@plot_kind("arithmetic", "decode z_a - z_b + z_c (--triple a,b,c)", compares=True)
 def _arithmetic(c: PlotContext):
     A = _analysis()
     triple = _ints(c.args.triple, "triple", 3)
     return A.plot_arithmetic([A.latent_arithmetic(m, c.data, triple) for m in c.models], c.args.title, c.names)
 
 
-@plot_kind("angles", "learned vs true angle with the circular correlation (rvae/crvae/avae on rotated data)")
+@plot_kind("angles", "learned vs true angle with the circular correlation (rvae/crvae/avae on rotated data)", compares=True)
 def _angles(c: PlotContext):
     A = _analysis()
     items = [A.angle_comparison(m, c.data) for m in c.models]
@@ -252,7 +256,7 @@ def _angles(c: PlotContext):
     return A.plot_angle_comparison(items, c.args.title)
 
 
-@plot_kind("loss-vs-rotation", "mean -ELBO vs rotation of the test images (--angles; --compare RUN ...; --with-avae)")
+@plot_kind("loss-vs-rotation", "mean -ELBO vs rotation of the test images (--angles; --compare RUN ...; --with-avae)", compares=True)
 def _loss_vs_rotation(c: PlotContext):
     from ..models.avae import AVAE
     from ..sweep import parse_angles
@@ -326,7 +330,7 @@ class Plot:
                                  "loss-vs-rotation thresholds each rotated image")
         k = p.add_argument_group("kind options")
         k.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="more runs on the same figure "
-                       "(latent-stats, latent, samples, interpolation, angles, loss-vs-rotation)")
+                       "(" + ", ".join(n for n in PLOT_KINDS.in_order() if PLOT_KINDS.get(n).compares) + ")")
         k.add_argument("--show", type=int, help=f"images shown, {_range('--show')} (default 8; samples: 64)")
         k.add_argument("--indices", help="reconstructions/denoising: comma-separated image indices")
         k.add_argument("--color-by", default="auto", help="latent: auto or any of class,inferred-class,true-angle,learned-angle")
@@ -360,6 +364,9 @@ class Plot:
         from ..runs import Run
 
         kind = PLOT_KINDS.get(args.kind)
+        if args.compare and not kind.compares:  # it was ignored silently
+            takers = ", ".join(n for n in PLOT_KINDS.in_order() if PLOT_KINDS.get(n).compares)
+            raise AffineVAEError(f"--compare applies to {takers}, not to {args.kind}")
         if args.n is not None and args.n < 1:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
         check_option_ranges(args)
