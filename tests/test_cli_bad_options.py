@@ -237,3 +237,13 @@ def test_plot_refuses_compare_and_classes_that_a_kind_would_ignore(model_dir, tm
              "not to reconstructions")
     _refused(["plot", model_dir, "samples", "--classes", "3", "--out", out], capsys, "--classes", out,
              "renders no classes")
+
+
+@pytest.mark.parametrize("command", ["align", "sweep", "plot"])
+def test_split_with_a_file_is_refused_as_encode_refuses_it(model_dir, tmp_path, capsys, command):
+    """align, sweep and plot ignored --split with a file (no splits) silently; encode refused it."""
+    np.save(tmp_path / "g.npy", np.random.default_rng(0).random((4, 28, 28)).astype(np.float32))
+    out = tmp_path / ("a.npz" if command == "align" else "s.csv" if command == "sweep" else "p.png")
+    argv = {"align": ["align", model_dir], "sweep": ["sweep", model_dir], "plot": ["plot", model_dir, "latent"]}[command]
+    _refused([*argv, "--data", tmp_path / "g.npy", "--split", "train", "--out", out], capsys, "--split", out,
+             "a file has no splits")

@@ -10,7 +10,7 @@ from ..pose.amortise import as_avae
 from ..pose.search import SearchConfig
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, load_run_data, refuse_signal_model, require_npz, seed_arg
+from .common import add_data_arguments, add_force_argument, check_split, load_run_data, refuse_signal_model, require_npz, seed_arg
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ class Align:
         """Register the ``align`` options on ``p``."""
         p.add_argument("run_dir", help="run or model directory of an avae, or of a vae/cvae to wrap")
         add_data_arguments(p, max_angle_option="--data-max-angle")  # --max-angle is the search's
-        p.add_argument("--split", default="test", choices=["train", "test"], help="train or test for built-in data sets (default test)")
+        p.add_argument("--split", default=None, choices=["train", "test"], help="train or test for built-in data sets (default test)")
         p.add_argument("--out", required=True, help="output .npz")
         add_force_argument(p)
         p.add_argument("--no-before", action="store_true",
@@ -91,7 +91,7 @@ class Align:
         cfg = search_config_from_args(args, model.config.search)
         if args.no_before:
             cfg = cfg.replace(report_before=False)
-        data = load_run_data(args, Run.open(args.run_dir), args.split, seed=args.seed,  # a run's own: its options
+        data = load_run_data(args, Run.open(args.run_dir), check_split(args.split, args.data), seed=args.seed,  # a run's own: its options
                              expect=model.config.image_shape)
         labels = data.labels if model.conditional else None
         result = model.align(data.images, labels, cfg)

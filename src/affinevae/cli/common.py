@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from ..data import ImageSet, load_dataset
 from ..data.inputs import check_image_shape
+from ..data.sources import BUILTIN
 from ..errors import AffineVAEError
 
 
@@ -44,6 +45,18 @@ def add_data_max_angle_argument(p: argparse.ArgumentParser, option: str = "--max
                    help="--data rotated-mnist only: turn the digits uniformly in [-DEG, DEG] degrees, 0 < DEG <= 180 "
                         "(180: the full circle; default 60, or the run's own range for its own --data)")
     p.set_defaults(data_max_angle_option=option)
+
+
+def check_split(split: Optional[str], data: Optional[str]) -> str:
+    """The ``--split`` to load ('train' or 'test', default 'test'; argparse refuses other values); an
+    :class:`AffineVAEError` for a ``--split`` given with ``--data`` that is not a built-in set (a file
+    has no splits)."""
+    if split is None:
+        return "test"
+    if data is not None and data not in BUILTIN:
+        raise AffineVAEError(f"--split applies to the built-in data sets ({', '.join(BUILTIN)}), not to "
+                             f"--data {data} (a file has no splits)")
+    return split
 
 
 def require_npz(out: str, command: str) -> None:

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import Optional
 
 import numpy as np
 
 from .. import encoding
-from ..data.sources import BUILTIN
-from ..errors import AffineVAEError
 from ..evaluation import encode_dataset
 from ..io import atomic_write
 from ..outputs import check_output
 from ..runs import Run, load
 from . import COMMANDS
-from .common import (add_data_arguments, add_force_argument, data_noun, default_of, load_run_data, require_npz,
+from .common import (add_data_arguments, check_split, add_force_argument, data_noun, default_of, load_run_data, require_npz,
                      seed_arg)
-
-
-def check_split(split: Optional[str], data: Optional[str]) -> str:
-    """The ``--split`` to load ('train' or 'test', default 'test'; argparse refuses other values); an
-    :class:`AffineVAEError` for a ``--split`` given with ``--data`` that is not a built-in set (a file
-    has no splits)."""
-    if split is None:
-        return "test"
-    if data is not None and data not in BUILTIN:
-        raise AffineVAEError(f"--split applies to the built-in data sets ({', '.join(BUILTIN)}), not to "
-                             f"--data {data} (a file has no splits)")
-    return split
 
 
 @COMMANDS.register("encode")

@@ -13,7 +13,7 @@ from ..limits import ANGLE_HISTOGRAM_BINS, MANIFOLD_GRID_SIDE, check_allocation
 from ..registry import Registry
 from ..sweep import check_degrees
 from . import COMMANDS
-from .common import add_binarize_argument, add_force_argument, load_run_data, parse_int_list, seed_arg
+from .common import add_binarize_argument, add_force_argument, check_split, load_run_data, parse_int_list, seed_arg
 
 
 
@@ -140,7 +140,7 @@ def plot_data(args: argparse.Namespace, run, grey: bool = False) -> Any:
     ``--key``/``--labels``; ``--binarize`` applies to either and on the run's own data replaces the
     run's threshold). ``grey``: no threshold at all (for a kind that turns the images and thresholds
     them after, as ``sweep`` does)."""
-    return load_run_data(args, run, args.split, seed=args.seed, binarize=not grey, announce=False)
+    return load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=not grey, announce=False)
 
 
 def plot_kind(name: str, help: str, needs_data: bool = True, compares: bool = False):
@@ -325,7 +325,7 @@ class Plot:
         d.add_argument("--labels", help="file of integer labels, one per image")
         d.add_argument("--key", help="array name inside an .npz")
         d.add_argument("-n", "--n", type=int, default=1000, dest="n", help="use the first N images (default 1000)")
-        d.add_argument("--split", default="test", choices=["train", "test"], help="train or test for built-in sets (default test)")
+        d.add_argument("--split", default=None, choices=["train", "test"], help="train or test for built-in sets (default test)")
         add_binarize_argument(d, "threshold the images at T (default 0.5; default: as the run was trained); "
                                  "loss-vs-rotation thresholds each rotated image")
         k = p.add_argument_group("kind options")

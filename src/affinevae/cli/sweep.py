@@ -15,7 +15,7 @@ from ..sweep import SweepConfig, parse_angles, plot_sweep, rotation_sweep
 from ..training import resolve_device
 from . import COMMANDS
 from .align import add_search_arguments, search_config_from_args
-from .common import (add_binarize_argument, add_data_max_angle_argument, add_force_argument, load_run_data,
+from .common import (add_binarize_argument, add_data_max_angle_argument, add_force_argument, check_split, load_run_data,
                      names_run_data, refuse_signal_model)
 
 
@@ -49,7 +49,7 @@ class Sweep:
         p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
         p.add_argument("--key", help="array name inside an .npz")
         p.add_argument("-n", "--n", type=int, dest="n", default=500, help="test images (default 500)")
-        p.add_argument("--split", default="test", choices=["train", "test"], help="train or test for built-in data sets (default test)")
+        p.add_argument("--split", default=None, choices=["train", "test"], help="train or test for built-in data sets (default test)")
         add_data_max_angle_argument(p, "--data-max-angle")  # --max-angle is the search's
         p.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest"],
                        help="how test images are rotated (default bilinear; nearest keeps the pixel values)")
@@ -83,7 +83,7 @@ class Sweep:
             first = next(m for m in models.values() if isinstance(m, AVAE))
             search = search_config_from_args(args, first.config.search)
         run = Run.open(args.run_dir)
-        data = load_run_data(args, run, args.split, seed=args.seed, binarize=False,  # thresholded after rotating
+        data = load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=False,  # thresholded after rotating
                              expect=next(iter(models.values())).config.image_shape)  # a run's own: its options
         threshold = args.binarize
         if threshold is None and run.binarize is not None and names_run_data(args, run):
