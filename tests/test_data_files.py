@@ -398,6 +398,9 @@ def test_labels_file_errors(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("0\n1\nx\n2\n3\n")
     assert "line 3" in raises("bad.csv", load_images, str(p), labels=str(bad))
+    for first in ("nan", "inf"):  # a number float() reads is a bad label on line 1, not a header dropped
+        bad.write_text(first + "\n0\n1\n2\n3\n")
+        assert f"line 1: '{first}' is not an integer label" in raises("bad.csv", load_images, str(p), labels=str(bad))
     neg = tmp_path / "neg.npy"
     np.save(neg, np.array([0, 1, -2, 0, 1]))
     assert "-1 for unknown" in raises("neg.npy", load_images, str(p), labels=str(neg))

@@ -620,7 +620,14 @@ def _parse_label_text(p: Path, spec: str) -> np.ndarray:
             return None
         return int(v) if np.isfinite(v) and v == int(v) else None
 
-    if rows and all(num(t) is None and re.match(r"^[A-Za-z_]", t) for t in rows[0][1]):
+    def number_word(tok: str) -> bool:  # nan, inf, infinity: numbers float() reads, not a header's words
+        try:
+            float(tok)
+            return True
+        except ValueError:
+            return False
+
+    if rows and all(not number_word(t) and re.match(r"^[A-Za-z_]", t) for t in rows[0][1]):
         rows = rows[1:]  # a header line such as "label"
     if len(rows) == 1:
         tokens = [(rows[0][0], t) for t in rows[0][1]]
