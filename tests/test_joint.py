@@ -500,3 +500,26 @@ def test_cli_ssrvae_logs_the_held_out_labelled_accuracy(digits_npz, tmp_path):
 
     last = Run.open(out).metrics[-1]
     assert last["val_labelled"] == 64 and 0.0 <= last["val_accuracy"] <= 1.0  # every validation image is labelled
+
+
+def test_train_says_when_labels_leave_most_classes_empty(tmp_path, capsys):
+    """One stray label 99 built a 100-class model silently; all-unknown labels without --classes
+    said '--classes must be >= 2, got 0' though no --classes was given."""
+    import warnings
+
+    images = av.data.load_mnist("train", n=40).images
+    np.save(tmp_path / "d.npy", images)
+    stray = np.arange(40) % 4
+    stray[3] = 99
+    np.save(tmp_path / "stray.npy", stray)
+    np.save(tmp_path / "unknown.npy", np.full(40, -1))
+    tiny = ["--latent-dim", "2", "--encoder", "mlp", "--hidden", "16", "--epochs", "1", "--no-progress"]
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert main(["train", "--model", "cvae", "--decoder", "mlp", "--data", str(tmp_path / "d.npy"), "--labels",
+                     str(tmp_path / "stray.npy"), *tiny, "--out", str(tmp_path / "c")]) == 0
+    assert any("the labels use 5 of the 100 classes" in str(w.message) for w in shown)
+    capsys.readouterr()
+    assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels",
+                 str(tmp_path / "unknown.npy"), *tiny, "--out", str(tmp_path / "s")]) == 2
+    assert "every label is -1 (unknown): give the number of classes with --classes" in capsys.readouterr().err

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import warnings
+
+import numpy as np
 
 from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS, PATCH_BATCH_SIZE,
                         PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults)
@@ -189,10 +192,18 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
     if semi and classes:
         if data.labels is None:
             raise AffineVAEError(f"model '{args.model}' is semi-supervised: give --labels (-1 for unknown)")
+        if "num_classes" not in opts and data.num_classes == 0:
+            raise AffineVAEError(f"{args.labels or args.data}: every label is -1 (unknown): give the number of "
+                                 "classes with --classes")
         opts.setdefault("num_classes", data.num_classes)
         if data.num_classes > opts["num_classes"]:
             raise AffineVAEError(f"labels must lie in [-1, {opts['num_classes'] - 1}] for --classes "
                                  f"{opts['num_classes']}, got {data.num_classes - 1}")
+    known = data.labels[data.labels >= 0] if data.labels is not None and "num_classes" in opts else None
+    if known is not None and len(known) and len(np.unique(known)) < opts["num_classes"] / 2:
+        warnings.warn(f"{args.labels or args.data}: the labels use {len(np.unique(known))} of the "
+                      f"{opts['num_classes']} classes 0..{opts['num_classes'] - 1} (one stray label?); the model "
+                      "has them all (relabel 0..K-1, or give --classes for the joint/semi-supervised models)")
     if semi and not classes and targets is None:
         raise AffineVAEError(f"model '{args.model}' is semi-supervised regression: give --targets")
     if targets is not None:
