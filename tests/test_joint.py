@@ -523,3 +523,17 @@ def test_train_says_when_labels_leave_most_classes_empty(tmp_path, capsys):
     assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels",
                  str(tmp_path / "unknown.npy"), *tiny, "--out", str(tmp_path / "s")]) == 2
     assert "every label is -1 (unknown): give the number of classes with --classes" in capsys.readouterr().err
+
+
+def test_label_messages_say_whose_labels():
+    """'model avae is class-conditional' did not say around what, nor that --labels gives labels; a
+    semi-supervised model's bad validation labels were not said to be the validation ones."""
+    x = torch.as_tensor(av.data.load_mnist("train", n=20).images)
+    wrapped = av.AVAE(av.build_model("cvae", latent_dim=2, num_classes=3, encoder="mlp", decoder="mlp", hidden=[16]))
+    with pytest.raises(AffineVAEError, match=r"^model 'avae around a cvae' is class-conditional: labels are required "
+                                             r"\(--labels"):
+        wrapped.encode(x)
+    ss = av.build_model("ssvae", latent_dim=2, num_classes=3, encoder="mlp", hidden=[16])
+    y = torch.tensor([0, 1, 2, -1] * 5)
+    with pytest.raises(AffineVAEError, match=r"^validation images: labels must lie in \[-1, 2\]"):
+        av.fit(ss, (x, y), av.TrainConfig(epochs=1, progress=False), val=(x[:4], torch.tensor([0, 1, 12, -1])))

@@ -79,7 +79,8 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
     x, y = as_images(data, labels, image_shape=model.config.image_shape, where=where,
                      min_label=0 if model.conditional else -1)
     if model.conditional and y is None:
-        raise AffineVAEError(f"model '{model.family}' is class-conditional: encoding needs labels")
+        raise AffineVAEError(f"model '{model.family_label}' is class-conditional: encoding needs labels (--labels on "
+                             "the command line)")
     parts: dict[str, list] = {}
 
     def add(name: str, value: Optional[torch.Tensor]) -> None:

@@ -199,7 +199,12 @@ def _as_tensors(data, model: LatentModel, where: str = "training images") -> tup
             images, raw = data, None
         x, _ = as_images(images, image_shape=model.config.image_shape, where=where)
         model.check_pixels(x, where)
-        return x, None if raw is None else model.check_labels(raw, len(x))
+        if raw is None:
+            return x, None
+        try:
+            return x, model.check_labels(raw, len(x))
+        except AffineVAEError as exc:  # which images' labels: the training or the validation ones
+            raise AffineVAEError(f"{where}: {exc}") from None
     conditional = model.conditional
     x, y = as_images(data, image_shape=model.config.image_shape, where=where,
                      num_classes=model.config.num_classes if conditional else None)

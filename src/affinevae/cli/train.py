@@ -197,8 +197,8 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
                                  "classes with --classes")
         opts.setdefault("num_classes", data.num_classes)
         if data.num_classes > opts["num_classes"]:
-            raise AffineVAEError(f"labels must lie in [-1, {opts['num_classes'] - 1}] for --classes "
-                                 f"{opts['num_classes']}, got {data.num_classes - 1}")
+            raise AffineVAEError(f"{args.labels or args.data}: labels must lie in [-1, {opts['num_classes'] - 1}] for "
+                                 f"--classes {opts['num_classes']}, got {data.num_classes - 1}")
     known = data.labels[data.labels >= 0] if data.labels is not None and "num_classes" in opts else None
     if known is not None and len(known) and len(np.unique(known)) < opts["num_classes"] / 2:
         warnings.warn(f"{args.labels or args.data}: the labels use {len(np.unique(known))} of the "

@@ -357,6 +357,8 @@ def corrupt_tiff(spec: str, reason: str) -> AffineVAEError:
         reason = reason[:197] + "..."
     if reason.startswith("not a TIFF file"):
         return AffineVAEError(f"{spec}: cannot read TIFF: {reason}")
+    if "[Errno 13]" in reason or "Permission denied" in reason:  # not damage: the file may not be read
+        return AffineVAEError(f"{spec}: cannot read: permission denied")
     return AffineVAEError(f"{spec}: cannot read TIFF: corrupt or truncated file ({reason})")
 
 

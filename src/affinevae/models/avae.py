@@ -344,6 +344,11 @@ class AVAE(LatentModel):
         return self.vae.takes_labels
 
     @property
+    def family_label(self) -> str:
+        """'avae around a cvae' and the like: what messages name."""
+        return f"avae around a {self.vae.family}"
+
+    @property
     def mixed_classes(self) -> int:
         """The inner model's (a joint one's K: decode averages over them, sample draws one)."""
         return self.vae.mixed_classes

@@ -317,6 +317,11 @@ class LatentModel(nn.Module):
         return bool(self.takes_labels or getattr(self, "discrete_classes", False))
 
     @property
+    def family_label(self) -> str:
+        """The family as messages name it: ``family`` (an AVAE adds its inner model's)."""
+        return self.family
+
+    @property
     def mixed_classes(self) -> int:
         """K for a model with discovered classes (``discrete_classes``: the joint and
         semi-supervised classification families, also inside an AVAE), else 0: :meth:`decode`
@@ -342,7 +347,8 @@ class LatentModel(nn.Module):
         Accepts (N, H, W) for single-channel models. Raises :class:`AffineVAEError` (one line).
         """
         if self.conditional and y is None:
-            raise AffineVAEError(f"model '{self.family}' is class-conditional: labels are required")
+            raise AffineVAEError(f"model '{self.family_label}' is class-conditional: labels are required "
+                                 "(--labels on the command line)")
         x, y = as_images(x, y if self.conditional else None, image_shape=self.config.image_shape,
                          num_classes=self.config.num_classes if self.conditional else None)
         self.check_pixels(x)
