@@ -247,3 +247,13 @@ def test_split_with_a_file_is_refused_as_encode_refuses_it(model_dir, tmp_path, 
     argv = {"align": ["align", model_dir], "sweep": ["sweep", model_dir], "plot": ["plot", model_dir, "latent"]}[command]
     _refused([*argv, "--data", tmp_path / "g.npy", "--split", "train", "--out", out], capsys, "--split", out,
              "a file has no splits")
+
+
+def test_amortise_refusals_name_its_own_options(model_dir, tmp_path, capsys):
+    """They named Python functions and config fields (fit_pose_refiner, tune_model, target='elbo')."""
+    out = tmp_path / "am"
+    line = _refused(["amortise", model_dir, "--data", "mnist", "-n", "20", "--refiner", "--out", out], capsys,
+                    "--refiner", out, "head is untrained")
+    assert "fit_pose" not in line
+    _refused(["amortise", model_dir, "--data", "mnist", "-n", "20", "--target", "search", "--tune-model", "--out", out],
+             capsys, "--tune-model", out, "needs --target elbo")

@@ -53,6 +53,8 @@ class Amortise:
         """Run ``affinevae amortise``; returns the exit status (user errors raise AffineVAEError)."""
         if Path(args.out).resolve() == Path(args.run_dir).resolve():
             raise AffineVAEError("--out must differ from run_dir (the run's checkpoints belong to its own model)")
+        if args.tune_model and args.target != "elbo":  # the flags' names, before the config's Python ones
+            raise AffineVAEError("--tune-model trains the VAE on the ELBO at the head's poses: it needs --target elbo")
         cfg = AMORTISE_DEFAULTS.replace(target=args.target, tune_model=args.tune_model, epochs=args.epochs,
                                         batch_size=args.batch_size, lr=args.lr, augment_rotation=args.augment_rotation,
                                         views=args.views, seed=args.seed)

@@ -307,6 +307,10 @@ def _amortise(model, images, labels, cfg: HeadTrainConfig, refiner: bool, transf
     if avae.head is None:
         raise AffineVAEError(f"{where}: this avae was built without a pose head (pose_head=false)")
     labels = labels if avae.conditional else None
+    if refiner and int(avae.head_trained) == 0:  # in the words of amortise (and its command), not fit_pose_refiner's
+        raise AffineVAEError(f"{where}: the refiner corrects a trained pose head's poses, and this model's head is "
+                             "untrained; train the head first (amortise without --refiner / refiner=False, or "
+                             "pose-optimised training)")
     if refiner:
         history = fit_pose_refiner(avae, images, cfg, y=labels)
     else:
