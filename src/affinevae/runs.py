@@ -342,8 +342,9 @@ class Run:
             return load_dataset(str(source), split=split, n=n, seed=self.seed)
         # the run's own data (also when given again by name: rotated-mnist keeps its recorded angle range)
         if not meta.get("data"):
-            raise AffineVAEError(f"{self.path}: no data spec in train.json (a run trained from Python); give the data "
-                                 "to analyse (--data, or data= in Python)")
+            why = ("no data spec in train.json (a run trained from Python)" if self.has_training else
+                   "a saved model (no train.json) records no data")
+            raise AffineVAEError(f"{self.path}: {why}; give the data to analyse (--data, or data= in Python)")
         if split == "train" and meta.get("n") is not None:
             n = int(meta["n"]) if n is None else min(n, int(meta["n"]))
         try:

@@ -56,7 +56,7 @@ class Sweep:
         add_binarize_argument(p, "threshold every rotated image at T (default 0.5): for models trained on binarized "
                                  "images (train --binarize), so that resampling blur does not mix with the pose; "
                                  "the run's own --data takes the run's threshold when not given")
-        p.add_argument("--out", default="sweep.csv", help="output CSV (the PNG goes beside it)")
+        p.add_argument("--out", default="sweep.csv", help="output CSV, the PNG beside it (default sweep.csv)")
         add_force_argument(p, "an existing CSV and PNG")
         add_search_arguments(p)
 
