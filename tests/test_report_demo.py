@@ -173,7 +173,7 @@ def test_report_errors(runs, tmp_path, capsys):
     assert not (tmp_path / "s.html").exists()
     model_only = tmp_path / "model_only"
     build_model("vae", image_shape=[1, 28, 28], latent_dim=2).save(model_only)
-    with pytest.raises(AffineVAEError, match="no data spec"):
+    with pytest.raises(AffineVAEError, match="records no data"):
         write_report(model_only, tmp_path / "y.html")
     # the rotations are radians; the former degree keyword is refused in one line naming the new one
     with pytest.raises(AffineVAEError, match=r"^write_report: sweep_angles \(degrees\) is now sweep_rotations, in "

@@ -55,7 +55,7 @@ def test_a_saved_model_opens_as_a_run_without_training(tmp_path):
     assert run.epochs_done is None and run.seed == 0 and run.checkpoint is None and run.train_config == {}
     loaded = run.model()
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
-    with pytest.raises(AffineVAEError, match="no data spec in train.json"):
+    with pytest.raises(AffineVAEError, match=r"a saved model \(no train.json\) records no data"):
         run.data()
     assert run.data(n=4, source="mnist").images.shape == (4, 1, 28, 28)
 
