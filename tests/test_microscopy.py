@@ -349,3 +349,16 @@ def test_ome_zarr_axes_say_which_axis_holds_channels(micrograph, tmp_path):
                 np.testing.assert_allclose(src.read_raw(f, f + 1)[0], frame_of(f), rtol=0, atol=0)
             np.testing.assert_allclose(src.read_raw_region(frames - 1, slice(3, 9), slice(2, 7)),
                                        frame_of(frames - 1)[:, 3:9, 2:7])
+
+
+def test_the_frame_reader_says_what_a_bad_npy_is(tmp_path):
+    """open_stack (patches, map) passed numpy's advice to unpickle a garbage or object .npy; it now
+    says what load_images says: not an .npy, or a pickled array that is never loaded."""
+    from affinevae.data.stacks import open_stack
+
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "garb.npy").write_bytes(b"hello world garbage" * 10)
+    with pytest.raises(AffineVAEError, match="obj.npy: holds a pickled object array, which is never loaded"):
+        open_stack(str(tmp_path / "obj.npy"))
+    with pytest.raises(AffineVAEError, match=r"garb.npy: cannot read .npy: not a NumPy .npy file \(bad header\)"):
+        open_stack(str(tmp_path / "garb.npy"))

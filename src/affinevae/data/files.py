@@ -40,12 +40,12 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (FOLDER_EXTS, check_not_empty, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, NPY_EXTS, NPZ_EXTS, PIL_EXTS, SUPPORTED,
                       TIFF_EXTS, cannot_read, reading)
-from .formats import AUX_KEYS, DEFAULT_KEYS, npz_image_key
+from .formats import (AUX_KEYS, DEFAULT_KEYS, NPY_MAGIC, check_npy_magic, file_magic, npz_image_key,
+                      pickled_npy)
 from .imageset import ImageSet, normalise_images
 
 QUICKDRAW_PREFIX = "full_numpy_bitmap_"
 
-_NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK"  # local file header or, for an empty archive, end of directory
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -189,7 +189,7 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
     check_not_empty(p, spec)
     ext = p.suffix.lower()
     if ext in NPY_EXTS:
-        if _magic(p, spec).startswith(_ZIP_MAGIC):  # an .npz saved under a .npy name
+        if file_magic(p, spec).startswith(_ZIP_MAGIC):  # an .npz saved under a .npy name
             return _load_npz(p, spec, key, standardise)
         _no_key(spec, key)
         return _finish(_read_npy(p, spec), spec, standardise)
@@ -290,18 +290,9 @@ def _to_nchw(arr: np.ndarray, spec: str) -> np.ndarray:
 # readers
 # --------------------------------------------------------------------------------------------
 
-def _magic(p: Path, spec: str) -> bytes:
-    try:
-        with open(p, "rb") as f:
-            return f.read(8)
-    except OSError as e:
-        raise cannot_read(spec, "file", e) from None
-
-
 def _read_npy(p: Path, spec: str, mmap: bool = False) -> np.ndarray:
     """A .npy file's array, refusing pickles."""
-    if not _magic(p, spec).startswith(_NPY_MAGIC):
-        raise AffineVAEError(f"{spec}: cannot read .npy: not a NumPy .npy file (bad header)")
+    check_npy_magic(p, spec)
     if not mmap:
         with open(p, "rb") as fh:
             check_npy_header(fh, spec, copies=3)  # the declared size, before anything is allocated
@@ -309,25 +300,20 @@ def _read_npy(p: Path, spec: str, mmap: bool = False) -> np.ndarray:
         arr = np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise _pickled(spec) from None
+            raise pickled_npy(spec) from None
         raise cannot_read(spec, ".npy", e) from None
     except Exception as e:  # noqa: BLE001 - any library failure is a user file problem
         if isinstance(e, MemoryError):
             raise
         raise cannot_read(spec, ".npy", e) from None
     if arr.dtype.hasobject:
-        raise _pickled(spec)
+        raise pickled_npy(spec)
     return arr
 
 
-def _pickled(spec: str) -> AffineVAEError:
-    return AffineVAEError(f"{spec}: holds a pickled object array, which is never loaded; "
-                          "save a numeric array (e.g. np.save(path, images.astype(np.float32)))")
-
-
 def _load_npz(p: Path, spec: str, key: Optional[str], standardise: bool) -> ImageSet:
-    magic = _magic(p, spec)
-    if not (magic.startswith(_ZIP_MAGIC) or magic.startswith(_NPY_MAGIC)):
+    magic = file_magic(p, spec)
+    if not (magic.startswith(_ZIP_MAGIC) or magic.startswith(NPY_MAGIC)):
         raise AffineVAEError(f"{spec}: cannot read .npz: not a NumPy .npz (zip) archive")
     try:
         npz = np.load(p, allow_pickle=False)
@@ -338,7 +324,7 @@ def _load_npz(p: Path, spec: str, key: Optional[str], standardise: bool) -> Imag
     if not hasattr(npz, "files"):  # np.load returned a plain array: a .npy with an .npz name
         _no_key(spec, key)
         if npz.dtype.hasobject:
-            raise _pickled(spec)
+            raise pickled_npy(spec)
         return _finish(npz, spec, standardise)
     with npz:
         names = list(npz.files)

@@ -121,3 +121,28 @@ def npz_image_key(names, key, spec: str) -> str:
         raise AffineVAEError(f"{spec}: {'no arrays' if not names else 'several arrays'} and none called 'images' or "
                              f"'patches'; pick one with --key (key= in Python), arrays: {', '.join(names) or '(none)'}")
     return cands[0]
+
+
+#: The first bytes of every NumPy ``.npy`` file.
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def file_magic(path, spec: str) -> bytes:
+    """The first 8 bytes of ``path`` (one-line error naming ``spec`` when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError as e:
+        raise cannot_read(spec, "file", e) from None
+
+
+def check_npy_magic(path, spec: str) -> None:
+    """Refuse a file that is no ``.npy`` (numpy would take it for a pickle) in one line."""
+    if not file_magic(path, spec).startswith(NPY_MAGIC):
+        raise AffineVAEError(f"{spec}: cannot read .npy: not a NumPy .npy file (bad header)")
+
+
+def pickled_npy(spec: str) -> AffineVAEError:
+    """The one-line error for an ``.npy``/``.npz`` array of Python objects, which is never unpickled."""
+    return AffineVAEError(f"{spec}: holds a pickled object array, which is never loaded; "
+                          "save a numeric array (e.g. np.save(path, images.astype(np.float32)))")

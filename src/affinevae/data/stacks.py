@@ -32,7 +32,7 @@ from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from ..registry import Registry
 from ..units import PixelSize
 from .imageset import unsigned_divisor
-from .formats import (FRAME_FOLDER_EXTS, check_not_empty, npz_image_key, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
+from .formats import (FRAME_FOLDER_EXTS, check_not_empty, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
 __all__ = ["FrameSource", "ArraySource", "NpySource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
@@ -279,8 +279,14 @@ class NpySource(ArraySource):
     """
 
     def __init__(self, path: str) -> None:
-        with reading(path, ".npy"):
-            first = np.load(path, mmap_mode="r", allow_pickle=False)
+        check_npy_magic(path, path)  # numpy would read another file as a pickle (and refuse it so)
+        try:
+            with reading(path, ".npy"):
+                first = np.load(path, mmap_mode="r", allow_pickle=False)
+        except AffineVAEError as exc:
+            if "object" in str(exc).lower() or "pickle" in str(exc).lower():
+                raise pickled_npy(path) from None
+            raise
         super().__init__(first, path)
 
     @property
