@@ -75,8 +75,8 @@ def test_units_parse_and_convert():
     assert parse_pixel_size("0.001um").to("Å").value == pytest.approx(10.0)
     assert parse_pixel_size("0.05 millimetre").to("µm").value == pytest.approx(50.0)  # light microscopy, OME 'mm'
     assert parse_pixel_size(None) is None
-    for bad in ("0.05", "0.05 furlong", "nm", "-1nm", "0nm"):
-        with pytest.raises(AffineVAEError):
+    for bad in ("0.05", "0.05 furlong", "nm", "-1nm", "0nm", "1e400nm"):
+        with pytest.raises(AffineVAEError, match="^--pixel-size: "):  # every refusal names the option
             parse_pixel_size(bad)
 
 

@@ -92,7 +92,12 @@ def parse_pixel_size(text: Optional[str], where: str = "--pixel-size") -> Option
     if not m or not m.group(2):
         raise AffineVAEError(f"{where}: expected a number and a length unit such as 0.05nm, 0.5A or 50pm, "
                              f"got {text!r}")
-    return PixelSize(float(m.group(1)), unit_name(m.group(2), where))
+    try:
+        return PixelSize(float(m.group(1)), unit_name(m.group(2), where))
+    except AffineVAEError as exc:  # a value of 0 or beyond float range: said under the option's name
+        if str(exc).startswith(where):
+            raise
+        raise AffineVAEError(f"{where}: {exc}") from None
 
 
 def nice_length(span: float) -> float:
