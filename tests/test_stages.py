@@ -149,3 +149,26 @@ def test_amortise_library_function_and_cli_share_defaults():
         assert torch.equal(torch.get_rng_state(), before)
         heads.append(out.model.head.state_dict())
     assert all(torch.equal(v, heads[1][k]) for k, v in heads[0].items())
+
+
+def test_code_outside_the_models_asks_a_model_what_it_does():
+    """The analyses, sweep, report and commands ask ``pose_source`` / ``learns_angle`` instead of
+    testing for the AVAE class (a new searched family needs no edits there)."""
+    import ast
+    from pathlib import Path
+
+    import affinevae
+
+    root = Path(affinevae.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if "models" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2
+                    and getattr(node.args[1], "id", None) == "AVAE"):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
+    vae, rvae = av.VAE(latent_dim=2), av.RVAE(latent_dim=2, invariances=("rotation",))
+    assert not vae.learns_angle and rvae.learns_angle
+    assert AVAE(vae, pose_head=False).learns_angle and not AVAE(vae, transform="translation", pose_head=False).learns_angle

@@ -457,7 +457,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
 
         def do_sweep():
             models = {model.family: model}
-            if not isinstance(model, AVAE):
+            if model.pose_source != "searched":
                 from .pose.search import SearchConfig
 
                 models["avae (search around it)"] = AVAE(model, pose_head=False,

@@ -250,9 +250,7 @@ def _as_images(images, labels) -> tuple[Tensor, Optional[Tensor]]:
 @torch.no_grad()
 def _neg_elbo(model, x: Tensor, y: Optional[Tensor], cfg: SweepConfig) -> Tensor:
     """(N,) -ELBO of ``model``: AVAEs search their pose first; plain models score x as it is."""
-    from .models.avae import AVAE
-
-    if isinstance(model, AVAE):
+    if model.pose_source == "searched":
         search = cfg.search or model.config.search.replace(seed=cfg.seed)
         return -model.align(x, y, search).elbo_after
     xs, ys = model.check_input(x, y)

@@ -107,12 +107,9 @@ def to_numpy(t) -> np.ndarray:
 
 
 def has_learned_angle(model) -> bool:
-    """True if ``model.encode`` returns a rotation angle (rVAE/crVAE with rotation, AVAE with an angle)."""
-    from ..models.avae import AVAE
-
-    if isinstance(model, AVAE):
-        return bool(model.transform.has_angle)
-    return "rotation" in tuple(getattr(model.config, "invariances", ()) or ())
+    """True if ``model.encode`` returns a rotation angle (rVAE/crVAE with rotation, AVAE with an
+    angle): :attr:`~affinevae.models.base.LatentModel.learns_angle`."""
+    return bool(model.learns_angle)
 
 
 def model_label(model) -> str:

@@ -184,9 +184,7 @@ def rotation_histograms(record, bins: int = 36, true_angle=None) -> RotationHist
     (true - found), which gathers into one peak per class (two for a digit that looks alike
     turned by 180 degrees) as the model settles on its canonical poses.
     """
-    from ..models.avae import AVAE
-
-    if isinstance(record, AVAE):
+    if getattr(record, "pose_source", None) == "searched":  # an AVAE: its record
         rec = record.pose_record()
         if rec is None:
             raise AffineVAEError("this avae has no pose record: it has not been trained with pose_optimise")

@@ -265,7 +265,7 @@ def _loss_vs_rotation(c: PlotContext):
     models = {}
     for m, nm in zip(c.models, c.names):
         models[nm] = m
-        if c.args.with_avae and not isinstance(m, AVAE):
+        if c.args.with_avae and m.pose_source != "searched":
             models[f"{nm} + pose search (avae)"] = AVAE(m, pose_head=False).eval()
     binarize = c.args.binarize if c.args.binarize is not None else c.run.binarize
     angles = [math.radians(a) for a in parse_angles(c.args.angles)]  # --angles: degrees

@@ -23,7 +23,7 @@ def _models_of(run_dir: str, transform, device) -> dict:
     """Label -> model for one run: a plain model and its AVAE, or the AVAE alone."""
     model = load(run_dir, device=device)
     refuse_signal_model(model, run_dir, "the rotation sweep is for images (affinevae encode scores signals)")
-    if isinstance(model, AVAE):
+    if model.pose_source == "searched":
         if transform is not None and transform != model.config.transform:
             raise AffineVAEError(f"{run_dir} holds an avae with transform '{model.config.transform}'; "
                                  "--transform only applies when wrapping a plain model")
@@ -80,7 +80,7 @@ class Sweep:
                 models.update({f"{prefix}:{k}": v for k, v in ms.items()})
         search = None  # each AVAE's own search options, unless some are given here
         if _search_overridden(args):
-            first = next(m for m in models.values() if isinstance(m, AVAE))
+            first = next(m for m in models.values() if m.pose_source == "searched")
             search = search_config_from_args(args, first.config.search)
         run = Run.open(args.run_dir)
         data = load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=False,  # thresholded after rotating

@@ -344,6 +344,11 @@ class AVAE(LatentModel):
         return self.vae.takes_labels
 
     @property
+    def learns_angle(self) -> bool:
+        """Whether the searched pose has an angle (its transform's)."""
+        return bool(self.transform.has_angle)
+
+    @property
     def family_label(self) -> str:
         """'avae around a cvae' and the like: what messages name."""
         return f"avae around a {self.vae.family}"

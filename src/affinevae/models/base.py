@@ -317,6 +317,12 @@ class LatentModel(nn.Module):
         return bool(self.takes_labels or getattr(self, "discrete_classes", False))
 
     @property
+    def learns_angle(self) -> bool:
+        """Whether :meth:`encode` gives a rotation angle (radians): a pose with an angle, inferred
+        (``invariances`` holding 'rotation') or searched (an AVAE's transform with an angle)."""
+        return "rotation" in tuple(getattr(self.config, "invariances", ()) or ())
+
+    @property
     def family_label(self) -> str:
         """The family as messages name it: ``family`` (an AVAE adds its inner model's)."""
         return self.family
