@@ -351,6 +351,13 @@ def test_clustering_and_angle_helpers():
         mapping.cluster_latents(z[:, 0], 2)
     with pytest.raises(AffineVAEError, match="symmetry"):
         mapping.fold_angle([0.1], 0)
+    # the methods are a registry: both cluster, in size order, and an unknown name is one line
+    assert set(mapping.CLUSTER_METHODS.names()) >= {"kmeans", "gmm"}
+    for method in ("kmeans", "gmm"):
+        lab = mapping.cluster_latents(z, 3, method=method)
+        assert set(lab) == {0, 1, 2} and (np.diff(np.bincount(lab)) <= 0).all()
+    with pytest.raises(AffineVAEError, match=r"unknown cluster method 'gm' \(did you mean 'gmm'\?\)"):
+        mapping.cluster_latents(z, 3, method="gm")
 
 
 def test_objects_are_clustered_by_what_their_latents_change_at_the_patch_centre():

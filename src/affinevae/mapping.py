@@ -31,6 +31,7 @@ from .data.inputs import check_latents  # noqa: E402
 from .defaults import CLUSTER_SPACES  # noqa: E402
 from .errors import AffineVAEError  # noqa: E402
 from .io import atomic_write, make_directory  # noqa: E402
+from .registry import Registry  # noqa: E402
 
 ANGLE_CMAP = "twilight"
 LATENT_CMAP = "viridis"
@@ -314,13 +315,32 @@ def check_cluster_count(n_clusters, n_objects: int, name: str = "clusters") -> N
         raise AffineVAEError(f"{name} must be an integer in 1..{n_objects} (the number of objects), got {n_clusters!r}")
 
 
+#: Clustering methods of :func:`cluster_latents`: name -> ``fit(z (N, D), K, seed) -> (N,) labels``.
+CLUSTER_METHODS: Registry = Registry("cluster method")
+
+
+@CLUSTER_METHODS.register("kmeans")
+def _kmeans(z: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(z)
+
+
+@CLUSTER_METHODS.register("gmm")
+def _gmm(z: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """A full-covariance Gaussian mixture."""
+    from sklearn.mixture import GaussianMixture
+
+    return GaussianMixture(n_components=k, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(z).predict(z)
+
+
 def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed: int = 0,
                     standardise: bool = True) -> np.ndarray:
     """Cluster objects by their content latents.
 
     Args:
         z: (N, D) latent means (finite, N >= 1). n_clusters: K >= 1 (at most N).
-        method: 'kmeans' or 'gmm' (full-covariance Gaussian mixture).
+        method: a name of :data:`CLUSTER_METHODS`: 'kmeans' or 'gmm' (full-covariance Gaussian mixture).
         seed: random seed.
         standardise: cluster the active latents (:func:`active_latents`) scaled to unit variance,
             so a latent used with a small spread still counts; collapsed latents are left out
@@ -329,23 +349,14 @@ def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed
     Returns:
         (N,) int64 labels in 0..K-1, numbered by decreasing cluster size (0 is the largest).
     """
+    fit = CLUSTER_METHODS.get(method)  # an unknown name: one line, with a suggestion
     z = check_latents(z, "cluster_latents")
     check_cluster_count(n_clusters, len(z))
     if standardise:
         z = z[:, active_latents(z)]
         sd = z.std(0)
         z = (z - z.mean(0)) / np.where(sd > 0, sd, 1.0)
-    if method == "kmeans":
-        from sklearn.cluster import KMeans
-
-        lab = KMeans(n_clusters=int(n_clusters), n_init=10, random_state=seed).fit_predict(z)
-    elif method == "gmm":
-        from sklearn.mixture import GaussianMixture
-
-        lab = GaussianMixture(n_components=int(n_clusters), covariance_type="full", reg_covar=1e-4,
-                              random_state=seed).fit(z).predict(z)
-    else:
-        raise AffineVAEError(f"cluster method must be 'kmeans' or 'gmm', got {method!r}")
+    lab = fit(z, int(n_clusters), seed)
     counts = np.bincount(lab, minlength=n_clusters)
     rank = np.empty(n_clusters, dtype=np.int64)
     rank[np.argsort(-counts, kind="stable")] = np.arange(n_clusters)

@@ -51,7 +51,7 @@ class Map:
                        help="cluster the objects into K classes, by what --cluster-on says (by default the "
                             "patches the model decodes them into, or their content latents; no clustering unless "
                             "given: a joint or semi-supervised model's maps show the classes it infers)")
-        p.add_argument("--cluster-method", choices=["kmeans", "gmm"], default="kmeans")
+        p.add_argument("--cluster-method", default="kmeans", help="kmeans (default) or gmm: mapping.CLUSTER_METHODS")
         p.add_argument("--cluster-on", choices=list(CLUSTER_SPACES), default="auto",
                        help="what --clusters clusters: 'images', the patches the model decodes the objects' content "
                             "latents into (canonical pose), in units of its pixel noise, so that what differs at the "
@@ -74,10 +74,14 @@ class Map:
         """Encode, cluster, write ``maps.npz`` and the PNG maps; returns the exit status."""
         from ..data.patches import PatchSet
         from ..runs import load
-        from ..mapping import check_cluster_count, cluster_space, estimate_symmetry, write_maps
+        from ..mapping import CLUSTER_METHODS, check_cluster_count, cluster_space, estimate_symmetry, write_maps
         from ..training import resolve_device
 
         symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
+        try:
+            CLUSTER_METHODS.get(args.cluster_method)
+        except AffineVAEError as exc:
+            raise AffineVAEError(f"--cluster-method: {exc}") from None
         given = pixel_size_option(args)
         if args.clusters is not None and args.clusters < 1:
             raise AffineVAEError(f"--clusters must be >= 1, got {args.clusters}")
