@@ -302,8 +302,9 @@ def neighbour_spacing(centers: np.ndarray, frames: Optional[np.ndarray] = None) 
 
 
 def active_latents(z: np.ndarray, rel: float = 0.05) -> np.ndarray:
-    """Indices of the latents in use: those whose posterior means vary across objects by at least
-    ``rel`` times the most varying one's standard deviation (collapsed latents sit at ~0)."""
+    """Indices (K,) of the latents in use among the D columns of ``z`` (N, D) posterior means: those
+    that vary across objects by at least ``rel`` times the most varying one's standard deviation
+    (collapsed latents sit at ~0)."""
     sd = np.asarray(z, dtype=np.float64).std(0)
     return np.flatnonzero(sd >= rel * sd.max()) if sd.max() > 0 else np.arange(sd.size)
 

@@ -22,7 +22,7 @@ from .imageset import ImageSet
 @lru_cache(maxsize=1)
 def _mnist_arrays() -> dict[str, np.ndarray]:
     ref = resources.files("affinevae.data") / "_files" / "mnist.npz"
-    with resources.as_file(ref) as path, np.load(path) as f:
+    with resources.as_file(ref) as path, np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
 

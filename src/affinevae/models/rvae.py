@@ -402,6 +402,10 @@ class RVAE(LatentModel):
 
         A mixture angle posterior is sampled by a straight-through Gumbel-softmax draw; with
         ``angle=False`` the angle is not drawn (the pose's ``angle`` is None).
+
+        Returns:
+            ``(z, pose)``: z (N, D), and the pose (angle (N,) radians, shift (N, 2) half-widths,
+            scale (N,) or (N, 2) zoom; the latents the model has) or None without pose latents.
         """
         if not sample:
             return enc.z_mean, enc.pose

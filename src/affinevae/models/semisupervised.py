@@ -410,7 +410,8 @@ class SSRegRVAE(RVAE):
 
     def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post, terms: dict,
                          sample: bool) -> ModelOutput:
-        """generate([z, t]) with the targets t drawn from their posterior -> render -> score."""
+        """generate([z, t]) with the targets t (N, target_dim) drawn from their posterior (means when
+        not ``sample``), ``z`` (N, D) -> render at ``pose`` -> score against ``x`` (N, C, H, W)."""
         params = self.render(self.generate(z, self.draw_targets(post, sample)), pose)
         return self.score(x, params, post, pose, terms)
 

@@ -52,6 +52,8 @@ __all__ = ["SearchConfig", "SearchResult", "search_poses", "make_starts", "evalu
 
 
 def check_range(name: str, value: Any) -> None:
+    """Refuse (one line naming ``name``) a search range that is not a pair (low, high) of finite
+    numbers with low < high (in the parameter's units: radians, half-widths, log-scale)."""
     ok = (isinstance(value, tuple) and len(value) == 2
           and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
     check(ok and value[0] < value[1], f"{name} must be a pair (low, high) of finite numbers with low < high, got {value!r}")
