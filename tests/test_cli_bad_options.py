@@ -257,3 +257,12 @@ def test_amortise_refusals_name_its_own_options(model_dir, tmp_path, capsys):
     assert "fit_pose" not in line
     _refused(["amortise", model_dir, "--data", "mnist", "-n", "20", "--target", "search", "--tune-model", "--out", out],
              capsys, "--tune-model", out, "needs --target elbo")
+
+
+def test_plot_compare_names_a_run_of_another_image_size(model_dir, tmp_path, capsys):
+    """The error was 'images: image shape 1x28x28 ... expects 1x32x32', naming no run."""
+    other = tmp_path / "v32"
+    av.build_model("vae", image_shape=[1, 32, 32], latent_dim=2, encoder="mlp", decoder="mlp", hidden=[8]).save(other)
+    out = tmp_path / "p.png"
+    _refused(["plot", model_dir, "latent-stats", "--data", "mnist", "-n", "20", "--compare", other, "--out", out],
+             capsys, "--compare", out, "v32: a model of 1x32x32 images")

@@ -375,6 +375,11 @@ class Plot:
         fmt = figure_format(args.out)
         runs = [Run.open(r) for r in [args.run_dir, *args.compare]]
         models = [r.model() for r in runs]
+        first = tuple(models[0].config.image_shape)
+        for run, m in zip(runs[1:], models[1:]):  # they see the run's images: one image shape
+            if kind.needs_data and tuple(m.config.image_shape) != first:
+                raise AffineVAEError(f"--compare {run.path}: a model of {'x'.join(map(str, m.config.image_shape))} "
+                                     f"images, the run's takes {'x'.join(map(str, first))} (C x H x W)")
         names = [_label(r.path) for r in runs]
         if len(set(names)) < len(names):
             names = [f"{i + 1}: {n}" for i, n in enumerate(names)]
