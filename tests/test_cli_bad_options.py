@@ -266,3 +266,14 @@ def test_plot_compare_names_a_run_of_another_image_size(model_dir, tmp_path, cap
     out = tmp_path / "p.png"
     _refused(["plot", model_dir, "latent-stats", "--data", "mnist", "-n", "20", "--compare", other, "--out", out],
              capsys, "--compare", out, "v32: a model of 1x32x32 images")
+
+
+def test_key_with_a_builtin_set_is_refused_on_the_command_line(tmp_path, capsys):
+    """--key names an array of a file; with a built-in set it is refused (load_dataset ignores it, so
+    a --key for the training file still reaches a built-in --val-data harmlessly)."""
+    out = tmp_path / "run"
+    _refused(["train", "--model", "vae", "--data", "mnist", "--key", "x", "--out", out], capsys, "--key", out,
+             "not to the data 'mnist'")
+    from affinevae.data import load_dataset
+
+    assert len(load_dataset("mnist", "test", n=5, key="images")) == 5

@@ -510,20 +510,22 @@ def test_an_empty_file_is_said_to_be_empty(tmp_path, ext):
             read(str(path))
 
 
-def test_unsigned_images_are_scaled_by_the_bits_they_use():
-    """12-bit data in uint16 lay in [0, 0.06] after division by 65535, below the noise floor of
-    the patch-set defaults: in memory and streamed, they are divided by 4095 with a warning."""
+def test_unsigned_images_that_use_few_bits_are_said_so():
+    """12-bit data in uint16 are divided by 65535 as every uint16 file is (one scale for a dtype,
+    in memory and streamed), with a warning that says where they lie."""
     import warnings
 
     from affinevae.data.imageset import normalise_images
     from affinevae.data.stacks import open_stack
 
     twelve = np.array([[[0, 1000], [4095, 17]]], dtype=np.uint16)
-    with pytest.warns(UserWarning, match=r"uint16 values use 12 of 16 bits \(largest 4095\); dividing by 4095"):
-        np.testing.assert_allclose(normalise_images(twelve), twelve / 4095.0, rtol=1e-6)
+    with pytest.warns(UserWarning, match=r"uint16 values use 12 of 16 bits \(largest 4095\): divided by 65535 they "
+                                         r"lie in \[0, 0.0625\]"):
+        np.testing.assert_allclose(normalise_images(twelve), twelve / 65535.0, rtol=1e-6)
     with pytest.warns(UserWarning, match="12 of 16 bits"), open_stack(twelve) as src:
-        np.testing.assert_allclose(src.read(0, 1), twelve / 4095.0, rtol=1e-6)
+        np.testing.assert_allclose(src.read(0, 1), twelve / 65535.0, rtol=1e-6)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # full-range 16-bit and any 8-bit data: no warning, the dtype maximum
+        warnings.simplefilter("error")  # full-range 16-bit, all-zero and any 8-bit data: no warning
         np.testing.assert_allclose(normalise_images(np.array([[[0, 60000]]], np.uint16)), [[[0, 60000 / 65535]]])
+        normalise_images(np.zeros((1, 2, 2), np.uint16))
         np.testing.assert_allclose(normalise_images(np.array([[[0, 3]]], np.uint8)), [[[0, 3 / 255]]])

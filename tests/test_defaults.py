@@ -85,6 +85,10 @@ def test_data_defaults_for_patch_sets_and_what_wins():
     assert data_defaults(patch_set(n=10 ** 5), "rvae", given, 1, None)[1]["epochs"] == 1
     assert data_defaults(patch_set(sigma=0.0), "rvae", given, 32, None)[0]["sigma"] == SIGMA_FLOOR
     assert data_defaults(patch_set(sigma=0.171234), "rvae", given, 32, None)[0]["sigma"] == 0.171
+    # patches that span a small part of [0, 1] (12-bit data in uint16) get a floor scaled with their span
+    dim = patch_set(sigma=0.003)
+    dim.images[:, :, 4, 4] = 0.0625
+    assert data_defaults(dim, "rvae", given, 32, None)[0]["sigma"] == pytest.approx(SIGMA_FLOOR * 0.125)
     # every option given explicitly wins, and is not announced
     mine = {**given, "likelihood": "bernoulli", "invariances": ["translation"], "rotation_mode": "gaussian",
             "hidden": [8], "encoder": "conv"}

@@ -145,6 +145,11 @@ def test_semi_supervised_models_take_partial_labels_and_targets(digits):
     assert "train_regressor" in reg.history_[0] and reg.classes_ is None and reg.model_.config.target_dim == 1
     with pytest.raises(AffineVAEError, match="semi-supervised: fit needs y"):
         Estimator("ssvae", **ss).fit(x[:8])
+    for model, y, match in [("ssregvae", np.array(["a"] * 8), "y must be numeric targets"),
+                            ("ssvae", np.array([None] + [1] * 7, dtype=object), "y holds None"),
+                            ("ssvae", np.array([np.nan] + [1.0] * 7), "y holds NaN")]:
+        with pytest.raises(AffineVAEError, match=match):  # not a ValueError/TypeError from numpy
+            Estimator(model, latent_dim=2, epochs=1, **ss).fit(x[:8], y)
     # the Python API refuses what `train` refuses: no labels at all, labels that are not numbers
     model = av.build_model("ssvae", latent_dim=2, num_classes=2, encoder="mlp", hidden=[16])
     with pytest.raises(AffineVAEError, match="semi-supervised: the training images need labels"):

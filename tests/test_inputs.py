@@ -112,7 +112,17 @@ def test_a_labels_file_replaces_a_builtin_sets_labels(tmp_path):
     np.testing.assert_array_equal(rot.labels, partial)
     for kw, match in [({"n": 400}, r"300 labels for 400 images in mnist \(train split, -n 400: the first 400"),
                       ({}, r"300 labels for 60000 images in mnist \(train split\)$"),
-                      ({"n": 10, "labels": str(tmp_path / "none.npy")}, "none.npy: labels file not found"),
-                      ({"n": 10, "key": "x"}, "--key applies to image files")]:
+                      ({"n": 10, "labels": str(tmp_path / "none.npy")}, "none.npy: labels file not found")]:
         with pytest.raises(AffineVAEError, match=match):
             load_dataset("mnist", **{"labels": str(tmp_path / "partial.npy"), **kw})
+    # a run trained so labels its train split with the file; its test split keeps the true labels
+    import json
+
+    from affinevae.runs import Run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.json").write_text(json.dumps({"epochs_done": 1, "data": "mnist", "n": 300,
+                                                "labels": str(tmp_path / "partial.npy"), "key": "images"}))
+    np.testing.assert_array_equal(Run(run).data("train").labels, partial)
+    np.testing.assert_array_equal(Run(run).data("test", n=50).labels, load_dataset("mnist", "test", n=50).labels)

@@ -735,10 +735,8 @@ def test_mapping_and_data_helpers_refuse_bad_arguments_in_one_line():
     np.testing.assert_array_equal(transform_images(images, shift=[0.1, 0.0]),
                                   transform_images(images, shift=np.tile([0.1, 0.0], (3, 1))))
     assert mapping.angle_map(None, np.zeros((2, 2)), np.array([np.nan, 0.3]), 2)[0].shape == (2,)
-    # degrees given where radians are taken would colour by 30 radians: refused, naming the function
-    with pytest.raises(AffineVAEError, match=r"^angle_map: an angle of 30 is more than a full turn"):
-        mapping.angle_map(None, np.zeros((2, 2)), np.array([30.0, 0.3]), 2)
-    with pytest.raises(AffineVAEError, match=r"^grid_angle_map: an angle of -90 "):
-        mapping.grid_angle_map(np.array([0.1, -90, 0, 0]), (2, 2), 8, 4)
+    # a model's angle may pass a full turn (an rVAE's Gaussian angle is unbounded): folded, not refused
+    deg, _ = mapping.angle_map(None, np.zeros((2, 2)), np.array([0.5 + 2 * math.pi, 0.5]), 1)
+    np.testing.assert_allclose(deg, [math.degrees(0.5)] * 2)
     np.testing.assert_allclose(mapping.fold_angle([-math.pi / 2, 2 * math.pi, np.nan], 4), [0, 0, np.nan], atol=1e-12)
     assert mapping.neighbour_spacing(np.zeros((0, 2))) is None

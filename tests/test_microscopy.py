@@ -339,15 +339,17 @@ def test_ome_zarr_axes_say_which_axis_holds_channels(micrograph, tmp_path):
 
     cyx = np.stack([micrograph, 1 - micrograph]).astype(np.float32)
     czyx = np.stack([np.stack([micrograph * s for s in (1.0, 0.5, 0.25)]), np.stack([1 - micrograph] * 3)])
-    cases = {"cyx": (cyx, (1, 2), lambda f: cyx), "czyx": (czyx.astype(np.float32), (3, 2), lambda f: czyx[:, f])}
+    zyx = np.stack([micrograph * s for s in (1.0, 0.5, 0.25)]).astype(np.float32)  # 3 z-planes: frames, not channels
+    cases = {"cyx": (cyx, (1, 2), lambda f: cyx), "czyx": (czyx.astype(np.float32), (3, 2), lambda f: czyx[:, f]),
+             "zyx": (zyx, (3, 1), lambda f: zyx[f][None])}
     for axes, (data, (frames, channels), frame_of) in cases.items():
         root = zarr.open_group(str(tmp_path / f"{axes}.zarr"), mode="w")
         ome_writer.write_image(data, root, scale_factors=(), axes=axes)
         with open_stack(str(tmp_path / f"{axes}.zarr")) as src:
-            assert (src.n_frames, src.frame_shape[0]) == (frames, channels), axes
+            assert src.n_frames == frames and (src.frame_shape[0] if len(src.frame_shape) == 3 else 1) == channels, axes
             for f in range(frames):
-                np.testing.assert_allclose(src.read_raw(f, f + 1)[0], frame_of(f), rtol=0, atol=0)
-            np.testing.assert_allclose(src.read_raw_region(frames - 1, slice(3, 9), slice(2, 7)),
+                np.testing.assert_allclose(src.read_raw(f, f + 1).reshape(frame_of(f).shape), frame_of(f), rtol=0, atol=0)
+            np.testing.assert_allclose(src.read_raw_region(frames - 1, slice(3, 9), slice(2, 7)).reshape(-1, 6, 5),
                                        frame_of(frames - 1)[:, 3:9, 2:7])
 
 

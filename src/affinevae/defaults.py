@@ -42,6 +42,8 @@ import dataclasses
 import math
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from .data.formats import PATCH_SET_KIND
 from .data.imageset import ImageSet
 from .data.inputs import MIN_IMAGE_SIZE, check_int  # noqa: F401  (MIN_IMAGE_SIZE: re-exported)
@@ -112,12 +114,16 @@ def _invariances(options: dict) -> tuple:
 
 
 def _sigma_at_least(floor: float) -> Rule:
-    """The rule choosing sigma = max(noise estimate, ``floor``) for a Gaussian likelihood."""
+    """The rule choosing sigma = max(noise estimate, ``floor`` x min(1, 2 x the images' value
+    span)) for a Gaussian likelihood: the floor is for images that span [0, 1], and shrinks with
+    images that use a small part of it (12-bit data stored as uint16 span [0, 0.0625])."""
     def rule(data: ImageSet, options: dict) -> Optional[float]:
         sigma = data.meta.get("noise_sigma")
         if sigma is None or options.get("likelihood") != "gaussian":
             return None
-        return float(f"{max(float(sigma), floor):.3g}")  # the value printed is the value used
+        span = float(np.ptp(data.images)) if data.images.size else 0.0
+        scale = min(1.0, 2.0 * span) if span > 0 else 1.0  # constant images say nothing of their scale
+        return float(f"{max(float(sigma), floor * scale):.3g}")  # the value printed is the one used
     return rule
 
 

@@ -170,10 +170,11 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
         raise AffineVAEError(f"{out}: exists and is not a directory")
     runs_dir = out / "runs"
     if runs_dir.is_dir():  # before anything is written: only an earlier demo's runs are replaced
-        foreign = sorted(p.name for p in runs_dir.iterdir() if not is_demo_run(p))
+        foreign = sorted(p.name for p in runs_dir.iterdir() if not p.name.startswith(".") and not is_demo_run(p))
         if foreign:
             raise AffineVAEError(f"{runs_dir}: holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
-                                 "not made by a demo; the demo replaces only its own runs (choose another --out)")
+                                 "not made by a demo; the demo replaces only its own runs (choose another --out; "
+                                 "a demo of an affinevae before 2026-11-30 is not marked: remove its runs/ first)")
     make_directory(out)
     t_start = time.perf_counter()
     steps = _Steps(15, log)

@@ -190,9 +190,16 @@ class Estimator(TransformerMixin, BaseEstimator):
         y = np.asarray(y)
         if y.shape != (n,):
             raise AffineVAEError(f"y must hold one label per image ({n}), got shape {y.shape}")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise AffineVAEError("y holds NaN or infinite labels; mark an unknown label with -1")
+        if y.dtype.kind == "O" and any(v is None for v in y.tolist()):
+            raise AffineVAEError("y holds None; mark an unknown label with -1")
         unknown = (y == -1) if y.dtype.kind in "iuf" else np.array([not isinstance(v, str) and v == -1 for v in y.tolist()],
                                                                      dtype=bool)
-        self.classes_, idx = np.unique(y[~unknown], return_inverse=True)
+        try:
+            self.classes_, idx = np.unique(y[~unknown], return_inverse=True)
+        except TypeError:  # labels of mixed types that do not sort
+            raise AffineVAEError("y holds labels of mixed types (e.g. numbers and text) that cannot be ordered") from None
         out = np.full(n, -1, dtype=np.int64)
         out[~unknown] = idx.reshape(-1)
         return torch.as_tensor(out)
@@ -245,7 +252,11 @@ class Estimator(TransformerMixin, BaseEstimator):
                     labels = self._partial_labels(y, len(x))
                     options.setdefault("num_classes", max(2, len(self.classes_)))
                 else:
-                    labels, self.classes_ = np.asarray(y, dtype=np.float64), None
+                    try:
+                        labels, self.classes_ = np.asarray(y, dtype=np.float64), None
+                    except (TypeError, ValueError):
+                        raise AffineVAEError(f"model '{self.model}' is semi-supervised regression: y must be numeric "
+                                             "targets (N,) or (N, M), NaN where unknown") from None
                     options.setdefault("target_dim", 1 if labels.ndim == 1 else int(labels.shape[1]))
             else:
                 labels, self.classes_ = None, None

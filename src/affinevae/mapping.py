@@ -39,16 +39,11 @@ CLASS_CMAP = "tab10"
 
 
 # ============================================================================ numbers
-def fold_angle(angle: np.ndarray, symmetry: int = 1, where: str = "fold_angle") -> np.ndarray:
-    """Fold radians (any shape) into one symmetry period: ``angle mod (2 pi / symmetry)``, in
-    [0, 2 pi / symmetry), same shape. An angle beyond one full turn (degrees given for radians) is
-    refused in one line naming ``where``; NaN stays NaN."""
+def fold_angle(angle: np.ndarray, symmetry: int = 1) -> np.ndarray:
+    """Fold radians (any shape, any value: a model's angle may pass a full turn) into one symmetry
+    period: ``angle mod (2 pi / symmetry)``, in [0, 2 pi / symmetry), same shape; NaN stays NaN."""
     n = check_symmetry(symmetry)
-    from .nn.affine import check_full_turn  # torch only when angles are folded
-
-    a = np.asarray(angle, dtype=np.float64)
-    check_full_turn(a[np.isfinite(a)], where)
-    return np.mod(a, 2 * math.pi / n)
+    return np.mod(np.asarray(angle, dtype=np.float64), 2 * math.pi / n)
 
 
 def circular_mean(angle: np.ndarray, symmetry: int = 1) -> float:
@@ -585,7 +580,7 @@ def angle_map(image: Optional[np.ndarray], centers: np.ndarray, angle: np.ndarra
     n = check_symmetry(symmetry)
     ang = np.asarray(angle, dtype=np.float64).reshape(-1)
     c = _check_points(centers, len(ang), "angle_map")
-    deg = np.degrees(fold_angle(ang, n, "angle_map"))
+    deg = np.degrees(fold_angle(ang, n))
     shape = _shape_of(image, c)
     fig = Figure(figsize=(8.2, 6.6), dpi=130)
     ax = fig.add_axes([0.08, 0.08, 0.68, 0.84])
@@ -751,7 +746,7 @@ def grid_angle_map(angle: np.ndarray, grid_shape: Sequence[int], window: int, st
     a = np.asarray(angle, dtype=np.float64).reshape(-1)
     if len(a) != gh * gw:
         raise AffineVAEError(f"grid_angle_map: {len(a)} angles do not fill a {gh}x{gw} grid")
-    deg = np.degrees(fold_angle(a, n, "grid_angle_map")).reshape(gh, gw)
+    deg = np.degrees(fold_angle(a, n)).reshape(gh, gw)
     fig = Figure(figsize=(8.2, 6.6), dpi=130)
     ax = fig.add_axes([0.08, 0.08, 0.68, 0.84])
     extent = _grid_extent((gh, gw), window, stride)

@@ -334,6 +334,7 @@ class Run:
         data spec and none is given.
         """
         from .data import ImageSet, load_dataset
+        from .data.sources import BUILTIN
 
         if isinstance(source, ImageSet):
             return source if n is None or n >= len(source) else source.subset(slice(0, n))
@@ -347,9 +348,12 @@ class Run:
             raise AffineVAEError(f"{self.path}: {why}; give the data to analyse (--data, or data= in Python)")
         if split == "train" and meta.get("n") is not None:
             n = int(meta["n"]) if n is None else min(n, int(meta["n"]))
+        builtin = str(meta["data"]) in BUILTIN
+        # a labels file given with a built-in set labels its train split only (the test split keeps its own)
+        labels = meta.get("labels") if not builtin or split == "train" else None
         try:
-            return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed, key=meta.get("key"),
-                                labels=meta.get("labels"), binarize=meta.get("binarize") if binarize else None,
+            return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed,
+                                key=None if builtin else meta.get("key"), labels=labels, binarize=meta.get("binarize") if binarize else None,
                                 max_angle=meta.get("max_angle"), signal_axis=meta.get("signal_axis"),
                                 signal_cube=meta.get("signal_cube"))
         except AffineVAEError as exc:

@@ -112,6 +112,8 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
     if args.n is not None and args.n < 1:
         raise AffineVAEError(f"-n must be >= 1, got {args.n}")
     max_angle = data_max_angle(args)
+    if getattr(args, "key", None) is not None and args.data in BUILTIN:
+        raise AffineVAEError(f"--key applies to image files (.npz, HDF5, zarr), not to the data {args.data!r}")
     return load_dataset(args.data, split=split, n=args.n, seed=seed, key=args.key, labels=args.labels,
                         binarize=getattr(args, "binarize", None) if binarize else None, max_angle=max_angle,
                         signal_axis=getattr(args, "signal_axis", None),

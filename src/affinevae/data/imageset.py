@@ -2,8 +2,8 @@
 
 Normalisation rule (documented in the README):
 - uint8 (and other unsigned integer) images are divided by their dtype's maximum (255 for uint8);
-  wider unsigned images whose values use under 3/4 of their bits (a 12-bit camera's uint16)
-  are divided by the maximum of the bits they use (4095), with a warning (:func:`unsigned_divisor`);
+  wider unsigned images whose values use under 1/8 of the range (a 12-bit camera's uint16) are
+  divided so too, with a warning (:func:`unsigned_divisor`);
 - float images already in [0, 1] are kept;
 - float images outside [0, 1] are min-max scaled per data set to [0, 1] with a warning, or,
   with ``standardise=True`` (for a Gaussian likelihood), shifted and scaled to zero mean
@@ -159,19 +159,18 @@ def check_threshold(threshold: float, where: str = "binarize") -> float:
 
 
 def unsigned_divisor(dtype, largest: int, source: str) -> float:
-    """The divisor of unsigned integer pixels of ``dtype`` whose largest value is ``largest``: the
-    dtype's maximum, or for a 16- to 64-bit dtype of which the values use under 3/4 of the bits
-    (12-bit data in uint16), ``2**bits - 1`` of the bits they use, said in a warning naming
-    ``source`` (such data divided by 65535 would lie in [0, 0.06], below any noise model's scale)."""
+    """The divisor of unsigned integer pixels of ``dtype``: its maximum, the same for every file of
+    that dtype (a file's own bit depth cannot be told from its values). When 16- to 64-bit values
+    use under 1/8 of the range (``largest`` < max / 8: 12-bit data in uint16), a warning naming
+    ``source`` says where they will lie and how to use the whole range."""
     dt = np.dtype(dtype)
     full = np.iinfo(dt).max
-    total = dt.itemsize * 8
-    bits = max(8, int(largest).bit_length())
-    if total <= 8 or bits > 0.75 * total:
-        return float(full)
-    warnings.warn(f"{source}: {dt} values use {bits} of {total} bits (largest {int(largest)}); dividing by "
-                  f"{2 ** bits - 1}, the {bits}-bit maximum, not {full}", stacklevel=3)
-    return float(2 ** bits - 1)
+    if dt.itemsize > 1 and 0 < largest < full / 8:
+        bits = int(largest).bit_length()
+        warnings.warn(f"{source}: {dt} values use {bits} of {dt.itemsize * 8} bits (largest {int(largest)}): divided "
+                      f"by {full} they lie in [0, {largest / full:.3g}]; the patch defaults scale with that, other "
+                      f"models may want them in [0, 1] (e.g. save images / {2 ** bits - 1} as float32)", stacklevel=3)
+    return float(full)
 
 
 def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool = False) -> np.ndarray:

@@ -182,12 +182,12 @@ class _AxesView:
                 full[a] = i
         out = np.asarray(self.array[tuple(full)])
         # the result's axes are the sliced wrapped axes in wrapped order: put them in view order
-        sliced = [(a, v) for v, (a, i) in enumerate(zip(self.axes, idx)) if a is not None and not isinstance(i, int)]
+        sliced = [(a, v) for v, (a, i) in enumerate(zip(self.axes, idx)) if a is not None and not isinstance(i, (int, np.integer))]
         order = [v for _, v in sorted(sliced)]
         out = np.transpose(out, np.argsort(order)) if len(order) > 1 else out
         for v, (a, i) in enumerate(zip(self.axes, idx)):  # the new axes, where they stand in the view
-            if a is None and not isinstance(i, int):
-                out = np.expand_dims(out, sum(1 for w in range(v) if not isinstance(idx[w], int)))
+            if a is None and not isinstance(i, (int, np.integer)):
+                out = np.expand_dims(out, sum(1 for w in range(v) if not isinstance(idx[w], (int, np.integer))))
         return out
 
 
@@ -200,13 +200,16 @@ def _ome_axes_view(arr: Any, axes: list, where: str) -> Optional[_AxesView]:
     if len(names) != len(shape) or not all(isinstance(n, str) for n in names) or len(shape) < 3:
         return None
     c = names.index("c") if "c" in names and shape[names.index("c")] > 1 else None
-    if c is None:
-        return None  # no channels: the frames are the non-singleton leading axes, as for a plain array
     others = [i for i in range(len(shape) - 2) if i != c and shape[i] > 1]
     if len(others) > 1:
         raise AffineVAEError(f"{where}: an OME-Zarr image with {' and '.join(f'{names[i]} ({shape[i]})' for i in others)}"
-                             " besides its channels; read one of them as frames, e.g. a single time point")
-    return _AxesView(arr, (others[0] if others else None, c, len(shape) - 2, len(shape) - 1))
+                             "; read one of them as frames, e.g. a single time point")
+    y, x = len(shape) - 2, len(shape) - 1
+    if c is None:  # t or z planes are frames, whatever their number (4 z-planes are not 4 channels)
+        return _AxesView(arr, (others[0], y, x)) if others else None
+    if shape[c] > 4:
+        raise AffineVAEError(f"{where}: an OME-Zarr image of {shape[c]} channels; at most 4 are read as channels")
+    return _AxesView(arr, (others[0] if others else None, c, y, x))
 
 
 def _multiscales(attrs: dict) -> Optional[list]:

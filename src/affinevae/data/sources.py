@@ -67,7 +67,8 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
                  signal_axis: Optional[int] = None, signal_cube: Optional[bool] = None) -> ImageSet:
     """Load ``spec``: 'mnist', 'rotated-mnist' (split/n/seed apply) or a path to user images.
 
-    For paths see :func:`affinevae.data.files.load_images` (``key`` applies there only).
+    For paths see :func:`affinevae.data.files.load_images` (``key`` applies there only; a built-in
+    set ignores it, and the command line refuses ``--key`` with one).
     ``labels``: a labels file (:func:`affinevae.data.files.read_labels`) replacing the set's own
     (e.g. -1 for unknown); for a built-in set one per image of the split in order, or with ``n``
     at least the first ``n``.
@@ -108,8 +109,6 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
             data = data.subset(slice(0, n))
             data.meta.pop("grid_shape", None)
     elif builtin is not None:
-        if key is not None:
-            raise AffineVAEError(f"--key applies to image files (.npz, HDF5, zarr), not to the data {spec!r}")
         data = builtin.load(split, n, seed, **given)
         data.meta.update(given)
         if labels is not None:  # e.g. partial labels (-1: unknown) for a semi-supervised model

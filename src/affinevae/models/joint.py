@@ -475,6 +475,8 @@ class JRVAE(RVAE):
         (:func:`~affinevae.data.inputs.class_indices`: integers in [0, K)), or (n, K) class weights
         (finite, >= 0; e.g. the class posterior) as they are."""
         k = self.config.num_classes
+        if isinstance(y, (list, tuple)) and np.ndim(y) == 2:  # (n, K) weights as nested lists
+            y = np.asarray(y)
         w = torch.as_tensor(y, device=device) if isinstance(y, (Tensor, np.ndarray)) and y.ndim == 2 else None
         if w is not None and w.is_floating_point():
             if w.shape != (n, k):
