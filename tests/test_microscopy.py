@@ -309,9 +309,10 @@ def test_an_npz_of_several_arrays_is_read_by_one_rule(micrograph, tmp_path):
         assert src.n_frames == 3
 
 
-def test_a_folder_of_frames_skips_hidden_files_and_refuses_mixed_bit_depths(micrograph, tmp_path):
+def test_a_folder_of_frames_skips_hidden_files_and_scales_each_bit_depth(micrograph, tmp_path):
     """A macOS ._name file beside the PNGs stopped `patches`; an 8-bit and a 16-bit PNG were both
-    scaled by the first file's depth (patches in [0, 235])."""
+    scaled by the first file's depth (patches in [0, 235]): each is now scaled by its own, as
+    load_images (train) reads the folder."""
     from PIL import Image
 
     from affinevae.data.stacks import open_stack
@@ -324,10 +325,16 @@ def test_a_folder_of_frames_skips_hidden_files_and_refuses_mixed_bit_depths(micr
     with open_stack(str(folder)) as src:
         assert src.n_frames == 2 and src.read(0, 2).max() <= 1.0
     Image.fromarray((micrograph * 60000).astype(np.uint16)).save(folder / "2.png")
+    from affinevae.data import load_dataset
+
     with open_stack(str(folder)) as src:
-        with pytest.raises(AffineVAEError, match=r"2.png: pixels of dtype uint16, but the first image \(0.png\) has "
-                                                 r"uint8"):
-            src.read(0, 3)
+        frames = src.read(0, 3)
+    np.testing.assert_allclose(frames[2], (micrograph * 60000).astype(np.uint16) / 65535.0, rtol=1e-6)
+    np.testing.assert_allclose(frames, load_dataset(str(folder)).images[:, 0], rtol=1e-6)
+    Image.fromarray(micrograph.astype(np.float32)).save(folder / "3.tif")
+    with open_stack(str(folder)) as src, pytest.raises(AffineVAEError, match=r"3.tif: pixels of dtype float32, but "
+                                                                             r"the first image \(0.png\) has uint8"):
+        src.read(0, 4)
 
 
 def test_ome_zarr_axes_say_which_axis_holds_channels(micrograph, tmp_path):

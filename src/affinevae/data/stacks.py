@@ -696,10 +696,15 @@ class FolderSource(FrameSource):
             a = self._one(f)
             if a.shape != tuple(self.frame_shape):
                 raise AffineVAEError(f"{f}: image shape {a.shape} differs from the first image's {tuple(self.frame_shape)}")
-            if a.dtype != np.dtype(self.dtype):  # 8- and 16-bit files would be scaled by one bit depth
-                raise AffineVAEError(f"{f}: pixels of dtype {a.dtype}, but the first image ({self.files[0].name}) has "
-                                     f"{np.dtype(self.dtype)} (the frames of a folder share one normalisation; "
-                                     "convert them to one bit depth)")
+            first = np.dtype(self.dtype)
+            if a.dtype != first:
+                if np.issubdtype(a.dtype, np.unsignedinteger) and np.issubdtype(first, np.unsignedinteger):
+                    # 8- and 16-bit files: each by its own bit depth, as load_images reads a folder
+                    a = a.astype(np.float64) * (np.iinfo(first).max / np.iinfo(a.dtype).max)
+                else:
+                    raise AffineVAEError(f"{f}: pixels of dtype {a.dtype}, but the first image ({self.files[0].name}) "
+                                         f"has {first} (the frames of a folder share one normalisation; convert "
+                                         "them to one type)")
             out.append(a)
         return np.stack(out)
 
