@@ -159,6 +159,9 @@ def test_bad_options_and_shapes_raise_one_line_errors():
         get_transform("similarity").matrix(torch.zeros(3, 2))
     with pytest.raises(AffineVAEError, match="cannot wrap another avae"):
         AVAEConfig(inner="avae")
+    for inner in ("ssvae", "ssregrvae"):  # their label terms would not run: refused, not trained without them
+        with pytest.raises(AffineVAEError, match=f"avae cannot wrap '{inner}': a semi-supervised model's label terms"):
+            AVAEConfig(inner=inner)
     with pytest.raises(AffineVAEError, match="labels are required"):
         AVAE(av.build_model("cvae", latent_dim=2, encoder="mlp", decoder="mlp", hidden=[16])).align(torch.rand(2, 1, 28, 28))
 

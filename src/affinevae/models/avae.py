@@ -157,6 +157,9 @@ class AVAEConfig(ModelConfig):
                     raise AffineVAEError(f"avae option {name!r} given both at the top level and in inner_config")
                 inner_config[name] = value
         cls = MODELS.get(self.inner)
+        check(not getattr(cls, "semi_supervised", False),
+              f"avae cannot wrap '{self.inner}': a semi-supervised model's label terms (classifier or regressor, "
+              "labelled memory) do not run inside the pose search; train it with its own pose (e.g. ssrvae)")
         canonical = cls.config_class.from_dict(inner_config, what=f"model '{self.inner}' (inside avae)")
         object.__setattr__(self, "inner_config", canonical.to_dict())
         for name in _MIRRORED:
