@@ -22,7 +22,7 @@ class Demo:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the command's options on ``p``."""
         p.add_argument("--out", default="affinevae-demo", help="output directory (default affinevae-demo)")
-        p.add_argument("--quick", action="store_true", help="a small, fast version (about a minute and a half on 2 CPU cores)")
+        p.add_argument("--quick", action="store_true", help="a small, fast version (about 15 seconds on 2 CPU cores)")
         p.add_argument("--seed", type=seed_arg, default=0)
         add_force_argument(p, "into an existing, non-empty --out folder that is not a previous demo's")
 
