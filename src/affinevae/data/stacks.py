@@ -118,10 +118,11 @@ class FrameSource:
         """The stack-wide normalisation ``(kind, offset, divisor)``: ``(x - offset) / divisor``.
 
         Follows :func:`~affinevae.data.imageset.normalise_images` for the whole stack: unsigned
-        integers are divided by their dtype maximum (or by that of the bits they use,
-        :func:`~affinevae.data.imageset.unsigned_divisor`); floats (and signed integers) already in
-        [0, 1] are kept; others are min-max scaled with a warning. Signed/float stacks need
-        one streaming pass over the frames to find their range (memory bounded by one chunk).
+        integers are divided by their dtype maximum (:func:`~affinevae.data.imageset.unsigned_divisor`,
+        whose warning about data that use few bits looks at the first chunk read only: the
+        divisor does not depend on it); floats (and signed integers) already in [0, 1] are kept;
+        others are min-max scaled with a warning. Signed/float stacks need one streaming pass
+        over the frames to find their range (memory bounded by one chunk).
         """
         if self._norm is not None:
             return self._norm
@@ -129,11 +130,11 @@ class FrameSource:
         if dt == bool:
             self._norm = ("keep", 0.0, 1.0)
         elif np.issubdtype(dt, np.unsignedinteger):
-            largest = 0
-            if dt.itemsize > 1:  # the bits the data use (one streaming pass; uint8 is always /255)
-                for a, _ in self._scan():
-                    largest = max(largest, int(a.max()) if a.size else 0)
-            self._norm = ("divide", 0.0, unsigned_divisor(dt, largest, self.path))
+            largest, where = 0, self.path
+            if dt.itemsize > 1:  # for the warning only: the first chunk, not a pass over the whole stack
+                a, part = next(iter(self._scan()), (np.zeros(0, dt), ""))
+                largest, where = (int(a.max()) if a.size else 0), f"{self.path} ({part})"
+            self._norm = ("divide", 0.0, unsigned_divisor(dt, largest, where))
         elif not np.issubdtype(dt, np.number) or np.issubdtype(dt, np.complexfloating):
             raise AffineVAEError(f"{self.path}: images must be real numbers, got dtype {dt}"
                                  + (" (complex: give np.abs or the real part)" if dt.kind == "c" else ""))
