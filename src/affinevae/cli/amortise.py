@@ -11,7 +11,7 @@ from ..runs import load
 from ..pose.amortise import AMORTISE_DEFAULTS, amortise
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, load_data_from_args, seed_arg
+from .common import add_data_arguments, add_force_argument, counted, load_data_from_args, seed_arg
 
 
 @COMMANDS.register("amortise")
@@ -73,5 +73,5 @@ class Amortise:
             unit = "nats/image at the head's poses" if args.target == "elbo" else "head loss"
         losses = (f"{history[0]:.2f} (epoch 1) -> {history[-1]:.2f} (epoch {len(history)})" if len(history) > 1
                   else f"{history[0]:.2f}" if history else "none")
-        print(f"trained the {what}{args.epochs} epoch{'s' if args.epochs != 1 else ''}): {unit} {losses}; wrote {args.out}")
+        print(f"trained the {what}{counted(args.epochs, 'epoch')}): {unit} {losses}; wrote {args.out}")
         return 0

@@ -59,6 +59,11 @@ def check_split(split: Optional[str], data: Optional[str]) -> str:
     return split
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun`` for a summary line: '1 epoch', '3 epochs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def require_npz(out: str, command: str) -> None:
     """Refuse (one line naming ``--out``) an output file name of ``command`` that does not end in
     ``.npz``: the command writes a NumPy archive, which another name would hide."""

@@ -15,8 +15,8 @@ from ..sweep import SweepConfig, parse_angles, plot_sweep, rotation_sweep
 from ..training import resolve_device
 from . import COMMANDS
 from .align import add_search_arguments, search_config_from_args
-from .common import (add_binarize_argument, add_data_max_angle_argument, add_force_argument, check_split, load_run_data,
-                     names_run_data, refuse_signal_model)
+from .common import (add_binarize_argument, add_data_max_angle_argument, add_force_argument, check_split, counted,
+                     load_run_data, names_run_data, refuse_signal_model)
 
 
 def _models_of(run_dir: str, transform, device) -> dict:
@@ -97,8 +97,8 @@ class Sweep:
         png = out.with_suffix(".png")
         plot_sweep(result, png)
         print(result.table())
-        print(f"swept {len(models)} model{'s' if len(models) != 1 else ''} over {len(angles)} angle"
-              f"{'s' if len(angles) != 1 else ''} on {len(data)} images; wrote {out} and {png}")
+        print(f"swept {counted(len(models), 'model')} over {counted(len(angles), 'angle')} on {len(data)} images; "
+              f"wrote {out} and {png}")
         return 0
 
 

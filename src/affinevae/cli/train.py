@@ -17,7 +17,7 @@ from ..models.semisupervised import read_targets
 from ..registry import MODELS
 from ..training import TrainConfig, fit, init_distributed, seed_everything
 from . import COMMANDS
-from .common import (add_data_arguments, data_noun, load_data_from_args, parse_int_list, parse_set_options,
+from .common import (add_data_arguments, counted, data_noun, load_data_from_args, parse_int_list, parse_set_options,
                      seed_arg)
 
 
@@ -159,7 +159,7 @@ class Train:
                          f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
                          "was left off"))
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
-            print(f"trained {args.model} on {result.n_train} {data_noun(model)} ({source}{held}) for {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}: "
+            print(f"trained {args.model} on {result.n_train} {data_noun(model)} ({source}{held}) for {counted(cfg.epochs, 'epoch')}: "
                   f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
         return 0
 
