@@ -17,7 +17,7 @@ from ..evaluation import encode_dataset
 from ..nn.affine import wrap_angle
 from ..plots import new_figure, show_images, styled
 
-__all__ = ["as_imageset", "take", "labels_for", "check_indices", "pick_indices", "model_classes", "one_or_more",
+__all__ = ["as_imageset", "take", "labels_for", "check_indices", "pick_indices", "rendered_classes", "model_classes", "one_or_more",
            "to_numpy", "has_learned_angle", "model_label", "encode", "wrap_angles", "image_strips", "styled"]
 
 
@@ -72,13 +72,20 @@ def pick_indices(n_data: int, n: int, indices: Optional[Sequence[int]], rng: np.
     return np.sort(rng.choice(n_data, size=min(n, n_data), replace=False))
 
 
+def rendered_classes(model) -> int:
+    """K, the classes ``model`` renders by index: a class-conditional model's ``num_classes``, a
+    joint or semi-supervised classification model's discovered ones (``mixed_classes``); 0 for
+    the others."""
+    return int(model.config.num_classes) if model.conditional else int(model.mixed_classes)
+
+
 def model_classes(model, classes: Optional[Sequence[int]], what: str) -> Optional[list]:
     """The classes ``model`` renders for an analysis: ``classes`` each checked in [0, K); for a
     class-conditional model all K by default, for one with discovered classes (joint,
     semi-supervised, :attr:`~affinevae.models.base.LatentModel.mixed_classes`) None by default
     (it draws them). A model that renders no classes takes none (``what`` names the analysis in
     that error, e.g. 'generation by class')."""
-    k = model.config.num_classes if model.conditional else model.mixed_classes
+    k = rendered_classes(model)
     if not k:
         if classes is not None:
             raise AffineVAEError(f"model '{model.family}' renders no classes: {what} needs a cvae/crvae or a joint "

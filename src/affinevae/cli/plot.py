@@ -143,6 +143,11 @@ def plot_data(args: argparse.Namespace, run, grey: bool = False) -> Any:
     return load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=not grey, announce=False)
 
 
+def comparing_kinds() -> str:
+    """The plot kinds that draw ``--compare`` runs (:attr:`PlotKind.compares`), comma-separated."""
+    return ", ".join(n for n in PLOT_KINDS.in_order() if PLOT_KINDS.get(n).compares)
+
+
 def plot_kind(name: str, help: str, needs_data: bool = True, compares: bool = False):
     """Decorator registering ``draw(ctx) -> Figure`` as the plot kind ``name`` (``compares``: it
     draws the ``--compare`` runs too)."""
@@ -213,7 +218,9 @@ def _latent_stats(c: PlotContext):
 def _samples(c: PlotContext):
     A = _analysis()
     classes = _ints(c.args.classes, "classes")
-    takes = [bool(m.conditional or m.mixed_classes) for m in c.models]
+    from ..analysis.common import rendered_classes
+
+    takes = [bool(rendered_classes(m)) for m in c.models]
     if classes is not None and not any(takes):  # it was ignored silently
         raise AffineVAEError(f"--classes: {c.names[0]} renders no classes (a cvae/crvae or a joint or semi-supervised "
                              "classification model does)")
@@ -330,7 +337,7 @@ class Plot:
                                  "loss-vs-rotation thresholds each rotated image")
         k = p.add_argument_group("kind options")
         k.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="more runs on the same figure "
-                       "(" + ", ".join(n for n in PLOT_KINDS.in_order() if PLOT_KINDS.get(n).compares) + ")")
+                       f"({comparing_kinds()})")
         k.add_argument("--show", type=int, help=f"images shown, {_range('--show')} (default 8; samples: 64)")
         k.add_argument("--indices", help="reconstructions/denoising: comma-separated image indices")
         k.add_argument("--color-by", default="auto", help="latent: auto or any of class,inferred-class,true-angle,learned-angle")
@@ -365,8 +372,7 @@ class Plot:
 
         kind = PLOT_KINDS.get(args.kind)
         if args.compare and not kind.compares:  # it was ignored silently
-            takers = ", ".join(n for n in PLOT_KINDS.in_order() if PLOT_KINDS.get(n).compares)
-            raise AffineVAEError(f"--compare applies to {takers}, not to {args.kind}")
+            raise AffineVAEError(f"--compare applies to {comparing_kinds()}, not to {args.kind}")
         if args.n is not None and args.n < 1:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
         check_option_ranges(args)
