@@ -107,9 +107,6 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     info = read_json(path, "training state")
     if not isinstance(info, dict):
         raise AffineVAEError(f"{path}: corrupt training state (a JSON object was expected, got {type(info).__name__})")
-    done = info.get("epochs_done")
-    if done is not None and (isinstance(done, bool) or not isinstance(done, int) or done < 0):
-        raise AffineVAEError(f"{path}: corrupt training state (epochs_done must be an integer >= 0, got {done!r})")
     for name, ok, want in _RUN_FIELDS:  # what commands read back from it: one line naming the file, not a traceback
         if name in info and info[name] is not None and not ok(info[name]):
             raise AffineVAEError(f"{path}: corrupt training state ({name} must be {want}, got {info[name]!r})")
@@ -132,6 +129,7 @@ def _is_number(v: Any) -> bool:
 
 #: ``train.json`` fields that commands read back: (name, check, what it must be). None is always allowed.
 _RUN_FIELDS = (
+    ("epochs_done", _is_count, "an integer >= 0"),
     ("data", lambda v: isinstance(v, str), "a data spec (text)"),
     ("labels", lambda v: isinstance(v, str), "a file name"),
     ("key", lambda v: isinstance(v, str), "an array name"),

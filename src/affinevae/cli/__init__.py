@@ -98,13 +98,9 @@ def join_dash_values(argv: Sequence[str]) -> list[str]:
     """``--angles -90:90:30`` as ``--angles=-90:90:30`` (for :data:`DASH_VALUE_OPTIONS` only, and
     only a value of numbers and ``:,.``), so that such a value is written as for any option."""
     out: list[str] = []
-    it = iter(range(len(argv)))
-    argv = list(argv)
-    for i in it:
-        a = argv[i]
-        if a in DASH_VALUE_OPTIONS and i + 1 < len(argv) and re.fullmatch(r"-[0-9.][0-9.:,eE+-]*", argv[i + 1]):
-            out.append(f"{a}={argv[i + 1]}")
-            next(it, None)
+    for a in argv:
+        if out and out[-1] in DASH_VALUE_OPTIONS and re.fullmatch(r"-[0-9.][0-9.:,eE+-]*", a):
+            out[-1] = f"{out[-1]}={a}"
         else:
             out.append(a)
     return out

@@ -38,10 +38,9 @@ import numpy as np
 
 from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
-from .formats import (FOLDER_EXTS, check_not_empty, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, NPY_EXTS, NPZ_EXTS, PIL_EXTS, SUPPORTED,
-                      TIFF_EXTS, cannot_read, reading)
-from .formats import (AUX_KEYS, DEFAULT_KEYS, NPY_MAGIC, check_npy_magic, file_magic, npz_image_key,
-                      pickled_npy)
+from .formats import (AUX_KEYS, DEFAULT_KEYS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, NPY_EXTS,
+                      NPY_MAGIC, NPZ_EXTS, PIL_EXTS, SUPPORTED, TIFF_EXTS, cannot_read, check_not_empty, check_npy_magic,
+                      file_magic, npz_image_key, pickled_npy, reading)
 from .imageset import ImageSet, normalise_images
 
 QUICKDRAW_PREFIX = "full_numpy_bitmap_"

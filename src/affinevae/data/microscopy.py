@@ -181,13 +181,13 @@ class _AxesView:
             if a is not None:
                 full[a] = i
         out = np.asarray(self.array[tuple(full)])
+        kept = [not isinstance(i, (int, np.integer)) for i in idx]  # the view axes the result keeps
         # the result's axes are the sliced wrapped axes in wrapped order: put them in view order
-        sliced = [(a, v) for v, (a, i) in enumerate(zip(self.axes, idx)) if a is not None and not isinstance(i, (int, np.integer))]
-        order = [v for _, v in sorted(sliced)]
+        order = [v for _, v in sorted((a, v) for v, a in enumerate(self.axes) if a is not None and kept[v])]
         out = np.transpose(out, np.argsort(order)) if len(order) > 1 else out
-        for v, (a, i) in enumerate(zip(self.axes, idx)):  # the new axes, where they stand in the view
-            if a is None and not isinstance(i, (int, np.integer)):
-                out = np.expand_dims(out, sum(1 for w in range(v) if not isinstance(idx[w], (int, np.integer))))
+        for v, a in enumerate(self.axes):  # the new axes, where they stand in the view
+            if a is None and kept[v]:
+                out = np.expand_dims(out, sum(kept[:v]))
         return out
 
 

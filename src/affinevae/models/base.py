@@ -225,13 +225,6 @@ class LatentModel(nn.Module):
     conditional: ClassVar[bool] = False
     semi_supervised: ClassVar[bool] = False
     """Trained with partly known labels or targets (the ss* families), which they take as ``y``."""
-
-    @classmethod
-    def labelled_as(cls, options: Mapping[str, Any]) -> type:
-        """The family class whose label rules (``conditional``, ``semi_supervised``,
-        ``discrete_classes``) a model of this class built with ``options`` follows, before it is
-        built (e.g. to ask for ``--labels``): the class itself here; an AVAE its inner family's."""
-        return cls
     variational: ClassVar[bool] = True
     pose_source: ClassVar[str] = "identity"
     render_padding: ClassVar[str] = "zeros"
@@ -315,6 +308,13 @@ class LatentModel(nn.Module):
         take labels (:attr:`takes_labels`) and the joint ones (``discrete_classes``: the classes
         they discover), also inside an AVAE."""
         return bool(self.takes_labels or getattr(self, "discrete_classes", False))
+
+    @classmethod
+    def labelled_as(cls, options: Mapping[str, Any]) -> type:
+        """The family class whose label rules (``conditional``, ``semi_supervised``,
+        ``discrete_classes``) a model of this class built with ``options`` follows, before it is
+        built (e.g. to ask for ``--labels``): the class itself here; an AVAE its inner family's."""
+        return cls
 
     @property
     def learns_angle(self) -> bool:
