@@ -228,7 +228,7 @@ def test_bad_inputs_raise_one_line_errors(micrograph, tmp_path):
     (tmp_path / "fr.csv").write_text("3,10,10\n")
     with pytest.raises(AffineVAEError, match="frame indices outside 0..0"):
         cut_patches(img, W, coords=tmp_path / "fr.csv")
-    with pytest.raises(AffineVAEError, match="no objects found.*lower --threshold"):
+    with pytest.raises(AffineVAEError, match="no objects found.*lower the threshold"):
         cut_patches(np.zeros((40, 40), np.float32), W)
     with pytest.raises(AffineVAEError, match="within 8 pixels of the edge"):
         cut_patches(img, W, coords=(np.array([0]), np.array([[1.0, 1.0]])))

@@ -538,8 +538,9 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
 
     ``parts`` are chunk results with ``n_found`` (:class:`PatchSet` or
     :class:`~affinevae.encoding.ObjectEncoding`); ``options`` those of :func:`iter_patches`.
-    Says to lower ``--threshold`` when no object was found at all, else that every object lay
-    too close to the edge.
+    Says to lower the threshold when no object was found at all, else that every object lay
+    too close to the edge. The advice names the settings, not one interface's spelling of them
+    (``--threshold`` on the command line, ``threshold=`` in Python, the napari widget's field).
     """
     where = _where(source)
     found_any = any(p.n_found for p in parts)
@@ -549,10 +550,10 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
                               "minimum as a local maximum (a constant image?)")
     if not found_any:
         what = f"{threshold:g}" + ("" if absolute else " of the range")
-        return AffineVAEError(f"{where}: no objects found above threshold {what}; lower --threshold "
-                              "(or --min-distance / --sigma)")
-    return AffineVAEError(f"{where}: every object lies within {window // 2} pixels of the edge; use --edge pad "
-                          "or a smaller --window")
+        return AffineVAEError(f"{where}: no objects found above threshold {what}; lower the threshold "
+                              "(or the min distance / sigma)")
+    return AffineVAEError(f"{where}: every object lies within {window // 2} pixels of the edge; pad the edges "
+                          "(edge 'pad') or use a smaller window")
 
 
 def cut_patches(source, window: int, **options: Any) -> PatchSet:
