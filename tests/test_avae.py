@@ -669,7 +669,25 @@ def test_cli_align_writes_the_documented_arrays(vae_run, tmp_path, capsys):
     assert arrays["aligned"].shape == (20, 1, 28, 28)
     assert np.all(np.abs(arrays["angle"]) <= math.pi)
     assert arrays["elbo_after"].mean() > arrays["elbo_before"].mean()
-    assert "aligned 20 images" in capsys.readouterr().out
+    # the deterministic objective at the identity start, which the search can only lower
+    before, after = arrays["objective_before"], arrays["objective"]
+    assert before.shape == (20,) and np.isfinite(before).all()
+    assert np.all(after <= before + 1e-4) and after.mean() < before.mean()
+    out_text = capsys.readouterr().out
+    assert "aligned 20 images" in out_text and "(1 posterior sample)" in out_text
+    assert f"search objective (-ELBO at the posterior mean) {before.mean():.2f} -> {after.mean():.2f}" in out_text
+
+
+def test_align_objective_before_is_the_objective_in_the_observed_pose(vae, test_digits):
+    x = torch.as_tensor(test_digits.images[:12])
+    model = AVAE(vae)
+    res = model.align(x, config=SearchConfig(restarts=4, keep=1, steps=2))
+    with torch.no_grad():
+        at_identity = model.objective(model.check_input(x, None)[0], None, model.transform.identity(len(x)))
+    torch.testing.assert_close(res.objective_before, at_identity, rtol=1e-5, atol=1e-3)
+    # without an identity start nothing is known in the observed pose: NaN, and the summary leaves it out
+    res = model.align(x, config=SearchConfig(restarts=4, keep=1, steps=2, include_identity=False))
+    assert torch.isnan(res.objective_before).all() and "search objective" not in res.summary(1)
 
 
 def test_cli_align_bad_path_exits_2_with_one_line(tmp_path, capsys):

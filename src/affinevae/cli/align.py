@@ -96,8 +96,6 @@ class Align:
         labels = data.labels if model.conditional else None
         result = model.align(data.images, labels, cfg)
         result.save(args.out, labels=data.labels)
-        after = float(result.elbo_after.mean())
-        change = f"{float(result.elbo_before.mean()):.2f} -> {after:.2f}" if cfg.report_before else f"{after:.2f}"
         print(f"aligned {len(data)} images ({model.transform.name}, {cfg.restarts} restarts, {cfg.steps} steps): "
-              f"mean ELBO {change} nats/image; wrote {args.out}")
+              f"{result.summary(cfg.elbo_samples)}; wrote {args.out}")
         return 0
