@@ -165,3 +165,14 @@ def test_console_script_prints_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "affinevae", "encode", str(tmp_path / "none"), "--data", "mnist",
                         "--out", str(tmp_path / "e.npz")], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_command_leaves_the_callers_warning_format_as_it_was(tmp_path, capsys):
+    """main() prefixes its own warnings with 'affinevae: warning:' while it runs, and gives the
+    process its format back afterwards (catch_warnings does not restore formatwarning)."""
+    import warnings
+
+    before = warnings.formatwarning
+    assert main(["info", str(tmp_path / "no-such-run")]) == 2
+    assert warnings.formatwarning is before
+    assert "affinevae: warning" not in warnings.formatwarning("third-party", UserWarning, "f.py", 1)

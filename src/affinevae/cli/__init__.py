@@ -117,6 +117,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as exc:
         print(f"affinevae: error: {exc}", file=sys.stderr)
         return 2
+    # catch_warnings restores the filters and showwarning, not formatwarning: put it back ourselves, so a
+    # caller's process (a notebook, a test) keeps its own format after the command
+    formatwarning = warnings.formatwarning
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -148,6 +151,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("affinevae: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":  # pragma: no cover
