@@ -277,3 +277,30 @@ def test_key_with_a_builtin_set_is_refused_on_the_command_line(tmp_path, capsys)
     from affinevae.data import load_dataset
 
     assert len(load_dataset("mnist", "test", n=5, key="images")) == 5
+
+
+def test_load_run_data_shows_each_held_loader_warning_once(monkeypatch):
+    """With ``expect`` the loader's warnings are held until the shape check passes, then shown once
+    each, as warnings' own 'default' filter would (a streamed loader may repeat one per chunk)."""
+    import argparse
+    import warnings
+
+    from affinevae.cli import common
+
+    def loader(*_a, **_k):
+        for _ in range(3):
+            warnings.warn("scaled by the range", UserWarning)  # the same place, three times
+        warnings.warn("another thing", UserWarning)
+        return av.data.ImageSet(np.zeros((2, 1, 8, 8), np.float32))
+
+    monkeypatch.setattr(common, "_load_run_data", loader)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        data = common.load_run_data(argparse.Namespace(data="x.npz"), None, expect=(1, 8, 8))
+    assert data.images.shape == (2, 1, 8, 8)
+    assert [str(w.message) for w in seen] == ["scaled by the range", "another thing"]
+    with pytest.raises(av.AffineVAEError, match="8"):  # another shape: refused before any warning is shown
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            common.load_run_data(argparse.Namespace(data="x.npz"), None, expect=(1, 16, 16))
+    assert seen == []

@@ -179,8 +179,12 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
         warnings.simplefilter("always")
         data = _load_run_data(args, run, split, seed, binarize, announce)
     check_image_shape(data.images.shape[1:], expect, where=data.source or args.data or "images")
-    for w in held:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    shown = set()
+    for w in held:  # once each, as the 'default' filter would have shown them (a streamed loader repeats itself)
+        key = (str(w.message), w.category, w.filename, w.lineno)
+        if key not in shown:
+            shown.add(key)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return data
 
 
