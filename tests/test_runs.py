@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -143,8 +144,11 @@ def test_info_aligns_long_keys_and_a_closed_pipe_ends_quietly(tiny_runs, capsys,
 
     monkeypatch.setattr(sys, "stdout", Closed())
     monkeypatch.setattr("os.dup2", lambda *a: None)
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
     assert main(["info", str(tiny_runs.path("rvae")), "--json"]) == 141
     assert capsys.readouterr().err == ""
+    if fds is not None:  # the /dev/null descriptor opened to replace stdout's is closed again
+        assert len(os.listdir("/proc/self/fd")) == fds
 
 
 def test_encode_takes_the_runs_angle_range_for_its_own_data(tiny_runs, tmp_path, capsys):

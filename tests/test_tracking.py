@@ -201,3 +201,15 @@ def test_image_grid_and_panel_keep_mode_and_random_state():
     assert model.training and torch.equal(torch.rand(3), expected)
     assert panel.shape == (2 * 29 + 1, 4 * 29 + 1, 3)
     assert np.array_equal(panel[1:29, 1:29, 0], (x[0, 0] * 255 + 0.5).astype(np.uint8))
+
+
+def test_mlflow_file_store_leaves_the_environment_as_it_was(digits, tmp_path, monkeypatch):
+    """The logger sets MLFLOW_ALLOW_FILE_STORE for its own file store only while the run is open."""
+    import os
+
+    monkeypatch.delenv(tracking.ALLOW_FILE_STORE, raising=False)
+    fit(make(), digits, cfg(epochs=1, loggers=("mlflow",), log_images_every=0), out=tmp_path / "a")
+    assert tracking.ALLOW_FILE_STORE not in os.environ and (tmp_path / "a" / "mlflow.json").is_file()
+    monkeypatch.setenv(tracking.ALLOW_FILE_STORE, "1")  # the user's own setting is kept
+    fit(make(), digits, cfg(epochs=1, loggers=("mlflow",), log_images_every=0), out=tmp_path / "b")
+    assert os.environ[tracking.ALLOW_FILE_STORE] == "1"

@@ -38,12 +38,16 @@ from .errors import AffineVAEError
 from .io import atomic_write, make_directory
 from .models.base import build_model
 from .plots import figure_png_bytes
-from .training import TrainConfig, fit, seed_everything
+from .training import TrainConfig, fit
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoPlan:
     """Sizes of the demo's stages.
+
+    ``sweep_step`` is in degrees, as the sweep's figure, table and CSV show the angles (a
+    plot-facing setting); :func:`run_demo` converts the angles to radians (``np.radians``)
+    before calling :func:`affinevae.analysis.loss_vs_rotation`.
 
     Attributes:
         n_mnist: upright training digits for the AE and VAE.
@@ -54,7 +58,7 @@ class DemoPlan:
         avae_epochs: its epochs (one histogram row per epoch).
         avae_restarts, avae_steps: its per-batch pose search (candidates, Adam steps).
         sweep_n: test images in the loss-vs-rotation sweep.
-        sweep_step: degrees between the sweep's angles (0 to 360).
+        sweep_step: degrees between the sweep's angles (0, step, ... up to 360 inclusive).
         search_restarts, search_steps: the AVAE's test-time search in the sweep.
         manifold_d: grid size of the manifolds.
         batch_size: training batch size.
@@ -195,8 +199,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
         run = runs_dir / name
         if run.exists():
             shutil.rmtree(run)  # an earlier demo's (checked at the start)
-        seed_everything(seed)
-        model = build_model(family, image_shape=list(data.image_shape), **opts)
+        model = build_model(family, seed=seed, image_shape=list(data.image_shape), **opts)
         t = time.perf_counter()
         res = fit(model, data, TrainConfig(epochs=plan.epochs if family != "avae" else plan.avae_epochs,
                                            batch_size=plan.batch_size, lr=2e-3, seed=seed, progress=progress, val_split=0.1),

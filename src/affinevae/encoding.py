@@ -35,6 +35,7 @@ from .data.inputs import as_images, check_image_shape, check_int
 from .data.patches import PatchSet, concat_chunks, iter_patches, nothing_found
 from .data.stacks import open_stack
 from .errors import AffineVAEError
+from .nn.modes import module_mode
 from .rng import seeded
 
 __all__ = ["POSE_FIELDS", "PART_FIELDS", "ObjectEncoding", "check_model_input", "encode_dataset", "encode_patches",
@@ -87,24 +88,19 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
         if value is not None:
             parts.setdefault(name, []).append(value.detach().cpu().float().numpy())
 
-    was_training = model.training
-    model.eval()
-    try:
-        with seeded(seed, model.device):
-            for i in range(0, len(x), bs):
-                xb = x[i:i + bs]
-                yb = None if y is None or not model.conditional else y[i:i + bs]
-                enc = model.encode(xb, yb)
-                add("z_mean", enc.z_mean)
-                add("z_std", enc.z_std)
-                for name in POSE_FIELDS:  # a family's own units (``parts``) win: the 1-D shift in samples
-                    add(name, enc.parts.get(name, None if enc.pose is None else getattr(enc.pose, name)))
-                for name in PART_FIELDS:
-                    add(name, enc.parts.get(name))
-                if elbo:
-                    add("elbo", model.elbo(xb, yb))
-    finally:
-        model.train(was_training)
+    with module_mode(model), seeded(seed, model.device):
+        for i in range(0, len(x), bs):
+            xb = x[i:i + bs]
+            yb = None if y is None or not model.conditional else y[i:i + bs]
+            enc = model.encode(xb, yb)
+            add("z_mean", enc.z_mean)
+            add("z_std", enc.z_std)
+            for name in POSE_FIELDS:  # a family's own units (``parts``) win: the 1-D shift in samples
+                add(name, enc.parts.get(name, None if enc.pose is None else getattr(enc.pose, name)))
+            for name in PART_FIELDS:
+                add(name, enc.parts.get(name))
+            if elbo:
+                add("elbo", model.elbo(xb, yb))
     out = {k: np.concatenate(v) for k, v in parts.items()}
     if "class_prob" in out:
         out["class"] = out["class_prob"].argmax(1).astype(np.int64)

@@ -1,19 +1,21 @@
-"""Figures. Every function returns data and/or a matplotlib Figure; nothing is shown on screen."""
+"""Figures. Every function returns data and/or a matplotlib Figure; nothing is shown on screen.
+
+The figures are pyplot-free (:class:`matplotlib.figure.Figure`, drawn by the canvas of the format
+they are saved in), so the package neither imports pyplot nor chooses a backend: a notebook's
+inline backend, or a script's interactive one, stays as the user set it."""
 
 from __future__ import annotations
 
 import math
+import sys
 
 from pathlib import Path
 from typing import Optional
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .io import atomic_write  # noqa: E402
+from .io import atomic_write
 
 
 def image_grid(images, ncol: Optional[int] = None, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
@@ -67,8 +69,16 @@ def save_figure(fig, path: str | Path, dpi: int = 110, fmt: str = "png") -> Path
     'pdf', 'svg') and close it (texts literal: :func:`literal_texts`)."""
     literal_texts(fig)
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
-    plt.close(fig)
+    close_figure(fig)
     return out
+
+
+def close_figure(fig) -> None:
+    """Release ``fig`` once it is saved: a figure pyplot manages (the caller's own, passed in) is closed
+    there; the package's own pyplot-free figures need nothing. Never imports pyplot."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,5 +207,5 @@ def figure_png_bytes(fig, dpi: int = 100, close: bool = True) -> bytes:
     literal_texts(fig)
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     if close:
-        plt.close(fig)
+        close_figure(fig)
     return buf.getvalue()

@@ -42,6 +42,7 @@ from torch import Tensor
 from .config import Config, check
 from .errors import AffineVAEError
 from .io import atomic_write, read_json, write_json
+from .nn.modes import module_mode
 from .registry import Registry
 from .rng import seeded
 
@@ -243,8 +244,8 @@ class MLflowLogger(LoggerConfig):
 
     By default the run goes to a local file store in the run directory (``mlruns/``; view with
     ``mlflow ui --backend-store-uri RUN/mlruns``), which MLflow 3 only opens with
-    ``MLFLOW_ALLOW_FILE_STORE=true``: this logger sets that variable (unless already set) when
-    it opens a file store. A resumed run continues the same MLflow run (its id is kept in
+    ``MLFLOW_ALLOW_FILE_STORE=true``: this logger sets that variable (unless already set) while
+    it writes to a file store, and removes it again when the run closes. A resumed run continues the same MLflow run (its id is kept in
     ``mlflow.json`` in the run directory).
 
     Attributes:
@@ -280,14 +281,27 @@ class MLflowLogger(LoggerConfig):
         """See :meth:`LoggerConfig.open`."""
         self.check_installed()
         uri = self.resolved_uri(run_dir)
-        if uri.startswith("file:") or "://" not in uri:
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        own_env = (uri.startswith("file:") or "://" not in uri) and ALLOW_FILE_STORE not in os.environ
+        if own_env:  # for this run only: the caller's process gets its environment back at close
+            os.environ[ALLOW_FILE_STORE] = "true"
         name = self.run_name or (Path(run_dir).name if run_dir is not None else None)
-        return _MLflowSink(uri, self.experiment, name, run_dir, hparams, resume=bool(history))
+        try:
+            sink = _MLflowSink(uri, self.experiment, name, run_dir, hparams, resume=bool(history))
+        except BaseException:
+            if own_env:
+                os.environ.pop(ALLOW_FILE_STORE, None)
+            raise
+        sink.own_env = own_env
+        return sink
+
+
+#: The variable MLflow 3 needs to open a local file store (see :class:`MLflowLogger`).
+ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"
 
 
 class _MLflowSink(Sink):
     STATE = "mlflow.json"
+    own_env = False  # set by MLflowLogger.open: this run set ALLOW_FILE_STORE and removes it at close
 
     def __init__(self, uri: str, experiment: str, run_name: Optional[str], run_dir: Optional[Path],
                  hparams: Mapping[str, Scalar], resume: bool) -> None:
@@ -334,7 +348,11 @@ class _MLflowSink(Sink):
         self._call("log_image", image, artifact_file=f"{tag}/epoch-{step:04d}.png")
 
     def close(self, failed=False):
-        self._call("set_terminated", status="FAILED" if failed else "FINISHED")
+        try:
+            self._call("set_terminated", status="FAILED" if failed else "FINISHED")
+        finally:
+            if self.own_env:
+                os.environ.pop(ALLOW_FILE_STORE, None)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -456,13 +474,8 @@ def reconstruction_panel(model: Any, images: Union[np.ndarray, Tensor], labels: 
     """
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images, dtype=torch.float32)
     y = None if labels is None or not model.conditional else torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
-    was_training = model.training
-    model.eval()
-    try:
-        with seeded(seed, model.device):
-            rec = model.reconstruct(x.to(model.device), None if y is None else y.to(model.device))
-    finally:
-        model.train(was_training)
+    with module_mode(model), seeded(seed, model.device):
+        rec = model.reconstruct(x.to(model.device), None if y is None else y.to(model.device))
     return image_grid(torch.stack([x.cpu(), rec.float().cpu()]))
 
 

@@ -41,6 +41,7 @@ from .errors import AffineVAEError
 from .io import atomic_write, load_tensors, save_model, save_tensors, write_json
 from .limits import check_allocation, format_size
 from .models.base import LatentModel
+from .nn.modes import module_mode
 from .nn.signal import is_signal_shape
 from .outputs import RunLock, is_run_directory
 from .rng import seeded
@@ -158,12 +159,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise AffineVAEError("device 'cuda' requested but no CUDA GPU is available (use device 'cpu': --device cpu on the command line)")
     return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch and numpy's legacy global generator."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
 
 
 def _dist_info() -> tuple[int, int]:
@@ -384,11 +379,9 @@ def _epoch_lr(cfg: TrainConfig, epoch: int) -> float:
 def evaluate(model: LatentModel, x: Tensor, y: Optional[Tensor], batch_size: int = 512, seed: int = 0,
              bf16: bool = False) -> dict[str, float]:
     """Mean loss, recon and kl (nats/image) of ``model`` on (N, C, H, W) ``x``; seeded sampling noise."""
-    was_training = model.training
-    model.eval()
     totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     device = model.device
-    with seeded(seed, device):
+    with module_mode(model), seeded(seed, device):
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].to(device)
             yb = None if y is None else y[i:i + batch_size].to(device)
@@ -396,7 +389,6 @@ def evaluate(model: LatentModel, x: Tensor, y: Optional[Tensor], batch_size: int
                 out = model(xb, yb)
             for k in totals:
                 totals[k] += float(getattr(out, k)) * len(xb)
-    model.train(was_training)
     return {k: v / len(x) for k, v in totals.items()}
 
 
@@ -404,6 +396,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         out: Optional[str | Path] = None, val: Optional[ImageSet | Tensor | tuple] = None, resume: bool = False,
         callbacks: Sequence[Callable[[dict], None]] = (), meta: Optional[dict[str, Any]] = None) -> FitResult:
     """Train ``model`` on ``data`` and return a :class:`FitResult`.
+
+    The model is trained in place and left in eval mode (ready to encode); the caller's global random
+    state is left as it was (the run's own draws come from ``config.seed``).
 
     Args:
         model: any registered model family.
@@ -527,7 +522,11 @@ def check_training_memory(model: LatentModel, x: Tensor, y: Optional[Tensor], in
                           batch_size: int) -> None:
     """Refuse in one line (:class:`AffineVAEError`, naming ``--batch-size``) a training step of
     ``batch_size`` images whose backward pass alone would keep more than the memory available
-    (:func:`training_step_bytes`, :func:`affinevae.limits.memory_limit`), before it is tried."""
+    (:func:`training_step_bytes`, :func:`affinevae.limits.memory_limit`), before it is tried.
+
+    ``x`` (N, C, H, W) the training images (only the first is run, on a copy of the model);
+    ``y`` their (N,) labels or (N, M) targets, or None; ``index`` (N,) their positions in the data
+    given to :func:`fit`, or None: as :func:`fit` passes them to the model."""
     per_image = training_step_bytes(model, x, y, index)
     shape = "x".join(str(int(v)) for v in x.shape[1:])
     check_allocation(batch_size * per_image,

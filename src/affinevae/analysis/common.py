@@ -6,6 +6,7 @@ without reaching into each other's private names.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import numpy as np
@@ -15,9 +16,10 @@ from ..data.imageset import ImageSet
 from ..errors import AffineVAEError
 from ..evaluation import encode_dataset
 from ..nn.affine import wrap_angle
+from ..nn.modes import module_mode
 from ..plots import new_figure, show_images, styled
 
-__all__ = ["as_imageset", "take", "labels_for", "check_indices", "pick_indices", "rendered_classes", "model_classes", "one_or_more",
+__all__ = ["as_imageset", "in_eval_mode", "take", "labels_for", "check_indices", "pick_indices", "rendered_classes", "model_classes", "one_or_more",
            "to_numpy", "has_learned_angle", "model_label", "encode", "wrap_angles", "image_strips", "styled"]
 
 
@@ -145,3 +147,13 @@ def image_strips(strips: Sequence[tuple[np.ndarray, str]], title: str):
         ax.set_title(label, fontsize=8, loc="left")
     fig.suptitle(title)
     return fig
+
+
+def in_eval_mode(fn):
+    """Decorator for an analysis ``fn(model, ...)``: it runs with the model (all its submodules) in
+    eval mode, and each gets back its own mode afterwards (:func:`affinevae.nn.modes.module_mode`)."""
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        with module_mode(model):
+            return fn(model, *args, **kwargs)
+    return wrapper

@@ -16,7 +16,7 @@ import torch
 from ..errors import AffineVAEError
 from ..evaluation import psnr
 from ..plots import new_figure, show_images
-from .common import (as_imageset, image_strips, labels_for, model_classes, model_label, one_or_more, pick_indices,
+from .common import (as_imageset, in_eval_mode, image_strips, labels_for, model_classes, model_label, one_or_more, pick_indices,
                      styled, to_numpy)
 
 __all__ = ["Reconstructions", "reconstructions", "plot_reconstructions", "Generated", "generate", "plot_generation",
@@ -42,6 +42,7 @@ class Reconstructions:
     model: str = ""
 
 
+@in_eval_mode
 def reconstructions(model, data, n: int = 8, indices: Optional[Sequence[int]] = None, seed: int = 0,
                     labels=None) -> Reconstructions:
     """Reconstruct ``n`` images of ``data`` (ImageSet or (N, C, H, W) array), chosen by ``indices``
@@ -49,7 +50,6 @@ def reconstructions(model, data, n: int = 8, indices: Optional[Sequence[int]] = 
     data = as_imageset(data, labels)
     idx = pick_indices(len(data), n, indices, np.random.default_rng(seed), "reconstructions")
     x = data.images[idx]
-    model.eval()
     rec = to_numpy(model.reconstruct(torch.as_tensor(x), labels_for(model, data, idx)))
     return Reconstructions(indices=idx, originals=x, reconstructions=rec, psnr=psnr(x, rec), model=model_label(model))
 
@@ -79,12 +79,12 @@ class Generated:
     model: str = ""
 
 
+@in_eval_mode
 def generate(model, n: int = 64, classes: Optional[Sequence[int]] = None, per_class: int = 8,
              seed: int = 0) -> Generated:
     """Decode prior samples: ``n`` images, or for conditional models ``per_class`` per class
     (``classes``, default all). Pose models decode in the canonical pose. Seeded."""
     gen = torch.Generator().manual_seed(seed)
-    model.eval()
     classes = model_classes(model, classes, "generation by class")
     if classes is not None:
         if per_class < 1:
@@ -149,10 +149,18 @@ class Denoising:
     model: str = ""
 
 
+@in_eval_mode
 def denoise(model, data, n: int = 8, noise_std: float = 0.3, seed: int = 0, indices: Optional[Sequence[int]] = None,
             labels=None) -> Denoising:
     """Add Gaussian noise (std ``noise_std``, seeded, clipped to [0, 1]) to ``n`` images and
-    reconstruct them; PSNR before and after against the clean images."""
+    reconstruct them; PSNR before and after against the clean images.
+
+    ``data``: an :class:`~affinevae.data.ImageSet` or (N, C, H, W) / (N, H, W) images in [0, 1];
+    ``labels``: (N,) int class labels replacing the data's, needed when the model is
+    class-conditional and ``data`` carries none. The k images are ``indices``, or min(n, N)
+    drawn at random (seeded). Returns :class:`Denoising` (``clean``/``noisy``/``denoised``
+    (k, C, H, W), PSNRs in dB).
+    """
     data = as_imageset(data, labels)
     if not (math.isfinite(noise_std) and noise_std >= 0):
         raise AffineVAEError(f"noise_std must be >= 0, got {noise_std}")
@@ -160,7 +168,6 @@ def denoise(model, data, n: int = 8, noise_std: float = 0.3, seed: int = 0, indi
     idx = pick_indices(len(data), n, indices, rng, "denoising")
     clean = data.images[idx]
     noisy = np.clip(clean + noise_std * rng.standard_normal(clean.shape), 0, 1).astype(np.float32)
-    model.eval()
     den = to_numpy(model.reconstruct(torch.as_tensor(noisy), labels_for(model, data, idx)))
     return Denoising(clean, noisy, den, idx, float(noise_std), psnr(clean, noisy), psnr(clean, den), model_label(model))
 

@@ -20,7 +20,7 @@ from ..errors import AffineVAEError
 from ..limits import MANIFOLD_GRID_SIDE
 from ..nn.affine import Pose, check_angle
 from ..plots import ANGLE_CMAP, ANGLE_DIVERGING_CMAP, CLASS_CMAP, angle_colorbar, new_figure, show_images
-from .common import (as_imageset, check_indices, encode, labels_for, model_classes, model_label, one_or_more,
+from .common import (as_imageset, in_eval_mode, check_indices, encode, labels_for, model_classes, model_label, one_or_more,
                      styled, take, to_numpy, wrap_angles)
 
 __all__ = ["LatentCodes", "latent_codes", "embed_2d", "angle_color_scale", "plot_latent_scatter", "COLOR_BY",
@@ -123,6 +123,12 @@ def latent_codes(model, data, n: Optional[int] = None, method: str = "auto", dim
     For latent_dim <= 2 (or with ``dims``) the view is the latents themselves; otherwise
     t-SNE (or UMAP when installed; ``method`` forces one: 'tsne', 'umap', 'pca').
     True angles come from the data (rotated MNIST), learned angles from the model.
+
+    ``data``: an :class:`~affinevae.data.ImageSet` or (N, C, H, W) / (N, H, W) images; ``labels``:
+    (N,) int class labels replacing the data's, needed when the model is class-conditional and
+    ``data`` carries none; they also colour the 'class' panel.
+    Returns :class:`LatentCodes` of the M = min(n, N) images used (N for ``n`` None): ``z_mean`` (M, D),
+    ``embedding`` (M, 2), ``true_angle``/``learned_angle`` (M,) radians or None.
     """
     data = take(as_imageset(data, labels), n)
     enc = encode(model, data)
@@ -133,7 +139,8 @@ def latent_codes(model, data, n: Optional[int] = None, method: str = "auto", dim
 
 
 def angle_color_scale(degrees: np.ndarray) -> tuple[str, float]:
-    """(colormap name, limit in degrees) for colouring by angle.
+    """(colormap name, limit in degrees) for colouring by angle: ``degrees`` is an array of
+    angles in degrees, any shape (NaN and infinite values are ignored), as plotted.
 
     Angles over the full circle get the cyclic map over [-180, 180] (so -180 and 180 share a
     colour; 0 is light, negative blue, positive red). Angles confined to +-L with L <= 120
@@ -266,7 +273,13 @@ def latent_stats_from_codes(z, name: str = "") -> LatentStats:
 
 
 def latent_stats(model, data, n: Optional[int] = None, name: Optional[str] = None, labels=None) -> LatentStats:
-    """Encode the first ``n`` images of ``data`` and compute per-dimension min/max/mean/std of the means."""
+    """Encode the first ``n`` images of ``data`` and compute per-dimension min/max/mean/std of the means.
+
+    ``data``: an :class:`~affinevae.data.ImageSet` or (N, C, H, W) / (N, H, W) images; ``labels``:
+    (N,) int class labels replacing the data's, needed when the model is class-conditional and
+    ``data`` carries none. Returns :class:`LatentStats`: ``z`` (M, D) over the M = min(n, N)
+    images used (N for ``n`` None), statistics (D,).
+    """
     data = take(as_imageset(data, labels), n)
     return latent_stats_from_codes(encode(model, data)["z_mean"], name or model_label(model))
 
@@ -359,6 +372,7 @@ class Manifold:
         return len(self.grid)
 
 
+@in_eval_mode
 def latent_manifold(model, d: int = 12, bounds: tuple[float, float] = (-2.5, 2.5), dims: Sequence[int] = (0, 1),
                     angle: float = 0.0, classes: Optional[Sequence[int]] = None) -> Manifold:
     """Decode a ``d`` x ``d`` grid over latent dims ``dims`` in [bounds] (other dims 0).
@@ -386,7 +400,6 @@ def latent_manifold(model, d: int = 12, bounds: tuple[float, float] = (-2.5, 2.5
     z[:, i], z[:, j] = xs.ravel(), ys.ravel()
     classes = model_classes(model, classes, "a manifold per class")
     panels = [None] if classes is None else classes
-    model.eval()
     zt = torch.as_tensor(z)
     ang = None if angle == 0 else torch.full((len(z),), float(angle))
     out = []
@@ -471,12 +484,18 @@ def _lerp_pose(p: Optional[Pose], t: np.ndarray) -> Optional[Pose]:
     return Pose(**out)
 
 
+@in_eval_mode
 def interpolate(model, data, pair: Sequence[int] = (0, 1), steps: int = 10, labels=None) -> Interpolation:
     """Morph image ``pair[0]`` into ``pair[1]`` of ``data`` through the latent space in ``steps`` steps.
 
     The latent means are interpolated linearly; a model's pose (rVAE/AVAE) is interpolated
     too (angle along the shorter arc), so both ends are the inputs' reconstructions.
     Conditional models decode each step in the class of the nearer end.
+
+    ``data``: an :class:`~affinevae.data.ImageSet` or (N, C, H, W) / (N, H, W) images; ``labels``:
+    (N,) int class labels replacing the data's, needed when the model is class-conditional and
+    ``data`` carries none. Returns :class:`Interpolation` (``images`` (steps, C, H, W),
+    ``angle`` (steps,) radians or None).
     """
     data = as_imageset(data, labels)
     idx = check_indices(pair, len(data), "interpolation")
@@ -484,7 +503,6 @@ def interpolate(model, data, pair: Sequence[int] = (0, 1), steps: int = 10, labe
         raise AffineVAEError(f"interpolation needs two image indices, got {len(idx)}")
     if not (isinstance(steps, int) and steps >= 2):
         raise AffineVAEError(f"steps must be an integer >= 2, got {steps!r}")
-    model.eval()
     y = labels_for(model, data, idx)
     x = torch.as_tensor(data.images[idx])
     with torch.no_grad():
@@ -531,7 +549,8 @@ class Arithmetic:
 
     Attributes:
         inputs: (3, C, H, W) images a, b, c.
-        decoded_inputs: (3, C, H, W) their reconstructions.
+        decoded_inputs: (3, C, H, W) their content latents decoded at the canonical pose (for a pose model not
+            reconstructions: the inputs turned back to the model's frame).
         result: (C, H, W) the decoded sum.
         z: (3, D) latent means of a, b, c; z_result: (D,) z_a - z_b + z_c.
         indices: (3,) positions in the data.
@@ -547,16 +566,20 @@ class Arithmetic:
     model: str = ""
 
 
+@in_eval_mode
 def latent_arithmetic(model, data, triple: Sequence[int] = (0, 1, 2), labels=None) -> Arithmetic:
     """Decode z_a - z_b + z_c for images ``triple`` = (a, b, c) of ``data``.
 
     Decoded in the canonical pose; conditional models decode in the class of c.
+
+    ``data``: an :class:`~affinevae.data.ImageSet` or (N, C, H, W) / (N, H, W) images; ``labels``:
+    (N,) int class labels replacing the data's, needed when the model is class-conditional and
+    ``data`` carries none. Returns :class:`Arithmetic` (``result`` (C, H, W), ``z`` (3, D)).
     """
     data = as_imageset(data, labels)
     idx = check_indices(triple, len(data), "latent arithmetic")
     if len(idx) != 3:
         raise AffineVAEError(f"latent arithmetic needs three image indices (a - b + c), got {len(idx)}")
-    model.eval()
     y = labels_for(model, data, idx)
     with torch.no_grad():
         enc = model.encode(torch.as_tensor(data.images[idx]), y)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import os
 import signal
 import re
@@ -42,7 +43,8 @@ class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (:class:`UsageError`, printed by :func:`main`
     as ``affinevae: error: ...`` with exit status 2) instead of argparse's usage block."""
 
-    def error(self, message: str):  # noqa: D102 - argparse's hook
+    def error(self, message: str):
+        """Raise ``message`` as a one-line :class:`UsageError` naming ``--help`` (not argparse's usage and exit)."""
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
@@ -136,9 +138,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"affinevae: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`affinevae info --json | head`): stop quietly
+        # stdout's descriptor now writes to /dev/null, so that the interpreter's flush at exit does not
+        # fail again; the descriptor opened for that is closed (a caller's process keeps no extra one)
         try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no real descriptor (a StringIO)
             pass
         return 141
     except OSError as exc:  # the machine's refusal (permissions, disk, a file in the way) not caught nearer

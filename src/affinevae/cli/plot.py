@@ -123,13 +123,13 @@ def check_option_ranges(args: argparse.Namespace) -> None:
 def check_figure_memory(fig, dpi: int) -> None:
     """Refuse in one line (:func:`affinevae.limits.check_allocation`, naming ``--dpi``), and close
     ``fig``, when its pixels at ``dpi`` would not fit in memory."""
-    from ..plots import plt
+    from ..plots import close_figure
 
     w, h = (float(v) * dpi for v in fig.get_size_inches())
     try:
         check_allocation(4.0 * w * h, f"a {w:.0f}x{h:.0f}-pixel figure (RGBA)", f"--dpi {dpi}")
     except AffineVAEError:
-        plt.close(fig)
+        close_figure(fig)
         raise
 
 

@@ -15,7 +15,7 @@ from ..models.rvae import MIN_SYNC_AGREEMENT
 from ..outputs import check_output
 from ..models.semisupervised import read_targets
 from ..registry import MODELS
-from ..training import TrainConfig, fit, init_distributed, seed_everything
+from ..training import TrainConfig, fit, init_distributed
 from . import COMMANDS
 from .common import (add_data_arguments, counted, data_noun, load_data_from_args, parse_int_list, parse_set_options,
                      seed_arg)
@@ -125,8 +125,7 @@ class Train:
         options, train, chosen = data_defaults(data, args.model, model_options(args, cls, data, targets),
                                                args.batch_size, args.epochs, args.lr, args.kl_warmup)
         cfg = cfg.replace(**train)
-        seed_everything(args.seed)
-        model = build_model(args.model, **options)
+        model = build_model(args.model, seed=args.seed, **options)  # the caller's global RNG is left as it was
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             print(chosen)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle

@@ -60,6 +60,7 @@ from ..data.inputs import class_indices
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, as_matrix, canonicalise, compose_affine, invert_affine, render, warp
 from ..nn.layers import ENCODERS
+from ..nn.modes import module_mode
 from ..nn.spatial import POSE_DECODERS
 from ..pose.classes import aligned_kmeans
 from ..registry import MODELS, Registry
@@ -354,7 +355,10 @@ class JRVAE(RVAE):
         """The k-means start of the classifier (``class_init`` 'kmeans', see :class:`JRVAEConfig`)
         before epoch ``class_init_epochs + 1`` of a run that trains this model from its first
         step (``train_steps`` equals the run's ``steps_done``) on at least K images. Returns the
-        rVAE's record (``pose_sync_agreement`` with a pose anchor)."""
+        rVAE's record (``pose_sync_agreement`` with a pose anchor).
+
+        ``x`` (N, C, H, W) the training images (CPU; clustered by :meth:`kmeans_start`); ``y`` (N,)
+        their labels or None (unused: the classes are discovered)."""
         cfg = self.config
         record = super().on_epoch_start(epoch, x, y, steps_done, seed)
         if (cfg.class_init != "kmeans" or epoch != cfg.class_init_epochs + 1 or int(self.train_steps) != steps_done
@@ -376,33 +380,31 @@ class JRVAE(RVAE):
         from sklearn.decomposition import PCA
 
         cfg = self.config
-        was_training = self.training
-        self.eval()
-        with torch.no_grad():
-            views = torch.cat([self.classifier_view(xb, self.infer(xb).pose).cpu()
-                               for xb in (x[i:i + batch_size].to(self.device) for i in range(0, len(x), batch_size))])
-        if cfg.mixture:  # over the full circle: classes of the views at their best turn
-            clusters = torch.as_tensor(aligned_kmeans(views, cfg.num_classes, angles=2 * cfg.group_order,
-                                                      components=cfg.class_init_components, n_init=4, seed=seed,
-                                                      fit_on=10000).labels)
-        else:
-            flat = views.reshape(len(views), -1).numpy()
-            comps = max(1, min(cfg.class_init_components, flat.shape[0], flat.shape[1]))
-            fit_on = (flat if len(flat) <= 10000
-                      else flat[np.random.default_rng(seed).choice(len(flat), 10000, replace=False)])
-            feats = PCA(comps, random_state=seed).fit(fit_on).transform(flat)
-            clusters = torch.as_tensor(KMeans(cfg.num_classes, n_init=4, random_state=seed).fit_predict(feats)).long()
-        self.classifier.train()
-        opt = torch.optim.Adam(self.classifier.parameters(), 2e-3)
-        gen = torch.Generator().manual_seed(seed)
-        with torch.enable_grad():
-            for _ in range(cfg.class_init_steps):
-                idx = torch.randint(len(views), (min(50, len(views)),), generator=gen)
-                loss = F.cross_entropy(self.classifier(views[idx].to(self.device), None), clusters[idx].to(self.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        self.train(was_training)
+        with module_mode(self):
+            with torch.no_grad():
+                views = torch.cat([self.classifier_view(xb, self.infer(xb).pose).cpu()
+                                   for xb in (x[i:i + batch_size].to(self.device) for i in range(0, len(x), batch_size))])
+            if cfg.mixture:  # over the full circle: classes of the views at their best turn
+                clusters = torch.as_tensor(aligned_kmeans(views, cfg.num_classes, angles=2 * cfg.group_order,
+                                                          components=cfg.class_init_components, n_init=4, seed=seed,
+                                                          fit_on=10000).labels)
+            else:
+                flat = views.reshape(len(views), -1).numpy()
+                comps = max(1, min(cfg.class_init_components, flat.shape[0], flat.shape[1]))
+                fit_on = (flat if len(flat) <= 10000
+                          else flat[np.random.default_rng(seed).choice(len(flat), 10000, replace=False)])
+                feats = PCA(comps, random_state=seed).fit(fit_on).transform(flat)
+                clusters = torch.as_tensor(KMeans(cfg.num_classes, n_init=4, random_state=seed).fit_predict(feats)).long()
+            self.classifier.train()
+            opt = torch.optim.Adam(self.classifier.parameters(), 2e-3)
+            gen = torch.Generator().manual_seed(seed)
+            with torch.enable_grad():
+                for _ in range(cfg.class_init_steps):
+                    idx = torch.randint(len(views), (min(50, len(views)),), generator=gen)
+                    loss = F.cross_entropy(self.classifier(views[idx].to(self.device), None), clusters[idx].to(self.device))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
         return clusters
 
     # ------------------------------------------------------------------ labels
@@ -499,7 +501,12 @@ class JRVAE(RVAE):
 
     def infer_for_loss(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, dict]:
         """:meth:`infer` and, in training, the rVAE's 'equivariance' term and 'class_consistency'
-        (computed from the same second encoding of the images moved by a random pose)."""
+        (computed from the same second encoding of the images moved by a random pose).
+
+        ``x`` (N, C, H, W) checked images; ``y`` (N,) labels or None (the joint model uses none; the
+        semi-supervised one -1 for unknown). Returns the :class:`Encoding` (``z_mean``/``z_std``
+        (N, D), pose, ``parts`` 'class_logits'/'class_prob'/'class_weight' (N, K), 'class' (N,))
+        and ``{name: lazy weighted scalar}`` (see :meth:`infer_views`)."""
         enc, _, terms = self.infer_views(x, y)
         return enc, terms
 
@@ -531,7 +538,13 @@ class JRVAE(RVAE):
     def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post, terms: dict,
                          sample: bool) -> ModelOutput:
         """generate + render in every class (or a relaxed class sample in 'gumbel' training) -> score
-        with the class weights."""
+        with the class weights.
+
+        ``x`` (N, C, H, W) checked images, ``y`` (N,) labels or None (unused here: the class rows
+        come from ``post``), ``z`` (N, D) drawn content, ``pose`` the composed pose; renders
+        (N, R, C, H, W) rows (R = K, or 1) weighted (N, R). Returns a :class:`ModelOutput` whose
+        ``elbo`` (N,) nats includes the class KL and whose ``x_params`` (N, C, H, W) is each image's
+        heaviest row."""
         codes, weights = self.class_rows(post)
         params = self.decode_rows(self.warmed_content(z), codes, pose)
         return self.score(x, params, post, pose, terms, weights=weights)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..errors import AffineVAEError
 from ..io import atomic_write
+from ..nn.modes import module_mode
 from ..nn.transforms import Parameterisation
 from .search import SearchConfig, SearchResult, check_search_work, search_poses
 
@@ -74,7 +75,7 @@ class AlignResult:
     def save(self, path: str | Path, labels: Optional[np.ndarray] = None) -> Path:
         """Write an ``.npz`` with arrays params, angle (rad), elbo_before, elbo_after (nats),
         aligned, objective, objective_before (nats; NaN when not computed), transform, param_names
-        (and labels if given), atomically."""
+        (and ``labels`` (N,) int64 if given), atomically."""
         before = self.objective_before
         if before is None:
             before = torch.full_like(self.objective, math.nan)
@@ -94,7 +95,15 @@ class AlignResult:
 
 
 def load_alignment(path: str | Path) -> dict[str, np.ndarray]:
-    """Read an ``aligned.npz`` written by :meth:`AlignResult.save` (no unpickling)."""
+    """Read an ``aligned.npz`` written by :meth:`AlignResult.save` (no unpickling).
+
+    Returns name -> array: ``params`` (N, P) float32 (the transform's units: angle radians,
+    shifts half image widths, log scales); ``angle`` (N,) radians; ``elbo_before``,
+    ``elbo_after``, ``objective`` and ``objective_before`` (N,) nats (NaN where not computed;
+    ``objective_before`` is missing from files written before it was added); ``aligned``
+    (N, C, H, W) float32; ``transform`` () and ``param_names`` (P,) strings; ``labels`` (N,) int64
+    when saved with them.
+    """
     path = Path(path)
     if not path.is_file():
         raise AffineVAEError(f"{path}: alignment file not found")
@@ -137,9 +146,7 @@ def align(model, x, y=None, config: Optional[SearchConfig] = None, starts: Optio
     x, y = model.check_input(x, y)
     given = int(starts.shape[1]) if getattr(starts, "ndim", 0) == 3 else None  # explicit starts (search_poses checks them)
     check_search_work(len(x), cfg, given, elbo=True)  # the search and its ELBO passes, before any work
-    was_training = model.training
-    model.eval()
-    try:
+    with module_mode(model):
         gen = torch.Generator().manual_seed(cfg.seed)
         found = search_poses(model, x, y, cfg, starts=starts, generator=gen)
         if cfg.report_before:
@@ -148,8 +155,6 @@ def align(model, x, y=None, config: Optional[SearchConfig] = None, starts: Optio
             before = torch.full((len(x),), math.nan, device=x.device)
         after, aligned = model.elbo_and_canonical(x, y, found.params, seed=cfg.seed, samples=cfg.elbo_samples,
                                                   chunk=cfg.chunk)
-    finally:
-        model.train(was_training)
     transform: Parameterisation = model.transform
     return AlignResult(params=found.params, angle=transform.angle(found.params), elbo_before=before, elbo_after=after,
                        aligned=aligned, objective=found.objective, transform=transform.name,

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..config import Config, check, check_choice, check_positive, check_seed
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
+from ..nn.modes import module_mode
 from ..nn.transforms import Parameterisation
 from ..registry import MODELS
 from ..rng import seeded
@@ -132,16 +133,15 @@ def _epoch_batches(x: Tensor, cfg: HeadTrainConfig, rng: torch.Generator):
 @contextlib.contextmanager
 def _fitting(model: nn.Module, mode: bool, params: list, requires_grad: bool):
     """``model.train(mode)`` and ``requires_grad`` set on ``params``; both restored on exit."""
-    was_training, saved = model.training, [p.requires_grad for p in params]
-    model.train(mode)
-    for p in params:
-        p.requires_grad_(requires_grad)
-    try:
-        yield
-    finally:
-        for p, req in zip(params, saved):
-            p.requires_grad_(req)
-        model.train(was_training)
+    saved = [p.requires_grad for p in params]
+    with module_mode(model, mode):
+        for p in params:
+            p.requires_grad_(requires_grad)
+        try:
+            yield
+        finally:
+            for p, req in zip(params, saved):
+                p.requires_grad_(req)
 
 
 def fit_pose_head(model, x, params=None, config: Optional[HeadTrainConfig] = None, *, y=None) -> list[float]:
