@@ -175,3 +175,23 @@ def test_grid_search_over_latent_dim(digits):
     assert search.best_params_["latent_dim"] == [1, 4][int(np.argmax(scores))]
     assert search.best_estimator_.model_.config.latent_dim == search.best_params_["latent_dim"]
     assert search.best_estimator_.transform(x[:3]).shape == (3, search.best_params_["latent_dim"])
+
+
+def test_a_signal_models_shift_is_one_column_in_samples_and_inverse_transform_takes_it_back():
+    """Flat rows are 1-D signals (1, 1, F): an rVAE's pose is one shift in samples, named 'shift'."""
+    rng = np.random.default_rng(0)
+    t = np.arange(48)
+    centres = rng.uniform(16, 32, 96)
+    X = np.exp(-0.5 * ((t[None] - centres[:, None]) / 2.0) ** 2).astype(np.float32)  # peaks at random places
+    est = Estimator("rvae", latent_dim=2, epochs=1, batch_size=32, likelihood="gaussian", pose=True, seed=0).fit(X)
+    assert est.pose_columns_ == ["shift"]
+    assert list(est.get_feature_names_out()) == ["z0", "z1", "shift"]
+    Z = est.transform(X)
+    assert Z.shape == (96, 3)
+    with torch.no_grad():
+        codes = est.model_.encode(torch.as_tensor(X[:4]).reshape(4, 1, 1, 48))
+    np.testing.assert_allclose(Z[:4, 2], codes.parts["shift"].numpy(), rtol=1e-5, atol=1e-5)  # samples
+    back = est.inverse_transform(Z[:4])
+    assert back.shape == (4, 48)
+    expected = decode(est, Z[:4, :2], shift=codes.parts["shift"]).reshape(4, 48)  # decode takes samples here
+    np.testing.assert_allclose(back, expected, rtol=1e-4, atol=1e-5)

@@ -338,6 +338,8 @@ def test_clustering_and_angle_helpers():
         np.testing.assert_array_equal(lab, truth)          # 0 is the largest cluster
     assert mapping.clustering_accuracy(1 - truth, truth) == 1.0
     assert mapping.clustering_accuracy(np.r_[np.zeros(70, int), np.ones(10, int)], truth) == 70 / 80
+    with pytest.raises(AffineVAEError, match="non-negative labels"):  # -1 (not clustered) would count as the last cluster
+        mapping.clustering_accuracy(np.r_[-np.ones(10, int), np.zeros(70, int)], truth)
     assert mapping.angle_difference(math.radians(179), math.radians(1), 2) == pytest.approx(math.radians(-2))
     assert mapping.circular_mean(np.radians([178, 2, 180, 0]), 2) == pytest.approx(0, abs=1e-9) or \
         mapping.circular_mean(np.radians([178, 2, 180, 0]), 2) == pytest.approx(math.pi, abs=1e-9)

@@ -307,3 +307,12 @@ def test_reader_declines_bad_archives_and_refuses_bad_maps(tmp_path, mapped):
         np.savez(tmp_path / f"{name}.npz", **bad)
         with pytest.raises(AffineVAEError, match=match):
             read_maps(str(tmp_path / f"{name}.npz"))
+
+
+def test_object_features_fold_each_finite_angle_and_keep_nan():
+    from affinevae.napari_plugin.layers import object_features
+
+    angle = np.array([np.nan, np.pi / 2, -np.pi / 4])  # radians; one object without an angle
+    feats = object_features(np.zeros((3, 2)), angle, np.zeros(3, int), np.zeros(3, int), symmetry=2)
+    assert np.isnan(feats["angle_deg"][0])
+    np.testing.assert_allclose(feats["angle_deg"][1:], [90.0, 135.0])  # degrees, folded into [0, 180)

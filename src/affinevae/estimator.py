@@ -277,8 +277,8 @@ class Estimator(TransformerMixin, BaseEstimator):
         names: list[str] = []
         if "angle" in codes:
             names.append("angle")
-        if "shift" in codes:
-            names += ["shift_x", "shift_y"]
+        if "shift" in codes:  # a 1-D signal model's shift is one column, in samples
+            names += ["shift"] if codes["shift"].ndim == 1 else ["shift_x", "shift_y"]
         if "scale" in codes:
             names += ["scale"] if codes["scale"].ndim == 1 else ["scale_u", "scale_v"]
         return names
@@ -300,7 +300,12 @@ class Estimator(TransformerMixin, BaseEstimator):
         return np.concatenate(cols, axis=1).astype(dtype, copy=False)
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
-        """:meth:`fit` then :meth:`transform` (labels passed on for conditional models)."""
+        """:meth:`fit` then :meth:`transform` (labels passed on for conditional models).
+
+        Returns, in the input's float dtype, (N, latent_dim) posterior means and, with ``pose``,
+        the pose columns after them (``pose_columns_``): ``angle`` in radians, ``shift_x``/``shift_y``
+        in half image widths (a 1-D signal model: one shift column, in samples), ``scale`` (or
+        ``scale_u``/``scale_v``) zoom factors."""
         self.fit(X, y, **fit_params)
         return self.transform(X, y if self.model_.conditional else None)
 
@@ -327,8 +332,11 @@ class Estimator(TransformerMixin, BaseEstimator):
         pose = {}
         if Z.shape[1] > d:
             cols = dict(zip(self.pose_columns_, z[:, d:].T))
-            pose = {"angle": cols.get("angle"),
-                    "shift": torch.stack([cols["shift_x"], cols["shift_y"]], 1) if "shift_x" in cols else None,
+            if "shift" in cols:  # 1-D signals: (N,) samples along the signal, as decode takes them there
+                shift = cols["shift"]
+            else:
+                shift = torch.stack([cols["shift_x"], cols["shift_y"]], 1) if "shift_x" in cols else None
+            pose = {"angle": cols.get("angle"), "shift": shift,
                     "scale": cols.get("scale", torch.stack([cols["scale_u"], cols["scale_v"]], 1)
                                       if "scale_u" in cols else None)}
         out = []

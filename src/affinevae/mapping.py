@@ -1,7 +1,7 @@
 """Map per-object latents and angles back onto the image they came from.
 
 Every figure function returns ``(data, figure)``: the numbers it plotted and a
-:class:`matplotlib.figure.Figure` (drawn with the Agg backend, no pyplot state; save it with
+:class:`matplotlib.figure.Figure` (no pyplot state, no backend chosen; save it with
 ``fig.savefig(path)``). Positions are (row, col) pixels; angles are radians in the arrays and
 degrees on every label. A lattice (or object) with ``symmetry``-fold rotational symmetry looks
 the same turned by ``360 / symmetry`` degrees, so angles are folded into
@@ -21,17 +21,15 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import numpy as np  # noqa: E402
-from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from .data.inputs import check_latents  # noqa: E402
-from .defaults import CLUSTER_SPACES  # noqa: E402
-from .errors import AffineVAEError  # noqa: E402
-from .io import atomic_write, make_directory  # noqa: E402
-from .registry import Registry  # noqa: E402
+from .data.inputs import check_latents
+from .defaults import CLUSTER_SPACES
+from .errors import AffineVAEError
+from .io import atomic_write, make_directory
+from .registry import Registry
 
 ANGLE_CMAP = "twilight"
 LATENT_CMAP = "viridis"
@@ -47,7 +45,11 @@ def fold_angle(angle: np.ndarray, symmetry: int = 1) -> np.ndarray:
 
 
 def circular_mean(angle: np.ndarray, symmetry: int = 1) -> float:
-    """Mean direction of radians modulo ``2 pi / symmetry`` (doubled-angle trick), in [0, 2 pi / symmetry)."""
+    """Mean direction of radians modulo ``2 pi / symmetry`` (the n-fold angle trick: the direction of
+    mean(exp(i n angle)) / n, n = ``symmetry``), in [0, 2 pi / symmetry) radians.
+
+    ``angle``: radians, any shape (flattened), one or more, all finite. Returns a float.
+    """
     n = check_symmetry(symmetry)
     a = np.asarray(angle, dtype=np.float64).reshape(-1)
     if len(a) == 0 or not np.all(np.isfinite(a)):
@@ -485,12 +487,20 @@ def cluster_objects(model, z: np.ndarray, n_clusters: int, method: str = "kmeans
 
 
 def clustering_accuracy(labels: np.ndarray, truth: np.ndarray) -> float:
-    """Accuracy of cluster ``labels`` against ``truth`` under the best one-to-one matching (Hungarian)."""
+    """Accuracy of cluster ``labels`` against ``truth`` under the best one-to-one matching (Hungarian).
+
+    ``labels``, ``truth``: non-negative integer arrays of the same shape, e.g. (N,) cluster and
+    true class of each object (the two label sets need not have the same number of values).
+    Returns the fraction in [0, 1] of objects whose matched cluster is their class.
+    """
     from scipy.optimize import linear_sum_assignment
 
     labels, truth = np.asarray(labels, dtype=np.int64), np.asarray(truth, dtype=np.int64)
     if labels.shape != truth.shape or labels.size == 0:
         raise AffineVAEError(f"clustering_accuracy needs two equal-length label arrays, got {labels.shape} and {truth.shape}")
+    if labels.min() < 0 or truth.min() < 0:  # e.g. -1 for 'not clustered': leave those objects out first
+        raise AffineVAEError("clustering_accuracy needs non-negative labels (leave out the objects marked -1 first), "
+                             f"got minimum {int(min(labels.min(), truth.min()))}")
     k = int(max(labels.max(), truth.max())) + 1
     m = np.zeros((k, k), dtype=np.int64)
     np.add.at(m, (labels, truth), 1)
@@ -575,7 +585,8 @@ def angle_map(image: Optional[np.ndarray], centers: np.ndarray, angle: np.ndarra
         symmetry: n of the objects' n-fold rotational symmetry (angles folded mod 360/n degrees).
 
     Returns:
-        ``(degrees, fig)``: (N,) angles in degrees folded into [0, 360 / symmetry), and the figure.
+        ``(degrees, fig)``: (N,) angles in **degrees** (for display) folded into [0, 360 / symmetry),
+        and the figure. For radians use ``fold_angle(angle, symmetry)`` (or ``np.radians(degrees)``).
     """
     n = check_symmetry(symmetry)
     ang = np.asarray(angle, dtype=np.float64).reshape(-1)
@@ -737,8 +748,15 @@ def grid_angle_map(angle: np.ndarray, grid_shape: Sequence[int], window: int, st
                    title: str = "Orientation over the field of view") -> tuple[np.ndarray, Figure]:
     """Image of the per-window angle on the sliding-window grid (cyclic colormap + colour wheel).
 
+    Args:
+        angle: (gh * gw,) radians (counter-clockwise on screen), grid row-major. grid_shape: (gh, gw).
+        window, stride: patch size and grid step in pixels. symmetry: n of the n-fold rotational
+            symmetry (angles folded mod 360/n degrees). image: optional (H, W) or (C, H, W) frame.
+
     Returns:
-        ``(degrees, fig)``: (gh, gw) angles in degrees folded into [0, 360 / symmetry), and the figure.
+        ``(degrees, fig)``: (gh, gw) angles in **degrees** (for display) folded into
+        [0, 360 / symmetry), and the figure. For radians use
+        ``fold_angle(angle, symmetry).reshape(gh, gw)`` (or ``np.radians(degrees)``).
     """
     n = check_symmetry(symmetry)
     gh, gw = int(grid_shape[0]), int(grid_shape[1])

@@ -117,7 +117,8 @@ class SweepResult:
         return self.neg_elbo / self.neg_elbo[:, :1]
 
     def table(self) -> str:
-        """A plain-text table: one row per angle, one column per model (nats/image)."""
+        """A plain-text table: one row per angle, its first column ``angle_deg`` in degrees (as
+        :attr:`angles_deg`), then one column per model (mean -ELBO, nats/image)."""
         width = max([9] + [len(n) for n in self.names]) + 2
         lines = ["angle_deg".rjust(9) + "".join(n.rjust(width) for n in self.names)]
         for j, a in enumerate(self.angles_deg):
@@ -154,6 +155,9 @@ def load_sweep_csv(path: str | Path) -> SweepResult:
 def parse_angles(spec: str, option: str = "--angles") -> np.ndarray:
     """Angles in degrees from ``start:stop:step`` (stop excluded), ``a,b,c`` or one number: (A,)
     float64, each within -360..360 degrees (one full turn).
+
+    The spec is the command line's, in degrees, and so is the result: convert it with
+    ``np.radians(...)`` before passing it to the radian functions (:func:`rotation_sweep`).
 
     Raises :class:`AffineVAEError` naming ``option`` (the command-line option the spec came from)
     and the offending spec on bad input.

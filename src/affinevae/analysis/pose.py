@@ -63,7 +63,13 @@ class AngleComparison:
 
 
 def angle_comparison(model, data, n: Optional[int] = None, labels=None) -> AngleComparison:
-    """Compare the model's angles (rVAE/crVAE encoder, AVAE search) with the data's true angles."""
+    """Compare the model's angles (rVAE/crVAE encoder, AVAE search) with the data's true angles.
+
+    ``data``: an :class:`~affinevae.data.ImageSet` with known ``angle`` (N,) radians (e.g. rotated
+    MNIST); ``labels``: (N,) int class labels replacing the data's, needed when the model is
+    class-conditional and ``data`` carries none (they also colour the scatter). Returns
+    :class:`AngleComparison` over the first ``n`` images: true and learned angles (M,) radians.
+    """
     _require_angle(model)
     data = take(as_imageset(data, labels), n)
     if data.angle is None:
@@ -114,7 +120,10 @@ def loss_vs_rotation(models: Mapping[str, object], data, angles: Sequence[float]
 
     ``angles``: (A,) rotations in radians, counter-clockwise on screen (default 0 to 2 pi every
     30 degrees; ``np.radians(...)`` converts degrees). The former keyword ``angles_deg``
-    (degrees) is refused in one line.
+    (degrees) is refused in one line. ``models``: name -> model. ``data``: an
+    :class:`~affinevae.data.ImageSet` or (N, C, H, W) / (N, H, W) upright test images (the first
+    ``n`` are used); ``labels``: (N,) int class labels replacing the data's, needed by
+    class-conditional models when ``data`` carries none.
 
     A thin wrapper of :func:`affinevae.sweep.rotation_sweep` (AVAEs search each image's
     pose; ``search`` overrides their search options; ``binarize`` thresholds every rotated
@@ -205,7 +214,8 @@ def plot_rotation_histograms(h: RotationHistograms, classes: Optional[Sequence[i
                              title: Optional[str] = None, max_cols: int = 5):
     """Per class, the distribution of found angles (or encoded orientations) at each epoch (stacked, later epochs higher).
 
-    ``classes``: which classes to show (default every class with images).
+    The angle axis is in degrees, -180 to 180 (the bins ``h.edges_deg``; the record itself holds
+    radians). ``classes``: which classes to show (default every class with images).
     """
     frac = h.fractions()
     present = [int(c) for c in h.classes if h.counts[:, c].sum() > 0]

@@ -46,7 +46,14 @@ class AnomalyScores:
 
 def anomaly_scores(model, data, n: Optional[int] = None, k: int = 8, seed: int = 0, labels=None) -> AnomalyScores:
     """Score the first ``n`` images of ``data`` by -ELBO (one seeded posterior sample) and pick
-    the ``k`` most and least typical."""
+    the ``k`` most and least typical.
+
+    ``data``: an :class:`~affinevae.data.ImageSet` or (N, C, H, W) / (N, H, W) images; ``labels``:
+    (N,) int class labels replacing the data's, needed when the model is class-conditional and
+    ``data`` carries none (kept in the result). Returns :class:`AnomalyScores`: ``scores`` (M,)
+    nats over the M = min(n, N) images used, ``typical``/``atypical`` (k,) indices, their images
+    (k, C, H, W).
+    """
     data = take(as_imageset(data, labels), n)
     if k < 1:
         raise AffineVAEError(f"k must be >= 1, got {k}")

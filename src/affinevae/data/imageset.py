@@ -176,6 +176,11 @@ def unsigned_divisor(dtype, largest: int, source: str) -> float:
 def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool = False) -> np.ndarray:
     """Apply the normalisation rule (module docstring) to an image array; returns float32.
 
+    ``arr``: images of any shape, e.g. (N, H, W) or (N, C, H, W) (or one (H, W) frame), of any
+    real numeric or bool dtype (bool: 0 and 1). The result has the same shape (no channel axis is
+    added: :class:`ImageSet` does that); the min-max scaling and the standardisation use the
+    whole array's statistics.
+
     Raises :class:`AffineVAEError` on non-numeric data, NaN/inf values or an empty array.
     """
     arr = np.asarray(arr)

@@ -111,7 +111,8 @@ class PatchSet:
         return noise_sigma(self.normalised_patches())
 
     def normalised_patches(self) -> np.ndarray:
-        """The patches as ``load_images`` reads them back: float32, under the normalisation rule.
+        """The patches as ``load_images`` reads them back: float32, under the normalisation rule,
+        the shape of :attr:`patches`: (N, w, w), or (N, C, w, w) for multi-channel frames.
 
         Patches cut by :func:`cut_patches` are already float32 in [0, 1] and are returned as they
         are (no copy); others go through :func:`~affinevae.data.imageset.normalise_images`.

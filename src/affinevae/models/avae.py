@@ -320,7 +320,8 @@ class AVAE(LatentModel):
 
     @property
     def log_sigma(self) -> Tensor:
-        """The inner model's log pixel standard deviation (Gaussian likelihood)."""
+        """The inner model's natural log of the Gaussian pixel standard deviation (pixel-value
+        units): a 0-d tensor (shape ()), without the ``sigma_radius`` window (see :meth:`pixel_log_sigma`)."""
         return self.vae.log_sigma
 
     def pixel_log_sigma(self) -> Tensor:
@@ -386,7 +387,9 @@ class AVAE(LatentModel):
         return canonicalise(x, self.pose_of(pose), padding=self.config.padding, mode=self.config.interpolation)
 
     def posterior(self, h: Tensor) -> Encoding:
-        """The inner model's posterior of its encoder output ``h``."""
+        """The inner model's posterior of its encoder output ``h``, (N, ``encoder_out_dim``) of the
+        inner model (an equivariant encoder's features as they come): an :class:`Encoding` with
+        ``z_mean``/``z_std`` (N, D)."""
         return self.vae.posterior(h)
 
     def infer(self, x: Tensor, y: Optional[Tensor] = None) -> Encoding:
@@ -402,15 +405,22 @@ class AVAE(LatentModel):
         return self.vae.generate(z, y)
 
     def render(self, canonical, pose) -> Tensor:
-        """``canonical`` put in ``pose``: a canonical image is warped by ``T^-1`` with border padding
-        (uncovered corners take the decoder's background edge) and the config's interpolation."""
+        """(N, C, H, W) likelihood parameters of ``canonical`` put in ``pose`` (a :class:`Pose`, (N, 2, 3)
+        forward matrices or None): a canonical (N, C, H, W) image is warped by ``T^-1`` with border
+        padding (uncovered corners take the decoder's background edge) and the config's
+        interpolation; a :class:`~affinevae.nn.affine.Canonical` renders itself there."""
         return render(canonical, pose, padding="border", mode=self.config.interpolation)
 
     def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post: Encoding, terms: dict,
                          sample: bool) -> ModelOutput:
         """The tail of the pass at the composed ``pose``: a model with discovered classes
         (:attr:`mixed_classes`) scores its own expectation over them (its ELBO sums the classes);
-        the others generate and render here (border padding)."""
+        the others generate and render here (border padding).
+
+        ``x`` (N, C, H, W) observed images and ``y`` (N,) labels or None, both checked; ``z`` (N, D)
+        drawn content; ``pose`` a :class:`Pose`, (N, 2, 3) matrices or None; ``post``/``terms`` from
+        :meth:`infer_for_loss`. Returns the :class:`ModelOutput` (``elbo`` (N,) nats, ``x_params``
+        (N, C, H, W)), as :meth:`LatentModel.decode_and_score`."""
         if self.vae.mixed_classes:
             return self.vae.decode_and_score(x, y, z, pose, post, terms, sample)
         return super().decode_and_score(x, y, z, pose, post, terms, sample)
@@ -463,7 +473,11 @@ class AVAE(LatentModel):
     def pose_terms(self, x: Tensor, found) -> dict:
         """'pose_head': ``head_weight`` times the pose head's error on the searched poses (the images
         that kept the head's own pose teach it nothing and are left out); marks the head trained
-        in training. Empty without a head, a searched pose or a searched image."""
+        in training. Empty without a head, a searched pose or a searched image.
+
+        ``x`` (N, C, H, W) checked images; ``found`` the :class:`SearchResult` of :meth:`find_pose`
+        (``params`` (N, P), ``searched`` (N,) bool or None) or None. Returns ``{name: scalar tensor}``
+        (the head's error is unitless, see ``head_weight``)."""
         if found is None or self.head is None or self.config.head_weight <= 0:
             return {}
         if self.training:
@@ -513,7 +527,12 @@ class AVAE(LatentModel):
     @torch.no_grad()
     def refine_pose(self, x: Tensor, params: Tensor) -> Optional[Tensor]:
         """(N, P) poses ``params`` of (N, C, H, W) checked images ``x`` with the angle corrected by
-        the trained refiner (one warp and one refiner pass), or None without a trained refiner."""
+        the trained refiner (one warp and one refiner pass), or None without a trained refiner.
+
+        ``params`` columns are in the transform's units (:mod:`affinevae.nn.transforms`): angle in
+        radians, log scales (natural log of the zoom), shear factor, shifts in half image widths.
+        Only the angle column changes (moved by at most the refiner's ``max_angle`` radians, then
+        wrapped to [-pi, pi))."""
         if self.refiner is None or int(self.refiner_trained) == 0:
             return None
         params = params.to(x.device, torch.float32)
@@ -553,7 +572,13 @@ class AVAE(LatentModel):
     def align(self, x: Tensor, y: Optional[Tensor] = None, config: Optional[SearchConfig] = None,
               starts: Optional[Tensor] = None) -> AlignResult:
         """Found pose, ELBO before/after (nats) and canonical image of every image; see :func:`affinevae.pose.align.align`.
-        ``config``: a :class:`SearchConfig` or a dict of its options (default: the model's)."""
+
+        ``x``: (N, C, H, W) images, or (N, H, W) for one channel; ``y``: (N,) int class labels when
+        the inner model is class-conditional (else None); ``config``: a :class:`SearchConfig` or a
+        dict of its options (default: the model's); ``starts``: optional (N, R, P) explicit restarts
+        in the transform's units (angle radians, shifts half image widths, log scales).
+        Returns an :class:`~affinevae.pose.align.AlignResult`: ``params`` (N, P), ``angle`` (N,)
+        radians, ``elbo_before``/``elbo_after``/``objective`` (N,) nats, ``aligned`` (N, C, H, W)."""
         if isinstance(config, dict):
             config = SearchConfig.from_dict(config)
         return align_poses(self, x, y, config or self.config.search, starts=starts)
@@ -572,9 +597,13 @@ class AVAE(LatentModel):
             self.cache.load_state(cached)
 
     def on_epoch_end(self, epoch: int, run_dir: Optional[Path]) -> dict[str, Any]:
-        """Store this epoch's found angles; write ``run_dir/poses.npz`` (atomically) if given.
+        """Store this epoch's found angles ((N,) radians per training image, NaN for an image not
+        seen this epoch; zeros for a transform without an angle); write ``run_dir/poses.npz``
+        (atomically) if given. See :meth:`~affinevae.pose.record.PoseRecorder.end_epoch`.
 
-        Returns ``{"pose_images": number of training images whose pose was found this epoch}``.
+        Returns ``{"pose_images": number of training images whose pose was found this epoch,
+        "pose_searched": share of those that were searched rather than kept at the pose head's
+        pose}`` (only ``pose_searched`` when no pose was recorded by index, empty when none was found).
         """
         return self.recorder.end_epoch(epoch, run_dir)
 

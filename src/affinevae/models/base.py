@@ -397,7 +397,10 @@ class LatentModel(nn.Module):
         return found
 
     def inference_pose(self, x: Tensor, y: Optional[Tensor]) -> PoseLike:
-        """The searched pose used by :meth:`encode` (reproducible; None for families that do not search)."""
+        """The searched pose used by :meth:`encode` (reproducible; None for families that do not search).
+
+        ``x`` (N, C, H, W) and ``y`` ((N,) labels or None) already checked. The AVAE returns its
+        :class:`~affinevae.pose.search.SearchResult` (``params`` (N, P); :meth:`pose_of` makes the pose)."""
         return None
 
     def canonicalise(self, x: Tensor, pose: PoseLike) -> Tensor:
@@ -415,7 +418,12 @@ class LatentModel(nn.Module):
 
     def infer_for_loss(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, dict]:
         """:meth:`infer` and the named extra loss terms of this stage (scalars, weighted; none by
-        default; the rVAE's 'equivariance' in training)."""
+        default; the rVAE's 'equivariance' in training).
+
+        ``x`` (N, C, H, W) checked (canonicalised) images; ``y`` (N,) labels or None (the
+        semi-supervised families: -1 for unknown, or (N, M) targets). Returns ``(post, terms)``:
+        the :class:`Encoding` (``z_mean``/``z_std`` (N, D)) and ``{name: scalar tensor, or a
+        zero-argument callable that computes it}``."""
         return self.infer(x, y), {}
 
     def draw(self, post: Encoding, sample: bool = True) -> tuple[Tensor, Optional[Pose]]:
@@ -442,7 +450,9 @@ class LatentModel(nn.Module):
 
     def pose_terms(self, x: Tensor, found: Any) -> dict:
         """Named extra loss terms of the pose stage, given what :meth:`find_pose` found (weighted
-        scalars; the AVAE's 'pose_head'); added by :meth:`forward` after :meth:`run_stages`."""
+        scalars; the AVAE's 'pose_head'); added by :meth:`forward` after :meth:`run_stages`.
+
+        ``x`` (N, C, H, W) checked images. Returns ``{name: scalar tensor}``; empty by default."""
         return {}
 
     def score(self, x: Tensor, params: Tensor, post: Encoding, pose: PoseLike = None,

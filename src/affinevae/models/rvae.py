@@ -454,8 +454,8 @@ class RVAE(LatentModel):
     def fit_context(self, x: Tensor, y: Optional[Tensor], index: Tensor, seed: int):
         """With ``pose_anchor`` > 0 (see :class:`RVAEConfig`): the training images ``x`` (N, C, H, W)
         are synchronised (:func:`~affinevae.pose.synchronise_angles` with ``seed``) and, if they
-        agree well enough, their angles anchor the encoder's angle posterior while the fit runs
-        (the term 'pose_anchor', looked up by the ``index`` (N,) the trainer passes to
+        agree well enough, their angles (radians) anchor the encoder's angle posterior while the fit
+        runs (the term 'pose_anchor', looked up by the ``index`` (N,) the trainer passes to
         ``forward``); on leaving they are dropped. ``pose_sync_agreement`` keeps the agreement."""
         if not (self.config.pose_anchor > 0 and len(x) >= 2):
             yield
@@ -472,7 +472,10 @@ class RVAE(LatentModel):
             self._anchor_table = None
 
     def on_epoch_start(self, epoch: int, x: Tensor, y: Optional[Tensor], steps_done: int, seed: int) -> dict:
-        """The epoch record's ``pose_sync_agreement`` (see :meth:`fit_context`) when the fit synchronised."""
+        """The epoch record's ``pose_sync_agreement`` (see :meth:`fit_context`) when the fit synchronised.
+
+        Arguments as :meth:`LatentModel.on_epoch_start` (``x`` (N, C, H, W) training images, ``y``
+        (N,) labels or None; unused here). Returns ``{"pose_sync_agreement": float}`` or ``{}``."""
         if self.config.pose_anchor > 0 and self.pose_sync_agreement is not None:
             return {"pose_sync_agreement": self.pose_sync_agreement}
         return {}
@@ -480,7 +483,7 @@ class RVAE(LatentModel):
     def forward(self, x: Tensor, y: Optional[Tensor] = None, sample: bool = True,
                 index: Optional[Tensor] = None) -> ModelOutput:
         """As :meth:`LatentModel.forward`; inside a fit with a pose anchor, ``index`` (N,) also
-        picks the images' synchronised angles for the 'pose_anchor' term."""
+        picks the images' synchronised angles (radians) for the 'pose_anchor' term."""
         if self._anchor_table is not None and index is not None:
             self._batch_anchor = self._anchor_table[index.cpu()]
         try:
@@ -510,7 +513,11 @@ class RVAE(LatentModel):
         """:meth:`infer`; in training with an ``equivariance`` weight > 0 also the named term
         'equivariance' (weighted, see :class:`RVAEConfig`; computed when scored): each image is
         encoded again after a random extra pose, in the same encoder pass; and, inside a fit with
-        a pose anchor, the term 'pose_anchor' (:meth:`anchor_terms`)."""
+        a pose anchor, the term 'pose_anchor' (:meth:`anchor_terms`).
+
+        ``x`` (N, C, H, W) checked images; ``y`` (N,) class labels (crVAE) or None. Returns the
+        :class:`Encoding` (``z_mean``/``z_std`` (N, D), ``pose``: angle (N,) radians, shift (N, 2)
+        half widths, scale (N,); those it infers) and ``{name: lazy weighted scalar}``."""
         w = self.config.equivariance_weight
         if not (self.training and w > 0 and torch.is_grad_enabled() and self.config.invariances):
             enc = self.infer(x, y)
@@ -530,7 +537,11 @@ class RVAE(LatentModel):
         exactly: every image is rendered at all N bins (one z, shift and scale sample per image,
         one offset sample per bin; the B*N renderings in one decoder batch) and
         ``recon = sum_k q(k) (-log p(x | z, angle_k))``; ``x_params`` and ``pose`` are those of each
-        image's most probable bin."""
+        image's most probable bin.
+
+        ``x`` (N, C, H, W) and ``y`` ((N,) labels or None) already checked; ``found`` the searched
+        pose (None: identity); ``canon`` (N, C, H, W) ``canonicalise(x, found)`` if already computed.
+        Returns a :class:`ModelOutput` (``elbo`` (N,) nats, ``x_params`` (N, C, H, W); angles radians)."""
         if not (sample and self.config.mixture and self.config.rotation_sampler == "enumerate"):
             return super().run_stages(x, y, found, sample, canon)
         found_pose = self.pose_of(found)
@@ -603,7 +614,8 @@ class RVAE(LatentModel):
         return out.with_terms({k: v() if callable(v) else v for k, v in terms.items()})
 
     def random_pose(self, n: int, device) -> Pose:
-        """(n,) random poses drawn from the pose priors (uniform angle in 'full' mode)."""
+        """(n,) random poses drawn from the pose priors (uniform angle in [-pi, pi) radians in 'full'
+        mode): angle (n,) radians, shift (n, 2) half widths, scale (n,) zoom, for the latents the model has."""
         cfg = self.config
         inv = cfg.invariances
         angle = shift = scale = None

@@ -228,8 +228,9 @@ class SSRVAE(JRVAE):
 
     def forward(self, x: Tensor, y: Optional[Tensor] = None, sample: bool = True,
                 index: Optional[Tensor] = None) -> ModelOutput:
-        """As :meth:`LatentModel.forward`; in training the labelled images are remembered first
-        (see ``labelled_memory``)."""
+        """As :meth:`LatentModel.forward` (``x`` (N, C, H, W), ``y`` (N,) labels with -1 for unknown,
+        ``index`` (N,) positions in the training data); in training the labelled images are
+        remembered first (see ``labelled_memory``)."""
         if self.training and torch.is_grad_enabled() and y is not None and index is not None:
             xc, yc = self.check_input(x, y)
             self.remember(xc, yc, index)
@@ -265,8 +266,12 @@ class SSRVAE(JRVAE):
 
     def infer_for_loss(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, dict]:
         """The joint model's stage, plus in training the named term 'classifier' (cross-entropy
-        of q(y | x) with the known labels, on the image and its moved copy), and in evaluation
-        the tally of labelled images classified right."""
+        of q(y | x) with the known labels, on the image and its moved copy, and on ``labelled_batch``
+        remembered labelled images), and in evaluation the tally of labelled images classified right.
+
+        ``x`` (N, C, H, W) checked images; ``y`` (N,) int64 labels in [-1, K-1] (-1: unknown) or
+        None. Returns the :class:`Encoding` (``parts`` 'class_weight' (N, K): one-hot where the label
+        is known, q(y | x) elsewhere; 'class_known' (N,) bool, when ``y`` is given) and the named terms."""
         enc, moved, terms = self.infer_views(x, y)
         if y is None:
             return enc, terms

@@ -19,10 +19,14 @@ __all__ = ["object_features", "points_layer", "image_layer"]
 def object_features(z_mean: np.ndarray, angle: np.ndarray, cluster: np.ndarray, frames: np.ndarray,
                     symmetry: int = 1) -> dict[str, np.ndarray]:
     """Per-object features: ``angle_deg`` (folded into [0, 360 / symmetry), NaN without a rotation),
-    ``cluster`` (int, -1 when not clustered), ``frame`` and ``z0`` ... ``z{D-1}``; each (N,)."""
+    ``cluster`` (int, -1 when not clustered), ``frame`` and ``z0`` ... ``z{D-1}``; each (N,).
+
+    Inputs: ``z_mean`` (N, D); ``angle`` (N,) in **radians** (as ``maps.npz`` stores it; NaN when
+    the model has no rotation), converted to degrees here for display; ``cluster``, ``frames`` (N,)
+    ints; ``symmetry`` the n of an n-fold rotational symmetry."""
     angle = np.asarray(angle, dtype=np.float64)
     feats: dict[str, np.ndarray] = {
-        "angle_deg": np.degrees(fold_angle(angle, symmetry)) if np.isfinite(angle).all() else angle,
+        "angle_deg": np.degrees(fold_angle(angle, symmetry)),  # NaN stays NaN, each finite angle is folded
         "cluster": np.asarray(cluster, dtype=np.int64),
         "frame": np.asarray(frames, dtype=np.int64)}
     z = np.asarray(z_mean, dtype=np.float64)

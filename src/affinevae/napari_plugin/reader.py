@@ -39,8 +39,9 @@ def get_reader(path: Union[str, list]) -> Optional[Callable[[Any], list]]:
 
 def check_maps(d: dict, where) -> None:
     """Refuse (one :class:`~affinevae.errors.AffineVAEError` line naming ``where``) maps whose
-    arrays the layers cannot be drawn from: ``z_mean`` (N, D), ``angle`` and ``frames`` (N,),
-    ``positions`` (N, 2), all numeric and of one length N."""
+    arrays the layers cannot be drawn from: ``z_mean`` (N, D), ``angle`` (N,) radians (NaN for a
+    model without rotation) and ``frames`` (N,), ``positions`` (N, 2), all numeric and of one
+    length N. Only shapes and types are checked, not the angle's values."""
     from ..errors import AffineVAEError
 
     if "angle" not in d:

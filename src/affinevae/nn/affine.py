@@ -258,7 +258,8 @@ def canonicalise(observed: Tensor, pose: PoseLike, padding: str = "zeros", mode:
 
 
 def wrap_angle(angle: Tensor) -> Tensor:
-    """Wrap radians to [-pi, pi)."""
+    """Wrap ``angle`` (radians) to [-pi, pi) (closed at -pi, open at pi: pi maps to -pi),
+    element-wise: a tensor of any shape -> the same shape."""
     return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 

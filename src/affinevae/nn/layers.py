@@ -57,6 +57,7 @@ class MLPEncoder(nn.Module):
         self.net = mlp([n_in, *hidden, out_dim], act)
 
     def forward(self, x: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """(N, C, H, W) images (and optional (N, K) condition) -> (N, out_dim) outputs."""
         h = x.flatten(1)
         if cond is not None:
             h = torch.cat([h, cond.to(h.dtype)], 1)
@@ -82,6 +83,7 @@ class ConvEncoder(nn.Module):
         self.head = mlp([c * h * w + cond_dim, *hidden, out_dim], act)
 
     def forward(self, x: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """(N, C, H, W) images (and optional (N, K) condition) -> (N, out_dim) outputs."""
         h = self.conv(x).flatten(1)
         if cond is not None:
             h = torch.cat([h, cond.to(h.dtype)], 1)
@@ -99,6 +101,7 @@ class MLPDecoder(nn.Module):
         self.net = mlp([in_dim, *hidden, int(math.prod(image_shape))], act)
 
     def forward(self, z: Tensor) -> Tensor:
+        """(N, in_dim) inputs -> (N, C, H, W) likelihood parameters."""
         return self.net(z).view(-1, *self.image_shape)
 
     @torch.no_grad()
@@ -135,6 +138,7 @@ class ConvDecoder(nn.Module):
         self.out_bias = nn.Parameter(torch.zeros(c, h, w))
 
     def forward(self, z: Tensor) -> Tensor:
+        """(N, in_dim) inputs -> (N, C, H, W) likelihood parameters."""
         c, h, w = self.image_shape
         out = self.deconv(self.head(z).view(-1, self.c0, self.h0, self.w0))
         return out[:, :, :h, :w] + self.out_bias

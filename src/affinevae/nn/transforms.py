@@ -160,6 +160,11 @@ class Parameterisation:
                stratify: bool = True) -> Tensor:
         """(n, r, P) random parameters uniform within ``ranges``.
 
+        ``ranges``: range name -> (low, high) (:data:`DEFAULT_RANGES`): 'angle' in radians,
+        'log_scale' in natural log of the zoom factor, 'shear' a shear factor, 'shift' in half image
+        widths. The P columns follow :attr:`kinds` in the same units (angle radians, log_scale /
+        log_scale_u / log_scale_v log zoom, shear factor, shift_u / shift_v half image widths).
+
         With ``stratify`` the angles of each image's ``r`` draws are evenly spaced over the
         angle range with one random offset per image (better coverage than i.i.d. draws).
         Drawn on the CPU with ``generator`` (``None``: the global generator).

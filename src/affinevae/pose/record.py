@@ -106,8 +106,9 @@ class PoseRecorder:
     """Keeps the found pose of every training image during pose-optimised training.
 
     ``record(index, params, labels)`` stores a batch's found parameters (N, P) under the images'
-    positions ``index`` (N,) in the training data; ``end_epoch(epoch, run_dir)`` closes an epoch's angles and
-    writes ``run_dir/poses.npz``; ``record_so_far()`` is the in-memory :class:`PoseRecord`.
+    positions ``index`` (N,) in the training data; ``end_epoch(epoch, run_dir)`` closes an epoch's
+    angles (radians) and writes ``run_dir/poses.npz``; ``record_so_far()`` is the in-memory
+    :class:`PoseRecord`.
     """
 
     def __init__(self, transform: Parameterisation) -> None:
@@ -150,6 +151,10 @@ class PoseRecorder:
 
     def end_epoch(self, epoch: int, run_dir: Optional[Path]) -> dict:
         """Store this epoch's found angles; write ``run_dir/poses.npz`` (atomically) if given.
+
+        The angles are (N,) radians, one per training image (the transform's angle column of the
+        last found ``params``; zeros for a transform without an angle), NaN for an image not seen
+        this epoch: a row of :attr:`PoseRecord.angle` (E, N).
 
         Returns ``{"pose_images": number of training images whose pose was found this epoch,
         "pose_searched": share of the found poses that were searched (not the pose head's, trusted)}``
