@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 import affinevae as av
+from affinevae.defaults import family_training
 from affinevae.evaluation import encode_dataset, offset_concentration
 from affinevae.mapping import clustering_accuracy
 from affinevae.pose import synchronise_angles
@@ -171,7 +172,8 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default: the train command's for a full-circle rvae, 3e-3)")
     p.add_argument("--latent-dim", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an rVAE option for the main row, e.g. --set group_order=4 (a Python literal; repeatable)")
@@ -199,6 +201,8 @@ def main() -> None:
             extra[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             extra[key.strip()] = value
+    if args.lr is None:
+        args.lr = family_training("rvae", {**base, **extra})[1]
     cfg = av.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_split=0.0, progress=False,
                          seed=args.seed, checkpoint=False)
     rows = [run("affinevae rVAE full (defaults)" if not extra else "affinevae rVAE full (--set)", {**base, **extra},

@@ -148,6 +148,12 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
     plain = ImageSet(np.zeros((100, 1, 8, 8), np.float32))
     bs, lr = FAMILY_TRAINING["jrvae"]
     assert (bs, lr) == (50, 2e-3) and FAMILY_TRAINING["rvae"] == (100, 2e-3) and "ssrvae" not in FAMILY_TRAINING
+    # over the full circle the rvae trains at 3e-3 (bench_full_circle.py), and says so
+    full = {"latent_dim": 2, "rotation_mode": "full"}
+    assert data_defaults(plain, "rvae", full, None, None)[1:] == (
+        {"batch_size": 100, "lr": 3e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS},
+        "affinevae: rvae defaults: batch_size=100 lr=0.003 (override with --batch-size/--lr)")
+    assert data_defaults(plain, "rvae", given, None, None)[1]["lr"] == 2e-3
     opts, train, line = data_defaults(plain, "jrvae", given, None, None)
     assert opts == given and train == {"batch_size": bs, "lr": lr, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}
     assert line == "affinevae: jrvae defaults: batch_size=50 lr=0.002 (override with --batch-size/--lr)"

@@ -13,7 +13,8 @@ KL warm-up over the first :data:`PATCH_KL_WARMUP` of the steps (``TrainConfig.kl
 enough epochs for about :data:`MIN_STEPS` optimiser steps (at most :data:`MAX_EPOCHS`).
 Every option the user gave wins. Any other data or family gets exactly the options given,
 :data:`DEFAULT_EPOCHS`, and the batch size and learning rate of :data:`FAMILY_TRAINING` for the
-families listed there (jrvae: batches of 50 at 2e-3; rvae: 100 at 2e-3), else the trainer's.
+families listed there (jrvae: batches of 50 at 2e-3; rvae: 100 at 2e-3, at 3e-3 over the full circle),
+else the trainer's.
 
 Why these values (``benchmarks/bench_lattice.py``, two-grain lattices with 5 % substituted
 atoms): with the pixel-noise sigma itself (about 0.04) or 2 content latents the latents
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -53,7 +54,7 @@ from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "data_defaults",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "data_defaults",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -188,8 +189,21 @@ class KindDefaults:
 #: jrvae class accuracy 0.43 / 0.45 (seeds 0 / 1) against 0.69 / 0.69 (10 000 digits,
 #: bench_classes.py); rvae -ELBO 173.4, 10-NN 0.440, NMI 0.342 against 166.7, 0.524, 0.415
 #: (20 000 digits, bench_rvae.py). The ssrvae is not listed: with 1 000 labels it reached
-#: 0.947 at (128, 1e-3) and 0.943 at (50, 2e-3).
-FAMILY_TRAINING: dict[str, tuple[int, float]] = {"jrvae": (50, 2e-3), "rvae": (100, 2e-3)}
+#: 0.947 at (128, 1e-3) and 0.943 at (50, 2e-3). A key ``"FAMILY:full"`` holds the family's
+#: settings with ``rotation_mode='full'`` (:func:`family_training`): a full-circle rvae at lr 3e-3
+#: against 2e-3 (bench_full_circle.py, seeds 0 / 1 / 2): k-means 0.629 / 0.612 / 0.586 against
+#: 0.573 / 0.606 / 0.556, 10-NN 0.790 / 0.782 / 0.797 against 0.772 / 0.773 / 0.791, angle
+#: concentration 0.845 / 0.853 / 0.859 against 0.847 / 0.857 / 0.858 (4e-3: 0.563 / 0.764 / 0.851, seed 0).
+FAMILY_TRAINING: dict[str, tuple[int, float]] = {"jrvae": (50, 2e-3), "rvae": (100, 2e-3), "rvae:full": (100, 3e-3)}
+
+
+def family_training(model: str, options: Mapping[str, Any]) -> tuple[Optional[int], Optional[float]]:
+    """(batch size, Adam learning rate) of :data:`FAMILY_TRAINING` for family ``model`` built with
+    model ``options``: its ``"model:full"`` entry when ``options`` has ``rotation_mode='full'`` and
+    there is one, else its own; (None, None) for a family not listed (the trainer's then)."""
+    if options.get("rotation_mode") == "full" and f"{model}:full" in FAMILY_TRAINING:
+        return FAMILY_TRAINING[f"{model}:full"]
+    return FAMILY_TRAINING.get(model, (None, None))
 
 #: ``ImageSet.meta['kind']`` -> its :class:`KindDefaults`.
 KIND_DEFAULTS: dict[str, KindDefaults] = {
@@ -254,7 +268,7 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
     train: dict[str, Any] = {}
     # what is chosen when not given: the data kind's values, else the family's (plain images), else the trainer's
     preset = ((kind.batch_size, kind.lr, kind.kl_warmup) if rules is not None
-              else (*FAMILY_TRAINING.get(model, (None, None)), None))
+              else (*family_training(model, options), None))
     for (name, value, default), chosen_value in zip((("batch_size", batch_size, TrainConfig.batch_size),
                                                      ("lr", lr, TrainConfig.lr),
                                                      ("kl_warmup", kl_warmup, TrainConfig.kl_warmup)), preset):

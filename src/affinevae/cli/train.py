@@ -68,8 +68,9 @@ class Train:
         t.add_argument("--epochs", type=int, default=None,
                        help=f"passes over the data (default {DEFAULT_EPOCHS}; for a patch set and rvae/crvae enough "
                             f"for about {MIN_STEPS} steps, at most {MAX_EPOCHS})")
-        family_bs = "".join(f", {v[0]} for {k}" for k, v in FAMILY_TRAINING.items())
-        family_lr = "".join(f", {v[1]:g} for {k}" for k, v in FAMILY_TRAINING.items())
+        named = {k.replace(":full", " over the full circle"): v for k, v in FAMILY_TRAINING.items()}
+        family_bs = "".join(f", {v[0]} for {k}" for k, v in named.items())
+        family_lr = "".join(f", {v[1]:g} for {k}" for k, v in named.items())
         t.add_argument("--batch-size", type=int, default=None,
                        help=f"images per step (default {TrainConfig.batch_size}{family_bs}; {PATCH_BATCH_SIZE} for a "
                             "patch set and rvae/crvae)")
