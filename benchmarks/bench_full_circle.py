@@ -44,7 +44,7 @@ import torch
 
 import affinevae as av
 from affinevae.defaults import family_training
-from affinevae.evaluation import encode_dataset, offset_concentration
+from affinevae.evaluation import class_offset_concentration, encode_dataset, offset_concentration
 from affinevae.mapping import clustering_accuracy
 from affinevae.pose import synchronise_angles
 
@@ -63,8 +63,9 @@ def class_concentrations(angle: np.ndarray, true: np.ndarray, labels: np.ndarray
 
 
 def angle_concentration(angle: np.ndarray, true: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over classes of |mean(exp(i (angle - true)))| within the class (angles (N,) radians)."""
-    return float(np.mean(class_concentrations(angle, true, labels)))
+    """Mean over classes of |mean(exp(i (angle - true)))| within the class (angles (N,) radians):
+    :func:`affinevae.evaluation.class_offset_concentration`."""
+    return class_offset_concentration(angle, true, labels)
 
 
 def latent_scores(z: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple[float, float]:

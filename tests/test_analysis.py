@@ -219,10 +219,31 @@ def test_angle_comparison(tiny_runs, test_data):
     assert a.correlation == pytest.approx(circular_correlation(a.learned_angle, a.true_angle))
     d = np.exp(1j * (a.learned_angle - a.true_angle))
     assert a.concentration == pytest.approx(abs(d.mean())) and 0 <= a.concentration <= 1
+    per = [abs(d[a.labels == c].mean()) for c in np.unique(a.labels)]
+    assert a.class_concentration == pytest.approx(np.mean(per))
     with pytest.raises(AffineVAEError, match="known angles"):
         A.angle_comparison(rvae, test_data["mnist"])
     with pytest.raises(AffineVAEError, match="learns no rotation"):
         A.angle_comparison(tiny_runs.model("vae"), rot)
+
+
+def test_class_offset_concentration_scores_one_frame_per_class():
+    """A full-circle model keeps an arbitrary frame per class: one offset per class scores 1 per class,
+    while the pooled score (one offset for all) falls; without labels there is no per-class score."""
+    from affinevae.evaluation import class_offset_concentration, offset_concentration
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(-math.pi, math.pi, 300)
+    labels = np.repeat([0, 1, 2], 100)
+    learned = true + np.array([0.0, 2.0, -2.5])[labels]  # each class in its own frame
+    assert class_offset_concentration(learned, true, labels) == pytest.approx(1.0)
+    assert offset_concentration(learned, true) < 0.5
+    with pytest.raises(AffineVAEError, match="equal-length"):
+        class_offset_concentration(learned, true, labels[:10])
+    fig = A.plot_angle_comparison(A.AngleComparison(true, learned, labels, 0.0, "m", 0.3, 1.0))
+    assert "per class 1.00" in fig.axes[0].get_title()
+    fig = A.plot_angle_comparison(A.AngleComparison(true, learned, None, 0.0, "m", 0.3))
+    assert "per class" not in fig.axes[0].get_title()
 
 
 def test_loss_vs_rotation(tiny_runs, test_data):

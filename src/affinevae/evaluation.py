@@ -12,7 +12,8 @@ from .data.imageset import ImageSet
 from .encoding import encode_dataset
 from .errors import AffineVAEError
 
-__all__ = ["circular_correlation", "encode_dataset", "mean_elbo", "offset_concentration", "psnr"]
+__all__ = ["circular_correlation", "class_offset_concentration", "encode_dataset", "mean_elbo", "offset_concentration",
+           "psnr"]
 
 
 def circular_correlation(a, b) -> float:
@@ -40,6 +41,21 @@ def offset_concentration(a, b) -> float:
     if a.shape != b.shape or a.size < 1:
         raise AffineVAEError(f"offset_concentration needs two equal-length angle arrays, got {a.shape} and {b.shape}")
     return float(np.abs(np.mean(np.exp(1j * (a - b)))))
+
+
+def class_offset_concentration(a, b, labels) -> float:
+    """The mean over the classes of ``labels`` (N,) of :func:`offset_concentration` of angles ``a``
+    and ``b`` (N,) radians within each class (each class weighted alike): 1 when every class has one
+    constant offset of its own. A model of objects with no preferred orientation keeps one frame per
+    class (its canonical pose of each shape is arbitrary), so this, not the pooled
+    :func:`offset_concentration`, says how well it recovers their angles."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    if a.shape != b.shape or a.shape != labels.shape or a.size < 1:
+        raise AffineVAEError(f"class_offset_concentration needs equal-length angle and label arrays, got {a.shape}, "
+                             f"{b.shape} and {labels.shape}")
+    return float(np.mean([offset_concentration(a[labels == c], b[labels == c]) for c in np.unique(labels)]))
 
 
 def mean_elbo(model, data: ImageSet, batch_size: int = 512, seed: int = 0) -> float:

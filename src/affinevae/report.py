@@ -362,11 +362,14 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
         metrics[f"reconstruction PSNR (dB, first {k})"] = psnr(ds.images[:k], rec)
         metrics["latent mean of |z| (posterior means)"] = float(np.abs(enc["z_mean"]).mean())
         if "angle" in enc and ds.angle is not None:
-            from .evaluation import circular_correlation, offset_concentration
+            from .evaluation import circular_correlation, class_offset_concentration, offset_concentration
 
             metrics["circular correlation, learned vs true angle"] = circular_correlation(enc["angle"], ds.angle)
             metrics["offset concentration, learned minus true angle (1: one offset)"] = offset_concentration(
                 enc["angle"], ds.angle)
+            if ds.labels is not None:  # a full-circle model keeps one frame per class: this is its score
+                metrics["offset concentration per class (mean over the classes; 1: one offset per class)"] = \
+                    class_offset_concentration(enc["angle"], ds.angle, ds.labels)
         if "class" in enc:  # joint / semi-supervised models: the class they infer, against the labels
             metrics.update(class_metrics(enc["class"], enc["class_prob"].shape[1], ds.labels,
                                          getattr(model, "semi_supervised", False)))

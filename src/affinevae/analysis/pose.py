@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import AffineVAEError, refuse_removed_keywords
-from ..evaluation import circular_correlation, offset_concentration
+from ..evaluation import circular_correlation, class_offset_concentration, offset_concentration
 from ..limits import ANGLE_HISTOGRAM_BINS
 from ..plots import CLASS_CMAP, new_figure
 from ..runs import PoseRecord, Run, load_pose_record
@@ -52,6 +52,9 @@ class AngleComparison:
         model: display name.
         concentration: :func:`~affinevae.evaluation.offset_concentration` of the two (0 to 1; 1: the
             learned angle is the true one plus one offset; meaningful over the full circle too).
+        class_concentration: with ``labels``, :func:`~affinevae.evaluation.class_offset_concentration`
+            (one offset per class: the score of a full-circle model, which keeps a frame per class);
+            NaN without labels.
     """
 
     true_angle: np.ndarray
@@ -60,6 +63,7 @@ class AngleComparison:
     correlation: float
     model: str = ""
     concentration: float = float("nan")
+    class_concentration: float = float("nan")
 
 
 def angle_comparison(model, data, n: Optional[int] = None, labels=None) -> AngleComparison:
@@ -76,14 +80,16 @@ def angle_comparison(model, data, n: Optional[int] = None, labels=None) -> Angle
         raise AffineVAEError("learned-vs-true angles need data with known angles (e.g. rotated-mnist)")
     learned = wrap_angles(learned_angles(model, data))
     true = np.asarray(data.angle, np.float64)
+    per_class = float("nan") if data.labels is None else class_offset_concentration(learned, true, data.labels)
     return AngleComparison(true, learned, data.labels, circular_correlation(learned, true), model_label(model),
-                           offset_concentration(learned, true))
+                           offset_concentration(learned, true), per_class)
 
 
 @styled
 def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], title: Optional[str] = None):
     """Scatter of learned vs true angle (degrees), one panel per model, the circular correlation and the
-    offset concentration in the title."""
+    offset concentration in the title (with labels also the concentration per class, the score of a
+    full-circle model, which keeps one frame per class)."""
     rows = one_or_more(items, AngleComparison, "plot_angle_comparison")
     fig, axes = new_figure(1, len(rows), panel=(3.6, 3.4))
     import matplotlib
@@ -102,7 +108,8 @@ def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], ti
         ax.set_ylabel("learned angle (degrees)")
         ax.set_ylim(-lim, lim)
         ax.set_yticks([-180, -90, 0, 90, 180])
-        ax.set_title(f"{a.model}: circular r = {a.correlation:.2f}, offset conc. = {a.concentration:.2f}")
+        per_class = "" if np.isnan(a.class_concentration) else f", per class {a.class_concentration:.2f}"
+        ax.set_title(f"{a.model}: circular r = {a.correlation:.2f}\noffset conc. = {a.concentration:.2f}{per_class}")
         ax.legend(loc="lower right", frameon=False)
     fig.suptitle(title or "learned vs true rotation")
     return fig
