@@ -371,3 +371,30 @@ def test_the_frame_reader_says_what_a_bad_npy_is(tmp_path):
         open_stack(str(tmp_path / "obj.npy"))
     with pytest.raises(AffineVAEError, match=r"garb.npy: cannot read .npy: not a NumPy .npy file \(bad header\)"):
         open_stack(str(tmp_path / "garb.npy"))
+
+
+def test_a_particle_stack_mrcs_is_training_data(tmp_path, capsys, monkeypatch):
+    """An .mrcs particle stack (N, H, W) loads as N images for train/encode/report (not only as frames
+    for patches), with MRC's float values scaled by the one normalisation rule; broken files, one line."""
+    mrcfile = pytest.importorskip("mrcfile")
+    from affinevae.data.files import load_images
+
+    rng = np.random.default_rng(0)
+    stack = rng.normal(0.0, 1.0, (12, 16, 16)).astype(np.float32)  # cryo-EM values: any sign and scale
+    with mrcfile.new(tmp_path / "particles.mrcs") as m:
+        m.set_data(stack)
+    with pytest.warns(UserWarning):  # the min-max scaling of out-of-range floats is announced
+        data = load_images(str(tmp_path / "particles.mrcs"))
+    assert data.images.shape == (12, 1, 16, 16) and data.images.dtype == np.float32
+    expected = (stack - stack.min()) / (stack.max() - stack.min())
+    np.testing.assert_allclose(data.images[:, 0], expected, atol=1e-6)
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "particles.mrcs"), "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "8", "--channels", "4,8", "--no-progress",
+                 "--likelihood", "gaussian", "--out", str(tmp_path / "run")]) == 0
+    assert "trained vae on" in capsys.readouterr().out
+    (tmp_path / "bad.mrcs").write_bytes(b"not a microscope file" * 10)
+    with pytest.raises(AffineVAEError, match="bad.mrcs: cannot read"):
+        load_images(str(tmp_path / "bad.mrcs"))
+    monkeypatch.setitem(sys.modules, "mrcfile", None)  # as if the extra were not installed
+    with pytest.raises(AffineVAEError, match=r'pip install "affinevae\[microscopy\]"'):
+        load_images(str(tmp_path / "particles.mrcs"))

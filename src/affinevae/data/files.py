@@ -9,6 +9,8 @@ Supported inputs (see :func:`load_images`):
   tifffile reads, channels from RGB samples or a C axis of at most 4 planes);
 - HDF5 datasets, ``file.h5:dataset`` or ``file.hdf5:/group/dataset`` (needs ``h5py``:
   ``pip install affinevae[hdf5]``);
+- MRC files, ``.mrcs``/``.mrc`` (a cryo-EM particle stack (N, H, W), or one image; memory mapped
+  through mrcfile: ``pip install affinevae[microscopy]``);
 - single ``.png``/``.jpg``/``.jpeg`` images and folders of PNG/JPEG/TIFF files (sorted by name);
 - QuickDraw "numpy bitmap" files, (N, 784) uint8 arrays read as (N, 1, 28, 28); several class
   files (a comma-separated list or a glob of ``.npy`` paths) make one labelled set, see
@@ -38,8 +40,8 @@ import numpy as np
 
 from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
-from .formats import (AUX_KEYS, DEFAULT_KEYS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, NPY_EXTS,
-                      NPY_MAGIC, NPZ_EXTS, PIL_EXTS, SUPPORTED, TIFF_EXTS, cannot_read, check_not_empty, check_npy_magic,
+from .formats import (AUX_KEYS, DEFAULT_KEYS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, MRC_EXTS,
+                      NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PIL_EXTS, SUPPORTED, TIFF_EXTS, cannot_read, check_not_empty, check_npy_magic,
                       file_magic, npz_image_key, pickled_npy, reading)
 from .imageset import ImageSet, normalise_images
 
@@ -202,6 +204,12 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
     if ext in PIL_EXTS:
         _no_key(spec, key)
         return _finish(_read_pil(p, spec), spec, standardise)
+    if ext in MRC_EXTS:  # a particle stack (N, H, W), or one image
+        _no_key(spec, key)
+        from .microscopy import open_mrc
+
+        with open_mrc(str(p)) as source:
+            return _finish(source.read_raw(0, len(source)), spec, standardise)
     kind = f"'{p.suffix}'" if p.suffix else "(no extension)"
     raise AffineVAEError(f"{spec}: unsupported file type {kind}; supported: {', '.join(SUPPORTED)}, "
                          "a folder of images, or a comma-separated list or glob of .npy files")

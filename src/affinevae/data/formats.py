@@ -30,6 +30,9 @@ ZARR_EXTS = (".zarr",)
 #: Electron-microscopy files read by :mod:`~affinevae.data.microscopy` (extra ``[microscopy]``):
 #: Gatan DigitalMicrograph, Velox/Berkeley EMD, FEI TIA, MRC.
 MICROSCOPY_EXTS = (".dm3", ".dm4", ".emd", ".ser", ".mrc", ".mrcs")
+#: MRC files, which also hold image stacks (a cryo-EM particle stack, ``.mrcs``): read by
+#: :func:`~affinevae.data.files.load_images` as well (extra ``[microscopy]``).
+MRC_EXTS = (".mrc", ".mrcs")
 #: What to install for the readers of :data:`MICROSCOPY_EXTS` and :data:`ZARR_EXTS`.
 MICROSCOPY_EXTRA = 'pip install "affinevae[microscopy]"'
 #: Files marking a folder as a Zarr store (v3, v2 group, v2 array).
@@ -45,7 +48,7 @@ def is_zarr_dir(path) -> bool:
 
 
 #: Single files :func:`~affinevae.data.files.load_images` reads.
-SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS
+SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS + MRC_EXTS
 
 #: ``file.h5:dataset`` (group 1: the file, group 2: the dataset, None without a colon).
 HDF5_SPEC = re.compile(r"^(.*?\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)
