@@ -304,3 +304,25 @@ def test_load_run_data_shows_each_held_loader_warning_once(monkeypatch):
             warnings.simplefilter("always")
             common.load_run_data(argparse.Namespace(data="x.npz"), None, expect=(1, 16, 16))
     assert seen == []
+
+
+def test_set_takes_comma_separated_numbers_as_a_tuple():
+    """--set group_channels=4,8,8 as the README writes it (JSON lists and strings as before)."""
+    from affinevae.cli.common import parse_set_options
+
+    got = parse_set_options(["group_channels=4,8,8", "invariances=rotation,translation", "hidden=[16, 16]",
+                             "beta=0.5", "flag=true", "mixed=4,a", "pair=0.1, 2"])
+    assert got == {"group_channels": (4, 8, 8), "invariances": "rotation,translation", "hidden": [16, 16],
+                   "beta": 0.5, "flag": True, "mixed": "4,a", "pair": (0.1, 2)}
+    model = av.build_model("rvae", latent_dim=2, invariances="rotation", rotation_mode="full",
+                           group_channels=got["group_channels"])
+    assert model.config.group_channels == (4, 8, 8)
+
+
+def test_rotation_mode_full_without_a_rotation_is_one_line(tmp_path, capsys):
+    with pytest.raises(av.AffineVAEError, match="rotation_mode 'full'.*infer no rotation"):
+        av.build_model("rvae", latent_dim=2, invariances="translation", rotation_mode="full")
+    assert main(["train", "--model", "rvae", "--data", "mnist", "-n", "64", "--invariances", "translation",
+                 "--set", "rotation_mode=full", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "infer no rotation" in err and not (tmp_path / "r").exists()

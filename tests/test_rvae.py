@@ -400,8 +400,10 @@ def test_known_shift_and_zoom_move_the_pose_by_as_much(shift_scale_model, uprigh
 def test_full_mode_defaults_to_the_equivariant_encoder():
     assert RVAEConfig(rotation_mode="full").encoder == "equivariant"
     assert RVAEConfig(rotation_mode="full", invariances=("rotation",)).encoder == "equivariant"
-    # no rotation to infer, the gaussian mode or an explicit choice: the flat encoders as before
-    assert RVAEConfig(rotation_mode="full", invariances=("translation",)).encoder == "mlp"
+    # no rotation to infer: 'full' (the angle's prior) is refused; the gaussian mode or an explicit choice:
+    # the flat encoders as before
+    with pytest.raises(AffineVAEError, match="infer no rotation"):
+        RVAEConfig(rotation_mode="full", invariances=("translation",))
     assert RVAEConfig().encoder == "mlp" and RVAEConfig(rotation_mode="full", encoder="conv").encoder == "conv"
     cfg = RVAEConfig(rotation_mode="full")
     assert cfg.mixture and cfg.group_order in (4, 8, 16) and cfg.rotation_sampler in ("gumbel", "enumerate")
@@ -422,7 +424,7 @@ def test_full_mode_defaults_to_the_equivariant_encoder():
     ({"group_channels": (8, 0)}, "group_channels must be one or more positive integers"),
     ({"image_shape": (1, 12, 16)}, "needs square images.*use encoder 'mlp' or 'conv'"),
     ({"rotation_mode": "gaussian", "encoder": "equivariant"}, "encoder 'equivariant' needs rotation_mode 'full'"),
-    ({"invariances": ("translation",), "encoder": "equivariant"}, "needs rotation_mode 'full' and the rotation"),
+    ({"invariances": ("translation",), "encoder": "equivariant"}, "infer no rotation"),
 ])
 def test_bad_full_circle_options_raise_one_line(options, match):
     opts = {"rotation_mode": "full", **options}

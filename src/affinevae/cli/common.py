@@ -230,14 +230,29 @@ def parse_int_list(text: str, name: str) -> tuple[int, ...]:
 
 
 def parse_set_options(items: list[str]) -> dict[str, Any]:
-    """['key=value', ...] -> dict; values parsed as JSON when possible, else kept as strings."""
+    """['key=value', ...] -> dict; values parsed as JSON when possible (``[4,8,8]``, ``0.5``, ``true``),
+    comma-separated numbers as a tuple (``4,8,8`` -> (4, 8, 8), as ``--hidden`` takes them), else
+    kept as strings (``rotation,translation``)."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise AffineVAEError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        try:
-            out[k.strip().replace("-", "_")] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip().replace("-", "_")] = v
+        out[k.strip().replace("-", "_")] = _set_value(v)
     return out
+
+
+def _set_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 1:
+        try:
+            values = [json.loads(p) for p in parts]
+        except json.JSONDecodeError:
+            return text
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return tuple(values)
+    return text

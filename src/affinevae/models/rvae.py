@@ -208,6 +208,9 @@ class RVAEConfig(ModelConfig):
         check_choice("decoder", self.decoder, POSE_DECODERS.names())
         check_choice("likelihood", self.likelihood, ["bernoulli", "cbernoulli", "gaussian"])
         check_choice("rotation_mode", self.rotation_mode, ["gaussian", "full"])
+        check(self.rotation_mode != "full" or "rotation" in self.invariances,
+              f"rotation_mode 'full' is the prior of the angle, but invariances {self.invariances} infer no rotation: "
+              "add 'rotation' to invariances (--invariances) or leave rotation_mode out")
         check(len(self.hidden) >= 1, "hidden must list at least one width")
         check(all(isinstance(h, int) and h > 0 for h in self.encoder_hidden),
               f"encoder_hidden must be positive integers, got {self.encoder_hidden}")
