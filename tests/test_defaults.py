@@ -152,7 +152,7 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
     full = {"latent_dim": 2, "rotation_mode": "full"}
     assert data_defaults(plain, "rvae", full, None, None)[1:] == (
         {"batch_size": 100, "lr": 3e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS},
-        "affinevae: rvae defaults: batch_size=100 lr=0.003 (override with --batch-size/--lr)")
+        "affinevae: rvae over the full circle defaults: batch_size=100 lr=0.003 (override with --batch-size/--lr)")
     assert data_defaults(plain, "rvae", given, None, None)[1]["lr"] == 2e-3
     opts, train, line = data_defaults(plain, "jrvae", given, None, None)
     assert opts == given and train == {"batch_size": bs, "lr": lr, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}

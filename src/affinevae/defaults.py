@@ -285,5 +285,6 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
         return options, train, ""
     flags = "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen))
     shown = " ".join(f"{k}={_show(v)}" for k, v in chosen.items())
-    words = model if rules is None else kind.words
+    full = rules is None and options.get("rotation_mode") == "full" and f"{model}:full" in FAMILY_TRAINING
+    words = (f"{model} over the full circle" if full else model) if rules is None else kind.words
     return options, train, f"affinevae: {words} defaults: {shown} (override with {flags})"

@@ -159,8 +159,13 @@ class Train:
                          f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
                          "was left off"))
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
-            print(f"trained {args.model} on {result.n_train} {data_noun(model)} ({source}{held}) for {counted(cfg.epochs, 'epoch')}: "
-                  f"train loss {last.get('train_loss', float('nan')):.2f}{val} nats/image; run in {args.out}")
+            # the training loss holds the model's named extra terms (the validation loss does not): name them
+            extra = [(k[len("train_"):], v) for k, v in last.items() if k.startswith("train_")
+                     and k not in ("train_loss", "train_recon", "train_kl") and isinstance(v, (int, float))]
+            terms = f" (with {', '.join(f'{k} {v:.2f}' for k, v in extra)})" if extra else ""
+            print(f"trained {args.model} on {counted(result.n_train, data_noun(model)[:-1])} ({source}{held}) for "
+                  f"{counted(cfg.epochs, 'epoch')}: train loss {last.get('train_loss', float('nan')):.2f}{terms}{val} "
+                  f"nats/image; run in {args.out}")
         return 0
 
 
