@@ -49,6 +49,7 @@ def test_accepted_forms_give_float32_nchw_and_int64_labels(tmp_path):
     (np.zeros((2, 4, 4)), {"image_shape": (3, 4, 4)}, "model expects 3x4x4"),
     (np.array([[[np.nan, 0.0]]]), {}, "1 NaN or infinite"),
     (np.array([[[np.inf, 0.0]]]), {}, "NaN or infinite"),
+    (np.stack([np.zeros((2, 2)), np.zeros((2, 2)), np.full((2, 2), np.nan)]), {}, r"4 NaN or infinite pixel values \(first in image 2\)"),
     (np.array([[["a", "b"]]]), {}, "must be numeric"),
     ((np.zeros((2, 4, 4)), [0, 1], [0, 1]), {}, "must be \\(images, labels\\)"),
     (np.zeros((2, 4, 4)), {"labels": [0, 1, 2]}, "3 labels for 2 images"),

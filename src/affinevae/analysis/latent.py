@@ -178,7 +178,8 @@ def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
         values = codes.true_angle if color_by == "true_angle" else codes.learned_angle
         if values is None:
             raise AffineVAEError(f"colouring by {color_by.replace('_', ' ')} needs "
-                                 + ("data with known angles (e.g. rotated-mnist)" if color_by == "true_angle"
+                                 + ("data with known angles (e.g. rotated-mnist, or an .npz with an 'angle' array)"
+                                    if color_by == "true_angle"
                                     else "a model that learns the angle (rvae/crvae with rotation, avae)"))
         deg = np.degrees(wrap_angles(values))
         cmap, lim = angle_color_scale(deg)

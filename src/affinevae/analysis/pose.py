@@ -77,7 +77,8 @@ def angle_comparison(model, data, n: Optional[int] = None, labels=None) -> Angle
     _require_angle(model)
     data = take(as_imageset(data, labels), n)
     if data.angle is None:
-        raise AffineVAEError("learned-vs-true angles need data with known angles (e.g. rotated-mnist)")
+        raise AffineVAEError("learned-vs-true angles need data with known angles (e.g. rotated-mnist, or an .npz "
+                             "with an 'angle' array (N,) in radians beside the images)")
     learned = wrap_angles(learned_angles(model, data))
     true = np.asarray(data.angle, np.float64)
     per_class = float("nan") if data.labels is None else class_offset_concentration(learned, true, data.labels)

@@ -245,7 +245,9 @@ def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[i
     if x.dtype != want:
         x = x.to(want)
     if not bool(torch.isfinite(x).all()):
-        raise AffineVAEError(f"{where}: {int((~torch.isfinite(x)).sum())} NaN or infinite pixel values")
+        first = int((~torch.isfinite(x.reshape(len(x), -1)).all(1)).nonzero()[0, 0])
+        raise AffineVAEError(f"{where}: {int((~torch.isfinite(x)).sum())} NaN or infinite pixel values "
+                             f"(first in image {first})")
     if min_label not in (0, -1):
         raise AffineVAEError(f"{where}: min_label must be 0 or -1, got {min_label!r}")
     y = None if labels is None else _labels(labels, len(x), where, num_classes, min_label)
