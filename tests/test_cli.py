@@ -176,3 +176,16 @@ def test_a_command_leaves_the_callers_warning_format_as_it_was(tmp_path, capsys)
     assert main(["info", str(tmp_path / "no-such-run")]) == 2
     assert warnings.formatwarning is before
     assert "affinevae: warning" not in warnings.formatwarning("third-party", UserWarning, "f.py", 1)
+
+
+def test_train_writes_one_line_per_epoch_when_no_bar_is_drawn(tmp_path, capsys):
+    """stderr is not a terminal here (a batch job's log): no bar, one line per epoch; --no-progress: none."""
+    small = ["train", "--model", "vae", "--data", "mnist", "-n", "100", "--epochs", "2", "--latent-dim", "2",
+             "--hidden", "16", "--channels", "4,8", "--batch-size", "50"]
+    assert main([*small, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("train loss" in line and "val loss" in line and line.endswith("images/s") for line in lines)
+    assert main([*small, "--no-progress", "--out", str(tmp_path / "b")]) == 0
+    assert "epoch 1/2" not in capsys.readouterr().err

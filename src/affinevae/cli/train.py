@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 
 import numpy as np
@@ -19,6 +20,14 @@ from ..training import TrainConfig, fit, init_distributed
 from . import COMMANDS
 from .common import (add_data_arguments, counted, data_noun, load_data_from_args, parse_int_list, parse_set_options,
                      seed_arg)
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """The line ``train`` writes for each finished epoch when no progress bar is drawn (stderr is not a
+    terminal): ``epoch 3/10: train loss 160.21, val loss 158.90 nats/image, 1234 images/s``."""
+    val = f", val loss {record['val_loss']:.2f}" if "val_loss" in record else ""
+    return (f"epoch {record['epoch']}/{epochs}: train loss {record.get('train_loss', float('nan')):.2f}{val} "
+            f"nats/image, {record.get('images_per_s', float('nan')):.0f} images/s")
 
 
 def _signal_hint(data) -> str:
@@ -88,7 +97,8 @@ class Train:
         t.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
         t.add_argument("--compile", action="store_true", help="torch.compile the networks while training "
                                                               "(faster after a few seconds' start; needs a C++ compiler on CPU)")
-        t.add_argument("--no-progress", action="store_true", help="no progress bar")
+        t.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (when stderr is not a terminal: no line per epoch)")
         t.add_argument("--log", action="append", default=[], metavar="NAME",
                        help="experiment tracking: csv, tensorboard or mlflow (repeatable or comma-separated)")
         t.add_argument("--log-images-every", type=int, default=None, metavar="N",
@@ -148,7 +158,11 @@ class Train:
                                signal_cube=None if args.val_data in BUILTIN or not args.signal_channels else False)
             check_image_size(val, hint=_signal_hint(val))
             meta["val_data"] = args.val_data
-        result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta)
+        callbacks = []
+        if rank == 0 and not args.no_progress and not cfg.show_progress():
+            # no bar to draw (stderr is a log file: a batch job): one line per epoch instead
+            callbacks.append(lambda record: print(epoch_line(record, cfg.epochs), file=sys.stderr, flush=True))
+        result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks)
         if rank == 0:
             last = result.history[-1] if result.history else {}
             val = f", val loss {last['val_loss']:.2f}" if "val_loss" in last else ""
