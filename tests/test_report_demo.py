@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import affinevae as av
 from affinevae.cli import main
 from affinevae.errors import AffineVAEError
 from affinevae.models.base import build_model
@@ -242,3 +243,22 @@ def test_demo_never_replaces_a_run_it_did_not_make(tmp_path, capsys):
     assert not is_demo_run(user)
     (user / "train.json").write_text(json.dumps({"epochs_done": 3, DEMO_RUN_KEY: True}))
     assert is_demo_run(user)
+
+
+def test_a_full_circle_model_is_swept_without_a_search_around_it(tmp_path, monkeypatch):
+    """Its loss is the same at every turn by construction: the report's sweep leaves out the AVAE row
+    (most of the report's time on a full-circle run), and keeps it for a model with a preferred orientation."""
+    from affinevae import analysis
+
+    full = av.build_model("rvae", latent_dim=2, invariances=("rotation",), rotation_mode="full", seed=0)
+    assert full.full_circle and not av.build_model("rvae", latent_dim=2, invariances=("rotation",)).full_circle
+    assert not av.build_model("vae", latent_dim=2).full_circle
+    data = av.data.rotated_mnist("train", n=64, full_circle=True, seed=0)
+    av.fit(full, data, av.TrainConfig(epochs=1, batch_size=32, progress=False, val_split=0.0),
+           out=tmp_path / "run", meta={"data": "rotated-mnist", "n": 64, "max_angle": 3.141592653589793})
+    swept = []
+    real = analysis.loss_vs_rotation
+    monkeypatch.setattr(analysis, "loss_vs_rotation", lambda models, *a, **k: (swept.append(list(models)),
+                                                                              real(models, *a, **k))[1])
+    res = write_report(tmp_path / "run", tmp_path / "r.html", n=20, sweep_rotations=np.radians([0, 90]), sweep_n=4)
+    assert "Loss vs rotation" in res.sections and swept == [["rvae"]]

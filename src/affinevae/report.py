@@ -460,7 +460,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
 
         def do_sweep():
             models = {model.family: model}
-            if model.pose_source != "searched":
+            # a full-circle model infers every turn itself: a search around it costs most of the report, adds nothing
+            if model.pose_source != "searched" and not model.full_circle:
                 from .pose.search import SearchConfig
 
                 models["avae (search around it)"] = AVAE(model, pose_head=False,

@@ -323,6 +323,13 @@ class LatentModel(nn.Module):
         return "rotation" in tuple(getattr(self.config, "invariances", ()) or ())
 
     @property
+    def full_circle(self) -> bool:
+        """Whether the model infers its angle over the whole circle (a uniform prior on it:
+        ``rotation_mode='full'``), so that its loss is the same at every turn of an image, up to the
+        pixel grid: a pose search around it has nothing to add."""
+        return self.learns_angle and getattr(self.config, "rotation_mode", None) == "full"
+
+    @property
     def family_label(self) -> str:
         """The family as messages name it: ``family`` (an AVAE adds its inner model's)."""
         return self.family
