@@ -189,3 +189,17 @@ def test_train_writes_one_line_per_epoch_when_no_bar_is_drawn(tmp_path, capsys):
     assert all("train loss" in line and "val loss" in line and line.endswith("images/s") for line in lines)
     assert main([*small, "--no-progress", "--out", str(tmp_path / "b")]) == 0
     assert "epoch 1/2" not in capsys.readouterr().err
+
+
+def test_train_a_full_circle_rvae_from_the_command_line(tmp_path, capsys):
+    """The README's full-circle command: its defaults line, the pose anchor's line, the named anchor term."""
+    assert main(["train", "--model", "rvae", "--data", "rotated-mnist", "--max-angle", "180", "-n", "200", "--epochs", "1",
+                 "--latent-dim", "2", "--invariances", "rotation", "--set", "rotation_mode=full", "--set",
+                 "group_channels=4,8", "--no-progress", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "affinevae: rvae over the full circle defaults: batch_size=100 lr=0.003 (override with --batch-size/--lr)"
+    assert any(line.startswith("affinevae: pose anchor: the training images' angles synchronised with agreement")
+               for line in out)
+    assert "trained rvae on 180 images" in out[-1] and "(with pose_anchor " in out[-1]
+    model = av.load(tmp_path / "r")
+    assert model.config.encoder == "equivariant" and model.config.group_channels == (4, 8) and model.full_circle

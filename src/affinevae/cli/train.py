@@ -168,7 +168,7 @@ class Train:
             val = f", val loss {last['val_loss']:.2f}" if "val_loss" in last else ""
             if "pose_sync_agreement" in last:
                 agree = last["pose_sync_agreement"]
-                print(f"pose anchor: the training images' angles synchronised with agreement {agree:.2f}; "
+                print(f"affinevae: pose anchor: the training images' angles synchronised with agreement {agree:.2f}; "
                       + ("the encoder's angle was anchored to them (pose_anchor)" if "train_pose_anchor" in last else
                          f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
                          "was left off"))
