@@ -326,3 +326,13 @@ def test_rotation_mode_full_without_a_rotation_is_one_line(tmp_path, capsys):
                  "--set", "rotation_mode=full", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "infer no rotation" in err and not (tmp_path / "r").exists()
+
+
+def test_plot_with_images_of_another_size_names_the_file(tiny_runs, tmp_path, capsys):
+    np.save(tmp_path / "odd45.npy", np.random.default_rng(0).random((5, 45, 45), dtype=np.float32))
+    for kind in ("latent", "reconstructions"):
+        assert main(["plot", str(tiny_runs.path("vae")), kind, "--data", str(tmp_path / "odd45.npy"),
+                     "--out", str(tmp_path / f"{kind}.png")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "odd45.npy: image shape 1x45x45" in err
+        assert not (tmp_path / f"{kind}.png").exists()

@@ -133,14 +133,16 @@ def check_figure_memory(fig, dpi: int) -> None:
         raise
 
 
-def plot_data(args: argparse.Namespace, run, grey: bool = False) -> Any:
+def plot_data(args: argparse.Namespace, run, grey: bool = False, expect: Optional[tuple] = None) -> Any:
     """The images ``plot`` draws for ``run``: :func:`~affinevae.cli.common.load_run_data` with
     ``--split`` and ``--seed`` (the run's own data with the options training recorded, e.g.
     rotated-mnist's angle range, when ``--data`` is not given or names the run's own spec without
     ``--key``/``--labels``; ``--binarize`` applies to either and on the run's own data replaces the
     run's threshold). ``grey``: no threshold at all (for a kind that turns the images and thresholds
-    them after, as ``sweep`` does)."""
-    return load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=not grey, announce=False)
+    them after, as ``sweep`` does). ``expect``: the model's (C, H, W); images of another shape are
+    refused in one line naming the file."""
+    return load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=not grey, announce=False,
+                         expect=expect)
 
 
 def comparing_kinds() -> str:
@@ -276,7 +278,7 @@ def _loss_vs_rotation(c: PlotContext):
             models[f"{nm} + pose search (avae)"] = AVAE(m, pose_head=False).eval()
     binarize = c.args.binarize if c.args.binarize is not None else c.run.binarize
     angles = [math.radians(a) for a in parse_angles(c.args.angles)]  # --angles: degrees
-    data = plot_data(c.args, c.run, grey=True) if binarize is not None else c.data  # thresholded after each turn
+    data = plot_data(c.args, c.run, grey=True, expect=tuple(c.models[0].config.image_shape)) if binarize is not None else c.data  # thresholded after each turn
     res = A.loss_vs_rotation(models, data, angles, seed=c.args.seed, binarize=binarize)
     return A.plot_loss_vs_rotation(res, c.args.title)
 
@@ -389,7 +391,7 @@ class Plot:
         names = [_label(r.path) for r in runs]
         if len(set(names)) < len(names):
             names = [f"{i + 1}: {n}" for i, n in enumerate(names)]
-        data = plot_data(args, runs[0]) if kind.needs_data else None
+        data = plot_data(args, runs[0], expect=first) if kind.needs_data else None
         fig = kind.draw(PlotContext(args=args, runs=runs, models=models, names=names, data=data, show=show))
         check_figure_memory(fig, args.dpi)
         save_figure(fig, args.out, dpi=args.dpi, fmt=fmt)
