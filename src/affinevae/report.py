@@ -386,7 +386,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
 
     rep.section("Reconstructions")
     attempt("Reconstructions", lambda: rep.figure(A.plot_reconstructions(A.reconstructions(model, ds, n=12, seed=seed)),
-                                                  "random test images (top) and their reconstructions (bottom)"))
+                                                  "random images of the evaluated data (top) and their reconstructions (bottom)"))
 
     rep.section("Latent space")
 
@@ -429,7 +429,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
     rep.section("Interpolation and latent arithmetic")
     attempt("Interpolation", lambda: rep.figure(A.plot_interpolation([A.interpolate(model, ds, pick(2), steps=10)
                                                                        for _ in range(3)]),
-                                                "straight lines in latent space between pairs of test images"))
+                                                "straight lines in latent space between pairs of the evaluated images"))
     attempt("Latent arithmetic", lambda: rep.figure(A.plot_arithmetic(A.latent_arithmetic(model, ds, pick(3))),
                                                     "decode(z_a - z_b + z_c)"))
 
