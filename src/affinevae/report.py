@@ -386,7 +386,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
 
     rep.section("Reconstructions")
     attempt("Reconstructions", lambda: rep.figure(A.plot_reconstructions(A.reconstructions(model, ds, n=12, seed=seed)),
-                                                  "random images of the evaluated data (top) and their reconstructions (bottom)"))
+                                                  "random images of the evaluated data (top) and their "
+                                                  "reconstructions (bottom)"))
 
     rep.section("Latent space")
 
