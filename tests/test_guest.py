@@ -74,6 +74,20 @@ def test_module_mode_gives_every_submodule_its_own_mode_back():
     assert [m.training for m in outer.modules()] == before
 
 
+@pytest.mark.parametrize("order", ["model first", "wrapper first"])
+def test_a_sweep_of_a_model_and_a_search_around_it_gives_both_their_modes_back(tiny, order):
+    """The README's rotation_sweep({"vae": model, "avae": av.AVAE(model)}): the wrapper is in training
+    mode when made, the user's model in eval mode; each keeps its own."""
+    from affinevae.sweep import rotation_sweep
+
+    model, data = tiny
+    model.eval()
+    avae = av.AVAE(model, pose_head=False, search={"restarts": 2, "keep": 1, "steps": 1})
+    models = {"vae": model, "avae": avae} if order == "model first" else {"avae": avae, "vae": model}
+    rotation_sweep(models, data.images[:4], angles=np.radians([0, 90]))
+    assert avae.training and not any(m.training for m in model.modules())
+
+
 def test_align_leaves_a_wrapped_model_in_its_own_mode(tiny):
     model, data = tiny
     model.eval()

@@ -400,10 +400,16 @@ def test_known_shift_and_zoom_move_the_pose_by_as_much(shift_scale_model, uprigh
 def test_full_mode_defaults_to_the_equivariant_encoder():
     assert RVAEConfig(rotation_mode="full").encoder == "equivariant"
     assert RVAEConfig(rotation_mode="full", invariances=("rotation",)).encoder == "equivariant"
-    # no rotation to infer: 'full' (the angle's prior) is refused; the gaussian mode or an explicit choice:
-    # the flat encoders as before
+    # no rotation to infer: a new model refuses 'full' (the angle's prior), a saved config with it still loads;
+    # the gaussian mode or an explicit choice: the flat encoders as before
+    saved = RVAEConfig(rotation_mode="full", invariances=("translation",))
+    assert saved.encoder == "mlp" and RVAE(saved).config == saved
+    with pytest.raises(AffineVAEError, match="infer no rotation: add 'rotation' to the invariances"):
+        saved.check_new()
     with pytest.raises(AffineVAEError, match="infer no rotation"):
-        RVAEConfig(rotation_mode="full", invariances=("translation",))
+        av.build_model("rvae", rotation_mode="full", invariances=("translation",))
+    with pytest.raises(AffineVAEError, match="1-D signals take no rotation"):
+        av.build_model("rvae", image_shape=(1, 1, 32), rotation_mode="full", invariances=("shift",))
     assert RVAEConfig().encoder == "mlp" and RVAEConfig(rotation_mode="full", encoder="conv").encoder == "conv"
     cfg = RVAEConfig(rotation_mode="full")
     assert cfg.mixture and cfg.group_order in (4, 8, 16) and cfg.rotation_sampler in ("gumbel", "enumerate")
@@ -424,7 +430,7 @@ def test_full_mode_defaults_to_the_equivariant_encoder():
     ({"group_channels": (8, 0)}, "group_channels must be one or more positive integers"),
     ({"image_shape": (1, 12, 16)}, "needs square images.*use encoder 'mlp' or 'conv'"),
     ({"rotation_mode": "gaussian", "encoder": "equivariant"}, "encoder 'equivariant' needs rotation_mode 'full'"),
-    ({"invariances": ("translation",), "encoder": "equivariant"}, "infer no rotation"),
+    ({"invariances": ("translation",), "encoder": "equivariant"}, "needs rotation_mode 'full' and the rotation"),
 ])
 def test_bad_full_circle_options_raise_one_line(options, match):
     opts = {"rotation_mode": "full", **options}

@@ -12,6 +12,7 @@ the image has; an :class:`~affinevae.models.avae.AVAE` first searches each image
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -29,6 +30,7 @@ from .data.inputs import as_images
 from .errors import AffineVAEError, refuse_removed_keywords
 from .io import atomic_write
 from .nn.affine import FULL_TURN, Pose, check_angle, check_full_turn, render  # noqa: F401  (FULL_TURN, check_full_turn: re-exported)
+from .nn.modes import module_mode
 from .pose.search import SearchConfig, seeded
 
 __all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images", "check_angles", "check_models", "check_full_turn",
@@ -305,10 +307,9 @@ def rotation_sweep(models: Mapping[str, object], images, labels=None, *positiona
     names = list(models)
     mean = np.zeros((len(names), len(radians)))
     sem = np.zeros_like(mean)
-    training = {name: m.training for name, m in models.items()}
-    try:
+    with contextlib.ExitStack() as modes:  # every submodule of every model gets its own mode back (a wrapped model too)
         for m in models.values():
-            m.eval()
+            modes.enter_context(module_mode(m))
         for j, a in enumerate(radians):
             for i, name in enumerate(names):
                 model = models[name]
@@ -318,9 +319,6 @@ def rotation_sweep(models: Mapping[str, object], images, labels=None, *positiona
                 v = _neg_elbo(model, xr, y, cfg).double().cpu().numpy()
                 mean[i, j] = v.mean()
                 sem[i, j] = v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
-    finally:
-        for name, m in models.items():
-            m.train(training[name])
     return SweepResult(angles_deg=degrees, names=names, neg_elbo=mean, sem=sem, n_images=len(x))
 
 

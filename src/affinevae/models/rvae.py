@@ -208,9 +208,6 @@ class RVAEConfig(ModelConfig):
         check_choice("decoder", self.decoder, POSE_DECODERS.names())
         check_choice("likelihood", self.likelihood, ["bernoulli", "cbernoulli", "gaussian"])
         check_choice("rotation_mode", self.rotation_mode, ["gaussian", "full"])
-        check(self.rotation_mode != "full" or "rotation" in self.invariances,
-              f"rotation_mode 'full' is the prior of the angle, but invariances {self.invariances} infer no rotation: "
-              "add 'rotation' to invariances (--invariances) or leave rotation_mode out")
         check(len(self.hidden) >= 1, "hidden must list at least one width")
         check(all(isinstance(h, int) and h > 0 for h in self.encoder_hidden),
               f"encoder_hidden must be positive integers, got {self.encoder_hidden}")
@@ -236,6 +233,17 @@ class RVAEConfig(ModelConfig):
         else:
             check(isinstance(self.group_order, int) and not isinstance(self.group_order, bool) and self.group_order > 0,
                   f"group_order must be a positive integer, got {self.group_order!r}")
+
+    def check_new(self) -> None:
+        """A new model refuses ``rotation_mode='full'`` without a rotation to infer (the mode is the
+        angle's prior: without the angle it did nothing, and it chose the full-circle training
+        defaults); a saved config with it still loads."""
+        super().check_new()
+        if self.rotation_mode == "full" and "rotation" not in self.invariances:
+            hint = ("1-D signals take no rotation: leave rotation_mode out" if is_signal_shape(self.image_shape) else
+                    "add 'rotation' to the invariances (--invariances) or leave rotation_mode out")
+            raise AffineVAEError(f"rotation_mode 'full' is the prior of the angle, but invariances {self.invariances} "
+                                 f"infer no rotation: {hint}")
 
     @property
     def mixture(self) -> bool:
