@@ -174,7 +174,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=None,
-                   help="Adam learning rate (default: the train command's for a full-circle rvae, 3e-3)")
+                   help="Adam learning rate (default: the train command's for the main row's rvae, "
+                        "affinevae.defaults.family_training)")
     p.add_argument("--latent-dim", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an rVAE option for the main row, e.g. --set group_order=4 (a Python literal; repeatable)")

@@ -219,7 +219,7 @@ def test_angle_comparison(tiny_runs, test_data):
     assert a.correlation == pytest.approx(circular_correlation(a.learned_angle, a.true_angle))
     d = np.exp(1j * (a.learned_angle - a.true_angle))
     assert a.concentration == pytest.approx(abs(d.mean())) and 0 <= a.concentration <= 1
-    per = [abs(d[a.labels == c].mean()) for c in np.unique(a.labels)]
+    per = [abs(d[a.labels == c].mean()) for c in np.unique(a.labels) if (a.labels == c).sum() >= 2]
     assert a.class_concentration == pytest.approx(np.mean(per))
     with pytest.raises(AffineVAEError, match="known angles"):
         A.angle_comparison(rvae, test_data["mnist"])
@@ -240,6 +240,11 @@ def test_class_offset_concentration_scores_one_frame_per_class():
     assert offset_concentration(learned, true) < 0.5
     with pytest.raises(AffineVAEError, match="equal-length"):
         class_offset_concentration(learned, true, labels[:10])
+    unknown = labels.copy()
+    unknown[::2] = -1  # unknown labels are left out, not a class of their own
+    assert class_offset_concentration(learned, true, unknown) == pytest.approx(1.0)
+    singles = np.arange(300)  # one image per class would score 1 whatever the angles: no class to score
+    assert np.isnan(class_offset_concentration(rng.uniform(-3, 3, 300), true, singles))
     fig = A.plot_angle_comparison(A.AngleComparison(true, learned, labels, 0.0, "m", 0.3, 1.0))
     assert "per class 1.00" in fig.axes[0].get_title()
     fig = A.plot_angle_comparison(A.AngleComparison(true, learned, None, 0.0, "m", 0.3))

@@ -154,6 +154,8 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
         {"batch_size": 100, "lr": 3e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS},
         "affinevae: rvae over the full circle defaults: batch_size=100 lr=0.003 (override with --batch-size/--lr)")
     assert data_defaults(plain, "rvae", given, None, None)[1]["lr"] == 2e-3
+    # the full-circle entry was measured with the equivariant encoder: the MLP one keeps the family's
+    assert data_defaults(plain, "rvae", {**full, "encoder": "mlp"}, None, None)[1]["lr"] == 2e-3
     opts, train, line = data_defaults(plain, "jrvae", given, None, None)
     assert opts == given and train == {"batch_size": bs, "lr": lr, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}
     assert line == "affinevae: jrvae defaults: batch_size=50 lr=0.002 (override with --batch-size/--lr)"

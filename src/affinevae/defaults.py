@@ -54,7 +54,7 @@ from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "data_defaults",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -197,13 +197,19 @@ class KindDefaults:
 FAMILY_TRAINING: dict[str, tuple[int, float]] = {"jrvae": (50, 2e-3), "rvae": (100, 2e-3), "rvae:full": (100, 3e-3)}
 
 
+def training_key(model: str, options: Mapping[str, Any]) -> str:
+    """The :data:`FAMILY_TRAINING` key for family ``model`` built with model ``options``:
+    ``"model:full"`` when there is one and the options ask for ``rotation_mode='full'`` with the
+    group-equivariant encoder (the default there; the one the entry was measured with), else ``model``."""
+    full = options.get("rotation_mode") == "full" and options.get("encoder") in (None, "equivariant")
+    return f"{model}:full" if full and f"{model}:full" in FAMILY_TRAINING else model
+
+
 def family_training(model: str, options: Mapping[str, Any]) -> tuple[Optional[int], Optional[float]]:
     """(batch size, Adam learning rate) of :data:`FAMILY_TRAINING` for family ``model`` built with
-    model ``options``: its ``"model:full"`` entry when ``options`` has ``rotation_mode='full'`` and
-    there is one, else its own; (None, None) for a family not listed (the trainer's then)."""
-    if options.get("rotation_mode") == "full" and f"{model}:full" in FAMILY_TRAINING:
-        return FAMILY_TRAINING[f"{model}:full"]
-    return FAMILY_TRAINING.get(model, (None, None))
+    model ``options`` (its entry under :func:`training_key`); (None, None) for a family not listed
+    (the trainer's then)."""
+    return FAMILY_TRAINING.get(training_key(model, options), (None, None))
 
 #: ``ImageSet.meta['kind']`` -> its :class:`KindDefaults`.
 KIND_DEFAULTS: dict[str, KindDefaults] = {
@@ -285,6 +291,6 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
         return options, train, ""
     flags = "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen))
     shown = " ".join(f"{k}={_show(v)}" for k, v in chosen.items())
-    full = rules is None and options.get("rotation_mode") == "full" and f"{model}:full" in FAMILY_TRAINING
+    full = rules is None and training_key(model, options).endswith(":full")
     words = (f"{model} over the full circle" if full else model) if rules is None else kind.words
     return options, train, f"affinevae: {words} defaults: {shown} (override with {flags})"

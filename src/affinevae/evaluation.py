@@ -48,14 +48,19 @@ def class_offset_concentration(a, b, labels) -> float:
     and ``b`` (N,) radians within each class (each class weighted alike): 1 when every class has one
     constant offset of its own. A model of objects with no preferred orientation keeps one frame per
     class (its canonical pose of each shape is arbitrary), so this, not the pooled
-    :func:`offset_concentration`, says how well it recovers their angles."""
+    :func:`offset_concentration`, says how well it recovers their angles. Unknown labels (< 0) and
+    classes of a single image (which would score 1 whatever the angles) are left out; NaN when no
+    class has two images."""
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     labels = np.asarray(labels).ravel()
     if a.shape != b.shape or a.shape != labels.shape or a.size < 1:
         raise AffineVAEError(f"class_offset_concentration needs equal-length angle and label arrays, got {a.shape}, "
                              f"{b.shape} and {labels.shape}")
-    return float(np.mean([offset_concentration(a[labels == c], b[labels == c]) for c in np.unique(labels)]))
+    classes = [c for c in np.unique(labels[labels >= 0]) if int((labels == c).sum()) >= 2]
+    if not classes:
+        return float("nan")
+    return float(np.mean([offset_concentration(a[labels == c], b[labels == c]) for c in classes]))
 
 
 def mean_elbo(model, data: ImageSet, batch_size: int = 512, seed: int = 0) -> float:

@@ -461,7 +461,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
 
         def do_sweep():
             models = {model.family: model}
-            # a full-circle model infers every turn itself: a search around it costs most of the report, adds nothing
+            # a full-circle equivariant model infers every turn itself: a search around it costs most of the report
             if model.pose_source != "searched" and not model.full_circle:
                 from .pose.search import SearchConfig
 

@@ -161,6 +161,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch's and numpy's legacy global generators with ``seed`` (an integer >= 0): for a
+    caller's own script. The library never calls it: ``build_model(seed=)`` and
+    ``TrainConfig.seed`` seed its own draws and leave the global state as it was."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
 def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()

@@ -22,7 +22,7 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
     something else (its value is ``args.data_max_angle`` either way).
     """
     p.add_argument("--data", required=required and default is None, default=default,
-                   help="'mnist', 'rotated-mnist', 'synthetic-peaks', 'synthetic-cube' (spectra), or a path: .npy/.npz (--key), TIFF stack, file.h5:dataset, "
+                   help="'mnist', 'rotated-mnist', 'synthetic-peaks', 'synthetic-cube' (spectra), or a path: .npy/.npz (--key), TIFF stack, file.h5:dataset, .mrcs stack, "
                         "a folder of PNG/JPEG/TIFF, QuickDraw .npy bitmaps (comma-separated or a glob)")
     p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
     p.add_argument("--key", help="array name inside an .npz (default: images, else patches, else the only array; with --signal-axis: spectra, else cube, else signals, else the only array)")

@@ -78,6 +78,8 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
               may name it instead); without a dataset name, the file's only dataset (or one
               called ``images``/``patches`` at the root); ``labels``/``angle``/``shift``/
               ``scale`` datasets in the same group are picked up;
+            - a ``.mrcs``/``.mrc`` file: an MRC stack (a cryo-EM particle stack, (N, H, W)) or one
+              image, memory mapped through mrcfile (extra ``[microscopy]``);
             - a ``.png``/``.jpg``/``.jpeg`` file: one image;
             - a folder of PNG/JPEG/TIFF files, read in name order (grayscale gives C=1, RGB
               C=3, an alpha channel is dropped; grayscale images are repeated to RGB when the

@@ -578,7 +578,8 @@ class AVAE(LatentModel):
         dict of its options (default: the model's); ``starts``: optional (N, R, P) explicit restarts
         in the transform's units (angle radians, shifts half image widths, log scales).
         Returns an :class:`~affinevae.pose.align.AlignResult`: ``params`` (N, P), ``angle`` (N,)
-        radians, ``elbo_before``/``elbo_after``/``objective`` (N,) nats, ``aligned`` (N, C, H, W)."""
+        radians, ``elbo_before``/``elbo_after``/``objective``/``objective_before`` (N,) nats, ``aligned``
+        (N, C, H, W)."""
         if isinstance(config, dict):
             config = SearchConfig.from_dict(config)
         return align_poses(self, x, y, config or self.config.search, starts=starts)

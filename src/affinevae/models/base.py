@@ -329,10 +329,14 @@ class LatentModel(nn.Module):
 
     @property
     def full_circle(self) -> bool:
-        """Whether the model infers its angle over the whole circle (a uniform prior on it:
-        ``rotation_mode='full'``), so that its loss is the same at every turn of an image, up to the
-        pixel grid: a pose search around it has nothing to add."""
-        return self.learns_angle and getattr(self.config, "rotation_mode", None) == "full"
+        """Whether the model infers its angle over the whole circle with the group-equivariant encoder
+        (``rotation_mode='full'``, encoder 'equivariant'): turning an image by a group element turns
+        its inferred angle alike and leaves its content, exactly; other turns to within the offset's
+        accuracy and the interpolation. A pose search around it has little to add (the MLP encoder
+        in full mode is not counted: a search checks its angles)."""
+        cfg = self.config
+        return (self.learns_angle and getattr(cfg, "rotation_mode", None) == "full"
+                and getattr(cfg, "encoder", None) == "equivariant")
 
     @property
     def family_label(self) -> str:
