@@ -172,7 +172,8 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=10000)
     p.add_argument("--n-test", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per step (default: the train command's for the main row's rvae)")
     p.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate (default: the train command's for the main row's rvae, "
                         "affinevae.defaults.family_training)")
@@ -203,8 +204,9 @@ def main() -> None:
             extra[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             extra[key.strip()] = value
-    if args.lr is None:
-        args.lr = family_training("rvae", {**base, **extra})[1]
+    preset_batch, preset_lr = family_training("rvae", {**base, **extra})
+    args.batch_size = preset_batch if args.batch_size is None else args.batch_size
+    args.lr = preset_lr if args.lr is None else args.lr
     cfg = av.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_split=0.0, progress=False,
                          seed=args.seed, checkpoint=False)
     rows = [run("affinevae rVAE full (defaults)" if not extra else "affinevae rVAE full (--set)", {**base, **extra},
