@@ -118,3 +118,17 @@ def test_analyses_run_in_eval_mode_and_give_the_mode_back(tiny, call):
         for h in hooks:
             h.remove()
         model.eval()
+
+
+def test_close_figure_closes_a_pyplot_figure_and_leaves_pyplot_unloaded_otherwise(tmp_path):
+    """A caller's own pyplot figure, saved through the package, is closed in pyplot; without pyplot loaded
+    the package's figures need nothing and pyplot is not imported for them (checked in a subprocess above)."""
+    import matplotlib.pyplot as plt
+
+    from affinevae.plots import close_figure, save_figure
+
+    fig = plt.figure()
+    assert plt.fignum_exists(fig.number)
+    save_figure(fig, tmp_path / "mine.png")
+    assert not plt.fignum_exists(fig.number) and (tmp_path / "mine.png").stat().st_size > 0
+    close_figure(fig)  # twice is harmless
