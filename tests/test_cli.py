@@ -203,3 +203,12 @@ def test_train_a_full_circle_rvae_from_the_command_line(tmp_path, capsys):
     assert "trained rvae on 180 images" in out[-1] and "(with pose_anchor " in out[-1]
     model = av.load(tmp_path / "r")
     assert model.config.encoder == "equivariant" and model.config.group_channels == (4, 8) and model.full_circle
+
+
+def test_train_says_when_the_joint_models_classifier_started_from_kmeans(tmp_path, capsys):
+    argv = ["train", "--model", "jrvae", "--data", "mnist", "-n", "60", "--latent-dim", "2", "--hidden", "8,8",
+            "--set", "encoder_hidden=[16]", "--set", "classifier_hidden=[16]", "--classes", "3", "--epochs", "1",
+            "--set", "class_init_epochs=0", "--set", "class_init_steps=5", "--no-progress", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "affinevae: the classifier started from k-means of the training images before epoch 1 (class_init)" in out

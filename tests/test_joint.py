@@ -186,14 +186,17 @@ def test_the_trainer_runs_the_kmeans_start_once_after_the_warm_epochs_and_resume
         return av.build_model("jrvae", num_classes=2, invariances=("rotation",), class_init_steps=20, **SMALL, **kw)
 
     cfg = av.TrainConfig(epochs=3, batch_size=20, lr=3e-3, val_split=0.0, progress=False, seed=5)
-    full = av.fit(make(), data, cfg, out=tmp_path / "full").model
+    fitted = av.fit(make(), data, cfg, out=tmp_path / "full")
+    full = fitted.model
     assert calls == [(6, 60, 5)]                   # before epoch 3: 6 steps taken, the run's seed
+    assert [r.get("class_kmeans_start") for r in fitted.history] == [None, None, 1.0]  # the epoch record says so
     one = av.fit(make(), data, cfg.replace(epochs=1), out=tmp_path / "one").model
     none = av.fit(make(class_init="none"), data, cfg.replace(epochs=1), out=tmp_path / "none").model
     assert len(calls) == 1 and all(torch.equal(a, b) for a, b in zip(one.parameters(), none.parameters()))
     av.fit(full, data, cfg.replace(checkpoint=False))     # training a trained model further: no new start
     assert len(calls) == 1
-    av.fit(make(), data.images[:1], cfg.replace(checkpoint=False, batch_size=1))   # fewer images than classes
+    with pytest.warns(UserWarning, match="1 training image for 2 classes: no k-means start"):
+        av.fit(make(), data.images[:1], cfg.replace(checkpoint=False, batch_size=1))   # fewer images than classes
     assert len(calls) == 1
 
     def stop(rec):

@@ -172,6 +172,10 @@ class Train:
                       + ("the encoder's angle was anchored to them (pose_anchor)" if "train_pose_anchor" in last else
                          f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
                          "was left off"))
+            started = [r["epoch"] for r in result.history if "class_kmeans_start" in r]
+            if started:
+                print(f"affinevae: the classifier started from k-means of the training images before epoch "
+                      f"{started[0]} (class_init)")
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
             # the training loss holds the model's named extra terms (the validation loss does not): name them
             extra = [(k[len("train_"):], v) for k, v in last.items() if k.startswith("train_")

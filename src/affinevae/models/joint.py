@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, ClassVar, Optional
 
 import numpy as np
@@ -355,17 +356,22 @@ class JRVAE(RVAE):
         """The k-means start of the classifier (``class_init`` 'kmeans', see :class:`JRVAEConfig`)
         before epoch ``class_init_epochs + 1`` of a run that trains this model from its first
         step (``train_steps`` equals the run's ``steps_done``) on at least K images. Returns the
-        rVAE's record (``pose_sync_agreement`` with a pose anchor).
+        rVAE's record (``pose_sync_agreement`` with a pose anchor) and, in the epoch of the start,
+        ``class_kmeans_start`` 1.0. With fewer training images than classes there is nothing to
+        cluster: one warning says so and training goes on without the start.
 
         ``x`` (N, C, H, W) the training images (CPU; clustered by :meth:`kmeans_start`); ``y`` (N,)
         their labels or None (unused: the classes are discovered)."""
         cfg = self.config
         record = super().on_epoch_start(epoch, x, y, steps_done, seed)
-        if (cfg.class_init != "kmeans" or epoch != cfg.class_init_epochs + 1 or int(self.train_steps) != steps_done
-                or len(x) < cfg.num_classes):  # fewer images than classes: nothing to cluster
+        if cfg.class_init != "kmeans" or epoch != cfg.class_init_epochs + 1 or int(self.train_steps) != steps_done:
+            return record
+        if len(x) < cfg.num_classes:
+            warnings.warn(f"{self.family}: {len(x)} training image{'s' if len(x) != 1 else ''} for {cfg.num_classes} "
+                          "classes: no k-means start of the classifier (class_init)", stacklevel=2)
             return record
         self.kmeans_start(x, seed)
-        return record
+        return {**record, "class_kmeans_start": 1.0}
 
     def kmeans_start(self, x: Tensor, seed: int = 0, batch_size: int = 512) -> Tensor:
         """Fit the classifier to k-means clusters of the training images ``x`` (N, C, H, W): their
