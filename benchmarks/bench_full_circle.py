@@ -91,7 +91,7 @@ def run(name: str, options: dict, train, test, cfg: av.TrainConfig, seed: int) -
     enc = encode_dataset(model, test, seed=0)
     acc, knn = latent_scores(enc["z_mean"], test.labels, seed)
     per = class_concentrations(enc["angle"], test.angle, test.labels)
-    conc = float(np.mean(per))
+    conc = angle_concentration(enc["angle"], test.angle, test.labels)
     ips = float(np.mean([h["images_per_s"] for h in res.history]))
     c = model.config
     desc = (f"encoder {c.encoder}" + (f", N={c.group_order}, fields {tuple(c.group_channels)}, downsample "
@@ -134,7 +134,7 @@ def oracle(options: dict, train, test, cfg: av.TrainConfig, seed: int, synchroni
     which = "synchronised" if synchronised else "true"
     return {"name": f"supervised angle ({which}), same encoder", "images/s": cfg.epochs * len(x) / wall,
             "-ELBO": float("nan"), "k-means acc": float("nan"), "10-NN acc": float("nan"),
-            "angle conc": float(np.mean(per)), "wall s": wall + t_sync,
+            "angle conc": angle_concentration(enc["angle"], test.angle, test.labels), "wall s": wall + t_sync,
             "desc": f"the rVAE's encoder ({c.encoder}, N={c.group_order}, fields {tuple(c.group_channels)}) alone, "
                     f"trained on the {which} angles", "per": " ".join(f"{k}:{v:.2f}" for k, v in enumerate(per))}
 

@@ -273,8 +273,9 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
                     options[name] = chosen[name] = value
     train: dict[str, Any] = {}
     # what is chosen when not given: the data kind's values, else the family's (plain images), else the trainer's
+    key = training_key(model, options)  # plain images: the family's entry (its full-circle one where it has one)
     preset = ((kind.batch_size, kind.lr, kind.kl_warmup) if rules is not None
-              else (*family_training(model, options), None))
+              else (*FAMILY_TRAINING.get(key, (None, None)), None))
     for (name, value, default), chosen_value in zip((("batch_size", batch_size, TrainConfig.batch_size),
                                                      ("lr", lr, TrainConfig.lr),
                                                      ("kl_warmup", kl_warmup, TrainConfig.kl_warmup)), preset):
@@ -291,6 +292,5 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
         return options, train, ""
     flags = "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen))
     shown = " ".join(f"{k}={_show(v)}" for k, v in chosen.items())
-    full = rules is None and training_key(model, options).endswith(":full")
-    words = (f"{model} over the full circle" if full else model) if rules is None else kind.words
+    words = (f"{model} over the full circle" if key.endswith(":full") else model) if rules is None else kind.words
     return options, train, f"affinevae: {words} defaults: {shown} (override with {flags})"

@@ -197,9 +197,9 @@ def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool =
                              "give their magnitude (np.abs) or real part")
     out = arr.astype(np.float32)
     if not np.all(np.isfinite(out)):
-        finite = np.isfinite(out.reshape(len(out), -1)).all(1) if out.ndim >= 2 else np.isfinite(out)
-        bad, first = int((~np.isfinite(out)).sum()), int(np.argmin(finite))
-        raise AffineVAEError(f"{source}: {bad} NaN or infinite pixel values (first in image {first})")
+        bad = ~np.isfinite(out)
+        first = int(np.argmax(bad.reshape(len(out), -1).any(1))) if out.ndim else 0
+        raise AffineVAEError(f"{source}: {int(bad.sum())} NaN or infinite pixel values (first in image {first})")
     if standardise:
         std = float(out.std())
         return ((out - out.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
