@@ -635,6 +635,46 @@ def test_resume_says_what_changed_and_applies_a_new_weight_decay(world, tmp_path
         assert main([*base, "--out", str(tmp_path / "plain")]) == 0      # 2 of 2 epochs done
 
 
+def test_resume_takes_the_runs_own_training_options(world, tmp_path, capsys):
+    """``--resume`` without the training options continues with the run's own (read from train.json,
+    said in one line), not today's defaults: the weights equal an uninterrupted run's bit for bit.
+    Before, a run started with --seed 3 --lr 0.002 was refused as other data (the seed draws the
+    validation split) and an lr left out became the current default."""
+    from safetensors.torch import load_file
+
+    opts = ["--model", "vae", "--latent-dim", "2", "--encoder", "mlp", "--decoder", "mlp", "--hidden", "16",
+            "--device", "cpu", "--no-progress", "--data", f"{world}/good.npy"]
+    custom = ["--batch-size", "6", "--lr", "0.002", "--seed", "3", "--val-split", "0.25", "--schedule", "cosine",
+              "--kl-warmup", "0.2"]
+    whole = _cli(["train", *opts, *custom, "--epochs", "3", "--out", str(tmp_path / "whole")])  # one thread, as below
+    assert whole.returncode == 0, whole.stderr
+    run = tmp_path / "cut"
+    killed = _cli(["train", *opts, *custom, "--epochs", "3", "--out", str(run)], {"AFFINEVAE_FAULT": "epoch:2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert json.loads((run / "train.json").read_text())["epochs_done"] == 1
+    resumed = _cli(["train", *opts, "--out", str(run), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    out, err = resumed.stdout, resumed.stderr
+    said = [x for x in out.splitlines() if x.startswith("affinevae: resuming")]
+    assert said == [f"affinevae: resuming {run} with its training options: epochs=3 batch_size=6 lr=0.002 "
+                    "kl_warmup=0.2 weight_decay=0 schedule=cosine val_split=0.25 seed=3 (override with --epochs/"
+                    "--batch-size/--lr/--kl-warmup/--weight-decay/--schedule/--val-split/--seed)"]
+    assert "resuming with" not in err  # nothing changed
+    ref, got = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert set(ref) == set(got) and all(torch.equal(ref[k], got[k]) for k in ref)
+    # a value given again wins over the run's, and is said as a change
+    shutil.copytree(tmp_path / "whole", tmp_path / "more")
+    with pytest.warns(UserWarning, match=r"resuming with lr 0\.005 \(the run used 0\.002\)"):
+        assert main(["train", *opts, "--out", str(tmp_path / "more"), "--resume", "--epochs", "4", "--lr", "0.005"]) == 0
+    assert json.loads((tmp_path / "more" / "train.json").read_text())["train_config"]["seed"] == 3
+    # a corrupt saved option is one line naming the file
+    info = json.loads((tmp_path / "more" / "train.json").read_text())
+    info["train_config"]["lr"] = -1
+    (tmp_path / "more" / "train.json").write_text(json.dumps(info))
+    _fails_cleanly(tmp_path, ["train", *opts, "--out", str(tmp_path / "more"), "--resume", "--epochs", "5"], capsys,
+                   "corrupt training options")
+
+
 def test_sigterm_stops_training_as_ctrl_c_does(tmp_path):
     """SIGTERM (timeout, SLURM, docker stop) in the first epoch exits 143 saying so and removes the
     run directory, as Ctrl-C does, so that the same command can run again (it left the lock and an

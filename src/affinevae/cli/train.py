@@ -89,10 +89,13 @@ class Train:
         t.add_argument("--kl-warmup", type=float, default=None, metavar="FRACTION",
                        help="raise the KL weight linearly from 0 to --beta over this fraction of the training steps "
                             f"(default 0: none; {PATCH_KL_WARMUP:g} for a patch set and rvae/crvae)")
-        t.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
-        t.add_argument("--schedule", default=TrainConfig.schedule, help="none or cosine")
-        t.add_argument("--val-split", type=float, default=TrainConfig.val_split)
-        t.add_argument("--seed", type=seed_arg, default=TrainConfig.seed)
+        t.add_argument("--weight-decay", type=float, default=None,
+                       help=f"Adam weight decay (default {TrainConfig.weight_decay:g})")
+        t.add_argument("--schedule", default=None, help=f"none or cosine (default {TrainConfig.schedule})")
+        t.add_argument("--val-split", type=float, default=None,
+                       help=f"fraction held out for validation (default {TrainConfig.val_split:g})")
+        t.add_argument("--seed", type=seed_arg, default=None, help=f"data order, split, initialisation and sampling "
+                                                                   f"(default {TrainConfig.seed})")
         t.add_argument("--device", default="auto", help="auto, cpu or cuda")
         t.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
         t.add_argument("--compile", action="store_true", help="torch.compile the networks while training "
@@ -109,6 +112,10 @@ class Train:
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         # every option but the epochs is checked before the data are read; the epochs may depend on them
+        resumed = resume_options(args)  # --resume: the run's own training options for those not given again
+        for name in ("weight_decay", "schedule", "val_split", "seed"):
+            if getattr(args, name) is None:
+                setattr(args, name, getattr(TrainConfig, name))
         loggers = tuple(n.strip() for v in args.log for n in v.split(",") if n.strip())
         if args.log_images_every is not None and not loggers:
             raise AffineVAEError("--log-images-every: the reconstruction panels go to an experiment tracker; "
@@ -121,6 +128,8 @@ class Train:
                                                              is None else args.log_images_every),
                           kl_warmup=0.0 if args.kl_warmup is None else args.kl_warmup)
         rank, _ = init_distributed(cfg.device)
+        if resumed and rank == 0:
+            print(resumed)
         check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume,
                      resumable=True)
         data = load_data_from_args(args, "train", seed=args.seed)
@@ -185,6 +194,42 @@ class Train:
                   f"{counted(cfg.epochs, 'epoch')}: train loss {last.get('train_loss', float('nan')):.2f}{terms}{val} "
                   f"nats/image; run in {args.out}")
         return 0
+
+
+#: Training options that ``train --resume`` takes from the run's ``train.json`` when they are not given
+#: again, so that a resumed run continues with its own settings (not with defaults that may have
+#: changed since it started, nor with a seed that would draw another validation split).
+RESUMED_OPTIONS = ("epochs", "batch_size", "lr", "kl_warmup", "weight_decay", "schedule", "val_split", "seed")
+
+
+def resume_options(args: argparse.Namespace) -> str:
+    """For ``--resume`` of a run directory that holds a training record: set each of
+    :data:`RESUMED_OPTIONS` not given on the command line (None in ``args``) to the run's value,
+    in place. Returns the line saying what was taken (``""`` when nothing was), e.g.
+    ``affinevae: resuming runs/rvae with its training options: epochs=10 batch_size=100 lr=0.002 ...
+    (override with --epochs/--batch-size/...)``.
+
+    Raises:
+        AffineVAEError: the run's ``train.json`` is corrupt (one line naming it).
+    """
+    from ..runs import Run
+
+    if not args.resume or not Run(args.out).has_training:
+        return ""
+    run = Run(args.out)
+    saved = run.train_config
+    taken = {k: saved[k] for k in RESUMED_OPTIONS if getattr(args, k) is None and k in saved}
+    if not taken:
+        return ""
+    try:
+        TrainConfig(**taken)
+    except (AffineVAEError, TypeError, ValueError) as exc:
+        raise AffineVAEError(f"{run.train_file}: corrupt training options ({exc})") from None
+    for k, v in taken.items():
+        setattr(args, k, v)
+    shown = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in taken.items())
+    flags = "/".join(f"--{k.replace('_', '-')}" for k in taken)
+    return f"affinevae: resuming {args.out} with its training options: {shown} (override with {flags})"
 
 
 def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
