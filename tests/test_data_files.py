@@ -529,3 +529,72 @@ def test_unsigned_images_that_use_few_bits_are_said_so():
         np.testing.assert_allclose(normalise_images(np.array([[[0, 60000]]], np.uint16)), [[[0, 60000 / 65535]]])
         normalise_images(np.zeros((1, 2, 2), np.uint16))
         np.testing.assert_allclose(normalise_images(np.array([[[0, 3]]], np.uint8)), [[[0, 3 / 255]]])
+
+
+@pytest.mark.parametrize("dtype", ["float_out", "float_in", "uint8", "uint16", "int16", "bool", "nhwc"])
+def test_n_reads_only_the_first_images_of_a_stack_with_the_whole_files_normalisation(tmp_path, dtype, monkeypatch):
+    """``n`` keeps an .npy / .mrcs / HDF5 stack's first images without holding the whole file: the
+    memory check counts only those (a file over the limit loads with a small n), and the images
+    equal the first n of the whole file's, bit for bit (the min-max range and the NaN check still
+    cover every image). ``labels`` and the file's own per-image arrays still give one per image."""
+    h5py = pytest.importorskip("h5py")
+    mrcfile = pytest.importorskip("mrcfile")
+    from affinevae.data import stacks
+    from affinevae.limits import memory_limit_set
+
+    monkeypatch.setattr(stacks, "SCAN_BYTES", 5 * 12 * 10 * 3 * 4)  # the range is read 5 images at a time
+    rng = np.random.default_rng(1)
+    shape = (60, 12, 10, 3) if dtype == "nhwc" else (60, 12, 10)
+    arr = {"float_out": lambda: (rng.normal(size=shape) * 3).astype(np.float32),
+           "float_in": lambda: rng.random(shape),
+           "uint8": lambda: rng.integers(0, 256, shape).astype(np.uint8),
+           "uint16": lambda: rng.integers(0, 60000, shape).astype(np.uint16),
+           "int16": lambda: rng.integers(-300, 300, shape).astype(np.int16),
+           "bool": lambda: rng.random(shape) > 0.5,
+           "nhwc": lambda: rng.random(shape).astype(np.float32) * 2}[dtype]()
+    arr[-1] = arr.max() if arr.dtype != bool else arr[-1]  # the range's extreme sits in the last image
+    np.save(tmp_path / "s.npy", arr)
+    np.save(tmp_path / "labels.npy", np.arange(60) % 7)
+    paths = [str(tmp_path / "s.npy")]
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["images"] = arr
+        f["angle"] = np.linspace(0.0, 1.0, 60)
+    paths.append(f"{tmp_path / 's.h5'}:images")
+    if dtype in ("float_out", "int16"):  # MRC modes hold float32 and int16
+        with mrcfile.new(tmp_path / "s.mrcs") as m:
+            m.set_data(arr.astype(np.float32) if dtype == "float_out" else arr)
+        paths.append(str(tmp_path / "s.mrcs"))
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the min-max scaling is announced either way
+            whole = load_images(path, labels=str(tmp_path / "labels.npy"))
+            with memory_limit_set(whole.images.nbytes):  # the whole file (x3) would not fit
+                part = load_images(path, labels=str(tmp_path / "labels.npy"), n=7)
+        assert part.images.shape == (7, *whole.images.shape[1:]), path
+        assert np.array_equal(part.images, whole.images[:7]), path
+        np.testing.assert_array_equal(part.labels, np.arange(7))
+        if path.endswith(":images"):
+            np.testing.assert_array_equal(part.angle, whole.angle[:7])
+        with memory_limit_set(whole.images.nbytes), pytest.raises(AffineVAEError, match="memory"):
+            load_images(path)  # without n the same file is refused in one line
+    with warnings.catch_warnings(), memory_limit_set(whole.images.nbytes):  # -n of the CLI takes the same path
+        warnings.simplefilter("ignore")
+        assert np.array_equal(load_dataset(paths[0], n=7).images, whole.images[:7])
+
+
+def test_n_on_a_stack_still_refuses_bad_pixels_anywhere_and_bad_counts(tmp_path):
+    """A NaN in an image past the first n is still refused (the normalisation reads every image);
+    a labels file of another length than the whole file is one line; n < 1 is refused."""
+    arr = np.random.default_rng(0).random((20, 8, 8)).astype(np.float32)
+    arr[15, 2, 2] = np.nan
+    np.save(tmp_path / "nan.npy", arr)
+    with pytest.raises(AffineVAEError, match=r"nan.npy: 1 NaN or infinite pixel values in frames"):
+        load_images(str(tmp_path / "nan.npy"), n=3)
+    arr[15, 2, 2] = 0.5
+    np.save(tmp_path / "ok.npy", arr)
+    np.save(tmp_path / "lab.npy", np.zeros(5, np.int64))
+    with pytest.raises(AffineVAEError, match=r"lab.npy: 5 labels for 20 images in .*ok.npy"):
+        load_images(str(tmp_path / "ok.npy"), labels=str(tmp_path / "lab.npy"), n=3)
+    with pytest.raises(AffineVAEError, match="n must be an integer >= 1, got 0"):
+        load_images(str(tmp_path / "ok.npy"), n=0)
+    assert len(load_images(str(tmp_path / "ok.npy"), n=50)) == 20  # more than there are: all of them

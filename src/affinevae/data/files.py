@@ -56,7 +56,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 # --------------------------------------------------------------------------------------------
 
 def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = None,
-                standardise: bool = False) -> ImageSet:
+                standardise: bool = False, n: Optional[int] = None) -> ImageSet:
     """Load user images from ``path`` into an :class:`ImageSet`.
 
     Args:
@@ -92,6 +92,12 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
             overrides labels found with the images.
         standardise: scale float pixels to zero mean and unit standard deviation instead of
             min-max scaling values outside [0, 1] (see :func:`normalise_images`).
+        n: keep only the first ``n`` images (None: all). From an ``.npy``, ``.mrc``/``.mrcs`` or
+            HDF5 stack (without ``standardise``) only those are held in memory: the file is memory
+            mapped or sliced, and its pixel range and NaN check still cover every image, read in
+            chunks, so the images equal the first ``n`` of the whole file's bit for bit. Other
+            formats are read whole, then cut. ``labels`` (and the file's own ``labels``/``angle``/
+            ... arrays) still give one value per image of the whole file.
 
     Returns:
         ImageSet with ``images`` float32 (N, C, H, W) in [0, 1] (or standardised), and
@@ -101,6 +107,14 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
         AffineVAEError: one-line message naming the file, for any input problem.
     """
     spec = str(path)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise AffineVAEError(f"{spec}: n must be an integer >= 1, got {n!r}")
+    first = None if n is None or standardise else _load_first(spec, key, int(n))
+    if first is not None:
+        data, total = first
+        if labels is not None:
+            data.labels = read_labels(labels, total, spec)[:len(data)]
+        return data
     p = Path(spec)
     if p.exists():
         if p.is_dir():
@@ -121,7 +135,63 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
             raise AffineVAEError(f"{spec}: file not found")
     if labels is not None:
         data.labels = read_labels(labels, len(data), spec)
-    return data
+    return data if n is None or n >= len(data) else data.subset(slice(0, int(n)))
+
+
+def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int]]:
+    """The first ``n`` images of a stack read lazily, with the whole file's normalisation, and the
+    file's image count; None when ``spec`` is not such a stack (another format, no more than ``n``
+    images, or a layout the frame reader reads otherwise): :func:`load_images` then reads it whole."""
+    p = Path(spec)
+    m = HDF5_SPEC.match(spec)
+    if not p.exists() and m and m.group(2) is not None and Path(m.group(1)).is_file():
+        return _load_hdf5(Path(m.group(1)), m.group(2) or key, spec, False, first=n)
+    if not p.is_file():
+        return None
+    ext = p.suffix.lower()
+    if ext in HDF5_EXTS:
+        check_not_empty(p, spec)
+        return _load_hdf5(p, key, spec, False, first=n)
+    if ext not in NPY_EXTS + MRC_EXTS:
+        return None
+    check_not_empty(p, spec)
+    if ext in NPY_EXTS and file_magic(p, spec).startswith(_ZIP_MAGIC):  # an .npz under a .npy name
+        return None
+    _no_key(spec, key)
+    from .stacks import open_stack
+
+    with open_stack(spec) as source:
+        return _first_frames(source, source.array.shape, spec, n)
+
+
+def _first_frames(source, shape: tuple, spec: str, n: int, **extra) -> Optional[tuple[ImageSet, int]]:
+    """``source``'s (a :class:`~affinevae.data.stacks.FrameSource` over an array of raw ``shape``)
+    first ``n`` frames as an ImageSet (``extra``: per-image arrays of the whole file, cut to ``n``)
+    and the image count, when its frames are the images :func:`_to_nchw` makes of the whole
+    array and there are more than ``n``; else None."""
+    whole = _nchw_shape(shape, spec)
+    frames = (source.n_frames, *source.frame_shape)
+    if len(frames) == 3:
+        frames = (frames[0], 1, *frames[1:])
+    if tuple(frames) != tuple(whole) or n >= whole[0]:
+        return None
+    aux = _check_aux(extra, spec)
+    for k, v in aux.items():
+        if len(v) != whole[0]:
+            raise AffineVAEError(f"{spec}: {len(v)} {k} values for {whole[0]} images")
+    check_array((n, *whole[1:]), spec, f"the first {n} images", copies=3)
+    images = source.read(0, n)  # normalised with the whole stack's statistics (one streaming pass)
+    return ImageSet(images, source=spec, **{k: v[:n] for k, v in aux.items()}), int(whole[0])
+
+
+def _nchw_shape(shape: tuple, spec: str) -> tuple:
+    """The (N, C, H, W) shape :func:`_to_nchw` gives an array of ``shape``, found without reading
+    one (on a zero-stride view of one element); its errors are the same."""
+    view = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=tuple(int(v) for v in shape),
+                                           strides=(0,) * len(shape), writeable=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the read of the images says them
+        return tuple(_to_nchw(view, spec).shape)
 
 
 def load_quickdraw(paths: Sequence[str], n_per_class: Optional[int] = None,
@@ -523,7 +593,13 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool) -> Im
     return _finish(np.concatenate(arrays), spec, standardise)
 
 
-def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool) -> ImageSet:
+def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool, first: Optional[int] = None):
+    """The images of an HDF5 dataset (and its group's ``labels``/``angle``/... arrays) as an ImageSet.
+
+    ``first``: only the first so many images, sliced from the dataset, with the whole dataset's
+    normalisation; then returns ``(ImageSet, image count)``, or None when :func:`_first_frames`
+    does not apply (read the whole dataset instead).
+    """
     try:
         import h5py
     except ImportError:
@@ -553,8 +629,7 @@ def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool) ->
                 raise AffineVAEError(f"{spec}: {'no datasets' if not found else 'several datasets'}; "
                                      f"name one as FILE:DATASET; datasets: {listing or '(none)'}")
         src = f"{p}:{name}"
-        check_hdf5_dataset(f, name, src, copies=3)  # no external/virtual storage, a size that fits
-        arr = f[name][()]
+        check_hdf5_dataset(f, name, src, copies=3, frames=first)  # no external/virtual storage, a size that fits
         group = name.rsplit("/", 1)[0]
         extra = {}
         for k in AUX_KEYS:
@@ -562,6 +637,12 @@ def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool) ->
             if aux != name and isinstance(f.get(aux), h5py.Dataset):
                 check_hdf5_dataset(f, aux, f"{p}:{aux}", copies=3)
                 extra[k] = f[aux][()]
+        if first is not None:
+            from .stacks import ArraySource
+
+            dset = f[name]
+            return None if dset.ndim < 2 else _first_frames(ArraySource(dset, src), dset.shape, src, first, **extra)
+        arr = f[name][()]
     return _finish(np.asarray(arr), src, standardise, **_check_aux(extra, src))
 
 

@@ -123,7 +123,5 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
     else:
         from .files import load_images
 
-        data = load_images(spec, key=key, labels=labels)
-        if n is not None:
-            data = data.subset(slice(0, n))
+        data = load_images(spec, key=key, labels=labels, n=n)  # a stack's first n only are read
     return data if binarize is None else data.binarized(binarize)
