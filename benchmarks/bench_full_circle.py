@@ -29,6 +29,7 @@ k-means >= 0.70, 10-NN >= 0.80, concentration >= 0.90, >= 1 000 images/s eager o
     python benchmarks/bench_full_circle.py --oracle --upright # add the two references below
     python benchmarks/bench_full_circle.py --oracle-sync      # the encoder on the anchor's targets alone
     python benchmarks/bench_full_circle.py --upright-same     # the same model on digits not turned
+    python benchmarks/bench_full_circle.py --crvae --crvae-train 128,1e-3   # the crvae, also at the trainer's
     python benchmarks/bench_full_circle.py --set group_order=4 --set rotation_sampler=enumerate
     python benchmarks/bench_full_circle.py --n-train 3000 --epochs 2   # a quick look
 """
@@ -167,6 +168,23 @@ def upright_same(options: dict, train_n: int, test_n: int, cfg: av.TrainConfig, 
     return row
 
 
+def crvae(options: dict, train, test, cfg: av.TrainConfig, seed: int) -> dict:
+    """The class-conditional rVAE (``crvae``) with the main row's options over the full circle, given
+    the digit labels in training and test: its angle concentration and test -ELBO (its content
+    latents hold the style within a class, so k-means and 10-NN against the class do not apply)."""
+    model = av.build_model("crvae", seed=seed, num_classes=10, **options)
+    t0 = time.perf_counter()
+    res = av.fit(model, (train.images, train.labels), cfg)
+    wall = time.perf_counter() - t0
+    enc = encode_dataset(model, test, seed=0)
+    per = class_concentrations(enc["angle"], test.angle, test.labels)
+    return {"name": f"crvae full (batch {cfg.batch_size}, lr {cfg.lr:g})",
+            "images/s": float(np.mean([h["images_per_s"] for h in res.history])), "-ELBO": -float(enc["elbo"].mean()),
+            "k-means acc": float("nan"), "10-NN acc": float("nan"),
+            "angle conc": angle_concentration(enc["angle"], test.angle, test.labels), "wall s": wall,
+            "desc": "class-conditional, labels given", "per": " ".join(f"{k}:{v:.2f}" for k, v in enumerate(per))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n-train", type=int, default=10000)
@@ -189,6 +207,10 @@ def main() -> None:
                    help="also train a plain VAE with the same latents and budget on upright digits")
     p.add_argument("--upright-same", action="store_true",
                    help="also train the main row's model with the same options on upright digits")
+    p.add_argument("--crvae", action="store_true",
+                   help="also train the class-conditional crvae with the main row's options (labels given), at its "
+                        "own train-command defaults unless --crvae-train gives BATCH,LR")
+    p.add_argument("--crvae-train", default=None, metavar="BATCH,LR", help="the crvae row's batch size and lr")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -221,6 +243,13 @@ def main() -> None:
         rows.append(upright(args.n_train, args.n_test, args.latent_dim, cfg, args.seed))
     if args.upright_same:
         rows.append(upright_same({**base, **extra}, args.n_train, args.n_test, cfg, args.seed))
+    if args.crvae:
+        batch, lr = family_training("crvae", {**base, **extra})
+        if args.crvae_train:
+            batch_text, _, lr_text = args.crvae_train.partition(",")
+            batch, lr = int(batch_text), float(lr_text)
+        rows.append(crvae({**base, **extra}, train, test, cfg.replace(batch_size=batch or 128, lr=lr or 1e-3),
+                          args.seed))
     print(f"protocol: MNIST turned uniformly over 360 deg, {args.n_train} train / {args.n_test} test, {args.epochs} "
           f"epochs, batch {args.batch_size}, lr {args.lr:g}, {args.latent_dim} content latents + rotation; torch threads "
           f"{torch.get_num_threads()}; options {extra or 'defaults'}")

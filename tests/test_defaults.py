@@ -154,6 +154,12 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
         {"batch_size": 100, "lr": 3e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS},
         "affinevae: rvae over the full circle defaults: batch_size=100 lr=0.003 (override with --batch-size/--lr)")
     assert data_defaults(plain, "rvae", given, None, None)[1]["lr"] == 2e-3
+    # the full-circle crvae too (the trainer's 128 / 1e-3 over the ±60 degrees)
+    assert data_defaults(plain, "crvae", {**full, "num_classes": 10}, None, None)[1:] == (
+        {"batch_size": 100, "lr": 3e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS},
+        "affinevae: crvae over the full circle defaults: batch_size=100 lr=0.003 (override with --batch-size/--lr)")
+    assert data_defaults(plain, "crvae", {"num_classes": 10}, None, None)[1:] == (
+        {"batch_size": 128, "lr": 1e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}, "")
     # the full-circle entry was measured with the equivariant encoder: the MLP one keeps the family's
     assert data_defaults(plain, "rvae", {**full, "encoder": "mlp"}, None, None)[1]["lr"] == 2e-3
     opts, train, line = data_defaults(plain, "jrvae", given, None, None)
