@@ -808,6 +808,36 @@ def test_an_avae_renders_the_classes_of_a_joint_model_it_wraps():
         plain.decode(torch.zeros(4, 2), y)
 
 
+def test_an_avae_trains_its_inner_joint_model_with_the_joint_models_own_terms_and_start():
+    """An AVAE around a jrVAE takes the inner model's named inference terms ('class_consistency',
+    'equivariance') in its weight steps and its k-means start of the classifier (they were left out);
+    the search's scoring passes take no training term and count no training step, even with
+    gradient refinement (the jrVAE's step counter drives its schedules)."""
+    from affinevae.pose.search import SearchConfig
+
+    x = torch.rand(24, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    joint = av.build_model("jrvae", image_shape=(1, 16, 16), latent_dim=2, num_classes=3, class_consistency=1.0,
+                           class_init_epochs=1, seed=0, hidden=(16, 16), encoder_hidden=(32,), classifier_hidden=(32,))
+    wrapped = AVAE(joint, pose_head=False, train_search=SearchConfig(restarts=2, steps=2)).train()
+    out = wrapped(x)
+    assert {"class_consistency", "equivariance", "discrete_kl_correction"} <= set(out.terms)
+    assert int(joint.train_steps) == 1  # one weight step, however many scoring passes the search made
+    assert not joint._search_pass and not wrapped._search_pass  # the search's state is given back
+    with torch.enable_grad():
+        params = torch.zeros(24, 1, requires_grad=True)
+        value = wrapped.objective(x, None, params)
+        (grad,) = torch.autograd.grad(value.sum(), params)  # the pose still gets its gradient
+    assert torch.isfinite(grad).all() and int(joint.train_steps) == 1
+    # a model trained from its first step gets the inner model's k-means start (after class_init_epochs)
+    joint = av.build_model("jrvae", image_shape=(1, 16, 16), latent_dim=2, num_classes=3, class_consistency=1.0,
+                           class_init_epochs=1, seed=0, hidden=(16, 16), encoder_hidden=(32,), classifier_hidden=(32,))
+    wrapped = AVAE(joint, pose_head=False, train_search=SearchConfig(restarts=2, steps=0))
+    fitted = av.fit(wrapped, x, av.TrainConfig(epochs=2, batch_size=12, val_split=0.0, progress=False,
+                                               checkpoint=False))
+    assert [r.get("class_kmeans_start") for r in fitted.history] == [None, 1.0]
+    assert all("train_class_consistency" in r for r in fitted.history)
+
+
 def test_cli_avae_follows_its_inner_familys_label_rules(tmp_path, capsys):
     """`train --model avae` on unlabelled images trains (it refused them: the class-level
     `conditional` property read as true); labelled data do not give a plain inner VAE classes; an

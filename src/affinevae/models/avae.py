@@ -396,6 +396,23 @@ class AVAE(LatentModel):
         """The inner model's posterior of canonical (N, C, H, W) images."""
         return self.vae.infer(x, y)
 
+    def infer_for_loss(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, dict]:
+        """In a training weight step (:attr:`in_weight_step`), the inner model's own: its posterior
+        of the canonical (N, C, H, W) images ``x`` and its named inference terms (the rVAE's
+        'equivariance', the joint model's 'class_consistency'); in the pose search's passes
+        (:meth:`objective`) and outside training, :meth:`infer` and no terms (the search scores the
+        ELBO alone). The inner rVAE's pose anchor does not apply: its targets are angles of the
+        images as given, and the inner model sees them in their searched pose."""
+        if self.in_weight_step:
+            return self.vae.infer_for_loss(x, y)
+        return self.infer(x, y), {}
+
+    def on_epoch_start(self, epoch: int, x: Tensor, y: Optional[Tensor], steps_done: int, seed: int) -> dict:
+        """The inner model's trainer hook (the joint model's k-means start of its classifier, on the
+        (N, C, H, W) training images ``x`` as given); arguments and record as
+        :meth:`LatentModel.on_epoch_start`."""
+        return self.vae.on_epoch_start(epoch, x, y, steps_done, seed)
+
     def draw(self, post: Encoding, sample: bool = True):
         """The inner model's latent sample (and its inferred pose, if it has one)."""
         return self.vae.draw(post, sample)
@@ -512,7 +529,8 @@ class AVAE(LatentModel):
 
         ``x`` (N, C, H, W) and ``y`` must already be checked; ``params`` (N, P).
         """
-        return -self.pass_at(x, y, params, sample=False).elbo
+        with self.search_passes():  # a search's scoring pass: no training terms, no training step counted
+            return -self.pass_at(x, y, params, sample=False).elbo
 
     def predict_pose(self, x: Tensor, k: int = 1, views: int = 1, confidence: bool = False):
         """(N, k, P) the head's ``k`` best poses for (N, C, H, W) images (the amortised start), or None

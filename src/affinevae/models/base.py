@@ -237,6 +237,7 @@ class LatentModel(nn.Module):
     kl_factor: float = 1.0
     """Factor in [0, 1] on every KL weight of the training loss, set per step by the trainer's KL
     warm-up (:meth:`set_kl_factor`); runtime state, never saved. 1: the config's weights."""
+    _search_pass: bool = False  # inside search_passes(): runtime state, never saved
 
     def __init__(self, config: Optional[ModelConfig] = None, *, networks: Optional[Mapping[str, nn.Module]] = None,
                  **options: Any) -> None:
@@ -710,6 +711,28 @@ class LatentModel(nn.Module):
         for m in self.modules():
             if isinstance(m, LatentModel):
                 m.kl_factor = float(factor)
+
+    @property
+    def in_weight_step(self) -> bool:
+        """Whether the pass being computed is a training weight step's: training mode with gradients
+        enabled, outside a pose search's scoring passes (:meth:`search_passes`). The named training
+        terms and step counters of a family follow it."""
+        return self.training and torch.is_grad_enabled() and not self._search_pass
+
+    @contextlib.contextmanager
+    def search_passes(self):
+        """Context manager: the passes inside score poses for a search (their gradient may move the
+        pose, not the weights), so :attr:`in_weight_step` is False in this model and the models
+        inside it; the previous state is restored on leaving."""
+        models = [m for m in self.modules() if isinstance(m, LatentModel)]
+        before = [m._search_pass for m in models]
+        for m in models:
+            m._search_pass = True
+        try:
+            yield self
+        finally:
+            for m, b in zip(models, before):
+                m._search_pass = b
 
     def loss_kl_factor(self) -> float:
         """The factor on the KL weights of the loss being computed: :attr:`kl_factor` in training

@@ -652,7 +652,7 @@ class JRVAE(RVAE):
         recon, kl = recon_i.mean(), kl_i.mean()
         loss = recon + self.loss_beta() * kl
         terms = dict(terms or {})
-        if self.training and torch.is_grad_enabled():
+        if self.in_weight_step:  # not in a pose search's scoring passes (an AVAE around this model)
             terms.update(self.training_terms(post, kl_cont, kl_disc))
             self.train_steps += 1
         terms = {name: value() if callable(value) else value for name, value in terms.items()}
