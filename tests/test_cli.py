@@ -191,6 +191,19 @@ def test_train_writes_one_line_per_epoch_when_no_bar_is_drawn(tmp_path, capsys):
     assert "epoch 1/2" not in capsys.readouterr().err
 
 
+def test_the_epoch_line_and_the_summary_say_the_losses_alike():
+    """Both name the training loss's extra terms (the epoch line left them out, so its train loss
+    looked far above the val loss with a pose anchor)."""
+    from affinevae.cli.train import epoch_line, losses_text
+
+    record = {"epoch": 3, "train_loss": 268.18, "train_recon": 200.0, "train_kl": 31.0, "train_pose_anchor": 36.82,
+              "val_loss": 231.5, "images_per_s": 1234.4, "lr": 0.003}
+    assert losses_text(record) == "train loss 268.18 (with pose_anchor 36.82), val loss 231.50 nats/image"
+    assert epoch_line(record, 10) == ("epoch 3/10: train loss 268.18 (with pose_anchor 36.82), val loss 231.50 "
+                                      "nats/image, 1234 images/s")
+    assert losses_text({"train_loss": 1.0}) == "train loss 1.00 nats/image"
+
+
 def test_train_a_full_circle_rvae_from_the_command_line(tmp_path, capsys):
     """The README's full-circle command: its defaults line, the pose anchor's line, the named anchor term."""
     assert main(["train", "--model", "rvae", "--data", "rotated-mnist", "--max-angle", "180", "-n", "200", "--epochs", "1",

@@ -22,12 +22,23 @@ from .common import (add_data_arguments, counted, data_noun, load_data_from_args
                      seed_arg)
 
 
+def losses_text(record: dict) -> str:
+    """An epoch record's losses as ``train`` says them: ``train loss 268.18 (with pose_anchor 36.82),
+    val loss 158.90 nats/image``. The training loss holds the model's named extra terms (the
+    validation loss does not), so they are named beside it."""
+    extra = [(k[len("train_"):], v) for k, v in record.items() if k.startswith("train_")
+             and k not in ("train_loss", "train_recon", "train_kl") and isinstance(v, (int, float))]
+    terms = f" (with {', '.join(f'{k} {v:.2f}' for k, v in extra)})" if extra else ""
+    val = f", val loss {record['val_loss']:.2f}" if "val_loss" in record else ""
+    return f"train loss {record.get('train_loss', float('nan')):.2f}{terms}{val} nats/image"
+
+
 def epoch_line(record: dict, epochs: int) -> str:
     """The line ``train`` writes for each finished epoch when no progress bar is drawn (stderr is not a
-    terminal): ``epoch 3/10: train loss 160.21, val loss 158.90 nats/image, 1234 images/s``."""
-    val = f", val loss {record['val_loss']:.2f}" if "val_loss" in record else ""
-    return (f"epoch {record['epoch']}/{epochs}: train loss {record.get('train_loss', float('nan')):.2f}{val} "
-            f"nats/image, {record.get('images_per_s', float('nan')):.0f} images/s")
+    terminal): ``epoch 3/10: train loss 160.21, val loss 158.90 nats/image, 1234 images/s`` (the
+    losses as :func:`losses_text` says them)."""
+    return (f"epoch {record['epoch']}/{epochs}: {losses_text(record)}, "
+            f"{record.get('images_per_s', float('nan')):.0f} images/s")
 
 
 def _signal_hint(data) -> str:
@@ -174,7 +185,6 @@ class Train:
         result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks)
         if rank == 0:
             last = result.history[-1] if result.history else {}
-            val = f", val loss {last['val_loss']:.2f}" if "val_loss" in last else ""
             if "pose_sync_agreement" in last:
                 agree = last["pose_sync_agreement"]
                 print(f"affinevae: pose anchor: the training images' angles synchronised with agreement {agree:.2f}; "
@@ -186,13 +196,8 @@ class Train:
                 print(f"affinevae: the classifier started from k-means of the training images before epoch "
                       f"{started[0]} (class_init)")
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
-            # the training loss holds the model's named extra terms (the validation loss does not): name them
-            extra = [(k[len("train_"):], v) for k, v in last.items() if k.startswith("train_")
-                     and k not in ("train_loss", "train_recon", "train_kl") and isinstance(v, (int, float))]
-            terms = f" (with {', '.join(f'{k} {v:.2f}' for k, v in extra)})" if extra else ""
             print(f"trained {args.model} on {counted(result.n_train, data_noun(model)[:-1])} ({source}{held}) for "
-                  f"{counted(cfg.epochs, 'epoch')}: train loss {last.get('train_loss', float('nan')):.2f}{terms}{val} "
-                  f"nats/image; run in {args.out}")
+                  f"{counted(cfg.epochs, 'epoch')}: {losses_text(last)}; run in {args.out}")
         return 0
 
 
