@@ -533,7 +533,7 @@ def test_unsigned_images_that_use_few_bits_are_said_so():
 
 @pytest.mark.parametrize("dtype", ["float_out", "float_in", "uint8", "uint16", "int16", "bool", "nhwc"])
 def test_n_reads_only_the_first_images_of_a_stack_with_the_whole_files_normalisation(tmp_path, dtype, monkeypatch):
-    """``n`` keeps an .npy / .mrcs / HDF5 stack's first images without holding the whole file: the
+    """``n`` keeps an .npy / .mrcs / HDF5 / TIFF stack's first images without holding the whole file: the
     memory check counts only those (a file over the limit loads with a small n), and the images
     equal the first n of the whole file's, bit for bit (the min-max range and the NaN check still
     cover every image). ``labels`` and the file's own per-image arrays still give one per image."""
@@ -560,6 +560,11 @@ def test_n_reads_only_the_first_images_of_a_stack_with_the_whole_files_normalisa
         f["images"] = arr
         f["angle"] = np.linspace(0.0, 1.0, 60)
     paths.append(f"{tmp_path / 's.h5'}:images")
+    if dtype not in ("bool", "nhwc"):  # a TIFF stack, read a few pages at a time
+        import tifffile
+
+        tifffile.imwrite(tmp_path / "s.tif", arr)
+        paths.append(str(tmp_path / "s.tif"))
     if dtype in ("float_out", "int16"):  # MRC modes hold float32 and int16
         with mrcfile.new(tmp_path / "s.mrcs") as m:
             m.set_data(arr.astype(np.float32) if dtype == "float_out" else arr)

@@ -92,12 +92,13 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
             overrides labels found with the images.
         standardise: scale float pixels to zero mean and unit standard deviation instead of
             min-max scaling values outside [0, 1] (see :func:`normalise_images`).
-        n: keep only the first ``n`` images (None: all). From an ``.npy``, ``.mrc``/``.mrcs`` or
-            HDF5 stack (without ``standardise``) only those are held in memory: the file is memory
-            mapped or sliced, and its pixel range and NaN check still cover every image, read in
-            chunks, so the images equal the first ``n`` of the whole file's bit for bit. Other
-            formats are read whole, then cut. ``labels`` (and the file's own ``labels``/``angle``/
-            ... arrays) still give one value per image of the whole file.
+        n: keep only the first ``n`` images (None: all). From an ``.npy``, ``.mrc``/``.mrcs``,
+            TIFF or HDF5 stack (without ``standardise``) only those are held in memory: the file
+            is memory mapped, sliced or read a few pages at a time, and its pixel range and NaN
+            check still cover every image, read in chunks, so the images equal the first ``n``
+            of the whole file's bit for bit. Other formats are read whole, then cut. ``labels``
+            (and the file's own ``labels``/``angle``/... arrays) still give one value per image
+            of the whole file.
 
     Returns:
         ImageSet with ``images`` float32 (N, C, H, W) in [0, 1] (or standardised), and
@@ -152,9 +153,11 @@ def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSe
     if ext in HDF5_EXTS:
         check_not_empty(p, spec)
         return _load_hdf5(p, key, spec, False, first=n)
-    if ext not in NPY_EXTS + MRC_EXTS:
+    if ext not in NPY_EXTS + MRC_EXTS + TIFF_EXTS:
         return None
     check_not_empty(p, spec)
+    if ext in TIFF_EXTS:
+        return _first_tiff_frames(p, spec, key, n)
     if ext in NPY_EXTS and file_magic(p, spec).startswith(_ZIP_MAGIC):  # an .npz under a .npy name
         return None
     _no_key(spec, key)
@@ -164,12 +167,26 @@ def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSe
         return _first_frames(source, source.array.shape, spec, n)
 
 
-def _first_frames(source, shape: tuple, spec: str, n: int, **extra) -> Optional[tuple[ImageSet, int]]:
+def _first_tiff_frames(p: Path, spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int]]:
+    """:func:`_first_frames` of a TIFF stack read a few pages at a time, when the frame reader's
+    frames are the images :func:`_read_tiff` makes of the whole file (its page series, their axes)."""
+    _no_key(spec, key)
+    from .stacks import TiffSource
+
+    with TiffSource(spec) as source:
+        shapes = [_nchw_shape(shape, spec, axes) for shape, axes in source.series_layouts]
+        if len({s[1:] for s in shapes}) != 1:
+            return None  # mixed image sizes: the whole read says so
+        return _first_frames(source, None, spec, n, whole=(sum(s[0] for s in shapes), *shapes[0][1:]))
+
+
+def _first_frames(source, shape: Optional[tuple], spec: str, n: int, whole: Optional[tuple] = None,
+                  **extra) -> Optional[tuple[ImageSet, int]]:
     """``source``'s (a :class:`~affinevae.data.stacks.FrameSource` over an array of raw ``shape``)
     first ``n`` frames as an ImageSet (``extra``: per-image arrays of the whole file, cut to ``n``)
     and the image count, when its frames are the images :func:`_to_nchw` makes of the whole
-    array and there are more than ``n``; else None."""
-    whole = _nchw_shape(shape, spec)
+    array (or the (N, C, H, W) ``whole`` given) and there are more than ``n``; else None."""
+    whole = _nchw_shape(shape, spec) if whole is None else tuple(whole)
     frames = (source.n_frames, *source.frame_shape)
     if len(frames) == 3:
         frames = (frames[0], 1, *frames[1:])
@@ -184,14 +201,15 @@ def _first_frames(source, shape: tuple, spec: str, n: int, **extra) -> Optional[
     return ImageSet(images, source=spec, **{k: v[:n] for k, v in aux.items()}), int(whole[0])
 
 
-def _nchw_shape(shape: tuple, spec: str) -> tuple:
-    """The (N, C, H, W) shape :func:`_to_nchw` gives an array of ``shape``, found without reading
-    one (on a zero-stride view of one element); its errors are the same."""
+def _nchw_shape(shape: tuple, spec: str, axes: Optional[str] = None) -> tuple:
+    """The (N, C, H, W) shape :func:`_to_nchw` gives an array of ``shape`` (or, with tifffile's
+    ``axes``, :func:`_tiff_series`), found without reading one (on a zero-stride view of one
+    element); its errors are the same."""
     view = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=tuple(int(v) for v in shape),
                                            strides=(0,) * len(shape), writeable=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the read of the images says them
-        return tuple(_to_nchw(view, spec).shape)
+        return tuple((_to_nchw(view, spec) if axes is None else _tiff_series_view(view, axes, spec)).shape)
 
 
 def load_quickdraw(paths: Sequence[str], n_per_class: Optional[int] = None,
@@ -517,6 +535,11 @@ def _tiff_series(arr: np.ndarray, axes: str, spec: str) -> np.ndarray:
     and X (T, Z, I, Q, a longer C) counts images, in the series' order. Without Y and X axes the
     array goes through :func:`_to_nchw`.
     """
+    return np.ascontiguousarray(_tiff_series_view(arr, axes, spec))
+
+
+def _tiff_series_view(arr: np.ndarray, axes: str, spec: str) -> np.ndarray:
+    """:func:`_tiff_series` before its contiguous copy (a view where numpy can make one)."""
     from .stacks import tiff_channel_axes
 
     if len(axes) != arr.ndim or "Y" not in axes or "X" not in axes:
@@ -526,7 +549,7 @@ def _tiff_series(arr: np.ndarray, axes: str, spec: str) -> np.ndarray:
              + [axes.index("Y"), axes.index("X")])
     arr = arr.transpose(order)
     c = int(arr.shape[-3]) if ch else 1
-    return np.ascontiguousarray(arr.reshape(-1, c, arr.shape[-2], arr.shape[-1]))
+    return arr.reshape(-1, c, arr.shape[-2], arr.shape[-1])
 
 
 def _read_pil(p: Path, spec: str) -> np.ndarray:

@@ -540,6 +540,12 @@ class TiffSource(FrameSource):
         c = channel_planes * samples
         self.frame_shape = (y, x) if c == 1 else (c, y, x)
 
+    @property
+    def series_layouts(self) -> list[tuple[tuple[int, ...], str]]:
+        """Each page series of the file as tifffile declares it: ``(shape, axes)``, e.g.
+        ``((10, 3, 64, 64), 'TCYX')``; nothing is read."""
+        return [(tuple(int(v) for v in s.shape), str(s.axes)) for s in self._tif.series]
+
     def _series_table(self, series) -> tuple[np.ndarray, int]:
         """Plane indices of the series (its pages, in order) per frame: (F, P) with the P planes of one
         frame's channels in channel order, and P (1 unless a C axis holds the channels)."""
