@@ -175,6 +175,7 @@ def test_command_line_defaults_are_the_python_defaults():
     it feeds, so that the two cannot drift apart."""
     from affinevae.cli import build_parser
     from affinevae.cli.common import default_of
+    from affinevae.cli.train import resume_options
     from affinevae.data.objects import DETECT_THRESHOLD, detect_objects
     from affinevae.data.patches import iter_patches
     from affinevae.encoding import encode_dataset, encode_patchset
@@ -187,6 +188,7 @@ def test_command_line_defaults_are_the_python_defaults():
 
     p = build_parser()
     a = p.parse_args(["train", "--model", "vae", "--data", "mnist", "--out", "x"])
+    assert resume_options(a) == ""  # not resumed: the trainer's defaults fill what was not given
     assert (a.weight_decay, a.schedule, a.val_split, a.seed) == (TrainConfig.weight_decay, TrainConfig.schedule,
                                                                  TrainConfig.val_split, TrainConfig.seed)
     assert p.parse_args(["encode", "r", "--data", "d", "--out", "x.npz"]).batch_size == default_of(encode_dataset,

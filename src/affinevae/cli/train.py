@@ -124,9 +124,6 @@ class Train:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         # every option but the epochs is checked before the data are read; the epochs may depend on them
         resumed = resume_options(args)  # --resume: the run's own training options for those not given again
-        for name in ("weight_decay", "schedule", "val_split", "seed"):
-            if getattr(args, name) is None:
-                setattr(args, name, getattr(TrainConfig, name))
         loggers = tuple(n.strip() for v in args.log for n in v.split(",") if n.strip())
         if args.log_images_every is not None and not loggers:
             raise AffineVAEError("--log-images-every: the reconstruction panels go to an experiment tracker; "
@@ -207,10 +204,15 @@ class Train:
 RESUMED_OPTIONS = ("epochs", "batch_size", "lr", "kl_warmup", "weight_decay", "schedule", "val_split", "seed")
 
 
+#: Options whose default (when neither given nor resumed) is TrainConfig's own; the others of
+#: RESUMED_OPTIONS may also come from the data (:func:`affinevae.defaults.data_defaults`).
+TRAINER_DEFAULTS = ("weight_decay", "schedule", "val_split", "seed")
+
+
 def resume_options(args: argparse.Namespace) -> str:
     """For ``--resume`` of a run directory that holds a training record: set each of
     :data:`RESUMED_OPTIONS` not given on the command line (None in ``args``) to the run's value,
-    in place. Returns the line saying what was taken (``""`` when nothing was), e.g.
+    in place; then each of :data:`TRAINER_DEFAULTS` still None to :class:`TrainConfig`'s. Returns the line saying what was taken (``""`` when nothing was), e.g.
     ``affinevae: resuming runs/rvae with its training options: epochs=10 batch_size=100 lr=0.002 ...
     (override with --epochs/--batch-size/...)``.
 
@@ -219,19 +221,22 @@ def resume_options(args: argparse.Namespace) -> str:
     """
     from ..runs import Run
 
-    if not args.resume or not Run(args.out).has_training:
-        return ""
-    run = Run(args.out)
-    saved = run.train_config
-    taken = {k: saved[k] for k in RESUMED_OPTIONS if getattr(args, k) is None and k in saved}
+    taken = {}
+    if args.resume and Run(args.out).has_training:
+        run = Run(args.out)
+        saved = run.train_config
+        taken = {k: saved[k] for k in RESUMED_OPTIONS if getattr(args, k) is None and k in saved}
+        try:
+            TrainConfig(**taken)
+        except (AffineVAEError, TypeError, ValueError) as exc:
+            raise AffineVAEError(f"{run.train_file}: corrupt training options ({exc})") from None
+        for k, v in taken.items():
+            setattr(args, k, v)
+    for name in TRAINER_DEFAULTS:  # the rest: the trainer's own (TrainConfig, the one source of them)
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(TrainConfig, name))
     if not taken:
         return ""
-    try:
-        TrainConfig(**taken)
-    except (AffineVAEError, TypeError, ValueError) as exc:
-        raise AffineVAEError(f"{run.train_file}: corrupt training options ({exc})") from None
-    for k, v in taken.items():
-        setattr(args, k, v)
     shown = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in taken.items())
     flags = "/".join(f"--{k.replace('_', '-')}" for k in taken)
     return f"affinevae: resuming {args.out} with its training options: {shown} (override with {flags})"
