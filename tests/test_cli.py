@@ -225,3 +225,38 @@ def test_train_says_when_the_joint_models_classifier_started_from_kmeans(tmp_pat
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "affinevae: the classifier started from k-means of the training images before epoch 1 (class_init)" in out
+
+
+def test_a_run_scales_other_files_as_its_training_data(tmp_path, capsys):
+    """The run keeps how its float training pixels were scaled (train.json 'pixel_scaling'), and
+    encode scales another file with it, saying so: a subset of the training images gets the same
+    latents as in the whole file (each file's own range gave other pixels and latents). A corrupt
+    record is one line naming train.json."""
+    import json
+
+    rng = np.random.default_rng(0)
+    a = (rng.normal(size=(120, 12, 12)) * 2 + 0.3).astype(np.float32)
+    a[5, 1, 1], a[6, 1, 1] = 25.0, -20.0  # the range's extremes lie outside the subset
+    np.save(tmp_path / "all.npy", a)
+    np.save(tmp_path / "sub.npy", a[40:80])
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning, match="min-max scaling"):
+        assert main(["train", "--model", "vae", "--data", str(tmp_path / "all.npy"), "--latent-dim", "2", "--hidden",
+                     "16", "--channels", "4,8", "--likelihood", "gaussian", "--epochs", "1", "--no-progress",
+                     "--out", str(run)]) == 0
+    assert json.loads((run / "train.json").read_text())["pixel_scaling"] == {"kind": "minmax", "offset": -20.0,
+                                                                            "divisor": 45.0}
+    assert av.Run.open(run).pixel_scaling.divisor == 45.0
+    # the run's own file: its recorded scaling (no scan of the file's range, no warning)
+    assert main(["encode", str(run), "--data", str(tmp_path / "all.npy"), "--out", str(tmp_path / "all.npz")]) == 0
+    capsys.readouterr()
+    assert main(["encode", str(run), "--data", str(tmp_path / "sub.npy"), "--out", str(tmp_path / "sub.npz")]) == 0
+    assert (f"affinevae: {tmp_path / 'sub.npy'}: pixels scaled as the run's training data were, (x + 20) / 45"
+            in capsys.readouterr().out)
+    np.testing.assert_array_equal(np.load(tmp_path / "sub.npz")["z_mean"], np.load(tmp_path / "all.npz")["z_mean"][40:80])
+    info = json.loads((run / "train.json").read_text())
+    info["pixel_scaling"] = {"kind": "minmax", "offset": 0, "divisor": -1}
+    (run / "train.json").write_text(json.dumps(info))
+    assert main(["encode", str(run), "--data", str(tmp_path / "sub.npy"), "--out", str(tmp_path / "bad.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.json: pixel_scaling must be" in err[0]

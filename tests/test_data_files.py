@@ -603,3 +603,44 @@ def test_n_on_a_stack_still_refuses_bad_pixels_anywhere_and_bad_counts(tmp_path)
     with pytest.raises(AffineVAEError, match="n must be an integer >= 1, got 0"):
         load_images(str(tmp_path / "ok.npy"), n=0)
     assert len(load_images(str(tmp_path / "ok.npy"), n=50)) == 20  # more than there are: all of them
+
+
+def test_a_runs_pixel_scaling_gives_other_files_the_training_pixels(tmp_path):
+    """Float files are min-max scaled per file; ``scaling=`` (a run's) scales another file as the
+    training file was: a subset of the training particles gets the very pixels they had in training
+    (without it, their own range gives other pixels). The scaling used is in meta; values outside
+    the training range are clipped with a warning; the lazy -n path takes it too."""
+    from affinevae.data.imageset import PixelScaling
+
+    rng = np.random.default_rng(0)
+    a = (rng.normal(size=(60, 10, 10)) * 2 + 0.3).astype(np.float32)
+    a[5, 1, 1], a[6, 1, 1] = 25.0, -20.0  # the range's extremes lie outside the subset
+    np.save(tmp_path / "all.npy", a)
+    np.save(tmp_path / "sub.npy", a[20:40])
+    with pytest.warns(UserWarning, match="min-max scaling"):
+        whole = load_images(str(tmp_path / "all.npy"))
+    scaling = whole.meta["pixel_scaling"]
+    assert scaling == {"kind": "minmax", "offset": -20.0, "divisor": 45.0}
+    assert str(PixelScaling.from_value(scaling)) == "(x + 20) / 45"
+    with pytest.warns(UserWarning, match="min-max scaling"):
+        own = load_images(str(tmp_path / "sub.npy"))
+    assert not np.allclose(own.images, whole.images[20:40])  # its own range: other pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no min-max warning: the run's scaling is used
+        sub = load_images(str(tmp_path / "sub.npy"), scaling=scaling)
+        first = load_images(str(tmp_path / "all.npy"), n=30, scaling=PixelScaling.from_value(scaling))
+    np.testing.assert_array_equal(sub.images, whole.images[20:40])
+    np.testing.assert_array_equal(first.images, whole.images[:30])
+    assert sub.meta["pixel_scaling"] == first.meta["pixel_scaling"] == scaling
+    np.save(tmp_path / "bright.npy", a[:4] * 3)  # beyond the training range
+    with pytest.warns(UserWarning, match=r"bright.npy: \d+ of 400 pixel values .* outside the training data's range "
+                                         r"\[-20, 25\]; clipped to it"):
+        bright = load_images(str(tmp_path / "bright.npy"), scaling=scaling)
+    assert bright.images.min() >= 0.0 and bright.images.max() <= 1.0
+    np.save(tmp_path / "u8.npy", np.full((3, 10, 10), 51, np.uint8))  # unsigned: their dtype's rule still
+    u8 = load_images(str(tmp_path / "u8.npy"), scaling=scaling)
+    assert np.allclose(u8.images, 0.2) and "pixel_scaling" not in u8.meta
+    with pytest.raises(AffineVAEError, match="pixel_scaling must be 'minmax' or 'standardise'"):
+        PixelScaling.from_value({"kind": "minmax", "offset": 0.0, "divisor": 0.0}, "train.json")
+    with pytest.raises(AffineVAEError, match="train.json: pixel_scaling must be"):
+        PixelScaling.from_value({"kind": "minmax"}, "train.json")

@@ -328,8 +328,8 @@ class Run:
         ``rotated-mnist`` keeps the angle range training used), another ``--data`` spec (drawn
         with the run's seed), or an ImageSet (used as is). ``n=None``: all of them.
         ``binarize=False`` leaves the run's own images unthresholded (for a caller that thresholds
-        them itself, after turning them). Raises :class:`AffineVAEError` when the run records no
-        data spec and none is given.
+        them itself, after turning them). Image files are scaled with :attr:`pixel_scaling`.
+        Raises :class:`AffineVAEError` when the run records no data spec and none is given.
         """
         from .data import ImageSet, load_dataset
         from .data.sources import BUILTIN
@@ -338,7 +338,7 @@ class Run:
             return source if n is None or n >= len(source) else source.subset(slice(0, n))
         meta = self.meta
         if source is not None and str(source) != meta.get("data"):
-            return load_dataset(str(source), split=split, n=n, seed=self.seed)
+            return load_dataset(str(source), split=split, n=n, seed=self.seed, scaling=self.pixel_scaling)
         # the run's own data (also when given again by name: rotated-mnist keeps its recorded angle range)
         if not meta.get("data"):
             why = ("no data spec in train.json (a run trained from Python)" if self.has_training else
@@ -353,12 +353,22 @@ class Run:
             return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed,
                                 key=None if builtin else meta.get("key"), labels=labels, binarize=meta.get("binarize") if binarize else None,
                                 max_angle=meta.get("max_angle"), signal_axis=meta.get("signal_axis"),
-                                signal_cube=meta.get("signal_cube"))
+                                signal_cube=meta.get("signal_cube"), scaling=self.pixel_scaling)
         except AffineVAEError as exc:
             if source is not None:
                 raise
             raise AffineVAEError(f"{exc} (the data {self.train_file} records, as given to train from its working "
                                  "directory; give the data to analyse with --data)") from None
+
+    @property
+    def pixel_scaling(self):
+        """How the training images' float pixels were scaled, ``x -> (x - offset) / divisor``
+        (:class:`~affinevae.data.imageset.PixelScaling`, from ``train.json``), or None when their
+        rule needed none (unsigned or bool pixels, floats in [0, 1], a built-in set). :meth:`data`
+        and the commands scale other data with it."""
+        from .data.imageset import PixelScaling
+
+        return PixelScaling.from_value(self.meta.get("pixel_scaling"), str(self.train_file))
 
     def training_angles(self) -> Optional[np.ndarray]:
         """The true rotations (N,) in radians of the training images, when the data spec in ``train.json``

@@ -422,6 +422,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         meta: extra JSON-able facts stored in ``train.json``: the data spec that
             :meth:`affinevae.Run.data` loads again (``data``, e.g. 'rotated-mnist' or a file, and
             ``n``, ``key``, ``labels``, ``binarize``, ``max_angle`` in radians) and anything else.
+            An :class:`~affinevae.data.ImageSet` ``data`` read from a file adds its
+            ``meta['pixel_scaling']``, which :meth:`affinevae.Run.data` then applies to other data.
 
     Raises:
         AffineVAEError: bad data or options (images smaller than
@@ -443,6 +445,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     if not all(callable(cb) for cb in callbacks):
         raise AffineVAEError("fit: every callback must be callable (called with each epoch's metrics dict)")
     cfg = config or TrainConfig()
+    scaling = getattr(data, "meta", {}).get("pixel_scaling") if hasattr(data, "meta") else None
+    if scaling is not None:  # an ImageSet read from a file: the run keeps how its pixels were scaled
+        meta = {"pixel_scaling": scaling, **(meta or {})}
     rank, world = init_distributed(cfg.device)
     device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":

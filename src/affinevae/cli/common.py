@@ -109,8 +109,9 @@ def add_binarize_argument(p, help: str) -> None:
 
 
 def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: int = 0,
-                        binarize: bool = True) -> ImageSet:
-    """Load the data named by :func:`add_data_arguments`' options (``binarize=False`` ignores ``--binarize``).
+                        binarize: bool = True, scaling=None) -> ImageSet:
+    """Load the data named by :func:`add_data_arguments`' options (``binarize=False`` ignores ``--binarize``;
+    ``scaling``: a run's pixel scaling, :func:`affinevae.data.files.load_images`).
 
     A ``--max-angle`` given (degrees) is passed on in radians and recorded in the returned set's
     ``meta['max_angle']`` (radians), which a run keeps to load the same digits again.
@@ -123,7 +124,7 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
     return load_dataset(args.data, split=split, n=args.n, seed=seed, key=args.key, labels=args.labels,
                         binarize=getattr(args, "binarize", None) if binarize else None, max_angle=max_angle,
                         signal_axis=getattr(args, "signal_axis", None),
-                        signal_cube=False if getattr(args, "signal_channels", False) else None)
+                        signal_cube=False if getattr(args, "signal_channels", False) else None, scaling=scaling)
 
 
 def data_noun(model) -> str:
@@ -190,8 +191,12 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
 
 
 def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binarize: bool, announce: bool) -> ImageSet:
-    if not names_run_data(args, run):
-        return load_data_from_args(args, split, seed=seed, binarize=binarize)
+    if not names_run_data(args, run):  # other data: scaled as the run's training data were
+        scaling = run.pixel_scaling
+        data = load_data_from_args(args, split, seed=seed, binarize=binarize, scaling=scaling)
+        if announce and scaling is not None and data.meta.get("pixel_scaling") is not None:
+            print(f"affinevae: {args.data}: pixels scaled as the run's training data were, {scaling}")
+        return data
     if args.n is not None and args.n < 1:
         raise AffineVAEError(f"-n must be >= 1, got {args.n}")
     meta = run.meta

@@ -159,7 +159,8 @@ class Train:
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
                 "max_angle": max_angle, "signal_axis": args.signal_axis,
-                "signal_cube": False if args.signal_channels else None}
+                "signal_cube": False if args.signal_channels else None,
+                "pixel_scaling": data.meta.get("pixel_scaling")}  # other data are scaled alike later
         source = data.source
         if targets is not None:
             data = (data.images, targets)
@@ -172,7 +173,8 @@ class Train:
             val = load_dataset(args.val_data, split="test", seed=args.seed + 1, key=args.key, binarize=args.binarize,
                                max_angle=max_angle if args.val_data == "rotated-mnist" else None,
                                signal_axis=None if args.val_data in BUILTIN else args.signal_axis,
-                               signal_cube=None if args.val_data in BUILTIN or not args.signal_channels else False)
+                               signal_cube=None if args.val_data in BUILTIN or not args.signal_channels else False,
+                               scaling=meta["pixel_scaling"])
             check_image_size(val, hint=_signal_hint(val))
             meta["val_data"] = args.val_data
         callbacks = []

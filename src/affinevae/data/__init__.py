@@ -8,11 +8,12 @@ Modules: :mod:`.imageset` (the in-memory set and the normalisation rule), :mod:`
 imported here so that :func:`~.stacks.open_stack` knows them) and :mod:`.sources` (``--data`` specs).
 """
 
-from .imageset import ImageSet, normalise_images
+from .files import load_images
+from .imageset import ImageSet, PixelScaling, normalise_images
 from .inputs import as_images
 from . import microscopy  # noqa: F401  (registers the instrument-file and Zarr readers)
 from .mnist import load_mnist, rotated_mnist, transform_images
 from .sources import load_dataset
 
-__all__ = ["ImageSet", "normalise_images", "as_images", "load_mnist", "rotated_mnist", "transform_images",
-           "load_dataset"]
+__all__ = ["ImageSet", "PixelScaling", "normalise_images", "as_images", "load_mnist", "rotated_mnist",
+           "transform_images", "load_dataset", "load_images"]

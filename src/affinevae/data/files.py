@@ -30,6 +30,7 @@ underlying library cannot read ("PATH: cannot read ...: reason").
 
 from __future__ import annotations
 
+import contextvars
 import glob as _glob
 import re
 import warnings
@@ -43,9 +44,13 @@ from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (AUX_KEYS, DEFAULT_KEYS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, MRC_EXTS,
                       NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PIL_EXTS, SUPPORTED, TIFF_EXTS, cannot_read, check_not_empty, check_npy_magic,
                       file_magic, npz_image_key, pickled_npy, reading)
-from .imageset import ImageSet, normalise_images
+from .imageset import ImageSet, PixelScaling, normalise_images, scale_images
 
 QUICKDRAW_PREFIX = "full_numpy_bitmap_"
+
+#: The scaling :func:`load_images` was given (``scaling=``), for the readers' :func:`_finish` below it.
+_GIVEN_SCALING: contextvars.ContextVar[Optional[PixelScaling]] = contextvars.ContextVar("affinevae_given_scaling",
+                                                                                      default=None)
 
 _ZIP_MAGIC = b"PK"  # local file header or, for an empty archive, end of directory
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -56,7 +61,8 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 # --------------------------------------------------------------------------------------------
 
 def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = None,
-                standardise: bool = False, n: Optional[int] = None) -> ImageSet:
+                standardise: bool = False, n: Optional[int] = None,
+                scaling: Optional[PixelScaling] = None) -> ImageSet:
     """Load user images from ``path`` into an :class:`ImageSet`.
 
     Args:
@@ -99,6 +105,11 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
             of the whole file's bit for bit. Other formats are read whole, then cut. ``labels``
             (and the file's own ``labels``/``angle``/... arrays) still give one value per image
             of the whole file.
+        scaling: a trained run's :class:`~affinevae.data.imageset.PixelScaling` (``Run.pixel_scaling``)
+            to scale float and signed-integer pixels with, instead of the file's own range, so
+            that images give the pixels the model was trained on whichever file holds them
+            (min-max values outside the training range are clipped to [0, 1], with a warning).
+            The scaling the set got is in ``meta['pixel_scaling']``.
 
     Returns:
         ImageSet with ``images`` float32 (N, C, H, W) in [0, 1] (or standardised), and
@@ -107,7 +118,15 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
     Raises:
         AffineVAEError: one-line message naming the file, for any input problem.
     """
-    spec = str(path)
+    token = _GIVEN_SCALING.set(PixelScaling.from_value(scaling))
+    try:
+        return _load_images(str(path), key, labels, standardise, n)
+    finally:
+        _GIVEN_SCALING.reset(token)
+
+
+def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardise: bool,
+                 n: Optional[int]) -> ImageSet:
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise AffineVAEError(f"{spec}: n must be an integer >= 1, got {n!r}")
     first = None if n is None or standardise else _load_first(spec, key, int(n))
@@ -197,8 +216,11 @@ def _first_frames(source, shape: Optional[tuple], spec: str, n: int, whole: Opti
         if len(v) != whole[0]:
             raise AffineVAEError(f"{spec}: {len(v)} {k} values for {whole[0]} images")
     check_array((n, *whole[1:]), spec, f"the first {n} images", copies=3)
-    images = source.read(0, n)  # normalised with the whole stack's statistics (one streaming pass)
-    return ImageSet(images, source=spec, **{k: v[:n] for k, v in aux.items()}), int(whole[0])
+    source.use_scaling(_GIVEN_SCALING.get())  # a run's scaling, else the stack's own (one streaming pass)
+    data = ImageSet(source.read(0, n), source=spec, **{k: v[:n] for k, v in aux.items()})
+    if source.pixel_scaling is not None:
+        data.meta["pixel_scaling"] = source.pixel_scaling.to_dict()
+    return data, int(whole[0])
 
 
 def _nchw_shape(shape: tuple, spec: str, axes: Optional[str] = None) -> tuple:
@@ -306,9 +328,14 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
 
 
 def _finish(arr: np.ndarray, spec: str, standardise: bool, **extra) -> ImageSet:
-    """Shape to (N, C, H, W), normalise, and wrap in an ImageSet."""
+    """Shape to (N, C, H, W), normalise (with the scaling :func:`load_images` was given, if any),
+    and wrap in an ImageSet whose ``meta['pixel_scaling']`` records a data-set-wide scaling."""
     arr = _to_nchw(arr, spec)
-    return ImageSet(normalise_images(arr, spec, standardise), source=spec, **extra)
+    images, used = scale_images(arr, spec, standardise, _GIVEN_SCALING.get())
+    data = ImageSet(images, source=spec, **extra)
+    if used is not None:
+        data.meta["pixel_scaling"] = used.to_dict()
+    return data
 
 
 def expand_pattern(path: str) -> list[str]:

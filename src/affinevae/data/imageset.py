@@ -9,6 +9,11 @@ Normalisation rule (documented in the README):
   with ``standardise=True`` (for a Gaussian likelihood), shifted and scaled to zero mean
   and unit standard deviation.
 Images are float32 (N, C, H, W); (N, H, W) input becomes (N, 1, H, W).
+
+The scaling a data set was given (min-max or standardised: ``x -> (x - offset) / divisor``) is
+kept in ``ImageSet.meta['pixel_scaling']`` (:class:`PixelScaling` as a dict); a trained run keeps
+it, and other data analysed with that run are scaled the same way (``scaling=``), so that the
+same particle gives the same pixels, latents and ELBO whichever file it comes in.
 """
 
 from __future__ import annotations
@@ -173,6 +178,46 @@ def unsigned_divisor(dtype, largest: int, source: str) -> float:
     return float(full)
 
 
+@dataclasses.dataclass(frozen=True)
+class PixelScaling:
+    """A data-set-wide affine scaling of raw pixel values, ``x -> (x - offset) / divisor``.
+
+    Attributes:
+        kind: 'minmax' (the data set's range onto [0, 1]) or 'standardise' (zero mean, unit
+            standard deviation).
+        offset: the raw value that maps to 0 (the minimum, or the mean), in the file's units.
+        divisor: raw units per unit of the result (the range, or the standard deviation), > 0.
+    """
+
+    kind: str
+    offset: float
+    divisor: float
+
+    def __str__(self) -> str:
+        """The map as a user reads it, e.g. ``(x + 20) / 45``."""
+        sign = "+" if self.offset < 0 else "-"
+        return f"(x {sign} {abs(self.offset):g}) / {self.divisor:g}"
+
+    def to_dict(self) -> dict:
+        """``{'kind', 'offset', 'divisor'}`` (JSON-ready; ``ImageSet.meta['pixel_scaling']``)."""
+        return {"kind": self.kind, "offset": float(self.offset), "divisor": float(self.divisor)}
+
+    @classmethod
+    def from_value(cls, value, where: str = "pixel_scaling") -> Optional["PixelScaling"]:
+        """A :class:`PixelScaling` from itself, its dict (as a run's ``train.json`` keeps it) or None;
+        a malformed dict is a one-line error naming ``where``."""
+        if value is None or isinstance(value, PixelScaling):
+            return value
+        try:
+            kind, offset, divisor = value["kind"], float(value["offset"]), float(value["divisor"])
+        except (TypeError, KeyError, ValueError):
+            raise AffineVAEError(f"{where}: pixel_scaling must be {{'kind', 'offset', 'divisor'}}, got {value!r}") from None
+        if kind not in ("minmax", "standardise") or not (np.isfinite(offset) and np.isfinite(divisor) and divisor > 0):
+            raise AffineVAEError(f"{where}: pixel_scaling must be 'minmax' or 'standardise' with a finite offset and a "
+                                 f"divisor > 0, got {value!r}")
+        return cls(kind, offset, divisor)
+
+
 def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool = False) -> np.ndarray:
     """Apply the normalisation rule (module docstring) to an image array; returns float32.
 
@@ -183,13 +228,26 @@ def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool =
 
     Raises :class:`AffineVAEError` on non-numeric data, NaN/inf values or an empty array.
     """
+    return scale_images(arr, source, standardise)[0]
+
+
+def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = False,
+                 scaling: Optional[PixelScaling] = None) -> tuple[np.ndarray, Optional[PixelScaling]]:
+    """:func:`normalise_images`, and the data-set-wide scaling it applied (None for unsigned, bool
+    and in-range float pixels, whose rule does not depend on the data).
+
+    ``scaling``: apply this scaling (a trained run's, :class:`PixelScaling`) to float and signed
+    integer pixels instead of the array's own range or moments (unsigned and bool pixels keep
+    their rule); values a 'minmax' scaling puts outside [0, 1] are clipped there, with a warning
+    naming ``source`` and how many. Returns ``(float32 array of arr's shape, scaling or None)``.
+    """
     arr = np.asarray(arr)
     if arr.size == 0:
         raise AffineVAEError(f"{source}: contains zero images")
     if arr.dtype == bool:
-        return arr.astype(np.float32)
+        return arr.astype(np.float32), None
     if np.issubdtype(arr.dtype, np.unsignedinteger):
-        return (arr.astype(np.float32) / unsigned_divisor(arr.dtype, int(arr.max()), source)).astype(np.float32)
+        return (arr.astype(np.float32) / unsigned_divisor(arr.dtype, int(arr.max()), source)).astype(np.float32), None
     if not np.issubdtype(arr.dtype, np.number):
         raise AffineVAEError(f"{source}: images must be numeric, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
@@ -200,15 +258,34 @@ def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool =
         bad = ~np.isfinite(out)
         first = int(np.argmax(bad.reshape(len(out), -1).any(1))) if out.ndim else 0
         raise AffineVAEError(f"{source}: {int(bad.sum())} NaN or infinite pixel values (first in image {first})")
+    if scaling is not None:
+        return apply_scaling(out, scaling, source), scaling
     if standardise:
-        std = float(out.std())
-        return ((out - out.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+        mean, std = float(out.mean()), float(out.std())
+        used = PixelScaling("standardise", mean, std if std > 0 else 1.0)
+        return ((out - out.mean()) / (std if std > 0 else 1.0)).astype(np.float32), used
     lo, hi = float(out.min()), float(out.max())
     if lo < 0.0 or hi > 1.0:
         warnings.warn(f"{source}: values span [{lo:g}, {hi:g}], outside [0, 1]; min-max scaling the data set to [0, 1]",
-                      stacklevel=2)
+                      stacklevel=3)
         out = (out - lo) / (hi - lo if hi > lo else 1.0)
-    return out.astype(np.float32)
+        return out.astype(np.float32), PixelScaling("minmax", lo, hi - lo if hi > lo else 1.0)
+    return out.astype(np.float32), None
+
+
+def apply_scaling(out: np.ndarray, scaling: PixelScaling, source: str = "array") -> np.ndarray:
+    """float32 ``(out - offset) / divisor`` of float32 pixels ``out`` (any shape) under ``scaling``
+    (a run's); a 'minmax' result is clipped to [0, 1], with one warning naming ``source`` and the
+    share of pixels clipped when there are any."""
+    res = ((out - np.float32(scaling.offset)) / np.float32(scaling.divisor)).astype(np.float32, copy=False)
+    if scaling.kind == "minmax":
+        outside = int(np.count_nonzero((res < 0.0) | (res > 1.0)))
+        if outside:
+            warnings.warn(f"{source}: {outside} of {res.size} pixel values ({100.0 * outside / res.size:.2g} %) lie "
+                          f"outside the training data's range [{scaling.offset:g}, "
+                          f"{scaling.offset + scaling.divisor:g}]; clipped to it", stacklevel=3)
+            np.clip(res, 0.0, 1.0, out=res)
+    return res
 
 
 def noise_sigma(images: np.ndarray, max_images: int = 4096) -> float:

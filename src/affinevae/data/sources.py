@@ -64,7 +64,8 @@ _OPTION_CHECKS: dict[str, Callable] = {"max_angle": check_max_angle}
 def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed: int = 0,
                  key: Optional[str] = None, labels: Optional[str] = None,
                  binarize: Optional[float] = None, max_angle: Optional[float] = None,
-                 signal_axis: Optional[int] = None, signal_cube: Optional[bool] = None) -> ImageSet:
+                 signal_axis: Optional[int] = None, signal_cube: Optional[bool] = None,
+                 scaling=None) -> ImageSet:
     """Load ``spec``: 'mnist', 'rotated-mnist' (split/n/seed apply) or a path to user images.
 
     For paths see :func:`affinevae.data.files.load_images` (``key`` applies there only; a built-in
@@ -80,6 +81,8 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
     ``max_angle``: 'rotated-mnist' only: digits turned uniformly in [-max_angle, max_angle]
     radians, in (0, pi] (pi: the full circle; None: the default 60 degrees). It is recorded in
     the returned set's ``meta['max_angle']`` (radians) so that a run can load the same set again.
+    ``scaling``: a trained run's pixel scaling for image files (:func:`affinevae.data.files.load_images`;
+    a built-in set and signal files keep their own).
 
     Raises:
         AffineVAEError: on an option the data set does not take, or an invalid value.
@@ -123,5 +126,5 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
     else:
         from .files import load_images
 
-        data = load_images(spec, key=key, labels=labels, n=n)  # a stack's first n only are read
+        data = load_images(spec, key=key, labels=labels, n=n, scaling=scaling)  # a stack's first n only are read
     return data if binarize is None else data.binarized(binarize)

@@ -31,7 +31,7 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from ..registry import Registry
 from ..units import PixelSize
-from .imageset import unsigned_divisor
+from .imageset import PixelScaling, apply_scaling, unsigned_divisor
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
@@ -175,7 +175,31 @@ class FrameSource:
         if kind == "minmax":
             out -= np.float32(offset)
             out /= np.float32(divisor)
+        elif kind == "given":  # a run's scaling (use_scaling): clipped where it says so
+            return apply_scaling(out, self._given, f"{self.path} ({where})")
         return out
+
+    def use_scaling(self, scaling: Optional[PixelScaling]) -> None:
+        """Scale float and signed-integer pixels with ``scaling`` (a trained run's
+        :class:`~affinevae.data.imageset.PixelScaling`) instead of the stack's own range, from the
+        next read on (unsigned and bool pixels keep their rule; None: no change). No pass over
+        the stack is then made."""
+        if scaling is None:
+            return
+        dt = np.dtype(self.dtype)
+        if dt == bool or np.issubdtype(dt, np.unsignedinteger):
+            return
+        self._given = scaling
+        self._norm = ("given", float(scaling.offset), float(scaling.divisor))
+
+    @property
+    def pixel_scaling(self) -> Optional[PixelScaling]:
+        """The stack-wide scaling :meth:`read` applies to float (and signed integer) pixels, or None
+        when the rule needs none (unsigned, bool, or float pixels already in [0, 1])."""
+        kind, offset, divisor = self.normalisation()
+        if kind == "given":
+            return self._given
+        return PixelScaling("minmax", offset, divisor) if kind == "minmax" else None
 
     def _scan(self):
         """Yield ``(raw pixels, where)`` covering the stack, about :data:`SCAN_BYTES` at a time:
