@@ -593,7 +593,7 @@ def test_n_on_a_stack_still_refuses_bad_pixels_anywhere_and_bad_counts(tmp_path)
     arr = np.random.default_rng(0).random((20, 8, 8)).astype(np.float32)
     arr[15, 2, 2] = np.nan
     np.save(tmp_path / "nan.npy", arr)
-    with pytest.raises(AffineVAEError, match=r"nan.npy: 1 NaN or infinite pixel values in frames"):
+    with pytest.raises(AffineVAEError, match=r"nan.npy: 1 NaN or infinite pixel values \(first in image 15\)"):
         load_images(str(tmp_path / "nan.npy"), n=3)
     arr[15, 2, 2] = 0.5
     np.save(tmp_path / "ok.npy", arr)
@@ -602,7 +602,8 @@ def test_n_on_a_stack_still_refuses_bad_pixels_anywhere_and_bad_counts(tmp_path)
         load_images(str(tmp_path / "ok.npy"), labels=str(tmp_path / "lab.npy"), n=3)
     with pytest.raises(AffineVAEError, match="n must be an integer >= 1, got 0"):
         load_images(str(tmp_path / "ok.npy"), n=0)
-    assert len(load_images(str(tmp_path / "ok.npy"), n=50)) == 20  # more than there are: all of them
+    with pytest.warns(UserWarning, match=r"ok.npy: n=50 asks for more images than the 20 it holds; all 20 are used"):
+        assert len(load_images(str(tmp_path / "ok.npy"), n=50)) == 20  # more than there are: all of them
 
 
 def test_a_runs_pixel_scaling_gives_other_files_the_training_pixels(tmp_path):

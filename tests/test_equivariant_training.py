@@ -146,6 +146,27 @@ def test_aligned_kmeans_finds_classes_that_turn_over_the_full_circle():
     assert (again.labels == found.labels).all() and again.inertia == found.inertia  # the seed fixes the result
 
 
+def test_aligned_kmeans_compares_standardised_images_so_offsets_do_not_make_the_classes():
+    """Each image of two turned shapes gets its own intensity offset and contrast (as particles cut
+    from micrographs do): compared as given, the brightness splits the images, not the shape;
+    standardised per image (the default), the shapes are found. The centres stay in the images' units."""
+    from affinevae.mapping import clustering_accuracy
+    from affinevae.pose.classes import aligned_kmeans
+
+    size, n = 16, 150
+    gen = torch.Generator().manual_seed(2)
+    angle = (torch.rand(2 * n, generator=gen) * 2 - 1) * math.pi
+    labels = torch.arange(2).repeat_interleave(n).numpy()
+    x = render(torch.cat([shape(size).expand(n, -1, -1, -1), other_shape(size).expand(n, -1, -1, -1)]),
+               Pose(angle=angle))
+    bright = (torch.rand(2 * n, generator=gen) < 0.5).float()[:, None, None, None]
+    x = x * (0.5 + 1.5 * bright) + 2.0 * bright  # half of each class brighter and with more contrast
+    assert clustering_accuracy(aligned_kmeans(x, 2, components=20, standardise=False).labels, labels) < 0.8
+    found = aligned_kmeans(x, 2, components=20)
+    assert clustering_accuracy(found.labels, labels) == 1.0
+    assert float(found.centres.min()) >= 0.0 and float(found.centres.max()) > 2.0  # means of the images as given
+
+
 def test_aligned_kmeans_refuses_bad_input_in_one_line():
     from affinevae.errors import AffineVAEError
     from affinevae.pose.classes import aligned_kmeans

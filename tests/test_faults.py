@@ -610,6 +610,15 @@ def test_a_damaged_train_json_or_a_foreign_optimizer_is_one_line(world, tmp_path
     shutil.copy(wider / wider_opt, tmp_path / "foreign" / opt)
     _fails_cleanly(tmp_path, ["train", *TRAIN, "--data", f"{world}/good.npy", "--out", str(tmp_path / "foreign"),
                               "--epochs", "2", "--resume"], capsys, "optimizer state of another model")
+    # the weights of another model's checkpoint in place of the run's own: how they differ, not torch's header
+    shutil.copytree(world / "run", tmp_path / "swapped")
+    ckpt = json.loads((world / "run" / "train.json").read_text())["checkpoint"]
+    wider_ckpt = json.loads((wider / "train.json").read_text())["checkpoint"]
+    shutil.copy(wider / wider_ckpt, tmp_path / "swapped" / ckpt)
+    line = _fails_cleanly(tmp_path, ["train", *TRAIN, "--data", f"{world}/good.npy", "--out",
+                                     str(tmp_path / "swapped"), "--epochs", "2", "--resume"], capsys,
+                          "does not match the vae model being resumed (shape mismatch for [")
+    assert ckpt in line and "resume with the run's own checkpoint" in line
 
 
 def test_resume_says_what_changed_and_applies_a_new_weight_decay(world, tmp_path, capsys):

@@ -21,7 +21,7 @@ import math
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise AffineVAEError(f"{directory}: no such run or model directory")
+        raise AffineVAEError(not_a_run(directory))
     desc = read_json(directory / MODEL_JSON, "model config")
     if not isinstance(desc, dict) or "model" not in desc or "config" not in desc:
         raise AffineVAEError(f"{directory / MODEL_JSON}: not an affinevae model config")
@@ -89,14 +89,33 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
     return model.to(device).eval()
 
 
-def _check_state(directory: Path, own: dict[str, tuple], saved: dict[str, tuple]) -> None:
-    """One line when the weights' names or shapes differ from the model's."""
+def not_a_run(path: Path) -> str:
+    """The one-line message for a ``path`` given as a run or model directory that is none: a file
+    (e.g. the data instead of the run) or nothing at all."""
+    if path.is_file():
+        return (f"{path}: a file, not a run or model directory (give the folder that train --out or "
+                "model.save wrote)")
+    return f"{path}: no such run or model directory"
+
+
+def state_mismatch(own: Mapping[str, tuple], saved: Mapping[str, tuple]) -> str:
+    """How saved weights differ from a model's, by name and shape: ``own`` and ``saved`` map each
+    tensor's name to its shape. Returns e.g. ``"missing ['encoder.0.weight', ...] (12 in all);
+    unexpected ['head.bias']"``, or ``""`` when they match."""
     missing = sorted(set(own) - set(saved))
     unexpected = sorted(set(saved) - set(own))
     bad = [k for k in own if k in saved and tuple(own[k]) != tuple(saved[k])]
-    if missing or unexpected or bad:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
-                  else f"shape mismatch for {bad[:3]}")
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch for", bad)):
+        if keys:
+            parts.append(f"{what} {keys[:3]}" + (f" ({len(keys)} in all)" if len(keys) > 3 else ""))
+    return "; ".join(parts)
+
+
+def _check_state(directory: Path, own: dict[str, tuple], saved: dict[str, tuple]) -> None:
+    """One line when the weights' names or shapes differ from the model's."""
+    detail = state_mismatch(own, saved)
+    if detail:
         raise AffineVAEError(f"{directory / MODEL_WEIGHTS}: weights do not match the config in {MODEL_JSON} ({detail})")
 
 
@@ -211,7 +230,7 @@ class Run:
         """A :class:`Run` of an existing directory (a Run is returned as is); an :class:`AffineVAEError` otherwise."""
         run = path if isinstance(path, Run) else cls(path)
         if not run.path.is_dir():
-            raise AffineVAEError(f"{run.path}: no such run or model directory")
+            raise AffineVAEError(not_a_run(run.path))
         return run
 
     def __repr__(self) -> str:

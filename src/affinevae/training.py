@@ -45,7 +45,7 @@ from .nn.modes import module_mode
 from .nn.signal import is_signal_shape
 from .outputs import RunLock, is_run_directory
 from .rng import seeded
-from .runs import Run, read_metrics, read_run  # noqa: F401  (read_metrics, read_run: re-exported)
+from .runs import Run, read_metrics, read_run, state_mismatch  # noqa: F401  (read_metrics, read_run: re-exported)
 from .tracking import Tracker, check_loggers, describe_loggers
 
 
@@ -298,6 +298,11 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
         raise AffineVAEError(f"{run.train_file}: names no checkpoint; resume is not possible (choose another --out)")
     _check_same_data(run, n, fingerprint)
     weights = load_tensors(weights_file, "checkpoint")
+    detail = state_mismatch({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                            {k: tuple(v.shape) for k, v in weights.items()})
+    if detail:  # another model's checkpoint put in its place: say how it differs
+        raise AffineVAEError(f"{weights_file}: does not match the {model.family} model being resumed ({detail}); "
+                             "resume with the run's own checkpoint, or choose another --out")
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

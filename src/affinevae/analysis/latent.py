@@ -213,7 +213,8 @@ def plot_latent_scatter(codes: LatentCodes | Sequence[LatentCodes], color_by: st
             raise AffineVAEError(f"color_by must be one of {', '.join(COLOR_BY)}, got {k!r}")
         if not any(k in r.available() for r in rows):
             raise AffineVAEError(f"cannot colour by {k.replace('_', ' ')}: "
-                                 + {"class": "the data have no labels",
+                                 + {"class": "the data have no labels (give them: --labels FILE, or an .npz with a "
+                                             "'labels' array)",
                                     "inferred_class": "no model here infers a class (jvae/jrvae/ssvae/ssrvae)",
                                     "true_angle": "the data have no known angles (e.g. use rotated-mnist)",
                                     "learned_angle": "no model here learns an angle (rvae/crvae with rotation, avae)"}[k])

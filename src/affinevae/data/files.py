@@ -155,6 +155,9 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
             raise AffineVAEError(f"{spec}: file not found")
     if labels is not None:
         data.labels = read_labels(labels, len(data), spec)
+    if n is not None and n > len(data):
+        warnings.warn(f"{spec}: n={n} asks for more images than the {len(data)} it holds; all {len(data)} are used",
+                      stacklevel=3)
     return data if n is None or n >= len(data) else data.subset(slice(0, int(n)))
 
 

@@ -132,7 +132,7 @@ class FrameSource:
         elif np.issubdtype(dt, np.unsignedinteger):
             largest, where = 0, self.path
             if dt.itemsize > 1:  # for the warning only: the first chunk, not a pass over the whole stack
-                a, part = next(iter(self._scan()), (np.zeros(0, dt), ""))
+                a, part, _ = next(iter(self._scan()), (np.zeros(0, dt), "", 0))
                 largest, where = (int(a.max()) if a.size else 0), f"{self.path} ({part})"
             self._norm = ("divide", 0.0, unsigned_divisor(dt, largest, where))
         elif not np.issubdtype(dt, np.number) or np.issubdtype(dt, np.complexfloating):
@@ -140,11 +140,10 @@ class FrameSource:
                                  + (" (complex: give np.abs or the real part)" if dt.kind == "c" else ""))
         else:
             lo, hi = math.inf, -math.inf
-            for a, where in self._scan():
+            for a, where, first in self._scan():
                 a = a.astype(np.float32, copy=False)
                 if not np.all(np.isfinite(a)):
-                    raise AffineVAEError(f"{self.path}: {int((~np.isfinite(a)).sum())} NaN or infinite pixel values "
-                                         f"in {where}")
+                    raise AffineVAEError(f"{self.path}: {nonfinite(a, first, where)}")
                 lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
             if lo < 0.0 or hi > 1.0:
                 warnings.warn(f"{self.path}: values span [{lo:g}, {hi:g}], outside [0, 1]; min-max scaling the data "
@@ -159,10 +158,11 @@ class FrameSource:
 
         Raises :class:`AffineVAEError` on NaN/inf pixels.
         """
-        return self._normalise(self.read_raw(start, stop), f"frames {start}:{stop}")
+        return self._normalise(self.read_raw(start, stop), f"frames {start}:{stop}", max(0, int(start)))
 
-    def _normalise(self, raw: np.ndarray, where: str) -> np.ndarray:
-        """Raw pixels -> float32 under :meth:`normalisation` (one float32 copy; NaN/inf refused)."""
+    def _normalise(self, raw: np.ndarray, where: str, first: Optional[int] = None) -> np.ndarray:
+        """Raw pixels -> float32 under :meth:`normalisation` (one float32 copy; NaN/inf refused,
+        naming the first bad frame when ``raw`` holds whole frames from frame ``first`` on)."""
         kind, offset, divisor = self.normalisation()
         if kind == "divide":
             out = raw.astype(np.float32)
@@ -170,8 +170,7 @@ class FrameSource:
             return out
         out = raw.astype(np.float32)
         if not np.all(np.isfinite(out)):
-            raise AffineVAEError(f"{self.path}: {int((~np.isfinite(out)).sum())} NaN or infinite pixel values "
-                                 f"in {where}")
+            raise AffineVAEError(f"{self.path}: {nonfinite(out, first, where)}")
         if kind == "minmax":
             out -= np.float32(offset)
             out /= np.float32(divisor)
@@ -202,19 +201,20 @@ class FrameSource:
         return PixelScaling("minmax", offset, divisor) if kind == "minmax" else None
 
     def _scan(self):
-        """Yield ``(raw pixels, where)`` covering the stack, about :data:`SCAN_BYTES` at a time:
-        several frames per step, or row bands of one frame when a frame is larger."""
+        """Yield ``(raw pixels, where, first)`` covering the stack, about :data:`SCAN_BYTES` at a time:
+        several frames per step (``first``: the index of the step's first frame), or row bands of
+        one frame when a frame is larger (``first`` None: ``where`` names the frame)."""
         per = max(1, int(np.prod(self.frame_shape)) * 4)
         if per <= SCAN_BYTES:
             step = max(1, min(self.n_frames, SCAN_BYTES // per))
             for s in range(0, self.n_frames, step):
-                yield self.read_raw(s, s + step), f"frames {s}:{min(s + step, self.n_frames)}"
+                yield self.read_raw(s, s + step), f"frames {s}:{min(s + step, self.n_frames)}", s
             return
         h, w = self.image_shape
         band = max(1, SCAN_BYTES // max(1, per // h))
         for f in range(self.n_frames):
             for r in range(0, h, band):
-                yield self.read_raw_region(f, slice(r, r + band), slice(0, w)), f"frame {f} rows {r}:{r + band}"
+                yield self.read_raw_region(f, slice(r, r + band), slice(0, w)), f"frame {f} rows {r}:{r + band}", None
 
     def close(self) -> None:
         """Release open files."""
@@ -227,6 +227,17 @@ class FrameSource:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r}, frames={self.n_frames}, frame_shape={tuple(self.frame_shape)})"
+
+
+def nonfinite(frames: np.ndarray, first: Optional[int], where: str) -> str:
+    """The message for NaN or infinite values in ``frames`` (f, ...) read from ``where``: how many,
+    and, when ``first`` (the index of frames[0] in the stack) is known, the first frame that holds
+    one, as the whole-file loaders say it ("3 NaN or infinite pixel values (first in image 57)")."""
+    bad = ~np.isfinite(frames)
+    if first is None or frames.ndim < 2:
+        return f"{int(bad.sum())} NaN or infinite pixel values in {where}"
+    index = first + int(np.argmax(bad.reshape(len(frames), -1).any(1)))
+    return f"{int(bad.sum())} NaN or infinite pixel values (first in image {index})"
 
 
 def _layout(shape: tuple, where: str) -> tuple[int, tuple, Optional[tuple]]:

@@ -53,7 +53,7 @@ def _turned(x: Tensor, angle: float) -> Tensor:
 
 
 def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: int = 4, iters: int = 30,
-                   seed: int = 0, fit_on: int = 20000) -> AlignedClusters:
+                   seed: int = 0, fit_on: int = 20000, standardise: bool = True) -> AlignedClusters:
     """Split images into ``k`` classes regardless of their orientation.
 
     Args:
@@ -65,11 +65,16 @@ def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: in
         n_init, iters: restarts (k-means++ seeding over the turns) and iterations of each; the
             restart with the least inertia is kept.
         seed: fixes the PCA subset, the seeding and so the result.
+        standardise: compare each image after scaling it to zero mean and unit standard deviation
+            (cryo-EM's particle normalisation), so that offsets and contrast that differ between
+            images do not make the classes; the centres are means of the images as given.
 
     Returns:
         :class:`AlignedClusters`. Measured (rotated MNIST over the full circle, 10 000 digits,
-        M 16, 1 CPU thread, 8-13 s): cluster accuracy 0.557 / 0.624 (seeds 0 / 1) against 0.25 for
-        plain k-means of the same components.
+        M 16, 1 CPU thread, 3-5 s): cluster accuracy 0.575 / 0.625 (seeds 0 / 1; 0.557 / 0.625
+        without ``standardise``) against 0.25 for plain k-means of the same components; three
+        particle shapes turned over the full circle (3 000 zero-mean noisy images of 48 px, a
+        user audit's): 1.000 (0.68 without ``standardise``: the images' offsets split the classes).
 
     Memory: N * M * components floats for the reduced turns, one turned copy of ``x`` at a time.
     """
@@ -80,7 +85,11 @@ def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: in
     if n < k:
         raise AffineVAEError(f"aligned_kmeans: {n} images cannot make {k} classes")
     turns = [2 * math.pi * m / angles for m in range(angles)]
-    feats = turned_components(x, angles, components, seed, fit_on)
+    compared = x
+    if standardise:
+        flat = x.reshape(n, -1)
+        compared = ((flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp_min(1e-8)).reshape(x.shape)
+    feats = turned_components(compared, angles, components, seed, fit_on)
     sq = (feats ** 2).sum(-1)  # (N, M)
     gen = torch.Generator().manual_seed(seed)
     best = None
