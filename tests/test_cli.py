@@ -204,6 +204,22 @@ def test_the_epoch_line_and_the_summary_say_the_losses_alike():
     assert losses_text({"train_loss": 1.0}) == "train loss 1.00 nats/image"
 
 
+def test_train_says_what_the_model_did_when_the_epoch_ends_once():
+    """The pose anchor's synchronisation and the classifier's k-means start are said at the end of
+    the epoch whose record shows them (they were said after the last epoch), each once a run."""
+    from affinevae.cli.train import training_notes
+
+    said: set = set()
+    first = {"epoch": 1, "pose_sync_agreement": 0.91, "train_pose_anchor": 3.0}
+    assert training_notes(first, said) == [
+        "affinevae: pose anchor: the training images' angles synchronised with agreement 0.91; the encoder's angle is "
+        "anchored to them (pose_anchor)"]
+    assert training_notes({**first, "epoch": 2}, said) == []  # every epoch's record repeats the agreement
+    assert training_notes({"epoch": 3, "class_kmeans_start": 1.0}, said) == [
+        "affinevae: the classifier started from k-means of the training images before epoch 3 (class_init)"]
+    assert training_notes({"epoch": 1, "pose_sync_agreement": 0.2}, set())[0].endswith("so the anchor is left off")
+
+
 def test_train_a_full_circle_rvae_from_the_command_line(tmp_path, capsys):
     """The README's full-circle command: its defaults line, the pose anchor's line, the named anchor term."""
     assert main(["train", "--model", "rvae", "--data", "rotated-mnist", "--max-angle", "180", "-n", "200", "--epochs", "1",

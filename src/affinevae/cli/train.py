@@ -33,6 +33,25 @@ def losses_text(record: dict) -> str:
     return f"train loss {record.get('train_loss', float('nan')):.2f}{terms}{val} nats/image"
 
 
+def training_notes(record: dict, said: set) -> list[str]:
+    """The lines ``train`` prints when an epoch's ``record`` shows something the model did before
+    or during it, each once per run (``said`` keeps which were printed): the pose anchor's
+    synchronisation (before the first epoch) and the joint model's k-means start of its classifier."""
+    lines = []
+    if "pose_sync_agreement" in record and "sync" not in said:
+        said.add("sync")
+        agree = record["pose_sync_agreement"]
+        lines.append(f"affinevae: pose anchor: the training images' angles synchronised with agreement {agree:.2f}; "
+                     + ("the encoder's angle is anchored to them (pose_anchor)" if "train_pose_anchor" in record else
+                        f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
+                        "is left off"))
+    if "class_kmeans_start" in record and "kmeans" not in said:
+        said.add("kmeans")
+        lines.append(f"affinevae: the classifier started from k-means of the training images before epoch "
+                     f"{record['epoch']} (class_init)")
+    return lines
+
+
 def epoch_line(record: dict, epochs: int) -> str:
     """The line ``train`` writes for each finished epoch when no progress bar is drawn (stderr is not a
     terminal): ``epoch 3/10: train loss 160.21, val loss 158.90 nats/image, 1234 images/s`` (the
@@ -178,22 +197,15 @@ class Train:
             check_image_size(val, hint=_signal_hint(val))
             meta["val_data"] = args.val_data
         callbacks = []
+        if rank == 0:  # what the model did before or in an epoch, said when that epoch ends (not after the last)
+            said: set = set()
+            callbacks.append(lambda record: [print(line, flush=True) for line in training_notes(record, said)])
         if rank == 0 and not args.no_progress and not cfg.show_progress():
             # no bar to draw (stderr is a log file: a batch job): one line per epoch instead
             callbacks.append(lambda record: print(epoch_line(record, cfg.epochs), file=sys.stderr, flush=True))
         result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks)
         if rank == 0:
             last = result.history[-1] if result.history else {}
-            if "pose_sync_agreement" in last:
-                agree = last["pose_sync_agreement"]
-                print(f"affinevae: pose anchor: the training images' angles synchronised with agreement {agree:.2f}; "
-                      + ("the encoder's angle was anchored to them (pose_anchor)" if "train_pose_anchor" in last else
-                         f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
-                         "was left off"))
-            started = [r["epoch"] for r in result.history if "class_kmeans_start" in r]
-            if started:
-                print(f"affinevae: the classifier started from k-means of the training images before epoch "
-                      f"{started[0]} (class_init)")
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
             print(f"trained {args.model} on {counted(result.n_train, data_noun(model)[:-1])} ({source}{held}) for "
                   f"{counted(cfg.epochs, 'epoch')}: {losses_text(last)}; run in {args.out}")
