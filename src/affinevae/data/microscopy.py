@@ -148,6 +148,7 @@ def open_mrc(path: str, key: Optional[str] = None, level: Optional[int] = None) 
     mrcfile = require("mrcfile", path, "MRC")
     if key is not None:
         raise AffineVAEError(f"{path}: --key does not apply to MRC files")
+    _check_mrc_size(mrcfile, path)
     with reading(path, "MRC"):
         mrc = mrcfile.mmap(path, mode="r", permissive=False)
         data = mrc.data
@@ -156,6 +157,25 @@ def open_mrc(path: str, key: Optional[str] = None, level: Optional[int] = None) 
             raise AffineVAEError(f"{path}: the MRC file holds no data")
         voxel = mrc.voxel_size
     return ArraySource(data, path, owner=mrc, pixel_size=pixel_size_from(voxel.x, "Å"))
+
+
+def _check_mrc_size(mrcfile: Any, path: str) -> None:
+    """One line when an MRC file holds fewer bytes than its header declares (a truncated copy or
+    download), from the header alone; other header problems are left to the reader."""
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as m:
+            h = m.header
+            nx, ny, nz, extra = int(h.nx), int(h.ny), int(h.nz), int(h.nsymbt)
+            itemsize = np.dtype(mrcfile.utils.data_dtype_from_header(h)).itemsize
+    except Exception:  # noqa: BLE001 - not a readable header: the reader's own message says so
+        return
+    if min(nx, ny, nz) < 1 or extra < 0:
+        return
+    declared = 1024 + extra + nx * ny * nz * itemsize
+    size = Path(path).stat().st_size
+    if size < declared:
+        raise AffineVAEError(f"{path}: truncated: the header declares {nz} image{'s' if nz != 1 else ''} of {ny} x {nx} "
+                             f"pixels ({declared} bytes with the header), the file holds {size} bytes")
 
 
 # ============================================================================ Zarr / OME-Zarr
