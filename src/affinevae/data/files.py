@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
-from .formats import (AUX_KEYS, DEFAULT_KEYS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, MRC_EXTS,
+from .formats import (AUX_KEYS, DEFAULT_KEYS, FITS_EXTS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, MRC_EXTS,
                       NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PIL_EXTS, SUPPORTED, TIFF_EXTS, cannot_read, check_not_empty, check_npy_magic,
                       file_magic, npz_image_key, pickled_npy, reading)
 from .imageset import ImageSet, PixelScaling, normalise_images, scale_images
@@ -175,17 +175,18 @@ def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSe
     if ext in HDF5_EXTS:
         check_not_empty(p, spec)
         return _load_hdf5(p, key, spec, False, first=n)
-    if ext not in NPY_EXTS + MRC_EXTS + TIFF_EXTS:
+    if ext not in NPY_EXTS + MRC_EXTS + TIFF_EXTS + FITS_EXTS:
         return None
     check_not_empty(p, spec)
     if ext in TIFF_EXTS:
         return _first_tiff_frames(p, spec, key, n)
     if ext in NPY_EXTS and file_magic(p, spec).startswith(_ZIP_MAGIC):  # an .npz under a .npy name
         return None
-    _no_key(spec, key)
+    if ext not in FITS_EXTS:
+        _no_key(spec, key)
     from .stacks import open_stack
 
-    with open_stack(spec) as source:
+    with open_stack(spec, key=key if ext in FITS_EXTS else None) as source:
         return _first_frames(source, source.array.shape, spec, n)
 
 
@@ -325,6 +326,11 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
 
         with open_mrc(str(p)) as source:
             return _finish(source.read_raw(0, len(source)), spec, standardise)
+    if ext in FITS_EXTS:  # a cube of cut-outs (N, H, W), or one image; key: the HDU
+        from .astro import open_fits
+
+        with open_fits(str(p), key) as source:
+            return _finish(np.asarray(source.array), spec, standardise)
     kind = f"'{p.suffix}'" if p.suffix else "(no extension)"
     raise AffineVAEError(f"{spec}: unsupported file type {kind}; supported: {', '.join(SUPPORTED)}, "
                          "a folder of images, or a comma-separated list or glob of .npy files")

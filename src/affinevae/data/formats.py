@@ -33,6 +33,11 @@ MICROSCOPY_EXTS = (".dm3", ".dm4", ".emd", ".ser", ".mrc", ".mrcs")
 #: MRC files, which also hold image stacks (a cryo-EM particle stack, ``.mrcs``): read by
 #: :func:`~affinevae.data.files.load_images` as well (extra ``[microscopy]``).
 MRC_EXTS = (".mrc", ".mrcs")
+#: FITS files (astronomy), read by :mod:`~affinevae.data.astro` (extra ``[astro]``) as stacks and as
+#: training data.
+FITS_EXTS = (".fits", ".fit", ".fts")
+#: What to install for the FITS reader.
+ASTRO_EXTRA = 'pip install "affinevae[astro]"'
 #: What to install for the readers of :data:`MICROSCOPY_EXTS` and :data:`ZARR_EXTS`.
 MICROSCOPY_EXTRA = 'pip install "affinevae[microscopy]"'
 #: Files marking a folder as a Zarr store (v3, v2 group, v2 array).
@@ -48,7 +53,7 @@ def is_zarr_dir(path) -> bool:
 
 
 #: Single files :func:`~affinevae.data.files.load_images` reads.
-SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS + MRC_EXTS
+SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS + MRC_EXTS + FITS_EXTS
 
 #: ``file.h5:dataset`` (group 1: the file, group 2: the dataset, None without a colon).
 HDF5_SPEC = re.compile(r"^(.*?\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)

@@ -35,8 +35,9 @@ from .stacks import READERS, ArraySource, FrameSource, StackReader
 __all__ = ["require", "pixel_size_from", "open_rsciio", "open_mrc", "open_zarr", "zarr_levels"]
 
 
-def require(module: str, path: str, what: str) -> Any:
-    """Import ``module`` or raise the one-line error naming the extra to install.
+def require(module: str, path: str, what: str, extra: str = MICROSCOPY_EXTRA) -> Any:
+    """Import ``module`` or raise the one-line error naming the extra to install (``extra``: the
+    pip command, by default the ``[microscopy]`` one).
 
     Raises:
         AffineVAEError: ``"PATH: reading WHAT files needs MODULE (pip install "affinevae[microscopy]")"``.
@@ -45,7 +46,7 @@ def require(module: str, path: str, what: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise AffineVAEError(f"{path}: reading {what} files needs the Python package '{module.split('.')[0]}' "
-                             f"({MICROSCOPY_EXTRA})") from None
+                             f"({extra})") from None
 
 
 def pixel_size_from(scale: Any, unit: Any) -> Optional[PixelSize]:

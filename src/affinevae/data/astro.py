@@ -1,0 +1,96 @@
+"""Astronomy image files: FITS (``.fits``, ``.fit``, ``.fts``), through astropy (extra ``[astro]``).
+
+The reader registers itself in :data:`affinevae.data.stacks.READERS`, so
+:func:`~affinevae.data.stacks.open_stack` (``patches``, ``map``) opens a FITS image like any
+other stack, and :func:`~affinevae.data.files.load_images` (``--data``) reads a FITS cube of
+cut-outs (N, H, W) as N training images:
+
+- the image HDU: ``key`` names one (its EXTNAME, e.g. ``SCI``, or its index), else the first HDU
+  whose data are an image of at least two axes (a primary HDU without data is skipped);
+- the data are memory mapped where astropy can (no BSCALE/BZERO scaling); astropy applies the
+  scaling otherwise, and big-endian values are converted when read;
+- (H, W) is one frame, (N, H, W) a stack of N frames, (N, C, H, W) frames of C channels.
+
+No physical pixel size is taken from the header (an angular scale, not a length).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import AffineVAEError
+from .formats import ASTRO_EXTRA, FITS_EXTS, reading
+from .microscopy import require
+from .stacks import READERS, ArraySource, FrameSource, StackReader
+
+__all__ = ["open_fits"]
+
+
+def open_fits(path: str, key: Optional[str] = None, level: Optional[int] = None) -> FrameSource:
+    """Open a FITS file's image HDU (``key``: its EXTNAME or index; default the first with image
+    data of >= 2 axes) as a :class:`~affinevae.data.stacks.FrameSource` read lazily.
+
+    Raises:
+        AffineVAEError: astropy missing (naming the extra), an unreadable or truncated file, no
+            image HDU, an unknown ``key``.
+    """
+    fits = require("astropy.io.fits", path, "FITS", extra=ASTRO_EXTRA)
+    with warnings.catch_warnings():  # astropy's notes on a damaged file: the one-line errors below say it
+        warnings.simplefilter("ignore")
+        return _open(fits, path, key)
+
+
+def _open(fits: Any, path: str, key: Optional[str]) -> FrameSource:
+    with reading(path, "FITS"):
+        hdul = fits.open(path, memmap=True, mode="readonly")
+    try:
+        hdu = _image_hdu(hdul, path, key)
+        shape = tuple(int(v) for v in hdu.shape)
+        try:
+            data = hdu.data
+        except (TypeError, ValueError, OSError) as exc:  # astropy: "buffer is too small for requested array"
+            itemsize = abs(int(hdu.header.get("BITPIX", 8))) // 8
+            declared = int(np.prod(shape)) * itemsize
+            raise AffineVAEError(f"{path}: truncated or damaged: HDU {hdu.name or 0!s} declares {shape} values of "
+                                 f"{itemsize} bytes ({declared} bytes), the file holds {Path(path).stat().st_size} "
+                                 f"bytes in all ({exc})") from None
+        if not np.issubdtype(data.dtype, np.number):
+            raise AffineVAEError(f"{path}: HDU {hdu.name!s} holds {data.dtype} values, not pixel numbers")
+    except BaseException:
+        hdul.close()
+        raise
+    return ArraySource(data, path, owner=hdul)
+
+
+def _image_hdu(hdul: Any, path: str, key: Optional[str]) -> Any:
+    """The HDU ``key`` names (EXTNAME, case-insensitive, or an index), else the first image HDU with
+    data of at least two axes; one-line errors list what the file holds."""
+    listing = ", ".join(f"{i}:{h.name or '-'}({type(h).__name__}{''.join(f' {s}' for s in getattr(h, 'shape', ()) or ())})"
+                        for i, h in enumerate(hdul))
+    if key is not None:
+        text = str(key).strip()
+        if text.lstrip("-").isdigit():
+            i = int(text)
+            if not 0 <= i < len(hdul):
+                raise AffineVAEError(f"{path}: no HDU {i}; the file holds {listing}")
+            hdu = hdul[i]
+        else:
+            found = [h for h in hdul if (h.name or "").upper() == text.upper()]
+            if not found:
+                raise AffineVAEError(f"{path}: no HDU named {text!r}; the file holds {listing}")
+            hdu = found[0]
+        if not getattr(hdu, "is_image", False) or len(getattr(hdu, "shape", ()) or ()) < 2:
+            raise AffineVAEError(f"{path}: HDU {text!r} is not an image of 2 or more axes; the file holds {listing}")
+        return hdu
+    for hdu in hdul:
+        if getattr(hdu, "is_image", False) and len(hdu.shape or ()) >= 2:
+            return hdu
+    raise AffineVAEError(f"{path}: no image HDU of 2 or more axes (tables only?); the file holds {listing}")
+
+
+for _suffix in FITS_EXTS:
+    READERS.register(_suffix)(StackReader(open_fits, "FITS"))

@@ -1,0 +1,95 @@
+"""FITS files (astronomy, extra [astro]): a cube of cut-outs as training data, an image as a stack."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from affinevae.cli import main
+from affinevae.data.files import load_images
+from affinevae.data.stacks import open_stack
+from affinevae.errors import AffineVAEError
+
+fits = pytest.importorskip("astropy.io.fits")
+
+
+def _cube(n=40, size=16, seed=0):
+    """Galaxy-like cut-outs: an elongated blob turned at random, sky noise, float32 around zero."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    out = np.empty((n, size, size), np.float32)
+    for i, t in enumerate(rng.uniform(-np.pi, np.pi, n)):
+        u, v = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
+        out[i] = 50.0 * np.exp(-(u / 4.0) ** 2 - (v / 1.5) ** 2) + rng.normal(0, 2.0, (size, size))
+    return out
+
+
+def test_a_fits_cube_is_training_data_by_hdu(tmp_path, capsys):
+    """A FITS cube (N, H, W) of big-endian floats loads as N images, scaled as any float data; --key
+    names the image HDU by EXTNAME or index (default: the first image HDU with data); -n reads the
+    first images only, bit for bit the whole file's; train takes it."""
+    cube = _cube()
+    fits.writeto(tmp_path / "cut.fits", cube)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(cube, name="SCI"),
+                  fits.BinTableHDU.from_columns([fits.Column(name="flux", format="E", array=np.zeros(3))])]
+                 ).writeto(tmp_path / "multi.fits")
+    with pytest.warns(UserWarning, match="min-max scaling"):
+        data = load_images(str(tmp_path / "cut.fits"))
+    assert data.images.shape == (40, 1, 16, 16) and data.images.dtype == np.float32
+    np.testing.assert_allclose(data.images[:, 0], (cube - cube.min()) / (cube.max() - cube.min()), atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for key in (None, "SCI", "sci", "1"):
+            np.testing.assert_array_equal(load_images(str(tmp_path / "multi.fits"), key=key).images, data.images)
+        np.testing.assert_array_equal(load_images(str(tmp_path / "cut.fits"), n=7).images, data.images[:7])
+    with pytest.raises(AffineVAEError, match=r"multi.fits: no HDU named 'RAW'; the file holds 0:PRIMARY\(PrimaryHDU\), "
+                                              r"1:SCI\(ImageHDU 40 16 16\), 2:-\(BinTableHDU\)"):
+        load_images(str(tmp_path / "multi.fits"), key="RAW")
+    with pytest.raises(AffineVAEError, match="HDU '2' is not an image of 2 or more axes"):
+        load_images(str(tmp_path / "multi.fits"), key="2")
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "multi.fits"), "--key", "SCI", "--latent-dim",
+                 "2", "--invariances", "rotation", "--hidden", "16", "--epochs", "1", "--likelihood", "gaussian",
+                 "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    assert "trained rvae on 36 images (" in capsys.readouterr().out
+
+
+def test_a_fits_image_is_a_stack_for_patches(tmp_path):
+    """A 2-D FITS image (a field) opens as one frame for patches and map (open_stack by suffix)."""
+    field = np.zeros((64, 64), np.float32)
+    field[::8, ::8] = 1.0
+    fits.writeto(tmp_path / "field.fits", field)
+    with open_stack(str(tmp_path / "field.fits")) as src:
+        assert (src.n_frames, tuple(src.frame_shape)) == (1, (64, 64)) and src.pixel_size is None
+        np.testing.assert_array_equal(src.read(0, 1)[0], field)
+    assert main(["patches", str(tmp_path / "field.fits"), "--window", "8", "--out", str(tmp_path / "p.npz"),
+                 "--no-progress"]) == 0
+    with np.load(tmp_path / "p.npz") as f:
+        assert len(f["patches"]) > 20
+
+
+def test_broken_fits_files_are_one_line_each(tmp_path, capsys, monkeypatch):
+    """A truncated file, one that is no FITS, one with tables only, an empty one; astropy missing."""
+    fits.writeto(tmp_path / "cut.fits", _cube())
+    whole = (tmp_path / "cut.fits").read_bytes()
+    (tmp_path / "short.fits").write_bytes(whole[:len(whole) // 2])
+    (tmp_path / "junk.fits").write_bytes(b"not a telescope file" * 200)
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column(name="x", format="E",
+                                                                                array=np.zeros(3))])]
+                 ).writeto(tmp_path / "table.fits")
+    (tmp_path / "empty.fits").write_bytes(b"")
+    for name, match in [("short.fits", r"short.fits: truncated or damaged: HDU PRIMARY declares \(40, 16, 16\) values"),
+                        ("junk.fits", "junk.fits: cannot read FITS"),
+                        ("table.fits", "table.fits: no image HDU of 2 or more axes"),
+                        ("empty.fits", "empty.fits: empty file")]:
+        with pytest.raises(AffineVAEError, match=match):
+            load_images(str(tmp_path / name))
+        assert main(["train", "--model", "vae", "--data", str(tmp_path / name), "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("affinevae: error:") and "\n" not in err and name in err
+    monkeypatch.setitem(sys.modules, "astropy.io.fits", None)  # as if the extra were not installed
+    with pytest.raises(AffineVAEError, match=r"cut.fits: reading FITS files needs the Python package 'astropy' "
+                                              r"\(pip install \"affinevae\[astro\]\"\)"):
+        load_images(str(tmp_path / "cut.fits"))
