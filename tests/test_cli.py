@@ -270,6 +270,9 @@ def test_a_run_scales_other_files_as_its_training_data(tmp_path, capsys):
     assert (f"affinevae: {tmp_path / 'sub.npy'}: pixels scaled as the run's training data were, (x + 20) / 45"
             in capsys.readouterr().out)
     np.testing.assert_array_equal(np.load(tmp_path / "sub.npz")["z_mean"], np.load(tmp_path / "all.npz")["z_mean"][40:80])
+    assert main(["amortise", str(run), "--data", str(tmp_path / "sub.npy"), "--epochs", "1", "--out",
+                 str(tmp_path / "am")]) == 0  # amortise reads its data as the model was trained too
+    assert "pixels scaled as the run's training data were, (x + 20) / 45" in capsys.readouterr().out
     info = json.loads((run / "train.json").read_text())
     info["pixel_scaling"] = {"kind": "minmax", "offset": 0, "divisor": -1}
     (run / "train.json").write_text(json.dumps(info))

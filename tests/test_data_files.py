@@ -662,3 +662,40 @@ def test_loading_a_float_stack_holds_about_two_copies_of_it(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 2.5 * data.images.nbytes
+
+
+@pytest.mark.parametrize("shape", [(10, 5, 8, 8), (10, 8, 8, 2), (10, 3, 8, 8), (3, 8, 8)])
+@pytest.mark.parametrize("fmt", ["npy", "h5", "tif"])
+def test_n_gives_what_the_whole_read_gives_for_layouts_the_frame_reader_refuses(tmp_path, shape, fmt):
+    """Channel counts the lazy frame reader does not take (C > 4, channels-last 2) and a TCYX TIFF
+    fell over with -n although the whole read takes them: -n now falls back to the whole read and
+    cuts, and n >= N is all of them."""
+    h5py = pytest.importorskip("h5py")
+    import tifffile
+
+    arr = np.random.default_rng(0).random(shape).astype(np.float32)
+    path = str(tmp_path / f"s.{fmt}")
+    if fmt == "npy":
+        np.save(path, arr)
+    elif fmt == "h5":
+        with h5py.File(path, "w") as f:
+            f["images"] = arr
+    else:
+        tifffile.imwrite(path, arr, metadata={"axes": "TCYX"[-arr.ndim:]} if arr.ndim == 4 else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = load_images(path)
+        np.testing.assert_array_equal(load_images(path, n=2).images, whole.images[:2])
+        np.testing.assert_array_equal(load_images(path, n=len(whole)).images, whole.images)
+
+
+def test_standardising_values_whose_moments_overflow_is_one_line():
+    """float32 values near its limit: the standard deviation overflows; it was recorded as an
+    infinite divisor that the run's train.json then refused."""
+    from affinevae.data.imageset import normalise_images
+
+    big = np.full((3, 4, 4), 3e38, np.float32) * np.array([1, -1, 1], np.float32)[:, None, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's overflow notes are not shown: the error says it
+        with pytest.raises(AffineVAEError, match="values too large to standardise in float32"):
+            normalise_images(big, standardise=True)

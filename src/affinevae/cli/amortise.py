@@ -7,11 +7,11 @@ from pathlib import Path
 
 from ..errors import AffineVAEError
 from ..outputs import check_output
-from ..runs import load
+from ..runs import Run, load
 from ..pose.amortise import AMORTISE_DEFAULTS, amortise
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, counted, load_data_from_args, seed_arg
+from .common import add_data_arguments, add_force_argument, counted, load_scaled_like_run, seed_arg
 
 
 @COMMANDS.register("amortise")
@@ -61,7 +61,7 @@ class Amortise:
         device = resolve_device(args.device)
         check_output(args.out, kind="dir", inputs=[args.run_dir, args.data, args.labels], force=args.force)
         loaded = load(args.run_dir, device=device)
-        data = load_data_from_args(args, "train", seed=args.seed)
+        data = load_scaled_like_run(args, Run(args.run_dir), "train", seed=args.seed)  # as the model was trained
         result = amortise(loaded, data.images, data.labels, cfg, refiner=args.refiner, transform=args.transform,
                           where=args.run_dir)
         model, history = result.model, result.history

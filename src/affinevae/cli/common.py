@@ -192,11 +192,7 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
 
 def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binarize: bool, announce: bool) -> ImageSet:
     if not names_run_data(args, run):  # other data: scaled as the run's training data were
-        scaling = run.pixel_scaling
-        data = load_data_from_args(args, split, seed=seed, binarize=binarize, scaling=scaling)
-        if announce and scaling is not None and data.meta.get("pixel_scaling") is not None:
-            print(f"affinevae: {args.data}: pixels scaled as the run's training data were, {scaling}")
-        return data
+        return load_scaled_like_run(args, run, split, seed, binarize, announce)
     if args.n is not None and args.n < 1:
         raise AffineVAEError(f"-n must be >= 1, got {args.n}")
     meta = run.meta
@@ -208,6 +204,17 @@ def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binariz
     # a given threshold replaces the run's (thresholding the run's binary images again would keep the run's)
     data = run.data(split=split, n=args.n, source=args.data, binarize=binarize and given is None)
     return data if given is None else data.binarized(given)
+
+
+def load_scaled_like_run(args: argparse.Namespace, run, split: str = "train", seed: int = 0, binarize: bool = True,
+                         announce: bool = True) -> ImageSet:
+    """:func:`load_data_from_args` with ``run``'s pixel scaling (:attr:`affinevae.runs.Run.pixel_scaling`)
+    for float image files, saying so in one line when it applies (``announce``)."""
+    scaling = run.pixel_scaling
+    data = load_data_from_args(args, split, seed=seed, binarize=binarize, scaling=scaling)
+    if announce and scaling is not None and data.meta.get("pixel_scaling") is not None:
+        print(f"affinevae: {args.data}: pixels scaled as the run's training data were, {scaling}")
+    return data
 
 
 def data_max_angle(args: argparse.Namespace) -> Optional[float]:

@@ -8,8 +8,12 @@ cut-outs (N, H, W) as N training images:
 - the image HDU: ``key`` names one (its EXTNAME, e.g. ``SCI``, or its index), else the first HDU
   whose data are an image of at least two axes (a primary HDU without data is skipped);
 - the data are memory mapped where astropy can (no BSCALE/BZERO scaling); astropy applies the
-  scaling otherwise, and big-endian values are converted when read;
-- (H, W) is one frame, (N, H, W) a stack of N frames, (N, C, H, W) frames of C channels.
+  scaling otherwise (16-bit unsigned data, stored as int16 with BZERO 32768, come back as uint16),
+  and big-endian values are converted when read;
+- as a stack (``open_fits``): (H, W) is one frame, (N, H, W) a stack of N frames, (N, C, H, W)
+  frames of C <= 4 channels; as training data (``read_fits``): the array, shaped by the rules of
+  :func:`~affinevae.data.files.load_images` (so (N, 5, H, W) five-band cut-outs are N images of
+  five channels).
 
 No physical pixel size is taken from the header (an angular scale, not a length).
 """
@@ -27,7 +31,7 @@ from .formats import ASTRO_EXTRA, FITS_EXTS, reading
 from .microscopy import require
 from .stacks import READERS, ArraySource, FrameSource, StackReader
 
-__all__ = ["open_fits"]
+__all__ = ["open_fits", "read_fits"]
 
 
 def open_fits(path: str, key: Optional[str] = None, level: Optional[int] = None) -> FrameSource:
@@ -38,32 +42,70 @@ def open_fits(path: str, key: Optional[str] = None, level: Optional[int] = None)
         AffineVAEError: astropy missing (naming the extra), an unreadable or truncated file, no
             image HDU, an unknown ``key``.
     """
-    fits = require("astropy.io.fits", path, "FITS", extra=ASTRO_EXTRA)
-    with warnings.catch_warnings():  # astropy's notes on a damaged file: the one-line errors below say it
-        warnings.simplefilter("ignore")
-        return _open(fits, path, key)
-
-
-def _open(fits: Any, path: str, key: Optional[str]) -> FrameSource:
-    with reading(path, "FITS"):
-        hdul = fits.open(path, memmap=True, mode="readonly")
+    hdul, data = _open(path, key)
     try:
-        hdu = _image_hdu(hdul, path, key)
-        shape = tuple(int(v) for v in hdu.shape)
-        try:
-            data = hdu.data
-        except (TypeError, ValueError, OSError) as exc:  # astropy: "buffer is too small for requested array"
-            itemsize = abs(int(hdu.header.get("BITPIX", 8))) // 8
-            declared = int(np.prod(shape)) * itemsize
-            raise AffineVAEError(f"{path}: truncated or damaged: HDU {hdu.name or 0!s} declares {shape} values of "
-                                 f"{itemsize} bytes ({declared} bytes), the file holds {Path(path).stat().st_size} "
-                                 f"bytes in all ({exc})") from None
-        if not np.issubdtype(data.dtype, np.number):
-            raise AffineVAEError(f"{path}: HDU {hdu.name!s} holds {data.dtype} values, not pixel numbers")
+        return ArraySource(data, path, owner=hdul)
     except BaseException:
         hdul.close()
         raise
-    return ArraySource(data, path, owner=hdul)
+
+
+def read_fits(path: str, key: Optional[str] = None) -> np.ndarray:
+    """The image data of a FITS file's HDU (chosen as :func:`open_fits` does) as an in-memory array
+    of the file's shape, native byte order; the file is closed again.
+
+    Raises:
+        AffineVAEError: as :func:`open_fits`.
+    """
+    hdul, data = _open(path, key)
+    try:
+        with reading(path, "FITS"):
+            out = np.array(data)
+        return out.astype(out.dtype.newbyteorder("="), copy=False)
+    finally:
+        hdul.close()
+
+
+def _open(path: str, key: Optional[str]) -> tuple[Any, Any]:
+    """(the open HDU list, the chosen HDU's data array); astropy's notes on a damaged file become
+    the one-line error "truncated or damaged" (with its first note), the others are dropped."""
+    fits = require("astropy.io.fits", path, "FITS", extra=ASTRO_EXTRA)
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        with reading(path, "FITS"):
+            hdul = fits.open(path, mode="readonly")
+            try:
+                len(hdul)  # every header, so that a file cut short in a later one is noticed now
+            except BaseException:
+                hdul.close()
+                raise
+        damaged = [str(n.message).splitlines() for n in notes
+                   if "truncated" in str(n.message) or "Error validating header" in str(n.message)]
+        if damaged:
+            hdul.close()
+            raise AffineVAEError(f"{path}: truncated or damaged: {' '.join(line.strip() for line in damaged[0])}")
+        try:
+            return hdul, _image_data(hdul, path, key)
+        except BaseException:
+            hdul.close()
+            raise
+
+
+def _image_data(hdul: Any, path: str, key: Optional[str]) -> Any:
+    """The data of the image HDU :func:`_image_hdu` picks (numbers only)."""
+    hdu = _image_hdu(hdul, path, key)
+    shape = tuple(int(v) for v in hdu.shape)
+    try:
+        data = hdu.data
+    except (TypeError, ValueError, OSError) as exc:  # astropy: "buffer is too small for requested array"
+        itemsize = abs(int(hdu.header.get("BITPIX", 8))) // 8
+        declared = int(np.prod(shape)) * itemsize
+        raise AffineVAEError(f"{path}: truncated or damaged: HDU {hdu.name or 0!s} declares {shape} values of "
+                             f"{itemsize} bytes ({declared} bytes), the file holds {Path(path).stat().st_size} "
+                             f"bytes in all ({exc})") from None
+    if not np.issubdtype(data.dtype, np.number):
+        raise AffineVAEError(f"{path}: HDU {hdu.name!s} holds {data.dtype} values, not pixel numbers")
+    return data
 
 
 def _image_hdu(hdul: Any, path: str, key: Optional[str]) -> Any:

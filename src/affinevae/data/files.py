@@ -186,8 +186,20 @@ def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSe
         _no_key(spec, key)
     from .stacks import open_stack
 
-    with open_stack(spec, key=key if ext in FITS_EXTS else None) as source:
+    source = _frame_reader(lambda: open_stack(spec, key=key if ext in FITS_EXTS else None))
+    if source is None:
+        return None
+    with source:
         return _first_frames(source, source.array.shape, spec, n)
+
+
+def _frame_reader(open_source):
+    """``open_source()`` (a FrameSource), or None when the frame reader refuses the file's layout or
+    the file (the whole read then takes it, with its own shape rules and messages)."""
+    try:
+        return open_source()
+    except AffineVAEError:
+        return None
 
 
 def _first_tiff_frames(p: Path, spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int]]:
@@ -196,7 +208,10 @@ def _first_tiff_frames(p: Path, spec: str, key: Optional[str], n: int) -> Option
     _no_key(spec, key)
     from .stacks import TiffSource
 
-    with TiffSource(spec) as source:
+    source = _frame_reader(lambda: TiffSource(spec))
+    if source is None:
+        return None
+    with source:
         shapes = [_nchw_shape(shape, spec, axes) for shape, axes in source.series_layouts]
         if len({s[1:] for s in shapes}) != 1:
             return None  # mixed image sizes: the whole read says so
@@ -326,11 +341,10 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
 
         with open_mrc(str(p)) as source:
             return _finish(source.read_raw(0, len(source)), spec, standardise)
-    if ext in FITS_EXTS:  # a cube of cut-outs (N, H, W), or one image; key: the HDU
-        from .astro import open_fits
+    if ext in FITS_EXTS:  # a cube of cut-outs (N, H, W) or (N, C, H, W), or one image; key: the HDU
+        from .astro import read_fits
 
-        with open_fits(str(p), key) as source:
-            return _finish(np.asarray(source.array), spec, standardise)
+        return _finish(read_fits(str(p), key), spec, standardise)
     kind = f"'{p.suffix}'" if p.suffix else "(no extension)"
     raise AffineVAEError(f"{spec}: unsupported file type {kind}; supported: {', '.join(SUPPORTED)}, "
                          "a folder of images, or a comma-separated list or glob of .npy files")
@@ -700,7 +714,8 @@ def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool, fi
             from .stacks import ArraySource
 
             dset = f[name]
-            return None if dset.ndim < 2 else _first_frames(ArraySource(dset, src), dset.shape, src, first, **extra)
+            source = None if dset.ndim < 2 else _frame_reader(lambda: ArraySource(dset, src))
+            return None if source is None else _first_frames(source, dset.shape, src, first, **extra)
         arr = f[name][()]
     return _finish(np.asarray(arr), src, standardise, **_check_aux(extra, src))
 

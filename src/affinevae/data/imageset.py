@@ -261,8 +261,12 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
     if scaling is not None:
         return apply_scaling(out, scaling, source, inplace=True), scaling
     if standardise:
-        mean32 = out.mean()
-        mean, std = float(mean32), float(out.std())
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is the error below
+            mean32 = out.mean()
+            mean, std = float(mean32), float(out.std())
+        if not (np.isfinite(mean) and np.isfinite(std)):
+            raise AffineVAEError(f"{source}: values too large to standardise in float32 (their mean or standard "
+                                 "deviation overflows); rescale them first")
         out -= mean32
         out /= np.float32(std if std > 0 else 1.0)
         return out, PixelScaling("standardise", mean, std if std > 0 else 1.0)
