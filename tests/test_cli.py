@@ -33,6 +33,9 @@ def test_train_encode_sample_info_on_mnist(run_dir, tmp_path, capsys):
     assert main(["info", str(run_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["model"] == "vae" and info["epochs_done"] == 1 and info["config"]["latent_dim"] == 3
+    assert main(["info", str(run_dir)]) == 0  # a Bernoulli model: the Gaussian's sigma fields are marked unused
+    out = capsys.readouterr().out
+    assert "  sigma         1.0  (unused: bernoulli likelihood)" in out and "pixels" not in out  # MNIST: uint8 rule
 
 
 def test_resume_continues_run(run_dir, tmp_path):
@@ -273,6 +276,10 @@ def test_a_run_scales_other_files_as_its_training_data(tmp_path, capsys):
     assert main(["amortise", str(run), "--data", str(tmp_path / "sub.npy"), "--epochs", "1", "--out",
                  str(tmp_path / "am")]) == 0  # amortise reads its data as the model was trained too
     assert "pixels scaled as the run's training data were, (x + 20) / 45" in capsys.readouterr().out
+    assert main(["info", str(run)]) == 0  # info says the scaling; the sigma fields are used (Gaussian)
+    out = capsys.readouterr().out
+    assert "pixels      (x + 20) / 45 (the training data's min-max range; other data are scaled alike)" in out
+    assert "unused" not in out
     info = json.loads((run / "train.json").read_text())
     info["pixel_scaling"] = {"kind": "minmax", "offset": 0, "divisor": -1}
     (run / "train.json").write_text(json.dumps(info))

@@ -10,6 +10,10 @@ from ..runs import Run
 from . import COMMANDS
 
 
+#: Config fields of the Gaussian likelihood only (info marks them unused under another).
+SIGMA_OPTIONS = ("sigma", "learn_sigma", "sigma_radius")
+
+
 @COMMANDS.register("info")
 class Info:
     """``affinevae info`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
@@ -41,8 +45,10 @@ class Info:
             return 0
         print(f"model       {info['model']} ({info['parameters']:,} parameters)")
         width = max((len(k) for k in info["config"]), default=0) + 2
+        likelihood = info["config"].get("likelihood")
         for k, v in info["config"].items():
-            print(f"  {k:<{width}}{v}")
+            unused = k in SIGMA_OPTIONS and likelihood is not None and likelihood != "gaussian"
+            print(f"  {k:<{width}}{v}" + (f"  (unused: {likelihood} likelihood)" if unused else ""))
         if "epochs_done" in info:
             tc = info.get("train_config") or {}
             meta = run.meta
@@ -52,6 +58,10 @@ class Info:
                                 if meta.get("max_angle") is not None else []))
             print(f"training    {info['epochs_done']}/{tc.get('epochs')} epochs on {data} ({meta.get('n_train', '?')} "
                   f"training images), batch {tc.get('batch_size')}, lr {tc.get('lr')}, seed {tc.get('seed')}")
+            scaling = run.pixel_scaling
+            if scaling is not None:
+                how = "min-max range" if scaling.kind == "minmax" else "mean and standard deviation"
+                print(f"pixels      {scaling} (the training data's {how}; other data are scaled alike)")
         if metrics:
             m = metrics[-1]
             print("last epoch  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
