@@ -129,3 +129,24 @@ def test_a_fits_file_cut_inside_a_later_header_says_so(tmp_path):
     for key in (None, "SCI"):
         with pytest.raises(AffineVAEError, match=r"cut.fits: truncated or damaged: Error validating header for HDU #1"):
             load_images(str(tmp_path / "cut.fits"), key=key)
+
+
+def test_a_closed_fits_or_mrc_stack_holds_no_file_open(tmp_path):
+    """Leaving ``with open_stack(...)`` closes the file and drops its memory map (the map held the
+    file open until the source was garbage-collected)."""
+    import os
+
+    mrcfile = pytest.importorskip("mrcfile")
+    fits.writeto(tmp_path / "s.fits", _cube(n=4))
+    with mrcfile.new(tmp_path / "s.mrcs") as m:
+        m.set_data(_cube(n=4))
+
+    def open_files():
+        return len(os.listdir("/proc/self/fd"))
+
+    for name in ("s.fits", "s.mrcs"):
+        before = open_files()
+        with open_stack(str(tmp_path / name)) as src:
+            src.read(0, 2)
+            assert open_files() > before
+        assert open_files() == before, name

@@ -304,6 +304,7 @@ class ArraySource(FrameSource):
         if self._owner is not None:
             self._owner.close()
             self._owner = None
+            self.array = None  # the file's memory map too (an open FITS/MRC map holds the file open)
 
 
 class NpySource(ArraySource):
