@@ -450,7 +450,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     if not all(callable(cb) for cb in callbacks):
         raise AffineVAEError("fit: every callback must be callable (called with each epoch's metrics dict)")
     cfg = config or TrainConfig()
-    scaling = getattr(data, "meta", {}).get("pixel_scaling") if hasattr(data, "meta") else None
+    scaling = (getattr(data, "meta", None) or {}).get("pixel_scaling")
     if scaling is not None:  # an ImageSet read from a file: the run keeps how its pixels were scaled
         meta = {"pixel_scaling": scaling, **(meta or {})}
     rank, world = init_distributed(cfg.device)

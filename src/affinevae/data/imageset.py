@@ -255,9 +255,7 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
                              "give their magnitude (np.abs) or real part")
     out = arr.astype(np.float32)  # the one float32 copy: scaled in place below (peak about 2x the data)
     if not np.all(np.isfinite(out)):
-        bad = ~np.isfinite(out)
-        first = int(np.argmax(bad.reshape(len(out), -1).any(1))) if out.ndim else 0
-        raise AffineVAEError(f"{source}: {int(bad.sum())} NaN or infinite pixel values (first in image {first})")
+        raise AffineVAEError(f"{source}: {nonfinite(out, 0, source)}")
     if scaling is not None:
         return apply_scaling(out, scaling, source, inplace=True), scaling
     if standardise:
@@ -267,17 +265,30 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
         if not (np.isfinite(mean) and np.isfinite(std)):
             raise AffineVAEError(f"{source}: values too large to standardise in float32 (their mean or standard "
                                  "deviation overflows); rescale them first")
+        divisor = std if std > 0 else 1.0
         out -= mean32
-        out /= np.float32(std if std > 0 else 1.0)
-        return out, PixelScaling("standardise", mean, std if std > 0 else 1.0)
+        out /= np.float32(divisor)
+        return out, PixelScaling("standardise", mean, divisor)
     lo, hi = float(out.min()), float(out.max())
     if lo < 0.0 or hi > 1.0:
         warnings.warn(f"{source}: values span [{lo:g}, {hi:g}], outside [0, 1]; min-max scaling the data set to [0, 1]",
                       stacklevel=3)
+        divisor = hi - lo if hi > lo else 1.0
         out -= np.float32(lo)
-        out /= np.float32(hi - lo if hi > lo else 1.0)
-        return out, PixelScaling("minmax", lo, hi - lo if hi > lo else 1.0)
+        out /= np.float32(divisor)
+        return out, PixelScaling("minmax", lo, divisor)
     return out, None
+
+
+def nonfinite(images: np.ndarray, first: Optional[int], where: str) -> str:
+    """The message for NaN or infinite values in ``images`` (N, ...) read from ``where``: how many,
+    and, when ``first`` (the index of images[0] in the data set) is known, the first image that
+    holds one ("3 NaN or infinite pixel values (first in image 57)"); else where they were read."""
+    bad = ~np.isfinite(images)
+    if first is None:
+        return f"{int(bad.sum())} NaN or infinite pixel values in {where}"
+    index = first + (int(np.argmax(bad.reshape(len(images), -1).any(1))) if images.ndim else 0)
+    return f"{int(bad.sum())} NaN or infinite pixel values (first in image {index})"
 
 
 def apply_scaling(out: np.ndarray, scaling: PixelScaling, source: str = "array", inplace: bool = False) -> np.ndarray:

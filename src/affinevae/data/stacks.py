@@ -31,7 +31,7 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from ..registry import Registry
 from ..units import PixelSize
-from .imageset import PixelScaling, apply_scaling, unsigned_divisor
+from .imageset import PixelScaling, apply_scaling, nonfinite, unsigned_divisor
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
@@ -227,17 +227,6 @@ class FrameSource:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r}, frames={self.n_frames}, frame_shape={tuple(self.frame_shape)})"
-
-
-def nonfinite(frames: np.ndarray, first: Optional[int], where: str) -> str:
-    """The message for NaN or infinite values in ``frames`` (f, ...) read from ``where``: how many,
-    and, when ``first`` (the index of frames[0] in the stack) is known, the first frame that holds
-    one, as the whole-file loaders say it ("3 NaN or infinite pixel values (first in image 57)")."""
-    bad = ~np.isfinite(frames)
-    if first is None or frames.ndim < 2:
-        return f"{int(bad.sum())} NaN or infinite pixel values in {where}"
-    index = first + int(np.argmax(bad.reshape(len(frames), -1).any(1)))
-    return f"{int(bad.sum())} NaN or infinite pixel values (first in image {index})"
 
 
 def _layout(shape: tuple, where: str) -> tuple[int, tuple, Optional[tuple]]:
