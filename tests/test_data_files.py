@@ -533,7 +533,7 @@ def test_unsigned_images_that_use_few_bits_are_said_so():
 
 @pytest.mark.parametrize("dtype", ["float_out", "float_in", "uint8", "uint16", "int16", "bool", "nhwc"])
 def test_n_reads_only_the_first_images_of_a_stack_with_the_whole_files_normalisation(tmp_path, dtype, monkeypatch):
-    """``n`` keeps an .npy / .mrcs / HDF5 / TIFF stack's first images without holding the whole file: the
+    """``n`` keeps an .npy / .npz / .mrcs / HDF5 / TIFF stack's first images without holding the whole file: the
     memory check counts only those (a file over the limit loads with a small n), and the images
     equal the first n of the whole file's, bit for bit (the min-max range and the NaN check still
     cover every image). ``labels`` and the file's own per-image arrays still give one per image."""
@@ -560,6 +560,9 @@ def test_n_reads_only_the_first_images_of_a_stack_with_the_whole_files_normalisa
         f["images"] = arr
         f["angle"] = np.linspace(0.0, 1.0, 60)
     paths.append(f"{tmp_path / 's.h5'}:images")
+    np.savez(tmp_path / "stored.npz", images=arr, angle=np.linspace(0.0, 1.0, 60))  # memory mapped in the archive
+    np.savez_compressed(tmp_path / "deflated.npz", arr, angle=np.linspace(0.0, 1.0, 60))  # decompressed as a stream
+    paths += [str(tmp_path / "stored.npz"), str(tmp_path / "deflated.npz")]
     if dtype not in ("bool", "nhwc"):  # a TIFF stack, read a few pages at a time
         import tifffile
 
@@ -578,7 +581,7 @@ def test_n_reads_only_the_first_images_of_a_stack_with_the_whole_files_normalisa
         assert part.images.shape == (7, *whole.images.shape[1:]), path
         assert np.array_equal(part.images, whole.images[:7]), path
         np.testing.assert_array_equal(part.labels, np.arange(7))
-        if path.endswith(":images"):
+        if path.endswith((":images", ".npz")):
             np.testing.assert_array_equal(part.angle, whole.angle[:7])
         with memory_limit_set(whole.images.nbytes), pytest.raises(AffineVAEError, match="memory"):
             load_images(path)  # without n the same file is refused in one line
@@ -665,7 +668,7 @@ def test_loading_a_float_stack_holds_about_two_copies_of_it(tmp_path):
 
 
 @pytest.mark.parametrize("shape", [(10, 5, 8, 8), (10, 8, 8, 2), (10, 3, 8, 8), (3, 8, 8)])
-@pytest.mark.parametrize("fmt", ["npy", "h5", "tif"])
+@pytest.mark.parametrize("fmt", ["npy", "npz", "h5", "tif"])
 def test_n_gives_what_the_whole_read_gives_for_layouts_the_frame_reader_refuses(tmp_path, shape, fmt):
     """Channel counts the lazy frame reader does not take (C > 4, channels-last 2) and a TCYX TIFF
     fell over with -n although the whole read takes them: -n now falls back to the whole read and
@@ -677,6 +680,8 @@ def test_n_gives_what_the_whole_read_gives_for_layouts_the_frame_reader_refuses(
     path = str(tmp_path / f"s.{fmt}")
     if fmt == "npy":
         np.save(path, arr)
+    elif fmt == "npz":
+        np.savez_compressed(path, images=arr)
     elif fmt == "h5":
         with h5py.File(path, "w") as f:
             f["images"] = arr
@@ -687,6 +692,41 @@ def test_n_gives_what_the_whole_read_gives_for_layouts_the_frame_reader_refuses(
         whole = load_images(path)
         np.testing.assert_array_equal(load_images(path, n=2).images, whole.images[:2])
         np.testing.assert_array_equal(load_images(path, n=len(whole)).images, whole.images)
+
+
+def test_an_npz_stack_is_read_lazily_and_its_damage_is_one_line(tmp_path):
+    """open_stack reads an .npz's image array lazily: a stored member is memory mapped where it lies
+    in the archive, a compressed one decompressed as a stream (forward, then again from the start),
+    a Fortran-ordered compressed one read whole; frames and regions equal the array's. A stored
+    member cut short, a member that is not the image array's, a pickled one and a patch set's
+    scalars: one line each, or kept in meta."""
+    from affinevae.data.stacks import NpzSource, open_stack
+
+    rng = np.random.default_rng(0)
+    arr = rng.random((30, 9, 11)).astype(np.float32)
+    np.savez(tmp_path / "s.npz", images=arr)
+    np.savez_compressed(tmp_path / "c.npz", other=arr)
+    np.savez_compressed(tmp_path / "f.npz", images=np.asfortranarray(arr))
+    for name, kind in [("s", np.memmap), ("c", object), ("f", np.ndarray)]:
+        with open_stack(str(tmp_path / f"{name}.npz")) as src:
+            assert isinstance(src, NpzSource) and isinstance(src.array, kind)
+            np.testing.assert_array_equal(src.read_raw(20, 25), arr[20:25])
+            np.testing.assert_array_equal(src.read_raw(2, 4), arr[2:4])  # before the last read: from the start
+            np.testing.assert_array_equal(src.read_raw_region(7, slice(1, 8, 3), slice(2, 9)), arr[7, 1:8:3, 2:9])
+            np.testing.assert_array_equal(src.read(0, 30), arr)
+    with open_stack(str(tmp_path / "c.npz"), key="other") as src:
+        assert src.key == "other" and src.n_frames == 30
+    raw = (tmp_path / "s.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[:len(raw) // 2] + raw[-200:])  # the directory kept, the data cut
+    with pytest.raises(AffineVAEError, match=r"cut.npz"):
+        load_images(str(tmp_path / "cut.npz"), n=3)
+    with pytest.raises(AffineVAEError, match=r"cut.npz"):
+        open_stack(str(tmp_path / "cut.npz"))
+    np.savez(tmp_path / "obj.npz", images=np.array([{"a": 1}, None], dtype=object))
+    with pytest.raises(AffineVAEError, match="pickled object array, which is never loaded"):
+        load_images(str(tmp_path / "obj.npz"), n=1)
+    with pytest.raises(AffineVAEError, match="pickled object array"):
+        open_stack(str(tmp_path / "obj.npz"))
 
 
 def test_standardising_values_whose_moments_overflow_is_one_line():

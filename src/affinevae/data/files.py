@@ -98,9 +98,9 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
             overrides labels found with the images.
         standardise: scale float pixels to zero mean and unit standard deviation instead of
             min-max scaling values outside [0, 1] (see :func:`normalise_images`).
-        n: keep only the first ``n`` images (None: all). From an ``.npy``, ``.mrc``/``.mrcs``,
-            TIFF or HDF5 stack (without ``standardise``) only those are held in memory: the file
-            is memory mapped, sliced or read a few pages at a time, and its pixel range and NaN
+        n: keep only the first ``n`` images (None: all). From an ``.npy``, ``.npz``, ``.mrc``/``.mrcs``,
+            TIFF, HDF5 or FITS stack (without ``standardise``) only those are held in memory: the file
+            is memory mapped, sliced, decompressed as a stream or read a few pages at a time, and its pixel range and NaN
             check still cover every image, read in chunks, so the images equal the first ``n``
             of the whole file's bit for bit. Other formats are read whole, then cut. ``labels``
             (and the file's own ``labels``/``angle``/... arrays) still give one value per image
@@ -175,13 +175,13 @@ def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSe
     if ext in HDF5_EXTS:
         check_not_empty(p, spec)
         return _load_hdf5(p, key, spec, False, first=n)
-    if ext not in NPY_EXTS + MRC_EXTS + TIFF_EXTS + FITS_EXTS:
+    if ext not in NPY_EXTS + NPZ_EXTS + MRC_EXTS + TIFF_EXTS + FITS_EXTS:
         return None
     check_not_empty(p, spec)
     if ext in TIFF_EXTS:
         return _first_tiff_frames(p, spec, key, n)
-    if ext in NPY_EXTS and file_magic(p, spec).startswith(_ZIP_MAGIC):  # an .npz under a .npy name
-        return None
+    if ext in NPZ_EXTS or (ext in NPY_EXTS and file_magic(p, spec).startswith(_ZIP_MAGIC)):  # or one named .npy
+        return _first_npz(p, spec, key, n)
     if ext not in FITS_EXTS:
         _no_key(spec, key)
     from .stacks import open_stack
@@ -191,6 +191,25 @@ def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSe
         return None
     with source:
         return _first_frames(source, source.array.shape, spec, n)
+
+
+def _first_npz(p: Path, spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int]]:
+    """:func:`_first_frames` of an ``.npz``'s image array read lazily
+    (:class:`~affinevae.data.stacks.NpzSource`), with the archive's ground truth and patch-set
+    scalars (read whole: one value per image)."""
+    from .stacks import NpzSource
+
+    source = _frame_reader(lambda: NpzSource(spec, key))
+    if source is None:
+        return None
+    with source:
+        try:
+            npz = np.load(p, allow_pickle=False)
+        except Exception:  # noqa: BLE001 - the whole read says what is wrong with the file
+            return None
+        with npz:
+            extra, meta = _npz_extras(npz, source.key, spec, False)
+        return _first_frames(source, source.array.shape, spec, n, meta=meta, **extra)
 
 
 def _frame_reader(open_source):
@@ -219,11 +238,12 @@ def _first_tiff_frames(p: Path, spec: str, key: Optional[str], n: int) -> Option
 
 
 def _first_frames(source, shape: Optional[tuple], spec: str, n: int, whole: Optional[tuple] = None,
-                  **extra) -> Optional[tuple[ImageSet, int]]:
+                  meta: Optional[dict] = None, **extra) -> Optional[tuple[ImageSet, int]]:
     """``source``'s (a :class:`~affinevae.data.stacks.FrameSource` over an array of raw ``shape``)
-    first ``n`` frames as an ImageSet (``extra``: per-image arrays of the whole file, cut to ``n``)
-    and the image count, when its frames are the images :func:`_to_nchw` makes of the whole
-    array (or the (N, C, H, W) ``whole`` given) and there are more than ``n``; else None."""
+    first ``n`` frames as an ImageSet (``extra``: per-image arrays of the whole file, cut to ``n``;
+    ``meta``: the set's ``meta``) and the image count, when its frames are the images
+    :func:`_to_nchw` makes of the whole array (or the (N, C, H, W) ``whole`` given) and there are
+    more than ``n``; else None."""
     whole = _nchw_shape(shape, spec) if whole is None else tuple(whole)
     frames = (source.n_frames, *source.frame_shape)
     if len(frames) == 3:
@@ -236,7 +256,7 @@ def _first_frames(source, shape: Optional[tuple], spec: str, n: int, whole: Opti
             raise AffineVAEError(f"{spec}: {len(v)} {k} values for {whole[0]} images")
     check_array((n, *whole[1:]), spec, f"the first {n} images", copies=3)
     source.use_scaling(_GIVEN_SCALING.get())  # a run's scaling, else the stack's own (one streaming pass)
-    data = ImageSet(source.read(0, n), source=spec, **{k: v[:n] for k, v in aux.items()})
+    data = ImageSet(source.read(0, n), source=spec, meta=dict(meta or {}), **{k: v[:n] for k, v in aux.items()})
     if source.pixel_scaling is not None:
         data.meta["pixel_scaling"] = source.pixel_scaling.to_dict()
     return data, int(whole[0])
@@ -474,32 +494,42 @@ def _load_npz(p: Path, spec: str, key: Optional[str], standardise: bool) -> Imag
             raise pickled_npy(spec)
         return _finish(npz, spec, standardise)
     with npz:
-        names = list(npz.files)
-        k = npz_image_key(names, key, spec)
+        k = npz_image_key(list(npz.files), key, spec)
 
-        def get(name: str) -> np.ndarray:
-            if f"{name}.npy" in npz.zip.namelist():
-                with npz.zip.open(f"{name}.npy") as fh:
-                    check_npy_header(fh, f"{spec}:{name}", copies=3)  # before decompressing
-            try:
-                a = npz[name]
-            except ValueError as e:
-                if "pickle" in str(e).lower() or "object" in str(e).lower():
-                    raise AffineVAEError(f"{spec}: array {name!r} is a pickled object array, which is never "
-                                         "loaded; save numeric arrays") from None
-                raise cannot_read(spec, f"array {name!r}", e) from None
-            except Exception as e:  # noqa: BLE001
-                if isinstance(e, MemoryError):
-                    raise
-                raise cannot_read(spec, f"array {name!r}", e) from None
-            if a.dtype.hasobject:
-                raise AffineVAEError(f"{spec}: array {name!r} is a pickled object array, which is never loaded")
-            return a
-
-        arr = get(k)
-        extra = {n: get(n) for n in AUX_KEYS if n in names and n != k}
-        meta = _read_meta({n: get(n) for n in META_KEYS if n in names and n != k}, spec, standardise)
+        arr = _npz_array(npz, k, spec)
+        extra, meta = _npz_extras(npz, k, spec, standardise)
     return _finish(arr, spec, standardise, meta=meta, **_check_aux(extra, spec))
+
+
+def _npz_array(npz, name: str, spec: str) -> np.ndarray:
+    """Array ``name`` of the open ``np.load`` archive ``npz``: its declared size checked before it is
+    decompressed, a pickled object array refused, any failure one line naming ``spec``."""
+    try:
+        if f"{name}.npy" in npz.zip.namelist():
+            with npz.zip.open(f"{name}.npy") as fh:
+                check_npy_header(fh, f"{spec}:{name}", copies=3)  # before decompressing
+        a = npz[name]
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise AffineVAEError(f"{spec}: array {name!r} is a pickled object array, which is never "
+                                 "loaded; save numeric arrays") from None
+        raise cannot_read(spec, f"array {name!r}", e) from None
+    except Exception as e:  # noqa: BLE001
+        if isinstance(e, (MemoryError, AffineVAEError)):
+            raise
+        raise cannot_read(spec, f"array {name!r}", e) from None
+    if a.dtype.hasobject:
+        raise AffineVAEError(f"{spec}: array {name!r} is a pickled object array, which is never loaded")
+    return a
+
+
+def _npz_extras(npz, key: str, spec: str, standardise: bool) -> tuple[dict, dict]:
+    """The ground-truth arrays (:data:`AUX_KEYS`, unchecked) and ``ImageSet.meta`` (:func:`_read_meta`)
+    that the open archive ``npz`` holds beside its image array ``key``."""
+    names = list(npz.files)
+    extra = {n: _npz_array(npz, n, spec) for n in AUX_KEYS if n in names and n != key}
+    meta = _read_meta({n: _npz_array(npz, n, spec) for n in META_KEYS if n in names and n != key}, spec, standardise)
+    return extra, meta
 
 
 def _read_meta(found: dict, spec: str, standardise: bool) -> dict:

@@ -22,20 +22,21 @@ import math
 import re
 import threading
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 
 from ..errors import AffineVAEError
-from ..limits import check_array, check_hdf5_dataset, check_npy_header
+from ..limits import check_array, check_hdf5_dataset
 from ..registry import Registry
 from ..units import PixelSize
 from .imageset import PixelScaling, apply_scaling, nonfinite, unsigned_divisor
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
-__all__ = ["FrameSource", "ArraySource", "NpySource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
+__all__ = ["FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
            "open_stack", "READERS", "StackReader", "is_array_like", "tiff_reading", "check_tiff", "corrupt_tiff",
            "tiff_channel_axes", "TIFF_MAX_CHANNELS"]
 
@@ -348,6 +349,132 @@ class NpySource(ArraySource):
                 line = np.fromfile(f, dtype=self.dtype, count=width)
                 out[i] = line[::cs]
         return out
+
+
+# ---- .npz: one member read lazily
+
+#: Bytes a compressed ``.npz`` member is decompressed and skipped at a time on the way to a frame.
+_SKIP_BYTES = 16 << 20
+
+
+def _zip_data_offset(path: str, info: zipfile.ZipInfo) -> int:
+    """Byte offset in the file at ``path`` of the (stored) data of zip member ``info``: after its
+    local header (30 bytes, the name and the local extra field, whose lengths it holds)."""
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        raise AffineVAEError(f"{path}: damaged .npz: member {info.filename!r} has no local header")
+    name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+    return info.header_offset + 30 + name_len + extra_len
+
+
+class _DeflatedMember:
+    """A compressed ``.npz`` member as a read-only array: ``shape``, ``dtype`` and indexing whose first
+    index is an int, a slice or ``...``. The rows asked for are decompressed from the member's start,
+    or from where the last read stopped when it lies before them, so a forward pass over the
+    member decompresses it once; only the rows asked for are kept."""
+
+    def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: int, shape: tuple,
+                 dtype: np.dtype, where: str) -> None:
+        self._zip, self._info, self._header, self._where = archive, info, header, where
+        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
+        self._row = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fh, self._pos = None, 0
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the first axis (0 <= start <= stop <= shape[0])."""
+        begin, end = start * self._row, stop * self._row
+        if self._fh is None or begin < self._pos:
+            self.close()
+            self._fh = self._zip.open(self._info)
+            self._fh.read(self._header)
+            self._pos = 0
+        while self._pos < begin:
+            got = len(self._fh.read(min(_SKIP_BYTES, begin - self._pos)))
+            if got == 0:
+                raise AffineVAEError(f"{self._where}: truncated: the array ends before row {start}")
+            self._pos += got
+        buf = self._fh.read(end - begin)
+        if len(buf) != end - begin:
+            raise AffineVAEError(f"{self._where}: truncated: the array holds fewer rows than its header's "
+                                 f"{self.shape[0]}")
+        self._pos = end
+        return np.frombuffer(buf, self.dtype).reshape(stop - start, *self.shape[1:])
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        first, rest = idx[0], idx[1:]
+        if first is Ellipsis:
+            return self._rows(0, self.shape[0])[idx]
+        if isinstance(first, slice):
+            start, stop, step = first.indices(self.shape[0])
+            if step < 1:
+                raise IndexError("a compressed .npz member is read forward only")
+            rows = self._rows(start, max(start, stop))[::step]
+            return rows[(slice(None),) + rest]
+        i = int(first)
+        i = i + self.shape[0] if i < 0 else i
+        if not 0 <= i < self.shape[0]:
+            raise IndexError(f"index {first} outside 0..{self.shape[0] - 1}")
+        return self._rows(i, i + 1)[0][rest]
+
+    def close(self) -> None:
+        """Close the member's decompression stream (the archive stays open)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class NpzSource(ArraySource):
+    """One array of an ``.npz`` archive (``key``, else ``images``, else ``patches``, else the only
+    image array: :func:`~affinevae.data.formats.npz_image_key`), read lazily and never unpickled.
+
+    A stored member (``np.savez``, as ``affinevae patches`` writes) is memory mapped where it lies
+    in the archive, like an ``.npy``; a compressed one (``np.savez_compressed``) is decompressed as a
+    stream up to the frames asked for (:class:`_DeflatedMember`), or read whole when it is kept in
+    Fortran order. :attr:`key` names the member.
+    """
+
+    def __init__(self, path: str, key: Optional[str] = None) -> None:
+        with reading(path, ".npz"):
+            archive = zipfile.ZipFile(path)
+        try:
+            self.key = npz_image_key([n[:-4] for n in archive.namelist() if n.endswith(".npy")], key, path)
+            where = f"{path}:{self.key}"
+            info = archive.getinfo(f"{self.key}.npy")
+            with reading(where, ".npy in the .npz"), archive.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(fh)
+                header = fh.tell()
+            if dtype.hasobject:
+                raise pickled_npy(where)
+            if info.compress_type == zipfile.ZIP_STORED:
+                offset = _zip_data_offset(path, info) + header
+                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if offset + nbytes > Path(path).stat().st_size or info.file_size != header + nbytes:
+                    raise AffineVAEError(f"{where}: truncated: the archive holds fewer bytes than the array's "
+                                         f"header declares ({tuple(shape)} {dtype})")
+                array: Any = np.memmap(path, dtype, "r", offset, tuple(shape), order="F" if fortran else "C")
+            elif fortran:
+                check_array(shape, where, "the declared array", itemsize=max(1, dtype.itemsize))
+                with reading(where, ".npy in the .npz"), archive.open(info) as fh:
+                    array = np.lib.format.read_array(fh, allow_pickle=False)
+            else:
+                array = _DeflatedMember(archive, info, header, shape, dtype, where)
+        except BaseException:
+            archive.close()
+            raise
+        self._member = array if isinstance(array, _DeflatedMember) else None
+        super().__init__(array, path, owner=archive)
+
+    def close(self) -> None:
+        if self._member is not None:
+            self._member.close()
+            self._member = None
+        super().close()
 
 
 # ---- TIFF: tifffile's log silenced, a damaged file refused in one line
@@ -826,7 +953,8 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
 
     Args:
         spec: a path: ``.npy`` (memory mapped, never unpickled), ``.npz`` (the array ``key``, else
-            ``images``, else ``patches``, else the first), ``.tif``/``.tiff`` (frames along the
+            ``images``, else ``patches``, else the only image array; memory mapped or decompressed
+            as a stream, :class:`NpzSource`), ``.tif``/``.tiff`` (frames along the
             T/Z/I/Q axes tifffile reads, see :class:`TiffSource`),
             ``file.h5:dataset`` (h5py slicing; without a dataset, the file's only dataset),
             ``.png``/``.jpg``/``.gif``/``.bmp`` (Pillow; multi-frame files are stacks) or a
@@ -871,11 +999,7 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
     if suf in NPY_EXTS:
         return NpySource(s)
     if suf in NPZ_EXTS:
-        with reading(s, ".npz"), np.load(p, allow_pickle=False) as f:
-            k = npz_image_key(f.files, key, s)  # the rule load_images follows
-            with f.zip.open(f"{k}.npy") as fh:
-                check_npy_header(fh, f"{s}:{k}", itemsize=1)  # read whole: its declared size must fit
-            return ArraySource(f[k], s)
+        return NpzSource(s, key)
     if suf in TIFF_EXTS:
         return TiffSource(s)
     if suf in HDF5_EXTS:
