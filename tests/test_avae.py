@@ -806,6 +806,10 @@ def test_an_avae_renders_the_classes_of_a_joint_model_it_wraps():
                                               r"out; only cvae/crvae, the semi-supervised and the joint models take a "
                                               r"class to render\)$"):
         plain.decode(torch.zeros(4, 2), y)
+    for where in ("align", "search"):  # the pose search took labels and dropped them silently
+        with pytest.raises(AffineVAEError, match=rf"^{where}: model 'avae' takes no class labels"):
+            getattr(plain, where)(torch.rand(4, 1, 16, 16), y)
+    assert plain.align(torch.rand(4, 1, 16, 16)).angle.shape == (4,)
 
 
 def test_an_avae_trains_its_inner_joint_model_with_the_joint_models_own_terms_and_start():

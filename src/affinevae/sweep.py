@@ -258,7 +258,7 @@ def _neg_elbo(model, x: Tensor, y: Optional[Tensor], cfg: SweepConfig) -> Tensor
     """(N,) -ELBO of ``model``: AVAEs search their pose first; plain models score x as it is."""
     if model.pose_source == "searched":
         search = cfg.search or model.config.search.replace(seed=cfg.seed)
-        return -model.align(x, y, search).elbo_after
+        return -model.align(x, y if model.takes_labels else None, search).elbo_after
     xs, ys = model.check_input(x, y)
     parts = []
     with seeded(cfg.seed, xs.device):

@@ -583,7 +583,9 @@ class AVAE(LatentModel):
     # ------------------------------------------------------------------ search API
     def search(self, x: Tensor, y: Optional[Tensor] = None, config: Optional[SearchConfig] = None,
                starts: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> SearchResult:
-        """Pose search on (N, C, H, W) images (see :func:`affinevae.pose.search.search_poses`)."""
+        """Pose search on (N, C, H, W) images (see :func:`affinevae.pose.search.search_poses`); labels
+        ``y`` (N,) only for a class-conditional inner model (others refuse them in one line)."""
+        self.refuse_labels(y, "search")
         x, y = self.check_input(x, y)
         return search_poses(self, x, y, config or self.config.search, starts=starts, generator=generator)
 
@@ -592,12 +594,13 @@ class AVAE(LatentModel):
         """Found pose, ELBO before/after (nats) and canonical image of every image; see :func:`affinevae.pose.align.align`.
 
         ``x``: (N, C, H, W) images, or (N, H, W) for one channel; ``y``: (N,) int class labels when
-        the inner model is class-conditional (else None); ``config``: a :class:`SearchConfig` or a
+        the inner model takes them (:attr:`takes_labels`; else None); ``config``: a :class:`SearchConfig` or a
         dict of its options (default: the model's); ``starts``: optional (N, R, P) explicit restarts
         in the transform's units (angle radians, shifts half image widths, log scales).
         Returns an :class:`~affinevae.pose.align.AlignResult`: ``params`` (N, P), ``angle`` (N,)
         radians, ``elbo_before``/``elbo_after``/``objective``/``objective_before`` (N,) nats, ``aligned``
-        (N, C, H, W)."""
+        (N, C, H, W). Labels given to a model that takes none are refused in one line."""
+        self.refuse_labels(y, "align")
         if isinstance(config, dict):
             config = SearchConfig.from_dict(config)
         return align_poses(self, x, y, config or self.config.search, starts=starts)
