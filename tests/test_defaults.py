@@ -153,6 +153,8 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
     assert data_defaults(plain, "rvae", full, None, None)[1:] == (
         {"batch_size": 100, "lr": 3e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS},
         "affinevae: rvae over the full circle defaults: batch_size=100 lr=0.003 (override with --batch-size/--lr)")
+    assert data_defaults(plain, "rvae", full, None, None, python=True)[2] == (  # for Python: its keywords
+        "affinevae: rvae over the full circle defaults: batch_size=100 lr=0.003 (override with batch_size=/lr=)")
     assert data_defaults(plain, "rvae", given, None, None)[1]["lr"] == 2e-3
     # the full-circle crvae too (the trainer's 128 / 1e-3 over the ±60 degrees)
     assert data_defaults(plain, "crvae", {**full, "num_classes": 10}, None, None)[1:] == (

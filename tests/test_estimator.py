@@ -195,3 +195,27 @@ def test_a_signal_models_shift_is_one_column_in_samples_and_inverse_transform_ta
     assert back.shape == (4, 48)
     expected = decode(est, Z[:4, :2], shift=codes.parts["shift"]).reshape(4, 48)  # decode takes samples here
     np.testing.assert_allclose(back, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_failed_fit_leaves_the_estimator_as_it_was(digits):
+    """A fit refused mid-way set the fitted attributes first: a fresh estimator then passed
+    check_is_fitted and transform raised AttributeError; a fitted one got the new data's shape with
+    the old model, so transform refused both. Now a failed fit changes nothing."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    x = digits[0][:40]
+    est = Estimator("vae", latent_dim=2, epochs=1, **MLP)
+    with pytest.raises(AffineVAEError, match="needs pixel values in"):
+        est.fit(x * 255)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+    codes = est.fit(x).transform(x[:5])
+    fitted = {k: v for k, v in vars(est).items() if k.endswith("_") and not k.startswith("_")}
+    with pytest.raises(AffineVAEError, match="needs pixel values in"):
+        est.fit(np.random.default_rng(0).random((20, 32, 32)).astype(np.float32) * 255)
+    assert {k: v for k, v in vars(est).items() if k.endswith("_") and not k.startswith("_")}.keys() == fitted.keys()
+    assert est.image_shape_ == fitted["image_shape_"] and est.model_ is fitted["model_"]
+    np.testing.assert_array_equal(est.transform(x[:5]), codes)
+    with pytest.raises(AffineVAEError, match=r"the random seed is the option seed .*: give seed=3"):
+        Estimator("vae", random_state=3).fit(x)

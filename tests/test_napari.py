@@ -288,6 +288,50 @@ def test_widget_takes_full_resolution_one_frame_and_shows_errors(qtbot, monkeypa
     assert w.run() is None and "learning takes one 2-D frame" in w.status.text()
 
 
+def test_widget_points_sit_on_their_objects_in_the_layers_world_and_frame(qtbot, monkeypatch):
+    """The widget's points took the image layer's scale only: with a translated layer they sat beside
+    the atoms, and on a stack (N, 2) points showed on every frame. Now they carry the layer's whole
+    transform and, on a stack, the frame that was learnt: each point maps to the world where its
+    position in that frame of the layer does."""
+    from napari.components import ViewerModel
+
+    from affinevae.napari_plugin import widget as widget_module
+
+    positions = np.array([[10.0, 12.0], [30.5, 7.25], [50.0, 40.0]])
+
+    class Found:  # the part of an ObjectEncoding the widget reads
+        z_mean, angle, window, frames = np.zeros((3, 2)), np.zeros(3), 8, np.zeros(3, np.int64)
+
+        def __len__(self):
+            return 3
+
+    Found.positions = positions
+
+    monkeypatch.setattr(widget_module, "learn_and_map",
+                        lambda image, settings, report=None: {"encoding": Found(), "cluster": np.zeros(3, np.int64),
+                                                              "symmetry": 1})
+    img = np.random.default_rng(0).random((64, 48)).astype(np.float32)
+    viewer = ViewerModel()
+    viewer.add_image(img, name="moved", translate=(100.0, 50.0), scale=(0.5, 0.25), rotate=30.0)
+    viewer.add_image(np.stack([img, img, img]), name="stack", translate=(0.0, 5.0, -3.0), scale=(1.0, 2.0, 2.0))
+    w = widget_module.LearnAndMapWidget(viewer)
+    qtbot.addWidget(w)
+    for name, frame in (("moved", None), ("stack", 2)):
+        if frame is not None:
+            viewer.dims.set_current_step(0, frame)
+        w.layer_box.setCurrentText(name)
+        w.run()
+        qtbot.waitUntil(w.run_button.isEnabled, timeout=10000)
+        layer, points = viewer.layers[name], viewer.layers[-1]
+        assert points.name == f"objects ({name})"
+        expected = positions if frame is None else np.column_stack([np.full(3, frame), positions])
+        np.testing.assert_allclose(points.data, expected)
+        for p in expected:
+            np.testing.assert_allclose(points.data_to_world(p), layer.data_to_world(p), atol=1e-9)
+        if frame is not None:
+            assert (points.features["frame"] == frame).all()
+
+
 def test_reader_declines_bad_archives_and_refuses_bad_maps(tmp_path, mapped):
     """napari's reader probe raised on a truncated or empty .npz; broken maps gave KeyError/IndexError."""
     from affinevae.errors import AffineVAEError

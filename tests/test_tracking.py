@@ -213,3 +213,80 @@ def test_mlflow_file_store_leaves_the_environment_as_it_was(digits, tmp_path, mo
     monkeypatch.setenv(tracking.ALLOW_FILE_STORE, "1")  # the user's own setting is kept
     fit(make(), digits, cfg(epochs=1, loggers=("mlflow",), log_images_every=0), out=tmp_path / "b")
     assert os.environ[tracking.ALLOW_FILE_STORE] == "1"
+
+
+def test_cli_resume_keeps_the_runs_loggers_unless_told(tmp_path, capsys):
+    """`train --resume` without --log stopped tracking silently (and train.json forgot its loggers):
+    it now goes on with the run's loggers and panels, said in its resume line; `--log none` stops them."""
+    out = tmp_path / "run"
+    args = ["train", "--model", "vae", "--data", "mnist", "-n", "60", "--latent-dim", "2", "--encoder", "mlp",
+            "--decoder", "mlp", "--hidden", "16", "--no-progress", "--out", str(out)]
+    assert main([*args, "--epochs", "1", "--log", "csv", "--log-images-every", "1"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "log=csv log_images_every=1" in said and "--log/--log-images-every" in said
+    with open(out / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+    assert sorted(p.name for p in (out / "reconstructions").iterdir()) == ["epoch-0001.png", "epoch-0002.png"]
+    assert json.loads((out / "train.json").read_text())["train_config"]["loggers"] == ["csv"]
+    assert main([*args, "--epochs", "3", "--resume", "--log", "none"]) == 0
+    with open(out / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]  # tracking stopped, as asked
+    assert json.loads((out / "train.json").read_text())["train_config"]["loggers"] == []
+    capsys.readouterr()
+    assert main([*args, "--epochs", "4", "--resume", "--log", "none,csv"]) == 2
+    assert "'none' turns tracking off" in capsys.readouterr().err
+
+
+def test_a_logger_that_fails_in_training_is_dropped_and_training_goes_on(digits, tmp_path, monkeypatch):
+    """A tracker outage ended the training (MLflow's error raised from the epoch's log call): the
+    logger is now dropped with one warning, the others go on, and the model equals an unlogged one."""
+    calls = []
+
+    def flaky(self, run_id, *a, **kw):
+        calls.append(1)
+        if len(calls) >= 2:
+            raise MlflowException("tracking server unavailable (503)")
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    real = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch",
+                        lambda self, run_id, *a, **kw: real(self, run_id, *a, **kw) if "params" in kw else
+                        flaky(self, run_id, *a, **kw))
+    with pytest.warns(UserWarning, match=r"logger 'mlflow' failed at epoch 2 \(MLflow run \w+: tracking server "
+                                         r"unavailable \(503\)\); training goes on without it"):
+        result = fit(make(), digits, cfg(epochs=3, loggers=("csv", "mlflow"), log_images_every=0), out=tmp_path / "r")
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    with open(tmp_path / "r" / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]  # the CSV logger went on
+    plain = fit(make(), digits, cfg(epochs=3)).model.state_dict()
+    assert all(torch.equal(plain[k], v) for k, v in result.model.state_dict().items())
+
+
+def test_a_logger_folder_never_mixes_fits_nor_writes_into_a_run(digits, tmp_path):
+    """A logger folder shared by several fits (a grid search, a notebook cell run again) had each fit
+    overwrite the CSV files and interleave TensorBoard steps; one pointed at a training run replaced
+    that run's files. Later fits now write to fit-2, fit-3, ... (said), and a run is refused."""
+    logs, tb = tmp_path / "logs", tmp_path / "tb"
+    loggers = (CSVLogger(directory=str(logs)), TensorBoardLogger(directory=str(tb)))
+    fit(make(), digits, cfg(epochs=1, loggers=loggers, log_images_every=0))
+    with pytest.warns(UserWarning, match=r"logger 'csv': .*logs holds an earlier fit's logs; this fit's go to "
+                                         r".*logs/fit-2"):
+        fit(make(), digits, cfg(epochs=2, loggers=loggers, log_images_every=0))
+    with pytest.warns(UserWarning, match=r"fit-3"):
+        fit(make(), digits, cfg(epochs=1, loggers=loggers, log_images_every=0))
+    with open(logs / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1  # the first fit's, untouched
+    with open(logs / "fit-2" / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    assert (logs / "fit-3" / "metrics.csv").is_file() and list((tb / "fit-3").glob("events.out.tfevents*"))
+    run = tmp_path / "run"
+    fit(make(), digits, cfg(epochs=1), out=run)
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(AffineVAEError, match=r"logger 'csv': .*run is a training run \(or a saved model\); a logger "
+                                             r"never writes into another run"):
+        fit(make(), digits, cfg(epochs=1, loggers=(CSVLogger(directory=str(run)),)))
+    assert sorted(p.name for p in run.iterdir()) == before

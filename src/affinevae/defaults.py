@@ -236,7 +236,7 @@ def _show(value: Any) -> str:
 
 def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[int],
                   epochs: Optional[int], lr: Optional[float] = None,
-                  kl_warmup: Optional[float] = None) -> tuple[dict, dict, str]:
+                  kl_warmup: Optional[float] = None, python: bool = False) -> tuple[dict, dict, str]:
     """Model and training options for training ``model`` on ``data``, with the user's choices kept.
 
     Args:
@@ -247,6 +247,8 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
         epochs: ``--epochs`` if given, else None.
         lr: the Adam learning rate if given (``--lr``), else None.
         kl_warmup: the KL warm-up fraction if given (``--kl-warmup``), else None.
+        python: the line names the options as Python takes them (``build_model``'s and
+            :class:`~affinevae.training.TrainConfig`'s keywords) instead of the ``train`` command's flags.
 
     Returns:
         ``(options, train, line)``: ``given`` plus the chosen model options; the training options
@@ -295,7 +297,8 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
         train["epochs"] = chosen["epochs"] = min(MAX_EPOCHS, max(1, math.ceil(kind.min_steps / steps_per_epoch)))
     if not chosen:
         return options, train, ""
-    flags = "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen))
+    flags = ("/".join(f"{k}=" for k in chosen) if python
+             else "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen)))
     shown = " ".join(f"{k}={_show(v)}" for k, v in chosen.items())
     words = (f"{model} over the full circle" if key.endswith(":full") else model) if rules is None else kind.words
     return options, train, f"affinevae: {words} defaults: {shown} (override with {flags})"

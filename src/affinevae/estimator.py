@@ -78,7 +78,9 @@ class Estimator(TransformerMixin, BaseEstimator):
             the seed also fixes the initialisation, so refitting gives the same model).
         **options: any other model option (``encoder``, ``hidden``, ``likelihood``, ``beta``,
             ``invariances``, ``transform``, ...) or :class:`~affinevae.TrainConfig` option
-            (``weight_decay``, ``schedule``, ``val_split`` (default 0 here), ``loggers``, ...).
+            (``weight_decay``, ``schedule``, ``val_split`` (default 0 here), ``loggers``, ...; the
+            Estimator writes no run directory, so a logger needs a folder of its own:
+            ``loggers=(CSVLogger(directory="logs"),)``; fits that share one write to its ``fit-2``, ...).
             Options are checked when fitting: an unknown one is an :class:`AffineVAEError`.
 
     Attributes (after :meth:`fit`):
@@ -224,7 +226,27 @@ class Estimator(TransformerMixin, BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> "Estimator":
         """Train a fresh model on the images ``X``: labels ``y`` (N,) for cvae/crvae; for the
         semi-supervised families class labels (N,) with -1 for unknown, or targets (N,) / (N, M)
-        with NaN for unknown; ignored by the other families. Returns ``self``."""
+        with NaN for unknown; ignored by the other families. Returns ``self``.
+
+        A fit that fails (bad input, an interrupt) leaves the estimator as it was: unfitted, or
+        fitted as before with all its ``*_`` attributes."""
+        before = self._fitted_state()
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            for k in self._fitted_state():
+                delattr(self, k)
+            self.__dict__.update(before)
+            raise
+
+    def _fitted_state(self) -> dict:
+        """The attributes that fitting sets (scikit-learn's ``name_`` convention)."""
+        return {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+
+    def _fit(self, X: Any, y: Any) -> "Estimator":
+        if "random_state" in self._options:  # scikit-learn's name for it; an unknown model option otherwise
+            raise AffineVAEError(f"Estimator: the random seed is the option seed (scikit-learn calls it random_state): "
+                                 f"give seed={self._options['random_state']!r}")
         x, _ = self._images(X, reset=True)
         labels = None
         train_names = set(TrainConfig.field_names())

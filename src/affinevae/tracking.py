@@ -20,11 +20,14 @@ stands for the logger's defaults, a logger object (:class:`CSVLogger`,
 nothing more; TensorBoard needs ``pip install "affinevae[tensorboard]"`` and MLflow
 ``pip install "affinevae[mlflow]"``, and a missing package is one line naming the extra.
 Logging never changes the training: the panels are computed in evaluation mode with the
-random state saved and restored.
+random state saved and restored, and a logger that fails during training (a tracking server
+that went away, a full disk) is dropped with a one-line warning while training goes on; a
+logger that cannot start is refused before training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import importlib.util
@@ -32,6 +35,7 @@ import io
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 
@@ -62,8 +66,11 @@ Scalar = Union[int, float, str, bool]
 class Sink:
     """An open logger of one run: what :meth:`LoggerConfig.open` returns.
 
-    Subclasses override the methods they support; the defaults do nothing.
+    Subclasses override the methods they support; the defaults do nothing. ``name``: the
+    logger's name in messages.
     """
+
+    name: ClassVar[str] = "logger"
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record the scalar ``metrics`` (name -> float) of epoch ``step``."""
@@ -101,14 +108,41 @@ class LoggerConfig(Config):
         ``history``: the epoch records of an interrupted run being resumed (else empty)."""
         raise NotImplementedError
 
-    def directory_in(self, run_dir: Optional[Path], default: str, directory: Optional[str]) -> Path:
-        """``directory`` if given, else ``run_dir / default``; an error without either."""
-        if directory is not None:
-            return Path(directory)
-        if run_dir is None:
-            raise AffineVAEError(f"logger '{self.name}' needs a run directory: pass out= to fit (--out) "
-                                 f"or give the logger a directory")
-        return Path(run_dir) / default if default else Path(run_dir)
+    def directory_in(self, run_dir: Optional[Path], default: str, directory: Optional[str],
+                     resuming: bool = False) -> Path:
+        """``directory`` if given, else ``run_dir / default``; an error without either.
+
+        A ``directory`` given that is another training run (or saved model) is refused: a logger
+        never writes into another run. One that already holds this kind of logger's files from an
+        earlier fit (:meth:`holds_logs`; a grid search's fits, a notebook cell run again) gives, unless
+        ``resuming``, its first free subfolder ``fit-2``, ``fit-3``, ..., said in a warning, so that
+        no fit's logs overwrite or interleave with another's.
+        """
+        if directory is None:
+            if run_dir is None:
+                raise AffineVAEError(f"logger '{self.name}' needs a run directory: pass out= to fit (--out) "
+                                     f"or give the logger a directory (CSVLogger(directory=...))")
+            return Path(run_dir) / default if default else Path(run_dir)
+        from .outputs import is_run_directory
+
+        path = Path(directory)
+        own = run_dir is not None and path.resolve() == Path(run_dir).resolve()
+        if is_run_directory(path) and not own:
+            raise AffineVAEError(f"logger '{self.name}': {path} is a training run (or a saved model); a logger never "
+                                 "writes into another run: give it a folder of its own")
+        if resuming or own or not self.holds_logs(path):
+            return path
+        i = 2
+        while self.holds_logs(path / f"fit-{i}"):
+            i += 1
+        warnings.warn(f"logger '{self.name}': {path} holds an earlier fit's logs; this fit's go to {path / f'fit-{i}'}",
+                      stacklevel=4)
+        return path / f"fit-{i}"
+
+    @classmethod
+    def holds_logs(cls, directory: Path) -> bool:
+        """True when ``directory`` holds this kind of logger's files (the base: never)."""
+        return False
 
 
 # ---------------------------------------------------------------------------------- CSV
@@ -134,10 +168,17 @@ class CSVLogger(LoggerConfig):
 
     def open(self, run_dir, hparams, history=()) -> Sink:
         """See :meth:`LoggerConfig.open`."""
-        return _CSVSink(self.directory_in(run_dir, "", self.directory), hparams, history)
+        return _CSVSink(self.directory_in(run_dir, "", self.directory, resuming=bool(history)), hparams, history)
+
+    @classmethod
+    def holds_logs(cls, directory: Path) -> bool:
+        """True when ``directory`` holds a ``metrics.csv`` or ``hparams.csv``."""
+        return (directory / "metrics.csv").exists() or (directory / "hparams.csv").exists()
 
 
 class _CSVSink(Sink):
+    name = "csv"
+
     def __init__(self, directory: Path, hparams: Mapping[str, Scalar], history: Sequence[Mapping[str, Any]]) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -196,7 +237,13 @@ class TensorBoardLogger(LoggerConfig):
     def open(self, run_dir, hparams, history=()) -> Sink:
         """See :meth:`LoggerConfig.open`."""
         self.check_installed()
-        return _TensorBoardSink(self.directory_in(run_dir, "tensorboard", self.directory), hparams, len(history))
+        return _TensorBoardSink(self.directory_in(run_dir, "tensorboard", self.directory, resuming=bool(history)),
+                                hparams, len(history))
+
+    @classmethod
+    def holds_logs(cls, directory: Path) -> bool:
+        """True when ``directory`` holds TensorBoard event files."""
+        return directory.is_dir() and any(directory.glob("events.out.tfevents*"))
 
 
 def tensorboard_tag(name: str) -> str:
@@ -208,6 +255,8 @@ def tensorboard_tag(name: str) -> str:
 
 
 class _TensorBoardSink(Sink):
+    name = "tensorboard"
+
     def __init__(self, directory: Path, hparams: Mapping[str, Scalar], start_epoch: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams as hparam_summaries
@@ -246,7 +295,10 @@ class MLflowLogger(LoggerConfig):
     ``mlflow ui --backend-store-uri RUN/mlruns``), which MLflow 3 only opens with
     ``MLFLOW_ALLOW_FILE_STORE=true``: this logger sets that variable (unless already set) while
     it writes to a file store, and removes it again when the run closes. A resumed run continues the same MLflow run (its id is kept in
-    ``mlflow.json`` in the run directory).
+    ``mlflow.json`` in the run directory). A tracking server that does not answer: MLflow itself
+    retries each request for minutes (its ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` shorten that); at the start the run is then refused in one line,
+    during training the logger is dropped with a warning (:class:`Tracker`).
 
     Attributes:
         tracking_uri: MLflow tracking URI (default: ``$MLFLOW_TRACKING_URI`` if set, else
@@ -300,6 +352,7 @@ ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"
 
 
 class _MLflowSink(Sink):
+    name = "mlflow"
     STATE = "mlflow.json"
     own_env = False  # set by MLflowLogger.open: this run set ALLOW_FILE_STORE and removes it at close
 
@@ -540,24 +593,41 @@ class Tracker:
 
     def epoch(self, record: Mapping[str, Any], model: Any) -> None:
         """Log one epoch's ``record`` (its scalars, step = ``record['epoch']``) and, when due,
-        a reconstruction panel of ``model``."""
+        a reconstruction panel of ``model``. A logger that fails (a tracking server gone, a full
+        disk) is dropped with a warning and training goes on: logging never stops the training."""
         if not self.sinks:
             return
         step = int(record["epoch"])
         scalars = scalars_of(record)
-        for s in self.sinks:
-            s.log_metrics(step, scalars)
+        self._each(f"epoch {step}", lambda s: s.log_metrics(step, scalars))
         due = self.images_every > 0 and (step % self.images_every == 0 or step == self.epochs)
-        if due and self.images is not None and len(self.images):
+        if due and self.sinks and self.images is not None and len(self.images):
             panel = reconstruction_panel(model, self.images, self.labels)
-            for s in self.sinks:
-                s.log_image(step, "reconstructions", panel)
+            self._each(f"epoch {step}", lambda s: s.log_image(step, "reconstructions", panel))
+
+    def _each(self, when: str, call) -> None:
+        """``call(sink)`` for every open logger; one that raises is closed (as failed) and dropped
+        with a one-line warning."""
+        for s in list(self.sinks):
+            try:
+                call(s)
+            except Exception as exc:  # noqa: BLE001 - any logger failure: the training is what matters
+                self.sinks.remove(s)
+                warnings.warn(f"logger '{s.name}' failed at {when} ({_first_line(exc)}); training goes on without it",
+                              stacklevel=3)
+                with contextlib.suppress(Exception):
+                    s.close(failed=True)
 
     def close(self, failed: bool = False) -> None:
-        """Close every logger (``failed``: the run ended with an exception)."""
+        """Close every logger (``failed``: the run ended with an exception). A logger that fails to
+        close is said in a warning (the training's result stands)."""
         sinks, self.sinks = self.sinks, []
         for s in sinks:
-            s.close(failed=failed)
+            try:
+                s.close(failed=failed)
+            except Exception as exc:  # noqa: BLE001
+                if not failed:  # after an exception in training, that exception is the one to see
+                    warnings.warn(f"logger '{s.name}' failed to close ({_first_line(exc)})", stacklevel=2)
 
     def __enter__(self) -> "Tracker":
         return self

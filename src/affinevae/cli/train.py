@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from typing import Optional
 
 import numpy as np
 
@@ -132,8 +133,9 @@ class Train:
                                                               "(faster after a few seconds' start; needs a C++ compiler on CPU)")
         t.add_argument("--no-progress", action="store_true",
                        help="no progress bar (when stderr is not a terminal: no line per epoch)")
-        t.add_argument("--log", action="append", default=[], metavar="NAME",
-                       help="experiment tracking: csv, tensorboard or mlflow (repeatable or comma-separated)")
+        t.add_argument("--log", action="append", default=None, metavar="NAME",
+                       help="experiment tracking: csv, tensorboard or mlflow (repeatable or comma-separated; "
+                            "none: no tracking, e.g. to stop a resumed run's)")
         t.add_argument("--log-images-every", type=int, default=None, metavar="N",
                        help=f"with --log: a reconstruction panel every N epochs (0: none; default "
                             f"{TrainConfig.log_images_every})")
@@ -143,7 +145,7 @@ class Train:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         # every option but the epochs is checked before the data are read; the epochs may depend on them
         resumed = resume_options(args)  # --resume: the run's own training options for those not given again
-        loggers = tuple(n.strip() for v in args.log for n in v.split(",") if n.strip())
+        loggers = logger_entries(args.log)
         if args.log_images_every is not None and not loggers:
             raise AffineVAEError("--log-images-every: the reconstruction panels go to an experiment tracker; "
                                  "give --log csv, tensorboard or mlflow")
@@ -223,6 +225,19 @@ RESUMED_OPTIONS = ("epochs", "batch_size", "lr", "kl_warmup", "weight_decay", "s
 TRAINER_DEFAULTS = ("weight_decay", "schedule", "val_split", "seed")
 
 
+def logger_entries(log: Optional[list]) -> tuple:
+    """``TrainConfig.loggers`` from ``--log`` values (names, repeatable or comma-separated; ``none``
+    for no tracking) or a resumed run's saved entries (names or logger dicts, kept as they are)."""
+    out: list = []
+    for v in log or []:
+        out += [n.strip() for n in v.split(",") if n.strip()] if isinstance(v, str) else [v]
+    if any(isinstance(n, str) and n.lower() == "none" for n in out):
+        if len(out) > 1:
+            raise AffineVAEError(f"--log: 'none' turns tracking off and takes no other logger, got {','.join(map(str, out))}")
+        return ()
+    return tuple(out)
+
+
 def resume_options(args: argparse.Namespace) -> str:
     """For ``--resume`` of a run directory that holds a training record: set each of
     :data:`RESUMED_OPTIONS` not given on the command line (None in ``args``) to the run's value,
@@ -246,6 +261,11 @@ def resume_options(args: argparse.Namespace) -> str:
             raise AffineVAEError(f"{run.train_file}: corrupt training options ({exc})") from None
         for k, v in taken.items():
             setattr(args, k, v)
+        if getattr(args, "log", []) is None and saved.get("loggers"):  # the same logs go on (a resumed run's own)
+            args.log = list(saved["loggers"])
+            taken["log"] = ",".join(e if isinstance(e, str) else e.get("logger", "?") for e in args.log)
+            if args.log_images_every is None and "log_images_every" in saved:
+                args.log_images_every = taken["log_images_every"] = saved["log_images_every"]
     for name in TRAINER_DEFAULTS:  # the rest: the trainer's own (TrainConfig, the one source of them)
         if getattr(args, name) is None:
             setattr(args, name, getattr(TrainConfig, name))

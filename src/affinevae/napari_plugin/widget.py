@@ -14,7 +14,22 @@ from ..errors import AffineVAEError
 from .layers import object_features, points_layer
 from .pipeline import FAMILIES, LearnSettings, learn_and_map
 
-__all__ = ["LearnAndMapWidget"]
+__all__ = ["LearnAndMapWidget", "layer_transform"]
+
+
+def layer_transform(layer: Any, ndim: int) -> dict[str, Any]:
+    """The world transform of a napari ``layer`` as keyword arguments for another layer of ``ndim``
+    data dimensions: ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` when the two have
+    the same dimensions, else the last ``ndim`` entries of its scale and translation."""
+    if int(getattr(layer, "ndim", -1)) == ndim:
+        out = {name: np.asarray(getattr(layer, name)) for name in ("scale", "translate", "rotate", "shear")
+               if getattr(layer, name, None) is not None}
+        affine = getattr(getattr(layer, "affine", None), "affine_matrix", None)
+        if affine is not None:
+            out["affine"] = np.asarray(affine)
+        return out
+    return {name: tuple(float(v) for v in np.asarray(getattr(layer, name))[-ndim:])
+            for name in ("scale", "translate") if getattr(layer, name, None) is not None}
 
 
 class _Progress(QObject):
@@ -101,9 +116,11 @@ class LearnAndMapWidget(QWidget):
         image = np.asarray(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
         if getattr(layer, "rgb", False):
             image = image.mean(-1)
+        frame: Optional[int] = None
         if image.ndim == 3:  # a stack of frames: the one the viewer shows
             frame = int(self.viewer.dims.current_step[0]) if len(self.viewer.dims.current_step) == 3 else 0
-            image = image[min(max(frame, 0), len(image) - 1)]
+            frame = min(max(frame, 0), len(image) - 1)
+            image = image[frame]
         elif image.ndim != 2:
             self.status.setText(f"error: the layer has shape {image.shape}; learning takes one 2-D frame")
             return None
@@ -113,7 +130,7 @@ class LearnAndMapWidget(QWidget):
         emit = self._signals.changed.emit
         # errors are shown in the status line (_failed), not raised again in the main thread
         worker = thread_worker(learn_and_map, start_thread=False, ignore_errors=True)(image, settings, report=emit)
-        worker.returned.connect(lambda result: self._show(result, layer))
+        worker.returned.connect(lambda result: self._show(result, layer, frame))
         worker.errored.connect(self._failed)
         worker.finished.connect(lambda: self.run_button.setEnabled(True))
         self.worker = worker
@@ -128,12 +145,17 @@ class LearnAndMapWidget(QWidget):
         msg = str(exc) if isinstance(exc, AffineVAEError) else f"{type(exc).__name__}: {exc}"
         self.status.setText(f"error: {msg}")
 
-    def _show(self, result: dict, layer: Any) -> Optional[Any]:
+    def _show(self, result: dict, layer: Any, frame: Optional[int] = None) -> Optional[Any]:
+        """Add the points layer of ``result`` over ``layer``: in its data coordinates ((row, col), or
+        (frame, row, col) on the stack's ``frame`` that was learnt) with its world transform (scale,
+        translate, rotate, shear, affine), so that every point sits on its object."""
         enc = result["encoding"]
-        feats = object_features(enc.z_mean, enc.angle, result["cluster"], enc.frames, result["symmetry"])
-        scale = tuple(getattr(layer, "scale", (1.0, 1.0)))[-2:]
+        frames = np.full(len(enc), frame if frame is not None else 0, dtype=np.int64)
+        feats = object_features(enc.z_mean, enc.angle, result["cluster"], frames, result["symmetry"])
         data, kwargs, _ = points_layer(enc.positions, feats, enc.window, 1, None, None, name=f"objects ({layer.name})")
-        kwargs["scale"] = scale
+        if frame is not None:
+            data = np.column_stack([frames, data])
+        kwargs.update(layer_transform(layer, data.shape[1]))
         from napari.layers import Points
 
         points = Points(data, **kwargs)
