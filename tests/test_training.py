@@ -73,6 +73,18 @@ def test_resume_equals_uninterrupted(digits, tmp_path):
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in full.state_dict().items())
 
 
+def test_resume_says_when_the_epoch_records_were_lost(digits, tmp_path):
+    """metrics.jsonl deleted before a resume: the records of the epochs already trained are not in the
+    checkpoint, so the file would start again at the next epoch with no word; now it is said."""
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), digits, cfg(epochs=3), out=tmp_path / "part", callbacks=[_stop_after(2)])
+    (tmp_path / "part" / "metrics.jsonl").unlink()
+    with pytest.warns(UserWarning, match=r"metrics.jsonl: holds the records of 0 of the 2 epochs trained; epochs 1-2 "
+                                         r"stay missing from it"):
+        fit(make(), digits, cfg(epochs=3), out=tmp_path / "part", resume=True)
+    assert [m["epoch"] for m in read_metrics(tmp_path / "part")] == [3]
+
+
 def test_resume_on_other_data_is_refused(digits, tmp_path):
     part_cfg = cfg(epochs=3)
     with pytest.raises(KeyboardInterrupt):

@@ -581,6 +581,9 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
         before = run.train_config
         start = _load_checkpoint(run, model, opt, len(x), fingerprint)
         history = run.metrics[:start]
+        if rank == 0 and len(history) < start:  # metrics.jsonl deleted or cut: its records are not in the checkpoint
+            warnings.warn(f"{run.metrics_file}: holds the records of {len(history)} of the {start} epochs trained; "
+                          f"epochs {len(history) + 1}-{start} stay missing from it (and from the loggers' curves)")
         for g in opt.param_groups:  # the optimizer file holds the run's; a weight decay given now applies
             g["weight_decay"] = cfg.weight_decay
         changed = [f"{k} {getattr(cfg, k)!r} (the run used {before[k]!r})" for k in RESUME_NOTED
