@@ -126,7 +126,7 @@ def test_resume_continues_the_same_logs(digits, tmp_path):
         fit(make(), digits, config, out=out, callbacks=[stop])
     state = json.loads((out / "mlflow.json").read_text())
     client = MlflowClient(tracking_uri=state["tracking_uri"])
-    assert client.get_run(state["run_id"]).info.status == "FAILED"
+    assert client.get_run(state["run_id"]).info.status == "KILLED"  # stopped by the user (Ctrl-C), not failed
     fit(make(), digits, config, out=out, resume=True)
     assert json.loads((out / "mlflow.json").read_text())["run_id"] == state["run_id"]
     assert client.get_run(state["run_id"]).info.status == "FINISHED"
@@ -290,3 +290,16 @@ def test_a_logger_folder_never_mixes_fits_nor_writes_into_a_run(digits, tmp_path
                                              r"never writes into another run"):
         fit(make(), digits, cfg(epochs=1, loggers=(CSVLogger(directory=str(run)),)))
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_mlflow_run_failed_by_an_error_is_marked_failed(digits, tmp_path):
+    """An error in training marks the MLflow run FAILED (a Ctrl-C marks it KILLED, above)."""
+    from mlflow.tracking import MlflowClient
+
+    def boom(rec):
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        fit(make(), digits, cfg(epochs=2, loggers=("mlflow",), log_images_every=0), out=tmp_path / "r", callbacks=[boom])
+    state = json.loads((tmp_path / "r" / "mlflow.json").read_text())
+    assert MlflowClient(tracking_uri=state["tracking_uri"]).get_run(state["run_id"]).info.status == "FAILED"

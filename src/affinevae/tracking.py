@@ -67,10 +67,12 @@ class Sink:
     """An open logger of one run: what :meth:`LoggerConfig.open` returns.
 
     Subclasses override the methods they support; the defaults do nothing. ``name``: the
-    logger's name in messages.
+    logger's name in messages. ``interrupted``: set True before :meth:`close` when the user
+    stopped the training (Ctrl-C), so that a tracker can tell that from a failure.
     """
 
     name: ClassVar[str] = "logger"
+    interrupted: bool = False
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record the scalar ``metrics`` (name -> float) of epoch ``step``."""
@@ -288,7 +290,8 @@ class _TensorBoardSink(Sink):
 @dataclasses.dataclass(frozen=True)
 class MLflowLogger(LoggerConfig):
     """An MLflow run: the hyper-parameters as params, the scalars as metrics (step = epoch),
-    the panels as artifacts ``reconstructions/epoch-NNNN.png``; status FINISHED or FAILED.
+    the panels as artifacts ``reconstructions/epoch-NNNN.png``; status FINISHED, FAILED, or KILLED
+    when the user stopped the training (Ctrl-C).
     Needs ``pip install "affinevae[mlflow]"`` (mlflow-skinny; no server).
 
     By default the run goes to a local file store in the run directory (``mlruns/``; view with
@@ -402,7 +405,7 @@ class _MLflowSink(Sink):
 
     def close(self, failed=False):
         try:
-            self._call("set_terminated", status="FAILED" if failed else "FINISHED")
+            self._call("set_terminated", status=("KILLED" if self.interrupted else "FAILED") if failed else "FINISHED")
         finally:
             if self.own_env:
                 os.environ.pop(ALLOW_FILE_STORE, None)
@@ -633,5 +636,8 @@ class Tracker:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            for s in self.sinks:
+                s.interrupted = True
         self.close(failed=exc_type is not None)
         return False
