@@ -469,3 +469,25 @@ def test_offset_concentration_reads_full_circle_angles():
     assert offset_concentration(rng.uniform(-math.pi, math.pi, 2000), true) < 0.1
     with pytest.raises(AffineVAEError, match="equal-length angle arrays"):
         offset_concentration(true[:5], true)
+
+
+def test_plot_labels_the_runs_own_images_and_reads_up_to_its_default_quietly(tmp_path, capsys):
+    """`plot RUN latent --color-by class --labels FILE` without --data ignored the labels ("the data
+    have no labels"); and the default -n (up to 1000 images) warned on a smaller run that n asked for
+    more images than it holds."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "imgs.npy", rng.random((60, 12, 12)).astype(np.float32))
+    np.save(tmp_path / "lab.npy", np.arange(60) % 3)
+    run = str(tmp_path / "run")
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "imgs.npy"), "--latent-dim", "2", "--encoder", "mlp",
+                 "--decoder", "mlp", "--hidden", "8", "--epochs", "1", "--no-progress", "--out", run]) == 0
+    capsys.readouterr()
+    out = tmp_path / "latent.png"
+    assert main(["plot", run, "latent", "--color-by", "class", "--labels", str(tmp_path / "lab.npy"),
+                 "--out", str(out)]) == 0
+    assert_png(out)
+    assert "asks for more images" not in capsys.readouterr().err
+    np.save(tmp_path / "short.npy", np.arange(10) % 3)
+    assert main(["plot", run, "latent", "--color-by", "class", "--labels", str(tmp_path / "short.npy"),
+                 "--out", str(out), "--force"]) == 2
+    assert "short.npy: 10 labels for 60 images" in capsys.readouterr().err

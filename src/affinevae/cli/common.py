@@ -9,6 +9,7 @@ import warnings
 from typing import Any, Optional
 
 from ..data import ImageSet, load_dataset
+from ..data.files import read_labels
 from ..data.inputs import check_image_shape
 from ..data.sources import BUILTIN
 from ..errors import AffineVAEError
@@ -149,7 +150,8 @@ def refuse_signal_model(model, run_dir, what: str) -> None:
 def names_run_data(args: argparse.Namespace, run) -> bool:
     """Whether ``--data`` names ``run``'s own data (:class:`~affinevae.runs.Run`; the spec ``train.json``
     records, or ``--data`` not given) with none of the options that would change it: ``--key``,
-    ``--labels``, the rotated-mnist angle range, ``--signal-axis``/``--signal-channels``."""
+    ``--labels``, the rotated-mnist angle range, ``--signal-axis``/``--signal-channels``. (Without
+    ``--data``, ``--labels`` labels the run's own images: :func:`load_run_data`.)"""
     if args.data is None:
         return True
     return (bool(run.meta.get("data")) and str(args.data) == str(run.meta["data"])
@@ -203,6 +205,12 @@ def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binariz
     given = getattr(args, "binarize", None) if binarize else None
     # a given threshold replaces the run's (thresholding the run's binary images again would keep the run's)
     data = run.data(split=split, n=args.n, source=args.data, binarize=binarize and given is None)
+    if getattr(args, "labels", None) is not None:  # --labels without --data: for the run's own images
+        labels = read_labels(args.labels, None, data.source or "the run's data")
+        if len(labels) < len(data):
+            raise AffineVAEError(f"{args.labels}: {len(labels)} labels for {len(data)} images in "
+                                 f"{data.source or 'the run data'}")
+        data.labels = labels[:len(data)]
     return data if given is None else data.binarized(given)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 import dataclasses
 import math
 from pathlib import Path
@@ -143,6 +144,10 @@ def plot_data(args: argparse.Namespace, run, grey: bool = False, expect: Optiona
     refused in one line naming the file."""
     return load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=not grey, announce=False,
                          expect=expect)
+
+
+#: Images ``plot`` reads at most when ``-n`` is not given.
+PLOT_IMAGES = 1000
 
 
 def comparing_kinds() -> str:
@@ -333,7 +338,8 @@ class Plot:
         d.add_argument("--data", help="'mnist', 'rotated-mnist' or a path")
         d.add_argument("--labels", help="file of integer labels, one per image")
         d.add_argument("--key", help="array name inside an .npz")
-        d.add_argument("-n", "--n", type=int, default=1000, dest="n", help="use the first N images (default 1000)")
+        d.add_argument("-n", "--n", type=int, default=None, dest="n",
+                       help=f"use the first N images (default: up to {PLOT_IMAGES})")
         d.add_argument("--split", default=None, choices=["train", "test"], help="train or test for built-in sets (default test)")
         add_binarize_argument(d, "threshold the images at T (default 0.5; default: as the run was trained); "
                                  "loss-vs-rotation thresholds each rotated image")
@@ -391,7 +397,13 @@ class Plot:
         names = [_label(r.path) for r in runs]
         if len(set(names)) < len(names):
             names = [f"{i + 1}: {n}" for i, n in enumerate(names)]
-        data = plot_data(args, runs[0], expect=first) if kind.needs_data else None
+        data = None
+        if kind.needs_data:
+            with warnings.catch_warnings():
+                if args.n is None:  # the default is "up to PLOT_IMAGES": a smaller data set is no news
+                    args.n = PLOT_IMAGES
+                    warnings.filterwarnings("ignore", message=r".*asks for more images than the \d+ it holds")
+                data = plot_data(args, runs[0], expect=first)
         fig = kind.draw(PlotContext(args=args, runs=runs, models=models, names=names, data=data, show=show))
         check_figure_memory(fig, args.dpi)
         save_figure(fig, args.out, dpi=args.dpi, fmt=fmt)
