@@ -12,6 +12,7 @@ from affinevae.cli import main
 from affinevae.data.files import load_images
 from affinevae.data.stacks import open_stack
 from affinevae.errors import AffineVAEError
+from affinevae.runs import Run
 
 fits = pytest.importorskip("astropy.io.fits")
 
@@ -150,3 +151,33 @@ def test_a_closed_fits_or_mrc_stack_holds_no_file_open(tmp_path):
             src.read(0, 2)
             assert open_files() > before
         assert open_files() == before, name
+
+
+def test_several_image_hdus_need_a_key_and_all_stacks_one_cutout_per_hdu(tmp_path, capsys):
+    """A cut-out service's file (one 2-D cut-out per HDU) trained on its first cut-out only ("trained
+    on 1 image"), and a science image beside its weight map gave whichever came first: several image
+    HDUs now need --key, and --key all stacks one-cut-out HDUs as training images (not as a frame)."""
+    rng = np.random.default_rng(0)
+    cuts = rng.random((12, 16, 16)).astype(np.float32)
+    fits.HDUList([fits.PrimaryHDU(), *[fits.ImageHDU(c.astype(">f4")) for c in cuts]]).writeto(tmp_path / "cuts.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(cuts[0], name="WHT"), fits.ImageHDU(cuts[1], name="SCI")]
+                 ).writeto(tmp_path / "field.fits")
+    with pytest.raises(AffineVAEError, match=r"cuts.fits: holds 12 image HDUs; name one with --key \(EXTNAME or index\) "
+                                              r"or --key all to stack them as images .*, \.\.\. 5 more$"):
+        load_images(str(tmp_path / "cuts.fits"))
+    data = load_images(str(tmp_path / "cuts.fits"), key="all")
+    np.testing.assert_array_equal(data.images[:, 0], cuts)
+    np.testing.assert_array_equal(load_images(str(tmp_path / "cuts.fits"), key="ALL", n=5).images, data.images[:5])
+    with pytest.raises(AffineVAEError, match=r"field.fits: holds 2 image HDUs; name one with --key \(EXTNAME or "
+                                              r"index\); the file holds"):
+        open_stack(str(tmp_path / "field.fits"))  # a frame: no 'all' offered
+    with pytest.raises(AffineVAEError, match="a frame for patches or map is one HDU"):
+        open_stack(str(tmp_path / "field.fits"), key="all")
+    with open_stack(str(tmp_path / "field.fits"), key="SCI") as src:
+        np.testing.assert_array_equal(src.read_raw(0, 1)[0], cuts[1])
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(cuts[0]), fits.ImageHDU(cuts[:2, :8])]).writeto(tmp_path / "mix.fits")
+    with pytest.raises(AffineVAEError, match="each hold one 2-D cut-out of one shape"):
+        load_images(str(tmp_path / "mix.fits"), key="all")
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "cuts.fits"), "--key", "all", "--latent-dim", "2",
+                 "--hidden", "8", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    assert "trained vae on " in capsys.readouterr().out and Run(tmp_path / "run").meta["key"] == "all"

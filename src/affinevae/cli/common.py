@@ -26,7 +26,7 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
                    help="'mnist', 'rotated-mnist', 'synthetic-peaks', 'synthetic-cube' (spectra), or a path: .npy/.npz (--key), TIFF stack, file.h5:dataset, .mrcs stack, .fits cube (--key: HDU), "
                         "a folder of PNG/JPEG/TIFF, QuickDraw .npy bitmaps (comma-separated or a glob)")
     p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
-    p.add_argument("--key", help="array name inside an .npz (default: images, else patches, else the only array; with --signal-axis: spectra, else cube, else signals, else the only array); dataset of an HDF5 file; image HDU (EXTNAME or index) of a FITS file")
+    p.add_argument("--key", help="array name inside an .npz (default: images, else patches, else the only array; with --signal-axis: spectra, else cube, else signals, else the only array); dataset of an HDF5 file; image HDU of a FITS file (EXTNAME or index; all: one cut-out per HDU, stacked)")
     p.add_argument("-n", "--n", type=int, dest="n", help="use only the first N images (of an .npy, .npz, .mrcs, TIFF, HDF5 or FITS stack "
                                                              "only those are read into memory)")
     p.add_argument("--signal-axis", type=int, dest="signal_axis", metavar="AXIS",

@@ -62,7 +62,7 @@ class Map:
                        help="n-fold rotational symmetry of the objects (1..12; 1 for none): angles are shown modulo "
                             "360/N degrees (default: estimated from the patches and printed)")
         p.add_argument("--frame", type=int, default=0, help="frame drawn in the PNG maps (default 0)")
-        p.add_argument("--key", help="array name in an .npz or dataset in an HDF5 image file")
+        p.add_argument("--key", help="array name in an .npz, dataset in an HDF5 image file or image HDU (EXTNAME or index) of a FITS file")
         p.add_argument("--batch-size", type=int, default=default_of(encode_patchset, "batch_size"),
                        help="patches per forward pass")
         p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to encode (default cpu)")

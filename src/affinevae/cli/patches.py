@@ -48,7 +48,7 @@ class Patches:
                           help="detection: Gaussian smoothing in pixels before finding maxima (default none)")
         p.add_argument("--edge", choices=["drop", "pad", "reflect"], default="drop",
                        help="patches reaching past the border: drop them (default), zero-pad or reflect")
-        p.add_argument("--key", help="array name in an .npz or dataset in an HDF5 file")
+        p.add_argument("--key", help="array name in an .npz, dataset in an HDF5 file or image HDU (EXTNAME or index) of a FITS file")
         p.add_argument("--chunk-frames", type=int, default=16, help="frames read at a time (memory bound)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         add_image_options(p, tile=True)

@@ -5,8 +5,10 @@ The reader registers itself in :data:`affinevae.data.stacks.READERS`, so
 other stack, and :func:`~affinevae.data.files.load_images` (``--data``) reads a FITS cube of
 cut-outs (N, H, W) as N training images:
 
-- the image HDU: ``key`` names one (its EXTNAME, e.g. ``SCI``, or its index), else the first HDU
-  whose data are an image of at least two axes (a primary HDU without data is skipped);
+- the image HDU: ``key`` names one (its EXTNAME, e.g. ``SCI``, or its index), else the file's only
+  HDU whose data are an image of at least two axes (a primary HDU without data is skipped); a file
+  with several image HDUs (a science image and its weight map) needs ``key``, and for training data
+  ``key='all'`` stacks a file of one 2-D cut-out per HDU (as cut-out services write them) as N images;
 - the data are memory mapped where astropy can (no BSCALE/BZERO scaling); astropy applies the
   scaling otherwise (16-bit unsigned data, stored as int16 with BZERO 32768, come back as uint16),
   and big-endian values are converted when read;
@@ -42,7 +44,7 @@ def open_fits(path: str, key: Optional[str] = None, level: Optional[int] = None)
         AffineVAEError: astropy missing (naming the extra), an unreadable or truncated file, no
             image HDU, an unknown ``key``.
     """
-    hdul, data = _open(path, key)
+    hdul, data = _open(path, key, frames=True)
     try:
         return ArraySource(data, path, owner=hdul)
     except BaseException:
@@ -52,11 +54,14 @@ def open_fits(path: str, key: Optional[str] = None, level: Optional[int] = None)
 
 def read_fits(path: str, key: Optional[str] = None) -> np.ndarray:
     """The image data of a FITS file's HDU (chosen as :func:`open_fits` does) as an in-memory array
-    of the file's shape, native byte order; the file is closed again.
+    of the file's shape, native byte order; the file is closed again. ``key='all'``: every image
+    HDU, each one 2-D cut-out of one shape (a cut-out service's file), stacked as (N, H, W).
 
     Raises:
-        AffineVAEError: as :func:`open_fits`.
+        AffineVAEError: as :func:`open_fits`; for 'all', image HDUs that are not 2-D or differ in shape.
     """
+    if key is not None and str(key).strip().lower() == ALL_HDUS:
+        return _read_all(path)
     hdul, data = _open(path, key)
     try:
         with reading(path, "FITS"):
@@ -66,9 +71,30 @@ def read_fits(path: str, key: Optional[str] = None) -> np.ndarray:
         hdul.close()
 
 
-def _open(path: str, key: Optional[str]) -> tuple[Any, Any]:
-    """(the open HDU list, the chosen HDU's data array); astropy's notes on a damaged file become
-    the one-line error "truncated or damaged" (with its first note), the others are dropped."""
+#: ``key`` that stacks every image HDU of a FITS file (one cut-out per HDU) as training images.
+ALL_HDUS = "all"
+
+
+def _read_all(path: str) -> np.ndarray:
+    """Every image HDU of ``path`` (each 2-D, one shape) stacked as (N, H, W), native byte order."""
+    hdul, _ = _open(path, None, many=True)
+    try:
+        hdus = _image_hdus(hdul)
+        shapes = {tuple(int(v) for v in h.shape) for h in hdus}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise AffineVAEError(f"{path}: --key all stacks image HDUs that each hold one 2-D cut-out of one shape; "
+                                 f"this file holds {_listing(hdul)}")
+        with reading(path, "FITS"):
+            out = np.stack([np.asarray(_checked_data(h, path)) for h in hdus])
+        return out.astype(out.dtype.newbyteorder("="), copy=False)
+    finally:
+        hdul.close()
+
+
+def _open(path: str, key: Optional[str], many: bool = False, frames: bool = False) -> tuple[Any, Any]:
+    """(the open HDU list, the chosen HDU's data array, or None with ``many``); astropy's notes on a
+    damaged file become the one-line error "truncated or damaged" (with its first note), the others
+    are dropped. ``frames``: for a frame source (the messages then offer no ``key='all'``)."""
     fits = require("astropy.io.fits", path, "FITS", extra=ASTRO_EXTRA)
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
@@ -85,15 +111,19 @@ def _open(path: str, key: Optional[str]) -> tuple[Any, Any]:
             hdul.close()
             raise AffineVAEError(f"{path}: truncated or damaged: {' '.join(line.strip() for line in damaged[0])}")
         try:
-            return hdul, _image_data(hdul, path, key)
+            return hdul, (None if many else _image_data(hdul, path, key, frames))
         except BaseException:
             hdul.close()
             raise
 
 
-def _image_data(hdul: Any, path: str, key: Optional[str]) -> Any:
+def _image_data(hdul: Any, path: str, key: Optional[str], frames: bool = False) -> Any:
     """The data of the image HDU :func:`_image_hdu` picks (numbers only)."""
-    hdu = _image_hdu(hdul, path, key)
+    return _checked_data(_image_hdu(hdul, path, key, frames), path)
+
+
+def _checked_data(hdu: Any, path: str) -> Any:
+    """``hdu.data``, numbers only; a file too short for it is one line."""
     shape = tuple(int(v) for v in hdu.shape)
     try:
         data = hdu.data
@@ -108,11 +138,15 @@ def _image_data(hdul: Any, path: str, key: Optional[str]) -> Any:
     return data
 
 
-def _image_hdu(hdul: Any, path: str, key: Optional[str]) -> Any:
-    """The HDU ``key`` names (EXTNAME, case-insensitive, or an index), else the first image HDU with
-    data of at least two axes; one-line errors list what the file holds."""
-    listing = ", ".join(f"{i}:{h.name or '-'}({type(h).__name__}{''.join(f' {s}' for s in getattr(h, 'shape', ()) or ())})"
-                        for i, h in enumerate(hdul))
+def _image_hdu(hdul: Any, path: str, key: Optional[str], frames: bool = False) -> Any:
+    """The HDU ``key`` names (EXTNAME, case-insensitive, or an index), else the file's only image HDU
+    with data of at least two axes; one-line errors list what the file holds (also when it holds
+    several image HDUs and no ``key`` says which: a science image beside its weight map, or one
+    cut-out per HDU, for which ``key='all'`` stacks them as training images)."""
+    listing = _listing(hdul)
+    if key is not None and str(key).strip().lower() == ALL_HDUS and frames:
+        raise AffineVAEError(f"{path}: --key all stacks one-cut-out HDUs as training images (train, encode, ...); "
+                             f"a frame for patches or map is one HDU: name it; the file holds {listing}")
     if key is not None:
         text = str(key).strip()
         if text.lstrip("-").isdigit():
@@ -128,10 +162,31 @@ def _image_hdu(hdul: Any, path: str, key: Optional[str]) -> Any:
         if not getattr(hdu, "is_image", False) or len(getattr(hdu, "shape", ()) or ()) < 2:
             raise AffineVAEError(f"{path}: HDU {text!r} is not an image of 2 or more axes; the file holds {listing}")
         return hdu
-    for hdu in hdul:
-        if getattr(hdu, "is_image", False) and len(hdu.shape or ()) >= 2:
-            return hdu
-    raise AffineVAEError(f"{path}: no image HDU of 2 or more axes (tables only?); the file holds {listing}")
+    images = _image_hdus(hdul)
+    if not images:
+        raise AffineVAEError(f"{path}: no image HDU of 2 or more axes (tables only?); the file holds {listing}")
+    if len(images) > 1:
+        shapes = {tuple(int(v) for v in h.shape) for h in images}
+        stack = (" or --key all to stack them as images (one cut-out per HDU)"
+                 if not frames and len(shapes) == 1 and len(next(iter(shapes))) == 2 else "")
+        raise AffineVAEError(f"{path}: holds {len(images)} image HDUs; name one with --key (EXTNAME or index){stack}; "
+                             f"the file holds {listing}")
+    return images[0]
+
+
+def _image_hdus(hdul: Any) -> list:
+    """The HDUs of ``hdul`` whose data are an image of at least two axes."""
+    return [h for h in hdul if getattr(h, "is_image", False) and len(h.shape or ()) >= 2]
+
+
+def _listing(hdul: Any, most: int = 8) -> str:
+    """What the file holds, e.g. ``0:PRIMARY(PrimaryHDU), 1:SCI(ImageHDU 40 40)``; after ``most``
+    HDUs the rest are counted."""
+    parts = [f"{i}:{h.name or '-'}({type(h).__name__}{''.join(f' {s}' for s in getattr(h, 'shape', ()) or ())})"
+             for i, h in enumerate(hdul[:most])]
+    if len(hdul) > most:
+        parts.append(f"... {len(hdul) - most} more")
+    return ", ".join(parts)
 
 
 for _suffix in FITS_EXTS:
