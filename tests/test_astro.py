@@ -181,3 +181,25 @@ def test_several_image_hdus_need_a_key_and_all_stacks_one_cutout_per_hdu(tmp_pat
     assert main(["train", "--model", "vae", "--data", str(tmp_path / "cuts.fits"), "--key", "all", "--latent-dim", "2",
                  "--hidden", "8", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run")]) == 0
     assert "trained vae on " in capsys.readouterr().out and Run(tmp_path / "run").meta["key"] == "all"
+
+
+def test_gzipped_and_fpacked_fits_and_the_bracket_hdu_notation(tmp_path):
+    """.fits.gz and .fits.fz were "unsupported file type" although astropy reads both, and the
+    astronomers' file.fits[SCI] was "no file matches this pattern"."""
+    import gzip
+
+    cube = _cube()
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(cube, name="SCI")]).writeto(tmp_path / "c.fits")
+    (tmp_path / "c.fits.gz").write_bytes(gzip.compress((tmp_path / "c.fits").read_bytes()))
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(cube, name="SCI", compression_type="GZIP_2",
+                                                       quantize_level=0.0)]).writeto(tmp_path / "c.fits.fz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = load_images(str(tmp_path / "c.fits"), key="SCI")
+        for spec, key in [("c.fits.gz", "SCI"), ("c.fits.fz", None), ("c.fits[SCI]", None), ("c.fits[1]", None),
+                          ("c.fits.gz[sci]", None)]:
+            np.testing.assert_array_equal(load_images(str(tmp_path / spec), key=key).images, whole.images, err_msg=spec)
+        with open_stack(str(tmp_path / "c.fits[SCI]")) as src:
+            assert src.n_frames == len(cube)
+    with pytest.raises(AffineVAEError, match=r"c.fits\[SCI\]: the HDU is named twice, \[SCI\] and --key 1"):
+        load_images(str(tmp_path / "c.fits[SCI]"), key="1")

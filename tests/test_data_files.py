@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import affinevae as av
+from affinevae.cli import main
 from affinevae.data import load_dataset
 from affinevae.data.files import load_images, load_quickdraw
 from affinevae.errors import AffineVAEError
@@ -644,7 +645,7 @@ def test_a_runs_pixel_scaling_gives_other_files_the_training_pixels(tmp_path):
     np.save(tmp_path / "u8.npy", np.full((3, 10, 10), 51, np.uint8))  # unsigned: their dtype's rule still
     u8 = load_images(str(tmp_path / "u8.npy"), scaling=scaling)
     assert np.allclose(u8.images, 0.2) and "pixel_scaling" not in u8.meta
-    with pytest.raises(AffineVAEError, match="pixel_scaling must be 'minmax' or 'standardise'"):
+    with pytest.raises(AffineVAEError, match="pixel_scaling must be 'minmax', 'standardise' or 'asinh'"):
         PixelScaling.from_value({"kind": "minmax", "offset": 0.0, "divisor": 0.0}, "train.json")
     with pytest.raises(AffineVAEError, match="train.json: pixel_scaling must be"):
         PixelScaling.from_value({"kind": "minmax"}, "train.json")
@@ -739,3 +740,82 @@ def test_standardising_values_whose_moments_overflow_is_one_line():
         warnings.simplefilter("error")  # numpy's overflow notes are not shown: the error says it
         with pytest.raises(AffineVAEError, match="values too large to standardise in float32"):
             normalise_images(big, standardise=True)
+
+
+def _sky_with_stars(shape=(80, 16, 16), seed=0):
+    """Sky-subtracted cut-outs: noise of sigma 10 around 0, faint objects of about 60, and a few
+    saturated stars of 20 000 (as astronomers' float images are): min-max scaling would put 99 %
+    of the values within 1 % of the range."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.0, 10.0, shape).astype(np.float32)
+    a[:, 6:10, 6:10] += 60.0
+    a[::9, 2, 2] = 20000.0
+    return a
+
+
+def test_a_few_bright_pixels_get_an_asinh_stretch_said_and_kept_by_the_run(tmp_path, capsys):
+    """Raw flux (a few stars at 20 000 over objects of 60) was min-max scaled: the objects lay in the
+    lowest 0.3 % of [0, 1] and the models learnt nothing. 'auto' now stretches by asinh (said in the
+    warning), the same in the lazy -n path bit for bit; 'linear' and 'asinh' force one; a run keeps
+    the stretch (info says it) and scales other files alike, clipping brighter ones."""
+    from affinevae.data.imageset import PixelScaling, choose_scaling
+
+    a = _sky_with_stars()
+    np.save(tmp_path / "sky.npy", a)
+    with pytest.warns(UserWarning, match=r"sky.npy: values span \[-\d+\.?\d*, 20000\] and 99 % of them lie in the lowest "
+                                         r"0\.\d+ % of that range .*; asinh stretch onto \[0, 1\]: \(asinh\(\(x "):
+        data = load_images(str(tmp_path / "sky.npy"))
+    sc = PixelScaling.from_value(data.meta["pixel_scaling"])
+    assert sc.kind == "asinh" and abs(sc.offset) < 3 and 8 < sc.soft < 12  # the median and the noise's sigma
+    x = data.images[:, 0]
+    assert x.min() == 0.0 and x.max() == pytest.approx(1.0, abs=1e-6)
+    assert x[:, 6:10, 6:10].mean() - x[:, 12:, 12:].mean() > 0.1  # the objects stand out (min-max: 0.003)
+    np.testing.assert_allclose(x, (np.arcsinh((a - sc.offset) / sc.soft) - sc.floor) / sc.divisor, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(load_images(str(tmp_path / "sky.npy"), n=7).images, data.images[:7])
+        linear = load_images(str(tmp_path / "sky.npy"), stretch="linear")
+        assert linear.meta["pixel_scaling"]["kind"] == "minmax"
+        asked = load_images(str(tmp_path / "sky.npy"), stretch="asinh")  # the same here, asked for
+        np.testing.assert_array_equal(asked.images, data.images)
+    np.save(tmp_path / "u16.npy", np.clip(a + 100, 0, 65535).astype(np.uint16))
+    with pytest.warns(UserWarning, match="asinh asked for"):  # integers too, when asked
+        u16 = load_images(str(tmp_path / "u16.npy"), stretch="asinh")
+    assert u16.meta["pixel_scaling"]["kind"] == "asinh"
+    normal = np.random.default_rng(1).normal(size=(20, 8, 8)) * 5  # no bright few: min-max, as before
+    assert choose_scaling(float(normal.min()), float(normal.max()), normal)[0].kind == "minmax"
+    with pytest.raises(AffineVAEError, match="stretch must be one of auto, linear, asinh, got 'log'"):
+        load_images(str(tmp_path / "sky.npy"), stretch="log")
+    with pytest.raises(AffineVAEError, match="standardise and the asinh stretch"):
+        load_images(str(tmp_path / "sky.npy"), standardise=True, stretch="asinh")
+    # a run keeps it: other files get the training pixels, brighter ones clipped with a warning
+    run = str(tmp_path / "run")
+    with pytest.warns(UserWarning, match="asinh stretch"):
+        assert main(["train", "--model", "vae", "--data", str(tmp_path / "sky.npy"), "--latent-dim", "2", "--encoder",
+                     "mlp", "--decoder", "mlp", "--hidden", "8", "--epochs", "1", "--no-progress", "--out", run]) == 0
+    assert main(["info", run]) == 0
+    assert "the training data's asinh stretch" in capsys.readouterr().out
+    from affinevae.runs import Run
+
+    np.save(tmp_path / "part.npy", a[10:30])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        part = load_images(str(tmp_path / "part.npy"), scaling=Run(run).pixel_scaling)
+    np.testing.assert_array_equal(part.images, data.images[10:30])
+    np.save(tmp_path / "brighter.npy", a[:3] * 3)
+    with pytest.warns(UserWarning, match="outside the training data's range .*; clipped to it"):
+        bright = load_images(str(tmp_path / "brighter.npy"), scaling=Run(run).pixel_scaling)
+    assert bright.images.min() >= 0 and bright.images.max() <= 1
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "sky.npy"), "--latent-dim", "2", "--encoder", "mlp",
+                 "--decoder", "mlp", "--hidden", "8", "--epochs", "2", "--no-progress", "--out", run, "--resume"]) == 0
+    assert "stretch=auto" not in capsys.readouterr().out  # 'auto' was the default: nothing recorded to take
+    lin = str(tmp_path / "lin")
+    args = ["train", "--model", "vae", "--data", str(tmp_path / "sky.npy"), "--latent-dim", "2", "--encoder", "mlp",
+            "--decoder", "mlp", "--hidden", "8", "--no-progress", "--out", lin]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*args, "--epochs", "1", "--stretch", "linear"]) == 0
+        assert Run(lin).pixel_scaling.kind == "minmax"
+        capsys.readouterr()
+        assert main([*args, "--epochs", "2", "--resume"]) == 0  # the same pixels again: not refused as other data
+    assert "stretch=linear" in capsys.readouterr().out

@@ -112,7 +112,8 @@ def add_binarize_argument(p, help: str) -> None:
 def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: int = 0,
                         binarize: bool = True, scaling=None) -> ImageSet:
     """Load the data named by :func:`add_data_arguments`' options (``binarize=False`` ignores ``--binarize``;
-    ``scaling``: a run's pixel scaling, :func:`affinevae.data.files.load_images`).
+    ``scaling``: a run's pixel scaling, :func:`affinevae.data.files.load_images`; ``--stretch``
+    where the command has it, else 'auto').
 
     A ``--max-angle`` given (degrees) is passed on in radians and recorded in the returned set's
     ``meta['max_angle']`` (radians), which a run keeps to load the same digits again.
@@ -125,7 +126,8 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
     return load_dataset(args.data, split=split, n=args.n, seed=seed, key=args.key, labels=args.labels,
                         binarize=getattr(args, "binarize", None) if binarize else None, max_angle=max_angle,
                         signal_axis=getattr(args, "signal_axis", None),
-                        signal_cube=False if getattr(args, "signal_channels", False) else None, scaling=scaling)
+                        signal_cube=False if getattr(args, "signal_channels", False) else None, scaling=scaling,
+                        stretch=getattr(args, "stretch", None) or "auto")
 
 
 def data_noun(model) -> str:

@@ -1,4 +1,5 @@
-"""Options ``patches`` and ``map`` share for reading microscope images: ``--level``, ``--pixel-size``, ``--tile``;
+"""Options ``patches`` and ``map`` share for reading microscope images: ``--level``, ``--pixel-size``, ``--stretch``,
+``--tile``;
 and the expansion of glob patterns in input paths (shells on Windows pass ``*.tif`` on unexpanded)."""
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ from typing import Optional, Sequence
 
 from ..units import PixelSize, parse_pixel_size
 
-__all__ = ["add_image_options", "open_image", "open_images", "pixel_size_option", "expand_inputs"]
+__all__ = ["add_image_options", "add_stretch_option", "open_image", "open_images", "pixel_size_option", "expand_inputs"]
 
 
 def add_image_options(p: argparse.ArgumentParser, tile: bool = False) -> None:
-    """Register ``--level`` and ``--pixel-size`` (and ``--tile`` when ``tile``) on ``p``."""
+    """Register ``--level``, ``--pixel-size`` and ``--stretch`` (and ``--tile`` when ``tile``) on ``p``."""
     from ..data.patches import DEFAULT_TILE
 
     p.add_argument("--level", type=int, default=None,
@@ -20,10 +21,21 @@ def add_image_options(p: argparse.ArgumentParser, tile: bool = False) -> None:
     p.add_argument("--pixel-size", metavar="SIZE",
                    help="physical pixel size with its unit, e.g. 0.05nm, 0.5A, 50pm, 0.001um (default: read from "
                         "the file when it records one)")
+    add_stretch_option(p)
     if tile:
         p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                        help=f"frames with a side longer than this many pixels are searched in overlapping tiles of "
                             f"this size, read one at a time (default {DEFAULT_TILE}; 0: never tile)")
+
+
+def add_stretch_option(p: argparse.ArgumentParser) -> None:
+    """Register ``--stretch`` (:data:`affinevae.data.imageset.STRETCHES`) on ``p``."""
+    from ..data.imageset import STRETCHES
+
+    p.add_argument("--stretch", choices=STRETCHES, default=None,
+                   help="how float pixels outside [0, 1] are scaled onto it: auto (default: min-max, or an asinh "
+                        "stretch when a few bright pixels such as stars hold most of the range; said when chosen), "
+                        "linear (min-max) or asinh (also integer pixels)")
 
 
 def pixel_size_option(args: argparse.Namespace) -> Optional[PixelSize]:
@@ -39,6 +51,8 @@ def open_image(args: argparse.Namespace, path: str, given: Optional[PixelSize] =
     src = open_stack(path, key=getattr(args, "key", None), level=getattr(args, "level", None))
     if given is not None:
         src.pixel_size = given
+    if getattr(args, "stretch", None):
+        src.use_stretch(args.stretch)
     return src
 
 
@@ -67,7 +81,10 @@ def open_images(args: argparse.Namespace, paths: Sequence[str], given: Optional[
     try:
         for p in paths:
             sources.append(open_image(args, p, given))
-        return ConcatSource(sources)
+        joined = ConcatSource(sources)
+        if getattr(args, "stretch", None):
+            joined.use_stretch(args.stretch)
+        return joined
     except BaseException:
         for src in sources:
             src.close()

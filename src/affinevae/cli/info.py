@@ -60,7 +60,7 @@ class Info:
                   f"training images), batch {tc.get('batch_size')}, lr {tc.get('lr')}, seed {tc.get('seed')}")
             scaling = run.pixel_scaling
             if scaling is not None:
-                how = "min-max range" if scaling.kind == "minmax" else "mean and standard deviation"
+                how = {"minmax": "min-max range", "asinh": "asinh stretch"}.get(scaling.kind, "mean and standard deviation")
                 print(f"pixels      {scaling} (the training data's {how}; other data are scaled alike)")
         if metrics:
             m = metrics[-1]

@@ -13,6 +13,7 @@ from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_S
                         PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults)
 from ..errors import AffineVAEError
 from ..models.base import build_model
+from .image_options import add_stretch_option
 from ..models.rvae import MIN_SYNC_AGREEMENT
 from ..outputs import check_output
 from ..models.semisupervised import read_targets
@@ -80,6 +81,7 @@ class Train:
 
         p.add_argument("--model", required=True, help=f"model family: {', '.join(MODELS.names())}")
         add_data_arguments(p)
+        add_stretch_option(p)
         p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model)")
         p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
         p.add_argument("--val-data", help="validation data (same forms as --data; built-ins use their test split); "
@@ -181,7 +183,8 @@ class Train:
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
                 "max_angle": max_angle, "signal_axis": args.signal_axis,
                 "signal_cube": False if args.signal_channels else None,
-                "pixel_scaling": data.meta.get("pixel_scaling")}  # other data are scaled alike later
+                "pixel_scaling": data.meta.get("pixel_scaling"),  # other data are scaled alike later
+                "stretch": args.stretch}
         source = data.source
         if targets is not None:
             data = (data.images, targets)
@@ -261,6 +264,8 @@ def resume_options(args: argparse.Namespace) -> str:
             raise AffineVAEError(f"{run.train_file}: corrupt training options ({exc})") from None
         for k, v in taken.items():
             setattr(args, k, v)
+        if getattr(args, "stretch", "") is None and run.meta.get("stretch"):  # the same pixels, or other data
+            args.stretch = taken["stretch"] = run.meta["stretch"]
         if getattr(args, "log", []) is None and saved.get("loggers"):  # the same logs go on (a resumed run's own)
             args.log = list(saved["loggers"])
             taken["log"] = ",".join(e if isinstance(e, str) else e.get("logger", "?") for e in args.log)

@@ -43,14 +43,16 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (AUX_KEYS, DEFAULT_KEYS, FITS_EXTS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, MRC_EXTS,
                       NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PIL_EXTS, SUPPORTED, TIFF_EXTS, cannot_read, check_not_empty, check_npy_magic,
-                      file_magic, npz_image_key, pickled_npy, reading)
-from .imageset import ImageSet, PixelScaling, normalise_images, scale_images
+                      file_magic, fits_hdu_spec, image_suffix, npz_image_key, pickled_npy, reading)
+from .imageset import ImageSet, PixelScaling, check_stretch, normalise_images, scale_images
 
 QUICKDRAW_PREFIX = "full_numpy_bitmap_"
 
 #: The scaling :func:`load_images` was given (``scaling=``), for the readers' :func:`_finish` below it.
 _GIVEN_SCALING: contextvars.ContextVar[Optional[PixelScaling]] = contextvars.ContextVar("affinevae_given_scaling",
                                                                                       default=None)
+# The ``stretch`` of the load_images call in progress (the loaders below read it, as _GIVEN_SCALING).
+_STRETCH: contextvars.ContextVar[str] = contextvars.ContextVar("affinevae_stretch", default="auto")
 
 _ZIP_MAGIC = b"PK"  # local file header or, for an empty archive, end of directory
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -62,7 +64,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = None,
                 standardise: bool = False, n: Optional[int] = None,
-                scaling: Optional[PixelScaling] = None) -> ImageSet:
+                scaling: Optional[PixelScaling] = None, stretch: str = "auto") -> ImageSet:
     """Load user images from ``path`` into an :class:`ImageSet`.
 
     Args:
@@ -110,6 +112,11 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
             that images give the pixels the model was trained on whichever file holds them
             (min-max values outside the training range are clipped to [0, 1], with a warning).
             The scaling the set got is in ``meta['pixel_scaling']``.
+        stretch: how float pixels outside [0, 1] are scaled onto it
+            (:data:`~affinevae.data.imageset.STRETCHES`): 'auto' (default: min-max, or an asinh
+            stretch when a few bright pixels hold most of the range, said in the warning),
+            'linear' (min-max) or 'asinh' (also for integer pixels); see
+            :func:`~affinevae.data.imageset.choose_scaling`. Ignored when ``scaling`` is given.
 
     Returns:
         ImageSet with ``images`` float32 (N, C, H, W) in [0, 1] (or standardised), and
@@ -118,10 +125,13 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
     Raises:
         AffineVAEError: one-line message naming the file, for any input problem.
     """
+    path, key = fits_hdu_spec(str(path), key)  # astronomers' file.fits[SCI]
     token = _GIVEN_SCALING.set(PixelScaling.from_value(scaling))
+    stretched = _STRETCH.set(check_stretch(stretch))
     try:
         return _load_images(str(path), key, labels, standardise, n)
     finally:
+        _STRETCH.reset(stretched)
         _GIVEN_SCALING.reset(token)
 
 
@@ -171,7 +181,7 @@ def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSe
         return _load_hdf5(Path(m.group(1)), m.group(2) or key, spec, False, first=n)
     if not p.is_file():
         return None
-    ext = p.suffix.lower()
+    ext = image_suffix(p)
     if ext in HDF5_EXTS:
         check_not_empty(p, spec)
         return _load_hdf5(p, key, spec, False, first=n)
@@ -255,6 +265,7 @@ def _first_frames(source, shape: Optional[tuple], spec: str, n: int, whole: Opti
         if len(v) != whole[0]:
             raise AffineVAEError(f"{spec}: {len(v)} {k} values for {whole[0]} images")
     check_array((n, *whole[1:]), spec, f"the first {n} images", copies=3)
+    source.use_stretch(_STRETCH.get())
     source.use_scaling(_GIVEN_SCALING.get())  # a run's scaling, else the stack's own (one streaming pass)
     data = ImageSet(source.read(0, n), source=spec, meta=dict(meta or {}), **{k: v[:n] for k, v in aux.items()})
     if source.pixel_scaling is not None:
@@ -323,7 +334,7 @@ def load_quickdraw(paths: Sequence[str], n_per_class: Optional[int] = None,
         stem = p.stem
         names.append(stem[len(QUICKDRAW_PREFIX):] if stem.startswith(QUICKDRAW_PREFIX) else stem)
     source = ",".join(paths)
-    images = normalise_images(np.concatenate(arrays), source, standardise)
+    images = normalise_images(np.concatenate(arrays), source, standardise, stretch=_STRETCH.get())
     labels = np.repeat(np.arange(len(paths), dtype=np.int64), counts)
     return ImageSet(images, labels, class_names=names, source=source)
 
@@ -339,7 +350,7 @@ def _no_key(spec: str, key: Optional[str]) -> None:
 
 def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> ImageSet:
     check_not_empty(p, spec)
-    ext = p.suffix.lower()
+    ext = image_suffix(p)
     if ext in NPY_EXTS:
         if file_magic(p, spec).startswith(_ZIP_MAGIC):  # an .npz saved under a .npy name
             return _load_npz(p, spec, key, standardise)
@@ -374,7 +385,7 @@ def _finish(arr: np.ndarray, spec: str, standardise: bool, **extra) -> ImageSet:
     """Shape to (N, C, H, W), normalise (with the scaling :func:`load_images` was given, if any),
     and wrap in an ImageSet whose ``meta['pixel_scaling']`` records a data-set-wide scaling."""
     arr = _to_nchw(arr, spec)
-    images, used = scale_images(arr, spec, standardise, _GIVEN_SCALING.get())
+    images, used = scale_images(arr, spec, standardise, _GIVEN_SCALING.get(), stretch=_STRETCH.get())
     data = ImageSet(images, source=spec, **extra)
     if used is not None:
         data.meta["pixel_scaling"] = used.to_dict()

@@ -8,8 +8,9 @@ cannot drift apart. Suffixes are lower case with the dot.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ..errors import AffineVAEError
 
@@ -34,14 +35,39 @@ MICROSCOPY_EXTS = (".dm3", ".dm4", ".emd", ".ser", ".mrc", ".mrcs")
 #: :func:`~affinevae.data.files.load_images` as well (extra ``[microscopy]``).
 MRC_EXTS = (".mrc", ".mrcs")
 #: FITS files (astronomy), read by :mod:`~affinevae.data.astro` (extra ``[astro]``) as stacks and as
-#: training data.
-FITS_EXTS = (".fits", ".fit", ".fts")
+#: training data: also fpack'ed (``.fz``) and gzipped (``.fits.gz``, read by :func:`image_suffix`).
+FITS_EXTS = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
 #: What to install for the FITS reader.
 ASTRO_EXTRA = 'pip install "affinevae[astro]"'
 #: What to install for the readers of :data:`MICROSCOPY_EXTS` and :data:`ZARR_EXTS`.
 MICROSCOPY_EXTRA = 'pip install "affinevae[microscopy]"'
 #: Files marking a folder as a Zarr store (v3, v2 group, v2 array).
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+
+
+def image_suffix(path) -> str:
+    """The lower-case suffix that decides how ``path`` is read: its last one (``.tif``), or the two
+    of a gzipped FITS file (``.fits.gz``)."""
+    from pathlib import Path
+
+    name = Path(path).name.lower()
+    two = "".join(Path(name).suffixes[-2:])
+    return two if two in FITS_EXTS else Path(name).suffix
+
+
+#: ``file.fits[SCI]`` / ``file.fits[1]``: astronomers' HDU notation (group 1: the file, group 2: the HDU).
+FITS_HDU_SPEC = re.compile(r"^(.*\.(?:fits|fit|fts|fz)(?:\.gz)?)\[([^\[\]]+)\]$", re.IGNORECASE)
+
+
+def fits_hdu_spec(spec: str, key: Optional[str]) -> tuple[str, Optional[str]]:
+    """``(file, key)`` for astronomers' ``file.fits[SCI]`` (the HDU in brackets, when the file exists
+    and no other ``key`` is given: both at once is one line), else ``(spec, key)`` unchanged."""
+    m = FITS_HDU_SPEC.match(str(spec))
+    if m is None or not os.path.isfile(m.group(1)) or os.path.exists(str(spec)):
+        return str(spec), key
+    if key is not None and str(key) != m.group(2):
+        raise AffineVAEError(f"{spec}: the HDU is named twice, [{m.group(2)}] and --key {key}; give one")
+    return m.group(1), m.group(2)
 
 
 def is_zarr_dir(path) -> bool:

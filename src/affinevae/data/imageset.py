@@ -6,11 +6,13 @@ Normalisation rule (documented in the README):
   divided so too, with a warning (:func:`unsigned_divisor`);
 - float images already in [0, 1] are kept;
 - float images outside [0, 1] are min-max scaled per data set to [0, 1] with a warning, or,
-  with ``standardise=True`` (for a Gaussian likelihood), shifted and scaled to zero mean
-  and unit standard deviation.
+  when 99 % of their values lie in the lowest 10 % of the range (a few bright pixels: stars,
+  hot pixels), stretched by asinh instead (``stretch='auto'``, said in the warning; 'linear'
+  and 'asinh' force one: :func:`choose_scaling`), or, with ``standardise=True`` (for a Gaussian
+  likelihood), shifted and scaled to zero mean and unit standard deviation.
 Images are float32 (N, C, H, W); (N, H, W) input becomes (N, 1, H, W).
 
-The scaling a data set was given (min-max or standardised: ``x -> (x - offset) / divisor``) is
+The scaling a data set was given (min-max, asinh or standardised, :class:`PixelScaling`) is
 kept in ``ImageSet.meta['pixel_scaling']`` (:class:`PixelScaling` as a dict); a trained run keeps
 it, and other data analysed with that run are scaled the same way (``scaling=``), so that the
 same particle gives the same pixels, latents and ELBO whichever file it comes in.
@@ -178,29 +180,63 @@ def unsigned_divisor(dtype, largest: int, source: str) -> float:
     return float(full)
 
 
+#: How float pixels outside [0, 1] are brought into it (``stretch`` of the loaders, ``--stretch``):
+#: 'auto' (min-max, or the asinh stretch when a few bright pixels hold most of the range:
+#: :func:`choose_scaling`), 'linear' (min-max always) or 'asinh' (always; also for integer pixels).
+STRETCHES = ("auto", "linear", "asinh")
+#: 'auto' stretches when 99 % of the pixel values lie in less than this fraction of their range.
+STRETCH_BELOW = 0.1
+#: Pixel values :func:`choose_scaling` reads at most for its percentiles (evenly spaced, deterministic).
+STRETCH_SAMPLE = 1 << 15
+
+
+def check_stretch(stretch: str, where: str = "stretch") -> str:
+    """``stretch`` if it is one of :data:`STRETCHES`, else one line naming ``where``."""
+    if stretch not in STRETCHES:
+        raise AffineVAEError(f"{where} must be one of {', '.join(STRETCHES)}, got {stretch!r}")
+    return stretch
+
+
 @dataclasses.dataclass(frozen=True)
 class PixelScaling:
-    """A data-set-wide affine scaling of raw pixel values, ``x -> (x - offset) / divisor``.
+    """A data-set-wide scaling of raw pixel values.
 
     Attributes:
-        kind: 'minmax' (the data set's range onto [0, 1]) or 'standardise' (zero mean, unit
-            standard deviation).
-        offset: the raw value that maps to 0 (the minimum, or the mean), in the file's units.
-        divisor: raw units per unit of the result (the range, or the standard deviation), > 0.
+        kind: 'minmax' (the data set's range onto [0, 1]: ``(x - offset) / divisor``),
+            'standardise' (zero mean, unit standard deviation: the same map) or 'asinh' (the
+            astronomers' stretch: ``(asinh((x - offset) / soft) - floor) / divisor``, linear within
+            a few ``soft`` of ``offset`` and logarithmic beyond, mapping the data set's range onto
+            [0, 1]).
+        offset: the raw value that maps to 0 (the minimum, or the mean; for 'asinh' the median,
+            the sky or background level), in the file's units.
+        divisor: raw units per unit of the result (the range, or the standard deviation); for
+            'asinh' the stretched range. > 0.
+        soft: 'asinh' only: the softening, raw units (a robust scale of the background's noise).
+        floor: 'asinh' only: the stretched value of the data set's minimum.
     """
 
     kind: str
     offset: float
     divisor: float
+    soft: float = 0.0
+    floor: float = 0.0
 
     def __str__(self) -> str:
-        """The map as a user reads it, e.g. ``(x + 20) / 45``."""
+        """The map as a user reads it, e.g. ``(x + 20) / 45`` or ``(asinh((x - 200) / 14) + 4.2) / 11.8``."""
         sign = "+" if self.offset < 0 else "-"
+        if self.kind == "asinh":
+            fsign = "+" if self.floor < 0 else "-"
+            return (f"(asinh((x {sign} {abs(self.offset):g}) / {self.soft:g}) {fsign} {abs(self.floor):g}) / "
+                    f"{self.divisor:g}")
         return f"(x {sign} {abs(self.offset):g}) / {self.divisor:g}"
 
     def to_dict(self) -> dict:
-        """``{'kind', 'offset', 'divisor'}`` (JSON-ready; ``ImageSet.meta['pixel_scaling']``)."""
-        return {"kind": self.kind, "offset": float(self.offset), "divisor": float(self.divisor)}
+        """``{'kind', 'offset', 'divisor'}`` (and ``soft``, ``floor`` for 'asinh'; JSON-ready;
+        ``ImageSet.meta['pixel_scaling']``)."""
+        out = {"kind": self.kind, "offset": float(self.offset), "divisor": float(self.divisor)}
+        if self.kind == "asinh":
+            out.update(soft=float(self.soft), floor=float(self.floor))
+        return out
 
     @classmethod
     def from_value(cls, value, where: str = "pixel_scaling") -> Optional["PixelScaling"]:
@@ -210,43 +246,89 @@ class PixelScaling:
             return value
         try:
             kind, offset, divisor = value["kind"], float(value["offset"]), float(value["divisor"])
-        except (TypeError, KeyError, ValueError):
+            soft, floor = float(value.get("soft", 0.0)), float(value.get("floor", 0.0))
+        except (TypeError, KeyError, ValueError, AttributeError):
             raise AffineVAEError(f"{where}: pixel_scaling must be {{'kind', 'offset', 'divisor'}}, got {value!r}") from None
-        if kind not in ("minmax", "standardise") or not (np.isfinite(offset) and np.isfinite(divisor) and divisor > 0):
-            raise AffineVAEError(f"{where}: pixel_scaling must be 'minmax' or 'standardise' with a finite offset and a "
-                                 f"divisor > 0, got {value!r}")
-        return cls(kind, offset, divisor)
+        finite = all(np.isfinite(v) for v in (offset, divisor, soft, floor)) and divisor > 0
+        if kind not in ("minmax", "standardise", "asinh") or not finite or (kind == "asinh" and not soft > 0):
+            raise AffineVAEError(f"{where}: pixel_scaling must be 'minmax', 'standardise' or 'asinh' with a finite "
+                                 f"offset, a divisor > 0 (and for 'asinh' a softening > 0), got {value!r}")
+        return cls(kind, offset, divisor, soft, floor)
 
 
-def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool = False) -> np.ndarray:
+def choose_scaling(lo: float, hi: float, sample: np.ndarray, stretch: str = "auto") -> tuple[PixelScaling, str]:
+    """The scaling of float pixels whose values span [``lo``, ``hi``] (``sample``: some of them,
+    any shape, e.g. every k-th) onto [0, 1], and the words saying why (for the loaders' warning).
+
+    ``stretch`` 'linear': min-max. 'asinh': ``asinh((x - median) / soft)`` min-max scaled, where
+    ``soft`` is the sample's robust spread around its median (1.4826 x its median absolute deviation:
+    the background noise of a sparse field), or a tenth of the distance from the median to the 99th
+    percentile when that is 0 (a noiseless background). 'auto': 'asinh' when 99 % of the values lie
+    in the lowest :data:`STRETCH_BELOW` of the range (a few bright pixels, such as stars or hot
+    pixels, hold the rest: min-max would put the objects of interest at a few hundredths), else
+    'linear'.
+    """
+    span = hi - lo if hi > lo else 1.0
+    x = np.array(sample, dtype=np.float32).reshape(-1)  # a small copy: the loaders' memory peak is elsewhere
+    q50, q99 = (float(v) for v in np.percentile(x, [50.0, 99.0])) if x.size else (lo, hi)
+    share = (q99 - lo) / span
+    if stretch == "linear" or (stretch == "auto" and share >= STRETCH_BELOW):
+        return PixelScaling("minmax", lo, span), ""
+    x -= np.float32(q50)
+    soft = 1.4826 * float(np.median(np.abs(x, out=x))) if x.size else 0.0
+    if not soft > 1e-6 * span:
+        soft = max(float(q99 - q50) / 10.0, 1e-3 * span)
+    floor, top = float(np.arcsinh((lo - q50) / soft)), float(np.arcsinh((hi - q50) / soft))
+    why = (f"99 % of them lie in the lowest {100 * share:.2g} % of that range (a few bright pixels hold the rest)"
+           if stretch == "auto" else "asinh asked for")
+    return PixelScaling("asinh", float(q50), top - floor if top > floor else 1.0, soft, floor), why
+
+
+def stretch_sample(values: np.ndarray, most: int = STRETCH_SAMPLE) -> np.ndarray:
+    """At most ``most`` of ``values`` (any shape), evenly spaced through them (deterministic)."""
+    flat = np.asarray(values).reshape(-1)
+    step = max(1, -(-flat.size // most))
+    return flat[::step]
+
+
+def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool = False,
+                     stretch: str = "auto") -> np.ndarray:
     """Apply the normalisation rule (module docstring) to an image array; returns float32.
 
     ``arr``: images of any shape, e.g. (N, H, W) or (N, C, H, W) (or one (H, W) frame), of any
     real numeric or bool dtype (bool: 0 and 1). The result has the same shape (no channel axis is
-    added: :class:`ImageSet` does that); the min-max scaling and the standardisation use the
-    whole array's statistics.
+    added: :class:`ImageSet` does that); the min-max scaling, the stretch and the standardisation
+    use the whole array's statistics. ``stretch``: :data:`STRETCHES`.
 
     Raises :class:`AffineVAEError` on non-numeric data, NaN/inf values or an empty array.
     """
-    return scale_images(arr, source, standardise)[0]
+    return scale_images(arr, source, standardise, stretch=stretch)[0]
 
 
 def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = False,
-                 scaling: Optional[PixelScaling] = None) -> tuple[np.ndarray, Optional[PixelScaling]]:
+                 scaling: Optional[PixelScaling] = None,
+                 stretch: str = "auto") -> tuple[np.ndarray, Optional[PixelScaling]]:
     """:func:`normalise_images`, and the data-set-wide scaling it applied (None for unsigned, bool
     and in-range float pixels, whose rule does not depend on the data).
 
     ``scaling``: apply this scaling (a trained run's, :class:`PixelScaling`) to float and signed
     integer pixels instead of the array's own range or moments (unsigned and bool pixels keep
-    their rule); values a 'minmax' scaling puts outside [0, 1] are clipped there, with a warning
-    naming ``source`` and how many. Returns ``(float32 array of arr's shape, scaling or None)``.
+    their rule, unless it is an 'asinh' one); values a 'minmax' or 'asinh' scaling puts outside
+    [0, 1] are clipped there, with a warning naming ``source`` and how many. ``stretch``
+    (:data:`STRETCHES`, :func:`choose_scaling`): how float pixels outside [0, 1] are scaled
+    ('asinh' also scales integer and in-range pixels that way); a stretch is said in a warning.
+    Returns ``(float32 array of arr's shape, scaling or None)``.
     """
+    check_stretch(stretch)
     arr = np.asarray(arr)
     if arr.size == 0:
         raise AffineVAEError(f"{source}: contains zero images")
+    if standardise and stretch == "asinh":
+        raise AffineVAEError(f"{source}: standardise and the asinh stretch are two different scalings; choose one")
+    asinh = stretch == "asinh" or (scaling is not None and scaling.kind == "asinh")
     if arr.dtype == bool:
         return arr.astype(np.float32), None
-    if np.issubdtype(arr.dtype, np.unsignedinteger):
+    if np.issubdtype(arr.dtype, np.unsignedinteger) and not asinh:
         return (arr.astype(np.float32) / unsigned_divisor(arr.dtype, int(arr.max()), source)).astype(np.float32), None
     if not np.issubdtype(arr.dtype, np.number):
         raise AffineVAEError(f"{source}: images must be numeric, got dtype {arr.dtype}")
@@ -270,14 +352,22 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
         out /= np.float32(divisor)
         return out, PixelScaling("standardise", mean, divisor)
     lo, hi = float(out.min()), float(out.max())
-    if lo < 0.0 or hi > 1.0:
-        warnings.warn(f"{source}: values span [{lo:g}, {hi:g}], outside [0, 1]; min-max scaling the data set to [0, 1]",
-                      stacklevel=3)
-        divisor = hi - lo if hi > lo else 1.0
-        out -= np.float32(lo)
-        out /= np.float32(divisor)
-        return out, PixelScaling("minmax", lo, divisor)
+    if lo < 0.0 or hi > 1.0 or stretch == "asinh":
+        chosen, why = choose_scaling(lo, hi, stretch_sample(out), stretch)
+        say_scaling(source, lo, hi, chosen, why)
+        return apply_scaling(out, chosen, source, inplace=True, own=True), chosen
     return out, None
+
+
+def say_scaling(source: str, lo: float, hi: float, scaling: PixelScaling, why: str) -> None:
+    """The one warning a loader gives when it scales a data set's float pixels onto [0, 1] by their
+    own range (``why``: :func:`choose_scaling`'s words for a stretch)."""
+    if scaling.kind == "asinh":
+        warnings.warn(f"{source}: values span [{lo:g}, {hi:g}]{'' if not why else ' and ' + why}; asinh stretch onto "
+                      f"[0, 1]: {scaling} (--stretch linear: min-max scaling)", stacklevel=4)
+    else:
+        warnings.warn(f"{source}: values span [{lo:g}, {hi:g}], outside [0, 1]; min-max scaling the data set to [0, 1]",
+                      stacklevel=4)
 
 
 def nonfinite(images: np.ndarray, first: Optional[int], where: str) -> str:
@@ -291,20 +381,31 @@ def nonfinite(images: np.ndarray, first: Optional[int], where: str) -> str:
     return f"{int(bad.sum())} NaN or infinite pixel values (first in image {index})"
 
 
-def apply_scaling(out: np.ndarray, scaling: PixelScaling, source: str = "array", inplace: bool = False) -> np.ndarray:
-    """float32 ``(out - offset) / divisor`` of float32 pixels ``out`` (any shape) under ``scaling``
-    (a run's); a 'minmax' result is clipped to [0, 1], with one warning naming ``source`` and the
-    share of pixels clipped when there are any. ``inplace``: into ``out`` itself (float32), no copy."""
+def apply_scaling(out: np.ndarray, scaling: PixelScaling, source: str = "array", inplace: bool = False,
+                  own: bool = False) -> np.ndarray:
+    """float32 pixels ``out`` (any shape) under ``scaling``: ``(out - offset) / divisor``, or the
+    'asinh' stretch. A 'minmax' or 'asinh' result is clipped to [0, 1]; values of other data than
+    the scaling's own that fall outside (a run's scaling on a brighter file) are said in one warning
+    naming ``source`` and their share; ``own``: the data the scaling was made from (their rounding
+    is clipped silently). ``inplace``: into ``out`` itself (float32), no copy."""
     res = out if inplace else np.array(out, dtype=np.float32)
     res -= np.float32(scaling.offset)
+    if scaling.kind == "asinh":
+        res /= np.float32(scaling.soft)
+        np.arcsinh(res, out=res)
+        res -= np.float32(scaling.floor)
     res /= np.float32(scaling.divisor)
-    if scaling.kind == "minmax":
-        outside = int(np.count_nonzero((res < 0.0) | (res > 1.0)))
+    if scaling.kind in ("minmax", "asinh"):
+        outside = 0 if own else int(np.count_nonzero((res < 0.0) | (res > 1.0)))
         if outside:
+            if scaling.kind == "asinh":
+                top = scaling.offset + scaling.soft * float(np.sinh(scaling.floor + scaling.divisor))
+                bottom = scaling.offset + scaling.soft * float(np.sinh(scaling.floor))
+            else:
+                bottom, top = scaling.offset, scaling.offset + scaling.divisor
             warnings.warn(f"{source}: {outside} of {res.size} pixel values ({100.0 * outside / res.size:.2g} %) lie "
-                          f"outside the training data's range [{scaling.offset:g}, "
-                          f"{scaling.offset + scaling.divisor:g}]; clipped to it", stacklevel=3)
-            np.clip(res, 0.0, 1.0, out=res)
+                          f"outside the training data's range [{bottom:g}, {top:g}]; clipped to it", stacklevel=3)
+        np.clip(res, 0.0, 1.0, out=res)
     return res
 
 

@@ -21,7 +21,6 @@ import logging
 import math
 import re
 import threading
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
@@ -32,8 +31,9 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset
 from ..registry import Registry
 from ..units import PixelSize
-from .imageset import PixelScaling, apply_scaling, nonfinite, unsigned_divisor
-from .formats import (FRAME_FOLDER_EXTS, check_not_empty, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
+from .imageset import (STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretch, choose_scaling, nonfinite, say_scaling,
+                       unsigned_divisor)
+from .formats import (FRAME_FOLDER_EXTS, check_not_empty, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
 __all__ = ["FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
@@ -61,6 +61,11 @@ class FrameSource:
     frame_shape: tuple
     dtype: np.dtype
     pixel_size: Optional[PixelSize] = None
+
+    #: How the stack's own scaling treats float pixels outside [0, 1] (:meth:`use_stretch`).
+    stretch: str = "auto"
+    _given: Optional[PixelScaling] = None
+    _own: Optional[PixelScaling] = None
 
     def __init__(self) -> None:
         self._norm: Optional[tuple[str, float, float]] = None
@@ -116,21 +121,26 @@ class FrameSource:
         return self._normalise(self.read_raw_region(frame, rows, cols), f"frame {frame}")
 
     def normalisation(self) -> tuple[str, float, float]:
-        """The stack-wide normalisation ``(kind, offset, divisor)``: ``(x - offset) / divisor``.
+        """The stack-wide normalisation ``(kind, offset, divisor)``: ``(x - offset) / divisor``
+        ('keep', 'divide', 'minmax'), or ``('scaling', ...)`` for a :class:`PixelScaling` applied by
+        :func:`~affinevae.data.imageset.apply_scaling` (a run's, or the asinh stretch).
 
-        Follows :func:`~affinevae.data.imageset.normalise_images` for the whole stack: unsigned
-        integers are divided by their dtype maximum (:func:`~affinevae.data.imageset.unsigned_divisor`,
-        whose warning about data that use few bits looks at the first chunk read only: the
-        divisor does not depend on it); floats (and signed integers) already in [0, 1] are kept;
-        others are min-max scaled with a warning. Signed/float stacks need one streaming pass
-        over the frames to find their range (memory bounded by one chunk).
+        Follows :func:`~affinevae.data.imageset.normalise_images` for the whole stack (with
+        :attr:`stretch`): unsigned integers are divided by their dtype maximum
+        (:func:`~affinevae.data.imageset.unsigned_divisor`, whose warning about data that use few
+        bits looks at the first chunk read only: the divisor does not depend on it); floats (and
+        signed integers) already in [0, 1] are kept; others are min-max scaled or stretched
+        (:func:`~affinevae.data.imageset.choose_scaling`, from every k-th pixel of the pass) with a
+        warning. Signed/float stacks need one streaming pass over the frames to find their range
+        (memory bounded by one chunk).
         """
         if self._norm is not None:
             return self._norm
         dt = np.dtype(self.dtype)
+        asinh = self.stretch == "asinh"
         if dt == bool:
             self._norm = ("keep", 0.0, 1.0)
-        elif np.issubdtype(dt, np.unsignedinteger):
+        elif np.issubdtype(dt, np.unsignedinteger) and not asinh:
             largest, where = 0, self.path
             if dt.itemsize > 1:  # for the warning only: the first chunk, not a pass over the whole stack
                 a, part, _ = next(iter(self._scan()), (np.zeros(0, dt), "", 0))
@@ -141,15 +151,22 @@ class FrameSource:
                                  + (" (complex: give np.abs or the real part)" if dt.kind == "c" else ""))
         else:
             lo, hi = math.inf, -math.inf
+            total = self.n_frames * int(np.prod(self.frame_shape))
+            step = max(1, -(-total // STRETCH_SAMPLE))  # every step-th value of the pass: the stretch's sample
+            sample, seen = [], 0
             for a, where, first in self._scan():
                 a = a.astype(np.float32, copy=False)
                 if not np.all(np.isfinite(a)):
                     raise AffineVAEError(f"{self.path}: {nonfinite(a, first, where)}")
                 lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
-            if lo < 0.0 or hi > 1.0:
-                warnings.warn(f"{self.path}: values span [{lo:g}, {hi:g}], outside [0, 1]; min-max scaling the data "
-                              "set to [0, 1]", stacklevel=2)
-                self._norm = ("minmax", lo, hi - lo if hi > lo else 1.0)
+                flat = a.reshape(-1)
+                sample.append(flat[(-seen) % step::step].copy())
+                seen += flat.size
+            if lo < 0.0 or hi > 1.0 or asinh:
+                chosen, why = choose_scaling(lo, hi, np.concatenate(sample) if sample else np.zeros(0), self.stretch)
+                say_scaling(self.path, lo, hi, chosen, why)
+                self._own = chosen
+                self._norm = ("scaling", chosen.offset, chosen.divisor)
             else:
                 self._norm = ("keep", 0.0, 1.0)
         return self._norm
@@ -172,34 +189,40 @@ class FrameSource:
         out = raw.astype(np.float32)
         if not np.all(np.isfinite(out)):
             raise AffineVAEError(f"{self.path}: {nonfinite(out, first, where)}")
-        if kind == "minmax":
-            out -= np.float32(offset)
-            out /= np.float32(divisor)
-        elif kind == "given":  # a run's scaling (use_scaling): clipped where it says so
-            return apply_scaling(out, self._given, f"{self.path} ({where})")
+        if kind == "scaling" and self._given is not None:  # a run's scaling (use_scaling): clipped where it says so
+            return apply_scaling(out, self._given, f"{self.path} ({where})", inplace=True)
+        if kind == "scaling":  # the stack's own: min-max or stretched, exactly as the whole array's
+            return apply_scaling(out, self._own, self.path, inplace=True, own=True)
         return out
 
     def use_scaling(self, scaling: Optional[PixelScaling]) -> None:
         """Scale float and signed-integer pixels with ``scaling`` (a trained run's
         :class:`~affinevae.data.imageset.PixelScaling`) instead of the stack's own range, from the
-        next read on (unsigned and bool pixels keep their rule; None: no change). No pass over
-        the stack is then made."""
+        next read on (unsigned and bool pixels keep their rule unless it is an 'asinh' one; None: no
+        change). No pass over the stack is then made."""
         if scaling is None:
             return
         dt = np.dtype(self.dtype)
-        if dt == bool or np.issubdtype(dt, np.unsignedinteger):
+        if dt == bool or (np.issubdtype(dt, np.unsignedinteger) and scaling.kind != "asinh"):
             return
         self._given = scaling
-        self._norm = ("given", float(scaling.offset), float(scaling.divisor))
+        self._norm = ("scaling", float(scaling.offset), float(scaling.divisor))
+
+    def use_stretch(self, stretch: str) -> None:
+        """How the stack's own scaling treats float pixels outside [0, 1] (:data:`STRETCHES`,
+        :func:`~affinevae.data.imageset.choose_scaling`), from the next read on (default 'auto')."""
+        self.stretch = check_stretch(stretch)
+        if self._given is None:
+            self._norm = None
 
     @property
     def pixel_scaling(self) -> Optional[PixelScaling]:
         """The stack-wide scaling :meth:`read` applies to float (and signed integer) pixels, or None
         when the rule needs none (unsigned, bool, or float pixels already in [0, 1])."""
-        kind, offset, divisor = self.normalisation()
-        if kind == "given":
-            return self._given
-        return PixelScaling("minmax", offset, divisor) if kind == "minmax" else None
+        kind, _, _ = self.normalisation()
+        if kind != "scaling":
+            return None
+        return self._given if self._given is not None else self._own
 
     def _scan(self):
         """Yield ``(raw pixels, where, first)`` covering the stack, about :data:`SCAN_BYTES` at a time:
@@ -978,7 +1001,7 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
         if level is not None:
             raise AffineVAEError("level applies to multiscale files (OME-Zarr), not to an in-memory array")
         return ArraySource(spec, "array" if isinstance(spec, np.ndarray) else type(spec).__name__)
-    s = str(spec)
+    s, key = fits_hdu_spec(str(spec), key)  # astronomers' file.fits[SCI]
     p = Path(s)
     if not p.exists():
         m = HDF5_SPEC.match(s)
@@ -986,7 +1009,7 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
             return _open_hdf5(m.group(1), m.group(2) or key)
         raise AffineVAEError(f"{s}: file not found")
     check_not_empty(p, s)
-    suf = ZARR_EXTS[0] if is_zarr_dir(p) else p.suffix.lower()
+    suf = ZARR_EXTS[0] if is_zarr_dir(p) else image_suffix(p)
     if suf in READERS:
         reader = READERS.get(suf)
         if level is not None and not reader.levels:
