@@ -491,3 +491,36 @@ def test_plot_labels_the_runs_own_images_and_reads_up_to_its_default_quietly(tmp
     assert main(["plot", run, "latent", "--color-by", "class", "--labels", str(tmp_path / "short.npy"),
                  "--out", str(out), "--force"]) == 2
     assert "short.npy: 10 labels for 60 images" in capsys.readouterr().err
+
+
+def test_angle_scores_fold_a_k_fold_symmetry():
+    """2-fold symmetric objects (a galaxy, a rod) look the same turned by 180 degrees, so a model that
+    is right modulo 180 scored near 0 ("0.02" for a model at 0.98 mod 180): ``symmetry=k`` counts
+    offsets modulo 360/k; bad values are one line."""
+    from affinevae.evaluation import class_offset_concentration, offset_concentration
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(-math.pi, math.pi, 4000)
+    learned = true + 0.3 + math.pi * rng.integers(0, 2, 4000) + 0.05 * rng.standard_normal(4000)  # right mod 180
+    labels = rng.integers(0, 3, 4000)
+    assert offset_concentration(learned, true) < 0.1 and class_offset_concentration(learned, true, labels) < 0.1
+    assert offset_concentration(learned, true, symmetry=2) > 0.99
+    assert class_offset_concentration(learned, true, labels, symmetry=2) > 0.99
+    assert offset_concentration(rng.uniform(-math.pi, math.pi, 4000), true, symmetry=2) < 0.1
+    for bad in (0, 1.5, True):
+        with pytest.raises(AffineVAEError, match="symmetry must be an integer >= 1"):
+            offset_concentration(learned, true, symmetry=bad)
+
+
+def test_plot_and_report_take_the_symmetry(tiny_runs, tmp_path, capsys):
+    run = str(tiny_runs.path("rvae"))
+    out = tmp_path / "angles.png"
+    assert main(["plot", run, "angles", "--symmetry", "2", "--out", str(out), "-n", "40"]) == 0
+    assert_png(out)
+    assert main(["plot", run, "angles", "--symmetry", "0", "--out", str(out), "--force", "-n", "40"]) == 2
+    assert "--symmetry must be an integer >= 1" in capsys.readouterr().err
+    html_out = tmp_path / "r.html"
+    assert main(["report", run, "--out", str(html_out), "-n", "40", "--sweep-angles", "none", "--symmetry", "2",
+                 "--quiet"]) == 0
+    assert "1: one offset per class, mod 180 deg" in html_out.read_text() or "one offset, mod 180 deg" in \
+        html_out.read_text()

@@ -12,7 +12,7 @@ from .data.imageset import ImageSet
 from .encoding import encode_dataset
 from .errors import AffineVAEError
 
-__all__ = ["circular_correlation", "class_offset_concentration", "encode_dataset", "mean_elbo", "offset_concentration",
+__all__ = ["check_symmetry", "circular_correlation", "class_offset_concentration", "encode_dataset", "mean_elbo", "offset_concentration",
            "psnr"]
 
 
@@ -32,35 +32,48 @@ def circular_correlation(a, b) -> float:
     return float((sa * sb).sum() / den) if den > 0 else 0.0
 
 
-def offset_concentration(a, b) -> float:
-    """``|mean(exp(i (a - b)))|`` of two angle arrays (N,) in radians: 1 when ``a = b + c`` for one
-    constant offset c, about 0 when unrelated. Unlike :func:`circular_correlation`, it stays
-    meaningful for angles spread uniformly over the full circle (whose mean direction is undefined)."""
+def check_symmetry(symmetry: int, where: str = "symmetry") -> int:
+    """``symmetry`` (the objects' k-fold rotational symmetry, an integer >= 1) or one line naming ``where``."""
+    if isinstance(symmetry, bool) or not isinstance(symmetry, (int, np.integer)) or symmetry < 1:
+        raise AffineVAEError(f"{where} must be an integer >= 1 (the objects' k-fold rotational symmetry), "
+                             f"got {symmetry!r}")
+    return int(symmetry)
+
+
+def offset_concentration(a, b, symmetry: int = 1) -> float:
+    """``|mean(exp(i k (a - b)))|`` of two angle arrays (N,) in radians, k = ``symmetry``: 1 when
+    ``a = b + c`` for one constant offset c (up to multiples of 2 pi / k: objects with k-fold
+    rotational symmetry look the same turned by them), about 0 when unrelated. Unlike
+    :func:`circular_correlation`, it stays meaningful for angles spread uniformly over the full
+    circle (whose mean direction is undefined)."""
+    k = check_symmetry(symmetry)
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape or a.size < 1:
         raise AffineVAEError(f"offset_concentration needs two equal-length angle arrays, got {a.shape} and {b.shape}")
-    return float(np.abs(np.mean(np.exp(1j * (a - b)))))
+    return float(np.abs(np.mean(np.exp(1j * k * (a - b)))))
 
 
-def class_offset_concentration(a, b, labels) -> float:
+def class_offset_concentration(a, b, labels, symmetry: int = 1) -> float:
     """The mean over the classes of ``labels`` (N,) of :func:`offset_concentration` of angles ``a``
     and ``b`` (N,) radians within each class (each class weighted alike): 1 when every class has one
     constant offset of its own. A model of objects with no preferred orientation keeps one frame per
     class (its canonical pose of each shape is arbitrary), so this, not the pooled
     :func:`offset_concentration`, says how well it recovers their angles. Unknown labels (< 0) and
     classes of a single image (which would score 1 whatever the angles) are left out; NaN when no
-    class has two images."""
+    class has two images. ``symmetry``: k for objects with k-fold rotational symmetry (offsets
+    counted modulo 2 pi / k), as :func:`offset_concentration`."""
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     labels = np.asarray(labels).ravel()
     if a.shape != b.shape or a.shape != labels.shape or a.size < 1:
         raise AffineVAEError(f"class_offset_concentration needs equal-length angle and label arrays, got {a.shape}, "
                              f"{b.shape} and {labels.shape}")
+    check_symmetry(symmetry)
     classes = [c for c in np.unique(labels[labels >= 0]) if int((labels == c).sum()) >= 2]
     if not classes:
         return float("nan")
-    return float(np.mean([offset_concentration(a[labels == c], b[labels == c]) for c in classes]))
+    return float(np.mean([offset_concentration(a[labels == c], b[labels == c], symmetry) for c in classes]))
 
 
 def mean_elbo(model, data: ImageSet, batch_size: int = 512, seed: int = 0) -> float:

@@ -22,6 +22,7 @@ import numpy as np
 
 from .data.inputs import check_image_shape
 from .errors import AffineVAEError, refuse_removed_keywords
+from .evaluation import check_symmetry
 from .io import atomic_write
 from .runs import Run
 
@@ -254,7 +255,7 @@ REPORT_SWEEP_N = 200
 
 def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPORT_N, seed: int = 0,
                  sweep_rotations: Sequence[float] = REPORT_SWEEP_ROTATIONS, sweep_n: int = REPORT_SWEEP_N,
-                 log: Optional[Callable[[str], None]] = None, **removed) -> ReportResult:
+                 log: Optional[Callable[[str], None]] = None, symmetry: int = 1, **removed) -> ReportResult:
     """Write one self-contained HTML report for the run in ``run_dir``.
 
     Args:
@@ -270,6 +271,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
             (degrees) is refused in one line.
         sweep_n: images in the sweep.
         log: called with a line per analysis (e.g. ``print``).
+        symmetry: k: the objects' k-fold rotational symmetry (2 for a galaxy or particle that looks
+            the same turned by 180 degrees); the angle scores count offsets modulo 360/k degrees.
 
     Returns:
         :class:`ReportResult`. Raises :class:`AffineVAEError` for a missing/corrupt run or data.
@@ -282,6 +285,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
         "sweep_angles": "sweep_angles (degrees) is now sweep_rotations, in radians "
                         "(e.g. sweep_rotations=np.radians(range(0, 361, 30)))"})
     rotations = check_angles(sweep_rotations, "write_report", "sweep_rotations", allow_empty=True)
+    symmetry = check_symmetry(symmetry, "write_report symmetry")
     t0 = time.perf_counter()
     run = Run.open(run_dir)
     say = log or (lambda msg: None)
@@ -364,12 +368,13 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
         if "angle" in enc and ds.angle is not None:
             from .evaluation import circular_correlation, class_offset_concentration, offset_concentration
 
+            mod = "" if symmetry == 1 else f", mod {360 / symmetry:g} deg"
             metrics["circular correlation, learned vs true angle"] = circular_correlation(enc["angle"], ds.angle)
-            metrics["offset concentration, learned minus true angle (1: one offset)"] = offset_concentration(
-                enc["angle"], ds.angle)
+            metrics[f"offset concentration, learned minus true angle (1: one offset{mod})"] = offset_concentration(
+                enc["angle"], ds.angle, symmetry)
             if ds.labels is not None:  # a full-circle model keeps one frame per class: this is its score
-                metrics["offset concentration per class (mean over the classes; 1: one offset per class)"] = \
-                    class_offset_concentration(enc["angle"], ds.angle, ds.labels)
+                metrics[f"offset concentration per class (mean over the classes; 1: one offset per class{mod})"] = \
+                    class_offset_concentration(enc["angle"], ds.angle, ds.labels, symmetry)
         if "class" in enc:  # joint / semi-supervised models: the class they infer, against the labels
             metrics.update(class_metrics(enc["class"], enc["class_prob"].shape[1], ds.labels,
                                          getattr(model, "semi_supervised", False)))
@@ -436,7 +441,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
 
     if A.has_learned_angle(model):
         rep.section("Learned vs true angle")
-        attempt("Learned vs true angle", lambda: rep.figure(A.plot_angle_comparison(A.angle_comparison(model, ds)),
+        attempt("Learned vs true angle", lambda: rep.figure(A.plot_angle_comparison(A.angle_comparison(model, ds,
+                                                                                                  symmetry=symmetry)),
                                                             "the model's angle against the data's true rotation (degrees)"))
     else:
         not_applicable("Learned vs true angle", f"the {model.family} model learns no angle")

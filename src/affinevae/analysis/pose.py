@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import AffineVAEError, refuse_removed_keywords
-from ..evaluation import circular_correlation, class_offset_concentration, offset_concentration
+from ..evaluation import check_symmetry, circular_correlation, class_offset_concentration, offset_concentration
 from ..limits import ANGLE_HISTOGRAM_BINS
 from ..plots import CLASS_CMAP, new_figure
 from ..runs import PoseRecord, Run, load_pose_record
@@ -55,6 +55,8 @@ class AngleComparison:
         class_concentration: with ``labels``, :func:`~affinevae.evaluation.class_offset_concentration`
             (one offset per class: the score of a full-circle model, which keeps a frame per class);
             NaN without labels.
+        symmetry: k: the objects' k-fold rotational symmetry; both concentrations count offsets
+            modulo 360/k degrees (1: the full turn).
     """
 
     true_angle: np.ndarray
@@ -64,16 +66,20 @@ class AngleComparison:
     model: str = ""
     concentration: float = float("nan")
     class_concentration: float = float("nan")
+    symmetry: int = 1
 
 
-def angle_comparison(model, data, n: Optional[int] = None, labels=None) -> AngleComparison:
+def angle_comparison(model, data, n: Optional[int] = None, labels=None, symmetry: int = 1) -> AngleComparison:
     """Compare the model's angles (rVAE/crVAE encoder, AVAE search) with the data's true angles.
 
     ``data``: an :class:`~affinevae.data.ImageSet` with known ``angle`` (N,) radians (e.g. rotated
     MNIST); ``labels``: (N,) int class labels replacing the data's, needed when the model is
-    class-conditional and ``data`` carries none (they also colour the scatter). Returns
+    class-conditional and ``data`` carries none (they also colour the scatter); ``symmetry``: k for
+    objects with k-fold rotational symmetry (a 2-fold galaxy or particle turned by 180 degrees looks
+    the same, so its angle is known modulo 180: the concentrations count offsets so). Returns
     :class:`AngleComparison` over the first ``n`` images: true and learned angles (M,) radians.
     """
+    symmetry = check_symmetry(symmetry, "angle_comparison symmetry")
     _require_angle(model)
     data = take(as_imageset(data, labels), n)
     if data.angle is None:
@@ -81,9 +87,10 @@ def angle_comparison(model, data, n: Optional[int] = None, labels=None) -> Angle
                              "with an 'angle' array (N,) in radians beside the images)")
     learned = wrap_angles(learned_angles(model, data))
     true = np.asarray(data.angle, np.float64)
-    per_class = float("nan") if data.labels is None else class_offset_concentration(learned, true, data.labels)
+    per_class = (float("nan") if data.labels is None
+                 else class_offset_concentration(learned, true, data.labels, symmetry))
     return AngleComparison(true, learned, data.labels, circular_correlation(learned, true), model_label(model),
-                           offset_concentration(learned, true), per_class)
+                           offset_concentration(learned, true, symmetry), per_class, symmetry)
 
 
 @styled
@@ -110,7 +117,9 @@ def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], ti
         ax.set_ylim(-lim, lim)
         ax.set_yticks([-180, -90, 0, 90, 180])
         per_class = "" if np.isnan(a.class_concentration) else f", per class {a.class_concentration:.2f}"
-        ax.set_title(f"{a.model}: circular r = {a.correlation:.2f}\noffset conc. = {a.concentration:.2f}{per_class}")
+        mod = "" if a.symmetry == 1 else f" (mod {360 / a.symmetry:g}°)"
+        ax.set_title(f"{a.model}: circular r = {a.correlation:.2f}\noffset conc.{mod} = {a.concentration:.2f}"
+                     f"{per_class}")
         ax.legend(loc="lower right", frameon=False)
     fig.suptitle(title or "learned vs true rotation")
     return fig

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import AffineVAEError
+from ..evaluation import check_symmetry
 from ..limits import ANGLE_HISTOGRAM_BINS, MANIFOLD_GRID_SIDE, check_allocation
 from ..registry import Registry
 from ..sweep import check_degrees
@@ -264,7 +265,7 @@ def _arithmetic(c: PlotContext):
 @plot_kind("angles", "learned vs true angle with the circular correlation (rvae/crvae/avae on rotated data)", compares=True)
 def _angles(c: PlotContext):
     A = _analysis()
-    items = [A.angle_comparison(m, c.data) for m in c.models]
+    items = [A.angle_comparison(m, c.data, symmetry=c.args.symmetry) for m in c.models]
     for it, nm in zip(items, c.names):
         it.model = nm
     return A.plot_angle_comparison(items, c.args.title)
@@ -366,6 +367,9 @@ class Plot:
         k.add_argument("--bins", type=int, default=36,
                        help=f"rotation-histograms: angle bins over 360 degrees, {_range('--bins')} (default 36)")
         k.add_argument("--noise", type=float, default=0.3, help="denoising: Gaussian noise std (default 0.3)")
+        k.add_argument("--symmetry", type=int, default=1, metavar="K",
+                       help="angles: the objects' K-fold rotational symmetry; the concentration counts offsets "
+                            "modulo 360/K degrees (default 1)")
         k.add_argument("--seed", type=seed_arg, default=0)
         k.add_argument("--title", help="figure title")
         k.add_argument("--dpi", type=int, default=120,
@@ -384,6 +388,7 @@ class Plot:
         if args.n is not None and args.n < 1:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
         check_option_ranges(args)
+        check_symmetry(args.symmetry, "--symmetry")
         show = args.show or (64 if args.kind == "samples" else 8)
         check_output(args.out, inputs=[args.run_dir, *args.compare, args.data, args.labels], force=args.force)
         fmt = figure_format(args.out)

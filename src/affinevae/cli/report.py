@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import AffineVAEError
+from ..evaluation import check_symmetry
 from ..report import REPORT_N, REPORT_SWEEP_N, REPORT_SWEEP_STEP, write_report
 from ..outputs import check_output
 from . import COMMANDS
@@ -33,6 +34,9 @@ class Report:
         p.add_argument("--sweep-n", type=int, default=REPORT_SWEEP_N,
                        help=f"images in the sweep (default {REPORT_SWEEP_N})")
         p.add_argument("--seed", type=seed_arg, default=0)
+        p.add_argument("--symmetry", type=int, default=1, metavar="K",
+                       help="the objects' K-fold rotational symmetry: angle scores count offsets modulo 360/K "
+                            "degrees (default 1)")
         p.add_argument("--quiet", action="store_true", help="no per-analysis progress lines")
 
     @staticmethod
@@ -47,10 +51,11 @@ class Report:
         if args.sweep_n < 1:
             raise AffineVAEError(f"--sweep-n must be >= 1, got {args.sweep_n}")
         degrees = [] if args.sweep_angles.strip().lower() == "none" else list(parse_angles(args.sweep_angles, "--sweep-angles"))
+        check_symmetry(args.symmetry, "--symmetry")
         check_output(args.out, inputs=[args.run_dir, args.data], force=args.force)
         res = write_report(args.run_dir, args.out, data=args.data, n=args.n, seed=args.seed,
                            sweep_rotations=np.radians(degrees), sweep_n=args.sweep_n,  # degrees -> radians
-                           log=None if args.quiet else print)
+                           log=None if args.quiet else print, symmetry=args.symmetry)
         extra = f"; not applicable: {', '.join(res.skipped)}" if res.skipped else ""
         print(f"wrote {res.path} ({len(res.sections)} analyses in {res.seconds:.0f} s{extra})")
         return 0
