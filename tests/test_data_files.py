@@ -819,3 +819,40 @@ def test_a_few_bright_pixels_get_an_asinh_stretch_said_and_kept_by_the_run(tmp_p
         capsys.readouterr()
         assert main([*args, "--epochs", "2", "--resume"]) == 0  # the same pixels again: not refused as other data
     assert "stretch=linear" in capsys.readouterr().out
+
+
+def test_masked_pixels_are_refused_with_a_hint_or_filled_by_their_images_median(tmp_path, capsys):
+    """NaN-masked pixels (an astronomical cut-out's borders, bad columns) refused the whole file with no
+    way out: the message now names --fill-nan, which fills each with its image's median; a run
+    remembers it (its own and other data are filled alike, resume takes it)."""
+    rng = np.random.default_rng(0)
+    a = rng.random((30, 10, 10)).astype(np.float32) * 5
+    a[3, :, :2] = np.nan
+    a[7, 4, 4] = np.inf
+    np.save(tmp_path / "masked.npy", a)
+    with pytest.raises(AffineVAEError, match=r"masked.npy: 21 NaN or infinite pixel values \(first in image 3\) \(masked "
+                                              r"pixels\? --fill-nan replaces them by their image's median\)"):
+        load_images(str(tmp_path / "masked.npy"))
+    with pytest.raises(AffineVAEError, match="--fill-nan"):
+        load_images(str(tmp_path / "masked.npy"), n=5)  # the lazy path says it too
+    with pytest.warns(UserWarning, match=r"21 NaN or infinite pixel values in 2 images replaced by their image's median"):
+        data = load_images(str(tmp_path / "masked.npy"), fill_nan=True, n=10)
+    assert len(data) == 10 and np.isfinite(data.images).all()
+    sc = data.meta["pixel_scaling"]
+    expect = (np.nanmedian(np.where(np.isfinite(a[3]), a[3], np.nan)) - sc["offset"]) / sc["divisor"]
+    np.testing.assert_allclose(data.images[3, 0, :, :2], expect, rtol=1e-5)
+    np.testing.assert_array_equal(data.images[0, 0], ((a[0] - sc["offset"]) / np.float32(sc["divisor"])).astype(np.float32))
+    a[5] = np.nan
+    np.save(tmp_path / "empty.npy", a)
+    with pytest.raises(AffineVAEError, match="image 5 has no finite pixel"):
+        load_images(str(tmp_path / "empty.npy"), fill_nan=True)
+    run = str(tmp_path / "run")
+    args = ["train", "--model", "vae", "--data", str(tmp_path / "masked.npy"), "--latent-dim", "2", "--encoder", "mlp",
+            "--decoder", "mlp", "--hidden", "8", "--no-progress", "--out", run]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*args, "--epochs", "1", "--fill-nan"]) == 0
+        capsys.readouterr()
+        assert main([*args, "--epochs", "2", "--resume"]) == 0
+        assert "fill_nan=True" in capsys.readouterr().out
+        assert main(["encode", run, "--data", str(tmp_path / "masked.npy"), "--out", str(tmp_path / "e.npz")]) == 0

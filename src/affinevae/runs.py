@@ -357,7 +357,8 @@ class Run:
             return source if n is None or n >= len(source) else source.subset(slice(0, n))
         meta = self.meta
         if source is not None and str(source) != meta.get("data"):
-            return load_dataset(str(source), split=split, n=n, seed=self.seed, scaling=self.pixel_scaling)
+            return load_dataset(str(source), split=split, n=n, seed=self.seed, scaling=self.pixel_scaling,
+                                fill_nan=bool(meta.get("fill_nan")))
         # the run's own data (also when given again by name: rotated-mnist keeps its recorded angle range)
         if not meta.get("data"):
             why = ("no data spec in train.json (a run trained from Python)" if self.has_training else
@@ -372,7 +373,8 @@ class Run:
             return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed,
                                 key=None if builtin else meta.get("key"), labels=labels, binarize=meta.get("binarize") if binarize else None,
                                 max_angle=meta.get("max_angle"), signal_axis=meta.get("signal_axis"),
-                                signal_cube=meta.get("signal_cube"), scaling=self.pixel_scaling)
+                                signal_cube=meta.get("signal_cube"), scaling=self.pixel_scaling,
+                                fill_nan=bool(meta.get("fill_nan")) and not builtin)
         except AffineVAEError as exc:
             if source is not None:
                 raise

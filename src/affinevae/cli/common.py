@@ -35,6 +35,9 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
     p.add_argument("--signal-channels", action="store_true", dest="signal_channels",
                    help="with --signal-axis: a rank-3 array holds (N, C, L) signals of C channels (of the other two "
                         "axes the first counts the signals), not a cube")
+    p.add_argument("--fill-nan", action="store_true", dest="fill_nan",
+                   help="replace NaN/inf pixels (masked ones) by their image's median instead of refusing the file "
+                        "(a run remembers it: its other data are filled alike)")
     add_binarize_argument(p, "threshold the images: pixels above T (default 0.5) become 1, the others 0")
     add_data_max_angle_argument(p, max_angle_option)
 
@@ -110,10 +113,10 @@ def add_binarize_argument(p, help: str) -> None:
 
 
 def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: int = 0,
-                        binarize: bool = True, scaling=None) -> ImageSet:
+                        binarize: bool = True, scaling=None, fill_nan: bool = False) -> ImageSet:
     """Load the data named by :func:`add_data_arguments`' options (``binarize=False`` ignores ``--binarize``;
     ``scaling``: a run's pixel scaling, :func:`affinevae.data.files.load_images`; ``--stretch``
-    where the command has it, else 'auto').
+    where the command has it, else 'auto'; ``fill_nan`` or ``--fill-nan``: NaN pixels filled).
 
     A ``--max-angle`` given (degrees) is passed on in radians and recorded in the returned set's
     ``meta['max_angle']`` (radians), which a run keeps to load the same digits again.
@@ -127,7 +130,7 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
                         binarize=getattr(args, "binarize", None) if binarize else None, max_angle=max_angle,
                         signal_axis=getattr(args, "signal_axis", None),
                         signal_cube=False if getattr(args, "signal_channels", False) else None, scaling=scaling,
-                        stretch=getattr(args, "stretch", None) or "auto")
+                        stretch=getattr(args, "stretch", None) or "auto", fill_nan=fill_nan or getattr(args, "fill_nan", False))
 
 
 def data_noun(model) -> str:
@@ -221,7 +224,8 @@ def load_scaled_like_run(args: argparse.Namespace, run, split: str = "train", se
     """:func:`load_data_from_args` with ``run``'s pixel scaling (:attr:`affinevae.runs.Run.pixel_scaling`)
     for float image files, saying so in one line when it applies (``announce``)."""
     scaling = run.pixel_scaling
-    data = load_data_from_args(args, split, seed=seed, binarize=binarize, scaling=scaling)
+    data = load_data_from_args(args, split, seed=seed, binarize=binarize, scaling=scaling,
+                               fill_nan=bool(run.meta.get("fill_nan")))
     if announce and scaling is not None and data.meta.get("pixel_scaling") is not None:
         print(f"affinevae: {args.data}: pixels scaled as the run's training data were, {scaling}")
     return data

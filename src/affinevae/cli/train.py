@@ -184,7 +184,7 @@ class Train:
                 "max_angle": max_angle, "signal_axis": args.signal_axis,
                 "signal_cube": False if args.signal_channels else None,
                 "pixel_scaling": data.meta.get("pixel_scaling"),  # other data are scaled alike later
-                "stretch": args.stretch}
+                "stretch": args.stretch, "fill_nan": bool(args.fill_nan) or None}
         source = data.source
         if targets is not None:
             data = (data.images, targets)
@@ -198,7 +198,7 @@ class Train:
                                max_angle=max_angle if args.val_data == "rotated-mnist" else None,
                                signal_axis=None if args.val_data in BUILTIN else args.signal_axis,
                                signal_cube=None if args.val_data in BUILTIN or not args.signal_channels else False,
-                               scaling=meta["pixel_scaling"])
+                               scaling=meta["pixel_scaling"], fill_nan=args.fill_nan and args.val_data not in BUILTIN)
             check_image_size(val, hint=_signal_hint(val))
             meta["val_data"] = args.val_data
         callbacks = []
@@ -266,6 +266,8 @@ def resume_options(args: argparse.Namespace) -> str:
             setattr(args, k, v)
         if getattr(args, "stretch", "") is None and run.meta.get("stretch"):  # the same pixels, or other data
             args.stretch = taken["stretch"] = run.meta["stretch"]
+        if getattr(args, "fill_nan", True) is False and run.meta.get("fill_nan"):
+            args.fill_nan = taken["fill_nan"] = True
         if getattr(args, "log", []) is None and saved.get("loggers"):  # the same logs go on (a resumed run's own)
             args.log = list(saved["loggers"])
             taken["log"] = ",".join(e if isinstance(e, str) else e.get("logger", "?") for e in args.log)

@@ -44,7 +44,7 @@ from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (AUX_KEYS, DEFAULT_KEYS, FITS_EXTS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, MRC_EXTS,
                       NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PIL_EXTS, SUPPORTED, TIFF_EXTS, cannot_read, check_not_empty, check_npy_magic,
                       file_magic, fits_hdu_spec, image_suffix, npz_image_key, pickled_npy, reading)
-from .imageset import ImageSet, PixelScaling, check_stretch, normalise_images, scale_images
+from .imageset import ImageSet, PixelScaling, check_stretch, scale_images
 
 QUICKDRAW_PREFIX = "full_numpy_bitmap_"
 
@@ -53,6 +53,7 @@ _GIVEN_SCALING: contextvars.ContextVar[Optional[PixelScaling]] = contextvars.Con
                                                                                       default=None)
 # The ``stretch`` of the load_images call in progress (the loaders below read it, as _GIVEN_SCALING).
 _STRETCH: contextvars.ContextVar[str] = contextvars.ContextVar("affinevae_stretch", default="auto")
+_FILL_NAN: contextvars.ContextVar[bool] = contextvars.ContextVar("affinevae_fill_nan", default=False)
 
 _ZIP_MAGIC = b"PK"  # local file header or, for an empty archive, end of directory
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -64,7 +65,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = None,
                 standardise: bool = False, n: Optional[int] = None,
-                scaling: Optional[PixelScaling] = None, stretch: str = "auto") -> ImageSet:
+                scaling: Optional[PixelScaling] = None, stretch: str = "auto", fill_nan: bool = False) -> ImageSet:
     """Load user images from ``path`` into an :class:`ImageSet`.
 
     Args:
@@ -117,6 +118,9 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
             stretch when a few bright pixels hold most of the range, said in the warning),
             'linear' (min-max) or 'asinh' (also for integer pixels); see
             :func:`~affinevae.data.imageset.choose_scaling`. Ignored when ``scaling`` is given.
+        fill_nan: replace NaN and infinite pixels (masked ones) by their image's median, with a
+            warning, instead of refusing the file (:func:`~affinevae.data.imageset.fill_nonfinite`);
+            the file is then read whole (``n`` cuts after).
 
     Returns:
         ImageSet with ``images`` float32 (N, C, H, W) in [0, 1] (or standardised), and
@@ -128,9 +132,11 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
     path, key = fits_hdu_spec(str(path), key)  # astronomers' file.fits[SCI]
     token = _GIVEN_SCALING.set(PixelScaling.from_value(scaling))
     stretched = _STRETCH.set(check_stretch(stretch))
+    filled = _FILL_NAN.set(bool(fill_nan))
     try:
         return _load_images(str(path), key, labels, standardise, n)
     finally:
+        _FILL_NAN.reset(filled)
         _STRETCH.reset(stretched)
         _GIVEN_SCALING.reset(token)
 
@@ -139,7 +145,7 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
                  n: Optional[int]) -> ImageSet:
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise AffineVAEError(f"{spec}: n must be an integer >= 1, got {n!r}")
-    first = None if n is None or standardise else _load_first(spec, key, int(n))
+    first = None if n is None or standardise or _FILL_NAN.get() else _load_first(spec, key, int(n))
     if first is not None:
         data, total = first
         if labels is not None:
@@ -334,7 +340,8 @@ def load_quickdraw(paths: Sequence[str], n_per_class: Optional[int] = None,
         stem = p.stem
         names.append(stem[len(QUICKDRAW_PREFIX):] if stem.startswith(QUICKDRAW_PREFIX) else stem)
     source = ",".join(paths)
-    images = normalise_images(np.concatenate(arrays), source, standardise, stretch=_STRETCH.get())
+    images = scale_images(np.concatenate(arrays), source, standardise, stretch=_STRETCH.get(),
+                          fill_nan=_FILL_NAN.get())[0]
     labels = np.repeat(np.arange(len(paths), dtype=np.int64), counts)
     return ImageSet(images, labels, class_names=names, source=source)
 
@@ -385,7 +392,8 @@ def _finish(arr: np.ndarray, spec: str, standardise: bool, **extra) -> ImageSet:
     """Shape to (N, C, H, W), normalise (with the scaling :func:`load_images` was given, if any),
     and wrap in an ImageSet whose ``meta['pixel_scaling']`` records a data-set-wide scaling."""
     arr = _to_nchw(arr, spec)
-    images, used = scale_images(arr, spec, standardise, _GIVEN_SCALING.get(), stretch=_STRETCH.get())
+    images, used = scale_images(arr, spec, standardise, _GIVEN_SCALING.get(), stretch=_STRETCH.get(),
+                                fill_nan=_FILL_NAN.get())
     data = ImageSet(images, source=spec, **extra)
     if used is not None:
         data.meta["pixel_scaling"] = used.to_dict()

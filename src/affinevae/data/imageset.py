@@ -306,8 +306,8 @@ def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool =
 
 
 def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = False,
-                 scaling: Optional[PixelScaling] = None,
-                 stretch: str = "auto") -> tuple[np.ndarray, Optional[PixelScaling]]:
+                 scaling: Optional[PixelScaling] = None, stretch: str = "auto",
+                 fill_nan: bool = False) -> tuple[np.ndarray, Optional[PixelScaling]]:
     """:func:`normalise_images`, and the data-set-wide scaling it applied (None for unsigned, bool
     and in-range float pixels, whose rule does not depend on the data).
 
@@ -317,7 +317,8 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
     [0, 1] are clipped there, with a warning naming ``source`` and how many. ``stretch``
     (:data:`STRETCHES`, :func:`choose_scaling`): how float pixels outside [0, 1] are scaled
     ('asinh' also scales integer and in-range pixels that way); a stretch is said in a warning.
-    Returns ``(float32 array of arr's shape, scaling or None)``.
+    ``fill_nan``: NaN and infinite pixels (masked ones) are replaced by their image's median
+    (:func:`fill_nonfinite`) instead of refused. Returns ``(float32 array of arr's shape, scaling or None)``.
     """
     check_stretch(stretch)
     arr = np.asarray(arr)
@@ -336,6 +337,8 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
         raise AffineVAEError(f"{source}: complex-valued images ({arr.dtype}) are not supported; "
                              "give their magnitude (np.abs) or real part")
     out = arr.astype(np.float32)  # the one float32 copy: scaled in place below (peak about 2x the data)
+    if fill_nan:
+        fill_nonfinite(out, source)
     if not np.all(np.isfinite(out)):
         raise AffineVAEError(f"{source}: {nonfinite(out, 0, source)}")
     if scaling is not None:
@@ -370,15 +373,41 @@ def say_scaling(source: str, lo: float, hi: float, scaling: PixelScaling, why: s
                       stacklevel=4)
 
 
+def fill_nonfinite(images: np.ndarray, source: str = "array") -> np.ndarray:
+    """Replace, in place, the NaN and infinite pixels of float ``images`` (N, ...) by the median of
+    their image's finite pixels (masked pixels of an astronomical cut-out, a detector's bad columns:
+    the background's level), saying how many in one warning; an image with no finite pixel is
+    refused in one line. Returns ``images``."""
+    bad = ~np.isfinite(images)
+    if not bad.any():
+        return images
+    rows = np.flatnonzero(bad.reshape(len(images), -1).any(1))
+    part = images[rows].reshape(len(rows), -1)  # a copy of the images that need it only
+    holes = bad[rows].reshape(len(rows), -1)
+    part[holes] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN image: refused just below
+        median = np.nanmedian(part, axis=1)
+    if not np.all(np.isfinite(median)):
+        raise AffineVAEError(f"{source}: image {int(rows[np.argmax(~np.isfinite(median))])} has no finite pixel to fill "
+                             "its NaN or infinite ones from")
+    part[holes] = np.broadcast_to(median[:, None], part.shape)[holes]
+    images[rows] = part.reshape(images[rows].shape)
+    warnings.warn(f"{source}: {int(holes.sum())} NaN or infinite pixel values in {len(rows)} images replaced by their "
+                  "image's median (fill_nan)", stacklevel=4)
+    return images
+
+
 def nonfinite(images: np.ndarray, first: Optional[int], where: str) -> str:
     """The message for NaN or infinite values in ``images`` (N, ...) read from ``where``: how many,
     and, when ``first`` (the index of images[0] in the data set) is known, the first image that
     holds one ("3 NaN or infinite pixel values (first in image 57)"); else where they were read."""
     bad = ~np.isfinite(images)
+    hint = " (masked pixels? --fill-nan replaces them by their image's median)"
     if first is None:
-        return f"{int(bad.sum())} NaN or infinite pixel values in {where}"
+        return f"{int(bad.sum())} NaN or infinite pixel values in {where}{hint}"
     index = first + (int(np.argmax(bad.reshape(len(images), -1).any(1))) if images.ndim else 0)
-    return f"{int(bad.sum())} NaN or infinite pixel values (first in image {index})"
+    return f"{int(bad.sum())} NaN or infinite pixel values (first in image {index}){hint}"
 
 
 def apply_scaling(out: np.ndarray, scaling: PixelScaling, source: str = "array", inplace: bool = False,

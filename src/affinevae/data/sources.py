@@ -65,7 +65,7 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
                  key: Optional[str] = None, labels: Optional[str] = None,
                  binarize: Optional[float] = None, max_angle: Optional[float] = None,
                  signal_axis: Optional[int] = None, signal_cube: Optional[bool] = None,
-                 scaling=None, stretch: str = "auto") -> ImageSet:
+                 scaling=None, stretch: str = "auto", fill_nan: bool = False) -> ImageSet:
     """Load ``spec``: 'mnist', 'rotated-mnist' (split/n/seed apply) or a path to user images.
 
     For paths see :func:`affinevae.data.files.load_images` (``key`` applies there only; a built-in
@@ -83,7 +83,8 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
     the returned set's ``meta['max_angle']`` (radians) so that a run can load the same set again.
     ``scaling``: a trained run's pixel scaling for image files (:func:`affinevae.data.files.load_images`;
     a built-in set and signal files keep their own). ``stretch``: how an image file's float pixels
-    outside [0, 1] are scaled ('auto', 'linear', 'asinh': :func:`affinevae.data.files.load_images`).
+    outside [0, 1] are scaled ('auto', 'linear', 'asinh': :func:`affinevae.data.files.load_images`);
+    ``fill_nan``: an image file's NaN/inf pixels are replaced by their image's median (ibid.).
 
     Raises:
         AffineVAEError: on an option the data set does not take, or an invalid value.
@@ -128,5 +129,5 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
         from .files import load_images
 
         data = load_images(spec, key=key, labels=labels, n=n, scaling=scaling,  # a stack's first n only are read
-                           stretch=stretch)
+                           stretch=stretch, fill_nan=fill_nan)
     return data if binarize is None else data.binarized(binarize)
