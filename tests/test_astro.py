@@ -181,6 +181,8 @@ def test_several_image_hdus_need_a_key_and_all_stacks_one_cutout_per_hdu(tmp_pat
     assert main(["train", "--model", "vae", "--data", str(tmp_path / "cuts.fits"), "--key", "all", "--latent-dim", "2",
                  "--hidden", "8", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run")]) == 0
     assert "trained vae on " in capsys.readouterr().out and Run(tmp_path / "run").meta["key"] == "all"
+    assert main(["info", str(tmp_path / "run")]) == 0
+    assert "cuts.fits, key all" in capsys.readouterr().out  # info says which HDUs it trained on
 
 
 def test_gzipped_and_fpacked_fits_and_the_bracket_hdu_notation(tmp_path):

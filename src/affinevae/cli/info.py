@@ -53,6 +53,7 @@ class Info:
             tc = info.get("train_config") or {}
             meta = run.meta
             data = ", ".join([str(info.get("data"))]
+                             + ([f"key {meta['key']}"] if meta.get("key") is not None else [])
                              + ([f"n {meta['n']}"] if meta.get("n") is not None else [])
                              + ([f"max angle {math.degrees(meta['max_angle']):g} deg"]
                                 if meta.get("max_angle") is not None else []))
