@@ -708,9 +708,11 @@ def test_an_npz_stack_is_read_lazily_and_its_damage_is_one_line(tmp_path):
     np.savez(tmp_path / "s.npz", images=arr)
     np.savez_compressed(tmp_path / "c.npz", other=arr)
     np.savez_compressed(tmp_path / "f.npz", images=np.asfortranarray(arr))
-    for name, kind in [("s", np.memmap), ("c", object), ("f", np.ndarray)]:
+    from affinevae.data.stacks import _DeflatedMember
+
+    for name, kind in [("s", np.memmap), ("c", _DeflatedMember), ("f", np.ndarray)]:
         with open_stack(str(tmp_path / f"{name}.npz")) as src:
-            assert isinstance(src, NpzSource) and isinstance(src.array, kind)
+            assert isinstance(src, NpzSource) and type(src.array) is kind
             np.testing.assert_array_equal(src.read_raw(20, 25), arr[20:25])
             np.testing.assert_array_equal(src.read_raw(2, 4), arr[2:4])  # before the last read: from the start
             np.testing.assert_array_equal(src.read_raw_region(7, slice(1, 8, 3), slice(2, 9)), arr[7, 1:8:3, 2:9])
@@ -819,6 +821,15 @@ def test_a_few_bright_pixels_get_an_asinh_stretch_said_and_kept_by_the_run(tmp_p
         capsys.readouterr()
         assert main([*args, "--epochs", "2", "--resume"]) == 0  # the same pixels again: not refused as other data
     assert "stretch=linear" in capsys.readouterr().out
+    import json
+
+    record = json.loads((tmp_path / "lin" / "train.json").read_text())
+    del record["stretch"]  # a run from before the stretch: min-max, recorded as its pixel scaling only
+    (tmp_path / "lin" / "train.json").write_text(json.dumps(record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*args, "--epochs", "3", "--resume"]) == 0  # 'auto' would stretch these: other data
+    assert "stretch=linear" in capsys.readouterr().out
 
 
 def test_masked_pixels_are_refused_with_a_hint_or_filled_by_their_images_median(tmp_path, capsys):
@@ -831,7 +842,8 @@ def test_masked_pixels_are_refused_with_a_hint_or_filled_by_their_images_median(
     a[7, 4, 4] = np.inf
     np.save(tmp_path / "masked.npy", a)
     with pytest.raises(AffineVAEError, match=r"masked.npy: 21 NaN or infinite pixel values \(first in image 3\) \(masked "
-                                              r"pixels\? --fill-nan replaces them by their image's median\)"):
+                                              r"pixels\? fill_nan=True, or --fill-nan of train/encode/align/amortise, "
+                                              r"replaces them by their image's median\)"):
         load_images(str(tmp_path / "masked.npy"))
     with pytest.raises(AffineVAEError, match="--fill-nan"):
         load_images(str(tmp_path / "masked.npy"), n=5)  # the lazy path says it too

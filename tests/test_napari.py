@@ -313,12 +313,13 @@ def test_widget_points_sit_on_their_objects_in_the_layers_world_and_frame(qtbot,
     img = np.random.default_rng(0).random((64, 48)).astype(np.float32)
     viewer = ViewerModel()
     viewer.add_image(img, name="moved", translate=(100.0, 50.0), scale=(0.5, 0.25), rotate=30.0)
-    viewer.add_image(np.stack([img, img, img]), name="stack", translate=(0.0, 5.0, -3.0), scale=(1.0, 2.0, 2.0))
+    viewer.add_image(np.stack([img, img, img]), name="stack", translate=(2.0, 5.0, -3.0), scale=(1.0, 2.0, 2.0))
+    viewer.add_image(np.zeros((10, 64, 48), np.float32), name="longer")  # the viewer's steps are not the stack's frames
     w = widget_module.LearnAndMapWidget(viewer)
     qtbot.addWidget(w)
-    for name, frame in (("moved", None), ("stack", 2)):
+    for name, frame in (("moved", None), ("stack", 1)):
         if frame is not None:
-            viewer.dims.set_current_step(0, frame)
+            viewer.dims.set_point(0, 3.0)  # world 3 = the stack's frame 1 (translated by 2), the viewer's step 3
         w.layer_box.setCurrentText(name)
         w.run()
         qtbot.waitUntil(w.run_button.isEnabled, timeout=10000)

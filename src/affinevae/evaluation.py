@@ -12,7 +12,7 @@ from .data.imageset import ImageSet
 from .encoding import encode_dataset
 from .errors import AffineVAEError
 
-__all__ = ["check_symmetry", "circular_correlation", "class_offset_concentration", "encode_dataset", "mean_elbo", "offset_concentration",
+__all__ = ["circular_correlation", "class_offset_concentration", "encode_dataset", "mean_elbo", "offset_concentration",
            "psnr"]
 
 
@@ -32,20 +32,14 @@ def circular_correlation(a, b) -> float:
     return float((sa * sb).sum() / den) if den > 0 else 0.0
 
 
-def check_symmetry(symmetry: int, where: str = "symmetry") -> int:
-    """``symmetry`` (the objects' k-fold rotational symmetry, an integer >= 1) or one line naming ``where``."""
-    if isinstance(symmetry, bool) or not isinstance(symmetry, (int, np.integer)) or symmetry < 1:
-        raise AffineVAEError(f"{where} must be an integer >= 1 (the objects' k-fold rotational symmetry), "
-                             f"got {symmetry!r}")
-    return int(symmetry)
-
-
 def offset_concentration(a, b, symmetry: int = 1) -> float:
     """``|mean(exp(i k (a - b)))|`` of two angle arrays (N,) in radians, k = ``symmetry``: 1 when
     ``a = b + c`` for one constant offset c (up to multiples of 2 pi / k: objects with k-fold
     rotational symmetry look the same turned by them), about 0 when unrelated. Unlike
     :func:`circular_correlation`, it stays meaningful for angles spread uniformly over the full
     circle (whose mean direction is undefined)."""
+    from .mapping import check_symmetry  # (matplotlib's module: imported when an angle is scored)
+
     k = check_symmetry(symmetry)
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
@@ -69,6 +63,8 @@ def class_offset_concentration(a, b, labels, symmetry: int = 1) -> float:
     if a.shape != b.shape or a.shape != labels.shape or a.size < 1:
         raise AffineVAEError(f"class_offset_concentration needs equal-length angle and label arrays, got {a.shape}, "
                              f"{b.shape} and {labels.shape}")
+    from .mapping import check_symmetry
+
     check_symmetry(symmetry)
     classes = [c for c in np.unique(labels[labels >= 0]) if int((labels == c).sum()) >= 2]
     if not classes:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .data.inputs import check_image_shape
 from .errors import AffineVAEError, refuse_removed_keywords
-from .evaluation import check_symmetry
+from .mapping import check_symmetry
 from .io import atomic_write
 from .runs import Run
 

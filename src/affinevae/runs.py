@@ -358,7 +358,7 @@ class Run:
         meta = self.meta
         if source is not None and str(source) != meta.get("data"):
             return load_dataset(str(source), split=split, n=n, seed=self.seed, scaling=self.pixel_scaling,
-                                fill_nan=bool(meta.get("fill_nan")))
+                                stretch=meta.get("stretch") or "auto", fill_nan=bool(meta.get("fill_nan")))
         # the run's own data (also when given again by name: rotated-mnist keeps its recorded angle range)
         if not meta.get("data"):
             why = ("no data spec in train.json (a run trained from Python)" if self.has_training else
@@ -383,10 +383,10 @@ class Run:
 
     @property
     def pixel_scaling(self):
-        """How the training images' float pixels were scaled, ``x -> (x - offset) / divisor``
-        (:class:`~affinevae.data.imageset.PixelScaling`, from ``train.json``), or None when their
-        rule needed none (unsigned or bool pixels, floats in [0, 1], a built-in set). :meth:`data`
-        and the commands scale other data with it."""
+        """How the training images' pixels were scaled (:class:`~affinevae.data.imageset.PixelScaling`
+        from ``train.json``: min-max, standardised or the asinh stretch), or None when their rule
+        needed none (unsigned or bool pixels without ``--stretch asinh``, floats in [0, 1], a built-in
+        set). :meth:`data` and the commands scale other data with it."""
         from .data.imageset import PixelScaling
 
         return PixelScaling.from_value(self.meta.get("pixel_scaling"), str(self.train_file))

@@ -270,15 +270,15 @@ def _check_same_data(run: Run, n: int, fingerprint: str) -> None:
     old_fp, old_n = info.get("data_fingerprint"), info.get("n_train")
     if (old_fp is None or old_fp == fingerprint) and (old_n is None or int(old_n) == n):
         return  # the same data (a checkpoint of an earlier version records only the count)
-    spec = ", ".join(f"{k} {info[k]!r}" for k in ("data", "n", "key", "labels", "binarize", "max_angle")
-                     if info.get(k) is not None)
+    spec = ", ".join(f"{k} {info[k]!r}" for k in ("data", "n", "key", "labels", "binarize", "max_angle", "stretch",
+                                                  "fill_nan") if info.get(k) is not None)
     used = ", ".join(f"{k} {run.train_config[k]!r}" for k in ("seed", "val_split") if k in run.train_config)
     what = (f"{old_n} training images, these are {n}" if old_n is not None and int(old_n) != n else
             f"{n} training images, but other pixels or labels: their fingerprint differs")
     raise AffineVAEError(f"{run.train_file}: the run was trained on other data ({what}"
                          + "".join(f"; {part}" for part in (spec, used) if part)
                          + "); resume with the same data options (--data, -n, --key, --labels, --binarize, "
-                         "--seed, --val-split) or choose another --out")
+                         "--stretch, --fill-nan, --seed, --val-split) or choose another --out")
 
 
 def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n: int, fingerprint: str) -> int:

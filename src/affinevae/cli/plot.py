@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import AffineVAEError
-from ..evaluation import check_symmetry
+from ..mapping import check_symmetry
 from ..limits import ANGLE_HISTOGRAM_BINS, MANIFOLD_GRID_SIDE, check_allocation
 from ..registry import Registry
 from ..sweep import check_degrees

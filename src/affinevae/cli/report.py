@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import AffineVAEError
-from ..evaluation import check_symmetry
+from ..mapping import check_symmetry
 from ..report import REPORT_N, REPORT_SWEEP_N, REPORT_SWEEP_STEP, write_report
 from ..outputs import check_output
 from . import COMMANDS

@@ -198,7 +198,8 @@ class Train:
                                max_angle=max_angle if args.val_data == "rotated-mnist" else None,
                                signal_axis=None if args.val_data in BUILTIN else args.signal_axis,
                                signal_cube=None if args.val_data in BUILTIN or not args.signal_channels else False,
-                               scaling=meta["pixel_scaling"], fill_nan=args.fill_nan and args.val_data not in BUILTIN)
+                               scaling=meta["pixel_scaling"], stretch=args.stretch or "auto",
+                               fill_nan=args.fill_nan and args.val_data not in BUILTIN)
             check_image_size(val, hint=_signal_hint(val))
             meta["val_data"] = args.val_data
         callbacks = []
@@ -266,6 +267,9 @@ def resume_options(args: argparse.Namespace) -> str:
             setattr(args, k, v)
         if getattr(args, "stretch", "") is None and run.meta.get("stretch"):  # the same pixels, or other data
             args.stretch = taken["stretch"] = run.meta["stretch"]
+        elif (getattr(args, "stretch", "") is None and "stretch" not in run.meta
+              and (run.meta.get("pixel_scaling") or {}).get("kind") == "minmax"):
+            args.stretch = taken["stretch"] = "linear"  # a run from before the stretch: min-max, as it was trained
         if getattr(args, "fill_nan", True) is False and run.meta.get("fill_nan"):
             args.fill_nan = taken["fill_nan"] = True
         if getattr(args, "log", []) is None and saved.get("loggers"):  # the same logs go on (a resumed run's own)
@@ -279,7 +283,7 @@ def resume_options(args: argparse.Namespace) -> str:
     if not taken:
         return ""
     shown = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in taken.items())
-    flags = "/".join(f"--{k.replace('_', '-')}" for k in taken)
+    flags = "/".join(f"--{k.replace('_', '-')}" for k in taken if k != "fill_nan")  # (no flag turns that off)
     return f"affinevae: resuming {args.out} with its training options: {shown} (override with {flags})"
 
 

@@ -340,10 +340,13 @@ def load_quickdraw(paths: Sequence[str], n_per_class: Optional[int] = None,
         stem = p.stem
         names.append(stem[len(QUICKDRAW_PREFIX):] if stem.startswith(QUICKDRAW_PREFIX) else stem)
     source = ",".join(paths)
-    images = scale_images(np.concatenate(arrays), source, standardise, stretch=_STRETCH.get(),
-                          fill_nan=_FILL_NAN.get())[0]
+    images, used = scale_images(np.concatenate(arrays), source, standardise, _GIVEN_SCALING.get(),
+                                stretch=_STRETCH.get(), fill_nan=_FILL_NAN.get())
     labels = np.repeat(np.arange(len(paths), dtype=np.int64), counts)
-    return ImageSet(images, labels, class_names=names, source=source)
+    data = ImageSet(images, labels, class_names=names, source=source)
+    if used is not None:  # a run keeps it (a float class file's range or stretch)
+        data.meta["pixel_scaling"] = used.to_dict()
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,8 +411,8 @@ def expand_pattern(path: str) -> list[str]:
         AffineVAEError: ``"PATTERN: no file matches this pattern"`` when a pattern matches nothing.
     """
     path = str(path)
-    if not _GLOB_CHARS.search(path) or Path(path).exists():
-        return [path]
+    if not _GLOB_CHARS.search(path) or Path(path).exists() or fits_hdu_spec(path, None)[0] != path:
+        return [path]  # (file.fits[SCI]: an HDU, not a pattern)
     hits = sorted(_glob.glob(path))
     if not hits:
         raise AffineVAEError(f"{path}: no file matches this pattern")

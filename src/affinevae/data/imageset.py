@@ -285,10 +285,11 @@ def choose_scaling(lo: float, hi: float, sample: np.ndarray, stretch: str = "aut
 
 
 def stretch_sample(values: np.ndarray, most: int = STRETCH_SAMPLE) -> np.ndarray:
-    """At most ``most`` of ``values`` (any shape), evenly spaced through them (deterministic)."""
-    flat = np.asarray(values).reshape(-1)
-    step = max(1, -(-flat.size // most))
-    return flat[::step]
+    """At most ``most`` of ``values`` (any shape), every k-th in C order (deterministic; only those are
+    copied, also from a non-contiguous view such as channels-last images seen channels first)."""
+    values = np.asarray(values)
+    step = max(1, -(-values.size // most))
+    return values.flat[::step]
 
 
 def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool = False,
@@ -326,7 +327,7 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
         raise AffineVAEError(f"{source}: contains zero images")
     if standardise and stretch == "asinh":
         raise AffineVAEError(f"{source}: standardise and the asinh stretch are two different scalings; choose one")
-    asinh = stretch == "asinh" or (scaling is not None and scaling.kind == "asinh")
+    asinh = scaling.kind == "asinh" if scaling is not None else stretch == "asinh"  # a run's scaling decides
     if arr.dtype == bool:
         return arr.astype(np.float32), None
     if np.issubdtype(arr.dtype, np.unsignedinteger) and not asinh:
@@ -356,7 +357,8 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
         return out, PixelScaling("standardise", mean, divisor)
     lo, hi = float(out.min()), float(out.max())
     if lo < 0.0 or hi > 1.0 or stretch == "asinh":
-        chosen, why = choose_scaling(lo, hi, stretch_sample(out), stretch)
+        chosen, why = choose_scaling(lo, hi, stretch_sample(out) if stretch != "linear" else np.zeros(0, np.float32),
+                                     stretch)
         say_scaling(source, lo, hi, chosen, why)
         return apply_scaling(out, chosen, source, inplace=True, own=True), chosen
     return out, None
@@ -403,7 +405,8 @@ def nonfinite(images: np.ndarray, first: Optional[int], where: str) -> str:
     and, when ``first`` (the index of images[0] in the data set) is known, the first image that
     holds one ("3 NaN or infinite pixel values (first in image 57)"); else where they were read."""
     bad = ~np.isfinite(images)
-    hint = " (masked pixels? --fill-nan replaces them by their image's median)"
+    hint = (" (masked pixels? fill_nan=True, or --fill-nan of train/encode/align/amortise, replaces them by their "
+            "image's median)")
     if first is None:
         return f"{int(bad.sum())} NaN or infinite pixel values in {where}{hint}"
     index = first + (int(np.argmax(bad.reshape(len(images), -1).any(1))) if images.ndim else 0)

@@ -121,9 +121,9 @@ class FrameSource:
         return self._normalise(self.read_raw_region(frame, rows, cols), f"frame {frame}")
 
     def normalisation(self) -> tuple[str, float, float]:
-        """The stack-wide normalisation ``(kind, offset, divisor)``: ``(x - offset) / divisor``
-        ('keep', 'divide', 'minmax'), or ``('scaling', ...)`` for a :class:`PixelScaling` applied by
-        :func:`~affinevae.data.imageset.apply_scaling` (a run's, or the asinh stretch).
+        """The stack-wide normalisation ``(kind, offset, divisor)``: 'keep' (as stored) or 'divide'
+        (``x / divisor``), or 'scaling' for a :class:`PixelScaling` (the stack's own min-max or asinh
+        stretch, or a run's, :meth:`use_scaling`) applied by :func:`~affinevae.data.imageset.apply_scaling`.
 
         Follows :func:`~affinevae.data.imageset.normalise_images` for the whole stack (with
         :attr:`stretch`): unsigned integers are divided by their dtype maximum
@@ -153,15 +153,14 @@ class FrameSource:
             lo, hi = math.inf, -math.inf
             total = self.n_frames * int(np.prod(self.frame_shape))
             step = max(1, -(-total // STRETCH_SAMPLE))  # every step-th value of the pass: the stretch's sample
-            sample, seen = [], 0
-            for a, where, first in self._scan():
+            sample: list = []
+            for a, where, first, band in self._scan(bands=True):
                 a = a.astype(np.float32, copy=False)
                 if not np.all(np.isfinite(a)):
                     raise AffineVAEError(f"{self.path}: {nonfinite(a, first, where)}")
                 lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
-                flat = a.reshape(-1)
-                sample.append(flat[(-seen) % step::step].copy())
-                seen += flat.size
+                if self.stretch != "linear":
+                    sample += self._sampled(a, first, band, step)
             if lo < 0.0 or hi > 1.0 or asinh:
                 chosen, why = choose_scaling(lo, hi, np.concatenate(sample) if sample else np.zeros(0), self.stretch)
                 say_scaling(self.path, lo, hi, chosen, why)
@@ -202,6 +201,8 @@ class FrameSource:
         change). No pass over the stack is then made."""
         if scaling is None:
             return
+        self.stretch = "auto"  # a run's scaling decides, as in scale_images (a stretch asked for does not apply)
+        self._norm = None
         dt = np.dtype(self.dtype)
         if dt == bool or (np.issubdtype(dt, np.unsignedinteger) and scaling.kind != "asinh"):
             return
@@ -224,21 +225,43 @@ class FrameSource:
             return None
         return self._given if self._given is not None else self._own
 
-    def _scan(self):
+    def _scan(self, bands: bool = False):
         """Yield ``(raw pixels, where, first)`` covering the stack, about :data:`SCAN_BYTES` at a time:
         several frames per step (``first``: the index of the step's first frame), or row bands of
-        one frame when a frame is larger (``first`` None: ``where`` names the frame)."""
+        one frame when a frame is larger (``first`` None: ``where`` names the frame). ``bands``: a
+        fourth item, ``(frame, first row)`` of a band, else None."""
         per = max(1, int(np.prod(self.frame_shape)) * 4)
         if per <= SCAN_BYTES:
             step = max(1, min(self.n_frames, SCAN_BYTES // per))
             for s in range(0, self.n_frames, step):
-                yield self.read_raw(s, s + step), f"frames {s}:{min(s + step, self.n_frames)}", s
+                item = self.read_raw(s, s + step), f"frames {s}:{min(s + step, self.n_frames)}", s
+                yield (*item, None) if bands else item
             return
         h, w = self.image_shape
         band = max(1, SCAN_BYTES // max(1, per // h))
         for f in range(self.n_frames):
             for r in range(0, h, band):
-                yield self.read_raw_region(f, slice(r, r + band), slice(0, w)), f"frame {f} rows {r}:{r + band}", None
+                item = self.read_raw_region(f, slice(r, r + band), slice(0, w)), f"frame {f} rows {r}:{r + band}", None
+                yield (*item, (f, r)) if bands else item
+
+    def _sampled(self, a: np.ndarray, first: Optional[int], band: Optional[tuple], step: int) -> list:
+        """The values of a chunk ``a`` of :meth:`_scan` whose index in the stack's (F, C, H, W) order is
+        a multiple of ``step``: the same sample :func:`~affinevae.data.imageset.stretch_sample` takes
+        from the whole array, whether the chunk holds frames (from frame ``first``) or a row band
+        ``band`` = (frame, first row) of one frame ((C, rows, W) or (rows, W))."""
+        size = int(np.prod(self.frame_shape))
+        if band is None:
+            start = (-first * size) % step
+            return [a.flat[start::step]]
+        f, r0 = band
+        h, w = self.image_shape
+        rows = a.reshape(-1, a.shape[-2], w)  # (C, rows, W)
+        out = []
+        for c in range(rows.shape[0]):  # one slice per row: a pass over a frame larger than memory
+            for i in range(rows.shape[1]):
+                g = f * size + c * h * w + (r0 + i) * w
+                out.append(rows[c, i, (-g) % step::step])
+        return out
 
     def close(self) -> None:
         """Release open files."""
@@ -378,6 +401,9 @@ class NpySource(ArraySource):
 
 #: Bytes a compressed ``.npz`` member is decompressed and skipped at a time on the way to a frame.
 _SKIP_BYTES = 16 << 20
+#: A compressed member read backwards (a frame's overlapping tiles) of at most this many bytes is
+#: decompressed whole once and kept, instead of again from its start for every tile.
+_KEEP_BYTES = 512 << 20
 
 
 def _zip_data_offset(path: str, info: zipfile.ZipInfo) -> int:
@@ -396,7 +422,8 @@ class _DeflatedMember:
     """A compressed ``.npz`` member as a read-only array: ``shape``, ``dtype`` and indexing whose first
     index is an int, a slice or ``...``. The rows asked for are decompressed from the member's start,
     or from where the last read stopped when it lies before them, so a forward pass over the
-    member decompresses it once; only the rows asked for are kept."""
+    member decompresses it once; only the rows asked for are kept, until a read goes back: then a
+    member of at most :data:`_KEEP_BYTES` is decompressed whole once and kept."""
 
     def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: int, shape: tuple,
                  dtype: np.dtype, where: str) -> None:
@@ -404,10 +431,19 @@ class _DeflatedMember:
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
         self._row = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
         self._fh, self._pos = None, 0
+        self._whole: Optional[np.ndarray] = None
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of the first axis (0 <= start <= stop <= shape[0])."""
+        if self._whole is not None:
+            return self._whole[start:stop]
         begin, end = start * self._row, stop * self._row
+        if self._fh is not None and begin < self._pos and self._row * self.shape[0] <= _KEEP_BYTES:
+            # read backwards again (overlapping tiles of a frame): decompress it all once and keep it
+            self.close()
+            self._whole = self._rows(0, self.shape[0])
+            self.close()
+            return self._whole[start:stop]
         if self._fh is None or begin < self._pos:
             self.close()
             self._fh = self._zip.open(self._info)

@@ -17,6 +17,18 @@ from .pipeline import FAMILIES, LearnSettings, learn_and_map
 __all__ = ["LearnAndMapWidget", "layer_transform"]
 
 
+def _shown_frame(viewer: Any, layer: Any) -> int:
+    """The frame (first data index) of a stack ``layer`` that ``viewer`` shows: the viewer's point
+    mapped into the layer's data coordinates (its translate and scale along the frames), else the
+    viewer's step (a viewer without world coordinates)."""
+    point = getattr(getattr(viewer, "dims", None), "point", None)
+    to_data = getattr(layer, "world_to_data", None)
+    if point is not None and to_data is not None and len(point) >= layer.ndim:
+        return int(round(float(np.asarray(to_data(tuple(point)[-layer.ndim:]))[0])))
+    step = getattr(getattr(viewer, "dims", None), "current_step", ())
+    return int(step[0]) if len(step) == 3 else 0
+
+
 def layer_transform(layer: Any, ndim: int) -> dict[str, Any]:
     """The world transform of a napari ``layer`` as keyword arguments for another layer of ``ndim``
     data dimensions: ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` when the two have
@@ -117,8 +129,8 @@ class LearnAndMapWidget(QWidget):
         if getattr(layer, "rgb", False):
             image = image.mean(-1)
         frame: Optional[int] = None
-        if image.ndim == 3:  # a stack of frames: the one the viewer shows
-            frame = int(self.viewer.dims.current_step[0]) if len(self.viewer.dims.current_step) == 3 else 0
+        if image.ndim == 3:  # a stack of frames: the one the viewer shows, in the layer's own frame index
+            frame = _shown_frame(self.viewer, layer)
             frame = min(max(frame, 0), len(image) - 1)
             image = image[frame]
         elif image.ndim != 2:

@@ -6,8 +6,10 @@ one. :func:`synchronise_angles` finds one frame for a whole set without labels, 
 cryo-EM does for its class averages (A. Singer, "Angular synchronization by eigenvectors and
 semidefinite programming", Appl. Comput. Harmon. Anal. 30, 2011):
 
-1. every image is compared with every other at M turns, in principal components
-   (:func:`~affinevae.pose.classes.turned_components`); each keeps its K nearest neighbours under
+1. every image is compared with every other at M turns, inside its inscribed disc, in principal
+   components (:func:`~affinevae.pose.classes.turned_components`; without the disc a background
+   that is not 0, such as a sky, made every best turn a quarter turn, which moves the square
+   frame's corners onto corners); each keeps its K nearest neighbours under
    the best turn, and that turn: ``x_j ~ turn(x_i, theta_ij)``, so ``theta_ij ~ a_j - a_i`` where
    ``a`` are the unknown orientations;
 2. the Hermitian matrix ``H_ij = exp(-i theta_ij)`` (symmetrised) is ``~ v v*`` with
