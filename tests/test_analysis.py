@@ -510,9 +510,16 @@ def test_angle_scores_fold_a_k_fold_symmetry():
     assert offset_concentration(learned, true, symmetry=2) > 0.99
     assert class_offset_concentration(learned, true, labels, symmetry=2) > 0.99
     assert offset_concentration(rng.uniform(-math.pi, math.pi, 4000), true, symmetry=2) < 0.1
+    from affinevae.evaluation import circular_correlation
+
+    small = rng.uniform(-0.6, 0.6, 4000)  # a correlation needs a spread within the folded range
+    flipped = small + math.pi * rng.integers(0, 2, 4000) + 0.02 * rng.standard_normal(4000)
+    assert abs(circular_correlation(flipped, small)) < 0.5 and circular_correlation(flipped, small, symmetry=2) > 0.95
     for bad in (0, 1.5, True, 13):
         with pytest.raises(AffineVAEError, match=r"symmetry must be an integer in 1\.\.12"):
             offset_concentration(learned, true, symmetry=bad)
+        with pytest.raises(AffineVAEError, match=r"symmetry must be an integer in 1\.\.12"):
+            circular_correlation(learned, true, symmetry=bad)
 
 
 def test_plot_and_report_take_the_symmetry(tiny_runs, tmp_path, capsys):

@@ -16,13 +16,17 @@ __all__ = ["circular_correlation", "class_offset_concentration", "encode_dataset
            "psnr"]
 
 
-def circular_correlation(a, b) -> float:
+def circular_correlation(a, b, symmetry: int = 1) -> float:
     """Circular correlation coefficient (Jammalamadaka & SenGupta) of two angle arrays (N,) in radians.
 
-    1 means the angles move together, -1 opposite, ~0 unrelated.
+    1 means the angles move together, -1 opposite, ~0 unrelated. ``symmetry``: k for objects with
+    k-fold rotational symmetry: the correlation of ``k a`` and ``k b`` (angles known modulo 2 pi / k).
     """
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
+    from .mapping import check_symmetry
+
+    k = check_symmetry(symmetry)
+    a = k * np.asarray(a, dtype=np.float64).ravel()
+    b = k * np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape or a.size < 2:
         raise AffineVAEError(f"circular_correlation needs two equal-length angle arrays, got {a.shape} and {b.shape}")
     ma = np.angle(np.mean(np.exp(1j * a)))

@@ -369,7 +369,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
             from .evaluation import circular_correlation, class_offset_concentration, offset_concentration
 
             mod = "" if symmetry == 1 else f", mod {360 / symmetry:g} deg"
-            metrics["circular correlation, learned vs true angle"] = circular_correlation(enc["angle"], ds.angle)
+            metrics[f"circular correlation, learned vs true angle{mod}"] = circular_correlation(enc["angle"], ds.angle,
+                                                                                                symmetry)
             metrics[f"offset concentration, learned minus true angle (1: one offset{mod})"] = offset_concentration(
                 enc["angle"], ds.angle, symmetry)
             if ds.labels is not None:  # a full-circle model keeps one frame per class: this is its score

@@ -49,7 +49,8 @@ class AngleComparison:
         true_angle: (N,) true angles, radians.
         learned_angle: (N,) angles the model sees, radians (wrapped to [-pi, pi)).
         labels: (N,) classes, or None.
-        correlation: circular correlation coefficient of the two (-1 to 1).
+        correlation: circular correlation coefficient of the two (-1 to 1; of k times them for k-fold
+            symmetric objects, ``symmetry``).
         model: display name.
         concentration: :func:`~affinevae.evaluation.offset_concentration` of the two (0 to 1; 1: the
             learned angle is the true one plus one offset; meaningful over the full circle too).
@@ -90,7 +91,7 @@ def angle_comparison(model, data, n: Optional[int] = None, labels=None, symmetry
     true = np.asarray(data.angle, np.float64)
     per_class = (float("nan") if data.labels is None
                  else class_offset_concentration(learned, true, data.labels, symmetry))
-    return AngleComparison(true, learned, data.labels, circular_correlation(learned, true), model_label(model),
+    return AngleComparison(true, learned, data.labels, circular_correlation(learned, true, symmetry), model_label(model),
                            offset_concentration(learned, true, symmetry), per_class, symmetry)
 
 
