@@ -842,8 +842,7 @@ def test_masked_pixels_are_refused_with_a_hint_or_filled_by_their_images_median(
     a[7, 4, 4] = np.inf
     np.save(tmp_path / "masked.npy", a)
     with pytest.raises(AffineVAEError, match=r"masked.npy: 21 NaN or infinite pixel values \(first in image 3\) \(masked "
-                                              r"pixels\? fill_nan=True, or --fill-nan of train/encode/align/amortise, "
-                                              r"replaces them by their image's median\)"):
+                                              r"pixels\? --fill-nan, fill_nan=True, replaces them by a median\)"):
         load_images(str(tmp_path / "masked.npy"))
     with pytest.raises(AffineVAEError, match="--fill-nan"):
         load_images(str(tmp_path / "masked.npy"), n=5)  # the lazy path says it too
@@ -868,3 +867,41 @@ def test_masked_pixels_are_refused_with_a_hint_or_filled_by_their_images_median(
         assert main([*args, "--epochs", "2", "--resume"]) == 0
         assert "fill_nan=True" in capsys.readouterr().out
         assert main(["encode", run, "--data", str(tmp_path / "masked.npy"), "--out", str(tmp_path / "e.npz")]) == 0
+
+
+def test_fill_nan_for_frames_gives_patches_and_tiles_one_fill_value(tmp_path, capsys):
+    """A field with bad columns and a masked region was refused whole by patches and map; --fill-nan
+    (FrameSource.use_fill_nan) fills them with the stack's median of its finite values, the same value
+    in whole frames and in tiles."""
+    from affinevae.data.stacks import open_stack
+
+    rng = np.random.default_rng(0)
+    field = rng.normal(100.0, 5.0, (120, 130)).astype(np.float32)
+    field[::10, ::10] += 400.0  # objects
+    field[:, 50:53] = np.nan  # bad columns
+    field[90:, 100:] = -np.inf  # a masked corner
+    np.save(tmp_path / "field.npy", field)
+    with pytest.raises(AffineVAEError, match=r"field.npy: .*NaN or infinite pixel values .*--fill-nan"):
+        with open_stack(str(tmp_path / "field.npy")) as src:
+            src.read(0, 1)
+    with open_stack(str(tmp_path / "field.npy")) as src:
+        src.use_fill_nan()
+        with pytest.warns(UserWarning, match=r"field.npy: \d+ NaN or infinite pixel values replaced by the stack's median"):
+            whole = src.read(0, 1)[0]
+        tile = src.read_region(0, slice(80, 120), slice(40, 130))
+        sc = src.pixel_scaling
+    finite = field[np.isfinite(field)]
+    from affinevae.data.imageset import apply_scaling
+
+    fill = apply_scaling(np.array([np.median(finite)], np.float32), sc, own=True)[0]
+    assert np.isfinite(whole).all() and np.allclose(whole[:, 50:53], fill, atol=1e-4)
+    np.testing.assert_array_equal(tile, whole[80:120, 40:130])
+    assert main(["patches", str(tmp_path / "field.npy"), "--window", "8", "--out", str(tmp_path / "p.npz"),
+                 "--no-progress"]) == 2
+    assert "--fill-nan" in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["patches", str(tmp_path / "field.npy"), "--window", "8", "--out", str(tmp_path / "p.npz"),
+                     "--no-progress", "--fill-nan"]) == 0
+    with np.load(tmp_path / "p.npz") as f:
+        assert len(f["patches"]) > 50 and np.isfinite(f["patches"]).all()

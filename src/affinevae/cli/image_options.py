@@ -13,7 +13,7 @@ __all__ = ["add_image_options", "add_stretch_option", "open_image", "open_images
 
 
 def add_image_options(p: argparse.ArgumentParser, tile: bool = False) -> None:
-    """Register ``--level``, ``--pixel-size`` and ``--stretch`` (and ``--tile`` when ``tile``) on ``p``."""
+    """Register ``--level``, ``--pixel-size``, ``--stretch`` and ``--fill-nan`` (and ``--tile`` when ``tile``) on ``p``."""
     from ..data.patches import DEFAULT_TILE
 
     p.add_argument("--level", type=int, default=None,
@@ -22,6 +22,9 @@ def add_image_options(p: argparse.ArgumentParser, tile: bool = False) -> None:
                    help="physical pixel size with its unit, e.g. 0.05nm, 0.5A, 50pm, 0.001um (default: read from "
                         "the file when it records one)")
     add_stretch_option(p)
+    p.add_argument("--fill-nan", action="store_true", dest="fill_nan",
+                   help="replace NaN/inf pixels (masked regions, bad columns) by the frames' median instead of "
+                        "refusing the image")
     if tile:
         p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                        help=f"frames with a side longer than this many pixels are searched in overlapping tiles of "
@@ -53,6 +56,8 @@ def open_image(args: argparse.Namespace, path: str, given: Optional[PixelSize] =
         src.pixel_size = given
     if getattr(args, "stretch", None):
         src.use_stretch(args.stretch)
+    if getattr(args, "fill_nan", False):
+        src.use_fill_nan()
     return src
 
 
@@ -84,6 +89,8 @@ def open_images(args: argparse.Namespace, paths: Sequence[str], given: Optional[
         joined = ConcatSource(sources)
         if getattr(args, "stretch", None):
             joined.use_stretch(args.stretch)
+        if getattr(args, "fill_nan", False):
+            joined.use_fill_nan()
         return joined
     except BaseException:
         for src in sources:

@@ -405,8 +405,7 @@ def nonfinite(images: np.ndarray, first: Optional[int], where: str) -> str:
     and, when ``first`` (the index of images[0] in the data set) is known, the first image that
     holds one ("3 NaN or infinite pixel values (first in image 57)"); else where they were read."""
     bad = ~np.isfinite(images)
-    hint = (" (masked pixels? fill_nan=True, or --fill-nan of train/encode/align/amortise, replaces them by their "
-            "image's median)")
+    hint = " (masked pixels? --fill-nan, fill_nan=True, replaces them by a median)"
     if first is None:
         return f"{int(bad.sum())} NaN or infinite pixel values in {where}{hint}"
     index = first + (int(np.argmax(bad.reshape(len(images), -1).any(1))) if images.ndim else 0)

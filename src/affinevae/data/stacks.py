@@ -21,6 +21,7 @@ import logging
 import math
 import re
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
@@ -64,8 +65,11 @@ class FrameSource:
 
     #: How the stack's own scaling treats float pixels outside [0, 1] (:meth:`use_stretch`).
     stretch: str = "auto"
+    #: Replace NaN/inf pixels by the stack's median (:meth:`use_fill_nan`).
+    fill_nan: bool = False
     _given: Optional[PixelScaling] = None
     _own: Optional[PixelScaling] = None
+    _fill: Optional[float] = None
 
     def __init__(self) -> None:
         self._norm: Optional[tuple[str, float, float]] = None
@@ -154,15 +158,30 @@ class FrameSource:
             total = self.n_frames * int(np.prod(self.frame_shape))
             step = max(1, -(-total // STRETCH_SAMPLE))  # every step-th value of the pass: the stretch's sample
             sample: list = []
+            holes = 0
             for a, where, first, band in self._scan(bands=True):
                 a = a.astype(np.float32, copy=False)
-                if not np.all(np.isfinite(a)):
-                    raise AffineVAEError(f"{self.path}: {nonfinite(a, first, where)}")
+                finite = np.isfinite(a)
+                if not finite.all():
+                    if not self.fill_nan:
+                        raise AffineVAEError(f"{self.path}: {nonfinite(a, first, where)}")
+                    holes += int(a.size - np.count_nonzero(finite))
+                    if not finite.any():
+                        continue
+                    a = a[finite]  # (the range and the sample of the finite values only)
+                    band, first = None, 0
                 lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
-                if self.stretch != "linear":
+                if self.stretch != "linear" or holes:
                     sample += self._sampled(a, first, band, step)
+            if lo > hi:
+                raise AffineVAEError(f"{self.path}: no finite pixel value")
+            whole = np.concatenate(sample) if sample else np.zeros(0, np.float32)
+            if holes:  # --fill-nan: the holes take the stack's median (one value, so tiles and frames agree)
+                self._fill = float(np.median(whole)) if whole.size else lo
+                warnings.warn(f"{self.path}: {holes} NaN or infinite pixel values replaced by the stack's median "
+                              f"{self._fill:g} (fill_nan)", stacklevel=3)
             if lo < 0.0 or hi > 1.0 or asinh:
-                chosen, why = choose_scaling(lo, hi, np.concatenate(sample) if sample else np.zeros(0), self.stretch)
+                chosen, why = choose_scaling(lo, hi, whole if self.stretch != "linear" else np.zeros(0), self.stretch)
                 say_scaling(self.path, lo, hi, chosen, why)
                 self._own = chosen
                 self._norm = ("scaling", chosen.offset, chosen.divisor)
@@ -187,7 +206,9 @@ class FrameSource:
             return out
         out = raw.astype(np.float32)
         if not np.all(np.isfinite(out)):
-            raise AffineVAEError(f"{self.path}: {nonfinite(out, first, where)}")
+            if not self.fill_nan:
+                raise AffineVAEError(f"{self.path}: {nonfinite(out, first, where)}")
+            out[~np.isfinite(out)] = np.float32(self._fill_value())
         if kind == "scaling" and self._given is not None:  # a run's scaling (use_scaling): clipped where it says so
             return apply_scaling(out, self._given, f"{self.path} ({where})", inplace=True)
         if kind == "scaling":  # the stack's own: min-max or stretched, exactly as the whole array's
@@ -208,6 +229,30 @@ class FrameSource:
             return
         self._given = scaling
         self._norm = ("scaling", float(scaling.offset), float(scaling.divisor))
+
+    def use_fill_nan(self, fill: bool = True) -> None:
+        """Replace NaN and infinite pixels (masked ones, a detector's bad columns) by the stack's median
+        of its finite values instead of refusing them (one value for the whole stack, so that tiles
+        and frames agree), from the next read on, said in a warning."""
+        self.fill_nan = bool(fill)
+        if self._given is None:
+            self._norm = None
+
+    def _fill_value(self) -> float:
+        """The raw value that NaN/inf pixels take under :meth:`use_fill_nan`: the median of the
+        stack's finite values (from the normalisation's pass, or one pass of its own)."""
+        if self._fill is None:
+            total = self.n_frames * int(np.prod(self.frame_shape))
+            step = max(1, -(-total // STRETCH_SAMPLE))
+            parts = []
+            for chunk, _, first, band in self._scan(bands=True):
+                for piece in self._sampled(chunk.astype(np.float32, copy=False), first, band, step):
+                    parts.append(piece[np.isfinite(piece)])
+            finite = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+            if not finite.size:
+                raise AffineVAEError(f"{self.path}: no finite pixel value to fill NaN or infinite ones from")
+            self._fill = float(np.median(finite))
+        return self._fill
 
     def use_stretch(self, stretch: str) -> None:
         """How the stack's own scaling treats float pixels outside [0, 1] (:data:`STRETCHES`,
