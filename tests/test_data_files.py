@@ -866,6 +866,8 @@ def test_masked_pixels_are_refused_with_a_hint_or_filled_by_their_images_median(
         capsys.readouterr()
         assert main([*args, "--epochs", "2", "--resume"]) == 0
         assert "fill_nan=True" in capsys.readouterr().out
+        assert main(["info", run]) == 0
+        assert "NaN pixels filled" in capsys.readouterr().out
         assert main(["encode", run, "--data", str(tmp_path / "masked.npy"), "--out", str(tmp_path / "e.npz")]) == 0
 
 

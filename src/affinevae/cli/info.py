@@ -54,6 +54,8 @@ class Info:
             meta = run.meta
             data = ", ".join([str(info.get("data"))]
                              + ([f"key {meta['key']}"] if meta.get("key") is not None else [])
+                             + ([f"stretch {meta['stretch']}"] if meta.get("stretch") else [])
+                             + (["NaN pixels filled"] if meta.get("fill_nan") else [])
                              + ([f"n {meta['n']}"] if meta.get("n") is not None else [])
                              + ([f"max angle {math.degrees(meta['max_angle']):g} deg"]
                                 if meta.get("max_angle") is not None else []))
