@@ -871,7 +871,7 @@ def test_masked_pixels_are_refused_with_a_hint_or_filled_by_their_images_median(
         assert main(["encode", run, "--data", str(tmp_path / "masked.npy"), "--out", str(tmp_path / "e.npz")]) == 0
 
 
-def test_fill_nan_for_frames_gives_patches_and_tiles_one_fill_value(tmp_path, capsys):
+def test_fill_nan_for_frames_gives_patches_and_tiles_one_fill_value(tmp_path, capsys, monkeypatch):
     """A field with bad columns and a masked region was refused whole by patches and map; --fill-nan
     (FrameSource.use_fill_nan) fills them with the stack's median of its finite values, the same value
     in whole frames and in tiles."""
@@ -907,3 +907,15 @@ def test_fill_nan_for_frames_gives_patches_and_tiles_one_fill_value(tmp_path, ca
                      "--no-progress", "--fill-nan"]) == 0
     with np.load(tmp_path / "p.npz") as f:
         assert len(f["patches"]) > 50 and np.isfinite(f["patches"]).all()
+    # the fill is the median of every chunk's values, also when the holes come late and nothing is stretched
+    from affinevae.data import stacks
+
+    monkeypatch.setattr(stacks, "SCAN_BYTES", 2 * 16 * 16 * 4)  # two frames at a time
+    movie = np.concatenate([np.full((6, 16, 16), 2.0), np.full((4, 16, 16), 9.0)]).astype(np.float32)
+    movie[9, 0, 0] = np.nan
+    np.save(tmp_path / "movie.npy", movie)
+    with open_stack(str(tmp_path / "movie.npy")) as src:
+        src.use_stretch("linear")
+        src.use_fill_nan()
+        with pytest.warns(UserWarning, match="replaced by the stack's median 2"):
+            src.read(9, 10)

@@ -284,7 +284,8 @@ def resume_options(args: argparse.Namespace) -> str:
         return ""
     shown = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in taken.items())
     flags = "/".join(f"--{k.replace('_', '-')}" for k in taken if k != "fill_nan")  # (no flag turns that off)
-    return f"affinevae: resuming {args.out} with its training options: {shown} (override with {flags})"
+    return (f"affinevae: resuming {args.out} with its training options: {shown}"
+            + (f" (override with {flags})" if flags else ""))
 
 
 def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 import numpy as np
 
 from ..errors import AffineVAEError
-from ..limits import check_array, check_hdf5_dataset
+from ..limits import check_array, check_hdf5_dataset, memory_limit
 from ..registry import Registry
 from ..units import PixelSize
 from .imageset import (STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretch, choose_scaling, nonfinite, say_scaling,
@@ -135,8 +135,9 @@ class FrameSource:
         bits looks at the first chunk read only: the divisor does not depend on it); floats (and
         signed integers) already in [0, 1] are kept; others are min-max scaled or stretched
         (:func:`~affinevae.data.imageset.choose_scaling`, from every k-th pixel of the pass) with a
-        warning. Signed/float stacks need one streaming pass over the frames to find their range
-        (memory bounded by one chunk).
+        warning; with :meth:`use_fill_nan` the range and the sample skip NaN/inf pixels and their fill
+        value (the sample's median) is kept. Signed/float stacks need one streaming pass over the
+        frames to find their range (memory bounded by one chunk).
         """
         if self._norm is not None:
             return self._norm
@@ -171,7 +172,7 @@ class FrameSource:
                     a = a[finite]  # (the range and the sample of the finite values only)
                     band, first = None, 0
                 lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
-                if self.stretch != "linear" or holes:
+                if self.stretch != "linear" or self.fill_nan:  # (the fill's median: every chunk's sample)
                     sample += self._sampled(a, first, band, step)
             if lo > hi:
                 raise AffineVAEError(f"{self.path}: no finite pixel value")
@@ -192,13 +193,14 @@ class FrameSource:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start:stop`` as float32 (f, H, W) or (f, C, H, W), normalised stack-wide.
 
-        Raises :class:`AffineVAEError` on NaN/inf pixels.
+        Raises :class:`AffineVAEError` on NaN/inf pixels, unless :meth:`use_fill_nan` fills them.
         """
         return self._normalise(self.read_raw(start, stop), f"frames {start}:{stop}", max(0, int(start)))
 
     def _normalise(self, raw: np.ndarray, where: str, first: Optional[int] = None) -> np.ndarray:
-        """Raw pixels -> float32 under :meth:`normalisation` (one float32 copy; NaN/inf refused,
-        naming the first bad frame when ``raw`` holds whole frames from frame ``first`` on)."""
+        """Raw pixels -> float32 under :meth:`normalisation` (one float32 copy; NaN/inf refused, naming
+        the first bad frame when ``raw`` holds whole frames from frame ``first`` on, or filled,
+        :meth:`use_fill_nan`)."""
         kind, offset, divisor = self.normalisation()
         if kind == "divide":
             out = raw.astype(np.float32)
@@ -233,7 +235,8 @@ class FrameSource:
     def use_fill_nan(self, fill: bool = True) -> None:
         """Replace NaN and infinite pixels (masked ones, a detector's bad columns) by the stack's median
         of its finite values instead of refusing them (one value for the whole stack, so that tiles
-        and frames agree), from the next read on, said in a warning."""
+        and frames agree; a frame with no finite pixel becomes that value throughout), from the next
+        read on, said in a warning."""
         self.fill_nan = bool(fill)
         if self._given is None:
             self._norm = None
@@ -252,6 +255,8 @@ class FrameSource:
             if not finite.size:
                 raise AffineVAEError(f"{self.path}: no finite pixel value to fill NaN or infinite ones from")
             self._fill = float(np.median(finite))
+            warnings.warn(f"{self.path}: NaN or infinite pixel values replaced by the stack's median {self._fill:g} "
+                          "(fill_nan)", stacklevel=4)
         return self._fill
 
     def use_stretch(self, stretch: str) -> None:
@@ -483,7 +488,8 @@ class _DeflatedMember:
         if self._whole is not None:
             return self._whole[start:stop]
         begin, end = start * self._row, stop * self._row
-        if self._fh is not None and begin < self._pos and self._row * self.shape[0] <= _KEEP_BYTES:
+        if self._fh is not None and begin < self._pos and self._row * self.shape[0] <= min(_KEEP_BYTES,
+                                                                                            memory_limit() // 3):
             # read backwards again (overlapping tiles of a frame): decompress it all once and keep it
             self.close()
             self._whole = self._rows(0, self.shape[0])

@@ -24,7 +24,6 @@ from torch import Tensor
 from ..config import check_seed
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
-from ..nn.equivariant import disk_mask
 
 __all__ = ["AlignedClusters", "aligned_kmeans", "checked_images", "turned_components"]
 
@@ -50,14 +49,25 @@ class AlignedClusters:
 
 def _turned(x: Tensor, angle) -> Tensor:
     """Images ``x`` (N, C, H, W) turned by ``angle`` radians (a number or (N,)) about their centre and
-    masked to their inscribed disc, as (N, C*H*W). The mask keeps the square frame out of the
+    masked to a disc inside them (:func:`_turn_mask`), as (N, C*H*W). The mask keeps the square frame out of the
     comparison: images whose background is not 0 (a sky, a stretched or zero-mean particle stack)
     otherwise match best at quarter turns, which move the corners onto corners (measured on noisy
     galaxy cut-outs: all of the neighbours' turns were multiples of 90 degrees, 9-12 % with the mask,
     as for digits)."""
-    turn = torch.as_tensor(angle, dtype=torch.float32).expand(x.shape[0]) if not isinstance(angle, Tensor) else angle
-    out = render(x, Pose(angle=turn.to(torch.float32)))
-    return (out * disk_mask(*out.shape[-2:])).reshape(x.shape[0], -1)
+    turn = torch.as_tensor(angle, dtype=torch.float32).expand(x.shape[0])
+    out = render(x, Pose(angle=turn))
+    return (out * _turn_mask(*out.shape[-2:])).reshape(x.shape[0], -1)
+
+
+def _turn_mask(height: int, width: int) -> Tensor:
+    """(H, W) float mask of the pixels whose centres lie within ``(min(H, W) - 1) / 2 - 0.5`` of the
+    image centre: every point a turn samples for them lies among the pixel centres, so the zero
+    padding outside dims none of them at any turn (the inscribed disc of radius min(H, W) / 2 keeps a
+    rim that it dims at every turn but the quarter turns)."""
+    r = (min(height, width) - 1) / 2 - 0.5
+    v = torch.arange(height, dtype=torch.float32) - (height - 1) / 2
+    u = torch.arange(width, dtype=torch.float32) - (width - 1) / 2
+    return ((v[:, None] ** 2 + u[None, :] ** 2) <= r * r).float()
 
 
 def aligned_kmeans(x, k: int, angles: int = 16, components: int = 50, n_init: int = 4, iters: int = 30,
@@ -133,8 +143,8 @@ def checked_images(x, where: str, options: tuple = ()) -> Tensor:
 
 def turned_components(x: Tensor, angles: int, components: int, seed: int = 0, fit_on: int = 20000) -> Tensor:
     """Every image of ``x`` (N, C, H, W) float tensor turned by each of ``angles`` turns ``2 pi m / M``,
-    masked to its inscribed disc (:func:`_turned`) and reduced to ``components`` principal
-    components: (N, M, d) float32, d = min(components, ...).
+    masked to a disc inside it (:func:`_turned`) and reduced to ``components`` principal
+    components: (N, M, d) float32, d = min(components, ...). Images must be square when M > 1.
 
     The PCA (scikit-learn) is fitted on at most ``fit_on`` images (a subset drawn with ``seed``),
     each at a turn drawn with ``seed``, so the components do not favour any orientation.
@@ -142,6 +152,9 @@ def turned_components(x: Tensor, angles: int, components: int, seed: int = 0, fi
     from sklearn.decomposition import PCA
 
     n = x.shape[0]
+    if angles > 1 and x.shape[-2] != x.shape[-1]:
+        raise AffineVAEError(f"images turned for comparison must be square (a turn of a {x.shape[-2]}x{x.shape[-1]} "
+                             "image is not rigid); got H != W")
     rng = np.random.default_rng(seed)
     turns = [2 * math.pi * m / angles for m in range(angles)]
     subset = rng.choice(n, min(n, fit_on), replace=False)

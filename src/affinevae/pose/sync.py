@@ -6,7 +6,7 @@ one. :func:`synchronise_angles` finds one frame for a whole set without labels, 
 cryo-EM does for its class averages (A. Singer, "Angular synchronization by eigenvectors and
 semidefinite programming", Appl. Comput. Harmon. Anal. 30, 2011):
 
-1. every image is compared with every other at M turns, inside its inscribed disc, in principal
+1. every image is compared with every other at M turns, inside a disc within it, in principal
    components (:func:`~affinevae.pose.classes.turned_components`; without the disc a background
    that is not 0, such as a sky, made every best turn a quarter turn, which moves the square
    frame's corners onto corners); each keeps its K nearest neighbours under
