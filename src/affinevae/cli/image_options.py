@@ -54,6 +54,11 @@ def open_image(args: argparse.Namespace, path: str, given: Optional[PixelSize] =
     src = open_stack(path, key=getattr(args, "key", None), level=getattr(args, "level", None))
     if given is not None:
         src.pixel_size = given
+    return _scaled_as_asked(src, args)
+
+
+def _scaled_as_asked(src, args: argparse.Namespace):
+    """``src`` (a :class:`~affinevae.data.stacks.FrameSource`) with ``--stretch`` and ``--fill-nan`` applied."""
     if getattr(args, "stretch", None):
         src.use_stretch(args.stretch)
     if getattr(args, "fill_nan", False):
@@ -86,12 +91,7 @@ def open_images(args: argparse.Namespace, paths: Sequence[str], given: Optional[
     try:
         for p in paths:
             sources.append(open_image(args, p, given))
-        joined = ConcatSource(sources)
-        if getattr(args, "stretch", None):
-            joined.use_stretch(args.stretch)
-        if getattr(args, "fill_nan", False):
-            joined.use_fill_nan()
-        return joined
+        return _scaled_as_asked(ConcatSource(sources), args)  # the joined stack normalises its frames
     except BaseException:
         for src in sources:
             src.close()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 

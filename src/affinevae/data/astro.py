@@ -37,12 +37,12 @@ __all__ = ["open_fits", "read_fits"]
 
 
 def open_fits(path: str, key: Optional[str] = None, level: Optional[int] = None) -> FrameSource:
-    """Open a FITS file's image HDU (``key``: its EXTNAME or index; default the first with image
-    data of >= 2 axes) as a :class:`~affinevae.data.stacks.FrameSource` read lazily.
+    """Open a FITS file's image HDU (``key``: its EXTNAME or index; default the file's only one with
+    image data of >= 2 axes) as a :class:`~affinevae.data.stacks.FrameSource` read lazily.
 
     Raises:
         AffineVAEError: astropy missing (naming the extra), an unreadable or truncated file, no
-            image HDU, an unknown ``key``.
+            image HDU or several without a ``key``, an unknown ``key``.
     """
     hdul, data = _open(path, key, frames=True)
     try:
@@ -65,10 +65,14 @@ def read_fits(path: str, key: Optional[str] = None) -> np.ndarray:
     hdul, data = _open(path, key)
     try:
         with reading(path, "FITS"):
-            out = np.array(data)
-        return out.astype(out.dtype.newbyteorder("="), copy=False)
+            return _native(np.array(data))
     finally:
         hdul.close()
+
+
+def _native(out: np.ndarray) -> np.ndarray:
+    """``out`` in the machine's byte order (FITS stores big-endian values)."""
+    return out.astype(out.dtype.newbyteorder("="), copy=False)
 
 
 #: ``key`` that stacks every image HDU of a FITS file (one cut-out per HDU) as training images.
@@ -85,8 +89,7 @@ def _read_all(path: str) -> np.ndarray:
             raise AffineVAEError(f"{path}: --key all stacks image HDUs that each hold one 2-D cut-out of one shape; "
                                  f"this file holds {_listing(hdul)}")
         with reading(path, "FITS"):
-            out = np.stack([np.asarray(_checked_data(h, path)) for h in hdus])
-        return out.astype(out.dtype.newbyteorder("="), copy=False)
+            return _native(np.stack([np.asarray(_checked_data(h, path)) for h in hdus]))
     finally:
         hdul.close()
 

@@ -31,6 +31,7 @@ underlying library cannot read ("PATH: cannot read ...: reason").
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import glob as _glob
 import re
 import warnings
@@ -48,12 +49,17 @@ from .imageset import ImageSet, PixelScaling, check_stretch, scale_images
 
 QUICKDRAW_PREFIX = "full_numpy_bitmap_"
 
-#: The scaling :func:`load_images` was given (``scaling=``), for the readers' :func:`_finish` below it.
-_GIVEN_SCALING: contextvars.ContextVar[Optional[PixelScaling]] = contextvars.ContextVar("affinevae_given_scaling",
-                                                                                      default=None)
-# The ``stretch`` of the load_images call in progress (the loaders below read it, as _GIVEN_SCALING).
-_STRETCH: contextvars.ContextVar[str] = contextvars.ContextVar("affinevae_stretch", default="auto")
-_FILL_NAN: contextvars.ContextVar[bool] = contextvars.ContextVar("affinevae_fill_nan", default=False)
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    """How the :func:`load_images` call in progress scales pixels (its ``scaling``, ``stretch`` and
+    ``fill_nan``), for the readers below it."""
+
+    scaling: Optional[PixelScaling] = None
+    stretch: str = "auto"
+    fill_nan: bool = False
+
+
+_READING: contextvars.ContextVar[_Reading] = contextvars.ContextVar("affinevae_reading", default=_Reading())
 
 _ZIP_MAGIC = b"PK"  # local file header or, for an empty archive, end of directory
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -130,22 +136,18 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
         AffineVAEError: one-line message naming the file, for any input problem.
     """
     path, key = fits_hdu_spec(str(path), key)  # astronomers' file.fits[SCI]
-    token = _GIVEN_SCALING.set(PixelScaling.from_value(scaling))
-    stretched = _STRETCH.set(check_stretch(stretch))
-    filled = _FILL_NAN.set(bool(fill_nan))
+    token = _READING.set(_Reading(PixelScaling.from_value(scaling), check_stretch(stretch), bool(fill_nan)))
     try:
         return _load_images(str(path), key, labels, standardise, n)
     finally:
-        _FILL_NAN.reset(filled)
-        _STRETCH.reset(stretched)
-        _GIVEN_SCALING.reset(token)
+        _READING.reset(token)
 
 
 def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardise: bool,
                  n: Optional[int]) -> ImageSet:
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise AffineVAEError(f"{spec}: n must be an integer >= 1, got {n!r}")
-    first = None if n is None or standardise or _FILL_NAN.get() else _load_first(spec, key, int(n))
+    first = None if n is None or standardise or _READING.get().fill_nan else _load_first(spec, key, int(n))
     if first is not None:
         data, total = first
         if labels is not None:
@@ -271,8 +273,8 @@ def _first_frames(source, shape: Optional[tuple], spec: str, n: int, whole: Opti
         if len(v) != whole[0]:
             raise AffineVAEError(f"{spec}: {len(v)} {k} values for {whole[0]} images")
     check_array((n, *whole[1:]), spec, f"the first {n} images", copies=3)
-    source.use_stretch(_STRETCH.get())
-    source.use_scaling(_GIVEN_SCALING.get())  # a run's scaling, else the stack's own (one streaming pass)
+    source.use_stretch(_READING.get().stretch)
+    source.use_scaling(_READING.get().scaling)  # a run's scaling, else the stack's own (one streaming pass)
     data = ImageSet(source.read(0, n), source=spec, meta=dict(meta or {}), **{k: v[:n] for k, v in aux.items()})
     if source.pixel_scaling is not None:
         data.meta["pixel_scaling"] = source.pixel_scaling.to_dict()
@@ -340,13 +342,8 @@ def load_quickdraw(paths: Sequence[str], n_per_class: Optional[int] = None,
         stem = p.stem
         names.append(stem[len(QUICKDRAW_PREFIX):] if stem.startswith(QUICKDRAW_PREFIX) else stem)
     source = ",".join(paths)
-    images, used = scale_images(np.concatenate(arrays), source, standardise, _GIVEN_SCALING.get(),
-                                stretch=_STRETCH.get(), fill_nan=_FILL_NAN.get())
     labels = np.repeat(np.arange(len(paths), dtype=np.int64), counts)
-    data = ImageSet(images, labels, class_names=names, source=source)
-    if used is not None:  # a run keeps it (a float class file's range or stretch)
-        data.meta["pixel_scaling"] = used.to_dict()
-    return data
+    return _scaled_set(np.concatenate(arrays), source, standardise, labels=labels, class_names=names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,11 +389,16 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
 
 
 def _finish(arr: np.ndarray, spec: str, standardise: bool, **extra) -> ImageSet:
-    """Shape to (N, C, H, W), normalise (with the scaling :func:`load_images` was given, if any),
-    and wrap in an ImageSet whose ``meta['pixel_scaling']`` records a data-set-wide scaling."""
-    arr = _to_nchw(arr, spec)
-    images, used = scale_images(arr, spec, standardise, _GIVEN_SCALING.get(), stretch=_STRETCH.get(),
-                                fill_nan=_FILL_NAN.get())
+    """Shape to (N, C, H, W), then :func:`_scaled_set`."""
+    return _scaled_set(_to_nchw(arr, spec), spec, standardise, **extra)
+
+
+def _scaled_set(arr: np.ndarray, spec: str, standardise: bool, **extra) -> ImageSet:
+    """Normalise images ``arr`` as the :func:`load_images` call in progress asks (:class:`_Reading`)
+    and wrap them in an ImageSet (``extra``: its other fields) whose ``meta['pixel_scaling']``
+    records a data-set-wide scaling (a run keeps it)."""
+    how = _READING.get()
+    images, used = scale_images(arr, spec, standardise, how.scaling, stretch=how.stretch, fill_nan=how.fill_nan)
     data = ImageSet(images, source=spec, **extra)
     if used is not None:
         data.meta["pixel_scaling"] = used.to_dict()

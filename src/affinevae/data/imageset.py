@@ -394,7 +394,7 @@ def fill_nonfinite(images: np.ndarray, source: str = "array") -> np.ndarray:
         raise AffineVAEError(f"{source}: image {int(rows[np.argmax(~np.isfinite(median))])} has no finite pixel to fill "
                              "its NaN or infinite ones from")
     part[holes] = np.broadcast_to(median[:, None], part.shape)[holes]
-    images[rows] = part.reshape(images[rows].shape)
+    images[rows] = part.reshape((len(rows), *images.shape[1:]))
     warnings.warn(f"{source}: {int(holes.sum())} NaN or infinite pixel values in {len(rows)} images replaced by their "
                   "image's median (fill_nan)", stacklevel=4)
     return images

@@ -155,32 +155,8 @@ class FrameSource:
             raise AffineVAEError(f"{self.path}: images must be real numbers, got dtype {dt}"
                                  + (" (complex: give np.abs or the real part)" if dt.kind == "c" else ""))
         else:
-            lo, hi = math.inf, -math.inf
-            total = self.n_frames * int(np.prod(self.frame_shape))
-            step = max(1, -(-total // STRETCH_SAMPLE))  # every step-th value of the pass: the stretch's sample
-            sample: list = []
-            holes = 0
-            for a, where, first, band in self._scan(bands=True):
-                a = a.astype(np.float32, copy=False)
-                finite = np.isfinite(a)
-                if not finite.all():
-                    if not self.fill_nan:
-                        raise AffineVAEError(f"{self.path}: {nonfinite(a, first, where)}")
-                    holes += int(a.size - np.count_nonzero(finite))
-                    if not finite.any():
-                        continue
-                    a = a[finite]  # (the range and the sample of the finite values only)
-                    band, first = None, 0
-                lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
-                if self.stretch != "linear" or self.fill_nan:  # (the fill's median: every chunk's sample)
-                    sample += self._sampled(a, first, band, step)
-            if lo > hi:
-                raise AffineVAEError(f"{self.path}: no finite pixel value")
-            whole = np.concatenate(sample) if sample else np.zeros(0, np.float32)
-            if holes:  # --fill-nan: the holes take the stack's median (one value, so tiles and frames agree)
-                self._fill = float(np.median(whole)) if whole.size else lo
-                warnings.warn(f"{self.path}: {holes} NaN or infinite pixel values replaced by the stack's median "
-                              f"{self._fill:g} (fill_nan)", stacklevel=3)
+            # the fill's median needs every chunk's sample, the stretch too (min-max needs none)
+            lo, hi, whole = self._value_pass(sample=self.stretch != "linear" or self.fill_nan)
             if lo < 0.0 or hi > 1.0 or asinh:
                 chosen, why = choose_scaling(lo, hi, whole if self.stretch != "linear" else np.zeros(0), self.stretch)
                 say_scaling(self.path, lo, hi, chosen, why)
@@ -243,21 +219,42 @@ class FrameSource:
 
     def _fill_value(self) -> float:
         """The raw value that NaN/inf pixels take under :meth:`use_fill_nan`: the median of the
-        stack's finite values (from the normalisation's pass, or one pass of its own)."""
+        stack's finite values (from the normalisation's pass, or, under a run's scaling, which makes
+        none, one pass of its own)."""
         if self._fill is None:
-            total = self.n_frames * int(np.prod(self.frame_shape))
-            step = max(1, -(-total // STRETCH_SAMPLE))
-            parts = []
-            for chunk, _, first, band in self._scan(bands=True):
-                for piece in self._sampled(chunk.astype(np.float32, copy=False), first, band, step):
-                    parts.append(piece[np.isfinite(piece)])
-            finite = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-            if not finite.size:
-                raise AffineVAEError(f"{self.path}: no finite pixel value to fill NaN or infinite ones from")
-            self._fill = float(np.median(finite))
-            warnings.warn(f"{self.path}: NaN or infinite pixel values replaced by the stack's median {self._fill:g} "
-                          "(fill_nan)", stacklevel=4)
+            self._value_pass(sample=True)
         return self._fill
+
+    def _value_pass(self, sample: bool) -> tuple[float, float, np.ndarray]:
+        """One pass over the stack's values as float32: ``(lo, hi, sample)``, their finite range and,
+        when ``sample``, every k-th value in the stack's order (:meth:`_sampled`; at most about
+        :data:`~affinevae.data.imageset.STRETCH_SAMPLE`; of the finite ones only where a chunk has
+        holes). NaN/inf values are refused in one line naming the first bad frame, or, with
+        :meth:`use_fill_nan`, counted and given the sample's median as their fill (said in a warning)."""
+        lo, hi, holes, parts = math.inf, -math.inf, 0, []
+        step = max(1, -(-self.n_frames * int(np.prod(self.frame_shape)) // STRETCH_SAMPLE))
+        for a, where, first, band in self._scan(bands=True):
+            a = a.astype(np.float32, copy=False)
+            finite = np.isfinite(a)
+            if not finite.all():
+                if not self.fill_nan:
+                    raise AffineVAEError(f"{self.path}: {nonfinite(a, first, where)}")
+                holes += int(a.size - np.count_nonzero(finite))
+                if not finite.any():
+                    continue
+                a = a[finite]  # (the range and the sample of the finite values only)
+                band, first = None, 0
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+            if sample:
+                parts += self._sampled(a, first, band, step)
+        if lo > hi:
+            raise AffineVAEError(f"{self.path}: no finite pixel value")
+        whole = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        if holes:  # the holes take the stack's median (one value, so that tiles and frames agree)
+            self._fill = float(np.median(whole)) if whole.size else lo
+            warnings.warn(f"{self.path}: {holes} NaN or infinite pixel values replaced by the stack's median "
+                          f"{self._fill:g} (fill_nan)", stacklevel=4)
+        return lo, hi, whole
 
     def use_stretch(self, stretch: str) -> None:
         """How the stack's own scaling treats float pixels outside [0, 1] (:data:`STRETCHES`,

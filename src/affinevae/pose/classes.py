@@ -52,7 +52,7 @@ def _turned(x: Tensor, angle) -> Tensor:
     masked to a disc inside them (:func:`_turn_mask`), as (N, C*H*W). The mask keeps the square frame out of the
     comparison: images whose background is not 0 (a sky, a stretched or zero-mean particle stack)
     otherwise match best at quarter turns, which move the corners onto corners (measured on noisy
-    galaxy cut-outs: all of the neighbours' turns were multiples of 90 degrees, 9-12 % with the mask,
+    galaxy cut-outs: all of the neighbours' turns were multiples of 90 degrees, 7-11 % with the mask,
     as for digits)."""
     turn = torch.as_tensor(angle, dtype=torch.float32).expand(x.shape[0])
     out = render(x, Pose(angle=turn))
