@@ -119,8 +119,8 @@ def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], ti
         ax.set_ylim(-lim, lim)
         ax.set_yticks([-180, -90, 0, 90, 180])
         per_class = "" if np.isnan(a.class_concentration) else f", per class {a.class_concentration:.2f}"
-        mod = "" if a.symmetry == 1 else f" (mod {360 / a.symmetry:g}°)"
-        ax.set_title(f"{a.model}: circular r = {a.correlation:.2f}\noffset conc.{mod} = {a.concentration:.2f}"
+        mod = "" if a.symmetry == 1 else f", angles mod {360 / a.symmetry:g}°"  # (both scores are folded)
+        ax.set_title(f"{a.model}{mod}: circular r = {a.correlation:.2f}\noffset conc. = {a.concentration:.2f}"
                      f"{per_class}")
         ax.legend(loc="lower right", frameon=False)
     fig.suptitle(title or "learned vs true rotation")
