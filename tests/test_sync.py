@@ -13,6 +13,7 @@ from affinevae.errors import AffineVAEError
 from affinevae.evaluation import offset_concentration as concentration  # 1: found = true + one offset
 from affinevae.nn.affine import Pose, render
 from affinevae.pose import SynchronisedAngles, synchronise_angles
+from affinevae.pose.sync import SYMMETRY_MARGIN, SYNC_ORDERS
 
 SIZE = 16
 
@@ -89,11 +90,34 @@ def test_consistency_flags_the_images_that_do_not_fit_the_frame():
     assert concentration(out.angles[30:], angle[30:]) > 0.95
 
 
-def test_symmetric_objects_do_not_agree():
-    """A 4-fold symmetric shape has no angle modulo 90 degrees to synchronise: the agreement is low."""
-    x, _ = styled_shapes(200, symmetric=True)
-    out = synchronise_angles(x, angles=32, neighbours=8, components=20, seed=0)
-    assert out.agreement < 0.5
+def test_symmetric_objects_are_synchronised_modulo_their_symmetry():
+    """A 4-fold symmetric shape has no angle over the full circle (its turns by 90 degrees cannot be told
+    apart: agreement low at symmetry 1), but it has one modulo 90 degrees, which the synchronisation
+    finds by itself; an asymmetric shape stays at 1 although a larger order agrees about as well."""
+    x, angle = styled_shapes(200, symmetric=True)
+    options = dict(angles=32, neighbours=8, components=20, seed=0)
+    full = synchronise_angles(x, symmetry=1, **options)
+    assert full.symmetry == 1 and full.agreement < 0.5 and set(full.agreements) == {1}
+    out = synchronise_angles(x, **options)
+    assert out.symmetry == 4 and out.agreement > 0.9 and set(out.agreements) == set(SYNC_ORDERS)
+    assert out.agreements[1] == pytest.approx(full.agreement)
+    assert concentration(out.angles, angle.numpy(), symmetry=4) > 0.95
+    assert np.all(np.abs(out.angles) <= math.pi / 4 + 1e-6)  # known modulo 90 degrees only
+    assert concentration(full.angles, angle.numpy(), symmetry=4) < 0.5
+    plain, angle = styled_shapes(200)
+    one = synchronise_angles(plain, **options)
+    assert one.symmetry == 1 and one.agreements[2] > one.agreements[1] - SYMMETRY_MARGIN
+    given = synchronise_angles(plain, symmetry=2, **options)  # a given order is taken as it is
+    assert given.symmetry == 2 and concentration(given.angles, angle.numpy(), symmetry=2) > 0.95
+
+
+@pytest.mark.parametrize("symmetry", [0, 13, 2.5, "2"])
+def test_a_symmetry_that_does_not_exist_is_one_line(symmetry):
+    x, _ = styled_shapes(10)
+    with pytest.raises(AffineVAEError, match="synchronise_angles: symmetry must be an integer in 1..12"):
+        synchronise_angles(x, symmetry=symmetry)
+    with pytest.raises(AffineVAEError, match="anchor_symmetry must be an integer in 1..12"):
+        small_rvae(anchor_symmetry=symmetry)
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -156,17 +180,56 @@ def test_fit_anchors_the_angle_to_the_synchronised_frame_and_drops_it_after():
     assert "pose_anchor" not in out.terms
 
 
-def test_pose_anchor_zero_and_symmetric_objects_add_no_term():
+def test_pose_anchor_zero_and_objects_that_do_not_agree_add_no_term():
     x, _ = styled_shapes(120, seed=2)
     model = small_rvae(pose_anchor=0.0)
     res = av.fit(model, x.numpy(), av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False,
                                                   checkpoint=False))
     assert "train_pose_anchor" not in res.history[0] and "pose_sync_agreement" not in res.history[0]
-    sym, _ = styled_shapes(120, seed=2, symmetric=True)
-    model = small_rvae()
+    sym, _ = styled_shapes(120, seed=2, symmetric=True)  # over the full circle, a 4-fold shape does not agree
+    model = small_rvae(anchor_symmetry=1)
     res = av.fit(model, sym.numpy(), av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False,
                                                     checkpoint=False))
     assert res.history[0]["pose_sync_agreement"] < 0.5 and "train_pose_anchor" not in res.history[0]
+    assert res.history[0]["pose_sync_symmetry"] == 1
+    noise = np.random.default_rng(0).random((120, 1, SIZE, SIZE), dtype=np.float32)  # nothing to agree on
+    res = av.fit(small_rvae(), noise, av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False,
+                                                      checkpoint=False))
+    assert res.history[0]["pose_sync_agreement"] < 0.5 and "train_pose_anchor" not in res.history[0]
+
+
+def test_symmetric_objects_are_anchored_modulo_their_symmetry():
+    """Rods (2-fold) turned over the full circle: the fit synchronises them modulo 180 degrees, anchors
+    the encoder to either of the two turns that look alike, and the learnt angles follow the rods'."""
+    rng = np.random.default_rng(0)
+    n = 300
+    theta = rng.uniform(-math.pi, math.pi, n)
+    v, u = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    c, s = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+    a, b = u * c - v * s, u * s + v * c
+    rods = (np.exp(-(a / 4.0) ** 2 - (b / 1.3) ** 2) + 0.05 * rng.standard_normal((n, SIZE, SIZE))).clip(0, 1)
+    torch.manual_seed(0)
+    model = small_rvae()
+    res = av.fit(model, rods[:, None].astype(np.float32), av.TrainConfig(
+        epochs=3, batch_size=50, lr=3e-3, val_split=0.0, progress=False, seed=0, checkpoint=False))
+    assert res.history[0]["pose_sync_symmetry"] == 2 and res.history[0]["pose_sync_agreement"] > 0.9
+    assert "train_pose_anchor" in res.history[0]
+    model.eval()
+    with torch.no_grad():
+        found = model.encode(torch.as_tensor(rods[:, None], dtype=torch.float32)).pose.angle.numpy()
+    assert concentration(found, theta, symmetry=2) > 0.9
+    # the term accepts either turn: a posterior sure of a + pi costs what one sure of a does
+    from affinevae.nn.circular import RotationPosterior
+    logits = torch.full((2, 8), -20.0)
+    logits[0, 0] = logits[1, 4] = 20.0  # bins 0 and 4 (0 and 180 degrees)
+    post = RotationPosterior(logits=logits, offset_mean=torch.zeros(2, 8), offset_logstd=torch.full((2, 8), -3.0))
+    model.train()
+    model.pose_sync_symmetry, model._batch_anchor = 2, torch.zeros(2)
+    term = model.anchor_terms(type("Enc", (), {"rotation": post})())["pose_anchor"]()
+    model.pose_sync_symmetry = 1
+    one = model.anchor_terms(type("Enc", (), {"rotation": post})())["pose_anchor"]()
+    model._batch_anchor = None
+    assert float(one) > float(term) + 100  # over the full circle the 180-degree posterior is far off
 
 
 def test_a_resumed_fit_synchronises_again(tmp_path):
@@ -195,7 +258,6 @@ def test_a_non_zero_background_does_not_make_quarter_turns_win():
     multiple of 90 degrees, because a quarter turn moves the square frame's corners onto corners; the
     turned images are now compared inside their inscribed disc, and the angles are found (modulo the
     rods' half turn)."""
-    from affinevae.evaluation import offset_concentration
 
     rng = np.random.default_rng(0)
     n, w = 300, 24
@@ -208,6 +270,6 @@ def test_a_non_zero_background_does_not_make_quarter_turns_win():
         found = synchronise_angles(img[:, None].astype(np.float32))
         turns = np.degrees(np.angle(np.exp(1j * found.relative.ravel()))) % 90
         assert np.mean((turns < 1) | (turns > 89)) < 0.1  # was 1.0 (uniform turns over 32 steps: 0.125)
-        assert offset_concentration(found.angles, theta, symmetry=2) > 0.9  # was 0.60
+        assert concentration(found.angles, theta, symmetry=2) > 0.9  # was 0.60
     with pytest.raises(AffineVAEError, match="must be square"):
         synchronise_angles(np.zeros((4, 1, 20, 32), np.float32))

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import math
+import numbers
 from typing import Any, Iterable, Mapping, TypeVar
 
 from .errors import AffineVAEError
@@ -119,3 +120,18 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise AffineVAEError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+#: The largest n of n-fold rotational symmetry accepted anywhere (maps, ``--symmetry``, angle scores,
+#: the pose anchor's ``anchor_symmetry``).
+MAX_SYMMETRY = 12
+
+
+def check_symmetry(symmetry, where: str = "symmetry") -> int:
+    """Return ``symmetry`` as an int if it is the n of an n-fold rotational symmetry (an integer in
+    1..:data:`MAX_SYMMETRY`), else raise :class:`AffineVAEError` naming ``where``."""
+    if (isinstance(symmetry, bool) or not isinstance(symmetry, numbers.Integral)
+            or not 1 <= symmetry <= MAX_SYMMETRY):
+        raise AffineVAEError(f"{where} must be an integer in 1..{MAX_SYMMETRY} (the n of n-fold rotational symmetry; "
+                             f"1 for none), got {symmetry!r}")
+    return int(symmetry)

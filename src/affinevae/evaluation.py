@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import check_symmetry
 from .data.imageset import ImageSet
 from .encoding import encode_dataset
 from .errors import AffineVAEError
@@ -22,8 +23,6 @@ def circular_correlation(a, b, symmetry: int = 1) -> float:
     1 means the angles move together, -1 opposite, ~0 unrelated. ``symmetry``: k for objects with
     k-fold rotational symmetry: the correlation of ``k a`` and ``k b`` (angles known modulo 2 pi / k).
     """
-    from .mapping import check_symmetry
-
     k = check_symmetry(symmetry)
     a = k * np.asarray(a, dtype=np.float64).ravel()
     b = k * np.asarray(b, dtype=np.float64).ravel()
@@ -42,8 +41,6 @@ def offset_concentration(a, b, symmetry: int = 1) -> float:
     rotational symmetry look the same turned by them), about 0 when unrelated. Unlike
     :func:`circular_correlation`, it stays meaningful for angles spread uniformly over the full
     circle (whose mean direction is undefined)."""
-    from .mapping import check_symmetry  # (matplotlib's module: imported when an angle is scored)
-
     k = check_symmetry(symmetry)
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
@@ -67,8 +64,6 @@ def class_offset_concentration(a, b, labels, symmetry: int = 1) -> float:
     if a.shape != b.shape or a.shape != labels.shape or a.size < 1:
         raise AffineVAEError(f"class_offset_concentration needs equal-length angle and label arrays, got {a.shape}, "
                              f"{b.shape} and {labels.shape}")
-    from .mapping import check_symmetry
-
     check_symmetry(symmetry)
     classes = [c for c in np.unique(labels[labels >= 0]) if int((labels == c).sum()) >= 2]
     if not classes:

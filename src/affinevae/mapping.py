@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from .data.inputs import check_latents
 from .defaults import CLUSTER_SPACES
+from .config import MAX_SYMMETRY, check_symmetry  # noqa: F401  (mapping.check_symmetry, as before)
 from .errors import AffineVAEError
 from .io import atomic_write, make_directory
 from .registry import Registry
@@ -65,19 +66,7 @@ def angle_difference(a: float, b: float, symmetry: int = 1) -> float:
     return float(np.mod(a - b + period / 2, period) - period / 2)
 
 
-def check_symmetry(symmetry, where: str = "symmetry") -> int:
-    """Return ``symmetry`` as an int if it is the n of an n-fold rotational symmetry (an integer in
-    1..:data:`MAX_SYMMETRY`), else raise :class:`AffineVAEError` naming ``where``."""
-    if (isinstance(symmetry, bool) or not isinstance(symmetry, (int, np.integer))
-            or not 1 <= symmetry <= MAX_SYMMETRY):
-        raise AffineVAEError(f"{where} must be an integer in 1..{MAX_SYMMETRY} (the n of n-fold rotational symmetry; "
-                             f"1 for none), got {symmetry!r}")
-    return int(symmetry)
-
-
 # ============================================================================ symmetry estimation
-#: The largest n of n-fold rotational symmetry accepted anywhere (maps, ``--symmetry``).
-MAX_SYMMETRY = 12
 #: The orders :func:`estimate_symmetry` chooses from (besides 1, no symmetry).
 SYMMETRY_ORDERS = (2, 3, 4, 6)
 

@@ -43,7 +43,10 @@ def training_notes(record: dict, said: set) -> list[str]:
     if "pose_sync_agreement" in record and "sync" not in said:
         said.add("sync")
         agree = record["pose_sync_agreement"]
-        lines.append(f"affinevae: pose anchor: the training images' angles synchronised with agreement {agree:.2f}; "
+        fold = record.get("pose_sync_symmetry") or 1
+        modulo = (f" modulo {360 / fold:g} degrees (the objects look {fold}-fold symmetric; --set anchor_symmetry=N "
+                  "sets it)" if fold > 1 else "")
+        lines.append(f"affinevae: pose anchor: the training images' angles synchronised{modulo} with agreement {agree:.2f}; "
                      + ("the encoder's angle is anchored to them (pose_anchor)" if "train_pose_anchor" in record else
                         f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
                         "is left off"))

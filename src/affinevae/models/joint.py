@@ -356,7 +356,7 @@ class JRVAE(RVAE):
         """The k-means start of the classifier (``class_init`` 'kmeans', see :class:`JRVAEConfig`)
         before epoch ``class_init_epochs + 1`` of a run that trains this model from its first
         step (``train_steps`` equals the run's ``steps_done``) on at least K images. Returns the
-        rVAE's record (``pose_sync_agreement`` with a pose anchor) and, in the epoch of the start,
+        rVAE's record (``pose_sync_agreement`` and ``pose_sync_symmetry`` with a pose anchor) and, in the epoch of the start,
         ``class_kmeans_start`` 1.0. With fewer training images than classes there is nothing to
         cluster: one warning says so and training goes on without the start.
 

@@ -48,7 +48,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from ..config import check, check_choice, check_positive
+from ..config import check, check_choice, check_positive, check_symmetry
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
 from ..nn.circular import SAMPLERS, RotationPosterior
@@ -69,7 +69,8 @@ _LOG_2PI = math.log(2 * math.pi)
 _POSE_LOGVAR_OFFSET = -2.0
 #: The least agreement (:attr:`~affinevae.pose.SynchronisedAngles.agreement`) of a fit's angular
 #: synchronisation for its angles to anchor the encoder (``RVAEConfig.pose_anchor``); 10 000 full-circle
-#: digits measure 0.957 (1 000 of them 0.88), a 4-fold symmetric toy shape 0.39-0.41 (tests/test_sync.py).
+#: digits measure 0.957 (1 000 of them 0.88), pure noise 0.35-0.38, a 4-fold symmetric toy shape 0.37 over
+#: the full circle and 1.00 modulo 90 degrees, the symmetry the synchronisation then takes (tests/test_sync.py).
 MIN_SYNC_AGREEMENT = 0.5
 
 
@@ -134,8 +135,15 @@ class RVAEConfig(ModelConfig):
             8s of full-circle digits turned by 180 degrees, their content latents encoding the
             turn). None (default): 10 for the rVAE and crVAE with the equivariant encoder, else 0
             (off). It is left off for a fit whose synchronisation's agreement is below
-            0.5 (objects whose turns cannot be told apart, such as a symmetric lattice); the
-            epoch records hold ``pose_sync_agreement``. The reported ELBO never includes it.
+            0.5 (objects whose turns cannot be told apart, such as pure noise); the
+            epoch records hold ``pose_sync_agreement`` and ``pose_sync_symmetry``. The reported ELBO
+            never includes it. Objects with n-fold rotational symmetry are anchored modulo 360 / n
+            degrees (``anchor_symmetry``).
+        anchor_symmetry: with ``pose_anchor`` > 0: the n of the objects' n-fold rotational symmetry
+            (1..12; 1: none). The training images are synchronised modulo 360 / n degrees and the
+            term becomes ``-log sum_m q(a_i + 2 pi m / n)``: any of the n turns that look alike
+            satisfies it. None (default): n is chosen by the synchronisation (1, 2, 3, 4 or 6; see
+            :func:`affinevae.pose.synchronise_angles`), 1 for digits, 2 for rods and galaxies.
         equivariance: weight of the pose-consistency term added to the training loss (0 = off;
             None = auto: 10 with rotation_mode 'gaussian', 0 with 'full'). Each training batch
             is also encoded after a random extra pose drawn from the pose priors, and the squared
@@ -166,6 +174,7 @@ class RVAEConfig(ModelConfig):
     group_content: str = "canonical"
     group_downsample: str = "pool"
     pose_anchor: Optional[float] = None
+    anchor_symmetry: Optional[int] = None
 
     #: The defaults of ``group_channels`` and ``pose_anchor`` (None) resolve to these with the
     #: equivariant encoder; the joint and semi-supervised configs override them.
@@ -218,6 +227,8 @@ class RVAEConfig(ModelConfig):
         if self.equivariance is not None:
             check_positive("equivariance", self.equivariance, allow_zero=True)
         check_positive("pose_anchor", self.pose_anchor, allow_zero=True)
+        if self.anchor_symmetry is not None:
+            check_symmetry(self.anchor_symmetry, "anchor_symmetry")
         check(self.pose_anchor == 0 or self.encoder == "equivariant",
               f"pose_anchor {self.pose_anchor:g} needs encoder 'equivariant' (its angle posterior); give pose_anchor=0")
         check(isinstance(self.group_channels, tuple) and len(self.group_channels) >= 1
@@ -282,6 +293,8 @@ class RVAE(LatentModel):
     pose_source = "inferred"
     #: The agreement of the last fit's angular synchronisation (``pose_anchor``), None before any.
     pose_sync_agreement: Optional[float] = None
+    #: The n-fold symmetry the last fit's synchronisation took (``anchor_symmetry``), None before any.
+    pose_sync_symmetry: Optional[int] = None
     _anchor_table: Optional[Tensor] = None  # synchronised angle by training-data index, during a fit
     _batch_anchor: Optional[Tensor] = None  # the current training batch's, during a forward pass
 
@@ -467,12 +480,13 @@ class RVAE(LatentModel):
         are synchronised (:func:`~affinevae.pose.synchronise_angles` with ``seed``) and, if they
         agree well enough, their angles (radians) anchor the encoder's angle posterior while the fit
         runs (the term 'pose_anchor', looked up by the ``index`` (N,) the trainer passes to
-        ``forward``); on leaving they are dropped. ``pose_sync_agreement`` keeps the agreement."""
+        ``forward``); on leaving they are dropped. ``pose_sync_agreement`` keeps the agreement and
+        ``pose_sync_symmetry`` the n-fold symmetry the angles were synchronised at (``anchor_symmetry``)."""
         if not (self.config.pose_anchor > 0 and len(x) >= 2):
             yield
             return
-        sync = synchronise_angles(x, seed=seed)
-        self.pose_sync_agreement = sync.agreement
+        sync = synchronise_angles(x, seed=seed, symmetry=self.config.anchor_symmetry)
+        self.pose_sync_agreement, self.pose_sync_symmetry = sync.agreement, sync.symmetry
         if sync.agreement >= MIN_SYNC_AGREEMENT:
             table = torch.full((int(index.max()) + 1,), float("nan"))
             table[index.cpu()] = torch.as_tensor(sync.angles)
@@ -483,12 +497,14 @@ class RVAE(LatentModel):
             self._anchor_table = None
 
     def on_epoch_start(self, epoch: int, x: Tensor, y: Optional[Tensor], steps_done: int, seed: int) -> dict:
-        """The epoch record's ``pose_sync_agreement`` (see :meth:`fit_context`) when the fit synchronised.
+        """The epoch record's ``pose_sync_agreement`` and ``pose_sync_symmetry`` (see :meth:`fit_context`)
+        when the fit synchronised.
 
         Arguments as :meth:`LatentModel.on_epoch_start` (``x`` (N, C, H, W) training images, ``y``
-        (N,) labels or None; unused here). Returns ``{"pose_sync_agreement": float}`` or ``{}``."""
+        (N,) labels or None; unused here). Returns ``{"pose_sync_agreement": float,
+        "pose_sync_symmetry": int}`` or ``{}``."""
         if self.config.pose_anchor > 0 and self.pose_sync_agreement is not None:
-            return {"pose_sync_agreement": self.pose_sync_agreement}
+            return {"pose_sync_agreement": self.pose_sync_agreement, "pose_sync_symmetry": self.pose_sync_symmetry}
         return {}
 
     def forward(self, x: Tensor, y: Optional[Tensor] = None, sample: bool = True,
@@ -504,8 +520,9 @@ class RVAE(LatentModel):
 
     def anchor_terms(self, enc: Encoding) -> dict:
         """The named term 'pose_anchor' (weighted, lazy) of a training batch's posterior ``enc``:
-        ``pose_anchor * mean_i(-log q(a_i))`` over its images with a synchronised angle ``a_i``
-        (radians; :meth:`~affinevae.nn.circular.RotationPosterior.log_prob`, nats per radian).
+        ``pose_anchor * mean_i(-log sum_m q(a_i + 2 pi m / S))`` over its images with a synchronised
+        angle ``a_i`` (radians; :meth:`~affinevae.nn.circular.RotationPosterior.log_prob`, nats per
+        radian), m = 0..S-1 with S the fit's ``pose_sync_symmetry`` (1: ``-log q(a_i)``).
         Empty outside a fit's training pass or without an anchor."""
         anchor = self._batch_anchor
         rot = getattr(enc, "rotation", None)
@@ -517,7 +534,13 @@ class RVAE(LatentModel):
         w = self.config.pose_anchor
         mask = keep.to(rot.logits.device)
         target = anchor[keep].to(rot.logits.device)
-        return {"pose_anchor": lambda: w * (-rot.index(mask).log_prob(target)).mean()}
+        turns = 2 * math.pi / (self.pose_sync_symmetry or 1)
+
+        def term() -> Tensor:
+            mine = rot.index(mask)
+            log_q = torch.stack([mine.log_prob(target + m * turns) for m in range(self.pose_sync_symmetry or 1)])
+            return w * (-torch.logsumexp(log_q, 0)).mean()
+        return {"pose_anchor": term}
 
     # ------------------------------------------------------------------ training pass
     def infer_for_loss(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, dict]:
