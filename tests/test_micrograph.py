@@ -14,7 +14,7 @@ from affinevae.cli import main
 from affinevae.data.imageset import normalise_images
 from affinevae.data.micrograph import render_gaussians, synthetic_micrograph
 from affinevae.data.objects import check_coordinates, detect_objects, read_coordinates
-from affinevae.data.patches import PatchSet, cut_patches, extract_patches, grid_centers, iter_patches
+from affinevae.data.patches import PatchSet, cut_patches, default_noise_floor, extract_patches, grid_centers, iter_patches
 from affinevae.data.stacks import open_stack
 from affinevae.encoding import iter_encode, stream_encode
 from affinevae.errors import AffineVAEError
@@ -116,13 +116,17 @@ def test_detection_finds_the_atoms(micrograph):
     bright = detect_objects(img, min_distance=3, threshold=0.75)
     d, j = cKDTree(t.positions).query(bright)
     assert (t.defect[j[d < 1.5]] == 0).mean() > 0.97
-    # smoothing copes with heavy noise; absolute thresholds; plateaus give one centre
+    # smoothing copes with heavy noise, and so does the noise floor; absolute thresholds; plateaus give one centre
     noisy, tn = synthetic_micrograph(size=(96, 96), noise=0.3, substitution_frac=0.0, seed=4)
-    raw = detect_objects(noisy, min_distance=3, threshold=0.5)
+    raw = detect_objects(noisy, min_distance=3, threshold=0.5)  # no noise floor by default
     f = detect_objects(noisy, min_distance=3, threshold=0.5, sigma=1.0)
+    floored = detect_objects(noisy, min_distance=3, threshold=0.5, noise_floor=3)
     d, _ = cKDTree(tn.positions).query(f)
     d_raw, _ = cKDTree(tn.positions).query(raw)
+    d_floor, _ = cKDTree(tn.positions).query(floored)
+    recall_floor = (cKDTree(floored).query(tn.positions)[0] < 2).mean()
     assert (d < 2).mean() > 0.9 and (d_raw < 2).mean() < 0.7
+    assert (d_floor < 2).mean() > 0.85 and recall_floor > 0.8  # noise peaks left out, the atoms kept
     flat = np.zeros((20, 20), np.float32)
     flat[5:8, 5:8] = 1.0
     flat[14, 14] = 0.4
@@ -463,7 +467,7 @@ def test_cli_patches_and_map(micrograph, tmp_path, capsys):
     with np.load(out, allow_pickle=False) as f:
         n = len(f["patches"])
         assert f["patches"].shape == (n, W, W) and f["centers"].shape == (n, 2) and f["frames"].shape == (n,)
-    assert said.startswith(f"{n} objects found")
+    assert said.startswith(f"{n} objects found")  # float pixels in [0, 1], not stretched: no noise floor
     assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--stride", "8", "--edge", "pad",
                  "--out", str(tmp_path / "g.npz")]) == 0
     with np.load(tmp_path / "g.npz", allow_pickle=False) as f:
@@ -681,6 +685,7 @@ def test_cli_patches_refuses_bad_detection_options_in_one_line_naming_the_flag(m
                         (["--window", "12", "--threshold", "1.5"], "give --absolute for a pixel value"),
                         (["--window", "12", "--threshold", "nan"], "--threshold must be a finite number"),
                         (["--window", "12", "--sigma", "-1"], "--sigma must be >= 0 pixels, got -1"),
+                        (["--window", "12", "--noise-floor", "-1"], "--noise-floor must be a number >= 0"),
                         (["--window", "12", "--min-distance", "0"], "--min-distance must be >= 1, got 0"),
                         (["--window", "12", "--stride", "0"], "--stride must be >= 1, got 0"),
                         (["--window", "200"], "is smaller than the 200x200 window")]:
@@ -742,3 +747,107 @@ def test_mapping_and_data_helpers_refuse_bad_arguments_in_one_line():
     np.testing.assert_allclose(deg, [math.degrees(0.5)] * 2)
     np.testing.assert_allclose(mapping.fold_angle([-math.pi / 2, 2 * math.pi, np.nan], 4), [0, 0, np.nan], atol=1e-12)
     assert mapping.neighbour_spacing(np.zeros((0, 2))) is None
+
+
+def sparse_field(seed: int = 0, size: int = 200, n: int = 12):
+    """(size, size) float32: ``n`` faint round blobs (peak 0.6, sigma 2.5 px) on a noisy sky (0.2 + noise 0.1)
+    with one bright star (1.0): 0.3 of the range lies within the noise. Returns (frame, blob centres (n, 2))."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(20, size - 20, (n, 2))
+    v, u = np.mgrid[:size, :size]
+    img = 0.2 + 0.1 * rng.standard_normal((size, size))
+    for r, c in centres:
+        img += 0.6 * np.exp(-((v - r) ** 2 + (u - c) ** 2) / (2 * 2.5 ** 2))
+    img[5:7, 5:7] = 1.0
+    return img.astype(np.float32), centres
+
+
+def test_the_noise_floor_keeps_noise_peaks_out_of_a_sparse_field():
+    """On a sky with a few faint objects and a bright star, 0.3 of the range lies in the noise: without the
+    floor nearly every detection is a noise peak; with the default floor (3 sigma above the median) the
+    objects are found and the noise peaks fall more than five-fold; smoothing lowers the floor by the
+    noise it removes, and most of the rest go."""
+    frame, centres = sparse_field()
+    tree = cKDTree(centres)
+
+    def share(found):
+        return (tree.query(found)[0] < 3).mean(), (cKDTree(found).query(centres)[0] < 3).mean()
+
+    bare = detect_objects(frame, 5, 0.3)
+    assert share(bare)[0] < 0.1  # nearly all noise peaks (300 of them)
+    floored = detect_objects(frame, 5, 0.3, noise_floor=3)
+    precision, recall = share(floored)
+    assert (1 - precision) * len(floored) < (1 - share(bare)[0]) * len(bare) / 5 and recall > 0.9, (precision, recall)
+    precision, recall = share(detect_objects(frame, 5, 0.3, sigma=2.0, noise_floor=3))
+    assert precision > 0.8 and recall > 0.9, (precision, recall)
+    # the floor never applies to an absolute threshold
+    np.testing.assert_array_equal(detect_objects(frame, 5, 0.45, absolute=True),
+                                  detect_objects(frame, 5, 0.45, absolute=True, noise_floor=3))
+    with pytest.raises(AffineVAEError, match="noise_floor must be a finite number >= 0"):
+        detect_objects(frame, 5, 0.3, noise_floor=-1)
+
+
+def test_the_noise_level_is_the_smoothed_noise_and_tiles_measure_the_whole_frame():
+    from affinevae.data.objects import level_samples, level_step, noise_level, smoothed_pair
+
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal((400, 400)).astype(np.float32)
+    for sigma in (None, 1.0, 2.0):
+        raw, smooth = smoothed_pair(noise, sigma)
+        median, sd = noise_level(*level_samples(raw, smooth, 1), sigma)
+        assert sd == pytest.approx(float(np.std(smooth[20:-20, 20:-20])), rel=0.08) and abs(median) < 0.05
+    assert level_step((1000, 1000)) == 1 and level_step((3000, 3000)) == 3
+    # tiles (with a pixel of margin) sample exactly the pixels and blocks the whole frame does
+    frame = rng.random((61, 47)).astype(np.float32)
+    raw, smooth = smoothed_pair(frame, 1.5)
+    whole = level_samples(raw, smooth, 3)
+    parts = []
+    for r0, r1 in ((0, 25), (25, 61)):
+        for c0, c1 in ((0, 20), (20, 47)):
+            rr, rc = slice(max(0, r0 - 1), min(61, r1 + 1)), slice(max(0, c0 - 1), min(47, c1 + 1))
+            core = (slice(r0 - rr.start, r1 - rr.start), slice(c0 - rc.start, c1 - rc.start))
+            parts.append(level_samples(raw[rr, rc], smooth[rr, rc], 3, core, (rr.start, rc.start), frame.shape))
+    for k in range(2):
+        np.testing.assert_array_equal(np.sort(np.concatenate([p[k] for p in parts])), np.sort(whole[k]))
+
+
+def raw_sky(seed: int, size: int) -> np.ndarray:
+    """A sparse field as raw flux (sky 200 counts with Poisson noise, faint blobs, one saturated star): the
+    float pixels outside [0, 1] get the automatic asinh stretch, and with it the noise floor."""
+    frame, _ = sparse_field(seed=seed, size=size, n=size // 15)
+    rng = np.random.default_rng(seed)
+    flux = 200.0 + 300.0 * (frame - 0.2)  # blobs of up to 180 counts over the sky
+    flux[5:7, 5:7] = 50000.0
+    return (rng.poisson(np.clip(flux, 0, None)) - 200.0).astype(np.float32)
+
+
+def test_tiles_find_what_the_whole_frame_finds_under_the_noise_floor(tmp_path):
+    np.save(tmp_path / "sky.npy", raw_sky(2, 300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the stretch is said
+        whole = cut_patches(tmp_path / "sky.npy", 16, tile=None)
+        tiled = cut_patches(tmp_path / "sky.npy", 16, tile=100)
+        bare = cut_patches(tmp_path / "sky.npy", 16, tile=None, noise_floor=0)
+        with open_stack(tmp_path / "sky.npy") as src:
+            src.read(0, 1)
+            assert src.pixel_scaling.kind == "asinh" and default_noise_floor(src) == 3.0
+    np.testing.assert_array_equal(whole.centers, tiled.centers)
+    assert len(whole) < len(bare) / 2
+    with pytest.raises(AffineVAEError, match="noise_floor must be"):
+        cut_patches(tmp_path / "sky.npy", 16, noise_floor=float("nan"))
+
+
+def test_cli_patches_says_the_detection_threshold(tmp_path, capsys):
+    np.save(tmp_path / "sky.npy", raw_sky(3, 200))
+    assert main(["patches", str(tmp_path / "sky.npy"), "--window", "16", "--no-progress", "--out",
+                 str(tmp_path / "p.npz")]) == 0
+    out = capsys.readouterr().out
+    assert ("detection threshold: 0.3 of each frame's range or 3 noise sigma above its median, whichever is higher "
+            "(asinh-stretched frames: a sparse field)") in out
+    assert main(["patches", str(tmp_path / "sky.npy"), "--window", "16", "--noise-floor", "0", "--no-progress",
+                 "--out", str(tmp_path / "q.npz")]) == 0
+    assert "detection threshold" not in capsys.readouterr().out
+    assert len(np.load(tmp_path / "q.npz")["centers"]) > 2 * len(np.load(tmp_path / "p.npz")["centers"])
+    assert main(["patches", str(tmp_path / "sky.npy"), "--window", "16", "--noise-floor", "2.5",
+                 "--no-progress", "--out", str(tmp_path / "r.npz")]) == 0
+    assert "or 2.5 noise sigma above its median, whichever is higher (--threshold" in capsys.readouterr().out

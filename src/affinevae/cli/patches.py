@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.objects import DETECT_THRESHOLD
+from ..data.objects import DETECT_THRESHOLD, NOISE_FLOOR
 from ..defaults import MIN_IMAGE_SIZE, patch_min_distance
 from ..errors import AffineVAEError
 from ..outputs import check_output
@@ -46,6 +46,11 @@ class Patches:
                                                                    "normalisation to [0, 1]")
         find.add_argument("--sigma", type=float, default=None,
                           help="detection: Gaussian smoothing in pixels before finding maxima (default none)")
+        find.add_argument("--noise-floor", type=float, default=None, metavar="K",
+                          help="detection: a relative --threshold is raised to at least K times the (smoothed) "
+                               "pixel noise above the frame's median, so noise peaks on a sparse field (a sky) "
+                               f"are not objects (default: {NOISE_FLOOR:g} when the frames are asinh-stretched, "
+                               "a sparse field, else 0: off; printed)")
         p.add_argument("--edge", choices=["drop", "pad", "reflect"], default="drop",
                        help="patches reaching past the border: drop them (default), zero-pad or reflect")
         p.add_argument("--key", help="array name in an .npz, dataset in an HDF5 file or image HDU (EXTNAME or index) of a FITS file")
@@ -56,7 +61,7 @@ class Patches:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Find objects, cut patches, write the ``.npz`` atomically; returns the exit status."""
-        from ..data.patches import cut_patches
+        from ..data.patches import cut_patches, default_noise_floor
 
         if args.coords and args.stride is not None:
             raise AffineVAEError("give --coords or --stride, not both")
@@ -74,12 +79,18 @@ class Patches:
         with open_images(args, images, given) as src:
             ps = cut_patches(src, args.window, coords=args.coords, stride=args.stride,
                              min_distance=args.min_distance, threshold=args.threshold, absolute=args.absolute,
-                             sigma=args.sigma, edge=args.edge, chunk_frames=args.chunk_frames,
+                             sigma=args.sigma, noise_floor=args.noise_floor, edge=args.edge,
+                             chunk_frames=args.chunk_frames,
                              progress=not args.no_progress, tile=args.tile or None)
+            floor = default_noise_floor(src) if args.noise_floor is None else args.noise_floor
         path = ps.save(args.out)
         if chosen:  # said once the patches are cut: an error above is then the only line
             print(f"affinevae: --min-distance {args.min_distance} (a quarter of --window {args.window}: maxima closer "
                   "than that are one object; give --min-distance to change it)")
+        if not args.coords and args.stride is None and not args.absolute and floor > 0:
+            why = " (asinh-stretched frames: a sparse field)" if args.noise_floor is None else ""
+            print(f"affinevae: detection threshold: {args.threshold:g} of each frame's range or {floor:g} noise sigma "
+                  f"above its median, whichever is higher{why} (--threshold, --noise-floor; 0 turns the floor off)")
         n_fr = len(set(ps.frames.tolist()))
         how = (f"{ps.grid_shape[0]}x{ps.grid_shape[1]} grid windows per frame (stride {ps.stride})"
                if ps.grid_shape is not None else "objects" + (" from " + args.coords if args.coords else " found"))
@@ -95,7 +106,7 @@ def check_patch_options(args: argparse.Namespace) -> None:
     """``patches``' numeric options, each refused in one line naming its flag: ``--window`` below
     :data:`~affinevae.defaults.MIN_IMAGE_SIZE` (``train`` could not learn such patches),
     ``--min-distance`` / ``--stride`` / ``--chunk-frames`` below 1, a ``--threshold`` that is not
-    finite or (without ``--absolute``) outside 0..1, a negative ``--sigma``."""
+    finite or (without ``--absolute``) outside 0..1, a negative ``--sigma`` or ``--noise-floor``."""
     import math
 
     if args.window < MIN_IMAGE_SIZE:
@@ -112,3 +123,6 @@ def check_patch_options(args: argparse.Namespace) -> None:
                              f"maximum), got {args.threshold:g}; give --absolute for a pixel value")
     if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma >= 0):
         raise AffineVAEError(f"--sigma must be >= 0 pixels, got {args.sigma}")
+    if args.noise_floor is not None and not (math.isfinite(args.noise_floor) and args.noise_floor >= 0):
+        raise AffineVAEError(f"--noise-floor must be a number >= 0 (noise sigma above the median; 0: off), "
+                             f"got {args.noise_floor:g}")

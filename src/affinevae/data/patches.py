@@ -34,11 +34,11 @@ from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import check_int
-from .objects import (DETECT_THRESHOLD, check_coordinates, detect_objects, read_coordinates, smoothed_range,
-                      smoothing_radius)
+from .objects import (DETECT_THRESHOLD, NOISE_FLOOR, check_coordinates, check_noise_floor, detect_objects, level_samples,
+                      level_step, noise_level, read_coordinates, smoothed_pair, smoothed_range, smoothing_radius)
 from .stacks import open_stack
 
-__all__ = ["PatchSet", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
+__all__ = ["PatchSet", "default_noise_floor", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
            "concat_chunks", "nothing_found", "tile_grid", "DEFAULT_TILE"]
 
 #: Frames with a side longer than this many pixels are processed in tiles by default (``--tile``).
@@ -348,17 +348,27 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
     radius = smoothing_radius(sigma)
     margin = w + (md + radius if centers is None else 0)
     tiles = tile_grid(src.image_shape, tile, margin)
-    value_range = None
+    value_range = level = None
+    floor = detect.get("noise_floor") or 0.0
     if centers is None and not detect.get("absolute", False):
         lo, hi = np.inf, -np.inf
-        for rows, cols, cr, cc in tiles:  # the whole frame's (smoothed) range, tile by tile
-            rr = slice(max(0, cr.start - radius), min(src.image_shape[0], cr.stop + radius))
-            rc = slice(max(0, cc.start - radius), min(src.image_shape[1], cc.stop + radius))
-            a, b = smoothed_range(src.read_region(frame, rr, rc), sigma,
-                                  (slice(cr.start - rr.start, cr.stop - rr.start),
-                                   slice(cc.start - rc.start, cc.stop - rc.start)))
+        step, values, details = level_step(src.image_shape), [], []
+        reach = max(radius, 1)  # the noise level's 2 x 2 blocks reach a pixel past the core
+        for rows, cols, cr, cc in tiles:  # the whole frame's (smoothed) range and noise level, tile by tile
+            rr = slice(max(0, cr.start - reach), min(src.image_shape[0], cr.stop + reach))
+            rc = slice(max(0, cc.start - reach), min(src.image_shape[1], cc.stop + reach))
+            region = src.read_region(frame, rr, rc)
+            core = (slice(cr.start - rr.start, cr.stop - rr.start), slice(cc.start - rc.start, cc.stop - rc.start))
+            a, b = smoothed_range(region, sigma, core)
             lo, hi = min(lo, a), max(hi, b)
+            if floor:
+                raw, smooth = smoothed_pair(region, sigma)
+                v, d = level_samples(raw, smooth, step, core, (rr.start, rc.start), src.image_shape)
+                values.append(v)
+                details.append(d)
         value_range = (lo, hi)
+        if floor:
+            level = noise_level(np.concatenate(values), np.concatenate(details), sigma)
     keys, parts, cents, n_found = [], [], [], 0
     for rows, cols, cr, cc in tiles:
         if centers is not None:
@@ -370,7 +380,7 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
         off = np.array([rows.start, cols.start], dtype=np.int64)
         if centers is None:
             found = detect_objects(region, md, detect.get("threshold", DETECT_THRESHOLD), detect.get("absolute", False), sigma,
-                                   value_range=value_range) + off
+                                   value_range=value_range, noise_floor=floor, level=level) + off
             found = found[_in_core(found, cr, cc)]
             idx, local = found[:, 0] * src.image_shape[1] + found[:, 1], found
         n_found += len(local)
@@ -404,6 +414,16 @@ def _find_spec(coords, stride) -> str:
     return "coords" if coords is not None else "grid" if stride is not None else "detect"
 
 
+def default_noise_floor(source) -> float:
+    """The detection's noise floor (:func:`~affinevae.data.objects.detect_objects`) for an open stack
+    ``source``: :data:`~affinevae.data.objects.NOISE_FLOOR` (3 noise sigma above the median) when its
+    pixels are asinh-stretched (:attr:`~affinevae.data.stacks.FrameSource.pixel_scaling` of kind
+    'asinh': a few bright sources held the range, so the field is sparse and 0.3 of the range can lie
+    in the noise), else 0 (off: a dense lattice's fine structure would count as noise)."""
+    scaling = getattr(source, "pixel_scaling", None)
+    return NOISE_FLOOR if scaling is not None and scaling.kind == "asinh" else 0.0
+
+
 def patch_min_distance(window: int) -> int:
     """The detection distance (pixels) when none is given (``patches --min-distance``,
     :func:`iter_patches`' ``min_distance``): a quarter of the ``window`` (pixels), at least 1. A
@@ -416,8 +436,8 @@ def patch_min_distance(window: int) -> int:
 
 def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] = None, stride: Optional[int] = None,
                  min_distance: Optional[int] = None, threshold: float = DETECT_THRESHOLD, absolute: bool = False,
-                 sigma: Optional[float] = None, edge: str = "drop", chunk_frames: int = 16,
-                 progress: bool = False, key: Optional[str] = None,
+                 sigma: Optional[float] = None, noise_floor: Optional[float] = None, edge: str = "drop",
+                 chunk_frames: int = 16, progress: bool = False, key: Optional[str] = None,
                  tile: Optional[int] = DEFAULT_TILE) -> Iterator[PatchSet]:
     """Cut patches chunk by chunk of frames; memory is bounded by ``chunk_frames`` frames.
 
@@ -427,8 +447,9 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
 
     Objects come from ``coords`` (a file for :func:`read_coordinates` or a ``(frames, centers)``
     pair), a grid with step ``stride`` (pixels), or :func:`detect_objects` on each frame
-    (``min_distance``, ``threshold``, ``absolute``, ``sigma``; ``min_distance`` None:
-    :func:`patch_min_distance` of the window, as the ``patches`` command takes it).
+    (``min_distance``, ``threshold``, ``absolute``, ``sigma``, ``noise_floor``; ``min_distance`` None:
+    :func:`patch_min_distance` of the window, as the ``patches`` command takes it; ``noise_floor`` None:
+    :func:`default_noise_floor` of the source).
 
     Args:
         source: anything :func:`open_stack` accepts.
@@ -473,6 +494,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             gcent, gshape = grid_centers(src.image_shape, w, stride)
         else:
             check_int("min_distance", min_distance, 1)
+            noise_floor = default_noise_floor(src) if noise_floor is None else check_noise_floor(noise_floor)
         # progress=True shows the bar on a terminal only (tqdm's disable=None), never in logs or pipes
         bar = tqdm(total=src.n_frames, unit="frame", disable=None if progress else True, desc="patches", leave=False)
         for k, s in enumerate(range(0, src.n_frames, chunk)):
@@ -486,7 +508,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                 given = None if mode == "detect" else (gcent if mode == "grid" else ce)
                 patches, kept, n_found = _tiled_frame(src, s, w, tile, edge, given,
                                                       {"min_distance": min_distance, "threshold": threshold,
-                                                       "absolute": absolute, "sigma": sigma})
+                                                       "absolute": absolute, "sigma": sigma, "noise_floor": noise_floor})
                 bar.update(e - s)
                 yield PatchSet(patches, kept, np.full(len(kept), s, dtype=np.int64), w, src.image_shape,
                                src.n_frames, gshape if mode == "grid" else None,
@@ -497,7 +519,8 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                 fr = np.repeat(np.arange(s, e, dtype=np.int64), len(gcent))
                 ce = np.tile(gcent, (e - s, 1))
             elif mode == "detect":
-                found = [detect_objects(fm, min_distance, threshold, absolute, sigma) for fm in stack]  # per frame
+                found = [detect_objects(fm, min_distance, threshold, absolute, sigma, noise_floor=noise_floor)
+                         for fm in stack]  # per frame
                 fr = np.concatenate([np.full(len(d), s + i, dtype=np.int64) for i, d in enumerate(found)])
                 ce = np.concatenate(found).reshape(-1, 2)
             patches, keep = extract_patches(stack, ce, w, fr, edge=edge, frame_offset=s)
@@ -546,13 +569,18 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
     where = _where(source)
     found_any = any(p.n_found for p in parts)
     threshold, absolute = options.get("threshold", DETECT_THRESHOLD), options.get("absolute", False)
+    floor = 0.0 if absolute else options.get("noise_floor") or 0.0
     if not found_any and not absolute and threshold <= 0:
         return AffineVAEError(f"{where}: no objects found even at threshold 0: no pixel rises above the frame's "
-                              "minimum as a local maximum (a constant image?)")
+                              "minimum as a local maximum (a constant image?)"
+                              + (f" or {floor:g} noise sigma above its median (noise floor 0 turns that off)"
+                                 if floor else ""))
     if not found_any:
         what = f"{threshold:g}" + ("" if absolute else " of the range")
+        what += f" and {floor:g} noise sigma above the median" if floor else ""
         return AffineVAEError(f"{where}: no objects found above threshold {what}; lower the threshold "
-                              "(or the min distance / sigma)")
+                              + ("(or the noise floor, the min distance / sigma)" if floor else
+                                 "(or the min distance / sigma)"))
     return AffineVAEError(f"{where}: every object lies within {window // 2} pixels of the edge; pad the edges "
                           "(edge 'pad') or use a smaller window")
 
