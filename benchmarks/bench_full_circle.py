@@ -107,13 +107,13 @@ def oracle(options: dict, train, test, cfg: av.TrainConfig, seed: int, synchroni
     """The supervised reference for the angle: the rVAE's own encoder (``options``) trained alone on
     the TRUE training angles (maximising its mixture posterior's density there,
     ``RotationPosterior.log_prob``) with the budget of ``cfg``; returns its table row.
-    ``synchronised``: on the angles of ``synchronise_angles(train.images, seed=seed)`` instead, the
+    ``synchronised``: on the angles of ``synchronise_angles(train.images, seed=seed, symmetry=1)`` instead, the
     pose anchor's targets without the ELBO (what the anchor's targets allow this encoder)."""
     torch.manual_seed(seed)
     model = av.build_model("rvae", **options)
     x = torch.as_tensor(train.images)
     t_sync = time.perf_counter()
-    found = synchronise_angles(train.images, seed=seed).angles if synchronised else train.angle
+    found = synchronise_angles(train.images, seed=seed, symmetry=1).angles if synchronised else train.angle
     t_sync = time.perf_counter() - t_sync
     angle = torch.as_tensor(found, dtype=torch.float32)
     opt = torch.optim.Adam(model.encoder.parameters(), cfg.lr)

@@ -34,6 +34,7 @@ import affinevae as av
 from affinevae.data.imageset import scale_images
 from affinevae.defaults import family_training
 from affinevae.evaluation import class_offset_concentration, encode_dataset, offset_concentration
+from affinevae.models.rvae import MIN_SYNC_AGREEMENT
 from affinevae.mapping import clustering_accuracy
 
 CLASSES = ("elliptical", "edge-on disk", "spiral")
@@ -121,8 +122,9 @@ def main() -> None:
         s = scores(model, images, labels, theta, args.seed)
         ips = float(np.mean([h["images_per_s"] for h in res.history]))
         per = " / ".join(f"{v:.2f}" for v in s["per"])
-        anchor = (f"{model.pose_sync_symmetry}-fold {model.pose_sync_agreement:.2f}"
-                  if model.pose_sync_agreement is not None else "off")
+        agree = model.pose_sync_agreement
+        anchor = (f"{model.pose_sync_symmetry}-fold {agree:.2f}" + ("" if agree >= MIN_SYNC_AGREEMENT else " off")
+                  if agree is not None else "off")
         print(f"{stretch:10}{str(used):52}{anchor:>14}{per:>22}{s['conc']:>7.3f}{s['k-means']:>9.3f}{s['10-NN']:>8.3f}{ips:>10.0f}")
 
 

@@ -223,9 +223,9 @@ def test_train_says_what_the_model_did_when_the_epoch_ends_once():
     assert training_notes({"epoch": 1, "pose_sync_agreement": 0.2}, set())[0].endswith("so the anchor is left off")
     rods = {"epoch": 1, "pose_sync_agreement": 0.96, "pose_sync_symmetry": 2, "train_pose_anchor": 3.0}
     assert training_notes(rods, set()) == [
-        "affinevae: pose anchor: the training images' angles synchronised modulo 180 degrees (the objects look 2-fold "
-        "symmetric; --set anchor_symmetry=N sets it) with agreement 0.96; the encoder's angle is anchored to them "
-        "(pose_anchor)"]
+        "affinevae: pose anchor: the training images' angles synchronised modulo 180 degrees (2-fold symmetric "
+        "objects: chosen by the synchronisation unless --set anchor_symmetry=N sets it) with agreement 0.96; the "
+        "encoder's angle is anchored to them (pose_anchor)"]
 
 
 def test_train_a_full_circle_rvae_from_the_command_line(tmp_path, capsys):

@@ -837,6 +837,38 @@ def test_tiles_find_what_the_whole_frame_finds_under_the_noise_floor(tmp_path):
         cut_patches(tmp_path / "sky.npy", 16, noise_floor=float("nan"))
 
 
+def test_tiles_measure_the_whole_frames_noise_level(tmp_path, monkeypatch):
+    """Every tile's detection gets the whole frame's median and noise, measured tile by tile on the frame's
+    pixel subgrid (step 2 above a million pixels) with the smoothing's margin: the same numbers as the frame's."""
+    import affinevae.data.patches as patches_module
+    from affinevae.data.objects import level_samples, level_step, noise_level, smoothed_pair
+
+    rng = np.random.default_rng(4)
+    frame = (0.3 + 0.05 * rng.standard_normal((1101, 1037))).astype(np.float32)
+    frame[:550] += 0.05 * rng.standard_normal((550, 1037)).astype(np.float32)  # one half noisier: tiles differ
+    frame[200:203, 300:303] = 1.0
+    frame = np.clip(frame, 0, 1)
+    np.save(tmp_path / "f.npy", frame)
+    assert level_step(frame.shape) == 2
+    seen = []
+    real = patches_module.detect_objects
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("level"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(patches_module, "detect_objects", spy)
+    tiled = cut_patches(tmp_path / "f.npy", 16, tile=400, sigma=1.5, noise_floor=3)
+    with open_stack(tmp_path / "f.npy") as src:
+        raw, smooth = smoothed_pair(src.read(0, 1)[0], 1.5)
+    expected = noise_level(*level_samples(raw, smooth, 2), 1.5)
+    assert len(seen) > 4 and all(level == pytest.approx(expected, rel=1e-12) for level in seen)
+    seen.clear()
+    whole = cut_patches(tmp_path / "f.npy", 16, tile=None, sigma=1.5, noise_floor=3)
+    assert seen == [None]  # a whole frame measures its own
+    np.testing.assert_array_equal(whole.centers, tiled.centers)
+
+
 def test_cli_patches_says_the_detection_threshold(tmp_path, capsys):
     np.save(tmp_path / "sky.npy", raw_sky(3, 200))
     assert main(["patches", str(tmp_path / "sky.npy"), "--window", "16", "--no-progress", "--out",

@@ -243,6 +243,36 @@ def test_a_resumed_fit_synchronises_again(tmp_path):
     assert "train_pose_anchor" in res.history[1] and res.history[1]["pose_sync_agreement"] > 0.9
 
 
+def test_a_run_from_before_anchor_symmetry_resumes_over_the_full_circle(tmp_path, monkeypatch):
+    """A run written before ``anchor_symmetry`` existed (its model.json lacks it) loads with 1, as it was
+    trained, and resumes so from Python and from the command line (it was refused as another model)."""
+    import json
+
+    from affinevae.cli.train import predated_options
+    from affinevae.models.rvae import RVAE, RVAEConfig
+
+    x, _ = styled_shapes(120, seed=3)
+    cfg = dict(batch_size=40, val_split=0.0, progress=False, seed=0)
+    plain = RVAEConfig.to_dict
+    monkeypatch.setattr(RVAEConfig, "to_dict", lambda self: {k: v for k, v in plain(self).items() if k != "anchor_symmetry"})
+    torch.manual_seed(0)
+    av.fit(small_rvae(), x.numpy(), av.TrainConfig(epochs=1, **cfg), out=tmp_path / "run")
+    monkeypatch.undo()
+    assert "anchor_symmetry" not in json.loads((tmp_path / "run" / "model.json").read_text())["config"]
+    # the command line builds the model from its options: the option the run predates takes its former value
+    assert predated_options(tmp_path / "run", RVAE, {"latent_dim": 1}) == {"latent_dim": 1, "anchor_symmetry": 1}
+    assert predated_options(tmp_path / "run", RVAE, {"anchor_symmetry": 2}) == {"anchor_symmetry": 2}
+    model = av.load(tmp_path / "run")
+    assert model.config.anchor_symmetry == 1
+    res = av.fit(model, x.numpy(), av.TrainConfig(epochs=2, **cfg), out=tmp_path / "run", resume=True)
+    assert [r["epoch"] for r in res.history] == [1, 2] and res.history[1]["pose_sync_symmetry"] == 1
+    assert predated_options(tmp_path / "none", RVAE, {"latent_dim": 1}) == {"latent_dim": 1}
+    torch.manual_seed(0)
+    av.fit(small_rvae(), x.numpy(), av.TrainConfig(epochs=1, **cfg), out=tmp_path / "new")
+    assert predated_options(tmp_path / "new", RVAE, {"latent_dim": 1}) == {"latent_dim": 1}
+    assert av.load(tmp_path / "new").config.anchor_symmetry is None  # a new run: chosen by the synchronisation
+
+
 def test_the_joint_model_takes_the_anchor_when_given():
     x, _ = styled_shapes(120, seed=4)
     model = av.build_model("jrvae", image_shape=(1, SIZE, SIZE), latent_dim=1, num_classes=2, invariances=("rotation",),

@@ -12,7 +12,7 @@ import difflib
 import json
 import math
 import numbers
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, ClassVar, Iterable, Mapping, TypeVar
 
 from .errors import AffineVAEError
 
@@ -26,6 +26,11 @@ class Config:
     An unknown keyword (``TrainConfig(epoch=3)``) raises :class:`AffineVAEError` naming the valid
     options, as :meth:`from_dict` does, rather than Python's ``TypeError``.
     """
+
+    #: Fields added after files holding this config were first written, with the value that keeps a
+    #: file lacking one doing what it did when written (:meth:`from_saved`); a new model takes the
+    #: field's own default instead.
+    FORMER_DEFAULTS: ClassVar[dict] = {}
 
     def __new__(cls, *args: Any, **kwargs: Any):
         names = cls.field_names()
@@ -72,6 +77,16 @@ class Config:
             return cls(**dict(data))
         except TypeError as exc:  # missing required fields
             raise AffineVAEError(f"{label}: {exc}") from None
+
+    @classmethod
+    def saved_dict(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A saved config's dict with the fields it predates filled by :attr:`FORMER_DEFAULTS`."""
+        return {**{k: v for k, v in cls.FORMER_DEFAULTS.items() if k not in data}, **dict(data)}
+
+    @classmethod
+    def from_saved(cls: type[C], data: Mapping[str, Any], *, what: str | None = None) -> C:
+        """Build a config from a saved file's dict (:meth:`from_dict` of :meth:`saved_dict`)."""
+        return cls.from_dict(cls.saved_dict(data), what=what)
 
     def replace(self: C, **changes: Any) -> C:
         """Return a copy with ``changes`` applied (validated)."""

@@ -248,7 +248,7 @@ def iter_encode(model, source, window: int, chunk_frames: int = 8, batch_size: i
         window: patch size in pixels. chunk_frames: frames per chunk. batch_size: patches per forward pass.
         **options: object finding and edge options of :func:`~affinevae.data.patches.iter_patches`
             (``coords``, ``stride``, ``min_distance``, ``threshold``, ``absolute``, ``sigma``,
-            ``edge``, ``progress``, ``key``).
+            ``noise_floor``, ``edge``, ``progress``, ``key``).
 
     Yields:
         One :class:`ObjectEncoding` per chunk (frame indices global).

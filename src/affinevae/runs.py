@@ -68,7 +68,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
     if not isinstance(desc["config"], dict):
         raise AffineVAEError(f"{directory / MODEL_JSON}: 'config' is not a JSON object")
     try:  # the config alone (a bad value is the file's fault: it is named)
-        cls.config_class.from_dict(desc["config"], what=f"model '{cls.family}'")
+        cls.config_class.from_saved(desc["config"], what=f"model '{cls.family}'")
     except AffineVAEError as exc:
         raise AffineVAEError(f"{directory / MODEL_JSON}: {exc}") from None
     # the config against the weights' header, before any tensor is allocated

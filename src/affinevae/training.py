@@ -286,7 +286,7 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
     if saved.get("model") != model.family:
         raise AffineVAEError(f"{run.path}: the checkpoint was made for a different model ({saved.get('model')}, not "
                              f"{model.family}); resume with the same options or choose another --out")
-    old, new = saved.get("config") or {}, model.config.to_dict()
+    old, new = type(model.config).saved_dict(saved.get("config") or {}), model.config.to_dict()
     if old != new:
         keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k, "(unset)") != new.get(k, "(unset)")]
         diff = "; ".join(f"{k} {old.get(k, '(unset)')} there, {new.get(k, '(unset)')} here" for k in keys[:3])

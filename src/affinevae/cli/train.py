@@ -44,8 +44,8 @@ def training_notes(record: dict, said: set) -> list[str]:
         said.add("sync")
         agree = record["pose_sync_agreement"]
         fold = record.get("pose_sync_symmetry") or 1
-        modulo = (f" modulo {360 / fold:g} degrees (the objects look {fold}-fold symmetric; --set anchor_symmetry=N "
-                  "sets it)" if fold > 1 else "")
+        modulo = (f" modulo {360 / fold:g} degrees ({fold}-fold symmetric objects: chosen by the synchronisation "
+                  "unless --set anchor_symmetry=N sets it)" if fold > 1 else "")
         lines.append(f"affinevae: pose anchor: the training images' angles synchronised{modulo} with agreement {agree:.2f}; "
                      + ("the encoder's angle is anchored to them (pose_anchor)" if "train_pose_anchor" in record else
                         f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
@@ -179,6 +179,8 @@ class Train:
         options, train, chosen = data_defaults(data, args.model, model_options(args, cls, data, targets),
                                                args.batch_size, args.epochs, args.lr, args.kl_warmup)
         cfg = cfg.replace(**train)
+        if args.resume:
+            options = predated_options(args.out, cls, options)
         model = build_model(args.model, seed=args.seed, **options)  # the caller's global RNG is left as it was
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             print(chosen)
@@ -289,6 +291,22 @@ def resume_options(args: argparse.Namespace) -> str:
     flags = "/".join(f"--{k.replace('_', '-')}" for k in taken if k != "fill_nan")  # (no flag turns that off)
     return (f"affinevae: resuming {args.out} with its training options: {shown}"
             + (f" (override with {flags})" if flags else ""))
+
+
+def predated_options(out, cls, options: dict) -> dict:
+    """For ``--resume`` of the run in ``out``: ``options`` with each model option that the run's saved
+    config predates (:attr:`~affinevae.config.Config.FORMER_DEFAULTS` of ``cls``' config) and that is
+    not given set to its former value, so that a run written by an earlier affinevae resumes as it
+    was trained (a full-circle rVAE from before ``anchor_symmetry`` anchors over the full circle)."""
+    from ..io import MODEL_JSON
+    from ..runs import Run
+
+    run = Run(out)
+    if not (run.path / MODEL_JSON).is_file():
+        return options
+    saved = run.model_config
+    former = {k: v for k, v in cls.config_class.FORMER_DEFAULTS.items() if k not in saved and k not in options}
+    return {**options, **former} if saved and former else options
 
 
 def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:

@@ -35,7 +35,7 @@ from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import check_int
 from .objects import (DETECT_THRESHOLD, NOISE_FLOOR, check_coordinates, check_noise_floor, detect_objects, level_samples,
-                      level_step, noise_level, read_coordinates, smoothed_pair, smoothed_range, smoothing_radius)
+                      level_step, noise_level, read_coordinates, smoothed_pair, smoothing_radius)
 from .stacks import open_stack
 
 __all__ = ["PatchSet", "default_noise_floor", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
@@ -357,12 +357,10 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
         for rows, cols, cr, cc in tiles:  # the whole frame's (smoothed) range and noise level, tile by tile
             rr = slice(max(0, cr.start - reach), min(src.image_shape[0], cr.stop + reach))
             rc = slice(max(0, cc.start - reach), min(src.image_shape[1], cc.stop + reach))
-            region = src.read_region(frame, rr, rc)
             core = (slice(cr.start - rr.start, cr.stop - rr.start), slice(cc.start - rc.start, cc.stop - rc.start))
-            a, b = smoothed_range(region, sigma, core)
-            lo, hi = min(lo, a), max(hi, b)
+            raw, smooth = smoothed_pair(src.read_region(frame, rr, rc), sigma)
+            lo, hi = min(lo, float(smooth[core].min())), max(hi, float(smooth[core].max()))
             if floor:
-                raw, smooth = smoothed_pair(region, sigma)
                 v, d = level_samples(raw, smooth, step, core, (rr.start, rc.start), src.image_shape)
                 values.append(v)
                 details.append(d)
@@ -569,7 +567,17 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
     where = _where(source)
     found_any = any(p.n_found for p in parts)
     threshold, absolute = options.get("threshold", DETECT_THRESHOLD), options.get("absolute", False)
-    floor = 0.0 if absolute else options.get("noise_floor") or 0.0
+    floor = 0.0 if absolute else options.get("noise_floor")
+    if floor is None:  # the default: what iter_patches took for this stack
+        try:
+            src = open_stack(source, key=options.get("key"))
+            try:
+                floor = default_noise_floor(src)
+            finally:
+                if src is not source:
+                    src.close()
+        except AffineVAEError:
+            floor = 0.0
     if not found_any and not absolute and threshold <= 0:
         return AffineVAEError(f"{where}: no objects found even at threshold 0: no pixel rises above the frame's "
                               "minimum as a local maximum (a constant image?)"

@@ -766,8 +766,9 @@ class LatentModel(nn.Module):
 
     @classmethod
     def from_config_dict(cls, config: dict[str, Any]) -> "LatentModel":
-        """Build a fresh model from a saved config dict (unknown keys raise)."""
-        return cls(cls.config_class.from_dict(config, what=f"model '{cls.family}'"))
+        """Build a fresh model from a saved config dict (unknown keys raise; fields the file predates take
+        their former values, :attr:`~affinevae.config.Config.FORMER_DEFAULTS`)."""
+        return cls(cls.config_class.from_saved(config, what=f"model '{cls.family}'"))
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "LatentModel":

@@ -180,6 +180,8 @@ class RVAEConfig(ModelConfig):
     #: equivariant encoder; the joint and semi-supervised configs override them.
     default_group_channels: ClassVar[tuple] = (4, 8, 8, 8, 8)
     default_pose_anchor: ClassVar[float] = 10.0
+    #: A run saved before ``anchor_symmetry`` existed anchored over the full circle.
+    FORMER_DEFAULTS: ClassVar[dict] = {"anchor_symmetry": 1}
 
     def __post_init__(self) -> None:
         inv = self.invariances
@@ -534,11 +536,11 @@ class RVAE(LatentModel):
         w = self.config.pose_anchor
         mask = keep.to(rot.logits.device)
         target = anchor[keep].to(rot.logits.device)
-        turns = 2 * math.pi / (self.pose_sync_symmetry or 1)
+        fold = self.pose_sync_symmetry or 1
 
         def term() -> Tensor:
             mine = rot.index(mask)
-            log_q = torch.stack([mine.log_prob(target + m * turns) for m in range(self.pose_sync_symmetry or 1)])
+            log_q = torch.stack([mine.log_prob(target + m * (2 * math.pi / fold)) for m in range(fold)])
             return w * (-torch.logsumexp(log_q, 0)).mean()
         return {"pose_anchor": term}
 

@@ -37,8 +37,9 @@ a square lattice: 4) looks the same turned by 360 / n degrees, so its pairwise t
 modulo that and its angles over the full circle do not agree (noisy rods: 0.29, no better than pairs
 with random turns, 0.31). The same pairs are therefore also synchronised modulo 360 / S for every S in
 :data:`SYNC_ORDERS` (``H_ij = exp(-i S theta_ij)``; cheap: the neighbour search is shared) and the
-smallest S whose agreement is within :data:`SYMMETRY_MARGIN` of the best is taken. A larger S never
-hurts a symmetric object's agreement much (S = 2 for 1-fold digits: 0.976 against 0.934, it forgives
+smallest S whose agreement is within :data:`SYMMETRY_MARGIN` of the best is taken: an object that
+looks alike under turns of 360 / n agrees at every multiple of n too, and an S above an object's own
+symmetry can even agree a little better (S = 2 for 1-fold digits: 0.976 against 0.934; it forgives
 their half-turn confusions), hence the smallest near the best. Measured (agreement at S = 1 / 2 / 3 /
 4 / 6; per-class concentration modulo 360 / n of the chosen angles): 3 000 full-circle digits 0.93 /
 0.98 / 0.93 / 0.93 / 0.85, S = 1, 0.893; noisy rods 0.32 / 0.96 / 0.33 / 0.85 / 0.72, S = 2, 0.975
