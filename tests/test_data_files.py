@@ -919,3 +919,16 @@ def test_fill_nan_for_frames_gives_patches_and_tiles_one_fill_value(tmp_path, ca
         src.use_fill_nan()
         with pytest.warns(UserWarning, match="replaced by the stack's median 2"):
             src.read(9, 10)
+
+
+@pytest.mark.parametrize("shape", [(5, 0, 10), (0, 10, 10), (10, 0), (3, 10, 0)])
+def test_a_stack_without_pixels_is_one_line(tmp_path, shape):
+    """A stack of no frames, or of frames zero pixels wide or high, is refused when opened (a frame of zero
+    width raised numpy's bare 'zero-size array' ValueError at the first read)."""
+    from affinevae.data.stacks import open_stack
+
+    np.save(tmp_path / "empty.npy", np.zeros(shape, np.float32))
+    with pytest.raises(AffineVAEError, match=r"empty\.npy: holds no pixels \(\d+ frame\(s\) of \d+x\d+\)"):
+        open_stack(tmp_path / "empty.npy")
+    with pytest.raises(AffineVAEError, match="array: holds no pixels"):
+        open_stack(np.zeros(shape, np.float32))

@@ -1077,10 +1077,21 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
 
     Raises:
         AffineVAEError: a missing file, an unsupported suffix, an unreadable layout, a missing
-            optional dependency, or ``level`` for a format without levels.
+            optional dependency, ``level`` for a format without levels, or a stack without pixels
+            (no frames, or frames of zero width or height).
     """
     if isinstance(spec, FrameSource):
         return spec
+    src = _open(spec, key, level)
+    h, w = src.image_shape
+    if src.n_frames == 0 or h == 0 or w == 0:
+        src.close()
+        raise AffineVAEError(f"{src.path}: holds no pixels ({src.n_frames} frame(s) of {h}x{w})")
+    return src
+
+
+def _open(spec: Union[str, Path, np.ndarray], key: Optional[str], level: Optional[int]) -> FrameSource:
+    """:func:`open_stack` without its check for pixels."""
     if isinstance(spec, np.ndarray) or is_array_like(spec):
         if level is not None:
             raise AffineVAEError("level applies to multiscale files (OME-Zarr), not to an in-memory array")
