@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
+import affinevae as av
 from affinevae.cli import main
 from affinevae.data import ImageSet, load_dataset
 from affinevae.data.files import load_images
@@ -15,7 +16,7 @@ from affinevae.data.imageset import noise_sigma
 from affinevae.data.micrograph import synthetic_micrograph
 from affinevae.data.patches import PatchSet, cut_patches
 from affinevae.defaults import (DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_KL_WARMUP, PATCH_SIGMA_RADIUS, PATCH_LR,
-                                SIGMA_FLOOR, data_defaults)
+                                SCATTERED_SPREAD, SIGMA_FLOOR, data_defaults)
 from affinevae.training import TrainConfig
 from affinevae.errors import AffineVAEError
 
@@ -43,7 +44,9 @@ def test_noise_estimate_and_patch_metadata_round_trip(noisy_patches, tmp_path):
     assert noise_sigma(ramp) == pytest.approx(0.0, abs=1e-12)
     ps.save(tmp_path / "p.npz")
     data = load_images(str(tmp_path / "p.npz"))
-    assert data.meta == {"kind": "patches", "window": 12, "noise_sigma": pytest.approx(ps.noise_sigma())}
+    assert data.meta == {"kind": "patches", "window": 12, "noise_sigma": pytest.approx(ps.noise_sigma()),
+                         **{k: pytest.approx(v) for k, v in ps.arrangement().items()}}
+    assert set(ps.arrangement()) == {"spacing", "spacing_spread"}
     np.testing.assert_array_equal(data.images[:, 0], ps.patches)
     assert load_dataset(str(tmp_path / "p.npz"), n=5).meta == data.meta           # -n keeps it
     assert "noise_sigma" not in data.binarized().meta and data.binarized().meta["kind"] == "patches"
@@ -181,3 +184,33 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0] == line
     train = av.training.read_run(tmp_path / "run")["train_config"]
     assert (train["batch_size"], train["lr"]) == (bs, lr)
+
+
+def test_scattered_objects_take_the_equivariant_encoder_and_a_lattice_the_mlp(tmp_path):
+    """A patch set records how its objects lie (median nearest-neighbour distance and its coefficient of
+    variation); scattered objects (galaxies, particles) get the group-equivariant encoder over the full
+    circle, a lattice's atoms the MLP one of the tuned micrograph recipe."""
+    from affinevae.data.objects import neighbour_spread
+    from affinevae.data.patches import cut_patches
+
+    rng = np.random.default_rng(0)
+    size = 300
+    v, u = np.mgrid[:size, :size].astype(np.float64)
+    sky = 0.02 * rng.standard_normal((size, size))
+    for r, c in rng.uniform(12, size - 12, (60, 2)):
+        sky += np.exp(-((v - r) ** 2 + (u - c) ** 2) / 8.0)
+    scattered = cut_patches(np.clip(sky, 0, 1).astype(np.float32), 16)
+    lattice = cut_patches(synthetic_micrograph(size=(128, 128), spacing=8.0, grain_angles=(0.0, math.radians(30)),
+                                               seed=1)[0], 16)
+    assert scattered.arrangement()["spacing_spread"] >= SCATTERED_SPREAD > lattice.arrangement()["spacing_spread"]
+    assert neighbour_spread(rng.uniform(0, 1000, (400, 2))) > 0.4  # a Poisson scatter, about 0.5
+    assert cut_patches(np.clip(sky, 0, 1).astype(np.float32), 16, stride=16).arrangement() == {}  # a grid: none
+    for ps, encoder in ((scattered, "equivariant"), (lattice, "mlp")):
+        ps.save(tmp_path / "p.npz")
+        data = load_images(tmp_path / "p.npz")
+        assert data.meta["spacing"] == pytest.approx(ps.arrangement()["spacing"])
+        for images in (data, ps.imageset()):
+            options, _, line = data_defaults(images, "rvae", {"image_shape": list(images.image_shape)}, None, None,
+                                             None, None)
+            assert options["encoder"] == encoder and f"encoder={encoder}" in line
+        assert av.build_model("rvae", **options).config.encoder == encoder

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from .config import MAX_SYMMETRY, check_symmetry  # noqa: F401  (mapping.check_symmetry, as before)
 from .data.inputs import check_latents
+from .data.objects import neighbour_spacing  # noqa: F401  (mapping.neighbour_spacing, as before)
 from .defaults import CLUSTER_SPACES
 from .errors import AffineVAEError
 from .io import atomic_write, make_directory
@@ -276,30 +277,6 @@ def symmetry_reach(window: int) -> int:
     """How far from a centred ``window`` x ``window`` patch's centre (pixels) :func:`symmetry_scores`
     reads it: the largest circle it samples."""
     return int(min(window // 2, window - 1 - window // 2) - 1)
-
-
-def neighbour_spacing(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> Optional[float]:
-    """Median distance in pixels from each object to its nearest neighbour in the same frame.
-
-    Args:
-        centers: (N, 2) object positions (row, col) in pixels.
-        frames: (N,) frame index of each object (None: one frame).
-
-    Returns:
-        The median over the objects that have a neighbour; None when none has.
-    """
-    from scipy.spatial import cKDTree
-
-    c = np.asarray(centers, dtype=np.float64)
-    if c.ndim != 2 or c.shape[1] != 2:
-        raise AffineVAEError(f"neighbour_spacing: centers must be (N, 2) (row, col) pixels, got shape {c.shape}")
-    f = np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
-    nearest = []
-    for frame in np.unique(f):
-        pts = c[f == frame]
-        if len(pts) >= 2:
-            nearest.append(cKDTree(pts).query(pts, k=2)[0][:, 1])
-    return float(np.median(np.concatenate(nearest))) if nearest else None
 
 
 def active_latents(z: np.ndarray, rel: float = 0.05) -> np.ndarray:

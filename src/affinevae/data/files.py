@@ -577,7 +577,7 @@ def _read_meta(found: dict, spec: str, standardise: bool) -> dict:
             raise AffineVAEError(f"{spec}: {name} must be a finite number >= 0, got {v!r}")
         elif name == "window":
             meta[name] = int(v)
-        elif name == "pixel_size":
+        elif name in ("pixel_size", "spacing", "spacing_spread"):  # pixels, a ratio: not intensities
             meta[name] = float(v)
         elif not standardise:
             meta[name] = float(v)

@@ -124,8 +124,10 @@ def reading(spec: str, what: str) -> Iterator[None]:
 #: ``kind`` (a string, e.g. :data:`PATCH_SET_KIND`), ``window`` (patch size, pixels) and
 #: ``noise_sigma`` (robust pixel-noise estimate in the normalised intensity units, see
 #: :func:`~affinevae.data.imageset.noise_sigma`), and when known the physical ``pixel_size`` (a
-#: number) in ``unit`` (a string, e.g. 'nm'). ``load_images`` puts them in ``ImageSet.meta``.
-META_KEYS = ("kind", "window", "noise_sigma", "pixel_size", "unit")
+#: number) in ``unit`` (a string, e.g. 'nm'); for objects found or given (not a grid) the median
+#: nearest-neighbour distance ``spacing`` (pixels) and ``spacing_spread``, how irregular it is
+#: (:func:`~affinevae.data.objects.neighbour_spread`). ``load_images`` puts them in ``ImageSet.meta``.
+META_KEYS = ("kind", "window", "noise_sigma", "pixel_size", "unit", "spacing", "spacing_spread")
 #: The META_KEYS that hold strings.
 META_STRINGS = ("kind", "unit")
 #: ``kind`` of a patch set written by ``affinevae patches``.

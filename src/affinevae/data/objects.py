@@ -17,7 +17,7 @@ from .inputs import check_int
 
 __all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "smoothing_radius", "smoothed_pair", "smoothed_range",
            "check_noise_floor", "level_step",
-           "level_samples", "noise_level", "read_coordinates", "check_coordinates"]
+           "level_samples", "noise_level", "neighbour_spacing", "neighbour_spread", "read_coordinates", "check_coordinates"]
 
 
 #: Default detection threshold: a fraction of the way from a (smoothed) frame's minimum to its
@@ -209,6 +209,47 @@ def smoothed_range(frame: np.ndarray, sigma: Optional[float] = None,
     if core is not None:
         img = img[core]
     return float(img.min()), float(img.max())
+
+
+# ============================================================================ arrangement
+def _nearest_distances(centers: np.ndarray, frames: Optional[np.ndarray], where: str) -> np.ndarray:
+    """(M,) distance in pixels from each object with a neighbour in its frame to the nearest one."""
+    from scipy.spatial import cKDTree
+
+    c = np.asarray(centers, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 2:
+        raise AffineVAEError(f"{where}: centers must be (N, 2) (row, col) pixels, got shape {c.shape}")
+    f = np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
+    nearest = [np.zeros(0)]
+    for frame in np.unique(f):
+        pts = c[f == frame]
+        if len(pts) >= 2:
+            nearest.append(cKDTree(pts).query(pts, k=2)[0][:, 1])
+    return np.concatenate(nearest)
+
+
+def neighbour_spacing(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> Optional[float]:
+    """Median distance in pixels from each object to its nearest neighbour in the same frame.
+
+    Args:
+        centers: (N, 2) object positions (row, col) in pixels.
+        frames: (N,) frame index of each object (None: one frame).
+
+    Returns:
+        The median over the objects that have a neighbour; None when none has.
+    """
+    d = _nearest_distances(centers, frames, "neighbour_spacing")
+    return float(np.median(d)) if len(d) else None
+
+
+def neighbour_spread(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> Optional[float]:
+    """How irregular the objects' arrangement is: the coefficient of variation (standard deviation over
+    mean) of the nearest-neighbour distances (:func:`neighbour_spacing`'s), or None with fewer than
+    two objects with a neighbour. Atoms of a lattice measure 0.06-0.08 (two grains, vacancies,
+    ``synthetic_micrograph``), scattered objects about 0.5 (a Poisson scatter: 0.52), the galaxies
+    of an audit's sky field 0.34."""
+    d = _nearest_distances(centers, frames, "neighbour_spread")
+    return float(d.std() / d.mean()) if len(d) >= 2 and d.mean() > 0 else None
 
 
 # ============================================================================ coordinates
