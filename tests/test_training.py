@@ -307,3 +307,38 @@ def test_training_step_memory_is_measured_without_touching_the_model():
     assert per_image > 32 * 32 * 16 * 4
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # train_steps too
+
+
+def test_in_a_notebook_each_epoch_leaves_its_bar_with_its_losses(monkeypatch, digits):
+    """In a Jupyter kernel the epochs' bars are kept and end with the epoch's training and validation loss
+    (they were cleared, so a notebook kept no trace of the epochs); in a terminal they are cleared."""
+    import types
+
+    import tqdm.auto
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, leave, dynamic_ncols):
+            self.desc, self.leave, self.postfix, self.closed = desc, leave, None, False
+            bars.append(self)
+
+        def update(self, n):
+            pass
+
+        def set_postfix(self, values=None, **kw):
+            self.postfix = dict(values or {}, **kw)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    res = fit(make(), digits, TrainConfig(epochs=2, batch_size=64, val_split=0.2, progress=True, checkpoint=False))
+    assert [b.desc for b in bars] == ["epoch 1/2", "epoch 2/2"] and all(b.leave and b.closed for b in bars)
+    for bar, record in zip(bars, res.history):
+        assert bar.postfix == {"loss": f"{record['train_loss']:.2f}", "val loss": f"{record['val_loss']:.2f}"}
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    bars.clear()
+    fit(make(), digits, TrainConfig(epochs=1, batch_size=64, val_split=0.0, progress=True, checkpoint=False))
+    assert len(bars) == 1 and not bars[0].leave and bars[0].closed and set(bars[0].postfix) == {"loss"}

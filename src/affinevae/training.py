@@ -126,6 +126,14 @@ class TrainConfig(Config):
         """The fields as JSON-able values (logger objects as ``{"logger": name, **options}``)."""
         return {**super().to_dict(), "loggers": describe_loggers(self.loggers)}
 
+    def keeps_progress(self) -> bool:
+        """Whether each epoch's progress bar stays when the epoch ends, showing its training and
+        validation loss: in a Jupyter kernel, where the bars are the only trace of the epochs (a
+        terminal's bar is cleared; ``train`` then says the epoch's line itself when it is not drawn)."""
+        import sys
+
+        return "ipykernel" in sys.modules and not sys.stderr.isatty()
+
     def show_progress(self) -> bool:
         """Whether to draw the progress bar (``progress``, or when None: a terminal or a Jupyter kernel)."""
         if self.progress is not None:
@@ -635,7 +643,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
             if rank == 0 and cfg.show_progress():
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+                bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=cfg.keeps_progress(), dynamic_ncols=True)
             for b in range(steps):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 if len(idx) == 0:
@@ -669,10 +677,10 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{sums['loss'] / seen:.2f}")
-            if bar is not None:
-                bar.close()
             elapsed = time.perf_counter() - t0
             bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+            if bad and bar is not None:
+                bar.close()
             if bad:  # the last step's update overflowed (e.g. a huge learning rate): never checkpoint that
                 raise TrainingDiverged(f"non-finite weights ({bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}) "
                                        f"after epoch {epoch}{kept_checkpoint(run_dir, start + len(history))}; "
@@ -689,6 +697,10 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
                 record["kl_weight"] = weight_sum / steps
             if xv is not None:
                 record.update({f"val_{k}": v for k, v in evaluate(model, xv, yv, seed=cfg.seed + epoch, bf16=cfg.bf16).items()})
+            if bar is not None:  # a kept bar (a notebook) ends as the epoch's line: its losses
+                bar.set_postfix({"loss": f"{record['train_loss']:.2f}",
+                                 **({"val loss": f"{record['val_loss']:.2f}"} if "val_loss" in record else {})})
+                bar.close()
             record.update(model.on_epoch_end(epoch, run_dir if rank == 0 else None) or {})
             history.append(record)
             if rank == 0 and run is not None:
