@@ -130,8 +130,10 @@ def test_cli_train_on_a_patch_set_prints_its_defaults(noisy_patches, tmp_path, c
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     sigma = max(float(f"{ps.noise_sigma():.3g}"), SIGMA_FLOOR)
+    spread = ps.arrangement()["spacing_spread"]
     assert lines[0] == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
-                        f"encoder=mlp likelihood=gaussian sigma={sigma:.3g} sigma_radius=0.7 batch_size=32 lr=0.003 kl_warmup=0.3 "
+                        f"encoder=mlp (a lattice: spacing spread {spread:.2f}) likelihood=gaussian sigma={sigma:.3g} "
+                        "sigma_radius=0.7 batch_size=32 lr=0.003 kl_warmup=0.3 "
                         "(override with --invariances/--set/--encoder/--likelihood/--sigma/--batch-size/--lr/--kl-warmup)")
     assert "for 1 epoch: " in lines[1]
     cfg = av.load(tmp_path / "run").config
@@ -212,5 +214,5 @@ def test_scattered_objects_take_the_equivariant_encoder_and_a_lattice_the_mlp(tm
         for images in (data, ps.imageset()):
             options, _, line = data_defaults(images, "rvae", {"image_shape": list(images.image_shape)}, None, None,
                                              None, None)
-            assert options["encoder"] == encoder and f"encoder={encoder}" in line
+            assert options["encoder"] == encoder and f"encoder={encoder} (" in line and "spacing spread" in line
         assert av.build_model("rvae", **options).config.encoder == encoder

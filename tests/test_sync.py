@@ -245,32 +245,57 @@ def test_a_resumed_fit_synchronises_again(tmp_path):
 
 def test_a_run_from_before_anchor_symmetry_resumes_over_the_full_circle(tmp_path, monkeypatch):
     """A run written before ``anchor_symmetry`` existed (its model.json lacks it) loads with 1, as it was
-    trained, and resumes so from Python and from the command line (it was refused as another model)."""
+    trained, and resumes so from Python and from the command line (it was refused as another model); so
+    does an AVAE around such an rVAE. The shapes are 4-fold symmetric, so a new run would take 4."""
     import json
 
+    from affinevae.cli import main
     from affinevae.cli.train import predated_options
     from affinevae.models.rvae import RVAE, RVAEConfig
 
-    x, _ = styled_shapes(120, seed=3)
+    x, _ = styled_shapes(120, seed=3, symmetric=True)
+    np.save(tmp_path / "x.npy", x.numpy())
     cfg = dict(batch_size=40, val_split=0.0, progress=False, seed=0)
+    args = ["train", "--data", str(tmp_path / "x.npy"), "--model", "rvae", "--invariances", "rotation", "--set",
+            "rotation_mode=full", "--set", "group_channels=4,4,4", "--hidden", "32", "--latent-dim", "1",
+            "--batch-size", "40", "--no-progress", "--seed", "0"]
     plain = RVAEConfig.to_dict
     monkeypatch.setattr(RVAEConfig, "to_dict", lambda self: {k: v for k, v in plain(self).items() if k != "anchor_symmetry"})
     torch.manual_seed(0)
     av.fit(small_rvae(), x.numpy(), av.TrainConfig(epochs=1, **cfg), out=tmp_path / "run")
+    assert main([*args, "--epochs", "1", "--out", str(tmp_path / "cli")]) == 0
+    avae = av.build_model("avae", inner="rvae", image_shape=(1, SIZE, SIZE), latent_dim=1, pose_head=False,
+                          inner_config=dict(invariances=["rotation"], rotation_mode="full", group_channels=[4, 4],
+                                            encoder_hidden=[16], hidden=[16], channels=[8, 8]))
+    av.fit(avae, x.numpy(), av.TrainConfig(epochs=1, **cfg), out=tmp_path / "avae")
     monkeypatch.undo()
-    assert "anchor_symmetry" not in json.loads((tmp_path / "run" / "model.json").read_text())["config"]
+    for run in ("run", "cli"):
+        assert "anchor_symmetry" not in json.loads((tmp_path / run / "model.json").read_text())["config"]
     # the command line builds the model from its options: the option the run predates takes its former value
     assert predated_options(tmp_path / "run", RVAE, {"latent_dim": 1}) == {"latent_dim": 1, "anchor_symmetry": 1}
     assert predated_options(tmp_path / "run", RVAE, {"anchor_symmetry": 2}) == {"anchor_symmetry": 2}
+    assert predated_options(tmp_path / "none", RVAE, {"latent_dim": 1}) == {"latent_dim": 1}
     model = av.load(tmp_path / "run")
     assert model.config.anchor_symmetry == 1
     res = av.fit(model, x.numpy(), av.TrainConfig(epochs=2, **cfg), out=tmp_path / "run", resume=True)
     assert [r["epoch"] for r in res.history] == [1, 2] and res.history[1]["pose_sync_symmetry"] == 1
-    assert predated_options(tmp_path / "none", RVAE, {"latent_dim": 1}) == {"latent_dim": 1}
+    assert main([*args, "--epochs", "2", "--out", str(tmp_path / "cli"), "--resume"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and records[1]["pose_sync_symmetry"] == 1
+    inner = av.load(tmp_path / "avae").vae
+    assert inner.config.anchor_symmetry == 1
+    from affinevae.models.avae import AVAE
+    assert predated_options(tmp_path / "avae", AVAE, {"inner": "rvae"}) == {"inner": "rvae", "anchor_symmetry": 1}
+    res = av.fit(av.load(tmp_path / "avae"), x.numpy(), av.TrainConfig(epochs=2, **cfg), out=tmp_path / "avae",
+                 resume=True)
+    assert [r["epoch"] for r in res.history] == [1, 2]
     torch.manual_seed(0)
     av.fit(small_rvae(), x.numpy(), av.TrainConfig(epochs=1, **cfg), out=tmp_path / "new")
     assert predated_options(tmp_path / "new", RVAE, {"latent_dim": 1}) == {"latent_dim": 1}
-    assert av.load(tmp_path / "new").config.anchor_symmetry is None  # a new run: chosen by the synchronisation
+    new = av.load(tmp_path / "new")
+    assert new.config.anchor_symmetry is None and new.pose_sync_symmetry is None  # chosen by the synchronisation
+    res = av.fit(new, x.numpy(), av.TrainConfig(epochs=2, **cfg), out=tmp_path / "new", resume=True)
+    assert res.history[1]["pose_sync_symmetry"] == 4
 
 
 def test_the_joint_model_takes_the_anchor_when_given():

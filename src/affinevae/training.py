@@ -289,6 +289,20 @@ def _check_same_data(run: Run, n: int, fingerprint: str) -> None:
                          "--stretch, --fill-nan, --seed, --val-split) or choose another --out")
 
 
+def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` for every key whose value differs between two config dicts, a
+    nested dict's (an AVAE's ``inner_config``) key by key as ``inner_config.KEY``; '(unset)' for a
+    missing key."""
+    out = []
+    for k in dict.fromkeys([*old, *new]):
+        a, b = old.get(k, "(unset)"), new.get(k, "(unset)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_differences(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
+
+
 def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n: int, fingerprint: str) -> int:
     saved = run.model_description
     if saved.get("model") != model.family:
@@ -296,8 +310,8 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
                              f"{model.family}); resume with the same options or choose another --out")
     old, new = type(model.config).saved_dict(saved.get("config") or {}), model.config.to_dict()
     if old != new:
-        keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k, "(unset)") != new.get(k, "(unset)")]
-        diff = "; ".join(f"{k} {old.get(k, '(unset)')} there, {new.get(k, '(unset)')} here" for k in keys[:3])
+        keys = _differences(old, new)
+        diff = "; ".join(f"{k} {a} there, {b} here" for k, a, b in keys[:3])
         more = f"; and {len(keys) - 3} more" if len(keys) > 3 else ""
         raise AffineVAEError(f"{run.path}: the checkpoint was made for a different {model.family} model ({diff}{more}); "
                              "resume with the same options or choose another --out")

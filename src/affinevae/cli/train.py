@@ -295,8 +295,9 @@ def resume_options(args: argparse.Namespace) -> str:
 
 def predated_options(out, cls, options: dict) -> dict:
     """For ``--resume`` of the run in ``out``: ``options`` with each model option that the run's saved
-    config predates (:attr:`~affinevae.config.Config.FORMER_DEFAULTS` of ``cls``' config) and that is
-    not given set to its former value, so that a run written by an earlier affinevae resumes as it
+    config predates (:meth:`~affinevae.config.Config.saved_dict` of ``cls``' config; an AVAE's inner
+    model's too, given at the top level as the command line gives them) and that is not given set to
+    its former value, so that a run written by an earlier affinevae resumes as it
     was trained (a full-circle rVAE from before ``anchor_symmetry`` anchors over the full circle)."""
     from ..io import MODEL_JSON
     from ..runs import Run
@@ -305,8 +306,16 @@ def predated_options(out, cls, options: dict) -> dict:
     if not (run.path / MODEL_JSON).is_file():
         return options
     saved = run.model_config
-    former = {k: v for k, v in cls.config_class.FORMER_DEFAULTS.items() if k not in saved and k not in options}
-    return {**options, **former} if saved and former else options
+    if not saved:
+        return options
+    filled = cls.config_class.saved_dict(saved)
+    former = {k: v for k, v in filled.items() if k not in saved and k not in options}
+    inner_saved, inner_filled = saved.get("inner_config"), filled.get("inner_config")
+    if isinstance(inner_saved, dict) and isinstance(inner_filled, dict):  # an AVAE: its inner model's, given flat
+        given_inner = options.get("inner_config") or {}
+        former.update({k: v for k, v in inner_filled.items()
+                       if k not in inner_saved and k not in options and k not in given_inner})
+    return {**options, **former} if former else options
 
 
 def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:

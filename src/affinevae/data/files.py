@@ -43,8 +43,8 @@ import numpy as np
 from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (AUX_KEYS, DEFAULT_KEYS, FITS_EXTS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, MRC_EXTS,
-                      NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PIL_EXTS, SUPPORTED, TIFF_EXTS, cannot_read, check_not_empty, check_npy_magic,
-                      file_magic, fits_hdu_spec, image_suffix, npz_image_key, pickled_npy, reading)
+                      NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PATCH_SET_KIND, PIL_EXTS, SUPPORTED, TIFF_EXTS, cannot_read,
+                      check_not_empty, check_npy_magic, file_magic, fits_hdu_spec, image_suffix, npz_image_key, pickled_npy, reading)
 from .imageset import ImageSet, PixelScaling, check_stretch, scale_images
 
 QUICKDRAW_PREFIX = "full_numpy_bitmap_"
@@ -553,7 +553,26 @@ def _npz_extras(npz, key: str, spec: str, standardise: bool) -> tuple[dict, dict
     names = list(npz.files)
     extra = {n: _npz_array(npz, n, spec) for n in AUX_KEYS if n in names and n != key}
     meta = _read_meta({n: _npz_array(npz, n, spec) for n in META_KEYS if n in names and n != key}, spec, standardise)
+    if (meta.get("kind") == PATCH_SET_KIND and "spacing_spread" not in meta and "centers" in names
+            and "grid_shape" not in names):  # a patch set written before its arrangement was recorded
+        meta.update(_arrangement(npz, names, spec))
     return extra, meta
+
+
+def _arrangement(npz, names: list, spec: str) -> dict:
+    """``spacing`` and ``spacing_spread`` of an older patch set's objects, from its ``centers`` (N, 2) and
+    ``frames`` (N,) (:meth:`~affinevae.data.patches.PatchSet.arrangement`); empty when they do not read."""
+    from .objects import neighbour_spacing, neighbour_spread
+
+    try:
+        centers = np.asarray(_npz_array(npz, "centers", spec), dtype=np.float64)
+        frames = np.asarray(_npz_array(npz, "frames", spec)) if "frames" in names else None
+        if frames is not None and frames.shape != (len(centers),):
+            return {}
+        spacing, spread = neighbour_spacing(centers, frames), neighbour_spread(centers, frames)
+    except (AffineVAEError, ValueError, TypeError):
+        return {}
+    return {} if spacing is None or spread is None else {"spacing": spacing, "spacing_spread": spread}
 
 
 def _read_meta(found: dict, spec: str, standardise: bool) -> dict:

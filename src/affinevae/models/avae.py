@@ -213,6 +213,16 @@ class AVAEConfig(ModelConfig):
             data["inner_config"] = {**inner_cfg, **moved}
         return super().from_dict(data, what=what or "model 'avae'")
 
+    @classmethod
+    def saved_dict(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A saved AVAE config's dict with the fields it predates filled (:attr:`FORMER_DEFAULTS`), its
+        ``inner_config``'s by the inner family's own (a full-circle rVAE inside: ``anchor_symmetry`` 1)."""
+        out = super().saved_dict(data)
+        inner = out.get("inner", "vae")
+        if isinstance(out.get("inner_config"), Mapping) and isinstance(inner, str) and inner in MODELS:
+            out["inner_config"] = MODELS.get(inner).config_class.saved_dict(out["inner_config"])
+        return out
+
     # ------------------------------------------------------------------ inner facts
     @property
     def inner_model_config(self) -> ModelConfig:
@@ -636,6 +646,7 @@ class AVAE(LatentModel):
     # ------------------------------------------------------------------ persistence
     @classmethod
     def from_config_dict(cls, config: dict[str, Any]) -> "AVAE":
-        """Build a fresh AVAE (inner model included) from its saved config dict."""
-        return cls(AVAEConfig.from_dict(config))
+        """Build a fresh AVAE (inner model included) from its saved config dict (fields it predates take
+        their former values, :meth:`AVAEConfig.saved_dict`)."""
+        return cls(AVAEConfig.from_saved(config))
 

@@ -180,8 +180,9 @@ class RVAEConfig(ModelConfig):
     #: equivariant encoder; the joint and semi-supervised configs override them.
     default_group_channels: ClassVar[tuple] = (4, 8, 8, 8, 8)
     default_pose_anchor: ClassVar[float] = 10.0
-    #: A run saved before ``anchor_symmetry`` existed anchored over the full circle.
-    FORMER_DEFAULTS: ClassVar[dict] = {"anchor_symmetry": 1}
+    #: A run saved before ``anchor_symmetry`` existed anchored over the full circle, and one saved before
+    #: ``pose_anchor`` existed had no anchor.
+    FORMER_DEFAULTS: ClassVar[dict] = {"anchor_symmetry": 1, "pose_anchor": 0.0}
 
     def __post_init__(self) -> None:
         inv = self.invariances
