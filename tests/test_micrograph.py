@@ -797,6 +797,8 @@ def test_the_noise_level_is_the_smoothed_noise_and_tiles_measure_the_whole_frame
         median, sd = noise_level(*level_samples(raw, smooth, 1), sigma)
         assert sd == pytest.approx(float(np.std(smooth[20:-20, 20:-20])), rel=0.08) and abs(median) < 0.05
     assert level_step((1000, 1000)) == 1 and level_step((3000, 3000)) == 3
+    counts = rng.poisson(0.3, (300, 300)).astype(np.float32)  # most Haar details exactly 0: the median says 0
+    assert 0.4 < noise_level(*level_samples(counts, counts, 1))[1] < 1.0  # the Poisson deviation is 0.55
     # tiles (with a pixel of margin) sample exactly the pixels and blocks the whole frame does
     frame = rng.random((61, 47)).astype(np.float32)
     raw, smooth = smoothed_pair(frame, 1.5)

@@ -7,6 +7,7 @@ Centres are (row, col) in pixels, integer pixel indices once checked against a s
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -164,8 +165,9 @@ def noise_level(values: np.ndarray, details: np.ndarray, sigma: Optional[float] 
     """``(median, noise)`` of a frame for :func:`detect_objects`' noise floor, from its
     :func:`level_samples` (concatenated over tiles): the median of the (smoothed) values, and the
     standard deviation of the pixel noise after the smoothing: Donoho's robust estimate
-    ``median(|details|) / 0.6745`` of the raw noise (as :func:`~affinevae.data.imageset.noise_sigma`)
-    times the Gaussian kernel's noise gain (the root of its squared weights: 0.28 at ``sigma`` 1, 0.14
+    ``median(|details|) / 0.6745`` of the raw noise (as :func:`~affinevae.data.imageset.noise_sigma`;
+    ``mean(|details|) sqrt(pi / 2)`` when most details are exactly 0, as in low-count or coarsely
+    quantised frames) times the Gaussian kernel's noise gain (the root of its squared weights: 0.28 at ``sigma`` 1, 0.14
     at 2). Both in the frame's pixel units; (0, 0) without samples."""
     if len(values) == 0 or len(details) == 0:
         return 0.0, 0.0
@@ -177,7 +179,11 @@ def noise_level(values: np.ndarray, details: np.ndarray, sigma: Optional[float] 
         delta = np.zeros(2 * r + 1)
         delta[r] = 1.0
         gain = float((ndimage.gaussian_filter1d(delta, float(sigma)) ** 2).sum())  # 2-D: the product of two axes
-    return float(np.median(values)), float(np.median(np.abs(details)) / 0.6745 * gain)
+    spread = np.abs(details)
+    sd = float(np.median(spread)) / 0.6745
+    if sd == 0.0:  # most details exactly 0 (low counts, quantised data): the mean absolute detail instead
+        sd = float(spread.mean()) * math.sqrt(math.pi / 2)
+    return float(np.median(values)), sd * gain
 
 
 def smoothing_radius(sigma: Optional[float]) -> int:
