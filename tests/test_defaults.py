@@ -16,7 +16,7 @@ from affinevae.data.imageset import noise_sigma
 from affinevae.data.micrograph import synthetic_micrograph
 from affinevae.data.patches import PatchSet, cut_patches
 from affinevae.defaults import (DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS, PATCH_BATCH_SIZE, PATCH_KL_WARMUP, PATCH_SIGMA_RADIUS, PATCH_LR,
-                                SCATTERED_SPREAD, SIGMA_FLOOR, data_defaults)
+                                LATTICE_ORDER, SIGMA_FLOOR, data_defaults)
 from affinevae.training import TrainConfig
 from affinevae.errors import AffineVAEError
 
@@ -46,7 +46,7 @@ def test_noise_estimate_and_patch_metadata_round_trip(noisy_patches, tmp_path):
     data = load_images(str(tmp_path / "p.npz"))
     assert data.meta == {"kind": "patches", "window": 12, "noise_sigma": pytest.approx(ps.noise_sigma()),
                          **{k: pytest.approx(v) for k, v in ps.arrangement().items()}}
-    assert set(ps.arrangement()) == {"spacing", "spacing_spread"}
+    assert set(ps.arrangement()) == {"spacing", "lattice_order"}
     np.testing.assert_array_equal(data.images[:, 0], ps.patches)
     assert load_dataset(str(tmp_path / "p.npz"), n=5).meta == data.meta           # -n keeps it
     assert "noise_sigma" not in data.binarized().meta and data.binarized().meta["kind"] == "patches"
@@ -130,9 +130,9 @@ def test_cli_train_on_a_patch_set_prints_its_defaults(noisy_patches, tmp_path, c
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     sigma = max(float(f"{ps.noise_sigma():.3g}"), SIGMA_FLOOR)
-    spread = ps.arrangement()["spacing_spread"]
+    order = ps.arrangement()["lattice_order"]
     assert lines[0] == ("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
-                        f"encoder=mlp (a lattice: spacing spread {spread:.2f}) likelihood=gaussian sigma={sigma:.3g} "
+                        f"encoder=mlp (a lattice: lattice order {order:.2f}) likelihood=gaussian sigma={sigma:.3g} "
                         "sigma_radius=0.7 batch_size=32 lr=0.003 kl_warmup=0.3 "
                         "(override with --invariances/--set/--encoder/--likelihood/--sigma/--batch-size/--lr/--kl-warmup)")
     assert "for 1 epoch: " in lines[1]
@@ -189,30 +189,39 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
 
 
 def test_scattered_objects_take_the_equivariant_encoder_and_a_lattice_the_mlp(tmp_path):
-    """A patch set records how its objects lie (median nearest-neighbour distance and its coefficient of
-    variation); scattered objects (galaxies, particles) get the group-equivariant encoder over the full
-    circle, a lattice's atoms the MLP one of the tuned micrograph recipe."""
-    from affinevae.data.objects import neighbour_spread
-    from affinevae.data.patches import cut_patches
+    """A patch set records how its objects lie (median nearest-neighbour distance and the bond-orientational
+    order of their neighbours above chance); scattered objects (galaxies, particles, even kept a minimum
+    distance apart, which made the spread of their distances look like a lattice's) get the group-equivariant
+    encoder over the full circle, a lattice's atoms the MLP one of the tuned micrograph recipe."""
+    from affinevae.data.objects import neighbour_order
 
     rng = np.random.default_rng(0)
     size = 300
     v, u = np.mgrid[:size, :size].astype(np.float64)
     sky = 0.02 * rng.standard_normal((size, size))
-    for r, c in rng.uniform(12, size - 12, (60, 2)):
+    kept = []
+    while len(kept) < 40:  # particles at least 30 px apart: a hard core, as picked particles have
+        q = rng.uniform(12, size - 12, 2)
+        if all(np.hypot(*(q - p)) >= 30 for p in kept):
+            kept.append(q)
+    for r, c in kept:
         sky += np.exp(-((v - r) ** 2 + (u - c) ** 2) / 8.0)
     scattered = cut_patches(np.clip(sky, 0, 1).astype(np.float32), 16)
     lattice = cut_patches(synthetic_micrograph(size=(128, 128), spacing=8.0, grain_angles=(0.0, math.radians(30)),
                                                seed=1)[0], 16)
-    assert scattered.arrangement()["spacing_spread"] >= SCATTERED_SPREAD > lattice.arrangement()["spacing_spread"]
-    assert neighbour_spread(rng.uniform(0, 1000, (400, 2))) > 0.4  # a Poisson scatter, about 0.5
+    assert scattered.arrangement()["lattice_order"] < LATTICE_ORDER < 0.25 < lattice.arrangement()["lattice_order"]
+    assert abs(neighbour_order(rng.uniform(0, 1000, (400, 2)))) < 0.05  # a Poisson scatter: chance
     assert cut_patches(np.clip(sky, 0, 1).astype(np.float32), 16, stride=16).arrangement() == {}  # a grid: none
     for ps, encoder in ((scattered, "equivariant"), (lattice, "mlp")):
         ps.save(tmp_path / "p.npz")
         data = load_images(tmp_path / "p.npz")
-        assert data.meta["spacing"] == pytest.approx(ps.arrangement()["spacing"])
+        assert data.meta["lattice_order"] == pytest.approx(ps.arrangement()["lattice_order"])
         for images in (data, ps.imageset()):
             options, _, line = data_defaults(images, "rvae", {"image_shape": list(images.image_shape)}, None, None,
                                              None, None)
-            assert options["encoder"] == encoder and f"encoder={encoder} (" in line and "spacing spread" in line
+            assert options["encoder"] == encoder and f"encoder={encoder} (" in line and "lattice order" in line
         assert av.build_model("rvae", **options).config.encoder == encoder
+    # a patch set written before the arrangement was recorded gets it from its centres when read
+    arrays = {k: v for k, v in scattered.arrays().items() if k not in ("spacing", "lattice_order")}
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert load_images(tmp_path / "old.npz").meta["lattice_order"] == pytest.approx(scattered.arrangement()["lattice_order"])

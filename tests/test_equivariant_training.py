@@ -70,8 +70,9 @@ def test_full_circle_joint_model_finds_the_classes_and_their_angles():
                            rotation_mode="full", group_channels=(4, 4), encoder_hidden=(32,), hidden=(32,),
                            classifier_hidden=(32,), channels=(8, 16), class_init_epochs=1)
     assert model.config.encoder == "equivariant"
-    av.fit(model, x.numpy(), av.TrainConfig(epochs=4, batch_size=50, lr=3e-3, val_split=0.0, progress=False, seed=0,
-                                            checkpoint=False))
+    res = av.fit(model, x.numpy(), av.TrainConfig(epochs=4, batch_size=50, lr=3e-3, val_split=0.0, progress=False,
+                                                  seed=0, checkpoint=False))
+    assert [r.get("class_kmeans_aligned") for r in res.history] == [None, 1.0, None, None]  # the start was aligned
     model.eval()
     with torch.no_grad():
         enc = model.encode(x)

@@ -190,6 +190,7 @@ def test_the_trainer_runs_the_kmeans_start_once_after_the_warm_epochs_and_resume
     full = fitted.model
     assert calls == [(6, 60, 5)]                   # before epoch 3: 6 steps taken, the run's seed
     assert [r.get("class_kmeans_start") for r in fitted.history] == [None, None, 1.0]  # the epoch record says so
+    assert "class_kmeans_aligned" not in fitted.history[2]  # plain k-means within the prior's turns
     one = av.fit(make(), data, cfg.replace(epochs=1), out=tmp_path / "one").model
     none = av.fit(make(class_init="none"), data, cfg.replace(epochs=1), out=tmp_path / "none").model
     assert len(calls) == 1 and all(torch.equal(a, b) for a, b in zip(one.parameters(), none.parameters()))

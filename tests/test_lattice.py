@@ -14,7 +14,7 @@ from affinevae import mapping
 from affinevae.cli import main
 from affinevae.data import load_dataset, load_mnist, rotated_mnist
 from affinevae.data.micrograph import LATTICES, synthetic_micrograph
-from affinevae.data.patches import cut_patches, extract_patches
+from affinevae.data.patches import PatchSet, cut_patches, extract_patches
 from affinevae.errors import AffineVAEError
 
 SYMMETRY = {"rectangular": 2, "square": 4, "hexagonal": 6}
@@ -250,3 +250,39 @@ def test_estimate_symmetry_of_isolated_objects_with_neighbours_and_stars_in_thei
     patches, _ = extract_patches(img.astype(np.float32), np.rint(pos).astype(np.int64), 24, edge="drop")
     res = mapping.symmetry_scores(patches)
     assert res.order == 2 and res.score[2] > 0.8, res
+
+
+def test_the_narrow_window_hint_is_for_lattices_not_for_scattered_objects():
+    """map's hint that windows are too small to show the objects' arrangement is lattice advice: for
+    scattered objects (particles, galaxies) each object's own symmetry is what the estimate should see."""
+    from affinevae.cli.map import symmetry_hint
+
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(np.arange(10, 200, 20), np.arange(10, 200, 20), indexing="ij"), -1).reshape(-1, 2)
+    scattered = rng.uniform(10, 400, (len(grid), 2)).round()
+    for centers, hinted in ((grid, True), (scattered, False)):
+        ps = PatchSet(np.zeros((len(centers), 12, 12), np.float32), centers.astype(np.int64),
+                      np.zeros(len(centers), np.int64), 12)
+        assert (symmetry_hint(ps) is not None) == hinted, centers[:3]
+
+
+def test_map_takes_the_pattern_of_files_patches_read_as_one_stack(tmp_path, capsys):
+    """patches reads several files (a glob pattern) as one stack; map's --image takes the same pattern
+    (it was 'file not found', and one of the files was refused as another stack)."""
+    from affinevae.models.rvae import RVAE
+
+    for i in range(2):
+        img, _ = synthetic_micrograph(size=(64, 64), spacing=8.0, seed=10 + i)
+        np.save(tmp_path / f"mic{i}.npy", img)
+    pattern = str(tmp_path / "mic*.npy")
+    assert main(["patches", pattern, "--window", "16", "--no-progress", "--out", str(tmp_path / "p.npz")]) == 0
+    ps = PatchSet.load(tmp_path / "p.npz")
+    assert set(ps.frames.tolist()) == {0, 1}
+    torch.manual_seed(0)
+    RVAE(image_shape=(1, 16, 16), latent_dim=2, invariances=("rotation",), rotation_mode="full", hidden=(16,),
+         group_channels=(4, 4)).save(tmp_path / "run")
+    capsys.readouterr()
+    assert main(["map", str(tmp_path / "run"), "--image", pattern, "--patches", str(tmp_path / "p.npz"),
+                 "--symmetry", "4", "--frame", "1", "--out", str(tmp_path / "maps")]) == 0, capsys.readouterr().err
+    with np.load(tmp_path / "maps" / "maps.npz") as m:
+        assert str(m["source_image"]) == pattern and len(m["frames"]) == len(ps)

@@ -398,3 +398,18 @@ def test_a_particle_stack_mrcs_is_training_data(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "mrcfile", None)  # as if the extra were not installed
     with pytest.raises(AffineVAEError, match=r'pip install "affinevae\[microscopy\]"'):
         load_images(str(tmp_path / "particles.mrcs"))
+
+
+@pytest.mark.parametrize("shape", [(0, 40, 40), (5, 0, 40)])
+def test_an_mrc_stack_without_pixels_is_one_line(tmp_path, capsys, shape):
+    """An .mrcs declaring no frames, or frames of zero size, is refused in one line (mrcfile's voxel size
+    divided by the zero first: a numpy warning line came before the error)."""
+    mrcfile = pytest.importorskip("mrcfile")
+    path = tmp_path / "empty.mrcs"
+    with mrcfile.new(str(path)) as m:
+        m.set_data(np.zeros(shape, np.float32))
+    for argv in (["patches", str(path), "--window", "8", "--out", str(tmp_path / "p.npz")],
+                 ["train", "--model", "vae", "--data", str(path), "--epochs", "1", "--out", str(tmp_path / "run")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"empty.mrcs: holds no pixels ({shape[0]} frame(s) of {shape[1]}x{shape[2]})" in err

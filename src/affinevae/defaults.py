@@ -6,8 +6,8 @@ units ``train`` sees). For such data and a model family listed in :data:`PATCH_S
 (``rvae``, ``crvae``), :func:`data_defaults` chooses micrograph-appropriate options: both
 rotation and translation latents, a uniform prior on the angle (``rotation_mode=full``: the
 objects have no preferred orientation) with the MLP encoder for a lattice's atoms and the
-group-equivariant one for scattered objects (``meta["spacing_spread"]`` at least
-:data:`SCATTERED_SPREAD`), 4 content latents and a small decoder (``hidden`` (32, 32): the spatial
+group-equivariant one for scattered objects (``meta["lattice_order"]`` under
+:data:`LATTICE_ORDER`), 4 content latents and a small decoder (``hidden`` (32, 32): the spatial
 decoder's per-pixel MLP, or with the equivariant encoder the warp decoder's head), a Gaussian likelihood whose ``sigma`` is the noise estimate (at least
 :data:`SIGMA_FLOOR`) at the patch centre and grows towards its edges (``sigma_radius``
 :data:`PATCH_SIGMA_RADIUS`: the centre object is described before its neighbours), batches of :data:`PATCH_BATCH_SIZE` at learning rate :data:`PATCH_LR`, a
@@ -57,7 +57,7 @@ from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "SCATTERED_SPREAD", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -82,15 +82,16 @@ PATCH_KL_WARMUP = 0.3
 #: Radius (half-widths of the patch) of the Gaussian likelihood's centred precision window for a
 #: patch set (``ModelConfig.sigma_radius``) when ``--set sigma_radius=`` is not given.
 PATCH_SIGMA_RADIUS = 0.7
-#: A patch set whose objects lie at least this irregularly (``meta["spacing_spread"]``, the coefficient
-#: of variation of their nearest-neighbour distances, :func:`affinevae.data.objects.neighbour_spread`)
-#: holds scattered objects, not a lattice's atoms: its full-circle rVAE takes the equivariant encoder.
-#: Measured (``synthetic_micrograph``, the default detection): lattices 0.04-0.08, under heavy noise
-#: (0.3-0.5 of an atom) with 10-20 % vacancies 0.10-0.19, and 0.21-0.25 where the window is only 1.3
-#: spacings wide (spacing 12, window 16: noise peaks and vacancies); a Poisson scatter 0.5-0.6, an
-#: audit's galaxy field 0.34. The margin above the worst lattices is thin: the defaults line says the
-#: value, and ``--encoder`` decides.
-SCATTERED_SPREAD = 0.3
+#: A patch set whose objects' bond-orientational order stays under this (``meta["lattice_order"]``,
+#: :func:`affinevae.data.objects.neighbour_order`: the order of the directions to each object's nearest
+#: neighbours above what random placement gives) holds scattered objects, not a lattice's atoms: its
+#: full-circle rVAE takes the equivariant encoder. Measured (``synthetic_micrograph``, the default
+#: detection): lattices 0.26-0.50 (atoms 3-6 px apart); under heavy noise (0.3-0.5 of an atom) with
+#: 10-20 % vacancies, whose detections are partly noise peaks, -0.03-0.17; scattered objects about 0
+#: (a Poisson scatter -0.01, particles kept 34 px apart -0.01 and a cryo-EM audit's picks -0.01,
+#: an astronomer audit's galaxy field -0.01). The spread of the neighbour distances, tried first,
+#: took particles with a minimum distance between them (0.16) for a lattice.
+LATTICE_ORDER = 0.15
 
 #: What ``map --clusters`` clusters (``--cluster-on``; :func:`affinevae.mapping.cluster_space`).
 CLUSTER_SPACES = ("auto", "images", "latents")
@@ -147,11 +148,11 @@ POSE_PATCH_RULES: tuple[tuple[str, Rule], ...] = (
     ("rotation_mode", lambda data, opts: "full" if "rotation" in _invariances(opts) else None),
     # the MLP encoder of the tuned micrograph recipe for a lattice's atoms: on the synthetic lattices of
     # the tests it separates substituted atoms better (> 0.9) than the equivariant encoder (0.86); for
-    # scattered objects (galaxies, particles: SCATTERED_SPREAD) the equivariant one, as rotation_mode
+    # scattered objects (galaxies, particles: LATTICE_ORDER) the equivariant one, as rotation_mode
     # 'full' takes elsewhere (an audit's galaxy field: angles 0.56 / 0.58 modulo 180 degrees against
     # 0.28 / 0.04, k-means of the classes 0.96 / 0.81 against 0.62 / 0.64, seeds 0 / 1)
     ("encoder", lambda data, opts: (None if opts.get("rotation_mode") != "full" else
-                                    "equivariant" if data.meta.get("spacing_spread", 0.0) >= SCATTERED_SPREAD
+                                    "equivariant" if data.meta.get("lattice_order", 1.0) < LATTICE_ORDER
                                     else "mlp")),
     ("latent_dim", lambda data, opts: PATCH_LATENT_DIM),
     ("hidden", lambda data, opts: [32, 32]),
@@ -273,7 +274,7 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
         [1, MAX_EPOCHS], else :data:`FAMILY_TRAINING`'s batch size and learning rate for a family
         listed there, the trainer's defaults and :data:`DEFAULT_EPOCHS`); and one line naming
         what was chosen and how to override it, e.g. ``affinevae: patch-set defaults:
-        invariances=rotation,translation rotation_mode=full encoder=mlp (a lattice: spacing spread 0.07)
+        invariances=rotation,translation rotation_mode=full encoder=mlp (a lattice: lattice order 0.44)
         latent_dim=4 hidden=32,32 likelihood=gaussian sigma=0.1 sigma_radius=0.7 batch_size=32 lr=0.003 kl_warmup=0.3 epochs=116 (override
         with ...)`` or ``affinevae: jrvae defaults: batch_size=50 lr=0.002 (override with
         --batch-size/--lr)``, or ``""`` when nothing was chosen.
@@ -315,9 +316,9 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
     flags = ("/".join(f"{k}=" for k in chosen) if python
              else "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen)))
     shown = " ".join(f"{k}={_show(v)}" for k, v in chosen.items())
-    if "encoder" in chosen and "spacing_spread" in data.meta and rules is not None:  # why this encoder
+    if "encoder" in chosen and "lattice_order" in data.meta and rules is not None:  # why this encoder
         what = "scattered objects" if chosen["encoder"] == "equivariant" else "a lattice"
-        shown = shown.replace(f"encoder={chosen['encoder']}", f"encoder={chosen['encoder']} ({what}: spacing spread "
-                                                              f"{data.meta['spacing_spread']:.2f})", 1)
+        shown = shown.replace(f"encoder={chosen['encoder']}", f"encoder={chosen['encoder']} ({what}: lattice order "
+                                                              f"{data.meta['lattice_order']:.2f})", 1)
     words = (f"{model} over the full circle" if key.endswith(":full") else model) if rules is None else kind.words
     return options, train, f"affinevae: {words} defaults: {shown} (override with {flags})"

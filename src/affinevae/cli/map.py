@@ -17,7 +17,7 @@ from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
 from .common import add_force_argument, default_of, refuse_signal_model, seed_arg
-from .image_options import add_image_options, open_image, pixel_size_option
+from .image_options import add_image_options, expand_inputs, open_images, pixel_size_option
 
 #: The background drawn under the maps is read with a step so that its longer side is at most this
 #: (pixels): the PNG maps are about 700 pixels wide, and matplotlib resamples the image through RGBA
@@ -35,7 +35,8 @@ class Map:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the command's options on ``p``."""
         p.add_argument("run_dir", help="trained run or model directory (affinevae train --out)")
-        p.add_argument("--image", help="the image or stack the patches were cut from (background)")
+        p.add_argument("--image", help="the image or stack the patches were cut from (background); several files "
+                                       "cut as one stack by patches: the same glob pattern, quoted (e.g. 'mic*.mrc')")
         p.add_argument("--patches", help="patches .npz written by `affinevae patches`")
         p.add_argument("--cube", help="instead of --image/--patches: a hyperspectral cube (.npy/.npz/file.h5:dataset) "
                                       "whose spectra run along --signal-axis; maps over its (H, W) pixels")
@@ -86,7 +87,8 @@ class Map:
         if args.clusters is not None and args.clusters < 1:
             raise AffineVAEError(f"--clusters must be >= 1, got {args.clusters}")
         check_sources(args)
-        check_output(args.out, kind="dir", inputs=[p for p in (args.run_dir, args.image, args.patches, args.cube) if p],
+        images = expand_inputs([args.image]) if args.image else []  # a pattern: the files patches read as one stack
+        check_output(args.out, kind="dir", inputs=[p for p in (args.run_dir, *images, args.patches, args.cube) if p],
                      force=args.force)
         model = load(args.run_dir, device=resolve_device(args.device))
         if args.cube:
@@ -100,7 +102,7 @@ class Map:
         if args.clusters is not None:
             check_cluster_count(args.clusters, len(ps), "--clusters")
             cluster_space(model, args.cluster_on)
-        with open_image(args, args.image) as src:
+        with open_images(args, images, given) as src:
             if ps.image_shape != (0, 0) and tuple(ps.image_shape) != tuple(src.image_shape):
                 raise AffineVAEError(f"{args.patches}: patches were cut from a {ps.image_shape[0]}x{ps.image_shape[1]} "
                                      f"image, but {args.image} is {src.image_shape[0]}x{src.image_shape[1]}")
@@ -123,7 +125,8 @@ class Map:
                     print(symmetry_hint(ps) or "", end="")
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
                          symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed, pixel_size=pixel_size,
-                         source={"image": image_location(args.image), "key": args.key, "level": args.level},
+                         source={"image": image_location(images[0]) if len(images) == 1 else args.image,
+                                 "key": args.key, "level": args.level},
                          model=model, cluster_on=args.cluster_on, batch_size=args.batch_size)
         if args.baseline:
             from ..analysis.baseline import write_patch_baseline
@@ -205,12 +208,18 @@ def image_location(spec: str) -> str:
 def symmetry_hint(ps) -> Optional[str]:
     """A line (with its newline) when a patch set's windows are too small to show its objects'
     arrangement: they reach less than 3/4 of the median nearest-neighbour distance from each
-    centre, so the symmetry estimate sees single objects. None otherwise."""
+    centre, so the symmetry estimate sees single objects, and those objects lie as a lattice's atoms do
+    (:data:`~affinevae.defaults.LATTICE_ORDER`; for scattered objects, particles or galaxies, each
+    object's own symmetry is the one that matters). None otherwise."""
+    from ..defaults import LATTICE_ORDER
     from ..mapping import neighbour_spacing, symmetry_reach
 
     spacing = neighbour_spacing(ps.centers, ps.frames)
     reach = symmetry_reach(ps.window)
     if spacing is None or reach >= 0.75 * spacing:
+        return None
+    order = ps.arrangement().get("lattice_order")
+    if order is not None and order < LATTICE_ORDER:
         return None
     wide = 2 * math.ceil(spacing) + 4  # reaches one spacing and a pixel past it
     return (f"affinevae: the {ps.window}-pixel windows reach {reach} px from each centre but the objects are "

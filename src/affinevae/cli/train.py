@@ -52,7 +52,8 @@ def training_notes(record: dict, said: set) -> list[str]:
                         "is left off"))
     if "class_kmeans_start" in record and "kmeans" not in said:
         said.add("kmeans")
-        lines.append(f"affinevae: the classifier started from k-means of the training images before epoch "
+        how = "aligned k-means (compared at their best turns)" if record.get("class_kmeans_aligned") else "k-means"
+        lines.append(f"affinevae: the classifier started from {how} of the training images before epoch "
                      f"{record['epoch']} (class_init)")
     return lines
 

@@ -553,26 +553,26 @@ def _npz_extras(npz, key: str, spec: str, standardise: bool) -> tuple[dict, dict
     names = list(npz.files)
     extra = {n: _npz_array(npz, n, spec) for n in AUX_KEYS if n in names and n != key}
     meta = _read_meta({n: _npz_array(npz, n, spec) for n in META_KEYS if n in names and n != key}, spec, standardise)
-    if (meta.get("kind") == PATCH_SET_KIND and "spacing_spread" not in meta and "centers" in names
+    if (meta.get("kind") == PATCH_SET_KIND and "lattice_order" not in meta and "centers" in names
             and "grid_shape" not in names):  # a patch set written before its arrangement was recorded
         meta.update(_arrangement(npz, names, spec))
     return extra, meta
 
 
 def _arrangement(npz, names: list, spec: str) -> dict:
-    """``spacing`` and ``spacing_spread`` of an older patch set's objects, from its ``centers`` (N, 2) and
+    """``spacing`` and ``lattice_order`` of an older patch set's objects, from its ``centers`` (N, 2) and
     ``frames`` (N,) (:meth:`~affinevae.data.patches.PatchSet.arrangement`); empty when they do not read."""
-    from .objects import neighbour_spacing, neighbour_spread
+    from .objects import neighbour_order, neighbour_spacing
 
     try:
         centers = np.asarray(_npz_array(npz, "centers", spec), dtype=np.float64)
         frames = np.asarray(_npz_array(npz, "frames", spec)) if "frames" in names else None
         if frames is not None and frames.shape != (len(centers),):
             return {}
-        spacing, spread = neighbour_spacing(centers, frames), neighbour_spread(centers, frames)
+        spacing, order = neighbour_spacing(centers, frames), neighbour_order(centers, frames)
     except (AffineVAEError, ValueError, TypeError):
         return {}
-    return {} if spacing is None or spread is None else {"spacing": spacing, "spacing_spread": spread}
+    return {} if spacing is None or order is None else {"spacing": spacing, "lattice_order": order}
 
 
 def _read_meta(found: dict, spec: str, standardise: bool) -> dict:
@@ -592,11 +592,13 @@ def _read_meta(found: dict, spec: str, standardise: bool) -> dict:
             if v.dtype.kind != "U":
                 raise AffineVAEError(f"{spec}: {name} must be a string, got dtype {v.dtype}")
             meta[name] = str(v)
-        elif not np.issubdtype(v.dtype, np.number) or not np.isfinite(v) or v < 0:
+        elif not np.issubdtype(v.dtype, np.number) or not np.isfinite(v) or (v < 0 and name != "lattice_order"):
             raise AffineVAEError(f"{spec}: {name} must be a finite number >= 0, got {v!r}")
         elif name == "window":
             meta[name] = int(v)
-        elif name in ("pixel_size", "spacing", "spacing_spread"):  # pixels, a ratio: not intensities
+        elif name in ("pixel_size", "spacing"):  # pixels: not intensities
+            meta[name] = float(v)
+        elif name == "lattice_order":  # may be below 0 (less order than chance)
             meta[name] = float(v)
         elif not standardise:
             meta[name] = float(v)

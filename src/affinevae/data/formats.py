@@ -125,9 +125,9 @@ def reading(spec: str, what: str) -> Iterator[None]:
 #: ``noise_sigma`` (robust pixel-noise estimate in the normalised intensity units, see
 #: :func:`~affinevae.data.imageset.noise_sigma`), and when known the physical ``pixel_size`` (a
 #: number) in ``unit`` (a string, e.g. 'nm'); for objects found or given (not a grid) the median
-#: nearest-neighbour distance ``spacing`` (pixels) and ``spacing_spread``, how irregular it is
-#: (:func:`~affinevae.data.objects.neighbour_spread`). ``load_images`` puts them in ``ImageSet.meta``.
-META_KEYS = ("kind", "window", "noise_sigma", "pixel_size", "unit", "spacing", "spacing_spread")
+#: nearest-neighbour distance ``spacing`` (pixels) and ``lattice_order``, how lattice-like their
+#: arrangement is (:func:`~affinevae.data.objects.neighbour_order`). ``load_images`` puts them in ``ImageSet.meta``.
+META_KEYS = ("kind", "window", "noise_sigma", "pixel_size", "unit", "spacing", "lattice_order")
 #: The META_KEYS that hold strings.
 META_STRINGS = ("kind", "unit")
 #: ``kind`` of a patch set written by ``affinevae patches``.

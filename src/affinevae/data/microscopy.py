@@ -162,7 +162,7 @@ def open_mrc(path: str, key: Optional[str] = None, level: Optional[int] = None) 
 
 def _check_mrc_size(mrcfile: Any, path: str) -> None:
     """One line when an MRC file holds fewer bytes than its header declares (a truncated copy or
-    download), from the header alone; other header problems are left to the reader."""
+    download) or declares no pixels, from the header alone; other header problems are left to the reader."""
     try:
         with mrcfile.open(path, header_only=True, permissive=True) as m:
             h = m.header
@@ -170,6 +170,8 @@ def _check_mrc_size(mrcfile: Any, path: str) -> None:
             itemsize = np.dtype(mrcfile.utils.data_dtype_from_header(h)).itemsize
     except Exception:  # noqa: BLE001 - not a readable header: the reader's own message says so
         return
+    if min(nx, ny, nz) == 0:  # (mrcfile's voxel size would divide by it, with a numpy warning first)
+        raise AffineVAEError(f"{path}: holds no pixels ({nz} frame(s) of {ny}x{nx})")
     if min(nx, ny, nz) < 1 or extra < 0:
         return
     declared = 1024 + extra + nx * ny * nz * itemsize

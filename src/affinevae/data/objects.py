@@ -18,7 +18,7 @@ from .inputs import check_int
 
 __all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "smoothing_radius", "smoothed_pair", "smoothed_range",
            "check_noise_floor", "level_step",
-           "level_samples", "noise_level", "neighbour_spacing", "neighbour_spread", "read_coordinates", "check_coordinates"]
+           "level_samples", "noise_level", "BOND_ORDERS", "neighbour_spacing", "neighbour_order", "read_coordinates", "check_coordinates"]
 
 
 #: Default detection threshold: a fraction of the way from a (smoothed) frame's minimum to its
@@ -248,14 +248,49 @@ def neighbour_spacing(centers: np.ndarray, frames: Optional[np.ndarray] = None) 
     return float(np.median(d)) if len(d) else None
 
 
-def neighbour_spread(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> Optional[float]:
-    """How irregular the objects' arrangement is: the coefficient of variation (standard deviation over
-    mean) of the nearest-neighbour distances (:func:`neighbour_spacing`'s), or None with fewer than
-    two objects with a neighbour. Atoms of a lattice measure 0.06-0.08 (two grains, vacancies,
-    ``synthetic_micrograph``), scattered objects about 0.5 (a Poisson scatter: 0.52), the galaxies
-    of an audit's sky field 0.34."""
-    d = _nearest_distances(centers, frames, "neighbour_spread")
-    return float(d.std() / d.mean()) if len(d) >= 2 and d.mean() > 0 else None
+#: (n, k): the bond-orientational orders :func:`neighbour_order` measures, n-fold over each object's k
+#: nearest neighbours (square and rectangular lattices: 4 over 4; hexagonal: 6 over 6).
+BOND_ORDERS = ((4, 4), (6, 6))
+# E|mean of k independent unit phasors|: what objects placed at random give (Monte Carlo, 10^6 draws).
+_RANDOM_ORDER = {4: 0.4495, 6: 0.3656}
+
+
+def neighbour_order(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> Optional[float]:
+    """How lattice-like the objects' arrangement is: the bond-orientational order above chance.
+
+    For each object, the directions theta_j to its k nearest neighbours in the same frame give
+    ``|mean_j exp(i n theta_j)|`` (1 when the bonds lie n-fold, as in a lattice); its mean over the
+    objects, less what objects placed at random give, for each (n, k) of :data:`BOND_ORDERS`, and the
+    larger of the two. Measured (``synthetic_micrograph``, the default detection): lattices 0.26-0.50,
+    under heavy noise with 10-20 % vacancies (noise peaks among the atoms) -0.03-0.17; scattered objects
+    about 0 (a Poisson scatter -0.01, particles kept 34 px apart -0.01, an audit's galaxy field -0.01).
+
+    Args:
+        centers: (N, 2) object positions (row, col) in pixels.
+        frames: (N,) frame index of each object (None: one frame).
+
+    Returns:
+        The order (at most 1 minus chance), or None when no frame holds more than 4 objects.
+    """
+    c = np.asarray(centers, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 2:
+        raise AffineVAEError(f"neighbour_order: centers must be (N, 2) (row, col) pixels, got shape {c.shape}")
+    from scipy.spatial import cKDTree
+
+    f = np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
+    best = None
+    for n, k in BOND_ORDERS:
+        values = []
+        for frame in np.unique(f):
+            pts = c[f == frame]
+            if len(pts) > k:
+                _, j = cKDTree(pts).query(pts, k=k + 1)
+                bond = pts[j[:, 1:]] - pts[:, None]  # (m, k, 2) to the k nearest neighbours
+                values.append(np.abs(np.exp(1j * n * np.arctan2(bond[..., 0], bond[..., 1])).mean(1)))
+        if values:
+            order = float(np.concatenate(values).mean()) - _RANDOM_ORDER[n]
+            best = order if best is None else max(best, order)
+    return best
 
 
 # ============================================================================ coordinates

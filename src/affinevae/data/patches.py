@@ -35,7 +35,7 @@ from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import check_int
 from .objects import (DETECT_THRESHOLD, NOISE_FLOOR, check_coordinates, check_noise_floor, detect_objects, level_samples,
-                      level_step, neighbour_spacing, neighbour_spread, noise_level, read_coordinates, smoothed_pair,
+                      level_step, neighbour_order, neighbour_spacing, noise_level, read_coordinates, smoothed_pair,
                       smoothing_radius)
 from .stacks import open_stack
 
@@ -91,7 +91,7 @@ class PatchSet:
         ``patches``, ``centers``, ``frames``, ``window``, ``image_shape``, ``n_frames``; in grid
         mode ``grid_shape`` and ``stride``; with at least one patch ``kind`` (the string
         ``"patches"``) and ``noise_sigma`` (:meth:`noise_sigma`, a float64 scalar); for objects (not
-        a grid) with neighbours ``spacing`` and ``spacing_spread`` (:meth:`arrangement`).
+        a grid) with neighbours ``spacing`` and ``lattice_order`` (:meth:`arrangement`).
         """
         out = {"patches": self.patches, "centers": self.centers, "frames": self.frames,
                "window": np.int64(self.window), "image_shape": np.asarray(self.image_shape, dtype=np.int64),
@@ -111,13 +111,13 @@ class PatchSet:
     def arrangement(self) -> dict[str, float]:
         """How the objects lie, for ``train``'s patch-set defaults: ``spacing``, the median distance in
         pixels to the nearest neighbour in the same frame (:func:`~affinevae.data.objects.neighbour_spacing`),
-        and ``spacing_spread``, its irregularity (:func:`~affinevae.data.objects.neighbour_spread`:
-        a lattice 0.06-0.08, scattered objects about 0.5); empty for a grid or without two objects
-        in a frame."""
+        and ``lattice_order``, how lattice-like their arrangement is
+        (:func:`~affinevae.data.objects.neighbour_order`: lattices 0.26-0.50, scattered objects about 0);
+        empty for a grid or without a frame of more than 4 objects."""
         if self.grid_shape is not None or len(self) < 2:
             return {}
-        spacing, spread = neighbour_spacing(self.centers, self.frames), neighbour_spread(self.centers, self.frames)
-        return {} if spacing is None or spread is None else {"spacing": spacing, "spacing_spread": spread}
+        spacing, order = neighbour_spacing(self.centers, self.frames), neighbour_order(self.centers, self.frames)
+        return {} if spacing is None or order is None else {"spacing": spacing, "lattice_order": order}
 
     def noise_sigma(self) -> float:
         """Robust pixel-noise estimate (:func:`~affinevae.data.imageset.noise_sigma`) of
@@ -142,7 +142,7 @@ class PatchSet:
         """The patches as ``train`` reads a saved patch set back: an
         :class:`~affinevae.data.imageset.ImageSet` of :meth:`normalised_patches` whose ``meta``
         (``kind``, ``window``, ``noise_sigma``, ``pixel_size`` and ``unit`` when known, ``spacing`` and
-        ``spacing_spread``, :meth:`arrangement`) makes
+        ``lattice_order``, :meth:`arrangement`) makes
         :func:`affinevae.defaults.data_defaults` choose the patch-set defaults, as it does for the file.
 
         Args:

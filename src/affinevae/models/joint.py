@@ -357,7 +357,8 @@ class JRVAE(RVAE):
         before epoch ``class_init_epochs + 1`` of a run that trains this model from its first
         step (``train_steps`` equals the run's ``steps_done``) on at least K images. Returns the
         rVAE's record (``pose_sync_agreement`` and ``pose_sync_symmetry`` with a pose anchor) and, in the epoch of the start,
-        ``class_kmeans_start`` 1.0. With fewer training images than classes there is nothing to
+        ``class_kmeans_start`` 1.0 (and ``class_kmeans_aligned`` 1.0 when it was aligned k-means, over
+        the full circle). With fewer training images than classes there is nothing to
         cluster: one warning says so and training goes on without the start.
 
         ``x`` (N, C, H, W) the training images (CPU; clustered by :meth:`kmeans_start`); ``y`` (N,)
@@ -371,7 +372,7 @@ class JRVAE(RVAE):
                           "classes: no k-means start of the classifier (class_init)", stacklevel=2)
             return record
         self.kmeans_start(x, seed)
-        return {**record, "class_kmeans_start": 1.0}
+        return {**record, "class_kmeans_start": 1.0, **({"class_kmeans_aligned": 1.0} if cfg.mixture else {})}
 
     def kmeans_start(self, x: Tensor, seed: int = 0, batch_size: int = 512) -> Tensor:
         """Fit the classifier to k-means clusters of the training images ``x`` (N, C, H, W): their
