@@ -885,3 +885,26 @@ def test_cli_patches_says_the_detection_threshold(tmp_path, capsys):
     assert main(["patches", str(tmp_path / "sky.npy"), "--window", "16", "--noise-floor", "2.5",
                  "--no-progress", "--out", str(tmp_path / "r.npz")]) == 0
     assert "or 2.5 noise sigma above its median, whichever is higher (--threshold" in capsys.readouterr().out
+
+
+def test_patches_invert_finds_dark_objects(tmp_path, capsys):
+    """Dark objects on a bright background (raw cryo-EM contrast): detection looks for bright maxima, so
+    without --invert it finds the gaps between them; with it, the objects, with the patches the bright
+    image gives."""
+    img, truth = synthetic_micrograph(size=(96, 96), spacing=8.0, noise=0.02, seed=3)
+    np.save(tmp_path / "bright.npy", img)
+    np.save(tmp_path / "dark.npy", (1.0 - img).astype(np.float32))
+    base = ["--window", "16", "--no-progress"]
+    assert main(["patches", str(tmp_path / "bright.npy"), *base, "--out", str(tmp_path / "b.npz")]) == 0
+    assert main(["patches", str(tmp_path / "dark.npy"), *base, "--invert", "--out", str(tmp_path / "i.npz")]) == 0
+    assert main(["patches", str(tmp_path / "dark.npy"), *base, "--out", str(tmp_path / "d.npz")]) in (0, 2)
+    capsys.readouterr()
+    bright, inverted = np.load(tmp_path / "b.npz"), np.load(tmp_path / "i.npz")
+    np.testing.assert_array_equal(bright["centers"], inverted["centers"])
+    np.testing.assert_allclose(bright["patches"], inverted["patches"], atol=1e-6)
+    if (tmp_path / "d.npz").exists():  # the dark frame read as it is: its maxima are the gaps, not the atoms
+        near = cKDTree(truth.positions).query(np.load(tmp_path / "d.npz")["centers"])[0] < 1.5
+        assert near.mean() < 0.2
+    with open_stack(tmp_path / "dark.npy") as src:
+        src.use_invert()
+        np.testing.assert_allclose(src.read(0, 1)[0], img, atol=1e-6)

@@ -58,11 +58,14 @@ def open_image(args: argparse.Namespace, path: str, given: Optional[PixelSize] =
 
 
 def _scaled_as_asked(src, args: argparse.Namespace):
-    """``src`` (a :class:`~affinevae.data.stacks.FrameSource`) with ``--stretch`` and ``--fill-nan`` applied."""
+    """``src`` (a :class:`~affinevae.data.stacks.FrameSource`) with ``--stretch``, ``--fill-nan`` and (``patches``)
+    ``--invert`` applied."""
     if getattr(args, "stretch", None):
         src.use_stretch(args.stretch)
     if getattr(args, "fill_nan", False):
         src.use_fill_nan()
+    if getattr(args, "invert", False):
+        src.use_invert()
     return src
 
 

@@ -46,6 +46,10 @@ class Patches:
                                                                    "normalisation to [0, 1]")
         find.add_argument("--sigma", type=float, default=None,
                           help="detection: Gaussian smoothing in pixels before finding maxima (default none)")
+        find.add_argument("--invert", action="store_true",
+                          help="dark objects on a bright background (raw cryo-EM contrast): read every pixel as 1 "
+                               "minus its normalised value, so the objects are the bright maxima detection finds "
+                               "and the patches show them bright")
         find.add_argument("--noise-floor", type=float, default=None, metavar="K",
                           help="detection: a relative --threshold is raised to at least K times the (smoothed) "
                                "pixel noise above the frame's median, so noise peaks on a sparse field (a sky) "

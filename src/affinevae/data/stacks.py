@@ -67,6 +67,8 @@ class FrameSource:
     stretch: str = "auto"
     #: Replace NaN/inf pixels by the stack's median (:meth:`use_fill_nan`).
     fill_nan: bool = False
+    #: Read every pixel as 1 minus its normalised value (:meth:`use_invert`).
+    invert: bool = False
     _given: Optional[PixelScaling] = None
     _own: Optional[PixelScaling] = None
     _fill: Optional[float] = None
@@ -176,7 +178,22 @@ class FrameSource:
     def _normalise(self, raw: np.ndarray, where: str, first: Optional[int] = None) -> np.ndarray:
         """Raw pixels -> float32 under :meth:`normalisation` (one float32 copy; NaN/inf refused, naming
         the first bad frame when ``raw`` holds whole frames from frame ``first`` on, or filled,
-        :meth:`use_fill_nan`)."""
+        :meth:`use_fill_nan`), then 1 minus that with :meth:`use_invert`."""
+        out = self._scaled(raw, where, first)
+        if self.invert:
+            if not out.flags.writeable or np.shares_memory(out, raw):
+                out = np.array(out, dtype=np.float32)
+            np.subtract(np.float32(1), out, out=out)
+        return out
+
+    def use_invert(self, invert: bool = True) -> None:
+        """Read every pixel as 1 minus its normalised value in [0, 1], from the next read on: dark
+        objects on a bright background (particles in raw cryo-EM contrast, holes) become the bright
+        maxima that object detection looks for (``patches --invert``)."""
+        self.invert = bool(invert)
+
+    def _scaled(self, raw: np.ndarray, where: str, first: Optional[int] = None) -> np.ndarray:
+        """:meth:`_normalise` before its inversion."""
         kind, offset, divisor = self.normalisation()
         if kind == "divide":
             out = raw.astype(np.float32)
