@@ -534,3 +534,44 @@ def test_plot_and_report_take_the_symmetry(tiny_runs, tmp_path, capsys):
                  "--quiet"]) == 0
     assert "1: one offset per class, mod 180 deg" in html_out.read_text() or "one offset, mod 180 deg" in \
         html_out.read_text()
+
+
+def _silenced(model):
+    """``model`` with every weight 0: it encodes every image alike (content at the prior, one angle, one class)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    return model
+
+
+def test_learning_warnings_say_what_a_model_failed_to_learn(tiny_runs, test_data):
+    """A model that describes every image alike is named so: all content latents unused, a full-circle
+    model's angles all alike (not for a lattice's atoms, which share their grain's angle), classes left
+    unused; a trained model gets no warning."""
+    from affinevae.analysis.quality import learning_warnings
+
+    images = test_data["mnist"].images
+    assert learning_warnings(tiny_runs.model("vae"), images) == []
+    said = learning_warnings(_silenced(build_model("vae", latent_dim=3)), images)
+    assert len(said) == 1 and said[0].startswith("all 3 content latents are unused")
+    full = _silenced(build_model("rvae", latent_dim=2, invariances=("rotation",), rotation_mode="full",
+                                 group_channels=(4, 4)))
+    said = learning_warnings(full, images)
+    assert any(s.startswith("the inferred angles hardly vary (resultant length 1.000") for s in said), said
+    assert not any("angles" in s for s in learning_warnings(full, images, lattice=True))
+    joint = _silenced(build_model("jrvae", latent_dim=2, num_classes=3, invariances=("rotation",)))
+    assert "only 1 of the 3 classes are used on the training images" in learning_warnings(joint, images)
+    assert learning_warnings(build_model("cvae", num_classes=10), images) == []  # needs labels: nothing said
+
+
+def test_train_warns_when_the_model_learned_nothing(tmp_path, capsys):
+    """Noise under a likelihood sigma as large as the signal: the content latents fall back to the prior;
+    train finishes and then says so in a stderr line of its own."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "noise.npy", rng.random((200, 16, 16), dtype=np.float32))
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "noise.npy"), "--latent-dim", "2",
+                 "--invariances", "rotation", "--set", "rotation_mode=full", "--set", "group_channels=4,4",
+                 "--likelihood", "gaussian", "--sigma", "1.0", "--epochs", "15", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "affinevae: warning: all 2 content latents are unused (mean KL below 0.01 nats)" in err
