@@ -365,3 +365,31 @@ def test_a_save_interrupted_between_its_two_files_is_found_at_load(tmp_path, mon
     assert back.config.beta == 4.0 and all(torch.equal(v, back.state_dict()[k]) for k, v in b.state_dict().items())
     io.save_tensors(tmp_path / "m" / io.MODEL_WEIGHTS, b.state_dict())  # no digest: an earlier version's file
     assert load(tmp_path / "m").config.beta == 4.0
+
+
+def test_info_on_a_data_file_says_what_it_holds(tmp_path, capsys):
+    """info on a data file (it said 'a file, not a run'): frames, pixels of the first frame, an .npz's metadata;
+    a damaged file is one line."""
+    import json
+
+    from affinevae.cli import main
+    from affinevae.data.patches import cut_patches
+
+    stack = np.arange(3 * 8 * 10, dtype=np.float32).reshape(3, 8, 10)
+    stack[0, 0, 0] = np.nan
+    np.save(tmp_path / "s.npy", stack)
+    assert main(["info", str(tmp_path / "s.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "frames      3 of 8 x 10 pixels, 1 channel(s), float32" in out
+    assert "first frame values 1 .. 79, mean 40, sd" in out and "; 1 NaN or infinite" in out
+    img = np.zeros((64, 64), np.float32)
+    img[20:23, 20:23] = img[40:43, 30:33] = 1.0
+    cut_patches(img, 12).save(tmp_path / "p.npz")
+    assert main(["info", str(tmp_path / "p.npz"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["frames"].startswith("2 of 12 x 12 pixels") and "kind patches" in info["metadata"]
+    assert "window 12" in info["metadata"] and info["arrays"].startswith("patches (2, 12, 12) float32")
+    (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+    assert main(["info", str(tmp_path / "bad.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.npy" in err

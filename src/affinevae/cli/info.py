@@ -1,10 +1,14 @@
-"""``affinevae info``: what a run directory holds."""
+"""``affinevae info``: what a run directory holds, or what a data file holds."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
 
 from ..runs import Run
 from . import COMMANDS
@@ -18,17 +22,28 @@ SIGMA_OPTIONS = ("sigma", "learn_sigma", "sigma_radius")
 class Info:
     """``affinevae info`` (see :attr:`help`): ``add_arguments`` registers its options, ``run`` executes it."""
 
-    help = "show a run's model, config, training progress and last metrics"
+    help = "show a run's model, config, training progress and last metrics, or a data file's frames, pixels and metadata"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the command's options on ``p``."""
-        p.add_argument("run_dir", help="run or model directory")
+        p.add_argument("run_dir", help="run or model directory, or a data file (an image, stack, .npz patch set, "
+                                       "file.h5:dataset, file.fits[SCI])")
+        p.add_argument("--key", help="for a data file: array name in an .npz, dataset in an HDF5 file or image HDU of a "
+                                     "FITS file")
         p.add_argument("--json", action="store_true", help="print JSON")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
+        if not Path(args.run_dir).is_dir() and (Path(args.run_dir).is_file() or _is_dataset_spec(args.run_dir)):
+            info = data_info(args.run_dir, key=args.key)
+            if args.json:
+                print(json.dumps(info, indent=2))
+                return 0
+            for k, v in info.items():
+                print(f"{k:<12}{v}")
+            return 0
         run = Run.open(args.run_dir)
         model = run.model()
         info = {"model": model.family, "parameters": sum(p.numel() for p in model.parameters()),
@@ -69,3 +84,52 @@ class Info:
             m = metrics[-1]
             print("last epoch  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
         return 0
+
+
+
+def _is_dataset_spec(spec: str) -> bool:
+    """``file.h5:dataset`` or ``file.fits[SCI]`` naming an existing file."""
+    from ..data.formats import HDF5_SPEC, fits_hdu_spec
+
+    m = HDF5_SPEC.match(spec)
+    return bool((m and Path(m.group(1)).is_file()) or Path(fits_hdu_spec(spec, None)[0]).is_file())
+
+
+def data_info(spec: str, key: Optional[str] = None) -> dict:
+    """What a data file holds, as ``affinevae info FILE`` prints it: ``file``, ``frames`` (count, size,
+    channels, stored dtype), ``pixel size`` (when the file records one), ``first frame`` (the raw values'
+    range, mean and standard deviation, and how many are NaN or infinite) and, for an ``.npz``, its
+    scalar metadata (a patch set's ``kind``, ``window``, ``noise_sigma``, ``spacing``, ``lattice_order``)
+    and arrays. Reads the first frame only (any size of stack).
+
+    Raises:
+        AffineVAEError: the file cannot be read (one line, as the other commands say it).
+    """
+    from ..data.stacks import open_stack
+
+    out: dict = {"file": spec}
+    with open_stack(spec, key=key) as src:
+        h, w = src.image_shape
+        out["frames"] = (f"{src.n_frames} of {h} x {w} pixels, {src.channels} channel(s), "
+                         f"{np.dtype(src.dtype).name}")
+        if src.pixel_size is not None:
+            out["pixel size"] = str(src.pixel_size)
+        raw = np.asarray(src.read_raw(0, 1), dtype=np.float64)
+    finite = np.isfinite(raw)
+    bad = int(raw.size - finite.sum())
+    vals = raw[finite]
+    out["first frame"] = (f"values {vals.min():.6g} .. {vals.max():.6g}, mean {vals.mean():.6g}, sd {vals.std():.6g}"
+                          if vals.size else "no finite value") + (f"; {bad} NaN or infinite" if bad else "")
+    if str(spec).lower().endswith(".npz"):
+        with np.load(spec, allow_pickle=False) as z:
+            meta, arrays = {}, []
+            for name in z.files:
+                a = z[name]
+                if a.ndim == 0:
+                    meta[name] = a.item() if a.dtype.kind != "U" else str(a)
+                else:
+                    arrays.append(f"{name} {a.shape} {a.dtype.name}")
+        if meta:
+            out["metadata"] = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in meta.items())
+        out["arrays"] = "; ".join(arrays)
+    return out
