@@ -57,7 +57,7 @@ from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "scattered_objects", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -92,6 +92,14 @@ PATCH_SIGMA_RADIUS = 0.7
 #: an astronomer audit's galaxy field -0.01). The spread of the neighbour distances, tried first,
 #: took particles with a minimum distance between them (0.16) for a lattice.
 LATTICE_ORDER = 0.15
+
+
+def scattered_objects(meta: Mapping[str, Any]) -> bool:
+    """Whether a patch set's ``meta`` (``ImageSet.meta``, or :meth:`~affinevae.data.patches.PatchSet.arrangement`)
+    records scattered objects rather than a lattice's atoms: a ``lattice_order`` under :data:`LATTICE_ORDER`.
+    False without one (a grid, a patch set of one object per frame, other data)."""
+    order = meta.get("lattice_order")
+    return order is not None and order < LATTICE_ORDER
 
 #: What ``map --clusters`` clusters (``--cluster-on``; :func:`affinevae.mapping.cluster_space`).
 CLUSTER_SPACES = ("auto", "images", "latents")
@@ -152,8 +160,7 @@ POSE_PATCH_RULES: tuple[tuple[str, Rule], ...] = (
     # 'full' takes elsewhere (an audit's galaxy field: angles 0.56 / 0.58 modulo 180 degrees against
     # 0.28 / 0.04, k-means of the classes 0.96 / 0.81 against 0.62 / 0.64, seeds 0 / 1)
     ("encoder", lambda data, opts: (None if opts.get("rotation_mode") != "full" else
-                                    "equivariant" if data.meta.get("lattice_order", 1.0) < LATTICE_ORDER
-                                    else "mlp")),
+                                    "equivariant" if scattered_objects(data.meta) else "mlp")),
     ("latent_dim", lambda data, opts: PATCH_LATENT_DIM),
     ("hidden", lambda data, opts: [32, 32]),
     ("likelihood", lambda data, opts: "gaussian" if "noise_sigma" in data.meta else None),
@@ -315,10 +322,10 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
         return options, train, ""
     flags = ("/".join(f"{k}=" for k in chosen) if python
              else "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen)))
-    shown = " ".join(f"{k}={_show(v)}" for k, v in chosen.items())
+    why = {}
     if "encoder" in chosen and "lattice_order" in data.meta and rules is not None:  # why this encoder
         what = "scattered objects" if chosen["encoder"] == "equivariant" else "a lattice"
-        shown = shown.replace(f"encoder={chosen['encoder']}", f"encoder={chosen['encoder']} ({what}: lattice order "
-                                                              f"{data.meta['lattice_order']:.2f})", 1)
+        why["encoder"] = f" ({what}: lattice order {data.meta['lattice_order']:.2f})"
+    shown = " ".join(f"{k}={_show(v)}{why.get(k, '')}" for k, v in chosen.items())
     words = (f"{model} over the full circle" if key.endswith(":full") else model) if rules is None else kind.words
     return options, train, f"affinevae: {words} defaults: {shown} (override with {flags})"

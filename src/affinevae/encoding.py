@@ -272,7 +272,13 @@ def stream_encode(model, source, window: int, chunk_frames: int = 8, batch_size:
             besides the errors of :func:`~affinevae.data.patches.iter_patches` and a model/window
             mismatch.
     """
-    parts = list(iter_encode(model, source, window, chunk_frames, batch_size, **options))
-    if sum(len(p) for p in parts) == 0:
-        raise nothing_found(source, parts, window, options)
+    src = open_stack(source, key=options.get("key"))  # opened once: the error below reads what the cutting did
+    try:
+        parts = list(iter_encode(model, src, window, chunk_frames, batch_size,
+                                 **{k: v for k, v in options.items() if k != "key"}))
+        if sum(len(p) for p in parts) == 0:
+            raise nothing_found(src, parts, window, options)
+    finally:
+        if src is not source:
+            src.close()
     return ObjectEncoding.concat(parts)

@@ -222,27 +222,32 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
     full-circle rVAE's angles all within 1 degree, three of its four content latents unused; the
     full-circle jrVAE using 2 of 3 classes. ``train`` prints them as warnings.
     """
-    from ..encoding import encode_dataset
+    import torch
 
+    from ..encoding import encode_dataset
+    from ..evaluation import offset_concentration
+    from ..models.base import gaussian_kl
+
+    if getattr(model, "conditional", False):
+        return []  # a class-conditional model needs the labels to encode; nothing said here
     x = np.asarray(images)
     if len(x) > n:
         x = x[np.sort(np.random.default_rng([seed, 7]).choice(len(x), n, replace=False))]
-    if getattr(model, "conditional", False):
-        return []  # a class-conditional model needs the labels to encode; nothing said here
     try:
         enc = encode_dataset(model, x, elbo=False, seed=seed)
     except AffineVAEError:
         return []
     lines = []
-    mu, sd = enc["z_mean"].astype(np.float64), np.maximum(enc["z_std"].astype(np.float64), 1e-12)
-    kl = (0.5 * (mu ** 2 + sd ** 2 - 1.0) - np.log(sd)).mean(0)  # (D,) nats per latent
+    mu = torch.as_tensor(enc["z_mean"], dtype=torch.float64)[..., None]  # (N, D, 1): one KL per latent
+    logvar = 2 * torch.log(torch.as_tensor(enc["z_std"], dtype=torch.float64).clamp_min(1e-12))[..., None]
+    kl = gaussian_kl(mu, logvar).mean(0).numpy()  # (D,) nats per latent
     if kl.size and bool(np.all(kl < UNUSED_KL)):
         lines.append(f"all {kl.size} content latents are unused (mean KL below {UNUSED_KL:g} nats): the model describes "
                      "every image alike (a signal too weak against the noise or the likelihood's sigma? smoothing, "
                      "clearer images or a smaller --sigma)")
     full = getattr(model.config, "rotation_mode", None) == "full" and "angle" in enc
     if full and not lattice and len(enc["angle"]) > 1:
-        r = float(np.abs(np.mean(np.exp(1j * enc["angle"].astype(np.float64)))))
+        r = offset_concentration(enc["angle"], np.zeros_like(enc["angle"]))  # the angles' resultant length
         if r >= FIXED_ANGLE:
             lines.append(f"the inferred angles hardly vary (resultant length {r:.3f}: all within about "
                          f"{np.degrees(np.sqrt(max(0.0, 2 * (1 - r)))):.0f} degrees of one value) although rotation_mode "

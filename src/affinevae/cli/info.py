@@ -121,14 +121,14 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
     out["first frame"] = (f"values {vals.min():.6g} .. {vals.max():.6g}, mean {vals.mean():.6g}, sd {vals.std():.6g}"
                           if vals.size else "no finite value") + (f"; {bad} NaN or infinite" if bad else "")
     if str(spec).lower().endswith(".npz"):
-        with np.load(spec, allow_pickle=False) as z:
-            meta, arrays = {}, []
-            for name in z.files:
-                a = z[name]
-                if a.ndim == 0:
-                    meta[name] = a.item() if a.dtype.kind != "U" else str(a)
-                else:
-                    arrays.append(f"{name} {a.shape} {a.dtype.name}")
+        from ..data.formats import npz_member_headers, reading
+
+        with reading(spec, ".npz"):
+            headers = npz_member_headers(spec)  # shapes from the headers: no array is read but the scalars
+            with np.load(spec, allow_pickle=False) as z:
+                meta = {name: (z[name].item() if dtype.kind != "U" else str(z[name]))
+                        for name, (shape, dtype) in headers.items() if shape == () and not dtype.hasobject}
+        arrays = [f"{name} {shape} {dtype.name}" for name, (shape, dtype) in headers.items() if shape != ()]
         if meta:
             out["metadata"] = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in meta.items())
         out["arrays"] = "; ".join(arrays)

@@ -209,17 +209,16 @@ def symmetry_hint(ps) -> Optional[str]:
     """A line (with its newline) when a patch set's windows are too small to show its objects'
     arrangement: they reach less than 3/4 of the median nearest-neighbour distance from each
     centre, so the symmetry estimate sees single objects, and those objects lie as a lattice's atoms do
-    (:data:`~affinevae.defaults.LATTICE_ORDER`; for scattered objects, particles or galaxies, each
+    (:func:`~affinevae.defaults.scattered_objects`; for scattered objects, particles or galaxies, each
     object's own symmetry is the one that matters). None otherwise."""
-    from ..defaults import LATTICE_ORDER
+    from ..defaults import scattered_objects
     from ..mapping import neighbour_spacing, symmetry_reach
 
     spacing = neighbour_spacing(ps.centers, ps.frames)
     reach = symmetry_reach(ps.window)
     if spacing is None or reach >= 0.75 * spacing:
         return None
-    order = ps.arrangement().get("lattice_order")
-    if order is not None and order < LATTICE_ORDER:
+    if scattered_objects(ps.arrangement()):
         return None
     wide = 2 * math.ceil(spacing) + 4  # reaches one spacing and a pixel past it
     return (f"affinevae: the {ps.window}-pixel windows reach {reach} px from each centre but the objects are "

@@ -10,8 +10,8 @@ from typing import Optional
 import numpy as np
 
 from ..analysis.quality import learning_warnings
-from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, LATTICE_ORDER, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS,
-                        PATCH_BATCH_SIZE, PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults)
+from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS, PATCH_BATCH_SIZE,
+                        PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults, scattered_objects)
 from ..errors import AffineVAEError
 from ..models.base import build_model
 from .image_options import add_stretch_option
@@ -222,7 +222,8 @@ class Train:
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
             print(f"trained {args.model} on {counted(result.n_train, data_noun(model)[:-1])} ({source}{held}) for "
                   f"{counted(cfg.epochs, 'epoch')}: {losses_text(last)}; run in {args.out}")
-            lattice = (getattr(data, "meta", None) or {}).get("lattice_order", -1.0) >= LATTICE_ORDER
+            meta = getattr(data, "meta", None) or {}
+            lattice = "lattice_order" in meta and not scattered_objects(meta)
             for line in learning_warnings(model, data.images if hasattr(data, "images") else data[0], seed=args.seed,
                                           lattice=lattice):
                 print(f"affinevae: warning: {line}", file=sys.stderr)

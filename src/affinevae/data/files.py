@@ -561,18 +561,17 @@ def _npz_extras(npz, key: str, spec: str, standardise: bool) -> tuple[dict, dict
 
 def _arrangement(npz, names: list, spec: str) -> dict:
     """``spacing`` and ``lattice_order`` of an older patch set's objects, from its ``centers`` (N, 2) and
-    ``frames`` (N,) (:meth:`~affinevae.data.patches.PatchSet.arrangement`); empty when they do not read."""
-    from .objects import neighbour_order, neighbour_spacing
+    ``frames`` (N,) (:func:`~affinevae.data.objects.object_arrangement`); empty when they do not read."""
+    from .objects import object_arrangement
 
     try:
         centers = np.asarray(_npz_array(npz, "centers", spec), dtype=np.float64)
         frames = np.asarray(_npz_array(npz, "frames", spec)) if "frames" in names else None
         if frames is not None and frames.shape != (len(centers),):
             return {}
-        spacing, order = neighbour_spacing(centers, frames), neighbour_order(centers, frames)
+        return object_arrangement(centers, frames)
     except (AffineVAEError, ValueError, TypeError):
         return {}
-    return {} if spacing is None or order is None else {"spacing": spacing, "lattice_order": order}
 
 
 def _read_meta(found: dict, spec: str, standardise: bool) -> dict:

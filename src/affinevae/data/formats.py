@@ -140,6 +140,32 @@ AUX_KEYS = ("labels", "angle", "shift", "scale")
 DEFAULT_KEYS = ("images", "patches")
 
 
+def read_npy_header(fh) -> tuple:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` stream ``fh`` (a binary file object at its start),
+    from its header alone: ``fh`` is left at the first data byte."""
+    import numpy as np
+
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(fh)
+
+
+def npz_member_headers(path) -> dict:
+    """``{name: (shape, dtype)}`` of every array of an ``.npz`` archive, from their headers (no data is
+    read or decompressed beyond them). Raises what :mod:`zipfile` and numpy raise on a damaged archive;
+    callers wrap it in :func:`reading`."""
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith(".npy"):
+                with archive.open(name) as fh:
+                    shape, _, dtype = read_npy_header(fh)
+                out[name[:-4]] = (tuple(shape), dtype)
+    return out
+
+
 def npz_image_key(names, key, spec: str) -> str:
     """The image array of an ``.npz`` holding arrays ``names``: ``key`` when given (it must be
     there), else 'images' or 'patches', else the only array that is not ground truth

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .inputs import check_int
 
 __all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "smoothing_radius", "smoothed_pair", "smoothed_range",
            "check_noise_floor", "level_step",
-           "level_samples", "noise_level", "BOND_ORDERS", "neighbour_spacing", "neighbour_order", "read_coordinates", "check_coordinates"]
+           "level_samples", "noise_level", "BOND_ORDERS", "neighbour_spacing", "neighbour_order", "object_arrangement", "read_coordinates", "check_coordinates"]
 
 
 #: Default detection threshold: a fraction of the way from a (smoothed) frame's minimum to its
@@ -218,20 +218,23 @@ def smoothed_range(frame: np.ndarray, sigma: Optional[float] = None,
 
 
 # ============================================================================ arrangement
-def _nearest_distances(centers: np.ndarray, frames: Optional[np.ndarray], where: str) -> np.ndarray:
-    """(M,) distance in pixels from each object with a neighbour in its frame to the nearest one."""
-    from scipy.spatial import cKDTree
-
+def _frame_points(centers: np.ndarray, frames: Optional[np.ndarray], where: str) -> Iterator[np.ndarray]:
+    """The (m, 2) float64 centres of each frame's objects in turn (``frames`` (N,), None: one frame),
+    after checking that ``centers`` is (N, 2)."""
     c = np.asarray(centers, dtype=np.float64)
     if c.ndim != 2 or c.shape[1] != 2:
         raise AffineVAEError(f"{where}: centers must be (N, 2) (row, col) pixels, got shape {c.shape}")
     f = np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
-    nearest = [np.zeros(0)]
     for frame in np.unique(f):
-        pts = c[f == frame]
-        if len(pts) >= 2:
-            nearest.append(cKDTree(pts).query(pts, k=2)[0][:, 1])
-    return np.concatenate(nearest)
+        yield c[f == frame]
+
+
+def _nearest_distances(centers: np.ndarray, frames: Optional[np.ndarray], where: str) -> np.ndarray:
+    """(M,) distance in pixels from each object with a neighbour in its frame to the nearest one."""
+    from scipy.spatial import cKDTree
+
+    nearest = [cKDTree(pts).query(pts, k=2)[0][:, 1] for pts in _frame_points(centers, frames, where) if len(pts) >= 2]
+    return np.concatenate([np.zeros(0), *nearest])
 
 
 def neighbour_spacing(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> Optional[float]:
@@ -272,25 +275,26 @@ def neighbour_order(centers: np.ndarray, frames: Optional[np.ndarray] = None) ->
     Returns:
         The order (at most 1 minus chance), or None when no frame holds more than 4 objects.
     """
-    c = np.asarray(centers, dtype=np.float64)
-    if c.ndim != 2 or c.shape[1] != 2:
-        raise AffineVAEError(f"neighbour_order: centers must be (N, 2) (row, col) pixels, got shape {c.shape}")
     from scipy.spatial import cKDTree
 
-    f = np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
-    best = None
-    for n, k in BOND_ORDERS:
-        values = []
-        for frame in np.unique(f):
-            pts = c[f == frame]
+    values: dict = {n: [] for n, _ in BOND_ORDERS}
+    for pts in _frame_points(centers, frames, "neighbour_order"):
+        tree = cKDTree(pts) if len(pts) > min(k for _, k in BOND_ORDERS) else None
+        for n, k in BOND_ORDERS:
             if len(pts) > k:
-                _, j = cKDTree(pts).query(pts, k=k + 1)
+                _, j = tree.query(pts, k=k + 1)
                 bond = pts[j[:, 1:]] - pts[:, None]  # (m, k, 2) to the k nearest neighbours
-                values.append(np.abs(np.exp(1j * n * np.arctan2(bond[..., 0], bond[..., 1])).mean(1)))
-        if values:
-            order = float(np.concatenate(values).mean()) - _RANDOM_ORDER[n]
-            best = order if best is None else max(best, order)
-    return best
+                values[n].append(np.abs(np.exp(1j * n * np.arctan2(bond[..., 0], bond[..., 1])).mean(1)))
+    orders = [float(np.concatenate(v).mean()) - _RANDOM_ORDER[n] for n, v in values.items() if v]
+    return max(orders) if orders else None
+
+
+def object_arrangement(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> dict[str, float]:
+    """How objects at ``centers`` (N, 2) pixels in ``frames`` (N,) lie: ``spacing``
+    (:func:`neighbour_spacing`, pixels) and ``lattice_order`` (:func:`neighbour_order`); empty when
+    either is undefined (no frame of more than 4 objects)."""
+    spacing, order = neighbour_spacing(centers, frames), neighbour_order(centers, frames)
+    return {} if spacing is None or order is None else {"spacing": spacing, "lattice_order": order}
 
 
 # ============================================================================ coordinates

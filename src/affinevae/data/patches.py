@@ -35,7 +35,7 @@ from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import check_int
 from .objects import (DETECT_THRESHOLD, NOISE_FLOOR, check_coordinates, check_noise_floor, detect_objects, level_samples,
-                      level_step, neighbour_order, neighbour_spacing, noise_level, read_coordinates, smoothed_pair,
+                      level_step, noise_level, object_arrangement, read_coordinates, smoothed_pair,
                       smoothing_radius)
 from .stacks import open_stack
 
@@ -116,8 +116,7 @@ class PatchSet:
         empty for a grid or without a frame of more than 4 objects."""
         if self.grid_shape is not None or len(self) < 2:
             return {}
-        spacing, order = neighbour_spacing(self.centers, self.frames), neighbour_order(self.centers, self.frames)
-        return {} if spacing is None or order is None else {"spacing": spacing, "lattice_order": order}
+        return object_arrangement(self.centers, self.frames)
 
     def noise_sigma(self) -> float:
         """Robust pixel-noise estimate (:func:`~affinevae.data.imageset.noise_sigma`) of
@@ -584,7 +583,7 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
     found_any = any(p.n_found for p in parts)
     threshold, absolute = options.get("threshold", DETECT_THRESHOLD), options.get("absolute", False)
     floor = 0.0 if absolute else options.get("noise_floor")
-    if floor is None:  # the default: what iter_patches took for this stack
+    if floor is None:  # the default: what iter_patches took for this stack (an open source is not read again)
         try:
             src = open_stack(source, key=options.get("key"))
             try:
@@ -616,7 +615,12 @@ def cut_patches(source, window: int, **options: Any) -> PatchSet:
         AffineVAEError: when no object is found (suggesting a lower threshold) or every object was
             dropped at the edge, besides the errors of :func:`iter_patches`.
     """
-    parts = list(iter_patches(source, window, **options))
-    if sum(len(p) for p in parts) == 0:
-        raise nothing_found(source, parts, window, options)
+    src = open_stack(source, key=options.get("key"))  # opened once: the error below reads what the cutting did
+    try:
+        parts = list(iter_patches(src, window, **{k: v for k, v in options.items() if k != "key"}))
+        if sum(len(p) for p in parts) == 0:
+            raise nothing_found(src, parts, window, options)
+    finally:
+        if src is not source:
+            src.close()
     return PatchSet.concat(parts)

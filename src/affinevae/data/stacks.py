@@ -34,7 +34,7 @@ from ..registry import Registry
 from ..units import PixelSize
 from .imageset import (STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretch, choose_scaling, nonfinite, say_scaling,
                        unsigned_divisor)
-from .formats import (FRAME_FOLDER_EXTS, check_not_empty, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
+from .formats import (FRAME_FOLDER_EXTS, check_not_empty, read_npy_header, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
 __all__ = ["FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
@@ -179,10 +179,8 @@ class FrameSource:
         """Raw pixels -> float32 under :meth:`normalisation` (one float32 copy; NaN/inf refused, naming
         the first bad frame when ``raw`` holds whole frames from frame ``first`` on, or filled,
         :meth:`use_fill_nan`), then 1 minus that with :meth:`use_invert`."""
-        out = self._scaled(raw, where, first)
+        out = self._scaled(raw, where, first)  # a float32 copy of its own
         if self.invert:
-            if not out.flags.writeable or np.shares_memory(out, raw):
-                out = np.array(out, dtype=np.float32)
             np.subtract(np.float32(1), out, out=out)
         return out
 
@@ -568,10 +566,7 @@ class NpzSource(ArraySource):
             where = f"{path}:{self.key}"
             info = archive.getinfo(f"{self.key}.npy")
             with reading(where, ".npy in the .npz"), archive.open(info) as fh:
-                version = np.lib.format.read_magic(fh)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read_header(fh)
+                shape, fortran, dtype = read_npy_header(fh)
                 header = fh.tell()
             if dtype.hasobject:
                 raise pickled_npy(where)
