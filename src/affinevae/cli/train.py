@@ -103,6 +103,9 @@ class Train:
         g.add_argument("--sigma", type=float, help="Gaussian pixel sigma")
         g.add_argument("--learn-sigma", action="store_true", default=None, help="learn the Gaussian sigma")
         g.add_argument("--beta", type=float, help="KL weight")
+        g.add_argument("--lowpass", type=float, metavar="PX",
+                       help="Gaussian low-pass filter of PX pixels (standard deviation) on every image the model "
+                            "sees, for noisy data such as cryo-EM particles (default 0: none; try 1.5)")
         g.add_argument("--classes", type=int, help="jvae/jrvae/ssvae/ssrvae: number of classes K of the discrete latent "
                                                    "(jvae/jrvae default 10; ss*: 1 + the largest label)")
         g.add_argument("--targets", help="ssregvae/ssregrvae: file of continuous targets (.npy/.txt/.csv), one row "
@@ -373,7 +376,7 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
         opts["target_dim"] = 1 if targets.ndim == 1 else int(targets.shape[1])
     simple = {"latent_dim": args.latent_dim, "encoder": args.encoder, "decoder": args.decoder,
               "activation": args.activation, "likelihood": args.likelihood, "sigma": args.sigma,
-              "learn_sigma": args.learn_sigma, "beta": args.beta}
+              "learn_sigma": args.learn_sigma, "beta": args.beta, "lowpass": args.lowpass}
     opts.update({k: v for k, v in simple.items() if v is not None})
     if args.hidden:
         opts["hidden"] = list(parse_int_list(args.hidden, "hidden"))

@@ -277,7 +277,19 @@ class AVAE(LatentModel):
 
     # ------------------------------------------------------------------ construction
     def build_observation(self) -> None:
-        """Nothing: the likelihood and its sigma are the inner model's."""
+        """Nothing: the likelihood, its sigma and the low-pass filter are the inner model's."""
+
+    def install_observation(self) -> None:
+        """Nothing: the inner model's networks observe their images themselves."""
+
+    @property
+    def lowpass_filter(self):
+        """The inner model's low-pass filter (``lowpass``), or None."""
+        return self.vae.lowpass_filter
+
+    def observe(self, x: Tensor) -> Tensor:
+        """The inner model's :meth:`~affinevae.models.base.LatentModel.observe`."""
+        return self.vae.observe(x)
 
     def build(self, vae: Optional[LatentModel] = None) -> None:
         """The inner model (from ``inner``/``inner_config``, or the given one), the transform,

@@ -37,6 +37,7 @@ from ..limits import check_allocation
 from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, check_full_turn, compose_poses, render
 from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
 from ..nn.likelihoods import LIKELIHOODS
+from ..nn.lowpass import GaussianLowpass, noise_gain
 from ..nn.signal import is_signal_shape
 from ..registry import MODELS
 from ..rng import seeded
@@ -68,6 +69,14 @@ class ModelConfig(Config):
             most: for patches centred on objects the model describes the centre object before its
             neighbours. Still a normalised density (the ELBO stays in nats).
         beta: weight of the KL term in the training loss (the reported ELBO uses 1).
+        lowpass: standard deviation, in pixels, of a Gaussian low-pass filter applied to every image
+            the model sees (the encoder's and classifier's input and the likelihood's target), with the
+            contrast scaled so that white pixel noise keeps its level (see :meth:`LatentModel.observe`);
+            0 (default): none. For noisy data (a signal-to-noise of a few per pixel or less, such as
+            cryo-EM particles), whose per-pixel noise otherwise leaves the content latents unused
+            (``benchmarks/bench_particles.py``). Needs a Gaussian likelihood; its ``sigma`` stays the
+            raw pixel noise. The ELBO is then of the filtered images. 1-D signals are filtered along
+            their length.
     """
 
     image_shape: tuple = (1, 28, 28)
@@ -84,6 +93,7 @@ class ModelConfig(Config):
     learn_sigma: bool = False
     sigma_radius: float = 0.0
     beta: float = 1.0
+    lowpass: float = 0.0
 
     def validate(self) -> None:
         check(len(self.image_shape) == 3 and all(isinstance(v, int) and v > 0 for v in self.image_shape),
@@ -102,6 +112,12 @@ class ModelConfig(Config):
         check(self.sigma_radius == 0 or self.likelihood == "gaussian",
               f"sigma_radius applies to the gaussian likelihood, not '{self.likelihood}'")
         check_positive("beta", self.beta, allow_zero=True)
+        check_positive("lowpass", self.lowpass, allow_zero=True)
+        check(self.lowpass <= max(self.image_shape[1:]),
+              f"lowpass must be at most the image size ({max(self.image_shape[1:])} px), got {self.lowpass}")
+        check(self.lowpass == 0 or self.likelihood not in ("bernoulli", "cbernoulli"),
+              f"lowpass needs a gaussian likelihood (--likelihood gaussian), not '{self.likelihood}': the filtered "
+              "images keep the pixel noise's level, so their values leave [0, 1]")
 
     def check_new(self) -> None:
         """Rules for a model built anew (:func:`build_model`, ``train``) that a saved config need not
@@ -251,6 +267,7 @@ class LatentModel(nn.Module):
         self.config = config
         self.build_observation()
         self.build(**dict(networks or {}))
+        self.install_observation()
 
     # ------------------------------------------------------------------ construction
     @property
@@ -275,6 +292,43 @@ class LatentModel(nn.Module):
         self.register_buffer("data_initialised", torch.zeros((), dtype=torch.int64))
         # (H, W) log of the pixel-sigma window (config-derived: not saved with the weights)
         self.register_buffer("sigma_window", pixel_sigma_window(cfg.image_shape[1:], cfg.sigma_radius), persistent=False)
+        # the low-pass filter of ModelConfig.lowpass (its kernel is config-derived: not saved with the weights)
+        self.lowpass_filter = GaussianLowpass(cfg.lowpass) if getattr(cfg, "lowpass", 0) > 0 else None
+        self.lowpass_contrast = 1.0 / noise_gain(cfg.lowpass) if self.lowpass_filter is not None else 1.0
+
+    def install_observation(self) -> None:
+        """With ``lowpass`` > 0: the encoder receives its first argument, (N, C, H, W) images, through
+        :meth:`observe` (a forward pre-hook: every pass that reads images sees them filtered once,
+        whichever method calls the encoder; a joint model's classifier views are observed where they
+        are made). Called once by ``__init__`` after :meth:`build`."""
+        if self.lowpass_filter is not None and isinstance(getattr(self, "encoder", None), nn.Module):
+            self.encoder.register_forward_pre_hook(self._observe_first)
+
+    def _observe_first(self, module: nn.Module, args: tuple) -> tuple:
+        return (self.observe(args[0]), *args[1:])
+
+    def observe(self, x: Tensor) -> Tensor:
+        """The images as the model sees them: (N, C, H, W) ``x`` low-passed by a Gaussian of
+        ``config.lowpass`` pixels (:class:`~affinevae.nn.lowpass.GaussianLowpass`), its contrast around
+        each image's (and channel's) mean scaled by ``1 / noise_gain(lowpass)`` (5.3 at 1.5 px) so that
+        white pixel noise keeps its level while objects larger than the filter stand out that much more;
+        ``x`` itself when ``lowpass`` is 0. Linear in ``x``. What the encoder reads and what the
+        likelihood scores (a Gaussian ``sigma`` stays the raw pixel noise)."""
+        if self.lowpass_filter is None:
+            return x
+        mean = x.mean((-2, -1), keepdim=True)
+        return mean + (self.lowpass_filter(x) - mean) * self.lowpass_contrast
+
+    @torch.no_grad()
+    def observe_cpu(self, x: Tensor, batch_size: int = 1024) -> Tensor:
+        """:meth:`observe` of (N, C, H, W) CPU images (a training set), in batches on the model's device;
+        returns CPU float32 images (``x`` itself when ``lowpass`` is 0). For the data-driven starts
+        (the pose anchor's synchronisation, the joint model's k-means), which read the images as the
+        networks will."""
+        if self.lowpass_filter is None:
+            return x
+        return torch.cat([self.observe(x[i:i + batch_size].to(self.device, torch.float32)).cpu()
+                          for i in range(0, len(x), batch_size)]) if len(x) else x
 
     def pixel_log_sigma(self) -> Tensor:
         """Natural log of the Gaussian pixel standard deviation: a scalar, or (H, W) with
@@ -477,7 +531,7 @@ class LatentModel(nn.Module):
         """Combine the likelihood of ``x`` under ``params`` (N, C, H, W) with the KL of ``post``;
         ``terms`` (named weighted scalars, or zero-argument callables that compute them after the
         likelihood and KL) are added to ``loss`` in order and kept by name."""
-        recon_i = -self.likelihood.log_prob(params.float(), x, self.pixel_log_sigma())
+        recon_i = -self.likelihood.log_prob(params.float(), self.observe(x), self.pixel_log_sigma())
         kl_i = self.kl(post) if self.variational else torch.zeros_like(recon_i)
         recon, kl = recon_i.mean(), kl_i.mean()
         loss = recon + self.loss_beta() * kl
@@ -673,8 +727,8 @@ class LatentModel(nn.Module):
         init = getattr(self.decoder, "init_output", None)
         if init is None or len(x) == 0 or int(self.data_initialised):
             return
-        mean = torch.as_tensor(x, dtype=torch.float32).mean(0)
-        init(self.likelihood.params_for_mean(mean).to(self.device))
+        mean = torch.as_tensor(x, dtype=torch.float32).mean(0).to(self.device)
+        init(self.likelihood.params_for_mean(self.observe(mean[None])[0]))  # the filter is linear: the filtered mean
         self.data_initialised.fill_(1)
 
     def compile_targets(self) -> list[nn.Module]:

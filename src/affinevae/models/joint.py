@@ -455,7 +455,9 @@ class JRVAE(RVAE):
     def classifier_view(self, x: Tensor, pose: PoseLike, jitter: Optional[Pose] = None) -> Tensor:
         """The (N, C, H, W) image a 'canonical' classifier sees: ``x`` canonicalised at ``pose``
         (not differentiated; None: as observed) and, in training, moved by a random :meth:`jitter`
-        (or by the given ``jitter``), in one warp: ``render(canonicalise(x, pose), jitter)``."""
+        (or by the given ``jitter``), in one warp: ``render(canonicalise(x, pose), jitter)``; ``x`` is
+        :meth:`observe`'d first (the low-pass filter of ``lowpass``, before the turn, as the encoder reads it)."""
+        x = self.observe(x)
         n = x.shape[0]
         if jitter is None:
             jitter = self.jitter(n, x.device)

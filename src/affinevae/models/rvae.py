@@ -488,7 +488,7 @@ class RVAE(LatentModel):
         if not (self.config.pose_anchor > 0 and len(x) >= 2):
             yield
             return
-        sync = synchronise_angles(x, seed=seed, symmetry=self.config.anchor_symmetry)
+        sync = synchronise_angles(self.observe_cpu(x), seed=seed, symmetry=self.config.anchor_symmetry)
         self.pose_sync_agreement, self.pose_sync_symmetry = sync.agreement, sync.symmetry
         if sync.agreement >= MIN_SYNC_AGREEMENT:
             table = torch.full((int(index.max()) + 1,), float("nan"))
@@ -632,7 +632,7 @@ class RVAE(LatentModel):
         weighted by ``weights`` (B, M): ``recon_i = sum_m weights_m (-log p(x | params_m))`` (B,)
         nats, and each image's heaviest row of params (B, C, H, W)."""
         b, m = weights.shape
-        xr = x.repeat_interleave(m, 0)
+        xr = self.observe(x).repeat_interleave(m, 0)
         recon_m = -self.likelihood.log_prob(params.float().reshape(b * m, *params.shape[2:]), xr,
                                             self.pixel_log_sigma()).view(b, m)
         recon_i = (weights.float() * recon_m).sum(1)
