@@ -1,0 +1,167 @@
+"""The low-pass filter of noisy data (ModelConfig.lowpass) and the train defaults for float images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+import affinevae as av
+from affinevae.cli import main
+from affinevae.data import ImageSet
+from affinevae.data.imageset import noise_sigma
+from affinevae.defaults import DEFAULT_EPOCHS, FLOAT_KIND, FLOAT_LOWPASS, FLOAT_SIGMA_FLOOR, data_defaults, data_kind
+from affinevae.errors import AffineVAEError
+from affinevae.nn.lowpass import GaussianLowpass, noise_gain
+
+
+def test_the_filter_is_scipys_gaussian_and_keeps_flat_images_and_signals_1d():
+    x = torch.rand(3, 2, 10, 13, generator=torch.Generator().manual_seed(0))
+    for sigma in (0.6, 1.5, 6.0):  # 6: the kernel is wider than the image (mirrored again)
+        ref = gaussian_filter(x.double().numpy(), (0, 0, sigma, sigma), mode="reflect",
+                              truncate=np.ceil(3 * sigma) / sigma)
+        np.testing.assert_allclose(GaussianLowpass(sigma)(x).numpy(), ref, atol=2e-6)
+    flat = torch.full((2, 1, 9, 9), 0.37)
+    torch.testing.assert_close(GaussianLowpass(2.0)(flat), flat)
+    sig = torch.rand(4, 1, 1, 50)  # 1-D signals (C, 1, L): along their length only
+    ref = gaussian_filter(sig.double().numpy(), (0, 0, 0, 1.5), mode="reflect", truncate=np.ceil(4.5) / 1.5)
+    np.testing.assert_allclose(GaussianLowpass(1.5)(sig).numpy(), ref, atol=2e-6)
+    noise = torch.randn(1, 1, 300, 300, generator=torch.Generator().manual_seed(1))
+    assert float(GaussianLowpass(1.5)(noise).std()) == pytest.approx(noise_gain(1.5), rel=0.05)
+    assert noise_gain(0) == 1.0 and noise_gain(1.0) == pytest.approx(0.28, abs=0.01)
+
+
+def test_a_model_observes_its_images_filtered_with_the_noise_level_kept():
+    """observe: the low-passed image, its contrast around each image's mean scaled by 1 / noise_gain, so
+    white noise keeps its level while a smooth object gains that much against it; linear; the identity
+    without a filter."""
+    model = av.build_model("vae", image_shape=(1, 64, 64), latent_dim=2, likelihood="gaussian", lowpass=1.5)
+    noise = 0.5 + 0.1 * torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(3))
+    seen = model.observe(noise)
+    torch.testing.assert_close(seen.mean((-2, -1)), noise.mean((-2, -1)))
+    assert float(seen.std()) == pytest.approx(0.1, rel=0.08)
+    blob = torch.exp(-((torch.arange(64.0) - 32) ** 2)[:, None] / 72 - ((torch.arange(64.0) - 32) ** 2)[None] / 72)
+    gain = float((model.observe(blob[None, None])[0, 0] - blob.mean()).max() / (blob.max() - blob.mean()))
+    # a Gaussian blob of 6 px keeps 36 / (36 + 1.5^2) of its peak through the blur, then gains 1 / noise_gain
+    assert gain == pytest.approx(36 / (36 + 2.25) / noise_gain(1.5), rel=0.01)
+    a, b = torch.rand(2, 3, 1, 64, 64)
+    torch.testing.assert_close(model.observe(2 * a - b), 2 * model.observe(a) - model.observe(b), atol=1e-5, rtol=0)
+    plain = av.build_model("vae", image_shape=(1, 64, 64), latent_dim=2)
+    assert plain.observe(a) is a
+
+
+def _pair(family="rvae", **options):
+    """The same weights built with and without a low-pass filter of 1.5 px."""
+    torch.manual_seed(0)
+    base = dict(image_shape=(1, 16, 16), latent_dim=2, likelihood="gaussian", sigma=0.1, **options)
+    plain = av.build_model(family, seed=0, **base)
+    lp = av.build_model(family, seed=0, lowpass=1.5, **base)
+    lp.load_state_dict(plain.state_dict())
+    return plain.eval(), lp.eval()
+
+
+@pytest.mark.parametrize("family,options", [
+    ("vae", {"encoder": "mlp", "decoder": "mlp", "hidden": (16,)}),
+    ("rvae", {"invariances": ("rotation",), "rotation_mode": "full", "group_channels": (4, 4)}),
+    ("jrvae", {"num_classes": 3, "invariances": ("rotation",), "rotation_mode": "full", "group_channels": (4, 4)}),
+])
+def test_a_filtered_model_is_the_same_model_on_filtered_images_once(family, options):
+    """Encoder, classifier and likelihood see the images filtered exactly once, whichever method runs:
+    the model with lowpass on x gives what the same weights without it give on the filtered x."""
+    plain, lp = _pair(family, **options)
+    x = torch.rand(5, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    xf = lp.observe(x)
+    assert set(lp.state_dict()) == set(plain.state_dict())  # the filter holds no saved state
+    with torch.no_grad():
+        a, b = lp.encode(x), plain.encode(xf)
+        torch.testing.assert_close(a.z_mean, b.z_mean)
+        torch.testing.assert_close(lp(x, sample=False).elbo, plain(xf, sample=False).elbo)
+        if family == "jrvae":
+            torch.testing.assert_close(a.parts["class_prob"], b.parts["class_prob"])
+
+
+def test_lowpass_round_trips_and_bad_values_are_one_line(tmp_path):
+    _, lp = _pair("vae", encoder="mlp", decoder="mlp", hidden=(16,))
+    lp.save(tmp_path / "m")
+    back = av.load(tmp_path / "m")
+    assert back.config.lowpass == 1.5
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(x).z_mean, lp.encode(x).z_mean, rtol=0, atol=0)
+    for bad, words in ((-1.0, "lowpass must be a finite number >= 0"), (float("nan"), "lowpass must be a finite"),
+                       (40.0, "lowpass must be at most the image size (16 px)")):
+        with pytest.raises(AffineVAEError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            av.build_model("vae", image_shape=(1, 16, 16), likelihood="gaussian", lowpass=bad)
+    with pytest.raises(AffineVAEError, match="lowpass needs a gaussian likelihood"):
+        av.build_model("rvae", image_shape=(1, 16, 16), lowpass=1.0)
+    avae = av.build_model("avae", image_shape=(1, 16, 16), latent_dim=2, likelihood="gaussian", lowpass=1.0)
+    assert avae.config.inner_config["lowpass"] == 1.0 and avae.lowpass_filter is avae.vae.lowpass_filter
+
+
+def float_set(n=50, noise=0.2, seed=0, size=12):
+    """Zero-mean noisy floats as a loader leaves them: min-max scaled onto [0, 1], saying so."""
+    raw = np.random.default_rng(seed).normal(0.0, noise, (n, 1, size, size)).astype(np.float32)
+    lo, span = float(raw.min()), float(np.ptp(raw))
+    return ImageSet((raw - lo) / span, meta={"pixel_scaling": {"kind": "minmax", "offset": lo, "divisor": span}})
+
+
+def test_float_images_get_a_gaussian_likelihood_with_the_measured_noise():
+    data = float_set()
+    assert data_kind(data) == FLOAT_KIND and data_kind(ImageSet(data.images)) is None
+    full = {"latent_dim": 2, "rotation_mode": "full"}
+    opts, train, line = data_defaults(data, "rvae", full, None, None)
+    sigma = float(f"{noise_sigma(data.images):.3g}")
+    assert opts == {**full, "likelihood": "gaussian", "sigma": sigma}
+    assert train == {"batch_size": 100, "lr": 3e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}  # the family's
+    assert line == (f"affinevae: float-image defaults (rvae over the full circle): likelihood=gaussian sigma={sigma:.3g} "
+                    "(the pixel noise) batch_size=100 lr=0.003 (override with --likelihood/--sigma/--batch-size/--lr)")
+    # with a low-pass filter: the same (the filter keeps the noise's level)
+    assert data_defaults(data, "crvae", {"num_classes": 2, "lowpass": 1.5}, None, None)[0]["sigma"] == sigma
+    # what the user gives wins; a Bernoulli asked for gets no sigma; a floor for noiseless data
+    assert data_defaults(data, "rvae", {"likelihood": "bernoulli"}, None, None)[0] == {"likelihood": "bernoulli"}
+    assert data_defaults(data, "rvae", {"sigma": 0.3}, None, None)[0]["sigma"] == 0.3
+    # images of 24 px or more: behind the low-pass filter (not with a Bernoulli asked for)
+    wide = float_set(n=10, size=24)
+    opts, _, line = data_defaults(wide, "rvae", {}, None, None)
+    assert opts == {"likelihood": "gaussian", "lowpass": FLOAT_LOWPASS, "sigma": float(f"{noise_sigma(wide.images):.3g}")}
+    assert line.startswith("affinevae: float-image defaults: likelihood=gaussian lowpass=1.5 sigma=")
+    assert "(override with --likelihood/--lowpass/--sigma/--batch-size/--lr)" in line
+    assert data_defaults(wide, "rvae", {"likelihood": "bernoulli"}, None, None)[0] == {"likelihood": "bernoulli"}
+    assert data_defaults(wide, "rvae", {"lowpass": 0}, None, None)[0]["lowpass"] == 0
+    flat = ImageSet(np.full((4, 1, 8, 8), 0.5, np.float32), meta=data.meta)
+    assert data_defaults(flat, "rvae", {}, None, None)[0]["sigma"] == FLOAT_SIGMA_FLOOR
+    # other families keep theirs (the joint model's classes collapsed under the Gaussian: bench_particles.py)
+    assert "likelihood" not in data_defaults(data, "jrvae", {"num_classes": 3}, None, None)[0]
+    assert "likelihood" not in data_defaults(data, "vae", {}, None, None)[0]
+
+
+def test_cli_train_with_lowpass_on_a_float_stack(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "p.npy", rng.normal(0.0, 1.0, (60, 16, 16)).astype(np.float32))
+    argv = ["train", "--model", "rvae", "--data", str(tmp_path / "p.npy"), "--invariances", "rotation", "--latent-dim",
+            "2", "--hidden", "8,8", "--epochs", "1", "--lowpass", "1.5", "--no-progress", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "affinevae: float-image defaults: likelihood=gaussian sigma=" in out
+    cfg = av.load(tmp_path / "r").config
+    assert (cfg.lowpass, cfg.likelihood) == (1.5, "gaussian") and 0.05 <= cfg.sigma < 0.3
+    assert main([*argv[:-2], "--lowpass", "-1", "--out", str(tmp_path / "r2")]) == 2
+    assert "lowpass must be a finite number >= 0, got -1.0" in capsys.readouterr().err
+
+
+def test_a_posterior_narrower_than_the_prior_but_the_same_for_every_image_is_unused():
+    """The collapse seen on noisy particles under a Gaussian likelihood: every image's posterior is
+    N(0, 0.2^2), a KL of about 1 nat per latent, yet it says nothing of the image."""
+    from affinevae.analysis.quality import learning_warnings
+
+    images = av.data.load_dataset("mnist", split="test", n=60).images
+    model = av.build_model("vae", latent_dim=3, encoder="mlp", decoder="mlp", hidden=(16,))
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.zero_()
+        model.encoder.net[-1].bias[3:] = 2 * np.log(0.2)  # the log-variances
+    enc = av.evaluation.encode_dataset(model, images)
+    assert np.allclose(enc["z_std"], 0.2, atol=1e-5)
+    said = learning_warnings(model, images)
+    assert said and said[0].startswith("all 3 content latents are unused") and "--lowpass 1.5" in said[0]
