@@ -165,3 +165,20 @@ def test_a_posterior_narrower_than_the_prior_but_the_same_for_every_image_is_unu
     assert np.allclose(enc["z_std"], 0.2, atol=1e-5)
     said = learning_warnings(model, images)
     assert said and said[0].startswith("all 3 content latents are unused") and "--lowpass 1.5" in said[0]
+
+
+def test_a_run_from_before_the_float_defaults_resumes_as_it_was_built(tmp_path, capsys):
+    """A float stack trained with the Bernoulli likelihood (the default until the float-image defaults):
+    --resume without options keeps its likelihood, sigma and (no) filter, says so, and continues."""
+    np.save(tmp_path / "p.npy", np.random.default_rng(0).normal(0.0, 1.0, (40, 24, 24)).astype(np.float32))
+    argv = ["train", "--model", "rvae", "--data", str(tmp_path / "p.npy"), "--invariances", "rotation", "--latent-dim",
+            "2", "--hidden", "8,8", "--no-progress", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--epochs", "1", "--likelihood", "bernoulli"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert (f"affinevae: resuming {tmp_path / 'r'} with its model options: likelihood=bernoulli lowpass=0.0 sigma=1.0 "
+            "(today's defaults for these data differ; override with the options)") in out
+    assert "float-image defaults" not in out
+    assert av.load(tmp_path / "r").config.likelihood == "bernoulli"
+    assert av.training.read_run(tmp_path / "r")["epochs_done"] == 2

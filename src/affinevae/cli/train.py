@@ -181,11 +181,15 @@ class Train:
                 targets = targets[:len(data)]
             if len(targets) != len(data):
                 raise AffineVAEError(f"{args.targets}: {len(targets)} targets for {len(data)} images")
-        options, train, chosen = data_defaults(data, args.model, model_options(args, cls, data, targets),
-                                               args.batch_size, args.epochs, args.lr, args.kl_warmup)
+        given = model_options(args, cls, data, targets)
+        options, train, chosen = data_defaults(data, args.model, given, args.batch_size, args.epochs, args.lr,
+                                               args.kl_warmup)
         cfg = cfg.replace(**train)
         if args.resume:
-            options = predated_options(args.out, cls, options)
+            options, kept = resumed_model_options(args.out, cls, given, predated_options(args.out, cls, options))
+            if kept:  # the data's defaults changed since the run started: it goes on as it was built
+                chosen = (f"affinevae: resuming {args.out} with its model options: {kept} (today's defaults for "
+                          "these data differ; override with the options)")
         model = build_model(args.model, seed=args.seed, **options)  # the caller's global RNG is left as it was
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             print(chosen)
@@ -326,6 +330,32 @@ def predated_options(out, cls, options: dict) -> dict:
         former.update({k: v for k, v in inner_filled.items()
                        if k not in inner_saved and k not in options and k not in given_inner})
     return {**options, **former} if former else options
+
+
+def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, str]:
+    """For ``--resume`` of the run in ``out``: ``options`` with each one that the data's defaults chose
+    (not in ``given``, the options of the command line) set to the run's own value where the run's
+    saved config (filled by :meth:`~affinevae.config.Config.saved_dict`) differs, so that a run started
+    before those defaults changed (a float stack trained with the Bernoulli likelihood, say) resumes as
+    it was built instead of being refused as another model. Returns the options and the changed ones as
+    ``"key=value ..."`` (``""`` when none)."""
+    from ..io import MODEL_JSON
+    from ..runs import Run
+
+    run = Run(out)
+    if not (run.path / MODEL_JSON).is_file() or not run.model_config:
+        return options, ""
+    filled = cls.config_class.saved_dict(run.model_config)
+    own = {k: filled[k] for k, v in options.items()
+           if k not in given and k in filled and _as_saved(v) != _as_saved(filled[k])}
+    if not own:
+        return options, ""
+    shown = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in own.items())
+    return {**options, **own}, shown
+
+
+def _as_saved(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
