@@ -93,10 +93,18 @@ def test_lowpass_round_trips_and_bad_values_are_one_line(tmp_path):
                        (40.0, "lowpass must be at most the image size (16 px)")):
         with pytest.raises(AffineVAEError, match=words.replace("(", r"\(").replace(")", r"\)")):
             av.build_model("vae", image_shape=(1, 16, 16), likelihood="gaussian", lowpass=bad)
-    with pytest.raises(AffineVAEError, match="lowpass needs a gaussian likelihood"):
+    with pytest.raises(AffineVAEError, match="lowpass needs a real-valued likelihood"):
         av.build_model("rvae", image_shape=(1, 16, 16), lowpass=1.0)
     avae = av.build_model("avae", image_shape=(1, 16, 16), latent_dim=2, likelihood="gaussian", lowpass=1.0)
     assert avae.config.inner_config["lowpass"] == 1.0 and avae.lowpass_filter is avae.vae.lowpass_filter
+    seen = []  # the pose head and a refiner added later read the observed images
+    x = torch.rand(2, 1, 16, 16)
+    avae.head.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    avae.add_refiner().register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        avae.head(x), avae.refiner(x)
+    torch.testing.assert_close(seen[0], avae.observe(x))
+    torch.testing.assert_close(seen[1], avae.observe(x))
 
 
 def float_set(n=50, noise=0.2, seed=0, size=12):
@@ -182,3 +190,26 @@ def test_a_run_from_before_the_float_defaults_resumes_as_it_was_built(tmp_path, 
     assert "float-image defaults" not in out
     assert av.load(tmp_path / "r").config.likelihood == "bernoulli"
     assert av.training.read_run(tmp_path / "r")["epochs_done"] == 2
+
+
+def test_the_filters_outputs_units_and_checks():
+    """Signals keep their noise level too (the 1-D gain); decode/reconstruct give images in the data's
+    units (the contrast scaling undone); the memory check still plans a filtered model; under bf16 the
+    likelihood's target stays float32; observe takes an array as any input."""
+    from affinevae.models.base import planned_state
+
+    sig = av.build_model("vae", image_shape=(1, 1, 256), latent_dim=2, likelihood="gaussian", lowpass=1.5,
+                         encoder="mlp", decoder="mlp", hidden=(8,))
+    noise = 0.5 + 0.1 * torch.randn(1, 1, 1, 20000, generator=torch.Generator().manual_seed(0))
+    assert float(sig.observe(noise).std()) == pytest.approx(0.1, rel=0.05)
+    model = av.build_model("vae", image_shape=(1, 16, 16), latent_dim=2, likelihood="gaussian", lowpass=1.5,
+                           encoder="mlp", decoder="mlp", hidden=(8,))
+    x = torch.rand(3, 1, 16, 16)
+    torch.testing.assert_close(model.unobserve(model.observe(x)), GaussianLowpass(1.5)(x), atol=1e-5, rtol=0)
+    with torch.no_grad():  # reconstruct/decode: the decoder's mean image in the data's units
+        torch.testing.assert_close(model.reconstruct(x), model.unobserve(model(x, sample=False).x_params))
+    assert planned_state(lambda: av.build_model("vae", image_shape=(1, 32, 32), likelihood="gaussian", lowpass=1.5),
+                         "here") is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.observe(x).dtype == torch.float32
+    torch.testing.assert_close(model.observe(x.numpy()[:, 0]), model.observe(x))

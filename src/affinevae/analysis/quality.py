@@ -212,6 +212,8 @@ def plot_training_curves(c: TrainingCurves | Mapping[str, TrainingCurves], title
 # ============================================================================ did it learn?
 def _filter_hint(model) -> str:
     lowpass = float(getattr(model.config, "lowpass", 0.0) or 0.0)
+    if getattr(model.config, "likelihood", "") in ("bernoulli", "cbernoulli"):
+        return "a gaussian likelihood behind a low-pass filter, --likelihood gaussian --lowpass 1.5"
     if lowpass > 0:
         return f"a stronger low-pass filter than --lowpass {lowpass:g}, such as --lowpass {lowpass + 1:g}"
     return "a low-pass filter, --lowpass 1.5"
@@ -245,7 +247,9 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
     except AffineVAEError:
         return []
     lines = []
-    spread = np.asarray(enc["z_mean"], dtype=np.float64).var(0) if len(enc["z_mean"]) > 1 else np.zeros(0)  # (D,)
+    variational = getattr(model, "variational", True)  # an AE's codes have no prior to measure their scale by
+    spread = (np.asarray(enc["z_mean"], dtype=np.float64).var(0) if variational and len(enc["z_mean"]) > 1
+              else np.zeros(0))  # (D,)
     if spread.size and bool(np.all(spread < ACTIVE_VARIANCE)):
         lines.append(f"all {spread.size} content latents are unused (their means vary across the images with a variance "
                      f"below {ACTIVE_VARIANCE:g}): the model describes every image alike (a signal too weak against the "

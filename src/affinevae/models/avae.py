@@ -280,7 +280,10 @@ class AVAE(LatentModel):
         """Nothing: the likelihood, its sigma and the low-pass filter are the inner model's."""
 
     def install_observation(self) -> None:
-        """Nothing: the inner model's networks observe their images themselves."""
+        """The inner model's networks observe their images themselves; with its ``lowpass`` the pose
+        head (and the refiner, :meth:`_build_refiner`) read theirs through :meth:`observe` too."""
+        if self.lowpass_filter is not None and self.head is not None:
+            self.head.register_forward_pre_hook(self._observe_first)
 
     @property
     def lowpass_filter(self):
@@ -290,6 +293,10 @@ class AVAE(LatentModel):
     def observe(self, x: Tensor) -> Tensor:
         """The inner model's :meth:`~affinevae.models.base.LatentModel.observe`."""
         return self.vae.observe(x)
+
+    def unobserve(self, x: Tensor) -> Tensor:
+        """The inner model's :meth:`~affinevae.models.base.LatentModel.unobserve`."""
+        return self.vae.unobserve(x)
 
     def build(self, vae: Optional[LatentModel] = None) -> None:
         """The inner model (from ``inner``/``inner_config``, or the given one), the transform,
@@ -320,6 +327,8 @@ class AVAE(LatentModel):
         cfg = self.config
         self.refiner = PoseRefiner(cfg.image_shape, self.transform, channels=tuple(cfg.refiner_channels),
                                    hidden=cfg.refiner_hidden).to(self.device)
+        if self.vae.lowpass_filter is not None:  # built now or later (add_refiner): it reads observed images
+            self.refiner.register_forward_pre_hook(self._observe_first)
         # 1 once the refiner has been trained (fit_pose_refiner)
         self.register_buffer("refiner_trained", torch.zeros((), dtype=torch.int64, device=self.device))
 

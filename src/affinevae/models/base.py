@@ -116,8 +116,8 @@ class ModelConfig(Config):
         check(self.lowpass <= max(self.image_shape[1:]),
               f"lowpass must be at most the image size ({max(self.image_shape[1:])} px), got {self.lowpass}")
         check(self.lowpass == 0 or self.likelihood not in ("bernoulli", "cbernoulli"),
-              f"lowpass needs a gaussian likelihood (--likelihood gaussian), not '{self.likelihood}': the filtered "
-              "images keep the pixel noise's level, so their values leave [0, 1]")
+              f"lowpass needs a real-valued likelihood ('gaussian'; the AE's 'mse'), not '{self.likelihood}': the "
+              "filtered images keep the pixel noise's level, so their values leave [0, 1]")
 
     def check_new(self) -> None:
         """Rules for a model built anew (:func:`build_model`, ``train``) that a saved config need not
@@ -294,7 +294,9 @@ class LatentModel(nn.Module):
         self.register_buffer("sigma_window", pixel_sigma_window(cfg.image_shape[1:], cfg.sigma_radius), persistent=False)
         # the low-pass filter of ModelConfig.lowpass (its kernel is config-derived: not saved with the weights)
         self.lowpass_filter = GaussianLowpass(cfg.lowpass) if getattr(cfg, "lowpass", 0) > 0 else None
-        self.lowpass_contrast = 1.0 / noise_gain(cfg.lowpass) if self.lowpass_filter is not None else 1.0
+        signal = is_signal_shape(cfg.image_shape)  # 1-D signals are filtered along their length only
+        self.lowpass_contrast = (1.0 / noise_gain(cfg.lowpass, dims=1 if signal else 2)
+                                 if self.lowpass_filter is not None else 1.0)
 
     def install_observation(self) -> None:
         """With ``lowpass`` > 0: the encoder receives its first argument, (N, C, H, W) images, through
@@ -307,6 +309,16 @@ class LatentModel(nn.Module):
     def _observe_first(self, module: nn.Module, args: tuple) -> tuple:
         return (self.observe(args[0]), *args[1:])
 
+    def unobserve(self, x: Tensor) -> Tensor:
+        """The contrast scaling of :meth:`observe` undone on (N, C, H, W) images in the observed space
+        (the decoder's mean images): ``m + (x - m) * noise_gain(lowpass)`` around each image's mean ``m``,
+        so that :meth:`decode`, :meth:`reconstruct` and :meth:`sample` give images in the data's units
+        (low-passed: the model describes the filtered images). ``x`` itself when ``lowpass`` is 0."""
+        if self.lowpass_filter is None:
+            return x
+        mean = x.mean((-2, -1), keepdim=True)
+        return mean + (x - mean) / self.lowpass_contrast
+
     def observe(self, x: Tensor) -> Tensor:
         """The images as the model sees them: (N, C, H, W) ``x`` low-passed by a Gaussian of
         ``config.lowpass`` pixels (:class:`~affinevae.nn.lowpass.GaussianLowpass`), its contrast around
@@ -316,8 +328,12 @@ class LatentModel(nn.Module):
         likelihood scores (a Gaussian ``sigma`` stays the raw pixel noise)."""
         if self.lowpass_filter is None:
             return x
-        mean = x.mean((-2, -1), keepdim=True)
-        return mean + (self.lowpass_filter(x) - mean) * self.lowpass_contrast
+        if not (isinstance(x, Tensor) and x.dim() == 4):  # a caller's array or (N, H, W): checked as any input
+            x = as_images(x, image_shape=self.config.image_shape)[0].to(self.device)
+        with torch.autocast(x.device.type, enabled=False):  # the likelihood's target stays float32 under bf16
+            x = x.float()
+            mean = x.mean((-2, -1), keepdim=True)
+            return mean + (self.lowpass_filter(x) - mean) * self.lowpass_contrast
 
     @torch.no_grad()
     def observe_cpu(self, x: Tensor, batch_size: int = 1024) -> Tensor:
@@ -653,7 +669,7 @@ class LatentModel(nn.Module):
             pose = Pose(angle=bt(angle, (n,), "angle"), shift=bt(shift, (n, 2), "shift"), scale=bt(scale, (n,), "scale"))
             if pose.angle is not None:
                 check_full_turn(pose.angle.detach().cpu().numpy(), "decode", "angle")
-        return self.likelihood.mean(self.decode_params(z, y, pose))
+        return self.unobserve(self.likelihood.mean(self.decode_params(z, y, pose)))
 
     def loss(self, x: Tensor, y: Optional[Tensor] = None) -> LossParts:
         """Batch-mean training loss and its parts (nats/image) of (N, C, H, W) images ``x``
@@ -691,7 +707,7 @@ class LatentModel(nn.Module):
         (labels ``y`` (N,) only for the models that take them, :attr:`takes_labels`)."""
         self.refuse_labels(y, "reconstruct")
         out = self(x, y, sample=False)
-        return self.likelihood.mean(out.x_params)
+        return self.unobserve(self.likelihood.mean(out.x_params))
 
     @staticmethod
     def check_draw(n: Any, generator: Any, where: str = "sample") -> int:

@@ -35,8 +35,10 @@ def noise_gain(sigma: float, dims: int = 2) -> float:
     0.28 at ``sigma`` 1, 0.19 at 1.5, 0.14 at 2). 1 for ``sigma`` 0 (no filter)."""
     if sigma == 0:
         return 1.0
-    k = gaussian_kernel(sigma).double()
-    return float((k ** 2).sum()) ** (dims / 2)
+    r = max(1, math.ceil(3.0 * sigma))  # the kernel of gaussian_kernel, in plain floats (also under a meta device)
+    k = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-r, r + 1)]
+    total = sum(k)
+    return sum((v / total) ** 2 for v in k) ** (dims / 2)
 
 
 class GaussianLowpass(nn.Module):
