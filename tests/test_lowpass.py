@@ -213,3 +213,29 @@ def test_the_filters_outputs_units_and_checks():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert model.observe(x).dtype == torch.float32
     torch.testing.assert_close(model.observe(x.numpy()[:, 0]), model.observe(x))
+
+
+def test_patch_sets_of_faint_scattered_objects_get_the_filter():
+    """centre_snr: the objects' mean contrast in the centred disc per noise sigma. Below 1 a scattered
+    patch set of windows >= 24 px takes lowpass 1.5 (said why); bright objects, lattices, small windows
+    and a Bernoulli asked for take none."""
+    from affinevae.defaults import LOWPASS_SNR, centre_snr
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+    blob = np.exp(-((yy - 15.5) ** 2 + (xx - 15.5) ** 2) / (2 * 4.0 ** 2))
+
+    def patches(amplitude, lattice_order=-0.01, size=32):
+        x = 0.5 + amplitude * blob[:size, :size] + 0.05 * rng.standard_normal((60, 1, size, size))
+        return ImageSet(x.astype(np.float32), meta={"kind": "patches", "window": size, "noise_sigma": 0.05,
+                                                     "lattice_order": lattice_order})
+
+    faint, bright = patches(0.03), patches(0.5)
+    assert centre_snr(faint) < LOWPASS_SNR < centre_snr(bright)
+    opts, _, line = data_defaults(faint, "rvae", {}, None, None)
+    assert opts["lowpass"] == FLOAT_LOWPASS
+    assert f"lowpass=1.5 (objects fainter than the noise: centre SNR {centre_snr(faint):.2f})" in line
+    assert "lowpass" not in data_defaults(bright, "rvae", {}, None, None)[0]
+    assert "lowpass" not in data_defaults(patches(0.03, lattice_order=0.4), "rvae", {}, None, None)[0]
+    assert "lowpass" not in data_defaults(patches(0.03, size=16), "rvae", {}, None, None)[0]
+    assert "lowpass" not in data_defaults(faint, "rvae", {"likelihood": "bernoulli"}, None, None)[0]
