@@ -51,7 +51,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from .data.formats import PATCH_SET_KIND
-from .data.imageset import ImageSet
+from .data.imageset import ImageSet, PixelScaling
 from .data.inputs import MIN_IMAGE_SIZE, check_int  # noqa: F401  (MIN_IMAGE_SIZE: re-exported)
 from .data.inputs import check_image_size as check_image_shape_size
 from .data.patches import patch_min_distance  # noqa: F401  (re-exported: the one rule)
@@ -137,13 +137,26 @@ def _invariances(options: dict) -> tuple:
     return tuple(inv)
 
 
-def _sigma_at_least(floor: float) -> Rule:
+def _meta_noise(data: ImageSet) -> Optional[float]:
+    return data.meta.get("noise_sigma")
+
+
+def _measured_noise(data: ImageSet) -> Optional[float]:
+    from .data.imageset import noise_sigma
+
+    return noise_sigma(data.images) if len(data) else None
+
+
+def _sigma_at_least(floor: float, noise: Callable[[ImageSet], Optional[float]] = _meta_noise) -> Rule:
     """The rule choosing sigma = max(noise estimate, ``floor`` x min(1, 2 x the images' value
     span)) for a Gaussian likelihood: the floor is for images that span [0, 1], and shrinks with
-    images that use a small part of it (12-bit data stored as uint16 span [0, 0.0625])."""
+    images that use a small part of it (12-bit data stored as uint16 span [0, 0.0625]). ``noise``:
+    the estimate of the data (default: the one a patch set or spectra carry in ``meta['noise_sigma']``)."""
     def rule(data: ImageSet, options: dict) -> Optional[float]:
-        sigma = data.meta.get("noise_sigma")
-        if sigma is None or options.get("likelihood") != "gaussian":
+        if options.get("likelihood") != "gaussian":
+            return None
+        sigma = noise(data)
+        if sigma is None:
             return None
         span = float(np.ptp(data.images)) if data.images.size else 0.0
         scale = min(1.0, 2.0 * span) if span > 0 else 1.0  # constant images say nothing of their scale
@@ -184,12 +197,17 @@ def centre_snr(data: ImageSet) -> Optional[float]:
     return float(np.median(contrast) / float(noise))
 
 
+def _lowpass(data: ImageSet, opts: dict) -> Optional[float]:
+    """:data:`FLOAT_LOWPASS` for a Gaussian likelihood on images of at least :data:`FLOAT_LOWPASS_MIN_SIZE`
+    pixels a side, else None (the float-image rule)."""
+    wide = min(data.images.shape[-2:]) >= FLOAT_LOWPASS_MIN_SIZE
+    return FLOAT_LOWPASS if opts.get("likelihood") == "gaussian" and wide else None
+
+
 def _patch_lowpass(data: ImageSet, opts: dict) -> Optional[float]:
-    """:data:`FLOAT_LOWPASS` for a scattered-object patch set (Gaussian likelihood, windows of at least
-    :data:`FLOAT_LOWPASS_MIN_SIZE`) whose :func:`centre_snr` is below :data:`LOWPASS_SNR`, else None."""
-    if opts.get("likelihood") != "gaussian" or not scattered_objects(data.meta):
-        return None
-    if min(data.images.shape[-2:]) < FLOAT_LOWPASS_MIN_SIZE:
+    """:func:`_lowpass` for a scattered-object patch set whose :func:`centre_snr` is below
+    :data:`LOWPASS_SNR`, else None."""
+    if not scattered_objects(data.meta) or _lowpass(data, opts) is None:
         return None
     snr = centre_snr(data)
     return FLOAT_LOWPASS if snr is not None and snr < LOWPASS_SNR else None
@@ -249,23 +267,8 @@ def data_kind(data: ImageSet) -> Optional[str]:
     kind = data.meta.get("kind")
     if kind is not None:
         return kind
-    scaling = data.meta.get("pixel_scaling")
-    scaling = scaling.get("kind") if isinstance(scaling, Mapping) else getattr(scaling, "kind", None)
-    return FLOAT_KIND if scaling == "minmax" else None
-
-
-def _float_sigma(data: ImageSet, options: dict) -> Optional[float]:
-    """sigma = the pixel noise of the images (:func:`~affinevae.data.imageset.noise_sigma`; a model's
-    low-pass filter keeps that level, see ``ModelConfig.lowpass``), at least :data:`FLOAT_SIGMA_FLOOR`;
-    for a Gaussian likelihood only."""
-    if options.get("likelihood") != "gaussian" or not len(data):
-        return None
-    from .data.imageset import noise_sigma
-
-    images = data.images
-    if images.shape[-2] == 1 or min(images.shape[-2:]) < 2:  # 1-D signals are their own kind (spectra)
-        return None
-    return float(f"{max(noise_sigma(images), FLOAT_SIGMA_FLOOR):.3g}")
+    scaling = PixelScaling.from_value(data.meta.get("pixel_scaling"))
+    return FLOAT_KIND if scaling is not None and scaling.kind == "minmax" else None
 
 
 #: Rules for the rvae/crvae on float images: a Gaussian likelihood whose sigma is the measured pixel
@@ -278,9 +281,8 @@ def _float_sigma(data: ImageSet, options: dict) -> Optional[float]:
 #: unused), 0.923 / 0.973 / 0.981.
 FLOAT_RULES: tuple[tuple[str, Rule], ...] = (
     ("likelihood", lambda data, opts: "gaussian"),
-    ("lowpass", lambda data, opts: (FLOAT_LOWPASS if opts.get("likelihood") == "gaussian"
-                                    and min(data.images.shape[-2:]) >= FLOAT_LOWPASS_MIN_SIZE else None)),
-    ("sigma", _float_sigma),
+    ("lowpass", _lowpass),
+    ("sigma", _sigma_at_least(FLOAT_SIGMA_FLOOR, _measured_noise)),  # the measured pixel noise (the filter keeps it)
 )
 
 

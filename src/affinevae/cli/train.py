@@ -186,7 +186,7 @@ class Train:
                                                args.kl_warmup)
         cfg = cfg.replace(**train)
         if args.resume:
-            options, kept = resumed_model_options(args.out, cls, given, predated_options(args.out, cls, options))
+            options, kept = resumed_model_options(args.out, cls, given, options)
             if kept:  # the data's defaults changed since the run started: it goes on as it was built
                 chosen = (f"affinevae: resuming {args.out} with its model options: {kept} (today's defaults for "
                           "these data differ; override with the options)")
@@ -307,22 +307,18 @@ def resume_options(args: argparse.Namespace) -> str:
             + (f" (override with {flags})" if flags else ""))
 
 
-def predated_options(out, cls, options: dict) -> dict:
-    """For ``--resume`` of the run in ``out``: ``options`` with each model option that the run's saved
-    config predates (:meth:`~affinevae.config.Config.saved_dict` of ``cls``' config; an AVAE's inner
-    model's too, given at the top level as the command line gives them) and that is not given set to
-    its former value, so that a run written by an earlier affinevae resumes as it
-    was trained (a full-circle rVAE from before ``anchor_symmetry`` anchors over the full circle)."""
+def _saved_configs(out, cls) -> tuple[Optional[dict], Optional[dict]]:
+    """The model config saved in the run in ``out`` and the same filled by :meth:`~affinevae.config.Config.saved_dict`
+    of ``cls``' config; (None, None) without a saved model."""
     from ..io import MODEL_JSON
     from ..runs import Run
 
     run = Run(out)
-    if not (run.path / MODEL_JSON).is_file():
-        return options
-    saved = run.model_config
-    if not saved:
-        return options
-    filled = cls.config_class.saved_dict(saved)
+    saved = run.model_config if (run.path / MODEL_JSON).is_file() else None
+    return (saved, cls.config_class.saved_dict(saved)) if saved else (None, None)
+
+
+def _predated(saved: dict, filled: dict, options: dict) -> dict:
     former = {k: v for k, v in filled.items() if k not in saved and k not in options}
     inner_saved, inner_filled = saved.get("inner_config"), filled.get("inner_config")
     if isinstance(inner_saved, dict) and isinstance(inner_filled, dict):  # an AVAE: its inner model's, given flat
@@ -332,20 +328,27 @@ def predated_options(out, cls, options: dict) -> dict:
     return {**options, **former} if former else options
 
 
-def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, str]:
-    """For ``--resume`` of the run in ``out``: ``options`` with each one that the data's defaults chose
-    (not in ``given``, the options of the command line) set to the run's own value where the run's
-    saved config (filled by :meth:`~affinevae.config.Config.saved_dict`) differs, so that a run started
-    before those defaults changed (a float stack trained with the Bernoulli likelihood, say) resumes as
-    it was built instead of being refused as another model. Returns the options and the changed ones as
-    ``"key=value ..."`` (``""`` when none)."""
-    from ..io import MODEL_JSON
-    from ..runs import Run
+def predated_options(out, cls, options: dict) -> dict:
+    """For ``--resume`` of the run in ``out``: ``options`` with each model option that the run's saved
+    config predates (:meth:`~affinevae.config.Config.saved_dict` of ``cls``' config; an AVAE's inner
+    model's too, given at the top level as the command line gives them) and that is not given set to
+    its former value, so that a run written by an earlier affinevae resumes as it
+    was trained (a full-circle rVAE from before ``anchor_symmetry`` anchors over the full circle)."""
+    saved, filled = _saved_configs(out, cls)
+    return options if saved is None else _predated(saved, filled, options)
 
-    run = Run(out)
-    if not (run.path / MODEL_JSON).is_file() or not run.model_config:
+
+def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, str]:
+    """For ``--resume`` of the run in ``out``: :func:`predated_options`, then each option that the data's
+    defaults chose (not in ``given``, the options of the command line) set to the run's own value where
+    the run's saved config (filled by :meth:`~affinevae.config.Config.saved_dict`) differs, so that a run
+    started before those defaults changed (a float stack trained with the Bernoulli likelihood, say)
+    resumes as it was built instead of being refused as another model. The run's config is read once.
+    Returns the options and the changed ones as ``"key=value ..."`` (``""`` when none)."""
+    saved, filled = _saved_configs(out, cls)
+    if saved is None:
         return options, ""
-    filled = cls.config_class.saved_dict(run.model_config)
+    options = _predated(saved, filled, options)
     own = {k: filled[k] for k, v in options.items()
            if k not in given and k in filled and _as_saved(v) != _as_saved(filled[k])}
     if not own:

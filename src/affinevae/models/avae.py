@@ -327,7 +327,7 @@ class AVAE(LatentModel):
         cfg = self.config
         self.refiner = PoseRefiner(cfg.image_shape, self.transform, channels=tuple(cfg.refiner_channels),
                                    hidden=cfg.refiner_hidden).to(self.device)
-        if self.vae.lowpass_filter is not None:  # built now or later (add_refiner): it reads observed images
+        if self.lowpass_filter is not None:  # built now or later (add_refiner): it reads observed images
             self.refiner.register_forward_pre_hook(self._observe_first)
         # 1 once the refiner has been trained (fit_pose_refiner)
         self.register_buffer("refiner_trained", torch.zeros((), dtype=torch.int64, device=self.device))

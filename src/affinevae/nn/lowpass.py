@@ -18,15 +18,21 @@ from torch import Tensor, nn
 __all__ = ["GaussianLowpass", "gaussian_kernel", "noise_gain"]
 
 
+def _weights(sigma: float) -> list[float]:
+    """The 2r + 1 weights of the normalised 1-D Gaussian, r = max(1, ceil(3 sigma)), as plain floats (so
+    that :func:`noise_gain` works also while models are planned on PyTorch's meta device)."""
+    r = max(1, math.ceil(3.0 * sigma))
+    k = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-r, r + 1)]
+    total = sum(k)
+    return [v / total for v in k]
+
+
 def gaussian_kernel(sigma: float) -> Tensor:
     """The normalised 1-D Gaussian of standard deviation ``sigma`` (pixels, > 0), (2r + 1,) float32
-    weights summing to 1 with radius ``r = ceil(3 sigma)``."""
+    weights summing to 1 with radius ``r = max(1, ceil(3 sigma))``."""
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    r = max(1, math.ceil(3.0 * sigma))
-    t = torch.arange(-r, r + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return (k / k.sum()).float()
+    return torch.tensor(_weights(sigma), dtype=torch.float64).float()
 
 
 def noise_gain(sigma: float, dims: int = 2) -> float:
@@ -35,10 +41,7 @@ def noise_gain(sigma: float, dims: int = 2) -> float:
     0.28 at ``sigma`` 1, 0.19 at 1.5, 0.14 at 2). 1 for ``sigma`` 0 (no filter)."""
     if sigma == 0:
         return 1.0
-    r = max(1, math.ceil(3.0 * sigma))  # the kernel of gaussian_kernel, in plain floats (also under a meta device)
-    k = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-r, r + 1)]
-    total = sum(k)
-    return sum((v / total) ** 2 for v in k) ** (dims / 2)
+    return sum(v * v for v in _weights(sigma)) ** (dims / 2)
 
 
 class GaussianLowpass(nn.Module):
