@@ -501,6 +501,27 @@ def test_cli_patches_and_map(micrograph, tmp_path, capsys):
     assert "not a patches file" in one_line_error(capsys)
 
 
+def test_encoding_raw_images_with_a_patch_run_warns_that_they_are_not_scaled_as_its_patches(micrograph, tmp_path, capsys):
+    img, _ = micrograph
+    np.save(tmp_path / "img.npy", img)
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--min-distance", "3", "--threshold", "0.25",
+                 "--out", str(tmp_path / "p.npz"), "--no-progress"]) == 0
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "p.npz"), "--latent-dim", "2", "--hidden", "8",
+                 "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    with np.load(tmp_path / "p.npz") as f:
+        np.save(tmp_path / "raw.npy", 5.0 * f["patches"][:8] - 2.0)  # the same objects in other units
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert main(["encode", str(tmp_path / "run"), "--data", str(tmp_path / "p.npz"), "--out", str(tmp_path / "e.npz")]) == 0
+    assert not [w for w in said if "not a patch set" in str(w.message)]
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert main(["encode", str(tmp_path / "run"), "--data", str(tmp_path / "raw.npy"), "--out", str(tmp_path / "e2.npz")]) == 0
+    said = [str(w.message) for w in said if "not a patch set" in str(w.message)]
+    assert len(said) == 1 and "`affinevae patches`" in said[0]
+    assert said[0].startswith(f"{tmp_path / 'raw.npy'} is not a patch set, but the run was trained on patches cut from frames")
+
+
 def test_cli_patches_default_min_distance_keeps_dim_atoms_beside_bright_ones(tmp_path, capsys):
     """Without --min-distance, patches detects at a quarter of the window and says so: on
     synthetic_micrograph's defaults (atoms 8 px apart, substituted atoms at half brightness) with

@@ -183,6 +183,53 @@ def test_learn_settings_refuse_patches_too_small_to_train():
     assert LearnSettings(window=MIN_IMAGE_SIZE).window == MIN_IMAGE_SIZE
 
 
+def test_learn_settings_refuse_bad_detection_and_filter_values_in_one_line():
+    from affinevae.errors import AffineVAEError
+
+    for kw, match in [(dict(sigma=-1.0), "sigma must be a number > 0 pixels"), (dict(sigma=0.0), "sigma must be"),
+                      (dict(lowpass=float("nan")), "lowpass must be a number >= 0 pixels"),
+                      (dict(lowpass=True), "lowpass must be"), (dict(noise_floor=-0.5), "noise_floor must be a number >= 0"),
+                      (dict(invert="yes"), "invert must be True or False")]:
+        with pytest.raises(AffineVAEError, match=match):
+            LearnSettings(**kw)
+
+
+def test_learn_and_map_inverts_dark_objects_and_takes_the_filter_given(mapped):
+    """Dark atoms on a bright background (raw cryo-EM contrast) are found with ``invert`` as the bright
+    ones are without it; a low-pass filter given is the model's, 'auto' leaves it to the patch-set defaults."""
+    from affinevae.napari_plugin.pipeline import learn_and_map
+
+    img, _ = mapped
+    base = dict(window=W, epochs=1, latent_dim=2, clusters=None)
+    bright = learn_and_map(img, LearnSettings(**base, lowpass=2.0))
+    dark = learn_and_map(img.max() - img, LearnSettings(**base, invert=True))
+    np.testing.assert_array_equal(dark["encoding"].centers, bright["encoding"].centers)
+    assert bright["model"].config.lowpass == 2.0 and bright["model"].config.likelihood == "gaussian"
+    assert dark["model"].config.lowpass == 0.0  # a lattice's bright atoms: the defaults take no filter
+    assert len(learn_and_map(img.max() - img, LearnSettings(**base))["encoding"]) != len(bright["encoding"])
+    smoothed = learn_and_map(img, LearnSettings(**base, sigma=1.0, noise_floor=3.0))
+    assert 0 < len(smoothed["encoding"]) <= len(bright["encoding"])
+
+
+def test_widget_detection_and_filter_fields_make_the_settings(qtbot):
+    from napari.components import ViewerModel
+
+    from affinevae.napari_plugin.widget import LOWPASS_CHOICES, LearnAndMapWidget
+
+    widget = LearnAndMapWidget(ViewerModel())
+    qtbot.addWidget(widget)
+    s = widget.settings()
+    assert (s.sigma, s.invert, s.noise_floor, s.lowpass) == (None, False, None, None)  # as `patches` and `train`
+    widget.sigma.setValue(2.0)
+    widget.invert.setChecked(True)
+    widget.noise_floor.setValue(3.0)
+    widget.lowpass.setCurrentText("2.5")
+    s = widget.settings()
+    assert (s.sigma, s.invert, s.noise_floor, s.lowpass) == (2.0, True, 3.0, 2.5)
+    widget.lowpass.setCurrentText("none")
+    assert widget.settings().lowpass == 0.0 and LOWPASS_CHOICES["auto"] is None
+
+
 def _registered() -> bool:
     from importlib.metadata import entry_points
 

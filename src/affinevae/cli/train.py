@@ -198,6 +198,7 @@ class Train:
                 "max_angle": max_angle, "signal_axis": args.signal_axis,
                 "signal_cube": False if args.signal_channels else None,
                 "pixel_scaling": data.meta.get("pixel_scaling"),  # other data are scaled alike later
+                "data_kind": data.meta.get("kind"),  # a patch set: other images are not scaled as its patches
                 "stretch": args.stretch, "fill_nan": bool(args.fill_nan) or None}
         source = data.source
         if targets is not None:

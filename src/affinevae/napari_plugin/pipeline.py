@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Optional
 
 import numpy as np
@@ -29,6 +30,13 @@ class LearnSettings:
             (None: none). min_distance, threshold: object detection (pixels, None: a quarter of the
             window as ``patches`` takes it, :func:`affinevae.defaults.patch_min_distance`; fraction of the range).
         batch_size: images per step (None: the patch-set default). seed: training.
+        sigma: detection's Gaussian smoothing in pixels before finding maxima (None: none; ``patches
+            --sigma``: noisy micrographs need a few pixels). invert: dark objects on a bright background
+            (raw cryo-EM contrast): every pixel read as 1 minus its normalised value (``patches
+            --invert``). noise_floor: a relative threshold raised to at least this many noise sigma above
+            the frame's median (None: the ``patches`` default, off for an image layer; 0: off).
+        lowpass: the model's low-pass filter in pixels (``train --lowpass``, ``ModelConfig.lowpass``;
+            None: the patch-set defaults choose, 0: none).
     """
 
     window: int = 16
@@ -40,6 +48,10 @@ class LearnSettings:
     threshold: float = DETECT_THRESHOLD
     batch_size: Optional[int] = None
     seed: int = 0
+    sigma: Optional[float] = None
+    invert: bool = False
+    noise_floor: Optional[float] = None
+    lowpass: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.model not in FAMILIES:
@@ -54,6 +66,16 @@ class LearnSettings:
             raise AffineVAEError(f"epochs must be an integer >= 1 (or None for the defaults), got {self.epochs!r}")
         if self.clusters is not None and not (isinstance(self.clusters, (int, np.integer)) and self.clusters >= 1):
             raise AffineVAEError(f"clusters must be an integer >= 1 (or None), got {self.clusters!r}")
+        if not isinstance(self.invert, (bool, np.bool_)):
+            raise AffineVAEError(f"invert must be True or False, got {self.invert!r}")
+        for name, what in (("sigma", "a number > 0 pixels (or None: no smoothing)"),
+                           ("noise_floor", "a number >= 0 noise sigma (or None: the default)"),
+                           ("lowpass", "a number >= 0 pixels (or None: the defaults; 0: none)")):
+            v = getattr(self, name)
+            ok = v is None or (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                               and math.isfinite(v) and (v > 0 if name == "sigma" else v >= 0))
+            if not ok:
+                raise AffineVAEError(f"{name} must be {what}, got {v!r}")
 
 
 def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
@@ -76,6 +98,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     """
 
     from ..data.patches import cut_patches
+    from ..data.stacks import open_stack
     from ..defaults import data_defaults
     from ..encoding import encode_patchset
     from ..mapping import cluster_objects, estimate_symmetry
@@ -87,11 +110,14 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     if img.ndim not in (2, 3):
         raise AffineVAEError(f"the image must be one (H, W) or (C, H, W) frame, got shape {img.shape}")
     say(0.0, "finding objects")
-    ps = cut_patches(img if img.ndim == 2 else img[None], settings.window, min_distance=settings.min_distance,
-                     threshold=settings.threshold)
+    src = open_stack(img if img.ndim == 2 else img[None])
+    if settings.invert:
+        src.use_invert()
+    ps = cut_patches(src, settings.window, min_distance=settings.min_distance, threshold=settings.threshold,
+                     sigma=settings.sigma, noise_floor=settings.noise_floor)
     data = ps.imageset("layer")
-    options, train, _ = data_defaults(data, settings.model, {"latent_dim": settings.latent_dim}, settings.batch_size,
-                                      settings.epochs)
+    given = {"latent_dim": settings.latent_dim, **({} if settings.lowpass is None else {"lowpass": settings.lowpass})}
+    options, train, _ = data_defaults(data, settings.model, given, settings.batch_size, settings.epochs)
     epochs = train["epochs"]
     say(0.1, f"{len(ps)} objects; training {settings.model} for {epochs} epochs")
     model = build_model(settings.model, seed=settings.seed, image_shape=list(data.images.shape[1:]), **options)

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QDoubleSpinBox,
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QDoubleSpinBox,
                             QWidget)
 
 from ..defaults import MIN_IMAGE_SIZE
@@ -14,7 +14,11 @@ from ..errors import AffineVAEError
 from .layers import object_features, points_layer
 from .pipeline import FAMILIES, LearnSettings, learn_and_map
 
-__all__ = ["LearnAndMapWidget", "layer_transform"]
+__all__ = ["LearnAndMapWidget", "layer_transform", "LOWPASS_CHOICES"]
+
+#: The low-pass filter box's entries -> :attr:`LearnSettings.lowpass` (pixels; None: the patch-set defaults choose).
+LOWPASS_CHOICES: dict[str, Optional[float]] = {"auto": None, "none": 0.0, "1": 1.0, "1.5": 1.5, "2": 2.0, "2.5": 2.5,
+                                               "3": 3.0}
 
 
 def _shown_frame(viewer: Any, layer: Any) -> int:
@@ -78,13 +82,22 @@ class LearnAndMapWidget(QWidget):
         self.min_distance = QSpinBox(minimum=0, maximum=1000, value=0)
         self.min_distance.setSpecialValueText("auto")  # a quarter of the patch size, as `patches` takes it
         self.threshold = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=LearnSettings.threshold)
+        self.sigma = QDoubleSpinBox(minimum=0.0, maximum=50.0, singleStep=0.5, value=0.0)
+        self.sigma.setSpecialValueText("none")  # detection's smoothing, as `patches --sigma`
+        self.invert = QCheckBox("dark objects on a bright background")
+        self.noise_floor = QDoubleSpinBox(minimum=0.0, maximum=100.0, singleStep=0.5, value=0.0)
+        self.noise_floor.setSpecialValueText("off")
+        self.lowpass = QComboBox()  # the model's low-pass filter, as `train --lowpass`
+        self.lowpass.addItems(list(LOWPASS_CHOICES))
         self.run_button = QPushButton("Learn and map")
         self.progress = QProgressBar(minimum=0, maximum=100, value=0)
         self.status = QLabel("")
         form = QFormLayout(self)
         for label, w in (("image layer", self.layer_box), ("patch size (px)", self.window), ("model", self.model),
                          ("content latents", self.latent_dim), ("epochs", self.epochs), ("classes", self.clusters),
-                         ("min distance (px)", self.min_distance), ("threshold", self.threshold)):
+                         ("min distance (px)", self.min_distance), ("threshold", self.threshold),
+                         ("smoothing (px)", self.sigma), ("invert", self.invert), ("noise floor (sigma)", self.noise_floor),
+                         ("low-pass filter (px)", self.lowpass)):
             form.addRow(label, w)
         form.addRow(self.run_button)
         form.addRow(self.progress)
@@ -113,7 +126,9 @@ class LearnAndMapWidget(QWidget):
         return LearnSettings(window=self.window.value(), model=self.model.currentText(),
                              latent_dim=self.latent_dim.value(), epochs=self.epochs.value() or None,
                              clusters=self.clusters.value() or None, min_distance=self.min_distance.value() or None,
-                             threshold=float(self.threshold.value()))
+                             threshold=float(self.threshold.value()), sigma=float(self.sigma.value()) or None,
+                             invert=self.invert.isChecked(), noise_floor=float(self.noise_floor.value()) or None,
+                             lowpass=LOWPASS_CHOICES[self.lowpass.currentText()])
 
     def run(self, *_: Any):
         """Start learning on the selected image layer in a worker thread; returns the worker (or None)."""
