@@ -225,3 +225,26 @@ def test_scattered_objects_take_the_equivariant_encoder_and_a_lattice_the_mlp(tm
     arrays = {k: v for k, v in scattered.arrays().items() if k not in ("spacing", "lattice_order")}
     np.savez(tmp_path / "old.npz", **arrays)
     assert load_images(tmp_path / "old.npz").meta["lattice_order"] == pytest.approx(scattered.arrangement()["lattice_order"])
+
+
+def test_one_object_per_frame_counts_as_scattered_objects_and_takes_the_equivariant_encoder(tmp_path):
+    """A stack of frames holding one particle (or cell) each has no neighbours to measure a lattice order
+    by; no frame can hold a lattice, so its patch set records ``objects_per_frame`` and gets the
+    equivariant encoder over the full circle (it had the MLP one, which learns no full-circle angle)."""
+    rng = np.random.default_rng(0)
+    v, u = np.mgrid[:48, :48].astype(np.float64)
+    frames = np.stack([np.exp(-((v - 24 - dr) ** 2 + (u - 24 - dc) ** 2) / 18.0)
+                       for dr, dc in rng.uniform(-3, 3, (12, 2))]) + 0.01 * rng.standard_normal((12, 48, 48))
+    np.save(tmp_path / "stack.npy", np.clip(frames, 0, 1).astype(np.float32))
+    ps = cut_patches(str(tmp_path / "stack.npy"), 24)
+    assert len(ps) == 12 and ps.arrangement() == {"objects_per_frame": 1.0}
+    ps.save(tmp_path / "p.npz")
+    data = load_images(tmp_path / "p.npz")
+    assert data.meta["objects_per_frame"] == 1.0 and "lattice_order" not in data.meta
+    for images in (data, ps.imageset()):
+        options, _, line = data_defaults(images, "rvae", {"image_shape": list(images.image_shape)}, None, None)
+        assert options["encoder"] == "equivariant" and options["rotation_mode"] == "full"
+        assert "encoder=equivariant (scattered objects: at most 1 per frame)" in line
+    # a patch set of such frames written before objects_per_frame was recorded gets it when read
+    np.savez(tmp_path / "old.npz", **{k: v for k, v in ps.arrays().items() if k != "objects_per_frame"})
+    assert load_images(tmp_path / "old.npz").meta["objects_per_frame"] == 1.0

@@ -98,10 +98,13 @@ LATTICE_ORDER = 0.15
 
 def scattered_objects(meta: Mapping[str, Any]) -> bool:
     """Whether a patch set's ``meta`` (``ImageSet.meta``, or :meth:`~affinevae.data.patches.PatchSet.arrangement`)
-    records scattered objects rather than a lattice's atoms: a ``lattice_order`` under :data:`LATTICE_ORDER`.
-    False without one (a grid, a patch set of one object per frame, other data)."""
+    records scattered objects rather than a lattice's atoms: a ``lattice_order`` under :data:`LATTICE_ORDER`,
+    or too few objects in every frame for a lattice (``objects_per_frame``, at most 4: one particle or
+    cell per frame). False for a grid, a patch set written before either was recorded, other data."""
     order = meta.get("lattice_order")
-    return order is not None and order < LATTICE_ORDER
+    if order is None:
+        return meta.get("objects_per_frame") is not None
+    return order < LATTICE_ORDER
 
 #: What ``map --clusters`` clusters (``--cluster-on``; :func:`affinevae.mapping.cluster_space`).
 CLUSTER_SPACES = ("auto", "images", "latents")
@@ -434,6 +437,8 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
     if "encoder" in chosen and "lattice_order" in data.meta and rules is not None:  # why this encoder
         what = "scattered objects" if chosen["encoder"] == "equivariant" else "a lattice"
         why["encoder"] = f" ({what}: lattice order {data.meta['lattice_order']:.2f})"
+    elif "encoder" in chosen and "objects_per_frame" in data.meta and rules is not None:
+        why["encoder"] = f" (scattered objects: at most {data.meta['objects_per_frame']:.0f} per frame)"
     shown = " ".join(f"{k}={_show(v)}{why.get(k, '')}" for k, v in chosen.items())
     words = (f"{model} over the full circle" if key.endswith(":full") else model) if rules is None else kind.words
     words += " defaults"

@@ -291,10 +291,16 @@ def neighbour_order(centers: np.ndarray, frames: Optional[np.ndarray] = None) ->
 
 def object_arrangement(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> dict[str, float]:
     """How objects at ``centers`` (N, 2) pixels in ``frames`` (N,) lie: ``spacing``
-    (:func:`neighbour_spacing`, pixels) and ``lattice_order`` (:func:`neighbour_order`); empty when
-    either is undefined (no frame of more than 4 objects)."""
+    (:func:`neighbour_spacing`, pixels) and ``lattice_order`` (:func:`neighbour_order`); when either is
+    undefined (no frame of more than 4 objects: no lattice, e.g. one particle or cell per frame)
+    ``objects_per_frame`` instead, the most objects in one frame; empty without objects."""
     spacing, order = neighbour_spacing(centers, frames), neighbour_order(centers, frames)
-    return {} if spacing is None or order is None else {"spacing": spacing, "lattice_order": order}
+    if spacing is not None and order is not None:
+        return {"spacing": spacing, "lattice_order": order}
+    if not len(centers):
+        return {}
+    f = np.zeros(len(centers), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
+    return {"objects_per_frame": float(np.unique(f, return_counts=True)[1].max())}
 
 
 # ============================================================================ coordinates
