@@ -245,6 +245,10 @@ def test_one_object_per_frame_counts_as_scattered_objects_and_takes_the_equivari
         options, _, line = data_defaults(images, "rvae", {"image_shape": list(images.image_shape)}, None, None)
         assert options["encoder"] == "equivariant" and options["rotation_mode"] == "full"
         assert "encoder=equivariant (scattered objects: at most 1 per frame)" in line
+    # a grid's windows and a lattice's atoms share their grain's angle (train's angle warning is off); these not
+    from affinevae.defaults import lattice_patches
+    assert not lattice_patches(data.meta) and not lattice_patches({})
+    assert lattice_patches({"kind": "patches", "window": 8}) and lattice_patches({"kind": "patches", "lattice_order": 0.4})
     # a patch set of such frames written before objects_per_frame was recorded gets it when read
     np.savez(tmp_path / "old.npz", **{k: v for k, v in ps.arrays().items() if k != "objects_per_frame"})
     assert load_images(tmp_path / "old.npz").meta["objects_per_frame"] == 1.0

@@ -59,7 +59,7 @@ from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "LOWPASS_SNR", "centre_snr", "data_kind", "scattered_objects", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "LOWPASS_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -105,6 +105,13 @@ def scattered_objects(meta: Mapping[str, Any]) -> bool:
     if order is None:
         return meta.get("objects_per_frame") is not None
     return order < LATTICE_ORDER
+
+def lattice_patches(meta: Mapping[str, Any]) -> bool:
+    """Whether ``meta`` (``ImageSet.meta``) is a patch set whose objects share their grain's angle: a
+    lattice's atoms, or windows on a grid (``patches --stride``, a texture or lattice); not scattered
+    objects (:func:`scattered_objects`), nor other data."""
+    return meta.get("kind") == PATCH_SET_KIND and not scattered_objects(meta)
+
 
 #: What ``map --clusters`` clusters (``--cluster-on``; :func:`affinevae.mapping.cluster_space`).
 CLUSTER_SPACES = ("auto", "images", "latents")

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..analysis.quality import learning_warnings
 from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS, PATCH_BATCH_SIZE,
-                        PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults, scattered_objects)
+                        PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults, lattice_patches)
 from ..errors import AffineVAEError
 from ..models.base import build_model
 from .image_options import add_stretch_option
@@ -231,9 +231,8 @@ class Train:
             print(f"trained {args.model} on {counted(result.n_train, data_noun(model)[:-1])} ({source}{held}) for "
                   f"{counted(cfg.epochs, 'epoch')}: {losses_text(last)}; run in {args.out}")
             meta = getattr(data, "meta", None) or {}
-            lattice = "lattice_order" in meta and not scattered_objects(meta)
             for line in learning_warnings(model, data.images if hasattr(data, "images") else data[0], seed=args.seed,
-                                          lattice=lattice):
+                                          lattice=lattice_patches(meta)):
                 print(f"affinevae: warning: {line}", file=sys.stderr)
         return 0
 
