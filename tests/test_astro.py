@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 
@@ -69,6 +70,41 @@ def test_a_fits_image_is_a_stack_for_patches(tmp_path):
                  "--no-progress"]) == 0
     with np.load(tmp_path / "p.npz") as f:
         assert len(f["patches"]) > 20
+
+
+def test_a_fits_pixel_scale_on_the_sky_becomes_the_stacks_pixel_size(tmp_path, capsys):
+    """A celestial WCS (CDELT, or a rotated CD matrix, in degrees) or a PIXSCALE keyword gives the pixel size in
+    arcsec, which patches and map carry (maps in arcsec); non-square pixels or a plain header give none."""
+    from affinevae.data.astro import sky_pixel_size
+    from affinevae.units import PixelSize, parse_pixel_size
+
+    def header(**cards):
+        h = fits.Header()
+        h.update({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 150.0, "CRVAL2": 2.0, "CRPIX1": 32.0,
+                  "CRPIX2": 32.0, **cards})
+        return h
+    assert sky_pixel_size(header(CDELT1=-0.2 / 3600, CDELT2=0.2 / 3600)) == PixelSize(0.2, "arcsec")
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    cd = header(CD1_1=-0.396 / 3600 * c, CD1_2=0.396 / 3600 * s, CD2_1=0.396 / 3600 * s, CD2_2=0.396 / 3600 * c)
+    assert sky_pixel_size(cd).value == pytest.approx(0.396, rel=1e-9)  # turned by 30 degrees: the same scale
+    assert sky_pixel_size(header(CDELT1=-0.2 / 3600, CDELT2=0.3 / 3600)) is None  # not square
+    assert sky_pixel_size(fits.Header({"PIXSCALE": 0.262})) == PixelSize(0.262, "arcsec")
+    assert sky_pixel_size(fits.Header({"OBJECT": "M51"})) is None and sky_pixel_size(fits.Header({"SECPIX": "x"})) is None
+    field = np.zeros((64, 64), np.float32)
+    field[4::8, 4::8] = 1.0
+    fits.writeto(tmp_path / "field.fits", field, header=header(CDELT1=-0.2 / 3600, CDELT2=0.2 / 3600))
+    with open_stack(str(tmp_path / "field.fits")) as src:
+        assert src.pixel_size == PixelSize(0.2, "arcsec") and src.pixel_size.dimension == "angle"
+    assert main(["patches", str(tmp_path / "field.fits"), "--window", "8", "--out", str(tmp_path / "p.npz"),
+                 "--no-progress"]) == 0
+    assert "pixel size 0.2 arcsec" in capsys.readouterr().out
+    with np.load(tmp_path / "p.npz") as f:
+        assert float(f["pixel_size"]) == pytest.approx(0.2) and str(f["unit"]) == "arcsec"
+    # given by hand in any angular unit; lengths and angles never convert into each other
+    assert parse_pixel_size('0.2"') == parse_pixel_size("0.2 arcsec") == PixelSize(200, "mas").to("arcsec")
+    assert parse_pixel_size("1.5arcmin").to("deg").value == pytest.approx(0.025)
+    with pytest.raises(AffineVAEError, match=r"a pixel size of 0.2 arcsec \(an angle\) has no value in nm \(a length\)"):
+        PixelSize(0.2, "arcsec").to("nm")
 
 
 def test_broken_fits_files_are_one_line_each(tmp_path, capsys, monkeypatch):

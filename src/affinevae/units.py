@@ -1,9 +1,11 @@
-"""Physical pixel sizes: ``--pixel-size 0.05nm`` parsed, unit names normalised, lengths converted.
+"""Physical pixel sizes: ``--pixel-size 0.05nm`` parsed, unit names normalised, sizes converted.
 
-A :class:`PixelSize` is the edge length of one pixel in a length unit (nm, Å, pm or µm).
-Instrument files carry one (read by :mod:`affinevae.data.microscopy`); the ``patches`` and
-``map`` commands take ``--pixel-size`` to set or override it, and ``maps.npz`` stores
-positions and shifts in that unit next to the pixel ones.
+A :class:`PixelSize` is the edge of one pixel as a length (nm, Å, pm, µm, mm: a micrograph) or as
+an angle on the sky (mas, arcsec, arcmin, deg: a telescope image). Instrument files carry one (read
+by :mod:`affinevae.data.microscopy`; a FITS image's celestial WCS by :mod:`affinevae.data.astro`);
+the ``patches`` and ``map`` commands take ``--pixel-size`` to set or override it, and ``maps.npz``
+stores positions and shifts in that unit next to the pixel ones. Lengths and angles never convert
+into each other.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from typing import Optional
 
 from .errors import AffineVAEError
 
-__all__ = ["UNITS", "PixelSize", "parse_pixel_size", "unit_name", "nice_length"]
+__all__ = ["UNITS", "ANGLE_UNITS", "PixelSize", "parse_pixel_size", "unit_name", "nice_length"]
 
 #: Length units: canonical name -> size in nanometres.
 UNITS: dict[str, float] = {"pm": 1e-3, "Å": 0.1, "nm": 1.0, "µm": 1e3, "mm": 1e6}
+#: Angular units (a telescope's pixel scale on the sky): canonical name -> size in arcseconds.
+ANGLE_UNITS: dict[str, float] = {"mas": 1e-3, "arcsec": 1.0, "arcmin": 60.0, "deg": 3600.0}
 
 #: Spellings accepted for each unit (lower case), including those instrument files use.
 _ALIASES: dict[str, str] = {
@@ -27,7 +31,16 @@ _ALIASES: dict[str, str] = {
     "nm": "nm", "nanometer": "nm", "nanometre": "nm",
     "µm": "µm", "μm": "µm", "um": "µm", "micron": "µm", "micrometer": "µm", "micrometre": "µm",
     "mm": "mm", "millimeter": "mm", "millimetre": "mm",
+    "mas": "mas", "milliarcsec": "mas", "milliarcsecond": "mas", "milliarcseconds": "mas",
+    "arcsec": "arcsec", "as": "arcsec", '"': "arcsec", "arcsecond": "arcsec", "arcseconds": "arcsec",
+    "arcmin": "arcmin", "amin": "arcmin", "'": "arcmin", "arcminute": "arcmin", "arcminutes": "arcmin",
+    "deg": "deg", "degree": "deg", "degrees": "deg", "°": "deg",
 }
+
+
+def _size(unit: str) -> tuple[str, float]:
+    """(``'length'`` or ``'angle'``, the size of one ``unit`` in nm or arcsec) of a canonical unit name."""
+    return ("length", UNITS[unit]) if unit in UNITS else ("angle", ANGLE_UNITS[unit])
 
 
 def unit_name(text: str, where: str = "unit") -> str:
@@ -40,17 +53,18 @@ def unit_name(text: str, where: str = "unit") -> str:
     unit = _ALIASES.get(key) or _ALIASES.get(key.lower())
     if unit is None:
         raise AffineVAEError(f"{where}: unknown length unit {text!r}; use one of {', '.join(UNITS)} "
-                             "(also A, um)")
+                             f"(also A, um), or an angle on the sky: {', '.join(ANGLE_UNITS)}")
     return unit
 
 
 @dataclasses.dataclass(frozen=True)
 class PixelSize:
-    """The edge length of one (square) pixel.
+    """The edge of one (square) pixel: a length, or an angle on the sky.
 
     Attributes:
-        value: length of one pixel in ``unit`` (> 0, finite).
-        unit: a key of :data:`UNITS` ('pm', 'Å', 'nm', 'µm', 'mm').
+        value: size of one pixel in ``unit`` (> 0, finite).
+        unit: a key of :data:`UNITS` ('pm', 'Å', 'nm', 'µm', 'mm') or of :data:`ANGLE_UNITS` ('mas',
+            'arcsec', 'arcmin', 'deg').
     """
 
     value: float
@@ -62,10 +76,23 @@ class PixelSize:
         object.__setattr__(self, "value", float(self.value))
         object.__setattr__(self, "unit", unit_name(self.unit, "pixel size"))
 
+    @property
+    def dimension(self) -> str:
+        """``'length'`` (a micrograph's pixel) or ``'angle'`` (a telescope's pixel scale on the sky)."""
+        return _size(self.unit)[0]
+
     def to(self, unit: str) -> "PixelSize":
-        """The same length in another unit."""
+        """The same size in another unit of its :attr:`dimension`.
+
+        Raises:
+            AffineVAEError: ``unit`` is unknown, or an angle for a length (or the other way round).
+        """
         u = unit_name(unit)
-        return PixelSize(self.value * UNITS[self.unit] / UNITS[u], u)
+        (mine, size), (theirs, other) = _size(self.unit), _size(u)
+        if mine != theirs:
+            article = {"angle": "an angle", "length": "a length"}
+            raise AffineVAEError(f"a pixel size of {self} ({article[mine]}) has no value in {u} ({article[theirs]})")
+        return PixelSize(self.value * size / other, u)
 
     def length(self, pixels):
         """``pixels`` (a number or array) as a length in :attr:`unit`."""
@@ -79,7 +106,7 @@ _SPEC = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([^\s0-9.].*?)?
 
 
 def parse_pixel_size(text: Optional[str], where: str = "--pixel-size") -> Optional[PixelSize]:
-    """Parse ``'0.05nm'``, ``'0.5 Å'``, ``'50pm'``, ``'0.001um'`` (optionally ``/px``) into a :class:`PixelSize`.
+    """Parse ``'0.05nm'``, ``'0.5 Å'``, ``'50pm'``, ``'0.001um'``, ``'0.2arcsec'`` (optionally ``/px``) into a :class:`PixelSize`.
 
     None gives None. The unit is required.
 
@@ -90,8 +117,8 @@ def parse_pixel_size(text: Optional[str], where: str = "--pixel-size") -> Option
         return None
     m = _SPEC.match(str(text))
     if not m or not m.group(2):
-        raise AffineVAEError(f"{where}: expected a number and a length unit such as 0.05nm, 0.5A or 50pm, "
-                             f"got {text!r}")
+        raise AffineVAEError(f"{where}: expected a number and a unit such as 0.05nm, 0.5A, 50pm or (on the sky) "
+                             f"0.2arcsec, got {text!r}")
     try:
         return PixelSize(float(m.group(1)), unit_name(m.group(2), where))
     except AffineVAEError as exc:  # a value of 0 or beyond float range: said under the option's name

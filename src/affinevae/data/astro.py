@@ -17,7 +17,10 @@ cut-outs (N, H, W) as N training images:
   :func:`~affinevae.data.files.load_images` (so (N, 5, H, W) five-band cut-outs are N images of
   five channels).
 
-No physical pixel size is taken from the header (an angular scale, not a length).
+The pixel size of a stack (``patches``, ``map``: maps in arcsec, scale bars) is its pixel scale on
+the sky in arcseconds (:func:`sky_pixel_size`): from the HDU's celestial WCS (CDELT or CD/PC and
+CUNIT), else a ``PIXSCALE`` or ``SECPIX`` keyword (arcsec per pixel); none when the pixels are not
+square or the header says neither.
 """
 
 from __future__ import annotations
@@ -31,9 +34,44 @@ import numpy as np
 from ..errors import AffineVAEError
 from .formats import ASTRO_EXTRA, FITS_EXTS, reading
 from .microscopy import require
+from ..units import PixelSize
 from .stacks import READERS, ArraySource, FrameSource, StackReader
 
-__all__ = ["open_fits", "read_fits"]
+__all__ = ["open_fits", "read_fits", "sky_pixel_size"]
+
+#: Header keywords read as the pixel scale in arcsec per pixel when the header has no celestial WCS.
+PIXEL_SCALE_KEYWORDS = ("PIXSCALE", "SECPIX")
+
+
+def sky_pixel_size(header: Any) -> Optional[PixelSize]:
+    """The pixel scale on the sky of a FITS image HDU's ``header`` (an ``astropy.io.fits.Header``), in
+    arcsec per pixel: from its celestial WCS (the scales along the two celestial axes of the projection
+    plane, whatever the rotation), else a :data:`PIXEL_SCALE_KEYWORDS` keyword; None without either, or
+    when the two axes' scales differ by more than 1 % (pixels that are not square have no one size)."""
+    from astropy import units as u
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    scales = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy's notes on non-standard headers (FITSFixedWarning)
+        try:
+            wcs = WCS(header)
+            if wcs.has_celestial:
+                cel = wcs.celestial
+                scales = [abs(float(u.Quantity(s, unit).to_value(u.arcsec)))
+                          for s, unit in zip(proj_plane_pixel_scales(cel), cel.wcs.cunit)]
+        except Exception:  # noqa: BLE001 - a header astropy cannot read as a WCS: then the keywords
+            scales = None
+    if scales is None:
+        value = next((header[k] for k in PIXEL_SCALE_KEYWORDS if k in header), None)
+        try:
+            scales = None if value is None else [abs(float(value))] * 2
+        except (TypeError, ValueError):
+            return None
+    if not scales or not all(np.isfinite(s) and s > 0 for s in scales) or max(scales) > 1.01 * min(scales):
+        return None
+    return PixelSize(float(f"{np.mean(scales):.10g}"), "arcsec")  # 0.2 / 3600 degrees read back as 0.2
 
 
 def open_fits(path: str, key: Optional[str] = None, level: Optional[int] = None) -> FrameSource:
@@ -46,7 +84,7 @@ def open_fits(path: str, key: Optional[str] = None, level: Optional[int] = None)
     """
     hdul, data = _open(path, key, frames=True)
     try:
-        return ArraySource(data, path, owner=hdul)
+        return ArraySource(data, path, owner=hdul, pixel_size=sky_pixel_size(_image_hdu(hdul, path, key, True).header))
     except BaseException:
         hdul.close()
         raise

@@ -51,13 +51,13 @@ def require(module: str, path: str, what: str, extra: str = MICROSCOPY_EXTRA) ->
 
 def pixel_size_from(scale: Any, unit: Any) -> Optional[PixelSize]:
     """A :class:`PixelSize` from a file's axis scale and unit, or None when either is not a usable
-    length (no unit, a reciprocal unit such as ``1/nm``, a scale <= 0)."""
+    length (no unit, a reciprocal unit such as ``1/nm``, an angle, a scale <= 0)."""
     try:
         value = float(scale)
         name = unit_name(str(unit)) if unit not in (None, "") else None
     except (TypeError, ValueError):  # AffineVAEError is a ValueError: an unknown unit means no pixel size
         return None
-    if name is None or not np.isfinite(value) or value <= 0:
+    if name is None or not np.isfinite(value) or value <= 0 or PixelSize(1.0, name).dimension != "length":
         return None
     return PixelSize(value, name)
 

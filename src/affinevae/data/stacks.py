@@ -1010,8 +1010,9 @@ class ConcatSource(FrameSource):
                                      f"{np.dtype(first.dtype)} (the images read together share one normalisation)")
         sizes = [s for s in sources if s.pixel_size is not None]
         for src in sizes[1:]:
-            if not math.isclose(src.pixel_size.to(sizes[0].pixel_size.unit).value, sizes[0].pixel_size.value,
-                                rel_tol=1e-6):
+            if (src.pixel_size.dimension != sizes[0].pixel_size.dimension
+                    or not math.isclose(src.pixel_size.to(sizes[0].pixel_size.unit).value, sizes[0].pixel_size.value,
+                                        rel_tol=1e-6)):
                 raise AffineVAEError(f"{src.path}: pixel size {src.pixel_size}, but {sizes[0].path} has "
                                      f"{sizes[0].pixel_size} (give --pixel-size to set one for all)")
         self.sources = list(sources)
