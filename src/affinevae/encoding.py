@@ -61,7 +61,8 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
         model: a trained model. data, labels: any input :func:`affinevae.data.as_images` accepts
             (an ImageSet's labels come along); class-conditional models need labels.
         batch_size: images per forward pass. elbo: also score each image.
-        seed: seeds the ELBO's posterior sample (the global RNG is left as it was).
+        seed: seeds the ELBO's posterior sample, drawn batch by batch (another ``batch_size`` draws another
+            sample for an image; the global RNG is left as it was).
         where: names the images in error messages.
 
     Returns:
