@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import warnings
@@ -90,6 +91,12 @@ def test_a_fits_pixel_scale_on_the_sky_becomes_the_stacks_pixel_size(tmp_path, c
     assert sky_pixel_size(header(CDELT1=-0.2 / 3600, CDELT2=0.3 / 3600)) is None  # not square
     assert sky_pixel_size(fits.Header({"PIXSCALE": 0.262})) == PixelSize(0.262, "arcsec")
     assert sky_pixel_size(fits.Header({"OBJECT": "M51"})) is None and sky_pixel_size(fits.Header({"SECPIX": "x"})) is None
+    # celestial axes without a written scale: astropy's default of 1 degree is not taken; the keyword is
+    assert sky_pixel_size(header(PIXSCALE=0.2)) == PixelSize(0.2, "arcsec")
+    assert sky_pixel_size(header(CDELT1="x", CDELT2=0.2 / 3600)) is None
+    assert sky_pixel_size(fits.Header({"PIXSCALE": True})) is None  # a flag, not a scale
+    assert sky_pixel_size(fits.Header({"PIXSCALE": 0, "SECPIX": 0.3})) == PixelSize(0.3, "arcsec")
+    assert sky_pixel_size(header(CD1_1=1e-4, CD1_2=1e-4, CD2_1=1e-4, CD2_2=1e-4)) is None  # singular: no area
     field = np.zeros((64, 64), np.float32)
     field[4::8, 4::8] = 1.0
     fits.writeto(tmp_path / "field.fits", field, header=header(CDELT1=-0.2 / 3600, CDELT2=0.2 / 3600))
@@ -102,9 +109,39 @@ def test_a_fits_pixel_scale_on_the_sky_becomes_the_stacks_pixel_size(tmp_path, c
         assert float(f["pixel_size"]) == pytest.approx(0.2) and str(f["unit"]) == "arcsec"
     # given by hand in any angular unit; lengths and angles never convert into each other
     assert parse_pixel_size('0.2"') == parse_pixel_size("0.2 arcsec") == PixelSize(200, "mas").to("arcsec")
+    assert parse_pixel_size("0.2 arcsec/pix") == parse_pixel_size("0.2asec") == PixelSize(np.float64(0.2), "arcsec")
+    assert PixelSize(np.float32(0.2), "arcsec").value == pytest.approx(0.2) and PixelSize(np.int64(2), "nm").value == 2.0
+    with pytest.raises(AffineVAEError, match=r"--pixel-size: pixel size must be a finite number > 0, got -1.0"):
+        parse_pixel_size("-1arcsec")
     assert parse_pixel_size("1.5arcmin").to("deg").value == pytest.approx(0.025)
     with pytest.raises(AffineVAEError, match=r"a pixel size of 0.2 arcsec \(an angle\) has no value in nm \(a length\)"):
         PixelSize(0.2, "arcsec").to("nm")
+
+
+def test_fits_files_read_together_with_others_and_their_scales(tmp_path):
+    """Big-endian FITS pixels read beside native float32 ones (one pixel type); scales within 0.1 % are one; a
+    file without a scale takes the others' and says so; an angle beside a length is refused in one line."""
+    from affinevae.cli.image_options import open_images
+    from affinevae.units import PixelSize
+
+    field = np.zeros((32, 32), np.float32)
+    field[8::8, 8::8] = 1.0
+    cards = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CDELT2": 0.2 / 3600}
+    fits.writeto(tmp_path / "a.fits", field, header=fits.Header({**cards, "CDELT1": -0.2 / 3600}))
+    fits.writeto(tmp_path / "b.fits", field, header=fits.Header({**cards, "CDELT1": -0.20002 / 3600}))
+    fits.writeto(tmp_path / "plain.fits", field)
+    np.save(tmp_path / "n.npy", field)
+    import mrcfile
+    with mrcfile.new(tmp_path / "m.mrc") as f:
+        f.set_data(field)
+        f.voxel_size = 2.0
+    args = argparse.Namespace(stretch=None, fill_nan=False, invert=False, key=None, level=None)
+    with open_images(args, [str(tmp_path / "a.fits"), str(tmp_path / "b.fits"), str(tmp_path / "n.npy")]) as src:
+        assert src.n_frames == 3 and src.pixel_size == PixelSize(0.2, "arcsec") and src.dtype == np.float32
+    with pytest.warns(UserWarning, match=r"plain.fits records no pixel size: it takes .*a.fits's, 0.2 arcsec"):
+        open_images(args, [str(tmp_path / "a.fits"), str(tmp_path / "plain.fits")]).close()
+    with pytest.raises(AffineVAEError, match=r"m.mrc: pixel size 2 Å, but .*a.fits has 0.2 arcsec"):
+        open_images(args, [str(tmp_path / "a.fits"), str(tmp_path / "m.mrc")])
 
 
 def test_broken_fits_files_are_one_line_each(tmp_path, capsys, monkeypatch):

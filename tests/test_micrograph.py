@@ -766,6 +766,9 @@ def test_mapping_and_data_helpers_refuse_bad_arguments_in_one_line():
     # a model's angle may pass a full turn (an rVAE's Gaussian angle is unbounded): folded, not refused
     deg, _ = mapping.angle_map(None, np.zeros((2, 2)), np.array([0.5 + 2 * math.pi, 0.5]), 1)
     np.testing.assert_allclose(deg, [math.degrees(0.5)] * 2)
+    # a mean just under the folded range's end reads as its start (0.0°, not 180.0°)
+    _, fig = mapping.angle_map(None, np.zeros((2, 2)), np.radians([179.97, 179.99]), 2)
+    assert any(t.get_text().endswith("mean 0.0°") for t in fig.texts)
     np.testing.assert_allclose(mapping.fold_angle([-math.pi / 2, 2 * math.pi, np.nan], 4), [0, 0, np.nan], atol=1e-12)
     assert mapping.neighbour_spacing(np.zeros((0, 2))) is None
 

@@ -92,6 +92,14 @@ def test_scale_bar_has_a_round_physical_length():
     assert add_scale_bar(ax, PixelSize(0.02, "nm"), (256, 256)) == 1.0      # 5.12 nm wide: a 1 nm bar
     bar = ax.artists[0]
     assert bar.txt_label.get_text() == "1 nm" and bar.size_bar.get_children()[0].get_width() == pytest.approx(50)
+    # labelled in a larger unit of the same kind once the frame spans 5 of it; Å stays Å below µm
+    for ps, width, label, pixels in [(PixelSize(120, "arcsec"), 256, "2 deg", 60), (PixelSize(5, "nm"), 4096, "5 µm", 1000),
+                                     (PixelSize(0.5, "Å"), 4096, "500 Å", 1000), (PixelSize(0.25, "arcsec"), 128, "5 arcsec", 20)]:
+        ax = Figure().add_subplot()
+        length = add_scale_bar(ax, ps, (width, width))
+        bar = ax.artists[0]
+        assert bar.txt_label.get_text() == label and bar.size_bar.get_children()[0].get_width() == pytest.approx(pixels)
+        assert length == pytest.approx(pixels * ps.value)  # in the pixel size's own unit
 
 
 def test_formats_give_identical_patches_and_maps(micrograph, tmp_path, capsys):
@@ -140,7 +148,7 @@ def test_ome_zarr_levels_and_pixel_size_option(micrograph, tmp_path, capsys):
     assert "--level applies to multiscale" in one_line_error(capsys)
     assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--out", str(tmp_path / "bad.npz"),
                  "--pixel-size", "3 furlong"]) == 2
-    assert "unknown length unit" in one_line_error(capsys)
+    assert "unknown unit 'furlong'; use a length: pm, Å, nm" in one_line_error(capsys)
 
 
 def test_instrument_files_bad_and_missing_extra(micrograph, tmp_path, capsys, monkeypatch):

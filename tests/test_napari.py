@@ -129,6 +129,30 @@ def test_reader_opens_maps_as_image_and_points(mapped, tmp_path):
     assert not np.allclose(c[cluster == 0][0], c[cluster == 1][0])
 
 
+def test_reader_opens_maps_of_a_glob_of_frames_with_their_units(mapped, tmp_path, monkeypatch):
+    """``map --image "frames/*.npy"`` keeps the pattern (made absolute), so the reader shows those frames
+    from any folder; the layers carry the pixel size's unit (napari's scale bar shows it)."""
+    from napari.components import ViewerModel
+    from napari.layers import Layer
+
+    img, d = mapped
+    (tmp_path / "frames").mkdir()
+    for i in range(2):
+        np.save(tmp_path / "frames" / f"f{i}.npy", img)
+    monkeypatch.chdir(tmp_path)
+    assert main(["patches", "frames/*.npy", "--window", str(W), "--out", "p.npz", "--no-progress",
+                 "--pixel-size", "0.05nm"]) == 0
+    assert main(["map", str(d / "m"), "--image", "frames/*.npy", "--patches", "p.npz", "--out", "maps",
+                 "--symmetry", "2"]) == 0
+    monkeypatch.chdir(d)
+    viewer = ViewerModel()
+    for data, kwargs, kind in get_reader(str(tmp_path / "maps"))(str(tmp_path / "maps" / "maps.npz")):
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+    image, points = viewer.layers
+    assert image.data.shape == (2, *img.shape) and image.name == "*.npy"
+    assert [str(u) for u in image.units] == ["pixel", "nanometer", "nanometer"] == [str(u) for u in points.units]
+
+
 def test_widget_learns_and_maps_in_a_worker_thread(qtbot, mapped):
     from napari.components import ViewerModel
 

@@ -581,7 +581,7 @@ def angle_map(image: Optional[np.ndarray], centers: np.ndarray, angle: np.ndarra
                s=_marker_size(shape, len(c), 5.6), linewidths=0)
     _add_angle_wheel(fig, [0.79, 0.55, 0.18, 0.3], n)
     finite = ang[np.isfinite(ang)]
-    mean = f"{math.degrees(circular_mean(finite, n)):.1f}°" if len(finite) else "-"
+    mean = f"{round(math.degrees(circular_mean(finite, n)), 1) % (360.0 / n):.1f}°" if len(finite) else "-"  # 179.96: 0.0
     fig.text(0.88, 0.45, f"{len(c)} objects\nmean {mean}", ha="center", va="top", fontsize=8)
     return deg, fig
 

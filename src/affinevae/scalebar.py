@@ -13,7 +13,7 @@ import numpy as np
 
 from .units import PixelSize, nice_length
 
-__all__ = ["add_scale_bar", "draw_background"]
+__all__ = ["add_scale_bar", "draw_background", "display_unit", "DISPLAY_LADDERS"]
 
 
 def add_scale_bar(ax, pixel_size: Optional[PixelSize], image_shape: Sequence[int], color: str = "white"):
@@ -23,6 +23,9 @@ def add_scale_bar(ax, pixel_size: Optional[PixelSize], image_shape: Sequence[int
         ax: matplotlib axes whose data coordinates are pixels. pixel_size: the physical pixel
             size (None: nothing is drawn). image_shape: (H, W) of the frame in pixels.
 
+    The bar is labelled in the largest unit of the pixel size's kind of which the frame spans at least 5
+    (:func:`display_unit`: a 2' field's bar reads 1 deg, not 5000 arcsec).
+
     Returns:
         The bar's length in ``pixel_size.unit`` (None without a pixel size).
     """
@@ -30,13 +33,30 @@ def add_scale_bar(ax, pixel_size: Optional[PixelSize], image_shape: Sequence[int
         return None
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
-    width = float(image_shape[1]) * pixel_size.value
-    length = nice_length(width)
-    bar = AnchoredSizeBar(ax.transData, length / pixel_size.value, f"{length:g} {pixel_size.unit}", "lower right",
+    shown = pixel_size.to(display_unit(pixel_size, float(image_shape[1])))
+    length = nice_length(float(image_shape[1]) * shown.value)
+    bar = AnchoredSizeBar(ax.transData, length / shown.value, f"{length:g} {shown.unit}", "lower right",
                           pad=0.4, color=color, frameon=False, size_vertical=max(1.0, image_shape[0] / 150),
                           label_top=True)
     ax.add_artist(bar)
-    return length
+    return float(f"{PixelSize(length, shown.unit).to(pixel_size.unit).value:.12g}")
+
+
+#: The units a scale bar may be labelled in, smallest first (a pixel size in Å stays in Å up to µm: cryo-EM's unit).
+DISPLAY_LADDERS = (("pm", "nm", "µm", "mm"), ("mas", "arcsec", "arcmin", "deg"))
+
+
+def display_unit(pixel_size: PixelSize, width: float) -> str:
+    """The unit to label a scale bar over ``width`` pixels in: ``pixel_size``'s own, or a larger one of
+    its kind (:data:`DISPLAY_LADDERS`) while the frame spans at least 5 of it."""
+    unit = pixel_size.unit
+    ladder = next(step for step in DISPLAY_LADDERS if unit in step or (unit == "Å" and "nm" in step))
+    start = ladder.index("µm") if unit == "Å" else ladder.index(unit) + 1
+    for bigger in ladder[start:]:
+        if width * pixel_size.to(bigger).value < 5:
+            break
+        unit = bigger
+    return unit
 
 
 def draw_background(ax, image: np.ndarray, image_shape: Sequence[int]) -> None:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 from typing import Optional
+
+import numpy as np
 
 from .errors import AffineVAEError
 
@@ -32,7 +35,7 @@ _ALIASES: dict[str, str] = {
     "µm": "µm", "μm": "µm", "um": "µm", "micron": "µm", "micrometer": "µm", "micrometre": "µm",
     "mm": "mm", "millimeter": "mm", "millimetre": "mm",
     "mas": "mas", "milliarcsec": "mas", "milliarcsecond": "mas", "milliarcseconds": "mas",
-    "arcsec": "arcsec", "as": "arcsec", '"': "arcsec", "arcsecond": "arcsec", "arcseconds": "arcsec",
+    "arcsec": "arcsec", "as": "arcsec", "asec": "arcsec", '"': "arcsec", "arcsecond": "arcsec", "arcseconds": "arcsec",
     "arcmin": "arcmin", "amin": "arcmin", "'": "arcmin", "arcminute": "arcmin", "arcminutes": "arcmin",
     "deg": "deg", "degree": "deg", "degrees": "deg", "°": "deg",
 }
@@ -52,7 +55,7 @@ def unit_name(text: str, where: str = "unit") -> str:
     key = str(text).strip()
     unit = _ALIASES.get(key) or _ALIASES.get(key.lower())
     if unit is None:
-        raise AffineVAEError(f"{where}: unknown length unit {text!r}; use one of {', '.join(UNITS)} "
+        raise AffineVAEError(f"{where}: unknown unit {text!r}; use a length: {', '.join(UNITS)} "
                              f"(also A, um), or an angle on the sky: {', '.join(ANGLE_UNITS)}")
     return unit
 
@@ -71,7 +74,8 @@ class PixelSize:
     unit: str
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
+        if not (isinstance(self.value, numbers.Real) and not isinstance(self.value, (bool, np.bool_))
+                and math.isfinite(self.value) and self.value > 0):
             raise AffineVAEError(f"pixel size must be a finite number > 0, got {self.value!r}")
         object.__setattr__(self, "value", float(self.value))
         object.__setattr__(self, "unit", unit_name(self.unit, "pixel size"))
@@ -102,7 +106,7 @@ class PixelSize:
         return f"{self.value:g} {self.unit}"
 
 
-_SPEC = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([^\s0-9.].*?)?\s*(?:/\s*px|/\s*pixel)?\s*$")
+_SPEC = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([^\s0-9.].*?)?\s*(?:/\s*(?:px|pix|pixel))?\s*$")
 
 
 def parse_pixel_size(text: Optional[str], where: str = "--pixel-size") -> Optional[PixelSize]:

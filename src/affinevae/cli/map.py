@@ -125,7 +125,7 @@ class Map:
                     print(symmetry_hint(ps) or "", end="")
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
                          symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed, pixel_size=pixel_size,
-                         source={"image": image_location(images[0]) if len(images) == 1 else args.image,
+                         source={"image": image_location(images[0] if len(images) == 1 else args.image),
                                  "key": args.key, "level": args.level},
                          model=model, cluster_on=args.cluster_on, batch_size=args.batch_size)
         if args.baseline:
@@ -198,11 +198,14 @@ def map_cube(args: argparse.Namespace, model) -> int:
           f"wrote {', '.join(p.name for p in files.values())} to {args.out}")
     return 0
 def image_location(spec: str) -> str:
-    """``spec`` as an absolute path when it names an existing file or folder (else as given, e.g. ``file.h5:dataset``)."""
+    """``spec`` as an absolute path when it names an existing file or folder, or is a glob pattern (its
+    matches then read from anywhere, as the napari reader does), else as given (e.g. ``file.h5:dataset``)."""
     from pathlib import Path
 
+    from ..data.files import is_pattern
+
     p = Path(spec)
-    return str(p.resolve()) if p.exists() else spec
+    return str(p.resolve()) if p.exists() else str(p.absolute()) if is_pattern(spec) else spec
 
 
 def symmetry_hint(ps) -> Optional[str]:

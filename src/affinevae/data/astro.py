@@ -57,21 +57,36 @@ def sky_pixel_size(header: Any) -> Optional[PixelSize]:
         warnings.simplefilter("ignore")  # astropy's notes on non-standard headers (FITSFixedWarning)
         try:
             wcs = WCS(header)
-            if wcs.has_celestial:
+            # astropy takes 1 degree per pixel where the header gives no scale: only a scale written counts
+            if wcs.has_celestial and all(_scale_written(header, a + 1) for a in (wcs.wcs.lng, wcs.wcs.lat)):
                 cel = wcs.celestial
-                scales = [abs(float(u.Quantity(s, unit).to_value(u.arcsec)))
-                          for s, unit in zip(proj_plane_pixel_scales(cel), cel.wcs.cunit)]
+                if abs(np.linalg.det(cel.pixel_scale_matrix)) > 0:  # a singular CD matrix maps no area
+                    scales = [abs(float(u.Quantity(s, unit).to_value(u.arcsec)))
+                              for s, unit in zip(proj_plane_pixel_scales(cel), cel.wcs.cunit)]
         except Exception:  # noqa: BLE001 - a header astropy cannot read as a WCS: then the keywords
             scales = None
     if scales is None:
-        value = next((header[k] for k in PIXEL_SCALE_KEYWORDS if k in header), None)
-        try:
-            scales = None if value is None else [abs(float(value))] * 2
-        except (TypeError, ValueError):
-            return None
+        values = [_number(header.get(k)) for k in PIXEL_SCALE_KEYWORDS]
+        value = next((abs(v) for v in values if v is not None and v != 0), None)
+        scales = None if value is None else [value] * 2
     if not scales or not all(np.isfinite(s) and s > 0 for s in scales) or max(scales) > 1.01 * min(scales):
         return None
     return PixelSize(float(f"{np.mean(scales):.10g}"), "arcsec")  # 0.2 / 3600 degrees read back as 0.2
+
+
+def _number(value: Any) -> Optional[float]:
+    """A header card's value as a finite float, or None (missing, a string, a bool, NaN)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return float(value) if np.isfinite(value) else None
+
+
+def _scale_written(header: Any, axis: int) -> bool:
+    """Whether ``header`` writes a pixel scale for WCS axis ``axis`` (1-based): a non-zero ``CDELTi`` or
+    a non-zero ``CDi_j`` (the PC matrix scales CDELT, so CDELT must be written with it)."""
+    if _number(header.get(f"CDELT{axis}")):
+        return True
+    return any(_number(header.get(f"CD{axis}_{j}")) for j in range(1, int(header.get("NAXIS", 2) or 2) + 1))
 
 
 def open_fits(path: str, key: Optional[str] = None, level: Optional[int] = None) -> FrameSource:

@@ -405,6 +405,13 @@ def _scaled_set(arr: np.ndarray, spec: str, standardise: bool, **extra) -> Image
     return data
 
 
+def is_pattern(path: str) -> bool:
+    """Whether ``path`` is a glob pattern (``*``, ``?``, ``[...]``) rather than a path that exists as written
+    or a FITS file's HDU (``file.fits[SCI]``)."""
+    path = str(path)
+    return bool(_GLOB_CHARS.search(path)) and not Path(path).exists() and fits_hdu_spec(path, None)[0] == path
+
+
 def expand_pattern(path: str) -> list[str]:
     """The files a glob pattern (``*``, ``?``, ``[...]``) names, sorted by name; a path without
     pattern characters, or one that exists as written, is returned alone (not checked).
@@ -413,7 +420,7 @@ def expand_pattern(path: str) -> list[str]:
         AffineVAEError: ``"PATTERN: no file matches this pattern"`` when a pattern matches nothing.
     """
     path = str(path)
-    if not _GLOB_CHARS.search(path) or Path(path).exists() or fits_hdu_spec(path, None)[0] != path:
+    if not is_pattern(path):
         return [path]  # (file.fits[SCI]: an HDU, not a pattern)
     hits = sorted(_glob.glob(path))
     if not hits:

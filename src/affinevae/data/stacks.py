@@ -37,7 +37,7 @@ from .imageset import (STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretc
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, read_npy_header, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
-__all__ = ["FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
+__all__ = ["PIXEL_SIZE_TOLERANCE", "native_dtype", "FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
            "open_stack", "READERS", "StackReader", "is_array_like", "tiff_reading", "check_tiff", "corrupt_tiff",
            "tiff_channel_axes", "TIFF_MAX_CHANNELS"]
 
@@ -987,6 +987,16 @@ class FolderSource(FrameSource):
         return np.stack(out)
 
 
+#: Relative difference under which the pixel sizes of stacks read together count as one (exposures of one
+#: instrument whose WCS solutions differ in the fourth digit).
+PIXEL_SIZE_TOLERANCE = 1e-3
+
+
+def native_dtype(dtype) -> np.dtype:
+    """``dtype`` in the machine's byte order (a FITS file's big-endian ``>f4`` is float32)."""
+    return np.dtype(dtype).newbyteorder("=")
+
+
 class ConcatSource(FrameSource):
     """The frames of several sources one after another (e.g. the files a glob pattern matched):
     frame ``i`` of the second source is frame ``len(first) + i`` here.
@@ -1005,19 +1015,23 @@ class ConcatSource(FrameSource):
             if tuple(src.frame_shape) != tuple(first.frame_shape):
                 raise AffineVAEError(f"{src.path}: frames of shape {tuple(src.frame_shape)}, but {first.path} has "
                                      f"{tuple(first.frame_shape)} (the images read together must match)")
-            if np.dtype(src.dtype) != np.dtype(first.dtype):
-                raise AffineVAEError(f"{src.path}: pixels of dtype {np.dtype(src.dtype)}, but {first.path} has "
-                                     f"{np.dtype(first.dtype)} (the images read together share one normalisation)")
+            if native_dtype(src.dtype) != native_dtype(first.dtype):  # FITS files hold big-endian values
+                raise AffineVAEError(f"{src.path}: pixels of dtype {native_dtype(src.dtype)}, but {first.path} has "
+                                     f"{native_dtype(first.dtype)} (the images read together share one normalisation)")
         sizes = [s for s in sources if s.pixel_size is not None]
         for src in sizes[1:]:
             if (src.pixel_size.dimension != sizes[0].pixel_size.dimension
                     or not math.isclose(src.pixel_size.to(sizes[0].pixel_size.unit).value, sizes[0].pixel_size.value,
-                                        rel_tol=1e-6)):
+                                        rel_tol=PIXEL_SIZE_TOLERANCE)):
                 raise AffineVAEError(f"{src.path}: pixel size {src.pixel_size}, but {sizes[0].path} has "
                                      f"{sizes[0].pixel_size} (give --pixel-size to set one for all)")
+        if sizes and len(sizes) < len(sources):
+            missing = next(s for s in sources if s.pixel_size is None)
+            warnings.warn(f"{missing.path} records no pixel size: it takes {sizes[0].path}'s, {sizes[0].pixel_size} "
+                          "(give --pixel-size to set one for all)", stacklevel=2)
         self.sources = list(sources)
         self.path = path or (first.path if len(sources) == 1 else f"{first.path} and {len(sources) - 1} more")
-        self.frame_shape, self.dtype = tuple(first.frame_shape), np.dtype(first.dtype)
+        self.frame_shape, self.dtype = tuple(first.frame_shape), native_dtype(first.dtype)
         self.pixel_size = sizes[0].pixel_size if sizes else None
         self._starts = np.cumsum([0] + [s.n_frames for s in sources])
         self.n_frames = int(self._starts[-1])

@@ -61,14 +61,35 @@ def points_layer(positions: np.ndarray, features: dict[str, np.ndarray], window:
         color, cmap = "z0", "viridis"
     kwargs = {"name": name, "features": features, "face_color": color, "face_colormap": cmap,
               "size": max(2.0, 0.5 * window), "scale": scale,
-              "metadata": {"pixel_size": pixel_size, "unit": unit, "colour_by": color}}
+              "metadata": {"pixel_size": pixel_size, "unit": unit, "colour_by": color},
+              **layer_units(unit if pixel_size else None, data.shape[1])}
     return data, kwargs, "points"
 
 
+#: affinevae's unit names (:data:`affinevae.units.UNITS`, :data:`~affinevae.units.ANGLE_UNITS`) as napari's
+#: layers (pint) spell them.
+NAPARI_UNITS = {"pm": "pm", "Å": "angstrom", "nm": "nm", "µm": "um", "mm": "mm", "mas": "milliarcsecond",
+                "arcsec": "arcsec", "arcmin": "arcmin", "deg": "degree"}
+
+
+def layer_units(unit: Optional[str], ndim: int) -> dict[str, Any]:
+    """``{"units": ...}`` for a layer of ``ndim`` data axes whose last two are in ``unit`` (napari's scale
+    bar then shows it; earlier axes, frames, have none), or ``{}`` without a unit or where napari's layers
+    take no units (before napari 0.6)."""
+    import inspect
+
+    from napari.layers import Layer
+
+    if unit not in NAPARI_UNITS or "units" not in inspect.signature(Layer.__init__).parameters:
+        return {}
+    return {"units": ("pixel",) * (ndim - 2) + (NAPARI_UNITS[unit],) * 2}
+
+
 def image_layer(image: np.ndarray, step: int = 1, pixel_size: Optional[float] = None,
-                name: str = "image") -> tuple[np.ndarray, dict[str, Any], str]:
-    """The background image layer: ``image`` (H', W') or (F, H', W'), read every ``step`` pixels of the frame."""
+                name: str = "image", unit: Optional[str] = None) -> tuple[np.ndarray, dict[str, Any], str]:
+    """The background image layer: ``image`` (H', W') or (F, H', W'), read every ``step`` pixels of the frame
+    (``unit``: the pixel size's unit, :func:`layer_units`)."""
     s = (float(pixel_size) if pixel_size else 1.0) * step
     img = np.asarray(image)
     scale = (1.0,) * (img.ndim - 2) + (s, s)
-    return img, {"name": name, "colormap": "gray", "scale": scale}, "image"
+    return img, {"name": name, "colormap": "gray", "scale": scale, **layer_units(unit if pixel_size else None, img.ndim)}, "image"

@@ -57,6 +57,25 @@ def check_maps(d: dict, where) -> None:
         raise AffineVAEError(f"{where}: arrays of different lengths ({', '.join(f'{k} {len(d[k])}' for k in shapes)})")
 
 
+def _open_source(source: str, key: Optional[str], level: Optional[int]):
+    """The stack a ``maps.npz``'s ``source_image`` names: one file, or a glob pattern's matches one after
+    another in name order (as ``map --image PATTERN`` read them)."""
+    from ..data.files import expand_pattern, is_pattern
+    from ..data.stacks import ConcatSource, open_stack
+
+    if not is_pattern(source):
+        return open_stack(source, key=key, level=level)
+    sources: list = []
+    try:
+        for path in expand_pattern(source):
+            sources.append(open_stack(path, key=key, level=level))
+        return ConcatSource(sources)
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
+
+
 def read_maps(path: Union[str, list]) -> list[tuple]:
     """Layer data tuples of a ``maps.npz``: the image it was mapped on (when ``source_image`` is
     readable) and the points layer of the objects (:func:`~.layers.points_layer`).
@@ -65,7 +84,6 @@ def read_maps(path: Union[str, list]) -> list[tuple]:
     package reads, with ``source_key``/``source_level``); frames larger than :data:`MAX_SIDE` are
     read with a step. Positions and the image share the scale of the pixel size, if known.
     """
-    from ..data.stacks import open_stack
     from ..errors import AffineVAEError
 
     p = _maps_file(path)
@@ -88,8 +106,7 @@ def read_maps(path: Union[str, list]) -> list[tuple]:
     if source:
         level = int(d.get("source_level", -1))
         try:
-            with open_stack(source, key=str(d.get("source_key", "")) or None,
-                            level=None if level < 0 else level) as src:
+            with _open_source(source, str(d.get("source_key", "")) or None, None if level < 0 else level) as src:
                 step = max(1, -(-max(src.image_shape) // MAX_SIDE))
                 rows, cols = slice(None, None, step), slice(None, None, step)
                 frame = int(d.get("source_frame", 0))
@@ -104,7 +121,7 @@ def read_maps(path: Union[str, list]) -> list[tuple]:
                     d["positions"] = d["positions"][keep]
             if img.ndim == 3 + (1 if whole else 0):  # colour frames: show their mean
                 img = img.mean(-3)
-            layers.append(image_layer(img, step, pixel, name=f"{Path(source).name}"))
+            layers.append(image_layer(img, step, pixel, name=f"{Path(source).name}", unit=unit))
         except AffineVAEError:
             pass  # the image moved or is unreadable: the points alone
     layers.append(points_layer(d["positions"], feats, int(d.get("window", 8)), frames_shown, pixel, unit,
