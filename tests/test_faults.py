@@ -728,3 +728,33 @@ def test_a_corrupt_field_of_train_json_is_one_line_naming_the_file(world, capsys
     (run / "train.json").write_text(json.dumps(info))
     _fails_cleanly(tmp_path, RUN_COMMANDS[command](tmp_path, str(run)), capsys,
                    f"train.json: corrupt training state ({match}")
+
+
+def test_an_interrupted_train_says_what_it_kept_and_how_to_go_on(world, tmp_path, capsys, monkeypatch):
+    """Ctrl-C (or SIGTERM) in train: a line says which epoch's checkpoint is kept and to run the same command
+    with --resume, or that it stopped before the first checkpoint; then 'interrupted', exit 130."""
+    import affinevae.cli.train as cli_train
+
+    real_fit = cli_train.fit
+
+    def stop_after(epoch):
+        def fit(*args, callbacks=(), **kwargs):
+            def stop(record):
+                if int(record["epoch"]) == epoch:
+                    raise KeyboardInterrupt
+            if epoch == 0:
+                raise KeyboardInterrupt
+            return real_fit(*args, callbacks=[*callbacks, stop], **kwargs)
+        return fit
+    argv = ["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "3"]
+    monkeypatch.setattr(cli_train, "fit", stop_after(2))
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2:] == [f"affinevae: {tmp_path / 'r'} keeps its checkpoint after epoch 2: run the same command with "
+                        "--resume to go on from there", "affinevae: interrupted"]
+    monkeypatch.setattr(cli_train, "fit", stop_after(0))
+    assert main([*argv, "--out", str(tmp_path / "s")]) == 130
+    assert capsys.readouterr().err.splitlines()[-2:] == [
+        f"affinevae: stopped before the first checkpoint of {tmp_path / 's'}: nothing to resume", "affinevae: interrupted"]
+    monkeypatch.setattr(cli_train, "fit", real_fit)
+    assert main([*argv, "--out", str(tmp_path / "r"), "--resume"]) == 0

@@ -186,10 +186,30 @@ def test_a_run_from_before_the_float_defaults_resumes_as_it_was_built(tmp_path, 
     assert main([*argv, "--epochs", "2", "--resume"]) == 0
     out = capsys.readouterr().out
     assert (f"affinevae: resuming {tmp_path / 'r'} with its model options: likelihood=bernoulli lowpass=0.0 sigma=1.0 "
-            "(today's defaults for these data differ; override with the options)") in out
+            "(override with the options)") in out
     assert "float-image defaults" not in out
     assert av.load(tmp_path / "r").config.likelihood == "bernoulli"
     assert av.training.read_run(tmp_path / "r")["epochs_done"] == 2
+
+
+def test_resume_without_the_first_commands_options_continues_the_run_as_it_was_built(tmp_path, capsys):
+    """train --resume with only --data and --out takes every model option the first command gave (not
+    today's defaults, which would build another model and be refused), says which, and continues."""
+    np.save(tmp_path / "p.npy", np.random.default_rng(0).normal(0.0, 1.0, (40, 24, 24)).astype(np.float32))
+    base = ["train", "--model", "rvae", "--data", str(tmp_path / "p.npy"), "--no-progress", "--out", str(tmp_path / "r")]
+    assert main([*base, "--epochs", "1", "--set", "rotation_mode=full", "--set", "group_channels=4,4",
+                 "--invariances", "rotation,translation", "--latent-dim", "3", "--lowpass", "2.5", "--hidden", "8"]) == 0
+    first = av.load(tmp_path / "r").config
+    capsys.readouterr()
+    assert main([*base, "--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out
+    line = next(s for s in out.splitlines() if s.startswith(f"affinevae: resuming {tmp_path / 'r'} with its model options: "))
+    for shown in ("rotation_mode=full", "latent_dim=3", "lowpass=2.5", "invariances=rotation,translation"):
+        assert shown in line
+    assert av.load(tmp_path / "r").config == first and av.training.read_run(tmp_path / "r")["epochs_done"] == 2
+    # an option given again that differs is still another model: refused in one line
+    assert main([*base, "--epochs", "3", "--resume", "--latent-dim", "5"]) == 2
+    assert "different rvae model" in capsys.readouterr().err
 
 
 def test_the_filters_outputs_units_and_checks():

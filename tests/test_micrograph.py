@@ -521,6 +521,25 @@ def test_encoding_raw_images_with_a_patch_run_warns_that_they_are_not_scaled_as_
     assert len(said) == 1 and "`affinevae patches`" in said[0]
     assert said[0].startswith(f"{tmp_path / 'raw.npy'} is not a patch set, but the run was trained on patches cut from frames")
 
+    def warned(argv, what):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert main(argv) == 0
+        return [str(w.message) for w in seen if what in str(w.message)]
+    with np.load(tmp_path / "p.npz") as f:
+        np.save(tmp_path / "same.npy", f["patches"][:8])  # the patches themselves, in [0, 1]: read as they are
+    assert warned(["encode", str(tmp_path / "run"), "--data", str(tmp_path / "same.npy"), "--out", str(tmp_path / "e3.npz")],
+                  "not a patch set") == []
+    # report reads other data through Run.data: the same warning
+    assert len(warned(["report", str(tmp_path / "run"), "--data", str(tmp_path / "raw.npy"), "--out",
+                       str(tmp_path / "r.html"), "--sweep-angles", "none", "--quiet"], "not a patch set")) == 1
+    # the converse: a run trained on float images the loader scaled, given a patch set
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "raw.npy"), "--latent-dim", "2", "--hidden", "8",
+                 "--epochs", "1", "--out", str(tmp_path / "run2"), "--no-progress"]) == 0
+    said = warned(["encode", str(tmp_path / "run2"), "--data", str(tmp_path / "p.npz"), "--out", str(tmp_path / "e4.npz")],
+                  "is a patch set")
+    assert len(said) == 1 and "whose pixels were scaled as" in said[0] and "train on patches to encode patches" in said[0]
+
 
 def test_cli_patches_default_min_distance_keeps_dim_atoms_beside_bright_ones(tmp_path, capsys):
     """Without --min-distance, patches detects at a quarter of the window and says so: on
@@ -706,6 +725,7 @@ def test_cli_patches_refuses_bad_detection_options_in_one_line_naming_the_flag(m
                         (["--window", "12", "--threshold", "1.5"], "give --absolute for a pixel value"),
                         (["--window", "12", "--threshold", "nan"], "--threshold must be a finite number"),
                         (["--window", "12", "--sigma", "-1"], "--sigma must be >= 0 pixels, got -1"),
+                        (["--window", "12", "--sigma", "1e9"], "--sigma 1e+09 pixels is wider than the window (12 pixels)"),
                         (["--window", "12", "--noise-floor", "-1"], "--noise-floor must be a number >= 0"),
                         (["--window", "12", "--min-distance", "0"], "--min-distance must be >= 1, got 0"),
                         (["--window", "12", "--stride", "0"], "--stride must be >= 1, got 0"),

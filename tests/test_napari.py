@@ -213,9 +213,18 @@ def test_learn_settings_refuse_bad_detection_and_filter_values_in_one_line():
     for kw, match in [(dict(sigma=-1.0), "sigma must be a number > 0 pixels"), (dict(sigma=0.0), "sigma must be"),
                       (dict(lowpass=float("nan")), "lowpass must be a number >= 0 pixels"),
                       (dict(lowpass=True), "lowpass must be"), (dict(noise_floor=-0.5), "noise_floor must be a number >= 0"),
-                      (dict(invert="yes"), "invert must be True or False")]:
+                      (dict(invert="yes"), "invert must be True or False"),
+                      (dict(threshold="0.3"), "threshold must be a number in 0..1"), (dict(threshold=None), "threshold must"),
+                      (dict(threshold=True), "threshold must"), (dict(threshold=1.5), "threshold must"),
+                      (dict(sigma=1e9), r"sigma 1e\+09 pixels is wider than the window \(16 pixels\)")]:
         with pytest.raises(AffineVAEError, match=match):
             LearnSettings(**kw)
+    # numpy numbers (a spin box's, an array's) are taken as Python ones
+    s = LearnSettings(latent_dim=np.int64(2), lowpass=np.float32(2.0), threshold=np.float64(0.4))
+    assert (s.latent_dim, s.lowpass, s.threshold) == (2, 2.0, 0.4) and type(s.latent_dim) is int
+    from affinevae.napari_plugin.pipeline import learn_and_map
+    with pytest.raises(AffineVAEError, match=r"\(C, H, W\) of at most 4 channels, got shape \(5, 32, 32\)"):
+        learn_and_map(np.zeros((5, 32, 32)), LearnSettings())
 
 
 def test_learn_and_map_inverts_dark_objects_and_takes_the_filter_given(mapped):

@@ -357,8 +357,10 @@ class Run:
             return source if n is None or n >= len(source) else source.subset(slice(0, n))
         meta = self.meta
         if source is not None and str(source) != meta.get("data"):
-            return load_dataset(str(source), split=split, n=n, seed=self.seed, scaling=self.pixel_scaling,
-                                stretch=meta.get("stretch") or "auto", fill_nan=bool(meta.get("fill_nan")))
+            other = load_dataset(str(source), split=split, n=n, seed=self.seed, scaling=self.pixel_scaling,
+                                 stretch=meta.get("stretch") or "auto", fill_nan=bool(meta.get("fill_nan")))
+            self.warn_unlike(other, str(source))
+            return other
         # the run's own data (also when given again by name: rotated-mnist keeps its recorded angle range)
         if not meta.get("data"):
             why = ("no data spec in train.json (a run trained from Python)" if self.has_training else
@@ -380,6 +382,27 @@ class Run:
                 raise
             raise AffineVAEError(f"{exc} (the data {self.train_file} records, as given to train from its working "
                                  "directory; give the data to analyse with --data)") from None
+
+    def warn_unlike(self, data, where: str) -> None:
+        """Warn (one line) when other images ``data`` (an :class:`~affinevae.data.ImageSet` read for this
+        run, named ``where``) cannot be in the units the model was trained in: images that are not a patch
+        set, scaled on their own range (``meta['pixel_scaling']``), for a run trained on patches (which
+        ``patches`` scaled frame by frame); or a patch set for a run trained on float images that the
+        loader scaled (:attr:`pixel_scaling`). Runs from before ``train.json`` recorded ``data_kind`` warn
+        only in the second case."""
+        from .data.formats import PATCH_SET_KIND
+
+        trained, kind = self.meta.get("data_kind"), data.meta.get("kind")
+        if trained == PATCH_SET_KIND and kind != PATCH_SET_KIND and data.meta.get("pixel_scaling") is not None:
+            warnings.warn(f"{where} is not a patch set, but the run was trained on patches cut from frames "
+                          f"({self.meta.get('data')}): these images are scaled on their own range, not as the "
+                          "patches were; cut them with `affinevae patches`, or map whole frames with "
+                          "`affinevae map`", stacklevel=3)
+        elif kind == PATCH_SET_KIND and trained != PATCH_SET_KIND and self.pixel_scaling is not None:
+            warnings.warn(f"{where} is a patch set (its patches scaled frame by frame as `patches` cut them), but "
+                          f"the run was trained on {self.meta.get('data')}, whose pixels were scaled as "
+                          f"{self.pixel_scaling}: the model reads them in other units; train on patches to "
+                          "encode patches", stacklevel=3)
 
     @property
     def pixel_scaling(self):

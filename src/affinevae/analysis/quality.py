@@ -253,7 +253,9 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
     if spread.size and bool(np.all(spread < ACTIVE_VARIANCE)):
         lines.append(f"all {spread.size} content latents are unused (their means vary across the images with a variance "
                      f"below {ACTIVE_VARIANCE:g}): the model describes every image alike (a signal too weak against the "
-                     f"noise? {_filter_hint(model)}, a gaussian likelihood with the noise as --sigma, or clearer images)")
+                     f"noise? {_filter_hint(model)}"
+                     + ("" if getattr(model.config, "likelihood", "") == "gaussian"
+                        else ", a gaussian likelihood with the noise as --sigma") + ", or clearer images)")
     full = getattr(model.config, "rotation_mode", None) == "full" and "angle" in enc
     if full and not lattice and len(enc["angle"]) > 1:
         r = offset_concentration(enc["angle"], np.zeros_like(enc["angle"]))  # the angles' resultant length

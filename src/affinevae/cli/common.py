@@ -10,7 +10,6 @@ from typing import Any, Optional
 
 from ..data import ImageSet, load_dataset
 from ..data.files import read_labels
-from ..data.formats import PATCH_SET_KIND
 from ..data.inputs import check_image_shape
 from ..data.sources import BUILTIN
 from ..errors import AffineVAEError
@@ -231,10 +230,7 @@ def load_scaled_like_run(args: argparse.Namespace, run, split: str = "train", se
                                fill_nan=bool(run.meta.get("fill_nan")), stretch=run.meta.get("stretch"))
     if announce and scaling is not None and data.meta.get("pixel_scaling") is not None:
         print(f"affinevae: {args.data}: pixels scaled as the run's training data were, {scaling}")
-    if run.meta.get("data_kind") == PATCH_SET_KIND and data.meta.get("kind") != PATCH_SET_KIND:
-        warnings.warn(f"{args.data} is not a patch set, but the run was trained on patches cut from frames "
-                      f"({run.meta.get('data')}): these images are scaled on their own range, not as the patches "
-                      "were; cut them with `affinevae patches`, or map whole frames with `affinevae map`", stacklevel=2)
+    run.warn_unlike(data, str(args.data))
     return data
 
 

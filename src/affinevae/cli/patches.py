@@ -110,8 +110,11 @@ def check_patch_options(args: argparse.Namespace) -> None:
     """``patches``' numeric options, each refused in one line naming its flag: ``--window`` below
     :data:`~affinevae.defaults.MIN_IMAGE_SIZE` (``train`` could not learn such patches),
     ``--min-distance`` / ``--stride`` / ``--chunk-frames`` below 1, a ``--threshold`` that is not
-    finite or (without ``--absolute``) outside 0..1, a negative ``--sigma`` or ``--noise-floor``."""
+    finite or (without ``--absolute``) outside 0..1, a negative ``--sigma`` or one wider than the window,
+    a negative ``--noise-floor``."""
     import math
+
+    from ..data.patches import check_smoothing
 
     if args.window < MIN_IMAGE_SIZE:
         raise AffineVAEError(f"--window must be >= {MIN_IMAGE_SIZE} pixels (the models need patches of at least "
@@ -127,6 +130,7 @@ def check_patch_options(args: argparse.Namespace) -> None:
                              f"maximum), got {args.threshold:g}; give --absolute for a pixel value")
     if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma >= 0):
         raise AffineVAEError(f"--sigma must be >= 0 pixels, got {args.sigma}")
+    check_smoothing(args.sigma, args.window, "--sigma")
     if args.noise_floor is not None and not (math.isfinite(args.noise_floor) and args.noise_floor >= 0):
         raise AffineVAEError(f"--noise-floor must be a number >= 0 (noise sigma above the median; 0: off), "
                              f"got {args.noise_floor:g}")

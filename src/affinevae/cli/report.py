@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
 from ..errors import AffineVAEError
 from ..mapping import check_symmetry
@@ -27,12 +28,13 @@ class Report:
         add_force_argument(p)
         p.add_argument("--data", help="images to analyse: 'mnist', 'rotated-mnist' or a path "
                                       "(default: the run's own data, test split for built-in sets)")
-        p.add_argument("-n", "--n", type=int, default=REPORT_N, dest="n", help=f"images analysed (default {REPORT_N})")
+        p.add_argument("-n", "--n", type=int, default=None, dest="n",
+                       help=f"images analysed (default up to {REPORT_N})")
         p.add_argument("--sweep-angles", default=f"0:361:{REPORT_SWEEP_STEP}",
                        help="degrees of the loss-vs-rotation sweep, start:stop:step or a,b,c; 'none' to skip "
                             f"(default 0:361:{REPORT_SWEEP_STEP})")
-        p.add_argument("--sweep-n", type=int, default=REPORT_SWEEP_N,
-                       help=f"images in the sweep (default {REPORT_SWEEP_N})")
+        p.add_argument("--sweep-n", type=int, default=None,
+                       help=f"images in the sweep (default up to {REPORT_SWEEP_N})")
         p.add_argument("--seed", type=seed_arg, default=0)
         p.add_argument("--symmetry", type=int, default=1, metavar="K",
                        help="the objects' K-fold rotational symmetry: angle scores count offsets modulo 360/K "
@@ -46,16 +48,20 @@ class Report:
 
         from ..sweep import parse_angles
 
-        if args.n < 1:
+        if args.n is not None and args.n < 1:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
-        if args.sweep_n < 1:
+        if args.sweep_n is not None and args.sweep_n < 1:
             raise AffineVAEError(f"--sweep-n must be >= 1, got {args.sweep_n}")
         degrees = [] if args.sweep_angles.strip().lower() == "none" else list(parse_angles(args.sweep_angles, "--sweep-angles"))
         check_symmetry(args.symmetry, "--symmetry")
         check_output(args.out, inputs=[args.run_dir, args.data], force=args.force)
-        res = write_report(args.run_dir, args.out, data=args.data, n=args.n, seed=args.seed,
-                           sweep_rotations=np.radians(degrees), sweep_n=args.sweep_n,  # degrees -> radians
-                           log=None if args.quiet else print, symmetry=args.symmetry)
+        with warnings.catch_warnings():
+            if args.n is None or args.sweep_n is None:  # a default is "up to": a smaller data set is no news
+                warnings.filterwarnings("ignore", message=r".*asks for more images than the \d+ it holds")
+            res = write_report(args.run_dir, args.out, data=args.data, n=args.n or REPORT_N, seed=args.seed,
+                               sweep_rotations=np.radians(degrees),  # degrees -> radians
+                               sweep_n=args.sweep_n or REPORT_SWEEP_N, log=None if args.quiet else print,
+                               symmetry=args.symmetry)
         extra = f"; not applicable: {', '.join(res.skipped)}" if res.skipped else ""
         print(f"wrote {res.path} ({len(res.sections)} analyses in {res.seconds:.0f} s{extra})")
         return 0

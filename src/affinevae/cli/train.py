@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -187,9 +190,8 @@ class Train:
         cfg = cfg.replace(**train)
         if args.resume:
             options, kept = resumed_model_options(args.out, cls, given, options)
-            if kept:  # the data's defaults changed since the run started: it goes on as it was built
-                chosen = (f"affinevae: resuming {args.out} with its model options: {kept} (today's defaults for "
-                          "these data differ; override with the options)")
+            if kept:  # options not given again (or defaults changed since it started): it goes on as it was built
+                chosen = f"affinevae: resuming {args.out} with its model options: {kept} (override with the options)"
         model = build_model(args.model, seed=args.seed, **options)  # the caller's global RNG is left as it was
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             print(chosen)
@@ -224,7 +226,12 @@ class Train:
         if rank == 0 and not args.no_progress and not cfg.show_progress():
             # no bar to draw (stderr is a log file: a batch job): one line per epoch instead
             callbacks.append(lambda record: print(epoch_line(record, cfg.epochs), file=sys.stderr, flush=True))
-        result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks)
+        try:
+            result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: say what is kept before main's one line
+            if rank == 0:
+                print(interrupted_line(args.out), file=sys.stderr)
+            raise
         if rank == 0:
             last = result.history[-1] if result.history else {}
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
@@ -235,6 +242,21 @@ class Train:
                                           lattice=lattice_patches(meta)):
                 print(f"affinevae: warning: {line}", file=sys.stderr)
         return 0
+
+
+def interrupted_line(out) -> str:
+    """What an interrupted ``train`` kept in ``out``: its last checkpoint's epoch and how to go on (the
+    same command with ``--resume``), or that it stopped before its first checkpoint (nothing to resume)."""
+    from ..runs import Run
+
+    try:
+        done = Run(out).epochs_done or 0 if Path(out).is_dir() else 0
+    except (AffineVAEError, OSError, ValueError):
+        done = 0
+    if done:
+        return (f"affinevae: {out} keeps its checkpoint after epoch {done}: run the same command with --resume "
+                "to go on from there")
+    return f"affinevae: stopped before the first checkpoint of {out}: nothing to resume"
 
 
 #: Training options that ``train --resume`` takes from the run's ``train.json`` when they are not given
@@ -339,18 +361,25 @@ def predated_options(out, cls, options: dict) -> dict:
 
 
 def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, str]:
-    """For ``--resume`` of the run in ``out``: :func:`predated_options`, then each option that the data's
-    defaults chose (not in ``given``, the options of the command line) set to the run's own value where
-    the run's saved config (filled by :meth:`~affinevae.config.Config.saved_dict`) differs, so that a run
-    started before those defaults changed (a float stack trained with the Bernoulli likelihood, say)
-    resumes as it was built instead of being refused as another model. The run's config is read once.
-    Returns the options and the changed ones as ``"key=value ..."`` (``""`` when none)."""
+    """For ``--resume`` of the run in ``out``: :func:`predated_options`, then every model option not in
+    ``given`` (the options of the command line now) set to the run's own value where the run's saved
+    config (filled by :meth:`~affinevae.config.Config.saved_dict`) differs from what would be built
+    otherwise (``options``: the data's defaults, else the config's defaults), so that ``train --resume``
+    continues the run as it was built: with the options its first command gave (``--lowpass 2.5``,
+    ``--set rotation_mode=full``) and with the data's defaults of the day it started (a float stack
+    trained with the Bernoulli likelihood), instead of being refused as another model. The run's
+    config is read once. Returns the options and the changed ones as ``"key=value ..."`` (``""`` when none)."""
     saved, filled = _saved_configs(out, cls)
     if saved is None:
         return options, ""
     options = _predated(saved, filled, options)
-    own = {k: filled[k] for k, v in options.items()
-           if k not in given and k in filled and _as_saved(v) != _as_saved(filled[k])}
+    try:  # what the command line would build (None defaults resolved), else the config's plain defaults
+        would = cls.config_class.from_dict(options).to_dict()
+    except AffineVAEError:
+        would = {f.name: f.default for f in dataclasses.fields(cls.config_class) if f.default is not dataclasses.MISSING}
+    own = {k: v for k, v in filled.items()
+           if k not in given and (k != "inner_config" or not any(g in given for g in v or {}))
+           and _as_saved(v) != _as_saved(would.get(k))}
     if not own:
         return options, ""
     shown = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in own.items())
@@ -358,7 +387,8 @@ def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, s
 
 
 def _as_saved(value):
-    return list(value) if isinstance(value, tuple) else value
+    """``value`` as a saved config holds it (JSON: tuples as lists, also inside an AVAE's inner config)."""
+    return json.loads(json.dumps(value))
 
 
 def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:

@@ -437,6 +437,20 @@ def default_noise_floor(source) -> float:
     return NOISE_FLOOR if scaling is not None and scaling.kind == "asinh" else 0.0
 
 
+def check_smoothing(sigma: Optional[float], window: int, name: str = "sigma") -> None:
+    """Refuse a detection smoothing ``sigma`` (pixels; None: none) that is not a finite number >= 0 or is
+    wider than the ``window`` (pixels): the smoothing must stay below the objects' size (a huge one would
+    only spend minutes blurring the frames away), in one line naming ``name``."""
+    if sigma is None:
+        return
+    if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(sigma) and sigma >= 0):
+        raise AffineVAEError(f"{name} must be a number >= 0 pixels (the detection's smoothing), got {sigma!r}")
+    if sigma > window:
+        raise AffineVAEError(f"{name} {float(sigma):g} pixels is wider than the window ({window} pixels): the "
+                             "detection's smoothing must stay below the objects' size")
+
+
 def patch_min_distance(window: int) -> int:
     """The detection distance (pixels) when none is given (``patches --min-distance``,
     :func:`iter_patches`' ``min_distance``): a quarter of the ``window`` (pixels), at least 1. A
@@ -507,6 +521,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             gcent, gshape = grid_centers(src.image_shape, w, stride)
         else:
             check_int("min_distance", min_distance, 1)
+            check_smoothing(sigma, w)
             noise_floor = default_noise_floor(src) if noise_floor is None else check_noise_floor(noise_floor)
         # progress=True shows the bar on a terminal only (tqdm's disable=None), never in logs or pipes
         bar = tqdm(total=src.n_frames, unit="frame", disable=None if progress else True, desc="patches", leave=False)

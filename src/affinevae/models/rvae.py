@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from ..config import check, check_choice, check_positive, check_symmetry
 from ..errors import AffineVAEError
-from ..nn.affine import Pose, PoseLike, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
+from ..nn.affine import Pose, PoseLike, canonicalise, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
 from ..nn.circular import SAMPLERS, RotationPosterior
 from ..nn.equivariant import CONTENT_SOURCES, DOWNSAMPLING, EquivariantFeatures, check_group
 from ..nn.signal import is_signal_shape, pose_shift, shift_pose
@@ -144,6 +144,12 @@ class RVAEConfig(ModelConfig):
             term becomes ``-log sum_m q(a_i + 2 pi m / n)``: any of the n turns that look alike
             satisfies it. None (default): n is chosen by the synchronisation (1, 2, 3, 4 or 6; see
             :func:`affinevae.pose.synchronise_angles`), 1 for digits, 2 for rods and galaxies.
+        content_anchor: with a pose anchor: weight of the named training term 'content_anchor',
+            ``0.5 * mean_i |z_mean_i - t_i|^2``, where ``t_i`` are training image i's coordinates on the
+            ``latent_dim`` principal components of the training images turned into the synchronised
+            frame (each scaled to unit variance, as the prior): a start for the content latents of
+            objects too faint for the ELBO alone to find (0 = off, the default). The reported ELBO
+            never includes it.
         equivariance: weight of the pose-consistency term added to the training loss (0 = off;
             None = auto: 10 with rotation_mode 'gaussian', 0 with 'full'). Each training batch
             is also encoded after a random extra pose drawn from the pose priors, and the squared
@@ -175,6 +181,7 @@ class RVAEConfig(ModelConfig):
     group_downsample: str = "pool"
     pose_anchor: Optional[float] = None
     anchor_symmetry: Optional[int] = None
+    content_anchor: float = 0.0
 
     #: The defaults of ``group_channels`` and ``pose_anchor`` (None) resolve to these with the
     #: equivariant encoder; the joint and semi-supervised configs override them.
@@ -234,6 +241,9 @@ class RVAEConfig(ModelConfig):
             check_symmetry(self.anchor_symmetry, "anchor_symmetry")
         check(self.pose_anchor == 0 or self.encoder == "equivariant",
               f"pose_anchor {self.pose_anchor:g} needs encoder 'equivariant' (its angle posterior); give pose_anchor=0")
+        check_positive("content_anchor", self.content_anchor, allow_zero=True)
+        check(self.content_anchor == 0 or self.pose_anchor > 0,
+              f"content_anchor {self.content_anchor:g} needs the pose anchor (pose_anchor > 0): its frame")
         check(isinstance(self.group_channels, tuple) and len(self.group_channels) >= 1
               and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in self.group_channels),
               f"group_channels must be one or more positive integers, got {self.group_channels!r}")
@@ -272,6 +282,31 @@ class RVAEConfig(ModelConfig):
         return 10.0 if self.rotation_mode == "gaussian" else 0.0
 
 
+def aligned_components(images: Tensor, angles: Tensor, k: int, fit_at_most: int = 10000,
+                       chunk: int = 4096) -> Tensor:
+    """(N, k) coordinates of ``images`` (N, C, H, W) turned back by ``angles`` (N,) radians (into their
+    common frame) on the first ``k`` principal components of those turned images inside the disc they
+    all share (the corners a turn brings in would otherwise vary with the angle), each scaled to unit
+    variance (the prior's); the components are fitted on at most ``fit_at_most`` evenly spaced images
+    and every image is projected ``chunk`` at a time (the turned stack is never held whole)."""
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    yy, xx = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij")
+    disc = (yy ** 2 + xx ** 2 <= ((min(h, w) - 1) / 2 - 0.5) ** 2).reshape(-1)
+
+    def turned(idx: Tensor) -> Tensor:
+        out = canonicalise(images[idx], Pose(angle=angles[idx].to(images.dtype)), padding="border")
+        return out.reshape(len(idx), images.shape[1], -1)[:, :, disc].reshape(len(idx), -1)
+    fit = torch.linspace(0, n - 1, min(n, fit_at_most)).round().long().unique()
+    sample = turned(fit).double()
+    mean = sample.mean(0)
+    centred = sample - mean
+    _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues: the last k are the components
+    basis = vectors[:, -k:].flip(1)  # (P, k)
+    out = torch.cat([(turned(torch.arange(i, min(i + chunk, n))).double() - mean) @ basis
+                     for i in range(0, n, chunk)])
+    return (out / out.std(0).clamp_min(1e-12)).float()
+
+
 @MODELS.register("rvae")
 class RVAE(LatentModel):
     """VAE whose encoder also infers each image's pose (angle, shift, scale) as latent variables.
@@ -300,6 +335,8 @@ class RVAE(LatentModel):
     pose_sync_symmetry: Optional[int] = None
     _anchor_table: Optional[Tensor] = None  # synchronised angle by training-data index, during a fit
     _batch_anchor: Optional[Tensor] = None  # the current training batch's, during a forward pass
+    _content_table: Optional[Tensor] = None  # (index, D) content targets (content_anchor), during a fit
+    _batch_content: Optional[Tensor] = None
 
     # ------------------------------------------------------------------ construction
     @property
@@ -488,16 +525,21 @@ class RVAE(LatentModel):
         if not (self.config.pose_anchor > 0 and len(x) >= 2):
             yield
             return
-        sync = synchronise_angles(self.observe_cpu(x), seed=seed, symmetry=self.config.anchor_symmetry)
+        observed = self.observe_cpu(x)
+        sync = synchronise_angles(observed, seed=seed, symmetry=self.config.anchor_symmetry)
         self.pose_sync_agreement, self.pose_sync_symmetry = sync.agreement, sync.symmetry
         if sync.agreement >= MIN_SYNC_AGREEMENT:
             table = torch.full((int(index.max()) + 1,), float("nan"))
             table[index.cpu()] = torch.as_tensor(sync.angles)
             self._anchor_table = table
+            if self.config.content_anchor > 0:
+                content = torch.full((int(index.max()) + 1, self.config.latent_dim), float("nan"))
+                content[index.cpu()] = aligned_components(observed, torch.as_tensor(sync.angles), self.config.latent_dim)
+                self._content_table = content
         try:
             yield
         finally:
-            self._anchor_table = None
+            self._anchor_table = self._content_table = None
 
     def on_epoch_start(self, epoch: int, x: Tensor, y: Optional[Tensor], steps_done: int, seed: int) -> dict:
         """The epoch record's ``pose_sync_agreement`` and ``pose_sync_symmetry`` (see :meth:`fit_context`)
@@ -516,10 +558,12 @@ class RVAE(LatentModel):
         picks the images' synchronised angles (radians) for the 'pose_anchor' term."""
         if self._anchor_table is not None and index is not None:
             self._batch_anchor = self._anchor_table[index.cpu()]
+            if self._content_table is not None:
+                self._batch_content = self._content_table[index.cpu()]
         try:
             return super().forward(x, y, sample, index)
         finally:
-            self._batch_anchor = None
+            self._batch_anchor = self._batch_content = None
 
     def anchor_terms(self, enc: Encoding) -> dict:
         """The named term 'pose_anchor' (weighted, lazy) of a training batch's posterior ``enc``:
@@ -543,7 +587,12 @@ class RVAE(LatentModel):
             mine = rot.index(mask)
             log_q = torch.stack([mine.log_prob(target + m * (2 * math.pi / fold)) for m in range(fold)])
             return w * (-torch.logsumexp(log_q, 0)).mean()
-        return {"pose_anchor": term}
+        terms = {"pose_anchor": term}
+        if self._batch_content is not None:
+            goal = self._batch_content[keep].to(enc.z_mean.device, enc.z_mean.dtype)
+            wc = self.config.content_anchor
+            terms["content_anchor"] = lambda: wc * 0.5 * (enc.z_mean[mask] - goal).pow(2).sum(1).mean()
+        return terms
 
     # ------------------------------------------------------------------ training pass
     def infer_for_loss(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, dict]:

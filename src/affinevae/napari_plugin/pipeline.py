@@ -54,6 +54,14 @@ class LearnSettings:
     lowpass: Optional[float] = None
 
     def __post_init__(self) -> None:
+        for name in ("window", "latent_dim", "epochs", "clusters", "min_distance", "batch_size", "seed"):
+            v = getattr(self, name)  # numpy integers (a spin box's, an array's) as Python ones
+            if isinstance(v, np.integer):
+                object.__setattr__(self, name, int(v))
+        for name in ("threshold", "sigma", "noise_floor", "lowpass"):
+            v = getattr(self, name)
+            if isinstance(v, (np.floating, np.integer)) and not isinstance(v, np.bool_):
+                object.__setattr__(self, name, float(v))
         if self.model not in FAMILIES:
             raise AffineVAEError(f"model must be one of {', '.join(FAMILIES)}, got {self.model!r}")
         for name, lo in (("window", MIN_IMAGE_SIZE), ("latent_dim", 1)) + (
@@ -66,6 +74,10 @@ class LearnSettings:
             raise AffineVAEError(f"epochs must be an integer >= 1 (or None for the defaults), got {self.epochs!r}")
         if self.clusters is not None and not (isinstance(self.clusters, (int, np.integer)) and self.clusters >= 1):
             raise AffineVAEError(f"clusters must be an integer >= 1 (or None), got {self.clusters!r}")
+        if (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
+                or not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1):
+            raise AffineVAEError(f"threshold must be a number in 0..1 (a fraction of the way from the frame's minimum "
+                                 f"to its maximum), got {self.threshold!r}")
         if not isinstance(self.invert, (bool, np.bool_)):
             raise AffineVAEError(f"invert must be True or False, got {self.invert!r}")
         for name, what in (("sigma", "a number > 0 pixels (or None: no smoothing)"),
@@ -76,6 +88,9 @@ class LearnSettings:
                                and math.isfinite(v) and (v > 0 if name == "sigma" else v >= 0))
             if not ok:
                 raise AffineVAEError(f"{name} must be {what}, got {v!r}")
+        from ..data.patches import check_smoothing
+
+        check_smoothing(self.sigma, self.window)
 
 
 def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
@@ -107,8 +122,9 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
 
     say = report or (lambda fraction, what: None)
     img = np.asarray(image)
-    if img.ndim not in (2, 3):
-        raise AffineVAEError(f"the image must be one (H, W) or (C, H, W) frame, got shape {img.shape}")
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[0] > 4):
+        raise AffineVAEError(f"the image must be one (H, W) frame, or (C, H, W) of at most 4 channels, got shape "
+                             f"{img.shape}")
     say(0.0, "finding objects")
     src = open_stack(img if img.ndim == 2 else img[None])
     if settings.invert:
