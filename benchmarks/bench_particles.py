@@ -12,9 +12,12 @@ scales onto [0, 1]:
 - ``bernoulli``: ``--likelihood bernoulli`` (what ``train`` chose for float stacks before the float-image defaults);
 - ``unfiltered``: ``--lowpass 0`` (the float-image defaults without their filter: a Gaussian
   likelihood whose sigma is the measured pixel noise);
+- ``no-anchor``: ``--set content_anchor=0`` (the float-image defaults before the content anchor);
 - ``defaults``: nothing more (the float-image defaults, :func:`affinevae.defaults.data_defaults`: that
   Gaussian behind a low-pass filter of 1.5 px on every image the model reads and scores,
-  ``ModelConfig.lowpass``, which keeps the pixel noise's level).
+  ``ModelConfig.lowpass``, which keeps the pixel noise's level, and the content anchor,
+  ``RVAEConfig.content_anchor`` 10: the content latents start from the principal components of the
+  particles turned into the pose anchor's synchronised frame).
 
 Scores on the training particles: per-class concentration of the learned minus the true angle
 modulo each shape's symmetry (1, 3, 2; the better of the two angle senses), k-means (3 clusters,
@@ -94,7 +97,8 @@ def scores(model, data, cls: np.ndarray, ang: np.ndarray, seed: int) -> dict:
     return {"per": per, "angle": float(np.mean(per)), "k-means": km, "10-NN": float(knn.mean())}
 
 
-ROWS = {"bernoulli": ["--likelihood", "bernoulli"], "unfiltered": ["--lowpass", "0"], "defaults": []}
+ROWS = {"bernoulli": ["--likelihood", "bernoulli"], "unfiltered": ["--lowpass", "0"],
+        "no-anchor": ["--set", "content_anchor=0"], "defaults": []}
 
 
 def main() -> None:

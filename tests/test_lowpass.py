@@ -11,7 +11,7 @@ import affinevae as av
 from affinevae.cli import main
 from affinevae.data import ImageSet
 from affinevae.data.imageset import noise_sigma
-from affinevae.defaults import DEFAULT_EPOCHS, FLOAT_KIND, FLOAT_LOWPASS, FLOAT_SIGMA_FLOOR, data_defaults, data_kind
+from affinevae.defaults import CONTENT_ANCHOR, DEFAULT_EPOCHS, FLOAT_KIND, FLOAT_LOWPASS, FLOAT_SIGMA_FLOOR, data_defaults, data_kind
 from affinevae.errors import AffineVAEError
 from affinevae.nn.lowpass import GaussianLowpass, noise_gain
 
@@ -137,6 +137,12 @@ def test_float_images_get_a_gaussian_likelihood_with_the_measured_noise():
     assert "(override with --likelihood/--lowpass/--sigma/--batch-size/--lr)" in line
     assert data_defaults(wide, "rvae", {"likelihood": "bernoulli"}, None, None)[0] == {"likelihood": "bernoulli"}
     assert data_defaults(wide, "rvae", {"lowpass": 0}, None, None)[0]["lowpass"] == 0
+    # over the full circle (the equivariant encoder's pose anchor) the filter comes with the content anchor
+    full_opts, _, line = data_defaults(wide, "rvae", full, None, None)
+    assert full_opts["content_anchor"] == CONTENT_ANCHOR == 10.0 and "lowpass=1.5 content_anchor=10 sigma=" in line
+    assert av.build_model("rvae", image_shape=[1, 24, 24], **full_opts).config.content_anchor == 10.0
+    for given in ({"encoder": "mlp"}, {"pose_anchor": 0.0}, {"lowpass": 0}, {"content_anchor": 0.0}):
+        assert data_defaults(wide, "rvae", {**full, **given}, None, None)[0].get("content_anchor", 0.0) == 0.0
     flat = ImageSet(np.full((4, 1, 8, 8), 0.5, np.float32), meta=data.meta)
     assert data_defaults(flat, "rvae", {}, None, None)[0]["sigma"] == FLOAT_SIGMA_FLOOR
     # other families keep theirs (the joint model's classes collapsed under the Gaussian: bench_particles.py)
@@ -253,7 +259,8 @@ def test_patch_sets_of_faint_scattered_objects_get_the_filter():
     faint, bright = patches(0.03), patches(0.5)
     assert centre_snr(faint) < LOWPASS_SNR < centre_snr(bright)
     opts, _, line = data_defaults(faint, "rvae", {}, None, None)
-    assert opts["lowpass"] == FLOAT_LOWPASS
+    assert opts["lowpass"] == FLOAT_LOWPASS and opts["content_anchor"] == CONTENT_ANCHOR  # scattered: equivariant
+    assert "content_anchor" not in data_defaults(bright, "rvae", {}, None, None)[0]
     assert f"lowpass=1.5 (objects fainter than the noise: centre SNR {centre_snr(faint):.2f})" in line
     assert "lowpass" not in data_defaults(bright, "rvae", {}, None, None)[0]
     assert "lowpass" not in data_defaults(patches(0.03, lattice_order=0.4), "rvae", {}, None, None)[0]

@@ -328,3 +328,42 @@ def test_a_non_zero_background_does_not_make_quarter_turns_win():
         assert concentration(found.angles, theta, symmetry=2) > 0.9  # was 0.60
     with pytest.raises(AffineVAEError, match="must be square"):
         synchronise_angles(np.zeros((4, 1, 20, 32), np.float32))
+
+
+def test_aligned_components_separate_shapes_in_their_common_frame():
+    """The content anchor's targets: principal components of the images turned into their frame, unit variance,
+    the same for turned copies (turned back by their angles), and the shapes apart."""
+    from sklearn.cluster import KMeans
+
+    from affinevae.mapping import clustering_accuracy
+    from affinevae.models.rvae import aligned_components
+
+    a, angle_a = styled_shapes(100, seed=3)
+    b, angle_b = styled_shapes(100, seed=4, symmetric=True)
+    x, angle = torch.cat([a, b]), torch.cat([angle_a, angle_b])
+    z = aligned_components(x, angle, 2)
+    assert z.shape == (200, 2) and torch.allclose(z.std(0), torch.ones(2), atol=1e-4)
+    labels = np.repeat([0, 1], 100)
+    assert clustering_accuracy(KMeans(2, n_init=10, random_state=0).fit_predict(z.numpy()), labels) > 0.95
+    assert torch.equal(aligned_components(x, angle, 2, chunk=7), z)  # projected chunk by chunk alike
+    extra = torch.full((200,), 0.7)
+    again = aligned_components(render(x, Pose(angle=extra)), angle + extra, 2)
+    assert (again * z).sum(0).abs().div(200).min() > 0.95  # the same coordinates (up to each component's sign)
+
+
+def test_content_anchor_adds_its_named_term_in_a_fit_only_and_needs_the_pose_anchor():
+    x, _ = styled_shapes(120, seed=5)
+    model = small_rvae(content_anchor=10.0)
+    res = av.fit(model, x.numpy(), av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False,
+                                                  checkpoint=False))
+    assert res.history[0]["train_content_anchor"] > 0 and "val_content_anchor" not in res.history[0]
+    assert model._content_table is None and model._anchor_table is None  # dropped when the fit ends
+    model.train()
+    assert "content_anchor" not in model(x[:10], index=torch.arange(10)).terms
+    res = av.fit(small_rvae(), x.numpy(), av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False,
+                                                         checkpoint=False))
+    assert "train_content_anchor" not in res.history[0]  # off by default
+    with pytest.raises(AffineVAEError, match=r"content_anchor 10 needs the pose anchor \(pose_anchor > 0\)"):
+        small_rvae(content_anchor=10.0, pose_anchor=0.0)
+    with pytest.raises(AffineVAEError, match="content_anchor"):
+        small_rvae(content_anchor=-1.0)

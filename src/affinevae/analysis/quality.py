@@ -255,7 +255,11 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
                      f"below {ACTIVE_VARIANCE:g}): the model describes every image alike (a signal too weak against the "
                      f"noise? {_filter_hint(model)}"
                      + ("" if getattr(model.config, "likelihood", "") == "gaussian"
-                        else ", a gaussian likelihood with the noise as --sigma") + ", or clearer images)")
+                        else ", a gaussian likelihood with the noise as --sigma")
+                     + (", a start from the aligned images' principal components, --set content_anchor=10"
+                        if (getattr(model.config, "pose_anchor", 0) or 0) > 0
+                        and not getattr(model.config, "content_anchor", 0) else "")
+                     + ", or clearer images)")
     full = getattr(model.config, "rotation_mode", None) == "full" and "angle" in enc
     if full and not lattice and len(enc["angle"]) > 1:
         r = offset_concentration(enc["angle"], np.zeros_like(enc["angle"]))  # the angles' resultant length
