@@ -346,6 +346,8 @@ def test_aligned_components_separate_shapes_in_their_common_frame():
     labels = np.repeat([0, 1], 100)
     assert clustering_accuracy(KMeans(2, n_init=10, random_state=0).fit_predict(z.numpy()), labels) > 0.95
     assert torch.equal(aligned_components(x, angle, 2, chunk=7), z)  # projected chunk by chunk alike
+    few = aligned_components(x, angle, 2, fit_at_most=100)  # fewer images than pixels: the Gram matrix's way
+    assert (few * z).sum(0).abs().div(200).min() > 0.95
     extra = torch.full((200,), 0.7)
     again = aligned_components(render(x, Pose(angle=extra)), angle + extra, 2)
     assert (again * z).sum(0).abs().div(200).min() > 0.95  # the same coordinates (up to each component's sign)
