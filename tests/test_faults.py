@@ -758,3 +758,32 @@ def test_an_interrupted_train_says_what_it_kept_and_how_to_go_on(world, tmp_path
         f"affinevae: stopped before the first checkpoint of {tmp_path / 's'}: nothing to resume", "affinevae: interrupted"]
     monkeypatch.setattr(cli_train, "fit", real_fit)
     assert main([*argv, "--out", str(tmp_path / "r"), "--resume"]) == 0
+
+
+@pytest.mark.parametrize("family,missing,extra", [
+    ("vae", "lowpass", []),
+    ("rvae", "content_anchor", ["--invariances", "rotation", "--set", "rotation_mode=full", "--set", "group_channels=4,4"]),
+])
+def test_a_run_saved_before_a_config_field_existed_resumes(world, tmp_path, capsys, family, missing, extra):
+    """A run whose model.json predates a field (lowpass, content_anchor) loads with that field's default and
+    resumes from the command line: it had been refused as another model ('(unset) there, 0.0 here')."""
+    argv = ["train", "--model", family, "--data", str(world / "good.npy"), "--latent-dim", "2", "--hidden", "8",
+            "--no-progress", "--out", str(tmp_path / "r"), *extra]
+    assert main([*argv, "--epochs", "1"]) == 0
+    desc = json.loads((tmp_path / "r" / "model.json").read_text())
+    desc["config"].pop(missing)
+    (tmp_path / "r" / "model.json").write_text(json.dumps(desc))
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "r" / "train.json").read_text())["epochs_done"] == 2
+
+
+def test_an_avae_resumes_with_its_inner_models_options_not_given_again(world, tmp_path, capsys):
+    argv = ["train", "--model", "avae", "--data", str(world / "good.npy"), "--no-progress", "--out", str(tmp_path / "a")]
+    assert main([*argv, "--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--channels", "4,8",
+                 "--activation", "tanh"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    line = next(s for s in out.splitlines() if "with its model options: " in s)
+    assert all(f" {o}" in line for o in ("activation=tanh", "channels=4,8", "hidden=8", "latent_dim=2"))

@@ -191,11 +191,22 @@ def test_a_run_from_before_the_float_defaults_resumes_as_it_was_built(tmp_path, 
     capsys.readouterr()
     assert main([*argv, "--epochs", "2", "--resume"]) == 0
     out = capsys.readouterr().out
-    assert (f"affinevae: resuming {tmp_path / 'r'} with its model options: likelihood=bernoulli lowpass=0.0 sigma=1.0 "
-            "(override with the options)") in out
+    line = next(s for s in out.splitlines() if s.startswith(f"affinevae: resuming {tmp_path / 'r'} with its model options: "))
+    assert line.endswith("(override with the options)")
+    assert all(f" {o}" in line for o in ("likelihood=bernoulli", "lowpass=0.0", "sigma=1.0"))
     assert "float-image defaults" not in out
     assert av.load(tmp_path / "r").config.likelihood == "bernoulli"
     assert av.training.read_run(tmp_path / "r")["epochs_done"] == 2
+
+
+def test_the_float_defaults_content_anchor_trains_on_fewer_images_than_latents(tmp_path, capsys):
+    """The content anchor's principal components on 8 images for 10 latents: the rest at 0, no crash."""
+    np.save(tmp_path / "f.npy", np.random.default_rng(0).normal(0.0, 1.0, (8, 24, 24)).astype(np.float32))
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "f.npy"), "--set", "rotation_mode=full",
+                 "--set", "group_channels=4,4", "--hidden", "8", "--epochs", "1", "--val-split", "0", "--no-progress",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert "content_anchor=10" in capsys.readouterr().out
+    assert av.load(tmp_path / "r").config.latent_dim > 8
 
 
 def test_resume_without_the_first_commands_options_continues_the_run_as_it_was_built(tmp_path, capsys):

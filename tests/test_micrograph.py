@@ -533,6 +533,12 @@ def test_encoding_raw_images_with_a_patch_run_warns_that_they_are_not_scaled_as_
     # report reads other data through Run.data: the same warning
     assert len(warned(["report", str(tmp_path / "run"), "--data", str(tmp_path / "raw.npy"), "--out",
                        str(tmp_path / "r.html"), "--sweep-angles", "none", "--quiet"], "not a patch set")) == 1
+    # report's default -n is "up to 500": no news that 8 images are fewer; an -n given is said
+    assert warned(["report", str(tmp_path / "run"), "--data", str(tmp_path / "raw.npy"), "--out", str(tmp_path / "r2.html"),
+                   "--sweep-angles", "none", "--quiet"], "asks for more images") == []
+    assert len(warned(["report", str(tmp_path / "run"), "--data", str(tmp_path / "raw.npy"), "--out",
+                       str(tmp_path / "r3.html"), "--sweep-angles", "none", "--quiet", "-n", "1000"],
+                      "n=1000 asks for more images than the 8 it holds")) == 1
     # the converse: a run trained on float images the loader scaled, given a patch set
     assert main(["train", "--model", "vae", "--data", str(tmp_path / "raw.npy"), "--latent-dim", "2", "--hidden", "8",
                  "--epochs", "1", "--out", str(tmp_path / "run2"), "--no-progress"]) == 0

@@ -261,6 +261,10 @@ def test_widget_detection_and_filter_fields_make_the_settings(qtbot):
     assert (s.sigma, s.invert, s.noise_floor, s.lowpass) == (2.0, True, 3.0, 2.5)
     widget.lowpass.setCurrentText("none")
     assert widget.settings().lowpass == 0.0 and LOWPASS_CHOICES["auto"] is None
+    widget.noise_floor.setValue(0.0)  # off, not the default (which an asinh-stretched sky takes at 3)
+    assert widget.settings().noise_floor == 0.0
+    widget.noise_floor.setValue(widget.noise_floor.minimum())
+    assert widget.settings().noise_floor is None and widget.noise_floor.text() == "auto"
 
 
 def _registered() -> bool:

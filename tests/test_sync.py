@@ -348,6 +348,8 @@ def test_aligned_components_separate_shapes_in_their_common_frame():
     assert torch.equal(aligned_components(x, angle, 2, chunk=7), z)  # projected chunk by chunk alike
     few = aligned_components(x, angle, 2, fit_at_most=100)  # fewer images than pixels: the Gram matrix's way
     assert (few * z).sum(0).abs().div(200).min() > 0.95
+    three = aligned_components(x[:3], angle[:3], 5)  # fewer images than latents: the rest at the prior's mean
+    assert three.shape == (3, 5) and torch.isfinite(three).all() and torch.equal(three[:, 3:], torch.zeros(3, 2))
     extra = torch.full((200,), 0.7)
     again = aligned_components(render(x, Pose(angle=extra)), angle + extra, 2)
     assert (again * z).sum(0).abs().div(200).min() > 0.95  # the same coordinates (up to each component's sign)

@@ -88,6 +88,17 @@ class Config:
         """Build a config from a saved file's dict (:meth:`from_dict` of :meth:`saved_dict`)."""
         return cls.from_dict(cls.saved_dict(data), what=what)
 
+    @classmethod
+    def loaded_dict(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The dict of the config a saved file's ``data`` loads as (:meth:`to_dict` of :meth:`from_saved`:
+        fields it predates at :attr:`FORMER_DEFAULTS`, else at their defaults, resolved as a load resolves
+        them), or :meth:`saved_dict` when it does not build: what to compare a config built today with."""
+        try:
+            out = cls.from_saved(data).to_dict()
+        except AffineVAEError:
+            return cls.saved_dict(data)
+        return {**{k: out[k] for k in data if k in out}, **out}  # in the file's order (messages name them so)
+
     def replace(self: C, **changes: Any) -> C:
         """Return a copy with ``changes`` applied (validated)."""
         return self.from_dict({**self.to_dict(), **changes})

@@ -226,7 +226,7 @@ CONTENT_ANCHOR = 10.0
 
 
 def _content_anchor(data: ImageSet, opts: dict) -> Optional[float]:
-    """:data:`CONTENT_ANCHOR` where the rules chose the low-pass filter (``opts['lowpass']``) for a model
+    """:data:`CONTENT_ANCHOR` where a low-pass filter is set (``opts['lowpass']``: chosen by the rules or given) for a model
     that will have a pose anchor (``rotation_mode`` 'full' with the equivariant encoder, ``pose_anchor``
     not 0), else None."""
     anchored = (opts.get("rotation_mode") == "full" and opts.get("encoder") in (None, "equivariant")

@@ -24,7 +24,7 @@ def add_scale_bar(ax, pixel_size: Optional[PixelSize], image_shape: Sequence[int
             size (None: nothing is drawn). image_shape: (H, W) of the frame in pixels.
 
     The bar is labelled in the largest unit of the pixel size's kind of which the frame spans at least 5
-    (:func:`display_unit`: a 2' field's bar reads 1 deg, not 5000 arcsec).
+    (:func:`display_unit`: over 256 pixels of 2 arcmin, a 2 deg bar, not 7200 arcsec).
 
     Returns:
         The bar's length in ``pixel_size.unit`` (None without a pixel size).

@@ -308,7 +308,7 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
     if saved.get("model") != model.family:
         raise AffineVAEError(f"{run.path}: the checkpoint was made for a different model ({saved.get('model')}, not "
                              f"{model.family}); resume with the same options or choose another --out")
-    old, new = type(model.config).saved_dict(saved.get("config") or {}), model.config.to_dict()
+    old, new = type(model.config).loaded_dict(saved.get("config") or {}), model.config.to_dict()
     if old != new:
         keys = _differences(old, new)
         diff = "; ".join(f"{k} {a} there, {b} here" for k, a, b in keys[:3])

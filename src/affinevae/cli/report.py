@@ -56,8 +56,9 @@ class Report:
         check_symmetry(args.symmetry, "--symmetry")
         check_output(args.out, inputs=[args.run_dir, args.data], force=args.force)
         with warnings.catch_warnings():
-            if args.n is None or args.sweep_n is None:  # a default is "up to": a smaller data set is no news
-                warnings.filterwarnings("ignore", message=r".*asks for more images than the \d+ it holds")
+            for given, default in ((args.n, REPORT_N), (args.sweep_n, REPORT_SWEEP_N)):
+                if given is None:  # a default is "up to": a smaller data set is no news
+                    warnings.filterwarnings("ignore", message=rf".*: n={default} asks for more images than the \d+ it holds")
             res = write_report(args.run_dir, args.out, data=args.data, n=args.n or REPORT_N, seed=args.seed,
                                sweep_rotations=np.radians(degrees),  # degrees -> radians
                                sweep_n=args.sweep_n or REPORT_SWEEP_N, log=None if args.quiet else print,

@@ -330,14 +330,14 @@ def resume_options(args: argparse.Namespace) -> str:
 
 
 def _saved_configs(out, cls) -> tuple[Optional[dict], Optional[dict]]:
-    """The model config saved in the run in ``out`` and the same filled by :meth:`~affinevae.config.Config.saved_dict`
+    """The model config saved in the run in ``out`` and the same filled by :meth:`~affinevae.config.Config.loaded_dict`
     of ``cls``' config; (None, None) without a saved model."""
     from ..io import MODEL_JSON
     from ..runs import Run
 
     run = Run(out)
     saved = run.model_config if (run.path / MODEL_JSON).is_file() else None
-    return (saved, cls.config_class.saved_dict(saved)) if saved else (None, None)
+    return (saved, cls.config_class.loaded_dict(saved)) if saved else (None, None)
 
 
 def _predated(saved: dict, filled: dict, options: dict) -> dict:
@@ -363,7 +363,7 @@ def predated_options(out, cls, options: dict) -> dict:
 def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, str]:
     """For ``--resume`` of the run in ``out``: :func:`predated_options`, then every model option not in
     ``given`` (the options of the command line now) set to the run's own value where the run's saved
-    config (filled by :meth:`~affinevae.config.Config.saved_dict`) differs from what would be built
+    config (filled by :meth:`~affinevae.config.Config.loaded_dict`) differs from what would be built
     otherwise (``options``: the data's defaults, else the config's defaults), so that ``train --resume``
     continues the run as it was built: with the options its first command gave (``--lowpass 2.5``,
     ``--set rotation_mode=full``) and with the data's defaults of the day it started (a float stack
@@ -378,8 +378,12 @@ def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, s
     except AffineVAEError:
         would = {f.name: f.default for f in dataclasses.fields(cls.config_class) if f.default is not dataclasses.MISSING}
     own = {k: v for k, v in filled.items()
-           if k not in given and (k != "inner_config" or not any(g in given for g in v or {}))
-           and _as_saved(v) != _as_saved(would.get(k))}
+           if k not in given and k != "inner_config" and _as_saved(v) != _as_saved(would.get(k))}
+    inner = filled.get("inner_config")
+    if isinstance(inner, dict):  # an AVAE: its inner model's options, given flat as the command line gives them
+        would_inner = would.get("inner_config") or {}
+        own.update({k: v for k, v in inner.items()
+                    if k not in given and _as_saved(v) != _as_saved(would_inner.get(k))})
     if not own:
         return options, ""
     shown = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in own.items())

@@ -189,7 +189,7 @@ class RVAEConfig(ModelConfig):
     default_pose_anchor: ClassVar[float] = 10.0
     #: A run saved before ``anchor_symmetry`` existed anchored over the full circle, and one saved before
     #: ``pose_anchor`` existed had no anchor.
-    FORMER_DEFAULTS: ClassVar[dict] = {"anchor_symmetry": 1, "pose_anchor": 0.0}
+    FORMER_DEFAULTS: ClassVar[dict] = {"anchor_symmetry": 1, "pose_anchor": 0.0, "content_anchor": 0.0}
 
     def __post_init__(self) -> None:
         inv = self.invariances
@@ -315,7 +315,10 @@ def aligned_components(images: Tensor, angles: Tensor, k: int, fit_at_most: int 
         basis = basis / basis.norm(dim=0).clamp_min(1e-12)
     out = torch.cat([(turned(torch.arange(i, min(i + chunk, n))).double() - mean) @ basis
                      for i in range(0, n, chunk)])
-    return (out / out.std(0).clamp_min(1e-12)).float()
+    out = out / out.std(0).clamp_min(1e-12) if n > 1 else out * 0
+    if out.shape[1] < k:  # fewer images than components: the rest are 0, the prior's mean
+        out = torch.cat([out, out.new_zeros(n, k - out.shape[1])], 1)
+    return out.float()
 
 
 @MODELS.register("rvae")

@@ -85,8 +85,9 @@ class LearnAndMapWidget(QWidget):
         self.sigma = QDoubleSpinBox(minimum=0.0, maximum=50.0, singleStep=0.5, value=0.0)
         self.sigma.setSpecialValueText("none")  # detection's smoothing, as `patches --sigma`
         self.invert = QCheckBox("dark objects on a bright background")
-        self.noise_floor = QDoubleSpinBox(minimum=0.0, maximum=100.0, singleStep=0.5, value=0.0)
-        self.noise_floor.setSpecialValueText("off")
+        # below 0: "auto" (patches' default: 3 on an asinh-stretched sky, else off); 0: off
+        self.noise_floor = QDoubleSpinBox(minimum=-0.5, maximum=100.0, singleStep=0.5, value=-0.5)
+        self.noise_floor.setSpecialValueText("auto")
         self.lowpass = QComboBox()  # the model's low-pass filter, as `train --lowpass`
         self.lowpass.addItems(list(LOWPASS_CHOICES))
         self.run_button = QPushButton("Learn and map")
@@ -96,7 +97,7 @@ class LearnAndMapWidget(QWidget):
         for label, w in (("image layer", self.layer_box), ("patch size (px)", self.window), ("model", self.model),
                          ("content latents", self.latent_dim), ("epochs", self.epochs), ("classes", self.clusters),
                          ("min distance (px)", self.min_distance), ("threshold", self.threshold),
-                         ("smoothing (px)", self.sigma), ("invert", self.invert), ("noise floor (sigma)", self.noise_floor),
+                         ("smoothing (px)", self.sigma), ("invert", self.invert), ("noise floor (sigma; 0: off)", self.noise_floor),
                          ("low-pass filter (px)", self.lowpass)):
             form.addRow(label, w)
         form.addRow(self.run_button)
@@ -127,7 +128,7 @@ class LearnAndMapWidget(QWidget):
                              latent_dim=self.latent_dim.value(), epochs=self.epochs.value() or None,
                              clusters=self.clusters.value() or None, min_distance=self.min_distance.value() or None,
                              threshold=float(self.threshold.value()), sigma=float(self.sigma.value()) or None,
-                             invert=self.invert.isChecked(), noise_floor=float(self.noise_floor.value()) or None,
+                             invert=self.invert.isChecked(), noise_floor=None if self.noise_floor.value() < 0 else float(self.noise_floor.value()),
                              lowpass=LOWPASS_CHOICES[self.lowpass.currentText()])
 
     def run(self, *_: Any):
