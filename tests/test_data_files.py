@@ -932,3 +932,28 @@ def test_a_stack_without_pixels_is_one_line(tmp_path, shape):
         open_stack(tmp_path / "empty.npy")
     with pytest.raises(AffineVAEError, match="array: holds no pixels"):
         open_stack(np.zeros(shape, np.float32))
+
+
+def test_a_tiff_whose_second_page_series_differs_says_that_it_is_not_read(tmp_path):
+    """patches and map read a TIFF's first page series; a later one of another page size was dropped
+    without a word (train refuses such a file as mixed image sizes)."""
+    import tifffile
+
+    from affinevae.data.stacks import open_stack
+
+    a = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    with tifffile.TiffWriter(tmp_path / "mixed.tif") as w:
+        w.write(a)
+        w.write(a[:20, :16])
+    with pytest.warns(UserWarning, match=r"mixed.tif: reads its first page series \(32x32 YX\); 1 other series "
+                                         r"\(e.g. 20x16 YX\) differ in page shape, type or axes and are not read"):
+        src = open_stack(str(tmp_path / "mixed.tif"))
+    with src:
+        assert src.n_frames == 1
+    with tifffile.TiffWriter(tmp_path / "same.tif") as w:  # pages of one shape: one frame each, nothing said
+        w.write(a)
+        w.write(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_stack(str(tmp_path / "same.tif")) as src:
+            assert src.n_frames == 2

@@ -94,7 +94,8 @@ def test_scale_bar_has_a_round_physical_length():
     assert bar.txt_label.get_text() == "1 nm" and bar.size_bar.get_children()[0].get_width() == pytest.approx(50)
     # labelled in a larger unit of the same kind once the frame spans 5 of it; Å stays Å below µm
     for ps, width, label, pixels in [(PixelSize(120, "arcsec"), 256, "2 deg", 60), (PixelSize(5, "nm"), 4096, "5 µm", 1000),
-                                     (PixelSize(0.5, "Å"), 4096, "500 Å", 1000), (PixelSize(0.25, "arcsec"), 128, "5 arcsec", 20)]:
+                                     (PixelSize(0.5, "Å"), 4096, "500 Å", 1000), (PixelSize(0.25, "arcsec"), 128, "5 arcsec", 20),
+                                     (PixelSize(5e-5, "µm"), 192, "2 nm", 40)]:  # and down: 0.002 µm reads 2 nm
         ax = Figure().add_subplot()
         length = add_scale_bar(ax, ps, (width, width))
         bar = ax.artists[0]

@@ -24,7 +24,8 @@ def add_scale_bar(ax, pixel_size: Optional[PixelSize], image_shape: Sequence[int
             size (None: nothing is drawn). image_shape: (H, W) of the frame in pixels.
 
     The bar is labelled in the largest unit of the pixel size's kind of which the frame spans at least 5
-    (:func:`display_unit`: over 256 pixels of 2 arcmin, a 2 deg bar, not 7200 arcsec).
+    (:func:`display_unit`: over 256 pixels of 2 arcmin, a 2 deg bar, not 7200 arcsec; 0.05 nm pixels
+    recorded in µm, a 2 nm bar, not 0.002 µm).
 
     Returns:
         The bar's length in ``pixel_size.unit`` (None without a pixel size).
@@ -42,21 +43,18 @@ def add_scale_bar(ax, pixel_size: Optional[PixelSize], image_shape: Sequence[int
     return float(f"{PixelSize(length, shown.unit).to(pixel_size.unit).value:.12g}")
 
 
-#: The units a scale bar may be labelled in, smallest first (a pixel size in Å stays in Å up to µm: cryo-EM's unit).
-DISPLAY_LADDERS = (("pm", "nm", "µm", "mm"), ("mas", "arcsec", "arcmin", "deg"))
+#: The units a scale bar may be labelled in, smallest first; a pixel size in Å keeps Å in place of nm
+#: (cryo-EM's unit).
+DISPLAY_LADDERS = (("pm", "nm", "µm", "mm"), ("pm", "Å", "µm", "mm"), ("mas", "arcsec", "arcmin", "deg"))
 
 
 def display_unit(pixel_size: PixelSize, width: float) -> str:
-    """The unit to label a scale bar over ``width`` pixels in: ``pixel_size``'s own, or a larger one of
-    its kind (:data:`DISPLAY_LADDERS`) while the frame spans at least 5 of it."""
+    """The unit to label a scale bar over ``width`` pixels in: the largest of ``pixel_size``'s kind
+    (:data:`DISPLAY_LADDERS`) of which the frame spans at least 5, else the smallest (a 0.05 nm pixel
+    recorded in µm: nm; 256 pixels of 2 arcmin: deg)."""
     unit = pixel_size.unit
-    ladder = next(step for step in DISPLAY_LADDERS if unit in step or (unit == "Å" and "nm" in step))
-    start = ladder.index("µm") if unit == "Å" else ladder.index(unit) + 1
-    for bigger in ladder[start:]:
-        if width * pixel_size.to(bigger).value < 5:
-            break
-        unit = bigger
-    return unit
+    ladder = next(step for step in DISPLAY_LADDERS if unit in step)
+    return next((u for u in reversed(ladder) if width * pixel_size.to(u).value >= 5), ladder[0])
 
 
 def draw_background(ax, image: np.ndarray, image_shape: Sequence[int]) -> None:

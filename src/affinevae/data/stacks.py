@@ -768,7 +768,8 @@ class TiffSource(FrameSource):
     ImageJ hyperstack (T, Z, C, Y, X) gives T x Z frames of C channels and a single 2-D page one
     frame. An ImageJ file written with a single page header (the pixels of all its planes stored
     contiguously after it) is read by offset from the file. Pages written one by one as separate
-    series of one page each are one frame each. A damaged file (truncated, a broken chain of
+    series of one page each are one frame each; series that differ from the first (a page of another
+    size) are not read, said in a warning. A damaged file (truncated, a broken chain of
     pages, not a TIFF) is refused when opened, in one line naming it (:func:`check_tiff`), with
     tifffile's own log lines kept off the console.
     """
@@ -796,6 +797,12 @@ class TiffSource(FrameSource):
                 if pages is not None:  # several series of one page per frame: global page indices
                     self._table, self._mode, channel_planes = np.asarray(pages, dtype=np.int64)[:, None], "pages", 1
                 else:
+                    if len(self._tif.series) > 1:  # series that differ (a page of another size): said, not dropped silently
+                        others = self._tif.series[1:]
+                        warnings.warn(f"{path}: reads its first page series ({'x'.join(map(str, series.shape))} "
+                                      f"{series.axes}); {len(others)} other series (e.g. "
+                                      f"{'x'.join(map(str, others[0].shape))} {others[0].axes}) differ in page shape, "
+                                      "type or axes and are not read", stacklevel=3)
                     self._table, channel_planes = self._series_table(series)
                     self._mode = "series" if self._pages_complete(series) else "memmap"
                     if self._mode == "memmap" and getattr(series, "dataoffset", None) is None:
