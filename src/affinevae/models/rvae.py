@@ -310,7 +310,7 @@ def aligned_components(images: Tensor, angles: Tensor, k: int, fit_at_most: int 
     if centred.shape[1] <= centred.shape[0]:  # (P, P) covariance; ascending eigenvalues: the last k are the components
         basis = torch.linalg.eigh(centred.T @ centred)[1][:, -k:].flip(1)  # (P, k)
     else:  # more pixels than images: the (m, m) Gram matrix, its eigenvectors taken back to pixels
-        values, vectors = torch.linalg.eigh(centred @ centred.T)
+        _, vectors = torch.linalg.eigh(centred @ centred.T)
         basis = centred.T @ vectors[:, -k:].flip(1)
         basis = basis / basis.norm(dim=0).clamp_min(1e-12)
     out = torch.cat([(turned(torch.arange(i, min(i + chunk, n))).double() - mean) @ basis
