@@ -90,14 +90,17 @@ class Config:
 
     @classmethod
     def loaded_dict(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The dict of the config a saved file's ``data`` loads as (:meth:`to_dict` of :meth:`from_saved`:
-        fields it predates at :attr:`FORMER_DEFAULTS`, else at their defaults, resolved as a load resolves
-        them), or :meth:`saved_dict` when it does not build: what to compare a config built today with."""
+        """What to compare a config built today with, for a saved file's ``data``: :meth:`saved_dict` (the
+        fields it predates at their :attr:`FORMER_DEFAULTS`), with the saved fields as the config they
+        load as holds them (:meth:`to_dict` of :meth:`from_saved`), in the file's order. A field the run
+        predates that has no former value stays absent, so such a run counts as another model: today's
+        default might turn on what it never trained with."""
+        known = cls.saved_dict(data)
         try:
             out = cls.from_saved(data).to_dict()
         except AffineVAEError:
-            return cls.saved_dict(data)
-        return {**{k: out[k] for k in data if k in out}, **out}  # in the file's order (messages name them so)
+            return known
+        return {k: out.get(k, v) for k, v in known.items()}
 
     def replace(self: C, **changes: Any) -> C:
         """Return a copy with ``changes`` applied (validated)."""

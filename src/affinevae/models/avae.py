@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -140,6 +140,9 @@ class AVAEConfig(ModelConfig):
     padding: str = "zeros"
     record_poses: bool = True
     interpolation: str = "bilinear"
+
+    #: The shared fields (``lowpass`` among them) live in ``inner_config``, whose family fills its own.
+    FORMER_DEFAULTS: ClassVar[dict] = {}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "search", _search_config(self.search, "search"))

@@ -95,6 +95,9 @@ class ModelConfig(Config):
     beta: float = 1.0
     lowpass: float = 0.0
 
+    #: Runs saved before ``lowpass`` existed had no filter.
+    FORMER_DEFAULTS: ClassVar[dict] = {"lowpass": 0.0}
+
     def validate(self) -> None:
         check(len(self.image_shape) == 3 and all(isinstance(v, int) and v > 0 for v in self.image_shape),
               f"image_shape must be (C, H, W) positive integers, got {self.image_shape}")

@@ -189,7 +189,8 @@ class RVAEConfig(ModelConfig):
     default_pose_anchor: ClassVar[float] = 10.0
     #: A run saved before ``anchor_symmetry`` existed anchored over the full circle, and one saved before
     #: ``pose_anchor`` existed had no anchor.
-    FORMER_DEFAULTS: ClassVar[dict] = {"anchor_symmetry": 1, "pose_anchor": 0.0, "content_anchor": 0.0}
+    FORMER_DEFAULTS: ClassVar[dict] = {**ModelConfig.FORMER_DEFAULTS, "anchor_symmetry": 1, "pose_anchor": 0.0,
+                                       "content_anchor": 0.0}
 
     def __post_init__(self) -> None:
         inv = self.invariances
