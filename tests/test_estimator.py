@@ -219,3 +219,30 @@ def test_a_failed_fit_leaves_the_estimator_as_it_was(digits):
     np.testing.assert_array_equal(est.transform(x[:5]), codes)
     with pytest.raises(AffineVAEError, match=r"the random seed is the option seed .*: give seed=3"):
         Estimator("vae", random_state=3).fit(x)
+
+
+def test_refusals_are_one_line_and_a_model_that_learned_nothing_is_said():
+    """scikit-learn's refusals come without their array dumps; a fit whose content latents are unused warns
+    as `train` does (float particles without the float defaults learned nothing, silently)."""
+    import warnings
+
+    est = Estimator(model="vae", latent_dim=2, epochs=1)
+    for X, said in [(np.zeros(10), "Expected 2D array, got 1D array instead: Reshape your data"),
+                    (np.ones((4, 8, 8)) + 1j, "Complex data not supported")]:
+        with pytest.raises(ValueError) as info:
+            est.fit(X)
+        assert "\n" not in str(info.value) and str(info.value).startswith(said) and "array=" not in str(info.value)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        est.fit(np.random.default_rng(0).random((50, 8, 8)).astype(np.float32))
+    assert any(str(w.message).startswith("Estimator: all 2 content latents are unused") for w in seen)
+
+
+def test_a_patch_set_fitted_from_python_records_its_kind_for_warn_unlike(tmp_path):
+    from affinevae.data import ImageSet
+
+    x = np.random.default_rng(0).random((20, 1, 8, 8)).astype(np.float32)
+    data = ImageSet(x, meta={"kind": "patches", "window": 8, "noise_sigma": 0.1})
+    model = av.build_model("vae", image_shape=(1, 8, 8), latent_dim=2, encoder="mlp", decoder="mlp", hidden=(8,))
+    av.fit(model, data, av.TrainConfig(epochs=1, progress=False, val_split=0.0), out=tmp_path / "r")
+    assert av.Run.open(tmp_path / "r").meta["data_kind"] == "patches"

@@ -22,6 +22,7 @@ the default Bernoulli likelihood (scale first, e.g. with ``MinMaxScaler``, or ch
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .analysis.quality import learning_warnings
 from .errors import AffineVAEError
 from .evaluation import encode_dataset
 from .models.base import build_model
@@ -60,6 +62,15 @@ def _image_shape(value: Any) -> tuple[int, int, int]:
         raise bad
     return shape
 
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """``message`` (a library's multi-line refusal) as one line: its lines joined, those that dump an
+    array (``array=[...``, rows of numbers) left out, at most ``limit`` characters."""
+    keep = [ln.strip() for ln in message.splitlines()
+            if ln.strip() and not ln.strip().startswith(("array=", "[", "(", "..."))]
+    text = " ".join(keep) or message.strip()
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 class Estimator(TransformerMixin, BaseEstimator):
     """scikit-learn transformer: fits an affinevae model, transforms images to their latents.
@@ -142,7 +153,16 @@ class Estimator(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ input
     def _images(self, X: Any, reset: bool) -> tuple[torch.Tensor, np.dtype]:
         """Validated (N, C, H, W) float32 images of ``X`` and its float dtype; ``reset``
-        (fit) records the image shape, layout and feature count."""
+        (fit) records the image shape, layout and feature count. scikit-learn's refusals (NaN, a 1-D
+        array, complex values) come as one line, without the array dump."""
+        try:
+            return self._checked_images(X, reset)
+        except ValueError as exc:
+            if isinstance(exc, AffineVAEError):
+                raise
+            raise ValueError(one_line(str(exc))) from None
+
+    def _checked_images(self, X: Any, reset: bool) -> tuple[torch.Tensor, np.dtype]:
         ndim = getattr(X, "ndim", None)
         if ndim is None:  # nested lists: their depth; other array-likes are read as 2-D by scikit-learn
             ndim = np.ndim(X) if isinstance(X, (list, tuple)) else 2
@@ -289,6 +309,8 @@ class Estimator(TransformerMixin, BaseEstimator):
             result = fit(model, x if labels is None else (x, labels), config)
         self.model_ = result.model.eval()
         self.history_ = result.history
+        for line in learning_warnings(self.model_, x, seed=self.seed):  # as `train` says: the model learned nothing
+            warnings.warn(f"Estimator: {line}", stacklevel=3)
         probe_codes = encode_dataset(self.model_, x[:1], labels[:1] if self.model_.conditional else None, elbo=False,
                                      seed=self.seed)
         self.pose_columns_ = self._pose_names(probe_codes)

@@ -475,6 +475,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     scaling = (getattr(data, "meta", None) or {}).get("pixel_scaling")
     if scaling is not None:  # an ImageSet read from a file: the run keeps how its pixels were scaled
         meta = {"pixel_scaling": scaling, **(meta or {})}
+    kind = (getattr(data, "meta", None) or {}).get("kind")
+    if kind is not None:  # a patch set (or spectra): Run.warn_unlike tells other images from it
+        meta = {"data_kind": kind, **(meta or {})}
     rank, world = init_distributed(cfg.device)
     device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":

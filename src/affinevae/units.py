@@ -36,7 +36,7 @@ _ALIASES: dict[str, str] = {
     "mm": "mm", "millimeter": "mm", "millimetre": "mm",
     "mas": "mas", "milliarcsec": "mas", "milliarcsecond": "mas", "milliarcseconds": "mas",
     "arcsec": "arcsec", "as": "arcsec", "asec": "arcsec", '"': "arcsec", "arcsecond": "arcsec", "arcseconds": "arcsec",
-    "arcmin": "arcmin", "amin": "arcmin", "'": "arcmin", "arcminute": "arcmin", "arcminutes": "arcmin",
+    "arcmin": "arcmin", "amin": "arcmin", "'": "arcmin", "\u2032": "arcmin", "\u2033": "arcsec", "arcminute": "arcmin", "arcminutes": "arcmin",
     "deg": "deg", "degree": "deg", "degrees": "deg", "°": "deg",
 }
 
