@@ -303,3 +303,23 @@ def test_mlflow_run_failed_by_an_error_is_marked_failed(digits, tmp_path):
         fit(make(), digits, cfg(epochs=2, loggers=("mlflow",), log_images_every=0), out=tmp_path / "r", callbacks=[boom])
     state = json.loads((tmp_path / "r" / "mlflow.json").read_text())
     assert MlflowClient(tracking_uri=state["tracking_uri"]).get_run(state["run_id"]).info.status == "FAILED"
+
+
+def test_an_unreachable_tracking_server_is_said_in_seconds_and_leaves_no_files(digits, tmp_path):
+    """A tracking server that cannot be reached refuses the fit before any logger writes (a TensorBoard
+    folder was left behind), in seconds (MLflow's own retries took about 4 minutes), with MLflow's retry
+    settings given back afterwards."""
+    import os
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    loggers = (TensorBoardLogger(directory=str(tmp_path / "tb")), MLflowLogger(tracking_uri=f"http://127.0.0.1:{port}"))
+    start = time.perf_counter()
+    with pytest.raises(AffineVAEError, match=rf"^MLflow at http://127.0.0.1:{port}: "):
+        fit(make(), digits, cfg(epochs=1, loggers=loggers, log_images_every=0))
+    assert time.perf_counter() - start < 60
+    assert not (tmp_path / "tb").exists()
+    assert not any(k in os.environ for k in tracking.FIRST_CONTACT_ENV)
