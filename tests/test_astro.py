@@ -113,6 +113,10 @@ def test_a_fits_pixel_scale_on_the_sky_becomes_the_stacks_pixel_size(tmp_path, c
     assert PixelSize(np.float32(0.2), "arcsec").value == pytest.approx(0.2) and PixelSize(np.int64(2), "nm").value == 2.0
     with pytest.raises(AffineVAEError, match=r"--pixel-size: pixel size must be a finite number > 0, got -1.0"):
         parse_pixel_size("-1arcsec")
+    assert parse_pixel_size("1 NM") == PixelSize(1, "nm") and parse_pixel_size("2 ARCSEC") == PixelSize(2, "arcsec")
+    for capital in ("1 Mm", "1 PM"):  # a megametre, a petametre: never read as mm or pm
+        with pytest.raises(AffineVAEError, match="unknown unit"):
+            parse_pixel_size(capital)
     assert parse_pixel_size("1.5arcmin").to("deg").value == pytest.approx(0.025)
     with pytest.raises(AffineVAEError, match=r"a pixel size of 0.2 arcsec \(an angle\) has no value in nm \(a length\)"):
         PixelSize(0.2, "arcsec").to("nm")

@@ -46,6 +46,10 @@ def _size(unit: str) -> tuple[str, float]:
     return ("length", UNITS[unit]) if unit in UNITS else ("angle", ANGLE_UNITS[unit])
 
 
+#: Spellings read only as written: their capitalised forms name other units (Mm, PM).
+CASE_SENSITIVE = ("mm", "pm")
+
+
 def unit_name(text: str, where: str = "unit") -> str:
     """The canonical unit name (a key of :data:`UNITS`) for a spelling such as 'A', 'um', 'nanometer'.
 
@@ -53,7 +57,8 @@ def unit_name(text: str, where: str = "unit") -> str:
         AffineVAEError: an unknown unit, naming ``where`` and the accepted units.
     """
     key = str(text).strip()
-    unit = _ALIASES.get(key) or _ALIASES.get(key.lower())
+    # any case, but for the one-letter prefixes whose capital is another unit (Mm: megametre, Pm: petametre)
+    unit = _ALIASES.get(key) or (_ALIASES.get(key.lower()) if key.lower() not in CASE_SENSITIVE else None)
     if unit is None:
         raise AffineVAEError(f"{where}: unknown unit {text!r}; use a length: {', '.join(UNITS)} "
                              f"(also A, um), or an angle on the sky: {', '.join(ANGLE_UNITS)}")
