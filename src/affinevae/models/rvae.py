@@ -50,12 +50,13 @@ from torch import Tensor, nn
 
 from ..config import check, check_choice, check_positive, check_symmetry
 from ..errors import AffineVAEError
-from ..nn.affine import Pose, PoseLike, canonicalise, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
+from ..nn.affine import Pose, PoseLike, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
 from ..nn.circular import SAMPLERS, RotationPosterior
 from ..nn.equivariant import CONTENT_SOURCES, DOWNSAMPLING, EquivariantFeatures, check_group
 from ..nn.signal import is_signal_shape, pose_shift, shift_pose
 from ..nn.layers import ENCODERS
 from ..nn.spatial import POSE_DECODERS
+from ..pose.classes import aligned_components
 from ..pose.sync import synchronise_angles
 from ..registry import MODELS
 from .base import Encoding, LatentModel, ModelConfig, ModelOutput, gaussian_kl
@@ -281,45 +282,6 @@ class RVAEConfig(ModelConfig):
         if self.equivariance is not None:
             return float(self.equivariance)
         return 10.0 if self.rotation_mode == "gaussian" else 0.0
-
-
-#: Bytes the turned images that :func:`aligned_components` fits its components on may take (float64).
-ALIGNED_FIT_BYTES = 256 << 20
-
-
-def aligned_components(images: Tensor, angles: Tensor, k: int, fit_at_most: int = 4000,
-                       chunk: int = 1024) -> Tensor:
-    """(N, k) coordinates of ``images`` (N, C, H, W) turned back by ``angles`` (N,) radians (into their
-    common frame) on the first ``k`` principal components of those turned images inside the disc they
-    all share (the corners a turn brings in would otherwise vary with the angle), each scaled to unit
-    variance (the prior's); the components are fitted on at most ``fit_at_most`` evenly spaced images
-    (fewer for large images: at most :data:`ALIGNED_FIT_BYTES` of them, at least 100), through the
-    smaller of the pixels' covariance and the images' Gram matrix (deterministic: no random projection),
-    and every image is projected ``chunk`` at a time (the turned stack is never held whole)."""
-    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
-    yy, xx = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij")
-    disc = (yy ** 2 + xx ** 2 <= ((min(h, w) - 1) / 2 - 0.5) ** 2).reshape(-1)
-
-    def turned(idx: Tensor) -> Tensor:
-        out = canonicalise(images[idx], Pose(angle=angles[idx].to(images.dtype)), padding="border")
-        return out.reshape(len(idx), images.shape[1], -1)[:, :, disc].reshape(len(idx), -1)
-    pixels = int(disc.sum()) * images.shape[1]
-    fit = torch.linspace(0, n - 1, min(n, fit_at_most, max(100, ALIGNED_FIT_BYTES // (8 * pixels)))).round().long()
-    sample = turned(fit.unique()).double()
-    mean = sample.mean(0)
-    centred = sample - mean
-    if centred.shape[1] <= centred.shape[0]:  # (P, P) covariance; ascending eigenvalues: the last k are the components
-        basis = torch.linalg.eigh(centred.T @ centred)[1][:, -k:].flip(1)  # (P, k)
-    else:  # more pixels than images: the (m, m) Gram matrix, its eigenvectors taken back to pixels
-        _, vectors = torch.linalg.eigh(centred @ centred.T)
-        basis = centred.T @ vectors[:, -k:].flip(1)
-        basis = basis / basis.norm(dim=0).clamp_min(1e-12)
-    out = torch.cat([(turned(torch.arange(i, min(i + chunk, n))).double() - mean) @ basis
-                     for i in range(0, n, chunk)])
-    out = out / out.std(0).clamp_min(1e-12) if n > 1 else out * 0
-    if out.shape[1] < k:  # fewer images than components: the rest are 0, the prior's mean
-        out = torch.cat([out, out.new_zeros(n, k - out.shape[1])], 1)
-    return out.float()
 
 
 @MODELS.register("rvae")

@@ -23,9 +23,10 @@ from torch import Tensor
 
 from ..config import check_seed
 from ..errors import AffineVAEError
-from ..nn.affine import Pose, render
+from ..nn.affine import Pose, canonicalise, render
 
-__all__ = ["AlignedClusters", "aligned_kmeans", "checked_images", "turned_components"]
+__all__ = ["AlignedClusters", "aligned_kmeans", "aligned_components", "checked_images", "turn_mask", "turned_components",
+           "ALIGNED_FIT_BYTES"]
 
 
 @dataclasses.dataclass
@@ -49,17 +50,17 @@ class AlignedClusters:
 
 def _turned(x: Tensor, angle) -> Tensor:
     """Images ``x`` (N, C, H, W) turned by ``angle`` radians (a number or (N,)) about their centre and
-    masked to a disc inside them (:func:`_turn_mask`), as (N, C*H*W). The mask keeps the square frame out of the
+    masked to a disc inside them (:func:`turn_mask`), as (N, C*H*W). The mask keeps the square frame out of the
     comparison: images whose background is not 0 (a sky, a stretched or zero-mean particle stack)
     otherwise match best at quarter turns, which move the corners onto corners (measured on noisy
     galaxy cut-outs: all of the neighbours' turns were multiples of 90 degrees, 7-11 % with the mask,
     as for digits)."""
     turn = torch.as_tensor(angle, dtype=torch.float32).expand(x.shape[0])
     out = render(x, Pose(angle=turn))
-    return (out * _turn_mask(*out.shape[-2:])).reshape(x.shape[0], -1)
+    return (out * turn_mask(*out.shape[-2:])).reshape(x.shape[0], -1)
 
 
-def _turn_mask(height: int, width: int) -> Tensor:
+def turn_mask(height: int, width: int) -> Tensor:
     """(H, W) float mask of the pixels whose centres lie within ``(min(H, W) - 1) / 2 - 0.5`` of the
     image centre: every point a turn samples for them lies among the pixel centres, so the zero
     padding outside dims none of them at any turn (the inscribed disc of radius min(H, W) / 2 keeps a
@@ -164,6 +165,45 @@ def turned_components(x: Tensor, angles: int, components: int, seed: int = 0, fi
     comps = max(1, min(components, sample.shape[0], sample.shape[1]))
     pca = PCA(comps, random_state=seed).fit(sample)
     return torch.stack([torch.as_tensor(pca.transform(_turned(x, a).numpy()), dtype=torch.float32) for a in turns], 1)
+
+
+#: Bytes the turned images that :func:`aligned_components` fits its components on may take (float64).
+ALIGNED_FIT_BYTES = 256 << 20
+
+
+def aligned_components(images: Tensor, angles: Tensor, k: int, fit_at_most: int = 4000,
+                       chunk: int = 1024) -> Tensor:
+    """(N, k) coordinates of ``images`` (N, C, H, W) turned back by ``angles`` (N,) radians (into their
+    common frame) on the first ``k`` principal components of those turned images inside the disc they
+    all share (:func:`turn_mask`: the corners a turn brings in would otherwise vary with the angle), each
+    scaled to unit variance (the prior's); the components are fitted on at most ``fit_at_most`` evenly spaced images
+    (fewer for large images: at most :data:`ALIGNED_FIT_BYTES` of them, at least 100), through the
+    smaller of the pixels' covariance and the images' Gram matrix (deterministic: no random projection),
+    and every image is projected ``chunk`` at a time (the turned stack is never held whole)."""
+    n = images.shape[0]
+    disc = turn_mask(*images.shape[-2:]).reshape(-1) > 0
+
+    def turned(idx: Tensor) -> Tensor:
+        out = canonicalise(images[idx], Pose(angle=angles[idx].to(images.dtype)), padding="border")
+        return out.reshape(len(idx), images.shape[1], -1)[:, :, disc].reshape(len(idx), -1)
+    pixels = int(disc.sum()) * images.shape[1]
+    fit = torch.linspace(0, n - 1, min(n, fit_at_most, max(100, ALIGNED_FIT_BYTES // (8 * pixels)))).round().long()
+    sample = turned(fit.unique()).double()
+    mean = sample.mean(0)
+    centred = sample - mean
+    if centred.shape[1] <= centred.shape[0]:  # (P, P) covariance; ascending eigenvalues: the last k are the components
+        basis = torch.linalg.eigh(centred.T @ centred)[1][:, -k:].flip(1)  # (P, k)
+    else:  # more pixels than images: the (m, m) Gram matrix, its eigenvectors taken back to pixels
+        _, vectors = torch.linalg.eigh(centred @ centred.T)
+        basis = centred.T @ vectors[:, -k:].flip(1)
+        basis = basis / basis.norm(dim=0).clamp_min(1e-12)
+    out = torch.cat([(turned(torch.arange(i, min(i + chunk, n))).double() - mean) @ basis
+                     for i in range(0, n, chunk)])
+    out = out / out.std(0).clamp_min(1e-12) if n > 1 else out * 0
+    if out.shape[1] < k:  # fewer images than components: the rest are 0, the prior's mean
+        out = torch.cat([out, out.new_zeros(n, k - out.shape[1])], 1)
+    return out.float()
+
 
 
 def _one_run(feats: Tensor, sq: Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[Tensor, Tensor, float]:
