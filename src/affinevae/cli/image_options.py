@@ -86,16 +86,13 @@ def open_images(args: argparse.Namespace, paths: Sequence[str], given: Optional[
     """Open several images or stacks (already expanded, :func:`expand_inputs`) as one
     :class:`~affinevae.data.stacks.FrameSource` whose frames are theirs one after another
     (:class:`~affinevae.data.stacks.ConcatSource`; one path: :func:`open_image`'s source)."""
-    from ..data.stacks import ConcatSource
+    from ..data.stacks import open_joined
 
     if len(paths) == 1:
         return open_image(args, paths[0], given)
-    sources: list = []
+    joined = open_joined(paths, lambda p: open_image(args, p, given))
     try:
-        for p in paths:
-            sources.append(open_image(args, p, given))
-        return _scaled_as_asked(ConcatSource(sources), args)  # the joined stack normalises its frames
+        return _scaled_as_asked(joined, args)  # the joined stack normalises its frames
     except BaseException:
-        for src in sources:
-            src.close()
+        joined.close()
         raise

@@ -24,7 +24,7 @@ import threading
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from .imageset import (STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretc
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, read_npy_header, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
-__all__ = ["PIXEL_SIZE_TOLERANCE", "native_dtype", "FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
+__all__ = ["PIXEL_SIZE_TOLERANCE", "native_dtype", "open_joined", "FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
            "open_stack", "READERS", "StackReader", "is_array_like", "tiff_reading", "check_tiff", "corrupt_tiff",
            "tiff_channel_axes", "TIFF_MAX_CHANNELS"]
 
@@ -992,6 +992,23 @@ class FolderSource(FrameSource):
                                          "them to one type)")
             out.append(a)
         return np.stack(out)
+
+
+def open_joined(paths: Sequence[str], open_one: Callable[[str], FrameSource]) -> FrameSource:
+    """``open_one(path)`` of each of ``paths`` (one or more) as one source: the only one, or their
+    :class:`ConcatSource` (frames one after another); the sources already open are closed again when
+    one fails to open or they do not go together."""
+    if len(paths) == 1:
+        return open_one(paths[0])
+    sources: list = []
+    try:
+        for path in paths:
+            sources.append(open_one(path))
+        return ConcatSource(sources)
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
 
 
 #: Relative difference under which the pixel sizes of stacks read together count as one (exposures of one

@@ -60,20 +60,10 @@ def check_maps(d: dict, where) -> None:
 def _open_source(source: str, key: Optional[str], level: Optional[int]):
     """The stack a ``maps.npz``'s ``source_image`` names: one file, or a glob pattern's matches one after
     another in name order (as ``map --image PATTERN`` read them)."""
-    from ..data.files import expand_pattern, is_pattern
-    from ..data.stacks import ConcatSource, open_stack
+    from ..data.files import expand_pattern
+    from ..data.stacks import open_joined, open_stack
 
-    if not is_pattern(source):
-        return open_stack(source, key=key, level=level)
-    sources: list = []
-    try:
-        for path in expand_pattern(source):
-            sources.append(open_stack(path, key=key, level=level))
-        return ConcatSource(sources)
-    except BaseException:
-        for src in sources:
-            src.close()
-        raise
+    return open_joined(expand_pattern(source), lambda path: open_stack(path, key=key, level=level))
 
 
 def read_maps(path: Union[str, list]) -> list[tuple]:
