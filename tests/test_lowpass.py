@@ -138,11 +138,16 @@ def test_float_images_get_a_gaussian_likelihood_with_the_measured_noise():
     assert data_defaults(wide, "rvae", {"likelihood": "bernoulli"}, None, None)[0] == {"likelihood": "bernoulli"}
     assert data_defaults(wide, "rvae", {"lowpass": 0}, None, None)[0]["lowpass"] == 0
     # over the full circle (the equivariant encoder's pose anchor) the filter comes with the content anchor
-    full_opts, _, line = data_defaults(wide, "rvae", full, None, None)
+    four = {**full, "latent_dim": 4}
+    full_opts, _, line = data_defaults(wide, "rvae", four, None, None)
     assert full_opts["content_anchor"] == CONTENT_ANCHOR == 10.0 and "lowpass=1.5 content_anchor=10 sigma=" in line
-    assert av.build_model("rvae", image_shape=[1, 24, 24], **full_opts).config.content_anchor == 10.0
+    config = av.build_model("rvae", image_shape=[1, 24, 24], **full_opts).config
+    assert (config.content_anchor, config.content_targets) == (10.0, "components")
+    assert data_defaults(wide, "rvae", {"rotation_mode": "full"}, None, None)[0]["content_anchor"] == 10.0  # 10 latents
     for given in ({"encoder": "mlp"}, {"pose_anchor": 0.0}, {"lowpass": 0}, {"content_anchor": 0.0}):
-        assert data_defaults(wide, "rvae", {**full, **given}, None, None)[0].get("content_anchor", 0.0) == 0.0
+        assert data_defaults(wide, "rvae", {**four, **given}, None, None)[0].get("content_anchor", 0.0) == 0.0
+    # 1-3 latents: no rule; the model's own default (100, t-SNE targets)
+    assert "content_anchor" not in data_defaults(wide, "rvae", full, None, None)[0]
     flat = ImageSet(np.full((4, 1, 8, 8), 0.5, np.float32), meta=data.meta)
     assert data_defaults(flat, "rvae", {}, None, None)[0]["sigma"] == FLOAT_SIGMA_FLOOR
     # other families keep theirs (the joint model's classes collapsed under the Gaussian: bench_particles.py)

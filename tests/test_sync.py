@@ -355,6 +355,53 @@ def test_aligned_components_separate_shapes_in_their_common_frame():
     assert (again * z).sum(0).abs().div(200).min() > 0.95  # the same coordinates (up to each component's sign)
 
 
+def test_aligned_embedding_gathers_shapes_and_places_the_images_it_did_not_embed():
+    """The content anchor's default targets for a few latents: t-SNE of the images turned into their frame
+    keeps the two shapes apart, unit variance, deterministic for a seed; images past ``fit_at_most`` take
+    their embedded neighbours' place (their own shape's group)."""
+    from sklearn.cluster import KMeans
+
+    from affinevae.mapping import clustering_accuracy
+    from affinevae.pose.classes import aligned_embedding
+
+    a, angle_a = styled_shapes(100, seed=3)
+    b, angle_b = styled_shapes(100, seed=4, symmetric=True)
+    x, angle = torch.cat([a, b]), torch.cat([angle_a, angle_b])
+    labels = np.repeat([0, 1], 100)
+    z = aligned_embedding(x, angle, 2, seed=0, threads=1)
+    assert z.shape == (200, 2) and z.dtype == torch.float32 and torch.isfinite(z).all()
+    assert torch.allclose(z.mean(0), torch.zeros(2), atol=1e-4) and torch.allclose(z.std(0), torch.ones(2), atol=1e-2)
+    assert clustering_accuracy(KMeans(2, n_init=10, random_state=0).fit_predict(z.numpy()), labels) == 1.0
+    assert torch.equal(aligned_embedding(x, angle, 2, seed=0, threads=1), z)  # the seed fixes it
+    part = aligned_embedding(x, angle, 1, seed=0, fit_at_most=60, threads=1)  # 60 embedded, 140 placed
+    assert part.shape == (200, 1)
+    assert clustering_accuracy(KMeans(2, n_init=10, random_state=0).fit_predict(part.numpy()), labels) == 1.0
+    few = aligned_embedding(x[:5], angle[:5], 2)  # no neighbourhoods to keep: the principal components
+    assert few.shape == (5, 2) and torch.isfinite(few).all()
+    with pytest.raises(AffineVAEError, match="t-SNE embeds in 1 to 3"):
+        aligned_embedding(x, angle, 4)
+
+
+def test_content_anchor_defaults_by_family_and_latents():
+    """100 with t-SNE targets for an anchored rVAE of 1-3 latents; off with 4 (principal components) and
+    for the crVAE and the joint model; t-SNE targets for 4 latents are refused in one line."""
+    full = dict(invariances=("rotation",), rotation_mode="full")
+    two = av.build_model("rvae", latent_dim=2, **full).config
+    assert (two.content_anchor, two.content_targets) == (100.0, "embedding")
+    four = av.build_model("rvae", latent_dim=4, **full).config
+    assert (four.content_anchor, four.content_targets) == (0.0, "components")
+    assert av.build_model("rvae", latent_dim=2, pose_anchor=0.0, **full).config.content_anchor == 0.0
+    assert av.build_model("rvae", latent_dim=2).config.content_anchor == 0.0  # no equivariant encoder: no anchor
+    assert av.build_model("crvae", latent_dim=2, num_classes=3, **full).config.content_anchor == 0.0
+    assert av.build_model("jrvae", latent_dim=2, num_classes=3, **full).config.content_anchor == 0.0
+    given = av.build_model("rvae", latent_dim=4, content_anchor=5.0, **full).config
+    assert (given.content_anchor, given.content_targets) == (5.0, "components")
+    with pytest.raises(AffineVAEError, match=r"content_targets 'embedding' embeds in 1 to 3 dimensions .* latent_dim is 4"):
+        av.build_model("rvae", latent_dim=4, content_targets="embedding", **full)
+    with pytest.raises(AffineVAEError, match="content_targets"):
+        av.build_model("rvae", latent_dim=2, content_targets="tsne", **full)
+
+
 def test_content_anchor_adds_its_named_term_in_a_fit_only_and_needs_the_pose_anchor():
     x, _ = styled_shapes(120, seed=5)
     model = small_rvae(content_anchor=10.0)
@@ -364,9 +411,9 @@ def test_content_anchor_adds_its_named_term_in_a_fit_only_and_needs_the_pose_anc
     assert model._content_table is None and model._anchor_table is None  # dropped when the fit ends
     model.train()
     assert "content_anchor" not in model(x[:10], index=torch.arange(10)).terms
-    res = av.fit(small_rvae(), x.numpy(), av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False,
-                                                         checkpoint=False))
-    assert "train_content_anchor" not in res.history[0]  # off by default
+    res = av.fit(small_rvae(content_anchor=0.0), x.numpy(), av.TrainConfig(epochs=1, batch_size=40, val_split=0.0,
+                                                                           progress=False, checkpoint=False))
+    assert "train_content_anchor" not in res.history[0]  # off when 0
     with pytest.raises(AffineVAEError, match=r"content_anchor 10 needs the pose anchor \(pose_anchor > 0\)"):
         small_rvae(content_anchor=10.0, pose_anchor=0.0)
     with pytest.raises(AffineVAEError, match="content_anchor"):

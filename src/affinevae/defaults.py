@@ -221,17 +221,23 @@ def _lowpass(data: ImageSet, opts: dict) -> Optional[float]:
 #: 0.718 / 0.426 / 0.541 without (content latents unused); at 1.8 0.924 / 0.962 / 0.980 against 0.923 /
 #: 0.973 / 0.981; the cryo-EM audit's picks: angles 0.65, k-means 0.84 against 0.62 / 0.83. Not for digits
 #: (full-circle MNIST: k-means 0.51 against 0.58: two principal components tell digits apart worse than
-#: the ELBO does).
+#: the ELBO does). Models of 1 to 3 latents take the rVAE's own default instead (100, t-SNE targets:
+#: ``RVAEConfig.content_targets``).
 CONTENT_ANCHOR = 10.0
 
 
 def _content_anchor(data: ImageSet, opts: dict) -> Optional[float]:
     """:data:`CONTENT_ANCHOR` where a low-pass filter is set (``opts['lowpass']``: chosen by the rules or given) for a model
     that will have a pose anchor (``rotation_mode`` 'full' with the equivariant encoder, ``pose_anchor``
-    not 0), else None."""
+    not 0) and more latents than t-SNE embeds in (``opts['latent_dim']``, default the models' 10: their
+    content targets are the principal components), else None (fewer latents: the model's own default)."""
+    from .models.base import ModelConfig
+    from .pose.classes import EMBEDDING_MAX_DIM
     anchored = (opts.get("rotation_mode") == "full" and opts.get("encoder") in (None, "equivariant")
                 and opts.get("pose_anchor") != 0)
-    return CONTENT_ANCHOR if anchored and opts.get("lowpass") else None
+    dim = opts.get("latent_dim")
+    many = (ModelConfig.latent_dim if dim is None else dim) > EMBEDDING_MAX_DIM
+    return CONTENT_ANCHOR if anchored and many and opts.get("lowpass") else None
 
 
 def _patch_lowpass(data: ImageSet, opts: dict) -> Optional[float]:

@@ -386,6 +386,10 @@ def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, s
                     if k not in given and _as_saved(v) != _as_saved(would_inner.get(k))})
     if not own:
         return options, ""
+    try:  # the options given again may not go with the run's own (--latent-dim 5 with its t-SNE content targets)
+        cls.config_class.from_dict({**options, **own})
+    except AffineVAEError:  # then they build another model, which the checkpoint's check refuses in its words
+        return options, ""
     shown = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in own.items())
     return {**options, **own}, shown
 

@@ -140,6 +140,7 @@ class FlatEncoderRVAEConfig(RVAEConfig):
 
     default_group_channels: ClassVar[tuple] = (4, 8, 8)
     default_pose_anchor: ClassVar[float] = 0.0
+    default_content_anchor: ClassVar[float] = 0.0
 
     def flat_encoder_needed(self) -> bool:
         """True when the encoder's flat output carries more than the content and pose posteriors."""
