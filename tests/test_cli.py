@@ -224,6 +224,9 @@ def test_train_says_what_the_model_did_when_the_epoch_ends_once():
     assert training_notes({"epoch": 4, "class_kmeans_start": 1.0, "class_kmeans_aligned": 1.0}, set()) == [
         "affinevae: the classifier started from aligned k-means (compared at their best turns) of the training images "
         "before epoch 4 (class_init)"]
+    assert training_notes({"epoch": 3, "class_kmeans_start": 1.0, "class_kmeans_embedded": 1.0}, set()) == [
+        "affinevae: the classifier started from k-means of a t-SNE embedding (synchronised into one frame) of the "
+        "training images before epoch 3 (class_init)"]
     rods = {"epoch": 1, "pose_sync_agreement": 0.96, "pose_sync_symmetry": 2, "train_pose_anchor": 3.0}
     assert training_notes(rods, set()) == [
         "affinevae: pose anchor: the training images' angles synchronised modulo 180 degrees (2-fold symmetric "

@@ -72,7 +72,7 @@ def test_full_circle_joint_model_finds_the_classes_and_their_angles():
     assert model.config.encoder == "equivariant"
     res = av.fit(model, x.numpy(), av.TrainConfig(epochs=4, batch_size=50, lr=3e-3, val_split=0.0, progress=False,
                                                   seed=0, checkpoint=False))
-    assert [r.get("class_kmeans_aligned") for r in res.history] == [None, 1.0, None, None]  # the start was aligned
+    assert [r.get("class_kmeans_embedded") for r in res.history] == [None, 1.0, None, None]  # the start: embedding
     model.eval()
     with torch.no_grad():
         enc = model.encode(x)

@@ -382,6 +382,55 @@ def test_aligned_embedding_gathers_shapes_and_places_the_images_it_did_not_embed
         aligned_embedding(x, angle, 4)
 
 
+def test_synchronised_kmeans_finds_shapes_whatever_their_turn():
+    """The joint model's full-circle start: synchronise, embed, k-means; the labels match the shapes,
+    the angles put each shape in one frame, the centres are the shapes' means in it."""
+    from affinevae.mapping import clustering_accuracy
+    from affinevae.pose import synchronised_kmeans
+
+    a, angle_a = styled_shapes(100, seed=3)
+    b, angle_b = styled_shapes(100, seed=4, symmetric=True)
+    x = torch.cat([a, b])
+    labels = np.repeat([0, 1], 100)
+    found = synchronised_kmeans(x, 2, seed=0)
+    assert found.labels.dtype == np.int64 and clustering_accuracy(found.labels, labels) == 1.0
+    assert found.angles.shape == (200,) and found.centres.shape == (2, 1, SIZE, SIZE) and found.inertia > 0
+    assert concentration(found.angles[:100], angle_a.numpy()) > 0.9  # the asymmetric shape: one frame
+    again = synchronised_kmeans(x, 2, seed=0)
+    assert np.array_equal(again.labels, found.labels) and np.array_equal(again.angles, found.angles)
+    with pytest.raises(AffineVAEError, match="synchronised_kmeans: 3 images cannot make 4 classes"):
+        synchronised_kmeans(x[:3], 4)
+    given = synchronised_kmeans(x, 2, seed=0, angles=found.angles)  # angles already synchronised: the same
+    assert np.array_equal(given.labels, found.labels)
+    with pytest.raises(AffineVAEError, match=r"synchronised_kmeans: \(5,\) angles for 200 images"):
+        synchronised_kmeans(x, 2, angles=np.zeros(5))
+
+
+def test_the_embedding_start_falls_back_to_aligned_kmeans_when_the_views_do_not_synchronise():
+    """Faint objects (pure noise here: agreement about 0.35) whose synchronisation agrees below 0.7 get the
+    aligned k-means start; shapes that synchronise get the embedding's."""
+    from affinevae.models.joint import EMBEDDING_START_AGREEMENT, embedding_start
+
+    model = av.build_model("jrvae", image_shape=(1, SIZE, SIZE), latent_dim=1, num_classes=2, invariances=("rotation",),
+                           rotation_mode="full", group_channels=(4, 4))
+    noise = torch.rand(120, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    assert synchronise_angles(noise, seed=0, symmetry=1).agreement < EMBEDDING_START_AGREEMENT
+    labels, used = embedding_start(model, noise, 0)
+    assert used == "aligned" and labels.shape == (120,)
+    a, _ = styled_shapes(60, seed=3)
+    b = styled_shapes(60, seed=5)[0].flip(-1)  # its mirror image: no turn makes one the other
+    labels, used = embedding_start(model, torch.cat([a, b]), 0)
+    assert used == "embedded" and sorted(np.bincount(labels)) == [60, 60]
+
+
+def test_joint_start_space_is_chosen_and_refused_in_one_line():
+    full = dict(latent_dim=2, num_classes=3, invariances=("rotation",), rotation_mode="full")
+    assert av.build_model("jrvae", **full).config.class_init_space == "embedding"
+    assert av.build_model("jrvae", class_init_space="aligned", **full).config.class_init_space == "aligned"
+    with pytest.raises(AffineVAEError, match="class_init_space"):
+        av.build_model("jrvae", class_init_space="tsne", **full)
+
+
 def test_content_anchor_defaults_by_family_and_latents():
     """100 with t-SNE targets for an anchored rVAE of 1-3 latents; off with 4 (principal components) and
     for the crVAE and the joint model; t-SNE targets for 4 latents are refused in one line."""

@@ -56,7 +56,9 @@ def training_notes(record: dict, said: set) -> list[str]:
                         "is left off"))
     if "class_kmeans_start" in record and "kmeans" not in said:
         said.add("kmeans")
-        how = "aligned k-means (compared at their best turns)" if record.get("class_kmeans_aligned") else "k-means"
+        how = ("aligned k-means (compared at their best turns)" if record.get("class_kmeans_aligned") else
+               "k-means of a t-SNE embedding (synchronised into one frame)" if record.get("class_kmeans_embedded")
+               else "k-means")
         lines.append(f"affinevae: the classifier started from {how} of the training images before epoch "
                      f"{record['epoch']} (class_init)")
     return lines

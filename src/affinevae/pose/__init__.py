@@ -22,10 +22,10 @@ from .cache import PoseCache
 from .classes import AlignedClusters, aligned_kmeans
 from .nets import PoseHead, PoseRefiner
 from .record import POSES_FILE, PoseRecord, PoseRecorder, load_pose_record
-from .sync import SynchronisedAngles, synchronise_angles
+from .sync import SynchronisedAngles, synchronise_angles, synchronised_kmeans
 from .search import SearchConfig, SearchResult, evaluate_candidates, make_starts, refine, search_poses, seeded
 
 __all__ = ["AlignResult", "align", "load_alignment", "AMORTISE_DEFAULTS", "AmortiseResult", "amortise", "as_avae", "HeadTrainConfig", "fit_pose_head", "fit_pose_refiner",
            "AlignedClusters", "aligned_kmeans", "PoseCache", "PoseHead", "PoseRefiner", "POSES_FILE", "PoseRecord", "PoseRecorder", "load_pose_record",
            "SearchConfig", "SearchResult", "evaluate_candidates", "make_starts", "refine", "search_poses", "seeded",
-           "SynchronisedAngles", "synchronise_angles"]
+           "SynchronisedAngles", "synchronise_angles", "synchronised_kmeans"]

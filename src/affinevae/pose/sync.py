@@ -63,9 +63,9 @@ import torch
 
 from ..config import check_seed, check_symmetry
 from ..errors import AffineVAEError
-from .classes import checked_images, turned_components
+from .classes import AlignedClusters, aligned_embedding, checked_images, turned_components
 
-__all__ = ["SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "synchronise_angles"]
+__all__ = ["SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "synchronise_angles", "synchronised_kmeans"]
 
 # Rows of the (rows, M, pool) distance block computed at once (memory: rows * M * pool floats).
 _ROWS = 256
@@ -218,3 +218,48 @@ def _leading_phase(h) -> np.ndarray:
         v = vecs[:, 0]
     v = v * np.exp(-1j * np.angle(v[0])) if abs(v[0]) > 0 else v
     return np.angle(v)
+
+
+def synchronised_kmeans(x, k: int, seed: int = 0, n_init: int = 10, symmetry: Optional[int] = 1,
+                        angles=None) -> AlignedClusters:
+    """Classes of images that turn over the full circle: the images ``x`` (N, C, H, W) are put in one
+    frame by :func:`synchronise_angles` (``seed``, ``symmetry``), embedded in 2-D by t-SNE in that frame
+    (:func:`~affinevae.pose.classes.aligned_embedding`: images that look alike gather) and split into
+    ``k`` classes by k-means there (scikit-learn, ``n_init`` restarts, ``random_state=seed``).
+    ``symmetry`` defaults to 1 (over the full circle): classes may differ in their symmetry, and a
+    synchronisation modulo the turns of one (None lets it choose) leaves the others' frames apart (an
+    asymmetric and a 4-fold toy shape: modulo 90 degrees chosen, classes 0.68 right; over the full
+    circle 1.00). ``angles`` (N,) radians: the images' synchronised angles when already known (then
+    ``symmetry`` is unused).
+
+    On 10 000 full-circle MNIST digits the embedding's k-means labels 0.88 of them right, against
+    0.58-0.63 for :func:`~affinevae.pose.classes.aligned_kmeans`, which compares each image with each
+    class centre at its best turn (a centre of a few principal components blurs a class's styles
+    together; t-SNE keeps each image's own neighbours). The joint model's k-means start over the full
+    circle uses it (``JRVAEConfig.class_init_space``). Deterministic for a given ``seed``.
+
+    Returns an :class:`~affinevae.pose.classes.AlignedClusters`: ``labels`` (N,) int64, ``angles``
+    (N,) float32 radians (the synchronised angles: turning each image back by its angle puts it in the
+    common frame), ``centres`` (k, C, H, W) the classes' mean images in that frame (zeros for an empty
+    class), ``inertia`` k-means' in the embedding (unit variance per axis)."""
+    from sklearn.cluster import KMeans
+
+    from ..nn.affine import Pose, canonicalise
+
+    x = checked_images(x, "synchronised_kmeans", (("k", k, 2), ("n_init", n_init, 1)))
+    check_seed(seed)
+    if x.shape[0] < k:
+        raise AffineVAEError(f"synchronised_kmeans: {x.shape[0]} images cannot make {k} classes")
+    if angles is None:
+        angles = synchronise_angles(x, seed=seed, symmetry=symmetry).angles
+    angles = torch.as_tensor(np.asarray(angles), dtype=torch.float32)
+    if angles.shape != (x.shape[0],):
+        raise AffineVAEError(f"synchronised_kmeans: {tuple(angles.shape)} angles for {x.shape[0]} images")
+    embedded = aligned_embedding(x, angles, 2, seed=seed).numpy()
+    km = KMeans(k, n_init=n_init, random_state=seed).fit(embedded)
+    labels = km.labels_.astype(np.int64)
+    turned = canonicalise(x, Pose(angle=angles), padding="border")
+    sums = torch.zeros((k,) + tuple(x.shape[1:])).index_add_(0, torch.as_tensor(labels), turned)
+    counts = torch.bincount(torch.as_tensor(labels), minlength=k).clamp_min(1).float()
+    centres = (sums / counts.view(-1, *([1] * (x.dim() - 1)))).numpy()
+    return AlignedClusters(labels=labels, angles=angles.numpy(), centres=centres, inertia=float(km.inertia_))
