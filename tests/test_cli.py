@@ -224,6 +224,15 @@ def test_train_says_what_the_model_did_when_the_epoch_ends_once():
     assert training_notes({"epoch": 4, "class_kmeans_start": 1.0, "class_kmeans_aligned": 1.0}, set()) == [
         "affinevae: the classifier started from aligned k-means (compared at their best turns) of the training images "
         "before epoch 4 (class_init)"]
+    anchored = {"epoch": 1, "pose_sync_agreement": 0.96, "pose_sync_symmetry": 1, "train_pose_anchor": 1.0,
+                "content_anchor_embedded": 1.0}
+    said = set()
+    assert training_notes(anchored, said)[1] == (
+        "affinevae: content anchor: the content latents are held to a t-SNE embedding of the training images turned "
+        "into that frame (--set content_anchor=0 turns it off)")
+    assert training_notes({**anchored, "epoch": 2}, said) == []  # once
+    components = {k: v for k, v in anchored.items() if k != "content_anchor_embedded"}
+    assert "the principal components" in training_notes({**components, "content_anchor_components": 1.0}, set())[1]
     assert training_notes({"epoch": 3, "class_kmeans_start": 1.0, "class_kmeans_embedded": 1.0}, set()) == [
         "affinevae: the classifier started from k-means of a t-SNE embedding (synchronised into one frame) of the "
         "training images before epoch 3 (class_init)"]

@@ -457,6 +457,7 @@ def test_content_anchor_adds_its_named_term_in_a_fit_only_and_needs_the_pose_anc
     res = av.fit(model, x.numpy(), av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False,
                                                   checkpoint=False))
     assert res.history[0]["train_content_anchor"] > 0 and "val_content_anchor" not in res.history[0]
+    assert res.history[0]["content_anchor_embedded"] == 1.0  # 1 latent: t-SNE targets, said in the record
     assert model._content_table is None and model._anchor_table is None  # dropped when the fit ends
     model.train()
     assert "content_anchor" not in model(x[:10], index=torch.arange(10)).terms

@@ -39,10 +39,16 @@ def losses_text(record: dict) -> str:
     return f"train loss {record.get('train_loss', float('nan')):.2f}{terms}{val} nats/image"
 
 
+#: What :func:`training_notes` says of each kind of content-anchor target (the epoch record's key).
+CONTENT_ANCHOR_NOTES = {"content_anchor_embedded": "a t-SNE embedding",
+                        "content_anchor_components": "the principal components"}
+
+
 def training_notes(record: dict, said: set) -> list[str]:
     """The lines ``train`` prints when an epoch's ``record`` shows something the model did before
     or during it, each once per run (``said`` keeps which were printed): the pose anchor's
-    synchronisation (before the first epoch) and the joint model's k-means start of its classifier."""
+    synchronisation (before the first epoch), the content anchor's targets and the joint model's
+    k-means start of its classifier."""
     lines = []
     if "pose_sync_agreement" in record and "sync" not in said:
         said.add("sync")
@@ -54,6 +60,11 @@ def training_notes(record: dict, said: set) -> list[str]:
                      + ("the encoder's angle is anchored to them (pose_anchor)" if "train_pose_anchor" in record else
                         f"below {MIN_SYNC_AGREEMENT:g} (objects whose turns cannot be told apart), so the anchor "
                         "is left off"))
+    for key, what in CONTENT_ANCHOR_NOTES.items():
+        if key in record and "content" not in said:
+            said.add("content")
+            lines.append(f"affinevae: content anchor: the content latents are held to {what} of the training images "
+                         "turned into that frame (--set content_anchor=0 turns it off)")
     if "class_kmeans_start" in record and "kmeans" not in said:
         said.add("kmeans")
         how = ("aligned k-means (compared at their best turns)" if record.get("class_kmeans_aligned") else

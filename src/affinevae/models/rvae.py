@@ -80,6 +80,8 @@ CONTENT_TARGETS = {
     "embedding": aligned_embedding,
     "components": lambda images, angles, k, seed=0: aligned_components(images, angles, k),
 }
+#: The epoch record's key suffix for each kind of target (``content_anchor_<suffix>``).
+CONTENT_TARGET_RECORDS = {"embedding": "embedded", "components": "components"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -559,9 +561,13 @@ class RVAE(LatentModel):
 
         Arguments as :meth:`LatentModel.on_epoch_start` (``x`` (N, C, H, W) training images, ``y``
         (N,) labels or None; unused here). Returns ``{"pose_sync_agreement": float,
-        "pose_sync_symmetry": int}`` or ``{}``."""
+        "pose_sync_symmetry": int}`` (with ``content_anchor_embedded`` or ``content_anchor_components``
+        1.0 when the content anchor's targets were made) or ``{}``."""
         if self.config.pose_anchor > 0 and self.pose_sync_agreement is not None:
-            return {"pose_sync_agreement": self.pose_sync_agreement, "pose_sync_symmetry": self.pose_sync_symmetry}
+            record = {"pose_sync_agreement": self.pose_sync_agreement, "pose_sync_symmetry": self.pose_sync_symmetry}
+            if self._content_table is not None:  # the content anchor's targets were made: which
+                record[f"content_anchor_{CONTENT_TARGET_RECORDS[self.config.content_targets]}"] = 1.0
+            return record
         return {}
 
     def forward(self, x: Tensor, y: Optional[Tensor] = None, sample: bool = True,
