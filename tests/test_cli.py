@@ -224,6 +224,16 @@ def test_train_says_what_the_model_did_when_the_epoch_ends_once():
     assert training_notes({"epoch": 4, "class_kmeans_start": 1.0, "class_kmeans_aligned": 1.0}, set()) == [
         "affinevae: the classifier started from aligned k-means (compared at their best turns) of the training images "
         "before epoch 4 (class_init)"]
+    from affinevae.cli.train import prefit_line
+    full = dict(invariances=("rotation",), rotation_mode="full")
+    assert prefit_line(av.build_model("rvae", latent_dim=2, **full).config) == (
+        "affinevae: before the first step the training images are synchronised (pose anchor) and embedded by t-SNE "
+        "(content anchor): about 70 s for 10 000 images on one CPU thread")
+    assert "about 170 s" in prefit_line(av.build_model("rvae", latent_dim=3, **full).config)
+    assert prefit_line(av.build_model("rvae", latent_dim=4, **full).config).endswith(
+        "synchronised (pose anchor): about 25 s for 10 000 images on one CPU thread")
+    assert prefit_line(av.build_model("rvae", latent_dim=2).config) is None
+    assert prefit_line(av.build_model("vae", latent_dim=2).config) is None
     anchored = {"epoch": 1, "pose_sync_agreement": 0.96, "pose_sync_symmetry": 1, "train_pose_anchor": 1.0,
                 "content_anchor_embedded": 1.0}
     said = set()
