@@ -6,7 +6,7 @@ across, peak about 0.9 after a 1-px PSF) turned uniformly over 360 degrees and s
 with white Gaussian noise of standard deviation ``--noise`` (peak signal-to-noise 0.9 / noise),
 each image made zero-mean, written as a float32 ``.mrcs`` stack (a cryo-EM particle stack). Each
 row trains a full-circle rVAE through the ``train`` command (``--invariances rotation --set
-rotation_mode=full --latent-dim 4``, ``--epochs``, seed 0) on the stack, which the loader min-max
+rotation_mode=full --latent-dim 4`` (``--latent-dim``), ``--epochs``, seed 0) on the stack, which the loader min-max
 scales onto [0, 1]:
 
 - ``bernoulli``: ``--likelihood bernoulli`` (what ``train`` chose for float stacks before the float-image defaults);
@@ -27,6 +27,7 @@ which needs no training.
 
     python benchmarks/bench_particles.py                         # noise 0.1 and 0.5, 4 000 particles, 10 epochs
     python benchmarks/bench_particles.py --n 1000 --epochs 3 --noise 0.5   # a quick look
+    python benchmarks/bench_particles.py --latent-dim 2 --rows defaults no-anchor   # 2 latents: t-SNE targets
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latent-dim", type=int, default=4,
+                   help="content latents (1-3: the content anchor's default targets are t-SNE's, weight 100)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -127,7 +130,7 @@ def main() -> None:
                 said, warned = io.StringIO(), io.StringIO()
                 with contextlib.redirect_stdout(said), contextlib.redirect_stderr(warned):
                     rc = cli(["train", "--model", "rvae", "--data", str(stack), "--invariances", "rotation", "--set",
-                              "rotation_mode=full", "--latent-dim", "4", "--epochs", str(args.epochs), "--seed",
+                              "rotation_mode=full", "--latent-dim", str(args.latent_dim), "--epochs", str(args.epochs), "--seed",
                               str(args.seed), "--no-progress", "--out", str(out), *ROWS[row]])
                 if rc != 0:
                     raise SystemExit(f"train failed ({rc}): {said.getvalue()}")
