@@ -362,7 +362,7 @@ def test_aligned_embedding_gathers_shapes_and_places_the_images_it_did_not_embed
     from sklearn.cluster import KMeans
 
     from affinevae.mapping import clustering_accuracy
-    from affinevae.pose.classes import aligned_embedding
+    from affinevae.pose.classes import aligned_components, aligned_embedding
 
     a, angle_a = styled_shapes(100, seed=3)
     b, angle_b = styled_shapes(100, seed=4, symmetric=True)
@@ -380,6 +380,16 @@ def test_aligned_embedding_gathers_shapes_and_places_the_images_it_did_not_embed
     assert few.shape == (5, 2) and torch.isfinite(few).all()
     with pytest.raises(AffineVAEError, match="t-SNE embeds in 1 to 3"):
         aligned_embedding(x, angle, 4)
+    as_numpy = aligned_embedding(x.numpy(), angle.numpy(), 2, seed=0, threads=1)  # arrays as the README gives them
+    assert torch.equal(as_numpy, z)
+    with pytest.raises(AffineVAEError, match=r"aligned_embedding: \(5,\) angles for 200 images \(one per image\)"):
+        aligned_embedding(x, angle[:5], 2)
+    with pytest.raises(AffineVAEError, match="aligned_components: the angles hold NaN"):
+        aligned_components(x, torch.full((200,), float("nan")), 2)
+    with pytest.raises(AffineVAEError, match=r"needs images of shape \(N, C, H, W\)"):
+        aligned_components(x[:, 0], angle, 2)
+    with pytest.raises(AffineVAEError, match="must be square, got 16x12"):
+        aligned_components(x[..., :12], angle, 2)
 
 
 def test_synchronised_kmeans_finds_shapes_whatever_their_turn():

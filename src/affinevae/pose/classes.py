@@ -27,7 +27,7 @@ from ..errors import AffineVAEError
 from ..nn.affine import Pose, canonicalise, render
 
 __all__ = ["AlignedClusters", "aligned_kmeans", "aligned_components", "aligned_embedding", "EMBEDDING_FIT_AT_MOST",
-           "EMBEDDING_COMPONENTS", "EMBEDDING_MAX_DIM", "checked_images", "turn_mask", "turned_components",
+           "EMBEDDING_COMPONENTS", "EMBEDDING_MAX_DIM", "checked_images", "checked_turns", "turn_mask", "turned_components",
            "ALIGNED_FIT_BYTES"]
 
 
@@ -145,6 +145,23 @@ def checked_images(x, where: str, options: tuple = ()) -> Tensor:
     return x
 
 
+def checked_turns(images, angles, where: str) -> tuple[Tensor, Tensor]:
+    """``images`` (N, C, H, W) (any array; :func:`checked_images`) and their ``angles`` (N,) radians (any
+    array) as float32 CPU tensors; one-line :class:`AffineVAEError` for other shapes, non-square images
+    or angles that are not finite."""
+    images = checked_images(images, where)
+    angles = torch.as_tensor(np.asarray(angles.detach().cpu() if isinstance(angles, Tensor) else angles,
+                                        dtype=np.float32))
+    if angles.shape != (images.shape[0],):
+        raise AffineVAEError(f"{where}: {tuple(angles.shape)} angles for {images.shape[0]} images (one per image)")
+    if not torch.isfinite(angles).all():
+        raise AffineVAEError(f"{where}: the angles hold NaN or infinite values")
+    if images.shape[-2] != images.shape[-1]:
+        raise AffineVAEError(f"{where}: images turned into one frame must be square, got "
+                             f"{images.shape[-2]}x{images.shape[-1]}")
+    return images, angles
+
+
 def turned_components(x: Tensor, angles: int, components: int, seed: int = 0, fit_on: int = 20000) -> Tensor:
     """Every image of ``x`` (N, C, H, W) float tensor turned by each of ``angles`` turns ``2 pi m / M``,
     masked to a disc inside it (:func:`_turned`) and reduced to ``components`` principal
@@ -183,6 +200,7 @@ def aligned_components(images: Tensor, angles: Tensor, k: int, fit_at_most: int 
     (fewer for large images: at most :data:`ALIGNED_FIT_BYTES` of them, at least 100), through the
     smaller of the pixels' covariance and the images' Gram matrix (deterministic: no random projection),
     and every image is projected ``chunk`` at a time (the turned stack is never held whole)."""
+    images, angles = checked_turns(images, angles, "aligned_components")
     n = images.shape[0]
     disc = turn_mask(*images.shape[-2:]).reshape(-1) > 0
 
@@ -238,6 +256,7 @@ def aligned_embedding(images: Tensor, angles: Tensor, k: int, seed: int = 0,
     returned instead."""
     if not 1 <= k <= EMBEDDING_MAX_DIM:
         raise AffineVAEError(f"aligned_embedding: {k} dimensions; t-SNE embeds in 1 to {EMBEDDING_MAX_DIM}")
+    images, angles = checked_turns(images, angles, "aligned_embedding")
     n = images.shape[0]
     if n < 8:
         return aligned_components(images, angles, k)
