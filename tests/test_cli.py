@@ -243,6 +243,9 @@ def test_train_says_what_the_model_did_when_the_epoch_ends_once():
     assert training_notes({**anchored, "epoch": 2}, said) == []  # once
     components = {k: v for k, v in anchored.items() if k != "content_anchor_embedded"}
     assert "the principal components" in training_notes({**components, "content_anchor_components": 1.0}, set())[1]
+    assert training_notes({"epoch": 3, "class_kmeans_start": 1.0, "class_kmeans_aligned": 1.0,
+                           "class_kmeans_fallback": 1.0}, set())[0].endswith(
+        "(class_init) (their views synchronised with agreement below 0.7, too faint for the embedding start)")
     assert training_notes({"epoch": 3, "class_kmeans_start": 1.0, "class_kmeans_embedded": 1.0}, set()) == [
         "affinevae: the classifier started from k-means of a t-SNE embedding (synchronised into one frame) of the "
         "training images before epoch 3 (class_init)"]

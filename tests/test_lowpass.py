@@ -148,6 +148,12 @@ def test_float_images_get_a_gaussian_likelihood_with_the_measured_noise():
         assert data_defaults(wide, "rvae", {**four, **given}, None, None)[0].get("content_anchor", 0.0) == 0.0
     # 1-3 latents: no rule; the model's own default (100, t-SNE targets)
     assert "content_anchor" not in data_defaults(wide, "rvae", full, None, None)[0]
+    # the crVAE (no content anchor of its own): 10 on principal components at any number of latents
+    two_c, _, line = data_defaults(wide, "crvae", {**full, "num_classes": 2}, None, None)
+    assert (two_c["content_anchor"], two_c["content_targets"]) == (10.0, "components")
+    assert "content_anchor=10 content_targets=components" in line
+    four_c = data_defaults(wide, "crvae", {**four, "num_classes": 2}, None, None)[0]
+    assert four_c["content_anchor"] == 10.0 and "content_targets" not in four_c  # components already
     flat = ImageSet(np.full((4, 1, 8, 8), 0.5, np.float32), meta=data.meta)
     assert data_defaults(flat, "rvae", {}, None, None)[0]["sigma"] == FLOAT_SIGMA_FLOOR
     # other families keep theirs (the joint model's classes collapsed under the Gaussian: bench_particles.py)

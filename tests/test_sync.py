@@ -376,6 +376,10 @@ def test_aligned_embedding_gathers_shapes_and_places_the_images_it_did_not_embed
     part = aligned_embedding(x, angle, 1, seed=0, fit_at_most=60, threads=1)  # 60 embedded, 140 placed
     assert part.shape == (200, 1)
     assert clustering_accuracy(KMeans(2, n_init=10, random_state=0).fit_predict(part.numpy()), labels) == 1.0
+    blank = aligned_embedding(torch.zeros(64, 1, SIZE, SIZE), torch.zeros(64), 2)  # t-SNE crashed (SIGSEGV) on these
+    assert torch.equal(blank, torch.zeros(64, 2))
+    copies = aligned_embedding(a[:1].repeat(64, 1, 1, 1), angle_a[:1].repeat(64), 2)  # identical images: all at 0
+    assert torch.equal(copies, torch.zeros(64, 2))
     few = aligned_embedding(x[:5], angle[:5], 2)  # no neighbourhoods to keep: the principal components
     assert few.shape == (5, 2) and torch.isfinite(few).all()
     with pytest.raises(AffineVAEError, match="t-SNE embeds in 1 to 3"):
@@ -459,6 +463,28 @@ def test_content_anchor_defaults_by_family_and_latents():
         av.build_model("rvae", latent_dim=4, content_targets="embedding", **full)
     with pytest.raises(AffineVAEError, match="content_targets"):
         av.build_model("rvae", latent_dim=2, content_targets="tsne", **full)
+    # targets asked for turn their anchor on at their measured weight
+    asked = av.build_model("rvae", latent_dim=2, content_targets="components", **full).config
+    assert (asked.content_anchor, asked.content_targets) == (10.0, "components")
+    assert av.build_model("crvae", latent_dim=2, num_classes=3, content_targets="embedding", **full).config.content_anchor == 100.0
+    # a config of 1-3 latents without the anchor takes more latents by replace (its resolved targets do not refuse it)
+    plain = av.build_model("rvae", latent_dim=2).config
+    assert plain.replace(latent_dim=5).latent_dim == 5
+    assert av.build_model("rvae", latent_dim=5, content_targets="embedding", content_anchor=0.0, **full).config.latent_dim == 5
+
+
+def test_a_finished_run_resumed_makes_no_anchor_targets(tmp_path, monkeypatch):
+    """Nothing left to train: the synchronisation and the t-SNE (a minute for 10 000 images) are not run."""
+    import affinevae.models.rvae as rvae_module
+
+    x, _ = styled_shapes(80, seed=5)
+    cfg = av.TrainConfig(epochs=1, batch_size=40, val_split=0.0, progress=False)
+    av.fit(small_rvae(), x.numpy(), cfg, out=tmp_path / "run")
+    calls = []
+    monkeypatch.setattr(rvae_module, "synchronise_angles", lambda *a, **k: calls.append(1))
+    with pytest.warns(UserWarning, match="nothing to train"):
+        av.fit(small_rvae(), x.numpy(), cfg, out=tmp_path / "run", resume=True)
+    assert calls == []
 
 
 def test_content_anchor_adds_its_named_term_in_a_fit_only_and_needs_the_pose_anchor():

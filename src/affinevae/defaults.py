@@ -221,8 +221,9 @@ def _lowpass(data: ImageSet, opts: dict) -> Optional[float]:
 #: 0.718 / 0.426 / 0.541 without (content latents unused); at 1.8 0.924 / 0.962 / 0.980 against 0.923 /
 #: 0.973 / 0.981; the cryo-EM audit's picks: angles 0.65, k-means 0.84 against 0.62 / 0.83. Not for digits
 #: (full-circle MNIST: k-means 0.51 against 0.58: two principal components tell digits apart worse than
-#: the ELBO does). Models of 1 to 3 latents take the rVAE's own default instead (100, t-SNE targets:
-#: ``RVAEConfig.content_targets``).
+#: the ELBO does). The rVAE of 1 to 3 latents takes its own default instead (100, t-SNE targets:
+#: ``RVAEConfig.content_targets``); the crVAE takes this weight with principal components at any
+#: number of latents (:func:`_class_content_anchor`).
 CONTENT_ANCHOR = 10.0
 
 
@@ -238,6 +239,36 @@ def _content_anchor(data: ImageSet, opts: dict) -> Optional[float]:
     dim = opts.get("latent_dim")
     many = (ModelConfig.latent_dim if dim is None else dim) > EMBEDDING_MAX_DIM
     return CONTENT_ANCHOR if anchored and many and opts.get("lowpass") else None
+
+
+def _class_content_anchor(data: ImageSet, opts: dict) -> Optional[float]:
+    """The crVAE's :func:`_content_anchor`: :data:`CONTENT_ANCHOR` with any number of latents (its
+    default content anchor is off: targets that gather images by class would fight its given classes;
+    principal components, :func:`_class_content_targets`, do not)."""
+    anchored = (opts.get("rotation_mode") == "full" and opts.get("encoder") in (None, "equivariant")
+                and opts.get("pose_anchor") != 0)
+    return CONTENT_ANCHOR if anchored and opts.get("lowpass") else None
+
+
+def _class_content_targets(data: ImageSet, opts: dict) -> Optional[str]:
+    """'components' where the crVAE's content anchor is on with 1 to 3 latents (whose targets would
+    otherwise be t-SNE's), else None."""
+    from .models.base import ModelConfig
+    from .pose.classes import EMBEDDING_MAX_DIM
+    dim = opts.get("latent_dim")
+    few = (ModelConfig.latent_dim if dim is None else dim) <= EMBEDDING_MAX_DIM
+    return "components" if opts.get("content_anchor") and few else None
+
+
+def _for_classes(rules: tuple) -> tuple:
+    """``rules`` for the crVAE: its content anchor (:func:`_class_content_anchor`) and targets."""
+    out = []
+    for name, rule in rules:
+        if name == "content_anchor":
+            out += [("content_anchor", _class_content_anchor), ("content_targets", _class_content_targets)]
+        else:
+            out.append((name, rule))
+    return tuple(out)
 
 
 def _patch_lowpass(data: ImageSet, opts: dict) -> Optional[float]:
@@ -271,7 +302,8 @@ POSE_PATCH_RULES: tuple[tuple[str, Rule], ...] = (
 )
 
 #: Model family -> the rules of its patch-set defaults.
-PATCH_SET_DEFAULTS: dict[str, tuple[tuple[str, Rule], ...]] = {"rvae": POSE_PATCH_RULES, "crvae": POSE_PATCH_RULES}
+CLASS_POSE_PATCH_RULES = _for_classes(POSE_PATCH_RULES)
+PATCH_SET_DEFAULTS: dict[str, tuple[tuple[str, Rule], ...]] = {"rvae": POSE_PATCH_RULES, "crvae": CLASS_POSE_PATCH_RULES}
 
 #: Rules for 1-D signals (:mod:`affinevae.data.spectra`): a Gaussian likelihood whose sigma is the
 #: noise estimate (the rVAE's default invariance there is the shift); flat encoders and decoders
@@ -322,6 +354,7 @@ FLOAT_RULES: tuple[tuple[str, Rule], ...] = (
     ("content_anchor", _content_anchor),
     ("sigma", _sigma_at_least(FLOAT_SIGMA_FLOOR, _measured_noise)),  # the measured pixel noise (the filter keeps it)
 )
+CLASS_FLOAT_RULES = _for_classes(FLOAT_RULES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,13 +416,13 @@ def family_training(model: str, options: Mapping[str, Any]) -> tuple[Optional[in
 KIND_DEFAULTS: dict[str, KindDefaults] = {
     PATCH_SET_KIND: KindDefaults("patch-set", PATCH_SET_DEFAULTS, PATCH_BATCH_SIZE, PATCH_LR, MIN_STEPS, PATCH_KL_WARMUP),
     SPECTRA_KIND: KindDefaults("spectra", SPECTRA_DEFAULTS, None, None, SPECTRA_MIN_STEPS),
-    FLOAT_KIND: KindDefaults("float-image", {"rvae": FLOAT_RULES, "crvae": FLOAT_RULES}, None, None, None,
+    FLOAT_KIND: KindDefaults("float-image", {"rvae": FLOAT_RULES, "crvae": CLASS_FLOAT_RULES}, None, None, None,
                              family_training=True),
 }
 
 #: Where the user overrides each chosen option.
 OVERRIDE_FLAGS = {"invariances": "--invariances", "rotation_mode": "--set", "encoder": "--encoder", "decoder": "--decoder",
-                  "latent_dim": "--latent-dim", "hidden": "--hidden", "likelihood": "--likelihood", "lowpass": "--lowpass", "content_anchor": "--set", "sigma": "--sigma", "sigma_radius": "--set",
+                  "latent_dim": "--latent-dim", "hidden": "--hidden", "likelihood": "--likelihood", "lowpass": "--lowpass", "content_anchor": "--set", "content_targets": "--set", "sigma": "--sigma", "sigma_radius": "--set",
                   "batch_size": "--batch-size", "lr": "--lr", "kl_warmup": "--kl-warmup", "epochs": "--epochs"}
 
 
@@ -465,9 +498,9 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
     flags = ("/".join(f"{k}=" for k in chosen) if python
              else "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen)))
     why = {}
-    if "lowpass" in chosen and rules is POSE_PATCH_RULES:
+    if "lowpass" in chosen and rules in (POSE_PATCH_RULES, CLASS_POSE_PATCH_RULES):
         why["lowpass"] = f" (objects fainter than the noise: centre SNR {centre_snr(data):.2f})"
-    if "sigma" in chosen and rules is FLOAT_RULES:
+    if "sigma" in chosen and rules in (FLOAT_RULES, CLASS_FLOAT_RULES):
         why["sigma"] = " (the pixel noise)"
     if "encoder" in chosen and "lattice_order" in data.meta and rules is not None:  # why this encoder
         what = "scattered objects" if chosen["encoder"] == "equivariant" else "a lattice"

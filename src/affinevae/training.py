@@ -638,7 +638,9 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     if fingerprint is not None:
         meta["data_fingerprint"] = fingerprint
     panel = (x, y) if xv is None else (xv, yv)
-    with compiled(model, cfg.compile), full_kl_weights_after(model), model.fit_context(x, y, data_index, cfg.seed), Tracker.start(cfg, model, run_dir, *panel, history=history, enabled=rank == 0) as tracker:
+    with compiled(model, cfg.compile), full_kl_weights_after(model), \
+            (model.fit_context(x, y, data_index, cfg.seed) if start < cfg.epochs else contextlib.nullcontext()), \
+            Tracker.start(cfg, model, run_dir, *panel, history=history, enabled=rank == 0) as tracker:
         for epoch in range(start + 1, cfg.epochs + 1):
             lr = _epoch_lr(cfg, epoch - 1)
             for g in opt.param_groups:

@@ -256,7 +256,9 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
                      f"noise? {_filter_hint(model)}"
                      + ("" if getattr(model.config, "likelihood", "") == "gaussian"
                         else ", a gaussian likelihood with the noise as --sigma")
-                     + (", a start from the aligned images' principal components, --set content_anchor=10"
+                     + ((", a start from a t-SNE of the aligned images, --set content_anchor=100"
+                         if getattr(model.config, "content_targets", None) == "embedding" else
+                         ", a start from the aligned images' principal components, --set content_anchor=10")
                         if (getattr(model.config, "pose_anchor", 0) or 0) > 0
                         and not getattr(model.config, "content_anchor", 0) else "")
                      + ", or clearer images)")

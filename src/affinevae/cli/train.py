@@ -18,10 +18,12 @@ from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_S
 from ..errors import AffineVAEError
 from ..models.base import build_model
 from .image_options import add_stretch_option
+from ..models.joint import EMBEDDING_START_AGREEMENT
 from ..models.rvae import MIN_SYNC_AGREEMENT
 from ..outputs import check_output
 from ..models.semisupervised import read_targets
 from ..registry import MODELS
+from ..runs import TRAIN_JSON, read_run
 from ..training import TrainConfig, fit, init_distributed
 from . import COMMANDS
 from .common import (add_data_arguments, counted, data_noun, load_data_from_args, parse_int_list, parse_set_options,
@@ -83,8 +85,10 @@ def training_notes(record: dict, said: set) -> list[str]:
         how = ("aligned k-means (compared at their best turns)" if record.get("class_kmeans_aligned") else
                "k-means of a t-SNE embedding (synchronised into one frame)" if record.get("class_kmeans_embedded")
                else "k-means")
+        why = (f" (their views synchronised with agreement below {EMBEDDING_START_AGREEMENT:g}, too faint for "
+               "the embedding start)" if record.get("class_kmeans_fallback") else "")
         lines.append(f"affinevae: the classifier started from {how} of the training images before epoch "
-                     f"{record['epoch']} (class_init)")
+                     f"{record['epoch']} (class_init){why}")
     return lines
 
 
@@ -222,6 +226,8 @@ class Train:
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             print(chosen)
         before = prefit_line(model.config)
+        if before and args.resume and (Path(args.out) / TRAIN_JSON).exists():  # nothing left to train: no fit starts
+            before = None if (read_run(args.out).get("epochs_done") or 0) >= cfg.epochs else before
         if before and rank == 0:
             print(before)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle

@@ -378,10 +378,10 @@ class JRVAE(RVAE):
     config_class = JRVAEConfig
     family = "jrvae"
     discrete_classes: bool = True
+    """A discrete class latent (``num_classes``, the CLI's ``--classes``)."""
     #: Which full-circle start the last :meth:`kmeans_start` made ('embedded' or 'aligned'; None: plain
     #: k-means, or none made yet).
     class_start_used: Optional[str] = None
-    """A discrete class latent (``num_classes``, the CLI's ``--classes``)."""
 
     # ------------------------------------------------------------------ construction
     def encoder_out_dim(self) -> int:
@@ -409,8 +409,8 @@ class JRVAE(RVAE):
         step (``train_steps`` equals the run's ``steps_done``) on at least K images. Returns the
         rVAE's record (``pose_sync_agreement`` and ``pose_sync_symmetry`` with a pose anchor) and, in the epoch of the start,
         ``class_kmeans_start`` 1.0 (and, over the full circle, ``class_kmeans_embedded`` 1.0 for the
-        'embedding' start or ``class_kmeans_aligned`` 1.0 for aligned k-means, also where the
-        'embedding' start fell back to it). With fewer training images than classes there is nothing to
+        'embedding' start or ``class_kmeans_aligned`` 1.0 for aligned k-means, with
+        ``class_kmeans_fallback`` 1.0 where the 'embedding' start fell back to it). With fewer training images than classes there is nothing to
         cluster: one warning says so and training goes on without the start.
 
         ``x`` (N, C, H, W) the training images (CPU; clustered by :meth:`kmeans_start`); ``y`` (N,)
@@ -425,6 +425,8 @@ class JRVAE(RVAE):
             return record
         self.kmeans_start(x, seed)
         how = {f"class_kmeans_{self.class_start_used}": 1.0} if self.class_start_used else {}
+        if cfg.mixture and cfg.class_init_space == "embedding" and self.class_start_used == "aligned":
+            how["class_kmeans_fallback"] = 1.0  # the views synchronised too poorly for the embedding
         return {**record, "class_kmeans_start": 1.0, **how}
 
     def kmeans_start(self, x: Tensor, seed: int = 0, batch_size: int = 512) -> Tensor:

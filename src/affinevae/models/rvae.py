@@ -80,6 +80,9 @@ CONTENT_TARGETS = {
     "embedding": aligned_embedding,
     "components": lambda images, angles, k, seed=0: aligned_components(images, angles, k),
 }
+#: ``content_anchor`` (None) where ``content_targets`` is given: the weight each kind of target was
+#: measured best at (t-SNE: full-circle MNIST; principal components: bench_particles.py).
+CONTENT_TARGET_WEIGHTS = {"embedding": 100.0, "components": 10.0}
 #: The epoch record's key suffix for each kind of target (``content_anchor_<suffix>``).
 CONTENT_TARGET_RECORDS = {"embedding": "embedded", "components": "components"}
 
@@ -165,15 +168,18 @@ class RVAEConfig(ModelConfig):
             0.82 / 0.80 / 0.83, 10-NN 0.77 / 0.77 / 0.78 -> 0.84 / 0.83 / 0.85, test -ELBO 155.5 /
             156.0 / 157.3 -> 158.0 / 157.1 / 155.9 nats; ``benchmarks/bench_full_circle.py``), else 0 (off;
             the crVAE, whose content is the style within a given class, and the joint and
-            semi-supervised models). The ``train`` command's float-image and faint-particle defaults
-            give 10 with 'components' targets. The reported ELBO never includes it.
+            semi-supervised models); where ``content_targets`` is given, the weight measured for them
+            (100 for 'embedding', 10 for 'components': :data:`CONTENT_TARGET_WEIGHTS`). The ``train``
+            command's float-image and faint-particle defaults give 10 with 'components' targets for
+            more than 3 latents (and for the crVAE with any). The reported ELBO never includes it.
         content_targets: what the content anchor holds the content means to: 'embedding' (the
             images turned into the synchronised frame, embedded in ``latent_dim`` dimensions by t-SNE,
             :func:`~affinevae.pose.classes.aligned_embedding`: about 50 s for 10 000 images on one
             thread, at most 10 000 embedded, the others placed by their neighbours; 1 to 3 latents) or
             'components' (their first ``latent_dim`` principal components,
             :func:`~affinevae.pose.classes.aligned_components`), each scaled to unit variance as the
-            prior. None (default): 'embedding' for 1 to 3 latents, else 'components'.
+            prior. None (default): 'embedding' for 1 to 3 latents, else 'components' ('embedding'
+            with more than 3 latents is refused while the anchor is on).
         equivariance: weight of the pose-consistency term added to the training loss (0 = off;
             None = auto: 10 with rotation_mode 'gaussian', 0 with 'full'). Each training batch
             is also encoded after a random extra pose drawn from the pose priors, and the squared
@@ -240,12 +246,15 @@ class RVAEConfig(ModelConfig):
             object.__setattr__(self, "group_channels", tuple(self.default_group_channels))
         if self.pose_anchor is None:
             object.__setattr__(self, "pose_anchor", self.default_pose_anchor if self.encoder == "equivariant" else 0.0)
+        targets_given = self.content_targets is not None
         if self.content_targets is None:
             small = isinstance(self.latent_dim, int) and self.latent_dim <= EMBEDDING_MAX_DIM
             object.__setattr__(self, "content_targets", "embedding" if small else "components")
         if self.content_anchor is None:
-            on = self.content_targets == "embedding" and isinstance(self.pose_anchor, (int, float)) and self.pose_anchor > 0
-            object.__setattr__(self, "content_anchor", self.default_content_anchor if on else 0.0)
+            anchored = isinstance(self.pose_anchor, (int, float)) and self.pose_anchor > 0
+            weight = (self.default_content_anchor if self.content_targets == "embedding" else 0.0) if not targets_given \
+                else CONTENT_TARGET_WEIGHTS.get(self.content_targets, 0.0)  # targets asked for: their anchor on
+            object.__setattr__(self, "content_anchor", weight if anchored else 0.0)
         super().__post_init__()
 
     def validate(self) -> None:
@@ -279,7 +288,7 @@ class RVAEConfig(ModelConfig):
         check(self.content_anchor == 0 or self.pose_anchor > 0,
               f"content_anchor {self.content_anchor:g} needs the pose anchor (pose_anchor > 0): its frame")
         check_choice("content_targets", self.content_targets, list(CONTENT_TARGETS))
-        check(self.content_targets != "embedding" or self.latent_dim <= EMBEDDING_MAX_DIM,
+        check(self.content_targets != "embedding" or self.content_anchor == 0 or self.latent_dim <= EMBEDDING_MAX_DIM,
               f"content_targets 'embedding' embeds in 1 to {EMBEDDING_MAX_DIM} dimensions (t-SNE), but latent_dim is "
               f"{self.latent_dim}: give content_targets=components")
         check(isinstance(self.group_channels, tuple) and len(self.group_channels) >= 1

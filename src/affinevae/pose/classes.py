@@ -234,6 +234,9 @@ EMBEDDING_FIT_AT_MOST = 10000
 EMBEDDING_COMPONENTS = 50
 #: Most dimensions :func:`aligned_embedding` embeds in (scikit-learn's Barnes-Hut t-SNE: < 4).
 EMBEDDING_MAX_DIM = 3
+#: Least spread (intensity units, the largest range of a principal component) the images need for
+#: :func:`aligned_embedding` to embed them; below it (identical or blank images) they all sit at 0.
+EMBEDDING_MIN_SPREAD = 1e-6
 
 
 def aligned_embedding(images: Tensor, angles: Tensor, k: int, seed: int = 0,
@@ -251,9 +254,10 @@ def aligned_embedding(images: Tensor, angles: Tensor, k: int, seed: int = 0,
     alike (the same digit, the same particle) gather into separate groups, where the first principal
     components mix them (10 000 full-circle digits turned by their synchronised angles: k-means
     accuracy 0.90 on this embedding in 2-D, 0.35 on the first two components). Deterministic for a
-    given ``seed`` and data; ``threads``: scikit-learn's ``n_jobs`` (None: torch's thread count).
+    given ``seed`` and data; ``threads``: scikit-learn's ``n_jobs`` for the neighbour search (None:
+    torch's thread count; t-SNE's gradient takes OpenMP's threads, ``OMP_NUM_THREADS``).
     Fewer than 8 images have no neighbourhoods to keep: their whitened principal components are
-    returned instead."""
+    returned instead; images that do not differ (identical or blank) all get 0."""
     if not 1 <= k <= EMBEDDING_MAX_DIM:
         raise AffineVAEError(f"aligned_embedding: {k} dimensions; t-SNE embeds in 1 to {EMBEDDING_MAX_DIM}")
     images, angles = checked_turns(images, angles, "aligned_embedding")
@@ -264,7 +268,9 @@ def aligned_embedding(images: Tensor, angles: Tensor, k: int, seed: int = 0,
     from sklearn.neighbors import NearestNeighbors
     reduced = aligned_components(images, angles, components, whiten=False).double().numpy()  # (N, d)
     fit = np.unique(np.linspace(0, n - 1, min(n, fit_at_most)).round().astype(np.int64))
-    tsne = TSNE(k, perplexity=min(perplexity, (len(fit) - 1) / 3), init="pca", random_state=seed,
+    if np.ptp(reduced[fit], axis=0).max() < EMBEDDING_MIN_SPREAD:  # images alike: nothing to embed (t-SNE's
+        return torch.zeros(n, k)                                  # PCA start divides by 0 and crashes), the prior's mean
+    tsne = TSNE(k, perplexity=min(perplexity, (len(fit) - 1) / 3), init="pca", random_state=seed % 2**32,
                 n_jobs=threads or torch.get_num_threads(), method="barnes_hut" if k < 4 else "exact")
     fitted = tsne.fit_transform(reduced[fit])  # (M, k)
     out = np.empty((n, k))

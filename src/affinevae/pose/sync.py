@@ -256,10 +256,12 @@ def synchronised_kmeans(x, k: int, seed: int = 0, n_init: int = 10, symmetry: Op
     if angles.shape != (x.shape[0],):
         raise AffineVAEError(f"synchronised_kmeans: {tuple(angles.shape)} angles for {x.shape[0]} images")
     embedded = aligned_embedding(x, angles, 2, seed=seed).numpy()
-    km = KMeans(k, n_init=n_init, random_state=seed).fit(embedded)
+    km = KMeans(k, n_init=n_init, random_state=seed % 2**32).fit(embedded)
     labels = km.labels_.astype(np.int64)
-    turned = canonicalise(x, Pose(angle=angles), padding="border")
-    sums = torch.zeros((k,) + tuple(x.shape[1:])).index_add_(0, torch.as_tensor(labels), turned)
+    sums = torch.zeros((k,) + tuple(x.shape[1:]))
+    for i in range(0, x.shape[0], 1024):  # the turned stack is never held whole
+        turned = canonicalise(x[i:i + 1024], Pose(angle=angles[i:i + 1024]), padding="border")
+        sums.index_add_(0, torch.as_tensor(labels[i:i + 1024]), turned)
     counts = torch.bincount(torch.as_tensor(labels), minlength=k).clamp_min(1).float()
     centres = (sums / counts.view(-1, *([1] * (x.dim() - 1)))).numpy()
     return AlignedClusters(labels=labels, angles=angles.numpy(), centres=centres, inertia=float(km.inertia_))
