@@ -311,6 +311,9 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
     old, new = type(model.config).loaded_dict(saved.get("config") or {}), model.config.to_dict()
     if old != new:
         keys = _differences(old, new)
+        # options resolved from others (None defaults: the encoder, the anchors, their targets) after those given
+        derived = {f.name for f in dataclasses.fields(type(model.config)) if f.default is None}
+        keys.sort(key=lambda key: key[0].split(".")[0] in derived)
         diff = "; ".join(f"{k} {a} there, {b} here" for k, a, b in keys[:3])
         more = f"; and {len(keys) - 3} more" if len(keys) > 3 else ""
         raise AffineVAEError(f"{run.path}: the checkpoint was made for a different {model.family} model ({diff}{more}); "

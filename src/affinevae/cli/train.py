@@ -423,8 +423,13 @@ def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, s
         return options, ""
     try:  # the options given again may not go with the run's own (--latent-dim 5 with its t-SNE content targets)
         cls.config_class.from_dict({**options, **own})
-    except AffineVAEError:  # then they build another model, which the checkpoint's check refuses in its words
-        return options, ""
+    except AffineVAEError:  # keep the run's own but those resolved from others (None defaults: resolved anew)
+        derived = {f.name for f in dataclasses.fields(cls.config_class) if f.default is None}
+        own = {k: v for k, v in own.items() if k not in derived}
+        try:
+            cls.config_class.from_dict({**options, **own})
+        except AffineVAEError:  # another model, which the checkpoint's check refuses in its words
+            return options, ""
     shown = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in own.items())
     return {**options, **own}, shown
 
