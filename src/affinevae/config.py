@@ -66,6 +66,12 @@ class Config:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def resolved_fields(cls) -> set[str]:
+        """Names of the fields whose default None is resolved at construction from the others (an rVAE's
+        encoder, its anchors and their targets)."""
+        return {f.name for f in dataclasses.fields(cls) if f.default is None}
+
+    @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any], *, what: str | None = None) -> C:
         """Build a config from ``data``; unknown keys raise :class:`AffineVAEError`."""
         names = cls.field_names()

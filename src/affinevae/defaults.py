@@ -227,37 +227,41 @@ def _lowpass(data: ImageSet, opts: dict) -> Optional[float]:
 CONTENT_ANCHOR = 10.0
 
 
-def _content_anchor(data: ImageSet, opts: dict) -> Optional[float]:
-    """:data:`CONTENT_ANCHOR` where a low-pass filter is set (``opts['lowpass']``: chosen by the rules or given) for a model
-    that will have a pose anchor (``rotation_mode`` 'full' with the equivariant encoder, ``pose_anchor``
-    not 0) and more latents than t-SNE embeds in (``opts['latent_dim']``, default the models' 10: their
-    content targets are the principal components), else None (fewer latents: the model's own default)."""
+def _pose_anchored(opts: dict) -> bool:
+    """Whether the options ``opts`` build a model with a pose anchor: ``rotation_mode`` 'full' with the
+    equivariant encoder, ``pose_anchor`` not 0."""
+    return (opts.get("rotation_mode") == "full" and opts.get("encoder") in (None, "equivariant")
+            and opts.get("pose_anchor") != 0)
+
+
+def _embedded_latents(opts: dict) -> bool:
+    """Whether the content latents of ``opts`` (``latent_dim``, default the models' 10) are few enough for
+    t-SNE to embed (the rVAE's default 'embedding' content targets)."""
     from .models.base import ModelConfig
     from .pose.classes import EMBEDDING_MAX_DIM
-    anchored = (opts.get("rotation_mode") == "full" and opts.get("encoder") in (None, "equivariant")
-                and opts.get("pose_anchor") != 0)
     dim = opts.get("latent_dim")
-    many = (ModelConfig.latent_dim if dim is None else dim) > EMBEDDING_MAX_DIM
-    return CONTENT_ANCHOR if anchored and many and opts.get("lowpass") else None
+    return (ModelConfig.latent_dim if dim is None else dim) <= EMBEDDING_MAX_DIM
 
 
 def _class_content_anchor(data: ImageSet, opts: dict) -> Optional[float]:
     """The crVAE's :func:`_content_anchor`: :data:`CONTENT_ANCHOR` with any number of latents (its
     default content anchor is off: targets that gather images by class would fight its given classes;
     principal components, :func:`_class_content_targets`, do not)."""
-    anchored = (opts.get("rotation_mode") == "full" and opts.get("encoder") in (None, "equivariant")
-                and opts.get("pose_anchor") != 0)
-    return CONTENT_ANCHOR if anchored and opts.get("lowpass") else None
+    return CONTENT_ANCHOR if _pose_anchored(opts) and opts.get("lowpass") else None
+
+
+def _content_anchor(data: ImageSet, opts: dict) -> Optional[float]:
+    """:data:`CONTENT_ANCHOR` where a low-pass filter is set (``opts['lowpass']``: chosen by the rules or given) for a model
+    that will have a pose anchor (``rotation_mode`` 'full' with the equivariant encoder, ``pose_anchor``
+    not 0) and more latents than t-SNE embeds in (``opts['latent_dim']``, default the models' 10: their
+    content targets are the principal components), else None (fewer latents: the model's own default)."""
+    return None if _embedded_latents(opts) else _class_content_anchor(data, opts)
 
 
 def _class_content_targets(data: ImageSet, opts: dict) -> Optional[str]:
     """'components' where the crVAE's content anchor is on with 1 to 3 latents (whose targets would
     otherwise be t-SNE's), else None."""
-    from .models.base import ModelConfig
-    from .pose.classes import EMBEDDING_MAX_DIM
-    dim = opts.get("latent_dim")
-    few = (ModelConfig.latent_dim if dim is None else dim) <= EMBEDDING_MAX_DIM
-    return "components" if opts.get("content_anchor") and few else None
+    return "components" if opts.get("content_anchor") and _embedded_latents(opts) else None
 
 
 def _for_classes(rules: tuple) -> tuple:

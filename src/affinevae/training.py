@@ -311,8 +311,7 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
     old, new = type(model.config).loaded_dict(saved.get("config") or {}), model.config.to_dict()
     if old != new:
         keys = _differences(old, new)
-        # options resolved from others (None defaults: the encoder, the anchors, their targets) after those given
-        derived = {f.name for f in dataclasses.fields(type(model.config)) if f.default is None}
+        derived = type(model.config).resolved_fields()  # listed after the options they follow from
         keys.sort(key=lambda key: key[0].split(".")[0] in derived)
         diff = "; ".join(f"{k} {a} there, {b} here" for k, a, b in keys[:3])
         more = f"; and {len(keys) - 3} more" if len(keys) > 3 else ""

@@ -23,7 +23,7 @@ from ..models.rvae import MIN_SYNC_AGREEMENT
 from ..outputs import check_output
 from ..models.semisupervised import read_targets
 from ..registry import MODELS
-from ..runs import TRAIN_JSON, read_run
+from ..runs import Run
 from ..training import TrainConfig, fit, init_distributed
 from . import COMMANDS
 from .common import (add_data_arguments, counted, data_noun, load_data_from_args, parse_int_list, parse_set_options,
@@ -226,8 +226,8 @@ class Train:
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             print(chosen)
         before = prefit_line(model.config)
-        if before and args.resume and (Path(args.out) / TRAIN_JSON).exists():  # nothing left to train: no fit starts
-            before = None if (read_run(args.out).get("epochs_done") or 0) >= cfg.epochs else before
+        if before and args.resume and Run(args.out).has_training:  # nothing left to train: no fit starts
+            before = None if (Run(args.out).epochs_done or 0) >= cfg.epochs else before
         if before and rank == 0:
             print(before)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
@@ -282,8 +282,6 @@ class Train:
 def interrupted_line(out) -> str:
     """What an interrupted ``train`` kept in ``out``: its last checkpoint's epoch and how to go on (the
     same command with ``--resume``), or that it stopped before its first checkpoint (nothing to resume)."""
-    from ..runs import Run
-
     try:
         done = Run(out).epochs_done or 0 if Path(out).is_dir() else 0
     except (AffineVAEError, OSError, ValueError):
@@ -328,8 +326,6 @@ def resume_options(args: argparse.Namespace) -> str:
     Raises:
         AffineVAEError: the run's ``train.json`` is corrupt (one line naming it).
     """
-    from ..runs import Run
-
     taken = {}
     if args.resume and Run(args.out).has_training:
         run = Run(args.out)
@@ -368,8 +364,6 @@ def _saved_configs(out, cls) -> tuple[Optional[dict], Optional[dict]]:
     """The model config saved in the run in ``out`` and the same filled by :meth:`~affinevae.config.Config.loaded_dict`
     of ``cls``' config; (None, None) without a saved model."""
     from ..io import MODEL_JSON
-    from ..runs import Run
-
     run = Run(out)
     saved = run.model_config if (run.path / MODEL_JSON).is_file() else None
     return (saved, cls.config_class.loaded_dict(saved)) if saved else (None, None)
@@ -424,8 +418,7 @@ def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, s
     try:  # the options given again may not go with the run's own (--latent-dim 5 with its t-SNE content targets)
         cls.config_class.from_dict({**options, **own})
     except AffineVAEError:  # keep the run's own but those resolved from others (None defaults: resolved anew)
-        derived = {f.name for f in dataclasses.fields(cls.config_class) if f.default is None}
-        own = {k: v for k, v in own.items() if k not in derived}
+        own = {k: v for k, v in own.items() if k not in cls.config_class.resolved_fields()}
         try:
             cls.config_class.from_dict({**options, **own})
         except AffineVAEError:  # another model, which the checkpoint's check refuses in its words

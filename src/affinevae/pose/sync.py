@@ -63,7 +63,7 @@ import torch
 
 from ..config import check_seed, check_symmetry
 from ..errors import AffineVAEError
-from .classes import AlignedClusters, aligned_embedding, checked_images, turned_components
+from .classes import AlignedClusters, aligned_embedding, checked_images, checked_turns, turned_components
 
 __all__ = ["SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "synchronise_angles", "synchronised_kmeans"]
 
@@ -252,9 +252,7 @@ def synchronised_kmeans(x, k: int, seed: int = 0, n_init: int = 10, symmetry: Op
         raise AffineVAEError(f"synchronised_kmeans: {x.shape[0]} images cannot make {k} classes")
     if angles is None:
         angles = synchronise_angles(x, seed=seed, symmetry=symmetry).angles
-    angles = torch.as_tensor(np.asarray(angles), dtype=torch.float32)
-    if angles.shape != (x.shape[0],):
-        raise AffineVAEError(f"synchronised_kmeans: {tuple(angles.shape)} angles for {x.shape[0]} images")
+    x, angles = checked_turns(x, angles, "synchronised_kmeans")
     embedded = aligned_embedding(x, angles, 2, seed=seed).numpy()
     km = KMeans(k, n_init=n_init, random_state=seed % 2**32).fit(embedded)
     labels = km.labels_.astype(np.int64)
