@@ -237,8 +237,9 @@ def test_resume_without_the_first_commands_options_continues_the_run_as_it_was_b
     assert av.load(tmp_path / "r").config == first and av.training.read_run(tmp_path / "r")["epochs_done"] == 2
     # an option given again that differs is still another model: refused in one line
     assert main([*base, "--epochs", "3", "--resume", "--latent-dim", "5"]) == 2
-    err = capsys.readouterr().err  # the option given first, then what follows from it (the t-SNE targets of 3 latents)
-    assert "different rvae model (latent_dim 3 there, 5 here;" in err
+    said = capsys.readouterr()  # the option given first, then what follows from it (the t-SNE targets of 3 latents)
+    assert "different rvae model (latent_dim 3 there, 5 here;" in said.err
+    assert "before the first step" not in said.out  # refused before it would start
 
 
 def test_the_filters_outputs_units_and_checks():

@@ -471,6 +471,19 @@ def test_content_anchor_defaults_by_family_and_latents():
     plain = av.build_model("rvae", latent_dim=2).config
     assert plain.replace(latent_dim=5).latent_dim == 5
     assert av.build_model("rvae", latent_dim=5, content_targets="embedding", content_anchor=0.0, **full).config.latent_dim == 5
+    # options resolved from others follow a replace; given ones stay and are checked
+    anchored = av.build_model("rvae", latent_dim=2, **full).config
+    off = anchored.replace(pose_anchor=0.0)
+    assert (off.pose_anchor, off.content_anchor, off.content_targets) == (0.0, 0.0, "embedding")
+    more = anchored.replace(latent_dim=5)
+    assert (more.content_anchor, more.content_targets) == (0.0, "components")
+    assert more.replace(latent_dim=2).content_anchor == 100.0
+    gaussian = anchored.replace(rotation_mode="gaussian")
+    assert (gaussian.encoder, gaussian.pose_anchor) == (av.build_model("rvae", latent_dim=2).config.encoder, 0.0)
+    kept = av.build_model("rvae", latent_dim=2, content_anchor=30.0, **full).config
+    assert kept.replace(latent_dim=3).content_anchor == 30.0
+    with pytest.raises(AffineVAEError, match="content_anchor 30 needs the pose anchor"):
+        kept.replace(pose_anchor=0.0)
 
 
 def test_a_finished_run_resumed_makes_no_anchor_targets(tmp_path, monkeypatch):

@@ -109,8 +109,27 @@ class Config:
         return {k: out.get(k, v) for k, v in known.items()}
 
     def replace(self: C, **changes: Any) -> C:
-        """Return a copy with ``changes`` applied (validated)."""
-        return self.from_dict({**self.to_dict(), **changes})
+        """Return a copy with ``changes`` applied (validated).
+
+        A field whose default None is resolved from the others (:meth:`resolved_fields`) and that holds
+        the value it resolves to here follows the changes: it is resolved again (an rVAE's
+        ``replace(pose_anchor=0)`` turns its default content anchor off with it), while a value that
+        differs from its resolution (given) is kept."""
+        data = self.to_dict()
+        follow: dict[str, None] = {}
+        candidates = sorted(n for n in self.resolved_fields() - changes.keys() if data[n] is not None)
+        grown = True
+        while grown:  # the largest set that resolves to the values held (one resolution can hang on another)
+            grown = False
+            for name in [n for n in candidates if n not in follow]:
+                trial = {**follow, name: None}
+                try:
+                    fresh = self.from_dict({**data, **trial}).to_dict()
+                except AffineVAEError:
+                    continue
+                if all(fresh[n] == data[n] for n in trial):
+                    follow, grown = trial, True
+        return self.from_dict({**data, **follow, **changes})
 
     def to_json(self) -> str:
         """The config as an indented JSON string."""

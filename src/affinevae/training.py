@@ -303,7 +303,10 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any,
     return out
 
 
-def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n: int, fingerprint: str) -> int:
+def check_resumable_model(run: Run, model: LatentModel) -> None:
+    """Raise :class:`AffineVAEError` in one line, naming the options that differ (those resolved from
+    others last), unless ``model`` is built with the options of the model whose checkpoint ``run``
+    holds (same family, same config once the run's saved config is read as today's code reads it)."""
     saved = run.model_description
     if saved.get("model") != model.family:
         raise AffineVAEError(f"{run.path}: the checkpoint was made for a different model ({saved.get('model')}, not "
@@ -317,6 +320,10 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
         more = f"; and {len(keys) - 3} more" if len(keys) > 3 else ""
         raise AffineVAEError(f"{run.path}: the checkpoint was made for a different {model.family} model ({diff}{more}); "
                              "resume with the same options or choose another --out")
+
+
+def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n: int, fingerprint: str) -> int:
+    check_resumable_model(run, model)
     weights_file, optim_file = run.checkpoint or (None, None)
     if weights_file is None:
         raise AffineVAEError(f"{run.train_file}: names no checkpoint; resume is not possible (choose another --out)")

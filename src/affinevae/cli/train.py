@@ -24,7 +24,7 @@ from ..outputs import check_output
 from ..models.semisupervised import read_targets
 from ..registry import MODELS
 from ..runs import Run
-from ..training import TrainConfig, fit, init_distributed
+from ..training import TrainConfig, check_resumable_model, fit, init_distributed
 from . import COMMANDS
 from .common import (add_data_arguments, counted, data_noun, load_data_from_args, parse_int_list, parse_set_options,
                      seed_arg)
@@ -227,6 +227,7 @@ class Train:
             print(chosen)
         before = prefit_line(model.config)
         if before and args.resume and Run(args.out).has_training:  # nothing left to train: no fit starts
+            check_resumable_model(Run(args.out), model)  # a refused resume says only why
             before = None if (Run(args.out).epochs_done or 0) >= cfg.epochs else before
         if before and rank == 0:
             print(before)
