@@ -450,3 +450,26 @@ def test_a_saved_config_without_a_field_loads_at_its_former_value_or_counts_as_a
     if family == "avae":  # the inner model's fields: its own family's former values
         inner = {k: v for k, v in whole["inner_config"].items() if k != "lowpass"}
         assert cls.loaded_dict({**whole, "inner_config": inner})["inner_config"]["lowpass"] == 0.0
+
+
+def test_a_run_trained_on_an_array_in_its_own_units_reads_other_data_in_them(tmp_path, capsys):
+    """fit on a float array outside [0, 1] records that its units were kept (RAW_UNITS): Run.data of the same
+    values in a file gives them back unscaled (not min-max scaled as the file alone would be) and `info` says
+    so; an array within [0, 1] records nothing (the file rule leaves it alike)."""
+    from affinevae.cli import main
+    from affinevae.data.imageset import RAW_UNITS
+
+    x = np.random.default_rng(0).normal(5.0, 2.0, (24, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    cfg = av.TrainConfig(epochs=1, batch_size=12, val_split=0.0, progress=False)
+    av.fit(av.build_model("vae", image_shape=(1, 16, 16), latent_dim=2, likelihood="gaussian"), x, cfg,
+           out=tmp_path / "raw")
+    run = Run(tmp_path / "raw")
+    assert run.pixel_scaling == RAW_UNITS
+    again = run.data(source=tmp_path / "x.npy", n=None)
+    np.testing.assert_array_equal(again.images[:, 0], x)
+    assert main(["info", str(tmp_path / "raw")]) == 0
+    assert "pixels      unscaled: trained on an array in its own units" in capsys.readouterr().out
+    unit = np.clip(x / 10.0, 0.0, 1.0)
+    av.fit(av.build_model("vae", image_shape=(1, 16, 16), latent_dim=2), unit, cfg, out=tmp_path / "unit")
+    assert Run(tmp_path / "unit").pixel_scaling is None

@@ -409,7 +409,8 @@ class Run:
         """How the training images' pixels were scaled (:class:`~affinevae.data.imageset.PixelScaling`
         from ``train.json``: min-max, standardised or the asinh stretch), or None when their rule
         needed none (unsigned or bool pixels without ``--stretch asinh``, floats in [0, 1], a built-in
-        set). :meth:`data` and the commands scale other data with it."""
+        set); :data:`~affinevae.data.imageset.RAW_UNITS` (the identity) for a run trained from Python on
+        an array in its own units outside [0, 1]. :meth:`data` and the commands scale other data with it."""
         from .data.imageset import PixelScaling
 
         return PixelScaling.from_value(self.meta.get("pixel_scaling"), str(self.train_file))

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .config import Config, check, check_choice, check_positive, check_seed
-from .data.imageset import ImageSet
+from .data.imageset import RAW_UNITS, ImageSet
 from .data.inputs import as_images, check_image_size
 from .errors import AffineVAEError
 from .io import atomic_write, load_tensors, save_model, save_tensors, write_json
@@ -459,7 +459,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             :meth:`affinevae.Run.data` loads again (``data``, e.g. 'rotated-mnist' or a file, and
             ``n``, ``key``, ``labels``, ``binarize``, ``max_angle`` in radians) and anything else.
             An :class:`~affinevae.data.ImageSet` ``data`` read from a file adds its
-            ``meta['pixel_scaling']``, which :meth:`affinevae.Run.data` then applies to other data.
+            ``meta['pixel_scaling']``, which :meth:`affinevae.Run.data` then applies to other data;
+            images given in their own units outside [0, 1] (an array) add
+            :data:`~affinevae.data.imageset.RAW_UNITS`, so other data are read unscaled too.
 
     Raises:
         AffineVAEError: bad data or options (images smaller than
@@ -493,6 +495,10 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     run = Run(out) if out is not None else None
     x, y = _as_tensors(data, model)
+    if scaling is None and "pixel_scaling" not in (meta or {}) and len(x) and not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0):
+        # an array trained on in its own units: other data (Run.data, the commands) are read in them too,
+        # not min-max scaled as a file outside [0, 1] otherwise is
+        meta = {"pixel_scaling": RAW_UNITS.to_dict(), **(meta or {})}
     if getattr(model, "semi_supervised", False) and y is None:  # as train --labels / --targets: never silently none
         raise AffineVAEError(f"model '{model.family}' is semi-supervised: the training images need labels (-1 for "
                              "unknown) or targets (NaN for unknown), e.g. fit(model, (images, labels))")

@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..data.imageset import RAW_UNITS
 from ..runs import Run
 from . import COMMANDS
 
@@ -77,7 +78,9 @@ class Info:
             print(f"training    {info['epochs_done']}/{tc.get('epochs')} epochs on {data} ({meta.get('n_train', '?')} "
                   f"training images), batch {tc.get('batch_size')}, lr {tc.get('lr')}, seed {tc.get('seed')}")
             scaling = run.pixel_scaling
-            if scaling is not None:
+            if scaling == RAW_UNITS:
+                print("pixels      unscaled: trained on an array in its own units; other data are read unscaled")
+            elif scaling is not None:
                 how = {"minmax": "min-max range", "asinh": "asinh stretch"}.get(scaling.kind, "mean and standard deviation")
                 print(f"pixels      {scaling} (the training data's {how}; other data are scaled alike)")
         if metrics:

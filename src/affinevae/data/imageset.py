@@ -223,6 +223,8 @@ class PixelScaling:
 
     def __str__(self) -> str:
         """The map as a user reads it, e.g. ``(x + 20) / 45`` or ``(asinh((x - 200) / 14) + 4.2) / 11.8``."""
+        if self == RAW_UNITS:
+            return "x (unscaled)"
         sign = "+" if self.offset < 0 else "-"
         if self.kind == "asinh":
             fsign = "+" if self.floor < 0 else "-"
@@ -254,6 +256,11 @@ class PixelScaling:
             raise AffineVAEError(f"{where}: pixel_scaling must be 'minmax', 'standardise' or 'asinh' with a finite "
                                  f"offset, a divisor > 0 (and for 'asinh' a softening > 0), got {value!r}")
         return cls(kind, offset, divisor, soft, floor)
+
+
+#: The scaling a run records for images given in their own units outside [0, 1] (an array passed to
+#: :func:`affinevae.fit`): the identity, so that other data are read in those units too.
+RAW_UNITS = PixelScaling("standardise", 0.0, 1.0)
 
 
 def choose_scaling(lo: float, hi: float, sample: np.ndarray, stretch: str = "auto") -> tuple[PixelScaling, str]:
