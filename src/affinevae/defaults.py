@@ -55,6 +55,7 @@ from .data.imageset import ImageSet, PixelScaling
 from .data.inputs import MIN_IMAGE_SIZE, check_int  # noqa: F401  (MIN_IMAGE_SIZE: re-exported)
 from .data.inputs import check_image_size as check_image_shape_size
 from .data.patches import patch_min_distance  # noqa: F401  (re-exported: the one rule)
+from .data.patches import LATTICE_ORDER, lattice_patches, scattered_objects  # noqa: F401  (re-exported)
 from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
@@ -84,33 +85,6 @@ PATCH_KL_WARMUP = 0.3
 #: Radius (half-widths of the patch) of the Gaussian likelihood's centred precision window for a
 #: patch set (``ModelConfig.sigma_radius``) when ``--set sigma_radius=`` is not given.
 PATCH_SIGMA_RADIUS = 0.7
-#: A patch set whose objects' bond-orientational order stays under this (``meta["lattice_order"]``,
-#: :func:`affinevae.data.objects.neighbour_order`: the order of the directions to each object's nearest
-#: neighbours above what random placement gives) holds scattered objects, not a lattice's atoms: its
-#: full-circle rVAE takes the equivariant encoder. Measured (``synthetic_micrograph``, the default
-#: detection): lattices 0.26-0.50 (atoms 3-6 px apart); under heavy noise (0.3-0.5 of an atom) with
-#: 10-20 % vacancies, whose detections are partly noise peaks, -0.03-0.17; scattered objects about 0
-#: (a Poisson scatter -0.01, particles kept 34 px apart -0.01 and a cryo-EM audit's picks -0.01,
-#: an astronomer audit's galaxy field -0.01). The spread of the neighbour distances, tried first,
-#: took particles with a minimum distance between them (0.16) for a lattice.
-LATTICE_ORDER = 0.15
-
-
-def scattered_objects(meta: Mapping[str, Any]) -> bool:
-    """Whether a patch set's ``meta`` (``ImageSet.meta``, or :meth:`~affinevae.data.patches.PatchSet.arrangement`)
-    records scattered objects rather than a lattice's atoms: a ``lattice_order`` under :data:`LATTICE_ORDER`,
-    or too few objects in every frame for a lattice (``objects_per_frame``, at most 4: one particle or
-    cell per frame). False for a grid, a patch set written before either was recorded, other data."""
-    order = meta.get("lattice_order")
-    if order is None:
-        return meta.get("objects_per_frame") is not None
-    return order < LATTICE_ORDER
-
-def lattice_patches(meta: Mapping[str, Any]) -> bool:
-    """Whether ``meta`` (``ImageSet.meta``) is a patch set whose objects share their grain's angle: a
-    lattice's atoms, or windows on a grid (``patches --stride``, a texture or lattice); not scattered
-    objects (:func:`scattered_objects`), nor other data."""
-    return meta.get("kind") == PATCH_SET_KIND and not scattered_objects(meta)
 
 
 #: What ``map --clusters`` clusters (``--cluster-on``; :func:`affinevae.mapping.cluster_space`).

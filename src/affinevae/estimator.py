@@ -306,7 +306,7 @@ class Estimator(TransformerMixin, BaseEstimator):
                 raise AffineVAEError(f"pose=True needs a model with a pose (rvae, crvae, avae); '{self.model}' has none")
             model = build_model(self.model, seed=self.seed, **options)
             self._check_range(model, x, "fit")
-            result = fit(model, x if labels is None else (x, labels), config)
+            result = fit(model, x if labels is None else (x, labels), config, check_learning=False)  # said below
         self.model_ = result.model.eval()
         self.history_ = result.history
         for line in learning_warnings(self.model_, x, seed=self.seed):  # as `train` says: the model learned nothing

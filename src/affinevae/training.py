@@ -438,7 +438,8 @@ def evaluate(model: LatentModel, x: Tensor, y: Optional[Tensor], batch_size: int
 
 def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[TrainConfig] = None,
         out: Optional[str | Path] = None, val: Optional[ImageSet | Tensor | tuple] = None, resume: bool = False,
-        callbacks: Sequence[Callable[[dict], None]] = (), meta: Optional[dict[str, Any]] = None) -> FitResult:
+        callbacks: Sequence[Callable[[dict], None]] = (), meta: Optional[dict[str, Any]] = None,
+        check_learning: bool = True) -> FitResult:
     """Train ``model`` on ``data`` and return a :class:`FitResult`.
 
     The model is trained in place and left in eval mode (ready to encode); the caller's global random
@@ -455,6 +456,10 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             split) differ from the run's: ``train.json`` keeps their count and
             :func:`data_fingerprint`.
         callbacks: called with each epoch's metrics dict.
+        check_learning: after a fit that trained, warn (one ``UserWarning`` each) of what the model
+            failed to learn on (up to 2 000 of) its training images, as ``train`` says it
+            (:func:`affinevae.analysis.quality.learning_warnings`: every content latent unused, a
+            full-circle model's angles all alike, classes left empty); about a second per 2 000 images.
         meta: extra JSON-able facts stored in ``train.json``: the data spec that
             :meth:`affinevae.Run.data` loads again (``data``, e.g. 'rotated-mnist' or a file, and
             ``n``, ``key``, ``labels``, ``binarize``, ``max_angle`` in radians) and anything else.
@@ -534,8 +539,16 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             # the draws of the fit (noise, dropout) are seeded by cfg.seed on the CPU and the model's
             # device, and the caller's random state is restored on leaving
             stack.enter_context(seeded(cfg.seed, device))
-            return _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device,
-                               callbacks, meta)
+            result = _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device,
+                                 callbacks, meta)
+            if check_learning and rank == 0 and result.history:
+                from .analysis.quality import learning_warnings
+                from .data.patches import lattice_patches
+
+                lattice = lattice_patches(getattr(data, "meta", None) or {})  # one grain's atoms share an angle
+                for line in learning_warnings(model, x.cpu().numpy(), seed=cfg.seed, lattice=lattice):
+                    warnings.warn(f"fit: {line}", UserWarning, stacklevel=4)
+            return result
     except BaseException:
         if fresh and run.path.is_dir() and not run.has_training:
             for child in (run.path.iterdir() if existed else [run.path]):  # an empty directory given stays

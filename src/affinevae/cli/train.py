@@ -263,7 +263,8 @@ class Train:
             # no bar to draw (stderr is a log file: a batch job): one line per epoch instead
             callbacks.append(lambda record: print(epoch_line(record, cfg.epochs), file=sys.stderr, flush=True))
         try:
-            result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks)
+            result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks,
+                         check_learning=False)  # said below, with the command's words
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: say what is kept before main's one line
             if rank == 0:
                 print(interrupted_line(args.out), file=sys.stderr)
