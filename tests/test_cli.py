@@ -228,8 +228,8 @@ def test_train_says_what_the_model_did_when_the_epoch_ends_once():
     full = dict(invariances=("rotation",), rotation_mode="full")
     assert prefit_line(av.build_model("rvae", latent_dim=2, **full).config) == (
         "affinevae: before the first step the training images are synchronised (pose anchor) and embedded by t-SNE "
-        "(content anchor): about 70 s for 10 000 images on one CPU thread")
-    assert "about 170 s" in prefit_line(av.build_model("rvae", latent_dim=3, **full).config)
+        "(content anchor): about 50 s for 10 000 images on one CPU thread")
+    assert "about 100 s" in prefit_line(av.build_model("rvae", latent_dim=3, **full).config)
     assert prefit_line(av.build_model("rvae", latent_dim=4, **full).config).endswith(
         "synchronised (pose anchor): about 25 s for 10 000 images on one CPU thread")
     assert prefit_line(av.build_model("rvae", latent_dim=2).config) is None

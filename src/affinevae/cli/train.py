@@ -48,7 +48,7 @@ def prefit_line(config) -> Optional[str]:
     if not getattr(config, "pose_anchor", 0):
         return None
     embed = getattr(config, "content_anchor", 0) and getattr(config, "content_targets", None) == "embedding"
-    seconds = (170 if config.latent_dim == 3 else 70) if embed else 25
+    seconds = (100 if config.latent_dim == 3 else 50) if embed else 25
     what = ("synchronised (pose anchor) and embedded by t-SNE (content anchor)" if embed else
             "synchronised (pose anchor)") + f": about {seconds} s for 10 000 images on one CPU thread"
     return f"affinevae: before the first step the training images are {what}"

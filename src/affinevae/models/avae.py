@@ -36,6 +36,7 @@ is not searched (:data:`TRAIN_SEARCH`), so that after the first epoch only a few
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
@@ -75,6 +76,11 @@ def _search_config(value: Any, name: str) -> SearchConfig:
     if isinstance(value, Mapping):
         return SearchConfig.from_dict(value, what=f"avae {name}")
     raise AffineVAEError(f"avae {name} must be a SearchConfig or a dict of its options, got {type(value).__name__}")
+
+
+#: The inner model's named anchor terms (an rVAE's, :class:`~affinevae.models.rvae.RVAEConfig`): they need
+#: the model's own fit (its ``fit_context``), which the AVAE's pose search does not run, so they are 0 inside it.
+_INNER_ANCHORS = ("pose_anchor", "content_anchor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +169,13 @@ class AVAEConfig(ModelConfig):
         check(not getattr(cls, "semi_supervised", False),
               f"avae cannot wrap '{self.inner}': a semi-supervised model's label terms (classifier or regressor, "
               "labelled memory) do not run inside the pose search; train it with its own pose (e.g. ssrvae)")
+        anchors = [name for name in _INNER_ANCHORS if name in cls.config_class.field_names()]
+        given = [name for name in anchors if inner_config.get(name)]  # None / 0: not asked for
+        if given:
+            verb = "does" if len(given) == 1 else "do"
+            warnings.warn(f"avae: the inner {self.inner}'s {' and '.join(given)} {verb} not train inside the AVAE's pose "
+                          f"search (only in the {self.inner}'s own fit); set to 0", UserWarning, stacklevel=4)
+        inner_config.update({name: 0.0 for name in anchors})  # (an anchored rVAE's default would record them on)
         canonical = cls.config_class.from_dict(inner_config, what=f"model '{self.inner}' (inside avae)")
         object.__setattr__(self, "inner_config", canonical.to_dict())
         for name in _MIRRORED:

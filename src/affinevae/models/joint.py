@@ -279,7 +279,7 @@ class JRVAEConfig(FlatEncoderRVAEConfig):
         class_init_space: over the full circle (the group-equivariant encoder), what the k-means
             start clusters: 'embedding' (default; :func:`~affinevae.pose.synchronised_kmeans`: the
             views synchronised into one frame, embedded in 2-D by t-SNE there, k-means of that;
-            about 70 s for 10 000 digits on one thread) or 'aligned'
+            about 50 s for 10 000 digits on one thread) or 'aligned'
             (:func:`~affinevae.pose.classes.aligned_kmeans` at 2N turns of the views, each
             standardised, on ``class_init_components`` principal components). On full-circle MNIST
             (``bench_classes.py --max-angle 180``, 10 epochs, seeds 0 / 1) class accuracy 0.777 /
