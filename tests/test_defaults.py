@@ -46,7 +46,7 @@ def test_noise_estimate_and_patch_metadata_round_trip(noisy_patches, tmp_path):
     data = load_images(str(tmp_path / "p.npz"))
     assert data.meta == {"kind": "patches", "window": 12, "noise_sigma": pytest.approx(ps.noise_sigma()),
                          **{k: pytest.approx(v) for k, v in ps.arrangement().items()}}
-    assert set(ps.arrangement()) == {"spacing", "lattice_order"}
+    assert set(ps.arrangement()) == {"spacing", "lattice_order", "lattice_fold"}
     np.testing.assert_array_equal(data.images[:, 0], ps.patches)
     assert load_dataset(str(tmp_path / "p.npz"), n=5).meta == data.meta           # -n keeps it
     assert "noise_sigma" not in data.binarized().meta and data.binarized().meta["kind"] == "patches"
@@ -252,3 +252,38 @@ def test_one_object_per_frame_counts_as_scattered_objects_and_takes_the_equivari
     # a patch set of such frames written before objects_per_frame was recorded gets it when read
     np.savez(tmp_path / "old.npz", **{k: v for k, v in ps.arrays().items() if k != "objects_per_frame"})
     assert load_images(tmp_path / "old.npz").meta["objects_per_frame"] == 1.0
+
+
+def test_a_noisy_hexagonal_lattice_takes_the_low_pass_filter_and_a_square_one_does_not(tmp_path):
+    """A patch set records the n of its objects' n-fold bonds (lattice_fold): 6 for a hexagonal lattice, whose
+    noisy patches (centre SNR below 0.3) learned nothing without the 1.5-px low-pass filter (both grains one
+    angle) and whose clean ones lose substituted atoms with it, 4 for square and rectangular ones, whose
+    substituted atoms the filter loses at any noise; train's defaults line says why."""
+    from affinevae.data.objects import neighbour_fold
+    from affinevae.defaults import LOWPASS_LATTICE_SNR, centre_snr
+
+    g = np.mgrid[:12, :12].reshape(2, -1).T.astype(np.float64) * 10.0
+    assert neighbour_fold(g) == 4
+    hexagon = np.stack([g[:, 0] * math.sqrt(3) / 2, g[:, 1] + 5.0 * (np.round(g[:, 0] / 10.0) % 2)], 1)
+    assert neighbour_fold(hexagon) == 6 and neighbour_fold(g[:3]) is None
+    for lattice, fold, noise, filtered in (("hexagonal", 6, 0.3, True), ("hexagonal", 6, 0.05, False),
+                                           ("square", 4, 0.3, False)):
+        image = synthetic_micrograph(size=(128, 128), spacing=8.0, grain_angles=(0.0, math.radians(30)), seed=1,
+                                     lattice=lattice, noise=noise)[0]
+        ps = cut_patches(image, 16)
+        assert ps.arrangement()["lattice_fold"] == fold
+        ps.save(tmp_path / "p.npz")
+        data = load_images(tmp_path / "p.npz")
+        assert data.meta["lattice_fold"] == fold
+        options, _, line = data_defaults(data, "rvae", {"image_shape": list(data.image_shape)}, None, None, None, None)
+        assert options["encoder"] == "mlp"
+        snr = centre_snr(data)
+        assert (snr < LOWPASS_LATTICE_SNR) == (noise == 0.3)
+        if filtered:
+            assert options["lowpass"] == 1.5
+            assert f"lowpass=1.5 (a noisy hexagonal lattice: 6-fold bonds, centre SNR {snr:.2f})" in line
+        else:
+            assert "lowpass" not in options
+    # a patch set written before the fold was recorded gets it from its centres when read
+    np.savez(tmp_path / "old.npz", **{k: v for k, v in ps.arrays().items() if k != "lattice_fold"})
+    assert load_images(tmp_path / "old.npz").meta["lattice_fold"] == 4

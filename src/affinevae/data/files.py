@@ -560,15 +560,16 @@ def _npz_extras(npz, key: str, spec: str, standardise: bool) -> tuple[dict, dict
     names = list(npz.files)
     extra = {n: _npz_array(npz, n, spec) for n in AUX_KEYS if n in names and n != key}
     meta = _read_meta({n: _npz_array(npz, n, spec) for n in META_KEYS if n in names and n != key}, spec, standardise)
-    if (meta.get("kind") == PATCH_SET_KIND and "lattice_order" not in meta and "objects_per_frame" not in meta
+    if (meta.get("kind") == PATCH_SET_KIND and not {"lattice_order", "lattice_fold"} <= meta.keys()
+            and "objects_per_frame" not in meta
             and "centers" in names
-            and "grid_shape" not in names):  # a patch set written before its arrangement was recorded
+            and "grid_shape" not in names):  # a patch set written before its arrangement (or its fold) was recorded
         meta.update(_arrangement(npz, names, spec))
     return extra, meta
 
 
 def _arrangement(npz, names: list, spec: str) -> dict:
-    """``spacing`` and ``lattice_order`` of an older patch set's objects, from its ``centers`` (N, 2) and
+    """``spacing``, ``lattice_order`` and ``lattice_fold`` of an older patch set's objects, from its ``centers`` (N, 2) and
     ``frames`` (N,) (:func:`~affinevae.data.objects.object_arrangement`); empty when they do not read."""
     from .objects import object_arrangement
 
@@ -603,7 +604,7 @@ def _read_meta(found: dict, spec: str, standardise: bool) -> dict:
             raise AffineVAEError(f"{spec}: {name} must be a finite number >= 0, got {v!r}")
         elif name == "window":
             meta[name] = int(v)
-        elif name in ("pixel_size", "spacing", "objects_per_frame"):  # pixels, counts: not intensities
+        elif name in ("pixel_size", "spacing", "objects_per_frame", "lattice_fold"):  # pixels, counts: not intensities
             meta[name] = float(v)
         elif name == "lattice_order":  # may be below 0 (less order than chance)
             meta[name] = float(v)

@@ -126,10 +126,12 @@ def reading(spec: str, what: str) -> Iterator[None]:
 #: :func:`~affinevae.data.imageset.noise_sigma`), and when known the physical ``pixel_size`` (a
 #: number) in ``unit`` (a string, e.g. 'nm'); for objects found or given (not a grid) the median
 #: nearest-neighbour distance ``spacing`` (pixels) and ``lattice_order``, how lattice-like their
-#: arrangement is (:func:`~affinevae.data.objects.neighbour_order`), or ``objects_per_frame`` when no frame
+#: arrangement is (:func:`~affinevae.data.objects.neighbour_order`) and ``lattice_fold``, the n of its n-fold
+#: bonds (:func:`~affinevae.data.objects.neighbour_fold`: 4 or 6), or ``objects_per_frame`` when no frame
 #: holds enough objects for those (:func:`~affinevae.data.objects.object_arrangement`). ``load_images``
 #: puts them in ``ImageSet.meta``.
-META_KEYS = ("kind", "window", "noise_sigma", "pixel_size", "unit", "spacing", "lattice_order", "objects_per_frame")
+META_KEYS = ("kind", "window", "noise_sigma", "pixel_size", "unit", "spacing", "lattice_order", "lattice_fold",
+             "objects_per_frame")
 #: The META_KEYS that hold strings.
 META_STRINGS = ("kind", "unit")
 #: ``kind`` of a patch set written by ``affinevae patches``.

@@ -18,7 +18,7 @@ from .inputs import check_int
 
 __all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "smoothing_radius", "smoothed_pair", "smoothed_range",
            "check_noise_floor", "level_step",
-           "level_samples", "noise_level", "BOND_ORDERS", "neighbour_spacing", "neighbour_order", "object_arrangement", "read_coordinates", "check_coordinates"]
+           "level_samples", "noise_level", "BOND_ORDERS", "neighbour_spacing", "neighbour_order", "neighbour_fold", "bond_orders", "object_arrangement", "read_coordinates", "check_coordinates"]
 
 
 #: Default detection threshold: a fraction of the way from a (smoothed) frame's minimum to its
@@ -275,28 +275,46 @@ def neighbour_order(centers: np.ndarray, frames: Optional[np.ndarray] = None) ->
     Returns:
         The order (at most 1 minus chance), or None when no frame holds more than 4 objects.
     """
+    orders = bond_orders(centers, frames, "neighbour_order")
+    return max(orders.values()) if orders else None
+
+
+def neighbour_fold(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> Optional[int]:
+    """The n of the n-fold bonds of the objects' arrangement: the n of :data:`BOND_ORDERS` whose order
+    above chance is the largest (4: a square or rectangular lattice, 6: a hexagonal one). ``centers``
+    (N, 2) pixels, ``frames`` (N,) frame indices. None when no frame holds more than 4 objects."""
+    orders = bond_orders(centers, frames, "neighbour_fold")
+    return max(orders, key=orders.get) if orders else None
+
+
+def bond_orders(centers: np.ndarray, frames: Optional[np.ndarray] = None, where: str = "bond_orders") -> dict[int, float]:
+    """``{n: order above chance}`` for each (n, k) of :data:`BOND_ORDERS` that some frame has more than k
+    objects for: the mean over the objects of ``|mean_j exp(i n theta_j)|`` over the directions theta_j to
+    their k nearest neighbours in the same frame, less its value for objects placed at random.
+    ``centers`` (N, 2) pixels, ``frames`` (N,); ``where`` starts error messages."""
     from scipy.spatial import cKDTree
 
     values: dict = {n: [] for n, _ in BOND_ORDERS}
-    for pts in _frame_points(centers, frames, "neighbour_order"):
+    for pts in _frame_points(centers, frames, where):
         tree = cKDTree(pts) if len(pts) > min(k for _, k in BOND_ORDERS) else None
         for n, k in BOND_ORDERS:
             if len(pts) > k:
                 _, j = tree.query(pts, k=k + 1)
                 bond = pts[j[:, 1:]] - pts[:, None]  # (m, k, 2) to the k nearest neighbours
                 values[n].append(np.abs(np.exp(1j * n * np.arctan2(bond[..., 0], bond[..., 1])).mean(1)))
-    orders = [float(np.concatenate(v).mean()) - _RANDOM_ORDER[n] for n, v in values.items() if v]
-    return max(orders) if orders else None
+    return {n: float(np.concatenate(v).mean()) - _RANDOM_ORDER[n] for n, v in values.items() if v}
 
 
 def object_arrangement(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> dict[str, float]:
     """How objects at ``centers`` (N, 2) pixels in ``frames`` (N,) lie: ``spacing``
-    (:func:`neighbour_spacing`, pixels) and ``lattice_order`` (:func:`neighbour_order`); when either is
+    (:func:`neighbour_spacing`, pixels), ``lattice_order`` (:func:`neighbour_order`) and ``lattice_fold``
+    (:func:`neighbour_fold`, 4 or 6, as a float); when either of the first two is
     undefined (no frame of more than 4 objects: no lattice, e.g. one particle or cell per frame)
     ``objects_per_frame`` instead, the most objects in one frame; empty without objects."""
-    spacing, order = neighbour_spacing(centers, frames), neighbour_order(centers, frames)
-    if spacing is not None and order is not None:
-        return {"spacing": spacing, "lattice_order": order}
+    spacing, orders = neighbour_spacing(centers, frames), bond_orders(centers, frames, "object_arrangement")
+    if spacing is not None and orders:
+        return {"spacing": spacing, "lattice_order": max(orders.values()),
+                "lattice_fold": float(max(orders, key=orders.get))}
     if not len(centers):
         return {}
     f = np.zeros(len(centers), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)

@@ -165,8 +165,8 @@ class RVAEConfig(ModelConfig):
             circle (digits of a 2-latent model share a dense centre). None (default): 100 for the
             rVAE whose targets are 'embedding' and that has a pose anchor (full-circle MNIST, 2
             latents, seeds 0 / 1 / 2: k-means accuracy of the content latents 0.58 / 0.59 / 0.58 ->
-            0.82 / 0.80 / 0.83, 10-NN 0.77 / 0.77 / 0.78 -> 0.84 / 0.83 / 0.85, test -ELBO 155.5 /
-            156.0 / 157.3 -> 158.0 / 157.1 / 155.9 nats; ``benchmarks/bench_full_circle.py``), else 0 (off;
+            0.823 / 0.805 / 0.828, 10-NN 0.77 / 0.77 / 0.78 -> 0.843 / 0.825 / 0.851, test -ELBO 155.5 /
+            156.0 / 157.3 -> 156.4 / 156.9 / 156.3 nats; ``benchmarks/bench_full_circle.py``), else 0 (off;
             the crVAE, whose content is the style within a given class, and the joint and
             semi-supervised models); where ``content_targets`` is given, the weight measured for them
             (100 for 'embedding', 10 for 'components': :data:`CONTENT_TARGET_WEIGHTS`). The ``train``

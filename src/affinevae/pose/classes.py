@@ -26,7 +26,7 @@ from ..config import check_seed
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, canonicalise, render
 
-__all__ = ["AlignedClusters", "aligned_kmeans", "aligned_components", "aligned_embedding", "EMBEDDING_ANGLE", "EMBEDDING_FIT_AT_MOST",
+__all__ = ["AlignedClusters", "aligned_kmeans", "aligned_components", "aligned_embedding", "EMBEDDING_ANGLE", "EMBEDDING_FAST_FROM", "EMBEDDING_FIT_AT_MOST",
            "EMBEDDING_COMPONENTS", "EMBEDDING_MAX_DIM", "checked_images", "checked_turns", "turn_mask", "turned_components",
            "ALIGNED_FIT_BYTES"]
 
@@ -237,8 +237,11 @@ EMBEDDING_MAX_DIM = 3
 #: Barnes-Hut's accuracy (scikit-learn's ``angle``, its default 0.5) of :func:`aligned_embedding`'s t-SNE:
 #: on 10 000 full-circle digits turned by their synchronised angles (1 thread) 27 s against 44 s in 2-D,
 #: the embedding's k-means / 10-NN accuracy 0.897 / 0.931 against 0.896 / 0.930 (0.7: 31 s, 0.899 / 0.930);
-#: in 3-D 77 s against 146 s, 0.907 / 0.933 against 0.908 / 0.934.
+#: in 3-D 77 s against 146 s, 0.907 / 0.933 against 0.908 / 0.934. Taken from :data:`EMBEDDING_FAST_FROM`
+#: embedded images on (fewer embed in seconds at 0.5, which placed 60 images of two shapes in 1-D without a
+#: mistake where 0.8 made one).
 EMBEDDING_ANGLE = 0.8
+EMBEDDING_FAST_FROM = 2000
 #: Least spread (intensity units, the largest range of a principal component) the images need for
 #: :func:`aligned_embedding` to embed them; below it (identical or blank images) they all sit at 0.
 EMBEDDING_MIN_SPREAD = 1e-6
@@ -253,7 +256,7 @@ def aligned_embedding(images: Tensor, angles: Tensor, k: int, seed: int = 0,
     The turned images are reduced to their first ``components`` principal components inside the disc
     they all share (:func:`aligned_components` with ``whiten=False``: distances in intensity units),
     and scikit-learn's Barnes-Hut t-SNE (``init='pca'``, ``random_state=seed``, ``angle``
-    :data:`EMBEDDING_ANGLE`; ``perplexity`` at most
+    :data:`EMBEDDING_ANGLE` from :data:`EMBEDDING_FAST_FROM` images on, else 0.5; ``perplexity`` at most
     (n - 1) / 3) embeds at most ``fit_at_most`` evenly spaced images in ``k`` dimensions (1 <= k <=
     :data:`EMBEDDING_MAX_DIM`). Every other image takes the mean coordinates of its 3 nearest embedded
     images in those components. t-SNE keeps each image's neighbours near it, so that images that look
@@ -278,7 +281,7 @@ def aligned_embedding(images: Tensor, angles: Tensor, k: int, seed: int = 0,
         return torch.zeros(n, k)                                  # PCA start divides by 0 and crashes), the prior's mean
     tsne = TSNE(k, perplexity=min(perplexity, (len(fit) - 1) / 3), init="pca", random_state=seed % 2**32,
                 n_jobs=threads or torch.get_num_threads(), method="barnes_hut" if k < 4 else "exact",
-                angle=EMBEDDING_ANGLE)
+                angle=EMBEDDING_ANGLE if len(fit) >= EMBEDDING_FAST_FROM else 0.5)
     fitted = tsne.fit_transform(reduced[fit])  # (M, k)
     out = np.empty((n, k))
     out[fit] = fitted
