@@ -194,6 +194,16 @@ def init_distributed(device_name: str = "auto") -> tuple[int, int]:
     return _dist_info()
 
 
+def finish_distributed() -> None:
+    """End a torchrun job's process group on every rank once each has done its work (a barrier, then
+    ``destroy_process_group``); nothing outside torchrun. Without it a rank that returned while rank 0
+    still worked (``train``'s summary and learning check) could abort at exit ("terminate called without an
+    active exception", SIGABRT), and torchrun then killed rank 0."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _as_tensors(data, model: LatentModel, where: str = "training images") -> tuple[Tensor, Optional[Tensor]]:
     """Training images (N, C, H, W) float32 and labels (N,) int64 (None for unconditional models
     without labels), coerced and checked by :func:`affinevae.data.as_images`.

@@ -24,7 +24,7 @@ from ..outputs import check_output
 from ..models.semisupervised import read_targets
 from ..registry import MODELS
 from ..runs import Run
-from ..training import TrainConfig, check_resumable_model, fit, init_distributed
+from ..training import TrainConfig, check_resumable_model, finish_distributed, fit, init_distributed
 from . import COMMANDS
 from .common import (add_data_arguments, counted, data_noun, load_data_from_args, parse_int_list, parse_set_options,
                      seed_arg)
@@ -278,6 +278,7 @@ class Train:
             for line in learning_warnings(model, data.images if hasattr(data, "images") else data[0], seed=args.seed,
                                           lattice=lattice_patches(meta)):
                 print(f"affinevae: warning: {line}", file=sys.stderr)
+        finish_distributed()  # every rank waits for rank 0's summary before the process group ends
         return 0
 
 
