@@ -231,7 +231,12 @@ def test_train_says_what_the_model_did_when_the_epoch_ends_once():
         "(content anchor): about 50 s for 10 000 images on one CPU thread")
     assert "about 100 s" in prefit_line(av.build_model("rvae", latent_dim=3, **full).config)
     assert prefit_line(av.build_model("rvae", latent_dim=4, **full).config).endswith(
-        "synchronised (pose anchor): about 25 s for 10 000 images on one CPU thread")
+        "synchronised (pose anchor): about 23 s for 10 000 images on one CPU thread")
+    # scaled to the data: the synchronisation grows as N * min(N, 10 000), t-SNE with the images it embeds
+    assert prefit_line(av.build_model("rvae", latent_dim=2, **full).config, 40000).endswith(
+        "about 120 s for 40 000 images on one CPU thread")
+    assert prefit_line(av.build_model("rvae", latent_dim=2, **full).config, 500).endswith(
+        "a few seconds for 500 images on one CPU thread")
     assert prefit_line(av.build_model("rvae", latent_dim=2).config) is None
     assert prefit_line(av.build_model("vae", latent_dim=2).config) is None
     anchored = {"epoch": 1, "pose_sync_agreement": 0.96, "pose_sync_symmetry": 1, "train_pose_anchor": 1.0,
