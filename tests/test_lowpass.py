@@ -240,6 +240,11 @@ def test_resume_without_the_first_commands_options_continues_the_run_as_it_was_b
     said = capsys.readouterr()  # the option given first, then what follows from it (the t-SNE targets of 3 latents)
     assert "different rvae model (latent_dim 3 there, 5 here;" in said.err
     assert "before the first step" not in said.out  # refused before it would start
+    assert main([*base, "--epochs", "3", "--resume", "-n", "30"]) == 2  # other data: refused alike
+    said = capsys.readouterr()
+    assert "trained on other data" in said.err and "before the first step" not in said.out
+    assert main([*base, "--epochs", "3", "--resume"]) == 0  # and said when it does start
+    assert "affinevae: before the first step the training images are synchronised" in capsys.readouterr().out
 
 
 def test_the_filters_outputs_units_and_checks():

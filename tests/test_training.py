@@ -344,13 +344,18 @@ def test_in_a_notebook_each_epoch_leaves_its_bar_with_its_losses(monkeypatch, di
     assert len(bars) == 1 and not bars[0].leave and bars[0].closed and set(bars[0].postfix) == {"loss"}
 
 
-def test_fit_warns_in_python_what_the_model_failed_to_learn(recwarn):
+def test_fit_warns_in_python_what_the_model_failed_to_learn(recwarn, tmp_path):
     """As `train` says it: a model whose content latents describe every image alike is named in a warning
     after av.fit (identical images: nothing to tell apart); check_learning=False keeps fit silent."""
     x = np.tile(np.random.default_rng(0).random((1, 1, 12, 12)).astype(np.float32), (16, 1, 1, 1))
     cfg = av.TrainConfig(epochs=1, batch_size=8, val_split=0.0, progress=False)
-    with pytest.warns(UserWarning, match=r"^fit: all 2 content latents are unused"):
-        av.fit(av.build_model("vae", image_shape=(1, 12, 12), latent_dim=2), x, cfg)
+    with pytest.warns(UserWarning, match=r"^fit: all 2 content latents are unused") as said:
+        av.fit(av.build_model("vae", image_shape=(1, 12, 12), latent_dim=2), x, cfg, out=tmp_path / "run")
+    assert any(w.filename == __file__ for w in said if "content latents" in str(w.message))  # the caller's line
     recwarn.clear()
     av.fit(av.build_model("vae", image_shape=(1, 12, 12), latent_dim=2), x, cfg, check_learning=False)
     assert not [w for w in recwarn if "content latents" in str(w.message)]
+    recwarn.clear()  # a resume with nothing left to train checks nothing
+    result = av.fit(av.build_model("vae", image_shape=(1, 12, 12), latent_dim=2), x, cfg, out=tmp_path / "run",
+                    resume=True)
+    assert result.epochs_trained == 0 and not [w for w in recwarn if "content latents" in str(w.message)]

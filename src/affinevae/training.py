@@ -147,13 +147,15 @@ class TrainConfig(Config):
 class FitResult:
     """What :func:`fit` returns: the trained model, per-epoch metrics, the run directory, and how
     many images it trained on (``n_train``) and validated on (``n_val``: held out of the data by
-    ``val_split``, or the ``val`` set given)."""
+    ``val_split``, or the ``val`` set given), and how many epochs this call trained (``epochs_trained``)."""
 
     model: LatentModel
     history: list
     run_dir: Optional[Path]
     n_train: int = 0
     n_val: int = 0
+    #: Epochs this call trained (0 for a resume of a finished run).
+    epochs_trained: int = 0
 
 
 class TrainingDiverged(AffineVAEError):
@@ -192,6 +194,13 @@ def init_distributed(device_name: str = "auto") -> tuple[int, int]:
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return _dist_info()
+
+
+def _floating(images) -> bool:
+    """Whether images given as an array or tensor (or anything ``np.asarray`` reads) hold floats."""
+    if isinstance(images, Tensor):
+        return images.is_floating_point()
+    return np.asarray(images).dtype.kind == "f"
 
 
 def finish_distributed() -> None:
@@ -449,7 +458,7 @@ def evaluate(model: LatentModel, x: Tensor, y: Optional[Tensor], batch_size: int
 def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[TrainConfig] = None,
         out: Optional[str | Path] = None, val: Optional[ImageSet | Tensor | tuple] = None, resume: bool = False,
         callbacks: Sequence[Callable[[dict], None]] = (), meta: Optional[dict[str, Any]] = None,
-        check_learning: bool = True) -> FitResult:
+        check_learning: bool = True, on_start: Optional[Callable[[], None]] = None) -> FitResult:
     """Train ``model`` on ``data`` and return a :class:`FitResult`.
 
     The model is trained in place and left in eval mode (ready to encode); the caller's global random
@@ -466,6 +475,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             split) differ from the run's: ``train.json`` keeps their count and
             :func:`data_fingerprint`.
         callbacks: called with each epoch's metrics dict.
+        on_start: called once, with no arguments, when the checks are passed (a resume's checkpoint and data
+            included) and training is about to start, before the model prepares it (an rVAE's anchors:
+            :meth:`~affinevae.models.base.LatentModel.fit_context`); not when nothing is left to train.
         check_learning: after a fit that trained, warn (one ``UserWarning`` each) of what the model
             failed to learn on (up to 2 000 of) its training images, as ``train`` says it
             (:func:`affinevae.analysis.quality.learning_warnings`: every content latent unused, a
@@ -475,8 +487,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             ``n``, ``key``, ``labels``, ``binarize``, ``max_angle`` in radians) and anything else.
             An :class:`~affinevae.data.ImageSet` ``data`` read from a file adds its
             ``meta['pixel_scaling']``, which :meth:`affinevae.Run.data` then applies to other data;
-            images given in their own units outside [0, 1] (an array) add
-            :data:`~affinevae.data.imageset.RAW_UNITS`, so other data are read unscaled too.
+            float images given in their own units outside [0, 1] (an array or tensor, not an ImageSet) add
+            :data:`~affinevae.data.imageset.RAW_UNITS`, so other float data are read unscaled too.
 
     Raises:
         AffineVAEError: bad data or options (images smaller than
@@ -510,9 +522,11 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     run = Run(out) if out is not None else None
     x, y = _as_tensors(data, model)
-    if scaling is None and "pixel_scaling" not in (meta or {}) and len(x) and not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0):
-        # an array trained on in its own units: other data (Run.data, the commands) are read in them too,
-        # not min-max scaled as a file outside [0, 1] otherwise is
+    raw = data[0] if isinstance(data, tuple) else data  # the images as given
+    if (not isinstance(data, ImageSet) and _floating(raw) and "pixel_scaling" not in (meta or {}) and len(x)
+            and not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0)):
+        # float images trained on in their own units: other data (Run.data, the commands) are read in them
+        # too, not min-max scaled as a float file outside [0, 1] otherwise is (integer files keep their rule)
         meta = {"pixel_scaling": RAW_UNITS.to_dict(), **(meta or {})}
     if getattr(model, "semi_supervised", False) and y is None:  # as train --labels / --targets: never silently none
         raise AffineVAEError(f"model '{model.family}' is semi-supervised: the training images need labels (-1 for "
@@ -550,14 +564,14 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             # device, and the caller's random state is restored on leaving
             stack.enter_context(seeded(cfg.seed, device))
             result = _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device,
-                                 callbacks, meta)
-            if check_learning and rank == 0 and result.history:
+                                 callbacks, meta, on_start)
+            if check_learning and rank == 0 and result.epochs_trained:
                 from .analysis.quality import learning_warnings
                 from .data.patches import lattice_patches
 
                 lattice = lattice_patches(getattr(data, "meta", None) or {})  # one grain's atoms share an angle
                 for line in learning_warnings(model, x.cpu().numpy(), seed=cfg.seed, lattice=lattice):
-                    warnings.warn(f"fit: {line}", UserWarning, stacklevel=4)
+                    warnings.warn(f"fit: {line}", UserWarning, stacklevel=2)
             return result
     except BaseException:
         if fresh and run.path.is_dir() and not run.has_training:
@@ -635,7 +649,7 @@ RESUME_NOTED = ("lr", "batch_size", "weight_decay", "schedule", "kl_warmup", "se
 
 
 def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device, callbacks,
-                meta) -> "FitResult":
+                meta, on_start=None) -> "FitResult":
     run_dir = run.path if run is not None else None
     start = 0
     history: list[dict] = []
@@ -676,6 +690,8 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     if fingerprint is not None:
         meta["data_fingerprint"] = fingerprint
     panel = (x, y) if xv is None else (xv, yv)
+    if on_start is not None and rank == 0 and start < cfg.epochs:
+        on_start()
     with compiled(model, cfg.compile), full_kl_weights_after(model), \
             (model.fit_context(x, y, data_index, cfg.seed) if start < cfg.epochs else contextlib.nullcontext()), \
             Tracker.start(cfg, model, run_dir, *panel, history=history, enabled=rank == 0) as tracker:
@@ -772,4 +788,5 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     if rank == 0 and run_dir is not None and not cfg.checkpoint:
         save_model(model, run_dir)
     model.eval()
-    return FitResult(model=model, history=history, run_dir=run_dir, n_train=n, n_val=0 if xv is None else len(xv))
+    return FitResult(model=model, history=history, run_dir=run_dir, n_train=n, n_val=0 if xv is None else len(xv),
+                     epochs_trained=max(0, cfg.epochs - start))

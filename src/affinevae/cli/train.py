@@ -24,7 +24,7 @@ from ..outputs import check_output
 from ..models.semisupervised import read_targets
 from ..registry import MODELS
 from ..runs import Run
-from ..training import TrainConfig, check_resumable_model, finish_distributed, fit, init_distributed
+from ..training import TrainConfig, finish_distributed, fit, init_distributed
 from . import COMMANDS
 from .common import (add_data_arguments, counted, data_noun, load_data_from_args, parse_int_list, parse_set_options,
                      seed_arg)
@@ -236,12 +236,7 @@ class Train:
         model = build_model(args.model, seed=args.seed, **options)  # the caller's global RNG is left as it was
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             print(chosen)
-        before = prefit_line(model.config, len(data))
-        if before and args.resume and Run(args.out).has_training:  # nothing left to train: no fit starts
-            check_resumable_model(Run(args.out), model)  # a refused resume says only why
-            before = None if (Run(args.out).epochs_done or 0) >= cfg.epochs else before
-        if before and rank == 0:
-            print(before)
+        before = prefit_line(model.config, len(data))  # said once fit's checks passed, as training starts
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
                 "max_angle": max_angle, "signal_axis": args.signal_axis,
@@ -275,7 +270,8 @@ class Train:
             callbacks.append(lambda record: print(epoch_line(record, cfg.epochs), file=sys.stderr, flush=True))
         try:
             result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks,
-                         check_learning=False)  # said below, with the command's words
+                         check_learning=False,  # said below, with the command's words
+                         on_start=(lambda: print(before, flush=True)) if before else None)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: say what is kept before main's one line
             if rank == 0:
                 print(interrupted_line(args.out), file=sys.stderr)

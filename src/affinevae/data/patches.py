@@ -122,7 +122,8 @@ class PatchSet:
         ``patches``, ``centers``, ``frames``, ``window``, ``image_shape``, ``n_frames``; in grid
         mode ``grid_shape`` and ``stride``; with at least one patch ``kind`` (the string
         ``"patches"``) and ``noise_sigma`` (:meth:`noise_sigma`, a float64 scalar); for objects (not
-        a grid) with neighbours ``spacing`` and ``lattice_order`` (:meth:`arrangement`).
+        a grid) with neighbours ``spacing``, ``lattice_order`` and ``lattice_fold``, or ``objects_per_frame``
+        (:meth:`arrangement`).
         """
         out = {"patches": self.patches, "centers": self.centers, "frames": self.frames,
                "window": np.int64(self.window), "image_shape": np.asarray(self.image_shape, dtype=np.int64),
@@ -142,9 +143,10 @@ class PatchSet:
     def arrangement(self) -> dict[str, float]:
         """How the objects lie, for ``train``'s patch-set defaults: ``spacing``, the median distance in
         pixels to the nearest neighbour in the same frame (:func:`~affinevae.data.objects.neighbour_spacing`),
-        and ``lattice_order``, how lattice-like their arrangement is
-        (:func:`~affinevae.data.objects.neighbour_order`: lattices 0.26-0.50, scattered objects about 0);
-        empty for a grid or without a frame of more than 4 objects."""
+        ``lattice_order``, how lattice-like their arrangement is
+        (:func:`~affinevae.data.objects.neighbour_order`: lattices 0.26-0.50, scattered objects about 0), and
+        ``lattice_fold``, the n of their n-fold bonds (:func:`~affinevae.data.objects.neighbour_fold`: 4 or 6);
+        ``objects_per_frame`` instead without a frame of more than 4 objects; empty for a grid."""
         if self.grid_shape is not None or len(self) < 2:
             return {}
         return object_arrangement(self.centers, self.frames)
@@ -171,8 +173,8 @@ class PatchSet:
     def imageset(self, source: str = "patches") -> ImageSet:
         """The patches as ``train`` reads a saved patch set back: an
         :class:`~affinevae.data.imageset.ImageSet` of :meth:`normalised_patches` whose ``meta``
-        (``kind``, ``window``, ``noise_sigma``, ``pixel_size`` and ``unit`` when known, ``spacing`` and
-        ``lattice_order``, :meth:`arrangement`) makes
+        (``kind``, ``window``, ``noise_sigma``, ``pixel_size`` and ``unit`` when known, ``spacing``,
+        ``lattice_order`` and ``lattice_fold``, :meth:`arrangement`) makes
         :func:`affinevae.defaults.data_defaults` choose the patch-set defaults, as it does for the file.
 
         Args:

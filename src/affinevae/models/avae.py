@@ -36,7 +36,6 @@ is not searched (:data:`TRAIN_SEARCH`), so that after the first epoch only a few
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
@@ -169,13 +168,8 @@ class AVAEConfig(ModelConfig):
         check(not getattr(cls, "semi_supervised", False),
               f"avae cannot wrap '{self.inner}': a semi-supervised model's label terms (classifier or regressor, "
               "labelled memory) do not run inside the pose search; train it with its own pose (e.g. ssrvae)")
-        anchors = [name for name in _INNER_ANCHORS if name in cls.config_class.field_names()]
-        given = [name for name in anchors if inner_config.get(name)]  # None / 0: not asked for
-        if given:
-            verb = "does" if len(given) == 1 else "do"
-            warnings.warn(f"avae: the inner {self.inner}'s {' and '.join(given)} {verb} not train inside the AVAE's pose "
-                          f"search (only in the {self.inner}'s own fit); set to 0", UserWarning, stacklevel=4)
-        inner_config.update({name: 0.0 for name in anchors})  # (an anchored rVAE's default would record them on)
+        # off inside the pose search (an anchored rVAE's defaults would record them on; saved runs read alike)
+        inner_config.update({name: 0.0 for name in _INNER_ANCHORS if name in cls.config_class.field_names()})
         canonical = cls.config_class.from_dict(inner_config, what=f"model '{self.inner}' (inside avae)")
         object.__setattr__(self, "inner_config", canonical.to_dict())
         for name in _MIRRORED:
@@ -284,6 +278,8 @@ class AVAE(LatentModel):
             if not isinstance(vae, LatentModel) or isinstance(vae, AVAE):
                 raise AffineVAEError(f"AVAE wraps a VAE, cVAE or other LatentModel, got {type(vae).__name__}")
             config = config.replace(inner=vae.family, inner_config=vae.config.to_dict())
+            if vae.config.to_dict() != config.inner_config:  # its anchors, off inside the search: the model says so too
+                vae.config = type(vae.config).from_dict(config.inner_config)
         changes = {"transform": transform, "search": search, "train_search": train_search,
                    "pose_optimise": pose_optimise, "pose_head": pose_head}
         changes = {k: v for k, v in changes.items() if v is not None}
