@@ -92,16 +92,19 @@ def terminate_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-#: Options whose value may start with a minus sign (argparse would take ``-90:90:30`` for an option).
-DASH_VALUE_OPTIONS = ("--angles", "--sweep-angles", "--bounds")
+#: Options whose value may start with a minus sign (argparse would take ``-90:90:30`` for an option), and
+#: the pattern of such a value: numbers and ``:,.``, or for a pixel size a number and its unit (``-1arcsec``
+#: then reaches the size's own check, "must be a finite number > 0", not argparse's "expected one argument").
+DASH_VALUE_OPTIONS = {"--angles": r"-[0-9.][0-9.:,eE+-]*", "--sweep-angles": r"-[0-9.][0-9.:,eE+-]*",
+                      "--bounds": r"-[0-9.][0-9.:,eE+-]*", "--pixel-size": r"-[0-9.][0-9.eE+-]*\s*[^\W\d_]*"}
 
 
 def join_dash_values(argv: Sequence[str]) -> list[str]:
     """``--angles -90:90:30`` as ``--angles=-90:90:30`` (for :data:`DASH_VALUE_OPTIONS` only, and
-    only a value of numbers and ``:,.``), so that such a value is written as for any option."""
+    only a value of their pattern), so that such a value is written as for any option."""
     out: list[str] = []
     for a in argv:
-        if out and out[-1] in DASH_VALUE_OPTIONS and re.fullmatch(r"-[0-9.][0-9.:,eE+-]*", a):
+        if out and out[-1] in DASH_VALUE_OPTIONS and re.fullmatch(DASH_VALUE_OPTIONS[out[-1]], a):
             out[-1] = f"{out[-1]}={a}"
         else:
             out.append(a)
