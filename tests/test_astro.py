@@ -97,6 +97,11 @@ def test_a_fits_pixel_scale_on_the_sky_becomes_the_stacks_pixel_size(tmp_path, c
     assert sky_pixel_size(fits.Header({"PIXSCALE": True})) is None  # a flag, not a scale
     assert sky_pixel_size(fits.Header({"PIXSCALE": 0, "SECPIX": 0.3})) == PixelSize(0.3, "arcsec")
     assert sky_pixel_size(header(CD1_1=1e-4, CD1_2=1e-4, CD2_1=1e-4, CD2_2=1e-4)) is None  # singular: no area
+    # a scale the header gives but that is not taken is said, for a file (where=)
+    with pytest.warns(UserWarning, match=r"^x.fits: no pixel size taken: its pixels are not square \(0.2 x 0.3 arcsec\)"):
+        assert sky_pixel_size(header(CDELT1=-0.2 / 3600, CDELT2=0.3 / 3600), where="x.fits") is None
+    with pytest.warns(UserWarning, match=r"^y.fits: no pixel size taken: its celestial WCS maps no area"):
+        assert sky_pixel_size(header(CD1_1=1e-4, CD1_2=1e-4, CD2_1=1e-4, CD2_2=1e-4), where="y.fits") is None
     field = np.zeros((64, 64), np.float32)
     field[4::8, 4::8] = 1.0
     fits.writeto(tmp_path / "field.fits", field, header=header(CDELT1=-0.2 / 3600, CDELT2=0.2 / 3600))

@@ -43,16 +43,18 @@ __all__ = ["open_fits", "read_fits", "sky_pixel_size"]
 PIXEL_SCALE_KEYWORDS = ("PIXSCALE", "SECPIX")
 
 
-def sky_pixel_size(header: Any) -> Optional[PixelSize]:
+def sky_pixel_size(header: Any, where: Optional[str] = None) -> Optional[PixelSize]:
     """The pixel scale on the sky of a FITS image HDU's ``header`` (an ``astropy.io.fits.Header``), in
     arcsec per pixel: from its celestial WCS (the scales along the two celestial axes of the projection
     plane, whatever the rotation), else a :data:`PIXEL_SCALE_KEYWORDS` keyword; None without either, or
-    when the two axes' scales differ by more than 1 % (pixels that are not square have no one size)."""
+    when the two axes' scales differ by more than 1 % (pixels that are not square have no one size).
+    With ``where`` (the file, for messages) a scale the header gives but that is not taken (pixels not
+    square, a singular CD matrix) is said in one warning, so a map in pixels is not a mystery."""
     from astropy import units as u
     from astropy.wcs import WCS
     from astropy.wcs.utils import proj_plane_pixel_scales
 
-    scales = None
+    scales, dropped = None, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # astropy's notes on non-standard headers (FITSFixedWarning)
         try:
@@ -63,13 +65,19 @@ def sky_pixel_size(header: Any) -> Optional[PixelSize]:
                 if abs(np.linalg.det(cel.pixel_scale_matrix)) > 0:  # a singular CD matrix maps no area
                     scales = [abs(float(u.Quantity(s, unit).to_value(u.arcsec)))
                               for s, unit in zip(proj_plane_pixel_scales(cel), cel.wcs.cunit)]
+                elif where:
+                    dropped = "its celestial WCS maps no area (a singular CD matrix)"
         except Exception:  # noqa: BLE001 - a header astropy cannot read as a WCS: then the keywords
             scales = None
     if scales is None:
         values = [_number(header.get(k)) for k in PIXEL_SCALE_KEYWORDS]
         value = next((abs(v) for v in values if v is not None and v != 0), None)
         scales = None if value is None else [value] * 2
+    if scales and all(np.isfinite(s) and s > 0 for s in scales) and max(scales) > 1.01 * min(scales):
+        dropped = f"its pixels are not square ({scales[0]:.4g} x {scales[1]:.4g} arcsec)"
     if not scales or not all(np.isfinite(s) and s > 0 for s in scales) or max(scales) > 1.01 * min(scales):
+        if dropped and where:
+            warnings.warn(f"{where}: no pixel size taken: {dropped}; maps and scale bars are in pixels", stacklevel=3)
         return None
     return PixelSize(float(f"{np.mean(scales):.10g}"), "arcsec")  # 0.2 / 3600 degrees read back as 0.2
 
@@ -99,7 +107,8 @@ def open_fits(path: str, key: Optional[str] = None, level: Optional[int] = None)
     """
     hdul, data = _open(path, key, frames=True)
     try:
-        return ArraySource(data, path, owner=hdul, pixel_size=sky_pixel_size(_image_hdu(hdul, path, key, True).header))
+        return ArraySource(data, path, owner=hdul, pixel_size=sky_pixel_size(_image_hdu(hdul, path, key, True).header,
+                                                                               where=str(path)))
     except BaseException:
         hdul.close()
         raise
