@@ -475,8 +475,9 @@ def test_a_run_trained_on_an_array_in_its_own_units_reads_other_data_in_them(tmp
     assert Run(tmp_path / "unit").pixel_scaling is None
     # integer images keep their files' rule (unsigned / 255), and an ImageSet (a built-in set) records its own
     counts = (unit * 200).astype(np.uint8)
-    av.fit(av.build_model("vae", image_shape=(1, 16, 16), latent_dim=2, likelihood="gaussian"), counts, cfg,
-           out=tmp_path / "u8")
+    with pytest.warns(UserWarning, match=r"^fit: the training images are unsigned integers \(up to 200\) used as they are"):
+        av.fit(av.build_model("vae", image_shape=(1, 16, 16), latent_dim=2, likelihood="gaussian"), counts, cfg,
+               out=tmp_path / "u8")
     assert Run(tmp_path / "u8").pixel_scaling is None
     peaks = av.data.load_dataset("synthetic-peaks", n=24)
     assert float(peaks.images.min()) < 0.0  # outside [0, 1], yet the loader's own units

@@ -203,6 +203,13 @@ def _floating(images) -> bool:
     return np.asarray(images).dtype.kind == "f"
 
 
+def _unsigned(images) -> bool:
+    """Whether images given as an array or tensor (or anything ``np.asarray`` reads) hold unsigned integers."""
+    if isinstance(images, Tensor):
+        return images.dtype == torch.uint8
+    return np.asarray(images).dtype.kind == "u"
+
+
 def finish_distributed() -> None:
     """End a torchrun job's process group on every rank once each has done its work (a barrier, then
     ``destroy_process_group``); nothing outside torchrun. Without it a rank that returned while rank 0
@@ -528,6 +535,10 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         # float images trained on in their own units: other data (Run.data, the commands) are read in them
         # too, not min-max scaled as a float file outside [0, 1] otherwise is (integer files keep their rule)
         meta = {"pixel_scaling": RAW_UNITS.to_dict(), **(meta or {})}
+    elif not isinstance(data, ImageSet) and _unsigned(raw) and len(x) and float(x.max()) > 1.0 and rank == 0:
+        warnings.warn(f"fit: the training images are unsigned integers (up to {float(x.max()):g}) used as they are; "
+                      "files of them are read divided by their type's maximum (255 for uint8), so divide the "
+                      "array likewise for a model that reads them alike", UserWarning, stacklevel=2)
     if getattr(model, "semi_supervised", False) and y is None:  # as train --labels / --targets: never silently none
         raise AffineVAEError(f"model '{model.family}' is semi-supervised: the training images need labels (-1 for "
                              "unknown) or targets (NaN for unknown), e.g. fit(model, (images, labels))")
