@@ -237,6 +237,7 @@ def test_train_says_what_the_model_did_when_the_epoch_ends_once():
         "about 120 s for 40 000 images on one CPU thread")
     assert prefit_line(av.build_model("rvae", latent_dim=2, **full).config, 500).endswith(
         "a few seconds for 500 images on one CPU thread")
+    assert prefit_line(av.build_model("rvae", latent_dim=2, **full).config, 1).endswith("for 1 image on one CPU thread")
     assert prefit_line(av.build_model("rvae", latent_dim=2).config) is None
     assert prefit_line(av.build_model("vae", latent_dim=2).config) is None
     anchored = {"epoch": 1, "pose_sync_agreement": 0.96, "pose_sync_symmetry": 1, "train_pose_anchor": 1.0,

@@ -214,7 +214,10 @@ def test_an_angle_range_may_start_with_a_minus_sign():
                                                                                       "-n", "5"]
     assert join_dash_values(["plot", "r", "manifold", "--bounds", "-3,3"])[-1] == "--bounds=-3,3"
     assert join_dash_values(["sweep", "r", "--angles", "-n"]) == ["sweep", "r", "--angles", "-n"]  # not a value
-    assert join_dash_values(["patches", "i.tif", "--pixel-size", "-1arcsec"])[-1] == "--pixel-size=-1arcsec"
+    for value in ("-1arcsec", "-1\"", "-1nm/px", "-0.5 nm", "-5", "-2µm", "-1Å"):
+        assert join_dash_values(["patches", "i.tif", "--pixel-size", value])[-1] == f"--pixel-size={value}"
+    for other in ("-n", "-h", "--out"):
+        assert join_dash_values(["patches", "i.tif", "--pixel-size", other])[-1] == other
     assert join_dash_values(["patches", "i.tif", "--pixel-size", "-n"])[-2:] == ["--pixel-size", "-n"]
     args = build_parser().parse_args(join_dash_values(["report", "r", "--out", "x.html", "--sweep-angles", "-30,0,30"]))
     assert args.sweep_angles == "-30,0,30"

@@ -479,6 +479,12 @@ def test_a_run_trained_on_an_array_in_its_own_units_reads_other_data_in_them(tmp
         av.fit(av.build_model("vae", image_shape=(1, 16, 16), latent_dim=2, likelihood="gaussian"), counts, cfg,
                out=tmp_path / "u8")
     assert Run(tmp_path / "u8").pixel_scaling is None
+    signed = (x * 100).astype(np.int16)  # signed integers: their files are scaled by range, as floats
+    av.fit(av.build_model("vae", image_shape=(1, 16, 16), latent_dim=2, likelihood="gaussian"), signed, cfg,
+           out=tmp_path / "i16", check_learning=False)
+    assert Run(tmp_path / "i16").pixel_scaling == RAW_UNITS
+    np.save(tmp_path / "i16.npy", signed)
+    np.testing.assert_array_equal(Run(tmp_path / "i16").data(source=tmp_path / "i16.npy", n=None).images[:, 0], signed)
     peaks = av.data.load_dataset("synthetic-peaks", n=24)
     assert float(peaks.images.min()) < 0.0  # outside [0, 1], yet the loader's own units
     av.fit(av.build_model("vae", image_shape=peaks.image_shape, latent_dim=2, likelihood="gaussian"), peaks, cfg,

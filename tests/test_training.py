@@ -359,3 +359,11 @@ def test_fit_warns_in_python_what_the_model_failed_to_learn(recwarn, tmp_path):
     result = av.fit(av.build_model("vae", image_shape=(1, 12, 12), latent_dim=2), x, cfg, out=tmp_path / "run",
                     resume=True)
     assert result.epochs_trained == 0 and not [w for w in recwarn if "content latents" in str(w.message)]
+    # on_start: once, with the number of training images (after the validation split), only when training starts
+    seen = []
+    more = av.TrainConfig(epochs=2, batch_size=8, val_split=0.25, progress=False)
+    av.fit(av.build_model("vae", image_shape=(1, 12, 12), latent_dim=2), x, more, on_start=seen.append,
+           check_learning=False)
+    assert seen == [12]
+    with pytest.raises(av.AffineVAEError, match="on_start must be callable"):
+        av.fit(av.build_model("vae", image_shape=(1, 12, 12), latent_dim=2), x, more, on_start="go")

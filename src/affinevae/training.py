@@ -196,11 +196,12 @@ def init_distributed(device_name: str = "auto") -> tuple[int, int]:
     return _dist_info()
 
 
-def _floating(images) -> bool:
-    """Whether images given as an array or tensor (or anything ``np.asarray`` reads) hold floats."""
+def _own_units(images) -> bool:
+    """Whether images given as an array or tensor (or anything ``np.asarray`` reads) hold floats or signed
+    integers, which files of them scale by their range (unsigned and bool pixels have a fixed rule)."""
     if isinstance(images, Tensor):
-        return images.is_floating_point()
-    return np.asarray(images).dtype.kind == "f"
+        return images.is_floating_point() or images.dtype.is_signed
+    return np.asarray(images).dtype.kind in "fi"
 
 
 def _unsigned(images) -> bool:
@@ -482,8 +483,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             split) differ from the run's: ``train.json`` keeps their count and
             :func:`data_fingerprint`.
         callbacks: called with each epoch's metrics dict.
-        on_start: called once, with no arguments, when the checks are passed (a resume's checkpoint and data
-            included) and training is about to start, before the model prepares it (an rVAE's anchors:
+        on_start: called once with the number of training images (after the validation split) when the
+            checks are passed (a resume's checkpoint and data included) and training is about to start,
+            before the model prepares it (an rVAE's anchors:
             :meth:`~affinevae.models.base.LatentModel.fit_context`); not when nothing is left to train.
         check_learning: after a fit that trained, warn (one ``UserWarning`` each) of what the model
             failed to learn on (up to 2 000 of) its training images, as ``train`` says it
@@ -494,8 +496,8 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             ``n``, ``key``, ``labels``, ``binarize``, ``max_angle`` in radians) and anything else.
             An :class:`~affinevae.data.ImageSet` ``data`` read from a file adds its
             ``meta['pixel_scaling']``, which :meth:`affinevae.Run.data` then applies to other data;
-            float images given in their own units outside [0, 1] (an array or tensor, not an ImageSet) add
-            :data:`~affinevae.data.imageset.RAW_UNITS`, so other float data are read unscaled too.
+            float or signed-integer images given in their own units outside [0, 1] (an array or tensor, not
+            an ImageSet) add :data:`~affinevae.data.imageset.RAW_UNITS`, so other such data are read unscaled too.
 
     Raises:
         AffineVAEError: bad data or options (images smaller than
@@ -516,6 +518,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         raise AffineVAEError(f"fit: meta must be a dict, got {type(meta).__name__}")
     if not all(callable(cb) for cb in callbacks):
         raise AffineVAEError("fit: every callback must be callable (called with each epoch's metrics dict)")
+    if on_start is not None and not callable(on_start):
+        raise AffineVAEError(f"fit: on_start must be callable (called with the number of training images), "
+                             f"got {type(on_start).__name__}")
     cfg = config or TrainConfig()
     scaling = (getattr(data, "meta", None) or {}).get("pixel_scaling")
     if scaling is not None:  # an ImageSet read from a file: the run keeps how its pixels were scaled
@@ -530,10 +535,10 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     run = Run(out) if out is not None else None
     x, y = _as_tensors(data, model)
     raw = data[0] if isinstance(data, tuple) else data  # the images as given
-    if (not isinstance(data, ImageSet) and _floating(raw) and "pixel_scaling" not in (meta or {}) and len(x)
+    if (not isinstance(data, ImageSet) and _own_units(raw) and "pixel_scaling" not in (meta or {}) and len(x)
             and not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0)):
-        # float images trained on in their own units: other data (Run.data, the commands) are read in them
-        # too, not min-max scaled as a float file outside [0, 1] otherwise is (integer files keep their rule)
+        # float (or signed) images trained on in their own units: other data (Run.data, the commands) are read in
+        # them too, not min-max scaled as such a file outside [0, 1] otherwise is (unsigned files keep their rule)
         meta = {"pixel_scaling": RAW_UNITS.to_dict(), **(meta or {})}
     elif not isinstance(data, ImageSet) and _unsigned(raw) and len(x) and float(x.max()) > 1.0 and rank == 0:
         warnings.warn(f"fit: the training images are unsigned integers (up to {float(x.max()):g}) used as they are; "
@@ -702,7 +707,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
         meta["data_fingerprint"] = fingerprint
     panel = (x, y) if xv is None else (xv, yv)
     if on_start is not None and rank == 0 and start < cfg.epochs:
-        on_start()
+        on_start(len(x))
     with compiled(model, cfg.compile), full_kl_weights_after(model), \
             (model.fit_context(x, y, data_index, cfg.seed) if start < cfg.epochs else contextlib.nullcontext()), \
             Tracker.start(cfg, model, run_dir, *panel, history=history, enabled=rank == 0) as tracker:

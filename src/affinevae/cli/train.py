@@ -61,7 +61,7 @@ def prefit_line(config, n: int = 10000) -> Optional[str]:
         seconds += PREFIT_SECONDS["embed3" if config.latent_dim == 3 else "embed2"] * m
     when = "a few seconds" if seconds < 5 else f"about {round(seconds, -1 if seconds >= 60 else 0):.0f} s"
     what = ("synchronised (pose anchor) and embedded by t-SNE (content anchor)" if embed else
-            "synchronised (pose anchor)") + f": {when} for {n:,} images on one CPU thread".replace(",", " ")
+            "synchronised (pose anchor)") + f": {when} for {n:,} image{'s' if n != 1 else ''} on one CPU thread".replace(",", " ")
     return f"affinevae: before the first step the training images are {what}"
 
 
@@ -236,7 +236,10 @@ class Train:
         model = build_model(args.model, seed=args.seed, **options)  # the caller's global RNG is left as it was
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             print(chosen)
-        before = prefit_line(model.config, len(data))  # said once fit's checks passed, as training starts
+        announce = None  # said once fit's checks passed, as training starts, for the images it trains on
+        if prefit_line(model.config) is not None:
+            def announce(n: int) -> None:
+                print(prefit_line(model.config, n), flush=True)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
                 "max_angle": max_angle, "signal_axis": args.signal_axis,
@@ -271,7 +274,7 @@ class Train:
         try:
             result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks,
                          check_learning=False,  # said below, with the command's words
-                         on_start=(lambda: print(before, flush=True)) if before else None)
+                         on_start=announce)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: say what is kept before main's one line
             if rank == 0:
                 print(interrupted_line(args.out), file=sys.stderr)

@@ -252,7 +252,9 @@ class AVAE(LatentModel):
 
     Args:
         vae: the model to wrap, or an :class:`AVAEConfig` (builds a fresh inner model), or
-            None (defaults).
+            None (defaults). A wrapped rVAE's ``pose_anchor`` and ``content_anchor`` are set to 0 in its
+            own config too (they need its own fit, which the pose search does not run): fitting that
+            object alone afterwards runs without them.
         transform, search, train_search, pose_optimise, pose_head: override those fields of
             ``config``.
         config: :class:`AVAEConfig` (its ``inner``/``inner_config`` are replaced by ``vae``'s).
