@@ -501,9 +501,8 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
              else "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen)))
     why = {}
     if "lowpass" in chosen and rules in (POSE_PATCH_RULES, CLASS_POSE_PATCH_RULES):
-        why["lowpass"] = (f" (a noisy hexagonal lattice: 6-fold bonds, centre SNR {centre_snr(data):.2f})"
-                          if not scattered_objects(data.meta) else
-                          f" (objects fainter than the noise: centre SNR {centre_snr(data):.2f})")
+        what = "objects fainter than the noise:" if scattered_objects(data.meta) else "a noisy hexagonal lattice: 6-fold bonds,"
+        why["lowpass"] = f" ({what} centre SNR {centre_snr(data):.2f})"
     if "sigma" in chosen and rules in (FLOAT_RULES, CLASS_FLOAT_RULES):
         why["sigma"] = " (the pixel noise)"
     if "encoder" in chosen and "lattice_order" in data.meta and rules is not None:  # why this encoder

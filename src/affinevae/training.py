@@ -196,19 +196,15 @@ def init_distributed(device_name: str = "auto") -> tuple[int, int]:
     return _dist_info()
 
 
-def _own_units(images) -> bool:
-    """Whether images given as an array or tensor (or anything ``np.asarray`` reads) hold floats or signed
-    integers, which files of them scale by their range (unsigned and bool pixels have a fixed rule)."""
+def _pixel_kind(images) -> str:
+    """numpy's kind of the pixels of images given as an array or tensor (or anything ``np.asarray`` reads):
+    'f' floats, 'i' signed integers (files of both are scaled by their range), 'u' unsigned integers,
+    'b' bools (files of these have a fixed rule)."""
     if isinstance(images, Tensor):
-        return images.is_floating_point() or images.dtype.is_signed
-    return np.asarray(images).dtype.kind in "fi"
-
-
-def _unsigned(images) -> bool:
-    """Whether images given as an array or tensor (or anything ``np.asarray`` reads) hold unsigned integers."""
-    if isinstance(images, Tensor):
-        return images.dtype == torch.uint8
-    return np.asarray(images).dtype.kind == "u"
+        dtype = images.dtype
+        return ("f" if dtype.is_floating_point else "b" if dtype == torch.bool else "i" if dtype.is_signed
+                else "u")
+    return np.asarray(images).dtype.kind
 
 
 def finish_distributed() -> None:
@@ -330,10 +326,7 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any,
     return out
 
 
-def check_resumable_model(run: Run, model: LatentModel) -> None:
-    """Raise :class:`AffineVAEError` in one line, naming the options that differ (those resolved from
-    others last), unless ``model`` is built with the options of the model whose checkpoint ``run``
-    holds (same family, same config once the run's saved config is read as today's code reads it)."""
+def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n: int, fingerprint: str) -> int:
     saved = run.model_description
     if saved.get("model") != model.family:
         raise AffineVAEError(f"{run.path}: the checkpoint was made for a different model ({saved.get('model')}, not "
@@ -347,10 +340,6 @@ def check_resumable_model(run: Run, model: LatentModel) -> None:
         more = f"; and {len(keys) - 3} more" if len(keys) > 3 else ""
         raise AffineVAEError(f"{run.path}: the checkpoint was made for a different {model.family} model ({diff}{more}); "
                              "resume with the same options or choose another --out")
-
-
-def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n: int, fingerprint: str) -> int:
-    check_resumable_model(run, model)
     weights_file, optim_file = run.checkpoint or (None, None)
     if weights_file is None:
         raise AffineVAEError(f"{run.train_file}: names no checkpoint; resume is not possible (choose another --out)")
@@ -466,7 +455,7 @@ def evaluate(model: LatentModel, x: Tensor, y: Optional[Tensor], batch_size: int
 def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[TrainConfig] = None,
         out: Optional[str | Path] = None, val: Optional[ImageSet | Tensor | tuple] = None, resume: bool = False,
         callbacks: Sequence[Callable[[dict], None]] = (), meta: Optional[dict[str, Any]] = None,
-        check_learning: bool = True, on_start: Optional[Callable[[], None]] = None) -> FitResult:
+        check_learning: bool = True, on_start: Optional[Callable[[int], None]] = None) -> FitResult:
     """Train ``model`` on ``data`` and return a :class:`FitResult`.
 
     The model is trained in place and left in eval mode (ready to encode); the caller's global random
@@ -534,16 +523,17 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     run = Run(out) if out is not None else None
     x, y = _as_tensors(data, model)
-    raw = data[0] if isinstance(data, tuple) else data  # the images as given
-    if (not isinstance(data, ImageSet) and _own_units(raw) and "pixel_scaling" not in (meta or {}) and len(x)
-            and not (float(x.min()) >= 0.0 and float(x.max()) <= 1.0)):
-        # float (or signed) images trained on in their own units: other data (Run.data, the commands) are read in
-        # them too, not min-max scaled as such a file outside [0, 1] otherwise is (unsigned files keep their rule)
-        meta = {"pixel_scaling": RAW_UNITS.to_dict(), **(meta or {})}
-    elif not isinstance(data, ImageSet) and _unsigned(raw) and len(x) and float(x.max()) > 1.0 and rank == 0:
-        warnings.warn(f"fit: the training images are unsigned integers (up to {float(x.max()):g}) used as they are; "
-                      "files of them are read divided by their type's maximum (255 for uint8), so divide the "
-                      "array likewise for a model that reads them alike", UserWarning, stacklevel=2)
+    kind = "" if isinstance(data, ImageSet) or not len(x) else _pixel_kind(data[0] if isinstance(data, tuple) else data)
+    if kind in ("f", "i", "u"):  # images as given (not an ImageSet): in their own units
+        lo, hi = float(x.min()), float(x.max())
+        if kind != "u" and "pixel_scaling" not in (meta or {}) and not (lo >= 0.0 and hi <= 1.0):
+            # other data (Run.data, the commands) are read in those units too, not min-max scaled as such a
+            # file outside [0, 1] otherwise is (unsigned files keep their rule)
+            meta = {"pixel_scaling": RAW_UNITS.to_dict(), **(meta or {})}
+        elif kind == "u" and hi > 1.0 and rank == 0:
+            warnings.warn(f"fit: the training images are unsigned integers (up to {hi:g}) used as they are; "
+                          "files of them are read divided by their type's maximum (255 for uint8), so divide the "
+                          "array likewise for a model that reads them alike", UserWarning, stacklevel=2)
     if getattr(model, "semi_supervised", False) and y is None:  # as train --labels / --targets: never silently none
         raise AffineVAEError(f"model '{model.family}' is semi-supervised: the training images need labels (-1 for "
                              "unknown) or targets (NaN for unknown), e.g. fit(model, (images, labels))")

@@ -60,8 +60,9 @@ def prefit_line(config, n: int = 10000) -> Optional[str]:
     if embed:
         seconds += PREFIT_SECONDS["embed3" if config.latent_dim == 3 else "embed2"] * m
     when = "a few seconds" if seconds < 5 else f"about {round(seconds, -1 if seconds >= 60 else 0):.0f} s"
+    images = counted(n, "image").replace(str(n), f"{n:,}".replace(",", " "))  # 10 000 images
     what = ("synchronised (pose anchor) and embedded by t-SNE (content anchor)" if embed else
-            "synchronised (pose anchor)") + f": {when} for {n:,} image{'s' if n != 1 else ''} on one CPU thread".replace(",", " ")
+            "synchronised (pose anchor)") + f": {when} for {images} on one CPU thread"
     return f"affinevae: before the first step the training images are {what}"
 
 

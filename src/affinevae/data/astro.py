@@ -73,9 +73,10 @@ def sky_pixel_size(header: Any, where: Optional[str] = None) -> Optional[PixelSi
         values = [_number(header.get(k)) for k in PIXEL_SCALE_KEYWORDS]
         value = next((abs(v) for v in values if v is not None and v != 0), None)
         scales = None if value is None else [value] * 2
-    if scales and all(np.isfinite(s) and s > 0 for s in scales) and max(scales) > 1.01 * min(scales):
-        dropped = f"its pixels are not square ({scales[0]:.4g} x {scales[1]:.4g} arcsec)"
-    if not scales or not all(np.isfinite(s) and s > 0 for s in scales) or max(scales) > 1.01 * min(scales):
+    valid = bool(scales) and all(np.isfinite(s) and s > 0 for s in scales)
+    if valid and max(scales) > 1.01 * min(scales):
+        dropped, valid = f"its pixels are not square ({scales[0]:.4g} x {scales[1]:.4g} arcsec)", False
+    if not valid:
         if dropped and where:
             warnings.warn(f"{where}: no pixel size taken: {dropped}; maps and scale bars are in pixels", stacklevel=3)
         return None
