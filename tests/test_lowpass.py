@@ -11,6 +11,7 @@ import affinevae as av
 from affinevae.cli import main
 from affinevae.data import ImageSet
 from affinevae.data.imageset import noise_sigma
+from affinevae.io import FIT_TARGETS
 from affinevae.defaults import CONTENT_ANCHOR, DEFAULT_EPOCHS, FLOAT_KIND, FLOAT_LOWPASS, FLOAT_SIGMA_FLOOR, data_defaults, data_kind
 from affinevae.errors import AffineVAEError
 from affinevae.nn.lowpass import GaussianLowpass, noise_gain
@@ -243,7 +244,10 @@ def test_resume_without_the_first_commands_options_continues_the_run_as_it_was_b
     assert main([*base, "--epochs", "3", "--resume", "-n", "30"]) == 2  # other data: refused alike
     said = capsys.readouterr()
     assert "trained on other data" in said.err and "before the first step" not in said.out
-    assert main([*base, "--epochs", "3", "--resume"]) == 0  # and said when it does start
+    assert main([*base, "--epochs", "3", "--resume"]) == 0  # it reads the targets the run derived: no wait said
+    assert "before the first step" not in capsys.readouterr().out and (tmp_path / "r" / FIT_TARGETS).is_file()
+    (tmp_path / "r" / FIT_TARGETS).unlink()  # without them, it derives them again and says so
+    assert main([*base, "--epochs", "4", "--resume"]) == 0
     assert "affinevae: before the first step the training images are synchronised" in capsys.readouterr().out
 
 

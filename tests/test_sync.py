@@ -232,15 +232,44 @@ def test_symmetric_objects_are_anchored_modulo_their_symmetry():
     assert float(one) > float(term) + 100  # over the full circle the 180-degree posterior is far off
 
 
-def test_a_resumed_fit_synchronises_again(tmp_path):
+def test_a_resumed_fit_reads_the_targets_its_run_derived(tmp_path, monkeypatch):
+    """The synchronised angles and content targets are kept in the run directory: a resume (even with
+    another seed) anchors to the same ones without synchronising or embedding again; an unreadable
+    file is said in one warning and derived again."""
+    import affinevae.models.rvae as rvae_module
+    from affinevae.io import FIT_TARGETS, load_tensors
+
     x, _ = styled_shapes(120, seed=3)
-    cfg = dict(batch_size=40, val_split=0.0, progress=False, seed=0)
+    cfg = dict(batch_size=40, val_split=0.0, progress=False)
+    tables = []
+    plain = rvae_module.RVAE.on_epoch_start
+
+    def spy(self, *args):
+        tables.append((self._anchor_table.clone(), self._content_table.clone()))
+        return plain(self, *args)
+    monkeypatch.setattr(rvae_module.RVAE, "on_epoch_start", spy)
     torch.manual_seed(0)
-    av.fit(small_rvae(), x.numpy(), av.TrainConfig(epochs=1, **cfg), out=tmp_path / "run")
-    model = av.load(tmp_path / "run")
-    res = av.fit(model, x.numpy(), av.TrainConfig(epochs=2, **cfg), out=tmp_path / "run", resume=True)
-    assert [r["epoch"] for r in res.history] == [1, 2]
-    assert "train_pose_anchor" in res.history[1] and res.history[1]["pose_sync_agreement"] > 0.9
+    av.fit(small_rvae(), x.numpy(), av.TrainConfig(epochs=1, seed=0, **cfg), out=tmp_path / "run")
+    stored = {k: v.clone() for k, v in load_tensors(tmp_path / "run" / FIT_TARGETS).items()}
+    assert stored["angles"].shape == (120,) and stored["content"].shape == (120, 1)
+    assert float(stored["agreement"]) > 0.9 and torch.equal(tables[0][0], stored["angles"])
+
+    def refused(*args, **kwargs):
+        raise AssertionError("derived again")
+    monkeypatch.setattr(rvae_module, "synchronise_angles", refused)
+    with pytest.warns(UserWarning, match="resuming with seed 5"):
+        res = av.fit(av.load(tmp_path / "run"), x.numpy(), av.TrainConfig(epochs=2, seed=5, **cfg),
+                     out=tmp_path / "run", resume=True)
+    assert [r["epoch"] for r in res.history] == [1, 2] and res.history[1]["pose_sync_agreement"] > 0.9
+    assert "train_pose_anchor" in res.history[1] and "train_content_anchor" in res.history[1]
+    assert torch.equal(tables[1][0], tables[0][0]) and torch.equal(tables[1][1], tables[0][1])
+    monkeypatch.undo()
+    (tmp_path / "run" / FIT_TARGETS).write_bytes(b"not a safetensors file")
+    with pytest.warns(UserWarning, match=f"{FIT_TARGETS}: corrupt training targets.*derived again"):
+        av.fit(av.load(tmp_path / "run"), x.numpy(), av.TrainConfig(epochs=3, seed=0, **cfg), out=tmp_path / "run",
+               resume=True)
+    again = load_tensors(tmp_path / "run" / FIT_TARGETS)  # written anew: the same seed gives the same targets
+    assert torch.equal(again["angles"], stored["angles"]) and torch.equal(again["content"], stored["content"])
 
 
 def test_a_run_from_before_anchor_symmetry_resumes_over_the_full_circle(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from .errors import AffineVAEError
 
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
+#: The per-image training targets a model derived from its training data (:class:`TargetStore`).
+FIT_TARGETS = "fit_targets.safetensors"
 
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
@@ -247,3 +250,46 @@ def save_model(model, directory: str | Path) -> Path:
                  metadata={CONFIG_DIGEST_KEY: config_digest(json.loads(json.dumps(desc)))})
     write_json(directory / MODEL_JSON, desc)
     return directory
+
+
+class TargetStore:
+    """The per-image training targets a model derives from its training data when a fit starts
+    (an rVAE's synchronised angles and t-SNE targets: about a minute for 10 000 images), kept in
+    the run directory (:data:`FIT_TARGETS`, safetensors) so that a resumed fit reads them instead
+    of deriving them again: faster, and the same targets the weights were trained against even
+    when the resume changes the seed.
+
+    ``key`` (a JSON-able dict) names what the targets were derived from; the trainer adds the
+    training data's fingerprint. :meth:`load` returns the tensors only when the file's key is the
+    same and ``reuse`` is True (a resume); a missing, corrupt or other file gives None (derived
+    again: nothing is lost). :meth:`save` writes atomically when ``writable`` (rank 0 of a
+    distributed fit).
+    """
+
+    def __init__(self, path: str | Path, fingerprint: str, reuse: bool = True, writable: bool = True) -> None:
+        self.path = Path(path)
+        self.fingerprint = str(fingerprint)
+        self.reuse = bool(reuse)
+        self.writable = bool(writable)
+
+    def _key(self, key: dict) -> str:
+        return json.dumps({**key, "data_fingerprint": self.fingerprint}, sort_keys=True, separators=(",", ":"))
+
+    def load(self, key: dict) -> dict[str, torch.Tensor] | None:
+        """The tensors saved under ``key`` for these data, or None (not a resume, no file, another
+        key, or a file that does not read: said in one warning)."""
+        if not (self.reuse and self.path.is_file()):
+            return None
+        try:
+            _, meta = tensor_header(self.path, "training targets")
+            if meta.get("key") != self._key(key):
+                return None
+            return load_tensors(self.path, "training targets")
+        except AffineVAEError as exc:
+            warnings.warn(f"{exc}; they are derived again from the training images", UserWarning, stacklevel=2)
+            return None
+
+    def save(self, key: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """Write ``tensors`` under ``key`` (atomically; nothing when not writable)."""
+        if self.writable:
+            save_tensors(self.path, tensors, metadata={"key": self._key(key)})

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import inspect
 import math
 import os
 import shutil
@@ -38,7 +39,7 @@ from .config import Config, check, check_choice, check_positive, check_seed
 from .data.imageset import RAW_UNITS, ImageSet
 from .data.inputs import as_images, check_image_size
 from .errors import AffineVAEError
-from .io import atomic_write, load_tensors, save_model, save_tensors, write_json
+from .io import FIT_TARGETS, TargetStore, atomic_write, load_tensors, save_model, save_tensors, write_json
 from .limits import check_allocation, format_size
 from .models.base import LatentModel
 from .nn.modes import module_mode
@@ -654,6 +655,15 @@ def fault_point(point: str, epoch: int) -> None:
 RESUME_NOTED = ("lr", "batch_size", "weight_decay", "schedule", "kl_warmup", "seed")
 
 
+def _fit_context(model: LatentModel, x: Tensor, y: Optional[Tensor], index: Tensor, seed: int,
+                 store: Optional[TargetStore]):
+    """``model.fit_context`` with the run's target ``store`` when the family's hook takes one (a
+    family written before the store keeps its four-argument hook)."""
+    if store is not None and "store" in inspect.signature(model.fit_context).parameters:
+        return model.fit_context(x, y, index, seed, store=store)
+    return model.fit_context(x, y, index, seed)
+
+
 def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device, callbacks,
                 meta, on_start=None) -> "FitResult":
     run_dir = run.path if run is not None else None
@@ -698,8 +708,13 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     panel = (x, y) if xv is None else (xv, yv)
     if on_start is not None and rank == 0 and start < cfg.epochs:
         on_start(len(x))
+    # the targets a model derives from the data as the fit starts are kept in the run directory, and a
+    # resume reads them (the same targets the weights learned, even under another seed)
+    store = None if run is None else TargetStore(run.path / FIT_TARGETS, fingerprint, reuse=resume,
+                                                 writable=rank == 0)
     with compiled(model, cfg.compile), full_kl_weights_after(model), \
-            (model.fit_context(x, y, data_index, cfg.seed) if start < cfg.epochs else contextlib.nullcontext()), \
+            (_fit_context(model, x, y, data_index, cfg.seed, store) if start < cfg.epochs
+             else contextlib.nullcontext()), \
             Tracker.start(cfg, model, run_dir, *panel, history=history, enabled=rank == 0) as tracker:
         for epoch in range(start + 1, cfg.epochs + 1):
             lr = _epoch_lr(cfg, epoch - 1)

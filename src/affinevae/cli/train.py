@@ -16,6 +16,7 @@ from ..analysis.quality import learning_warnings
 from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS, PATCH_BATCH_SIZE,
                         PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults, lattice_patches)
 from ..errors import AffineVAEError
+from ..io import FIT_TARGETS
 from ..models.base import build_model
 from .image_options import add_stretch_option
 from ..models.joint import EMBEDDING_START_AGREEMENT
@@ -238,7 +239,8 @@ class Train:
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             print(chosen)
         announce = None  # said once fit's checks passed, as training starts, for the images it trains on
-        if prefit_line(model.config) is not None:
+        if prefit_line(model.config) is not None and not (args.resume and (Path(args.out) / FIT_TARGETS).is_file()):
+            # (a resume reads the targets the run derived: nothing to wait for)
             def announce(n: int) -> None:
                 print(prefit_line(model.config, n), flush=True)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle

@@ -764,13 +764,15 @@ class LatentModel(nn.Module):
         epoch's record. Default: nothing."""
         return {}
 
-    def fit_context(self, x: Tensor, y: Optional[Tensor], index: Tensor, seed: int):
+    def fit_context(self, x: Tensor, y: Optional[Tensor], index: Tensor, seed: int, store=None):
         """Trainer hook around one :func:`affinevae.fit` call (resumed runs included): a context
         manager entered before the first epoch and left after the last (or on an error). ``x``
         (N, C, H, W) the training images (CPU), ``y`` their labels or None, ``index`` (N,) their
         positions in the data given to fit (the ``index`` that ``forward`` then receives), ``seed``
-        the run's seed. Families that derive per-image training targets from the data (the rVAE's
-        pose anchor) set them up here and drop them on leaving. Default: nothing."""
+        the run's seed, ``store`` the run directory's :class:`~affinevae.io.TargetStore` (None
+        without a run directory). Families that derive per-image training targets from the data
+        (the rVAE's pose anchor) set them up here (read from ``store`` on a resume, saved to it
+        otherwise, in the order of ``x``) and drop them on leaving. Default: nothing."""
         return contextlib.nullcontext()
 
     def on_epoch_end(self, epoch: int, run_dir: Optional[Path]) -> dict[str, Any]:

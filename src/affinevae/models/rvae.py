@@ -537,27 +537,41 @@ class RVAE(LatentModel):
 
     # ------------------------------------------------------------------ pose anchor
     @contextlib.contextmanager
-    def fit_context(self, x: Tensor, y: Optional[Tensor], index: Tensor, seed: int):
+    def fit_context(self, x: Tensor, y: Optional[Tensor], index: Tensor, seed: int, store=None):
         """With ``pose_anchor`` > 0 (see :class:`RVAEConfig`): the training images ``x`` (N, C, H, W)
         are synchronised (:func:`~affinevae.pose.synchronise_angles` with ``seed``) and, if they
         agree well enough, their angles (radians) anchor the encoder's angle posterior while the fit
         runs (the term 'pose_anchor', looked up by the ``index`` (N,) the trainer passes to
         ``forward``); on leaving they are dropped. ``pose_sync_agreement`` keeps the agreement and
-        ``pose_sync_symmetry`` the n-fold symmetry the angles were synchronised at (``anchor_symmetry``)."""
+        ``pose_sync_symmetry`` the n-fold symmetry the angles were synchronised at (``anchor_symmetry``).
+        With a ``store`` (:class:`~affinevae.io.TargetStore`, the run directory's) the angles, the
+        agreement and the content targets are saved there, and a resume reads them instead of
+        synchronising and embedding again."""
         if not (self.config.pose_anchor > 0 and len(x) >= 2):
             yield
             return
-        observed = self.observe_cpu(x)
-        sync = synchronise_angles(observed, seed=seed, symmetry=self.config.anchor_symmetry)
-        self.pose_sync_agreement, self.pose_sync_symmetry = sync.agreement, sync.symmetry
-        if sync.agreement >= MIN_SYNC_AGREEMENT:
+        c = self.config
+        key = {"targets": "pose anchor", "model": self.describe(), "n": len(x)}
+        kept = store.load(key) if store is not None else None
+        if kept is None:
+            observed = self.observe_cpu(x)
+            sync = synchronise_angles(observed, seed=seed, symmetry=c.anchor_symmetry)
+            kept = {"angles": torch.as_tensor(sync.angles, dtype=torch.float32),
+                    "agreement": torch.tensor(float(sync.agreement), dtype=torch.float64),
+                    "symmetry": torch.tensor(int(sync.symmetry))}
+            if sync.agreement >= MIN_SYNC_AGREEMENT and c.content_anchor > 0:
+                kept["content"] = torch.as_tensor(CONTENT_TARGETS[c.content_targets](
+                    observed, torch.as_tensor(sync.angles), c.latent_dim, seed=seed), dtype=torch.float32)
+            if store is not None:
+                store.save(key, kept)
+        self.pose_sync_agreement, self.pose_sync_symmetry = float(kept["agreement"]), int(kept["symmetry"])
+        if self.pose_sync_agreement >= MIN_SYNC_AGREEMENT:
             table = torch.full((int(index.max()) + 1,), float("nan"))
-            table[index.cpu()] = torch.as_tensor(sync.angles)
+            table[index.cpu()] = kept["angles"].to(table.dtype)
             self._anchor_table = table
-            if self.config.content_anchor > 0:
-                content = torch.full((int(index.max()) + 1, self.config.latent_dim), float("nan"))
-                targets = CONTENT_TARGETS[self.config.content_targets]
-                content[index.cpu()] = targets(observed, torch.as_tensor(sync.angles), self.config.latent_dim, seed=seed)
+            if "content" in kept:
+                content = torch.full((int(index.max()) + 1, c.latent_dim), float("nan"))
+                content[index.cpu()] = kept["content"].to(content.dtype)
                 self._content_table = content
         try:
             yield
