@@ -24,6 +24,7 @@ and is scored against the ground truth (patches matched to atoms within 1.5 pixe
     python benchmarks/bench_lattice.py --lattices square --train-args "--epochs 40"
     python benchmarks/bench_lattice.py --seed 1 --train-args "--kl-warmup 0"   # without the KL warm-up
     python benchmarks/bench_lattice.py --keep /tmp/lattice              # keep images, runs and maps
+    python benchmarks/bench_lattice.py --model jrvae                    # the joint model's own two classes
     python benchmarks/bench_lattice.py --spacing 8 --sub-intensity 0.5 --window 16 --first-angle 0
                                       # synthetic_micrograph's defaults: dim substituted atoms, 8 px apart
 
@@ -50,6 +51,8 @@ import numpy as np
 TARGET = {"angle_deg": 2.0, "precision": 0.8, "recall": 0.8}
 #: Lattice angle of grain 0 in radians unless --first-angle is given (grain 1: this + --delta).
 FIRST_ANGLE = 0.2
+#: Families that infer classes themselves: trained with two classes, scored on the classes they infer.
+CLASS_MODELS = ("jrvae",)
 
 
 def affinevae(*args: str) -> str:
@@ -113,10 +116,12 @@ def run_lattice(lattice: str, args: argparse.Namespace, work: Path) -> dict:
               + (["--threshold", str(args.threshold)] if args.threshold is not None else []))
     cmds = [["patches", str(d / "scan.tif"), "--window", str(args.window), *detect,
              "--no-progress", "--out", str(d / "patches.npz")],
-            ["train", "--model", "rvae", "--data", str(d / "patches.npz"), "--seed", str(args.seed), "--no-progress",
-             *shlex.split(args.train_args), "--out", str(d / "run")],
+            ["train", "--model", args.model, "--data", str(d / "patches.npz"), "--seed", str(args.seed), "--no-progress",
+             *(["--set", "num_classes=2"] if args.model in CLASS_MODELS else []), *shlex.split(args.train_args),
+             "--out", str(d / "run")],
             ["map", str(d / "run"), "--image", str(d / "scan.tif"), "--patches", str(d / "patches.npz"),
-             "--clusters", "2", *shlex.split(args.map_args), "--out", str(d / "maps")]]
+             *([] if args.model in CLASS_MODELS else ["--clusters", "2"]), *shlex.split(args.map_args),
+             "--out", str(d / "maps")]]
     said, seconds = [], []
     for c in cmds:
         t = time.perf_counter()
@@ -147,6 +152,9 @@ def main(argv=None) -> int:
     p.add_argument("--min-distance", type=int, default=None,
                    help="patches --min-distance (default: patches' own, a quarter of the window)")
     p.add_argument("--threshold", type=float, default=None, help="patches --threshold (default: patches' own, 0.3)")
+    p.add_argument("--model", default="rvae", choices=["rvae", *CLASS_MODELS],
+                   help="the model family `train` builds (default rvae); jrvae is given --set num_classes=2 and "
+                        "`map` shows its own classes (no --clusters)")
     p.add_argument("--train-args", default="", help="extra `train` options (default: none, the defaults)")
     p.add_argument("--map-args", default="", help="extra `map` options, e.g. '--symmetry 2' (default: estimated)")
     p.add_argument("--seed", type=int, default=0, help="micrograph and training seed")

@@ -177,7 +177,12 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
         {"batch_size": 32, "lr": 1e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}, "")
     assert data_defaults(plain, "rvae", given, None, None, 1e-3)[2] == (
         "affinevae: rvae defaults: batch_size=100 (override with --batch-size)")
-    assert data_defaults(patch_set(), "jrvae", given, None, None)[1]["batch_size"] == bs  # no patch rule for jrvae
+    # on a patch set the jrvae takes the rvae's patch-set defaults (its grain angles were 19-31 degrees off without)
+    patch_opts, patch_train, said = data_defaults(patch_set(), "jrvae", {**given, "num_classes": 2}, None, None)
+    assert said.startswith("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
+                           "encoder=mlp hidden=32,32 likelihood=gaussian sigma=0.1 sigma_radius=0.7 batch_size=32")
+    assert patch_train["batch_size"] == PATCH_BATCH_SIZE and "content_anchor" not in patch_opts  # anchors stay off
+    assert av.build_model("jrvae", **{**patch_opts, "image_shape": (1, 8, 8)}).config.likelihood == "gaussian"
     # the CLI prints the line and trains with them
     argv = ["train", "--model", "jrvae", "--data", "mnist", "-n", "60", "--latent-dim", "2", "--hidden", "8,8",
             "--set", "encoder_hidden=[16]", "--set", "classifier_hidden=[16]", "--classes", "3", "--epochs", "1",
