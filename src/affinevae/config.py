@@ -40,14 +40,41 @@ class Config:
         return super().__new__(cls)
 
     def __post_init__(self) -> None:
-        # Normalise list inputs (e.g. from JSON) to tuples so configs stay hashable/frozen.
+        # Normalise list inputs (e.g. from JSON) to tuples so configs stay hashable/frozen, and numpy
+        # scalars (np.int64 from np.arange in a grid search) to Python numbers, so they check and save as such.
         for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
+            v = _plain(getattr(self, f.name))
             if isinstance(v, list):
-                object.__setattr__(self, f.name, tuple(v))
-            elif isinstance(f.default, tuple) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = tuple(v)
+            if isinstance(v, tuple):
+                v = tuple(_plain(item) for item in v)
+            elif isinstance(f.default, tuple) and isinstance(v, bool):
+                raise AffineVAEError(f"{f.name} takes a list of values, got {v!r}")
+            elif isinstance(f.default, tuple) and isinstance(v, (int, float)):
                 raise AffineVAEError(f"{f.name} takes a list of values, e.g. {f.name}=({v!r},), got the number {v!r}")
-        self.validate()
+            object.__setattr__(self, f.name, v)
+        try:
+            self.validate()
+        except TypeError:  # a value of another type than the field's that a comparison in validate met
+            raise AffineVAEError(self._type_mismatch() or f"{type(self).__name__}: an option has a value of the "
+                                 "wrong type") from None
+        mismatch = self._type_mismatch()  # what validate let through: True as a count, "no" as a yes/no option
+        if mismatch:
+            raise AffineVAEError(mismatch)
+
+    def _type_mismatch(self) -> str:
+        """The message for the first field whose value is not of its annotated type (bool, int, float, str,
+        or Optional of one), else ''."""
+        for f in dataclasses.fields(self):
+            kind = str(f.type)
+            optional = kind.startswith("Optional[")
+            kind = kind[len("Optional["):-1] if optional else kind
+            v = getattr(self, f.name)
+            if kind not in _SCALAR_TYPES or (optional and v is None):
+                continue
+            if not _SCALAR_TYPES[kind][0](v):
+                return f"{f.name} must be {_SCALAR_TYPES[kind][1]}{' or None' if optional else ''}, got {v!r}"
+        return ""
 
     def validate(self) -> None:
         """Check field values; subclasses raise :class:`AffineVAEError` on bad values."""
@@ -136,6 +163,23 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number (or bool, str) it holds; anything else as it is."""
+    item = getattr(value, "item", None)
+    if item is not None and type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return item()
+    return value
+
+
+#: Annotation -> (test, words) of the scalar field types a config checks its values against.
+_SCALAR_TYPES = {
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def unknown_option_message(key: str, names: list[str], label: str) -> str:
     """The one-line message for an unknown option ``key`` of ``label`` whose valid options are
     ``names``, with the closest valid name as a suggestion."""
@@ -150,7 +194,7 @@ MAX_SEED = 2**63
 
 def check_seed(value: Any, name: str = "seed") -> None:
     """Raise :class:`AffineVAEError` unless ``value`` is an integer in [0, :data:`MAX_SEED`)."""
-    check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_SEED,
+    check(isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value < MAX_SEED,
           f"{name} must be an integer >= 0, got {value!r}")
 
 

@@ -22,6 +22,8 @@ the default Bernoulli likelihood (scale first, e.g. with ``MinMaxScaler``, or ch
 
 from __future__ import annotations
 
+import re
+
 import warnings
 from typing import Any, Optional
 
@@ -31,6 +33,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .analysis.quality import learning_warnings
+from .data.imageset import ImageSet
 from .errors import AffineVAEError
 from .evaluation import encode_dataset
 from .models.base import build_model
@@ -65,12 +68,28 @@ def _image_shape(value: Any) -> tuple[int, int, int]:
 
 
 def one_line(message: str, limit: int = 300) -> str:
-    """``message`` (a library's multi-line refusal) as one line: its lines joined, those that dump an
-    array (``array=[...``, rows of numbers) left out, at most ``limit`` characters."""
-    keep = [ln.strip() for ln in message.splitlines()
-            if ln.strip() and not ln.strip().startswith(("array=", "[", "(", "..."))]
-    text = " ".join(keep) or message.strip()
+    """``message`` (a library's multi-line refusal) as one line: every array it dumps (a bracketed span
+    that is long or runs over lines, ``array=[...]``) left out, its lines joined, at most ``limit`` characters."""
+    kept, depth, span = [], 0, []
+    for ch in message:
+        if ch == "[":
+            depth += 1
+        if depth:
+            span.append(ch)
+            if ch == "]":
+                depth -= 1
+                if not depth:
+                    text = "".join(span)
+                    dump = len(text) > 40 or "\n" in text or "".join(kept[-6:]) == "array="
+                    kept.append("\0" if dump else text)
+                    span = []
+        else:
+            kept.append(ch)
+    body = "".join(kept) + ("\0" if len("".join(span)) > 40 else "".join(span))
+    body = re.sub(r"\s*(array=)?\0\.?", "", body)  # a dropped array, what named it and the period after it
+    text = " ".join(ln.strip() for ln in body.splitlines() if ln.strip()) or message.strip()
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
 
 class Estimator(TransformerMixin, BaseEstimator):
     """scikit-learn transformer: fits an affinevae model, transforms images to their latents.
@@ -160,9 +179,16 @@ class Estimator(TransformerMixin, BaseEstimator):
         except ValueError as exc:
             if isinstance(exc, AffineVAEError):
                 raise
-            raise ValueError(one_line(str(exc))) from None
+            raise AffineVAEError(one_line(str(exc))) from None
 
     def _checked_images(self, X: Any, reset: bool) -> tuple[torch.Tensor, np.dtype]:
+        if isinstance(X, ImageSet):  # as fit and encode_dataset take it: its (N, C, H, W) images
+            X = X.images
+        values = X if isinstance(X, np.ndarray) else None
+        if values is not None and values.dtype.kind == "f" and values.size and not np.isfinite(values).all():
+            first = int(np.argwhere(~np.isfinite(values.reshape(len(values), -1)).all(1))[0, 0])
+            raise AffineVAEError(f"X holds NaN or infinite values (first in image {first}); fill them (e.g. with "
+                                 "the image's median) or leave those images out")
         ndim = getattr(X, "ndim", None)
         if ndim is None:  # nested lists: their depth; other array-likes are read as 2-D by scikit-learn
             ndim = np.ndim(X) if isinstance(X, (list, tuple)) else 2
@@ -197,6 +223,11 @@ class Estimator(TransformerMixin, BaseEstimator):
         y = np.asarray(y)
         if y.shape != (n,):
             raise AffineVAEError(f"y must hold one label per image ({n}), got shape {y.shape}")
+        if y.dtype.kind in "fc" and not np.isfinite(y).all():
+            raise AffineVAEError(f"y holds NaN or infinite labels (first at image {int(np.argmax(~np.isfinite(y)))}): "
+                                 "every image of a conditional model needs its class")
+        if y.dtype.kind == "O" and any(v is None for v in y.tolist()):
+            raise AffineVAEError("y holds None: every image of a conditional model needs its class")
         if reset:
             self.classes_, idx = np.unique(y, return_inverse=True)
             return torch.as_tensor(idx.reshape(-1), dtype=torch.long)
@@ -222,6 +253,9 @@ class Estimator(TransformerMixin, BaseEstimator):
             self.classes_, idx = np.unique(y[~unknown], return_inverse=True)
         except TypeError:  # labels of mixed types that do not sort
             raise AffineVAEError("y holds labels of mixed types (e.g. numbers and text) that cannot be ordered") from None
+        if not len(self.classes_):
+            raise AffineVAEError(f"y holds no known label (all {n} are -1): a semi-supervised model learns its "
+                                 "classes from some labelled images")
         out = np.full(n, -1, dtype=np.int64)
         out[~unknown] = idx.reshape(-1)
         return torch.as_tensor(out)
@@ -350,7 +384,9 @@ class Estimator(TransformerMixin, BaseEstimator):
         the pose columns after them (``pose_columns_``): ``angle`` in radians, ``shift_x``/``shift_y``
         in half image widths (a 1-D signal model: one shift column, in samples), ``scale`` (or
         ``scale_u``/``scale_v``) zoom factors."""
-        self.fit(X, y, **fit_params)
+        if fit_params:
+            raise AffineVAEError(f"fit_transform: fit takes only X and y, not {', '.join(sorted(fit_params))}")
+        self.fit(X, y)
         return self.transform(X, y if self.model_.conditional else None)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -366,7 +402,10 @@ class Estimator(TransformerMixin, BaseEstimator):
         """Mean images decoded from latents ``Z`` (N, latent_dim), or (N, latent_dim + pose
         columns) with ``pose`` (without them the canonical pose), in the layout of :meth:`fit`'s input."""
         check_is_fitted(self)
-        Z = check_array(Z, dtype=FLOATS, input_name="Z")
+        try:
+            Z = check_array(Z, dtype=FLOATS, input_name="Z")
+        except ValueError as exc:  # scikit-learn's refusal (1-D, NaN) as one line, without the array dump
+            raise AffineVAEError(one_line(str(exc))) from None
         d = self.model_.config.latent_dim
         widths = {d, d + len(self.pose_columns_)} if self.pose else {d}
         if Z.shape[1] not in widths:

@@ -27,6 +27,8 @@ from .errors import AffineVAEError
 
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
+#: A training run's record (training config, progress, data); :data:`affinevae.runs.TRAIN_JSON`.
+TRAIN_JSON = "train.json"
 #: The per-image training targets a model derived from its training data (:class:`TargetStore`).
 FIT_TARGETS = "fit_targets.safetensors"
 

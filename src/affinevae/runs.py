@@ -28,7 +28,7 @@ import torch
 
 from . import models  # noqa: F401  (registers the model families that load() builds)
 from .errors import AffineVAEError
-from .io import (CONFIG_DIGEST_KEY, MODEL_JSON, MODEL_WEIGHTS, atomic_write, config_digest, load_tensors, read_json,
+from .io import (CONFIG_DIGEST_KEY, MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, atomic_write, config_digest, load_tensors, read_json,
                  tensor_header)
 from .pose.record import POSES_FILE, PoseRecord, load_pose_record
 from .models.base import FORMAT_VERSION, planned_state
@@ -37,7 +37,6 @@ from .registry import MODELS
 __all__ = ["Run", "load", "read_run", "read_metrics", "write_metrics", "TRAIN_JSON", "METRICS", "POSES_FILE", "PoseRecord",
            "load_pose_record"]
 
-TRAIN_JSON = "train.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT_NAME = "checkpoint-e{epoch:04d}.safetensors"
 OPTIMIZER_NAME = "optimizer-e{epoch:04d}.pt"
@@ -293,8 +292,14 @@ class Run:
 
     @property
     def info(self) -> dict[str, Any]:
-        """``train.json`` as written by the trainer, or {} for a saved model without one."""
+        """``train.json`` as written by the trainer, or {} for a saved model without one; a one-line
+        :class:`AffineVAEError` where the directory does not exist (a mistyped path reads as nothing)."""
+        self._check_exists()
         return read_run(self.path) if self.has_training else {}
+
+    def _check_exists(self) -> None:
+        if not self.path.is_dir():
+            raise AffineVAEError(not_a_run(self.path))
 
     @property
     def train_config(self) -> dict[str, Any]:
@@ -319,7 +324,8 @@ class Run:
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
-        """Per-epoch metrics (``metrics.jsonl``), [] when none."""
+        """Per-epoch metrics (``metrics.jsonl``), [] when none (an error where the directory does not exist)."""
+        self._check_exists()
         return read_metrics(self.path)
 
     @property

@@ -235,15 +235,19 @@ def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: 
                   **removed) -> Tensor:
     """Rotate (N, C, H, W) images counter-clockwise on screen by ``angle`` radians about the centre.
 
-    ``angle`` is required (radians; ``np.radians(...)`` converts degrees); ``interpolation``:
-    'bilinear', 'bicubic' or 'nearest'. Returns (N, C, H, W), clipped to [0, 1]. The former
-    keyword ``angle_deg`` (degrees) is refused in one line.
+    ``images``: anything :func:`affinevae.data.as_images` takes (a tensor or array, (N, H, W) read as one
+    channel; integers become float32 as they are, so give uint8 pixels divided by 255). ``angle`` is
+    required (radians; ``np.radians(...)`` converts degrees); ``interpolation``: 'bilinear', 'bicubic' or
+    'nearest'. Returns a float32 tensor (N, C, H, W), clipped to [0, 1]. The former keyword ``angle_deg``
+    (degrees) is refused in one line, as are bad images and an unknown interpolation.
     """
     refuse_removed_keywords("rotate_images", removed, {
         "angle_deg": "angle_deg (degrees) is now angle, in radians (e.g. angle=np.radians(30))"})
     if angle is None:
         raise AffineVAEError("rotate_images needs an angle, in radians (e.g. angle=np.radians(30))")
     value = check_angle(angle, "rotate_images")
+    check_choice("rotate_images: interpolation", interpolation, ("bilinear", "bicubic", "nearest"))
+    images, _ = as_images(images, where="rotate_images")
     turn = torch.full((len(images),), value, dtype=torch.float32, device=images.device)
     return render(images, Pose(angle=turn), mode=interpolation).clamp(0, 1)
 

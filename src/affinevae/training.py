@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import hashlib
 import inspect
+import json
 import math
 import os
 import shutil
@@ -453,6 +454,22 @@ def evaluate(model: LatentModel, x: Tensor, y: Optional[Tensor], batch_size: int
     return {k: v / len(x) for k, v in totals.items()}
 
 
+def json_meta(meta: dict) -> dict:
+    """``meta`` as ``train.json`` will hold it: numpy scalars as Python numbers (np.int64 from a count),
+    checked JSON-able before any training (a one-line :class:`AffineVAEError` naming the entry otherwise)."""
+    def plain(value):
+        if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+            return value.item()
+        raise TypeError(type(value).__name__)
+    out = {}
+    for key, value in meta.items():
+        try:
+            out[str(key)] = json.loads(json.dumps(value, default=plain, allow_nan=True))
+        except (TypeError, ValueError) as exc:
+            raise AffineVAEError(f"fit: meta[{key!r}] cannot be saved in train.json (a {exc} is not JSON)") from None
+    return out
+
+
 def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[TrainConfig] = None,
         out: Optional[str | Path] = None, val: Optional[ImageSet | Tensor | tuple] = None, resume: bool = False,
         callbacks: Sequence[Callable[[dict], None]] = (), meta: Optional[dict[str, Any]] = None,
@@ -506,6 +523,14 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         raise AffineVAEError(f"{out}: a file, not a run directory (out= names a folder for the run)")
     if meta is not None and not isinstance(meta, dict):
         raise AffineVAEError(f"fit: meta must be a dict, got {type(meta).__name__}")
+    if meta is not None:
+        meta = json_meta(meta)
+    if callable(callbacks):  # one callback given as it is
+        callbacks = (callbacks,)
+    if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise AffineVAEError(f"fit: callbacks must be a list of callables (each called with the epoch's metrics "
+                             f"dict), got {type(callbacks).__name__}")
+    callbacks = tuple(callbacks)
     if not all(callable(cb) for cb in callbacks):
         raise AffineVAEError("fit: every callback must be callable (called with each epoch's metrics dict)")
     if on_start is not None and not callable(on_start):

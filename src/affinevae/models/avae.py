@@ -648,6 +648,9 @@ class AVAE(LatentModel):
         self.refuse_labels(y, "align")
         if isinstance(config, dict):
             config = SearchConfig.from_dict(config)
+        if config is not None and not isinstance(config, SearchConfig):
+            raise AffineVAEError(f"align: config must be a SearchConfig or a dict of its options, got "
+                                 f"{type(config).__name__}")
         return align_poses(self, x, y, config or self.config.search, starts=starts)
 
     # ------------------------------------------------------------------ LatentModel API

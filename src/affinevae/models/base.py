@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Union
 
@@ -833,11 +834,24 @@ class LatentModel(nn.Module):
         """JSON-able description: model name, config and format version."""
         return {"model": self.family, "config": self.config.to_dict(), "format_version": FORMAT_VERSION}
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``model.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
-        from ..io import save_model
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write ``model.json`` and ``model.safetensors`` into ``directory`` (atomically); returns it.
 
-        return save_model(self, directory)
+        Refused (one-line :class:`AffineVAEError`) where ``directory`` is a file, holds a training run
+        (``train.json``: its model is the one its training wrote; ``train --resume`` and
+        :meth:`affinevae.Run.model` rely on it), or already holds a saved model and ``overwrite`` is False."""
+        from ..io import MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, save_model
+
+        path = Path(directory)
+        if path.exists() and not path.is_dir():
+            raise AffineVAEError(f"{path}: a file, not a directory (save writes model.json and model.safetensors "
+                                 "into a folder)")
+        if (path / TRAIN_JSON).is_file():
+            raise AffineVAEError(f"{path}: holds a training run, whose model is the one its training wrote; save "
+                                 "this model into another directory")
+        if not overwrite and any((path / name).exists() for name in (MODEL_JSON, MODEL_WEIGHTS)):
+            raise AffineVAEError(f"{path}: already holds a saved model; pass overwrite=True to replace it")
+        return save_model(self, path)
 
     @classmethod
     def from_config_dict(cls, config: dict[str, Any]) -> "LatentModel":
@@ -900,7 +914,7 @@ def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> Lat
     if seed is not None:
         check_seed(seed)
     shape = options.get("image_shape")
-    if isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, int) for v in shape):
+    if isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, numbers.Integral) for v in shape):
         h, w = shape[1:]  # 1-D signals (C, 1, L): any length; models saved before this rule still load
         check(is_signal_shape(shape) or min(h, w) >= MIN_IMAGE_SIZE, f"image_shape {tuple(shape)}: images of {h}x{w} pixels are "
               f"too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
