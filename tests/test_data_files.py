@@ -258,7 +258,7 @@ def test_hdf5_without_h5py(tmp_path, monkeypatch):
     p = tmp_path / "d.h5"
     p.write_bytes(b"")
     monkeypatch.setitem(sys.modules, "h5py", None)
-    assert "pip install affinevae[hdf5]" in raises("d.h5", load_images, f"{p}:images")
+    assert "pip install \"affinevae[hdf5]\"" in raises("d.h5", load_images, f"{p}:images")
 
 
 # ---------------------------------------------------------------- folders of images

@@ -75,7 +75,7 @@ def test_each_bad_input_is_one_error_line_naming_where(data, kw, match):
     ({"shift": [[0.0, 0.0], [1.0], [0.0, 0.0]]}, r"shift must be an array of shape \(N, 2\) .* ragged"),
     ({"shift": np.zeros((3, 3))}, r"shift must have shape \(N, 2\), got \(3, 3\)"),
     ({"shift": [[0.0, 0.0], [np.nan, 0.0], [0.0, 0.0]]}, "shift holds 1 NaN"),
-    ({"shift": np.zeros((2, 2))}, "2 shift for 3 images"),
+    ({"shift": np.zeros((2, 2))}, "2 values of shift for 3 images"),
     ({"scale": [1.0, 0.0, 1.0]}, "scale must be > 0"),
     ({"scale": [1.0, np.nan, 1.0]}, "scale holds 1 NaN"),
     ({"labels": [[0, 1], [1], [2]]}, r"labels must be an array of shape \(N,\) .* ragged"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Optional
 import numpy as np
 
 from ..data.imageset import RAW_UNITS
+from ..errors import AffineVAEError
+from ..outputs import is_run_directory
 from ..runs import Run
 from . import COMMANDS
 
@@ -28,8 +31,9 @@ class Info:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the command's options on ``p``."""
-        p.add_argument("run_dir", help="run or model directory, or a data file (an image, stack, .npz patch set, "
-                                       "file.h5:dataset, file.fits[SCI])")
+        p.add_argument("run_dir", help="run or model directory, or data: a file (an image, stack, .npz patch set, "
+                                       "file.h5:dataset, file.fits[SCI]), a folder of images, a .zarr store or "
+                                       "a quoted pattern ('scans/*.tif': each file)")
         p.add_argument("--key", help="for a data file: array name in an .npz, dataset in an HDF5 file or image HDU of a "
                                      "FITS file")
         p.add_argument("--json", action="store_true", help="print JSON")
@@ -37,13 +41,25 @@ class Info:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
-        if not Path(args.run_dir).is_dir() and (Path(args.run_dir).is_file() or _is_dataset_spec(args.run_dir)):
-            info = data_info(args.run_dir, key=args.key)
+        spec, path = args.run_dir, Path(args.run_dir)
+        if not is_run_directory(path):  # a data file, a folder of images, a Zarr store, a pattern of files
+            if path.exists() or _is_dataset_spec(spec):
+                specs = [spec]
+            elif glob.has_magic(spec):
+                specs = sorted(glob.glob(spec))
+                if not specs:
+                    raise AffineVAEError(f"{spec}: no file matches")
+            else:
+                raise AffineVAEError(f"{spec}: no such file, run or model directory")
+            infos = [data_info(s, key=args.key) for s in specs]
             if args.json:
-                print(json.dumps(info, indent=2))
+                print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=2))
                 return 0
-            for k, v in info.items():
-                print(f"{k:<12}{v}")
+            for i, info in enumerate(infos):
+                if i:
+                    print()
+                for k, v in info.items():
+                    print(f"{k:<12}{v}")
             return 0
         run = Run.open(args.run_dir)
         model = run.model()
@@ -112,6 +128,9 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
 
     out: dict = {"file": spec}
     with open_stack(spec, key=key) as src:
+        if np.dtype(src.dtype).kind == "c":
+            raise AffineVAEError(f"{spec}: images must be real numbers, got dtype {np.dtype(src.dtype)} (complex: "
+                                 "give np.abs or the real part)")
         h, w = src.image_shape
         out["frames"] = (f"{src.n_frames} of {h} x {w} pixels, {src.channels} channel(s), "
                          f"{np.dtype(src.dtype).name}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.objects import DETECT_THRESHOLD, NOISE_FLOOR
+from ..data.objects import DETECT_THRESHOLD, NOISE_FLOOR, read_coordinates
 from ..defaults import MIN_IMAGE_SIZE, patch_min_distance
 from ..errors import AffineVAEError
 from ..outputs import check_output
@@ -95,9 +95,17 @@ class Patches:
             why = " (asinh-stretched frames: a sparse field)" if args.noise_floor is None else ""
             print(f"affinevae: detection threshold: {args.threshold:g} of each frame's range or {floor:g} noise sigma "
                   f"above its median, whichever is higher{why} (--threshold, --noise-floor; 0 turns the floor off)")
+        if args.coords and args.edge == "drop":
+            given_n = len(read_coordinates(args.coords)[0])
+            if len(ps) < given_n:
+                lost = given_n - len(ps)
+                print(f"affinevae: {lost} of the {given_n} coordinates in {args.coords} {'lies' if lost == 1 else 'lie'} within "
+                      f"{args.window // 2} pixels of an edge: no whole window there, dropped (--edge pad or reflect "
+                      "keeps them)")
         n_fr = len(set(ps.frames.tolist()))
+        noun = "object" if len(ps) == 1 else "objects"
         how = (f"{ps.grid_shape[0]}x{ps.grid_shape[1]} grid windows per frame (stride {ps.stride})"
-               if ps.grid_shape is not None else "objects" + (" from " + args.coords if args.coords else " found"))
+               if ps.grid_shape is not None else noun + (" from " + args.coords if args.coords else " found"))
         files = f" of {len(images)} files" if len(images) > 1 else ""
         channels = f" of {ps.patches.shape[1]} channels" if ps.patches.ndim == 4 else ""
         print(f"{len(ps)} {how} in {n_fr} of {ps.n_frames} frame(s){channels}{files}; wrote {path} "

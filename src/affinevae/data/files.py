@@ -760,7 +760,7 @@ def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool, fi
         import h5py
     except ImportError:
         raise AffineVAEError(f"{spec}: reading HDF5 needs the optional h5py package: "
-                             "pip install affinevae[hdf5]") from None
+                             'pip install "affinevae[hdf5]"') from None
     with reading(spec, "HDF5"), h5py.File(p, "r") as f:
         found: list[str] = []
         f.visititems(lambda name, obj: found.append("/" + name) if isinstance(obj, h5py.Dataset) else None)

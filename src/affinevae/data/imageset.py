@@ -94,7 +94,8 @@ class ImageSet:
         if name != "shift" and v.ndim == 2 and v.shape[1] == 1:
             v = v[:, 0]
         if v.ndim >= 1 and len(v) != n:
-            raise AffineVAEError(f"{self.source}: {len(v)} {name} for {n} images")
+            what = name if name == "labels" else f"values of {name}"
+            raise AffineVAEError(f"{self.source}: {len(v)} {what} for {n} images (one per image)")
         if (v.ndim, v.shape[1:]) != ((2, (2,)) if name == "shift" else (1, ())):
             raise AffineVAEError(f"{self.source}: {name} must have shape {want}, got {v.shape}")
         if name != "labels" and not np.all(np.isfinite(v)):
@@ -275,7 +276,9 @@ def choose_scaling(lo: float, hi: float, sample: np.ndarray, stretch: str = "aut
     pixels, hold the rest: min-max would put the objects of interest at a few hundredths), else
     'linear'.
     """
-    span = hi - lo if hi > lo else 1.0
+    if not hi > lo:  # one value everywhere: nothing to stretch (every pixel becomes 0)
+        return PixelScaling("minmax", lo, 1.0), f"every value is {lo:g}: the images hold no contrast"
+    span = hi - lo
     x = np.array(sample, dtype=np.float32).reshape(-1)  # a small copy: the loaders' memory peak is elsewhere
     q50, q99 = (float(v) for v in np.percentile(x, [50.0, 99.0])) if x.size else (lo, hi)
     share = (q99 - lo) / span
@@ -374,7 +377,9 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
 def say_scaling(source: str, lo: float, hi: float, scaling: PixelScaling, why: str) -> None:
     """The one warning a loader gives when it scales a data set's float pixels onto [0, 1] by their
     own range (``why``: :func:`choose_scaling`'s words for a stretch)."""
-    if scaling.kind == "asinh":
+    if not hi > lo:
+        warnings.warn(f"{source}: {why or f'every value is {lo:g}'}; they all read as 0", stacklevel=4)
+    elif scaling.kind == "asinh":
         warnings.warn(f"{source}: values span [{lo:g}, {hi:g}]{'' if not why else ' and ' + why}; asinh stretch onto "
                       f"[0, 1]: {scaling} (--stretch linear: min-max scaling)", stacklevel=4)
     else:

@@ -322,6 +322,14 @@ def object_arrangement(centers: np.ndarray, frames: Optional[np.ndarray] = None)
 
 
 # ============================================================================ coordinates
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_coordinates(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:
     """Read object coordinates from a CSV/text file or an ``.npy`` array.
 
@@ -356,9 +364,11 @@ def read_coordinates(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:
             text = p.read_text()
         except UnicodeDecodeError:
             raise AffineVAEError(f"{p}: not a text CSV file") from None
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        if not lines:
+        numbered = [(i + 1, ln) for i, ln in enumerate(text.splitlines())
+                    if ln.strip() and not ln.lstrip().startswith("#")]
+        if not numbered:
             raise AffineVAEError(f"{p}: no coordinates")
+        line_no, lines = [i for i, _ in numbered], [ln for _, ln in numbered]
         dialect_delim = "," if "," in lines[0] else None
         rows = [next(csv.reader([ln], delimiter=dialect_delim)) if dialect_delim else ln.split() for ln in lines]
         rows = [[c.strip() for c in r] for r in rows]
@@ -366,13 +376,14 @@ def read_coordinates(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:
         try:
             [float(c) for c in rows[0]]
         except ValueError:
-            header, rows = [c.lower() for c in rows[0]], rows[1:]
+            header, rows, line_no = [c.lower() for c in rows[0]], rows[1:], line_no[1:]
         widths = {len(r) for r in rows}
-        ncol = len(header) if header is not None else (widths.pop() if len(widths) == 1 else -1)
-        if ncol not in (2, 3) or any(len(r) != ncol for r in rows):
-            got = sorted({len(r) for r in rows} | ({len(header)} if header else set()))
-            raise AffineVAEError(f"{p}: coordinates need 2 columns (row,col) or 3 (frame,row,col), got "
-                                 f"{'/'.join(map(str, got))} columns")
+        ncol = len(header) if header is not None else (widths.pop() if len(widths) == 1 else len(rows[0]))
+        wrong = next((i for i, r in enumerate(rows) if len(r) != ncol), None)
+        if ncol not in (2, 3) or wrong is not None:
+            at = f"line {line_no[wrong]}: " if wrong is not None else (f"line {line_no[0]}: " if rows else "")
+            got = len(rows[wrong]) if wrong is not None else ncol
+            raise AffineVAEError(f"{p}: {at}{got} columns; coordinates need 2 (row,col) or 3 (frame,row,col)")
         order = list(range(ncol))
         if header is not None:
             alias = {"y": "row", "x": "col", "column": "col", "r": "row", "c": "col", "f": "frame", "t": "frame"}
@@ -383,10 +394,14 @@ def read_coordinates(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:
             elif any(n in ("row", "col", "frame") for n in names):
                 raise AffineVAEError(f"{p}: header {','.join(header)} must name the columns "
                                      f"{','.join(want)}")
-        try:
-            arr = np.array([[float(c) for c in r] for r in rows], dtype=np.float64).reshape(len(rows), ncol)
-        except ValueError as exc:
-            raise AffineVAEError(f"{p}: non-numeric coordinate ({exc})") from None
+        values = []
+        for n, r in zip(line_no, rows):
+            try:
+                values.append([float(c) for c in r])
+            except ValueError:
+                bad = next(c for c in r if not _is_number_text(c))
+                raise AffineVAEError(f"{p}: line {n}: {bad!r} is not a number") from None
+        arr = np.array(values, dtype=np.float64).reshape(len(rows), ncol)
     arr = arr[:, order]
     if len(arr) == 0:
         raise AffineVAEError(f"{p}: no coordinates")

@@ -653,7 +653,7 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
                               + ("(or the noise floor, the min distance / sigma)" if floor else
                                  "(or the min distance / sigma)"))
     return AffineVAEError(f"{where}: every object lies within {window // 2} pixels of the edge; pad the edges "
-                          "(edge 'pad') or use a smaller window")
+                          "(--edge pad, edge='pad' in Python) or use a smaller window")
 
 
 def cut_patches(source, window: int, **options: Any) -> PatchSet:

@@ -148,7 +148,7 @@ def _read_array(path: str, key: Optional[str]) -> np.ndarray:
         try:
             import h5py
         except ImportError:
-            raise AffineVAEError(f"{path}: reading HDF5 needs h5py (pip install affinevae[hdf5])") from None
+            raise AffineVAEError(f"{path}: reading HDF5 needs h5py (pip install \"affinevae[hdf5]\")") from None
         with reading(path, "the HDF5 file"), h5py.File(file, "r") as f:
             if dataset is None:
                 names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]

@@ -342,8 +342,9 @@ def _layout(shape: tuple, where: str) -> tuple[int, tuple, Optional[tuple]]:
     """Interpret an array shape as frames: (n_frames, frame_shape, transpose-or-None).
 
     (H, W): one frame; (H, W, C) with C in {3, 4} and H, W > 4: one colour frame;
-    (F, H, W): F frames; (F, C, H, W) with C <= 4; (F, H, W, C) with C in {1, 3, 4} when the
-    second axis is larger (transposed to channels first).
+    (F, H, W): F frames; (F, C, H, W) with C <= 4, or C fewer than the pixels of either side (a
+    spectral map's many channels); (F, H, W, C) with C in {1, 3, 4} when the second axis is larger,
+    or C fewer than the pixels of either side (transposed to channels first).
     """
     if len(shape) == 2:
         return 1, tuple(shape), None
@@ -352,14 +353,15 @@ def _layout(shape: tuple, where: str) -> tuple[int, tuple, Optional[tuple]]:
             return 1, (shape[2], shape[0], shape[1]), (2, 0, 1)
         return shape[0], (shape[1], shape[2]), None
     if len(shape) == 4:
-        if shape[1] <= 4:
+        first = shape[1] <= 4 or (shape[3] not in (1, 3, 4) and shape[1] < min(shape[2], shape[3]))
+        if first:
             fs = (shape[1], shape[2], shape[3])
             return shape[0], (fs[1], fs[2]) if fs[0] == 1 else fs, None
-        if shape[3] in (1, 3, 4):
+        if shape[3] in (1, 3, 4) or shape[3] < min(shape[1], shape[2]):
             fs = (shape[3], shape[1], shape[2])
             return shape[0], (fs[1], fs[2]) if fs[0] == 1 else fs, (0, 3, 1, 2)
     raise AffineVAEError(f"{where}: cannot read shape {tuple(shape)} as frames; expected (H, W), (F, H, W), "
-                         "(F, C, H, W) or (F, H, W, C)")
+                         "(F, C, H, W) or (F, H, W, C) with fewer channels C than pixels on either side")
 
 
 class ArraySource(FrameSource):
@@ -1184,7 +1186,7 @@ def _open_hdf5(path: str, dataset: Optional[str]) -> FrameSource:
     try:
         import h5py
     except ImportError:  # pragma: no cover
-        raise AffineVAEError(f"{path}: reading HDF5 needs h5py (pip install affinevae[hdf5])") from None
+        raise AffineVAEError(f"{path}: reading HDF5 needs h5py (pip install \"affinevae[hdf5]\")") from None
     with reading(path, "HDF5"):
         f = h5py.File(path, "r")
     if not dataset:

@@ -1,0 +1,76 @@
+"""What the data commands say about the data they are given: `info` on any data, many channels, no
+contrast, bad coordinate rows, given objects dropped at the edge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from affinevae.cli import main
+from affinevae.data.objects import read_coordinates
+from affinevae.data.stacks import open_stack
+from affinevae.errors import AffineVAEError
+
+
+def test_info_reads_folders_patterns_and_refuses_missing_and_complex_data(tmp_path, capsys):
+    (tmp_path / "scans").mkdir()
+    for i in range(2):
+        tifffile.imwrite(tmp_path / "scans" / f"{i}.tif", np.full((16, 16), i + 0.5, np.float32))
+    assert main(["info", str(tmp_path / "scans")]) == 0  # a folder of images: a data set, not a run
+    assert "2 of 16 x 16 pixels" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "scans" / "*.tif")]) == 0  # a pattern: each file
+    out = capsys.readouterr().out
+    assert out.count("1 of 16 x 16 pixels") == 2 and "values 1.5 .. 1.5" in out
+    assert main(["info", str(tmp_path / "none.tif")]) == 2
+    assert capsys.readouterr().err.strip().endswith("none.tif: no such file, run or model directory")
+    assert main(["info", str(tmp_path / "zz" / "*.tif")]) == 2
+    assert "no file matches" in capsys.readouterr().err
+    np.save(tmp_path / "c.npy", np.ones((8, 8), np.complex64))
+    assert main(["info", str(tmp_path / "c.npy")]) == 2
+    said = capsys.readouterr()
+    assert "images must be real numbers, got dtype complex64" in said.err and "warning" not in said.err
+
+
+def test_stacks_take_many_channels_either_side_when_fewer_than_the_pixels(tmp_path):
+    first = np.random.default_rng(0).random((2, 5, 16, 12)).astype(np.float32)
+    with open_stack(first) as src:
+        assert (src.n_frames, src.channels, src.image_shape) == (2, 5, (16, 12))
+    with open_stack(np.ascontiguousarray(first.transpose(0, 2, 3, 1))) as src:  # channels last
+        assert (src.n_frames, src.channels, src.image_shape) == (2, 5, (16, 12))
+        np.testing.assert_array_equal(src.read_raw(0, 2), first)
+    with pytest.raises(AffineVAEError, match="fewer channels C than pixels on either side"):
+        open_stack(np.zeros((2, 20, 16, 20), np.float32))
+
+
+def test_an_image_without_contrast_is_said_so(tmp_path):
+    from affinevae.data.imageset import choose_scaling
+
+    scaling, why = choose_scaling(3.0, 3.0, np.full(100, 3.0))
+    assert scaling.kind == "minmax" and why == "every value is 3: the images hold no contrast"
+    np.save(tmp_path / "k.npy", np.full((32, 32), 3.0, np.float32))
+    with pytest.warns(UserWarning, match="k.npy: every value is 3: the images hold no contrast; they all read as 0"):
+        from affinevae.data.files import load_images
+
+        assert float(load_images(str(tmp_path / "k.npy")).images.max()) == 0.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("row,col\n20,20\n30,abc\n40,40\n", "line 3: 'abc' is not a number"),
+    ("row,col\n20,20,1,5\n", "line 2: 4 columns; coordinates need 2"),
+    ("# picks\n20 20\n30 30 3\n", "line 3: 3 columns; coordinates need 2"),
+])
+def test_bad_coordinate_rows_are_named_by_line(tmp_path, text, message):
+    (tmp_path / "c.csv").write_text(text)
+    with pytest.raises(AffineVAEError, match=message):
+        read_coordinates(tmp_path / "c.csv")
+
+
+def test_given_objects_dropped_at_the_edge_are_said(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "s.tif", np.random.default_rng(0).random((40, 40)).astype(np.float32))
+    (tmp_path / "c.csv").write_text("row,col\n2,2\n20,20\n")
+    assert main(["patches", str(tmp_path / "s.tif"), "--window", "12", "--coords", str(tmp_path / "c.csv"),
+                 "--no-progress", "--out", str(tmp_path / "p.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "1 of the 2 coordinates in" in out and "lies within 6 pixels of an edge" in out
+    assert "1 object from" in out
