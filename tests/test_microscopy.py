@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import math
 import sys
 
@@ -142,6 +144,22 @@ def test_ome_zarr_levels_and_pixel_size_option(micrograph, tmp_path, capsys):
                  "--pixel-size", "0.5A"]) == 0
     with np.load(out) as f:
         assert float(f["pixel_size"]) == 0.5 and str(f["unit"]) == "Å"
+    # maps of those patches over an image that records another size: the patches' is taken, and said
+    from affinevae.models import VAE
+
+    VAE(image_shape=(1, W, W), latent_dim=2, encoder="mlp", decoder="mlp", hidden=(8,)).eval().save(tmp_path / "m")
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--out", str(tmp_path / "p2.npz"),
+                 "--no-progress", "--pixel-size", "2A"]) == 0
+    for patches, warned in (("p.npz", False), ("p2.npz", True)):  # the store's own: 0.05 nm, 0.5 Å
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert main(["map", str(tmp_path / "m"), "--image", str(tmp_path / "img.zarr"), "--patches",
+                         str(tmp_path / patches), "--out", str(tmp_path / f"maps_{patches}"), "--symmetry", "1"]) == 0
+        said = [str(w.message) for w in seen if "records a pixel size" in str(w.message)]
+        assert said == ([f"{tmp_path / 'p2.npz'} records a pixel size of 2 Å, {tmp_path / 'img.zarr'} 0.05 nm: the maps "
+                         "take the patches' (--pixel-size sets it)"] if warned else [])
+    with np.load(tmp_path / "maps_p2.npz" / "maps.npz") as g:
+        assert float(g["pixel_size"]) == 2.0 and str(g["unit"]) == "Å"
     # bad input: one line, exit 2
     assert main(["patches", str(tmp_path / "img.zarr"), "--window", str(W), "--out", str(tmp_path / "bad.npz"), "--level", "5"]) == 2
     assert "no resolution level 5" in one_line_error(capsys)

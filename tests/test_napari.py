@@ -127,6 +127,17 @@ def test_reader_opens_maps_as_image_and_points(mapped, tmp_path):
     points.face_color = "cluster"
     c = np.asarray(points.face_color)
     assert not np.allclose(c[cluster == 0][0], c[cluster == 1][0])
+    # maps whose source image moved: the objects alone, and a warning saying why
+    import shutil
+
+    shutil.copytree(d / "maps", tmp_path / "moved")
+    with np.load(tmp_path / "moved" / "maps.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["source_image"] = np.asarray(str(tmp_path / "gone.npy"))
+    np.savez(tmp_path / "moved" / "maps.npz", **arrays)
+    with pytest.warns(UserWarning, match="its source image is not shown .*gone.npy"):
+        kinds = [kind for _, _, kind in get_reader(str(tmp_path / "moved"))(str(tmp_path / "moved" / "maps.npz"))]
+    assert kinds == ["points"]
 
 
 def test_reader_opens_maps_of_a_glob_of_frames_with_their_units(mapped, tmp_path, monkeypatch):

@@ -66,7 +66,9 @@ def test_open_and_errors(tiny_runs, tmp_path):
     with pytest.raises(AffineVAEError, match="no such run or model directory"):
         Run.open(tmp_path / "missing")
     handle = Run(tmp_path / "later")  # a handle reads nothing: the trainer writes through one
-    assert not handle.has_training and handle.metrics == [] and repr(handle).startswith("Run(")
+    assert not handle.has_training and repr(handle).startswith("Run(")
+    with pytest.raises(AffineVAEError, match="later: no such run or model directory"):  # a mistyped path: said
+        handle.metrics
     run = Run.open(tiny_runs.path("vae"))
     assert Run.open(run) is run
     broken = tmp_path / "broken"
@@ -356,12 +358,12 @@ def test_a_save_interrupted_between_its_two_files_is_found_at_load(tmp_path, mon
         raise KeyboardInterrupt
     monkeypatch.setattr(io, "write_json", killed)
     with pytest.raises(KeyboardInterrupt):
-        b.save(tmp_path / "m")
+        b.save(tmp_path / "m", overwrite=True)
     monkeypatch.undo()
     with pytest.raises(AffineVAEError, match=r"m: model.safetensors was saved with another model.json \(a save "
                                              r"interrupted"):
         load(tmp_path / "m")
-    b.save(tmp_path / "m")  # saved again: whole
+    b.save(tmp_path / "m", overwrite=True)  # saved again: whole
     back = load(tmp_path / "m")
     assert back.config.beta == 4.0 and all(torch.equal(v, back.state_dict()[k]) for k, v in b.state_dict().items())
     io.save_tensors(tmp_path / "m" / io.MODEL_WEIGHTS, b.state_dict())  # no digest: an earlier version's file

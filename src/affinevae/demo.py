@@ -41,6 +41,11 @@ from .plots import figure_png_bytes
 from .training import TrainConfig, fit
 
 
+def _epochs(n: int) -> str:
+    """'1 epoch', '3 epochs' (the demo's progress lines)."""
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 @dataclasses.dataclass(frozen=True)
 class DemoPlan:
     """Sizes of the demo's stages.
@@ -220,9 +225,9 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
     # ------------------------------------------------------------------ stage 1: AE vs VAE
     mnist = load_mnist("train", n=plan.n_mnist)
     mnist_test = load_mnist("test", n=plan.n_test)
-    steps.run(f"train an AE on {plan.n_mnist} MNIST digits (10 latents, {plan.epochs} epochs)",
+    steps.run(f"train an AE on {plan.n_mnist} MNIST digits (10 latents, {_epochs(plan.epochs)})",
               lambda: train("ae", "ae", mnist, mnist_test, "mnist", latent_dim=10, **CONV))
-    steps.run(f"train a VAE on {plan.n_mnist} MNIST digits (10 latents, {plan.epochs} epochs)",
+    steps.run(f"train a VAE on {plan.n_mnist} MNIST digits (10 latents, {_epochs(plan.epochs)})",
               lambda: train("vae", "vae", mnist, mnist_test, "mnist", latent_dim=10, **CONV))
     ae, vae = models["ae"], models["vae"]
     stats: dict = {}
@@ -273,7 +278,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
                   ("rot_crvae", "crvae", dict(latent_dim=2, num_classes=10, invariances=["rotation"]))]
     for name, family, opts in rot_models:
         steps.run(f"train a {family.upper() if family != 'crvae' else 'crVAE'} on {plan.n_rotated} digits rotated "
-                  f"in +-60 degrees (2 latents, {plan.epochs} epochs)",
+                  f"in +-60 degrees (2 latents, {_epochs(plan.epochs)})",
                   lambda name=name, family=family, opts=opts: train(name, family, rot, rot_test, "rotated-mnist", **opts))
     display = {"rot_vae": "VAE", "rot_cvae": "cVAE", "rot_rvae": "rVAE", "rot_crvae": "crVAE"}
 
@@ -311,7 +316,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
     # ------------------------------------------------------------------ stage 3: loss vs rotation
     sweep: dict = {}
     binary = mnist.binarized(0.5)
-    steps.run(f"train a VAE on {plan.n_mnist} binarized MNIST digits (10 latents, {plan.epochs} epochs)",
+    steps.run(f"train a VAE on {plan.n_mnist} binarized MNIST digits (10 latents, {_epochs(plan.epochs)})",
               lambda: train("vae_binary", "vae", binary, mnist_test.binarized(0.5), "mnist", binarize=0.5, latent_dim=10,
                             **CONV))
 
@@ -352,7 +357,7 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
         return detail
 
     steps.run(f"train a pose-optimised AVAE on {plan.n_avae} digits 1, 6, 9 rotated over the full circle "
-              f"({plan.avae_epochs} epochs)", stage4)
+              f"({_epochs(plan.avae_epochs)})", stage4)
 
     # ------------------------------------------------------------------ report
     def write_index():

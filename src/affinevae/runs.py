@@ -344,7 +344,8 @@ class Run:
         return load_pose_record(self.path) if self.poses_file.is_file() else None
 
     # ------------------------------------------------------------------ the data
-    def data(self, split: str = "test", n: Optional[int] = 500, source=None, binarize: bool = True):
+    def data(self, split: str = "test", n: Optional[int] = 500, source=None, binarize: bool = True,
+             fill_nan: Optional[bool] = None):
         """The images to analyse this run on, an :class:`~affinevae.data.ImageSet` of the first ``n``.
 
         ``source``: None for the run's own data spec from ``train.json`` (``split`` of a
@@ -354,6 +355,8 @@ class Run:
         with the run's seed), or an ImageSet (used as is). ``n=None``: all of them.
         ``binarize=False`` leaves the run's own images unthresholded (for a caller that thresholds
         them itself, after turning them). Image files are scaled with :attr:`pixel_scaling`.
+        ``fill_nan``: True fills NaN/inf pixels of image files with their image's median (as ``--fill-nan``)
+        where they would be refused; None (default) does as training did.
         Raises :class:`AffineVAEError` when the run records no data spec and none is given.
         """
         from .data import ImageSet, load_dataset
@@ -362,9 +365,10 @@ class Run:
         if isinstance(source, ImageSet):
             return source if n is None or n >= len(source) else source.subset(slice(0, n))
         meta = self.meta
+        fill = bool(meta.get("fill_nan")) if fill_nan is None else bool(fill_nan)
         if source is not None and str(source) != meta.get("data"):
             other = load_dataset(str(source), split=split, n=n, seed=self.seed, scaling=self.pixel_scaling,
-                                 stretch=meta.get("stretch") or "auto", fill_nan=bool(meta.get("fill_nan")))
+                                 stretch=meta.get("stretch") or "auto", fill_nan=fill)
             self.warn_unlike(other, str(source))
             return other
         # the run's own data (also when given again by name: rotated-mnist keeps its recorded angle range)
@@ -382,7 +386,7 @@ class Run:
                                 key=None if builtin else meta.get("key"), labels=labels, binarize=meta.get("binarize") if binarize else None,
                                 max_angle=meta.get("max_angle"), signal_axis=meta.get("signal_axis"),
                                 signal_cube=meta.get("signal_cube"), scaling=self.pixel_scaling,
-                                fill_nan=bool(meta.get("fill_nan")) and not builtin)
+                                fill_nan=fill and not builtin)
         except AffineVAEError as exc:
             if source is not None:
                 raise

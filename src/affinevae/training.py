@@ -303,15 +303,16 @@ def _check_same_data(run: Run, n: int, fingerprint: str) -> None:
     old_fp, old_n = info.get("data_fingerprint"), info.get("n_train")
     if (old_fp is None or old_fp == fingerprint) and (old_n is None or int(old_n) == n):
         return  # the same data (a checkpoint of an earlier version records only the count)
-    spec = ", ".join(f"{k} {info[k]!r}" for k in ("data", "n", "key", "labels", "binarize", "max_angle", "stretch",
-                                                  "fill_nan") if info.get(k) is not None)
+    spec = ", ".join(f"max_angle {math.degrees(float(info[k])):g} deg" if k == "max_angle" else f"{k} {info[k]!r}"
+                     for k in ("data", "n", "key", "labels", "binarize", "max_angle", "stretch", "fill_nan")
+                     if info.get(k) is not None)
     used = ", ".join(f"{k} {run.train_config[k]!r}" for k in ("seed", "val_split") if k in run.train_config)
     what = (f"{old_n} training images, these are {n}" if old_n is not None and int(old_n) != n else
             f"{n} training images, but other pixels or labels: their fingerprint differs")
     raise AffineVAEError(f"{run.train_file}: the run was trained on other data ({what}"
                          + "".join(f"; {part}" for part in (spec, used) if part)
                          + "); resume with the same data options (--data, -n, --key, --labels, --binarize, "
-                         "--stretch, --fill-nan, --seed, --val-split) or choose another --out")
+                         "--max-angle, --stretch, --fill-nan, --seed, --val-split) or choose another --out")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -707,7 +708,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
         changed = [f"{k} {getattr(cfg, k)!r} (the run used {before[k]!r})" for k in RESUME_NOTED
                    if k in before and before[k] != getattr(cfg, k)]
         if rank == 0 and start >= cfg.epochs:
-            warnings.warn(f"{run_dir}: already trained for {start} epochs (epochs {cfg.epochs}): nothing to train; "
+            warnings.warn(f"{run_dir}: already trained for {start} epoch{'' if start == 1 else 's'} (epochs {cfg.epochs}): nothing to train; "
                           "give more epochs to continue it")
         elif rank == 0 and changed:
             warnings.warn(f"{run_dir}: resuming with {', '.join(changed)}: the epochs from here on differ from "
@@ -718,7 +719,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
                              if run.has_training else "") + "choose another output directory")
     if start == 0:
         model.init_from_data(x)
-    if run_dir is not None and rank == 0:
+    if run_dir is not None and rank == 0 and start < cfg.epochs:  # (nothing to train: no file is touched)
         run.write_metrics(history)
     net: torch.nn.Module = model
     if world > 1:
@@ -831,7 +832,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
                 cb(record)
             if world > 1:
                 dist.barrier()
-    if rank == 0 and run_dir is not None and not cfg.checkpoint:
+    if rank == 0 and run_dir is not None and not cfg.checkpoint and start < cfg.epochs:
         save_model(model, run_dir)
     model.eval()
     return FitResult(model=model, history=history, run_dir=run_dir, n_train=n, n_val=0 if xv is None else len(xv),

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import AffineVAEError
 
-__all__ = ["UNITS", "ANGLE_UNITS", "PixelSize", "parse_pixel_size", "unit_name", "nice_length"]
+__all__ = ["UNITS", "ANGLE_UNITS", "PixelSize", "parse_pixel_size", "same_pixel_size", "unit_name", "nice_length"]
 
 #: Length units: canonical name -> size in nanometres.
 UNITS: dict[str, float] = {"pm": 1e-3, "Å": 0.1, "nm": 1.0, "µm": 1e3, "mm": 1e6}
@@ -112,6 +112,15 @@ class PixelSize:
 
 
 _SPEC = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([^\s0-9.].*?)?\s*(?:/\s*(?:px|pix|pixel))?\s*$")
+
+
+def same_pixel_size(a: PixelSize, b: PixelSize, rel: float = 1e-3) -> bool:
+    """True when pixel sizes ``a`` and ``b`` agree within ``rel`` (0.1 %: the tolerance stacks read together
+    get) in a common unit; a length and an angle never agree."""
+    if a.dimension != b.dimension:
+        return False
+    other = b.to(a.unit).value
+    return abs(a.value - other) <= rel * max(a.value, other)
 
 
 def parse_pixel_size(text: Optional[str], where: str = "--pixel-size") -> Optional[PixelSize]:

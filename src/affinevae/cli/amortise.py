@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.inputs import check_image_shape
 from ..errors import AffineVAEError
 from ..outputs import check_output
 from ..runs import Run, load
@@ -62,6 +63,7 @@ class Amortise:
         check_output(args.out, kind="dir", inputs=[args.run_dir, args.data, args.labels], force=args.force)
         loaded = load(args.run_dir, device=device)
         data = load_scaled_like_run(args, Run(args.run_dir), "train", seed=args.seed)  # as the model was trained
+        check_image_shape(data.images.shape[1:], loaded.config.image_shape, where=data.source or args.data)
         result = amortise(loaded, data.images, data.labels, cfg, refiner=args.refiner, transform=args.transform,
                           where=args.run_dir)
         model, history = result.model, result.history

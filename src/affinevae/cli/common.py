@@ -35,11 +35,16 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True, defaul
     p.add_argument("--signal-channels", action="store_true", dest="signal_channels",
                    help="with --signal-axis: a rank-3 array holds (N, C, L) signals of C channels (of the other two "
                         "axes the first counts the signals), not a cube")
+    add_fill_nan_argument(p)
+    add_binarize_argument(p, "threshold the images: pixels above T (default 0.5) become 1, the others 0")
+    add_data_max_angle_argument(p, max_angle_option)
+
+
+def add_fill_nan_argument(p: argparse.ArgumentParser) -> None:
+    """``--fill-nan`` (``args.fill_nan``): NaN/inf pixels of image files filled instead of refused."""
     p.add_argument("--fill-nan", action="store_true", dest="fill_nan",
                    help="replace NaN/inf pixels (masked ones) by their image's median instead of refusing the file "
                         "(a run remembers it: its other data are filled alike)")
-    add_binarize_argument(p, "threshold the images: pixels above T (default 0.5) become 1, the others 0")
-    add_data_max_angle_argument(p, max_angle_option)
 
 
 def add_data_max_angle_argument(p: argparse.ArgumentParser, option: str = "--max-angle") -> None:
@@ -211,7 +216,8 @@ def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binariz
               f"(override with {option})")
     given = getattr(args, "binarize", None) if binarize else None
     # a given threshold replaces the run's (thresholding the run's binary images again would keep the run's)
-    data = run.data(split=split, n=args.n, source=args.data, binarize=binarize and given is None)
+    data = run.data(split=split, n=args.n, source=args.data, binarize=binarize and given is None,
+                    fill_nan=True if getattr(args, "fill_nan", False) else None)
     if getattr(args, "labels", None) is not None:  # --labels without --data: for the run's own images
         labels = read_labels(args.labels, None, data.source or "the run's data")
         if len(labels) < len(data):

@@ -5,6 +5,7 @@ or (``--cube``) the spectra of a hyperspectral cube and draw latent/shift/class 
 from __future__ import annotations
 
 import argparse
+import warnings
 import math
 from typing import Optional
 
@@ -17,6 +18,7 @@ from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
 from .common import add_force_argument, default_of, refuse_signal_model, seed_arg
+from ..units import same_pixel_size
 from .image_options import add_image_options, expand_inputs, open_images, pixel_size_option
 
 #: The background drawn under the maps is read with a step so that its longer side is at most this
@@ -114,6 +116,10 @@ class Map:
             step = max(1, -(-max(src.image_shape) // MAX_BACKGROUND))  # a huge frame: a strided view
             background = src.read_region(args.frame, slice(None, None, step), slice(None, None, step))
             pixel_size = given or ps.pixel_size or src.pixel_size
+            if given is None and ps.pixel_size is not None and src.pixel_size is not None and \
+                    not same_pixel_size(ps.pixel_size, src.pixel_size):
+                warnings.warn(f"{args.patches} records a pixel size of {ps.pixel_size}, {args.image} {src.pixel_size}: "
+                              f"the maps take the patches' (--pixel-size sets it)", UserWarning, stacklevel=2)
         enc = encode_patchset(model, ps, batch_size=args.batch_size, where=args.patches)
         if symmetry is None:
             symmetry = 1

@@ -15,7 +15,7 @@ from ..limits import ANGLE_HISTOGRAM_BINS, MANIFOLD_GRID_SIDE, check_allocation
 from ..registry import Registry
 from ..sweep import check_degrees
 from . import COMMANDS
-from .common import add_binarize_argument, add_force_argument, check_split, load_run_data, parse_int_list, seed_arg
+from .common import add_binarize_argument, add_fill_nan_argument, add_force_argument, check_split, load_run_data, parse_int_list, seed_arg
 
 
 
@@ -342,6 +342,7 @@ class Plot:
         d.add_argument("-n", "--n", type=int, default=None, dest="n",
                        help=f"use the first N images (default: up to {PLOT_IMAGES})")
         d.add_argument("--split", default=None, choices=["train", "test"], help="train or test for built-in sets (default test)")
+        add_fill_nan_argument(d)
         add_binarize_argument(d, "threshold the images at T (default 0.5; default: as the run was trained); "
                                  "loss-vs-rotation thresholds each rotated image")
         k = p.add_argument_group("kind options")

@@ -10,7 +10,8 @@ from ..mapping import check_symmetry
 from ..report import REPORT_N, REPORT_SWEEP_N, REPORT_SWEEP_STEP, write_report
 from ..outputs import check_output
 from . import COMMANDS
-from .common import add_force_argument, seed_arg
+from ..runs import Run
+from .common import add_fill_nan_argument, add_force_argument, seed_arg
 
 
 @COMMANDS.register("report")
@@ -30,6 +31,7 @@ class Report:
                                       "(default: the run's own data, test split for built-in sets)")
         p.add_argument("-n", "--n", type=int, default=None, dest="n",
                        help=f"images analysed (default up to {REPORT_N})")
+        add_fill_nan_argument(p)
         p.add_argument("--sweep-angles", default=f"0:361:{REPORT_SWEEP_STEP}",
                        help="degrees of the loss-vs-rotation sweep, start:stop:step or a,b,c; 'none' to skip "
                             f"(default 0:361:{REPORT_SWEEP_STEP})")
@@ -54,12 +56,17 @@ class Report:
             raise AffineVAEError(f"--sweep-n must be >= 1, got {args.sweep_n}")
         degrees = [] if args.sweep_angles.strip().lower() == "none" else list(parse_angles(args.sweep_angles, "--sweep-angles"))
         check_symmetry(args.symmetry, "--symmetry")
+        if not str(args.out).lower().endswith((".html", ".htm")):
+            raise AffineVAEError(f"--out must be an .html file (the report is one HTML page), got {args.out}")
         check_output(args.out, inputs=[args.run_dir, args.data], force=args.force)
         with warnings.catch_warnings():
             for given, default in ((args.n, REPORT_N), (args.sweep_n, REPORT_SWEEP_N)):
                 if given is None:  # a default is "up to": a smaller data set is no news
                     warnings.filterwarnings("ignore", message=rf".*: n={default} asks for more images than the \d+ it holds")
-            res = write_report(args.run_dir, args.out, data=args.data, n=args.n or REPORT_N, seed=args.seed,
+            data = args.data
+            if args.fill_nan:  # the images read with their NaN pixels filled (write_report reads them as training did)
+                data = Run.open(args.run_dir).data(split="test", n=args.n or REPORT_N, source=args.data, fill_nan=True)
+            res = write_report(args.run_dir, args.out, data=data, n=args.n or REPORT_N, seed=args.seed,
                                sweep_rotations=np.radians(degrees),  # degrees -> radians
                                sweep_n=args.sweep_n or REPORT_SWEEP_N, log=None if args.quiet else print,
                                symmetry=args.symmetry)

@@ -15,7 +15,8 @@ from ..sweep import SweepConfig, parse_angles, plot_sweep, rotation_sweep
 from ..training import resolve_device
 from . import COMMANDS
 from .align import add_search_arguments, search_config_from_args
-from .common import (add_binarize_argument, add_data_max_angle_argument, add_force_argument, check_split, counted,
+from .common import (add_binarize_argument, add_data_max_angle_argument, add_fill_nan_argument, add_force_argument,
+                     check_split, counted,
                      load_run_data, names_run_data, refuse_signal_model)
 
 
@@ -50,6 +51,7 @@ class Sweep:
         p.add_argument("--key", help="array name inside an .npz")
         p.add_argument("-n", "--n", type=int, dest="n", default=500, help="test images (default 500)")
         p.add_argument("--split", default=None, choices=["train", "test"], help="train or test for built-in data sets (default test)")
+        add_fill_nan_argument(p)
         add_data_max_angle_argument(p, "--data-max-angle")  # --max-angle is the search's
         p.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest"],
                        help="how test images are rotated (default bilinear; nearest keeps the pixel values)")
@@ -63,6 +65,8 @@ class Sweep:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae sweep``; returns the exit status (user errors raise AffineVAEError)."""
+        if not str(args.out).lower().endswith(".csv"):
+            raise AffineVAEError(f"--out must be a .csv file (the PNG is written beside it), got {args.out}")
         angles = parse_angles(args.angles)  # degrees on the command line
         check_outputs([args.out, str(Path(args.out).with_suffix(".png"))],
                       inputs=[args.run_dir, args.model_b, args.data, args.labels], force=args.force)

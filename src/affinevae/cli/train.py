@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 from ..analysis.quality import learning_warnings
 from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS, PATCH_BATCH_SIZE,
                         PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults, lattice_patches)
+from ..data.inputs import check_image_shape
 from ..errors import AffineVAEError
 from ..io import FIT_TARGETS
 from ..models.base import build_model
@@ -217,6 +219,8 @@ class Train:
             print(resumed)
         check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume,
                      resumable=True)
+        if args.resume and rank == 0 and not Run(args.out).has_training:
+            print(f"affinevae: {args.out} holds no run yet: nothing to resume, training from the start")
         data = load_data_from_args(args, "train", seed=args.seed)
         check_image_size(data, hint=_signal_hint(data))
         cls = MODELS.get(args.model)
@@ -266,6 +270,7 @@ class Train:
                                scaling=meta["pixel_scaling"], stretch=args.stretch or "auto",
                                fill_nan=args.fill_nan and args.val_data not in BUILTIN)
             check_image_size(val, hint=_signal_hint(val))
+            check_image_shape(val.images.shape[1:], model.config.image_shape, where=args.val_data)
             meta["val_data"] = args.val_data
         callbacks = []
         if rank == 0:  # what the model did before or in an epoch, said when that epoch ends (not after the last)
@@ -282,7 +287,7 @@ class Train:
             if rank == 0:
                 print(interrupted_line(args.out), file=sys.stderr)
             raise
-        if rank == 0:
+        if rank == 0 and result.epochs_trained:  # (a resume with nothing left: said in fit's warning)
             last = result.history[-1] if result.history else {}
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
             print(f"trained {args.model} on {counted(result.n_train, data_noun(model)[:-1])} ({source}{held}) for "
@@ -358,6 +363,9 @@ def resume_options(args: argparse.Namespace) -> str:
         elif (getattr(args, "stretch", "") is None and "stretch" not in run.meta
               and (run.meta.get("pixel_scaling") or {}).get("kind") == "minmax"):
             args.stretch = taken["stretch"] = "linear"  # a run from before the stretch: min-max, as it was trained
+        if (getattr(args, "data_max_angle", "") is None and args.data == run.meta.get("data") == "rotated-mnist"
+                and run.meta.get("max_angle") is not None):  # the same digits: their angle range too
+            args.data_max_angle = taken["max_angle"] = round(math.degrees(float(run.meta["max_angle"])), 6)
         if getattr(args, "fill_nan", True) is False and run.meta.get("fill_nan"):
             args.fill_nan = taken["fill_nan"] = True
         if getattr(args, "log", []) is None and saved.get("loggers"):  # the same logs go on (a resumed run's own)

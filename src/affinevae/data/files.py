@@ -861,6 +861,9 @@ def _parse_label_text(p: Path, spec: str) -> np.ndarray:
             return False
 
     if rows and all(not number_word(t) and re.match(r"^[A-Za-z_]", t) for t in rows[0][1]):
+        if len(rows) == 1:  # words and nothing after them: not a header, no labels at all
+            raise AffineVAEError(f"{spec}: line {rows[0][0]}: {rows[0][1][0]!r} is not an integer label (the "
+                                 "file holds no number)")
         rows = rows[1:]  # a header line such as "label"
     if len(rows) == 1:
         tokens = [(rows[0][0], t) for t in rows[0][1]]

@@ -134,6 +134,9 @@ def read_targets(path: str, n: Optional[int] = None) -> np.ndarray:
         raise AffineVAEError(f"{path}: targets must be a 1-D or 2-D numeric array, got {arr.dtype} {arr.shape}")
     if n is not None and len(arr) != n:
         raise AffineVAEError(f"{path}: {len(arr)} targets for {n} images")
+    if np.isinf(arr).any():
+        row = int(np.argwhere(np.isinf(arr.reshape(len(arr), -1)).any(1))[0, 0])
+        raise AffineVAEError(f"{path}: row {row + 1} holds an infinite target (use NaN for unknown)")
     return arr.astype(np.float32)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -112,8 +114,8 @@ def read_maps(path: Union[str, list]) -> list[tuple]:
             if img.ndim == 3 + (1 if whole else 0):  # colour frames: show their mean
                 img = img.mean(-3)
             layers.append(image_layer(img, step, pixel, name=f"{Path(source).name}", unit=unit))
-        except AffineVAEError:
-            pass  # the image moved or is unreadable: the points alone
+        except AffineVAEError as exc:  # the image moved or is unreadable: the points alone, and why
+            warnings.warn(f"{p}: its source image is not shown ({exc}); the objects are", UserWarning, stacklevel=2)
     layers.append(points_layer(d["positions"], feats, int(d.get("window", 8)), frames_shown, pixel, unit,
                                name=f"objects ({p.parent.name})"))
     return layers

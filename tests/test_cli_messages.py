@@ -1,0 +1,77 @@
+"""The command line says what a user needs, names the file at fault and does only what it says."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from affinevae.cli import main
+
+SMALL = ["--hidden", "8", "--latent-dim", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_messages")
+    assert main(["train", "--model", "vae", "--data", "mnist", "-n", "60", "--epochs", "1", *SMALL,
+                 "--out", str(root / "run")]) == 0
+    return root / "run"
+
+
+def test_outputs_of_the_wrong_kind_are_refused(vae_run, tmp_path, capsys):
+    assert main(["report", str(vae_run), "--out", str(tmp_path / "r.png")]) == 2
+    assert "--out must be an .html file" in capsys.readouterr().err
+    assert main(["sweep", str(vae_run), "-n", "10", "--angles", "0,90", "--out", str(tmp_path / "s.txt")]) == 2
+    assert "--out must be a .csv file" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_analysis_commands_fill_nan_pixels_when_asked(vae_run, tmp_path, capsys):
+    x = np.random.default_rng(0).random((12, 28, 28)).astype(np.float32)
+    x[3, 5, 5] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    assert main(["plot", str(vae_run), "reconstructions", "--data", str(tmp_path / "nan.npy"),
+                 "--out", str(tmp_path / "p.png")]) == 2
+    assert "--fill-nan" in capsys.readouterr().err  # the hint names an option the command has
+    assert main(["plot", str(vae_run), "reconstructions", "--data", str(tmp_path / "nan.npy"), "--fill-nan",
+                 "--out", str(tmp_path / "p.png")]) == 0
+    assert main(["sweep", str(vae_run), "--data", str(tmp_path / "nan.npy"), "--fill-nan", "--angles", "0,90",
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    assert (tmp_path / "p.png").is_file() and (tmp_path / "s.csv").is_file()
+
+
+def test_errors_name_the_file_at_fault(vae_run, tmp_path, capsys):
+    np.save(tmp_path / "x32.npy", np.random.default_rng(0).random((20, 32, 32)).astype(np.float32))
+    assert main(["train", "--model", "vae", "--data", "mnist", "-n", "60", "--epochs", "1", *SMALL,
+                 "--val-data", str(tmp_path / "x32.npy"), "--out", str(tmp_path / "v")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{tmp_path / 'x32.npy'}: image shape 1x32x32 (C x H x W) but "
+                                                    "the model expects 1x28x28")
+    (tmp_path / "bad.txt").write_text("hello\n")
+    assert main(["train", "--model", "cvae", "--data", "mnist", "-n", "60", "--labels", str(tmp_path / "bad.txt"),
+                 "--epochs", "1", *SMALL, "--out", str(tmp_path / "c")]) == 2
+    assert "bad.txt: line 1: 'hello' is not an integer label" in capsys.readouterr().err
+    (tmp_path / "t.csv").write_text("\n".join(["0.5"] * 5 + ["inf"] + ["1"] * 54) + "\n")
+    assert main(["train", "--model", "ssregvae", "--data", "mnist", "-n", "60", "--targets", str(tmp_path / "t.csv"),
+                 "--epochs", "1", *SMALL, "--out", str(tmp_path / "t")]) == 2
+    assert "t.csv: row 6 holds an infinite target (use NaN for unknown)" in capsys.readouterr().err
+
+
+def test_resume_takes_the_runs_angle_range_and_does_nothing_when_nothing_is_left(tmp_path, capsys):
+    base = ["train", "--model", "vae", "--data", "rotated-mnist", "-n", "60", *SMALL, "--out", str(tmp_path / "r")]
+    assert main([*base, "--epochs", "1", "--max-angle", "180"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--epochs", "2", "--resume"]) == 0  # the same digits: turned over the full circle again
+    out = capsys.readouterr().out
+    assert "max_angle=180" in out and "--max-angle" in out and "for 2 epochs" in out
+    assert json.loads((tmp_path / "r" / "train.json").read_text())["max_angle"] == pytest.approx(np.pi)
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    os.utime(metrics, (1, 1))
+    with pytest.warns(UserWarning, match="already trained for 2 epochs"):
+        assert main([*base, "--epochs", "2", "--resume"]) == 0
+    assert "trained vae" not in capsys.readouterr().out and metrics.stat().st_mtime == 1  # no file touched
+    assert main(["train", "--model", "vae", "--data", "mnist", "-n", "60", "--epochs", "1", *SMALL, "--resume",
+                 "--out", str(tmp_path / "new")]) == 0
+    assert "holds no run yet: nothing to resume, training from the start" in capsys.readouterr().out
