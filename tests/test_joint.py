@@ -425,7 +425,7 @@ def test_cli_trains_and_encodes_joint_and_semi_supervised_models(digits_npz, tmp
     (["--model", "vae", "--classes", "3"], "--classes applies to jvae, jrvae, ssvae and ssrvae"),
     (["--model", "ssregrvae"], "give --targets"),
     (["--model", "ssregvae", "--targets", "targets_short.npy"], "10 targets for 64 images"),
-    (["--model", "ssregvae", "--targets", "targets_inf.npy"], "targets contain infinite values (use NaN for unknown)"),
+    (["--model", "ssregvae", "--targets", "targets_inf.npy"], "targets_inf.npy: row 6 holds an infinite target (use NaN for unknown)"),
     (["--model", "jrvae", "--targets", "targets.npy"], "--targets applies to ssregvae and ssregrvae, not 'jrvae'"),
 ])
 def test_cli_bad_labels_and_classes_are_one_line_errors(argv, msg, digits_npz, tmp_path, capsys):

@@ -211,8 +211,9 @@ def test_reading_coordinates(tmp_path):
     for name, text in bad.items():
         (tmp_path / name).write_text(text)
     np.save(tmp_path / "l.npy", np.zeros((3, 4)))
-    for name, pattern in [("f.csv", "2 columns"), ("g.csv", "got 1 columns"), ("h.csv", "2/3 columns"),
-                          ("i.csv", "integers"), ("j.csv", "non-numeric"), ("k.csv", "must name"),
+    for name, pattern in [("f.csv", "line 2: 4 columns"), ("g.csv", "line 1: 1 columns; coordinates need 2"),
+                          ("h.csv", "line 2: 3 columns"), ("i.csv", "integers"), ("j.csv", "line 2: 'zz' is not a number"),
+                          ("k.csv", "must name"),
                           ("l.npy", r"\(N, 2\)"), ("missing.csv", "not found")]:
         with pytest.raises(AffineVAEError, match=pattern) as e:
             read_coordinates(tmp_path / name)

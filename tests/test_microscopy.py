@@ -440,3 +440,37 @@ def test_an_mrc_stack_without_pixels_is_one_line(tmp_path, capsys, shape):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"empty.mrcs: holds no pixels ({shape[0]} frame(s) of {shape[1]}x{shape[2]})" in err
+
+
+def test_images_trained_on_directly_keep_their_files_pixel_size(tmp_path, capsys):
+    """An MRC particle stack or an OME-TIFF read as images (not patches) carries its pixel size in
+    ImageSet.meta, and `encode` adds the shifts in that unit (shift_phys, right and down)."""
+    mrcfile = pytest.importorskip("mrcfile")
+    import tifffile
+
+    from affinevae.data.files import load_images
+    from affinevae.models import RVAE
+
+    stack = np.random.default_rng(0).random((6, 16, 16)).astype(np.float32)
+    with mrcfile.new(tmp_path / "p.mrcs") as m:
+        m.set_data(stack)
+        m.voxel_size = 1.5
+    tifffile.imwrite(tmp_path / "p.ome.tif", stack, ome=True,
+                     metadata={"axes": "TYX", "PhysicalSizeX": 0.05, "PhysicalSizeXUnit": "nm",
+                               "PhysicalSizeY": 0.05, "PhysicalSizeYUnit": "nm"})
+    np.save(tmp_path / "p.npy", stack)
+    assert {k: load_images(str(tmp_path / "p.mrcs")).meta[k] for k in ("pixel_size", "unit")} == \
+        {"pixel_size": 1.5, "unit": "Å"}
+    assert load_images(str(tmp_path / "p.mrcs"), n=2).meta["pixel_size"] == 1.5  # a first-n read too
+    assert load_images(str(tmp_path / "p.ome.tif")).meta["unit"] == "nm"
+    assert "pixel_size" not in load_images(str(tmp_path / "p.npy")).meta
+    torch.manual_seed(0)
+    RVAE(image_shape=(1, 16, 16), latent_dim=2, invariances=("translation",), hidden=(8,)).eval().save(tmp_path / "m")
+    assert main(["encode", str(tmp_path / "m"), "--data", str(tmp_path / "p.mrcs"), "--out", str(tmp_path / "e.npz")]) == 0
+    assert "shifts also in Å (pixel size 1.5 Å)" in capsys.readouterr().out
+    with np.load(tmp_path / "e.npz") as f:
+        assert float(f["pixel_size"]) == 1.5 and str(f["unit"]) == "Å"
+        np.testing.assert_allclose(f["shift_phys"], f["shift"] * 8 * 1.5, rtol=1e-6)  # half widths of 16 px
+    assert main(["encode", str(tmp_path / "m"), "--data", str(tmp_path / "p.npy"), "--out", str(tmp_path / "n.npz")]) == 0
+    with np.load(tmp_path / "n.npz") as f:
+        assert "shift_phys" not in f.files

@@ -97,7 +97,7 @@ def test_resume_on_other_data_is_refused(digits, tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(AffineVAEError, match=r"trained on other data \(540 training images, but other pixels or labels: "
                                              r"their fingerprint differs; seed 0, val_split 0\.1\); resume with the same "
-                                             r"data options \(--data, -n, --key, --labels, --binarize, --stretch, --fill-nan, --seed, "
+                                             r"data options \(--data, -n, --key, --labels, --binarize, --max-angle, --stretch, --fill-nan, --seed, "
                                              r"--val-split\)"):
         fit(model, (other, digits.labels), part_cfg, out=tmp_path / "part", resume=True)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing loaded into it

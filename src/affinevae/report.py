@@ -333,8 +333,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
         if ds.meta.get("window"):
             w = int(ds.meta["window"])
             scale["patch width"] = f"{w} px = {w * size:g} {unit}"
-        rep.key_values(scale, caption="physical scale (from the patch set; shifts and positions in pixels times "
-                                      "the pixel size)")
+        rep.key_values(scale, caption="physical scale (recorded by the data: a patch set, an MRC, TIFF or FITS "
+                                      "file; shifts and positions in pixels times the pixel size)")
 
     # ---- training curves
     rep.section("Training")

@@ -44,11 +44,29 @@ class Encode:
         data = load_run_data(args, Run.open(args.run_dir), split, seed=args.seed,  # a run's own: its options
                              expect=model.config.image_shape)
         out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed, where=data.source or "images")
+        out.update(physical_shift(out, data))
 
         def w(tmp):
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **out)
         atomic_write(args.out, w)
+        units = f"; shifts also in {out['unit']} (pixel size {float(out['pixel_size']):g} {out['unit']})" \
+            if "shift_phys" in out else ""
         print(f"encoded {len(data)} {data_noun(model)}: arrays {', '.join(sorted(out))} -> {args.out} "
-              f"(mean ELBO {out['elbo'].mean():.2f} nats/image)")
+              f"(mean ELBO {out['elbo'].mean():.2f} nats/image{units})")
         return 0
+
+
+def physical_shift(out: dict, data) -> dict:
+    """``pixel_size`` () float64, ``unit`` () and ``shift_phys`` (N, 2) (right, down) in that unit, for
+    ``encode_dataset``'s arrays ``out`` whose ``shift`` (N, 2) is in half image widths, when the images
+    ``data`` (an ImageSet) record a pixel size (``meta['pixel_size']``, ``meta['unit']``: an MRC stack's
+    voxel size, a FITS pixel scale, a patch set's); else {}."""
+    meta = getattr(data, "meta", None) or {}
+    shift = out.get("shift")
+    if meta.get("pixel_size") is None or not meta.get("unit") or shift is None or np.ndim(shift) != 2:
+        return {}
+    half = data.images.shape[-1] / 2.0
+    size = float(meta["pixel_size"])
+    return {"pixel_size": np.float64(size), "unit": np.asarray(str(meta["unit"])),
+            "shift_phys": np.asarray(shift, np.float64) * half * size}

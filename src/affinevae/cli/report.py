@@ -56,9 +56,9 @@ class Report:
             raise AffineVAEError(f"--sweep-n must be >= 1, got {args.sweep_n}")
         degrees = [] if args.sweep_angles.strip().lower() == "none" else list(parse_angles(args.sweep_angles, "--sweep-angles"))
         check_symmetry(args.symmetry, "--symmetry")
+        check_output(args.out, inputs=[args.run_dir, args.data], force=args.force)
         if not str(args.out).lower().endswith((".html", ".htm")):
             raise AffineVAEError(f"--out must be an .html file (the report is one HTML page), got {args.out}")
-        check_output(args.out, inputs=[args.run_dir, args.data], force=args.force)
         with warnings.catch_warnings():
             for given, default in ((args.n, REPORT_N), (args.sweep_n, REPORT_SWEEP_N)):
                 if given is None:  # a default is "up to": a smaller data set is no news

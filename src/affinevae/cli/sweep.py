@@ -65,11 +65,11 @@ class Sweep:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Run ``affinevae sweep``; returns the exit status (user errors raise AffineVAEError)."""
-        if not str(args.out).lower().endswith(".csv"):
-            raise AffineVAEError(f"--out must be a .csv file (the PNG is written beside it), got {args.out}")
         angles = parse_angles(args.angles)  # degrees on the command line
         check_outputs([args.out, str(Path(args.out).with_suffix(".png"))],
                       inputs=[args.run_dir, args.model_b, args.data, args.labels], force=args.force)
+        if not str(args.out).lower().endswith(".csv"):
+            raise AffineVAEError(f"--out must be a .csv file (the PNG is written beside it), got {args.out}")
         device = resolve_device(args.device)
         runs = [args.run_dir] + ([args.model_b] if args.model_b else [])
         per_run = [_models_of(r, args.transform, device) for r in runs]

@@ -138,9 +138,34 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
     path, key = fits_hdu_spec(str(path), key)  # astronomers' file.fits[SCI]
     token = _READING.set(_Reading(PixelScaling.from_value(scaling), check_stretch(stretch), bool(fill_nan)))
     try:
-        return _load_images(str(path), key, labels, standardise, n)
+        data = _load_images(str(path), key, labels, standardise, n)
     finally:
         _READING.reset(token)
+    if "pixel_size" not in data.meta:  # a microscope's or telescope's file: its pixel size comes along
+        size = recorded_pixel_size(str(path), key)
+        if size is not None:
+            data.meta.update(pixel_size=size.value, unit=size.unit)
+    return data
+
+
+#: Suffixes of the image files that can record a pixel size (:func:`recorded_pixel_size` reads it).
+PIXEL_SIZE_EXTS = MRC_EXTS + TIFF_EXTS + FITS_EXTS + (".dm3", ".dm4", ".emd", ".ser")
+
+
+def recorded_pixel_size(spec: str, key: Optional[str] = None):
+    """The :class:`~affinevae.units.PixelSize` one image file records (MRC voxel size, TIFF resolution or
+    OME metadata, FITS pixel scale, DM/EMD/SER calibration), read from its header; None for other files,
+    a file without one, or one the frame reader cannot open (the images were read otherwise)."""
+    p = Path(spec)
+    if not p.is_file() or image_suffix(p) not in PIXEL_SIZE_EXTS:
+        return None
+    from .stacks import open_stack
+
+    try:
+        with open_stack(spec, key=key if image_suffix(p) in FITS_EXTS else None) as src:
+            return src.pixel_size
+    except AffineVAEError:
+        return None
 
 
 def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardise: bool,
