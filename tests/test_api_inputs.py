@@ -134,3 +134,34 @@ def test_align_refuses_a_config_that_is_not_one():
     model = av.build_model("avae", image_shape=(1, 16, 16), inner_config={"latent_dim": 2, "hidden": [8]})
     with pytest.raises(AffineVAEError, match="align: config must be a SearchConfig or a dict"):
         model.align(torch.rand(2, 1, 16, 16), config=5)
+
+
+def test_elbo_is_the_eval_mode_elbo_and_counts_no_training_step():
+    """A fresh model is in train mode: its ELBO is still the reported one (the joint model's exact class
+    expectation), the mode is kept, and a look before fit leaves the fit's k-means start alone."""
+    x = torch.as_tensor(images(8, seed=1))
+    model = av.build_model("jrvae", image_shape=(1, 16, 16), latent_dim=2, num_classes=3, hidden=(8,),
+                           invariances=("rotation",), seed=0)
+    assert model.training
+    in_train = model.elbo(x, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    in_eval = model.elbo(x, generator=torch.Generator().manual_seed(0))
+    model.train()
+    assert torch.equal(in_train, in_eval) and model.training and int(model.train_steps) == 0
+
+
+def test_an_images_pose_search_does_not_depend_on_its_batch():
+    from affinevae.evaluation import encode_dataset
+    from affinevae.nn.transforms import image_keys, keyed_uniform
+
+    x = images(24, seed=2)
+    keys = image_keys(torch.as_tensor(x))
+    assert torch.equal(image_keys(torch.as_tensor(x[5:9])), keys[5:9]) and len(set(keys.tolist())) == 24
+    u = keyed_uniform(torch.arange(2000), 50, 3)
+    assert 0 <= float(u.min()) and float(u.max()) < 1 and abs(float(u.mean()) - 0.5) < 0.01
+    vae = av.build_model("vae", **TINY, seed=0)
+    avae = av.AVAE(vae).eval()
+    whole = encode_dataset(avae, x, batch_size=24, elbo=False)
+    parts = encode_dataset(avae, x, batch_size=5, elbo=False)
+    np.testing.assert_array_equal(whole["angle"], parts["angle"])
+    np.testing.assert_array_equal(whole["z_mean"], parts["z_mean"])

@@ -39,6 +39,7 @@ from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, check_full_turn
 from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
 from ..nn.likelihoods import LIKELIHOODS
 from ..nn.lowpass import GaussianLowpass, noise_gain
+from ..nn.modes import module_mode
 from ..nn.signal import is_signal_shape
 from ..registry import MODELS
 from ..rng import seeded
@@ -692,6 +693,11 @@ class LatentModel(nn.Module):
         seeded torch RNG (the CPU generator and, on a GPU, the model's device's), so torch's global
         generators are left as they were (those of other GPUs are not touched) and equally seeded
         generators give identical estimates. None: the global generator is used (and advanced).
+
+        Computed in eval mode whatever the model's mode (left as it was): the exact class expectation
+        of the joint models, the AVAE's test-time pose search, no dropout, and no training step
+        counted (a fresh model is in train mode: a look at its ELBO before :func:`affinevae.fit` changes
+        nothing of the fit). Gradients flow as the caller's grad mode says.
         """
         self.refuse_labels(y, "elbo")
         n_samples = check_int("elbo: n_samples", n_samples, 1)
@@ -699,7 +705,7 @@ class LatentModel(nn.Module):
         fork = contextlib.nullcontext()
         if generator is not None:
             fork = seeded(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)), self.device)
-        with fork:
+        with fork, module_mode(self):
             total = 0.0
             for _ in range(n_samples):
                 total = total + self(x, y).elbo

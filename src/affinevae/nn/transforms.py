@@ -61,6 +61,44 @@ DEFAULT_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shr(z: Tensor, s: int) -> Tensor:
+    """Logical right shift of int64 ``z`` by ``s`` bits (torch's is arithmetic)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def mix64(z: Tensor) -> Tensor:
+    """SplitMix64's finaliser on an int64 tensor (wrapping arithmetic): a bijection of 64-bit
+    integers whose outputs look independent for neighbouring inputs (counter-based random numbers)."""
+    z = z ^ _shr(z, 30)
+    z = z * _MIX1
+    z = z ^ _shr(z, 27)
+    z = z * _MIX2
+    return z ^ _shr(z, 31)
+
+
+def image_keys(x: Tensor) -> Tensor:
+    """(N,) int64 keys of images ``x`` (N, ...): a hash of each image's float32 values (their bits), equal
+    for equal images and, in practice, different otherwise; computed on the CPU, vectorised."""
+    flat = x.detach().to("cpu", torch.float32).contiguous().reshape(len(x), -1)
+    bits = flat.view(torch.int32).long() & 0xFFFFFFFF
+    where = torch.arange(flat.shape[1], dtype=torch.int64) * _GOLDEN
+    return mix64(mix64(bits + where).sum(1) + flat.shape[1])
+
+
+def keyed_uniform(keys: Tensor, k: int, base: int) -> Tensor:
+    """(N, k) float32 uniform numbers in [0, 1): row i from ``keys[i]`` (int64) and ``base`` alone."""
+    counter = mix64(torch.arange(k, dtype=torch.int64) * _GOLDEN + _signed(base % (1 << 64)))
+    z = mix64(keys.long()[:, None] * _MIX1 ^ counter[None, :])
+    return (_shr(z, 11).double() / float(1 << 53)).float()
+
+
 @dataclasses.dataclass(frozen=True)
 class Parameterisation:
     """A named list of pose parameters and how they build a :class:`Pose`.
@@ -157,7 +195,7 @@ class Parameterisation:
         return torch.tensor(lo, device=device), torch.tensor(hi, device=device)
 
     def sample(self, n: int, r: int, ranges: Mapping[str, tuple[float, float]], generator: Optional[torch.Generator] = None,
-               stratify: bool = True) -> Tensor:
+               stratify: bool = True, keys: Optional[Tensor] = None) -> Tensor:
         """(n, r, P) random parameters uniform within ``ranges``.
 
         ``ranges``: range name -> (low, high) (:data:`DEFAULT_RANGES`): 'angle' in radians,
@@ -167,13 +205,20 @@ class Parameterisation:
 
         With ``stratify`` the angles of each image's ``r`` draws are evenly spaced over the
         angle range with one random offset per image (better coverage than i.i.d. draws).
-        Drawn on the CPU with ``generator`` (``None``: the global generator).
+        Drawn on the CPU with ``generator`` (``None``: the global generator). ``keys`` (n,) int64 (e.g.
+        :func:`image_keys`): each row's draws then come from one number drawn from ``generator`` and its
+        own key alone (a counter-based hash), so an image gets the same draws whatever batch it is in.
         """
         lo, hi = self.bounds(ranges)
-        u = torch.rand(n, r, self.dim, generator=generator)
+        if keys is None:
+            u = torch.rand(n, r, self.dim, generator=generator)
+            offset = torch.rand(n, 1, generator=generator) if stratify and r > 1 else None
+        else:
+            base = int(torch.randint(0, 2**62, (1,), generator=generator))
+            u = keyed_uniform(keys.cpu().reshape(n), r * self.dim + 1, base)
+            offset, u = u[:, -1:], u[:, :-1].reshape(n, r, self.dim)
         c = self.column("angle")
         if stratify and c is not None and r > 1:
-            offset = torch.rand(n, 1, generator=generator)
             u[:, :, c] = (torch.arange(r, dtype=u.dtype)[None, :] + offset) / r
         return lo + (hi - lo) * u
 

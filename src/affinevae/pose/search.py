@@ -43,7 +43,7 @@ from torch import Tensor
 from ..config import Config, check, check_positive, check_seed
 from ..errors import AffineVAEError
 from ..limits import MAX_SEARCH_EVALUATIONS_PER_IMAGE, check_allocation
-from ..nn.transforms import Parameterisation
+from ..nn.transforms import Parameterisation, image_keys
 from ..rng import seeded  # noqa: F401  (re-exported: pose.seeded)
 
 __all__ = ["SearchConfig", "SearchResult", "search_poses", "make_starts", "evaluate_candidates", "refine", "seeded",
@@ -316,7 +316,9 @@ def make_starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[T
     widths; R = ``config.restarts``) for N images ``x`` (N, C, H, W).
 
     Fixed starts come first and take precedence; random draws (CPU ``generator``, or the
-    global generator if None) fill up to ``config.restarts``.
+    global generator if None) fill up to ``config.restarts``: each image's from one number drawn from
+    the generator and a hash of its own pixels (:func:`~affinevae.nn.transforms.image_keys`), so an image
+    searched alone or in any batch starts alike.
     """
     return _starts(model, x, config, extra_starts, generator)[0]
 
@@ -352,7 +354,9 @@ def _starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[Tenso
     n_random = max(0, config.restarts - n_fixed)
     parts = fixed
     if n_random:
-        parts = fixed + [transform.sample(n, n_random, config.ranges(), generator, config.stratify).to(x.device)]
+        # each image's random starts hang on its own pixels and one draw of the generator, not on the batch it is in
+        parts = fixed + [transform.sample(n, n_random, config.ranges(), generator, config.stratify,
+                                          keys=image_keys(x)).to(x.device)]
     starts = torch.cat(parts, 1)[:, :config.restarts]
     starts = transform.project(starts.reshape(-1, transform.dim), config.ranges()).reshape(n, -1, transform.dim)
     return starts, conf, n_head
