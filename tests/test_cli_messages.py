@@ -75,3 +75,31 @@ def test_resume_takes_the_runs_angle_range_and_does_nothing_when_nothing_is_left
     assert main(["train", "--model", "vae", "--data", "mnist", "-n", "60", "--epochs", "1", *SMALL, "--resume",
                  "--out", str(tmp_path / "new")]) == 0
     assert "holds no run yet: nothing to resume, training from the start" in capsys.readouterr().out
+
+
+def test_an_empty_log_and_a_python_spelled_colour_are_refused_in_the_commands_words(vae_run, tmp_path, capsys):
+    assert main(["train", "--model", "vae", "--data", "mnist", "-n", "60", "--epochs", "1", *SMALL, "--log", "",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "--log needs a logger name" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main(["plot", str(vae_run), "latent", "--color-by", "bogus", "--out", str(tmp_path / "l.png")]) == 2
+    assert ("--color-by must be auto or any of class,inferred-class,true-angle,learned-angle, got 'bogus'"
+            in capsys.readouterr().err)
+
+
+def test_the_report_shows_every_logged_column_and_sweeps_a_model_no_avae_wraps(tmp_path, capsys):
+    from affinevae import analysis as A
+
+    curves = A.training_curves([{"epoch": 1, "train_loss": 3.0, "train_recon": 2.0, "train_kl": 0.5,
+                                 "train_equivariance": 0.5, "val_loss": 2.5}])
+    assert curves.terms == ("equivariance",)
+    fig = A.plot_training_curves(curves)
+    assert fig.axes[0].get_title() == "loss (recon + beta KL)\ntrain: + equivariance"
+    labels = np.r_[np.arange(10), np.full(50, -1)]
+    np.save(tmp_path / "lab.npy", labels)
+    assert main(["train", "--model", "ssvae", "--data", "mnist", "-n", "60", "--labels", str(tmp_path / "lab.npy"),
+                 "--classes", "10", "--epochs", "1", *SMALL, "--out", str(tmp_path / "ss")]) == 0
+    assert main(["report", str(tmp_path / "ss"), "-n", "30", "--sweep-angles", "0,90", "--sweep-n", "10", "--quiet",
+                 "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "train_classifier" in html and "1 epoch;" in html  # every column of metrics.jsonl; one epoch
+    assert "Loss vs rotation: not available" not in html and "the model alone: avae cannot wrap" in html

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from .nn.signal import is_signal_shape
 from .data.inputs import check_image_shape
 from .errors import AffineVAEError, refuse_removed_keywords
 from .mapping import check_symmetry
@@ -294,9 +295,11 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
     ds = run.data(split="test", n=n, source=data)
     check_image_shape(ds.image_shape, model.config.image_shape, ds.source)  # before any analysis
     desc = model.describe()
+    noun = "signal" if is_signal_shape(model.config.image_shape) else "image"  # what the captions count
     rep = HtmlReport(f"affinevae report: {run.path.resolve().name}",
                      f"{model.family} model, {model.config.latent_dim} latent dims, "
-                     f"{info.get('epochs_done', '?')} epochs; analysed on {len(ds)} images of {ds.source}")
+                     f"{info.get('epochs_done', '?')} epoch{'' if info.get('epochs_done') == 1 else 's'}; analysed on "
+                     f"{len(ds)} {noun}s of {ds.source}")
     sections: list = []
     skipped: dict = {}
 
@@ -341,9 +344,14 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
     history = run.metrics
     if history:
         rep.figure(A.plot_training_curves(A.training_curves(history)),
-                   "per-epoch training (solid) and validation (dashed) loss, reconstruction and KL, nats/image")
-        cols = [c for c in ("epoch", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl",
-                            "images_per_s", "lr") if any(c in h for h in history)]
+                   "per-epoch training (solid) and validation (dashed) loss, reconstruction and KL, nats/image "
+                   "(the training loss also holds the named training terms, listed by name in the table; the "
+                   "validation loss does not)")
+        first = ("epoch", "train_loss", "train_recon", "train_kl")
+        seen = list(dict.fromkeys(k for h in history for k in h))
+        cols = [c for c in first if c in seen] + [c for c in seen if c.startswith("train_") and c not in first] \
+            + [c for c in seen if c.startswith("val_")] + [c for c in seen if c not in first and
+                                                            not c.startswith(("train_", "val_"))]
         rep.table([{c: h.get(c, "") for c in cols} for h in history], caption="metrics.jsonl")
     else:
         rep.note("no metrics.jsonl in this directory (a saved model, not a training run)")
@@ -356,8 +364,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
         from .evaluation import encode_dataset, psnr
 
         enc = encode_dataset(model, ds.images, ds.labels, elbo=True, seed=seed)
-        metrics["images evaluated"] = len(ds)
-        metrics["mean ELBO (nats/image)"] = float(enc["elbo"].mean())
+        metrics[f"{noun}s evaluated"] = len(ds)
+        metrics[f"mean ELBO (nats/{noun})"] = float(enc["elbo"].mean())
         import torch
 
         k = min(len(ds), 256)
@@ -392,7 +400,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
 
     rep.section("Reconstructions")
     attempt("Reconstructions", lambda: rep.figure(A.plot_reconstructions(A.reconstructions(model, ds, n=12, seed=seed)),
-                                                  "random images of the evaluated data (top) and their "
+                                                  f"random {noun}s of the evaluated data (top) and their "
                                                   "reconstructions (bottom)"))
 
     rep.section("Latent space")
@@ -403,7 +411,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
                    + (" (t-SNE/UMAP of all dimensions)" if codes.method != "latent" else "")
                    + ("; coloured by the class the model infers (argmax of q(class | x))"
                       if codes.inferred_class is not None else "")
-                   + "; angles in degrees")
+                   + ("; angles in degrees" if codes.learned_angle is not None or codes.true_angle is not None
+                      else ""))
 
     attempt("Latent space", do_latent)
 
@@ -468,16 +477,21 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
 
         def do_sweep():
             models = {model.family: model}
+            alone = ""
             # a full-circle equivariant model infers every turn itself: a search around it costs most of the report
             if model.pose_source != "searched" and not model.full_circle:
                 from .pose.search import SearchConfig
 
-                models["avae (search around it)"] = AVAE(model, pose_head=False,
-                                                         search=SearchConfig(restarts=8, keep=1, steps=5)).eval()
+                try:
+                    models["avae (search around it)"] = AVAE(model, pose_head=False,
+                                                             search=SearchConfig(restarts=8, keep=1, steps=5)).eval()
+                except AffineVAEError as exc:  # a family no AVAE wraps (the semi-supervised ones): the model alone
+                    alone = f"; the model alone: {exc}"
             grey = ds if run.binarize is None else run.data(split="test", n=n, source=data, binarize=False)
             res = A.loss_vs_rotation(models, grey, rotations, n=sweep_n, seed=seed,
                                      binarize=run.binarize)  # thresholded after each turn, as `sweep` does
-            rep.figure(A.plot_loss_vs_rotation(res), f"mean -ELBO of {res.n_images} images rotated by each angle")
+            rep.figure(A.plot_loss_vs_rotation(res),
+                       f"mean -ELBO of {res.n_images} images rotated by each angle{alone}")
 
         attempt("Loss vs rotation", do_sweep)
     elif ds.image_shape[1] == 1:

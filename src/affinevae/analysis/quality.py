@@ -113,12 +113,15 @@ class TrainingCurves:
         train: name ('loss', 'recon', 'kl') -> (E,) training values, nats/image.
         val: the same for the validation set (names present only).
         images_per_s: (E,) training throughput.
+        terms: names of the named training terms the training loss also holds (``train_equivariance``
+            -> 'equivariance', ...; the validation loss holds none of them).
     """
 
     epochs: np.ndarray
     train: dict
     val: dict
     images_per_s: np.ndarray
+    terms: tuple = ()
 
 
 def training_curves(run) -> TrainingCurves:
@@ -165,7 +168,10 @@ def training_curves(run) -> TrainingCurves:
             raise AffineVAEError("training_curves: metric 'epoch' must be a whole number in every epoch "
                                  "(or left out of all of them: then they are numbered 1, 2, ...)")
         epochs = e.astype(np.int64)
-    return TrainingCurves(epochs, train, val, col("images_per_s"))
+    plain = {"train_loss", "train_recon", "train_kl"}
+    terms = tuple(dict.fromkeys(k[len("train_"):] for h in history for k in h
+                                if k.startswith("train_") and k not in plain))
+    return TrainingCurves(epochs, train, val, col("images_per_s"), terms)
 
 
 @styled
@@ -181,7 +187,9 @@ def plot_training_curves(c: TrainingCurves | Mapping[str, TrainingCurves], title
     if not names:
         raise AffineVAEError("no loss, recon or kl metrics to plot")
     fig, axes = new_figure(1, len(names), panel=(3.0, 2.6))
-    label = {"loss": "loss (recon + beta KL)", "recon": "reconstruction -E[log p(x|z)]", "kl": "KL(q || prior)"}
+    terms = sorted({t for r in runs.values() for t in r.terms})
+    label = {"loss": "loss (recon + beta KL)" + ("\ntrain: + " + ", ".join(terms) if terms else ""),
+             "recon": "reconstruction -E[log p(x|z)]", "kl": "KL(q || prior)"}
     for i, k in enumerate(names):
         ax = axes[0, i]
         for j, (run, cur) in enumerate(runs.items()):

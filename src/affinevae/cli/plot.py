@@ -209,6 +209,11 @@ def _latent(c: PlotContext):
     A = _analysis()
     a = c.args
     color = "auto" if a.color_by == "auto" else [v.strip().replace("-", "_") for v in a.color_by.split(",")]
+    if color != "auto":
+        bad = next((v for v in color if v not in A.COLOR_BY), None)
+        if bad is not None:
+            raise AffineVAEError(f"--color-by must be auto or any of {','.join(k.replace('_', '-') for k in A.COLOR_BY)}, "
+                                 f"got {bad.replace('_', '-')!r}")
     codes = [A.latent_codes(m, c.data, method=a.method, dims=_ints(a.dims, "dims", 2), seed=a.seed) for m in c.models]
     for code, name in zip(codes, c.names):
         code.model = name

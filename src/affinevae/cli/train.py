@@ -329,6 +329,8 @@ def logger_entries(log: Optional[list]) -> tuple:
     for no tracking) or a resumed run's saved entries (names or logger dicts, kept as they are)."""
     out: list = []
     for v in log or []:
+        if isinstance(v, str) and not v.strip(" ,"):
+            raise AffineVAEError("--log needs a logger name (csv, tensorboard, mlflow or none), got an empty value")
         out += [n.strip() for n in v.split(",") if n.strip()] if isinstance(v, str) else [v]
     if any(isinstance(n, str) and n.lower() == "none" for n in out):
         if len(out) > 1:
