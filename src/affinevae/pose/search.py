@@ -316,9 +316,10 @@ def make_starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[T
     widths; R = ``config.restarts``) for N images ``x`` (N, C, H, W).
 
     Fixed starts come first and take precedence; random draws (CPU ``generator``, or the
-    global generator if None) fill up to ``config.restarts``: each image's from one number drawn from
-    the generator and a hash of its own pixels (:func:`~affinevae.nn.transforms.image_keys`), so an image
-    searched alone or in any batch starts alike.
+    global generator if None) fill up to ``config.restarts``: outside training (``model`` in eval mode)
+    each image's from one number drawn from the generator and a hash of its own pixels
+    (:func:`~affinevae.nn.transforms.image_keys`), so an image searched alone or in any batch starts
+    alike; in training straight from the generator.
     """
     return _starts(model, x, config, extra_starts, generator)[0]
 
@@ -354,9 +355,11 @@ def _starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[Tenso
     n_random = max(0, config.restarts - n_fixed)
     parts = fixed
     if n_random:
-        # each image's random starts hang on its own pixels and one draw of the generator, not on the batch it is in
+        # outside training each image's random starts hang on its own pixels and one draw of the generator, not on
+        # the batch it is in (encode, align); training's searches draw them from the generator as they always did
+        keys = None if getattr(model, "training", False) else image_keys(x)
         parts = fixed + [transform.sample(n, n_random, config.ranges(), generator, config.stratify,
-                                          keys=image_keys(x)).to(x.device)]
+                                          keys=keys).to(x.device)]
     starts = torch.cat(parts, 1)[:, :config.restarts]
     starts = transform.project(starts.reshape(-1, transform.dim), config.ranges()).reshape(n, -1, transform.dim)
     return starts, conf, n_head
