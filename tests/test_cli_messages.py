@@ -103,3 +103,10 @@ def test_the_report_shows_every_logged_column_and_sweeps_a_model_no_avae_wraps(t
     html = (tmp_path / "r.html").read_text()
     assert "train_classifier" in html and "1 epoch;" in html  # every column of metrics.jsonl; one epoch
     assert "Loss vs rotation: not available" not in html and "the model alone: avae cannot wrap" in html
+
+
+def test_a_run_is_not_made_inside_another(vae_run, tmp_path, capsys):
+    assert main(["train", "--model", "vae", "--data", "mnist", "-n", "60", "--epochs", "1", *SMALL,
+                 "--out", str(vae_run / "sub")]) == 2
+    assert f"lies inside the run or model directory {vae_run}" in capsys.readouterr().err
+    assert not (vae_run / "sub").exists()

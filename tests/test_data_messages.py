@@ -74,3 +74,11 @@ def test_given_objects_dropped_at_the_edge_are_said(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 of the 2 coordinates in" in out and "lies within 6 pixels of an edge" in out
     assert "1 object from" in out
+
+
+def test_a_key_for_a_file_without_arrays_is_refused(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((8, 8), np.float32))
+    np.save(tmp_path / "a.npy", np.zeros((2, 8, 8), np.float32))
+    for name in ("s.tif", "a.npy"):
+        assert main(["info", str(tmp_path / name), "--key", "3"]) == 2
+        assert f"{name}: key '3' applies only to .npz, HDF5, Zarr and FITS files" in capsys.readouterr().err

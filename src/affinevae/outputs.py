@@ -102,7 +102,8 @@ def _foreign_entries(directory: Path) -> list[str]:
 
 
 def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Optional[str | Path]] = (),
-                 force: bool = False, resume: bool = False, option: str = "--out", resumable: bool = False) -> Path:
+                 force: bool = False, resume: bool = False, option: str = "--out", resumable: bool = False,
+                 model_dir: bool = False) -> Path:
     """Refuse (one-line :class:`AffineVAEError`) an output path the command must not write; return it.
 
     Call it before any work is done (after the arguments are validated).
@@ -120,6 +121,8 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
         option: the option's name in messages.
         resumable: the command has ``--resume`` (``train``): the refusal of an existing training
             run suggests it.
+        model_dir: the output is itself a run or model directory (``train``, ``amortise``): it may not
+            lie inside another one (a run inside a run's folder).
     """
     if kind not in ("file", "dir"):
         raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
@@ -148,6 +151,11 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
         return path
     if path.exists() and not path.is_dir():
         raise AffineVAEError(f"{option} {out}: exists and is not a directory")
+    if model_dir:
+        holder = next((p for p in real.parents if is_run_directory(p)), None)
+        if holder is not None:
+            raise AffineVAEError(f"{option} {out}: lies inside the run or model directory {holder}; choose a folder "
+                                 "outside it")
     if path.is_dir():
         if resume:
             if not (path / TRAIN_JSON).is_file():  # nothing to resume: a start from scratch, into what?

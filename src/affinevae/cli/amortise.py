@@ -60,7 +60,8 @@ class Amortise:
                                         batch_size=args.batch_size, lr=args.lr, augment_rotation=args.augment_rotation,
                                         views=args.views, seed=args.seed)
         device = resolve_device(args.device)
-        check_output(args.out, kind="dir", inputs=[args.run_dir, args.data, args.labels], force=args.force)
+        check_output(args.out, kind="dir", inputs=[args.run_dir, args.data, args.labels], force=args.force,
+                     model_dir=True)
         loaded = load(args.run_dir, device=device)
         data = load_scaled_like_run(args, Run(args.run_dir), "train", seed=args.seed)  # as the model was trained
         check_image_shape(data.images.shape[1:], loaded.config.image_shape, where=data.source or args.data)

@@ -218,7 +218,7 @@ class Train:
         if resumed and rank == 0:
             print(resumed)
         check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume,
-                     resumable=True)
+                     resumable=True, model_dir=True)
         if args.resume and rank == 0 and not Run(args.out).has_training:
             print(f"affinevae: {args.out} holds no run yet: nothing to resume, training from the start")
         data = load_data_from_args(args, "train", seed=args.seed)
