@@ -12,6 +12,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
+from ..nn.signal import is_signal_shape
 from ..errors import AffineVAEError
 from ..plots import new_figure, show_images
 from ..runs import Run
@@ -259,8 +260,9 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
     spread = (np.asarray(enc["z_mean"], dtype=np.float64).var(0) if variational and len(enc["z_mean"]) > 1
               else np.zeros(0))  # (D,)
     if spread.size and bool(np.all(spread < ACTIVE_VARIANCE)):
-        lines.append(f"all {spread.size} content latents are unused (their means vary across the images with a variance "
-                     f"below {ACTIVE_VARIANCE:g}): the model describes every image alike (a signal too weak against the "
+        noun = "signal" if is_signal_shape(model.config.image_shape) else "image"
+        lines.append(f"all {spread.size} content latents are unused (their means vary across the {noun}s with a variance "
+                     f"below {ACTIVE_VARIANCE:g}): the model describes every {noun} alike (a signal too weak against the "
                      f"noise? {_filter_hint(model)}"
                      + ("" if getattr(model.config, "likelihood", "") == "gaussian"
                         else ", a gaussian likelihood with the noise as --sigma")
@@ -269,7 +271,7 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
                          ", a start from the aligned images' principal components, --set content_anchor=10")
                         if (getattr(model.config, "pose_anchor", 0) or 0) > 0
                         and not getattr(model.config, "content_anchor", 0) else "")
-                     + ", or clearer images)")
+                     + f", or clearer {noun}s)")
     full = getattr(model.config, "rotation_mode", None) == "full" and "angle" in enc
     if full and not lattice and len(enc["angle"]) > 1:
         r = offset_concentration(enc["angle"], np.zeros_like(enc["angle"]))  # the angles' resultant length
