@@ -141,7 +141,7 @@ class Train:
                                           "default: hold out --val-split of --data")
         g = p.add_argument_group("model options (only those given are passed; unknown ones for a model are errors)")
         g.add_argument("--latent-dim", type=int, help="content latent variables (default 10)")
-        g.add_argument("--encoder", help="conv or mlp (conv1d for 1-D signals); rvae/crvae: also equivariant "
+        g.add_argument("--encoder", help="conv or mlp (conv1d for 1-D signals); rvae/crvae/jrvae/ssrvae: also equivariant "
                                          "(the default with --set rotation_mode=full)")
         g.add_argument("--decoder", help="conv or mlp; rvae: spatial or warp")
         g.add_argument("--hidden", help="fully connected widths, e.g. 256,128")
@@ -164,20 +164,20 @@ class Train:
                        help="any other model option, e.g. --set rotation_prior=1.0 (repeatable)")
         t = p.add_argument_group("training options")
         t.add_argument("--epochs", type=int, default=None,
-                       help=f"passes over the data (default {DEFAULT_EPOCHS}; for a patch set and rvae/crvae enough "
+                       help=f"passes over the data (default {DEFAULT_EPOCHS}; for a patch set and rvae/crvae/jrvae enough "
                             f"for about {MIN_STEPS} steps, at most {MAX_EPOCHS})")
         named = {k.replace(":full", " over the full circle"): v for k, v in FAMILY_TRAINING.items()}
         family_bs = "".join(f", {v[0]} for {k}" for k, v in named.items())
         family_lr = "".join(f", {v[1]:g} for {k}" for k, v in named.items())
         t.add_argument("--batch-size", type=int, default=None,
                        help=f"images per step (default {TrainConfig.batch_size}{family_bs}; {PATCH_BATCH_SIZE} for a "
-                            "patch set and rvae/crvae)")
+                            "patch set and rvae/crvae/jrvae)")
         t.add_argument("--lr", type=float, default=None,
                        help=f"Adam learning rate (default {TrainConfig.lr:g}{family_lr}; {PATCH_LR:g} for a patch set "
-                            "and rvae/crvae)")
+                            "and rvae/crvae/jrvae)")
         t.add_argument("--kl-warmup", type=float, default=None, metavar="FRACTION",
                        help="raise the KL weight linearly from 0 to --beta over this fraction of the training steps "
-                            f"(default 0: none; {PATCH_KL_WARMUP:g} for a patch set and rvae/crvae)")
+                            f"(default 0: none; {PATCH_KL_WARMUP:g} for a patch set and rvae/crvae/jrvae)")
         t.add_argument("--weight-decay", type=float, default=None,
                        help=f"Adam weight decay (default {TrainConfig.weight_decay:g})")
         t.add_argument("--schedule", default=None, help=f"none or cosine (default {TrainConfig.schedule})")
