@@ -110,3 +110,55 @@ def test_a_run_is_not_made_inside_another(vae_run, tmp_path, capsys):
                  "--out", str(vae_run / "sub")]) == 2
     assert f"lies inside the run or model directory {vae_run}" in capsys.readouterr().err
     assert not (vae_run / "sub").exists()
+
+
+def test_a_training_stopped_in_its_first_checkpoint_starts_again_with_resume(tmp_path, capsys):
+    base = ["train", "--model", "vae", "--data", "mnist", "-n", "60", "--epochs", "1", *SMALL, "--out", str(tmp_path / "r")]
+    assert main(base) == 0
+    (tmp_path / "r" / "train.json").unlink()  # a kill before train.json, the checkpoint's last file, was renamed
+    capsys.readouterr()
+    assert main(base) == 2
+    assert "stopped during its first checkpoint" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="stopped during its first checkpoint left .* training from the start"):
+        assert main([*base, "--resume"]) == 0
+    assert json.loads((tmp_path / "r" / "train.json").read_text())["epochs_done"] == 1
+
+
+def test_a_resume_removes_a_former_checkpoint_a_stop_left_and_an_interrupt_after_the_last_says_so(vae_run, tmp_path):
+    import shutil
+
+    from affinevae.cli.train import interrupted_line
+
+    run = tmp_path / "run"
+    shutil.copytree(vae_run, run)
+    (run / "checkpoint-e0000.safetensors").write_bytes((run / "checkpoint-e0001.safetensors").read_bytes())
+    (run / "optimizer-e0000.pt").write_bytes(b"stale")
+    with pytest.warns(UserWarning, match="already trained"):
+        assert main(["train", "--model", "vae", "--data", "mnist", "-n", "60", "--epochs", "1", *SMALL, "--resume",
+                     "--out", str(run)]) == 0
+    assert sorted(p.name for p in run.glob("*-e*")) == ["checkpoint-e0001.safetensors", "optimizer-e0001.pt"]
+    assert interrupted_line(run, 1) == f"affinevae: {run} holds all its trained epochs (1): the run is complete"
+    assert "--resume to go on" in interrupted_line(run, 3)
+
+
+def test_a_full_device_is_one_line_whatever_the_writer_raises(tmp_path, monkeypatch):
+    import shutil
+
+    from affinevae.errors import AffineVAEError
+    from affinevae.io import atomic_write
+
+    def short(tmp):  # torch.save's own error for a short write
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 728832 vs 728720")
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # room left: not a full device, raised as it is
+        atomic_write(tmp_path / "a.pt", short)
+    free = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: free._replace(free=1000))
+    with pytest.raises(AffineVAEError, match=r"a.pt: cannot write \(no space left on the device\)"):
+        atomic_write(tmp_path / "a.pt", short)
+    monkeypatch.undo()
+
+    def safetensors_full(tmp):
+        raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+    with pytest.raises(AffineVAEError, match="no space left on the device"):
+        atomic_write(tmp_path / "b.safetensors", safetensors_full)
+    assert not list(tmp_path.iterdir())  # no temporary left

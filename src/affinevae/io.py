@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -130,12 +131,33 @@ def atomic_write(path: str | Path, write) -> Path:
         _flush_to_disk(tmp)  # a power loss after the rename leaves the new contents, not an empty file
         os.replace(tmp, path)
     except BaseException as exc:
+        # a library's own error for a short write (torch.save, safetensors): judged before the temporary goes
+        full = not isinstance(exc, OSError) and isinstance(exc, Exception) and _device_full(exc, path.parent)
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(exc, OSError):
             raise write_failure(path, exc) from None
+        if full:
+            raise AffineVAEError(f"{path}: cannot write (no space left on the device)") from None
         raise
     return path
+
+
+#: Free bytes under which a writer's failure (torch.save's "unexpected pos", safetensors' I/O error) counts as
+#: a full device.
+FULL_DEVICE_BYTES = 1 << 20
+
+
+def _device_full(exc: Exception, directory: Path) -> bool:
+    """Whether a writer's non-``OSError`` failure ``exc`` comes from a full device: its message says so
+    (ENOSPC, "No space left") or the device holding ``directory`` has under :data:`FULL_DEVICE_BYTES` free."""
+    text = str(exc)
+    if "No space left" in text or "os error 28" in text:
+        return True
+    try:
+        return shutil.disk_usage(directory).free < FULL_DEVICE_BYTES
+    except OSError:
+        return False
 
 
 def _flush_to_disk(path: str) -> None:

@@ -36,8 +36,8 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no lock
     fcntl = None
 
-__all__ = ["check_output", "check_outputs", "is_run_directory", "is_run_file", "RunLock", "LOCK_FILE",
-           "RUN_FILES"]
+__all__ = ["check_output", "check_outputs", "is_run_directory", "is_run_file", "is_interrupted_start", "RunLock",
+           "LOCK_FILE", "RUN_FILES"]
 
 #: The lock file inside a run directory held by the process writing it.
 LOCK_FILE = ".affinevae.lock"
@@ -52,6 +52,20 @@ def is_run_directory(path: str | Path) -> bool:
     ``model.safetensors`` or ``train.json``)."""
     p = Path(path)
     return p.is_dir() and any((p / name).exists() for name in (MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON))
+
+
+def is_interrupted_start(path: str | Path) -> bool:
+    """True when directory ``path`` holds a trainer's checkpoint files (``checkpoint-eNNNN``,
+    ``optimizer-eNNNN``) but no ``train.json``: a training stopped while writing its first checkpoint
+    (``train.json`` is written last), which a resume starts again from scratch (a saved model never
+    has checkpoint files)."""
+    p = Path(path)
+    if not p.is_dir() or (p / TRAIN_JSON).is_file():
+        return False
+    try:
+        return any(_RUN_FILE_PATTERN.match(n) for n in os.listdir(p))
+    except OSError:
+        return False
 
 
 def is_run_file(name: str) -> bool:
@@ -157,21 +171,27 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
             raise AffineVAEError(f"{option} {out}: lies inside the run or model directory {holder}; choose a folder "
                                  "outside it")
     if path.is_dir():
+        interrupted = resumable and is_interrupted_start(path)
         if resume:
             if not (path / TRAIN_JSON).is_file():  # nothing to resume: a start from scratch, into what?
-                if is_run_directory(path):
+                if is_run_directory(path) and not interrupted:
                     raise AffineVAEError(f"{option} {out}: holds a saved model, not a training run ({TRAIN_JSON}); "
                                          "--resume continues a run written by train: choose another directory")
                 if any(not is_run_file(n) for n in _foreign_entries(path)):
                     raise AffineVAEError(f"{option} {out}: holds no training run to resume (no {TRAIN_JSON}) but "
                                          "other files; choose another directory")
+        elif interrupted:
+            raise AffineVAEError(f"{option} {out}: holds what a training stopped during its first checkpoint left "
+                                 f"(no {TRAIN_JSON}); pass --resume to train it from the start, or choose a new directory")
         elif is_run_directory(path):
             raise AffineVAEError(f"{option} {out}: already holds a run or model (model.json/train.json); choose a "
                                  "new directory" + (" or pass --resume to continue its training"
                                                     if resumable and (path / TRAIN_JSON).is_file() else ""))
         elif _foreign_entries(path) and not force:
+            left = resumable and all(is_run_file(n) for n in _foreign_entries(path))
             raise AffineVAEError(f"{option} {out}: exists and is not empty; choose a new or empty directory "
-                                 "(or pass --force where the command offers it)")
+                                 + ("(it holds what an interrupted training left: --resume continues it)" if left else
+                                    "(or pass --force where the command offers it)"))
         if not os.access(path, os.W_OK | os.X_OK):
             raise AffineVAEError(f"{option} {out}: cannot write in this directory (permission denied or read-only)")
         clean_stale_temporaries(path)

@@ -45,7 +45,7 @@ from .limits import check_allocation, format_size
 from .models.base import LatentModel
 from .nn.modes import module_mode
 from .nn.signal import is_signal_shape
-from .outputs import RunLock, is_run_directory
+from .outputs import LOCK_FILE, RunLock, is_interrupted_start, is_run_directory, is_run_file
 from .rng import seeded
 from .runs import Run, read_metrics, read_run, state_mismatch  # noqa: F401  (read_metrics, read_run: re-exported)
 from .tracking import Tracker, check_loggers, describe_loggers
@@ -699,6 +699,11 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     if run is not None and resume and run.has_training:
         before = run.train_config
         start = _load_checkpoint(run, model, opt, len(x), fingerprint)
+        if rank == 0:  # a stop between train.json and the removal of the former checkpoint left it: gone now
+            named = {Path(str(v)).name for v in (run.info.get("checkpoint"), run.info.get("optimizer")) if v}
+            for stale in run.all_state_files():
+                if stale.name not in named:
+                    stale.unlink(missing_ok=True)
         history = run.metrics[:start]
         if rank == 0 and len(history) < start:  # metrics.jsonl deleted or cut: its records are not in the checkpoint
             warnings.warn(f"{run.metrics_file}: holds the records of {len(history)} of the {start} epochs trained; "
@@ -713,6 +718,15 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
         elif rank == 0 and changed:
             warnings.warn(f"{run_dir}: resuming with {', '.join(changed)}: the epochs from here on differ from "
                           "an uninterrupted run's")
+    elif run is not None and resume and is_interrupted_start(run.path):  # stopped in its first checkpoint
+        if rank == 0:
+            warnings.warn(f"{run_dir}: holds what a training stopped during its first checkpoint left (no train.json); "
+                          "training from the start")
+            for name in os.listdir(run.path):  # the run's own files only (a lock, temporaries and others stay)
+                if is_run_file(name) and name not in (LOCK_FILE, FIT_TARGETS):  # (the targets are the data's)
+                    (run.path / name).unlink(missing_ok=True)
+        if world > 1:
+            dist.barrier()
     elif run is not None and is_run_directory(run.path):  # a saved model (resume: nothing to resume)
         what = "a training run" if run.has_training else "a saved model"
         raise AffineVAEError(f"{run_dir} already holds {what}; " + ("pass resume=True (--resume) to continue it or "

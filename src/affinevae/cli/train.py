@@ -23,7 +23,7 @@ from ..models.base import build_model
 from .image_options import add_stretch_option
 from ..models.joint import EMBEDDING_START_AGREEMENT
 from ..models.rvae import MIN_SYNC_AGREEMENT
-from ..outputs import check_output
+from ..outputs import check_output, is_interrupted_start
 from ..models.semisupervised import read_targets
 from ..registry import MODELS
 from ..runs import Run
@@ -219,7 +219,7 @@ class Train:
             print(resumed)
         check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume,
                      resumable=True, model_dir=True)
-        if args.resume and rank == 0 and not Run(args.out).has_training:
+        if args.resume and rank == 0 and not Run(args.out).has_training and not is_interrupted_start(args.out):
             print(f"affinevae: {args.out} holds no run yet: nothing to resume, training from the start")
         data = load_data_from_args(args, "train", seed=args.seed)
         check_image_size(data, hint=_signal_hint(data))
@@ -285,7 +285,7 @@ class Train:
                          on_start=announce)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: say what is kept before main's one line
             if rank == 0:
-                print(interrupted_line(args.out), file=sys.stderr)
+                print(interrupted_line(args.out, cfg.epochs), file=sys.stderr)
             raise
         if rank == 0 and result.epochs_trained:  # (a resume with nothing left: said in fit's warning)
             last = result.history[-1] if result.history else {}
@@ -300,13 +300,16 @@ class Train:
         return 0
 
 
-def interrupted_line(out) -> str:
+def interrupted_line(out, epochs: Optional[int] = None) -> str:
     """What an interrupted ``train`` kept in ``out``: its last checkpoint's epoch and how to go on (the
-    same command with ``--resume``), or that it stopped before its first checkpoint (nothing to resume)."""
+    same command with ``--resume``), that all its ``epochs`` were trained (stopped after the last
+    checkpoint), or that it stopped before its first checkpoint (nothing to resume)."""
     try:
         done = Run(out).epochs_done or 0 if Path(out).is_dir() else 0
     except (AffineVAEError, OSError, ValueError):
         done = 0
+    if done and epochs is not None and done >= epochs:
+        return f"affinevae: {out} holds all its trained epochs ({done}): the run is complete"
     if done:
         return (f"affinevae: {out} keeps its checkpoint after epoch {done}: run the same command with --resume "
                 "to go on from there")
