@@ -33,15 +33,15 @@ from .common import (add_data_arguments, counted, data_noun, load_data_from_args
                      seed_arg)
 
 
-def losses_text(record: dict) -> str:
+def losses_text(record: dict, noun: str = "image") -> str:
     """An epoch record's losses as ``train`` says them: ``train loss 268.18 (with pose_anchor 36.82),
-    val loss 158.90 nats/image``. The training loss holds the model's named extra terms (the
-    validation loss does not), so they are named beside it."""
+    val loss 158.90 nats/image`` (``noun``: 'signal' for 1-D signal models). The training loss holds the
+    model's named extra terms (the validation loss does not), so they are named beside it."""
     extra = [(k[len("train_"):], v) for k, v in record.items() if k.startswith("train_")
              and k not in ("train_loss", "train_recon", "train_kl") and isinstance(v, (int, float))]
     terms = f" (with {', '.join(f'{k} {v:.2f}' for k, v in extra)})" if extra else ""
     val = f", val loss {record['val_loss']:.2f}" if "val_loss" in record else ""
-    return f"train loss {record.get('train_loss', float('nan')):.2f}{terms}{val} nats/image"
+    return f"train loss {record.get('train_loss', float('nan')):.2f}{terms}{val} nats/{noun}"
 
 
 #: Seconds the fit's start takes for 10 000 28 x 28 images on one CPU thread (measured on full-circle MNIST):
@@ -291,7 +291,7 @@ class Train:
             last = result.history[-1] if result.history else {}
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
             print(f"trained {args.model} on {counted(result.n_train, data_noun(model)[:-1])} ({source}{held}) for "
-                  f"{counted(cfg.epochs, 'epoch')}: {losses_text(last)}; run in {args.out}")
+                  f"{counted(cfg.epochs, 'epoch')}: {losses_text(last, data_noun(model)[:-1])}; run in {args.out}")
             meta = getattr(data, "meta", None) or {}
             for line in learning_warnings(model, data.images if hasattr(data, "images") else data[0], seed=args.seed,
                                           lattice=lattice_patches(meta)):
