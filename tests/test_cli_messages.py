@@ -162,3 +162,18 @@ def test_a_full_device_is_one_line_whatever_the_writer_raises(tmp_path, monkeypa
     with pytest.raises(AffineVAEError, match="no space left on the device"):
         atomic_write(tmp_path / "b.safetensors", safetensors_full)
     assert not list(tmp_path.iterdir())  # no temporary left
+
+
+def test_signal_models_and_semi_supervised_targets_are_refused_where_nothing_applies(tmp_path, capsys):
+    peaks = ["--data", "synthetic-peaks", "-n", "60", "--epochs", "1", *SMALL]
+    np.savetxt(tmp_path / "t.csv", np.full(60, np.nan))
+    assert main(["train", "--model", "ssregrvae", *peaks, "--likelihood", "gaussian", "--targets",
+                 str(tmp_path / "t.csv"), "--out", str(tmp_path / "s")]) == 2
+    assert "no training image has a known target (all NaN)" in capsys.readouterr().err
+    np.save(tmp_path / "lab.npy", np.r_[np.zeros(30), -np.ones(30)].astype(np.int64))
+    assert main(["train", "--model", "ssregrvae", *peaks, "--labels", str(tmp_path / "lab.npy"),
+                 "--out", str(tmp_path / "l")]) == 2
+    assert "a semi-supervised regression model takes --targets" in capsys.readouterr().err
+    assert main(["train", "--model", "rvae", *peaks, "--out", str(tmp_path / "pk")]) == 0
+    assert main(["plot", str(tmp_path / "pk"), "loss-vs-rotation", "--out", str(tmp_path / "lv.png")]) == 2
+    assert "a model of 1-D signals has no rotation" in capsys.readouterr().err

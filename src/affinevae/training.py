@@ -561,6 +561,11 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
             warnings.warn(f"fit: the training images are unsigned integers (up to {hi:g}) used as they are; "
                           "files of them are read divided by their type's maximum (255 for uint8), so divide the "
                           "array likewise for a model that reads them alike", UserWarning, stacklevel=2)
+    if getattr(model, "semi_supervised", False) and y is not None and len(y) and (
+            bool(torch.isnan(y).all()) if y.is_floating_point() else bool((y < 0).all())):
+        raise AffineVAEError(f"model '{model.family}' is semi-supervised, but no training image has a known "
+                             + ("target (all NaN)" if y.is_floating_point() else "label (all -1)")
+                             + ": give some, or train its unsupervised family")
     if getattr(model, "semi_supervised", False) and y is None:  # as train --labels / --targets: never silently none
         raise AffineVAEError(f"model '{model.family}' is semi-supervised: the training images need labels (-1 for "
                              "unknown) or targets (NaN for unknown), e.g. fit(model, (images, labels))")

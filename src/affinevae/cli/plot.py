@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import AffineVAEError
+from ..nn.signal import is_signal_shape
 from ..mapping import check_symmetry
 from ..limits import ANGLE_HISTOGRAM_BINS, MANIFOLD_GRID_SIDE, check_allocation
 from ..registry import Registry
@@ -282,6 +283,9 @@ def _loss_vs_rotation(c: PlotContext):
     from ..sweep import parse_angles
 
     A = _analysis()
+    if is_signal_shape(c.models[0].config.image_shape):
+        raise AffineVAEError(f"{c.args.run_dir}: loss-vs-rotation turns images; a model of 1-D signals has no rotation "
+                             "(plot its latents or reconstructions)")
     models = {}
     for m, nm in zip(c.models, c.names):
         models[nm] = m

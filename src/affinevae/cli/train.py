@@ -478,8 +478,9 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
             raise AffineVAEError(f"model '{args.model}' is class-conditional: the data need labels (--labels)")
         opts["num_classes"] = max(data.num_classes, 2)
     if data.labels is not None and len(data.labels) and data.labels.min() < 0 and not (semi and classes):
-        raise AffineVAEError(f"labels of -1 (unknown) are only allowed for semi-supervised models (ssvae, ssrvae), "
-                             f"not '{args.model}'")
+        hint = ("; a semi-supervised regression model takes --targets (NaN for unknown)" if semi else "")
+        raise AffineVAEError(f"labels of -1 (unknown) are only allowed for semi-supervised class models (ssvae, "
+                             f"ssrvae), not '{args.model}'{hint}")
     if args.classes is not None:
         if args.classes < 2:
             raise AffineVAEError(f"--classes must be an integer >= 2, got {args.classes}")
