@@ -43,11 +43,11 @@ class Config:
         # Normalise list inputs (e.g. from JSON) to tuples so configs stay hashable/frozen, and numpy
         # scalars (np.int64 from np.arange in a grid search) to Python numbers, so they check and save as such.
         for f in dataclasses.fields(self):
-            v = _plain(getattr(self, f.name))
+            v = plain_scalar(getattr(self, f.name))
             if isinstance(v, list):
                 v = tuple(v)
             if isinstance(v, tuple):
-                v = tuple(_plain(item) for item in v)
+                v = tuple(plain_scalar(item) for item in v)
             elif isinstance(f.default, tuple) and isinstance(v, bool):
                 raise AffineVAEError(f"{f.name} takes a list of values, got {v!r}")
             elif isinstance(f.default, tuple) and isinstance(v, (int, float)):
@@ -163,8 +163,8 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python number (or bool, str) it holds; anything else as it is."""
+def plain_scalar(value: Any) -> Any:
+    """A numpy scalar as the Python number (or bool, str) it holds; anything else as it is (the same object)."""
     item = getattr(value, "item", None)
     if item is not None and type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
         return item()

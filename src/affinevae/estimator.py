@@ -23,7 +23,6 @@ the default Bernoulli likelihood (scale first, e.g. with ``MinMaxScaler``, or ch
 from __future__ import annotations
 
 import re
-
 import warnings
 from typing import Any, Optional
 
@@ -184,11 +183,11 @@ class Estimator(TransformerMixin, BaseEstimator):
     def _checked_images(self, X: Any, reset: bool) -> tuple[torch.Tensor, np.dtype]:
         if isinstance(X, ImageSet):  # as fit and encode_dataset take it: its (N, C, H, W) images
             X = X.images
-        values = X if isinstance(X, np.ndarray) else None
-        if values is not None and values.dtype.kind == "f" and values.size and not np.isfinite(values).all():
-            first = int(np.argwhere(~np.isfinite(values.reshape(len(values), -1)).all(1))[0, 0])
-            raise AffineVAEError(f"X holds NaN or infinite values (first in image {first}); fill them (e.g. with "
-                                 "the image's median) or leave those images out")
+        if isinstance(X, np.ndarray) and X.dtype.kind == "f" and X.ndim and X.size:
+            bad = ~np.isfinite(X.reshape(len(X), -1)).all(1)  # (N,) one pass over the pixels
+            if bad.any():
+                raise AffineVAEError(f"X holds NaN or infinite values (first in image {int(np.argmax(bad))}); fill "
+                                     "them (e.g. with the image's median) or leave those images out")
         ndim = getattr(X, "ndim", None)
         if ndim is None:  # nested lists: their depth; other array-likes are read as 2-D by scikit-learn
             ndim = np.ndim(X) if isinstance(X, (list, tuple)) else 2

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .nn.signal import is_signal_shape
+from .nn.signal import item_noun
 from .data.inputs import check_image_shape
 from .errors import AffineVAEError, refuse_removed_keywords
 from .mapping import check_symmetry
@@ -295,7 +295,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
     ds = run.data(split="test", n=n, source=data)
     check_image_shape(ds.image_shape, model.config.image_shape, ds.source)  # before any analysis
     desc = model.describe()
-    noun = "signal" if is_signal_shape(model.config.image_shape) else "image"  # what the captions count
+    noun = item_noun(model.config.image_shape)  # what the captions count
     rep = HtmlReport(f"affinevae report: {run.path.resolve().name}",
                      f"{model.family} model, {model.config.latent_dim} latent dims, "
                      f"{info.get('epochs_done', '?')} epoch{'' if info.get('epochs_done') == 1 else 's'}; analysed on "

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .config import Config, check, check_choice, check_positive, check_seed
+from .config import Config, check, check_choice, check_positive, check_seed, plain_scalar
 from .data.imageset import RAW_UNITS, ImageSet
 from .data.inputs import as_images, check_image_size
 from .errors import AffineVAEError
@@ -278,8 +278,15 @@ def _save_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, e
     save_model(model, run.path)
     write_json(run.train_file, {"train_config": cfg.to_dict(), "epochs_done": epoch,
                                 "checkpoint": weights.name, "optimizer": optim.name, **meta})
+    _drop_former_states(run, (weights, optim))
+
+
+def _drop_former_states(run: Run, keep: tuple[Path, Path]) -> None:
+    """Remove every checkpoint and optimizer-state file of ``run`` but ``keep`` (the ones ``train.json``
+    names): after a checkpoint is written, and on a resume after a stop between the two."""
+    names = {p.name for p in keep}
     for old in run.all_state_files():
-        if old.name not in (weights.name, optim.name):
+        if old.name not in names:
             old.unlink(missing_ok=True)
 
 
@@ -459,9 +466,10 @@ def json_meta(meta: dict) -> dict:
     """``meta`` as ``train.json`` will hold it: numpy scalars as Python numbers (np.int64 from a count),
     checked JSON-able before any training (a one-line :class:`AffineVAEError` naming the entry otherwise)."""
     def plain(value):
-        if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-            return value.item()
-        raise TypeError(type(value).__name__)
+        out = plain_scalar(value)
+        if out is value:  # not a numpy scalar: not JSON
+            raise TypeError(type(value).__name__)
+        return out
     out = {}
     for key, value in meta.items():
         try:
@@ -704,11 +712,9 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
     if run is not None and resume and run.has_training:
         before = run.train_config
         start = _load_checkpoint(run, model, opt, len(x), fingerprint)
-        if rank == 0:  # a stop between train.json and the removal of the former checkpoint left it: gone now
-            named = {Path(str(v)).name for v in (run.info.get("checkpoint"), run.info.get("optimizer")) if v}
-            for stale in run.all_state_files():
-                if stale.name not in named:
-                    stale.unlink(missing_ok=True)
+        named = run.checkpoint if rank == 0 else None
+        if named is not None:  # a stop between train.json and the clean-up left the former checkpoint: gone now
+            _drop_former_states(run, named)
         history = run.metrics[:start]
         if rank == 0 and len(history) < start:  # metrics.jsonl deleted or cut: its records are not in the checkpoint
             warnings.warn(f"{run.metrics_file}: holds the records of {len(history)} of the {start} epochs trained; "

@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
-from ..nn.signal import is_signal_shape
+from ..nn.signal import item_noun
 from ..errors import AffineVAEError
 from ..plots import new_figure, show_images
 from ..runs import Run
@@ -260,7 +260,7 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
     spread = (np.asarray(enc["z_mean"], dtype=np.float64).var(0) if variational and len(enc["z_mean"]) > 1
               else np.zeros(0))  # (D,)
     if spread.size and bool(np.all(spread < ACTIVE_VARIANCE)):
-        noun = "signal" if is_signal_shape(model.config.image_shape) else "image"
+        noun = item_noun(model.config.image_shape)
         lines.append(f"all {spread.size} content latents are unused (their means vary across the {noun}s with a variance "
                      f"below {ACTIVE_VARIANCE:g}): the model describes every {noun} alike (a signal too weak against the "
                      f"noise? {_filter_hint(model)}"

@@ -143,9 +143,9 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
 def data_noun(model) -> str:
     """What a command's summary calls ``model``'s data: ``'signals'`` for a model of 1-D signals
     (image shape (C, 1, L)), else ``'images'``."""
-    from ..nn.signal import is_signal_shape
+    from ..nn.signal import item_noun
 
-    return "signals" if is_signal_shape(model.config.image_shape) else "images"
+    return item_noun(model.config.image_shape) + "s"
 
 
 def refuse_signal_model(model, run_dir, what: str) -> None:

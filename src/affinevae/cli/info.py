@@ -124,13 +124,12 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
     Raises:
         AffineVAEError: the file cannot be read (one line, as the other commands say it).
     """
-    from ..data.stacks import open_stack
+    from ..data.stacks import not_real_error, open_stack, real_pixels
 
     out: dict = {"file": spec}
     with open_stack(spec, key=key) as src:
-        if np.dtype(src.dtype).kind == "c":
-            raise AffineVAEError(f"{spec}: images must be real numbers, got dtype {np.dtype(src.dtype)} (complex: "
-                                 "give np.abs or the real part)")
+        if not real_pixels(src.dtype):
+            raise not_real_error(spec, src.dtype)
         h, w = src.image_shape
         out["frames"] = (f"{src.n_frames} of {h} x {w} pixels, {src.channels} channel(s), "
                          f"{np.dtype(src.dtype).name}")

@@ -153,9 +153,8 @@ class FrameSource:
                 a, part, _ = next(iter(self._scan()), (np.zeros(0, dt), "", 0))
                 largest, where = (int(a.max()) if a.size else 0), f"{self.path} ({part})"
             self._norm = ("divide", 0.0, unsigned_divisor(dt, largest, where))
-        elif not np.issubdtype(dt, np.number) or np.issubdtype(dt, np.complexfloating):
-            raise AffineVAEError(f"{self.path}: images must be real numbers, got dtype {dt}"
-                                 + (" (complex: give np.abs or the real part)" if dt.kind == "c" else ""))
+        elif not real_pixels(dt):
+            raise not_real_error(self.path, dt)
         else:
             # the fill's median needs every chunk's sample, the stretch too (min-max needs none)
             lo, hi, whole = self._value_pass(sample=self.stretch != "linear" or self.fill_nan)
@@ -336,6 +335,19 @@ class FrameSource:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r}, frames={self.n_frames}, frame_shape={tuple(self.frame_shape)})"
+
+
+def real_pixels(dtype) -> bool:
+    """Whether pixels of ``dtype`` are real numbers (bool, integers, floats; not complex, not text)."""
+    dt = np.dtype(dtype)
+    return dt == bool or (np.issubdtype(dt, np.number) and not np.issubdtype(dt, np.complexfloating))
+
+
+def not_real_error(where, dtype) -> AffineVAEError:
+    """The one-line refusal of pixels of ``dtype`` that are not real numbers (complex ones: what to give)."""
+    dt = np.dtype(dtype)
+    return AffineVAEError(f"{where}: images must be real numbers, got dtype {dt}"
+                          + (" (complex: give np.abs or the real part)" if dt.kind == "c" else ""))
 
 
 def _layout(shape: tuple, where: str) -> tuple[int, tuple, Optional[tuple]]:

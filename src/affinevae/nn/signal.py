@@ -30,6 +30,12 @@ def is_signal_shape(image_shape: Sequence[int]) -> bool:
     return len(image_shape) == 3 and int(image_shape[1]) == 1
 
 
+def item_noun(image_shape: Sequence[int]) -> str:
+    """What one item of data of ``image_shape`` (C, H, W) is called in messages and captions: ``'signal'``
+    for 1-D signals (C, 1, L), else ``'image'``."""
+    return "signal" if is_signal_shape(image_shape) else "image"
+
+
 def shift_pose(shift: Tensor, length: int) -> Pose:
     """The :class:`Pose` of shifts ``shift`` (N,) in samples along signals of ``length`` samples
     (its ``shift`` (N, 2) in half widths: ``(2 s / L, 0)``)."""
