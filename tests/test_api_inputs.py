@@ -165,3 +165,34 @@ def test_an_images_pose_search_does_not_depend_on_its_batch():
     parts = encode_dataset(avae, x, batch_size=5, elbo=False)
     np.testing.assert_array_equal(whole["angle"], parts["angle"])
     np.testing.assert_array_equal(whole["z_mean"], parts["z_mean"])
+
+
+def test_estimator_reads_text_minus_one_as_an_unknown_label():
+    from affinevae.estimator import Estimator
+
+    est = Estimator(model="ssvae", epochs=1)
+    idx = est._partial_labels(np.array(["a", "b", "-1", " -1", "a"]), 5)
+    assert idx.tolist() == [0, 1, -1, -1, 0] and list(est.classes_) == ["a", "b"]
+
+
+def test_damaged_weights_are_refused_at_load(tmp_path):
+    """save_tensors records a digest of the tensors; a flipped bit is found at load, in one line."""
+    import torch
+
+    from affinevae.errors import AffineVAEError
+    from affinevae.io import TENSORS_DIGEST_KEY, load_tensors, save_tensors, tensor_header
+
+    t = {"w": torch.randn(64, 64), "b": torch.zeros(0), "n": torch.tensor(3), "h": torch.ones(4, dtype=torch.bfloat16)}
+    path = save_tensors(tmp_path / "w.safetensors", t)
+    assert TENSORS_DIGEST_KEY in tensor_header(path)[1]
+    got = load_tensors(path)
+    assert all(torch.equal(got[k], t[k]) for k in t)
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0x10  # one bit of the last tensor's data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(AffineVAEError, match=r"w.safetensors: damaged weights: its tensors no longer match the checksum"):
+        load_tensors(path)
+    from safetensors.torch import save_file
+
+    save_file(t, str(tmp_path / "old.safetensors"))  # written before the digest: loads as before
+    assert torch.equal(load_tensors(tmp_path / "old.safetensors")["w"], t["w"])

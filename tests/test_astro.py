@@ -265,6 +265,16 @@ def test_several_image_hdus_need_a_key_and_all_stacks_one_cutout_per_hdu(tmp_pat
     assert "trained vae on " in capsys.readouterr().out and Run(tmp_path / "run").meta["key"] == "all"
     assert main(["info", str(tmp_path / "run")]) == 0
     assert "cuts.fits, key all" in capsys.readouterr().out  # info says which HDUs it trained on
+    # info on such a file lists its HDUs (it used to refuse), and reads the stack --key all names
+    assert main(["info", str(tmp_path / "field.fits")]) == 0
+    out = capsys.readouterr().out
+    assert "1:WHT(ImageHDU 16 16), 2:SCI(ImageHDU 16 16)" in out and "several image HDUs: --key names one" in out
+    assert "frames" not in out
+    assert main(["info", str(tmp_path / "cuts.fits"), "--key", "all"]) == 0
+    assert "12 of 16 x 16 pixels" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "field.fits") + "[SCI]"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 16 x 16 pixels" in out and f"values {cuts[1].min():.6g}" in out
 
 
 def test_gzipped_and_fpacked_fits_and_the_bracket_hdu_notation(tmp_path):

@@ -177,3 +177,17 @@ def test_signal_models_and_semi_supervised_targets_are_refused_where_nothing_app
     assert main(["train", "--model", "rvae", *peaks, "--out", str(tmp_path / "pk")]) == 0
     assert main(["plot", str(tmp_path / "pk"), "loss-vs-rotation", "--out", str(tmp_path / "lv.png")]) == 2
     assert "a model of 1-D signals has no rotation" in capsys.readouterr().err
+
+
+def test_labels_of_one_class_are_refused_with_what_to_do(tmp_path, capsys):
+    np.save(tmp_path / "zeros.npy", np.zeros(60, int))
+    partial = np.full(60, -1)
+    partial[:10] = 0
+    np.save(tmp_path / "partial.npy", partial)
+    base = ["train", "--data", "mnist", "-n", "60", "--epochs", "1", "--latent-dim", "2", "--hidden", "8",
+            "--out", str(tmp_path / "run")]
+    assert main([*base, "--model", "cvae", "--labels", str(tmp_path / "zeros.npy")]) == 2
+    assert "every label is 0: a class-conditional model needs two classes or more" in capsys.readouterr().err
+    assert main([*base, "--model", "ssvae", "--labels", str(tmp_path / "partial.npy")]) == 2
+    assert "the known labels hold one class (0): give the number of classes with --classes" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -82,3 +82,39 @@ def test_a_key_for_a_file_without_arrays_is_refused(tmp_path, capsys):
     for name in ("s.tif", "a.npy"):
         assert main(["info", str(tmp_path / name), "--key", "3"]) == 2
         assert f"{name}: key '3' applies only to .npz, HDF5, Zarr and FITS files" in capsys.readouterr().err
+
+
+def test_long_label_and_coordinate_files_read_at_numpy_speed_with_the_same_values(tmp_path):
+    """One number per line (labels) and numeric CSV rows (coordinates) are converted at once; a bad line
+    is still named."""
+    from affinevae.data.files import read_labels
+
+    rng = np.random.default_rng(0)
+    lab = rng.integers(-1, 10, 5000)
+    (tmp_path / "l.txt").write_text("label\n" + "\n".join(map(str, lab)) + "\n# end\n")
+    np.testing.assert_array_equal(read_labels(str(tmp_path / "l.txt"), 5000, "x"), lab)
+    (tmp_path / "bad.txt").write_text("\n".join(["1"] * 10 + ["2.5"] + ["1"] * 10))
+    with pytest.raises(AffineVAEError, match="line 11: '2.5' is not an integer label"):
+        read_labels(str(tmp_path / "bad.txt"), None, "x")
+    pts = np.round(rng.random((3000, 3)) * 100, 3)
+    pts[:, 0] = np.floor(pts[:, 0] / 10)
+    (tmp_path / "c.csv").write_text(" col, Row ,frame\n" + "\n".join(f"{c}, {r} ,{int(f)}" for f, r, c in pts))
+    frames, centers = read_coordinates(tmp_path / "c.csv")
+    np.testing.assert_array_equal(frames, pts[:, 0].astype(int))
+    np.testing.assert_array_equal(centers, pts[:, 1:])
+
+
+def test_neighbours_are_found_within_each_frame_only():
+    """Objects of other frames at the same place are not neighbours; frames too small are left out."""
+    from affinevae.data.objects import bond_orders, neighbour_spacing
+
+    grid = np.stack(np.meshgrid(np.arange(6) * 10.0, np.arange(6) * 10.0, indexing="ij"), -1).reshape(-1, 2)
+    grid += np.random.default_rng(0).normal(0, 1.5, grid.shape)  # no ties among the neighbours
+    centers = np.concatenate([grid, grid + 0.5, [[500.0, 500.0]]])  # frame 1 sits 0.7 px from frame 0
+    frames = np.array([0] * 36 + [1] * 36 + [2])
+    assert neighbour_spacing(centers, frames) == pytest.approx(neighbour_spacing(grid)) and neighbour_spacing(grid) > 5
+    assert neighbour_spacing(centers) == pytest.approx(0.5 * 2 ** 0.5)  # all in one frame
+    orders = bond_orders(centers, frames)
+    alone = bond_orders(grid)
+    assert orders[4] == pytest.approx(alone[4]) and orders[6] == pytest.approx(alone[6])
+    assert neighbour_spacing(centers[-1:], frames[-1:]) is None and bond_orders(centers[:3]) == {}

@@ -12,7 +12,7 @@ from affinevae.cli import main
 from affinevae.errors import AffineVAEError
 from affinevae.mapping import clustering_accuracy
 from affinevae.models.joint import CLASS_EXPECTATIONS, class_kl
-from affinevae.models.semisupervised import read_targets
+from affinevae.data.files import read_targets
 
 SMALL = dict(latent_dim=2, hidden=(16, 16), encoder_hidden=(64, 32), classifier_hidden=(64,))
 TINY_CLI = ["--latent-dim", "2", "--hidden", "16,16", "--set", "encoder_hidden=[32]", "--no-progress", "--batch-size", "32",

@@ -331,3 +331,83 @@ def test_cli_map_takes_the_builtin_cube_drawn_as_the_run_drew_it(tmp_path, capsy
     np.testing.assert_allclose(mapped, codes["z_mean"], atol=1e-5)
     assert main(["map", str(run), "--cube", "synthetic-cube", "--signal-axis", "2", "--out", str(tmp_path / "m2")]) == 2
     assert "is a built-in cube: it takes no --signal-axis" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ classes of spectra
+def test_signal_files_carry_labels(tmp_path, small_cube):
+    """Labels for 1-D signals: an .npz's own labels array, a --labels file, a cube's (H, W) labels."""
+    s = synthetic_peaks(30, length=32, seed=0)
+    lab = np.arange(30) % 3
+    np.savez(tmp_path / "own.npz", spectra=s.spectra[:, 0], labels=lab)
+    assert np.array_equal(load_signals(str(tmp_path / "own.npz"), 1).labels, lab)
+    np.savez(tmp_path / "bare.npz", spectra=s.spectra[:, 0])
+    np.save(tmp_path / "lab.npy", lab[::-1].copy())
+    got = load_dataset(str(tmp_path / "bare.npz"), signal_axis=1, labels=str(tmp_path / "lab.npy"))
+    assert np.array_equal(got.labels, lab[::-1]) and load_signals(str(tmp_path / "bare.npz"), 1).labels is None
+    # a labels file replaces the file's own; -n keeps the first labels with the first signals
+    got = load_dataset(str(tmp_path / "own.npz"), signal_axis=1, labels=str(tmp_path / "lab.npy"), n=5)
+    assert np.array_equal(got.labels, lab[::-1][:5])
+    # a cube: one label per pixel, as (H, W) or in row-major order
+    np.save(tmp_path / "cube.npy", small_cube.cube)
+    np.save(tmp_path / "grid.npy", small_cube.regions)
+    cube = load_signals(str(tmp_path / "cube.npy"), 2, labels=str(tmp_path / "grid.npy"))
+    assert np.array_equal(cube.labels, small_cube.regions.reshape(-1))
+    with pytest.raises(AffineVAEError, match="29 labels for 30 images"):
+        np.save(tmp_path / "short.npy", lab[:29])
+        load_signals(str(tmp_path / "bare.npz"), 1, labels=str(tmp_path / "short.npy"))
+    np.savez(tmp_path / "badown.npz", spectra=s.spectra[:, 0], labels=lab[:4])
+    with pytest.raises(AffineVAEError, match=r"its 'labels' array has shape \(4,\), not one label per signal \(30\)"):
+        load_signals(str(tmp_path / "badown.npz"), 1)
+
+
+def test_cli_semi_supervised_spectra(tmp_path, capsys):
+    """ssvae on a signal file with partial labels: spectra defaults (Gaussian), signal words, classes mapped."""
+    s = synthetic_peaks(120, length=32, seed=1)
+    lab = np.where(np.arange(120) < 40, (s.ratio > 0.6).astype(int), -1)
+    np.savez(tmp_path / "sp.npz", spectra=s.spectra[:, 0], labels=lab)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "sp.npz"), "--signal-axis", "1", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "16", "--batch-size", "32", "--no-progress", "--out", str(run)]) == 0
+    cap = capsys.readouterr()
+    assert "spectra defaults: likelihood=gaussian" in cap.out
+    assert "nats/signal" in cap.out and "nats/image" not in cap.err + cap.out
+    assert load_run(run).config.likelihood == "gaussian"
+    from affinevae.cli.train import epoch_line  # the line per epoch in a batch job's log
+
+    line = epoch_line({"epoch": 1, "train_loss": 2.0, "val_loss": 1.0, "images_per_s": 50.0}, 3, "signal")
+    assert line == "epoch 1/3: train loss 2.00, val loss 1.00 nats/signal, 50 signals/s"
+    assert main(["encode", str(run), "--data", str(tmp_path / "sp.npz"), "--signal-axis", "1",
+                 "--out", str(tmp_path / "e.npz")]) == 0
+    assert "nats/signal" in capsys.readouterr().out
+
+
+def test_spectral_maps_show_a_models_own_classes(tmp_path, small_cube):
+    m = build_model("jrvae", image_shape=[1, 1, 32], latent_dim=2, num_classes=3, likelihood="gaussian",
+                    hidden=[16], encoder_hidden=[16])
+    maps = spectral_maps(m, small_cube.image_set())
+    assert maps.klass.shape == (10, 12) and maps.class_prob.shape == (10, 12, 3)
+    assert np.allclose(maps.class_prob.sum(-1), 1, atol=1e-5)
+    assert np.array_equal(maps.klass, maps.class_prob.argmax(-1))
+    files = write_spectral_maps(maps, tmp_path / "maps")
+    assert "classes" in files
+    with np.load(files["maps"], allow_pickle=False) as f:
+        assert np.array_equal(f["class"], maps.klass)
+    plain = spectral_maps(build_model("rvae", image_shape=[1, 1, 32], latent_dim=2, likelihood="gaussian",
+                                      hidden=[16], encoder_hidden=[16]), small_cube.image_set())
+    assert plain.klass is None and "class" not in plain.arrays()
+
+
+def test_unused_latent_warning_is_relative_to_the_posterior_width(monkeypatch):
+    """Latent means varying by 0.008 say much when each posterior is 0.005 wide (spectra at a small
+    sigma), nothing when it is 1 wide (the prior)."""
+    import affinevae.encoding as encoding
+    from affinevae.analysis.quality import learning_warnings
+
+    m = build_model("vae", image_shape=[1, 1, 32], latent_dim=2, encoder="mlp", decoder="mlp", likelihood="gaussian")
+    rng = np.random.default_rng(0)
+    means = (rng.standard_normal((50, 2)) * np.sqrt(0.008)).astype(np.float32)
+    for width, warned in ((0.005, False), (1.0, True)):
+        monkeypatch.setattr(encoding, "encode_dataset", lambda *a, width=width, **k: {
+            "z_mean": means, "z_std": np.full_like(means, width)})
+        lines = learning_warnings(m, np.zeros((50, 1, 1, 32), np.float32))
+        assert any("content latents are unused" in line for line in lines) == warned, lines

@@ -323,6 +323,8 @@ _FLAT_RULES: tuple[tuple[str, Rule], ...] = (("encoder", lambda data, opts: "mlp
 SPECTRA_DEFAULTS: dict[str, tuple[tuple[str, Rule], ...]] = {
     "rvae": _GAUSSIAN_RULES, "crvae": _GAUSSIAN_RULES, "vae": _FLAT_RULES + _GAUSSIAN_RULES,
     "cvae": _FLAT_RULES + _GAUSSIAN_RULES, "ae": _FLAT_RULES + (("likelihood", lambda data, opts: "mse"),),
+    # the rVAE's relatives with discovered or partly given classes or targets
+    **{name: _GAUSSIAN_RULES for name in ("jvae", "jrvae", "ssvae", "ssrvae", "ssregvae", "ssregrvae")},
 }
 
 #: Optimiser steps a set of 1-D signals' epoch count aims at (at least).

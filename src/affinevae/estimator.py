@@ -237,8 +237,8 @@ class Estimator(TransformerMixin, BaseEstimator):
         return torch.as_tensor(idx, dtype=torch.long)
 
     def _partial_labels(self, y: Any, n: int) -> torch.Tensor:
-        """(N,) class indices of a semi-supervised model's labels ``y``, -1 (unknown) kept as -1;
-        ``classes_`` become the known labels' values."""
+        """(N,) class indices of a semi-supervised model's labels ``y``, -1 (unknown; the text '-1' among
+        text labels too) kept as -1; ``classes_`` become the known labels' values."""
         y = np.asarray(y)
         if y.shape != (n,):
             raise AffineVAEError(f"y must hold one label per image ({n}), got shape {y.shape}")
@@ -246,8 +246,9 @@ class Estimator(TransformerMixin, BaseEstimator):
             raise AffineVAEError("y holds NaN or infinite labels; mark an unknown label with -1")
         if y.dtype.kind == "O" and any(v is None for v in y.tolist()):
             raise AffineVAEError("y holds None; mark an unknown label with -1")
-        unknown = (y == -1) if y.dtype.kind in "iuf" else np.array([not isinstance(v, str) and v == -1 for v in y.tolist()],
-                                                                     dtype=bool)
+        # -1 marks an unknown label, also written as text ('-1') among text labels
+        unknown = (y == -1) if y.dtype.kind in "iuf" else np.array(
+            [v.strip() == "-1" if isinstance(v, str) else v == -1 for v in y.tolist()], dtype=bool)
         try:
             self.classes_, idx = np.unique(y[~unknown], return_inverse=True)
         except TypeError:  # labels of mixed types that do not sort
@@ -278,7 +279,7 @@ class Estimator(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None) -> "Estimator":
         """Train a fresh model on the images ``X``: labels ``y`` (N,) for cvae/crvae; for the
-        semi-supervised families class labels (N,) with -1 for unknown, or targets (N,) / (N, M)
+        semi-supervised families class labels (N,) with -1 (or the text '-1') for unknown, or targets (N,) / (N, M)
         with NaN for unknown; ignored by the other families. Returns ``self``.
 
         A fit that fails (bad input, an interrupt) leaves the estimator as it was: unfitted, or

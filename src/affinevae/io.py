@@ -190,14 +190,32 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise AffineVAEError(f"{path}: corrupt {what} ({exc.__class__.__name__}: {exc})") from None
 
 
+#: The key of a safetensors file's metadata that holds :func:`tensors_digest` of its tensors (written by
+#: :func:`save_tensors`, checked by :func:`load_tensors`: a bit flipped on the disk is found at load).
+TENSORS_DIGEST_KEY = "tensors_sha256"
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of named tensors: each one's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        v = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{v.dtype}|{tuple(v.shape)}|".encode("utf-8"))
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    """Atomically write a safetensors file of contiguous CPU tensors."""
+    """Atomically write a safetensors file of contiguous CPU tensors; its metadata also records their
+    :func:`tensors_digest` (:data:`TENSORS_DIGEST_KEY`)."""
     t = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(t, tmp, metadata=metadata))
+    meta = {**(metadata or {}), TENSORS_DIGEST_KEY: tensors_digest(t)}
+    return atomic_write(path, lambda tmp: save_file(t, tmp, metadata=meta))
 
 
 def load_tensors(path: str | Path, what: str = "weights") -> dict[str, torch.Tensor]:
-    """Load a safetensors file, with a one-line error if missing or corrupt, or if a floating-point
+    """Load a safetensors file, with a one-line error if missing or corrupt, if its tensors do not
+    match the digest :func:`save_tensors` recorded (a bit flipped on the disk), or if a floating-point
     tensor holds NaN or inf (the weights of a diverged training: every output would be NaN)."""
     path = Path(path)
     if not path.exists():
@@ -206,6 +224,10 @@ def load_tensors(path: str | Path, what: str = "weights") -> dict[str, torch.Ten
         tensors = load_file(str(path))
     except (SafetensorsError, OSError, ValueError, RuntimeError) as exc:
         raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0]})") from None
+    recorded = tensor_header(path, what)[1].get(TENSORS_DIGEST_KEY)
+    if recorded is not None and recorded != tensors_digest(tensors):  # (files written before it have none)
+        raise AffineVAEError(f"{path}: damaged {what}: its tensors no longer match the checksum written with "
+                             "them (a changed or failing disk?); restore the file or retrain")
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""

@@ -70,6 +70,7 @@ class SweepConfig(Config):
     binarize: Optional[float] = None
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")
         check(isinstance(self.chunk, int) and self.chunk >= 1, f"chunk must be an integer >= 1, got {self.chunk!r}")
         check_choice("interpolation", self.interpolation, ["bilinear", "bicubic", "nearest"])

@@ -165,6 +165,7 @@ class CSVLogger(LoggerConfig):
     directory: Optional[str] = None
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         check(self.directory is None or isinstance(self.directory, (str, os.PathLike)),
               f"CSVLogger directory must be a path or None, got {self.directory!r}")
 
@@ -233,6 +234,7 @@ class TensorBoardLogger(LoggerConfig):
     directory: Optional[str] = None
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         check(self.directory is None or isinstance(self.directory, (str, os.PathLike)),
               f"TensorBoardLogger directory must be a path or None, got {self.directory!r}")
 
@@ -318,6 +320,7 @@ class MLflowLogger(LoggerConfig):
     run_name: Optional[str] = None
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         check(self.tracking_uri is None or isinstance(self.tracking_uri, str),
               f"MLflowLogger tracking_uri must be a string or None, got {self.tracking_uri!r}")
         check(isinstance(self.experiment, str) and self.experiment != "",

@@ -104,6 +104,7 @@ class TrainConfig(Config):
     kl_warmup: float = 0.0
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}")

@@ -20,10 +20,11 @@ from ..errors import AffineVAEError
 from ..limits import MANIFOLD_GRID_SIDE
 from ..nn.affine import Pose, check_angle
 from ..plots import ANGLE_CMAP, ANGLE_DIVERGING_CMAP, CLASS_CMAP, angle_colorbar, new_figure, show_images
+from ..registry import Registry
 from .common import (as_imageset, in_eval_mode, check_indices, encode, labels_for, model_classes, model_label, one_or_more,
                      styled, take, to_numpy, wrap_angles)
 
-__all__ = ["LatentCodes", "latent_codes", "embed_2d", "angle_color_scale", "plot_latent_scatter", "COLOR_BY",
+__all__ = ["LatentCodes", "latent_codes", "embed_2d", "EMBEDDINGS", "angle_color_scale", "plot_latent_scatter", "COLOR_BY",
            "UMAP_INSTALL", "LatentStats", "latent_stats", "latent_stats_from_codes", "plot_latent_stats",
            "Manifold", "latent_manifold", "plot_manifold", "Interpolation", "interpolate", "plot_interpolation",
            "Arithmetic", "latent_arithmetic", "plot_arithmetic"]
@@ -76,17 +77,45 @@ def _umap():
     return umap
 
 
+#: 2-D embeddings of N >= 5 latents by name: ``fn(z (N, D), seed) -> ((N, 2) float64, axis labels)``.
+EMBEDDINGS: Registry = Registry("embedding method")
+
+
+@EMBEDDINGS.register("pca")
+def _pca_embedding(z: np.ndarray, seed: int) -> tuple[np.ndarray, tuple]:
+    from sklearn.decomposition import PCA
+
+    return PCA(2, random_state=seed).fit_transform(z), ("PC 1", "PC 2")
+
+
+@EMBEDDINGS.register("umap")
+def _umap_embedding(z: np.ndarray, seed: int) -> tuple[np.ndarray, tuple]:
+    umap = _umap()
+    if umap is None:
+        raise AffineVAEError(f"embedding method 'umap' needs the optional umap-learn package: {UMAP_INSTALL}")
+    emb = umap.UMAP(n_components=2, random_state=seed).fit_transform(z)
+    return np.asarray(emb, dtype=np.float64), ("UMAP 1", "UMAP 2")
+
+
+@EMBEDDINGS.register("tsne")
+def _tsne_embedding(z: np.ndarray, seed: int) -> tuple[np.ndarray, tuple]:
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30.0, max(2.0, (len(z) - 1) / 3)))
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z), ("t-SNE 1", "t-SNE 2")
+
+
 def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0, dims: Optional[Sequence[int]] = None
              ) -> tuple[np.ndarray, str, tuple]:
     """2-D view of latents ``z`` (N, D), finite, N >= 1 (>= 5 for t-SNE, UMAP and PCA): returns
     (embedding (N, 2), method used, axis labels).
 
     ``method``: 'auto' (the latents for D <= 2, else UMAP when installed, else t-SNE),
-    'latent' (two dims, ``dims``), 'tsne', 'umap' or 'pca'.
+    'latent' (two dims, ``dims``), or one of :data:`EMBEDDINGS`: 'tsne', 'umap' or 'pca'.
     """
     z = check_latents(z, "embed_2d")
     n, d = z.shape
-    if method not in ("auto", "latent", "tsne", "umap", "pca"):
+    if method not in ("auto", "latent") and method not in EMBEDDINGS:
         raise AffineVAEError(f"embedding method must be auto, latent, tsne, umap or pca, got {method!r}")
     if method == "auto":
         method = "latent" if d <= 2 or dims is not None else "umap" if _umap() is not None else "tsne"
@@ -99,21 +128,8 @@ def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0, dims: Optional[
         return z[:, [i, j]].copy(), "latent", (f"z[{i}]", f"z[{j}]")
     if n < 5:
         raise AffineVAEError(f"a {method} embedding needs at least 5 images, got {n}")
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        return PCA(2, random_state=seed).fit_transform(z), "pca", ("PC 1", "PC 2")
-    if method == "umap":
-        umap = _umap()
-        if umap is None:
-            raise AffineVAEError(f"embedding method 'umap' needs the optional umap-learn package: {UMAP_INSTALL}")
-        emb = umap.UMAP(n_components=2, random_state=seed).fit_transform(z)
-        return np.asarray(emb, dtype=np.float64), "umap", ("UMAP 1", "UMAP 2")
-    from sklearn.manifold import TSNE
-
-    perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-    emb = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
-    return emb, "tsne", ("t-SNE 1", "t-SNE 2")
+    emb, axes = EMBEDDINGS.get(method)(z, seed)
+    return emb, method, axes
 
 
 def latent_codes(model, data, n: Optional[int] = None, method: str = "auto", dims: Optional[Sequence[int]] = None,

@@ -233,7 +233,8 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
     ``n`` of them, a seeded subset), each a sentence without a prefix; empty when nothing is wrong:
 
     - every content latent unused: its posterior means vary across the images by a variance below
-      :data:`ACTIVE_VARIANCE` (the model describes every image alike, e.g. objects drowned in noise);
+      :data:`ACTIVE_VARIANCE` and below its mean posterior variance (the model describes every image
+      alike, e.g. objects drowned in noise);
     - a full-circle model's angles all alike (resultant length at least :data:`FIXED_ANGLE`) although
       objects with no preferred orientation turn (not said for ``lattice``: one grain's atoms share
       their angle);
@@ -259,7 +260,11 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
     variational = getattr(model, "variational", True)  # an AE's codes have no prior to measure their scale by
     spread = (np.asarray(enc["z_mean"], dtype=np.float64).var(0) if variational and len(enc["z_mean"]) > 1
               else np.zeros(0))  # (D,)
-    if spread.size and bool(np.all(spread < ACTIVE_VARIANCE)):
+    # a latent whose means spread wider than its own posterior's width still tells the images apart, however
+    # small both are (spectra at a small noise sigma: means varying by 0.008 with posteriors 0.005 wide)
+    width = (np.square(np.asarray(enc["z_std"], dtype=np.float64)).mean(0) if spread.size
+             else np.zeros(0))  # (D,)
+    if spread.size and bool(np.all(spread < np.minimum(ACTIVE_VARIANCE, width))):
         noun = item_noun(model.config.image_shape)
         lines.append(f"all {spread.size} content latents are unused (their means vary across the {noun}s with a variance "
                      f"below {ACTIVE_VARIANCE:g}): the model describes every {noun} alike (a signal too weak against the "
@@ -282,5 +287,6 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
     if "class" in enc:
         used, k = len(np.unique(enc["class"])), int(enc["class_prob"].shape[1])
         if used < k:
-            lines.append(f"only {used} of the {k} classes are used on the training images")
+            lines.append(f"only {used} of the {k} classes are used on the training "
+                         f"{item_noun(model.config.image_shape)}s")
     return lines

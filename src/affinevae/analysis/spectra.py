@@ -34,12 +34,17 @@ class SpectralMaps:
         shift: (H, W) float32 shift in samples, or None for a model without a shift latent.
         cluster: (H, W) int64 cluster of the content latents (0 largest), or None.
         baseline: the :class:`Baseline` fitted to the same spectra (loadings (H*W, K)), or None.
+        klass: (H, W) int64 class the model infers for each pixel's spectrum (a model with classes
+            of its own: jvae/jrvae, ssvae/ssrvae), or None.
+        class_prob: (H, W, K) float32 the model's class probabilities, or None.
     """
 
     z_mean: np.ndarray
     shift: Optional[np.ndarray] = None
     cluster: Optional[np.ndarray] = None
     baseline: Optional[Baseline] = None
+    klass: Optional[np.ndarray] = None
+    class_prob: Optional[np.ndarray] = None
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -54,12 +59,16 @@ class SpectralMaps:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What ``maps.npz`` holds: ``z_mean`` (H, W, D), ``grid_shape`` (2,), ``shift`` (H, W) samples
-        (NaN without a shift latent), ``cluster`` (H, W) (-1 without clustering) and the baseline's
+        (NaN without a shift latent), ``cluster`` (H, W) (-1 without clustering), the model's own
+        ``class`` (H, W) and ``class_prob`` (H, W, K) where it infers classes, and the baseline's
         arrays (:meth:`Baseline.arrays`, loadings as (H, W, K))."""
         h, w = self.grid_shape
         out = {"z_mean": self.z_mean, "grid_shape": np.asarray([h, w], np.int64),
                "shift": self.shift if self.shift is not None else np.full((h, w), np.nan, np.float32),
                "cluster": self.cluster if self.cluster is not None else np.full((h, w), -1, np.int64)}
+        if self.klass is not None:
+            out["class"] = self.klass
+            out["class_prob"] = self.class_prob
         if self.baseline is not None:
             out.update(self.baseline.arrays())
             out["baseline_loadings"] = self.baseline_maps()
@@ -120,7 +129,12 @@ def spectral_maps(model, data: ImageSet, n_clusters: Optional[int] = None, clust
     base = None
     if baseline is not None:
         base = fit_baseline(data.images, baseline, n_components, seed, nonnegative, where=data.source)
-    return SpectralMaps(z.reshape(h, w, -1), None if shift is None else shift.reshape(h, w), cluster, base)
+    klass = prob = None
+    if "class" in codes:  # a model that infers classes itself
+        klass = np.asarray(codes["class"], dtype=np.int64).reshape(h, w)
+        prob = np.asarray(codes["class_prob"], dtype=np.float32).reshape(h, w, -1)
+    return SpectralMaps(z.reshape(h, w, -1), None if shift is None else shift.reshape(h, w), cluster, base,
+                        klass, prob)
 
 
 def _map_axes(fig: Figure, ax, values: np.ndarray, title: str, cmap: str = "viridis", label: str = "") -> None:
@@ -189,7 +203,7 @@ def plot_baseline_comparison(maps: SpectralMaps, max_latents: int = 4) -> Figure
 def write_spectral_maps(maps: SpectralMaps, out_dir: str | Path) -> dict[str, Path]:
     """Write ``maps.npz`` (:meth:`SpectralMaps.arrays`) and the PNGs into ``out_dir`` (created):
     ``latent_{d}.png`` per content latent, ``shift.png`` (a shift latent), ``clusters.png``
-    (clustered) and, with a baseline, ``baseline_{k}.png`` per loading map,
+    (clustered), ``classes.png`` (a model's own classes) and, with a baseline, ``baseline_{k}.png`` per loading map,
     ``baseline_components.png`` and ``baseline_comparison.png``. Every write is atomic.
     Returns name -> path of everything written."""
     out = Path(out_dir)
@@ -211,6 +225,8 @@ def write_spectral_maps(maps: SpectralMaps, out_dir: str | Path) -> dict[str, Pa
         save("shift", plot_value_map(maps.shift, "shift (samples)", "coolwarm", "samples"))
     if maps.cluster is not None:
         save("clusters", plot_value_map(maps.cluster, "clusters of the content latents", "classes"))
+    if maps.klass is not None:
+        save("classes", plot_value_map(maps.klass, "the model's classes", "classes", "class"))
     if maps.baseline is not None:
         loads = maps.baseline_maps()
         for k in range(maps.baseline.n_components):

@@ -53,7 +53,7 @@ class Encode:
         units = f"; shifts also in {out['unit']} (pixel size {float(out['pixel_size']):g} {out['unit']})" \
             if "shift_phys" in out else ""
         print(f"encoded {len(data)} {data_noun(model)}: arrays {', '.join(sorted(out))} -> {args.out} "
-              f"(mean ELBO {out['elbo'].mean():.2f} nats/image{units})")
+              f"(mean ELBO {out['elbo'].mean():.2f} nats/{data_noun(model)[:-1]}{units})")
         return 0
 
 

@@ -119,15 +119,30 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
     channels, stored dtype), ``pixel size`` (when the file records one), ``first frame`` (the raw values'
     range, mean and standard deviation, and how many are NaN or infinite) and, for an ``.npz``, its
     scalar metadata (a patch set's ``kind``, ``window``, ``noise_sigma``, ``spacing``, ``lattice_order``)
-    and arrays. Reads the first frame only (any size of stack).
+    and arrays; for a FITS file ``hdus`` (what it holds) and, when it holds several image HDUs and
+    no ``key`` names one, a ``note`` instead of the frames (``key='all'``: the stacked cut-outs).
+    Reads the first frame only (any size of stack; all of a FITS file's cut-outs for ``'all'``).
 
     Raises:
         AffineVAEError: the file cannot be read (one line, as the other commands say it).
     """
+    from ..data.formats import FITS_EXTS, fits_hdu_spec, image_suffix
     from ..data.stacks import not_real_error, open_stack, real_pixels
 
     out: dict = {"file": spec}
-    with open_stack(spec, key=key) as src:
+    source = spec
+    file, hdu = fits_hdu_spec(str(spec), key)
+    if image_suffix(file) in FITS_EXTS and Path(file).is_file():  # a FITS file: say its HDUs
+        from ..data.astro import ALL_HDUS, fits_contents, read_fits
+
+        out["hdus"], n_images = fits_contents(file)
+        if hdu is None and n_images > 1:  # which one is the user's to say: list them, read none
+            out["note"] = ("several image HDUs: --key names one (EXTNAME or index); --key all stacks "
+                           "one-cut-out HDUs as training images")
+            return out
+        if hdu is not None and str(hdu).strip().lower() == ALL_HDUS:
+            source = read_fits(file, ALL_HDUS)  # (N, H, W): every cut-out, as training reads them
+    with open_stack(source, key=key if source is spec else None) as src:
         if not real_pixels(src.dtype):
             raise not_real_error(spec, src.dtype)
         h, w = src.image_shape

@@ -199,6 +199,10 @@ def map_cube(args: argparse.Namespace, model) -> int:
     extra = ""
     if maps.cluster is not None:
         extra = "; clusters: " + ", ".join(f"{j}: {c}" for j, c in enumerate(np.bincount(maps.cluster.ravel())))
+    if maps.klass is not None:
+        k = maps.class_prob.shape[-1]
+        extra += "; the model's classes: " + ", ".join(
+            f"{j}: {c}" for j, c in enumerate(np.bincount(maps.klass.ravel(), minlength=k)))
     shift = "" if maps.shift is not None else f" (model '{model.family}' has no shift latent: no shift map)"
     print(f"mapped {h}x{w} spectra of {args.cube} with {model.family}{shift}{extra}; "
           f"wrote {', '.join(p.name for p in files.values())} to {args.out}")

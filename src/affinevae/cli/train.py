@@ -16,6 +16,7 @@ import numpy as np
 from ..analysis.quality import learning_warnings
 from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS, PATCH_BATCH_SIZE,
                         PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults, lattice_patches)
+from ..data.files import read_targets
 from ..data.inputs import check_image_shape
 from ..errors import AffineVAEError
 from ..io import FIT_TARGETS
@@ -24,7 +25,6 @@ from .image_options import add_stretch_option
 from ..models.joint import EMBEDDING_START_AGREEMENT
 from ..models.rvae import MIN_SYNC_AGREEMENT
 from ..outputs import check_output, is_interrupted_start
-from ..models.semisupervised import read_targets
 from ..registry import MODELS
 from ..runs import Run
 from ..training import TrainConfig, finish_distributed, fit, init_distributed
@@ -107,12 +107,12 @@ def training_notes(record: dict, said: set) -> list[str]:
     return lines
 
 
-def epoch_line(record: dict, epochs: int) -> str:
+def epoch_line(record: dict, epochs: int, noun: str = "image") -> str:
     """The line ``train`` writes for each finished epoch when no progress bar is drawn (stderr is not a
     terminal): ``epoch 3/10: train loss 160.21, val loss 158.90 nats/image, 1234 images/s`` (the
-    losses as :func:`losses_text` says them)."""
-    return (f"epoch {record['epoch']}/{epochs}: {losses_text(record)}, "
-            f"{record.get('images_per_s', float('nan')):.0f} images/s")
+    losses as :func:`losses_text` says them; ``noun``: 'signal' for 1-D signal models)."""
+    return (f"epoch {record['epoch']}/{epochs}: {losses_text(record, noun)}, "
+            f"{record.get('images_per_s', float('nan')):.0f} {noun}s/s")
 
 
 def _signal_hint(data) -> str:
@@ -278,7 +278,8 @@ class Train:
             callbacks.append(lambda record: [print(line, flush=True) for line in training_notes(record, said)])
         if rank == 0 and not args.no_progress and not cfg.show_progress():
             # no bar to draw (stderr is a log file: a batch job): one line per epoch instead
-            callbacks.append(lambda record: print(epoch_line(record, cfg.epochs), file=sys.stderr, flush=True))
+            noun = data_noun(model)[:-1]
+            callbacks.append(lambda record: print(epoch_line(record, cfg.epochs, noun), file=sys.stderr, flush=True))
         try:
             result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks,
                          check_learning=False,  # said below, with the command's words
@@ -476,6 +477,10 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
     if conditional:
         if data.labels is None:
             raise AffineVAEError(f"model '{args.model}' is class-conditional: the data need labels (--labels)")
+        held = np.unique(data.labels[data.labels >= 0])
+        if len(held) == 1:
+            raise AffineVAEError(f"{args.labels or args.data}: every label is {int(held[0])}: a class-conditional "
+                                 f"model needs two classes or more (for one class, an unconditional model: vae, rvae)")
         opts["num_classes"] = max(data.num_classes, 2)
     if data.labels is not None and len(data.labels) and data.labels.min() < 0 and not (semi and classes):
         hint = ("; a semi-supervised regression model takes --targets (NaN for unknown)" if semi else "")
@@ -493,6 +498,9 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
         if "num_classes" not in opts and data.num_classes == 0:
             raise AffineVAEError(f"{args.labels or args.data}: every label is -1 (unknown): give the number of "
                                  "classes with --classes")
+        if "num_classes" not in opts and data.num_classes == 1:
+            raise AffineVAEError(f"{args.labels or args.data}: the known labels hold one class (0): give the number "
+                                 "of classes with --classes K (K >= 2)")
         opts.setdefault("num_classes", data.num_classes)
         if data.num_classes > opts["num_classes"]:
             raise AffineVAEError(f"{args.labels or args.data}: labels must lie in [-1, {opts['num_classes'] - 1}] for "

@@ -37,7 +37,7 @@ from .microscopy import require
 from ..units import PixelSize
 from .stacks import READERS, ArraySource, FrameSource, StackReader
 
-__all__ = ["open_fits", "read_fits", "sky_pixel_size"]
+__all__ = ["open_fits", "read_fits", "sky_pixel_size", "fits_contents", "ALL_HDUS"]
 
 #: Header keywords read as the pixel scale in arcsec per pixel when the header has no celestial WCS.
 PIXEL_SCALE_KEYWORDS = ("PIXSCALE", "SECPIX")
@@ -129,6 +129,21 @@ def read_fits(path: str, key: Optional[str] = None) -> np.ndarray:
     try:
         with reading(path, "FITS"):
             return _native(np.array(data))
+    finally:
+        hdul.close()
+
+
+def fits_contents(path: str) -> tuple[str, int]:
+    """What a FITS file holds, for ``affinevae info``: ``(listing, n_images)``, the HDUs as the
+    error messages list them (e.g. ``0:PRIMARY(PrimaryHDU 64 64), 1:SCI(ImageHDU 64 64)``) and how
+    many are images of 2 or more axes (more than one: a ``key`` must name one, or ``'all'`` stack them).
+
+    Raises:
+        AffineVAEError: as :func:`open_fits` for an unreadable file.
+    """
+    hdul, _ = _open(path, None, many=True)
+    try:
+        return _listing(hdul), len(_image_hdus(hdul))
     finally:
         hdul.close()
 

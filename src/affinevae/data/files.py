@@ -828,18 +828,32 @@ def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool, fi
     return _finish(np.asarray(arr), src, standardise, **_check_aux(extra, src))
 
 
-def read_labels(path: str, n: Optional[int], images: str) -> np.ndarray:
-    """Integer labels (n,) int64 from a .npy, .txt or .csv file, one label per image of the ``n``
-    images of ``images`` (named in the messages; ``n`` None: any count); -1 marks an unknown
-    label. A missing or unreadable file, another count, non-integers or labels under -1 are
-    one-line errors."""
+#: Suffixes of the files of one value (or row) per image: labels and targets.
+TABLE_EXTS = (".npy", ".txt", ".csv")
+
+
+def _table_file(path: str, what: str) -> tuple[Path, str]:
+    """(path, lower-case suffix) of an existing labels or targets file of :data:`TABLE_EXTS`; one line
+    naming ``what`` otherwise."""
     p = Path(str(path))
     if not p.is_file():
-        raise AffineVAEError(f"{path}: labels file not found")
+        raise AffineVAEError(f"{path}: {what} file not found")
     ext = p.suffix.lower()
+    if ext not in TABLE_EXTS:
+        raise AffineVAEError(f"{path}: unsupported {what} file type '{p.suffix}'; use .npy, .txt or .csv")
+    return p, ext
+
+
+def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] = None) -> np.ndarray:
+    """Integer labels (n,) int64 from a .npy, .txt or .csv file, one label per image of the ``n``
+    images of ``images`` (named in the messages; ``n`` None: any count); -1 marks an unknown
+    label. ``grid`` (H, W): a ``.npy`` of that shape is also taken, in row-major order (one label
+    per pixel of a cube's map). A missing or unreadable file, another count, non-integers or
+    labels under -1 are one-line errors."""
+    p, ext = _table_file(path, "labels")
     if ext == ".npy":
         lab = _read_npy(p, str(path))
-        if lab.ndim == 2 and 1 in lab.shape:
+        if (lab.ndim == 2 and 1 in lab.shape) or (grid is not None and lab.shape == tuple(grid)):
             lab = lab.reshape(-1)
         if lab.ndim != 1:
             raise AffineVAEError(f"{path}: labels must be a 1-D array, got shape {lab.shape}")
@@ -849,10 +863,8 @@ def read_labels(path: str, n: Optional[int], images: str) -> np.ndarray:
         if not np.all(np.isfinite(vals)) or not np.all(np.mod(vals, 1) == 0):
             raise AffineVAEError(f"{path}: labels must be integers")
         lab = lab.astype(np.int64)
-    elif ext in (".txt", ".csv"):
-        lab = _parse_label_text(p, str(path))
     else:
-        raise AffineVAEError(f"{path}: unsupported labels file type '{p.suffix}'; use .npy, .txt or .csv")
+        lab = _parse_label_text(p, str(path))
     if n is not None and len(lab) != n:
         raise AffineVAEError(f"{path}: {len(lab)} labels for {n} images in {images}")
     if len(lab) and lab.min() < -1:
@@ -860,16 +872,70 @@ def read_labels(path: str, n: Optional[int], images: str) -> np.ndarray:
     return lab
 
 
+def read_targets(path: str, n: Optional[int] = None) -> np.ndarray:
+    """Continuous targets from a ``.npy`` (never unpickled), ``.txt`` or ``.csv`` file: (N,) or
+    (N, M) float32, one row per image (text: one line per image, values separated by commas or
+    white space, ``nan`` or an empty line/field where unknown, one header line allowed)."""
+    p, ext = _table_file(path, "targets")
+    if ext == ".npy":
+        arr = _read_npy(p, str(path))
+    else:
+        try:
+            lines = p.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AffineVAEError(f"{path}: cannot read targets ({type(exc).__name__})") from None
+        while lines and not lines[-1].strip():
+            lines.pop()
+        rows = []
+        for i, line in enumerate(lines):
+            fields = line.split(",") if ext == ".csv" else (line.split() or [""])
+            try:
+                rows.append([float(f) if f.strip() else np.nan for f in fields])
+            except ValueError:
+                if i == 0:
+                    continue  # a header line
+                raise AffineVAEError(f"{path}: line {i + 1}: {line.strip()!r} is not a number") from None
+        if len({len(r) for r in rows}) > 1:
+            raise AffineVAEError(f"{path}: every line needs the same number of targets")
+        arr = np.asarray(rows, dtype=np.float64)
+        arr = arr[:, 0] if arr.ndim == 2 and arr.shape[1] == 1 else arr
+    if not np.issubdtype(arr.dtype, np.number) or arr.ndim not in (1, 2):
+        raise AffineVAEError(f"{path}: targets must be a 1-D or 2-D numeric array, got {arr.dtype} {arr.shape}")
+    if n is not None and len(arr) != n:
+        raise AffineVAEError(f"{path}: {len(arr)} targets for {n} images")
+    if np.isinf(arr).any():
+        row = int(np.argwhere(np.isinf(arr.reshape(len(arr), -1)).any(1))[0, 0])
+        raise AffineVAEError(f"{path}: row {row + 1} holds an infinite target (use NaN for unknown)")
+    return arr.astype(np.float32)
+
+
+def _one_label_per_line(kept: list) -> Optional[np.ndarray]:
+    """(N,) int64 labels of ``kept`` (line number, text) rows holding one integer each (after an
+    optional header line of one word), converted at once; None when any row is not such a number
+    (the line-by-line reader then names it)."""
+    texts = [line for _, line in kept]
+    if re.match(r"^[A-Za-z_]", texts[0]) and texts[0].lower() not in ("nan", "inf", "infinity"):
+        texts = texts[1:]  # a header such as "label"
+    try:
+        vals = np.array(texts, dtype=np.float64)
+    except ValueError:
+        return None
+    if not np.all(np.isfinite(vals)) or not np.all(vals == np.round(vals)):
+        return None
+    return vals.astype(np.int64)
+
+
 def _parse_label_text(p: Path, spec: str) -> np.ndarray:
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise cannot_read(spec, "labels", e) from None
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if line:
-            rows.append((i, [t for t in re.split(r"[,;\s]+", line) if t]))
+    kept = [(i, line) for i, line in enumerate((ln.split("#", 1)[0].strip() for ln in text.splitlines()), 1) if line]
+    if len(kept) > 1 and not re.search(r"[,; \t\f\v]", "\x00".join(line for _, line in kept[1:])):
+        fast = _one_label_per_line(kept)  # the common file: one number per line, read at numpy's speed
+        if fast is not None:
+            return fast
+    rows = [(i, [t for t in re.split(r"[,;\s]+", line) if t]) for i, line in kept]
 
     def num(tok: str) -> Optional[int]:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -218,23 +218,40 @@ def smoothed_range(frame: np.ndarray, sigma: Optional[float] = None,
 
 
 # ============================================================================ arrangement
-def _frame_points(centers: np.ndarray, frames: Optional[np.ndarray], where: str) -> Iterator[np.ndarray]:
-    """The (m, 2) float64 centres of each frame's objects in turn (``frames`` (N,), None: one frame),
-    after checking that ``centers`` is (N, 2)."""
+def _frame_neighbours(centers: np.ndarray, frames: Optional[np.ndarray], k: int,
+                      where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each object's ``k`` nearest neighbours in its own frame, for every frame at once.
+
+    ``centers`` (N, 2) pixels, ``frames`` (N,) frame indices (None: one frame). One k-d tree holds
+    every object at (frame * L, row, col), L more than twice any frame's extent, so that an object of
+    another frame is always farther than every object of the same frame.
+
+    Returns:
+        ``(points, dist, index)`` for the M objects whose frame holds more than ``k``: (M, 2) their
+        centres, (M, k) distances in pixels and (M, k) indices into ``points`` (nearest first,
+        the object itself left out).
+    """
+    from scipy.spatial import cKDTree
+
     c = np.asarray(centers, dtype=np.float64)
     if c.ndim != 2 or c.shape[1] != 2:
         raise AffineVAEError(f"{where}: centers must be (N, 2) (row, col) pixels, got shape {c.shape}")
     f = np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
-    for frame in np.unique(f):
-        yield c[f == frame]
+    _, inverse, counts = np.unique(f, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    keep = counts[inverse] > k
+    pts = c[keep]
+    if not len(pts):
+        return pts, np.zeros((0, k)), np.zeros((0, k), dtype=np.int64)
+    span = 2.0 * float(np.ptp(pts, axis=0).max()) + 1.0
+    dist, index = cKDTree(np.column_stack([inverse[keep] * span, pts])).query(
+        np.column_stack([inverse[keep] * span, pts]), k=k + 1)
+    return pts, dist[:, 1:], index[:, 1:]
 
 
 def _nearest_distances(centers: np.ndarray, frames: Optional[np.ndarray], where: str) -> np.ndarray:
     """(M,) distance in pixels from each object with a neighbour in its frame to the nearest one."""
-    from scipy.spatial import cKDTree
-
-    nearest = [cKDTree(pts).query(pts, k=2)[0][:, 1] for pts in _frame_points(centers, frames, where) if len(pts) >= 2]
-    return np.concatenate([np.zeros(0), *nearest])
+    return _frame_neighbours(centers, frames, 1, where)[1][:, 0]
 
 
 def neighbour_spacing(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> Optional[float]:
@@ -292,17 +309,14 @@ def bond_orders(centers: np.ndarray, frames: Optional[np.ndarray] = None, where:
     objects for: the mean over the objects of ``|mean_j exp(i n theta_j)|`` over the directions theta_j to
     their k nearest neighbours in the same frame, less its value for objects placed at random.
     ``centers`` (N, 2) pixels, ``frames`` (N,); ``where`` starts error messages."""
-    from scipy.spatial import cKDTree
-
-    values: dict = {n: [] for n, _ in BOND_ORDERS}
-    for pts in _frame_points(centers, frames, where):
-        tree = cKDTree(pts) if len(pts) > min(k for _, k in BOND_ORDERS) else None
-        for n, k in BOND_ORDERS:
-            if len(pts) > k:
-                _, j = tree.query(pts, k=k + 1)
-                bond = pts[j[:, 1:]] - pts[:, None]  # (m, k, 2) to the k nearest neighbours
-                values[n].append(np.abs(np.exp(1j * n * np.arctan2(bond[..., 0], bond[..., 1])).mean(1)))
-    return {n: float(np.concatenate(v).mean()) - _RANDOM_ORDER[n] for n, v in values.items() if v}
+    out = {}
+    for n, k in BOND_ORDERS:
+        pts, _, j = _frame_neighbours(centers, frames, k, where)
+        if len(pts):
+            bond = pts[j] - pts[:, None]  # (m, k, 2) to the k nearest neighbours
+            out[n] = float(np.abs(np.exp(1j * n * np.arctan2(bond[..., 0], bond[..., 1])).mean(1)).mean()) \
+                - _RANDOM_ORDER[n]
+    return out
 
 
 def object_arrangement(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> dict[str, float]:
@@ -370,13 +384,12 @@ def read_coordinates(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:
             raise AffineVAEError(f"{p}: no coordinates")
         line_no, lines = [i for i, _ in numbered], [ln for _, ln in numbered]
         dialect_delim = "," if "," in lines[0] else None
-        rows = [next(csv.reader([ln], delimiter=dialect_delim)) if dialect_delim else ln.split() for ln in lines]
-        rows = [[c.strip() for c in r] for r in rows]
+        rows = list(csv.reader(lines, delimiter=dialect_delim)) if dialect_delim else [ln.split() for ln in lines]
         header = None
         try:
             [float(c) for c in rows[0]]
         except ValueError:
-            header, rows, line_no = [c.lower() for c in rows[0]], rows[1:], line_no[1:]
+            header, rows, line_no = [c.strip().lower() for c in rows[0]], rows[1:], line_no[1:]
         widths = {len(r) for r in rows}
         ncol = len(header) if header is not None else (widths.pop() if len(widths) == 1 else len(rows[0]))
         wrong = next((i for i, r in enumerate(rows) if len(r) != ncol), None)
@@ -394,14 +407,11 @@ def read_coordinates(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray]:
             elif any(n in ("row", "col", "frame") for n in names):
                 raise AffineVAEError(f"{p}: header {','.join(header)} must name the columns "
                                      f"{','.join(want)}")
-        values = []
-        for n, r in zip(line_no, rows):
-            try:
-                values.append([float(c) for c in r])
-            except ValueError:
-                bad = next(c for c in r if not _is_number_text(c))
-                raise AffineVAEError(f"{p}: line {n}: {bad!r} is not a number") from None
-        arr = np.array(values, dtype=np.float64).reshape(len(rows), ncol)
+        try:  # every row at once (numpy reads the numbers' text, spaces around them included)
+            arr = np.array(rows, dtype=np.float64).reshape(len(rows), ncol)
+        except ValueError:  # then name the first line that is not numbers
+            n, bad = next((n, c) for n, r in zip(line_no, rows) for c in r if not _is_number_text(c))
+            raise AffineVAEError(f"{p}: line {n}: {bad.strip()!r} is not a number") from None
     arr = arr[:, order]
     if len(arr) == 0:
         raise AffineVAEError(f"{p}: no coordinates")

@@ -105,11 +105,9 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
     if signal_axis is not None:
         if builtin is not None:
             raise AffineVAEError(f"--signal-axis applies to signal files (.npy/.npz/HDF5), not to the data {spec!r}")
-        if labels is not None:
-            raise AffineVAEError("--labels does not apply to signal files (--signal-axis)")
         from .spectra import load_signals
 
-        data = load_signals(spec, signal_axis, key=key, cube=signal_cube)
+        data = load_signals(spec, signal_axis, key=key, cube=signal_cube, labels=labels)
         if n is not None and n < len(data):
             data = data.subset(slice(0, n))
             data.meta.pop("grid_shape", None)

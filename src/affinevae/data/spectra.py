@@ -39,6 +39,8 @@ SPECTRA_KIND = "spectra"
 MIN_SIGNAL_LENGTH = 8
 #: Arrays of an ``.npz`` tried in order when no key is given.
 SIGNAL_KEYS = ("spectra", "cube", "signals")
+#: An ``.npz``'s array of class labels beside its signals (one per signal; (H, W) for a cube).
+LABELS_KEY = "labels"
 
 
 def is_spectra(data: ImageSet) -> bool:
@@ -138,8 +140,9 @@ def spectra_set(signals: np.ndarray, grid_shape: Optional[tuple[int, int]] = Non
     return ImageSet(sig[:, :, None, :], source=source, meta=info)
 
 
-def _read_array(path: str, key: Optional[str]) -> np.ndarray:
-    """The array of a signal file (see :func:`load_signals`)."""
+def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """The array of a signal file (see :func:`load_signals`) and an ``.npz``'s ``labels`` array
+    (None when absent, when ``key`` names it, or for other formats)."""
     m = HDF5_SPEC.match(path)
     if m:
         file, dataset = m.group(1), m.group(2) or key
@@ -157,7 +160,7 @@ def _read_array(path: str, key: Optional[str]) -> np.ndarray:
                 dataset = names[0]
             if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
                 raise AffineVAEError(f"{path}: no dataset {dataset!r}")
-            return np.asarray(f[dataset][()])
+            return np.asarray(f[dataset][()]), None
     p = Path(path)
     if not p.is_file():
         raise AffineVAEError(f"{path}: no such file")
@@ -166,41 +169,69 @@ def _read_array(path: str, key: Optional[str]) -> np.ndarray:
         if key is not None:
             raise AffineVAEError(f"{path}: --key applies to .npz and HDF5 files, not .npy")
         with reading(path, "the .npy file"):
-            return np.load(p, allow_pickle=False)
+            return np.load(p, allow_pickle=False), None
     if suffix in NPZ_EXTS:
         with reading(path, "the .npz archive"), np.load(p, allow_pickle=False) as z:
             names = list(z.files)
             if key is None:
-                key = next((k for k in SIGNAL_KEYS if k in names), names[0] if len(names) == 1 else None)
+                others = [k for k in names if k != LABELS_KEY]
+                key = next((k for k in SIGNAL_KEYS if k in names), others[0] if len(others) == 1 else None)
                 if key is None:
                     raise AffineVAEError(f"{path}: name the array with --key; found {names}")
             if key not in names:
                 raise AffineVAEError(f"{path}: no array {key!r}; found {names}")
-            return z[key]
+            return z[key], (z[LABELS_KEY] if LABELS_KEY in names and key != LABELS_KEY else None)
     raise AffineVAEError(f"{path}: signals are read from .npy, .npz or HDF5 (file.h5:dataset), not {suffix or 'a file without suffix'}")
 
 
 def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: Optional[bool] = None,
-                 normalise: bool = True) -> ImageSet:
+                 normalise: bool = True, labels: Optional[str] = None) -> ImageSet:
     """Read spectra or a hyperspectral cube from a file into an :class:`ImageSet` of 1-D signals.
 
     Args:
         path: ``.npy``, ``.npz`` (array ``key``, else ``spectra``/``cube``/``signals``, else the only
-            array) or ``file.h5:dataset`` (``key`` may name the dataset).
+            array other than ``labels``) or ``file.h5:dataset`` (``key`` may name the dataset).
         signal_axis: the axis the signals run along (required: a cube's layout is not guessed).
         key: the array or dataset name. cube: see :func:`as_spectra`.
         normalise: see :func:`spectra_set`.
+        labels: a labels file (.npy/.txt/.csv, :func:`affinevae.data.files.read_labels`; -1 for
+            unknown), one integer class per signal in order; for a cube one per pixel in row-major
+            order, or a (H, W) ``.npy``. Without it an ``.npz``'s own ``labels`` array is used.
 
     Returns:
         (N, C, 1, L) signals; a cube (H, W, E) gives its H*W spectra in row-major order and
-        ``meta['grid_shape']`` = [H, W]; ``meta['signal_axis']`` records the axis.
+        ``meta['grid_shape']`` = [H, W]; ``meta['signal_axis']`` records the axis; ``labels``
+        (N,) int64 where given.
 
     Raises:
-        AffineVAEError: a missing or unreadable file, an unknown key, or what :func:`as_spectra` refuses.
+        AffineVAEError: a missing or unreadable file, an unknown key, labels that do not match
+            the signals, or what :func:`as_spectra` refuses.
     """
-    arr = _read_array(str(path), key)
+    arr, own_labels = _read_array(str(path), key)
     signals, grid = as_spectra(arr, signal_axis, where=str(path), cube=cube)
-    return spectra_set(signals, grid, source=str(path), normalise=normalise, signal_axis=int(signal_axis))
+    data = spectra_set(signals, grid, source=str(path), normalise=normalise, signal_axis=int(signal_axis))
+    if labels is not None:
+        from .files import read_labels
+
+        data.labels = read_labels(labels, len(data), str(path), grid=grid)
+    elif own_labels is not None:
+        data.labels = _array_labels(own_labels, len(data), grid, f"{path}: its 'labels' array")
+    return data
+
+
+def _array_labels(lab: np.ndarray, n: int, grid: Optional[tuple[int, int]], where: str) -> np.ndarray:
+    """(n,) int64 class labels from an array beside the signals: (n,), or (H, W) for a cube's ``grid``."""
+    lab = np.asarray(lab)
+    if grid is not None and lab.shape == tuple(grid):
+        lab = lab.reshape(-1)
+    if lab.ndim != 1 or len(lab) != n:
+        raise AffineVAEError(f"{where} has shape {lab.shape}, not one label per signal ({n})")
+    if not (np.issubdtype(lab.dtype, np.number) or lab.dtype == bool) or np.iscomplexobj(lab):
+        raise AffineVAEError(f"{where} must hold integers, got dtype {lab.dtype}")
+    vals = lab.astype(np.float64)
+    if not np.all(np.isfinite(vals)) or not np.all(np.mod(vals, 1) == 0) or (n and vals.min() < -1):
+        raise AffineVAEError(f"{where} must hold integers >= 0 (or -1 for unknown)")
+    return lab.astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------

@@ -413,6 +413,7 @@ class ArraySource(FrameSource):
         return a.reshape(*self.frame_shape[:-2], *a.shape[-2:])
 
     def close(self) -> None:
+        """Release the file this source reads (its handle or memory map)."""
         if self._owner is not None:
             self._owner.close()
             self._owner = None
@@ -446,6 +447,7 @@ class NpySource(ArraySource):
 
     @array.setter
     def array(self, value: Any) -> None:  # ArraySource.__init__ assigns it; the map is made per read instead
+        """Ignored: the memory map is made for each read instead (so no open map holds the file)."""
         pass
 
     def _read_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
@@ -604,6 +606,7 @@ class NpzSource(ArraySource):
         super().__init__(array, path, owner=archive)
 
     def close(self) -> None:
+        """Release the file this source reads (its handle or memory map)."""
         if self._member is not None:
             self._member.close()
             self._member = None
@@ -880,6 +883,7 @@ class TiffSource(FrameSource):
         return np.ascontiguousarray(a.reshape(len(rows), *self.frame_shape))
 
     def close(self) -> None:
+        """Release the file this source reads (its handle or memory map)."""
         self._tif.close()
 
 
@@ -958,6 +962,7 @@ class PillowSource(FrameSource):
         return np.stack(out)
 
     def close(self) -> None:
+        """Release the file this source reads (its handle or memory map)."""
         self._im.close()
 
 
@@ -1087,6 +1092,7 @@ class ConcatSource(FrameSource):
         return self.sources[i].read_raw_region(frame - int(self._starts[i]), rows, cols)
 
     def close(self) -> None:
+        """Release the file this source reads (its handle or memory map)."""
         for src in self.sources:
             src.close()
 

@@ -17,6 +17,7 @@ class AEConfig(ModelConfig):
     """AE options: ``likelihood`` is 'bernoulli' (BCE loss) or 'mse'; no KL, so no beta."""
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
         check_choice("decoder", self.decoder, ["conv", "mlp"])
         check_choice("likelihood", self.likelihood, ["bernoulli", "mse"])
@@ -35,6 +36,7 @@ class AE(LatentModel):
     variational = False
 
     def encoder_out_dim(self) -> int:
+        """Width of the encoder's output: the latent code itself (an AE's code is deterministic)."""
         return self.config.latent_dim
 
     def posterior(self, h: Tensor) -> Encoding:

@@ -181,6 +181,7 @@ class AVAEConfig(ModelConfig):
         super().__post_init__()
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         check_choice("transform", self.transform, TRANSFORMS.names())
         for name in ("pose_optimise", "pose_head", "pose_refiner", "warm_start", "cache_refine", "record_poses"):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -101,6 +101,7 @@ class ModelConfig(Config):
     FORMER_DEFAULTS: ClassVar[dict] = {"lowpass": 0.0}
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         check(len(self.image_shape) == 3 and all(isinstance(v, int) and v > 0 for v in self.image_shape),
               f"image_shape must be (C, H, W) positive integers, got {self.image_shape}")
         check(isinstance(self.latent_dim, int) and self.latent_dim >= 1, f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")

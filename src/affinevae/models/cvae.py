@@ -16,6 +16,7 @@ class CVAEConfig(VAEConfig):
     num_classes: int = 10
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
         check(self.num_classes >= 2, f"cvae needs num_classes >= 2, got {self.num_classes}")
 

@@ -184,6 +184,7 @@ class FlatEncoderRVAEConfig(RVAEConfig):
         super().__post_init__()
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
         check(not self.flat_encoder_needed() or getattr(ENCODERS.get(self.encoder), "flat_output", True),
               f"encoder '{self.encoder}' has no flat output for the class logits or targets that these options put "
@@ -327,6 +328,7 @@ class JRVAEConfig(FlatEncoderRVAEConfig):
             object.__setattr__(self, "class_init_steps", FULL_CIRCLE_INIT_STEPS if self.mixture else 200)
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
         check_choice("class_init", self.class_init, ["kmeans", "none"])
         check_choice("class_init_space", self.class_init_space, list(CLASS_INIT_SPACES))

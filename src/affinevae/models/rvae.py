@@ -258,6 +258,7 @@ class RVAEConfig(ModelConfig):
         super().__post_init__()
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
         check(isinstance(self.invariances, tuple) and all(isinstance(s, str) for s in self.invariances),
               f"invariances must be a tuple of names from {list(ALL_INVARIANCES)}, got {self.invariances!r}")
@@ -513,8 +514,10 @@ class RVAE(LatentModel):
     def decode(self, z: Tensor, y: Optional[Tensor] = None, pose: Optional[Pose] = None, *,
                angle: Optional[Tensor] = None, shift: Optional[Tensor] = None,
                scale: Optional[Tensor] = None) -> Tensor:
-        """As :meth:`LatentModel.decode`; for 1-D signals (image shape (C, 1, L)) ``shift`` is the shift
-        along the signal in samples, a scalar or (N,), and the result (N, C, 1, L)."""
+        """As :meth:`LatentModel.decode`: mean images (N, C, H, W) of ``z`` (N, D) at ``angle`` (N,)
+        radians, ``shift`` (N, 2) half-widths and ``scale`` (N,); for 1-D signals (image shape
+        (C, 1, L)) ``shift`` is the shift along the signal in samples, a scalar or (N,), and the
+        result (N, C, 1, L)."""
         if is_signal_shape(self.config.image_shape) and (angle is not None or scale is not None):
             raise AffineVAEError("decode: 1-D signals (image shape (C, 1, L)) take only a shift (in samples); "
                                  "angle and scale turn and scale images")
@@ -849,6 +852,7 @@ class CRVAEConfig(RVAEConfig):
     default_content_anchor: ClassVar[float] = 0.0
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
         check(self.num_classes >= 2, f"crvae needs num_classes >= 2, got {self.num_classes}")
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import check, check_positive
+from ..data.files import read_targets  # noqa: F401 - its former home; the reader is data's
 from ..errors import AffineVAEError
 from ..nn.affine import render
 from ..nn.layers import ENCODERS
@@ -93,53 +94,6 @@ def check_targets(t, target_dim: int, n: Optional[int] = None, where: str = "tar
     return t
 
 
-def read_targets(path: str, n: Optional[int] = None) -> np.ndarray:
-    """Continuous targets from a ``.npy`` (never unpickled), ``.txt`` or ``.csv`` file: (N,) or
-    (N, M) float32, one row per image (text: one line per image, values separated by commas or
-    white space, ``nan`` or an empty line/field where unknown, one header line allowed)."""
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise AffineVAEError(f"{path}: targets file not found")
-    ext = p.suffix.lower()
-    if ext == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise AffineVAEError(f"{path}: cannot read targets ({type(exc).__name__})") from None
-    elif ext in (".txt", ".csv"):
-        try:
-            lines = p.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AffineVAEError(f"{path}: cannot read targets ({type(exc).__name__})") from None
-        while lines and not lines[-1].strip():
-            lines.pop()
-        rows = []
-        for i, line in enumerate(lines):
-            fields = line.split(",") if ext == ".csv" else (line.split() or [""])
-            try:
-                rows.append([float(f) if f.strip() else np.nan for f in fields])
-            except ValueError:
-                if i == 0:
-                    continue  # a header line
-                raise AffineVAEError(f"{path}: line {i + 1}: {line.strip()!r} is not a number") from None
-        if len({len(r) for r in rows}) > 1:
-            raise AffineVAEError(f"{path}: every line needs the same number of targets")
-        arr = np.asarray(rows, dtype=np.float64)
-        arr = arr[:, 0] if arr.ndim == 2 and arr.shape[1] == 1 else arr
-    else:
-        raise AffineVAEError(f"{path}: unsupported targets file type '{p.suffix}'; use .npy, .txt or .csv")
-    if not np.issubdtype(arr.dtype, np.number) or arr.ndim not in (1, 2):
-        raise AffineVAEError(f"{path}: targets must be a 1-D or 2-D numeric array, got {arr.dtype} {arr.shape}")
-    if n is not None and len(arr) != n:
-        raise AffineVAEError(f"{path}: {len(arr)} targets for {n} images")
-    if np.isinf(arr).any():
-        row = int(np.argwhere(np.isinf(arr.reshape(len(arr), -1)).any(1))[0, 0])
-        raise AffineVAEError(f"{path}: row {row + 1} holds an infinite target (use NaN for unknown)")
-    return arr.astype(np.float32)
-
-
 # ---------------------------------------------------------------------------------------- classes
 @dataclasses.dataclass(frozen=True)
 class SSRVAEConfig(JRVAEConfig):
@@ -180,6 +134,7 @@ class SSRVAEConfig(JRVAEConfig):
     class_init: Optional[str] = "none"
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
         check_positive("classifier_weight", self.classifier_weight, allow_zero=True)
         for name in ("labelled_memory", "labelled_batch"):
@@ -336,6 +291,7 @@ class SSRegRVAEConfig(FlatEncoderRVAEConfig):
     regressor_weight: float = 20.0
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
         check(isinstance(self.target_dim, int) and self.target_dim >= 1,
               f"target_dim must be an integer >= 1, got {self.target_dim!r}")

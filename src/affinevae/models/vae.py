@@ -14,6 +14,7 @@ class VAEConfig(ModelConfig):
     """VAE options (see :class:`ModelConfig`); the decoder is 'conv' or 'mlp'."""
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
         check_choice("decoder", self.decoder, ["conv", "mlp"])
         check_choice("likelihood", self.likelihood, ["bernoulli", "cbernoulli", "gaussian"])

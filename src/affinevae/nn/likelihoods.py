@@ -47,9 +47,11 @@ class Bernoulli(Likelihood):
     support = (0.0, 1.0)
 
     def log_prob(self, params, x, log_sigma=None):
+        """(N,) log p(x | params) in nats of (N, C, H, W) ``x``: see :meth:`Likelihood.log_prob`."""
         return -F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1)
 
     def mean(self, params):
+        """(N, C, H, W) expected image E[x | params]: see :meth:`Likelihood.mean`."""
         return torch.sigmoid(params)
 
     def params_for_mean(self, mean):
@@ -76,10 +78,12 @@ class ContinuousBernoulli(Likelihood):
     support = (0.0, 1.0)
 
     def log_prob(self, params, x, log_sigma=None):
+        """(N,) log p(x | params) in nats of (N, C, H, W) ``x``: see :meth:`Likelihood.log_prob`."""
         bce = F.binary_cross_entropy_with_logits(params, x, reduction="none")
         return (-bce + _cb_log_norm(params)).flatten(1).sum(1)
 
     def mean(self, params):
+        """(N, C, H, W) expected image E[x | params]: see :meth:`Likelihood.mean`."""
         lam = torch.sigmoid(params).clamp(1e-6, 1 - 1e-6)
         mean = lam / (2 * lam - 1) + 1 / (2 * torch.atanh(1 - 2 * lam))
         return torch.where((lam - 0.5).abs() < 1e-3, torch.full_like(lam, 0.5), mean)
@@ -96,11 +100,13 @@ class Gaussian(Likelihood):
     name = "gaussian"
 
     def log_prob(self, params, x, log_sigma=None):
+        """(N,) log p(x | params) in nats of (N, C, H, W) ``x``: see :meth:`Likelihood.log_prob`."""
         ls = log_sigma if log_sigma is not None else torch.zeros((), device=x.device)
         ll = -0.5 * ((x - params) * torch.exp(-ls)) ** 2 - ls - 0.5 * math.log(2 * math.pi)
         return ll.flatten(1).sum(1)
 
     def mean(self, params):
+        """(N, C, H, W) expected image E[x | params]: see :meth:`Likelihood.mean`."""
         return params
 
 
@@ -111,7 +117,9 @@ class SquaredError(Likelihood):
     name = "mse"
 
     def log_prob(self, params, x, log_sigma=None):
+        """(N,) log p(x | params) in nats of (N, C, H, W) ``x``: see :meth:`Likelihood.log_prob`."""
         return -((x - params) ** 2).flatten(1).sum(1)
 
     def mean(self, params):
+        """(N, C, H, W) expected image E[x | params]: see :meth:`Likelihood.mean`."""
         return params

@@ -68,6 +68,7 @@ class GaussianLowpass(nn.Module):
         return y.reshape(n, c, h, w)
 
     def extra_repr(self) -> str:
+        """The filter's width in ``repr``: ``sigma=1.5`` (pixels)."""
         return f"sigma={self.sigma:g}"
 
 

@@ -74,8 +74,9 @@ def _shr(z: Tensor, s: int) -> Tensor:
 
 
 def mix64(z: Tensor) -> Tensor:
-    """SplitMix64's finaliser on an int64 tensor (wrapping arithmetic): a bijection of 64-bit
-    integers whose outputs look independent for neighbouring inputs (counter-based random numbers)."""
+    """SplitMix64's finaliser on an int64 tensor of any shape, element by element (wrapping
+    arithmetic; the result has ``z``'s shape): a bijection of 64-bit integers whose outputs look
+    independent for neighbouring inputs (counter-based random numbers)."""
     z = z ^ _shr(z, 30)
     z = z * _MIX1
     z = z ^ _shr(z, 27)

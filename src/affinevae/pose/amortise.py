@@ -67,6 +67,7 @@ class HeadTrainConfig(Config):
     seed: int = 0
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         check_choice("target", self.target, ["search", "elbo"])
         check_positive("start_noise", self.start_noise, allow_zero=True)
         check_views("views", self.views)

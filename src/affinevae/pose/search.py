@@ -131,6 +131,7 @@ class SearchConfig(Config):
     report_before: bool = True
 
     def validate(self) -> None:
+        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         for name in ("restarts", "keep", "chunk", "elbo_samples", "head_starts"):
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1, got {v!r}")
