@@ -176,7 +176,7 @@ def main(argv=None) -> int:
             ("classes: ssrVAE train seconds", "ssrvae_train_s", ""), ("classes: jrVAE train seconds", "jrvae_train_s", "")]
     for name, key, target in rows:
         if key in res:
-            print(f"| {name} | {res[key]:.3f} | {target} |")
+            print(f"| {name} | {res[key] if isinstance(res[key], int) else format(res[key], '.3f')} | {target} |")
     ok = all(res[k] >= v for k, v in TARGET.items() if k in res)
     print(f"\ntargets {'met' if ok else 'NOT met'}")
     if args.json:

@@ -474,3 +474,38 @@ def test_images_trained_on_directly_keep_their_files_pixel_size(tmp_path, capsys
     assert main(["encode", str(tmp_path / "m"), "--data", str(tmp_path / "p.npy"), "--out", str(tmp_path / "n.npz")]) == 0
     with np.load(tmp_path / "n.npz") as f:
         assert "shift_phys" not in f.files
+
+
+def test_a_gatan_spectrum_image_reads_as_spectra_with_its_energy_axis(tmp_path, capsys):
+    """An EELS spectrum image in a .dm4 (rosettasciio gives it as (E, H, W), the energy first): `info`
+    says which --signal-axis reads it, image commands refuse it with that hint, and train/encode/map
+    read it as a cube whose shifts encode also gives in eV."""
+    pytest.importorskip("rsciio.digitalmicrograph")
+    from dm_writer import write_dm_spectrum_image
+
+    from affinevae.data.spectra import load_signals, synthetic_cube
+
+    c = synthetic_cube(height=6, width=7, length=32, seed=1)
+    path = write_dm_spectrum_image(tmp_path / "si.dm4", c.cube.astype(np.float32), energy_scale=0.25,
+                                   energy_origin=-40.0, version=4)
+    data = load_signals(str(path), 0)
+    assert data.meta["grid_shape"] == [6, 7] and data.images.shape == (42, 1, 1, 32)
+    np.testing.assert_allclose(data.images[:, 0, 0] * data.meta["intensity_scale"], c.cube.reshape(42, 32), atol=1e-6)
+    assert (data.meta["sample_size"], data.meta["sample_offset"], data.meta["sample_unit"]) == (0.25, 10.0, "eV")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "read as 1-D signals with --signal-axis 0" in out and "Energy loss 32 x 0.25 eV" in out
+    assert "frames" not in out  # not an image stack along the energy
+    assert main(["patches", str(path), "--window", "8", "--out", str(tmp_path / "p.npz")]) == 2
+    assert "holds no 2-D image" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["train", "--model", "rvae", "--data", str(path), "--signal-axis", "0", "--epochs", "1", "--latent-dim",
+                 "2", "--hidden", "8", "--no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["encode", str(run), "--data", str(path), "--signal-axis", "0", "--out", str(tmp_path / "e.npz")]) == 0
+    assert "shifts also in eV (sample size 0.25 eV)" in capsys.readouterr().out
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as f:
+        np.testing.assert_allclose(f["shift_phys"], f["shift"] * 0.25)
+        assert str(f["unit"]) == "eV"
+    assert main(["map", str(run), "--cube", str(path), "--signal-axis", "0", "--out", str(tmp_path / "maps")]) == 0
+    assert "mapped 6x7 spectra" in capsys.readouterr().out

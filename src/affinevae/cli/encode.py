@@ -50,8 +50,9 @@ class Encode:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **out)
         atomic_write(args.out, w)
-        units = f"; shifts also in {out['unit']} (pixel size {float(out['pixel_size']):g} {out['unit']})" \
-            if "shift_phys" in out else ""
+        size = out.get("pixel_size", out.get("sample_size"))
+        units = (f"; shifts also in {out['unit']} ({'pixel' if 'pixel_size' in out else 'sample'} size "
+                 f"{float(size):g} {out['unit']})" if "shift_phys" in out else "")
         print(f"encoded {len(data)} {data_noun(model)}: arrays {', '.join(sorted(out))} -> {args.out} "
               f"(mean ELBO {out['elbo'].mean():.2f} nats/{data_noun(model)[:-1]}{units})")
         return 0
@@ -61,9 +62,15 @@ def physical_shift(out: dict, data) -> dict:
     """``pixel_size`` () float64, ``unit`` () and ``shift_phys`` (N, 2) (right, down) in that unit, for
     ``encode_dataset``'s arrays ``out`` whose ``shift`` (N, 2) is in half image widths, when the images
     ``data`` (an ImageSet) record a pixel size (``meta['pixel_size']``, ``meta['unit']``: an MRC stack's
-    voxel size, a FITS pixel scale, a patch set's); else {}."""
+    voxel size, a FITS pixel scale, a patch set's); for 1-D signals whose ``shift`` (N,) is in samples,
+    ``sample_size``, ``unit`` and ``shift_phys`` (N,) when the spectra record their sample size
+    (``meta['sample_size']``, ``meta['sample_unit']``: an instrument file's energy axis); else {}."""
     meta = getattr(data, "meta", None) or {}
     shift = out.get("shift")
+    if shift is not None and np.ndim(shift) == 1 and meta.get("sample_size") is not None and meta.get("sample_unit"):
+        size = float(meta["sample_size"])  # spectra: a shift in samples, e.g. 0.5 eV each
+        return {"sample_size": np.float64(size), "unit": np.asarray(str(meta["sample_unit"])),
+                "shift_phys": np.asarray(shift, np.float64) * size}
     if meta.get("pixel_size") is None or not meta.get("unit") or shift is None or np.ndim(shift) != 2:
         return {}
     half = data.images.shape[-1] / 2.0

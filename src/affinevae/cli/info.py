@@ -120,7 +120,9 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
     range, mean and standard deviation, and how many are NaN or infinite) and, for an ``.npz``, its
     scalar metadata (a patch set's ``kind``, ``window``, ``noise_sigma``, ``spacing``, ``lattice_order``)
     and arrays; for a FITS file ``hdus`` (what it holds) and, when it holds several image HDUs and
-    no ``key`` names one, a ``note`` instead of the frames (``key='all'``: the stacked cut-outs).
+    no ``key`` names one, a ``note`` instead of the frames (``key='all'``: the stacked cut-outs); for an
+    instrument file holding spectra (a Gatan/EMD spectrum image) ``spectra``: the ``--signal-axis`` that
+    reads them, and its signals' shapes and calibrated axes.
     Reads the first frame only (any size of stack; all of a FITS file's cut-outs for ``'all'``).
 
     Raises:
@@ -142,6 +144,16 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
             return out
         if hdu is not None and str(hdu).strip().lower() == ALL_HDUS:
             source = read_fits(file, ALL_HDUS)  # (N, H, W): every cut-out, as training reads them
+    from ..data.microscopy import RSCIIO_FORMATS, spectra_note
+
+    note = spectra_note(file) if image_suffix(file) in RSCIIO_FORMATS and Path(file).is_file() else None
+    if note is not None:  # a spectrum image or line scan (beside any image the file holds)
+        out["spectra"] = note
+        try:
+            with open_stack(source, key=key):
+                pass
+        except AffineVAEError:  # spectra only: say them, no frame to describe
+            return out
     with open_stack(source, key=key if source is spec else None) as src:
         if not real_pixels(src.dtype):
             raise not_real_error(spec, src.dtype)

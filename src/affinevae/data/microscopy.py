@@ -21,6 +21,7 @@ line saying what to install (:data:`~affinevae.data.formats.MICROSCOPY_EXTRA`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 from typing import Any, Optional
@@ -32,7 +33,8 @@ from ..units import PixelSize, unit_name
 from .formats import MICROSCOPY_EXTRA, ZARR_EXTS, reading
 from .stacks import READERS, ArraySource, FrameSource, StackReader
 
-__all__ = ["require", "pixel_size_from", "open_rsciio", "open_mrc", "open_zarr", "zarr_levels"]
+__all__ = ["require", "pixel_size_from", "open_rsciio", "read_rsciio_signal", "SignalAxis", "open_mrc", "open_zarr",
+           "zarr_levels"]
 
 
 def require(module: str, path: str, what: str, extra: str = MICROSCOPY_EXTRA) -> Any:
@@ -70,13 +72,143 @@ RSCIIO_FORMATS = {".dm3": ("rsciio.digitalmicrograph", "Gatan DigitalMicrograph"
                   ".ser": ("rsciio.tia", "FEI TIA .ser")}
 
 
+@dataclasses.dataclass(frozen=True)
+class SignalAxis:
+    """One axis of an instrument file's array, as rosettasciio describes it.
+
+    Attributes:
+        name: e.g. 'Energy loss', 'x' ('' when unnamed). size: samples along it.
+        scale: physical size of one sample (``units`` per sample). offset: the first sample's
+            value in ``units``. units: e.g. 'eV', 'keV', 'nm' ('' when uncalibrated).
+    """
+
+    name: str
+    size: int
+    scale: float
+    offset: float
+    units: str
+
+    def __str__(self) -> str:
+        return f"{self.name or '?'} {self.size}" + (f" x {self.scale:g} {self.units}" if self.units else "")
+
+
+def _axes(sig: dict) -> list:
+    """The :class:`SignalAxis` of each axis of an rsciio signal's data, in the data's order."""
+    out = []
+    for a in sig.get("axes", []):
+        name = a.get("name")
+        units = a.get("units")
+        out.append(SignalAxis("" if name is None or not isinstance(name, str) else name, int(a.get("size", 0)),
+                              float(a.get("scale", 1.0) or 1.0), float(a.get("offset", 0.0) or 0.0),
+                              units if isinstance(units, str) else ""))
+    return out
+
+
+def _describe(signals: list) -> str:
+    """The file's signals as the messages list them: ``0: (64, 6, 5) [Energy loss 64 x 0.5 eV, ...]``."""
+    return "; ".join(f"{i}: {tuple(s['data'].shape)} [{', '.join(map(str, _axes(s)))}]" for i, s in enumerate(signals))
+
+
+def read_rsciio_signal(path: str, key: Optional[str] = None) -> tuple[np.ndarray, list]:
+    """The array of a ``.dm3``/``.dm4``/``.emd``/``.ser`` file's signal for reading it as spectra
+    (a spectrum image, a line scan; :func:`affinevae.data.spectra.load_signals`), with its axes.
+
+    Args:
+        path: the file. key: the signal's index among the file's signals (default: the only
+            one, else the only one that is not a 2-D image).
+
+    Returns:
+        ``(array, axes)``: the data in memory in rosettasciio's axis order (a Gatan spectrum
+        image (E, H, W), a Velox one (H, W, E)) and one :class:`SignalAxis` per axis, so that the
+        caller's signal axis has its calibration (e.g. 0.5 eV per sample).
+
+    Raises:
+        AffineVAEError: rosettasciio missing, an unreadable file, a bad ``key``, or several signals
+            and none chosen (listing each one's shape and axes).
+    """
+    module, what = RSCIIO_FORMATS[Path(path).suffix.lower()]
+    plugin = require(module, path, what)
+    with reading(path, what):
+        signals = [s for s in plugin.file_reader(path, lazy=False) if getattr(s.get("data"), "ndim", 0) >= 1]
+    if not signals:
+        raise AffineVAEError(f"{path}: holds no data")
+    if key is not None:
+        try:
+            idx = int(key)
+        except ValueError:
+            idx = -1
+        if not 0 <= idx < len(signals):
+            raise AffineVAEError(f"{path}: --key must be a signal index 0..{len(signals) - 1}, got {key!r}; the file "
+                                 f"holds {_describe(signals)}")
+    else:
+        choices = [i for i, s in enumerate(signals) if s["data"].ndim != 2 or len(signals) == 1]
+        if len(choices) != 1:
+            raise AffineVAEError(f"{path}: holds {len(signals)} signals; name one with --key INDEX: {_describe(signals)}")
+        idx = choices[0]
+    sig = signals[idx]
+    with reading(path, what):
+        data = np.asarray(sig["data"])
+    return data, _axes(sig)
+
+
+#: Names and units rosettasciio gives the axis of a spectrum (EELS, EDS, CL).
+SPECTRAL_AXIS_NAMES = ("Energy loss", "Energy", "Wavelength")
+SPECTRAL_UNITS = ("eV", "keV")
+
+
+def _is_spectrum_image(sig: dict) -> bool:
+    """A Gatan spectrum image: rosettasciio returns it with the energy as a navigation axis (HyperSpy
+    turns it afterwards), its ``Meta Data`` format tag says what it is."""
+    info: Any = sig.get("original_metadata", {})
+    for key in ("ImageList", "TagGroup0", "ImageTags", "Meta Data", "Format"):
+        info = info.get(key) if isinstance(info, dict) else None
+    return info == "Spectrum image"
+
+
+def spectral_axis(sig: dict) -> Optional[int]:
+    """The index, in an rsciio signal's data, of its spectral axis (named energy or wavelength, or in
+    eV/keV), when it is a spectrum image or spectra (one signal axis); None otherwise."""
+    axes = sig.get("axes", [])
+    if not (_is_spectrum_image(sig) or sum(1 for a in axes if not a.get("navigate", False)) == 1):
+        return None
+    for i, a in enumerate(axes):
+        if a.get("name") in SPECTRAL_AXIS_NAMES or a.get("units") in SPECTRAL_UNITS:
+            return i
+    return None if _is_spectrum_image(sig) else next(i for i, a in enumerate(axes) if not a.get("navigate", False))
+
+
+def spectra_note(path: str) -> Optional[str]:
+    """For a ``.dm3``/``.dm4``/``.emd``/``.ser`` file holding spectra (a spectrum image, a line scan):
+    which ``--signal-axis`` (and ``--key``) reads them, with the file's signals described; None when it
+    holds none (or cannot be read: the reading command says why)."""
+    module, what = RSCIIO_FORMATS[Path(path).suffix.lower()]
+    try:
+        plugin = require(module, path, what)
+        with reading(path, what):
+            signals = plugin.file_reader(path, lazy=True)
+    except AffineVAEError:
+        return None
+    found = [(i, spectral_axis(s)) for i, s in enumerate(signals)]
+    found = [(i, k) for i, k in found if k is not None and _ndim(signals[i]) >= 2]
+    if not found:
+        return None
+    where = ", ".join(f"--signal-axis {k}" + (f" --key {i}" if len(signals) > 1 else "") for i, k in found)
+    return f"read as 1-D signals with {where}; signals {_describe(signals)}"
+
+
+def _ndim(sig: dict) -> int:
+    """Axes of an rsciio signal's data."""
+    return len(getattr(sig.get("data"), "shape", ()))
+
+
 def _image_signals(signals: list) -> list:
-    """The signals of an rsciio result that are images: two signal (non-navigation) axes."""
+    """The signals of an rsciio result that are images: two signal (non-navigation) axes, and not a
+    Gatan spectrum image (whose raw axes look like an image stack along the energy)."""
     out = []
     for sig in signals:
         axes = sig.get("axes", [])
         n_sig = sum(1 for a in axes if not a.get("navigate", False))
-        if n_sig == 2 and len(getattr(sig.get("data"), "shape", ())) >= 2:
+        if n_sig == 2 and _ndim(sig) >= 2 and not _is_spectrum_image(sig):
             out.append(sig)
     return out
 
@@ -114,8 +246,10 @@ def open_rsciio(path: str, key: Optional[str] = None, level: Optional[int] = Non
         signals = plugin.file_reader(path, lazy=True)
     images = _image_signals(signals)
     if not images:
-        raise AffineVAEError(f"{path}: holds no 2-D image (signals: "
-                             f"{', '.join(str(tuple(s['data'].shape)) for s in signals) or 'none'})")
+        axes = [spectral_axis(s) for s in signals if _ndim(s) >= 2]
+        hint = (f"; spectra are read as 1-D signals with --signal-axis {next(k for k in axes if k is not None)}"
+                if any(k is not None for k in axes) else "")
+        raise AffineVAEError(f"{path}: holds no 2-D image (signals: {_describe(signals) or 'none'}){hint}")
     idx = 0
     if key is not None:
         try:

@@ -140,9 +140,17 @@ def spectra_set(signals: np.ndarray, grid_shape: Optional[tuple[int, int]] = Non
     return ImageSet(sig[:, :, None, :], source=source, meta=info)
 
 
-def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """The array of a signal file (see :func:`load_signals`) and an ``.npz``'s ``labels`` array
-    (None when absent, when ``key`` names it, or for other formats)."""
+def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.ndarray], Optional[list]]:
+    """The array of a signal file (see :func:`load_signals`), an ``.npz``'s ``labels`` array (None
+    when absent, when ``key`` names it, or for other formats) and, for an instrument file, its axes
+    (:class:`affinevae.data.microscopy.SignalAxis` each; None otherwise)."""
+    from .microscopy import RSCIIO_FORMATS
+
+    if Path(path).suffix.lower() in RSCIIO_FORMATS and Path(path).is_file():  # Gatan, EMD, TIA spectrum images
+        from .microscopy import read_rsciio_signal
+
+        arr, axes = read_rsciio_signal(path, key)
+        return arr, None, axes
     m = HDF5_SPEC.match(path)
     if m:
         file, dataset = m.group(1), m.group(2) or key
@@ -160,7 +168,7 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
                 dataset = names[0]
             if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
                 raise AffineVAEError(f"{path}: no dataset {dataset!r}")
-            return np.asarray(f[dataset][()]), None
+            return np.asarray(f[dataset][()]), None, None
     p = Path(path)
     if not p.is_file():
         raise AffineVAEError(f"{path}: no such file")
@@ -169,7 +177,7 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
         if key is not None:
             raise AffineVAEError(f"{path}: --key applies to .npz and HDF5 files, not .npy")
         with reading(path, "the .npy file"):
-            return np.load(p, allow_pickle=False), None
+            return np.load(p, allow_pickle=False), None, None
     if suffix in NPZ_EXTS:
         with reading(path, "the .npz archive"), np.load(p, allow_pickle=False) as z:
             names = list(z.files)
@@ -180,8 +188,9 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
                     raise AffineVAEError(f"{path}: name the array with --key; found {names}")
             if key not in names:
                 raise AffineVAEError(f"{path}: no array {key!r}; found {names}")
-            return z[key], (z[LABELS_KEY] if LABELS_KEY in names and key != LABELS_KEY else None)
-    raise AffineVAEError(f"{path}: signals are read from .npy, .npz or HDF5 (file.h5:dataset), not {suffix or 'a file without suffix'}")
+            return z[key], (z[LABELS_KEY] if LABELS_KEY in names and key != LABELS_KEY else None), None
+    raise AffineVAEError(f"{path}: signals are read from .npy, .npz, HDF5 (file.h5:dataset), .dm3/.dm4, .emd or .ser, "
+                         f"not {suffix or 'a file without suffix'}")
 
 
 def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: Optional[bool] = None,
@@ -190,7 +199,10 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
 
     Args:
         path: ``.npy``, ``.npz`` (array ``key``, else ``spectra``/``cube``/``signals``, else the only
-            array other than ``labels``) or ``file.h5:dataset`` (``key`` may name the dataset).
+            array other than ``labels``), ``file.h5:dataset`` (``key`` may name the dataset), or an
+            instrument file read by rosettasciio, ``.dm3``/``.dm4``/``.emd``/``.ser`` (a spectrum
+            image or line scan; ``key``: the signal's index,
+            :func:`affinevae.data.microscopy.read_rsciio_signal`; its axes in rosettasciio's order).
         signal_axis: the axis the signals run along (required: a cube's layout is not guessed).
         key: the array or dataset name. cube: see :func:`as_spectra`.
         normalise: see :func:`spectra_set`.
@@ -201,15 +213,22 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
     Returns:
         (N, C, 1, L) signals; a cube (H, W, E) gives its H*W spectra in row-major order and
         ``meta['grid_shape']`` = [H, W]; ``meta['signal_axis']`` records the axis; ``labels``
-        (N,) int64 where given.
+        (N,) int64 where given; an instrument file's calibrated signal axis gives
+        ``meta['sample_size']`` (units per sample), ``meta['sample_offset']`` (the first sample's
+        value) and ``meta['sample_unit']`` (e.g. 'eV').
 
     Raises:
         AffineVAEError: a missing or unreadable file, an unknown key, labels that do not match
             the signals, or what :func:`as_spectra` refuses.
     """
-    arr, own_labels = _read_array(str(path), key)
+    arr, own_labels, axes = _read_array(str(path), key)
     signals, grid = as_spectra(arr, signal_axis, where=str(path), cube=cube)
-    data = spectra_set(signals, grid, source=str(path), normalise=normalise, signal_axis=int(signal_axis))
+    calibration = {}
+    if axes is not None and len(axes) == arr.ndim and axes[int(signal_axis) % arr.ndim].units:
+        ax = axes[int(signal_axis) % arr.ndim]  # e.g. 0.5 eV per sample from 50 eV
+        calibration = {"sample_size": ax.scale, "sample_offset": ax.offset, "sample_unit": ax.units}
+    data = spectra_set(signals, grid, source=str(path), normalise=normalise, signal_axis=int(signal_axis),
+                       **calibration)
     if labels is not None:
         from .files import read_labels
 
