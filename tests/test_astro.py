@@ -275,6 +275,13 @@ def test_several_image_hdus_need_a_key_and_all_stacks_one_cutout_per_hdu(tmp_pat
     assert main(["info", str(tmp_path / "field.fits") + "[SCI]"]) == 0
     out = capsys.readouterr().out
     assert "1 of 16 x 16 pixels" in out and f"values {cuts[1].min():.6g}" in out
+    # HDUs sharing a name: EXTNAME,EXTVER picks one (the name alone is refused, naming the versions)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(cuts[0], name="SCI", ver=1), fits.ImageHDU(cuts[1], name="SCI", ver=2)]
+                 ).writeto(tmp_path / "dup.fits")
+    with open_stack(str(tmp_path / "dup.fits") + "[SCI,2]") as src:
+        np.testing.assert_array_equal(src.read_raw(0, 1)[0], cuts[1])
+    with pytest.raises(AffineVAEError, match=r"2 HDUs are named 'SCI': name one with its version \(SCI,1, SCI,2\)"):
+        open_stack(str(tmp_path / "dup.fits"), key="SCI")
 
 
 def test_gzipped_and_fpacked_fits_and_the_bracket_hdu_notation(tmp_path):

@@ -787,3 +787,20 @@ def test_an_avae_resumes_with_its_inner_models_options_not_given_again(world, tm
     out = capsys.readouterr().out
     line = next(s for s in out.splitlines() if "with its model options: " in s)
     assert all(f" {o}" in line for o in ("activation=tanh", "channels=4,8", "hidden=8", "latent_dim=2"))
+
+
+def test_a_changed_byte_of_the_optimizer_state_is_found_on_resume(world, tmp_path, capsys):
+    """train.json records the optimizer file's SHA-256: a flipped bit in an Adam moment (which loaded
+    silently and moved the resumed weights by 1e6) is one line naming the file, and nothing is trained."""
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run)
+    info = json.loads((run / "train.json").read_text())
+    assert len(info["optimizer_sha256"]) == 64
+    opt = run / info["optimizer"]
+    raw = bytearray(opt.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    opt.write_bytes(bytes(raw))
+    before = (run / "model.safetensors").read_bytes()
+    _fails_cleanly(tmp_path, ["train", *TRAIN, "--data", f"{world}/good.npy", "--out", str(run), "--epochs", "2",
+                              "--resume"], capsys, "damaged optimizer state: its bytes no longer match the SHA-256")
+    assert (run / "model.safetensors").read_bytes() == before

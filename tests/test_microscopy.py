@@ -485,12 +485,12 @@ def test_a_gatan_spectrum_image_reads_as_spectra_with_its_energy_axis(tmp_path, 
 
     from affinevae.data.spectra import load_signals, synthetic_cube
 
-    c = synthetic_cube(height=6, width=7, length=32, seed=1)
+    c = synthetic_cube(height=9, width=7, length=32, seed=1)
     path = write_dm_spectrum_image(tmp_path / "si.dm4", c.cube.astype(np.float32), energy_scale=0.25,
                                    energy_origin=-40.0, version=4)
     data = load_signals(str(path), 0)
-    assert data.meta["grid_shape"] == [6, 7] and data.images.shape == (42, 1, 1, 32)
-    np.testing.assert_allclose(data.images[:, 0, 0] * data.meta["intensity_scale"], c.cube.reshape(42, 32), atol=1e-6)
+    assert data.meta["grid_shape"] == [9, 7] and data.images.shape == (63, 1, 1, 32)
+    np.testing.assert_allclose(data.images[:, 0, 0] * data.meta["intensity_scale"], c.cube.reshape(63, 32), atol=1e-6)
     assert (data.meta["sample_size"], data.meta["sample_offset"], data.meta["sample_unit"]) == (0.25, 10.0, "eV")
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
@@ -508,4 +508,18 @@ def test_a_gatan_spectrum_image_reads_as_spectra_with_its_energy_axis(tmp_path, 
         np.testing.assert_allclose(f["shift_phys"], f["shift"] * 0.25)
         assert str(f["unit"]) == "eV"
     assert main(["map", str(run), "--cube", str(path), "--signal-axis", "0", "--out", str(tmp_path / "maps")]) == 0
-    assert "mapped 6x7 spectra" in capsys.readouterr().out
+    assert "mapped 9x7 spectra" in capsys.readouterr().out
+    # another axis reads it, but says where the spectra run; a signal index the file lacks is refused
+    with pytest.warns(UserWarning, match=r"--signal-axis 1 reads along y 9 x 1 nm; the file's spectra run along axis 0 "
+                                          r"\(Energy loss 32 x 0.25 eV\): --signal-axis 0"):
+        load_signals(str(path), 1)
+    with pytest.raises(AffineVAEError, match=r"--signal-axis 2 is x 7 x 1 nm, too short for signals; the file's spectra "
+                                             r"run along axis 0 \(Energy loss 32 x 0.25 eV\): --signal-axis 0"):
+        load_signals(str(path), 2)
+    assert main(["info", str(path), "--key", "1"]) == 2
+    assert "--key must be a signal index 0..0, got '1'" in capsys.readouterr().err
+    # an uncalibrated energy axis: still a spectrum image (its format tag), the energy first
+    bare = write_dm_spectrum_image(tmp_path / "bare.dm3", c.cube.astype(np.float32), energy_unit="")
+    assert main(["info", str(bare)]) == 0
+    assert "read as 1-D signals with --signal-axis 0" in capsys.readouterr().out
+    assert "sample_unit" not in load_signals(str(bare), 0).meta

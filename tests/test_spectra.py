@@ -352,7 +352,10 @@ def test_signal_files_carry_labels(tmp_path, small_cube):
     np.save(tmp_path / "grid.npy", small_cube.regions)
     cube = load_signals(str(tmp_path / "cube.npy"), 2, labels=str(tmp_path / "grid.npy"))
     assert np.array_equal(cube.labels, small_cube.regions.reshape(-1))
-    with pytest.raises(AffineVAEError, match="29 labels for 30 images"):
+    with pytest.raises(AffineVAEError, match=r"labels must be a 1-D array, or \(10, 12\) for the cube's pixels"):
+        np.save(tmp_path / "turned.npy", small_cube.regions.T)
+        load_signals(str(tmp_path / "cube.npy"), 2, labels=str(tmp_path / "turned.npy"))
+    with pytest.raises(AffineVAEError, match="29 labels for 30 signals"):
         np.save(tmp_path / "short.npy", lab[:29])
         load_signals(str(tmp_path / "bare.npz"), 1, labels=str(tmp_path / "short.npy"))
     np.savez(tmp_path / "badown.npz", spectra=s.spectra[:, 0], labels=lab[:4])

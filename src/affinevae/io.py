@@ -223,7 +223,7 @@ def load_tensors(path: str | Path, what: str = "weights") -> dict[str, torch.Ten
     try:
         tensors = load_file(str(path))
     except (SafetensorsError, OSError, ValueError, RuntimeError) as exc:
-        raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0]})") from None
+        raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0]}); restore the file or retrain") from None
     recorded = tensor_header(path, what)[1].get(TENSORS_DIGEST_KEY)
     if recorded is not None and recorded != tensors_digest(tensors):  # (files written before it have none)
         raise AffineVAEError(f"{path}: damaged {what}: its tensors no longer match the checksum written with "
@@ -269,7 +269,8 @@ def tensor_header(path: str | Path, what: str = "weights") -> tuple[dict[str, tu
             raise ValueError("truncated: the header declares more data than the file holds")
     except (OSError, ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError,
             UnicodeDecodeError) as exc:
-        raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                             "restore the file or retrain") from None
     meta = header.get("__metadata__") or {}
     return shapes, {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 

@@ -41,7 +41,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINT_NAME = "checkpoint-e{epoch:04d}.safetensors"
 OPTIMIZER_NAME = "optimizer-e{epoch:04d}.pt"
 #: ``train.json`` keys written by the trainer itself; every other key is what training recorded (``meta``).
-_PROGRESS_KEYS = ("train_config", "epochs_done", "checkpoint", "optimizer")
+_PROGRESS_KEYS = ("train_config", "epochs_done", "checkpoint", "optimizer", "optimizer_sha256")
 
 
 def load(directory: str | Path, device: str | torch.device = "cpu"):
@@ -259,6 +259,13 @@ class Run:
         """Every checkpoint weights and optimizer-state file present, any epoch."""
         return sorted(self.path.glob(CHECKPOINT_NAME.replace("{epoch:04d}", "*"))) + \
             sorted(self.path.glob(OPTIMIZER_NAME.replace("{epoch:04d}", "*")))
+
+    @property
+    def optimizer_digest(self) -> Optional[str]:
+        """SHA-256 (hex) of the latest checkpoint's optimizer-state file as ``train.json`` records it
+        (None for runs written before it was recorded, and for saved models)."""
+        value = self.info.get("optimizer_sha256")
+        return value if isinstance(value, str) else None
 
     @property
     def checkpoint(self) -> Optional[tuple[Path, Path]]:

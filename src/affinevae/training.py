@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import hashlib
 import inspect
+import io
 import json
 import math
 import os
@@ -272,13 +273,18 @@ def _save_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, e
     if device.type == "cuda":  # the model's draws on a GPU come from that device's generator
         state["cuda_rng"] = torch.cuda.get_rng_state(device)
 
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    raw = buffer.getvalue()  # its digest goes to train.json: a byte changed on the disk is found on resume
+
     def write_state(tmp):
-        torch.save(state, tmp)
+        Path(tmp).write_bytes(raw)
         fault_point("checkpoint", epoch)  # a test's kill -9 here leaves a stray temporary
     atomic_write(optim, write_state)
     save_model(model, run.path)
     write_json(run.train_file, {"train_config": cfg.to_dict(), "epochs_done": epoch,
-                                "checkpoint": weights.name, "optimizer": optim.name, **meta})
+                                "checkpoint": weights.name, "optimizer": optim.name,
+                                "optimizer_sha256": hashlib.sha256(raw).hexdigest(), **meta})
     _drop_former_states(run, (weights, optim))
 
 
@@ -368,9 +374,18 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
     if not optim_file.is_file():
         raise AffineVAEError(f"{optim_file}: optimizer state not found; resume is not possible (choose another --out)")
     try:
+        raw = optim_file.read_bytes()
+    except OSError as exc:
+        raise AffineVAEError(f"{optim_file}: cannot read the optimizer state ({exc.strerror or exc})") from None
+    recorded = run.optimizer_digest
+    damaged = AffineVAEError(f"{optim_file}: damaged optimizer state: its bytes no longer match the SHA-256 "
+                             f"{run.train_file.name} recorded (a changed or failing disk?); restore the file, or "
+                             "train again without --resume")
+    intact = recorded is None or hashlib.sha256(raw).hexdigest() == recorded  # (runs before it: no digest)
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on a foreign pickle: the error below says it
-            state = torch.load(optim_file, weights_only=True, map_location="cpu")
+            state = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
         saved = state["optimizer"]["state"]
         params = [p for g in opt.param_groups for p in g["params"]]
         for i, moments in saved.items():  # Adam's moments must have the model's shapes (another model's file)
@@ -381,6 +396,8 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
                 if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != tuple(params[int(i)].shape):
                     raise AffineVAEError(f"{optim_file}: optimizer state of another model (parameter {i} {name} has "
                                          f"shape {tuple(value.shape)}, the model's {tuple(params[int(i)].shape)})")
+        if not intact:  # (another model's file is said above, as such); nothing is loaded from it
+            raise damaged
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         device = model.device
@@ -392,8 +409,9 @@ def _load_checkpoint(run: Run, model: LatentModel, opt: torch.optim.Optimizer, n
     except (MemoryError, AffineVAEError):
         raise
     except Exception as exc:  # noqa: BLE001 - an unpickling error, EOF, a wrong structure: a bad user file
+        changed = f"; nor do its bytes match the SHA-256 {run.train_file.name} recorded" if not intact else ""
         raise AffineVAEError(f"{optim_file}: corrupt optimizer state ({exc.__class__.__name__}); "
-                             "it is never unpickled beyond tensors and numbers") from None
+                             f"it is never unpickled beyond tensors and numbers{changed}") from None
     model.load_training_state(extra)
     return int(run.epochs_done or 0)
 

@@ -146,7 +146,7 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
             source = read_fits(file, ALL_HDUS)  # (N, H, W): every cut-out, as training reads them
     from ..data.microscopy import RSCIIO_FORMATS, spectra_note
 
-    note = spectra_note(file) if image_suffix(file) in RSCIIO_FORMATS and Path(file).is_file() else None
+    note = spectra_note(file, key) if image_suffix(file) in RSCIIO_FORMATS and Path(file).is_file() else None
     if note is not None:  # a spectrum image or line scan (beside any image the file holds)
         out["spectra"] = note
         try:

@@ -98,6 +98,7 @@ def training_notes(record: dict, said: set) -> list[str]:
     if "class_kmeans_start" in record and "kmeans" not in said:
         said.add("kmeans")
         how = ("aligned k-means (compared at their best turns)" if record.get("class_kmeans_aligned") else
+               "k-means of the signals' Fourier magnitudes (whatever their shift)" if record.get("class_kmeans_spectrum") else
                "k-means of a t-SNE embedding (synchronised into one frame)" if record.get("class_kmeans_embedded")
                else "k-means")
         why = (f" (their views synchronised with agreement below {EMBEDDING_START_AGREEMENT:g}, too faint for "
@@ -477,15 +478,14 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
     if conditional:
         if data.labels is None:
             raise AffineVAEError(f"model '{args.model}' is class-conditional: the data need labels (--labels)")
-        held = np.unique(data.labels[data.labels >= 0])
-        if len(held) == 1:
-            raise AffineVAEError(f"{args.labels or args.data}: every label is {int(held[0])}: a class-conditional "
-                                 f"model needs two classes or more (for one class, an unconditional model: vae, rvae)")
         opts["num_classes"] = max(data.num_classes, 2)
     if data.labels is not None and len(data.labels) and data.labels.min() < 0 and not (semi and classes):
         hint = ("; a semi-supervised regression model takes --targets (NaN for unknown)" if semi else "")
         raise AffineVAEError(f"labels of -1 (unknown) are only allowed for semi-supervised class models (ssvae, "
                              f"ssrvae), not '{args.model}'{hint}")
+    if conditional and len(np.unique(data.labels)) == 1:
+        raise AffineVAEError(f"{args.labels or args.data}: every label is {int(data.labels[0])}: a class-conditional "
+                             "model needs two classes or more (for one class, an unconditional model: vae, rvae)")
     if args.classes is not None:
         if args.classes < 2:
             raise AffineVAEError(f"--classes must be an integer >= 2, got {args.classes}")

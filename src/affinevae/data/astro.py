@@ -235,10 +235,17 @@ def _image_hdu(hdul: Any, path: str, key: Optional[str], frames: bool = False) -
             if not 0 <= i < len(hdul):
                 raise AffineVAEError(f"{path}: no HDU {i}; the file holds {listing}")
             hdu = hdul[i]
-        else:
-            found = [h for h in hdul if (h.name or "").upper() == text.upper()]
+        else:  # EXTNAME, or EXTNAME,EXTVER where several HDUs share a name (SCI,2)
+            name, _, ver = text.partition(",")
+            found = [h for h in hdul if (h.name or "").upper() == name.strip().upper()]
+            if ver.strip():
+                found = [h for h in found if str(getattr(h, "ver", 1)) == ver.strip()]
             if not found:
                 raise AffineVAEError(f"{path}: no HDU named {text!r}; the file holds {listing}")
+            if len(found) > 1:
+                versions = ", ".join(f"{name.strip().upper()},{getattr(h, 'ver', 1)}" for h in found)
+                raise AffineVAEError(f"{path}: {len(found)} HDUs are named {name.strip()!r}: name one with its version "
+                                     f"({versions}) or its index; the file holds {listing}")
             hdu = found[0]
         if not getattr(hdu, "is_image", False) or len(getattr(hdu, "shape", ()) or ()) < 2:
             raise AffineVAEError(f"{path}: HDU {text!r} is not an image of 2 or more axes; the file holds {listing}")

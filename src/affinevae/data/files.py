@@ -844,19 +844,22 @@ def _table_file(path: str, what: str) -> tuple[Path, str]:
     return p, ext
 
 
-def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] = None) -> np.ndarray:
+def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] = None,
+                noun: str = "images") -> np.ndarray:
     """Integer labels (n,) int64 from a .npy, .txt or .csv file, one label per image of the ``n``
     images of ``images`` (named in the messages; ``n`` None: any count); -1 marks an unknown
     label. ``grid`` (H, W): a ``.npy`` of that shape is also taken, in row-major order (one label
-    per pixel of a cube's map). A missing or unreadable file, another count, non-integers or
-    labels under -1 are one-line errors."""
+    per pixel of a cube's map). ``noun`` names what is labelled in the messages (e.g. 'signals').
+    A missing or unreadable file, another count, non-integers or labels under -1 are one-line errors."""
     p, ext = _table_file(path, "labels")
     if ext == ".npy":
         lab = _read_npy(p, str(path))
         if (lab.ndim == 2 and 1 in lab.shape) or (grid is not None and lab.shape == tuple(grid)):
             lab = lab.reshape(-1)
         if lab.ndim != 1:
-            raise AffineVAEError(f"{path}: labels must be a 1-D array, got shape {lab.shape}")
+            cube = (f", or ({grid[0]}, {grid[1]}) for the cube's pixels (its {grid[0] * grid[1]} spectra in row-major "
+                    "order)" if grid is not None else "")
+            raise AffineVAEError(f"{path}: labels must be a 1-D array{cube}, got shape {lab.shape}")
         if not (np.issubdtype(lab.dtype, np.number) or lab.dtype == bool):
             raise AffineVAEError(f"{path}: labels must be integers, got dtype {lab.dtype}")
         vals = lab.astype(np.float64)
@@ -866,7 +869,7 @@ def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] 
     else:
         lab = _parse_label_text(p, str(path))
     if n is not None and len(lab) != n:
-        raise AffineVAEError(f"{path}: {len(lab)} labels for {n} images in {images}")
+        raise AffineVAEError(f"{path}: {len(lab)} labels for {n} {noun} in {images}")
     if len(lab) and lab.min() < -1:
         raise AffineVAEError(f"{path}: labels must be >= 0 (or -1 for unknown), got {int(lab.min())}")
     return lab

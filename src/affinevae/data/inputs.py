@@ -178,8 +178,9 @@ def _labels(labels: Any, n: int, where: str, num_classes: Optional[int], min_lab
             raise AffineVAEError(f"{where}: labels must be integers")
     y = y.to(torch.int64)
     if n and int(y.min()) < min_label:
-        unknown = " (-1: unknown)" if min_label == -1 else ""
-        raise AffineVAEError(f"{where}: labels must be >= {min_label}{unknown}, got {int(y.min())}")
+        unknown = (" (-1: unknown)" if min_label == -1 else
+                   " (unknown): this model needs every image's class" if int(y.min()) == -1 else "")
+        raise AffineVAEError(f"{where}: labels must be >= {min_label}, got {int(y.min())}{unknown}")
     if num_classes is not None and n and int(y.max()) >= num_classes:
         raise AffineVAEError(f"{where}: labels must lie in [{min_label}, {num_classes - 1}], "
                              f"got range [{int(y.min())}, {int(y.max())}]")

@@ -109,7 +109,7 @@ def _describe(signals: list) -> str:
     return "; ".join(f"{i}: {tuple(s['data'].shape)} [{', '.join(map(str, _axes(s)))}]" for i, s in enumerate(signals))
 
 
-def read_rsciio_signal(path: str, key: Optional[str] = None) -> tuple[np.ndarray, list]:
+def read_rsciio_signal(path: str, key: Optional[str] = None) -> tuple[np.ndarray, list, Optional[int]]:
     """The array of a ``.dm3``/``.dm4``/``.emd``/``.ser`` file's signal for reading it as spectra
     (a spectrum image, a line scan; :func:`affinevae.data.spectra.load_signals`), with its axes.
 
@@ -118,9 +118,10 @@ def read_rsciio_signal(path: str, key: Optional[str] = None) -> tuple[np.ndarray
             one, else the only one that is not a 2-D image).
 
     Returns:
-        ``(array, axes)``: the data in memory in rosettasciio's axis order (a Gatan spectrum
-        image (E, H, W), a Velox one (H, W, E)) and one :class:`SignalAxis` per axis, so that the
-        caller's signal axis has its calibration (e.g. 0.5 eV per sample).
+        ``(array, axes, spectral)``: the data in memory in rosettasciio's axis order (a Gatan
+        spectrum image (E, H, W), a Velox one (H, W, E)), one :class:`SignalAxis` per axis, so that
+        the caller's signal axis has its calibration (e.g. 0.5 eV per sample), and the index of the
+        file's spectral axis (:func:`spectral_axis`; None when the signal is not spectra).
 
     Raises:
         AffineVAEError: rosettasciio missing, an unreadable file, a bad ``key``, or several signals
@@ -148,7 +149,7 @@ def read_rsciio_signal(path: str, key: Optional[str] = None) -> tuple[np.ndarray
     sig = signals[idx]
     with reading(path, what):
         data = np.asarray(sig["data"])
-    return data, _axes(sig)
+    return data, _axes(sig), spectral_axis(sig)
 
 
 #: Names and units rosettasciio gives the axis of a spectrum (EELS, EDS, CL).
@@ -174,13 +175,16 @@ def spectral_axis(sig: dict) -> Optional[int]:
     for i, a in enumerate(axes):
         if a.get("name") in SPECTRAL_AXIS_NAMES or a.get("units") in SPECTRAL_UNITS:
             return i
-    return None if _is_spectrum_image(sig) else next(i for i, a in enumerate(axes) if not a.get("navigate", False))
+    if _is_spectrum_image(sig):  # uncalibrated: rosettasciio gives a Gatan spectrum image as (E, H, W)
+        return 0
+    return next(i for i, a in enumerate(axes) if not a.get("navigate", False))
 
 
-def spectra_note(path: str) -> Optional[str]:
+def spectra_note(path: str, key: Optional[str] = None) -> Optional[str]:
     """For a ``.dm3``/``.dm4``/``.emd``/``.ser`` file holding spectra (a spectrum image, a line scan):
     which ``--signal-axis`` (and ``--key``) reads them, with the file's signals described; None when it
-    holds none (or cannot be read: the reading command says why)."""
+    holds none (or cannot be read: the reading command says why). A ``key`` that is no signal index
+    of a file holding spectra is a one-line :class:`AffineVAEError`, as reading it would be."""
     module, what = RSCIIO_FORMATS[Path(path).suffix.lower()]
     try:
         plugin = require(module, path, what)
@@ -192,6 +196,9 @@ def spectra_note(path: str) -> Optional[str]:
     found = [(i, k) for i, k in found if k is not None and _ndim(signals[i]) >= 2]
     if not found:
         return None
+    if key is not None and not (str(key).strip().isdigit() and int(key) < len(signals)):
+        raise AffineVAEError(f"{path}: --key must be a signal index 0..{len(signals) - 1}, got {key!r}; the file "
+                             f"holds {_describe(signals)}")
     where = ", ".join(f"--signal-axis {k}" + (f" --key {i}" if len(signals) > 1 else "") for i, k in found)
     return f"read as 1-D signals with {where}; signals {_describe(signals)}"
 

@@ -21,6 +21,7 @@ always with an explicit signal axis. Synthetic sets (:func:`synthetic_peaks`,
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -140,17 +141,18 @@ def spectra_set(signals: np.ndarray, grid_shape: Optional[tuple[int, int]] = Non
     return ImageSet(sig[:, :, None, :], source=source, meta=info)
 
 
-def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.ndarray], Optional[list]]:
+def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.ndarray], Optional[list], Optional[int]]:
     """The array of a signal file (see :func:`load_signals`), an ``.npz``'s ``labels`` array (None
     when absent, when ``key`` names it, or for other formats) and, for an instrument file, its axes
-    (:class:`affinevae.data.microscopy.SignalAxis` each; None otherwise)."""
+    (:class:`affinevae.data.microscopy.SignalAxis` each; None otherwise) and the index of its
+    spectral axis (None when none or not an instrument file)."""
     from .microscopy import RSCIIO_FORMATS
 
     if Path(path).suffix.lower() in RSCIIO_FORMATS and Path(path).is_file():  # Gatan, EMD, TIA spectrum images
         from .microscopy import read_rsciio_signal
 
-        arr, axes = read_rsciio_signal(path, key)
-        return arr, None, axes
+        arr, axes, spectral = read_rsciio_signal(path, key)
+        return arr, None, axes, spectral
     m = HDF5_SPEC.match(path)
     if m:
         file, dataset = m.group(1), m.group(2) or key
@@ -168,7 +170,7 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
                 dataset = names[0]
             if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
                 raise AffineVAEError(f"{path}: no dataset {dataset!r}")
-            return np.asarray(f[dataset][()]), None, None
+            return np.asarray(f[dataset][()]), None, None, None
     p = Path(path)
     if not p.is_file():
         raise AffineVAEError(f"{path}: no such file")
@@ -177,7 +179,7 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
         if key is not None:
             raise AffineVAEError(f"{path}: --key applies to .npz and HDF5 files, not .npy")
         with reading(path, "the .npy file"):
-            return np.load(p, allow_pickle=False), None, None
+            return np.load(p, allow_pickle=False), None, None, None
     if suffix in NPZ_EXTS:
         with reading(path, "the .npz archive"), np.load(p, allow_pickle=False) as z:
             names = list(z.files)
@@ -188,7 +190,7 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
                     raise AffineVAEError(f"{path}: name the array with --key; found {names}")
             if key not in names:
                 raise AffineVAEError(f"{path}: no array {key!r}; found {names}")
-            return z[key], (z[LABELS_KEY] if LABELS_KEY in names and key != LABELS_KEY else None), None
+            return z[key], (z[LABELS_KEY] if LABELS_KEY in names and key != LABELS_KEY else None), None, None
     raise AffineVAEError(f"{path}: signals are read from .npy, .npz, HDF5 (file.h5:dataset), .dm3/.dm4, .emd or .ser, "
                          f"not {suffix or 'a file without suffix'}")
 
@@ -221,9 +223,23 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
         AffineVAEError: a missing or unreadable file, an unknown key, labels that do not match
             the signals, or what :func:`as_spectra` refuses.
     """
-    arr, own_labels, axes = _read_array(str(path), key)
+    arr, own_labels, axes, spectral = _read_array(str(path), key)
+    if (spectral is not None and isinstance(signal_axis, (int, np.integer)) and not isinstance(signal_axis, bool)
+            and -arr.ndim <= signal_axis < arr.ndim and int(signal_axis) % arr.ndim != spectral
+            and arr.shape[int(signal_axis)] < MIN_SIGNAL_LENGTH):  # too short to read: say where the spectra are
+        raise AffineVAEError(f"{path}: --signal-axis {signal_axis} is {axes[int(signal_axis) % arr.ndim]}, too short "
+                             f"for signals; the file's spectra run along axis {spectral} ({axes[spectral]}): "
+                             f"--signal-axis {spectral}")
     signals, grid = as_spectra(arr, signal_axis, where=str(path), cube=cube)
     calibration = {}
+    if axes is not None:  # an instrument file's: does the chosen axis hold its spectra?
+        chosen = int(signal_axis) % arr.ndim
+        if spectral is None:
+            warnings.warn(f"{path}: its signal {key or 0} is not spectra ({', '.join(map(str, axes))}); read along "
+                          f"axis {chosen} as --signal-axis says", stacklevel=2)
+        elif chosen != spectral:
+            warnings.warn(f"{path}: --signal-axis {signal_axis} reads along {axes[chosen]}; the file's spectra run "
+                          f"along axis {spectral} ({axes[spectral]}): --signal-axis {spectral}", stacklevel=2)
     if axes is not None and len(axes) == arr.ndim and axes[int(signal_axis) % arr.ndim].units:
         ax = axes[int(signal_axis) % arr.ndim]  # e.g. 0.5 eV per sample from 50 eV
         calibration = {"sample_size": ax.scale, "sample_offset": ax.offset, "sample_unit": ax.units}
@@ -232,7 +248,9 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
     if labels is not None:
         from .files import read_labels
 
-        data.labels = read_labels(labels, len(data), str(path), grid=grid)
+        noun = ("pixels (row-major)" if grid is not None else
+                "signals" if signals.shape[1] == 1 else f"signals of {signals.shape[1]} channels")
+        data.labels = read_labels(labels, len(data), str(path), grid=grid, noun=noun)
     elif own_labels is not None:
         data.labels = _array_labels(own_labels, len(data), grid, f"{path}: its 'labels' array")
     return data

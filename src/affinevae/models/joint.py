@@ -62,8 +62,9 @@ from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, as_matrix, canonicalise, compose_affine, invert_affine, render, warp
 from ..nn.layers import ENCODERS
 from ..nn.modes import module_mode
+from ..nn.signal import is_signal_shape
 from ..nn.spatial import POSE_DECODERS
-from ..pose.classes import aligned_kmeans
+from ..pose.classes import aligned_kmeans, shift_invariant_features
 from ..pose.sync import synchronise_angles, synchronised_kmeans
 from ..registry import MODELS, Registry
 from .base import Encoding, ModelOutput
@@ -436,7 +437,8 @@ class JRVAE(RVAE):
         classifier views at the inferred pose (no jitter), ``class_init_components`` principal
         components (fitted on at most 10 000 of them, a seeded subset), K clusters (scikit-learn,
         ``random_state=seed``; with the group-equivariant encoder the ``class_init_space``'s
-        clustering instead), then ``class_init_steps``
+        clustering instead; for 1-D signals with a shift latent the views' Fourier magnitudes,
+        :func:`~affinevae.pose.classes.shift_invariant_features`), then ``class_init_steps``
         Adam steps (lr 2e-3, batches of 50 drawn with a generator seeded by ``seed``) of
         cross-entropy. Deterministic for a given model, data and seed; leaves torch's global RNG
         alone. Returns the (N,) cluster of each image."""
@@ -454,6 +456,9 @@ class JRVAE(RVAE):
                 clusters = torch.as_tensor(labels).long()
             else:
                 flat = views.reshape(len(views), -1).numpy()
+                if is_signal_shape(cfg.image_shape) and "shift" in (cfg.invariances or ()):
+                    # spectra: their classes whatever the shift the encoder has learned so far
+                    flat, self.class_start_used = shift_invariant_features(views), "spectrum"
                 comps = max(1, min(cfg.class_init_components, flat.shape[0], flat.shape[1]))
                 fit_on = (flat if len(flat) <= 10000
                           else flat[np.random.default_rng(seed).choice(len(flat), 10000, replace=False)])
