@@ -126,7 +126,8 @@ def test_write_report(runs, tmp_path):
     assert res.skipped == {"Learned vs true angle": "the vae model learns no angle",
                            "Rotations during training": "the run keeps no poses.npz: only pose-optimised training "
                                                         "(avae) records its training images' angles"}
-    assert "Analyses that do not apply" in text and "the vae model learns no angle" in text
+    assert "Analyses left out" in text and "does not apply" in text and "the vae model learns no angle" in text
+    assert res.inapplicable == res.skipped and res.unavailable == {}
     assert "Training" in text and "Configuration" in text and "mean ELBO (nats/image)" in text
     # one figure per analysis section (the Metrics section is a table) plus the training curves
     assert len(c.images) == len(res.sections) - 1 + 1 and len(lines) == len(res.sections) + len(res.skipped)

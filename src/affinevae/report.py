@@ -196,14 +196,19 @@ class ReportResult:
     Attributes:
         path: the HTML file.
         sections: titles of the analyses included.
-        skipped: analysis title -> why it does not apply (or what went wrong).
+        skipped: analysis title -> why it is left out: every analysis of ``inapplicable`` and
+            ``unavailable``.
         seconds: wall time.
+        inapplicable: title -> why the analysis does not apply to this run or data.
+        unavailable: title -> what went wrong when it was tried (not available).
     """
 
     path: Path
     sections: list
     skipped: dict
     seconds: float
+    inapplicable: dict = dataclasses.field(default_factory=dict)
+    unavailable: dict = dataclasses.field(default_factory=dict)
 
 
 def _rotation_figure(rep: "HtmlReport", A, run: Run) -> None:
@@ -302,6 +307,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
                      f"{len(ds)} {noun}s of {ds.source}")
     sections: list = []
     skipped: dict = {}
+    unavailable: dict = {}
 
     def attempt(title: str, build: Callable[[], None], caption: str = "") -> None:
         t = time.perf_counter()
@@ -310,9 +316,9 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
             sections.append(title)
             say(f"  {title}: {time.perf_counter() - t:.1f} s")
         except AffineVAEError as exc:
-            skipped[title] = str(exc)
+            unavailable[title] = skipped[title] = str(exc)
             rep.note(f"{title}: not available ({exc})")
-            say(f"  {title}: skipped ({exc})")
+            say(f"  {title}: not available ({exc})")
 
     inapplicable: dict = {}
 
@@ -514,9 +520,11 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
     attempt("Denoising", lambda: rep.figure(A.plot_denoising(A.denoise(model, ds, n=10, seed=seed)),
                                             "Gaussian noise (std 0.3) removed by reconstruction; PSNR against the clean images"))
 
-    if inapplicable:
-        rep.section("Analyses that do not apply")
-        rep.table([{"analysis": t, "why": w} for t, w in inapplicable.items()])
+    if skipped:  # one list at the end, each with its status as the progress lines said it
+        rep.section("Analyses left out")
+        rep.table([{"analysis": t, "status": "does not apply" if t in inapplicable else "not available", "why": w}
+                   for t, w in skipped.items()])
 
     path = rep.write(out)
-    return ReportResult(path=path, sections=sections, skipped=skipped, seconds=time.perf_counter() - t0)
+    return ReportResult(path=path, sections=sections, skipped=skipped, seconds=time.perf_counter() - t0,
+                        inapplicable=inapplicable, unavailable=unavailable)

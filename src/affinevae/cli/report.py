@@ -70,6 +70,7 @@ class Report:
                                sweep_rotations=np.radians(degrees),  # degrees -> radians
                                sweep_n=args.sweep_n or REPORT_SWEEP_N, log=None if args.quiet else print,
                                symmetry=args.symmetry)
-        extra = f"; not applicable: {', '.join(res.skipped)}" if res.skipped else ""
+        extra = "".join(f"; {what}: {', '.join(titles)}" for what, titles in
+                        (("does not apply", res.inapplicable), ("not available", res.unavailable)) if titles)
         print(f"wrote {res.path} ({len(res.sections)} analyses in {res.seconds:.0f} s{extra})")
         return 0
