@@ -414,3 +414,21 @@ def test_unused_latent_warning_is_relative_to_the_posterior_width(monkeypatch):
             "z_mean": means, "z_std": np.full_like(means, width)})
         lines = learning_warnings(m, np.zeros((50, 1, 1, 32), np.float32))
         assert any("content latents are unused" in line for line in lines) == warned, lines
+
+
+def test_spectra_defaults_of_the_class_families():
+    """Every family but the AVAE gets a Gaussian likelihood on spectra; those that discover their classes
+    (jvae, jrvae) a sigma of at least SPECTRA_CLASS_SIGMA_FLOOR (at the noise their classes collapse)."""
+    from affinevae.defaults import SPECTRA_CLASS_SIGMA_FLOOR, data_defaults
+
+    s = synthetic_peaks(200, length=32, noise=0.02, seed=0).image_set()
+    noise = s.meta["noise_sigma"]
+    assert noise < SPECTRA_CLASS_SIGMA_FLOOR
+    given = {"image_shape": [1, 1, 32]}
+    for family, floor in (("ssvae", 0.01), ("ssrvae", 0.01), ("ssregrvae", 0.01), ("jvae", SPECTRA_CLASS_SIGMA_FLOOR),
+                          ("jrvae", SPECTRA_CLASS_SIGMA_FLOOR)):
+        opts, _, line = data_defaults(s, family, dict(given), None, None)
+        assert opts["likelihood"] == "gaussian", family
+        assert opts["sigma"] == pytest.approx(max(noise, floor), rel=1e-2), (family, opts["sigma"])
+        assert f"sigma={opts['sigma']:.3g}" in line
+    assert data_defaults(s, "jrvae", {**given, "sigma": 0.02}, None, None)[0]["sigma"] == 0.02  # given wins
