@@ -104,6 +104,19 @@ def _axes(sig: dict) -> list:
     return out
 
 
+def _key_index(path: str, key: Any, count: int, what: str, listing: str = "") -> int:
+    """``key`` as an index 0..count-1 of the file's ``what`` (signals, images); a one-line
+    :class:`AffineVAEError` otherwise (``listing``: what the file holds, appended)."""
+    try:
+        idx = int(str(key).strip())
+    except ValueError:
+        idx = -1
+    if not 0 <= idx < count:
+        raise AffineVAEError(f"{path}: --key must be {'an' if what[0] in 'aeiou' else 'a'} {what} index 0..{count - 1}, "
+                             f"got {key!r}{listing}")
+    return idx
+
+
 def _describe(signals: list) -> str:
     """The file's signals as the messages list them: ``0: (64, 6, 5) [Energy loss 64 x 0.5 eV, ...]``."""
     return "; ".join(f"{i}: {tuple(s['data'].shape)} [{', '.join(map(str, _axes(s)))}]" for i, s in enumerate(signals))
@@ -134,13 +147,7 @@ def read_rsciio_signal(path: str, key: Optional[str] = None) -> tuple[np.ndarray
     if not signals:
         raise AffineVAEError(f"{path}: holds no data")
     if key is not None:
-        try:
-            idx = int(key)
-        except ValueError:
-            idx = -1
-        if not 0 <= idx < len(signals):
-            raise AffineVAEError(f"{path}: --key must be a signal index 0..{len(signals) - 1}, got {key!r}; the file "
-                                 f"holds {_describe(signals)}")
+        idx = _key_index(path, key, len(signals), "signal", f"; the file holds {_describe(signals)}")
     else:
         choices = [i for i, s in enumerate(signals) if s["data"].ndim != 2 or len(signals) == 1]
         if len(choices) != 1:
@@ -196,9 +203,8 @@ def spectra_note(path: str, key: Optional[str] = None) -> Optional[str]:
     found = [(i, k) for i, k in found if k is not None and _ndim(signals[i]) >= 2]
     if not found:
         return None
-    if key is not None and not (str(key).strip().isdigit() and int(key) < len(signals)):
-        raise AffineVAEError(f"{path}: --key must be a signal index 0..{len(signals) - 1}, got {key!r}; the file "
-                             f"holds {_describe(signals)}")
+    if key is not None:
+        _key_index(path, key, len(signals), "signal", f"; the file holds {_describe(signals)}")
     where = ", ".join(f"--signal-axis {k}" + (f" --key {i}" if len(signals) > 1 else "") for i, k in found)
     return f"read as 1-D signals with {where}; signals {_describe(signals)}"
 
@@ -257,14 +263,7 @@ def open_rsciio(path: str, key: Optional[str] = None, level: Optional[int] = Non
         hint = (f"; spectra are read as 1-D signals with --signal-axis {next(k for k in axes if k is not None)}"
                 if any(k is not None for k in axes) else "")
         raise AffineVAEError(f"{path}: holds no 2-D image (signals: {_describe(signals) or 'none'}){hint}")
-    idx = 0
-    if key is not None:
-        try:
-            idx = int(key)
-        except ValueError:
-            idx = -1
-        if not 0 <= idx < len(images):
-            raise AffineVAEError(f"{path}: --key must be an image index 0..{len(images) - 1}, got {key!r}")
+    idx = 0 if key is None else _key_index(path, key, len(images), "image")
     sig = images[idx]
     data = sig["data"]
     stored = _dm_stored_bytes(sig)
