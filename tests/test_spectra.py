@@ -224,12 +224,22 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
     error([*train, "--data", str(cube), "--signal-axis", "3"], "signal axis 3 outside")
     error(["map", str(run), "--cube", str(cube), "--signal-axis", "1", "--out", str(tmp_path / "no-maps")],
           "the spectra have 12 samples but the model expects 32; check --signal-axis")
-    error(["map", str(run), "--cube", str(cube), "--out", str(tmp_path / "no-maps")], "--cube needs --signal-axis")
+    # another cube than the run's own needs its axis; the run's own is read along the recorded one
+    np.save(tmp_path / "other.npy", small_cube.cube)
+    error(["map", str(run), "--cube", str(tmp_path / "other.npy"), "--out", str(tmp_path / "no-maps")],
+          "--cube needs --signal-axis")
+    assert main(["map", str(run), "--cube", str(cube), "--out", str(tmp_path / "own-maps")]) == 0
+    assert "--cube is the run's own data: read along its --signal-axis 2" in capsys.readouterr().out
+    assert (tmp_path / "own-maps" / "maps.npz").is_file()
+    # info describes a file as signals, as train reads it
+    assert main(["info", str(cube), "--signal-axis", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "120 of 32 samples, 1 channel(s) (axis 2)" in out and "10 x 12 pixels" in out and "noise" in out
     error(["map", str(run), "--cube", str(cube), "--signal-axis", "2", "--baseline", "nmf", "--out", str(tmp_path / "no-maps")],
           "NMF needs non-negative data")
     # the run's own data with another --signal-axis is read with that axis (0 was taken for "not given")
     error(["encode", str(run), "--data", str(cube), "--signal-axis", "0", "--out", str(tmp_path / "e0.npz")],
-          "but the model expects 1x1x32")
+          "the signals have 10 samples but the model expects 32; check --signal-axis")
     # the same cube without --signal-axis reads as images: the message says how to read it as signals
     np.save(tmp_path / "copy.npy", small_cube.cube)
     error(["encode", str(run), "--data", str(tmp_path / "copy.npy"), "--out", str(tmp_path / "e1.npz")],

@@ -36,6 +36,11 @@ class Info:
                                        "a quoted pattern ('scans/*.tif': each file)")
         p.add_argument("--key", help="for a data file: array name in an .npz, dataset in an HDF5 file or image HDU of a "
                                      "FITS file")
+        p.add_argument("--signal-axis", type=int, dest="signal_axis", metavar="AXIS",
+                       help="for a data file: describe it as 1-D signals along AXIS (spectra, a cube, a spectrum "
+                            "image), as train --signal-axis reads it")
+        p.add_argument("--signal-channels", action="store_true", dest="signal_channels",
+                       help="with --signal-axis: a rank-3 array holds (N, C, L) signals, as train reads it")
         p.add_argument("--json", action="store_true", help="print JSON")
 
     @staticmethod
@@ -51,7 +56,10 @@ class Info:
                     raise AffineVAEError(f"{spec}: no file matches")
             else:
                 raise AffineVAEError(f"{spec}: no such file, run or model directory")
-            infos = [data_info(s, key=args.key) for s in specs]
+            if args.signal_channels and args.signal_axis is None:
+                raise AffineVAEError("--signal-channels needs --signal-axis")
+            infos = [data_info(s, key=args.key) if args.signal_axis is None else
+                     signal_info(s, args.signal_axis, key=args.key, channels=args.signal_channels) for s in specs]
             if args.json:
                 print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=2))
                 return 0
@@ -112,6 +120,41 @@ def _is_dataset_spec(spec: str) -> bool:
 
     m = HDF5_SPEC.match(spec)
     return bool((m and Path(m.group(1)).is_file()) or Path(fits_hdu_spec(spec, None)[0]).is_file())
+
+
+def signal_info(spec: str, signal_axis: int, key: Optional[str] = None, channels: bool = False) -> dict:
+    """What a file of 1-D signals holds, read as ``train --signal-axis`` reads it
+    (:func:`affinevae.data.spectra.load_signals`, not divided by its largest value): ``file``,
+    ``signals`` (count, samples, channels), ``cube`` (H x W, for a cube or spectrum image), ``signal
+    axis`` (an instrument file's calibration), ``values`` (range, mean, standard deviation, in the
+    file's units), ``noise`` (the estimate a Gaussian likelihood takes as sigma, in the file's units and
+    after training's scaling) and ``labels`` (counts per class, when the file or its .npz carries them).
+
+    Raises:
+        AffineVAEError: what :func:`~affinevae.data.spectra.load_signals` refuses (one line).
+    """
+    from ..data.spectra import load_signals
+
+    data = load_signals(spec, signal_axis, key=key, cube=False if channels else None, normalise=False)
+    n, c, _, length = data.images.shape
+    out: dict = {"file": spec, "signals": f"{n} of {length} samples, {c} channel(s) (axis {signal_axis})"}
+    grid = data.meta.get("grid_shape")
+    if grid is not None:
+        out["cube"] = f"{grid[0]} x {grid[1]} pixels (spectrum i is pixel divmod(i, {grid[1]}))"
+    if data.meta.get("sample_unit"):
+        unit = data.meta["sample_unit"]
+        out["signal axis"] = (f"{data.meta['sample_size']:g} {unit} per sample, from {data.meta['sample_offset']:g} "
+                              f"{unit}")
+    vals = data.images.astype(np.float64)
+    peak = float(np.abs(vals).max())
+    out["values"] = f"{vals.min():.6g} .. {vals.max():.6g}, mean {vals.mean():.6g}, sd {vals.std():.6g}"
+    noise = float(data.meta["noise_sigma"])
+    out["noise"] = (f"{noise:.4g} (second differences); {noise / peak if peak > 0 else 0:.3g} after training divides "
+                    f"by the largest absolute value, {peak:.6g}: a gaussian likelihood's sigma")
+    if data.labels is not None:
+        lab, counts = np.unique(data.labels, return_counts=True)
+        out["labels"] = ", ".join(f"{'unknown' if v < 0 else int(v)}: {k}" for v, k in zip(lab, counts))
+    return out
 
 
 def data_info(spec: str, key: Optional[str] = None) -> dict:

@@ -42,7 +42,8 @@ class Map:
         p.add_argument("--patches", help="patches .npz written by `affinevae patches`")
         p.add_argument("--cube", help="instead of --image/--patches: a hyperspectral cube (.npy/.npz/file.h5:dataset) "
                                       "whose spectra run along --signal-axis; maps over its (H, W) pixels")
-        p.add_argument("--signal-axis", type=int, metavar="AXIS", help="--cube: the axis of the spectra (required)")
+        p.add_argument("--signal-axis", type=int, metavar="AXIS",
+                       help="--cube: the axis of the spectra (required, but for the run's own data: its axis)")
         p.add_argument("--baseline", choices=["pca", "nmf"],
                        help="also fit scikit-learn's PCA or NMF and draw its loading maps and components")
         p.add_argument("--components", type=int, default=2, metavar="K", help="--baseline components (default 2)")
@@ -161,7 +162,7 @@ def check_sources(args: argparse.Namespace) -> None:
         if args.image or args.patches:
             raise AffineVAEError("--cube maps a hyperspectral cube; it does not take --image/--patches")
         if args.signal_axis is None and args.cube not in BUILTIN:
-            raise AffineVAEError("--cube needs --signal-axis AXIS (the axis along which each spectrum runs)")
+            args.signal_axis = _run_signal_axis(args)  # the run's own cube: read as training read it
         if args.symmetry is not None:
             raise AffineVAEError("--symmetry applies to --image/--patches (the objects' angles); --cube maps spectra")
     else:
@@ -173,6 +174,24 @@ def check_sources(args: argparse.Namespace) -> None:
         raise AffineVAEError("--cluster-on images applies to --image/--patches; --cube clusters the latents")
     if args.components < 1:
         raise AffineVAEError(f"--components must be >= 1, got {args.components}")
+
+
+def _run_signal_axis(args: argparse.Namespace) -> int:
+    """The ``--signal-axis`` the run recorded when ``--cube`` names the run's own training data (one line
+    says so); else the one-line refusal asking for it."""
+    from pathlib import Path
+
+    from ..runs import Run
+
+    try:
+        meta = Run.open(args.run_dir).meta
+    except AffineVAEError:
+        meta = {}
+    same = meta.get("data") is not None and Path(str(meta["data"])).resolve() == Path(str(args.cube)).resolve()
+    if not same or meta.get("signal_axis") is None or meta.get("signal_cube") is False:
+        raise AffineVAEError("--cube needs --signal-axis AXIS (the axis along which each spectrum runs)")
+    print(f"affinevae: --cube is the run's own data: read along its --signal-axis {meta['signal_axis']}")
+    return int(meta["signal_axis"])
 
 
 def map_cube(args: argparse.Namespace, model) -> int:

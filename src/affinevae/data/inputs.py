@@ -89,6 +89,9 @@ def check_image_shape(shape: Sequence[int], image_shape: Sequence[int], where: s
                         "command line or affinevae.data.spectra.load_signals)")
             elif got[0] != want[0]:
                 hint = f" (signals of {want[0]} channels: give --signal-channels as training did)"
+            else:  # signals of another length: usually another axis read as the signal
+                raise AffineVAEError(f"{where}: the signals have {got[2]} samples but the model expects {want[2]}; "
+                                     "check --signal-axis")
         raise AffineVAEError(f"{where}: image shape {_chw(got)} (C x H x W) but the model expects {_chw(want)}{hint}")
     return got
 

@@ -206,7 +206,8 @@ def spectra_note(path: str, key: Optional[str] = None) -> Optional[str]:
     if key is not None:
         _key_index(path, key, len(signals), "signal", f"; the file holds {_describe(signals)}")
     where = ", ".join(f"--signal-axis {k}" + (f" --key {i}" if len(signals) > 1 else "") for i, k in found)
-    return f"read as 1-D signals with {where}; signals {_describe(signals)}"
+    return (f"read as 1-D signals with {where} (info FILE {where.split(', ')[0]} describes them); the file's "
+            f"signals by index: {_describe(signals)}")
 
 
 def _ndim(sig: dict) -> int:
