@@ -140,6 +140,34 @@ def test_reader_opens_maps_as_image_and_points(mapped, tmp_path):
     assert kinds == ["points"]
 
 
+def test_reader_opens_a_cubes_maps_as_images_and_labels(tmp_path):
+    """map --cube's maps.npz: one image layer per content latent, the shift, the baseline's loadings, and
+    labels layers of the clusters and of the model's own classes (label = class + 1)."""
+    from napari.components import ViewerModel
+    from napari.layers import Layer
+
+    from affinevae.analysis.spectra import spectral_maps, write_spectral_maps
+    from affinevae.data.spectra import synthetic_cube
+    from affinevae.models.base import build_model
+
+    cube = synthetic_cube(height=6, width=7, length=32, seed=0)
+    m = build_model("jrvae", image_shape=[1, 1, 32], latent_dim=2, num_classes=3, likelihood="gaussian", hidden=[8],
+                    encoder_hidden=[8])
+    maps = spectral_maps(m, cube.image_set(), n_clusters=2, baseline="pca")
+    write_spectral_maps(maps, tmp_path / "maps")
+    reader = get_reader(str(tmp_path / "maps"))
+    assert reader is not None and reader.__name__ == "read_spectral_maps"
+    viewer = ViewerModel()
+    for data, kwargs, kind in reader(str(tmp_path / "maps" / "maps.npz")):
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["z0", "z1", "shift (samples)", "PCA 1", "PCA 2", "clusters", "model's classes"]
+    np.testing.assert_allclose(viewer.layers["z1"].data, maps.z_mean[:, :, 1])
+    np.testing.assert_array_equal(viewer.layers["clusters"].data, maps.cluster + 1)
+    np.testing.assert_array_equal(viewer.layers["model's classes"].data, maps.klass + 1)
+    assert type(viewer.layers["clusters"]).__name__ == "Labels" and viewer.layers["z0"].visible
+
+
 def test_reader_opens_maps_of_a_glob_of_frames_with_their_units(mapped, tmp_path, monkeypatch):
     """``map --image "frames/*.npy"`` keeps the pattern (made absolute), so the reader shows those frames
     from any folder; the layers carry the pixel size's unit (napari's scale bar shows it)."""

@@ -1,4 +1,5 @@
-"""napari reader: ``maps.npz`` written by ``affinevae map`` -> the image and a points layer of the objects."""
+"""napari reader: ``maps.npz`` written by ``affinevae map`` -> the image and a points layer of the objects
+(``map --image --patches``), or a hyperspectral cube's maps as image and labels layers (``map --cube``)."""
 
 from __future__ import annotations
 
@@ -11,32 +12,85 @@ import numpy as np
 
 from .layers import image_layer, object_features, points_layer
 
-__all__ = ["get_reader", "read_maps", "check_maps", "MAX_SIDE", "MAX_STACK_BYTES"]
+__all__ = ["get_reader", "read_maps", "read_spectral_maps", "check_maps", "MAX_SIDE", "MAX_STACK_BYTES"]
 
 #: The background is read every ``ceil(side / MAX_SIDE)`` pixels so its longer side stays below this.
 MAX_SIDE = 4096
 #: A stack of more than one frame is shown whole when its frames take at most this many bytes (float32).
 MAX_STACK_BYTES = 512 << 20
-#: Arrays every ``maps.npz`` holds (what tells it from other ``.npz`` files).
+#: Arrays every ``maps.npz`` of objects holds (what tells it from other ``.npz`` files).
 MAPS_KEYS = ("z_mean", "positions", "centers", "frames")
+#: Arrays every ``maps.npz`` of a cube (``map --cube``) holds.
+SPECTRAL_MAPS_KEYS = ("z_mean", "grid_shape", "shift", "cluster")
 
 
-def _maps_file(path: Union[str, list]) -> Optional[Path]:
+def _maps_kind(path: Union[str, list]) -> tuple[Optional[Path], Optional[str]]:
+    """(the ``maps.npz``, 'objects' or 'cube') for a maps file or a folder holding one; (None, None) else."""
     p = Path(path[0] if isinstance(path, (list, tuple)) else path)
     if p.is_dir():
         p = p / "maps.npz"
     if p.suffix.lower() != ".npz" or not p.is_file():
-        return None
+        return None, None
     try:
         with np.load(p, allow_pickle=False) as f:
-            return p if all(k in f.files for k in MAPS_KEYS) else None
+            names = set(f.files)
     except Exception:  # noqa: BLE001 - a truncated or empty archive (BadZipFile, EOFError): not ours to open
-        return None
+        return None, None
+    if all(k in names for k in MAPS_KEYS):
+        return p, "objects"
+    return (p, "cube") if all(k in names for k in SPECTRAL_MAPS_KEYS) else (None, None)
+
+
+def _maps_file(path: Union[str, list]) -> Optional[Path]:
+    return _maps_kind(path)[0] if _maps_kind(path)[1] == "objects" else None
 
 
 def get_reader(path: Union[str, list]) -> Optional[Callable[[Any], list]]:
-    """napari's reader hook: :func:`read_maps` for a ``maps.npz`` (or a folder holding one), else None."""
-    return read_maps if _maps_file(path) is not None else None
+    """napari's reader hook: :func:`read_maps` for a ``maps.npz`` of objects, :func:`read_spectral_maps`
+    for one of a cube (or a folder holding either), else None."""
+    kind = _maps_kind(path)[1]
+    return read_maps if kind == "objects" else read_spectral_maps if kind == "cube" else None
+
+
+def read_spectral_maps(path: Union[str, list]) -> list[tuple]:
+    """Layer data tuples of a cube's ``maps.npz`` (``affinevae map --cube``): an image layer (H, W) per
+    content latent (the first shown), the shift in samples where the model has one, the baseline's
+    loadings where fitted (hidden), and labels layers of the clusters (``--clusters``) and of the
+    model's own classes (jrvae, ssvae, ...), each label the cluster or class plus one (0: none).
+
+    Raises:
+        AffineVAEError: not such a file, or arrays that are not (H, W) maps of its ``grid_shape``.
+    """
+    from ..errors import AffineVAEError
+
+    p, kind = _maps_kind(path)
+    if kind != "cube":
+        raise AffineVAEError(f"{path}: not a maps.npz written by `affinevae map --cube`")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            d = {k: f[k] for k in f.files}
+    except Exception as exc:  # noqa: BLE001 - pickled (object) arrays, a corrupt member
+        raise AffineVAEError(f"{p}: cannot read the maps ({type(exc).__name__})") from None
+    grid = tuple(int(v) for v in np.asarray(d["grid_shape"]).reshape(-1)[:2])
+    z = np.asarray(d["z_mean"])
+    if z.ndim != 3 or z.shape[:2] != grid or np.asarray(d["shift"]).shape != grid:
+        raise AffineVAEError(f"{p}: z_mean {z.shape} and shift {np.asarray(d['shift']).shape} are not maps of the "
+                             f"grid {grid}")
+    layers = [(z[:, :, j], {"name": f"z{j}", "colormap": "viridis", "visible": j == 0}, "image")
+              for j in range(z.shape[2])]
+    shift = np.asarray(d["shift"], dtype=np.float32)
+    if np.isfinite(shift).any():
+        layers.append((shift, {"name": "shift (samples)", "colormap": "PiYG", "visible": False}, "image"))
+    loads = d.get("baseline_loadings")
+    if loads is not None and loads.ndim == 3 and loads.shape[:2] == grid:
+        method = str(d.get("baseline_method", "baseline")).upper()
+        layers += [(loads[:, :, k], {"name": f"{method} {k + 1}", "colormap": "viridis", "visible": False}, "image")
+                   for k in range(loads.shape[2])]
+    for name, title in (("cluster", "clusters"), ("class", "model's classes")):
+        values = d.get(name)
+        if values is not None and values.shape == grid and (values >= 0).any():
+            layers.append(((np.asarray(values, dtype=np.int64) + 1).clip(0), {"name": title, "opacity": 0.5}, "labels"))
+    return layers
 
 
 def check_maps(d: dict, where) -> None:
