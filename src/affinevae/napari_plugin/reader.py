@@ -41,8 +41,18 @@ def _maps_kind(path: Union[str, list]) -> tuple[Optional[Path], Optional[str]]:
     return (p, "cube") if all(k in names for k in SPECTRAL_MAPS_KEYS) else (None, None)
 
 
-def _maps_file(path: Union[str, list]) -> Optional[Path]:
-    return _maps_kind(path)[0] if _maps_kind(path)[1] == "objects" else None
+def _load_maps(path: Union[str, list], kind: str, writer: str) -> tuple[Path, dict]:
+    """(the ``maps.npz``, its arrays) of a maps file of ``kind`` ('objects' or 'cube'); one line otherwise."""
+    from ..errors import AffineVAEError
+
+    p, found = _maps_kind(path)
+    if found != kind:
+        raise AffineVAEError(f"{path}: not a maps.npz written by {writer}")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            return p, {k: f[k] for k in f.files}
+    except Exception as exc:  # noqa: BLE001 - pickled (object) arrays, a corrupt member
+        raise AffineVAEError(f"{p}: cannot read the maps ({type(exc).__name__})") from None
 
 
 def get_reader(path: Union[str, list]) -> Optional[Callable[[Any], list]]:
@@ -63,14 +73,7 @@ def read_spectral_maps(path: Union[str, list]) -> list[tuple]:
     """
     from ..errors import AffineVAEError
 
-    p, kind = _maps_kind(path)
-    if kind != "cube":
-        raise AffineVAEError(f"{path}: not a maps.npz written by `affinevae map --cube`")
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            d = {k: f[k] for k in f.files}
-    except Exception as exc:  # noqa: BLE001 - pickled (object) arrays, a corrupt member
-        raise AffineVAEError(f"{p}: cannot read the maps ({type(exc).__name__})") from None
+    p, d = _load_maps(path, "cube", "`affinevae map --cube`")
     grid = tuple(int(v) for v in np.asarray(d["grid_shape"]).reshape(-1)[:2])
     z = np.asarray(d["z_mean"])
     if z.ndim != 3 or z.shape[:2] != grid or np.asarray(d["shift"]).shape != grid:
@@ -132,14 +135,7 @@ def read_maps(path: Union[str, list]) -> list[tuple]:
     """
     from ..errors import AffineVAEError
 
-    p = _maps_file(path)
-    if p is None:
-        raise AffineVAEError(f"{path}: not a maps.npz written by `affinevae map`")
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            d = {k: f[k] for k in f.files}
-    except Exception as exc:  # noqa: BLE001 - pickled (object) arrays, a corrupt member
-        raise AffineVAEError(f"{p}: cannot read the maps ({type(exc).__name__})") from None
+    p, d = _load_maps(path, "objects", "`affinevae map`")
     check_maps(d, p)
     n_frames = int(d.get("n_frames", 1))
     pixel = float(d["pixel_size"]) if "pixel_size" in d else None
