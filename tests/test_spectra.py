@@ -389,6 +389,12 @@ def test_cli_semi_supervised_spectra(tmp_path, capsys):
 
     line = epoch_line({"epoch": 1, "train_loss": 2.0, "val_loss": 1.0, "images_per_s": 50.0}, 3, "signal")
     assert line == "epoch 1/3: train loss 2.00, val loss 1.00 nats/signal, 50 signals/s"
+    # the AE's spectra default is a plain sum of squared errors, not nats
+    np.save(tmp_path / "bare.npy", s.spectra[:, 0])
+    assert main(["train", "--model", "ae", "--data", str(tmp_path / "bare.npy"), "--signal-axis", "1", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "8", "--no-progress", "--out", str(tmp_path / "ae")]) == 0
+    out = capsys.readouterr().out
+    assert "likelihood=mse" in out and "squared error/signal" in out and "nats" not in out
     assert main(["encode", str(run), "--data", str(tmp_path / "sp.npz"), "--signal-axis", "1",
                  "--out", str(tmp_path / "e.npz")]) == 0
     assert "nats/signal" in capsys.readouterr().out

@@ -33,15 +33,22 @@ from .common import (add_data_arguments, counted, data_noun, load_data_from_args
                      seed_arg)
 
 
-def losses_text(record: dict, noun: str = "image") -> str:
+def loss_unit(model) -> str:
+    """What ``model``'s losses are counted in: 'nats', or 'squared error' for the AE's plain sum of
+    squared errors (likelihood 'mse', not a density)."""
+    return "squared error" if getattr(model.config, "likelihood", "") == "mse" else "nats"
+
+
+def losses_text(record: dict, noun: str = "image", unit: str = "nats") -> str:
     """An epoch record's losses as ``train`` says them: ``train loss 268.18 (with pose_anchor 36.82),
-    val loss 158.90 nats/image`` (``noun``: 'signal' for 1-D signal models). The training loss holds the
-    model's named extra terms (the validation loss does not), so they are named beside it."""
+    val loss 158.90 nats/image`` (``noun``: 'signal' for 1-D signal models; ``unit``: :func:`loss_unit`).
+    The training loss holds the model's named extra terms (the validation loss does not), so they are
+    named beside it."""
     extra = [(k[len("train_"):], v) for k, v in record.items() if k.startswith("train_")
              and k not in ("train_loss", "train_recon", "train_kl") and isinstance(v, (int, float))]
     terms = f" (with {', '.join(f'{k} {v:.2f}' for k, v in extra)})" if extra else ""
     val = f", val loss {record['val_loss']:.2f}" if "val_loss" in record else ""
-    return f"train loss {record.get('train_loss', float('nan')):.2f}{terms}{val} nats/{noun}"
+    return f"train loss {record.get('train_loss', float('nan')):.2f}{terms}{val} {unit}/{noun}"
 
 
 #: Seconds the fit's start takes for 10 000 28 x 28 images on one CPU thread (measured on full-circle MNIST):
@@ -108,11 +115,11 @@ def training_notes(record: dict, said: set) -> list[str]:
     return lines
 
 
-def epoch_line(record: dict, epochs: int, noun: str = "image") -> str:
+def epoch_line(record: dict, epochs: int, noun: str = "image", unit: str = "nats") -> str:
     """The line ``train`` writes for each finished epoch when no progress bar is drawn (stderr is not a
     terminal): ``epoch 3/10: train loss 160.21, val loss 158.90 nats/image, 1234 images/s`` (the
     losses as :func:`losses_text` says them; ``noun``: 'signal' for 1-D signal models)."""
-    return (f"epoch {record['epoch']}/{epochs}: {losses_text(record, noun)}, "
+    return (f"epoch {record['epoch']}/{epochs}: {losses_text(record, noun, unit)}, "
             f"{record.get('images_per_s', float('nan')):.0f} {noun}s/s")
 
 
@@ -280,7 +287,9 @@ class Train:
         if rank == 0 and not args.no_progress and not cfg.show_progress():
             # no bar to draw (stderr is a log file: a batch job): one line per epoch instead
             noun = data_noun(model)[:-1]
-            callbacks.append(lambda record: print(epoch_line(record, cfg.epochs, noun), file=sys.stderr, flush=True))
+            unit = loss_unit(model)
+            callbacks.append(lambda record: print(epoch_line(record, cfg.epochs, noun, unit), file=sys.stderr,
+                                                  flush=True))
         try:
             result = fit(model, data, cfg, out=args.out, val=val, resume=args.resume, meta=meta, callbacks=callbacks,
                          check_learning=False,  # said below, with the command's words
@@ -293,7 +302,7 @@ class Train:
             last = result.history[-1] if result.history else {}
             held = (f"; {result.n_val} more held out for validation" if result.n_val and not args.val_data else "")
             print(f"trained {args.model} on {counted(result.n_train, data_noun(model)[:-1])} ({source}{held}) for "
-                  f"{counted(cfg.epochs, 'epoch')}: {losses_text(last, data_noun(model)[:-1])}; run in {args.out}")
+                  f"{counted(cfg.epochs, 'epoch')}: {losses_text(last, data_noun(model)[:-1], loss_unit(model))}; run in {args.out}")
             meta = getattr(data, "meta", None) or {}
             for line in learning_warnings(model, data.images if hasattr(data, "images") else data[0], seed=args.seed,
                                           lattice=lattice_patches(meta)):
