@@ -115,8 +115,9 @@ _SPEC = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([^\s0-9.]
 
 
 def same_pixel_size(a: PixelSize, b: PixelSize, rel: float = 1e-3) -> bool:
-    """True when pixel sizes ``a`` and ``b`` agree within ``rel`` (0.1 %: the tolerance stacks read together
-    get) in a common unit; a length and an angle never agree."""
+    """True when pixel sizes ``a`` and ``b`` agree within ``rel`` (relative to the larger; 0.1 %, as stacks
+    read together, :data:`affinevae.data.stacks.PIXEL_SIZE_TOLERANCE`) in a common unit; a length and an angle
+    never agree."""
     if a.dimension != b.dimension:
         return False
     other = b.to(a.unit).value

@@ -192,12 +192,13 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
     note = spectra_note(file, key) if image_suffix(file) in RSCIIO_FORMATS and Path(file).is_file() else None
     if note is not None:  # a spectrum image or line scan (beside any image the file holds)
         out["spectra"] = note
-        try:
-            with open_stack(source, key=key):
-                pass
-        except AffineVAEError:  # spectra only: say them, no frame to describe
+    try:
+        opened = open_stack(source, key=key if source is spec else None)
+    except AffineVAEError:
+        if note is not None:  # spectra only: said above, no frame to describe
             return out
-    with open_stack(source, key=key if source is spec else None) as src:
+        raise
+    with opened as src:
         if not real_pixels(src.dtype):
             raise not_real_error(spec, src.dtype)
         h, w = src.image_shape

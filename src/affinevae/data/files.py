@@ -860,18 +860,26 @@ def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] 
             cube = (f", or ({grid[0]}, {grid[1]}) for the cube's pixels (its {grid[0] * grid[1]} spectra in row-major "
                     "order)" if grid is not None else "")
             raise AffineVAEError(f"{path}: labels must be a 1-D array{cube}, got shape {lab.shape}")
-        if not (np.issubdtype(lab.dtype, np.number) or lab.dtype == bool):
-            raise AffineVAEError(f"{path}: labels must be integers, got dtype {lab.dtype}")
-        vals = lab.astype(np.float64)
-        if not np.all(np.isfinite(vals)) or not np.all(np.mod(vals, 1) == 0):
-            raise AffineVAEError(f"{path}: labels must be integers")
-        lab = lab.astype(np.int64)
     else:
         lab = _parse_label_text(p, str(path))
     if n is not None and len(lab) != n:
         raise AffineVAEError(f"{path}: {len(lab)} labels for {n} {noun} in {images}")
+    return label_values(lab, str(path))
+
+
+def label_values(lab: np.ndarray, where: str) -> np.ndarray:
+    """1-D class labels ``lab`` as int64, checked: numbers (bool too) that are whole and finite, each
+    >= 0 or -1 (unknown); a one-line :class:`AffineVAEError` starting with ``where`` otherwise."""
+    lab = np.asarray(lab)
+    if not (np.issubdtype(lab.dtype, np.number) or lab.dtype == bool) or np.iscomplexobj(lab):
+        raise AffineVAEError(f"{where}: labels must be integers, got dtype {lab.dtype}")
+    if lab.dtype.kind not in "iub":
+        vals = lab.astype(np.float64)
+        if not np.all(np.isfinite(vals)) or not np.all(np.mod(vals, 1) == 0):
+            raise AffineVAEError(f"{where}: labels must be integers")
+    lab = lab.astype(np.int64)
     if len(lab) and lab.min() < -1:
-        raise AffineVAEError(f"{path}: labels must be >= 0 (or -1 for unknown), got {int(lab.min())}")
+        raise AffineVAEError(f"{where}: labels must be >= 0 (or -1 for unknown), got {int(lab.min())}")
     return lab
 
 

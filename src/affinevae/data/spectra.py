@@ -263,12 +263,9 @@ def _array_labels(lab: np.ndarray, n: int, grid: Optional[tuple[int, int]], wher
         lab = lab.reshape(-1)
     if lab.ndim != 1 or len(lab) != n:
         raise AffineVAEError(f"{where} has shape {lab.shape}, not one label per signal ({n})")
-    if not (np.issubdtype(lab.dtype, np.number) or lab.dtype == bool) or np.iscomplexobj(lab):
-        raise AffineVAEError(f"{where} must hold integers, got dtype {lab.dtype}")
-    vals = lab.astype(np.float64)
-    if not np.all(np.isfinite(vals)) or not np.all(np.mod(vals, 1) == 0) or (n and vals.min() < -1):
-        raise AffineVAEError(f"{where} must hold integers >= 0 (or -1 for unknown)")
-    return lab.astype(np.int64)
+    from .files import label_values
+
+    return label_values(lab, where)
 
 
 # ------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, memory_limit
 from ..registry import Registry
-from ..units import PixelSize
+from ..units import PixelSize, same_pixel_size
 from .imageset import (STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretch, choose_scaling, nonfinite, say_scaling,
                        unsigned_divisor)
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, read_npy_header, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
@@ -1063,9 +1063,7 @@ class ConcatSource(FrameSource):
                                      f"{native_dtype(first.dtype)} (the images read together share one normalisation)")
         sizes = [s for s in sources if s.pixel_size is not None]
         for src in sizes[1:]:
-            if (src.pixel_size.dimension != sizes[0].pixel_size.dimension
-                    or not math.isclose(src.pixel_size.to(sizes[0].pixel_size.unit).value, sizes[0].pixel_size.value,
-                                        rel_tol=PIXEL_SIZE_TOLERANCE)):
+            if not same_pixel_size(sizes[0].pixel_size, src.pixel_size, rel=PIXEL_SIZE_TOLERANCE):
                 raise AffineVAEError(f"{src.path}: pixel size {src.pixel_size}, but {sizes[0].path} has "
                                      f"{sizes[0].pixel_size} (give --pixel-size to set one for all)")
         if sizes and len(sizes) < len(sources):
