@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 from affinevae.cli import main
 from affinevae.data.imageset import normalise_images
 from affinevae.data.micrograph import render_gaussians, synthetic_micrograph
-from affinevae.data.objects import check_coordinates, detect_objects, read_coordinates
+from affinevae.data.objects import check_coordinates, detect_objects, neighbour_spacing, read_coordinates, refine_positions
 from affinevae.data.patches import PatchSet, cut_patches, default_noise_floor, extract_patches, grid_centers, iter_patches
 from affinevae.data.stacks import open_stack
 from affinevae.encoding import iter_encode, stream_encode
@@ -188,6 +188,59 @@ def test_patch_sets_and_grid_mode(micrograph, tmp_path):
     np.testing.assert_array_equal(back.patches, g.patches)
 
 
+# ============================================================================ sub-pixel positions
+def test_refined_positions_find_a_gaussian_peak_to_a_fraction_of_a_pixel():
+    """The quadratic fit around each integer maximum moves it to the peak's true centre (a tenth of a
+    pixel for Gaussians 1.5 px wide), channels averaged; a flat patch keeps its centre."""
+    rng = np.random.default_rng(0)
+    truth = np.column_stack([np.repeat([8.0, 20.0, 32.0], 4) + rng.uniform(-0.5, 0.5, 12),
+                             np.tile([8.0, 18.0, 28.0, 38.0], 3) + rng.uniform(-0.5, 0.5, 12)])
+    img = render_gaussians((44, 48), truth, np.ones(12), 1.5).astype(np.float32)
+    found = detect_objects(img, 3)
+    assert len(found) == 12
+    pos = refine_positions(img, found)
+    assert pos.dtype == np.float64 and pos.shape == (12, 2)
+    err_int = cKDTree(truth).query(found)[0]
+    err = cKDTree(truth).query(pos)[0]
+    assert err.max() < 0.1 < err_int.mean()
+    np.testing.assert_array_equal(refine_positions(np.stack([img, img]), found), pos)  # (C, H, W): channels averaged
+    np.testing.assert_array_equal(refine_positions(np.zeros((10, 10)), np.array([[5, 5]])), [[5.0, 5.0]])
+    assert refine_positions(img, np.zeros((0, 2), np.int64)).shape == (0, 2)
+
+
+def test_a_noisy_lattice_s_spacing_is_its_lattice_constant():
+    """The spacing recorded for a patch set is the lattice constant: sub-pixel positions and the first
+    shell's median distance (the nearest neighbour alone, at integer maxima, read 8 px as 7.2)."""
+    for lattice, spacing in (("square", 8.0), ("hexagonal", 6.0), ("rectangular", 8.0)):
+        img, truth = synthetic_micrograph(size=(160, 160), spacing=spacing, lattice=lattice, noise=0.15, seed=1)
+        ps = cut_patches(img, int(2 * spacing))
+        assert ps.positions.shape == (len(ps), 2)
+        got = ps.arrangement()["spacing"]
+        assert abs(got - spacing) < 0.02 * spacing, (lattice, got)
+        assert np.mean(cKDTree(truth.positions).query(ps.positions)[0]) < \
+            0.6 * np.mean(cKDTree(truth.positions).query(ps.centers)[0])
+    # a few objects (no frame of more than six) give the nearest-neighbour median
+    assert neighbour_spacing(np.array([[0.0, 0.0], [0.0, 3.0], [4.0, 0.0]])) == 3.0
+
+
+def test_positions_round_trip_and_coordinates_keep_their_fractions(tmp_path):
+    img, _ = synthetic_micrograph(size=(96, 96), spacing=8.0, seed=2)
+    ps = cut_patches(img, 16)
+    ps.save(tmp_path / "p.npz")
+    back = PatchSet.load(tmp_path / "p.npz")
+    np.testing.assert_array_equal(back.positions, ps.positions)
+    assert back.arrangement() == ps.arrangement()
+    (tmp_path / "c.csv").write_text("row,col\n40.25,41.75\n50.5,60.4\n")
+    given = cut_patches(img, 16, coords=tmp_path / "c.csv")
+    np.testing.assert_array_equal(given.centers, [[40, 42], [50, 60]])
+    np.testing.assert_allclose(given.positions, [[40.25, 41.75], [50.5, 60.4]])
+    arrays = ps.arrays()
+    arrays["positions"] = arrays["positions"][:-1]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(AffineVAEError, match=r"bad.npz: positions \(\d+, 2\) must be"):
+        PatchSet.load(tmp_path / "bad.npz")
+
+
 # ============================================================================ coordinates
 def test_reading_coordinates(tmp_path):
     (tmp_path / "a.csv").write_text("row,col\n10,12\n20.4,30\n")
@@ -321,7 +374,9 @@ def test_streaming_a_tiff_equals_in_memory_chunk_by_chunk(tmp_path):
     np.testing.assert_array_equal(whole.centers, ref.centers)
     np.testing.assert_array_equal(whole.frames, ref.frames)
     np.testing.assert_allclose(whole.z_mean, np.concatenate([c.z_mean for c in chunks]))
-    np.testing.assert_allclose(whole.positions, ref.centers)  # no shift latent: the centre pixel
+    # no shift latent: the patch set's sub-pixel positions (the fit around each maximum, within a pixel of it)
+    np.testing.assert_allclose(whole.positions, ref.positions.astype(np.float32))
+    assert np.abs(whole.positions - ref.centers).max() <= 1.0 and not np.array_equal(whole.positions, ref.centers)
     # patches streamed from disk equal those cut in memory, also with coordinates and grids
     (tmp_path / "c.csv").write_text("frame,row,col\n4,30,30\n0,20,20\n3,10,50\n")
     disk = cut_patches(str(tmp_path / "movie.tif"), W, coords=tmp_path / "c.csv", edge="reflect", chunk_frames=2)

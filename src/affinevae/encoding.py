@@ -174,14 +174,18 @@ class ObjectEncoding:
         ``(w - 1) / 2``, which lies half a pixel before it for an even window. (Measured from the
         geometric centre, on a 192 x 192 square-lattice micrograph, window 16, the refined positions
         missed the true atoms by 0.84 px on average against 0.47 px for the integer centres; from the
-        centre pixel by 0.22 px.) Without a shift latent the position is the centre pixel.
+        centre pixel by 0.22 px.) Without a shift latent the position is the patch set's sub-pixel
+        ``positions`` where it has them (detected maxima refined by a fit, given coordinates), else the
+        centre pixel.
         """
         n, w = len(ps), ps.window
         angle = codes.get("angle", np.full(n, np.nan, np.float32))
         shift = codes.get("shift", np.full((n, 2), np.nan, np.float32))
-        pos = ps.centers.astype(np.float32)
-        sh = np.nan_to_num(shift, nan=0.0)
-        pos = pos + np.stack([sh[:, 1], sh[:, 0]], 1) * (w / 2.0)   # shift is (right, down)
+        if "shift" not in codes and ps.positions is not None:
+            pos = np.asarray(ps.positions, dtype=np.float32)
+        else:
+            sh = np.nan_to_num(shift, nan=0.0)
+            pos = ps.centers.astype(np.float32) + np.stack([sh[:, 1], sh[:, 0]], 1) * (w / 2.0)   # shift is (right, down)
         return cls(codes["z_mean"], codes["z_std"], angle, shift, pos.astype(np.float32), ps.centers, ps.frames,
                    w, ps.image_shape, ps.n_frames, ps.grid_shape, ps.n_found, codes.get("class"))
 

@@ -239,14 +239,14 @@ def image_location(spec: str) -> str:
 
 def symmetry_hint(ps) -> Optional[str]:
     """A line (with its newline) when a patch set's windows are too small to show its objects'
-    arrangement: they reach less than 3/4 of the median nearest-neighbour distance from each
+    arrangement: they reach less than 3/4 of the objects' spacing (:func:`~affinevae.data.objects.neighbour_spacing`) from each
     centre, so the symmetry estimate sees single objects, and those objects lie as a lattice's atoms do
     (:func:`~affinevae.defaults.scattered_objects`; for scattered objects, particles or galaxies, each
     object's own symmetry is the one that matters). None otherwise."""
     from ..defaults import scattered_objects
     from ..mapping import neighbour_spacing, symmetry_reach
 
-    spacing = neighbour_spacing(ps.centers, ps.frames)
+    spacing = neighbour_spacing(ps.centers if ps.positions is None else ps.positions, ps.frames)
     reach = symmetry_reach(ps.window)
     if spacing is None or reach >= 0.75 * spacing:
         return None
@@ -254,7 +254,7 @@ def symmetry_hint(ps) -> Optional[str]:
         return None
     wide = 2 * math.ceil(spacing) + 4  # reaches one spacing and a pixel past it
     return (f"affinevae: the {ps.window}-pixel windows reach {reach} px from each centre but the objects are "
-            f"{spacing:.1f} px apart (median nearest neighbour), so the estimate sees single objects, not their "
+            f"{spacing:.1f} px apart (their first neighbours' median distance), so the estimate sees single objects, not their "
             f"arrangement: give --symmetry (e.g. 2, 4 or 6); windows of {wide} px would show it (a model trained on "
             f"patches cut with --window {wide}, or affinevae.mapping.estimate_symmetry on such patches in Python)\n")
 

@@ -594,12 +594,15 @@ def _npz_extras(npz, key: str, spec: str, standardise: bool) -> tuple[dict, dict
 
 
 def _arrangement(npz, names: list, spec: str) -> dict:
-    """``spacing``, ``lattice_order`` and ``lattice_fold`` of an older patch set's objects, from its ``centers`` (N, 2) and
-    ``frames`` (N,) (:func:`~affinevae.data.objects.object_arrangement`); empty when they do not read."""
+    """``spacing``, ``lattice_order`` and ``lattice_fold`` of an older patch set's objects, from its ``positions`` (N, 2)
+    (else its ``centers``) and ``frames`` (N,) (:func:`~affinevae.data.objects.object_arrangement`); empty when they do
+    not read."""
     from .objects import object_arrangement
 
     try:
-        centers = np.asarray(_npz_array(npz, "centers", spec), dtype=np.float64)
+        centers = np.asarray(_npz_array(npz, "positions" if "positions" in names else "centers", spec), dtype=np.float64)
+        if centers.ndim != 2 or centers.shape[1:] != (2,) or not np.isfinite(centers).all():
+            return {}
         frames = np.asarray(_npz_array(npz, "frames", spec)) if "frames" in names else None
         if frames is not None and frames.shape != (len(centers),):
             return {}

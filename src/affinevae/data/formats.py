@@ -124,8 +124,9 @@ def reading(spec: str, what: str) -> Iterator[None]:
 #: ``kind`` (a string, e.g. :data:`PATCH_SET_KIND`), ``window`` (patch size, pixels) and
 #: ``noise_sigma`` (robust pixel-noise estimate in the normalised intensity units, see
 #: :func:`~affinevae.data.imageset.noise_sigma`), and when known the physical ``pixel_size`` (a
-#: number) in ``unit`` (a string, e.g. 'nm'); for objects found or given (not a grid) the median
-#: nearest-neighbour distance ``spacing`` (pixels) and ``lattice_order``, how lattice-like their
+#: number) in ``unit`` (a string, e.g. 'nm'); for objects found or given (not a grid) their spacing
+#: ``spacing`` (pixels: the median distance to their first shell of neighbours,
+#: :func:`~affinevae.data.objects.neighbour_spacing`) and ``lattice_order``, how lattice-like their
 #: arrangement is (:func:`~affinevae.data.objects.neighbour_order`) and ``lattice_fold``, the n of its n-fold
 #: bonds (:func:`~affinevae.data.objects.neighbour_fold`: 4 or 6), or ``objects_per_frame`` when no frame
 #: holds enough objects for those (:func:`~affinevae.data.objects.object_arrangement`). ``load_images``

@@ -16,9 +16,10 @@ import numpy as np
 from ..errors import AffineVAEError
 from .inputs import check_int
 
-__all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "smoothing_radius", "smoothed_pair", "smoothed_range",
+__all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "REFINE_SIGMA", "REFINE_REACH", "refine_positions",
+           "smoothing_radius", "smoothed_pair", "smoothed_range",
            "check_noise_floor", "level_step",
-           "level_samples", "noise_level", "BOND_ORDERS", "neighbour_spacing", "neighbour_order", "neighbour_fold", "bond_orders", "object_arrangement", "read_coordinates", "check_coordinates"]
+           "level_samples", "noise_level", "BOND_ORDERS", "SHELL_FACTOR", "neighbour_spacing", "neighbour_order", "neighbour_fold", "bond_orders", "object_arrangement", "read_coordinates", "check_coordinates"]
 
 
 #: Default detection threshold: a fraction of the way from a (smoothed) frame's minimum to its
@@ -107,6 +108,60 @@ def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 
     # one centre per plateau: its centre of mass, rounded to a pixel
     com = np.rint(np.asarray(ndimage.center_of_mass(peak, labels, np.arange(1, n + 1)))).astype(np.int64)
     return com[np.lexsort((com[:, 1], com[:, 0]))]
+
+
+#: Gaussian smoothing (pixels) of the frame on which :func:`refine_positions` fits each peak.
+REFINE_SIGMA = 1.0
+#: Pixels around a centre that :func:`refine_positions` reads: the smoothing's reach plus the 3 x 3 fit.
+REFINE_REACH = int(4.0 * REFINE_SIGMA + 0.5) + 1
+
+
+def refine_positions(frame: np.ndarray, centers: np.ndarray, origin: Sequence[int] = (0, 0)) -> np.ndarray:
+    """Sub-pixel positions of bright objects found at integer ``centers``, in one vectorised fit.
+
+    The frame (channels averaged) is smoothed by a Gaussian of :data:`REFINE_SIGMA` pixels, and a
+    quadratic surface is fitted by least squares to the 3 x 3 pixels around each centre; its
+    maximum is the position. A fit that is not a maximum, or whose maximum lies more than a pixel
+    away, keeps the centre (moved at most one pixel along each axis). Measured on
+    ``synthetic_micrograph`` lattices (spacing 6-12 px, noise 0.05-0.2 of an atom): the mean error
+    to the true atoms drops from 0.45-0.97 px (the integer maxima) to 0.06-0.41 px, the median
+    nearest-neighbour distance's bias from 3-12 % to 1-4 % (and :func:`neighbour_spacing`'s to 0.3 %).
+
+    Args:
+        frame: (H, W) or (C, H, W) image. centers: (N, 2) integer (row, col) pixels inside it.
+        origin: (row, col) of ``frame[0, 0]`` in a larger frame (a tile's place), added to the
+            centres before their sub-pixel offsets, so a tile gives the whole frame's positions bit
+            for bit.
+
+    Returns:
+        (N, 2) float64 positions (row, col) in pixels (of the larger frame, with ``origin``); pixel
+        (r, c)'s centre is at (r, c).
+    """
+    from scipy import ndimage
+
+    raw = np.asarray(frame, dtype=np.float32)
+    if raw.ndim == 3:
+        raw = raw.mean(0)
+    if raw.ndim != 2:
+        raise AffineVAEError(f"refine_positions expects an (H, W) or (C, H, W) frame, got shape {np.shape(frame)}")
+    c = np.asarray(centers, dtype=np.int64).reshape(-1, 2)
+    if not len(c):
+        return np.zeros((0, 2), dtype=np.float64)
+    img = ndimage.gaussian_filter(raw, REFINE_SIGMA).astype(np.float64)
+    h, w = img.shape
+    off = np.arange(-1, 2)
+    rows = np.clip(c[:, 0, None, None] + off[None, :, None], 0, h - 1)
+    cols = np.clip(c[:, 1, None, None] + off[None, None, :], 0, w - 1)
+    values = img[rows, cols].reshape(len(c), 9)
+    y, x = (v.ravel().astype(np.float64) for v in np.meshgrid(off, off, indexing="ij"))
+    design = np.stack([np.ones(9), y, x, y * y, x * y, x * x], 1)
+    _, b, e, d, g, f = (values @ np.linalg.pinv(design).T).T   # I = a + b y + e x + d y^2 + g x y + f x^2
+    det = 4.0 * d * f - g * g
+    ok = (d < 0) & (f < 0) & (det > 0)
+    safe = np.where(ok, det, 1.0)
+    dy = np.where(ok, (g * e - 2.0 * f * b) / safe, 0.0)
+    dx = np.where(ok, (g * b - 2.0 * d * e) / safe, 0.0)
+    return (c + np.asarray(origin, dtype=np.int64)) + np.clip(np.stack([dy, dx], 1), -1.0, 1.0)
 
 
 def check_noise_floor(noise_floor) -> float:
@@ -254,18 +309,38 @@ def _nearest_distances(centers: np.ndarray, frames: Optional[np.ndarray], where:
     return _frame_neighbours(centers, frames, 1, where)[1][:, 0]
 
 
+#: Neighbours within this factor of the median nearest-neighbour distance are the first shell that
+#: :func:`neighbour_spacing` takes the median of.
+SHELL_FACTOR = 1.25
+# Neighbours per object that the shell is looked for among (a hexagonal lattice's six).
+_SHELL_NEIGHBOURS = 6
+
+
 def neighbour_spacing(centers: np.ndarray, frames: Optional[np.ndarray] = None) -> Optional[float]:
-    """Median distance in pixels from each object to its nearest neighbour in the same frame.
+    """The objects' spacing: the median distance in pixels to the neighbours of their first shell.
+
+    The first shell of an object is its neighbours (of the 6 nearest, in the same frame) closer
+    than :data:`SHELL_FACTOR` times the median nearest-neighbour distance. The nearest neighbour
+    alone reads short wherever positions are noisy (the least of several noisy distances: 3-12 %
+    short on noisy ``synthetic_micrograph`` lattices even at sub-pixel positions), the shell's median
+    does not (within 0.3 % at :func:`refine_positions`' positions, 0.3-3 % at integer ones). Frames of
+    at most 6 objects give the nearest-neighbour median. A rectangular lattice's spacing is its
+    short side where the long one is more than 1.25 times it.
 
     Args:
         centers: (N, 2) object positions (row, col) in pixels.
         frames: (N,) frame index of each object (None: one frame).
 
     Returns:
-        The median over the objects that have a neighbour; None when none has.
+        The spacing; None when no object has a neighbour.
     """
     d = _nearest_distances(centers, frames, "neighbour_spacing")
-    return float(np.median(d)) if len(d) else None
+    if not len(d):
+        return None
+    nearest = float(np.median(d))
+    shell = _frame_neighbours(centers, frames, _SHELL_NEIGHBOURS, "neighbour_spacing")[1]
+    shell = shell[shell < SHELL_FACTOR * nearest]
+    return float(np.median(shell)) if len(shell) else nearest
 
 
 #: (n, k): the bond-orientational orders :func:`neighbour_order` measures, n-fold over each object's k
@@ -281,9 +356,10 @@ def neighbour_order(centers: np.ndarray, frames: Optional[np.ndarray] = None) ->
     For each object, the directions theta_j to its k nearest neighbours in the same frame give
     ``|mean_j exp(i n theta_j)|`` (1 when the bonds lie n-fold, as in a lattice); its mean over the
     objects, less what objects placed at random give, for each (n, k) of :data:`BOND_ORDERS`, and the
-    larger of the two. Measured (``synthetic_micrograph``, the default detection): lattices 0.26-0.50,
-    under heavy noise with 10-20 % vacancies (noise peaks among the atoms) -0.03-0.17; scattered objects
-    about 0 (a Poisson scatter -0.01, particles kept 34 px apart -0.01, an audit's galaxy field -0.01).
+    larger of the two. Measured (``synthetic_micrograph``, spacing 6 and 8 px, the default detection and
+    its sub-pixel positions, :func:`refine_positions`): lattices 0.40-0.56 under noise up to 0.15 of an
+    atom (0.35-0.51 at the integer maxima), under heavy noise (0.3) with 10-20 % vacancies (noise peaks among
+    the atoms) 0.07-0.28 (0.03-0.19 at the integer maxima); scattered objects about 0 (a Poisson scatter -0.01, particles kept 34 px apart -0.01, an audit's galaxy field -0.01).
 
     Args:
         centers: (N, 2) object positions (row, col) in pixels.

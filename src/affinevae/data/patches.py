@@ -34,7 +34,8 @@ from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import check_int
-from .objects import (DETECT_THRESHOLD, NOISE_FLOOR, check_coordinates, check_noise_floor, detect_objects, level_samples,
+from .objects import (DETECT_THRESHOLD, NOISE_FLOOR, REFINE_REACH, check_coordinates, check_noise_floor, detect_objects,
+                      level_samples, refine_positions,
                       level_step, noise_level, object_arrangement, read_coordinates, smoothed_pair,
                       smoothing_radius)
 from .stacks import open_stack
@@ -96,6 +97,11 @@ class PatchSet:
         n_found: objects found before edge patches were dropped (not saved), or None.
         pixel_size: physical size of a pixel of the frames (:class:`~affinevae.units.PixelSize`),
             or None when unknown; saved as ``pixel_size`` (float, in ``unit``) and ``unit``.
+        positions: (N, 2) float64 (row, col) of each object in pixels, to a fraction of a pixel: the
+            detected maxima refined by :func:`~affinevae.data.objects.refine_positions`, or the
+            coordinates as given (before rounding to ``centers``); None for a grid (and patch sets
+            written before they were recorded). The arrangement (:meth:`arrangement`) is measured
+            on them.
 
     A saved patch set also records that it is one (``kind``) and a robust estimate of its pixel
     noise (``noise_sigma``, see :meth:`arrays`), which ``affinevae train`` uses for its
@@ -112,6 +118,7 @@ class PatchSet:
     stride: Optional[int] = None
     n_found: Optional[int] = None
     pixel_size: Any = None
+    positions: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -119,8 +126,8 @@ class PatchSet:
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays written by :meth:`save`.
 
-        ``patches``, ``centers``, ``frames``, ``window``, ``image_shape``, ``n_frames``; in grid
-        mode ``grid_shape`` and ``stride``; with at least one patch ``kind`` (the string
+        ``patches``, ``centers``, ``frames``, ``window``, ``image_shape``, ``n_frames``; ``positions``
+        when known; in grid mode ``grid_shape`` and ``stride``; with at least one patch ``kind`` (the string
         ``"patches"``) and ``noise_sigma`` (:meth:`noise_sigma`, a float64 scalar); for objects (not
         a grid) with neighbours ``spacing``, ``lattice_order`` and ``lattice_fold``, or ``objects_per_frame``
         (:meth:`arrangement`).
@@ -137,19 +144,22 @@ class PatchSet:
         if self.pixel_size is not None:
             out["pixel_size"] = np.float64(self.pixel_size.value)
             out["unit"] = np.asarray(self.pixel_size.unit)
+        if self.positions is not None:
+            out["positions"] = np.asarray(self.positions, dtype=np.float64)
         out.update({k: np.float64(v) for k, v in self.arrangement().items()})
         return out
 
     def arrangement(self) -> dict[str, float]:
-        """How the objects lie, for ``train``'s patch-set defaults: ``spacing``, the median distance in
-        pixels to the nearest neighbour in the same frame (:func:`~affinevae.data.objects.neighbour_spacing`),
+        """How the objects lie (at :attr:`positions`, else ``centers``), for ``train``'s patch-set defaults:
+        ``spacing``, the median distance in pixels to the first shell of neighbours in the same frame
+        (:func:`~affinevae.data.objects.neighbour_spacing`),
         ``lattice_order``, how lattice-like their arrangement is
         (:func:`~affinevae.data.objects.neighbour_order`: lattices 0.26-0.50, scattered objects about 0), and
         ``lattice_fold``, the n of their n-fold bonds (:func:`~affinevae.data.objects.neighbour_fold`: 4 or 6);
         ``objects_per_frame`` instead without a frame of more than 4 objects; empty for a grid."""
         if self.grid_shape is not None or len(self) < 2:
             return {}
-        return object_arrangement(self.centers, self.frames)
+        return object_arrangement(self.centers if self.positions is None else self.positions, self.frames)
 
     def noise_sigma(self) -> float:
         """Robust pixel-noise estimate (:func:`~affinevae.data.imageset.noise_sigma`) of
@@ -244,6 +254,13 @@ class PatchSet:
             if ((frames < 0) | (frames >= n_frames)).any():
                 raise AffineVAEError(f"{p}: patch frame indices outside 0..{n_frames - 1}")
         gs = tuple(int(v) for v in d["grid_shape"]) if "grid_shape" in d else None
+        positions = None
+        if "positions" in d:
+            positions = d["positions"]
+            if (positions.shape != (n, 2) or not np.issubdtype(positions.dtype, np.number)
+                    or not np.isfinite(positions).all()):
+                raise AffineVAEError(f"{p}: positions {positions.shape} must be (N, 2) finite numbers for {n} patches")
+            positions = positions.astype(np.float64)
         pixel = None
         if "pixel_size" in d and "unit" in d:
             from ..units import PixelSize
@@ -251,7 +268,7 @@ class PatchSet:
             pixel = PixelSize(float(d["pixel_size"]), str(d["unit"]))
         return cls(d["patches"], d["centers"].astype(np.int64), d["frames"].astype(np.int64), window,
                    tuple(int(v) for v in d.get("image_shape", (0, 0))), int(d.get("n_frames", 1)), gs,
-                   int(d["stride"]) if "stride" in d else None, pixel_size=pixel)
+                   int(d["stride"]) if "stride" in d else None, pixel_size=pixel, positions=positions)
 
 
 def _check_window(window: Any, image_shape: Sequence[int], where: str) -> int:
@@ -378,23 +395,25 @@ def _in_core(centers: np.ndarray, core_rows: slice, core_cols: slice) -> np.ndar
 
 
 def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optional[np.ndarray],
-                 detect: dict) -> tuple[np.ndarray, np.ndarray, int]:
+                 detect: dict, positions: Optional[np.ndarray] = None
+                 ) -> tuple[np.ndarray, np.ndarray, int, Optional[np.ndarray]]:
     """Patches of one large frame, tile by tile (only a tile of raw pixels in memory at a time).
 
-    ``centers``: (N, 2) frame centres (grid or coordinates), or None to detect objects with the
-    :func:`detect_objects` options ``detect``. Every tile reaches ``margin`` pixels past its
-    core, enough for the smoothing, the maxima search and a whole patch, so an object is found
+    ``centers``: (N, 2) frame centres (grid or coordinates) with their (N, 2) float ``positions`` (or
+    None), or None to detect objects with the :func:`detect_objects` options ``detect`` (and refine
+    them, :func:`refine_positions`). Every tile reaches ``margin`` pixels past its
+    core, enough for the smoothing, the maxima search, the sub-pixel fit and a whole patch, so an object is found
     (and its patch cut) exactly as in the whole frame, by the one tile whose core holds it.
 
     Returns:
-        ``(patches, centers, n_found)`` in the whole frame's order: detections sorted by row then
-        column (as :func:`detect_objects`), given centres in their order; edge patches dropped
-        as ``edge`` says; n_found before dropping.
+        ``(patches, centers, n_found, positions)`` in the whole frame's order: detections sorted by row
+        then column (as :func:`detect_objects`), given centres in their order; edge patches dropped
+        as ``edge`` says; n_found before dropping; positions None when none were given or found.
     """
     sigma = detect.get("sigma")
     md = int(detect.get("min_distance", 5))
     radius = smoothing_radius(sigma)
-    margin = w + (md + radius if centers is None else 0)
+    margin = w + (max(md + radius, REFINE_REACH) if centers is None else 0)
     tiles = tile_grid(src.image_shape, tile, margin)
     value_range = level = None
     floor = detect.get("noise_floor") or 0.0
@@ -415,13 +434,15 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
         value_range = (lo, hi)
         if floor:
             level = noise_level(np.concatenate(values), np.concatenate(details), sigma)
-    keys, parts, cents, n_found = [], [], [], 0
+    keys, parts, cents, posits, n_found = [], [], [], [], 0
     for rows, cols, cr, cc in tiles:
         if centers is not None:
             idx = np.flatnonzero(_in_core(centers, cr, cc))
             if len(idx) == 0:
                 continue
             local = centers[idx]
+            if positions is not None:
+                local_pos = positions[idx]
         region = src.read_region(frame, rows, cols)
         off = np.array([rows.start, cols.start], dtype=np.int64)
         if centers is None:
@@ -429,15 +450,20 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
                                    value_range=value_range, noise_floor=floor, level=level) + off
             found = found[_in_core(found, cr, cc)]
             idx, local = found[:, 0] * src.image_shape[1] + found[:, 1], found
+            local_pos = refine_positions(region, found - off, origin=off)
         n_found += len(local)
         # a region of C channels (C, h, w) is one frame, not C frames
         patches, keep = extract_patches(region[None] if region.ndim == 3 else region, local - off, w, edge=edge)
         keys.append(idx[keep])
         parts.append(patches)
         cents.append(local[keep])
+        if centers is None or positions is not None:
+            posits.append(local_pos[keep])
+    with_positions = centers is None or positions is not None
     if not parts:
         shape = (0, *src.frame_shape[:-2], w, w)
-        return np.zeros(shape, np.float32), np.zeros((0, 2), np.int64), n_found
+        return (np.zeros(shape, np.float32), np.zeros((0, 2), np.int64), n_found,
+                np.zeros((0, 2), np.float64) if with_positions else None)
     # Put each tile's patches straight into their places in the frame's order (one output array;
     # each tile's block is freed once copied, so the peak is about twice the frame's patches, not thrice).
     rank = np.empty(sum(len(k) for k in keys), dtype=np.int64)
@@ -450,7 +476,11 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
         start += len(block)
     centers_out = np.empty((len(rank), 2), dtype=np.int64)
     centers_out[rank] = np.concatenate(cents)
-    return out, centers_out, n_found
+    positions_out = None
+    if with_positions:
+        positions_out = np.empty((len(rank), 2), dtype=np.float64)
+        positions_out[rank] = np.concatenate(posits)
+    return out, centers_out, n_found, positions_out
 
 
 # ============================================================================ chunked pipeline
@@ -546,9 +576,10 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             else:
                 cf, cc = read_coordinates(coords)
                 cwhere = str(coords)
+            cpos = np.asarray(cc, dtype=np.float64).reshape(-1, 2)
             cc = check_coordinates(cf, cc, src.n_frames, src.image_shape, cwhere)
             order = np.argsort(cf, kind="stable")
-            cf, cc = cf[order], cc[order]
+            cf, cc, cpos = cf[order], cc[order], cpos[order]
             bounds = np.searchsorted(cf, np.arange(0, src.n_frames + chunk, chunk))
         elif mode == "grid":
             gcent, gshape = grid_centers(src.image_shape, w, stride)
@@ -561,34 +592,36 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
         for k, s in enumerate(range(0, src.n_frames, chunk)):
             e = min(s + chunk, src.n_frames)
             if mode == "coords":
-                fr, ce = cf[bounds[k]:bounds[k + 1]], cc[bounds[k]:bounds[k + 1]]
+                fr, ce, pos = cf[bounds[k]:bounds[k + 1]], cc[bounds[k]:bounds[k + 1]], cpos[bounds[k]:bounds[k + 1]]
                 if len(ce) == 0:  # nothing in these frames: do not even read them
                     bar.update(e - s)
                     continue
             if tiled:
                 given = None if mode == "detect" else (gcent if mode == "grid" else ce)
-                patches, kept, n_found = _tiled_frame(src, s, w, tile, edge, given,
-                                                      {"min_distance": min_distance, "threshold": threshold,
-                                                       "absolute": absolute, "sigma": sigma, "noise_floor": noise_floor})
+                patches, kept, n_found, kept_pos = _tiled_frame(
+                    src, s, w, tile, edge, given, {"min_distance": min_distance, "threshold": threshold,
+                                                   "absolute": absolute, "sigma": sigma, "noise_floor": noise_floor},
+                    pos if mode == "coords" else None)
                 bar.update(e - s)
                 yield PatchSet(patches, kept, np.full(len(kept), s, dtype=np.int64), w, src.image_shape,
                                src.n_frames, gshape if mode == "grid" else None,
-                               int(stride) if mode == "grid" else None, n_found, src.pixel_size)
+                               int(stride) if mode == "grid" else None, n_found, src.pixel_size, kept_pos)
                 continue
             stack = src.read(s, e)
             if mode == "grid":
                 fr = np.repeat(np.arange(s, e, dtype=np.int64), len(gcent))
-                ce = np.tile(gcent, (e - s, 1))
+                ce, pos = np.tile(gcent, (e - s, 1)), None
             elif mode == "detect":
                 found = [detect_objects(fm, min_distance, threshold, absolute, sigma, noise_floor=noise_floor)
                          for fm in stack]  # per frame
                 fr = np.concatenate([np.full(len(d), s + i, dtype=np.int64) for i, d in enumerate(found)])
                 ce = np.concatenate(found).reshape(-1, 2)
+                pos = np.concatenate([refine_positions(fm, d) for fm, d in zip(stack, found)]).reshape(-1, 2)
             patches, keep = extract_patches(stack, ce, w, fr, edge=edge, frame_offset=s)
             bar.update(e - s)
             yield PatchSet(patches, ce[keep], fr[keep], w, src.image_shape, src.n_frames,
                            gshape if mode == "grid" else None, int(stride) if mode == "grid" else None, len(ce),
-                           src.pixel_size)
+                           src.pixel_size, None if pos is None else pos[keep])
     finally:
         if bar is not None:
             bar.close()
