@@ -246,3 +246,28 @@ def test_a_patch_set_fitted_from_python_records_its_kind_for_warn_unlike(tmp_pat
     model = av.build_model("vae", image_shape=(1, 8, 8), latent_dim=2, encoder="mlp", decoder="mlp", hidden=(8,))
     av.fit(model, data, av.TrainConfig(epochs=1, progress=False, val_split=0.0), out=tmp_path / "r")
     assert av.Run.open(tmp_path / "r").meta["data_kind"] == "patches"
+
+
+def test_an_imageset_of_spectra_gets_train_s_spectra_defaults(capsys):
+    """An ImageSet whose meta names its kind (here spectra) gets the model options `train` chooses for it,
+    printed in one line and kept in data_defaults_; the options given win; arrays and data_defaults=False
+    get none."""
+    from affinevae.data.spectra import synthetic_peaks
+    from affinevae.defaults import data_defaults
+
+    data = synthetic_peaks(n=64, length=32, seed=0).image_set()
+    est = Estimator("rvae", latent_dim=2, epochs=1, batch_size=32, seed=0).fit(data)
+    line = capsys.readouterr().out
+    expected, _, _ = data_defaults(data, "rvae", {"image_shape": list(data.image_shape), "latent_dim": 2}, 32, 1, 1e-3)
+    assert est.data_defaults_ and est.data_defaults_["likelihood"] == "gaussian"
+    assert {k: expected[k] for k in est.data_defaults_} == est.data_defaults_
+    assert est.model_.config.likelihood == "gaussian" and est.model_.config.sigma == pytest.approx(expected["sigma"])
+    assert line.startswith("affinevae Estimator: ") and "likelihood=gaussian" in line and line.count("\n") == 1
+    given = Estimator("rvae", latent_dim=2, epochs=1, batch_size=32, seed=0, sigma=0.5).fit(data)
+    assert given.model_.config.sigma == 0.5 and "sigma" not in given.data_defaults_
+    off = Estimator("rvae", latent_dim=2, epochs=1, batch_size=32, seed=0, data_defaults=False,
+                    likelihood="gaussian").fit(data)
+    assert off.data_defaults_ == {} and off.model_.config.sigma != pytest.approx(expected["sigma"])
+    assert Estimator("rvae", latent_dim=2, epochs=1, batch_size=32, seed=0,
+                     likelihood="gaussian").fit(data.images).data_defaults_ == {}
+    assert "data_defaults" in clone(est).get_params()

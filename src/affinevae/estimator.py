@@ -105,6 +105,13 @@ class Estimator(TransformerMixin, BaseEstimator):
             :meth:`inverse_transform` takes them.
         epochs, batch_size, lr, seed, device: training options (:class:`~affinevae.TrainConfig`;
             the seed also fixes the initialisation, so refitting gives the same model).
+        data_defaults: when ``X`` is an :class:`~affinevae.data.imageset.ImageSet` whose ``meta`` names
+            its kind (spectra from :func:`~affinevae.data.spectra.load_signals` or
+            :func:`~affinevae.data.spectra.as_spectra`, a patch set's :meth:`~affinevae.data.patches.PatchSet.imageset`,
+            float measurements read by :func:`~affinevae.data.files.load_images`), :meth:`fit` takes the
+            model options (and KL warm-up) that ``train`` chooses for it
+            (:func:`affinevae.defaults.data_defaults`; the options given always win), prints them in one
+            line and keeps them in ``data_defaults_``. Arrays get none: flat rows may be tabular data.
         **options: any other model option (``encoder``, ``hidden``, ``likelihood``, ``beta``,
             ``invariances``, ``transform``, ...) or :class:`~affinevae.TrainConfig` option
             (``weight_decay``, ``schedule``, ``val_split`` (default 0 here), ``loggers``, ...; the
@@ -118,6 +125,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         image_shape_: (C, H, W) of the images.
         pose_columns_: names of the pose columns the model provides (possibly empty).
         classes_: the class labels of a conditional model (``y`` of :meth:`fit`), else None.
+        data_defaults_: the options :meth:`fit` chose from the data (``data_defaults``; empty when none).
         layout_: the layout :meth:`fit` saw: 'flat', 'nhw' or 'nchw'.
         n_features_in_: C*H*W.
 
@@ -127,7 +135,7 @@ class Estimator(TransformerMixin, BaseEstimator):
 
     def __init__(self, model: str = "vae", *, image_shape: Optional[tuple] = None, latent_dim: int = 10,
                  pose: bool = False, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
-                 device: str = "auto", **options: Any) -> None:
+                 device: str = "auto", data_defaults: bool = True, **options: Any) -> None:
         self.model = model
         self.image_shape = image_shape
         self.latent_dim = latent_dim
@@ -137,6 +145,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         self.lr = lr
         self.seed = seed
         self.device = device
+        self.data_defaults = data_defaults
         self._options = dict(options)
 
     # ------------------------------------------------------------------ parameters
@@ -274,7 +283,9 @@ class Estimator(TransformerMixin, BaseEstimator):
         if likelihood in LIKELIHOODS_IN_UNIT_RANGE and len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
             raise AffineVAEError(f"{what}: likelihood '{likelihood}' needs pixel values in [0, 1], got "
                                  f"[{float(x.min()):.3g}, {float(x.max()):.3g}]; scale X (e.g. MinMaxScaler) "
-                                 f"or use likelihood='gaussian'")
+                                 f"or use likelihood='gaussian'"
+                                 + ("; for spectra, fit affinevae.data.spectra.spectra_set(*as_spectra(X)) to get "
+                                    "train's spectra defaults" if x.ndim == 4 and x.shape[-2] == 1 else ""))
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None) -> "Estimator":
@@ -308,10 +319,22 @@ class Estimator(TransformerMixin, BaseEstimator):
         model_opts = {k: v for k, v in self._options.items() if k not in train_names}
         train_opts.setdefault("val_split", 0.0)
         train_opts.setdefault("progress", False)
+        options = {"image_shape": list(self.image_shape_), "latent_dim": self.latent_dim, **model_opts}
+        self.data_defaults_ = {}
+        if self.data_defaults and isinstance(X, ImageSet):  # the defaults `train` chooses for this kind of data
+            from .defaults import data_defaults
+
+            given = dict(options)
+            options, train, line = data_defaults(X, self.model, given, self.batch_size, self.epochs, self.lr,
+                                                 train_opts.get("kl_warmup"), python=True)
+            self.data_defaults_ = {k: v for k, v in options.items() if k not in given}
+            if "kl_warmup" not in train_opts and train["kl_warmup"] != TrainConfig.kl_warmup:
+                train_opts["kl_warmup"] = self.data_defaults_["kl_warmup"] = train["kl_warmup"]
+            if line:
+                print(line.replace("affinevae:", "affinevae Estimator:", 1))
         config = TrainConfig.from_dict({"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                                         "seed": self.seed, "device": self.device, "checkpoint": False, **train_opts},
                                        what="Estimator training")
-        options = {"image_shape": list(self.image_shape_), "latent_dim": self.latent_dim, **model_opts}
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             probe = build_model(self.model, **options)
