@@ -34,7 +34,7 @@ from .pose.record import POSES_FILE, PoseRecord, load_pose_record
 from .models.base import FORMAT_VERSION, planned_state
 from .registry import MODELS
 
-__all__ = ["Run", "load", "read_run", "read_metrics", "write_metrics", "TRAIN_JSON", "METRICS", "POSES_FILE", "PoseRecord",
+__all__ = ["Run", "load", "read_run", "read_metrics", "write_metrics", "PLAIN_LOSS_KEYS", "named_loss_terms", "TRAIN_JSON", "METRICS", "POSES_FILE", "PoseRecord",
            "load_pose_record"]
 
 METRICS = "metrics.jsonl"
@@ -157,6 +157,18 @@ _RUN_FIELDS = (
     ("max_angle", lambda v: _is_number(v) and 0 < v <= math.pi + 1e-9, "radians in (0, pi]"),
     ("signal_axis", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
 )
+
+
+#: The keys of an epoch record (``metrics.jsonl``) that every model writes: the loss and its two parts.
+PLAIN_LOSS_KEYS = ("train_loss", "train_recon", "train_kl")
+
+
+def named_loss_terms(record: Mapping[str, Any]) -> dict[str, float]:
+    """A model's named extra loss terms in one epoch record (nats per image): the ``train_``-prefixed
+    numbers other than :data:`PLAIN_LOSS_KEYS` (e.g. ``train_pose_anchor``), by name without the
+    prefix, in the record's order."""
+    return {k[len("train_"):]: v for k, v in record.items() if k.startswith("train_") and k not in PLAIN_LOSS_KEYS
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import numpy as np
 from ..nn.signal import item_noun
 from ..errors import AffineVAEError
 from ..plots import new_figure, show_images
-from ..runs import Run
+from ..runs import Run, named_loss_terms
 from .common import as_imageset, encode, model_label, styled, take
 
 __all__ = ["AnomalyScores", "anomaly_scores", "plot_anomaly", "TrainingCurves", "training_curves",
@@ -169,9 +169,7 @@ def training_curves(run) -> TrainingCurves:
             raise AffineVAEError("training_curves: metric 'epoch' must be a whole number in every epoch "
                                  "(or left out of all of them: then they are numbered 1, 2, ...)")
         epochs = e.astype(np.int64)
-    plain = {"train_loss", "train_recon", "train_kl"}
-    terms = tuple(dict.fromkeys(k[len("train_"):] for h in history for k in h
-                                if k.startswith("train_") and k not in plain))
+    terms = tuple(dict.fromkeys(k for h in history for k in named_loss_terms(h)))
     return TrainingCurves(epochs, train, val, col("images_per_s"), terms)
 
 

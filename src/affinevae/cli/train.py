@@ -26,7 +26,7 @@ from ..models.joint import EMBEDDING_START_AGREEMENT
 from ..models.rvae import MIN_SYNC_AGREEMENT
 from ..outputs import check_output, is_interrupted_start
 from ..registry import MODELS
-from ..runs import Run
+from ..runs import Run, named_loss_terms
 from ..training import TrainConfig, finish_distributed, fit, init_distributed
 from . import COMMANDS
 from .common import (add_data_arguments, counted, data_noun, load_data_from_args, parse_int_list, parse_set_options,
@@ -44,8 +44,7 @@ def losses_text(record: dict, noun: str = "image", unit: str = "nats") -> str:
     val loss 158.90 nats/image`` (``noun``: 'signal' for 1-D signal models; ``unit``: :func:`loss_unit`).
     The training loss holds the model's named extra terms (the validation loss does not), so they are
     named beside it."""
-    extra = [(k[len("train_"):], v) for k, v in record.items() if k.startswith("train_")
-             and k not in ("train_loss", "train_recon", "train_kl") and isinstance(v, (int, float))]
+    extra = named_loss_terms(record).items()
     terms = f" (with {', '.join(f'{k} {v:.2f}' for k, v in extra)})" if extra else ""
     val = f", val loss {record['val_loss']:.2f}" if "val_loss" in record else ""
     return f"train loss {record.get('train_loss', float('nan')):.2f}{terms}{val} {unit}/{noun}"
