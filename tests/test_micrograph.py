@@ -1014,3 +1014,60 @@ def test_patches_invert_finds_dark_objects(tmp_path, capsys):
     with open_stack(tmp_path / "dark.npy") as src:
         src.use_invert()
         np.testing.assert_allclose(src.read(0, 1)[0], img, atol=1e-6)
+
+
+# ============================================================================ lattice angles of grid windows
+def test_lattice_orientation_reads_each_grain_s_angle_from_grid_windows():
+    """Grid windows' lattice angles from their Fourier peaks follow the grains (30 deg apart) to a fraction of a
+    degree, in synthetic_micrograph's own angle convention, for square, hexagonal and rectangular lattices; a
+    window mirrored left-right reads the opposite angle; a symmetry of 1 is refused."""
+    from scipy.spatial import cKDTree
+
+    for lattice, n in (("square", 4), ("hexagonal", 6), ("rectangular", 2)):
+        img, truth = synthetic_micrograph(size=(160, 160), spacing=8.0, lattice=lattice, noise=0.1, seed=0,
+                                          grain_angles=(0.3, 0.3 + math.radians(30)))
+        ps = cut_patches(img, 32, stride=8)
+        got = mapping.lattice_orientation(ps.patches, n)
+        assert got.fold == n and got.angle.shape == got.strength.shape == (len(ps),)
+        assert np.all((got.angle >= 0) & (got.angle < 2 * np.pi / n)) and np.all((got.strength >= 0) & (got.strength <= 1))
+        tree = cKDTree(truth.positions)
+        share = np.array([truth.grain[tree.query_ball_point(c, 14.0)].mean() for c in ps.centers])
+        for grain, want in ((0, 0.3), (1, 0.3 + math.radians(30))):
+            inside = share == grain
+            assert inside.sum() > 10
+            off = math.degrees(mapping.angle_difference(mapping.circular_mean(got.angle[inside], n), want, n))
+            assert abs(off) < 1.0, (lattice, grain, off)
+        mirrored = mapping.lattice_orientation(ps.patches[:, :, ::-1], n)
+        diff = np.degrees(np.abs(np.angle(np.exp(1j * n * (mirrored.angle + got.angle))))) / n
+        assert np.median(diff) < 1.0
+    assert mapping.lattice_orientation(np.stack([ps.patches[:3]] * 2, 1), 2).angle.shape == (3,)  # channels averaged
+    with pytest.raises(AffineVAEError, match="symmetry of 2 or more"):
+        mapping.lattice_orientation(ps.patches, 1)
+
+
+def test_map_of_grid_windows_draws_their_lattice_angles(tmp_path, capsys):
+    img, truth = synthetic_micrograph(size=(128, 128), spacing=8.0, lattice="square", noise=0.05, seed=1,
+                                      grain_angles=(0.0, math.radians(30)))
+    np.save(tmp_path / "img.npy", img)
+    assert main(["patches", str(tmp_path / "img.npy"), "--window", "32", "--stride", "8",
+                 "--out", str(tmp_path / "g.npz")]) == 0
+    from affinevae.models.base import build_model
+
+    build_model("vae", image_shape=(1, 32, 32), latent_dim=2, encoder="mlp", decoder="mlp", hidden=[8]).save(tmp_path / "run")
+    capsys.readouterr()
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches", str(tmp_path / "g.npz"),
+                 "--out", str(tmp_path / "maps")]) == 0
+    said = capsys.readouterr().out
+    assert "estimated 4-fold rotational symmetry" in said and "lattice angle of each window from its Fourier peaks (4-fold" in said
+    assert (tmp_path / "maps" / "grid_lattice_angle.png").stat().st_size > 0
+    ps = PatchSet.load(tmp_path / "g.npz")
+    with np.load(tmp_path / "maps" / "maps.npz", allow_pickle=False) as f:
+        angle, fold = f["lattice_angle"], int(f["lattice_fold"])
+        assert fold == 4 and angle.shape == (len(ps),) and f["lattice_strength"].shape == (len(ps),)
+    from affinevae.napari_plugin.reader import read_maps   # the napari reader shows them as a feature
+
+    points = read_maps(str(tmp_path / "maps" / "maps.npz"))[-1]
+    np.testing.assert_allclose(points[1]["features"]["lattice_angle_deg"], np.degrees(angle))
+    left, right = ps.centers[:, 1] < 40, ps.centers[:, 1] > 88   # grain 0 left of the boundary, grain 1 right
+    gap = math.degrees(mapping.angle_difference(mapping.circular_mean(angle[right], 4), mapping.circular_mean(angle[left], 4), 4))
+    assert abs(abs(gap) - 30) < 1.5

@@ -78,7 +78,8 @@ class Map:
         """Encode, cluster, write ``maps.npz`` and the PNG maps; returns the exit status."""
         from ..data.patches import PatchSet
         from ..runs import load
-        from ..mapping import CLUSTER_METHODS, check_cluster_count, cluster_space, estimate_symmetry, write_maps
+        from ..mapping import (CLUSTER_METHODS, check_cluster_count, cluster_space, estimate_symmetry,
+                               lattice_orientation, write_maps)
         from ..training import resolve_device
 
         symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
@@ -122,19 +123,29 @@ class Map:
                 warnings.warn(f"{args.patches} records a pixel size of {ps.pixel_size}, {args.image} {src.pixel_size}: "
                               f"the maps take the patches' (--pixel-size sets it)", UserWarning, stacklevel=2)
         enc = encode_patchset(model, ps, batch_size=args.batch_size, where=args.patches)
+        grid = ps.grid_shape is not None
         if symmetry is None:
             symmetry = 1
-            if enc.has_angle:  # the symmetry only folds angles
-                symmetry = estimate_symmetry(ps.patches, centred=ps.grid_shape is None, seed=args.seed)
+            if enc.has_angle or grid:  # the symmetry folds angles, and gives a grid's lattice angles
+                symmetry = estimate_symmetry(ps.patches, centred=not grid, seed=args.seed)
                 print(f"affinevae: estimated {symmetry}-fold rotational symmetry from the patches "
                       "(override with --symmetry)")
-                if symmetry == 1 and ps.grid_shape is None:
+                if symmetry == 1 and not grid:
                     print(symmetry_hint(ps) or "", end="")
+        lattice = None
+        if grid and symmetry >= 2:
+            lattice = lattice_orientation(ps.patches, symmetry)
+            print(f"affinevae: lattice angle of each window from its Fourier peaks ({lattice.fold}-fold; median "
+                  f"strength {float(np.median(lattice.strength)):.2f} of 1): grid_lattice_angle.png, lattice_angle "
+                  "in maps.npz (a grid window's model angle does not follow a lattice's grain)")
+        elif grid:
+            print("affinevae: no lattice angles: the windows show no 2-, 3-, 4- or 6-fold pattern (give --symmetry "
+                  "if they hold a lattice)")
         res = write_maps(enc, args.out, image=background, n_clusters=args.clusters, frame=args.frame,
                          symmetry=symmetry, cluster_method=args.cluster_method, seed=args.seed, pixel_size=pixel_size,
                          source={"image": image_location(images[0] if len(images) == 1 else args.image),
                                  "key": args.key, "level": args.level},
-                         model=model, cluster_on=args.cluster_on, batch_size=args.batch_size)
+                         model=model, cluster_on=args.cluster_on, batch_size=args.batch_size, lattice=lattice)
         if args.baseline:
             from ..analysis.baseline import write_patch_baseline
 

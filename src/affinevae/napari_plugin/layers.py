@@ -17,18 +17,23 @@ __all__ = ["object_features", "points_layer", "image_layer"]
 
 
 def object_features(z_mean: np.ndarray, angle: np.ndarray, cluster: np.ndarray, frames: np.ndarray,
-                    symmetry: int = 1) -> dict[str, np.ndarray]:
+                    symmetry: int = 1, lattice_angle: Optional[np.ndarray] = None,
+                    lattice_fold: int = 1) -> dict[str, np.ndarray]:
     """Per-object features: ``angle_deg`` (folded into [0, 360 / symmetry), NaN without a rotation),
-    ``cluster`` (int, -1 when not clustered), ``frame`` and ``z0`` ... ``z{D-1}``; each (N,).
+    ``cluster`` (int, -1 when not clustered), ``frame`` and ``z0`` ... ``z{D-1}``; each (N,); with
+    ``lattice_angle`` also ``lattice_angle_deg`` (folded into [0, 360 / lattice_fold)).
 
     Inputs: ``z_mean`` (N, D); ``angle`` (N,) in **radians** (as ``maps.npz`` stores it; NaN when
     the model has no rotation), converted to degrees here for display; ``cluster``, ``frames`` (N,)
-    ints; ``symmetry`` the n of an n-fold rotational symmetry."""
+    ints; ``symmetry`` the n of an n-fold rotational symmetry; ``lattice_angle`` (N,) radians, a grid
+    window's lattice angle from its Fourier peaks (``maps.npz``'s, with its ``lattice_fold``)."""
     angle = np.asarray(angle, dtype=np.float64)
     feats: dict[str, np.ndarray] = {
         "angle_deg": np.degrees(fold_angle(angle, symmetry)),  # NaN stays NaN, each finite angle is folded
         "cluster": np.asarray(cluster, dtype=np.int64),
         "frame": np.asarray(frames, dtype=np.int64)}
+    if lattice_angle is not None:
+        feats["lattice_angle_deg"] = np.degrees(fold_angle(np.asarray(lattice_angle, dtype=np.float64), lattice_fold))
     z = np.asarray(z_mean, dtype=np.float64)
     for d in range(z.shape[1]):
         feats[f"z{d}"] = z[:, d]

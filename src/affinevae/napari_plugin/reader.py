@@ -140,8 +140,11 @@ def read_maps(path: Union[str, list]) -> list[tuple]:
     n_frames = int(d.get("n_frames", 1))
     pixel = float(d["pixel_size"]) if "pixel_size" in d else None
     unit = str(d["unit"]) if "unit" in d else None
+    lattice = d.get("lattice_angle")
+    if lattice is not None and np.shape(lattice) != np.shape(d["angle"]):
+        raise AffineVAEError(f"{p}: 'lattice_angle' {np.shape(lattice)} does not match {len(d['angle'])} objects")
     feats = object_features(d["z_mean"], d["angle"], d.get("cluster", np.full(len(d["z_mean"]), -1)), d["frames"],
-                            int(d.get("symmetry", 1)))
+                            int(d.get("symmetry", 1)), lattice, int(d.get("lattice_fold", 1)))
     layers = []
     source = str(d.get("source_image", ""))
     frames_shown = n_frames
