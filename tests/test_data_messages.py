@@ -81,7 +81,7 @@ def test_a_key_for_a_file_without_arrays_is_refused(tmp_path, capsys):
     np.save(tmp_path / "a.npy", np.zeros((2, 8, 8), np.float32))
     for name in ("s.tif", "a.npy"):
         assert main(["info", str(tmp_path / name), "--key", "3"]) == 2
-        assert f"{name}: key '3' applies only to .npz, HDF5, Zarr and FITS files" in capsys.readouterr().err
+        assert f"{name}: key '3' applies only to .npz, HDF5, Zarr, FITS and .dm3/.dm4/.emd/.ser files" in capsys.readouterr().err
 
 
 def test_long_label_and_coordinate_files_read_at_numpy_speed_with_the_same_values(tmp_path):

@@ -250,6 +250,35 @@ def test_gatan_dm3_dm4_read_back(micrograph, tmp_path, capsys):
         assert f"the image's dimensions {dims[::-1]} do not match its stored data (46080 bytes" in one_line_error(capsys)
 
 
+def test_an_instrument_file_s_image_stack_is_training_data(tmp_path, capsys):
+    """A .dm4 stack of particle images trains as an .npy of them does (the same images, scaled alike), with
+    the pixel size the file records; --key takes its second image; a spectrum image is refused with the
+    --signal-axis that reads it; encode reads the file as training did."""
+    pytest.importorskip("rsciio.digitalmicrograph")
+    from dm_writer import write_dm, write_dm_spectrum_image
+
+    from affinevae.data.files import load_images
+
+    rng = np.random.default_rng(0)
+    stack = rng.random((12, 16, 16)).astype(np.float32) * 40 - 3   # floats outside [0, 1]: min-max scaled
+    write_dm(tmp_path / "particles.dm4", [stack, stack[:5, :12, :12]], 0.25, "nm", version=4)
+    np.save(tmp_path / "particles.npy", stack)
+    got, ref = load_images(str(tmp_path / "particles.dm4")), load_images(str(tmp_path / "particles.npy"))
+    np.testing.assert_array_equal(got.images, ref.images)
+    assert got.meta["unit"] == "nm" and got.meta["pixel_size"] == pytest.approx(0.25, rel=1e-6)
+    assert load_images(str(tmp_path / "particles.dm4"), key="1").images.shape == (5, 1, 12, 12)
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "particles.dm4"), "--epochs", "1", "--latent-dim",
+                 "2", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["encode", str(tmp_path / "run"), "--data", str(tmp_path / "particles.dm4"), "--out",
+                 str(tmp_path / "z.npz")]) == 0
+    with np.load(tmp_path / "z.npz") as f:
+        assert f["z_mean"].shape[1] == 2
+    write_dm_spectrum_image(tmp_path / "si.dm4", rng.random((6, 7, 32)).astype(np.float32), version=4)
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "si.dm4"), "--out", str(tmp_path / "r2")]) == 2
+    assert "spectra are read as 1-D signals with --signal-axis 0" in one_line_error(capsys)
+
+
 def test_lazy_arrays_are_read_as_needed(micrograph, tmp_path):
     """numpy, dask and zarr arrays open as stacks; a region read touches only its chunks; .npy regions
     (read row by row from the file) equal the array's, with steps too."""

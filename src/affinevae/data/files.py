@@ -43,7 +43,7 @@ import numpy as np
 from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (AUX_KEYS, DEFAULT_KEYS, FITS_EXTS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, MRC_EXTS,
-                      NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PATCH_SET_KIND, PIL_EXTS, SUPPORTED, TIFF_EXTS, cannot_read,
+                      NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PATCH_SET_KIND, PIL_EXTS, RSCIIO_EXTS, SUPPORTED, TIFF_EXTS, cannot_read,
                       check_not_empty, check_npy_magic, file_magic, fits_hdu_spec, image_suffix, npz_image_key, pickled_npy, reading)
 from .imageset import ImageSet, PixelScaling, check_stretch, scale_images
 
@@ -101,7 +101,9 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
               folder mixes both); all images must have the same height and width;
             - several ``.npy`` files, as a comma-separated list or a glob pattern such as
               ``"quickdraw/*.npy"``: one class per file, see :func:`load_quickdraw`.
-        key: name of the array (``.npz``) or dataset (HDF5) holding the images.
+        key: name of the array (``.npz``) or dataset (HDF5) holding the images; a FITS file's HDU; the
+            index of the image (or image stack) in a ``.dm3``/``.dm4``/``.emd``/``.ser`` file (default
+            its first; read by rosettasciio, extra ``[microscopy]``, with the pixel size it records).
         labels: path to a ``.npy``, ``.txt`` or ``.csv`` file of non-negative integer class
             labels, one per image, in image order (-1: unknown, for semi-supervised models);
             overrides labels found with the images.
@@ -149,7 +151,7 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
 
 
 #: Suffixes of the image files that can record a pixel size (:func:`recorded_pixel_size` reads it).
-PIXEL_SIZE_EXTS = MRC_EXTS + TIFF_EXTS + FITS_EXTS + (".dm3", ".dm4", ".emd", ".ser")
+PIXEL_SIZE_EXTS = MRC_EXTS + TIFF_EXTS + FITS_EXTS + RSCIIO_EXTS
 
 
 def recorded_pixel_size(spec: str, key: Optional[str] = None):
@@ -162,7 +164,7 @@ def recorded_pixel_size(spec: str, key: Optional[str] = None):
     from .stacks import open_stack
 
     try:
-        with open_stack(spec, key=key if image_suffix(p) in FITS_EXTS else None) as src:
+        with open_stack(spec, key=key if image_suffix(p) in FITS_EXTS + RSCIIO_EXTS else None) as src:
             return src.pixel_size
     except AffineVAEError:
         return None
@@ -377,7 +379,7 @@ def load_quickdraw(paths: Sequence[str], n_per_class: Optional[int] = None,
 
 def _no_key(spec: str, key: Optional[str]) -> None:
     if key is not None:
-        raise AffineVAEError(f"{spec}: key {key!r} applies only to .npz and HDF5 files")
+        raise AffineVAEError(f"{spec}: key {key!r} applies only to .npz, HDF5, FITS and .dm3/.dm4/.emd/.ser files")
 
 
 def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> ImageSet:
@@ -408,6 +410,11 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
         from .astro import read_fits
 
         return _finish(read_fits(str(p), key), spec, standardise)
+    if ext in RSCIIO_EXTS:  # an instrument's image or image stack (rosettasciio); key: the image's index
+        from .microscopy import open_rsciio
+
+        with open_rsciio(str(p), key) as source:
+            return _finish(source.read_raw(0, source.n_frames), spec, standardise)
     kind = f"'{p.suffix}'" if p.suffix else "(no extension)"
     raise AffineVAEError(f"{spec}: unsupported file type {kind}; supported: {', '.join(SUPPORTED)}, "
                          "a folder of images, or a comma-separated list or glob of .npy files")

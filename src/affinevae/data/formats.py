@@ -34,6 +34,9 @@ MICROSCOPY_EXTS = (".dm3", ".dm4", ".emd", ".ser", ".mrc", ".mrcs")
 #: MRC files, which also hold image stacks (a cryo-EM particle stack, ``.mrcs``): read by
 #: :func:`~affinevae.data.files.load_images` as well (extra ``[microscopy]``).
 MRC_EXTS = (".mrc", ".mrcs")
+#: Instrument files read through rosettasciio (Gatan DigitalMicrograph, Velox/Berkeley EMD, FEI TIA): also
+#: training data for :func:`~affinevae.data.files.load_images`, their image or image stack (``key``: its index).
+RSCIIO_EXTS = (".dm3", ".dm4", ".emd", ".ser")
 #: FITS files (astronomy), read by :mod:`~affinevae.data.astro` (extra ``[astro]``) as stacks and as
 #: training data: also fpack'ed (``.fz``) and gzipped (``.fits.gz``, read by :func:`image_suffix`).
 FITS_EXTS = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
@@ -79,7 +82,7 @@ def is_zarr_dir(path) -> bool:
 
 
 #: Single files :func:`~affinevae.data.files.load_images` reads.
-SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS + MRC_EXTS + FITS_EXTS
+SUPPORTED = NPY_EXTS + NPZ_EXTS + TIFF_EXTS + HDF5_EXTS + PIL_EXTS + MRC_EXTS + FITS_EXTS + RSCIIO_EXTS
 
 #: ``file.h5:dataset`` (group 1: the file, group 2: the dataset, None without a colon).
 HDF5_SPEC = re.compile(r"^(.*?\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)

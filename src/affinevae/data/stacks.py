@@ -1182,7 +1182,7 @@ def _open(spec: Union[str, Path, np.ndarray], key: Optional[str], level: Optiona
     if level is not None:
         raise AffineVAEError(f"{s}: --level applies to multiscale images (OME-Zarr) only")
     if key is not None and (p.is_dir() or suf in NPY_EXTS + TIFF_EXTS + PIL_STACK_EXTS):
-        raise AffineVAEError(f"{s}: key {key!r} applies only to .npz, HDF5, Zarr and FITS files")
+        raise AffineVAEError(f"{s}: key {key!r} applies only to .npz, HDF5, Zarr, FITS and .dm3/.dm4/.emd/.ser files")
     if p.is_dir():
         return FolderSource(s)
     if suf in NPY_EXTS:
