@@ -267,6 +267,9 @@ def test_an_instrument_file_s_image_stack_is_training_data(tmp_path, capsys):
     np.testing.assert_array_equal(got.images, ref.images)
     assert got.meta["unit"] == "nm" and got.meta["pixel_size"] == pytest.approx(0.25, rel=1e-6)
     assert load_images(str(tmp_path / "particles.dm4"), key="1").images.shape == (5, 1, 12, 12)
+    assert main(["info", str(tmp_path / "particles.dm4")]) == 0   # lists the file's images by --key index
+    said = capsys.readouterr().out
+    assert "images      0: (12, 16, 16) [" in said and "; 1: (5, 12, 12) [" in said and "--key N reads the N-th" in said
     assert main(["train", "--model", "vae", "--data", str(tmp_path / "particles.dm4"), "--epochs", "1", "--latent-dim",
                  "2", "--no-progress", "--out", str(tmp_path / "run")]) == 0
     capsys.readouterr()

@@ -165,7 +165,8 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
     and arrays; for a FITS file ``hdus`` (what it holds) and, when it holds several image HDUs and
     no ``key`` names one, a ``note`` instead of the frames (``key='all'``: the stacked cut-outs); for an
     instrument file holding spectra (a Gatan/EMD spectrum image) ``spectra``: the ``--signal-axis`` that
-    reads them, and its signals' shapes and calibrated axes.
+    reads them, and its signals' shapes and calibrated axes; for one holding several images ``images``: each
+    one's shape and axes by the index ``--key`` takes.
     Reads the first frame only (any size of stack; all of a FITS file's cut-outs for ``'all'``).
 
     Raises:
@@ -187,11 +188,15 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
             return out
         if hdu is not None and str(hdu).strip().lower() == ALL_HDUS:
             source = read_fits(file, ALL_HDUS)  # (N, H, W): every cut-out, as training reads them
-    from ..data.microscopy import RSCIIO_FORMATS, spectra_note
+    from ..data.microscopy import RSCIIO_FORMATS, image_listing, spectra_note
 
-    note = spectra_note(file, key) if image_suffix(file) in RSCIIO_FORMATS and Path(file).is_file() else None
+    instrument = image_suffix(file) in RSCIIO_FORMATS and Path(file).is_file()
+    note = spectra_note(file, key) if instrument else None
     if note is not None:  # a spectrum image or line scan (beside any image the file holds)
         out["spectra"] = note
+    listing = image_listing(file) if instrument else None
+    if listing is not None:  # several images: --key N picks one (the frames below are the one read)
+        out["images"] = f"{listing} (--key N reads the N-th; default 0)"
     try:
         opened = open_stack(source, key=key if source is spec else None)
     except AffineVAEError:

@@ -210,6 +210,21 @@ def spectra_note(path: str, key: Optional[str] = None) -> Optional[str]:
             f"signals by index: {_describe(signals)}")
 
 
+def image_listing(path: str) -> Optional[str]:
+    """For a ``.dm3``/``.dm4``/``.emd``/``.ser`` file holding several images (or image stacks): the images
+    by the index ``--key`` takes (``0: (2, 96, 120) [...]; 1: (40, 50) [...]``); None when it holds one or
+    none, or cannot be read (the reading command says why). Read lazily: no pixel is loaded."""
+    module, what = RSCIIO_FORMATS[Path(path).suffix.lower()]
+    try:
+        plugin = require(module, path, what)
+        with reading(path, what):
+            signals = plugin.file_reader(path, lazy=True)
+    except AffineVAEError:
+        return None
+    images = _image_signals(signals)
+    return _describe(images) if len(images) > 1 else None
+
+
 def _ndim(sig: dict) -> int:
     """Axes of an rsciio signal's data."""
     return len(getattr(sig.get("data"), "shape", ()))
