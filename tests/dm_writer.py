@@ -133,18 +133,20 @@ def write_dm(path, data, scale: float = 1.0, unit: str = "", version: int = 3, t
 
 def write_dm_spectrum_image(path, cube, scale: float = 1.0, unit: str = "nm", energy_scale: float = 0.5,
                             energy_origin: float = -100.0, energy_unit: str = "eV", signal: str = "EELS",
-                            version: int = 3) -> Path:
+                            version: int = 3, survey=None) -> Path:
     """Write an (H, W, E) spectrum image as DigitalMicrograph does: dimensions x, y, energy (the numpy
     array (E, H, W)), the energy calibrated (``energy_scale`` ``energy_unit`` per channel; DM's origin
     is in channels, so the first channel lies at ``-energy_origin * energy_scale``) and the tags
     ``Meta Data`` {Format: 'Spectrum image', Signal: ``signal``}. rosettasciio reads it back as
-    (E, H, W) with the energy axis first."""
+    (E, H, W) with the energy axis first. ``survey``: an (H', W') image written before it in the same
+    file (a survey image beside the spectrum image), signal 0 then, the spectrum image signal 1."""
     data = np.ascontiguousarray(np.moveaxis(np.asarray(cube), -1, 0))
     image = _image(data, scale, unit, Path(path).stem)
     image["ImageData"]["Calibrations"]["Dimension"][2] = {"Origin": np.float32(energy_origin),
                                                           "Scale": np.float32(energy_scale), "Units": energy_unit}
     image["ImageTags"] = {"Meta Data": {"Format": "Spectrum image", "Signal": signal}}
-    body = _group({"ImageList": [image]}, version)
+    listed = [image] if survey is None else [_image(np.ascontiguousarray(survey), scale, unit, "survey"), image]
+    body = _group({"ImageList": listed}, version)
     head_len = 12 if version == 3 else 16
     length = struct.pack(">I" if version == 3 else ">Q", head_len + len(body))
     path = Path(path)

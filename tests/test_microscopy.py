@@ -242,7 +242,7 @@ def test_gatan_dm3_dm4_read_back(micrograph, tmp_path, capsys):
         np.testing.assert_array_equal(src.read_raw(0, 1)[0], micrograph[:40, :50])
     assert main(["patches", str(tmp_path / "two.dm4"), "--window", str(W), "--out", str(tmp_path / "bad.npz"),
                  "--key", "2"]) == 2
-    assert "--key must be an image index 0..1, got '2'" in one_line_error(capsys)
+    assert "--key must be a signal index 0..1, got '2'" in one_line_error(capsys)
     # dimensions that disagree with the stored data (fewer pixels: a silent crop; more: other tags read as pixels)
     for dims in ((60, 96), (120, 97)):
         write_dm(tmp_path / "bad.dm3", micrograph, 0.05, "nm", dimensions=dims)
@@ -269,7 +269,7 @@ def test_an_instrument_file_s_image_stack_is_training_data(tmp_path, capsys):
     assert load_images(str(tmp_path / "particles.dm4"), key="1").images.shape == (5, 1, 12, 12)
     assert main(["info", str(tmp_path / "particles.dm4")]) == 0   # lists the file's images by --key index
     said = capsys.readouterr().out
-    assert "images      0: (12, 16, 16) [" in said and "; 1: (5, 12, 12) [" in said and "--key N reads the N-th" in said
+    assert "images      0: (12, 16, 16) [" in said and "; 1: (5, 12, 12) [" in said and "--key N reads signal N" in said
     assert main(["train", "--model", "vae", "--data", str(tmp_path / "particles.dm4"), "--epochs", "1", "--latent-dim",
                  "2", "--no-progress", "--out", str(tmp_path / "run")]) == 0
     capsys.readouterr()
@@ -280,6 +280,22 @@ def test_an_instrument_file_s_image_stack_is_training_data(tmp_path, capsys):
     write_dm_spectrum_image(tmp_path / "si.dm4", rng.random((6, 7, 32)).astype(np.float32), version=4)
     assert main(["train", "--model", "vae", "--data", str(tmp_path / "si.dm4"), "--out", str(tmp_path / "r2")]) == 2
     assert "spectra are read as 1-D signals with --signal-axis 0" in one_line_error(capsys)
+    # a survey image beside a spectrum image (as Velox and DM files hold them): --key counts the file's signals
+    # for images and spectra alike, as info lists them
+    survey = rng.random((20, 24)).astype(np.float32)
+    write_dm_spectrum_image(tmp_path / "mixed.dm4", rng.random((6, 7, 32)).astype(np.float32), version=4, survey=survey)
+    assert main(["info", str(tmp_path / "mixed.dm4")]) == 0
+    said = capsys.readouterr().out
+    assert "--signal-axis 0 --key 1" in said and "0: (20, 24) [" in said
+    np.testing.assert_array_equal(load_images(str(tmp_path / "mixed.dm4")).images[0, 0], survey)  # in [0, 1]: as is
+    np.testing.assert_array_equal(load_images(str(tmp_path / "mixed.dm4"), key="0").images[0, 0], survey)
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "mixed.dm4"), "--key", "1",
+                 "--out", str(tmp_path / "r3")]) == 2
+    assert "signal 1 (32, 6, 7) is spectra (read them with --signal-axis 0 --key 1); its images: 0: (20, 24)" in \
+        one_line_error(capsys)
+    from affinevae.data.spectra import load_signals
+
+    assert load_signals(str(tmp_path / "mixed.dm4"), 0, key="1").images.shape == (42, 1, 1, 32)
 
 
 def test_lazy_arrays_are_read_as_needed(micrograph, tmp_path):

@@ -196,7 +196,7 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
         out["spectra"] = note
     listing = image_listing(file) if instrument else None
     if listing is not None:  # several images: --key N picks one (the frames below are the one read)
-        out["images"] = f"{listing} (--key N reads the N-th; default 0)"
+        out["images"] = f"{listing} (--key N reads signal N; default: the first image)"
     try:
         opened = open_stack(source, key=key if source is spec else None)
     except AffineVAEError:

@@ -102,8 +102,9 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
             - several ``.npy`` files, as a comma-separated list or a glob pattern such as
               ``"quickdraw/*.npy"``: one class per file, see :func:`load_quickdraw`.
         key: name of the array (``.npz``) or dataset (HDF5) holding the images; a FITS file's HDU; the
-            index of the image (or image stack) in a ``.dm3``/``.dm4``/``.emd``/``.ser`` file (default
-            its first; read by rosettasciio, extra ``[microscopy]``, with the pixel size it records).
+            index of the image (or image stack) among a ``.dm3``/``.dm4``/``.emd``/``.ser`` file's signals,
+            as ``info`` lists them (default its first image; read by rosettasciio, extra ``[microscopy]``,
+            with the pixel size it records).
         labels: path to a ``.npy``, ``.txt`` or ``.csv`` file of non-negative integer class
             labels, one per image, in image order (-1: unknown, for semi-supervised models);
             overrides labels found with the images.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -117,9 +117,11 @@ def _key_index(path: str, key: Any, count: int, what: str, listing: str = "") ->
     return idx
 
 
-def _describe(signals: list) -> str:
-    """The file's signals as the messages list them: ``0: (64, 6, 5) [Energy loss 64 x 0.5 eV, ...]``."""
-    return "; ".join(f"{i}: {tuple(s['data'].shape)} [{', '.join(map(str, _axes(s)))}]" for i, s in enumerate(signals))
+def _describe(signals: list, indices: Optional[Sequence[int]] = None) -> str:
+    """The file's signals as the messages list them: ``0: (64, 6, 5) [Energy loss 64 x 0.5 eV, ...]``,
+    numbered by ``indices`` (their places among the file's signals; default 0, 1, ...)."""
+    indices = range(len(signals)) if indices is None else indices
+    return "; ".join(f"{i}: {tuple(s['data'].shape)} [{', '.join(map(str, _axes(s)))}]" for i, s in zip(indices, signals))
 
 
 def read_rsciio_signal(path: str, key: Optional[str] = None) -> tuple[np.ndarray, list, Optional[int]]:
@@ -192,12 +194,8 @@ def spectra_note(path: str, key: Optional[str] = None) -> Optional[str]:
     which ``--signal-axis`` (and ``--key``) reads them, with the file's signals described; None when it
     holds none (or cannot be read: the reading command says why). A ``key`` that is no signal index
     of a file holding spectra is a one-line :class:`AffineVAEError`, as reading it would be."""
-    module, what = RSCIIO_FORMATS[Path(path).suffix.lower()]
-    try:
-        plugin = require(module, path, what)
-        with reading(path, what):
-            signals = plugin.file_reader(path, lazy=True)
-    except AffineVAEError:
+    signals = _lazy_signals(path)
+    if signals is None:
         return None
     found = [(i, spectral_axis(s)) for i, s in enumerate(signals)]
     found = [(i, k) for i, k in found if k is not None and _ndim(signals[i]) >= 2]
@@ -214,15 +212,21 @@ def image_listing(path: str) -> Optional[str]:
     """For a ``.dm3``/``.dm4``/``.emd``/``.ser`` file holding several images (or image stacks): the images
     by the index ``--key`` takes (``0: (2, 96, 120) [...]; 1: (40, 50) [...]``); None when it holds one or
     none, or cannot be read (the reading command says why). Read lazily: no pixel is loaded."""
+    signals = _lazy_signals(path) or []
+    images = _image_signals(signals)
+    return _describe(images, _image_indices(signals)) if len(images) > 1 else None
+
+
+def _lazy_signals(path: str) -> Optional[list]:
+    """The signals of a ``.dm3``/``.dm4``/``.emd``/``.ser`` file as rosettasciio reads them lazily; None when
+    rosettasciio is missing or the file cannot be read (the reading command says why)."""
     module, what = RSCIIO_FORMATS[Path(path).suffix.lower()]
     try:
         plugin = require(module, path, what)
         with reading(path, what):
-            signals = plugin.file_reader(path, lazy=True)
+            return plugin.file_reader(path, lazy=True)
     except AffineVAEError:
         return None
-    images = _image_signals(signals)
-    return _describe(images) if len(images) > 1 else None
 
 
 def _ndim(sig: dict) -> int:
@@ -230,16 +234,21 @@ def _ndim(sig: dict) -> int:
     return len(getattr(sig.get("data"), "shape", ()))
 
 
-def _image_signals(signals: list) -> list:
-    """The signals of an rsciio result that are images: two signal (non-navigation) axes, and not a
+def _is_image(sig: dict) -> bool:
+    """Whether an rsciio signal is an image (or image stack): two signal (non-navigation) axes, and not a
     Gatan spectrum image (whose raw axes look like an image stack along the energy)."""
-    out = []
-    for sig in signals:
-        axes = sig.get("axes", [])
-        n_sig = sum(1 for a in axes if not a.get("navigate", False))
-        if n_sig == 2 and _ndim(sig) >= 2 and not _is_spectrum_image(sig):
-            out.append(sig)
-    return out
+    n_sig = sum(1 for a in sig.get("axes", []) if not a.get("navigate", False))
+    return n_sig == 2 and _ndim(sig) >= 2 and not _is_spectrum_image(sig)
+
+
+def _image_indices(signals: list) -> list[int]:
+    """The places among a file's signals (the index ``--key`` takes) of those that are images."""
+    return [i for i, sig in enumerate(signals) if _is_image(sig)]
+
+
+def _image_signals(signals: list) -> list:
+    """The signals of an rsciio result that are images (:func:`_is_image`), in the file's order."""
+    return [signals[i] for i in _image_indices(signals)]
 
 
 def _dm_stored_bytes(sig: dict) -> Optional[int]:
@@ -257,8 +266,9 @@ def open_rsciio(path: str, key: Optional[str] = None, level: Optional[int] = Non
     """Open a ``.dm3``/``.dm4``/``.emd``/``.ser`` file through rosettasciio, lazily (dask).
 
     Args:
-        path: the file. key: index (0, 1, ...) of the image among the file's image signals
-            (default the first). level: unused (these formats have no resolution levels).
+        path: the file. key: index (0, 1, ...) of the image among the file's signals, as ``info``
+            lists them and the spectra reader takes it (default the first image; a signal that is not
+            an image is refused, naming the file's images). level: unused (no resolution levels).
 
     Returns:
         An :class:`ArraySource` of (H, W) or (F, H, W) frames (navigation axes become frames),
@@ -273,14 +283,21 @@ def open_rsciio(path: str, key: Optional[str] = None, level: Optional[int] = Non
     require("dask", path, what)
     with reading(path, what):
         signals = plugin.file_reader(path, lazy=True)
-    images = _image_signals(signals)
-    if not images:
+    places = _image_indices(signals)
+    if not places:
         axes = [spectral_axis(s) for s in signals if _ndim(s) >= 2]
         hint = (f"; spectra are read as 1-D signals with --signal-axis {next(k for k in axes if k is not None)}"
                 if any(k is not None for k in axes) else "")
         raise AffineVAEError(f"{path}: holds no 2-D image (signals: {_describe(signals) or 'none'}){hint}")
-    idx = 0 if key is None else _key_index(path, key, len(images), "image")
-    sig = images[idx]
+    # --key counts the file's signals, as `info` lists them and the spectra reader takes it
+    idx = places[0] if key is None else _key_index(path, key, len(signals), "signal",
+                                                   f"; the file holds {_describe(signals)}")
+    if idx not in places:
+        k = spectral_axis(signals[idx])
+        what = f"spectra (read them with --signal-axis {k} --key {idx})" if k is not None else "not an image"
+        raise AffineVAEError(f"{path}: signal {idx} {tuple(signals[idx]['data'].shape)} is {what}; its images: "
+                             f"{_describe([signals[i] for i in places], places)}")
+    sig = signals[idx]
     data = sig["data"]
     stored = _dm_stored_bytes(sig)
     if stored is not None and stored != data.size * data.dtype.itemsize:  # else pixels read from other tags
