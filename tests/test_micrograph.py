@@ -1071,3 +1071,14 @@ def test_map_of_grid_windows_draws_their_lattice_angles(tmp_path, capsys):
     left, right = ps.centers[:, 1] < 40, ps.centers[:, 1] > 88   # grain 0 left of the boundary, grain 1 right
     gap = math.degrees(mapping.angle_difference(mapping.circular_mean(angle[right], 4), mapping.circular_mean(angle[left], 4), 4))
     assert abs(abs(gap) - 30) < 1.5
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches", str(tmp_path / "g.npz"),
+                 "--symmetry", "1", "--out", str(tmp_path / "maps1")]) == 0
+    said = capsys.readouterr().out
+    assert "no lattice angles: --symmetry 1" in said and not (tmp_path / "maps1" / "grid_lattice_angle.png").exists()
+
+
+def test_angles_folded_into_a_period_never_reach_its_end():
+    """np.mod of a tiny negative angle gives the period itself; the folds take it as 0."""
+    assert mapping.circular_mean(np.array([-1e-17]), 4) == 0.0
+    assert mapping.fold_angle(np.array([-1e-17]), 4)[0] == 0.0 and np.isnan(mapping.fold_angle(np.array([np.nan]), 4)[0])
+    assert -math.pi / 4 <= mapping.angle_difference(1e-17, math.pi / 4 + 1e-17, 2) < math.pi / 4

@@ -138,6 +138,9 @@ class Map:
             print(f"affinevae: lattice angle of each window from its Fourier peaks ({lattice.fold}-fold; median "
                   f"strength {float(np.median(lattice.strength)):.2f} of 1): grid_lattice_angle.png, lattice_angle "
                   "in maps.npz (a grid window's model angle does not follow a lattice's grain)")
+        elif grid and args.symmetry is not None:
+            print("affinevae: no lattice angles: --symmetry 1 (a 1-fold pattern has none; give the lattice's "
+                  "symmetry, 2, 3, 4 or 6, for them)")
         elif grid:
             print("affinevae: no lattice angles: the windows show no 2-, 3-, 4- or 6-fold pattern (give --symmetry "
                   "if they hold a lattice)")
