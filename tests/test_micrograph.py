@@ -1082,3 +1082,19 @@ def test_angles_folded_into_a_period_never_reach_its_end():
     assert mapping.circular_mean(np.array([-1e-17]), 4) == 0.0
     assert mapping.fold_angle(np.array([-1e-17]), 4)[0] == 0.0 and np.isnan(mapping.fold_angle(np.array([np.nan]), 4)[0])
     assert -math.pi / 4 <= mapping.angle_difference(1e-17, math.pi / 4 + 1e-17, 2) < math.pi / 4
+
+
+def test_maps_carry_the_patch_sets_sub_pixel_positions(tmp_path):
+    """maps.npz holds the patch set's own sub-pixel positions beside the model's shift-refined ones (and in
+    physical units with a pixel size); a grid has none."""
+    from affinevae.units import PixelSize
+
+    img, _ = synthetic_micrograph(size=(96, 96), spacing=8.0, seed=3)
+    ps = cut_patches(img, W)
+    enc = stream_encode(tiny_vae(), img, W)
+    np.testing.assert_array_equal(enc.peak_positions, ps.positions)
+    mapping.write_maps(enc, tmp_path / "m", image=img, pixel_size=PixelSize(0.5, "nm"))
+    with np.load(tmp_path / "m" / "maps.npz") as f:
+        np.testing.assert_array_equal(f["peak_positions"], ps.positions)
+        np.testing.assert_allclose(f["peak_positions_phys"], ps.positions * 0.5)
+    assert stream_encode(tiny_vae(), img, W, stride=8).peak_positions is None

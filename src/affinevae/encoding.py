@@ -125,6 +125,11 @@ class ObjectEncoding:
         n_found: objects found before edge patches were dropped, or None.
         model_class: (N,) int64 class inferred by a joint or semi-supervised model (the argmax of
             its q(class | x)), or None for other models; saved as ``class``.
+        peak_positions: (N, 2) float64 (row, col) pixels: the patch set's own sub-pixel positions
+            (:attr:`~affinevae.data.patches.PatchSet.positions`: a fit around each detected maximum, or the
+            given coordinates), or None (a grid, an older patch set). On ``bench_lattice.py``'s lattices
+            (atoms 8 px apart, window 16, noise 0.1, a trained rVAE) 0.11 px from the true atoms on average,
+            ``positions`` 0.21 px, ``centers`` 0.51 px.
     """
 
     z_mean: np.ndarray
@@ -140,6 +145,7 @@ class ObjectEncoding:
     grid_shape: Optional[tuple] = None
     n_found: Optional[int] = None
     model_class: Optional[np.ndarray] = None
+    peak_positions: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.z_mean)
@@ -150,8 +156,8 @@ class ObjectEncoding:
         return len(self.angle) > 0 and bool(np.isfinite(self.angle).all())
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Every array (plus ``window``, ``image_shape``, ``n_frames``, and ``grid_shape`` and
-        ``class`` (the model's inferred classes) when set)."""
+        """Every array (plus ``window``, ``image_shape``, ``n_frames``, and ``grid_shape``, ``class`` (the
+        model's inferred classes) and ``peak_positions`` when set)."""
         out = {k: getattr(self, k) for k in ("z_mean", "z_std", "angle", "shift", "positions", "centers", "frames")}
         out.update(window=np.int64(self.window), image_shape=np.asarray(self.image_shape, dtype=np.int64),
                    n_frames=np.int64(self.n_frames))
@@ -159,6 +165,8 @@ class ObjectEncoding:
             out["grid_shape"] = np.asarray(self.grid_shape, dtype=np.int64)
         if self.model_class is not None:
             out["class"] = self.model_class
+        if self.peak_positions is not None:
+            out["peak_positions"] = np.asarray(self.peak_positions, dtype=np.float64)
         return out
 
     @classmethod
@@ -187,7 +195,8 @@ class ObjectEncoding:
             sh = np.nan_to_num(shift, nan=0.0)
             pos = ps.centers.astype(np.float32) + np.stack([sh[:, 1], sh[:, 0]], 1) * (w / 2.0)   # shift is (right, down)
         return cls(codes["z_mean"], codes["z_std"], angle, shift, pos.astype(np.float32), ps.centers, ps.frames,
-                   w, ps.image_shape, ps.n_frames, ps.grid_shape, ps.n_found, codes.get("class"))
+                   w, ps.image_shape, ps.n_frames, ps.grid_shape, ps.n_found, codes.get("class"),
+                   None if ps.positions is None else np.asarray(ps.positions, dtype=np.float64))
 
     @staticmethod
     def concat(parts: Sequence["ObjectEncoding"]) -> "ObjectEncoding":

@@ -879,7 +879,7 @@ def physical_arrays(arrays: dict, pixel_size) -> dict[str, np.ndarray]:
     Returns:
         ``pixel_size`` () float64 in ``unit``, ``unit`` () string, ``positions_phys`` and
         ``centers_phys`` (N, 2) (row, col) and ``shift_phys`` (N, 2) (right, down), in ``unit``
-        (NaN shifts stay NaN).
+        (NaN shifts stay NaN); ``peak_positions_phys`` (N, 2) when ``arrays`` has ``peak_positions``.
     """
     from .units import PixelSize
 
@@ -888,10 +888,13 @@ def physical_arrays(arrays: dict, pixel_size) -> dict[str, np.ndarray]:
                              f"'0.05nm')), got {pixel_size!r}")
     ps = float(pixel_size.value)
     half = float(arrays["window"]) / 2.0
-    return {"pixel_size": np.float64(ps), "unit": np.asarray(pixel_size.unit),
-            "positions_phys": np.asarray(arrays["positions"], np.float64) * ps,
-            "centers_phys": np.asarray(arrays["centers"], np.float64) * ps,
-            "shift_phys": np.asarray(arrays["shift"], np.float64) * half * ps}
+    out = {"pixel_size": np.float64(ps), "unit": np.asarray(pixel_size.unit),
+           "positions_phys": np.asarray(arrays["positions"], np.float64) * ps,
+           "centers_phys": np.asarray(arrays["centers"], np.float64) * ps,
+           "shift_phys": np.asarray(arrays["shift"], np.float64) * half * ps}
+    if "peak_positions" in arrays:
+        out["peak_positions_phys"] = np.asarray(arrays["peak_positions"], np.float64) * ps
+    return out
 
 
 def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_clusters: Optional[int] = None,
@@ -902,7 +905,7 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
 
     Writes to ``out_dir`` (created): ``maps.npz`` (``z_mean``, ``z_std`` (N, D); ``angle`` (N,) radians,
     NaN without a rotation latent; ``shift`` (N, 2) half patch widths; ``positions`` (N, 2) refined
-    (row, col) pixels; ``cluster`` (N,) labels, -1 without clustering; ``centers`` (N, 2) (row, col)
+    (row, col) pixels; ``peak_positions`` (N, 2) the patch set's sub-pixel positions when it has them; ``cluster`` (N,) labels, -1 without clustering; ``centers`` (N, 2) (row, col)
     pixels; ``frames`` (N,); ``symmetry`` () the n the angles were folded with; ``grid_shape`` in grid
     mode; ``class`` (N,) the classes a joint or semi-supervised model inferred), and PNGs for frame
     ``frame``: ``latents.png``, ``angle.png`` (models with a rotation) and ``clusters.png`` (with
