@@ -352,6 +352,8 @@ def test_fit_warns_in_python_what_the_model_failed_to_learn(recwarn, tmp_path):
     with pytest.warns(UserWarning, match=r"^fit: all 2 content latents are unused") as said:
         av.fit(av.build_model("vae", image_shape=(1, 12, 12), latent_dim=2), x, cfg, out=tmp_path / "run")
     assert any(w.filename == __file__ for w in said if "content latents" in str(w.message))  # the caller's line
+    line = next(str(w.message) for w in said if "content latents" in str(w.message))
+    assert "likelihood='gaussian' lowpass=1.5" in line and "--" not in line  # remedies as Python's keywords
     recwarn.clear()
     av.fit(av.build_model("vae", image_shape=(1, 12, 12), latent_dim=2), x, cfg, check_learning=False)
     assert not [w for w in recwarn if "content latents" in str(w.message)]

@@ -366,7 +366,7 @@ class Estimator(TransformerMixin, BaseEstimator):
             result = fit(model, x if labels is None else (x, labels), config, check_learning=False)  # said below
         self.model_ = result.model.eval()
         self.history_ = result.history
-        for line in learning_warnings(self.model_, x, seed=self.seed):  # as `train` says: the model learned nothing
+        for line in learning_warnings(self.model_, x, seed=self.seed, python=True):  # as `train` says: the model learned nothing
             warnings.warn(f"Estimator: {line}", stacklevel=3)
         probe_codes = encode_dataset(self.model_, x[:1], labels[:1] if self.model_.conditional else None, elbo=False,
                                      seed=self.seed)

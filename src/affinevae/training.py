@@ -635,7 +635,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
                 from .data.patches import lattice_patches
 
                 lattice = lattice_patches(getattr(data, "meta", None) or {})  # one grain's atoms share an angle
-                for line in learning_warnings(model, x.cpu().numpy(), seed=cfg.seed, lattice=lattice):
+                for line in learning_warnings(model, x.cpu().numpy(), seed=cfg.seed, lattice=lattice, python=True):
                     warnings.warn(f"fit: {line}", UserWarning, stacklevel=2)
             return result
     except BaseException:

@@ -217,16 +217,27 @@ def plot_training_curves(c: TrainingCurves | Mapping[str, TrainingCurves], title
 
 
 # ============================================================================ did it learn?
-def _filter_hint(model) -> str:
+def _option(name: str, value: str, python: bool) -> str:
+    """An option as the caller gives it: ``--lowpass 1.5`` (the train command; ``--set name=value`` for the
+    options it has no flag for) or ``lowpass=1.5`` (Python: build_model's and the Estimator's keywords)."""
+    if python:
+        return f"{name}={value!r}" if not value.replace(".", "", 1).isdigit() else f"{name}={value}"
+    return f"--{name.replace('_', '-')} {value}" if name in ("likelihood", "lowpass", "sigma") else f"--set {name}={value}"
+
+
+def _filter_hint(model, python: bool = False) -> str:
     lowpass = float(getattr(model.config, "lowpass", 0.0) or 0.0)
     if getattr(model.config, "likelihood", "") in ("bernoulli", "cbernoulli"):
-        return "a gaussian likelihood behind a low-pass filter, --likelihood gaussian --lowpass 1.5"
+        return (f"a gaussian likelihood behind a low-pass filter, {_option('likelihood', 'gaussian', python)} "
+                f"{_option('lowpass', '1.5', python)}")
     if lowpass > 0:
-        return f"a stronger low-pass filter than --lowpass {lowpass:g}, such as --lowpass {lowpass + 1:g}"
-    return "a low-pass filter, --lowpass 1.5"
+        return (f"a stronger low-pass filter than {_option('lowpass', f'{lowpass:g}', python)}, such as "
+                f"{_option('lowpass', f'{lowpass + 1:g}', python)}")
+    return f"a low-pass filter, {_option('lowpass', '1.5', python)}"
 
 
-def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool = False) -> list[str]:
+def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool = False,
+                      python: bool = False) -> list[str]:
     """Lines saying what a trained model failed to learn on its training ``images`` (N, C, H, W) (at most
     ``n`` of them, a seeded subset), each a sentence without a prefix; empty when nothing is wrong:
 
@@ -237,6 +248,9 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
       objects with no preferred orientation turn (not said for ``lattice``: one grain's atoms share
       their angle);
     - a model with classes using fewer of them than it has.
+
+    The remedies are named as ``train``'s options (``--lowpass 1.5``), or with ``python`` as Python's keywords
+    (``lowpass=1.5``: :func:`~affinevae.models.base.build_model`, the Estimator).
 
     Measured case (a cryo-EM user's audit, particles at a signal-to-noise of about 1 per pixel): the
     full-circle rVAE's angles all within 1 degree, three of its four content latents unused; the
@@ -266,12 +280,13 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
         noun = item_noun(model.config.image_shape)
         lines.append(f"all {spread.size} content latents are unused (their means vary across the {noun}s with a variance "
                      f"below {ACTIVE_VARIANCE:g}): the model describes every {noun} alike (a signal too weak against the "
-                     f"noise? {_filter_hint(model)}"
+                     f"noise? {_filter_hint(model, python)}"
                      + ("" if getattr(model.config, "likelihood", "") == "gaussian"
-                        else ", a gaussian likelihood with the noise as --sigma")
-                     + ((", a start from a t-SNE of the aligned images, --set content_anchor=100"
+                        else f", a gaussian likelihood with the noise as {'sigma=' if python else '--sigma'}")
+                     + ((f", a start from a t-SNE of the aligned images, {_option('content_anchor', '100', python)}"
                          if getattr(model.config, "content_targets", None) == "embedding" else
-                         ", a start from the aligned images' principal components, --set content_anchor=10")
+                         ", a start from the aligned images' principal components, "
+                         f"{_option('content_anchor', '10', python)}")
                         if (getattr(model.config, "pose_anchor", 0) or 0) > 0
                         and not getattr(model.config, "content_anchor", 0) else "")
                      + f", or clearer {noun}s)")
