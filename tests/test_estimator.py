@@ -271,3 +271,31 @@ def test_an_imageset_of_spectra_gets_train_s_spectra_defaults(capsys):
     assert Estimator("rvae", latent_dim=2, epochs=1, batch_size=32, seed=0,
                      likelihood="gaussian").fit(data.images).data_defaults_ == {}
     assert "data_defaults" in clone(est).get_params()
+
+
+def test_a_patch_set_gets_train_s_latents_and_training_options_unless_given(capsys):
+    """latent_dim, epochs, batch_size and lr left at None take what `train` chooses for a patch set (4 latents, its
+    batch size, learning rate, KL warm-up and step count); given ones win; arrays take 10 / 10 / 128 / 1e-3. The
+    Bernoulli refusal of 1-D signal arrays names a call that runs."""
+    from affinevae.data.micrograph import synthetic_micrograph
+    from affinevae.data.patches import cut_patches
+    from affinevae.data.spectra import spectra_set, synthetic_peaks
+    from affinevae.defaults import chosen_defaults
+    from affinevae.estimator import ESTIMATOR_DEFAULTS
+
+    data = cut_patches(synthetic_micrograph(size=(64, 64), seed=0)[0], 12).imageset()
+    options, train, chosen, _ = chosen_defaults(data, "rvae", {"image_shape": list(data.image_shape)}, None, None)
+    assert chosen["latent_dim"] == 4 and {"epochs", "batch_size", "lr", "kl_warmup"} <= set(chosen)
+    est = Estimator("rvae", epochs=1, seed=0).fit(data)
+    assert est.model_.config.latent_dim == 4 and est.data_defaults_["latent_dim"] == 4
+    assert est.data_defaults_["batch_size"] == train["batch_size"] and est.data_defaults_["lr"] == train["lr"]
+    assert "epochs" not in est.data_defaults_ and len(est.history_) == 1          # given: kept
+    assert "latent_dim=4" in capsys.readouterr().out
+    plain = Estimator("vae", epochs=1, encoder="mlp", decoder="mlp").fit(data.images)
+    assert plain.model_.config.latent_dim == ESTIMATOR_DEFAULTS["latent_dim"] == 10 and plain.data_defaults_ == {}
+    X = synthetic_peaks(n=32, length=16, seed=0).image_set().images.reshape(32, 16) * 3 - 1
+    with pytest.raises(AffineVAEError) as info:
+        Estimator("vae", epochs=1).fit(X)
+    call = str(info.value).split("fit affinevae.data.spectra.")[1].split(" to get")[0]
+    assert call == "spectra_set(numpy.reshape(X, (len(X), 1, 16)))"
+    assert eval(call, {"spectra_set": spectra_set, "numpy": np, "X": X}).meta["kind"] == "spectra"

@@ -523,7 +523,8 @@ def test_cli_patches_and_map(micrograph, tmp_path, capsys):
     with np.load(out, allow_pickle=False) as f:
         n = len(f["patches"])
         assert f["patches"].shape == (n, W, W) and f["centers"].shape == (n, 2) and f["frames"].shape == (n,)
-    assert said.startswith(f"{n} objects found")  # float pixels in [0, 1], not stretched: no noise floor
+    lines = said.splitlines()   # the smoothing chosen, then what was found (not stretched: no noise floor line)
+    assert lines[0].startswith(f"affinevae: --sigma 1 (a sixteenth of --window {W}") and lines[1].startswith(f"{n} objects found")
     assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--stride", "8", "--edge", "pad",
                  "--out", str(tmp_path / "g.npz")]) == 0
     with np.load(tmp_path / "g.npz", allow_pickle=False) as f:

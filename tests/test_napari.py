@@ -249,7 +249,8 @@ def test_learn_settings_refuse_patches_too_small_to_train():
 def test_learn_settings_refuse_bad_detection_and_filter_values_in_one_line():
     from affinevae.errors import AffineVAEError
 
-    for kw, match in [(dict(sigma=-1.0), "sigma must be a number > 0 pixels"), (dict(sigma=0.0), "sigma must be"),
+    assert LearnSettings(sigma=0.0).sigma == 0.0  # 0: no smoothing (None: a sixteenth of the window)
+    for kw, match in [(dict(sigma=-1.0), "sigma must be a number >= 0 pixels"), (dict(sigma=float("inf")), "sigma must be"),
                       (dict(lowpass=float("nan")), "lowpass must be a number >= 0 pixels"),
                       (dict(lowpass=True), "lowpass must be"), (dict(noise_floor=-0.5), "noise_floor must be a number >= 0"),
                       (dict(invert="yes"), "invert must be True or False"),
@@ -298,6 +299,8 @@ def test_widget_detection_and_filter_fields_make_the_settings(qtbot):
     widget.lowpass.setCurrentText("2.5")
     s = widget.settings()
     assert (s.sigma, s.invert, s.noise_floor, s.lowpass) == (2.0, True, 3.0, 2.5)
+    widget.sigma.setValue(0.0)
+    assert widget.settings().sigma == 0.0 and widget.sigma.text() != "auto"   # 0: no smoothing, not the default
     widget.lowpass.setCurrentText("none")
     assert widget.settings().lowpass == 0.0 and LOWPASS_CHOICES["auto"] is None
     widget.noise_floor.setValue(0.0)  # off, not the default (which an asinh-stretched sky takes at 3)

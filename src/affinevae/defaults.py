@@ -55,14 +55,14 @@ from .data.formats import PATCH_SET_KIND
 from .data.imageset import ImageSet, PixelScaling
 from .data.inputs import MIN_IMAGE_SIZE, check_int  # noqa: F401  (MIN_IMAGE_SIZE: re-exported)
 from .data.inputs import check_image_size as check_image_shape_size
-from .data.patches import patch_min_distance  # noqa: F401  (re-exported: the one rule)
+from .data.patches import patch_min_distance, patch_smoothing  # noqa: F401  (re-exported: the one rule)
 from .data.patches import LATTICE_ORDER, lattice_patches, scattered_objects  # noqa: F401  (re-exported)
 from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults",
-           "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "CLUSTER_SPACES"]
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults", "chosen_defaults",
+           "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "patch_smoothing", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
 DEFAULT_EPOCHS: int = TrainConfig.epochs
@@ -455,6 +455,15 @@ def _show(value: Any) -> str:
 def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[int],
                   epochs: Optional[int], lr: Optional[float] = None,
                   kl_warmup: Optional[float] = None, python: bool = False) -> tuple[dict, dict, str]:
+    """Model and training options for training ``model`` on ``data``: ``(options, train, line)`` of
+    :func:`chosen_defaults` (see there), without what was chosen."""
+    options, train, _, line = chosen_defaults(data, model, given, batch_size, epochs, lr, kl_warmup, python)
+    return options, train, line
+
+
+def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[int],
+                    epochs: Optional[int], lr: Optional[float] = None,
+                    kl_warmup: Optional[float] = None, python: bool = False) -> tuple[dict, dict, dict, str]:
     """Model and training options for training ``model`` on ``data``, with the user's choices kept.
 
     Args:
@@ -469,12 +478,13 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
             :class:`~affinevae.training.TrainConfig`'s keywords) instead of the ``train`` command's flags.
 
     Returns:
-        ``(options, train, line)``: ``given`` plus the chosen model options; the training options
+        ``(options, train, chosen, line)``: ``given`` plus the chosen model options; the training options
         ``{"batch_size", "lr", "kl_warmup", "epochs"}`` (the values given, else for a patch set and
         a family of :data:`PATCH_SET_DEFAULTS` :data:`PATCH_BATCH_SIZE`, :data:`PATCH_LR`,
         :data:`PATCH_KL_WARMUP` and ``ceil(MIN_STEPS / ceil(len(data) / batch_size))`` clipped to
         [1, MAX_EPOCHS], else :data:`FAMILY_TRAINING`'s batch size and learning rate for a family
-        listed there, the trainer's defaults and :data:`DEFAULT_EPOCHS`); and one line naming
+        listed there, the trainer's defaults and :data:`DEFAULT_EPOCHS`); ``chosen``, the model and
+        training options chosen from the data (by name; empty when none); and one line naming
         what was chosen and how to override it, e.g. ``affinevae: patch-set defaults:
         invariances=rotation,translation rotation_mode=full encoder=mlp (a lattice: lattice order 0.44)
         latent_dim=4 hidden=32,32 likelihood=gaussian sigma=0.1 sigma_radius=0.7 batch_size=32 lr=0.003 kl_warmup=0.3 epochs=116 (override
@@ -514,7 +524,7 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
         steps_per_epoch = math.ceil(len(data) / train["batch_size"])
         train["epochs"] = chosen["epochs"] = min(MAX_EPOCHS, max(1, math.ceil(kind.min_steps / steps_per_epoch)))
     if not chosen:
-        return options, train, ""
+        return options, train, {}, ""
     flags = ("/".join(f"{k}=" for k in chosen) if python
              else "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen)))
     why = {}
@@ -533,4 +543,4 @@ def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[
     words += " defaults"
     if rules is not None and kind.family_training and key.endswith(":full"):
         words += f" ({model} over the full circle)"
-    return options, train, f"affinevae: {words}: {shown} (override with {flags})"
+    return options, train, dict(chosen), f"affinevae: {words}: {shown} (override with {flags})"

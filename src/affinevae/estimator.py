@@ -38,7 +38,7 @@ from .evaluation import encode_dataset
 from .models.base import build_model
 from .training import TrainConfig, fit
 
-__all__ = ["Estimator", "NOT_APPLICABLE_CHECKS"]
+__all__ = ["Estimator", "NOT_APPLICABLE_CHECKS", "ESTIMATOR_DEFAULTS"]
 
 FLOATS = (np.float64, np.float32)
 LIKELIHOODS_IN_UNIT_RANGE = ("bernoulli", "cbernoulli")
@@ -90,6 +90,10 @@ def one_line(message: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+#: The Estimator's content latents and training options when neither they are given nor the data choose them.
+ESTIMATOR_DEFAULTS = {"latent_dim": 10, "epochs": 10, "batch_size": 128, "lr": 1e-3}
+
+
 class Estimator(TransformerMixin, BaseEstimator):
     """scikit-learn transformer: fits an affinevae model, transforms images to their latents.
 
@@ -99,18 +103,21 @@ class Estimator(TransformerMixin, BaseEstimator):
             (labels -1 for unknown) and their regression forms).
         image_shape: (H, W) or (C, H, W) of flat input rows (N, C*H*W); None: taken from
             (N, H, W) / (N, C, H, W) input, or (1, 1, F) for flat rows.
-        latent_dim: content latent variables (the columns of :meth:`transform`).
+        latent_dim: content latent variables (the columns of :meth:`transform`); None: what ``train``
+            chooses for the data (``data_defaults``: 4 for a patch set), else 10.
         pose: :meth:`transform` also returns the pose columns (angle in radians, shift_x and
             shift_y in half image widths, scale; the ones the model has), and
             :meth:`inverse_transform` takes them.
         epochs, batch_size, lr, seed, device: training options (:class:`~affinevae.TrainConfig`;
-            the seed also fixes the initialisation, so refitting gives the same model).
+            the seed also fixes the initialisation, so refitting gives the same model). ``epochs``,
+            ``batch_size``, ``lr`` None: what ``train`` chooses for the data (``data_defaults``), else
+            10, 128 and 1e-3 (:data:`ESTIMATOR_DEFAULTS`).
         data_defaults: when ``X`` is an :class:`~affinevae.data.imageset.ImageSet` whose ``meta`` names
             its kind (spectra from :func:`~affinevae.data.spectra.load_signals` or
             :func:`~affinevae.data.spectra.as_spectra`, a patch set's :meth:`~affinevae.data.patches.PatchSet.imageset`,
             float measurements read by :func:`~affinevae.data.files.load_images`), :meth:`fit` takes the
-            model options (and KL warm-up) that ``train`` chooses for it
-            (:func:`affinevae.defaults.data_defaults`; the options given always win), prints them in one
+            model and training options that ``train`` chooses for it
+            (:func:`affinevae.defaults.chosen_defaults`; the options given always win), prints them in one
             line and keeps them in ``data_defaults_``. Arrays get none: flat rows may be tabular data.
         **options: any other model option (``encoder``, ``hidden``, ``likelihood``, ``beta``,
             ``invariances``, ``transform``, ...) or :class:`~affinevae.TrainConfig` option
@@ -133,9 +140,10 @@ class Estimator(TransformerMixin, BaseEstimator):
     layout :meth:`fit` saw (flat rows, (N, H, W) or (N, C, H, W)), in the input's float dtype.
     """
 
-    def __init__(self, model: str = "vae", *, image_shape: Optional[tuple] = None, latent_dim: int = 10,
-                 pose: bool = False, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
-                 device: str = "auto", data_defaults: bool = True, **options: Any) -> None:
+    def __init__(self, model: str = "vae", *, image_shape: Optional[tuple] = None, latent_dim: Optional[int] = None,
+                 pose: bool = False, epochs: Optional[int] = None, batch_size: Optional[int] = None,
+                 lr: Optional[float] = None, seed: int = 0, device: str = "auto", data_defaults: bool = True,
+                 **options: Any) -> None:
         self.model = model
         self.image_shape = image_shape
         self.latent_dim = latent_dim
@@ -278,14 +286,24 @@ class Estimator(TransformerMixin, BaseEstimator):
         return self._labels(y, n, reset=False)
 
     @staticmethod
-    def _check_range(model: Any, x: torch.Tensor, what: str) -> None:
+    def _check_range(model: Any, x: torch.Tensor, what: str, hint: str = "") -> None:
         likelihood = getattr(model.config, "likelihood", None)
         if likelihood in LIKELIHOODS_IN_UNIT_RANGE and len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
             raise AffineVAEError(f"{what}: likelihood '{likelihood}' needs pixel values in [0, 1], got "
                                  f"[{float(x.min()):.3g}, {float(x.max()):.3g}]; scale X (e.g. MinMaxScaler) "
-                                 f"or use likelihood='gaussian'"
-                                 + ("; for spectra, fit affinevae.data.spectra.spectra_set(*as_spectra(X)) to get "
-                                    "train's spectra defaults" if x.ndim == 4 and x.shape[-2] == 1 else ""))
+                                 f"or use likelihood='gaussian'{hint}")
+
+    def _spectra_hint(self, X: Any) -> str:
+        """What gets 1-D signals ``train``'s spectra defaults (appended to the range refusal): an
+        ImageSet of spectra with data_defaults on; for an array, the call that makes one of it."""
+        c, h, length = self.image_shape_
+        if h != 1:
+            return ""
+        if isinstance(X, ImageSet):
+            return "; for spectra, leave data_defaults=True to get train's spectra defaults" if not self.data_defaults \
+                else ""
+        return (f"; for spectra, fit affinevae.data.spectra.spectra_set(numpy.reshape(X, (len(X), {c}, {length}))) to "
+                "get train's spectra defaults")
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None) -> "Estimator":
@@ -319,22 +337,26 @@ class Estimator(TransformerMixin, BaseEstimator):
         model_opts = {k: v for k, v in self._options.items() if k not in train_names}
         train_opts.setdefault("val_split", 0.0)
         train_opts.setdefault("progress", False)
-        options = {"image_shape": list(self.image_shape_), "latent_dim": self.latent_dim, **model_opts}
+        options = {"image_shape": list(self.image_shape_), **model_opts}
+        if self.latent_dim is not None:
+            options["latent_dim"] = self.latent_dim
+        given_train = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
         self.data_defaults_ = {}
         if self.data_defaults and isinstance(X, ImageSet):  # the defaults `train` chooses for this kind of data
-            from .defaults import data_defaults
+            from .defaults import chosen_defaults
 
-            given = dict(options)
-            options, train, line = data_defaults(X, self.model, given, self.batch_size, self.epochs, self.lr,
-                                                 train_opts.get("kl_warmup"), python=True)
-            self.data_defaults_ = {k: v for k, v in options.items() if k not in given}
-            if "kl_warmup" not in train_opts and train["kl_warmup"] != TrainConfig.kl_warmup:
-                train_opts["kl_warmup"] = self.data_defaults_["kl_warmup"] = train["kl_warmup"]
+            options, train, chosen, line = chosen_defaults(X, self.model, options, self.batch_size, self.epochs,
+                                                           self.lr, train_opts.get("kl_warmup"), python=True)
+            self.data_defaults_ = dict(chosen)
+            for name in ("epochs", "batch_size", "lr", "kl_warmup"):
+                if name in chosen:
+                    (given_train if name != "kl_warmup" else train_opts)[name] = train[name]
             if line:
                 print(line.replace("affinevae:", "affinevae Estimator:", 1))
-        config = TrainConfig.from_dict({"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                                        "seed": self.seed, "device": self.device, "checkpoint": False, **train_opts},
-                                       what="Estimator training")
+        options.setdefault("latent_dim", ESTIMATOR_DEFAULTS["latent_dim"])
+        train_given = {k: ESTIMATOR_DEFAULTS[k] if v is None else v for k, v in given_train.items()}
+        config = TrainConfig.from_dict({**train_given, "seed": self.seed, "device": self.device, "checkpoint": False,
+                                        **train_opts}, what="Estimator training")
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             probe = build_model(self.model, **options)
@@ -362,7 +384,7 @@ class Estimator(TransformerMixin, BaseEstimator):
             if self.pose and probe.pose_source == "identity":
                 raise AffineVAEError(f"pose=True needs a model with a pose (rvae, crvae, avae); '{self.model}' has none")
             model = build_model(self.model, seed=self.seed, **options)
-            self._check_range(model, x, "fit")
+            self._check_range(model, x, "fit", self._spectra_hint(X))
             result = fit(model, x if labels is None else (x, labels), config, check_learning=False)  # said below
         self.model_ = result.model.eval()
         self.history_ = result.history

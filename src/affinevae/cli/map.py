@@ -266,7 +266,7 @@ def symmetry_hint(ps) -> Optional[str]:
         return None
     if scattered_objects(ps.arrangement()):
         return None
-    wide = 2 * math.ceil(spacing) + 4  # reaches one spacing and a pixel past it
+    wide = 2 * math.ceil(round(spacing, 1)) + 4  # reaches the neighbours one spacing away (8.003 px: 8)
     return (f"affinevae: the {ps.window}-pixel windows reach {reach} px from each centre but the objects are "
             f"{spacing:.1f} px apart (their first neighbours' median distance), so the estimate sees single objects, not their "
             f"arrangement: give --symmetry (e.g. 2, 4 or 6); windows of {wide} px would show it (a model trained on "

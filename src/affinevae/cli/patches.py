@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data.objects import DETECT_THRESHOLD, NOISE_FLOOR, read_coordinates
-from ..defaults import MIN_IMAGE_SIZE, patch_min_distance
+from ..defaults import MIN_IMAGE_SIZE, patch_min_distance, patch_smoothing
 from ..errors import AffineVAEError
 from ..outputs import check_output
 from . import COMMANDS
@@ -45,7 +45,8 @@ class Patches:
         find.add_argument("--absolute", action="store_true", help="read --threshold as a pixel value after "
                                                                    "normalisation to [0, 1]")
         find.add_argument("--sigma", type=float, default=None,
-                          help="detection: Gaussian smoothing in pixels before finding maxima (default none)")
+                          help="detection: Gaussian smoothing in pixels before finding maxima (default a sixteenth "
+                               "of --window, printed; 0: none)")
         find.add_argument("--invert", action="store_true",
                           help="dark objects on a bright background (raw cryo-EM contrast): read every pixel as 1 "
                                "minus its normalised value, so the objects are the bright maxima detection finds "
@@ -75,9 +76,13 @@ class Patches:
         if args.tile < 0:
             raise AffineVAEError(f"--tile must be >= 0 pixels (0: never tile), got {args.tile}")
         check_patch_options(args)
-        chosen = args.min_distance is None and not args.coords and args.stride is None  # detection uses it
+        detecting = not args.coords and args.stride is None
+        chosen = args.min_distance is None and detecting  # detection uses it
+        smoothing = args.sigma is None and detecting
         if args.min_distance is None:
             args.min_distance = patch_min_distance(args.window)
+        if args.sigma is None and detecting:
+            args.sigma = patch_smoothing(args.window)
         images = expand_inputs(args.image)
         check_output(args.out, inputs=[*images, args.coords], force=args.force)
         with open_images(args, images, given) as src:
@@ -91,6 +96,9 @@ class Patches:
         if chosen:  # said once the patches are cut: an error above is then the only line
             print(f"affinevae: --min-distance {args.min_distance} (a quarter of --window {args.window}: maxima closer "
                   "than that are one object; give --min-distance to change it)")
+        if smoothing:
+            print(f"affinevae: --sigma {args.sigma:g} (a sixteenth of --window {args.window}: the frames are smoothed "
+                  "that much before maxima are found, so noise peaks are not objects; --sigma 0 turns it off)")
         if not args.coords and args.stride is None and not args.absolute and floor > 0:
             why = " (asinh-stretched frames: a sparse field)" if args.noise_floor is None else ""
             print(f"affinevae: detection threshold: {args.threshold:g} of each frame's range or {floor:g} noise sigma "

@@ -41,6 +41,7 @@ from .objects import (DETECT_THRESHOLD, NOISE_FLOOR, REFINE_REACH, check_coordin
 from .stacks import open_stack
 
 __all__ = ["PatchSet", "default_noise_floor", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
+           "patch_smoothing", "SMOOTHING_FRACTION",
            "concat_chunks", "nothing_found", "tile_grid", "DEFAULT_TILE", "LATTICE_ORDER", "scattered_objects",
            "lattice_patches"]
 
@@ -501,7 +502,7 @@ def default_noise_floor(source) -> float:
 
 
 def check_smoothing(sigma: Optional[float], window: int, name: str = "sigma") -> None:
-    """Refuse a detection smoothing ``sigma`` (pixels; None: none) that is not a finite number >= 0 or is
+    """Refuse a detection smoothing ``sigma`` (pixels; None: the default, 0: none) that is not a finite number >= 0 or is
     wider than the ``window`` (pixels): the smoothing must stay below the objects' size (a huge one would
     only spend minutes blurring the frames away), in one line naming ``name``."""
     if sigma is None:
@@ -512,6 +513,25 @@ def check_smoothing(sigma: Optional[float], window: int, name: str = "sigma") ->
     if sigma > window:
         raise AffineVAEError(f"{name} {float(sigma):g} pixels is wider than the window ({window} pixels): the "
                              "detection's smoothing must stay below the objects' size")
+
+
+#: The detection's Gaussian smoothing when none is given, as a fraction of the window
+#: (:func:`patch_smoothing`).
+SMOOTHING_FRACTION = 1.0 / 16.0
+
+
+def patch_smoothing(window: int) -> float:
+    """The detection's Gaussian smoothing (pixels) when none is given (``patches --sigma``,
+    :func:`iter_patches`' ``sigma`` None): a sixteenth of the ``window`` (pixels), about a third of an
+    atom's width on lattices cut with windows of two spacings, half an object's width for spots cut
+    with windows of eight widths. Measured on ``synthetic_micrograph`` lattices (square and hexagonal,
+    atoms 3-8 px apart, noise 0.05-0.3 of an atom's peak) it finds what no smoothing found (precision and
+    recall the same within 0.02 or better: atoms 4 px apart at noise 0.3, 0.95 / 0.85 -> 0.97 / 0.87 square,
+    0.96 / 0.83 -> 0.97 / 0.84 hexagonal), and on sparse fields of 60
+    Gaussian spots in 512 x 512 pixels of unit noise (spots 4 px wide, peaks 5-10: 0.07 / 0.93 ->
+    0.96 / 0.93; 2 px wide, peak 10: 0.02 / 0.98 -> 1.00 / 0.98) it keeps noise maxima from counting as
+    objects. Fainter or smaller spots need more (``--sigma`` about the spots' width, and ``--noise-floor``)."""
+    return float(window) * SMOOTHING_FRACTION
 
 
 def patch_min_distance(window: int) -> int:
@@ -538,8 +558,9 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     Objects come from ``coords`` (a file for :func:`read_coordinates` or a ``(frames, centers)``
     pair), a grid with step ``stride`` (pixels), or :func:`detect_objects` on each frame
     (``min_distance``, ``threshold``, ``absolute``, ``sigma``, ``noise_floor``; ``min_distance`` None:
-    :func:`patch_min_distance` of the window, as the ``patches`` command takes it; ``noise_floor`` None:
-    :func:`default_noise_floor` of the source).
+    :func:`patch_min_distance` of the window, as the ``patches`` command takes it; ``sigma`` None:
+    :func:`patch_smoothing` of the window, 0 for none; ``noise_floor`` None: :func:`default_noise_floor`
+    of the source).
 
     Args:
         source: anything :func:`open_stack` accepts.
@@ -566,6 +587,8 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
         w = _check_window(window, src.image_shape, src.path)
         if min_distance is None:
             min_distance = patch_min_distance(w)
+        if sigma is None and mode == "detect":
+            sigma = patch_smoothing(w)
         tiled = tile is not None and max(src.image_shape) > check_int("tile", tile, 2 * w)
         if tiled:
             chunk = 1

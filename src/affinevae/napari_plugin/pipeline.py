@@ -30,7 +30,8 @@ class LearnSettings:
             (None: none). min_distance, threshold: object detection (pixels, None: a quarter of the
             window as ``patches`` takes it, :func:`affinevae.defaults.patch_min_distance`; fraction of the range).
         batch_size: images per step (None: the patch-set default). seed: training.
-        sigma: detection's Gaussian smoothing in pixels before finding maxima (None: none; ``patches
+        sigma: detection's Gaussian smoothing in pixels before finding maxima (None: a sixteenth of the
+            window, as ``patches`` takes it, :func:`affinevae.defaults.patch_smoothing`; 0: none; ``patches
             --sigma``: noisy micrographs need a few pixels). invert: dark objects on a bright background
             (raw cryo-EM contrast): every pixel read as 1 minus its normalised value (``patches
             --invert``). noise_floor: a relative threshold raised to at least this many noise sigma above
@@ -81,12 +82,12 @@ class LearnSettings:
                                  f"to its maximum), got {self.threshold!r}")
         if not isinstance(self.invert, (bool, np.bool_)):
             raise AffineVAEError(f"invert must be True or False, got {self.invert!r}")
-        for name, what in (("sigma", "a number > 0 pixels (or None: no smoothing)"),
+        for name, what in (("sigma", "a number >= 0 pixels (or None: a sixteenth of the window; 0: none)"),
                            ("noise_floor", "a number >= 0 noise sigma (or None: the default)"),
                            ("lowpass", "a number >= 0 pixels (or None: the defaults; 0: none)")):
             v = getattr(self, name)
             ok = v is None or (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-                               and math.isfinite(v) and (v > 0 if name == "sigma" else v >= 0))
+                               and math.isfinite(v) and v >= 0)
             if not ok:
                 raise AffineVAEError(f"{name} must be {what}, got {v!r}")
         from ..data.patches import check_smoothing
