@@ -147,12 +147,12 @@ def refine_positions(frame: np.ndarray, centers: np.ndarray, origin: Sequence[in
     c = np.asarray(centers, dtype=np.int64).reshape(-1, 2)
     if not len(c):
         return np.zeros((0, 2), dtype=np.float64)
-    img = ndimage.gaussian_filter(raw, REFINE_SIGMA).astype(np.float64)
+    img = ndimage.gaussian_filter(raw, REFINE_SIGMA)  # float32: a tile of a huge frame is not copied to float64
     h, w = img.shape
     off = np.arange(-1, 2)
     rows = np.clip(c[:, 0, None, None] + off[None, :, None], 0, h - 1)
     cols = np.clip(c[:, 1, None, None] + off[None, None, :], 0, w - 1)
-    values = img[rows, cols].reshape(len(c), 9)
+    values = img[rows, cols].reshape(len(c), 9).astype(np.float64)
     y, x = (v.ravel().astype(np.float64) for v in np.meshgrid(off, off, indexing="ij"))
     design = np.stack([np.ones(9), y, x, y * y, x * y, x * x], 1)
     _, b, e, d, g, f = (values @ np.linalg.pinv(design).T).T   # I = a + b y + e x + d y^2 + g x y + f x^2

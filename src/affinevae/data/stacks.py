@@ -321,7 +321,9 @@ class FrameSource:
         for c in range(rows.shape[0]):  # one slice per row: a pass over a frame larger than memory
             for i in range(rows.shape[1]):
                 g = f * size + c * h * w + (r0 + i) * w
-                out.append(rows[c, i, (-g) % step::step])
+                # a copy: a view would keep the whole band alive, and every band of the pass with it (a 1 GiB
+                # frame's range pass peaked at 1.1 GiB of bands instead of one band)
+                out.append(rows[c, i, (-g) % step::step].copy())
         return out
 
     def close(self) -> None:
