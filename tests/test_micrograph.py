@@ -525,6 +525,9 @@ def test_cli_patches_and_map(micrograph, tmp_path, capsys):
         assert f["patches"].shape == (n, W, W) and f["centers"].shape == (n, 2) and f["frames"].shape == (n,)
     lines = said.splitlines()   # the smoothing chosen, then what was found (not stretched: no noise floor line)
     assert lines[0].startswith(f"affinevae: --sigma 1 (a sixteenth of --window {W}") and lines[1].startswith(f"{n} objects found")
+    assert "centers, positions, frames;" in lines[1]
+    with np.load(out, allow_pickle=False) as f:  # the objects' spacing, as the file records it
+        assert f"spacing {float(f['spacing']):.2f} px)" in lines[1]
     assert main(["patches", str(tmp_path / "img.npy"), "--window", str(W), "--stride", "8", "--edge", "pad",
                  "--out", str(tmp_path / "g.npz")]) == 0
     with np.load(tmp_path / "g.npz", allow_pickle=False) as f:
