@@ -208,6 +208,19 @@ def test_refined_positions_find_a_gaussian_peak_to_a_fraction_of_a_pixel():
     assert refine_positions(img, np.zeros((0, 2), np.int64)).shape == (0, 2)
 
 
+def test_wide_objects_are_refined_at_the_detection_s_smoothing():
+    """Blobs 6 px wide in noise, found after a 3-px smoothing: the fit at that smoothing lies closer to them
+    than the integer maxima and than a fit at the fixed 1-px smoothing."""
+    rng = np.random.default_rng(1)
+    truth = np.column_stack([np.repeat(np.arange(30.0, 300, 40), 7), np.tile(np.arange(30.0, 300, 40), 7)])[:49]
+    truth = truth + rng.uniform(-0.5, 0.5, truth.shape)
+    img = (render_gaussians((320, 320), truth, np.full(len(truth), 3.0), 6.0) + rng.standard_normal((320, 320))).astype(np.float32)
+    found = detect_objects(img, 10, sigma=3.0)
+    err = {name: cKDTree(truth).query(pos)[0].mean() for name, pos in
+           (("int", found.astype(float)), ("fit1", refine_positions(img, found)), ("fit3", refine_positions(img, found, sigma=3.0)))}
+    assert len(found) == len(truth) and err["fit3"] < min(err["int"], err["fit1"]), err
+
+
 def test_a_noisy_lattice_s_spacing_is_its_lattice_constant():
     """The spacing recorded for a patch set is the lattice constant: sub-pixel positions and the first
     shell's median distance (the nearest neighbour alone, at integer maxima, read 8 px as 7.2)."""

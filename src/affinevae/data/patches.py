@@ -451,7 +451,7 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
                                    value_range=value_range, noise_floor=floor, level=level) + off
             found = found[_in_core(found, cr, cc)]
             idx, local = found[:, 0] * src.image_shape[1] + found[:, 1], found
-            local_pos = refine_positions(region, found - off, origin=off)
+            local_pos = refine_positions(region, found - off, origin=off, sigma=sigma)
         n_found += len(local)
         # a region of C channels (C, h, w) is one frame, not C frames
         patches, keep = extract_patches(region[None] if region.ndim == 3 else region, local - off, w, edge=edge)
@@ -639,7 +639,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                          for fm in stack]  # per frame
                 fr = np.concatenate([np.full(len(d), s + i, dtype=np.int64) for i, d in enumerate(found)])
                 ce = np.concatenate(found).reshape(-1, 2)
-                pos = np.concatenate([refine_positions(fm, d) for fm, d in zip(stack, found)]).reshape(-1, 2)
+                pos = np.concatenate([refine_positions(fm, d, sigma=sigma) for fm, d in zip(stack, found)]).reshape(-1, 2)
             patches, keep = extract_patches(stack, ce, w, fr, edge=edge, frame_offset=s)
             bar.update(e - s)
             yield PatchSet(patches, ce[keep], fr[keep], w, src.image_shape, src.n_frames,
