@@ -936,28 +936,39 @@ def test_the_noise_level_is_the_smoothed_noise_and_tiles_measure_the_whole_frame
         np.testing.assert_array_equal(np.sort(np.concatenate([p[k] for p in parts])), np.sort(whole[k]))
 
 
-def raw_sky(seed: int, size: int) -> np.ndarray:
+def raw_sky(seed: int, size: int, centres: bool = False):
     """A sparse field as raw flux (sky 200 counts with Poisson noise, faint blobs, one saturated star): the
-    float pixels outside [0, 1] get the automatic asinh stretch, and with it the noise floor."""
-    frame, _ = sparse_field(seed=seed, size=size, n=size // 15)
+    float pixels outside [0, 1] get the automatic asinh stretch, and with it the sparse field's threshold
+    (the noise floor alone); with ``centres`` also the blobs' (n, 2) centres."""
+    frame, where = sparse_field(seed=seed, size=size, n=size // 15)
     rng = np.random.default_rng(seed)
     flux = 200.0 + 300.0 * (frame - 0.2)  # blobs of up to 180 counts over the sky
     flux[5:7, 5:7] = 50000.0
-    return (rng.poisson(np.clip(flux, 0, None)) - 200.0).astype(np.float32)
+    sky = (rng.poisson(np.clip(flux, 0, None)) - 200.0).astype(np.float32)
+    return (sky, where) if centres else sky
 
 
 def test_tiles_find_what_the_whole_frame_finds_under_the_noise_floor(tmp_path):
-    np.save(tmp_path / "sky.npy", raw_sky(2, 300))
+    """On a stretched sparse field the default threshold is the noise floor alone (5 sigma above the median):
+    every faint blob and hardly anything else, as tiles find it too; without the floor every local maximum."""
+    from affinevae.data.patches import SPARSE_NOISE_FLOOR, default_threshold
+
+    sky, centres = raw_sky(2, 300, centres=True)
+    np.save(tmp_path / "sky.npy", sky)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the stretch is said
-        whole = cut_patches(tmp_path / "sky.npy", 16, tile=None)
-        tiled = cut_patches(tmp_path / "sky.npy", 16, tile=100)
-        bare = cut_patches(tmp_path / "sky.npy", 16, tile=None, noise_floor=0)
+        whole = cut_patches(tmp_path / "sky.npy", 16, tile=None, edge="pad")
+        tiled = cut_patches(tmp_path / "sky.npy", 16, tile=100, edge="pad")
+        bare = cut_patches(tmp_path / "sky.npy", 16, tile=None, noise_floor=0, edge="pad")
         with open_stack(tmp_path / "sky.npy") as src:
             src.read(0, 1)
-            assert src.pixel_scaling.kind == "asinh" and default_noise_floor(src) == 3.0
+            assert src.pixel_scaling.kind == "asinh" and default_noise_floor(src) == SPARSE_NOISE_FLOOR == 5.0
+            assert default_threshold(src) == 0.0
     np.testing.assert_array_equal(whole.centers, tiled.centers)
-    assert len(whole) < len(bare) / 2
+    found = whole.positions[(whole.positions > 12).all(1)]            # the star's corner left out
+    assert np.mean(cKDTree(centres).query(found)[0] < 3) >= 0.9          # precision
+    assert np.mean(cKDTree(found).query(centres)[0] < 3) >= 0.9          # recall
+    assert len(whole) < len(bare) / 5
     with pytest.raises(AffineVAEError, match="noise_floor must be"):
         cut_patches(tmp_path / "sky.npy", 16, noise_floor=float("nan"))
 
@@ -999,15 +1010,19 @@ def test_cli_patches_says_the_detection_threshold(tmp_path, capsys):
     assert main(["patches", str(tmp_path / "sky.npy"), "--window", "16", "--no-progress", "--out",
                  str(tmp_path / "p.npz")]) == 0
     out = capsys.readouterr().out
-    assert ("detection threshold: 0.3 of each frame's range or 3 noise sigma above its median, whichever is higher "
-            "(asinh-stretched frames: a sparse field)") in out
+    assert ("detection threshold: 5 noise sigma above each frame's median (asinh-stretched frames: a sparse field, "
+            "where a fraction of the range drops faint objects)") in out
     assert main(["patches", str(tmp_path / "sky.npy"), "--window", "16", "--noise-floor", "0", "--no-progress",
                  "--out", str(tmp_path / "q.npz")]) == 0
     assert "detection threshold" not in capsys.readouterr().out
     assert len(np.load(tmp_path / "q.npz")["centers"]) > 2 * len(np.load(tmp_path / "p.npz")["centers"])
     assert main(["patches", str(tmp_path / "sky.npy"), "--window", "16", "--noise-floor", "2.5",
                  "--no-progress", "--out", str(tmp_path / "r.npz")]) == 0
-    assert "or 2.5 noise sigma above its median, whichever is higher (--threshold" in capsys.readouterr().out
+    assert "detection threshold: 2.5 noise sigma above each frame's median (asinh-stretched" in capsys.readouterr().out
+    assert main(["patches", str(tmp_path / "sky.npy"), "--window", "16", "--threshold", "0.3",
+                 "--no-progress", "--out", str(tmp_path / "s.npz")]) == 0
+    assert "0.3 of each frame's range or 5 noise sigma above its median, whichever is higher (asinh-stretched" in \
+        capsys.readouterr().out
 
 
 def test_patches_invert_finds_dark_objects(tmp_path, capsys):

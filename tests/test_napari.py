@@ -254,7 +254,7 @@ def test_learn_settings_refuse_bad_detection_and_filter_values_in_one_line():
                       (dict(lowpass=float("nan")), "lowpass must be a number >= 0 pixels"),
                       (dict(lowpass=True), "lowpass must be"), (dict(noise_floor=-0.5), "noise_floor must be a number >= 0"),
                       (dict(invert="yes"), "invert must be True or False"),
-                      (dict(threshold="0.3"), "threshold must be a number in 0..1"), (dict(threshold=None), "threshold must"),
+                      (dict(threshold="0.3"), "threshold must be a number in 0..1"), (dict(threshold=-0.1), "threshold must"),
                       (dict(threshold=True), "threshold must"), (dict(threshold=1.5), "threshold must"),
                       (dict(sigma=1e9), r"sigma 1e\+09 pixels is wider than the window \(16 pixels\)")]:
         with pytest.raises(AffineVAEError, match=match):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.objects import DETECT_THRESHOLD, NOISE_FLOOR, read_coordinates
+from ..data.objects import DETECT_THRESHOLD, read_coordinates
+from ..data.patches import SPARSE_NOISE_FLOOR
 from ..defaults import MIN_IMAGE_SIZE, patch_min_distance, patch_smoothing
 from ..errors import AffineVAEError
 from ..outputs import check_output
@@ -38,10 +39,10 @@ class Patches:
         find.add_argument("--min-distance", type=int, default=None,
                           help="detection: minimum distance between objects in pixels (default: a quarter of "
                                "--window, at least 1, printed)")
-        find.add_argument("--threshold", type=float, default=DETECT_THRESHOLD,
+        find.add_argument("--threshold", type=float, default=None,
                           help="detection: minimum brightness, as a fraction of the way from the frame's "
-                               f"minimum to its maximum (default {DETECT_THRESHOLD:g}); "
-                               "see --absolute")
+                               f"minimum to its maximum (default {DETECT_THRESHOLD:g}; 0 on asinh-stretched frames, "
+                               "a sparse field, where the noise floor decides); see --absolute")
         find.add_argument("--absolute", action="store_true", help="read --threshold as a pixel value after "
                                                                    "normalisation to [0, 1]")
         find.add_argument("--sigma", type=float, default=None,
@@ -54,7 +55,7 @@ class Patches:
         find.add_argument("--noise-floor", type=float, default=None, metavar="K",
                           help="detection: a relative --threshold is raised to at least K times the (smoothed) "
                                "pixel noise above the frame's median, so noise peaks on a sparse field (a sky) "
-                               f"are not objects (default: {NOISE_FLOOR:g} when the frames are asinh-stretched, "
+                               f"are not objects (default: {SPARSE_NOISE_FLOOR:g} when the frames are asinh-stretched, "
                                "a sparse field, else 0: off; printed)")
         p.add_argument("--edge", choices=["drop", "pad", "reflect"], default="drop",
                        help="patches reaching past the border: drop them (default), zero-pad or reflect")
@@ -66,7 +67,7 @@ class Patches:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Find objects, cut patches, write the ``.npz`` atomically; returns the exit status."""
-        from ..data.patches import cut_patches, default_noise_floor
+        from ..data.patches import cut_patches, default_noise_floor, default_threshold
 
         if args.coords and args.stride is not None:
             raise AffineVAEError("give --coords or --stride, not both")
@@ -92,6 +93,8 @@ class Patches:
                              chunk_frames=args.chunk_frames,
                              progress=not args.no_progress, tile=args.tile or None)
             floor = default_noise_floor(src) if args.noise_floor is None else args.noise_floor
+            threshold = ((DETECT_THRESHOLD if args.absolute else default_threshold(src)) if args.threshold is None
+                         else args.threshold)
         path = ps.save(args.out)
         if chosen:  # said once the patches are cut: an error above is then the only line
             print(f"affinevae: --min-distance {args.min_distance} (a quarter of --window {args.window}: maxima closer "
@@ -99,10 +102,15 @@ class Patches:
         if smoothing:
             print(f"affinevae: --sigma {args.sigma:g} (a sixteenth of --window {args.window}: the frames are smoothed "
                   "that much before maxima are found, so noise peaks are not objects; --sigma 0 turns it off)")
-        if not args.coords and args.stride is None and not args.absolute and floor > 0:
+        if not args.coords and args.stride is None and not args.absolute and floor > 0 and threshold > 0:
             why = " (asinh-stretched frames: a sparse field)" if args.noise_floor is None else ""
-            print(f"affinevae: detection threshold: {args.threshold:g} of each frame's range or {floor:g} noise sigma "
+            print(f"affinevae: detection threshold: {threshold:g} of each frame's range or {floor:g} noise sigma "
                   f"above its median, whichever is higher{why} (--threshold, --noise-floor; 0 turns the floor off)")
+        elif not args.coords and args.stride is None and not args.absolute and floor > 0:
+            why = (" (asinh-stretched frames: a sparse field, where a fraction of the range drops faint objects)"
+                   if args.threshold is None else "")
+            print(f"affinevae: detection threshold: {floor:g} noise sigma above each frame's median{why} "
+                  "(--threshold for a fraction of the range, --noise-floor)")
         if args.coords and args.edge == "drop":
             given_n = len(read_coordinates(args.coords)[0])
             if len(ps) < given_n:
@@ -146,9 +154,9 @@ def check_patch_options(args: argparse.Namespace) -> None:
                         ("--chunk-frames", args.chunk_frames)):
         if value is not None and value < 1:
             raise AffineVAEError(f"{flag} must be >= 1, got {value}")
-    if not math.isfinite(args.threshold):
+    if args.threshold is not None and not math.isfinite(args.threshold):
         raise AffineVAEError(f"--threshold must be a finite number, got {args.threshold}")
-    if not args.absolute and not 0 <= args.threshold <= 1:
+    if args.threshold is not None and not args.absolute and not 0 <= args.threshold <= 1:
         raise AffineVAEError(f"--threshold must lie in 0..1 (a fraction of the way from the frame's minimum to its "
                              f"maximum), got {args.threshold:g}; give --absolute for a pixel value")
     if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma >= 0):

@@ -37,7 +37,9 @@ DETECT_THRESHOLD = 0.3
 #: higher floor needs smoothing, ``sigma``). But the noise estimate takes a dense lattice's own fine
 #: structure for noise: atoms 3 px apart lost up to 80 % of their detections at K = 3 (4 px: 1-7 %,
 #: 5-6 px: 0-4 %), so the floor is on by default only for sparse fields
-#: (:func:`~affinevae.data.patches.default_noise_floor`).
+#: (:func:`~affinevae.data.patches.default_noise_floor`), where ``patches`` now takes 5 with no fraction of the
+#: range beside it (:data:`~affinevae.data.patches.SPARSE_NOISE_FLOOR`, after the default smoothing); this K = 3
+#: was that default before.
 NOISE_FLOOR = 3.0
 # Samples of a frame that noise_level takes at most (about; a regular subgrid of the pixels).
 _LEVEL_SAMPLES = 1 << 20

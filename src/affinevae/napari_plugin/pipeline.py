@@ -8,7 +8,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..data.objects import DETECT_THRESHOLD
 from ..defaults import MIN_IMAGE_SIZE, PATCH_LATENT_DIM
 from ..errors import AffineVAEError
 
@@ -28,7 +27,9 @@ class LearnSettings:
             defaults of :func:`affinevae.defaults.data_defaults`). clusters: K for the classes,
             clusters as ``map --clusters`` makes them (:func:`affinevae.mapping.cluster_objects`)
             (None: none). min_distance, threshold: object detection (pixels, None: a quarter of the
-            window as ``patches`` takes it, :func:`affinevae.defaults.patch_min_distance`; fraction of the range).
+            window as ``patches`` takes it, :func:`affinevae.defaults.patch_min_distance`; fraction of the range,
+            None: as ``patches`` takes it, 0.3, or 0 on an asinh-stretched sparse field where the noise floor
+            decides, :func:`affinevae.data.patches.default_threshold`).
         batch_size: images per step (None: the patch-set default). seed: training.
         sigma: detection's Gaussian smoothing in pixels before finding maxima (None: a sixteenth of the
             window, as ``patches`` takes it, :func:`affinevae.defaults.patch_smoothing`; 0: none; ``patches
@@ -47,7 +48,7 @@ class LearnSettings:
     epochs: Optional[int] = None
     clusters: Optional[int] = 2
     min_distance: Optional[int] = None
-    threshold: float = DETECT_THRESHOLD
+    threshold: Optional[float] = None
     batch_size: Optional[int] = None
     seed: int = 0
     sigma: Optional[float] = None
@@ -76,10 +77,10 @@ class LearnSettings:
             raise AffineVAEError(f"epochs must be an integer >= 1 (or None for the defaults), got {self.epochs!r}")
         if self.clusters is not None and not (isinstance(self.clusters, (int, np.integer)) and self.clusters >= 1):
             raise AffineVAEError(f"clusters must be an integer >= 1 (or None), got {self.clusters!r}")
-        if (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
-                or not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1):
+        if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
+                                           or not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1):
             raise AffineVAEError(f"threshold must be a number in 0..1 (a fraction of the way from the frame's minimum "
-                                 f"to its maximum), got {self.threshold!r}")
+                                 f"to its maximum; None: the default), got {self.threshold!r}")
         if not isinstance(self.invert, (bool, np.bool_)):
             raise AffineVAEError(f"invert must be True or False, got {self.invert!r}")
         for name, what in (("sigma", "a number >= 0 pixels (or None: a sixteenth of the window; 0: none)"),

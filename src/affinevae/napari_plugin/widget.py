@@ -81,7 +81,9 @@ class LearnAndMapWidget(QWidget):
         self.clusters.setSpecialValueText("none")
         self.min_distance = QSpinBox(minimum=0, maximum=1000, value=0)
         self.min_distance.setSpecialValueText("auto")  # a quarter of the patch size, as `patches` takes it
-        self.threshold = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=LearnSettings.threshold)
+        # below 0: "auto" (patches' default: 0.3 of the range, or the noise floor alone on a sparse sky); 0..1 given
+        self.threshold = QDoubleSpinBox(minimum=-0.05, maximum=1.0, singleStep=0.05, value=-0.05)
+        self.threshold.setSpecialValueText("auto")
         # detection's smoothing, as `patches --sigma`; below 0: "auto" (a sixteenth of the patch size); 0: none
         self.sigma = QDoubleSpinBox(minimum=-0.5, maximum=50.0, singleStep=0.5, value=-0.5)
         self.sigma.setSpecialValueText("auto")
@@ -128,7 +130,7 @@ class LearnAndMapWidget(QWidget):
         return LearnSettings(window=self.window.value(), model=self.model.currentText(),
                              latent_dim=self.latent_dim.value(), epochs=self.epochs.value() or None,
                              clusters=self.clusters.value() or None, min_distance=self.min_distance.value() or None,
-                             threshold=float(self.threshold.value()), sigma=None if self.sigma.value() < 0 else float(self.sigma.value()),
+                             threshold=None if self.threshold.value() < 0 else float(self.threshold.value()), sigma=None if self.sigma.value() < 0 else float(self.sigma.value()),
                              invert=self.invert.isChecked(), noise_floor=None if self.noise_floor.value() < 0 else float(self.noise_floor.value()),
                              lowpass=LOWPASS_CHOICES[self.lowpass.currentText()])
 
