@@ -196,8 +196,9 @@ def test_command_line_defaults_are_the_python_defaults():
     assert (p.parse_args(["map", "r", "--image", "i", "--patches", "q", "--out", "x"]).batch_size
             == default_of(encode_patchset, "batch_size") == default_of(write_maps, "batch_size"))
     a = p.parse_args(["patches", "img.tif", "--window", "16", "--out", "x.npz"])
-    assert (a.threshold == DETECT_THRESHOLD == default_of(detect_objects, "threshold")
-            == default_of(iter_patches, "threshold") == LearnSettings.threshold)
+    # None: auto, one rule (data.patches.default_threshold: DETECT_THRESHOLD, or 0 on a stretched sparse field)
+    assert a.threshold is None and default_of(iter_patches, "threshold") is None and LearnSettings.threshold is None
+    assert default_of(detect_objects, "threshold") == DETECT_THRESHOLD
     a = p.parse_args(["report", "r", "--out", "x.html"])
     assert (a.n, a.sweep_n) == (None, None)  # "up to" the report's defaults, which the command passes
     from affinevae.report import REPORT_N, REPORT_SWEEP_N

@@ -292,7 +292,9 @@ def test_widget_detection_and_filter_fields_make_the_settings(qtbot):
     widget = LearnAndMapWidget(ViewerModel())
     qtbot.addWidget(widget)
     s = widget.settings()
-    assert (s.sigma, s.invert, s.noise_floor, s.lowpass) == (None, False, None, None)  # as `patches` and `train`
+    assert (s.sigma, s.invert, s.noise_floor, s.lowpass, s.threshold) == (None, False, None, None, None)  # as `patches`, `train`
+    widget.threshold.setValue(0.4)
+    assert widget.settings().threshold == 0.4
     widget.sigma.setValue(2.0)
     widget.invert.setChecked(True)
     widget.noise_floor.setValue(3.0)
