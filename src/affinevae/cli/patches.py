@@ -93,7 +93,7 @@ class Patches:
                              chunk_frames=args.chunk_frames,
                              progress=not args.no_progress, tile=args.tile or None)
             floor = default_noise_floor(src) if args.noise_floor is None else args.noise_floor
-            threshold = ((DETECT_THRESHOLD if args.absolute else default_threshold(src)) if args.threshold is None
+            threshold = ((DETECT_THRESHOLD if args.absolute else default_threshold(src, floor)) if args.threshold is None
                          else args.threshold)
         path = ps.save(args.out)
         if chosen:  # said once the patches are cut: an error above is then the only line

@@ -68,9 +68,10 @@ def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 
             (:func:`smoothed_range`), so tiles find what the whole frame would.
         noise_floor: K >= 0: a relative threshold is raised to at least the (smoothed) frame's
             median plus K times its pixel noise (:func:`noise_level`), so that noise peaks on a
-            sparse field (a sky, an empty support film) do not count as objects (:data:`NOISE_FLOOR`
-            is the measured choice there); 0 (default) turns it off, and a noiseless frame (noise 0)
-            has none.
+            sparse field (a sky, an empty support film) do not count as objects (``patches`` takes
+            :data:`~affinevae.data.patches.SPARSE_NOISE_FLOOR`, 5, there with the threshold 0: the floor
+            alone; :data:`NOISE_FLOOR`, 3, beside 0.3 of the range was its former choice); 0 (default)
+            turns it off, and a noiseless frame (noise 0) has none.
         level: ``(median, noise)`` of the whole frame for a tile (:func:`noise_level`), as
             ``value_range``; None: measured on this frame.
 

@@ -507,11 +507,15 @@ def sparse_field(source) -> bool:
     return scaling is not None and scaling.kind == "asinh"
 
 
-def default_threshold(source) -> float:
+def default_threshold(source, noise_floor: Optional[float] = None) -> float:
     """The detection's relative threshold (:func:`~affinevae.data.objects.detect_objects`) when none is
     given, for an open stack ``source``: 0 on a sparse field (:func:`sparse_field`), where the noise floor
-    alone decides (:data:`SPARSE_NOISE_FLOOR`), else :data:`~affinevae.data.objects.DETECT_THRESHOLD`
-    (0.3 of the way from the frame's minimum to its maximum)."""
+    alone decides (:data:`SPARSE_NOISE_FLOOR`, or the ``noise_floor`` given), else
+    :data:`~affinevae.data.objects.DETECT_THRESHOLD` (0.3 of the way from the frame's minimum to its
+    maximum), also on a sparse field whose floor is turned off (``noise_floor`` 0: no threshold at all
+    would keep every local maximum)."""
+    if noise_floor is not None and noise_floor <= 0:
+        return DETECT_THRESHOLD
     return 0.0 if sparse_field(source) else DETECT_THRESHOLD
 
 
@@ -634,7 +638,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             check_smoothing(sigma, w)
             noise_floor = default_noise_floor(src) if noise_floor is None else check_noise_floor(noise_floor)
         if threshold is None:
-            threshold = DETECT_THRESHOLD if absolute or mode != "detect" else default_threshold(src)
+            threshold = DETECT_THRESHOLD if absolute or mode != "detect" else default_threshold(src, noise_floor)
         # progress=True shows the bar on a terminal only (tqdm's disable=None), never in logs or pipes
         bar = tqdm(total=src.n_frames, unit="frame", disable=None if progress else True, desc="patches", leave=False)
         for k, s in enumerate(range(0, src.n_frames, chunk)):
@@ -717,7 +721,8 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
             src = open_stack(source, key=options.get("key"))
             try:
                 floor = default_noise_floor(src) if floor is None else floor
-                threshold = (DETECT_THRESHOLD if absolute else default_threshold(src)) if threshold is None else threshold
+                threshold = ((DETECT_THRESHOLD if absolute else default_threshold(src, floor)) if threshold is None
+                             else threshold)
             finally:
                 if src is not source:
                     src.close()

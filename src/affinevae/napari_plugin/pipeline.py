@@ -36,7 +36,7 @@ class LearnSettings:
             --sigma``: noisy micrographs need a few pixels). invert: dark objects on a bright background
             (raw cryo-EM contrast): every pixel read as 1 minus its normalised value (``patches
             --invert``). noise_floor: a relative threshold raised to at least this many noise sigma above
-            the frame's median (None: the ``patches`` default, 3 on an asinh-stretched frame such as a
+            the frame's median (None: the ``patches`` default, 5 on an asinh-stretched frame such as a
             sparse sky, else off; 0: off).
         lowpass: the model's low-pass filter in pixels (``train --lowpass``, ``ModelConfig.lowpass``;
             None: the patch-set defaults choose, 0: none).

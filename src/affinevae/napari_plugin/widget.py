@@ -88,7 +88,7 @@ class LearnAndMapWidget(QWidget):
         self.sigma = QDoubleSpinBox(minimum=-0.5, maximum=50.0, singleStep=0.5, value=-0.5)
         self.sigma.setSpecialValueText("auto")
         self.invert = QCheckBox("dark objects on a bright background")
-        # below 0: "auto" (patches' default: 3 on an asinh-stretched sky, else off); 0: off
+        # below 0: "auto" (patches' default: 5 on an asinh-stretched sky, else off); 0: off
         self.noise_floor = QDoubleSpinBox(minimum=-0.5, maximum=100.0, singleStep=0.5, value=-0.5)
         self.noise_floor.setSpecialValueText("auto")
         self.lowpass = QComboBox()  # the model's low-pass filter, as `train --lowpass`
