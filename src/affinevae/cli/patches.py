@@ -67,7 +67,7 @@ class Patches:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Find objects, cut patches, write the ``.npz`` atomically; returns the exit status."""
-        from ..data.patches import cut_patches, default_noise_floor, default_threshold
+        from ..data.patches import cut_patches, detection_levels
 
         if args.coords and args.stride is not None:
             raise AffineVAEError("give --coords or --stride, not both")
@@ -92,9 +92,7 @@ class Patches:
                              sigma=args.sigma, noise_floor=args.noise_floor, edge=args.edge,
                              chunk_frames=args.chunk_frames,
                              progress=not args.no_progress, tile=args.tile or None)
-            floor = default_noise_floor(src) if args.noise_floor is None else args.noise_floor
-            threshold = ((DETECT_THRESHOLD if args.absolute else default_threshold(src, floor)) if args.threshold is None
-                         else args.threshold)
+            threshold, floor = detection_levels(src, args.threshold, args.noise_floor, args.absolute)
         path = ps.save(args.out)
         if chosen:  # said once the patches are cut: an error above is then the only line
             print(f"affinevae: --min-distance {args.min_distance} (a quarter of --window {args.window}: maxima closer "

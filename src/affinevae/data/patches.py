@@ -40,7 +40,7 @@ from .objects import (DETECT_THRESHOLD, REFINE_REACH, check_coordinates, check_n
                       smoothing_radius)
 from .stacks import open_stack
 
-__all__ = ["PatchSet", "default_noise_floor", "default_threshold", "sparse_field", "SPARSE_NOISE_FLOOR", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
+__all__ = ["PatchSet", "default_noise_floor", "default_threshold", "detection_levels", "sparse_field", "SPARSE_NOISE_FLOOR", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
            "patch_smoothing", "SMOOTHING_FRACTION",
            "concat_chunks", "nothing_found", "tile_grid", "DEFAULT_TILE", "LATTICE_ORDER", "scattered_objects",
            "lattice_patches"]
@@ -527,6 +527,17 @@ def default_noise_floor(source) -> float:
     return SPARSE_NOISE_FLOOR if sparse_field(source) else 0.0
 
 
+def detection_levels(source, threshold: Optional[float] = None, noise_floor: Optional[float] = None,
+                     absolute: bool = False) -> tuple[float, float]:
+    """``(threshold, noise_floor)`` the detection uses on an open stack ``source``: the ones given, else
+    :func:`default_threshold` (given the floor it goes with; a pixel value of
+    :data:`~affinevae.data.objects.DETECT_THRESHOLD` with ``absolute``) and :func:`default_noise_floor`."""
+    floor = default_noise_floor(source) if noise_floor is None else noise_floor
+    if threshold is None:
+        threshold = DETECT_THRESHOLD if absolute else default_threshold(source, floor)
+    return threshold, floor
+
+
 def check_smoothing(sigma: Optional[float], window: int, name: str = "sigma") -> None:
     """Refuse a detection smoothing ``sigma`` (pixels; None: the default, 0: none) that is not a finite number >= 0 or is
     wider than the ``window`` (pixels): the smoothing must stay below the objects' size (a huge one would
@@ -636,9 +647,8 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
         else:
             check_int("min_distance", min_distance, 1)
             check_smoothing(sigma, w)
-            noise_floor = default_noise_floor(src) if noise_floor is None else check_noise_floor(noise_floor)
-        if threshold is None:
-            threshold = DETECT_THRESHOLD if absolute or mode != "detect" else default_threshold(src, noise_floor)
+            threshold, noise_floor = detection_levels(
+                src, threshold, None if noise_floor is None else check_noise_floor(noise_floor), absolute)
         # progress=True shows the bar on a terminal only (tqdm's disable=None), never in logs or pipes
         bar = tqdm(total=src.n_frames, unit="frame", disable=None if progress else True, desc="patches", leave=False)
         for k, s in enumerate(range(0, src.n_frames, chunk)):
@@ -720,9 +730,7 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
         try:
             src = open_stack(source, key=options.get("key"))
             try:
-                floor = default_noise_floor(src) if floor is None else floor
-                threshold = ((DETECT_THRESHOLD if absolute else default_threshold(src, floor)) if threshold is None
-                             else threshold)
+                threshold, floor = detection_levels(src, threshold, floor, absolute)
             finally:
                 if src is not source:
                     src.close()
