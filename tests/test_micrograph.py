@@ -991,13 +991,13 @@ def test_tiles_measure_the_whole_frames_noise_level(tmp_path, monkeypatch):
     np.save(tmp_path / "f.npy", frame)
     assert level_step(frame.shape) == 2
     seen = []
-    real = patches_module.detect_objects
+    real = patches_module.find_objects  # detection (and the sub-pixel fit) as patches calls it
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("level"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(patches_module, "detect_objects", spy)
+    monkeypatch.setattr(patches_module, "find_objects", spy)
     tiled = cut_patches(tmp_path / "f.npy", 16, tile=400, sigma=1.5, noise_floor=3)
     with open_stack(tmp_path / "f.npy") as src:
         raw, smooth = smoothed_pair(src.read(0, 1)[0], 1.5)

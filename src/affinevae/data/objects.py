@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import AffineVAEError
 from .inputs import check_int
 
-__all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "REFINE_SIGMA", "REFINE_REACH", "refine_positions",
+__all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "find_objects", "REFINE_SIGMA", "REFINE_REACH",
+           "refine_positions",
            "smoothing_radius", "smoothed_pair", "smoothed_range",
            "check_noise_floor", "level_step",
            "level_samples", "noise_level", "BOND_ORDERS", "SHELL_FACTOR", "neighbour_spacing", "neighbour_order", "neighbour_fold", "bond_orders", "object_arrangement", "read_coordinates", "check_coordinates"]
@@ -79,6 +80,12 @@ def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 
         (N, 2) int64 centres (row, col) in pixels, sorted by row then column. Flat-topped maxima
         (plateaus) give one centre each.
     """
+    return _detect(frame, min_distance, threshold, absolute, sigma, value_range, noise_floor, level)[0]
+
+
+def _detect(frame, min_distance, threshold, absolute, sigma, value_range, noise_floor,
+            level) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`detect_objects`' centres, with the (H, W) float32 frame it found them on (after its smoothing)."""
     from scipy import ndimage
 
     md = check_int("min_distance", min_distance, 1)
@@ -105,12 +112,34 @@ def detect_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = 
         peak[:] = False
     labels, n = ndimage.label(peak)
     if n == 0:
-        return np.zeros((0, 2), dtype=np.int64)
+        return np.zeros((0, 2), dtype=np.int64), img
     if n == int(peak.sum()):  # no plateaus: every peak pixel is its own object
-        return np.argwhere(peak).astype(np.int64)
+        return np.argwhere(peak).astype(np.int64), img
     # one centre per plateau: its centre of mass, rounded to a pixel
     com = np.rint(np.asarray(ndimage.center_of_mass(peak, labels, np.arange(1, n + 1)))).astype(np.int64)
-    return com[np.lexsort((com[:, 1], com[:, 0]))]
+    return com[np.lexsort((com[:, 1], com[:, 0]))], img
+
+
+def find_objects(frame: np.ndarray, min_distance: int = 5, threshold: float = DETECT_THRESHOLD,
+                 absolute: bool = False, sigma: Optional[float] = None,
+                 value_range: Optional[tuple[float, float]] = None, noise_floor: float = 0.0,
+                 level: Optional[tuple[float, float]] = None,
+                 origin: Sequence[int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`detect_objects` and :func:`refine_positions` in one: the frame is smoothed once where the two
+    smoothings agree (a detection ``sigma`` of :data:`REFINE_SIGMA` or more, as ``patches``' default of a
+    sixteenth of a window of 16 px or more).
+
+    Args:
+        frame, min_distance, threshold, absolute, sigma, value_range, noise_floor, level: as
+            :func:`detect_objects`. origin: as :func:`refine_positions`.
+
+    Returns:
+        ``(centers, positions)``: (N, 2) int64 centres (row, col) in pixels of ``frame`` (sorted by row
+        then column), and their (N, 2) float64 sub-pixel positions in the larger frame's pixels (``origin``).
+    """
+    centers, img = _detect(frame, min_distance, threshold, absolute, sigma, value_range, noise_floor, level)
+    shared = img if sigma is not None and sigma >= REFINE_SIGMA else None
+    return centers, refine_positions(frame, centers, origin, sigma, smoothed=shared)
 
 
 #: Gaussian smoothing (pixels) of the frame on which :func:`refine_positions` fits each peak.
@@ -121,7 +150,7 @@ REFINE_REACH = int(4.0 * REFINE_SIGMA + 0.5) + 1
 
 
 def refine_positions(frame: np.ndarray, centers: np.ndarray, origin: Sequence[int] = (0, 0),
-                     sigma: Optional[float] = None) -> np.ndarray:
+                     sigma: Optional[float] = None, smoothed: Optional[np.ndarray] = None) -> np.ndarray:
     """Sub-pixel positions of bright objects found at integer ``centers``, in one vectorised fit.
 
     The frame (channels averaged) is smoothed by a Gaussian of :data:`REFINE_SIGMA` pixels (or the
@@ -140,6 +169,8 @@ def refine_positions(frame: np.ndarray, centers: np.ndarray, origin: Sequence[in
             centres before their sub-pixel offsets, so a tile gives the whole frame's positions (to float
             rounding: an audit saw one of 1 719 differ by 6e-14 px, the smoothing's sums taken in another
             order). sigma: the detection's smoothing in pixels (None or 0: none).
+        smoothed: the (H, W) frame already smoothed as this function would (channels averaged, float32,
+            a Gaussian of max(:data:`REFINE_SIGMA`, ``sigma``) pixels), e.g. the detection's; None: smoothed here.
 
     Returns:
         (N, 2) float64 positions (row, col) in pixels (of the larger frame, with ``origin``); pixel
@@ -147,15 +178,15 @@ def refine_positions(frame: np.ndarray, centers: np.ndarray, origin: Sequence[in
     """
     from scipy import ndimage
 
-    raw = np.asarray(frame, dtype=np.float32)
-    if raw.ndim == 3:
-        raw = raw.mean(0)
-    if raw.ndim != 2:
+    if np.ndim(frame) not in (2, 3):
         raise AffineVAEError(f"refine_positions expects an (H, W) or (C, H, W) frame, got shape {np.shape(frame)}")
     c = np.asarray(centers, dtype=np.int64).reshape(-1, 2)
     if not len(c):
         return np.zeros((0, 2), dtype=np.float64)
-    img = ndimage.gaussian_filter(raw, max(REFINE_SIGMA, float(sigma or 0.0)))  # float32: a tile is not copied
+    if smoothed is None:  # float32 (as detection smooths): a tile of a huge frame is not copied to float64
+        img = ndimage.gaussian_filter(smoothed_pair(frame)[0], max(REFINE_SIGMA, float(sigma or 0.0)))
+    else:
+        img = smoothed
     h, w = img.shape
     off = np.arange(-1, 2)
     rows = np.clip(c[:, 0, None, None] + off[None, :, None], 0, h - 1)

@@ -34,8 +34,8 @@ from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import check_int
-from .objects import (DETECT_THRESHOLD, REFINE_REACH, check_coordinates, check_noise_floor, detect_objects,
-                      level_samples, refine_positions,
+from .objects import (DETECT_THRESHOLD, REFINE_REACH, check_coordinates, check_noise_floor, find_objects,
+                      level_samples,
                       level_step, noise_level, object_arrangement, read_coordinates, smoothed_pair,
                       smoothing_radius)
 from .stacks import open_stack
@@ -401,14 +401,14 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
     """Patches of one large frame, tile by tile (only a tile of raw pixels in memory at a time).
 
     ``centers``: (N, 2) frame centres (grid or coordinates) with their (N, 2) float ``positions`` (or
-    None), or None to detect objects with the :func:`detect_objects` options ``detect`` (and refine
-    them, :func:`refine_positions`). Every tile reaches ``margin`` pixels past its
+    None), or None to detect objects with the :func:`~affinevae.data.objects.detect_objects` options
+    ``detect`` (and refine them, :func:`~affinevae.data.objects.find_objects`). Every tile reaches ``margin`` pixels past its
     core, enough for the smoothing, the maxima search, the sub-pixel fit and a whole patch, so an object is found
     (and its patch cut) exactly as in the whole frame, by the one tile whose core holds it.
 
     Returns:
         ``(patches, centers, n_found, positions)`` in the whole frame's order: detections sorted by row
-        then column (as :func:`detect_objects`), given centres in their order; edge patches dropped
+        then column (as :func:`~affinevae.data.objects.detect_objects`), given centres in their order; edge patches dropped
         as ``edge`` says; n_found before dropping; positions None when none were given or found.
     """
     sigma = detect.get("sigma")
@@ -447,11 +447,12 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
         region = src.read_region(frame, rows, cols)
         off = np.array([rows.start, cols.start], dtype=np.int64)
         if centers is None:
-            found = detect_objects(region, md, detect.get("threshold", DETECT_THRESHOLD), detect.get("absolute", False), sigma,
-                                   value_range=value_range, noise_floor=floor, level=level) + off
-            found = found[_in_core(found, cr, cc)]
+            found, found_pos = find_objects(region, md, detect.get("threshold", DETECT_THRESHOLD),
+                                            detect.get("absolute", False), sigma, value_range=value_range,
+                                            noise_floor=floor, level=level, origin=off)
+            core = _in_core(found + off, cr, cc)
+            found, local_pos = found[core] + off, found_pos[core]
             idx, local = found[:, 0] * src.image_shape[1] + found[:, 1], found
-            local_pos = refine_positions(region, found - off, origin=off, sigma=sigma)
         n_found += len(local)
         # a region of C channels (C, h, w) is one frame, not C frames
         patches, keep = extract_patches(region[None] if region.ndim == 3 else region, local - off, w, edge=edge)
@@ -593,7 +594,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     same centres and patches as the whole frame; ``tile=None`` never tiles.
 
     Objects come from ``coords`` (a file for :func:`read_coordinates` or a ``(frames, centers)``
-    pair), a grid with step ``stride`` (pixels), or :func:`detect_objects` on each frame
+    pair), a grid with step ``stride`` (pixels), or :func:`~affinevae.data.objects.detect_objects` on each frame
     (``min_distance``, ``threshold``, ``absolute``, ``sigma``, ``noise_floor``; ``min_distance`` None:
     :func:`patch_min_distance` of the window, as the ``patches`` command takes it; ``sigma`` None:
     :func:`patch_smoothing` of the window, 0 for none; ``threshold`` None: :func:`default_threshold` of the
@@ -674,11 +675,11 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                 fr = np.repeat(np.arange(s, e, dtype=np.int64), len(gcent))
                 ce, pos = np.tile(gcent, (e - s, 1)), None
             elif mode == "detect":
-                found = [detect_objects(fm, min_distance, threshold, absolute, sigma, noise_floor=noise_floor)
-                         for fm in stack]  # per frame
-                fr = np.concatenate([np.full(len(d), s + i, dtype=np.int64) for i, d in enumerate(found)])
-                ce = np.concatenate(found).reshape(-1, 2)
-                pos = np.concatenate([refine_positions(fm, d, sigma=sigma) for fm, d in zip(stack, found)]).reshape(-1, 2)
+                found = [find_objects(fm, min_distance, threshold, absolute, sigma, noise_floor=noise_floor)
+                         for fm in stack]  # per frame: (centres, sub-pixel positions)
+                fr = np.concatenate([np.full(len(d), s + i, dtype=np.int64) for i, (d, _) in enumerate(found)])
+                ce = np.concatenate([d for d, _ in found]).reshape(-1, 2)
+                pos = np.concatenate([p for _, p in found]).reshape(-1, 2)
             patches, keep = extract_patches(stack, ce, w, fr, edge=edge, frame_offset=s)
             bar.update(e - s)
             yield PatchSet(patches, ce[keep], fr[keep], w, src.image_shape, src.n_frames,
