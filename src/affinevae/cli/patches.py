@@ -93,7 +93,8 @@ class Patches:
                              chunk_frames=args.chunk_frames,
                              progress=not args.no_progress, tile=args.tile or None)
             threshold, floor = detection_levels(src, args.threshold, args.noise_floor, args.absolute)
-        path = ps.save(args.out)
+        saved = ps.arrays()  # written, and read below: the noise estimate and the arrangement once
+        path = ps.save(args.out, saved)
         if chosen:  # said once the patches are cut: an error above is then the only line
             print(f"affinevae: --min-distance {args.min_distance} (a quarter of --window {args.window}: maxima closer "
                   "than that are one object; give --min-distance to change it)")
@@ -122,15 +123,14 @@ class Patches:
                if ps.grid_shape is not None else noun + (" from " + args.coords if args.coords else " found"))
         files = f" of {len(images)} files" if len(images) > 1 else ""
         channels = f" of {ps.patches.shape[1]} channels" if ps.patches.ndim == 4 else ""
-        arrangement = ps.arrangement()
         spacing = ""
-        if "spacing" in arrangement:  # the objects' spacing (a lattice's constant), in the pixel size's unit too
-            phys = (f" = {arrangement['spacing'] * ps.pixel_size.value:.4g} {ps.pixel_size.unit}"
+        if "spacing" in saved:  # the objects' spacing (a lattice's constant), in the pixel size's unit too
+            phys = (f" = {saved['spacing'] * ps.pixel_size.value:.4g} {ps.pixel_size.unit}"
                     if ps.pixel_size is not None else "")
-            spacing = f"; spacing {arrangement['spacing']:.2f} px{phys}"
+            spacing = f"; spacing {saved['spacing']:.2f} px{phys}"
         arrays = "centers, positions, frames" if ps.positions is not None else "centers, frames"
         print(f"{len(ps)} {how} in {n_fr} of {ps.n_frames} frame(s){channels}{files}; wrote {path} "
-              f"(patches {tuple(ps.patches.shape)}, {arrays}; pixel noise ~{ps.noise_sigma():.3g}; "
+              f"(patches {tuple(ps.patches.shape)}, {arrays}; pixel noise ~{float(saved['noise_sigma']):.3g}; "
               f"pixel size {ps.pixel_size or 'unknown'}{spacing})")
         return 0
 

@@ -207,9 +207,10 @@ class PatchSet:
         """Join per-chunk patch sets (in order) into one (:func:`concat_chunks`)."""
         return concat_chunks(parts)
 
-    def save(self, path: Union[str, Path]) -> Path:
-        """Write an uncompressed ``.npz`` atomically (arrays of :meth:`arrays`)."""
-        arrays = self.arrays()
+    def save(self, path: Union[str, Path], arrays: Optional[dict] = None) -> Path:
+        """Write an uncompressed ``.npz`` atomically: ``arrays``, what :meth:`arrays` gave (for a caller that
+        also reads them: its noise estimate and arrangement are not computed twice), else :meth:`arrays`."""
+        arrays = self.arrays() if arrays is None else arrays
 
         def w(tmp):
             with open(tmp, "wb") as f:
