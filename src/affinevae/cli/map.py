@@ -258,13 +258,14 @@ def symmetry_hint(ps) -> Optional[str]:
     (:func:`~affinevae.defaults.scattered_objects`; for scattered objects, particles or galaxies, each
     object's own symmetry is the one that matters). None otherwise."""
     from ..defaults import scattered_objects
-    from ..mapping import neighbour_spacing, symmetry_reach
+    from ..mapping import symmetry_reach
 
-    spacing = neighbour_spacing(ps.centers if ps.positions is None else ps.positions, ps.frames)
+    arrangement = ps.arrangement()  # the spacing and how lattice-like, measured once (at the sub-pixel positions)
+    spacing = arrangement.get("spacing")  # none for frames of at most 4 objects: scattered, no hint
     reach = symmetry_reach(ps.window)
     if spacing is None or reach >= 0.75 * spacing:
         return None
-    if scattered_objects(ps.arrangement()):
+    if scattered_objects(arrangement):
         return None
     wide = 2 * math.ceil(round(spacing, 1)) + 4  # reaches the neighbours one spacing away (8.003 px: 8)
     return (f"affinevae: the {ps.window}-pixel windows reach {reach} px from each centre but the objects are "
