@@ -340,22 +340,22 @@ class Estimator(TransformerMixin, BaseEstimator):
         options = {"image_shape": list(self.image_shape_), **model_opts}
         if self.latent_dim is not None:
             options["latent_dim"] = self.latent_dim
-        given_train = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        training = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}  # None: chosen below
         self.data_defaults_ = {}
         if self.data_defaults and isinstance(X, ImageSet):  # the defaults `train` chooses for this kind of data
             from .defaults import chosen_defaults
 
-            options, train, chosen, line = chosen_defaults(X, self.model, options, self.batch_size, self.epochs,
-                                                           self.lr, train_opts.get("kl_warmup"), python=True)
+            options, _, chosen, line = chosen_defaults(X, self.model, options, self.batch_size, self.epochs,
+                                                       self.lr, train_opts.get("kl_warmup"), python=True)
             self.data_defaults_ = dict(chosen)
-            for name in ("epochs", "batch_size", "lr", "kl_warmup"):
-                if name in chosen:
-                    (given_train if name != "kl_warmup" else train_opts)[name] = train[name]
+            training.update({k: v for k, v in chosen.items() if k in training})
+            if "kl_warmup" in chosen:
+                train_opts["kl_warmup"] = chosen["kl_warmup"]
             if line:
                 print(line.replace("affinevae:", "affinevae Estimator:", 1))
         options.setdefault("latent_dim", ESTIMATOR_DEFAULTS["latent_dim"])
-        train_given = {k: ESTIMATOR_DEFAULTS[k] if v is None else v for k, v in given_train.items()}
-        config = TrainConfig.from_dict({**train_given, "seed": self.seed, "device": self.device, "checkpoint": False,
+        training = {k: ESTIMATOR_DEFAULTS[k] if v is None else v for k, v in training.items()}
+        config = TrainConfig.from_dict({**training, "seed": self.seed, "device": self.device, "checkpoint": False,
                                         **train_opts}, what="Estimator training")
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
