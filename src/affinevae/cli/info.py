@@ -188,13 +188,14 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
             return out
         if hdu is not None and str(hdu).strip().lower() == ALL_HDUS:
             source = read_fits(file, ALL_HDUS)  # (N, H, W): every cut-out, as training reads them
-    from ..data.microscopy import RSCIIO_FORMATS, image_listing, spectra_note
+    from ..data.microscopy import RSCIIO_FORMATS, image_listing, lazy_signals, spectra_note
 
     instrument = image_suffix(file) in RSCIIO_FORMATS and Path(file).is_file()
-    note = spectra_note(file, key) if instrument else None
+    signals = lazy_signals(file) if instrument else None  # its header, read once for both notes
+    note = spectra_note(file, key, signals) if signals is not None else None
     if note is not None:  # a spectrum image or line scan (beside any image the file holds)
         out["spectra"] = note
-    listing = image_listing(file) if instrument else None
+    listing = image_listing(file, signals) if signals is not None else None
     if listing is not None:  # several images: --key N picks one (the frames below are the one read)
         out["images"] = f"{listing} (--key N reads signal N; default: the first image)"
     try:

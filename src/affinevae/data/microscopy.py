@@ -34,7 +34,7 @@ from .formats import MICROSCOPY_EXTRA, ZARR_EXTS, reading
 from .stacks import READERS, ArraySource, FrameSource, StackReader
 
 __all__ = ["require", "pixel_size_from", "open_rsciio", "read_rsciio_signal", "SignalAxis", "open_mrc", "open_zarr",
-           "zarr_levels"]
+           "zarr_levels", "lazy_signals", "spectra_note", "image_listing"]
 
 
 def require(module: str, path: str, what: str, extra: str = MICROSCOPY_EXTRA) -> Any:
@@ -189,12 +189,13 @@ def spectral_axis(sig: dict) -> Optional[int]:
     return next(i for i, a in enumerate(axes) if not a.get("navigate", False))
 
 
-def spectra_note(path: str, key: Optional[str] = None) -> Optional[str]:
+def spectra_note(path: str, key: Optional[str] = None, signals: Optional[list] = None) -> Optional[str]:
     """For a ``.dm3``/``.dm4``/``.emd``/``.ser`` file holding spectra (a spectrum image, a line scan):
     which ``--signal-axis`` (and ``--key``) reads them, with the file's signals described; None when it
     holds none (or cannot be read: the reading command says why). A ``key`` that is no signal index
-    of a file holding spectra is a one-line :class:`AffineVAEError`, as reading it would be."""
-    signals = _lazy_signals(path)
+    of a file holding spectra is a one-line :class:`AffineVAEError`, as reading it would be. ``signals``:
+    the file's :func:`lazy_signals`, when the caller has read them (None: read here)."""
+    signals = lazy_signals(path) if signals is None else signals
     if signals is None:
         return None
     found = [(i, spectral_axis(s)) for i, s in enumerate(signals)]
@@ -208,16 +209,17 @@ def spectra_note(path: str, key: Optional[str] = None) -> Optional[str]:
             f"signals by index: {_describe(signals)}")
 
 
-def image_listing(path: str) -> Optional[str]:
+def image_listing(path: str, signals: Optional[list] = None) -> Optional[str]:
     """For a ``.dm3``/``.dm4``/``.emd``/``.ser`` file holding several images (or image stacks): the images
     by the index ``--key`` takes (``0: (2, 96, 120) [...]; 1: (40, 50) [...]``); None when it holds one or
-    none, or cannot be read (the reading command says why). Read lazily: no pixel is loaded."""
-    signals = _lazy_signals(path) or []
-    images = _image_signals(signals)
-    return _describe(images, _image_indices(signals)) if len(images) > 1 else None
+    none, or cannot be read (the reading command says why). Read lazily: no pixel is loaded. ``signals``:
+    the file's :func:`lazy_signals`, when the caller has read them (None: read here)."""
+    signals = (lazy_signals(path) if signals is None else signals) or []
+    places = _image_indices(signals)
+    return _describe([signals[i] for i in places], places) if len(places) > 1 else None
 
 
-def _lazy_signals(path: str) -> Optional[list]:
+def lazy_signals(path: str) -> Optional[list]:
     """The signals of a ``.dm3``/``.dm4``/``.emd``/``.ser`` file as rosettasciio reads them lazily; None when
     rosettasciio is missing or the file cannot be read (the reading command says why)."""
     module, what = RSCIIO_FORMATS[Path(path).suffix.lower()]
@@ -244,11 +246,6 @@ def _is_image(sig: dict) -> bool:
 def _image_indices(signals: list) -> list[int]:
     """The places among a file's signals (the index ``--key`` takes) of those that are images."""
     return [i for i, sig in enumerate(signals) if _is_image(sig)]
-
-
-def _image_signals(signals: list) -> list:
-    """The signals of an rsciio result that are images (:func:`_is_image`), in the file's order."""
-    return [signals[i] for i in _image_indices(signals)]
 
 
 def _dm_stored_bytes(sig: dict) -> Optional[int]:
