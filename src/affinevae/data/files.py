@@ -145,9 +145,15 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
     finally:
         _READING.reset(token)
     if "pixel_size" not in data.meta:  # a microscope's or telescope's file: its pixel size comes along
-        size = recorded_pixel_size(str(path), key)
-        if size is not None:
-            data.meta.update(pixel_size=size.value, unit=size.unit)
+        data = _with_pixel_size(data, recorded_pixel_size(str(path), key))
+    return data
+
+
+def _with_pixel_size(data: ImageSet, size) -> ImageSet:
+    """``data`` with the :class:`~affinevae.units.PixelSize` ``size`` its file records in its ``meta``
+    (``pixel_size``, ``unit``); as it was for None."""
+    if size is not None:
+        data.meta.update(pixel_size=size.value, unit=size.unit)
     return data
 
 
@@ -405,8 +411,8 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
         _no_key(spec, key)
         from .microscopy import open_mrc
 
-        with open_mrc(str(p)) as source:
-            return _finish(source.read_raw(0, len(source)), spec, standardise)
+        with open_mrc(str(p)) as source:  # its pixel size read with it (load_images does not open it again)
+            return _with_pixel_size(_finish(source.read_raw(0, len(source)), spec, standardise), source.pixel_size)
     if ext in FITS_EXTS:  # a cube of cut-outs (N, H, W) or (N, C, H, W), or one image; key: the HDU
         from .astro import read_fits
 
@@ -414,8 +420,9 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
     if ext in RSCIIO_EXTS:  # an instrument's image or image stack (rosettasciio); key: the image's index
         from .microscopy import open_rsciio
 
-        with open_rsciio(str(p), key) as source:
-            return _finish(source.read_raw(0, source.n_frames), spec, standardise)
+        with open_rsciio(str(p), key) as source:  # its pixel size read with it, as for MRC
+            return _with_pixel_size(_finish(source.read_raw(0, source.n_frames), spec, standardise),
+                                    source.pixel_size)
     kind = f"'{p.suffix}'" if p.suffix else "(no extension)"
     raise AffineVAEError(f"{spec}: unsupported file type {kind}; supported: {', '.join(SUPPORTED)}, "
                          "a folder of images, or a comma-separated list or glob of .npy files")
