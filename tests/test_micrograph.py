@@ -1134,3 +1134,60 @@ def test_maps_carry_the_patch_sets_sub_pixel_positions(tmp_path):
         np.testing.assert_array_equal(f["peak_positions"], ps.positions)
         np.testing.assert_allclose(f["peak_positions_phys"], ps.positions * 0.5)
     assert stream_encode(tiny_vae(), img, W, stride=8).peak_positions is None
+
+
+def _spot_field(size: int = 384, n: int = 40, peak: float = 6.0, width: float = 1.2, seed: int = 0) -> np.ndarray:
+    """Faint Gaussian spots (peak ``peak`` noise sigma, ``width`` px) scattered on unit Gaussian noise:
+    a sparse field that no bright source stretches."""
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(12, size - 12, (n, 2))
+    img = render_gaussians((size, size), pos, np.full(n, peak), width) + rng.normal(0, 1, (size, size))
+    return img.astype(np.float32)
+
+
+def test_frame_periodicity_tells_a_lattice_from_objects_placed_at_random():
+    from affinevae.data.objects import PERIODIC_RATIO, frame_periodicity
+
+    for lattice in ("square", "hexagonal", "rectangular"):
+        img, _ = synthetic_micrograph(256, spacing=6.0, noise=0.3, lattice=lattice, seed=1)
+        assert frame_periodicity(img) >= PERIODIC_RATIO, lattice
+    assert frame_periodicity(_spot_field()) < PERIODIC_RATIO / 2
+    assert frame_periodicity(np.random.default_rng(0).normal(size=(2, 300, 300))) < PERIODIC_RATIO / 2  # (C, H, W)
+    assert frame_periodicity(np.ones((64, 64))) == 0.0
+    with pytest.raises(AffineVAEError, match="at least 16 x 16"):
+        frame_periodicity(np.zeros((8, 8)))
+
+
+def test_detection_check_speaks_on_sparse_fields_and_not_on_lattices():
+    from affinevae.data.patches import SPARSE_NOISE_FLOOR, detection_check
+
+    field = _spot_field()
+    noisy = detection_check(field, min_distance=2, sigma=0.6)  # a window of 10: spots among noise maxima
+    assert noisy.found > 5 * noisy.floor_only and noisy.below_floor > 0.5 * noisy.found
+    assert 30 <= noisy.floor_only <= 45  # the floor alone keeps about the 40 spots
+    assert "noise peaks" in noisy.advice and f"--noise-floor {SPARSE_NOISE_FLOOR:g}" in noisy.advice
+    # 40 faint spots beside 8 bright ones (not bright enough to stretch the frame): 0.3 of the range drops the faint
+    rng = np.random.default_rng(1)
+    pos = rng.uniform(12, 372, (48, 2))
+    mixed = render_gaussians((384, 384), pos, np.r_[np.full(40, 6.0), np.full(8, 30.0)], 2.0) + rng.normal(0, 1, (384, 384))
+    faint = detection_check(mixed.astype(np.float32), min_distance=4, sigma=1.0)
+    assert faint.found <= 10 and faint.faint >= 35 and "faint objects left out" in faint.advice
+    lattice, _ = synthetic_micrograph(384, spacing=4.0, noise=0.3, lattice="square", seed=1)
+    check = detection_check(lattice, min_distance=2, sigma=0.5)
+    assert check.lattice and check.advice is None and check.below_floor > 0.5 * check.found  # the floor would drop atoms
+    assert detection_check(field[:200, :200], min_distance=2, sigma=0.6) is None  # too small to tell a lattice
+
+
+def test_patches_notes_a_sparse_field_that_the_default_threshold_misreads(tmp_path, capsys):
+    np.save(tmp_path / "spots.npy", _spot_field())
+    out = tmp_path / "p.npz"
+    assert main(["patches", str(tmp_path / "spots.npy"), "--window", "10", "--out", str(out)]) == 0
+    note = [line for line in capsys.readouterr().out.splitlines() if "note:" in line]
+    assert len(note) == 1 and "--threshold 0 --noise-floor 5" in note[0] and "noise peaks" in note[0]
+    assert main(["patches", str(tmp_path / "spots.npy"), "--window", "10", "--threshold", "0", "--noise-floor", "5",
+                 "--out", str(out), "--force"]) == 0
+    assert "note:" not in capsys.readouterr().out and 30 <= len(np.load(out)["centers"]) <= 45
+    img, _ = synthetic_micrograph(320, spacing=6.0, noise=0.3, lattice="hexagonal", seed=2)
+    np.save(tmp_path / "lattice.npy", img)
+    assert main(["patches", str(tmp_path / "lattice.npy"), "--window", "12", "--out", str(tmp_path / "l.npz")]) == 0
+    assert "note:" not in capsys.readouterr().out

@@ -67,7 +67,7 @@ class Patches:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Find objects, cut patches, write the ``.npz`` atomically; returns the exit status."""
-        from ..data.patches import cut_patches, detection_levels
+        from ..data.patches import cut_patches, detection_check, detection_levels, sparse_field
 
         if args.coords and args.stride is not None:
             raise AffineVAEError("give --coords or --stride, not both")
@@ -93,6 +93,9 @@ class Patches:
                              chunk_frames=args.chunk_frames,
                              progress=not args.no_progress, tile=args.tile or None)
             threshold, floor = detection_levels(src, args.threshold, args.noise_floor, args.absolute)
+            check = (detection_check(src, args.min_distance, args.sigma)
+                     if detecting and args.threshold is None and args.noise_floor is None and not args.absolute
+                     and not sparse_field(src) else None)
         saved = ps.arrays()  # written, and read below: the noise estimate and the arrangement once
         path = ps.save(args.out, saved)
         if chosen:  # said once the patches are cut: an error above is then the only line
@@ -110,6 +113,8 @@ class Patches:
                    if args.threshold is None else "")
             print(f"affinevae: detection threshold: {floor:g} noise sigma above each frame's median{why} "
                   "(--threshold for a fraction of the range, --noise-floor)")
+        if check is not None and check.advice:
+            print(f"affinevae: note: {check.advice}")
         if args.coords and args.edge == "drop":
             given_n = len(read_coordinates(args.coords)[0])
             if len(ps) < given_n:

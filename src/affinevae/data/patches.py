@@ -34,13 +34,13 @@ from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import check_int
-from .objects import (DETECT_THRESHOLD, REFINE_REACH, check_coordinates, check_noise_floor, find_objects,
-                      level_samples,
+from .objects import (DETECT_THRESHOLD, PERIODIC_RATIO, REFINE_REACH, check_coordinates, check_noise_floor,
+                      detect_objects, find_objects, frame_periodicity, level_samples,
                       level_step, noise_level, object_arrangement, read_coordinates, smoothed_pair,
                       smoothing_radius)
 from .stacks import open_stack
 
-__all__ = ["PatchSet", "default_noise_floor", "default_threshold", "detection_levels", "sparse_field", "SPARSE_NOISE_FLOOR", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
+__all__ = ["PatchSet", "DetectionCheck", "detection_check", "default_noise_floor", "default_threshold", "detection_levels", "sparse_field", "SPARSE_NOISE_FLOOR", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
            "patch_smoothing", "SMOOTHING_FRACTION",
            "concat_chunks", "nothing_found", "tile_grid", "DEFAULT_TILE", "LATTICE_ORDER", "scattered_objects",
            "lattice_patches"]
@@ -538,6 +538,119 @@ def detection_levels(source, threshold: Optional[float] = None, noise_floor: Opt
     if threshold is None:
         threshold = DETECT_THRESHOLD if absolute else default_threshold(source, floor)
     return threshold, floor
+
+
+#: The smallest central crop (pixels a side) :func:`detection_check` judges: below it a noisy lattice's
+#: spectrum has too few cells to tell from objects placed at random (128 x 128: hexagonal lattices 41-56).
+CHECK_MIN_SIDE = 256
+# The side of the first frame's central crop detection_check reads at most (pixels).
+_CHECK_CROP = 1024
+#: :func:`detection_check` advises the sparse field's threshold when more than this share of the objects
+#: found at the default threshold stand below its noise floor (noise peaks on a sparse field) ...
+NOISE_PEAK_SHARE = 0.5
+#: ... or when more than this share of those the noise floor alone keeps stand under the default threshold
+#: (faint objects beside bright ones).
+FAINT_SHARE = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionCheck:
+    """What :func:`detection_check` measured on the first frame of a stack (its central crop).
+
+    Attributes:
+        found: objects found there at the default threshold (:data:`~affinevae.data.objects.DETECT_THRESHOLD`
+            of the range, no noise floor).
+        below_floor: how many of those stand less than :data:`SPARSE_NOISE_FLOOR` (smoothed) noise sigma
+            above the frame's median.
+        floor_only: objects the noise floor alone finds (threshold 0, floor :data:`SPARSE_NOISE_FLOOR`).
+        faint: how many of those the default threshold drops.
+        periodicity: :func:`~affinevae.data.objects.frame_periodicity` of the crop.
+        region: the part of the frame searched, in words ('frame 0', or its central crop).
+    """
+
+    found: int
+    below_floor: int
+    floor_only: int
+    faint: int
+    periodicity: float
+    region: str = "frame 0"
+
+    @property
+    def lattice(self) -> bool:
+        """Whether the frame is periodic (:data:`~affinevae.data.objects.PERIODIC_RATIO`): its atoms stand
+        within the noise estimate, which takes the lattice's structure for noise, so no advice applies."""
+        return self.periodicity >= PERIODIC_RATIO
+
+    @property
+    def advice(self) -> Optional[str]:
+        """One sentence for the user when the frame does not look like a lattice and either more than
+        :data:`NOISE_PEAK_SHARE` of the objects found are below the noise floor or more than
+        :data:`FAINT_SHARE` of those the floor finds were dropped; else None. It names the command
+        line's options (``threshold=0, noise_floor=5`` in Python)."""
+        if self.lattice or not self.found:
+            return None
+        noise = self.below_floor / self.found
+        faint = self.faint / self.floor_only if self.floor_only else 0.0
+        if noise > NOISE_PEAK_SHARE:
+            what = (f"{noise:.0%} of the {self.found} objects found in {self.region} stand less than "
+                    f"{SPARSE_NOISE_FLOOR:g} noise sigma above its median: on a sparse field (spots or particles on an "
+                    "empty background) they are noise peaks")
+        elif faint > FAINT_SHARE:
+            what = (f"{self.faint} of the {self.floor_only} objects standing {SPARSE_NOISE_FLOOR:g} noise sigma above "
+                    f"the median of {self.region} lie below 0.3 of its range: on a sparse field they are faint "
+                    "objects left out")
+        else:
+            return None
+        return (f"{what}, and --threshold 0 --noise-floor {SPARSE_NOISE_FLOOR:g} keeps the objects above the noise; "
+                "on a dense field of objects, keep the default")
+
+
+def detection_check(source, min_distance: int, sigma: Optional[float], key: Optional[str] = None
+                    ) -> Optional[DetectionCheck]:
+    """How the default detection fares on the first frame of ``source`` against a sparse field's
+    threshold, for the ``patches`` command's advice (:attr:`DetectionCheck.advice`).
+
+    The frame's central crop of at most 1024 x 1024 pixels is searched twice with the same local maxima
+    (``min_distance`` pixels, smoothing ``sigma`` pixels, as :func:`iter_patches` takes them): at the
+    default relative threshold, and with the noise floor alone at :data:`SPARSE_NOISE_FLOOR`. On an
+    audit's sparse fields of spots and particle micrographs the default found noise peaks (precision
+    0.01-0.06) or dropped faint spots (recall 0.68) where the floor alone gave precision and recall
+    0.98-1.00; on dense fields (lattices, atoms placed at random) the floor loses most atoms, so the
+    choice is left to the user (``benchmarks/EXPERIMENTS.md``, "Detection on sparse fields").
+
+    Args:
+        source: anything :func:`open_stack` accepts. min_distance: pixels. sigma: pixels (None or 0: none).
+        key: as :func:`open_stack`.
+
+    Returns:
+        :class:`DetectionCheck`, or None where the crop is smaller than :data:`CHECK_MIN_SIDE` a side
+        (too small to tell a lattice) or the frame is constant.
+    """
+    src = open_stack(source, key=key)
+    try:
+        h, w = src.image_shape
+        if min(h, w) < CHECK_MIN_SIDE:
+            return None
+        ch, cw = min(h, _CHECK_CROP), min(w, _CHECK_CROP)
+        r0, c0 = (h - ch) // 2, (w - cw) // 2
+        crop = src.read_region(0, slice(r0, r0 + ch), slice(c0, c0 + cw))
+    finally:
+        if src is not source:
+            src.close()
+    raw, img = smoothed_pair(crop, sigma)
+    level = noise_level(*level_samples(raw, img, level_step(raw.shape)), sigma)
+    if not level[1] > 0 or not float(img.max()) > float(img.min()):
+        return None
+    found = detect_objects(raw, min_distance, DETECT_THRESHOLD, sigma=sigma)
+    floor_only = detect_objects(raw, min_distance, 0.0, sigma=sigma, noise_floor=SPARSE_NOISE_FLOOR, level=level)
+    cut = level[0] + SPARSE_NOISE_FLOOR * level[1]
+    below = int((img[found[:, 0], found[:, 1]] <= cut).sum()) if len(found) else 0
+    # the floor's objects are the frame's maxima above the cut; the default keeps those above its own threshold
+    default_cut = float(img.min()) + DETECT_THRESHOLD * (float(img.max()) - float(img.min()))
+    faint = int((img[floor_only[:, 0], floor_only[:, 1]] <= default_cut).sum()) if len(floor_only) else 0
+    region = "frame 0" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame 0"
+    return DetectionCheck(found=int(len(found)), below_floor=below, floor_only=int(len(floor_only)), faint=faint,
+                          periodicity=frame_periodicity(raw), region=region)
 
 
 def check_smoothing(sigma: Optional[float], window: int, name: str = "sigma") -> None:
