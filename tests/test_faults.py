@@ -294,7 +294,7 @@ RUN_COMMANDS = {
     "map": lambda r, run: ["map", run, "--image", f"{r}/stack.npy", "--patches", f"{r}/patches.npz", "--out", f"{r}/maps"],
 }
 CRAFTED_RUNS = {"huge": "would need", "mismatch": "do not match", "widths": "do not match", "truncw": "corrupt",
-                "future": "format_version 99 is not one this affinevae reads", "nanw": "holds NaN or infinite values"}
+                "future": "format_version 99 is not one this affinevae reads", "nanw": "NaN or infinite values in the weights"}
 RUN_CASES = [(c, k) for c in RUN_COMMANDS for k in CRAFTED_RUNS]
 
 

@@ -127,7 +127,7 @@ def test_weights_with_nan_are_refused_at_load_and_bad_numbers_at_construction(ti
     name = sorted(k for k, v in weights.items() if v.is_floating_point())[0]
     weights[name] = torch.full_like(weights[name], float("nan"))
     save_file(weights, str(run / "model.safetensors"))
-    with pytest.raises(AffineVAEError, match=rf"model.safetensors: weights holds NaN or infinite values \({name}\)"):
+    with pytest.raises(AffineVAEError, match=rf"model.safetensors: NaN or infinite values in the weights \({name}\)"):
         av.load(run)
     for kw, msg in (({"lr": float("inf")}, "lr must be a finite number > 0"),
                     ({"weight_decay": float("inf")}, "weight_decay must be a finite number >= 0"),

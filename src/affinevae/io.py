@@ -231,7 +231,7 @@ def load_tensors(path: str | Path, what: str = "weights") -> dict[str, torch.Ten
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise AffineVAEError(f"{path}: {what} holds NaN or infinite values ({', '.join(bad[:3])}{more}); "
+        raise AffineVAEError(f"{path}: NaN or infinite values in the {what} ({', '.join(bad[:3])}{more}); "
                              "a diverged training? retrain, e.g. with a lower learning rate")
     return tensors
 
