@@ -282,6 +282,22 @@ def test_learn_and_map_inverts_dark_objects_and_takes_the_filter_given(mapped):
     assert len(learn_and_map(img.max() - img, LearnSettings(**base))["encoding"]) != len(bright["encoding"])
     smoothed = learn_and_map(img, LearnSettings(**base, sigma=1.0, noise_floor=3.0))
     assert 0 < len(smoothed["encoding"]) <= len(bright["encoding"])
+    assert bright["note"] is None and smoothed["note"] is None
+
+
+def test_learn_and_map_notes_a_sparse_field_that_the_default_threshold_misreads():
+    """Faint spots on a noisy frame that is not stretched: the default threshold keeps noise peaks, and
+    the result's note (the widget's status line) names the settings that keep the spots alone."""
+    from affinevae.data.micrograph import render_gaussians
+    from affinevae.napari_plugin.pipeline import learn_and_map
+
+    rng = np.random.default_rng(0)
+    img = render_gaussians((256, 256), rng.uniform(12, 244, (20, 2)), np.full(20, 6.0), 1.2) + rng.normal(0, 1, (256, 256))
+    base = dict(window=10, epochs=1, latent_dim=2, clusters=None, model="vae")
+    noisy = learn_and_map(img.astype(np.float32), LearnSettings(**base))
+    assert "noise peaks" in noisy["note"] and "threshold 0 and noise floor 5" in noisy["note"]
+    clean = learn_and_map(img.astype(np.float32), LearnSettings(**base, threshold=0.0, noise_floor=5.0))
+    assert clean["note"] is None and 15 <= len(clean["encoding"]) <= 22 < len(noisy["encoding"])
 
 
 def test_widget_detection_and_filter_fields_make_the_settings(qtbot):

@@ -586,7 +586,12 @@ class DetectionCheck:
         """One sentence for the user when the frame does not look like a lattice and either more than
         :data:`NOISE_PEAK_SHARE` of the objects found are below the noise floor or more than
         :data:`FAINT_SHARE` of those the floor finds were dropped; else None. It names the command
-        line's options (``threshold=0, noise_floor=5`` in Python)."""
+        line's options (:meth:`advice_for` names others)."""
+        return self.advice_for(f"--threshold 0 --noise-floor {SPARSE_NOISE_FLOOR:g}")
+
+    def advice_for(self, remedy: str) -> Optional[str]:
+        """:attr:`advice` with ``remedy`` (the settings that give threshold 0 and the noise floor
+        :data:`SPARSE_NOISE_FLOOR`, as the caller's interface spells them) in place of the command line's."""
         if self.lattice or not self.found:
             return None
         noise = self.below_floor / self.found
@@ -601,8 +606,7 @@ class DetectionCheck:
                     "objects left out")
         else:
             return None
-        return (f"{what}, and --threshold 0 --noise-floor {SPARSE_NOISE_FLOOR:g} keeps the objects above the noise; "
-                "on a dense field of objects, keep the default")
+        return f"{what}, and {remedy} keeps the objects above the noise; on a dense field of objects, keep the default"
 
 
 def detection_check(source, min_distance: int, sigma: Optional[float], key: Optional[str] = None

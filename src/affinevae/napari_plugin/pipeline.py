@@ -109,13 +109,16 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     Returns:
         dict: ``encoding`` (:class:`~affinevae.encoding.ObjectEncoding`), ``cluster`` (N,) labels
         (-1 when not clustered), ``symmetry`` (the estimated n of n-fold symmetry), ``model`` (the
-        trained model) and ``history`` (per-epoch records).
+        trained model), ``history`` (per-epoch records) and ``note``: where the settings leave threshold
+        and noise floor at their defaults on a frame that is not stretched, the advice of
+        :func:`~affinevae.data.patches.detection_check` (a sparse field's noise peaks or faint objects),
+        else None.
 
     Raises:
         AffineVAEError: no objects found, bad settings, training problems.
     """
 
-    from ..data.patches import cut_patches
+    from ..data.patches import SPARSE_NOISE_FLOOR, cut_patches, detection_check, patch_min_distance, patch_smoothing, sparse_field
     from ..data.stacks import open_stack
     from ..defaults import data_defaults
     from ..encoding import encode_patchset
@@ -134,6 +137,12 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
         src.use_invert()
     ps = cut_patches(src, settings.window, min_distance=settings.min_distance, threshold=settings.threshold,
                      sigma=settings.sigma, noise_floor=settings.noise_floor)
+    note = None
+    if settings.threshold is None and settings.noise_floor is None and not sparse_field(src):
+        check = detection_check(src, patch_min_distance(settings.window) if settings.min_distance is None
+                                else settings.min_distance, patch_smoothing(settings.window) if settings.sigma is None
+                                else settings.sigma)
+        note = check.advice_for(f"threshold 0 and noise floor {SPARSE_NOISE_FLOOR:g}") if check is not None else None
     data = ps.imageset("layer")
     given = {"latent_dim": settings.latent_dim, **({} if settings.lowpass is None else {"lowpass": settings.lowpass})}
     options, train, _ = data_defaults(data, settings.model, given, settings.batch_size, settings.epochs)
@@ -154,4 +163,4 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
                if settings.clusters else np.full(len(enc), -1, np.int64))
     say(1.0, f"mapped {len(enc)} objects")
     return {"encoding": enc, "cluster": cluster, "symmetry": symmetry, "model": result.model,
-            "history": result.history}
+            "history": result.history, "note": note}

@@ -191,6 +191,7 @@ class LearnAndMapWidget(QWidget):
 
         points = Points(data, **kwargs)
         self.viewer.add_layer(points)
+        note = f"; note: {result['note']}" if result.get("note") else ""
         self.status.setText(f"mapped {len(enc)} objects; {result['symmetry']}-fold symmetry; colour by any feature "
-                            f"({', '.join(feats)})")
+                            f"({', '.join(feats)}){note}")
         return points
