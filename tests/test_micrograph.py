@@ -1162,7 +1162,7 @@ def test_detection_check_speaks_on_sparse_fields_and_not_on_lattices():
     from affinevae.data.patches import SPARSE_NOISE_FLOOR, detection_check
 
     field = _spot_field()
-    noisy = detection_check(field, min_distance=2, sigma=0.6)  # a window of 10: spots among noise maxima
+    noisy = detection_check(field, 10, min_distance=2, sigma=0.6)  # a window of 10: spots among noise maxima
     assert noisy.found > 5 * noisy.floor_only and noisy.below_floor > 0.5 * noisy.found
     assert 30 <= noisy.floor_only <= 45  # the floor alone keeps about the 40 spots
     assert "noise peaks" in noisy.advice and f"--noise-floor {SPARSE_NOISE_FLOOR:g}" in noisy.advice
@@ -1170,12 +1170,14 @@ def test_detection_check_speaks_on_sparse_fields_and_not_on_lattices():
     rng = np.random.default_rng(1)
     pos = rng.uniform(12, 372, (48, 2))
     mixed = render_gaussians((384, 384), pos, np.r_[np.full(40, 6.0), np.full(8, 30.0)], 2.0) + rng.normal(0, 1, (384, 384))
-    faint = detection_check(mixed.astype(np.float32), min_distance=4, sigma=1.0)
+    faint = detection_check(mixed.astype(np.float32), 16, min_distance=4, sigma=1.0)
     assert faint.found <= 10 and faint.faint >= 35 and "faint objects left out" in faint.advice
     lattice, _ = synthetic_micrograph(384, spacing=4.0, noise=0.3, lattice="square", seed=1)
-    check = detection_check(lattice, min_distance=2, sigma=0.5)
+    check = detection_check(lattice, 8, min_distance=2, sigma=0.5)
     assert check.lattice and check.advice is None and check.below_floor > 0.5 * check.found  # the floor would drop atoms
-    assert detection_check(field[:200, :200], min_distance=2, sigma=0.6) is None  # too small to tell a lattice
+    assert detection_check(field[:200, :200], 10, min_distance=2, sigma=0.6) is None  # too small to tell a lattice
+    stars = field + render_gaussians(field.shape, np.array([[50.0, 50.0], [300.0, 120.0]]), np.full(2, 5000.0), 3.0)
+    assert detection_check(stars, 10) is None  # asinh-stretched: the floor is already the default there
 
 
 def test_patches_notes_a_sparse_field_that_the_default_threshold_misreads(tmp_path, capsys):

@@ -67,7 +67,7 @@ class Patches:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Find objects, cut patches, write the ``.npz`` atomically; returns the exit status."""
-        from ..data.patches import cut_patches, detection_check, detection_levels, sparse_field
+        from ..data.patches import cut_patches, detection_check, detection_levels
 
         if args.coords and args.stride is not None:
             raise AffineVAEError("give --coords or --stride, not both")
@@ -93,9 +93,9 @@ class Patches:
                              chunk_frames=args.chunk_frames,
                              progress=not args.no_progress, tile=args.tile or None)
             threshold, floor = detection_levels(src, args.threshold, args.noise_floor, args.absolute)
-            check = (detection_check(src, args.min_distance, args.sigma)
+            check = (detection_check(src, args.window, args.min_distance, args.sigma)
                      if detecting and args.threshold is None and args.noise_floor is None and not args.absolute
-                     and not sparse_field(src) else None)
+                     else None)
         saved = ps.arrays()  # written, and read below: the noise estimate and the arrangement once
         path = ps.save(args.out, saved)
         if chosen:  # said once the patches are cut: an error above is then the only line

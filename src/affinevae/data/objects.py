@@ -294,14 +294,11 @@ def frame_periodicity(frame: np.ndarray) -> float:
     ring = np.rint(np.hypot(np.fft.fftfreq(c)[:, None] * c, np.fft.rfftfreq(c)[None, :] * c)).astype(np.int64)
     keep = (ring >= 4) & (ring <= c // 2)
     r, p = ring[keep], power[keep]
-    order = np.argsort(r, kind="stable")
+    order = np.lexsort((p, r))  # by ring, and within each ring by power: each ring's median is its middle
     r, p = r[order], p[order]
     starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
     counts = np.diff(np.r_[starts, len(r)])
-    # each ring's median: sort the powers within each ring (rings are contiguous after the sort above)
-    p_sorted = p[np.lexsort((p, r))]
-    median = 0.5 * (p_sorted[starts + (counts - 1) // 2] + p_sorted[starts + counts // 2])
-    median = np.repeat(median, counts)
+    median = np.repeat(0.5 * (p[starts + (counts - 1) // 2] + p[starts + counts // 2]), counts)
     if not (median > 0).any():
         return 0.0
     return float(np.max(np.where(median > 0, p / np.where(median > 0, median, 1.0), 0.0)))

@@ -609,31 +609,35 @@ class DetectionCheck:
         return f"{what}, and {remedy} keeps the objects above the noise; on a dense field of objects, keep the default"
 
 
-def detection_check(source, min_distance: int, sigma: Optional[float], key: Optional[str] = None
-                    ) -> Optional[DetectionCheck]:
+def detection_check(source, window: int, min_distance: Optional[int] = None, sigma: Optional[float] = None,
+                    key: Optional[str] = None) -> Optional[DetectionCheck]:
     """How the default detection fares on the first frame of ``source`` against a sparse field's
     threshold, for the ``patches`` command's advice (:attr:`DetectionCheck.advice`).
 
-    The frame's central crop of at most 1024 x 1024 pixels is searched twice with the same local maxima
-    (``min_distance`` pixels, smoothing ``sigma`` pixels, as :func:`iter_patches` takes them): at the
-    default relative threshold, and with the noise floor alone at :data:`SPARSE_NOISE_FLOOR`. On an
-    audit's sparse fields of spots and particle micrographs the default found noise peaks (precision
-    0.01-0.06) or dropped faint spots (recall 0.68) where the floor alone gave precision and recall
-    0.98-1.00; on dense fields (lattices, atoms placed at random) the floor loses most atoms, so the
-    choice is left to the user (``benchmarks/EXPERIMENTS.md``, "Detection on sparse fields").
+    The frame's central crop of at most 1024 x 1024 pixels is smoothed once and its local maxima found
+    once (``min_distance`` and ``sigma`` pixels, None: as :func:`iter_patches` takes them for ``window``);
+    their heights tell which the default relative threshold keeps and which the noise floor alone at
+    :data:`SPARSE_NOISE_FLOOR` keeps. On an audit's sparse fields of spots and particle micrographs the
+    default found noise peaks (precision 0.01-0.06) or dropped faint spots (recall 0.68) where the floor
+    alone gave precision and recall 0.98-1.00; on dense fields (lattices, atoms placed at random) the floor
+    loses most atoms, so the choice is left to the user (``benchmarks/EXPERIMENTS.md``, "Detection on
+    sparse fields").
 
     Args:
-        source: anything :func:`open_stack` accepts. min_distance: pixels. sigma: pixels (None or 0: none).
-        key: as :func:`open_stack`.
+        source: anything :func:`open_stack` accepts. window: the patch size (pixels).
+        min_distance: pixels. sigma: pixels (0: none). key: as :func:`open_stack`.
 
     Returns:
-        :class:`DetectionCheck`, or None where the crop is smaller than :data:`CHECK_MIN_SIDE` a side
-        (too small to tell a lattice) or the frame is constant.
+        :class:`DetectionCheck`, or None on a sparse field whose floor is already the default
+        (:func:`sparse_field`), where the crop is smaller than :data:`CHECK_MIN_SIDE` a side (too small to
+        tell a lattice), or where the frame is constant.
     """
+    min_distance = patch_min_distance(window) if min_distance is None else min_distance
+    sigma = patch_smoothing(window) if sigma is None else sigma
     src = open_stack(source, key=key)
     try:
         h, w = src.image_shape
-        if min(h, w) < CHECK_MIN_SIDE:
+        if sparse_field(src) or min(h, w) < CHECK_MIN_SIDE:
             return None
         ch, cw = min(h, _CHECK_CROP), min(w, _CHECK_CROP)
         r0, c0 = (h - ch) // 2, (w - cw) // 2
@@ -643,17 +647,18 @@ def detection_check(source, min_distance: int, sigma: Optional[float], key: Opti
             src.close()
     raw, img = smoothed_pair(crop, sigma)
     level = noise_level(*level_samples(raw, img, level_step(raw.shape)), sigma)
-    if not level[1] > 0 or not float(img.max()) > float(img.min()):
+    lo, hi = float(img.min()), float(img.max())
+    if not level[1] > 0 or not hi > lo:
         return None
-    found = detect_objects(raw, min_distance, DETECT_THRESHOLD, sigma=sigma)
-    floor_only = detect_objects(raw, min_distance, 0.0, sigma=sigma, noise_floor=SPARSE_NOISE_FLOOR, level=level)
-    cut = level[0] + SPARSE_NOISE_FLOOR * level[1]
-    below = int((img[found[:, 0], found[:, 1]] <= cut).sum()) if len(found) else 0
-    # the floor's objects are the frame's maxima above the cut; the default keeps those above its own threshold
-    default_cut = float(img.min()) + DETECT_THRESHOLD * (float(img.max()) - float(img.min()))
-    faint = int((img[floor_only[:, 0], floor_only[:, 1]] <= default_cut).sum()) if len(floor_only) else 0
+    # every local maximum of the smoothed crop above its minimum; a threshold only keeps the higher ones
+    maxima = detect_objects(img, min_distance, 0.0)
+    height = img[maxima[:, 0], maxima[:, 1]]
+    cut = level[0] + SPARSE_NOISE_FLOOR * level[1]         # the noise floor alone
+    default_cut = lo + DETECT_THRESHOLD * (hi - lo)        # the default: 0.3 of the range
+    found, floor_only = height > default_cut, height > max(lo, cut)
     region = "frame 0" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame 0"
-    return DetectionCheck(found=int(len(found)), below_floor=below, floor_only=int(len(floor_only)), faint=faint,
+    return DetectionCheck(found=int(found.sum()), below_floor=int((found & ~floor_only).sum()),
+                          floor_only=int(floor_only.sum()), faint=int((floor_only & ~found).sum()),
                           periodicity=frame_periodicity(raw), region=region)
 
 

@@ -118,7 +118,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
         AffineVAEError: no objects found, bad settings, training problems.
     """
 
-    from ..data.patches import SPARSE_NOISE_FLOOR, cut_patches, detection_check, patch_min_distance, patch_smoothing, sparse_field
+    from ..data.patches import SPARSE_NOISE_FLOOR, cut_patches, detection_check
     from ..data.stacks import open_stack
     from ..defaults import data_defaults
     from ..encoding import encode_patchset
@@ -138,10 +138,8 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     ps = cut_patches(src, settings.window, min_distance=settings.min_distance, threshold=settings.threshold,
                      sigma=settings.sigma, noise_floor=settings.noise_floor)
     note = None
-    if settings.threshold is None and settings.noise_floor is None and not sparse_field(src):
-        check = detection_check(src, patch_min_distance(settings.window) if settings.min_distance is None
-                                else settings.min_distance, patch_smoothing(settings.window) if settings.sigma is None
-                                else settings.sigma)
+    if settings.threshold is None and settings.noise_floor is None:
+        check = detection_check(src, settings.window, settings.min_distance, settings.sigma)
         note = check.advice_for(f"threshold 0 and noise floor {SPARSE_NOISE_FLOOR:g}") if check is not None else None
     data = ps.imageset("layer")
     given = {"latent_dim": settings.latent_dim, **({} if settings.lowpass is None else {"lowpass": settings.lowpass})}
