@@ -505,3 +505,25 @@ def test_object_features_fold_each_finite_angle_and_keep_nan():
     feats = object_features(np.zeros((3, 2)), angle, np.zeros(3, int), np.zeros(3, int), symmetry=2)
     assert np.isnan(feats["angle_deg"][0])
     np.testing.assert_allclose(feats["angle_deg"][1:], [90.0, 135.0])  # degrees, folded into [0, 180)
+
+
+def test_learn_and_map_flattens_an_uneven_frame_and_says_so():
+    """A sparse field on a ramp: the pipeline flattens it ('auto', as ``patches``), its note says so, and
+    'off' keeps the ramp's noise peaks; a bad background setting is one line."""
+    from affinevae.data.micrograph import render_gaussians
+    from affinevae.errors import AffineVAEError
+    from affinevae.napari_plugin.pipeline import learn_and_map
+
+    rng = np.random.default_rng(1)
+    img = render_gaussians((256, 256), rng.uniform(12, 244, (20, 2)), np.full(20, 8.0), 2.5) + rng.normal(0, 1, (256, 256))
+    img = (img + np.linspace(0, 3, 256)[None, :]).astype(np.float32)
+    base = dict(window=16, epochs=1, latent_dim=2, clusters=None, model="vae", threshold=0.0, noise_floor=5.0)
+    flat = learn_and_map(img, LearnSettings(**base))
+    assert "flattened" in flat["note"] and "background 'off'" in flat["note"]
+    assert 17 <= len(flat["encoding"]) <= 21
+    kept = learn_and_map(img, LearnSettings(**base, background="off"))
+    assert kept["note"] is None and len(kept["encoding"]) > len(flat["encoding"]) + 10
+    for bad in ("yes", 2, True):
+        with pytest.raises(AffineVAEError, match="background must be 'auto', 'off' or a box side"):
+            LearnSettings(background=bad)
+    assert LearnSettings(background=np.int64(48)).background == 48

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.background import BACKGROUND_VARIATION
 from ..data.objects import DETECT_THRESHOLD, read_coordinates
 from ..data.patches import SPARSE_NOISE_FLOOR
 from ..defaults import MIN_IMAGE_SIZE, patch_min_distance, patch_smoothing
@@ -57,6 +58,12 @@ class Patches:
                                "pixel noise above the frame's median, so noise peaks on a sparse field (a sky) "
                                f"are not objects (default: {SPARSE_NOISE_FLOOR:g} when the frames are asinh-stretched, "
                                "a sparse field, else 0: off; printed)")
+        p.add_argument("--background", default="auto", metavar="auto|off|BOX",
+                       help="uneven illumination, a thickness ramp, a sky gradient: 'auto' (default) flattens every "
+                            "frame (its smooth background, sigma-clipped medians of boxes of four windows, "
+                            "subtracted) when frame 0's background varies by more than "
+                            f"{BACKGROUND_VARIATION:g} noise sigma, and says so; 'off' never; a number of pixels "
+                            "always, with boxes of that side")
         p.add_argument("--edge", choices=["drop", "pad", "reflect"], default="drop",
                        help="patches reaching past the border: drop them (default), zero-pad or reflect")
         p.add_argument("--key", help="array name in an .npz, dataset in an HDF5 file or image HDU (EXTNAME or index) of a FITS file")
@@ -67,7 +74,7 @@ class Patches:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Find objects, cut patches, write the ``.npz`` atomically; returns the exit status."""
-        from ..data.patches import cut_patches, detection_check, detection_levels
+        from ..data.patches import cut_patches, detection_check, detection_levels, resolve_background
 
         if args.coords and args.stride is not None:
             raise AffineVAEError("give --coords or --stride, not both")
@@ -87,7 +94,10 @@ class Patches:
         images = expand_inputs(args.image)
         check_output(args.out, inputs=[*images, args.coords], force=args.force)
         with open_images(args, images, given) as src:
-            ps = cut_patches(src, args.window, coords=args.coords, stride=args.stride,
+            box, flat = resolve_background(src, args.window, args.background,
+                                           args.sigma if detecting else patch_smoothing(args.window))
+            src.use_background(box)  # the detection note below reads the frames as the patches were cut
+            ps = cut_patches(src, args.window, coords=args.coords, stride=args.stride, background=box or "off",
                              min_distance=args.min_distance, threshold=args.threshold, absolute=args.absolute,
                              sigma=args.sigma, noise_floor=args.noise_floor, edge=args.edge,
                              chunk_frames=args.chunk_frames,
@@ -113,6 +123,8 @@ class Patches:
                    if args.threshold is None else "")
             print(f"affinevae: detection threshold: {floor:g} noise sigma above each frame's median{why} "
                   "(--threshold for a fraction of the range, --noise-floor)")
+        if flat is not None and flat.uneven:
+            print(f"affinevae: background: {flat.sentence()}")
         if check is not None and check.advice:
             print(f"affinevae: note: {check.advice}")
         if args.coords and args.edge == "drop":
@@ -165,6 +177,13 @@ def check_patch_options(args: argparse.Namespace) -> None:
     if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma >= 0):
         raise AffineVAEError(f"--sigma must be >= 0 pixels, got {args.sigma}")
     check_smoothing(args.sigma, args.window, "--sigma")
+    if args.background not in ("auto", "off"):
+        try:
+            args.background = int(args.background)
+        except ValueError:
+            raise AffineVAEError(f"--background must be auto, off or a box side in pixels, got {args.background!r}") from None
+        if args.background < 4:
+            raise AffineVAEError(f"--background must be a box side of at least 4 pixels, got {args.background}")
     if args.noise_floor is not None and not (math.isfinite(args.noise_floor) and args.noise_floor >= 0):
         raise AffineVAEError(f"--noise-floor must be a number >= 0 (noise sigma above the median; 0: off), "
                              f"got {args.noise_floor:g}")

@@ -3,7 +3,7 @@
 Modules: :mod:`.imageset` (the in-memory set and the normalisation rule), :mod:`.inputs`
 (:func:`as_images`, the one coercion of in-memory inputs), :mod:`.files` (user image files),
 :mod:`.formats` (suffixes and read errors), :mod:`.stacks` (large images and stacks, lazily),
-:mod:`.objects` (object detection, coordinates), :mod:`.patches` (patch sets), :mod:`.mnist`,
+:mod:`.objects` (object detection, coordinates), :mod:`.background` (uneven backgrounds, flattened), :mod:`.patches` (patch sets), :mod:`.mnist`,
 :mod:`.micrograph` (synthetic micrographs), :mod:`.microscopy` (instrument files, Zarr/OME-Zarr)
 and :mod:`.astro` (FITS; both imported here so that :func:`~.stacks.open_stack` knows them) and
 :mod:`.sources` (``--data`` specs).

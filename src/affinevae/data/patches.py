@@ -34,13 +34,15 @@ from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import check_int
+from .background import BACKGROUND_VARIATION, MIN_BOXES, background_box, check_box, frame_background
 from .objects import (DETECT_THRESHOLD, PERIODIC_RATIO, REFINE_REACH, check_coordinates, check_noise_floor,
                       detect_objects, find_objects, frame_periodicity, level_samples,
                       level_step, noise_level, object_arrangement, read_coordinates, smoothed_pair,
                       smoothing_radius)
 from .stacks import open_stack
 
-__all__ = ["PatchSet", "DetectionCheck", "detection_check", "default_noise_floor", "default_threshold", "detection_levels", "sparse_field", "SPARSE_NOISE_FLOOR", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
+__all__ = ["PatchSet", "BackgroundCheck", "background_check", "resolve_background", "BACKGROUND_MODES",
+           "DetectionCheck", "detection_check", "default_noise_floor", "default_threshold", "detection_levels", "sparse_field", "SPARSE_NOISE_FLOOR", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
            "patch_smoothing", "SMOOTHING_FRACTION",
            "concat_chunks", "nothing_found", "tile_grid", "DEFAULT_TILE", "LATTICE_ORDER", "scattered_objects",
            "lattice_patches"]
@@ -103,6 +105,9 @@ class PatchSet:
             coordinates as given (before rounding to ``centers``); None for a grid (and patch sets
             written before they were recorded). The arrangement (:meth:`arrangement`) is measured
             on them.
+        background_box: the box side (pixels) of the background the frames were flattened by before the
+            patches were cut (:meth:`~affinevae.data.stacks.FrameSource.use_background`), or None when they
+            were not; saved as ``background_box``.
 
     A saved patch set also records that it is one (``kind``) and a robust estimate of its pixel
     noise (``noise_sigma``, see :meth:`arrays`), which ``affinevae train`` uses for its
@@ -120,6 +125,7 @@ class PatchSet:
     n_found: Optional[int] = None
     pixel_size: Any = None
     positions: Optional[np.ndarray] = None
+    background_box: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -128,7 +134,7 @@ class PatchSet:
         """The arrays written by :meth:`save`.
 
         ``patches``, ``centers``, ``frames``, ``window``, ``image_shape``, ``n_frames``; ``positions``
-        when known; in grid mode ``grid_shape`` and ``stride``; with at least one patch ``kind`` (the string
+        when known; ``background_box`` when the frames were flattened; in grid mode ``grid_shape`` and ``stride``; with at least one patch ``kind`` (the string
         ``"patches"``) and ``noise_sigma`` (:meth:`noise_sigma`, a float64 scalar); for objects (not
         a grid) with neighbours ``spacing``, ``lattice_order`` and ``lattice_fold``, or ``objects_per_frame``
         (:meth:`arrangement`).
@@ -147,6 +153,8 @@ class PatchSet:
             out["unit"] = np.asarray(self.pixel_size.unit)
         if self.positions is not None:
             out["positions"] = np.asarray(self.positions, dtype=np.float64)
+        if self.background_box is not None:
+            out["background_box"] = np.int64(self.background_box)
         out.update({k: np.float64(v) for k, v in self.arrangement().items()})
         return out
 
@@ -268,9 +276,16 @@ class PatchSet:
             from ..units import PixelSize
 
             pixel = PixelSize(float(d["pixel_size"]), str(d["unit"]))
+        box = None
+        if "background_box" in d:
+            b = d["background_box"]
+            if b.shape != () or not np.issubdtype(b.dtype, np.integer) or int(b) < 1:
+                raise AffineVAEError(f"{p}: background_box must be one whole number of pixels >= 1, got {b!r}")
+            box = int(b)
         return cls(d["patches"], d["centers"].astype(np.int64), d["frames"].astype(np.int64), window,
                    tuple(int(v) for v in d.get("image_shape", (0, 0))), int(d.get("n_frames", 1)), gs,
-                   int(d["stride"]) if "stride" in d else None, pixel_size=pixel, positions=positions)
+                   int(d["stride"]) if "stride" in d else None, pixel_size=pixel, positions=positions,
+                   background_box=box)
 
 
 def _check_window(window: Any, image_shape: Sequence[int], where: str) -> int:
@@ -662,6 +677,125 @@ def detection_check(source, window: int, min_distance: Optional[int] = None, sig
                           periodicity=frame_periodicity(raw), region=region)
 
 
+#: How :func:`iter_patches` treats the frames' background: 'auto' flattens them where frame 0's background
+#: is uneven (:func:`background_check`), 'off' never; a number of pixels flattens with boxes of that side.
+BACKGROUND_MODES = ("auto", "off")
+# The side of the first frame's central crop background_check reads at most (pixels).
+_BACKGROUND_CROP = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class BackgroundCheck:
+    """What :func:`background_check` measured on the first frame of a stack (its central crop).
+
+    Attributes:
+        box: the box side (pixels) the background was estimated with.
+        variation: its highest box level less its lowest, in units of the (smoothed) pixel noise the
+            detection's noise floor uses (:func:`~affinevae.data.objects.noise_level`).
+        region: the part of the frame measured, in words.
+    """
+
+    box: int
+    variation: float
+    region: str = "frame 0"
+
+    @property
+    def uneven(self) -> bool:
+        """Whether the background varies by more than
+        :data:`~affinevae.data.background.BACKGROUND_VARIATION` noise sigma: enough to move which objects a
+        threshold keeps (a 1-sigma ramp of the raw pixels is 2-9 smoothed sigma)."""
+        return self.variation > BACKGROUND_VARIATION
+
+    def sentence(self, off: str = "--background off") -> str:
+        """One line for the user saying what was measured and chosen (``off``: how the caller's interface
+        turns the flattening off)."""
+        if self.uneven:
+            return (f"the background of {self.region} varies by {self.variation:.1f} noise sigma from its dimmest "
+                    f"{self.box}-pixel box to its brightest: every frame is flattened (its smooth background, less "
+                    f"its lowest level, subtracted) before objects are found and cut ({off} keeps the frames as "
+                    "they are)")
+        return (f"the background of {self.region} varies by {self.variation:.1f} noise sigma across its "
+                f"{self.box}-pixel boxes: left as it is")
+
+
+def background_check(source, window: int, sigma: Optional[float] = None, box: Optional[int] = None,
+                     key: Optional[str] = None) -> Optional[BackgroundCheck]:
+    """How uneven the background of the first frame of ``source`` is, for :func:`iter_patches`' 'auto'.
+
+    The frame's central crop of at most 2048 x 2048 pixels is cut into boxes of ``box`` pixels (None:
+    :func:`~affinevae.data.background.background_box` of the window, four windows) and its background
+    estimated there (:func:`~affinevae.data.background.frame_background`); its variation is measured in the
+    pixel noise after the detection's smoothing ``sigma`` (None: :func:`patch_smoothing` of the window), the
+    unit of the noise floor. Measured (``benchmarks/EXPERIMENTS.md``, "Uneven backgrounds"): flat fields of
+    spots, particles, lattices and atoms placed at random 0.3-1.0; a linear ramp or a vignette of 3 raw noise
+    sigma 4-25.
+
+    Args:
+        source: anything :func:`open_stack` accepts. window: the patch size (pixels).
+        sigma: pixels (0: none). box: pixels. key: as :func:`open_stack`.
+
+    Returns:
+        :class:`BackgroundCheck`, or None where the crop holds fewer than
+        :data:`~affinevae.data.background.MIN_BOXES` boxes along a side (the background cannot be told from
+        the objects) or has no noise (a rendering, a constant frame).
+    """
+    sigma = patch_smoothing(window) if sigma is None else sigma
+    box = background_box(window) if box is None else box
+    src = open_stack(source, key=key)
+    try:
+        h, w = src.image_shape
+        if min(h, w) < MIN_BOXES * box:
+            return None
+        ch, cw = min(h, _BACKGROUND_CROP), min(w, _BACKGROUND_CROP)
+        r0, c0 = (h - ch) // 2, (w - cw) // 2
+        prev = src.background_box
+        src.use_background(None)
+        try:
+            crop = src.read_region(0, slice(r0, r0 + ch), slice(c0, c0 + cw))
+        finally:
+            src.use_background(prev)
+    finally:
+        if src is not source:
+            src.close()
+    if min(ch, cw) < MIN_BOXES * box:
+        return None
+    raw, img = smoothed_pair(crop, sigma)
+    noise = noise_level(*level_samples(raw, img, level_step(raw.shape)), sigma)[1]
+    if not noise > 0:
+        return None
+    bg = frame_background(lambda rows, cols: crop[..., rows, cols], (ch, cw), box)
+    region = "frame 0" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame 0"
+    return BackgroundCheck(box=int(box), variation=bg.variation / noise, region=region)
+
+
+def resolve_background(source, window: int, background: Union[None, str, int] = "auto",
+                       sigma: Optional[float] = None) -> tuple[Optional[int], Optional[BackgroundCheck]]:
+    """The box (pixels) :func:`iter_patches` flattens the frames of an open stack ``source`` with, or None.
+
+    Args:
+        background: 'auto' (:func:`background_check`: flattened where frame 0's background is uneven; a
+            source already flattened, :meth:`~affinevae.data.stacks.FrameSource.use_background`, keeps its
+            box), 'off' or None (never), or a box side in pixels (always).
+        window, sigma: as :func:`background_check`.
+
+    Returns:
+        ``(box, check)``: the box or None, and the check 'auto' made (None otherwise).
+
+    Raises:
+        AffineVAEError: a mode that is none of these, or a box under 4 pixels or larger than the frames.
+    """
+    if background is None or (isinstance(background, str) and background == "off"):
+        return None, None
+    if isinstance(background, str):
+        if background != "auto":
+            raise AffineVAEError(f"background must be 'auto', 'off' or a box side in pixels, got {background!r}")
+        if source.background_box is not None:
+            return source.background_box, None
+        check = background_check(source, window, sigma)
+        return (check.box if check is not None and check.uneven else None), check
+    return check_box(background, source.image_shape, "background box"), None
+
+
 def check_smoothing(sigma: Optional[float], window: int, name: str = "sigma") -> None:
     """Refuse a detection smoothing ``sigma`` (pixels; None: the default, 0: none) that is not a finite number >= 0 or is
     wider than the ``window`` (pixels): the smoothing must stay below the objects' size (a huge one would
@@ -709,7 +843,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                  min_distance: Optional[int] = None, threshold: Optional[float] = None, absolute: bool = False,
                  sigma: Optional[float] = None, noise_floor: Optional[float] = None, edge: str = "drop",
                  chunk_frames: int = 16, progress: bool = False, key: Optional[str] = None,
-                 tile: Optional[int] = DEFAULT_TILE) -> Iterator[PatchSet]:
+                 tile: Optional[int] = DEFAULT_TILE, background: Union[None, str, int] = "auto") -> Iterator[PatchSet]:
     """Cut patches chunk by chunk of frames; memory is bounded by ``chunk_frames`` frames.
 
     A frame with a side longer than ``tile`` pixels is read and searched tile by tile
@@ -723,6 +857,12 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     :func:`patch_smoothing` of the window, 0 for none; ``threshold`` None: :func:`default_threshold` of the
     source (a pixel value of 0.3 with ``absolute``); ``noise_floor`` None: :func:`default_noise_floor`
     of the source).
+
+    ``background`` (:func:`resolve_background`): 'auto' (default) flattens every frame
+    (:meth:`~affinevae.data.stacks.FrameSource.use_background`, boxes of four windows) where frame 0's
+    background varies by more than :data:`~affinevae.data.background.BACKGROUND_VARIATION` noise sigma, and
+    says so in one warning; 'off' or None never; a number of pixels always, with boxes of that side. Objects
+    are then found and cut on the flattened frames, and the patch sets record the box.
 
     Args:
         source: anything :func:`open_stack` accepts.
@@ -745,6 +885,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     chunk = check_int("chunk_frames", chunk_frames, 1)
     src = open_stack(source, key=key)
     bar = None
+    before = src.background_box
     try:
         w = _check_window(window, src.image_shape, src.path)
         if min_distance is None:
@@ -773,6 +914,11 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             check_smoothing(sigma, w)
             threshold, noise_floor = detection_levels(
                 src, threshold, None if noise_floor is None else check_noise_floor(noise_floor), absolute)
+        box, check = resolve_background(src, w, background, sigma if mode == "detect" else patch_smoothing(w))
+        if check is not None and check.uneven:
+            said = check.sentence('background="off"')
+            warnings.warn(f"{src.path}: {said}", stacklevel=2)
+        src.use_background(box)
         # progress=True shows the bar on a terminal only (tqdm's disable=None), never in logs or pipes
         bar = tqdm(total=src.n_frames, unit="frame", disable=None if progress else True, desc="patches", leave=False)
         for k, s in enumerate(range(0, src.n_frames, chunk)):
@@ -791,7 +937,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                 bar.update(e - s)
                 yield PatchSet(patches, kept, np.full(len(kept), s, dtype=np.int64), w, src.image_shape,
                                src.n_frames, gshape if mode == "grid" else None,
-                               int(stride) if mode == "grid" else None, n_found, src.pixel_size, kept_pos)
+                               int(stride) if mode == "grid" else None, n_found, src.pixel_size, kept_pos, box)
                 continue
             stack = src.read(s, e)
             if mode == "grid":
@@ -807,12 +953,14 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             bar.update(e - s)
             yield PatchSet(patches, ce[keep], fr[keep], w, src.image_shape, src.n_frames,
                            gshape if mode == "grid" else None, int(stride) if mode == "grid" else None, len(ce),
-                           src.pixel_size, None if pos is None else pos[keep])
+                           src.pixel_size, None if pos is None else pos[keep], box)
     finally:
         if bar is not None:
             bar.close()
         if src is not source:
             src.close()
+        elif src.background_box != before:  # the caller's source reads as it did
+            src.use_background(before)
 
 
 def concat_chunks(parts: Sequence[Any]) -> Any:

@@ -24,7 +24,7 @@ import threading
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from .imageset import (STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretc
                        unsigned_divisor)
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, read_npy_header, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
+
+if TYPE_CHECKING:
+    from .background import Background
 
 __all__ = ["PIXEL_SIZE_TOLERANCE", "native_dtype", "open_joined", "FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
            "open_stack", "READERS", "StackReader", "is_array_like", "tiff_reading", "check_tiff", "corrupt_tiff",
@@ -69,6 +72,9 @@ class FrameSource:
     fill_nan: bool = False
     #: Read every pixel as 1 minus its normalised value (:meth:`use_invert`).
     invert: bool = False
+    #: Flatten every frame with boxes of this many pixels (:meth:`use_background`); None: off.
+    background_box: Optional[int] = None
+    _backgrounds: Optional[dict] = None
     _given: Optional[PixelScaling] = None
     _own: Optional[PixelScaling] = None
     _fill: Optional[float] = None
@@ -123,8 +129,14 @@ class FrameSource:
         return self.read_raw(frame, frame + 1)[0][..., rows, cols]
 
     def read_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
-        """Part of one frame as float32 (h, w) or (C, h, w), normalised stack-wide like :meth:`read`."""
-        return self._normalise(self.read_raw_region(frame, rows, cols), f"frame {frame}")
+        """Part of one frame as float32 (h, w) or (C, h, w), normalised stack-wide like :meth:`read`
+        (and flattened like it, :meth:`use_background`)."""
+        out = self._normalise(self.read_raw_region(frame, rows, cols), f"frame {frame}")
+        if self.background_box is not None:
+            field = self.background(frame).field(rows, cols)
+            out -= field if out.ndim == 3 else field[0]
+            np.maximum(out, np.float32(0), out=out)  # noise under the darkest level: kept in [0, 1]
+        return out
 
     def normalisation(self) -> tuple[str, float, float]:
         """The stack-wide normalisation ``(kind, offset, divisor)``: 'keep' (as stored) or 'divide'
@@ -168,11 +180,55 @@ class FrameSource:
         return self._norm
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Frames ``start:stop`` as float32 (f, H, W) or (f, C, H, W), normalised stack-wide.
+        """Frames ``start:stop`` as float32 (f, H, W) or (f, C, H, W), normalised stack-wide (and each
+        flattened, :meth:`use_background`).
 
         Raises :class:`AffineVAEError` on NaN/inf pixels, unless :meth:`use_fill_nan` fills them.
         """
-        return self._normalise(self.read_raw(start, stop), f"frames {start}:{stop}", max(0, int(start)))
+        out = self._normalise(self.read_raw(start, stop), f"frames {start}:{stop}", max(0, int(start)))
+        if self.background_box is not None:
+            for i in range(len(out)):  # one spline per frame: the frame's own background
+                field = self._background_of(max(0, int(start)) + i, out[i]).field()
+                out[i] -= field if out.ndim == 4 else field[0]
+            np.maximum(out, np.float32(0), out=out)  # noise under the darkest level: kept in [0, 1]
+        return out
+
+    def use_background(self, box: Optional[int]) -> None:
+        """Flatten every frame from the next read on: its smooth background (sigma-clipped medians of
+        ``box`` x ``box`` pixel boxes, median-filtered and splined, :func:`~affinevae.data.background.frame_background`)
+        less that background's lowest level is subtracted, so uneven illumination, a thickness ramp or a
+        sky gradient no longer decides which objects a threshold keeps. Values stay at or below the frame's
+        (normalised) ones and at or above 0 (the few noise pixels below the darkest level are clipped).
+        ``box`` None: off."""
+        from .background import check_box
+
+        self.background_box = None if box is None else check_box(box, self.image_shape)
+        self._backgrounds = {}
+
+    def background(self, frame: int) -> "Background":
+        """The :class:`~affinevae.data.background.Background` of ``frame`` under :meth:`use_background`
+        (its box grid, computed once per frame, read band by band of ``box`` rows)."""
+        if self.background_box is None:
+            raise AffineVAEError(f"{self.path}: no background box set (use_background)")
+        return self._background_of(frame)
+
+    def _background_of(self, frame: int, whole: Optional[np.ndarray] = None) -> "Background":
+        """:meth:`background`, from the normalised frame ``whole`` (h, w) or (C, h, w) when it is at hand."""
+        from .background import frame_background
+
+        frame = int(frame)
+        cached = self._backgrounds.get(frame)
+        if cached is None:
+            if whole is not None:
+                def part(rows: slice, cols: slice) -> np.ndarray:
+                    return whole[..., rows, cols]
+            else:
+                def part(rows: slice, cols: slice) -> np.ndarray:
+                    return self._normalise(self.read_raw_region(frame, rows, cols), f"frame {frame}")
+            if len(self._backgrounds) >= 4:  # frames are read in order: keep a few grids (each is small)
+                self._backgrounds.pop(next(iter(self._backgrounds)))
+            cached = self._backgrounds[frame] = frame_background(part, self.image_shape, self.background_box)
+        return cached
 
     def _normalise(self, raw: np.ndarray, where: str, first: Optional[int] = None) -> np.ndarray:
         """Raw pixels -> float32 under :meth:`normalisation` (one float32 copy; NaN/inf refused, naming

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -40,6 +40,8 @@ class LearnSettings:
             sparse sky, else off; 0: off).
         lowpass: the model's low-pass filter in pixels (``train --lowpass``, ``ModelConfig.lowpass``;
             None: the patch-set defaults choose, 0: none).
+        background: 'auto' (the frame flattened where its background is uneven, ``patches --background``,
+            :func:`affinevae.data.patches.resolve_background`), 'off', or a box side in pixels (>= 4).
     """
 
     window: int = 16
@@ -55,6 +57,7 @@ class LearnSettings:
     invert: bool = False
     noise_floor: Optional[float] = None
     lowpass: Optional[float] = None
+    background: Union[str, int] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("window", "latent_dim", "epochs", "clusters", "min_distance", "batch_size", "seed"):
@@ -91,6 +94,12 @@ class LearnSettings:
                                and math.isfinite(v) and v >= 0)
             if not ok:
                 raise AffineVAEError(f"{name} must be {what}, got {v!r}")
+        if isinstance(self.background, np.integer):
+            object.__setattr__(self, "background", int(self.background))
+        b = self.background
+        if not ((isinstance(b, str) and b in ("auto", "off"))
+                or (isinstance(b, int) and not isinstance(b, bool) and b >= 4)):
+            raise AffineVAEError(f"background must be 'auto', 'off' or a box side of at least 4 pixels, got {b!r}")
         from ..data.patches import check_smoothing
 
         check_smoothing(self.sigma, self.window)
@@ -109,16 +118,17 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     Returns:
         dict: ``encoding`` (:class:`~affinevae.encoding.ObjectEncoding`), ``cluster`` (N,) labels
         (-1 when not clustered), ``symmetry`` (the estimated n of n-fold symmetry), ``model`` (the
-        trained model), ``history`` (per-epoch records) and ``note``: where the settings leave threshold
-        and noise floor at their defaults on a frame that is not stretched, the advice of
-        :func:`~affinevae.data.patches.detection_check` (a sparse field's noise peaks or faint objects),
-        else None.
+        trained model), ``history`` (per-epoch records) and ``note``: what the 'auto' background did where
+        it flattened the frame (:meth:`~affinevae.data.patches.BackgroundCheck.sentence`) and, where the
+        settings leave threshold and noise floor at their defaults on a frame that is not stretched, the
+        advice of :func:`~affinevae.data.patches.detection_check` (a sparse field's noise peaks or faint
+        objects), joined by '; '; else None.
 
     Raises:
         AffineVAEError: no objects found, bad settings, training problems.
     """
 
-    from ..data.patches import SPARSE_NOISE_FLOOR, cut_patches, detection_check
+    from ..data.patches import SPARSE_NOISE_FLOOR, cut_patches, detection_check, resolve_background
     from ..data.stacks import open_stack
     from ..defaults import data_defaults
     from ..encoding import encode_patchset
@@ -135,12 +145,18 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     src = open_stack(img if img.ndim == 2 else img[None])
     if settings.invert:
         src.use_invert()
+    box, flat = resolve_background(src, settings.window, settings.background, settings.sigma)
+    src.use_background(box)  # the detection check below reads the frame as the patches were cut
     ps = cut_patches(src, settings.window, min_distance=settings.min_distance, threshold=settings.threshold,
-                     sigma=settings.sigma, noise_floor=settings.noise_floor)
-    note = None
+                     sigma=settings.sigma, noise_floor=settings.noise_floor, background=box or "off")
+    notes = []
+    if flat is not None and flat.uneven:
+        notes.append(flat.sentence("background 'off'"))
     if settings.threshold is None and settings.noise_floor is None:
         check = detection_check(src, settings.window, settings.min_distance, settings.sigma)
-        note = check.advice_for(f"threshold 0 and noise floor {SPARSE_NOISE_FLOOR:g}") if check is not None else None
+        advice = check.advice_for(f"threshold 0 and noise floor {SPARSE_NOISE_FLOOR:g}") if check is not None else None
+        notes += [advice] if advice else []
+    note = "; ".join(notes) or None
     data = ps.imageset("layer")
     given = {"latent_dim": settings.latent_dim, **({} if settings.lowpass is None else {"lowpass": settings.lowpass})}
     options, train, _ = data_defaults(data, settings.model, given, settings.batch_size, settings.epochs)
