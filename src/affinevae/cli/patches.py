@@ -59,11 +59,11 @@ class Patches:
                                f"are not objects (default: {SPARSE_NOISE_FLOOR:g} when the frames are asinh-stretched, "
                                "a sparse field, else 0: off; printed)")
         p.add_argument("--background", default="auto", metavar="auto|off|BOX",
-                       help="uneven illumination, a thickness ramp, a sky gradient: 'auto' (default) flattens every "
-                            "frame (its smooth background, sigma-clipped medians of boxes of four windows, "
-                            "subtracted) when frame 0's background varies by more than "
-                            f"{BACKGROUND_VARIATION:g} noise sigma, and says so; 'off' never; a number of pixels "
-                            "always, with boxes of that side")
+                       help="uneven illumination, a thickness ramp, a vignette, a sky gradient: 'auto' (default) "
+                            "flattens every frame (a quadratic surface through the sigma-clipped medians of boxes of "
+                            "four windows, subtracted) when frame 0's surface varies by more than "
+                            f"{BACKGROUND_VARIATION:g} noise sigma and explains its boxes, and says so; 'off' never; "
+                            "a number of pixels always, with boxes of that side")
         p.add_argument("--edge", choices=["drop", "pad", "reflect"], default="drop",
                        help="patches reaching past the border: drop them (default), zero-pad or reflect")
         p.add_argument("--key", help="array name in an .npz, dataset in an HDF5 file or image HDU (EXTNAME or index) of a FITS file")
@@ -123,7 +123,7 @@ class Patches:
                    if args.threshold is None else "")
             print(f"affinevae: detection threshold: {floor:g} noise sigma above each frame's median{why} "
                   "(--threshold for a fraction of the range, --noise-floor)")
-        if flat is not None and flat.uneven:
+        if flat is not None and flat.variation > BACKGROUND_VARIATION:  # flattened, or uneven but left: said
             print(f"affinevae: background: {flat.sentence()}")
         if check is not None and check.advice:
             print(f"affinevae: note: {check.advice}")

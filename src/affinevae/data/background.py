@@ -1,20 +1,20 @@
-"""A frame's smooth background (uneven illumination, a thickness ramp, a sky gradient), estimated in boxes.
+"""A frame's smooth background (uneven illumination, a thickness ramp, a vignette, a sky gradient), estimated in boxes.
 
-The method is SExtractor's and photutils' ``Background2D``: the frame is cut into boxes of ``box`` pixels, each
-box's sigma-clipped median is its background level (objects are the clipped outliers, as long as they cover
-less than about half a box), a box that stands out of its 3 x 3 neighbours' median by more than
-:data:`OUTLIER_BOX` noise sigma (filled by an object) takes that median, and a bicubic spline through the boxes'
-centres, carried on along its tangent beyond the outermost ones, gives the level of every pixel. Those two
-departures from ``Background2D`` (which median-filters every box) keep a vignette's curvature: on sparse fields
-under a ramp or a vignette of 3 noise sigma the rms error is 0.05 noise sigma here, 0.11-0.21 with
-``Background2D``'s defaults and the same boxes (``benchmarks/EXPERIMENTS.md``, "Uneven backgrounds"). It is
-written in numpy/scipy (vectorised over the boxes and channels), so it runs by default without an extra;
+As SExtractor and photutils' ``Background2D`` begin: the frame is cut into boxes of ``box`` pixels and each box's
+sigma-clipped median is its background level (objects are the clipped outliers, as long as they cover less than
+about half a box). Then, where ``Background2D`` median-filters the boxes and splines through them, a quadratic
+surface is fitted to the levels by least squares, boxes that stand out of it (filled by objects) left out and the
+fit made again, as scanning-probe software levels a frame by a fitted polynomial. The spline followed the boxes'
+noise: on a field of 250 galaxies it measured a flat sky as uneven and, extrapolated to the edges, added noise peaks
+there (precision 0.99 -> 0.87); the surface leaves that sky alone and flattens ramps and vignettes of every field in
+``benchmarks/bench_background.py`` back to the flat field's figures (``benchmarks/EXPERIMENTS.md``, "Uneven
+backgrounds"). It is written in numpy (vectorised over the boxes), so it runs by default without an extra;
 ``tests/test_background.py`` compares it with ``Background2D`` where photutils is installed.
 
-:meth:`~affinevae.data.stacks.FrameSource.use_background` applies it to a stack: every frame then reads
-*flattened*, its background less the background's lowest level subtracted, so the background everywhere
-stands at its darkest level and the pixel values stay within the frame's range. Tiles of a large frame read
-the same flattened values as the whole frame (one grid of box levels per frame, read band by band).
+:meth:`~affinevae.data.stacks.FrameSource.use_background` applies it to a stack: every frame then reads *flattened*,
+its surface less the surface's median level subtracted from the stored values, before the stack's scaling (an
+asinh-stretched sky then has the same noise everywhere). Tiles of a large frame read the same flattened values as
+the whole frame (one surface per frame, its boxes read band by band).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import numpy as np
 
 from ..errors import AffineVAEError
 
-__all__ = ["BOX_FACTOR", "MIN_BOXES", "CLIP_SIGMA", "OUTLIER_BOX", "BACKGROUND_VARIATION", "Background",
-           "background_box", "box_levels", "sample_step", "frame_background", "check_box"]
+__all__ = ["BOX_FACTOR", "MIN_BOXES", "CLIP_SIGMA", "SURFACE_DEGREE", "MAX_SCATTER", "OUTLIER_BOX", "SMOOTH_RATIO",
+           "BACKGROUND_VARIATION", "Background", "background_box", "box_levels", "sample_step", "surface_terms",
+           "frame_background", "check_box"]
 
 #: The background's box side when none is given, in windows (:func:`background_box`): objects fit in a
 #: window, so a box of four windows holds many of them, or much background, and its median is the background.
@@ -39,9 +40,22 @@ MIN_BOXES = 3
 #: Pixels further than this many (robust) standard deviations from a box's median are clipped, three times.
 CLIP_SIGMA = 3.0
 _CLIP_ROUNDS = 3
-#: A box whose level stands more than this many pixel-noise sigma (the boxes' median spread) from its 3 x 3
-#: neighbours' median takes that median (SExtractor's and photutils' filter, applied to such boxes only).
-OUTLIER_BOX = 2.0
+#: The degree of the surface fitted to the box levels: 2 (a plane, a ramp, a vignette's bowl). Degrees up to 4,
+#: the lowest that explained the boxes, were tried: their edges swung on grids of 6 x 6 boxes (precision 0.04-0.07
+#: under an illumination spot, against 0.27-0.29 at degree 2; ``benchmarks/EXPERIMENTS.md``, "Uneven backgrounds").
+SURFACE_DEGREE = 2
+#: A box whose level lies further than this many robust spreads from the surface (objects filling it) is left
+#: out of the fit, which is made again, up to three times.
+OUTLIER_BOX = 3.0
+_FIT_ROUNDS = 4
+#: ``patches`` flattens by default only where the surface's variation is at least this many times the boxes'
+#: scatter about it (:attr:`Background.scatter`): a smooth gradient, not the box-to-box noise of objects'
+#: light (see :func:`~affinevae.data.patches.background_check`).
+SMOOTH_RATIO = 3.0
+#: ... and only where the boxes scatter about the surface by less than this many (smoothed) noise sigma: a
+#: background the surface does not follow (an illumination spot, natural vignetting of tens of sigma) would be
+#: left with structure as large as what makes a background uneven (:data:`BACKGROUND_VARIATION`).
+MAX_SCATTER = 3.0
 #: ``patches`` flattens the frames by default when frame 0's background varies by more than this many
 #: (smoothed) noise sigma from its lowest box to its highest (see
 #: :func:`~affinevae.data.patches.background_check`, where it was measured).
@@ -102,13 +116,19 @@ def box_levels(block: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclasses.dataclass(frozen=True)
 class Background:
-    """The smooth background of one frame, as a grid of box levels (:func:`frame_background`).
+    """The smooth background of one frame: a low-order surface fitted to its box levels (:func:`frame_background`).
 
     Attributes:
-        levels: (C, ny, nx) the boxes' levels after the 3 x 3 median filter (pixel units).
+        levels: (C, ny, nx) the boxes' sigma-clipped medians (pixel units).
         row_centres, col_centres: (ny,) and (nx,) the boxes' centres in the frame's pixels.
         image_shape: (H, W) of the frame.
         box: the box side in pixels.
+        coeffs: (C, K) the surface's coefficients on :attr:`terms`.
+        terms: K exponent pairs (i, j) of the surface's terms ``u**i * v**j``, with ``u`` the row and ``v`` the
+            column scaled to [-1, 1] over the frame.
+        used: (C, ny, nx) the boxes the fit kept (the others stood out of it: objects filling them).
+        spread: (C,) the robust standard deviation of a box level about the surface expected from the pixel
+            noise alone (pixel units).
     """
 
     levels: np.ndarray
@@ -116,80 +136,75 @@ class Background:
     col_centres: np.ndarray
     image_shape: tuple
     box: int
+    coeffs: np.ndarray
+    terms: tuple
+    used: np.ndarray
+    spread: np.ndarray
+
+    def levels_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(C, len(rows), len(cols)) float64: the surface at the pixel rows x columns (frame coordinates)."""
+        u, v = _scaled(np.asarray(rows, np.float64), self.image_shape[0]), _scaled(np.asarray(cols, np.float64),
+                                                                                  self.image_shape[1])
+        out = np.zeros((self.coeffs.shape[0], len(u), len(v)))
+        for k, (i, j) in enumerate(self.terms):
+            out += self.coeffs[:, k, None, None] * (u ** i)[None, :, None] * (v ** j)[None, None, :]
+        return out
+
+    def _sampled(self) -> np.ndarray:
+        """The surface on a 65 x 65 grid spanning the frame, edges included (its extremes lie on it or near)."""
+        h, w = self.image_shape
+        return self.levels_at(np.linspace(0, h - 1, 65), np.linspace(0, w - 1, 65))
+
+    @property
+    def low(self) -> np.ndarray:
+        """(C,) the surface's lowest level over the frame (pixel units)."""
+        return self._sampled().min(axis=(1, 2))
+
+    @property
+    def typical(self) -> np.ndarray:
+        """(C,) the surface's median level over the frame (pixel units): the level a flattened frame's
+        background is brought to (:meth:`field`)."""
+        return np.median(self._sampled(), axis=(1, 2))
 
     @property
     def variation(self) -> float:
-        """The highest box level less the lowest, over channels (pixel units)."""
-        return float(np.max(self.levels.max(axis=(1, 2)) - self.levels.min(axis=(1, 2))))
+        """The surface's highest level less its lowest over the frame, the largest over channels (pixel units)."""
+        grid = self._sampled()
+        return float(np.max(grid.max(axis=(1, 2)) - grid.min(axis=(1, 2))))
+
+    @property
+    def scatter(self) -> float:
+        """The root mean square of the kept boxes' levels about the surface, the largest over channels (pixel
+        units): how much of the box-to-box variation the surface does not explain (objects, structure)."""
+        fit = self.levels_at(self.row_centres, self.col_centres)
+        res = np.where(self.used, self.levels - fit, 0.0)
+        return float(np.max(np.sqrt((res ** 2).sum(axis=(1, 2)) / np.maximum(self.used.sum(axis=(1, 2)), 1))))
 
     def field(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
-        """The background level at the pixels ``[rows, cols]`` of the frame (slices may have steps), less its
-        lowest level over the frame (:attr:`low`): what :meth:`~affinevae.data.stacks.FrameSource.use_background`
-        subtracts.
+        """The background at the pixels ``[rows, cols]`` of the frame (slices may have steps), less its median
+        level over the frame (:attr:`typical`): what :meth:`~affinevae.data.stacks.FrameSource.use_background`
+        subtracts, so the flattened background stands at the frame's typical level (where the stack's scaling,
+        an asinh stretch's centre included, was chosen), not at its darkest.
 
         Returns:
-            (C, h, w) float32, >= 0 (up to a spline's overshoot between the sampled points of :attr:`low`).
-            A bicubic spline through the box centres (of a lower degree where there are fewer than four boxes
-            along a side), carried on to the frame's edges by the end boxes' polynomial.
+            (C, h, w) float32 (pixel units; negative where the background is below its median).
         """
         h, w = self.image_shape
         r = np.arange(*rows.indices(h), dtype=np.float64)
         c = np.arange(*cols.indices(w), dtype=np.float64)
-        return (self.levels_at(r, c) - self.low[:, None, None]).astype(np.float32)
-
-    @property
-    def low(self) -> np.ndarray:
-        """(C,) the background's lowest level over the frame: the smallest value of the spline at the frame's
-        edges, the box centres and halfway between them."""
-        h, w = self.image_shape
-
-        def points(centres: np.ndarray, n: int) -> np.ndarray:
-            mid = (centres[1:] + centres[:-1]) / 2.0
-            return np.unique(np.concatenate([[0.0, n - 1.0], centres, mid]))
-
-        return self.levels_at(points(self.row_centres, h), points(self.col_centres, w)).min(axis=(1, 2))
-
-    def levels_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """(C, len(rows), len(cols)) float64: the background at the pixel rows x columns (frame coordinates)."""
-        from scipy.interpolate import RectBivariateSpline
-
-        h, w = self.image_shape
-        ny, nx = self.levels.shape[1:]
-        out = np.empty((self.levels.shape[0], len(rows), len(cols)), np.float64)
-        for ch, grid in enumerate(self.levels):  # channels: a few at most
-            if ny == 1 and nx == 1:
-                out[ch] = grid[0, 0]
-            elif ny == 1:  # one row or column of boxes: along the other side only
-                out[ch] = _line(cols, self.col_centres, grid[0])[None, :]
-            elif nx == 1:
-                out[ch] = _line(rows, self.row_centres, grid[:, 0])[:, None]
-            else:
-                spline = RectBivariateSpline(self.row_centres, self.col_centres, grid,
-                                             kx=min(3, ny - 1), ky=min(3, nx - 1), s=0)
-                # inside the box centres the spline; beyond them carried on along its tangent at the outermost
-                # centres (a cubic's own extrapolation swings with the levels' noise)
-                rc, cc = self.row_centres, self.col_centres
-                r_in, c_in = np.clip(rows, rc[0], rc[-1]), np.clip(cols, cc[0], cc[-1])
-                out[ch] = spline(r_in, c_in, grid=True)
-                for sel, end in ((rows < rc[0], rc[:1]), (rows > rc[-1], rc[-1:])):
-                    if sel.any():  # along the spline's tangent at the end row of centres: (1, n_cols)
-                        slope = spline(end, c_in, dx=1, grid=True)[0]
-                        out[ch][sel] += (rows[sel] - r_in[sel])[:, None] * slope[None, :]
-                for sel, end in ((cols < cc[0], cc[:1]), (cols > cc[-1], cc[-1:])):
-                    if sel.any():
-                        slope = spline(r_in, end, dy=1, grid=True)[:, 0]
-                        out[ch][:, sel] += slope[:, None] * (cols[sel] - c_in[sel])[None, :]
-        return out
+        return (self.levels_at(r, c) - self.typical[:, None, None]).astype(np.float32)
 
 
-def _line(at: np.ndarray, centres: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Piecewise-linear interpolation of ``levels`` at the ``centres`` (both (n,), n >= 2), carried on
-    linearly beyond the outermost two."""
-    out = np.interp(at, centres, levels)
-    lo, hi = at < centres[0], at > centres[-1]
-    out[lo] = levels[0] + (at[lo] - centres[0]) * (levels[1] - levels[0]) / (centres[1] - centres[0])
-    out[hi] = levels[-1] + (at[hi] - centres[-1]) * (levels[-1] - levels[-2]) / (centres[-1] - centres[-2])
-    return out
+def _scaled(at: np.ndarray, n: int) -> np.ndarray:
+    """Pixel coordinates 0..n-1 onto [-1, 1]."""
+    return (2.0 * at - (n - 1)) / max(n - 1, 1)
+
+
+def surface_terms(ny: int, nx: int, degree: int = SURFACE_DEGREE) -> tuple:
+    """The exponent pairs (i, j) of the surface's terms ``u**i * v**j`` (i + j <= ``degree``) that a grid of
+    ``ny`` x ``nx`` boxes can fit: powers along a side up to one less than its boxes."""
+    return tuple((i, j) for i in range(min(degree, ny - 1) + 1) for j in range(min(degree, nx - 1) + 1)
+                 if i + j <= degree)
 
 
 def sample_step(box: int) -> int:
@@ -209,11 +224,10 @@ def frame_background(read: Callable[[slice, slice], np.ndarray], image_shape: Se
 
     Returns:
         :class:`Background`: the sigma-clipped medians of the boxes' sampled pixels (a partial box at the bottom
-        or right edge holding less than half a box is left out); a box that stands out of its 3 x 3 neighbours'
-        median by more than :data:`OUTLIER_BOX` pixel-noise sigma takes that median.
+        or right edge holding less than half a box is left out) and the quadratic surface (:func:`surface_terms`)
+        fitted to them by least squares, up to four times, each time leaving out the boxes further than
+        :data:`OUTLIER_BOX` robust spreads from it (the spread at least what the pixel noise gives a median).
     """
-    from scipy import ndimage
-
     h, w = int(image_shape[-2]), int(image_shape[-1])
     ny = -(-h // box)
     step = sample_step(box)
@@ -239,11 +253,35 @@ def frame_background(read: Callable[[slice, slice], np.ndarray], image_shape: Se
     if np.isnan(levels).any():  # boxes with no finite pixel: the frame's median level
         fill = np.nanmedian(levels, axis=(1, 2), keepdims=True)
         levels = np.where(np.isnan(levels), fill, levels)
-    if ny >= 3 or nx >= 3:
-        # A box that stands more than OUTLIER_BOX pixel-noise sigma from its 3 x 3 neighbours' median (objects
-        # filling it) takes that median; the others keep their own level, so a smooth background keeps its
-        # curvature (a median filter everywhere would flatten the peak of a vignetted frame).
-        filtered = ndimage.median_filter(levels, size=(1, min(3, ny), min(3, nx)), mode="nearest")
-        noise = np.nanmedian(spread, axis=(1, 2), keepdims=True)
-        levels = np.where(np.abs(levels - filtered) > OUTLIER_BOX * noise, filtered, levels)
-    return Background(levels.astype(np.float64), rc, cc, (h, w), int(box))
+    u, v = np.meshgrid(_scaled(rc, h), _scaled(cc, w), indexing="ij")
+    # a box level's own spread from the pixel noise: 1.253 sigma / sqrt(pixels) for a median
+    noise = 1.2533 * np.nanmedian(spread, axis=(1, 2)) / np.sqrt((box // step) ** 2)  # (C,)
+    terms = surface_terms(ny, nx)
+    design = np.stack([(u ** i * v ** j).ravel() for i, j in terms], axis=1)  # (ny * nx, K)
+    coeffs, used, _ = _robust_fit(design, levels.reshape(len(levels), -1), noise)
+    return Background(levels.astype(np.float64), rc, cc, (h, w), int(box), coeffs, terms,
+                      used.reshape(levels.shape), noise)
+
+
+def _robust_fit(design: np.ndarray, y: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least-squares surface ``design`` (B, K) through the box levels ``y`` (C, B), up to :data:`_FIT_ROUNDS`
+    times, each leaving out the boxes further than :data:`OUTLIER_BOX` robust spreads (at least ``noise`` (C,),
+    a median's own spread) from it. Returns ``(coeffs (C, K), kept (C, B) bool, scatter)``: the largest over
+    channels of the kept boxes' root-mean-square residual."""
+    coeffs = np.empty((len(y), design.shape[1]))
+    kept = np.ones(y.shape, bool)
+    scatter = 0.0
+    for ch in range(len(y)):
+        keep = kept[ch]
+        for _ in range(_FIT_ROUNDS):  # boxes filled by objects stand out of the surface: left out, refitted
+            coeffs[ch] = np.linalg.lstsq(design[keep], y[ch][keep], rcond=None)[0]
+            res = y[ch] - design @ coeffs[ch]
+            mid = np.median(res[keep])
+            scale = max(1.4826 * float(np.median(np.abs(res[keep] - mid))), float(noise[ch]), 1e-12)
+            new = np.abs(res - mid) <= OUTLIER_BOX * scale
+            if new.sum() <= design.shape[1] or np.array_equal(new, keep):
+                break
+            keep = new
+        kept[ch] = keep
+        scatter = max(scatter, float(np.sqrt(np.mean(res[keep] ** 2))))
+    return coeffs, kept, scatter

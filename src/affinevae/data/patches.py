@@ -34,7 +34,7 @@ from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import check_int
-from .background import BACKGROUND_VARIATION, MIN_BOXES, background_box, check_box, frame_background
+from .background import BACKGROUND_VARIATION, MAX_SCATTER, MIN_BOXES, SMOOTH_RATIO, background_box, check_box, frame_background
 from .objects import (DETECT_THRESHOLD, PERIODIC_RATIO, REFINE_REACH, check_coordinates, check_noise_floor,
                       detect_objects, find_objects, frame_periodicity, level_samples,
                       level_step, noise_level, object_arrangement, read_coordinates, smoothed_pair,
@@ -690,32 +690,42 @@ class BackgroundCheck:
 
     Attributes:
         box: the box side (pixels) the background was estimated with.
-        variation: its highest box level less its lowest, in units of the (smoothed) pixel noise the
-            detection's noise floor uses (:func:`~affinevae.data.objects.noise_level`).
+        variation: its surface's highest level less its lowest over the crop, in units of the (smoothed) pixel
+            noise the detection's noise floor uses (:func:`~affinevae.data.objects.noise_level`).
+        scatter: the boxes' root-mean-square scatter about the surface, in the same units
+            (:attr:`~affinevae.data.background.Background.scatter`).
         region: the part of the frame measured, in words.
     """
 
     box: int
     variation: float
+    scatter: float = 0.0
     region: str = "frame 0"
 
     @property
     def uneven(self) -> bool:
-        """Whether the background varies by more than
-        :data:`~affinevae.data.background.BACKGROUND_VARIATION` noise sigma: enough to move which objects a
-        threshold keeps (a 1-sigma ramp of the raw pixels is 2-9 smoothed sigma)."""
-        return self.variation > BACKGROUND_VARIATION
+        """Whether the background's surface varies by more than
+        :data:`~affinevae.data.background.BACKGROUND_VARIATION` noise sigma (enough to move which objects a
+        threshold keeps: a 1-sigma ramp of the raw pixels is 2-9 smoothed sigma) and by at least
+        :data:`~affinevae.data.background.SMOOTH_RATIO` times the boxes' scatter about it (a smooth gradient,
+        not the box-to-box light of dense or extended objects), the boxes scattering about it by less than
+        :data:`~affinevae.data.background.MAX_SCATTER` sigma (a surface that does not follow the background
+        would leave structure as large as an uneven background's)."""
+        return (self.variation > BACKGROUND_VARIATION and self.variation >= SMOOTH_RATIO * self.scatter
+                and self.scatter < MAX_SCATTER)
 
     def sentence(self, off: str = "--background off") -> str:
         """One line for the user saying what was measured and chosen (``off``: how the caller's interface
         turns the flattening off)."""
         if self.uneven:
-            return (f"the background of {self.region} varies by {self.variation:.1f} noise sigma from its dimmest "
-                    f"{self.box}-pixel box to its brightest: every frame is flattened (its smooth background, less "
-                    f"its lowest level, subtracted) before objects are found and cut ({off} keeps the frames as "
-                    "they are)")
-        return (f"the background of {self.region} varies by {self.variation:.1f} noise sigma across its "
-                f"{self.box}-pixel boxes: left as it is")
+            return (f"the background of {self.region} (a smooth surface through its {self.box}-pixel boxes) varies "
+                    f"by {self.variation:.1f} noise sigma: every frame is flattened (its own surface, less the "
+                    f"surface's median level, subtracted) before objects are found and cut ({off} keeps the frames "
+                    "as they are)")
+        tail = (f"; --background {self.box} flattens it anyway" if self.variation > BACKGROUND_VARIATION
+                and off.startswith("--") else "")
+        return (f"the background of {self.region} (a smooth surface through its {self.box}-pixel boxes) varies "
+                f"by {self.variation:.1f} noise sigma, its boxes by {self.scatter:.1f} about it: left as it is{tail}")
 
 
 def background_check(source, window: int, sigma: Optional[float] = None, box: Optional[int] = None,
@@ -724,11 +734,11 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
 
     The frame's central crop of at most 2048 x 2048 pixels is cut into boxes of ``box`` pixels (None:
     :func:`~affinevae.data.background.background_box` of the window, four windows) and its background
-    estimated there (:func:`~affinevae.data.background.frame_background`); its variation is measured in the
-    pixel noise after the detection's smoothing ``sigma`` (None: :func:`patch_smoothing` of the window), the
-    unit of the noise floor. Measured (``benchmarks/EXPERIMENTS.md``, "Uneven backgrounds"): flat fields of
-    spots, particles, lattices and atoms placed at random 0.3-1.0; a linear ramp or a vignette of 3 raw noise
-    sigma 4-25.
+    estimated there (:func:`~affinevae.data.background.frame_background`: a quadratic surface through the boxes);
+    the surface's variation and the boxes' scatter about it are measured in the pixel noise after the detection's
+    smoothing ``sigma`` (None: :func:`patch_smoothing` of the window), the unit of the noise floor. Measured
+    (``benchmarks/EXPERIMENTS.md``, "Uneven backgrounds"): flat fields of spots, particles, lattices, atoms placed
+    at random and galaxies 0.0-2.0; a ramp or a vignette of 3 raw noise sigma 4.8-52, of 10 sigma 16-104.
 
     Args:
         source: anything :func:`open_stack` accepts. window: the patch size (pixels).
@@ -765,7 +775,7 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
         return None
     bg = frame_background(lambda rows, cols: crop[..., rows, cols], (ch, cw), box)
     region = "frame 0" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame 0"
-    return BackgroundCheck(box=int(box), variation=bg.variation / noise, region=region)
+    return BackgroundCheck(box=int(box), variation=bg.variation / noise, scatter=bg.scatter / noise, region=region)
 
 
 def resolve_background(source, window: int, background: Union[None, str, int] = "auto",

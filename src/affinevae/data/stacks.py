@@ -131,12 +131,20 @@ class FrameSource:
     def read_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
         """Part of one frame as float32 (h, w) or (C, h, w), normalised stack-wide like :meth:`read`
         (and flattened like it, :meth:`use_background`)."""
-        out = self._normalise(self.read_raw_region(frame, rows, cols), f"frame {frame}")
-        if self.background_box is not None:
-            field = self.background(frame).field(rows, cols)
-            out -= field if out.ndim == 3 else field[0]
-            np.maximum(out, np.float32(0), out=out)  # noise under the darkest level: kept in [0, 1]
-        return out
+        raw = self.read_raw_region(frame, rows, cols)
+        if self.background_box is None:
+            return self._normalise(raw, f"frame {frame}")
+        field = self.background(frame).field(rows, cols)
+        return self._flattened(raw, field if raw.ndim == 3 else field[0], f"frame {frame}")
+
+    def _flattened(self, raw: np.ndarray, field: np.ndarray, where: str, first: Optional[int] = None) -> np.ndarray:
+        """Raw pixels less the background ``field`` (in stored units, broadcast over them), then normalised as
+        :meth:`_normalise` does and clipped to [0, 1]: the flattening happens before the stack's scaling, so an
+        asinh stretch sees a flat sky (its noise the same everywhere), not a ramp it compresses unevenly."""
+        flat = raw.astype(np.float32)  # a float32 copy of its own (bool, integer and float pixels alike)
+        flat -= field
+        out = self._normalise(flat, where, first)
+        return np.clip(out, np.float32(0), np.float32(1), out=out)
 
     def normalisation(self) -> tuple[str, float, float]:
         """The stack-wide normalisation ``(kind, offset, divisor)``: 'keep' (as stored) or 'divide'
@@ -185,20 +193,19 @@ class FrameSource:
 
         Raises :class:`AffineVAEError` on NaN/inf pixels, unless :meth:`use_fill_nan` fills them.
         """
-        out = self._normalise(self.read_raw(start, stop), f"frames {start}:{stop}", max(0, int(start)))
-        if self.background_box is not None:
-            for i in range(len(out)):  # one spline per frame: the frame's own background
-                field = self._background_of(max(0, int(start)) + i, out[i]).field()
-                out[i] -= field if out.ndim == 4 else field[0]
-            np.maximum(out, np.float32(0), out=out)  # noise under the darkest level: kept in [0, 1]
-        return out
+        raw = self.read_raw(start, stop)
+        where, first = f"frames {start}:{stop}", max(0, int(start))
+        if self.background_box is None:
+            return self._normalise(raw, where, first)
+        field = np.stack([self._background_of(first + i, raw[i]).field() for i in range(len(raw))])
+        return self._flattened(raw, field if raw.ndim == 4 else field[:, 0], where, first)
 
     def use_background(self, box: Optional[int]) -> None:
-        """Flatten every frame from the next read on: its smooth background (sigma-clipped medians of
-        ``box`` x ``box`` pixel boxes, median-filtered and splined, :func:`~affinevae.data.background.frame_background`)
-        less that background's lowest level is subtracted, so uneven illumination, a thickness ramp or a
-        sky gradient no longer decides which objects a threshold keeps. Values stay at or below the frame's
-        (normalised) ones and at or above 0 (the few noise pixels below the darkest level are clipped).
+        """Flatten every frame from the next read on: its smooth background (a quadratic surface through the
+        sigma-clipped medians of ``box`` x ``box`` pixel boxes, :func:`~affinevae.data.background.frame_background`)
+        less that surface's lowest level is subtracted from the stored values, before the stack's scaling, so
+        uneven illumination, a thickness ramp or a sky gradient no longer decides which objects a threshold
+        keeps. Values are clipped to [0, 1] after the scaling (the few noise pixels below the darkest level).
         ``box`` None: off."""
         from .background import check_box
 
@@ -213,7 +220,8 @@ class FrameSource:
         return self._background_of(frame)
 
     def _background_of(self, frame: int, whole: Optional[np.ndarray] = None) -> "Background":
-        """:meth:`background`, from the normalised frame ``whole`` (h, w) or (C, h, w) when it is at hand."""
+        """:meth:`background`, from the stored frame ``whole`` (h, w) or (C, h, w) when it is at hand (the
+        background is estimated, and subtracted, in the stored units, before the stack's scaling)."""
         from .background import frame_background
 
         frame = int(frame)
@@ -224,7 +232,7 @@ class FrameSource:
                     return whole[..., rows, cols]
             else:
                 def part(rows: slice, cols: slice) -> np.ndarray:
-                    return self._normalise(self.read_raw_region(frame, rows, cols), f"frame {frame}")
+                    return self.read_raw_region(frame, rows, cols).astype(np.float32)
             if len(self._backgrounds) >= 4:  # frames are read in order: keep a few grids (each is small)
                 self._backgrounds.pop(next(iter(self._backgrounds)))
             cached = self._backgrounds[frame] = frame_background(part, self.image_shape, self.background_box)

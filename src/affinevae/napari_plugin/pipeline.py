@@ -128,6 +128,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
         AffineVAEError: no objects found, bad settings, training problems.
     """
 
+    from ..data.background import BACKGROUND_VARIATION
     from ..data.patches import SPARSE_NOISE_FLOOR, cut_patches, detection_check, resolve_background
     from ..data.stacks import open_stack
     from ..defaults import data_defaults
@@ -150,7 +151,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     ps = cut_patches(src, settings.window, min_distance=settings.min_distance, threshold=settings.threshold,
                      sigma=settings.sigma, noise_floor=settings.noise_floor, background=box or "off")
     notes = []
-    if flat is not None and flat.uneven:
+    if flat is not None and flat.variation > BACKGROUND_VARIATION:  # flattened, or uneven but left as it is
         notes.append(flat.sentence("background 'off'"))
     if settings.threshold is None and settings.noise_floor is None:
         check = detection_check(src, settings.window, settings.min_distance, settings.sigma)
