@@ -870,9 +870,10 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
 
     ``background`` (:func:`resolve_background`): 'auto' (default) flattens every frame
     (:meth:`~affinevae.data.stacks.FrameSource.use_background`, boxes of four windows) where frame 0's
-    background varies by more than :data:`~affinevae.data.background.BACKGROUND_VARIATION` noise sigma, and
-    says so in one warning; 'off' or None never; a number of pixels always, with boxes of that side. Objects
-    are then found and cut on the flattened frames, and the patch sets record the box.
+    background surface varies by more than :data:`~affinevae.data.background.BACKGROUND_VARIATION` noise sigma
+    and follows its boxes (:attr:`BackgroundCheck.uneven`), and says so in one warning; 'off' or None never; a
+    number of pixels always, with boxes of that side. Objects are then found and cut on the flattened frames,
+    and the patch sets record the box.
 
     Args:
         source: anything :func:`open_stack` accepts.
