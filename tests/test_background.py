@@ -247,3 +247,21 @@ def test_a_stretched_sky_is_flattened_before_its_stretch():
     found = ps.positions[cKDTree(stars).query(ps.positions)[0] > 6]
     p, r = precision_recall(found, pos)
     assert p >= 0.95 and r >= 0.95, (p, r)
+
+
+def test_auto_looks_at_the_first_middle_and_last_frames():
+    """A stack whose first frame is flat and whose last is on a ramp is flattened (the check of its last frame
+    decides, and says which); a stack of flat frames is not."""
+    img, pos = spots(seed=5)
+    stack = np.stack([img, img, img + ramp(img.shape, 3.0)]).astype(np.float32)
+    box, check = resolve_background(open_stack(stack), 16)
+    assert box == 64 and check.region == "frame 2" and check.uneven
+    with pytest.warns(UserWarning, match="frame 2"):
+        ps = cut_patches(stack, 16)
+    last = ps.positions[ps.frames == 2]
+    p, r = precision_recall(last, pos)
+    assert p >= 0.95 and r >= 0.95, (p, r)
+    flat = np.stack([img, img, img]).astype(np.float32)
+    box, check = resolve_background(open_stack(flat), 16)
+    assert box is None and not check.uneven
+    assert background_check(stack, 16, frame=1).region == "frame 1"

@@ -677,8 +677,8 @@ def detection_check(source, window: int, min_distance: Optional[int] = None, sig
                           periodicity=frame_periodicity(raw), region=region)
 
 
-#: How :func:`iter_patches` treats the frames' background: 'auto' flattens them where frame 0's background
-#: is uneven (:func:`background_check`), 'off' never; a number of pixels flattens with boxes of that side.
+#: How :func:`iter_patches` treats the frames' background: 'auto' flattens them where the first, middle or last
+#: frame's background is uneven (:func:`background_check`), 'off' never; a number of pixels flattens with boxes of that side.
 BACKGROUND_MODES = ("auto", "off")
 # The side of the first frame's central crop background_check reads at most (pixels).
 _BACKGROUND_CROP = 2048
@@ -729,8 +729,9 @@ class BackgroundCheck:
 
 
 def background_check(source, window: int, sigma: Optional[float] = None, box: Optional[int] = None,
-                     key: Optional[str] = None) -> Optional[BackgroundCheck]:
-    """How uneven the background of the first frame of ``source`` is, for :func:`iter_patches`' 'auto'.
+                     key: Optional[str] = None, frame: int = 0) -> Optional[BackgroundCheck]:
+    """How uneven the background of one frame of ``source`` (``frame``, default the first) is, for
+    :func:`iter_patches`' 'auto' (:func:`resolve_background`).
 
     The frame's central crop of at most 2048 x 2048 pixels is cut into boxes of ``box`` pixels (None:
     :func:`~affinevae.data.background.background_box` of the window, four windows) and its background
@@ -742,7 +743,7 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
 
     Args:
         source: anything :func:`open_stack` accepts. window: the patch size (pixels).
-        sigma: pixels (0: none). box: pixels. key: as :func:`open_stack`.
+        sigma: pixels (0: none). box: pixels. key: as :func:`open_stack`. frame: the frame's index.
 
     Returns:
         :class:`BackgroundCheck`, or None where the crop holds fewer than
@@ -761,7 +762,7 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
         prev = src.background_box
         src.use_background(None)
         try:
-            crop = src.read_region(0, slice(r0, r0 + ch), slice(c0, c0 + cw))
+            crop = src.read_region(frame, slice(r0, r0 + ch), slice(c0, c0 + cw))
         finally:
             src.use_background(prev)
     finally:
@@ -774,7 +775,7 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
     if not noise > 0:
         return None
     bg = frame_background(lambda rows, cols: crop[..., rows, cols], (ch, cw), box)
-    region = "frame 0" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame 0"
+    region = f"frame {frame}" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame {frame}"
     return BackgroundCheck(box=int(box), variation=bg.variation / noise, scatter=bg.scatter / noise, region=region)
 
 
@@ -783,13 +784,15 @@ def resolve_background(source, window: int, background: Union[None, str, int] = 
     """The box (pixels) :func:`iter_patches` flattens the frames of an open stack ``source`` with, or None.
 
     Args:
-        background: 'auto' (:func:`background_check`: flattened where frame 0's background is uneven; a
+        background: 'auto' (:func:`background_check` of the first, middle and last frames: every frame is
+            flattened where one of them is uneven, since flattening a flat frame changes nothing measurable; a
             source already flattened, :meth:`~affinevae.data.stacks.FrameSource.use_background`, keeps its
             box), 'off' or None (never), or a box side in pixels (always).
         window, sigma: as :func:`background_check`.
 
     Returns:
-        ``(box, check)``: the box or None, and the check 'auto' made (None otherwise).
+        ``(box, check)``: the box or None, and the check 'auto' decided by (the first uneven frame's, else the
+        one whose background varies most; None otherwise).
 
     Raises:
         AffineVAEError: a mode that is none of these, or a box under 4 pixels or larger than the frames.
@@ -801,8 +804,13 @@ def resolve_background(source, window: int, background: Union[None, str, int] = 
             raise AffineVAEError(f"background must be 'auto', 'off' or a box side in pixels, got {background!r}")
         if source.background_box is not None:
             return source.background_box, None
-        check = background_check(source, window, sigma)
-        return (check.box if check is not None and check.uneven else None), check
+        n = source.n_frames
+        checks = [c for c in (background_check(source, window, sigma, frame=f) for f in sorted({0, n // 2, n - 1}))
+                  if c is not None]
+        uneven = [c for c in checks if c.uneven]
+        if uneven:
+            return uneven[0].box, uneven[0]
+        return None, max(checks, key=lambda c: c.variation, default=None)
     return check_box(background, source.image_shape, "background box"), None
 
 
@@ -869,8 +877,8 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     of the source).
 
     ``background`` (:func:`resolve_background`): 'auto' (default) flattens every frame
-    (:meth:`~affinevae.data.stacks.FrameSource.use_background`, boxes of four windows) where frame 0's
-    background surface varies by more than :data:`~affinevae.data.background.BACKGROUND_VARIATION` noise sigma
+    (:meth:`~affinevae.data.stacks.FrameSource.use_background`, boxes of four windows) where the first, middle
+    or last frame's background surface varies by more than :data:`~affinevae.data.background.BACKGROUND_VARIATION` noise sigma
     and follows its boxes (:attr:`BackgroundCheck.uneven`), and says so in one warning; 'off' or None never; a
     number of pixels always, with boxes of that side. Objects are then found and cut on the flattened frames,
     and the patch sets record the box.
