@@ -53,10 +53,13 @@ def test_the_box_estimate_recovers_a_smooth_background_under_objects(kind):
     err = est - true
     rms = float(np.sqrt(np.mean((err - err.mean()) ** 2)))
     assert rms < 0.12, rms  # in noise sigma, with the spots clipped out of their boxes
-    # the flattening's field is the same surface less its median level; the surface explains the boxes
+    # the flattening's field is the same surface less its lowest (or median) level; the surface explains the boxes
     field = bg.field()[0]
     assert field.shape == img.shape and field.dtype == np.float32
-    assert np.allclose(field, est - bg.typical[0], atol=1e-4)
+    assert np.allclose(field, est - bg.low[0], atol=1e-4) and field.min() > -1e-3
+    assert np.allclose(bg.field(to="median")[0], est - bg.typical[0], atol=1e-4)
+    with pytest.raises(AffineVAEError, match="'low' or 'median'"):
+        bg.field(to="mean")
     assert bg.low[0] <= bg.typical[0] <= bg.low[0] + bg.variation
     assert bg.variation == pytest.approx(3.0, abs=0.3) and bg.scatter < 0.1
     photutils = pytest.importorskip("photutils.background")
@@ -105,7 +108,7 @@ def test_sampling_and_boxes_and_bad_boxes():
     img = ramp((40, 400), 2.0).astype(np.float32)
     bg = frame_background(lambda r, c: img[r, c], img.shape, 40)
     assert isinstance(bg, Background) and bg.levels.shape[1] == 1
-    assert np.allclose(bg.field()[0], img - np.median(img), atol=0.05)
+    assert np.allclose(bg.field()[0], img - img.min(), atol=0.05)
 
 
 def test_flattened_frames_read_the_same_whole_and_in_tiles_and_per_channel():
@@ -265,3 +268,42 @@ def test_auto_looks_at_the_first_middle_and_last_frames():
     box, check = resolve_background(open_stack(flat), 16)
     assert box is None and not check.uneven
     assert background_check(stack, 16, frame=1).region == "frame 1"
+
+
+def test_flattening_raises_no_pixel_and_keeps_bright_objects_unsaturated():
+    """Under a linear scaling the background comes down to its lowest level: bright spots on the dark side of a
+    ramp keep their peaks (raised to the median level, they would pass the stack's maximum and clip at 1)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:512, :512]
+    pos = np.array([[60 + 75 * k, 40] for k in range(6)], dtype=float)
+    img = rng.standard_normal((512, 512)) + 30.0 * xx / 512 + render_gaussians((512, 512), pos, np.full(6, 40.0), 2.0)
+    src = open_stack(img.astype(np.float32))
+    raw = src.read(0, 1)[0]
+    src.use_background(64)
+    flat = src.read(0, 1)[0]
+    assert (flat <= raw + 1e-6).all()  # nothing rises
+    peaks = flat[pos[:, 0].astype(int), 40]
+    assert (peaks < 0.999).all() and int((flat >= 1.0).sum()) <= 1
+
+
+def test_nan_holes_filled_or_whole_are_left_out_of_the_background():
+    """With fill_nan: a frame of NaN only is read as its fill (no error), and a ramp half masked by NaN is still
+    measured as a smooth ramp (the filled pixels are left out of the boxes) and flattened."""
+    img, pos = spots(seed=7)
+    ramped = (img + ramp(img.shape, 4.0)).astype(np.float32)
+    stack = np.stack([ramped, np.full(img.shape, np.nan, np.float32), ramped])
+    src = open_stack(stack)
+    src.use_fill_nan()
+    src.use_background(64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        frames = src.read(0, 3)
+    assert np.isfinite(frames).all() and np.ptp(frames[1]) == 0.0
+    half = ramped.copy()
+    half[:, :140] = np.nan
+    hsrc = open_stack(half)
+    hsrc.use_fill_nan()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        check = background_check(hsrc, 16)
+    assert check.uneven and check.scatter < 1.0, check

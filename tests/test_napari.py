@@ -527,3 +527,4 @@ def test_learn_and_map_flattens_an_uneven_frame_and_says_so():
         with pytest.raises(AffineVAEError, match="background must be 'auto', 'off' or a box side"):
             LearnSettings(background=bad)
     assert LearnSettings(background=np.int64(48)).background == 48
+    assert LearnSettings(background=None).background == "off"  # as iter_patches reads None

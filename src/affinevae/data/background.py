@@ -12,8 +12,8 @@ backgrounds"). It is written in numpy (vectorised over the boxes), so it runs by
 ``tests/test_background.py`` compares it with ``Background2D`` where photutils is installed.
 
 :meth:`~affinevae.data.stacks.FrameSource.use_background` applies it to a stack: every frame then reads *flattened*,
-its surface less the surface's median level subtracted from the stored values, before the stack's scaling (an
-asinh-stretched sky then has the same noise everywhere). Tiles of a large frame read the same flattened values as
+its surface less the surface's lowest level (its median level under an asinh stretch) subtracted from the stored
+values, before the stack's scaling (an asinh-stretched sky then has the same noise everywhere). Tiles of a large frame read the same flattened values as
 the whole frame (one surface per frame, its boxes read band by band).
 """
 
@@ -162,8 +162,8 @@ class Background:
 
     @property
     def typical(self) -> np.ndarray:
-        """(C,) the surface's median level over the frame (pixel units): the level a flattened frame's
-        background is brought to (:meth:`field`)."""
+        """(C,) the surface's median level over the frame (pixel units): the level an asinh-stretched frame's
+        background is brought to (:meth:`field` ``to='median'``)."""
         return np.median(self._sampled(), axis=(1, 2))
 
     @property
@@ -180,19 +180,26 @@ class Background:
         res = np.where(self.used, self.levels - fit, 0.0)
         return float(np.max(np.sqrt((res ** 2).sum(axis=(1, 2)) / np.maximum(self.used.sum(axis=(1, 2)), 1))))
 
-    def field(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
-        """The background at the pixels ``[rows, cols]`` of the frame (slices may have steps), less its median
-        level over the frame (:attr:`typical`): what :meth:`~affinevae.data.stacks.FrameSource.use_background`
-        subtracts, so the flattened background stands at the frame's typical level (where the stack's scaling,
-        an asinh stretch's centre included, was chosen), not at its darkest.
+    def field(self, rows: slice = slice(None), cols: slice = slice(None), to: str = "low") -> np.ndarray:
+        """The background at the pixels ``[rows, cols]`` of the frame (slices may have steps), less one level
+        of it over the frame: what :meth:`~affinevae.data.stacks.FrameSource.use_background` subtracts.
+
+        Args:
+            to: 'low', the surface's lowest level (:attr:`low`): the flattened background stands at the frame's
+                darkest, so no pixel rises (for linear scalings: nothing saturates); or 'median'
+                (:attr:`typical`): it stands at the frame's typical level (for an asinh stretch, whose centre was
+                chosen there).
 
         Returns:
-            (C, h, w) float32 (pixel units; negative where the background is below its median).
+            (C, h, w) float32 (pixel units; >= 0 for 'low' up to the 65 x 65 grid :attr:`low` is taken on).
         """
+        if to not in ("low", "median"):
+            raise AffineVAEError(f"to must be 'low' or 'median', got {to!r}")
         h, w = self.image_shape
         r = np.arange(*rows.indices(h), dtype=np.float64)
         c = np.arange(*cols.indices(w), dtype=np.float64)
-        return (self.levels_at(r, c) - self.typical[:, None, None]).astype(np.float32)
+        level = self.low if to == "low" else self.typical
+        return (self.levels_at(r, c) - level[:, None, None]).astype(np.float32)
 
 
 def _scaled(at: np.ndarray, n: int) -> np.ndarray:
@@ -248,11 +255,12 @@ def frame_background(read: Callable[[slice, slice], np.ndarray], image_shape: Se
         levels, spread, rc, ny = levels[:, :-1], spread[:, :-1], rc[:-1], ny - 1
     if nx > 1 and w - (nx - 1) * box < box / 2:
         levels, spread, cc, nx = levels[:, :, :-1], spread[:, :, :-1], cc[:-1], nx - 1
-    if np.isnan(levels).all(axis=(1, 2)).any():
-        raise AffineVAEError("a frame channel has no finite pixel: no background to estimate")
-    if np.isnan(levels).any():  # boxes with no finite pixel: the frame's median level
-        fill = np.nanmedian(levels, axis=(1, 2), keepdims=True)
+    if np.isnan(levels).any():  # boxes with no finite pixel: the frame's median level (a channel with none: 0,
+        with warnings.catch_warnings():  # a flat background, nothing subtracted)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fill = np.nan_to_num(np.nanmedian(levels, axis=(1, 2), keepdims=True))
         levels = np.where(np.isnan(levels), fill, levels)
+        spread = np.where(np.isnan(spread), np.nan_to_num(np.nanmedian(spread)), spread)
     u, v = np.meshgrid(_scaled(rc, h), _scaled(cc, w), indexing="ij")
     # a box level's own spread from the pixel noise: 1.253 sigma / sqrt(pixels) for a median
     noise = 1.2533 * np.nanmedian(spread, axis=(1, 2)) / np.sqrt((box // step) ** 2)  # (C,)

@@ -714,16 +714,15 @@ class BackgroundCheck:
         return (self.variation > BACKGROUND_VARIATION and self.variation >= SMOOTH_RATIO * self.scatter
                 and self.scatter < MAX_SCATTER)
 
-    def sentence(self, off: str = "--background off") -> str:
+    def sentence(self, off: str = "--background off", force: Optional[str] = None) -> str:
         """One line for the user saying what was measured and chosen (``off``: how the caller's interface
-        turns the flattening off)."""
+        turns the flattening off; ``force``: how it flattens anyway, None: ``--background BOX``)."""
         if self.uneven:
             return (f"the background of {self.region} (a smooth surface through its {self.box}-pixel boxes) varies "
-                    f"by {self.variation:.1f} noise sigma: every frame is flattened (its own surface, less the "
-                    f"surface's median level, subtracted) before objects are found and cut ({off} keeps the frames "
-                    "as they are)")
-        tail = (f"; --background {self.box} flattens it anyway" if self.variation > BACKGROUND_VARIATION
-                and off.startswith("--") else "")
+                    f"by {self.variation:.1f} noise sigma: every frame is flattened (its own surface "
+                    f"subtracted) before objects are found and cut ({off} keeps the frames as they are)")
+        force = f"--background {self.box}" if force is None else force
+        tail = f"; {force} flattens it anyway" if self.variation > BACKGROUND_VARIATION else ""
         return (f"the background of {self.region} (a smooth surface through its {self.box}-pixel boxes) varies "
                 f"by {self.variation:.1f} noise sigma, its boxes by {self.scatter:.1f} about it: left as it is{tail}")
 
@@ -762,7 +761,9 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
         prev = src.background_box
         src.use_background(None)
         try:
-            crop = src.read_region(frame, slice(r0, r0 + ch), slice(c0, c0 + cw))
+            rows, cols = slice(r0, r0 + ch), slice(c0, c0 + cw)
+            crop = src.read_region(frame, rows, cols)
+            finite = np.isfinite(np.asarray(src.read_raw_region(frame, rows, cols), dtype=np.float32))
         finally:
             src.use_background(prev)
     finally:
@@ -771,10 +772,15 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
     if min(ch, cw) < MIN_BOXES * box:
         return None
     raw, img = smoothed_pair(crop, sigma)
-    noise = noise_level(*level_samples(raw, img, level_step(raw.shape)), sigma)[1]
+    # pixels that were NaN (filled, use_fill_nan) are left out of the noise and the boxes, as the flattening
+    # leaves them out (a filled region has no noise, and a step at its edge)
+    fin = finite if finite.ndim == 2 else finite.all(axis=0)
+    values, details = level_samples(raw if fin.all() else np.where(fin, raw, np.nan), img, level_step(raw.shape))
+    noise = noise_level(values, details[np.isfinite(details)], sigma)[1]
     if not noise > 0:
         return None
-    bg = frame_background(lambda rows, cols: crop[..., rows, cols], (ch, cw), box)
+    holes = np.where(finite, crop, np.nan) if not finite.all() else crop
+    bg = frame_background(lambda rows, cols: holes[..., rows, cols], (ch, cw), box)
     region = f"frame {frame}" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame {frame}"
     return BackgroundCheck(box=int(box), variation=bg.variation / noise, scatter=bg.scatter / noise, region=region)
 
@@ -804,12 +810,12 @@ def resolve_background(source, window: int, background: Union[None, str, int] = 
             raise AffineVAEError(f"background must be 'auto', 'off' or a box side in pixels, got {background!r}")
         if source.background_box is not None:
             return source.background_box, None
-        n = source.n_frames
-        checks = [c for c in (background_check(source, window, sigma, frame=f) for f in sorted({0, n // 2, n - 1}))
-                  if c is not None]
-        uneven = [c for c in checks if c.uneven]
-        if uneven:
-            return uneven[0].box, uneven[0]
+        n, checks = source.n_frames, []
+        for f in sorted({0, n // 2, n - 1}):  # the first uneven one decides
+            check = background_check(source, window, sigma, frame=f)
+            if check is not None and check.uneven:
+                return check.box, check
+            checks += [check] if check is not None else []
         return None, max(checks, key=lambda c: c.variation, default=None)
     return check_box(background, source.image_shape, "background box"), None
 

@@ -134,8 +134,15 @@ class FrameSource:
         raw = self.read_raw_region(frame, rows, cols)
         if self.background_box is None:
             return self._normalise(raw, f"frame {frame}")
-        field = self.background(frame).field(rows, cols)
+        field = self.background(frame).field(rows, cols, self._flatten_to())
         return self._flattened(raw, field if raw.ndim == 3 else field[0], f"frame {frame}")
+
+    def _flatten_to(self) -> str:
+        """The level a flattened background is brought to (:meth:`~affinevae.data.background.Background.field`):
+        its median under an asinh stretch (whose centre was chosen there: the sky keeps the same noise
+        everywhere), else its lowest (no pixel rises, so nothing saturates under a linear scaling)."""
+        scaling = self.pixel_scaling
+        return "median" if scaling is not None and scaling.kind == "asinh" else "low"
 
     def _flattened(self, raw: np.ndarray, field: np.ndarray, where: str, first: Optional[int] = None) -> np.ndarray:
         """Raw pixels less the background ``field`` (in stored units, broadcast over them), then normalised as
@@ -197,16 +204,19 @@ class FrameSource:
         where, first = f"frames {start}:{stop}", max(0, int(start))
         if self.background_box is None:
             return self._normalise(raw, where, first)
-        field = np.stack([self._background_of(first + i, raw[i]).field() for i in range(len(raw))])
+        to = self._flatten_to()
+        field = np.stack([self._background_of(first + i, raw[i]).field(to=to) for i in range(len(raw))])
         return self._flattened(raw, field if raw.ndim == 4 else field[:, 0], where, first)
 
     def use_background(self, box: Optional[int]) -> None:
         """Flatten every frame from the next read on: its smooth background (a quadratic surface through the
         sigma-clipped medians of ``box`` x ``box`` pixel boxes, :func:`~affinevae.data.background.frame_background`)
-        less that surface's lowest level is subtracted from the stored values, before the stack's scaling, so
-        uneven illumination, a thickness ramp or a sky gradient no longer decides which objects a threshold
-        keeps. Values are clipped to [0, 1] after the scaling (the few noise pixels below the darkest level).
-        ``box`` None: off."""
+        is subtracted from the stored values, before the stack's scaling, so uneven illumination, a thickness ramp
+        or a sky gradient no longer decides which objects a threshold keeps. What is subtracted is the surface
+        less its lowest level (no pixel rises: nothing saturates), or less its median level under an asinh stretch
+        (the sky stays at the stretch's centre, its noise the same everywhere; an object on the dark side can then
+        rise past the stack's maximum and saturate). Values are clipped to [0, 1] after the scaling (noise pixels
+        below the darkest level). ``box`` None: off."""
         from .background import check_box
 
         self.background_box = None if box is None else check_box(box, self.image_shape)

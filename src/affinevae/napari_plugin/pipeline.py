@@ -41,7 +41,7 @@ class LearnSettings:
         lowpass: the model's low-pass filter in pixels (``train --lowpass``, ``ModelConfig.lowpass``;
             None: the patch-set defaults choose, 0: none).
         background: 'auto' (the frame flattened where its background is uneven, ``patches --background``,
-            :func:`affinevae.data.patches.resolve_background`), 'off', or a box side in pixels (>= 4).
+            :func:`affinevae.data.patches.resolve_background`), 'off' (or None), or a box side in pixels (>= 4).
     """
 
     window: int = 16
@@ -57,7 +57,7 @@ class LearnSettings:
     invert: bool = False
     noise_floor: Optional[float] = None
     lowpass: Optional[float] = None
-    background: Union[str, int] = "auto"
+    background: Union[str, int, None] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("window", "latent_dim", "epochs", "clusters", "min_distance", "batch_size", "seed"):
@@ -96,6 +96,8 @@ class LearnSettings:
                 raise AffineVAEError(f"{name} must be {what}, got {v!r}")
         if isinstance(self.background, np.integer):
             object.__setattr__(self, "background", int(self.background))
+        if self.background is None:  # as iter_patches reads it: off
+            object.__setattr__(self, "background", "off")
         b = self.background
         if not ((isinstance(b, str) and b in ("auto", "off"))
                 or (isinstance(b, int) and not isinstance(b, bool) and b >= 4)):
@@ -152,7 +154,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
                      sigma=settings.sigma, noise_floor=settings.noise_floor, background=box or "off")
     notes = []
     if flat is not None and flat.variation > BACKGROUND_VARIATION:  # flattened, or uneven but left as it is
-        notes.append(flat.sentence("background 'off'"))
+        notes.append(flat.sentence("background 'off'", f"background={flat.box}"))
     if settings.threshold is None and settings.noise_floor is None:
         check = detection_check(src, settings.window, settings.min_distance, settings.sigma)
         advice = check.advice_for(f"threshold 0 and noise floor {SPARSE_NOISE_FLOOR:g}") if check is not None else None
