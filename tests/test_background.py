@@ -307,3 +307,24 @@ def test_nan_holes_filled_or_whole_are_left_out_of_the_background():
         warnings.simplefilter("ignore", UserWarning)
         check = background_check(hsrc, 16)
     assert check.uneven and check.scatter < 1.0, check
+
+
+def test_map_draws_the_frame_flattened_as_the_patches_were_cut(tmp_path, monkeypatch):
+    import affinevae.mapping as mapping
+    from affinevae.models import VAE
+
+    img, _ = spots()
+    np.save(tmp_path / "ramp.npy", (img + ramp(img.shape, 3.0)).astype(np.float32))
+    assert main(["patches", str(tmp_path / "ramp.npy"), "--window", "16", "--out", str(tmp_path / "p.npz")]) == 0
+    VAE(image_shape=(1, 16, 16), latent_dim=2, encoder="mlp", decoder="mlp", hidden=(16,)).eval().save(tmp_path / "run")
+    drawn = {}
+    real = mapping.write_maps
+
+    def spy(enc, out_dir, image=None, **kw):
+        drawn["image"] = image
+        return real(enc, out_dir, image=image, **kw)
+    monkeypatch.setattr(mapping, "write_maps", spy)
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "ramp.npy"), "--patches",
+                 str(tmp_path / "p.npz"), "--out", str(tmp_path / "maps")]) == 0
+    frame = np.asarray(drawn["image"])
+    assert abs(float(np.median(frame[:, :64]) - np.median(frame[:, -64:]))) < 0.01  # the ramp is gone

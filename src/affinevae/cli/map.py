@@ -37,7 +37,8 @@ class Map:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the command's options on ``p``."""
         p.add_argument("run_dir", help="trained run or model directory (affinevae train --out)")
-        p.add_argument("--image", help="the image or stack the patches were cut from (background); several files "
+        p.add_argument("--image", help="the image or stack the patches were cut from (background; drawn flattened "
+                                       "where patches flattened it, as its patch set records); several files "
                                        "cut as one stack by patches: the same glob pattern, quoted (e.g. 'mic*.mrc')")
         p.add_argument("--patches", help="patches .npz written by `affinevae patches`")
         p.add_argument("--cube", help="instead of --image/--patches: a hyperspectral cube (.npy/.npz/file.h5:dataset) "
@@ -115,6 +116,8 @@ class Map:
                                      f"has {src.n_frames}: give the image or stack they were cut from")
             if not 0 <= args.frame < src.n_frames:
                 raise AffineVAEError(f"--frame {args.frame} outside 0..{src.n_frames - 1} of {args.image}")
+            if ps.background_box is not None and ps.background_box <= max(src.image_shape):
+                src.use_background(ps.background_box)  # drawn as the patches were cut: flattened
             step = max(1, -(-max(src.image_shape) // MAX_BACKGROUND))  # a huge frame: a strided view
             background = src.read_region(args.frame, slice(None, None, step), slice(None, None, step))
             pixel_size = given or ps.pixel_size or src.pixel_size
