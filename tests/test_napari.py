@@ -325,6 +325,9 @@ def test_widget_detection_and_filter_fields_make_the_settings(qtbot):
     assert widget.settings().noise_floor == 0.0
     widget.noise_floor.setValue(widget.noise_floor.minimum())
     assert widget.settings().noise_floor is None and widget.noise_floor.text() == "auto"
+    assert widget.settings().background == "auto"  # as `patches --background`
+    widget.background.setCurrentText("off")
+    assert widget.settings().background == "off"
 
 
 def _registered() -> bool:

@@ -9,6 +9,7 @@ from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QDoubleSpinBox,
                             QWidget)
 
+from ..data.patches import BACKGROUND_MODES
 from ..defaults import MIN_IMAGE_SIZE
 from ..errors import AffineVAEError
 from .layers import object_features, points_layer
@@ -91,6 +92,8 @@ class LearnAndMapWidget(QWidget):
         # below 0: "auto" (patches' default: 5 on an asinh-stretched sky, else off); 0: off
         self.noise_floor = QDoubleSpinBox(minimum=-0.5, maximum=100.0, singleStep=0.5, value=-0.5)
         self.noise_floor.setSpecialValueText("auto")
+        self.background = QComboBox()  # uneven backgrounds, as `patches --background`: flattened where needed, or not
+        self.background.addItems(list(BACKGROUND_MODES))
         self.lowpass = QComboBox()  # the model's low-pass filter, as `train --lowpass`
         self.lowpass.addItems(list(LOWPASS_CHOICES))
         self.run_button = QPushButton("Learn and map")
@@ -101,7 +104,7 @@ class LearnAndMapWidget(QWidget):
                          ("content latents", self.latent_dim), ("epochs", self.epochs), ("classes", self.clusters),
                          ("min distance (px)", self.min_distance), ("threshold", self.threshold),
                          ("smoothing (px)", self.sigma), ("invert", self.invert), ("noise floor (sigma; 0: off)", self.noise_floor),
-                         ("low-pass filter (px)", self.lowpass)):
+                         ("uneven background", self.background), ("low-pass filter (px)", self.lowpass)):
             form.addRow(label, w)
         form.addRow(self.run_button)
         form.addRow(self.progress)
@@ -132,7 +135,8 @@ class LearnAndMapWidget(QWidget):
                              clusters=self.clusters.value() or None, min_distance=self.min_distance.value() or None,
                              threshold=None if self.threshold.value() < 0 else float(self.threshold.value()), sigma=None if self.sigma.value() < 0 else float(self.sigma.value()),
                              invert=self.invert.isChecked(), noise_floor=None if self.noise_floor.value() < 0 else float(self.noise_floor.value()),
-                             lowpass=LOWPASS_CHOICES[self.lowpass.currentText()])
+                             lowpass=LOWPASS_CHOICES[self.lowpass.currentText()],
+                             background=self.background.currentText())
 
     def run(self, *_: Any):
         """Start learning on the selected image layer in a worker thread; returns the worker (or None)."""
