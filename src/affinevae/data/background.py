@@ -12,8 +12,8 @@ backgrounds"). It is written in numpy (vectorised over the boxes), so it runs by
 ``tests/test_background.py`` compares it with ``Background2D`` where photutils is installed.
 
 :meth:`~affinevae.data.stacks.FrameSource.use_background` applies it to a stack: every frame then reads *flattened*,
-its surface less the surface's lowest level (its median level under an asinh stretch) subtracted from the stored
-values, before the stack's scaling (an asinh-stretched sky then has the same noise everywhere). Tiles of a large frame read the same flattened values as
+its surface less the surface's median level subtracted from the stored values, before the stack's scaling, which
+is then taken from the flattened values (an asinh-stretched sky then has the same noise everywhere). Tiles of a large frame read the same flattened values as
 the whole frame (one surface per frame, its boxes read band by band).
 """
 
@@ -162,7 +162,7 @@ class Background:
 
     @property
     def typical(self) -> np.ndarray:
-        """(C,) the surface's median level over the frame (pixel units): the level an asinh-stretched frame's
+        """(C,) the surface's median level over the frame (pixel units): the level a flattened frame's
         background is brought to (:meth:`field` ``to='median'``)."""
         return np.median(self._sampled(), axis=(1, 2))
 
@@ -186,9 +186,9 @@ class Background:
 
         Args:
             to: 'low', the surface's lowest level (:attr:`low`): the flattened background stands at the frame's
-                darkest, so no pixel rises (for linear scalings: nothing saturates); or 'median'
-                (:attr:`typical`): it stands at the frame's typical level (for an asinh stretch, whose centre was
-                chosen there).
+                darkest and no pixel rises; or 'median' (:attr:`typical`, what
+                :meth:`~affinevae.data.stacks.FrameSource.use_background` subtracts): it stands at the frame's
+                typical level, and the flattened values straddle the stored ones.
 
         Returns:
             (C, h, w) float32 (pixel units; >= 0 for 'low' up to the 65 x 65 grid :attr:`low` is taken on).

@@ -134,15 +134,21 @@ class FrameSource:
         raw = self.read_raw_region(frame, rows, cols)
         if self.background_box is None:
             return self._normalise(raw, f"frame {frame}")
-        field = self.background(frame).field(rows, cols, self._flatten_to())
+        field = self.background(frame).field(rows, cols, "median")
         return self._flattened(raw, field if raw.ndim == 3 else field[0], f"frame {frame}")
 
-    def _flatten_to(self) -> str:
-        """The level a flattened background is brought to (:meth:`~affinevae.data.background.Background.field`):
-        its median under an asinh stretch (whose centre was chosen there: the sky keeps the same noise
-        everywhere), else its lowest (no pixel rises, so nothing saturates under a linear scaling)."""
-        scaling = self.pixel_scaling
-        return "median" if scaling is not None and scaling.kind == "asinh" else "low"
+    def _flatten_raw(self, a: np.ndarray, first: Optional[int], band: Optional[tuple]) -> np.ndarray:
+        """A chunk of :meth:`_scan` (stored values as float32) less each frame's background field: whole frames
+        from ``first`` (None: a band), or the band ``(frame, first row)``."""
+        if band is not None:
+            f, r = band
+            field = self.background(f).field(slice(r, r + a.shape[-2]), slice(None), "median")
+            return a - (field if a.ndim == 3 else field[0])
+        out = np.empty_like(a)
+        for i in range(len(a)):
+            field = self._background_of(first + i, a[i]).field(to="median")
+            out[i] = a[i] - (field if a.ndim == 4 else field[0])
+        return out
 
     def _flattened(self, raw: np.ndarray, field: np.ndarray, where: str, first: Optional[int] = None) -> np.ndarray:
         """Raw pixels less the background ``field`` (in stored units, broadcast over them), then normalised as
@@ -187,7 +193,7 @@ class FrameSource:
             lo, hi, whole = self._value_pass(sample=self.stretch != "linear" or self.fill_nan)
             if lo < 0.0 or hi > 1.0 or asinh:
                 chosen, why = choose_scaling(lo, hi, whole if self.stretch != "linear" else np.zeros(0), self.stretch)
-                say_scaling(self.path, lo, hi, chosen, why)
+                say_scaling(self.path if self.background_box is None else f"{self.path} (flattened)", lo, hi, chosen, why)
                 self._own = chosen
                 self._norm = ("scaling", chosen.offset, chosen.divisor)
             else:
@@ -204,23 +210,28 @@ class FrameSource:
         where, first = f"frames {start}:{stop}", max(0, int(start))
         if self.background_box is None:
             return self._normalise(raw, where, first)
-        to = self._flatten_to()
-        field = np.stack([self._background_of(first + i, raw[i]).field(to=to) for i in range(len(raw))])
+        field = np.stack([self._background_of(first + i, raw[i]).field(to="median") for i in range(len(raw))])
         return self._flattened(raw, field if raw.ndim == 4 else field[:, 0], where, first)
 
     def use_background(self, box: Optional[int]) -> None:
         """Flatten every frame from the next read on: its smooth background (a quadratic surface through the
-        sigma-clipped medians of ``box`` x ``box`` pixel boxes, :func:`~affinevae.data.background.frame_background`)
-        is subtracted from the stored values, before the stack's scaling, so uneven illumination, a thickness ramp
-        or a sky gradient no longer decides which objects a threshold keeps. What is subtracted is the surface
-        less its lowest level (no pixel rises: nothing saturates), or less its median level under an asinh stretch
-        (the sky stays at the stretch's centre, its noise the same everywhere; an object on the dark side can then
-        rise past the stack's maximum and saturate). Values are clipped to [0, 1] after the scaling (noise pixels
-        below the darkest level). ``box`` None: off."""
+        sigma-clipped medians of ``box`` x ``box`` pixel boxes, :func:`~affinevae.data.background.frame_background`),
+        less the surface's median level, is subtracted from the stored values, before the stack's scaling, so
+        uneven illumination, a thickness ramp or a sky gradient no longer decides which objects a threshold
+        keeps. The stack's own scaling (:meth:`normalisation`: min-max or asinh for float pixels, kept for floats
+        in [0, 1]) is then taken from the flattened values, so nothing flattened leaves its range (an asinh
+        stretch centres on the flattened sky); unsigned integers keep their dtype's divisor and a run's scaling
+        (:meth:`use_scaling`) is kept, values clipped to [0, 1]. Each frame's surface is computed once (a small
+        grid). ``box`` None: off."""
         from .background import check_box
 
-        self.background_box = None if box is None else check_box(box, self.image_shape)
+        box = None if box is None else check_box(box, self.image_shape)
+        if box == self.background_box and self._backgrounds is not None:
+            return
+        self.background_box = box
         self._backgrounds = {}
+        if self._given is None:  # the stack's own scaling is taken again, from the flattened values
+            self._norm = None
 
     def background(self, frame: int) -> "Background":
         """The :class:`~affinevae.data.background.Background` of ``frame`` under :meth:`use_background`
@@ -243,8 +254,6 @@ class FrameSource:
             else:
                 def part(rows: slice, cols: slice) -> np.ndarray:
                     return self.read_raw_region(frame, rows, cols).astype(np.float32)
-            if len(self._backgrounds) >= 4:  # frames are read in order: keep a few grids (each is small)
-                self._backgrounds.pop(next(iter(self._backgrounds)))
             cached = self._backgrounds[frame] = frame_background(part, self.image_shape, self.background_box)
         return cached
 
@@ -323,6 +332,8 @@ class FrameSource:
         step = max(1, -(-self.n_frames * int(np.prod(self.frame_shape)) // STRETCH_SAMPLE))
         for a, where, first, band in self._scan(bands=True):
             a = a.astype(np.float32, copy=False)
+            if self.background_box is not None:  # the range and sample of the flattened values
+                a = self._flatten_raw(a, first, band)
             finite = np.isfinite(a)
             if not finite.all():
                 if not self.fill_nan:
