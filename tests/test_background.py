@@ -329,3 +329,18 @@ def test_map_draws_the_frame_flattened_as_the_patches_were_cut(tmp_path, monkeyp
                  str(tmp_path / "p.npz"), "--out", str(tmp_path / "maps")]) == 0
     frame = np.asarray(drawn["image"])
     assert abs(float(np.median(frame[:, :64]) - np.median(frame[:, -64:]))) < 0.01  # the ramp is gone
+
+
+def test_the_scaling_warning_is_said_once_when_flattening(tmp_path):
+    """The check reads the frame unflattened and its float scaling warns; flattened, the scaling is taken again
+    and warns again: only the second (flattened) warning reaches the user, and an unflattened frame keeps its one."""
+    img, _ = spots()
+    np.save(tmp_path / "tilt.npy", (img + ramp(img.shape, 3.0)).astype(np.float32))
+    np.save(tmp_path / "flat.npy", img)
+    for name, flattened in (("tilt", True), ("flat", False)):
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            assert main(["patches", str(tmp_path / f"{name}.npy"), "--window", "16", "--out",
+                         str(tmp_path / f"{name}.npz")]) == 0
+        lines = [str(w.message) for w in said if "values span" in str(w.message)]
+        assert len(lines) == 1 and ("(flattened)" in lines[0]) == flattened, lines

@@ -810,12 +810,23 @@ def resolve_background(source, window: int, background: Union[None, str, int] = 
             raise AffineVAEError(f"background must be 'auto', 'off' or a box side in pixels, got {background!r}")
         if source.background_box is not None:
             return source.background_box, None
-        n, checks = source.n_frames, []
-        for f in sorted({0, n // 2, n - 1}):  # the first uneven one decides
-            check = background_check(source, window, sigma, frame=f)
-            if check is not None and check.uneven:
-                return check.box, check
-            checks += [check] if check is not None else []
+        n, checks, chosen = source.n_frames, [], None
+        # The checks read the frames unflattened, and their scaling warns as it is taken; when the frames are then
+        # flattened it is taken again from the flattened values and warns again: the first warnings are dropped.
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            for f in sorted({0, n // 2, n - 1}):  # the first uneven one decides
+                check = background_check(source, window, sigma, frame=f)
+                if check is not None and check.uneven:
+                    chosen = check
+                    break
+                checks += [check] if check is not None else []
+        if chosen is not None and source.given_scaling is None:
+            return chosen.box, chosen
+        for w in said:  # left as they are (or a run's scaling, not taken again): said once, as without the check
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if chosen is not None:
+            return chosen.box, chosen
         return None, max(checks, key=lambda c: c.variation, default=None)
     return check_box(background, source.image_shape, "background box"), None
 

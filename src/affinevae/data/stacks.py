@@ -363,6 +363,11 @@ class FrameSource:
             self._norm = None
 
     @property
+    def given_scaling(self) -> Optional[PixelScaling]:
+        """A trained run's scaling set by :meth:`use_scaling` (kept as it is: never taken from the frames), or None."""
+        return self._given
+
+    @property
     def pixel_scaling(self) -> Optional[PixelScaling]:
         """The stack-wide scaling :meth:`read` applies to float (and signed integer) pixels, or None
         when the rule needs none (unsigned, bool, or float pixels already in [0, 1])."""
