@@ -6,7 +6,7 @@ import argparse
 
 from ..data.background import BACKGROUND_VARIATION
 from ..data.objects import DETECT_THRESHOLD, read_coordinates
-from ..data.patches import SPARSE_NOISE_FLOOR
+from ..data.patches import BACKGROUND_MODES, SPARSE_NOISE_FLOOR
 from ..defaults import MIN_IMAGE_SIZE, patch_min_distance, patch_smoothing
 from ..errors import AffineVAEError
 from ..outputs import check_output
@@ -178,7 +178,7 @@ def check_patch_options(args: argparse.Namespace) -> None:
     if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma >= 0):
         raise AffineVAEError(f"--sigma must be >= 0 pixels, got {args.sigma}")
     check_smoothing(args.sigma, args.window, "--sigma")
-    if args.background not in ("auto", "off"):
+    if args.background not in BACKGROUND_MODES:
         try:
             args.background = int(args.background)
         except ValueError:

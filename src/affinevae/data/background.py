@@ -266,19 +266,18 @@ def frame_background(read: Callable[[slice, slice], np.ndarray], image_shape: Se
     noise = 1.2533 * np.nanmedian(spread, axis=(1, 2)) / np.sqrt((box // step) ** 2)  # (C,)
     terms = surface_terms(ny, nx)
     design = np.stack([(u ** i * v ** j).ravel() for i, j in terms], axis=1)  # (ny * nx, K)
-    coeffs, used, _ = _robust_fit(design, levels.reshape(len(levels), -1), noise)
+    coeffs, used = _robust_fit(design, levels.reshape(len(levels), -1), noise)
     return Background(levels.astype(np.float64), rc, cc, (h, w), int(box), coeffs, terms,
                       used.reshape(levels.shape), noise)
 
 
-def _robust_fit(design: np.ndarray, y: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _robust_fit(design: np.ndarray, y: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares surface ``design`` (B, K) through the box levels ``y`` (C, B), up to :data:`_FIT_ROUNDS`
     times, each leaving out the boxes further than :data:`OUTLIER_BOX` robust spreads (at least ``noise`` (C,),
-    a median's own spread) from it. Returns ``(coeffs (C, K), kept (C, B) bool, scatter)``: the largest over
-    channels of the kept boxes' root-mean-square residual."""
+    a median's own spread) from it. Returns ``(coeffs (C, K), kept (C, B) bool)`` (the kept boxes' scatter is
+    :attr:`Background.scatter`)."""
     coeffs = np.empty((len(y), design.shape[1]))
     kept = np.ones(y.shape, bool)
-    scatter = 0.0
     for ch in range(len(y)):
         keep = kept[ch]
         for _ in range(_FIT_ROUNDS):  # boxes filled by objects stand out of the surface: left out, refitted
@@ -291,5 +290,4 @@ def _robust_fit(design: np.ndarray, y: np.ndarray, noise: np.ndarray) -> tuple[n
                 break
             keep = new
         kept[ch] = keep
-        scatter = max(scatter, float(np.sqrt(np.mean(res[keep] ** 2))))
-    return coeffs, kept, scatter
+    return coeffs, kept

@@ -41,7 +41,7 @@ from .objects import (DETECT_THRESHOLD, PERIODIC_RATIO, REFINE_REACH, check_coor
                       smoothing_radius)
 from .stacks import open_stack
 
-__all__ = ["PatchSet", "BackgroundCheck", "background_check", "resolve_background", "BACKGROUND_MODES",
+__all__ = ["PatchSet", "BackgroundCheck", "background_check", "resolve_background", "BACKGROUND_MODES", "central_crop",
            "DetectionCheck", "detection_check", "default_noise_floor", "default_threshold", "detection_levels", "sparse_field", "SPARSE_NOISE_FLOOR", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
            "patch_smoothing", "SMOOTHING_FRACTION",
            "concat_chunks", "nothing_found", "tile_grid", "DEFAULT_TILE", "LATTICE_ORDER", "scattered_objects",
@@ -568,6 +568,16 @@ NOISE_PEAK_SHARE = 0.5
 FAINT_SHARE = 0.2
 
 
+def central_crop(image_shape: Sequence[int], side: int, frame: int = 0) -> tuple[slice, slice, str]:
+    """The central part of at most ``side`` x ``side`` pixels of a frame of ``image_shape`` (H, W) that the
+    checks read: ``(rows, cols, region)``, ``region`` naming it in words ('frame 0', or its central crop)."""
+    h, w = int(image_shape[-2]), int(image_shape[-1])
+    ch, cw = min(h, side), min(w, side)
+    r0, c0 = (h - ch) // 2, (w - cw) // 2
+    region = f"frame {frame}" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame {frame}"
+    return slice(r0, r0 + ch), slice(c0, c0 + cw), region
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectionCheck:
     """What :func:`detection_check` measured on the first frame of a stack (its central crop).
@@ -654,9 +664,8 @@ def detection_check(source, window: int, min_distance: Optional[int] = None, sig
         h, w = src.image_shape
         if sparse_field(src) or min(h, w) < CHECK_MIN_SIDE:
             return None
-        ch, cw = min(h, _CHECK_CROP), min(w, _CHECK_CROP)
-        r0, c0 = (h - ch) // 2, (w - cw) // 2
-        crop = src.read_region(0, slice(r0, r0 + ch), slice(c0, c0 + cw))
+        rows, cols, region = central_crop((h, w), _CHECK_CROP)
+        crop = src.read_region(0, rows, cols)
     finally:
         if src is not source:
             src.close()
@@ -671,7 +680,6 @@ def detection_check(source, window: int, min_distance: Optional[int] = None, sig
     cut = level[0] + SPARSE_NOISE_FLOOR * level[1]         # the noise floor alone
     default_cut = lo + DETECT_THRESHOLD * (hi - lo)        # the default: 0.3 of the range
     found, floor_only = height > default_cut, height > max(lo, cut)
-    region = "frame 0" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame 0"
     return DetectionCheck(found=int(found.sum()), below_floor=int((found & ~floor_only).sum()),
                           floor_only=int(floor_only.sum()), faint=int((floor_only & ~found).sum()),
                           periodicity=frame_periodicity(raw), region=region)
@@ -756,19 +764,20 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
         h, w = src.image_shape
         if min(h, w) < MIN_BOXES * box:
             return None
-        ch, cw = min(h, _BACKGROUND_CROP), min(w, _BACKGROUND_CROP)
-        r0, c0 = (h - ch) // 2, (w - cw) // 2
+        rows, cols, region = central_crop((h, w), _BACKGROUND_CROP, frame)
         prev = src.background_box
         src.use_background(None)
         try:
-            rows, cols = slice(r0, r0 + ch), slice(c0, c0 + cw)
             crop = src.read_region(frame, rows, cols)
-            finite = np.isfinite(np.asarray(src.read_raw_region(frame, rows, cols), dtype=np.float32))
+            # (NaN pixels are refused unless filled: only then are the stored ones read again for their holes)
+            finite = (np.isfinite(np.asarray(src.read_raw_region(frame, rows, cols), dtype=np.float32))
+                      if src.fill_nan else np.ones(crop.shape, bool))
         finally:
             src.use_background(prev)
     finally:
         if src is not source:
             src.close()
+    ch, cw = crop.shape[-2:]
     if min(ch, cw) < MIN_BOXES * box:
         return None
     raw, img = smoothed_pair(crop, sigma)
@@ -781,7 +790,6 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
         return None
     holes = np.where(finite, crop, np.nan) if not finite.all() else crop
     bg = frame_background(lambda rows, cols: holes[..., rows, cols], (ch, cw), box)
-    region = f"frame {frame}" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame {frame}"
     return BackgroundCheck(box=int(box), variation=bg.variation / noise, scatter=bg.scatter / noise, region=region)
 
 
@@ -806,7 +814,7 @@ def resolve_background(source, window: int, background: Union[None, str, int] = 
     if background is None or (isinstance(background, str) and background == "off"):
         return None, None
     if isinstance(background, str):
-        if background != "auto":
+        if background not in BACKGROUND_MODES:
             raise AffineVAEError(f"background must be 'auto', 'off' or a box side in pixels, got {background!r}")
         if source.background_box is not None:
             return source.background_box, None

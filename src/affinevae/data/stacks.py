@@ -135,7 +135,9 @@ class FrameSource:
         if self.background_box is None:
             return self._normalise(raw, f"frame {frame}")
         field = self.background(frame).field(rows, cols, "median")
-        return self._flattened(raw, field if raw.ndim == 3 else field[0], f"frame {frame}")
+        flat = raw.astype(np.float32)  # a float32 copy of its own (bool, integer and float pixels alike)
+        flat -= field if raw.ndim == 3 else field[0]
+        return self._normalised_flat(flat, f"frame {frame}")
 
     def _flatten_raw(self, a: np.ndarray, first: Optional[int], band: Optional[tuple]) -> np.ndarray:
         """A chunk of :meth:`_scan` (stored values as float32) less each frame's background field: whole frames
@@ -150,12 +152,10 @@ class FrameSource:
             out[i] = a[i] - (field if a.ndim == 4 else field[0])
         return out
 
-    def _flattened(self, raw: np.ndarray, field: np.ndarray, where: str, first: Optional[int] = None) -> np.ndarray:
-        """Raw pixels less the background ``field`` (in stored units, broadcast over them), then normalised as
-        :meth:`_normalise` does and clipped to [0, 1]: the flattening happens before the stack's scaling, so an
-        asinh stretch sees a flat sky (its noise the same everywhere), not a ramp it compresses unevenly."""
-        flat = raw.astype(np.float32)  # a float32 copy of its own (bool, integer and float pixels alike)
-        flat -= field
+    def _normalised_flat(self, flat: np.ndarray, where: str, first: Optional[int] = None) -> np.ndarray:
+        """Flattened stored values (float32, their background already subtracted) normalised as :meth:`_normalise`
+        does and clipped to [0, 1]: the flattening happens before the stack's scaling, so an asinh stretch sees a
+        flat sky (its noise the same everywhere), not a ramp it compresses unevenly."""
         out = self._normalise(flat, where, first)
         return np.clip(out, np.float32(0), np.float32(1), out=out)
 
@@ -210,8 +210,7 @@ class FrameSource:
         where, first = f"frames {start}:{stop}", max(0, int(start))
         if self.background_box is None:
             return self._normalise(raw, where, first)
-        field = np.stack([self._background_of(first + i, raw[i]).field(to="median") for i in range(len(raw))])
-        return self._flattened(raw, field if raw.ndim == 4 else field[:, 0], where, first)
+        return self._normalised_flat(self._flatten_raw(raw.astype(np.float32, copy=False), first, None), where, first)
 
     def use_background(self, box: Optional[int]) -> None:
         """Flatten every frame from the next read on: its smooth background (a quadratic surface through the

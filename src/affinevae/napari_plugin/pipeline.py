@@ -98,12 +98,12 @@ class LearnSettings:
             object.__setattr__(self, "background", int(self.background))
         if self.background is None:  # as iter_patches reads it: off
             object.__setattr__(self, "background", "off")
+        from ..data.patches import BACKGROUND_MODES, check_smoothing
+
         b = self.background
-        if not ((isinstance(b, str) and b in ("auto", "off"))
+        if not ((isinstance(b, str) and b in BACKGROUND_MODES)
                 or (isinstance(b, int) and not isinstance(b, bool) and b >= 4)):
             raise AffineVAEError(f"background must be 'auto', 'off' or a box side of at least 4 pixels, got {b!r}")
-        from ..data.patches import check_smoothing
-
         check_smoothing(self.sigma, self.window)
 
 
