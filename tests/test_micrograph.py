@@ -234,6 +234,16 @@ def test_a_noisy_lattice_s_spacing_is_its_lattice_constant():
             0.6 * np.mean(cKDTree(truth.positions).query(ps.centers)[0])
     # a few objects (no frame of more than six) give the nearest-neighbour median
     assert neighbour_spacing(np.array([[0.0, 0.0], [0.0, 3.0], [4.0, 0.0]])) == 3.0
+    # frames kept apart: a 3 px lattice of 49 objects and a frame of three objects 40 px apart (their
+    # nearest distances count in the median that sets the shell, their neighbours are not a shell),
+    # a frame of one object (no neighbour) left out; each frame's own positions anywhere on the frame
+    grid = np.stack(np.meshgrid(np.arange(7.0), np.arange(7.0)), -1).reshape(-1, 2) * 3.0
+    few = np.array([[0.0, 0.0], [0.0, 40.0], [40.0, 0.0]])
+    centers = np.concatenate([grid + 500.0, few, [[7.0, 7.0]]])
+    frames = np.concatenate([np.zeros(49), np.ones(3), [2]]).astype(int)
+    assert neighbour_spacing(centers, frames) == 3.0
+    assert neighbour_spacing(few, np.zeros(3, int)) == 40.0
+    assert neighbour_spacing(np.array([[1.0, 1.0]]), np.array([0])) is None
 
 
 def test_positions_round_trip_and_coordinates_keep_their_fractions(tmp_path):

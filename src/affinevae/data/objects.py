@@ -361,18 +361,21 @@ def smoothed_range(frame: np.ndarray, sigma: Optional[float] = None,
 
 
 # ============================================================================ arrangement
-def _frame_neighbours(centers: np.ndarray, frames: Optional[np.ndarray], k: int,
-                      where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _frame_neighbours(centers: np.ndarray, frames: Optional[np.ndarray], k: int, where: str,
+                      least: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each object's ``k`` nearest neighbours in its own frame, for every frame at once.
 
     ``centers`` (N, 2) pixels, ``frames`` (N,) frame indices (None: one frame). One k-d tree holds
     every object at (frame * L, row, col), L more than twice any frame's extent, so that an object of
     another frame is always farther than every object of the same frame.
 
+    Args:
+        least: keep the objects whose frame holds more than ``least`` objects (default ``k``); where
+            a kept frame holds ``k`` or fewer, its missing neighbours read ``inf``.
+
     Returns:
-        ``(points, dist, index)`` for the M objects whose frame holds more than ``k``: (M, 2) their
-        centres, (M, k) distances in pixels and (M, k) indices into ``points`` (nearest first,
-        the object itself left out).
+        ``(points, dist, index)`` for the M objects kept: (M, 2) their centres, (M, k) distances
+        in pixels and (M, k) indices into ``points`` (nearest first, the object itself left out).
     """
     from scipy.spatial import cKDTree
 
@@ -382,19 +385,21 @@ def _frame_neighbours(centers: np.ndarray, frames: Optional[np.ndarray], k: int,
     f = np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
     _, inverse, counts = np.unique(f, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
-    keep = counts[inverse] > k
+    keep = counts[inverse] > (k if least is None else least)
     pts = c[keep]
     if not len(pts):
         return pts, np.zeros((0, k)), np.zeros((0, k), dtype=np.int64)
     span = 2.0 * float(np.ptp(pts, axis=0).max()) + 1.0
-    dist, index = cKDTree(np.column_stack([inverse[keep] * span, pts])).query(
-        np.column_stack([inverse[keep] * span, pts]), k=k + 1)
-    return pts, dist[:, 1:], index[:, 1:]
-
-
-def _nearest_distances(centers: np.ndarray, frames: Optional[np.ndarray], where: str) -> np.ndarray:
-    """(M,) distance in pixels from each object with a neighbour in its frame to the nearest one."""
-    return _frame_neighbours(centers, frames, 1, where)[1][:, 0]
+    tree_pts = np.column_stack([inverse[keep] * span, pts])
+    dist, index = cKDTree(tree_pts).query(tree_pts, k=min(k + 1, len(pts)))
+    dist, index = dist.reshape(len(pts), -1)[:, 1:], index.reshape(len(pts), -1)[:, 1:]
+    if dist.shape[1] < k:       # fewer kept objects than k + 1 in all
+        dist = np.pad(dist, ((0, 0), (0, k - dist.shape[1])), constant_values=np.inf)
+        index = np.pad(index, ((0, 0), (0, k - index.shape[1])), constant_values=len(pts))
+    if least is not None and least < k:
+        other = dist >= 0.75 * span         # another frame's object (same frame: at most 1.42 extents)
+        dist[other], index[other] = np.inf, len(pts)
+    return pts, dist, index
 
 
 #: Neighbours within this factor of the median nearest-neighbour distance are the first shell that
@@ -422,12 +427,13 @@ def neighbour_spacing(centers: np.ndarray, frames: Optional[np.ndarray] = None) 
     Returns:
         The spacing; None when no object has a neighbour.
     """
-    d = _nearest_distances(centers, frames, "neighbour_spacing")
-    if not len(d):
+    # One query: every object with a neighbour, its 6 nearest (inf where its frame has fewer).
+    dist = _frame_neighbours(centers, frames, _SHELL_NEIGHBOURS, "neighbour_spacing", least=1)[1]
+    if not len(dist):
         return None
-    nearest = float(np.median(d))
-    shell = _frame_neighbours(centers, frames, _SHELL_NEIGHBOURS, "neighbour_spacing")[1]
-    shell = shell[shell < SHELL_FACTOR * nearest]
+    nearest = float(np.median(dist[:, 0]))
+    full = np.isfinite(dist[:, -1])     # objects whose frame holds more than 6 (as the shell asks)
+    shell = dist[full][dist[full] < SHELL_FACTOR * nearest]
     return float(np.median(shell)) if len(shell) else nearest
 
 
