@@ -494,7 +494,7 @@ def test_an_mrc_stack_without_pixels_is_one_line(tmp_path, capsys, shape):
         assert err.count("\n") == 1 and f"empty.mrcs: holds no pixels ({shape[0]} frame(s) of {shape[1]}x{shape[2]})" in err
 
 
-def test_images_trained_on_directly_keep_their_files_pixel_size(tmp_path, capsys):
+def test_images_trained_on_directly_keep_their_files_pixel_size(tmp_path, capsys, monkeypatch):
     """An MRC particle stack or an OME-TIFF read as images (not patches) carries its pixel size in
     ImageSet.meta, and `encode` adds the shifts in that unit (shift_phys, right and down)."""
     mrcfile = pytest.importorskip("mrcfile")
@@ -514,6 +514,16 @@ def test_images_trained_on_directly_keep_their_files_pixel_size(tmp_path, capsys
     assert {k: load_images(str(tmp_path / "p.mrcs")).meta[k] for k in ("pixel_size", "unit")} == \
         {"pixel_size": 1.5, "unit": "Å"}
     assert load_images(str(tmp_path / "p.mrcs"), n=2).meta["pixel_size"] == 1.5  # a first-n read too
+    # ... which opens the stack once: its frame reader holds the pixel size (or that there is none)
+    from affinevae.data import stacks
+    opened = []
+    real_open = stacks.open_stack
+    monkeypatch.setattr(stacks, "open_stack", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    with mrcfile.new(tmp_path / "bare.mrcs") as m:
+        m.set_data(stack)
+    assert "pixel_size" not in load_images(str(tmp_path / "bare.mrcs"), n=2).meta
+    assert load_images(str(tmp_path / "p.mrcs"), n=2).meta["pixel_size"] == 1.5
+    assert [str(p).rsplit("/", 1)[-1] for p in opened] == ["bare.mrcs", "p.mrcs"], opened
     assert load_images(str(tmp_path / "p.ome.tif")).meta["unit"] == "nm"
     assert "pixel_size" not in load_images(str(tmp_path / "p.npy")).meta
     torch.manual_seed(0)

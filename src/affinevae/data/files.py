@@ -141,10 +141,10 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
     path, key = fits_hdu_spec(str(path), key)  # astronomers' file.fits[SCI]
     token = _READING.set(_Reading(PixelScaling.from_value(scaling), check_stretch(stretch), bool(fill_nan)))
     try:
-        data = _load_images(str(path), key, labels, standardise, n)
+        data, looked_up = _load_images(str(path), key, labels, standardise, n)
     finally:
         _READING.reset(token)
-    if "pixel_size" not in data.meta:  # a microscope's or telescope's file: its pixel size comes along
+    if "pixel_size" not in data.meta and not looked_up:  # a microscope's or telescope's file: its pixel size
         data = _with_pixel_size(data, recorded_pixel_size(str(path), key))
     return data
 
@@ -178,15 +178,17 @@ def recorded_pixel_size(spec: str, key: Optional[str] = None):
 
 
 def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardise: bool,
-                 n: Optional[int]) -> ImageSet:
+                 n: Optional[int]) -> tuple[ImageSet, bool]:
+    """The images :func:`load_images` reads, and whether their file's pixel size was already looked
+    up (a stack read lazily through the frame reader, which holds it)."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise AffineVAEError(f"{spec}: n must be an integer >= 1, got {n!r}")
     first = None if n is None or standardise or _READING.get().fill_nan else _load_first(spec, key, int(n))
     if first is not None:
-        data, total = first
+        data, total, looked_up = first
         if labels is not None:
             data.labels = read_labels(labels, total, spec)[:len(data)]
-        return data
+        return data, looked_up
     p = Path(spec)
     if p.exists():
         if p.is_dir():
@@ -210,13 +212,20 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
     if n is not None and n > len(data):
         warnings.warn(f"{spec}: n={n} asks for more images than the {len(data)} it holds; all {len(data)} are used",
                       stacklevel=3)
-    return data if n is None or n >= len(data) else data.subset(slice(0, int(n)))
+    return (data if n is None or n >= len(data) else data.subset(slice(0, int(n)))), False
 
 
-def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int]]:
-    """The first ``n`` images of a stack read lazily, with the whole file's normalisation, and the
-    file's image count; None when ``spec`` is not such a stack (another format, no more than ``n``
-    images, or a layout the frame reader reads otherwise): :func:`load_images` then reads it whole."""
+def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int, bool]]:
+    """The first ``n`` images of a stack read lazily, with the whole file's normalisation and its
+    recorded pixel size, the file's image count and True (the pixel size looked up); None when
+    ``spec`` is not such a stack (another format, no more than ``n`` images, or a layout the frame
+    reader reads otherwise): :func:`load_images` then reads it whole."""
+    first = _first_images(spec, key, n)
+    return None if first is None else (*first, True)
+
+
+def _first_images(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int]]:
+    """:func:`_load_first` but the flag."""
     p = Path(spec)
     m = HDF5_SPEC.match(spec)
     if not p.exists() and m and m.group(2) is not None and Path(m.group(1)).is_file():
@@ -312,6 +321,8 @@ def _first_frames(source, shape: Optional[tuple], spec: str, n: int, whole: Opti
     data = ImageSet(source.read(0, n), source=spec, meta=dict(meta or {}), **{k: v[:n] for k, v in aux.items()})
     if source.pixel_scaling is not None:
         data.meta["pixel_scaling"] = source.pixel_scaling.to_dict()
+    if "pixel_size" not in data.meta:  # the file's own, as recorded_pixel_size reads it: not opened again
+        data = _with_pixel_size(data, source.pixel_size)
     return data, int(whole[0])
 
 
