@@ -67,6 +67,10 @@ class Patches:
                             "a number of pixels always, with boxes of that side")
         p.add_argument("--edge", choices=["drop", "pad", "reflect"], default="drop",
                        help="patches reaching past the border: drop them (default), zero-pad or reflect")
+        p.add_argument("--drop-masked", action="store_true",
+                       help="leave out every patch whose window holds a NaN/inf pixel (a masked region, a mosaic's "
+                            "empty border, a detector gap), counted in the last line; the frames are read as under "
+                            "--fill-nan for the detection (--fill-nan alone keeps such patches, filled)")
         p.add_argument("--key", help="array name in an .npz, dataset in an HDF5 file or image HDU (EXTNAME or index) of a FITS file")
         p.add_argument("--chunk-frames", type=int, default=16, help="frames read at a time (memory bound)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -94,6 +98,8 @@ class Patches:
             args.sigma = patch_smoothing(args.window)
         images = expand_inputs(args.image)
         check_output(args.out, inputs=[*images, args.coords], force=args.force)
+        if args.drop_masked:  # the frames are read filled for the detection; the masked windows are left out
+            args.fill_nan = True
         with open_images(args, images, given) as src:
             box, flat = resolve_background(src, args.window, args.background,
                                            args.sigma if detecting else patch_smoothing(args.window))
@@ -101,7 +107,7 @@ class Patches:
             ps = cut_patches(src, args.window, coords=args.coords, stride=args.stride, background=box or "off",
                              min_distance=args.min_distance, threshold=args.threshold, absolute=args.absolute,
                              sigma=args.sigma, noise_floor=args.noise_floor, edge=args.edge,
-                             chunk_frames=args.chunk_frames,
+                             chunk_frames=args.chunk_frames, drop_masked=args.drop_masked,
                              progress=not args.no_progress, tile=args.tile or None)
             threshold, floor = detection_levels(src, args.threshold, args.noise_floor, args.absolute)
             check = (detection_check(src, args.window, args.min_distance, args.sigma)
@@ -140,6 +146,8 @@ class Patches:
         how = (f"{ps.grid_shape[0]}x{ps.grid_shape[1]} grid windows per frame (stride {ps.stride})"
                if ps.grid_shape is not None else noun + (" from " + args.coords if args.coords else " found"))
         files = f" of {len(images)} files" if len(images) > 1 else ""
+        if ps.n_masked:
+            files += f" ({ps.n_masked} whose window holds masked (NaN) pixels left out)"
         channels = f" of {ps.patches.shape[1]} channels" if ps.patches.ndim == 4 else ""
         spacing = ""
         if "spacing" in saved:  # the objects' spacing (a lattice's constant), in the pixel size's unit too

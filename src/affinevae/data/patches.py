@@ -108,6 +108,8 @@ class PatchSet:
         background_box: the box side (pixels) of the background the frames were flattened by before the
             patches were cut (:meth:`~affinevae.data.stacks.FrameSource.use_background`), or None when they
             were not; saved as ``background_box``.
+        n_masked: patches left out because their window held a masked (NaN) pixel (``drop_masked``; not
+            saved), or None.
 
     A saved patch set also records that it is one (``kind``) and a robust estimate of its pixel
     noise (``noise_sigma``, see :meth:`arrays`), which ``affinevae train`` uses for its
@@ -126,6 +128,7 @@ class PatchSet:
     pixel_size: Any = None
     positions: Optional[np.ndarray] = None
     background_box: Optional[int] = None
+    n_masked: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -366,6 +369,42 @@ def _gather(stack: np.ndarray, f: np.ndarray, r0: np.ndarray, c0: np.ndarray, w:
     return np.ascontiguousarray(p, dtype=np.float32)
 
 
+def touches_mask(mask: np.ndarray, centers: np.ndarray, window: int, frames: Optional[np.ndarray] = None,
+                 frame_offset: int = 0) -> np.ndarray:
+    """Which ``window`` x ``window`` patches (placed as :func:`extract_patches` places them) hold a masked pixel.
+
+    Args:
+        mask: (H, W) or (F, H, W) bool, True where a pixel is masked (NaN as stored,
+            :meth:`~affinevae.data.stacks.FrameSource.masked`).
+        centers: (N, 2) int (row, col) pixel centres. frames: (N,) frame indices (default all 0), looked up
+            as ``frames - frame_offset``.
+
+    Returns:
+        (N,) bool. The part of a window past the frame's edge holds no masked pixel (what ``edge='pad'``
+        or ``'reflect'`` puts there comes from inside the window). Counted with one summed-area table per
+        frame that holds a masked pixel, so the cost does not grow with the window.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim == 2:
+        mask = mask[None]
+    c = np.asarray(centers, dtype=np.int64).reshape(-1, 2)
+    f = (np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames, dtype=np.int64)) - frame_offset
+    out = np.zeros(len(c), dtype=bool)
+    H, W = mask.shape[-2:]
+    half = int(window) // 2
+    r0, c0 = np.clip(c[:, 0] - half, 0, H), np.clip(c[:, 1] - half, 0, W)
+    r1, c1 = np.clip(c[:, 0] - half + int(window), 0, H), np.clip(c[:, 1] - half + int(window), 0, W)
+    for k in np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1)):
+        sel = np.flatnonzero(f == k)
+        if not len(sel):
+            continue
+        table = np.zeros((H + 1, W + 1), dtype=np.int64)
+        np.cumsum(np.cumsum(mask[k], axis=0), axis=1, out=table[1:, 1:])
+        a, b, cc, d = r0[sel], r1[sel], c0[sel], c1[sel]
+        out[sel] = (table[b, d] - table[a, d] - table[b, cc] + table[a, cc]) > 0
+    return out
+
+
 def grid_centers(image_shape: Sequence[int], window: int, stride: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Centres of a sliding window on a regular grid covering the image.
 
@@ -412,8 +451,8 @@ def _in_core(centers: np.ndarray, core_rows: slice, core_cols: slice) -> np.ndar
 
 
 def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optional[np.ndarray],
-                 detect: dict, positions: Optional[np.ndarray] = None
-                 ) -> tuple[np.ndarray, np.ndarray, int, Optional[np.ndarray]]:
+                 detect: dict, positions: Optional[np.ndarray] = None, drop_masked: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, int, Optional[np.ndarray], int]:
     """Patches of one large frame, tile by tile (only a tile of raw pixels in memory at a time).
 
     ``centers``: (N, 2) frame centres (grid or coordinates) with their (N, 2) float ``positions`` (or
@@ -423,9 +462,10 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
     (and its patch cut) exactly as in the whole frame, by the one tile whose core holds it.
 
     Returns:
-        ``(patches, centers, n_found, positions)`` in the whole frame's order: detections sorted by row
+        ``(patches, centers, n_found, positions, n_masked)`` in the whole frame's order: detections sorted by row
         then column (as :func:`~affinevae.data.objects.detect_objects`), given centres in their order; edge patches dropped
-        as ``edge`` says; n_found before dropping; positions None when none were given or found.
+        as ``edge`` says, and with ``drop_masked`` those holding a pixel stored as NaN/inf (:func:`touches_mask`;
+        ``n_masked`` of them); n_found before dropping; positions None when none were given or found.
     """
     sigma = detect.get("sigma")
     md = int(detect.get("min_distance", 5))
@@ -451,7 +491,7 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
         value_range = (lo, hi)
         if floor:
             level = noise_level(np.concatenate(values), np.concatenate(details), sigma)
-    keys, parts, cents, posits, n_found = [], [], [], [], 0
+    keys, parts, cents, posits, n_found, n_masked = [], [], [], [], 0, 0
     for rows, cols, cr, cc in tiles:
         if centers is not None:
             idx = np.flatnonzero(_in_core(centers, cr, cc))
@@ -472,6 +512,10 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
         n_found += len(local)
         # a region of C channels (C, h, w) is one frame, not C frames
         patches, keep = extract_patches(region[None] if region.ndim == 3 else region, local - off, w, edge=edge)
+        if drop_masked:
+            clean = ~touches_mask(src.masked_region(frame, rows, cols), local[keep] - off, w)
+            n_masked += int(len(clean) - clean.sum())
+            patches, keep = patches[clean], keep[clean]
         keys.append(idx[keep])
         parts.append(patches)
         cents.append(local[keep])
@@ -481,7 +525,7 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
     if not parts:
         shape = (0, *src.frame_shape[:-2], w, w)
         return (np.zeros(shape, np.float32), np.zeros((0, 2), np.int64), n_found,
-                np.zeros((0, 2), np.float64) if with_positions else None)
+                np.zeros((0, 2), np.float64) if with_positions else None, n_masked)
     # Put each tile's patches straight into their places in the frame's order (one output array;
     # each tile's block is freed once copied, so the peak is about twice the frame's patches, not thrice).
     rank = np.empty(sum(len(k) for k in keys), dtype=np.int64)
@@ -498,7 +542,7 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
     if with_positions:
         positions_out = np.empty((len(rank), 2), dtype=np.float64)
         positions_out[rank] = np.concatenate(posits)
-    return out, centers_out, n_found, positions_out
+    return out, centers_out, n_found, positions_out, n_masked
 
 
 # ============================================================================ chunked pipeline
@@ -886,7 +930,8 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                  min_distance: Optional[int] = None, threshold: Optional[float] = None, absolute: bool = False,
                  sigma: Optional[float] = None, noise_floor: Optional[float] = None, edge: str = "drop",
                  chunk_frames: int = 16, progress: bool = False, key: Optional[str] = None,
-                 tile: Optional[int] = DEFAULT_TILE, background: Union[None, str, int] = "auto") -> Iterator[PatchSet]:
+                 tile: Optional[int] = DEFAULT_TILE, background: Union[None, str, int] = "auto",
+                 drop_masked: bool = False) -> Iterator[PatchSet]:
     """Cut patches chunk by chunk of frames; memory is bounded by ``chunk_frames`` frames.
 
     A frame with a side longer than ``tile`` pixels is read and searched tile by tile
@@ -907,6 +952,12 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     and follows its boxes (:attr:`BackgroundCheck.uneven`), and says so in one warning; 'off' or None never; a
     number of pixels always, with boxes of that side. Objects are then found and cut on the flattened frames,
     and the patch sets record the box.
+
+    ``drop_masked``: leave out every patch whose window holds a pixel stored as NaN or infinite (a masked
+    region, a mosaic's empty border, a detector's gap; :func:`touches_mask`), counted in each
+    :attr:`PatchSet.n_masked`; the frames are read with those pixels filled
+    (:meth:`~affinevae.data.stacks.FrameSource.use_fill_nan`) for the detection, as under ``fill_nan``.
+    Without it a masked pixel is refused unless the source fills it, and a filled patch is kept.
 
     Args:
         source: anything :func:`open_stack` accepts.
@@ -929,8 +980,10 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     chunk = check_int("chunk_frames", chunk_frames, 1)
     src = open_stack(source, key=key)
     bar = None
-    before = src.background_box
+    before, filled = src.background_box, src.fill_nan
     try:
+        if drop_masked and not filled:
+            src.use_fill_nan()
         w = _check_window(window, src.image_shape, src.path)
         if min_distance is None:
             min_distance = patch_min_distance(w)
@@ -974,14 +1027,15 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                     continue
             if tiled:
                 given = None if mode == "detect" else (gcent if mode == "grid" else ce)
-                patches, kept, n_found, kept_pos = _tiled_frame(
+                patches, kept, n_found, kept_pos, n_masked = _tiled_frame(
                     src, s, w, tile, edge, given, {"min_distance": min_distance, "threshold": threshold,
                                                    "absolute": absolute, "sigma": sigma, "noise_floor": noise_floor},
-                    pos if mode == "coords" else None)
+                    pos if mode == "coords" else None, drop_masked)
                 bar.update(e - s)
                 yield PatchSet(patches, kept, np.full(len(kept), s, dtype=np.int64), w, src.image_shape,
                                src.n_frames, gshape if mode == "grid" else None,
-                               int(stride) if mode == "grid" else None, n_found, src.pixel_size, kept_pos, box)
+                               int(stride) if mode == "grid" else None, n_found, src.pixel_size, kept_pos, box,
+                               n_masked if drop_masked else None)
                 continue
             stack = src.read(s, e)
             if mode == "grid":
@@ -994,34 +1048,46 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                 ce = np.concatenate([d for d, _ in found]).reshape(-1, 2)
                 pos = np.concatenate([p for _, p in found]).reshape(-1, 2)
             patches, keep = extract_patches(stack, ce, w, fr, edge=edge, frame_offset=s)
+            n_masked = None
+            if drop_masked:
+                clean = ~touches_mask(src.masked(s, e), ce[keep], w, fr[keep], frame_offset=s)
+                n_masked = int(len(clean) - clean.sum())
+                patches, keep = patches[clean], keep[clean]
             bar.update(e - s)
             yield PatchSet(patches, ce[keep], fr[keep], w, src.image_shape, src.n_frames,
                            gshape if mode == "grid" else None, int(stride) if mode == "grid" else None, len(ce),
-                           src.pixel_size, None if pos is None else pos[keep], box)
+                           src.pixel_size, None if pos is None else pos[keep], box, n_masked)
     finally:
         if bar is not None:
             bar.close()
         if src is not source:
             src.close()
-        elif src.background_box != before:  # the caller's source reads as it did
-            src.use_background(before)
+        else:  # the caller's source reads as it did
+            if src.background_box != before:
+                src.use_background(before)
+            if src.fill_nan != filled:
+                src.use_fill_nan(filled)
 
 
 def concat_chunks(parts: Sequence[Any]) -> Any:
     """Join per-chunk results of one dataclass type (in order), e.g. :class:`PatchSet` chunks.
 
     Every field holding a numpy array is per object and is concatenated along its first axis;
-    ``n_found`` is summed (None counts 0); every other field (window, image_shape, ...) is the
-    first part's.
+    ``n_found`` is summed (None counts 0), ``n_masked`` too where the parts have it (None when every part's
+    is None); every other field (window, image_shape, ...) is the first part's.
     """
     p0 = parts[0]
+    counts = {"n_found": sum(p.n_found or 0 for p in parts)}
+    if hasattr(p0, "n_masked"):
+        masked = [p.n_masked for p in parts if p.n_masked is not None]
+        counts["n_masked"] = sum(masked) if masked else None
     if len(parts) == 1:  # nothing to join: no copy (a single huge frame's patches are not duplicated)
-        return dataclasses.replace(p0, n_found=p0.n_found or 0)
+        return dataclasses.replace(p0, **counts)
     values = {}
     for f in dataclasses.fields(p0):
         v = getattr(p0, f.name)
         values[f.name] = np.concatenate([getattr(p, f.name) for p in parts]) if isinstance(v, np.ndarray) else v
-    values["n_found"] = sum(p.n_found or 0 for p in parts)
+    values.update(counts)
     return type(p0)(**values)
 
 
@@ -1064,6 +1130,12 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
         return AffineVAEError(f"{where}: no objects found above threshold {what}; lower the threshold "
                               + ("(or the noise floor, the min distance / sigma)" if floor else
                                  "(or the min distance / sigma)"))
+    masked = sum(getattr(p, "n_masked", None) or 0 for p in parts)
+    if masked:
+        return AffineVAEError(f"{where}: every patch was left out: {masked} of the objects' windows hold masked (NaN) "
+                              "pixels (drop masked off keeps them, filled with the median)"
+                              + (f", the others lie within {window // 2} pixels of the edge"
+                                 if masked < sum(p.n_found or 0 for p in parts) else ""))
     return AffineVAEError(f"{where}: every object lies within {window // 2} pixels of the edge; pad the edges "
                           "(--edge pad, edge='pad' in Python) or use a smaller window")
 

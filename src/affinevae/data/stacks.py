@@ -313,6 +313,24 @@ class FrameSource:
         if self._given is None:
             self._norm = None
 
+    def masked(self, start: int, stop: int) -> np.ndarray:
+        """(f, H, W) bool: the pixels of frames ``start:stop`` that are NaN or infinite as stored (in any
+        channel): the ones :meth:`use_fill_nan` fills. All False, without a read, for integer and bool
+        stacks."""
+        start, stop = max(0, int(start)), min(self.n_frames, int(stop))
+        if not np.issubdtype(np.dtype(self.dtype), np.inexact):
+            return np.zeros((max(0, stop - start), *self.image_shape), dtype=bool)
+        bad = ~np.isfinite(self.read_raw(start, stop))
+        return bad.any(axis=1) if bad.ndim == 4 else bad
+
+    def masked_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
+        """(h, w) bool: :meth:`masked` of ``frame[..., rows, cols]`` (read as :meth:`read_raw_region`)."""
+        if not np.issubdtype(np.dtype(self.dtype), np.inexact):
+            return np.zeros((len(range(*rows.indices(self.image_shape[0]))),
+                             len(range(*cols.indices(self.image_shape[1])))), dtype=bool)
+        bad = ~np.isfinite(self.read_raw_region(frame, rows, cols))
+        return bad.any(axis=0) if bad.ndim == 3 else bad
+
     def _fill_value(self) -> float:
         """The raw value that NaN/inf pixels take under :meth:`use_fill_nan`: the median of the
         stack's finite values (from the normalisation's pass, or, under a run's scaling, which makes
