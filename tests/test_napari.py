@@ -328,6 +328,9 @@ def test_widget_detection_and_filter_fields_make_the_settings(qtbot):
     assert widget.settings().background == "auto"  # as `patches --background`
     widget.background.setCurrentText("off")
     assert widget.settings().background == "off"
+    assert widget.settings().masked == "drop"  # as `patches --drop-masked`
+    widget.masked.setCurrentText("fill")
+    assert widget.settings().masked == "fill"
 
 
 def _registered() -> bool:
@@ -531,3 +534,32 @@ def test_learn_and_map_flattens_an_uneven_frame_and_says_so():
             LearnSettings(background=bad)
     assert LearnSettings(background=np.int64(48)).background == 48
     assert LearnSettings(background=None).background == "off"  # as iter_patches reads None
+
+
+def test_learn_and_map_leaves_out_the_objects_at_masked_pixels():
+    """An image layer with a NaN border (a mosaic's) is not refused: by default the objects whose window holds a
+    masked pixel are left out and the note says how many; 'fill' keeps them filled; a NaN-free image is cut as
+    before; a bad setting is one line."""
+    from affinevae.data.micrograph import render_gaussians
+    from affinevae.errors import AffineVAEError
+    from affinevae.napari_plugin.pipeline import learn_and_map
+
+    rng = np.random.default_rng(2)
+    img = (render_gaussians((192, 192), rng.uniform(12, 180, (30, 2)), np.full(30, 8.0), 2.5)
+           + rng.normal(0, 0.5, (192, 192))).astype(np.float32)
+    base = dict(window=16, epochs=1, latent_dim=2, clusters=None, model="vae", background="off")
+    plain = learn_and_map(img, LearnSettings(**base))
+    masked = img.copy()
+    masked[:, :60] = np.nan
+    with pytest.warns(UserWarning, match="fill_nan"):
+        dropped = learn_and_map(masked, LearnSettings(**base))
+    with pytest.warns(UserWarning, match="fill_nan"):
+        filled = learn_and_map(masked, LearnSettings(**base, masked="fill"))
+    n = int(dropped["note"].split(" objects whose window holds masked (NaN) pixels left out")[0].rsplit(" ", 1)[-1])
+    assert n > 0 and len(filled["encoding"]) == len(dropped["encoding"]) + n
+    assert (dropped["encoding"].centers[:, 1] - 8 >= 60).all()
+    assert filled["note"] is None or "left out" not in filled["note"]
+    assert plain["note"] is None or "masked" not in plain["note"]
+    assert len(plain["encoding"]) > len(dropped["encoding"])
+    with pytest.raises(AffineVAEError, match="masked must be one of 'drop', 'fill'"):
+        LearnSettings(masked="keep")

@@ -15,6 +15,9 @@ __all__ = ["LearnSettings", "learn_and_map"]
 
 #: Model families the widget offers (unconditional ones: patches have no labels).
 FAMILIES = ("rvae", "vae", "avae", "ae")
+#: What the widget does with an image's NaN/inf pixels (masked ones): 'drop' the patches whose window holds
+#: one (``patches --drop-masked``), or keep them 'fill'ed with the frame's median (``patches --fill-nan``).
+MASKED_MODES = ("drop", "fill")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,10 @@ class LearnSettings:
             None: the patch-set defaults choose, 0: none).
         background: 'auto' (the frame flattened where its background is uneven, ``patches --background``,
             :func:`affinevae.data.patches.resolve_background`), 'off' (or None), or a box side in pixels (>= 4).
+        masked: for an image with NaN/inf pixels (a mosaic's empty border, a masked region; :data:`MASKED_MODES`):
+            'drop' (default) fills them for the detection and leaves out every patch whose window holds one
+            (``patches --drop-masked``), 'fill' keeps those patches with the pixels filled by the frame's median
+            (``patches --fill-nan``). An image without such pixels is cut the same either way.
     """
 
     window: int = 16
@@ -58,6 +65,7 @@ class LearnSettings:
     noise_floor: Optional[float] = None
     lowpass: Optional[float] = None
     background: Union[str, int, None] = "auto"
+    masked: str = "drop"
 
     def __post_init__(self) -> None:
         for name in ("window", "latent_dim", "epochs", "clusters", "min_distance", "batch_size", "seed"):
@@ -105,6 +113,8 @@ class LearnSettings:
                 or (isinstance(b, int) and not isinstance(b, bool) and b >= 4)):
             raise AffineVAEError(f"background must be 'auto', 'off' or a box side of at least 4 pixels, got {b!r}")
         check_smoothing(self.sigma, self.window)
+        if self.masked not in MASKED_MODES:
+            raise AffineVAEError(f"masked must be one of {', '.join(map(repr, MASKED_MODES))}, got {self.masked!r}")
 
 
 def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
@@ -120,7 +130,8 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     Returns:
         dict: ``encoding`` (:class:`~affinevae.encoding.ObjectEncoding`), ``cluster`` (N,) labels
         (-1 when not clustered), ``symmetry`` (the estimated n of n-fold symmetry), ``model`` (the
-        trained model), ``history`` (per-epoch records) and ``note``: what the 'auto' background did where
+        trained model), ``history`` (per-epoch records) and ``note``: how many objects were left out for
+        masked pixels (``masked='drop'``), what the 'auto' background did where
         it flattened the frame (:meth:`~affinevae.data.patches.BackgroundCheck.sentence`) and, where the
         settings leave threshold and noise floor at their defaults on a frame that is not stretched, the
         advice of :func:`~affinevae.data.patches.detection_check` (a sparse field's noise peaks or faint
@@ -148,11 +159,18 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     src = open_stack(img if img.ndim == 2 else img[None])
     if settings.invert:
         src.use_invert()
+    masked = np.issubdtype(img.dtype, np.inexact) and not np.isfinite(img).all()
+    if masked:  # filled for the detection (and, 'fill', in the patches): said in a warning
+        src.use_fill_nan()
     box, flat = resolve_background(src, settings.window, settings.background, settings.sigma)
     src.use_background(box)  # the detection check below reads the frame as the patches were cut
     ps = cut_patches(src, settings.window, min_distance=settings.min_distance, threshold=settings.threshold,
-                     sigma=settings.sigma, noise_floor=settings.noise_floor, background=box or "off")
+                     sigma=settings.sigma, noise_floor=settings.noise_floor, background=box or "off",
+                     drop_masked=masked and settings.masked == "drop")
     notes = []
+    if ps.n_masked:
+        notes.append(f"{ps.n_masked} objects whose window holds masked (NaN) pixels left out (masked 'fill' keeps "
+                     "them, filled with the median)")
     if flat is not None and flat.variation > BACKGROUND_VARIATION:  # flattened, or uneven but left as it is
         notes.append(flat.sentence("background 'off'", f"background={flat.box}"))
     if settings.threshold is None and settings.noise_floor is None:

@@ -13,7 +13,7 @@ from ..data.patches import BACKGROUND_MODES
 from ..defaults import MIN_IMAGE_SIZE
 from ..errors import AffineVAEError
 from .layers import object_features, points_layer
-from .pipeline import FAMILIES, LearnSettings, learn_and_map
+from .pipeline import FAMILIES, MASKED_MODES, LearnSettings, learn_and_map
 
 __all__ = ["LearnAndMapWidget", "layer_transform", "LOWPASS_CHOICES"]
 
@@ -94,6 +94,8 @@ class LearnAndMapWidget(QWidget):
         self.noise_floor.setSpecialValueText("auto")
         self.background = QComboBox()  # uneven backgrounds, as `patches --background`: flattened where needed, or not
         self.background.addItems(list(BACKGROUND_MODES))
+        self.masked = QComboBox()  # NaN/inf pixels: their patches dropped (`patches --drop-masked`) or kept filled
+        self.masked.addItems(list(MASKED_MODES))
         self.lowpass = QComboBox()  # the model's low-pass filter, as `train --lowpass`
         self.lowpass.addItems(list(LOWPASS_CHOICES))
         self.run_button = QPushButton("Learn and map")
@@ -104,7 +106,8 @@ class LearnAndMapWidget(QWidget):
                          ("content latents", self.latent_dim), ("epochs", self.epochs), ("classes", self.clusters),
                          ("min distance (px)", self.min_distance), ("threshold", self.threshold),
                          ("smoothing (px)", self.sigma), ("invert", self.invert), ("noise floor (sigma; 0: off)", self.noise_floor),
-                         ("uneven background", self.background), ("low-pass filter (px)", self.lowpass)):
+                         ("uneven background", self.background), ("masked (NaN) pixels", self.masked),
+                         ("low-pass filter (px)", self.lowpass)):
             form.addRow(label, w)
         form.addRow(self.run_button)
         form.addRow(self.progress)
@@ -136,7 +139,7 @@ class LearnAndMapWidget(QWidget):
                              threshold=None if self.threshold.value() < 0 else float(self.threshold.value()), sigma=None if self.sigma.value() < 0 else float(self.sigma.value()),
                              invert=self.invert.isChecked(), noise_floor=None if self.noise_floor.value() < 0 else float(self.noise_floor.value()),
                              lowpass=LOWPASS_CHOICES[self.lowpass.currentText()],
-                             background=self.background.currentText())
+                             background=self.background.currentText(), masked=self.masked.currentText())
 
     def run(self, *_: Any):
         """Start learning on the selected image layer in a worker thread; returns the worker (or None)."""
