@@ -256,6 +256,43 @@ def test_batched_search_equals_a_slow_reference_loop(vae, test_digits):
     assert torch.all(found.objective <= found.start_objective.min(1).values + 1e-4)
 
 
+def test_align_results_do_not_depend_on_the_chunk(head_avae, head_test_digits):
+    """--chunk bounds memory only: the poses, objectives and sampled ELBOs are the same for every chunk of at least
+    NOISE_BLOCK images (the posterior samples are drawn per block of images on derived seeds), and a new seed
+    draws new samples."""
+    from affinevae.models.avae import NOISE_BLOCK
+
+    avae, x = head_avae[0], head_test_digits[0][:150]
+    base = dict(restarts=4, keep=1, steps=2, seed=3, elbo_samples=2)
+    runs = [avae.align(x, config=SearchConfig(**base, chunk=c)) for c in (4096, NOISE_BLOCK, 65, 100)]
+    for other in runs[1:]:
+        for name in ("params", "objective", "elbo_before", "elbo_after", "aligned"):
+            torch.testing.assert_close(getattr(other, name), getattr(runs[0], name), rtol=0, atol=1e-5,
+                                       equal_nan=True, msg=name)
+    reseeded = avae.align(x, config=SearchConfig(**{**base, "seed": 4}))
+    assert not torch.allclose(reseeded.elbo_before, runs[0].elbo_before)
+
+
+def test_the_angle_range_bounds_every_found_angle(head_avae, head_test_digits):
+    """SearchConfig.angle_range (align --max-angle) keeps every angle in it: the random restarts, the pose head's
+    start and the refinement; the full circle wraps instead."""
+    avae, x = head_avae[0], head_test_digits[0][:40]  # turned over the full circle
+    a = math.radians(10)
+    head_only = avae.align(x, config=SearchConfig(restarts=1, steps=0, angle_range=(-a, a)))
+    searched = avae.align(x, config=SearchConfig(restarts=4, steps=3, angle_range=(-a, a)))
+    for found in (head_only, searched):
+        assert float(found.angle.abs().max()) <= a + 1e-6
+    free = avae.align(x, config=SearchConfig(restarts=1, steps=0))
+    assert float(free.angle.abs().max()) > a  # the head alone puts most of them beyond 10 degrees
+
+
+def test_an_avae_of_signals_is_refused():
+    from affinevae.models.base import build_model
+
+    with pytest.raises(AffineVAEError, match=r"image_shape \(1, 1, 96\) is of 1-D signals"):
+        build_model("avae", image_shape=(1, 1, 96), latent_dim=2)
+
+
 def test_single_start_without_refinement_skips_evaluation(vae, test_digits):
     avae = AVAE(vae, pose_head=False)
     x = torch.as_tensor(test_digits.images[:5])

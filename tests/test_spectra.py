@@ -254,12 +254,16 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
     for args, what in [(["align", str(run), "--data", str(cube), "--signal-axis", "2", "--out", str(tmp_path / "a.npz")],
                         "a signal's shift is one of its latents"),
                        (["sweep", str(run), "--out", str(tmp_path / "s.csv")], "the rotation sweep is for images"),
+                       (["amortise", str(run), "--data", str(cube), "--signal-axis", "2", "--out", str(tmp_path / "am")],
+                        "a signal's shift is one of its latents"),
                        (["map", str(run), "--image", str(cube), "--patches", str(cube), "--out", str(tmp_path / "m")],
                         "map its spectra with --cube")]:
         error(args, f"a model of 1-D signals (C x 1 x L = 1x1x32): signals are not turned; {what}")
     error(["map", str(run), "--cube", str(cube), "--signal-axis", "2", "--symmetry", "2", "--out", str(tmp_path / "m")],
           "--symmetry applies to --image/--patches")
-    for name in ("a.npz", "s.csv", "m", "e0.npz", "e1.npz"):
+    error(["train", "--model", "avae", "--data", str(cube), "--signal-axis", "2", "--epochs", "1", "--out",
+           str(tmp_path / "av")], "avae searches the pose of images")
+    for name in ("a.npz", "s.csv", "m", "e0.npz", "e1.npz", "am", "av"):
         assert not (tmp_path / name).exists()
     # the decoder of a signal model takes a shift only
     from affinevae.runs import load

@@ -16,7 +16,7 @@ import torch
 
 from .errors import AffineVAEError
 
-__all__ = ["seeded"]
+__all__ = ["derived_seed", "seeded"]
 
 
 @contextlib.contextmanager
@@ -43,3 +43,16 @@ def seeded(seed: int, device: Union[torch.device, str] = "cpu") -> Iterator[None
         else:
             torch.manual_seed(seed)
         yield
+
+
+def derived_seed(seed: int, *keys: int) -> int:
+    """A seed for one part of a seeded computation (a block of images, a posterior sample): the first
+    63-bit word numpy's :class:`~numpy.random.SeedSequence` makes of ``(seed, *keys)``, so each part's
+    draws depend on its own keys only, not on how many parts came before it."""
+    import numpy as np
+
+    try:
+        entropy = [operator.index(seed), *(operator.index(k) for k in keys)]
+    except TypeError:
+        raise AffineVAEError(f"seed must be an integer, got {seed!r}") from None
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))

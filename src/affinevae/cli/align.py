@@ -31,7 +31,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                         "pose and skip the search; e.g. 0.9 with --head-views 4")
     g.add_argument("--no-refiner", action="store_true",
                    help="do not correct the head's pose with the model's pose refiner (amortise --refiner)")
-    g.add_argument("--max-angle", type=float, help="random restarts draw angles in [-A, A] degrees (default 180)")
+    g.add_argument("--max-angle", type=float, help="the search keeps every angle in [-A, A] degrees: random restarts, the pose head's start and "
+                                                    "the refinement (default 180: the full circle)")
     g.add_argument("--elbo-samples", type=int, help="posterior samples averaged for the reported ELBO")
     g.add_argument("--chunk", type=int, help="images per forward pass (bounds memory)")
     g.add_argument("--seed", type=seed_arg, default=0, help="seed of the random restarts and of the ELBO noise")

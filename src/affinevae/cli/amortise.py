@@ -12,7 +12,7 @@ from ..runs import Run, load
 from ..pose.amortise import AMORTISE_DEFAULTS, amortise
 from ..training import resolve_device
 from . import COMMANDS
-from .common import add_data_arguments, add_force_argument, counted, load_scaled_like_run, seed_arg
+from .common import add_data_arguments, add_force_argument, counted, load_scaled_like_run, refuse_signal_model, seed_arg
 
 
 @COMMANDS.register("amortise")
@@ -63,6 +63,7 @@ class Amortise:
         check_output(args.out, kind="dir", inputs=[args.run_dir, args.data, args.labels], force=args.force,
                      model_dir=True)
         loaded = load(args.run_dir, device=device)
+        refuse_signal_model(loaded, args.run_dir, "a signal's shift is one of its latents (affinevae encode gives it)")
         data = load_scaled_like_run(args, Run(args.run_dir), "train", seed=args.seed)  # as the model was trained
         check_image_shape(data.images.shape[1:], loaded.config.image_shape, where=data.source or args.data)
         result = amortise(loaded, data.images, data.labels, cfg, refiner=args.refiner, transform=args.transform,

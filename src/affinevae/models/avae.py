@@ -46,13 +46,14 @@ from ..config import check, check_choice, check_positive
 from ..data.inputs import as_images
 from ..errors import AffineVAEError
 from ..nn.affine import PoseLike, canonicalise, render
+from ..nn.signal import is_signal_shape
 from ..nn.transforms import TRANSFORMS, Parameterisation, get_transform
 from ..pose.align import AlignResult, align as align_poses
 from ..pose.cache import PoseCache
 from ..pose.nets import PoseHead, PoseRefiner
 from ..pose.record import POSES_FILE, PoseRecord, PoseRecorder, load_pose_record
 from ..pose.search import SearchConfig, SearchResult, search_poses
-from ..rng import seeded
+from ..rng import derived_seed, seeded
 from ..registry import MODELS
 from .base import Encoding, LatentModel, ModelConfig, ModelOutput
 
@@ -174,6 +175,10 @@ class AVAEConfig(ModelConfig):
         object.__setattr__(self, "inner_config", canonical.to_dict())
         for name in _MIRRORED:
             object.__setattr__(self, name, getattr(canonical, name))
+        check(not is_signal_shape(tuple(self.image_shape)),
+              f"avae searches the pose of images (turns, zooms, shifts); image_shape {tuple(self.image_shape)} is "
+              "of 1-D signals (C x 1 x L), which are not turned: a signal's shift is a latent of the rvae "
+              "(model rvae, invariances shift)")
         if self.train_search == TRAIN_SEARCH and isinstance(self.transform, str) and self.transform in TRANSFORMS:
             views = 1 if TRANSFORMS.get(self.transform).column("angle") is None else (
                 4 if self.image_shape[1] == self.image_shape[2] else 2)
@@ -239,6 +244,11 @@ class AVAEConfig(ModelConfig):
     def inner_model_config(self) -> ModelConfig:
         """The inner model's config object."""
         return MODELS.get(self.inner).config_class.from_dict(self.inner_config)
+
+
+#: Images per block whose ELBO posterior samples share one derived seed (:meth:`AVAE.elbo_and_canonical`):
+#: the sampled ELBO of an image is the same for every ``chunk`` of at least this many images.
+NOISE_BLOCK = 64
 
 
 @MODELS.register("avae")
@@ -618,12 +628,17 @@ class AVAE(LatentModel):
             canon = x
         else:
             canon = torch.cat([self.canonicalise(x[i:i + chunk], params[i:i + chunk]) for i in range(0, len(x), chunk)])
-        with seeded(seed, x.device):
-            for _ in range(samples):
-                for i in range(0, len(x), chunk):
-                    s = slice(i, i + chunk)
-                    p = None if params is None else params[s]
-                    total[s] += self.pass_at(x[s], None if y is None else y[s], p, sample=True, canon=canon[s]).elbo.float()
+        # Each block of NOISE_BLOCK images draws its posterior samples on a seed of its own (derived from
+        # ``seed``, the sample and the block), so ``chunk`` (memory) changes no value for chunks >= the block.
+        step = min(int(chunk), NOISE_BLOCK)
+        for k in range(samples):
+            for b, start in enumerate(range(0, len(x), NOISE_BLOCK)):
+                with seeded(derived_seed(seed, k, b), x.device):
+                    for i in range(start, min(start + NOISE_BLOCK, len(x)), step):
+                        s = slice(i, min(i + step, start + NOISE_BLOCK))
+                        p = None if params is None else params[s]
+                        total[s] += self.pass_at(x[s], None if y is None else y[s], p, sample=True,
+                                                 canon=canon[s]).elbo.float()
         return total / samples, canon
 
     # ------------------------------------------------------------------ search API

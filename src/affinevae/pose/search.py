@@ -75,7 +75,8 @@ class SearchConfig(Config):
         keep: best candidates per image refined by Adam.
         steps: Adam steps of the refinement (0 = restarts only).
         lr: Adam learning rate (radians for angles, natural units for the others).
-        angle_range: (low, high) radians for random angles; a full circle wraps angles.
+        angle_range: (low, high) radians: the random angles are drawn in it, and every start (the pose
+            head's too) and refined angle is kept in it (clamped); a full circle wraps angles instead.
         log_scale_range: (low, high) natural-log zoom (bounds for draws and refinement).
         shear_range: (low, high) shear factor.
         shift_range: (low, high) half image widths.
