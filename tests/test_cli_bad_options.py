@@ -104,6 +104,15 @@ def test_sample_writes_the_format_its_extension_names(model_dir, tmp_path, capsy
     with Image.open(out) as img:
         assert img.format == fmt
         assert img.size == (2 * 59, 2 * 59)  # 2x2 tiles of 28 + 3 one-pixel pads, upscaled twice
+        grid = np.asarray(img)
+    if fmt == "TIFF":  # compressed with deflate, which tifffile reads without imagecodecs
+        import tifffile
+
+        with tifffile.TiffFile(out) as tif:
+            assert tif.pages[0].compression.name == "ADOBE_DEFLATE"
+        from affinevae.data.files import load_images
+
+        np.testing.assert_array_equal(load_images(str(out)).images[0, 0], grid / np.float32(255))
 
 
 def test_sample_upscale_one_and_seed_unchanged(model_dir, tmp_path):

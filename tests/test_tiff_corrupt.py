@@ -171,3 +171,34 @@ def test_page_by_page_tiff_reads_every_frame(tmp_path):
         np.testing.assert_array_equal(src.read_raw(0, 5), arr)
         np.testing.assert_array_equal(src.read_raw(2, 4), arr[2:4])
     assert load_images(str(p)).images.shape == (5, 1, 64, 64)
+
+
+def test_compressed_tiffs_read_and_a_missing_codec_is_not_called_damage(tmp_path, capsys, monkeypatch):
+    """LZW- and zstd-compressed stacks (common from instruments; their codecs come with imagecodecs, in the
+    microscopy extra) read as uncompressed ones do, lazily too; without the codec the line names the
+    package and the extra instead of calling the file corrupt."""
+    pytest.importorskip("imagecodecs")
+    from affinevae.data.files import load_images
+    from affinevae.data.stacks import corrupt_tiff, open_stack
+
+    stack = _stack(6)
+    tifffile.imwrite(tmp_path / "plain.tif", stack)
+    for codec in ("lzw", "zstd"):
+        tifffile.imwrite(tmp_path / f"{codec}.tif", stack, compression=codec)
+        np.testing.assert_array_equal(load_images(str(tmp_path / f"{codec}.tif")).images,
+                                      load_images(str(tmp_path / "plain.tif")).images)
+        with open_stack(str(tmp_path / f"{codec}.tif")) as src:
+            np.testing.assert_array_equal(src.read_raw(2, 4), stack[2:4])
+    line = str(corrupt_tiff("scan.tif", "<COMPRESSION.LZW: 5> requires the 'imagecodecs' package"))
+    assert line == ("scan.tif: its pixels are LZW-compressed, which needs the imagecodecs package: "
+                    "pip install 'affinevae[microscopy]' (or pip install imagecodecs)")
+    # the whole path, as a machine without imagecodecs reads it: tifffile's own message, then ours
+    import tifffile.tifffile as tf
+
+    def no_codec(*args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(tf.TiffPage, "decode", property(lambda self: no_codec))
+    assert main(["info", str(tmp_path / "lzw.tif")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "its pixels are LZW-compressed, which needs the imagecodecs package" in err, err

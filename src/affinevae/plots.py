@@ -35,12 +35,12 @@ def image_grid(images, ncol: Optional[int] = None, pad: int = 1, pad_value: floa
 
 
 #: Writer options of the image formats :func:`save_image` writes besides PNG.
-IMAGE_SAVE_OPTIONS = {"JPEG": {"quality": 95}, "TIFF": {"compression": "tiff_lzw"}}
+IMAGE_SAVE_OPTIONS = {"JPEG": {"quality": 95}, "TIFF": {"compression": "tiff_adobe_deflate"}}
 
 
 def save_image(array: np.ndarray, path: str | Path, upscale: int = 1, fmt: str = "PNG") -> Path:
     """Save a [0, 1] grey (H, W) or RGB (H, W, 3) array atomically as ``fmt`` ('PNG', 'JPEG' at
-    quality 95 or 'TIFF' with LZW), each pixel repeated ``upscale`` x ``upscale`` times."""
+    quality 95 or 'TIFF' with deflate, which tifffile reads without imagecodecs), each pixel repeated ``upscale`` x ``upscale`` times."""
     from PIL import Image
 
     arr = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)

@@ -763,6 +763,11 @@ def corrupt_tiff(spec: str, reason: str) -> AffineVAEError:
         return AffineVAEError(f"{spec}: cannot read TIFF: {reason}")
     if "[Errno 13]" in reason or "Permission denied" in reason:  # not damage: the file may not be read
         return AffineVAEError(f"{spec}: cannot read: permission denied")
+    codec = re.search(r"<COMPRESSION\.([A-Z0-9_]+)[^>]*> requires the 'imagecodecs' package", reason)
+    if codec or "requires the 'imagecodecs' package" in reason:  # not damage: a codec that is not installed
+        what = f"{codec.group(1)}-compressed" if codec else "compressed with a codec tifffile reads through imagecodecs"
+        return AffineVAEError(f"{spec}: its pixels are {what}, which needs the imagecodecs package: "
+                              "pip install 'affinevae[microscopy]' (or pip install imagecodecs)")
     return AffineVAEError(f"{spec}: cannot read TIFF: corrupt or truncated file ({reason})")
 
 
