@@ -33,6 +33,7 @@ def test_train_encode_sample_info_on_mnist(run_dir, tmp_path, capsys):
     assert main(["info", str(run_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["model"] == "vae" and info["epochs_done"] == 1 and info["config"]["latent_dim"] == 3
+    assert info["training_data"]["data"] == info["data"] and info["training_data"]["n_train"] >= 1  # as the text gives
     assert main(["info", str(run_dir)]) == 0  # a Bernoulli model: the Gaussian's sigma fields are marked unused
     out = capsys.readouterr().out
     assert "  sigma         1.0  (unused: bernoulli likelihood)" in out and "pixels" not in out  # MNIST: uint8 rule

@@ -77,6 +77,7 @@ class Info:
             info["epochs_done"] = run.epochs_done
             info["train_config"] = run.train_config
             info["data"] = run.meta.get("data")
+            info["training_data"] = run.meta  # all training recorded about its data: n, n_train, labels, key, ...
         metrics = run.metrics
         if metrics:
             info["last_metrics"] = metrics[-1]
