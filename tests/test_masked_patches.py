@@ -97,3 +97,16 @@ def test_patches_drop_masked_cli(tmp_path, capsys):
                  "--out", str(tmp_path / "c.npz")]) == 0
     assert len(np.load(tmp_path / "c.npz")["patches"]) == len(saved["patches"]) + n_masked
     assert "left out" not in capsys.readouterr().out
+    # the patch set records that the frames were filled, and map draws them alike without --fill-nan
+    from affinevae.data.patches import PatchSet
+
+    assert PatchSet.load(tmp_path / "b.npz").fill_nan and "fill_nan" in saved.files
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "b.npz"), "--epochs", "1", "--latent-dim", "2",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "m.npy"), "--patches", str(tmp_path / "b.npz"),
+                 "--out", str(tmp_path / "maps")]) == 0
+    assert (tmp_path / "maps" / "maps.npz").is_file()
+    np.save(tmp_path / "clean.npy", np.nan_to_num(_masked_lattice(), nan=0.0, posinf=0.0))
+    assert main(["patches", str(tmp_path / "clean.npy"), "--window", "16", "--drop-masked",
+                 "--out", str(tmp_path / "d.npz")]) == 0
+    assert not PatchSet.load(tmp_path / "d.npz").fill_nan and "fill_nan" not in np.load(tmp_path / "d.npz").files

@@ -116,6 +116,8 @@ class Map:
                                      f"has {src.n_frames}: give the image or stack they were cut from")
             if not 0 <= args.frame < src.n_frames:
                 raise AffineVAEError(f"--frame {args.frame} outside 0..{src.n_frames - 1} of {args.image}")
+            if ps.fill_nan and not src.fill_nan:  # drawn as the patches were cut: NaN pixels filled (said)
+                src.use_fill_nan()
             if ps.background_box is not None and ps.background_box <= max(src.image_shape):
                 src.use_background(ps.background_box)  # drawn as the patches were cut: flattened
             step = max(1, -(-max(src.image_shape) // MAX_BACKGROUND))  # a huge frame: a strided view

@@ -110,6 +110,9 @@ class PatchSet:
             were not; saved as ``background_box``.
         n_masked: patches left out because their window held a masked (NaN) pixel (``drop_masked``; not
             saved), or None.
+        fill_nan: the frames held NaN/inf pixels, filled when the patches were cut (``fill_nan`` or
+            ``drop_masked``; :attr:`~affinevae.data.stacks.FrameSource.filled`), so ``map`` reads them alike; saved as
+            ``fill_nan`` when True.
 
     A saved patch set also records that it is one (``kind``) and a robust estimate of its pixel
     noise (``noise_sigma``, see :meth:`arrays`), which ``affinevae train`` uses for its
@@ -129,6 +132,7 @@ class PatchSet:
     positions: Optional[np.ndarray] = None
     background_box: Optional[int] = None
     n_masked: Optional[int] = None
+    fill_nan: bool = False
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -137,7 +141,8 @@ class PatchSet:
         """The arrays written by :meth:`save`.
 
         ``patches``, ``centers``, ``frames``, ``window``, ``image_shape``, ``n_frames``; ``positions``
-        when known; ``background_box`` when the frames were flattened; in grid mode ``grid_shape`` and ``stride``; with at least one patch ``kind`` (the string
+        when known; ``background_box`` when the frames were flattened; ``fill_nan`` (True) when their NaN
+        pixels were filled; in grid mode ``grid_shape`` and ``stride``; with at least one patch ``kind`` (the string
         ``"patches"``) and ``noise_sigma`` (:meth:`noise_sigma`, a float64 scalar); for objects (not
         a grid) with neighbours ``spacing``, ``lattice_order`` and ``lattice_fold``, or ``objects_per_frame``
         (:meth:`arrangement`).
@@ -158,6 +163,8 @@ class PatchSet:
             out["positions"] = np.asarray(self.positions, dtype=np.float64)
         if self.background_box is not None:
             out["background_box"] = np.int64(self.background_box)
+        if self.fill_nan:
+            out["fill_nan"] = np.bool_(True)
         out.update({k: np.float64(v) for k, v in self.arrangement().items()})
         return out
 
@@ -285,10 +292,13 @@ class PatchSet:
             if b.shape != () or not np.issubdtype(b.dtype, np.integer) or int(b) < 1:
                 raise AffineVAEError(f"{p}: background_box must be one whole number of pixels >= 1, got {b!r}")
             box = int(b)
+        filled = d.get("fill_nan", np.bool_(False))
+        if filled.shape != () or filled.dtype != np.bool_:
+            raise AffineVAEError(f"{p}: fill_nan must be one true/false value, got {filled!r}")
         return cls(d["patches"], d["centers"].astype(np.int64), d["frames"].astype(np.int64), window,
                    tuple(int(v) for v in d.get("image_shape", (0, 0))), int(d.get("n_frames", 1)), gs,
                    int(d["stride"]) if "stride" in d else None, pixel_size=pixel, positions=positions,
-                   background_box=box)
+                   background_box=box, fill_nan=bool(filled))
 
 
 def _check_window(window: Any, image_shape: Sequence[int], where: str) -> int:
@@ -1035,7 +1045,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                 yield PatchSet(patches, kept, np.full(len(kept), s, dtype=np.int64), w, src.image_shape,
                                src.n_frames, gshape if mode == "grid" else None,
                                int(stride) if mode == "grid" else None, n_found, src.pixel_size, kept_pos, box,
-                               n_masked if drop_masked else None)
+                               n_masked if drop_masked else None, src.filled)
                 continue
             stack = src.read(s, e)
             if mode == "grid":
@@ -1056,7 +1066,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             bar.update(e - s)
             yield PatchSet(patches, ce[keep], fr[keep], w, src.image_shape, src.n_frames,
                            gshape if mode == "grid" else None, int(stride) if mode == "grid" else None, len(ce),
-                           src.pixel_size, None if pos is None else pos[keep], box, n_masked)
+                           src.pixel_size, None if pos is None else pos[keep], box, n_masked, src.filled)
     finally:
         if bar is not None:
             bar.close()

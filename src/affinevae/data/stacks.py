@@ -313,6 +313,12 @@ class FrameSource:
         if self._given is None:
             self._norm = None
 
+    @property
+    def filled(self) -> bool:
+        """Whether NaN/inf pixels were found in the stack and filled (:meth:`use_fill_nan`; known once a
+        frame has been read)."""
+        return bool(self.fill_nan and self._fill is not None)
+
     def masked(self, start: int, stop: int) -> np.ndarray:
         """(f, H, W) bool: the pixels of frames ``start:stop`` that are NaN or infinite as stored (in any
         channel): the ones :meth:`use_fill_nan` fills. All False, without a read, for integer and bool
