@@ -626,6 +626,30 @@ def test_off_grid_rise_is_resampling_blur_which_binarizing_removes(binary_vae, t
         SweepConfig(binarize=1.5)
 
 
+def test_sweep_shows_its_progress_on_a_terminal_only(vae, test_digits, monkeypatch):
+    """SweepConfig(progress=True) (the sweep command's default) draws a bar over the (angle, model) passes on a
+    terminal, nothing elsewhere, and changes no number."""
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    angles = np.radians([0, 90, 180])
+    quiet = rotation_sweep({"vae": vae}, test_digits.images[:20], None, angles=angles)
+    for progress, shown in ((True, True), (False, False)):
+        term = Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        got = rotation_sweep({"vae": vae}, test_digits.images[:20], None, angles=angles,
+                             config=SweepConfig(progress=progress))
+        monkeypatch.undo()
+        assert ("sweep:" in term.getvalue() and "/3 [" in term.getvalue()) == shown, term.getvalue()
+        np.testing.assert_array_equal(got.neg_elbo, quiet.neg_elbo)
+    with pytest.raises(AffineVAEError, match="progress must be true or false"):
+        SweepConfig(progress="yes")
+
+
 def test_nearest_rotation_keeps_the_pixel_values_and_their_entropy(test_digits):
     x = torch.as_tensor(test_digits.images[:50])
     x = x[:, None] if x.dim() == 3 else x

@@ -55,6 +55,8 @@ class Sweep:
         add_data_max_angle_argument(p, "--data-max-angle")  # --max-angle is the search's
         p.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest"],
                        help="how test images are rotated (default bilinear; nearest keeps the pixel values)")
+        p.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (shown on a terminal only: an AVAE's search at every angle takes minutes)")
         add_binarize_argument(p, "threshold every rotated image at T (default 0.5): for models trained on binarized "
                                  "images (train --binarize), so that resampling blur does not mix with the pose; "
                                  "the run's own --data takes the run's threshold when not given")
@@ -94,7 +96,8 @@ class Sweep:
             threshold = run.binarize  # the run's own data as training saw it: binarized (after each turn)
             print(f"affinevae: --binarize {threshold:g} from the run's training data (every rotated image is "
                   "thresholded; give --binarize T for another threshold)")
-        cfg = SweepConfig(seed=args.seed, interpolation=args.interpolation, search=search, binarize=threshold)
+        cfg = SweepConfig(seed=args.seed, interpolation=args.interpolation, search=search, binarize=threshold,
+                          progress=not args.no_progress)
         result = rotation_sweep(models, data.images, data.labels, angles=np.radians(angles), config=cfg)
         out = Path(args.out)
         result.to_csv(out)
