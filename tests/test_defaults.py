@@ -292,3 +292,35 @@ def test_a_noisy_hexagonal_lattice_takes_the_low_pass_filter_and_a_square_one_do
     # a patch set written before the fold was recorded gets it from its centres when read
     np.savez(tmp_path / "old.npz", **{k: v for k, v in ps.arrays().items() if k != "lattice_fold"})
     assert load_images(tmp_path / "old.npz").meta["lattice_fold"] == 4
+
+
+def test_the_rotation_mode_is_chosen_from_the_objects_orientations(tmp_path, capsys):
+    """A model that infers the angle, not told its rotation_mode, takes 'full' where the objects' orientations
+    spread over the full circle (a third of the neighbour pairs turned by more than 120 degrees), and says why;
+    digits within +-60 degrees keep the prior; what is given, models without a rotation, too few images and
+    patch sets are left as they were."""
+    from affinevae.pose.sync import FULL_CIRCLE_SHARE, orientation_spread
+
+    full = av.data.rotated_mnist("train", n=400, seed=0, max_angle=math.pi)
+    upright = av.data.rotated_mnist("train", n=400, seed=0)  # +-60 degrees
+    spread, kept = orientation_spread(full.images), orientation_spread(upright.images)
+    assert spread.full_circle and 0.25 < spread.far < 0.45 and spread.images == 400
+    assert not kept.full_circle and kept.far < FULL_CIRCLE_SHARE / 2
+    assert orientation_spread(full.images[:150]) is None and orientation_spread(full.images[:, :, :, :20]) is None
+    assert orientation_spread(full.images, sample=300).images == 300
+    opts, train, line = data_defaults(full, "rvae", {"latent_dim": 2}, None, None)
+    assert opts["rotation_mode"] == "full" and train["lr"] == 3e-3  # and the full-circle rvae's training
+    assert line.startswith("affinevae: rvae over the full circle defaults: rotation_mode=full (orientations over the "
+                           f"full circle: {100 * spread.far:.0f} % of 400 images' neighbour pairs turned by more than "
+                           "120 degrees) batch_size=100 lr=0.003 (override with --set/--batch-size/--lr)"), line
+    assert "rotation_mode" not in data_defaults(upright, "rvae", {"latent_dim": 2}, None, None)[0]
+    for family, given in (("rvae", {"rotation_mode": "gaussian"}), ("rvae", {"invariances": ["translation"]}),
+                          ("vae", {}), ("rvae", {"invariances": "translation,scale"})):
+        assert data_defaults(full, family, given, None, None)[0].get("rotation_mode") == given.get("rotation_mode")
+    assert "rotation_mode=full" in data_defaults(full, "crvae", {"num_classes": 10}, None, None)[2]
+    # the command trains with it and records it
+    np.savez(tmp_path / "turned.npz", images=full.images)
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "turned.npz"), "--latent-dim", "2", "--epochs",
+                 "1", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    assert "rotation_mode=full (orientations over the full circle" in capsys.readouterr().out
+    assert av.load(tmp_path / "run").config.rotation_mode == "full"

@@ -61,7 +61,7 @@ from .data.spectra import SPECTRA_KIND
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults", "chosen_defaults",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults", "chosen_defaults", "orientation_default",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "patch_smoothing", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -452,6 +452,30 @@ def _show(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def orientation_default(data: ImageSet, model: str, options: Mapping[str, Any]):
+    """Whether a model that infers the angle should take ``rotation_mode='full'`` on ``data``: the
+    :class:`~affinevae.pose.sync.OrientationSpread` of its images (:func:`~affinevae.pose.sync.orientation_spread`,
+    seed 0) when family ``model`` has a ``rotation_mode``, infers the rotation (``invariances`` among
+    ``options`` or the family's own), is not told the mode, and ``data`` are images that no data kind's rules
+    decide for (plain images and float measurements; not patch sets or spectra); else None. Objects turned
+    over the full circle (particles, cells, galaxies; digits turned by more than about 100 degrees either
+    way) are ``full_circle``, those with an upright are not (digits within +-60 degrees)."""
+    from .pose.sync import orientation_spread
+    from .registry import MODELS
+
+    if "rotation_mode" in options or data_kind(data) not in (None, FLOAT_KIND) or model not in MODELS:
+        return None
+    config_class = MODELS.get(model).config_class
+    if "rotation_mode" not in config_class.field_names():
+        return None
+    invariances = options.get("invariances", config_class().invariances)
+    if isinstance(invariances, str):
+        invariances = [v.strip() for v in invariances.split(",")]
+    if "rotation" not in tuple(invariances or ()):
+        return None
+    return orientation_spread(data.images)
+
+
 def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[int],
                   epochs: Optional[int], lr: Optional[float] = None,
                   kl_warmup: Optional[float] = None, python: bool = False) -> tuple[dict, dict, str]:
@@ -500,6 +524,11 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
     kind = KIND_DEFAULTS.get(data_kind(data))
     rules = None if kind is None else kind.families.get(model)
     chosen: dict[str, Any] = {}
+    why: dict[str, str] = {}
+    spread = orientation_default(data, model, options)
+    if spread is not None and spread.full_circle:  # before the kind's rules, which read it
+        options["rotation_mode"] = chosen["rotation_mode"] = "full"
+        why["rotation_mode"] = f" ({spread.sentence()})"
     if rules is not None:
         for name, rule in rules:
             if name not in given:
@@ -527,7 +556,6 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
         return options, train, {}, ""
     flags = ("/".join(f"{k}=" for k in chosen) if python
              else "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen)))
-    why = {}
     if "lowpass" in chosen and rules in (POSE_PATCH_RULES, CLASS_POSE_PATCH_RULES):
         what = "objects fainter than the noise:" if scattered_objects(data.meta) else "a noisy hexagonal lattice: 6-fold bonds,"
         why["lowpass"] = f" ({what} centre SNR {centre_snr(data):.2f})"

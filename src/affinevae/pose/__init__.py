@@ -11,7 +11,8 @@
 - :mod:`~affinevae.pose.classes`: :func:`aligned_kmeans`, classes of images that turn over the
   full circle (k-means at the best of M turns);
 - :mod:`~affinevae.pose.sync`: :func:`synchronise_angles`, one common frame for images that turn
-  over the full circle (angular synchronisation of nearest neighbours);
+  over the full circle (angular synchronisation of nearest neighbours), and :func:`orientation_spread`,
+  whether they do;
 - :mod:`~affinevae.pose.cache`: the per-image pose cache of training (warm starts, refined by the
   training step's own pose gradient; :class:`PoseCache`).
 """
@@ -22,10 +23,10 @@ from .cache import PoseCache
 from .classes import AlignedClusters, aligned_kmeans
 from .nets import PoseHead, PoseRefiner
 from .record import POSES_FILE, PoseRecord, PoseRecorder, load_pose_record
-from .sync import SynchronisedAngles, synchronise_angles, synchronised_kmeans
+from .sync import OrientationSpread, SynchronisedAngles, orientation_spread, synchronise_angles, synchronised_kmeans
 from .search import SearchConfig, SearchResult, evaluate_candidates, make_starts, refine, search_poses, seeded
 
 __all__ = ["AlignResult", "align", "load_alignment", "AMORTISE_DEFAULTS", "AmortiseResult", "amortise", "as_avae", "HeadTrainConfig", "fit_pose_head", "fit_pose_refiner",
            "AlignedClusters", "aligned_kmeans", "PoseCache", "PoseHead", "PoseRefiner", "POSES_FILE", "PoseRecord", "PoseRecorder", "load_pose_record",
            "SearchConfig", "SearchResult", "evaluate_candidates", "make_starts", "refine", "search_poses", "seeded",
-           "SynchronisedAngles", "synchronise_angles", "synchronised_kmeans"]
+           "OrientationSpread", "SynchronisedAngles", "orientation_spread", "synchronise_angles", "synchronised_kmeans"]
