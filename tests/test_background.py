@@ -12,7 +12,7 @@ from affinevae.cli import main
 from affinevae.data.background import (BACKGROUND_VARIATION, MAX_SCATTER, SMOOTH_RATIO, Background, check_box,
                                        frame_background, sample_step, surface_terms)
 from affinevae.data.micrograph import render_gaussians, synthetic_micrograph
-from affinevae.data.patches import PatchSet, background_check, cut_patches, resolve_background
+from affinevae.data.patches import PatchSet, background_check, checked_frames, cut_patches, resolve_background
 from affinevae.data.stacks import open_stack
 from affinevae.errors import AffineVAEError
 
@@ -252,9 +252,9 @@ def test_a_stretched_sky_is_flattened_before_its_stretch():
     assert p >= 0.95 and r >= 0.95, (p, r)
 
 
-def test_auto_looks_at_the_first_middle_and_last_frames():
+def test_auto_looks_at_five_evenly_spaced_frames():
     """A stack whose first frame is flat and whose last is on a ramp is flattened (the check of its last frame
-    decides, and says which); a stack of flat frames is not."""
+    decides, and says which); a stack of flat frames is not; of nine frames, the checked ones are 0, 2, 4, 6, 8."""
     img, pos = spots(seed=5)
     stack = np.stack([img, img, img + ramp(img.shape, 3.0)]).astype(np.float32)
     box, check = resolve_background(open_stack(stack), 16)
@@ -268,6 +268,13 @@ def test_auto_looks_at_the_first_middle_and_last_frames():
     box, check = resolve_background(open_stack(flat), 16)
     assert box is None and not check.uneven
     assert background_check(stack, 16, frame=1).region == "frame 1"
+    # five evenly spaced frames: one at a quarter of nine is found, one between the checked ones is not
+    assert checked_frames(9) == [0, 2, 4, 6, 8] and checked_frames(2) == [0, 1] and checked_frames(1) == [0]
+    small = img[:256, :256]
+    for uneven, found in ((2, True), (3, False)):
+        nine = np.stack([small + (ramp(small.shape, 3.0) if k == uneven else 0) for k in range(9)]).astype(np.float32)
+        box, check = resolve_background(open_stack(nine), 16)
+        assert (box is not None) == found and (check.region == f"frame {uneven}") == found
 
 
 def test_flattening_keeps_bright_objects_unsaturated():

@@ -61,7 +61,7 @@ class Patches:
         p.add_argument("--background", default="auto", metavar="auto|off|BOX",
                        help="uneven illumination, a thickness ramp, a vignette, a sky gradient: 'auto' (default) "
                             "flattens every frame (a quadratic surface through the sigma-clipped medians of boxes of "
-                            "four windows, subtracted) when the first, middle or last frame's surface varies by "
+                            "four windows, subtracted) when one of five evenly spaced frames' surface varies by "
                             "more than "
                             f"{BACKGROUND_VARIATION:g} noise sigma and explains its boxes, and says so; 'off' never; "
                             "a number of pixels always, with boxes of that side")

@@ -739,8 +739,9 @@ def detection_check(source, window: int, min_distance: Optional[int] = None, sig
                           periodicity=frame_periodicity(raw), region=region)
 
 
-#: How :func:`iter_patches` treats the frames' background: 'auto' flattens them where the first, middle or last
-#: frame's background is uneven (:func:`background_check`), 'off' never; a number of pixels flattens with boxes of that side.
+#: How :func:`iter_patches` treats the frames' background: 'auto' flattens them where one of up to five evenly spaced
+#: frames' background is uneven (:func:`checked_frames`, :func:`background_check`), 'off' never; a number of pixels
+#: flattens with boxes of that side.
 BACKGROUND_MODES = ("auto", "off")
 # The side of the first frame's central crop background_check reads at most (pixels).
 _BACKGROUND_CROP = 2048
@@ -847,12 +848,24 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
     return BackgroundCheck(box=int(box), variation=bg.variation / noise, scatter=bg.scatter / noise, region=region)
 
 
+#: How many frames, evenly spaced from the first to the last, 'auto' checks at most (:func:`checked_frames`).
+CHECKED_FRAMES = 5
+
+
+def checked_frames(n_frames: int) -> list[int]:
+    """The frames :func:`resolve_background`'s 'auto' checks in a stack of ``n_frames``: at most
+    :data:`CHECKED_FRAMES` evenly spaced from the first to the last (0, a quarter, the middle, three
+    quarters, the last), in order."""
+    return sorted({round(i * (n_frames - 1) / (CHECKED_FRAMES - 1)) for i in range(CHECKED_FRAMES)})
+
+
 def resolve_background(source, window: int, background: Union[None, str, int] = "auto",
                        sigma: Optional[float] = None) -> tuple[Optional[int], Optional[BackgroundCheck]]:
     """The box (pixels) :func:`iter_patches` flattens the frames of an open stack ``source`` with, or None.
 
     Args:
-        background: 'auto' (:func:`background_check` of the first, middle and last frames: every frame is
+        background: 'auto' (:func:`background_check` of up to five evenly spaced frames, :func:`checked_frames`,
+            from the first to the last: every frame is
             flattened where one of them is uneven, since flattening a flat frame changes nothing measurable; a
             source already flattened, :meth:`~affinevae.data.stacks.FrameSource.use_background`, keeps its
             box), 'off' or None (never), or a box side in pixels (always).
@@ -877,7 +890,7 @@ def resolve_background(source, window: int, background: Union[None, str, int] = 
         # flattened it is taken again from the flattened values and warns again: the first warnings are dropped.
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
-            for f in sorted({0, n // 2, n - 1}):  # the first uneven one decides
+            for f in checked_frames(n):  # the first uneven one decides
                 check = background_check(source, window, sigma, frame=f)
                 if check is not None and check.uneven:
                     chosen = check
@@ -957,8 +970,8 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     of the source).
 
     ``background`` (:func:`resolve_background`): 'auto' (default) flattens every frame
-    (:meth:`~affinevae.data.stacks.FrameSource.use_background`, boxes of four windows) where the first, middle
-    or last frame's background surface varies by more than :data:`~affinevae.data.background.BACKGROUND_VARIATION` noise sigma
+    (:meth:`~affinevae.data.stacks.FrameSource.use_background`, boxes of four windows) where one of up to five
+    evenly spaced frames' (:func:`checked_frames`) background surface varies by more than :data:`~affinevae.data.background.BACKGROUND_VARIATION` noise sigma
     and follows its boxes (:attr:`BackgroundCheck.uneven`), and says so in one warning; 'off' or None never; a
     number of pixels always, with boxes of that side. Objects are then found and cut on the flattened frames,
     and the patch sets record the box.
