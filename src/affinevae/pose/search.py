@@ -47,7 +47,7 @@ from ..nn.transforms import Parameterisation, image_keys
 from ..rng import seeded  # noqa: F401  (re-exported: pose.seeded)
 
 __all__ = ["SearchConfig", "SearchResult", "search_poses", "make_starts", "evaluate_candidates", "refine", "seeded",
-           "chunks", "take", "check_views", "check_search_memory", "search_evaluations", "check_search_work",
+           "SEARCH_BLOCK", "chunks", "take", "check_views", "check_search_memory", "search_evaluations", "check_search_work",
            "agrees"]
 
 
@@ -103,7 +103,8 @@ class SearchConfig(Config):
             alone when either says so. Needs a trained head.
         use_refiner: correct the head's first start with the model's trained
             :class:`PoseRefiner`, if it has one (see :func:`fit_pose_refiner`).
-        chunk: images per forward pass (bounds memory; N*R images are chunked).
+        chunk: images per forward pass (bounds memory; N*R candidate images are chunked, in passes of at most
+            :data:`SEARCH_BLOCK`; any chunk of at least that many gives the same results).
         seed: seeds the random restarts and the ELBO noise in :func:`align`.
         elbo_samples: posterior samples averaged for the reported ELBO.
         report_before: :func:`align` also computes the ELBO in the observed pose
@@ -186,6 +187,12 @@ class SearchResult:
                             self.start_objective.detach(), None if self.searched is None else self.searched.detach())
 
 
+#: Candidate rows per model pass of the search at most (:func:`evaluate_candidates`, :func:`refine`): the passes are
+#: the same blocks of rows for every ``chunk`` of at least this many, so their floating-point rounding, and the
+#: poses a near tie between restarts turns on, do not change with ``chunk`` (which only bounds memory).
+SEARCH_BLOCK = 256
+
+
 def chunks(n: int, size: int):
     """Slices ``[i, min(i + size, n))`` covering ``range(n)`` in order (``size`` >= 1 rows each)."""
     for i in range(0, n, size):
@@ -265,10 +272,10 @@ def evaluate_candidates(model, x: Tensor, y: Optional[Tensor], params: Tensor, o
 
     ``params`` are transform parameters (P of them: ``model.transform``'s, e.g. the angle in
     radians, shifts in half widths, log scale), ``owner`` (M,) int64 the image of each candidate,
-    ``chunk`` the candidates scored per model pass. The objective is ``model.objective``: the
+    ``chunk`` the candidates scored per model pass (at most :data:`SEARCH_BLOCK`). The objective is ``model.objective``: the
     -ELBO in nats at the posterior mean (lower is better); NaN is returned as +inf, never the best."""
     out = torch.empty(len(params), device=x.device)
-    for s in chunks(len(params), chunk):
+    for s in chunks(len(params), min(chunk, SEARCH_BLOCK)):
         out[s] = model.objective(x[owner[s]], take(y, owner[s]), params[s]).float()
     return torch.nan_to_num(out, nan=math.inf)
 
@@ -290,7 +297,7 @@ def refine(model, x: Tensor, y: Optional[Tensor], params: Tensor, owner: Tensor,
     for _ in range(config.steps):
         grad = torch.zeros_like(p)
         value = torch.empty(len(p), device=p.device)
-        for s in chunks(len(p), config.chunk):
+        for s in chunks(len(p), min(config.chunk, SEARCH_BLOCK)):
             with torch.enable_grad():
                 loss = model.objective(x[owner[s]], take(y, owner[s]), p[s]).float()
                 (g,) = torch.autograd.grad(loss.sum(), p)
