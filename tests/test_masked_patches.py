@@ -110,3 +110,49 @@ def test_patches_drop_masked_cli(tmp_path, capsys):
     assert main(["patches", str(tmp_path / "clean.npy"), "--window", "16", "--drop-masked",
                  "--out", str(tmp_path / "d.npz")]) == 0
     assert not PatchSet.load(tmp_path / "d.npz").fill_nan and "fill_nan" not in np.load(tmp_path / "d.npz").files
+
+
+def test_a_grid_with_masked_windows_left_out_is_mapped_with_holes(tmp_path, capsys):
+    """Grid windows left out for masked pixels leave holes in the grid maps (NaN), not an error; grid_cells
+    places the kept windows on the whole grid, and centres on no such grid are one line."""
+    from affinevae.data.patches import grid_centers
+    from affinevae.mapping import grid_cells
+
+    full, shape = grid_centers((96, 128), 16, 8)
+    cells, stride = grid_cells(full, shape, 16, (96, 128))
+    assert stride == 8 and np.array_equal(cells, np.arange(len(full)))
+    kept = np.r_[3:20, 40:len(full)]
+    assert np.array_equal(grid_cells(full[kept], shape, 16, (96, 128))[0], kept)
+    assert grid_cells(full[[5]], shape, 16, (96, 128))[0].tolist() == [5]  # one window: the step is found
+    with pytest.raises(AffineVAEError, match="lie on no"):
+        grid_cells(full[kept] + 1, shape, 16, (96, 128))
+    frames = _masked_lattice()
+    np.save(tmp_path / "m.npy", frames)
+    assert main(["patches", str(tmp_path / "m.npy"), "--window", "16", "--stride", "16", "--drop-masked",
+                 "--out", str(tmp_path / "g.npz")]) == 0
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "g.npz"), "--epochs", "1", "--latent-dim", "2",
+                 "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["map", str(tmp_path / "run"), "--image", str(tmp_path / "m.npy"), "--patches", str(tmp_path / "g.npz"),
+                 "--clusters", "2", "--out", str(tmp_path / "maps")]) == 0
+    for name in ("grid_latents.png", "grid_angle.png", "grid_clusters.png", "maps.npz"):
+        assert (tmp_path / "maps" / name).is_file(), name
+    with np.load(tmp_path / "maps" / "maps.npz") as f:
+        assert len(f["z_mean"]) == 2 * 144 - (12 * 3 + 1) and tuple(f["grid_shape"]) == (12, 12)
+
+
+def test_stream_encode_says_the_windows_were_masked(tmp_path):
+    """Every window masked: iter_encode / stream_encode say so (the encodings count n_masked), as cut_patches does."""
+    import affinevae as av
+    from affinevae.encoding import stream_encode
+
+    torch_model = av.build_model("vae", image_shape=(1, 16, 16), latent_dim=2, hidden=(8,))
+    frame = synthetic_micrograph(size=(96, 96), spacing=8.0, seed=0)[0].astype(np.float32)
+    frame[:, ::10] = np.nan  # every 16-pixel window holds a masked column
+    with pytest.warns(UserWarning), pytest.raises(AffineVAEError, match="hold masked \\(NaN\\) pixels"):
+        stream_encode(torch_model, frame, 16, drop_masked=True)
+    frame[:, ::10] = 0.0
+    frame[:, :20] = np.nan
+    with pytest.warns(UserWarning):
+        enc = stream_encode(torch_model, frame, 16, drop_masked=True)
+    assert enc.n_masked > 0 and (enc.centers[:, 1] - 8 >= 20).all()

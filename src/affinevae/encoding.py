@@ -130,6 +130,7 @@ class ObjectEncoding:
             given coordinates), or None (a grid, an older patch set). On ``bench_lattice.py``'s lattices
             (atoms 8 px apart, window 16, noise 0.1, a trained rVAE) 0.11 px from the true atoms on average,
             ``positions`` 0.21 px, ``centers`` 0.51 px.
+        n_masked: objects left out because their window held a masked (NaN) pixel (``drop_masked``), or None.
     """
 
     z_mean: np.ndarray
@@ -146,6 +147,7 @@ class ObjectEncoding:
     n_found: Optional[int] = None
     model_class: Optional[np.ndarray] = None
     peak_positions: Optional[np.ndarray] = None
+    n_masked: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.z_mean)
@@ -196,7 +198,7 @@ class ObjectEncoding:
             pos = ps.centers.astype(np.float32) + np.stack([sh[:, 1], sh[:, 0]], 1) * (w / 2.0)   # shift is (right, down)
         return cls(codes["z_mean"], codes["z_std"], angle, shift, pos.astype(np.float32), ps.centers, ps.frames,
                    w, ps.image_shape, ps.n_frames, ps.grid_shape, ps.n_found, codes.get("class"),
-                   None if ps.positions is None else np.asarray(ps.positions, dtype=np.float64))
+                   None if ps.positions is None else np.asarray(ps.positions, dtype=np.float64), ps.n_masked)
 
     @staticmethod
     def concat(parts: Sequence["ObjectEncoding"]) -> "ObjectEncoding":
@@ -262,7 +264,7 @@ def iter_encode(model, source, window: int, chunk_frames: int = 8, batch_size: i
         window: patch size in pixels. chunk_frames: frames per chunk. batch_size: patches per forward pass.
         **options: object finding and edge options of :func:`~affinevae.data.patches.iter_patches`
             (``coords``, ``stride``, ``min_distance``, ``threshold``, ``absolute``, ``sigma``,
-            ``noise_floor``, ``edge``, ``progress``, ``key``).
+            ``noise_floor``, ``edge``, ``progress``, ``key``, ``background``, ``drop_masked``).
 
     Yields:
         One :class:`ObjectEncoding` per chunk (frame indices global).

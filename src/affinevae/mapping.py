@@ -811,7 +811,7 @@ def grid_maps(values: np.ndarray, grid_shape: Sequence[int], window: int, stride
             ax.imshow(g, cmap="gray")
             ax.set_title("image")
         else:
-            lo, hi = np.percentile(m, [1, 99])
+            lo, hi = np.nanpercentile(m, [1, 99]) if np.isfinite(m).any() else (0.0, 1.0)
             im = ax.imshow(m, cmap=LATENT_CMAP, extent=extent, vmin=lo, vmax=hi if hi > lo else lo + 1e-6,
                            interpolation="nearest")
             fig.colorbar(im, ax=ax, shrink=0.8, label=name)
@@ -949,6 +949,9 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     if not sel.any():
         raise AffineVAEError(f"frame {frame}: no objects there (frames with objects: "
                              f"{', '.join(map(str, np.unique(enc.frames)[:5]))}...)")
+    cells = stride = None
+    if enc.grid_shape is not None:  # where each window of the frame lies on its grid (checked before anything is written)
+        cells, stride = grid_cells(enc.centers[sel], enc.grid_shape, enc.window, enc.image_shape)
     if n_clusters is not None:  # checked before the directory is made
         check_cluster_count(n_clusters, len(enc.z_mean))
         if model is None:
@@ -1015,22 +1018,28 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     counts = np.bincount(cluster, minlength=n_clusters) if n_clusters is not None else None
     if enc.grid_shape is not None:
         gh, gw = enc.grid_shape
-        if sel.sum() != gh * gw:
-            raise AffineVAEError(f"grid mode: frame {frame} has {int(sel.sum())} windows, expected {gh}x{gw}")
-        stride = int(c[1, 1] - c[0, 1]) if gw > 1 else int(c[gw, 0] - c[0, 0]) if gh > 1 else enc.window
+
+        def on_grid(values: np.ndarray) -> np.ndarray:
+            """The frame's per-window values on the whole (gh * gw) grid, NaN where a window was left out."""
+            v = np.asarray(values, dtype=np.float64)
+            out = np.full((gh * gw, *v.shape[1:]), np.nan)
+            out[cells] = v
+            return out
+
         z = enc.z_mean[sel]
         dims = sorted(np.argsort(-z.var(0))[:6].tolist())
-        save("grid_latents", grid_maps(z[:, dims], (gh, gw), enc.window, stride, [f"z{d}" for d in dims],
+        save("grid_latents", grid_maps(on_grid(z[:, dims]), (gh, gw), enc.window, stride, [f"z{d}" for d in dims],
                                        title="Content latents" + suffix, image_shape=enc.image_shape)[1])
         if enc.has_angle:
-            save("grid_angle", grid_angle_map(enc.angle[sel], (gh, gw), enc.window, stride, symmetry, image,
+            save("grid_angle", grid_angle_map(on_grid(enc.angle[sel]), (gh, gw), enc.window, stride, symmetry, image,
                                               title="Orientation" + suffix)[1])
         if lattice is not None:
-            save("grid_lattice_angle", grid_angle_map(lattice.angle[sel], (gh, gw), enc.window, stride, lattice.fold,
-                                                      image, title="Lattice orientation (Fourier peaks)" + suffix)[1])
+            save("grid_lattice_angle", grid_angle_map(on_grid(lattice.angle[sel]), (gh, gw), enc.window, stride,
+                                                      lattice.fold, image,
+                                                      title="Lattice orientation (Fourier peaks)" + suffix)[1])
         if n_clusters is not None:
-            save("grid_clusters", _grid_class_figure(cluster[sel], (gh, gw), enc.window, stride, n_clusters, counts,
-                                                     f"Classes ({what})" + suffix,
+            save("grid_clusters", _grid_class_figure(on_grid(cluster[sel]), (gh, gw), enc.window, stride, n_clusters,
+                                                     counts, f"Classes ({what})" + suffix,
                                                      enc.image_shape))
     else:
         save("latents", finish(latent_maps(scatter_bg, c, enc.z_mean[sel], title="Content latents" + suffix)[1]))
@@ -1044,6 +1053,42 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
             save("clusters", finish(class_map(scatter_bg, c, cluster[sel],
                                               title=f"Object classes ({what})" + suffix)[1]))
     return {"cluster": cluster, "counts": counts, "clustered": space, "files": files}
+
+
+def grid_cells(centers: np.ndarray, grid_shape: Sequence[int], window: int,
+               image_shape: Sequence[int]) -> tuple[np.ndarray, int]:
+    """Where the windows of one frame lie on its sliding-window grid (:func:`~affinevae.data.patches.grid_centers`).
+
+    Args:
+        centers: (M, 2) int (row, col) pixel centres of the frame's windows, M <= gh * gw (windows may have been
+            left out, e.g. for masked pixels). grid_shape: (gh, gw). window: patch size. image_shape: (H, W).
+
+    Returns:
+        ``(cells, stride)``: (M,) int64 row-major index of each window on the grid, and the grid step in pixels.
+
+    Raises:
+        AffineVAEError: centres that lie on no grid of that shape (a patch set edited by hand).
+    """
+    from .data.patches import grid_centers
+
+    gh, gw = int(grid_shape[0]), int(grid_shape[1])
+    c = np.asarray(centers, dtype=np.int64).reshape(-1, 2)
+    steps = [np.diff(np.unique(c[:, k])) for k in (0, 1)]
+    steps = np.concatenate([d[d > 0] for d in steps])
+    strides = [int(steps.min())] if len(steps) else range(1, max(1, int(max(image_shape))) + 1)
+    for stride in strides:  # one window alone: the step that gives this grid shape
+        try:
+            full, shape = grid_centers(image_shape, window, stride)
+        except AffineVAEError:
+            continue
+        if tuple(shape) != (gh, gw):
+            continue
+        where = {(int(r), int(q)): i for i, (r, q) in enumerate(full)}
+        cells = np.array([where.get((int(r), int(q)), -1) for r, q in c], dtype=np.int64)
+        if (cells >= 0).all() and len(np.unique(cells)) == len(cells):
+            return cells, int(stride)
+    raise AffineVAEError(f"grid mode: the frame's {len(c)} window centres lie on no {gh}x{gw} grid of {window}-pixel "
+                         f"windows over {image_shape[0]}x{image_shape[1]} pixels")
 
 
 def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int, k: int, counts, title: str,
@@ -1070,4 +1115,4 @@ __all__ = ["fold_angle", "circular_mean", "angle_difference", "check_symmetry", 
            "SymmetryScores", "symmetry_scores", "LatticeOrientation", "lattice_orientation", "LATTICE_PAD", "LATTICE_RING", "estimate_symmetry", "symmetry_reach", "neighbour_spacing", "active_latents", "check_cluster_count", "cluster_latents",
            "CLUSTER_SPACES", "DECODED_COMPONENTS", "DECODED_FIT", "cluster_space", "decoded_features", "cluster_objects",
            "clustering_accuracy", "angle_map",
-           "latent_maps", "class_map", "grid_maps", "grid_angle_map", "physical_arrays", "write_maps"]
+           "latent_maps", "class_map", "grid_cells", "grid_maps", "grid_angle_map", "physical_arrays", "write_maps"]
