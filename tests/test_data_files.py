@@ -642,6 +642,17 @@ def test_a_runs_pixel_scaling_gives_other_files_the_training_pixels(tmp_path):
                                          r"\[-20, 25\]; clipped to it"):
         bright = load_images(str(tmp_path / "bright.npy"), scaling=scaling)
     assert bright.images.min() >= 0.0 and bright.images.max() <= 1.0
+    # the training data themselves, read again under an asinh stretch of their own: their minimum (many zero pixels)
+    # lands a float32 hair below 0 and is not said to lie outside the range it defines
+    shapes = np.zeros((40, 32, 32), np.float32)
+    shapes[:, 4:28, 4:28] = np.random.default_rng(1).random((40, 24, 24)) ** 6 * 1.19  # 44 % zeros: median above 0
+    np.save(tmp_path / "shapes.npy", shapes)
+    with pytest.warns(UserWarning):
+        trained = load_images(str(tmp_path / "shapes.npy"), stretch="asinh")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = load_images(str(tmp_path / "shapes.npy"), scaling=trained.meta["pixel_scaling"])
+    np.testing.assert_allclose(again.images, trained.images, atol=1e-6)
     np.save(tmp_path / "u8.npy", np.full((3, 10, 10), 51, np.uint8))  # unsigned: their dtype's rule still
     u8 = load_images(str(tmp_path / "u8.npy"), scaling=scaling)
     assert np.allclose(u8.images, 0.2) and "pixel_scaling" not in u8.meta

@@ -424,6 +424,11 @@ def nonfinite(images: np.ndarray, first: Optional[int], where: str) -> str:
     return f"{int(bad.sum())} NaN or infinite pixel values (first in image {index}){hint}"
 
 
+#: How far past [0, 1] a scaled value may lie before :func:`apply_scaling` says it lies outside the training data's
+#: range (float32 rounding of the range's own ends; the value is clipped either way).
+SCALING_TOLERANCE = 1e-5
+
+
 def apply_scaling(out: np.ndarray, scaling: PixelScaling, source: str = "array", inplace: bool = False,
                   own: bool = False) -> np.ndarray:
     """float32 pixels ``out`` (any shape) under ``scaling``: ``(out - offset) / divisor``, or the
@@ -439,7 +444,9 @@ def apply_scaling(out: np.ndarray, scaling: PixelScaling, source: str = "array",
         res -= np.float32(scaling.floor)
     res /= np.float32(scaling.divisor)
     if scaling.kind in ("minmax", "asinh"):
-        outside = 0 if own else int(np.count_nonzero((res < 0.0) | (res > 1.0)))
+        # float32 rounding puts the training range's own ends a hair outside [0, 1] (the asinh stretch's minimum
+        # read -1e-8): only values past it by more than SCALING_TOLERANCE are said
+        outside = 0 if own else int(np.count_nonzero((res < -SCALING_TOLERANCE) | (res > 1.0 + SCALING_TOLERANCE)))
         if outside:
             if scaling.kind == "asinh":
                 top = scaling.offset + scaling.soft * float(np.sinh(scaling.floor + scaling.divisor))
