@@ -533,6 +533,24 @@ def test_write_maps_scatter_and_grid(micrograph, tmp_path):
     maps, _ = mapping.grid_maps(g.z_mean, g.grid_shape, W, 8)
     assert maps.shape == (3, *g.grid_shape)
     np.testing.assert_allclose(maps[1, 2, 3], g.z_mean[2 * g.grid_shape[1] + 3, 1])
+    # with a pixel size every grid map gets its scale bar, as the object maps do
+    from affinevae import scalebar
+    from affinevae.units import PixelSize
+
+    bars = []
+    real = scalebar.add_scale_bar
+    try:
+        scalebar.add_scale_bar = lambda ax, *a, **k: bars.append(ax.figure) or real(ax, *a, **k)
+        mapping.write_maps(g, tmp_path / "gs", image=img, n_clusters=3, symmetry=2, pixel_size=PixelSize(0.05, "nm"))
+    finally:
+        scalebar.add_scale_bar = real
+    assert len({id(f) for f in bars}) == 3  # grid_latents, grid_angle, grid_clusters
+    # a downsampled background is stretched over the frame, under the windows (as the object maps draw it)
+    small = img[::2, ::2]
+    _, fig = mapping.grid_angle_map(g.angle, g.grid_shape, W, 8, 2, small, image_shape=img.shape)
+    ax = fig.axes[0]
+    assert ax.images[0].get_extent() == [-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5]
+    assert ax.get_xlim() == (-0.5, img.shape[1] - 0.5)
 
 
 # ============================================================================ CLI

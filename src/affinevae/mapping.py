@@ -829,13 +829,16 @@ def grid_maps(values: np.ndarray, grid_shape: Sequence[int], window: int, stride
 
 def grid_angle_map(angle: np.ndarray, grid_shape: Sequence[int], window: int, stride: int, symmetry: int = 1,
                    image: Optional[np.ndarray] = None,
-                   title: str = "Orientation over the field of view") -> tuple[np.ndarray, Figure]:
+                   title: str = "Orientation over the field of view",
+                   image_shape: Optional[Sequence[int]] = None) -> tuple[np.ndarray, Figure]:
     """Image of the per-window angle on the sliding-window grid (cyclic colormap + colour wheel).
 
     Args:
         angle: (gh * gw,) radians (counter-clockwise on screen), grid row-major. grid_shape: (gh, gw).
         window, stride: patch size and grid step in pixels. symmetry: n of the n-fold rotational
             symmetry (angles folded mod 360/n degrees). image: optional (H, W) or (C, H, W) frame.
+        image_shape: (H, W) of the frame in pixels when ``image`` is a downsampled copy of it (it is then
+            stretched over the frame, under the windows; default: the image's own shape).
 
     Returns:
         ``(degrees, fig)``: (gh, gw) angles in **degrees** (for display) folded into
@@ -854,12 +857,13 @@ def grid_angle_map(angle: np.ndarray, grid_shape: Sequence[int], window: int, st
     extent = _grid_extent((gh, gw), window, stride)
     if image is not None:
         g = _gray(image)
-        ax.imshow(g, cmap="gray")
+        h, w = (g.shape if image_shape is None else (int(image_shape[0]), int(image_shape[1])))
+        ax.imshow(g, cmap="gray", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
     ax.imshow(deg, cmap=ANGLE_CMAP, vmin=0, vmax=360.0 / n, extent=extent, interpolation="nearest",
               alpha=0.85 if image is not None else 1.0)
     if image is not None:
-        ax.set_xlim(-0.5, g.shape[1] - 0.5)
-        ax.set_ylim(g.shape[0] - 0.5, -0.5)
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
     ax.set_title(title)
     ax.set_xlabel("column (pixels)")
     ax.set_ylabel("row (pixels)")
@@ -994,6 +998,13 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     small = image is not None and full[0] > 0 and tuple(np.shape(image)[-2:]) != full
     scatter_bg = None if small else image
 
+    def scaled(fig: Figure) -> Figure:
+        """A grid map's panels (drawn on the frame's pixels) with the scale bar, as the object maps get it."""
+        for ax in fig.axes:
+            if ax.get_xlabel() == "column (pixels)" and pixel_size is not None and full[0] > 0:
+                add_scale_bar(ax, pixel_size, full)
+        return fig
+
     def finish(fig: Figure) -> Figure:
         for ax in fig.axes:
             if ax.get_xlabel() != "column (pixels)":  # colour bars, the angle wheel
@@ -1028,19 +1039,22 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
 
         z = enc.z_mean[sel]
         dims = sorted(np.argsort(-z.var(0))[:6].tolist())
-        save("grid_latents", grid_maps(on_grid(z[:, dims]), (gh, gw), enc.window, stride, [f"z{d}" for d in dims],
-                                       title="Content latents" + suffix, image_shape=enc.image_shape)[1])
+        save("grid_latents", scaled(grid_maps(on_grid(z[:, dims]), (gh, gw), enc.window, stride,
+                                              [f"z{d}" for d in dims], title="Content latents" + suffix,
+                                              image_shape=enc.image_shape)[1]))
         if enc.has_angle:
-            save("grid_angle", grid_angle_map(on_grid(enc.angle[sel]), (gh, gw), enc.window, stride, symmetry, image,
-                                              title="Orientation" + suffix)[1])
+            save("grid_angle", scaled(grid_angle_map(on_grid(enc.angle[sel]), (gh, gw), enc.window, stride, symmetry,
+                                                     image, title="Orientation" + suffix,
+                                                     image_shape=full if full[0] > 0 else None)[1]))
         if lattice is not None:
-            save("grid_lattice_angle", grid_angle_map(on_grid(lattice.angle[sel]), (gh, gw), enc.window, stride,
-                                                      lattice.fold, image,
-                                                      title="Lattice orientation (Fourier peaks)" + suffix)[1])
+            save("grid_lattice_angle", scaled(grid_angle_map(on_grid(lattice.angle[sel]), (gh, gw), enc.window, stride,
+                                                             lattice.fold, image,
+                                                             title="Lattice orientation (Fourier peaks)" + suffix,
+                                                             image_shape=full if full[0] > 0 else None)[1]))
         if n_clusters is not None:
-            save("grid_clusters", _grid_class_figure(on_grid(cluster[sel]), (gh, gw), enc.window, stride, n_clusters,
-                                                     counts, f"Classes ({what})" + suffix,
-                                                     enc.image_shape))
+            save("grid_clusters", scaled(_grid_class_figure(on_grid(cluster[sel]), (gh, gw), enc.window, stride,
+                                                            n_clusters, counts, f"Classes ({what})" + suffix,
+                                                            enc.image_shape)))
     else:
         save("latents", finish(latent_maps(scatter_bg, c, enc.z_mean[sel], title="Content latents" + suffix)[1]))
         if enc.has_angle:
