@@ -593,7 +593,8 @@ def test_n_reads_only_the_first_images_of_a_stack_with_the_whole_files_normalisa
 
 def test_n_on_a_stack_still_refuses_bad_pixels_anywhere_and_bad_counts(tmp_path):
     """A NaN in an image past the first n is still refused (the normalisation reads every image);
-    a labels file of another length than the whole file is one line; n < 1 is refused."""
+    with n a labels file needs the first n labels at least, and no more than the file's images (as for the
+    built-in sets; else one line); n < 1 is refused."""
     arr = np.random.default_rng(0).random((20, 8, 8)).astype(np.float32)
     arr[15, 2, 2] = np.nan
     np.save(tmp_path / "nan.npy", arr)
@@ -601,9 +602,15 @@ def test_n_on_a_stack_still_refuses_bad_pixels_anywhere_and_bad_counts(tmp_path)
         load_images(str(tmp_path / "nan.npy"), n=3)
     arr[15, 2, 2] = 0.5
     np.save(tmp_path / "ok.npy", arr)
-    np.save(tmp_path / "lab.npy", np.zeros(5, np.int64))
+    np.save(tmp_path / "lab.npy", np.arange(5, dtype=np.int64))
+    for fill in (False, True):  # the lazy first-n read and the whole read (under fill_nan) alike
+        got = load_images(str(tmp_path / "ok.npy"), labels=str(tmp_path / "lab.npy"), n=3, fill_nan=fill)
+        np.testing.assert_array_equal(got.labels, [0, 1, 2])
+        with pytest.raises(AffineVAEError, match=r"lab.npy: 5 labels for the first 8 of the 20 images in .*ok.npy "
+                                                 r"\(give at least 8, at most 20\)"):
+            load_images(str(tmp_path / "ok.npy"), labels=str(tmp_path / "lab.npy"), n=8, fill_nan=fill)
     with pytest.raises(AffineVAEError, match=r"lab.npy: 5 labels for 20 images in .*ok.npy"):
-        load_images(str(tmp_path / "ok.npy"), labels=str(tmp_path / "lab.npy"), n=3)
+        load_images(str(tmp_path / "ok.npy"), labels=str(tmp_path / "lab.npy"))  # without n: one per image
     with pytest.raises(AffineVAEError, match="n must be an integer >= 1, got 0"):
         load_images(str(tmp_path / "ok.npy"), n=0)
     with pytest.warns(UserWarning, match=r"ok.npy: n=50 asks for more images than the 20 it holds; all 20 are used"):

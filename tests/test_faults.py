@@ -523,8 +523,18 @@ def test_second_training_on_the_same_out_refuses(world, tmp_path):
         assert second.returncode == 2
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("affinevae: error:") and "another affinevae process" in lines[0]
+        assert second.stdout.strip() == ""  # nothing said before the refusal
         assert _snapshot(run) == before
     assert main(["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "1", "--out", str(run)]) == 0
+    # a resume refused for a damaged checkpoint: the one line, without the options it would have resumed with
+    ckpt = next(run.glob("checkpoint-e*.safetensors"))
+    raw = bytearray(ckpt.read_bytes())
+    raw[-10] ^= 0xFF
+    ckpt.write_bytes(bytes(raw))
+    refused = _cli(["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "2", "--out", str(run), "--resume"])
+    assert refused.returncode == 2 and refused.stdout.strip() == "", refused.stdout
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "damaged checkpoint" in lines[0], lines
 
 
 def test_sizes_and_limits(monkeypatch):

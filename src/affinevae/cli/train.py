@@ -222,12 +222,15 @@ class Train:
                                                              is None else args.log_images_every),
                           kl_warmup=0.0 if args.kl_warmup is None else args.kl_warmup)
         rank, _ = init_distributed(cfg.device)
+        # What was chosen is said once fit's checks have passed, as training starts: a refusal (a damaged
+        # checkpoint, a held lock, other data) is then the only line.
+        pending: list[str] = []
         if resumed and rank == 0:
-            print(resumed)
+            pending.append(resumed)
         check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume,
                      resumable=True, model_dir=True)
         if args.resume and rank == 0 and not Run(args.out).has_training and not is_interrupted_start(args.out):
-            print(f"affinevae: {args.out} holds no run yet: nothing to resume, training from the start")
+            pending.append(f"affinevae: {args.out} holds no run yet: nothing to resume, training from the start")
         data = load_data_from_args(args, "train", seed=args.seed)
         check_image_size(data, hint=_signal_hint(data))
         cls = MODELS.get(args.model)
@@ -248,11 +251,15 @@ class Train:
                 chosen = f"affinevae: resuming {args.out} with its model options: {kept} (override with the options)"
         model = build_model(args.model, seed=args.seed, **options)  # the caller's global RNG is left as it was
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
-            print(chosen)
-        announce = None  # said once fit's checks passed, as training starts, for the images it trains on
-        if prefit_line(model.config) is not None and not (args.resume and (Path(args.out) / FIT_TARGETS).is_file()):
-            # (a resume reads the targets the run derived: nothing to wait for)
-            def announce(n: int) -> None:
+            pending.append(chosen)
+        # (a resume reads the targets the run derived: nothing to wait for)
+        waits = prefit_line(model.config) is not None and not (args.resume and (Path(args.out) / FIT_TARGETS).is_file())
+
+        def announce(n: int) -> None:
+            """What was chosen, then what happens before the first step, for the ``n`` images it trains on."""
+            for line in pending:
+                print(line, flush=True)
+            if waits:
                 print(prefit_line(model.config, n), flush=True)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,

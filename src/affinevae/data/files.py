@@ -186,8 +186,8 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
     first = None if n is None or standardise or _READING.get().fill_nan else _load_first(spec, key, int(n))
     if first is not None:
         data, total, looked_up = first
-        if labels is not None:
-            data.labels = read_labels(labels, total, spec)[:len(data)]
+        if labels is not None:  # one per image of the file, or at least the first n
+            data.labels = read_labels(labels, total, spec, at_least=len(data))[:len(data)]
         return data, looked_up
     p = Path(spec)
     if p.exists():
@@ -207,12 +207,15 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
             data = _load_hdf5(Path(m.group(1)), m.group(2) or key, spec, standardise)
         else:
             raise AffineVAEError(f"{spec}: file not found")
-    if labels is not None:
-        data.labels = read_labels(labels, len(data), spec)
     if n is not None and n > len(data):
         warnings.warn(f"{spec}: n={n} asks for more images than the {len(data)} it holds; all {len(data)} are used",
                       stacklevel=3)
-    return (data if n is None or n >= len(data) else data.subset(slice(0, int(n)))), False
+    total = len(data)
+    if n is not None and n < total:
+        data = data.subset(slice(0, int(n)))
+    if labels is not None:  # one per image of the file, or with n at least the first n
+        data.labels = read_labels(labels, total, spec, at_least=len(data) if n is not None else None)[:len(data)]
+    return data, False
 
 
 def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int, bool]]:
@@ -874,9 +877,10 @@ def _table_file(path: str, what: str) -> tuple[Path, str]:
 
 
 def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] = None,
-                noun: str = "images") -> np.ndarray:
+                noun: str = "images", at_least: Optional[int] = None) -> np.ndarray:
     """Integer labels (n,) int64 from a .npy, .txt or .csv file, one label per image of the ``n``
-    images of ``images`` (named in the messages; ``n`` None: any count); -1 marks an unknown
+    images of ``images`` (named in the messages; ``n`` None: any count; ``at_least`` m: from m to n
+    labels, the first m images' at least, as when only the first m images are read); -1 marks an unknown
     label. ``grid`` (H, W): a ``.npy`` of that shape is also taken, in row-major order (one label
     per pixel of a cube's map). ``noun`` names what is labelled in the messages (e.g. 'signals').
     A missing or unreadable file, another count, non-integers or labels under -1 are one-line errors."""
@@ -891,7 +895,10 @@ def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] 
             raise AffineVAEError(f"{path}: labels must be a 1-D array{cube}, got shape {lab.shape}")
     else:
         lab = _parse_label_text(p, str(path))
-    if n is not None and len(lab) != n:
+    if at_least is not None and n is not None and not at_least <= len(lab) <= n:
+        raise AffineVAEError(f"{path}: {len(lab)} labels for the first {at_least} of the {n} {noun} in {images} "
+                             f"(give at least {at_least}, at most {n})")
+    if at_least is None and n is not None and len(lab) != n:
         raise AffineVAEError(f"{path}: {len(lab)} labels for {n} {noun} in {images}")
     return label_values(lab, str(path))
 
