@@ -385,7 +385,7 @@ def touches_mask(mask: np.ndarray, centers: np.ndarray, window: int, frames: Opt
 
     Args:
         mask: (H, W) or (F, H, W) bool, True where a pixel is masked (NaN as stored,
-            :meth:`~affinevae.data.stacks.FrameSource.masked`).
+            :func:`~affinevae.data.stacks.stored_holes`).
         centers: (N, 2) int (row, col) pixel centres. frames: (N,) frame indices (default all 0), looked up
             as ``frames - frame_offset``.
 
@@ -510,7 +510,10 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
             local = centers[idx]
             if positions is not None:
                 local_pos = positions[idx]
-        region = src.read_region(frame, rows, cols)
+        if drop_masked:  # the stored values read once: their holes too
+            region, holes = src.read_region_masked(frame, rows, cols)
+        else:
+            region = src.read_region(frame, rows, cols)
         off = np.array([rows.start, cols.start], dtype=np.int64)
         if centers is None:
             found, found_pos = find_objects(region, md, detect.get("threshold", DETECT_THRESHOLD),
@@ -523,7 +526,7 @@ def _tiled_frame(src, frame: int, w: int, tile: int, edge: str, centers: Optiona
         # a region of C channels (C, h, w) is one frame, not C frames
         patches, keep = extract_patches(region[None] if region.ndim == 3 else region, local - off, w, edge=edge)
         if drop_masked:
-            clean = ~touches_mask(src.masked_region(frame, rows, cols), local[keep] - off, w)
+            clean = ~touches_mask(holes.any(axis=0) if holes.ndim == 3 else holes, local[keep] - off, w)
             n_masked += int(len(clean) - clean.sum())
             patches, keep = patches[clean], keep[clean]
         keys.append(idx[keep])
@@ -823,10 +826,8 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
         prev = src.background_box
         src.use_background(None)
         try:
-            crop = src.read_region(frame, rows, cols)
-            # (NaN pixels are refused unless filled: only then are the stored ones read again for their holes)
-            finite = (np.isfinite(np.asarray(src.read_raw_region(frame, rows, cols), dtype=np.float32))
-                      if src.fill_nan else np.ones(crop.shape, bool))
+            crop, holes = src.read_region_masked(frame, rows, cols)  # (NaN pixels: refused unless filled)
+            finite = ~holes
         finally:
             src.use_background(prev)
     finally:
@@ -843,8 +844,8 @@ def background_check(source, window: int, sigma: Optional[float] = None, box: Op
     noise = noise_level(values, details[np.isfinite(details)], sigma)[1]
     if not noise > 0:
         return None
-    holes = np.where(finite, crop, np.nan) if not finite.all() else crop
-    bg = frame_background(lambda rows, cols: holes[..., rows, cols], (ch, cw), box)
+    gapped = np.where(finite, crop, np.nan) if not finite.all() else crop
+    bg = frame_background(lambda rows, cols: gapped[..., rows, cols], (ch, cw), box)
     return BackgroundCheck(box=int(box), variation=bg.variation / noise, scatter=bg.scatter / noise, region=region)
 
 
@@ -1060,7 +1061,10 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                                int(stride) if mode == "grid" else None, n_found, src.pixel_size, kept_pos, box,
                                n_masked if drop_masked else None, src.filled)
                 continue
-            stack = src.read(s, e)
+            if drop_masked:  # the stored values read once: their holes too
+                stack, holes = src.read_masked(s, e)
+            else:
+                stack = src.read(s, e)
             if mode == "grid":
                 fr = np.repeat(np.arange(s, e, dtype=np.int64), len(gcent))
                 ce, pos = np.tile(gcent, (e - s, 1)), None
@@ -1073,7 +1077,8 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             patches, keep = extract_patches(stack, ce, w, fr, edge=edge, frame_offset=s)
             n_masked = None
             if drop_masked:
-                clean = ~touches_mask(src.masked(s, e), ce[keep], w, fr[keep], frame_offset=s)
+                clean = ~touches_mask(holes.any(axis=1) if holes.ndim == 4 else holes, ce[keep], w, fr[keep],
+                                      frame_offset=s)
                 n_masked = int(len(clean) - clean.sum())
                 patches, keep = patches[clean], keep[clean]
             bar.update(e - s)
@@ -1096,14 +1101,11 @@ def concat_chunks(parts: Sequence[Any]) -> Any:
     """Join per-chunk results of one dataclass type (in order), e.g. :class:`PatchSet` chunks.
 
     Every field holding a numpy array is per object and is concatenated along its first axis;
-    ``n_found`` is summed (None counts 0), ``n_masked`` too where the parts have it (None when every part's
-    is None); every other field (window, image_shape, ...) is the first part's.
+    ``n_found`` is summed (None counts 0), ``n_masked`` too (None when every part's is None); every other field (window, image_shape, ...) is the first part's.
     """
     p0 = parts[0]
-    counts = {"n_found": sum(p.n_found or 0 for p in parts)}
-    if hasattr(p0, "n_masked"):
-        masked = [p.n_masked for p in parts if p.n_masked is not None]
-        counts["n_masked"] = sum(masked) if masked else None
+    masked = [p.n_masked for p in parts if p.n_masked is not None]
+    counts = {"n_found": sum(p.n_found or 0 for p in parts), "n_masked": sum(masked) if masked else None}
     if len(parts) == 1:  # nothing to join: no copy (a single huge frame's patches are not duplicated)
         return dataclasses.replace(p0, **counts)
     values = {}
@@ -1153,7 +1155,7 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
         return AffineVAEError(f"{where}: no objects found above threshold {what}; lower the threshold "
                               + ("(or the noise floor, the min distance / sigma)" if floor else
                                  "(or the min distance / sigma)"))
-    masked = sum(getattr(p, "n_masked", None) or 0 for p in parts)
+    masked = sum(p.n_masked or 0 for p in parts)
     if masked:
         return AffineVAEError(f"{where}: every patch was left out: {masked} of the objects' windows hold masked (NaN) "
                               "pixels (drop masked off keeps them, filled with the median)"

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PIXEL_SIZE_TOLERANCE", "native_dtype", "open_joined", "FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
            "open_stack", "READERS", "StackReader", "is_array_like", "tiff_reading", "check_tiff", "corrupt_tiff",
-           "tiff_channel_axes", "TIFF_MAX_CHANNELS"]
+           "tiff_channel_axes", "TIFF_MAX_CHANNELS", "stored_holes"]
 
 #: Bytes of raw pixels read at a time when a whole-stack pass (the normalisation range) scans frames.
 SCAN_BYTES = 64 << 20
@@ -131,7 +131,16 @@ class FrameSource:
     def read_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
         """Part of one frame as float32 (h, w) or (C, h, w), normalised stack-wide like :meth:`read`
         (and flattened like it, :meth:`use_background`)."""
+        return self._region_values(self.read_raw_region(frame, rows, cols), frame, rows, cols)
+
+    def read_region_masked(self, frame: int, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`read_region` and, from the same read of the stored values, where they are NaN or infinite
+        (:func:`stored_holes`: the pixels :meth:`use_fill_nan` fills; bool, the stored region's shape)."""
         raw = self.read_raw_region(frame, rows, cols)
+        return self._region_values(raw, frame, rows, cols), stored_holes(raw)
+
+    def _region_values(self, raw: np.ndarray, frame: int, rows: slice, cols: slice) -> np.ndarray:
+        """:meth:`read_region` of the stored region ``raw`` (left as it is)."""
         if self.background_box is None:
             return self._normalise(raw, f"frame {frame}")
         field = self.background(frame).field(rows, cols, "median")
@@ -206,7 +215,16 @@ class FrameSource:
 
         Raises :class:`AffineVAEError` on NaN/inf pixels, unless :meth:`use_fill_nan` fills them.
         """
+        return self._frame_values(self.read_raw(start, stop), start, stop)
+
+    def read_masked(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`read` and, from the same read of the stored values, where they are NaN or infinite
+        (:func:`stored_holes`: the pixels :meth:`use_fill_nan` fills; bool (f, *frame_shape))."""
         raw = self.read_raw(start, stop)
+        return self._frame_values(raw, start, stop), stored_holes(raw)
+
+    def _frame_values(self, raw: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """:meth:`read` of the stored frames ``raw`` (left as they are)."""
         where, first = f"frames {start}:{stop}", max(0, int(start))
         if self.background_box is None:
             return self._normalise(raw, where, first)
@@ -318,24 +336,6 @@ class FrameSource:
         """Whether NaN/inf pixels were found in the stack and filled (:meth:`use_fill_nan`; known once a
         frame has been read)."""
         return bool(self.fill_nan and self._fill is not None)
-
-    def masked(self, start: int, stop: int) -> np.ndarray:
-        """(f, H, W) bool: the pixels of frames ``start:stop`` that are NaN or infinite as stored (in any
-        channel): the ones :meth:`use_fill_nan` fills. All False, without a read, for integer and bool
-        stacks."""
-        start, stop = max(0, int(start)), min(self.n_frames, int(stop))
-        if not np.issubdtype(np.dtype(self.dtype), np.inexact):
-            return np.zeros((max(0, stop - start), *self.image_shape), dtype=bool)
-        bad = ~np.isfinite(self.read_raw(start, stop))
-        return bad.any(axis=1) if bad.ndim == 4 else bad
-
-    def masked_region(self, frame: int, rows: slice, cols: slice) -> np.ndarray:
-        """(h, w) bool: :meth:`masked` of ``frame[..., rows, cols]`` (read as :meth:`read_raw_region`)."""
-        if not np.issubdtype(np.dtype(self.dtype), np.inexact):
-            return np.zeros((len(range(*rows.indices(self.image_shape[0]))),
-                             len(range(*cols.indices(self.image_shape[1])))), dtype=bool)
-        bad = ~np.isfinite(self.read_raw_region(frame, rows, cols))
-        return bad.any(axis=0) if bad.ndim == 3 else bad
 
     def _fill_value(self) -> float:
         """The raw value that NaN/inf pixels take under :meth:`use_fill_nan`: the median of the
@@ -489,6 +489,13 @@ def _layout(shape: tuple, where: str) -> tuple[int, tuple, Optional[tuple]]:
             return shape[0], (fs[1], fs[2]) if fs[0] == 1 else fs, (0, 3, 1, 2)
     raise AffineVAEError(f"{where}: cannot read shape {tuple(shape)} as frames; expected (H, W), (F, H, W), "
                          "(F, C, H, W) or (F, H, W, C) with fewer channels C than pixels on either side")
+
+
+def stored_holes(raw: np.ndarray) -> np.ndarray:
+    """Where stored values ``raw`` (any shape) are NaN or infinite: bool of ``raw``'s shape (all False for integer
+    and bool values, which cannot be)."""
+    raw = np.asarray(raw)
+    return ~np.isfinite(raw) if np.issubdtype(raw.dtype, np.inexact) else np.zeros(raw.shape, dtype=bool)
 
 
 class ArraySource(FrameSource):
