@@ -998,18 +998,13 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
     small = image is not None and full[0] > 0 and tuple(np.shape(image)[-2:]) != full
     scatter_bg = None if small else image
 
-    def scaled(fig: Figure) -> Figure:
-        """A grid map's panels (drawn on the frame's pixels) with the scale bar, as the object maps get it."""
-        for ax in fig.axes:
-            if ax.get_xlabel() == "column (pixels)" and pixel_size is not None and full[0] > 0:
-                add_scale_bar(ax, pixel_size, full)
-        return fig
-
-    def finish(fig: Figure) -> Figure:
+    def finish(fig: Figure, background: bool = True) -> Figure:
+        """The map's panels (drawn on the frame's pixels) with the frame under them where it was downsampled
+        (``background``; a grid map draws its own) and the scale bar."""
         for ax in fig.axes:
             if ax.get_xlabel() != "column (pixels)":  # colour bars, the angle wheel
                 continue
-            if small:
+            if small and background:
                 draw_background(ax, image, full)
             if pixel_size is not None and full[0] > 0:
                 add_scale_bar(ax, pixel_size, full)
@@ -1039,22 +1034,23 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
 
         z = enc.z_mean[sel]
         dims = sorted(np.argsort(-z.var(0))[:6].tolist())
-        save("grid_latents", scaled(grid_maps(on_grid(z[:, dims]), (gh, gw), enc.window, stride,
+        save("grid_latents", finish(grid_maps(on_grid(z[:, dims]), (gh, gw), enc.window, stride,
                                               [f"z{d}" for d in dims], title="Content latents" + suffix,
-                                              image_shape=enc.image_shape)[1]))
+                                              image_shape=enc.image_shape)[1], background=False))
         if enc.has_angle:
-            save("grid_angle", scaled(grid_angle_map(on_grid(enc.angle[sel]), (gh, gw), enc.window, stride, symmetry,
+            save("grid_angle", finish(grid_angle_map(on_grid(enc.angle[sel]), (gh, gw), enc.window, stride, symmetry,
                                                      image, title="Orientation" + suffix,
-                                                     image_shape=full if full[0] > 0 else None)[1]))
+                                                     image_shape=full if full[0] > 0 else None)[1], background=False))
         if lattice is not None:
-            save("grid_lattice_angle", scaled(grid_angle_map(on_grid(lattice.angle[sel]), (gh, gw), enc.window, stride,
+            save("grid_lattice_angle", finish(grid_angle_map(on_grid(lattice.angle[sel]), (gh, gw), enc.window, stride,
                                                              lattice.fold, image,
                                                              title="Lattice orientation (Fourier peaks)" + suffix,
-                                                             image_shape=full if full[0] > 0 else None)[1]))
+                                                             image_shape=full if full[0] > 0 else None)[1],
+                                              background=False))
         if n_clusters is not None:
-            save("grid_clusters", scaled(_grid_class_figure(on_grid(cluster[sel]), (gh, gw), enc.window, stride,
+            save("grid_clusters", finish(_grid_class_figure(on_grid(cluster[sel]), (gh, gw), enc.window, stride,
                                                             n_clusters, counts, f"Classes ({what})" + suffix,
-                                                            enc.image_shape)))
+                                                            enc.image_shape), background=False))
     else:
         save("latents", finish(latent_maps(scatter_bg, c, enc.z_mean[sel], title="Content latents" + suffix)[1]))
         if enc.has_angle:
@@ -1097,10 +1093,13 @@ def grid_cells(centers: np.ndarray, grid_shape: Sequence[int], window: int,
             continue
         if tuple(shape) != (gh, gw):
             continue
-        where = {(int(r), int(q)): i for i, (r, q) in enumerate(full)}
-        cells = np.array([where.get((int(r), int(q)), -1) for r, q in c], dtype=np.int64)
-        if (cells >= 0).all() and len(np.unique(cells)) == len(cells):
-            return cells, int(stride)
+        grid_rows, grid_cols = full[::gw, 0], full[:gw, 1]  # the grid's row and column centres, ascending
+        i = np.minimum(np.searchsorted(grid_rows, c[:, 0]), gh - 1)
+        j = np.minimum(np.searchsorted(grid_cols, c[:, 1]), gw - 1)
+        cells = i * gw + j
+        if (np.array_equal(grid_rows[i], c[:, 0]) and np.array_equal(grid_cols[j], c[:, 1])
+                and len(np.unique(cells)) == len(cells)):
+            return cells.astype(np.int64), int(stride)
     raise AffineVAEError(f"grid mode: the frame's {len(c)} window centres lie on no {gh}x{gw} grid of {window}-pixel "
                          f"windows over {image_shape[0]}x{image_shape[1]} pixels")
 
