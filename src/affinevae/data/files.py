@@ -185,10 +185,10 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
         raise AffineVAEError(f"{spec}: n must be an integer >= 1, got {n!r}")
     first = None if n is None or standardise or _READING.get().fill_nan else _load_first(spec, key, int(n))
     if first is not None:
-        data, total, looked_up = first
+        data, total = first
         if labels is not None:  # one per image of the file, or at least the first n
             data.labels = read_labels(labels, total, spec, at_least=len(data))[:len(data)]
-        return data, looked_up
+        return data, True  # (its frame reader gave the pixel size)
     p = Path(spec)
     if p.exists():
         if p.is_dir():
@@ -218,17 +218,11 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
     return data, False
 
 
-def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int, bool]]:
+def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int]]:
     """The first ``n`` images of a stack read lazily, with the whole file's normalisation and its
-    recorded pixel size, the file's image count and True (the pixel size looked up); None when
-    ``spec`` is not such a stack (another format, no more than ``n`` images, or a layout the frame
-    reader reads otherwise): :func:`load_images` then reads it whole."""
-    first = _first_images(spec, key, n)
-    return None if first is None else (*first, True)
-
-
-def _first_images(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int]]:
-    """:func:`_load_first` but the flag."""
+    recorded pixel size, and the file's image count; None when ``spec`` is not such a stack (another
+    format, no more than ``n`` images, or a layout the frame reader reads otherwise): :func:`load_images`
+    then reads it whole."""
     p = Path(spec)
     m = HDF5_SPEC.match(spec)
     if not p.exists() and m and m.group(2) is not None and Path(m.group(1)).is_file():
