@@ -50,6 +50,35 @@ def test_train_config_values_of_the_wrong_type_are_refused_in_one_line():
             av.TrainConfig(val_split=value)
 
 
+def test_every_config_refuses_bad_values_at_construction():
+    """Configs checked where they are made: the decoder of any family (and of the shared base
+    config), a negative or non-integer seed of a sweep or of the napari widget's settings, booleans
+    as counts, and a pixel scaling made by hand."""
+    from affinevae.data.imageset import PixelScaling
+    from affinevae.models.base import ModelConfig
+    from affinevae.napari_plugin.pipeline import LearnSettings
+    from affinevae.sweep import SweepConfig
+
+    with pytest.raises(AffineVAEError, match=r"decoder must be one of \['conv', 'mlp'\], got 'bogus'"):
+        ModelConfig(image_shape=(1, 16, 16), decoder="bogus")
+    with pytest.raises(AffineVAEError, match=r"decoder must be one of \['spatial', 'warp'\], got 'conv'"):
+        av.build_model("rvae", image_shape=(1, 16, 16), decoder="conv")
+    with pytest.raises(AffineVAEError, match="decoder must be one of"):
+        av.build_model("avae", image_shape=(1, 16, 16), decoder="bogus")  # the inner model's config checks it
+    for seed in (-1, float("nan"), "abc", True):
+        with pytest.raises(AffineVAEError, match="seed must be an integer >= 0"):
+            SweepConfig(seed=seed)
+        with pytest.raises(AffineVAEError, match="seed must be an integer >= 0"):
+            LearnSettings(seed=seed)
+    for name in ("epochs", "clusters"):
+        with pytest.raises(AffineVAEError, match=f"{name} must be an integer >= 1"):
+            LearnSettings(**{name: True})
+    for args in (("bogus", 0.0, 1.0), ("minmax", float("nan"), 1.0), ("minmax", 0.0, 0.0), ("asinh", 0.0, 1.0, 0.0)):
+        with pytest.raises(AffineVAEError, match="pixel_scaling must be 'minmax', 'standardise' or 'asinh'"):
+            PixelScaling(*args)
+    assert str(PixelScaling("minmax", np.float32(1), np.float64(2))) == "(x - 1) / 2"  # numpy numbers are numbers
+
+
 def test_fit_meta_is_checked_before_training_and_numpy_scalars_saved_as_numbers(tmp_path):
     model = av.build_model("vae", **TINY)
     with pytest.raises(AffineVAEError, match=r"meta\['x'\] cannot be saved in train.json"):

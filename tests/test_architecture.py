@@ -46,13 +46,18 @@ def _imported(modules: dict, name: str, is_pkg: bool, node: ast.Import | ast.Imp
 
 
 def import_graph(modules: dict = MODULES) -> dict[str, set[str]]:
-    """Module -> the package modules it imports, at module level or inside functions."""
+    """Module -> the package modules it imports, at module level or inside functions. Importing
+    ``pkg.sub.mod`` runs ``pkg/sub/__init__`` first, so the sub-packages above an imported module
+    count as imported too, except those the importing module lies in (already running)."""
     graph = {}
     for name, (_, is_pkg, tree) in modules.items():
         deps = set()
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                deps |= {m for m, _ in _imported(modules, name, is_pkg, node) if m in modules and m != name}
+                for m, _ in _imported(modules, name, is_pkg, node):
+                    parts = m.split(".")
+                    deps |= {p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+                             if p in modules and p != name and not (name + ".").startswith(p + ".")}
         graph[name] = deps
     return graph
 
@@ -167,7 +172,8 @@ def test_private_use_detection(tmp_path):
     toy = parse_package(pkg)
     assert sorted((m, n, line) for m, n, line in private_uses(toy)) == [
         ("affinevae.b", "_helper", 1), ("affinevae.b", "_helper", 5), ("affinevae.b", "_m", 6)]
-    assert import_graph(toy)["affinevae.b"] == {"affinevae.sub.a"}
+    assert import_graph(toy)["affinevae.b"] == {"affinevae.sub.a", "affinevae.sub"}  # sub/__init__ runs first
+    assert import_graph(toy)["affinevae.sub.a"] == set()  # its own package is running already
 
 
 def test_command_line_defaults_are_the_python_defaults():

@@ -129,6 +129,16 @@ def test_conditional_model_takes_labels(digits):
         Estimator("cvae", **MLP).fit(x[:8])
 
 
+def test_sklearn_tags_require_labels_for_the_conditional_families_only():
+    """The tags read the registered families' own ``conditional`` flag (an AVAE: its inner model's):
+    the semi-supervised and joint families take no required y."""
+    required = {m: Estimator(m).__sklearn_tags__().target_tags.required
+                for m in ("vae", "cvae", "crvae", "rvae", "ssrvae", "jrvae", "avae")}
+    assert required == {"vae": False, "cvae": True, "crvae": True, "rvae": False, "ssrvae": False,
+                        "jrvae": False, "avae": False}
+    assert Estimator("avae", inner="cvae").__sklearn_tags__().target_tags.required
+
+
 def test_semi_supervised_models_take_partial_labels_and_targets(digits):
     """The semi-supervised families train on the known labels (-1 unknown, as scikit-learn's
     semi-supervised estimators take them) or targets (NaN unknown); they were dropped silently."""

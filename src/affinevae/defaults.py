@@ -58,6 +58,7 @@ from .data.inputs import check_image_size as check_image_shape_size
 from .data.patches import patch_min_distance, patch_smoothing  # noqa: F401  (re-exported: the one rule)
 from .data.patches import LATTICE_ORDER, lattice_patches, scattered_objects  # noqa: F401  (re-exported)
 from .data.spectra import SPECTRA_KIND
+from .mapping import CLUSTER_SPACES  # noqa: F401  (re-exported: map's one list)
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
@@ -88,8 +89,6 @@ PATCH_KL_WARMUP = 0.3
 PATCH_SIGMA_RADIUS = 0.7
 
 
-#: What ``map --clusters`` clusters (``--cluster-on``; :func:`affinevae.mapping.cluster_space`).
-CLUSTER_SPACES = ("auto", "images", "latents")
 
 
 #: A rule: (data, the options so far) -> the value of its option, or None to leave it unset.

@@ -206,7 +206,8 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
             shutil.rmtree(run)  # an earlier demo's (checked at the start)
         model = build_model(family, seed=seed, image_shape=list(data.image_shape), **opts)
         t = time.perf_counter()
-        res = fit(model, data, TrainConfig(epochs=plan.epochs if family != "avae" else plan.avae_epochs,
+        searched = model.pose_source == "searched"  # pose-optimised training: the plan's own epochs
+        res = fit(model, data, TrainConfig(epochs=plan.avae_epochs if searched else plan.epochs,
                                            batch_size=plan.batch_size, lr=2e-3, seed=seed, progress=progress, val_split=0.1),
                   out=run, meta={"data": data_name, "labels": None, "key": None, "n": len(data), "binarize": binarize,
                                  DEMO_RUN_KEY: True})
@@ -276,11 +277,11 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
                   ("rot_cvae", "cvae", dict(latent_dim=2, num_classes=10, **CONV)),
                   ("rot_rvae", "rvae", dict(latent_dim=2, invariances=["rotation"])),
                   ("rot_crvae", "crvae", dict(latent_dim=2, num_classes=10, invariances=["rotation"]))]
+    display = {"rot_vae": "VAE", "rot_cvae": "cVAE", "rot_rvae": "rVAE", "rot_crvae": "crVAE"}
     for name, family, opts in rot_models:
-        steps.run(f"train a {family.upper() if family != 'crvae' else 'crVAE'} on {plan.n_rotated} digits rotated "
+        steps.run(f"train a {display[name]} on {plan.n_rotated} digits rotated "
                   f"in +-60 degrees (2 latents, {_epochs(plan.epochs)})",
                   lambda name=name, family=family, opts=opts: train(name, family, rot, rot_test, "rotated-mnist", **opts))
-    display = {"rot_vae": "VAE", "rot_cvae": "cVAE", "rot_rvae": "rVAE", "rot_crvae": "crVAE"}
 
     def stage2_latents():
         codes = []

@@ -158,8 +158,10 @@ class ObjectEncoding:
         return len(self.angle) > 0 and bool(np.isfinite(self.angle).all())
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Every array (plus ``window``, ``image_shape``, ``n_frames``, and ``grid_shape``, ``class`` (the
-        model's inferred classes) and ``peak_positions`` when set)."""
+        """Every array, shapes and units as the attributes above: ``z_mean``, ``z_std`` (N, D), ``angle`` (N,)
+        radians, ``shift``, ``positions``, ``centers`` (N, 2), ``frames`` (N,); plus ``window``, ``image_shape``
+        (2,), ``n_frames``, and ``grid_shape`` (2,), ``class`` (N,) (the model's inferred classes) and
+        ``peak_positions`` (N, 2) when set."""
         out = {k: getattr(self, k) for k in ("z_mean", "z_std", "angle", "shift", "positions", "centers", "frames")}
         out.update(window=np.int64(self.window), image_shape=np.asarray(self.image_shape, dtype=np.int64),
                    n_frames=np.int64(self.n_frames))

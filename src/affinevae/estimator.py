@@ -36,6 +36,7 @@ from .data.imageset import ImageSet
 from .errors import AffineVAEError
 from .evaluation import encode_dataset
 from .models.base import build_model
+from .registry import MODELS
 from .training import TrainConfig, fit
 
 __all__ = ["Estimator", "NOT_APPLICABLE_CHECKS", "ESTIMATOR_DEFAULTS"]
@@ -182,7 +183,10 @@ class Estimator(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        tags.target_tags.required = self.model in ("cvae", "crvae") or self._options.get("inner") in ("cvae", "crvae")
+        # a family's class attribute; the AVAE's is a property of its inner model, named by 'inner'
+        tags.target_tags.required = any(getattr(MODELS.get(name), "conditional", False) is True
+                                        for name in (self.model, self._options.get("inner"))
+                                        if isinstance(name, str) and name in MODELS)
         return tags
 
     # ------------------------------------------------------------------ input
@@ -435,7 +439,8 @@ class Estimator(TransformerMixin, BaseEstimator):
         return self.transform(X, y if self.model_.conditional else None)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Output column names: ``z0 ... z{D-1}`` and, with ``pose``, ``pose_columns_``."""
+        """Output column names, a (D + P,) object array: ``z0 ... z{D-1}`` and, with ``pose``, the P
+        ``pose_columns_``."""
         check_is_fitted(self)
         names = [f"z{i}" for i in range(self.model_.config.latent_dim)]
         if self.pose:

@@ -28,10 +28,12 @@ from matplotlib.figure import Figure
 from .config import MAX_SYMMETRY, check_symmetry  # noqa: F401  (mapping.check_symmetry, as before)
 from .data.inputs import check_latents
 from .data.objects import neighbour_spacing  # noqa: F401  (mapping.neighbour_spacing, as before)
-from .defaults import CLUSTER_SPACES
 from .errors import AffineVAEError
 from .io import atomic_write, make_directory
 from .registry import Registry
+
+#: What ``map --clusters`` clusters (``--cluster-on``; :func:`cluster_space`).
+CLUSTER_SPACES = ("auto", "images", "latents")
 
 ANGLE_CMAP = "twilight"
 LATENT_CMAP = "viridis"

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import Config, check, check_choice
+from .config import Config, check, check_choice, check_seed
 from .data.imageset import check_threshold
 from .data.inputs import as_images
 from .errors import AffineVAEError, refuse_removed_keywords
@@ -74,7 +74,7 @@ class SweepConfig(Config):
 
     def validate(self) -> None:
         """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")
+        check_seed(self.seed)
         check(isinstance(self.chunk, int) and self.chunk >= 1, f"chunk must be an integer >= 1, got {self.chunk!r}")
         check_choice("interpolation", self.interpolation, ["bilinear", "bicubic", "nearest"])
         check(self.search is None or isinstance(self.search, SearchConfig),

@@ -73,8 +73,9 @@ class Baseline:
         return int(self.loadings.shape[1])
 
     def arrays(self, prefix: str = "baseline_") -> dict[str, np.ndarray]:
-        """The arrays for an ``.npz``: ``{prefix}loadings``, ``{prefix}components``, ``{prefix}method``
-        (a string array), ``{prefix}offset`` and, for PCA, ``{prefix}explained``."""
+        """The arrays for an ``.npz``: ``{prefix}loadings`` (N, K), ``{prefix}components`` (K, *sample_shape),
+        ``{prefix}method`` (a 0-d string array), ``{prefix}offset`` (a float32 scalar) and, for PCA,
+        ``{prefix}explained`` (K,)."""
         out = {f"{prefix}loadings": self.loadings, f"{prefix}components": self.components,
                f"{prefix}method": np.asarray(self.method), f"{prefix}offset": np.float32(self.offset)}
         if self.explained is not None:

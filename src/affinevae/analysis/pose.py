@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import AffineVAEError, refuse_removed_keywords
-from ..mapping import check_symmetry
+from ..config import check_symmetry
 from ..evaluation import circular_correlation, class_offset_concentration, offset_concentration
 from ..limits import ANGLE_HISTOGRAM_BINS
 from ..plots import CLASS_CMAP, new_figure

@@ -21,6 +21,7 @@ same particle gives the same pixels, latents and ELBO whichever file it comes in
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -222,6 +223,16 @@ class PixelScaling:
     soft: float = 0.0
     floor: float = 0.0
 
+    def __post_init__(self) -> None:
+        """Refuse an unknown kind, a non-finite value, a divisor <= 0 or an 'asinh' softening <= 0 (one line)."""
+        values = (self.offset, self.divisor, self.soft, self.floor)
+        numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+        if (self.kind not in ("minmax", "standardise", "asinh") or not numeric
+                or not all(np.isfinite(v) for v in values) or not self.divisor > 0
+                or (self.kind == "asinh" and not self.soft > 0)):
+            raise AffineVAEError(f"pixel_scaling must be 'minmax', 'standardise' or 'asinh' with a finite offset, "
+                                 f"a divisor > 0 (and for 'asinh' a softening > 0), got {self!r}")
+
     def __str__(self) -> str:
         """The map as a user reads it, e.g. ``(x + 20) / 45`` or ``(asinh((x - 200) / 14) + 4.2) / 11.8``."""
         if self == RAW_UNITS:
@@ -252,11 +263,11 @@ class PixelScaling:
             soft, floor = float(value.get("soft", 0.0)), float(value.get("floor", 0.0))
         except (TypeError, KeyError, ValueError, AttributeError):
             raise AffineVAEError(f"{where}: pixel_scaling must be {{'kind', 'offset', 'divisor'}}, got {value!r}") from None
-        finite = all(np.isfinite(v) for v in (offset, divisor, soft, floor)) and divisor > 0
-        if kind not in ("minmax", "standardise", "asinh") or not finite or (kind == "asinh" and not soft > 0):
+        try:
+            return cls(kind, offset, divisor, soft, floor)
+        except AffineVAEError:
             raise AffineVAEError(f"{where}: pixel_scaling must be 'minmax', 'standardise' or 'asinh' with a finite "
-                                 f"offset, a divisor > 0 (and for 'asinh' a softening > 0), got {value!r}")
-        return cls(kind, offset, divisor, soft, floor)
+                                 f"offset, a divisor > 0 (and for 'asinh' a softening > 0), got {value!r}") from None
 
 
 #: The scaling a run records for images given in their own units outside [0, 1] (an array passed to

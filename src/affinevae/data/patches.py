@@ -138,7 +138,7 @@ class PatchSet:
         return len(self.patches)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays written by :meth:`save`.
+        """The arrays written by :meth:`save` (shapes and units as the attributes above).
 
         ``patches``, ``centers``, ``frames``, ``window``, ``image_shape``, ``n_frames``; ``positions``
         when known; ``background_box`` when the frames were flattened; ``fill_nan`` (True) when their NaN

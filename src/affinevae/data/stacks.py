@@ -563,7 +563,7 @@ class NpySource(ArraySource):
 
     @property
     def array(self) -> np.ndarray:
-        """A new read-only memory map of the file."""
+        """A new read-only memory map of the file: the stored array, (F, H, W) or (F, C, H, W) / (F, H, W, C)."""
         with reading(self.path, ".npy"):
             return np.load(self.path, mmap_mode="r", allow_pickle=False)
 

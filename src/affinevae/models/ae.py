@@ -19,7 +19,6 @@ class AEConfig(ModelConfig):
     def validate(self) -> None:
         """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
-        check_choice("decoder", self.decoder, ["conv", "mlp"])
         check_choice("likelihood", self.likelihood, ["bernoulli", "mse"])
 
 

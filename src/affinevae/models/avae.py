@@ -127,6 +127,8 @@ class AVAEConfig(ModelConfig):
     (e.g. ``latent_dim``); they are moved into ``inner_config``.
     """
 
+    DECODER_NAMES: ClassVar = None  # the inner model's config checks its decoder
+
     inner: str = "vae"
     inner_config: dict = dataclasses.field(default_factory=dict)
     transform: str = "rotation"
@@ -316,11 +318,11 @@ class AVAE(LatentModel):
         return self.vae.lowpass_filter
 
     def observe(self, x: Tensor) -> Tensor:
-        """The inner model's :meth:`~affinevae.models.base.LatentModel.observe`."""
+        """The inner model's :meth:`~affinevae.models.base.LatentModel.observe`: (N, C, H, W) -> (N, C, H, W)."""
         return self.vae.observe(x)
 
     def unobserve(self, x: Tensor) -> Tensor:
-        """The inner model's :meth:`~affinevae.models.base.LatentModel.unobserve`."""
+        """The inner model's :meth:`~affinevae.models.base.LatentModel.unobserve`: (N, C, H, W) -> (N, C, H, W)."""
         return self.vae.unobserve(x)
 
     def build(self, vae: Optional[LatentModel] = None) -> None:

@@ -99,6 +99,10 @@ class ModelConfig(Config):
 
     #: Runs saved before ``lowpass`` existed had no filter.
     FORMER_DEFAULTS: ClassVar[dict] = {"lowpass": 0.0}
+    #: The decoders this family builds by name (``decoder`` is checked against it at construction);
+    #: the pose families build theirs from :data:`affinevae.nn.spatial.POSE_DECODERS`, and a config
+    #: that mirrors an inner model's fields (the AVAE's) leaves the check to that model's config (None).
+    DECODER_NAMES: ClassVar[Any] = DECODERS
 
     def validate(self) -> None:
         """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
@@ -107,6 +111,8 @@ class ModelConfig(Config):
         check(isinstance(self.latent_dim, int) and self.latent_dim >= 1, f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")
         check(isinstance(self.num_classes, int) and self.num_classes >= 0, f"num_classes must be an integer >= 0, got {self.num_classes!r}")
         check_choice("encoder", self.encoder, ENCODERS.names())
+        if self.DECODER_NAMES is not None:
+            check_choice("decoder", self.decoder, self.DECODER_NAMES.names())
         check_choice("activation", self.activation, list(ACTIVATIONS))
         check_choice("norm", self.norm, list(NORMS))
         check_choice("likelihood", self.likelihood, LIKELIHOODS.names())

@@ -216,6 +216,7 @@ class RVAEConfig(ModelConfig):
 
     #: The defaults of ``group_channels`` and ``pose_anchor`` (None) resolve to these with the
     #: equivariant encoder; the joint and semi-supervised configs override them.
+    DECODER_NAMES: ClassVar = POSE_DECODERS  # 'spatial' and 'warp'
     default_group_channels: ClassVar[tuple] = (4, 8, 8, 8, 8)
     default_pose_anchor: ClassVar[float] = 10.0
     #: ``content_anchor`` (None) resolves to this with a pose anchor and 'embedding' targets.
@@ -268,7 +269,6 @@ class RVAEConfig(ModelConfig):
         else:
             check("shift" not in self.invariances,
                   "the 'shift' invariance is for 1-D signals (image shape (C, 1, L)); images take 'translation'")
-        check_choice("decoder", self.decoder, POSE_DECODERS.names())
         check_choice("likelihood", self.likelihood, ["bernoulli", "cbernoulli", "gaussian"])
         check_choice("rotation_mode", self.rotation_mode, ["gaussian", "full"])
         check(len(self.hidden) >= 1, "hidden must list at least one width")

@@ -16,7 +16,6 @@ class VAEConfig(ModelConfig):
     def validate(self) -> None:
         """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
-        check_choice("decoder", self.decoder, ["conv", "mlp"])
         check_choice("likelihood", self.likelihood, ["bernoulli", "cbernoulli", "gaussian"])
 
 

@@ -93,7 +93,11 @@ def layer_units(unit: Optional[str], ndim: int) -> dict[str, Any]:
 def image_layer(image: np.ndarray, step: int = 1, pixel_size: Optional[float] = None,
                 name: str = "image", unit: Optional[str] = None) -> tuple[np.ndarray, dict[str, Any], str]:
     """The background image layer: ``image`` (H', W') or (F, H', W'), read every ``step`` pixels of the frame
-    (``unit``: the pixel size's unit, :func:`layer_units`)."""
+    (``unit``: the pixel size's unit, :func:`layer_units`).
+
+    Returns:
+        napari's layer-data tuple: the image as an array of the same shape, the layer's keywords
+        (``scale``: ``step`` times the pixel size per axis, in ``unit``) and ``'image'``."""
     s = (float(pixel_size) if pixel_size else 1.0) * step
     img = np.asarray(image)
     scale = (1.0,) * (img.ndim - 2) + (s, s)

@@ -8,6 +8,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
+from ..config import check_seed
 from ..defaults import MIN_IMAGE_SIZE, PATCH_LATENT_DIM
 from ..errors import AffineVAEError
 
@@ -84,9 +85,12 @@ class LearnSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise AffineVAEError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if self.epochs is not None and not (isinstance(self.epochs, (int, np.integer)) and self.epochs >= 1):
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not (isinstance(self.epochs, (int, np.integer))
+                                                                             and self.epochs >= 1)):
             raise AffineVAEError(f"epochs must be an integer >= 1 (or None for the defaults), got {self.epochs!r}")
-        if self.clusters is not None and not (isinstance(self.clusters, (int, np.integer)) and self.clusters >= 1):
+        check_seed(self.seed)
+        if self.clusters is not None and (isinstance(self.clusters, bool)
+                                          or not (isinstance(self.clusters, (int, np.integer)) and self.clusters >= 1)):
             raise AffineVAEError(f"clusters must be an integer >= 1 (or None), got {self.clusters!r}")
         if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
                                            or not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1):
