@@ -204,6 +204,26 @@ def test_estimator_reads_text_minus_one_as_an_unknown_label():
     assert idx.tolist() == [0, 1, -1, -1, 0] and list(est.classes_) == ["a", "b"]
 
 
+def test_the_same_tensors_and_metadata_give_the_same_file_bytes(tmp_path):
+    """Two trainings with one seed write byte-identical weights: the metadata keys, which safetensors
+    writes in a hash map's changing order, are put in name order (the file still loads, with them)."""
+    import hashlib
+
+    import torch
+    from safetensors import safe_open
+
+    from affinevae.io import load_tensors, save_tensors
+
+    t = {"b": torch.ones(3), "a": torch.arange(4.0).reshape(2, 2)}
+    meta = {k: f"value {k} é" for k in "qwertyuiop"}
+    digests = {hashlib.sha256(save_tensors(tmp_path / f"w{i}.safetensors", t, meta).read_bytes()).hexdigest()
+               for i in range(6)}
+    assert len(digests) == 1
+    with safe_open(str(tmp_path / "w0.safetensors"), "pt") as f:
+        assert {k: v for k, v in f.metadata().items() if k in meta} == meta
+    assert all(torch.equal(load_tensors(tmp_path / "w0.safetensors")[k], t[k]) for k in t)
+
+
 def test_damaged_weights_are_refused_at_load(tmp_path):
     """save_tensors records a digest of the tensors; a flipped bit is found at load, in one line."""
     import torch

@@ -210,7 +210,32 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     :func:`tensors_digest` (:data:`TENSORS_DIGEST_KEY`)."""
     t = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {**(metadata or {}), TENSORS_DIGEST_KEY: tensors_digest(t)}
-    return atomic_write(path, lambda tmp: save_file(t, tmp, metadata=meta))
+
+    def write(tmp: Path) -> None:
+        save_file(t, tmp, metadata=meta)
+        sort_metadata(tmp)
+
+    return atomic_write(path, write)
+
+
+def sort_metadata(path: str | Path) -> None:
+    """Put the metadata keys of the safetensors file at ``path`` in name order, in place.
+
+    safetensors writes them in a hash map's order, which changes from one write to the next, so
+    the same tensors and metadata gave files with other bytes (a file hash could not tell that two
+    trainings with one seed gave the same model). The header keeps its length (the same JSON,
+    reordered), so only its bytes are rewritten."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        raw = f.read(size)
+        header = json.loads(raw)
+        if not isinstance(header.get("__metadata__"), dict):
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        new = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(new) == len(raw.rstrip(b" ")):  # unless the writer escaped differently: then left as written
+            f.seek(8)
+            f.write(new)  # the padding after it stays
 
 
 def load_tensors(path: str | Path, what: str = "weights") -> dict[str, torch.Tensor]:
