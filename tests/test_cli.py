@@ -326,3 +326,34 @@ def test_a_run_scales_other_files_as_its_training_data(tmp_path, capsys):
     assert main(["encode", str(run), "--data", str(tmp_path / "sub.npy"), "--out", str(tmp_path / "bad.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.json: pixel_scaling must be" in err[0]
+
+
+def test_partly_labelled_file_trains_a_model_that_takes_no_labels(tmp_path, capsys):
+    """An .npz whose own labels are partly unknown (-1) trains an rvae/vae (which take no labels: they are left
+    out, said in one line), in Python too; plots colour the unknown ones grey as 'unknown'. Labels given
+    explicitly with --labels are checked as given."""
+    d = av.data.load_mnist("train", n=120)
+    labels = d.labels.copy()
+    labels[40:] = -1
+    np.savez(tmp_path / "part.npz", images=d.images, labels=labels)
+    np.save(tmp_path / "part.npy", labels)
+    out = tmp_path / "r"
+    capsys.readouterr()
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "part.npz"), "--epochs", "1", "--out", str(out),
+                 *TINY]) == 0
+    said = capsys.readouterr().out
+    assert "part.npz: its labels are -1 (unknown) for 80 of 120 images; 'vae' takes no labels, so they are left out" in said
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "part.npz"), "--labels", str(tmp_path / "part.npy"),
+                 "--epochs", "1", "--out", str(tmp_path / "r2"), *TINY]) == 2
+    assert "labels of -1 (unknown) are only allowed for semi-supervised class models" in capsys.readouterr().err
+    model = av.build_model("vae", image_shape=(1, 28, 28), latent_dim=2, hidden=(16,), encoder="mlp", decoder="mlp")
+    data = av.data.ImageSet(d.images, labels=labels)
+    assert av.fit(model, data, av.TrainConfig(epochs=1, progress=False), check_learning=False).epochs_trained == 1
+    from affinevae.analysis.latent import UNKNOWN_COLOR, latent_codes, plot_latent_scatter
+
+    fig = plot_latent_scatter(latent_codes(av.load(out), data, method="pca"), color_by="class")
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()][:2] == ["unknown", "0"]
+    from matplotlib.colors import to_hex
+
+    assert to_hex(fig.axes[0].collections[0].get_facecolor()[0]) == UNKNOWN_COLOR

@@ -223,7 +223,8 @@ def finish_distributed() -> None:
 
 def _as_tensors(data, model: LatentModel, where: str = "training images") -> tuple[Tensor, Optional[Tensor]]:
     """Training images (N, C, H, W) float32 and labels (N,) int64 (None for unconditional models
-    without labels), coerced and checked by :func:`affinevae.data.as_images`.
+    without labels, or whose labels are partly unknown, -1: those models ignore them), coerced and
+    checked by :func:`affinevae.data.as_images`.
 
     A semi-supervised model (``model.semi_supervised``) checks its own labels with
     ``model.check_labels``: class labels with -1 where unknown, or float targets with NaN.
@@ -245,10 +246,13 @@ def _as_tensors(data, model: LatentModel, where: str = "training images") -> tup
             raise AffineVAEError(f"{where}: {exc}") from None
     conditional = model.conditional
     x, y = as_images(data, image_shape=model.config.image_shape, where=where,
-                     num_classes=model.config.num_classes if conditional else None)
+                     num_classes=model.config.num_classes if conditional else None,
+                     min_label=0 if conditional else -1)
     model.check_pixels(x, where)
     if conditional and y is None:
         raise AffineVAEError(f"model '{model.family}' is class-conditional: {where} need labels")
+    if not conditional and y is not None and len(y) and int(y.min()) < 0:
+        y = None  # partly known labels (-1), which a model that takes no labels ignores (only the ss* read -1)
     return x, y
 
 

@@ -172,6 +172,10 @@ def angle_color_scale(degrees: np.ndarray) -> tuple[str, float]:
     return ANGLE_CMAP, 180.0
 
 
+#: Colour of the points whose label is -1 (unknown) in the plots coloured by class.
+UNKNOWN_COLOR = "#cccccc"
+
+
 def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
     x, y = codes.embedding[:, 0], codes.embedding[:, 1]
     if color_by in ("class", "inferred_class"):
@@ -183,9 +187,11 @@ def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
         import matplotlib
 
         cmap = matplotlib.colormaps[CLASS_CMAP]
-        for k, c in enumerate(classes):
+        # labels of -1 (unknown: partly labelled data) drawn first, in light grey, under the known ones
+        for c in sorted(classes, key=lambda c: (c >= 0, c)):
             sel = labels == c
-            ax.scatter(x[sel], y[sel], s=size, color=cmap(int(c) % 10), label=str(int(c)), alpha=0.8, linewidths=0)
+            ax.scatter(x[sel], y[sel], s=size, color=cmap(int(c) % 10) if c >= 0 else UNKNOWN_COLOR,
+                       label=str(int(c)) if c >= 0 else "unknown", alpha=0.8, linewidths=0)
         ax.legend(title="class" if color_by == "class" else "inferred", loc="center left", bbox_to_anchor=(1.0, 0.5),
                   markerscale=max(1.0, 12 / size), frameon=False, handletextpad=0.2, borderaxespad=0.3,
                   ncol=1 if len(classes) <= 12 else 2)

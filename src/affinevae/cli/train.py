@@ -9,7 +9,7 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -241,6 +241,9 @@ class Train:
                 targets = targets[:len(data)]
             if len(targets) != len(data):
                 raise AffineVAEError(f"{args.targets}: {len(targets)} targets for {len(data)} images")
+        data, left_out = file_labels_left_out(args, cls, data)
+        if left_out and rank == 0:
+            pending.append(left_out)
         given = model_options(args, cls, data, targets)
         options, train, chosen = data_defaults(data, args.model, given, args.batch_size, args.epochs, args.lr,
                                                args.kl_warmup)
@@ -476,6 +479,22 @@ def resumed_model_options(out, cls, given: dict, options: dict) -> tuple[dict, s
 def _as_saved(value):
     """``value`` as a saved config holds it (JSON: tuples as lists, also inside an AVAE's inner config)."""
     return json.loads(json.dumps(value))
+
+
+def file_labels_left_out(args: argparse.Namespace, cls, data) -> tuple[Any, str]:
+    """``data`` without the labels its own file holds when they are partly unknown (-1) and the
+    model takes no labels (neither class-conditional nor semi-supervised: they would be ignored, and
+    only the semi-supervised models read -1), and the line that says so; else ``data`` and ''.
+    Labels given with ``--labels`` are the user's explicit choice and are checked as given."""
+    kind = cls.labelled_as(parse_set_options(args.set))
+    takes = getattr(kind, "conditional", False) is True or getattr(kind, "semi_supervised", False) is True
+    labels = getattr(data, "labels", None)
+    if args.labels or takes or labels is None or not len(labels) or labels.min() >= 0:
+        return data, ""
+    unknown = int((labels < 0).sum())
+    return (dataclasses.replace(data, labels=None),
+            f"affinevae: {args.data}: its labels are -1 (unknown) for {unknown} of {len(labels)} images; "
+            f"'{args.model}' takes no labels, so they are left out (ssvae/ssrvae learn from partly known labels)")
 
 
 def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
