@@ -226,8 +226,8 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
           "the spectra have 12 samples but the model expects 32; check --signal-axis")
     # another cube than the run's own needs its axis; the run's own is read along the recorded one
     np.save(tmp_path / "other.npy", small_cube.cube)
-    error(["map", str(run), "--cube", str(tmp_path / "other.npy"), "--out", str(tmp_path / "no-maps")],
-          "--cube needs --signal-axis")
+    assert main(["map", str(run), "--cube", str(tmp_path / "other.npy"), "--out", str(tmp_path / "other-maps")]) == 0
+    assert "other.npy: read along the run's --signal-axis 2 (override with --signal-axis)" in capsys.readouterr().out
     assert main(["map", str(run), "--cube", str(cube), "--out", str(tmp_path / "own-maps")]) == 0
     assert "--cube is the run's own data: read along its --signal-axis 2" in capsys.readouterr().out
     assert (tmp_path / "own-maps" / "maps.npz").is_file()
@@ -240,16 +240,21 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
     # the run's own data with another --signal-axis is read with that axis (0 was taken for "not given")
     error(["encode", str(run), "--data", str(cube), "--signal-axis", "0", "--out", str(tmp_path / "e0.npz")],
           "the signals have 10 samples but the model expects 32; check --signal-axis")
-    # the same cube without --signal-axis reads as images: the message says how to read it as signals
-    np.save(tmp_path / "copy.npy", small_cube.cube)
-    error(["encode", str(run), "--data", str(tmp_path / "copy.npy"), "--out", str(tmp_path / "e1.npz")],
-          "(1-D signals of 32 samples: read the data as signals, with --signal-axis")
-    # values outside [0, 1]: the loader's min-max scaling warning is not shown before the refusal
+    # another file without --signal-axis is read as the run read its signals (a model of signals encodes no images),
+    # in the file's own units (divided by their largest value, as training's were)
     np.save(tmp_path / "bright.npy", small_cube.cube * 300 + 5)
+    capsys.readouterr()
     with warnings.catch_warnings(record=True) as shown:
-        error(["encode", str(run), "--data", str(tmp_path / "bright.npy"), "--out", str(tmp_path / "e1.npz")],
-              "but the model expects 1x1x32")
+        warnings.simplefilter("always")
+        assert main(["encode", str(run), "--data", str(tmp_path / "bright.npy"), "--out", str(tmp_path / "e1.npz")]) == 0
+    assert "bright.npy: read as signals along the run's --signal-axis 2" in capsys.readouterr().out
     assert not [w for w in shown if "min-max" in str(w.message)]
+    with np.load(tmp_path / "e1.npz") as f:
+        assert f["z_mean"].shape[0] == 120
+    # a stack of images is refused in one line: its last axis is not the model's signal length
+    np.save(tmp_path / "stack.npy", np.random.default_rng(0).random((5, 20, 20)))
+    error(["encode", str(run), "--data", str(tmp_path / "stack.npy"), "--out", str(tmp_path / "e2.npz")],
+          "the signals have 20 samples but the model expects 32")
     # commands that turn images refuse a model of signals, and map takes its data with --cube only
     for args, what in [(["align", str(run), "--data", str(cube), "--signal-axis", "2", "--out", str(tmp_path / "a.npz")],
                         "a signal's shift is one of its latents"),
@@ -263,7 +268,7 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
           "--symmetry applies to --image/--patches")
     error(["train", "--model", "avae", "--data", str(cube), "--signal-axis", "2", "--epochs", "1", "--out",
            str(tmp_path / "av")], "avae searches the pose of images")
-    for name in ("a.npz", "s.csv", "m", "e0.npz", "e1.npz", "am", "av"):
+    for name in ("a.npz", "s.csv", "m", "e0.npz", "e2.npz", "am", "av"):
         assert not (tmp_path / name).exists()
     # the decoder of a signal model takes a shift only
     from affinevae.runs import load
@@ -291,7 +296,7 @@ def test_map_patches_with_baseline(tmp_path, capsys):
     assert "--signal-axis applies to --cube only" in capsys.readouterr().err
 
 
-def test_report_of_a_spectra_run(tmp_path, small_cube):
+def test_report_of_a_spectra_run(tmp_path, small_cube, monkeypatch, capsys):
     from affinevae.report import write_report
 
     np.save(tmp_path / "cube.npy", small_cube.cube)
@@ -301,6 +306,27 @@ def test_report_of_a_spectra_run(tmp_path, small_cube):
     res = write_report(run, tmp_path / "r.html", n=60)
     assert "Linear baseline (PCA)" in res.sections and "Loss vs rotation" not in res.sections, res.skipped
     assert "PCA&#x27;s loading maps" in (tmp_path / "r.html").read_text() or "loading maps" in (tmp_path / "r.html").read_text()
+    # another cube (report and plot have no --signal-axis) and the run's own cube spelled otherwise, from another
+    # working directory: read along the run's signal axis
+    other = synthetic_cube(height=6, width=7, length=32, seed=5).cube
+    np.save(tmp_path / "other.npy", other)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    with monkeypatch.context() as m:
+        m.chdir(sub)
+        assert main(["report", str(run), "--data", "../other.npy", "--out", "r2.html", "--sweep-angles", "none"]) == 0
+        assert main(["plot", str(run), "reconstructions", "--data", "../other.npy", "--out", "p.png"]) == 0
+        assert main(["encode", str(run), "--data", "../other.npy", "--out", "e.npz"]) == 0
+        assert "read as signals along the run's --signal-axis 2" in capsys.readouterr().out
+        with np.load("e.npz") as f:
+            assert f["z_mean"].shape == (42, 2)
+    with monkeypatch.context() as m:
+        m.chdir(tmp_path)
+        capsys.readouterr()
+        assert main(["encode", str(run), "--data", "./cube.npy", "--out", "own.npz"]) == 0  # the run's own, respelled
+        assert "read as signals" not in capsys.readouterr().out
+        with np.load("own.npz") as f:
+            assert f["z_mean"].shape == (120, 2)
 
 
 def test_cli_multichannel_signals(tmp_path, capsys):

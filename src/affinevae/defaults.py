@@ -62,7 +62,7 @@ from .mapping import CLUSTER_SPACES  # noqa: F401  (re-exported: map's one list)
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults", "chosen_defaults", "orientation_default",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "floored_sigma",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "patch_smoothing", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -131,6 +131,15 @@ def _measured_noise(data: ImageSet) -> Optional[float]:
     return noise_sigma(data.images) if len(data) else None
 
 
+def floored_sigma(noise: float, span: float, floor: float) -> float:
+    """The Gaussian likelihood's sigma the data rules choose: max(``noise``, ``floor`` x min(1, 2 x ``span``)),
+    to 3 significant digits (the value printed is the one used). ``noise``: the data's noise estimate and
+    ``span``: their value span (max - min), both in the units training sees; a ``span`` of 0 (constant
+    data, which say nothing of their scale) takes the whole floor."""
+    scale = min(1.0, 2.0 * span) if span > 0 else 1.0
+    return float(f"{max(float(noise), floor * scale):.3g}")
+
+
 def _sigma_at_least(floor: float, noise: Callable[[ImageSet], Optional[float]] = _meta_noise) -> Rule:
     """The rule choosing sigma = max(noise estimate, ``floor`` x min(1, 2 x the images' value
     span)) for a Gaussian likelihood: the floor is for images that span [0, 1], and shrinks with
@@ -142,9 +151,7 @@ def _sigma_at_least(floor: float, noise: Callable[[ImageSet], Optional[float]] =
         sigma = noise(data)
         if sigma is None:
             return None
-        span = float(np.ptp(data.images)) if data.images.size else 0.0
-        scale = min(1.0, 2.0 * span) if span > 0 else 1.0  # constant images say nothing of their scale
-        return float(f"{max(float(sigma), floor * scale):.3g}")  # the value printed is the one used
+        return floored_sigma(sigma, float(np.ptp(data.images)) if data.images.size else 0.0, floor)
     return rule
 
 

@@ -385,9 +385,10 @@ class Run:
             return source if n is None or n >= len(source) else source.subset(slice(0, n))
         meta = self.meta
         fill = bool(meta.get("fill_nan")) if fill_nan is None else bool(fill_nan)
-        if source is not None and str(source) != meta.get("data"):
+        if source is not None and not self.names_own_data(source):
+            signals = {} if str(source) in BUILTIN else self.signal_reading()  # other signals: read as training read
             other = load_dataset(str(source), split=split, n=n, seed=self.seed, scaling=self.pixel_scaling,
-                                 stretch=meta.get("stretch") or "auto", fill_nan=fill)
+                                 stretch=meta.get("stretch") or "auto", fill_nan=fill, **signals)
             self.warn_unlike(other, str(source))
             return other
         # the run's own data (also when given again by name: rotated-mnist keeps its recorded angle range)
@@ -411,6 +412,32 @@ class Run:
                 raise
             raise AffineVAEError(f"{exc} (the data {self.train_file} records, as given to train from its working "
                                  "directory; give the data to analyse with --data)") from None
+
+    def names_own_data(self, source) -> bool:
+        """Whether the data spec ``source`` names the data ``train.json`` records: the same spec, or the
+        same file spelled otherwise (``./cube.npy``, an absolute path) from this working directory."""
+        recorded = self.meta.get("data")
+        if not recorded or source is None:
+            return False
+        if str(source) == str(recorded):
+            return True
+        from .data.sources import BUILTIN
+
+        if str(source) in BUILTIN or str(recorded) in BUILTIN:
+            return False
+        try:
+            return Path(str(source)).resolve() == Path(str(recorded)).resolve()
+        except (OSError, RuntimeError, ValueError):  # an unreadable path, a loop of links
+            return False
+
+    def signal_reading(self) -> dict:
+        """How the run read its data as 1-D signals, as :func:`affinevae.data.load_dataset` keywords
+        (``signal_axis``, ``signal_cube``), or {} for a run of images: other signal files given to
+        analyse this run are read along the same axis."""
+        axis = self.meta.get("signal_axis")
+        if axis is None:
+            return {}
+        return {"signal_axis": int(axis), "signal_cube": self.meta.get("signal_cube")}
 
     def warn_unlike(self, data, where: str) -> None:
         """Warn (one line) when other images ``data`` (an :class:`~affinevae.data.ImageSet` read for this

@@ -166,7 +166,7 @@ def names_run_data(args: argparse.Namespace, run) -> bool:
     ``--data``, ``--labels`` labels the run's own images: :func:`load_run_data`.)"""
     if args.data is None:
         return True
-    return (bool(run.meta.get("data")) and str(args.data) == str(run.meta["data"])
+    return (run.names_own_data(args.data)
             and all(getattr(args, k, None) is None or getattr(args, k) is False  # not `in (None, False)`: 0 == False
                     for k in ("key", "labels", "data_max_angle", "signal_axis", "signal_channels")))
 
@@ -232,6 +232,13 @@ def load_scaled_like_run(args: argparse.Namespace, run, split: str = "train", se
     """:func:`load_data_from_args` with ``run``'s pixel scaling (:attr:`affinevae.runs.Run.pixel_scaling`)
     for float image files, saying so in one line when it applies (``announce``)."""
     scaling = run.pixel_scaling
+    signals = run.signal_reading()
+    if signals and getattr(args, "signal_axis", None) is None and args.data not in BUILTIN:
+        # a run of 1-D signals reads other signal files along its own axis (a command may have no --signal-axis)
+        args = argparse.Namespace(**{**vars(args), "signal_axis": signals["signal_axis"],
+                                     "signal_channels": signals["signal_cube"] is False})
+        if announce:
+            print(f"affinevae: {args.data}: read as signals along the run's --signal-axis {signals['signal_axis']}")
     data = load_data_from_args(args, split, seed=seed, binarize=binarize, scaling=scaling,
                                fill_nan=bool(run.meta.get("fill_nan")), stretch=run.meta.get("stretch"))
     if announce and scaling is not None and data.meta.get("pixel_scaling") is not None:

@@ -135,6 +135,7 @@ def signal_info(spec: str, signal_axis: int, key: Optional[str] = None, channels
         AffineVAEError: what :func:`~affinevae.data.spectra.load_signals` refuses (one line).
     """
     from ..data.spectra import load_signals
+    from ..defaults import SPECTRA_CLASS_SIGMA_FLOOR, SPECTRA_SIGMA_FLOOR, floored_sigma
 
     data = load_signals(spec, signal_axis, key=key, cube=False if channels else None, normalise=False)
     n, c, _, length = data.images.shape
@@ -150,8 +151,14 @@ def signal_info(spec: str, signal_axis: int, key: Optional[str] = None, channels
     peak = float(np.abs(vals).max())
     out["values"] = f"{vals.min():.6g} .. {vals.max():.6g}, mean {vals.mean():.6g}, sd {vals.std():.6g}"
     noise = float(data.meta["noise_sigma"])
-    out["noise"] = (f"{noise:.4g} (second differences); {noise / peak if peak > 0 else 0:.3g} after training divides "
-                    f"by the largest absolute value, {peak:.6g}: a gaussian likelihood's sigma")
+    if peak > 0:
+        scaled, span = noise / peak, float(vals.max() - vals.min()) / peak  # as training sees them
+        out["noise"] = (f"{noise:.4g} (second differences); {scaled:.3g} after training divides by the largest "
+                        f"absolute value, {peak:.6g}: train's sigma {floored_sigma(scaled, span, SPECTRA_SIGMA_FLOOR):g}"
+                        f" (jvae/jrvae {floored_sigma(scaled, span, SPECTRA_CLASS_SIGMA_FLOOR):g}; at least "
+                        f"{SPECTRA_SIGMA_FLOOR:g} / {SPECTRA_CLASS_SIGMA_FLOOR:g} for signals spanning 0.5 or more)")
+    else:
+        out["noise"] = "none: every value is 0, the signals hold no contrast"
     if data.labels is not None:
         lab, counts = np.unique(data.labels, return_counts=True)
         out["labels"] = ", ".join(f"{'unknown' if v < 0 else int(v)}: {k}" for v, k in zip(lab, counts))

@@ -133,6 +133,8 @@ def spectra_set(signals: np.ndarray, grid_shape: Optional[tuple[int, int]] = Non
         peak = float(np.abs(sig).max())
         scale = peak if peak > 0 else 1.0
         sig = sig / scale
+        if not peak > 0:  # as the image loaders say of constant images
+            warnings.warn(f"{source}: every value is 0: the signals hold no contrast", stacklevel=2)
     info: dict[str, Any] = {"kind": SPECTRA_KIND, "intensity_scale": scale,
                             "noise_sigma": spectra_noise_sigma(sig)}
     if grid_shape is not None:
