@@ -262,6 +262,18 @@ def test_positions_round_trip_and_coordinates_keep_their_fractions(tmp_path):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(AffineVAEError, match=r"bad.npz: positions \(\d+, 2\) must be"):
         PatchSet.load(tmp_path / "bad.npz")
+    # a NaN centre (cast to an integer it became -2**63) and a window that is not the patches' size
+    arrays = ps.arrays()
+    arrays["centers"] = arrays["centers"].astype(np.float64)
+    arrays["centers"][0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(AffineVAEError, match=r"nan.npz: 1 of its centers are NaN or infinite"):
+        PatchSet.load(tmp_path / "nan.npz")
+    arrays = ps.arrays()
+    arrays["window"] = np.int64(99)
+    np.savez(tmp_path / "win.npz", **arrays)
+    with pytest.raises(AffineVAEError, match=r"win.npz: window 99 does not match its 16x16 px patches"):
+        PatchSet.load(tmp_path / "win.npz")
 
 
 # ============================================================================ coordinates

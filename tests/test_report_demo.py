@@ -244,6 +244,11 @@ def test_demo_never_replaces_a_run_it_did_not_make(tmp_path, capsys):
     assert not is_demo_run(user)
     (user / "train.json").write_text(json.dumps({"epochs_done": 3, DEMO_RUN_KEY: True}))
     assert is_demo_run(user)
+    # nor writes its runs inside a run directory (as train and amortise refuse to)
+    (user / "model.json").write_text("{}")
+    assert main(["demo", "--quick", "--out", str(user / "demo")]) == 2
+    assert "lies inside the run or model directory" in capsys.readouterr().err
+    assert not (user / "demo").exists()
 
 
 def test_a_full_circle_model_is_swept_without_a_search_around_it(tmp_path, monkeypatch):

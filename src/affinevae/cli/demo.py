@@ -31,6 +31,6 @@ class Demo:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         out = Path(args.out)
         earlier = (out / "index.html").is_file() or (out / "runs").is_dir()  # a previous demo's: replaced
-        check_output(out, kind="dir", force=args.force or earlier)
+        check_output(out, kind="dir", force=args.force or earlier, model_dir=True)  # it writes runs: not inside one
         run_demo(args.out, quick=args.quick, seed=args.seed, progress=sys.stderr.isatty())
         return 0

@@ -260,7 +260,17 @@ class PatchSet:
         if d["centers"].shape != (n, 2) or d["frames"].shape != (n,):
             raise AffineVAEError(f"{p}: centers {d['centers'].shape} / frames {d['frames'].shape} do not match "
                                  f"{n} patches")
-        window = int(d["window"]) if "window" in d else int(d["patches"].shape[-1])
+        for name in ("centers", "frames"):  # cast to integers below: a NaN would become -2**63
+            v = d[name]
+            if not np.issubdtype(v.dtype, np.number) or np.iscomplexobj(v):
+                raise AffineVAEError(f"{p}: {name} must be real numbers, got {v.dtype}")
+            bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
+            if bad:
+                raise AffineVAEError(f"{p}: {bad} of its {name} are NaN or infinite")
+        side = int(d["patches"].shape[-1]) if d["patches"].ndim >= 2 else 0
+        window = int(d["window"]) if "window" in d else side
+        if n and window != side:
+            raise AffineVAEError(f"{p}: window {window} does not match its {side}x{side} px patches")
         image_shape = tuple(int(v) for v in d.get("image_shape", (0, 0)))
         n_frames = int(d.get("n_frames", 1))
         centers, frames = d["centers"].astype(np.int64), d["frames"].astype(np.int64)
