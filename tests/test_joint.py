@@ -379,6 +379,52 @@ def test_regression_form_learns_targets_from_half_the_images(tmp_path):
         read_targets(str(tmp_path / "t.csv"), 4)
 
 
+def test_regression_targets_in_their_own_units(tmp_path, capsys):
+    """Targets far from N(0, 1) (the README's: mean pixel values, 0.13 +- 0.04) left the regressor unused
+    (correlation 0.03 on the unlabelled images): the prior is now N(target_center, target_scale^2), which train
+    and the Estimator set from the known targets (one line), and a hand-built model is warned of."""
+    from affinevae.models.semisupervised import target_prior_options
+
+    train = av.data.load_mnist("train", n=200, digits=(0, 1))
+    t = np.where(train.labels == 1, 1.0, -1.0).astype(np.float32) * 0.05 + 0.2  # 0.15 / 0.25
+    known = t.copy()
+    known[::2] = np.nan
+    opts = target_prior_options(known)
+    assert opts["target_center"][0] == pytest.approx(float(np.nanmean(known)), rel=1e-3)
+    assert opts["target_scale"][0] == pytest.approx(float(np.nanstd(known)), rel=1e-3)
+    base = {k: v for k, v in SMALL.items() if k != "classifier_hidden"}
+    with pytest.warns(UserWarning, match=r"the known targets \(mean 0.2.*lie far from the model's prior N\(0, 1\^2\)"):
+        _fit(av.build_model("ssregvae", **base), (train.images, known), epochs=1)
+    torch.manual_seed(0)
+    model = av.build_model("ssregvae", **base, **opts)
+    _fit(model, (train.images, known), epochs=3)
+    enc = av.evaluation.encode_dataset(model, train.images[::2], elbo=False)
+    assert np.corrcoef(enc["target_mean"][:, 0], t[::2])[0, 1] > 0.8
+    assert abs(float(enc["target_mean"].mean()) - 0.2) < 0.03  # in the targets' units
+    model.eval()
+    with torch.no_grad():  # a known target costs -log N(t; c, s^2); an unknown one KL(q || N(c, s^2))
+        c, sd = opts["target_center"][0], opts["target_scale"][0]
+        x = torch.as_tensor(train.images[:2])
+        post_k, _ = model.infer_for_loss(x, torch.tensor([[0.3], [float("nan")]]))
+        kl = model.kl(post_k) - av.models.RVAE.kl(model, post_k)
+        m, s = post_k.parts["target_mean"][1, 0], post_k.parts["target_std"][1, 0]
+        expected = 0.5 * ((0.3 - c) / sd) ** 2 + math.log(sd) + 0.5 * math.log(2 * math.pi)
+        assert kl[0].item() == pytest.approx(expected, rel=1e-5)
+        assert kl[1].item() == pytest.approx((math.log(sd / s) + (s**2 + (m - c) ** 2) / (2 * sd**2) - 0.5).item(), rel=1e-4)
+    with pytest.raises(AffineVAEError, match="target_scale must be > 0"):
+        av.build_model("ssregvae", **base, target_scale=(0.0,))
+    # the command line sets the prior from the known targets and says so
+    np.save(tmp_path / "d.npy", train.images[:64])
+    np.save(tmp_path / "t.npy", known[:64])
+    capsys.readouterr()
+    assert main(["train", "--model", "ssregvae", "--data", str(tmp_path / "d.npy"), "--targets", str(tmp_path / "t.npy"),
+                 "--latent-dim", "2", "--encoder", "mlp", "--hidden", "16", "--epochs", "1", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert "the targets' prior N(mean, sd^2) from the known ones: (0.2" in capsys.readouterr().out
+    cfg = av.load(tmp_path / "run").config
+    assert cfg.target_center == target_prior_options(known[:64])["target_center"]
+
+
 # ---------------------------------------------------------------------------------------- command line
 @pytest.fixture(scope="module")
 def digits_npz(tmp_path_factory):
@@ -527,6 +573,18 @@ def test_train_says_when_labels_leave_most_classes_empty(tmp_path, capsys):
     assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels",
                  str(tmp_path / "unknown.npy"), *tiny, "--out", str(tmp_path / "s")]) == 2
     assert "every label is -1 (unknown): give the number of classes with --classes" in capsys.readouterr().err
+    # the user's own label values 3 and 7 (partly known) made an 8-class semi-supervised model whose six classes
+    # without a labelled image took unlabelled ones: refused, unless --classes asks for them
+    partial = np.where(np.arange(40) < 10, np.where(np.arange(40) % 2, 7, 3), -1)
+    np.save(tmp_path / "p37.npy", partial)
+    assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels", str(tmp_path / "p37.npy"),
+                 *tiny, "--out", str(tmp_path / "s37")]) == 2
+    err = capsys.readouterr().err
+    assert ("the known labels use 2 of the classes 0..7 (3, 7): the model would give the 6 classes without a labelled "
+            "image to unlabelled images; number the classes 0..1, or give --classes 8 to keep them") in err
+    assert not (tmp_path / "s37").exists()
+    assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels", str(tmp_path / "p37.npy"),
+                 "--classes", "8", *tiny, "--out", str(tmp_path / "s37")]) == 0
 
 
 def test_label_messages_say_whose_labels():

@@ -36,6 +36,7 @@ from .data.imageset import ImageSet
 from .errors import AffineVAEError
 from .evaluation import encode_dataset
 from .models.base import build_model
+from .models.semisupervised import target_prior_options
 from .registry import MODELS
 from .training import TrainConfig, fit
 
@@ -383,6 +384,8 @@ class Estimator(TransformerMixin, BaseEstimator):
                         raise AffineVAEError(f"model '{self.model}' is semi-supervised regression: y must be numeric "
                                              "targets (N,) or (N, M), NaN where unknown") from None
                     options.setdefault("target_dim", 1 if labels.ndim == 1 else int(labels.shape[1]))
+                    if "target_center" not in options and "target_scale" not in options:  # as train: the prior
+                        options.update(target_prior_options(labels))  # on the known targets' mean and spread
             else:
                 labels, self.classes_ = None, None
             if self.pose and probe.pose_source == "identity":

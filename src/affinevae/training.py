@@ -256,6 +256,25 @@ def _as_tensors(data, model: LatentModel, where: str = "training images") -> tup
     return x, y
 
 
+def warn_targets_off_prior(y: Tensor, center: Tensor, scale: Tensor) -> None:
+    """Warn (one line) when known training targets ``y`` (N, M) (NaN: unknown) lie far from the model's
+    target prior N(``center``, ``scale``^2) ((M,) each): a mean more than 3 prior sds away or a spread
+    outside 0.1-10 prior sds, where the prior would drown what the images say (``train`` and the
+    Estimator set the prior from the targets; a model built by hand keeps N(0, 1) unless given it)."""
+    for j in range(y.shape[1]):
+        col = y[:, j].double()
+        known = col[~torch.isnan(col)]
+        if len(known) < 2:
+            continue
+        mean, sd = float(known.mean()), float(known.std(unbiased=False))
+        c, s = float(center[j]), float(scale[j])
+        if abs(mean - c) > 3 * s or not 0.1 * s <= sd <= 10 * s:
+            warnings.warn(f"fit: the known targets (mean {mean:.4g}, sd {sd:.4g}) lie far from the model's prior "
+                          f"N({c:g}, {s:g}^2): build it with target_center=({mean:.4g},), target_scale=({sd:.4g},) "
+                          "(affinevae.models.semisupervised.target_prior_options(targets))", UserWarning, stacklevel=3)
+            return
+
+
 def _check_image_size(data, x: Tensor, model: LatentModel, where: str) -> None:
     """Refuse images smaller than :data:`affinevae.data.inputs.MIN_IMAGE_SIZE` on a side, as ``train`` does
     (:func:`affinevae.data.inputs.check_image_size`, the one rule): ``x`` is the (N, C, H, W) tensor
@@ -597,6 +616,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         raise AffineVAEError(f"model '{model.family}' is semi-supervised, but no training image has a known "
                              + ("target (all NaN)" if y.is_floating_point() else "label (all -1)")
                              + ": give some, or train its unsupervised family")
+    prior = getattr(model, "target_prior", None)
+    if prior is not None and y is not None and y.is_floating_point() and rank == 0:
+        warn_targets_off_prior(y, *prior(y))
     if getattr(model, "semi_supervised", False) and y is None:  # as train --labels / --targets: never silently none
         raise AffineVAEError(f"model '{model.family}' is semi-supervised: the training images need labels (-1 for "
                              "unknown) or targets (NaN for unknown), e.g. fit(model, (images, labels))")

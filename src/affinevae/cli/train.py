@@ -24,6 +24,7 @@ from ..models.base import build_model
 from .image_options import add_stretch_option
 from ..models.joint import EMBEDDING_START_AGREEMENT
 from ..models.rvae import MIN_SYNC_AGREEMENT
+from ..models.semisupervised import target_prior_options
 from ..outputs import check_output, is_interrupted_start
 from ..registry import MODELS
 from ..runs import Run, named_loss_terms
@@ -245,6 +246,12 @@ class Train:
         if left_out and rank == 0:
             pending.append(left_out)
         given = model_options(args, cls, data, targets)
+        if targets is not None and "target_center" not in given and "target_scale" not in given:
+            given.update(target_prior_options(targets))  # targets in their own units: the prior on their spread
+            if rank == 0:
+                shown = ", ".join(f"({c:g}, {s:g})" for c, s in zip(given["target_center"], given["target_scale"]))
+                pending.append(f"affinevae: the targets' prior N(mean, sd^2) from the known ones: {shown} "
+                               "(override with --set target_center=...,target_scale=...)")
         options, train, chosen = data_defaults(data, args.model, given, args.batch_size, args.epochs, args.lr,
                                                args.kl_warmup)
         cfg = cfg.replace(**train)
@@ -536,14 +543,23 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
             raise AffineVAEError(f"{args.labels or args.data}: the known labels hold one class (0): give the number "
                                  "of classes with --classes K (K >= 2)")
         opts.setdefault("num_classes", data.num_classes)
+        used = np.unique(data.labels[data.labels >= 0])
+        if args.classes is None and len(used) and (len(used) < opts["num_classes"] / 2 or used[0] > 0):
+            # K from the largest label: classes without a labelled image (the user's own values such as 3 and 7, or
+            # labels from 1) would be the unlabelled images' to fill; a class left unlabelled by chance is not refused
+            k, names = opts["num_classes"], ", ".join(str(int(v)) for v in used[:8]) + (", ..." if len(used) > 8 else "")
+            raise AffineVAEError(
+                f"{args.labels or args.data}: the known labels use {len(used)} of the classes 0..{k - 1} ({names}): the "
+                f"model would give the {k - len(used)} classes without a labelled image to unlabelled images; number "
+                f"the classes 0..{len(used) - 1}, or give --classes {k} to keep them")
         if data.num_classes > opts["num_classes"]:
             raise AffineVAEError(f"{args.labels or args.data}: labels must lie in [-1, {opts['num_classes'] - 1}] for "
                                  f"--classes {opts['num_classes']}, got {data.num_classes - 1}")
     known = data.labels[data.labels >= 0] if data.labels is not None and "num_classes" in opts else None
-    if known is not None and len(known) and len(np.unique(known)) < opts["num_classes"] / 2:
+    if known is not None and len(known) and args.classes is None and len(np.unique(known)) < opts["num_classes"] / 2:
         warnings.warn(f"{args.labels or args.data}: the labels use {len(np.unique(known))} of the "
                       f"{opts['num_classes']} classes 0..{opts['num_classes'] - 1} (one stray label?); the model "
-                      "has them all (relabel 0..K-1, or give --classes for the joint/semi-supervised models)")
+                      "has them all (relabel them 0..K-1)")
     if semi and not classes and targets is None:
         raise AffineVAEError(f"model '{args.model}' is semi-supervised regression: give --targets")
     if targets is not None:

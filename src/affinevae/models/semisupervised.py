@@ -18,19 +18,21 @@ the classifier gets right; :meth:`SSRVAE.on_epoch_end` reports it as the metric 
 (and ``val_labelled``, their number) and resets the tally.
 
 ``ssregrvae`` (``ssregvae``) is the regression form: instead of a class, ``target_dim`` continuous
-targets t (NaN: unknown), a latent with prior N(0, I) that the decoder sees beside the content;
+targets t (NaN: unknown), a latent with prior N(target_center, target_scale^2) (N(0, I) by default;
+``train`` sets them from the known targets) that the decoder sees, standardised, beside the content;
 known targets are decoded as given (their ELBO bounds log p(x, t)), unknown ones are sampled
 from the regressor q(t | x); the named term ``'regressor'`` is ``regressor_weight`` times the
 Gaussian negative log-likelihood -log q(t | x) of the known targets.
 
-Units: nats per image; angles radians; shifts half image widths; targets as given (standardise
-them to about unit scale: the prior is N(0, 1)).
+Units: nats per image; angles radians; shifts half image widths; targets in their own units
+(``target_mean``/``target_std`` too).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, Optional
 
 import numpy as np
@@ -74,6 +76,42 @@ def check_class_labels(y, num_classes: int, n: Optional[int] = None, where: str 
         raise AffineVAEError(f"{where} must lie in [-1, {num_classes - 1}] (-1: unknown) for {num_classes} classes, "
                              f"got range [{int(t.min())}, {int(t.max())}]")
     return t
+
+
+def target_values(value: Any, target_dim: int, name: str) -> tuple[float, ...]:
+    """``target_center``/``target_scale`` as ``target_dim`` finite floats: ``()`` (the default: None
+    here), one number for every target, or one per target; anything else is a one-line error."""
+    if value is None or (isinstance(value, (tuple, list)) and len(value) == 0):
+        return ()
+    items = list(value) if isinstance(value, (tuple, list)) else [value]
+    ok = all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v)) for v in items)
+    check(ok and len(items) in (1, target_dim),
+          f"{name} must hold one finite number" + (f" (for every target) or {target_dim} (one per target)"
+                                                   if target_dim > 1 else "") + f", got {value!r}")
+    return tuple(float(v) for v in items) * (target_dim if len(items) == 1 else 1)
+
+
+def target_prior_options(targets) -> dict:
+    """``target_center`` and ``target_scale`` for known targets: each column's mean and standard deviation
+    over its known (not NaN) values, to 4 significant digits (a column with one known value or none, or
+    no spread, keeps 0 and 1 where it has nothing to measure).
+
+    Args:
+        targets: (N,) or (N, M) targets in their own units, NaN where unknown.
+
+    Returns:
+        ``{'target_center': (M,) floats, 'target_scale': (M,) floats}`` for :class:`SSRegRVAEConfig`.
+    """
+    t = np.asarray(targets, dtype=np.float64)
+    t = t.reshape(len(t), -1)
+    center, scale = [], []
+    for col in t.T:
+        known = col[np.isfinite(col)]
+        mean = float(known.mean()) if len(known) else 0.0
+        sd = float(known.std()) if len(known) > 1 else 0.0
+        center.append(float(f"{mean:.4g}"))
+        scale.append(float(f"{sd:.4g}") if sd > 0 else 1.0)
+    return {"target_center": tuple(center), "target_scale": tuple(scale)}
 
 
 def check_targets(t, target_dim: int, n: Optional[int] = None, where: str = "targets") -> Tensor:
@@ -285,10 +323,16 @@ class SSRegRVAEConfig(FlatEncoderRVAEConfig):
         target_dim: number of continuous targets per image (>= 1).
         regressor_weight: weight of -log q(t | x) of the known targets (the named term
             'regressor'; per labelled image, relative to its nats/image ELBO).
+        target_center, target_scale: the targets' prior is N(center, scale^2) per target, in the
+            targets' own units (one number for every target, or one per target; ``()``: 0 and 1). ``train``
+            and the Estimator set them to the known targets' mean and standard deviation (said in one
+            line), so targets need not be standardised; the decoder sees (t - center) / scale.
     """
 
     target_dim: int = 1
     regressor_weight: float = 20.0
+    target_center: Any = ()
+    target_scale: Any = ()
 
     def validate(self) -> None:
         """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
@@ -296,6 +340,10 @@ class SSRegRVAEConfig(FlatEncoderRVAEConfig):
         check(isinstance(self.target_dim, int) and self.target_dim >= 1,
               f"target_dim must be an integer >= 1, got {self.target_dim!r}")
         check_positive("regressor_weight", self.regressor_weight, allow_zero=True)
+        for name in ("target_center", "target_scale"):
+            values = target_values(getattr(self, name), self.target_dim, name)
+            if name == "target_scale":
+                check(all(v > 0 for v in values), f"target_scale must be > 0, got {getattr(self, name)!r}")
 
 
 @MODELS.register("ssregrvae")
@@ -303,9 +351,9 @@ class SSRegRVAE(RVAE):
     """rVAE with ``target_dim`` continuous targets t (NaN: unknown) as a partly observed latent.
 
     The decoder sees [z, t]; the encoder also outputs the regressor q(t | x) = N(mean, std^2)
-    (``encode(x).parts['target_mean']``, ``['target_std']``, (N, target_dim)); the prior is
-    N(0, I). Training labels are the targets (N,) or (N, target_dim). ``decode(z, t)`` needs t
-    (None: t = 0, the prior mean); ``sample(n)`` draws t from the prior.
+    (``encode(x).parts['target_mean']``, ``['target_std']``, (N, target_dim), in the targets' units); the
+    prior is N(target_center, target_scale^2) per target. Training labels are the targets (N,) or (N, target_dim). ``decode(z, t)`` needs t
+    (None: the prior mean); ``sample(n)`` draws t from the prior.
     """
 
     config_class = SSRegRVAEConfig
@@ -315,6 +363,16 @@ class SSRegRVAE(RVAE):
     def encoder_out_dim(self) -> int:
         """The rVAE's outputs plus the mean and log-variance of every target."""
         return super().encoder_out_dim() + 2 * self.config.target_dim
+
+    def target_prior(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """The targets' prior mean and standard deviation, (target_dim,) each in the targets' units
+        (``target_center``/``target_scale``; 0 and 1 by default), as ``like``'s dtype and device."""
+        cfg = self.config
+        m = cfg.target_dim
+        center = target_values(cfg.target_center, m, "target_center") or (0.0,) * m
+        scale = target_values(cfg.target_scale, m, "target_scale") or (1.0,) * m
+        return (torch.tensor(center, dtype=like.dtype, device=like.device),
+                torch.tensor(scale, dtype=like.dtype, device=like.device))
 
     def build(self, encoder=None, decoder=None) -> None:
         """The rVAE's networks, the decoder's input widened by the targets."""
@@ -342,7 +400,8 @@ class SSRegRVAE(RVAE):
         m = self.config.target_dim
         post = super().posterior(h[:, :-2 * m])
         mean, logvar = h[:, -2 * m:].float().chunk(2, dim=1)
-        post.parts.update(target_mean=mean, target_std=torch.exp(0.5 * logvar.clamp(-30, 20)))
+        center, scale = self.target_prior(mean)  # the network's outputs are standardised: in the targets' units
+        post.parts.update(target_mean=center + scale * mean, target_std=scale * torch.exp(0.5 * logvar.clamp(-30, 20)))
         return post
 
     def infer(self, x: Tensor, y: Optional[Tensor] = None) -> Encoding:
@@ -380,31 +439,37 @@ class SSRegRVAE(RVAE):
         return self.score(x, params, post, pose, terms)
 
     def generate(self, z: Tensor, y: Optional[Tensor] = None):
-        """The canonical object of content z (N, D) and targets ``y`` (N, target_dim) (None: 0)."""
+        """The canonical object of content z (N, D) and targets ``y`` (N, target_dim) in their units (None: the
+        prior mean); the decoder sees them standardised, (y - target_center) / target_scale."""
         m = self.config.target_dim
-        t = torch.zeros(z.shape[0], m, device=z.device, dtype=z.dtype) if y is None else \
-            torch.as_tensor(y, device=z.device, dtype=z.dtype).reshape(z.shape[0], m)
+        if y is None:
+            t = torch.zeros(z.shape[0], m, device=z.device, dtype=z.dtype)
+        else:
+            center, scale = self.target_prior(z)
+            t = (torch.as_tensor(y, device=z.device, dtype=z.dtype).reshape(z.shape[0], m) - center) / scale
         return self.decoder.generate(torch.cat([z, t], 1))
 
     def kl(self, post: Encoding) -> Tensor:
-        """(N,) KL of content and pose (the rVAE's) plus, per target, KL(q(t | x) || N(0, 1)) where
-        unknown and -log N(t; 0, 1) where known, nats."""
+        """(N,) KL of content and pose (the rVAE's) plus, per target, KL(q(t | x) || p(t)) where unknown
+        and -log p(t) where known, nats; p(t) = N(target_center, target_scale^2) (N(0, 1) by default)."""
         kl = super().kl(post)
-        mean, std = post.parts["target_mean"], post.parts["target_std"]
+        center, scale = self.target_prior(post.parts["target_mean"])
+        mean, std = (post.parts["target_mean"] - center) / scale, post.parts["target_std"] / scale
         unknown = 0.5 * (mean**2 + std**2 - 1) - torch.log(std)
         known = post.parts.get("target_known")
         if known is None:
             return kl + unknown.sum(1)
-        value = post.parts["target_value"]
-        return kl + torch.where(known, 0.5 * value**2 + _HALF_LOG_2PI, unknown).sum(1)
+        value = (post.parts["target_value"] - center) / scale
+        return kl + torch.where(known, 0.5 * value**2 + torch.log(scale) + _HALF_LOG_2PI, unknown).sum(1)
 
     @torch.no_grad()
     def sample(self, n: int, y: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-        """``n`` images from the prior: z ~ N(0, I), targets ``y`` (n, target_dim) or t ~ N(0, I)."""
+        """``n`` images from the prior: z ~ N(0, I), targets ``y`` (n, target_dim) or t from their prior."""
         n = self.check_draw(n, generator)
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
         if y is None:
-            y = torch.randn(n, self.config.target_dim, generator=generator).to(self.device)
+            center, scale = self.target_prior(z)
+            y = center + scale * torch.randn(n, self.config.target_dim, generator=generator).to(self.device)
         return self.decode(z, y)
 
 
