@@ -540,6 +540,9 @@ def test_report_colours_by_and_scores_the_inferred_class(tmp_path):
     assert rows["inferred classes in use"] == "3 of 3"
     assert rows["cluster accuracy of the inferred class (Hungarian, 3 labelled)"] == 1.0
     assert rows["accuracy of the inferred class"] == 0.0
+    rows = class_metrics(np.array([1, 1, 0, 2]), 3, np.array([0, 0, 1, -1]), supervised=True, trained_on=True)
+    assert rows["cluster accuracy of the inferred class (Hungarian, 3 labelled it was trained with, not held out)"] == 1.0
+    assert rows["accuracy of the inferred class (on the labels it was trained with)"] == 0.0
 
 
 def test_cli_ssrvae_logs_the_held_out_labelled_accuracy(digits_npz, tmp_path):

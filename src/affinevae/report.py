@@ -21,7 +21,9 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .nn.signal import item_noun
+from .data.imageset import ImageSet
 from .data.inputs import check_image_shape
+from .data.sources import BUILTIN
 from .errors import AffineVAEError, refuse_removed_keywords
 from .mapping import check_symmetry
 from .io import atomic_write
@@ -221,7 +223,8 @@ def _rotation_figure(rep: "HtmlReport", A, run: Run) -> None:
                "unknown, so the encoded orientation cannot be shown)")
 
 
-def class_metrics(inferred: np.ndarray, k: int, labels: Optional[np.ndarray], supervised: bool) -> dict:
+def class_metrics(inferred: np.ndarray, k: int, labels: Optional[np.ndarray], supervised: bool,
+                  trained_on: bool = False) -> dict:
     """Report rows for the classes a joint or semi-supervised model infers.
 
     Args:
@@ -229,6 +232,8 @@ def class_metrics(inferred: np.ndarray, k: int, labels: Optional[np.ndarray], su
         labels: (N,) true labels of the same images (-1: unknown), or None.
         supervised: True for a semi-supervised model, whose class indices are the labels' own
             (its accuracy is reported as well as the cluster accuracy).
+        trained_on: the known labels are the ones a semi-supervised model was trained with (the run's own
+            data): the rows say so, since they are not held out.
 
     Returns:
         dict of metric name -> value: classes in use, and with known labels the cluster accuracy
@@ -244,9 +249,12 @@ def class_metrics(inferred: np.ndarray, k: int, labels: Optional[np.ndarray], su
     if not known.any():
         return out
     truth, got = np.asarray(labels)[known], np.asarray(inferred)[known]
-    out[f"cluster accuracy of the inferred class (Hungarian, {int(known.sum())} labelled)"] = clustering_accuracy(got, truth)
+    whose = " it was trained with, not held out" if trained_on else ""
+    out[f"cluster accuracy of the inferred class (Hungarian, {int(known.sum())} labelled{whose})"] = \
+        clustering_accuracy(got, truth)
     if supervised:
-        out["accuracy of the inferred class"] = float((got == truth).mean())
+        out["accuracy of the inferred class" + (" (on the labels it was trained with)" if trained_on else "")] = \
+            float((got == truth).mean())
     return out
 
 
@@ -391,8 +399,11 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
                 metrics[f"offset concentration per class (mean over the classes; 1: one offset per class{mod})"] = \
                     class_offset_concentration(enc["angle"], ds.angle, ds.labels, symmetry)
         if "class" in enc:  # joint / semi-supervised models: the class they infer, against the labels
-            metrics.update(class_metrics(enc["class"], enc["class_prob"].shape[1], ds.labels,
-                                         getattr(model, "semi_supervised", False)))
+            semi = getattr(model, "semi_supervised", False)
+            own = (data is None or (not isinstance(data, ImageSet) and run.names_own_data(data))) \
+                and str(run.meta.get("data")) not in BUILTIN  # a file's labels: the ones training read
+            metrics.update(class_metrics(enc["class"], enc["class_prob"].shape[1], ds.labels, semi,
+                                         trained_on=semi and own))
         metrics["parameters"] = int(sum(p.numel() for p in model.parameters()))
         rep.table([{"metric": k, "value": v} for k, v in metrics.items()])
 
