@@ -320,6 +320,12 @@ def test_report_of_a_spectra_run(tmp_path, small_cube, monkeypatch, capsys):
         assert "read as signals along the run's --signal-axis 2" in capsys.readouterr().out
         with np.load("e.npz") as f:
             assert f["z_mean"].shape == (42, 2)
+    # sample draws signals as curves (it drew 1-pixel-high strips)
+    from PIL import Image
+
+    assert main(["sample", str(run), "-n", "6", "--out", str(tmp_path / "s.png")]) == 0
+    drawn = np.asarray(Image.open(tmp_path / "s.png").convert("L"))
+    assert drawn.shape[0] > 100 and (drawn < 128).any(axis=1).sum() > 20  # dark curve pixels on many rows
     with monkeypatch.context() as m:
         m.chdir(tmp_path)
         capsys.readouterr()

@@ -11,7 +11,8 @@ import torch
 
 from ..errors import AffineVAEError
 from ..limits import check_allocation, format_size
-from ..plots import image_grid, save_image
+from ..nn.signal import is_signal_shape
+from ..plots import image_grid, new_figure, save_figure, save_image, show_signals
 from ..outputs import check_output
 from ..registry import MODELS
 from ..runs import Run
@@ -122,7 +123,7 @@ class Sample:
         add_force_argument(p)
         p.add_argument("--class", dest="cls", type=int, help="class for conditional and joint models (default: cycle through classes)")
         p.add_argument("--seed", type=seed_arg, default=0)
-        p.add_argument("--upscale", type=int, default=3, help="pixel upscaling of the image, >= 1 (default 3)")
+        p.add_argument("--upscale", type=int, default=3, help="pixel upscaling of the image, >= 1 (default 3; a model of 1-D signals draws curves instead)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -149,6 +150,24 @@ class Sample:
             y = torch.full((args.n,), args.cls) if args.cls is not None else torch.arange(args.n) % k
         gen = torch.Generator().manual_seed(args.seed)
         imgs = model.sample(args.n, y=y, generator=gen).cpu().numpy()
-        save_image(image_grid(imgs, ncol=ncol), args.out, upscale=args.upscale, fmt=fmt)
+        if is_signal_shape(model.config.image_shape):  # 1-D signals: curves, not strips one pixel high
+            save_signal_grid(imgs, args.out, fmt, ncol)
+        else:
+            save_image(image_grid(imgs, ncol=ncol), args.out, upscale=args.upscale, fmt=fmt)
         print(f"wrote {args.n} samples to {args.out}")
         return 0
+
+
+#: matplotlib's name of each PIL format ``sample`` writes.
+FIGURE_FORMATS = {"PNG": "png", "JPEG": "jpeg", "TIFF": "tiff"}
+
+
+def save_signal_grid(signals, out: str, fmt: str, ncol: Optional[int] = None) -> None:
+    """Write (N, C, 1, L) sampled 1-D signals as curves tiled ``ncol`` per row (default about sqrt(N)), one
+    common intensity scale (:func:`affinevae.plots.show_signals`), as the PIL format ``fmt`` at ``out``."""
+    n = len(signals)
+    ncol = ncol or max(1, math.ceil(math.sqrt(n)))
+    nrow = math.ceil(n / ncol)
+    fig, ax = new_figure(1, 1, panel=(min(1.6 * ncol, 40.0), min(1.0 * nrow, 40.0)), squeeze=True)
+    show_signals(ax, signals, ncol=ncol)
+    save_figure(fig, out, fmt=FIGURE_FORMATS[fmt])
