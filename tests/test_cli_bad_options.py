@@ -350,3 +350,20 @@ def test_plot_with_images_of_another_size_names_the_file(tiny_runs, tmp_path, ca
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "odd45.npy: image shape 1x45x45" in err
         assert not (tmp_path / f"{kind}.png").exists()
+
+
+def test_align_head_options_need_a_trained_pose_head(model_dir, tmp_path, capsys):
+    """--head-starts/--head-views/--head-trust on a wrapped VAE (no trained head) were accepted and did nothing."""
+    np.save(tmp_path / "g.npy", np.random.default_rng(0).random((4, 28, 28)).astype(np.float32))
+    out = tmp_path / "a.npz"
+    line = _refused(["align", model_dir, "--data", tmp_path / "g.npy", "--head-starts", "2", "--head-trust", "0.9",
+                     "--out", out], capsys, "--head-starts --head-trust", out, "has no trained pose head")
+    assert "affinevae amortise" in line
+
+
+def test_train_refusal_of_small_images_is_the_only_line(tmp_path, capsys):
+    """-n beyond the file's images warned before the size refusal: two lines on stderr."""
+    np.save(tmp_path / "tiny.npy", np.random.default_rng(0).random((5, 4, 4)).astype(np.float32))
+    out = tmp_path / "run"
+    _refused(["train", "--model", "vae", "--data", tmp_path / "tiny.npy", "-n", "200", "--out", out], capsys,
+             "tiny.npy", out, "too small")

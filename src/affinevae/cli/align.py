@@ -89,6 +89,11 @@ class Align:
         loaded = load(args.run_dir, device=device)
         refuse_signal_model(loaded, args.run_dir, "a signal's shift is one of its latents (affinevae encode gives it)")
         model = as_avae(loaded, args.transform, args.run_dir)
+        head_options = [f"--{k.replace('_', '-')}" for k in ("head_starts", "head_views", "head_trust")
+                        if getattr(args, k, None) is not None]
+        if head_options and not model.has_trained_head:
+            raise AffineVAEError(f"{' '.join(head_options)}: {args.run_dir} has no trained pose head, whose poses they "
+                                 "choose from (train one with `affinevae amortise`, or leave them out)")
         cfg = search_config_from_args(args, model.config.search)
         if args.no_before:
             cfg = cfg.replace(report_before=False)

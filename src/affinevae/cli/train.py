@@ -232,8 +232,12 @@ class Train:
                      resumable=True, model_dir=True)
         if args.resume and rank == 0 and not Run(args.out).has_training and not is_interrupted_start(args.out):
             pending.append(f"affinevae: {args.out} holds no run yet: nothing to resume, training from the start")
-        data = load_data_from_args(args, "train", seed=args.seed)
-        check_image_size(data, hint=_signal_hint(data))
+        with warnings.catch_warnings(record=True) as held:  # the loader's notes wait for the size check: a refusal
+            warnings.simplefilter("always")                 # is then the only line
+            data = load_data_from_args(args, "train", seed=args.seed)
+            check_image_size(data, hint=_signal_hint(data))
+        for key in dict.fromkeys((str(w.message), w.category, w.filename, w.lineno) for w in held):  # once each
+            warnings.warn_explicit(*key)
         cls = MODELS.get(args.model)
         targets = None
         if args.targets:

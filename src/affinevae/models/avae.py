@@ -590,12 +590,19 @@ class AVAE(LatentModel):
         with self.search_passes():  # a search's scoring pass: no training terms, no training step counted
             return -self.pass_at(x, y, params, sample=False).elbo
 
+    @property
+    def has_trained_head(self) -> bool:
+        """Whether the model has a pose head that was trained (by pose-optimised training or ``amortise``):
+        the search's amortised start and the head options (``head_starts``, ``head_views``, ``head_trust``)
+        apply only then."""
+        return self.head is not None and int(self.head_trained) != 0
+
     def predict_pose(self, x: Tensor, k: int = 1, views: int = 1, confidence: bool = False):
         """(N, k, P) the head's ``k`` best poses for (N, C, H, W) images (the amortised start), or None
         if there is no trained head; ``views`` 2 or 4: quarter-turn test-time augmentation;
         ``confidence``: also the (N,) confidences in (0, 1] (see
         :meth:`~affinevae.pose.nets.PoseHead.predict`)."""
-        if self.head is None or int(self.head_trained) == 0:
+        if not self.has_trained_head:
             return None
         x = as_images(x, image_shape=self.config.image_shape)[0].to(self.device)
         return self.head.predict(x, k, views, confidence)
