@@ -307,6 +307,19 @@ def test_the_rotation_mode_is_chosen_from_the_objects_orientations(tmp_path, cap
     assert spread.full_circle and 0.25 < spread.far < 0.45 and spread.images == 400
     assert not kept.full_circle and kept.far < FULL_CIRCLE_SHARE / 2
     assert orientation_spread(full.images[:150]) is None and orientation_spread(full.images[:, :, :, :20]) is None
+    # upright symmetric objects match their neighbours as well at 180 degrees (a rod) as at 0: not turned (they read
+    # 50 % turned before the tie rule); the same rods turned over the full circle are
+    yy, xx = np.mgrid[:32, :32] - 15.5
+    rng = np.random.default_rng(0)
+
+    def rods(turns):
+        u = np.cos(turns)[:, None, None] * xx + np.sin(turns)[:, None, None] * yy
+        v = -np.sin(turns)[:, None, None] * xx + np.cos(turns)[:, None, None] * yy
+        ends = np.exp(-((np.abs(u) - 8) ** 2 + v ** 2) / 12)
+        return (ends + rng.normal(0, 0.1, ends.shape))[:, None].astype(np.float32)
+
+    assert orientation_spread(rods(np.zeros(300))).far < 0.05
+    assert orientation_spread(rods(rng.uniform(-np.pi, np.pi, 300))).full_circle
     assert orientation_spread(full.images, sample=300).images == 300
     opts, train, line = data_defaults(full, "rvae", {"latent_dim": 2}, None, None)
     assert opts["rotation_mode"] == "full" and train["lr"] == 3e-3  # and the full-circle rvae's training

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -328,6 +328,8 @@ class SSRegRVAEConfig(FlatEncoderRVAEConfig):
             and the Estimator set them to the known targets' mean and standard deviation (said in one
             line), so targets need not be standardised; the decoder sees (t - center) / scale.
     """
+
+    FORMER_DEFAULTS: ClassVar[dict] = {**FlatEncoderRVAEConfig.FORMER_DEFAULTS, "target_center": (), "target_scale": ()}
 
     target_dim: int = 1
     regressor_weight: float = 20.0
