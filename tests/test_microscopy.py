@@ -585,3 +585,36 @@ def test_a_gatan_spectrum_image_reads_as_spectra_with_its_energy_axis(tmp_path, 
     assert main(["info", str(bare)]) == 0
     assert "read as 1-D signals with --signal-axis 0" in capsys.readouterr().out
     assert "sample_unit" not in load_signals(str(bare), 0).meta
+
+
+def test_pixels_that_are_not_square_and_transposed_mrc_sections(tmp_path):
+    """TIFF (OME, ImageJ) and MRC files whose pixels are not square took the X size silently (FITS refused it with
+    a warning): no pixel size now, in one warning; an MRC whose sections are stored transposed (MAPC/MAPR 2/1)
+    was read transposed: it is turned back, and other axis orders are one line."""
+    tifffile = pytest.importorskip("tifffile")
+    mrcfile = pytest.importorskip("mrcfile")
+    img = np.zeros((40, 56), np.float32)
+    img[10, 44] = 1.0
+    stack = np.stack([img] * 3)
+    tifffile.imwrite(tmp_path / "ome.ome.tif", stack, ome=True, metadata={
+        "axes": "TYX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.5, "PhysicalSizeXUnit": "nm", "PhysicalSizeYUnit": "nm"})
+    tifffile.imwrite(tmp_path / "square.ome.tif", stack, ome=True, metadata={
+        "axes": "TYX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25, "PhysicalSizeXUnit": "nm", "PhysicalSizeYUnit": "nm"})
+    tifffile.imwrite(tmp_path / "ij.tif", stack, imagej=True, resolution=(5.0, 2.5), metadata={"unit": "um", "axes": "TYX"})
+    with mrcfile.new(tmp_path / "aniso.mrc") as m:
+        m.set_data(img)
+        m.voxel_size = (1.0, 0.8, 0.9)
+    for name, size in (("ome.ome.tif", "0.25 x 0.5 nm"), ("ij.tif", "0.2 x 0.4 µm"), ("aniso.mrc", "1 x 0.8 Å")):
+        with pytest.warns(UserWarning, match=rf"{name}: no pixel size taken: its pixels are not square \({size}\)"):
+            assert open_stack(str(tmp_path / name)).pixel_size is None
+    assert open_stack(str(tmp_path / "square.ome.tif")).pixel_size == PixelSize(0.25, "nm")
+    with mrcfile.new(tmp_path / "perm.mrc") as m:
+        m.set_data(img.T.copy())
+        m.header.mapc, m.header.mapr, m.header.maps = 2, 1, 3
+    frame = open_stack(str(tmp_path / "perm.mrc")).read(0, 1)[0].reshape(40, 56)
+    assert np.unravel_index(np.argmax(frame), frame.shape) == (10, 44)
+    with mrcfile.new(tmp_path / "perm2.mrc") as m:
+        m.set_data(img.T.copy())
+        m.header.mapc, m.header.mapr, m.header.maps = 3, 1, 2
+    with pytest.raises(AffineVAEError, match=r"perm2.mrc: its axes are stored in the order MAPC/MAPR/MAPS = 3/1/2"):
+        open_stack(str(tmp_path / "perm2.mrc"))

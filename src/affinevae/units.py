@@ -20,7 +20,8 @@ import numpy as np
 
 from .errors import AffineVAEError
 
-__all__ = ["UNITS", "ANGLE_UNITS", "PixelSize", "parse_pixel_size", "same_pixel_size", "unit_name", "nice_length"]
+__all__ = ["UNITS", "ANGLE_UNITS", "PixelSize", "parse_pixel_size", "same_pixel_size", "unit_name", "nice_length",
+           "SQUARE_TOLERANCE", "square_pixel_size"]
 
 #: Length units: canonical name -> size in nanometres.
 UNITS: dict[str, float] = {"pm": 1e-3, "Å": 0.1, "nm": 1.0, "µm": 1e3, "mm": 1e6}
@@ -153,3 +154,26 @@ def nice_length(span: float) -> float:
     target = span / 5.0
     p = 10.0 ** math.floor(math.log10(target))
     return min((m * p for m in (1.0, 2.0, 5.0, 10.0)), key=lambda v: abs(math.log(v / target)))
+
+
+#: Pixels whose two sides a file gives differ by more than this share have no one size (no pixel size is taken).
+SQUARE_TOLERANCE = 0.01
+
+
+def square_pixel_size(along_x: Optional[PixelSize], along_y: Optional[PixelSize],
+                      where: Optional[str] = None) -> Optional[PixelSize]:
+    """The pixel size of a file that gives one along x (columns) and one along y (rows): ``along_x`` when the
+    two agree within :data:`SQUARE_TOLERANCE` (or y is not given or not comparable), None when they differ
+    (pixels that are not square have no one size; with ``where``, the file, one warning says so, as FITS
+    files with non-square pixels get), None without ``along_x``."""
+    import warnings
+
+    if along_x is None or along_y is None or along_y.dimension != along_x.dimension:
+        return along_x
+    y = along_y.to(along_x.unit).value
+    if abs(y - along_x.value) <= SQUARE_TOLERANCE * max(abs(along_x.value), abs(y)):
+        return along_x
+    if where:
+        warnings.warn(f"{where}: no pixel size taken: its pixels are not square ({along_x.value:.4g} x {y:.4g} "
+                      f"{along_x.unit}); maps and scale bars are in pixels", stacklevel=3)
+    return None

@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import AffineVAEError
-from ..units import PixelSize, unit_name
+from ..units import PixelSize, square_pixel_size, unit_name
 from .formats import MICROSCOPY_EXTRA, ZARR_EXTS, reading
 from .stacks import READERS, ArraySource, FrameSource, StackReader
 
@@ -327,7 +327,16 @@ def open_mrc(path: str, key: Optional[str] = None, level: Optional[int] = None) 
             mrc.close()
             raise AffineVAEError(f"{path}: the MRC file holds no data")
         voxel = mrc.voxel_size
-    return ArraySource(data, path, owner=mrc, pixel_size=pixel_size_from(voxel.x, "Å"))
+        order = tuple(int(v) for v in (mrc.header.mapc, mrc.header.mapr, mrc.header.maps))
+    if order == (2, 1, 3):  # columns along Y, rows along X: each section stored transposed
+        data = np.swapaxes(data, -1, -2)
+    elif order != (1, 2, 3) and order != (0, 0, 0):  # (0, 0, 0): an old writer's unset header, read as standard
+        mrc.close()
+        raise AffineVAEError(f"{path}: its axes are stored in the order MAPC/MAPR/MAPS = {'/'.join(map(str, order))}; "
+                             "only images stored section by section (MAPS = 3) are read: reorder it (e.g. "
+                             "mrcfile, relion_image_handler) to 1/2/3")
+    pixel = square_pixel_size(pixel_size_from(voxel.x, "Å"), pixel_size_from(voxel.y, "Å"), path)
+    return ArraySource(data, path, owner=mrc, pixel_size=pixel)
 
 
 def _check_mrc_size(mrcfile: Any, path: str) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, memory_limit
 from ..registry import Registry
-from ..units import PixelSize, same_pixel_size
+from ..units import PixelSize, same_pixel_size, square_pixel_size
 from .imageset import (STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretch, choose_scaling, nonfinite, say_scaling,
                        unsigned_divisor)
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, read_npy_header, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
@@ -934,7 +934,7 @@ class TiffSource(FrameSource):
                 pages = _frame_pages(self._tif.series)
                 check_tiff(self._tif, path, log, [series] if pages is None else self._tif.series)
                 self.dtype = np.dtype(key.dtype)
-                self.pixel_size = tiff_pixel_size(self._tif)
+                self.pixel_size = tiff_pixel_size(self._tif, path)
                 self._key_axes, self._key_shape = str(key.axes), tuple(int(v) for v in key.shape)
                 if self._key_axes not in TIFF_PAGE_AXES or len(self._key_shape) != len(self._key_axes):
                     raise AffineVAEError(f"{path}: unsupported TIFF page layout {key.axes} {tuple(key.shape)}")
@@ -1035,23 +1035,32 @@ def _frame_pages(series: list) -> Optional[list[int]]:
     return out
 
 
-def tiff_pixel_size(tif) -> Optional[PixelSize]:
+def tiff_pixel_size(tif, where: Optional[str] = None) -> Optional[PixelSize]:
     """The pixel size an open ``tifffile.TiffFile`` records: OME-XML ``PhysicalSizeX`` (with
-    ``PhysicalSizeXUnit``, default µm), else ImageJ's ``unit`` with the X resolution; None otherwise."""
+    ``PhysicalSizeXUnit``, default µm), else ImageJ's ``unit`` with the X resolution; None otherwise,
+    and None when the Y size (``PhysicalSizeY``, the Y resolution) differs from it: pixels that are not
+    square have no one size (:func:`~affinevae.units.square_pixel_size`; with ``where``, one warning)."""
     try:
         xml = tif.ome_metadata
         if xml:
             m = re.search(r'PhysicalSizeX="([^"]+)"', xml)
             if m:
                 u = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
-                return PixelSize(float(m.group(1)), u.group(1) if u else "µm")
+                my, uy = re.search(r'PhysicalSizeY="([^"]+)"', xml), re.search(r'PhysicalSizeYUnit="([^"]+)"', xml)
+                x = PixelSize(float(m.group(1)), u.group(1) if u else "µm")
+                y = PixelSize(float(my.group(1)), uy.group(1) if uy else "µm") if my else None
+                return square_pixel_size(x, y, where)
         ij = tif.imagej_metadata
         if ij and ij.get("unit"):
             res = tif.pages[0].tags.get("XResolution")
             if res is not None:
                 num, den = res.value
                 if num > 0:
-                    return PixelSize(den / num, str(ij["unit"]).replace("\\u00B5", "µ"))
+                    unit = str(ij["unit"]).replace("\\u00B5", "µ")
+                    yres = tif.pages[0].tags.get("YResolution")
+                    ynum, yden = yres.value if yres is not None else (0, 1)
+                    y = PixelSize(yden / ynum, unit) if ynum > 0 else None
+                    return square_pixel_size(PixelSize(den / num, unit), y, where)
     except (AffineVAEError, ValueError, TypeError, KeyError, AttributeError):
         return None  # an unreadable or non-length unit: no pixel size
     return None
