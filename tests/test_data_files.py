@@ -214,6 +214,13 @@ def test_tiff_pages_of_different_sizes(tmp_path):
         tw.write(u8(H, W))
         tw.write(u8(H + 2, W))
     assert "mixed image sizes" in raises("mixed.tif", load_images, str(p))
+    # pages of the same size in other pixel types were joined, the uint8 one divided by uint16's 65535
+    q = tmp_path / "types.tif"
+    with tifffile.TiffWriter(q) as tw:
+        tw.write((u8(H, W).astype(np.uint16) * 200))
+        tw.write(u8(H, W))
+    assert "page series 1 holds uint8 pixels, the first uint16 (mixed pixel types" in raises("types.tif", load_images, str(q))
+    assert "mixed pixel types" in raises("types.tif", load_images, str(q), n=1)  # the lazy first-N read alike
 
 
 def test_tiff_truncated(tmp_path):

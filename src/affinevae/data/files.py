@@ -702,6 +702,11 @@ def _read_tiff(p: Path, spec: str) -> np.ndarray:
         for s in tf.series:  # declared sizes, before any page is decoded
             check_array(s.shape, spec, "the declared TIFF images", copies=3)
         check_tiff(tf, spec, log)  # zero pages, a broken page chain, data past the end: one line
+        types = [np.dtype(s.dtype) for s in tf.series]
+        for i, t in enumerate(types[1:], 1):  # joined, one type's values would be scaled by the other's range
+            if t != types[0]:
+                raise AffineVAEError(f"{spec}: page series {i} holds {t} pixels, the first {types[0]} (mixed pixel "
+                                     "types, each scaled by its own rule: write the images as one type)")
         parts = [_tiff_series(s.asarray(), s.axes, spec) for s in tf.series]
     first = parts[0]
     for i, part in enumerate(parts[1:], 1):
