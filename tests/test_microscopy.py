@@ -618,3 +618,30 @@ def test_pixels_that_are_not_square_and_transposed_mrc_sections(tmp_path):
         m.header.mapc, m.header.mapr, m.header.maps = 3, 1, 2
     with pytest.raises(AffineVAEError, match=r"perm2.mrc: its axes are stored in the order MAPC/MAPR/MAPS = 3/1/2"):
         open_stack(str(tmp_path / "perm2.mrc"))
+
+
+def test_berkeley_emd_image_stacks_and_spectrum_images(tmp_path, capsys):
+    """rosettasciio's Berkeley (NCEM) reader marks no axis of a 3-D signal as navigation: an image stack was
+    refused ('holds no 2-D image') and a spectrum image got no --signal-axis hint. The axes' units tell them apart."""
+    emd = pytest.importorskip("rsciio.emd")
+    pytest.importorskip("dask")
+    md = {"General": {"title": "t"}, "Signal": {"signal_type": ""}}
+
+    def ax(name, size, scale, units, nav):
+        return {"name": name, "size": size, "scale": scale, "offset": 0.0, "units": units, "navigate": nav}
+
+    frames = np.random.default_rng(0).random((6, 40, 56)).astype(np.float32)
+    frames[:, 10, 44] = 5.0
+    emd.file_writer(str(tmp_path / "stack.emd"), {"data": frames, "axes": [
+        ax("frame", 6, 1, "", True), ax("y", 40, 0.12, "nm", False), ax("x", 56, 0.12, "nm", False)],
+        "metadata": md, "original_metadata": {}})
+    source = open_stack(str(tmp_path / "stack.emd"))
+    assert source.n_frames == 6 and source.pixel_size == PixelSize(0.12, "nm")
+    first = np.asarray(source.read(0, 1)[0]).reshape(40, 56)
+    assert np.unravel_index(np.argmax(first), first.shape) == (10, 44)
+    spectra = np.random.default_rng(1).random((12, 14, 64)).astype(np.float32)
+    emd.file_writer(str(tmp_path / "si.emd"), {"data": spectra, "axes": [
+        ax("y", 12, 0.5, "nm", True), ax("x", 14, 0.5, "nm", True), ax("Energy", 64, 0.5, "eV", False)],
+        "metadata": md, "original_metadata": {}})
+    assert main(["info", str(tmp_path / "si.emd")]) == 0
+    assert "read as 1-D signals with --signal-axis 2" in capsys.readouterr().out

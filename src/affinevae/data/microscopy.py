@@ -175,15 +175,31 @@ def _is_spectrum_image(sig: dict) -> bool:
     return info == "Spectrum image"
 
 
+def _unsorted_axes(sig: dict) -> bool:
+    """Whether an rsciio signal of 3 axes or more marks none as a navigation axis: the Berkeley (NCEM) EMD
+    reader gives image stacks and spectrum images so; what they hold is then told by the axes' names and units."""
+    axes = sig.get("axes", [])
+    return len(axes) >= 3 and not any(a.get("navigate", False) for a in axes)
+
+
+def _named_spectral(axes: list) -> Optional[int]:
+    """The index of the first axis named like a spectrum's (energy, wavelength) or in eV/keV, or None."""
+    return next((i for i, a in enumerate(axes)
+                 if a.get("name") in SPECTRAL_AXIS_NAMES or a.get("units") in SPECTRAL_UNITS), None)
+
+
 def spectral_axis(sig: dict) -> Optional[int]:
     """The index, in an rsciio signal's data, of its spectral axis (named energy or wavelength, or in
-    eV/keV), when it is a spectrum image or spectra (one signal axis); None otherwise."""
+    eV/keV), when it is a spectrum image or spectra (one signal axis, or a Berkeley EMD's unsorted axes
+    one of which is spectral); None otherwise."""
     axes = sig.get("axes", [])
+    if _unsorted_axes(sig):
+        return _named_spectral(axes)
     if not (_is_spectrum_image(sig) or sum(1 for a in axes if not a.get("navigate", False)) == 1):
         return None
-    for i, a in enumerate(axes):
-        if a.get("name") in SPECTRAL_AXIS_NAMES or a.get("units") in SPECTRAL_UNITS:
-            return i
+    found = _named_spectral(axes)
+    if found is not None:
+        return found
     if _is_spectrum_image(sig):  # uncalibrated: rosettasciio gives a Gatan spectrum image as (E, H, W)
         return 0
     return next(i for i, a in enumerate(axes) if not a.get("navigate", False))
@@ -240,6 +256,8 @@ def _is_image(sig: dict) -> bool:
     """Whether an rsciio signal is an image (or image stack): two signal (non-navigation) axes, and not a
     Gatan spectrum image (whose raw axes look like an image stack along the energy)."""
     n_sig = sum(1 for a in sig.get("axes", []) if not a.get("navigate", False))
+    if _unsorted_axes(sig):  # a Berkeley EMD image stack (F, H, W): no spectral axis among its three
+        return _ndim(sig) == 3 and spectral_axis(sig) is None
     return n_sig == 2 and _ndim(sig) >= 2 and not _is_spectrum_image(sig)
 
 
@@ -300,7 +318,7 @@ def open_rsciio(path: str, key: Optional[str] = None, level: Optional[int] = Non
     if stored is not None and stored != data.size * data.dtype.itemsize:  # else pixels read from other tags
         raise AffineVAEError(f"{path}: the image's dimensions {tuple(data.shape)} do not match its stored data "
                              f"({stored} bytes of {data.dtype})")
-    sig_axes = [a for a in sig.get("axes", []) if not a.get("navigate", False)]
+    sig_axes = [a for a in sig.get("axes", []) if not a.get("navigate", False)]  # a Berkeley stack's: all three
     ps = pixel_size_from(sig_axes[-1].get("scale"), sig_axes[-1].get("units")) if sig_axes else None
     if data.ndim > 3:  # several navigation axes: one frame each
         data = data.reshape(-1, *data.shape[-2:])
