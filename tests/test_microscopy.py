@@ -160,6 +160,13 @@ def test_ome_zarr_levels_and_pixel_size_option(micrograph, tmp_path, capsys):
                          "take the patches' (--pixel-size sets it)"] if warned else [])
     with np.load(tmp_path / "maps_p2.npz" / "maps.npz") as g:
         assert float(g["pixel_size"]) == 2.0 and str(g["unit"]) == "Å"
+    # an OME-Zarr store is training data too (its finest level, with its pixel size): it was "a folder with no images"
+    from affinevae.data import load_images
+
+    data = load_images(str(tmp_path / "img.zarr"))
+    with open_stack(tmp_path / "img.zarr") as src:
+        assert data.images.shape[0] == src.n_frames and data.images.shape[-2:] == tuple(src.image_shape)
+    assert data.meta["pixel_size"] == 0.05 and data.meta["unit"] == "nm"
     # bad input: one line, exit 2
     assert main(["patches", str(tmp_path / "img.zarr"), "--window", str(W), "--out", str(tmp_path / "bad.npz"), "--level", "5"]) == 2
     assert "no resolution level 5" in one_line_error(capsys)

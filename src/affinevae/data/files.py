@@ -44,7 +44,8 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (AUX_KEYS, DEFAULT_KEYS, FITS_EXTS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, MRC_EXTS,
                       NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PATCH_SET_KIND, PIL_EXTS, RSCIIO_EXTS, SUPPORTED, TIFF_EXTS, cannot_read,
-                      check_not_empty, check_npy_magic, file_magic, fits_hdu_spec, image_suffix, npz_image_key, pickled_npy, reading)
+                      check_not_empty, check_npy_magic, file_magic, fits_hdu_spec, image_suffix, is_zarr_dir, npz_image_key,
+                      pickled_npy, reading)
 from .imageset import ImageSet, PixelScaling, check_stretch, scale_images
 
 QUICKDRAW_PREFIX = "full_numpy_bitmap_"
@@ -191,7 +192,13 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
         return data, True  # (its frame reader gave the pixel size)
     p = Path(spec)
     if p.exists():
-        if p.is_dir():
+        if p.is_dir() and is_zarr_dir(p):  # a Zarr / OME-Zarr store (its finest level; key: a group's array)
+            from .microscopy import open_zarr
+
+            with open_zarr(spec, key) as source:  # its pixel size read with it, as for MRC
+                data = _with_pixel_size(_finish(source.read_raw(0, source.n_frames), spec, standardise),
+                                        source.pixel_size)
+        elif p.is_dir():
             _no_key(spec, key)
             data = _load_folder(p, spec, standardise)
         else:
