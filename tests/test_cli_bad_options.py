@@ -359,6 +359,8 @@ def test_align_head_options_need_a_trained_pose_head(model_dir, tmp_path, capsys
     line = _refused(["align", model_dir, "--data", tmp_path / "g.npy", "--head-starts", "2", "--head-trust", "0.9",
                      "--out", out], capsys, "--head-starts --head-trust", out, "has no trained pose head")
     assert "affinevae amortise" in line
+    _refused(["sweep", model_dir, "--data", tmp_path / "g.npy", "--head-views", "4", "--out", tmp_path / "s.csv"],
+             capsys, "--head-views", tmp_path / "s.csv", "has no trained pose head")  # sweep alike
 
 
 def test_train_refusal_of_small_images_is_the_only_line(tmp_path, capsys):

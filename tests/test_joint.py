@@ -1,6 +1,7 @@
 """Joint (jvae, jrvae) and semi-supervised (ssvae, ssrvae, ssregvae, ssregrvae) invariant VAEs."""
 
 import math
+import warnings
 import re
 
 import numpy as np
@@ -423,6 +424,21 @@ def test_regression_targets_in_their_own_units(tmp_path, capsys):
     assert "the targets' prior N(mean, sd^2) from the known ones: (0.2" in capsys.readouterr().out
     cfg = av.load(tmp_path / "run").config
     assert cfg.target_center == target_prior_options(known[:64])["target_center"]
+    # a run built with another prior (as every run saved before the prior was chosen: N(0, 1)) resumes with its own
+    common = ["train", "--model", "ssregvae", "--data", str(tmp_path / "d.npy"), "--targets", str(tmp_path / "t.npy"),
+              "--latent-dim", "2", "--encoder", "mlp", "--hidden", "16", "--no-progress", "--out", str(tmp_path / "old")]
+    assert main([*common, "--epochs", "1", "--set", "target_center=0", "--set", "target_scale=1"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--epochs", "2", "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "with its model options: target_center=0 target_scale=1" in said and "the targets' prior" not in said
+    assert av.load(tmp_path / "old").config.target_center == (0.0,)
+    # constant known targets: the prior's scale stays 1 and fit does not suggest a scale of 0
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _fit(av.build_model("ssregvae", **base, **target_prior_options(np.where(np.isnan(known), np.nan, 7.0))),
+             (train.images, np.where(np.isnan(known), np.nan, 7.0)), epochs=1)
+    assert not [w for w in seen if "lie far from the model's prior" in str(w.message)]
 
 
 # ---------------------------------------------------------------------------------------- command line
@@ -459,6 +475,13 @@ def test_cli_trains_and_encodes_joint_and_semi_supervised_models(digits_npz, tmp
                 k = 4 if model == "jrvae" else 10
                 assert f["class_prob"].shape == (64, k) and f["class"].shape == (64,)
                 assert np.array_equal(f["class"], f["class_prob"].argmax(1))
+    # the report of the semi-supervised run on its own file says its accuracy is on the labels it was trained with,
+    # also when --fill-nan makes the command read the images itself
+    for extra in ([], ["--fill-nan"]):
+        out = tmp_path / f"ss{len(extra)}.html"
+        assert main(["report", str(tmp_path / "ssrvae"), "--data", data, "--out", str(out), "--sweep-angles", "none",
+                     "--quiet", *extra]) == 0
+        assert "labelled it was trained with, not held out" in out.read_text()
 
 
 @pytest.mark.parametrize("argv,msg", [

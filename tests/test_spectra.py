@@ -326,6 +326,7 @@ def test_report_of_a_spectra_run(tmp_path, small_cube, monkeypatch, capsys):
     assert main(["sample", str(run), "-n", "6", "--out", str(tmp_path / "s.png")]) == 0
     drawn = np.asarray(Image.open(tmp_path / "s.png").convert("L"))
     assert drawn.shape[0] > 100 and (drawn < 128).any(axis=1).sum() > 20  # dark curve pixels on many rows
+    assert main(["sample", str(run), "-n", "100", "--upscale", "3000", "--out", str(tmp_path / "s2.png")]) == 0  # n/a
     with monkeypatch.context() as m:
         m.chdir(tmp_path)
         capsys.readouterr()

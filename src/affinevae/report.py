@@ -400,7 +400,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
                     class_offset_concentration(enc["angle"], ds.angle, ds.labels, symmetry)
         if "class" in enc:  # joint / semi-supervised models: the class they infer, against the labels
             semi = getattr(model, "semi_supervised", False)
-            own = (data is None or (not isinstance(data, ImageSet) and run.names_own_data(data))) \
+            spec = data.source if isinstance(data, ImageSet) else data  # report --fill-nan passes the set it read
+            own = (data is None or run.names_own_data(spec)) \
                 and str(run.meta.get("data")) not in BUILTIN  # a file's labels: the ones training read
             metrics.update(class_metrics(enc["class"], enc["class_prob"].shape[1], ds.labels, semi,
                                          trained_on=semi and own))

@@ -268,10 +268,11 @@ def warn_targets_off_prior(y: Tensor, center: Tensor, scale: Tensor) -> None:
             continue
         mean, sd = float(known.mean()), float(known.std(unbiased=False))
         c, s = float(center[j]), float(scale[j])
-        if abs(mean - c) > 3 * s or not 0.1 * s <= sd <= 10 * s:
+        if abs(mean - c) > 3 * s or (sd > 0 and not 0.1 * s <= sd <= 10 * s):  # constant targets: no spread to fit
             warnings.warn(f"fit: the known targets (mean {mean:.4g}, sd {sd:.4g}) lie far from the model's prior "
-                          f"N({c:g}, {s:g}^2): build it with target_center=({mean:.4g},), target_scale=({sd:.4g},) "
-                          "(affinevae.models.semisupervised.target_prior_options(targets))", UserWarning, stacklevel=3)
+                          f"N({c:g}, {s:g}^2): build it with target_center=({mean:.4g},), target_scale=("
+                          f"{sd if sd > 0 else 1.0:.4g},) (affinevae.models.semisupervised.target_prior_options(targets))",
+                          UserWarning, stacklevel=3)
             return
 
 

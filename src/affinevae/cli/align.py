@@ -39,6 +39,16 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto")
 
 
+def refuse_head_options(args: argparse.Namespace, models: list, where: str) -> None:
+    """One line when ``--head-starts``/``--head-views``/``--head-trust`` are given and none of the AVAEs
+    ``models`` has a trained pose head, whose poses they choose from (they would do nothing)."""
+    given = [f"--{k.replace('_', '-')}" for k in ("head_starts", "head_views", "head_trust")
+             if getattr(args, k, None) is not None]
+    if given and not any(getattr(m, "has_trained_head", False) for m in models):
+        raise AffineVAEError(f"{' '.join(given)}: {where} has no trained pose head, whose poses they choose from "
+                             "(train one with `affinevae amortise`, or leave them out)")
+
+
 def search_config_from_args(args: argparse.Namespace, base: SearchConfig) -> SearchConfig:
     """``base`` with the options given on the command line applied (validated)."""
     import math
@@ -89,11 +99,7 @@ class Align:
         loaded = load(args.run_dir, device=device)
         refuse_signal_model(loaded, args.run_dir, "a signal's shift is one of its latents (affinevae encode gives it)")
         model = as_avae(loaded, args.transform, args.run_dir)
-        head_options = [f"--{k.replace('_', '-')}" for k in ("head_starts", "head_views", "head_trust")
-                        if getattr(args, k, None) is not None]
-        if head_options and not model.has_trained_head:
-            raise AffineVAEError(f"{' '.join(head_options)}: {args.run_dir} has no trained pose head, whose poses they "
-                                 "choose from (train one with `affinevae amortise`, or leave them out)")
+        refuse_head_options(args, [model], args.run_dir)
         cfg = search_config_from_args(args, model.config.search)
         if args.no_before:
             cfg = cfg.replace(report_before=False)

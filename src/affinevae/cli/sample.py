@@ -145,12 +145,13 @@ class Sample:
         elif args.cls is not None:
             raise AffineVAEError(f"--class applies to class-conditional and joint/semi-supervised models ({', '.join(class_taking_families())}), "
                                  f"not to this '{model.family}' model")
-        check_sample_memory(model, args.n, y, ncol, args.upscale, fmt, args.out)
+        signals = is_signal_shape(model.config.image_shape)  # drawn as curves: --upscale does not apply
+        check_sample_memory(model, args.n, y, ncol, 1 if signals else args.upscale, fmt, args.out)
         if y is not None:
             y = torch.full((args.n,), args.cls) if args.cls is not None else torch.arange(args.n) % k
         gen = torch.Generator().manual_seed(args.seed)
         imgs = model.sample(args.n, y=y, generator=gen).cpu().numpy()
-        if is_signal_shape(model.config.image_shape):  # 1-D signals: curves, not strips one pixel high
+        if signals:  # 1-D signals: curves, not strips one pixel high
             save_signal_grid(imgs, args.out, fmt, ncol)
         else:
             save_image(image_grid(imgs, ncol=ncol), args.out, upscale=args.upscale, fmt=fmt)

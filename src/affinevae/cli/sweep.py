@@ -14,7 +14,7 @@ from ..models.avae import AVAE
 from ..sweep import SweepConfig, parse_angles, plot_sweep, rotation_sweep
 from ..training import resolve_device
 from . import COMMANDS
-from .align import add_search_arguments, search_config_from_args
+from .align import add_search_arguments, refuse_head_options, search_config_from_args
 from .common import (add_binarize_argument, add_data_max_angle_argument, add_fill_nan_argument, add_force_argument,
                      check_split, counted,
                      load_run_data, names_run_data, refuse_signal_model)
@@ -86,8 +86,9 @@ class Sweep:
                 models.update({f"{prefix}:{k}": v for k, v in ms.items()})
         search = None  # each AVAE's own search options, unless some are given here
         if _search_overridden(args):
-            first = next(m for m in models.values() if m.pose_source == "searched")
-            search = search_config_from_args(args, first.config.search)
+            searched = [m for m in models.values() if m.pose_source == "searched"]
+            refuse_head_options(args, searched, " and ".join(runs))
+            search = search_config_from_args(args, searched[0].config.search)
         run = Run.open(args.run_dir)
         data = load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=False,  # thresholded after rotating
                              expect=next(iter(models.values())).config.image_shape)  # a run's own: its options
@@ -112,4 +113,4 @@ class Sweep:
 def _search_overridden(args: argparse.Namespace) -> bool:
     """Whether any pose-search option was given on the command line."""
     return any(getattr(args, k, None) is not None for k in ("restarts", "keep", "steps", "lr", "elbo_samples", "chunk",
-                                                             "max_angle"))
+                                                             "max_angle", "head_starts", "head_views", "head_trust"))

@@ -250,19 +250,22 @@ class Train:
         if left_out and rank == 0:
             pending.append(left_out)
         given = model_options(args, cls, data, targets)
-        if targets is not None and "target_center" not in given and "target_scale" not in given:
-            given.update(target_prior_options(targets))  # targets in their own units: the prior on their spread
-            if rank == 0:
-                shown = ", ".join(f"({c:g}, {s:g})" for c, s in zip(given["target_center"], given["target_scale"]))
-                pending.append(f"affinevae: the targets' prior N(mean, sd^2) from the known ones: {shown} "
-                               "(override with --set target_center=...,target_scale=...)")
+        # targets in their own units: their prior on the known ones' mean and spread (a default, not given: a
+        # resumed run keeps the prior it was built with)
+        prior = (target_prior_options(targets) if targets is not None and "target_center" not in given
+                 and "target_scale" not in given else {})
         options, train, chosen = data_defaults(data, args.model, given, args.batch_size, args.epochs, args.lr,
                                                args.kl_warmup)
+        options = {**options, **prior}
         cfg = cfg.replace(**train)
         if args.resume:
             options, kept = resumed_model_options(args.out, cls, given, options)
             if kept:  # options not given again (or defaults changed since it started): it goes on as it was built
                 chosen = f"affinevae: resuming {args.out} with its model options: {kept} (override with the options)"
+        if prior and rank == 0 and all(_as_saved(options.get(k)) == _as_saved(v) for k, v in prior.items()):
+            shown = ", ".join(f"({c:g}, {s:g})" for c, s in zip(prior["target_center"], prior["target_scale"]))
+            pending.append(f"affinevae: the targets' prior N(mean, sd^2) from the known ones: {shown} (override with "
+                           "--set target_center=C --set target_scale=S)")
         model = build_model(args.model, seed=args.seed, **options)  # the caller's global RNG is left as it was
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             pending.append(chosen)

@@ -191,6 +191,7 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
             data.labels = read_labels(labels, total, spec, at_least=len(data))[:len(data)]
         return data, True  # (its frame reader gave the pixel size)
     p = Path(spec)
+    looked_up = False  # whether the pixel size was read with the images (then not looked up again)
     if p.exists():
         if p.is_dir() and is_zarr_dir(p):  # a Zarr / OME-Zarr store (its finest level; key: a group's array)
             from .microscopy import open_zarr
@@ -198,11 +199,13 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
             with open_zarr(spec, key) as source:  # its pixel size read with it, as for MRC
                 data = _with_pixel_size(_finish(source.read_raw(0, source.n_frames), spec, standardise),
                                         source.pixel_size)
+            looked_up = True
         elif p.is_dir():
             _no_key(spec, key)
             data = _load_folder(p, spec, standardise)
         else:
             data = _load_file(p, spec, key, standardise)
+            looked_up = image_suffix(p) in MRC_EXTS + RSCIIO_EXTS  # their readers give it with the frames
     elif "," in spec or _GLOB_CHARS.search(spec):
         _no_key(spec, key)
         data = _load_many(spec, standardise)
@@ -222,7 +225,7 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
         data = data.subset(slice(0, int(n)))
     if labels is not None:  # one per image of the file, or with n at least the first n
         data.labels = read_labels(labels, total, spec, at_least=len(data) if n is not None else None)[:len(data)]
-    return data, False
+    return data, looked_up
 
 
 def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSet, int]]:

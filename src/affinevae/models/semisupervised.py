@@ -336,6 +336,13 @@ class SSRegRVAEConfig(FlatEncoderRVAEConfig):
     target_center: Any = ()
     target_scale: Any = ()
 
+    def __post_init__(self) -> None:
+        for name in ("target_center", "target_scale"):  # one number (--set target_center=0.13): for every target
+            v = getattr(self, name)
+            if isinstance(v, numbers.Real) and not isinstance(v, bool):
+                object.__setattr__(self, name, (v,))
+        super().__post_init__()
+
     def validate(self) -> None:
         """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
