@@ -160,6 +160,12 @@ def test_ome_zarr_levels_and_pixel_size_option(micrograph, tmp_path, capsys):
                          "take the patches' (--pixel-size sets it)"] if warned else [])
     with np.load(tmp_path / "maps_p2.npz" / "maps.npz") as g:
         assert float(g["pixel_size"]) == 2.0 and str(g["unit"]) == "Å"
+    # info describes a level of it too (it refused --level), and refuses it for other files as patches does
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "img.zarr"), "--level", "1"]) == 0
+    assert "48 x 60 pixels" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "img.npy"), "--level", "1"]) == 2
+    assert "--level applies to multiscale" in one_line_error(capsys)
     # an OME-Zarr store is training data too (its finest level, with its pixel size): it was "a folder with no images"
     from affinevae.data import load_images
 

@@ -41,6 +41,8 @@ class Info:
                             "image), as train --signal-axis reads it")
         p.add_argument("--signal-channels", action="store_true", dest="signal_channels",
                        help="with --signal-axis: a rank-3 array holds (N, C, L) signals, as train reads it")
+        p.add_argument("--level", type=int, help="for an OME-Zarr image: the resolution level to describe (0: finest, "
+                                                 "the default), as patches --level reads it")
         p.add_argument("--json", action="store_true", help="print JSON")
 
     @staticmethod
@@ -58,7 +60,9 @@ class Info:
                 raise AffineVAEError(f"{spec}: no such file, run or model directory")
             if args.signal_channels and args.signal_axis is None:
                 raise AffineVAEError("--signal-channels needs --signal-axis")
-            infos = [data_info(s, key=args.key) if args.signal_axis is None else
+            if args.level is not None and args.signal_axis is not None:
+                raise AffineVAEError("--level applies to multiscale images (OME-Zarr), not to signals")
+            infos = [data_info(s, key=args.key, level=args.level) if args.signal_axis is None else
                      signal_info(s, args.signal_axis, key=args.key, channels=args.signal_channels) for s in specs]
             if args.json:
                 print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=2))
@@ -165,7 +169,7 @@ def signal_info(spec: str, signal_axis: int, key: Optional[str] = None, channels
     return out
 
 
-def data_info(spec: str, key: Optional[str] = None) -> dict:
+def data_info(spec: str, key: Optional[str] = None, level: Optional[int] = None) -> dict:
     """What a data file holds, as ``affinevae info FILE`` prints it: ``file``, ``frames`` (count, size,
     channels, stored dtype), ``pixel size`` (when the file records one), ``first frame`` (the raw values'
     range, mean and standard deviation, and how many are NaN or infinite) and, for an ``.npz``, its
@@ -175,7 +179,8 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
     instrument file holding spectra (a Gatan/EMD spectrum image) ``spectra``: the ``--signal-axis`` that
     reads them, and its signals' shapes and calibrated axes; for one holding several images ``images``: each
     one's shape and axes by the index ``--key`` takes.
-    Reads the first frame only (any size of stack; all of a FITS file's cut-outs for ``'all'``).
+    Reads the first frame only (any size of stack; all of a FITS file's cut-outs for ``'all'``); ``level``: the
+    resolution level of an OME-Zarr image (None: the finest; refused in one line for other files).
 
     Raises:
         AffineVAEError: the file cannot be read (one line, as the other commands say it).
@@ -207,7 +212,7 @@ def data_info(spec: str, key: Optional[str] = None) -> dict:
     if listing is not None:  # several images: --key N picks one (the frames below are the one read)
         out["images"] = f"{listing} (--key N reads signal N; default: the first image)"
     try:
-        opened = open_stack(source, key=key if source is spec else None)
+        opened = open_stack(source, key=key if source is spec else None, level=level)
     except AffineVAEError:
         if note is not None:  # spectra only: said above, no frame to describe
             return out
