@@ -251,6 +251,12 @@ def test_plot_refuses_compare_and_classes_that_a_kind_would_ignore(model_dir, tm
              "not to reconstructions")
     _refused(["plot", model_dir, "samples", "--classes", "3", "--out", out], capsys, "--classes", out,
              "renders no classes")
+    # every kind option given to a kind that does not read it (they were ignored)
+    for argv, option, kinds in ((["reconstructions", "--angle", "30"], "--angle", "manifold"),
+                                (["samples", "--noise", "0.5"], "--noise", "denoising"),
+                                (["curves", "--bins", "10"], "--bins", "rotation-histograms"),
+                                (["manifold", "--indices", "1,2"], "--indices", "reconstructions, denoising")):
+        _refused(["plot", model_dir, *argv, "--out", out], capsys, option, out, f"applies to {kinds}, not to {argv[0]}")
 
 
 @pytest.mark.parametrize("command", ["align", "sweep", "plot"])

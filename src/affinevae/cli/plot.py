@@ -157,6 +157,30 @@ def comparing_kinds() -> str:
     return ", ".join(n for n in PLOT_KINDS.in_order() if PLOT_KINDS.get(n).compares)
 
 
+#: The kind options (``args`` names) and the plot kinds that read them; given to another kind they would be
+#: ignored, so they are refused in one line (:func:`refuse_other_kinds_options`).
+OPTION_KINDS = {
+    "show": ("reconstructions", "samples", "anomaly", "denoising"), "indices": ("reconstructions", "denoising"),
+    "color_by": ("latent",), "method": ("latent",), "dims": ("latent", "manifold"), "d": ("manifold",),
+    "bounds": ("manifold",), "angle": ("manifold",), "classes": ("samples", "manifold", "rotation-histograms"),
+    "per_class": ("samples",), "pair": ("interpolation",), "steps": ("interpolation",), "triple": ("arithmetic",),
+    "angles": ("loss-vs-rotation",), "with_avae": ("loss-vs-rotation",), "bins": ("rotation-histograms",),
+    "noise": ("denoising",), "symmetry": ("angles",),
+}
+
+
+def refuse_other_kinds_options(args: argparse.Namespace) -> None:
+    """One line for a kind option given (other than its default, read from :meth:`Plot.add_arguments`, the one
+    source) to a plot kind that does not read it (``plot reconstructions --angle 30`` drew as if not given)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    Plot.add_arguments(parser)
+    defaults = vars(parser.parse_args([str(args.run_dir), args.kind, "--out", "x"]))
+    for name, kinds in OPTION_KINDS.items():
+        if args.kind not in kinds and getattr(args, name) != defaults[name]:
+            option = "--" + name.replace("_", "-")
+            raise AffineVAEError(f"{option} applies to {', '.join(kinds)}, not to {args.kind}")
+
+
 def plot_kind(name: str, help: str, needs_data: bool = True, compares: bool = False):
     """Decorator registering ``draw(ctx) -> Figure`` as the plot kind ``name`` (``compares``: it
     draws the ``--compare`` runs too)."""
@@ -395,6 +419,7 @@ class Plot:
         kind = PLOT_KINDS.get(args.kind)
         if args.compare and not kind.compares:  # it was ignored silently
             raise AffineVAEError(f"--compare applies to {comparing_kinds()}, not to {args.kind}")
+        refuse_other_kinds_options(args)
         if args.n is not None and args.n < 1:
             raise AffineVAEError(f"-n must be >= 1, got {args.n}")
         check_option_ranges(args)
