@@ -316,8 +316,9 @@ class OrientationSpread:
 
     Attributes:
         far: the share of neighbour pairs (each image's nearest under any turn) whose best relative turn
-            exceeds :data:`FAR_TURN` (120 degrees): about 1/3 for objects turned over the full circle,
-            below 0.1 for objects within +-60 degrees of upright.
+            exceeds :data:`FAR_TURN` (120 degrees) and that do not match nearly as well unturned
+            (:data:`ORIENTATION_TIE`): about 1/3 for objects turned over the full circle, below 0.1 for
+            objects within +-60 degrees of upright, symmetric or not.
         images: how many images were compared.
     """
 
@@ -345,7 +346,10 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
     :func:`synchronise_angles` does, and keeps its 10 nearest neighbours under their best turn. Objects
     with an upright (digits within +-60 degrees, faces) match their neighbours at small turns; objects
     turned at random over the full circle at any turn, so a third of the pairs are turned by more than
-    120 degrees (:class:`OrientationSpread`). About 1-3 s for 2 000 images on one CPU thread.
+    120 degrees (:class:`OrientationSpread`). A pair that matches nearly as well unturned (its distance at
+    turn 0 within :data:`ORIENTATION_TIE` of the way from its best turn's to its median turn's) is not
+    counted, whatever its best turn: upright symmetric objects (rods, triangles) tie at their equivalent
+    turns. About 1-4 s for 2 000 images on one CPU thread.
 
     Args:
         x: (N, C, H, W) images (array or tensor), square.
