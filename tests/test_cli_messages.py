@@ -190,6 +190,10 @@ def test_labels_of_one_class_are_refused_with_what_to_do(tmp_path, capsys):
     assert "every label is 0: a class-conditional model needs two classes or more" in capsys.readouterr().err
     assert main([*base, "--model", "ssvae", "--labels", str(tmp_path / "partial.npy")]) == 2
     assert "the known labels hold one class (0): give the number of classes with --classes" in capsys.readouterr().err
+    partial[:10] = 3  # another single class: the same words (it built a 4-class model with a warning)
+    np.save(tmp_path / "threes.npy", partial)
+    assert main([*base, "--model", "ssvae", "--labels", str(tmp_path / "threes.npy")]) == 2
+    assert "the known labels hold one class (3): give the number of classes with --classes" in capsys.readouterr().err
     assert main([*base, "--model", "cvae", "--labels", str(tmp_path / "partial.npy")]) == 2  # -1 is said first
     assert "labels of -1 (unknown) are only allowed for semi-supervised" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -546,11 +546,11 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
         if "num_classes" not in opts and data.num_classes == 0:
             raise AffineVAEError(f"{args.labels or args.data}: every label is -1 (unknown): give the number of "
                                  "classes with --classes")
-        if "num_classes" not in opts and data.num_classes == 1:
-            raise AffineVAEError(f"{args.labels or args.data}: the known labels hold one class (0): give the number "
-                                 "of classes with --classes K (K >= 2)")
-        opts.setdefault("num_classes", data.num_classes)
         used = np.unique(data.labels[data.labels >= 0])
+        if "num_classes" not in opts and len(used) == 1:
+            raise AffineVAEError(f"{args.labels or args.data}: the known labels hold one class ({int(used[0])}): give "
+                                 "the number of classes with --classes K (K >= 2)")
+        opts.setdefault("num_classes", data.num_classes)
         if args.classes is None and len(used) and (len(used) < opts["num_classes"] / 2 or used[0] > 0):
             # K from the largest label: classes without a labelled image (the user's own values such as 3 and 7, or
             # labels from 1) would be the unlabelled images' to fill; a class left unlabelled by chance is not refused
