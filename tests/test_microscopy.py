@@ -173,6 +173,15 @@ def test_ome_zarr_levels_and_pixel_size_option(micrograph, tmp_path, capsys):
     with open_stack(tmp_path / "img.zarr") as src:
         assert data.images.shape[0] == src.n_frames and data.images.shape[-2:] == tuple(src.image_shape)
     assert data.meta["pixel_size"] == 0.05 and data.meta["unit"] == "nm"
+    import zarr
+
+    stack = np.random.default_rng(0).random((6, 20, 24)).astype(np.float32) * 3  # -n N: the first N frames, read
+    store = zarr.open(str(tmp_path / "stack.zarr"), mode="w", shape=stack.shape, dtype=stack.dtype, chunks=(2, 20, 24))
+    store[:] = stack  # chunk by chunk and scaled as the whole store
+    whole = load_images(str(tmp_path / "stack.zarr"))
+    first = load_images(str(tmp_path / "stack.zarr"), n=2)
+    assert whole.images.shape == (6, 1, 20, 24) and first.images.shape == (2, 1, 20, 24)
+    np.testing.assert_array_equal(first.images, whole.images[:2])
     # bad input: one line, exit 2
     assert main(["patches", str(tmp_path / "img.zarr"), "--window", str(W), "--out", str(tmp_path / "bad.npz"), "--level", "5"]) == 2
     assert "no resolution level 5" in one_line_error(capsys)

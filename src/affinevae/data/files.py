@@ -237,6 +237,14 @@ def _load_first(spec: str, key: Optional[str], n: int) -> Optional[tuple[ImageSe
     m = HDF5_SPEC.match(spec)
     if not p.exists() and m and m.group(2) is not None and Path(m.group(1)).is_file():
         return _load_hdf5(Path(m.group(1)), m.group(2) or key, spec, False, first=n)
+    if p.is_dir() and is_zarr_dir(p):  # a Zarr / OME-Zarr store: its first n frames, chunk by chunk
+        from .microscopy import open_zarr
+
+        source = _frame_reader(lambda: open_zarr(spec, key))
+        if source is None:
+            return None
+        with source:  # the frames as the whole read gives them: (F, H, W) or (F, C, H, W) as read
+            return _first_frames(source, (source.n_frames, *source.frame_shape), spec, n)
     if not p.is_file():
         return None
     ext = image_suffix(p)
