@@ -357,3 +357,17 @@ def test_partly_labelled_file_trains_a_model_that_takes_no_labels(tmp_path, caps
     from matplotlib.colors import to_hex
 
     assert to_hex(fig.axes[0].collections[0].get_facecolor()[0]) == UNKNOWN_COLOR
+
+
+def test_info_of_a_folder_checks_every_file_s_size(tmp_path, capsys):
+    """info FOLDER read the first image only and so said nothing of a file of another size, which train refuses
+    (mixed image sizes): every file's size is now read from its header."""
+    for name, side in (("a", 28), ("b", 28), ("c", 30)):
+        Image.fromarray(np.zeros((28, side), np.uint8)).save(tmp_path / f"{name}.png")
+    capsys.readouterr()
+    assert main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mixed image sizes: c.png is 28 x 30, a.png 28 x 28 (train refuses the folder)" in out
+    (tmp_path / "c.png").unlink()
+    assert main(["info", str(tmp_path)]) == 0
+    assert "all 2 files 28 x 28 pixels" in capsys.readouterr().out

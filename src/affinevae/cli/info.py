@@ -169,6 +169,42 @@ def signal_info(spec: str, signal_axis: int, key: Optional[str] = None, channels
     return out
 
 
+def folder_sizes(path: str) -> Optional[str]:
+    """For a folder of image files: ``'all N files H x W'``, or the first file whose size (from its
+    header, no pixel decoded) differs from the first one's, as ``train`` would refuse the folder (mixed
+    image sizes); None for a Zarr store or a folder the frame reader does not take."""
+    from PIL import Image
+
+    from ..data.formats import TIFF_EXTS, is_zarr_dir
+    from ..data.stacks import FolderSource
+
+    if is_zarr_dir(path):
+        return None
+    try:
+        files = FolderSource(path).files
+    except AffineVAEError:
+        return None
+    first = None
+    for f in files:
+        try:
+            if f.suffix.lower() in TIFF_EXTS:
+                import tifffile
+
+                with tifffile.TiffFile(f) as tif:
+                    shape = tuple(int(v) for v in tif.pages[0].shape[:2])
+            else:
+                with Image.open(f) as im:
+                    shape = (int(im.size[1]), int(im.size[0]))
+        except Exception:  # noqa: BLE001 - a file that cannot be opened: train says why, in its words
+            return f"{f.name} cannot be read as an image (train refuses the folder)"
+        if first is None:
+            first = (f, shape)
+        elif shape != first[1]:
+            return (f"mixed image sizes: {f.name} is {shape[0]} x {shape[1]}, {first[0].name} {first[1][0]} x "
+                    f"{first[1][1]} (train refuses the folder)")
+    return f"all {len(files)} files {first[1][0]} x {first[1][1]} pixels"
+
+
 def data_info(spec: str, key: Optional[str] = None, level: Optional[int] = None) -> dict:
     """What a data file holds, as ``affinevae info FILE`` prints it: ``file``, ``frames`` (count, size,
     channels, stored dtype), ``pixel size`` (when the file records one), ``first frame`` (the raw values'
@@ -226,6 +262,10 @@ def data_info(spec: str, key: Optional[str] = None, level: Optional[int] = None)
         if src.pixel_size is not None:
             out["pixel size"] = str(src.pixel_size)
         raw = np.asarray(src.read_raw(0, 1), dtype=np.float64)
+    if Path(str(spec)).is_dir() and isinstance(source, str):
+        sizes = folder_sizes(spec)  # train reads every file: a size unlike the first is said here too
+        if sizes:
+            out["files"] = sizes
     finite = np.isfinite(raw)
     bad = int(raw.size - finite.sum())
     vals = raw[finite]
