@@ -7,7 +7,7 @@ import glob
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -169,21 +169,14 @@ def signal_info(spec: str, signal_axis: int, key: Optional[str] = None, channels
     return out
 
 
-def folder_sizes(path: str) -> Optional[str]:
-    """For a folder of image files: ``'all N files H x W'``, or the first file whose size (from its
-    header, no pixel decoded) differs from the first one's, as ``train`` would refuse the folder (mixed
-    image sizes); None for a Zarr store or a folder the frame reader does not take."""
+def folder_sizes(files: Sequence[Path]) -> str:
+    """For the image files of a folder (:attr:`~affinevae.data.stacks.FolderSource.files`, at least one):
+    ``'all N files H x W'``, or the first file whose size (from its header, no pixel decoded) differs from
+    the first one's, as ``train`` would refuse the folder (mixed image sizes), or that cannot be opened."""
     from PIL import Image
 
-    from ..data.formats import TIFF_EXTS, is_zarr_dir
-    from ..data.stacks import FolderSource
+    from ..data.formats import TIFF_EXTS
 
-    if is_zarr_dir(path):
-        return None
-    try:
-        files = FolderSource(path).files
-    except AffineVAEError:
-        return None
     first = None
     for f in files:
         try:
@@ -222,7 +215,7 @@ def data_info(spec: str, key: Optional[str] = None, level: Optional[int] = None)
         AffineVAEError: the file cannot be read (one line, as the other commands say it).
     """
     from ..data.formats import FITS_EXTS, fits_hdu_spec, image_suffix
-    from ..data.stacks import not_real_error, open_stack, real_pixels
+    from ..data.stacks import FolderSource, not_real_error, open_stack, real_pixels
 
     out: dict = {"file": spec}
     source = spec
@@ -262,10 +255,8 @@ def data_info(spec: str, key: Optional[str] = None, level: Optional[int] = None)
         if src.pixel_size is not None:
             out["pixel size"] = str(src.pixel_size)
         raw = np.asarray(src.read_raw(0, 1), dtype=np.float64)
-    if Path(str(spec)).is_dir() and isinstance(source, str):
-        sizes = folder_sizes(spec)  # train reads every file: a size unlike the first is said here too
-        if sizes:
-            out["files"] = sizes
+        if isinstance(src, FolderSource):  # train reads every file: a size unlike the first is said here too
+            out["files"] = folder_sizes(src.files)
     finite = np.isfinite(raw)
     bad = int(raw.size - finite.sum())
     vals = raw[finite]

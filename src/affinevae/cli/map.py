@@ -199,20 +199,19 @@ def _run_signal_axis(args: argparse.Namespace) -> int:
     """The ``--signal-axis`` the run recorded, for a ``--cube`` given without one (one line says so: the
     run's own training data, or another cube read as the run read its own); the one-line refusal asking
     for it when the run records none (or read its signals with ``--signal-channels``, not as a cube)."""
-    from pathlib import Path
-
     from ..runs import Run
 
     try:
-        meta = Run.open(args.run_dir).meta
+        run = Run.open(args.run_dir)
     except AffineVAEError:
-        meta = {}
-    same = meta.get("data") is not None and Path(str(meta["data"])).resolve() == Path(str(args.cube)).resolve()
-    if meta.get("signal_axis") is None or meta.get("signal_cube") is False:
+        run = None
+    signals = run.signal_reading() if run is not None else {}
+    if not signals or signals["signal_cube"] is False:
         raise AffineVAEError("--cube needs --signal-axis AXIS (the axis along which each spectrum runs)")
-    print(f"affinevae: --cube is the run's own data: read along its --signal-axis {meta['signal_axis']}" if same else
-          f"affinevae: {args.cube}: read along the run's --signal-axis {meta['signal_axis']} (override with --signal-axis)")
-    return int(meta["signal_axis"])
+    axis = signals["signal_axis"]
+    print(f"affinevae: --cube is the run's own data: read along its --signal-axis {axis}" if run.names_own_data(args.cube)
+          else f"affinevae: {args.cube}: read along the run's --signal-axis {axis} (override with --signal-axis)")
+    return axis
 
 
 def map_cube(args: argparse.Namespace, model) -> int:

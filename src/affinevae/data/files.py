@@ -196,9 +196,7 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
         if p.is_dir() and is_zarr_dir(p):  # a Zarr / OME-Zarr store (its finest level; key: a group's array)
             from .microscopy import open_zarr
 
-            with open_zarr(spec, key) as source:  # its pixel size read with it, as for MRC
-                data = _with_pixel_size(_finish(source.read_raw(0, source.n_frames), spec, standardise),
-                                        source.pixel_size)
+            data = _whole_source(open_zarr(spec, key), spec, standardise)
             looked_up = True
         elif p.is_dir():
             _no_key(spec, key)
@@ -437,8 +435,7 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
         _no_key(spec, key)
         from .microscopy import open_mrc
 
-        with open_mrc(str(p)) as source:  # its pixel size read with it (load_images does not open it again)
-            return _with_pixel_size(_finish(source.read_raw(0, len(source)), spec, standardise), source.pixel_size)
+        return _whole_source(open_mrc(str(p)), spec, standardise)
     if ext in FITS_EXTS:  # a cube of cut-outs (N, H, W) or (N, C, H, W), or one image; key: the HDU
         from .astro import read_fits
 
@@ -446,12 +443,17 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
     if ext in RSCIIO_EXTS:  # an instrument's image or image stack (rosettasciio); key: the image's index
         from .microscopy import open_rsciio
 
-        with open_rsciio(str(p), key) as source:  # its pixel size read with it, as for MRC
-            return _with_pixel_size(_finish(source.read_raw(0, source.n_frames), spec, standardise),
-                                    source.pixel_size)
+        return _whole_source(open_rsciio(str(p), key), spec, standardise)
     kind = f"'{p.suffix}'" if p.suffix else "(no extension)"
     raise AffineVAEError(f"{spec}: unsupported file type {kind}; supported: {', '.join(SUPPORTED)}, "
                          "a folder of images, or a comma-separated list or glob of .npy files")
+
+
+def _whole_source(source, spec: str, standardise: bool) -> ImageSet:
+    """Every frame of an open frame reader (MRC, an instrument file, a Zarr store: closed here) as a set,
+    :func:`_finish`-ed, with the pixel size it read with them (load_images does not open the file again)."""
+    with source:
+        return _with_pixel_size(_finish(source.read_raw(0, source.n_frames), spec, standardise), source.pixel_size)
 
 
 def _finish(arr: np.ndarray, spec: str, standardise: bool, **extra) -> ImageSet:
