@@ -242,9 +242,13 @@ def lattice_orientation(patches: np.ndarray, symmetry: int) -> LatticeOrientatio
     return LatticeOrientation(angle, strength, fold)
 
 
+#: Patches :func:`symmetry_scores` analyses at most (a subset drawn with its seed).
+SYMMETRY_MAX_PATCHES = 2000
+
+
 def symmetry_scores(patches: np.ndarray, orders: Sequence[int] = SYMMETRY_ORDERS, centred: bool = True,
                     smooth: float = 1.0, max_harmonic: int = 12, min_score: float = 0.4,
-                    min_contrast: float = 1.3, agreement: float = 0.8, max_patches: int = 2000,
+                    min_contrast: float = 1.3, agreement: float = 0.8, max_patches: int = SYMMETRY_MAX_PATCHES,
                     seed: int = 0) -> SymmetryScores:
     """Measure the rotational symmetry of the objects in a set of patches (circular harmonics).
 
@@ -377,9 +381,13 @@ def estimate_symmetry(patches: np.ndarray, centred: bool = True, **options) -> i
     """
     order = symmetry_scores(patches, centred=centred, **options).order
     if centred and order == 1:  # lobed objects (a dumbbell, a trimer) are cut around a lobe, off their centre
-        offsets = mass_offsets(patches)
+        p = np.asarray(patches)
+        most = options.get("max_patches", SYMMETRY_MAX_PATCHES)
+        if len(p) > most:  # the subset symmetry_scores reads (its first draw): a micrograph's 10^5 patches are not moved
+            p = p[np.sort(np.random.default_rng(options.get("seed", 0)).choice(len(p), most, replace=False))]
+        offsets = mass_offsets(p)
         if offsets is not None and float(np.median(np.hypot(*offsets.T))) >= MASS_CENTRE_MIN_SHIFT:
-            order = symmetry_scores(mass_centred(patches, offsets), centred=True, **options).order
+            order = symmetry_scores(mass_centred(p, offsets), centred=True, **options).order
     return order
 
 
@@ -1194,7 +1202,7 @@ def _grid_class_figure(labels: np.ndarray, grid_shape, window: int, stride: int,
 
 
 __all__ = ["fold_angle", "circular_mean", "angle_difference", "check_symmetry", "MAX_SYMMETRY", "SYMMETRY_ORDERS",
-           "SymmetryScores", "symmetry_scores", "LatticeOrientation", "lattice_orientation", "LATTICE_PAD", "LATTICE_RING", "estimate_symmetry", "symmetry_reach", "neighbour_spacing", "active_latents", "check_cluster_count", "cluster_latents",
+           "SymmetryScores", "SYMMETRY_MAX_PATCHES", "symmetry_scores", "LatticeOrientation", "lattice_orientation", "LATTICE_PAD", "LATTICE_RING", "estimate_symmetry", "symmetry_reach", "neighbour_spacing", "active_latents", "check_cluster_count", "cluster_latents",
            "CLUSTER_SPACES", "MASS_CENTRE_REACH", "MASS_CENTRE_MIN_SHIFT", "mass_offsets", "mass_centred", "DECODED_COMPONENTS", "DECODED_FIT", "cluster_space", "decoded_features", "cluster_objects",
            "clustering_accuracy", "angle_map",
            "latent_maps", "class_map", "grid_cells", "grid_maps", "grid_angle_map", "physical_arrays", "write_maps"]
