@@ -21,7 +21,7 @@ import numpy as np
 from .errors import AffineVAEError
 
 __all__ = ["UNITS", "ANGLE_UNITS", "PixelSize", "parse_pixel_size", "same_pixel_size", "unit_name", "nice_length",
-           "SQUARE_TOLERANCE", "square_pixel_size"]
+           "SQUARE_TOLERANCE", "square_pixels", "square_pixel_size"]
 
 #: Length units: canonical name -> size in nanometres.
 UNITS: dict[str, float] = {"pm": 1e-3, "Å": 0.1, "nm": 1.0, "µm": 1e3, "mm": 1e6}
@@ -160,6 +160,12 @@ def nice_length(span: float) -> float:
 SQUARE_TOLERANCE = 0.01
 
 
+def square_pixels(side_a: float, side_b: float) -> bool:
+    """Whether two pixel sides (> 0, one unit) are one size: the larger at most 1 + :data:`SQUARE_TOLERANCE`
+    times the smaller (the rule for every format's pixel size: :func:`square_pixel_size`, FITS scales)."""
+    return max(side_a, side_b) <= (1.0 + SQUARE_TOLERANCE) * min(side_a, side_b)
+
+
 def square_pixel_size(along_x: Optional[PixelSize], along_y: Optional[PixelSize],
                       where: Optional[str] = None) -> Optional[PixelSize]:
     """The pixel size of a file that gives one along x (columns) and one along y (rows): ``along_x`` when the
@@ -171,7 +177,7 @@ def square_pixel_size(along_x: Optional[PixelSize], along_y: Optional[PixelSize]
     if along_x is None or along_y is None or along_y.dimension != along_x.dimension:
         return along_x
     y = along_y.to(along_x.unit).value
-    if abs(y - along_x.value) <= SQUARE_TOLERANCE * max(abs(along_x.value), abs(y)):
+    if square_pixels(along_x.value, y):
         return along_x
     if where:
         warnings.warn(f"{where}: no pixel size taken: its pixels are not square ({along_x.value:.4g} x {y:.4g} "

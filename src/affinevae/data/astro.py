@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import AffineVAEError
 from .formats import ASTRO_EXTRA, FITS_EXTS, reading
 from .microscopy import require
-from ..units import PixelSize
+from ..units import PixelSize, square_pixels
 from .stacks import READERS, ArraySource, FrameSource, StackReader
 
 __all__ = ["open_fits", "read_fits", "sky_pixel_size", "fits_contents", "ALL_HDUS"]
@@ -74,7 +74,7 @@ def sky_pixel_size(header: Any, where: Optional[str] = None) -> Optional[PixelSi
         value = next((abs(v) for v in values if v is not None and v != 0), None)
         scales = None if value is None else [value] * 2
     valid = bool(scales) and all(np.isfinite(s) and s > 0 for s in scales)
-    if valid and max(scales) > 1.01 * min(scales):
+    if valid and not square_pixels(*scales):
         dropped, valid = f"its pixels are not square ({scales[0]:.4g} x {scales[1]:.4g} arcsec)", False
     if not valid:
         if dropped and where:
