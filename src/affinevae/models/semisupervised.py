@@ -31,6 +31,7 @@ Units: nats per image; angles radians; shifts half image widths; targets in thei
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from typing import Any, ClassVar, Optional
@@ -373,13 +374,18 @@ class SSRegRVAE(RVAE):
         """The rVAE's outputs plus the mean and log-variance of every target."""
         return super().encoder_out_dim() + 2 * self.config.target_dim
 
+    @functools.cached_property
+    def _prior_values(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``target_center`` and ``target_scale`` as ``target_dim`` floats each, read once from the (frozen) config."""
+        cfg = self.config
+        m = cfg.target_dim
+        return (target_values(cfg.target_center, m, "target_center") or (0.0,) * m,
+                target_values(cfg.target_scale, m, "target_scale") or (1.0,) * m)
+
     def target_prior(self, like: Tensor) -> tuple[Tensor, Tensor]:
         """The targets' prior mean and standard deviation, (target_dim,) each in the targets' units
         (``target_center``/``target_scale``; 0 and 1 by default), as ``like``'s dtype and device."""
-        cfg = self.config
-        m = cfg.target_dim
-        center = target_values(cfg.target_center, m, "target_center") or (0.0,) * m
-        scale = target_values(cfg.target_scale, m, "target_scale") or (1.0,) * m
+        center, scale = self._prior_values
         return (torch.tensor(center, dtype=like.dtype, device=like.device),
                 torch.tensor(scale, dtype=like.dtype, device=like.device))
 

@@ -180,7 +180,7 @@ def neighbour_turns(feats: torch.Tensor, neighbours: int = 10, pool: int = 10000
         ``(nbr, turn)``: (N, K) int64 the neighbours' indices and (N, K) int64 the turn index m of
         image i that best matches each (``2 pi m / M`` radians, approximately ``a_j - a_i``).
     """
-    n, m = feats.shape[:2]
+    n = feats.shape[0]
     sq = (feats ** 2).sum(-1)  # (N, M)
     refs = (torch.arange(n) if n <= pool
             else torch.as_tensor(np.sort(np.random.default_rng([seed, 1]).choice(n, pool, replace=False))))
