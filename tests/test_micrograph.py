@@ -1038,13 +1038,14 @@ def test_tiles_measure_the_whole_frames_noise_level(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(patches_module, "find_objects", spy)
-    tiled = cut_patches(tmp_path / "f.npy", 16, tile=400, sigma=1.5, noise_floor=3)
+    # centre='peak': the centring check's own detection on a central crop measures the crop (not a tile)
+    tiled = cut_patches(tmp_path / "f.npy", 16, tile=400, sigma=1.5, noise_floor=3, centre="peak")
     with open_stack(tmp_path / "f.npy") as src:
         raw, smooth = smoothed_pair(src.read(0, 1)[0], 1.5)
     expected = noise_level(*level_samples(raw, smooth, 2), 1.5)
     assert len(seen) > 4 and all(level == pytest.approx(expected, rel=1e-12) for level in seen)
     seen.clear()
-    whole = cut_patches(tmp_path / "f.npy", 16, tile=None, sigma=1.5, noise_floor=3)
+    whole = cut_patches(tmp_path / "f.npy", 16, tile=None, sigma=1.5, noise_floor=3, centre="peak")
     assert seen == [None]  # a whole frame measures its own
     np.testing.assert_array_equal(whole.centers, tiled.centers)
 
@@ -1233,3 +1234,104 @@ def test_patches_notes_a_sparse_field_that_the_default_threshold_misreads(tmp_pa
     np.save(tmp_path / "lattice.npy", img)
     assert main(["patches", str(tmp_path / "lattice.npy"), "--window", "12", "--out", str(tmp_path / "l.npz")]) == 0
     assert "note:" not in capsys.readouterr().out
+
+
+# ============================================================================ lobed objects: cut around their centre
+def lobed_field(fold, n=12, size=256, radius=9.0, width=3.2, noise=0.1, seed=0):
+    """(size, size) float32 frame of ``n`` particles of ``fold`` Gaussian lobes ``radius`` px from their centre,
+    turned at random, placed at random at least 44 px apart, with Gaussian noise; their (n, 2) centres."""
+    rng = np.random.default_rng(seed)
+    centres = []
+    while len(centres) < n:
+        p = rng.uniform(30, size - 30, 2)
+        if all(np.hypot(*(p - q)) > 44 for q in centres):
+            centres.append(p)
+    centres = np.array(centres)
+    turns = rng.uniform(-np.pi, np.pi, n)[:, None] + 2 * np.pi * np.arange(fold)[None] / fold  # (n, fold)
+    lobes = (centres[:, None, :] + radius * np.stack([np.sin(turns), np.cos(turns)], -1)).reshape(-1, 2)
+    img = render_gaussians((size, size), lobes, np.ones(len(lobes)), width) + rng.normal(0, noise, (size, size))
+    return img.astype(np.float32), centres
+
+
+@pytest.mark.parametrize("fold", [2, 3])
+def test_lobed_particles_are_cut_once_around_their_centre(tmp_path, fold):
+    """Detection finds each lobe of a dimer or trimer (one peak per lobe, 9 px off the particle's centre): an
+    audit's particles came out as 2-3 patches each, none centred. 'auto' re-centres them on their brightness
+    and merges the peaks of one particle, says so in one warning, and the tiles find the same."""
+    img, centres = lobed_field(fold)
+    np.save(tmp_path / "f.npy", img)
+    peaks = cut_patches(tmp_path / "f.npy", 40, centre="peak")
+    assert len(peaks) >= fold * len(centres) - 2 and not peaks.recentred
+    assert np.median(cKDTree(centres).query(peaks.positions)[0]) > 8
+    with pytest.warns(UserWarning, match=r"brightness centres lie a median .*\(centre=\"peak\" cuts"):
+        ps = cut_patches(tmp_path / "f.npy", 40)
+    assert ps.recentred and len(ps) == len(centres) and ps.n_merged == len(peaks) - len(ps)
+    dist, which = cKDTree(centres).query(ps.positions)
+    assert sorted(which) == list(range(len(centres))) and dist.max() < 2.0
+    np.testing.assert_array_equal(ps.centers, np.rint(ps.positions).astype(np.int64))
+    assert ps.patches.shape == (len(centres), 40, 40)
+    mass = mapping.mass_offsets(ps.patches)
+    assert np.median(np.hypot(*mass.T)) < 1.0  # the patches are centred on their objects
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiled = cut_patches(tmp_path / "f.npy", 40, tile=100)
+    np.testing.assert_array_equal(tiled.centers, ps.centers)
+    np.testing.assert_allclose(tiled.positions, ps.positions, atol=1e-9)
+    back = PatchSet.load(ps.save(tmp_path / "p.npz"))
+    assert back.recentred and not PatchSet.load(peaks.save(tmp_path / "q.npz")).recentred
+
+
+def test_lattices_and_dense_or_round_objects_keep_their_peaks(tmp_path):
+    """'auto' leaves alone what is centred where it was found: a lattice cut with windows of three spacings, whose
+    neighbours pull a brightness centre (periodic frame), atoms placed at random 6 px apart (not periodic, but each
+    patch's brightness is centred), and round blobs."""
+    from affinevae.data.patches import centring_check
+
+    lattice, _ = synthetic_micrograph(size=(256, 256), spacing=6.0, lattice="rectangular", noise=0.15, seed=1)
+    rng = np.random.default_rng(2)
+    atoms = []
+    for p in rng.uniform(4, 252, (6000, 2)):
+        if len(atoms) < 1200 and all(np.hypot(*(p - q)) > 6 for q in atoms[-400:]):
+            atoms.append(p)
+    dense = render_gaussians((256, 256), np.array(atoms), np.ones(len(atoms)), 1.2) + rng.normal(0, 0.1, (256, 256))
+    blobs, _ = lobed_field(1, radius=0.0)
+    for name, img, w in (("lattice", lattice, 24), ("dense", dense, 12), ("blobs", blobs, 40)):
+        np.save(tmp_path / f"{name}.npy", np.asarray(img, np.float32))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no centring said
+            warnings.filterwarnings("ignore", message=".*min-max scaling")
+            ps = cut_patches(tmp_path / f"{name}.npy", w)
+            check = centring_check(tmp_path / f"{name}.npy", w)
+        assert not ps.recentred and ps.n_merged is None and not check.recentre, (name, check)
+        np.testing.assert_array_equal(ps.centers, cut_patches(tmp_path / f"{name}.npy", w, centre="peak").centers)
+
+
+def test_patches_centre_on_the_command_line(tmp_path, capsys):
+    """`patches` prints what 'auto' chose and how many peaks it merged; --centre peak keeps the peaks; --centre mass
+    moves rough --coords picks onto their particles; --centre mass on a grid and a bad mode are one line, exit 2."""
+    img, centres = lobed_field(3, seed=3)
+    np.save(tmp_path / "f.npy", img)
+    out = tmp_path / "p.npz"
+    assert main(["patches", str(tmp_path / "f.npy"), "--window", "40", "--out", str(out), "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "centring: the objects' brightness centres lie a median" in said and "--centre peak" in said
+    assert "merged into it" in said and said.strip().splitlines()[-1].startswith(f"{len(centres)} objects found")
+    assert main(["patches", str(tmp_path / "f.npy"), "--window", "40", "--out", str(out), "--force",
+                 "--centre", "peak", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "centring" not in said and len(PatchSet.load(out)) >= 3 * len(centres) - 2
+    rough = np.rint(centres + np.random.default_rng(0).uniform(-6, 6, centres.shape))
+    np.savetxt(tmp_path / "picks.csv", rough, delimiter=",", fmt="%d")
+    assert main(["patches", str(tmp_path / "f.npy"), "--window", "40", "--out", str(out), "--force",
+                 "--coords", str(tmp_path / "picks.csv"), "--centre", "mass", "--no-progress"]) == 0
+    capsys.readouterr()
+    moved = PatchSet.load(out)
+    assert moved.recentred and len(moved) == len(centres)
+    assert cKDTree(centres).query(moved.positions)[0].max() < 2.0 < cKDTree(centres).query(rough)[0].max()
+    assert main(["patches", str(tmp_path / "f.npy"), "--window", "40", "--out", str(out), "--force",
+                 "--stride", "20", "--centre", "mass"]) == 2
+    assert "grid windows (--stride) stay" in one_line_error(capsys)
+    assert main(["patches", str(tmp_path / "f.npy"), "--window", "40", "--out", str(out), "--centre", "middle"]) == 2
+    assert "invalid choice: 'middle'" in capsys.readouterr().err
+    with pytest.raises(AffineVAEError, match="centre must be one of auto, peak, mass"):
+        cut_patches(tmp_path / "f.npy", 40, centre="middle")

@@ -331,6 +331,9 @@ def test_widget_detection_and_filter_fields_make_the_settings(qtbot):
     assert widget.settings().masked == "drop"  # as `patches --drop-masked`
     widget.masked.setCurrentText("fill")
     assert widget.settings().masked == "fill"
+    assert widget.settings().centre == "auto"  # as `patches --centre`
+    widget.centre.setCurrentText("peak")
+    assert widget.settings().centre == "peak"
 
 
 def _registered() -> bool:
@@ -563,3 +566,30 @@ def test_learn_and_map_leaves_out_the_objects_at_masked_pixels():
     assert len(plain["encoding"]) > len(dropped["encoding"])
     with pytest.raises(AffineVAEError, match="masked must be one of 'drop', 'fill'"):
         LearnSettings(masked="keep")
+
+
+def test_learn_and_map_cuts_lobed_particles_once_and_says_so():
+    """Trimers found on their lobes: the pipeline cuts each once around its centre ('auto', as ``patches``) and its
+    note says so; 'peak' keeps a patch per lobe; a bad centre setting is one line."""
+    from affinevae.data.micrograph import render_gaussians
+    from affinevae.errors import AffineVAEError
+    from affinevae.napari_plugin.pipeline import learn_and_map
+
+    rng = np.random.default_rng(0)
+    centres = []  # placed at random (particles on a grid would be a periodic frame: a lattice's, left alone)
+    while len(centres) < 16:
+        p = rng.uniform(30, 230, 2)
+        if all(np.hypot(*(p - q)) > 44 for q in centres):
+            centres.append(p)
+    centres = np.array(centres)
+    turns = rng.uniform(-np.pi, np.pi, (16, 1)) + 2 * np.pi * np.arange(3)[None] / 3
+    lobes = (centres[:, None] + 9.0 * np.stack([np.sin(turns), np.cos(turns)], -1)).reshape(-1, 2)
+    img = (render_gaussians((260, 260), lobes, np.ones(48), 3.2) + rng.normal(0, 0.1, (260, 260))).astype(np.float32)
+    base = dict(window=40, epochs=1, latent_dim=2, clusters=None, model="vae")
+    once = learn_and_map(img, LearnSettings(**base))
+    assert "brightness centres" in once["note"] and "centre 'peak'" in once["note"]
+    assert len(once["encoding"]) == 16
+    peaks = learn_and_map(img, LearnSettings(**base, centre="peak"))
+    assert peaks["note"] is None and len(peaks["encoding"]) >= 40
+    with pytest.raises(AffineVAEError, match="centre must be one of 'auto', 'peak', 'mass'"):
+        LearnSettings(centre="middle")

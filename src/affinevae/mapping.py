@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from .config import MAX_SYMMETRY, check_symmetry  # noqa: F401  (mapping.check_symmetry, as before)
 from .data.inputs import check_latents
 from .data.objects import neighbour_spacing  # noqa: F401  (mapping.neighbour_spacing, as before)
+from .data.patches import MASS_CENTRE_MIN_SHIFT, MASS_CENTRE_REACH, mass_centred, mass_offsets  # noqa: F401  (as before)
 from .errors import AffineVAEError
 from .io import atomic_write, make_directory
 from .registry import Registry
@@ -389,68 +390,6 @@ def estimate_symmetry(patches: np.ndarray, centred: bool = True, **options) -> i
         if offsets is not None and float(np.median(np.hypot(*offsets.T))) >= MASS_CENTRE_MIN_SHIFT:
             order = symmetry_scores(mass_centred(p, offsets), centred=True, **options).order
     return order
-
-
-#: :func:`mass_centred` finds each object's brightness centre within this share of the window's width
-#: (a disc of radius 3/8 of it): a 40-px window reaches a particle's centre 15 px from the lobe it was cut
-#: around, and a lattice's window of two spacings stays clear of its neighbours (it is not used there).
-MASS_CENTRE_REACH = 0.75
-
-
-#: :func:`estimate_symmetry` re-centres the patches only when their objects' brightness centres lie at least
-#: this far (pixels, the median) from the window's centre: lobed particles cut around a lobe (7-8 px), not
-#: atoms cut at their peak (their centre is where they were cut; in windows too narrow to show the lattice,
-#: every order then scores alike on round atoms, and a re-centred estimate would be arbitrary).
-MASS_CENTRE_MIN_SHIFT = 2.0
-
-
-def mass_offsets(patches: np.ndarray, iterations: int = 5) -> Optional[np.ndarray]:
-    """Where each object's brightness centre lies, (N, 2) (row, col) pixels from the window's centre pixel
-    ``w // 2``, by mean shift: the centroid of each patch's lightly smoothed brightness above its median,
-    within a disc of radius ``MASS_CENTRE_REACH / 2`` times the window around the current centre,
-    ``iterations`` times. None for patches of another shape than (N, w, w) / (N, C, w, w), w >= 7
-    (channels summed). Objects cut around one of their lobes (the brightest point of a dumbbell or a trimer
-    under a small detection smoothing: 9 px off their centre in 40-px windows) are found at their centre;
-    not for dense lattices, whose neighbours pull the centroid."""
-    from scipy import ndimage
-
-    p = np.asarray(patches, dtype=np.float64)
-    p = p[:, None] if p.ndim == 3 else p
-    if p.ndim != 4 or min(p.shape[-2:]) < 7:
-        return None
-    n, ch, h, w = p.shape
-    q = ndimage.gaussian_filter(p.sum(1), (0, 1.5, 1.5))
-    q = np.clip(q - np.median(q.reshape(n, -1), 1)[:, None, None], 0.0, None)
-    yy, xx = np.mgrid[:h, :w].astype(np.float64)
-    cy, cx = np.full(n, float(h // 2)), np.full(n, float(w // 2))
-    reach2 = (MASS_CENTRE_REACH * min(h, w) / 2) ** 2
-    for _ in range(iterations):
-        inside = (yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2 <= reach2
-        weight = q * inside
-        total = weight.sum((1, 2))
-        ok = total > 0
-        cy = np.where(ok, (weight * yy).sum((1, 2)) / np.maximum(total, 1e-300), cy)
-        cx = np.where(ok, (weight * xx).sum((1, 2)) / np.maximum(total, 1e-300), cx)
-    return np.stack([cy - h // 2, cx - w // 2], 1)
-
-
-def mass_centred(patches: np.ndarray, offsets: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
-    """Patches moved so that each object's brightness centre (:func:`mass_offsets`, or the (N, 2) ``offsets``
-    given, pixels) lies at the window's centre pixel ``w // 2``: (N, C, w, w) float64 (bilinear, edges
-    continued), or None for patches of another shape. :func:`estimate_symmetry` reads lobed objects so."""
-    from scipy import ndimage
-
-    offsets = mass_offsets(patches) if offsets is None else np.asarray(offsets, dtype=np.float64)
-    if offsets is None:
-        return None
-    p = np.asarray(patches, dtype=np.float64)
-    p = p[:, None] if p.ndim == 3 else p
-    n, ch, h, w = p.shape
-    dy, dx = offsets[:, 0], offsets[:, 1]  # every patch sampled at its own offset in one call: (4, N, C, h, w)
-    grid = np.indices((n, ch, h, w), dtype=np.float64)
-    grid[2] += dy[:, None, None, None]
-    grid[3] += dx[:, None, None, None]
-    return ndimage.map_coordinates(p, grid, order=1, mode="nearest")
 
 
 def symmetry_reach(window: int) -> int:

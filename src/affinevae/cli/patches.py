@@ -6,7 +6,7 @@ import argparse
 
 from ..data.background import BACKGROUND_VARIATION
 from ..data.objects import DETECT_THRESHOLD, read_coordinates
-from ..data.patches import BACKGROUND_MODES, SPARSE_NOISE_FLOOR
+from ..data.patches import BACKGROUND_MODES, CENTRE_MODES, MASS_CENTRE_MIN_SHIFT, SPARSE_NOISE_FLOOR
 from ..defaults import MIN_IMAGE_SIZE, patch_min_distance, patch_smoothing
 from ..errors import AffineVAEError
 from ..outputs import check_output
@@ -58,6 +58,13 @@ class Patches:
                                "pixel noise above the frame's median, so noise peaks on a sparse field (a sky) "
                                f"are not objects (default: {SPARSE_NOISE_FLOOR:g} when the frames are asinh-stretched, "
                                "a sparse field, else 0: off; printed)")
+        find.add_argument("--centre", "--center", dest="centre", choices=CENTRE_MODES, default="auto",
+                          help="where each detected object's patch is cut: 'auto' (default) around the objects' "
+                               "brightness centres where they lie scattered (not a lattice) and those centres lie a "
+                               f"median {MASS_CENTRE_MIN_SHIFT:g} px or more from the peaks found (lobed particles "
+                               "found on a lobe: the peaks of one object merged), printed; else around the peaks; "
+                               "'peak' always around the maxima; 'mass' always around the brightness centres (also "
+                               "--coords: rough picks)")
         p.add_argument("--background", default="auto", metavar="auto|off|BOX",
                        help="uneven illumination, a thickness ramp, a vignette, a sky gradient: 'auto' (default) "
                             "flattens every frame (a quadratic surface through the sigma-clipped medians of boxes of "
@@ -79,10 +86,13 @@ class Patches:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Find objects, cut patches, write the ``.npz`` atomically; returns the exit status."""
-        from ..data.patches import cut_patches, detection_check, detection_levels, resolve_background
+        from ..data.patches import cut_patches, detection_check, detection_levels, resolve_background, resolve_centring
 
         if args.coords and args.stride is not None:
             raise AffineVAEError("give --coords or --stride, not both")
+        if args.stride is not None and args.centre == "mass":
+            raise AffineVAEError("--centre mass moves detected objects or --coords onto their brightness centres; "
+                                 "grid windows (--stride) stay where the grid puts them")
         if not str(args.out).endswith(".npz"):
             raise AffineVAEError(f"--out must be a .npz file, got {args.out}")
         given = pixel_size_option(args)
@@ -104,7 +114,15 @@ class Patches:
             box, flat = resolve_background(src, args.window, args.background,
                                            args.sigma if detecting else patch_smoothing(args.window))
             src.use_background(box)  # the detection note below reads the frames as the patches were cut
+            centring, centred = "peak", None
+            if detecting:
+                centring, centred = resolve_centring(src, args.window, args.centre, min_distance=args.min_distance,
+                                                     threshold=args.threshold, absolute=args.absolute,
+                                                     sigma=args.sigma, noise_floor=args.noise_floor)
+            elif args.coords:
+                centring = "mass" if args.centre == "mass" else "peak"
             ps = cut_patches(src, args.window, coords=args.coords, stride=args.stride, background=box or "off",
+                             centre=centring,
                              min_distance=args.min_distance, threshold=args.threshold, absolute=args.absolute,
                              sigma=args.sigma, noise_floor=args.noise_floor, edge=args.edge,
                              chunk_frames=args.chunk_frames, drop_masked=args.drop_masked,
@@ -134,6 +152,11 @@ class Patches:
             print(f"affinevae: background: {flat.sentence()}")
         if check is not None and check.advice:
             print(f"affinevae: note: {check.advice}")
+        if centred is not None and centred.recentre:
+            print(f"affinevae: centring: {centred.sentence()}")
+        if ps.n_merged:
+            print(f"affinevae: {ps.n_merged} peaks lay within --min-distance {args.min_distance} of another's object "
+                  "once re-centred (the lobes of one object): merged into it")
         if args.coords and args.edge == "drop":
             given_n = len(read_coordinates(args.coords)[0])
             if len(ps) < given_n:

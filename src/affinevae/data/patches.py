@@ -41,7 +41,8 @@ from .objects import (DETECT_THRESHOLD, PERIODIC_RATIO, REFINE_REACH, check_coor
                       smoothing_radius)
 from .stacks import open_stack
 
-__all__ = ["PatchSet", "BackgroundCheck", "background_check", "resolve_background", "BACKGROUND_MODES", "central_crop",
+__all__ = ["CENTRE_MODES", "CentringCheck", "centring_check", "resolve_centring", "mass_offsets", "mass_centred",
+           "MASS_CENTRE_REACH", "MASS_CENTRE_MIN_SHIFT", "PatchSet", "BackgroundCheck", "background_check", "resolve_background", "BACKGROUND_MODES", "central_crop",
            "DetectionCheck", "detection_check", "default_noise_floor", "default_threshold", "detection_levels", "sparse_field", "SPARSE_NOISE_FLOOR", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
            "patch_smoothing", "SMOOTHING_FRACTION",
            "concat_chunks", "nothing_found", "tile_grid", "DEFAULT_TILE", "LATTICE_ORDER", "scattered_objects",
@@ -113,6 +114,11 @@ class PatchSet:
         fill_nan: the frames held NaN/inf pixels, filled when the patches were cut (``fill_nan`` or
             ``drop_masked``; :attr:`~affinevae.data.stacks.FrameSource.filled`), so ``map`` reads them alike; saved as
             ``fill_nan`` when True.
+        recentred: the detected objects were cut around their brightness centres (:func:`iter_patches`'
+            ``centre``, :func:`mass_offsets`) rather than their peaks, ``centers`` and ``positions`` being
+            those centres; saved as ``recentred`` when True.
+        n_merged: peaks merged into another's object when re-centred (the lobes of one particle; not saved),
+            or None.
 
     A saved patch set also records that it is one (``kind``) and a robust estimate of its pixel
     noise (``noise_sigma``, see :meth:`arrays`), which ``affinevae train`` uses for its
@@ -133,6 +139,8 @@ class PatchSet:
     background_box: Optional[int] = None
     n_masked: Optional[int] = None
     fill_nan: bool = False
+    recentred: bool = False
+    n_merged: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -142,7 +150,7 @@ class PatchSet:
 
         ``patches``, ``centers``, ``frames``, ``window``, ``image_shape``, ``n_frames``; ``positions``
         when known; ``background_box`` when the frames were flattened; ``fill_nan`` (True) when their NaN
-        pixels were filled; in grid mode ``grid_shape`` and ``stride``; with at least one patch ``kind`` (the string
+        pixels were filled; ``recentred`` (True) when the objects were cut around their brightness centres; in grid mode ``grid_shape`` and ``stride``; with at least one patch ``kind`` (the string
         ``"patches"``) and ``noise_sigma`` (:meth:`noise_sigma`, a float64 scalar); for objects (not
         a grid) with neighbours ``spacing``, ``lattice_order`` and ``lattice_fold``, or ``objects_per_frame``
         (:meth:`arrangement`).
@@ -165,6 +173,8 @@ class PatchSet:
             out["background_box"] = np.int64(self.background_box)
         if self.fill_nan:
             out["fill_nan"] = np.bool_(True)
+        if self.recentred:
+            out["recentred"] = np.bool_(True)
         out.update({k: np.float64(v) for k, v in self.arrangement().items()})
         return out
 
@@ -302,13 +312,16 @@ class PatchSet:
             if b.shape != () or not np.issubdtype(b.dtype, np.integer) or int(b) < 1:
                 raise AffineVAEError(f"{p}: background_box must be one whole number of pixels >= 1, got {b!r}")
             box = int(b)
-        filled = d.get("fill_nan", np.bool_(False))
-        if filled.shape != () or filled.dtype != np.bool_:
-            raise AffineVAEError(f"{p}: fill_nan must be one true/false value, got {filled!r}")
+        flags = {}
+        for name in ("fill_nan", "recentred"):
+            flag = d.get(name, np.bool_(False))
+            if flag.shape != () or flag.dtype != np.bool_:
+                raise AffineVAEError(f"{p}: {name} must be one true/false value, got {flag!r}")
+            flags[name] = bool(flag)
         return cls(d["patches"], d["centers"].astype(np.int64), d["frames"].astype(np.int64), window,
                    tuple(int(v) for v in d.get("image_shape", (0, 0))), int(d.get("n_frames", 1)), gs,
                    int(d["stride"]) if "stride" in d else None, pixel_size=pixel, positions=positions,
-                   background_box=box, fill_nan=bool(filled))
+                   background_box=box, **flags)
 
 
 def _check_window(window: Any, image_shape: Sequence[int], where: str) -> int:
@@ -960,12 +973,247 @@ def patch_min_distance(window: int) -> int:
     return max(1, int(window) // 4)
 
 
+#: :func:`mass_offsets` finds each object's brightness centre within this share of the window's width
+#: (a disc of radius 3/8 of it): a 40-px window reaches a particle's centre 15 px from the lobe it was cut
+#: around, and a lattice's window of two spacings stays clear of its neighbours (it is not used there).
+MASS_CENTRE_REACH = 0.75
+
+
+#: Patches are re-centred on their objects' brightness (``centre`` 'auto' of :func:`iter_patches`, and
+#: ``map``'s symmetry estimate) only when those centres lie at least this far (pixels, the median) from
+#: where the objects were found: lobed particles cut around a lobe (7-9 px), not atoms cut at their peak
+#: (their centre is where they were cut; in windows too narrow to show the lattice, every order then scores
+#: alike on round atoms, and a re-centred estimate would be arbitrary).
+MASS_CENTRE_MIN_SHIFT = 2.0
+
+
+#: :func:`mass_offsets` weighs only the brightness this many noise sigma above each patch's median (its noise read
+#: from the lower half of its smoothed values), so that a patch of noise (a noise peak found on an empty field)
+#: stays where it was cut rather than wandering to the centroid of its noise.
+MASS_NOISE_CUT = 2.0
+
+
+def mass_offsets(patches: np.ndarray, iterations: int = 5) -> Optional[np.ndarray]:
+    """Where each object's brightness centre lies, (N, 2) (row, col) pixels from the window's centre pixel
+    ``w // 2``, by mean shift: the centroid of each patch's lightly smoothed brightness above its median plus
+    :data:`MASS_NOISE_CUT` noise sigma,
+    within a disc of radius ``MASS_CENTRE_REACH / 2`` times the window around the current centre,
+    ``iterations`` times. None for patches of another shape than (N, w, w) / (N, C, w, w), w >= 7
+    (channels summed). Objects cut around one of their lobes (the brightest point of a dumbbell or a trimer
+    under a small detection smoothing: 9 px off their centre in 40-px windows) are found at their centre;
+    not for dense lattices, whose neighbours pull the centroid."""
+    from scipy import ndimage
+
+    p = np.asarray(patches, dtype=np.float64)
+    p = p[:, None] if p.ndim == 3 else p
+    if p.ndim != 4 or min(p.shape[-2:]) < 7:
+        return None
+    n, ch, h, w = p.shape
+    q = ndimage.gaussian_filter(p.sum(1), (0, 1.5, 1.5)).reshape(n, -1)
+    low, mid = np.percentile(q, [15.87, 50.0], axis=1)  # the background's level and (its lower side) noise
+    q = np.clip(q - (mid + MASS_NOISE_CUT * (mid - low))[:, None], 0.0, None).reshape(n, h, w)
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    cy, cx = np.full(n, float(h // 2)), np.full(n, float(w // 2))
+    reach2 = (MASS_CENTRE_REACH * min(h, w) / 2) ** 2
+    for _ in range(iterations):
+        inside = (yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2 <= reach2
+        weight = q * inside
+        total = weight.sum((1, 2))
+        ok = total > 0
+        cy = np.where(ok, (weight * yy).sum((1, 2)) / np.maximum(total, 1e-300), cy)
+        cx = np.where(ok, (weight * xx).sum((1, 2)) / np.maximum(total, 1e-300), cx)
+    return np.stack([cy - h // 2, cx - w // 2], 1)
+
+
+def mass_centred(patches: np.ndarray, offsets: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """Patches moved so that each object's brightness centre (:func:`mass_offsets`, or the (N, 2) ``offsets``
+    given, pixels) lies at the window's centre pixel ``w // 2``: (N, C, w, w) float64 (bilinear, edges
+    continued), or None for patches of another shape. ``map``'s symmetry estimate reads lobed objects so
+    (patch sets cut before :func:`iter_patches` re-centred them)."""
+    from scipy import ndimage
+
+    offsets = mass_offsets(patches) if offsets is None else np.asarray(offsets, dtype=np.float64)
+    if offsets is None:
+        return None
+    p = np.asarray(patches, dtype=np.float64)
+    p = p[:, None] if p.ndim == 3 else p
+    n, ch, h, w = p.shape
+    dy, dx = offsets[:, 0], offsets[:, 1]  # every patch sampled at its own offset in one call: (4, N, C, h, w)
+    grid = np.indices((n, ch, h, w), dtype=np.float64)
+    grid[2] += dy[:, None, None, None]
+    grid[3] += dx[:, None, None, None]
+    return ndimage.map_coordinates(p, grid, order=1, mode="nearest")
+
+
+#: Where :func:`iter_patches` centres each detected object's patch: 'auto' (re-centred on the objects' brightness
+#: where :func:`centring_check` finds scattered objects whose brightness centres lie off their peaks), 'peak' (the
+#: maximum found, always), 'mass' (the brightness centre, always).
+CENTRE_MODES = ("auto", "peak", "mass")
+# The side of a checked frame's central crop centring_check reads at most (pixels).
+_CENTRING_CROP = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class CentringCheck:
+    """What :func:`centring_check` measured on the objects detected in up to five evenly spaced frames.
+
+    Attributes:
+        shift: the median distance (pixels) from the peaks found to their objects' brightness centres
+            (:func:`mass_offsets`); NaN where the first frame is periodic (a lattice: not measured).
+        scattered: whether the objects found lie scattered rather than on a lattice (:func:`scattered_objects`).
+        periodicity: the first frame's :func:`~affinevae.data.objects.frame_periodicity` (a lattice: at least
+            :data:`~affinevae.data.objects.PERIODIC_RATIO`, also where the detection, with a minimum distance
+            above half the atoms' spacing, found only some atoms, which then lie scattered).
+        objects: how many objects were found there.
+        frames: how many frames were read (their central crops of at most 1024 x 1024 pixels).
+    """
+
+    shift: float
+    scattered: bool
+    periodicity: float
+    objects: int
+    frames: int = 1
+
+    @property
+    def recentre(self) -> bool:
+        """Whether 'auto' re-centres: scattered objects whose brightness centres lie a median
+        :data:`MASS_CENTRE_MIN_SHIFT` pixels or more from their peaks (lobed objects, a dumbbell or a trimer,
+        detected on a lobe; cells or particles with a bright spot off their centre), on frames that are not
+        periodic. A lattice's atoms keep their peaks: in a window wider than their spacing the neighbours pull
+        the brightness centre."""
+        return self.scattered and self.periodicity < PERIODIC_RATIO and self.shift >= MASS_CENTRE_MIN_SHIFT
+
+    def sentence(self, keep: str = "--centre peak") -> str:
+        """One line saying what was measured and chosen, naming ``keep``, the setting that keeps the peaks."""
+        if self.recentre:
+            return (f"the objects' brightness centres lie a median {self.shift:.1f} px from the peaks found (objects "
+                    f"detected on a lobe or a bright spot off their centre): each patch is cut around its object's "
+                    f"brightness centre, peaks of one object merged ({keep} cuts around the peaks)")
+        return f"the objects' brightness centres lie a median {self.shift:.1f} px from the peaks found: patches cut there"
+
+
+def _re_centred(patches: np.ndarray, centers: np.ndarray, frames: np.ndarray,
+                min_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brightness centres (:func:`mass_offsets`) of the objects cut as ``patches`` (N, w, w) / (N, C, w, w) around
+    ``centers`` (N, 2) int pixels of ``frames`` (N,), and which to keep: of the centres that fall within
+    ``min_distance`` pixels of each other in one frame (the lobes of one particle), the one whose patch is brightest
+    at its centre. Returns ``(positions, keep)``: (N, 2) float64 pixels and (M,) sorted indices."""
+    from scipy.spatial import cKDTree
+
+    offsets = mass_offsets(patches)
+    pos = np.asarray(centers, dtype=np.float64) + (0.0 if offsets is None else offsets)
+    if len(pos) < 2:
+        return pos, np.arange(len(pos))
+    w = patches.shape[-1]
+    peak = np.asarray(patches, dtype=np.float64).reshape(len(pos), -1, w, w)[:, :, w // 2, w // 2].sum(1)
+    span = 4.0 * (np.abs(pos).max() + min_distance + 1.0)  # frames apart in one tree (as _frame_neighbours)
+    pairs = cKDTree(np.column_stack([np.asarray(frames, np.float64) * span, pos])).query_pairs(
+        float(min_distance), output_type="ndarray")
+    keep = np.ones(len(pos), dtype=bool)
+    if len(pairs):
+        rank = np.empty(len(pos), dtype=np.int64)
+        rank[np.lexsort((np.arange(len(pos)), -peak))] = np.arange(len(pos))  # brightest first, ties in order
+        neighbours: dict[int, list[int]] = {}
+        for a, b in pairs.tolist():
+            neighbours.setdefault(a, []).append(b)
+            neighbours.setdefault(b, []).append(a)
+        for i in np.argsort(rank).tolist():  # greedy: a kept object removes its dimmer neighbours
+            if keep[i]:
+                for j in neighbours.get(i, ()):
+                    if rank[j] > rank[i]:
+                        keep[j] = False
+    return pos, np.flatnonzero(keep)
+
+
+def _mass_centres(cut: np.ndarray, centers: np.ndarray, frames: np.ndarray, min_distance: int,
+                  image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The objects cut as ``cut`` (N, w, w) / (N, C, w, w) around ``centers`` (N, 2) int pixels of ``frames`` (N,),
+    moved onto their brightness centres and merged (:func:`_re_centred`), in frame, row, column order:
+    ``(centers, positions, frames, merged)``, (M, 2) int64 and (M, 2) float64 pixels inside the
+    ``image_shape`` (H, W), (M,) int64, and how many of the N were merged into another."""
+    pos, keep = _re_centred(cut, centers, frames, min_distance)
+    h, w = int(image_shape[-2]), int(image_shape[-1])
+    pos = np.clip(pos[keep], 0.0, [h - 1.0, w - 1.0])
+    fr = np.asarray(frames, dtype=np.int64)[keep]
+    ce = np.rint(pos).astype(np.int64)
+    order = np.lexsort((ce[:, 1], ce[:, 0], fr))
+    return ce[order], pos[order], fr[order], int(len(centers) - len(keep))
+
+
+def centring_check(source, window: int, min_distance: Optional[int] = None, threshold: Optional[float] = None,
+                   absolute: bool = False, sigma: Optional[float] = None, noise_floor: Optional[float] = None,
+                   key: Optional[str] = None) -> Optional[CentringCheck]:
+    """Whether the detected objects of ``source`` should be cut around their brightness centres
+    (:attr:`CentringCheck.recentre`), measured on up to five evenly spaced frames (:func:`checked_frames`; each
+    frame's central crop of at most 1024 x 1024 pixels), detected as :func:`iter_patches` detects them; on a
+    periodic first frame (a lattice, :func:`~affinevae.data.objects.frame_periodicity`) nothing more is read.
+
+    Args:
+        source: anything :func:`open_stack` accepts. window: the patch size (pixels).
+        min_distance, threshold, absolute, sigma, noise_floor: the detection's (None: as :func:`iter_patches`
+            takes them). key: as :func:`open_stack`.
+
+    Returns:
+        :class:`CentringCheck`, or None where those frames hold fewer than two objects with a whole window.
+    """
+    min_distance = patch_min_distance(window) if min_distance is None else min_distance
+    sigma = patch_smoothing(window) if sigma is None else sigma
+    src = open_stack(source, key=key)
+    try:
+        threshold, noise_floor = detection_levels(src, threshold, noise_floor, absolute)
+        cuts, found, where, frames, periodicity = [], [], [], checked_frames(src.n_frames), 0.0
+        for f in frames:
+            rows, cols, _ = central_crop(src.image_shape, _CENTRING_CROP, f)
+            crop = src.read_region(f, rows, cols)
+            if f == frames[0] and min(crop.shape[-2:]) >= 16:
+                periodicity = frame_periodicity(crop)
+                if periodicity >= PERIODIC_RATIO:  # a lattice's atoms keep their peaks
+                    return CentringCheck(shift=float("nan"), scattered=False, periodicity=periodicity, objects=0,
+                                         frames=1)
+            centers, _ = find_objects(crop, min_distance, threshold, absolute, sigma, noise_floor=noise_floor)
+            patches, keep = extract_patches(crop[None], centers, window, edge="drop")
+            cuts.append(patches)
+            found.append(centers[keep])
+            where.append(np.full(len(keep), f, dtype=np.int64))
+    finally:
+        if src is not source:
+            src.close()
+    centers, fr = np.concatenate(found).reshape(-1, 2), np.concatenate(where)
+    if len(centers) < 2:
+        return None
+    offsets = mass_offsets(np.concatenate(cuts))
+    shift = 0.0 if offsets is None else float(np.median(np.hypot(offsets[:, 0], offsets[:, 1])))
+    return CentringCheck(shift=shift, scattered=scattered_objects(object_arrangement(centers, fr)),
+                         periodicity=periodicity, objects=len(centers), frames=len(frames))
+
+
+def resolve_centring(source, window: int, centre: str = "auto", **detection: Any) -> tuple[str, Optional[CentringCheck]]:
+    """How :func:`iter_patches` centres the detected objects of an open stack ``source``: ``('mass' | 'peak', check)``.
+
+    Args:
+        centre: 'auto' (:func:`centring_check`: 'mass' where it re-centres, else 'peak'), 'peak' or 'mass'.
+        window, **detection: as :func:`centring_check` (min_distance, threshold, absolute, sigma, noise_floor).
+
+    Returns:
+        The mode, and the check 'auto' decided by (None for a mode given, or too few objects to tell).
+
+    Raises:
+        AffineVAEError: a mode that is none of :data:`CENTRE_MODES`.
+    """
+    if not isinstance(centre, str) or centre not in CENTRE_MODES:
+        raise AffineVAEError(f"centre must be one of {', '.join(CENTRE_MODES)}, got {centre!r}")
+    if centre != "auto":
+        return centre, None
+    check = centring_check(source, window, **detection)
+    return ("mass" if check is not None and check.recentre else "peak"), check
+
+
 def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] = None, stride: Optional[int] = None,
                  min_distance: Optional[int] = None, threshold: Optional[float] = None, absolute: bool = False,
                  sigma: Optional[float] = None, noise_floor: Optional[float] = None, edge: str = "drop",
                  chunk_frames: int = 16, progress: bool = False, key: Optional[str] = None,
                  tile: Optional[int] = DEFAULT_TILE, background: Union[None, str, int] = "auto",
-                 drop_masked: bool = False) -> Iterator[PatchSet]:
+                 drop_masked: bool = False, centre: str = "auto") -> Iterator[PatchSet]:
     """Cut patches chunk by chunk of frames; memory is bounded by ``chunk_frames`` frames.
 
     A frame with a side longer than ``tile`` pixels is read and searched tile by tile
@@ -992,6 +1240,15 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     :attr:`PatchSet.n_masked`; the frames are read with those pixels filled
     (:meth:`~affinevae.data.stacks.FrameSource.use_fill_nan`) for the detection, as under ``fill_nan``.
     Without it a masked pixel is refused unless the source fills it, and a filled patch is kept.
+
+    ``centre`` (:func:`resolve_centring`): where a detected object's patch is cut. 'auto' (default) cuts around
+    the objects' brightness centres (:func:`mass_offsets`) where up to five evenly spaced frames' objects lie
+    scattered and those centres lie a median :data:`MASS_CENTRE_MIN_SHIFT` px or more from the peaks found
+    (lobed particles found on a lobe: 7-9 px off in 40-px windows, one peak per lobe), and says so in one
+    warning; else around the peaks. 'mass' always (also for given coordinates: rough picks), 'peak' never.
+    Re-centred peaks that fall within ``min_distance`` of each other in one frame are one object (the
+    brightest peak's, :attr:`PatchSet.n_merged` counts the others), and the patch sets are marked
+    :attr:`PatchSet.recentred`. Grid windows are never moved.
 
     Args:
         source: anything :func:`open_stack` accepts.
@@ -1050,6 +1307,23 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             said = check.sentence('background="off"')
             warnings.warn(f"{src.path}: {said}", stacklevel=2)
         src.use_background(box)
+        if mode == "grid":
+            if centre == "mass":
+                raise AffineVAEError("centre='mass' moves detected objects or given coordinates onto their brightness "
+                                     "centres; grid windows stay where the grid puts them")
+            resolve_centring(src, w, centre if centre == "peak" else "peak")  # the mode checked
+            centring = "peak"
+        elif mode == "coords":  # given positions are the user's: moved only when asked
+            centring = resolve_centring(src, w, "peak" if centre == "auto" else centre)[0]
+        else:
+            centring, ccheck = resolve_centring(src, w, centre, min_distance=min_distance, threshold=threshold,
+                                                absolute=absolute, sigma=sigma, noise_floor=noise_floor)
+            if ccheck is not None and ccheck.recentre:
+                said = ccheck.sentence('centre="peak"')
+                warnings.warn(f"{src.path}: {said}", stacklevel=2)
+        moved = centring == "mass"
+        detect_options = {"min_distance": min_distance, "threshold": threshold, "absolute": absolute, "sigma": sigma,
+                          "noise_floor": noise_floor}
         # progress=True shows the bar on a terminal only (tqdm's disable=None), never in logs or pipes
         bar = tqdm(total=src.n_frames, unit="frame", disable=None if progress else True, desc="patches", leave=False)
         for k, s in enumerate(range(0, src.n_frames, chunk)):
@@ -1061,15 +1335,18 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                     continue
             if tiled:
                 given = None if mode == "detect" else (gcent if mode == "grid" else ce)
+                given_pos, merged = pos if mode == "coords" else None, None
+                if moved:  # the objects found (or given) first, cut whole ('pad'), then cut around their centres
+                    cut, found, _, _, _ = _tiled_frame(src, s, w, tile, "pad", given, detect_options, given_pos)
+                    given, given_pos, _, merged = _mass_centres(cut, found, np.full(len(found), s, dtype=np.int64),
+                                                                min_distance, src.image_shape)
                 patches, kept, n_found, kept_pos, n_masked = _tiled_frame(
-                    src, s, w, tile, edge, given, {"min_distance": min_distance, "threshold": threshold,
-                                                   "absolute": absolute, "sigma": sigma, "noise_floor": noise_floor},
-                    pos if mode == "coords" else None, drop_masked)
+                    src, s, w, tile, edge, given, detect_options, given_pos, drop_masked)
                 bar.update(e - s)
                 yield PatchSet(patches, kept, np.full(len(kept), s, dtype=np.int64), w, src.image_shape,
                                src.n_frames, gshape if mode == "grid" else None,
                                int(stride) if mode == "grid" else None, n_found, src.pixel_size, kept_pos, box,
-                               n_masked if drop_masked else None, src.filled)
+                               n_masked if drop_masked else None, src.filled, moved, merged)
                 continue
             if drop_masked:  # the stored values read once: their holes too
                 stack, holes = src.read_masked(s, e)
@@ -1084,6 +1361,10 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                 fr = np.concatenate([np.full(len(d), s + i, dtype=np.int64) for i, (d, _) in enumerate(found)])
                 ce = np.concatenate([d for d, _ in found]).reshape(-1, 2)
                 pos = np.concatenate([p for _, p in found]).reshape(-1, 2)
+            merged = None
+            if moved:
+                cut, _ = extract_patches(stack, ce, w, fr, edge="pad", frame_offset=s)
+                ce, pos, fr, merged = _mass_centres(cut, ce, fr, min_distance, src.image_shape)
             patches, keep = extract_patches(stack, ce, w, fr, edge=edge, frame_offset=s)
             n_masked = None
             if drop_masked:
@@ -1094,7 +1375,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             bar.update(e - s)
             yield PatchSet(patches, ce[keep], fr[keep], w, src.image_shape, src.n_frames,
                            gshape if mode == "grid" else None, int(stride) if mode == "grid" else None, len(ce),
-                           src.pixel_size, None if pos is None else pos[keep], box, n_masked, src.filled)
+                           src.pixel_size, None if pos is None else pos[keep], box, n_masked, src.filled, moved, merged)
     finally:
         if bar is not None:
             bar.close()
@@ -1111,11 +1392,15 @@ def concat_chunks(parts: Sequence[Any]) -> Any:
     """Join per-chunk results of one dataclass type (in order), e.g. :class:`PatchSet` chunks.
 
     Every field holding a numpy array is per object and is concatenated along its first axis;
-    ``n_found`` is summed (None counts 0), ``n_masked`` too (None when every part's is None); every other field (window, image_shape, ...) is the first part's.
+    ``n_found`` is summed (None counts 0), ``n_masked`` and ``n_merged`` too (None when every part's is None);
+    every other field (window, image_shape, ...) is the first part's.
     """
     p0 = parts[0]
-    masked = [p.n_masked for p in parts if p.n_masked is not None]
-    counts = {"n_found": sum(p.n_found or 0 for p in parts), "n_masked": sum(masked) if masked else None}
+    counts = {"n_found": sum(p.n_found or 0 for p in parts)}
+    for name in ("n_masked", "n_merged"):
+        if hasattr(p0, name):
+            given = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+            counts[name] = sum(given) if given else None
     if len(parts) == 1:  # nothing to join: no copy (a single huge frame's patches are not duplicated)
         return dataclasses.replace(p0, **counts)
     values = {}

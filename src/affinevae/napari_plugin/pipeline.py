@@ -50,6 +50,9 @@ class LearnSettings:
             'drop' (default) fills them for the detection and leaves out every patch whose window holds one
             (``patches --drop-masked``), 'fill' keeps those patches with the pixels filled by the frame's median
             (``patches --fill-nan``). An image without such pixels is cut the same either way.
+        centre: where each object's patch is cut (``patches --centre``, :data:`~affinevae.data.patches.CENTRE_MODES`):
+            'auto' (default; around the objects' brightness centres where scattered objects lie off their
+            peaks, :func:`affinevae.data.patches.resolve_centring`), 'peak' or 'mass'.
     """
 
     window: int = 16
@@ -67,6 +70,7 @@ class LearnSettings:
     lowpass: Optional[float] = None
     background: Union[str, int, None] = "auto"
     masked: str = "drop"
+    centre: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("window", "latent_dim", "epochs", "clusters", "min_distance", "batch_size", "seed"):
@@ -117,6 +121,10 @@ class LearnSettings:
                 or (isinstance(b, int) and not isinstance(b, bool) and b >= 4)):
             raise AffineVAEError(f"background must be 'auto', 'off' or a box side of at least 4 pixels, got {b!r}")
         check_smoothing(self.sigma, self.window)
+        from ..data.patches import CENTRE_MODES
+
+        if not isinstance(self.centre, str) or self.centre not in CENTRE_MODES:
+            raise AffineVAEError(f"centre must be one of {', '.join(map(repr, CENTRE_MODES))}, got {self.centre!r}")
         if self.masked not in MASKED_MODES:
             raise AffineVAEError(f"masked must be one of {', '.join(map(repr, MASKED_MODES))}, got {self.masked!r}")
 
@@ -136,7 +144,8 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
         (-1 when not clustered), ``symmetry`` (the estimated n of n-fold symmetry), ``model`` (the
         trained model), ``history`` (per-epoch records) and ``note``: how many objects were left out for
         masked pixels (``masked='drop'``), what the 'auto' background did where
-        it flattened the frame (:meth:`~affinevae.data.patches.BackgroundCheck.sentence`) and, where the
+        it flattened the frame (:meth:`~affinevae.data.patches.BackgroundCheck.sentence`), where the objects were
+        cut around their brightness centres (:meth:`~affinevae.data.patches.CentringCheck.sentence`) and, where the
         settings leave threshold and noise floor at their defaults on a frame that is not stretched, the
         advice of :func:`~affinevae.data.patches.detection_check` (a sparse field's noise peaks or faint
         objects), joined by '; '; else None.
@@ -146,7 +155,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     """
 
     from ..data.background import BACKGROUND_VARIATION
-    from ..data.patches import SPARSE_NOISE_FLOOR, cut_patches, detection_check, resolve_background
+    from ..data.patches import SPARSE_NOISE_FLOOR, cut_patches, detection_check, resolve_background, resolve_centring
     from ..data.stacks import open_stack
     from ..defaults import data_defaults
     from ..encoding import encode_patchset
@@ -168,15 +177,20 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
         src.use_fill_nan()
     box, flat = resolve_background(src, settings.window, settings.background, settings.sigma)
     src.use_background(box)  # the detection check below reads the frame as the patches were cut
+    centring, centred = resolve_centring(src, settings.window, settings.centre, min_distance=settings.min_distance,
+                                         threshold=settings.threshold, sigma=settings.sigma,
+                                         noise_floor=settings.noise_floor)
     ps = cut_patches(src, settings.window, min_distance=settings.min_distance, threshold=settings.threshold,
                      sigma=settings.sigma, noise_floor=settings.noise_floor, background=box or "off",
-                     drop_masked=masked and settings.masked == "drop")
+                     drop_masked=masked and settings.masked == "drop", centre=centring)
     notes = []
     if ps.n_masked:
         notes.append(f"{ps.n_masked} objects whose window holds masked (NaN) pixels left out (masked 'fill' keeps "
                      "them, filled with the median)")
     if flat is not None and flat.variation > BACKGROUND_VARIATION:  # flattened, or uneven but left as it is
         notes.append(flat.sentence("background 'off'", f"background={flat.box}"))
+    if centred is not None and centred.recentre:
+        notes.append(centred.sentence("centre 'peak'"))
     if settings.threshold is None and settings.noise_floor is None:
         check = detection_check(src, settings.window, settings.min_distance, settings.sigma)
         advice = check.advice_for(f"threshold 0 and noise floor {SPARSE_NOISE_FLOOR:g}") if check is not None else None

@@ -9,7 +9,7 @@ from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QDoubleSpinBox,
                             QWidget)
 
-from ..data.patches import BACKGROUND_MODES
+from ..data.patches import BACKGROUND_MODES, CENTRE_MODES
 from ..defaults import MIN_IMAGE_SIZE
 from ..errors import AffineVAEError
 from .layers import object_features, points_layer
@@ -94,6 +94,8 @@ class LearnAndMapWidget(QWidget):
         self.noise_floor.setSpecialValueText("auto")
         self.background = QComboBox()  # uneven backgrounds, as `patches --background`: flattened where needed, or not
         self.background.addItems(list(BACKGROUND_MODES))
+        self.centre = QComboBox()  # where each object's patch is cut, as `patches --centre`
+        self.centre.addItems(list(CENTRE_MODES))
         self.masked = QComboBox()  # NaN/inf pixels: their patches dropped (`patches --drop-masked`) or kept filled
         self.masked.addItems(list(MASKED_MODES))
         self.lowpass = QComboBox()  # the model's low-pass filter, as `train --lowpass`
@@ -106,7 +108,8 @@ class LearnAndMapWidget(QWidget):
                          ("content latents", self.latent_dim), ("epochs", self.epochs), ("classes", self.clusters),
                          ("min distance (px)", self.min_distance), ("threshold", self.threshold),
                          ("smoothing (px)", self.sigma), ("invert", self.invert), ("noise floor (sigma; 0: off)", self.noise_floor),
-                         ("uneven background", self.background), ("masked (NaN) pixels", self.masked),
+                         ("uneven background", self.background), ("patch centre", self.centre),
+                         ("masked (NaN) pixels", self.masked),
                          ("low-pass filter (px)", self.lowpass)):
             form.addRow(label, w)
         form.addRow(self.run_button)
@@ -139,7 +142,8 @@ class LearnAndMapWidget(QWidget):
                              threshold=None if self.threshold.value() < 0 else float(self.threshold.value()), sigma=None if self.sigma.value() < 0 else float(self.sigma.value()),
                              invert=self.invert.isChecked(), noise_floor=None if self.noise_floor.value() < 0 else float(self.noise_floor.value()),
                              lowpass=LOWPASS_CHOICES[self.lowpass.currentText()],
-                             background=self.background.currentText(), masked=self.masked.currentText())
+                             background=self.background.currentText(), masked=self.masked.currentText(),
+                             centre=self.centre.currentText())
 
     def run(self, *_: Any):
         """Start learning on the selected image layer in a worker thread; returns the worker (or None)."""
