@@ -127,7 +127,7 @@ class ObjectEncoding:
             its q(class | x)), or None for other models; saved as ``class``.
         peak_positions: (N, 2) float64 (row, col) pixels: the patch set's own sub-pixel positions
             (:attr:`~affinevae.data.patches.PatchSet.positions`: a fit around each detected maximum, or the
-            given coordinates), or None (a grid, an older patch set). On ``bench_lattice.py``'s lattices
+            given coordinates, or the objects' brightness centres where ``patches`` re-centred them), or None (a grid, an older patch set). On ``bench_lattice.py``'s lattices
             (atoms 8 px apart, window 16, noise 0.1, a trained rVAE) 0.11 px from the true atoms on average,
             ``positions`` 0.21 px, ``centers`` 0.51 px.
         n_masked: objects left out because their window held a masked (NaN) pixel (``drop_masked``), or None.

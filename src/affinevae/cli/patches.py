@@ -64,7 +64,8 @@ class Patches:
                                f"median {MASS_CENTRE_MIN_SHIFT:g} px or more from the peaks found (lobed particles "
                                "found on a lobe: the peaks of one object merged), printed; else around the peaks; "
                                "'peak' always around the maxima; 'mass' always around the brightness centres (also "
-                               "--coords: rough picks)")
+                               "--coords: rough picks moved onto their objects, the patches then in frame, row, column "
+                               "order)")
         p.add_argument("--background", default="auto", metavar="auto|off|BOX",
                        help="uneven illumination, a thickness ramp, a vignette, a sky gradient: 'auto' (default) "
                             "flattens every frame (a quadratic surface through the sigma-clipped medians of boxes of "
@@ -155,12 +156,13 @@ class Patches:
         if centred is not None and centred.recentre:
             print(f"affinevae: centring: {centred.sentence()}")
         if ps.n_merged:
-            print(f"affinevae: {ps.n_merged} peaks lay within --min-distance {args.min_distance} of another's object "
-                  "once re-centred (the lobes of one object): merged into it")
+            what = "of the coordinates" if args.coords else "peaks"
+            print(f"affinevae: {ps.n_merged} {what} lay within --min-distance {args.min_distance} of another's object "
+                  "once re-centred (the lobes of one object, or one object picked twice): merged into it")
         if args.coords and args.edge == "drop":
             given_n = len(read_coordinates(args.coords)[0])
-            if len(ps) < given_n:
-                lost = given_n - len(ps)
+            if len(ps) + (ps.n_merged or 0) < given_n:
+                lost = given_n - len(ps) - (ps.n_merged or 0)
                 print(f"affinevae: {lost} of the {given_n} coordinates in {args.coords} {'lies' if lost == 1 else 'lie'} within "
                       f"{args.window // 2} pixels of an edge: no whole window there, dropped (--edge pad or reflect "
                       "keeps them)")

@@ -41,7 +41,7 @@ from .objects import (DETECT_THRESHOLD, PERIODIC_RATIO, REFINE_REACH, check_coor
                       smoothing_radius)
 from .stacks import open_stack
 
-__all__ = ["CENTRE_MODES", "CentringCheck", "centring_check", "resolve_centring", "mass_offsets", "mass_centred",
+__all__ = ["CENTRE_MODES", "CENTRING_ISOLATION", "CENTRING_SHIFT_FRACTION", "CentringCheck", "centring_check", "resolve_centring", "mass_offsets", "mass_centred",
            "MASS_CENTRE_REACH", "MASS_CENTRE_MIN_SHIFT", "PatchSet", "BackgroundCheck", "background_check", "resolve_background", "BACKGROUND_MODES", "central_crop",
            "DetectionCheck", "detection_check", "default_noise_floor", "default_threshold", "detection_levels", "sparse_field", "SPARSE_NOISE_FLOOR", "EDGE_MODES", "extract_patches", "grid_centers", "iter_patches", "cut_patches", "patch_min_distance",
            "patch_smoothing", "SMOOTHING_FRACTION",
@@ -999,7 +999,8 @@ def mass_offsets(patches: np.ndarray, iterations: int = 5) -> Optional[np.ndarra
     :data:`MASS_NOISE_CUT` noise sigma,
     within a disc of radius ``MASS_CENTRE_REACH / 2`` times the window around the current centre,
     ``iterations`` times. None for patches of another shape than (N, w, w) / (N, C, w, w), w >= 7
-    (channels summed). Objects cut around one of their lobes (the brightest point of a dumbbell or a trimer
+    (channels summed). NaN pixels (past a frame's border) weigh nothing and are left out of the smoothing and
+    the noise estimate. Objects cut around one of their lobes (the brightest point of a dumbbell or a trimer
     under a small detection smoothing: 9 px off their centre in 40-px windows) are found at their centre;
     not for dense lattices, whose neighbours pull the centroid."""
     from scipy import ndimage
@@ -1009,8 +1010,16 @@ def mass_offsets(patches: np.ndarray, iterations: int = 5) -> Optional[np.ndarra
     if p.ndim != 4 or min(p.shape[-2:]) < 7:
         return None
     n, ch, h, w = p.shape
-    q = ndimage.gaussian_filter(p.sum(1), (0, 1.5, 1.5)).reshape(n, -1)
-    low, mid = np.percentile(q, [15.87, 50.0], axis=1)  # the background's level and (its lower side) noise
+    finite = np.isfinite(p).all(1)  # (n, h, w)
+    if finite.all():
+        q = ndimage.gaussian_filter(p.sum(1), (0, 1.5, 1.5)).reshape(n, -1)
+        low, mid = np.percentile(q, [15.87, 50.0], axis=1)  # the background's level and (its lower side) noise
+    else:  # normalised smoothing of the pixels there are; the rest left out
+        num = ndimage.gaussian_filter(np.where(finite, p.sum(1), 0.0), (0, 1.5, 1.5))
+        den = ndimage.gaussian_filter(finite.astype(np.float64), (0, 1.5, 1.5))
+        q = np.where(finite, num / np.maximum(den, 1e-12), np.nan).reshape(n, -1)
+        low, mid = np.nanpercentile(q, [15.87, 50.0], axis=1)
+        q = np.nan_to_num(q, nan=-np.inf)
     q = np.clip(q - (mid + MASS_NOISE_CUT * (mid - low))[:, None], 0.0, None).reshape(n, h, w)
     yy, xx = np.mgrid[:h, :w].astype(np.float64)
     cy, cx = np.full(n, float(h // 2)), np.full(n, float(w // 2))
@@ -1049,6 +1058,14 @@ def mass_centred(patches: np.ndarray, offsets: Optional[np.ndarray] = None) -> O
 #: where :func:`centring_check` finds scattered objects whose brightness centres lie off their peaks), 'peak' (the
 #: maximum found, always), 'mass' (the brightness centre, always).
 CENTRE_MODES = ("auto", "peak", "mass")
+#: 'auto' re-centres only objects that, re-centred, lie at least this many windows from their nearest neighbour
+#: (the median; :attr:`CentringCheck.isolation`): fields of lobed particles 1.05-1.8, atoms placed at random 10 px
+#: apart and cut with windows of 30-40 px 0.39-0.41 (their brightness centres lie between the atoms).
+CENTRING_ISOLATION = 0.6
+#: ... and whose brightness centres lie at least this share of the window from their peaks (the median; at
+#: least :data:`MASS_CENTRE_MIN_SHIFT` px): lobed particles 0.12-0.28 of it, an audit's field of exponential
+#: galaxies cut with 64-px windows 0.05 (faint neighbours the detection left out pull the centre).
+CENTRING_SHIFT_FRACTION = 0.1
 # The side of a checked frame's central crop centring_check reads at most (pixels).
 _CENTRING_CROP = 1024
 
@@ -1066,6 +1083,11 @@ class CentringCheck:
             above half the atoms' spacing, found only some atoms, which then lie scattered).
         objects: how many objects were found there.
         frames: how many frames were read (their central crops of at most 1024 x 1024 pixels).
+        window: the patch size (pixels).
+        isolation: the median distance from each object, re-centred and merged as :func:`iter_patches` would
+            cut it, to its nearest neighbour in its frame, in windows (inf with none; NaN where not measured):
+            isolated particles 1 or more, a dense field of atoms placed at random and cut with windows of three
+            or four spacings about 0.4 (their brightness centres lie between the atoms).
     """
 
     shift: float
@@ -1073,15 +1095,25 @@ class CentringCheck:
     periodicity: float
     objects: int
     frames: int = 1
+    isolation: float = float("inf")
+    window: int = 0
+
+    @property
+    def least_shift(self) -> float:
+        """The median shift (pixels) from which 'auto' re-centres: :data:`MASS_CENTRE_MIN_SHIFT`, or
+        :data:`CENTRING_SHIFT_FRACTION` of the window where that is more."""
+        return max(MASS_CENTRE_MIN_SHIFT, CENTRING_SHIFT_FRACTION * self.window)
 
     @property
     def recentre(self) -> bool:
         """Whether 'auto' re-centres: scattered objects whose brightness centres lie a median
-        :data:`MASS_CENTRE_MIN_SHIFT` pixels or more from their peaks (lobed objects, a dumbbell or a trimer,
+        :attr:`least_shift` pixels or more from their peaks (lobed objects, a dumbbell or a trimer,
         detected on a lobe; cells or particles with a bright spot off their centre), on frames that are not
-        periodic. A lattice's atoms keep their peaks: in a window wider than their spacing the neighbours pull
-        the brightness centre."""
-        return self.scattered and self.periodicity < PERIODIC_RATIO and self.shift >= MASS_CENTRE_MIN_SHIFT
+        periodic, and that once re-centred lie apart (:attr:`isolation` at least :data:`CENTRING_ISOLATION`). A
+        lattice's atoms and a dense field's keep their peaks: in a window wider than their spacing the neighbours
+        pull the brightness centre."""
+        return (self.scattered and self.periodicity < PERIODIC_RATIO and self.shift >= self.least_shift
+                and self.isolation >= CENTRING_ISOLATION)
 
     def sentence(self, keep: str = "--centre peak") -> str:
         """One line saying what was measured and chosen, naming ``keep``, the setting that keeps the peaks."""
@@ -1093,14 +1125,15 @@ class CentringCheck:
 
 
 def _re_centred(patches: np.ndarray, centers: np.ndarray, frames: np.ndarray,
-                min_distance: int) -> tuple[np.ndarray, np.ndarray]:
+                min_distance: int, offsets: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """Brightness centres (:func:`mass_offsets`) of the objects cut as ``patches`` (N, w, w) / (N, C, w, w) around
     ``centers`` (N, 2) int pixels of ``frames`` (N,), and which to keep: of the centres that fall within
     ``min_distance`` pixels of each other in one frame (the lobes of one particle), the one whose patch is brightest
-    at its centre. Returns ``(positions, keep)``: (N, 2) float64 pixels and (M,) sorted indices."""
+    at its centre (``offsets``: their :func:`mass_offsets`, when known). Returns ``(positions, keep)``: (N, 2)
+    float64 pixels and (M,) sorted indices."""
     from scipy.spatial import cKDTree
 
-    offsets = mass_offsets(patches)
+    offsets = mass_offsets(patches) if offsets is None else offsets
     pos = np.asarray(centers, dtype=np.float64) + (0.0 if offsets is None else offsets)
     if len(pos) < 2:
         return pos, np.arange(len(pos))
@@ -1131,8 +1164,15 @@ def _mass_centres(cut: np.ndarray, centers: np.ndarray, frames: np.ndarray, min_
     moved onto their brightness centres and merged (:func:`_re_centred`), in frame, row, column order:
     ``(centers, positions, frames, merged)``, (M, 2) int64 and (M, 2) float64 pixels inside the
     ``image_shape`` (H, W), (M,) int64, and how many of the N were merged into another."""
-    pos, keep = _re_centred(cut, centers, frames, min_distance)
     h, w = int(image_shape[-2]), int(image_shape[-1])
+    c, side = np.asarray(centers, dtype=np.int64), cut.shape[-1]
+    steps = np.arange(side) - side // 2  # pixels past the frame's border (cut as 'pad') are no brightness: NaN
+    rows = (c[:, :1] + steps >= 0) & (c[:, :1] + steps < h)
+    cols = (c[:, 1:] + steps >= 0) & (c[:, 1:] + steps < w)
+    inside = rows[:, :, None] & cols[:, None, :]
+    if not inside.all():
+        cut = np.where(inside[:, None] if cut.ndim == 4 else inside, cut, np.float32(np.nan))
+    pos, keep = _re_centred(cut, centers, frames, min_distance)
     pos = np.clip(pos[keep], 0.0, [h - 1.0, w - 1.0])
     fr = np.asarray(frames, dtype=np.int64)[keep]
     ce = np.rint(pos).astype(np.int64)
@@ -1169,7 +1209,7 @@ def centring_check(source, window: int, min_distance: Optional[int] = None, thre
                 periodicity = frame_periodicity(crop)
                 if periodicity >= PERIODIC_RATIO:  # a lattice's atoms keep their peaks
                     return CentringCheck(shift=float("nan"), scattered=False, periodicity=periodicity, objects=0,
-                                         frames=1)
+                                         frames=1, isolation=float("nan"), window=window)
             centers, _ = find_objects(crop, min_distance, threshold, absolute, sigma, noise_floor=noise_floor)
             patches, keep = extract_patches(crop[None], centers, window, edge="drop")
             cuts.append(patches)
@@ -1181,10 +1221,20 @@ def centring_check(source, window: int, min_distance: Optional[int] = None, thre
     centers, fr = np.concatenate(found).reshape(-1, 2), np.concatenate(where)
     if len(centers) < 2:
         return None
-    offsets = mass_offsets(np.concatenate(cuts))
+    from scipy.spatial import cKDTree
+
+    cut = np.concatenate(cuts)
+    offsets = mass_offsets(cut)
     shift = 0.0 if offsets is None else float(np.median(np.hypot(offsets[:, 0], offsets[:, 1])))
+    pos, kept = _re_centred(cut, centers, fr, min_distance, offsets)  # the objects as they would be cut
+    span = 4.0 * (np.abs(pos).max() + window + 1.0)  # frames apart in one tree: a neighbour in another is farther
+    pts = np.column_stack([fr[kept] * span, pos[kept]])
+    nn = cKDTree(pts).query(pts, k=2)[0][:, 1] if len(pts) > 1 else np.full(1, np.inf)
+    nn = nn[nn < span / 2]  # objects alone in their frame have no neighbour
+    isolation = float(np.median(nn)) / window if len(nn) else float("inf")
     return CentringCheck(shift=shift, scattered=scattered_objects(object_arrangement(centers, fr)),
-                         periodicity=periodicity, objects=len(centers), frames=len(frames))
+                         periodicity=periodicity, objects=len(centers), frames=len(frames), isolation=isolation,
+                         window=window)
 
 
 def resolve_centring(source, window: int, centre: str = "auto", **detection: Any) -> tuple[str, Optional[CentringCheck]]:
@@ -1242,13 +1292,15 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     Without it a masked pixel is refused unless the source fills it, and a filled patch is kept.
 
     ``centre`` (:func:`resolve_centring`): where a detected object's patch is cut. 'auto' (default) cuts around
-    the objects' brightness centres (:func:`mass_offsets`) where up to five evenly spaced frames' objects lie
-    scattered and those centres lie a median :data:`MASS_CENTRE_MIN_SHIFT` px or more from the peaks found
-    (lobed particles found on a lobe: 7-9 px off in 40-px windows, one peak per lobe), and says so in one
-    warning; else around the peaks. 'mass' always (also for given coordinates: rough picks), 'peak' never.
-    Re-centred peaks that fall within ``min_distance`` of each other in one frame are one object (the
-    brightest peak's, :attr:`PatchSet.n_merged` counts the others), and the patch sets are marked
-    :attr:`PatchSet.recentred`. Grid windows are never moved.
+    the objects' brightness centres (:func:`mass_offsets`) where :func:`centring_check` of up to five evenly
+    spaced frames finds objects scattered on a frame that is not periodic, lying apart once re-centred, whose
+    centres lie a median :attr:`CentringCheck.least_shift` or more from the peaks found (lobed particles found
+    on a lobe: 7-9 px off in 40-px windows, one peak per lobe), and says so in one warning; else around the
+    peaks. 'mass' always (also for given coordinates: rough picks; the patches then come in frame, row, column
+    order), 'peak' never. Re-centred peaks that fall within ``min_distance`` of each other in one frame are one
+    object (the brightest peak's, :attr:`PatchSet.n_merged` counts the others), and the patch sets are marked
+    :attr:`PatchSet.recentred`; pixels past the frame's border count for nothing in the brightness centre. Grid
+    windows are never moved.
 
     Args:
         source: anything :func:`open_stack` accepts.
