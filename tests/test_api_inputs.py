@@ -245,3 +245,109 @@ def test_damaged_weights_are_refused_at_load(tmp_path):
 
     save_file(t, str(tmp_path / "old.safetensors"))  # written before the digest: loads as before
     assert torch.equal(load_tensors(tmp_path / "old.safetensors")["w"], t["w"])
+
+
+# ---------------------------------------------------------------- an audit's bad inputs to the public functions
+def one_line(call, match):
+    with pytest.raises(AffineVAEError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def test_angle_scores_refuse_what_would_score_silently():
+    """NaN angles scored 0.0 ('unrelated') or NaN; a negative or zero data range gave a PSNR; complex angles lost
+    their imaginary part; string labels raised numpy's own error; huge label values allocated a k x k matrix."""
+    from affinevae import evaluation as E, mapping as M
+
+    a = np.linspace(0, 1, 10)
+    one_line(lambda: E.circular_correlation(np.where(a > 0.5, np.nan, a), a), "circular_correlation: angles: holds 5 NaN")
+    one_line(lambda: E.offset_concentration([np.nan, 1.0], [1.0, 2.0]), "offset_concentration: angles: holds 1 NaN")
+    one_line(lambda: E.class_offset_concentration(a, a, np.where(a > 0.5, np.nan, 0)), "labels: holds 5 NaN")
+    assert E.class_offset_concentration(a, a + 1, list("abababab" + "ab")) == pytest.approx(1.0)  # names as labels
+    one_line(lambda: E.psnr(a, a, data_range=-1), "data_range must be a finite number > 0")
+    one_line(lambda: E.psnr(a + 1j, a), "complex numbers")
+    one_line(lambda: E.psnr([], []), "at least 1 value")
+    one_line(lambda: M.fold_angle(a + 1j), "fold_angle: angles: must be angles in radians, got complex")
+    one_line(lambda: M.clustering_accuracy(np.array([0.5, 1.5]), np.array([0, 1])), "labels must be whole numbers")
+    one_line(lambda: M.clustering_accuracy(np.array([np.nan, 1]), np.array([0, 1])), "labels: holds 1 NaN")
+    assert M.clustering_accuracy(np.array([0, 10**9, 10**9]), np.array([5, 1, 1])) == 1.0  # renumbered, no huge matrix
+    np.testing.assert_allclose(M.angle_difference(np.array([3.0, 0.1]), np.array([0.0, 0.2]), 2),
+                               [3.0 - np.pi, -0.1], atol=1e-12)
+    assert isinstance(M.angle_difference(0.3, 0.1), float)
+    one_line(lambda: M.symmetry_reach(0), "symmetry_reach: window must be an integer >= 3")
+    one_line(lambda: M.cluster_latents(np.random.rand(10, 2), 2, seed=-1), "seed must be an integer >= 0")
+
+
+def test_patch_cutting_refuses_coordinates_and_frames_that_do_not_fit():
+    """A frames array shorter than the centres dropped a centre silently (longer: numpy's IndexError); frame -1
+    read the last frame; NaN centres were dropped; sub-pixel refinement returned -9e18 for a NaN centre and
+    fitted outside the frame; an all-NaN frame found nothing without a word; a torch tensor was refused raw."""
+    from affinevae.data import objects as O, patches as P
+
+    st = np.random.default_rng(0).random((2, 64, 64))
+    ctr = np.array([[10, 10], [30, 40], [50, 20]])
+    one_line(lambda: P.cut_patches(st, 8, coords=(np.zeros(2, int), ctr)), "2 frame indices for 3 centres")
+    one_line(lambda: P.cut_patches(st, 8, coords=(np.array([0, 1, 0, 1, 1]), ctr)), "5 frame indices for 3 centres")
+    one_line(lambda: O.check_coordinates(np.array([0.5]), np.array([[5, 5.0]]), 1, (64, 64)), "whole numbers")
+    one_line(lambda: P.extract_patches(st, ctr, 8, frames=np.array([0, -1, 0])), "frame indices must lie in 0..1")
+    one_line(lambda: P.extract_patches(st, ctr, 8, frames=np.array([0, 1, 5])), "frame indices must lie in 0..1")
+    one_line(lambda: P.extract_patches(st, np.array([[np.nan, 1]]), 8), "centres: holds 1 NaN")
+    one_line(lambda: P.extract_patches(st, np.ones((2, 3)), 8), r"centres must be \(N, 2\)")
+    one_line(lambda: O.refine_positions(st[0], np.array([[np.nan, 3]])), "centres: holds 1 NaN")
+    one_line(lambda: O.refine_positions(st[0], np.array([[100, 100]])), "1 centres outside the 64x64 frame")
+    one_line(lambda: O.refine_positions(np.full((64, 64), np.nan), np.array([[10, 10]])), "NaN or infinite pixels")
+    one_line(lambda: O.detect_objects(np.full((64, 64), np.nan)), "NaN or infinite pixels")
+    one_line(lambda: O.detect_objects(st[0], value_range=(1, 0)), "lo <= hi")
+    one_line(lambda: O.detect_objects(st[0], sigma=np.inf), "sigma must be a finite number")
+    one_line(lambda: O.detect_objects(st[0], threshold="0.3"), "threshold must be a finite number")
+    one_line(lambda: O.neighbour_spacing(np.array([[np.nan, 1], [2, 3]])), "centers: holds 1 NaN")
+    one_line(lambda: O.object_arrangement(np.random.rand(10, 2), np.zeros(3)), "3 frame indices for 10 centers")
+    one_line(lambda: P.grid_centers((64,), 4, 2), r"image shape must be \(H, W\)")
+    one_line(lambda: P.mass_centred(np.zeros((3, 9, 9)), np.zeros((2, 2))), r"offsets must be \(3, 2\)")
+    assert P.mass_offsets(np.zeros((0, 1, 9, 9))).shape == (0, 2)
+    from_tensor = P.cut_patches(torch.as_tensor(st), 8, centre="peak")
+    np.testing.assert_array_equal(from_tensor.centers, P.cut_patches(st, 8, centre="peak").centers)
+
+
+def test_pose_helpers_refuse_bad_counts_seeds_and_numbers():
+    """aligned_components took k = 0 or -1; orientation_spread returned None for (N, H, W)
+    images and raised torch's errors for sample 0 and seed -1; seeded(-1) ran; complex images lost their
+    imaginary part; a t-SNE perplexity of 0 raised scikit-learn's error."""
+    from affinevae.pose import classes as C, sync as S
+    from affinevae.rng import seeded
+
+    x = torch.rand(40, 1, 8, 8)
+    one_line(lambda: C.aligned_components(x, torch.zeros(40), 0), "k must be an integer >= 1")
+    one_line(lambda: C.aligned_embedding(x, torch.zeros(40), 2, perplexity=0), "perplexity must be a finite number")
+    one_line(lambda: C.aligned_kmeans(np.ones((20, 1, 8, 8)) + 1j, 2), "complex numbers")
+    one_line(lambda: C.turn_mask(-3, 4), "height must be an integer >= 1")
+    one_line(lambda: C.turned_components(x, 0, 5), "angles must be an integer >= 1")
+    one_line(lambda: S.orientation_spread(np.zeros((300, 8, 8)), sample=0), "sample must be an integer >= 200")
+    one_line(lambda: S.orientation_spread(np.zeros((300, 8, 8)), seed=-1), "seed must be an integer >= 0")
+    spread = S.orientation_spread(np.random.default_rng(0).random((250, 16, 16)).astype(np.float32))
+    assert spread is not None and spread.images == 250  # (N, H, W): one channel
+    with pytest.raises(AffineVAEError, match="seed must be an integer >= 0"):
+        with seeded(-1):
+            pass
+
+
+def test_models_load_only_on_devices_there_are_and_analyses_take_arrays(tiny_runs):
+    """load(device='tpu') raised torch's RuntimeError, 'cuda' on a CPU-only machine an AssertionError;
+    latent_vs_baseline took no array (AttributeError), generate('5') compared a string, encode_dataset(None) read
+    None.config; as_imageset dropped complex numbers' imaginary part."""
+    from affinevae import runs
+    from affinevae.analysis import as_imageset, generate, latent_vs_baseline
+    from affinevae.encoding import encode_dataset
+
+    path = tiny_runs.path("vae")
+    one_line(lambda: runs.load(path, device="tpu"), "device must be 'auto', 'cpu', 'cuda'")
+    if not torch.cuda.is_available():
+        one_line(lambda: runs.load(path, device="cuda"), "no CUDA GPU is available")
+    model = runs.load(path, device="auto")
+    shape = model.config.image_shape
+    x = np.random.default_rng(0).random((12, *shape)).astype(np.float32)
+    res = latent_vs_baseline(model, x)
+    assert res.z.shape == (12, model.config.latent_dim)
+    one_line(lambda: generate(model, "5"), "n must be an integer >= 1")
+    one_line(lambda: encode_dataset(None, x), "model must be a trained affinevae model")
+    one_line(lambda: as_imageset(np.full((3, 8, 8), 1j)), "images must be real numbers, got complex")

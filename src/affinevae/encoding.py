@@ -78,6 +78,9 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
             than the model's), a bad ``batch_size``, or a conditional model without labels.
     """
     bs = check_int("batch_size", batch_size, 1)
+    if not (hasattr(model, "config") and hasattr(model, "encode")):
+        raise AffineVAEError(f"{where}: model must be a trained affinevae model (affinevae.runs.load, fit), got "
+                             f"{type(model).__name__}")
     x, y = as_images(data, labels, image_shape=model.config.image_shape, where=where,
                      min_label=0 if model.conditional else -1)
     if model.conditional and y is None:

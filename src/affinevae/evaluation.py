@@ -10,6 +10,7 @@ import numpy as np
 
 from .config import check_symmetry
 from .data.imageset import ImageSet
+from .data.inputs import real_array
 from .encoding import encode_dataset
 from .errors import AffineVAEError
 
@@ -24,8 +25,8 @@ def circular_correlation(a, b, symmetry: int = 1) -> float:
     k-fold rotational symmetry: the correlation of ``k a`` and ``k b`` (angles known modulo 2 pi / k).
     """
     k = check_symmetry(symmetry)
-    a = k * np.asarray(a, dtype=np.float64).ravel()
-    b = k * np.asarray(b, dtype=np.float64).ravel()
+    a = k * real_array(a, "circular_correlation: angles", what="angles in radians").ravel()
+    b = k * real_array(b, "circular_correlation: angles", what="angles in radians").ravel()
     if a.shape != b.shape or a.size < 2:
         raise AffineVAEError(f"circular_correlation needs two equal-length angle arrays, got {a.shape} and {b.shape}")
     ma = np.angle(np.mean(np.exp(1j * a)))
@@ -42,8 +43,8 @@ def offset_concentration(a, b, symmetry: int = 1) -> float:
     :func:`circular_correlation`, it stays meaningful for angles spread uniformly over the full
     circle (whose mean direction is undefined)."""
     k = check_symmetry(symmetry)
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
+    a = real_array(a, "offset_concentration: angles", what="angles in radians").ravel()
+    b = real_array(b, "offset_concentration: angles", what="angles in radians").ravel()
     if a.shape != b.shape or a.size < 1:
         raise AffineVAEError(f"offset_concentration needs two equal-length angle arrays, got {a.shape} and {b.shape}")
     return float(np.abs(np.mean(np.exp(1j * k * (a - b)))))
@@ -57,15 +58,20 @@ def class_offset_concentration(a, b, labels, symmetry: int = 1) -> float:
     :func:`offset_concentration`, says how well it recovers their angles. Unknown labels (< 0) and
     classes of a single image (which would score 1 whatever the angles) are left out; NaN when no
     class has two images. ``symmetry``: k for objects with k-fold rotational symmetry (offsets
-    counted modulo 2 pi / k), as :func:`offset_concentration`."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel()
+    counted modulo 2 pi / k), as :func:`offset_concentration`. Labels may also be strings (all known)."""
+    a = real_array(a, "class_offset_concentration: angles", what="angles in radians").ravel()
+    b = real_array(b, "class_offset_concentration: angles", what="angles in radians").ravel()
+    labels = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels).ravel()
+    if labels.dtype.kind in "biuf":
+        labels = real_array(labels, "class_offset_concentration: labels", what="class labels")
+    elif labels.dtype.kind not in "US":
+        raise AffineVAEError(f"class_offset_concentration: labels must be integers or strings, got dtype {labels.dtype}")
     if a.shape != b.shape or a.shape != labels.shape or a.size < 1:
         raise AffineVAEError(f"class_offset_concentration needs equal-length angle and label arrays, got {a.shape}, "
                              f"{b.shape} and {labels.shape}")
     check_symmetry(symmetry)
-    classes = [c for c in np.unique(labels[labels >= 0]) if int((labels == c).sum()) >= 2]
+    known = labels >= 0 if labels.dtype.kind == "f" else np.ones(labels.shape, dtype=bool)
+    classes = [c for c in np.unique(labels[known]) if int((labels == c).sum()) >= 2]
     if not classes:
         return float("nan")
     return float(np.mean([offset_concentration(a[labels == c], b[labels == c], symmetry) for c in classes]))
@@ -77,8 +83,14 @@ def mean_elbo(model, data: ImageSet, batch_size: int = 512, seed: int = 0) -> fl
 
 
 def psnr(clean, other, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB between two image arrays of equal shape."""
-    clean, other = np.asarray(clean, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    """Peak signal-to-noise ratio in dB between two image arrays of equal shape (any shape, at least one value;
+    finite real numbers) whose values span ``data_range`` (a finite number > 0, in the images' units); inf for
+    identical images."""
+    clean = real_array(clean, "psnr: images", min_size=1)
+    other = real_array(other, "psnr: images", min_size=1)
+    if isinstance(data_range, bool) or not isinstance(data_range, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(data_range) and data_range > 0):
+        raise AffineVAEError(f"psnr: data_range must be a finite number > 0, got {data_range!r}")
     if clean.shape != other.shape:
         raise AffineVAEError(f"psnr: the two image arrays differ in shape, {clean.shape} and {other.shape}")
     mse = float(np.mean((clean - other) ** 2))

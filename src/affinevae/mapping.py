@@ -25,8 +25,9 @@ import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
-from .config import MAX_SYMMETRY, check_symmetry  # noqa: F401  (mapping.check_symmetry, as before)
+from .config import MAX_SYMMETRY, check_seed, check_symmetry  # noqa: F401  (mapping.check_symmetry, as before)
 from .data.inputs import check_latents
+from .data.inputs import check_int, real_array
 from .data.objects import neighbour_spacing  # noqa: F401  (mapping.neighbour_spacing, as before)
 from .data.patches import MASS_CENTRE_MIN_SHIFT, MASS_CENTRE_REACH, mass_centred, mass_offsets  # noqa: F401  (as before)
 from .errors import AffineVAEError
@@ -45,7 +46,8 @@ CLASS_CMAP = "tab10"
 def fold_angle(angle: np.ndarray, symmetry: int = 1) -> np.ndarray:
     """Fold radians (any shape, any value: a model's angle may pass a full turn) into one symmetry
     period: ``angle mod (2 pi / symmetry)``, in [0, 2 pi / symmetry), same shape; NaN stays NaN."""
-    return _in_period(np.asarray(angle, dtype=np.float64), 2 * math.pi / check_symmetry(symmetry))
+    a = real_array(angle, "fold_angle: angles", finite=False, what="angles in radians")
+    return _in_period(a, 2 * math.pi / check_symmetry(symmetry))
 
 
 def _in_period(angle: np.ndarray, period: float) -> np.ndarray:
@@ -62,7 +64,7 @@ def circular_mean(angle: np.ndarray, symmetry: int = 1) -> float:
     ``angle``: radians, any shape (flattened), one or more, all finite. Returns a float.
     """
     n = check_symmetry(symmetry)
-    a = np.asarray(angle, dtype=np.float64).reshape(-1)
+    a = real_array(angle, "circular_mean: angles", finite=False, what="angles in radians").reshape(-1)
     if len(a) == 0 or not np.all(np.isfinite(a)):
         raise AffineVAEError(f"circular_mean needs one or more finite angles (radians), got {len(a)} "
                              f"({int((~np.isfinite(a)).sum())} not finite)")
@@ -70,10 +72,17 @@ def circular_mean(angle: np.ndarray, symmetry: int = 1) -> float:
     return float(_in_period(m / n, 2 * math.pi / n))
 
 
-def angle_difference(a: float, b: float, symmetry: int = 1) -> float:
-    """Signed smallest difference ``a - b`` modulo ``2 pi / symmetry``, in [-pi / symmetry, pi / symmetry)."""
+def angle_difference(a, b, symmetry: int = 1):
+    """Signed smallest difference ``a - b`` (radians: two numbers, or arrays of one shape, or broadcasting)
+    modulo ``2 pi / symmetry``, in [-pi / symmetry, pi / symmetry): a float for two numbers, else an array."""
     period = 2 * math.pi / check_symmetry(symmetry)
-    return float(_in_period(a - b + period / 2, period) - period / 2)
+    a = real_array(a, "angle_difference: a", finite=False, what="angles in radians")
+    b = real_array(b, "angle_difference: b", finite=False, what="angles in radians")
+    try:
+        d = _in_period(a - b + period / 2, period) - period / 2
+    except ValueError:
+        raise AffineVAEError(f"angle_difference: shapes {a.shape} and {b.shape} do not broadcast") from None
+    return float(d) if d.ndim == 0 else d
 
 
 # ============================================================================ symmetry estimation
@@ -394,7 +403,8 @@ def estimate_symmetry(patches: np.ndarray, centred: bool = True, **options) -> i
 
 def symmetry_reach(window: int) -> int:
     """How far from a centred ``window`` x ``window`` patch's centre (pixels) :func:`symmetry_scores`
-    reads it: the largest circle it samples."""
+    reads it: the largest circle it samples. ``window``: an integer >= 3 pixels."""
+    window = check_int("symmetry_reach: window", window, 3)
     return int(min(window // 2, window - 1 - window // 2) - 1)
 
 
@@ -448,6 +458,7 @@ def cluster_latents(z: np.ndarray, n_clusters: int, method: str = "kmeans", seed
         (N,) int64 labels in 0..K-1, numbered by decreasing cluster size (0 is the largest).
     """
     fit = CLUSTER_METHODS.get(method)  # an unknown name: one line, with a suggestion
+    check_seed(seed)
     z = check_latents(z, "cluster_latents")
     check_cluster_count(n_clusters, len(z))
     if standardise:
@@ -590,20 +601,27 @@ def clustering_accuracy(labels: np.ndarray, truth: np.ndarray) -> float:
     """Accuracy of cluster ``labels`` against ``truth`` under the best one-to-one matching (Hungarian).
 
     ``labels``, ``truth``: non-negative integer arrays of the same shape, e.g. (N,) cluster and
-    true class of each object (the two label sets need not have the same number of values).
+    true class of each object (the two label sets need not have the same number of values, nor be
+    numbered 0..K-1: each is renumbered by its distinct values).
     Returns the fraction in [0, 1] of objects whose matched cluster is their class.
     """
     from scipy.optimize import linear_sum_assignment
 
-    labels, truth = np.asarray(labels, dtype=np.int64), np.asarray(truth, dtype=np.int64)
+    lf = real_array(labels, "clustering_accuracy: labels", what="integer labels")
+    tf = real_array(truth, "clustering_accuracy: truth", what="integer labels")
+    for name, v in (("labels", lf), ("truth", tf)):
+        if (v != np.rint(v)).any():
+            raise AffineVAEError(f"clustering_accuracy: {name} must be whole numbers, got {v[v != np.rint(v)].flat[0]:g}")
+    labels, truth = lf.astype(np.int64), tf.astype(np.int64)
     if labels.shape != truth.shape or labels.size == 0:
         raise AffineVAEError(f"clustering_accuracy needs two equal-length label arrays, got {labels.shape} and {truth.shape}")
     if labels.min() < 0 or truth.min() < 0:  # e.g. -1 for 'not clustered': leave those objects out first
         raise AffineVAEError("clustering_accuracy needs non-negative labels (leave out the objects marked -1 first), "
                              f"got minimum {int(min(labels.min(), truth.min()))}")
-    k = int(max(labels.max(), truth.max())) + 1
+    labels, truth = np.unique(labels, return_inverse=True)[1], np.unique(truth, return_inverse=True)[1]
+    k = int(max(labels.max(), truth.max())) + 1  # at most N: distinct values, however large they were
     m = np.zeros((k, k), dtype=np.int64)
-    np.add.at(m, (labels, truth), 1)
+    np.add.at(m, (labels.ravel(), truth.ravel()), 1)
     r, c = linear_sum_assignment(-m)
     return float(m[r, c].sum() / labels.size)
 

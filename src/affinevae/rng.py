@@ -32,6 +32,8 @@ def seeded(seed: int, device: Union[torch.device, str] = "cpu") -> Iterator[None
         seed = operator.index(seed)  # numpy integers too (a seed from np.arange); not floats
     except TypeError:
         raise AffineVAEError(f"seed must be an integer, got {seed!r}") from None
+    if seed < 0 or isinstance(seed, bool):
+        raise AffineVAEError(f"seed must be an integer >= 0, got {seed!r}")
     device = torch.device(device)
     cuda = device.type == "cuda"
     with torch.random.fork_rng(devices=[device.index or 0] if cuda else []):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import models  # noqa: F401  (registers the model families that load() builds)
+from .devices import resolve_device
 from .errors import AffineVAEError
 from .io import (CONFIG_DIGEST_KEY, MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, atomic_write, config_digest, load_tensors, read_json,
                  tensor_header)
@@ -85,7 +86,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     _check_state(directory, own, {k: tuple(v.shape) for k, v in state.items()})
     model.load_state_dict(state)
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def not_a_run(path: Path) -> str:

@@ -40,6 +40,7 @@ from torch import Tensor
 from .config import Config, check, check_choice, check_positive, check_seed, plain_scalar
 from .data.imageset import RAW_UNITS, ImageSet
 from .data.inputs import as_images, check_image_size
+from .devices import resolve_device  # noqa: F401  (training.resolve_device, as before)
 from .errors import AffineVAEError
 from .io import FIT_TARGETS, TargetStore, atomic_write, load_tensors, save_model, save_tensors, write_json
 from .limits import check_allocation, format_size
@@ -164,15 +165,6 @@ class FitResult:
 
 class TrainingDiverged(AffineVAEError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AffineVAEError("device 'cuda' requested but no CUDA GPU is available (use device 'cpu': --device cpu on the command line)")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:

@@ -219,10 +219,12 @@ class LatentVsBaseline:
 
 def latent_vs_baseline(model, data, method: str = "pca", n_components: int = 2, seed: int = 0,
                        nonnegative: str = "error") -> LatentVsBaseline:
-    """Encode ``data`` (an :class:`~affinevae.data.ImageSet` of images, patches or spectra) and fit
-    ``method`` to the same samples."""
+    """Encode ``data`` (an :class:`~affinevae.data.ImageSet` of images, patches or spectra, or an (N, C, H, W) /
+    (N, H, W) array or tensor) and fit ``method`` to the same samples."""
     from ..encoding import encode_dataset
+    from .common import as_imageset
 
+    data = as_imageset(data)
     codes = encode_dataset(model, data.images, data.labels if model.conditional else None, elbo=False)
     base = fit_baseline(data.images, method, n_components, seed, nonnegative, where=data.source)
     return LatentVsBaseline(codes["z_mean"], base, data.labels)

@@ -31,6 +31,10 @@ def as_imageset(data, labels=None) -> ImageSet:
         return data
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
+    kind = np.asarray(data).dtype.kind
+    if kind not in "biuf":
+        what = "complex numbers" if kind == "c" else f"dtype {np.asarray(data).dtype}"
+        raise AffineVAEError(f"images must be real numbers, got {what}")
     return ImageSet(np.asarray(data, dtype=np.float32), labels)
 
 

@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..config import check_seed
+from ..data.inputs import check_int
 from ..errors import AffineVAEError
 from ..evaluation import psnr
 from ..plots import new_figure, show_images
@@ -84,16 +86,15 @@ def generate(model, n: int = 64, classes: Optional[Sequence[int]] = None, per_cl
              seed: int = 0) -> Generated:
     """Decode prior samples: ``n`` images, or for conditional models ``per_class`` per class
     (``classes``, default all). Pose models decode in the canonical pose. Seeded."""
+    check_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     classes = model_classes(model, classes, "generation by class")
     if classes is not None:
-        if per_class < 1:
-            raise AffineVAEError(f"per_class must be >= 1, got {per_class}")
+        per_class = check_int("per_class", per_class, 1)
         y = torch.as_tensor(np.repeat(classes, per_class)).long()
         imgs = to_numpy(model.sample(len(y), y=y, generator=gen))
         return Generated(imgs, y.numpy(), per_class, model_label(model))
-    if n < 1:
-        raise AffineVAEError(f"n must be >= 1, got {n}")
+    n = check_int("n", n, 1)
     imgs = to_numpy(model.sample(n, generator=gen))
     return Generated(imgs, None, int(math.ceil(math.sqrt(n))), model_label(model))
 

@@ -20,7 +20,8 @@ from torch import Tensor
 from ..errors import AffineVAEError
 from .imageset import ImageSet
 
-__all__ = ["as_images", "check_image_shape", "check_image_size", "check_int", "check_latents", "MIN_IMAGE_SIZE"]
+__all__ = ["as_images", "check_image_shape", "check_image_size", "check_int", "check_latents", "MIN_IMAGE_SIZE",
+           "real_array"]
 
 #: Smallest image height and width, in pixels, that ``train`` and ``fit`` accept: the equivariant encoder's
 #: 5 x 5 lifting convolution needs at least 5 pixels, and the conv encoders halve the grid at each
@@ -35,6 +36,36 @@ def check_int(name: str, value: Any, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
         raise AffineVAEError(f"{name} must be an integer >= {lo}, got {value!r}")
     return int(value)
+
+
+def real_array(value: Any, where: str, *, ndim: Optional[Sequence[int]] = None, min_size: int = 0,
+               finite: bool = True, what: str = "an array of real numbers") -> np.ndarray:
+    """``value`` (a numpy array, torch tensor, list or number) as a float64 numpy array, checked: real numbers
+    (not complex, strings or objects; bools count as 0 and 1), of ``ndim`` dimensions (one of them) when given, at
+    least ``min_size`` values, and with ``finite`` none NaN or infinite.
+
+    Raises:
+        AffineVAEError: one line starting ``"WHERE: "`` that says what is wrong (``what`` names what was expected).
+    """
+    v = value.detach().cpu().numpy() if isinstance(value, Tensor) else value
+    try:
+        arr = np.asarray(v) if not isinstance(v, np.ndarray) else v
+    except (TypeError, ValueError):  # ragged nested lists
+        raise AffineVAEError(f"{where}: must be {what}, got {type(value).__name__}") from None
+    if arr.dtype.kind not in "biuf":
+        kind = "complex numbers" if arr.dtype.kind == "c" else f"dtype {arr.dtype}"
+        raise AffineVAEError(f"{where}: must be {what}, got {kind}")
+    arr = arr.astype(np.float64, copy=False)
+    if ndim is not None and arr.ndim not in tuple(ndim):
+        want = " or ".join(f"{d}-D" for d in ndim)
+        raise AffineVAEError(f"{where}: must be {want}, got shape {arr.shape}")
+    if arr.size < min_size:
+        raise AffineVAEError(f"{where}: needs at least {min_size} value{'s' if min_size != 1 else ''}, got {arr.size}")
+    if finite:
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise AffineVAEError(f"{where}: holds {bad} NaN or infinite value{'s' if bad > 1 else ''}")
+    return arr
 
 
 def check_latents(z: Any, where: str, min_rows: int = 1) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ..errors import AffineVAEError
-from .inputs import check_int
+from .inputs import check_int, real_array
 
 __all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "find_objects", "REFINE_SIGMA", "REFINE_REACH",
            "refine_positions",
@@ -89,17 +89,26 @@ def _detect(frame, min_distance, threshold, absolute, sigma, value_range, noise_
     from scipy import ndimage
 
     md = check_int("min_distance", min_distance, 1)
-    if not np.isfinite(threshold):
+    if not _number(threshold) or not np.isfinite(threshold):
         raise AffineVAEError(f"threshold must be a finite number, got {threshold!r}")
     if not absolute and not 0 <= threshold <= 1:
         raise AffineVAEError(f"threshold must lie in 0..1 (a fraction of the way from the frame's minimum to its "
                              f"maximum), got {threshold!r}; absolute=True reads it as a pixel value")
-    if sigma is not None and not sigma >= 0:
-        raise AffineVAEError(f"sigma must be >= 0 pixels, got {sigma!r}")
+    if sigma is not None and not (_number(sigma) and np.isfinite(sigma) and sigma >= 0):
+        raise AffineVAEError(f"sigma must be a finite number >= 0 pixels, got {sigma!r}")
     check_noise_floor(noise_floor)
-    if np.ndim(frame) not in (2, 3):
+    if np.ndim(frame) not in (2, 3) or min(np.shape(frame)[-2:]) < 1:
         raise AffineVAEError(f"detect_objects expects an (H, W) or (C, H, W) frame, got shape {np.shape(frame)}")
+    if np.asarray(frame).dtype.kind not in "biuf":
+        raise AffineVAEError(f"detect_objects: the frame must hold real numbers, got dtype {np.asarray(frame).dtype}")
+    if value_range is not None:
+        vr = real_array(value_range, "detect_objects: value_range", ndim=(1,), what="(lo, hi) pixel values")
+        if vr.shape != (2,) or not vr[0] <= vr[1]:
+            raise AffineVAEError(f"detect_objects: value_range must be (lo, hi) with lo <= hi, got {value_range!r}")
     raw, img = smoothed_pair(frame, sigma)
+    if not np.isfinite(img).all():  # NaN or inf pixels would hide every object
+        raise AffineVAEError("detect_objects: the frame holds NaN or infinite pixels (fill them first, as "
+                             "`patches --fill-nan` does)")
     lo, hi = (float(img.min()), float(img.max())) if value_range is None else map(float, value_range)
     thr = float(threshold) if absolute else lo + float(threshold) * (hi - lo)
     if not absolute and noise_floor > 0:
@@ -180,9 +189,18 @@ def refine_positions(frame: np.ndarray, centers: np.ndarray, origin: Sequence[in
 
     if np.ndim(frame) not in (2, 3):
         raise AffineVAEError(f"refine_positions expects an (H, W) or (C, H, W) frame, got shape {np.shape(frame)}")
-    c = np.asarray(centers, dtype=np.int64).reshape(-1, 2)
-    if not len(c):
+    cf = real_array(centers, "refine_positions: centres", what="(N, 2) integer (row, col) pixels")
+    if cf.size == 0:
         return np.zeros((0, 2), dtype=np.float64)
+    if cf.ndim != 2 or cf.shape[1] != 2:
+        raise AffineVAEError(f"refine_positions: centres must be (N, 2) (row, col) pixels, got shape {cf.shape}")
+    h0, w0 = np.shape(frame)[-2:]
+    outside = (cf[:, 0] < 0) | (cf[:, 0] > h0 - 1) | (cf[:, 1] < 0) | (cf[:, 1] > w0 - 1)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise AffineVAEError(f"refine_positions: {int(outside.sum())} centres outside the {h0}x{w0} frame (first: row "
+                             f"{cf[i, 0]:g}, col {cf[i, 1]:g})")
+    c = cf.astype(np.int64)
     if smoothed is None:  # float32 (as detection smooths): a tile of a huge frame is not copied to float64
         img = ndimage.gaussian_filter(smoothed_pair(frame)[0], max(REFINE_SIGMA, float(sigma or 0.0)))
     else:
@@ -192,6 +210,8 @@ def refine_positions(frame: np.ndarray, centers: np.ndarray, origin: Sequence[in
     rows = np.clip(c[:, 0, None, None] + off[None, :, None], 0, h - 1)
     cols = np.clip(c[:, 1, None, None] + off[None, None, :], 0, w - 1)
     values = img[rows, cols].reshape(len(c), 9).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise AffineVAEError("refine_positions: the frame holds NaN or infinite pixels around a centre")
     y, x = (v.ravel().astype(np.float64) for v in np.meshgrid(off, off, indexing="ij"))
     design = np.stack([np.ones(9), y, x, y * y, x * y, x * x], 1)
     _, b, e, d, g, f = (values @ np.linalg.pinv(design).T).T   # I = a + b y + e x + d y^2 + g x y + f x^2
@@ -215,6 +235,8 @@ def check_noise_floor(noise_floor) -> float:
 def level_step(shape: Sequence[int]) -> int:
     """The step of the pixel subgrid :func:`level_samples` takes for a frame of ``shape`` (..., H, W):
     1 up to about a million pixels, then the smallest step that keeps about that many."""
+    if len(shape) < 2:
+        raise AffineVAEError(f"level_step: a frame shape (..., H, W) is needed, got {tuple(shape)}")
     h, w = int(shape[-2]), int(shape[-1])
     return max(1, int(np.ceil(np.sqrt(h * w / _LEVEL_SAMPLES))))
 
@@ -329,8 +351,16 @@ def noise_level(values: np.ndarray, details: np.ndarray, sigma: Optional[float] 
     return float(np.median(values)), sd * gain
 
 
+def _number(value) -> bool:
+    """Whether ``value`` is a real number (not a bool, a string or an array)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def smoothing_radius(sigma: Optional[float]) -> int:
-    """Pixels a Gaussian smoothing of ``sigma`` reaches (scipy's default truncation, 4 sigma); 0 for none."""
+    """Pixels a Gaussian smoothing of ``sigma`` (a finite number >= 0 pixels) reaches (scipy's default truncation,
+    4 sigma); 0 for none (None or 0)."""
+    if sigma is not None and not (_number(sigma) and math.isfinite(sigma) and sigma >= 0):
+        raise AffineVAEError(f"sigma must be a finite number >= 0 pixels, got {sigma!r}")
     return int(4.0 * float(sigma) + 0.5) if sigma else 0
 
 
@@ -354,6 +384,8 @@ def smoothed_range(frame: np.ndarray, sigma: Optional[float] = None,
     margin of at least :func:`smoothing_radius` pixels around it (the margin makes the smoothed
     core equal to the whole frame's there).
     """
+    if np.ndim(frame) not in (2, 3) or np.size(frame) == 0:
+        raise AffineVAEError(f"smoothed_range expects a non-empty (H, W) or (C, H, W) frame, got shape {np.shape(frame)}")
     img = smoothed_pair(frame, sigma)[1]
     if core is not None:
         img = img[core]
@@ -379,10 +411,12 @@ def _frame_neighbours(centers: np.ndarray, frames: Optional[np.ndarray], k: int,
     """
     from scipy.spatial import cKDTree
 
-    c = np.asarray(centers, dtype=np.float64)
+    c = real_array(centers, f"{where}: centers", what="(N, 2) (row, col) pixels")
     if c.ndim != 2 or c.shape[1] != 2:
         raise AffineVAEError(f"{where}: centers must be (N, 2) (row, col) pixels, got shape {c.shape}")
     f = np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames).reshape(-1)
+    if len(f) != len(c):
+        raise AffineVAEError(f"{where}: {len(f)} frame indices for {len(c)} centers")
     _, inverse, counts = np.unique(f, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     keep = counts[inverse] > (k if least is None else least)
@@ -607,11 +641,20 @@ def check_coordinates(frames: np.ndarray, centers: np.ndarray, n_frames: int, im
         (N, 2) int64 rounded centres.
 
     Raises:
-        AffineVAEError: a frame index >= F, or a centre outside the image.
+        AffineVAEError: centres that are not (N, 2) finite numbers, frame indices that are not N whole numbers,
+            a frame index outside 0..F-1, or a centre outside the image.
     """
     h, w = int(image_shape[0]), int(image_shape[1])
-    c = np.rint(np.asarray(centers, dtype=np.float64)).astype(np.int64)
-    fr = np.asarray(frames, dtype=np.int64)
+    cf = real_array(centers, f"{where}: centres", what="(N, 2) (row, col) pixels")
+    if cf.ndim != 2 or cf.shape[1] != 2:
+        raise AffineVAEError(f"{where}: centres must be (N, 2) (row, col) pixels, got shape {cf.shape}")
+    ff = real_array(frames, f"{where}: frame indices", ndim=(1,), what="whole numbers")
+    if len(ff) != len(cf):
+        raise AffineVAEError(f"{where}: {len(ff)} frame indices for {len(cf)} centres")
+    if (ff != np.rint(ff)).any():
+        raise AffineVAEError(f"{where}: frame indices must be whole numbers, got {ff[ff != np.rint(ff)][0]:g}")
+    c = np.rint(cf).astype(np.int64)
+    fr = ff.astype(np.int64)
     badf = (fr < 0) | (fr >= n_frames)
     if badf.any():
         raise AffineVAEError(f"{where}: {int(badf.sum())} frame indices outside 0..{n_frames - 1} "

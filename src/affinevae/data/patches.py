@@ -33,7 +33,7 @@ from ..errors import AffineVAEError
 from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
-from .inputs import check_int
+from .inputs import check_int, real_array
 from .background import BACKGROUND_VARIATION, MAX_SCATTER, MIN_BOXES, SMOOTH_RATIO, background_box, check_box, frame_background
 from .objects import (DETECT_THRESHOLD, PERIODIC_RATIO, REFINE_REACH, check_coordinates, check_noise_floor,
                       detect_objects, find_objects, frame_periodicity, level_samples,
@@ -326,6 +326,8 @@ class PatchSet:
 
 def _check_window(window: Any, image_shape: Sequence[int], where: str) -> int:
     w = check_int("window", window, 2)
+    if len(image_shape) < 2:
+        raise AffineVAEError(f"{where}: the image shape must be (H, W) (or (..., H, W)), got {tuple(image_shape)}")
     h_img, w_img = int(image_shape[-2]), int(image_shape[-1])
     if h_img < w or w_img < w:
         raise AffineVAEError(f"{where}: the {h_img}x{w_img} image is smaller than the {w}x{w} window")
@@ -358,10 +360,23 @@ def extract_patches(stack: np.ndarray, centers: np.ndarray, window: int, frames:
         raise AffineVAEError(f"extract_patches expects (H, W), (F, H, W) or (F, C, H, W) frames, got {stack.shape}")
     w = _check_window(window, stack.shape, "extract_patches")
     H, W = stack.shape[-2:]
-    c = np.asarray(centers, dtype=np.int64).reshape(-1, 2)
-    f = (np.zeros(len(c), dtype=np.int64) if frames is None else np.asarray(frames, dtype=np.int64)) - frame_offset
-    if len(f) != len(c):
-        raise AffineVAEError(f"extract_patches: {len(f)} frame indices for {len(c)} centres")
+    cf = real_array(centers, "extract_patches: centres", what="(N, 2) integer (row, col) pixels")
+    if cf.size == 0:
+        cf = cf.reshape(0, 2)
+    if cf.ndim != 2 or cf.shape[1] != 2:
+        raise AffineVAEError(f"extract_patches: centres must be (N, 2) (row, col) pixels, got shape {cf.shape}")
+    c = cf.astype(np.int64)
+    if frames is None:
+        f = np.zeros(len(c), dtype=np.int64)
+    else:
+        ff = real_array(frames, "extract_patches: frame indices", ndim=(1,), what="whole numbers")
+        if len(ff) != len(c):
+            raise AffineVAEError(f"extract_patches: {len(ff)} frame indices for {len(c)} centres")
+        f = ff.astype(np.int64) - frame_offset
+        if len(f) and (f.min() < 0 or f.max() >= stack.shape[0]):
+            raise AffineVAEError(f"extract_patches: frame indices must lie in {frame_offset}.."
+                                 f"{frame_offset + stack.shape[0] - 1} (the frames given), got "
+                                 f"{int(ff[(f < 0) | (f >= stack.shape[0])][0])}")
     half = w // 2
     r0, c0 = c[:, 0] - half, c[:, 1] - half
     inside = (r0 >= 0) & (c0 >= 0) & (r0 + w <= H) & (c0 + w <= W)
@@ -960,6 +975,7 @@ def patch_smoothing(window: int) -> float:
     Gaussian spots in 512 x 512 pixels of unit noise (spots 4 px wide, peaks 5-10: 0.07 / 0.93 ->
     0.96 / 0.93; 2 px wide, peak 10: 0.02 / 0.98 -> 1.00 / 0.98) it keeps noise maxima from counting as
     objects. Fainter or smaller spots need more (``--sigma`` about the spots' width, and ``--noise-floor``)."""
+    window = check_int("window", window, 1)
     return float(window) * SMOOTHING_FRACTION
 
 
@@ -1010,6 +1026,8 @@ def mass_offsets(patches: np.ndarray, iterations: int = 5) -> Optional[np.ndarra
     if p.ndim != 4 or min(p.shape[-2:]) < 7:
         return None
     n, ch, h, w = p.shape
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.float64)
     finite = np.isfinite(p).all(1)  # (n, h, w)
     if finite.all():
         q = ndimage.gaussian_filter(p.sum(1), (0, 1.5, 1.5)).reshape(n, -1)
@@ -1041,12 +1059,19 @@ def mass_centred(patches: np.ndarray, offsets: Optional[np.ndarray] = None) -> O
     (patch sets cut before :func:`iter_patches` re-centred them)."""
     from scipy import ndimage
 
-    offsets = mass_offsets(patches) if offsets is None else np.asarray(offsets, dtype=np.float64)
     if offsets is None:
-        return None
+        offsets = mass_offsets(patches)
+        if offsets is None:
+            return None
     p = np.asarray(patches, dtype=np.float64)
     p = p[:, None] if p.ndim == 3 else p
+    if p.ndim != 4:
+        return None
     n, ch, h, w = p.shape
+    offsets = real_array(offsets, "mass_centred: offsets", what="(N, 2) (row, col) pixels")
+    if offsets.shape != (n, 2):
+        raise AffineVAEError(f"mass_centred: offsets must be ({n}, 2) (row, col) pixels for {n} patches, got shape "
+                             f"{offsets.shape}")
     dy, dx = offsets[:, 0], offsets[:, 1]  # every patch sampled at its own offset in one call: (4, N, C, h, w)
     grid = np.indices((n, ch, h, w), dtype=np.float64)
     grid[2] += dy[:, None, None, None]

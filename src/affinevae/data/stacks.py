@@ -1272,7 +1272,7 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
             ``.png``/``.jpg``/``.gif``/``.bmp`` (Pillow; multi-frame files are stacks) or a
             folder of such files (one frame per file); ``.dm3``/``.dm4``/``.emd``/``.ser``/
             ``.mrc``/``.mrcs`` and Zarr/OME-Zarr stores through :data:`READERS`. Also an
-            in-memory or lazy array (numpy, dask, zarr; read as needed) (H, W), (F, H, W),
+            in-memory or lazy array (numpy, dask, zarr; read as needed; a torch tensor) (H, W), (F, H, W),
             (F, C, H, W) or (F, H, W, C), or an open :class:`FrameSource`.
         key: array name in an ``.npz``, dataset name in an HDF5 file, array path in a Zarr store.
         level: resolution level of a multiscale image (OME-Zarr); None for the first (full) one.
@@ -1297,6 +1297,8 @@ def open_stack(spec: Union[str, Path, np.ndarray, FrameSource], key: Optional[st
 
 def _open(spec: Union[str, Path, np.ndarray], key: Optional[str], level: Optional[int]) -> FrameSource:
     """:func:`open_stack` without its check for pixels."""
+    if type(spec).__module__.startswith("torch") and hasattr(spec, "detach"):  # a tensor: its values, on the CPU
+        spec = spec.detach().cpu().numpy()
     if isinstance(spec, np.ndarray) or is_array_like(spec):
         if level is not None:
             raise AffineVAEError("level applies to multiscale files (OME-Zarr), not to an in-memory array")

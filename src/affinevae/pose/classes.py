@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..config import check_seed
+from ..data.inputs import check_int, real_array
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, canonicalise, render
 
@@ -60,7 +61,10 @@ def shift_invariant_features(x) -> np.ndarray:
     peak ratio, every pixel shifted at random, k-means of these features recovers the phases with
     accuracy 1.000 (seeds 0 / 1) against 0.375 / 0.379 on the spectra themselves.
     """
-    a = np.asarray(x, dtype=np.float64)
+    a = real_array(x, "shift_invariant_features: signals", ndim=(4,), what="(N, C, 1, L) signals")
+    if a.shape[0] == 0 or a.shape[-1] == 0:
+        raise AffineVAEError(f"shift_invariant_features: needs at least one signal of at least one value, got shape "
+                             f"{a.shape}")
     length = a.shape[-1]
     return np.abs(np.fft.rfft(a.reshape(len(a), -1, length), n=2 * length, axis=-1)).reshape(len(a), -1)
 
@@ -82,6 +86,7 @@ def turn_mask(height: int, width: int) -> Tensor:
     image centre: every point a turn samples for them lies among the pixel centres, so the zero
     padding outside dims none of them at any turn (the inscribed disc of radius min(H, W) / 2 keeps a
     rim that it dims at every turn but the quarter turns)."""
+    height, width = check_int("turn_mask: height", height, 1), check_int("turn_mask: width", width, 1)
     r = (min(height, width) - 1) / 2 - 0.5
     v = torch.arange(height, dtype=torch.float32) - (height - 1) / 2
     u = torch.arange(width, dtype=torch.float32) - (width - 1) / 2
@@ -149,7 +154,11 @@ def checked_images(x, where: str, options: tuple = ()) -> Tensor:
     """``x`` as a float32 CPU tensor (N, C, H, W) after the checks that ``where`` (the function's
     name, for messages) shares: the shape, each ``(name, value, least)`` of ``options`` an integer
     of at least ``least``, and finite values. Raises :class:`AffineVAEError` in one line."""
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x).float().cpu()
+    if isinstance(x, Tensor) and (x.is_complex() or x.dtype == torch.bool):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, Tensor):
+        x = real_array(x, where, finite=False, what="(N, C, H, W) images of real numbers")
+    x = torch.as_tensor(x).float().cpu()
     if x.dim() != 4:
         raise AffineVAEError(f"{where} needs images of shape (N, C, H, W), got {tuple(x.shape)}")
     for name, value, low in options:
@@ -165,8 +174,8 @@ def checked_turns(images, angles, where: str) -> tuple[Tensor, Tensor]:
     array) as float32 CPU tensors; one-line :class:`AffineVAEError` for other shapes, non-square images
     or angles that are not finite."""
     images = checked_images(images, where)
-    angles = torch.as_tensor(np.asarray(angles.detach().cpu() if isinstance(angles, Tensor) else angles,
-                                        dtype=np.float32))
+    angles = torch.as_tensor(real_array(angles, f"{where}: angles", finite=False, what="angles in radians"),
+                             dtype=torch.float32)
     if angles.shape != (images.shape[0],):
         raise AffineVAEError(f"{where}: {tuple(angles.shape)} angles for {images.shape[0]} images (one per image)")
     if not torch.isfinite(angles).all():
@@ -187,7 +196,12 @@ def turned_components(x: Tensor, angles: int, components: int, seed: int = 0, fi
     """
     from sklearn.decomposition import PCA
 
+    angles = check_int("turned_components: angles", angles, 1)
+    components = check_int("turned_components: components", components, 1)
+    check_seed(seed)
     n = x.shape[0]
+    if n == 0:
+        raise AffineVAEError("turned_components: needs at least one image")
     if angles > 1 and x.shape[-2] != x.shape[-1]:
         raise AffineVAEError(f"images turned for comparison must be square (a turn of a {x.shape[-2]}x{x.shape[-1]} "
                              "image is not rigid); got H != W")
@@ -217,6 +231,7 @@ def aligned_components(images: Tensor, angles: Tensor, k: int, fit_at_most: int 
     and every image is projected ``chunk`` at a time (the turned stack is never held whole)."""
     images, angles = checked_turns(images, angles, "aligned_components")
     n = images.shape[0]
+    k = check_int("aligned_components: k", k, 1)  # more than the images have: the others are 0
     disc = turn_mask(*images.shape[-2:]).reshape(-1) > 0
 
     def turned(idx: Tensor) -> Tensor:
@@ -282,8 +297,12 @@ def aligned_embedding(images: Tensor, angles: Tensor, k: int, seed: int = 0,
     torch's thread count; t-SNE's gradient takes OpenMP's threads, ``OMP_NUM_THREADS``).
     Fewer than 8 images have no neighbourhoods to keep: their whitened principal components are
     returned instead; images that do not differ (identical or blank) all get 0."""
-    if not 1 <= k <= EMBEDDING_MAX_DIM:
-        raise AffineVAEError(f"aligned_embedding: {k} dimensions; t-SNE embeds in 1 to {EMBEDDING_MAX_DIM}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= EMBEDDING_MAX_DIM:
+        raise AffineVAEError(f"aligned_embedding: {k!r} dimensions; t-SNE embeds in 1 to {EMBEDDING_MAX_DIM}")
+    if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(perplexity) and perplexity > 0):
+        raise AffineVAEError(f"aligned_embedding: perplexity must be a finite number > 0, got {perplexity!r}")
+    check_seed(seed)
     images, angles = checked_turns(images, angles, "aligned_embedding")
     n = images.shape[0]
     if n < 8:

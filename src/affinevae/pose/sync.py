@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from ..config import check_seed, check_symmetry
+from ..data.inputs import check_int
 from ..errors import AffineVAEError
 from .classes import AlignedClusters, aligned_embedding, checked_images, checked_turns, turned_components
 
@@ -352,9 +353,9 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
     turns. About 1-4 s for 2 000 images on one CPU thread.
 
     Args:
-        x: (N, C, H, W) images (array or tensor), square.
-        seed: fixes the subset and so the result.
-        sample: images compared at most.
+        x: (N, C, H, W) images (array or tensor; (N, H, W) read as one channel), square.
+        seed: fixes the subset and so the result (an integer >= 0).
+        sample: images compared at most (an integer >= :data:`ORIENTATION_MIN_IMAGES`).
 
     Returns:
         :class:`OrientationSpread`, or None when the images are not square or fewer than
@@ -362,8 +363,14 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
     """
     import torch.nn.functional as F
 
+    check_seed(seed)
+    sample = check_int("orientation_spread: sample", sample, ORIENTATION_MIN_IMAGES)
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if x.ndim != 4 or x.shape[-1] != x.shape[-2] or len(x) < ORIENTATION_MIN_IMAGES:
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise AffineVAEError(f"orientation_spread: images must be (N, C, H, W) or (N, H, W), got shape {tuple(x.shape)}")
+    if x.shape[-1] != x.shape[-2] or len(x) < ORIENTATION_MIN_IMAGES:
         return None
     if len(x) > sample:
         x = x[torch.as_tensor(np.sort(np.random.default_rng([seed, 2]).choice(len(x), sample, replace=False)))]
