@@ -274,7 +274,7 @@ def test_angle_scores_refuse_what_would_score_silently():
     np.testing.assert_allclose(M.angle_difference(np.array([3.0, 0.1]), np.array([0.0, 0.2]), 2),
                                [3.0 - np.pi, -0.1], atol=1e-12)
     assert isinstance(M.angle_difference(0.3, 0.1), float)
-    one_line(lambda: M.symmetry_reach(0), "symmetry_reach: window must be an integer >= 3")
+    one_line(lambda: M.symmetry_reach(0), "symmetry_reach: window must be a whole number >= 3")
     one_line(lambda: M.cluster_latents(np.random.rand(10, 2), 2, seed=-1), "seed must be an integer >= 0")
 
 
@@ -322,7 +322,7 @@ def test_pose_helpers_refuse_bad_counts_seeds_and_numbers():
     one_line(lambda: C.aligned_kmeans(np.ones((20, 1, 8, 8)) + 1j, 2), "complex numbers")
     one_line(lambda: C.turn_mask(-3, 4), "height must be an integer >= 1")
     one_line(lambda: C.turned_components(x, 0, 5), "angles must be an integer >= 1")
-    one_line(lambda: S.orientation_spread(np.zeros((300, 8, 8)), sample=0), "sample must be an integer >= 200")
+    one_line(lambda: S.orientation_spread(np.zeros((300, 8, 8)), sample=0), "sample must be an integer >= 2")
     one_line(lambda: S.orientation_spread(np.zeros((300, 8, 8)), seed=-1), "seed must be an integer >= 0")
     spread = S.orientation_spread(np.random.default_rng(0).random((250, 16, 16)).astype(np.float32))
     assert spread is not None and spread.images == 250  # (N, H, W): one channel
@@ -351,3 +351,101 @@ def test_models_load_only_on_devices_there_are_and_analyses_take_arrays(tiny_run
     one_line(lambda: generate(model, "5"), "n must be an integer >= 1")
     one_line(lambda: encode_dataset(None, x), "model must be a trained affinevae model")
     one_line(lambda: as_imageset(np.full((3, 8, 8), 1j)), "images must be real numbers, got complex")
+
+
+def test_pose_sweep_report_and_maps_refuse_bad_inputs(tiny_runs, tmp_path):
+    """A second audit: NaN target poses trained the pose head to NaN weights, NaN starts gave NaN poses, a VAE passed
+    to align / search_poses or None to amortise raised AttributeError, a dict config was refused raw; the sweep
+    scored uint8 images clipped to [0, 1] and a model of signals; write_report took seed -1 (numpy's error), an array
+    as a file name and n=-1 as 'all but the last'; class_map raised numpy's errors on -1 labels and truncated
+    fractional ones; write_maps drew a bad background after making its folder; lattice_orientation gave NaN
+    angles for NaN windows; stream_encode took coordinates only from a file or a tuple, truncated fractional frames
+    and raised Python's TypeError on an unknown option; spectra_set and the synthetic sets took anything."""
+    from affinevae import mapping as M
+    from affinevae.data import load_images
+    from affinevae.data.spectra import spectra_set, synthetic_cube, synthetic_peaks
+    from affinevae.encoding import encode_patchset, stream_encode
+    from affinevae.pose import HeadTrainConfig, align, fit_pose_head
+    from affinevae.pose.amortise import amortise, as_avae
+    from affinevae.pose.search import SearchConfig, search_poses
+    from affinevae.report import write_report
+    from affinevae.sweep import plot_sweep, rotation_sweep
+
+    vae = tiny_runs.model("vae")
+    x = torch.as_tensor(np.random.default_rng(0).random((6, 1, 28, 28)), dtype=torch.float32)
+    avae = as_avae(vae, pose_head=True)
+    one_line(lambda: fit_pose_head(avae, x, torch.full((6, 1), float("nan")),
+                                   config=HeadTrainConfig(target="search", epochs=1, batch_size=6)),
+             "6 of the searched poses are NaN")
+    one_line(lambda: align(avae, x, config=SearchConfig(restarts=2, steps=1), starts=torch.full((6, 2, 1), float("nan"))),
+             "starts hold 12 NaN")
+    one_line(lambda: align(vae, x), "align: needs an AVAE")
+    one_line(lambda: search_poses(vae, x), "search_poses: needs an AVAE")
+    one_line(lambda: amortise(None, x), "model must be a trained affinevae model, got NoneType")
+    one_line(lambda: align(avae, x, config=["restarts"]), "config must be a SearchConfig")
+    assert align(avae, x, config={"restarts": 2, "steps": 1}).params.shape == (6, 1)  # a dict, as fit takes one
+    angles = np.radians([0, 30])
+    one_line(lambda: rotation_sweep({"v": vae}, x * 255, angles=angles), r"rotation_sweep: images: .*span \[0.*, 25")
+    one_line(lambda: rotation_sweep({"v": None}, x, angles=angles), r"models\['v'\] must be a trained affinevae model")
+    signals = av.build_model("vae", image_shape=(1, 1, 32), encoder="mlp", decoder="mlp")
+    one_line(lambda: rotation_sweep({"s": signals}, torch.rand(3, 1, 1, 32), angles=angles), "1-D signals")
+    one_line(lambda: plot_sweep({"a": 1}), "plot_sweep: needs a SweepResult")
+    run = tiny_runs.path("vae")
+    one_line(lambda: write_report(run, tmp_path / "r.html", data=x, seed=-1), "seed must be an integer >= 0")
+    one_line(lambda: write_report(run, tmp_path / "r.html", data=x, n=-1), "n must be an integer >= 1")
+    one_line(lambda: load_images(np.zeros((3, 28, 28))), "load_images reads files")
+    one_line(lambda: M.class_map(None, np.zeros((3, 2)), np.array([0, -1, 1])), "leave out the objects marked -1")
+    one_line(lambda: M.class_map(None, np.zeros((2, 2)), np.array([0.5, 1.0])), "whole numbers >= 0")
+    one_line(lambda: M.lattice_orientation(np.full((5, 28, 28), np.nan), 4), "patches: holds 3920 NaN")
+    one_line(lambda: M.grid_maps(np.zeros(12), (-3, -4), 28, 14), "grid_shape must be two whole numbers")
+    one_line(lambda: M.decoded_features(None, np.zeros((2, 2))), "model must be a trained affinevae model")
+    one_line(lambda: M.write_maps({"z_mean": np.zeros((2, 2))}, tmp_path / "m"), "enc must be an ObjectEncoding")
+    frame = np.random.default_rng(1).random((64, 64)).astype(np.float32)
+    one_line(lambda: stream_encode(vae, frame, 28, foo=1), "unknown option 'foo'")
+    one_line(lambda: stream_encode(vae, frame[None], 28, coords=(np.array([0.5]), np.array([[32, 32]]))),
+             "frame indices must be whole numbers")
+    enc = stream_encode(vae, frame, 28, coords=[[30, 30], [34, 33]])  # a list of (row, col), as a CSV holds them
+    assert len(enc) == 2 and enc.centers.tolist() == [[30, 30], [34, 33]]
+    one_line(lambda: encode_patchset(vae, np.zeros((2, 28, 28))), "encode_patchset needs a PatchSet")
+    one_line(lambda: spectra_set(np.zeros((4, 8))), "signals: must be 3-D")
+    one_line(lambda: spectra_set(np.full((2, 1, 8), np.nan)), "signals: holds 16 NaN")
+    one_line(lambda: synthetic_peaks(ratio_range=(1, 0.2)), "low <= high")
+    one_line(lambda: synthetic_peaks(noise=float("nan")), "noise must be a finite number >= 0")
+    one_line(lambda: synthetic_cube(seed=-1), "seed must be an integer >= 0")
+
+
+def test_what_worked_before_the_checks_still_works(tiny_runs):
+    """A review of the checks above: the pose search runs without gradients (its decorator had slid onto a helper),
+    a Gaussian model's sweep takes images in their own units, one centre of shape (2,) and 0-d arrays or tensors as
+    numbers are taken, and runs.load(device=None) loads on the CPU, as before."""
+    from affinevae import evaluation as E, runs
+    from affinevae.data import objects as O, patches as P
+    from affinevae.pose.amortise import as_avae
+    from affinevae.pose.search import SearchConfig, search_poses
+    from affinevae.sweep import rotation_sweep
+
+    vae = tiny_runs.model("vae")
+    avae = as_avae(vae, pose_head=True)
+    avae.head_trained.fill_(1)  # its (untrained) head taken as the search's start
+    seen = []
+    real = avae.head.predict
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_grad_enabled())
+        return real(*args, **kwargs)
+
+    avae.head.predict = spy
+    x = torch.as_tensor(np.random.default_rng(0).random((4, 1, 28, 28)), dtype=torch.float32)
+    found = search_poses(avae, x, config=SearchConfig(restarts=2, steps=1, use_head=True))
+    assert seen and not any(seen) and not found.params.requires_grad
+    gauss = av.build_model("vae", image_shape=(1, 16, 16), latent_dim=2, hidden=(8,), encoder="mlp", decoder="mlp",
+                           likelihood="gaussian", sigma=0.5)
+    raw = np.random.default_rng(1).normal(0, 2, (3, 1, 16, 16)).astype(np.float32)  # its own units, not [0, 1]
+    assert rotation_sweep({"g": gauss}, raw, angles=np.radians([0, 90])).neg_elbo.shape == (1, 2)
+    f = np.random.default_rng(2).random((32, 32))
+    assert P.extract_patches(f, np.array([10, 12]), 8)[0].shape == (1, 8, 8)
+    assert O.refine_positions(f, np.array([10, 12])).shape == (1, 2)
+    assert E.psnr(f, 0.9 * f, data_range=torch.tensor(1.0)) == pytest.approx(E.psnr(f, 0.9 * f))
+    np.testing.assert_array_equal(O.detect_objects(f, 3, threshold=np.array(0.3)), O.detect_objects(f, 3, threshold=0.3))
+    assert O.smoothing_radius(np.array(1.5)) == 6 and P.patch_smoothing(16.0) == 1.0
+    assert runs.load(tiny_runs.path("vae"), device=None).device.type == "cpu"

@@ -217,6 +217,8 @@ def check_model_input(model, patch_shape: Sequence[int], where: str = "patches")
     The shape is checked as :func:`~affinevae.data.as_images` checks it (with a hint to cut
     patches of the model's size); class-conditional models are refused (patches have no labels).
     """
+    if not (hasattr(model, "config") and hasattr(model, "encode")):
+        raise AffineVAEError(f"{where}: model must be a trained affinevae model, got {type(model).__name__}")
     want = tuple(model.config.image_shape)
     check_image_shape(patch_shape, want, where, f"; cut patches with --window {want[-1]}")
     if model.conditional:
@@ -254,9 +256,17 @@ def _encode_chunk(model, ps: PatchSet, batch_size: int, where: str = "patches") 
 def encode_patchset(model, ps: PatchSet, batch_size: int = 256, where: str = "patches") -> ObjectEncoding:
     """Encode a :class:`~affinevae.data.patches.PatchSet` in batches into an :class:`ObjectEncoding`;
     ``where`` names the patches in error messages (e.g. the patch-set file)."""
+    if not isinstance(ps, PatchSet):
+        raise AffineVAEError(f"{where}: encode_patchset needs a PatchSet (cut_patches, PatchSet.load), got "
+                             f"{type(ps).__name__} (arrays of patches: encode_dataset)")
     if len(ps) == 0:
         raise AffineVAEError(f"{where}: no patches to encode")
     return _encode_chunk(model, ps, batch_size, where)
+
+
+#: The options :func:`iter_encode` and :func:`stream_encode` pass on to :func:`~affinevae.data.patches.iter_patches`.
+PATCH_OPTIONS = frozenset({"coords", "stride", "min_distance", "threshold", "absolute", "sigma", "noise_floor", "edge",
+                           "progress", "key", "tile", "background", "drop_masked", "centre"})
 
 
 def iter_encode(model, source, window: int, chunk_frames: int = 8, batch_size: int = 256,
@@ -269,11 +279,15 @@ def iter_encode(model, source, window: int, chunk_frames: int = 8, batch_size: i
         window: patch size in pixels. chunk_frames: frames per chunk. batch_size: patches per forward pass.
         **options: object finding and edge options of :func:`~affinevae.data.patches.iter_patches`
             (``coords``, ``stride``, ``min_distance``, ``threshold``, ``absolute``, ``sigma``,
-            ``noise_floor``, ``edge``, ``progress``, ``key``, ``background``, ``drop_masked``).
+            ``noise_floor``, ``edge``, ``progress``, ``key``, ``background``, ``drop_masked``, ``centre``).
 
     Yields:
         One :class:`ObjectEncoding` per chunk (frame indices global).
     """
+    unknown = sorted(set(options) - PATCH_OPTIONS)
+    if unknown:
+        raise AffineVAEError(f"iter_encode: unknown option {unknown[0]!r}; the patch options are "
+                             f"{', '.join(sorted(PATCH_OPTIONS))}")
     src = open_stack(source, key=options.pop("key", None))
     try:
         check_model_input(model, (src.channels, window, window), src.path)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .config import check_symmetry
 from .data.imageset import ImageSet
-from .data.inputs import real_array
+from .data.inputs import as_number, real_array
 from .encoding import encode_dataset
 from .errors import AffineVAEError
 
@@ -88,9 +88,10 @@ def psnr(clean, other, data_range: float = 1.0) -> float:
     identical images."""
     clean = real_array(clean, "psnr: images", min_size=1)
     other = real_array(other, "psnr: images", min_size=1)
-    if isinstance(data_range, bool) or not isinstance(data_range, (int, float, np.integer, np.floating)) \
-            or not (np.isfinite(data_range) and data_range > 0):
+    span = as_number(data_range)
+    if span is None or not (np.isfinite(span) and span > 0):
         raise AffineVAEError(f"psnr: data_range must be a finite number > 0, got {data_range!r}")
+    data_range = span
     if clean.shape != other.shape:
         raise AffineVAEError(f"psnr: the two image arrays differ in shape, {clean.shape} and {other.shape}")
     mse = float(np.mean((clean - other) ** 2))

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from .config import MAX_SYMMETRY, check_seed, check_symmetry  # noqa: F401  (mapping.check_symmetry, as before)
 from .data.inputs import check_latents
-from .data.inputs import check_int, real_array
+from .data.inputs import as_number, real_array
 from .data.objects import neighbour_spacing  # noqa: F401  (mapping.neighbour_spacing, as before)
 from .data.patches import MASS_CENTRE_MIN_SHIFT, MASS_CENTRE_REACH, mass_centred, mass_offsets  # noqa: F401  (as before)
 from .errors import AffineVAEError
@@ -213,7 +213,7 @@ def lattice_orientation(patches: np.ndarray, symmetry: int) -> LatticeOrientatio
     if n < 2:
         raise AffineVAEError("lattice_orientation needs a symmetry of 2 or more (a 1-fold pattern has no "
                              "lattice angle)")
-    x = np.asarray(patches, dtype=np.float32)
+    x = real_array(patches, "lattice_orientation: patches", what="(N, w, w) windows").astype(np.float32)
     if x.ndim == 4:
         x = x.mean(1)
     if x.ndim != 3 or x.shape[-1] < 4:
@@ -404,7 +404,10 @@ def estimate_symmetry(patches: np.ndarray, centred: bool = True, **options) -> i
 def symmetry_reach(window: int) -> int:
     """How far from a centred ``window`` x ``window`` patch's centre (pixels) :func:`symmetry_scores`
     reads it: the largest circle it samples. ``window``: an integer >= 3 pixels."""
-    window = check_int("symmetry_reach: window", window, 3)
+    w = as_number(window)
+    if w is None or w != int(w) or w < 3:
+        raise AffineVAEError(f"symmetry_reach: window must be a whole number >= 3 pixels, got {window!r}")
+    window = int(w)
     return int(min(window // 2, window - 1 - window // 2) - 1)
 
 
@@ -544,6 +547,8 @@ def decoded_features(model, z: np.ndarray, batch_size: int = 256, n_components: 
 
     from .data.inputs import check_int
 
+    if not (hasattr(model, "config") and hasattr(model, "decode")):
+        raise AffineVAEError(f"decoded_features: model must be a trained affinevae model, got {type(model).__name__}")
     z = check_latents(z, "decoded_features")
     batch_size = check_int("batch_size", batch_size, 1)
     n_components = check_int("n_components", n_components, 1)
@@ -772,7 +777,11 @@ def class_map(image: Optional[np.ndarray], centers: np.ndarray, labels: np.ndarr
     Returns:
         ``(counts, fig)``: (K,) objects per class, and the figure.
     """
-    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    lf = real_array(labels, "class_map: labels", what="integer class labels").reshape(-1)
+    if len(lf) and ((lf != np.rint(lf)).any() or lf.min() < 0):
+        raise AffineVAEError("class_map: labels must be whole numbers >= 0 (leave out the objects marked -1, not "
+                             f"clustered, first), got {lf[(lf != np.rint(lf)) | (lf < 0)][0]:g}")
+    lab = lf.astype(np.int64)
     c = _check_points(centers, len(lab), "class_map")
     k = int(lab.max()) + 1 if len(lab) else 0
     counts = np.bincount(lab, minlength=k) if len(lab) else np.zeros(0, np.int64)
@@ -823,8 +832,11 @@ def grid_maps(values: np.ndarray, grid_shape: Sequence[int], window: int, stride
     Returns:
         ``(maps, fig)``: (D, gh, gw) images, and the figure.
     """
-    v = np.asarray(values, dtype=np.float64)
+    v = real_array(values, "grid_maps: values", finite=False, what="per-window values")
     v = v[:, None] if v.ndim == 1 else v
+    if len(grid_shape) != 2 or any(as_number(g) is None or as_number(g) != int(as_number(g)) or as_number(g) < 1
+                                   for g in grid_shape):
+        raise AffineVAEError(f"grid_maps: grid_shape must be two whole numbers >= 1 (rows, columns), got {grid_shape!r}")
     gh, gw = (int(grid_shape[0]), int(grid_shape[1]))
     _check_grid_step(window, stride, "grid_maps")
     if v.ndim != 2 or len(v) != gh * gw:
@@ -977,6 +989,13 @@ def write_maps(enc, out_dir: str | Path, image: Optional[np.ndarray] = None, n_c
         ``files`` (name -> path of everything written).
     """
     symmetry = check_symmetry(symmetry)
+    from .encoding import ObjectEncoding
+
+    if not isinstance(enc, ObjectEncoding):
+        raise AffineVAEError(f"write_maps: enc must be an ObjectEncoding (encode_patchset, stream_encode), got "
+                             f"{type(enc).__name__}")
+    if image is not None:  # checked before the directory is made
+        _gray(image)
     n = len(enc)
     if n == 0:
         raise AffineVAEError("no objects to map")

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from .config import check_seed
 from .nn.signal import item_noun
 from .data.imageset import ImageSet
 from .data.inputs import check_image_shape
@@ -300,6 +301,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
                         "(e.g. sweep_rotations=np.radians(range(0, 361, 30)))"})
     rotations = check_angles(sweep_rotations, "write_report", "sweep_rotations", allow_empty=True)
     symmetry = check_symmetry(symmetry, "write_report symmetry")
+    check_seed(seed)
     t0 = time.perf_counter()
     run = Run.open(run_dir)
     say = log or (lambda msg: None)

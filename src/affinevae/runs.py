@@ -86,7 +86,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     _check_state(directory, own, {k: tuple(v.shape) for k, v in state.items()})
     model.load_state_dict(state)
-    return model.to(resolve_device(device)).eval()
+    return model.to(resolve_device("cpu" if device is None else device)).eval()
 
 
 def not_a_run(path: Path) -> str:
@@ -372,7 +372,8 @@ class Run:
         built-in set, binarized as training was, its labels and key; the train split holds at
         most the ``n`` images training used; the same when ``source`` names that spec again, so
         ``rotated-mnist`` keeps the angle range training used), another ``--data`` spec (drawn
-        with the run's seed), or an ImageSet (used as is). ``n=None``: all of them.
+        with the run's seed), an ImageSet (used as is) or an (N, C, H, W) / (N, H, W) array or tensor of images in
+        the model's pixel units. ``n=None``: all of them.
         ``binarize=False`` leaves the run's own images unthresholded (for a caller that thresholds
         them itself, after turning them). Image files are scaled with :attr:`pixel_scaling`.
         ``fill_nan``: True fills NaN/inf pixels of image files with their image's median (as ``--fill-nan``)
@@ -382,6 +383,12 @@ class Run:
         from .data import ImageSet, load_dataset
         from .data.sources import BUILTIN
 
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+            raise AffineVAEError(f"n must be an integer >= 1 (or None: all), got {n!r}")
+        if not isinstance(source, (ImageSet, str, Path, type(None))):  # an array or tensor of images
+            from .data.inputs import as_images
+
+            source = ImageSet(as_images(source, where="data")[0].numpy())
         if isinstance(source, ImageSet):
             return source if n is None or n >= len(source) else source.subset(slice(0, n))
         meta = self.meta

@@ -31,6 +31,7 @@ from .errors import AffineVAEError, refuse_removed_keywords
 from .io import atomic_write
 from .nn.affine import FULL_TURN, Pose, check_angle, check_full_turn, render  # noqa: F401  (FULL_TURN, check_full_turn: re-exported)
 from .nn.modes import module_mode
+from .nn.signal import is_signal_shape
 from .pose.search import SearchConfig, seeded
 
 __all__ = ["SweepConfig", "SweepResult", "rotation_sweep", "plot_sweep", "parse_angles", "rotate_images", "check_angles", "check_models", "check_full_turn",
@@ -234,6 +235,12 @@ def check_models(models, where: str) -> None:
                              f"got {type(models).__name__}")
     if not models:
         raise AffineVAEError(f"{where} needs at least one model")
+    for name, model in models.items():
+        if not (hasattr(model, "check_input") and hasattr(model, "config")):
+            raise AffineVAEError(f"{where}: models[{name!r}] must be a trained affinevae model, got {type(model).__name__}")
+        if is_signal_shape(model.config.image_shape):
+            raise AffineVAEError(f"{where}: models[{name!r}] is a model of 1-D signals {tuple(model.config.image_shape)}: "
+                                 "a rotation sweep turns images")
 
 
 def rotate_images(images: Tensor, angle: Optional[float] = None, interpolation: str = "bilinear",
@@ -313,6 +320,8 @@ def rotation_sweep(models: Mapping[str, object], images, labels=None, *positiona
     radians = check_angles(angles, "rotation_sweep")
     degrees = np.round(np.degrees(radians), 9)  # the result (table, CSV, plots) in degrees: 30.0, not 30.000000000000004
     x, y = _as_images(images, labels)
+    for m in models.values():  # upright images outside a model's pixel range (uint8 for a Bernoulli): one line, as
+        m.check_pixels(x, "rotation_sweep: images")  # its elbo says, not scored after the turn clipped them
     names = list(models)
     mean = np.zeros((len(names), len(radians)))
     sem = np.zeros_like(mean)
@@ -342,6 +351,9 @@ def plot_sweep(result: SweepResult, path: Optional[str | Path] = None, title: Op
     Returns the :class:`matplotlib.figure.Figure` (no pyplot state is touched).
     """
     from matplotlib.figure import Figure
+
+    if not isinstance(result, SweepResult):
+        raise AffineVAEError(f"plot_sweep: needs a SweepResult (rotation_sweep, load_sweep_csv), got {type(result).__name__}")
 
     from .plots import literal_texts
 

@@ -139,6 +139,9 @@ def load_images(path: str, key: Optional[str] = None, labels: Optional[str] = No
     Raises:
         AffineVAEError: one-line message naming the file, for any input problem.
     """
+    if not isinstance(path, (str, Path)):  # str() of an array would be taken for a file name
+        raise AffineVAEError(f"load_images reads files: path must be a file name, got {type(path).__name__} (arrays "
+                             "in memory: affinevae.data.as_images, or ImageSet(normalise_images(array)))")
     path, key = fits_hdu_spec(str(path), key)  # astronomers' file.fits[SCI]
     token = _READING.set(_Reading(PixelScaling.from_value(scaling), check_stretch(stretch), bool(fill_nan)))
     try:

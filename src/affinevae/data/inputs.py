@@ -20,7 +20,7 @@ from torch import Tensor
 from ..errors import AffineVAEError
 from .imageset import ImageSet
 
-__all__ = ["as_images", "check_image_shape", "check_image_size", "check_int", "check_latents", "MIN_IMAGE_SIZE",
+__all__ = ["as_number", "as_images", "check_image_shape", "check_image_size", "check_int", "check_latents", "MIN_IMAGE_SIZE",
            "real_array"]
 
 #: Smallest image height and width, in pixels, that ``train`` and ``fit`` accept: the equivariant encoder's
@@ -66,6 +66,24 @@ def real_array(value: Any, where: str, *, ndim: Optional[Sequence[int]] = None, 
         if bad:
             raise AffineVAEError(f"{where}: holds {bad} NaN or infinite value{'s' if bad > 1 else ''}")
     return arr
+
+
+def as_number(value: Any) -> Optional[float]:
+    """``value`` as a float if it is one real number (a Python or numpy number, a 0-d array or a 0-d tensor; not a
+    bool, a string or complex), else None."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return None
+    if isinstance(value, Tensor):
+        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
+            return None
+        return float(value.detach().cpu())
+    if isinstance(value, np.ndarray):
+        if value.ndim != 0 or value.dtype.kind not in "iuf":
+            return None
+        return float(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    return None
 
 
 def check_latents(z: Any, where: str, min_rows: int = 1) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ..errors import AffineVAEError
-from .inputs import check_int, real_array
+from .inputs import as_number, check_int, real_array
 
 __all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "find_objects", "REFINE_SIGMA", "REFINE_REACH",
            "refine_positions",
@@ -89,13 +89,15 @@ def _detect(frame, min_distance, threshold, absolute, sigma, value_range, noise_
     from scipy import ndimage
 
     md = check_int("min_distance", min_distance, 1)
-    if not _number(threshold) or not np.isfinite(threshold):
+    if not _number(threshold) or not np.isfinite(as_number(threshold)):
         raise AffineVAEError(f"threshold must be a finite number, got {threshold!r}")
+    threshold = as_number(threshold)
     if not absolute and not 0 <= threshold <= 1:
         raise AffineVAEError(f"threshold must lie in 0..1 (a fraction of the way from the frame's minimum to its "
                              f"maximum), got {threshold!r}; absolute=True reads it as a pixel value")
-    if sigma is not None and not (_number(sigma) and np.isfinite(sigma) and sigma >= 0):
+    if sigma is not None and not (_number(sigma) and np.isfinite(as_number(sigma)) and as_number(sigma) >= 0):
         raise AffineVAEError(f"sigma must be a finite number >= 0 pixels, got {sigma!r}")
+    sigma = None if sigma is None else as_number(sigma)
     check_noise_floor(noise_floor)
     if np.ndim(frame) not in (2, 3) or min(np.shape(frame)[-2:]) < 1:
         raise AffineVAEError(f"detect_objects expects an (H, W) or (C, H, W) frame, got shape {np.shape(frame)}")
@@ -192,6 +194,8 @@ def refine_positions(frame: np.ndarray, centers: np.ndarray, origin: Sequence[in
     cf = real_array(centers, "refine_positions: centres", what="(N, 2) integer (row, col) pixels")
     if cf.size == 0:
         return np.zeros((0, 2), dtype=np.float64)
+    if cf.shape == (2,):  # one centre
+        cf = cf.reshape(1, 2)
     if cf.ndim != 2 or cf.shape[1] != 2:
         raise AffineVAEError(f"refine_positions: centres must be (N, 2) (row, col) pixels, got shape {cf.shape}")
     h0, w0 = np.shape(frame)[-2:]
@@ -352,16 +356,16 @@ def noise_level(values: np.ndarray, details: np.ndarray, sigma: Optional[float] 
 
 
 def _number(value) -> bool:
-    """Whether ``value`` is a real number (not a bool, a string or an array)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    """Whether ``value`` is one real number (:func:`~affinevae.data.inputs.as_number`: a 0-d array or tensor too)."""
+    return as_number(value) is not None
 
 
 def smoothing_radius(sigma: Optional[float]) -> int:
     """Pixels a Gaussian smoothing of ``sigma`` (a finite number >= 0 pixels) reaches (scipy's default truncation,
     4 sigma); 0 for none (None or 0)."""
-    if sigma is not None and not (_number(sigma) and math.isfinite(sigma) and sigma >= 0):
+    if sigma is not None and not (_number(sigma) and math.isfinite(as_number(sigma)) and as_number(sigma) >= 0):
         raise AffineVAEError(f"sigma must be a finite number >= 0 pixels, got {sigma!r}")
-    return int(4.0 * float(sigma) + 0.5) if sigma else 0
+    return int(4.0 * as_number(sigma) + 0.5) if sigma is not None and as_number(sigma) else 0
 
 
 def smoothed_pair(frame: np.ndarray, sigma: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -384,7 +388,7 @@ def smoothed_range(frame: np.ndarray, sigma: Optional[float] = None,
     margin of at least :func:`smoothing_radius` pixels around it (the margin makes the smoothed
     core equal to the whole frame's there).
     """
-    if np.ndim(frame) not in (2, 3) or np.size(frame) == 0:
+    if np.ndim(frame) < 2 or np.size(frame) == 0:
         raise AffineVAEError(f"smoothed_range expects a non-empty (H, W) or (C, H, W) frame, got shape {np.shape(frame)}")
     img = smoothed_pair(frame, sigma)[1]
     if core is not None:
@@ -648,8 +652,9 @@ def check_coordinates(frames: np.ndarray, centers: np.ndarray, n_frames: int, im
     cf = real_array(centers, f"{where}: centres", what="(N, 2) (row, col) pixels")
     if cf.ndim != 2 or cf.shape[1] != 2:
         raise AffineVAEError(f"{where}: centres must be (N, 2) (row, col) pixels, got shape {cf.shape}")
-    ff = real_array(frames, f"{where}: frame indices", ndim=(1,), what="whole numbers")
-    if len(ff) != len(cf):
+    ff = real_array(frames, f"{where}: frame indices", what="whole numbers")
+    ff = ff.reshape(-1) if ff.size == len(cf) else ff  # (N,), (N, 1) or one frame for one centre
+    if ff.ndim != 1 or len(ff) != len(cf):
         raise AffineVAEError(f"{where}: {len(ff)} frame indices for {len(cf)} centres")
     if (ff != np.rint(ff)).any():
         raise AffineVAEError(f"{where}: frame indices must be whole numbers, got {ff[ff != np.rint(ff)][0]:g}")

@@ -33,7 +33,7 @@ from ..errors import AffineVAEError
 from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images
-from .inputs import check_int, real_array
+from .inputs import as_number, check_int, real_array
 from .background import BACKGROUND_VARIATION, MAX_SCATTER, MIN_BOXES, SMOOTH_RATIO, background_box, check_box, frame_background
 from .objects import (DETECT_THRESHOLD, PERIODIC_RATIO, REFINE_REACH, check_coordinates, check_noise_floor,
                       detect_objects, find_objects, frame_periodicity, level_samples,
@@ -361,8 +361,8 @@ def extract_patches(stack: np.ndarray, centers: np.ndarray, window: int, frames:
     w = _check_window(window, stack.shape, "extract_patches")
     H, W = stack.shape[-2:]
     cf = real_array(centers, "extract_patches: centres", what="(N, 2) integer (row, col) pixels")
-    if cf.size == 0:
-        cf = cf.reshape(0, 2)
+    if cf.size == 0 or cf.shape == (2,):  # none, or one centre
+        cf = cf.reshape(-1, 2)
     if cf.ndim != 2 or cf.shape[1] != 2:
         raise AffineVAEError(f"extract_patches: centres must be (N, 2) (row, col) pixels, got shape {cf.shape}")
     c = cf.astype(np.int64)
@@ -975,8 +975,10 @@ def patch_smoothing(window: int) -> float:
     Gaussian spots in 512 x 512 pixels of unit noise (spots 4 px wide, peaks 5-10: 0.07 / 0.93 ->
     0.96 / 0.93; 2 px wide, peak 10: 0.02 / 0.98 -> 1.00 / 0.98) it keeps noise maxima from counting as
     objects. Fainter or smaller spots need more (``--sigma`` about the spots' width, and ``--noise-floor``)."""
-    window = check_int("window", window, 1)
-    return float(window) * SMOOTHING_FRACTION
+    w = as_number(window)
+    if w is None or not (np.isfinite(w) and w >= 1):
+        raise AffineVAEError(f"window must be a number >= 1 pixels, got {window!r}")
+    return float(w) * SMOOTHING_FRACTION
 
 
 def patch_min_distance(window: int) -> int:
@@ -1295,8 +1297,8 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
     (:func:`tile_grid`; the memory bound is then a tile plus the frame's patches), giving the
     same centres and patches as the whole frame; ``tile=None`` never tiles.
 
-    Objects come from ``coords`` (a file for :func:`read_coordinates` or a ``(frames, centers)``
-    pair), a grid with step ``stride`` (pixels), or :func:`~affinevae.data.objects.detect_objects` on each frame
+    Objects come from ``coords`` (a file for :func:`read_coordinates`, a ``(frames, centers)``
+    pair, or an (N, 2) (row, col) / (N, 3) (frame, row, col) array of pixels), a grid with step ``stride`` (pixels), or :func:`~affinevae.data.objects.detect_objects` on each frame
     (``min_distance``, ``threshold``, ``absolute``, ``sigma``, ``noise_floor``; ``min_distance`` None:
     :func:`patch_min_distance` of the window, as the ``patches`` command takes it; ``sigma`` None:
     :func:`patch_smoothing` of the window, 0 for none; ``threshold`` None: :func:`default_threshold` of the
@@ -1361,14 +1363,24 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
         if tiled:
             chunk = 1
         if mode == "coords":
+            if not isinstance(coords, (tuple, str, Path)):  # an (N, 2) / (N, 3) array or nested list, as a file holds
+                arr = real_array(coords, "coordinates", what="(N, 2) (row, col) or (N, 3) (frame, row, col) pixels")
+                if arr.ndim != 2 or arr.shape[1] not in (2, 3):
+                    raise AffineVAEError(f"coordinates must be (N, 2) (row, col) or (N, 3) (frame, row, col) pixels, "
+                                         f"got shape {arr.shape}")
+                coords = (np.zeros(len(arr)), arr) if arr.shape[1] == 2 else (arr[:, 0], arr[:, 1:])
             if isinstance(coords, tuple):
-                cf, cc = np.asarray(coords[0], dtype=np.int64), np.asarray(coords[1], dtype=np.float64)
+                if len(coords) != 2:
+                    raise AffineVAEError(f"coordinates as a tuple must be (frames, centers), got {len(coords)} items")
+                cf, cc = coords
                 cwhere = "coordinates"
             else:
                 cf, cc = read_coordinates(coords)
                 cwhere = str(coords)
-            cpos = np.asarray(cc, dtype=np.float64).reshape(-1, 2)
-            cc = check_coordinates(cf, cc, src.n_frames, src.image_shape, cwhere)
+            given_centres = cc
+            cc = check_coordinates(cf, cc, src.n_frames, src.image_shape, cwhere)  # first: whole frames, N of each
+            cpos = real_array(given_centres, cwhere).reshape(-1, 2)
+            cf = real_array(cf, cwhere).astype(np.int64)
             order = np.argsort(cf, kind="stable")
             cf, cc, cpos = cf[order], cc[order], cpos[order]
             bounds = np.searchsorted(cf, np.arange(0, src.n_frames + chunk, chunk))

@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import AffineVAEError
 from .formats import HDF5_SPEC, NPY_EXTS, NPZ_EXTS, reading
 from .imageset import ImageSet
+from .inputs import real_array
 
 __all__ = ["SPECTRA_KIND", "MIN_SIGNAL_LENGTH", "SyntheticSpectra", "SyntheticCube", "as_spectra", "spectra_set",
            "load_signals", "synthetic_peaks", "synthetic_cube", "is_spectra", "spectra_noise_sigma"]
@@ -127,7 +128,8 @@ def spectra_set(signals: np.ndarray, grid_shape: Optional[tuple[int, int]] = Non
     ``meta`` gets ``kind`` = :data:`SPECTRA_KIND`, ``noise_sigma`` (after normalising),
     ``grid_shape`` [H, W] for a cube, and any further JSON-able ``meta`` given.
     """
-    sig = np.asarray(signals, dtype=np.float32)
+    sig = real_array(signals, f"{source}: signals", ndim=(3,), min_size=1,
+                     what="(N, C, L) signals of real numbers").astype(np.float32)
     scale = 1.0
     if normalise:
         peak = float(np.abs(sig).max())
@@ -301,6 +303,16 @@ class SyntheticSpectra:
         return spectra_set(self.spectra, source="synthetic-peaks")
 
 
+def _check_synthetic(where: str, seed, **values: float) -> None:
+    """One line naming ``where`` unless ``seed`` is an integer >= 0 and every value a finite number >= 0."""
+    from ..config import check_seed
+
+    check_seed(seed, f"{where}: seed")
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (np.isfinite(v) and v >= 0):
+            raise AffineVAEError(f"{where}: {name} must be a finite number >= 0, got {v!r}")
+
+
 def synthetic_peaks(n: int = 2000, length: int = 96, max_shift: float = 12.0, ratio_range=(0.2, 1.0),
                     separation: float = 10.0, width: float = 4.0, noise: float = 0.02, seed: int = 0) -> SyntheticSpectra:
     """Spectra of two overlapping Gaussian peaks, randomly shifted, with a varying peak ratio.
@@ -315,6 +327,10 @@ def synthetic_peaks(n: int = 2000, length: int = 96, max_shift: float = 12.0, ra
     """
     if n < 1 or length < MIN_SIGNAL_LENGTH:
         raise AffineVAEError(f"synthetic-peaks: n must be >= 1 and length >= {MIN_SIGNAL_LENGTH}, got {n}, {length}")
+    _check_synthetic("synthetic-peaks", seed, max_shift=max_shift, separation=separation, width=width, noise=noise)
+    lo, hi = (real_array(ratio_range, "synthetic-peaks: ratio_range", ndim=(1,), what="(low, high)").tolist() + [0, 0])[:2]
+    if np.shape(ratio_range) != (2,) or not lo <= hi:
+        raise AffineVAEError(f"synthetic-peaks: ratio_range must be (low, high) with low <= high, got {ratio_range!r}")
     rng = np.random.default_rng(seed)
     shift = rng.uniform(-max_shift, max_shift, n)
     ratio = rng.uniform(ratio_range[0], ratio_range[1], n)
@@ -360,6 +376,8 @@ def synthetic_cube(height: int = 32, width: int = 32, length: int = 96, n_region
 
     if n_regions < 2:
         raise AffineVAEError(f"synthetic-cube: n_regions must be >= 2, got {n_regions}")
+    _check_synthetic("synthetic-cube", seed, max_shift=max_shift, separation=separation, peak_width=peak_width,
+                     noise=noise, smoothness=smoothness)
     rng = np.random.default_rng(seed)
     fields = gaussian_filter(rng.standard_normal((n_regions, height, width)), (0, smoothness, smoothness), mode="wrap")
     regions = fields.argmax(0).astype(np.int64)

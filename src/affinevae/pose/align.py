@@ -15,7 +15,7 @@ from ..errors import AffineVAEError
 from ..io import atomic_write
 from ..nn.modes import module_mode
 from ..nn.transforms import Parameterisation
-from .search import SearchConfig, SearchResult, check_search_work, search_poses
+from .search import SearchConfig, SearchResult, as_config, check_search_work, check_searched_model, search_poses
 
 __all__ = ["AlignResult", "align", "load_alignment", "identity_objective"]
 
@@ -142,7 +142,8 @@ def align(model, x, y=None, config: Optional[SearchConfig] = None, starts: Optio
             :data:`affinevae.limits.MAX_SEARCH_EVALUATIONS_PER_IMAGE` model passes per image
             (:func:`~affinevae.pose.search.check_search_work`), before any work.
     """
-    cfg = config or model.config.search
+    check_searched_model(model, "align")
+    cfg = as_config(config, SearchConfig, "align") or model.config.search
     x, y = model.check_input(x, y)
     given = int(starts.shape[1]) if getattr(starts, "ndim", 0) == 3 else None  # explicit starts (search_poses checks them)
     check_search_work(len(x), cfg, given, elbo=True)  # the search and its ELBO passes, before any work

@@ -20,7 +20,7 @@ from ..nn.transforms import Parameterisation
 from ..registry import MODELS
 from ..rng import seeded
 from .nets import PoseHead, PoseRefiner
-from .search import check_views, chunks, evaluate_candidates, take
+from .search import as_config, check_searched_model, check_views, chunks, evaluate_candidates, take
 
 __all__ = ["HeadTrainConfig", "AMORTISE_DEFAULTS", "AmortiseResult", "amortise", "as_avae", "fit_pose_head", "fit_pose_refiner"]
 
@@ -157,7 +157,8 @@ def fit_pose_head(model, x, params=None, config: Optional[HeadTrainConfig] = Non
     augmented images). Raises :class:`AffineVAEError` if the model has no head or the
     inputs disagree.
     """
-    cfg = config or HeadTrainConfig()
+    check_searched_model(model, "fit_pose_head")
+    cfg = as_config(config, HeadTrainConfig, "fit_pose_head") or HeadTrainConfig()
     head: Optional[PoseHead] = getattr(model, "head", None)
     if head is None:
         raise AffineVAEError("this AVAE has no pose head (build it with pose_head=True)")
@@ -171,6 +172,9 @@ def fit_pose_head(model, x, params=None, config: Optional[HeadTrainConfig] = Non
         if params is None:
             raise AffineVAEError("target='search' needs the searched poses: params (N, P)")
         params = transform.check(torch.as_tensor(params, dtype=torch.float32), "params").to(x.device)
+        if not torch.isfinite(params).all():
+            raise AffineVAEError(f"params: {int((~torch.isfinite(params)).sum())} of the searched poses are NaN or "
+                                 "infinite")
         if len(params) != len(x):
             raise AffineVAEError(f"got {len(params)} poses for {len(x)} images")
     if cfg.augment_rotation and not transform.has_angle:
@@ -215,7 +219,8 @@ def fit_pose_refiner(model, x, config: Optional[HeadTrainConfig] = None, *, y=No
     ``y`` (N,): labels for a class-conditional inner model. Returns the mean -ELBO at the
     corrected poses per epoch (nats/image). Raises :class:`AffineVAEError`.
     """
-    cfg = config or HeadTrainConfig(target="elbo")
+    check_searched_model(model, "fit_pose_refiner")
+    cfg = as_config(config, HeadTrainConfig, "fit_pose_refiner") or HeadTrainConfig(target="elbo")
     if cfg.target != "elbo" or cfg.tune_model:
         raise AffineVAEError("fit_pose_refiner learns from the ELBO alone: use target='elbo' without tune_model")
     if getattr(model, "head", None) is None or int(getattr(model, "head_trained", 0)) == 0:
@@ -252,6 +257,8 @@ def as_avae(model: nn.Module, transform: Optional[str] = None, where: str = "mod
     with a new, untrained pose head if ``pose_head``) on its device in eval mode; a model whose
     pose is searched (an AVAE) is returned as it is, after checking that ``transform`` (if given)
     is its own. ``where`` names the model in the one-line error."""
+    if not (hasattr(model, "config") and hasattr(model, "device")):
+        raise AffineVAEError(f"{where} must be a trained affinevae model, got {type(model).__name__}")
     if getattr(model, "pose_source", None) == "searched":
         if transform is not None and transform != model.config.transform:
             raise AffineVAEError(f"{where} holds an avae with transform '{model.config.transform}'; "
@@ -295,9 +302,11 @@ def amortise(model, images, labels=None, config: Optional[HeadTrainConfig] = Non
     head's weights, the batch order, the model's noise); the caller's random state is left as it
     was. Raises :class:`AffineVAEError`.
     """
-    cfg = config or AMORTISE_DEFAULTS
+    cfg = as_config(config, HeadTrainConfig, "amortise") or AMORTISE_DEFAULTS
     if refiner and (cfg.target != "elbo" or cfg.tune_model):
         raise AffineVAEError("--refiner learns from the ELBO alone: no --target search, no --tune-model")
+    if not (hasattr(model, "config") and hasattr(model, "parameters")):
+        raise AffineVAEError(f"{where} must be a trained affinevae model, got {type(model).__name__}")
     with seeded(cfg.seed, next(model.parameters()).device):
         return _amortise(model, images, labels, cfg, refiner, transform, where)
 

@@ -48,7 +48,7 @@ from ..rng import seeded  # noqa: F401  (re-exported: pose.seeded)
 
 __all__ = ["SearchConfig", "SearchResult", "search_poses", "make_starts", "evaluate_candidates", "refine", "seeded",
            "SEARCH_BLOCK", "chunks", "take", "check_views", "check_search_memory", "search_evaluations", "check_search_work",
-           "agrees"]
+           "agrees", "check_searched_model", "as_config"]
 
 
 def check_range(name: str, value: Any) -> None:
@@ -374,6 +374,25 @@ def _starts(model, x: Tensor, config: SearchConfig, extra_starts: Optional[Tenso
     return starts, conf, n_head
 
 
+def check_searched_model(model, where: str) -> None:
+    """Refuse in one line starting with ``where`` anything but a model whose pose is searched (an AVAE:
+    ``affinevae.pose.as_avae`` wraps a plain model)."""
+    if getattr(model, "pose_source", None) != "searched" or not hasattr(model, "transform"):
+        kind = getattr(model, "family_label", None) or type(model).__name__
+        raise AffineVAEError(f"{where}: needs an AVAE (a model whose pose is searched), got {kind}; "
+                             "affinevae.pose.as_avae(model) wraps a plain model")
+
+
+def as_config(config, cls, where: str):
+    """``config`` as a ``cls`` (a frozen config dataclass): itself, None, or a dict of its fields (as ``fit`` takes
+    a dict); anything else is one line starting with ``where``."""
+    if config is None or isinstance(config, cls):
+        return config
+    if isinstance(config, dict):
+        return cls(**config) if not hasattr(cls, "from_dict") else cls.from_dict(config)
+    raise AffineVAEError(f"{where}: config must be a {cls.__name__} (or a dict of its fields), got {type(config).__name__}")
+
+
 @torch.no_grad()
 def search_poses(model, x: Tensor, y: Optional[Tensor] = None, config: Optional[SearchConfig] = None,
                  starts: Optional[Tensor] = None, extra_starts: Optional[Tensor] = None,
@@ -398,13 +417,16 @@ def search_poses(model, x: Tensor, y: Optional[Tensor] = None, config: Optional[
             (:func:`check_search_work`) or over the memory limit (:func:`check_search_memory`),
             refused before any work.
     """
-    cfg = config or SearchConfig()
+    check_searched_model(model, "search_poses")
+    cfg = as_config(config, SearchConfig, "search_poses") or SearchConfig()
     transform: Parameterisation = model.transform
     n = len(x)
     if starts is not None:
         starts = torch.as_tensor(starts, dtype=torch.float32)
         if starts.dim() != 3 or starts.shape[0] != n or starts.shape[2] != transform.dim or starts.shape[1] < 1:
             raise AffineVAEError(f"starts must have shape ({n}, R, {transform.dim}), got {tuple(starts.shape)}")
+        if not torch.isfinite(starts).all():
+            raise AffineVAEError(f"starts hold {int((~torch.isfinite(starts)).sum())} NaN or infinite values")
     given = None if starts is None else int(starts.shape[1])
     check_search_work(n, cfg, given)  # compute, then memory, before anything is made
     check_search_memory(n, cfg.restarts if given is None else given, transform.dim, tuple(x.shape[1:]), cfg.chunk)

@@ -355,7 +355,7 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
     Args:
         x: (N, C, H, W) images (array or tensor; (N, H, W) read as one channel), square.
         seed: fixes the subset and so the result (an integer >= 0).
-        sample: images compared at most (an integer >= :data:`ORIENTATION_MIN_IMAGES`).
+        sample: images compared at most (an integer >= 2).
 
     Returns:
         :class:`OrientationSpread`, or None when the images are not square or fewer than
@@ -364,7 +364,7 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
     import torch.nn.functional as F
 
     check_seed(seed)
-    sample = check_int("orientation_spread: sample", sample, ORIENTATION_MIN_IMAGES)
+    sample = check_int("orientation_spread: sample", sample, 2)
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if x.ndim == 3:
         x = x[:, None]
