@@ -449,3 +449,12 @@ def test_what_worked_before_the_checks_still_works(tiny_runs):
     np.testing.assert_array_equal(O.detect_objects(f, 3, threshold=np.array(0.3)), O.detect_objects(f, 3, threshold=0.3))
     assert O.smoothing_radius(np.array(1.5)) == 6 and P.patch_smoothing(16.0) == 1.0
     assert runs.load(tiny_runs.path("vae"), device=None).device.type == "cpu"
+
+
+def test_estimator_refuses_labels_of_another_length_even_when_it_ignores_them():
+    """An audit: Estimator('vae').fit(X, y) took 5 labels for 30 images (the family ignores y, the slip went unseen)."""
+    from affinevae.estimator import Estimator
+
+    est = Estimator("vae", epochs=1, latent_dim=2, hidden=(8,), encoder="mlp", decoder="mlp")
+    one_line(lambda: est.fit(images(30), np.zeros(5)), r"5 labels \(y\) for 30 images")
+    assert est.fit(images(30), np.zeros(30)) is est

@@ -336,6 +336,8 @@ class Estimator(TransformerMixin, BaseEstimator):
             raise AffineVAEError(f"Estimator: the random seed is the option seed (scikit-learn calls it random_state): "
                                  f"give seed={self._options['random_state']!r}")
         x, _ = self._images(X, reset=True)
+        if y is not None and hasattr(y, "__len__") and len(y) != len(x):  # also where the family ignores y: a slip
+            raise AffineVAEError(f"Estimator.fit: {len(y)} labels (y) for {len(x)} images (X)")
         labels = None
         train_names = set(TrainConfig.field_names())
         train_opts = {k: v for k, v in self._options.items() if k in train_names}
