@@ -1333,8 +1333,9 @@ def test_patches_centre_on_the_command_line(tmp_path, capsys):
     assert "grid windows (--stride) stay" in one_line_error(capsys)
     assert main(["patches", str(tmp_path / "f.npy"), "--window", "40", "--out", str(out), "--centre", "middle"]) == 2
     assert "invalid choice: 'middle'" in capsys.readouterr().err
-    with pytest.raises(AffineVAEError, match="centre must be one of auto, peak, mass"):
-        cut_patches(tmp_path / "f.npy", 40, centre="middle")
+    for options in ({}, {"stride": 20}):  # a grid's mode is checked too (it was let through)
+        with pytest.raises(AffineVAEError, match="centre must be one of auto, peak, mass"):
+            cut_patches(tmp_path / "f.npy", 40, centre="middle", **options)
 
 
 def test_lobed_particles_at_the_border_are_centred_once(tmp_path):

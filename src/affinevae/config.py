@@ -198,6 +198,16 @@ def check_seed(value: Any, name: str = "seed") -> None:
           f"{name} must be an integer >= 0, got {value!r}")
 
 
+def as_config(config: Any, cls: type, where: str) -> Any:
+    """``config`` as a ``cls`` (a :class:`Config` subclass): itself, None, or a dict of its options
+    (:meth:`Config.from_dict`); anything else is one :class:`AffineVAEError` line starting with ``where``."""
+    if config is None or isinstance(config, cls):
+        return config
+    if isinstance(config, Mapping):
+        return cls.from_dict(config)
+    raise AffineVAEError(f"{where}: config must be a {cls.__name__} or a dict of its options, got {type(config).__name__}")
+
+
 def check(cond: bool, message: str) -> None:
     """Raise :class:`AffineVAEError` with ``message`` when ``cond`` is false."""
     if not cond:

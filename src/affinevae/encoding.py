@@ -26,6 +26,7 @@ Only the models' public API is used: ``model.encode(x, y)`` (``z_mean``, ``z_std
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -35,6 +36,7 @@ from .data.inputs import as_images, check_image_shape, check_int
 from .data.patches import PatchSet, concat_chunks, iter_patches, nothing_found
 from .data.stacks import open_stack
 from .errors import AffineVAEError
+from .models.base import check_model
 from .nn.modes import module_mode
 from .rng import seeded
 
@@ -78,9 +80,7 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
             than the model's), a bad ``batch_size``, or a conditional model without labels.
     """
     bs = check_int("batch_size", batch_size, 1)
-    if not (hasattr(model, "config") and hasattr(model, "encode")):
-        raise AffineVAEError(f"{where}: model must be a trained affinevae model (affinevae.runs.load, fit), got "
-                             f"{type(model).__name__}")
+    check_model(model, f"{where}: model")
     x, y = as_images(data, labels, image_shape=model.config.image_shape, where=where,
                      min_label=0 if model.conditional else -1)
     if model.conditional and y is None:
@@ -217,8 +217,7 @@ def check_model_input(model, patch_shape: Sequence[int], where: str = "patches")
     The shape is checked as :func:`~affinevae.data.as_images` checks it (with a hint to cut
     patches of the model's size); class-conditional models are refused (patches have no labels).
     """
-    if not (hasattr(model, "config") and hasattr(model, "encode")):
-        raise AffineVAEError(f"{where}: model must be a trained affinevae model, got {type(model).__name__}")
+    check_model(model, f"{where}: model")
     want = tuple(model.config.image_shape)
     check_image_shape(patch_shape, want, where, f"; cut patches with --window {want[-1]}")
     if model.conditional:
@@ -264,9 +263,9 @@ def encode_patchset(model, ps: PatchSet, batch_size: int = 256, where: str = "pa
     return _encode_chunk(model, ps, batch_size, where)
 
 
-#: The options :func:`iter_encode` and :func:`stream_encode` pass on to :func:`~affinevae.data.patches.iter_patches`.
-PATCH_OPTIONS = frozenset({"coords", "stride", "min_distance", "threshold", "absolute", "sigma", "noise_floor", "edge",
-                           "progress", "key", "tile", "background", "drop_masked", "centre"})
+#: The options :func:`iter_encode` and :func:`stream_encode` pass on to :func:`~affinevae.data.patches.iter_patches`
+#: (its keywords, read from its signature).
+PATCH_OPTIONS = frozenset(inspect.signature(iter_patches).parameters) - {"source", "window", "chunk_frames"}
 
 
 def iter_encode(model, source, window: int, chunk_frames: int = 8, batch_size: int = 256,

@@ -547,8 +547,9 @@ def decoded_features(model, z: np.ndarray, batch_size: int = 256, n_components: 
 
     from .data.inputs import check_int
 
-    if not (hasattr(model, "config") and hasattr(model, "decode")):
-        raise AffineVAEError(f"decoded_features: model must be a trained affinevae model, got {type(model).__name__}")
+    from .models.base import check_model
+
+    check_model(model, "decoded_features: model")
     z = check_latents(z, "decoded_features")
     batch_size = check_int("batch_size", batch_size, 1)
     n_components = check_int("n_components", n_components, 1)
@@ -834,8 +835,8 @@ def grid_maps(values: np.ndarray, grid_shape: Sequence[int], window: int, stride
     """
     v = real_array(values, "grid_maps: values", finite=False, what="per-window values")
     v = v[:, None] if v.ndim == 1 else v
-    if len(grid_shape) != 2 or any(as_number(g) is None or as_number(g) != int(as_number(g)) or as_number(g) < 1
-                                   for g in grid_shape):
+    sides = [as_number(g) for g in grid_shape]
+    if len(sides) != 2 or any(g is None or g != int(g) or g < 1 for g in sides):
         raise AffineVAEError(f"grid_maps: grid_shape must be two whole numbers >= 1 (rows, columns), got {grid_shape!r}")
     gh, gw = (int(grid_shape[0]), int(grid_shape[1]))
     _check_grid_step(window, stride, "grid_maps")

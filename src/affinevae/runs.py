@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import models  # noqa: F401  (registers the model families that load() builds)
+from .data.inputs import check_int
 from .devices import resolve_device
 from .errors import AffineVAEError
 from .io import (CONFIG_DIGEST_KEY, MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, atomic_write, config_digest, load_tensors, read_json,
@@ -383,8 +384,8 @@ class Run:
         from .data import ImageSet, load_dataset
         from .data.sources import BUILTIN
 
-        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
-            raise AffineVAEError(f"n must be an integer >= 1 (or None: all), got {n!r}")
+        if n is not None:
+            check_int("n", n, 1)
         if not isinstance(source, (ImageSet, str, Path, type(None))):  # an array or tensor of images
             from .data.inputs import as_images
 

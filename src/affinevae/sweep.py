@@ -31,6 +31,7 @@ from .errors import AffineVAEError, refuse_removed_keywords
 from .io import atomic_write
 from .nn.affine import FULL_TURN, Pose, check_angle, check_full_turn, render  # noqa: F401  (FULL_TURN, check_full_turn: re-exported)
 from .nn.modes import module_mode
+from .models.base import check_model
 from .nn.signal import is_signal_shape
 from .pose.search import SearchConfig, seeded
 
@@ -236,8 +237,7 @@ def check_models(models, where: str) -> None:
     if not models:
         raise AffineVAEError(f"{where} needs at least one model")
     for name, model in models.items():
-        if not (hasattr(model, "check_input") and hasattr(model, "config")):
-            raise AffineVAEError(f"{where}: models[{name!r}] must be a trained affinevae model, got {type(model).__name__}")
+        check_model(model, f"{where}: models[{name!r}]")
         if is_signal_shape(model.config.image_shape):
             raise AffineVAEError(f"{where}: models[{name!r}] is a model of 1-D signals {tuple(model.config.image_shape)}: "
                                  "a rotation sweep turns images")

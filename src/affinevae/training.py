@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .config import Config, check, check_choice, check_positive, check_seed, plain_scalar
+from .config import Config, as_config, check, check_choice, check_positive, check_seed, plain_scalar
 from .data.imageset import RAW_UNITS, ImageSet
 from .data.inputs import as_images, check_image_size
 from .devices import resolve_device  # noqa: F401  (training.resolve_device, as before)
@@ -557,10 +557,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     """
     if not isinstance(model, LatentModel):
         raise AffineVAEError(f"fit: model must be a model of affinevae.build_model, got {type(model).__name__}")
-    if isinstance(config, dict):
-        config = TrainConfig.from_dict(config)
-    if config is not None and not isinstance(config, TrainConfig):
-        raise AffineVAEError(f"fit: config must be a TrainConfig or a dict of its options, got {type(config).__name__}")
+    config = as_config(config, TrainConfig, "fit")
     if resume and out is None:
         raise AffineVAEError("fit: resume=True needs the run directory to resume (out=...)")
     if out is not None and Path(out).exists() and not Path(out).is_dir():

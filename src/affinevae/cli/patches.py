@@ -60,9 +60,10 @@ class Patches:
                                "a sparse field, else 0: off; printed)")
         find.add_argument("--centre", "--center", dest="centre", choices=CENTRE_MODES, default="auto",
                           help="where each detected object's patch is cut: 'auto' (default) around the objects' "
-                               "brightness centres where they lie scattered (not a lattice) and those centres lie a "
-                               f"median {MASS_CENTRE_MIN_SHIFT:g} px or more from the peaks found (lobed particles "
-                               "found on a lobe: the peaks of one object merged), printed; else around the peaks; "
+                               "brightness centres where they lie scattered and apart on frames that are not periodic "
+                               "(not a lattice) and those centres lie a median of a tenth of the window (at least "
+                               f"{MASS_CENTRE_MIN_SHIFT:g} px) or more from the peaks found (lobed particles found on "
+                               "a lobe: the peaks of one object merged), printed; else around the peaks; "
                                "'peak' always around the maxima; 'mass' always around the brightness centres (also "
                                "--coords: rough picks moved onto their objects, the patches then in frame, row, column "
                                "order)")
@@ -115,13 +116,11 @@ class Patches:
             box, flat = resolve_background(src, args.window, args.background,
                                            args.sigma if detecting else patch_smoothing(args.window))
             src.use_background(box)  # the detection note below reads the frames as the patches were cut
-            centring, centred = "peak", None
-            if detecting:
+            centring, centred = args.centre, None  # coordinates and grids: as cut_patches reads the mode
+            if detecting:  # resolved here, so that what 'auto' measured can be said below
                 centring, centred = resolve_centring(src, args.window, args.centre, min_distance=args.min_distance,
                                                      threshold=args.threshold, absolute=args.absolute,
                                                      sigma=args.sigma, noise_floor=args.noise_floor)
-            elif args.coords:
-                centring = "mass" if args.centre == "mass" else "peak"
             ps = cut_patches(src, args.window, coords=args.coords, stride=args.stride, background=box or "off",
                              centre=centring,
                              min_distance=args.min_distance, threshold=args.threshold, absolute=args.absolute,

@@ -20,7 +20,7 @@ __all__ = ["DETECT_THRESHOLD", "NOISE_FLOOR", "detect_objects", "find_objects", 
            "refine_positions",
            "smoothing_radius", "smoothed_pair", "smoothed_range",
            "check_noise_floor", "level_step",
-           "level_samples", "noise_level", "PERIODIC_RATIO", "frame_periodicity", "BOND_ORDERS", "SHELL_FACTOR", "neighbour_spacing", "neighbour_order", "neighbour_fold", "bond_orders", "object_arrangement", "read_coordinates", "check_coordinates"]
+           "level_samples", "noise_level", "PERIODIC_RATIO", "frame_periodicity", "BOND_ORDERS", "SHELL_FACTOR", "neighbour_spacing", "neighbour_order", "neighbour_fold", "bond_orders", "object_arrangement", "read_coordinates", "check_coordinates", "frame_points"]
 
 
 #: Default detection threshold: a fraction of the way from a (smoothed) frame's minimum to its
@@ -89,15 +89,13 @@ def _detect(frame, min_distance, threshold, absolute, sigma, value_range, noise_
     from scipy import ndimage
 
     md = check_int("min_distance", min_distance, 1)
-    if not _number(threshold) or not np.isfinite(as_number(threshold)):
-        raise AffineVAEError(f"threshold must be a finite number, got {threshold!r}")
-    threshold = as_number(threshold)
+    given, threshold = threshold, as_number(threshold)
+    if threshold is None or not np.isfinite(threshold):
+        raise AffineVAEError(f"threshold must be a finite number, got {given!r}")
     if not absolute and not 0 <= threshold <= 1:
         raise AffineVAEError(f"threshold must lie in 0..1 (a fraction of the way from the frame's minimum to its "
                              f"maximum), got {threshold!r}; absolute=True reads it as a pixel value")
-    if sigma is not None and not (_number(sigma) and np.isfinite(as_number(sigma)) and as_number(sigma) >= 0):
-        raise AffineVAEError(f"sigma must be a finite number >= 0 pixels, got {sigma!r}")
-    sigma = None if sigma is None else as_number(sigma)
+    sigma = _smoothing(sigma)
     check_noise_floor(noise_floor)
     if np.ndim(frame) not in (2, 3) or min(np.shape(frame)[-2:]) < 1:
         raise AffineVAEError(f"detect_objects expects an (H, W) or (C, H, W) frame, got shape {np.shape(frame)}")
@@ -355,17 +353,20 @@ def noise_level(values: np.ndarray, details: np.ndarray, sigma: Optional[float] 
     return float(np.median(values)), sd * gain
 
 
-def _number(value) -> bool:
-    """Whether ``value`` is one real number (:func:`~affinevae.data.inputs.as_number`: a 0-d array or tensor too)."""
-    return as_number(value) is not None
+def _smoothing(sigma) -> Optional[float]:
+    """A Gaussian smoothing ``sigma`` (pixels; None: none) as a float, or one line unless it is a finite number >= 0
+    (:func:`~affinevae.data.inputs.as_number`: a 0-d array or tensor too)."""
+    value = None if sigma is None else as_number(sigma)
+    if sigma is not None and (value is None or not (math.isfinite(value) and value >= 0)):
+        raise AffineVAEError(f"sigma must be a finite number >= 0 pixels, got {sigma!r}")
+    return value
 
 
 def smoothing_radius(sigma: Optional[float]) -> int:
     """Pixels a Gaussian smoothing of ``sigma`` (a finite number >= 0 pixels) reaches (scipy's default truncation,
     4 sigma); 0 for none (None or 0)."""
-    if sigma is not None and not (_number(sigma) and math.isfinite(as_number(sigma)) and as_number(sigma) >= 0):
-        raise AffineVAEError(f"sigma must be a finite number >= 0 pixels, got {sigma!r}")
-    return int(4.0 * as_number(sigma) + 0.5) if sigma is not None and as_number(sigma) else 0
+    sigma = _smoothing(sigma)
+    return int(4.0 * sigma + 0.5) if sigma else 0
 
 
 def smoothed_pair(frame: np.ndarray, sigma: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -397,6 +398,17 @@ def smoothed_range(frame: np.ndarray, sigma: Optional[float] = None,
 
 
 # ============================================================================ arrangement
+def frame_points(centers: np.ndarray, frames: np.ndarray, reach: float = 0.0) -> tuple[np.ndarray, float]:
+    """Objects of several frames as points of one k-d tree: ``(points, span)``, (N, 3) float64 points
+    (frame * span, row, col) for ``centers`` (N, 2) pixels and ``frames`` (N,) frame indices (or ranks), with
+    ``span`` = 2 * the largest extent of the centres + 2 * ``reach`` + 1 pixels: an object of another frame lies at
+    least ``span`` away, farther than any object of the same frame (at most 1.42 extents) and than a query radius
+    of ``reach`` pixels."""
+    c = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    span = 2.0 * (float(np.ptp(c, axis=0).max()) if len(c) else 0.0) + 2.0 * float(reach) + 1.0
+    return np.column_stack([np.asarray(frames, dtype=np.float64).reshape(-1) * span, c]), span
+
+
 def _frame_neighbours(centers: np.ndarray, frames: Optional[np.ndarray], k: int, where: str,
                       least: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each object's ``k`` nearest neighbours in its own frame, for every frame at once.
@@ -427,8 +439,7 @@ def _frame_neighbours(centers: np.ndarray, frames: Optional[np.ndarray], k: int,
     pts = c[keep]
     if not len(pts):
         return pts, np.zeros((0, k)), np.zeros((0, k), dtype=np.int64)
-    span = 2.0 * float(np.ptp(pts, axis=0).max()) + 1.0
-    tree_pts = np.column_stack([inverse[keep] * span, pts])
+    tree_pts, span = frame_points(pts, inverse[keep])
     dist, index = cKDTree(tree_pts).query(tree_pts, k=min(k + 1, len(pts)))
     dist, index = dist.reshape(len(pts), -1)[:, 1:], index.reshape(len(pts), -1)[:, 1:]
     if dist.shape[1] < k:       # fewer kept objects than k + 1 in all

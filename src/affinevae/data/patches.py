@@ -36,7 +36,7 @@ from .imageset import ImageSet, noise_sigma, normalise_images
 from .inputs import as_number, check_int, real_array
 from .background import BACKGROUND_VARIATION, MAX_SCATTER, MIN_BOXES, SMOOTH_RATIO, background_box, check_box, frame_background
 from .objects import (DETECT_THRESHOLD, PERIODIC_RATIO, REFINE_REACH, check_coordinates, check_noise_floor,
-                      detect_objects, find_objects, frame_periodicity, level_samples,
+                      detect_objects, find_objects, frame_periodicity, frame_points, level_samples,
                       level_step, noise_level, object_arrangement, read_coordinates, smoothed_pair,
                       smoothing_radius)
 from .stacks import open_stack
@@ -1166,9 +1166,7 @@ def _re_centred(patches: np.ndarray, centers: np.ndarray, frames: np.ndarray,
         return pos, np.arange(len(pos))
     w = patches.shape[-1]
     peak = np.asarray(patches, dtype=np.float64).reshape(len(pos), -1, w, w)[:, :, w // 2, w // 2].sum(1)
-    span = 4.0 * (np.abs(pos).max() + min_distance + 1.0)  # frames apart in one tree (as _frame_neighbours)
-    pairs = cKDTree(np.column_stack([np.asarray(frames, np.float64) * span, pos])).query_pairs(
-        float(min_distance), output_type="ndarray")
+    pairs = cKDTree(frame_points(pos, frames, min_distance)[0]).query_pairs(float(min_distance), output_type="ndarray")
     keep = np.ones(len(pos), dtype=bool)
     if len(pairs):
         rank = np.empty(len(pos), dtype=np.int64)
@@ -1254,10 +1252,9 @@ def centring_check(source, window: int, min_distance: Optional[int] = None, thre
     offsets = mass_offsets(cut)
     shift = 0.0 if offsets is None else float(np.median(np.hypot(offsets[:, 0], offsets[:, 1])))
     pos, kept = _re_centred(cut, centers, fr, min_distance, offsets)  # the objects as they would be cut
-    span = 4.0 * (np.abs(pos).max() + window + 1.0)  # frames apart in one tree: a neighbour in another is farther
-    pts = np.column_stack([fr[kept] * span, pos[kept]])
+    pts, span = frame_points(pos[kept], fr[kept])
     nn = cKDTree(pts).query(pts, k=2)[0][:, 1] if len(pts) > 1 else np.full(1, np.inf)
-    nn = nn[nn < span / 2]  # objects alone in their frame have no neighbour
+    nn = nn[nn < 0.75 * span]  # objects alone in their frame have no neighbour (the nearest is another frame's)
     isolation = float(np.median(nn)) / window if len(nn) else float("inf")
     return CentringCheck(shift=shift, scattered=scattered_objects(object_arrangement(centers, fr)),
                          periodicity=periodicity, objects=len(centers), frames=len(frames), isolation=isolation,
@@ -1396,14 +1393,12 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
             said = check.sentence('background="off"')
             warnings.warn(f"{src.path}: {said}", stacklevel=2)
         src.use_background(box)
-        if mode == "grid":
-            if centre == "mass":
+        if mode != "detect":
+            resolve_centring(src, w, "peak" if centre == "auto" else centre)  # the mode checked, nothing measured
+            if mode == "grid" and centre == "mass":
                 raise AffineVAEError("centre='mass' moves detected objects or given coordinates onto their brightness "
                                      "centres; grid windows stay where the grid puts them")
-            resolve_centring(src, w, centre if centre == "peak" else "peak")  # the mode checked
-            centring = "peak"
-        elif mode == "coords":  # given positions are the user's: moved only when asked
-            centring = resolve_centring(src, w, "peak" if centre == "auto" else centre)[0]
+            centring = "mass" if centre == "mass" else "peak"  # given positions are the user's: moved only when asked
         else:
             centring, ccheck = resolve_centring(src, w, centre, min_distance=min_distance, threshold=threshold,
                                                 absolute=absolute, sigma=sigma, noise_floor=noise_floor)

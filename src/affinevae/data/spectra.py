@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import AffineVAEError
 from .formats import HDF5_SPEC, NPY_EXTS, NPZ_EXTS, reading
 from .imageset import ImageSet
-from .inputs import real_array
+from .inputs import as_number, real_array
 
 __all__ = ["SPECTRA_KIND", "MIN_SIGNAL_LENGTH", "SyntheticSpectra", "SyntheticCube", "as_spectra", "spectra_set",
            "load_signals", "synthetic_peaks", "synthetic_cube", "is_spectra", "spectra_noise_sigma"]
@@ -309,7 +309,8 @@ def _check_synthetic(where: str, seed, **values: float) -> None:
 
     check_seed(seed, f"{where}: seed")
     for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (np.isfinite(v) and v >= 0):
+        number = as_number(v)
+        if number is None or not (np.isfinite(number) and number >= 0):
             raise AffineVAEError(f"{where}: {name} must be a finite number >= 0, got {v!r}")
 
 
@@ -328,8 +329,8 @@ def synthetic_peaks(n: int = 2000, length: int = 96, max_shift: float = 12.0, ra
     if n < 1 or length < MIN_SIGNAL_LENGTH:
         raise AffineVAEError(f"synthetic-peaks: n must be >= 1 and length >= {MIN_SIGNAL_LENGTH}, got {n}, {length}")
     _check_synthetic("synthetic-peaks", seed, max_shift=max_shift, separation=separation, width=width, noise=noise)
-    lo, hi = (real_array(ratio_range, "synthetic-peaks: ratio_range", ndim=(1,), what="(low, high)").tolist() + [0, 0])[:2]
-    if np.shape(ratio_range) != (2,) or not lo <= hi:
+    ratios = real_array(ratio_range, "synthetic-peaks: ratio_range", what="(low, high)")
+    if ratios.shape != (2,) or not ratios[0] <= ratios[1]:
         raise AffineVAEError(f"synthetic-peaks: ratio_range must be (low, high) with low <= high, got {ratio_range!r}")
     rng = np.random.default_rng(seed)
     shift = rng.uniform(-max_shift, max_shift, n)

@@ -884,6 +884,14 @@ class LatentModel(nn.Module):
         return cls(config)
 
 
+
+def check_model(model: Any, where: str = "model") -> None:
+    """Refuse in one :class:`AffineVAEError` line, ``"WHERE must be a trained affinevae model, got TYPE"``,
+    anything but a :class:`LatentModel` (one of :func:`build_model`, ``affinevae.load``, an AVAE)."""
+    if not isinstance(model, LatentModel):
+        raise AffineVAEError(f"{where} must be a trained affinevae model, got {type(model).__name__}")
+
+
 def planned_state(build, where: str, copies: float = 1.0) -> Optional[dict[str, tuple[int, ...]]]:
     """Build a model with ``build()`` on PyTorch's meta device (no memory is allocated), refuse it in
     one line when its parameters and buffers times ``copies`` (4 for training: weights, gradients

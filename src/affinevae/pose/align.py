@@ -15,7 +15,8 @@ from ..errors import AffineVAEError
 from ..io import atomic_write
 from ..nn.modes import module_mode
 from ..nn.transforms import Parameterisation
-from .search import SearchConfig, SearchResult, as_config, check_search_work, check_searched_model, search_poses
+from ..config import as_config
+from .search import SearchConfig, SearchResult, check_search_work, check_searched_model, search_poses
 
 __all__ = ["AlignResult", "align", "load_alignment", "identity_objective"]
 

@@ -20,7 +20,8 @@ from ..nn.transforms import Parameterisation
 from ..registry import MODELS
 from ..rng import seeded
 from .nets import PoseHead, PoseRefiner
-from .search import as_config, check_searched_model, check_views, chunks, evaluate_candidates, take
+from ..config import as_config
+from .search import check_searched_model, check_views, chunks, evaluate_candidates, take
 
 __all__ = ["HeadTrainConfig", "AMORTISE_DEFAULTS", "AmortiseResult", "amortise", "as_avae", "fit_pose_head", "fit_pose_refiner"]
 
@@ -252,13 +253,19 @@ def fit_pose_refiner(model, x, config: Optional[HeadTrainConfig] = None, *, y=No
     return history
 
 
+def _check_model(model, where: str) -> None:
+    """One line for anything but a model (a module with a config): ``models.base.check_model``'s test, which this
+    package cannot import (the models import the pose search)."""
+    if not (isinstance(model, nn.Module) and hasattr(model, "config")):
+        raise AffineVAEError(f"{where} must be a trained affinevae model, got {type(model).__name__}")
+
+
 def as_avae(model: nn.Module, transform: Optional[str] = None, where: str = "model", pose_head: bool = False):
     """An AVAE from a loaded model: a plain model is wrapped (``transform``, default 'rotation';
     with a new, untrained pose head if ``pose_head``) on its device in eval mode; a model whose
     pose is searched (an AVAE) is returned as it is, after checking that ``transform`` (if given)
     is its own. ``where`` names the model in the one-line error."""
-    if not (hasattr(model, "config") and hasattr(model, "device")):
-        raise AffineVAEError(f"{where} must be a trained affinevae model, got {type(model).__name__}")
+    _check_model(model, where)
     if getattr(model, "pose_source", None) == "searched":
         if transform is not None and transform != model.config.transform:
             raise AffineVAEError(f"{where} holds an avae with transform '{model.config.transform}'; "
@@ -305,8 +312,7 @@ def amortise(model, images, labels=None, config: Optional[HeadTrainConfig] = Non
     cfg = as_config(config, HeadTrainConfig, "amortise") or AMORTISE_DEFAULTS
     if refiner and (cfg.target != "elbo" or cfg.tune_model):
         raise AffineVAEError("--refiner learns from the ELBO alone: no --target search, no --tune-model")
-    if not (hasattr(model, "config") and hasattr(model, "parameters")):
-        raise AffineVAEError(f"{where} must be a trained affinevae model, got {type(model).__name__}")
+    _check_model(model, where)
     with seeded(cfg.seed, next(model.parameters()).device):
         return _amortise(model, images, labels, cfg, refiner, transform, where)
 

@@ -40,7 +40,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..config import Config, check, check_positive, check_seed
+from ..config import Config, as_config, check, check_positive, check_seed
 from ..errors import AffineVAEError
 from ..limits import MAX_SEARCH_EVALUATIONS_PER_IMAGE, check_allocation
 from ..nn.transforms import Parameterisation, image_keys
@@ -48,7 +48,7 @@ from ..rng import seeded  # noqa: F401  (re-exported: pose.seeded)
 
 __all__ = ["SearchConfig", "SearchResult", "search_poses", "make_starts", "evaluate_candidates", "refine", "seeded",
            "SEARCH_BLOCK", "chunks", "take", "check_views", "check_search_memory", "search_evaluations", "check_search_work",
-           "agrees", "check_searched_model", "as_config"]
+           "agrees", "check_searched_model"]
 
 
 def check_range(name: str, value: Any) -> None:
@@ -381,16 +381,6 @@ def check_searched_model(model, where: str) -> None:
         kind = getattr(model, "family_label", None) or type(model).__name__
         raise AffineVAEError(f"{where}: needs an AVAE (a model whose pose is searched), got {kind}; "
                              "affinevae.pose.as_avae(model) wraps a plain model")
-
-
-def as_config(config, cls, where: str):
-    """``config`` as a ``cls`` (a frozen config dataclass): itself, None, or a dict of its fields (as ``fit`` takes
-    a dict); anything else is one line starting with ``where``."""
-    if config is None or isinstance(config, cls):
-        return config
-    if isinstance(config, dict):
-        return cls(**config) if not hasattr(cls, "from_dict") else cls.from_dict(config)
-    raise AffineVAEError(f"{where}: config must be a {cls.__name__} (or a dict of its fields), got {type(config).__name__}")
 
 
 @torch.no_grad()
