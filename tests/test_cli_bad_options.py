@@ -259,6 +259,18 @@ def test_plot_refuses_compare_and_classes_that_a_kind_would_ignore(model_dir, tm
         _refused(["plot", model_dir, *argv, "--out", out], capsys, option, out, f"applies to {kinds}, not to {argv[0]}")
 
 
+@pytest.mark.parametrize("argv, option", [(["samples", "--data", "mnist"], "--data"), (["curves", "-n", "5"], "-n"),
+                                          (["manifold", "--split", "train"], "--split"),
+                                          (["samples", "--binarize"], "--binarize"),
+                                          (["curves", "--fill-nan"], "--fill-nan")])
+def test_plot_refuses_data_options_for_kinds_that_draw_no_data(model_dir, tmp_path, capsys, argv, option):
+    """`plot samples --data X -n 5` drew prior samples as if no data were named: the kinds that draw no
+    images refuse the data options in one line, naming the kinds that read them."""
+    out = tmp_path / "p.png"
+    line = _refused(["plot", model_dir, *argv, "--out", out], capsys, option, out, f"not to {argv[0]}, which draws no data")
+    assert "reconstructions" in line and "samples" not in line.split("(")[1].split(")")[0]
+
+
 @pytest.mark.parametrize("command", ["align", "sweep", "plot"])
 def test_split_with_a_file_is_refused_as_encode_refuses_it(model_dir, tmp_path, capsys, command):
     """align, sweep and plot ignored --split with a file (no splits) silently; encode refused it."""

@@ -169,6 +169,10 @@ OPTION_KINDS = {
 }
 
 
+#: The data options (``args`` names), read only by the kinds that draw images (:attr:`PlotKind.needs_data`).
+DATA_OPTIONS = ("data", "labels", "key", "n", "split", "fill_nan", "binarize")
+
+
 def refuse_other_kinds_options(args: argparse.Namespace) -> None:
     """One line for a kind option given (other than its default, read from :meth:`Plot.add_arguments`, the one
     source) to a plot kind that does not read it (``plot reconstructions --angle 30`` drew as if not given)."""
@@ -179,6 +183,13 @@ def refuse_other_kinds_options(args: argparse.Namespace) -> None:
         if args.kind not in kinds and getattr(args, name) != defaults[name]:
             option = "--" + name.replace("_", "-")
             raise AffineVAEError(f"{option} applies to {', '.join(kinds)}, not to {args.kind}")
+    if not PLOT_KINDS.get(args.kind).needs_data:  # it draws from the model or the run's records alone
+        for name in DATA_OPTIONS:
+            if getattr(args, name) != defaults[name]:
+                option = "-n" if name == "n" else "--" + name.replace("_", "-")
+                readers = ", ".join(n for n in PLOT_KINDS.in_order() if PLOT_KINDS.get(n).needs_data)
+                raise AffineVAEError(f"{option} applies to the kinds that read images ({readers}), "
+                                     f"not to {args.kind}, which draws no data")
 
 
 def plot_kind(name: str, help: str, needs_data: bool = True, compares: bool = False):
