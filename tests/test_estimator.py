@@ -107,6 +107,10 @@ def test_params_clone_and_extra_options():
         est.set_params(model__beta=1.0)
     with pytest.raises(AffineVAEError, match="did you mean 'beta'"):
         Estimator("vae", betta=1.0, **MLP).fit(np.zeros((4, 8, 8), np.float32))
+    # a misspelt training option: the list named the model's options only, so the right name was never shown
+    with pytest.raises(AffineVAEError, match="did you mean 'weight_decay'") as err:
+        Estimator("vae", weight_decy=1e-4, **MLP).fit(np.zeros((4, 8, 8), np.float32))
+    assert "Estimator('vae')" in str(err.value) and "kl_warmup" in str(err.value) and "hidden" in str(err.value)
 
 
 def test_conditional_model_takes_labels(digits):

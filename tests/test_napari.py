@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 #: Makes a QOpenGLWidget on the xcb platform and exits 0 when its OpenGL context is valid.
@@ -256,7 +257,9 @@ def test_learn_settings_refuse_bad_detection_and_filter_values_in_one_line():
                       (dict(invert="yes"), "invert must be True or False"),
                       (dict(threshold="0.3"), "threshold must be a number in 0..1"), (dict(threshold=-0.1), "threshold must"),
                       (dict(threshold=True), "threshold must"), (dict(threshold=1.5), "threshold must"),
-                      (dict(sigma=1e9), r"sigma 1e\+09 pixels is wider than the window \(16 pixels\)")]:
+                      (dict(sigma=1e9), r"sigma 1e\+09 pixels is wider than the window \(16 pixels\)"),
+                      (dict(device="tpu"), "device must be one of 'auto', 'cpu', 'cuda', got 'tpu'")] + (
+                     [] if torch.cuda.is_available() else [(dict(device="cuda"), "no CUDA GPU is available")]):
         with pytest.raises(AffineVAEError, match=match):
             LearnSettings(**kw)
     # numpy numbers (a spin box's, an array's) are taken as Python ones
@@ -275,8 +278,11 @@ def test_learn_and_map_inverts_dark_objects_and_takes_the_filter_given(mapped):
     img, _ = mapped
     base = dict(window=W, epochs=1, latent_dim=2, clusters=None)
     bright = learn_and_map(img, LearnSettings(**base, lowpass=2.0))
-    dark = learn_and_map(img.max() - img, LearnSettings(**base, invert=True))
+    dark = learn_and_map(img.max() - img, LearnSettings(**base, invert=True, device="cpu"))
     np.testing.assert_array_equal(dark["encoding"].centers, bright["encoding"].centers)
+    # the device given is the model's ('auto': a GPU where torch sees one; it trained on the CPU always)
+    assert dark["model"].device.type == "cpu"
+    assert bright["model"].device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert bright["model"].config.lowpass == 2.0 and bright["model"].config.likelihood == "gaussian"
     assert dark["model"].config.lowpass == 0.0  # a lattice's bright atoms: the defaults take no filter
     assert len(learn_and_map(img.max() - img, LearnSettings(**base))["encoding"]) != len(bright["encoding"])

@@ -33,6 +33,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .analysis.quality import learning_warnings
 from .data.imageset import ImageSet
+from .config import unknown_option_message
 from .errors import AffineVAEError
 from .evaluation import encode_dataset
 from .models.base import build_model
@@ -342,6 +343,11 @@ class Estimator(TransformerMixin, BaseEstimator):
         train_names = set(TrainConfig.field_names())
         train_opts = {k: v for k, v in self._options.items() if k in train_names}
         model_opts = {k: v for k, v in self._options.items() if k not in train_names}
+        model_names = MODELS.get(self.model).config_class.field_names()
+        for key in model_opts:  # the model's own message would list its options only, not the training ones
+            if key not in model_names:
+                raise AffineVAEError(unknown_option_message(key, model_names + sorted(train_names),
+                                                            f"Estimator('{self.model}')"))
         train_opts.setdefault("val_split", 0.0)
         train_opts.setdefault("progress", False)
         options = {"image_shape": list(self.image_shape_), **model_opts}

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..config import check_seed
 from ..defaults import MIN_IMAGE_SIZE, PATCH_LATENT_DIM
+from ..devices import resolve_device
 from ..errors import AffineVAEError
 
 __all__ = ["LearnSettings", "learn_and_map"]
@@ -19,6 +20,8 @@ FAMILIES = ("rvae", "vae", "avae", "ae")
 #: What the widget does with an image's NaN/inf pixels (masked ones): 'drop' the patches whose window holds
 #: one (``patches --drop-masked``), or keep them 'fill'ed with the frame's median (``patches --fill-nan``).
 MASKED_MODES = ("drop", "fill")
+#: Where the widget's model may train (``TrainConfig.device``'s choices).
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,8 @@ class LearnSettings:
         centre: where each object's patch is cut (``patches --centre``, :data:`~affinevae.data.patches.CENTRE_MODES`):
             'auto' (default; around the objects' brightness centres where scattered objects lie off their
             peaks, :func:`affinevae.data.patches.resolve_centring`), 'peak' or 'mass'.
+        device: where the model trains: 'auto' (default: a GPU when torch sees one, as ``train`` does), 'cpu'
+            or 'cuda' (``TrainConfig.device``).
     """
 
     window: int = 16
@@ -71,6 +76,7 @@ class LearnSettings:
     background: Union[str, int, None] = "auto"
     masked: str = "drop"
     centre: str = "auto"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("window", "latent_dim", "epochs", "clusters", "min_distance", "batch_size", "seed"):
@@ -127,6 +133,9 @@ class LearnSettings:
             raise AffineVAEError(f"centre must be one of {', '.join(map(repr, CENTRE_MODES))}, got {self.centre!r}")
         if self.masked not in MASKED_MODES:
             raise AffineVAEError(f"masked must be one of {', '.join(map(repr, MASKED_MODES))}, got {self.masked!r}")
+        if self.device not in DEVICES:
+            raise AffineVAEError(f"device must be one of {', '.join(map(repr, DEVICES))}, got {self.device!r}")
+        resolve_device(self.device)  # 'cuda' on a machine without one: one line now, not after the patches are cut
 
 
 def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
@@ -203,7 +212,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     say(0.1, f"{len(ps)} objects; training {settings.model} for {epochs} epochs")
     model = build_model(settings.model, seed=settings.seed, image_shape=list(data.images.shape[1:]), **options)
     config = TrainConfig(epochs=epochs, batch_size=train["batch_size"], lr=train["lr"], kl_warmup=train["kl_warmup"],
-                         seed=settings.seed, val_split=0.0, checkpoint=False, progress=False, device="cpu")
+                         seed=settings.seed, val_split=0.0, checkpoint=False, progress=False, device=settings.device)
 
     def epoch_done(record: dict) -> None:
         say(min(0.9, 0.1 + 0.8 * int(record["epoch"]) / epochs), f"epoch {record['epoch']}/{epochs}: "
