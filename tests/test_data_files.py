@@ -309,6 +309,59 @@ def test_folder_gray_rgb_rgba_sorted(tmp_path):
     check(load_images(str(t)), (3, 1, H, W))
 
 
+def test_folder_says_what_it_changes_and_in_which_order_it_reads(tmp_path, capsys):
+    """An audit's folders: numbered names without leading zeros read img10 before img2 (labels then matched to
+    other images, silently), transparency dropped and grayscale files repeated into RGB, all without a word;
+    `info` read the first file only. Each is now a warning when read, and a clause of info's `files` line."""
+    import warnings
+
+    from PIL import Image
+
+    from affinevae.cli import main
+
+    d = tmp_path / "numbered"
+    d.mkdir()
+    for i in range(12):
+        _png(d / f"img{i}.png", np.full((H, W), i * 20, np.uint8))
+    with pytest.warns(UserWarning, match=r"12 files read in name order, which puts img11.png before img2.png"):
+        data = load_images(str(d))
+    assert np.round(np.asarray(data.images)[:, 0, 0, 0] * 255 / 20).astype(int).tolist() == [0, 1, 10, 11, *range(2, 10)]
+    padded = tmp_path / "padded"
+    padded.mkdir()
+    for i in range(12):
+        _png(padded / f"img{i:02d}.png", u8(H, W, seed=i))
+    rgba = tmp_path / "rgba"
+    rgba.mkdir()
+    see_through = u8(H, W, 4)
+    see_through[..., 3] = 0
+    Image.fromarray(see_through).save(rgba / "a.png")
+    opaque = u8(H, W, 4)
+    opaque[..., 3] = 255
+    Image.fromarray(opaque).save(rgba / "b.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # names padded with zeros, opaque alpha: nothing to say
+        load_images(str(padded))
+        load_images(str(rgba / "b.png"))
+    with pytest.warns(UserWarning, match=r"1 of 2 images have transparency \(an alpha channel, e.g. a.png\), which is "
+                                         "dropped"):
+        assert tuple(load_images(str(rgba)).images.shape) == (2, 3, H, W)
+    with pytest.warns(UserWarning, match="the image's transparency"):
+        load_images(str(rgba / "a.png"))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    _png(mixed / "a.png", u8(H, W, 3))
+    _png(mixed / "b.png", u8(H, W))
+    with pytest.warns(UserWarning, match=r"1 grayscale image among 1 colour one \(e.g. b.png\) repeated into red"):
+        load_images(str(mixed))
+    capsys.readouterr()
+    for folder, clause in ((d, "read in name order: img11.png before img2.png"), (rgba, "2 with an alpha channel"),
+                           (mixed, "1 grayscale among 1 colour (train repeats them")):
+        assert main(["info", str(folder)]) == 0
+        assert clause in capsys.readouterr().out
+    assert main(["info", str(padded)]) == 0
+    assert "all 12 files 8 x 8 pixels\n" in capsys.readouterr().out
+
+
 def test_single_png_and_glob_of_pngs(tmp_path):
     _png(tmp_path / "a.png", u8(H, W, 3))
     _png(tmp_path / "b.png", u8(H, W, 3))

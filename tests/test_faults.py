@@ -525,6 +525,14 @@ def test_second_training_on_the_same_out_refuses(world, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("affinevae: error:") and "another affinevae process" in lines[0]
         assert second.stdout.strip() == ""  # nothing said before the refusal
         assert _snapshot(run) == before
+        # the live run has written its first files: it was said to hold "what an interrupted training left"
+        # (--resume continues it), and --resume was then refused by the lock
+        (run / "metrics.jsonl").write_text("")
+        for extra in ([], ["--resume"]):
+            third = _cli(["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "1", "--out", str(run), *extra])
+            assert third.returncode == 2 and "another affinevae process is writing this run" in third.stderr, third.stderr
+            assert "interrupted" not in third.stderr
+        (run / "metrics.jsonl").unlink()
     assert main(["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "1", "--out", str(run)]) == 0
     # a resume refused for a damaged checkpoint: the one line, without the options it would have resumed with
     ckpt = next(run.glob("checkpoint-e*.safetensors"))

@@ -36,7 +36,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no lock
     fcntl = None
 
-__all__ = ["check_output", "check_outputs", "is_run_directory", "is_run_file", "is_interrupted_start", "RunLock",
+__all__ = ["check_output", "check_outputs", "is_run_directory", "is_run_file", "is_interrupted_start", "RunLock", "run_is_locked",
            "LOCK_FILE", "RUN_FILES"]
 
 #: The lock file inside a run directory held by the process writing it.
@@ -171,6 +171,9 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
             raise AffineVAEError(f"{option} {out}: lies inside the run or model directory {holder}; choose a folder "
                                  "outside it")
     if path.is_dir():
+        if resumable and run_is_locked(path):  # a live training: it was called interrupted, and --resume refused
+            raise AffineVAEError(f"{option} {out}: another affinevae process is writing this run (it holds the "
+                                 "lock); wait for it to finish or choose another directory")
         interrupted = resumable and is_interrupted_start(path)
         if resume:
             if not (path / TRAIN_JSON).is_file():  # nothing to resume: a start from scratch, into what?
@@ -212,6 +215,27 @@ def check_outputs(outs: Sequence[str | Path], **kwargs) -> list[Path]:
         seen.add(real)
         paths.append(check_output(out, **kwargs))
     return paths
+
+
+def run_is_locked(directory: str | Path) -> bool:
+    """Whether a live process holds ``directory``'s :class:`RunLock` (False where there is no lock file, or
+    no ``flock`` on this system). Probing takes the lock for an instant and gives it back."""
+    lock = Path(directory) / LOCK_FILE
+    if fcntl is None or not lock.is_file():
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 class RunLock:

@@ -175,9 +175,11 @@ def folder_sizes(files: Sequence[Path]) -> str:
     the first one's, as ``train`` would refuse the folder (mixed image sizes), or that cannot be opened."""
     from PIL import Image
 
+    from ..data.files import number_order_differs
     from ..data.formats import TIFF_EXTS
 
     first = None
+    grey, colour, alpha = [], [], []
     for f in files:
         try:
             if f.suffix.lower() in TIFF_EXTS:
@@ -185,9 +187,13 @@ def folder_sizes(files: Sequence[Path]) -> str:
 
                 with tifffile.TiffFile(f) as tif:
                     shape = tuple(int(v) for v in tif.pages[0].shape[:2])
+                    (grey if tif.pages[0].samplesperpixel == 1 else colour).append(f)
             else:
                 with Image.open(f) as im:
                     shape = (int(im.size[1]), int(im.size[0]))
+                    bands = im.getbands()
+                    (alpha if "A" in bands or "transparency" in im.info else []).append(f)
+                    (grey if len([b for b in bands if b != "A"]) == 1 and im.mode != "P" else colour).append(f)
         except Exception:  # noqa: BLE001 - a file that cannot be opened: train says why, in its words
             return f"{f.name} cannot be read as an image (train refuses the folder)"
         if first is None:
@@ -195,7 +201,15 @@ def folder_sizes(files: Sequence[Path]) -> str:
         elif shape != first[1]:
             return (f"mixed image sizes: {f.name} is {shape[0]} x {shape[1]}, {first[0].name} {first[1][0]} x "
                     f"{first[1][1]} (train refuses the folder)")
-    return f"all {len(files)} files {first[1][0]} x {first[1][1]} pixels"
+    notes = [f"all {len(files)} files {first[1][0]} x {first[1][1]} pixels"]
+    if grey and colour:
+        notes.append(f"{len(grey)} grayscale among {len(colour)} colour (train repeats them into red, green and blue)")
+    if alpha:
+        notes.append(f"{len(alpha)} with an alpha channel (train drops it)")
+    swapped = number_order_differs([f.name for f in files])
+    if swapped:
+        notes.append(f"read in name order: {swapped[0]} before {swapped[1]}")
+    return "; ".join(notes)
 
 
 def data_info(spec: str, key: Optional[str] = None, level: Optional[int] = None) -> dict:

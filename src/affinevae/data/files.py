@@ -433,7 +433,12 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
         return _load_hdf5(p, key, spec, standardise)
     if ext in PIL_EXTS:
         _no_key(spec, key)
-        return _finish(_read_pil(p, spec), spec, standardise)
+        transparent: list = []
+        arr = _read_pil(p, spec, transparent)
+        if transparent:
+            warnings.warn(f"{spec}: the image's transparency (an alpha channel) is dropped: its colour is read whatever "
+                          "its alpha", stacklevel=3)
+        return _finish(arr, spec, standardise)
     if ext in MRC_EXTS:  # a particle stack (N, H, W), or one image
         _no_key(spec, key)
         from .microscopy import open_mrc
@@ -764,13 +769,18 @@ def _tiff_series_view(arr: np.ndarray, axes: str, spec: str) -> np.ndarray:
     return arr.reshape(-1, c, arr.shape[-2], arr.shape[-1])
 
 
-def _read_pil(p: Path, spec: str) -> np.ndarray:
-    """One PNG/JPEG image as (1, C, H, W): C=1 grayscale, 3 colour (alpha dropped)."""
+def _read_pil(p: Path, spec: str, transparent: Optional[list] = None) -> np.ndarray:
+    """One PNG/JPEG image as (1, C, H, W): C=1 grayscale, 3 colour (alpha dropped; ``spec`` is appended
+    to ``transparent`` when that alpha was not opaque everywhere)."""
     from PIL import Image
 
     with reading(spec, "image"), Image.open(p) as im:
         im.load()
         mode = im.mode
+        if transparent is not None and ("A" in im.getbands() or "transparency" in im.info):
+            alpha = im.convert("RGBA").getchannel("A") if "A" not in im.getbands() else im.getchannel("A")
+            if alpha.getextrema()[0] < 255:  # not opaque everywhere
+                transparent.append(spec)
         if mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         elif mode in ("1", "LA", "La", "PA"):
@@ -800,13 +810,33 @@ def _load_folder(folder: Path, spec: str, standardise: bool) -> ImageSet:
     return _load_image_files(files, spec, standardise)
 
 
+def number_order_differs(names: Sequence[str]) -> Optional[tuple[str, str]]:
+    """Two names that plain name order puts otherwise than their numbers would (``img10.png`` before
+    ``img2.png``: numbers without leading zeros), or None."""
+    def natural(name: str) -> list:
+        return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t]
+
+    for a, b in zip(names, names[1:]):
+        if natural(b) < natural(a):
+            return a, b
+    return None
+
+
 def _load_image_files(files: Sequence[Path], spec: str, standardise: bool) -> ImageSet:
-    """Read image files (PNG/JPEG/TIFF) in the given order into one set."""
+    """Read image files (PNG/JPEG/TIFF) in the given order into one set. Said in a warning each: files whose
+    numbered names that order does not sort by number, transparency (alpha) dropped, grayscale files repeated
+    into the colour ones' three channels."""
+    swapped = number_order_differs([q.name for q in files])
+    if swapped:
+        warnings.warn(f"{spec}: {len(files)} files read in name order, which puts {swapped[0]} before {swapped[1]} "
+                      "(numbers without leading zeros); labels are matched and outputs written in that order",
+                      stacklevel=4)
     parts = []
+    transparent: list = []
     for q in files:
         if not q.is_file():
             raise AffineVAEError(f"{q}: file not found")
-        arr = _read_tiff(q, str(q)) if q.suffix.lower() in TIFF_EXTS else _read_pil(q, str(q))
+        arr = _read_tiff(q, str(q)) if q.suffix.lower() in TIFF_EXTS else _read_pil(q, str(q), transparent)
         arr = _to_nchw(arr, str(q))
         if parts and arr.shape[2:] != parts[0][1].shape[2:]:
             h, w = arr.shape[2:]
@@ -814,8 +844,17 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool) -> Im
             raise AffineVAEError(f"{q}: image size {h}x{w} (HxW) differs from {h0}x{w0} of {parts[0][0].name} "
                                  "(mixed image sizes)")
         parts.append((q, arr))
+    if transparent:
+        warnings.warn(f"{spec}: {len(transparent)} of {len(files)} images have transparency (an alpha channel, e.g. "
+                      f"{Path(transparent[0]).name}), which is dropped: their colour is read whatever its alpha",
+                      stacklevel=4)
     chans = {a.shape[1] for _, a in parts}
     if chans == {1, 3}:  # grayscale and RGB mixed: repeat grayscale to RGB
+        grey = [q for q, a in parts if a.shape[1] == 1]
+        colour = len(parts) - len(grey)
+        warnings.warn(f"{spec}: {len(grey)} grayscale image{'s' if len(grey) > 1 else ''} among {colour} colour "
+                      f"one{'s' if colour > 1 else ''} (e.g. {grey[0].name}) repeated into red, green and blue",
+                      stacklevel=4)
         parts = [(q, np.repeat(a, 3, axis=1) if a.shape[1] == 1 else a) for q, a in parts]
     elif len(chans) > 1:
         q, a = next((q, a) for q, a in parts if a.shape[1] != parts[0][1].shape[1])

@@ -64,9 +64,10 @@ import torch
 from ..config import check_seed, check_symmetry
 from ..data.inputs import check_int
 from ..errors import AffineVAEError
+from ..nn.affine import Pose, render
 from .classes import AlignedClusters, aligned_embedding, checked_images, checked_turns, turned_components
 
-__all__ = ["FULL_CIRCLE_SHARE", "OrientationSpread", "neighbour_turns", "SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "orientation_spread",
+__all__ = ["FULL_CIRCLE_SHARE", "ISOTROPIC_RATIO", "ORIENTED_EFFECT", "OrientationSpread", "mean_isotropy", "neighbour_turns", "SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "orientation_spread",
            "synchronise_angles", "synchronised_kmeans"]
 
 # Rows of the (rows, M, pool) distance block computed at once (memory: rows * M * pool floats).
@@ -311,6 +312,84 @@ ORIENTATION_TURNS = 32
 ORIENTATION_TIE = 0.2
 
 
+#: The mean image's non-radial energy, against that of the images turned at random (:func:`mean_isotropy`),
+#: below which the orientations are taken to be spread over the full circle, whatever the neighbour pairs
+#: say. Measured (8 draws, seeds 0-2; benchmarks/EXPERIMENTS.md "The mean image's roundness"): objects turned
+#: over the full circle 0.4-1.6 at 600 and 2 000 images (digits, particles at noise 0.1 and 1.0, cells with
+#: sharp edges whose neighbour pairs read 13-20 % turned), up to 2.7 at 200; digits within +-90 / +-120
+#: degrees 1.7-2.2 at 200 images, 3.1-4.2 at 600, 8-12 at 2 000.
+ISOTROPIC_RATIO = 1.7
+#: (ratio - 1) / images (:attr:`OrientationSpread.effect`) from which the mean image keeps so clear an
+#: orientation that the objects have an upright, whatever the neighbour pairs say (noise as strong as the
+#: objects blurs those): digits upright, at pixel noise 1.0 and within +-60 degrees 0.02-0.11, upright
+#: particles at noise 0.4 0.07-0.08, cells within +-30 degrees 0.19-0.24; digits within +-90 / +-120
+#: degrees 0.004-0.005, objects over the full circle below 0.005.
+ORIENTED_EFFECT = 0.01
+#: Random turns :func:`mean_isotropy` averages over.
+ISOTROPY_DRAWS = 8
+
+
+def _nonradial_energy(mean: np.ndarray) -> Optional[float]:
+    """The energy of the angular Fourier modes m >= 1 of the (H, W) image ``mean`` about its brightness
+    centre (the weights its pixels' distance from the border's median), on a polar grid inside the disc
+    that a turn's corners do not reach, weighted by the radius; None for an image without contrast."""
+    from scipy.ndimage import map_coordinates
+
+    h, w = mean.shape
+    border = np.concatenate([mean[0], mean[-1], mean[:, 0], mean[:, -1]])
+    weight = np.abs(mean - np.median(border)).astype(np.float64)
+    total = weight.sum()
+    if not np.isfinite(total) or total <= 0:
+        return None
+    rows, cols = np.mgrid[0:h, 0:w]
+    cy, cx = (weight * rows).sum() / total, (weight * cols).sum() / total
+    c0 = (min(h, w) - 1) / 2
+    reach = c0 - max(abs(cy - (h - 1) / 2), abs(cx - (w - 1) / 2)) - 1.5  # its bilinear reads stay in the disc
+    if reach < 2:
+        return None
+    radius = np.arange(0.5, reach, 0.5)
+    phi = np.linspace(0, 2 * np.pi, 128, endpoint=False)
+    polar = map_coordinates(mean.astype(np.float64), [cy + radius[:, None] * np.sin(phi), cx + radius[:, None] * np.cos(phi)],
+                            order=1)
+    modes = np.fft.rfft(polar, axis=1)[:, 1:] / len(phi)
+    return float((np.abs(modes) ** 2 * radius[:, None]).sum())
+
+
+def mean_isotropy(x, seed: int = 0, draws: int = ISOTROPY_DRAWS) -> Optional[float]:
+    """How much shape the mean of the images ``x`` keeps, against the mean of the same images each turned at
+    random: about 1 when the objects' orientations are spread over the full circle (their mean is round up to
+    its sampling noise), far above 1 when they share an upright (the ratio grows with the number of images).
+
+    The mean of all images turned by one common random angle (its shape is that of the plain mean, and the
+    resampling smooths it as it smooths the others) is compared with the mean of the images turned each by an
+    angle of its own, over ``draws`` draws: the ratio of the energies of their angular Fourier modes m >= 1
+    about their brightness centres (:func:`_nonradial_energy`). Pixel noise averages out of both means, so
+    noisy upright objects keep their upright here where their neighbour pairs (:func:`orientation_spread`) do
+    not; objects that sit off the image centre are measured about their own mean's centre.
+
+    Args:
+        x: (N, C, H, W) float tensor, square images (the channels are averaged).
+        seed: fixes the random turns (an integer >= 0).
+        draws: pairs of means compared (an integer >= 1).
+
+    Returns:
+        The ratio (a float >= 0), or None for images whose means have no contrast.
+    """
+    check_seed(seed)
+    draws = check_int("mean_isotropy: draws", draws, 1)
+    x = x.float().mean(1, keepdim=True)
+    rng = np.random.default_rng([seed, 3])
+    same, own = 0.0, 0.0
+    for _ in range(draws):
+        angle = torch.as_tensor(rng.uniform(-math.pi, math.pi, len(x)), dtype=torch.float32)
+        a = _nonradial_energy(render(x, Pose(angle=angle[:1].expand(len(x))), padding="border").mean(0)[0].numpy())
+        b = _nonradial_energy(render(x, Pose(angle=angle), padding="border").mean(0)[0].numpy())
+        if a is None or b is None:
+            return None
+        same, own = same + a, own + b
+    return same / own if own > 0 else None
+
+
 @dataclasses.dataclass(frozen=True)
 class OrientationSpread:
     """How far the objects of an image set are turned against each other (:func:`orientation_spread`).
@@ -325,16 +404,43 @@ class OrientationSpread:
 
     far: float
     images: int
+    isotropy: Optional[float] = None
+
+    @property
+    def effect(self) -> Optional[float]:
+        """How clearly the mean image keeps an orientation, independent of the number of images:
+        ``(isotropy - 1) / images`` (None without ``isotropy``)."""
+        return None if self.isotropy is None else (self.isotropy - 1) / self.images
+
+    @property
+    def decided_by(self) -> str:
+        """'round mean' (``isotropy`` < :data:`ISOTROPIC_RATIO`: full circle), 'oriented mean' (``effect`` >=
+        :data:`ORIENTED_EFFECT`: an upright) or 'pairs' (``far`` against :data:`FULL_CIRCLE_SHARE`)."""
+        if self.isotropy is not None and self.isotropy < ISOTROPIC_RATIO:
+            return "round mean"
+        if self.effect is not None and self.effect >= ORIENTED_EFFECT:
+            return "oriented mean"
+        return "pairs"
 
     @property
     def full_circle(self) -> bool:
-        """Whether the orientations spread over the full circle (``far`` >= :data:`FULL_CIRCLE_SHARE`)."""
-        return self.far >= FULL_CIRCLE_SHARE
+        """Whether the orientations spread over the full circle: the images' mean is as round as that of
+        the images turned at random, or (where the mean decides nothing, :attr:`decided_by`) ``far`` >=
+        :data:`FULL_CIRCLE_SHARE`."""
+        rule = self.decided_by
+        return rule == "round mean" or (rule == "pairs" and self.far >= FULL_CIRCLE_SHARE)
 
     def sentence(self) -> str:
         """Why, in words: e.g. ``"orientations over the full circle: 31 % of 2000 images' neighbour pairs
-        turned by more than 120 degrees"``."""
+        turned by more than 120 degrees"`` or ``"orientations over the full circle: the mean of 600 images is
+        as round as theirs turned at random (1.1x)"``."""
         what = "orientations over the full circle" if self.full_circle else "a preferred orientation"
+        rule = self.decided_by
+        if rule == "round mean":
+            return f"{what}: the mean of {self.images} images is as round as theirs turned at random ({self.isotropy:.1f}x)"
+        if rule == "oriented mean":
+            return (f"{what}: the mean of {self.images} images keeps a shape ({self.isotropy:.0f}x that of "
+                    f"theirs turned at random)")
         return (f"{what}: {100 * self.far:.0f} % of {self.images} images' neighbour pairs turned by more than "
                 f"{math.degrees(FAR_TURN):.0f} degrees")
 
@@ -350,7 +456,10 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
     120 degrees (:class:`OrientationSpread`). A pair that matches nearly as well unturned (its distance at
     turn 0 within :data:`ORIENTATION_TIE` of the way from its best turn's to its median turn's) is not
     counted, whatever its best turn: upright symmetric objects (rods, triangles) tie at their equivalent
-    turns. About 1-4 s for 2 000 images on one CPU thread.
+    turns. The images' mean decides first where it can (:func:`mean_isotropy`, :attr:`OrientationSpread.decided_by`):
+    as round as the images turned at random, the full circle (sharp-edged objects, whose neighbours the
+    comparison finds mostly at small turns: cells read 13-20 % by their pairs); a clear shape, an upright
+    (noisy upright objects, whose pairs read turned). About 1-4 s for 2 000 images on one CPU thread.
 
     Args:
         x: (N, C, H, W) images (array or tensor; (N, H, W) read as one channel), square.
@@ -389,4 +498,4 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
     tie = upright - best <= ORIENTATION_TIE * (typical - best)
     turns = np.angle(np.exp(1j * turn.numpy().astype(np.float64) * (2 * np.pi / ORIENTATION_TURNS)))
     far = (np.abs(turns) > FAR_TURN + 1e-9) & ~tie.numpy()
-    return OrientationSpread(far=float(far.mean()), images=len(x))
+    return OrientationSpread(far=float(far.mean()), images=len(x), isotropy=mean_isotropy(x, seed))
