@@ -366,7 +366,11 @@ def test_the_rotation_mode_is_chosen_from_the_objects_orientations(tmp_path, cap
     assert opts["rotation_mode"] == "full" and train["lr"] == 3e-3  # and the full-circle rvae's training
     assert line.startswith(f"affinevae: rvae over the full circle defaults: rotation_mode=full ({spread.sentence()}) "
                            "batch_size=100 lr=0.003 (override with --set/--batch-size/--lr)"), line
-    assert "rotation_mode" not in data_defaults(upright, "rvae", {"latent_dim": 2}, None, None)[0]
+    kept_opts, _, kept_line = data_defaults(upright, "rvae", {"latent_dim": 2}, None, None)
+    assert "rotation_mode" not in kept_opts
+    # what was measured is said also where the prior is kept (the audit's cells trained silently without it)
+    assert kept_line.startswith(f"affinevae: rvae defaults: rotation_mode=gaussian kept ({kept.sentence()}) batch_size=100")
+    assert kept_line.endswith("(override with --set/--batch-size/--lr)")
     for family, given in (("rvae", {"rotation_mode": "gaussian"}), ("rvae", {"invariances": ["translation"]}),
                           ("vae", {}), ("rvae", {"invariances": "translation,scale"})):
         assert data_defaults(full, family, given, None, None)[0].get("rotation_mode") == given.get("rotation_mode")

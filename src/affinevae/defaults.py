@@ -558,10 +558,12 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
     elif epochs is None:
         steps_per_epoch = math.ceil(len(data) / train["batch_size"])
         train["epochs"] = chosen["epochs"] = min(MAX_EPOCHS, max(1, math.ceil(kind.min_steps / steps_per_epoch)))
-    if not chosen:
+    kept = spread is not None and not spread.full_circle  # measured, and the prior kept: said too
+    if not chosen and not kept:
         return options, train, {}, ""
-    flags = ("/".join(f"{k}=" for k in chosen) if python
-             else "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in chosen)))
+    named = (["rotation_mode"] if kept else []) + list(chosen)
+    flags = ("/".join(f"{k}=" for k in named) if python
+             else "/".join(dict.fromkeys(OVERRIDE_FLAGS[k] for k in named)))
     if "lowpass" in chosen and rules in (POSE_PATCH_RULES, CLASS_POSE_PATCH_RULES):
         what = "objects fainter than the noise:" if scattered_objects(data.meta) else "a noisy hexagonal lattice: 6-fold bonds,"
         why["lowpass"] = f" ({what} centre SNR {centre_snr(data):.2f})"
@@ -572,7 +574,8 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
         why["encoder"] = f" ({what}: lattice order {data.meta['lattice_order']:.2f})"
     elif "encoder" in chosen and "objects_per_frame" in data.meta and rules is not None:
         why["encoder"] = f" (scattered objects: at most {data.meta['objects_per_frame']:.0f} per frame)"
-    shown = " ".join(f"{k}={_show(v)}{why.get(k, '')}" for k, v in chosen.items())
+    shown = " ".join(([f"rotation_mode={options.get('rotation_mode', 'gaussian')} kept ({spread.sentence()})"] if kept
+                      else []) + [f"{k}={_show(v)}{why.get(k, '')}" for k, v in chosen.items()])
     words = (f"{model} over the full circle" if key.endswith(":full") else model) if rules is None else kind.words
     words += " defaults"
     if rules is not None and kind.family_training and key.endswith(":full"):
