@@ -193,6 +193,13 @@ def test_bad_training_data(digits):
         fit(make(), bad, cfg())
     with pytest.raises(AffineVAEError, match="training images need labels"):
         fit(make(name="cvae", num_classes=10), digits.images[:20], cfg())
+    # one value in every pixel of every image: refused (it trained, and the learning check blamed the noise)
+    for value in (0.0, 0.5):
+        with pytest.raises(AffineVAEError, match=rf"every pixel of all 10 images holds the same value \({value:g}\)"):
+            fit(make(), np.full((10, *digits.images.shape[1:]), value, np.float32), cfg())
+    one = np.full((10, *digits.images.shape[1:]), 0.5, np.float32)
+    one[4, 0, 3, 3] = 0.6  # a single pixel that differs: trained
+    fit(make(), one, cfg(epochs=1))
 
 
 def test_bf16_and_cosine_schedule_train(digits):

@@ -590,6 +590,9 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     run = Run(out) if out is not None else None
     x, y = _as_tensors(data, model)
+    if len(x) and bool((x == x.reshape(-1)[0]).all()):  # the learning check blamed the noise
+        raise AffineVAEError(f"training images: every pixel of all {len(x)} images holds the same value "
+                             f"({float(x.reshape(-1)[0]):g}): there is nothing to learn")
     kind = "" if isinstance(data, ImageSet) or not len(x) else _pixel_kind(data[0] if isinstance(data, tuple) else data)
     if kind in ("f", "i", "u"):  # images as given (not an ImageSet): in their own units
         lo, hi = float(x.min()), float(x.max())
