@@ -326,6 +326,16 @@ def test_folder_says_what_it_changes_and_in_which_order_it_reads(tmp_path, capsy
     with pytest.warns(UserWarning, match=r"12 files read in name order, which puts img11.png before img2.png"):
         data = load_images(str(d))
     assert np.round(np.asarray(data.images)[:, 0, 0, 0] * 255 / 20).astype(int).tolist() == [0, 1, 10, 11, *range(2, 10)]
+    from affinevae.data.files import number_order_differs
+
+    # names numbered otherwise, in order as they stand, are not said (a review's cases)
+    for names in (["img_09", "img_0a", "img_0b", "img_10"], ["dose_0.25", "dose_0.5"], ["x-1", "x-2", "x0"],
+                  ["a1\u00b22", "a1\u00b23"], ["2024-01-05", "2024-02-01"], ["a9b", "a10b"], ["b", "a"]):
+        assert number_order_differs(names) is None, names
+    assert number_order_differs(["f1_10.png", "f1_2.png"]) == ("f1_10.png", "f1_2.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a list the user wrote is read in the user's order: nothing to say
+        load_images(f"{d / 'img11.png'},{d / 'img2.png'}")
     padded = tmp_path / "padded"
     padded.mkdir()
     for i in range(12):

@@ -333,6 +333,23 @@ def test_the_mean_image_decides_the_orientation_where_it_can():
     assert 0.3 < mean_isotropy(x) < ISOTROPIC_RATIO and mean_isotropy(x, seed=1) != mean_isotropy(x)
     assert mean_isotropy(torch.as_tensor(_cells(300, 0.0, 0.02))) > 50
     assert mean_isotropy(torch.full((300, 1, 32, 32), 0.5)) is None
+    # arrays and (N, H, W) as orientation_spread takes them; other shapes in one line
+    assert mean_isotropy(x.numpy()[:, 0]) == mean_isotropy(x)
+    for bad, match in ((x[:, :, :, :20], "square"), (x[0, 0], "shape"), (x * float("nan"), "NaN")):
+        with pytest.raises(AffineVAEError, match=match):
+            mean_isotropy(bad)
+    # images shrunk to 48 px by area averaging kept its fixed pattern in their mean: 64 px objects over the
+    # full circle read oriented (a stress test: galaxies 9.9x, nuclei 8.9x); they are shrunk by whole factors now
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    turn = rng.uniform(-np.pi, np.pi, 400)[:, None, None]  # a blob with a bump, 64 px
+    blobs = (np.exp(-(xx ** 2 + yy ** 2) / 128) + 0.8 * np.exp(-((xx - 10 * np.cos(turn)) ** 2 + (yy - 10 * np.sin(turn)) ** 2)
+                                                               / 18) + rng.normal(0, 0.05, (400, 64, 64))).astype(np.float32)
+    shrunk = F.interpolate(torch.as_tensor(blobs)[:, None], size=(48, 48), mode="area")
+    assert mean_isotropy(shrunk) > ISOTROPIC_RATIO  # the former way: read as not round (2.9x)
+    assert orientation_spread(blobs).decided_by == "round mean" and orientation_spread(blobs).isotropy < 1.2
 
 
 def test_the_rotation_mode_is_chosen_from_the_objects_orientations(tmp_path, capsys):

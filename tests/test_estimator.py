@@ -111,6 +111,10 @@ def test_params_clone_and_extra_options():
     with pytest.raises(AffineVAEError, match="did you mean 'weight_decay'") as err:
         Estimator("vae", weight_decy=1e-4, **MLP).fit(np.zeros((4, 8, 8), np.float32))
     assert "Estimator('vae')" in str(err.value) and "kl_warmup" in str(err.value) and "hidden" in str(err.value)
+    # an avae takes its inner model's options at the top level (a review found the check above refusing them)
+    fitted = Estimator("avae", inner="rvae", rotation_prior=0.5, epochs=1, latent_dim=2).fit(
+        np.random.default_rng(0).random((8, 1, 16, 16), np.float32))
+    assert fitted.model_.config.inner_config["rotation_prior"] == 0.5
 
 
 def test_conditional_model_takes_labels(digits):

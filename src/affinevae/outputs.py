@@ -224,7 +224,7 @@ def run_is_locked(directory: str | Path) -> bool:
     if fcntl is None or not lock.is_file():
         return False
     try:
-        fd = os.open(lock, os.O_RDONLY)
+        fd = os.open(lock, os.O_RDWR)  # as RunLock opens it (flock on NFS wants it open for writing)
     except OSError:
         return False
     try:

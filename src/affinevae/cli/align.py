@@ -81,7 +81,9 @@ class Align:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the ``align`` options on ``p``."""
-        p.add_argument("run_dir", help="run or model directory of an avae, or of a vae/cvae to wrap")
+        p.add_argument("run_dir", help="run or model directory of an avae, or of another model to wrap (a vae or cvae "
+                       "usually; any family but the semi-supervised ones: an ae's ELBO is its log-likelihood, an rvae's "
+                       "own angle is searched further)")
         add_data_arguments(p, max_angle_option="--data-max-angle")  # --max-angle is the search's
         p.add_argument("--split", default=None, choices=["train", "test"], help="train or test for built-in data sets (default test)")
         p.add_argument("--out", required=True, help="output .npz")

@@ -25,7 +25,8 @@ class Amortise:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         """Register the ``amortise`` options on ``p``."""
-        p.add_argument("run_dir", help="run or model directory of an avae (or of a vae/cvae: wrapped, with a new head)")
+        p.add_argument("run_dir", help="run or model directory of an avae (or of another model, a vae or cvae usually: "
+                       "wrapped, with a new head)")
         add_data_arguments(p)
         p.add_argument("--out", required=True, help="new directory for the model with its trained head (not run_dir, "
                                                    "nor any other run or model directory)")

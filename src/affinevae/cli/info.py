@@ -193,7 +193,11 @@ def folder_sizes(files: Sequence[Path]) -> str:
                     shape = (int(im.size[1]), int(im.size[0]))
                     bands = im.getbands()
                     (alpha if "A" in bands or "transparency" in im.info else []).append(f)
-                    (grey if len([b for b in bands if b != "A"]) == 1 and im.mode != "P" else colour).append(f)
+                    palette = im.getpalette() if im.mode == "P" else None  # a palette of grays: read as one channel
+                    grey_palette = palette is not None and all(
+                        palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+                    (grey if (len([b for b in bands if b != "A"]) == 1 and im.mode != "P") or grey_palette
+                     else colour).append(f)
         except Exception:  # noqa: BLE001 - a file that cannot be opened: train says why, in its words
             return f"{f.name} cannot be read as an image (train refuses the folder)"
         if first is None:
@@ -206,7 +210,9 @@ def folder_sizes(files: Sequence[Path]) -> str:
         notes.append(f"{len(grey)} grayscale among {len(colour)} colour (train repeats them into red, green and blue)")
     if alpha:
         notes.append(f"{len(alpha)} with an alpha channel (train drops it)")
-    swapped = number_order_differs([f.name for f in files])
+    swapped = None
+    for folder in dict.fromkeys(f.parent for f in files):  # name order holds within a folder
+        swapped = swapped or number_order_differs([f.name for f in files if f.parent == folder])
     if swapped:
         notes.append(f"read in name order: {swapped[0]} before {swapped[1]}")
     return "; ".join(notes)

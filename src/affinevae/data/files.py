@@ -520,7 +520,7 @@ def _load_many(spec: str, standardise: bool) -> ImageSet:
     if exts <= set(NPY_EXTS):
         return load_quickdraw(files, standardise=standardise)
     if exts <= set(FOLDER_EXTS):
-        return _load_image_files([Path(f) for f in files], spec, standardise)
+        return _load_image_files([Path(f) for f in files], spec, standardise, name_ordered="," not in spec)
     raise AffineVAEError(f"{spec}: a list or glob of files must be all .npy (one class per file) or all "
                          f"image files ({', '.join(FOLDER_EXTS)}); got {', '.join(sorted(e or '(none)' for e in exts))}")
 
@@ -811,22 +811,32 @@ def _load_folder(folder: Path, spec: str, standardise: bool) -> ImageSet:
 
 
 def number_order_differs(names: Sequence[str]) -> Optional[tuple[str, str]]:
-    """Two names that plain name order puts otherwise than their numbers would (``img10.png`` before
-    ``img2.png``: numbers without leading zeros), or None."""
-    def natural(name: str) -> list:
-        return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t]
-
+    """Two neighbouring names of ``names`` (file names in name order) that their numbers would put the other
+    way round because the numbers lack leading zeros (``img10.png`` before ``img2.png``), or None. Only names
+    alike but for their ASCII digit runs count, whose first differing numbers have different lengths and do
+    not follow a point (``0.25`` before ``0.5`` is in order)."""
     for a, b in zip(names, names[1:]):
-        if natural(b) < natural(a):
-            return a, b
+        ta, tb = re.split(r"([0-9]+)", a), re.split(r"([0-9]+)", b)
+        if len(ta) != len(tb) or ta[0::2] != tb[0::2]:  # other text around the numbers: not numbered alike
+            continue
+        for i in range(1, len(ta), 2):
+            if ta[i] != tb[i]:
+                if (len(ta[i]) != len(tb[i]) and int(ta[i]) > int(tb[i]) and not ta[i - 1].endswith(".")
+                        and not ta[i].startswith("0") and not tb[i].startswith("0")):
+                    return a, b
+                break
     return None
 
 
-def _load_image_files(files: Sequence[Path], spec: str, standardise: bool) -> ImageSet:
+def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_ordered: bool = True) -> ImageSet:
     """Read image files (PNG/JPEG/TIFF) in the given order into one set. Said in a warning each: files whose
-    numbered names that order does not sort by number, transparency (alpha) dropped, grayscale files repeated
+    numbered names name order does not sort by number (``name_ordered``: the files were listed in name order,
+    a folder or one pattern, not a list the user wrote), transparency (alpha) dropped, grayscale files repeated
     into the colour ones' three channels."""
-    swapped = number_order_differs([q.name for q in files])
+    swapped = None
+    if name_ordered:  # a folder or one pattern: files of one folder are read in name order
+        for folder in dict.fromkeys(q.parent for q in files):
+            swapped = swapped or number_order_differs([q.name for q in files if q.parent == folder])
     if swapped:
         warnings.warn(f"{spec}: {len(files)} files read in name order, which puts {swapped[0]} before {swapped[1]} "
                       "(numbers without leading zeros); labels are matched and outputs written in that order",

@@ -20,7 +20,7 @@ FAMILIES = ("rvae", "vae", "avae", "ae")
 #: What the widget does with an image's NaN/inf pixels (masked ones): 'drop' the patches whose window holds
 #: one (``patches --drop-masked``), or keep them 'fill'ed with the frame's median (``patches --fill-nan``).
 MASKED_MODES = ("drop", "fill")
-#: Where the widget's model may train (``TrainConfig.device``'s choices).
+#: Where the widget's model may train: the names ``TrainConfig.device`` takes (not 'cuda:N' or 'mps').
 DEVICES = ("auto", "cpu", "cuda")
 
 
