@@ -499,11 +499,14 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
         return None
     if len(x) > sample:
         x = x[torch.as_tensor(np.sort(np.random.default_rng([seed, 2]).choice(len(x), sample, replace=False)))]
-    x = checked_images(x, "orientation_spread", ())
+    if x.is_complex() or x.dtype == torch.bool:  # refused as such by checked_images
+        x = checked_images(x, "orientation_spread", ())
+    x = x.float()
     factor = x.shape[-1] // ORIENTATION_SIDE  # the mean's roundness: shrunk by a whole factor, no fixed pattern
-    whole = F.avg_pool2d(x, factor) if factor > 1 else x
-    if x.shape[-1] > ORIENTATION_SIDE:
+    whole = checked_images(F.avg_pool2d(x, factor) if factor > 1 else x, "orientation_spread", ())
+    if x.shape[-1] > ORIENTATION_SIDE:  # (NaN and infinities stay in the averages: checked on the small ones)
         x = F.interpolate(x, size=(ORIENTATION_SIDE, ORIENTATION_SIDE), mode="area")
+    x = checked_images(x, "orientation_spread", ())
     feats = turned_components(x, ORIENTATION_TURNS, 50, seed)  # (N, M, d), as synchronise_angles compares them
     nbr, turn = neighbour_turns(feats, 10, len(x), seed)
     other = feats[nbr, 0]  # (N, K, d) each neighbour at turn 0
