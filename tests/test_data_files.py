@@ -370,6 +370,19 @@ def test_folder_says_what_it_changes_and_in_which_order_it_reads(tmp_path, capsy
         assert clause in capsys.readouterr().out
     assert main(["info", str(padded)]) == 0
     assert "all 12 files 8 x 8 pixels\n" in capsys.readouterr().out
+    # a palette image whose pixels use grays only (an unused red entry): one channel for train and for info
+    palette = tmp_path / "palette"
+    palette.mkdir()
+    _png(palette / "a.png", u8(H, W, 3))
+    grey = Image.fromarray(u8(H, W) // 64 * 64).convert("P")
+    colours = grey.getpalette()
+    colours[-3:] = [255, 0, 0]
+    grey.putpalette(colours)
+    grey.save(palette / "b.png")
+    with pytest.warns(UserWarning, match="1 grayscale image among 1 colour one"):
+        load_images(str(palette))
+    assert main(["info", str(palette)]) == 0
+    assert "1 grayscale among 1 colour" in capsys.readouterr().out
 
 
 def test_single_png_and_glob_of_pngs(tmp_path):

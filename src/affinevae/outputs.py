@@ -226,7 +226,10 @@ def run_is_locked(directory: str | Path) -> bool:
     try:
         fd = os.open(lock, os.O_RDWR)  # as RunLock opens it (flock on NFS wants it open for writing)
     except OSError:
-        return False
+        try:
+            fd = os.open(lock, os.O_RDONLY)  # another user's lock file: readable, and flock works on it locally
+        except OSError:
+            return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -193,9 +193,10 @@ def folder_sizes(files: Sequence[Path]) -> str:
                     shape = (int(im.size[1]), int(im.size[0]))
                     bands = im.getbands()
                     (alpha if "A" in bands or "transparency" in im.info else []).append(f)
-                    palette = im.getpalette() if im.mode == "P" else None  # a palette of grays: read as one channel
-                    grey_palette = palette is not None and all(
-                        palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+                    grey_palette = False
+                    if im.mode == "P":  # the colours its pixels use are grays: read as one channel (decoded, as train)
+                        used = np.asarray(im.convert("RGB")).reshape(-1, 3)
+                        grey_palette = bool((used == used[:, :1]).all())
                     (grey if (len([b for b in bands if b != "A"]) == 1 and im.mode != "P") or grey_palette
                      else colour).append(f)
         except Exception:  # noqa: BLE001 - a file that cannot be opened: train says why, in its words
@@ -210,9 +211,10 @@ def folder_sizes(files: Sequence[Path]) -> str:
         notes.append(f"{len(grey)} grayscale among {len(colour)} colour (train repeats them into red, green and blue)")
     if alpha:
         notes.append(f"{len(alpha)} with an alpha channel (train drops it)")
-    swapped = None
-    for folder in dict.fromkeys(f.parent for f in files):  # name order holds within a folder
-        swapped = swapped or number_order_differs([f.name for f in files if f.parent == folder])
+    folders: dict = {}
+    for f in files:  # name order holds within a folder
+        folders.setdefault(f.parent, []).append(f.name)
+    swapped = next(filter(None, map(number_order_differs, folders.values())), None)
     if swapped:
         notes.append(f"read in name order: {swapped[0]} before {swapped[1]}")
     return "; ".join(notes)

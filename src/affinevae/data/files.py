@@ -835,8 +835,10 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_
     into the colour ones' three channels."""
     swapped = None
     if name_ordered:  # a folder or one pattern: files of one folder are read in name order
-        for folder in dict.fromkeys(q.parent for q in files):
-            swapped = swapped or number_order_differs([q.name for q in files if q.parent == folder])
+        folders: dict = {}
+        for q in files:
+            folders.setdefault(q.parent, []).append(q.name)
+        swapped = next(filter(None, map(number_order_differs, folders.values())), None)
     if swapped:
         warnings.warn(f"{spec}: {len(files)} files read in name order, which puts {swapped[0]} before {swapped[1]} "
                       "(numbers without leading zeros); labels are matched and outputs written in that order",

@@ -472,10 +472,12 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
     turns. The images' mean decides first where it can (:func:`mean_isotropy`, :attr:`OrientationSpread.decided_by`):
     as round as the images turned at random, the full circle (sharp-edged objects, whose neighbours the
     comparison finds mostly at small turns: cells read 13-20 % by their pairs); a clear shape, an upright
-    (noisy upright objects, whose pairs read turned); images larger than 48 px are shrunk for it by a whole
-    factor (to 48-95 px), not to 48 px (the resampling's fixed pattern stays in a mean). A mark that every
+    (noisy upright objects, whose pairs read turned); it reads the images at their own size up to 95 px and
+    larger ones shrunk by a whole factor (to 48-95 px), not area-averaged to 48 px as the pairs do (that
+    resampling's fixed pattern stays in a mean). A mark that every
     image carries at the same place (a scale bar, a fixed illumination gradient) keeps the mean oriented:
-    such objects read upright. About 2-8 s for 2 000 images on one CPU thread (28-128 px).
+    such objects read upright. About 2-11 s for 2 000 images on one CPU thread (28-128 px; the most just under
+    96 px, whose mean is measured at full size).
 
     Args:
         x: (N, C, H, W) images (array or tensor; (N, H, W) read as one channel), square.
