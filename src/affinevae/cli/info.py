@@ -175,7 +175,7 @@ def folder_sizes(files: Sequence[Path]) -> str:
     the first one's, as ``train`` would refuse the folder (mixed image sizes), or that cannot be opened."""
     from PIL import Image
 
-    from ..data.files import number_order_differs
+    from ..data.files import name_order_swap
     from ..data.formats import TIFF_EXTS
 
     first = None
@@ -211,10 +211,7 @@ def folder_sizes(files: Sequence[Path]) -> str:
         notes.append(f"{len(grey)} grayscale among {len(colour)} colour (train repeats them into red, green and blue)")
     if alpha:
         notes.append(f"{len(alpha)} with an alpha channel (train drops it)")
-    folders: dict = {}
-    for f in files:  # name order holds within a folder
-        folders.setdefault(f.parent, []).append(f.name)
-    swapped = next(filter(None, map(number_order_differs, folders.values())), None)
+    swapped = name_order_swap(files)
     if swapped:
         notes.append(f"read in name order: {swapped[0]} before {swapped[1]}")
     return "; ".join(notes)

@@ -828,17 +828,21 @@ def number_order_differs(names: Sequence[str]) -> Optional[tuple[str, str]]:
     return None
 
 
+def name_order_swap(files: Sequence[Path]) -> Optional[tuple[str, str]]:
+    """:func:`number_order_differs` within each folder of ``files`` (paths listed in name order, a folder's
+    or a pattern's: name order holds within a folder), the first such pair found, or None."""
+    folders: dict = {}
+    for q in files:
+        folders.setdefault(Path(q).parent, []).append(Path(q).name)
+    return next(filter(None, map(number_order_differs, folders.values())), None)
+
+
 def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_ordered: bool = True) -> ImageSet:
     """Read image files (PNG/JPEG/TIFF) in the given order into one set. Said in a warning each: files whose
     numbered names name order does not sort by number (``name_ordered``: the files were listed in name order,
     a folder or one pattern, not a list the user wrote), transparency (alpha) dropped, grayscale files repeated
     into the colour ones' three channels."""
-    swapped = None
-    if name_ordered:  # a folder or one pattern: files of one folder are read in name order
-        folders: dict = {}
-        for q in files:
-            folders.setdefault(q.parent, []).append(q.name)
-        swapped = next(filter(None, map(number_order_differs, folders.values())), None)
+    swapped = name_order_swap(files) if name_ordered else None  # a folder or one pattern, not the user's list
     if swapped:
         warnings.warn(f"{spec}: {len(files)} files read in name order, which puts {swapped[0]} before {swapped[1]} "
                       "(numbers without leading zeros); labels are matched and outputs written in that order",
