@@ -9,7 +9,11 @@ import torch
 
 from .errors import AffineVAEError
 
-__all__ = ["resolve_device"]
+__all__ = ["DEVICE_CHOICES", "resolve_device"]
+
+#: The device names a training takes (``TrainConfig.device``, napari's ``LearnSettings.device``): 'auto' is
+#: a GPU when torch sees one.
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: Union[str, torch.device]) -> torch.device:

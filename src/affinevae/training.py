@@ -40,7 +40,7 @@ from torch import Tensor
 from .config import Config, as_config, check, check_choice, check_positive, check_seed, plain_scalar
 from .data.imageset import RAW_UNITS, ImageSet
 from .data.inputs import as_images, check_image_size
-from .devices import resolve_device  # noqa: F401  (training.resolve_device, as before)
+from .devices import DEVICE_CHOICES, resolve_device  # noqa: F401  (training.resolve_device, as before)
 from .errors import AffineVAEError
 from .io import FIT_TARGETS, TargetStore, atomic_write, load_tensors, save_model, save_tensors, write_json
 from .limits import check_allocation, format_size
@@ -115,7 +115,7 @@ class TrainConfig(Config):
         check_choice("schedule", self.schedule, ["none", "cosine"])
         check(0.0 <= self.val_split < 1.0, f"val_split must lie in [0, 1), got {self.val_split!r}")
         check_seed(self.seed)
-        check_choice("device", self.device, ["auto", "cpu", "cuda"])
+        check_choice("device", self.device, DEVICE_CHOICES)
         check_positive("grad_clip", self.grad_clip, allow_zero=True)
         for name in ("bf16", "checkpoint", "compile"):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")

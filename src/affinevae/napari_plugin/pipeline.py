@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import check_seed
 from ..defaults import MIN_IMAGE_SIZE, PATCH_LATENT_DIM
-from ..devices import resolve_device
+from ..devices import DEVICE_CHOICES, resolve_device
 from ..errors import AffineVAEError
 
 __all__ = ["LearnSettings", "learn_and_map"]
@@ -20,8 +20,6 @@ FAMILIES = ("rvae", "vae", "avae", "ae")
 #: What the widget does with an image's NaN/inf pixels (masked ones): 'drop' the patches whose window holds
 #: one (``patches --drop-masked``), or keep them 'fill'ed with the frame's median (``patches --fill-nan``).
 MASKED_MODES = ("drop", "fill")
-#: Where the widget's model may train: the names ``TrainConfig.device`` takes (not 'cuda:N' or 'mps').
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +131,8 @@ class LearnSettings:
             raise AffineVAEError(f"centre must be one of {', '.join(map(repr, CENTRE_MODES))}, got {self.centre!r}")
         if self.masked not in MASKED_MODES:
             raise AffineVAEError(f"masked must be one of {', '.join(map(repr, MASKED_MODES))}, got {self.masked!r}")
-        if self.device not in DEVICES:
-            raise AffineVAEError(f"device must be one of {', '.join(map(repr, DEVICES))}, got {self.device!r}")
+        if self.device not in DEVICE_CHOICES:
+            raise AffineVAEError(f"device must be one of {', '.join(map(repr, DEVICE_CHOICES))}, got {self.device!r}")
         resolve_device(self.device)  # 'cuda' on a machine without one: one line now, not after the patches are cut
 
 
