@@ -93,6 +93,12 @@ class Config:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def option_names(cls, data: Mapping[str, Any]) -> list[str]:
+        """The option names :meth:`from_dict` takes with ``data`` (the config's fields; a config that also
+        takes another's options, as the AVAE its inner model's, says so here)."""
+        return cls.field_names()
+
+    @classmethod
     def resolved_fields(cls) -> set[str]:
         """Names of the fields whose default None is resolved at construction from the others (an rVAE's
         encoder, its anchors and their targets)."""

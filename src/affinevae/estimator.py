@@ -343,12 +343,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         train_names = set(TrainConfig.field_names())
         train_opts = {k: v for k, v in self._options.items() if k in train_names}
         model_opts = {k: v for k, v in self._options.items() if k not in train_names}
-        model_names = MODELS.get(self.model).config_class.field_names()
-        if self.model == "avae":  # its inner model's options are taken at the top level too (AVAEConfig.from_dict)
-            inner = model_opts.get("inner", "vae")
-            if isinstance(inner, str) and inner in MODELS.names():
-                model_names = model_names + [n for n in MODELS.get(inner).config_class.field_names()
-                                             if n not in model_names]
+        model_names = MODELS.get(self.model).config_class.option_names(model_opts)  # an avae's: its inner's too
         for key in model_opts:  # the model's own message would list its options only, not the training ones
             if key not in model_names:
                 raise AffineVAEError(unknown_option_message(key, model_names + sorted(train_names),

@@ -216,12 +216,24 @@ class AVAEConfig(ModelConfig):
         return out
 
     @classmethod
+    def _inner_fields(cls, data: Mapping[str, Any]) -> list[str]:
+        """The fields of the inner model ``data`` names (``inner``, default 'vae'); none for an unknown one."""
+        inner_name = data.get("inner", "vae")
+        known = isinstance(inner_name, str) and inner_name in MODELS
+        return MODELS.get(inner_name).config_class.field_names() if known else []
+
+    @classmethod
+    def option_names(cls, data: Mapping[str, Any]) -> list[str]:
+        """Its fields and its inner model's (given at the top level, :meth:`from_dict` moves them inside)."""
+        own = cls.field_names()
+        return own + [name for name in cls._inner_fields(data) if name not in own]
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, what: Optional[str] = None) -> "AVAEConfig":
         """Build from a dict; the inner model's own options may be given at the top level."""
         own = set(cls.field_names()) - set(_MIRRORED)
         data = dict(data)
-        inner_name = data.get("inner", "vae")
-        inner_fields = set(MODELS.get(inner_name).config_class.field_names()) if isinstance(inner_name, str) and inner_name in MODELS else set()
+        inner_fields = set(cls._inner_fields(data))
         moved = {k: data.pop(k) for k in list(data) if k not in own and k in inner_fields}
         if moved:
             inner_cfg = dict(data.get("inner_config") or {})
