@@ -391,11 +391,12 @@ def mean_isotropy(x, seed: int = 0, draws: int = ISOTROPY_DRAWS) -> Optional[flo
     if x.shape[-1] != x.shape[-2] or not len(x):
         raise AffineVAEError(f"mean_isotropy: needs square images, at least one, got shape {tuple(x.shape)}")
     x = x.mean(1, keepdim=True)
+    mean = x.mean(0, keepdim=True)  # all images turned by one angle average to their mean turned by it (a linear warp)
     rng = np.random.default_rng([seed, 3])
     same, own = 0.0, 0.0
     for _ in range(draws):
         angle = torch.as_tensor(rng.uniform(-math.pi, math.pi, len(x)), dtype=torch.float32)
-        a = _nonradial_energy(render(x, Pose(angle=angle[:1].expand(len(x))), padding="border").mean(0)[0].numpy())
+        a = _nonradial_energy(render(mean, Pose(angle=angle[:1]), padding="border")[0, 0].numpy())
         b = _nonradial_energy(render(x, Pose(angle=angle), padding="border").mean(0)[0].numpy())
         if a is None or b is None:
             return None
