@@ -215,6 +215,40 @@ def test_encode_writes_npz_for_a_file_and_a_split(model_dir, images, tmp_path):
         assert f["elbo"].shape == (5,)
 
 
+def test_encode_records_each_image_s_file_for_a_folder_or_a_pattern(model_dir, images, tmp_path):
+    """A folder's rows were in name order (img10 before img2) with nothing to say which file each came from;
+    `encode` now writes `image_file`, a file of several pages as name[i], and -n / subsets keep them."""
+    import tifffile
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    pixels = np.load(images)
+    for i, k in enumerate((1, 2, 10)):
+        Image.fromarray((pixels[i] * 255).astype(np.uint8)).save(folder / f"img{k}.png")
+    tifffile.imwrite(folder / "stack.tif", (pixels[3:8] * 255).astype(np.uint8))
+    with pytest.warns(UserWarning, match="name order"):
+        data = av.data.load_images(str(folder))
+    want = ["img1.png", "img10.png", "img2.png"] + [f"stack.tif[{i}]" for i in range(5)]
+    assert data.names.tolist() == want
+    assert data.subset([7, 0]).names.tolist() == ["stack.tif[4]", "img1.png"]
+    np.testing.assert_allclose(data.images[1, 0], (pixels[2] * 255).astype(np.uint8) / 255, atol=1e-6)  # img10: the third
+    out = tmp_path / "e.npz"
+    with pytest.warns(UserWarning, match="name order"):
+        assert main(["encode", str(model_dir), "--data", str(folder), "-n", "4", "--out", str(out)]) == 0
+    with np.load(out) as f:  # plain strings: np.load reads them without pickle
+        assert f["image_file"].tolist() == want[:4] and f["z_mean"].shape == (4, 2)
+    assert main(["encode", str(model_dir), "--data", str(folder / "img1*.png"), "--out", str(tmp_path / "g.npz")]) == 0
+    with np.load(tmp_path / "g.npz") as f:
+        assert f["image_file"].tolist() == [str(folder / "img1.png"), str(folder / "img10.png")]
+    with np.load(tmp_path / "e.npz") as f:
+        assert "image_file" in f.files
+    from affinevae.encoding import encode_dataset
+
+    assert "image_file" not in encode_dataset(av.load(model_dir), np.load(images))  # arrays name no files
+    with pytest.raises(av.AffineVAEError, match="names must be 2 strings"):
+        av.data.ImageSet(pixels[:2], names=np.arange(2))
+
+
 def test_an_angle_range_may_start_with_a_minus_sign():
     """`--angles -90:90:30` was 'expected one argument' (argparse took the value for an option)."""
     from affinevae.cli import build_parser, join_dash_values

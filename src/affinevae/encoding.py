@@ -73,7 +73,9 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
         (module docstring); ``labels`` (N,) int64 when known (-1: unknown, for models that are
         not class-conditional); for joint and semi-supervised models ``class_prob`` (N, K) float32
         (q(class | x)) and ``class`` (N,) int64 (its argmax); for semi-supervised regression models
-        ``target_mean`` and ``target_std`` (N, M) float32 (q(target | x)).
+        ``target_mean`` and ``target_std`` (N, M) float32 (q(target | x)); ``image_file`` (N,) str, each
+        image's file, when ``data`` is an :class:`~affinevae.data.ImageSet` that records it (``names``:
+        a folder's or a list's image files).
 
     Raises:
         AffineVAEError: input :func:`~affinevae.data.as_images` refuses (including a shape other
@@ -110,6 +112,9 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
         out["class"] = out["class_prob"].argmax(1).astype(np.int64)
     if y is not None:
         out["labels"] = y.cpu().numpy()
+    names = getattr(data, "names", None)  # an ImageSet read from several files
+    if names is not None and len(names) == len(x):
+        out["image_file"] = np.asarray(names, dtype=str)
     return out
 
 

@@ -807,7 +807,7 @@ def _load_folder(folder: Path, spec: str, standardise: bool) -> ImageSet:
     if not files:
         other = f" ({len(entries)} other files)" if entries else ""
         raise AffineVAEError(f"{spec}: folder has no images ({', '.join(FOLDER_EXTS)}){other}")
-    return _load_image_files(files, spec, standardise)
+    return _load_image_files(files, spec, standardise, folder=True)
 
 
 def number_order_differs(names: Sequence[str]) -> Optional[tuple[str, str]]:
@@ -837,11 +837,13 @@ def name_order_swap(files: Sequence[Path]) -> Optional[tuple[str, str]]:
     return next(filter(None, map(number_order_differs, folders.values())), None)
 
 
-def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_ordered: bool = True) -> ImageSet:
-    """Read image files (PNG/JPEG/TIFF) in the given order into one set. Said in a warning each: files whose
-    numbered names name order does not sort by number (``name_ordered``: the files were listed in name order,
-    a folder or one pattern, not a list the user wrote), transparency (alpha) dropped, grayscale files repeated
-    into the colour ones' three channels."""
+def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_ordered: bool = True,
+                      folder: bool = False) -> ImageSet:
+    """Read image files (PNG/JPEG/TIFF) in the given order into one set, whose ``names`` say each image's
+    file (its name in a ``folder``, else the path as given; ``name[i]`` for the pages of a file of several).
+    Said in a warning each: files whose numbered names name order does not sort by number (``name_ordered``:
+    the files were listed in name order, a folder or one pattern, not a list the user wrote), transparency
+    (alpha) dropped, grayscale files repeated into the colour ones' three channels."""
     swapped = name_order_swap(files) if name_ordered else None  # a folder or one pattern, not the user's list
     if swapped:
         warnings.warn(f"{spec}: {len(files)} files read in name order, which puts {swapped[0]} before {swapped[1]} "
@@ -880,7 +882,9 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_
     if len(dtypes) > 1 and all(np.issubdtype(d, np.unsignedinteger) for d in dtypes):
         # e.g. 8- and 16-bit files: scale each by its own bit depth first
         arrays = [a.astype(np.float32) / float(np.iinfo(a.dtype).max) for a in arrays]
-    return _finish(np.concatenate(arrays), spec, standardise)
+    label = (lambda q: q.name) if folder else str
+    names = [label(q) if len(a) == 1 else f"{label(q)}[{i}]" for q, a in parts for i in range(len(a))]
+    return _finish(np.concatenate(arrays), spec, standardise, names=np.asarray(names, dtype=str))
 
 
 def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool, first: Optional[int] = None):

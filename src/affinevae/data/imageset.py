@@ -45,6 +45,9 @@ class ImageSet:
         source: where the images came from (for messages).
         meta: JSON-serialisable facts about how the set was made that are needed to make it again
             (e.g. ``max_angle`` in radians of a ``rotated-mnist`` set loaded with one); empty by default.
+        names: (N,) str, the file each image was read from where images come from several files (a
+            folder's, a glob's or a list's image files: the folder's file name, or the path as matched;
+            a file holding k > 1 images gives ``name[i]``, i = 0..k-1), or None.
     """
 
     images: np.ndarray
@@ -55,6 +58,7 @@ class ImageSet:
     class_names: Optional[list] = None
     source: str = "array"
     meta: dict = dataclasses.field(default_factory=dict)
+    names: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         imgs = np.asarray(self.images)
@@ -77,6 +81,12 @@ class ImageSet:
             self.labels = self.labels.astype(np.int64)
             if self.labels.min() < -1:
                 raise AffineVAEError(f"{self.source}: labels must be >= 0 (or -1 for unknown), got {int(self.labels.min())}")
+        if self.names is not None:
+            names = np.asarray(self.names)
+            if names.shape != (n,) or names.dtype.kind not in "US":
+                raise AffineVAEError(f"{self.source}: names must be {n} strings (one per image), got "
+                                     f"{names.dtype} of shape {names.shape}")
+            self.names = names.astype(str)
         if self.scale is not None and not np.all(self.scale > 0):
             raise AffineVAEError(f"{self.source}: scale must be > 0 (a zoom factor), got {float(self.scale.min()):g}")
 
@@ -129,7 +139,7 @@ class ImageSet:
                     raise AffineVAEError(f"{where}: subset index {bad} outside the {n} images")
         pick = lambda v: None if v is None else v[index]  # noqa: E731
         return ImageSet(self.images[index], pick(self.labels), pick(self.angle), pick(self.shift), pick(self.scale),
-                        self.class_names, self.source, dict(self.meta))
+                        self.class_names, self.source, dict(self.meta), pick(self.names))
 
     def binarized(self, threshold: float = 0.5) -> "ImageSet":
         """A copy whose pixels are 1 where brighter than ``threshold`` (in (0, 1)) and 0 elsewhere.
@@ -147,7 +157,7 @@ class ImageSet:
         return out
 
     def save_npz(self, path: str | Path) -> Path:
-        """Write the set to a ``.npz`` (arrays images, labels, angle, shift, scale where present), atomically."""
+        """Write the set to a ``.npz`` (arrays images, labels, angle, shift, scale, names where present), atomically."""
         from ..io import atomic_write
 
         arrays = {k: v for k, v in dataclasses.asdict(self).items()
