@@ -109,7 +109,7 @@ class Align:
                              expect=model.config.image_shape)
         labels = data.labels if model.conditional else None
         result = model.align(data.images, labels, cfg)
-        result.save(args.out, labels=data.labels)
+        result.save(args.out, labels=data.labels, image_file=data.names)
         print(f"aligned {len(data)} images ({model.transform.name}, {cfg.restarts} restarts, {cfg.steps} steps): "
               f"{result.summary(cfg.elbo_samples)}; wrote {args.out}")
         return 0

@@ -73,10 +73,12 @@ class AlignResult:
                 line += f"; search objective (-ELBO at the posterior mean) {o0:.2f} -> {o1:.2f} nats/image{which}"
         return line
 
-    def save(self, path: str | Path, labels: Optional[np.ndarray] = None) -> Path:
+    def save(self, path: str | Path, labels: Optional[np.ndarray] = None,
+             image_file: Optional[np.ndarray] = None) -> Path:
         """Write an ``.npz`` with arrays params, angle (rad), elbo_before, elbo_after (nats),
         aligned, objective, objective_before (nats; NaN when not computed), transform, param_names
-        (and ``labels`` (N,) int64 if given), atomically."""
+        (and ``labels`` (N,) int64, ``image_file`` (N,) str (each image's file: ``ImageSet.names``) if
+        given), atomically."""
         before = self.objective_before
         if before is None:
             before = torch.full_like(self.objective, math.nan)
@@ -88,6 +90,8 @@ class AlignResult:
         arrays["param_names"] = np.array(list(self.param_names), dtype=str)
         if labels is not None:
             arrays["labels"] = np.asarray(labels, dtype=np.int64)
+        if image_file is not None:
+            arrays["image_file"] = np.asarray(image_file, dtype=str)
 
         def w(tmp):
             with open(tmp, "wb") as f:
@@ -103,7 +107,7 @@ def load_alignment(path: str | Path) -> dict[str, np.ndarray]:
     ``elbo_after``, ``objective`` and ``objective_before`` (N,) nats (NaN where not computed;
     ``objective_before`` is missing from files written before it was added); ``aligned``
     (N, C, H, W) float32; ``transform`` () and ``param_names`` (P,) strings; ``labels`` (N,) int64
-    when saved with them.
+    and ``image_file`` (N,) strings when saved with them.
     """
     path = Path(path)
     if not path.is_file():
