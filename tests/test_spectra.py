@@ -68,9 +68,37 @@ def test_as_spectra_axes_and_errors():
     bad = cube.copy()
     bad[1, 2, 3] = np.nan
     bad[3, 0, 0] = np.inf
-    with pytest.raises(AffineVAEError, match=r"2 of 20 spectra hold NaN.*pixel \(1, 2\)"):
+    with pytest.raises(AffineVAEError, match=r"2 of 20 spectra hold NaN.*pixel \(1, 2\).*--fill-nan fills them"):
         as_spectra(bad, signal_axis=2)
+    with pytest.raises(AffineVAEError, match=r"signals of several channels \(--signal-channels\) need a rank-3"):
+        as_spectra(cube.reshape(20, 20), signal_axis=1, cube=False)  # (it was read as (N, L) without a word)
     assert MIN_SIGNAL_LENGTH == 8
+
+
+def test_fill_nan_interpolates_a_dead_channel_and_gives_an_empty_spectrum_the_median():
+    """An audit's spectrum image with one dead detector channel (NaN at one energy in every pixel): --fill-nan
+    was accepted and ignored (every pixel refused). Gaps are now interpolated along the signal, ends take
+    their nearest finite sample, a pixel without any finite sample the others' median; one warning says so."""
+    rng = np.random.default_rng(0)
+    cube = rng.random((4, 5, 20)).astype(np.float32)
+    bad = cube.copy()
+    bad[..., 7] = np.nan  # a dead channel
+    bad[0, 0, :2] = np.inf  # a signal's start
+    bad[1, 2] = np.nan  # a masked pixel
+    with pytest.warns(UserWarning, match=r"cube.npy: 41 NaN or infinite samples in 20 of 20 signals filled along the "
+                                         r"signal.*1 signal without any finite sample \(first: pixel \(1, 2\)\) takes"):
+        sig, grid = as_spectra(bad, signal_axis=2, where="cube.npy", fill_nan=True)
+    assert grid == (4, 5) and np.isfinite(sig).all()
+    keep = np.ones(20, bool)
+    keep[7] = False
+    rows = np.delete(np.arange(20), [0, 7])
+    np.testing.assert_array_equal(sig[rows, 0][:, keep], cube.reshape(20, 20)[rows][:, keep])  # finite ones kept
+    np.testing.assert_allclose(sig[3, 0, 7], (cube[0, 3, 6] + cube[0, 3, 8]) / 2, rtol=1e-6)
+    np.testing.assert_array_equal(sig[0, 0, :2], cube[0, 0, [2, 2]])
+    others = np.delete(sig[:, 0], 7, axis=0)
+    np.testing.assert_allclose(sig[7, 0], np.median(others, axis=0), rtol=1e-6)
+    with pytest.raises(AffineVAEError, match="no signal holds a finite value"):
+        as_spectra(np.full((3, 12), np.nan), signal_axis=1, fill_nan=True)
 
 
 def test_load_signals_npy_npz_hdf5(tmp_path, small_cube):
@@ -219,6 +247,13 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
     np.save(tmp_path / "short.npy", small_cube.cube[:, :, :5])
     train = ["train", "--model", "rvae", "--out", str(tmp_path / "bad"), *tiny]
     error([*train, "--data", str(tmp_path / "nan.npy"), "--signal-axis", "2"], "1 of 120 spectra hold NaN")
+    error(["map", str(run), "--cube", str(tmp_path / "nan.npy"), "--signal-axis", "2", "--out",
+           str(tmp_path / "nanmap")], "1 of 120 spectra hold NaN")
+    with pytest.warns(UserWarning, match="1 NaN or infinite sample in 1 of 120 signals filled"):  # --fill-nan: filled
+        assert main(["map", str(run), "--cube", str(tmp_path / "nan.npy"), "--signal-axis", "2", "--fill-nan",
+                     "--out", str(tmp_path / "nanmap")]) == 0
+    with np.load(tmp_path / "nanmap" / "maps.npz", allow_pickle=False) as f:
+        assert np.isfinite(f["z_mean"]).all() and f["z_mean"].shape == (10, 12, 2)
     error([*train, "--data", str(tmp_path / "rank4.npy"), "--signal-axis", "2"], "got rank 4")
     error([*train, "--data", str(tmp_path / "short.npy"), "--signal-axis", "2"], "only 5 samples")
     error([*train, "--data", str(cube), "--signal-axis", "3"], "signal axis 3 outside")

@@ -84,7 +84,8 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
     ``scaling``: a trained run's pixel scaling for image files (:func:`affinevae.data.files.load_images`;
     a built-in set and signal files keep their own). ``stretch``: how an image file's float pixels
     outside [0, 1] are scaled ('auto', 'linear', 'asinh': :func:`affinevae.data.files.load_images`);
-    ``fill_nan``: an image file's NaN/inf pixels are replaced by their image's median (ibid.).
+    ``fill_nan``: an image file's NaN/inf pixels are replaced by their image's median (ibid.); a signal
+    file's NaN/inf samples are interpolated along the signal (:func:`affinevae.data.spectra.fill_nonfinite_signals`).
 
     Raises:
         AffineVAEError: on an option the data set does not take, or an invalid value.
@@ -107,7 +108,7 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
             raise AffineVAEError(f"--signal-axis applies to signal files (.npy/.npz/HDF5), not to the data {spec!r}")
         from .spectra import load_signals
 
-        data = load_signals(spec, signal_axis, key=key, cube=signal_cube, labels=labels)
+        data = load_signals(spec, signal_axis, key=key, cube=signal_cube, labels=labels, fill_nan=fill_nan)
         if n is not None and n < len(data):
             data = data.subset(slice(0, n))
             data.meta.pop("grid_shape", None)

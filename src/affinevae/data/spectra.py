@@ -33,7 +33,8 @@ from .imageset import ImageSet
 from .inputs import as_number, real_array
 
 __all__ = ["SPECTRA_KIND", "MIN_SIGNAL_LENGTH", "SyntheticSpectra", "SyntheticCube", "as_spectra", "spectra_set",
-           "load_signals", "synthetic_peaks", "synthetic_cube", "is_spectra", "spectra_noise_sigma"]
+           "load_signals", "synthetic_peaks", "synthetic_cube", "is_spectra", "spectra_noise_sigma",
+           "fill_nonfinite_signals"]
 
 #: ``ImageSet.meta['kind']`` of a set of spectra.
 SPECTRA_KIND = "spectra"
@@ -51,7 +52,7 @@ def is_spectra(data: ImageSet) -> bool:
 
 
 def as_spectra(array: Any, signal_axis: int = -1, where: str = "array",
-               cube: Optional[bool] = None) -> tuple[np.ndarray, Optional[tuple[int, int]]]:
+               cube: Optional[bool] = None, fill_nan: bool = False) -> tuple[np.ndarray, Optional[tuple[int, int]]]:
     """Check and arrange an array of signals: (N, C, L) float32 and the map grid of a cube.
 
     Args:
@@ -61,7 +62,10 @@ def as_spectra(array: Any, signal_axis: int = -1, where: str = "array",
             a cube the other two axes, in order, are the map rows and columns, for (N, C, L)
             the first is N and the other C.
         where: what the array is, starting every error message (e.g. the file name).
-        cube: rank-3 input is a cube (True, default) or (N, C, L) signals (False).
+        cube: rank-3 input is a cube (True, default) or (N, C, L) signals (False); False for
+            rank-2 input is refused (it holds no channels).
+        fill_nan: fill NaN/infinite samples (a dead detector channel, masked pixels) with a warning
+            instead of refusing them (:func:`fill_nonfinite_signals`).
 
     Returns:
         ``(signals, grid_shape)``: (N, C, L) float32 and (H, W) for a cube (N = H*W,
@@ -70,8 +74,8 @@ def as_spectra(array: Any, signal_axis: int = -1, where: str = "array",
     Raises:
         AffineVAEError: one line starting with ``where``: a rank other than 2 or 3, a
             ``signal_axis`` outside the array, fewer than :data:`MIN_SIGNAL_LENGTH` samples
-            along it (a wrong axis), non-numeric data, no signals, or NaN/infinite values
-            (counting the spectra that hold them).
+            along it (a wrong axis), non-numeric data, no signals, ``cube=False`` for rank 2, or
+            NaN/infinite values without ``fill_nan`` (counting the spectra that hold them).
     """
     arr = np.asarray(array)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
@@ -88,6 +92,9 @@ def as_spectra(array: Any, signal_axis: int = -1, where: str = "array",
         raise AffineVAEError(f"{where}: the signal axis (axis {axis} of shape {arr.shape}) has only {length} samples "
                              f"(at least {MIN_SIGNAL_LENGTH}); check --signal-axis")
     grid = None
+    if arr.ndim == 2 and cube is False:
+        raise AffineVAEError(f"{where}: (N, C, L) signals of several channels (--signal-channels) need a rank-3 array, "
+                             f"got (N, L) spectra of shape {arr.shape}")
     if arr.ndim == 2:
         if axis == 0:
             arr = arr.T
@@ -104,12 +111,55 @@ def as_spectra(array: Any, signal_axis: int = -1, where: str = "array",
         raise AffineVAEError(f"{where}: no signals (shape {arr.shape})")
     sig = np.ascontiguousarray(sig, dtype=np.float32)
     bad = ~np.isfinite(sig).all(axis=(1, 2))
+    if bad.any() and fill_nan:
+        return fill_nonfinite_signals(sig, where, grid), grid
     if bad.any():
         first = int(np.argmax(bad))
         at = f"pixel {divmod(first, grid[1])}" if grid is not None else f"signal {first}"
         raise AffineVAEError(f"{where}: {int(bad.sum())} of {len(sig)} spectra hold NaN or infinite values "
-                             f"(first: {at}); fix or drop them")
+                             f"(first: {at}); fix or drop them, or --fill-nan fills them")
     return sig, grid
+
+
+def fill_nonfinite_signals(signals: np.ndarray, where: str = "array",
+                           grid: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """(N, C, L) ``signals`` with their NaN/infinite samples filled, said in one warning naming ``where``:
+    each gap is interpolated linearly along the signal between its finite neighbours (the nearest one at
+    the ends), so a dead detector channel takes its neighbours' values; a signal (one channel of it) with
+    no finite sample at all (a masked pixel of a cube, ``grid`` (H, W) naming it) takes the median of the
+    others, sample by sample. Vectorised over the signals. Raises :class:`AffineVAEError` when no signal
+    has a finite sample."""
+    sig = np.array(signals, dtype=np.float32, copy=True)
+    ok = np.isfinite(sig)
+    n_bad = int((~ok).sum())
+    if not n_bad:
+        return sig
+    length = sig.shape[-1]
+    idx = np.broadcast_to(np.arange(length), sig.shape)
+    prev = np.maximum.accumulate(np.where(ok, idx, -1), axis=-1)  # the last finite sample at or before each
+    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(ok, idx, length), -1), axis=-1), -1)  # the next one
+    has_prev, has_next = prev >= 0, nxt < length
+    vp = np.take_along_axis(sig, np.clip(prev, 0, length - 1), -1)
+    vn = np.take_along_axis(sig, np.clip(nxt, 0, length - 1), -1)
+    t = (idx - prev) / np.maximum(nxt - prev, 1)
+    with np.errstate(invalid="ignore"):  # (the NaN of vp / vn where has_prev / has_next are False: not taken)
+        filled = np.where(has_prev & has_next, vp + t * (vn - vp), np.where(has_prev, vp, np.where(has_next, vn, np.nan)))
+    sig = np.where(ok, sig, filled).astype(np.float32)
+    empty = ~ok.any(-1)  # (N, C) signal channels without any finite sample
+    if empty.all(0).any():
+        raise AffineVAEError(f"{where}: no signal holds a finite value in {'some channel' if sig.shape[1] > 1 else 'any sample'}: "
+                             "nothing to fill NaN from")
+    if empty.any():
+        median = np.nanmedian(np.where(empty[..., None], np.nan, sig), axis=0)  # (C, L)
+        sig = np.where(empty[..., None], median[None], sig).astype(np.float32)
+    rows = np.flatnonzero(empty.any(1))
+    whole = (f"; {len(rows)} signal{'s' if len(rows) > 1 else ''} without any finite sample (first: "
+             f"{f'pixel {divmod(int(rows[0]), grid[1])}' if grid is not None else f'signal {int(rows[0])}'}) "
+             f"take{'' if len(rows) > 1 else 's'} the others' median") if len(rows) else ""
+    warnings.warn(f"{where}: {n_bad} NaN or infinite sample{'s' if n_bad > 1 else ''} in "
+                  f"{int((~ok).any(axis=(1, 2)).sum())} of {len(sig)} signals filled along the signal from their "
+                  f"neighbours{whole}", stacklevel=3)
+    return sig
 
 
 def spectra_noise_sigma(signals: np.ndarray, max_signals: int = 4096) -> float:
@@ -200,7 +250,7 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
 
 
 def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: Optional[bool] = None,
-                 normalise: bool = True, labels: Optional[str] = None) -> ImageSet:
+                 normalise: bool = True, labels: Optional[str] = None, fill_nan: bool = False) -> ImageSet:
     """Read spectra or a hyperspectral cube from a file into an :class:`ImageSet` of 1-D signals.
 
     Args:
@@ -215,6 +265,7 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
         labels: a labels file (.npy/.txt/.csv, :func:`affinevae.data.files.read_labels`; -1 for
             unknown), one integer class per signal in order; for a cube one per pixel in row-major
             order, or a (H, W) ``.npy``. Without it an ``.npz``'s own ``labels`` array is used.
+        fill_nan: fill NaN/infinite samples instead of refusing them (:func:`fill_nonfinite_signals`).
 
     Returns:
         (N, C, 1, L) signals; a cube (H, W, E) gives its H*W spectra in row-major order and
@@ -234,7 +285,7 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
         raise AffineVAEError(f"{path}: --signal-axis {signal_axis} is {axes[int(signal_axis) % arr.ndim]}, too short "
                              f"for signals; the file's spectra run along axis {spectral} ({axes[spectral]}): "
                              f"--signal-axis {spectral}")
-    signals, grid = as_spectra(arr, signal_axis, where=str(path), cube=cube)
+    signals, grid = as_spectra(arr, signal_axis, where=str(path), cube=cube, fill_nan=fill_nan)
     calibration = {}
     if axes is not None:  # an instrument file's: does the chosen axis hold its spectra?
         chosen = int(signal_axis) % arr.ndim
