@@ -561,8 +561,34 @@ def test_learning_warnings_say_what_a_model_failed_to_learn(tiny_runs, test_data
     assert any(s.startswith("the inferred angles hardly vary (resultant length 1.000") for s in said), said
     assert not any("angles" in s for s in learning_warnings(full, images, lattice=True))
     joint = _silenced(build_model("jrvae", latent_dim=2, num_classes=3, invariances=("rotation",)))
-    assert "only 1 of the 3 classes are used on the training images" in learning_warnings(joint, images)
+    said = learning_warnings(joint, images)
+    assert "only 1 of the 3 classes are used on the training images" in said
+    assert said[0].startswith("all 2 content latents are unused")
     assert learning_warnings(build_model("cvae", num_classes=10), images) == []  # needs labels: nothing said
+
+
+def test_unused_content_is_not_said_of_a_model_whose_classes_tell_the_images_apart(monkeypatch, test_data):
+    """A spectra audit: a jrVAE that found its 3 phases (class accuracy 1.0) was told its content latents were
+    unused and that it 'describes every signal alike'. Its classes tell the signals apart: nothing said."""
+    import affinevae.encoding as encoding
+    from affinevae.analysis.quality import learning_warnings
+
+    images = test_data["mnist"].images[:60]
+    joint = build_model("jrvae", latent_dim=2, num_classes=3, invariances=("rotation",))
+
+    def codes(used):
+        def fake(model, x, **kw):
+            n = len(x)
+            prob = np.eye(3, dtype=np.float32)[np.arange(n) % used]
+            return {"z_mean": np.zeros((n, 2), np.float32), "z_std": np.ones((n, 2), np.float32),
+                    "class_prob": prob, "class": prob.argmax(1)}
+        return fake
+
+    monkeypatch.setattr(encoding, "encode_dataset", codes(3))
+    assert learning_warnings(joint, images) == []
+    monkeypatch.setattr(encoding, "encode_dataset", codes(1))  # one class and no content: both said
+    said = learning_warnings(joint, images)
+    assert said[0].startswith("all 2 content latents are unused") and "only 1 of the 3 classes" in said[1]
 
 
 def test_train_warns_when_the_model_learned_nothing(tmp_path, capsys):

@@ -254,6 +254,8 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
                      "--out", str(tmp_path / "nanmap")]) == 0
     with np.load(tmp_path / "nanmap" / "maps.npz", allow_pickle=False) as f:
         assert np.isfinite(f["z_mean"]).all() and f["z_mean"].shape == (10, 12, 2)
+    error(["plot", str(run), "angles", "--out", str(tmp_path / "angles.png")],  # (it said: use an rvae with rotation)
+          "is a model of 1-D signals: they have no rotation angle, only a shift")
     error([*train, "--data", str(tmp_path / "rank4.npy"), "--signal-axis", "2"], "got rank 4")
     error([*train, "--data", str(tmp_path / "short.npy"), "--signal-axis", "2"], "only 5 samples")
     error([*train, "--data", str(cube), "--signal-axis", "3"], "signal axis 3 outside")

@@ -18,6 +18,7 @@ from ..errors import AffineVAEError, refuse_removed_keywords
 from ..config import check_symmetry
 from ..evaluation import circular_correlation, class_offset_concentration, offset_concentration
 from ..limits import ANGLE_HISTOGRAM_BINS
+from ..nn.signal import is_signal_shape
 from ..plots import CLASS_CMAP, new_figure
 from ..runs import PoseRecord, Run, load_pose_record
 from .common import as_imageset, encode, has_learned_angle, model_label, one_or_more, styled, take, wrap_angles
@@ -28,6 +29,9 @@ __all__ = ["learned_angles", "AngleComparison", "angle_comparison", "plot_angle_
 
 def _require_angle(model) -> None:
     """Raise :class:`AffineVAEError` unless ``model`` sees images at a rotation angle."""
+    if not has_learned_angle(model) and is_signal_shape(model.config.image_shape):
+        raise AffineVAEError(f"model '{model.family}' is a model of 1-D signals: they have no rotation angle, only a "
+                             "shift (encode writes it, map --cube draws it)")
     if not has_learned_angle(model):
         raise AffineVAEError(f"model '{model.family}' learns no rotation angle "
                              "(use an rvae/crvae with rotation, or an avae)")

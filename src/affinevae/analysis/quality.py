@@ -243,7 +243,8 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
 
     - every content latent unused: its posterior means vary across the images by a variance below
       :data:`ACTIVE_VARIANCE` and below its mean posterior variance (the model describes every image
-      alike, e.g. objects drowned in noise);
+      alike, e.g. objects drowned in noise), unless the model's classes (a joint or semi-supervised
+      model's) tell them apart (two or more used);
     - a full-circle model's angles all alike (resultant length at least :data:`FIXED_ANGLE`) although
       objects with no preferred orientation turn (not said for ``lattice``: one grain's atoms share
       their angle);
@@ -276,7 +277,9 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
     # small both are (spectra at a small noise sigma: means varying by 0.008 with posteriors 0.005 wide)
     width = (np.square(np.asarray(enc["z_std"], dtype=np.float64)).mean(0) if spread.size
              else np.zeros(0))  # (D,)
-    if spread.size and bool(np.all(spread < np.minimum(ACTIVE_VARIANCE, width))):
+    classes_used = len(np.unique(enc["class"])) if "class" in enc else 0
+    # a joint or semi-supervised model whose classes tell the images apart does not describe them all alike
+    if spread.size and bool(np.all(spread < np.minimum(ACTIVE_VARIANCE, width))) and classes_used < 2:
         noun = item_noun(model.config.image_shape)
         lines.append(f"all {spread.size} content latents are unused (their means vary across the {noun}s with a variance "
                      f"below {ACTIVE_VARIANCE:g}): the model describes every {noun} alike (a signal too weak against the "
@@ -298,7 +301,7 @@ def learning_warnings(model, images, n: int = 2000, seed: int = 0, lattice: bool
                          f"{np.degrees(np.sqrt(max(0.0, 2 * (1 - r)))):.0f} degrees of one value) although rotation_mode "
                          "is 'full': the model learned no pose")
     if "class" in enc:
-        used, k = len(np.unique(enc["class"])), int(enc["class_prob"].shape[1])
+        used, k = classes_used, int(enc["class_prob"].shape[1])
         if used < k:
             lines.append(f"only {used} of the {k} classes are used on the training "
                          f"{item_noun(model.config.image_shape)}s")
