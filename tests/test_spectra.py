@@ -522,3 +522,13 @@ def test_spectra_defaults_of_the_class_families():
         assert opts["sigma"] == pytest.approx(max(noise, floor), rel=1e-2), (family, opts["sigma"])
         assert f"sigma={opts['sigma']:.3g}" in line
     assert data_defaults(s, "jrvae", {**given, "sigma": 0.02}, None, None)[0]["sigma"] == 0.02  # given wins
+
+
+def test_train_on_one_image_says_how_a_table_of_spectra_is_read(tmp_path, capsys):
+    """An audit's (300, 128) table of spectra given without --signal-axis trained on one image without a word."""
+    table = np.random.default_rng(0).random((40, 32)).astype(np.float32)
+    np.save(tmp_path / "table.npy", table)
+    with pytest.warns(UserWarning, match=r"table.npy: one image \(40 x 32 pixels\) to train on; a table of spectra, "
+                                         r"one per row, is read as 40 signals of 32 samples with --signal-axis 1"):
+        assert main(["train", "--model", "vae", "--data", str(tmp_path / "table.npy"), "--epochs", "1", "--latent-dim",
+                     "2", "--no-progress", "--out", str(tmp_path / "one")]) == 0
