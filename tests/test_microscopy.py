@@ -410,6 +410,39 @@ def test_an_npz_of_several_arrays_is_read_by_one_rule(micrograph, tmp_path):
         assert src.n_frames == 3
 
 
+def test_a_folder_or_glob_of_tiffs_keeps_the_pixel_size_they_record(micrograph, tmp_path, capsys):
+    """An audit's folder of OME-TIFFs at 0.4 nm each: read one at a time they gave 0.4 nm, read as a folder or a
+    glob none (info, load_images, so encode wrote no shift_phys). Now kept; a file recording none takes the
+    others' and sizes that differ keep none, each said."""
+    import tifffile
+
+    from affinevae.data import load_images
+
+    def ome(path, nm):
+        tifffile.imwrite(path, micrograph.astype(np.float32), ome=True,
+                         metadata={"axes": "YX", "PhysicalSizeX": nm, "PhysicalSizeY": nm,
+                                   "PhysicalSizeXUnit": "nm", "PhysicalSizeYUnit": "nm"})
+
+    folder = tmp_path / "fold"
+    folder.mkdir()
+    for i in range(3):
+        ome(folder / f"im{i}.ome.tif", 0.4)
+    for spec in (str(folder), str(folder / "*.tif")):
+        data = load_images(spec)
+        assert (data.meta["pixel_size"], data.meta["unit"]) == (pytest.approx(0.4), "nm"), spec
+    with open_stack(str(folder)) as src:
+        assert src.pixel_size is not None and src.pixel_size.value == pytest.approx(0.4)
+    assert main(["info", str(folder)]) == 0
+    assert "pixel size  0.4 nm" in capsys.readouterr().out
+    tifffile.imwrite(folder / "im3.tif", micrograph.astype(np.float32))  # no size recorded
+    with pytest.warns(UserWarning, match=r"1 of 4 files record no pixel size \(e.g. im3.tif\): they take im0.ome.tif's"):
+        assert load_images(str(folder)).meta["pixel_size"] == pytest.approx(0.4)
+    ome(folder / "im4.ome.tif", 0.8)
+    with pytest.warns(UserWarning, match=r"the files record different pixel sizes \(im0.ome.tif 0.4 nm, im4.ome.tif "
+                                         r"0.8 nm\): none is kept"):
+        assert "pixel_size" not in load_images(str(folder)).meta
+
+
 def test_a_folder_of_frames_skips_hidden_files_and_scales_each_bit_depth(micrograph, tmp_path):
     """A macOS ._name file beside the PNGs stopped `patches`; an 8-bit and a 16-bit PNG were both
     scaled by the first file's depth (patches in [0, 235]): each is now scaled by its own, as

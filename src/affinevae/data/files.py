@@ -884,7 +884,10 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_
         arrays = [a.astype(np.float32) / float(np.iinfo(a.dtype).max) for a in arrays]
     label = (lambda q: q.name) if folder else str
     names = [label(q) if len(a) == 1 else f"{label(q)}[{i}]" for q, a in parts for i in range(len(a))]
-    return _finish(np.concatenate(arrays), spec, standardise, names=np.asarray(names, dtype=str))
+    data = _finish(np.concatenate(arrays), spec, standardise, names=np.asarray(names, dtype=str))
+    from .stacks import files_pixel_size
+
+    return _with_pixel_size(data, files_pixel_size([q for q, _ in parts], spec))
 
 
 def _load_hdf5(p: Path, dataset: Optional[str], spec: str, standardise: bool, first: Optional[int] = None):

@@ -1115,6 +1115,7 @@ class FolderSource(FrameSource):
             raise AffineVAEError(f"{path}: folder holds no {'/'.join(e[1:] for e in FRAME_FOLDER_EXTS)} images")
         first = self._one(self.files[0])
         self.n_frames, self.frame_shape, self.dtype = len(self.files), first.shape, first.dtype
+        self.pixel_size = files_pixel_size(self.files, path)  # the TIFF files' own, as load_images reads them
 
     def _one(self, f: Path) -> np.ndarray:
         if f.suffix.lower() in TIFF_EXTS:
@@ -1169,6 +1170,41 @@ def open_joined(paths: Sequence[str], open_one: Callable[[str], FrameSource]) ->
 #: Relative difference under which the pixel sizes of stacks read together count as one (exposures of one
 #: instrument whose WCS solutions differ in the fourth digit).
 PIXEL_SIZE_TOLERANCE = 1e-3
+
+
+def files_pixel_size(files: Sequence[Path], where: str):
+    """The one :class:`~affinevae.units.PixelSize` that image ``files`` read together (a folder's, a glob's: PNG,
+    JPEG, TIFF) record in their TIFF metadata (OME, ImageJ, resolution tags), or None. Files that record none
+    take the others' size and sizes that differ by more than :data:`PIXEL_SIZE_TOLERANCE` keep none, each said
+    in a warning naming ``where``. Reads the TIFF files' headers only."""
+    sizes = []
+    for q in files:
+        if Path(q).suffix.lower() not in TIFF_EXTS:
+            continue
+        try:
+            src = TiffSource(str(q))
+        except AffineVAEError:
+            continue
+        try:
+            if src.pixel_size is not None:
+                sizes.append((Path(q), src.pixel_size))
+        finally:
+            src.close()
+    if not sizes:
+        return None
+    first_file, first = sizes[0]
+    other = next(((q, size) for q, size in sizes[1:] if not same_pixel_size(first, size, rel=PIXEL_SIZE_TOLERANCE)),
+                 None)
+    if other is not None:
+        warnings.warn(f"{where}: the files record different pixel sizes ({first_file.name} {first}, {other[0].name} "
+                      f"{other[1]}): none is kept (give --pixel-size where a command takes it)", stacklevel=3)
+        return None
+    if len(sizes) < len(files):
+        have = {q for q, _ in sizes}
+        missing = next(Path(q) for q in files if Path(q) not in have)
+        warnings.warn(f"{where}: {len(files) - len(sizes)} of {len(files)} files record no pixel size (e.g. "
+                      f"{missing.name}): they take {first_file.name}'s, {first}", stacklevel=3)
+    return first
 
 
 def native_dtype(dtype) -> np.dtype:
