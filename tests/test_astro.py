@@ -271,7 +271,22 @@ def test_several_image_hdus_need_a_key_and_all_stacks_one_cutout_per_hdu(tmp_pat
     assert "1:WHT(ImageHDU 16 16), 2:SCI(ImageHDU 16 16)" in out and "several image HDUs: --key names one" in out
     assert "frames" not in out
     assert main(["info", str(tmp_path / "cuts.fits"), "--key", "all"]) == 0
-    assert "12 of 16 x 16 pixels" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "12 of 16 x 16 pixels" in out and "pixel size" not in out  # (none recorded)
+    # cut-outs that each record a scale keep it (an audit: --key all dropped it); scales that differ keep none
+    def cut(c, scale):
+        hdu = fits.ImageHDU(c)
+        hdu.header["PIXSCALE"] = scale
+        return hdu
+
+    fits.HDUList([fits.PrimaryHDU(), *[cut(c, 0.15) for c in cuts[:3]]]).writeto(tmp_path / "scaled.fits")
+    assert load_images(str(tmp_path / "scaled.fits"), key="all").meta["pixel_size"] == pytest.approx(0.15)
+    assert main(["info", str(tmp_path / "scaled.fits"), "--key", "all"]) == 0
+    assert "pixel size  0.15 arcsec" in capsys.readouterr().out
+    fits.HDUList([fits.PrimaryHDU(), cut(cuts[0], 0.15), cut(cuts[1], 0.3)]).writeto(tmp_path / "two.fits")
+    with pytest.warns(UserWarning, match=r"two.fits: its cut-outs record different pixel scales \(HDU 1 0.15 arcsec, "
+                                         r"HDU 2 0.3 arcsec\): none is kept"):
+        assert "pixel_size" not in load_images(str(tmp_path / "two.fits"), key="all").meta
     assert main(["info", str(tmp_path / "field.fits") + "[SCI]"]) == 0
     out = capsys.readouterr().out
     assert "1 of 16 x 16 pixels" in out and f"values {cuts[1].min():.6g}" in out

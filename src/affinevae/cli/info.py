@@ -271,8 +271,13 @@ def data_info(spec: str, key: Optional[str] = None, level: Optional[int] = None)
         h, w = src.image_shape
         out["frames"] = (f"{src.n_frames} of {h} x {w} pixels, {src.channels} channel(s), "
                          f"{np.dtype(src.dtype).name}")
-        if src.pixel_size is not None:
-            out["pixel size"] = str(src.pixel_size)
+        size = src.pixel_size
+        if size is None and source is not spec:  # FITS --key all: the cut-outs' own scale
+            from ..data.astro import all_hdus_pixel_size
+
+            size = all_hdus_pixel_size(file)
+        if size is not None:
+            out["pixel size"] = str(size)
         raw = np.asarray(src.read_raw(0, 1), dtype=np.float64)
         if isinstance(src, FolderSource):  # train reads every file: a size unlike the first is said here too
             out["files"] = folder_sizes(src.files)

@@ -37,7 +37,7 @@ from .microscopy import require
 from ..units import PixelSize, square_pixels
 from .stacks import READERS, ArraySource, FrameSource, StackReader
 
-__all__ = ["open_fits", "read_fits", "sky_pixel_size", "fits_contents", "ALL_HDUS"]
+__all__ = ["open_fits", "read_fits", "sky_pixel_size", "fits_contents", "all_hdus_pixel_size", "ALL_HDUS"]
 
 #: Header keywords read as the pixel scale in arcsec per pixel when the header has no celestial WCS.
 PIXEL_SCALE_KEYWORDS = ("PIXSCALE", "SECPIX")
@@ -170,6 +170,31 @@ def _read_all(path: str) -> np.ndarray:
             return _native(np.stack([np.asarray(_checked_data(h, path)) for h in hdus]))
     finally:
         hdul.close()
+
+
+def all_hdus_pixel_size(path: str) -> Optional[PixelSize]:
+    """The pixel scale on the sky (arcsec) that the image HDUs ``key='all'`` stacks record
+    (:func:`sky_pixel_size` of each; a cut-out service writes one per HDU), when they agree within
+    :data:`~affinevae.data.stacks.PIXEL_SIZE_TOLERANCE`; HDUs that record none take the others', scales
+    that differ keep none (said in a warning naming ``path``); None when none records one."""
+    from ..units import same_pixel_size
+    from .stacks import PIXEL_SIZE_TOLERANCE
+
+    hdul, _ = _open(path, None, many=True)
+    try:
+        images = {id(h) for h in _image_hdus(hdul)}
+        sizes = [(h.name or str(i), size) for i, h in enumerate(hdul)  # named as the listing names them
+                 if id(h) in images and (size := sky_pixel_size(h.header, where=str(path))) is not None]
+    finally:
+        hdul.close()
+    if not sizes:
+        return None
+    other = next((s for s in sizes[1:] if not same_pixel_size(sizes[0][1], s[1], rel=PIXEL_SIZE_TOLERANCE)), None)
+    if other is not None:
+        warnings.warn(f"{path}: its cut-outs record different pixel scales (HDU {sizes[0][0]} {sizes[0][1]}, HDU "
+                      f"{other[0]} {other[1]}): none is kept", stacklevel=3)
+        return None
+    return sizes[0][1]
 
 
 def _open(path: str, key: Optional[str], many: bool = False, frames: bool = False) -> tuple[Any, Any]:

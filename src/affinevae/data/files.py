@@ -172,6 +172,13 @@ def recorded_pixel_size(spec: str, key: Optional[str] = None):
     p = Path(spec)
     if not p.is_file() or image_suffix(p) not in PIXEL_SIZE_EXTS:
         return None
+    if image_suffix(p) in FITS_EXTS and key is not None and str(key).strip().lower() == "all":
+        from .astro import all_hdus_pixel_size  # every cut-out HDU's, stacked
+
+        try:
+            return all_hdus_pixel_size(spec)
+        except AffineVAEError:
+            return None
     from .stacks import open_stack
 
     try:
