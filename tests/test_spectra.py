@@ -224,7 +224,8 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
     run = tmp_path / "run"
     tiny = ["--latent-dim", "2", "--hidden", "16", "--no-progress", "--batch-size", "32", "--epochs", "1"]
     assert main(["train", "--model", "rvae", "--data", str(cube), "--signal-axis", "2", "--out", str(run), *tiny]) == 0
-    assert "spectra defaults: likelihood=gaussian" in capsys.readouterr().out
+    assert "spectra defaults: decoder=warp likelihood=gaussian" in capsys.readouterr().out
+    assert load_run(run).config.decoder == "warp"
     out = tmp_path / "maps"
     assert main(["map", str(run), "--cube", str(cube), "--signal-axis", "2", "--clusters", "2", "--baseline", "nmf",
                  "--nmf-shift", "--out", str(out)]) == 0
@@ -521,6 +522,10 @@ def test_spectra_defaults_of_the_class_families():
         assert opts["likelihood"] == "gaussian", family
         assert opts["sigma"] == pytest.approx(max(noise, floor), rel=1e-2), (family, opts["sigma"])
         assert f"sigma={opts['sigma']:.3g}" in line
+        # the families with a shift render peaks with the warp decoder (the coordinate MLP blurred them)
+        assert opts.get("decoder") == ("warp" if family.endswith("rvae") else None), family
+    assert data_defaults(s, "rvae", dict(given), None, None)[0]["decoder"] == "warp"
+    assert data_defaults(s, "rvae", {**given, "decoder": "spatial"}, None, None)[0]["decoder"] == "spatial"
     assert data_defaults(s, "jrvae", {**given, "sigma": 0.02}, None, None)[0]["sigma"] == 0.02  # given wins
 
 

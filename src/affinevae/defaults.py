@@ -39,7 +39,7 @@ atoms are then found with precision and recall 1.00 in all of those 6 runs, grai
 
 A set of 1-D signals (``meta["kind"] == "spectra"``, :mod:`affinevae.data.spectra`) gets
 :data:`SPECTRA_DEFAULTS` the same way (a Gaussian likelihood with the estimated noise as sigma;
-flat encoder and decoder for the vae/cvae/ae) the trainer's batch size and learning rate, and
+flat encoder and decoder for the vae/cvae/ae, the warp decoder for the pose families) the trainer's batch size and learning rate, and
 about :data:`SPECTRA_MIN_STEPS` steps.
 """
 
@@ -320,7 +320,7 @@ PATCH_SET_DEFAULTS: dict[str, tuple[tuple[str, Rule], ...]] = {"rvae": POSE_PATC
 
 #: Rules for 1-D signals (:mod:`affinevae.data.spectra`): a Gaussian likelihood whose sigma is the
 #: noise estimate (the rVAE's default invariance there is the shift); flat encoders and decoders
-#: for the families without a pose decoder.
+#: for the families without a pose decoder, the warp decoder for those with one.
 _GAUSSIAN_RULES: tuple[tuple[str, Rule], ...] = (
     ("likelihood", lambda data, opts: "gaussian"),
     ("sigma", _sigma_at_least(SPECTRA_SIGMA_FLOOR)),
@@ -336,12 +336,23 @@ _CLASS_GAUSSIAN_RULES: tuple[tuple[str, Rule], ...] = (
     ("likelihood", lambda data, opts: "gaussian"),
     ("sigma", _sigma_at_least(SPECTRA_CLASS_SIGMA_FLOOR)),
 )
+#: The pose families' decoder for 1-D signals: 'warp' (a conv decoder renders the canonical spectrum once, the
+#: shift warps it) rather than the per-sample coordinate MLP ('spatial'), which renders peaks a few samples
+#: wide as broad piecewise-linear humps. Measured (a spectra audit: 300 Raman-like spectra of 128 samples,
+#: Lorentzian peaks 3-5 samples wide, shifts +-4; rvae, 2 latents, spectra defaults): reconstruction PSNR
+#: 29.9 dB against 22.3, mean ELBO +231 against -332 nats, within-class shift error sd 0.29-0.37 against
+#: 0.55-0.70 samples; ``bench_spectra.py`` (seed 0): peaks' shift r 0.997 against 0.992, ratio |r| 0.999
+#: against 0.967, cube accuracy 1.000 and classes 1.000 / 1.000 both; about 2.3x the time per step
+#: (5 300 against 12 400 signals/s on 2 threads).
+_POSE_DECODER_RULES: tuple[tuple[str, Rule], ...] = (("decoder", lambda data, opts: "warp"),)
 SPECTRA_DEFAULTS: dict[str, tuple[tuple[str, Rule], ...]] = {
-    "rvae": _GAUSSIAN_RULES, "crvae": _GAUSSIAN_RULES, "vae": _FLAT_RULES + _GAUSSIAN_RULES,
+    "rvae": _POSE_DECODER_RULES + _GAUSSIAN_RULES, "crvae": _POSE_DECODER_RULES + _GAUSSIAN_RULES,
+    "vae": _FLAT_RULES + _GAUSSIAN_RULES,
     "cvae": _FLAT_RULES + _GAUSSIAN_RULES, "ae": _FLAT_RULES + (("likelihood", lambda data, opts: "mse"),),
     # the rVAE's relatives with discovered or partly given classes or targets
-    **{name: _GAUSSIAN_RULES for name in ("ssvae", "ssrvae", "ssregvae", "ssregrvae")},
-    **{name: _CLASS_GAUSSIAN_RULES for name in ("jvae", "jrvae")},
+    **{name: _GAUSSIAN_RULES for name in ("ssvae", "ssregvae")},
+    **{name: _POSE_DECODER_RULES + _GAUSSIAN_RULES for name in ("ssrvae", "ssregrvae")},
+    "jvae": _CLASS_GAUSSIAN_RULES, "jrvae": _POSE_DECODER_RULES + _CLASS_GAUSSIAN_RULES,
 }
 
 #: Optimiser steps a set of 1-D signals' epoch count aims at (at least).
