@@ -549,6 +549,24 @@ def test_an_mrc_stack_without_pixels_is_one_line(tmp_path, capsys, shape):
         assert err.count("\n") == 1 and f"empty.mrcs: holds no pixels ({shape[0]} frame(s) of {shape[1]}x{shape[2]})" in err
 
 
+def test_a_file_that_is_no_mrc_is_one_line_in_every_command(tmp_path, capsys):
+    """An audit's PNG named .mrcs: info and patches printed three of mrcfile's warnings (from the header
+    check's permissive read) before the one-line error; train printed the line alone."""
+    pytest.importorskip("mrcfile")
+    from PIL import Image
+
+    path = tmp_path / "fake.mrcs"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (256, 256), dtype=np.uint8)).save(path, format="PNG")
+    for argv in (["info", str(path)], ["patches", str(path), "--window", "16", "--out", str(tmp_path / "p.npz")],
+                 ["train", "--model", "vae", "--data", str(path), "--epochs", "1", "--out", str(tmp_path / "run")]):
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("affinevae: error: ") and "fake.mrcs: cannot read MRC" in err, err
+        assert not said, [str(w.message) for w in said]  # (the CLI prints warnings as lines of their own)
+
+
 def test_images_trained_on_directly_keep_their_files_pixel_size(tmp_path, capsys, monkeypatch):
     """An MRC particle stack or an OME-TIFF read as images (not patches) carries its pixel size in
     ImageSet.meta, and `encode` adds the shifts in that unit (shift_phys, right and down)."""

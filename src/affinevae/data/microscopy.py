@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -361,10 +362,12 @@ def _check_mrc_size(mrcfile: Any, path: str) -> None:
     """One line when an MRC file holds fewer bytes than its header declares (a truncated copy or
     download) or declares no pixels, from the header alone; other header problems are left to the reader."""
     try:
-        with mrcfile.open(path, header_only=True, permissive=True) as m:
-            h = m.header
-            nx, ny, nz, extra = int(h.nx), int(h.ny), int(h.nz), int(h.nsymbt)
-            itemsize = np.dtype(mrcfile.utils.data_dtype_from_header(h)).itemsize
+        with warnings.catch_warnings():  # the permissive read's notes on a file that is no MRC: the reader says it
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, header_only=True, permissive=True) as m:
+                h = m.header
+                nx, ny, nz, extra = int(h.nx), int(h.ny), int(h.nz), int(h.nsymbt)
+                itemsize = np.dtype(mrcfile.utils.data_dtype_from_header(h)).itemsize
     except Exception:  # noqa: BLE001 - not a readable header: the reader's own message says so
         return
     if min(nx, ny, nz) == 0:  # (mrcfile's voxel size would divide by it, with a numpy warning first)
