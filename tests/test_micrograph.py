@@ -848,7 +848,7 @@ def test_cli_patches_refuses_bad_detection_options_in_one_line_naming_the_flag(m
                         (["--window", "12", "--noise-floor", "-1"], "--noise-floor must be a number >= 0"),
                         (["--window", "12", "--min-distance", "0"], "--min-distance must be >= 1, got 0"),
                         (["--window", "12", "--stride", "0"], "--stride must be >= 1, got 0"),
-                        (["--window", "200"], "is smaller than the 200x200 window")]:
+                        (["--window", "200"], "img.npy: the 128x160 image is smaller than the 200x200 window")]:
         assert main(["patches", str(tmp_path / "img.npy"), *extra, "--out", str(out)]) == 2, extra
         captured = capsys.readouterr()
         assert captured.out == "" and said in captured.err and captured.err.count("\n") == 1, (extra, captured)

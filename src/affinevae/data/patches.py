@@ -1225,6 +1225,7 @@ def centring_check(source, window: int, min_distance: Optional[int] = None, thre
     sigma = patch_smoothing(window) if sigma is None else sigma
     src = open_stack(source, key=key)
     try:
+        window = _check_window(window, src.image_shape, src.path)  # a frame smaller than it: said naming the file
         threshold, noise_floor = detection_levels(src, threshold, noise_floor, absolute)
         cuts, found, where, frames, periodicity = [], [], [], checked_frames(src.n_frames), 0.0
         for f in frames:
