@@ -163,7 +163,13 @@ def test_broken_fits_files_are_one_line_each(tmp_path, capsys, monkeypatch):
                                                                                 array=np.zeros(3))])]
                  ).writeto(tmp_path / "table.fits")
     (tmp_path / "empty.fits").write_bytes(b"")
+    # a header declaring 40 TB in a 6 kB file: the system refused the seek ("[Errno 22] Invalid argument")
+    huge = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 3), ("NAXIS1", 100000), ("NAXIS2", 100000),
+                        ("NAXIS3", 1000)])
+    (tmp_path / "huge.fits").write_bytes(huge.tostring().encode() + b"\0" * 2880)
     for name, match in [("short.fits", r"short.fits: truncated or damaged: File may have been truncated"),
+                        ("huge.fits", r"huge.fits: truncated or damaged: its primary header declares \(1000, 100000, "
+                                      r"100000\) values of 4 bytes \(40000000000000 bytes\), the file holds 5760 bytes"),
                         ("junk.fits", "junk.fits: cannot read FITS"),
                         ("table.fits", "table.fits: no image HDU of 2 or more axes"),
                         ("empty.fits", "empty.fits: empty file")]:

@@ -197,6 +197,25 @@ def all_hdus_pixel_size(path: str) -> Optional[PixelSize]:
     return sizes[0][1]
 
 
+def _refuse_declared_beyond(fits: Any, path: str) -> None:
+    """Raise the one-line "truncated or damaged" error when the primary header of ``path`` declares more
+    data bytes (BITPIX and NAXISn) than the file holds; return when it does not, or cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = fits.Header.fromfile(path)
+        naxis = int(header.get("NAXIS", 0))
+        shape = tuple(int(header.get(f"NAXIS{i}", 0)) for i in range(naxis, 0, -1))
+        itemsize = abs(int(header.get("BITPIX", 8))) // 8
+    except Exception:  # noqa: BLE001 - no readable primary header: the reader's own message stands
+        return
+    declared = int(np.prod(shape, dtype=np.float64)) * itemsize if shape else 0
+    size = Path(path).stat().st_size
+    if declared > size:
+        raise AffineVAEError(f"{path}: truncated or damaged: its primary header declares {shape} values of {itemsize} "
+                             f"bytes ({declared} bytes), the file holds {size} bytes")
+
+
 def _open(path: str, key: Optional[str], many: bool = False, frames: bool = False) -> tuple[Any, Any]:
     """(the open HDU list, the chosen HDU's data array, or None with ``many``); astropy's notes on a
     damaged file become the one-line error "truncated or damaged" (with its first note), the others
@@ -205,11 +224,17 @@ def _open(path: str, key: Optional[str], many: bool = False, frames: bool = Fals
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
         with reading(path, "FITS"):
-            hdul = fits.open(path, mode="readonly")
+            try:
+                hdul = fits.open(path, mode="readonly")
+            except OSError:  # e.g. EINVAL seeking past a declared size larger than any file: say the sizes
+                _refuse_declared_beyond(fits, path)
+                raise
             try:
                 len(hdul)  # every header, so that a file cut short in a later one is noticed now
-            except BaseException:
+            except BaseException as exc:
                 hdul.close()
+                if isinstance(exc, OSError):
+                    _refuse_declared_beyond(fits, path)
                 raise
         damaged = [str(n.message).splitlines() for n in notes
                    if "truncated" in str(n.message) or "Error validating header" in str(n.message)]
