@@ -215,6 +215,15 @@ def test_spectral_maps_files(tmp_path, small_cube):
         assert str(f["baseline_method"]) == "pca"
     with pytest.raises(AffineVAEError, match="not a cube"):
         spectral_maps(m, synthetic_peaks(20, length=32).image_set())
+    assert "shift_phys" not in maps.arrays()  # no calibration: samples only
+    # a calibrated energy axis (an instrument file's, 0.5 eV per sample): the shift also in eV (an audit: encode
+    # gave shift_phys in eV on the same file, map --cube samples only)
+    ds.meta.update(sample_size=0.5, sample_offset=100.0, sample_unit="eV")
+    calibrated = spectral_maps(m, ds)
+    arrays = calibrated.arrays()
+    np.testing.assert_allclose(arrays["shift_phys"], calibrated.shift * 0.5)
+    assert str(arrays["unit"]) == "eV" and float(arrays["sample_size"]) == 0.5
+    assert "shift" in write_spectral_maps(calibrated, tmp_path / "ev")
 
 
 # ------------------------------------------------------------------ command line

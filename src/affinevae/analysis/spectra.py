@@ -37,6 +37,9 @@ class SpectralMaps:
         klass: (H, W) int64 class the model infers for each pixel's spectrum (a model with classes
             of its own: jvae/jrvae, ssvae/ssrvae), or None.
         class_prob: (H, W, K) float32 the model's class probabilities, or None.
+        sample_size: the signal axis's units per sample where the cube's file calibrates it (an
+            instrument file's energy axis: ``ImageSet.meta['sample_size']``), or None.
+        sample_unit: that axis's unit (e.g. 'eV'), or None.
     """
 
     z_mean: np.ndarray
@@ -45,6 +48,16 @@ class SpectralMaps:
     baseline: Optional[Baseline] = None
     klass: Optional[np.ndarray] = None
     class_prob: Optional[np.ndarray] = None
+    sample_size: Optional[float] = None
+    sample_unit: Optional[str] = None
+
+    @property
+    def shift_phys(self) -> Optional[np.ndarray]:
+        """(H, W) float64 shift in :attr:`sample_unit` (samples times :attr:`sample_size`) where both the
+        shift and the calibration are known, else None."""
+        if self.shift is None or self.sample_size is None or not self.sample_unit:
+            return None
+        return np.asarray(self.shift, np.float64) * float(self.sample_size)
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -60,8 +73,9 @@ class SpectralMaps:
     def arrays(self) -> dict[str, np.ndarray]:
         """What ``maps.npz`` holds: ``z_mean`` (H, W, D), ``grid_shape`` (2,), ``shift`` (H, W) samples
         (NaN without a shift latent), ``cluster`` (H, W) (-1 without clustering), the model's own
-        ``class`` (H, W) and ``class_prob`` (H, W, K) where it infers classes, and the baseline's
-        arrays (:meth:`Baseline.arrays`, loadings as (H, W, K))."""
+        ``class`` (H, W) and ``class_prob`` (H, W, K) where it infers classes, ``shift_phys`` (H, W) with
+        ``sample_size`` and ``unit`` where the signal axis is calibrated (:attr:`shift_phys`), and the
+        baseline's arrays (:meth:`Baseline.arrays`, loadings as (H, W, K))."""
         h, w = self.grid_shape
         out = {"z_mean": self.z_mean, "grid_shape": np.asarray([h, w], np.int64),
                "shift": self.shift if self.shift is not None else np.full((h, w), np.nan, np.float32),
@@ -69,6 +83,9 @@ class SpectralMaps:
         if self.klass is not None:
             out["class"] = self.klass
             out["class_prob"] = self.class_prob
+        if self.shift_phys is not None:
+            out.update(shift_phys=self.shift_phys, sample_size=np.float64(self.sample_size),
+                       unit=np.asarray(str(self.sample_unit)))
         if self.baseline is not None:
             out.update(self.baseline.arrays())
             out["baseline_loadings"] = self.baseline_maps()
@@ -133,8 +150,10 @@ def spectral_maps(model, data: ImageSet, n_clusters: Optional[int] = None, clust
     if "class" in codes:  # a model that infers classes itself
         klass = np.asarray(codes["class"], dtype=np.int64).reshape(h, w)
         prob = np.asarray(codes["class_prob"], dtype=np.float32).reshape(h, w, -1)
+    size, unit = data.meta.get("sample_size"), data.meta.get("sample_unit")
     return SpectralMaps(z.reshape(h, w, -1), None if shift is None else shift.reshape(h, w), cluster, base,
-                        klass, prob)
+                        klass, prob, sample_size=None if size is None else float(size),
+                        sample_unit=str(unit) if unit else None)
 
 
 def _map_axes(fig: Figure, ax, values: np.ndarray, title: str, cmap: str = "viridis", label: str = "") -> None:
@@ -221,7 +240,9 @@ def write_spectral_maps(maps: SpectralMaps, out_dir: str | Path) -> dict[str, Pa
 
     for d in range(maps.z_mean.shape[-1]):
         save(f"latent_{d}", plot_value_map(maps.z_mean[:, :, d], f"content latent z{d}"))
-    if maps.shift is not None:
+    if maps.shift_phys is not None:  # a calibrated axis: the map in its unit (the arrays hold both)
+        save("shift", plot_value_map(maps.shift_phys, f"shift ({maps.sample_unit})", "coolwarm", maps.sample_unit))
+    elif maps.shift is not None:
         save("shift", plot_value_map(maps.shift, "shift (samples)", "coolwarm", "samples"))
     if maps.cluster is not None:
         save("clusters", plot_value_map(maps.cluster, "clusters of the content latents", "classes"))

@@ -243,6 +243,8 @@ def map_cube(args: argparse.Namespace, model) -> int:
         extra += "; the model's classes: " + ", ".join(
             f"{j}: {c}" for j, c in enumerate(np.bincount(maps.klass.ravel(), minlength=k)))
     shift = "" if maps.shift is not None else f" (model '{model.family}' has no shift latent: no shift map)"
+    if maps.shift_phys is not None:
+        shift = f" (shifts also in {maps.sample_unit}: {maps.sample_size:g} {maps.sample_unit} per sample)"
     print(f"mapped {h}x{w} spectra of {args.cube} with {model.family}{shift}{extra}; "
           f"wrote {', '.join(p.name for p in files.values())} to {args.out}")
     return 0
