@@ -99,6 +99,27 @@ def test_fill_nan_interpolates_a_dead_channel_and_gives_an_empty_spectrum_the_me
     np.testing.assert_allclose(sig[7, 0], np.median(others, axis=0), rtol=1e-6)
     with pytest.raises(AffineVAEError, match="no signal holds a finite value"):
         as_spectra(np.full((3, 12), np.nan), signal_axis=1, fill_nan=True)
+    two = rng.random((3, 2, 16)).astype(np.float32)  # signals of two channels, one channel of signal 0 empty
+    two[0, 1] = np.nan
+    with pytest.warns(UserWarning, match=r"1 signal channel without any finite sample \(first: signal 0\) takes"):
+        sig, _ = as_spectra(two, signal_axis=2, cube=False, fill_nan=True)
+    np.testing.assert_array_equal(sig[0, 0], two[0, 0])
+    np.testing.assert_allclose(sig[0, 1], np.median(two[1:, 1], axis=0), rtol=1e-6)
+
+
+def test_a_run_trained_with_fill_nan_fills_the_cube_map_reads(tmp_path, small_cube):
+    """A review: encode filled a run's own NaN cube as the run remembered (--fill-nan), map --cube refused it."""
+    cube = small_cube.cube.copy()
+    cube[..., 5] = np.nan
+    np.save(tmp_path / "nan.npy", cube)
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning, match="filled along the signal"):
+        assert main(["train", "--model", "rvae", "--data", str(tmp_path / "nan.npy"), "--signal-axis", "2", "--fill-nan",
+                     "--latent-dim", "2", "--hidden", "16", "--epochs", "1", "--no-progress", "--out", str(run)]) == 0
+    with pytest.warns(UserWarning, match="120 NaN or infinite samples in 120 of 120 signals filled"):
+        assert main(["map", str(run), "--cube", str(tmp_path / "nan.npy"), "--out", str(tmp_path / "maps")]) == 0
+    with np.load(tmp_path / "maps" / "maps.npz", allow_pickle=False) as f:
+        assert np.isfinite(f["z_mean"]).all()
 
 
 def test_load_signals_npy_npz_hdf5(tmp_path, small_cube):
@@ -266,6 +287,11 @@ def test_cli_cube_train_map_and_bad_input(tmp_path, small_cube, capsys):
         assert np.isfinite(f["z_mean"]).all() and f["z_mean"].shape == (10, 12, 2)
     error(["plot", str(run), "angles", "--out", str(tmp_path / "angles.png")],  # (it said: use an rvae with rotation)
           "is a model of 1-D signals: they have no rotation angle, only a shift")
+    from affinevae.analysis.pose import learned_angles
+
+    with pytest.raises(AffineVAEError, match=r"model 'vae' is a model of 1-D signals: they have no rotation angle "
+                                             r"\(an rvae with --invariances shift learns their shift\)$"):
+        learned_angles(build_model("vae", image_shape=[1, 1, 32], latent_dim=2), np.zeros((2, 1, 1, 32), np.float32))
     error([*train, "--data", str(tmp_path / "rank4.npy"), "--signal-axis", "2"], "got rank 4")
     error([*train, "--data", str(tmp_path / "short.npy"), "--signal-axis", "2"], "only 5 samples")
     error([*train, "--data", str(cube), "--signal-axis", "3"], "signal axis 3 outside")

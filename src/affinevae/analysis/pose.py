@@ -30,8 +30,10 @@ __all__ = ["learned_angles", "AngleComparison", "angle_comparison", "plot_angle_
 def _require_angle(model) -> None:
     """Raise :class:`AffineVAEError` unless ``model`` sees images at a rotation angle."""
     if not has_learned_angle(model) and is_signal_shape(model.config.image_shape):
-        raise AffineVAEError(f"model '{model.family}' is a model of 1-D signals: they have no rotation angle, only a "
-                             "shift (encode writes it, map --cube draws it)")
+        shift = ("shift" in (getattr(model.config, "invariances", None) or ()))
+        raise AffineVAEError(f"model '{model.family}' is a model of 1-D signals: they have no rotation angle"
+                             + (", only a shift (encode writes it, map --cube draws it)" if shift else
+                                " (an rvae with --invariances shift learns their shift)"))
     if not has_learned_angle(model):
         raise AffineVAEError(f"model '{model.family}' learns no rotation angle "
                              "(use an rvae/crvae with rotation, or an avae)")

@@ -229,7 +229,13 @@ def map_cube(args: argparse.Namespace, model) -> int:
         if data.meta.get("grid_shape") is None:
             raise AffineVAEError(f"--cube {args.cube}: a built-in set of images or spectra, not a cube (H, W, E)")
     else:
-        data = load_signals(args.cube, args.signal_axis, key=args.key, fill_nan=args.fill_nan)
+        from ..runs import Run
+
+        try:  # a run trained with --fill-nan fills its other data alike, as encode does
+            remembered = bool(Run.open(args.run_dir).meta.get("fill_nan"))
+        except AffineVAEError:  # a model directory: no training record
+            remembered = False
+        data = load_signals(args.cube, args.signal_axis, key=args.key, fill_nan=args.fill_nan or remembered)
     maps = spectral_maps(model, data, n_clusters=args.clusters, cluster_method=args.cluster_method,
                          baseline=args.baseline, n_components=args.components,
                          nonnegative="shift" if args.nmf_shift else "error", batch_size=args.batch_size, seed=args.seed)

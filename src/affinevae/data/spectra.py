@@ -153,9 +153,11 @@ def fill_nonfinite_signals(signals: np.ndarray, where: str = "array",
         median = np.nanmedian(np.where(empty[..., None], np.nan, sig), axis=0)  # (C, L)
         sig = np.where(empty[..., None], median[None], sig).astype(np.float32)
     rows = np.flatnonzero(empty.any(1))
-    whole = (f"; {len(rows)} signal{'s' if len(rows) > 1 else ''} without any finite sample (first: "
+    what = "signal" if sig.shape[1] == 1 else "signal channel"  # (a channel of a signal of several may be empty)
+    n_empty = int(empty.sum())
+    whole = (f"; {n_empty} {what}{'s' if n_empty > 1 else ''} without any finite sample (first: "
              f"{f'pixel {divmod(int(rows[0]), grid[1])}' if grid is not None else f'signal {int(rows[0])}'}) "
-             f"take{'' if len(rows) > 1 else 's'} the others' median") if len(rows) else ""
+             f"take{'' if n_empty > 1 else 's'} the others' median") if len(rows) else ""
     warnings.warn(f"{where}: {n_bad} NaN or infinite sample{'s' if n_bad > 1 else ''} in "
                   f"{int((~ok).any(axis=(1, 2)).sum())} of {len(sig)} signals filled along the signal from their "
                   f"neighbours{whole}", stacklevel=3)
