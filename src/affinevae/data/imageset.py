@@ -157,7 +157,8 @@ class ImageSet:
         return out
 
     def save_npz(self, path: str | Path) -> Path:
-        """Write the set to a ``.npz`` (arrays images, labels, angle, shift, scale, names where present), atomically."""
+        """Write the set to a ``.npz`` (arrays images, labels, angle, shift, scale, names where present), atomically;
+        :func:`~affinevae.data.load_images` reads it back without ``names`` (the files it names are the record's)."""
         from ..io import atomic_write
 
         arrays = {k: v for k, v in dataclasses.asdict(self).items()
