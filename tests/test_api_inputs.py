@@ -74,7 +74,7 @@ def test_every_config_refuses_bad_values_at_construction():
         with pytest.raises(AffineVAEError, match=f"{name} must be an integer >= 1"):
             LearnSettings(**{name: True})
     for args in (("bogus", 0.0, 1.0), ("minmax", float("nan"), 1.0), ("minmax", 0.0, 0.0), ("asinh", 0.0, 1.0, 0.0)):
-        with pytest.raises(AffineVAEError, match="pixel_scaling must be 'minmax', 'standardise' or 'asinh'"):
+        with pytest.raises(AffineVAEError, match="pixel_scaling must be 'minmax', 'standardise', 'asinh' or 'bits'"):
             PixelScaling(*args)
     assert str(PixelScaling("minmax", np.float32(1), np.float64(2))) == "(x - 1) / 2"  # numpy numbers are numbers
 

@@ -594,25 +594,43 @@ def test_an_empty_file_is_said_to_be_empty(tmp_path, ext):
             read(str(path))
 
 
-def test_unsigned_images_that_use_few_bits_are_said_so():
-    """12-bit data in uint16 are divided by 65535 as every uint16 file is (one scale for a dtype,
-    in memory and streamed), with a warning that says where they lie."""
+def test_unsigned_images_that_use_few_bits_are_divided_by_their_bit_depth():
+    """12-bit data in uint16 (a fluorescence camera's) were divided by 65535 and lay in [0, 0.0625]: an audit's
+    jrVAE and ssrVAE then learnt no angle (concentration 0.12 / 0.10; 0.96 on the same pixels / 4095). They are
+    now divided by 4095, said in a warning, in memory and streamed alike; the divisor is recorded ('bits') so
+    that a run reads its other data with it (values beyond it clipped, said); 8-bit and full-range data as before."""
     import warnings
 
-    from affinevae.data.imageset import normalise_images
+    from affinevae.data.imageset import PixelScaling, normalise_images, scale_images
     from affinevae.data.stacks import open_stack
 
     twelve = np.array([[[0, 1000], [4095, 17]]], dtype=np.uint16)
-    with pytest.warns(UserWarning, match=r"uint16 values use 12 of 16 bits \(largest 4095\): divided by 65535 they "
-                                         r"lie in \[0, 0.0625\]"):
-        np.testing.assert_allclose(normalise_images(twelve), twelve / 65535.0, rtol=1e-6)
+    with pytest.warns(UserWarning, match=r"uint16 values use 12 of 16 bits \(largest 4095\): divided by 4095 "
+                                         r"\(12-bit data\), not 65535, so that they span \[0, 1\]"):
+        np.testing.assert_allclose(normalise_images(twelve), twelve / 4095.0, rtol=1e-6)
     with pytest.warns(UserWarning, match="12 of 16 bits"), open_stack(twelve) as src:
-        np.testing.assert_allclose(src.read(0, 1), twelve / 65535.0, rtol=1e-6)
+        np.testing.assert_allclose(src.read(0, 1), twelve / 4095.0, rtol=1e-6)
+        assert src.pixel_scaling == PixelScaling("bits", 0.0, 4095.0)
+    with pytest.warns(UserWarning, match="12 of 16 bits"):
+        _, used = scale_images(twelve, "twelve")
+    assert used == PixelScaling("bits", 0.0, 4095.0) and str(used) == "x / 4095"
+    brighter = np.array([[[0, 2000], [8190, 3]]], dtype=np.uint16)  # another file of the run, 13 bits
+    with pytest.warns(UserWarning, match=r"1 of 4 pixel values \(25 %\) lie outside the training data's range \[0, 4095\]"):
+        out, _ = scale_images(brighter, "brighter", scaling=used)
+    np.testing.assert_allclose(out, np.minimum(brighter / 4095.0, 1.0), rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the run's divisor read quietly within its range; floats keep their rule
+        np.testing.assert_allclose(scale_images(twelve, "t", scaling=used)[0], twelve / 4095.0, rtol=1e-6)
+        np.testing.assert_allclose(scale_images(np.array([[[0.0, 0.5]]], np.float32), "f", scaling=used)[0],
+                                   [[[0.0, 0.5]]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # full-range 16-bit, all-zero and any 8-bit data: no warning
-        np.testing.assert_allclose(normalise_images(np.array([[[0, 60000]]], np.uint16)), [[[0, 60000 / 65535]]])
+        full = np.array([[[0, 60000]]], np.uint16)
+        np.testing.assert_allclose(normalise_images(full), [[[0, 60000 / 65535]]])
+        assert scale_images(full, "full")[1] == PixelScaling("bits", 0.0, 65535.0)  # recorded: a run keeps 65535
         normalise_images(np.zeros((1, 2, 2), np.uint16))
         np.testing.assert_allclose(normalise_images(np.array([[[0, 3]]], np.uint8)), [[[0, 3 / 255]]])
+        assert scale_images(np.array([[[0, 3]]], np.uint8), "u8")[1] is None
 
 
 @pytest.mark.parametrize("dtype", ["float_out", "float_in", "uint8", "uint16", "int16", "bool", "nhwc"])
@@ -746,7 +764,7 @@ def test_a_runs_pixel_scaling_gives_other_files_the_training_pixels(tmp_path):
     np.save(tmp_path / "u8.npy", np.full((3, 10, 10), 51, np.uint8))  # unsigned: their dtype's rule still
     u8 = load_images(str(tmp_path / "u8.npy"), scaling=scaling)
     assert np.allclose(u8.images, 0.2) and "pixel_scaling" not in u8.meta
-    with pytest.raises(AffineVAEError, match="pixel_scaling must be 'minmax', 'standardise' or 'asinh'"):
+    with pytest.raises(AffineVAEError, match="pixel_scaling must be 'minmax', 'standardise', 'asinh' or 'bits'"):
         PixelScaling.from_value({"kind": "minmax", "offset": 0.0, "divisor": 0.0}, "train.json")
     with pytest.raises(AffineVAEError, match="train.json: pixel_scaling must be"):
         PixelScaling.from_value({"kind": "minmax"}, "train.json")

@@ -143,7 +143,7 @@ def floored_sigma(noise: float, span: float, floor: float) -> float:
 def _sigma_at_least(floor: float, noise: Callable[[ImageSet], Optional[float]] = _meta_noise) -> Rule:
     """The rule choosing sigma = max(noise estimate, ``floor`` x min(1, 2 x the images' value
     span)) for a Gaussian likelihood: the floor is for images that span [0, 1], and shrinks with
-    images that use a small part of it (12-bit data stored as uint16 span [0, 0.0625]). ``noise``:
+    images that use a small part of it (faint float patches). ``noise``:
     the estimate of the data (default: the one a patch set or spectra carry in ``meta['noise_sigma']``)."""
     def rule(data: ImageSet, options: dict) -> Optional[float]:
         if options.get("likelihood") != "gaussian":

@@ -110,7 +110,8 @@ class Info:
             if scaling == RAW_UNITS:
                 print("pixels      unscaled: trained on an array in its own units; other data are read unscaled")
             elif scaling is not None:
-                how = {"minmax": "min-max range", "asinh": "asinh stretch"}.get(scaling.kind, "mean and standard deviation")
+                how = {"minmax": "min-max range", "asinh": "asinh stretch",
+                       "bits": "bit depth"}.get(scaling.kind, "mean and standard deviation")
                 print(f"pixels      {scaling} (the training data's {how}; other data are scaled alike)")
         if metrics:
             m = metrics[-1]

@@ -3,7 +3,8 @@
 Normalisation rule (documented in the README):
 - uint8 (and other unsigned integer) images are divided by their dtype's maximum (255 for uint8);
   wider unsigned images whose values use under 1/8 of the range (a 12-bit camera's uint16) are
-  divided so too, with a warning (:func:`unsigned_divisor`);
+  divided by the largest value of the bits they use (4095), with a warning (:func:`unsigned_divisor`),
+  recorded as a 'bits' :class:`PixelScaling` that a run applies to its other data;
 - float images already in [0, 1] are kept;
 - float images outside [0, 1] are min-max scaled per data set to [0, 1] with a warning, or,
   when 99 % of their values lie in the lowest 10 % of the range (a few bright pixels: stars,
@@ -179,17 +180,20 @@ def check_threshold(threshold: float, where: str = "binarize") -> float:
 
 
 def unsigned_divisor(dtype, largest: int, source: str) -> float:
-    """The divisor of unsigned integer pixels of ``dtype``: its maximum, the same for every file of
-    that dtype (a file's own bit depth cannot be told from its values). When 16- to 64-bit values
-    use under 1/8 of the range (``largest`` < max / 8: 12-bit data in uint16), a warning naming
-    ``source`` says where they will lie and how to use the whole range."""
+    """The divisor of unsigned integer pixels of ``dtype`` whose largest value in the data set is
+    ``largest``: the dtype's maximum (255 for uint8, 65535 for uint16), or, for 16- to 64-bit values
+    that use under 1/8 of it (``largest`` < max / 8: a 12-bit camera's data in uint16), ``2**bits - 1``
+    for the ``bits`` they use (4095 for 12 bits), so that they span [0, 1] as 8-bit images do (said in
+    a warning naming ``source``). A run records the divisor (:class:`PixelScaling` 'bits') and reads
+    its other data with it."""
     dt = np.dtype(dtype)
     full = np.iinfo(dt).max
     if dt.itemsize > 1 and 0 < largest < full / 8:
-        bits = int(largest).bit_length()
+        bits = max(8, int(largest).bit_length())
+        divisor = 2 ** bits - 1
         warnings.warn(f"{source}: {dt} values use {bits} of {dt.itemsize * 8} bits (largest {int(largest)}): divided "
-                      f"by {full} they lie in [0, {largest / full:.3g}]; the patch defaults scale with that, other "
-                      f"models may want them in [0, 1] (e.g. save images / {2 ** bits - 1} as float32)", stacklevel=3)
+                      f"by {divisor} ({bits}-bit data), not {full}, so that they span [0, 1]", stacklevel=3)
+        return float(divisor)
     return float(full)
 
 
@@ -210,16 +214,24 @@ def check_stretch(stretch: str, where: str = "stretch") -> str:
     return stretch
 
 
+#: :class:`PixelScaling`'s kind for unsigned integer pixels divided by the largest value of the bits they use.
+BITS = "bits"
+#: The kinds of :class:`PixelScaling`.
+SCALING_KINDS = ("minmax", "standardise", "asinh", "bits")
+
+
 @dataclasses.dataclass(frozen=True)
 class PixelScaling:
     """A data-set-wide scaling of raw pixel values.
 
     Attributes:
         kind: 'minmax' (the data set's range onto [0, 1]: ``(x - offset) / divisor``),
-            'standardise' (zero mean, unit standard deviation: the same map) or 'asinh' (the
+            'standardise' (zero mean, unit standard deviation: the same map), 'asinh' (the
             astronomers' stretch: ``(asinh((x - offset) / soft) - floor) / divisor``, linear within
             a few ``soft`` of ``offset`` and logarithmic beyond, mapping the data set's range onto
-            [0, 1]).
+            [0, 1]) or 'bits' (unsigned integer pixels of 16 bits or more: ``x / divisor``, the largest
+            value of the bits they use, :func:`unsigned_divisor`; clipped to [0, 1]; other pixels keep
+            their own rule).
         offset: the raw value that maps to 0 (the minimum, or the mean; for 'asinh' the median,
             the sky or background level), in the file's units.
         divisor: raw units per unit of the result (the range, or the standard deviation); for
@@ -238,16 +250,18 @@ class PixelScaling:
         """Refuse an unknown kind, a non-finite value, a divisor <= 0 or an 'asinh' softening <= 0 (one line)."""
         values = (self.offset, self.divisor, self.soft, self.floor)
         numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
-        if (self.kind not in ("minmax", "standardise", "asinh") or not numeric
+        if (self.kind not in SCALING_KINDS or not numeric
                 or not all(np.isfinite(v) for v in values) or not self.divisor > 0
                 or (self.kind == "asinh" and not self.soft > 0)):
-            raise AffineVAEError(f"pixel_scaling must be 'minmax', 'standardise' or 'asinh' with a finite offset, "
-                                 f"a divisor > 0 (and for 'asinh' a softening > 0), got {self!r}")
+            raise AffineVAEError(f"pixel_scaling must be 'minmax', 'standardise', 'asinh' or 'bits' with a finite "
+                                 f"offset, a divisor > 0 (and for 'asinh' a softening > 0), got {self!r}")
 
     def __str__(self) -> str:
         """The map as a user reads it, e.g. ``(x + 20) / 45`` or ``(asinh((x - 200) / 14) + 4.2) / 11.8``."""
         if self == RAW_UNITS:
             return "x (unscaled)"
+        if self.kind == BITS:
+            return f"x / {self.divisor:g}"
         sign = "+" if self.offset < 0 else "-"
         if self.kind == "asinh":
             fsign = "+" if self.floor < 0 else "-"
@@ -277,8 +291,8 @@ class PixelScaling:
         try:
             return cls(kind, offset, divisor, soft, floor)
         except AffineVAEError:
-            raise AffineVAEError(f"{where}: pixel_scaling must be 'minmax', 'standardise' or 'asinh' with a finite "
-                                 f"offset, a divisor > 0 (and for 'asinh' a softening > 0), got {value!r}") from None
+            raise AffineVAEError(f"{where}: pixel_scaling must be 'minmax', 'standardise', 'asinh' or 'bits' with a "
+                                 f"finite offset, a divisor > 0 (and for 'asinh' a softening > 0), got {value!r}") from None
 
 
 #: The scaling a run records for images given in their own units outside [0, 1] (an array passed to
@@ -363,7 +377,11 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
     if arr.dtype == bool:
         return arr.astype(np.float32), None
     if np.issubdtype(arr.dtype, np.unsignedinteger) and not asinh:
-        return (arr.astype(np.float32) / unsigned_divisor(arr.dtype, int(arr.max()), source)).astype(np.float32), None
+        if scaling is not None and scaling.kind == BITS:  # a run's divisor: its other data alike (clipped, said)
+            return apply_scaling(arr.astype(np.float32), scaling, source, inplace=True), scaling
+        divisor = unsigned_divisor(arr.dtype, int(arr.max()), source)
+        out = (arr.astype(np.float32) / divisor).astype(np.float32)
+        return out, (PixelScaling(BITS, 0.0, divisor) if arr.dtype.itemsize > 1 else None)
     if not np.issubdtype(arr.dtype, np.number):
         raise AffineVAEError(f"{source}: images must be numeric, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
@@ -374,7 +392,7 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
         fill_nonfinite(out, source)
     if not np.all(np.isfinite(out)):
         raise AffineVAEError(f"{source}: {nonfinite(out, 0, source)}")
-    if scaling is not None:
+    if scaling is not None and scaling.kind != BITS:  # (a 'bits' divisor is for unsigned pixels only)
         return apply_scaling(out, scaling, source, inplace=True), scaling
     if standardise:
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is the error below
@@ -465,7 +483,7 @@ def apply_scaling(out: np.ndarray, scaling: PixelScaling, source: str = "array",
         np.arcsinh(res, out=res)
         res -= np.float32(scaling.floor)
     res /= np.float32(scaling.divisor)
-    if scaling.kind in ("minmax", "asinh"):
+    if scaling.kind in ("minmax", "asinh", BITS):
         # float32 rounding puts the training range's own ends a hair outside [0, 1] (the asinh stretch's minimum
         # read -1e-8): only values past it by more than SCALING_TOLERANCE are said
         outside = 0 if own else int(np.count_nonzero((res < -SCALING_TOLERANCE) | (res > 1.0 + SCALING_TOLERANCE)))

@@ -32,7 +32,7 @@ from ..errors import AffineVAEError
 from ..limits import check_array, check_hdf5_dataset, memory_limit
 from ..registry import Registry
 from ..units import PixelSize, same_pixel_size, square_pixel_size
-from .imageset import (STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretch, choose_scaling, nonfinite, say_scaling,
+from .imageset import (BITS, STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretch, choose_scaling, nonfinite, say_scaling,
                        unsigned_divisor)
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, read_npy_header, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
@@ -174,9 +174,9 @@ class FrameSource:
         stretch, or a run's, :meth:`use_scaling`) applied by :func:`~affinevae.data.imageset.apply_scaling`.
 
         Follows :func:`~affinevae.data.imageset.normalise_images` for the whole stack (with
-        :attr:`stretch`): unsigned integers are divided by their dtype maximum
-        (:func:`~affinevae.data.imageset.unsigned_divisor`, whose warning about data that use few
-        bits looks at the first chunk read only: the divisor does not depend on it); floats (and
+        :attr:`stretch`): unsigned integers are divided by their dtype maximum, or for 16 bits or more
+        that use few of them by the largest value of the bits they use
+        (:func:`~affinevae.data.imageset.unsigned_divisor`: one pass over the raw values finds it); floats (and
         signed integers) already in [0, 1] are kept; others are min-max scaled or stretched
         (:func:`~affinevae.data.imageset.choose_scaling`, from every k-th pixel of the pass) with a
         warning; with :meth:`use_fill_nan` the range and the sample skip NaN/inf pixels and their fill
@@ -190,11 +190,10 @@ class FrameSource:
         if dt == bool:
             self._norm = ("keep", 0.0, 1.0)
         elif np.issubdtype(dt, np.unsignedinteger) and not asinh:
-            largest, where = 0, self.path
-            if dt.itemsize > 1:  # for the warning only: the first chunk, not a pass over the whole stack
-                a, part, _ = next(iter(self._scan()), (np.zeros(0, dt), "", 0))
-                largest, where = (int(a.max()) if a.size else 0), f"{self.path} ({part})"
-            self._norm = ("divide", 0.0, unsigned_divisor(dt, largest, where))
+            largest = 0
+            if dt.itemsize > 1:  # the bits the whole stack uses decide the divisor: one pass over its raw values
+                largest = max((int(a.max()) for a, _, _ in self._scan() if a.size), default=0)
+            self._norm = ("divide", 0.0, unsigned_divisor(dt, largest, self.path))
         elif not real_pixels(dt):
             raise not_real_error(self.path, dt)
         else:
@@ -317,8 +316,9 @@ class FrameSource:
         self.stretch = "auto"  # a run's scaling decides, as in scale_images (a stretch asked for does not apply)
         self._norm = None
         dt = np.dtype(self.dtype)
-        if dt == bool or (np.issubdtype(dt, np.unsignedinteger) and scaling.kind != "asinh"):
-            return
+        unsigned = np.issubdtype(dt, np.unsignedinteger)
+        if dt == bool or (unsigned and scaling.kind not in ("asinh", BITS)) or (not unsigned and scaling.kind == BITS):
+            return  # (a 'bits' divisor is for unsigned pixels, which otherwise keep their own rule)
         self._given = scaling
         self._norm = ("scaling", float(scaling.offset), float(scaling.divisor))
 
@@ -392,9 +392,12 @@ class FrameSource:
 
     @property
     def pixel_scaling(self) -> Optional[PixelScaling]:
-        """The stack-wide scaling :meth:`read` applies to float (and signed integer) pixels, or None
-        when the rule needs none (unsigned, bool, or float pixels already in [0, 1])."""
-        kind, _, _ = self.normalisation()
+        """The stack-wide scaling :meth:`read` applies to float (and signed integer) pixels, the 'bits'
+        divisor of unsigned pixels of 16 bits or more, or None when the rule needs none (8-bit, bool, or
+        float pixels already in [0, 1])."""
+        kind, _, divisor = self.normalisation()
+        if kind == "divide" and np.dtype(self.dtype).itemsize > 1:  # 16 bits or more: the divisor their bits gave
+            return PixelScaling(BITS, 0.0, float(divisor))
         if kind != "scaling":
             return None
         return self._given if self._given is not None else self._own
