@@ -121,7 +121,10 @@ class Estimator(TransformerMixin, BaseEstimator):
             float measurements read by :func:`~affinevae.data.files.load_images`), :meth:`fit` takes the
             model and training options that ``train`` chooses for it
             (:func:`affinevae.defaults.chosen_defaults`; the options given always win), prints them in one
-            line and keeps them in ``data_defaults_``. Arrays get none: flat rows may be tabular data.
+            line and keeps them in ``data_defaults_``. Arrays of images, (N, H, W) or (N, C, H, W) (or flat
+            rows with ``image_shape``), get what ``train`` chooses for an ``.npy`` of them (e.g. an rVAE's
+            ``rotation_mode='full'`` for objects turned over the full circle); other flat rows get none: they
+            may be tabular data.
         **options: any other model option (``encoder``, ``hidden``, ``likelihood``, ``beta``,
             ``invariances``, ``transform``, ...) or :class:`~affinevae.TrainConfig` option
             (``weight_decay``, ``schedule``, ``val_split`` (default 0 here), ``loggers``, ...; the
@@ -355,10 +358,14 @@ class Estimator(TransformerMixin, BaseEstimator):
             options["latent_dim"] = self.latent_dim
         training = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}  # None: chosen below
         self.data_defaults_ = {}
-        if self.data_defaults and isinstance(X, ImageSet):  # the defaults `train` chooses for this kind of data
+        images = X if isinstance(X, ImageSet) else None
+        if images is None and self.data_defaults and min(self.image_shape_[1:]) > 1:  # images (their own shape
+            # or image_shape's), not tabular rows nor 1-D signals: what train chooses for an .npy of them
+            images = ImageSet(x.detach().cpu().numpy(), source="X")
+        if self.data_defaults and images is not None:  # the defaults `train` chooses for this kind of data
             from .defaults import chosen_defaults
 
-            options, _, chosen, line = chosen_defaults(X, self.model, options, self.batch_size, self.epochs,
+            options, _, chosen, line = chosen_defaults(images, self.model, options, self.batch_size, self.epochs,
                                                        self.lr, train_opts.get("kl_warmup"), python=True)
             self.data_defaults_ = dict(chosen)
             training.update({k: v for k, v in chosen.items() if k in training})
