@@ -1076,3 +1076,35 @@ def test_a_tiff_whose_second_page_series_differs_says_that_it_is_not_read(tmp_pa
         warnings.simplefilter("error")
         with open_stack(str(tmp_path / "same.tif")) as src:
             assert src.n_frames == 2
+
+
+def test_a_folder_of_multi_plane_tiffs_says_how_it_reads_them_and_refuses_grey_among_fluorescence(tmp_path, capsys):
+    """A cell audit: per-cell (3, H, W) TIFFs written with tifffile's defaults (axes QYX) were read as three images
+    each without a word (info said one per file), and one-channel TIFFs among three-channel fluorescence ones (not
+    RGB) were repeated into the three channels. Now a warning and an info clause say the first; the second is
+    refused as other channel counts are (grayscale among RGB colour files is still repeated)."""
+    import tifffile
+
+    from affinevae.cli import main
+
+    planes = tmp_path / "planes"
+    planes.mkdir()
+    for i in range(3):
+        tifffile.imwrite(planes / f"c{i}.tif", np.stack([u8(H, W, seed=3 * i + j) for j in range(3)]),
+                         photometric="minisblack")  # (tifffile's axes QYX: pages, not named channels)
+    with pytest.warns(UserWarning, match=r"3 of 3 files hold several images each \(e.g. c0.tif: 3, read as "
+                                         r"c0.tif\[0\] ... \[2\]\); planes are channels only where the TIFF names"):
+        data = load_images(str(planes))
+    assert data.images.shape == (9, 1, H, W) and data.names[:3].tolist() == ["c0.tif[0]", "c0.tif[1]", "c0.tif[2]"]
+    assert main(["info", str(planes)]) == 0
+    assert "3 hold several images each (e.g. c0.tif: 3 along axes QYX" in capsys.readouterr().out
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    tifffile.imwrite(mixed / "a.tif", np.stack([u8(H, W, seed=j) for j in range(3)]), metadata={"axes": "CYX"},
+                     photometric="minisblack")
+    tifffile.imwrite(mixed / "b.tif", u8(H, W, seed=9))
+    with pytest.raises(AffineVAEError, match=r"b.tif: 1 channel, a.tif has 3 \(channels that are not RGB colour"):
+        load_images(str(mixed))
+    tifffile.imwrite(mixed / "a.tif", u8(H, W, 3), photometric="rgb")  # RGB samples: colour, grey repeated
+    with pytest.warns(UserWarning, match="1 grayscale image among 1 colour one"):
+        assert load_images(str(mixed)).images.shape == (2, 3, H, W)

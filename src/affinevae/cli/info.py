@@ -178,9 +178,10 @@ def folder_sizes(files: Sequence[Path]) -> str:
 
     from ..data.files import name_order_swap
     from ..data.formats import TIFF_EXTS
+    from ..data.stacks import TIFF_MAX_CHANNELS
 
     first = None
-    grey, colour, alpha = [], [], []
+    grey, colour, alpha, stacked = [], [], [], []
     for f in files:
         try:
             if f.suffix.lower() in TIFF_EXTS:
@@ -189,6 +190,11 @@ def folder_sizes(files: Sequence[Path]) -> str:
                 with tifffile.TiffFile(f) as tif:
                     shape = tuple(int(v) for v in tif.pages[0].shape[:2])
                     (grey if tif.pages[0].samplesperpixel == 1 else colour).append(f)
+                    series = tif.series[0]  # images per file as train reads them: planes but a short C axis's
+                    k = int(np.prod([n for a, n in zip(series.axes, series.shape)
+                                     if a not in "YXS" and not (a == "C" and n <= TIFF_MAX_CHANNELS)]))
+                    if k > 1:
+                        stacked.append((f, k, series.axes))
             else:
                 with Image.open(f) as im:
                     shape = (int(im.size[1]), int(im.size[0]))
@@ -212,6 +218,11 @@ def folder_sizes(files: Sequence[Path]) -> str:
         notes.append(f"{len(grey)} grayscale among {len(colour)} colour (train repeats them into red, green and blue)")
     if alpha:
         notes.append(f"{len(alpha)} with an alpha channel (train drops it)")
+    if stacked:
+        f, k, axes = stacked[0]
+        notes.append(f"{len(stacked)} hold several images each (e.g. {f.name}: {k} along axes {axes}; train reads each "
+                     "as one image, channels only along a C axis of at most "
+                     f"{TIFF_MAX_CHANNELS} planes)")
     swapped = name_order_swap(files)
     if swapped:
         notes.append(f"read in name order: {swapped[0]} before {swapped[1]}")

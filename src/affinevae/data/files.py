@@ -808,6 +808,20 @@ def _read_pil(p: Path, spec: str, transparent: Optional[list] = None) -> np.ndar
     raise AffineVAEError(f"{spec}: cannot read image: unexpected pixel array shape {arr.shape}")
 
 
+def _rgb_file(q: Path) -> bool:
+    """Whether the image file ``q`` holds colour (RGB) samples: a PNG or JPEG (PIL reads colour as RGB), or a
+    TIFF whose first page is photometric RGB (not three fluorescence channels of 'minisblack' planes)."""
+    if q.suffix.lower() not in TIFF_EXTS:
+        return True
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(q) as tif:
+            return int(tif.pages[0].photometric) == int(tifffile.PHOTOMETRIC.RGB)
+    except Exception:  # noqa: BLE001 - it was read above; a header that cannot tell counts as colour
+        return True
+
+
 def _load_folder(folder: Path, spec: str, standardise: bool) -> ImageSet:
     entries = sorted(q for q in folder.iterdir() if q.is_file() and not q.name.startswith("."))
     files = [q for q in entries if q.suffix.lower() in FOLDER_EXTS]
@@ -873,7 +887,21 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_
         warnings.warn(f"{spec}: {len(transparent)} of {len(files)} images have transparency (an alpha channel, e.g. "
                       f"{Path(transparent[0]).name}), which is dropped: their colour is read whatever its alpha",
                       stacklevel=4)
+    stacked = [(q, len(a)) for q, a in parts if len(a) > 1]
+    if stacked:  # TIFF pages or planes along an axis that is not a named channel axis: images each
+        q, k = stacked[0]
+        warnings.warn(f"{spec}: {len(stacked)} of {len(files)} files hold several images each (e.g. {q.name}: {k}, read as "
+                      f"{q.name}[0] ... [{k - 1}]); planes are channels only where the TIFF names its axis C (ImageJ, "
+                      "OME, tifffile's axes='CYX') or holds RGB samples", stacklevel=4)
     chans = {a.shape[1] for _, a in parts}
+    if chans == {1, 3}:
+        # grayscale among colour (RGB) files: repeated into red, green and blue; among fluorescence channels of
+        # another kind (TIFF planes that are not RGB) refused, as other channel counts are
+        other = next((q for q, a in parts if a.shape[1] == 3 and not _rgb_file(q)), None)
+        if other is not None:
+            grey = next(q for q, a in parts if a.shape[1] == 1)
+            raise AffineVAEError(f"{grey}: 1 channel, {other.name} has 3 (channels that are not RGB colour: a "
+                                 "one-channel image is not repeated into them)")
     if chans == {1, 3}:  # grayscale and RGB mixed: repeat grayscale to RGB
         grey = [q for q, a in parts if a.shape[1] == 1]
         colour = len(parts) - len(grey)
