@@ -623,6 +623,11 @@ def test_unsigned_images_that_use_few_bits_are_divided_by_their_bit_depth():
         np.testing.assert_allclose(scale_images(twelve, "t", scaling=used)[0], twelve / 4095.0, rtol=1e-6)
         np.testing.assert_allclose(scale_images(np.array([[[0.0, 0.5]]], np.float32), "f", scaling=used)[0],
                                    [[[0.0, 0.5]]])
+        byte = np.array([[[0, 255]]], np.uint8)  # an 8-bit export of the run's data keeps 255 (a review)
+        np.testing.assert_allclose(scale_images(byte, "u8", scaling=used)[0], [[[0.0, 1.0]]])
+        with open_stack(byte) as src:
+            src.use_scaling(used)
+            np.testing.assert_allclose(src.read(0, 1), [[[0.0, 1.0]]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # full-range 16-bit, all-zero and any 8-bit data: no warning
         full = np.array([[[0, 60000]]], np.uint16)
@@ -1105,6 +1110,9 @@ def test_a_folder_of_multi_plane_tiffs_says_how_it_reads_them_and_refuses_grey_a
     tifffile.imwrite(mixed / "b.tif", u8(H, W, seed=9))
     with pytest.raises(AffineVAEError, match=r"b.tif: 1 channel, a.tif has 3 \(channels that are not RGB colour"):
         load_images(str(mixed))
+    assert main(["info", str(mixed)]) == 0  # info says the refusal too
+    assert "b.tif has 1 channel, a.tif several that are not RGB colour (train refuses the folder)" in \
+        capsys.readouterr().out
     tifffile.imwrite(mixed / "a.tif", u8(H, W, 3), photometric="rgb")  # RGB samples: colour, grey repeated
     with pytest.warns(UserWarning, match="1 grayscale image among 1 colour one"):
         assert load_images(str(mixed)).images.shape == (2, 3, H, W)

@@ -181,7 +181,7 @@ def folder_sizes(files: Sequence[Path]) -> str:
     from ..data.stacks import TIFF_MAX_CHANNELS
 
     first = None
-    grey, colour, alpha, stacked = [], [], [], []
+    grey, colour, alpha, stacked, fluorescence = [], [], [], [], []
     for f in files:
         try:
             if f.suffix.lower() in TIFF_EXTS:
@@ -195,6 +195,9 @@ def folder_sizes(files: Sequence[Path]) -> str:
                                      if a not in "YXS" and not (a == "C" and n <= TIFF_MAX_CHANNELS)]))
                     if k > 1:
                         stacked.append((f, k, series.axes))
+                    planes = [n for a, n in zip(series.axes, series.shape) if a == "C" and n <= TIFF_MAX_CHANNELS]
+                    if planes and planes[0] > 1 and tif.pages[0].samplesperpixel == 1:
+                        fluorescence.append(f)  # channels that are not RGB colour
             else:
                 with Image.open(f) as im:
                     shape = (int(im.size[1]), int(im.size[0]))
@@ -214,6 +217,11 @@ def folder_sizes(files: Sequence[Path]) -> str:
             return (f"mixed image sizes: {f.name} is {shape[0]} x {shape[1]}, {first[0].name} {first[1][0]} x "
                     f"{first[1][1]} (train refuses the folder)")
     notes = [f"all {len(files)} files {first[1][0]} x {first[1][1]} pixels"]
+    single = [f for f in grey if f not in fluorescence]
+    if fluorescence and single:
+        return (f"{single[0].name} has 1 channel, {fluorescence[0].name} several that are not RGB colour "
+                "(train refuses the folder)")
+    grey = [f for f in grey if f not in fluorescence]
     if grey and colour:
         notes.append(f"{len(grey)} grayscale among {len(colour)} colour (train repeats them into red, green and blue)")
     if alpha:

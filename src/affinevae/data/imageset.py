@@ -377,7 +377,8 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
     if arr.dtype == bool:
         return arr.astype(np.float32), None
     if np.issubdtype(arr.dtype, np.unsignedinteger) and not asinh:
-        if scaling is not None and scaling.kind == BITS:  # a run's divisor: its other data alike (clipped, said)
+        if scaling is not None and scaling.kind == BITS and arr.dtype.itemsize > 1:  # a run's divisor, for its
+            # other data of 16 bits or more (clipped, said); 8-bit pixels keep 255
             return apply_scaling(arr.astype(np.float32), scaling, source, inplace=True), scaling
         divisor = unsigned_divisor(arr.dtype, int(arr.max()), source)
         out = (arr.astype(np.float32) / divisor).astype(np.float32)

@@ -317,8 +317,9 @@ class FrameSource:
         self._norm = None
         dt = np.dtype(self.dtype)
         unsigned = np.issubdtype(dt, np.unsignedinteger)
-        if dt == bool or (unsigned and scaling.kind not in ("asinh", BITS)) or (not unsigned and scaling.kind == BITS):
-            return  # (a 'bits' divisor is for unsigned pixels, which otherwise keep their own rule)
+        if (dt == bool or (unsigned and scaling.kind not in ("asinh", BITS))
+                or (scaling.kind == BITS and not (unsigned and dt.itemsize > 1))):
+            return  # (a 'bits' divisor is for unsigned pixels of 16 bits or more; others keep their own rule)
         self._given = scaling
         self._norm = ("scaling", float(scaling.offset), float(scaling.divisor))
 
