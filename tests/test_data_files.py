@@ -1113,6 +1113,13 @@ def test_a_folder_of_multi_plane_tiffs_says_how_it_reads_them_and_refuses_grey_a
     assert main(["info", str(mixed)]) == 0  # info says the refusal too
     assert "b.tif has 1 channel, a.tif several that are not RGB colour (train refuses the folder)" in \
         capsys.readouterr().out
+    planar = tmp_path / "planar"  # planar RGB (3, H, W): info read its size as 3 x H and said train refuses it
+    planar.mkdir()
+    tifffile.imwrite(planar / "a.tif", u8(3, H, W + 2), photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(planar / "b.tif", u8(H, W + 2, 3), photometric="rgb")
+    assert main(["info", str(planar)]) == 0
+    assert f"all 2 files {H} x {W + 2} pixels" in capsys.readouterr().out
+    assert load_images(str(planar)).images.shape == (2, 3, H, W + 2)
     tifffile.imwrite(mixed / "a.tif", u8(H, W, 3), photometric="rgb")  # RGB samples: colour, grey repeated
     with pytest.warns(UserWarning, match="1 grayscale image among 1 colour one"):
         assert load_images(str(mixed)).images.shape == (2, 3, H, W)

@@ -188,7 +188,8 @@ def folder_sizes(files: Sequence[Path]) -> str:
                 import tifffile
 
                 with tifffile.TiffFile(f) as tif:
-                    shape = tuple(int(v) for v in tif.pages[0].shape[:2])
+                    page = tif.pages[0]  # (its shape is (3, H, W) for planar RGB: the size is its length and width)
+                    shape = (int(page.imagelength), int(page.imagewidth))
                     (grey if tif.pages[0].samplesperpixel == 1 else colour).append(f)
                     series = tif.series[0]  # images per file as train reads them: planes but a short C axis's
                     k = int(np.prod([n for a, n in zip(series.axes, series.shape)
