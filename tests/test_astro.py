@@ -167,9 +167,16 @@ def test_broken_fits_files_are_one_line_each(tmp_path, capsys, monkeypatch):
     huge = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 3), ("NAXIS1", 100000), ("NAXIS2", 100000),
                         ("NAXIS3", 1000)])
     (tmp_path / "huge.fits").write_bytes(huge.tostring().encode() + b"\0" * 2880)
+    ext = fits.Header([("XTENSION", "IMAGE"), ("BITPIX", -32), ("NAXIS", 3), ("NAXIS1", 100000), ("NAXIS2", 100000),
+                       ("NAXIS3", 1000), ("PCOUNT", 0), ("GCOUNT", 1)])  # the same in an extension's header
+    primary = fits.PrimaryHDU(np.zeros((4, 4), np.float32))
+    (tmp_path / "hugext.fits").write_bytes(primary.header.tostring().encode() + np.zeros((4, 4), ">f4").tobytes()
+                                           + b"\0" * (2880 - 64) + ext.tostring().encode() + b"\0" * 2880)
     for name, match in [("short.fits", r"short.fits: truncated or damaged: File may have been truncated"),
                         ("huge.fits", r"huge.fits: truncated or damaged: its primary header declares \(1000, 100000, "
                                       r"100000\) values of 4 bytes \(40000000000000 bytes\), the file holds 5760 bytes"),
+                        ("hugext.fits", r"hugext.fits: truncated or damaged: its header of HDU 1 declares \(1000, "
+                                        r"100000, 100000\) values of 4 bytes"),
                         ("junk.fits", "junk.fits: cannot read FITS"),
                         ("table.fits", "table.fits: no image HDU of 2 or more axes"),
                         ("empty.fits", "empty.fits: empty file")]:

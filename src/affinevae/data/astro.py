@@ -198,22 +198,32 @@ def all_hdus_pixel_size(path: str) -> Optional[PixelSize]:
 
 
 def _refuse_declared_beyond(fits: Any, path: str) -> None:
-    """Raise the one-line "truncated or damaged" error when the primary header of ``path`` declares more
-    data bytes (BITPIX and NAXISn) than the file holds; return when it does not, or cannot be read."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = fits.Header.fromfile(path)
-        naxis = int(header.get("NAXIS", 0))
-        shape = tuple(int(header.get(f"NAXIS{i}", 0)) for i in range(naxis, 0, -1))
-        itemsize = abs(int(header.get("BITPIX", 8))) // 8
-    except Exception:  # noqa: BLE001 - no readable primary header: the reader's own message stands
-        return
-    declared = int(np.prod(shape, dtype=np.float64)) * itemsize if shape else 0
+    """Raise the one-line "truncated or damaged" error when a header of ``path`` (the primary one or an
+    extension's, read in turn) declares more data bytes (BITPIX, NAXISn, PCOUNT, GCOUNT) than the file
+    holds after it; return when none does, or when a header cannot be read (the reader's message stands)."""
     size = Path(path).stat().st_size
-    if declared > size:
-        raise AffineVAEError(f"{path}: truncated or damaged: its primary header declares {shape} values of {itemsize} "
-                             f"bytes ({declared} bytes), the file holds {size} bytes")
+    offset, index = 0, 0
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            while offset < size:
+                f.seek(offset)
+                header = fits.Header.fromfile(f)
+                start = f.tell()  # the data begin after the header's padded blocks
+                naxis = int(header.get("NAXIS", 0))
+                shape = tuple(int(header.get(f"NAXIS{i}", 0)) for i in range(naxis, 0, -1))
+                itemsize = abs(int(header.get("BITPIX", 8))) // 8
+                values = int(np.prod(shape, dtype=np.float64)) if shape else 0
+                declared = itemsize * int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + values)
+                if start + declared > size:
+                    what = "primary header" if index == 0 else f"header of HDU {index}"
+                    raise AffineVAEError(f"{path}: truncated or damaged: its {what} declares {shape} values of "
+                                         f"{itemsize} bytes ({declared} bytes), the file holds {size} bytes")
+                offset, index = start + -(-declared // 2880) * 2880, index + 1
+    except AffineVAEError:
+        raise
+    except Exception:  # noqa: BLE001 - a header that cannot be read: the reader's own message says so
+        return
 
 
 def _open(path: str, key: Optional[str], many: bool = False, frames: bool = False) -> tuple[Any, Any]:
