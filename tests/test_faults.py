@@ -822,3 +822,17 @@ def test_a_changed_byte_of_the_optimizer_state_is_found_on_resume(world, tmp_pat
     _fails_cleanly(tmp_path, ["train", *TRAIN, "--data", f"{world}/good.npy", "--out", str(run), "--epochs", "2",
                               "--resume"], capsys, "damaged optimizer state: its bytes no longer match the SHA-256")
     assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_the_other_ranks_of_a_distributed_training_do_not_probe_rank_0_s_lock(tmp_path):
+    """torchrun --resume failed now and then: rank 1 checked the output after rank 0 had taken the run's lock and
+    was told 'another affinevae process is writing this run' (its probe could also make rank 0's take fail).
+    Only rank 0 probes (probe_lock), the lock is still said to a second training on one process."""
+    from affinevae.errors import AffineVAEError
+    from affinevae.outputs import RunLock, check_output
+
+    run = tmp_path / "run"
+    with RunLock(run):
+        with pytest.raises(AffineVAEError, match="another affinevae process is writing this run"):
+            check_output(run, kind="dir", resumable=True, resume=True, model_dir=True)
+        assert check_output(run, kind="dir", resumable=True, resume=True, model_dir=True, probe_lock=False) == run

@@ -117,7 +117,7 @@ def _foreign_entries(directory: Path) -> list[str]:
 
 def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Optional[str | Path]] = (),
                  force: bool = False, resume: bool = False, option: str = "--out", resumable: bool = False,
-                 model_dir: bool = False) -> Path:
+                 model_dir: bool = False, probe_lock: bool = True) -> Path:
     """Refuse (one-line :class:`AffineVAEError`) an output path the command must not write; return it.
 
     Call it before any work is done (after the arguments are validated).
@@ -137,6 +137,9 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
             run suggests it.
         model_dir: the output is itself a run or model directory (``train``, ``amortise``): it may not
             lie inside another one (a run inside a run's folder).
+        probe_lock: with ``resumable``, refuse a run another live process holds (:func:`run_is_locked`).
+            False for the non-zero ranks of a distributed training, whose rank 0 takes the lock: a probe
+            there would find it held (or, taking it for an instant, make rank 0's acquisition fail).
     """
     if kind not in ("file", "dir"):
         raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
@@ -171,7 +174,7 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
             raise AffineVAEError(f"{option} {out}: lies inside the run or model directory {holder}; choose a folder "
                                  "outside it")
     if path.is_dir():
-        if resumable and run_is_locked(path):  # a live training: it was called interrupted, and --resume refused
+        if resumable and probe_lock and run_is_locked(path):  # a live training (it was called interrupted)
             raise AffineVAEError(f"{option} {out}: another affinevae process is writing this run (it holds the "
                                  "lock); wait for it to finish or choose another directory")
         interrupted = resumable and is_interrupted_start(path)

@@ -229,7 +229,7 @@ class Train:
         if resumed and rank == 0:
             pending.append(resumed)
         check_output(args.out, kind="dir", inputs=[args.data, args.labels, args.val_data], resume=args.resume,
-                     resumable=True, model_dir=True)
+                     resumable=True, model_dir=True, probe_lock=rank == 0)  # (rank 0 takes the lock)
         if args.resume and rank == 0 and not Run(args.out).has_training and not is_interrupted_start(args.out):
             pending.append(f"affinevae: {args.out} holds no run yet: nothing to resume, training from the start")
         with warnings.catch_warnings(record=True) as held:  # the loader's notes wait for the size check: a refusal
