@@ -178,7 +178,7 @@ def folder_sizes(files: Sequence[Path]) -> str:
 
     from ..data.files import name_order_swap
     from ..data.formats import TIFF_EXTS
-    from ..data.stacks import TIFF_MAX_CHANNELS
+    from ..data.stacks import TIFF_MAX_CHANNELS, tiff_channel_axes
 
     first = None
     grey, colour, alpha, stacked, fluorescence = [], [], [], [], []
@@ -191,13 +191,12 @@ def folder_sizes(files: Sequence[Path]) -> str:
                     page = tif.pages[0]  # (its shape is (3, H, W) for planar RGB: the size is its length and width)
                     shape = (int(page.imagelength), int(page.imagewidth))
                     (grey if tif.pages[0].samplesperpixel == 1 else colour).append(f)
-                    series = tif.series[0]  # images per file as train reads them: planes but a short C axis's
-                    k = int(np.prod([n for a, n in zip(series.axes, series.shape)
-                                     if a not in "YXS" and not (a == "C" and n <= TIFF_MAX_CHANNELS)]))
+                    series = tif.series[0]  # images per file as train reads them (the reader's channel axes)
+                    channels = tiff_channel_axes(series.axes, series.shape)
+                    k = int(np.prod([n for a, n in zip(series.axes, series.shape) if a not in "YX" + channels]))
                     if k > 1:
                         stacked.append((f, k, series.axes))
-                    planes = [n for a, n in zip(series.axes, series.shape) if a == "C" and n <= TIFF_MAX_CHANNELS]
-                    if planes and planes[0] > 1 and tif.pages[0].samplesperpixel == 1:
+                    if channels == "C" and series.shape[series.axes.index("C")] > 1:
                         fluorescence.append(f)  # channels that are not RGB colour
             else:
                 with Image.open(f) as im:

@@ -177,24 +177,16 @@ def all_hdus_pixel_size(path: str) -> Optional[PixelSize]:
     (:func:`sky_pixel_size` of each; a cut-out service writes one per HDU), when they agree within
     :data:`~affinevae.data.stacks.PIXEL_SIZE_TOLERANCE`; HDUs that record none take the others', scales
     that differ keep none (said in a warning naming ``path``); None when none records one."""
-    from ..units import same_pixel_size
-    from .stacks import PIXEL_SIZE_TOLERANCE
+    from .stacks import agreed_pixel_size
 
     hdul, _ = _open(path, None, many=True)
     try:
         images = {id(h) for h in _image_hdus(hdul)}
-        sizes = [(h.name or str(i), size) for i, h in enumerate(hdul)  # named as the listing names them
+        sizes = [(f"HDU {h.name or i}", size) for i, h in enumerate(hdul)  # named as the listing names them
                  if id(h) in images and (size := sky_pixel_size(h.header, where=str(path))) is not None]
     finally:
         hdul.close()
-    if not sizes:
-        return None
-    other = next((s for s in sizes[1:] if not same_pixel_size(sizes[0][1], s[1], rel=PIXEL_SIZE_TOLERANCE)), None)
-    if other is not None:
-        warnings.warn(f"{path}: its cut-outs record different pixel scales (HDU {sizes[0][0]} {sizes[0][1]}, HDU "
-                      f"{other[0]} {other[1]}): none is kept", stacklevel=3)
-        return None
-    return sizes[0][1]
+    return agreed_pixel_size(sizes, str(path), "its cut-outs record different pixel scales")
 
 
 def _refuse_declared_beyond(fits: Any, path: str) -> None:

@@ -897,13 +897,11 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_
     if chans == {1, 3}:
         # grayscale among colour (RGB) files: repeated into red, green and blue; among fluorescence channels of
         # another kind (TIFF planes that are not RGB) refused, as other channel counts are
+        grey = [q for q, a in parts if a.shape[1] == 1]
         other = next((q for q, a in parts if a.shape[1] == 3 and not _rgb_file(q)), None)
         if other is not None:
-            grey = next(q for q, a in parts if a.shape[1] == 1)
-            raise AffineVAEError(f"{grey}: 1 channel, {other.name} has 3 (channels that are not RGB colour: a "
+            raise AffineVAEError(f"{grey[0]}: 1 channel, {other.name} has 3 (channels that are not RGB colour: a "
                                  "one-channel image is not repeated into them)")
-    if chans == {1, 3}:  # grayscale and RGB mixed: repeat grayscale to RGB
-        grey = [q for q, a in parts if a.shape[1] == 1]
         colour = len(parts) - len(grey)
         warnings.warn(f"{spec}: {len(grey)} grayscale image{'s' if len(grey) > 1 else ''} among {colour} colour "
                       f"one{'s' if colour > 1 else ''} (e.g. {grey[0].name}) repeated into red, green and blue",

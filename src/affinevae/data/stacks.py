@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PIXEL_SIZE_TOLERANCE", "native_dtype", "open_joined", "FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
            "open_stack", "READERS", "StackReader", "is_array_like", "tiff_reading", "check_tiff", "corrupt_tiff",
-           "tiff_channel_axes", "TIFF_MAX_CHANNELS", "stored_holes"]
+           "tiff_channel_axes", "TIFF_MAX_CHANNELS", "stored_holes", "agreed_pixel_size", "files_pixel_size"]
 
 #: Bytes of raw pixels read at a time when a whole-stack pass (the normalisation range) scans frames.
 SCAN_BYTES = 64 << 20
@@ -1176,6 +1176,20 @@ def open_joined(paths: Sequence[str], open_one: Callable[[str], FrameSource]) ->
 PIXEL_SIZE_TOLERANCE = 1e-3
 
 
+def agreed_pixel_size(found: Sequence[tuple[str, PixelSize]], where: str, differ: str, hint: str = "") -> Optional[PixelSize]:
+    """The first of the pixel sizes ``found`` ((name, size) pairs: the files or HDUs read together that record
+    one) when the others agree with it within :data:`PIXEL_SIZE_TOLERANCE`; None when there are none, or
+    when one differs: then a warning ``'{where}: {differ} ({name} {size}, {name} {size}): none is kept{hint}'``."""
+    if not found:
+        return None
+    name, first = found[0]
+    other = next((f for f in found[1:] if not same_pixel_size(first, f[1], rel=PIXEL_SIZE_TOLERANCE)), None)
+    if other is not None:
+        warnings.warn(f"{where}: {differ} ({name} {first}, {other[0]} {other[1]}): none is kept{hint}", stacklevel=4)
+        return None
+    return first
+
+
 def files_pixel_size(files: Sequence[Path], where: str):
     """The one :class:`~affinevae.units.PixelSize` that image ``files`` read together (a folder's, a glob's: PNG,
     JPEG, TIFF) record in their TIFF metadata (OME, ImageJ, resolution tags), or None. Files that record none
@@ -1194,15 +1208,11 @@ def files_pixel_size(files: Sequence[Path], where: str):
                 sizes.append((Path(q), src.pixel_size))
         finally:
             src.close()
-    if not sizes:
+    first = agreed_pixel_size([(q.name, size) for q, size in sizes], where, "the files record different pixel sizes",
+                              " (give --pixel-size where a command takes it)")
+    if first is None:
         return None
-    first_file, first = sizes[0]
-    other = next(((q, size) for q, size in sizes[1:] if not same_pixel_size(first, size, rel=PIXEL_SIZE_TOLERANCE)),
-                 None)
-    if other is not None:
-        warnings.warn(f"{where}: the files record different pixel sizes ({first_file.name} {first}, {other[0].name} "
-                      f"{other[1]}): none is kept (give --pixel-size where a command takes it)", stacklevel=3)
-        return None
+    first_file = sizes[0][0]
     if len(sizes) < len(files):
         have = {q for q, _ in sizes}
         missing = next(Path(q) for q in files if Path(q) not in have)
