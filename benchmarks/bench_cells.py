@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_spectra import affinevae  # noqa: E402  (the same runner: echoes each command, stops on a failure)
 
 SIZE = 48
 #: (semi-axes a, b; nucleus centre u, v and semi-axes) of each phenotype in the cell's own frame, pixels.
@@ -80,15 +81,6 @@ def make_cells(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     angles = rng.uniform(-np.pi, np.pi, n)
     shifts = rng.uniform(-2, 2, (n, 2))
     return np.stack([cell(rng, k, t, *s) for k, t, s in zip(kinds, angles, shifts)]), kinds, angles
-
-
-def affinevae(*args: str) -> str:
-    """Run ``python -m affinevae ARGS`` (this interpreter); echo and return its stdout."""
-    print("$ affinevae " + " ".join(shlex.quote(a) for a in args), flush=True)
-    out = subprocess.run([sys.executable, "-m", "affinevae", *args], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"affinevae {' '.join(args[:2])} failed ({out.returncode}):\n{out.stderr}")
-    return out.stdout
 
 
 def main() -> None:
