@@ -334,3 +334,33 @@ def test_an_array_of_images_gets_train_s_orientation_default(capsys):
     assert line.startswith("affinevae Estimator: ") and "rotation_mode=full (orientations over the full circle" in line
     flat = Estimator("vae", latent_dim=2, epochs=1, seed=0, encoder="mlp", decoder="mlp").fit(digits.reshape(400, -1))
     assert flat.data_defaults_ == {} and "defaults" not in capsys.readouterr().out  # rows: nothing chosen, nothing said
+
+
+def test_unsigned_integer_images_are_divided_as_train_divides_them(digits):
+    """A review: Estimator('rvae', likelihood='gaussian') on a 12-bit camera's raw uint16 images (0-4095) diverged
+    ('non-finite loss ... try a lower learning rate'), and uint8 digits were refused by the Bernoulli likelihood,
+    where `train` divides both (by 4095 and 255). Now the Estimator divides unsigned integer images as train
+    does (`pixel_divisor_`), in transform and score too, and inverse_transform gives images in X's units."""
+    import warnings
+
+    x, _ = digits  # float32 in [0, 1], 255ths
+    raw12 = np.round(x[:100] * 4095).astype(np.uint16)
+    with pytest.warns(UserWarning, match="uint16 values use 12 of 16 bits .largest 4095.: divided by 4095"):
+        est = Estimator("rvae", latent_dim=2, epochs=1, likelihood="gaussian", hidden=(32,)).fit(raw12)
+    assert est.pixel_divisor_ == 4095.0 and np.isfinite(est.history_[-1]["train_loss"])
+    scaled = Estimator("rvae", latent_dim=2, epochs=1, likelihood="gaussian", hidden=(32,)).fit(
+        (raw12 / 4095).astype(np.float32))
+    assert scaled.pixel_divisor_ == 1.0
+    z = est.transform(raw12[:20])
+    assert np.allclose(z, scaled.transform((raw12[:20] / 4095).astype(np.float32)), atol=1e-4)
+    assert np.isclose(est.score(raw12), scaled.score((raw12 / 4095).astype(np.float32)), rtol=1e-4)
+    back = est.inverse_transform(z[:, :2])
+    assert np.allclose(back / 4095, scaled.inverse_transform(z[:, :2]), atol=1e-4) and back.max() > 2  # X's units
+    raw8 = np.round(x * 255).astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 8-bit: the dtype's own range, nothing to say
+        vae = Estimator("vae", latent_dim=2, epochs=1, **MLP).fit(raw8)  # Bernoulli: was refused (0-255)
+    assert vae.pixel_divisor_ == 255.0
+    assert np.allclose(vae.transform(raw8[:20]), vae.transform(x[:20] * 255), atol=1e-5)  # one unit for every X
+    off = Estimator("vae", latent_dim=2, epochs=1, likelihood="gaussian", data_defaults=False, **MLP).fit(raw8)
+    assert off.pixel_divisor_ == 1.0  # data_defaults=False: X as given

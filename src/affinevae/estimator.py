@@ -15,9 +15,10 @@ ELBO) and be cloned::
 
 Input: images (N, H, W) or (N, C, H, W), or flat rows (N, C*H*W) with ``image_shape``.
 Flat rows without ``image_shape`` are taken as one-row images (1, 1, F), which suits tabular
-data with ``encoder='mlp', decoder='mlp'``. Pixel values must suit the likelihood: [0, 1] for
-the default Bernoulli likelihood (scale first, e.g. with ``MinMaxScaler``, or choose
-``likelihood='gaussian'``).
+data with ``encoder='mlp', decoder='mlp'``. Unsigned integer images (uint8, a 12-bit camera's
+uint16, ...) are divided as ``train`` divides them (255, 4095, ...: ``pixel_divisor_``); other pixel
+values must suit the likelihood: [0, 1] for the default Bernoulli likelihood (scale first, e.g. with
+``MinMaxScaler``, or choose ``likelihood='gaussian'``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .analysis.quality import learning_warnings
-from .data.imageset import ImageSet
+from .data.imageset import ImageSet, unsigned_divisor
 from .config import unknown_option_message
 from .errors import AffineVAEError
 from .evaluation import encode_dataset
@@ -139,6 +140,10 @@ class Estimator(TransformerMixin, BaseEstimator):
         pose_columns_: names of the pose columns the model provides (possibly empty).
         classes_: the class labels of a conditional model (``y`` of :meth:`fit`), else None.
         data_defaults_: the options :meth:`fit` chose from the data (``data_defaults``; empty when none).
+        pixel_divisor_: what every ``X`` is divided by before the model sees it (1.0, or for unsigned
+            integer images with ``data_defaults`` what ``train`` divides them by: 255 for uint8, the
+            largest value of the bits they use for 16 bits or more, e.g. 4095 for a 12-bit camera's uint16);
+            :meth:`inverse_transform` multiplies by it, so its images are in ``X``'s units.
         layout_: the layout :meth:`fit` saw: 'flat', 'nhw' or 'nchw'.
         n_features_in_: C*H*W.
 
@@ -200,11 +205,23 @@ class Estimator(TransformerMixin, BaseEstimator):
         (fit) records the image shape, layout and feature count. scikit-learn's refusals (NaN, a 1-D
         array, complex values) come as one line, without the array dump."""
         try:
-            return self._checked_images(X, reset)
+            x, dtype = self._checked_images(X, reset)
         except ValueError as exc:
             if isinstance(exc, AffineVAEError):
                 raise
             raise AffineVAEError(one_line(str(exc))) from None
+        divisor = 1.0 if reset else getattr(self, "pixel_divisor_", 1.0)  # fit decides its own (_pixel_divisor)
+        return (x if divisor == 1.0 else x / divisor), dtype
+
+    def _pixel_divisor(self, X: Any, x: torch.Tensor) -> float:
+        """What ``fit`` divides the images ``x`` (N, C, H, W) read from ``X`` by: for unsigned integer
+        images (H, W > 1) with ``data_defaults``, ``train``'s divisor (:func:`unsigned_divisor`: 255 for
+        uint8, 4095 for a 12-bit camera's uint16, said in a warning); else 1."""
+        dtype = getattr(X, "dtype", None)
+        if (not self.data_defaults or isinstance(X, ImageSet) or dtype is None or np.dtype(dtype).kind != "u"
+                or min(self.image_shape_[1:]) <= 1 or not x.numel()):
+            return 1.0
+        return unsigned_divisor(dtype, int(x.max()), "Estimator.fit: X")
 
     def _checked_images(self, X: Any, reset: bool) -> tuple[torch.Tensor, np.dtype]:
         if isinstance(X, ImageSet):  # as fit and encode_dataset take it: its (N, C, H, W) images
@@ -340,6 +357,9 @@ class Estimator(TransformerMixin, BaseEstimator):
             raise AffineVAEError(f"Estimator: the random seed is the option seed (scikit-learn calls it random_state): "
                                  f"give seed={self._options['random_state']!r}")
         x, _ = self._images(X, reset=True)
+        divisor = self._pixel_divisor(X, x)
+        if divisor != 1.0:
+            x = x / divisor
         if y is not None and hasattr(y, "__len__") and len(y) != len(x):  # also where the family ignores y: a slip
             raise AffineVAEError(f"Estimator.fit: {len(y)} labels (y) for {len(x)} images (X)")
         labels = None
@@ -410,6 +430,7 @@ class Estimator(TransformerMixin, BaseEstimator):
             result = fit(model, x if labels is None else (x, labels), config, check_learning=False)  # said below
         self.model_ = result.model.eval()
         self.history_ = result.history
+        self.pixel_divisor_ = divisor
         for line in learning_warnings(self.model_, x, seed=self.seed, python=True):  # as `train` says: the model learned nothing
             warnings.warn(f"Estimator: {line}", stacklevel=3)
         probe_codes = encode_dataset(self.model_, x[:1], labels[:1] if self.model_.conditional else None, elbo=False,
@@ -468,7 +489,8 @@ class Estimator(TransformerMixin, BaseEstimator):
     @torch.no_grad()
     def inverse_transform(self, Z: Any, y: Any = None) -> np.ndarray:
         """Mean images decoded from latents ``Z`` (N, latent_dim), or (N, latent_dim + pose
-        columns) with ``pose`` (without them the canonical pose), in the layout of :meth:`fit`'s input."""
+        columns) with ``pose`` (without them the canonical pose), in the layout and units of :meth:`fit`'s
+        input (times ``pixel_divisor_``)."""
         check_is_fitted(self)
         try:
             Z = check_array(Z, dtype=FLOATS, input_name="Z")
@@ -496,6 +518,9 @@ class Estimator(TransformerMixin, BaseEstimator):
             yb = None if labels is None else labels[i:i + 512]
             out.append(self.model_.decode(z[i:i + 512, :d], yb, **part).float().cpu())
         images = torch.cat(out).numpy() if out else np.zeros((0, *self.image_shape_), np.float32)
+        divisor = getattr(self, "pixel_divisor_", 1.0)
+        if divisor != 1.0:  # back in the units of fit's X
+            images = images * np.float32(divisor)
         shapes = {"flat": (len(Z), -1), "nhw": (len(Z), *self.image_shape_[1:]), "nchw": (len(Z), *self.image_shape_)}
         return images.reshape(shapes[self.layout_]).astype(Z.dtype, copy=False)
 
