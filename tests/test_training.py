@@ -376,3 +376,15 @@ def test_fit_warns_in_python_what_the_model_failed_to_learn(recwarn, tmp_path):
     assert seen == [12]
     with pytest.raises(av.AffineVAEError, match="on_start must be callable"):
         av.fit(av.build_model("vae", image_shape=(1, 12, 12), latent_dim=2), x, more, on_start="go")
+
+
+def test_a_divergence_on_raw_counts_names_the_data_s_scale(digits):
+    """A review: a Gaussian rVAE on raw 12-bit counts (0-4095) diverged with 'try a lower learning rate' alone;
+    the message now names the images' scale when their values reach beyond LARGE_PIXELS."""
+    from affinevae.training import LARGE_PIXELS, divergence_advice
+
+    assert divergence_advice(torch.full((2, 1, 4, 4), 4095.0)).startswith("the images' values reach 4095: scale them")
+    assert divergence_advice(torch.full((2, 1, 4, 4), LARGE_PIXELS)) == "try a lower learning rate"
+    counts = torch.as_tensor(digits.images[:128]) * 4095
+    with pytest.raises(TrainingDiverged, match=r"non-finite (loss|weights).*the images' values reach 4\d\d\d: scale"):
+        fit(make(likelihood="gaussian"), counts, cfg(epochs=2, lr=1e30))

@@ -719,6 +719,22 @@ def kept_checkpoint(run_dir: Optional[Path], epochs_done: int) -> str:
     return f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None and epochs_done > 0 else ""
 
 
+#: Pixel values beyond this (in absolute value) make :func:`divergence_advice` name the data's scale.
+LARGE_PIXELS = 100.0
+
+
+def divergence_advice(x: torch.Tensor) -> str:
+    """What a :class:`TrainingDiverged` message advises for a batch of training images ``x`` (B, C, H, W)
+    (or (B, C, L) signals): the data's scale when its values reach beyond :data:`LARGE_PIXELS` (raw
+    camera counts, say 0-4095, that the likelihoods' unit-scale noise does not suit), else a lower
+    learning rate."""
+    top = float(x.abs().max()) if x.numel() else 0.0
+    if top > LARGE_PIXELS:
+        return (f"the images' values reach {top:.4g}: scale them to about [0, 1] (e.g. divide 12-bit counts by 4095), "
+                "or try a lower learning rate")
+    return "try a lower learning rate"
+
+
 def fault_point(point: str, epoch: int) -> None:
     """Test hook: ``kill -9`` this process at ``point`` ('epoch': inside epoch ``epoch``, after its first
     step; 'checkpoint': while writing that epoch's optimizer state, before the rename) when the
@@ -846,7 +862,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
                         bar.close()
                     raise TrainingDiverged(f"non-finite loss ({float(loss.detach())}) at epoch {epoch}, batch {b + 1}"
                                            f"{kept_checkpoint(run_dir, start + len(history))}; "
-                                           "try a lower learning rate")
+                                           f"{divergence_advice(xb)}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -867,7 +883,7 @@ def _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, wo
             if bad:  # the last step's update overflowed (e.g. a huge learning rate): never checkpoint that
                 raise TrainingDiverged(f"non-finite weights ({bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}) "
                                        f"after epoch {epoch}{kept_checkpoint(run_dir, start + len(history))}; "
-                                       "try a lower learning rate")
+                                       f"{divergence_advice(xb)}")
             if world > 1:
                 t = torch.tensor([sums["loss"], sums["recon"], sums["kl"], float(seen)], dtype=torch.float64, device=device)
                 dist.all_reduce(t)
