@@ -998,7 +998,7 @@ def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] 
     """Integer labels (n,) int64 from a .npy, .txt or .csv file, one label per image of the ``n``
     images of ``images`` (named in the messages; ``n`` None: any count; ``at_least`` m: from m to n
     labels, the first m images' at least, as when only the first m images are read); -1 marks an unknown
-    label. ``grid`` (H, W): a ``.npy`` of that shape is also taken, in row-major order (one label
+    label, as does an empty line between labels of a text file (a spreadsheet's empty cell). ``grid`` (H, W): a ``.npy`` of that shape is also taken, in row-major order (one label
     per pixel of a cube's map). ``noun`` names what is labelled in the messages (e.g. 'signals').
     A missing or unreadable file, another count, non-integers or labels under -1 are one-line errors."""
     p, ext = _table_file(path, "labels")
@@ -1094,7 +1094,12 @@ def _parse_label_text(p: Path, spec: str) -> np.ndarray:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise cannot_read(spec, "labels", e) from None
-    kept = [(i, line) for i, line in enumerate((ln.split("#", 1)[0].strip() for ln in text.splitlines()), 1) if line]
+    lines = [(i, ln.split("#", 1)[0].strip(), "#" in ln) for i, ln in enumerate(text.splitlines(), 1)]
+    filled = [k for k, (_, line, _) in enumerate(lines) if line]
+    # an empty line between labels is an empty field: an unknown label (-1), as the targets reader's NaN;
+    # empty lines before the first label or after the last, and comment lines, are not labels
+    kept = [(i, line) for k, (i, line, comment) in enumerate(lines)
+            if line or (filled and filled[0] < k < filled[-1] and not comment)]
     if len(kept) > 1 and not re.search(r"[,; \t\f\v]", "\x00".join(line for _, line in kept[1:])):
         fast = _one_label_per_line(kept)  # the common file: one number per line, read at numpy's speed
         if fast is not None:
@@ -1123,13 +1128,13 @@ def _parse_label_text(p: Path, spec: str) -> np.ndarray:
     if len(rows) == 1:
         tokens = [(rows[0][0], t) for t in rows[0][1]]
     else:
-        bad = next((i for i, toks in rows if len(toks) != 1), None)
+        bad = next((i for i, toks in rows if len(toks) > 1), None)
         if bad is not None:
             raise AffineVAEError(f"{spec}: line {bad}: expected one label per line")
-        tokens = [(i, toks[0]) for i, toks in rows]
+        tokens = [(i, toks[0] if toks else "") for i, toks in rows]
     out = []
     for i, t in tokens:
-        v = num(t)
+        v = -1 if t == "" else num(t)  # an empty line: unknown
         if v is None:
             raise AffineVAEError(f"{spec}: line {i}: {t!r} is not an integer label")
         out.append(v)
