@@ -511,3 +511,27 @@ def test_full_circle_model_round_trips(tmp_path):
     loaded = av.load(tmp_path / "m")
     assert loaded.config == model.config and loaded.config.encoder == "equivariant"
     same_outputs(model, loaded, torch.rand(4, 1, 28, 28))
+
+
+@pytest.mark.parametrize("name, options, match", [
+    ("vae", {"hidden": (True,)}, r"hidden must be positive integers, got \(True,\)"),
+    ("vae", {"channels": (True, 8)}, "channels must be one or more positive integers"),
+    ("vae", {"image_shape": (True, 28, 28)}, r"image_shape must be \(C, H, W\) positive integers"),
+    ("rvae", {"encoder_hidden": (False, 8)}, "encoder_hidden must be positive integers"),
+    ("jrvae", {"classifier_hidden": (True,)}, "classifier_hidden must be positive integers"),
+    ("rvae", {"rotation_prior": 45.0}, r"rotation_prior is in radians and at most 2 pi, got 45.0 .degrees\? 45.0 degrees "
+                                       r"is 0.7854 radians"),
+    ("jrvae", {"jitter_angle": 10}, "jitter_angle is in radians and at most 2 pi"),
+])
+def test_widths_that_are_booleans_and_angle_spreads_in_degrees_are_refused_in_one_line(name, options, match):
+    """A review: True among widths passed the checks (isinstance(True, int)) and torch failed with a traceback
+    (the CLI's --set hidden=[true]: exit 1); rotation_prior=45 (degrees) trained with a flat prior, where every
+    other angle of the API over 2 pi is refused as degrees."""
+    with pytest.raises(AffineVAEError, match=match) as info:
+        av.build_model(name, **options)
+    assert "\n" not in str(info.value)
+    from affinevae.pose.amortise import HeadTrainConfig
+
+    with pytest.raises(AffineVAEError, match="start_noise is in radians"):
+        HeadTrainConfig(start_noise=30.0)
+    assert av.build_model("rvae", rotation_prior=2 * math.pi).config.rotation_prior == 2 * math.pi

@@ -236,6 +236,24 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
         raise AffineVAEError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
+def check_angle_spread(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """Raise unless ``value`` is a finite positive (or non-negative) angle spread in radians of at most
+    2 pi: a larger one is taken for degrees (45 given for pi/4), said with its value in radians."""
+    check_positive(name, value, allow_zero=allow_zero)
+    if value > 2 * math.pi:
+        raise AffineVAEError(f"{name} is in radians and at most 2 pi, got {value!r} (degrees? {value!r} degrees is "
+                             f"{math.radians(value):.4g} radians)")
+
+
+def check_counts(name: str, values: Any, *, at_least: int = 0) -> None:
+    """Raise unless ``values`` holds at least ``at_least`` positive integers (True and False are not
+    counts: ``[true]`` given as a width)."""
+    ok = len(values) >= at_least and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+    if not ok:
+        more = f"{'one' if at_least == 1 else at_least} or more " if at_least else ""
+        raise AffineVAEError(f"{name} must be {more}positive integers, got {tuple(values)!r}")
+
+
 #: The largest n of n-fold rotational symmetry accepted anywhere (maps, ``--symmetry``, angle scores,
 #: the pose anchor's ``anchor_symmetry``).
 MAX_SYMMETRY = 12

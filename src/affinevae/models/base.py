@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import Config, check, check_choice, check_positive, check_seed
+from ..config import Config, check, check_choice, check_counts, check_positive, check_seed
 from ..data.inputs import MIN_IMAGE_SIZE, as_images, check_int, class_indices
 from ..errors import AffineVAEError
 from ..limits import check_allocation
@@ -106,7 +106,8 @@ class ModelConfig(Config):
 
     def validate(self) -> None:
         """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
-        check(len(self.image_shape) == 3 and all(isinstance(v, int) and v > 0 for v in self.image_shape),
+        check(len(self.image_shape) == 3 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                 for v in self.image_shape),
               f"image_shape must be (C, H, W) positive integers, got {self.image_shape}")
         check(isinstance(self.latent_dim, int) and self.latent_dim >= 1, f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")
         check(isinstance(self.num_classes, int) and self.num_classes >= 0, f"num_classes must be an integer >= 0, got {self.num_classes!r}")
@@ -116,9 +117,8 @@ class ModelConfig(Config):
         check_choice("activation", self.activation, list(ACTIVATIONS))
         check_choice("norm", self.norm, list(NORMS))
         check_choice("likelihood", self.likelihood, LIKELIHOODS.names())
-        check(all(isinstance(h, int) and h > 0 for h in self.hidden), f"hidden must be positive integers, got {self.hidden}")
-        check(len(self.channels) >= 1 and all(isinstance(c, int) and c > 0 for c in self.channels),
-              f"channels must be one or more positive integers, got {self.channels}")
+        check_counts("hidden", self.hidden)
+        check_counts("channels", self.channels, at_least=1)
         check_positive("sigma", self.sigma)
         check_positive("sigma_radius", self.sigma_radius, allow_zero=True)
         check(self.sigma_radius == 0 or self.likelihood == "gaussian",

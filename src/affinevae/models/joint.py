@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import check, check_choice, check_positive
+from ..config import check, check_angle_spread, check_choice, check_counts, check_positive
 from ..data.inputs import class_indices
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, as_matrix, canonicalise, compose_affine, invert_affine, render, warp
@@ -346,12 +346,12 @@ class JRVAEConfig(FlatEncoderRVAEConfig):
         check_choice("discrete", self.discrete, CLASS_EXPECTATIONS.names())
         check_choice("classifier", self.classifier, ["canonical", "shared"])
         check_choice("classifier_net", self.classifier_net, ENCODERS.names())
-        check(all(isinstance(h, int) and h > 0 for h in self.classifier_hidden),
-              f"classifier_hidden must be positive integers, got {self.classifier_hidden}")
+        check_counts("classifier_hidden", self.classifier_hidden)
         check_positive("temperature", self.temperature)
         for name in ("class_consistency", "class_balance", "discrete_beta", "class_entropy", "capacity_weight",
-                     "continuous_capacity", "jitter_angle", "jitter_shift"):
+                     "continuous_capacity", "jitter_shift"):
             check_positive(name, getattr(self, name), allow_zero=True)
+        check_angle_spread("jitter_angle", self.jitter_angle, allow_zero=True)
         check(self.discrete_capacity == -1 or (isinstance(self.discrete_capacity, (int, float))
                                               and 0 <= self.discrete_capacity <= math.log(self.num_classes)),
               f"discrete_capacity must be -1 (log K) or lie in [0, log K], got {self.discrete_capacity!r}")

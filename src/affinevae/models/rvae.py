@@ -48,7 +48,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from ..config import check, check_choice, check_positive, check_symmetry
+from ..config import check, check_angle_spread, check_choice, check_counts, check_positive, check_symmetry
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
 from ..nn.circular import SAMPLERS, RotationPosterior
@@ -272,9 +272,8 @@ class RVAEConfig(ModelConfig):
         check_choice("likelihood", self.likelihood, ["bernoulli", "cbernoulli", "gaussian"])
         check_choice("rotation_mode", self.rotation_mode, ["gaussian", "full"])
         check(len(self.hidden) >= 1, "hidden must list at least one width")
-        check(all(isinstance(h, int) and h > 0 for h in self.encoder_hidden),
-              f"encoder_hidden must be positive integers, got {self.encoder_hidden}")
-        check_positive("rotation_prior", self.rotation_prior)
+        check_counts("encoder_hidden", self.encoder_hidden)
+        check_angle_spread("rotation_prior", self.rotation_prior)
         check_positive("translation_prior", self.translation_prior)
         check_positive("scale_prior", self.scale_prior)
         check_positive("shift_prior", self.shift_prior)

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..config import Config, check, check_choice, check_positive, check_seed
+from ..config import Config, check, check_angle_spread, check_choice, check_positive, check_seed
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
 from ..nn.modes import module_mode
@@ -70,7 +70,7 @@ class HeadTrainConfig(Config):
     def validate(self) -> None:
         """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         check_choice("target", self.target, ["search", "elbo"])
-        check_positive("start_noise", self.start_noise, allow_zero=True)
+        check_angle_spread("start_noise", self.start_noise, allow_zero=True)
         check_views("views", self.views)
         check(self.views == 1 or self.target == "elbo", "views > 1 needs target='elbo'")
         for name in ("epochs", "batch_size"):
