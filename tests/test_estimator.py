@@ -18,6 +18,7 @@ from affinevae.estimator import NOT_APPLICABLE_CHECKS, Estimator
 TINY = dict(latent_dim=2, epochs=1, batch_size=32, encoder="mlp", decoder="mlp", hidden=(8,), likelihood="gaussian",
             device="cpu")
 MLP = dict(encoder="mlp", decoder="mlp", hidden=(32,), device="cpu")
+SS = dict(encoder="mlp", hidden=(32,), device="cpu")  # the joint and semi-supervised families' decoders are their own
 
 
 @parametrize_with_checks([Estimator("vae", **TINY)], expected_failed_checks=lambda est: NOT_APPLICABLE_CHECKS)
@@ -164,7 +165,7 @@ def test_semi_supervised_models_take_partial_labels_and_targets(digits):
     with pytest.raises(AffineVAEError, match="semi-supervised: fit needs y"):
         Estimator("ssvae", **ss).fit(x[:8])
     for model, y, match in [("ssregvae", np.array(["a"] * 8), "y must be numeric targets"),
-                            ("ssvae", np.array([None] + [1] * 7, dtype=object), "y holds None"),
+                            ("ssvae", np.array([None] + [1] * 7, dtype=object), r"y holds a missing label \(None at image 0\)"),
                             ("ssvae", np.array([np.nan] + [1.0] * 7), "y holds NaN")]:
         with pytest.raises(AffineVAEError, match=match):  # not a ValueError/TypeError from numpy
             Estimator(model, latent_dim=2, epochs=1, **ss).fit(x[:8], y)
@@ -361,6 +362,70 @@ def test_unsigned_integer_images_are_divided_as_train_divides_them(digits):
         warnings.simplefilter("error")  # 8-bit: the dtype's own range, nothing to say
         vae = Estimator("vae", latent_dim=2, epochs=1, **MLP).fit(raw8)  # Bernoulli: was refused (0-255)
     assert vae.pixel_divisor_ == 255.0
-    assert np.allclose(vae.transform(raw8[:20]), vae.transform(x[:20] * 255), atol=1e-5)  # one unit for every X
+    assert np.allclose(vae.transform(raw8[:20]), vae.transform(raw8[:20] / 255.0), atol=1e-5)  # floats as given
     off = Estimator("vae", latent_dim=2, epochs=1, likelihood="gaussian", data_defaults=False, **MLP).fit(raw8)
     assert off.pixel_divisor_ == 1.0  # data_defaults=False: X as given
+
+
+def test_predict_and_predict_proba_give_classes_in_the_user_s_names_and_inverse_transform_renders_y(digits):
+    """An audit: the Estimator kept classes_ but had no predict / predict_proba, inverse_transform(Z, y) ignored y
+    on joint and semi-supervised models (any y, even 'junk', gave the same images), and '' or 'NA' as the unknown
+    marker became a class of its own, silently."""
+    x, truth = digits
+    names = np.where(truth == 0, "wt", "mutant").astype(object)
+    y = names.copy()
+    y[np.arange(len(y)) % 4 != 0] = "-1"
+    est = Estimator("ssvae", latent_dim=2, epochs=2, **SS).fit(x, y)
+    assert est.predicts_ == "class" and list(est.classes_) == ["mutant", "wt"]
+    pred, prob = est.predict(x), est.predict_proba(x)
+    assert pred.shape == (len(x),) and set(pred) <= {"mutant", "wt"} and (pred == names).mean() > 0.8
+    assert prob.shape == (len(x), 2) and np.allclose(prob.sum(1), 1, atol=1e-5)
+    assert np.array_equal(est.classes_[prob.argmax(1)], pred)
+    z = est.transform(x[:4])
+    wt, mutant = est.inverse_transform(z, ["wt"] * 4), est.inverse_transform(z, ["mutant"] * 4)
+    assert np.abs(wt - mutant).max() > 1e-4  # the class rendered is the one asked for
+    assert np.allclose(wt[:, None], decode(est, z, y=torch.ones(4, dtype=torch.long)), atol=1e-6)
+    with pytest.raises(AffineVAEError, match="y holds labels the model was not fitted with"):
+        est.inverse_transform(z, ["junk"] * 4)
+    for missing in ("", " NA ", np.nan, None, "?"):
+        bad = y.copy()
+        bad[3] = missing
+        with pytest.raises(AffineVAEError, match=r"y holds a missing label \(.* at image 3\): mark an unknown label with -1"):
+            Estimator("ssvae", epochs=1, **SS).fit(x, bad)
+    one = Estimator("ssvae", latent_dim=2, epochs=1, **SS).fit(x, np.where(y == "wt", "wt", "-1"))
+    assert list(one.classes_) == ["wt", "class 1"]  # K = 2: the class no label names
+    joint = Estimator("jvae", latent_dim=2, epochs=1, num_classes=2, **SS).fit(x)
+    assert joint.classes_ is None and set(joint.predict(x)) <= {0, 1} and joint.predict_proba(x).shape == (len(x), 2)
+    with pytest.raises(AffineVAEError, match=r"y must be classes 0..1 of the joint model"):
+        joint.inverse_transform(z, [0, 1, 2, 0])
+    vae = Estimator("vae", latent_dim=2, epochs=1, **SS).fit(x)
+    assert not hasattr(vae, "predict") and not hasattr(vae, "predict_proba")
+    with pytest.raises(AffineVAEError, match="model 'vae' renders no class or target, but y was given"):
+        vae.inverse_transform(vae.transform(x[:2]), [0, 1])
+    reg = Estimator("ssregvae", latent_dim=2, epochs=1, **SS).fit(
+        x, np.where(np.arange(len(x)) % 4 == 0, x.mean((1, 2)), np.nan))
+    assert reg.predicts_ == "target" and reg.predict(x[:3]).shape == (3,) and not hasattr(reg, "predict_proba")
+    with pytest.raises(AffineVAEError, match="y holds labels of mixed types"):
+        Estimator("cvae", epochs=1, **SS).fit(x[:40], np.array([1, "a"] * 20, dtype=object))
+
+
+def test_the_divisor_follows_the_pixels_dtype_and_data_frames_are_read_alike(digits):
+    """An audit: after fitting on uint8, transform and score divided float images already in [0, 1] by 255 again
+    (score -132 against -217: GridSearchCV misled); a DataFrame of uint8 pixels was refused where the array was
+    divided; a NaN in a DataFrame gave scikit-learn's cut-off advice instead of the image's index."""
+    import pandas as pd
+
+    x, _ = digits
+    u8 = np.round(x[:80] * 255).astype(np.uint8)
+    est = Estimator("vae", latent_dim=2, epochs=1, **MLP).fit(u8)
+    assert est.pixel_divisor_ == 255.0
+    floats = (u8 / 255.0).astype(np.float32)
+    assert np.allclose(est.transform(u8), est.transform(floats), atol=1e-5)
+    assert np.isclose(est.score(u8), est.score(floats), rtol=1e-5)
+    rows = pd.DataFrame(u8.reshape(len(u8), -1))
+    flat = Estimator("vae", image_shape=(28, 28), latent_dim=2, epochs=1, **MLP).fit(rows)
+    assert flat.pixel_divisor_ == 255.0
+    rows = rows.astype(np.float64)
+    rows.iloc[5, 3] = np.nan
+    with pytest.raises(AffineVAEError, match=r"^X holds NaN or infinite values \(first in image 5\)"):
+        Estimator("vae", image_shape=(28, 28), epochs=1, **MLP).fit(rows)

@@ -30,6 +30,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .analysis.quality import learning_warnings
@@ -98,6 +99,62 @@ def one_line(message: str, limit: int = 300) -> str:
 ESTIMATOR_DEFAULTS = {"latent_dim": 10, "epochs": 10, "batch_size": 128, "lr": 1e-3}
 
 
+#: Texts that read as a missing value in a table of labels (compared lower-case, stripped): refused as
+#: labels, with the hint to mark an unknown label with -1.
+MISSING_LABEL_TEXTS = ("", "na", "n/a", "nan", "none", "null", "?")
+
+
+def missing_label(y: np.ndarray) -> Optional[int]:
+    """The index of the first label of ``y`` (N,) of text or objects that is a missing value (None, NaN,
+    pandas' NA, or a text of :data:`MISSING_LABEL_TEXTS`), else None (numbers' NaN are checked apart)."""
+    if y.dtype.kind not in "OUS":
+        return None
+    for i, v in enumerate(y.tolist()):
+        if isinstance(v, bytes):
+            v = v.decode(errors="replace")
+        if v is None or (isinstance(v, str) and v.strip().lower() in MISSING_LABEL_TEXTS):
+            return i
+        if (isinstance(v, float) and v != v) or type(v).__name__ in ("NAType", "NaTType"):  # NaN, pandas' NA
+            return i
+    return None
+
+
+def unsigned_dtype(X: Any) -> Optional[np.dtype]:
+    """The unsigned integer dtype of ``X``'s pixels (an array's, or a DataFrame's when every column has
+    the same one), else None (floats, signed integers, lists, an :class:`ImageSet`)."""
+    if isinstance(X, ImageSet):
+        return None
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and not hasattr(X, "dtype"):  # a DataFrame: one dtype per column
+        kinds = {np.dtype(d) if isinstance(d, np.dtype) else None for d in list(dtypes)}
+        dtype = kinds.pop() if len(kinds) == 1 else None
+    else:
+        dtype = getattr(X, "dtype", None)
+        dtype = dtype if isinstance(dtype, np.dtype) else None
+    return dtype if dtype is not None and dtype.kind == "u" else None
+
+
+def unnamed_classes(classes: np.ndarray, k: int) -> np.ndarray:
+    """The known labels ``classes`` (C,) extended to ``k`` > C names, for the classes of a semi-supervised
+    model that no labelled image names (``num_classes`` above the known labels, or one known label of 2):
+    the integers after the largest for numeric labels, else ``'class C'``, ``'class C+1'``, ..."""
+    extra = range(len(classes), k)
+    if classes.dtype.kind in "iu":
+        return np.concatenate([classes, classes.max() + 1 + np.arange(len(extra), dtype=classes.dtype)])
+    if classes.dtype.kind == "f":
+        return np.concatenate([classes, np.floor(classes.max()) + 1 + np.arange(len(extra), dtype=classes.dtype)])
+    return np.asarray([*classes.tolist(), *(f"class {c}" for c in extra)], dtype=object)
+
+
+def _predicts(est: "Estimator") -> bool:
+    """Whether the fitted ``est`` predicts: classes (joint, semi-supervised classification) or targets."""
+    return getattr(est, "predicts_", None) is not None
+
+
+def _predicts_classes(est: "Estimator") -> bool:
+    return getattr(est, "predicts_", None) == "class"
+
+
 class Estimator(TransformerMixin, BaseEstimator):
     """scikit-learn transformer: fits an affinevae model, transforms images to their latents.
 
@@ -138,7 +195,12 @@ class Estimator(TransformerMixin, BaseEstimator):
         history_: per-epoch training records (nats per image).
         image_shape_: (C, H, W) of the images.
         pose_columns_: names of the pose columns the model provides (possibly empty).
-        classes_: the class labels of a conditional model (``y`` of :meth:`fit`), else None.
+        classes_: the class labels of a conditional model (``y`` of :meth:`fit`) or of a semi-supervised
+            one (its known labels, sorted; extended by :func:`unnamed_classes` to the model's K classes when
+            no labelled image names some), else None.
+        predicts_: what :meth:`predict` gives: 'class' (joint and semi-supervised classification
+            families; also :meth:`predict_proba`), 'target' (semi-supervised regression), or None (no
+            ``predict``).
         data_defaults_: the options :meth:`fit` chose from the data (``data_defaults``; empty when none).
         pixel_divisor_: what every ``X`` is divided by before the model sees it (1.0, or for unsigned
             integer images with ``data_defaults`` what ``train`` divides them by: 255 for uint8, the
@@ -209,19 +271,31 @@ class Estimator(TransformerMixin, BaseEstimator):
         except ValueError as exc:
             if isinstance(exc, AffineVAEError):
                 raise
+            if str(exc).startswith(("Input X contains NaN", "Input X contains infinity")):  # a DataFrame's, a list's
+                try:
+                    rows = np.asarray(X, dtype=np.float64)
+                    bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(1)
+                except (TypeError, ValueError):
+                    bad = None
+                if bad is not None and bad.any():
+                    raise AffineVAEError(f"X holds NaN or infinite values (first in image {int(np.argmax(bad))}); "
+                                         "fill them (e.g. with the image's median) or leave those images out") from None
             raise AffineVAEError(one_line(str(exc))) from None
-        divisor = 1.0 if reset else getattr(self, "pixel_divisor_", 1.0)  # fit decides its own (_pixel_divisor)
-        return (x if divisor == 1.0 else x / divisor), dtype
+        if not reset:  # fit decides its own (_pixel_divisor)
+            divisor = self._pixel_divisor(X, x, fitted=getattr(self, "pixel_divisor_", 1.0))
+            x = x if divisor == 1.0 else x / divisor
+        return x, dtype
 
-    def _pixel_divisor(self, X: Any, x: torch.Tensor) -> float:
-        """What ``fit`` divides the images ``x`` (N, C, H, W) read from ``X`` by: for unsigned integer
-        images (H, W > 1) with ``data_defaults``, ``train``'s divisor (:func:`unsigned_divisor`: 255 for
-        uint8, 4095 for a 12-bit camera's uint16, said in a warning); else 1."""
-        dtype = getattr(X, "dtype", None)
-        if (not self.data_defaults or isinstance(X, ImageSet) or dtype is None or np.dtype(dtype).kind != "u"
-                or min(self.image_shape_[1:]) <= 1 or not x.numel()):
+    def _pixel_divisor(self, X: Any, x: torch.Tensor, fitted: float = 1.0) -> float:
+        """What the images ``x`` (N, C, H, W) read from ``X`` are divided by: for unsigned integer images
+        (H, W > 1) with ``data_defaults``, the divisor ``fit`` took for such images (``fitted``), or when
+        it took none (fitted on floats, or fitting now) ``train``'s (:func:`unsigned_divisor`: 255 for
+        uint8, 4095 for a 12-bit camera's uint16, said in a warning); 1 for other images (floats are taken
+        as given, in the model's units)."""
+        dtype = unsigned_dtype(X)
+        if not self.data_defaults or dtype is None or min(self.image_shape_[1:]) <= 1 or not x.numel():
             return 1.0
-        return unsigned_divisor(dtype, int(x.max()), "Estimator.fit: X")
+        return fitted if fitted != 1.0 else unsigned_divisor(dtype, int(x.max()), "Estimator: X")
 
     def _checked_images(self, X: Any, reset: bool) -> tuple[torch.Tensor, np.dtype]:
         if isinstance(X, ImageSet):  # as fit and encode_dataset take it: its (N, C, H, W) images
@@ -268,14 +342,28 @@ class Estimator(TransformerMixin, BaseEstimator):
         if y.dtype.kind in "fc" and not np.isfinite(y).all():
             raise AffineVAEError(f"y holds NaN or infinite labels (first at image {int(np.argmax(~np.isfinite(y)))}): "
                                  "every image of a conditional model needs its class")
-        if y.dtype.kind == "O" and any(v is None for v in y.tolist()):
-            raise AffineVAEError("y holds None: every image of a conditional model needs its class")
+        gap = missing_label(y)
+        if gap is not None:
+            raise AffineVAEError(f"y holds a missing label ({y[gap]!r} at image {gap}): every image of a conditional "
+                                 "model needs its class")
         if reset:
-            self.classes_, idx = np.unique(y, return_inverse=True)
+            try:
+                self.classes_, idx = np.unique(y, return_inverse=True)
+            except TypeError:  # labels of mixed types that do not sort
+                raise AffineVAEError("y holds labels of mixed types (e.g. numbers and text) that cannot be "
+                                     "ordered") from None
             return torch.as_tensor(idx.reshape(-1), dtype=torch.long)
-        idx = np.searchsorted(self.classes_, y)
-        idx = np.clip(idx, 0, len(self.classes_) - 1)
-        if not np.all(self.classes_[idx] == y):
+        return self._class_indices(y)
+
+    def _class_indices(self, y: np.ndarray) -> torch.Tensor:
+        """(N,) indices into ``classes_`` of the labels ``y`` (N,); a label not among them is one line."""
+        try:
+            idx = np.searchsorted(self.classes_, y)
+        except TypeError:  # another type than the fitted labels' (text for numbers): not one of them
+            idx = None
+        if idx is not None:
+            idx = np.clip(idx, 0, len(self.classes_) - 1)
+        if idx is None or not np.all(self.classes_[idx] == y):
             raise AffineVAEError(f"y holds labels the model was not fitted with (known: {[v.item() if hasattr(v, 'item') else v for v in self.classes_]})")
         return torch.as_tensor(idx, dtype=torch.long)
 
@@ -286,9 +374,12 @@ class Estimator(TransformerMixin, BaseEstimator):
         if y.shape != (n,):
             raise AffineVAEError(f"y must hold one label per image ({n}), got shape {y.shape}")
         if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise AffineVAEError("y holds NaN or infinite labels; mark an unknown label with -1")
-        if y.dtype.kind == "O" and any(v is None for v in y.tolist()):
-            raise AffineVAEError("y holds None; mark an unknown label with -1")
+            raise AffineVAEError(f"y holds NaN or infinite labels (first at image {int(np.argmax(~np.isfinite(y)))}); "
+                                 "mark an unknown label with -1")
+        gap = missing_label(y)
+        if gap is not None:
+            raise AffineVAEError(f"y holds a missing label ({y[gap]!r} at image {gap}): mark an unknown label with "
+                                 "-1 (or the text '-1')")
         # -1 marks an unknown label, also written as text ('-1') among text labels
         unknown = (y == -1) if y.dtype.kind in "iuf" else np.array(
             [v.strip() == "-1" if isinstance(v, str) else v == -1 for v in y.tolist()], dtype=bool)
@@ -310,6 +401,36 @@ class Estimator(TransformerMixin, BaseEstimator):
         if y is None:
             raise AffineVAEError(f"model '{self.model}' is class-conditional: {what} needs y (the class labels)")
         return self._labels(y, n, reset=False)
+
+    def _rendered(self, y: Any, n: int) -> Optional[torch.Tensor]:
+        """What :meth:`inverse_transform` renders for ``y`` (n,): a conditional model's classes (needed); a
+        model with discovered classes its class ``y`` (in ``classes_``' values for a semi-supervised one,
+        0..K-1 for a joint one; None: the mean over the classes); a regression form's targets (n,) or
+        (n, M) in their units (None: the prior's mean). ``y`` given to a model that renders neither is one line."""
+        if self.model_.conditional or y is None:
+            return self._needs_labels(y, n, "inverse_transform")
+        kind = getattr(self, "predicts_", None)
+        if kind is None:
+            raise AffineVAEError(f"inverse_transform: model '{self.model}' renders no class or target, but y was "
+                                 "given (leave y out)")
+        y = np.asarray(y)
+        if kind == "target":
+            try:
+                t = torch.as_tensor(y.astype(np.float64), dtype=torch.float32)
+            except (TypeError, ValueError):
+                raise AffineVAEError("inverse_transform: y must be numeric targets to render") from None
+            if len(t) != n or not bool(torch.isfinite(t).all()):
+                raise AffineVAEError(f"inverse_transform: y must hold {n} finite targets, got shape {tuple(y.shape)}")
+            return t
+        if y.shape != (n,):
+            raise AffineVAEError(f"inverse_transform: y must hold one class per latent row ({n}), got shape {y.shape}")
+        if self.classes_ is not None:
+            return self._class_indices(y)
+        k = self.model_.mixed_classes
+        if y.dtype.kind not in "iu" or (len(y) and (y.min() < 0 or y.max() >= k)):
+            raise AffineVAEError(f"inverse_transform: y must be classes 0..{k - 1} of the joint model, got "
+                                 f"{y[:5].tolist()}{' ...' if len(y) > 5 else ''}")
+        return torch.as_tensor(y, dtype=torch.long)
 
     @staticmethod
     def _check_range(model: Any, x: torch.Tensor, what: str, hint: str = "") -> None:
@@ -436,6 +557,12 @@ class Estimator(TransformerMixin, BaseEstimator):
         probe_codes = encode_dataset(self.model_, x[:1], labels[:1] if self.model_.conditional else None, elbo=False,
                                      seed=self.seed)
         self.pose_columns_ = self._pose_names(probe_codes)
+        self.predicts_ = "class" if "class_prob" in probe_codes else "target" if "target_mean" in probe_codes else None
+        k = self.model_.mixed_classes
+        if self.predicts_ == "class" and self.classes_ is not None and k > len(self.classes_):
+            self.classes_ = unnamed_classes(self.classes_, k)
+        if self.predicts_ == "target":
+            self.target_ndim_ = int(np.ndim(labels))
         return self
 
     @staticmethod
@@ -500,7 +627,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         widths = {d, d + len(self.pose_columns_)} if self.pose else {d}
         if Z.shape[1] not in widths:
             raise AffineVAEError(f"Z must have {' or '.join(map(str, sorted(widths)))} columns, got {Z.shape[1]}")
-        labels = self._needs_labels(y, len(Z), "inverse_transform")
+        labels = self._rendered(y, len(Z))
         z = torch.tensor(Z, dtype=torch.float32)
         pose = {}
         if Z.shape[1] > d:
@@ -523,6 +650,30 @@ class Estimator(TransformerMixin, BaseEstimator):
             images = images * np.float32(divisor)
         shapes = {"flat": (len(Z), -1), "nhw": (len(Z), *self.image_shape_[1:]), "nchw": (len(Z), *self.image_shape_)}
         return images.reshape(shapes[self.layout_]).astype(Z.dtype, copy=False)
+
+    # ------------------------------------------------------------------ predict
+    @available_if(_predicts)
+    def predict(self, X: Any) -> np.ndarray:
+        """The class of each image of ``X`` (N,) (the argmax of q(class | image)), in ``classes_``' values for
+        a semi-supervised model (the labels ``fit`` was given) and 0..K-1 for a joint one (the classes it
+        discovered); for the semi-supervised regression forms the targets' posterior means, (N,) or (N, M)
+        as ``fit``'s targets, in their units. Only for those families (``predicts_``)."""
+        check_is_fitted(self)
+        x, dtype = self._images(X, reset=False)
+        codes = encode_dataset(self.model_, x, None, elbo=False, seed=self.seed)
+        if self.predicts_ == "class":
+            return codes["class"] if self.classes_ is None else self.classes_[codes["class"]]
+        t = codes["target_mean"].astype(dtype, copy=False)
+        return t[:, 0] if getattr(self, "target_ndim_", 2) == 1 else t
+
+    @available_if(_predicts_classes)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """q(class | image) of each image of ``X``: (N, K), columns in the order of ``classes_`` (0..K-1 for a
+        joint model), in the input's float dtype; rows sum to 1."""
+        check_is_fitted(self)
+        x, dtype = self._images(X, reset=False)
+        codes = encode_dataset(self.model_, x, None, elbo=False, seed=self.seed)
+        return codes["class_prob"].astype(dtype, copy=False)
 
     # ------------------------------------------------------------------ score
     @torch.no_grad()
