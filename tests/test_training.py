@@ -388,3 +388,27 @@ def test_a_divergence_on_raw_counts_names_the_data_s_scale(digits):
     counts = torch.as_tensor(digits.images[:128]) * 4095
     with pytest.raises(TrainingDiverged, match=r"non-finite (loss|weights).*the images' values reach 4\d\d\d: scale"):
         fit(make(likelihood="gaussian"), counts, cfg(epochs=2, lr=1e30))
+
+
+def test_a_fit_refused_by_another_s_lock_leaves_that_run_directory_alone(digits, tmp_path, monkeypatch):
+    """An audit: two identical jobs on a new --out: the second, refused by the first's lock, deleted the whole
+    directory on its way out (the first's checkpoints and lock file) while the first trained on. The clean-up of
+    a fresh run directory now runs only in the process that holds its lock."""
+    import affinevae.training as T
+    from affinevae.outputs import RunLock
+
+    out = tmp_path / "race"
+    other = []
+
+    class FirstJobWins(RunLock):  # the other job takes the lock in the gap before this one's
+        def __enter__(self):
+            holder = RunLock(self.directory).__enter__()
+            other.append(holder)
+            (self.directory / "checkpoint-e0001.safetensors").write_bytes(b"the other job's")
+            return super().__enter__()
+
+    monkeypatch.setattr(T, "RunLock", FirstJobWins)
+    with pytest.raises(AffineVAEError, match="another affinevae process is writing this run"):
+        fit(make(), digits, cfg(epochs=1), out=out)
+    assert (out / "checkpoint-e0001.safetensors").read_bytes() == b"the other job's" and (out / ".affinevae.lock").exists()
+    other[0].__exit__(None, None, None)

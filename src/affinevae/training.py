@@ -640,31 +640,33 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
     # leftover would make the same command refuse its --out
     existed = run is not None and run.path.exists()
     fresh = run is not None and rank == 0 and cfg.checkpoint and not (existed and any(run.path.iterdir()))
-    try:
-        with contextlib.ExitStack() as stack:
-            if run is not None and rank == 0:
-                stack.enter_context(RunLock(run.path))  # a second process on the same run directory refuses
+    with contextlib.ExitStack() as stack:
+        if run is not None and rank == 0:
+            stack.enter_context(RunLock(run.path))  # a second process on the same run directory refuses
+        # from here this process holds the run: a failure cleans up what it made, still under the lock (a
+        # fit refused by another's lock above leaves that process's directory alone)
+        try:
             # the draws of the fit (noise, dropout) are seeded by cfg.seed on the CPU and the model's
             # device, and the caller's random state is restored on leaving
-            stack.enter_context(seeded(cfg.seed, device))
-            result = _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device,
-                                 callbacks, meta, on_start)
-            if check_learning and rank == 0 and result.epochs_trained:
-                from .analysis.quality import learning_warnings
-                from .data.patches import lattice_patches
+            with seeded(cfg.seed, device):
+                result = _fit_locked(model, cfg, run, x, y, xv, yv, data_index, opt, resume, rank, world, device,
+                                     callbacks, meta, on_start)
+                if check_learning and rank == 0 and result.epochs_trained:
+                    from .analysis.quality import learning_warnings
+                    from .data.patches import lattice_patches
 
-                lattice = lattice_patches(getattr(data, "meta", None) or {})  # one grain's atoms share an angle
-                for line in learning_warnings(model, x.cpu().numpy(), seed=cfg.seed, lattice=lattice, python=True):
-                    warnings.warn(f"fit: {line}", UserWarning, stacklevel=2)
+                    lattice = lattice_patches(getattr(data, "meta", None) or {})  # one grain's atoms share an angle
+                    for line in learning_warnings(model, x.cpu().numpy(), seed=cfg.seed, lattice=lattice, python=True):
+                        warnings.warn(f"fit: {line}", UserWarning, stacklevel=2)
             return result
-    except BaseException:
-        if fresh and run.path.is_dir() and not run.has_training:
-            for child in (run.path.iterdir() if existed else [run.path]):  # an empty directory given stays
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
-        raise
+        except BaseException:
+            if fresh and run.path.is_dir() and not run.has_training:
+                for child in (run.path.iterdir() if existed else [run.path]):  # an empty directory given stays
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            raise
 
 
 def training_step_bytes(model: LatentModel, x: Tensor, y: Optional[Tensor] = None,
