@@ -478,6 +478,29 @@ def test_stale_temporaries_are_cleaned(tmp_path):
     assert not stale.exists() and mine.exists()
 
 
+def test_a_long_file_name_the_file_system_takes_is_written(tmp_path):
+    """An audit: `encode --out` with a 250-byte name (one the OS accepts) failed 'File name too long' after the
+    work: the temporary .NAME.PID.XXXX.tmp is 22 bytes longer. Its name is shortened (start, ~, hash) now, and a
+    killed writer's shortened temporary is still cleaned by the next write of that target."""
+    from affinevae.io import NAME_MAX, temp_stem, write_json
+
+    name = "e" * 246 + ".json"
+    assert len(name) <= NAME_MAX and temp_stem("x.json") == "x.json"
+    stem = temp_stem(name)
+    assert len(f".{stem}.4194304.abcdefgh.tmp".encode()) <= NAME_MAX and stem != temp_stem("f" + name[1:])
+    assert len(temp_stem("é" * 127).encode()) <= NAME_MAX - 22  # cut between whole characters
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".{stem}.{int(dead.stdout)}.abcd1234.tmp"
+    stale.write_text("half")
+    write_json(tmp_path / name, {"a": 1})
+    assert json.loads((tmp_path / name).read_text()) == {"a": 1} and not stale.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    from affinevae.outputs import check_output
+
+    with pytest.raises(AffineVAEError, match=r"the name e{40}\.\.\. has 260 bytes, more than a file name may have .255."):
+        check_output(tmp_path / ("e" * 256 + ".npz"))  # before the work, not at its write
+
+
 # ------------------------------------------------------------------ processes: kill -9, resume, two trainings
 def _cli(args: list[str], env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1",

@@ -35,6 +35,23 @@ FIT_TARGETS = "fit_targets.safetensors"
 
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+#: Bytes a file name may have on the common file systems (ext4, XFS, APFS, NTFS: 255).
+NAME_MAX = 255
+#: Bytes :func:`atomic_write`'s temporary adds to its target's stem: ``.``, ``.PID`` (up to 7 digits,
+#: Linux's largest PID 4194304), mkstemp's ``.XXXXXXXX`` and ``.tmp``.
+_TEMP_EXTRA = 1 + 8 + 9 + 4
+
+
+def temp_stem(name: str) -> str:
+    """The part of :func:`atomic_write`'s temporary ``.STEM.PID.XXXX.tmp`` that names its target ``name``:
+    ``name`` itself, or for a name too long to fit :data:`NAME_MAX` with the rest, its start and ``~`` and
+    8 hex digits of its hash (a name of 230 to 255 bytes is written, not refused)."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) + _TEMP_EXTRA <= NAME_MAX:
+        return name
+    digest = hashlib.sha1(raw).hexdigest()[:8]
+    keep = raw[:NAME_MAX - _TEMP_EXTRA - 9].decode("utf-8", "ignore")  # whole characters only
+    return f"{keep}~{digest}"
 
 
 def _umask() -> int:
@@ -75,7 +92,7 @@ def clean_stale_temporaries(directory: str | Path, name: str | None = None) -> l
         return removed
     for entry in entries:
         m = _TEMP.match(entry.name)
-        if not m or (name is not None and m.group("name") != name):
+        if not m or (name is not None and m.group("name") != temp_stem(name)):
             continue
         pid = int(m.group("pid"))
         if pid != os.getpid() and not _pid_alive(pid):
@@ -121,7 +138,7 @@ def atomic_write(path: str | Path, write) -> Path:
             raise AffineVAEError(f"{path}: is a directory; give a file name")
         make_directory(path.parent)
         clean_stale_temporaries(path.parent, path.name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{temp_stem(path.name)}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as exc:
         raise write_failure(path, exc) from None

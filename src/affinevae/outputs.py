@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from .errors import AffineVAEError
-from .io import FIT_TARGETS, MODEL_JSON, MODEL_WEIGHTS, clean_stale_temporaries
+from .io import FIT_TARGETS, MODEL_JSON, MODEL_WEIGHTS, NAME_MAX, clean_stale_temporaries
 from .pose.record import POSES_FILE
 from .runs import METRICS, TRAIN_JSON
 
@@ -146,6 +146,10 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
     path = Path(out)
     if not str(out).strip():
         raise AffineVAEError(f"{option} is empty")
+    long = next((part for part in path.parts if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX), None)
+    if long is not None:  # the file system's refusal, before the work rather than at the write after it
+        raise AffineVAEError(f"{option} {out}: the name {long[:40]}... has {len(long.encode('utf-8', 'surrogateescape'))} "
+                             f"bytes, more than a file name may have ({NAME_MAX})")
     real = _resolved(path)
     for inp in _input_paths(inputs):
         if real == inp:
