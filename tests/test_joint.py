@@ -598,7 +598,12 @@ def test_train_says_when_labels_leave_most_classes_empty(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels",
                  str(tmp_path / "unknown.npy"), *tiny, "--out", str(tmp_path / "s")]) == 2
-    assert "every label is -1 (unknown): give the number of classes with --classes" in capsys.readouterr().err
+    assert ("every label is -1 (unknown): a semi-supervised model learns its classes from some labelled images; to "
+            "discover classes without labels, train the joint model (jvae --classes K)") in capsys.readouterr().err
+    # an audit: the first message said --classes, which then met fit's refusal (no known label): the same line now
+    assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels",
+                 str(tmp_path / "unknown.npy"), "--classes", "2", *tiny, "--out", str(tmp_path / "s")]) == 2
+    assert "train the joint model (jvae --classes K)" in capsys.readouterr().err
     # the user's own label values 3 and 7 (partly known) made an 8-class semi-supervised model whose six classes
     # without a labelled image took unlabelled ones: refused, unless --classes asks for them
     partial = np.where(np.arange(40) < 10, np.where(np.arange(40) % 2, 7, 3), -1)
@@ -611,6 +616,13 @@ def test_train_says_when_labels_leave_most_classes_empty(tmp_path, capsys):
     assert not (tmp_path / "s37").exists()
     assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels", str(tmp_path / "p37.npy"),
                  "--classes", "8", *tiny, "--out", str(tmp_path / "s37")]) == 0
+    capsys.readouterr()
+    partial01 = np.where(np.arange(40) < 10, np.arange(40) % 2, -1)  # K from the labels: said
+    np.save(tmp_path / "p01.npy", partial01)
+    assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels", str(tmp_path / "p01.npy"),
+                 *tiny, "--out", str(tmp_path / "s01")]) == 0
+    assert ("affinevae: ssvae with 2 classes, 0..1: the largest known label + 1 (override with --classes K)"
+            in capsys.readouterr().out)
 
 
 def test_label_messages_say_whose_labels():

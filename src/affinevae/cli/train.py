@@ -271,6 +271,11 @@ class Train:
             pending.append(f"affinevae: the targets' prior N(mean, sd^2) from the known ones: {shown} (override with "
                            "--set target_center=C --set target_scale=S)")
         model = build_model(args.model, seed=args.seed, **options)  # the caller's global RNG is left as it was
+        if (rank == 0 and not args.resume and args.classes is None and getattr(model, "semi_supervised", False)
+                and model.mixed_classes):  # K from the labels: said, as every default taken from the data
+            k = model.mixed_classes
+            pending.append(f"affinevae: {args.model} with {k} classes, 0..{k - 1}: the largest known label + 1 "
+                           "(override with --classes K)")
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
             pending.append(chosen)
         # (a resume reads the targets the run derived: nothing to wait for)
@@ -547,9 +552,10 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
     if semi and classes:
         if data.labels is None:
             raise AffineVAEError(f"model '{args.model}' is semi-supervised: give --labels (-1 for unknown)")
-        if "num_classes" not in opts and data.num_classes == 0:
-            raise AffineVAEError(f"{args.labels or args.data}: every label is -1 (unknown): give the number of "
-                                 "classes with --classes")
+        if data.num_classes == 0:  # with --classes too: fit refuses a semi-supervised model without a known label
+            raise AffineVAEError(f"{args.labels or args.data}: every label is -1 (unknown): a semi-supervised model "
+                                 f"learns its classes from some labelled images; to discover classes without labels, "
+                                 f"train the joint model ({'jrvae' if args.model.endswith('rvae') else 'jvae'} --classes K)")
         used = np.unique(data.labels[data.labels >= 0])
         if "num_classes" not in opts and len(used) == 1:
             raise AffineVAEError(f"{args.labels or args.data}: the known labels hold one class ({int(used[0])}): give "
