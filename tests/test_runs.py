@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 
 import numpy as np
@@ -85,6 +86,16 @@ def test_open_and_errors(tiny_runs, tmp_path):
         f.write("\n" + good[-1] + "\n")  # the broken line is no longer the last: an error
     with pytest.raises(AffineVAEError, match=f"metrics.jsonl: corrupt line {len(good) + 1}"):
         Run.open(broken).metrics
+    # an audit: '"epoch": "x"' passed (report then failed without naming the file; resume rewrote it as it was)
+    for bad, said in [('"x"', "epoch must be a whole number >= 1, got 'x'"), ("0", "epoch must be a whole number >= 1"),
+                      ("true", "epoch must be a whole number >= 1, got True")]:
+        (broken / "metrics.jsonl").write_text(good[0].replace('"epoch": 1', f'"epoch": {bad}', 1) + "\n" + good[-1] + "\n")
+        with pytest.raises(AffineVAEError, match=f"metrics.jsonl: line 1: {re.escape(said)}"):
+            Run.open(broken).metrics
+    (broken / "metrics.jsonl").write_text(good[0].replace('"epoch": 1', '"epoch": 1, "val_extra": [1]', 1) + "\n")
+    with pytest.raises(AffineVAEError, match=r"metrics.jsonl: line 1: val_extra must be a number, got \[1\]"):
+        Run.open(broken).metrics
+    (broken / "metrics.jsonl").write_text("\n".join(good) + "\n")
     (broken / "model.json").unlink()
     with pytest.raises(AffineVAEError, match="model config not found"):
         Run.open(broken).model()

@@ -199,6 +199,12 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
                 warnings.warn(f"{path}: ignored a broken last line ({i + 1}; a write cut short)", stacklevel=2)
                 break
             raise AffineVAEError(f"{path}: corrupt line {i + 1}") from None
+        epoch = record.get("epoch", 1)
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:  # what resume and the curves count by
+            raise AffineVAEError(f"{path}: line {i + 1}: epoch must be a whole number >= 1, got {epoch!r}")
+        bad = next((k for k, v in record.items() if not (v is None or isinstance(v, (int, float, str)))), None)
+        if bad is not None:  # the trainer writes numbers (and null); a list or object is a damaged record
+            raise AffineVAEError(f"{path}: line {i + 1}: {bad} must be a number, got {record[bad]!r}")
         out.append(record)
     return out
 
@@ -448,14 +454,37 @@ class Run:
             return {}
         return {"signal_axis": int(axis), "signal_cube": self.meta.get("signal_cube")}
 
+    @property
+    def signal_calibration(self) -> Optional[dict]:
+        """The calibration of the training signals' axis that ``train.json`` records
+        (:func:`affinevae.data.spectra.signal_calibration`: ``sample_size`` units per sample,
+        ``sample_offset`` the first sample's value, ``sample_unit``), or None: a run of images, of
+        uncalibrated signals, or from before runs recorded it."""
+        from .data.spectra import CALIBRATION_KEYS
+
+        recorded = self.meta.get("signal_calibration")
+        if not isinstance(recorded, dict) or not all(recorded.get(k) is not None for k in CALIBRATION_KEYS):
+            return None
+        return recorded
+
     def warn_unlike(self, data, where: str) -> None:
         """Warn (one line) when other images ``data`` (an :class:`~affinevae.data.ImageSet` read for this
         run, named ``where``) cannot be in the units the model was trained in: images that are not a patch
         set, scaled on their own range (``meta['pixel_scaling']``), for a run trained on patches (which
         ``patches`` scaled frame by frame); or a patch set for a run trained on float images that the
         loader scaled (:attr:`pixel_scaling`). Runs from before ``train.json`` recorded ``data_kind`` warn
-        only in the second case."""
+        only in the second case. Spectra whose signal axis is calibrated otherwise than the run's training
+        signals (:attr:`signal_calibration`; :func:`affinevae.data.spectra.calibration_differs`) warn too,
+        naming both."""
         from .data.formats import PATCH_SET_KIND
+        from .data.spectra import calibration_differs, describe_calibration, signal_calibration
+
+        found = signal_calibration(data.meta)
+        if calibration_differs(self.signal_calibration, found):
+            warnings.warn(f"{where}: its signal axis is {describe_calibration(found)}, but that of the run's training "
+                          f"signals ({self.meta.get('data')}) is {describe_calibration(self.signal_calibration)}: the model "
+                          "reads each sample as theirs, so its shifts and maps are off; resample the signals onto "
+                          "the run's axis", stacklevel=3)
 
         trained, kind = self.meta.get("data_kind"), data.meta.get("kind")
         if trained == PATCH_SET_KIND and kind != PATCH_SET_KIND and data.meta.get("pixel_scaling") is not None:
