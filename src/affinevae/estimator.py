@@ -119,6 +119,20 @@ def missing_label(y: np.ndarray) -> Optional[int]:
     return None
 
 
+def checked_labels(y: Any, n: int, advice: str) -> np.ndarray:
+    """``y`` as an (n,) array of labels; one line, ending with ``advice``, for another shape, a NaN or
+    infinite number, or a missing value (:func:`missing_label`)."""
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise AffineVAEError(f"y must hold one label per image ({n}), got shape {y.shape}")
+    if y.dtype.kind in "fc" and not np.isfinite(y).all():
+        raise AffineVAEError(f"y holds NaN or infinite labels (first at image {int(np.argmax(~np.isfinite(y)))}){advice}")
+    gap = missing_label(y)
+    if gap is not None:
+        raise AffineVAEError(f"y holds a missing label ({y[gap]!r} at image {gap}){advice}")
+    return y
+
+
 def unsigned_dtype(X: Any) -> Optional[np.dtype]:
     """The unsigned integer dtype of ``X``'s pixels (an array's, or a DataFrame's when every column has
     the same one), else None (floats, signed integers, lists, an :class:`ImageSet`)."""
@@ -336,16 +350,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         """(N,) class indices of ``y`` for a conditional model (``reset``: learn ``classes_``)."""
         if y is None:
             return None
-        y = np.asarray(y)
-        if y.shape != (n,):
-            raise AffineVAEError(f"y must hold one label per image ({n}), got shape {y.shape}")
-        if y.dtype.kind in "fc" and not np.isfinite(y).all():
-            raise AffineVAEError(f"y holds NaN or infinite labels (first at image {int(np.argmax(~np.isfinite(y)))}): "
-                                 "every image of a conditional model needs its class")
-        gap = missing_label(y)
-        if gap is not None:
-            raise AffineVAEError(f"y holds a missing label ({y[gap]!r} at image {gap}): every image of a conditional "
-                                 "model needs its class")
+        y = checked_labels(y, n, ": every image of a conditional model needs its class")
         if reset:
             try:
                 self.classes_, idx = np.unique(y, return_inverse=True)
@@ -370,16 +375,7 @@ class Estimator(TransformerMixin, BaseEstimator):
     def _partial_labels(self, y: Any, n: int) -> torch.Tensor:
         """(N,) class indices of a semi-supervised model's labels ``y``, -1 (unknown; the text '-1' among
         text labels too) kept as -1; ``classes_`` become the known labels' values."""
-        y = np.asarray(y)
-        if y.shape != (n,):
-            raise AffineVAEError(f"y must hold one label per image ({n}), got shape {y.shape}")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise AffineVAEError(f"y holds NaN or infinite labels (first at image {int(np.argmax(~np.isfinite(y)))}); "
-                                 "mark an unknown label with -1")
-        gap = missing_label(y)
-        if gap is not None:
-            raise AffineVAEError(f"y holds a missing label ({y[gap]!r} at image {gap}): mark an unknown label with "
-                                 "-1 (or the text '-1')")
+        y = checked_labels(y, n, ": mark an unknown label with -1 (or the text '-1')")
         # -1 marks an unknown label, also written as text ('-1') among text labels
         unknown = (y == -1) if y.dtype.kind in "iuf" else np.array(
             [v.strip() == "-1" if isinstance(v, str) else v == -1 for v in y.tolist()], dtype=bool)
