@@ -500,14 +500,40 @@ def test_an_empty_line_between_labels_is_unknown_and_keeps_the_others_on_their_i
     p = tmp_path / "d.npy"
     np.save(p, u8(N, H, W))
     lp = tmp_path / "cells.csv"
-    lp.write_text("\nlabel\n3\n\n1\n# a comment\n\n5\n\n\n")
+    lp.write_text("\nlabel\n\n3\n\n1\n\n5\n\n\n")  # empty lines right after the header are not between labels
     assert load_images(str(p), labels=str(lp)).labels.tolist() == [3, -1, 1, -1, 5]
+    lp.write_text("label\r\n\r\n3\r\n\r\n1\r\n\r\n5\r\n")  # CRLF alike
+    assert load_images(str(p), labels=str(lp)).labels.tolist() == [3, -1, 1, -1, 5]
+    lp.write_text("3\n1\n\n# two more\n\n5\n4\n2\f\n")  # with comments, empty lines are layout; a form feed space
+    assert load_images(str(p), labels=str(lp)).labels.tolist() == [3, 1, 5, 4, 2]
     lp.write_text("3\n\n1\n\n5\n")  # no header: the fast reader's file
     assert load_images(str(p), labels=str(lp)).labels.tolist() == [3, -1, 1, -1, 5]
     lp.write_text("3\n\n1\n")  # with -n: the first three images, in place
     assert load_images(str(p), n=3, labels=str(lp)).labels.tolist() == [3, -1, 1]
     lp.write_text("3\n1 2\n\n1\n5\n")
     assert "line 2: expected one label per line" in raises("cells.csv", load_images, str(p), labels=str(lp))
+
+
+def test_labels_given_by_name_are_numbered_in_sorted_order(tmp_path):
+    """An audit: a biologist's labels file of class names ('wt', 'mutant') was refused ("'wt' is not an integer
+    label"): now the names are numbered 0..K-1 in sorted order (label_names), -1 or an empty line is unknown,
+    a header line that names no class is skipped, and a missing-value text (NA, ?) is one line."""
+    from affinevae.data.files import label_names
+
+    p = tmp_path / "d.npy"
+    np.save(p, u8(N, H, W))
+    lp = tmp_path / "names.csv"
+    lp.write_text("genotype\nwt\nmutant\n\nwt\n-1\n")
+    assert load_images(str(p), labels=str(lp)).labels.tolist() == [1, 0, -1, 1, -1]
+    assert label_names(str(lp)) == ["mutant", "wt"]
+    lp.write_text("wt,mutant,wt,wt,mutant")  # one line of names, no header
+    assert load_images(str(p), labels=str(lp)).labels.tolist() == [1, 0, 1, 1, 0]
+    lp.write_text("wt\nNA\nmutant\nwt\nwt\n")
+    assert "line 2: 'NA' reads as a missing value: write -1" in raises("names.csv", load_images, str(p), labels=str(lp))
+    lp.write_text("0\n1\nx\n2\n3\n")  # numbers with a stray word: not names
+    assert "line 3: 'x' is not an integer label" in raises("names.csv", load_images, str(p), labels=str(lp))
+    np.save(tmp_path / "n.npy", np.arange(5))
+    assert label_names(str(tmp_path / "n.npy")) is None and label_names(None) is None
 
 
 # ---------------------------------------------------------------- bad inputs

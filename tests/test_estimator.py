@@ -387,7 +387,7 @@ def test_predict_and_predict_proba_give_classes_in_the_user_s_names_and_inverse_
     assert np.allclose(wt[:, None], decode(est, z, y=torch.ones(4, dtype=torch.long)), atol=1e-6)
     with pytest.raises(AffineVAEError, match="y holds labels the model was not fitted with"):
         est.inverse_transform(z, ["junk"] * 4)
-    for missing in ("", " NA ", np.nan, None, "?"):
+    for missing in ("", " NA ", np.nan, None, "?", np.float32("nan")):
         bad = y.copy()
         bad[3] = missing
         with pytest.raises(AffineVAEError, match=r"y holds a missing label \(.* at image 3\): mark an unknown label with -1"):
@@ -405,6 +405,8 @@ def test_predict_and_predict_proba_give_classes_in_the_user_s_names_and_inverse_
     reg = Estimator("ssregvae", latent_dim=2, epochs=1, **SS).fit(
         x, np.where(np.arange(len(x)) % 4 == 0, x.mean((1, 2)), np.nan))
     assert reg.predicts_ == "target" and reg.predict(x[:3]).shape == (3,) and not hasattr(reg, "predict_proba")
+    with pytest.raises(AffineVAEError, match=r"y must hold 4 finite targets of 1 value \(\(4,\)\), got shape \(4, 5\)"):
+        reg.inverse_transform(z, np.zeros((4, 5)))
     with pytest.raises(AffineVAEError, match="y holds labels of mixed types"):
         Estimator("cvae", epochs=1, **SS).fit(x[:40], np.array([1, "a"] * 20, dtype=object))
 
@@ -422,6 +424,12 @@ def test_the_divisor_follows_the_pixels_dtype_and_data_frames_are_read_alike(dig
     floats = (u8 / 255.0).astype(np.float32)
     assert np.allclose(est.transform(u8), est.transform(floats), atol=1e-5)
     assert np.isclose(est.score(u8), est.score(floats), rtol=1e-5)
+    raw = Estimator("vae", latent_dim=2, epochs=1, likelihood="gaussian", **MLP).fit(u8.astype(np.float32))
+    assert raw.pixel_divisor_ == 1.0  # a review: fitted on floats, integer images were divided per call by their
+    assert np.array_equal(raw.transform(u8), raw.transform(u8.astype(np.float32)))  # batch's own largest value
+    old = Estimator("vae", latent_dim=2, epochs=1, likelihood="gaussian", **MLP).fit(u8)
+    del old.pixel_divisor_  # a pickle of the Estimator before the divisor: every X as given, as it was
+    assert np.array_equal(old.transform(u8), old.transform(u8.astype(np.float32)))
     rows = pd.DataFrame(u8.reshape(len(u8), -1))
     flat = Estimator("vae", image_shape=(28, 28), latent_dim=2, epochs=1, **MLP).fit(rows)
     assert flat.pixel_divisor_ == 255.0

@@ -623,6 +623,9 @@ def test_train_says_when_labels_leave_most_classes_empty(tmp_path, capsys):
                  *tiny, "--out", str(tmp_path / "s01")]) == 0
     assert ("affinevae: ssvae with 2 classes, 0..1: the largest known label + 1 (override with --classes K)"
             in capsys.readouterr().out)
+    assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels", str(tmp_path / "p01.npy"),
+                 "--set", "num_classes=4", *tiny, "--out", str(tmp_path / "s04")]) == 0
+    assert "the largest known label + 1" not in capsys.readouterr().out  # K given, not taken from the labels
 
 
 def test_label_messages_say_whose_labels():

@@ -34,6 +34,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .analysis.quality import learning_warnings
+from .data.files import MISSING_LABEL_TEXTS
 from .data.imageset import ImageSet, unsigned_divisor
 from .config import unknown_option_message
 from .errors import AffineVAEError
@@ -99,11 +100,6 @@ def one_line(message: str, limit: int = 300) -> str:
 ESTIMATOR_DEFAULTS = {"latent_dim": 10, "epochs": 10, "batch_size": 128, "lr": 1e-3}
 
 
-#: Texts that read as a missing value in a table of labels (compared lower-case, stripped): refused as
-#: labels, with the hint to mark an unknown label with -1.
-MISSING_LABEL_TEXTS = ("", "na", "n/a", "nan", "none", "null", "?")
-
-
 def missing_label(y: np.ndarray) -> Optional[int]:
     """The index of the first label of ``y`` (N,) of text or objects that is a missing value (None, NaN,
     pandas' NA, or a text of :data:`MISSING_LABEL_TEXTS`), else None (numbers' NaN are checked apart)."""
@@ -114,7 +110,7 @@ def missing_label(y: np.ndarray) -> Optional[int]:
             v = v.decode(errors="replace")
         if v is None or (isinstance(v, str) and v.strip().lower() in MISSING_LABEL_TEXTS):
             return i
-        if (isinstance(v, float) and v != v) or type(v).__name__ in ("NAType", "NaTType"):  # NaN, pandas' NA
+        if (isinstance(v, (float, np.floating)) and v != v) or type(v).__name__ in ("NAType", "NaTType"):  # NaN, NA
             return i
     return None
 
@@ -153,8 +149,8 @@ def unnamed_classes(classes: np.ndarray, k: int) -> np.ndarray:
     model that no labelled image names (``num_classes`` above the known labels, or one known label of 2):
     the integers after the largest for numeric labels, else ``'class C'``, ``'class C+1'``, ..."""
     extra = range(len(classes), k)
-    if classes.dtype.kind in "iu":
-        return np.concatenate([classes, classes.max() + 1 + np.arange(len(extra), dtype=classes.dtype)])
+    if classes.dtype.kind in "iu":  # as int64: uint8 labels up to 255 would wrap
+        return np.concatenate([classes.astype(np.int64), int(classes.max()) + 1 + np.arange(len(extra))])
     if classes.dtype.kind == "f":
         return np.concatenate([classes, np.floor(classes.max()) + 1 + np.arange(len(extra), dtype=classes.dtype)])
     return np.asarray([*classes.tolist(), *(f"class {c}" for c in extra)], dtype=object)
@@ -300,16 +296,16 @@ class Estimator(TransformerMixin, BaseEstimator):
             x = x if divisor == 1.0 else x / divisor
         return x, dtype
 
-    def _pixel_divisor(self, X: Any, x: torch.Tensor, fitted: float = 1.0) -> float:
-        """What the images ``x`` (N, C, H, W) read from ``X`` are divided by: for unsigned integer images
-        (H, W > 1) with ``data_defaults``, the divisor ``fit`` took for such images (``fitted``), or when
-        it took none (fitted on floats, or fitting now) ``train``'s (:func:`unsigned_divisor`: 255 for
-        uint8, 4095 for a 12-bit camera's uint16, said in a warning); 1 for other images (floats are taken
-        as given, in the model's units)."""
+    def _pixel_divisor(self, X: Any, x: torch.Tensor, fitted: Optional[float] = None) -> float:
+        """What the images ``x`` (N, C, H, W) read from ``X`` are divided by, 1 for all but unsigned integer
+        images (H, W > 1) with ``data_defaults``: fitting (``fitted`` None), ``train``'s divisor for them
+        (:func:`unsigned_divisor`: 255 for uint8, 4095 for a 12-bit camera's uint16, said in a warning);
+        after, the one ``fit`` took (``fitted``: 1 when it was fitted on floats, whose units unsigned images
+        then share; floats are always taken as given)."""
         dtype = unsigned_dtype(X)
         if not self.data_defaults or dtype is None or min(self.image_shape_[1:]) <= 1 or not x.numel():
             return 1.0
-        return fitted if fitted != 1.0 else unsigned_divisor(dtype, int(x.max()), "Estimator: X")
+        return fitted if fitted is not None else unsigned_divisor(dtype, int(x.max()), "Estimator.fit: X")
 
     def _checked_images(self, X: Any, reset: bool) -> tuple[torch.Tensor, np.dtype]:
         if isinstance(X, ImageSet):  # as fit and encode_dataset take it: its (N, C, H, W) images
@@ -415,8 +411,10 @@ class Estimator(TransformerMixin, BaseEstimator):
                 t = torch.as_tensor(y.astype(np.float64), dtype=torch.float32)
             except (TypeError, ValueError):
                 raise AffineVAEError("inverse_transform: y must be numeric targets to render") from None
-            if len(t) != n or not bool(torch.isfinite(t).all()):
-                raise AffineVAEError(f"inverse_transform: y must hold {n} finite targets, got shape {tuple(y.shape)}")
+            m = int(self.model_.config.target_dim)
+            if tuple(t.shape) not in ({(n,), (n, 1)} if m == 1 else {(n, m)}) or not bool(torch.isfinite(t).all()):
+                raise AffineVAEError(f"inverse_transform: y must hold {n} finite targets of {m} value{'s' * (m > 1)} "
+                                     f"({(n,) if m == 1 else (n, m)}), got shape {tuple(y.shape)}")
             return t
         if y.shape != (n,):
             raise AffineVAEError(f"inverse_transform: y must hold one class per latent row ({n}), got shape {y.shape}")

@@ -998,7 +998,9 @@ def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] 
     """Integer labels (n,) int64 from a .npy, .txt or .csv file, one label per image of the ``n``
     images of ``images`` (named in the messages; ``n`` None: any count; ``at_least`` m: from m to n
     labels, the first m images' at least, as when only the first m images are read); -1 marks an unknown
-    label, as does an empty line between labels of a text file (a spreadsheet's empty cell). ``grid`` (H, W): a ``.npy`` of that shape is also taken, in row-major order (one label
+    label, as does an empty line between labels of a text file without comments (a spreadsheet's empty
+    cell). A text file may name the classes instead ("wt", "mutant"): numbered 0..K-1 in sorted order
+    (:func:`label_names`). ``grid`` (H, W): a ``.npy`` of that shape is also taken, in row-major order (one label
     per pixel of a cube's map). ``noun`` names what is labelled in the messages (e.g. 'signals').
     A missing or unreadable file, another count, non-integers or labels under -1 are one-line errors."""
     p, ext = _table_file(path, "labels")
@@ -1011,7 +1013,7 @@ def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] 
                     "order)" if grid is not None else "")
             raise AffineVAEError(f"{path}: labels must be a 1-D array{cube}, got shape {lab.shape}")
     else:
-        lab = _parse_label_text(p, str(path))
+        lab = _parse_label_text(p, str(path))[0]
     if at_least is not None and n is not None and not at_least <= len(lab) <= n:
         raise AffineVAEError(f"{path}: {len(lab)} labels for the first {at_least} of the {n} {noun} in {images} "
                              f"(give at least {at_least}, at most {n})")
@@ -1089,53 +1091,109 @@ def _one_label_per_line(kept: list) -> Optional[np.ndarray]:
     return vals.astype(np.int64)
 
 
-def _parse_label_text(p: Path, spec: str) -> np.ndarray:
+#: Texts that read as a missing value in a table of labels (compared lower-case, stripped): refused as
+#: class names, with the hint to mark an unknown label with -1.
+MISSING_LABEL_TEXTS = ("", "na", "n/a", "nan", "none", "null", "?")
+
+
+def _number_word(tok: str) -> bool:
+    """Whether ``float()`` reads ``tok`` (nan, inf, infinity too: numbers, not a header's words)."""
+    try:
+        float(tok)
+        return True
+    except ValueError:
+        return False
+
+
+def _parse_label_text(p: Path, spec: str) -> tuple[np.ndarray, Optional[list[str]]]:
+    """(labels (N,) int64, class names or None) of a text labels file: one label per line (or one line of
+    labels), an optional header line, ``#`` comments; an empty line between labels is an unknown label
+    (-1) in a file without comments; names instead of numbers are numbered in sorted order."""
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise cannot_read(spec, "labels", e) from None
-    lines = [(i, ln.split("#", 1)[0].strip(), "#" in ln) for i, ln in enumerate(text.splitlines(), 1)]
-    filled = [k for k, (_, line, _) in enumerate(lines) if line]
-    # an empty line between labels is an empty field: an unknown label (-1), as the targets reader's NaN;
-    # empty lines before the first label or after the last, and comment lines, are not labels
-    kept = [(i, line) for k, (i, line, comment) in enumerate(lines)
-            if line or (filled and filled[0] < k < filled[-1] and not comment)]
-    if len(kept) > 1 and not re.search(r"[,; \t\f\v]", "\x00".join(line for _, line in kept[1:])):
+    lines = re.split(r"\r\n|\n|\r", text)  # not splitlines: a form feed or a vertical tab is white space here
+    commented = any("#" in ln for ln in lines)
+    entries = [(i, ln.split("#", 1)[0].strip()) for i, ln in enumerate(lines, 1)
+               if ln.split("#", 1)[0].strip() or not commented]  # with comments, empty lines are layout
+    filled = [k for k, (_, line) in enumerate(entries) if line]
+    kept = entries[filled[0]:filled[-1] + 1] if filled else []  # empty lines before and after: none
+    if len(kept) > 1 and all(line for _, line in kept) and not re.search(r"[,; \t\f\v]", "\x00".join(
+            line for _, line in kept[1:])):
         fast = _one_label_per_line(kept)  # the common file: one number per line, read at numpy's speed
         if fast is not None:
-            return fast
+            return fast, None
     rows = [(i, [t for t in re.split(r"[,;\s]+", line) if t]) for i, line in kept]
-
-    def num(tok: str) -> Optional[int]:
-        try:
-            v = float(tok)
-        except ValueError:
-            return None
-        return int(v) if np.isfinite(v) and v == int(v) else None
-
-    def number_word(tok: str) -> bool:  # nan, inf, infinity: numbers float() reads, not a header's words
-        try:
-            float(tok)
-            return True
-        except ValueError:
-            return False
-
-    if rows and all(not number_word(t) and re.match(r"^[A-Za-z_]", t) for t in rows[0][1]):
-        if len(rows) == 1:  # words and nothing after them: not a header, no labels at all
-            raise AffineVAEError(f"{spec}: line {rows[0][0]}: {rows[0][1][0]!r} is not an integer label (the "
-                                 "file holds no number)")
-        rows = rows[1:]  # a header line such as "label"
-    if len(rows) == 1:
-        tokens = [(rows[0][0], t) for t in rows[0][1]]
-    else:
-        bad = next((i for i, toks in rows if len(toks) > 1), None)
-        if bad is not None:
-            raise AffineVAEError(f"{spec}: line {bad}: expected one label per line")
-        tokens = [(i, toks[0] if toks else "") for i, toks in rows]
+    first_words = bool(rows) and all(not _number_word(t) and re.match(r"^[A-Za-z_]", t) for t in rows[0][1])
+    rest = {t for _, toks in rows[1:] for t in toks}
+    named = [not _number_word(t) for t in rest if t != "-1"]  # -1: unknown among names too
+    if (named and all(named)) or (len(rows) == 1 and first_words):
+        return _named_labels(rows, rest, spec)  # class names ("wt", "mutant"): numbered in sorted order
+    if first_words:
+        rows = _after_header(rows)  # a header line such as "label"
+    tokens = _label_tokens(rows, spec)
     out = []
     for i, t in tokens:
-        v = -1 if t == "" else num(t)  # an empty line: unknown
+        v = -1 if t == "" else _whole_number(t)  # an empty line: unknown
         if v is None:
             raise AffineVAEError(f"{spec}: line {i}: {t!r} is not an integer label")
         out.append(v)
-    return np.asarray(out, dtype=np.int64)
+    return np.asarray(out, dtype=np.int64), None
+
+
+def _whole_number(tok: str) -> Optional[int]:
+    """The integer ``tok`` writes (``3``, ``3.0``), else None."""
+    try:
+        v = float(tok)
+    except ValueError:
+        return None
+    return int(v) if np.isfinite(v) and v == int(v) else None
+
+
+def _after_header(rows: list) -> list:
+    """``rows`` of (line, tokens) without their first (a header) and the empty rows right after it (not
+    between labels)."""
+    rows = rows[1:]
+    while rows and not rows[0][1]:
+        rows = rows[1:]
+    return rows
+
+
+def _label_tokens(rows: list, spec: str) -> list[tuple[int, str]]:
+    """(line, token) of labels ``rows`` of (line, tokens): one row of several labels, or one label per row
+    (an empty row: '', unknown); a row of several among rows of one is one line."""
+    if len(rows) == 1:
+        return [(rows[0][0], t) for t in rows[0][1]]
+    bad = next((i for i, toks in rows if len(toks) > 1), None)
+    if bad is not None:
+        raise AffineVAEError(f"{spec}: line {bad}: expected one label per line")
+    return [(i, toks[0] if toks else "") for i, toks in rows]
+
+
+def _named_labels(rows: list, rest: set, spec: str) -> tuple[np.ndarray, list[str]]:
+    """Labels (N,) int64 and class names (K,) of a labels file of class names (``rows`` of (line, tokens),
+    ``rest`` the tokens after the first row): the names numbered 0..K-1 in sorted order; -1 and an empty
+    line unknown (-1); a first line of one word that no later line repeats is a header ('label'). A
+    missing-value text (NA, ?, nan, ...) is one line: a label is a class, or unknown."""
+    first = rows[0][1]
+    if len(rows) > 1 and len(first) == 1 and re.match(r"^[A-Za-z_]", first[0]) and first[0] not in rest:
+        rows = _after_header(rows)
+    tokens = _label_tokens(rows, spec)
+    gap = next(((i, t) for i, t in tokens if t and t.lower() in MISSING_LABEL_TEXTS), None)
+    if gap is not None:
+        raise AffineVAEError(f"{spec}: line {gap[0]}: {gap[1]!r} reads as a missing value: write -1 (or leave the "
+                             "line empty) for an unknown label")
+    names = sorted({t for _, t in tokens if t not in ("", "-1")})
+    index = {name: k for k, name in enumerate(names)}
+    return np.asarray([index.get(t, -1) for _, t in tokens], dtype=np.int64), names
+
+
+def label_names(path: Optional[str]) -> Optional[list[str]]:
+    """The class names of a labels file that gives its labels by name (a ``.txt`` / ``.csv`` of "wt",
+    "mutant", ...: :func:`read_labels` numbers them 0..K-1 in this sorted order), else None (numbers, a
+    ``.npy``, no file)."""
+    if path is None:
+        return None
+    p, ext = _table_file(path, "labels")
+    return None if ext == ".npy" else _parse_label_text(p, str(path))[1]
