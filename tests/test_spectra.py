@@ -1,5 +1,6 @@
 """1-D signals with shift invariance, hyperspectral cubes and the PCA/NMF baseline (issue 13, parts 3-4)."""
 
+import importlib.util
 import warnings
 
 import numpy as np
@@ -572,3 +573,98 @@ def test_train_on_one_image_says_how_a_table_of_spectra_is_read(tmp_path, capsys
                                          r"one per row, is read as 40 signals of 32 samples with --signal-axis 1"):
         assert main(["train", "--model", "vae", "--data", str(tmp_path / "table.npy"), "--epochs", "1", "--latent-dim",
                      "2", "--no-progress", "--out", str(tmp_path / "one")]) == 0
+
+
+def _emd_cube(path, cube, scale, offset, pixel=2.0):
+    """Write (H, W, E) ``cube`` as a Berkeley EMD spectrum image: ``pixel`` nm map pixels, ``scale`` eV per
+    channel from ``offset`` eV."""
+    emd = pytest.importorskip("rsciio.emd")
+    h, w, e = cube.shape
+    axes = [dict(name="y", scale=pixel, offset=0.0, units="nm", size=h, navigate=True),
+            dict(name="x", scale=pixel, offset=0.0, units="nm", size=w, navigate=True),
+            dict(name="Energy loss", scale=scale, offset=offset, units="eV", size=e, navigate=False)]
+    emd.file_writer(str(path), {"data": cube.astype(np.float32), "axes": axes, "original_metadata": {},
+                                "metadata": {"General": {"title": "si"}, "Signal": {"signal_type": "EELS"}}})
+
+
+def test_a_run_records_its_signals_calibration_and_warns_of_a_cube_calibrated_otherwise(tmp_path, small_cube, capsys):
+    pytest.importorskip("dask")
+    cube = small_cube.cube * 100 + 5
+    _emd_cube(tmp_path / "a.emd", cube, 0.25, 280.0)
+    _emd_cube(tmp_path / "b.emd", cube, 0.5, 260.0)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "a.emd"), "--signal-axis", "2", "--out", str(run),
+                 "--latent-dim", "2", "--hidden", "16", "--no-progress", "--batch-size", "64", "--epochs", "1"]) == 0
+    import json
+
+    assert json.loads((run / "train.json").read_text())["signal_calibration"] == {
+        "sample_size": 0.25, "sample_offset": 280.0, "sample_unit": "eV"}
+    capsys.readouterr()
+    assert main(["info", str(run)]) == 0
+    assert "signal axis 0.25 eV per sample, from 280 eV" in capsys.readouterr().out
+    for args in (["map", str(run), "--cube", str(tmp_path / "b.emd"), "--signal-axis", "2", "--out", str(tmp_path / "m")],
+                 ["encode", str(run), "--data", str(tmp_path / "b.emd"), "--out", str(tmp_path / "e.npz")]):
+        with warnings.catch_warnings(record=True) as held:
+            warnings.simplefilter("always")
+            assert main(args) == 0
+        said = [str(w.message) for w in held if "per sample, from" in str(w.message)]
+        assert len(said) == 1 and "\n" not in said[0], said
+        assert "0.5 eV per sample, from 260 eV" in said[0] and "0.25 eV per sample, from 280 eV" in said[0]
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("always")
+        assert main(["map", str(run), "--cube", str(tmp_path / "a.emd"), "--out", str(tmp_path / "own")]) == 0  # its own
+    assert not [w for w in held if "per sample, from" in str(w.message)]
+
+
+def test_spectra_readers_refuse_a_declared_size_over_the_memory_limit(tmp_path, small_cube, capsys):
+    with open(tmp_path / "huge.npy", "wb") as f:  # a header declaring 8.9 TiB (as float32, 3 copies), no data
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (20000, 20000, 2048)})
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("si", data=small_cube.cube)
+    np.savez(tmp_path / "c.npz", cube=small_cube.cube)
+    cases = [["info", str(tmp_path / "huge.npy"), "--signal-axis", "2"],
+             ["info", f"{tmp_path / 'c.h5'}:si", "--signal-axis", "2", "--max-memory", "10K"],
+             ["info", str(tmp_path / "c.npz"), "--signal-axis", "2", "--max-memory", "10K"]]
+    if importlib.util.find_spec("rsciio") is not None and importlib.util.find_spec("dask") is not None:
+        _emd_cube(tmp_path / "c.emd", small_cube.cube, 0.25, 280.0)
+        cases.append(["train", "--model", "rvae", "--data", str(tmp_path / "c.emd"), "--signal-axis", "2",
+                      "--max-memory", "10K", "--out", str(tmp_path / "run")])
+    for args in cases:
+        capsys.readouterr()
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "the declared " in err and "of memory available (--max-memory" in err, err
+
+
+def test_map_cube_refuses_image_options_and_keeps_the_files_pixel_size(tmp_path, small_cube, capsys):
+    cube = tmp_path / "cube.npy"
+    np.save(cube, small_cube.cube)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "rvae", "--data", str(cube), "--signal-axis", "2", "--out", str(run),
+                 "--latent-dim", "2", "--hidden", "16", "--no-progress", "--batch-size", "64", "--epochs", "1"]) == 0
+    for extra, named in ((["--frame", "1"], "--frame"), (["--stretch", "asinh"], "--stretch"), (["--level", "1"], "--level")):
+        capsys.readouterr()
+        assert main(["map", str(run), "--cube", str(cube), *extra, "--out", str(tmp_path / "m")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith(f"affinevae: error: {named} appl") and "--cube" in err, err
+    assert not (tmp_path / "m").exists()
+    if importlib.util.find_spec("rsciio") is not None:  # a spectrum image's 2 nm map pixels are read
+        _emd_cube(tmp_path / "c.emd", small_cube.cube, 0.25, 280.0, pixel=2.0)
+        meta = load_signals(tmp_path / "c.emd", 2).meta
+        assert (meta["pixel_size"], meta["pixel_unit"], meta["sample_size"]) == (2.0, "nm", 0.25)
+
+
+def test_map_cube_keeps_the_pixel_size_in_maps_npz(tmp_path, small_cube):
+    pytest.importorskip("dask")
+    _emd_cube(tmp_path / "c.emd", small_cube.cube, 0.25, 280.0, pixel=2.0)
+    np.save(tmp_path / "c.npy", small_cube.cube)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "rvae", "--data", str(tmp_path / "c.emd"), "--signal-axis", "2", "--out", str(run),
+                 "--latent-dim", "2", "--hidden", "16", "--no-progress", "--batch-size", "64", "--epochs", "1"]) == 0
+    assert main(["map", str(run), "--cube", str(tmp_path / "c.emd"), "--out", str(tmp_path / "m1")]) == 0
+    assert main(["map", str(run), "--cube", str(tmp_path / "c.npy"), "--pixel-size", "0.5nm", "--out", str(tmp_path / "m2")]) == 0
+    with np.load(tmp_path / "m1" / "maps.npz") as z:
+        assert (float(z["pixel_size"]), str(z["pixel_unit"]), str(z["unit"])) == (2.0, "nm", "eV")
+    with np.load(tmp_path / "m2" / "maps.npz") as z:
+        assert (float(z["pixel_size"]), str(z["pixel_unit"])) == (0.5, "nm")

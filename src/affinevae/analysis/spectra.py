@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from ..data.imageset import ImageSet
 from ..errors import AffineVAEError
 from ..io import atomic_write
+from ..scalebar import add_scale_bar
+from ..units import PixelSize
 from .baseline import Baseline, component_title, fit_baseline, plot_components
 
 __all__ = ["SpectralMaps", "check_signal_model", "spectral_maps", "plot_value_map", "plot_baseline_comparison",
@@ -40,6 +42,9 @@ class SpectralMaps:
         sample_size: the signal axis's units per sample where the cube's file calibrates it (an
             instrument file's energy axis: ``ImageSet.meta['sample_size']``), or None.
         sample_unit: that axis's unit (e.g. 'eV'), or None.
+        pixel_size: the map pixel's edge, a :class:`~affinevae.units.PixelSize` (an instrument file's
+            spatial calibration, ``ImageSet.meta['pixel_size']`` / ``['pixel_unit']``, or ``map --pixel-size``),
+            or None: ``maps.npz`` then holds it and the PNG maps get a scale bar.
     """
 
     z_mean: np.ndarray
@@ -50,6 +55,7 @@ class SpectralMaps:
     class_prob: Optional[np.ndarray] = None
     sample_size: Optional[float] = None
     sample_unit: Optional[str] = None
+    pixel_size: Optional[PixelSize] = None
 
     @property
     def shift_phys(self) -> Optional[np.ndarray]:
@@ -74,8 +80,9 @@ class SpectralMaps:
         """What ``maps.npz`` holds: ``z_mean`` (H, W, D), ``grid_shape`` (2,), ``shift`` (H, W) samples
         (NaN without a shift latent), ``cluster`` (H, W) (-1 without clustering), the model's own
         ``class`` (H, W) and ``class_prob`` (H, W, K) where it infers classes, ``shift_phys`` (H, W) with
-        ``sample_size`` and ``unit`` where the signal axis is calibrated (:attr:`shift_phys`), and the
-        baseline's arrays (:meth:`Baseline.arrays`, loadings as (H, W, K))."""
+        ``sample_size`` and ``unit`` where the signal axis is calibrated (:attr:`shift_phys`), the map
+        pixel's ``pixel_size`` () float64 and ``pixel_unit`` () string where known (``unit`` is the signal
+        axis's), and the baseline's arrays (:meth:`Baseline.arrays`, loadings as (H, W, K))."""
         h, w = self.grid_shape
         out = {"z_mean": self.z_mean, "grid_shape": np.asarray([h, w], np.int64),
                "shift": self.shift if self.shift is not None else np.full((h, w), np.nan, np.float32),
@@ -86,6 +93,8 @@ class SpectralMaps:
         if self.shift_phys is not None:
             out.update(shift_phys=self.shift_phys, sample_size=np.float64(self.sample_size),
                        unit=np.asarray(str(self.sample_unit)))
+        if self.pixel_size is not None:
+            out.update(pixel_size=np.float64(self.pixel_size.value), pixel_unit=np.asarray(self.pixel_size.unit))
         if self.baseline is not None:
             out.update(self.baseline.arrays())
             out["baseline_loadings"] = self.baseline_maps()
@@ -151,12 +160,15 @@ def spectral_maps(model, data: ImageSet, n_clusters: Optional[int] = None, clust
         klass = np.asarray(codes["class"], dtype=np.int64).reshape(h, w)
         prob = np.asarray(codes["class_prob"], dtype=np.float32).reshape(h, w, -1)
     size, unit = data.meta.get("sample_size"), data.meta.get("sample_unit")
+    px, px_unit = data.meta.get("pixel_size"), data.meta.get("pixel_unit")
     return SpectralMaps(z.reshape(h, w, -1), None if shift is None else shift.reshape(h, w), cluster, base,
                         klass, prob, sample_size=None if size is None else float(size),
-                        sample_unit=str(unit) if unit else None)
+                        sample_unit=str(unit) if unit else None,
+                        pixel_size=PixelSize(float(px), str(px_unit)) if px is not None and px_unit else None)
 
 
-def _map_axes(fig: Figure, ax, values: np.ndarray, title: str, cmap: str = "viridis", label: str = "") -> None:
+def _map_axes(fig: Figure, ax, values: np.ndarray, title: str, cmap: str = "viridis", label: str = "",
+              pixel_size: Optional[PixelSize] = None) -> None:
     if cmap == "classes":  # integer labels 0..K-1: one colour each
         import matplotlib
         from matplotlib.colors import BoundaryNorm, ListedColormap
@@ -172,13 +184,16 @@ def _map_axes(fig: Figure, ax, values: np.ndarray, title: str, cmap: str = "viri
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
+    add_scale_bar(ax, pixel_size, values.shape, color="black")
 
 
-def plot_value_map(values: np.ndarray, title: str, cmap: str = "viridis", label: str = "") -> Figure:
+def plot_value_map(values: np.ndarray, title: str, cmap: str = "viridis", label: str = "",
+                   pixel_size: Optional[PixelSize] = None) -> Figure:
     """One (H, W) map (a latent, the shift in samples, a loading) with its colour bar; ``cmap``
-    'classes' draws integer labels 0..K-1 in one colour each."""
+    'classes' draws integer labels 0..K-1 in one colour each; ``pixel_size`` (the map pixel's edge):
+    a scale bar (:func:`affinevae.scalebar.add_scale_bar`)."""
     fig = Figure(figsize=(4.6, 3.8), dpi=110, layout="constrained")
-    _map_axes(fig, fig.add_subplot(), np.asarray(values), title, cmap, label)
+    _map_axes(fig, fig.add_subplot(), np.asarray(values), title, cmap, label, pixel_size)
     return fig
 
 
@@ -223,12 +238,14 @@ def write_spectral_maps(maps: SpectralMaps, out_dir: str | Path) -> dict[str, Pa
     """Write ``maps.npz`` (:meth:`SpectralMaps.arrays`) and the PNGs into ``out_dir`` (created):
     ``latent_{d}.png`` per content latent, ``shift.png`` (a shift latent), ``clusters.png``
     (clustered), ``classes.png`` (a model's own classes) and, with a baseline, ``baseline_{k}.png`` per loading map,
-    ``baseline_components.png`` and ``baseline_comparison.png``. Every write is atomic.
+    ``baseline_components.png`` and ``baseline_comparison.png``; each map with a scale bar when
+    :attr:`SpectralMaps.pixel_size` is known. Every write is atomic.
     Returns name -> path of everything written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     arrays = maps.arrays()
+    ps = maps.pixel_size  # a scale bar on each map
 
     def w(tmp):
         with open(tmp, "wb") as f:
@@ -239,19 +256,19 @@ def write_spectral_maps(maps: SpectralMaps, out_dir: str | Path) -> dict[str, Pa
         files[name] = atomic_write(out / f"{name}.png", lambda tmp: fig.savefig(tmp, format="png"))
 
     for d in range(maps.z_mean.shape[-1]):
-        save(f"latent_{d}", plot_value_map(maps.z_mean[:, :, d], f"content latent z{d}"))
+        save(f"latent_{d}", plot_value_map(maps.z_mean[:, :, d], f"content latent z{d}", pixel_size=ps))
     if maps.shift_phys is not None:  # a calibrated axis: the map in its unit (the arrays hold both)
-        save("shift", plot_value_map(maps.shift_phys, f"shift ({maps.sample_unit})", "coolwarm", maps.sample_unit))
+        save("shift", plot_value_map(maps.shift_phys, f"shift ({maps.sample_unit})", "coolwarm", maps.sample_unit, ps))
     elif maps.shift is not None:
-        save("shift", plot_value_map(maps.shift, "shift (samples)", "coolwarm", "samples"))
+        save("shift", plot_value_map(maps.shift, "shift (samples)", "coolwarm", "samples", ps))
     if maps.cluster is not None:
-        save("clusters", plot_value_map(maps.cluster, "clusters of the content latents", "classes"))
+        save("clusters", plot_value_map(maps.cluster, "clusters of the content latents", "classes", pixel_size=ps))
     if maps.klass is not None:
-        save("classes", plot_value_map(maps.klass, "the model's classes", "classes", "class"))
+        save("classes", plot_value_map(maps.klass, "the model's classes", "classes", "class", ps))
     if maps.baseline is not None:
         loads = maps.baseline_maps()
         for k in range(maps.baseline.n_components):
-            save(f"baseline_{k}", plot_value_map(loads[:, :, k], f"{component_title(maps.baseline, k)} loading"))
+            save(f"baseline_{k}", plot_value_map(loads[:, :, k], f"{component_title(maps.baseline, k)} loading", pixel_size=ps))
         save("baseline_components", plot_components(maps.baseline))
         save("baseline_comparison", plot_baseline_comparison(maps))
     return files

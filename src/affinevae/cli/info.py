@@ -106,6 +106,12 @@ class Info:
                                 if meta.get("max_angle") is not None else []))
             print(f"training    {info['epochs_done']}/{tc.get('epochs')} epochs on {data} ({meta.get('n_train', '?')} "
                   f"training images), batch {tc.get('batch_size')}, lr {tc.get('lr')}, seed {tc.get('seed')}")
+            calibration = run.signal_calibration
+            if calibration is not None:  # spectra: other data are compared with it (map --cube, encode)
+                from ..data.spectra import describe_calibration
+
+                print(f"signal axis {describe_calibration(calibration)} (the training signals'; data calibrated "
+                      "otherwise are warned of)")
             scaling = run.pixel_scaling
             if scaling == RAW_UNITS:
                 print("pixels      unscaled: trained on an array in its own units; other data are read unscaled")
@@ -139,7 +145,7 @@ def signal_info(spec: str, signal_axis: int, key: Optional[str] = None, channels
     Raises:
         AffineVAEError: what :func:`~affinevae.data.spectra.load_signals` refuses (one line).
     """
-    from ..data.spectra import load_signals
+    from ..data.spectra import describe_calibration, load_signals, signal_calibration
     from ..defaults import SPECTRA_CLASS_SIGMA_FLOOR, SPECTRA_SIGMA_FLOOR, floored_sigma
 
     data = load_signals(spec, signal_axis, key=key, cube=False if channels else None, normalise=False)
@@ -148,10 +154,9 @@ def signal_info(spec: str, signal_axis: int, key: Optional[str] = None, channels
     grid = data.meta.get("grid_shape")
     if grid is not None:
         out["cube"] = f"{grid[0]} x {grid[1]} pixels (spectrum i is pixel divmod(i, {grid[1]}))"
-    if data.meta.get("sample_unit"):
-        unit = data.meta["sample_unit"]
-        out["signal axis"] = (f"{data.meta['sample_size']:g} {unit} per sample, from {data.meta['sample_offset']:g} "
-                              f"{unit}")
+    calibration = signal_calibration(data.meta)
+    if calibration is not None:
+        out["signal axis"] = describe_calibration(calibration)
     vals = data.images.astype(np.float64)
     peak = float(np.abs(vals).max())
     out["values"] = f"{vals.min():.6g} .. {vals.max():.6g}, mean {vals.mean():.6g}, sd {vals.std():.6g}"

@@ -176,7 +176,9 @@ class Map:
 
 
 def check_sources(args: argparse.Namespace) -> None:
-    """Either --cube with --signal-axis, or --image with --patches (one-line errors otherwise)."""
+    """Either --cube with --signal-axis, or --image with --patches (one-line errors otherwise); --cube
+    refuses the options of an image's objects and frames (--symmetry, --frame, --stretch, --level,
+    --cluster-on images)."""
     if args.cube:
         if args.image or args.patches:
             raise AffineVAEError("--cube maps a hyperspectral cube; it does not take --image/--patches")
@@ -184,6 +186,11 @@ def check_sources(args: argparse.Namespace) -> None:
             args.signal_axis = _run_signal_axis(args)  # the run's own cube: read as training read it
         if args.symmetry is not None:
             raise AffineVAEError("--symmetry applies to --image/--patches (the objects' angles); --cube maps spectra")
+        image_only = [name for name, given in (("--frame", args.frame != 0), ("--stretch", args.stretch is not None),
+                                               ("--level", args.level is not None)) if given]
+        if image_only:
+            raise AffineVAEError(f"{', '.join(image_only)} appl{'ies' if len(image_only) == 1 else 'y'} to "
+                                 "--image/--patches (the image's frames and pixels); --cube maps a cube's spectra")
     else:
         if args.signal_axis is not None:
             raise AffineVAEError("--signal-axis applies to --cube only")
@@ -232,10 +239,16 @@ def map_cube(args: argparse.Namespace, model) -> int:
         from ..runs import Run
 
         try:  # a run trained with --fill-nan fills its other data alike, as encode does
-            remembered = bool(Run.open(args.run_dir).meta.get("fill_nan"))
+            run = Run.open(args.run_dir)
         except AffineVAEError:  # a model directory: no training record
-            remembered = False
+            run = None
+        remembered = run is not None and bool(run.meta.get("fill_nan"))
         data = load_signals(args.cube, args.signal_axis, key=args.key, fill_nan=args.fill_nan or remembered)
+        if run is not None:  # a cube whose energy axis is calibrated otherwise than the run's: said in one line
+            run.warn_unlike(data, args.cube)
+    given = pixel_size_option(args)
+    if given is not None:  # --pixel-size: the cube's map pixels, over the file's own (as map --image takes it)
+        data.meta.update(pixel_size=given.value, pixel_unit=given.unit)
     maps = spectral_maps(model, data, n_clusters=args.clusters, cluster_method=args.cluster_method,
                          baseline=args.baseline, n_components=args.components,
                          nonnegative="shift" if args.nmf_shift else "error", batch_size=args.batch_size, seed=args.seed)

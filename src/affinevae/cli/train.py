@@ -271,9 +271,9 @@ class Train:
             pending.append(f"affinevae: the targets' prior N(mean, sd^2) from the known ones: {shown} (override with "
                            "--set target_center=C --set target_scale=S)")
         model = build_model(args.model, seed=args.seed, **options)  # the caller's global RNG is left as it was
-        if (rank == 0 and not args.resume and args.classes is None and getattr(model, "semi_supervised", False)
-                and model.mixed_classes):  # K from the labels: said, as every default taken from the data
-            k = model.mixed_classes
+        k = model.mixed_classes if getattr(model, "semi_supervised", False) else 0
+        if rank == 0 and not args.resume and args.classes is None and k and k == int(data.num_classes):
+            # K from the labels (not --set num_classes=): said, as every default taken from the data
             pending.append(f"affinevae: {args.model} with {k} classes, 0..{k - 1}: the largest known label + 1 "
                            "(override with --classes K)")
         if chosen and rank == 0:  # once the options build a model: a refused one is the only line
@@ -288,12 +288,15 @@ class Train:
             if waits:
                 print(prefit_line(model.config, n), flush=True)
         max_angle = data.meta.get("max_angle")  # radians, rotated-mnist --max-angle
+        from ..data.spectra import signal_calibration
+
         meta = {"data": args.data, "labels": args.labels, "key": args.key, "n": args.n, "binarize": args.binarize,
                 "max_angle": max_angle, "signal_axis": args.signal_axis,
                 "signal_cube": False if args.signal_channels else None,
                 "pixel_scaling": data.meta.get("pixel_scaling"),  # other data are scaled alike later
                 "data_kind": data.meta.get("kind"),  # a patch set: other images are not scaled as its patches
-                "stretch": args.stretch, "fill_nan": bool(args.fill_nan) or None}
+                "stretch": args.stretch, "fill_nan": bool(args.fill_nan) or None,
+                "signal_calibration": signal_calibration(data.meta)}  # spectra: their axis's sample size, offset, unit
         source = data.source
         if targets is not None:
             data = (data.images, targets)

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import AffineVAEError
+from ..limits import check_array
 from ..units import PixelSize, square_pixel_size, unit_name
 from .formats import MICROSCOPY_EXTRA, ZARR_EXTS, reading
 from .stacks import READERS, ArraySource, FrameSource, StackReader
@@ -125,13 +126,18 @@ def _describe(signals: list, indices: Optional[Sequence[int]] = None) -> str:
     return "; ".join(f"{i}: {tuple(s['data'].shape)} [{', '.join(map(str, _axes(s)))}]" for i, s in zip(indices, signals))
 
 
-def read_rsciio_signal(path: str, key: Optional[str] = None) -> tuple[np.ndarray, list, Optional[int]]:
+def read_rsciio_signal(path: str, key: Optional[str] = None,
+                       copies: float = 3.0) -> tuple[np.ndarray, list, Optional[int]]:
     """The array of a ``.dm3``/``.dm4``/``.emd``/``.ser`` file's signal for reading it as spectra
     (a spectrum image, a line scan; :func:`affinevae.data.spectra.load_signals`), with its axes.
 
     Args:
         path: the file. key: the signal's index among the file's signals (default: the only
             one, else the only one that is not a 2-D image).
+        copies: arrays of a signal's size (as float32, or its own wider type) the caller holds at
+            once: each signal's declared size times this is checked against the memory limit
+            (:func:`affinevae.limits.check_array`, ``--max-memory``) from the file's header before
+            anything is read.
 
     Returns:
         ``(array, axes, spectral)``: the data in memory in rosettasciio's axis order (a Gatan
@@ -140,11 +146,16 @@ def read_rsciio_signal(path: str, key: Optional[str] = None) -> tuple[np.ndarray
         file's spectral axis (:func:`spectral_axis`; None when the signal is not spectra).
 
     Raises:
-        AffineVAEError: rosettasciio missing, an unreadable file, a bad ``key``, or several signals
-            and none chosen (listing each one's shape and axes).
+        AffineVAEError: rosettasciio missing, an unreadable file, a bad ``key``, several signals
+            and none chosen (listing each one's shape and axes), or a declared size over the memory limit.
     """
     module, what = RSCIIO_FORMATS[Path(path).suffix.lower()]
     plugin = require(module, path, what)
+    for declared in lazy_signals(path) or []:  # the header's sizes (a lazy read), before the data are read
+        data = declared.get("data")
+        if getattr(data, "ndim", 0) >= 1:
+            check_array(data.shape, path, "the declared array", itemsize=max(4, np.dtype(data.dtype).itemsize),
+                        copies=copies)
     with reading(path, what):
         signals = [s for s in plugin.file_reader(path, lazy=False) if getattr(s.get("data"), "ndim", 0) >= 1]
     if not signals:

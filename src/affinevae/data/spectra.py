@@ -28,13 +28,15 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import AffineVAEError
+from ..limits import check_hdf5_dataset, check_npy_header
 from .formats import HDF5_SPEC, NPY_EXTS, NPZ_EXTS, reading
 from .imageset import ImageSet
 from .inputs import as_number, real_array
 
 __all__ = ["SPECTRA_KIND", "MIN_SIGNAL_LENGTH", "SyntheticSpectra", "SyntheticCube", "as_spectra", "spectra_set",
            "load_signals", "synthetic_peaks", "synthetic_cube", "is_spectra", "spectra_noise_sigma",
-           "fill_nonfinite_signals"]
+           "fill_nonfinite_signals", "CALIBRATION_KEYS", "signal_calibration", "describe_calibration",
+           "calibration_differs"]
 
 #: ``ImageSet.meta['kind']`` of a set of spectra.
 SPECTRA_KIND = "spectra"
@@ -44,6 +46,9 @@ MIN_SIGNAL_LENGTH = 8
 SIGNAL_KEYS = ("spectra", "cube", "signals")
 #: An ``.npz``'s array of class labels beside its signals (one per signal; (H, W) for a cube).
 LABELS_KEY = "labels"
+#: Arrays of a file's size held at once while its signals are read (the array read, its float32
+#: copy, the normalised set): a file's declared size is checked against the memory limit times this.
+SIGNAL_COPIES = 3
 
 
 def is_spectra(data: ImageSet) -> bool:
@@ -207,7 +212,7 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
     if Path(path).suffix.lower() in RSCIIO_FORMATS and Path(path).is_file():  # Gatan, EMD, TIA spectrum images
         from .microscopy import read_rsciio_signal
 
-        arr, axes, spectral = read_rsciio_signal(path, key)
+        arr, axes, spectral = read_rsciio_signal(path, key, copies=SIGNAL_COPIES)
         return arr, None, axes, spectral
     m = HDF5_SPEC.match(path)
     if m:
@@ -226,6 +231,7 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
                 dataset = names[0]
             if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
                 raise AffineVAEError(f"{path}: no dataset {dataset!r}")
+            check_hdf5_dataset(f, dataset, path, copies=SIGNAL_COPIES)  # its declared size, before reading
             return np.asarray(f[dataset][()]), None, None, None
     p = Path(path)
     if not p.is_file():
@@ -235,6 +241,8 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
         if key is not None:
             raise AffineVAEError(f"{path}: --key applies to .npz and HDF5 files, not .npy")
         with reading(path, "the .npy file"):
+            with open(p, "rb") as fh:
+                check_npy_header(fh, path, copies=SIGNAL_COPIES)  # the declared size, before anything is allocated
             return np.load(p, allow_pickle=False), None, None, None
     if suffix in NPZ_EXTS:
         with reading(path, "the .npz archive"), np.load(p, allow_pickle=False) as z:
@@ -246,6 +254,9 @@ def _read_array(path: str, key: Optional[str]) -> tuple[np.ndarray, Optional[np.
                     raise AffineVAEError(f"{path}: name the array with --key; found {names}")
             if key not in names:
                 raise AffineVAEError(f"{path}: no array {key!r}; found {names}")
+            if f"{key}.npy" in z.zip.namelist():
+                with z.zip.open(f"{key}.npy") as fh:
+                    check_npy_header(fh, f"{path}:{key}", copies=SIGNAL_COPIES)  # before decompressing
             return z[key], (z[LABELS_KEY] if LABELS_KEY in names and key != LABELS_KEY else None), None, None
     raise AffineVAEError(f"{path}: signals are read from .npy, .npz, HDF5 (file.h5:dataset), .dm3/.dm4, .emd or .ser, "
                          f"not {suffix or 'a file without suffix'}")
@@ -274,7 +285,9 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
         ``meta['grid_shape']`` = [H, W]; ``meta['signal_axis']`` records the axis; ``labels``
         (N,) int64 where given; an instrument file's calibrated signal axis gives
         ``meta['sample_size']`` (units per sample), ``meta['sample_offset']`` (the first sample's
-        value) and ``meta['sample_unit']`` (e.g. 'eV').
+        value) and ``meta['sample_unit']`` (e.g. 'eV'); an instrument file's spectrum image whose map
+        axes are lengths (square pixels) gives ``meta['pixel_size']`` (the map pixel's edge) and
+        ``meta['pixel_unit']`` (e.g. 'nm').
 
     Raises:
         AffineVAEError: a missing or unreadable file, an unknown key, labels that do not match
@@ -300,6 +313,15 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
     if axes is not None and len(axes) == arr.ndim and axes[int(signal_axis) % arr.ndim].units:
         ax = axes[int(signal_axis) % arr.ndim]  # e.g. 0.5 eV per sample from 50 eV
         calibration = {"sample_size": ax.scale, "sample_offset": ax.offset, "sample_unit": ax.units}
+    if axes is not None and grid is not None and len(axes) == arr.ndim:  # a spectrum image's map pixels
+        from ..units import square_pixel_size
+        from .microscopy import pixel_size_from
+
+        rows, cols = [a for i, a in enumerate(axes) if i != int(signal_axis) % arr.ndim]  # as as_spectra lays them
+        size = square_pixel_size(pixel_size_from(cols.scale, cols.units), pixel_size_from(rows.scale, rows.units),
+                                 where=str(path))
+        if size is not None:  # e.g. 2 nm: maps and scale bars in it
+            calibration.update(pixel_size=size.value, pixel_unit=size.unit)
     data = spectra_set(signals, grid, source=str(path), normalise=normalise, signal_axis=int(signal_axis),
                        **calibration)
     if labels is not None:
@@ -311,6 +333,50 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
     elif own_labels is not None:
         data.labels = _array_labels(own_labels, len(data), grid, f"{path}: its 'labels' array")
     return data
+
+
+#: The keys of a signal axis's calibration in ``ImageSet.meta`` (:func:`load_signals`) and in a run's
+#: record of its training signals (``train.json``'s ``signal_calibration``).
+CALIBRATION_KEYS = ("sample_size", "sample_offset", "sample_unit")
+#: Largest difference between two calibrations' first-sample values (``sample_offset``) taken as the same,
+#: in samples (of the larger sample size); their sample sizes agree within the pixel sizes' relative
+#: tolerance, :data:`affinevae.data.stacks.PIXEL_SIZE_TOLERANCE`.
+OFFSET_TOLERANCE_SAMPLES = 0.1
+
+
+def signal_calibration(meta: Optional[dict]) -> Optional[dict]:
+    """The signal axis's calibration that a set of signals' ``meta`` (an :class:`ImageSet`'s, from
+    :func:`load_signals`) records: ``{'sample_size': float (units per sample), 'sample_offset': float
+    (the first sample's value, units), 'sample_unit': str (e.g. 'eV')}``, or None for signals without one
+    (an uncalibrated or non-instrument file, a built-in set, images)."""
+    meta = meta or {}
+    if meta.get("kind") != SPECTRA_KIND or meta.get("sample_size") is None or not meta.get("sample_unit"):
+        return None
+    return {"sample_size": float(meta["sample_size"]), "sample_offset": float(meta.get("sample_offset") or 0.0),
+            "sample_unit": str(meta["sample_unit"])}
+
+
+def describe_calibration(calibration: dict) -> str:
+    """A calibration (:func:`signal_calibration`) in words: ``'0.25 eV per sample, from 280 eV'``."""
+    unit = calibration["sample_unit"]
+    return f"{float(calibration['sample_size']):g} {unit} per sample, from {float(calibration['sample_offset']):g} {unit}"
+
+
+def calibration_differs(recorded: Optional[dict], found: Optional[dict]) -> bool:
+    """Whether two calibrations (:func:`signal_calibration`) of a signal axis differ: another unit, sample
+    sizes differing by more than :data:`~affinevae.data.stacks.PIXEL_SIZE_TOLERANCE` (relative), or first
+    samples more than :data:`OFFSET_TOLERANCE_SAMPLES` of a sample apart. False when either is None
+    (nothing to compare: a run from before runs recorded it, uncalibrated data)."""
+    from .stacks import PIXEL_SIZE_TOLERANCE
+
+    if not recorded or not found:
+        return False
+    a, b = float(recorded["sample_size"]), float(found["sample_size"])
+    if str(recorded["sample_unit"]).strip() != str(found["sample_unit"]).strip():
+        return True
+    if abs(a - b) > PIXEL_SIZE_TOLERANCE * max(abs(a), abs(b)):
+        return True
+    return abs(float(recorded["sample_offset"]) - float(found["sample_offset"])) > OFFSET_TOLERANCE_SAMPLES * max(abs(a), abs(b))
 
 
 def _array_labels(lab: np.ndarray, n: int, grid: Optional[tuple[int, int]], where: str) -> np.ndarray:
