@@ -640,3 +640,35 @@ def test_label_messages_say_whose_labels():
     y = torch.tensor([0, 1, 2, -1] * 5)
     with pytest.raises(AffineVAEError, match=r"^validation images: labels must lie in \[-1, 2\]"):
         av.fit(ss, (x, y), av.TrainConfig(epochs=1, progress=False), val=(x[:4], torch.tensor([0, 1, 12, -1])))
+
+
+def test_labels_by_name_train_encode_and_map_to_the_run_s_numbering(tmp_path, capsys):
+    """An audit: `--labels` of class names ('wt', 'mutant') was refused; now train numbers them in sorted order,
+    says so and records them, encode writes class_names, and another labels file's names (a test file without
+    one of the classes, whose own sorted numbering differs) are numbered as the run's."""
+    images = av.data.load_mnist("train", n=40).images
+    np.save(tmp_path / "d.npy", images)
+    names = np.where(np.arange(40) % 2, "wt", "mutant").astype(object)
+    names[10:] = "-1"
+    (tmp_path / "names.csv").write_text("genotype\n" + "\n".join(names) + "\n")
+    tiny = ["--latent-dim", "2", "--encoder", "mlp", "--hidden", "16", "--epochs", "1", "--no-progress"]
+    assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels", str(tmp_path / "names.csv"),
+                 *tiny, "--out", str(tmp_path / "run")]) == 0
+    assert "names.csv names the classes: mutant=0, wt=1 (sorted; encode writes class_names)" in capsys.readouterr().out
+    (tmp_path / "wt.csv").write_text("\n".join(["wt"] * 40) + "\n")  # alone its own numbering would make wt 0
+    assert main(["encode", str(tmp_path / "run"), "--data", str(tmp_path / "d.npy"), "--labels", str(tmp_path / "wt.csv"),
+                 "--out", str(tmp_path / "codes.npz")]) == 0
+    with np.load(tmp_path / "codes.npz") as z:
+        assert z["class_names"].tolist() == ["mutant", "wt"] and set(z["labels"].tolist()) == {1}
+    (tmp_path / "ko.csv").write_text("\n".join(["ko"] * 40) + "\n")
+    capsys.readouterr()
+    assert main(["encode", str(tmp_path / "run"), "--data", str(tmp_path / "d.npy"), "--labels", str(tmp_path / "ko.csv"),
+                 "--out", str(tmp_path / "ko.npz")]) == 2
+    assert "ko.csv: class 'ko' is not one of the run's (mutant, wt)" in capsys.readouterr().err
+    np.save(tmp_path / "num.npy", np.where(np.arange(40) < 10, np.arange(40) % 2, -1))
+    assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels", str(tmp_path / "num.npy"),
+                 *tiny, "--out", str(tmp_path / "numbered")]) == 0
+    capsys.readouterr()
+    assert main(["encode", str(tmp_path / "numbered"), "--data", str(tmp_path / "d.npy"), "--labels",
+                 str(tmp_path / "wt.csv"), "--out", str(tmp_path / "n.npz")]) == 2
+    assert "was trained on numbered classes: give their numbers" in capsys.readouterr().err

@@ -8,8 +8,10 @@ import math
 import warnings
 from typing import Any, Optional
 
+import numpy as np
+
 from ..data import ImageSet, load_dataset
-from ..data.files import read_labels
+from ..data.files import label_names, read_labels
 from ..data.inputs import check_image_shape
 from ..data.sources import BUILTIN
 from ..errors import AffineVAEError
@@ -190,10 +192,10 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
         ImageSet of float32 (N, C, H, W) images, N at most ``-n``.
     """
     if expect is None:
-        return _load_run_data(args, run, split, seed, binarize, announce)
+        return labels_by_run_names(args, run, _load_run_data(args, run, split, seed, binarize, announce))
     with warnings.catch_warnings(record=True) as held:
         warnings.simplefilter("always")
-        data = _load_run_data(args, run, split, seed, binarize, announce)
+        data = labels_by_run_names(args, run, _load_run_data(args, run, split, seed, binarize, announce))
     check_image_shape(data.images.shape[1:], expect, where=data.source or args.data or "images")
     shown = set()
     for w in held:  # once each, as the 'default' filter would have shown them (a streamed loader repeats itself)
@@ -201,6 +203,27 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
         if key not in shown:
             shown.add(key)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return data
+
+
+def labels_by_run_names(args: argparse.Namespace, run, data: ImageSet) -> ImageSet:
+    """``data`` with the labels of ``args.labels``, when that file names its classes, numbered as the run
+    numbered its own (``class_names`` of its record; a file's own sorted numbering may differ: a test
+    file without one of the classes). A name the run does not know, or names for a run trained on
+    numbered classes, is one line."""
+    path = getattr(args, "labels", None)
+    names = label_names(path)
+    if names is None or data.labels is None:
+        return data
+    known = list(run.meta.get("class_names") or [])
+    if not known:
+        raise AffineVAEError(f"{path}: names the classes ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}), "
+                             f"but {run.path} was trained on numbered classes: give their numbers")
+    stray = [name for name in names if name not in known]
+    if stray:
+        raise AffineVAEError(f"{path}: class {stray[0]!r} is not one of the run's ({', '.join(known[:12])})")
+    lookup = np.asarray([known.index(name) for name in names], dtype=np.int64)
+    data.labels = np.where(data.labels >= 0, lookup[np.clip(data.labels, 0, None)], -1)
     return data
 
 

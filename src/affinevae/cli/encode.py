@@ -41,10 +41,14 @@ class Encode:
         check_output(args.out, inputs=[args.run_dir, args.data, args.labels], force=args.force)
         require_npz(args.out, "encode")
         model = load(args.run_dir)
-        data = load_run_data(args, Run.open(args.run_dir), split, seed=args.seed,  # a run's own: its options
+        run = Run.open(args.run_dir)
+        data = load_run_data(args, run, split, seed=args.seed,  # a run's own: its options
                              expect=model.config.image_shape)
         out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed, where=data.source or "images")
         out.update(physical_shift(out, data))
+        names = run.meta.get("class_names")
+        if names and model.takes_labels and not getattr(model.config, "target_dim", 0):
+            out["class_names"] = np.asarray([str(name) for name in names])  # labels given by name: class k's
 
         def w(tmp):
             with open(tmp, "wb") as f:
