@@ -522,6 +522,8 @@ def test_full_circle_model_round_trips(tmp_path):
     ("rvae", {"rotation_prior": 45.0}, r"rotation_prior is in radians and at most 2 pi, got 45.0 .degrees\? 45.0 degrees "
                                        r"is 0.7854 radians"),
     ("jrvae", {"jitter_angle": 10}, "jitter_angle is in radians and at most 2 pi"),
+    ("vae", {"num_classes": 5}, r"num_classes applies to the families with classes .*not 'vae': it would be ignored"),
+    ("avae", {"num_classes": 3}, r"not 'avae' around a vae: it would be ignored"),
 ])
 def test_widths_that_are_booleans_and_angle_spreads_in_degrees_are_refused_in_one_line(name, options, match):
     """A review: True among widths passed the checks (isinstance(True, int)) and torch failed with a traceback

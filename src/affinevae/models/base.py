@@ -939,6 +939,11 @@ def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> Lat
         h, w = shape[1:]  # 1-D signals (C, 1, L): any length; models saved before this rule still load
         check(is_signal_shape(shape) or min(h, w) >= MIN_IMAGE_SIZE, f"image_shape {tuple(shape)}: images of {h}x{w} pixels are "
               f"too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
+    kind = cls.labelled_as(options)  # an avae follows its inner family's label rules
+    classes = options.get("num_classes")
+    check(not classes or getattr(kind, "conditional", False) is True or getattr(kind, "discrete_classes", False) is True,
+          f"num_classes applies to the families with classes (cvae, crvae, jvae, jrvae, ssvae, ssrvae), not '{name}'"
+          f"{' around a ' + kind.family if kind is not cls else ''}: it would be ignored")
     planned_state(lambda: cls.from_options(options), f"model '{name}'", copies=4)
     if seed is None:
         return cls.from_options(options)
