@@ -518,14 +518,26 @@ def test_labels_given_by_name_are_numbered_in_sorted_order(tmp_path):
     """An audit: a biologist's labels file of class names ('wt', 'mutant') was refused ("'wt' is not an integer
     label"): now the names are numbered 0..K-1 in sorted order (label_names), -1 or an empty line is unknown,
     a header line that names no class is skipped, and a missing-value text (NA, ?) is one line."""
-    from affinevae.data.files import label_names
+    from affinevae.data.files import read_labels
 
     p = tmp_path / "d.npy"
     np.save(p, u8(N, H, W))
     lp = tmp_path / "names.csv"
     lp.write_text("genotype\nwt\nmutant\n\nwt\n-1\n")
-    assert load_images(str(p), labels=str(lp)).labels.tolist() == [1, 0, -1, 1, -1]
-    assert label_names(str(lp)) == ["mutant", "wt"]
+    data = load_images(str(p), labels=str(lp))
+    assert data.labels.tolist() == [1, 0, -1, 1, -1] and data.meta["label_names"] == data.class_names == ["mutant", "wt"]
+    # a review: R's write.csv quotes every field; a partly labelled file gives each class once, and its first
+    # line is a label, not a header (it was dropped, shifting the labels by one with -n)
+    lp.write_text('"genotype"\n"wt"\n"mutant"\n"-1"\n"wt"\n"mutant"\n')
+    assert load_images(str(p), labels=str(lp)).labels.tolist() == [1, 0, -1, 1, 0]
+    lp.write_text("ctrl\n-1\nwt\n-1\nmutant\n")
+    assert load_images(str(p), n=4, labels=str(lp)).labels.tolist() == [0, -1, 2, -1]
+    assert read_labels(str(lp), None, "d", with_names=True)[1] == ["ctrl", "mutant", "wt"]
+    lp.write_text("genotype\nwt\nwt\nmutant\nmutant\nwt\n")  # without a count: a header no line repeats, said
+    with pytest.warns(UserWarning, match="its first line 'genotype' is read as a header"):
+        assert read_labels(str(lp), None, "d").tolist() == [1, 1, 0, 0, 1]
+    lp.write_text("kras\nwt\nwt\nmutant\nmutant\n")  # five labels for five images: the count says no header
+    assert load_images(str(p), labels=str(lp)).labels.tolist() == [0, 2, 2, 1, 1]
     lp.write_text("wt,mutant,wt,wt,mutant")  # one line of names, no header
     assert load_images(str(p), labels=str(lp)).labels.tolist() == [1, 0, 1, 1, 0]
     lp.write_text("wt\nNA\nmutant\nwt\nwt\n")
@@ -533,7 +545,7 @@ def test_labels_given_by_name_are_numbered_in_sorted_order(tmp_path):
     lp.write_text("0\n1\nx\n2\n3\n")  # numbers with a stray word: not names
     assert "line 3: 'x' is not an integer label" in raises("names.csv", load_images, str(p), labels=str(lp))
     np.save(tmp_path / "n.npy", np.arange(5))
-    assert label_names(str(tmp_path / "n.npy")) is None and label_names(None) is None
+    assert read_labels(str(tmp_path / "n.npy"), 5, "d", with_names=True)[1] is None
 
 
 # ---------------------------------------------------------------- bad inputs

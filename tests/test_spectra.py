@@ -668,3 +668,15 @@ def test_map_cube_keeps_the_pixel_size_in_maps_npz(tmp_path, small_cube):
         assert (float(z["pixel_size"]), str(z["pixel_unit"]), str(z["unit"])) == (2.0, "nm", "eV")
     with np.load(tmp_path / "m2" / "maps.npz") as z:
         assert (float(z["pixel_size"]), str(z["pixel_unit"])) == (0.5, "nm")
+
+
+def test_a_calibration_in_another_prefix_of_the_same_unit_is_the_same_axis():
+    """A review: an axis of 0.00025 keV per sample from 0.28 keV was warned of as calibrated otherwise than
+    0.25 eV from 280 eV (the same axis); another size, offset or unit still differs."""
+    from affinevae.data.spectra import calibration_differs, in_base_unit
+
+    ev = dict(sample_size=0.25, sample_offset=280.0, sample_unit="eV")
+    assert not calibration_differs(ev, dict(sample_size=0.00025, sample_offset=0.28, sample_unit="keV"))
+    assert calibration_differs(ev, dict(ev, sample_size=0.5)) and calibration_differs(ev, dict(ev, sample_offset=270.0))
+    assert calibration_differs(ev, dict(ev, sample_unit="cm-1")) and not calibration_differs(ev, None)
+    assert in_base_unit(2.0, "cm-1") == (2.0, "cm-1") and in_base_unit(0.5, "µm") == (0.5e-6, "m")

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..data import ImageSet, load_dataset
-from ..data.files import label_names, read_labels
+from ..data.files import read_labels, set_labels
 from ..data.inputs import check_image_shape
 from ..data.sources import BUILTIN
 from ..errors import AffineVAEError
@@ -211,8 +211,8 @@ def labels_by_run_names(args: argparse.Namespace, run, data: ImageSet) -> ImageS
     numbered its own (``class_names`` of its record; a file's own sorted numbering may differ: a test
     file without one of the classes). A name the run does not know, or names for a run trained on
     numbered classes, is one line."""
-    path = getattr(args, "labels", None)
-    names = label_names(path)
+    path = getattr(args, "labels", None) or run.meta.get("labels")
+    names = data.meta.get("label_names")
     if names is None or data.labels is None:
         return data
     known = list(run.meta.get("class_names") or [])
@@ -242,11 +242,11 @@ def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binariz
     data = run.data(split=split, n=args.n, source=args.data, binarize=binarize and given is None,
                     fill_nan=True if getattr(args, "fill_nan", False) else None)
     if getattr(args, "labels", None) is not None:  # --labels without --data: for the run's own images
-        labels = read_labels(args.labels, None, data.source or "the run's data")
+        labels, names = read_labels(args.labels, None, data.source or "the run's data", with_names=True)
         if len(labels) < len(data):
             raise AffineVAEError(f"{args.labels}: {len(labels)} labels for {len(data)} images in "
                                  f"{data.source or 'the run data'}")
-        data.labels = labels[:len(data)]
+        set_labels(data, labels[:len(data)], names)
     return data if given is None else data.binarized(given)
 
 

@@ -47,7 +47,7 @@ class Encode:
         out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed, where=data.source or "images")
         out.update(physical_shift(out, data))
         names = run.meta.get("class_names")
-        if names and model.takes_labels and not getattr(model.config, "target_dim", 0):
+        if names and data.meta.get("label_names") and model.takes_labels:  # labels by name, numbered as the run's
             out["class_names"] = np.asarray([str(name) for name in names])  # labels given by name: class k's
 
         def w(tmp):

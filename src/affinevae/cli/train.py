@@ -16,7 +16,7 @@ import numpy as np
 from ..analysis.quality import learning_warnings
 from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS, PATCH_BATCH_SIZE,
                         PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults, lattice_patches)
-from ..data.files import label_names, read_targets
+from ..data.files import read_targets
 from ..data.inputs import check_image_shape
 from ..errors import AffineVAEError
 from ..io import FIT_TARGETS
@@ -297,7 +297,7 @@ class Train:
                 "data_kind": data.meta.get("kind"),  # a patch set: other images are not scaled as its patches
                 "stretch": args.stretch, "fill_nan": bool(args.fill_nan) or None,
                 "signal_calibration": signal_calibration(data.meta)}  # spectra: their axis's sample size, offset, unit
-        names = label_names(args.labels)
+        names = data.meta.get("label_names") if args.labels else None
         if names is not None:  # labels by name: their numbering, for encode and the commands' other labels files
             meta["class_names"] = names
             if rank == 0:

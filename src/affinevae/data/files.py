@@ -198,7 +198,8 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
     if first is not None:
         data, total = first
         if labels is not None:  # one per image of the file, or at least the first n
-            data.labels = read_labels(labels, total, spec, at_least=len(data))[:len(data)]
+            lab, names = read_labels(labels, total, spec, at_least=len(data), with_names=True)
+            set_labels(data, lab[:len(data)], names)
         return data, True  # (its frame reader gave the pixel size)
     p = Path(spec)
     looked_up = False  # whether the pixel size was read with the images (then not looked up again)
@@ -232,7 +233,8 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
     if n is not None and n < total:
         data = data.subset(slice(0, int(n)))
     if labels is not None:  # one per image of the file, or with n at least the first n
-        data.labels = read_labels(labels, total, spec, at_least=len(data) if n is not None else None)[:len(data)]
+        lab, names = read_labels(labels, total, spec, at_least=len(data) if n is not None else None, with_names=True)
+        set_labels(data, lab[:len(data)], names)
     return data, looked_up
 
 
@@ -994,16 +996,18 @@ def _table_file(path: str, what: str) -> tuple[Path, str]:
 
 
 def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] = None,
-                noun: str = "images", at_least: Optional[int] = None) -> np.ndarray:
+                noun: str = "images", at_least: Optional[int] = None, with_names: bool = False):
     """Integer labels (n,) int64 from a .npy, .txt or .csv file, one label per image of the ``n``
     images of ``images`` (named in the messages; ``n`` None: any count; ``at_least`` m: from m to n
     labels, the first m images' at least, as when only the first m images are read); -1 marks an unknown
     label, as does an empty line between labels of a text file without comments (a spreadsheet's empty
     cell). A text file may name the classes instead ("wt", "mutant"): numbered 0..K-1 in sorted order
-    (:func:`label_names`). ``grid`` (H, W): a ``.npy`` of that shape is also taken, in row-major order (one label
+    (``with_names``). ``grid`` (H, W): a ``.npy`` of that shape is also taken, in row-major order (one label
     per pixel of a cube's map). ``noun`` names what is labelled in the messages (e.g. 'signals').
-    A missing or unreadable file, another count, non-integers or labels under -1 are one-line errors."""
+    A missing or unreadable file, another count, non-integers or labels under -1 are one-line errors.
+    ``with_names``: return ``(labels, names)``, the class names of a file that names them (else None)."""
     p, ext = _table_file(path, "labels")
+    names = None
     if ext == ".npy":
         lab = _read_npy(p, str(path))
         if (lab.ndim == 2 and 1 in lab.shape) or (grid is not None and lab.shape == tuple(grid)):
@@ -1012,14 +1016,15 @@ def read_labels(path: str, n: Optional[int], images: str, grid: Optional[tuple] 
             cube = (f", or ({grid[0]}, {grid[1]}) for the cube's pixels (its {grid[0] * grid[1]} spectra in row-major "
                     "order)" if grid is not None else "")
             raise AffineVAEError(f"{path}: labels must be a 1-D array{cube}, got shape {lab.shape}")
-    else:
-        lab = _parse_label_text(p, str(path))[0]
+    else:  # a file of names has a header line when the count says so (n labels, or n + 1 lines)
+        lab, names = _parse_label_text(p, str(path), expected=n if at_least is None else None)
     if at_least is not None and n is not None and not at_least <= len(lab) <= n:
         raise AffineVAEError(f"{path}: {len(lab)} labels for the first {at_least} of the {n} {noun} in {images} "
                              f"(give at least {at_least}, at most {n})")
     if at_least is None and n is not None and len(lab) != n:
         raise AffineVAEError(f"{path}: {len(lab)} labels for {n} {noun} in {images}")
-    return label_values(lab, str(path))
+    lab = label_values(lab, str(path))
+    return (lab, names) if with_names else lab
 
 
 def label_values(lab: np.ndarray, where: str) -> np.ndarray:
@@ -1105,10 +1110,12 @@ def _number_word(tok: str) -> bool:
         return False
 
 
-def _parse_label_text(p: Path, spec: str) -> tuple[np.ndarray, Optional[list[str]]]:
+def _parse_label_text(p: Path, spec: str, expected: Optional[int] = None) -> tuple[np.ndarray, Optional[list[str]]]:
     """(labels (N,) int64, class names or None) of a text labels file: one label per line (or one line of
-    labels), an optional header line, ``#`` comments; an empty line between labels is an unknown label
-    (-1) in a file without comments; names instead of numbers are numbered in sorted order."""
+    labels), an optional header line, ``#`` comments, fields in quotes or not; an empty line between labels
+    is an unknown label (-1) in a file without comments; names instead of numbers are numbered in sorted
+    order (``expected``: the number of labels the file must give, which decides whether its first line is
+    a header)."""
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -1124,12 +1131,12 @@ def _parse_label_text(p: Path, spec: str) -> tuple[np.ndarray, Optional[list[str
         fast = _one_label_per_line(kept)  # the common file: one number per line, read at numpy's speed
         if fast is not None:
             return fast, None
-    rows = [(i, [t for t in re.split(r"[,;\s]+", line) if t]) for i, line in kept]
+    rows = [(i, [t for t in (tok.strip("\"'") for tok in re.split(r"[,;\s]+", line)) if t]) for i, line in kept]
     first_words = bool(rows) and all(not _number_word(t) and re.match(r"^[A-Za-z_]", t) for t in rows[0][1])
     rest = {t for _, toks in rows[1:] for t in toks}
     named = [not _number_word(t) for t in rest if t != "-1"]  # -1: unknown among names too
     if (named and all(named)) or (len(rows) == 1 and first_words):
-        return _named_labels(rows, rest, spec)  # class names ("wt", "mutant"): numbered in sorted order
+        return _named_labels(rows, rest, spec, expected)  # class names ("wt", "mutant"): numbered in sorted order
     if first_words:
         rows = _after_header(rows)  # a header line such as "label"
     tokens = _label_tokens(rows, spec)
@@ -1171,14 +1178,26 @@ def _label_tokens(rows: list, spec: str) -> list[tuple[int, str]]:
     return [(i, toks[0] if toks else "") for i, toks in rows]
 
 
-def _named_labels(rows: list, rest: set, spec: str) -> tuple[np.ndarray, list[str]]:
+def _named_labels(rows: list, rest: set, spec: str, expected: Optional[int] = None) -> tuple[np.ndarray, list[str]]:
     """Labels (N,) int64 and class names (K,) of a labels file of class names (``rows`` of (line, tokens),
     ``rest`` the tokens after the first row): the names numbered 0..K-1 in sorted order; -1 and an empty
-    line unknown (-1); a first line of one word that no later line repeats is a header ('label'). A
-    missing-value text (NA, ?, nan, ...) is one line: a label is a class, or unknown."""
+    line unknown (-1). A first line of one word is a header ('genotype') when ``expected`` labels follow it;
+    without a count (``-n``: any number of labels), when no later line repeats it while every class after
+    it appears twice or more, said in a warning. A missing-value text (NA, ?, nan, ...) is one line: a
+    label is a class, or unknown."""
     first = rows[0][1]
-    if len(rows) > 1 and len(first) == 1 and re.match(r"^[A-Za-z_]", first[0]) and first[0] not in rest:
-        rows = _after_header(rows)
+    if len(rows) > 1 and len(first) == 1 and re.match(r"^[A-Za-z_]", first[0]):
+        after = _after_header(rows)
+        if expected is not None:
+            header = len(_label_tokens(after, spec)) == expected and len(_label_tokens(rows, spec)) != expected
+        else:
+            seen = [t for _, toks in rows[1:] for t in toks if t != "-1"]
+            header = first[0] not in rest and all(seen.count(t) > 1 for t in set(seen))
+            if header:
+                warnings.warn(f"{spec}: its first line {first[0]!r} is read as a header (no other line repeats it); "
+                              "if it is a label, put a header line such as 'label' before it", stacklevel=4)
+        if header:
+            rows = after
     tokens = _label_tokens(rows, spec)
     gap = next(((i, t) for i, t in tokens if t and t.lower() in MISSING_LABEL_TEXTS), None)
     if gap is not None:
@@ -1189,11 +1208,12 @@ def _named_labels(rows: list, rest: set, spec: str) -> tuple[np.ndarray, list[st
     return np.asarray([index.get(t, -1) for _, t in tokens], dtype=np.int64), names
 
 
-def label_names(path: Optional[str]) -> Optional[list[str]]:
-    """The class names of a labels file that gives its labels by name (a ``.txt`` / ``.csv`` of "wt",
-    "mutant", ...: :func:`read_labels` numbers them 0..K-1 in this sorted order), else None (numbers, a
-    ``.npy``, no file)."""
-    if path is None:
-        return None
-    p, ext = _table_file(path, "labels")
-    return None if ext == ".npy" else _parse_label_text(p, str(path))[1]
+def set_labels(data: ImageSet, labels: np.ndarray, names: Optional[list[str]]) -> ImageSet:
+    """``data`` with ``labels`` (N,) read from a labels file and, where the file names the classes, its
+    ``names`` as ``class_names`` and ``meta['label_names']`` (what ``train`` records and the commands
+    number other labels files by)."""
+    data.labels = labels
+    if names is not None:
+        data.class_names = list(names)
+        data.meta["label_names"] = list(names)
+    return data

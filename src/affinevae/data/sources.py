@@ -116,14 +116,14 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
         data = builtin.load(split, n, seed, **given)
         data.meta.update(given)
         if labels is not None:  # e.g. partial labels (-1: unknown) for a semi-supervised model
-            from .files import read_labels
+            from .files import read_labels, set_labels
 
-            lab = read_labels(labels, None, spec)
+            lab, names = read_labels(labels, None, spec, with_names=True)
             # -n keeps the first n images of the split: a file of the split's labels gives their first n
             if len(lab) < len(data) or (n is None and len(lab) != len(data)):
                 raise AffineVAEError(f"{labels}: {len(lab)} labels for {len(data)} images in {spec} ({split} split"
                                      + (f", -n {n}: the first {n} labels are used" if n is not None else "") + ")")
-            data.labels = lab[:len(data)]
+            set_labels(data, lab[:len(data)], names)
     else:
         from .files import load_images
 

@@ -325,11 +325,11 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
     data = spectra_set(signals, grid, source=str(path), normalise=normalise, signal_axis=int(signal_axis),
                        **calibration)
     if labels is not None:
-        from .files import read_labels
+        from .files import read_labels, set_labels
 
         noun = ("pixels (row-major)" if grid is not None else
                 "signals" if signals.shape[1] == 1 else f"signals of {signals.shape[1]} channels")
-        data.labels = read_labels(labels, len(data), str(path), grid=grid, noun=noun)
+        set_labels(data, *read_labels(labels, len(data), str(path), grid=grid, noun=noun, with_names=True))
     elif own_labels is not None:
         data.labels = _array_labels(own_labels, len(data), grid, f"{path}: its 'labels' array")
     return data
@@ -371,12 +371,30 @@ def calibration_differs(recorded: Optional[dict], found: Optional[dict]) -> bool
 
     if not recorded or not found:
         return False
-    a, b = float(recorded["sample_size"]), float(found["sample_size"])
-    if str(recorded["sample_unit"]).strip() != str(found["sample_unit"]).strip():
+    (a, unit_a), (b, unit_b) = (in_base_unit(float(c["sample_size"]), c["sample_unit"]) for c in (recorded, found))
+    if unit_a != unit_b:
         return True
+    recorded_offset = in_base_unit(float(recorded["sample_offset"]), recorded["sample_unit"])[0]
+    found_offset = in_base_unit(float(found["sample_offset"]), found["sample_unit"])[0]
     if abs(a - b) > PIXEL_SIZE_TOLERANCE * max(abs(a), abs(b)):
         return True
-    return abs(float(recorded["sample_offset"]) - float(found["sample_offset"])) > OFFSET_TOLERANCE_SAMPLES * max(abs(a), abs(b))
+    return abs(recorded_offset - found_offset) > OFFSET_TOLERANCE_SAMPLES * max(abs(a), abs(b))
+
+
+#: SI prefixes :func:`in_base_unit` reads before a signal axis's unit (u for µ too).
+SI_PREFIXES = {"G": 1e9, "M": 1e6, "k": 1e3, "m": 1e-3, "u": 1e-6, "µ": 1e-6, "μ": 1e-6, "n": 1e-9, "p": 1e-12}
+#: The units a prefix may stand before (energies, frequencies, times, wavelengths): 'keV' is 1000 'eV',
+#: and 'cm-1' (a Raman shift) is its own unit.
+PREFIXED_UNITS = ("eV", "Hz", "s", "m")
+
+
+def in_base_unit(value: float, unit: Any) -> tuple[float, str]:
+    """``value`` in ``unit`` as (value, unit) without an SI prefix where the unit is one of
+    :data:`PREFIXED_UNITS` behind one of :data:`SI_PREFIXES` (0.25 'keV' is (250.0, 'eV')); else as given."""
+    text = str(unit).strip()
+    if text[:1] in SI_PREFIXES and text[1:] in PREFIXED_UNITS:
+        return value * SI_PREFIXES[text[0]], text[1:]
+    return value, text
 
 
 def _array_labels(lab: np.ndarray, n: int, grid: Optional[tuple[int, int]], where: str) -> np.ndarray:
