@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -135,6 +136,19 @@ def test_resume_continues_the_same_logs(digits, tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert [float(r["train_loss"]) for r in rows] == pytest.approx([m["train_loss"] for m in read_metrics(out)])
+    # an audit: a run directory moved (or copied) and resumed logged its next epochs to a new MLflow run,
+    # silently (the stored URI was the old absolute path of the run's own store)
+    moved = tmp_path / "moved"
+    shutil.move(str(out), str(moved))
+    fit(make(), digits, cfg(epochs=4, loggers=("mlflow",), log_images_every=0), out=moved, resume=True)
+    again = json.loads((moved / "mlflow.json").read_text())
+    assert again["run_id"] == state["run_id"] and again["store_in_run"] == "mlruns"
+    client = MlflowClient(tracking_uri=again["tracking_uri"])
+    assert [m.step for m in client.get_metric_history(state["run_id"], "train_loss")] == [1, 2, 3, 4]
+    (moved / "mlflow.json").write_text(json.dumps({**again, "run_id": "0" * 32}))  # a store without that run
+    with pytest.warns(UserWarning, match=r"MLflow: this run logged to .* \(run 0{32}\), which holds no such run .*: "
+                                         r"the resumed epochs go to a new MLflow run there"):
+        fit(make(), digits, cfg(epochs=5, loggers=("mlflow",), log_images_every=0), out=moved, resume=True)
 
 
 def test_logger_options_and_errors(tmp_path, monkeypatch):

@@ -376,6 +376,17 @@ def _first_contact(uri: str):
             os.environ.pop(k, None)
 
 
+def _store_in_run(uri: str, run_dir: Optional[Path]) -> Optional[str]:
+    """The path, relative to ``run_dir``, of a ``file:`` MLflow store inside the run directory (its
+    default ``mlruns``), else None: such a store moves with the directory."""
+    if run_dir is None or not uri.startswith("file:"):
+        return None
+    try:
+        return Path(uri[len("file:"):]).resolve().relative_to(Path(run_dir).resolve()).as_posix()
+    except ValueError:
+        return None
+
+
 class _MLflowSink(Sink):
     name = "mlflow"
     STATE = "mlflow.json"
@@ -392,11 +403,20 @@ class _MLflowSink(Sink):
             self.client = MlflowClient(tracking_uri=uri)
             state = Path(run_dir) / self.STATE if run_dir is not None else None
             self.run_id = None
+            inside = _store_in_run(uri, run_dir)
             if resume and state is not None and state.exists():
                 saved = read_json(state, "MLflow run record")
-                if saved.get("tracking_uri") == uri:
+                # the run's own store (under its directory) matches wherever the directory has moved to
+                same = saved.get("tracking_uri") == uri or (inside is not None and saved.get("store_in_run") == inside)
+                if same and self._has_run(saved.get("run_id")):
                     self.run_id = saved.get("run_id")
                     self.client.update_run(self.run_id, status="RUNNING")
+                    if saved.get("tracking_uri") != uri:  # the directory moved: the record follows it
+                        write_json(state, {"tracking_uri": uri, "run_id": self.run_id, "store_in_run": inside})
+                else:
+                    warnings.warn(f"MLflow: this run logged to {saved.get('tracking_uri')} (run {saved.get('run_id')}), "
+                                  f"which {'holds no such run' if same else 'is not'} {uri}: the resumed epochs go to a "
+                                  "new MLflow run there", UserWarning, stacklevel=2)
             if self.run_id is None:
                 exp = self.client.get_experiment_by_name(experiment)
                 exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
@@ -405,9 +425,19 @@ class _MLflowSink(Sink):
                 for i in range(0, len(params), 100):
                     self.client.log_batch(self.run_id, params=params[i:i + 100])
                 if state is not None:
-                    write_json(state, {"tracking_uri": uri, "run_id": self.run_id})
+                    write_json(state, {"tracking_uri": uri, "run_id": self.run_id, "store_in_run": inside})
         except MlflowException as exc:
             raise AffineVAEError(f"MLflow at {uri}: {_first_line(exc)}") from None
+
+    def _has_run(self, run_id: Any) -> bool:
+        """Whether the store holds the run ``run_id`` (a store copied without it, or another one: no)."""
+        if not isinstance(run_id, str) or not run_id:
+            return False
+        try:
+            self.client.get_run(run_id)
+            return True
+        except self.errors:
+            return False
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``self.client.method(run_id, ...)`` with MLflow's errors as one-line AffineVAEErrors."""
