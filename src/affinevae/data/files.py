@@ -1135,9 +1135,12 @@ def _parse_label_text(p: Path, spec: str, expected: Optional[int] = None) -> tup
     first_words = bool(rows) and all(not _number_word(t) and re.match(r"^[A-Za-z_]", t) for t in rows[0][1])
     rest = {t for _, toks in rows[1:] for t in toks}
     named = [not _number_word(t) for t in rest if t != "-1"]  # -1: unknown among names too
-    if (named and all(named)) or (len(rows) == 1 and first_words):
+    if (named and all(named)) or (len(rows) == 1 and first_words and len(rows[0][1]) > 1):
         return _named_labels(rows, rest, spec, expected)  # class names ("wt", "mutant"): numbered in sorted order
     if first_words:
+        if len(rows) == 1:  # one word and nothing after it: not a header, no labels at all
+            raise AffineVAEError(f"{spec}: line {rows[0][0]}: {rows[0][1][0]!r} is not an integer label (the "
+                                 "file holds no number)")
         rows = _after_header(rows)  # a header line such as "label"
     tokens = _label_tokens(rows, spec)
     out = []
