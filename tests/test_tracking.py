@@ -337,3 +337,20 @@ def test_an_unreachable_tracking_server_is_said_in_seconds_and_leaves_no_files(d
     assert time.perf_counter() - start < 60
     assert not (tmp_path / "tb").exists()
     assert not any(k in os.environ for k in tracking.FIRST_CONTACT_ENV)
+
+
+def test_angles_in_radians_are_also_given_in_degrees():
+    """An audit: a researcher reading the HParams tab or the report saw rotation_prior 0.7854 and an AVAE's
+    angle_range [-3.14159..., 3.14159...] with no unit; degrees are only at the CLI and plots, so trackers add
+    <option>_deg and the report shows both."""
+    from affinevae.report import HtmlReport
+    from affinevae.training import TrainConfig
+
+    hp = tracking.hyperparameters(TrainConfig(), av.build_model("rvae", invariances=("rotation",)))
+    assert hp["model/rotation_prior"] == pytest.approx(0.785398) and hp["model/rotation_prior_deg"] == 45.0
+    assert "model/latent_dim_deg" not in hp
+    rep = HtmlReport("t")
+    rep.key_values({"rotation_prior": 0.7853981633974483, "latent_dim": 2,
+                    "search": {"angle_range": [-3.141592653589793, 3.141592653589793]}})
+    page = rep.render()
+    assert "0.7854 rad (45°)" in page and "[-3.142, 3.142] rad ([-180°, 180°])" in page

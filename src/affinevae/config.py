@@ -12,7 +12,7 @@ import difflib
 import json
 import math
 import numbers
-from typing import Any, ClassVar, Iterable, Mapping, TypeVar
+from typing import Any, ClassVar, Iterable, Mapping, Optional, TypeVar
 
 from .errors import AffineVAEError
 
@@ -234,6 +234,26 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise AffineVAEError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+#: Options whose values are angles in radians (a number, or a list of them: a search's ``angle_range``):
+#: reports and trackers show them in degrees beside (:func:`degrees_of`).
+RADIAN_OPTIONS = ("rotation_prior", "jitter_angle", "start_noise", "angle_range", "max_angle")
+
+
+def degrees_of(name: str, value: Any) -> Optional[Any]:
+    """``value`` of the option ``name`` in degrees (rounded to 1e-6; a list elementwise) when the option is one
+    of :data:`RADIAN_OPTIONS` and the value numbers, else None."""
+    def deg(v: Any) -> Optional[float]:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return round(math.degrees(v), 6) if ok else None
+
+    if name.rsplit("/", 1)[-1] not in RADIAN_OPTIONS:
+        return None
+    if isinstance(value, (list, tuple)):
+        out = [deg(v) for v in value]
+        return None if any(v is None for v in out) or not out else out
+    return deg(value)
 
 
 def check_angle_spread(name: str, value: float, *, allow_zero: bool = False) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .config import check_seed
+from .config import check_seed, degrees_of
 from .nn.signal import item_noun
 from .data.imageset import ImageSet
 from .data.inputs import check_image_shape
@@ -72,8 +72,21 @@ def _fmt(value: Any) -> str:
             return str(v)
         return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
     if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, default=str)
+        return json.dumps(value, default=str, ensure_ascii=False)
     return str(value)
+
+
+def _with_degrees(name: str, value: Any) -> Any:
+    """``value`` of option ``name``, nested dicts included, with each angle in radians shown as
+    ``'0.7854 rad (45°)'`` (:func:`~affinevae.config.degrees_of`); other values as they are."""
+    if isinstance(value, dict):
+        return {k: _with_degrees(k, v) for k, v in value.items()}
+    degrees = degrees_of(name, value)
+    if degrees is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(f'{v:.4g}' for v in value)}] rad ([{', '.join(f'{d:g}°' for d in degrees)}])"
+    return f"{value:.4g} rad ({degrees:g}°)"
 
 
 class HtmlReport:
@@ -164,8 +177,9 @@ class HtmlReport:
         self._parts.append("".join(out))
 
     def key_values(self, mapping: dict, caption: str = "") -> None:
-        """A two-column table of a dict (values JSON-formatted when nested)."""
-        self.table([[k, v] for k, v in mapping.items()], header=["option", "value"], caption=caption)
+        """A two-column table of a dict (values JSON-formatted when nested; an angle in radians,
+        :data:`~affinevae.config.RADIAN_OPTIONS`, also in degrees: ``0.7854 rad (45°)``)."""
+        self.table([[k, _with_degrees(k, v)] for k, v in mapping.items()], header=["option", "value"], caption=caption)
 
     def details(self, summary: str, build: Callable[["HtmlReport"], None]) -> None:
         """A collapsible block: ``build`` adds its content to this report between <details> tags."""

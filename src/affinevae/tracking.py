@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import Config, check
+from .config import Config, check, degrees_of
 from .errors import AffineVAEError
 from .io import atomic_write, read_json, write_json
 from .nn.modes import module_mode
@@ -521,7 +521,11 @@ def _flatten(prefix: str, value: Any, out: dict) -> None:
     if isinstance(value, Mapping):
         for k, v in value.items():
             _flatten(f"{prefix}/{k}", v, out)
-    elif value is None:
+        return
+    degrees = degrees_of(prefix, value)  # an angle in radians: also in degrees, as <option>_deg
+    if degrees is not None:
+        _flatten(f"{prefix}_deg", degrees, out)
+    if value is None:
         out[prefix] = "none"
     elif isinstance(value, (bool, int, float, str)):
         out[prefix] = value
@@ -533,7 +537,8 @@ def _flatten(prefix: str, value: Any, out: dict) -> None:
 
 def hyperparameters(config: Any, model: Any) -> dict[str, Scalar]:
     """Flat hyper-parameters of a run: ``model/family``, ``model/<option>`` (nested configs
-    joined by '/'; lists as JSON text) and ``train/<option>`` (``config.to_dict()``, loggers left out)."""
+    joined by '/'; lists as JSON text) and ``train/<option>`` (``config.to_dict()``, loggers left out);
+    an angle in radians (:data:`~affinevae.config.RADIAN_OPTIONS`) also as ``<option>_deg`` in degrees."""
     out: dict[str, Scalar] = {"model/family": model.family}
     _flatten("model", model.config.to_dict(), out)
     train = {k: v for k, v in config.to_dict().items() if k != "loggers"}
