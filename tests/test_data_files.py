@@ -1179,3 +1179,21 @@ def test_a_folder_of_multi_plane_tiffs_says_how_it_reads_them_and_refuses_grey_a
     tifffile.imwrite(mixed / "a.tif", u8(H, W, 3), photometric="rgb")  # RGB samples: colour, grey repeated
     with pytest.warns(UserWarning, match="1 grayscale image among 1 colour one"):
         assert load_images(str(mixed)).images.shape == (2, 3, H, W)
+
+
+def test_data_objects_show_a_summary_not_their_arrays():
+    """An audit: a notebook displaying an ImageSet of 200 digits printed 325 lines of pixel values (a PatchSet,
+    an ObjectEncoding alike): their repr names each field's shape and dtype instead."""
+    import affinevae as av
+    from affinevae.data.imageset import summary_repr
+
+    data = av.data.rotated_mnist("train", n=200)
+    text = repr(data)
+    assert text.startswith("ImageSet(images=(200, 1, 28, 28) float32, labels=(200,) int64, angle=(200,) float32")
+    assert len(text) < 400 and "\n" not in text and "array(" not in text
+    from affinevae.data.patches import PatchSet
+    from affinevae.encoding import ObjectEncoding
+
+    for cls in (PatchSet, ObjectEncoding):  # the same summary (its own __repr__, not the dataclass's)
+        assert cls.__repr__ is not object.__repr__ and "summary_repr" in cls.__repr__.__code__.co_names
+    assert summary_repr(data) == text

@@ -32,6 +32,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from .data.imageset import summary_repr
 from .data.inputs import as_images, check_image_shape, check_int
 from .data.patches import PatchSet, concat_chunks, iter_patches, nothing_found
 from .data.stacks import open_stack
@@ -156,6 +157,9 @@ class ObjectEncoding:
     model_class: Optional[np.ndarray] = None
     peak_positions: Optional[np.ndarray] = None
     n_masked: Optional[int] = None
+
+    def __repr__(self) -> str:
+        return summary_repr(self)
 
     def __len__(self) -> int:
         return len(self.z_mean)

@@ -25,11 +25,32 @@ import dataclasses
 import numbers
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import AffineVAEError
+
+
+def summary_repr(obj: Any) -> str:
+    """A short ``repr`` of a dataclass holding arrays (for a notebook's display): each field that is not
+    None, an array as its shape and dtype (``images=(200, 1, 28, 28) float32``), a dict by its keys, a long
+    list by its length, other values as they are; never the arrays' values."""
+    parts = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        if isinstance(value, np.ndarray) or hasattr(value, "shape") and hasattr(value, "dtype"):
+            text = f"{tuple(value.shape)} {value.dtype}"
+        elif isinstance(value, dict):
+            text = "{" + ", ".join(map(str, value)) + "}" if value else "{}"
+        elif isinstance(value, (list, tuple)) and len(value) > 8:
+            text = f"[{len(value)} items]"
+        else:
+            text = repr(value)
+        parts.append(f"{f.name}={text}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
 
 
 @dataclasses.dataclass
@@ -60,6 +81,9 @@ class ImageSet:
     source: str = "array"
     meta: dict = dataclasses.field(default_factory=dict)
     names: Optional[np.ndarray] = None
+
+    def __repr__(self) -> str:
+        return summary_repr(self)
 
     def __post_init__(self) -> None:
         imgs = np.asarray(self.images)

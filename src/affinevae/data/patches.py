@@ -32,7 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..errors import AffineVAEError
 from ..io import atomic_write
 from .formats import PATCH_SET_KIND
-from .imageset import ImageSet, noise_sigma, normalise_images
+from .imageset import ImageSet, noise_sigma, normalise_images, summary_repr
 from .inputs import as_number, check_int, real_array
 from .background import BACKGROUND_VARIATION, MAX_SCATTER, MIN_BOXES, SMOOTH_RATIO, background_box, check_box, frame_background
 from .objects import (DETECT_THRESHOLD, PERIODIC_RATIO, REFINE_REACH, check_coordinates, check_noise_floor,
@@ -141,6 +141,9 @@ class PatchSet:
     fill_nan: bool = False
     recentred: bool = False
     n_merged: Optional[int] = None
+
+    def __repr__(self) -> str:
+        return summary_repr(self)
 
     def __len__(self) -> int:
         return len(self.patches)
