@@ -471,7 +471,7 @@ def test_widget_points_sit_on_their_objects_in_the_layers_world_and_frame(qtbot,
                                                               "symmetry": 1})
     img = np.random.default_rng(0).random((64, 48)).astype(np.float32)
     viewer = ViewerModel()
-    viewer.add_image(img, name="moved", translate=(100.0, 50.0), scale=(0.5, 0.25), rotate=30.0)
+    viewer.add_image(img, name="moved", translate=(100.0, 50.0), scale=(0.5, 0.25), rotate=30.0, units=("nm", "nm"))
     viewer.add_image(np.stack([img, img, img]), name="stack", translate=(2.0, 5.0, -3.0), scale=(1.0, 2.0, 2.0))
     viewer.add_image(np.zeros((10, 64, 48), np.float32), name="longer")  # the viewer's steps are not the stack's frames
     w = widget_module.LearnAndMapWidget(viewer)
@@ -490,6 +490,26 @@ def test_widget_points_sit_on_their_objects_in_the_layers_world_and_frame(qtbot,
             np.testing.assert_allclose(points.data_to_world(p), layer.data_to_world(p), atol=1e-9)
         if frame is not None:
             assert (points.features["frame"] == frame).all()
+        else:  # an audit: the points kept 'pixel' units beside an image in nm, so the scale bars disagreed
+            assert [str(u) for u in points.units] == [str(u) for u in layer.units] == ["nanometer", "nanometer"]
+
+
+def test_learn_and_map_takes_a_symmetry_given_and_notes_windows_too_small_for_a_lattice():
+    """An audit: on a lattice whose atoms lie closer than the windows reach, the widget settled on a 1-fold
+    symmetry without the advice `map` gives, and offered no way to give the symmetry. Now the note says it and
+    LearnSettings(symmetry=) (the widget's 'symmetry' field) gives it."""
+    from affinevae.data.micrograph import synthetic_micrograph
+    from affinevae.errors import AffineVAEError
+    from affinevae.napari_plugin.pipeline import LearnSettings, learn_and_map
+
+    img = synthetic_micrograph(size=(80, 112), spacing=8, seed=0)[0]
+    found = learn_and_map(img, LearnSettings(window=12, epochs=1, device="cpu"))
+    assert found["symmetry"] == 1 and "so the estimate sees single objects" in found["note"]
+    assert "give the symmetry (LearnSettings.symmetry, the widget's 'symmetry')" in found["note"]
+    given = learn_and_map(img, LearnSettings(window=12, epochs=1, device="cpu", symmetry=2))
+    assert given["symmetry"] == 2 and "single objects" not in (given["note"] or "")
+    with pytest.raises(AffineVAEError, match="symmetry must be an integer in 1..12"):
+        LearnSettings(symmetry=13)
 
 
 def test_reader_declines_bad_archives_and_refuses_bad_maps(tmp_path, mapped):
@@ -511,6 +531,8 @@ def test_reader_declines_bad_archives_and_refuses_bad_maps(tmp_path, mapped):
         np.savez(tmp_path / f"{name}.npz", **bad)
         with pytest.raises(AffineVAEError, match=match):
             read_maps(str(tmp_path / f"{name}.npz"))
+    with pytest.raises(AffineVAEError, match=r"nowhere: no such file or folder$"):  # was: not a maps.npz written by
+        read_maps(str(tmp_path / "nowhere"))
 
 
 def test_object_features_fold_each_finite_angle_and_keep_nan():

@@ -378,6 +378,26 @@ def symmetry_scores(patches: np.ndarray, orders: Sequence[int] = SYMMETRY_ORDERS
     return SymmetryScores(order=order, score=score, contrast=contrast, harmonic_power=white)
 
 
+def small_window_note(ps, give: str) -> Optional[str]:
+    """Why a symmetry estimate on the patch set ``ps`` (:class:`~affinevae.data.patches.PatchSet`) is not to
+    be trusted, ending in ``give`` (how to give the symmetry), or None: its windows reach less than 3/4 of
+    the objects' spacing (:func:`~affinevae.data.objects.neighbour_spacing`, pixels) from each centre, so
+    the estimate sees single objects, and those objects lie as a lattice's atoms do
+    (:func:`~affinevae.defaults.scattered_objects`; for scattered objects, particles or galaxies, each
+    object's own symmetry is the one that matters)."""
+    from .defaults import scattered_objects
+
+    arrangement = ps.arrangement()  # the spacing and how lattice-like, measured once (at the sub-pixel positions)
+    spacing = arrangement.get("spacing")  # none for frames of at most 4 objects: scattered, no note
+    reach = symmetry_reach(ps.window)
+    if spacing is None or reach >= 0.75 * spacing or scattered_objects(arrangement):
+        return None
+    wide = 2 * math.ceil(round(spacing, 1)) + 4  # reaches the neighbours one spacing away (8.003 px: 8)
+    return (f"the {ps.window}-pixel windows reach {reach} px from each centre but the objects are {spacing:.1f} px "
+            f"apart (their first neighbours' median distance), so the estimate sees single objects, not their "
+            f"arrangement: {give}; windows of {wide} px would show it")
+
+
 def estimate_symmetry(patches: np.ndarray, centred: bool = True, **options) -> int:
     """The n of the objects' n-fold rotational symmetry (2, 3, 4 or 6; 1 if none) from their patches.
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import warnings
-import math
 from typing import Optional
 
 import numpy as np
@@ -279,26 +278,16 @@ def image_location(spec: str) -> str:
 
 
 def symmetry_hint(ps) -> Optional[str]:
-    """A line (with its newline) when a patch set's windows are too small to show its objects'
-    arrangement: they reach less than 3/4 of the objects' spacing (:func:`~affinevae.data.objects.neighbour_spacing`) from each
-    centre, so the symmetry estimate sees single objects, and those objects lie as a lattice's atoms do
-    (:func:`~affinevae.defaults.scattered_objects`; for scattered objects, particles or galaxies, each
-    object's own symmetry is the one that matters). None otherwise."""
-    from ..defaults import scattered_objects
-    from ..mapping import symmetry_reach
+    """``map``'s line (with its newline) of :func:`affinevae.mapping.small_window_note` for the patch set
+    ``ps``, naming ``--symmetry``; None when the windows show the objects' arrangement."""
+    from ..mapping import small_window_note
 
-    arrangement = ps.arrangement()  # the spacing and how lattice-like, measured once (at the sub-pixel positions)
-    spacing = arrangement.get("spacing")  # none for frames of at most 4 objects: scattered, no hint
-    reach = symmetry_reach(ps.window)
-    if spacing is None or reach >= 0.75 * spacing:
+    note = small_window_note(ps, "give --symmetry (e.g. 2, 4 or 6)")
+    if note is None:
         return None
-    if scattered_objects(arrangement):
-        return None
-    wide = 2 * math.ceil(round(spacing, 1)) + 4  # reaches the neighbours one spacing away (8.003 px: 8)
-    return (f"affinevae: the {ps.window}-pixel windows reach {reach} px from each centre but the objects are "
-            f"{spacing:.1f} px apart (their first neighbours' median distance), so the estimate sees single objects, not their "
-            f"arrangement: give --symmetry (e.g. 2, 4 or 6); windows of {wide} px would show it (a model trained on "
-            f"patches cut with --window {wide}, or affinevae.mapping.estimate_symmetry on such patches in Python)\n")
+    wide = note.split("windows of ", 1)[1].split(" px", 1)[0]
+    return (f"affinevae: {note} (a model trained on patches cut with --window {wide}, or "
+            "affinevae.mapping.estimate_symmetry on such patches in Python)\n")
 
 
 def parse_symmetry(text: Optional[str]) -> Optional[int]:

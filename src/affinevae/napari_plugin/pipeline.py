@@ -8,7 +8,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from ..config import check_seed
+from ..config import check_seed, check_symmetry
 from ..defaults import MIN_IMAGE_SIZE, PATCH_LATENT_DIM
 from ..devices import DEVICE_CHOICES, resolve_device
 from ..errors import AffineVAEError
@@ -56,6 +56,9 @@ class LearnSettings:
             peaks, :func:`affinevae.data.patches.resolve_centring`), 'peak' or 'mass'.
         device: where the model trains: 'auto' (default: a GPU when torch sees one, as ``train`` does), 'cpu'
             or 'cuda' (``TrainConfig.device``).
+        symmetry: the objects' n-fold rotational symmetry for the angles (``map --symmetry``, 1..12); None:
+            estimated (:func:`affinevae.mapping.estimate_symmetry`), with a note when the windows are too
+            small to show a lattice's arrangement (:func:`affinevae.mapping.small_window_note`).
     """
 
     window: int = 16
@@ -75,8 +78,13 @@ class LearnSettings:
     masked: str = "drop"
     centre: str = "auto"
     device: str = "auto"
+    symmetry: Optional[int] = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.symmetry, np.integer):
+            object.__setattr__(self, "symmetry", int(self.symmetry))
+        if self.symmetry is not None:
+            check_symmetry(self.symmetry)
         for name in ("window", "latent_dim", "epochs", "clusters", "min_distance", "batch_size", "seed"):
             v = getattr(self, name)  # numpy integers (a spin box's, an array's) as Python ones
             if isinstance(v, np.integer):
@@ -166,7 +174,7 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     from ..data.stacks import open_stack
     from ..defaults import data_defaults
     from ..encoding import encode_patchset
-    from ..mapping import cluster_objects, estimate_symmetry
+    from ..mapping import cluster_objects, estimate_symmetry, small_window_note
     from ..models.base import build_model
     from ..training import TrainConfig, fit
 
@@ -218,7 +226,15 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
     result = fit(model, data, config, callbacks=[epoch_done])
     say(0.9, "mapping")
     enc = encode_patchset(result.model, ps)
-    symmetry = estimate_symmetry(ps.patches, seed=settings.seed) if enc.has_angle else 1
+    if not enc.has_angle:
+        symmetry = 1
+    elif settings.symmetry is not None:
+        symmetry = settings.symmetry
+    else:
+        symmetry = estimate_symmetry(ps.patches, seed=settings.seed)
+        small = small_window_note(ps, "give the symmetry (LearnSettings.symmetry, the widget's 'symmetry')")
+        if small is not None:  # as map says it: a lattice's atoms seen one by one
+            note = "; ".join(filter(None, [note, small]))
     cluster = (cluster_objects(result.model, enc.z_mean, min(settings.clusters, len(enc)), seed=settings.seed)[0]
                if settings.clusters else np.full(len(enc), -1, np.int64))
     say(1.0, f"mapped {len(enc)} objects")

@@ -47,6 +47,9 @@ def _load_maps(path: Union[str, list], kind: str, writer: str) -> tuple[Path, di
 
     p, found = _maps_kind(path)
     if found != kind:
+        given = Path(path[0] if isinstance(path, list) and path else path) if isinstance(path, (str, Path, list)) else None
+        if given is not None and not given.exists():
+            raise AffineVAEError(f"{given}: no such file or folder")
         raise AffineVAEError(f"{path}: not a maps.npz written by {writer}")
     try:
         with np.load(p, allow_pickle=False) as f:

@@ -37,16 +37,21 @@ def _shown_frame(viewer: Any, layer: Any) -> int:
 def layer_transform(layer: Any, ndim: int) -> dict[str, Any]:
     """The world transform of a napari ``layer`` as keyword arguments for another layer of ``ndim``
     data dimensions: ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` when the two have
-    the same dimensions, else the last ``ndim`` entries of its scale and translation."""
+    the same dimensions, else the last ``ndim`` entries of its scale and translation; and its ``units``
+    (napari 0.5+: nm beside a scale in nm), so that both layers' scale bars agree."""
     if int(getattr(layer, "ndim", -1)) == ndim:
         out = {name: np.asarray(getattr(layer, name)) for name in ("scale", "translate", "rotate", "shear")
                if getattr(layer, name, None) is not None}
         affine = getattr(getattr(layer, "affine", None), "affine_matrix", None)
         if affine is not None:
             out["affine"] = np.asarray(affine)
-        return out
-    return {name: tuple(float(v) for v in np.asarray(getattr(layer, name))[-ndim:])
-            for name in ("scale", "translate") if getattr(layer, name, None) is not None}
+    else:
+        out = {name: tuple(float(v) for v in np.asarray(getattr(layer, name))[-ndim:])
+               for name in ("scale", "translate") if getattr(layer, name, None) is not None}
+    units = getattr(layer, "units", None)
+    if units is not None and len(units) >= ndim:
+        out["units"] = tuple(str(u) for u in tuple(units)[-ndim:])
+    return out
 
 
 class _Progress(QObject):
@@ -100,6 +105,8 @@ class LearnAndMapWidget(QWidget):
         self.masked.addItems(list(MASKED_MODES))
         self.lowpass = QComboBox()  # the model's low-pass filter, as `train --lowpass`
         self.lowpass.addItems(list(LOWPASS_CHOICES))
+        self.symmetry = QSpinBox(minimum=0, maximum=12, value=0)  # the objects' n-fold symmetry, as `map --symmetry`
+        self.symmetry.setSpecialValueText("auto")  # estimated from the patches
         self.run_button = QPushButton("Learn and map")
         self.progress = QProgressBar(minimum=0, maximum=100, value=0)
         self.status = QLabel("")
@@ -110,7 +117,7 @@ class LearnAndMapWidget(QWidget):
                          ("smoothing (px)", self.sigma), ("invert", self.invert), ("noise floor (sigma; 0: off)", self.noise_floor),
                          ("uneven background", self.background), ("patch centre", self.centre),
                          ("masked (NaN) pixels", self.masked),
-                         ("low-pass filter (px)", self.lowpass)):
+                         ("low-pass filter (px)", self.lowpass), ("symmetry (n-fold)", self.symmetry)):
             form.addRow(label, w)
         form.addRow(self.run_button)
         form.addRow(self.progress)
@@ -143,7 +150,7 @@ class LearnAndMapWidget(QWidget):
                              invert=self.invert.isChecked(), noise_floor=None if self.noise_floor.value() < 0 else float(self.noise_floor.value()),
                              lowpass=LOWPASS_CHOICES[self.lowpass.currentText()],
                              background=self.background.currentText(), masked=self.masked.currentText(),
-                             centre=self.centre.currentText())
+                             centre=self.centre.currentText(), symmetry=self.symmetry.value() or None)
 
     def run(self, *_: Any):
         """Start learning on the selected image layer in a worker thread; returns the worker (or None)."""
