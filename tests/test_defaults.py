@@ -115,7 +115,7 @@ def test_data_defaults_for_patch_sets_and_what_wins():
     # plain data and other families: exactly the options given, the trainer's defaults
     plain = {"batch_size": TrainConfig.batch_size, "lr": TrainConfig.lr, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}
     for data, family in ((ImageSet(np.zeros((100, 1, 8, 8), np.float32)), "crvae"), (patch_set(), "vae")):
-        assert data_defaults(data, family, given, None, None) == (given, plain, "")
+        assert data_defaults(data, family, given, None, None)[:2] == (given, plain)
         assert data_defaults(data, family, given, 32, 4)[1] == {**plain, "batch_size": 32, "epochs": 4}
     with pytest.raises(AffineVAEError, match="batch_size"):
         data_defaults(patch_set(), "rvae", given, 0, None)
@@ -152,6 +152,8 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
 
     given = {"latent_dim": 2}
     plain = ImageSet(np.zeros((100, 1, 8, 8), np.float32))
+    few = ("rotation_mode=gaussian kept (100 images are too few to measure the orientations (200 needed): give "
+           "rotation_mode=full for objects turned over the full circle) ")  # the orientation default, unmeasured
     bs, lr = FAMILY_TRAINING["jrvae"]
     assert (bs, lr) == (50, 2e-3) and FAMILY_TRAINING["rvae"] == (100, 2e-3) and "ssrvae" not in FAMILY_TRAINING
     # over the full circle the rvae trains at 3e-3 (bench_full_circle.py), and says so
@@ -167,17 +169,19 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
         {"batch_size": 100, "lr": 3e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS},
         "affinevae: crvae over the full circle defaults: batch_size=100 lr=0.003 (override with --batch-size/--lr)")
     assert data_defaults(plain, "crvae", {"num_classes": 10}, None, None)[1:] == (
-        {"batch_size": 128, "lr": 1e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}, "")
+        {"batch_size": 128, "lr": 1e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS},
+        f"affinevae: crvae defaults: {few}(override with --set)")
     # the full-circle entry was measured with the equivariant encoder: the MLP one keeps the family's
     assert data_defaults(plain, "rvae", {**full, "encoder": "mlp"}, None, None)[1]["lr"] == 2e-3
     opts, train, line = data_defaults(plain, "jrvae", given, None, None)
     assert opts == given and train == {"batch_size": bs, "lr": lr, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}
-    assert line == "affinevae: jrvae defaults: batch_size=50 lr=0.002 (override with --batch-size/--lr)"
+    assert line == f"affinevae: jrvae defaults: {few}batch_size=50 lr=0.002 (override with --set/--batch-size/--lr)"
     # what the user gives wins and is not announced; a patch-set rule of the family would come first
     assert data_defaults(plain, "jrvae", given, 32, None, 1e-3)[1:] == (
-        {"batch_size": 32, "lr": 1e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS}, "")
+        {"batch_size": 32, "lr": 1e-3, "kl_warmup": 0.0, "epochs": DEFAULT_EPOCHS},
+        f"affinevae: jrvae defaults: {few}(override with --set)")
     assert data_defaults(plain, "rvae", given, None, None, 1e-3)[2] == (
-        "affinevae: rvae defaults: batch_size=100 (override with --batch-size)")
+        f"affinevae: rvae defaults: {few}batch_size=100 (override with --set/--batch-size)")
     # on a patch set the jrvae takes the rvae's patch-set defaults (its grain angles were 19-31 degrees off without)
     patch_opts, patch_train, said = data_defaults(patch_set(), "jrvae", {**given, "num_classes": 2}, None, None)
     assert said.startswith("affinevae: patch-set defaults: invariances=rotation,translation rotation_mode=full "
@@ -189,7 +193,7 @@ def test_family_training_defaults_for_plain_images(tmp_path, capsys):
             "--set", "encoder_hidden=[16]", "--set", "classifier_hidden=[16]", "--classes", "3", "--epochs", "1",
             "--no-progress", "--out", str(tmp_path / "run")]
     assert main(argv) == 0
-    assert capsys.readouterr().out.splitlines()[0] == line
+    assert capsys.readouterr().out.splitlines()[0] == line.replace("(100 images", "(60 images")  # mnist -n 60
     train = av.training.read_run(tmp_path / "run")["train_config"]
     assert (train["batch_size"], train["lr"]) == (bs, lr)
 
@@ -398,3 +402,10 @@ def test_the_rotation_mode_is_chosen_from_the_objects_orientations(tmp_path, cap
                  "1", "--no-progress", "--out", str(tmp_path / "run")]) == 0
     assert "rotation_mode=full (orientations over the full circle" in capsys.readouterr().out
     assert av.load(tmp_path / "run").config.rotation_mode == "full"
+    # an audit: 150 particles, or non-square crops, kept the prior without a word (angles 0.057 and 0.139, 0.92-1.0
+    # with rotation_mode=full): the line now says why the orientations were not measured
+    few_line = data_defaults(av.data.ImageSet(full.images[:150]), "rvae", {"latent_dim": 2}, None, None)[2]
+    assert ("rotation_mode=gaussian kept (150 images are too few to measure the orientations (200 needed): give "
+            "rotation_mode=full for objects turned over the full circle)") in few_line
+    wide_line = data_defaults(av.data.ImageSet(full.images[:, :, 2:26]), "rvae", {"latent_dim": 2}, None, None)[2]
+    assert "rotation_mode=gaussian kept (24x28 images: the orientations are measured, and the full circle's" in wide_line

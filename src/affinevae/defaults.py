@@ -62,7 +62,7 @@ from .mapping import CLUSTER_SPACES  # noqa: F401  (re-exported: map's one list)
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "floored_sigma",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "orientation_unmeasured", "floored_sigma",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "patch_smoothing", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -478,19 +478,41 @@ def orientation_default(data: ImageSet, model: str, options: Mapping[str, Any]):
     over the full circle (particles, cells, galaxies; digits turned by more than about 100 degrees either
     way) are ``full_circle``, those with an upright are not (digits within +-60 degrees)."""
     from .pose.sync import orientation_spread
+
+    return orientation_spread(data.images) if orientation_asked(data, model, options) else None
+
+
+def orientation_asked(data: ImageSet, model: str, options: Mapping[str, Any]) -> bool:
+    """Whether :func:`orientation_default` measures ``data``'s orientations for family ``model`` with
+    ``options``: it has a ``rotation_mode``, infers the rotation, is not told the mode, and ``data`` are
+    images that no data kind's rules decide for."""
     from .registry import MODELS
 
     if "rotation_mode" in options or data_kind(data) not in (None, FLOAT_KIND) or model not in MODELS:
-        return None
+        return False
     config_class = MODELS.get(model).config_class
     if "rotation_mode" not in config_class.field_names():
-        return None
+        return False
     invariances = options.get("invariances", config_class().invariances)
     if isinstance(invariances, str):
         invariances = [v.strip() for v in invariances.split(",")]
-    if "rotation" not in tuple(invariances or ()):
-        return None
-    return orientation_spread(data.images)
+    return "rotation" in tuple(invariances or ())
+
+
+def orientation_unmeasured(images: Any) -> Optional[str]:
+    """Why :func:`~affinevae.pose.sync.orientation_spread` cannot measure the orientations of ``images``
+    (N, C, H, W) (not square; fewer than :data:`~affinevae.pose.sync.ORIENTATION_MIN_IMAGES`), said where
+    the angle prior is kept; None when it can."""
+    from .pose.sync import ORIENTATION_MIN_IMAGES
+
+    n, (h, w) = len(images), tuple(np.shape(images)[-2:])
+    if h != w:
+        return (f"{h}x{w} images: the orientations are measured, and the full circle's equivariant encoder works, on "
+                "square images only; crop or pad them square for objects turned over the full circle")
+    if n < ORIENTATION_MIN_IMAGES:
+        return (f"{n} images are too few to measure the orientations ({ORIENTATION_MIN_IMAGES} needed): give "
+                "rotation_mode=full for objects turned over the full circle")
+    return None
 
 
 def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[int],
@@ -543,6 +565,8 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
     chosen: dict[str, Any] = {}
     why: dict[str, str] = {}
     spread = orientation_default(data, model, options)
+    unmeasured = (orientation_unmeasured(data.images) if spread is None and orientation_asked(data, model, options)
+                  else None)  # the prior kept, unmeasured: said why (non-square images, too few)
     if spread is not None and spread.full_circle:  # before the kind's rules, which read it
         options["rotation_mode"] = chosen["rotation_mode"] = "full"
         why["rotation_mode"] = f" ({spread.sentence()})"
@@ -569,7 +593,7 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
     elif epochs is None:
         steps_per_epoch = math.ceil(len(data) / train["batch_size"])
         train["epochs"] = chosen["epochs"] = min(MAX_EPOCHS, max(1, math.ceil(kind.min_steps / steps_per_epoch)))
-    kept = spread is not None and not spread.full_circle  # measured, and the prior kept: said too
+    kept = (spread is not None and not spread.full_circle) or unmeasured is not None  # the prior kept: said too
     if not chosen and not kept:
         return options, train, {}, ""
     named = (["rotation_mode"] if kept else []) + list(chosen)
@@ -585,7 +609,8 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
         why["encoder"] = f" ({what}: lattice order {data.meta['lattice_order']:.2f})"
     elif "encoder" in chosen and "objects_per_frame" in data.meta and rules is not None:
         why["encoder"] = f" (scattered objects: at most {data.meta['objects_per_frame']:.0f} per frame)"
-    shown = " ".join(([f"rotation_mode={options.get('rotation_mode', 'gaussian')} kept ({spread.sentence()})"] if kept
+    reason = spread.sentence() if spread is not None else unmeasured
+    shown = " ".join(([f"rotation_mode={options.get('rotation_mode', 'gaussian')} kept ({reason})"] if kept
                       else []) + [f"{k}={_show(v)}{why.get(k, '')}" for k, v in chosen.items()])
     words = (f"{model} over the full circle" if key.endswith(":full") else model) if rules is None else kind.words
     words += " defaults"

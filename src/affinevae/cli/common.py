@@ -211,10 +211,10 @@ def labels_by_run_names(args: argparse.Namespace, run, data: ImageSet) -> ImageS
     numbered its own (``class_names`` of its record; a file's own sorted numbering may differ: a test
     file without one of the classes). A name the run does not know, or names for a run trained on
     numbered classes, is one line."""
-    path = getattr(args, "labels", None) or run.meta.get("labels")
     names = data.meta.get("label_names")
     if names is None or data.labels is None:
         return data
+    path = getattr(args, "labels", None) or run.meta.get("labels")
     known = list(run.meta.get("class_names") or [])
     if not known:
         raise AffineVAEError(f"{path}: names the classes ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}), "
