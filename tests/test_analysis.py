@@ -602,3 +602,20 @@ def test_train_warns_when_the_model_learned_nothing(tmp_path, capsys):
                  "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert "affinevae: warning: all 2 content latents are unused (their means vary across the images with a variance below 0.01)" in err
+
+
+def test_true_angles_that_turn_clockwise_are_said_not_scored_as_a_failure():
+    """An audit: a user's angle array turned clockwise on screen (the rotation formula with y the row index); the
+    learned angles were its exact mirror (concentration of learned + true 0.999) while plot angles and report
+    read 0.05 per class. mirror_note says so; angles as given, or unrelated, get no note."""
+    from affinevae.evaluation import mirror_note
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(-np.pi, np.pi, 300)
+    labels = np.arange(300) % 3
+    learned = -true + labels * 1.0 + rng.normal(0, 0.05, 300)  # mirrored, one offset per class
+    note = mirror_note(learned, true, labels)
+    assert note is not None and note.startswith("the learned angles follow the true ones mirrored (concentration of "
+                                                "learned + true 1.00")
+    assert "turn counter-clockwise (negate them)" in note
+    assert mirror_note(true + labels, true, labels) is None and mirror_note(rng.uniform(-3, 3, 300), true) is None

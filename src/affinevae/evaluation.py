@@ -6,6 +6,8 @@ compatibility (``affinevae.evaluation.encode_dataset`` keeps working).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .config import check_symmetry
@@ -14,7 +16,8 @@ from .data.inputs import as_number, real_array
 from .encoding import encode_dataset
 from .errors import AffineVAEError
 
-__all__ = ["circular_correlation", "class_offset_concentration", "encode_dataset", "mean_elbo", "offset_concentration",
+__all__ = ["circular_correlation", "class_offset_concentration", "encode_dataset", "mean_elbo", "mirror_note",
+           "offset_concentration",
            "psnr"]
 
 
@@ -48,6 +51,34 @@ def offset_concentration(a, b, symmetry: int = 1) -> float:
     if a.shape != b.shape or a.size < 1:
         raise AffineVAEError(f"offset_concentration needs two equal-length angle arrays, got {a.shape} and {b.shape}")
     return float(np.abs(np.mean(np.exp(1j * k * (a - b)))))
+
+
+#: How much better the learned angles must fit the true ones mirrored (learned + true) than as given
+#: (learned - true) for :func:`mirror_note` to say so.
+MIRROR_MARGIN = 0.3
+
+
+def mirror_note(learned, true, labels=None, symmetry: int = 1) -> Optional[str]:
+    """A sentence when learned angles (N,) radians follow the true ones (N,) radians mirrored: the offset
+    concentration (per class with ``labels``) of learned + true beats that of learned - true by
+    :data:`MIRROR_MARGIN` and exceeds 0.5: the true angles then turn clockwise on screen, where
+    affinevae's (and rotated-mnist's) turn counter-clockwise. None otherwise."""
+    learned = real_array(learned, "mirror_note: angles", what="angles in radians").ravel()
+    true = real_array(true, "mirror_note: angles", what="angles in radians").ravel()
+
+    def score(b):
+        if labels is not None:
+            value = class_offset_concentration(learned, b, labels, symmetry)
+            if not np.isnan(value):
+                return value
+        return offset_concentration(learned, b, symmetry)
+
+    given, mirrored = score(true), score(-true)
+    if mirrored > 0.5 and mirrored > given + MIRROR_MARGIN:
+        return (f"the learned angles follow the true ones mirrored (concentration of learned + true {mirrored:.2f}, "
+                f"of learned - true {given:.2f}): do the true angles turn clockwise on screen? affinevae's turn "
+                "counter-clockwise (negate them)")
+    return None
 
 
 def class_offset_concentration(a, b, labels, symmetry: int = 1) -> float:

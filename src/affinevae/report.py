@@ -414,6 +414,12 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
             if ds.labels is not None:  # a full-circle model keeps one frame per class: this is its score
                 metrics[f"offset concentration per class (mean over the classes; 1: one offset per class{mod})"] = \
                     class_offset_concentration(enc["angle"], ds.angle, ds.labels, symmetry)
+            from .evaluation import mirror_note
+
+            flipped = mirror_note(enc["angle"], ds.angle, ds.labels, symmetry)
+            if flipped is not None:  # the user's angles turn the other way: said, not scored as a failure
+                metrics["note on the true angles"] = flipped
+                say(f"  note: {flipped}")
         if "class" in enc:  # joint / semi-supervised models: the class they infer, against the labels
             semi = getattr(model, "semi_supervised", False)
             spec = data.source if isinstance(data, ImageSet) else data  # report --fill-nan passes the set it read

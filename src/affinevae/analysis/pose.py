@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import AffineVAEError, refuse_removed_keywords
 from ..config import check_symmetry
-from ..evaluation import circular_correlation, class_offset_concentration, offset_concentration
+from ..evaluation import circular_correlation, class_offset_concentration, mirror_note, offset_concentration
 from ..limits import ANGLE_HISTOGRAM_BINS
 from ..nn.signal import is_signal_shape
 from ..plots import CLASS_CMAP, new_figure
@@ -65,6 +65,8 @@ class AngleComparison:
             NaN without labels.
         symmetry: k: the objects' k-fold rotational symmetry; both concentrations count offsets
             modulo 360/k degrees (1: the full turn).
+        mirror: :func:`~affinevae.evaluation.mirror_note` (the true angles fit mirrored: they turn
+            clockwise?), or None.
     """
 
     true_angle: np.ndarray
@@ -75,6 +77,7 @@ class AngleComparison:
     concentration: float = float("nan")
     class_concentration: float = float("nan")
     symmetry: int = 1
+    mirror: Optional[str] = None
 
 
 def angle_comparison(model, data, n: Optional[int] = None, labels=None, symmetry: int = 1) -> AngleComparison:
@@ -98,7 +101,8 @@ def angle_comparison(model, data, n: Optional[int] = None, labels=None, symmetry
     per_class = (float("nan") if data.labels is None
                  else class_offset_concentration(learned, true, data.labels, symmetry))
     return AngleComparison(true, learned, data.labels, circular_correlation(learned, true, symmetry), model_label(model),
-                           offset_concentration(learned, true, symmetry), per_class, symmetry)
+                           offset_concentration(learned, true, symmetry), per_class, symmetry,
+                           mirror_note(learned, true, data.labels, symmetry))
 
 
 @styled
@@ -126,8 +130,9 @@ def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], ti
         ax.set_yticks([-180, -90, 0, 90, 180])
         per_class = "" if np.isnan(a.class_concentration) else f", per class {a.class_concentration:.2f}"
         mod = "" if a.symmetry == 1 else f", angles mod {360 / a.symmetry:g}°"  # (both scores are folded)
+        flipped = "\n(the true angles fit mirrored: clockwise?)" if a.mirror else ""
         ax.set_title(f"{a.model}{mod}: circular r = {a.correlation:.2f}\noffset conc. = {a.concentration:.2f}"
-                     f"{per_class}")
+                     f"{per_class}{flipped}")
         ax.legend(loc="lower right", frameon=False)
     fig.suptitle(title or "learned vs true rotation")
     return fig
