@@ -134,8 +134,10 @@ def test_float_images_get_a_gaussian_likelihood_with_the_measured_noise():
     wide = float_set(n=10, size=24)
     opts, _, line = data_defaults(wide, "rvae", {}, None, None)
     assert opts == {"likelihood": "gaussian", "lowpass": FLOAT_LOWPASS, "sigma": float(f"{noise_sigma(wide.images):.3g}")}
-    assert line.startswith("affinevae: float-image defaults: likelihood=gaussian lowpass=1.5 sigma=")
-    assert "(override with --likelihood/--lowpass/--sigma/--batch-size/--lr)" in line
+    assert line.startswith("affinevae: float-image defaults: rotation_mode=gaussian kept (10 images are too few to "
+                           "measure the orientations")  # and said why the angle prior is kept
+    assert "likelihood=gaussian lowpass=1.5 sigma=" in line
+    assert "(override with --set/--likelihood/--lowpass/--sigma/--batch-size/--lr)" in line
     assert data_defaults(wide, "rvae", {"likelihood": "bernoulli"}, None, None)[0] == {"likelihood": "bernoulli"}
     assert data_defaults(wide, "rvae", {"lowpass": 0}, None, None)[0]["lowpass"] == 0
     # over the full circle (the equivariant encoder's pose anchor) the filter comes with the content anchor
@@ -169,7 +171,8 @@ def test_cli_train_with_lowpass_on_a_float_stack(tmp_path, capsys):
             "2", "--hidden", "8,8", "--epochs", "1", "--lowpass", "1.5", "--no-progress", "--out", str(tmp_path / "r")]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "affinevae: float-image defaults: likelihood=gaussian sigma=" in out
+    assert "affinevae: float-image defaults: rotation_mode=gaussian kept (60 images are too few" in out
+    assert "likelihood=gaussian sigma=" in out
     cfg = av.load(tmp_path / "r").config
     assert (cfg.lowpass, cfg.likelihood) == (1.5, "gaussian") and 0.05 <= cfg.sigma < 0.3
     assert main([*argv[:-2], "--lowpass", "-1", "--out", str(tmp_path / "r2")]) == 2

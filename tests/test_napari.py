@@ -276,7 +276,7 @@ def test_learn_and_map_inverts_dark_objects_and_takes_the_filter_given(mapped):
     from affinevae.napari_plugin.pipeline import learn_and_map
 
     img, _ = mapped
-    base = dict(window=W, epochs=1, latent_dim=2, clusters=None)
+    base = dict(window=W, epochs=1, latent_dim=2, clusters=None, symmetry=2)  # (estimated: a note on the windows)
     bright = learn_and_map(img, LearnSettings(**base, lowpass=2.0))
     dark = learn_and_map(img.max() - img, LearnSettings(**base, invert=True, device="cpu"))
     np.testing.assert_array_equal(dark["encoding"].centers, bright["encoding"].centers)

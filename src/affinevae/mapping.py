@@ -383,9 +383,9 @@ def small_window_note(ps, give: str) -> Optional[str]:
     be trusted, ending in ``give`` (how to give the symmetry), or None: its windows reach less than 3/4 of
     the objects' spacing (:func:`~affinevae.data.objects.neighbour_spacing`, pixels) from each centre, so
     the estimate sees single objects, and those objects lie as a lattice's atoms do
-    (:func:`~affinevae.defaults.scattered_objects`; for scattered objects, particles or galaxies, each
+    (:func:`~affinevae.data.patches.scattered_objects`; for scattered objects, particles or galaxies, each
     object's own symmetry is the one that matters)."""
-    from .defaults import scattered_objects
+    from .data.patches import scattered_objects
 
     arrangement = ps.arrangement()  # the spacing and how lattice-like, measured once (at the sub-pixel positions)
     spacing = arrangement.get("spacing")  # none for frames of at most 4 objects: scattered, no note
