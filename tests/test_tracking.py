@@ -288,8 +288,10 @@ def test_a_logger_folder_never_mixes_fits_nor_writes_into_a_run(digits, tmp_path
     loggers = (CSVLogger(directory=str(logs)), TensorBoardLogger(directory=str(tb)))
     fit(make(), digits, cfg(epochs=1, loggers=loggers, log_images_every=0))
     with pytest.warns(UserWarning, match=r"logger 'csv': .*logs holds an earlier fit's logs; this fit's go to "
-                                         r".*logs/fit-2"):
+                                         r".*logs/fit-2") as said:
         fit(make(), digits, cfg(epochs=2, loggers=loggers, log_images_every=0))
+    # an audit: the warning pointed at training.py's line; it names the caller's fit(...) line now
+    assert {w.filename for w in said if "earlier fit's logs" in str(w.message)} == {__file__}
     with pytest.warns(UserWarning, match=r"fit-3"):
         fit(make(), digits, cfg(epochs=1, loggers=loggers, log_images_every=0))
     with open(logs / "metrics.csv") as f:

@@ -12,6 +12,20 @@ class AffineVAEError(ValueError):
     """A user error: bad input data, options or files. The message is one line."""
 
 
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn`` in the function that calls this one that points at the
+    first frame outside the affinevae package (the user's call, however deep the library's own calls
+    go): 1 when that function is itself outside it."""
+    import os
+    import sys
+
+    root = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 1
+
+
 def fail(message: str) -> None:
     """Raise :class:`AffineVAEError` with ``message``."""
     raise AffineVAEError(message)

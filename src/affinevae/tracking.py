@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from .config import Config, check, degrees_of
-from .errors import AffineVAEError
+from .errors import AffineVAEError, user_stacklevel
 from .io import atomic_write, read_json, write_json
 from .nn.modes import module_mode
 from .registry import Registry
@@ -138,7 +138,7 @@ class LoggerConfig(Config):
         while self.holds_logs(path / f"fit-{i}"):
             i += 1
         warnings.warn(f"logger '{self.name}': {path} holds an earlier fit's logs; this fit's go to {path / f'fit-{i}'}",
-                      stacklevel=4)
+                      stacklevel=user_stacklevel())  # the user's fit(...) line, not the trainer's
         return path / f"fit-{i}"
 
     @classmethod
