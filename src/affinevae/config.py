@@ -266,12 +266,13 @@ def check_angle_spread(name: str, value: float, *, allow_zero: bool = False) -> 
 
 
 def check_counts(name: str, values: Any, *, at_least: int = 0) -> None:
-    """Raise unless ``values`` holds at least ``at_least`` positive integers (True and False are not
-    counts: ``[true]`` given as a width)."""
-    ok = len(values) >= at_least and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+    """Raise unless ``values`` is a tuple or list of at least ``at_least`` positive integers (True and
+    False are not counts: ``[true]`` given as a width)."""
+    ok = (isinstance(values, (tuple, list)) and len(values) >= at_least
+          and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values))
     if not ok:
         more = f"{'one' if at_least == 1 else at_least} or more " if at_least else ""
-        raise AffineVAEError(f"{name} must be {more}positive integers, got {tuple(values)!r}")
+        raise AffineVAEError(f"{name} must be {more}positive integers, got {values!r}")
 
 
 #: The largest n of n-fold rotational symmetry accepted anywhere (maps, ``--symmetry``, angle scores,

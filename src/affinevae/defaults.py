@@ -62,7 +62,7 @@ from .mapping import CLUSTER_SPACES  # noqa: F401  (re-exported: map's one list)
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "orientation_unmeasured", "floored_sigma",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "floored_sigma",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "patch_smoothing", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -499,22 +499,6 @@ def orientation_asked(data: ImageSet, model: str, options: Mapping[str, Any]) ->
     return "rotation" in tuple(invariances or ())
 
 
-def orientation_unmeasured(images: Any) -> Optional[str]:
-    """Why :func:`~affinevae.pose.sync.orientation_spread` cannot measure the orientations of ``images``
-    (N, C, H, W) (not square; fewer than :data:`~affinevae.pose.sync.ORIENTATION_MIN_IMAGES`), said where
-    the angle prior is kept; None when it can."""
-    from .pose.sync import ORIENTATION_MIN_IMAGES
-
-    n, (h, w) = len(images), tuple(np.shape(images)[-2:])
-    if h != w:
-        return (f"{h}x{w} images: the orientations are measured, and the full circle's equivariant encoder works, on "
-                "square images only; crop or pad them square for objects turned over the full circle")
-    if n < ORIENTATION_MIN_IMAGES:
-        return (f"{n} images are too few to measure the orientations ({ORIENTATION_MIN_IMAGES} needed): give "
-                "rotation_mode=full for objects turned over the full circle")
-    return None
-
-
 def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[int],
                   epochs: Optional[int], lr: Optional[float] = None,
                   kl_warmup: Optional[float] = None, python: bool = False) -> tuple[dict, dict, str]:
@@ -564,6 +548,8 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
     rules = None if kind is None else kind.families.get(model)
     chosen: dict[str, Any] = {}
     why: dict[str, str] = {}
+    from .pose.sync import orientation_unmeasured
+
     spread = orientation_default(data, model, options)
     unmeasured = (orientation_unmeasured(data.images) if spread is None and orientation_asked(data, model, options)
                   else None)  # the prior kept, unmeasured: said why (non-square images, too few)

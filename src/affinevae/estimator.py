@@ -129,6 +129,15 @@ def checked_labels(y: Any, n: int, advice: str) -> np.ndarray:
     return y
 
 
+def refuse_nonfinite_images(rows: np.ndarray) -> None:
+    """One line naming the first image of ``rows`` (N, ...) float that holds a NaN or an infinite value
+    (one pass over the pixels); nothing when every value is finite."""
+    bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(1)  # (N,)
+    if bad.any():
+        raise AffineVAEError(f"X holds NaN or infinite values (first in image {int(np.argmax(bad))}); fill them (e.g. "
+                             "with the image's median) or leave those images out")
+
+
 def unsigned_dtype(X: Any) -> Optional[np.dtype]:
     """The unsigned integer dtype of ``X``'s pixels (an array's, or a DataFrame's when every column has
     the same one), else None (floats, signed integers, lists, an :class:`ImageSet`)."""
@@ -212,10 +221,11 @@ class Estimator(TransformerMixin, BaseEstimator):
             families; also :meth:`predict_proba`), 'target' (semi-supervised regression), or None (no
             ``predict``).
         data_defaults_: the options :meth:`fit` chose from the data (``data_defaults``; empty when none).
-        pixel_divisor_: what every ``X`` is divided by before the model sees it (1.0, or for unsigned
-            integer images with ``data_defaults`` what ``train`` divides them by: 255 for uint8, the
-            largest value of the bits they use for 16 bits or more, e.g. 4095 for a 12-bit camera's uint16);
-            :meth:`inverse_transform` multiplies by it, so its images are in ``X``'s units.
+        pixel_divisor_: what unsigned integer images are divided by before the model sees them (1.0 when
+            :meth:`fit` saw floats, or without ``data_defaults``; else what ``train`` divides them by: 255 for
+            uint8, the largest value of the bits they use for 16 bits or more, e.g. 4095 for a 12-bit camera's
+            uint16); floats are taken as given; :meth:`inverse_transform` multiplies by it, so its images are in
+            the units of :meth:`fit`'s ``X``.
         layout_: the layout :meth:`fit` saw: 'flat', 'nhw' or 'nchw'.
         n_features_in_: C*H*W.
 
@@ -284,12 +294,10 @@ class Estimator(TransformerMixin, BaseEstimator):
             if str(exc).startswith(("Input X contains NaN", "Input X contains infinity")):  # a DataFrame's, a list's
                 try:
                     rows = np.asarray(X, dtype=np.float64)
-                    bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(1)
                 except (TypeError, ValueError):
-                    bad = None
-                if bad is not None and bad.any():
-                    raise AffineVAEError(f"X holds NaN or infinite values (first in image {int(np.argmax(bad))}); "
-                                         "fill them (e.g. with the image's median) or leave those images out") from None
+                    rows = None
+                if rows is not None and rows.ndim and rows.size:
+                    refuse_nonfinite_images(rows)
             raise AffineVAEError(one_line(str(exc))) from None
         if not reset:  # fit decides its own (_pixel_divisor)
             divisor = self._pixel_divisor(X, x, fitted=getattr(self, "pixel_divisor_", 1.0))
@@ -311,10 +319,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         if isinstance(X, ImageSet):  # as fit and encode_dataset take it: its (N, C, H, W) images
             X = X.images
         if isinstance(X, np.ndarray) and X.dtype.kind == "f" and X.ndim and X.size:
-            bad = ~np.isfinite(X.reshape(len(X), -1)).all(1)  # (N,) one pass over the pixels
-            if bad.any():
-                raise AffineVAEError(f"X holds NaN or infinite values (first in image {int(np.argmax(bad))}); fill "
-                                     "them (e.g. with the image's median) or leave those images out")
+            refuse_nonfinite_images(X)
         ndim = getattr(X, "ndim", None)
         if ndim is None:  # nested lists: their depth; other array-likes are read as 2-D by scikit-learn
             ndim = np.ndim(X) if isinstance(X, (list, tuple)) else 2

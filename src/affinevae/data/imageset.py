@@ -242,6 +242,9 @@ def check_stretch(stretch: str, where: str = "stretch") -> str:
 BITS = "bits"
 #: The kinds of :class:`PixelScaling`.
 SCALING_KINDS = ("minmax", "standardise", "asinh", "bits")
+#: What a :class:`PixelScaling` must be, as its refusals say it.
+SCALING_RULE = (f"{', '.join(repr(k) for k in SCALING_KINDS[:-1])} or {SCALING_KINDS[-1]!r} with a finite offset, a "
+                "divisor > 0 (and for 'asinh' a softening > 0)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,8 +280,7 @@ class PixelScaling:
         if (self.kind not in SCALING_KINDS or not numeric
                 or not all(np.isfinite(v) for v in values) or not self.divisor > 0
                 or (self.kind == "asinh" and not self.soft > 0)):
-            raise AffineVAEError(f"pixel_scaling must be 'minmax', 'standardise', 'asinh' or 'bits' with a finite "
-                                 f"offset, a divisor > 0 (and for 'asinh' a softening > 0), got {self!r}")
+            raise AffineVAEError(f"pixel_scaling must be {SCALING_RULE}, got {self!r}")
 
     def __str__(self) -> str:
         """The map as a user reads it, e.g. ``(x + 20) / 45`` or ``(asinh((x - 200) / 14) + 4.2) / 11.8``."""
@@ -315,8 +317,7 @@ class PixelScaling:
         try:
             return cls(kind, offset, divisor, soft, floor)
         except AffineVAEError:
-            raise AffineVAEError(f"{where}: pixel_scaling must be 'minmax', 'standardise', 'asinh' or 'bits' with a "
-                                 f"finite offset, a divisor > 0 (and for 'asinh' a softening > 0), got {value!r}") from None
+            raise AffineVAEError(f"{where}: pixel_scaling must be {SCALING_RULE}, got {value!r}") from None
 
 
 #: The scaling a run records for images given in their own units outside [0, 1] (an array passed to

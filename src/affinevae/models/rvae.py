@@ -291,9 +291,7 @@ class RVAEConfig(ModelConfig):
         check(self.content_targets != "embedding" or self.content_anchor == 0 or self.latent_dim <= EMBEDDING_MAX_DIM,
               f"content_targets 'embedding' embeds in 1 to {EMBEDDING_MAX_DIM} dimensions (t-SNE), but latent_dim is "
               f"{self.latent_dim}: give content_targets=components")
-        check(isinstance(self.group_channels, tuple) and len(self.group_channels) >= 1
-              and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in self.group_channels),
-              f"group_channels must be one or more positive integers, got {self.group_channels!r}")
+        check_counts("group_channels", self.group_channels, at_least=1)
         check_choice("rotation_sampler", self.rotation_sampler, list(SAMPLERS))
         check_choice("group_content", self.group_content, list(CONTENT_SOURCES))
         check_choice("group_downsample", self.group_downsample, list(DOWNSAMPLING))

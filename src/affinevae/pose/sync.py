@@ -67,7 +67,7 @@ from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
 from .classes import AlignedClusters, aligned_embedding, checked_images, checked_turns, turned_components
 
-__all__ = ["FULL_CIRCLE_SHARE", "ISOTROPIC_RATIO", "ORIENTED_EFFECT", "OrientationSpread", "mean_isotropy", "neighbour_turns", "SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "orientation_spread",
+__all__ = ["FULL_CIRCLE_SHARE", "ISOTROPIC_RATIO", "ORIENTED_EFFECT", "OrientationSpread", "mean_isotropy", "neighbour_turns", "SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "orientation_spread", "orientation_unmeasured",
            "synchronise_angles", "synchronised_kmeans"]
 
 # Rows of the (rows, M, pool) distance block computed at once (memory: rows * M * pool floats).
@@ -464,6 +464,20 @@ class OrientationSpread:
                 f"{math.degrees(FAR_TURN):.0f} degrees")
 
 
+def orientation_unmeasured(x) -> Optional[str]:
+    """Why :func:`orientation_spread` cannot measure the orientations of the images ``x`` (N, C, H, W)
+    (not square; fewer than :data:`ORIENTATION_MIN_IMAGES`: too few pairs to tell), said where the angle
+    prior is kept; None when it can."""
+    n, (h, w) = len(x), tuple(np.shape(x)[-2:])
+    if h != w:
+        return (f"{h}x{w} images: the orientations are measured, and the full circle's equivariant encoder works, on "
+                "square images only; crop or pad them square for objects turned over the full circle")
+    if n < ORIENTATION_MIN_IMAGES:
+        return (f"{n} images are too few to measure the orientations ({ORIENTATION_MIN_IMAGES} needed): give "
+                "rotation_mode=full for objects turned over the full circle")
+    return None
+
+
 def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Optional[OrientationSpread]:
     """Whether the objects of ``x`` have a preferred orientation or are turned over the full circle.
 
@@ -492,7 +506,7 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
 
     Returns:
         :class:`OrientationSpread`, or None when the images are not square or fewer than
-        :data:`ORIENTATION_MIN_IMAGES` (too few pairs to tell).
+        :data:`ORIENTATION_MIN_IMAGES` (too few pairs to tell; :func:`orientation_unmeasured` says which).
     """
     import torch.nn.functional as F
 
@@ -503,7 +517,7 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
         x = x[:, None]
     if x.ndim != 4:
         raise AffineVAEError(f"orientation_spread: images must be (N, C, H, W) or (N, H, W), got shape {tuple(x.shape)}")
-    if x.shape[-1] != x.shape[-2] or len(x) < ORIENTATION_MIN_IMAGES:
+    if orientation_unmeasured(x) is not None:
         return None
     if len(x) > sample:
         x = x[torch.as_tensor(np.sort(np.random.default_rng([seed, 2]).choice(len(x), sample, replace=False)))]
