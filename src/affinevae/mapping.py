@@ -378,9 +378,10 @@ def symmetry_scores(patches: np.ndarray, orders: Sequence[int] = SYMMETRY_ORDERS
     return SymmetryScores(order=order, score=score, contrast=contrast, harmonic_power=white)
 
 
-def small_window_note(ps, give: str) -> Optional[str]:
+def small_window_note(ps, give: str, wider: str = "") -> Optional[str]:
     """Why a symmetry estimate on the patch set ``ps`` (:class:`~affinevae.data.patches.PatchSet`) is not to
-    be trusted, ending in ``give`` (how to give the symmetry), or None: its windows reach less than 3/4 of
+    be trusted, saying ``give`` (how to give the symmetry) and the window that would show it, followed by
+    ``wider`` formatted with ``wide`` (that window, pixels), or None: its windows reach less than 3/4 of
     the objects' spacing (:func:`~affinevae.data.objects.neighbour_spacing`, pixels) from each centre, so
     the estimate sees single objects, and those objects lie as a lattice's atoms do
     (:func:`~affinevae.data.patches.scattered_objects`; for scattered objects, particles or galaxies, each
@@ -395,7 +396,7 @@ def small_window_note(ps, give: str) -> Optional[str]:
     wide = 2 * math.ceil(round(spacing, 1)) + 4  # reaches the neighbours one spacing away (8.003 px: 8)
     return (f"the {ps.window}-pixel windows reach {reach} px from each centre but the objects are {spacing:.1f} px "
             f"apart (their first neighbours' median distance), so the estimate sees single objects, not their "
-            f"arrangement: {give}; windows of {wide} px would show it")
+            f"arrangement: {give}; windows of {wide} px would show it{wider.format(wide=wide)}")
 
 
 def estimate_symmetry(patches: np.ndarray, centred: bool = True, **options) -> int:

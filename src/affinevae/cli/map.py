@@ -282,12 +282,9 @@ def symmetry_hint(ps) -> Optional[str]:
     ``ps``, naming ``--symmetry``; None when the windows show the objects' arrangement."""
     from ..mapping import small_window_note
 
-    note = small_window_note(ps, "give --symmetry (e.g. 2, 4 or 6)")
-    if note is None:
-        return None
-    wide = note.split("windows of ", 1)[1].split(" px", 1)[0]
-    return (f"affinevae: {note} (a model trained on patches cut with --window {wide}, or "
-            "affinevae.mapping.estimate_symmetry on such patches in Python)\n")
+    note = small_window_note(ps, "give --symmetry (e.g. 2, 4 or 6)", " (a model trained on patches cut with "
+                             "--window {wide}, or affinevae.mapping.estimate_symmetry on such patches in Python)")
+    return None if note is None else f"affinevae: {note}\n"
 
 
 def parse_symmetry(text: Optional[str]) -> Optional[int]:

@@ -35,6 +35,7 @@ import dataclasses
 import glob as _glob
 import re
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -1122,8 +1123,8 @@ def _parse_label_text(p: Path, spec: str, expected: Optional[int] = None) -> tup
         raise cannot_read(spec, "labels", e) from None
     lines = re.split(r"\r\n|\n|\r", text)  # not splitlines: a form feed or a vertical tab is white space here
     commented = any("#" in ln for ln in lines)
-    entries = [(i, ln.split("#", 1)[0].strip()) for i, ln in enumerate(lines, 1)
-               if ln.split("#", 1)[0].strip() or not commented]  # with comments, empty lines are layout
+    entries = [(i, text) for i, text in enumerate((ln.split("#", 1)[0].strip() for ln in lines), 1)
+               if text or not commented]  # with comments, empty lines are layout
     filled = [k for k, (_, line) in enumerate(entries) if line]
     kept = entries[filled[0]:filled[-1] + 1] if filled else []  # empty lines before and after: none
     if len(kept) > 1 and all(line for _, line in kept) and not re.search(r"[,; \t\f\v]", "\x00".join(
@@ -1194,8 +1195,8 @@ def _named_labels(rows: list, rest: set, spec: str, expected: Optional[int] = No
         if expected is not None:
             header = len(_label_tokens(after, spec)) == expected and len(_label_tokens(rows, spec)) != expected
         else:
-            seen = [t for _, toks in rows[1:] for t in toks if t != "-1"]
-            header = first[0] not in rest and all(seen.count(t) > 1 for t in set(seen))
+            seen = Counter(t for _, toks in rows[1:] for t in toks if t != "-1")
+            header = first[0] not in rest and all(count > 1 for count in seen.values())
             if header:
                 warnings.warn(f"{spec}: its first line {first[0]!r} is read as a header (no other line repeats it); "
                               "if it is a label, put a header line such as 'label' before it", stacklevel=4)

@@ -371,14 +371,15 @@ def calibration_differs(recorded: Optional[dict], found: Optional[dict]) -> bool
 
     if not recorded or not found:
         return False
-    (a, unit_a), (b, unit_b) = (in_base_unit(float(c["sample_size"]), c["sample_unit"]) for c in (recorded, found))
-    if unit_a != unit_b:
-        return True
-    recorded_offset = in_base_unit(float(recorded["sample_offset"]), recorded["sample_unit"])[0]
-    found_offset = in_base_unit(float(found["sample_offset"]), found["sample_unit"])[0]
-    if abs(a - b) > PIXEL_SIZE_TOLERANCE * max(abs(a), abs(b)):
-        return True
-    return abs(recorded_offset - found_offset) > OFFSET_TOLERANCE_SAMPLES * max(abs(a), abs(b))
+
+    def in_base(c: dict) -> tuple[float, float, str]:  # (sample size, first sample, unit) without an SI prefix
+        size, unit = in_base_unit(float(c["sample_size"]), c["sample_unit"])
+        return size, in_base_unit(float(c["sample_offset"]), c["sample_unit"])[0], unit
+
+    (a, offset_a, unit_a), (b, offset_b, unit_b) = in_base(recorded), in_base(found)
+    step = max(abs(a), abs(b))
+    return unit_a != unit_b or abs(a - b) > PIXEL_SIZE_TOLERANCE * step or abs(offset_a - offset_b) > \
+        OFFSET_TOLERANCE_SAMPLES * step
 
 
 #: SI prefixes :func:`in_base_unit` reads before a signal axis's unit (u for µ too).
