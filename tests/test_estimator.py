@@ -346,8 +346,9 @@ def test_unsigned_integer_images_are_divided_as_train_divides_them(digits):
 
     x, _ = digits  # float32 in [0, 1], 255ths
     raw12 = np.round(x[:100] * 4095).astype(np.uint16)
-    with pytest.warns(UserWarning, match="uint16 values use 12 of 16 bits .largest 4095.: divided by 4095"):
+    with pytest.warns(UserWarning, match="uint16 values use 12 of 16 bits .largest 4095.: divided by 4095") as said:
         est = Estimator("rvae", latent_dim=2, epochs=1, likelihood="gaussian", hidden=(32,)).fit(raw12)
+    assert {w.filename for w in said if "12 of 16 bits" in str(w.message)} == {__file__}  # the caller's line
     assert est.pixel_divisor_ == 4095.0 and np.isfinite(est.history_[-1]["train_loss"])
     scaled = Estimator("rvae", latent_dim=2, epochs=1, likelihood="gaussian", hidden=(32,)).fit(
         (raw12 / 4095).astype(np.float32))

@@ -416,7 +416,7 @@ class _MLflowSink(Sink):
                 else:
                     warnings.warn(f"MLflow: this run logged to {saved.get('tracking_uri')} (run {saved.get('run_id')}), "
                                   f"which {'holds no such run' if same else 'is not'} {uri}: the resumed epochs go to a "
-                                  "new MLflow run there", UserWarning, stacklevel=2)
+                                  "new MLflow run there", UserWarning, stacklevel=user_stacklevel())
             if self.run_id is None:
                 exp = self.client.get_experiment_by_name(experiment)
                 exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)

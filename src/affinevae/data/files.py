@@ -41,7 +41,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..errors import AffineVAEError
+from ..errors import AffineVAEError, user_stacklevel
 from ..limits import check_array, check_hdf5_dataset, check_npy_header
 from .formats import (AUX_KEYS, DEFAULT_KEYS, FITS_EXTS, FOLDER_EXTS, HDF5_EXTS, HDF5_SPEC, META_KEYS, META_STRINGS, MRC_EXTS,
                       NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PATCH_SET_KIND, PIL_EXTS, RSCIIO_EXTS, SUPPORTED, TIFF_EXTS, cannot_read,
@@ -1199,7 +1199,7 @@ def _named_labels(rows: list, rest: set, spec: str, expected: Optional[int] = No
             header = first[0] not in rest and all(count > 1 for count in seen.values())
             if header:
                 warnings.warn(f"{spec}: its first line {first[0]!r} is read as a header (no other line repeats it); "
-                              "if it is a label, put a header line such as 'label' before it", stacklevel=4)
+                              "if it is a label, put a header line such as 'label' before it", stacklevel=user_stacklevel())
         if header:
             rows = after
     tokens = _label_tokens(rows, spec)

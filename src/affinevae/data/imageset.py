@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import AffineVAEError
+from ..errors import AffineVAEError, user_stacklevel
 
 
 def summary_repr(obj: Any) -> str:
@@ -216,7 +216,7 @@ def unsigned_divisor(dtype, largest: int, source: str) -> float:
         bits = max(8, int(largest).bit_length())
         divisor = 2 ** bits - 1
         warnings.warn(f"{source}: {dt} values use {bits} of {dt.itemsize * 8} bits (largest {int(largest)}): divided "
-                      f"by {divisor} ({bits}-bit data), not {full}, so that they span [0, 1]", stacklevel=3)
+                      f"by {divisor} ({bits}-bit data), not {full}, so that they span [0, 1]", stacklevel=user_stacklevel())
         return float(divisor)
     return float(full)
 
