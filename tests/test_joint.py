@@ -1,5 +1,6 @@
 """Joint (jvae, jrvae) and semi-supervised (ssvae, ssrvae, ssregvae, ssregrvae) invariant VAEs."""
 
+import argparse
 import math
 import warnings
 import re
@@ -672,3 +673,40 @@ def test_labels_by_name_train_encode_and_map_to_the_run_s_numbering(tmp_path, ca
     assert main(["encode", str(tmp_path / "numbered"), "--data", str(tmp_path / "d.npy"), "--labels",
                  str(tmp_path / "wt.csv"), "--out", str(tmp_path / "n.npz")]) == 2
     assert "was trained on numbered classes: give their numbers" in capsys.readouterr().err
+
+
+def test_class_names_reach_the_plots_and_survive_a_resume_with_numbers(tmp_path, capsys):
+    """Labels given by name: the latent scatter's legend and the panels' titles show the names (they showed
+    the numbers), a later labels file's names are the run's after its renumbering, and `train --resume` with
+    the same labels as a numbered .npy keeps the run's class_names (it dropped them)."""
+    from affinevae.cli.common import labels_by_run_names
+    from affinevae.runs import Run
+
+    images = av.data.load_mnist("train", n=40).images
+    np.save(tmp_path / "d.npy", images)
+    names = np.where(np.arange(40) % 2, "wt", "mutant").astype(object)
+    names[10:] = "-1"
+    (tmp_path / "names.csv").write_text("\n".join(names) + "\n")
+    tiny = ["--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--latent-dim", "2", "--encoder", "mlp", "--hidden",
+            "16", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(["train", *tiny, "--labels", str(tmp_path / "names.csv"), "--epochs", "1"]) == 0
+    run = Run(tmp_path / "run")
+    assert run.class_names == ["mutant", "wt"]
+    data = av.data.load_images(str(tmp_path / "d.npy"))
+    (tmp_path / "wt.csv").write_text("\n".join(["wt"] * 40) + "\n")  # alone: wt would be class 0, named 'wt'
+    data = av.data.files.set_labels(data, *av.data.files.read_labels(str(tmp_path / "wt.csv"), 40, "d",
+                                                                      with_names=True))
+    data = labels_by_run_names(argparse.Namespace(labels=str(tmp_path / "wt.csv")), run, data)
+    assert set(data.labels.tolist()) == {1} and data.class_names == ["mutant", "wt"]
+    codes = av.analysis.latent_codes(run.model(), data)
+    fig = av.analysis.plot_latent_scatter(codes, ["class"])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["wt"]
+    man = av.analysis.latent_manifold(run.model(), d=3, classes=[0, 1])
+    fig = av.analysis.plot_manifold(man, class_names=run.class_names)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["mutant (class 0)", "wt (class 1)"]
+    assert av.analysis.common.class_title(3, ["0", "1", "2", "3"]) == "class 3"  # digits named by their numbers
+    np.save(tmp_path / "num.npy", np.where(np.arange(40) < 10, np.arange(40) % 2, -1))  # the same labels, numbered
+    capsys.readouterr()
+    assert main(["train", *tiny, "--labels", str(tmp_path / "num.npy"), "--epochs", "2", "--resume"]) == 0
+    assert "names the classes" not in capsys.readouterr().out
+    assert Run(tmp_path / "run").epochs_done == 2 and Run(tmp_path / "run").class_names == ["mutant", "wt"]

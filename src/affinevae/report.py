@@ -232,7 +232,7 @@ def _rotation_figure(rep: "HtmlReport", A, run: Run) -> None:
     """The rotation histograms of a pose-optimised run: encoded orientations when the training
     images' own rotations are known, else the found angles."""
     h = A.rotation_histograms(run, true_angle=run.training_angles())
-    rep.figure(A.plot_rotation_histograms(h), "orientation at which each training image is encoded (its own rotation "
+    rep.figure(A.plot_rotation_histograms(h, class_names=run.class_names), "orientation at which each training image is encoded (its own rotation "
                "minus the found pose), per class and epoch" if h.encoded else
                "found angles of the training images, per class and epoch (the training data's own rotations are "
                "unknown, so the encoded orientation cannot be shown)")
@@ -477,7 +477,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
         if model.conditional:
             classes = sorted(set(int(c) for c in ds.labels))[:4] if ds.labels is not None else [0, 1, 2]
         m = A.latent_manifold(model, d=12 if not model.conditional else 8, classes=classes)
-        rep.figure(A.plot_manifold(m), "images decoded on a grid over the first two latent dims (others 0)"
+        rep.figure(A.plot_manifold(m, class_names=run.class_names), "images decoded on a grid over the first two latent dims (others 0)"
                    + ("; canonical pose" if A.has_learned_angle(model) else ""))
 
     attempt("Latent manifold", do_manifold)

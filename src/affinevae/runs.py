@@ -361,6 +361,13 @@ class Run:
         return int(self.train_config.get("seed", 0))
 
     @property
+    def class_names(self) -> Optional[list[str]]:
+        """The K names of the classes when the training labels named them (class k is the k-th, in sorted
+        order), else None."""
+        names = self.meta.get("class_names")
+        return None if not names else [str(v) for v in names]
+
+    @property
     def binarize(self) -> Optional[float]:
         """The ``--binarize`` threshold training used, or None."""
         value = self.meta.get("binarize")

@@ -20,7 +20,8 @@ from ..nn.modes import module_mode
 from ..plots import new_figure, show_images, styled
 
 __all__ = ["as_imageset", "in_eval_mode", "take", "labels_for", "check_indices", "pick_indices", "rendered_classes", "model_classes", "one_or_more",
-           "to_numpy", "has_learned_angle", "model_label", "encode", "wrap_angles", "image_strips", "styled"]
+           "to_numpy", "has_learned_angle", "model_label", "encode", "wrap_angles", "image_strips", "styled", "class_name",
+           "class_title"]
 
 
 def as_imageset(data, labels=None) -> ImageSet:
@@ -104,6 +105,21 @@ def model_classes(model, classes: Optional[Sequence[int]], what: str) -> Optiona
     if bad:
         raise AffineVAEError(f"class {bad[0]} is out of range [0, {k - 1}]")
     return out
+
+
+def class_name(c: int, names: Optional[Sequence[str]] = None) -> str:
+    """Class ``c`` (an int in 0..K-1) as a plot shows it: its name when the labels named the classes
+    (``names``: the K names of :attr:`~affinevae.data.ImageSet.class_names` or a run's ``class_names``,
+    numbered in sorted order), else its number."""
+    c = int(c)
+    return str(names[c]) if names is not None and 0 <= c < len(names) else str(c)
+
+
+def class_title(c: int, names: Optional[Sequence[str]] = None) -> str:
+    """A panel's title for class ``c``: ``"class 3"``, or ``"wt (class 0)"`` when ``names`` name it otherwise
+    than its number."""
+    name = class_name(c, names)
+    return f"class {int(c)}" if name == str(int(c)) else f"{name} (class {int(c)})"
 
 
 def one_or_more(items, cls: type, where: str) -> list:

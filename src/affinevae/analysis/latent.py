@@ -21,8 +21,8 @@ from ..limits import MANIFOLD_GRID_SIDE
 from ..nn.affine import Pose, check_angle
 from ..plots import ANGLE_CMAP, ANGLE_DIVERGING_CMAP, CLASS_CMAP, angle_colorbar, new_figure, show_images
 from ..registry import Registry
-from .common import (as_imageset, in_eval_mode, check_indices, encode, labels_for, model_classes, model_label, one_or_more,
-                     styled, take, to_numpy, wrap_angles)
+from .common import (as_imageset, in_eval_mode, check_indices, class_name, class_title, encode, labels_for, model_classes,
+                     model_label, one_or_more, styled, take, to_numpy, wrap_angles)
 
 __all__ = ["LatentCodes", "latent_codes", "embed_2d", "EMBEDDINGS", "angle_color_scale", "plot_latent_scatter", "COLOR_BY",
            "UMAP_INSTALL", "LatentStats", "latent_stats", "latent_stats_from_codes", "plot_latent_stats",
@@ -49,6 +49,8 @@ class LatentCodes:
         learned_angle: (N,) rotation found/inferred by the model, radians, or None.
         model: display name of the model.
         inferred_class: (N,) class inferred by a joint or semi-supervised model, or None.
+        class_names: the K names of the classes ``labels`` number (labels given by name), or None:
+            the legend shows them.
     """
 
     z_mean: np.ndarray
@@ -60,6 +62,7 @@ class LatentCodes:
     learned_angle: Optional[np.ndarray]
     model: str = ""
     inferred_class: Optional[np.ndarray] = None
+    class_names: Optional[list] = None
 
     def available(self) -> list[str]:
         """The colourings this data supports, from :data:`COLOR_BY`."""
@@ -151,7 +154,8 @@ def latent_codes(model, data, n: Optional[int] = None, method: str = "auto", dim
     emb, used, axis = embed_2d(enc["z_mean"], method, seed, dims)
     return LatentCodes(z_mean=enc["z_mean"], embedding=emb, method=used, axis_labels=axis,
                        labels=data.labels, true_angle=None if data.angle is None else np.asarray(data.angle, np.float64),
-                       learned_angle=enc.get("angle"), model=model_label(model), inferred_class=enc.get("class"))
+                       learned_angle=enc.get("angle"), model=model_label(model), inferred_class=enc.get("class"),
+                       class_names=None if data.class_names is None else [str(v) for v in data.class_names])
 
 
 def angle_color_scale(degrees: np.ndarray) -> tuple[str, float]:
@@ -180,6 +184,7 @@ def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
     x, y = codes.embedding[:, 0], codes.embedding[:, 1]
     if color_by in ("class", "inferred_class"):
         labels = codes.labels if color_by == "class" else codes.inferred_class
+        names = codes.class_names if color_by == "class" else None  # (a joint model's classes have none)
         if labels is None:
             raise AffineVAEError("colouring by class needs labelled data" if color_by == "class"
                                  else "colouring by inferred class needs a joint or semi-supervised model")
@@ -191,7 +196,7 @@ def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
         for c in sorted(classes, key=lambda c: (c >= 0, c)):
             sel = labels == c
             ax.scatter(x[sel], y[sel], s=size, color=cmap(int(c) % 10) if c >= 0 else UNKNOWN_COLOR,
-                       label=str(int(c)) if c >= 0 else "unknown", alpha=0.8, linewidths=0)
+                       label=class_name(c, names) if c >= 0 else "unknown", alpha=0.8, linewidths=0)
         ax.legend(title="class" if color_by == "class" else "inferred", loc="center left", bbox_to_anchor=(1.0, 0.5),
                   markerscale=max(1.0, 12 / size), frameon=False, handletextpad=0.2, borderaxespad=0.3,
                   ncol=1 if len(classes) <= 12 else 2)
@@ -435,8 +440,10 @@ def latent_manifold(model, d: int = 12, bounds: tuple[float, float] = (-2.5, 2.5
 
 
 @styled
-def plot_manifold(m: Manifold, title: Optional[str] = None, max_cols: int = 5):
-    """The decoded grid(s) with the latent values on the axes (one panel per class)."""
+def plot_manifold(m: Manifold, title: Optional[str] = None, max_cols: int = 5,
+                  class_names: Optional[Sequence[str]] = None):
+    """The decoded grid(s) with the latent values on the axes (one panel per class; ``class_names``:
+    the K names of the classes when the labels named them, shown in the panels' titles)."""
     p = len(m.images)
     ncols = min(p, max_cols)
     nrows = int(math.ceil(p / ncols))
@@ -453,7 +460,7 @@ def plot_manifold(m: Manifold, title: Optional[str] = None, max_cols: int = 5):
         ax.set_xlabel(f"z[{m.dims[0]}]")
         ax.set_ylabel(f"z[{m.dims[1]}]")
         if m.classes is not None:
-            ax.set_title(f"class {m.classes[k]}")
+            ax.set_title(class_title(m.classes[k], class_names))
     pose = f" at {math.degrees(m.angle):.0f} degrees" if m.angle else ""
     fig.suptitle(title or f"{m.model}: {m.d} x {m.d} latent manifold{pose}")
     return fig

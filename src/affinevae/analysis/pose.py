@@ -21,7 +21,8 @@ from ..limits import ANGLE_HISTOGRAM_BINS
 from ..nn.signal import is_signal_shape
 from ..plots import CLASS_CMAP, new_figure
 from ..runs import PoseRecord, Run, load_pose_record
-from .common import as_imageset, encode, has_learned_angle, model_label, one_or_more, styled, take, wrap_angles
+from .common import (as_imageset, class_title, encode, has_learned_angle, model_label, one_or_more, styled, take,
+                     wrap_angles)
 
 __all__ = ["learned_angles", "AngleComparison", "angle_comparison", "plot_angle_comparison", "loss_vs_rotation",
            "plot_loss_vs_rotation", "RotationHistograms", "rotation_histograms", "plot_rotation_histograms"]
@@ -241,11 +242,13 @@ def rotation_histograms(record, bins: int = 36, true_angle=None) -> RotationHist
 
 @styled
 def plot_rotation_histograms(h: RotationHistograms, classes: Optional[Sequence[int]] = None,
-                             title: Optional[str] = None, max_cols: int = 5):
+                             title: Optional[str] = None, max_cols: int = 5,
+                             class_names: Optional[Sequence[str]] = None):
     """Per class, the distribution of found angles (or encoded orientations) at each epoch (stacked, later epochs higher).
 
     The angle axis is in degrees, -180 to 180 (the bins ``h.edges_deg``; the record itself holds
-    radians). ``classes``: which classes to show (default every class with images).
+    radians). ``classes``: which classes to show (default every class with images); ``class_names``:
+    the K names of the classes when the labels named them (a run's ``class_names``), shown in the titles.
     """
     frac = h.fractions()
     present = [int(c) for c in h.classes if h.counts[:, c].sum() > 0]
@@ -279,7 +282,7 @@ def plot_rotation_histograms(h: RotationHistograms, classes: Optional[Sequence[i
         ax.set_xlim(-180, 180)
         ax.set_xticks([-180, -90, 0, 90, 180])
         ax.set_xlabel("encoded orientation (degrees)" if h.encoded else "found angle (degrees)")
-        ax.set_title(f"class {c}")
+        ax.set_title(class_title(c, class_names))
         ax.set_yticks(np.arange(E))
         ax.set_yticklabels([str(int(v)) for v in h.epochs])
         if k % ncols == 0:

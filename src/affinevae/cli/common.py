@@ -209,8 +209,8 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
 def labels_by_run_names(args: argparse.Namespace, run, data: ImageSet) -> ImageSet:
     """``data`` with the labels of ``args.labels``, when that file names its classes, numbered as the run
     numbered its own (``class_names`` of its record; a file's own sorted numbering may differ: a test
-    file without one of the classes). A name the run does not know, or names for a run trained on
-    numbered classes, is one line."""
+    file without one of the classes), the run's names as its ``class_names``. A name the run does not
+    know, or names for a run trained on numbered classes, is one line."""
     names = data.meta.get("label_names")
     if names is None or data.labels is None:
         return data
@@ -223,8 +223,7 @@ def labels_by_run_names(args: argparse.Namespace, run, data: ImageSet) -> ImageS
     if stray:
         raise AffineVAEError(f"{path}: class {stray[0]!r} is not one of the run's ({', '.join(known[:12])})")
     lookup = np.asarray([known.index(name) for name in names], dtype=np.int64)
-    data.labels = np.where(data.labels >= 0, lookup[np.clip(data.labels, 0, None)], -1)
-    return data
+    return set_labels(data, np.where(data.labels >= 0, lookup[np.clip(data.labels, 0, None)], -1), known)
 
 
 def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binarize: bool, announce: bool) -> ImageSet:

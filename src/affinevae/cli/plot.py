@@ -285,7 +285,7 @@ def _manifold(c: PlotContext):
     a = c.args
     m = A.latent_manifold(c.model, d=a.d, bounds=_floats(a.bounds, "bounds", 2), dims=_ints(a.dims, "dims", 2) or (0, 1),
                           angle=math.radians(a.angle), classes=_ints(a.classes, "classes"))
-    return A.plot_manifold(m, a.title)
+    return A.plot_manifold(m, a.title, class_names=c.run.class_names)
 
 
 @plot_kind("interpolation", "morph image i into j through the latent space (--pair i,j --steps)", compares=True)
@@ -339,7 +339,8 @@ def _loss_vs_rotation(c: PlotContext):
 def _rotation_histograms(c: PlotContext):
     A = _analysis()
     h = A.rotation_histograms(c.run, bins=c.args.bins, true_angle=c.run.training_angles())
-    return A.plot_rotation_histograms(h, classes=_ints(c.args.classes, "classes"), title=c.args.title)
+    return A.plot_rotation_histograms(h, classes=_ints(c.args.classes, "classes"), title=c.args.title,
+                                      class_names=c.run.class_names)
 
 
 @plot_kind("anomaly", "-ELBO histogram and the most / least typical images (--show K)")

@@ -298,9 +298,11 @@ class Train:
                 "stretch": args.stretch, "fill_nan": bool(args.fill_nan) or None,
                 "signal_calibration": signal_calibration(data.meta)}  # spectra: their axis's sample size, offset, unit
         names = data.meta.get("label_names") if args.labels else None
+        if names is None and args.labels and args.resume and Run(args.out).has_training:
+            names = Run(args.out).class_names  # the same labels as numbers (the data's fingerprint holds them)
         if names is not None:  # labels by name: their numbering, for encode and the commands' other labels files
             meta["class_names"] = names
-            if rank == 0:
+            if rank == 0 and data.meta.get("label_names") is not None:
                 shown = ", ".join(f"{name}={k}" for k, name in enumerate(names[:12])) + (", ..." if len(names) > 12 else "")
                 pending.append(f"affinevae: {args.labels} names the classes: {shown} (sorted; encode writes "
                                "class_names)")
