@@ -1197,3 +1197,15 @@ def test_data_objects_show_a_summary_not_their_arrays():
     for cls in (PatchSet, ObjectEncoding):  # the same summary (its own __repr__, not the dataclass's)
         assert cls.__repr__ is not object.__repr__ and "summary_repr" in cls.__repr__.__code__.co_names
     assert summary_repr(data) == text
+
+
+def test_data_layer_warnings_name_the_caller_s_line(tmp_path):
+    """The data layer's warnings point at the user's call (errors.user_stacklevel), however deep the loaders go:
+    fixed stacklevels named library lines (imageset.py, files.py) for some entry points."""
+    np.save(tmp_path / "const.npy", np.full((5, 8, 8), 3.0, np.float32))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        av.data.load_images(str(tmp_path / "const.npy"))
+        av.data.load_dataset(str(tmp_path / "const.npy"))
+    hits = [w for w in said if "hold no contrast" in str(w.message)]
+    assert len(hits) == 2 and {w.filename for w in hits} == {__file__}

@@ -37,7 +37,7 @@ from .analysis.quality import learning_warnings
 from .data.files import MISSING_LABEL_TEXTS
 from .data.imageset import ImageSet, unsigned_divisor
 from .config import unknown_option_message
-from .errors import AffineVAEError
+from .errors import AffineVAEError, user_stacklevel
 from .evaluation import encode_dataset
 from .models.base import build_model
 from .models.semisupervised import target_prior_options
@@ -552,7 +552,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         self.history_ = result.history
         self.pixel_divisor_ = divisor
         for line in learning_warnings(self.model_, x, seed=self.seed, python=True):  # as `train` says: the model learned nothing
-            warnings.warn(f"Estimator: {line}", stacklevel=3)
+            warnings.warn(f"Estimator: {line}", stacklevel=user_stacklevel())
         probe_codes = encode_dataset(self.model_, x[:1], labels[:1] if self.model_.conditional else None, elbo=False,
                                      seed=self.seed)
         self.pose_columns_ = self._pose_names(probe_codes)

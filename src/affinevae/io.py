@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover
     SafetensorsError = Exception
 from safetensors.torch import load_file, save_file
 
-from .errors import AffineVAEError
+from .errors import AffineVAEError, user_stacklevel
 
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
@@ -375,7 +375,7 @@ class TargetStore:
                 return None
             return load_tensors(self.path, "training targets")
         except AffineVAEError as exc:
-            warnings.warn(f"{exc}; they are derived again from the training images", UserWarning, stacklevel=2)
+            warnings.warn(f"{exc}; they are derived again from the training images", UserWarning, stacklevel=user_stacklevel())
             return None
 
     def save(self, key: dict, tensors: dict[str, torch.Tensor]) -> None:

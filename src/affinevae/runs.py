@@ -29,7 +29,7 @@ import torch
 from . import models  # noqa: F401  (registers the model families that load() builds)
 from .data.inputs import check_int
 from .devices import resolve_device
-from .errors import AffineVAEError
+from .errors import AffineVAEError, user_stacklevel
 from .io import (CONFIG_DIGEST_KEY, MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, atomic_write, config_digest, load_tensors, read_json,
                  tensor_header)
 from .pose.record import POSES_FILE, PoseRecord, load_pose_record
@@ -196,7 +196,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
                 raise ValueError("not a JSON object")
         except ValueError:
             if j == len(numbered) - 1:
-                warnings.warn(f"{path}: ignored a broken last line ({i + 1}; a write cut short)", stacklevel=2)
+                warnings.warn(f"{path}: ignored a broken last line ({i + 1}; a write cut short)", stacklevel=user_stacklevel())
                 break
             raise AffineVAEError(f"{path}: corrupt line {i + 1}") from None
         epoch = record.get("epoch", 1)
@@ -491,19 +491,19 @@ class Run:
             warnings.warn(f"{where}: its signal axis is {describe_calibration(found)}, but that of the run's training "
                           f"signals ({self.meta.get('data')}) is {describe_calibration(self.signal_calibration)}: the model "
                           "reads each sample as theirs, so its shifts and maps are off; resample the signals onto "
-                          "the run's axis", stacklevel=3)
+                          "the run's axis", stacklevel=user_stacklevel())
 
         trained, kind = self.meta.get("data_kind"), data.meta.get("kind")
         if trained == PATCH_SET_KIND and kind != PATCH_SET_KIND and data.meta.get("pixel_scaling") is not None:
             warnings.warn(f"{where} is not a patch set, but the run was trained on patches cut from frames "
                           f"({self.meta.get('data')}): these images are scaled on their own range, not as the "
                           "patches were; cut them with `affinevae patches`, or map whole frames with "
-                          "`affinevae map`", stacklevel=3)
+                          "`affinevae map`", stacklevel=user_stacklevel())
         elif kind == PATCH_SET_KIND and trained != PATCH_SET_KIND and self.pixel_scaling is not None:
             warnings.warn(f"{where} is a patch set (its patches scaled frame by frame as `patches` cut them), but "
                           f"the run was trained on {self.meta.get('data')}, whose pixels were scaled as "
                           f"{self.pixel_scaling}: the model reads them in other units; train on patches to "
-                          "encode patches", stacklevel=3)
+                          "encode patches", stacklevel=user_stacklevel())
 
     @property
     def pixel_scaling(self):

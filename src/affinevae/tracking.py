@@ -676,7 +676,7 @@ class Tracker:
             except Exception as exc:  # noqa: BLE001 - any logger failure: the training is what matters
                 self.sinks.remove(s)
                 warnings.warn(f"logger '{s.name}' failed at {when} ({_first_line(exc)}); training goes on without it",
-                              stacklevel=3)
+                              stacklevel=user_stacklevel())
                 with contextlib.suppress(Exception):
                     s.close(failed=True)
 
@@ -689,7 +689,7 @@ class Tracker:
                 s.close(failed=failed)
             except Exception as exc:  # noqa: BLE001
                 if not failed:  # after an exception in training, that exception is the one to see
-                    warnings.warn(f"logger '{s.name}' failed to close ({_first_line(exc)})", stacklevel=2)
+                    warnings.warn(f"logger '{s.name}' failed to close ({_first_line(exc)})", stacklevel=user_stacklevel())
 
     def __enter__(self) -> "Tracker":
         return self

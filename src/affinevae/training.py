@@ -41,7 +41,7 @@ from .config import Config, as_config, check, check_choice, check_positive, chec
 from .data.imageset import RAW_UNITS, ImageSet
 from .data.inputs import as_images, check_image_size
 from .devices import DEVICE_CHOICES, resolve_device  # noqa: F401  (training.resolve_device, as before)
-from .errors import AffineVAEError
+from .errors import AffineVAEError, user_stacklevel
 from .io import FIT_TARGETS, TargetStore, atomic_write, load_tensors, save_model, save_tensors, write_json
 from .limits import check_allocation, format_size
 from .models.base import LatentModel
@@ -264,7 +264,7 @@ def warn_targets_off_prior(y: Tensor, center: Tensor, scale: Tensor) -> None:
             warnings.warn(f"fit: the known targets (mean {mean:.4g}, sd {sd:.4g}) lie far from the model's prior "
                           f"N({c:g}, {s:g}^2): build it with target_center=({mean:.4g},), target_scale=("
                           f"{sd if sd > 0 else 1.0:.4g},) (affinevae.models.semisupervised.target_prior_options(targets))",
-                          UserWarning, stacklevel=3)
+                          UserWarning, stacklevel=user_stacklevel())
             return
 
 
@@ -603,7 +603,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
         elif kind == "u" and hi > 1.0 and rank == 0:
             warnings.warn(f"fit: the training images are unsigned integers (up to {hi:g}) used as they are; "
                           "files of them are read divided by their type's maximum (255 for uint8), so divide the "
-                          "array likewise for a model that reads them alike", UserWarning, stacklevel=2)
+                          "array likewise for a model that reads them alike", UserWarning, stacklevel=user_stacklevel())
     if getattr(model, "semi_supervised", False) and y is not None and len(y) and (
             bool(torch.isnan(y).all()) if y.is_floating_point() else bool((y < 0).all())):
         raise AffineVAEError(f"model '{model.family}' is semi-supervised, but no training image has a known "
@@ -657,7 +657,7 @@ def fit(model: LatentModel, data: ImageSet | Tensor | tuple, config: Optional[Tr
 
                     lattice = lattice_patches(getattr(data, "meta", None) or {})  # one grain's atoms share an angle
                     for line in learning_warnings(model, x.cpu().numpy(), seed=cfg.seed, lattice=lattice, python=True):
-                        warnings.warn(f"fit: {line}", UserWarning, stacklevel=2)
+                        warnings.warn(f"fit: {line}", UserWarning, stacklevel=user_stacklevel())
             return result
         except BaseException:
             if fresh and run.path.is_dir() and not run.has_training:

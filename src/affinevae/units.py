@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import AffineVAEError
+from .errors import AffineVAEError, user_stacklevel
 
 __all__ = ["UNITS", "ANGLE_UNITS", "PixelSize", "parse_pixel_size", "same_pixel_size", "unit_name", "nice_length",
            "SQUARE_TOLERANCE", "square_pixels", "square_pixel_size"]
@@ -181,5 +181,5 @@ def square_pixel_size(along_x: Optional[PixelSize], along_y: Optional[PixelSize]
         return along_x
     if where:
         warnings.warn(f"{where}: no pixel size taken: its pixels are not square ({along_x.value:.4g} x {y:.4g} "
-                      f"{along_x.unit}); maps and scale bars are in pixels", stacklevel=3)
+                      f"{along_x.unit}); maps and scale bars are in pixels", stacklevel=user_stacklevel())
     return None

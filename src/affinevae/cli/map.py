@@ -266,6 +266,8 @@ def map_cube(args: argparse.Namespace, model) -> int:
     print(f"mapped {h}x{w} spectra of {args.cube} with {model.family}{shift}{extra}; "
           f"wrote {', '.join(p.name for p in files.values())} to {args.out}")
     return 0
+
+
 def image_location(spec: str) -> str:
     """``spec`` as an absolute path when it names an existing file or folder, or is a glob pattern (its
     matches then read from anywhere, as the napari reader does), else as given (e.g. ``file.h5:dataset``)."""

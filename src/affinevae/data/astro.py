@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import AffineVAEError
+from ..errors import AffineVAEError, user_stacklevel
 from .formats import ASTRO_EXTRA, FITS_EXTS, reading
 from .microscopy import require
 from ..units import PixelSize, square_pixels
@@ -78,7 +78,7 @@ def sky_pixel_size(header: Any, where: Optional[str] = None) -> Optional[PixelSi
         dropped, valid = f"its pixels are not square ({scales[0]:.4g} x {scales[1]:.4g} arcsec)", False
     if not valid:
         if dropped and where:
-            warnings.warn(f"{where}: no pixel size taken: {dropped}; maps and scale bars are in pixels", stacklevel=3)
+            warnings.warn(f"{where}: no pixel size taken: {dropped}; maps and scale bars are in pixels", stacklevel=user_stacklevel())
         return None
     return PixelSize(float(f"{np.mean(scales):.10g}"), "arcsec")  # 0.2 / 3600 degrees read back as 0.2
 

@@ -229,7 +229,7 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
             raise AffineVAEError(f"{spec}: file not found")
     if n is not None and n > len(data):
         warnings.warn(f"{spec}: n={n} asks for more images than the {len(data)} it holds; all {len(data)} are used",
-                      stacklevel=3)
+                      stacklevel=user_stacklevel())
     total = len(data)
     if n is not None and n < total:
         data = data.subset(slice(0, int(n)))
@@ -447,7 +447,7 @@ def _load_file(p: Path, spec: str, key: Optional[str], standardise: bool) -> Ima
         arr = _read_pil(p, spec, transparent)
         if transparent:
             warnings.warn(f"{spec}: the image's transparency (an alpha channel) is dropped: its colour is read whatever "
-                          "its alpha", stacklevel=3)
+                          "its alpha", stacklevel=user_stacklevel())
         return _finish(arr, spec, standardise)
     if ext in MRC_EXTS:  # a particle stack (N, H, W), or one image
         _no_key(spec, key)
@@ -555,7 +555,7 @@ def _to_nchw(arr: np.ndarray, spec: str) -> np.ndarray:
     elif arr.ndim == 3:
         if shape[2] in (3, 4) and shape[0] > 4 and shape[1] > 4:
             warnings.warn(f"{spec}: shape {shape} read as {shape[0]} images of {shape[1]}x{shape[2]} pixels; "
-                          f"save one colour image as (1, H, W, C)", stacklevel=3)
+                          f"save one colour image as (1, H, W, C)", stacklevel=user_stacklevel())
         arr = arr[:, None]
     elif arr.ndim == 4:
         if shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
@@ -872,7 +872,7 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_
     if swapped:
         warnings.warn(f"{spec}: {len(files)} files read in name order, which puts {swapped[0]} before {swapped[1]} "
                       "(numbers without leading zeros); labels are matched and outputs written in that order",
-                      stacklevel=4)
+                      stacklevel=user_stacklevel())
     parts = []
     transparent: list = []
     for q in files:
@@ -889,13 +889,13 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_
     if transparent:
         warnings.warn(f"{spec}: {len(transparent)} of {len(files)} images have transparency (an alpha channel, e.g. "
                       f"{Path(transparent[0]).name}), which is dropped: their colour is read whatever its alpha",
-                      stacklevel=4)
+                      stacklevel=user_stacklevel())
     stacked = [(q, len(a)) for q, a in parts if len(a) > 1]
     if stacked:  # TIFF pages or planes along an axis that is not a named channel axis: images each
         q, k = stacked[0]
         warnings.warn(f"{spec}: {len(stacked)} of {len(files)} files hold several images each (e.g. {q.name}: {k}, read as "
                       f"{q.name}[0] ... [{k - 1}]); planes are channels only where the TIFF names its axis C (ImageJ, "
-                      "OME, tifffile's axes='CYX') or holds RGB samples", stacklevel=4)
+                      "OME, tifffile's axes='CYX') or holds RGB samples", stacklevel=user_stacklevel())
     chans = {a.shape[1] for _, a in parts}
     if chans == {1, 3}:
         # grayscale among colour (RGB) files: repeated into red, green and blue; among fluorescence channels of
@@ -908,7 +908,7 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_
         colour = len(parts) - len(grey)
         warnings.warn(f"{spec}: {len(grey)} grayscale image{'s' if len(grey) > 1 else ''} among {colour} colour "
                       f"one{'s' if colour > 1 else ''} (e.g. {grey[0].name}) repeated into red, green and blue",
-                      stacklevel=4)
+                      stacklevel=user_stacklevel())
         parts = [(q, np.repeat(a, 3, axis=1) if a.shape[1] == 1 else a) for q, a in parts]
     elif len(chans) > 1:
         q, a = next((q, a) for q, a in parts if a.shape[1] != parts[0][1].shape[1])

@@ -444,13 +444,13 @@ def say_scaling(source: str, lo: float, hi: float, scaling: PixelScaling, why: s
     """The one warning a loader gives when it scales a data set's float pixels onto [0, 1] by their
     own range (``why``: :func:`choose_scaling`'s words for a stretch)."""
     if not hi > lo:
-        warnings.warn(f"{source}: {why or f'every value is {lo:g}'}; they all read as 0", stacklevel=4)
+        warnings.warn(f"{source}: {why or f'every value is {lo:g}'}; they all read as 0", stacklevel=user_stacklevel())
     elif scaling.kind == "asinh":
         warnings.warn(f"{source}: values span [{lo:g}, {hi:g}]{'' if not why else ' and ' + why}; asinh stretch onto "
-                      f"[0, 1]: {scaling} (--stretch linear: min-max scaling)", stacklevel=4)
+                      f"[0, 1]: {scaling} (--stretch linear: min-max scaling)", stacklevel=user_stacklevel())
     else:
         warnings.warn(f"{source}: values span [{lo:g}, {hi:g}], outside [0, 1]; min-max scaling the data set to [0, 1]",
-                      stacklevel=4)
+                      stacklevel=user_stacklevel())
 
 
 def fill_nonfinite(images: np.ndarray, source: str = "array") -> np.ndarray:
@@ -474,7 +474,7 @@ def fill_nonfinite(images: np.ndarray, source: str = "array") -> np.ndarray:
     part[holes] = np.broadcast_to(median[:, None], part.shape)[holes]
     images[rows] = part.reshape((len(rows), *images.shape[1:]))
     warnings.warn(f"{source}: {int(holes.sum())} NaN or infinite pixel values in {len(rows)} images replaced by their "
-                  "image's median (fill_nan)", stacklevel=4)
+                  "image's median (fill_nan)", stacklevel=user_stacklevel())
     return images
 
 
@@ -520,7 +520,7 @@ def apply_scaling(out: np.ndarray, scaling: PixelScaling, source: str = "array",
             else:
                 bottom, top = scaling.offset, scaling.offset + scaling.divisor
             warnings.warn(f"{source}: {outside} of {res.size} pixel values ({100.0 * outside / res.size:.2g} %) lie "
-                          f"outside the training data's range [{bottom:g}, {top:g}]; clipped to it", stacklevel=3)
+                          f"outside the training data's range [{bottom:g}, {top:g}]; clipped to it", stacklevel=user_stacklevel())
         np.clip(res, 0.0, 1.0, out=res)
     return res
 

@@ -29,7 +29,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..errors import AffineVAEError
+from ..errors import AffineVAEError, user_stacklevel
 from ..io import atomic_write
 from .formats import PATCH_SET_KIND
 from .imageset import ImageSet, noise_sigma, normalise_images, summary_repr
@@ -1395,7 +1395,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
         box, check = resolve_background(src, w, background, sigma if mode == "detect" else patch_smoothing(w))
         if check is not None and check.uneven:
             said = check.sentence('background="off"')
-            warnings.warn(f"{src.path}: {said}", stacklevel=2)
+            warnings.warn(f"{src.path}: {said}", stacklevel=user_stacklevel())
         src.use_background(box)
         if mode != "detect":
             resolve_centring(src, w, "peak" if centre == "auto" else centre)  # the mode checked, nothing measured
@@ -1408,7 +1408,7 @@ def iter_patches(source, window: int, *, coords: Union[None, str, Path, tuple] =
                                                 absolute=absolute, sigma=sigma, noise_floor=noise_floor)
             if ccheck is not None and ccheck.recentre:
                 said = ccheck.sentence('centre="peak"')
-                warnings.warn(f"{src.path}: {said}", stacklevel=2)
+                warnings.warn(f"{src.path}: {said}", stacklevel=user_stacklevel())
         moved = centring == "mass"
         detect_options = {"min_distance": min_distance, "threshold": threshold, "absolute": absolute, "sigma": sigma,
                           "noise_floor": noise_floor}

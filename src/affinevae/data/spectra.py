@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import AffineVAEError
+from ..errors import AffineVAEError, user_stacklevel
 from ..limits import check_hdf5_dataset, check_npy_header
 from .formats import HDF5_SPEC, NPY_EXTS, NPZ_EXTS, reading
 from .imageset import ImageSet
@@ -165,7 +165,7 @@ def fill_nonfinite_signals(signals: np.ndarray, where: str = "array",
              f"take{'' if n_empty > 1 else 's'} the others' median") if len(rows) else ""
     warnings.warn(f"{where}: {n_bad} NaN or infinite sample{'s' if n_bad > 1 else ''} in "
                   f"{int((~ok).any(axis=(1, 2)).sum())} of {len(sig)} signals filled along the signal from their "
-                  f"neighbours{whole}", stacklevel=3)
+                  f"neighbours{whole}", stacklevel=user_stacklevel())
     return sig
 
 
@@ -193,7 +193,7 @@ def spectra_set(signals: np.ndarray, grid_shape: Optional[tuple[int, int]] = Non
         scale = peak if peak > 0 else 1.0
         sig = sig / scale
         if not peak > 0:  # as the image loaders say of constant images
-            warnings.warn(f"{source}: every value is 0: the signals hold no contrast", stacklevel=2)
+            warnings.warn(f"{source}: every value is 0: the signals hold no contrast", stacklevel=user_stacklevel())
     info: dict[str, Any] = {"kind": SPECTRA_KIND, "intensity_scale": scale,
                             "noise_sigma": spectra_noise_sigma(sig)}
     if grid_shape is not None:
@@ -306,10 +306,10 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
         chosen = int(signal_axis) % arr.ndim
         if spectral is None:
             warnings.warn(f"{path}: its signal {key or 0} is not spectra ({', '.join(map(str, axes))}); read along "
-                          f"axis {chosen} as --signal-axis says", stacklevel=2)
+                          f"axis {chosen} as --signal-axis says", stacklevel=user_stacklevel())
         elif chosen != spectral:
             warnings.warn(f"{path}: --signal-axis {signal_axis} reads along {axes[chosen]}; the file's spectra run "
-                          f"along axis {spectral} ({axes[spectral]}): --signal-axis {spectral}", stacklevel=2)
+                          f"along axis {spectral} ({axes[spectral]}): --signal-axis {spectral}", stacklevel=user_stacklevel())
     if axes is not None and len(axes) == arr.ndim and axes[int(signal_axis) % arr.ndim].units:
         ax = axes[int(signal_axis) % arr.ndim]  # e.g. 0.5 eV per sample from 50 eV
         calibration = {"sample_size": ax.scale, "sample_offset": ax.offset, "sample_unit": ax.units}

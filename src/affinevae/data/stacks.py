@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, U
 
 import numpy as np
 
-from ..errors import AffineVAEError
+from ..errors import AffineVAEError, user_stacklevel
 from ..limits import check_array, check_hdf5_dataset, memory_limit
 from ..registry import Registry
 from ..units import PixelSize, same_pixel_size, square_pixel_size
@@ -376,7 +376,7 @@ class FrameSource:
         if holes:  # the holes take the stack's median (one value, so that tiles and frames agree)
             self._fill = float(np.median(whole)) if whole.size else lo
             warnings.warn(f"{self.path}: {holes} NaN or infinite pixel values replaced by the stack's median "
-                          f"{self._fill:g} (fill_nan)", stacklevel=4)
+                          f"{self._fill:g} (fill_nan)", stacklevel=user_stacklevel())
         return lo, hi, whole
 
     def use_stretch(self, stretch: str) -> None:
@@ -950,7 +950,7 @@ class TiffSource(FrameSource):
                         warnings.warn(f"{path}: reads its first page series ({'x'.join(map(str, series.shape))} "
                                       f"{series.axes}); {len(others)} other series (e.g. "
                                       f"{'x'.join(map(str, others[0].shape))} {others[0].axes}) differ in page shape, "
-                                      "type or axes and are not read", stacklevel=3)
+                                      "type or axes and are not read", stacklevel=user_stacklevel())
                     self._table, channel_planes = self._series_table(series)
                     self._mode = "series" if self._pages_complete(series) else "memmap"
                     if self._mode == "memmap" and getattr(series, "dataoffset", None) is None:
@@ -1185,7 +1185,7 @@ def agreed_pixel_size(found: Sequence[tuple[str, PixelSize]], where: str, differ
     name, first = found[0]
     other = next((f for f in found[1:] if not same_pixel_size(first, f[1], rel=PIXEL_SIZE_TOLERANCE)), None)
     if other is not None:
-        warnings.warn(f"{where}: {differ} ({name} {first}, {other[0]} {other[1]}): none is kept{hint}", stacklevel=4)
+        warnings.warn(f"{where}: {differ} ({name} {first}, {other[0]} {other[1]}): none is kept{hint}", stacklevel=user_stacklevel())
         return None
     return first
 
@@ -1217,7 +1217,7 @@ def files_pixel_size(files: Sequence[Path], where: str):
         have = {q for q, _ in sizes}
         missing = next(Path(q) for q in files if Path(q) not in have)
         warnings.warn(f"{where}: {len(files) - len(sizes)} of {len(files)} files record no pixel size (e.g. "
-                      f"{missing.name}): they take {first_file.name}'s, {first}", stacklevel=3)
+                      f"{missing.name}): they take {first_file.name}'s, {first}", stacklevel=user_stacklevel())
     return first
 
 
@@ -1255,7 +1255,7 @@ class ConcatSource(FrameSource):
         if sizes and len(sizes) < len(sources):
             missing = next(s for s in sources if s.pixel_size is None)
             warnings.warn(f"{missing.path} records no pixel size: it takes {sizes[0].path}'s, {sizes[0].pixel_size} "
-                          "(give --pixel-size to set one for all)", stacklevel=2)
+                          "(give --pixel-size to set one for all)", stacklevel=user_stacklevel())
         self.sources = list(sources)
         self.path = path or (first.path if len(sources) == 1 else f"{first.path} and {len(sources) - 1} more")
         self.frame_shape, self.dtype = tuple(first.frame_shape), native_dtype(first.dtype)

@@ -58,7 +58,7 @@ from torch import Tensor
 
 from ..config import check, check_angle_spread, check_choice, check_counts, check_positive
 from ..data.inputs import class_indices
-from ..errors import AffineVAEError
+from ..errors import AffineVAEError, user_stacklevel
 from ..nn.affine import Pose, PoseLike, as_matrix, canonicalise, compose_affine, invert_affine, render, warp
 from ..nn.layers import ENCODERS
 from ..nn.modes import module_mode
@@ -424,7 +424,7 @@ class JRVAE(RVAE):
             return record
         if len(x) < cfg.num_classes:
             warnings.warn(f"{self.family}: {len(x)} training image{'s' if len(x) != 1 else ''} for {cfg.num_classes} "
-                          "classes: no k-means start of the classifier (class_init)", stacklevel=2)
+                          "classes: no k-means start of the classifier (class_init)", stacklevel=user_stacklevel())
             return record
         self.kmeans_start(x, seed)
         how = {f"class_kmeans_{self.class_start_used}": 1.0} if self.class_start_used else {}
