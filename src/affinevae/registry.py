@@ -3,30 +3,54 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Optional, TypeVar
 
 from .errors import AffineVAEError
 
 T = TypeVar("T")
 
 
-class Registry(Generic[T]):
-    """A named collection; ``register`` is a decorator, ``get`` fails with suggestions."""
+def _where(obj: object) -> str:
+    """``module.QualifiedName`` of a registered class or function (what tells a redefinition)."""
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
 
-    def __init__(self, kind: str) -> None:
+
+class Registry(Generic[T]):
+    """A named collection; ``register`` is a decorator, ``get`` fails with suggestions.
+
+    ``on_register(name, obj)``: run on each new entry before it is kept (it may check or complete
+    ``obj``, raising :class:`AffineVAEError` to refuse it)."""
+
+    def __init__(self, kind: str, on_register: Optional[Callable[[str, T], None]] = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._on_register = on_register
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name``."""
+        """Decorator registering ``obj`` under ``name``. The same definition registered again (a notebook
+        cell run twice: the same module and qualified name) replaces the earlier one; another definition
+        under a taken name is refused in one :class:`AffineVAEError` line naming both."""
 
         def deco(obj: T) -> T:
-            if name in self._items:
-                raise RuntimeError(f"{self.kind} '{name}' registered twice")
+            if not isinstance(name, str) or not name:
+                raise AffineVAEError(f"a {self.kind} is registered under a non-empty name, got {name!r}")
+            old = self._items.get(name)
+            if old is not None and old is not obj and _where(old) != _where(obj):
+                raise AffineVAEError(f"{self.kind} '{name}' is registered already (by {_where(old)}); register "
+                                     f"{_where(obj)} under another name")
+            if self._on_register is not None:
+                self._on_register(name, obj)
             self._items[name] = obj
             return obj
 
         return deco
+
+    def unregister(self, name: str) -> T:
+        """Remove and return the item named ``name`` (a one-line :class:`AffineVAEError` naming the
+        registered ones when there is none), e.g. a plugin's entry once a test or notebook is done with it."""
+        item = self.get(name)
+        del self._items[name]
+        return item
 
     def get(self, name: str) -> T:
         """Return the item named ``name`` or raise :class:`AffineVAEError`."""
@@ -54,4 +78,15 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-MODELS: Registry = Registry("model")
+def _model_family(name: str, cls) -> None:
+    """A model class's ``family`` is the name it is registered under (what ``model.json`` records and
+    ``affinevae.load`` looks up): set where the class inherits its base's, refused where it names another."""
+    own = vars(cls).get("family")
+    if own is None:  # a subclass of a registered family keeping its base's name would load back as the base
+        cls.family = name
+    elif own != name:
+        raise AffineVAEError(f"model class {cls.__name__} sets family = {own!r} but is registered as '{name}': they must "
+                             "be the same (saved models record the family and load by it)")
+
+
+MODELS: Registry = Registry("model", on_register=_model_family)

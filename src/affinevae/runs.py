@@ -46,11 +46,17 @@ OPTIMIZER_NAME = "optimizer-e{epoch:04d}.pt"
 _PROGRESS_KEYS = ("train_config", "epochs_done", "checkpoint", "optimizer", "optimizer_sha256")
 
 
-def load(directory: str | Path, device: str | torch.device = "cpu"):
+def load(directory: str | Path, device: str | torch.device = "cpu",
+         networks: Optional[Mapping[str, torch.nn.Module]] = None):
     """Load a model saved with :meth:`LatentModel.save` (or a training run directory).
 
+    ``networks``: for a model built with networks of the caller's own (``Family(config,
+    networks={...})``, recorded as ``networks`` in ``model.json``), the same networks again, freshly
+    built (their weights are loaded into them); None for every other model.
+
     Returns the model in eval mode on ``device``. Raises :class:`AffineVAEError` if the
-    directory, its config or its weights are missing, corrupt or do not match.
+    directory, its config or its weights are missing, corrupt or do not match, or if ``networks``
+    are missing, unneeded or other than the recorded ones.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -72,9 +78,11 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
         cls.config_class.from_saved(desc["config"], what=f"model '{cls.family}'")
     except AffineVAEError as exc:
         raise AffineVAEError(f"{directory / MODEL_JSON}: {exc}") from None
+    injected = check_injected(directory / MODEL_JSON, desc, cls, networks)
     # the config against the weights' header, before any tensor is allocated
     shapes, meta = tensor_header(directory / MODEL_WEIGHTS)
-    planned = planned_state(lambda: cls.from_config_dict(desc["config"]), f"{directory / MODEL_JSON}", copies=2)
+    planned = None if injected else planned_state(lambda: cls.from_config_dict(desc["config"]),
+                                                  f"{directory / MODEL_JSON}", copies=2)
     if planned is not None:
         _check_state(directory, planned, shapes)
     saved_with = meta.get(CONFIG_DIGEST_KEY)  # absent in files of earlier versions
@@ -82,12 +90,35 @@ def load(directory: str | Path, device: str | torch.device = "cpu"):
         raise AffineVAEError(f"{directory}: {MODEL_WEIGHTS} was saved with another {MODEL_JSON} (a save interrupted "
                              f"between the two files, or a hand-edited {MODEL_JSON}?); save the model again, or "
                              "resume its training")
-    model = cls.from_config_dict(desc["config"])
+    model = (cls(cls.config_class.from_saved(desc["config"], what=f"model '{cls.family}'"), networks=injected)
+             if injected else cls.from_config_dict(desc["config"]))
     state = load_tensors(directory / MODEL_WEIGHTS)
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     _check_state(directory, own, {k: tuple(v.shape) for k, v in state.items()})
     model.load_state_dict(state)
     return model.to(resolve_device("cpu" if device is None else device)).eval()
+
+
+def check_injected(where: Path, desc: dict, cls, networks: Optional[Mapping[str, torch.nn.Module]]) -> dict:
+    """The ``networks`` to build the model of ``desc`` (its ``model.json`` at ``where``, family ``cls``)
+    with: {} for a model built from its config alone; one :class:`AffineVAEError` line where the file
+    records networks of the caller's own (``desc['networks']``) and ``networks`` does not give those
+    names, or gives networks to a model that had none."""
+    recorded = desc.get("networks") or []
+    if not isinstance(recorded, list) or not all(isinstance(v, str) for v in recorded):
+        raise AffineVAEError(f"{where}: 'networks' must list the names of injected networks, got {recorded!r}")
+    given = dict(networks or {})
+    if sorted(given) == sorted(recorded):
+        return given
+    if not recorded:
+        raise AffineVAEError(f"{where}: model '{desc['model']}' was built from its config alone; load it without "
+                             "networks=")
+    if any("." in name for name in recorded):  # an AVAE around a model built with them
+        raise AffineVAEError(f"{where}: its inner model was built with networks of its own ({', '.join(recorded)}): "
+                             "build the model again with them and load model.safetensors into it (load_state_dict)")
+    raise AffineVAEError(f"{where}: model '{desc['model']}' was built with networks of its own ({', '.join(recorded)}), "
+                         f"which its config does not build: load it with networks={{{', '.join(repr(n) + ': ...' for n in recorded)}}}"
+                         + (f" (got {', '.join(sorted(given))})" if given else ""))
 
 
 def not_a_run(path: Path) -> str:
@@ -297,9 +328,10 @@ class Run:
                 _own_file(self.path, info["optimizer"], OPTIMIZER_NAME, "optimizer"))
 
     # ------------------------------------------------------------------ the model
-    def model(self, device: str | torch.device = "cpu"):
-        """The model (``model.json`` + ``model.safetensors``) in eval mode on ``device``."""
-        return load(self.path, device)
+    def model(self, device: str | torch.device = "cpu", networks: Optional[Mapping[str, torch.nn.Module]] = None):
+        """The model (``model.json`` + ``model.safetensors``) in eval mode on ``device``; ``networks`` as
+        :func:`load` takes them (a model built with networks of the caller's own)."""
+        return load(self.path, device, networks)
 
     @property
     def model_description(self) -> dict[str, Any]:

@@ -483,7 +483,9 @@ def _epoch_lr(cfg: TrainConfig, epoch: int) -> float:
 @torch.no_grad()
 def evaluate(model: LatentModel, x: Tensor, y: Optional[Tensor], batch_size: int = 512, seed: int = 0,
              bf16: bool = False) -> dict[str, float]:
-    """Mean loss, recon and kl (nats/image) of ``model`` on (N, C, H, W) ``x``; seeded sampling noise."""
+    """Mean loss, recon and kl (nats/image) of ``model`` on (N, C, H, W) ``x``, and each named extra
+    term the model adds outside training (the AVAE's 'pose_head'; they are in ``loss``), by name;
+    seeded sampling noise."""
     totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     device = model.device
     with module_mode(model), seeded(seed, device):
@@ -492,8 +494,10 @@ def evaluate(model: LatentModel, x: Tensor, y: Optional[Tensor], batch_size: int
             yb = None if y is None else y[i:i + batch_size].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(xb, yb)
-            for k in totals:
+            for k in ("loss", "recon", "kl"):
                 totals[k] += float(getattr(out, k)) * len(xb)
+            for k, v in out.terms.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * len(xb)
     return {k: v / len(x) for k, v in totals.items()}
 
 

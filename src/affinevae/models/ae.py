@@ -7,19 +7,14 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from ..config import check_choice
 from ..registry import MODELS
 from .base import Encoding, LatentModel, ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class AEConfig(ModelConfig):
-    """AE options: ``likelihood`` is 'bernoulli' (BCE loss) or 'mse'; no KL, so no beta."""
-
-    def validate(self) -> None:
-        """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
-        super().validate()
-        check_choice("likelihood", self.likelihood, ["bernoulli", "mse"])
+    """AE options: ``likelihood`` is 'bernoulli' (BCE loss), 'mse', or any other registered in
+    :data:`~affinevae.nn.likelihoods.LIKELIHOODS` (its negative log-probability is the loss); no KL, so no beta."""
 
 
 @MODELS.register("ae")

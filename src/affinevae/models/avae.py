@@ -315,6 +315,12 @@ class AVAE(LatentModel):
         super().__init__(config, networks=None if vae is None else {"vae": vae})
 
     # ------------------------------------------------------------------ construction
+    @property
+    def injected_networks(self) -> tuple[str, ...]:
+        """The inner model's injected networks, as ``vae.<name>`` (the inner model itself is
+        described by the config)."""
+        return tuple(f"vae.{name}" for name in self.vae.injected_networks)
+
     def build_observation(self) -> None:
         """Nothing: the likelihood, its sigma and the low-pass filter are the inner model's."""
 

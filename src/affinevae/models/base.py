@@ -10,6 +10,12 @@ model's :meth:`~LatentModel.forward` is the same pass of public stages::
     params = render(generate(z, y), found o p)   # canonical likelihood parameters, put in the pose
     out    = score(x, params, post)       # -log p(x | params), KL, ELBO, named extra loss terms
 
+In code: :meth:`~LatentModel.forward` = ``find_pose``, then :meth:`~LatentModel.run_stages`
+(``canonicalise``, :meth:`~LatentModel.infer_for_loss` (``infer`` plus the named inference terms of
+a training step), ``draw``, :func:`~affinevae.nn.affine.compose_poses`, then
+:meth:`~LatentModel.decode_and_score` (``generate`` -> ``render`` -> ``score``)), then
+:meth:`~LatentModel.pose_terms` added with :meth:`ModelOutput.with_terms`.
+
 Families differ only in their stages' choices (:attr:`LatentModel.pose_source`): the pose is
 fixed at the identity (AE, VAE, cVAE), inferred by the encoder (rVAE, crVAE) or searched to
 maximise the ELBO (AVAE, which composes the stages of the model it wraps).
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 import numbers
 from pathlib import Path
@@ -226,11 +233,31 @@ class ModelOutput:
     terms: dict = dataclasses.field(default_factory=dict)
 
     def with_terms(self, terms: Mapping[str, Tensor]) -> "ModelOutput":
-        """This output with the named weighted scalar ``terms`` added to ``loss`` (in order) and kept."""
+        """This output with the named weighted scalar ``terms`` added to ``loss`` (in order) and kept
+        (checked by :func:`check_terms`)."""
+        check_terms(terms)
         for name, value in terms.items():
             self.loss = self.loss + value
             self.terms[name] = value
         return self
+
+
+#: Names of the loss's own parts in outputs and metrics (``train_kl``, ``val_loss``): no named term takes one.
+RESERVED_TERMS = ("loss", "recon", "kl", "elbo")
+
+
+def check_terms(terms: Mapping[str, Any]) -> None:
+    """Refuse in one :class:`AffineVAEError` line named extra loss ``terms`` that would be lost or
+    misread: a name that is not a non-empty string or is one of :data:`RESERVED_TERMS` (its metric
+    would overwrite the loss's own part), or a value that is not a scalar (0-d) tensor (e.g. a
+    per-image (N,) term whose mean was not taken)."""
+    for name, value in terms.items():
+        if not isinstance(name, str) or not name or name in RESERVED_TERMS:
+            raise AffineVAEError(f"loss term {name!r}: a term needs a name of its own, not empty or one of the loss's "
+                                 f"parts ({', '.join(RESERVED_TERMS)})")
+        if not isinstance(value, Tensor) or value.dim() != 0:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise AffineVAEError(f"loss term {name!r} must be a scalar tensor (the batch's weighted mean), got {shape}")
 
 
 def gaussian_kl(mean: Tensor, logvar: Tensor, prior_std: float | Tensor = 1.0) -> Tensor:
@@ -250,7 +277,9 @@ class LatentModel(nn.Module):
         **options: config fields (when ``config`` is None) or changes to ``config``.
 
     The public stages (see the module docstring) are ``find_pose``, ``canonicalise``, ``infer``,
-    ``draw``, ``generate``, ``render`` and ``score``; :meth:`forward` runs them in that order.
+    ``draw``, ``generate``, ``render`` and ``score``; :meth:`forward` runs them in that order through
+    :meth:`run_stages`, :meth:`infer_for_loss`, :meth:`decode_and_score` and :meth:`pose_terms`.
+    A subclass registered with ``MODELS`` takes the registered name as its ``family``.
     """
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
@@ -277,9 +306,34 @@ class LatentModel(nn.Module):
         if not isinstance(config, self.config_class):
             raise AffineVAEError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
+        given = self.check_networks(networks)
+        # the networks the caller built (an AVAE's inner model is described by its config instead)
+        self._injected = tuple(sorted(k for k, v in given.items() if not isinstance(v, LatentModel)))
         self.build_observation()
-        self.build(**dict(networks or {}))
+        self.build(**given)
         self.install_observation()
+
+    def check_networks(self, networks: Optional[Mapping[str, nn.Module]]) -> dict[str, nn.Module]:
+        """``networks`` as a dict, each name one that :meth:`build` takes and each value a
+        ``torch.nn.Module`` (a one-line :class:`AffineVAEError` otherwise)."""
+        given = dict(networks or {})
+        params = inspect.signature(self.build).parameters.values()
+        takes = [q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)]
+        open_ended = any(q.kind == q.VAR_KEYWORD for q in params)
+        stray = None if open_ended else next((k for k in given if k not in takes), None)
+        if stray is not None:
+            raise AffineVAEError(f"networks: model '{self.family}' builds {', '.join(takes) or 'none'}, not {stray!r}")
+        bad = next((k for k, v in given.items() if not isinstance(v, nn.Module)), None)
+        if bad is not None:
+            raise AffineVAEError(f"networks[{bad!r}] must be a torch.nn.Module, got {type(given[bad]).__name__}")
+        return given
+
+    @property
+    def injected_networks(self) -> tuple[str, ...]:
+        """Names of the networks given to the constructor (``networks=``) instead of built from the
+        config, sorted; () for a model built from its config alone. ``model.json`` records them, and
+        :func:`affinevae.load` needs the same networks again to load such a model."""
+        return self._injected
 
     # ------------------------------------------------------------------ construction
     @property
@@ -564,6 +618,7 @@ class LatentModel(nn.Module):
         recon, kl = recon_i.mean(), kl_i.mean()
         loss = recon + self.loss_beta() * kl
         terms = {name: value() if callable(value) else value for name, value in (terms or {}).items()}
+        check_terms(terms)
         for value in terms.values():
             loss = loss + value
         return ModelOutput(loss=loss, recon=recon, kl=kl, elbo=-(recon_i + kl_i), z_mean=post.z_mean,
@@ -844,8 +899,12 @@ class LatentModel(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict[str, Any]:
-        """JSON-able description: model name, config and format version."""
-        return {"model": self.family, "config": self.config.to_dict(), "format_version": FORMAT_VERSION}
+        """JSON-able description: model name, config and format version, and ``networks``: the names of
+        the networks the caller gave (:attr:`injected_networks`), when any (the config does not build them)."""
+        desc = {"model": self.family, "config": self.config.to_dict(), "format_version": FORMAT_VERSION}
+        if self.injected_networks:
+            desc["networks"] = list(self.injected_networks)
+        return desc
 
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write ``model.json`` and ``model.safetensors`` into ``directory`` (atomically); returns it.

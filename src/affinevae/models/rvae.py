@@ -55,6 +55,7 @@ from ..nn.circular import SAMPLERS, RotationPosterior
 from ..nn.equivariant import CONTENT_SOURCES, DOWNSAMPLING, EquivariantFeatures, check_group
 from ..nn.signal import is_signal_shape, pose_shift, shift_pose
 from ..nn.layers import ENCODERS
+from ..nn.likelihoods import density_likelihoods
 from ..nn.spatial import POSE_DECODERS
 from ..pose.classes import EMBEDDING_MAX_DIM, aligned_components, aligned_embedding
 from ..pose.sync import synchronise_angles
@@ -269,7 +270,7 @@ class RVAEConfig(ModelConfig):
         else:
             check("shift" not in self.invariances,
                   "the 'shift' invariance is for 1-D signals (image shape (C, 1, L)); images take 'translation'")
-        check_choice("likelihood", self.likelihood, ["bernoulli", "cbernoulli", "gaussian"])
+        check_choice("likelihood", self.likelihood, density_likelihoods())
         check_choice("rotation_mode", self.rotation_mode, ["gaussian", "full"])
         check(len(self.hidden) >= 1, "hidden must list at least one width")
         check_counts("encoder_hidden", self.encoder_hidden)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import check_choice
+from ..nn.likelihoods import density_likelihoods
 from ..registry import MODELS
 from .base import LatentModel, ModelConfig
 
@@ -16,7 +17,7 @@ class VAEConfig(ModelConfig):
     def validate(self) -> None:
         """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
-        check_choice("likelihood", self.likelihood, ["bernoulli", "cbernoulli", "gaussian"])
+        check_choice("likelihood", self.likelihood, density_likelihoods())  # (the AE's mse is no density)
 
 
 @MODELS.register("vae")

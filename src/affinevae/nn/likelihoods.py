@@ -13,12 +13,22 @@ from ..registry import Registry
 LIKELIHOODS: Registry = Registry("likelihood")
 
 
+def density_likelihoods() -> list[str]:
+    """Names of the registered likelihoods that are normalised densities (:attr:`Likelihood.density`):
+    those a variational model takes, e.g. ['bernoulli', 'cbernoulli', 'gaussian'] and any registered
+    by the user (:data:`LIKELIHOODS`)."""
+    return [name for name in LIKELIHOODS.names() if LIKELIHOODS.get(name).density]
+
+
 class Likelihood:
     """Interface: ``log_prob(params, x, log_sigma)`` -> (N,) nats, ``mean(params)`` -> image."""
 
     name = ""
     #: (low, high) the pixels must lie in, or None for any real value.
     support: tuple[float, float] | None = None
+    #: True when :meth:`log_prob` is a normalised density, as a variational model's ELBO needs (the AE's
+    #: squared error is not one: the AE alone takes it).
+    density: bool = True
 
     def log_prob(self, params: Tensor, x: Tensor, log_sigma: Tensor | None = None) -> Tensor:
         """(N,) log p(x | params) in nats, summed over every pixel of each image.
@@ -26,7 +36,8 @@ class Likelihood:
         Args:
             params: (N, C, H, W) decoder output (logits for the Bernoulli kinds, means otherwise).
             x: (N, C, H, W) images, in [0, 1] for the Bernoulli kinds.
-            log_sigma: scalar natural log of the Gaussian pixel standard deviation (others ignore it).
+            log_sigma: natural log of the Gaussian pixel standard deviation (others ignore it): a scalar,
+                or (H, W) with a model's ``sigma_radius`` (:meth:`~affinevae.models.base.LatentModel.pixel_log_sigma`).
         """
         raise NotImplementedError
 
@@ -115,6 +126,7 @@ class SquaredError(Likelihood):
     """Plain sum of squared errors (negated): the AE's MSE loss; not a normalised density."""
 
     name = "mse"
+    density = False
 
     def log_prob(self, params, x, log_sigma=None):
         """(N,) log p(x | params) in nats of (N, C, H, W) ``x``: see :meth:`Likelihood.log_prob`."""
