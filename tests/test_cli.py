@@ -320,6 +320,13 @@ def test_a_run_scales_other_files_as_its_training_data(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pixels      (x + 20) / 45 (the training data's min-max range; other data are scaled alike)" in out
     assert "unused" not in out
+    # plot and report say it too (an audit: they read other files scaled alike, silently)
+    assert main(["plot", str(run), "latent", "--data", str(tmp_path / "sub.npy"), "--out", str(tmp_path / "l.png")]) == 0
+    assert capsys.readouterr().out.count("pixels scaled as the run's training data were, (x + 20) / 45") == 1
+    assert main(["report", str(run), "--data", str(tmp_path / "sub.npy"), "--sweep-angles", "none", "--out",
+                 str(tmp_path / "r.html")]) == 0
+    assert "pixels scaled as the run's training data were, (x + 20) / 45" in capsys.readouterr().out
+    assert "(x + 20) / 45" in (tmp_path / "r.html").read_text()  # the training data's table names the scaling
     info = json.loads((run / "train.json").read_text())
     info["pixel_scaling"] = {"kind": "minmax", "offset": 0, "divisor": -1}
     (run / "train.json").write_text(json.dumps(info))

@@ -17,6 +17,7 @@ from .encoding import encode_dataset
 from .errors import AffineVAEError
 
 __all__ = ["circular_correlation", "class_offset_concentration", "encode_dataset", "mean_elbo", "mirror_note",
+           "symmetry_note",
            "offset_concentration",
            "psnr"]
 
@@ -78,6 +79,38 @@ def mirror_note(learned, true, labels=None, symmetry: int = 1) -> Optional[str]:
         return (f"the learned angles follow the true ones mirrored (concentration of learned + true {mirrored:.2f}, "
                 f"of learned - true {given:.2f}): do the true angles turn clockwise on screen? affinevae's turn "
                 "counter-clockwise (negate them)")
+    return None
+
+
+#: The rotational symmetries :func:`symmetry_note` tries: those of rods and galaxies, triangles, squares, hexagons.
+NOTED_SYMMETRIES = (2, 3, 4, 6)
+
+
+def symmetry_note(learned, true, labels=None, symmetry: int = 1) -> Optional[str]:
+    """A sentence when learned angles (N,) radians agree with the true ones (N,) radians only modulo a
+    k-fold symmetry that was not given: with ``symmetry`` 1, the offset concentration (per class with
+    ``labels``) counted modulo 2 pi / k, for k in :data:`NOTED_SYMMETRIES`, beats the full turn's by
+    :data:`MIRROR_MARGIN` and exceeds 0.5 (the smallest such k is named: objects that look the same
+    turned by 360 / k degrees have angles known modulo that). None otherwise, or with ``symmetry`` > 1."""
+    if symmetry != 1:
+        return None
+    learned = real_array(learned, "symmetry_note: angles", what="angles in radians").ravel()
+    true = real_array(true, "symmetry_note: angles", what="angles in radians").ravel()
+
+    def score(k):
+        if labels is not None:
+            value = class_offset_concentration(learned, true, labels, k)
+            if not np.isnan(value):
+                return value
+        return offset_concentration(learned, true, k)
+
+    whole = score(1)
+    for k in NOTED_SYMMETRIES:
+        folded = score(k)
+        if folded > 0.5 and folded > whole + MIRROR_MARGIN:
+            return (f"the learned angles agree with the true ones modulo {360 / k:g} degrees (concentration {folded:.2f} "
+                    f"so, {whole:.2f} over the full turn): if the objects look the same turned by {360 / k:g} degrees, "
+                    f"give --symmetry {k} (symmetry={k})")
     return None
 
 

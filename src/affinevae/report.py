@@ -322,6 +322,9 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
     model = run.model()
     info = run.info
     ds = run.data(split="test", n=n, source=data)
+    if isinstance(data, (str, Path)) and not run.names_own_data(data) and ds.meta.get("pixel_scaling") is not None \
+            and run.pixel_scaling is not None:  # other float images: scaled as the run's were (encode says it too)
+        say(f"affinevae: {data}: pixels scaled as the run's training data were, {run.pixel_scaling}")
     check_image_shape(ds.image_shape, model.config.image_shape, ds.source)  # before any analysis
     desc = model.describe()
     noun = item_noun(model.config.image_shape)  # what the captions count
@@ -359,6 +362,10 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
         shown = {k: info.get(k) for k in ("data", "labels", "key", "n", "n_train", "epochs_done", "val_data") if k in info}
         if info.get("max_angle") is not None:  # rotated-mnist's range, radians in train.json
             shown["max angle (deg)"] = round(math.degrees(float(info["max_angle"])), 3)
+        if run.pixel_scaling is not None:  # what the pixels went through (other data are read alike)
+            shown["pixels"] = str(run.pixel_scaling)
+        if info.get("fill_nan"):
+            shown["NaN pixels"] = "filled with each image's median (--fill-nan)"
         rep.key_values(shown, caption="training data")
     if ds.meta.get("pixel_size") is not None and ds.meta.get("unit"):
         size, unit = ds.meta["pixel_size"], ds.meta["unit"]
@@ -376,7 +383,7 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
         rep.figure(A.plot_training_curves(A.training_curves(history)),
                    "per-epoch training (solid) and validation (dashed) loss, reconstruction and KL, nats/image "
                    "(the training loss also holds the named training terms, listed by name in the table; the "
-                   "validation loss does not)")
+                   "validation loss holds only those the model adds outside training, val_<name>)")
         first = ("epoch", "train_loss", "train_recon", "train_kl")
         seen = list(dict.fromkeys(k for h in history for k in h))
         cols = [c for c in first if c in seen] + [c for c in seen if c.startswith("train_") and c not in first] \
@@ -414,12 +421,16 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
             if ds.labels is not None:  # a full-circle model keeps one frame per class: this is its score
                 metrics[f"offset concentration per class (mean over the classes; 1: one offset per class{mod})"] = \
                     class_offset_concentration(enc["angle"], ds.angle, ds.labels, symmetry)
-            from .evaluation import mirror_note
+            from .evaluation import mirror_note, symmetry_note
 
             flipped = mirror_note(enc["angle"], ds.angle, ds.labels, symmetry)
             if flipped is not None:  # the user's angles turn the other way: said, not scored as a failure
                 metrics["note on the true angles"] = flipped
                 say(f"  note: {flipped}")
+            folded = symmetry_note(enc["angle"], ds.angle, ds.labels, symmetry)
+            if folded is not None:  # symmetric objects scored over the full turn: said, with the option
+                metrics["note on the symmetry"] = folded
+                say(f"  note: {folded}")
         if "class" in enc:  # joint / semi-supervised models: the class they infer, against the labels
             semi = getattr(model, "semi_supervised", False)
             spec = data.source if isinstance(data, ImageSet) else data  # report --fill-nan passes the set it read

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import AffineVAEError, refuse_removed_keywords
 from ..config import check_symmetry
-from ..evaluation import circular_correlation, class_offset_concentration, mirror_note, offset_concentration
+from ..evaluation import (circular_correlation, class_offset_concentration, mirror_note, offset_concentration,
+                          symmetry_note)
 from ..limits import ANGLE_HISTOGRAM_BINS
 from ..nn.signal import is_signal_shape
 from ..plots import CLASS_CMAP, new_figure
@@ -68,6 +69,8 @@ class AngleComparison:
             modulo 360/k degrees (1: the full turn).
         mirror: :func:`~affinevae.evaluation.mirror_note` (the true angles fit mirrored: they turn
             clockwise?), or None.
+        fold: :func:`~affinevae.evaluation.symmetry_note` (the angles agree modulo a symmetry that was not
+            given), or None.
     """
 
     true_angle: np.ndarray
@@ -79,6 +82,7 @@ class AngleComparison:
     class_concentration: float = float("nan")
     symmetry: int = 1
     mirror: Optional[str] = None
+    fold: Optional[str] = None
 
 
 def angle_comparison(model, data, n: Optional[int] = None, labels=None, symmetry: int = 1) -> AngleComparison:
@@ -103,7 +107,8 @@ def angle_comparison(model, data, n: Optional[int] = None, labels=None, symmetry
                  else class_offset_concentration(learned, true, data.labels, symmetry))
     return AngleComparison(true, learned, data.labels, circular_correlation(learned, true, symmetry), model_label(model),
                            offset_concentration(learned, true, symmetry), per_class, symmetry,
-                           mirror_note(learned, true, data.labels, symmetry))
+                           mirror_note(learned, true, data.labels, symmetry),
+                           symmetry_note(learned, true, data.labels, symmetry))
 
 
 @styled
@@ -131,7 +136,8 @@ def plot_angle_comparison(items: AngleComparison | Sequence[AngleComparison], ti
         ax.set_yticks([-180, -90, 0, 90, 180])
         per_class = "" if np.isnan(a.class_concentration) else f", per class {a.class_concentration:.2f}"
         mod = "" if a.symmetry == 1 else f", angles mod {360 / a.symmetry:g}°"  # (both scores are folded)
-        flipped = "\n(the true angles fit mirrored: clockwise?)" if a.mirror else ""
+        flipped = ("\n(the true angles fit mirrored: clockwise?)" if a.mirror else
+                   "\n(they agree modulo a symmetry: give it?)" if a.fold else "")
         ax.set_title(f"{a.model}{mod}: circular r = {a.correlation:.2f}\noffset conc. = {a.concentration:.2f}"
                      f"{per_class}{flipped}")
         ax.legend(loc="lower right", frameon=False)

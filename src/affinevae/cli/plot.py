@@ -136,16 +136,18 @@ def check_figure_memory(fig, dpi: int) -> None:
         raise
 
 
-def plot_data(args: argparse.Namespace, run, grey: bool = False, expect: Optional[tuple] = None) -> Any:
+def plot_data(args: argparse.Namespace, run, grey: bool = False, expect: Optional[tuple] = None,
+              announce: bool = True) -> Any:
     """The images ``plot`` draws for ``run``: :func:`~affinevae.cli.common.load_run_data` with
     ``--split`` and ``--seed`` (the run's own data with the options training recorded, e.g.
     rotated-mnist's angle range, when ``--data`` is not given or names the run's own spec without
     ``--key``/``--labels``; ``--binarize`` applies to either and on the run's own data replaces the
     run's threshold). ``grey``: no threshold at all (for a kind that turns the images and thresholds
     them after, as ``sweep`` does). ``expect``: the model's (C, H, W); images of another shape are
-    refused in one line naming the file."""
-    return load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=not grey, announce=False,
-                         expect=expect)
+    refused in one line naming the file. ``announce``: say in one line when other data take the run's
+    pixel scaling (once a command)."""
+    return load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=not grey,
+                         announce=announce, expect=expect)
 
 
 #: Images ``plot`` reads at most when ``-n`` is not given.
@@ -309,6 +311,9 @@ def _angles(c: PlotContext):
     items = [A.angle_comparison(m, c.data, symmetry=c.args.symmetry) for m in c.models]
     for it, nm in zip(items, c.names):
         it.model = nm
+        for note in (it.mirror, it.fold):  # what the title can only hint at
+            if note:
+                print(f"affinevae: {nm}: {note}")
     return A.plot_angle_comparison(items, c.args.title)
 
 
@@ -328,7 +333,8 @@ def _loss_vs_rotation(c: PlotContext):
             models[f"{nm} + pose search (avae)"] = AVAE(m, pose_head=False).eval()
     binarize = c.args.binarize if c.args.binarize is not None else c.run.binarize
     angles = [math.radians(a) for a in parse_angles(c.args.angles)]  # --angles: degrees
-    data = plot_data(c.args, c.run, grey=True, expect=tuple(c.models[0].config.image_shape)) if binarize is not None else c.data  # thresholded after each turn
+    data = (plot_data(c.args, c.run, grey=True, expect=tuple(c.models[0].config.image_shape), announce=False)
+            if binarize is not None else c.data)  # thresholded after each turn (read again: said once already)
     res = A.loss_vs_rotation(models, data, angles, seed=c.args.seed, binarize=binarize)
     return A.plot_loss_vs_rotation(res, c.args.title)
 
