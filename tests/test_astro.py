@@ -332,3 +332,28 @@ def test_gzipped_and_fpacked_fits_and_the_bracket_hdu_notation(tmp_path):
             assert src.n_frames == len(cube)
     with pytest.raises(AffineVAEError, match=r"c.fits\[SCI\]: the HDU is named twice, \[SCI\] and --key 1"):
         load_images(str(tmp_path / "c.fits[SCI]"), key="1")
+
+
+def test_a_folder_or_glob_of_single_cutout_fits_files_is_training_data(tmp_path, capsys):
+    """An astronomer's 900 cut-outs, one FITS file each (as archives deliver them), were refused as a folder
+    ('holds no png/jpg/...') and as a glob ('must be all .npy or all image files'), though `info` listed them:
+    they load in name order, named by file, with the files' common sky scale, and train takes the folder."""
+    cube = _cube(n=30, size=16)
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    h = fits.Header({"PIXSCALE": 0.262})
+    for i, image in enumerate(cube):
+        fits.writeto(folder / f"gal_{i:03d}.fits", image, h)
+    (folder / "README.txt").write_text("not an image")
+    data = load_images(str(folder))
+    assert data.images.shape == (30, 1, 16, 16) and data.names[0] == "gal_000.fits" and data.names[-1] == "gal_029.fits"
+    fits.writeto(tmp_path / "cube.fits", cube)
+    np.testing.assert_array_equal(data.images, load_images(str(tmp_path / "cube.fits")).images)
+    assert (data.meta["pixel_size"], data.meta["unit"]) == (0.262, "arcsec")
+    globbed = load_images(str(folder / "gal_01*.fits"))
+    assert len(globbed) == 10 and globbed.names[0].endswith("gal_010.fits")
+    assert main(["train", "--model", "vae", "--data", str(folder), "--latent-dim", "2", "--hidden", "16", "--channels",
+                 "4,8", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    fits.writeto(folder / "odd.fits", np.zeros((12, 12), np.float32))
+    with pytest.raises(AffineVAEError, match=r"odd.fits: image size 12x12 \(HxW\) differs from 16x16 of gal_000.fits"):
+        load_images(str(folder))

@@ -526,7 +526,7 @@ def _load_many(spec: str, standardise: bool) -> ImageSet:
         files.extend(hits)
     if not files:
         raise AffineVAEError(f"{spec}: no files given")
-    exts = {Path(f).suffix.lower() for f in files}
+    exts = {image_suffix(f) for f in files}
     if exts <= set(NPY_EXTS):
         return load_quickdraw(files, standardise=standardise)
     if exts <= set(FOLDER_EXTS):
@@ -827,7 +827,7 @@ def _rgb_file(q: Path) -> bool:
 
 def _load_folder(folder: Path, spec: str, standardise: bool) -> ImageSet:
     entries = sorted(q for q in folder.iterdir() if q.is_file() and not q.name.startswith("."))
-    files = [q for q in entries if q.suffix.lower() in FOLDER_EXTS]
+    files = [q for q in entries if image_suffix(q) in FOLDER_EXTS]
     if not files:
         other = f" ({len(entries)} other files)" if entries else ""
         raise AffineVAEError(f"{spec}: folder has no images ({', '.join(FOLDER_EXTS)}){other}")
@@ -863,7 +863,7 @@ def name_order_swap(files: Sequence[Path]) -> Optional[tuple[str, str]]:
 
 def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_ordered: bool = True,
                       folder: bool = False) -> ImageSet:
-    """Read image files (PNG/JPEG/TIFF) in the given order into one set, whose ``names`` say each image's
+    """Read image files (PNG/JPEG/TIFF/FITS) in the given order into one set, whose ``names`` say each image's
     file (its name in a ``folder``, else the path as given; ``name[i]`` for the pages of a file of several).
     Said in a warning each: files whose numbered names name order does not sort by number (``name_ordered``:
     the files were listed in name order, a folder or one pattern, not a list the user wrote), transparency
@@ -878,7 +878,12 @@ def _load_image_files(files: Sequence[Path], spec: str, standardise: bool, name_
     for q in files:
         if not q.is_file():
             raise AffineVAEError(f"{q}: file not found")
-        arr = _read_tiff(q, str(q)) if q.suffix.lower() in TIFF_EXTS else _read_pil(q, str(q), transparent)
+        if image_suffix(q) in FITS_EXTS:  # a cut-out (or a cube of them) in its primary or first image HDU
+            from .astro import read_fits
+
+            arr = read_fits(str(q))
+        else:
+            arr = _read_tiff(q, str(q)) if q.suffix.lower() in TIFF_EXTS else _read_pil(q, str(q), transparent)
         arr = _to_nchw(arr, str(q))
         if parts and arr.shape[2:] != parts[0][1].shape[2:]:
             h, w = arr.shape[2:]

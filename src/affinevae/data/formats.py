@@ -22,8 +22,6 @@ HDF5_EXTS = (".h5", ".hdf5", ".hdf")
 PIL_EXTS = (".png", ".jpg", ".jpeg")
 #: Pillow files :func:`~affinevae.data.stacks.open_stack` also reads (a multi-frame GIF is a stack).
 PIL_STACK_EXTS = PIL_EXTS + (".gif", ".bmp")
-#: Image files read from a folder by :func:`~affinevae.data.files.load_images`.
-FOLDER_EXTS = PIL_EXTS + TIFF_EXTS
 #: Frame files read from a folder by :func:`~affinevae.data.stacks.open_stack`.
 FRAME_FOLDER_EXTS = PIL_STACK_EXTS + TIFF_EXTS
 #: Zarr stores (folders) and OME-Zarr images, read by :mod:`~affinevae.data.microscopy`.
@@ -40,6 +38,9 @@ RSCIIO_EXTS = (".dm3", ".dm4", ".emd", ".ser")
 #: FITS files (astronomy), read by :mod:`~affinevae.data.astro` (extra ``[astro]``) as stacks and as
 #: training data: also fpack'ed (``.fz``) and gzipped (``.fits.gz``, read by :func:`image_suffix`).
 FITS_EXTS = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
+#: Image files read from a folder or a list or glob of files by :func:`~affinevae.data.files.load_images`
+#: (FITS files too: one cut-out each, as telescopes' archives deliver them).
+FOLDER_EXTS = PIL_EXTS + TIFF_EXTS + FITS_EXTS
 #: What to install for the FITS reader.
 ASTRO_EXTRA = 'pip install "affinevae[astro]"'
 #: What to install for the readers of :data:`MICROSCOPY_EXTS` and :data:`ZARR_EXTS`.

@@ -34,7 +34,7 @@ from ..registry import Registry
 from ..units import PixelSize, same_pixel_size, square_pixel_size
 from .imageset import (BITS, STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretch, choose_scaling, nonfinite, say_scaling,
                        unsigned_divisor)
-from .formats import (FRAME_FOLDER_EXTS, check_not_empty, read_npy_header, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS,
+from .formats import (FRAME_FOLDER_EXTS, check_not_empty, read_npy_header, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS, FITS_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
 if TYPE_CHECKING:
@@ -1192,15 +1192,17 @@ def agreed_pixel_size(found: Sequence[tuple[str, PixelSize]], where: str, differ
 
 def files_pixel_size(files: Sequence[Path], where: str):
     """The one :class:`~affinevae.units.PixelSize` that image ``files`` read together (a folder's, a glob's: PNG,
-    JPEG, TIFF) record in their TIFF metadata (OME, ImageJ, resolution tags), or None. Files that record none
-    take the others' size and sizes that differ by more than :data:`PIXEL_SIZE_TOLERANCE` keep none, each said
-    in a warning naming ``where``. Reads the TIFF files' headers only."""
+    JPEG, TIFF, FITS) record in their TIFF metadata (OME, ImageJ, resolution tags) or FITS sky scale (WCS), or
+    None. Files that record none take the others' size and sizes that differ by more than
+    :data:`PIXEL_SIZE_TOLERANCE` keep none, each said in a warning naming ``where``. Reads the TIFF and FITS
+    files' headers only."""
     sizes = []
     for q in files:
-        if Path(q).suffix.lower() not in TIFF_EXTS:
+        kind = image_suffix(q)
+        if kind not in TIFF_EXTS + FITS_EXTS:
             continue
         try:
-            src = TiffSource(str(q))
+            src = TiffSource(str(q)) if kind in TIFF_EXTS else open_stack(str(q))
         except AffineVAEError:
             continue
         try:
