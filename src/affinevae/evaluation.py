@@ -59,6 +59,16 @@ def offset_concentration(a, b, symmetry: int = 1) -> float:
 MIRROR_MARGIN = 0.3
 
 
+def labelled_concentration(a: np.ndarray, b: np.ndarray, labels=None, symmetry: int = 1) -> float:
+    """:func:`class_offset_concentration` of angles ``a`` and ``b`` (N,) radians with ``labels`` (N,) where
+    some class has two images, else the pooled :func:`offset_concentration` (the notes' score)."""
+    if labels is not None:
+        value = class_offset_concentration(a, b, labels, symmetry)
+        if not np.isnan(value):
+            return value
+    return offset_concentration(a, b, symmetry)
+
+
 def mirror_note(learned, true, labels=None, symmetry: int = 1) -> Optional[str]:
     """A sentence when learned angles (N,) radians follow the true ones (N,) radians mirrored: the offset
     concentration (per class with ``labels``) of learned + true beats that of learned - true by
@@ -66,15 +76,7 @@ def mirror_note(learned, true, labels=None, symmetry: int = 1) -> Optional[str]:
     affinevae's (and rotated-mnist's) turn counter-clockwise. None otherwise."""
     learned = real_array(learned, "mirror_note: angles", what="angles in radians").ravel()
     true = real_array(true, "mirror_note: angles", what="angles in radians").ravel()
-
-    def score(b):
-        if labels is not None:
-            value = class_offset_concentration(learned, b, labels, symmetry)
-            if not np.isnan(value):
-                return value
-        return offset_concentration(learned, b, symmetry)
-
-    given, mirrored = score(true), score(-true)
+    given, mirrored = (labelled_concentration(learned, b, labels, symmetry) for b in (true, -true))
     if mirrored > 0.5 and mirrored > given + MIRROR_MARGIN:
         return (f"the learned angles follow the true ones mirrored (concentration of learned + true {mirrored:.2f}, "
                 f"of learned - true {given:.2f}): do the true angles turn clockwise on screen? affinevae's turn "
@@ -96,17 +98,9 @@ def symmetry_note(learned, true, labels=None, symmetry: int = 1) -> Optional[str
         return None
     learned = real_array(learned, "symmetry_note: angles", what="angles in radians").ravel()
     true = real_array(true, "symmetry_note: angles", what="angles in radians").ravel()
-
-    def score(k):
-        if labels is not None:
-            value = class_offset_concentration(learned, true, labels, k)
-            if not np.isnan(value):
-                return value
-        return offset_concentration(learned, true, k)
-
-    whole = score(1)
+    whole = labelled_concentration(learned, true, labels)
     for k in NOTED_SYMMETRIES:
-        folded = score(k)
+        folded = labelled_concentration(learned, true, labels, k)
         if folded > 0.5 and folded > whole + MIRROR_MARGIN:
             return (f"the learned angles agree with the true ones modulo {360 / k:g} degrees (concentration {folded:.2f} "
                     f"so, {whole:.2f} over the full turn): if the objects look the same turned by {360 / k:g} degrees, "
