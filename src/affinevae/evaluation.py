@@ -17,7 +17,7 @@ from .encoding import encode_dataset
 from .errors import AffineVAEError
 
 __all__ = ["circular_correlation", "class_offset_concentration", "encode_dataset", "mean_elbo", "mirror_note",
-           "symmetry_note",
+           "symmetry_note", "labelled_concentration",
            "offset_concentration",
            "psnr"]
 
