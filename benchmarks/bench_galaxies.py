@@ -6,9 +6,10 @@ profile), an edge-on disk with a round bulge and a two-armed spiral (nearly roun
 Gaussian PSF (sigma 1 px), on a sky of 200 counts with Poisson noise, sky-subtracted, and a saturated
 star (20 000 counts) beside ``--stars`` of them. The raw float32 flux is scaled by each ``--stretch``
 (:func:`affinevae.data.imageset.scale_images`: 'linear' is min-max, 'auto' the asinh stretch it picks
-here) and the rVAE is trained with the ``train`` command's full-circle defaults
-(``invariances=('rotation',)``, ``rotation_mode='full'``, batch and lr of
-:func:`affinevae.defaults.family_training`), ``--epochs`` epochs, ``--latent-dim`` content latents.
+here) and the rVAE (``invariances=('rotation',)``) is trained with what the ``train`` command chooses for those
+pixels (:func:`affinevae.defaults.data_defaults`: the full circle, and for scaled floats the float-image
+rules: a Gaussian likelihood at the measured noise behind a 1.5-px low-pass filter, the content anchor;
+printed), ``--epochs`` epochs, ``--latent-dim`` content latents.
 Scores on the training cut-outs: per-class concentration of 2 x (learned - true angle) (angles of a
 2-fold object are known modulo 180 degrees; ``class_offset_concentration(symmetry=2)``, per class E / D / S),
 k-means (3 clusters, Hungarian matching) and 10-NN accuracy (5-fold) of the content latents, and
@@ -32,7 +33,7 @@ import torch
 
 import affinevae as av
 from affinevae.data.imageset import scale_images
-from affinevae.defaults import family_training
+from affinevae.defaults import data_defaults
 from affinevae.evaluation import class_offset_concentration, encode_dataset, offset_concentration
 from affinevae.models.rvae import MIN_SYNC_AGREEMENT
 from affinevae.mapping import clustering_accuracy
@@ -105,20 +106,22 @@ def main() -> None:
     print(f"protocol: {args.n} cut-outs of {args.size} px ({', '.join(CLASSES)}), raw counts span "
           f"[{raw.min():g}, {raw.max():g}], 99 % of them in the lowest {100 * share:.2g} %; rvae full circle, "
           f"{args.latent_dim} content latents, {args.epochs} epochs, seed {args.seed}, torch threads {torch.get_num_threads()}")
-    options = {"latent_dim": args.latent_dim, "invariances": ("rotation",), "rotation_mode": "full",
-               "image_shape": (1, args.size, args.size), "anchor_symmetry": args.anchor_symmetry}
-    batch, lr = family_training("rvae", options)
+    given = {"latent_dim": args.latent_dim, "invariances": ("rotation",), "image_shape": (1, args.size, args.size),
+             **({} if args.anchor_symmetry is None else {"anchor_symmetry": args.anchor_symmetry})}
     print(f"{'stretch':10}{'pixel scaling':52}{'anchor':>14}{'E / D / S (mod 180)':>22}{'mean':>7}{'k-means':>9}"
           f"{'10-NN':>8}{'images/s':>10}")
     for stretch in [s.strip() for s in args.stretch.split(",") if s.strip()]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the table says the scaling
             images, used = scale_images(raw[:, None], "galaxies", stretch=stretch)
+        data = av.data.ImageSet(images, meta={"pixel_scaling": used.to_dict()})
+        options, train, line = data_defaults(data, "rvae", given, None, args.epochs, python=True)
+        print(line)
         torch.manual_seed(args.seed)
         model = av.build_model("rvae", seed=args.seed, **options)
-        cfg = av.TrainConfig(epochs=args.epochs, batch_size=batch or 128, lr=lr or 1e-3, val_split=0.0,
-                             progress=False, seed=args.seed, checkpoint=False)
-        res = av.fit(model, images, cfg)
+        cfg = av.TrainConfig(epochs=train["epochs"], batch_size=train["batch_size"], lr=train["lr"],
+                             kl_warmup=train["kl_warmup"], val_split=0.0, progress=False, seed=args.seed, checkpoint=False)
+        res = av.fit(model, data, cfg)
         s = scores(model, images, labels, theta, args.seed)
         ips = float(np.mean([h["images_per_s"] for h in res.history]))
         per = " / ".join(f"{v:.2f}" for v in s["per"])

@@ -118,6 +118,11 @@ def float_set(n=50, noise=0.2, seed=0, size=12):
 def test_float_images_get_a_gaussian_likelihood_with_the_measured_noise():
     data = float_set()
     assert data_kind(data) == FLOAT_KIND and data_kind(ImageSet(data.images)) is None
+    # asinh-stretched measurements too (an astronomer's raw-flux galaxies took Bernoulli: spirals' angles 0.07);
+    # 12-bit cameras' integers divided by their range are not floats
+    stretched = {"kind": "asinh", "offset": 8.0, "soft": 19.3, "floor": -2.2, "divisor": 9.8}
+    assert data_kind(ImageSet(data.images, meta={"pixel_scaling": stretched})) == FLOAT_KIND
+    assert data_kind(ImageSet(data.images, meta={"pixel_scaling": {"kind": "bits", "offset": 0.0, "divisor": 4095.0}})) is None
     full = {"latent_dim": 2, "rotation_mode": "full"}
     opts, train, line = data_defaults(data, "rvae", full, None, None)
     sigma = float(f"{noise_sigma(data.images):.3g}")
