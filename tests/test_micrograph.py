@@ -606,6 +606,19 @@ def test_cli_patches_and_map(micrograph, tmp_path, capsys):
     assert main(["map", str(tmp_path / "run"), "--cube", str(tmp_path / "img.npy"), "--signal-axis", "1",
                  "--cluster-on", "images", "--out", str(tmp_path / "cube")]) == 2
     assert "--cluster-on images applies to --image/--patches" in one_line_error(capsys)
+    # a QA audit: --components beyond the patches' count was refused after the maps were written (left behind, so
+    # the same command could not run again), and options of --baseline / --clusters were ignored without them
+    mapping_of = ["map", str(tmp_path / "run"), "--image", str(tmp_path / "img.npy"), "--patches", str(out)]
+    assert main([*mapping_of, "--baseline", "pca", "--components", "5000", "--out", str(tmp_path / "m2")]) == 2
+    assert "--components: baseline components must be an integer in 1.." in one_line_error(capsys)
+    assert not (tmp_path / "m2").exists()
+    for extra, said in ((["--components", "3"], "--components applies with --baseline, which is not given"),
+                        (["--baseline", "pca", "--nmf-shift"], "--nmf-shift applies with --baseline nmf"),
+                        (["--cluster-method", "gmm"], "--cluster-method applies with --clusters"),
+                        (["--cluster-on", "images"], "--cluster-on applies with --clusters")):
+        assert main([*mapping_of, *extra, "--out", str(tmp_path / "m3")]) == 2
+        assert said in one_line_error(capsys)
+    assert not (tmp_path / "m3").exists()
     with np.load(tmp_path / "maps" / "maps.npz", allow_pickle=False) as f:
         assert f["z_mean"].shape == (n, 3) and f["cluster"].max() == 1
     assert (tmp_path / "maps" / "clusters.png").stat().st_size > 0

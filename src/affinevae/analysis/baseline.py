@@ -83,6 +83,15 @@ class Baseline:
         return out
 
 
+def check_components(n_components: int, n_samples: int, n_features: int, where: str = "data") -> None:
+    """Refuse (one :class:`AffineVAEError` line naming ``where``) a baseline component count K that is not an
+    integer in 1..min(``n_samples``, ``n_features``): what :func:`fit_baseline` can fit for N samples of F
+    values each (a command checks it before any work)."""
+    k_max = min(int(n_samples), int(n_features))
+    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or not 1 <= n_components <= k_max:
+        raise AffineVAEError(f"{where}: baseline components must be an integer in 1..{k_max}, got {n_components!r}")
+
+
 def fit_baseline(samples: np.ndarray, method: str = "pca", n_components: int = 2, seed: int = 0,
                  nonnegative: str = "error", where: str = "data") -> Baseline:
     """Fit PCA or NMF to ``samples`` (N, ...) flattened per sample.
@@ -109,9 +118,7 @@ def fit_baseline(samples: np.ndarray, method: str = "pca", n_components: int = 2
         raise AffineVAEError(f"nonnegative must be one of {list(NONNEGATIVE)}, got {nonnegative!r}")
     shape = x.shape[1:]
     flat = x.reshape(len(x), -1)
-    k_max = min(flat.shape)
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or not 1 <= n_components <= k_max:
-        raise AffineVAEError(f"{where}: baseline components must be an integer in 1..{k_max}, got {n_components!r}")
+    check_components(n_components, *flat.shape, where=where)
     if not np.isfinite(flat).all():
         raise AffineVAEError(f"{where}: NaN or infinite values; a baseline needs finite data")
     offset = 0.0

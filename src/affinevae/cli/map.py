@@ -46,7 +46,7 @@ class Map:
                        help="--cube: the axis of the spectra (required, but for the run's own data: its axis)")
         p.add_argument("--baseline", choices=["pca", "nmf"],
                        help="also fit scikit-learn's PCA or NMF and draw its loading maps and components")
-        p.add_argument("--components", type=int, default=2, metavar="K", help="--baseline components (default 2)")
+        p.add_argument("--components", type=int, metavar="K", help="--baseline components (default 2)")
         p.add_argument("--nmf-shift", action="store_true",
                        help="--baseline nmf on data with negative values: subtract the minimum first (else an error)")
         p.add_argument("--out", required=True, help="output folder for maps.npz and the PNG maps")
@@ -55,8 +55,8 @@ class Map:
                        help="cluster the objects into K classes, by what --cluster-on says (by default the "
                             "patches the model decodes them into, or their content latents; no clustering unless "
                             "given: a joint or semi-supervised model's maps show the classes it infers)")
-        p.add_argument("--cluster-method", default="kmeans", help="kmeans (default) or gmm: mapping.CLUSTER_METHODS")
-        p.add_argument("--cluster-on", choices=list(CLUSTER_SPACES), default="auto",
+        p.add_argument("--cluster-method", help="--clusters: kmeans (default) or gmm: mapping.CLUSTER_METHODS")
+        p.add_argument("--cluster-on", choices=list(CLUSTER_SPACES),
                        help="what --clusters clusters: 'images', the patches the model decodes the objects' content "
                             "latents into (canonical pose), in units of its pixel noise, so that what differs at the "
                             "patch centre counts most; 'latents', the content latents scaled to unit variance; "
@@ -83,14 +83,14 @@ class Map:
         from ..training import resolve_device
 
         symmetry = parse_symmetry(args.symmetry)  # before anything is read or written
-        try:
-            CLUSTER_METHODS.get(args.cluster_method)
-        except AffineVAEError as exc:
-            raise AffineVAEError(f"--cluster-method: {exc}") from None
         given = pixel_size_option(args)
         if args.clusters is not None and args.clusters < 1:
             raise AffineVAEError(f"--clusters must be >= 1, got {args.clusters}")
         check_sources(args)
+        try:
+            CLUSTER_METHODS.get(args.cluster_method)
+        except AffineVAEError as exc:
+            raise AffineVAEError(f"--cluster-method: {exc}") from None
         images = expand_inputs([args.image]) if args.image else []  # a pattern: the files patches read as one stack
         check_output(args.out, kind="dir", inputs=[p for p in (args.run_dir, *images, args.patches, args.cube) if p],
                      force=args.force)
@@ -106,6 +106,14 @@ class Map:
         if args.clusters is not None:
             check_cluster_count(args.clusters, len(ps), "--clusters")
             cluster_space(model, args.cluster_on)
+        if args.baseline:  # (before anything is written: a refusal after the maps left them behind)
+            from ..analysis.baseline import check_components
+
+            check_components(args.components, len(ps), int(np.prod(ps.patches.shape[1:])), f"{args.patches}: --components")
+            if args.baseline == "nmf" and not args.nmf_shift and float(ps.patches.min()) < 0:
+                raise AffineVAEError(f"{args.patches}: NMF needs non-negative data, the patches' minimum is "
+                                     f"{float(ps.patches.min()):.3g}; use --baseline pca, or --nmf-shift to subtract "
+                                     "the minimum first")
         with open_images(args, images, given) as src:
             if ps.image_shape != (0, 0) and tuple(ps.image_shape) != tuple(src.image_shape):
                 raise AffineVAEError(f"{args.patches}: patches were cut from a {ps.image_shape[0]}x{ps.image_shape[1]} "
@@ -177,7 +185,9 @@ class Map:
 def check_sources(args: argparse.Namespace) -> None:
     """Either --cube with --signal-axis, or --image with --patches (one-line errors otherwise); --cube
     refuses the options of an image's objects and frames (--symmetry, --frame, --stretch, --level,
-    --cluster-on images)."""
+    --cluster-on images); the options of --baseline and --clusters are refused without them (they would
+    be ignored), and those not given take the library's defaults (``write_patch_baseline``'s
+    ``n_components``, ``write_maps``' ``cluster_method`` and ``cluster_on``)."""
     if args.cube:
         if args.image or args.patches:
             raise AffineVAEError("--cube maps a hyperspectral cube; it does not take --image/--patches")
@@ -197,6 +207,20 @@ def check_sources(args: argparse.Namespace) -> None:
             raise AffineVAEError("map needs --image and --patches (patches of an image), or --cube and --signal-axis")
     if args.cube and args.cluster_on == "images":
         raise AffineVAEError("--cluster-on images applies to --image/--patches; --cube clusters the latents")
+    orphans = [(flag, parent) for flag, given, parent, has in (
+        ("--components", args.components is not None, "--baseline", args.baseline),
+        ("--nmf-shift", args.nmf_shift, "--baseline nmf", args.baseline == "nmf"),
+        ("--cluster-method", args.cluster_method is not None, "--clusters", args.clusters is not None),
+        ("--cluster-on", args.cluster_on is not None, "--clusters", args.clusters is not None)) if given and not has]
+    if orphans:  # it would be ignored
+        raise AffineVAEError(f"{orphans[0][0]} applies with {orphans[0][1]}, which is not given: it would be ignored")
+    from ..analysis.baseline import write_patch_baseline
+    from ..mapping import write_maps
+
+    # the library's defaults for those not given (one source)
+    args.components = default_of(write_patch_baseline, "n_components") if args.components is None else args.components
+    args.cluster_method = args.cluster_method or default_of(write_maps, "cluster_method")
+    args.cluster_on = args.cluster_on or default_of(write_maps, "cluster_on")
     if args.components < 1:
         raise AffineVAEError(f"--components must be >= 1, got {args.components}")
 
