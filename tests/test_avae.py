@@ -951,3 +951,23 @@ def test_an_avae_wrapping_a_full_circle_rvae_keeps_its_anchors_off():
     assert (rvae.config.pose_anchor, rvae.config.content_anchor) == (10.0, 100.0)
     wrapped = AVAE(rvae)
     assert wrapped.vae.config.to_dict() == wrapped.config.inner_config and wrapped.vae.config.pose_anchor == 0.0
+
+
+@pytest.mark.parametrize("value", [5, [1], True, "abc"])
+def test_an_inner_config_that_is_not_a_dict_is_one_line(value):
+    """A QA audit: `train --model avae --set inner_config=5` (and build_model) gave a TypeError/ValueError traceback."""
+    with pytest.raises(AffineVAEError, match=r"^avae inner_config must be a dict of the inner model's options, got "):
+        av.build_model("avae", image_shape=(1, 28, 28), inner_config=value)
+
+
+def test_head_starts_beyond_the_restarts_are_refused():
+    """A QA audit: `align --head-starts 100` with 16 restarts was accepted and cut down silently."""
+    import argparse
+
+    from affinevae.cli.align import search_config_from_args
+    from affinevae.pose.search import SearchConfig
+
+    args = argparse.Namespace(restarts=16, head_starts=100, seed=0)
+    with pytest.raises(AffineVAEError, match=r"^--head-starts 100 exceeds the 16 restarts \(--restarts\)"):
+        search_config_from_args(args, SearchConfig())
+    assert search_config_from_args(argparse.Namespace(restarts=16, head_starts=4, seed=0), SearchConfig()).head_starts == 4

@@ -503,3 +503,65 @@ def test_a_run_trained_on_an_array_in_its_own_units_reads_other_data_in_them(tmp
     av.fit(av.build_model("vae", image_shape=peaks.image_shape, latent_dim=2, likelihood="gaussian"), peaks, cfg,
            out=tmp_path / "peaks", check_learning=False)
     assert Run(tmp_path / "peaks").pixel_scaling is None
+
+
+def test_a_cut_or_empty_pose_record_is_one_line_and_a_resume_rewrites_it(tmp_path):
+    """A QA audit: a truncated poses.npz gave zipfile.BadZipFile tracebacks (plot rotation-histograms, report) and an
+    empty one an EOFError at the end of a resumed epoch, each retry losing the epoch; now one line, and a resume
+    drops the unreadable history with a warning and writes the record again."""
+    from affinevae.nn.transforms import get_transform
+    from affinevae.pose.record import POSES_FILE, PoseRecorder, load_pose_record
+
+    recorder = PoseRecorder(get_transform("rotation"))
+    recorder.record(torch.arange(4), torch.zeros(4, 1), None)
+    recorder.end_epoch(1, tmp_path)
+    whole = (tmp_path / POSES_FILE).read_bytes()
+    for cut in (whole[:len(whole) // 2], b""):
+        (tmp_path / POSES_FILE).write_bytes(cut)
+        with pytest.raises(AffineVAEError, match=r"poses.npz: corrupt pose record \((BadZipFile|EOFError)"):
+            load_pose_record(tmp_path)
+    resumed = PoseRecorder(get_transform("rotation"))
+    resumed.record(torch.arange(4), torch.ones(4, 1), None)
+    with pytest.warns(UserWarning, match=r"corrupt pose record .*: the found angles of the epochs before 2 are dropped"):
+        resumed.end_epoch(2, tmp_path)
+    assert load_pose_record(tmp_path).epochs.tolist() == [2]
+
+
+def test_a_model_json_that_is_not_an_object_is_one_line(tmp_path):
+    """A QA audit: model.json holding JSON that is not an object ([] , 5, null) gave an AttributeError traceback in
+    train --resume (the other commands said 'not an affinevae model config')."""
+    av.VAE(latent_dim=2, hidden=[16], channels=[4, 8]).save(tmp_path / "m")
+    for text in ("[]", "5", "null", '{"model": "vae"}'):
+        (tmp_path / "m" / "model.json").write_text(text)
+        with pytest.raises(AffineVAEError, match=r"model.json: not an affinevae model config$"):
+            Run(tmp_path / "m").model_config
+
+
+def test_unreadable_weights_are_not_called_corrupt(tmp_path, monkeypatch):
+    """A QA audit: weights the user may not read (chmod 000) were 'corrupt ...; restore the file or retrain',
+    advice that could throw a good model away."""
+    import affinevae.io as io_mod
+
+    av.VAE(latent_dim=2, hidden=[16], channels=[4, 8]).save(tmp_path / "m")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(io_mod, "load_file", denied)
+    with pytest.raises(AffineVAEError, match=r"model.safetensors: cannot read the weights \(permission denied"):
+        io_mod.load_tensors(tmp_path / "m" / "model.safetensors")
+    monkeypatch.setattr(io_mod, "open", denied, raising=False)
+    with pytest.raises(AffineVAEError, match=r"cannot read the weights \(permission denied"):
+        io_mod.tensor_header(tmp_path / "m" / "model.safetensors")
+
+
+def test_the_csv_loggers_files_in_a_run_are_the_runs_own(tmp_path):
+    """A QA audit: `sweep --out RUN/metrics.csv --force` overwrote the CSV logger's file in a run directory (not in
+    the protected list, unlike metrics.jsonl)."""
+    from affinevae.outputs import check_output
+
+    av.VAE(latent_dim=2, hidden=[16], channels=[4, 8]).save(tmp_path / "run")
+    for name in ("metrics.csv", "hparams.csv", "metrics.jsonl"):
+        (tmp_path / "run" / name).write_text("epoch\n1\n")
+        with pytest.raises(AffineVAEError, match=rf"{name}: is a file of the run or model directory"):
+            check_output(tmp_path / "run" / name, force=True)
+    check_output(tmp_path / "run" / "sweep.csv", force=True)  # the user's own file beside them

@@ -32,6 +32,9 @@ MODEL_WEIGHTS = "model.safetensors"
 TRAIN_JSON = "train.json"
 #: The per-image training targets a model derived from its training data (:class:`TargetStore`).
 FIT_TARGETS = "fit_targets.safetensors"
+#: The files the CSV logger keeps in a run directory (:class:`affinevae.tracking.CSVLogger`): per-epoch metrics and
+#: the run's options.
+CSV_METRICS, CSV_HPARAMS = "metrics.csv", "hparams.csv"
 
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
@@ -264,6 +267,8 @@ def load_tensors(path: str | Path, what: str = "weights") -> dict[str, torch.Ten
         raise AffineVAEError(f"{path}: {what} not found")
     try:
         tensors = load_file(str(path))
+    except PermissionError:
+        raise AffineVAEError(unreadable(path, what)) from None
     except (SafetensorsError, OSError, ValueError, RuntimeError) as exc:
         raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0]}); restore the file or retrain") from None
     recorded = tensor_header(path, what)[1].get(TENSORS_DIGEST_KEY)
@@ -282,6 +287,12 @@ def tensor_shapes(path: str | Path, what: str = "weights") -> dict[str, tuple[in
     """Name -> shape of every tensor in a safetensors file, read from its header only (no tensor
     data is read or allocated); a one-line :class:`AffineVAEError` if missing or corrupt."""
     return tensor_header(path, what)[0]
+
+
+def unreadable(path: Path, what: str) -> str:
+    """The one-line message for a ``what`` file at ``path`` this process may not read (its permissions): not
+    corrupt, so nothing to restore or retrain."""
+    return f"{path}: cannot read the {what} (permission denied: check the file's permissions)"
 
 
 def tensor_header(path: str | Path, what: str = "weights") -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
@@ -309,6 +320,8 @@ def tensor_header(path: str | Path, what: str = "weights") -> tuple[dict[str, tu
             end = max(end, int(v["data_offsets"][1]))
         if 8 + n + end > size:
             raise ValueError("truncated: the header declares more data than the file holds")
+    except PermissionError:
+        raise AffineVAEError(unreadable(path, what)) from None
     except (OSError, ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError,
             UnicodeDecodeError) as exc:
         raise AffineVAEError(f"{path}: corrupt {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from .errors import AffineVAEError
-from .io import FIT_TARGETS, MODEL_JSON, MODEL_WEIGHTS, NAME_MAX, clean_stale_temporaries
+from .io import CSV_HPARAMS, CSV_METRICS, FIT_TARGETS, MODEL_JSON, MODEL_WEIGHTS, NAME_MAX, clean_stale_temporaries
 from .pose.record import POSES_FILE
 from .runs import METRICS, TRAIN_JSON
 
@@ -41,8 +41,8 @@ __all__ = ["check_output", "check_outputs", "is_run_directory", "is_run_file", "
 
 #: The lock file inside a run directory held by the process writing it.
 LOCK_FILE = ".affinevae.lock"
-#: Names a run or model directory owns (besides the checkpoint patterns).
-RUN_FILES = (MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, METRICS, POSES_FILE, LOCK_FILE, FIT_TARGETS)
+#: Names a run or model directory owns (besides the checkpoint patterns; the CSV logger's files too).
+RUN_FILES = (MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, METRICS, POSES_FILE, LOCK_FILE, FIT_TARGETS, CSV_METRICS, CSV_HPARAMS)
 _RUN_FILE_PATTERN = re.compile(r"^(checkpoint|optimizer)-e\d+\.(safetensors|pt)$")
 _TEMP_PATTERN = re.compile(r"^\..+\.\d+\.[A-Za-z0-9_]+\.tmp$")
 

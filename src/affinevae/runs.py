@@ -335,8 +335,12 @@ class Run:
 
     @property
     def model_description(self) -> dict[str, Any]:
-        """``model.json``: {'model': family, 'config': {...}}."""
-        return read_json(self.path / MODEL_JSON, "model config")
+        """``model.json``: {'model': family, 'config': {...}}; a file that is JSON but not such an object
+        is one :class:`AffineVAEError` line naming it."""
+        desc = read_json(self.path / MODEL_JSON, "model config")
+        if not isinstance(desc, dict) or not isinstance(desc.get("model"), str) or not isinstance(desc.get("config"), dict):
+            raise AffineVAEError(f"{self.path / MODEL_JSON}: not an affinevae model config")
+        return desc
 
     @property
     def model_config(self) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .config import Config, check, degrees_of
 from .errors import AffineVAEError, user_stacklevel
-from .io import atomic_write, read_json, write_json
+from .io import CSV_HPARAMS, CSV_METRICS, atomic_write, read_json, write_json
 from .nn.modes import module_mode
 from .registry import Registry
 from .rng import seeded
@@ -176,7 +176,7 @@ class CSVLogger(LoggerConfig):
     @classmethod
     def holds_logs(cls, directory: Path) -> bool:
         """True when ``directory`` holds a ``metrics.csv`` or ``hparams.csv``."""
-        return (directory / "metrics.csv").exists() or (directory / "hparams.csv").exists()
+        return (directory / CSV_METRICS).exists() or (directory / CSV_HPARAMS).exists()
 
 
 class _CSVSink(Sink):
@@ -186,7 +186,7 @@ class _CSVSink(Sink):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         rows = [["name", "value"]] + [[k, v] for k, v in hparams.items()]
-        atomic_write(directory / "hparams.csv", lambda tmp: _write_csv(tmp, rows))
+        atomic_write(directory / CSV_HPARAMS, lambda tmp: _write_csv(tmp, rows))
         self.rows: list[dict[str, Any]] = [{"epoch": r.get("epoch"), **scalars_of(r)} for r in history]
         if self.rows:
             self._write()
@@ -197,7 +197,7 @@ class _CSVSink(Sink):
             columns.update(dict.fromkeys(r))
         header = list(columns)
         table = [header] + [[r.get(c, "") for c in header] for r in self.rows]
-        atomic_write(self.directory / "metrics.csv", lambda tmp: _write_csv(tmp, table))
+        atomic_write(self.directory / CSV_METRICS, lambda tmp: _write_csv(tmp, table))
 
     def log_metrics(self, step, metrics):
         self.rows.append({"epoch": step, **metrics})

@@ -233,6 +233,9 @@ class AVAEConfig(ModelConfig):
         """Build from a dict; the inner model's own options may be given at the top level."""
         own = set(cls.field_names()) - set(_MIRRORED)
         data = dict(data)
+        given = data.get("inner_config")
+        check(given is None or isinstance(given, Mapping),
+              f"avae inner_config must be a dict of the inner model's options, got {type(given).__name__} {given!r}")
         inner_fields = set(cls._inner_fields(data))
         moved = {k: data.pop(k) for k in list(data) if k not in own and k in inner_fields}
         if moved:

@@ -8,6 +8,8 @@ training image (by its index in the training data) and the angle found in each e
 from __future__ import annotations
 
 import dataclasses
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import AffineVAEError
+from ..errors import AffineVAEError, user_stacklevel
 from ..io import atomic_write
 from ..nn.transforms import Parameterisation
 
@@ -98,7 +100,7 @@ def load_pose_record(run_dir: str | Path) -> PoseRecord:
         labels = d["labels"] if bool(d["has_labels"]) else None
         return PoseRecord(epochs=d["epochs"], angle=d["angle"], labels=labels, params=d["params"],
                           transform=str(d["transform"]), param_names=tuple(str(v) for v in d["param_names"]))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # (an empty or truncated archive)
         raise AffineVAEError(f"{path}: corrupt pose record ({exc.__class__.__name__}: {exc})") from None
 
 
@@ -171,7 +173,9 @@ class PoseRecorder:
             try:  # resumed run: keep the epochs recorded before the interruption
                 old = load_pose_record(run_dir)
                 self.history = [(int(e), a) for e, a in zip(old.epochs, old.angle) if e < epoch]
-            except AffineVAEError:
+            except AffineVAEError as exc:  # written again below with this epoch's angles
+                warnings.warn(f"{exc}: the found angles of the epochs before {epoch} are dropped from it",
+                              stacklevel=user_stacklevel())
                 self.history = []
         self.history = [(e, a) for e, a in self.history if e != epoch] + [(epoch, angle)]
         self.seen.zero_()
