@@ -68,6 +68,9 @@ def search_config_from_args(args: argparse.Namespace, base: SearchConfig) -> Sea
     if getattr(args, "keep", None) is not None and args.keep > cfg.restarts:
         raise AffineVAEError(f"--keep {args.keep} exceeds the {cfg.restarts} restarts (--restarts): "
                              "only restarts can be kept")
+    if getattr(args, "head_starts", None) is not None and args.head_starts > cfg.restarts:  # (cut down silently)
+        raise AffineVAEError(f"--head-starts {args.head_starts} exceeds the {cfg.restarts} restarts (--restarts): the "
+                             "head's hypotheses become some of the restarts")
     return cfg
 
 

@@ -284,14 +284,19 @@ def data_max_angle(args: argparse.Namespace) -> Optional[float]:
 
 
 def parse_int_list(text: str, name: str) -> tuple[int, ...]:
-    """'256,128' -> (256, 128) with a clear error."""
+    """'256,128' -> (256, 128) with a clear error: not integers, empty, or an empty item ('32,,64': a
+    width lost to a typo; one trailing comma is allowed)."""
+    items = [v.strip() for v in text.split(",")]
+    if len(items) > 1 and items[-1] == "":
+        items = items[:-1]
+    if not any(items):
+        raise AffineVAEError(f"--{name} is empty")
+    if "" in items:
+        raise AffineVAEError(f"--{name} has an empty item: {text!r} (comma-separated integers, e.g. 32,64)")
     try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
+        return tuple(int(v) for v in items)
     except ValueError:
         raise AffineVAEError(f"--{name} must be comma-separated integers, got {text!r}") from None
-    if not vals:
-        raise AffineVAEError(f"--{name} is empty")
-    return vals
 
 
 def parse_set_options(items: list[str]) -> dict[str, Any]:

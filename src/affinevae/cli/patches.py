@@ -95,6 +95,14 @@ class Patches:
         if args.stride is not None and args.centre == "mass":
             raise AffineVAEError("--centre mass moves detected objects or --coords onto their brightness centres; "
                                  "grid windows (--stride) stay where the grid puts them")
+        if args.coords or args.stride is not None:  # detection's own options would be ignored
+            unused = [flag for flag, given in (("--min-distance", args.min_distance is not None),
+                                               ("--threshold", args.threshold is not None), ("--absolute", args.absolute),
+                                               ("--sigma", args.sigma is not None),
+                                               ("--noise-floor", args.noise_floor is not None)) if given]
+            if unused:
+                raise AffineVAEError(f"{unused[0]} applies to detection; with {'--coords' if args.coords else '--stride'} "
+                                     "no objects are detected: it would be ignored")
         if not str(args.out).endswith(".npz"):
             raise AffineVAEError(f"--out must be a .npz file, got {args.out}")
         given = pixel_size_option(args)

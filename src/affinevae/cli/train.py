@@ -599,9 +599,9 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
               "activation": args.activation, "likelihood": args.likelihood, "sigma": args.sigma,
               "learn_sigma": args.learn_sigma, "beta": args.beta, "lowpass": args.lowpass}
     opts.update({k: v for k, v in simple.items() if v is not None})
-    if args.hidden:
+    if args.hidden is not None:  # ("" is refused: it trained with the defaults, silently)
         opts["hidden"] = list(parse_int_list(args.hidden, "hidden"))
-    if args.channels:
+    if args.channels is not None:
         opts["channels"] = list(parse_int_list(args.channels, "channels"))
     if args.invariances is not None:
         inv = [] if args.invariances.strip().lower() in ("", "none") else [v.strip() for v in args.invariances.split(",")]
