@@ -309,3 +309,19 @@ def test_validation_metrics_name_the_terms_in_the_validation_loss():
     got = evaluate(model, X, None)
     assert "pose_head" in got
     assert got["loss"] == pytest.approx(got["recon"] + got["kl"] + got["pose_head"], rel=1e-5)
+
+
+def test_a_plugin_subclass_takes_its_family_s_defaults():
+    """An audit: a registered subclass of the rVAE got the trainer's generic batch and learning rate (128, 1e-3), none
+    of the rVAE's (defaults were keyed by the family's name)."""
+    from affinevae.defaults import data_defaults, defaults_family
+    from affinevae.registry import MODELS
+
+    MODELS.register("test_widervae")(type("WiderRVAE", (av.RVAE,), {}))
+    try:
+        assert defaults_family("test_widervae") == "rvae" and defaults_family("vae") == "vae"
+        data = av.data.load_mnist("train", n=20)
+        assert (data_defaults(data, "test_widervae", {}, None, None)[1]
+                == data_defaults(data, "rvae", {}, None, None)[1])
+    finally:
+        MODELS.unregister("test_widervae")

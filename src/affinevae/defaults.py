@@ -62,7 +62,7 @@ from .mapping import CLUSTER_SPACES  # noqa: F401  (re-exported: map's one list)
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SCALINGS", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "floored_sigma",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SCALINGS", "FLOAT_SIGMA_FLOOR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "defaults_family", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "floored_sigma",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "patch_smoothing", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -509,6 +509,21 @@ def orientation_asked(data: ImageSet, model: str, options: Mapping[str, Any]) ->
     return "rotation" in tuple(invariances or ())
 
 
+def defaults_family(model: str) -> str:
+    """The family whose defaults family ``model`` takes: its own name where the defaults name it (or it is
+    not registered), else the nearest base class's registered family that they name: a plugin registered as a
+    subclass of the rVAE takes the rVAE's batch size, learning rate and data rules (it took the trainer's
+    generic ones)."""
+    from .registry import MODELS
+
+    named = {key.split(":")[0] for key in FAMILY_TRAINING} | {name for kind in KIND_DEFAULTS.values()
+                                                               for name in kind.families}
+    if model in named or model not in MODELS:
+        return model
+    bases = (vars(base).get("family") for base in MODELS.get(model).__mro__[1:])
+    return next((name for name in bases if name in named), model)
+
+
 def data_defaults(data: ImageSet, model: str, given: dict, batch_size: Optional[int],
                   epochs: Optional[int], lr: Optional[float] = None,
                   kl_warmup: Optional[float] = None, python: bool = False) -> tuple[dict, dict, str]:
@@ -553,6 +568,7 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
     """
     if batch_size is not None:
         check_int("batch_size", batch_size, 1)
+    model = defaults_family(model)  # a plugin subclass of a family: that family's defaults
     options = dict(given)
     kind = KIND_DEFAULTS.get(data_kind(data))
     rules = None if kind is None else kind.families.get(model)
