@@ -118,3 +118,98 @@ def test_neighbours_are_found_within_each_frame_only():
     alone = bond_orders(grid)
     assert orders[4] == pytest.approx(alone[4]) and orders[6] == pytest.approx(alone[6])
     assert neighbour_spacing(centers[-1:], frames[-1:]) is None and bond_orders(centers[:3]) == {}
+
+
+def test_first_images_of_a_float_stack_larger_than_the_memory_limit_are_read(tmp_path):
+    """The range pass reads chunks sized to the memory limit (not 64 MiB, checked as 192 MiB), so -n 5 of a
+    float .npy larger than --max-memory is read, equal to the first 5 of the whole file; a limit too small for
+    one frame is one line naming the file and one frame."""
+    from affinevae.data.files import load_images
+    from affinevae.limits import memory_limit_set
+
+    rng = np.random.default_rng(0)
+    stack = (rng.random((3000, 28, 28), dtype=np.float32) * 2 - 0.5)  # 9.4 MB of float pixels outside [0, 1]
+    path = tmp_path / "big.npy"
+    np.save(path, stack)
+    with pytest.warns(UserWarning, match="min-max scaling"):
+        whole = load_images(str(path)).images[:5]
+    with memory_limit_set("4M"), pytest.warns(UserWarning, match="min-max scaling"):
+        first = load_images(str(path), n=5)  # the stack at 3 copies would need 27 MiB
+    np.testing.assert_array_equal(first.images, whole)
+    with memory_limit_set("8K"), open_stack(str(path)) as src:  # one 28x28 frame at 3 copies: 9.2 KiB
+        with pytest.raises(AffineVAEError, match=r"^.*big\.npy: the declared frames \(1x28x28\) would need 9\.2 KiB, "
+                                                 r"more than the 8\.0 KiB"):
+            src.normalisation()
+
+
+def test_float64_values_beyond_float32_are_said_to_overflow_not_to_be_nan(tmp_path, monkeypatch):
+    """Finite float64 pixels over 3.4e38 are refused as too large for float32 (rescale them), with the count and
+    the file, by every reader (whole, first n, with fill_nan, in memory); NaN pixels keep their message."""
+    from affinevae.data import stacks
+    from affinevae.data.files import load_images
+    from affinevae.data.inputs import as_images
+
+    big = np.full((20, 16, 16), 0.5)
+    big[3, 2, 2:5] = 1e300
+    big[7, 0, 0] = -2e39
+    path = tmp_path / "f64.npy"
+    np.save(path, big)
+    for kw in ({}, {"n": 5}, {"fill_nan": True}, {"n": 5, "fill_nan": True}):
+        with pytest.raises(AffineVAEError) as err:
+            load_images(str(path), **kw)
+        text = str(err.value)
+        assert text.startswith(f"{path}: 4 pixel values overflow float32"), (kw, text)
+        assert "first in image 3" in text and "rescale them" in text and "divide" in text, (kw, text)
+        assert "NaN" not in text and "--fill-nan" not in text, (kw, text)
+    with pytest.raises(AffineVAEError, match=r"^images: 4 pixel values overflow float32.*first in image 3.*rescale"):
+        as_images(big)
+    nan = np.full((20, 16, 16), 0.5)
+    nan[4, 1, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    for kw in ({}, {"n": 5}):
+        with pytest.raises(AffineVAEError, match=r"nan\.npy: 1 NaN or infinite pixel values \(first in image 4\).*--fill-nan"):
+            load_images(str(tmp_path / "nan.npy"), **kw)
+    monkeypatch.setattr(stacks, "SCAN_BYTES", 8 * 16 * 4)  # frames larger than a scan step: read in row bands
+    with open_stack(str(path)) as src, pytest.raises(AffineVAEError, match=r"f64\.npy: 3 pixel values overflow "
+                                                                           r"float32.*in frame 3 rows 0:8\)"):
+        src.read(0, 1)
+
+
+def test_labels_out_of_a_models_range_name_the_labels_file(tmp_path):
+    """A labels file read with the images is recorded (meta['labels_source']) and named when as_images refuses
+    its labels (a class beyond a cVAE's classes), whatever 'where' the caller gave; other labels are not."""
+    from affinevae.data.files import load_images, set_labels
+    from affinevae.data.inputs import as_images
+
+    np.save(tmp_path / "im.npy", np.random.default_rng(0).random((30, 12, 12)).astype(np.float32))
+    np.save(tmp_path / "lab.npy", np.arange(30) % 10)
+    for n in (None, 20):  # read whole, or its first n
+        data = load_images(str(tmp_path / "im.npy"), labels=str(tmp_path / "lab.npy"), n=n)
+        assert data.meta["labels_source"] == str(tmp_path / "lab.npy")
+        for where in ("images", data.source, "training images"):
+            with pytest.raises(AffineVAEError, match=r"^" + str(tmp_path / "lab.npy").replace("\\", r"\\")
+                               + r": labels must lie in \[0, 1\], got range \[0, 9\]$"):
+                as_images(data, where=where, num_classes=2)
+        with pytest.raises(AffineVAEError, match=r"^the set: labels must lie in \[0, 1\]"):  # labels given apart
+            as_images(data, np.arange(len(data)) % 10, where="the set", num_classes=2)
+    set_labels(data, np.arange(20) % 10, None)  # labels of no file: the record goes
+    assert "labels_source" not in data.meta
+    with pytest.raises(AffineVAEError, match=r"^the set: labels must lie in \[0, 1\]"):
+        as_images(data, where="the set", num_classes=2)
+
+
+def test_a_directory_given_as_labels_or_targets_is_said_to_be_one(tmp_path, capsys):
+    from affinevae.data.files import read_labels, read_targets
+
+    (tmp_path / "labs").mkdir()
+    with pytest.raises(AffineVAEError, match=r"labs: a directory, not a labels file"):
+        read_labels(str(tmp_path / "labs"), None, "x")
+    with pytest.raises(AffineVAEError, match=r"labs: a directory, not a targets file"):
+        read_targets(str(tmp_path / "labs"))
+    np.save(tmp_path / "im.npy", np.random.default_rng(0).random((30, 12, 12)).astype(np.float32))
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "im.npy"), "--labels", str(tmp_path / "labs"),
+                 "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{tmp_path / 'labs'}: a directory, not a labels file (give the "
+                                                    ".npy, .txt or .csv file itself)")
+    with pytest.raises(AffineVAEError, match=r"nothing\.npy: labels file not found"):  # a missing file: as before
+        read_labels(str(tmp_path / "nothing.npy"), None, "x")

@@ -85,7 +85,8 @@ def encode_dataset(model, data, labels=None, batch_size: int = 512, elbo: bool =
     bs = check_int("batch_size", batch_size, 1)
     check_model(model, f"{where}: model")
     x, y = as_images(data, labels, image_shape=model.config.image_shape, where=where,
-                     min_label=0 if model.conditional else -1)
+                     min_label=0 if model.conditional else -1,
+                     num_classes=model.config.num_classes if model.conditional else None)  # (naming the labels file)
     if model.conditional and y is None:
         raise AffineVAEError(f"model '{model.family_label}' is class-conditional: encoding needs labels (--labels on "
                              "the command line)")

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data import ImageSet, load_dataset
 from ..data.files import read_labels, set_labels
+from ..data.imageset import LABELS_SOURCE
 from ..data.inputs import check_image_shape
 from ..data.sources import BUILTIN
 from ..errors import AffineVAEError
@@ -223,7 +224,8 @@ def labels_by_run_names(args: argparse.Namespace, run, data: ImageSet) -> ImageS
     if stray:
         raise AffineVAEError(f"{path}: class {stray[0]!r} is not one of the run's ({', '.join(known[:12])})")
     lookup = np.asarray([known.index(name) for name in names], dtype=np.int64)
-    return set_labels(data, np.where(data.labels >= 0, lookup[np.clip(data.labels, 0, None)], -1), known)
+    return set_labels(data, np.where(data.labels >= 0, lookup[np.clip(data.labels, 0, None)], -1), known,
+                      source=data.meta.get(LABELS_SOURCE))
 
 
 def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binarize: bool, announce: bool) -> ImageSet:
@@ -245,7 +247,7 @@ def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binariz
         if len(labels) < len(data):
             raise AffineVAEError(f"{args.labels}: {len(labels)} labels for {len(data)} images in "
                                  f"{data.source or 'the run data'}")
-        set_labels(data, labels[:len(data)], names)
+        set_labels(data, labels[:len(data)], names, source=args.labels)
     return data if given is None else data.binarized(given)
 
 

@@ -47,7 +47,7 @@ from .formats import (AUX_KEYS, DEFAULT_KEYS, FITS_EXTS, FOLDER_EXTS, HDF5_EXTS,
                       NPY_EXTS, NPY_MAGIC, NPZ_EXTS, PATCH_SET_KIND, PIL_EXTS, RSCIIO_EXTS, SUPPORTED, TIFF_EXTS, cannot_read,
                       check_not_empty, check_npy_magic, file_magic, fits_hdu_spec, image_suffix, is_zarr_dir, npz_image_key,
                       pickled_npy, reading)
-from .imageset import ImageSet, PixelScaling, check_stretch, scale_images
+from .imageset import LABELS_SOURCE, ImageSet, PixelScaling, check_stretch, scale_images
 
 QUICKDRAW_PREFIX = "full_numpy_bitmap_"
 
@@ -200,7 +200,7 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
         data, total = first
         if labels is not None:  # one per image of the file, or at least the first n
             lab, names = read_labels(labels, total, spec, at_least=len(data), with_names=True)
-            set_labels(data, lab[:len(data)], names)
+            set_labels(data, lab[:len(data)], names, source=labels)
         return data, True  # (its frame reader gave the pixel size)
     p = Path(spec)
     looked_up = False  # whether the pixel size was read with the images (then not looked up again)
@@ -235,7 +235,7 @@ def _load_images(spec: str, key: Optional[str], labels: Optional[str], standardi
         data = data.subset(slice(0, int(n)))
     if labels is not None:  # one per image of the file, or with n at least the first n
         lab, names = read_labels(labels, total, spec, at_least=len(data) if n is not None else None, with_names=True)
-        set_labels(data, lab[:len(data)], names)
+        set_labels(data, lab[:len(data)], names, source=labels)
     return data, looked_up
 
 
@@ -991,8 +991,10 @@ TABLE_EXTS = (".npy", ".txt", ".csv")
 
 def _table_file(path: str, what: str) -> tuple[Path, str]:
     """(path, lower-case suffix) of an existing labels or targets file of :data:`TABLE_EXTS`; one line
-    naming ``what`` otherwise."""
+    naming ``what`` otherwise (a directory is said to be one, not 'not found')."""
     p = Path(str(path))
+    if p.is_dir():
+        raise AffineVAEError(f"{path}: a directory, not a {what} file (give the .npy, .txt or .csv file itself)")
     if not p.is_file():
         raise AffineVAEError(f"{path}: {what} file not found")
     ext = p.suffix.lower()
@@ -1217,11 +1219,18 @@ def _named_labels(rows: list, rest: set, spec: str, expected: Optional[int] = No
     return np.asarray([index.get(t, -1) for _, t in tokens], dtype=np.int64), names
 
 
-def set_labels(data: ImageSet, labels: np.ndarray, names: Optional[list[str]]) -> ImageSet:
+def set_labels(data: ImageSet, labels: np.ndarray, names: Optional[list[str]],
+               source: Optional[str] = None) -> ImageSet:
     """``data`` with ``labels`` (N,) read from a labels file and, where the file names the classes, its
     ``names`` as ``class_names`` and ``meta['label_names']`` (what ``train`` records and the commands
-    number other labels files by)."""
+    number other labels files by). ``source``: the labels file, kept in ``meta['labels_source']`` so that
+    a later refusal of the labels (:func:`~affinevae.data.inputs.as_images`: a class out of a model's range)
+    names it; None drops an earlier one (the labels no longer come from it)."""
     data.labels = labels
+    if source is not None:
+        data.meta[LABELS_SOURCE] = str(source)
+    else:
+        data.meta.pop(LABELS_SOURCE, None)
     if names is not None:
         data.class_names = list(names)
         data.meta["label_names"] = list(names)

@@ -53,6 +53,11 @@ def summary_repr(obj: Any) -> str:
     return f"{type(obj).__name__}({', '.join(parts)})"
 
 
+#: ``ImageSet.meta`` key of the labels file the set's labels were read from (set by
+#: :func:`affinevae.data.files.set_labels`; named when :func:`affinevae.data.inputs.as_images` refuses them).
+LABELS_SOURCE = "labels_source"
+
+
 @dataclasses.dataclass
 class ImageSet:
     """Images with optional labels and known transforms.
@@ -66,7 +71,8 @@ class ImageSet:
         class_names: names of the label values, or None.
         source: where the images came from (for messages).
         meta: JSON-serialisable facts about how the set was made that are needed to make it again
-            (e.g. ``max_angle`` in radians of a ``rotated-mnist`` set loaded with one); empty by default.
+            (e.g. ``max_angle`` in radians of a ``rotated-mnist`` set loaded with one; ``labels_source``,
+            :data:`LABELS_SOURCE`: the labels file its labels were read from); empty by default.
         names: (N,) str, the file each image was read from where images come from several files (a
             folder's, a glob's or a list's image files: the folder's file name, or the path as matched;
             a file holding k > 1 images gives ``name[i]``, i = 0..k-1), or None.
@@ -372,7 +378,8 @@ def normalise_images(arr: np.ndarray, source: str = "array", standardise: bool =
     added: :class:`ImageSet` does that); the min-max scaling, the stretch and the standardisation
     use the whole array's statistics. ``stretch``: :data:`STRETCHES`.
 
-    Raises :class:`AffineVAEError` on non-numeric data, NaN/inf values or an empty array.
+    Raises :class:`AffineVAEError` on non-numeric data, NaN/inf values, finite values too large for float32
+    (:func:`float32_overflow`) or an empty array.
     """
     return scale_images(arr, source, standardise, stretch=stretch)[0]
 
@@ -390,7 +397,8 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
     (:data:`STRETCHES`, :func:`choose_scaling`): how float pixels outside [0, 1] are scaled
     ('asinh' also scales integer and in-range pixels that way); a stretch is said in a warning.
     ``fill_nan``: NaN and infinite pixels (masked ones) are replaced by their image's median
-    (:func:`fill_nonfinite`) instead of refused. Returns ``(float32 array of arr's shape, scaling or None)``.
+    (:func:`fill_nonfinite`) instead of refused (finite values too large for float32 are refused either
+    way, :func:`float32_overflow`). Returns ``(float32 array of arr's shape, scaling or None)``.
     """
     check_stretch(stretch)
     arr = np.asarray(arr)
@@ -413,11 +421,16 @@ def scale_images(arr: np.ndarray, source: str = "array", standardise: bool = Fal
     if np.iscomplexobj(arr):
         raise AffineVAEError(f"{source}: complex-valued images ({arr.dtype}) are not supported; "
                              "give their magnitude (np.abs) or real part")
-    out = arr.astype(np.float32)  # the one float32 copy: scaled in place below (peak about 2x the data)
-    if fill_nan:
-        fill_nonfinite(out, source)
+    with np.errstate(over="ignore"):  # float64 values beyond float32's range: refused below, in one line
+        out = arr.astype(np.float32)  # the one float32 copy: scaled in place below (peak about 2x the data)
     if not np.all(np.isfinite(out)):
-        raise AffineVAEError(f"{source}: {nonfinite(out, 0, source)}")
+        over = float32_overflow(arr, out, 0, source)  # real values float32 cannot hold: not holes to fill
+        if over is not None:
+            raise AffineVAEError(f"{source}: {over}")
+        if fill_nan:
+            fill_nonfinite(out, source)
+        if not np.all(np.isfinite(out)):
+            raise AffineVAEError(f"{source}: {nonfinite(out, 0, source)}")
     if scaling is not None and scaling.kind != BITS:  # (a 'bits' divisor is for unsigned pixels only)
         return apply_scaling(out, scaling, source, inplace=True), scaling
     if standardise:
@@ -488,6 +501,41 @@ def nonfinite(images: np.ndarray, first: Optional[int], where: str) -> str:
         return f"{int(bad.sum())} NaN or infinite pixel values in {where}{hint}"
     index = first + (int(np.argmax(bad.reshape(len(images), -1).any(1))) if images.ndim else 0)
     return f"{int(bad.sum())} NaN or infinite pixel values (first in image {index}){hint}"
+
+
+def overflow_message(count: int, largest: float, at: str, dtype: str = "float32") -> str:
+    """The message for ``count`` finite pixel values too large in magnitude for ``dtype`` (float32: the
+    precision the models compute in, magnitudes up to about 3.4e38), whose largest magnitude is
+    ``largest``; ``at`` says where ('first in image 57', 'in frames 0:5'). Says to rescale them (dividing
+    by a constant keeps their relative values, which the normalisation onto [0, 1] then keeps too), not
+    to fill them: they are real values, not NaN/inf holes."""
+    top = float(np.finfo(np.dtype(dtype)).max)
+    return (f"{count} pixel value{'s' if count != 1 else ''} overflow {dtype}, the models' precision (magnitudes up to "
+            f"{top:.3g}; the largest here is {largest:.3g}, {at}): rescale them first, e.g. divide them by a constant "
+            f"such as {largest:.0e}")
+
+
+def float32_overflow(raw: np.ndarray, converted: np.ndarray, first: Optional[int], where: str) -> Optional[str]:
+    """The message (:func:`overflow_message`) for the values of ``raw`` (stored pixels, any shape, e.g.
+    float64 (N, H, W)) that are finite but too large for ``converted``, their float32 (or float16) copy of
+    the same shape, which holds infinities there; None when there are none (``raw`` not a float wider
+    than ``converted``, or its non-finite values stored as NaN/inf: :func:`nonfinite`'s case). ``first``:
+    the index of ``raw[0]`` in the data set, to name the first image holding one; None: ``where`` names
+    the values' place (e.g. 'frame 3 rows 0:64')."""
+    raw, converted = np.asarray(raw), np.asarray(converted)
+    if (not np.issubdtype(raw.dtype, np.floating) or not np.issubdtype(converted.dtype, np.floating)
+            or raw.dtype.itemsize <= converted.dtype.itemsize or raw.shape != converted.shape):
+        return None
+    over = np.isfinite(raw) & ~np.isfinite(converted)
+    count = int(np.count_nonzero(over))
+    if not count:
+        return None
+    largest = float(np.abs(raw[over]).max())
+    if first is None or raw.ndim == 0:
+        at = f"in {where}"
+    else:
+        at = f"first in image {first + int(np.argmax(over.reshape(len(raw), -1).any(1)))}"
+    return overflow_message(count, largest, at, str(converted.dtype))
 
 
 #: How far past [0, 1] a scaled value may lie before :func:`apply_scaling` says it lies outside the training data's

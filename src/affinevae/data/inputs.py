@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AffineVAEError
-from .imageset import ImageSet
+from .imageset import LABELS_SOURCE, ImageSet, overflow_message
 
 __all__ = ["as_number", "as_images", "check_image_shape", "check_image_size", "check_int", "check_latents", "MIN_IMAGE_SIZE",
            "real_array"]
@@ -267,12 +267,17 @@ def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[i
 
     Raises:
         AffineVAEError: one line starting with ``where`` for a wrong rank, zero images, empty
-            images, a shape other than ``image_shape``, non-numeric data, NaN/inf pixels, a label
+            images, a shape other than ``image_shape``, non-numeric data, NaN/inf pixels, finite pixels
+            too large for ``dtype`` (float64 values beyond float32's 3.4e38), a label
             count other than N, non-integer, negative or (with ``num_classes``) too large labels,
-            or a tuple that is not a pair.
+            or a tuple that is not a pair. A label refusal starts with the labels file instead when the
+            labels are an ImageSet's read from one (``meta['labels_source']``, :data:`~affinevae.data.imageset.LABELS_SOURCE`).
     """
+    label_where = where  # what the labels' refusals name: where they came from, when known
     if isinstance(data, ImageSet):
         images, carried = data.images, data.labels
+        if labels is None and carried is not None and data.meta.get(LABELS_SOURCE):
+            label_where = str(data.meta[LABELS_SOURCE])  # the labels file they were read from
     elif isinstance(data, tuple):
         if len(data) != 2:
             raise AffineVAEError(f"{where}: a tuple must be (images, labels), got {len(data)} items")
@@ -295,13 +300,22 @@ def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[i
     if image_shape is not None:
         check_image_shape(x.shape[1:], image_shape, where)
     want = dtype if dtype is not None else (x.dtype if x.is_floating_point() else torch.float32)
+    given = x
     if x.dtype != want:
         x = x.to(want)
     if not bool(torch.isfinite(x).all()):
+        if given is not x and given.is_floating_point() and x.is_floating_point() \
+                and torch.finfo(given.dtype).max > torch.finfo(x.dtype).max:  # float64 values float32 cannot hold
+            over = torch.isfinite(given) & ~torch.isfinite(x)
+            if bool(over.any()):
+                first = int(over.reshape(len(x), -1).any(1).nonzero()[0, 0])
+                raise AffineVAEError(f"{where}: " + overflow_message(
+                    int(over.sum()), float(given[over].abs().max()), f"first in image {first}",
+                    str(x.dtype).replace("torch.", "")))
         first = int((~torch.isfinite(x.reshape(len(x), -1)).all(1)).nonzero()[0, 0])
         raise AffineVAEError(f"{where}: {int((~torch.isfinite(x)).sum())} NaN or infinite pixel values "
                              f"(first in image {first})")
     if min_label not in (0, -1):
         raise AffineVAEError(f"{where}: min_label must be 0 or -1, got {min_label!r}")
-    y = None if labels is None else _labels(labels, len(x), where, num_classes, min_label)
+    y = None if labels is None else _labels(labels, len(x), label_where, num_classes, min_label)
     return x, y

@@ -123,7 +123,7 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
             if len(lab) < len(data) or (n is None and len(lab) != len(data)):
                 raise AffineVAEError(f"{labels}: {len(lab)} labels for {len(data)} images in {spec} ({split} split"
                                      + (f", -n {n}: the first {n} labels are used" if n is not None else "") + ")")
-            set_labels(data, lab[:len(data)], names)
+            set_labels(data, lab[:len(data)], names, source=labels)
     else:
         from .files import load_images
 

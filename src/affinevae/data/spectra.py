@@ -329,7 +329,7 @@ def load_signals(path: str, signal_axis: int, key: Optional[str] = None, cube: O
 
         noun = ("pixels (row-major)" if grid is not None else
                 "signals" if signals.shape[1] == 1 else f"signals of {signals.shape[1]} channels")
-        set_labels(data, *read_labels(labels, len(data), str(path), grid=grid, noun=noun, with_names=True))
+        set_labels(data, *read_labels(labels, len(data), str(path), grid=grid, noun=noun, with_names=True), source=labels)
     elif own_labels is not None:
         data.labels = _array_labels(own_labels, len(data), grid, f"{path}: its 'labels' array")
     return data

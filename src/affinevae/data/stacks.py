@@ -32,8 +32,8 @@ from ..errors import AffineVAEError, user_stacklevel
 from ..limits import check_array, check_hdf5_dataset, memory_limit
 from ..registry import Registry
 from ..units import PixelSize, same_pixel_size, square_pixel_size
-from .imageset import (BITS, STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretch, choose_scaling, nonfinite, say_scaling,
-                       unsigned_divisor)
+from .imageset import (BITS, STRETCH_SAMPLE, PixelScaling, apply_scaling, check_stretch, choose_scaling, float32_overflow,
+                       nonfinite, say_scaling, unsigned_divisor)
 from .formats import (FRAME_FOLDER_EXTS, check_not_empty, read_npy_header, fits_hdu_spec, image_suffix, check_npy_magic, npz_image_key, pickled_npy, HDF5_EXTS, HDF5_SPEC, NPY_EXTS, NPZ_EXTS, PIL_STACK_EXTS, TIFF_EXTS, FITS_EXTS,
                       ZARR_EXTS, is_zarr_dir, reading)
 
@@ -42,10 +42,24 @@ if TYPE_CHECKING:
 
 __all__ = ["PIXEL_SIZE_TOLERANCE", "native_dtype", "open_joined", "FrameSource", "ArraySource", "NpySource", "NpzSource", "TiffSource", "PillowSource", "FolderSource", "ConcatSource",
            "open_stack", "READERS", "StackReader", "is_array_like", "tiff_reading", "check_tiff", "corrupt_tiff",
-           "tiff_channel_axes", "TIFF_MAX_CHANNELS", "stored_holes", "agreed_pixel_size", "files_pixel_size"]
+           "tiff_channel_axes", "TIFF_MAX_CHANNELS", "stored_holes", "agreed_pixel_size", "files_pixel_size",
+           "scan_bytes", "SCAN_BYTES", "READ_COPIES"]
 
-#: Bytes of raw pixels read at a time when a whole-stack pass (the normalisation range) scans frames.
+#: Bytes of raw pixels read at a time when a whole-stack pass (the normalisation range) scans frames
+#: (at most: under a lower memory limit the pass reads less at a time, :func:`scan_bytes`).
 SCAN_BYTES = 64 << 20
+#: Float32 copies of a chunk that :meth:`FrameSource.read_raw` counts against the memory limit (the stored
+#: values, their float32 copy, and the pass's or normalisation's working array).
+READ_COPIES = 3
+
+
+def scan_bytes() -> int:
+    """Bytes (as float32 pixels) one step of a whole-stack pass reads: :data:`SCAN_BYTES`, or, under a lower
+    memory limit (:func:`~affinevae.limits.memory_limit`: ``--max-memory``), half the limit over
+    :data:`READ_COPIES` (half: room for what else the process holds, and for the available memory
+    shrinking while the pass runs), so that a stack larger than the limit is still scanned chunk by chunk;
+    at least 1."""
+    return max(1, min(SCAN_BYTES, memory_limit() // (2 * READ_COPIES)))
 
 
 class FrameSource:
@@ -106,7 +120,7 @@ class FrameSource:
         start, stop = max(0, int(start)), min(self.n_frames, int(stop))
         if stop <= start:
             return np.zeros((0, *self.frame_shape), dtype=self.dtype)
-        check_array((stop - start, *self.frame_shape), self.path, "the declared frames", copies=3)
+        check_array((stop - start, *self.frame_shape), self.path, "the declared frames", copies=READ_COPIES)
         with reading(self.path, f"frames {start}:{stop}"):
             arr = np.asarray(self._read_raw(start, stop))
         if arr.shape[1:] != tuple(self.frame_shape):
@@ -212,7 +226,9 @@ class FrameSource:
         """Frames ``start:stop`` as float32 (f, H, W) or (f, C, H, W), normalised stack-wide (and each
         flattened, :meth:`use_background`).
 
-        Raises :class:`AffineVAEError` on NaN/inf pixels, unless :meth:`use_fill_nan` fills them.
+        Raises :class:`AffineVAEError` on NaN/inf pixels, unless :meth:`use_fill_nan` fills them, and on finite
+        pixels too large for float32 (float64 values beyond about 3.4e38,
+        :func:`~affinevae.data.imageset.float32_overflow`), filled or not.
         """
         return self._frame_values(self.read_raw(start, stop), start, stop)
 
@@ -295,8 +311,12 @@ class FrameSource:
             out = raw.astype(np.float32)
             out /= np.float32(divisor)  # in place: one float32 copy of the chunk, as normalise_images computes it
             return out
-        out = raw.astype(np.float32)
+        with np.errstate(over="ignore"):  # float64 values beyond float32's range: refused below, in one line
+            out = raw.astype(np.float32)
         if not np.all(np.isfinite(out)):
+            over = float32_overflow(raw, out, first, where)  # real values float32 cannot hold: not holes to fill
+            if over is not None:
+                raise AffineVAEError(f"{self.path}: {over}")
             if not self.fill_nan:
                 raise AffineVAEError(f"{self.path}: {nonfinite(out, first, where)}")
             out[~np.isfinite(out)] = np.float32(self._fill_value())
@@ -351,15 +371,23 @@ class FrameSource:
         when ``sample``, every k-th value in the stack's order (:meth:`_sampled`; at most about
         :data:`~affinevae.data.imageset.STRETCH_SAMPLE`; of the finite ones only where a chunk has
         holes). NaN/inf values are refused in one line naming the first bad frame, or, with
-        :meth:`use_fill_nan`, counted and given the sample's median as their fill (said in a warning)."""
+        :meth:`use_fill_nan`, counted and given the sample's median as their fill (said in a warning); finite
+        values too large for float32 are refused in one line either way
+        (:func:`~affinevae.data.imageset.float32_overflow`)."""
         lo, hi, holes, parts = math.inf, -math.inf, 0, []
         step = max(1, -(-self.n_frames * int(np.prod(self.frame_shape)) // STRETCH_SAMPLE))
-        for a, where, first, band in self._scan(bands=True):
-            a = a.astype(np.float32, copy=False)
+        for raw, where, first, band in self._scan(bands=True):
+            with np.errstate(over="ignore"):  # float64 values beyond float32's range: refused below, in one line
+                a = raw.astype(np.float32, copy=False)
             if self.background_box is not None:  # the range and sample of the flattened values
                 a = self._flatten_raw(a, first, band)
             finite = np.isfinite(a)
             if not finite.all():
+                # real values float32 cannot hold (float64 pixels beyond 3.4e38): not holes to fill
+                with np.errstate(over="ignore"):
+                    over = float32_overflow(raw, raw.astype(np.float32), first, where) if raw.dtype.itemsize > 4 else None
+                if over is not None:
+                    raise AffineVAEError(f"{self.path}: {over}")
                 if not self.fill_nan:
                     raise AffineVAEError(f"{self.path}: {nonfinite(a, first, where)}")
                 holes += int(a.size - np.count_nonzero(finite))
@@ -404,19 +432,22 @@ class FrameSource:
         return self._given if self._given is not None else self._own
 
     def _scan(self, bands: bool = False):
-        """Yield ``(raw pixels, where, first)`` covering the stack, about :data:`SCAN_BYTES` at a time:
-        several frames per step (``first``: the index of the step's first frame), or row bands of
-        one frame when a frame is larger (``first`` None: ``where`` names the frame). ``bands``: a
-        fourth item, ``(frame, first row)`` of a band, else None."""
+        """Yield ``(raw pixels, where, first)`` covering the stack, about :func:`scan_bytes` at a time
+        (:data:`SCAN_BYTES`, less under a lower memory limit): several frames per step (``first``: the index
+        of the step's first frame), or row bands of one frame when a frame is larger than
+        :data:`SCAN_BYTES` (``first`` None: ``where`` names the frame). ``bands``: a fourth item,
+        ``(frame, first row)`` of a band, else None. A memory limit too small for one frame (of at most
+        :data:`SCAN_BYTES`) is refused in one line naming the file (:meth:`read_raw`)."""
         per = max(1, int(np.prod(self.frame_shape)) * 4)
+        chunk = scan_bytes()
         if per <= SCAN_BYTES:
-            step = max(1, min(self.n_frames, SCAN_BYTES // per))
+            step = max(1, min(self.n_frames, chunk // per))
             for s in range(0, self.n_frames, step):
                 item = self.read_raw(s, s + step), f"frames {s}:{min(s + step, self.n_frames)}", s
                 yield (*item, None) if bands else item
             return
         h, w = self.image_shape
-        band = max(1, SCAN_BYTES // max(1, per // h))
+        band = max(1, chunk // max(1, per // h))
         for f in range(self.n_frames):
             for r in range(0, h, band):
                 item = self.read_raw_region(f, slice(r, r + band), slice(0, w)), f"frame {f} rows {r}:{r + band}", None
