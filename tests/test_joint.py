@@ -710,3 +710,5 @@ def test_class_names_reach_the_plots_and_survive_a_resume_with_numbers(tmp_path,
     assert main(["train", *tiny, "--labels", str(tmp_path / "num.npy"), "--epochs", "2", "--resume"]) == 0
     assert "names the classes" not in capsys.readouterr().out
     assert Run(tmp_path / "run").epochs_done == 2 and Run(tmp_path / "run").class_names == ["mutant", "wt"]
+    # its own data now read with the numbered file: still named (the legend of `plot latent` took the numbers)
+    assert Run(tmp_path / "run").data(split="train", n=None).class_names == ["mutant", "wt"]

@@ -182,6 +182,9 @@ def test_encode_takes_the_runs_angle_range_for_its_own_data(tiny_runs, tmp_path,
     assert main(["encode", str(run_dir), "--data", "rotated-mnist", "-n", "200", "--max-angle", "30",
                  "--out", str(tmp_path / "e30.npz")]) == 0
     assert "from the run's training data" not in capsys.readouterr().out
+    # plot draws rather than reports: no angle-range line (a review: it came back with plot's scaling note)
+    assert main(["plot", str(run_dir), "latent", "--data", "rotated-mnist", "-n", "50", "--out", str(tmp_path / "l.png")]) == 0
+    assert "from the run's training data" not in capsys.readouterr().out
 
 
 def _full_circle_copy(tiny_runs, tmp_path, **changes):
@@ -565,3 +568,17 @@ def test_the_csv_loggers_files_in_a_run_are_the_runs_own(tmp_path):
         with pytest.raises(AffineVAEError, match=rf"{name}: is a file of the run or model directory"):
             check_output(tmp_path / "run" / name, force=True)
     check_output(tmp_path / "run" / "sweep.csv", force=True)  # the user's own file beside them
+
+
+def test_a_folder_holding_the_users_own_metrics_csv_is_not_a_runs_leftover(tmp_path):
+    """A review: with metrics.csv among a run's files, a folder holding the user's own metrics.csv read as an
+    interrupted training's leftovers (train suggested --resume, which then replaced the file)."""
+    from affinevae.outputs import check_output
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.csv").write_text("sample,intensity\na,1\n")
+    with pytest.raises(AffineVAEError, match=r"exists and is not empty.*\(or pass --force") as err:
+        check_output(tmp_path / "r", kind="dir", resumable=True)
+    assert "--resume" not in str(err.value)
+    with pytest.raises(AffineVAEError, match=r"holds no training run to resume \(no train.json\) but other files"):
+        check_output(tmp_path / "r", kind="dir", resume=True, resumable=True)

@@ -325,3 +325,40 @@ def test_a_plugin_subclass_takes_its_family_s_defaults():
                 == data_defaults(data, "rvae", {}, None, None)[1])
     finally:
         MODELS.unregister("test_widervae")
+
+
+def test_registries_of_objects_refuse_a_second_entry_under_a_taken_name():
+    """A review: the same-definition rule (module and qualified name) took two instances of one class for the same
+    definition, so a second plot kind or transform under a taken name replaced the first silently."""
+    from affinevae.registry import Registry
+
+    kinds = Registry("plot kind")
+    first = kinds.register("angles")(dict(a=1))
+    with pytest.raises(AffineVAEError, match=r"^plot kind 'angles' is registered already"):
+        kinds.register("angles")(dict(a=2))
+    assert kinds.get("angles") is first
+    kinds.register("angles")(first)  # the very same object again: kept
+
+
+def test_the_joint_families_refuse_bad_terms_too():
+    """A review: JRVAE.score builds its output itself and skipped check_terms, so a term named 'kl' or an (N,) term
+    passed (the loss became (N,), and fit failed later in backward)."""
+    from affinevae.models.joint import JRVAE
+
+    class Bad(JRVAE):
+        def infer_for_loss(self, x, y):
+            post, terms = super().infer_for_loss(x, y)
+            return post, {**terms, "kl": torch.ones(len(x))}
+
+    model = Bad(av.build_model("jrvae", latent_dim=2, num_classes=3, hidden=[16]).config)
+    with pytest.raises(AffineVAEError, match=r"^loss term 'kl': a term needs a name of its own"):
+        model.train()(X)
+
+
+def test_an_avae_around_injected_networks_is_one_line_with_or_without_them(tmp_path):
+    """A review: load(avae_dir, networks={'vae.encoder': ...}) reached AVAE(config, networks=...), a TypeError."""
+    inner = av.VAE(latent_dim=3, networks={"encoder": MLPEncoder((1, 28, 28), 6, hidden=(8,))})
+    AVAE(inner).save(tmp_path / "a")
+    for given in (None, {"vae.encoder": MLPEncoder((1, 28, 28), 6, hidden=(8,))}):
+        with pytest.raises(AffineVAEError, match=r"its inner model was built with networks of its own \(vae.encoder\)"):
+            av.load(tmp_path / "a", networks=given)

@@ -358,9 +358,10 @@ SPECTRA_DEFAULTS: dict[str, tuple[tuple[str, Rule], ...]] = {
 #: Optimiser steps a set of 1-D signals' epoch count aims at (at least).
 SPECTRA_MIN_STEPS = 3000
 
-#: The data kind :func:`data_kind` gives float measurements that the loaders min-max scaled onto
-#: [0, 1] (``ImageSet.meta['pixel_scaling']`` of kind 'minmax': cryo-EM ``.mrcs`` particle stacks,
-#: float TIFF, HDF5, .npy), which carry no ``meta['kind']`` of their own.
+#: The data kind :func:`data_kind` gives measurements that the loaders put onto [0, 1]
+#: (``ImageSet.meta['pixel_scaling']`` of a kind in :data:`FLOAT_SCALINGS`: min-max scaled cryo-EM ``.mrcs``
+#: particle stacks, float TIFF, HDF5, .npy; asinh-stretched raw flux, FITS, and integers given
+#: ``--stretch asinh``), which carry no ``meta['kind']`` of their own.
 FLOAT_KIND = "float-images"
 #: Smallest Gaussian sigma chosen for float images (their noise estimate is the sigma).
 FLOAT_SIGMA_FLOOR = 0.01

@@ -37,12 +37,15 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
     fcntl = None
 
 __all__ = ["check_output", "check_outputs", "is_run_directory", "is_run_file", "is_interrupted_start", "RunLock", "run_is_locked",
-           "LOCK_FILE", "RUN_FILES"]
+           "LOCK_FILE", "RUN_FILES", "LOGGER_FILES"]
 
 #: The lock file inside a run directory held by the process writing it.
 LOCK_FILE = ".affinevae.lock"
-#: Names a run or model directory owns (besides the checkpoint patterns; the CSV logger's files too).
-RUN_FILES = (MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, METRICS, POSES_FILE, LOCK_FILE, FIT_TARGETS, CSV_METRICS, CSV_HPARAMS)
+#: Names a run or model directory owns (besides the checkpoint patterns).
+RUN_FILES = (MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, METRICS, POSES_FILE, LOCK_FILE, FIT_TARGETS)
+#: Files a logger keeps in a run directory: no command's output may replace them there (a folder holding
+#: only a file of that name is not a run's leftover: it may be the user's own).
+LOGGER_FILES = (CSV_METRICS, CSV_HPARAMS)
 _RUN_FILE_PATTERN = re.compile(r"^(checkpoint|optimizer)-e\d+\.(safetensors|pt)$")
 _TEMP_PATTERN = re.compile(r"^\..+\.\d+\.[A-Za-z0-9_]+\.tmp$")
 
@@ -159,7 +162,7 @@ def check_output(out: str | Path, *, kind: str = "file", inputs: Sequence[Option
     if kind == "file":
         if path.is_dir():
             raise AffineVAEError(f"{option} {out}: is a directory; give a file name")
-        if is_run_directory(real.parent) and is_run_file(real.name):
+        if is_run_directory(real.parent) and (is_run_file(real.name) or real.name in LOGGER_FILES):
             raise AffineVAEError(f"{option} {out}: is a file of the run or model directory {real.parent}; "
                                  "choose another output path")
         if path.exists() or path.is_symlink():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Callable, Generic, Iterator, Optional, TypeVar
 
 from .errors import AffineVAEError
@@ -27,15 +28,17 @@ class Registry(Generic[T]):
         self._on_register = on_register
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name``. The same definition registered again (a notebook
-        cell run twice: the same module and qualified name) replaces the earlier one; another definition
-        under a taken name is refused in one :class:`AffineVAEError` line naming both."""
+        """Decorator registering ``obj`` under ``name``. The same class or function defined again (a notebook
+        cell run twice: the same module and qualified name) replaces the earlier one; anything else under a
+        taken name (another definition, or another instance of a class) is refused in one
+        :class:`AffineVAEError` line naming both."""
 
         def deco(obj: T) -> T:
             if not isinstance(name, str) or not name:
                 raise AffineVAEError(f"a {self.kind} is registered under a non-empty name, got {name!r}")
             old = self._items.get(name)
-            if old is not None and old is not obj and _where(old) != _where(obj):
+            redefined = all(inspect.isclass(v) or inspect.isfunction(v) for v in (old, obj)) and _where(old) == _where(obj)
+            if old is not None and old is not obj and not redefined:
                 raise AffineVAEError(f"{self.kind} '{name}' is registered already (by {_where(old)}); register "
                                      f"{_where(obj)} under another name")
             if self._on_register is not None:

@@ -108,14 +108,14 @@ def check_injected(where: Path, desc: dict, cls, networks: Optional[Mapping[str,
     if not isinstance(recorded, list) or not all(isinstance(v, str) for v in recorded):
         raise AffineVAEError(f"{where}: 'networks' must list the names of injected networks, got {recorded!r}")
     given = dict(networks or {})
+    if any("." in name for name in recorded):  # an AVAE around a model built with them: its constructor takes none
+        raise AffineVAEError(f"{where}: its inner model was built with networks of its own ({', '.join(recorded)}): "
+                             "build the model again with them and load model.safetensors into it (load_state_dict)")
     if sorted(given) == sorted(recorded):
         return given
     if not recorded:
         raise AffineVAEError(f"{where}: model '{desc['model']}' was built from its config alone; load it without "
                              "networks=")
-    if any("." in name for name in recorded):  # an AVAE around a model built with them
-        raise AffineVAEError(f"{where}: its inner model was built with networks of its own ({', '.join(recorded)}): "
-                             "build the model again with them and load model.safetensors into it (load_state_dict)")
     raise AffineVAEError(f"{where}: model '{desc['model']}' was built with networks of its own ({', '.join(recorded)}), "
                          f"which its config does not build: load it with networks={{{', '.join(repr(n) + ': ...' for n in recorded)}}}"
                          + (f" (got {', '.join(sorted(given))})" if given else ""))
@@ -460,11 +460,14 @@ class Run:
         # a labels file given with a built-in set labels its train split only (the test split keeps its own)
         labels = meta.get("labels") if not builtin or split == "train" else None
         try:
-            return load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed,
+            data = load_dataset(str(meta["data"]), split=split, n=n, seed=self.seed,
                                 key=None if builtin else meta.get("key"), labels=labels, binarize=meta.get("binarize") if binarize else None,
                                 max_angle=meta.get("max_angle"), signal_axis=meta.get("signal_axis"),
                                 signal_cube=meta.get("signal_cube"), scaling=self.pixel_scaling,
                                 fill_nan=fill and not builtin)
+            if labels is not None and data.labels is not None and self.class_names is not None:
+                data.class_names = self.class_names  # the run's numbering, whatever file now holds it (a resume's .npy)
+            return data
         except AffineVAEError as exc:
             if source is not None:
                 raise

@@ -175,7 +175,8 @@ def names_run_data(args: argparse.Namespace, run) -> bool:
 
 
 def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int = 0,
-                  binarize: bool = True, announce: bool = True, expect: Optional[tuple] = None) -> ImageSet:
+                  binarize: bool = True, announce: bool = True, expect: Optional[tuple] = None,
+                  announce_scaling: Optional[bool] = None) -> ImageSet:
     """The images :func:`add_data_arguments`' options name, for a command working on ``run``.
 
     When ``--data`` names the run's own data (:func:`names_run_data`), they come from
@@ -185,18 +186,21 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
     ``--binarize`` given replaces it: the run's grey images are thresholded at the given value, not
     thresholded twice). Otherwise :func:`load_data_from_args` with ``seed``.
     ``binarize=False`` thresholds neither (the caller does, e.g. after turning the images).
-    ``announce=False`` leaves out the angle-range line (``plot``, which draws rather than reports).
+    ``announce=False`` leaves out the angle-range line (``plot``, which draws rather than reports), and
+    the line saying that other data take the run's pixel scaling unless ``announce_scaling`` (None: as
+    ``announce``) asks for it.
     ``expect``: the model's (C, H, W); images of another shape are then refused in one line before
     the loader's warnings (e.g. its min-max scaling) are shown, so that the error is the only line.
 
     Returns:
         ImageSet of float32 (N, C, H, W) images, N at most ``-n``.
     """
+    scaling = announce if announce_scaling is None else announce_scaling
     if expect is None:
-        return labels_by_run_names(args, run, _load_run_data(args, run, split, seed, binarize, announce))
+        return labels_by_run_names(args, run, _load_run_data(args, run, split, seed, binarize, announce, scaling))
     with warnings.catch_warnings(record=True) as held:
         warnings.simplefilter("always")
-        data = labels_by_run_names(args, run, _load_run_data(args, run, split, seed, binarize, announce))
+        data = labels_by_run_names(args, run, _load_run_data(args, run, split, seed, binarize, announce, scaling))
     check_image_shape(data.images.shape[1:], expect, where=data.source or args.data or "images")
     shown = set()
     for w in held:  # once each, as the 'default' filter would have shown them (a streamed loader repeats itself)
@@ -228,9 +232,10 @@ def labels_by_run_names(args: argparse.Namespace, run, data: ImageSet) -> ImageS
                       source=data.meta.get(LABELS_SOURCE))
 
 
-def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binarize: bool, announce: bool) -> ImageSet:
+def _load_run_data(args: argparse.Namespace, run, split: str, seed: int, binarize: bool, announce: bool,
+                   announce_scaling: bool) -> ImageSet:
     if not names_run_data(args, run):  # other data: scaled as the run's training data were
-        return load_scaled_like_run(args, run, split, seed, binarize, announce)
+        return load_scaled_like_run(args, run, split, seed, binarize, announce_scaling)
     if args.n is not None and args.n < 1:
         raise AffineVAEError(f"-n must be >= 1, got {args.n}")
     meta = run.meta

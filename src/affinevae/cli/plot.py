@@ -147,7 +147,7 @@ def plot_data(args: argparse.Namespace, run, grey: bool = False, expect: Optiona
     refused in one line naming the file. ``announce``: say in one line when other data take the run's
     pixel scaling (once a command)."""
     return load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=not grey,
-                         announce=announce, expect=expect)
+                         announce=False, announce_scaling=announce, expect=expect)  # (no angle-range line)
 
 
 #: Images ``plot`` reads at most when ``-n`` is not given.

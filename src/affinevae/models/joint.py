@@ -67,7 +67,7 @@ from ..nn.spatial import POSE_DECODERS
 from ..pose.classes import aligned_kmeans, shift_invariant_features
 from ..pose.sync import synchronise_angles, synchronised_kmeans
 from ..registry import MODELS, Registry
-from .base import Encoding, ModelOutput
+from .base import Encoding, ModelOutput, check_terms
 from .rvae import RVAE, RVAEConfig, repeat_pose
 
 CLASS_EXPECTATIONS: Registry = Registry("class expectation")
@@ -721,6 +721,7 @@ class JRVAE(RVAE):
             terms.update(self.training_terms(post, kl_cont, kl_disc))
             self.train_steps += 1
         terms = {name: value() if callable(value) else value for name, value in terms.items()}
+        check_terms(terms)
         for value in terms.values():
             loss = loss + value
         return ModelOutput(loss=loss, recon=recon, kl=kl, elbo=-(recon_i + kl_i), z_mean=post.z_mean,
