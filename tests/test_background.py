@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -328,6 +329,7 @@ def test_map_draws_the_frame_flattened_as_the_patches_were_cut(tmp_path, monkeyp
     drawn = {}
     real = mapping.write_maps
 
+    @functools.wraps(real)  # (map reads write_maps' defaults from its signature)
     def spy(enc, out_dir, image=None, **kw):
         drawn["image"] = image
         return real(enc, out_dir, image=image, **kw)
