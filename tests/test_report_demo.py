@@ -248,6 +248,10 @@ def test_demo_never_replaces_a_run_it_did_not_make(tmp_path, capsys):
     (user / "model.json").write_text("{}")
     assert main(["demo", "--quick", "--out", str(user / "demo")]) == 2
     assert "lies inside the run or model directory" in capsys.readouterr().err
+    # a QA audit: a demo refused at its first step (a memory limit) left an empty --out folder behind
+    assert main(["demo", "--quick", "--max-memory", "10M", "--out", str(tmp_path / "fresh")]) == 2
+    assert "more than the 10.0 MiB of memory available" in capsys.readouterr().err
+    assert not (tmp_path / "fresh").exists()
     assert not (user / "demo").exists()
 
 

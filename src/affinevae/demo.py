@@ -157,7 +157,8 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
     """Run the whole demo and write its figures, run directories and ``index.html`` into ``out``.
 
     Args:
-        out: output directory (created; existing demo runs inside it are replaced).
+        out: output directory (created; existing demo runs inside it are replaced; a folder this call
+            created is removed again when the demo fails before writing anything into it).
         quick: the small plan (:data:`QUICK`, well under two minutes on two cores) instead of
             :data:`FULL` (about ten minutes).
         seed: seeds data order, initialisation, sampling and searches.
@@ -167,6 +168,17 @@ def run_demo(out: str | Path = "affinevae-demo", quick: bool = False, seed: int 
     Returns:
         :class:`DemoResult`.
     """
+    created = not Path(out).exists()
+    try:
+        return _run_demo(out, quick, seed, log, progress)
+    except BaseException:
+        if created and Path(out).is_dir() and not any(Path(out).iterdir()):
+            Path(out).rmdir()  # (a memory limit refused the first step: an empty folder was left behind)
+        raise
+
+
+def _run_demo(out: str | Path, quick: bool, seed: int, log: Callable[[str], None], progress: bool) -> DemoResult:
+    """:func:`run_demo`'s work."""
     import shutil
 
     from .models.avae import AVAE
