@@ -362,3 +362,20 @@ def test_an_avae_around_injected_networks_is_one_line_with_or_without_them(tmp_p
     for given in (None, {"vae.encoder": MLPEncoder((1, 28, 28), 6, hidden=(8,))}):
         with pytest.raises(AffineVAEError, match=r"its inner model was built with networks of its own \(vae.encoder\)"):
             av.load(tmp_path / "a", networks=given)
+
+
+def test_build_model_takes_networks_of_the_callers_own(tmp_path):
+    """An audit: build_model had no networks= (injected models lost its seeded start and its checks): now it
+    passes them on, seeded, and the model saves and loads with them; the AVAE, which wraps a model, refuses them."""
+    def enc():
+        return MLPEncoder((1, 28, 28), 6, hidden=(8,))
+
+    a = av.build_model("vae", seed=3, latent_dim=3, networks={"encoder": enc()})
+    b = av.build_model("vae", seed=3, latent_dim=3, networks={"encoder": enc()})
+    assert a.injected_networks == ("encoder",)
+    assert all(torch.equal(u, v) for u, v in zip(a.decoder.state_dict().values(), b.decoder.state_dict().values()))
+    a.save(tmp_path / "m")
+    back = av.load(tmp_path / "m", networks={"encoder": enc()})
+    assert torch.equal(back(X, sample=False).elbo, a.eval()(X, sample=False).elbo)
+    with pytest.raises(AffineVAEError, match=r"^networks: model 'avae' takes none \(an AVAE wraps a model"):
+        av.build_model("avae", networks={"encoder": enc()})

@@ -932,15 +932,20 @@ class LatentModel(nn.Module):
         return cls(cls.config_class.from_saved(config, what=f"model '{cls.family}'"))
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "LatentModel":
+    def from_options(cls, options: dict[str, Any], networks: Optional[Mapping[str, nn.Module]] = None) -> "LatentModel":
         """Build from flat user options (CLI / :func:`build_model`); unknown options raise, and so does
-        a config that breaks a rule for new models (:meth:`ModelConfig.check_new`).
-
-        Families whose config nests another model's (the AVAE) override this.
+        a config that breaks a rule for new models (:meth:`ModelConfig.check_new`). ``networks``: as the
+        constructor takes them (the caller's own encoder, decoder, ...), for the families whose constructor
+        does (a one-line :class:`AffineVAEError` for the others: the AVAE wraps a model built with them).
         """
         config = cls.config_class.from_dict(options, what=f"model '{cls.family}'")
         config.check_new()
-        return cls(config)
+        if networks is None:
+            return cls(config)
+        if "networks" not in inspect.signature(cls.__init__).parameters:
+            raise AffineVAEError(f"networks: model '{cls.family}' takes none (an AVAE wraps a model: build that model "
+                                 "with its networks and wrap it, AVAE(model))")
+        return cls(config, networks=networks)
 
 
 
@@ -979,7 +984,8 @@ def check_generator(generator: Any, where: str) -> None:
         raise AffineVAEError(f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
-def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> LatentModel:
+def build_model(name: str, *, seed: Optional[int] = None, networks: Optional[Mapping[str, nn.Module]] = None,
+                **options: Any) -> LatentModel:
     """Build a registered model by ``name`` ('ae', 'vae', 'cvae', ...) with validated options.
 
     Its size is checked on the meta device first (:func:`planned_state`, memory for training),
@@ -988,7 +994,10 @@ def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> Lat
     signals, ``image_shape`` (C, 1, L), are not images); a model saved with such a shape still loads.
     ``seed`` (an integer >= 0) fixes the initial weights (drawn from a forked RNG: torch's global
     generator is left as it was); None draws them from torch's global generator, as
-    ``torch.manual_seed`` set it.
+    ``torch.manual_seed`` set it. ``networks``: networks of the caller's own by name (``encoder``,
+    ``decoder``, ...: :meth:`LatentModel.check_networks`), used instead of those the config builds (the size
+    check then covers the config's part only); ``model.json`` records their names and
+    :func:`affinevae.load` takes them again.
     """
     cls = MODELS.get(name)
     if seed is not None:
@@ -1003,8 +1012,9 @@ def build_model(name: str, *, seed: Optional[int] = None, **options: Any) -> Lat
     check(not classes or getattr(kind, "conditional", False) is True or getattr(kind, "discrete_classes", False) is True,
           f"num_classes applies to the families with classes (cvae, crvae, jvae, jrvae, ssvae, ssrvae), not '{name}'"
           f"{' around a ' + kind.family if kind is not cls else ''}: it would be ignored")
-    planned_state(lambda: cls.from_options(options), f"model '{name}'", copies=4)
+    if networks is None:  # (the caller's networks are built already: not on the meta device)
+        planned_state(lambda: cls.from_options(options), f"model '{name}'", copies=4)
     if seed is None:
-        return cls.from_options(options)
+        return cls.from_options(options, networks)
     with seeded(seed):
-        return cls.from_options(options)
+        return cls.from_options(options, networks)
