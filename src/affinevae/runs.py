@@ -78,7 +78,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu",
         cls.config_class.from_saved(desc["config"], what=f"model '{cls.family}'")
     except AffineVAEError as exc:
         raise AffineVAEError(f"{directory / MODEL_JSON}: {exc}") from None
-    injected = check_injected(directory / MODEL_JSON, desc, cls, networks)
+    injected = check_injected(directory / MODEL_JSON, desc, networks)
     # the config against the weights' header, before any tensor is allocated
     shapes, meta = tensor_header(directory / MODEL_WEIGHTS)
     planned = None if injected else planned_state(lambda: cls.from_config_dict(desc["config"]),
@@ -90,8 +90,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu",
         raise AffineVAEError(f"{directory}: {MODEL_WEIGHTS} was saved with another {MODEL_JSON} (a save interrupted "
                              f"between the two files, or a hand-edited {MODEL_JSON}?); save the model again, or "
                              "resume its training")
-    model = (cls(cls.config_class.from_saved(desc["config"], what=f"model '{cls.family}'"), networks=injected)
-             if injected else cls.from_config_dict(desc["config"]))
+    model = cls.from_config_dict(desc["config"], injected or None)
     state = load_tensors(directory / MODEL_WEIGHTS)
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     _check_state(directory, own, {k: tuple(v.shape) for k, v in state.items()})
@@ -99,9 +98,8 @@ def load(directory: str | Path, device: str | torch.device = "cpu",
     return model.to(resolve_device("cpu" if device is None else device)).eval()
 
 
-def check_injected(where: Path, desc: dict, cls, networks: Optional[Mapping[str, torch.nn.Module]]) -> dict:
-    """The ``networks`` to build the model of ``desc`` (its ``model.json`` at ``where``, family ``cls``)
-    with: {} for a model built from its config alone; one :class:`AffineVAEError` line where the file
+def check_injected(where: Path, desc: dict, networks: Optional[Mapping[str, torch.nn.Module]]) -> dict:
+    """The ``networks`` to build the model of ``desc`` (its ``model.json`` at ``where``) with: {} for a model built from its config alone; one :class:`AffineVAEError` line where the file
     records networks of the caller's own (``desc['networks']``) and ``networks`` does not give those
     names, or gives networks to a model that had none."""
     recorded = desc.get("networks") or []

@@ -926,26 +926,34 @@ class LatentModel(nn.Module):
         return save_model(self, path)
 
     @classmethod
-    def from_config_dict(cls, config: dict[str, Any]) -> "LatentModel":
+    def from_config_dict(cls, config: dict[str, Any], networks: Optional[Mapping[str, nn.Module]] = None
+                         ) -> "LatentModel":
         """Build a fresh model from a saved config dict (unknown keys raise; fields the file predates take
-        their former values, :attr:`~affinevae.config.Config.FORMER_DEFAULTS`)."""
-        return cls(cls.config_class.from_saved(config, what=f"model '{cls.family}'"))
+        their former values, :attr:`~affinevae.config.Config.FORMER_DEFAULTS`); ``networks`` as
+        :meth:`with_networks` takes them."""
+        return cls.with_networks(cls.config_class.from_saved(config, what=f"model '{cls.family}'"), networks)
 
     @classmethod
-    def from_options(cls, options: dict[str, Any], networks: Optional[Mapping[str, nn.Module]] = None) -> "LatentModel":
-        """Build from flat user options (CLI / :func:`build_model`); unknown options raise, and so does
-        a config that breaks a rule for new models (:meth:`ModelConfig.check_new`). ``networks``: as the
-        constructor takes them (the caller's own encoder, decoder, ...), for the families whose constructor
-        does (a one-line :class:`AffineVAEError` for the others: the AVAE wraps a model built with them).
-        """
-        config = cls.config_class.from_dict(options, what=f"model '{cls.family}'")
-        config.check_new()
+    def with_networks(cls, config: ModelConfig, networks: Optional[Mapping[str, nn.Module]] = None) -> "LatentModel":
+        """The model of ``config``, built with ``networks`` of the caller's own (encoder, decoder, ...) where
+        given, for the families whose constructor takes them (a one-line :class:`AffineVAEError` for the
+        others: the AVAE wraps a model built with them)."""
         if networks is None:
             return cls(config)
         if "networks" not in inspect.signature(cls.__init__).parameters:
             raise AffineVAEError(f"networks: model '{cls.family}' takes none (an AVAE wraps a model: build that model "
                                  "with its networks and wrap it, AVAE(model))")
         return cls(config, networks=networks)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], networks: Optional[Mapping[str, nn.Module]] = None) -> "LatentModel":
+        """Build from flat user options (CLI / :func:`build_model`); unknown options raise, and so does
+        a config that breaks a rule for new models (:meth:`ModelConfig.check_new`); ``networks`` as
+        :meth:`with_networks` takes them.
+        """
+        config = cls.config_class.from_dict(options, what=f"model '{cls.family}'")
+        config.check_new()
+        return cls.with_networks(config, networks)
 
 
 
