@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from ..errors import AffineVAEError
 from ..registry import Registry
 
-__all__ = ["BASELINES", "NONNEGATIVE", "Baseline", "fit_baseline", "component_title", "plot_components",
+__all__ = ["BASELINES", "NONNEGATIVE", "Baseline", "fit_baseline", "check_components", "check_nonnegative", "component_title", "plot_components",
            "write_patch_baseline", "LatentVsBaseline", "latent_vs_baseline", "plot_latent_vs_baseline"]
 
 #: Baseline name -> ``make(n_components, seed) -> sklearn estimator`` (fit_transform, components_).
@@ -92,6 +92,15 @@ def check_components(n_components: int, n_samples: int, n_features: int, where: 
         raise AffineVAEError(f"{where}: baseline components must be an integer in 1..{k_max}, got {n_components!r}")
 
 
+def check_nonnegative(minimum: float, method: str, nonnegative: str, where: str = "data") -> None:
+    """Refuse (one :class:`AffineVAEError` line naming ``where``) NMF (``method`` 'nmf') on data whose
+    ``minimum`` value is below 0 when ``nonnegative`` is 'error' (with 'shift' :func:`fit_baseline`
+    subtracts it); a command checks it before any work."""
+    if method == "nmf" and nonnegative == "error" and minimum < 0:
+        raise AffineVAEError(f"{where}: NMF needs non-negative data, the minimum is {minimum:.3g}; use "
+                             "--baseline pca, or --nmf-shift to subtract the minimum first")
+
+
 def fit_baseline(samples: np.ndarray, method: str = "pca", n_components: int = 2, seed: int = 0,
                  nonnegative: str = "error", where: str = "data") -> Baseline:
     """Fit PCA or NMF to ``samples`` (N, ...) flattened per sample.
@@ -122,11 +131,10 @@ def fit_baseline(samples: np.ndarray, method: str = "pca", n_components: int = 2
     if not np.isfinite(flat).all():
         raise AffineVAEError(f"{where}: NaN or infinite values; a baseline needs finite data")
     offset = 0.0
-    if method == "nmf" and flat.min() < 0:
-        if nonnegative == "error":
-            raise AffineVAEError(f"{where}: NMF needs non-negative data, the minimum is {flat.min():.3g}; use "
-                                 "--baseline pca, or --nmf-shift to subtract the minimum first")
-        offset = float(flat.min())
+    lowest = float(flat.min())
+    if method == "nmf" and lowest < 0:
+        check_nonnegative(lowest, method, nonnegative, where)
+        offset = lowest
         flat = flat - offset
     est = make(int(n_components), seed)
     loadings = est.fit_transform(flat)

@@ -107,13 +107,10 @@ class Map:
             check_cluster_count(args.clusters, len(ps), "--clusters")
             cluster_space(model, args.cluster_on)
         if args.baseline:  # (before anything is written: a refusal after the maps left them behind)
-            from ..analysis.baseline import check_components
+            from ..analysis.baseline import check_components, check_nonnegative
 
             check_components(args.components, len(ps), int(np.prod(ps.patches.shape[1:])), f"{args.patches}: --components")
-            if args.baseline == "nmf" and not args.nmf_shift and float(ps.patches.min()) < 0:
-                raise AffineVAEError(f"{args.patches}: NMF needs non-negative data, the patches' minimum is "
-                                     f"{float(ps.patches.min()):.3g}; use --baseline pca, or --nmf-shift to subtract "
-                                     "the minimum first")
+            check_nonnegative(float(ps.patches.min()), args.baseline, "shift" if args.nmf_shift else "error", args.patches)
         with open_images(args, images, given) as src:
             if ps.image_shape != (0, 0) and tuple(ps.image_shape) != tuple(src.image_shape):
                 raise AffineVAEError(f"{args.patches}: patches were cut from a {ps.image_shape[0]}x{ps.image_shape[1]} "
