@@ -575,11 +575,12 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
     rules = None if kind is None else kind.families.get(model)
     chosen: dict[str, Any] = {}
     why: dict[str, str] = {}
-    from .pose.sync import orientation_unmeasured
+    from .pose.sync import orientation_spread, orientation_unmeasured
 
-    spread = orientation_default(data, model, options)
-    unmeasured = (orientation_unmeasured(data.images) if spread is None and orientation_asked(data, model, options)
-                  else None)  # the prior kept, unmeasured: said why (non-square images, too few)
+    asked = orientation_asked(data, model, options)  # (orientation_default's test, asked once)
+    spread = orientation_spread(data.images) if asked else None
+    # the prior kept, unmeasured: said why (non-square images, too few)
+    unmeasured = orientation_unmeasured(data.images) if asked and spread is None else None
     if spread is not None and spread.full_circle:  # before the kind's rules, which read it
         options["rotation_mode"] = chosen["rotation_mode"] = "full"
         why["rotation_mode"] = f" ({spread.sentence()})"
