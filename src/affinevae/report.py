@@ -423,14 +423,13 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
                     class_offset_concentration(enc["angle"], ds.angle, ds.labels, symmetry)
             from .evaluation import mirror_note, symmetry_note
 
-            flipped = mirror_note(enc["angle"], ds.angle, ds.labels, symmetry)
-            if flipped is not None:  # the user's angles turn the other way: said, not scored as a failure
-                metrics["note on the true angles"] = flipped
-                say(f"  note: {flipped}")
-            folded = symmetry_note(enc["angle"], ds.angle, ds.labels, symmetry)
-            if folded is not None:  # symmetric objects scored over the full turn: said, with the option
-                metrics["note on the symmetry"] = folded
-                say(f"  note: {folded}")
+            # the user's angles turn the other way, or symmetric objects scored over the full turn: said, not
+            # scored as a failure
+            for what, note_of in (("the true angles", mirror_note), ("the symmetry", symmetry_note)):
+                note = note_of(enc["angle"], ds.angle, ds.labels, symmetry)
+                if note is not None:
+                    metrics[f"note on {what}"] = note
+                    say(f"  note: {note}")
         if "class" in enc:  # joint / semi-supervised models: the class they infer, against the labels
             semi = getattr(model, "semi_supervised", False)
             spec = data.source if isinstance(data, ImageSet) else data  # report --fill-nan passes the set it read
