@@ -729,8 +729,9 @@ class AVAE(LatentModel):
 
     # ------------------------------------------------------------------ persistence
     @classmethod
-    def from_config_dict(cls, config: dict[str, Any]) -> "AVAE":
+    def from_config_dict(cls, config: dict[str, Any], networks: Optional[Mapping[str, nn.Module]] = None) -> "AVAE":
         """Build a fresh AVAE (inner model included) from its saved config dict (fields it predates take
-        their former values, :meth:`AVAEConfig.saved_dict`)."""
-        return cls(AVAEConfig.from_saved(config))
+        their former values, :meth:`AVAEConfig.saved_dict`); ``networks`` as the base's (the AVAE takes none:
+        :meth:`~affinevae.models.base.LatentModel.with_networks` refuses them)."""
+        return cls.with_networks(AVAEConfig.from_saved(config), networks)
 
