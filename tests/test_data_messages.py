@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from affinevae.cli import main
 from affinevae.data.objects import read_coordinates
@@ -163,6 +164,12 @@ def test_float64_values_beyond_float32_are_said_to_overflow_not_to_be_nan(tmp_pa
         assert "NaN" not in text and "--fill-nan" not in text, (kw, text)
     with pytest.raises(AffineVAEError, match=r"^images: 4 pixel values overflow float32.*first in image 3.*rescale"):
         as_images(big)
+    with pytest.raises(AffineVAEError, match=r"^images: 4 pixel values overflow float32.*first in image 3.*rescale"):
+        as_images(torch.from_numpy(big))  # a float64 tensor: the same message
+    half = np.full((6, 8, 8), 0.5, np.float32)
+    half[2, 1, 1] = 1e5
+    with pytest.raises(AffineVAEError, match=r"^images: 1 pixel value overflow float16.*1e\+05, first in image 2"):
+        as_images(torch.from_numpy(half), dtype=torch.float16)
     nan = np.full((20, 16, 16), 0.5)
     nan[4, 1, 1] = np.nan
     np.save(tmp_path / "nan.npy", nan)

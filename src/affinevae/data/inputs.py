@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AffineVAEError
-from .imageset import LABELS_SOURCE, ImageSet, overflow_message
+from .imageset import LABELS_SOURCE, ImageSet, float32_overflow
 
 __all__ = ["as_number", "as_images", "check_image_shape", "check_image_size", "check_int", "check_latents", "MIN_IMAGE_SIZE",
            "real_array"]
@@ -304,14 +304,11 @@ def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[i
     if x.dtype != want:
         x = x.to(want)
     if not bool(torch.isfinite(x).all()):
-        if given is not x and given.is_floating_point() and x.is_floating_point() \
-                and torch.finfo(given.dtype).max > torch.finfo(x.dtype).max:  # float64 values float32 cannot hold
-            over = torch.isfinite(given) & ~torch.isfinite(x)
-            if bool(over.any()):
-                first = int(over.reshape(len(x), -1).any(1).nonzero()[0, 0])
-                raise AffineVAEError(f"{where}: " + overflow_message(
-                    int(over.sum()), float(given[over].abs().max()), f"first in image {first}",
-                    str(x.dtype).replace("torch.", "")))
+        if (given is not x and given.is_floating_point() and x.dtype in (torch.float32, torch.float16)
+                and torch.finfo(given.dtype).max > torch.finfo(x.dtype).max):  # float64 values float32 cannot hold
+            over = float32_overflow(given.detach().cpu().numpy(), x.detach().cpu().numpy(), 0, where)
+            if over:
+                raise AffineVAEError(f"{where}: {over}")
         first = int((~torch.isfinite(x.reshape(len(x), -1)).all(1)).nonzero()[0, 0])
         raise AffineVAEError(f"{where}: {int((~torch.isfinite(x)).sum())} NaN or infinite pixel values "
                              f"(first in image {first})")
