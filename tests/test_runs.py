@@ -534,10 +534,12 @@ def test_a_model_json_that_is_not_an_object_is_one_line(tmp_path):
     """A QA audit: model.json holding JSON that is not an object ([] , 5, null) gave an AttributeError traceback in
     train --resume (the other commands said 'not an affinevae model config')."""
     av.VAE(latent_dim=2, hidden=[16], channels=[4, 8]).save(tmp_path / "m")
-    for text in ("[]", "5", "null", '{"model": "vae"}'):
+    for text in ("[]", "5", "null", '{"model": "vae"}', '{"model": 5, "config": {}}', '{"model": "vae", "config": []}'):
         (tmp_path / "m" / "model.json").write_text(text)
         with pytest.raises(AffineVAEError, match=r"model.json: not an affinevae model config$"):
             Run(tmp_path / "m").model_config
+        with pytest.raises(AffineVAEError, match=r"model.json: not an affinevae model config$"):
+            av.load(tmp_path / "m")  # load() reads it through the same check
 
 
 def test_unreadable_weights_are_not_called_corrupt(tmp_path, monkeypatch):

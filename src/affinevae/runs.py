@@ -37,7 +37,7 @@ from .models.base import FORMAT_VERSION, planned_state
 from .registry import MODELS
 
 __all__ = ["Run", "load", "read_run", "read_metrics", "write_metrics", "PLAIN_LOSS_KEYS", "named_loss_terms", "TRAIN_JSON", "METRICS", "POSES_FILE", "PoseRecord",
-           "load_pose_record"]
+           "load_pose_record", "read_model_description"]
 
 METRICS = "metrics.jsonl"
 CHECKPOINT_NAME = "checkpoint-e{epoch:04d}.safetensors"
@@ -61,9 +61,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu",
     directory = Path(directory)
     if not directory.is_dir():
         raise AffineVAEError(not_a_run(directory))
-    desc = read_json(directory / MODEL_JSON, "model config")
-    if not isinstance(desc, dict) or "model" not in desc or "config" not in desc:
-        raise AffineVAEError(f"{directory / MODEL_JSON}: not an affinevae model config")
+    desc = read_model_description(directory)
     version = desc.get("format_version", FORMAT_VERSION)  # absent in the first files written
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise AffineVAEError(f"{directory / MODEL_JSON}: format_version {version!r} is not one this affinevae reads "
@@ -72,8 +70,6 @@ def load(directory: str | Path, device: str | torch.device = "cpu",
         cls = MODELS.get(desc["model"])
     except AffineVAEError as exc:
         raise AffineVAEError(f"{directory / MODEL_JSON}: {exc}") from None
-    if not isinstance(desc["config"], dict):
-        raise AffineVAEError(f"{directory / MODEL_JSON}: 'config' is not a JSON object")
     try:  # the config alone (a bad value is the file's fault: it is named)
         cls.config_class.from_saved(desc["config"], what=f"model '{cls.family}'")
     except AffineVAEError as exc:
@@ -96,6 +92,16 @@ def load(directory: str | Path, device: str | torch.device = "cpu",
     _check_state(directory, own, {k: tuple(v.shape) for k, v in state.items()})
     model.load_state_dict(state)
     return model.to(resolve_device("cpu" if device is None else device)).eval()
+
+
+def read_model_description(directory: Path) -> dict[str, Any]:
+    """``directory``'s ``model.json``: {'model': family name, 'config': {...}, ...}; one
+    :class:`AffineVAEError` line naming the file where it is missing, not JSON, or JSON that is not
+    such an object."""
+    desc = read_json(Path(directory) / MODEL_JSON, "model config")
+    if not isinstance(desc, dict) or not isinstance(desc.get("model"), str) or not isinstance(desc.get("config"), dict):
+        raise AffineVAEError(f"{Path(directory) / MODEL_JSON}: not an affinevae model config")
+    return desc
 
 
 def check_injected(where: Path, desc: dict, networks: Optional[Mapping[str, torch.nn.Module]]) -> dict:
@@ -335,10 +341,7 @@ class Run:
     def model_description(self) -> dict[str, Any]:
         """``model.json``: {'model': family, 'config': {...}}; a file that is JSON but not such an object
         is one :class:`AffineVAEError` line naming it."""
-        desc = read_json(self.path / MODEL_JSON, "model config")
-        if not isinstance(desc, dict) or not isinstance(desc.get("model"), str) or not isinstance(desc.get("config"), dict):
-            raise AffineVAEError(f"{self.path / MODEL_JSON}: not an affinevae model config")
-        return desc
+        return read_model_description(self.path)
 
     @property
     def model_config(self) -> dict[str, Any]:
