@@ -7,6 +7,7 @@ import inspect
 from typing import Callable, Generic, Iterator, Optional, TypeVar
 
 from .errors import AffineVAEError
+from .plugins import ENV_VAR, load_plugins
 
 T = TypeVar("T")
 
@@ -20,12 +21,18 @@ class Registry(Generic[T]):
     """A named collection; ``register`` is a decorator, ``get`` fails with suggestions.
 
     ``on_register(name, obj)``: run on each new entry before it is kept (it may check or complete
-    ``obj``, raising :class:`AffineVAEError` to refuse it)."""
+    ``obj``, raising :class:`AffineVAEError` to refuse it). ``plugin_hint``: an unknown name's message
+    says where plugins come from (for kinds users add by plugin, such as models).
 
-    def __init__(self, kind: str, on_register: Optional[Callable[[str, T], None]] = None) -> None:
+    A name not registered is looked up again after :func:`affinevae.plugins.load_plugins` imports the
+    plugins not tried yet."""
+
+    def __init__(self, kind: str, on_register: Optional[Callable[[str, T], None]] = None,
+                 plugin_hint: bool = False) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
         self._on_register = on_register
+        self._plugin_hint = plugin_hint
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``. The same class or function defined again (a notebook
@@ -60,11 +67,13 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except (KeyError, TypeError):  # TypeError: an unhashable name (a list, a dict)
-            close = difflib.get_close_matches(name, list(self._items), n=1) if isinstance(name, str) else []
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise AffineVAEError(
-                f"unknown {self.kind} '{name}'{hint}; choose from: {', '.join(sorted(self._items))}"
-            ) from None
+            pass
+        if isinstance(name, str) and load_plugins():  # a plugin not imported yet may register it
+            return self.get(name)
+        close = difflib.get_close_matches(name, list(self._items), n=1) if isinstance(name, str) else []
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        plugin = f" (a plugin's? install its package, or name its module in {ENV_VAR})" if self._plugin_hint else ""
+        raise AffineVAEError(f"unknown {self.kind} '{name}'{hint}; choose from: {', '.join(sorted(self._items))}{plugin}")
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
@@ -92,4 +101,4 @@ def _model_family(name: str, cls) -> None:
                              "be the same (saved models record the family and load by it)")
 
 
-MODELS: Registry = Registry("model", on_register=_model_family)
+MODELS: Registry = Registry("model", on_register=_model_family, plugin_hint=True)

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 from ..errors import AffineVAEError
 from ..limits import memory_limit_set
+from ..plugins import load_plugins, loaded_plugins
 from ..registry import Registry
 
 COMMANDS: Registry = Registry("command")
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     _load_commands()
     parser = OneLineParser(prog="affinevae", description="Content/pose representation learning for images: "
                                      "AE, VAE, cVAE, rVAE, crVAE and affine VAE.")
-    parser.add_argument("--version", action="version", version=f"affinevae {__version__}")
+    plugins = [p.name for p in loaded_plugins() if p.error is None]
+    parser.add_argument("--version", action="version", version=f"affinevae {__version__}"
+                        + (f" (plugins: {', '.join(plugins)})" if plugins else ""))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS.in_order():
@@ -121,12 +124,23 @@ def _zarr_pending_task(record: logging.LogRecord) -> bool:
     return not (text.startswith("Task was destroyed but it is pending") and "zarr" in record.getMessage())
 
 
+def load_plugins_said() -> None:
+    """:func:`affinevae.plugins.load_plugins` before the options are read (a plugin's model is a
+    ``--model`` choice), each plugin that fails to import said in one ``affinevae: warning:`` line on stderr."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        load_plugins()
+    for w in said:
+        print(f"affinevae: warning: {w.message}", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``affinevae`` console script; returns the exit status (143 after SIGTERM,
     130 after Ctrl-C)."""
     aio = logging.getLogger("asyncio")
     if _zarr_pending_task not in aio.filters:
         aio.addFilter(_zarr_pending_task)
+    load_plugins_said()
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(join_dash_values(sys.argv[1:] if argv is None else argv))
