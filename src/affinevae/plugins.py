@@ -16,6 +16,7 @@ is one warning naming it and the error; the rest of affinevae works on.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import warnings
@@ -51,13 +52,21 @@ class Plugin:
 _loaded: dict[tuple[str, str], Plugin] = {}
 
 
-def _declared() -> list[tuple[str, str, str]]:
-    """(name, module, source) of every plugin declared now: entry points first (sorted by name), then
-    :data:`ENV_VAR`'s modules in their order."""
+@functools.lru_cache(maxsize=1)
+def _entry_points() -> tuple[tuple[str, str, str], ...]:
+    """(name, module, source) of the installed packages' plugins, sorted by name: read once per process
+    (scanning the installed packages' metadata takes milliseconds, and a registry miss asks again)."""
     found = []
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         dist = getattr(getattr(ep, "dist", None), "name", None) or "an installed package"
         found.append((ep.name, ep.value.partition(":")[0].strip(), f"entry point of {dist}"))
+    return tuple(found)
+
+
+def _declared() -> list[tuple[str, str, str]]:
+    """(name, module, source) of every plugin declared now: entry points first (sorted by name), then
+    :data:`ENV_VAR`'s modules in their order."""
+    found = list(_entry_points())
     for module in os.environ.get(ENV_VAR, "").split(","):
         if module.strip():
             found.append((module.strip(), module.strip(), ENV_VAR))
