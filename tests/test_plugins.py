@@ -135,3 +135,20 @@ def test_an_installed_packages_entry_point_is_loaded_by_the_command_line(tmp_pat
     r = cli("encode", str(tmp_path / "run"), "--data", str(images(tmp_path)), "--out", str(tmp_path / "z.npz"))
     assert r.returncode == 0, r.stderr
     assert np.load(tmp_path / "z.npz")["z_mean"].shape[0] == 40
+
+
+def test_the_readmes_plugin_example_is_a_plugin(tmp_path, fresh_plugins, capsys):
+    """The README's `mymodels.py` trains as `--model l1vae` with AFFINEVAE_PLUGINS=mymodels, its term named."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("the environment variable `AFFINEVAE_PLUGINS`", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "mymodels.py").write_text(code)
+    fresh_plugins.syspath_prepend(str(tmp_path / "lib"))
+    fresh_plugins.setenv(plugins.ENV_VAR, "mymodels")
+    fresh_plugins.delitem(sys.modules, "mymodels", raising=False)
+    try:
+        assert main(["train", "--model", "l1vae", "--data", str(images(tmp_path)), "--epochs", "1", "--hidden", "16",
+                     "--batch-size", "8", "--out", str(tmp_path / "run")]) == 0
+        assert "with l1 " in capsys.readouterr().out
+    finally:
+        MODELS.unregister("l1vae")

@@ -113,6 +113,6 @@ class Align:
         labels = data.labels if model.conditional else None
         result = model.align(data.images, labels, cfg)
         result.save(args.out, labels=data.labels, image_file=data.names)
-        print(f"aligned {len(data)} images ({model.transform.name}, {cfg.restarts} restarts, {cfg.steps} steps): "
+        print(f"aligned {len(data)} images ({model.transform.name}, {cfg.restarts} restart{'s' if cfg.restarts != 1 else ''}, {cfg.steps} step{'s' if cfg.steps != 1 else ''}): "
               f"{result.summary(cfg.elbo_samples)}; wrote {args.out}")
         return 0
