@@ -306,6 +306,9 @@ FULL_CIRCLE_SHARE = 0.2
 #: Images :func:`orientation_spread` compares at most (a seeded subset), and the fewest it decides on.
 ORIENTATION_SAMPLE = 2000
 ORIENTATION_MIN_IMAGES = 200
+#: The fewest images whose orientations are measured at all: from these to :data:`ORIENTATION_MIN_IMAGES` by
+#: their mean alone (:data:`SMALL_SET_ISOTROPIC_RATIO`), too few for the neighbour pairs.
+ORIENTATION_MEAN_MIN_IMAGES = 50
 #: Larger images are averaged down to this side for the comparison (the cost and memory of the turns).
 ORIENTATION_SIDE = 48
 #: Turns :func:`orientation_spread` compares each pair at (every 11.25 degrees).
@@ -331,6 +334,12 @@ ISOTROPIC_RATIO = 1.7
 ORIENTED_EFFECT = 0.01
 #: Random turns :func:`mean_isotropy` averages over.
 ISOTROPY_DRAWS = 8
+#: With :data:`ORIENTATION_MEAN_MIN_IMAGES` to :data:`ORIENTATION_MIN_IMAGES` images the mean alone decides:
+#: below this ratio the full circle, from it an upright. Measured (8 draws, seeds 0-2, 50 / 75 / 100 / 150
+#: images; benchmarks/EXPERIMENTS.md "Fewer than 200 images"): objects over the full circle 0.65-1.81 (digits,
+#: digits 0 / 1 / 7, particles at noise 0.3 and 1.0, rods); digits within +-60 degrees 2.45-5.5 (2.0-2.1 at 30
+#: images), upright digits, particles and rods 6.7-47; digits within +-90 / +-120 degrees 1.1-2.7 (either way).
+SMALL_SET_ISOTROPIC_RATIO = 2.2
 
 
 def _nonradial_energy(mean: np.ndarray) -> Optional[float]:
@@ -416,11 +425,13 @@ class OrientationSpread:
         far: the share of neighbour pairs (each image's nearest under any turn) whose best relative turn
             exceeds :data:`FAR_TURN` (120 degrees) and that do not match nearly as well unturned
             (:data:`ORIENTATION_TIE`): about 1/3 for objects turned over the full circle, below 0.1 for
-            objects within +-60 degrees of upright, symmetric or not.
+            objects within +-60 degrees of upright, symmetric or not; None for fewer than
+            :data:`ORIENTATION_MIN_IMAGES` images (not compared: the mean alone decides).
         images: how many images were compared.
+        isotropy: :func:`mean_isotropy` of the images (None for means without contrast).
     """
 
-    far: float
+    far: Optional[float]
     images: int
     isotropy: Optional[float] = None
 
@@ -433,7 +444,14 @@ class OrientationSpread:
     @property
     def decided_by(self) -> str:
         """'round mean' (``isotropy`` < :data:`ISOTROPIC_RATIO`: full circle), 'oriented mean' (``effect`` >=
-        :data:`ORIENTED_EFFECT`: an upright) or 'pairs' (``far`` against :data:`FULL_CIRCLE_SHARE`)."""
+        :data:`ORIENTED_EFFECT`: an upright) or 'pairs' (``far`` against :data:`FULL_CIRCLE_SHARE`); for a set
+        too small for the pairs (``far`` None) the mean alone: 'round mean' below
+        :data:`SMALL_SET_ISOTROPIC_RATIO`, else 'oriented mean' ('no contrast' for a mean without any: the
+        prior kept)."""
+        if self.far is None:
+            if self.isotropy is None:
+                return "no contrast"
+            return "round mean" if self.isotropy < SMALL_SET_ISOTROPIC_RATIO else "oriented mean"
         if self.isotropy is not None and self.isotropy < ISOTROPIC_RATIO:
             return "round mean"
         if self.effect is not None and self.effect >= ORIENTED_EFFECT:
@@ -458,8 +476,12 @@ class OrientationSpread:
         rule = self.decided_by
         if rule == "round mean":
             return f"{what}: the mean of {self.images} images is as round as theirs turned at random ({self.isotropy:.1f}x)"
+        if rule == "no contrast":
+            return (f"{what} assumed: the mean of {self.images} images has no contrast to measure, and they are too "
+                    f"few to compare by neighbour pairs ({ORIENTATION_MIN_IMAGES} needed); give rotation_mode=full "
+                    "for objects turned over the full circle")
         if rule == "oriented mean":
-            turned = ("" if self.far < FULL_CIRCLE_SHARE else  # a stack of upright objects and turned ones, say
+            turned = ("" if self.far is None or self.far < FULL_CIRCLE_SHARE else  # a stack of upright objects and turned ones, say
                       f"; yet {100 * self.far:.0f} % of the neighbour pairs are turned by more than "
                       f"{math.degrees(FAR_TURN):.0f} degrees: if some of the objects are turned, give rotation_mode=full")
             return (f"{what}: the mean of {self.images} images keeps a shape ({self.isotropy:.0f}x that of "
@@ -470,14 +492,14 @@ class OrientationSpread:
 
 def orientation_unmeasured(x) -> Optional[str]:
     """Why :func:`orientation_spread` cannot measure the orientations of the images ``x`` (N, C, H, W)
-    (not square; fewer than :data:`ORIENTATION_MIN_IMAGES`: too few pairs to tell), said where the angle
+    (not square; fewer than :data:`ORIENTATION_MEAN_MIN_IMAGES`: too few to tell), said where the angle
     prior is kept; None when it can."""
     n, (h, w) = len(x), tuple(np.shape(x)[-2:])
     if h != w:
         return (f"{h}x{w} images: the orientations are measured, and the full circle's equivariant encoder works, on "
                 "square images only; crop or pad them square for objects turned over the full circle")
-    if n < ORIENTATION_MIN_IMAGES:
-        return (f"{n} images are too few to measure the orientations ({ORIENTATION_MIN_IMAGES} needed): give "
+    if n < ORIENTATION_MEAN_MIN_IMAGES:
+        return (f"{n} images are too few to measure the orientations ({ORIENTATION_MEAN_MIN_IMAGES} needed): give "
                 "rotation_mode=full for objects turned over the full circle")
     return None
 
@@ -508,9 +530,12 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
         seed: fixes the subset and so the result (an integer >= 0).
         sample: images compared at most (an integer >= 2).
 
+    With :data:`ORIENTATION_MEAN_MIN_IMAGES` to :data:`ORIENTATION_MIN_IMAGES` images (too few pairs to tell)
+    the mean alone decides, at :data:`SMALL_SET_ISOTROPIC_RATIO` (``far`` None).
+
     Returns:
         :class:`OrientationSpread`, or None when the images are not square or fewer than
-        :data:`ORIENTATION_MIN_IMAGES` (too few pairs to tell; :func:`orientation_unmeasured` says which).
+        :data:`ORIENTATION_MEAN_MIN_IMAGES` (:func:`orientation_unmeasured` says which).
     """
     import torch.nn.functional as F
 
@@ -530,6 +555,8 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
     x = x.float()
     factor = x.shape[-1] // ORIENTATION_SIDE  # the mean's roundness: shrunk by a whole factor, no fixed pattern
     whole = checked_images(F.avg_pool2d(x, factor) if factor > 1 else x, "orientation_spread", ())
+    if len(x) < ORIENTATION_MIN_IMAGES:  # too few for the neighbour pairs: the mean alone
+        return OrientationSpread(far=None, images=len(x), isotropy=mean_isotropy(whole, seed))
     if x.shape[-1] > ORIENTATION_SIDE:  # (NaN and infinities stay in the averages: checked on the small ones)
         x = F.interpolate(x, size=(ORIENTATION_SIDE, ORIENTATION_SIDE), mode="area")
     x = checked_images(x, "orientation_spread", ())
