@@ -452,3 +452,51 @@ def test_an_upright_mean_with_many_pairs_turned_says_some_objects_may_be_turned(
                                 "if some of the objects are turned, give rotation_mode=full")
     upright = OrientationSpread(far=FULL_CIRCLE_SHARE / 3, images=2000, isotropy=45.0)
     assert upright.sentence().endswith("(45x that of theirs turned at random)")
+
+
+def test_objects_off_the_image_centre_are_said_to_be():
+    """An audit: particles 5 px off the centre of their 40-px crops read as upright ('0 % of the pairs turned',
+    stated as a fact) and trained angles 0.08, also given the full circle (its synchronisation claiming agreement
+    0.99). A warning names the offset and what to do, for every family that infers the angle."""
+    from affinevae.pose.sync import mean_offset, off_centre_note
+
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:40, 0:40]
+
+    def blobs(down, right):
+        ang = rng.uniform(-np.pi, np.pi, 60)[:, None, None]
+        r, c = rows - 19.5 - down, cols - 19.5 - right
+        u, v = np.cos(ang) * c + np.sin(ang) * r, -np.sin(ang) * c + np.cos(ang) * r
+        return (np.exp(-((u - 4) ** 2 + v ** 2) / 8) + 0.6 * np.exp(-((u + 4) ** 2 + v ** 2) / 4)
+                + rng.normal(0, 0.05, (60, 40, 40))).astype(np.float32)
+
+    off = ImageSet(blobs(4.0, -3.0), source="off.mrcs")
+    down, right = mean_offset(off.images)
+    assert 3.0 < down <= 4.0 and -3.0 <= right < -2.0  # the mean's brightness centre: about where they sit
+    assert off_centre_note(blobs(0.0, 0.0)) is None and off_centre_note(blobs(1.5, 0.0)) is None
+    for given in ({"latent_dim": 2}, {"latent_dim": 2, "rotation_mode": "full"}):
+        with pytest.warns(UserWarning, match=r"^off\.mrcs: the objects' mean sits [45]\.\d px off the image centre "
+                                             r"\([34]\.\d px down, [23]\.\d px left\): turns are about the centre.*centre "
+                                             r"them in their crops first"):
+            data_defaults(off, "rvae", given, None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data_defaults(off, "rvae", {"invariances": ["translation"]}, None, None)  # no angle inferred: nothing said
+        data_defaults(off, "vae", {}, None, None)
+        data_defaults(ImageSet(blobs(0.0, 0.0)), "rvae", {"latent_dim": 2}, None, None)
+
+
+def test_the_full_circle_with_another_encoder_is_said_to_recover_no_angle():
+    """An audit: non-square particles, refused by the equivariant encoder, trained with --encoder conv as its
+    message advised; the angles were 0.08 and nothing said so. The message now says to pad them square, and
+    train warns of the full circle with another encoder."""
+    data = ImageSet(np.random.default_rng(0).random((20, 1, 12, 12)).astype(np.float32))
+    for encoder in ("conv", "mlp"):
+        with pytest.warns(UserWarning, match=rf"^rotation_mode=full with encoder '{encoder}': only the equivariant "
+                                             r"encoder recovers angles over the full circle.*pad or crop them square"):
+            data_defaults(data, "rvae", {"rotation_mode": "full", "encoder": encoder}, None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for given in ({"rotation_mode": "full"}, {"rotation_mode": "full", "encoder": "equivariant"},
+                      {"encoder": "conv"}, {"rotation_mode": "full", "encoder": "conv", "invariances": ["translation"]}):
+            data_defaults(data, "rvae", given, None, None)

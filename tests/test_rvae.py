@@ -428,7 +428,7 @@ def test_full_mode_defaults_to_the_equivariant_encoder():
     ({"group_downsample": "avg"}, "group_downsample must be one of"),
     ({"group_channels": ()}, "group_channels must be one or more positive integers"),
     ({"group_channels": (8, 0)}, "group_channels must be one or more positive integers"),
-    ({"image_shape": (1, 12, 16)}, "needs square images.*use encoder 'mlp' or 'conv'"),
+    ({"image_shape": (1, 12, 16)}, "needs square images.*got 12x16: for objects turned over the full circle pad or crop the images square.*encoder 'mlp' or 'conv' take them"),
     ({"rotation_mode": "gaussian", "encoder": "equivariant"}, "encoder 'equivariant' needs rotation_mode 'full'"),
     ({"invariances": ("translation",), "encoder": "equivariant"}, "needs rotation_mode 'full' and the rotation"),
 ])

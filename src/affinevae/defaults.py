@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
@@ -58,11 +59,12 @@ from .data.inputs import check_image_size as check_image_shape_size
 from .data.patches import patch_min_distance, patch_smoothing  # noqa: F401  (re-exported: the one rule)
 from .data.patches import LATTICE_ORDER, lattice_patches, scattered_objects  # noqa: F401  (re-exported)
 from .data.spectra import SPECTRA_KIND
+from .errors import user_stacklevel
 from .mapping import CLUSTER_SPACES  # noqa: F401  (re-exported: map's one list)
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SCALINGS", "FLOAT_SIGMA_FLOOR", "SMALL_FLOAT_SET", "SMALL_FLOAT_BATCH", "SMALL_FLOAT_STEPS", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "defaults_family", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "floored_sigma",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SCALINGS", "FLOAT_SIGMA_FLOOR", "SMALL_FLOAT_SET", "SMALL_FLOAT_BATCH", "SMALL_FLOAT_STEPS", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "defaults_family", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "infers_rotation", "off_centre_warning", "full_circle_encoder_warning", "floored_sigma",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "patch_smoothing", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -512,9 +514,17 @@ def orientation_asked(data: ImageSet, model: str, options: Mapping[str, Any]) ->
     """Whether :func:`orientation_default` measures ``data``'s orientations for family ``model`` with
     ``options``: it has a ``rotation_mode``, infers the rotation, is not told the mode, and ``data`` are
     images that no data kind's rules decide for."""
+    if "rotation_mode" in options or data_kind(data) not in (None, FLOAT_KIND):
+        return False
+    return infers_rotation(model, options)
+
+
+def infers_rotation(model: str, options: Mapping[str, Any]) -> bool:
+    """Whether family ``model`` built with ``options`` infers the objects' angle: it has a ``rotation_mode``
+    and ``rotation`` among its ``invariances`` (given, or the family's own)."""
     from .registry import MODELS
 
-    if "rotation_mode" in options or data_kind(data) not in (None, FLOAT_KIND) or model not in MODELS:
+    if model not in MODELS:
         return False
     config_class = MODELS.get(model).config_class
     if "rotation_mode" not in config_class.field_names():
@@ -523,6 +533,31 @@ def orientation_asked(data: ImageSet, model: str, options: Mapping[str, Any]) ->
     if isinstance(invariances, str):
         invariances = [v.strip() for v in invariances.split(",")]
     return "rotation" in tuple(invariances or ())
+
+
+def off_centre_warning(data: ImageSet, model: str, options: Mapping[str, Any]) -> None:
+    """Warn (one line, :func:`~affinevae.pose.sync.off_centre_note`) when family ``model`` with ``options``
+    infers the angle of images (plain or float, not patch sets or spectra) whose objects sit off the image
+    centre: the orientation rules read them as upright, and angles over the full circle fail (an audit's
+    particles 5 px off in 40 px: angles 0.08 whether the prior was kept or the full circle given)."""
+    from .pose.sync import off_centre_note
+
+    if data_kind(data) not in (None, FLOAT_KIND) or data.images.shape[-2] < 2 or not infers_rotation(model, options):
+        return
+    note = off_centre_note(data.images)
+    if note is not None:
+        warnings.warn(f"{data.source}: {note}", stacklevel=user_stacklevel())
+
+
+def full_circle_encoder_warning(model: str, options: Mapping[str, Any]) -> None:
+    """Warn (one line) when family ``model`` is to infer angles over the full circle (``rotation_mode='full'``)
+    with an encoder other than the equivariant one: it reads the angle as the former full mode did (MNIST over the
+    full circle: angle concentration 0.06; an audit's non-square particles with ``--encoder conv``: 0.08, silently)."""
+    encoder = options.get("encoder")
+    if options.get("rotation_mode") == "full" and encoder not in (None, "equivariant") and infers_rotation(model, options):
+        warnings.warn(f"rotation_mode=full with encoder '{encoder}': only the equivariant encoder recovers angles over the "
+                      "full circle (the others learnt none on digits turned over it: concentration 0.06); it needs square "
+                      "images: pad or crop them square", stacklevel=user_stacklevel())
 
 
 def defaults_family(model: str) -> str:
@@ -593,12 +628,14 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
     from .pose.sync import orientation_spread, orientation_unmeasured
 
     asked = orientation_asked(data, model, options)  # (orientation_default's test, asked once)
+    off_centre_warning(data, model, options)
     spread = orientation_spread(data.images) if asked else None
     # the prior kept, unmeasured: said why (non-square images, too few)
     unmeasured = orientation_unmeasured(data.images) if asked and spread is None else None
     if spread is not None and spread.full_circle:  # before the kind's rules, which read it
         options["rotation_mode"] = chosen["rotation_mode"] = "full"
         why["rotation_mode"] = f" ({spread.sentence()})"
+    full_circle_encoder_warning(model, options)
     if rules is not None:
         for name, rule in rules:
             if name not in given:
