@@ -1209,3 +1209,39 @@ def test_data_layer_warnings_name_the_caller_s_line(tmp_path):
         av.data.load_dataset(str(tmp_path / "const.npy"))
     hits = [w for w in said if "hold no contrast" in str(w.message)]
     assert len(hits) == 2 and {w.filename for w in hits} == {__file__}
+
+
+def test_train_square_pads_or_crops_images_and_the_run_reads_its_data_alike(tmp_path, capsys):
+    """An audit: non-square crops (40 x 56 particles) could not take the full circle (the equivariant encoder
+    needs a square grid) and the advice, pad or crop them square, could not be followed with the tool."""
+    import affinevae as av
+    from affinevae.cli import main
+    from affinevae.data.imageset import square_images
+
+    x = np.random.default_rng(0).random((6, 1, 5, 8)).astype(np.float32)
+    padded = square_images(x, "pad")
+    assert padded.shape == (6, 1, 8, 8) and np.array_equal(padded[:, :, 1:6], x)  # 1 row above, 2 below
+    assert np.array_equal(padded[:, :, 0], x[:, :, 1]) and np.array_equal(padded[:, :, 6], x[:, :, 3]) and np.array_equal(padded[:, :, 7], x[:, :, 2])  # mirrored
+    assert np.array_equal(square_images(x, "crop"), x[:, :, :, 1:6])
+    assert square_images(padded, "crop") is padded
+    with pytest.raises(AffineVAEError, match=r"^im: square must be one of pad, crop, got 'fill'"):
+        square_images(x, "fill", "im")
+    with pytest.raises(AffineVAEError, match=r"^s: --square applies to images, not to 1-D signals"):
+        square_images(np.zeros((3, 1, 1, 9), np.float32), "pad", "s")
+    np.save(tmp_path / "wide.npy", np.random.default_rng(1).random((40, 12, 18)).astype(np.float32))
+    argv = ["train", "--model", "vae", "--data", str(tmp_path / "wide.npy"), "--square", "pad", "--latent-dim", "2",
+            "--hidden", "8", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    run = av.Run(tmp_path / "r")
+    assert run.model().config.image_shape == (1, 18, 18) and run.meta["square"] == "pad"
+    assert run.data(n=None).images.shape == (40, 1, 18, 18)  # its own data, squared as training did
+    np.save(tmp_path / "other.npy", np.random.default_rng(2).random((7, 12, 18)).astype(np.float32))
+    assert main(["encode", str(tmp_path / "r"), "--data", str(tmp_path / "other.npy"), "--out", str(tmp_path / "z.npz")]) == 0
+    assert np.load(tmp_path / "z.npz")["z_mean"].shape == (7, 2)
+    capsys.readouterr()
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "wide.npy"), "--epochs", "2", "--no-progress",
+                 "--out", str(tmp_path / "r"), "--resume"]) == 0  # a resume without --square keeps it
+    assert "square=pad" in capsys.readouterr().out and av.training.read_run(tmp_path / "r")["epochs_done"] == 2
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "wide.npy"), "--square", "crop", "--latent-dim", "2",
+                 "--hidden", "8", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "c")]) == 0
+    assert av.Run(tmp_path / "c").model().config.image_shape == (1, 12, 12)

@@ -557,7 +557,7 @@ def full_circle_encoder_warning(model: str, options: Mapping[str, Any]) -> None:
     if options.get("rotation_mode") == "full" and encoder not in (None, "equivariant") and infers_rotation(model, options):
         warnings.warn(f"rotation_mode=full with encoder '{encoder}': only the equivariant encoder recovers angles over the "
                       "full circle (the others learnt none on digits turned over it: concentration 0.06); it needs square "
-                      "images: pad or crop them square", stacklevel=user_stacklevel())
+                      "images: pad or crop them square (train --square pad or crop)", stacklevel=user_stacklevel())
 
 
 def defaults_family(model: str) -> str:

@@ -21,6 +21,7 @@ from ..data.inputs import check_image_shape
 from ..errors import AffineVAEError
 from ..io import FIT_TARGETS
 from ..models.base import build_model
+from ..data.imageset import SQUARE_MODES
 from .image_options import add_stretch_option
 from ..models.joint import EMBEDDING_START_AGREEMENT
 from ..models.rvae import MIN_SYNC_AGREEMENT
@@ -143,6 +144,10 @@ class Train:
         p.add_argument("--model", required=True, help=f"model family: {', '.join(MODELS.names())}")
         add_data_arguments(p)
         add_stretch_option(p)
+        p.add_argument("--square", choices=SQUARE_MODES, default=None,
+                       help="make images that are not square square, for objects turned over the full circle (its "
+                            "equivariant encoder needs a square grid): pad (the short side mirrored outwards) or crop "
+                            "(the long side cut about the centre); the run remembers it for its other data")
         p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model)")
         p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
         p.add_argument("--val-data", help="validation data (same forms as --data; built-ins use their test split); "
@@ -295,7 +300,7 @@ class Train:
                 "signal_cube": False if args.signal_channels else None,
                 "pixel_scaling": data.meta.get("pixel_scaling"),  # other data are scaled alike later
                 "data_kind": data.meta.get("kind"),  # a patch set: other images are not scaled as its patches
-                "stretch": args.stretch, "fill_nan": bool(args.fill_nan) or None,
+                "stretch": args.stretch, "fill_nan": bool(args.fill_nan) or None, "square": args.square,
                 "signal_calibration": signal_calibration(data.meta)}  # spectra: their axis's sample size, offset, unit
         names = data.meta.get("label_names") if args.labels else None
         if names is None and args.labels and args.resume and Run(args.out).has_training:
@@ -320,7 +325,7 @@ class Train:
                                signal_axis=None if args.val_data in BUILTIN else args.signal_axis,
                                signal_cube=None if args.val_data in BUILTIN or not args.signal_channels else False,
                                scaling=meta["pixel_scaling"], stretch=args.stretch or "auto",
-                               fill_nan=args.fill_nan and args.val_data not in BUILTIN)
+                               fill_nan=args.fill_nan and args.val_data not in BUILTIN, square=args.square)
             check_image_size(val, hint=_signal_hint(val))
             check_image_shape(val.images.shape[1:], model.config.image_shape, where=args.val_data)
             meta["val_data"] = args.val_data
@@ -428,6 +433,8 @@ def resume_options(args: argparse.Namespace) -> str:
             args.data_max_angle = taken["max_angle"] = round(math.degrees(float(run.meta["max_angle"])), 6)
         if getattr(args, "fill_nan", True) is False and run.meta.get("fill_nan"):
             args.fill_nan = taken["fill_nan"] = True
+        if getattr(args, "square", "") is None and run.meta.get("square"):  # the same images made square alike
+            args.square = taken["square"] = run.meta["square"]
         if getattr(args, "log", []) is None and saved.get("loggers"):  # the same logs go on (a resumed run's own)
             args.log = list(saved["loggers"])
             taken["log"] = ",".join(e if isinstance(e, str) else e.get("logger", "?") for e in args.log)

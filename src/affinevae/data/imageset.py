@@ -187,6 +187,15 @@ class ImageSet:
         out.meta.pop("noise_sigma", None)
         return out
 
+    def squared(self, mode: str) -> "ImageSet":
+        """A copy whose images are square (:func:`square_images` with ``mode``, 'pad' or 'crop'; square images
+        stay as they are), ``meta['square']`` recording it; the true poses (``angle``, ``shift``) are kept as
+        given (a shift in half widths of the old side)."""
+        out = self.subset(slice(None))
+        out.images = square_images(self.images, mode, self.source)
+        out.meta["square"] = mode
+        return out
+
     def save_npz(self, path: str | Path) -> Path:
         """Write the set to a ``.npz`` (arrays images, labels, angle, shift, scale, names where present), atomically;
         :func:`~affinevae.data.load_images` reads it back without ``names`` (the files it names are the record's)."""
@@ -199,6 +208,35 @@ class ImageSet:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays)
         return atomic_write(path, w)
+
+
+#: How :func:`square_images` makes images square ('pad': the short side mirrored outwards; 'crop': the long
+#: side cut to the short one about the centre).
+SQUARE_MODES = ("pad", "crop")
+
+
+def square_images(images: np.ndarray, mode: str, where: str = "images") -> np.ndarray:
+    """``images`` (N, C, H, W) made square, for models that turn them over the full circle (the equivariant
+    encoder needs a square grid): ``mode`` 'pad' extends the short side to the long one on both sides (the
+    extra half pixel after) by mirroring the image's own edge outwards (``numpy.pad`` 'reflect': the
+    background and its noise continue; a constant band would be a mark every image shares at one place, which
+    reads as an upright), 'crop' cuts the long side to the short one about the centre. Square images are
+    returned as they are. One :class:`AffineVAEError` line for another mode or 1-D signals (H == 1)."""
+    if mode not in SQUARE_MODES:
+        raise AffineVAEError(f"{where}: square must be one of {', '.join(SQUARE_MODES)}, got {mode!r}")
+    h, w = images.shape[-2:]
+    if h == 1:
+        raise AffineVAEError(f"{where}: --square applies to images, not to 1-D signals")
+    if h == w:
+        return images
+    if mode == "crop":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        return np.ascontiguousarray(images[..., top:top + side, left:left + side])
+    side = max(h, w)
+    rows, cols = side - h, side - w
+    width = [(0, 0)] * (images.ndim - 2) + [(rows // 2, rows - rows // 2), (cols // 2, cols - cols // 2)]
+    return np.pad(images, width, mode="reflect" if min(h, w) > 1 else "edge").astype(images.dtype, copy=False)
 
 
 def check_threshold(threshold: float, where: str = "binarize") -> float:

@@ -65,7 +65,8 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
                  key: Optional[str] = None, labels: Optional[str] = None,
                  binarize: Optional[float] = None, max_angle: Optional[float] = None,
                  signal_axis: Optional[int] = None, signal_cube: Optional[bool] = None,
-                 scaling=None, stretch: str = "auto", fill_nan: bool = False) -> ImageSet:
+                 scaling=None, stretch: str = "auto", fill_nan: bool = False,
+                 square: Optional[str] = None) -> ImageSet:
     """Load ``spec``: 'mnist', 'rotated-mnist' (split/n/seed apply) or a path to user images.
 
     For paths see :func:`affinevae.data.files.load_images` (``key`` applies there only; a built-in
@@ -86,6 +87,8 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
     outside [0, 1] are scaled ('auto', 'linear', 'asinh': :func:`affinevae.data.files.load_images`);
     ``fill_nan``: an image file's NaN/inf pixels are replaced by their image's median (ibid.); a signal
     file's NaN/inf samples are interpolated along the signal (:func:`affinevae.data.spectra.fill_nonfinite_signals`).
+    ``square``: 'pad' or 'crop' makes images that are not square square (:meth:`ImageSet.squared`, recorded in
+    ``meta['square']``; for the full circle's equivariant encoder); None leaves them.
 
     Raises:
         AffineVAEError: on an option the data set does not take, or an invalid value.
@@ -129,4 +132,6 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
 
         data = load_images(spec, key=key, labels=labels, n=n, scaling=scaling,  # a stack's first n only are read
                            stretch=stretch, fill_nan=fill_nan)
+    if square is not None:
+        data = data.squared(square)
     return data if binarize is None else data.binarized(binarize)

@@ -70,7 +70,7 @@ def check_group(group_order: int, image_shape: Sequence[int], kernel_size: int =
     if h != w:
         raise AffineVAEError(f"the equivariant encoder needs square images (C_{group_order} holds the quarter turn, "
                              f"which maps only a square pixel grid onto itself), got {h}x{w}: for objects turned over the full circle "
-                             "pad or crop the images square (e.g. pad the short side with the background); encoder 'mlp' or "
+                             "pad or crop the images square (train --square pad or crop); encoder 'mlp' or "
                              "'conv' take them as they are but do not recover angles over the full circle")
     if h < kernel_size:
         raise AffineVAEError(f"the equivariant encoder needs images at least {kernel_size} pixels wide, got {h}x{w}")

@@ -548,7 +548,8 @@ def orientation_unmeasured(x) -> Optional[str]:
     n, (h, w) = len(x), tuple(np.shape(x)[-2:])
     if h != w:
         return (f"{h}x{w} images: the orientations are measured, and the full circle's equivariant encoder works, on "
-                "square images only; crop or pad them square for objects turned over the full circle")
+                "square images only; crop or pad them square for objects turned over the full circle (train --square pad or "
+                "crop)")
     if n < ORIENTATION_MEAN_MIN_IMAGES:
         return (f"{n} images are too few to measure the orientations ({ORIENTATION_MEAN_MIN_IMAGES} needed): give "
                 "rotation_mode=full for objects turned over the full circle")
