@@ -64,7 +64,7 @@ from .mapping import CLUSTER_SPACES  # noqa: F401  (re-exported: map's one list)
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SCALINGS", "FLOAT_SIGMA_FLOOR", "SMALL_FLOAT_SET", "SMALL_FLOAT_BATCH", "SMALL_FLOAT_STEPS", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "defaults_family", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "infers_rotation", "off_centre_warning", "full_circle_encoder_warning", "floored_sigma",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SCALINGS", "FLOAT_SIGMA_FLOOR", "SMALL_FLOAT_SET", "SMALL_FLOAT_BATCH", "SMALL_FLOAT_STEPS", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "defaults_family", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "infers_rotation", "off_centre_warning", "epochs_for_steps", "full_circle_encoder_warning", "floored_sigma",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "patch_smoothing", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -563,6 +563,12 @@ def full_circle_encoder_warning(model: str, options: Mapping[str, Any]) -> None:
                       "images: pad or crop them square (train --square pad or crop)", stacklevel=user_stacklevel())
 
 
+def epochs_for_steps(images: int, batch_size: int, steps: int, at_least: int = 1) -> int:
+    """Epochs for about ``steps`` optimiser steps over ``images`` images in batches of ``batch_size``:
+    ``ceil(steps / ceil(images / batch_size))``, at least ``at_least`` and at most :data:`MAX_EPOCHS`."""
+    return min(MAX_EPOCHS, max(at_least, math.ceil(steps / math.ceil(images / batch_size))))
+
+
 def defaults_family(model: str) -> str:
     """The family whose defaults family ``model`` takes: its own name where the defaults name it (or it is
     not registered), else the nearest base class's registered family that they name: a plugin registered as a
@@ -662,16 +668,14 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
         why["batch_size"] = f" (fewer than {SMALL_FLOAT_SET} float images over the full circle)"
     train["epochs"] = epochs
     if epochs is None and small_float:
-        steps_per_epoch = math.ceil(len(data) / train["batch_size"])
-        train["epochs"] = min(MAX_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(SMALL_FLOAT_STEPS / steps_per_epoch)))
+        train["epochs"] = epochs_for_steps(len(data), train["batch_size"], SMALL_FLOAT_STEPS, DEFAULT_EPOCHS)
         if train["epochs"] != DEFAULT_EPOCHS:
             chosen["epochs"] = train["epochs"]
             why["epochs"] = f" (about {SMALL_FLOAT_STEPS} steps for {len(data)} images)"
     elif epochs is None and (rules is None or kind.min_steps is None):
         train["epochs"] = DEFAULT_EPOCHS
     elif epochs is None:
-        steps_per_epoch = math.ceil(len(data) / train["batch_size"])
-        train["epochs"] = chosen["epochs"] = min(MAX_EPOCHS, max(1, math.ceil(kind.min_steps / steps_per_epoch)))
+        train["epochs"] = chosen["epochs"] = epochs_for_steps(len(data), train["batch_size"], kind.min_steps)
     kept = (spread is not None and not spread.full_circle) or unmeasured is not None  # the prior kept: said too
     if not chosen and not kept:
         return options, train, {}, ""
