@@ -336,7 +336,7 @@ ORIENTED_EFFECT = 0.01
 ISOTROPY_DRAWS = 8
 #: With :data:`ORIENTATION_MEAN_MIN_IMAGES` to :data:`ORIENTATION_MIN_IMAGES` images the mean alone decides:
 #: below this ratio the full circle, from it an upright. Measured (8 draws, seeds 0-2, 50 / 75 / 100 / 150
-#: images; benchmarks/EXPERIMENTS.md "Fewer than 200 images"): objects over the full circle 0.65-1.81 (digits,
+#: images; benchmarks/EXPERIMENTS.md "Small full-circle stacks"): objects over the full circle 0.65-1.81 (digits,
 #: digits 0 / 1 / 7, particles at noise 0.3 and 1.0, rods); digits within +-60 degrees 2.45-5.5 (2.0-2.1 at 30
 #: images), upright digits, particles and rods 6.7-47; digits within +-90 / +-120 degrees 1.1-2.7 (either way).
 SMALL_SET_ISOTROPIC_RATIO = 2.2
