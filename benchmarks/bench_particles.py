@@ -28,6 +28,8 @@ which needs no training.
     python benchmarks/bench_particles.py                         # noise 0.1 and 0.5, 4 000 particles, 10 epochs
     python benchmarks/bench_particles.py --n 1000 --epochs 3 --noise 0.5   # a quick look
     python benchmarks/bench_particles.py --latent-dim 2 --rows defaults no-anchor   # 2 latents: t-SNE targets
+    python benchmarks/bench_particles.py --n 500 --noise 0.3 --epochs 0 --invariances rotation,translation --rows defaults
+        # a small stack at train's own batch and epochs (README Performance: small particle stacks)
 """
 
 from __future__ import annotations
@@ -106,7 +108,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=4000)
     p.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.5])
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="epochs (0: what train chooses, e.g. about 1 000 steps in "
+                                                          "batches of 32 below 2 500 particles)")
+    p.add_argument("--invariances", default="rotation",
+                   help="train's --invariances (the README's particle command: rotation,translation)")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latent-dim", type=int, default=4,
@@ -129,8 +134,9 @@ def main() -> None:
                 out = Path(tmp) / f"run_{noise:g}_{row}"
                 said, warned = io.StringIO(), io.StringIO()
                 with contextlib.redirect_stdout(said), contextlib.redirect_stderr(warned):
-                    rc = cli(["train", "--model", "rvae", "--data", str(stack), "--invariances", "rotation", "--set",
-                              "rotation_mode=full", "--latent-dim", str(args.latent_dim), "--epochs", str(args.epochs), "--seed",
+                    epochs = ["--epochs", str(args.epochs)] if args.epochs else []
+                    rc = cli(["train", "--model", "rvae", "--data", str(stack), "--invariances", args.invariances, "--set",
+                              "rotation_mode=full", "--latent-dim", str(args.latent_dim), *epochs, "--seed",
                               str(args.seed), "--no-progress", "--out", str(out), *ROWS[row]])
                 if rc != 0:
                     raise SystemExit(f"train failed ({rc}): {said.getvalue()}")

@@ -1242,6 +1242,9 @@ def test_train_square_pads_or_crops_images_and_the_run_reads_its_data_alike(tmp_
     assert main(["train", "--model", "vae", "--data", str(tmp_path / "wide.npy"), "--epochs", "2", "--no-progress",
                  "--out", str(tmp_path / "r"), "--resume"]) == 0  # a resume without --square keeps it
     assert "square=pad" in capsys.readouterr().out and av.training.read_run(tmp_path / "r")["epochs_done"] == 2
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "wide.npy"), "--square", "crop", "--epochs", "3",
+                 "--no-progress", "--out", str(tmp_path / "r"), "--resume"]) == 2  # another --square: said, not a shape
+    assert f"--square crop: {tmp_path / 'r'} was trained with --square pad; resume it the same way" in capsys.readouterr().err
     assert main(["train", "--model", "vae", "--data", str(tmp_path / "wide.npy"), "--square", "crop", "--latent-dim", "2",
                  "--hidden", "8", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "c")]) == 0
     assert av.Run(tmp_path / "c").model().config.image_shape == (1, 12, 12)

@@ -170,6 +170,8 @@ def test_float64_values_beyond_float32_are_said_to_overflow_not_to_be_nan(tmp_pa
     half[2, 1, 1] = 1e5
     with pytest.raises(AffineVAEError, match=r"^images: 1 pixel value overflow float16.*1e\+05, first in image 2"):
         as_images(torch.from_numpy(half), dtype=torch.float16)
+    with pytest.raises(AffineVAEError, match=r"^images: 1 pixel value overflow float16"):  # numpy has no bfloat16
+        as_images(torch.from_numpy(half).to(torch.bfloat16), dtype=torch.float16)
     nan = np.full((20, 16, 16), 0.5)
     nan[4, 1, 1] = np.nan
     np.save(tmp_path / "nan.npy", nan)

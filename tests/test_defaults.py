@@ -491,12 +491,18 @@ def test_the_full_circle_with_another_encoder_is_said_to_recover_no_angle():
     message advised; the angles were 0.08 and nothing said so. The message now says to pad them square, and
     train warns of the full circle with another encoder."""
     data = ImageSet(np.random.default_rng(0).random((20, 1, 12, 12)).astype(np.float32))
+    wide = ImageSet(np.random.default_rng(0).random((20, 1, 12, 16)).astype(np.float32))
     for encoder in ("conv", "mlp"):
         with pytest.warns(UserWarning, match=rf"^rotation_mode=full with encoder '{encoder}': only the equivariant "
-                                             r"encoder recovers angles over the full circle.*pad or crop them square"):
+                                             r"encoder recovers angles over the full circle \(.*0\.06\)$"):
             data_defaults(data, "rvae", {"rotation_mode": "full", "encoder": encoder}, None, None)
+        with pytest.warns(UserWarning, match=r"0\.06\); it needs square images: pad or crop these 12x16 ones square "
+                                             r"\(train --square pad or crop\)$"):
+            data_defaults(wide, "rvae", {"rotation_mode": "full", "encoder": encoder}, None, None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for given in ({"rotation_mode": "full"}, {"rotation_mode": "full", "encoder": "equivariant"},
                       {"encoder": "conv"}, {"rotation_mode": "full", "encoder": "conv", "invariances": ["translation"]}):
             data_defaults(data, "rvae", given, None, None)
+        # a lattice's patch set takes the MLP by its own rule: not warned of (a review found it was)
+        data_defaults(patch_set(), "rvae", {"rotation_mode": "full", "encoder": "mlp"}, None, None)

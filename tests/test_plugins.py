@@ -152,3 +152,34 @@ def test_the_readmes_plugin_example_is_a_plugin(tmp_path, fresh_plugins, capsys)
         assert "with l1 " in capsys.readouterr().out
     finally:
         MODELS.unregister("l1vae")
+
+
+def test_a_module_in_the_working_directory_is_found_by_the_console_script(tmp_path):
+    """A review: `AFFINEVAE_PLUGINS=mymodels affinevae ...` (the installed console script, which unlike
+    `python -m` does not put the working directory on the path) did not find mymodels.py beside the user."""
+    write_plugin(tmp_path, "plug_cwd_d", "test_plug_d")
+    script = ("import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
+              "from affinevae.cli import main; sys.exit(main(['--version']))")
+    env = {**os.environ, plugins.ENV_VAR: "plug_cwd_d", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("(plugins: plug_cwd_d)"), r
+
+
+def test_a_plugin_family_is_known_to_membership_tests_and_its_defaults(tmp_path, fresh_plugins):
+    """A review: `name in MODELS` did not import the plugins (only MODELS.get did), so data_defaults gave a
+    plugin subclass of the rVAE no defaults until it was imported."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "plug_rvae_e.py").write_text(
+        "from affinevae.models import RVAE\nfrom affinevae.registry import MODELS\n\n\n"
+        "@MODELS.register('test_plug_e')\nclass MyRVAE(RVAE):\n    pass\n")
+    fresh_plugins.syspath_prepend(str(tmp_path / "lib"))
+    fresh_plugins.setenv(plugins.ENV_VAR, "plug_rvae_e")
+    try:
+        from affinevae.defaults import data_defaults
+
+        turned = av.data.rotated_mnist("train", n=300, full_circle=True, seed=0)
+        line = data_defaults(turned, "test_plug_e", {"latent_dim": 2}, None, None)[2]
+        assert "rotation_mode=full" in line and "batch_size=100 lr=0.003" in line
+        assert "test_plug_e" in MODELS and "test_nowhere_e" not in MODELS
+    finally:
+        MODELS.unregister("test_plug_e")

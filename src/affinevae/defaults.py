@@ -381,7 +381,9 @@ FLOAT_SIGMA_FLOOR = 0.01
 #: digits at 32 for 35 epochs k-means 0.83 against 0.98 at the family's batches. About 500 steps left one seed in
 #: three short (500 particles seeds 0 / 1 / 2: 0.98 / 1.00, 0.99 / 1.00, 0.74 / 0.87; 40 x 56 crops cut square,
 #: seed 0: 0.59 / 0.61); about 1 000 steps: 0.995 / 1.00, -, 0.95 / 1.00; the crops 0.80 / 0.88; 200 particles
-#: seed 1 0.99 / 0.995 (about 350 images/s on one thread: 1-1.5 minutes for 200-2 000 particles).
+#: seed 1 0.99 / 0.995 (about 350 images/s on one thread: 1-1.5 minutes for 200-2 000 particles). The steps are
+#: counted over the images given (a validation share included). Measured for the rvae only: the crvae keeps its
+#: family's batches.
 SMALL_FLOAT_SET = 2500
 SMALL_FLOAT_BATCH = 32
 SMALL_FLOAT_STEPS = 1000
@@ -552,15 +554,21 @@ def off_centre_warning(data: ImageSet, model: str, options: Mapping[str, Any]) -
         warnings.warn(f"{data.source}: {note}", stacklevel=user_stacklevel())
 
 
-def full_circle_encoder_warning(model: str, options: Mapping[str, Any]) -> None:
+def full_circle_encoder_warning(data: ImageSet, model: str, options: Mapping[str, Any]) -> None:
     """Warn (one line) when family ``model`` is to infer angles over the full circle (``rotation_mode='full'``)
-    with an encoder other than the equivariant one: it reads the angle as the former full mode did (MNIST over the
-    full circle: angle concentration 0.06; an audit's non-square particles with ``--encoder conv``: 0.08, silently)."""
+    with an encoder other than the equivariant one on ``data``, plain or float images (a lattice's patch set takes
+    the MLP by its own rule): it reads the angle as the former full mode did (MNIST over the full circle: angle
+    concentration 0.06; an audit's non-square particles with ``--encoder conv``: 0.08, silently). For images that
+    are not square it names ``train --square``."""
     encoder = options.get("encoder")
-    if options.get("rotation_mode") == "full" and encoder not in (None, "equivariant") and infers_rotation(model, options):
-        warnings.warn(f"rotation_mode=full with encoder '{encoder}': only the equivariant encoder recovers angles over the "
-                      "full circle (the others learnt none on digits turned over it: concentration 0.06); it needs square "
-                      "images: pad or crop them square (train --square pad or crop)", stacklevel=user_stacklevel())
+    if (options.get("rotation_mode") != "full" or encoder in (None, "equivariant")
+            or data_kind(data) not in (None, FLOAT_KIND) or not infers_rotation(model, options)):
+        return
+    h, w = data.images.shape[-2:]
+    square = "" if h == w else f"; it needs square images: pad or crop these {h}x{w} ones square (train --square pad or crop)"
+    warnings.warn(f"rotation_mode=full with encoder '{encoder}': only the equivariant encoder recovers angles over the "
+                  f"full circle (the others learnt none on digits turned over it: concentration 0.06){square}",
+                  stacklevel=user_stacklevel())
 
 
 def epochs_for_steps(images: int, batch_size: int, steps: int, at_least: int = 1) -> int:
@@ -644,7 +652,7 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
     if spread is not None and spread.full_circle:  # before the kind's rules, which read it
         options["rotation_mode"] = chosen["rotation_mode"] = "full"
         why["rotation_mode"] = f" ({spread.sentence()})"
-    full_circle_encoder_warning(model, options)
+    full_circle_encoder_warning(data, model, options)
     if rules is not None:
         for name, rule in rules:
             if name not in given:

@@ -6,7 +6,7 @@ README's *Extending*). affinevae imports it
 - from an installed package that declares it under the entry-point group :data:`ENTRY_POINT_GROUP`
   (``[project.entry-points."affinevae.plugins"] mymodels = "mypackage.models"`` in its pyproject.toml), or
 - from the environment variable :data:`ENV_VAR`, module names separated by commas (``AFFINEVAE_PLUGINS=mymodels``
-  with ``mymodels.py`` on the Python path: a lab's own file, not packaged).
+  with ``mymodels.py`` in the working directory or on the Python path: a lab's own file, not packaged).
 
 The command line loads them before it reads its options (``train --model l1vae`` and ``encode`` of such a run
 work), and a registry asked for a name it does not hold loads them once before it says the name is unknown
@@ -16,13 +16,17 @@ is one warning naming it and the error; the rest of affinevae works on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Optional
+
+from .errors import user_stacklevel
 
 __all__ = ["ENTRY_POINT_GROUP", "ENV_VAR", "Plugin", "load_plugins", "loaded_plugins"]
 
@@ -84,15 +88,33 @@ def load_plugins() -> list[Plugin]:
         if (module, source) in _loaded:
             continue
         try:
-            importlib.import_module(module)
+            with _working_directory_on_path(source == ENV_VAR):
+                importlib.import_module(module)
             plugin = Plugin(name, module, source)
         except Exception as exc:  # a broken plugin must not break affinevae: said, then skipped
             plugin = Plugin(name, module, source, f"{type(exc).__name__}: {exc}".strip())
             warnings.warn(f"plugin '{name}' ({source}, module {module}) did not import ({plugin.error}); "
-                          "what it registers is not available", stacklevel=2)
+                          "what it registers is not available", stacklevel=user_stacklevel())
         _loaded[(module, source)] = plugin
         tried.append(plugin)
     return tried
+
+
+@contextlib.contextmanager
+def _working_directory_on_path(wanted: bool):
+    """The working directory first on ``sys.path`` while a module :data:`ENV_VAR` names is imported (the
+    ``affinevae`` console script, unlike ``python -m``, does not put it there: ``mymodels.py`` beside the
+    user would not be found); taken off again after."""
+    cwd = os.getcwd()
+    if not wanted or cwd in sys.path or "" in sys.path:
+        yield
+        return
+    sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(cwd)
 
 
 def loaded_plugins() -> list[Plugin]:

@@ -84,7 +84,10 @@ class Registry(Generic[T]):
         return list(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        """Whether ``name`` is registered, after importing the plugins not tried yet when it is not (as :meth:`get`)."""
+        if name in self._items:
+            return True
+        return isinstance(name, str) and bool(load_plugins()) and name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -435,6 +435,10 @@ def resume_options(args: argparse.Namespace) -> str:
             args.fill_nan = taken["fill_nan"] = True
         if getattr(args, "square", "") is None and run.meta.get("square"):  # the same images made square alike
             args.square = taken["square"] = run.meta["square"]
+        elif getattr(args, "square", None) is not None and args.square != run.meta.get("square"):
+            was = f"--square {run.meta['square']}" if run.meta.get("square") else "its images as they are (no --square)"
+            raise AffineVAEError(f"--square {args.square}: {args.out} was trained with {was}; resume it the same way "
+                                 "(leave --square out), or train a new run")
         if getattr(args, "log", []) is None and saved.get("loggers"):  # the same logs go on (a resumed run's own)
             args.log = list(saved["loggers"])
             taken["log"] = ",".join(e if isinstance(e, str) else e.get("logger", "?") for e in args.log)

@@ -306,7 +306,9 @@ def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[i
     if not bool(torch.isfinite(x).all()):
         if (given is not x and given.is_floating_point() and x.dtype in (torch.float32, torch.float16)
                 and torch.finfo(given.dtype).max > torch.finfo(x.dtype).max):  # float64 values float32 cannot hold
-            over = float32_overflow(given.detach().cpu().numpy(), x.detach().cpu().numpy(), 0, where)
+            raw = given.detach().cpu()
+            over = float32_overflow((raw.float() if raw.dtype == torch.bfloat16 else raw).numpy(),  # (numpy has no bfloat16)
+                                    x.detach().cpu().numpy(), 0, where)
             if over:
                 raise AffineVAEError(f"{where}: {over}")
         first = int((~torch.isfinite(x.reshape(len(x), -1)).all(1)).nonzero()[0, 0])

@@ -389,8 +389,9 @@ def off_centre_note(x) -> Optional[str]:
     if dist <= limit:
         return None
     down, right = offset
-    where = (f"{abs(down):.1f} px {'down' if down > 0 else 'up'}, {abs(right):.1f} px "
-             f"{'right' if right > 0 else 'left'}")
+    parts = [f"{abs(v):.1f} px {pos if v > 0 else neg}" for v, pos, neg in ((down, "down", "up"), (right, "right", "left"))
+             if abs(v) >= 0.05]
+    where = ", ".join(parts)
     return (f"the objects' mean sits {dist:.1f} px off the image centre ({where}): turns are about the centre, so "
             "off-centre objects read as upright and their angles over the full circle fail; centre them in their "
             "crops first (e.g. cut around their brightness centres)")
@@ -582,8 +583,9 @@ def orientation_spread(x, seed: int = 0, sample: int = ORIENTATION_SAMPLE) -> Op
         seed: fixes the subset and so the result (an integer >= 0).
         sample: images compared at most (an integer >= 2).
 
-    With :data:`ORIENTATION_MEAN_MIN_IMAGES` to :data:`ORIENTATION_MIN_IMAGES` images (too few pairs to tell)
-    the mean alone decides, at :data:`SMALL_SET_ISOTROPIC_RATIO` (``far`` None).
+    With :data:`ORIENTATION_MEAN_MIN_IMAGES` to :data:`ORIENTATION_MIN_IMAGES` images compared (too few pairs
+    to tell; also a ``sample`` below :data:`ORIENTATION_MIN_IMAGES`) the mean alone decides, at
+    :data:`SMALL_SET_ISOTROPIC_RATIO` (``far`` None).
 
     Returns:
         :class:`OrientationSpread`, or None when the images are not square or fewer than
