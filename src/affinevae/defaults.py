@@ -380,8 +380,8 @@ FLOAT_SIGMA_FLOOR = 0.01
 #: circle): 0.98 / 0.99 (170 epochs, about 2 minutes on one thread). Digits are not float images: 500 full-circle
 #: digits at 32 for 35 epochs k-means 0.83 against 0.98 at the family's batches. About 500 steps left one seed in
 #: three short (500 particles seeds 0 / 1 / 2: 0.98 / 1.00, 0.99 / 1.00, 0.74 / 0.87; 40 x 56 crops cut square,
-#: seed 0: 0.59 / 0.61); about 1 000 steps: 0.995 / 1.00, -, 0.95 / 1.00; the crops 0.80 / 0.88; 200 particles
-#: seed 1 0.99 / 0.995 (about 350 images/s on one thread: 1-1.5 minutes for 200-2 000 particles). The steps are
+#: seed 0: 0.59 / 0.61); about 1 000 steps: 0.995 / 1.00, 0.996 / 1.00, 0.95 / 1.00; the crops 0.80 / 0.88; 200 particles
+#: seed 1 0.99 / 0.995, 2 000 (18 epochs) 0.99 / 1.00 (about 350 images/s on one thread: 1-1.5 minutes for 200-2 000 particles). The steps are
 #: counted over the images given (a validation share included). Measured for the rvae only: the crvae keeps its
 #: family's batches.
 SMALL_FLOAT_SET = 2500
