@@ -235,10 +235,8 @@ class ModelOutput:
     def with_terms(self, terms: Mapping[str, Tensor]) -> "ModelOutput":
         """This output with the named weighted scalar ``terms`` added to ``loss`` (in order) and kept
         (checked by :func:`check_terms`)."""
-        check_terms(terms)
-        for name, value in terms.items():
-            self.loss = self.loss + value
-            self.terms[name] = value
+        self.loss, added = add_terms(self.loss, terms)
+        self.terms.update(added)
         return self
 
 
@@ -258,6 +256,17 @@ def check_terms(terms: Mapping[str, Any]) -> None:
         if not isinstance(value, Tensor) or value.dim() != 0:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise AffineVAEError(f"loss term {name!r} must be a scalar tensor (the batch's weighted mean), got {shape}")
+
+
+def add_terms(loss: Tensor, terms: Optional[Mapping[str, Any]]) -> tuple[Tensor, dict]:
+    """``(loss + the named terms, in order; the terms)``: ``terms`` maps names to weighted scalar tensors or to
+    zero-argument callables that compute them (called here, after the likelihood and KL), checked by
+    :func:`check_terms`; ``loss`` a scalar tensor (nats per image)."""
+    resolved = {name: value() if callable(value) else value for name, value in (terms or {}).items()}
+    check_terms(resolved)
+    for value in resolved.values():
+        loss = loss + value
+    return loss, resolved
 
 
 def gaussian_kl(mean: Tensor, logvar: Tensor, prior_std: float | Tensor = 1.0) -> Tensor:
@@ -616,11 +625,7 @@ class LatentModel(nn.Module):
         recon_i = -self.likelihood.log_prob(params.float(), self.observe(x), self.pixel_log_sigma())
         kl_i = self.kl(post) if self.variational else torch.zeros_like(recon_i)
         recon, kl = recon_i.mean(), kl_i.mean()
-        loss = recon + self.loss_beta() * kl
-        terms = {name: value() if callable(value) else value for name, value in (terms or {}).items()}
-        check_terms(terms)
-        for value in terms.values():
-            loss = loss + value
+        loss, terms = add_terms(recon + self.loss_beta() * kl, terms)
         return ModelOutput(loss=loss, recon=recon, kl=kl, elbo=-(recon_i + kl_i), z_mean=post.z_mean,
                            z_logvar=post.z_logvar, pose=pose, x_params=params, terms=terms)
 

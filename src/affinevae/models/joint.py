@@ -67,7 +67,7 @@ from ..nn.spatial import POSE_DECODERS
 from ..pose.classes import aligned_kmeans, shift_invariant_features
 from ..pose.sync import synchronise_angles, synchronised_kmeans
 from ..registry import MODELS, Registry
-from .base import Encoding, ModelOutput, check_terms
+from .base import Encoding, ModelOutput, add_terms
 from .rvae import RVAE, RVAEConfig, repeat_pose
 
 CLASS_EXPECTATIONS: Registry = Registry("class expectation")
@@ -720,10 +720,7 @@ class JRVAE(RVAE):
         if self.in_weight_step:  # not in a pose search's scoring passes (an AVAE around this model)
             terms.update(self.training_terms(post, kl_cont, kl_disc))
             self.train_steps += 1
-        terms = {name: value() if callable(value) else value for name, value in terms.items()}
-        check_terms(terms)
-        for value in terms.values():
-            loss = loss + value
+        loss, terms = add_terms(loss, terms)
         return ModelOutput(loss=loss, recon=recon, kl=kl, elbo=-(recon_i + kl_i), z_mean=post.z_mean,
                            z_logvar=post.z_logvar, pose=pose, x_params=x_params, terms=terms)
 
