@@ -65,11 +65,10 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """Return the item named ``name`` or raise :class:`AffineVAEError`."""
         try:
-            return self._items[name]
-        except (KeyError, TypeError):  # TypeError: an unhashable name (a list, a dict)
+            if name in self:  # (a plugin not imported yet may register it)
+                return self._items[name]
+        except TypeError:  # an unhashable name (a list, a dict)
             pass
-        if isinstance(name, str) and load_plugins():  # a plugin not imported yet may register it
-            return self.get(name)
         close = difflib.get_close_matches(name, list(self._items), n=1) if isinstance(name, str) else []
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         plugin = f" (a plugin's? install its package, or name its module in {ENV_VAR})" if self._plugin_hint else ""
