@@ -64,7 +64,7 @@ from .mapping import CLUSTER_SPACES  # noqa: F401  (re-exported: map's one list)
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SCALINGS", "FLOAT_SIGMA_FLOOR", "SMALL_FLOAT_SET", "SMALL_FLOAT_BATCH", "SMALL_FLOAT_STEPS", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "defaults_family", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "infers_rotation", "off_centre_warning", "epochs_for_steps", "full_circle_encoder_warning", "floored_sigma",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SCALINGS", "FLOAT_SIGMA_FLOOR", "SMALL_FLOAT_SET", "SMALL_FLOAT_BATCH", "SMALL_FLOAT_STEPS", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "defaults_family", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "angle_rules_apply", "infers_rotation", "off_centre_warning", "epochs_for_steps", "full_circle_encoder_warning", "floored_sigma",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "patch_smoothing", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -380,10 +380,10 @@ FLOAT_SIGMA_FLOOR = 0.01
 #: circle): 0.98 / 0.99 (170 epochs, about 2 minutes on one thread). Digits are not float images: 500 full-circle
 #: digits at 32 for 35 epochs k-means 0.83 against 0.98 at the family's batches. About 500 steps left one seed in
 #: three short (500 particles seeds 0 / 1 / 2: 0.98 / 1.00, 0.99 / 1.00, 0.74 / 0.87; 40 x 56 crops cut square,
-#: seed 0: 0.59 / 0.61); about 1 000 steps: 0.995 / 1.00, 0.996 / 1.00, 0.95 / 1.00; the crops 0.80 / 0.88; 200 particles
-#: seed 1 0.99 / 0.995, 2 000 (18 epochs) 0.99 / 1.00 (about 350 images/s on one thread: 1-1.5 minutes for 200-2 000 particles). The steps are
-#: counted over the images given (a validation share included). Measured for the rvae only: the crvae keeps its
-#: family's batches.
+#: seed 0: 0.59 / 0.61); about 1 000 steps: 0.995 / 1.00, 0.996 / 1.00, 0.95 / 1.00; the crops 0.80 / 0.88;
+#: 200 particles seed 1 0.99 / 0.995, 2 000 (18 epochs) 0.99 / 1.00 (about 350 images/s on one thread: 1-1.5
+#: minutes for 200-2 000 particles). The steps are counted over the images given (a validation share included).
+#: Measured for the rvae only: the crvae keeps its family's batches.
 SMALL_FLOAT_SET = 2500
 SMALL_FLOAT_BATCH = 32
 SMALL_FLOAT_STEPS = 1000
@@ -519,9 +519,15 @@ def orientation_asked(data: ImageSet, model: str, options: Mapping[str, Any]) ->
     """Whether :func:`orientation_default` measures ``data``'s orientations for family ``model`` with
     ``options``: it has a ``rotation_mode``, infers the rotation, is not told the mode, and ``data`` are
     images that no data kind's rules decide for."""
-    if "rotation_mode" in options or data_kind(data) not in (None, FLOAT_KIND):
-        return False
-    return infers_rotation(model, options)
+    return "rotation_mode" not in options and angle_rules_apply(data, model, options)
+
+
+def angle_rules_apply(data: ImageSet, model: str, options: Mapping[str, Any]) -> bool:
+    """Whether the image rules for the angle (the orientation default, the off-centre and full-circle encoder
+    warnings) apply: ``data`` are images that no data kind's rules decide for (plain images and float
+    measurements; not patch sets or spectra) and family ``model`` with ``options`` infers the angle
+    (:func:`infers_rotation`)."""
+    return data_kind(data) in (None, FLOAT_KIND) and infers_rotation(model, options)
 
 
 def infers_rotation(model: str, options: Mapping[str, Any]) -> bool:
@@ -547,7 +553,7 @@ def off_centre_warning(data: ImageSet, model: str, options: Mapping[str, Any]) -
     particles 5 px off in 40 px: angles 0.08 whether the prior was kept or the full circle given)."""
     from .pose.sync import off_centre_note
 
-    if data_kind(data) not in (None, FLOAT_KIND) or data.images.shape[-2] < 2 or not infers_rotation(model, options):
+    if data.images.shape[-2] < 2 or not angle_rules_apply(data, model, options):
         return
     note = off_centre_note(data.images)
     if note is not None:
@@ -561,8 +567,7 @@ def full_circle_encoder_warning(data: ImageSet, model: str, options: Mapping[str
     concentration 0.06; an audit's non-square particles with ``--encoder conv``: 0.08, silently). For images that
     are not square it names ``train --square``."""
     encoder = options.get("encoder")
-    if (options.get("rotation_mode") != "full" or encoder in (None, "equivariant")
-            or data_kind(data) not in (None, FLOAT_KIND) or not infers_rotation(model, options)):
+    if options.get("rotation_mode") != "full" or encoder in (None, "equivariant") or not angle_rules_apply(data, model, options):
         return
     h, w = data.images.shape[-2:]
     square = "" if h == w else f"; it needs square images: pad or crop these {h}x{w} ones square (train --square pad or crop)"
