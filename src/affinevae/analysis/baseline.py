@@ -131,11 +131,12 @@ def fit_baseline(samples: np.ndarray, method: str = "pca", n_components: int = 2
     if not np.isfinite(flat).all():
         raise AffineVAEError(f"{where}: NaN or infinite values; a baseline needs finite data")
     offset = 0.0
-    lowest = float(flat.min())
-    if method == "nmf" and lowest < 0:
+    if method == "nmf":
+        lowest = float(flat.min())
         check_nonnegative(lowest, method, nonnegative, where)
-        offset = lowest
-        flat = flat - offset
+        if lowest < 0:  # ('shift': subtracted)
+            offset = lowest
+            flat = flat - offset
     est = make(int(n_components), seed)
     loadings = est.fit_transform(flat)
     explained = getattr(est, "explained_variance_ratio_", None)

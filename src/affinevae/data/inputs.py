@@ -304,9 +304,8 @@ def as_images(data: Any, labels: Any = None, *, image_shape: Optional[Sequence[i
     if x.dtype != want:
         x = x.to(want)
     if not bool(torch.isfinite(x).all()):
-        if (given is not x and given.is_floating_point() and x.dtype in (torch.float32, torch.float16)
-                and torch.finfo(given.dtype).max > torch.finfo(x.dtype).max):  # float64 values float32 cannot hold
-            raw = given.detach().cpu()
+        if given is not x and given.is_floating_point() and x.dtype in (torch.float32, torch.float16):
+            raw = given.detach().cpu()  # (float64 values float32 cannot hold: float32_overflow tells)
             over = float32_overflow((raw.float() if raw.dtype == torch.bfloat16 else raw).numpy(),  # (numpy has no bfloat16)
                                     x.detach().cpu().numpy(), 0, where)
             if over:
