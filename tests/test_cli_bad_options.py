@@ -132,7 +132,7 @@ def test_plot_refuses_dpi_out_of_range(model_dir, tmp_path, capsys, dpi):
 
 @pytest.mark.parametrize("kind,option,value,match", [
     ("samples", "--show", "1000000000", "[1, 1024] images"), ("reconstructions", "--show", "0", "[1, 1024] images"),
-    ("manifold", "--d", "100000", "[2, 64] images per side"), ("manifold", "--d", "1", "[2, 64]"),
+    ("manifold", "--d", "100000", "[2, 128] images per side"), ("manifold", "--d", "1", "[2, 128]"),
     ("samples", "--per-class", "10000000", "[1, 256] samples per class"),
     ("interpolation", "--steps", "99999999", "[2, 256] interpolation steps"),
     ("rotation-histograms", "--bins", "100000", "[2, 720] angle bins"),
@@ -154,7 +154,7 @@ def test_plot_refuses_kind_options_out_of_range_up_front(model_dir, tmp_path, ca
 
 def test_plot_option_bounds_still_draw(model_dir, tmp_path):
     out = tmp_path / "m.png"
-    assert main(["plot", str(model_dir), "manifold", "--d", "64", "--dpi", "20", "--out", str(out)]) == 0
+    assert main(["plot", str(model_dir), "manifold", "--d", "100", "--dpi", "20", "--out", str(out)]) == 0
     assert out.read_bytes().startswith(b"\x89PNG")
 
 

@@ -43,8 +43,8 @@ ENV_MAX_MEMORY = "AFFINEVAE_MAX_MEMORY"
 #: 5 images, after passing the memory check) and is refused in one line before anything runs.
 MAX_SEARCH_EVALUATIONS_PER_IMAGE = 1_000_000
 #: Images per side of a latent-manifold grid (:func:`affinevae.analysis.latent.latent_manifold`,
-#: ``plot manifold --d``): (smallest, largest).
-MANIFOLD_GRID_SIDE = (2, 64)
+#: ``plot manifold --d``): (smallest, largest); the rVAE article draws 100 x 100.
+MANIFOLD_GRID_SIDE = (2, 128)
 #: Angle bins over 360 degrees of the rotation histograms
 #: (:func:`affinevae.analysis.pose.rotation_histograms`, ``plot rotation-histograms --bins``): (smallest, largest).
 ANGLE_HISTOGRAM_BINS = (2, 720)
