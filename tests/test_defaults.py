@@ -476,8 +476,9 @@ def test_objects_off_the_image_centre_are_said_to_be():
     assert off_centre_note(blobs(0.0, 0.0)) is None and off_centre_note(blobs(1.5, 0.0)) is None
     for given in ({"latent_dim": 2}, {"latent_dim": 2, "rotation_mode": "full"}):
         with pytest.warns(UserWarning, match=r"^off\.mrcs: the objects' mean sits [45]\.\d px off the image centre "
-                                             r"\([34]\.\d px down, [23]\.\d px left\): turns are about the centre.*centre "
-                                             r"them in their crops first"):
+                                             r"\([34]\.\d px down, [23]\.\d px left\): turns are about the centre.*move "
+                                             r"them to the centre first \(train --centre mean; in Python "
+                                             r"ImageSet\.centred\('mean'\)\)$"):
             data_defaults(off, "rvae", given, None, None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -428,8 +428,9 @@ class Run:
         ``binarize=False`` leaves the run's own images unthresholded (for a caller that thresholds
         them itself, after turning them). Image files are scaled with :attr:`pixel_scaling`.
         ``fill_nan``: True fills NaN/inf pixels of image files with their image's median (as ``--fill-nan``)
-        where they would be refused; None (default) does as training did. Images are made square as training's
-        were (``train --square``, ``meta['square']``; not an ImageSet or array given).
+        where they would be refused; None (default) does as training did. Images are made square and their
+        objects moved to the centre as training's were (``train --square`` and ``--centre``, ``meta['square']``
+        and ``meta['centre']``; not an ImageSet or array given).
         Raises :class:`AffineVAEError` when the run records no data spec and none is given.
         """
         from .data import ImageSet, load_dataset
@@ -449,7 +450,7 @@ class Run:
             signals = {} if str(source) in BUILTIN else self.signal_reading()  # other signals: read as training read
             other = load_dataset(str(source), split=split, n=n, seed=self.seed, scaling=self.pixel_scaling,
                                  stretch=meta.get("stretch") or "auto", fill_nan=fill, square=meta.get("square"),
-                                 **signals)
+                                 centre=meta.get("centre"), **signals)
             self.warn_unlike(other, str(source))
             return other
         # the run's own data (also when given again by name: rotated-mnist keeps its recorded angle range)
@@ -467,7 +468,8 @@ class Run:
                                 key=None if builtin else meta.get("key"), labels=labels, binarize=meta.get("binarize") if binarize else None,
                                 max_angle=meta.get("max_angle"), signal_axis=meta.get("signal_axis"),
                                 signal_cube=meta.get("signal_cube"), scaling=self.pixel_scaling,
-                                fill_nan=fill and not builtin, square=meta.get("square"))
+                                fill_nan=fill and not builtin, square=meta.get("square"),
+                                centre=meta.get("centre"))
             if labels is not None and data.labels is not None and self.class_names is not None:
                 data.class_names = self.class_names  # the run's numbering, whatever file now holds it (a resume's .npy)
             return data

@@ -122,11 +122,12 @@ def add_binarize_argument(p, help: str) -> None:
 
 def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: int = 0,
                         binarize: bool = True, scaling=None, fill_nan: bool = False,
-                        stretch: Optional[str] = None, square: Optional[str] = None) -> ImageSet:
+                        stretch: Optional[str] = None, square: Optional[str] = None, centre=None) -> ImageSet:
     """Load the data named by :func:`add_data_arguments`' options (``binarize=False`` ignores ``--binarize``;
     ``scaling``: a run's pixel scaling, :func:`affinevae.data.files.load_images`; ``--stretch``
     where the command has it, else ``stretch``, else 'auto'; ``fill_nan`` or ``--fill-nan``: NaN pixels filled;
-    ``--square`` where the command has it, else ``square``: images made square).
+    ``--square`` where the command has it, else ``square``: images made square; ``centre``: their objects moved
+    to the centre, :meth:`~affinevae.data.imageset.ImageSet.centred`).
 
     A ``--max-angle`` given (degrees) is passed on in radians and recorded in the returned set's
     ``meta['max_angle']`` (radians), which a run keeps to load the same digits again.
@@ -142,7 +143,7 @@ def load_data_from_args(args: argparse.Namespace, split: str = "train", seed: in
                         signal_cube=False if getattr(args, "signal_channels", False) else None, scaling=scaling,
                         stretch=getattr(args, "stretch", None) or stretch or "auto",
                         fill_nan=fill_nan or getattr(args, "fill_nan", False),
-                        square=getattr(args, "square", None) or square)
+                        square=getattr(args, "square", None) or square, centre=centre)
 
 
 def data_noun(model) -> str:
@@ -272,7 +273,7 @@ def load_scaled_like_run(args: argparse.Namespace, run, split: str = "train", se
             print(f"affinevae: {args.data}: read as signals along the run's --signal-axis {signals['signal_axis']}")
     data = load_data_from_args(args, split, seed=seed, binarize=binarize, scaling=scaling,
                                fill_nan=bool(run.meta.get("fill_nan")), stretch=run.meta.get("stretch"),
-                               square=run.meta.get("square"))
+                               square=run.meta.get("square"), centre=run.meta.get("centre"))
     if announce and scaling is not None and data.meta.get("pixel_scaling") is not None:
         print(f"affinevae: {args.data}: pixels scaled as the run's training data were, {scaling}")
     run.warn_unlike(data, str(args.data))

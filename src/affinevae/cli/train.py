@@ -14,13 +14,14 @@ from typing import Any, Optional
 import numpy as np
 
 from ..analysis.quality import learning_warnings
-from ..defaults import (DEFAULT_EPOCHS, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS, PATCH_BATCH_SIZE,
+from ..defaults import (DEFAULT_EPOCHS, centring_default, FAMILY_TRAINING, MAX_EPOCHS, MIN_IMAGE_SIZE, MIN_STEPS, PATCH_BATCH_SIZE,
                         PATCH_KL_WARMUP, PATCH_LR, check_image_size, data_defaults, lattice_patches)
 from ..data.files import read_targets
 from ..data.inputs import check_image_shape
 from ..errors import AffineVAEError
 from ..io import FIT_TARGETS
 from ..models.base import build_model
+from ..data.centring import CENTRE_MODES, offset_words
 from ..data.imageset import SQUARE_MODES
 from .image_options import add_stretch_option
 from ..models.joint import EMBEDDING_START_AGREEMENT
@@ -124,6 +125,34 @@ def epoch_line(record: dict, epochs: int, noun: str = "image", unit: str = "nats
             f"{record.get('images_per_s', float('nan')):.0f} {noun}s/s")
 
 
+#: ``train --centre``: :data:`affinevae.data.centring.CENTRE_MODES` plus 'auto' (the default,
+#: :func:`affinevae.defaults.centring_default`) and 'none'.
+TRAIN_CENTRE_MODES = ("auto", "none", *CENTRE_MODES)
+
+
+def centred_data(args: argparse.Namespace, data, given: dict) -> tuple[Any, str]:
+    """``data`` (an :class:`~affinevae.data.imageset.ImageSet`) with its objects moved to the image centre as
+    ``args.centre`` says, for ``args.model`` with the model options ``given``, and the line that says what was
+    done ('' when nothing was). 'auto': :func:`affinevae.defaults.centring_default`; 'mean' / 'mass':
+    :meth:`~affinevae.data.imageset.ImageSet.centred`; 'none': as they are. A resumed run (``args.resume``) makes
+    the move its training recorded (``meta['centre']``), and none if it recorded none."""
+    mode = getattr(args, "centre", "auto") or "auto"
+    if args.resume and Run(args.out).has_training:
+        recorded = Run(args.out).meta.get("centre")
+        return (data, "") if recorded is None else (data.centred(recorded), "")
+    if mode == "none":
+        return data, ""
+    if mode == "auto":
+        decided = centring_default(data, args.model, given)
+        return (data, "") if decided is None else (data.centred(decided[0]), decided[1])
+    out = data.centred(mode)
+    if mode == "mass":
+        return out, "affinevae: centring (--centre mass): each image moved onto its object's brightness centre"
+    move = out.meta["centre"]
+    return out, (f"affinevae: centring (--centre mean): every image moved {offset_words(*move)} (pixels wrapped round)"
+                 if any(move) else "affinevae: centring (--centre mean): the objects' mean sits at the centre already")
+
+
 def _signal_hint(data) -> str:
     """check_image_size's hint for images one pixel high (or wide) and long: perhaps 1-D signals."""
     h, w = data.image_shape[1:]
@@ -148,6 +177,11 @@ class Train:
                        help="make images that are not square square, for objects turned over the full circle (its "
                             "equivariant encoder needs a square grid): pad (the short side mirrored outwards) or crop "
                             "(the long side cut about the centre); the run remembers it for its other data")
+        p.add_argument("--centre", "--center", dest="centre", choices=TRAIN_CENTRE_MODES, default="auto",
+                       help="move the objects to the image centre, about which turns are made: auto (default: every "
+                            "image moved by the same whole pixels when their mean sits off the centre and the model "
+                            "infers angles; said), mean (that move always), mass (each image onto its own object's "
+                            "brightness centre) or none; the run remembers the move for its other data")
         p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model)")
         p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
         p.add_argument("--val-data", help="validation data (same forms as --data; built-ins use their test split); "
@@ -259,6 +293,9 @@ class Train:
         if left_out and rank == 0:
             pending.append(left_out)
         given = model_options(args, cls, data, targets)
+        data, centred = centred_data(args, data, given)
+        if centred and rank == 0:
+            pending.append(centred)
         # targets in their own units: their prior on the known ones' mean and spread (a default, not given: a
         # resumed run keeps the prior it was built with)
         prior = (target_prior_options(targets) if targets is not None and "target_center" not in given
@@ -301,6 +338,7 @@ class Train:
                 "pixel_scaling": data.meta.get("pixel_scaling"),  # other data are scaled alike later
                 "data_kind": data.meta.get("kind"),  # a patch set: other images are not scaled as its patches
                 "stretch": args.stretch, "fill_nan": bool(args.fill_nan) or None, "square": args.square,
+                "centre": data.meta.get("centre"),  # the move made (whole pixels, or 'mass'): other data alike
                 "signal_calibration": signal_calibration(data.meta)}  # spectra: their axis's sample size, offset, unit
         names = data.meta.get("label_names") if args.labels else None
         if names is None and args.labels and args.resume and Run(args.out).has_training:
@@ -325,7 +363,8 @@ class Train:
                                signal_axis=None if args.val_data in BUILTIN else args.signal_axis,
                                signal_cube=None if args.val_data in BUILTIN or not args.signal_channels else False,
                                scaling=meta["pixel_scaling"], stretch=args.stretch or "auto",
-                               fill_nan=args.fill_nan and args.val_data not in BUILTIN, square=args.square)
+                               fill_nan=args.fill_nan and args.val_data not in BUILTIN, square=args.square,
+                               centre=meta["centre"])
             check_image_size(val, hint=_signal_hint(val))
             check_image_shape(val.images.shape[1:], model.config.image_shape, where=args.val_data)
             meta["val_data"] = args.val_data
@@ -439,6 +478,15 @@ def resume_options(args: argparse.Namespace) -> str:
             was = f"--square {run.meta['square']}" if run.meta.get("square") else "its images as they are (no --square)"
             raise AffineVAEError(f"--square {args.square}: {args.out} was trained with {was}; resume it the same way "
                                  "(leave --square out), or train a new run")
+        if getattr(args, "centre", "auto") not in ("auto", None):  # the recorded move stands (resume_centre)
+            recorded = run.meta.get("centre")
+            same = ((args.centre == "none" and recorded is None) or (args.centre == "mass" and recorded == "mass")
+                    or (args.centre == "mean" and isinstance(recorded, list)))
+            if not same:
+                was = ("its images as they were" if recorded is None else "each image on its object's brightness centre"
+                       if recorded == "mass" else f"its images moved {recorded[0]}, {recorded[1]} px (down, right)")
+                raise AffineVAEError(f"--centre {args.centre}: {args.out} was trained with {was}; resume it the same "
+                                     "way (leave --centre out), or train a new run")
         if getattr(args, "log", []) is None and saved.get("loggers"):  # the same logs go on (a resumed run's own)
             args.log = list(saved["loggers"])
             taken["log"] = ",".join(e if isinstance(e, str) else e.get("logger", "?") for e in args.log)

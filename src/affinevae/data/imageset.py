@@ -30,6 +30,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import AffineVAEError, user_stacklevel
+from .centring import central_crop, centre_images, mean_shift
 
 
 def summary_repr(obj: Any) -> str:
@@ -196,6 +197,19 @@ class ImageSet:
         out.meta["square"] = mode
         return out
 
+    def centred(self, mode) -> "ImageSet":
+        """A copy whose objects sit at the image centre (:func:`~affinevae.data.centring.centre_images` with
+        ``mode``: 'mean', one whole-pixel move of all images that brings their mean there; a (down, right) pair
+        of whole pixels; or 'mass', each image onto its own object's brightness centre), ``meta['centre']``
+        recording the move made ('mass', or the [down, right] pixels, so that a run moves its other data
+        alike); the true poses are kept as given."""
+        if isinstance(mode, str) and mode == "mean":
+            mode = mean_shift(self.images)
+        out = self.subset(slice(None))
+        out.images = centre_images(self.images, mode, self.source)
+        out.meta["centre"] = mode if isinstance(mode, str) else [int(v) for v in mode]
+        return out
+
     def save_npz(self, path: str | Path) -> Path:
         """Write the set to a ``.npz`` (arrays images, labels, angle, shift, scale, names where present), atomically;
         :func:`~affinevae.data.load_images` reads it back without ``names`` (the files it names are the record's)."""
@@ -230,9 +244,8 @@ def square_images(images: np.ndarray, mode: str, where: str = "images") -> np.nd
     if h == w:
         return images
     if mode == "crop":
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        return np.ascontiguousarray(images[..., top:top + side, left:left + side])
+        rows, cols, _ = central_crop((h, w), min(h, w))
+        return np.ascontiguousarray(images[..., rows, cols])
     side = max(h, w)
     rows, cols = side - h, side - w
     width = [(0, 0)] * (images.ndim - 2) + [(rows // 2, rows - rows // 2), (cols // 2, cols - cols // 2)]

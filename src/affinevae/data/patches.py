@@ -32,6 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..errors import AffineVAEError, user_stacklevel
 from ..io import atomic_write
 from .formats import PATCH_SET_KIND
+from .centring import MASS_CENTRE_REACH, MASS_NOISE_CUT, central_crop, mass_centred, mass_offsets  # noqa: F401  (public here too)
 from .imageset import ImageSet, noise_sigma, normalise_images, summary_repr
 from .inputs import as_number, check_int, real_array
 from .background import BACKGROUND_VARIATION, MAX_SCATTER, MIN_BOXES, SMOOTH_RATIO, background_box, check_box, frame_background
@@ -666,16 +667,6 @@ NOISE_PEAK_SHARE = 0.5
 FAINT_SHARE = 0.2
 
 
-def central_crop(image_shape: Sequence[int], side: int, frame: int = 0) -> tuple[slice, slice, str]:
-    """The central part of at most ``side`` x ``side`` pixels of a frame of ``image_shape`` (H, W) that the
-    checks read: ``(rows, cols, region)``, ``region`` naming it in words ('frame 0', or its central crop)."""
-    h, w = int(image_shape[-2]), int(image_shape[-1])
-    ch, cw = min(h, side), min(w, side)
-    r0, c0 = (h - ch) // 2, (w - cw) // 2
-    region = f"frame {frame}" if (ch, cw) == (h, w) else f"the central {ch} x {cw} pixels of frame {frame}"
-    return slice(r0, r0 + ch), slice(c0, c0 + cw), region
-
-
 @dataclasses.dataclass(frozen=True)
 class DetectionCheck:
     """What :func:`detection_check` measured on the first frame of a stack (its central crop).
@@ -994,94 +985,12 @@ def patch_min_distance(window: int) -> int:
     return max(1, int(window) // 4)
 
 
-#: :func:`mass_offsets` finds each object's brightness centre within this share of the window's width
-#: (a disc of radius 3/8 of it): a 40-px window reaches a particle's centre 15 px from the lobe it was cut
-#: around, and a lattice's window of two spacings stays clear of its neighbours (it is not used there).
-MASS_CENTRE_REACH = 0.75
-
-
 #: Patches are re-centred on their objects' brightness (``centre`` 'auto' of :func:`iter_patches`, and
 #: ``map``'s symmetry estimate) only when those centres lie at least this far (pixels, the median) from
 #: where the objects were found: lobed particles cut around a lobe (7-9 px), not atoms cut at their peak
 #: (their centre is where they were cut; in windows too narrow to show the lattice, every order then scores
 #: alike on round atoms, and a re-centred estimate would be arbitrary).
 MASS_CENTRE_MIN_SHIFT = 2.0
-
-
-#: :func:`mass_offsets` weighs only the brightness this many noise sigma above each patch's median (its noise read
-#: from the lower half of its smoothed values), so that a patch of noise (a noise peak found on an empty field)
-#: stays where it was cut rather than wandering to the centroid of its noise.
-MASS_NOISE_CUT = 2.0
-
-
-def mass_offsets(patches: np.ndarray, iterations: int = 5) -> Optional[np.ndarray]:
-    """Where each object's brightness centre lies, (N, 2) (row, col) pixels from the window's centre pixel
-    ``w // 2``, by mean shift: the centroid of each patch's lightly smoothed brightness above its median plus
-    :data:`MASS_NOISE_CUT` noise sigma,
-    within a disc of radius ``MASS_CENTRE_REACH / 2`` times the window around the current centre,
-    ``iterations`` times. None for patches of another shape than (N, w, w) / (N, C, w, w), w >= 7
-    (channels summed). NaN pixels (past a frame's border) weigh nothing and are left out of the smoothing and
-    the noise estimate. Objects cut around one of their lobes (the brightest point of a dumbbell or a trimer
-    under a small detection smoothing: 9 px off their centre in 40-px windows) are found at their centre;
-    not for dense lattices, whose neighbours pull the centroid."""
-    from scipy import ndimage
-
-    p = np.asarray(patches, dtype=np.float64)
-    p = p[:, None] if p.ndim == 3 else p
-    if p.ndim != 4 or min(p.shape[-2:]) < 7:
-        return None
-    n, ch, h, w = p.shape
-    if n == 0:
-        return np.zeros((0, 2), dtype=np.float64)
-    finite = np.isfinite(p).all(1)  # (n, h, w)
-    if finite.all():
-        q = ndimage.gaussian_filter(p.sum(1), (0, 1.5, 1.5)).reshape(n, -1)
-        low, mid = np.percentile(q, [15.87, 50.0], axis=1)  # the background's level and (its lower side) noise
-    else:  # normalised smoothing of the pixels there are; the rest left out
-        num = ndimage.gaussian_filter(np.where(finite, p.sum(1), 0.0), (0, 1.5, 1.5))
-        den = ndimage.gaussian_filter(finite.astype(np.float64), (0, 1.5, 1.5))
-        q = np.where(finite, num / np.maximum(den, 1e-12), np.nan).reshape(n, -1)
-        low, mid = np.nanpercentile(q, [15.87, 50.0], axis=1)
-        q = np.nan_to_num(q, nan=-np.inf)
-    q = np.clip(q - (mid + MASS_NOISE_CUT * (mid - low))[:, None], 0.0, None).reshape(n, h, w)
-    yy, xx = np.mgrid[:h, :w].astype(np.float64)
-    cy, cx = np.full(n, float(h // 2)), np.full(n, float(w // 2))
-    reach2 = (MASS_CENTRE_REACH * min(h, w) / 2) ** 2
-    for _ in range(iterations):
-        inside = (yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2 <= reach2
-        weight = q * inside
-        total = weight.sum((1, 2))
-        ok = total > 0
-        cy = np.where(ok, (weight * yy).sum((1, 2)) / np.maximum(total, 1e-300), cy)
-        cx = np.where(ok, (weight * xx).sum((1, 2)) / np.maximum(total, 1e-300), cx)
-    return np.stack([cy - h // 2, cx - w // 2], 1)
-
-
-def mass_centred(patches: np.ndarray, offsets: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
-    """Patches moved so that each object's brightness centre (:func:`mass_offsets`, or the (N, 2) ``offsets``
-    given, pixels) lies at the window's centre pixel ``w // 2``: (N, C, w, w) float64 (bilinear, edges
-    continued), or None for patches of another shape. ``map``'s symmetry estimate reads lobed objects so
-    (patch sets cut before :func:`iter_patches` re-centred them)."""
-    from scipy import ndimage
-
-    if offsets is None:
-        offsets = mass_offsets(patches)
-        if offsets is None:
-            return None
-    p = np.asarray(patches, dtype=np.float64)
-    p = p[:, None] if p.ndim == 3 else p
-    if p.ndim != 4:
-        return None
-    n, ch, h, w = p.shape
-    offsets = real_array(offsets, "mass_centred: offsets", what="(N, 2) (row, col) pixels")
-    if offsets.shape != (n, 2):
-        raise AffineVAEError(f"mass_centred: offsets must be ({n}, 2) (row, col) pixels for {n} patches, got shape "
-                             f"{offsets.shape}")
-    dy, dx = offsets[:, 0], offsets[:, 1]  # every patch sampled at its own offset in one call: (4, N, C, h, w)
-    grid = np.indices((n, ch, h, w), dtype=np.float64)
-    grid[2] += dy[:, None, None, None]
-    grid[3] += dx[:, None, None, None]
-    return ndimage.map_coordinates(p, grid, order=1, mode="nearest")
 
 
 #: Where :func:`iter_patches` centres each detected object's patch: 'auto' (re-centred on the objects' brightness
@@ -1508,7 +1417,8 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
     """The error for a stack in which no patch was kept, given the per-chunk results ``parts``.
 
     ``parts`` are chunk results with ``n_found`` (:class:`PatchSet` or
-    :class:`~affinevae.encoding.ObjectEncoding`); ``options`` those of :func:`iter_patches`.
+    :class:`~affinevae.encoding.ObjectEncoding`); ``window`` the patch side in pixels; ``options`` those of
+    :func:`iter_patches`.
     Says to lower the threshold when no object was found at all, else that every object lay
     too close to the edge. The advice names the settings, not one interface's spelling of them
     (``--threshold`` on the command line, ``threshold=`` in Python, the napari widget's field).
@@ -1550,7 +1460,8 @@ def nothing_found(source, parts: Sequence[Any], window: int, options: dict) -> A
 
 
 def cut_patches(source, window: int, **options: Any) -> PatchSet:
-    """All patches of ``source`` in one :class:`PatchSet` (see :func:`iter_patches` for options).
+    """All patches of ``source`` (a path or an open stack) in one :class:`PatchSet`, ``window`` x ``window`` pixels
+    (see :func:`iter_patches` for options).
 
     Raises:
         AffineVAEError: when no object is found (suggesting a lower threshold) or every object was

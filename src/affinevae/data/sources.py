@@ -66,7 +66,7 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
                  binarize: Optional[float] = None, max_angle: Optional[float] = None,
                  signal_axis: Optional[int] = None, signal_cube: Optional[bool] = None,
                  scaling=None, stretch: str = "auto", fill_nan: bool = False,
-                 square: Optional[str] = None) -> ImageSet:
+                 square: Optional[str] = None, centre=None) -> ImageSet:
     """Load ``spec``: 'mnist', 'rotated-mnist' (split/n/seed apply) or a path to user images.
 
     For paths see :func:`affinevae.data.files.load_images` (``key`` applies there only; a built-in
@@ -89,6 +89,9 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
     file's NaN/inf samples are interpolated along the signal (:func:`affinevae.data.spectra.fill_nonfinite_signals`).
     ``square``: 'pad' or 'crop' makes images that are not square square (:meth:`ImageSet.squared`, recorded in
     ``meta['square']``; for the full circle's equivariant encoder); None leaves them.
+    ``centre``: the objects moved to the image centre after that (:meth:`ImageSet.centred`: 'mean', 'mass' or
+    a (down, right) move in whole pixels, e.g. a run's ``meta['centre']``; recorded in ``meta['centre']``);
+    None leaves them.
 
     Raises:
         AffineVAEError: on an option the data set does not take, or an invalid value.
@@ -134,4 +137,6 @@ def load_dataset(spec: str, split: str = "train", n: Optional[int] = None, seed:
                            stretch=stretch, fill_nan=fill_nan)
     if square is not None:
         data = data.squared(square)
+    if centre is not None:
+        data = data.centred(centre)
     return data if binarize is None else data.binarized(binarize)

@@ -62,12 +62,13 @@ import numpy as np
 import torch
 
 from ..config import check_seed, check_symmetry
+from ..data.centring import brightness_centre, mean_offset, offset_words
 from ..data.inputs import check_int
 from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
 from .classes import AlignedClusters, aligned_embedding, checked_images, checked_turns, turned_components
 
-__all__ = ["FULL_CIRCLE_SHARE", "ISOTROPIC_RATIO", "ORIENTED_EFFECT", "OrientationSpread", "mean_isotropy", "mean_offset", "off_centre_note", "OFF_CENTRE_SHARE", "neighbour_turns", "SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "orientation_spread", "orientation_unmeasured",
+__all__ = ["FULL_CIRCLE_SHARE", "ISOTROPIC_RATIO", "ORIENTED_EFFECT", "OrientationSpread", "mean_isotropy", "mean_offset", "off_centre", "off_centre_note", "OFF_CENTRE_SHARE", "neighbour_turns", "SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "orientation_spread", "orientation_unmeasured",
            "synchronise_angles", "synchronised_kmeans"]
 
 # Rows of the (rows, M, pool) distance block computed at once (memory: rows * M * pool floats).
@@ -342,69 +343,44 @@ ISOTROPY_DRAWS = 8
 SMALL_SET_ISOTROPIC_RATIO = 2.2
 
 
-def _brightness_centre(mean: np.ndarray) -> Optional[tuple[float, float]]:
-    """(row, column) pixels of the (H, W) image ``mean``'s brightness centre, its pixels weighted by their
-    distance from the border's median; None for an image without contrast."""
-    h, w = mean.shape
-    border = np.concatenate([mean[0], mean[-1], mean[:, 0], mean[:, -1]])
-    weight = np.abs(mean - np.median(border)).astype(np.float64)
-    total = weight.sum()
-    if not np.isfinite(total) or total <= 0:
-        return None
-    rows, cols = np.mgrid[0:h, 0:w]
-    return float((weight * rows).sum() / total), float((weight * cols).sum() / total)
-
-
 #: :func:`off_centre_note` speaks from this offset of the images' mean from their centre: the larger of 2 px and
 #: this share of the smaller side (an audit's particles 5 px off in 40 px read upright, their angles 0.08;
 #: MNIST's digits sit 0.7 px off, particles jittered by 1 px under 0.3).
 OFF_CENTRE_SHARE = 0.06
 
 
-def mean_offset(x) -> Optional[tuple[float, float]]:
-    """How far the objects of the images ``x`` ((N, C, H, W) or (N, H, W), array or tensor) sit from the
-    image centre on average: the (down, right) pixels from the centre ((H - 1) / 2, (W - 1) / 2) to the
-    brightness centre of their mean (channels averaged; see :func:`mean_isotropy`); None for a mean
-    without contrast."""
-    mean = np.asarray(torch.as_tensor(x).float().mean(0).numpy(), dtype=np.float64)
-    mean = mean.mean(0) if mean.ndim == 3 else mean
-    centre = _brightness_centre(mean)
-    if centre is None or not all(np.isfinite(centre)):
-        return None
-    h, w = mean.shape
-    return centre[0] - (h - 1) / 2, centre[1] - (w - 1) / 2
-
-
-def off_centre_note(x) -> Optional[str]:
-    """One sentence when the objects of the images ``x`` (as :func:`mean_offset`) sit off the image centre by
-    more than the larger of 2 px and :data:`OFF_CENTRE_SHARE` of the smaller side, else None: turns are about
-    the image centre, so off-centre objects read as upright to the orientation rules, and a model over the
-    full circle (its synchronisation, its equivariant encoder) finds angles that are not theirs."""
+def off_centre(x) -> Optional[tuple[float, float]]:
+    """The (down, right) pixels the objects of the images ``x`` (as :func:`mean_offset`) sit off the image
+    centre when that is more than the larger of 2 px and :data:`OFF_CENTRE_SHARE` of the smaller side, else
+    None: turns are about the image centre, so off-centre objects read as upright to the orientation rules,
+    and a model over the full circle (its synchronisation, its equivariant encoder) finds angles that are not
+    theirs."""
     offset = mean_offset(x)
     if offset is None:
         return None
     h, w = np.shape(x)[-2:]
-    limit = max(2.0, OFF_CENTRE_SHARE * min(h, w))
-    dist = math.hypot(*offset)
-    if dist <= limit:
+    return offset if math.hypot(*offset) > max(2.0, OFF_CENTRE_SHARE * min(h, w)) else None
+
+
+def off_centre_note(x) -> Optional[str]:
+    """One sentence when the objects of the images ``x`` sit off the image centre (:func:`off_centre`), else
+    None."""
+    offset = off_centre(x)
+    if offset is None:
         return None
-    down, right = offset
-    parts = [f"{abs(v):.1f} px {pos if v > 0 else neg}" for v, pos, neg in ((down, "down", "up"), (right, "right", "left"))
-             if abs(v) >= 0.05]
-    where = ", ".join(parts)
-    return (f"the objects' mean sits {dist:.1f} px off the image centre ({where}): turns are about the centre, so "
-            "off-centre objects read as upright and their angles over the full circle fail; centre them in their "
-            "crops first (e.g. cut around their brightness centres)")
+    return (f"the objects' mean sits {math.hypot(*offset):.1f} px off the image centre ({offset_words(*offset)}): "
+            "turns are about the centre, so off-centre objects read as upright and their angles over the full "
+            "circle fail; move them to the centre first (train --centre mean; in Python ImageSet.centred('mean'))")
 
 
 def _nonradial_energy(mean: np.ndarray) -> Optional[float]:
     """The energy of the angular Fourier modes m >= 1 of the (H, W) image ``mean`` about its brightness
-    centre (:func:`_brightness_centre`), on a polar grid inside the disc that a turn's corners do not reach,
+    centre (:func:`brightness_centre`), on a polar grid inside the disc that a turn's corners do not reach,
     weighted by the radius; None for an image without contrast."""
     from scipy.ndimage import map_coordinates
 
     h, w = mean.shape
-    centre = _brightness_centre(mean)
+    centre = brightness_centre(mean)
     if centre is None:
         return None
     cy, cx = centre
