@@ -309,7 +309,8 @@ def iter_encode(model, source, window: int, chunk_frames: int = 8, batch_size: i
 
 def stream_encode(model, source, window: int, chunk_frames: int = 8, batch_size: int = 256,
                   **options: Any) -> ObjectEncoding:
-    """Collect :func:`iter_encode` into one :class:`ObjectEncoding` (only per-object results are kept).
+    """Collect :func:`iter_encode` into one :class:`ObjectEncoding` (only per-object results are kept);
+    ``window`` (the patch side, pixels), ``chunk_frames``, ``batch_size`` and ``options`` as :func:`iter_encode`.
 
     Raises:
         AffineVAEError: when no object was found in the whole stack (suggesting a lower threshold),

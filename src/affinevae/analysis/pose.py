@@ -93,7 +93,7 @@ def angle_comparison(model, data, n: Optional[int] = None, labels=None, symmetry
     class-conditional and ``data`` carries none (they also colour the scatter); ``symmetry``: k for
     objects with k-fold rotational symmetry (a 2-fold galaxy or particle turned by 180 degrees looks
     the same, so its angle is known modulo 180: the concentrations count offsets so). Returns
-    :class:`AngleComparison` over the first ``n`` images: true and learned angles (M,) radians.
+    :class:`AngleComparison` over the first ``n`` images: true and learned angles (min(n, N),) radians.
     """
     symmetry = check_symmetry(symmetry, "angle_comparison symmetry")
     _require_angle(model)

@@ -335,7 +335,8 @@ def noise_level(values: np.ndarray, details: np.ndarray, sigma: Optional[float] 
     ``median(|details|) / 0.6745`` of the raw noise (as :func:`~affinevae.data.imageset.noise_sigma`;
     ``mean(|details|) sqrt(pi / 2)`` when most details are exactly 0, as in low-count or coarsely
     quantised frames) times the Gaussian kernel's noise gain (the root of its squared weights: 0.28 at ``sigma`` 1, 0.14
-    at 2). Both in the frame's pixel units; (0, 0) without samples."""
+    at 2). ``values`` (M,) and ``details`` (M',) are 1-D samples; ``sigma`` the smoothing in pixels. Both results
+    in the frame's pixel units; (0, 0) without samples."""
     if len(values) == 0 or len(details) == 0:
         return 0.0, 0.0
     gain = 1.0
@@ -385,7 +386,8 @@ def smoothed_range(frame: np.ndarray, sigma: Optional[float] = None,
                    core: Optional[tuple[slice, slice]] = None) -> tuple[float, float]:
     """(min, max) of a frame (channels averaged) after the Gaussian smoothing :func:`detect_objects` applies.
 
-    ``core``: (rows, cols) slices of the part to measure, when ``frame`` is a tile read with a
+    ``frame``: (H, W) or (C, H, W); ``sigma``: the smoothing's standard deviation in pixels (None: the
+    detection's default). ``core``: (rows, cols) slices of the part to measure, when ``frame`` is a tile read with a
     margin of at least :func:`smoothing_radius` pixels around it (the margin makes the smoothed
     core equal to the whole frame's there).
     """

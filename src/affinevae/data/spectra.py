@@ -462,7 +462,7 @@ def synthetic_peaks(n: int = 2000, length: int = 96, max_shift: float = 12.0, ra
         ratio_range: the second peak's height (the first is 1) is uniform in this range.
         separation, width: peak distance and standard deviation, samples (overlapping when
             separation < ~2.5 widths).
-        noise: standard deviation of the added white noise. seed: random seed.
+        noise: standard deviation of the added white noise, relative to the first peak's height 1. seed: random seed.
     """
     if n < 1 or length < MIN_SIGNAL_LENGTH:
         raise AffineVAEError(f"synthetic-peaks: n must be >= 1 and length >= {MIN_SIGNAL_LENGTH}, got {n}, {length}")
@@ -510,6 +510,11 @@ def synthetic_cube(height: int = 32, width: int = 32, length: int = 96, n_region
     ``n_regions`` smoothed random fields (blobs of about ``smoothness`` pixels). The shifts are
     much larger than the phases' differences, so the first principal components follow the
     shift, not the phase.
+
+    Args: ``height``, ``width`` pixels; ``length`` E samples per spectrum; ``max_shift``, ``separation`` (between
+    the two peaks) and ``peak_width`` (a Gaussian's standard deviation) in samples; ``noise`` the white noise's
+    standard deviation relative to the peaks' height 1; ``smoothness`` pixels; ``seed`` fixes everything. The
+    cube is (H, W, E) in the returned :class:`SyntheticCube`.
     """
     from scipy.ndimage import gaussian_filter
 

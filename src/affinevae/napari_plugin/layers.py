@@ -93,7 +93,8 @@ def layer_units(unit: Optional[str], ndim: int) -> dict[str, Any]:
 def image_layer(image: np.ndarray, step: int = 1, pixel_size: Optional[float] = None,
                 name: str = "image", unit: Optional[str] = None) -> tuple[np.ndarray, dict[str, Any], str]:
     """The background image layer: ``image`` (H', W') or (F, H', W'), read every ``step`` pixels of the frame
-    (``unit``: the pixel size's unit, :func:`layer_units`).
+    (``pixel_size``: the frame's pixel size in ``unit`` per pixel, None for 1; ``unit``: its unit,
+    :func:`layer_units`).
 
     Returns:
         napari's layer-data tuple: the image as an array of the same shape, the layer's keywords

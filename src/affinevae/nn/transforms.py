@@ -190,7 +190,8 @@ class Parameterisation:
 
     # ------------------------------------------------------------------ search helpers
     def bounds(self, ranges: Mapping[str, tuple[float, float]], device=None) -> tuple[Tensor, Tensor]:
-        """(P,) lower and upper bounds from ``ranges`` (range name -> (low, high))."""
+        """(P,) lower and upper bounds from ``ranges`` (range name -> (low, high), in each kind's units: see
+        :meth:`sample`)."""
         lo = [float(ranges[RANGE_OF_KIND[k]][0]) for k in self.kinds]
         hi = [float(ranges[RANGE_OF_KIND[k]][1]) for k in self.kinds]
         return torch.tensor(lo, device=device), torch.tensor(hi, device=device)
@@ -224,7 +225,8 @@ class Parameterisation:
         return lo + (hi - lo) * u
 
     def project(self, params: Tensor, ranges: Mapping[str, tuple[float, float]]) -> Tensor:
-        """Clamp every parameter into its range: (N, P) -> (N, P).
+        """Clamp every parameter into its range: (N, P) -> (N, P); ``ranges`` as :meth:`sample` (range name ->
+        (low, high) in each kind's units).
 
         A full-circle angle range (width >= 2 pi) wraps the angle to [-pi, pi) instead.
         """

@@ -455,7 +455,8 @@ def search_poses(model, x: Tensor, y: Optional[Tensor] = None, config: Optional[
 def agrees(transform: Parameterisation, a: Tensor, b: Tensor, tolerance: float, ranges: dict) -> Tensor:
     """(N,) bool: poses ``a`` and ``b`` (N, P) agree within ``tolerance``: their angles (wrapped) differ
     by at most ``tolerance`` radians, and every other parameter by at most the same share
-    (``tolerance / pi``) of its range's half-width."""
+    (``tolerance / pi``) of its range's half-width; ``ranges``: range name -> (low, high) in the parameters'
+    units (:meth:`~affinevae.nn.transforms.Parameterisation.sample`)."""
     lo, hi = transform.bounds(ranges, device=a.device)
     limit = tolerance / math.pi * (hi - lo) / 2
     diff = (a - b).abs()
