@@ -252,6 +252,30 @@ def test_class_offset_concentration_scores_one_frame_per_class():
     assert "per class" not in fig.axes[0].get_title()
 
 
+def test_rotation_strip_turns_one_image_and_scores_each_turn(tiny_runs, test_data, tmp_path):
+    """The AVAE article's picture: one digit turned, the VAE's reconstruction and loss at each turn."""
+    from affinevae.sweep import rotate_images
+
+    vae, data = tiny_runs.model("vae"), test_data["mnist"]
+    s = A.rotation_strip(vae, data, index=5, angles=np.radians([0, 90, 180]), seed=1)
+    assert s.images.shape == s.reconstructions.shape == (3, 1, 28, 28) and s.index == 5
+    assert s.angles_deg.tolist() == [0.0, 90.0, 180.0] and np.all(np.isfinite(s.neg_elbo))
+    x = torch.as_tensor(data.images[5:6])
+    np.testing.assert_allclose(s.images[1], rotate_images(x, math.pi / 2)[0].numpy())
+    np.testing.assert_allclose(s.reconstructions[2], vae.reconstruct(rotate_images(x, math.pi))[0].numpy(), atol=1e-6)
+    again = A.rotation_strip(vae, data, index=5, angles=np.radians([0, 90, 180]), seed=1)
+    assert np.array_equal(again.neg_elbo, s.neg_elbo)  # the seed fixes the ELBO's sample
+    assert len(A.rotation_strip(vae, data, index=0).angles) == 12  # 0 to 330 degrees every 30
+    with pytest.raises(AffineVAEError, match=r"^rotation_strip: index 80 is past the 80 images$"):
+        A.rotation_strip(vae, data, index=80)
+    save_figure(A.plot_rotation_strip(s), tmp_path / "strip.png")
+    assert_png(tmp_path / "strip.png")
+    run = str(tiny_runs.path("vae"))
+    assert main(["plot", run, "rotation-strip", "--indices", "2", "--angles", "0:361:90", "--out", str(tmp_path / "c.png")]) == 0
+    assert_png(tmp_path / "c.png")
+    assert main(["plot", run, "rotation-strip", "--indices", "1,2", "--out", str(tmp_path / "d.png")]) == 2
+
+
 def test_loss_vs_rotation(tiny_runs, test_data):
     from affinevae.models.avae import AVAE
     from affinevae.pose import SearchConfig

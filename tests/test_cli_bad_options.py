@@ -291,7 +291,7 @@ def test_plot_refuses_compare_and_classes_that_a_kind_would_ignore(model_dir, tm
     for argv, option, kinds in ((["reconstructions", "--angle", "30"], "--angle", "manifold"),
                                 (["samples", "--noise", "0.5"], "--noise", "denoising"),
                                 (["curves", "--bins", "10"], "--bins", "rotation-histograms"),
-                                (["manifold", "--indices", "1,2"], "--indices", "reconstructions, denoising")):
+                                (["manifold", "--indices", "1,2"], "--indices", "reconstructions, denoising, rotation-strip")):
         _refused(["plot", model_dir, *argv, "--out", out], capsys, option, out, f"applies to {kinds}, not to {argv[0]}")
 
 

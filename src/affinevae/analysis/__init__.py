@@ -18,6 +18,7 @@ interpolation (morphing)    :func:`interpolate`               :func:`plot_interp
 latent arithmetic a - b + c :func:`latent_arithmetic`         :func:`plot_arithmetic`          ``latent``
 learned vs true angle       :func:`angle_comparison`          :func:`plot_angle_comparison`    ``pose``
 loss vs rotation            :func:`loss_vs_rotation`          :func:`plot_loss_vs_rotation`    ``pose``
+one image turned            :func:`rotation_strip`            :func:`plot_rotation_strip`      ``pose``
 rotations during training   :func:`rotation_histograms`       :func:`plot_rotation_histograms` ``pose``
 anomaly scores              :func:`anomaly_scores`            :func:`plot_anomaly`             ``quality``
 training curves             :func:`training_curves`           :func:`plot_training_curves`     ``quality``
@@ -41,7 +42,8 @@ from .latent import (COLOR_BY, UMAP_INSTALL, Arithmetic, Interpolation, LatentCo
                      angle_color_scale, embed_2d, interpolate, latent_arithmetic, latent_codes, latent_manifold,
                      latent_stats, latent_stats_from_codes, plot_arithmetic, plot_interpolation, plot_latent_scatter,
                      plot_latent_stats, plot_manifold)
-from .pose import (AngleComparison, RotationHistograms, angle_comparison, learned_angles, loss_vs_rotation,
+from .pose import (AngleComparison, RotationHistograms, RotationStrip, angle_comparison, learned_angles, loss_vs_rotation,
+                   plot_rotation_strip, rotation_strip,
                    plot_angle_comparison, plot_loss_vs_rotation, plot_rotation_histograms, rotation_histograms)
 from .baseline import (BASELINES, Baseline, LatentVsBaseline, fit_baseline, latent_vs_baseline, plot_components,
                        plot_latent_vs_baseline)
@@ -55,7 +57,7 @@ __all__ = ["as_imageset", "has_learned_angle", "model_label", "Reconstructions",
            "plot_latent_stats", "Manifold", "latent_manifold", "plot_manifold", "Interpolation", "interpolate",
            "plot_interpolation", "Arithmetic", "latent_arithmetic", "plot_arithmetic", "learned_angles",
            "AngleComparison", "angle_comparison", "plot_angle_comparison", "loss_vs_rotation",
-           "plot_loss_vs_rotation", "RotationHistograms", "rotation_histograms", "plot_rotation_histograms",
+           "plot_loss_vs_rotation", "RotationStrip", "rotation_strip", "plot_rotation_strip", "RotationHistograms", "rotation_histograms", "plot_rotation_histograms",
            "AnomalyScores", "anomaly_scores", "plot_anomaly", "TrainingCurves", "training_curves",
            "plot_training_curves", "BASELINES", "Baseline", "fit_baseline", "plot_components", "LatentVsBaseline",
            "latent_vs_baseline", "plot_latent_vs_baseline", "SpectralMaps",

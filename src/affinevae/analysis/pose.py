@@ -22,10 +22,10 @@ from ..limits import ANGLE_HISTOGRAM_BINS
 from ..nn.signal import is_signal_shape
 from ..plots import CLASS_CMAP, new_figure
 from ..runs import PoseRecord, Run, load_pose_record
-from .common import (as_imageset, class_title, encode, has_learned_angle, model_label, one_or_more, styled, take,
-                     wrap_angles)
+from .common import (as_imageset, class_title, encode, has_learned_angle, in_eval_mode, labels_for, model_label,
+                     one_or_more, styled, take, to_numpy, wrap_angles)
 
-__all__ = ["learned_angles", "AngleComparison", "angle_comparison", "plot_angle_comparison", "loss_vs_rotation",
+__all__ = ["RotationStrip", "rotation_strip", "plot_rotation_strip", "learned_angles", "AngleComparison", "angle_comparison", "plot_angle_comparison", "loss_vs_rotation",
            "plot_loss_vs_rotation", "RotationHistograms", "rotation_histograms", "plot_rotation_histograms"]
 
 
@@ -192,6 +192,81 @@ def plot_loss_vs_rotation(result, title: Optional[str] = None):
     if span >= 90:
         step = 45 if span > 180 else 30
         ax.set_xticks(np.arange(step * math.floor(a.min() / step), a.max() + 1e-9, step))
+    return fig
+
+
+# ============================================================================ one image turned
+@dataclasses.dataclass
+class RotationStrip:
+    """One image turned by a series of angles, and what the model makes of each turn.
+
+    Attributes:
+        index: the image's position in the data.
+        angles: (A,) turns, radians, counter-clockwise on screen.
+        images: (A, C, H, W) the image turned by each angle.
+        reconstructions: (A, C, H, W) the model's mean reconstruction of each.
+        neg_elbo: (A,) -ELBO of each turned image, nats (posterior means' pass; a searched pose for the AVAE).
+        model: display name.
+    """
+
+    index: int
+    angles: np.ndarray
+    images: np.ndarray
+    reconstructions: np.ndarray
+    neg_elbo: np.ndarray
+    model: str = ""
+
+    @property
+    def angles_deg(self) -> np.ndarray:
+        """(A,) the turns in degrees, as the figure labels them."""
+        return np.degrees(self.angles)
+
+
+@in_eval_mode
+def rotation_strip(model, data, index: int = 0, angles: Sequence[float] = ROTATION_SWEEP_ANGLES[:-1],
+                   labels=None, seed: int = 0) -> RotationStrip:
+    """The image ``index`` of ``data`` (an ImageSet or (N, C, H, W) / (N, H, W) images) turned by each of
+    ``angles`` ((A,) radians; default 0 to 330 degrees every 30), its reconstructions and -ELBO (nats) at each
+    turn: the AVAE article's picture of a VAE that reconstructs an upright digit and loses it as it turns.
+    ``labels``: (N,) classes for a class-conditional model when ``data`` has none; ``seed`` fixes the ELBO's
+    sample (and an AVAE's search)."""
+    import torch
+
+    from ..data.inputs import check_int
+    from ..sweep import check_angles, rotate_images
+
+    data = as_imageset(data, labels)
+    index = check_int("rotation_strip: index", index, 0)
+    if index >= len(data):
+        raise AffineVAEError(f"rotation_strip: index {index} is past the {len(data)} images")
+    a = np.asarray(check_angles(angles, "rotation_strip"), dtype=np.float64)
+    x = torch.as_tensor(data.images[index:index + 1])
+    turned = torch.cat([rotate_images(x, float(v)) for v in a])  # A small turns of one image
+    y = labels_for(model, data, np.full(len(a), index))
+    rec = model.reconstruct(turned, y)
+    with torch.no_grad():
+        neg = -model.elbo(turned, y, generator=torch.Generator().manual_seed(seed))
+    return RotationStrip(index=index, angles=a, images=turned.numpy(), reconstructions=to_numpy(rec),
+                         neg_elbo=to_numpy(neg).astype(np.float64), model=model_label(model))
+
+
+@styled
+def plot_rotation_strip(strip: RotationStrip, title: Optional[str] = None):
+    """The turned image (top row) above its reconstructions (bottom row), each column titled with its angle
+    (degrees) and -ELBO (nats)."""
+    n = len(strip.angles)
+    fig, axes = new_figure(2, n, panel=(0.9, 0.95))
+    for k in range(n):
+        for row, images in enumerate((strip.images, strip.reconstructions)):
+            ax = axes[row, k]
+            img = np.clip(images[k], 0, 1)
+            ax.imshow(img[0] if img.shape[0] == 1 else np.moveaxis(img[:3], 0, -1), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, k].set_title(f"{strip.angles_deg[k]:.0f}°\n{strip.neg_elbo[k]:.0f} nats", fontsize=7)
+    axes[0, 0].set_ylabel("turned", fontsize=8)
+    axes[1, 0].set_ylabel("reconstructed", fontsize=8)
+    fig.suptitle(title or f"{strip.model}: image {strip.index} turned (-ELBO per turn)")
     return fig
 
 

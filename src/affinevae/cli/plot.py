@@ -162,11 +162,11 @@ def comparing_kinds() -> str:
 #: The kind options (``args`` names) and the plot kinds that read them; given to another kind they would be
 #: ignored, so they are refused in one line (:func:`refuse_other_kinds_options`).
 OPTION_KINDS = {
-    "show": ("reconstructions", "samples", "anomaly", "denoising"), "indices": ("reconstructions", "denoising"),
+    "show": ("reconstructions", "samples", "anomaly", "denoising"), "indices": ("reconstructions", "denoising", "rotation-strip"),
     "color_by": ("latent",), "method": ("latent",), "dims": ("latent", "manifold"), "d": ("manifold",),
     "bounds": ("manifold",), "angle": ("manifold",), "classes": ("samples", "manifold", "rotation-histograms"),
     "per_class": ("samples",), "pair": ("interpolation",), "steps": ("interpolation",), "triple": ("arithmetic",),
-    "angles": ("loss-vs-rotation",), "with_avae": ("loss-vs-rotation",), "bins": ("rotation-histograms",),
+    "angles": ("loss-vs-rotation", "rotation-strip"), "with_avae": ("loss-vs-rotation",), "bins": ("rotation-histograms",),
     "noise": ("denoising",), "symmetry": ("angles",),
 }
 
@@ -339,6 +339,28 @@ def _loss_vs_rotation(c: PlotContext):
     return A.plot_loss_vs_rotation(res, c.args.title)
 
 
+@plot_kind("rotation-strip", "one image turned by each of --angles above its reconstructions, with the -ELBO of each "
+           "turn (--indices I: the image, default 0)")
+def _rotation_strip(c: PlotContext):
+    from ..sweep import parse_angles
+
+    A = _analysis()
+    if is_signal_shape(c.model.config.image_shape):
+        raise AffineVAEError(f"{c.args.run_dir}: rotation-strip turns images; a model of 1-D signals has no rotation "
+                             "(plot its latents or reconstructions)")
+    degrees = parse_angles(c.args.angles)
+    if len(degrees) > 1 and abs(degrees[-1] - degrees[0]) % 360 < 1e-9:  # 0:361:30 ends where it started
+        degrees = degrees[:-1]
+    if len(degrees) > 36:
+        raise AffineVAEError(f"--angles: rotation-strip draws at most 36 turns, got {len(degrees)}")
+    indices = _ints(c.args.indices, "indices")
+    if indices is not None and len(indices) != 1:
+        raise AffineVAEError(f"--indices: rotation-strip draws one image, got {len(indices)}")
+    strip = A.rotation_strip(c.model, c.data, index=indices[0] if indices else 0,
+                             angles=[math.radians(a) for a in degrees], seed=c.args.seed)
+    return A.plot_rotation_strip(strip, c.args.title)
+
+
 @plot_kind("rotation-histograms", "orientation at which each training image is encoded (its own rotation minus the "
            "found pose; found angles when its rotation is unknown) per class over pose-optimised training "
            "(avae run; --classes, --bins)", needs_data=False)
@@ -413,7 +435,7 @@ class Plot:
         k.add_argument("--pair", default="0,1", help="interpolation: two image indices (default 0,1)")
         k.add_argument("--steps", type=int, default=10, help=f"interpolation steps, {_range('--steps')} (default 10)")
         k.add_argument("--triple", default="0,1,2", help="arithmetic: image indices a,b,c (default 0,1,2)")
-        k.add_argument("--angles", default="0:361:30", help="loss-vs-rotation: degrees start:stop:step or a,b,c")
+        k.add_argument("--angles", default="0:361:30", help="loss-vs-rotation, rotation-strip: degrees start:stop:step or a,b,c")
         k.add_argument("--with-avae", action="store_true", help="loss-vs-rotation: add an AVAE (pose search) "
                                                                 "around each plain model")
         k.add_argument("--bins", type=int, default=36,
