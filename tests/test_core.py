@@ -351,3 +351,16 @@ def test_public_methods_refuse_bad_arguments_in_one_line(tmp_path):
     with pytest.raises(AffineVAEError, match="notes.txt: a file, not a run directory"):
         av.fit(m, x, av.TrainConfig(epochs=1, progress=False, val_split=0.0), out=tmp_path / "notes.txt")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name", ["relu", "selu", "elu"])
+def test_every_activation_builds_and_runs(name):
+    """The AE-to-VAE notes' conv AE uses SELU (an audit of the articles: `--activation selu` was refused)."""
+    from affinevae.nn.layers import ACTIVATIONS
+
+    model = av.build_model("ae", image_shape=(1, 12, 12), latent_dim=2, hidden=(8,), channels=(4, 8), activation=name)
+    assert any(isinstance(m, ACTIVATIONS[name]) for m in model.modules())
+    out = model(torch.rand(3, 1, 12, 12))
+    assert torch.isfinite(out.loss)
+    with pytest.raises(AffineVAEError, match=r"activation.*selu"):
+        av.build_model("ae", image_shape=(1, 12, 12), activation="swish")

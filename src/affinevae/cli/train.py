@@ -193,7 +193,7 @@ class Train:
         g.add_argument("--decoder", help="conv or mlp; rvae: spatial or warp")
         g.add_argument("--hidden", help="fully connected widths, e.g. 256,128")
         g.add_argument("--channels", help="conv feature maps, e.g. 32,64")
-        g.add_argument("--activation", help="relu, tanh, gelu, silu, softplus, elu")
+        g.add_argument("--activation", help="relu, tanh, gelu, silu, softplus, elu, selu")
         g.add_argument("--likelihood", help="bernoulli, cbernoulli, gaussian (ae: bernoulli or mse)")
         g.add_argument("--sigma", type=float, help="Gaussian pixel sigma")
         g.add_argument("--learn-sigma", action="store_true", default=None, help="learn the Gaussian sigma")

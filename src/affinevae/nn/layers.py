@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "softplus": nn.Softplus, "elu": nn.ELU}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "softplus": nn.Softplus, "elu": nn.ELU,
+               "selu": nn.SELU}
 #: Normalisations of the convolutional feature maps ('group': GroupNorm with up to 8 groups,
 #: per image, so a result never depends on the other images of a batch).
 NORMS = ("group", "none")
@@ -23,7 +24,7 @@ DECODERS: Registry = Registry("decoder")
 
 
 def activation(name: str) -> nn.Module:
-    """A fresh activation module by name (relu, tanh, gelu, silu, softplus, elu)."""
+    """A fresh activation module by name (relu, tanh, gelu, silu, softplus, elu, selu)."""
     return ACTIVATIONS[name]()
 
 
