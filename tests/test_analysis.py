@@ -274,6 +274,11 @@ def test_rotation_strip_turns_one_image_and_scores_each_turn(tiny_runs, test_dat
     assert main(["plot", run, "rotation-strip", "--indices", "2", "--angles", "0:361:90", "--out", str(tmp_path / "c.png")]) == 0
     assert_png(tmp_path / "c.png")
     assert main(["plot", run, "rotation-strip", "--indices", "1,2", "--out", str(tmp_path / "d.png")]) == 2
+    assert main(["plot", run, "rotation-strip", "-n", "5", "--indices", "10", "--out", str(tmp_path / "d.png")]) == 2
+    # two channels are drawn in grey (their mean; a review: a traceback, in reconstructions too)
+    two = A.RotationStrip(0, np.zeros(2), np.random.rand(2, 2, 8, 8), np.random.rand(2, 2, 8, 8), np.zeros(2))
+    save_figure(A.plot_rotation_strip(two), tmp_path / "two.png")
+    assert_png(tmp_path / "two.png")
 
 
 def test_loss_vs_rotation(tiny_runs, test_data):

@@ -148,6 +148,7 @@ def test_float_images_get_a_gaussian_likelihood_with_the_measured_noise():
     assert data_defaults(small, "rvae", full, None, 3)[1]["batch_size"] == SMALL_FLOAT_BATCH  # given epochs: kept
     # at 3e-3 in batches of 32 one run in four to six turned a third of one shape over (the content splitting it)
     assert data_defaults(small, "rvae", full, None, None, lr=2e-3)[1]["lr"] == 2e-3  # a given --lr wins
+    assert data_defaults(small, "rvae", full, 32, None)[1]["lr"] == SMALL_FLOAT_LR  # the same batch given: the same lr
     for given in ({"rotation_mode": "gaussian"}, {**full, "encoder": "mlp"}):  # not the full circle's equivariant model
         assert data_defaults(small, "rvae", given, None, None)[1]["batch_size"] == 100
     assert data_defaults(ImageSet(small.images), "rvae", full, None, None)[1]["batch_size"] == 100  # not float images

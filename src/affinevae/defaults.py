@@ -388,7 +388,7 @@ SMALL_FLOAT_SET = 2500
 SMALL_FLOAT_BATCH = 32
 SMALL_FLOAT_STEPS = 1000
 #: ... at this Adam learning rate (the family's full-circle 3e-3 scaled to the smaller batch, about linearly) when
-#: ``--lr`` is not given. At 3e-3 three runs in ten turned a third of one shape's particles over by half a turn, the
+#: ``--lr`` is not given (also for a ``--batch-size`` of 32 or less given). At 3e-3 three runs in ten turned a third of one shape's particles over by half a turn, the
 #: content splitting that shape (1 000 particles, the shapes above, centred or moved back to the centre, seeds 0-3:
 #: 0.75 / 0.67, 0.65 / 0.71, 0.75 / 0.88; one more 0.89 / 1.00, six 0.99 / 1.00), while the pose anchor's targets held
 #: the comma's angles 0.96 consistent (the model 0.26); at 1e-3 those four 0.99 / 1.00 each, 200 particles seed 1
@@ -708,8 +708,8 @@ def chosen_defaults(data: ImageSet, model: str, given: dict, batch_size: Optiona
     if small_float and batch_size is None:  # a small float set over the full circle: smaller batches, more steps
         train["batch_size"] = chosen["batch_size"] = SMALL_FLOAT_BATCH
         why["batch_size"] = f" (fewer than {SMALL_FLOAT_SET} float images over the full circle)"
-        if lr is None:  # the smaller batch's learning rate
-            train["lr"] = chosen["lr"] = SMALL_FLOAT_LR
+    if small_float and lr is None and train["batch_size"] <= SMALL_FLOAT_BATCH:  # small batches' learning rate
+        train["lr"] = chosen["lr"] = SMALL_FLOAT_LR
     train["epochs"] = epochs
     if epochs is None and small_float:
         train["epochs"] = epochs_for_steps(len(data), train["batch_size"], SMALL_FLOAT_STEPS, DEFAULT_EPOCHS)

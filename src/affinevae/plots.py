@@ -19,7 +19,8 @@ from .io import atomic_write
 
 
 def image_grid(images, ncol: Optional[int] = None, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
-    """Tile (N, C, H, W) or (N, H, W) images in [0, 1] into one (rows*H, cols*W[, 3]) array."""
+    """Tile (N, C, H, W) or (N, H, W) images in [0, 1] into one (rows*H, cols*W[, 3]) array (one or two channels:
+    grey, two as their mean; three or more: the first three as RGB)."""
     imgs = np.asarray(images, dtype=np.float32)
     if imgs.ndim == 3:
         imgs = imgs[:, None]
@@ -31,6 +32,8 @@ def image_grid(images, ncol: Optional[int] = None, pad: int = 1, pad_value: floa
         r, k = divmod(i, ncol)
         grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = imgs[i]
     grid = np.clip(grid, 0, 1)
+    if c == 2:  # no colour for two channels: their mean, in grey
+        return grid.mean(0)
     return grid[0] if c == 1 else np.moveaxis(grid[:3], 0, -1)
 
 

@@ -20,7 +20,7 @@ from ..evaluation import (circular_correlation, class_offset_concentration, mirr
                           symmetry_note)
 from ..limits import ANGLE_HISTOGRAM_BINS
 from ..nn.signal import is_signal_shape
-from ..plots import CLASS_CMAP, new_figure
+from ..plots import CLASS_CMAP, image_grid, new_figure
 from ..runs import PoseRecord, Run, load_pose_record
 from .common import (as_imageset, class_title, encode, has_learned_angle, in_eval_mode, labels_for, model_label,
                      one_or_more, styled, take, to_numpy, wrap_angles)
@@ -259,8 +259,7 @@ def plot_rotation_strip(strip: RotationStrip, title: Optional[str] = None):
     for k in range(n):
         for row, images in enumerate((strip.images, strip.reconstructions)):
             ax = axes[row, k]
-            img = np.clip(images[k], 0, 1)
-            ax.imshow(img[0] if img.shape[0] == 1 else np.moveaxis(img[:3], 0, -1), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(image_grid(images[k:k + 1], ncol=1, pad=0), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[0, k].set_title(f"{strip.angles_deg[k]:.0f}°\n{strip.neg_elbo[k]:.0f} nats", fontsize=7)

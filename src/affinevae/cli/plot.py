@@ -356,6 +356,8 @@ def _rotation_strip(c: PlotContext):
     indices = _ints(c.args.indices, "indices")
     if indices is not None and len(indices) != 1:
         raise AffineVAEError(f"--indices: rotation-strip draws one image, got {len(indices)}")
+    if indices and indices[0] >= len(c.data):
+        raise AffineVAEError(f"--indices {indices[0]}: past the {len(c.data)} images read")
     strip = A.rotation_strip(c.model, c.data, index=indices[0] if indices else 0,
                              angles=[math.radians(a) for a in degrees], seed=c.args.seed)
     return A.plot_rotation_strip(strip, c.args.title)

@@ -22,6 +22,7 @@ from ..errors import AffineVAEError
 from ..io import FIT_TARGETS
 from ..models.base import build_model
 from ..data.centring import CENTRE_MODES, offset_words
+from ..data.formats import PATCH_SET_KIND
 from ..data.imageset import SQUARE_MODES
 from .image_options import add_stretch_option
 from ..models.joint import EMBEDDING_START_AGREEMENT
@@ -142,6 +143,9 @@ def centred_data(args: argparse.Namespace, data, given: dict) -> tuple[Any, str]
         return (data, "") if recorded is None else (data.centred(recorded), "")
     if mode == "none":
         return data, ""
+    if mode != "auto" and data.meta.get("kind") == PATCH_SET_KIND:
+        raise AffineVAEError(f"--centre {mode}: {data.source} is a patch set, cut around its objects (patches --centre "
+                             "decides where); leave --centre out")
     if mode == "auto":
         decided = centring_default(data, args.model, given)
         return (data, "") if decided is None else (data.centred(decided[0]), decided[1])
@@ -480,7 +484,7 @@ def resume_options(args: argparse.Namespace) -> str:
                                  "(leave --square out), or train a new run")
         if getattr(args, "centre", "auto") not in ("auto", None):  # the recorded move stands (resume_centre)
             recorded = run.meta.get("centre")
-            same = ((args.centre == "none" and recorded is None) or (args.centre == "mass" and recorded == "mass")
+            same = ((args.centre == "none" and recorded in (None, [0, 0])) or (args.centre == "mass" and recorded == "mass")
                     or (args.centre == "mean" and isinstance(recorded, list)))
             if not same:
                 was = ("its images as they were" if recorded is None else "each image on its object's brightness centre"

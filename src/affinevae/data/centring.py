@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import AffineVAEError
 
 __all__ = ["CENTRE_MODES", "MASS_CENTRE_REACH", "MASS_NOISE_CUT", "brightness_centre", "mean_offset", "mean_shift",
-           "shift_images", "mass_offsets", "mass_centred", "centre_images", "central_crop", "offset_words"]
+           "shift_images", "roll_each", "mass_offsets", "mass_centred", "centre_images", "central_crop", "offset_words"]
 
 #: How :func:`centre_images` moves a stack's objects to the image centre: 'mean' moves every image by the same
 #: whole pixels (:func:`mean_shift`, the stack's mean onto the centre), 'mass' each image onto its own object's
@@ -60,7 +60,7 @@ def mean_offset(x) -> Optional[tuple[float, float]]:
     brightness centre (:func:`brightness_centre`) of their mean (channels averaged); None for a mean
     without contrast."""
     arr = x.detach().cpu().float().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float32)
-    mean = arr.mean(0, dtype=np.float64)
+    mean = np.nanmean(arr, 0, dtype=np.float64) if np.isnan(arr).any() else arr.mean(0, dtype=np.float64)
     mean = mean.mean(0) if mean.ndim == 3 else mean
     centre = brightness_centre(mean)
     if centre is None or not all(np.isfinite(centre)):
@@ -95,6 +95,19 @@ def shift_images(images: np.ndarray, down: int, right: int) -> np.ndarray:
     if down == 0 and right == 0:
         return images
     return np.ascontiguousarray(np.roll(images, (down, right), axis=(-2, -1)))
+
+
+def roll_each(images: np.ndarray, moves: np.ndarray) -> np.ndarray:
+    """Each of ``images`` (N, C, H, W) moved by its own row of ``moves`` (N, 2) whole (down, right) pixels, what
+    leaves one side coming back on the other (:func:`shift_images` per image, in one vectorised gather); same
+    shape and dtype."""
+    images = np.asarray(images)
+    n, _, h, w = images.shape
+    moves = np.asarray(moves, dtype=np.int64).reshape(n, 2)
+    rows = (np.arange(h)[None, :] - moves[:, :1]) % h  # (N, H): the source row of each output row
+    cols = (np.arange(w)[None, :] - moves[:, 1:]) % w
+    out = np.take_along_axis(images, rows[:, None, :, None], axis=2)
+    return np.ascontiguousarray(np.take_along_axis(out, cols[:, None, None, :], axis=3))
 
 
 def mass_offsets(patches: np.ndarray, iterations: int = 5) -> Optional[np.ndarray]:
@@ -177,7 +190,8 @@ def centre_images(images: np.ndarray, mode: Union[str, Sequence[int]], where: st
     """``images`` (N, C, H, W) with their objects moved to the image centre, same shape and dtype: ``mode``
     'mean' by :func:`mean_shift` of these images (one whole-pixel move for all), a (down, right) pair of whole
     pixels (a move measured before, e.g. on a run's training images), or 'mass' each image onto its own
-    object's brightness centre (:func:`mass_centred`, bilinear; images of at least 7 x 7 pixels). One
+    object's brightness centre (:func:`mass_offsets`, rounded to whole pixels: :func:`roll_each`; images of at least
+    7 x 7 pixels). Whole pixels keep the values (binary images stay binary) and the noise. One
     :class:`AffineVAEError` line, naming ``where``, for another mode or 1-D signals (H == 1)."""
     images = np.asarray(images)
     if images.ndim != 4:
@@ -192,9 +206,9 @@ def centre_images(images: np.ndarray, mode: Union[str, Sequence[int]], where: st
         if mode == "mass":
             if min(h, w) < 7:
                 raise AffineVAEError(f"{where}: --centre mass needs images of at least 7 x 7 pixels, got {h} x {w}")
-            moved = mass_centred(images)
-            # mass_centred centres on pixel w // 2; the turn centre is (w - 1) / 2: half a pixel on even sides
-            return moved.astype(images.dtype, copy=False)
+            offsets = mass_offsets(images)  # from pixel (h // 2, w // 2); the turn centre is ((h - 1) / 2, (w - 1) / 2)
+            centre = np.array([h // 2 - (h - 1) / 2, w // 2 - (w - 1) / 2])
+            return roll_each(images, -np.round(offsets + centre).astype(np.int64))
         mode = mean_shift(images)
     try:
         down, right = (int(v) for v in mode)
