@@ -1,6 +1,6 @@
 """Where objects sit in their images, and moving them to the centre: the brightness centre of a stack's
 mean (:func:`mean_offset`), each object's own (:func:`mass_offsets`), and the moves (:func:`shift_images`,
-whole pixels, what leaves one side coming back on the other; :func:`mass_centred`, each object onto its brightness centre).
+whole pixels, what leaves one side coming back on the other; :func:`roll_each`, each image by its own).
 
 Turns are about the image centre ((H - 1) / 2, (W - 1) / 2), so objects that sit off it read as upright to the
 orientation rules and a model over the full circle finds angles that are not theirs (particles 5 px off in
@@ -21,11 +21,11 @@ import numpy as np
 from ..errors import AffineVAEError
 
 __all__ = ["CENTRE_MODES", "MASS_CENTRE_REACH", "MASS_NOISE_CUT", "brightness_centre", "mean_offset", "mean_shift",
-           "shift_images", "roll_each", "mass_offsets", "mass_centred", "centre_images", "central_crop", "offset_words"]
+           "shift_images", "roll_each", "mass_offsets", "centre_images", "central_crop", "offset_words"]
 
 #: How :func:`centre_images` moves a stack's objects to the image centre: 'mean' moves every image by the same
 #: whole pixels (:func:`mean_shift`, the stack's mean onto the centre), 'mass' each image onto its own object's
-#: brightness centre (:func:`mass_centred`). ``train --centre`` adds 'auto' (mean where the objects sit off the
+#: brightness centre (:func:`mass_offsets`, in whole pixels). ``train --centre`` adds 'auto' (mean where the objects sit off the
 #: centre, :func:`affinevae.defaults.centring_default`) and 'none'.
 CENTRE_MODES = ("mean", "mass")
 
@@ -151,39 +151,6 @@ def mass_offsets(patches: np.ndarray, iterations: int = 5) -> Optional[np.ndarra
         cy = np.where(ok, (weight * yy).sum((1, 2)) / np.maximum(total, 1e-300), cy)
         cx = np.where(ok, (weight * xx).sum((1, 2)) / np.maximum(total, 1e-300), cx)
     return np.stack([cy - h // 2, cx - w // 2], 1)
-
-
-def mass_centred(patches: np.ndarray, offsets: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
-    """Patches moved so that each object's brightness centre (:func:`mass_offsets`, or the (N, 2) ``offsets``
-    given, pixels) lies at the window's centre pixel ``w // 2``: (N, C, h, w) float64 (bilinear, edges
-    continued), or None for patches of another shape. ``map``'s symmetry estimate reads lobed objects so
-    (patch sets cut before :func:`~affinevae.data.patches.iter_patches` re-centred them)."""
-    from scipy import ndimage
-
-    if offsets is None:
-        offsets = mass_offsets(patches)
-        if offsets is None:
-            return None
-    p = np.asarray(patches, dtype=np.float64)
-    p = p[:, None] if p.ndim == 3 else p
-    if p.ndim != 4:
-        return None
-    n, ch, h, w = p.shape
-    try:
-        offsets = np.asarray(offsets, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise AffineVAEError(f"mass_centred: offsets must be (N, 2) (row, col) pixels, got {type(offsets).__name__}") from None
-    if offsets.shape != (n, 2):
-        raise AffineVAEError(f"mass_centred: offsets must be ({n}, 2) (row, col) pixels for {n} patches, got shape "
-                             f"{offsets.shape}")
-    if not np.isfinite(offsets).all():
-        raise AffineVAEError(f"mass_centred: {int((~np.isfinite(offsets)).any(1).sum())} of {n} offsets are NaN or "
-                             "infinite")
-    dy, dx = offsets[:, 0], offsets[:, 1]  # every patch sampled at its own offset in one call: (4, N, C, h, w)
-    grid = np.indices((n, ch, h, w), dtype=np.float64)
-    grid[2] += dy[:, None, None, None]
-    grid[3] += dx[:, None, None, None]
-    return ndimage.map_coordinates(p, grid, order=1, mode="nearest")
 
 
 def centre_images(images: np.ndarray, mode: Union[str, Sequence[int]], where: str = "images") -> np.ndarray:

@@ -32,7 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..errors import AffineVAEError, user_stacklevel
 from ..io import atomic_write
 from .formats import PATCH_SET_KIND
-from .centring import MASS_CENTRE_REACH, MASS_NOISE_CUT, central_crop, mass_centred, mass_offsets  # noqa: F401  (public here too)
+from .centring import MASS_CENTRE_REACH, MASS_NOISE_CUT, central_crop, mass_offsets  # noqa: F401  (public here too)
 from .imageset import ImageSet, noise_sigma, normalise_images, summary_repr
 from .inputs import as_number, check_int, real_array
 from .background import BACKGROUND_VARIATION, MAX_SCATTER, MIN_BOXES, SMOOTH_RATIO, background_box, check_box, frame_background
@@ -991,6 +991,33 @@ def patch_min_distance(window: int) -> int:
 #: (their centre is where they were cut; in windows too narrow to show the lattice, every order then scores
 #: alike on round atoms, and a re-centred estimate would be arbitrary).
 MASS_CENTRE_MIN_SHIFT = 2.0
+
+
+def mass_centred(patches: np.ndarray, offsets: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """Patches moved so that each object's brightness centre (:func:`mass_offsets`, or the (N, 2) ``offsets``
+    given, pixels) lies at the window's centre pixel ``w // 2``: (N, C, w, w) float64 (bilinear, edges
+    continued), or None for patches of another shape. ``map``'s symmetry estimate reads lobed objects so
+    (patch sets cut before :func:`iter_patches` re-centred them)."""
+    from scipy import ndimage
+
+    if offsets is None:
+        offsets = mass_offsets(patches)
+        if offsets is None:
+            return None
+    p = np.asarray(patches, dtype=np.float64)
+    p = p[:, None] if p.ndim == 3 else p
+    if p.ndim != 4:
+        return None
+    n, ch, h, w = p.shape
+    offsets = real_array(offsets, "mass_centred: offsets", what="(N, 2) (row, col) pixels")
+    if offsets.shape != (n, 2):
+        raise AffineVAEError(f"mass_centred: offsets must be ({n}, 2) (row, col) pixels for {n} patches, got shape "
+                             f"{offsets.shape}")
+    dy, dx = offsets[:, 0], offsets[:, 1]  # every patch sampled at its own offset in one call: (4, N, C, h, w)
+    grid = np.indices((n, ch, h, w), dtype=np.float64)
+    grid[2] += dy[:, None, None, None]
+    grid[3] += dx[:, None, None, None]
+    return ndimage.map_coordinates(p, grid, order=1, mode="nearest")
 
 
 #: Where :func:`iter_patches` centres each detected object's patch: 'auto' (re-centred on the objects' brightness
