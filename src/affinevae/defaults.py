@@ -64,7 +64,7 @@ from .mapping import CLUSTER_SPACES  # noqa: F401  (re-exported: map's one list)
 from .training import TrainConfig
 
 __all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "MAX_EPOCHS", "SIGMA_FLOOR", "PATCH_LATENT_DIM", "PATCH_BATCH_SIZE", "PATCH_LR",
-           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SCALINGS", "FLOAT_SIGMA_FLOOR", "SMALL_FLOAT_SET", "SMALL_FLOAT_BATCH", "SMALL_FLOAT_STEPS", "SMALL_FLOAT_LR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "defaults_family", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "angle_rules_apply", "infers_rotation", "off_centre_warning", "centring_default", "epochs_for_steps", "full_circle_encoder_warning", "floored_sigma",
+           "PATCH_KL_WARMUP", "PATCH_SIGMA_RADIUS", "LATTICE_ORDER", "FLOAT_KIND", "FLOAT_SCALINGS", "FLOAT_SIGMA_FLOOR", "SMALL_FLOAT_SET", "SMALL_FLOAT_BATCH", "SMALL_FLOAT_STEPS", "SMALL_FLOAT_LR", "FLOAT_LOWPASS", "FLOAT_LOWPASS_MIN_SIZE", "CONTENT_ANCHOR", "LOWPASS_SNR", "LOWPASS_LATTICE_FOLD", "LOWPASS_LATTICE_SNR", "centre_snr", "data_kind", "scattered_objects", "lattice_patches", "PATCH_SET_DEFAULTS", "FAMILY_TRAINING", "family_training", "defaults_family", "training_key", "data_defaults", "chosen_defaults", "orientation_default", "orientation_asked", "angle_rules_apply", "infers_rotation", "off_centre_offset", "off_centre_warning", "centring_default", "epochs_for_steps", "full_circle_encoder_warning", "floored_sigma",
            "MIN_IMAGE_SIZE", "check_image_size", "patch_min_distance", "patch_smoothing", "CLUSTER_SPACES"]
 
 #: Epochs when ``--epochs`` is not given and no data rule applies (TrainConfig's default).
@@ -554,36 +554,43 @@ def infers_rotation(model: str, options: Mapping[str, Any]) -> bool:
     return "rotation" in tuple(invariances or ())
 
 
-def off_centre_warning(data: ImageSet, model: str, options: Mapping[str, Any]) -> None:
-    """Warn (one line, :func:`~affinevae.pose.sync.off_centre_note`) when family ``model`` with ``options``
-    infers the angle of images (plain or float, not patch sets or spectra) whose objects sit off the image
-    centre: the orientation rules read them as upright, and angles over the full circle fail (an audit's
-    particles 5 px off in 40 px: angles 0.08 whether the prior was kept or the full circle given)."""
-    from .pose.sync import off_centre_note
-
-    if data.images.shape[-2] < 2 or not angle_rules_apply(data, model, options):
-        return
-    note = off_centre_note(data.images)
-    if note is not None:
-        warnings.warn(f"{data.source}: {note}", stacklevel=user_stacklevel())
-
-
-def centring_default(data: ImageSet, model: str, options: Mapping[str, Any]) -> Optional[tuple[tuple[int, int], str]]:
-    """``train --centre auto``: when family ``model`` with ``options`` infers the angle of ``data``'s images (plain
-    or float, not patch sets or spectra) and their objects sit off the image centre
-    (:func:`~affinevae.pose.sync.off_centre`), the whole-pixel (down, right) move that brings their mean there
-    (:func:`~affinevae.data.centring.mean_shift`) and one line saying so; else None. An audit's particles 5 px
-    off in 40-px crops trained angles 0.07 (concentration) as they were, 0.99 moved so (benchmarks/EXPERIMENTS.md
-    "Off-centre stacks")."""
-    from .data.centring import mean_shift, offset_words
+def off_centre_offset(data: ImageSet, model: str, options: Mapping[str, Any]) -> Optional[tuple[float, float]]:
+    """The (down, right) pixels the objects of ``data``'s images sit off the image centre
+    (:func:`~affinevae.pose.sync.off_centre`) where that matters: family ``model`` with ``options`` infers their
+    angle and they are plain or float images (not patch sets or spectra); else None."""
     from .pose.sync import off_centre
 
     if data.images.shape[-2] < 2 or not angle_rules_apply(data, model, options):
         return None
-    offset = off_centre(data.images)
+    return off_centre(data.images)
+
+
+def off_centre_warning(data: ImageSet, model: str, options: Mapping[str, Any]) -> None:
+    """Warn (one line, :func:`~affinevae.pose.sync.off_centre_note`) when family ``model`` with ``options``
+    infers the angle of images (plain or float, not patch sets or spectra) whose objects sit off the image
+    centre (:func:`off_centre_offset`): the orientation rules read them as upright, and angles over the full
+    circle fail (an audit's particles 5 px off in 40 px: angles 0.08 whether the prior was kept or the full circle
+    given)."""
+    from .pose.sync import off_centre_sentence
+
+    offset = off_centre_offset(data, model, options)
+    if offset is not None:
+        warnings.warn(f"{data.source}: {off_centre_sentence(offset)}", stacklevel=user_stacklevel())
+
+
+def centring_default(data: ImageSet, model: str, options: Mapping[str, Any]) -> Optional[tuple[tuple[int, int], str]]:
+    """``train --centre auto``: when family ``model`` with ``options`` infers the angle of ``data``'s images (plain
+    or float, not patch sets or spectra) and their objects sit off the image centre (:func:`off_centre_offset`),
+    the whole-pixel (down, right) move that brings their mean there
+    (:func:`~affinevae.data.centring.whole_pixel_move`, as :func:`~affinevae.data.centring.mean_shift`) and one
+    line saying so; else None. An audit's particles 5 px off in 40-px crops trained angles 0.07 (concentration)
+    as they were, 0.99 moved so (benchmarks/EXPERIMENTS.md "Off-centre stacks")."""
+    from .data.centring import offset_words, whole_pixel_move
+
+    offset = off_centre_offset(data, model, options)
     if offset is None:
         return None
-    move = mean_shift(data.images)
+    move = whole_pixel_move(offset)
     return move, (f"affinevae: centring: the objects' mean sat {math.hypot(*offset):.1f} px off the image centre "
                   f"({offset_words(*offset)}): every image moved {offset_words(*move)} (pixels wrapped round), so that turns "
                   "are about the objects (--centre none keeps them as they are)")

@@ -138,8 +138,9 @@ def centred_data(args: argparse.Namespace, data, given: dict) -> tuple[Any, str]
     :meth:`~affinevae.data.imageset.ImageSet.centred`; 'none': as they are. A resumed run (``args.resume``) makes
     the move its training recorded (``meta['centre']``), and none if it recorded none."""
     mode = getattr(args, "centre", "auto") or "auto"
-    if args.resume and Run(args.out).has_training:
-        recorded = Run(args.out).meta.get("centre")
+    run = Run(args.out) if args.resume else None
+    if run is not None and run.has_training:
+        recorded = run.meta.get("centre")
         return (data, "") if recorded is None else (data.centred(recorded), "")
     if mode == "none":
         return data, ""

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import AffineVAEError
 
-__all__ = ["CENTRE_MODES", "MASS_CENTRE_REACH", "MASS_NOISE_CUT", "brightness_centre", "mean_offset", "mean_shift",
+__all__ = ["CENTRE_MODES", "MASS_CENTRE_REACH", "MASS_NOISE_CUT", "brightness_centre", "mean_offset", "mean_shift", "whole_pixel_move",
            "shift_images", "roll_each", "mass_offsets", "centre_images", "central_crop", "offset_words"]
 
 #: How :func:`centre_images` moves a stack's objects to the image centre: 'mean' moves every image by the same
@@ -75,8 +75,11 @@ def mean_shift(x) -> tuple[int, int]:
     keep the pixels' values and noise (a bilinear move by a fraction averages neighbours: measured, it cost the
     particles of benchmarks/EXPERIMENTS.md "Off-centre stacks" 0.99 -> 0.70 in angle concentration)."""
     offset = mean_offset(x)
-    if offset is None:
-        return 0, 0
+    return (0, 0) if offset is None else whole_pixel_move(offset)
+
+
+def whole_pixel_move(offset: Sequence[float]) -> tuple[int, int]:
+    """The whole-pixel (down, right) move that cancels a (down, right) ``offset`` in pixels: minus it, rounded."""
     return -int(round(offset[0])), -int(round(offset[1]))
 
 

@@ -68,7 +68,7 @@ from ..errors import AffineVAEError
 from ..nn.affine import Pose, render
 from .classes import AlignedClusters, aligned_embedding, checked_images, checked_turns, turned_components
 
-__all__ = ["FULL_CIRCLE_SHARE", "ISOTROPIC_RATIO", "ORIENTED_EFFECT", "OrientationSpread", "mean_isotropy", "mean_offset", "off_centre", "off_centre_note", "OFF_CENTRE_SHARE", "neighbour_turns", "SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "orientation_spread", "orientation_unmeasured",
+__all__ = ["FULL_CIRCLE_SHARE", "ISOTROPIC_RATIO", "ORIENTED_EFFECT", "OrientationSpread", "mean_isotropy", "mean_offset", "off_centre", "off_centre_note", "off_centre_sentence", "OFF_CENTRE_SHARE", "neighbour_turns", "SYMMETRY_MARGIN", "SYNC_ORDERS", "SynchronisedAngles", "orientation_spread", "orientation_unmeasured",
            "synchronise_angles", "synchronised_kmeans"]
 
 # Rows of the (rows, M, pool) distance block computed at once (memory: rows * M * pool floats).
@@ -366,8 +366,12 @@ def off_centre_note(x) -> Optional[str]:
     """One sentence when the objects of the images ``x`` sit off the image centre (:func:`off_centre`), else
     None."""
     offset = off_centre(x)
-    if offset is None:
-        return None
+    return None if offset is None else off_centre_sentence(offset)
+
+
+def off_centre_sentence(offset: tuple[float, float]) -> str:
+    """:func:`off_centre_note`'s sentence for objects whose mean sits ``offset`` (down, right) pixels off the
+    image centre."""
     return (f"the objects' mean sits {math.hypot(*offset):.1f} px off the image centre ({offset_words(*offset)}): "
             "turns are about the centre, so off-centre objects read as upright and their angles over the full "
             "circle fail; move them to the centre first (train --centre mean; in Python ImageSet.centred('mean'))")
