@@ -63,6 +63,38 @@ def test_a_saved_model_opens_as_a_run_without_training(tmp_path):
     assert run.data(n=4, source="mnist").images.shape == (4, 1, 28, 28)
 
 
+def test_a_saved_model_with_its_runs_data_record_reads_the_runs_data(tiny_runs, tmp_path):
+    """A model saved from a run with :meth:`Run.copy_data_record` (as ``amortise --out`` does) reads the run's
+    own data, drawn with its seed, and other data as the run's training did; a corrupt record is one line."""
+    source = tiny_runs.run("rvae")
+    model = source.model()
+    model.save(tmp_path / "m")
+    assert Run.open(tmp_path / "m").meta == {}
+    written = source.copy_data_record(tmp_path / "m")
+    run = Run.open(tmp_path / "m")
+    assert written == tmp_path / "m" / "data.json" and not run.has_training
+    assert run.meta == source.meta and run.seed == source.seed and run.info == {}
+    np.testing.assert_array_equal(run.data(n=30).images, source.data(n=30).images)
+    np.testing.assert_allclose(run.training_angles(), source.training_angles())
+    model.save(tmp_path / "again")  # a model written from the saved one (amortise of amortise's) keeps the record
+    run.copy_data_record(tmp_path / "again")
+    again = Run.open(tmp_path / "again")
+    assert again.meta == source.meta and again.data_record["from"] == str(tmp_path / "m")
+    for bad, why in [("[1, 2]", "not an affinevae data record"), ('{"meta": {}, "seed": -1}', "not an affinevae"),
+                     ('{"meta": {"n": 0}, "seed": 0}', r"corrupt data record \(n must be an integer >= 1"),
+                     ("{", "data record")]:
+        (tmp_path / "m" / "data.json").write_text(bad)
+        with pytest.raises(AffineVAEError, match=why):
+            Run.open(tmp_path / "m").meta
+    empty = tmp_path / "e"
+    model.save(empty)
+    assert Run.open(empty).copy_data_record(tmp_path / "m") is None  # a saved model without a record has none,
+    assert not (tmp_path / "m" / "data.json").exists()  # and leaves none describing other data
+    source.copy_data_record(tmp_path / "m")
+    model.save(tmp_path / "m", overwrite=True)  # another model saved there: the record was the replaced one's
+    assert Run.open(tmp_path / "m").meta == {}
+
+
 def test_open_and_errors(tiny_runs, tmp_path):
     with pytest.raises(AffineVAEError, match="no such run or model directory"):
         Run.open(tmp_path / "missing")

@@ -30,6 +30,8 @@ MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 #: A training run's record (training config, progress, data); :data:`affinevae.runs.TRAIN_JSON`.
 TRAIN_JSON = "train.json"
+#: A saved model's copy of the data record of the run it was written from (:meth:`affinevae.runs.Run.copy_data_record`).
+DATA_JSON = "data.json"
 #: The per-image training targets a model derived from its training data (:class:`TargetStore`).
 FIT_TARGETS = "fit_targets.safetensors"
 #: The files the CSV logger keeps in a run directory (:class:`affinevae.tracking.CSVLogger`): per-epoch metrics and

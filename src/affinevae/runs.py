@@ -10,7 +10,10 @@ A training run directory (written by :func:`affinevae.training.fit`) holds:
 - ``poses.npz``: the found poses of a pose-optimised AVAE (:meth:`Run.pose_record`).
 
 A model directory written by ``model.save(dir)`` holds only the first two; it opens as a
-:class:`Run` too, with no training record (empty ``metrics``, ``info`` and ``meta``).
+:class:`Run` too, with no training record (empty ``metrics`` and ``info``). One written from a run
+(``affinevae amortise --out``, or :meth:`Run.copy_data_record`) also holds ``data.json``, the run's
+data record (its ``meta`` and seed), so that other data are read for it as training read them
+(pixel scaling, ``--square``, ``--centre`` ...).
 Everything that knows these file names lives here.
 """
 
@@ -30,13 +33,13 @@ from . import models  # noqa: F401  (registers the model families that load() bu
 from .data.inputs import check_int
 from .devices import resolve_device
 from .errors import AffineVAEError, user_stacklevel
-from .io import (CONFIG_DIGEST_KEY, MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, atomic_write, config_digest, load_tensors, read_json,
-                 tensor_header)
+from .io import (CONFIG_DIGEST_KEY, DATA_JSON, MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, atomic_write, config_digest, load_tensors, read_json,
+                 tensor_header, write_json)
 from .pose.record import POSES_FILE, PoseRecord, load_pose_record
 from .models.base import FORMAT_VERSION, planned_state
 from .registry import MODELS
 
-__all__ = ["Run", "load", "read_run", "read_metrics", "write_metrics", "PLAIN_LOSS_KEYS", "named_loss_terms", "TRAIN_JSON", "METRICS", "POSES_FILE", "PoseRecord",
+__all__ = ["Run", "load", "read_run", "DATA_JSON", "read_metrics", "write_metrics", "PLAIN_LOSS_KEYS", "named_loss_terms", "TRAIN_JSON", "METRICS", "POSES_FILE", "PoseRecord",
            "load_pose_record", "read_model_description"]
 
 METRICS = "metrics.jsonl"
@@ -379,8 +382,52 @@ class Run:
     @property
     def meta(self) -> dict[str, Any]:
         """What training recorded about its data: ``data`` (the ``--data`` spec), ``labels``,
-        ``key``, ``n``, ``binarize``, ``max_angle`` (radians), ``n_train`` ... ({} for a saved model)."""
+        ``key``, ``n``, ``binarize``, ``max_angle`` (radians), ``n_train`` ... For a saved model, the
+        record of the run it was written from (``data.json``, :meth:`copy_data_record`), or {}."""
+        if not self.has_training:
+            return dict(self.data_record.get("meta") or {})
         return {k: v for k, v in self.info.items() if k not in _PROGRESS_KEYS}
+
+    @property
+    def record_file(self) -> Path:
+        """The file that records this run's data: ``train.json``, or a saved model's ``data.json``."""
+        return self.train_file if self.has_training else self.path / DATA_JSON
+
+    @property
+    def data_record(self) -> dict[str, Any]:
+        """A saved model's ``data.json``: {'from': the run directory it was written from, 'seed': that
+        run's seed, 'meta': its :attr:`meta`}; {} where there is none (a training run keeps its record in
+        ``train.json``). A file that is not such a record is one :class:`AffineVAEError` line naming it."""
+        self._check_exists()
+        path = self.path / DATA_JSON
+        if self.has_training or not path.is_file():
+            return {}
+        record = read_json(path, "data record")
+        if not isinstance(record, dict) or not isinstance(record.get("meta"), dict) \
+                or not _is_count(record.get("seed", 0)):
+            raise AffineVAEError(f"{path}: not an affinevae data record (a JSON object with 'meta' and 'seed')")
+        for name, ok, want in _RUN_FIELDS:
+            value = record["meta"].get(name)
+            if value is not None and not ok(value):
+                raise AffineVAEError(f"{path}: corrupt data record ({name} must be {want}, got {value!r})")
+        return record
+
+    def copy_data_record(self, directory: str | Path) -> Optional[Path]:
+        """Write this run's data record (:attr:`meta` and :attr:`seed`) as ``data.json`` into the saved
+        model ``directory`` (atomically), so that :meth:`data` and the commands read other data for that
+        model as this run's training read them: its pixel scaling, ``--square``, ``--centre``, signal
+        axis, thresholds and its own data set. Returns the file, or None where this run records nothing
+        (a saved model without a record, a run trained from Python on an array in [0, 1]; a record left in
+        ``directory`` is removed). Refused (one
+        line) where ``directory`` holds a training run (its record is its own ``train.json``)."""
+        target = Path(directory)
+        if (target / TRAIN_JSON).is_file():
+            raise AffineVAEError(f"{target}: holds a training run, whose data record is its own {TRAIN_JSON}")
+        meta = self.meta
+        if not meta:
+            (target / DATA_JSON).unlink(missing_ok=True)  # a record left there would describe other data
+            return None
+        return write_json(target / DATA_JSON, {"from": str(self.path), "seed": self.seed, "meta": meta})
 
     def write_metrics(self, records: list[dict[str, Any]]) -> Path:
         """Replace ``metrics.jsonl`` by ``records`` atomically (:func:`write_metrics`)."""
@@ -394,7 +441,10 @@ class Run:
 
     @property
     def seed(self) -> int:
-        """The training seed (0 when unknown); built-in data sets are drawn from it."""
+        """The training seed (0 when unknown; a saved model's: its data record's); built-in data sets are
+        drawn from it."""
+        if not self.has_training:
+            return int(self.data_record.get("seed", 0))
         return int(self.train_config.get("seed", 0))
 
     @property
@@ -456,7 +506,8 @@ class Run:
         # the run's own data (also when given again by name: rotated-mnist keeps its recorded angle range)
         if not meta.get("data"):
             why = ("no data spec in train.json (a run trained from Python)" if self.has_training else
-                   "a saved model (no train.json) records no data")
+                   f"a saved model (no train.json) records no data spec ({DATA_JSON}: none, or none given to "
+                   "the run it came from)")
             raise AffineVAEError(f"{self.path}: {why}; give the data to analyse (--data, or data= in Python)")
         if split == "train" and meta.get("n") is not None:
             n = int(meta["n"]) if n is None else min(n, int(meta["n"]))
@@ -476,7 +527,7 @@ class Run:
         except AffineVAEError as exc:
             if source is not None:
                 raise
-            raise AffineVAEError(f"{exc} (the data {self.train_file} records, as given to train from its working "
+            raise AffineVAEError(f"{exc} (the data {self.record_file} records, as given to train from its working "
                                  "directory; give the data to analyse with --data)") from None
 
     def names_own_data(self, source) -> bool:
@@ -558,7 +609,7 @@ class Run:
         an array in its own units outside [0, 1]. :meth:`data` and the commands scale other data with it."""
         from .data.imageset import PixelScaling
 
-        return PixelScaling.from_value(self.meta.get("pixel_scaling"), str(self.train_file))
+        return PixelScaling.from_value(self.meta.get("pixel_scaling"), str(self.record_file))
 
     def training_angles(self) -> Optional[np.ndarray]:
         """The true rotations (N,) in radians of the training images, when the data spec in ``train.json``

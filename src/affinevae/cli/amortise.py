@@ -65,12 +65,14 @@ class Amortise:
                      model_dir=True)
         loaded = load(args.run_dir, device=device)
         refuse_signal_model(loaded, args.run_dir, "a signal's shift is one of its latents (affinevae encode gives it)")
-        data = load_scaled_like_run(args, Run(args.run_dir), "train", seed=args.seed)  # as the model was trained
+        source = Run(args.run_dir)
+        data = load_scaled_like_run(args, source, "train", seed=args.seed)  # as the model was trained
         check_image_shape(data.images.shape[1:], loaded.config.image_shape, where=data.source or args.data)
         result = amortise(loaded, data.images, data.labels, cfg, refiner=args.refiner, transform=args.transform,
                           where=args.run_dir)
         model, history = result.model, result.history
         model.eval().save(args.out)
+        source.copy_data_record(args.out)  # align / encode of --out read other data as the run's training did
         if args.refiner:
             what, unit = f"pose refiner on {len(data)} images (", "nats/image at the corrected poses"
         else:

@@ -14,7 +14,7 @@ import numpy as np
 from ..data.imageset import RAW_UNITS
 from ..errors import AffineVAEError
 from ..outputs import is_run_directory
-from ..runs import Run
+from ..runs import DATA_JSON, Run
 from . import COMMANDS
 
 
@@ -80,8 +80,11 @@ class Info:
         if run.has_training:
             info["epochs_done"] = run.epochs_done
             info["train_config"] = run.train_config
+        if run.meta:  # a run's, or a saved model's copy of its run's (data.json)
             info["data"] = run.meta.get("data")
             info["training_data"] = run.meta  # all training recorded about its data: n, n_train, labels, key, ...
+            if not run.has_training:
+                info["data_record_from"] = run.data_record.get("from")
         metrics = run.metrics
         if metrics:
             info["last_metrics"] = metrics[-1]
@@ -94,7 +97,7 @@ class Info:
         for k, v in info["config"].items():
             unused = k in SIGMA_OPTIONS and likelihood is not None and likelihood != "gaussian"
             print(f"  {k:<{width}}{v}" + (f"  (unused: {likelihood} likelihood)" if unused else ""))
-        if "epochs_done" in info:
+        if "training_data" in info:
             tc = info.get("train_config") or {}
             meta = run.meta
             data = ", ".join([str(info.get("data"))]
@@ -104,8 +107,12 @@ class Info:
                              + ([f"n {meta['n']}"] if meta.get("n") is not None else [])
                              + ([f"max angle {math.degrees(meta['max_angle']):g} deg"]
                                 if meta.get("max_angle") is not None else []))
-            print(f"training    {info['epochs_done']}/{tc.get('epochs')} epochs on {data} ({meta.get('n_train', '?')} "
-                  f"training images), batch {tc.get('batch_size')}, lr {tc.get('lr')}, seed {tc.get('seed')}")
+            if "epochs_done" in info:
+                print(f"training    {info['epochs_done']}/{tc.get('epochs')} epochs on {data} ({meta.get('n_train', '?')} "
+                      f"training images), batch {tc.get('batch_size')}, lr {tc.get('lr')}, seed {tc.get('seed')}")
+            else:  # a saved model written from a run: its data record
+                print(f"data        as {info['data_record_from']} was trained: {data} ({meta.get('n_train', '?')} "
+                      f"training images), seed {run.seed} (its {DATA_JSON})")
             calibration = run.signal_calibration
             if calibration is not None:  # spectra: other data are compared with it (map --cube, encode)
                 from ..data.spectra import describe_calibration

@@ -916,8 +916,10 @@ class LatentModel(nn.Module):
 
         Refused (one-line :class:`AffineVAEError`) where ``directory`` is a file, holds a training run
         (``train.json``: its model is the one its training wrote; ``train --resume`` and
-        :meth:`affinevae.Run.model` rely on it), or already holds a saved model and ``overwrite`` is False."""
-        from ..io import MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, save_model
+        :meth:`affinevae.Run.model` rely on it), or already holds a saved model and ``overwrite`` is False.
+        A data record there (``data.json``, the replaced model's: :meth:`affinevae.Run.copy_data_record`)
+        is removed."""
+        from ..io import DATA_JSON, MODEL_JSON, MODEL_WEIGHTS, TRAIN_JSON, save_model
 
         path = Path(directory)
         if path.exists() and not path.is_dir():
@@ -928,7 +930,9 @@ class LatentModel(nn.Module):
                                  "this model into another directory")
         if not overwrite and any((path / name).exists() for name in (MODEL_JSON, MODEL_WEIGHTS)):
             raise AffineVAEError(f"{path}: already holds a saved model; pass overwrite=True to replace it")
-        return save_model(self, path)
+        saved = save_model(self, path)
+        (saved / DATA_JSON).unlink(missing_ok=True)
+        return saved
 
     @classmethod
     def from_config_dict(cls, config: dict[str, Any], networks: Optional[Mapping[str, nn.Module]] = None
