@@ -953,6 +953,36 @@ def test_an_avae_wrapping_a_full_circle_rvae_keeps_its_anchors_off():
     assert wrapped.vae.config.to_dict() == wrapped.config.inner_config and wrapped.vae.config.pose_anchor == 0.0
 
 
+def test_an_avae_runs_its_inner_familys_own_pass():
+    """The AVAE's pass after the search is its inner model's own (one forward pass for every model): around a
+    full-circle rVAE it sums the rotation bins out exactly (the rVAE's ``score_rows``; it drew one bin before),
+    so its ELBO at the identity is the rVAE's own rendered with the AVAE's interpolation; the inner model
+    renders with its own again outside the pass."""
+    wrapped = av.build_model("avae", image_shape=(1, 16, 16), latent_dim=2, inner="rvae", pose_head=False,
+                             interpolation="bicubic", inner_config={"rotation_mode": "full", "hidden": [16],
+                                                                    "invariances": ["rotation"]}, seed=0).eval()
+    rvae = wrapped.vae
+    x = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    calls = []
+    own = rvae.score_rows
+    rvae.score_rows = lambda *a, **k: calls.append(1) or own(*a, **k)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        via_avae = wrapped.pass_at(x, None, None, sample=True).elbo
+        assert calls == [1] and "render_mode" not in rvae.__dict__
+        with rvae.rendering("border", "bicubic"):
+            assert (rvae.render_padding, rvae.render_mode) == ("border", "bicubic")
+            torch.manual_seed(3)
+            alone = rvae(x).elbo
+        torch.manual_seed(3)
+        bilinear = rvae(x).elbo  # the rVAE's own interpolation: another value, so the rendering was the AVAE's
+    torch.testing.assert_close(via_avae, alone)
+    assert not torch.allclose(via_avae, bilinear)
+    with pytest.raises(RuntimeError), rvae.rendering("zeros", "bicubic"):  # given back on an error too
+        raise RuntimeError
+    assert (rvae.render_padding, rvae.render_mode) == ("border", "bilinear")
+
+
 @pytest.mark.parametrize("value", [5, [1], True, "abc"])
 def test_an_inner_config_that_is_not_a_dict_is_one_line(value):
     """A QA audit: `train --model avae --set inner_config=5` (and build_model) gave a TypeError/ValueError traceback."""

@@ -476,15 +476,14 @@ class AVAE(LatentModel):
         return self.vae.infer(x, y)
 
     def infer_for_loss(self, x: Tensor, y: Optional[Tensor]) -> tuple[Encoding, dict]:
-        """In a training weight step (:attr:`in_weight_step`), the inner model's own: its posterior
-        of the canonical (N, C, H, W) images ``x`` and its named inference terms (the rVAE's
-        'equivariance', the joint model's 'class_consistency'); in the pose search's passes
-        (:meth:`objective`) and outside training, :meth:`infer` and no terms (the search scores the
-        ELBO alone). The inner rVAE's pose anchor does not apply: its targets are angles of the
-        images as given, and the inner model sees them in their searched pose."""
-        if self.in_weight_step:
-            return self.vae.infer_for_loss(x, y)
-        return self.infer(x, y), {}
+        """The inner model's own (what :meth:`run_stages` runs): its posterior of the canonical (N, C,
+        H, W) images ``x`` and, in a training weight step (:attr:`in_weight_step`) only, its named
+        inference terms (the rVAE's 'equivariance', the joint model's 'class_consistency'); the pose
+        search's passes (:meth:`objective`, inside :meth:`search_passes`) and evaluation get none (the
+        search scores the ELBO alone). The inner rVAE's pose anchor does not apply (its weight is 0
+        inside an AVAE): its targets are angles of the images as given, and the inner model sees
+        them in their searched pose."""
+        return self.vae.infer_for_loss(x, y)
 
     def on_epoch_start(self, epoch: int, x: Tensor, y: Optional[Tensor], steps_done: int, seed: int) -> dict:
         """The inner model's trainer hook (the joint model's k-means start of its classifier, on the
@@ -507,19 +506,23 @@ class AVAE(LatentModel):
         interpolation; a :class:`~affinevae.nn.affine.Canonical` renders itself there."""
         return render(canonical, pose, padding="border", mode=self.config.interpolation)
 
-    def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post: Encoding, terms: dict,
-                         sample: bool) -> ModelOutput:
-        """The tail of the pass at the composed ``pose``: a model with discovered classes
-        (:attr:`mixed_classes`) scores its own expectation over them (its ELBO sums the classes);
-        the others generate and render here (border padding).
+    def run_stages(self, x: Tensor, y: Optional[Tensor], found=None, sample: bool = True,
+                   canon: Optional[Tensor] = None) -> ModelOutput:
+        """The pass after the search: ``x`` canonicalised at the found pose (the config's padding and
+        interpolation), then the inner model's own pass (:meth:`LatentModel.run_stages`: its inference
+        terms, its draw, its rendering of rotation bins or classes and its ``score``) with the found
+        pose composed into every pose it renders, rendered with border padding and the config's
+        interpolation (:meth:`LatentModel.rendering`).
 
-        ``x`` (N, C, H, W) observed images and ``y`` (N,) labels or None, both checked; ``z`` (N, D)
-        drawn content; ``pose`` a :class:`Pose`, (N, 2, 3) matrices or None; ``post``/``terms`` from
-        :meth:`infer_for_loss`. Returns the :class:`ModelOutput` (``elbo`` (N,) nats, ``x_params``
-        (N, C, H, W)), as :meth:`LatentModel.decode_and_score`."""
-        if self.vae.mixed_classes:
-            return self.vae.decode_and_score(x, y, z, pose, post, terms, sample)
-        return super().decode_and_score(x, y, z, pose, post, terms, sample)
+        ``x`` (N, C, H, W) and ``y`` ((N,) labels or None) checked; ``found`` a search result, pose
+        parameters (N, P) or a :class:`Pose` (None: the identity, exactly the inner model's pass);
+        ``canon`` ``canonicalise(x, found)`` when already computed. Returns the inner model's
+        :class:`ModelOutput` (``elbo`` (N,) nats, ``x_params`` (N, C, H, W), ``pose`` the composed pose)."""
+        found_pose = self.pose_of(found)
+        if canon is None:
+            canon = self.canonicalise(x, found_pose)
+        with self.vae.rendering("border", self.config.interpolation):
+            return self.vae.run_stages(x, y, found_pose, sample, canon)
 
     def kl(self, post: Encoding) -> Tensor:
         """The inner model's (N,) KL, nats."""

@@ -300,6 +300,9 @@ class LatentModel(nn.Module):
     pose_source: ClassVar[str] = "identity"
     render_padding: ClassVar[str] = "zeros"
     """How :meth:`render` fills pixels brought in from outside a canonical image ('zeros' or 'border')."""
+    render_mode: ClassVar[str] = "bilinear"
+    """The interpolation of :meth:`render`'s warp ('bilinear' or 'bicubic'; an AVAE renders its inner model
+    with its own, :meth:`rendering`)."""
     kl_factor: float = 1.0
     """Factor in [0, 1] on every KL weight of the training loss, set per step by the trainer's KL
     warm-up (:meth:`set_kl_factor`); runtime state, never saved. 1: the config's weights."""
@@ -604,7 +607,23 @@ class LatentModel(nn.Module):
     def render(self, canonical: Union[Tensor, Canonical], pose: PoseLike) -> Tensor:
         """Likelihood parameters (N, C, H, W) of ``canonical`` observed in ``pose`` (the one warp,
         :func:`affinevae.nn.affine.render`, with this family's padding)."""
-        return render(canonical, pose, padding=self.render_padding)
+        return render(canonical, pose, padding=self.render_padding, mode=self.render_mode)
+
+    @contextlib.contextmanager
+    def rendering(self, padding: str, mode: str):
+        """Context manager: inside it :meth:`render` warps with ``padding`` ('zeros' or 'border') and
+        interpolation ``mode`` ('bilinear' or 'bicubic'), the family's own again on leaving (an AVAE
+        runs its inner model's pass rendering as the AVAE does)."""
+        before = {k: self.__dict__[k] for k in ("render_padding", "render_mode") if k in self.__dict__}
+        self.render_padding, self.render_mode = padding, mode
+        try:
+            yield self
+        finally:
+            for k in ("render_padding", "render_mode"):
+                if k in before:
+                    setattr(self, k, before[k])
+                else:
+                    delattr(self, k)
 
     def kl(self, post: Encoding) -> Tensor:
         """(N,) KL divergence of the posterior from the prior, nats."""

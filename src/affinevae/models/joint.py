@@ -509,7 +509,7 @@ class JRVAE(RVAE):
         jitter_angle^2) radians, shift ~ N(0, jitter_shift^2) half widths, torch's RNG); None
         in evaluation or when both are 0."""
         cfg = self.config
-        if not (self.training and torch.is_grad_enabled()) or (cfg.jitter_angle == 0 and cfg.jitter_shift == 0):
+        if not self.in_weight_step or (cfg.jitter_angle == 0 and cfg.jitter_shift == 0):
             return None
         return Pose(angle=cfg.jitter_angle * torch.randn(n, device=device) if cfg.jitter_angle > 0 else None,
                     shift=cfg.jitter_shift * torch.randn(n, 2, device=device) if cfg.jitter_shift > 0 else None)
@@ -589,7 +589,7 @@ class JRVAE(RVAE):
         (:meth:`RVAE.anchor_terms`, inside a fit with ``pose_anchor`` > 0)."""
         cfg = self.config
         w, wc = cfg.equivariance_weight, cfg.class_consistency
-        if not (self.training and (w > 0 or wc > 0) and torch.is_grad_enabled() and cfg.invariances):
+        if not (self.in_weight_step and (w > 0 or wc > 0) and cfg.invariances):
             enc = self.with_labels(self.infer(x, y), y)
             return enc, None, self.anchor_terms(enc)
         n = x.shape[0]
@@ -624,12 +624,11 @@ class JRVAE(RVAE):
         """The class codes the decoder renders for each image and their weights: ``discrete``'s
         rows in training (:data:`CLASS_EXPECTATIONS`), all K classes in evaluation. Returns codes
         (N, R, K) and weights (N, R)."""
-        training = self.training and torch.is_grad_enabled()
-        return CLASS_EXPECTATIONS.get(self.config.discrete if training else "enumerate")(self, post)
+        return CLASS_EXPECTATIONS.get(self.config.discrete if self.in_weight_step else "enumerate")(self, post)
 
     def warmed_content(self, z: Tensor) -> Tensor:
         """The content latents (N, D) the decoder sees: times :meth:`content_scale` in training."""
-        if self.training and torch.is_grad_enabled() and self.config.content_warmup > 0:
+        if self.in_weight_step and self.config.content_warmup > 0:
             return z * self.content_scale()
         return z
 

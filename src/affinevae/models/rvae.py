@@ -350,6 +350,7 @@ class RVAE(LatentModel):
     config_class = RVAEConfig
     family = "rvae"
     pose_source = "inferred"
+    render_padding = "border"  # a warped canonical image's background edge comes in, not a zero parameter
     #: The agreement of the last fit's angular synchronisation (``pose_anchor``), None before any.
     pose_sync_agreement: Optional[float] = None
     #: The n-fold symmetry the last fit's synchronisation took (``anchor_symmetry``), None before any.
@@ -531,11 +532,6 @@ class RVAE(LatentModel):
         cond = self.onehot(y)
         return self.decoder.generate(z if cond is None else torch.cat([z, cond.to(z.dtype)], 1))
 
-    def render(self, canonical, pose) -> Tensor:
-        """Likelihood parameters (N, C, H, W) of ``canonical`` observed in ``pose`` (border padding
-        for a warped canonical image: the background edge, not a zero parameter, comes in)."""
-        return render(canonical, pose, padding="border")
-
     # ------------------------------------------------------------------ pose anchor
     @contextlib.contextmanager
     def fit_context(self, x: Tensor, y: Optional[Tensor], index: Tensor, seed: int, store=None):
@@ -615,7 +611,7 @@ class RVAE(LatentModel):
         Empty outside a fit's training pass or without an anchor."""
         anchor = self._batch_anchor
         rot = getattr(enc, "rotation", None)
-        if anchor is None or rot is None or not (self.training and torch.is_grad_enabled()):
+        if anchor is None or rot is None or not self.in_weight_step:
             return {}
         keep = torch.isfinite(anchor)
         if not bool(keep.any()):
@@ -647,7 +643,7 @@ class RVAE(LatentModel):
         :class:`Encoding` (``z_mean``/``z_std`` (N, D), ``pose``: angle (N,) radians, shift (N, 2)
         half widths, scale (N,); those it infers) and ``{name: lazy weighted scalar}``."""
         w = self.config.equivariance_weight
-        if not (self.training and w > 0 and torch.is_grad_enabled() and self.config.invariances):
+        if not (self.in_weight_step and w > 0 and self.config.invariances):
             enc = self.infer(x, y)
             return enc, self.anchor_terms(enc)
         cond = self.onehot(y)
