@@ -86,6 +86,33 @@ def test_latent_codes_embed_higher_dims(tiny_runs, test_data):
         A.latent_codes(ae, data, n=40, method="mds")
 
 
+def test_three_dims_give_the_notes_3d_scatter(tiny_runs, test_data, tmp_path, capsys):
+    """The notes' 3-D scatter of a latent slice: three ``dims`` are the latents themselves, (N, 3), drawn on
+    3-D axes (from the CLI too, ``plot latent --dims 0,1,2``); two dims and three do not mix in one figure, and
+    four dims or a repeated one are one line."""
+    ae, data = tiny_runs.model("ae"), test_data["mnist"]
+    codes = A.latent_codes(ae, data, n=40, dims=(2, 0, 3))
+    np.testing.assert_allclose(codes.embedding, codes.z_mean[:, [2, 0, 3]], atol=1e-6)
+    assert codes.axis_labels == ("z[2]", "z[0]", "z[3]")
+    fig = A.plot_latent_scatter(codes)
+    ax = fig.axes[0]
+    assert ax.name == "3d" and ax.get_zlabel() == "z[3]"
+    drawn = np.concatenate([np.asarray(c._offsets3d).T for c in ax.collections])  # one scatter per class
+    np.testing.assert_allclose(np.sort(drawn, 0), np.sort(codes.embedding, 0), atol=1e-5)  # the three latents
+    with pytest.raises(AffineVAEError, match="mix 2-D and 3-D"):
+        A.plot_latent_scatter([codes, A.latent_codes(ae, data, n=40, dims=(0, 1))])
+    for bad in [(0, 1, 2, 3), (1, 1, 2)]:
+        with pytest.raises(AffineVAEError, match="three, a 3-D view"):
+            A.latent_codes(ae, data, n=40, dims=bad)
+    run = tiny_runs.path("ae")
+    assert main(["plot", str(run), "latent", "--data", "mnist", "-n", "40", "--dims", "0,1,2", "--out",
+                 str(tmp_path / "l3.png")]) == 0
+    assert (tmp_path / "l3.png").stat().st_size > 0
+    assert main(["plot", str(run), "latent", "--data", "mnist", "-n", "40", "--dims", "0,1,2,3", "--out",
+                 str(tmp_path / "l4.png")]) == 2
+    assert "--dims needs 2 comma-separated integers (3 for a 3-D view)" in capsys.readouterr().err
+
+
 def test_umap_without_its_extra_is_one_line_naming_it(monkeypatch):
     import sys
 

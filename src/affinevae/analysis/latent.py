@@ -41,7 +41,8 @@ class LatentCodes:
 
     Attributes:
         z_mean: (N, D) posterior means.
-        embedding: (N, 2) coordinates plotted (the latents themselves for D <= 2, else t-SNE/UMAP/PCA).
+        embedding: (N, 2) coordinates plotted (the latents themselves for D <= 2, else t-SNE/UMAP/PCA), or
+            (N, 3): three latents themselves, drawn in 3-D.
         method: 'latent' (D <= 2 or two chosen dims), 'tsne', 'umap' or 'pca'.
         axis_labels: names of the two plotted axes.
         labels: (N,) class labels, or None.
@@ -115,6 +116,8 @@ def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0, dims: Optional[
 
     ``method``: 'auto' (the latents for D <= 2, else UMAP when installed, else t-SNE),
     'latent' (two dims, ``dims``), or one of :data:`EMBEDDINGS`: 'tsne', 'umap' or 'pca'.
+    ``dims`` of three latent indices gives the 3-D slice of the latents themselves, (N, 3) (the
+    notes' 3-D scatter; :func:`plot_latent_scatter` draws it in 3-D).
     """
     z = check_latents(z, "embed_2d")
     n, d = z.shape
@@ -125,10 +128,11 @@ def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0, dims: Optional[
     if method == "latent":
         if d == 1:
             return np.stack([z[:, 0], np.zeros(n)], 1), "latent", ("z[0]", "")
-        i, j = (0, 1) if dims is None else tuple(int(v) for v in dims)
-        if not (0 <= i < d and 0 <= j < d) or i == j:
-            raise AffineVAEError(f"dims must be two different latent indices in [0, {d - 1}], got {dims}")
-        return z[:, [i, j]].copy(), "latent", (f"z[{i}]", f"z[{j}]")
+        picked = (0, 1) if dims is None else tuple(int(v) for v in dims)
+        if len(picked) not in (2, 3) or not all(0 <= v < d for v in picked) or len(set(picked)) < len(picked):
+            raise AffineVAEError(f"dims must be two (or three, a 3-D view) different latent indices in [0, {d - 1}], "
+                                 f"got {dims}")
+        return z[:, list(picked)].copy(), "latent", tuple(f"z[{v}]" for v in picked)
     if n < 5:
         raise AffineVAEError(f"a {method} embedding needs at least 5 images, got {n}")
     emb, axes = EMBEDDINGS.get(method)(z, seed)
@@ -146,8 +150,9 @@ def latent_codes(model, data, n: Optional[int] = None, method: str = "auto", dim
     ``data``: an :class:`~affinevae.data.ImageSet` or (N, C, H, W) / (N, H, W) images; ``labels``:
     (N,) int class labels replacing the data's, needed when the model is class-conditional and
     ``data`` carries none; they also colour the 'class' panel.
+    ``dims``: two latent indices, or three for a 3-D view of the latents themselves.
     Returns :class:`LatentCodes` of the M = min(n, N) images used (N for ``n`` None): ``z_mean`` (M, D),
-    ``embedding`` (M, 2), ``true_angle``/``learned_angle`` (M,) radians or None.
+    ``embedding`` (M, 2) (or (M, 3)), ``true_angle``/``learned_angle`` (M,) radians or None.
     """
     data = take(as_imageset(data, labels), n)
     enc = encode(model, data)
@@ -181,7 +186,7 @@ UNKNOWN_COLOR = "#cccccc"
 
 
 def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
-    x, y = codes.embedding[:, 0], codes.embedding[:, 1]
+    cols = _columns(codes)
     if color_by in ("class", "inferred_class"):
         labels = codes.labels if color_by == "class" else codes.inferred_class
         names = codes.class_names if color_by == "class" else None  # (a joint model's classes have none)
@@ -195,7 +200,7 @@ def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
         # labels of -1 (unknown: partly labelled data) drawn first, in light grey, under the known ones
         for c in sorted(classes, key=lambda c: (c >= 0, c)):
             sel = labels == c
-            ax.scatter(x[sel], y[sel], s=size, color=cmap(int(c) % 10) if c >= 0 else UNKNOWN_COLOR,
+            ax.scatter(*(v[sel] for v in cols), s=size, color=cmap(int(c) % 10) if c >= 0 else UNKNOWN_COLOR,
                        label=class_name(c, names) if c >= 0 else "unknown", alpha=0.8, linewidths=0)
         ax.legend(title="class" if color_by == "class" else "inferred", loc="center left", bbox_to_anchor=(1.0, 0.5),
                   markerscale=max(1.0, 12 / size), frameon=False, handletextpad=0.2, borderaxespad=0.3,
@@ -210,13 +215,23 @@ def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
                                     else "a model that learns the angle (rvae/crvae with rotation, avae)"))
         deg = np.degrees(wrap_angles(values))
         cmap, lim = angle_color_scale(deg)
-        sc = ax.scatter(x, y, s=size, c=np.clip(deg, -lim, lim), cmap=cmap, vmin=-lim, vmax=lim, alpha=0.85,
+        sc = ax.scatter(*cols, s=size, c=np.clip(deg, -lim, lim), cmap=cmap, vmin=-lim, vmax=lim, alpha=0.85,
                         linewidths=0)
         what = "true" if color_by == "true_angle" else "learned"
         angle_colorbar(fig, sc, ax, f"{what} angle (degrees)", limit=lim)
         ax.set_title(f"coloured by {what} angle")
+    _axis_labels(ax, codes)
+
+
+def _columns(codes: LatentCodes) -> list:
+    return [codes.embedding[:, k] for k in range(codes.embedding.shape[1])]
+
+
+def _axis_labels(ax, codes: LatentCodes) -> None:
     ax.set_xlabel(codes.axis_labels[0])
     ax.set_ylabel(codes.axis_labels[1])
+    if codes.embedding.shape[1] == 3:
+        ax.set_zlabel(codes.axis_labels[2])
 
 
 @styled
@@ -225,7 +240,8 @@ def plot_latent_scatter(codes: LatentCodes | Sequence[LatentCodes], color_by: st
     """Scatter of latent means; one panel per colouring ('class', 'true_angle', 'learned_angle').
 
     ``codes`` may be a list (one row per model). ``color_by='auto'`` uses every colouring
-    the data support. Angles are shown in degrees on a cyclic colour map.
+    the data support. Angles are shown in degrees on a cyclic colour map. Codes whose
+    ``embedding`` is (N, 3) (:func:`latent_codes` with three ``dims``) are drawn on 3-D axes.
     """
     rows = one_or_more(codes, LatentCodes, "plot_latent_scatter")
     if color_by == "auto":
@@ -247,15 +263,19 @@ def plot_latent_scatter(codes: LatentCodes | Sequence[LatentCodes], color_by: st
                                     "learned_angle": "no model here learns an angle (rvae/crvae with rotation, avae)"}[k])
     if not kinds:
         kinds = ["none"]
-    fig, axes = new_figure(len(rows), len(kinds), panel=(3.9, 3.1))
+    widths = {r.embedding.shape[1] for r in rows}
+    if len(widths) > 1:
+        raise AffineVAEError("plot_latent_scatter: the codes mix 2-D and 3-D views; give every model the same dims")
+    three = widths == {3}
+    fig, axes = new_figure(len(rows), len(kinds), panel=(4.4, 3.8) if three else (3.9, 3.1),
+                           subplot_kw={"projection": "3d"} if three else {})
     for r, codes_r in enumerate(rows):
         size = float(np.clip(3000 / max(len(codes_r.embedding), 1), 2, 25))
         for c, kind in enumerate(kinds):
             ax = axes[r, c]
             if kind == "none":
-                ax.scatter(codes_r.embedding[:, 0], codes_r.embedding[:, 1], s=size, color="0.3", linewidths=0)
-                ax.set_xlabel(codes_r.axis_labels[0])
-                ax.set_ylabel(codes_r.axis_labels[1])
+                ax.scatter(*_columns(codes_r), s=size, color="0.3", linewidths=0)
+                _axis_labels(ax, codes_r)
             elif kind not in codes_r.available():
                 ax.set_axis_off()
                 ax.text(0.5, 0.5, f"{codes_r.model}:\nno {kind.replace('_', ' ')}", ha="center", va="center",

@@ -252,7 +252,10 @@ def _latent(c: PlotContext):
         if bad is not None:
             raise AffineVAEError(f"--color-by must be auto or any of {','.join(k.replace('_', '-') for k in A.COLOR_BY)}, "
                                  f"got {bad.replace('_', '-')!r}")
-    codes = [A.latent_codes(m, c.data, method=a.method, dims=_ints(a.dims, "dims", 2), seed=a.seed) for m in c.models]
+    dims = _ints(a.dims, "dims")
+    if dims is not None and len(dims) not in (2, 3):
+        raise AffineVAEError(f"--dims needs 2 comma-separated integers (3 for a 3-D view), got {a.dims!r}")
+    codes = [A.latent_codes(m, c.data, method=a.method, dims=dims, seed=a.seed) for m in c.models]
     for code, name in zip(codes, c.names):
         code.model = name
     return A.plot_latent_scatter(codes, color, a.title)
@@ -427,7 +430,8 @@ class Plot:
         k.add_argument("--indices", help="reconstructions/denoising: comma-separated image indices")
         k.add_argument("--color-by", default="auto", help="latent: auto or any of class,inferred-class,true-angle,learned-angle")
         k.add_argument("--method", default="auto", help="latent: auto (t-SNE/UMAP above 2 dims), latent, tsne, umap, pca")
-        k.add_argument("--dims", help="latent/manifold: two latent dims to show, e.g. 0,1")
+        k.add_argument("--dims", help="latent/manifold: two latent dims to show, e.g. 0,1 (latent: three, 0,1,2, "
+                                      "draws a 3-D scatter)")
         k.add_argument("--d", type=int, default=12, help=f"manifold: grid size, {_range('--d')} (default 12)")
         k.add_argument("--bounds", default="-2.5,2.5", help="manifold: latent range low,high, e.g. --bounds -3,3 (default -2.5,2.5)")
         k.add_argument("--angle", type=float, default=0.0, help="manifold: decode at this rotation, degrees (default 0)")
