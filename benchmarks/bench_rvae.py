@@ -112,7 +112,7 @@ def main() -> None:
     p.add_argument("--hidden", type=str, default=None, help="decoder widths, e.g. 64,64 (default: the model's)")
     p.add_argument("--encoder-hidden", type=str, default=None, help="encoder widths, e.g. 256,128")
     p.add_argument("--encoder", choices=["mlp", "conv"], default=None)
-    p.add_argument("--decoder", choices=["spatial", "warp"], default=None)
+    p.add_argument("--decoder", choices=["spatial", "broadcast", "warp"], default=None)
     p.add_argument("--activation", type=str, default=None)
     p.add_argument("--equivariance", type=float, default=None, help="pose-consistency weight (default: the model's)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")

@@ -86,7 +86,7 @@ def test_crvae_needs_two_classes():
 
 
 # ---------------------------------------------------------------------------------------- shapes
-@pytest.mark.parametrize("decoder", ["spatial", "warp"])
+@pytest.mark.parametrize("decoder", ["spatial", "warp", "broadcast"])
 @pytest.mark.parametrize("invariances", [("rotation", "translation", "scale"), ("rotation",), ("translation", "scale"), ()])
 def test_shapes_and_named_outputs(decoder, invariances):
     torch.manual_seed(0)
@@ -253,6 +253,36 @@ def test_decoders_follow_the_render_convention(decoder):
     torch.testing.assert_close(render(canon, quarter), torch.rot90(canon, 1, (2, 3)), rtol=1e-4, atol=1e-4)
 
 
+def test_the_broadcast_decoder_renders_the_coordinates_it_is_given_through_3x3_convolutions():
+    """The spatial-broadcast decoder (the rVAE article's convolutional one): with every 3 x 3 kernel made
+    symmetric under quarter turns, rendering at a quarter turn is exactly its canonical rendering turned (the
+    coordinates and the convolutions agree on the orientation); with its own kernels each pixel sees its
+    neighbours (a change of one first-layer pixel moves the 3 x 3 block around it after one convolution)."""
+    from affinevae.nn.spatial import BroadcastDecoder
+
+    torch.manual_seed(0)
+    model = small(decoder="broadcast", hidden=(8, 8)).eval()
+    dec = model.decoder
+    assert isinstance(dec, BroadcastDecoder)
+    with torch.no_grad():
+        for conv in (m for m in dec.pixel_mlp if isinstance(m, torch.nn.Conv2d)):
+            w = conv.weight
+            conv.weight.copy_(sum(torch.rot90(w, k, (2, 3)) for k in range(4)) / 4)
+        z = torch.randn(3, 2)
+        canon = model.decode_params(z)
+        quarter = Pose(angle=torch.full((3,), math.pi / 2))
+        torch.testing.assert_close(model.decode_params(z, pose=quarter), torch.rot90(canon, 1, (2, 3)),
+                                   rtol=1e-4, atol=1e-4)
+        one = BroadcastDecoder(2, (1, 9, 9), hidden=(4,))  # one convolution after the first layer
+        h = torch.randn(1, 2)
+        base = one(h)
+        pre = one.first_layer(h, inverse=torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]]))
+        pre[0, 4 * 9 + 4] += 5.0  # the centre pixel of the first layer's map
+        moved = one.pixel_mlp(pre.transpose(1, 2).reshape(1, 4, 9, 9))
+        changed = (moved - base).abs()[0, 0] > 1e-6
+    assert changed[3:6, 3:6].all() and changed.sum() == 9
+
+
 def test_equivariance_default_depends_on_the_rotation_mode():
     assert RVAEConfig().equivariance is None and RVAEConfig().equivariance_weight == 10.0
     assert RVAEConfig(rotation_mode="full").equivariance_weight == 0.0
@@ -339,6 +369,19 @@ def test_warp_decoder_rvae_recovers_the_angle_too():
     torch.manual_seed(0)
     model = small(invariances=("rotation",), decoder="warp", hidden=(128,), encoder_hidden=(128,), channels=(16, 32))
     av.fit(model, train, SHORT)
+    with torch.no_grad():
+        angle = model.eval().encode(test.images).pose.angle.numpy()
+    assert circular_correlation(angle, test.angle) > 0.75
+
+
+def test_broadcast_decoder_rvae_recovers_the_angle_too():
+    """The spatial-broadcast decoder trains an rVAE whose angles follow the true ones (measured 0.83 here,
+    the spatial decoder 0.81 with the same budget; 0.870 on bench_rvae.py's protocol)."""
+    train = av.data.rotated_mnist("train", n=3000, seed=0)
+    test = av.data.rotated_mnist("test", n=1000, seed=1)
+    torch.manual_seed(0)
+    model = small(invariances=("rotation",), decoder="broadcast", hidden=(16, 16))
+    av.fit(model, train, SHORT.replace(epochs=5))
     with torch.no_grad():
         angle = model.eval().encode(test.images).pose.angle.numpy()
     assert circular_correlation(angle, test.angle) > 0.75
@@ -485,7 +528,7 @@ def test_the_elbo_holds_the_exact_mixture_kl(sampler):
     assert model.encoder.attention.weight.grad.abs().sum() > 0  # the bin logits learn from the reconstruction
 
 
-@pytest.mark.parametrize("decoder", ["spatial", "warp"])
+@pytest.mark.parametrize("decoder", ["spatial", "warp", "broadcast"])
 def test_enumeration_sums_the_bins_exactly(decoder):
     """The enumerated reconstruction term is sum_k q(k) * (-log p(x | angle_k)) with one shared z
     (the warp decoder renders the canonical image once and warps it per bin: the same numbers)."""

@@ -195,7 +195,7 @@ class Train:
         g.add_argument("--latent-dim", type=int, help="content latent variables (default 10)")
         g.add_argument("--encoder", help="conv or mlp (conv1d for 1-D signals); rvae/crvae/jrvae/ssrvae: also equivariant "
                                          "(the default with --set rotation_mode=full)")
-        g.add_argument("--decoder", help="conv or mlp; rvae: spatial or warp")
+        g.add_argument("--decoder", help="conv or mlp; rvae: spatial, broadcast or warp")
         g.add_argument("--hidden", help="fully connected widths, e.g. 256,128")
         g.add_argument("--channels", help="conv feature maps, e.g. 32,64")
         g.add_argument("--activation", help="relu, tanh, gelu, silu, softplus, elu, selu")

@@ -105,7 +105,9 @@ class RVAEConfig(ModelConfig):
         scale_prior: prior standard deviation of the log zoom factor (default 0.1, i.e. about +-10 %).
         shift_prior: 1-D signals: prior standard deviation of the shift along the signal, in samples
             (default 5).
-        decoder: 'spatial' (coordinate MLP) or 'warp' (conv decoder + affine warp); None (default)
+        decoder: 'spatial' (coordinate MLP), 'broadcast' (the coordinates and latents broadcast over
+            the grid, then 3 x 3 convolutions: the spatial-broadcast decoder, ``hidden`` its feature
+            maps) or 'warp' (conv decoder + affine warp); None (default)
             picks by encoder: 'warp' with the 'equivariant' encoder (its canonical image is rendered
             once per image and only warped to each of the N rotation bins, where the spatial decoder
             evaluates its per-pixel MLP N times: 6x faster training on full-circle digits at C_8,
