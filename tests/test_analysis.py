@@ -104,6 +104,15 @@ def test_three_dims_give_the_notes_3d_scatter(tiny_runs, test_data, tmp_path, ca
     for bad in [(0, 1, 2, 3), (1, 1, 2)]:
         with pytest.raises(AffineVAEError, match="three, a 3-D view"):
             A.latent_codes(ae, data, n=40, dims=bad)
+    with pytest.raises(AffineVAEError, match="three, a 3-D view"):  # one latent: the dims are checked too
+        A.embed_2d(np.random.default_rng(0).standard_normal((10, 1)), dims=(0, 1, 2))
+    with pytest.raises(AffineVAEError, match="dims pick latents to show as they are; method 'pca' embeds"):
+        A.latent_codes(ae, data, n=40, dims=(0, 1, 2), method="pca")  # it drew a 2-D PCA, silently
+    import dataclasses  # a model with a learned angle beside one without (--compare): the other's panel says so
+
+    turned = dataclasses.replace(codes, learned_angle=np.zeros(40), model="turned")
+    fig = A.plot_latent_scatter([codes, turned], color_by=["learned_angle"])
+    assert fig.axes[0].texts[0].get_text().endswith("no learned angle")  # it was a traceback on 3-D axes
     run = tiny_runs.path("ae")
     assert main(["plot", str(run), "latent", "--data", "mnist", "-n", "40", "--dims", "0,1,2", "--out",
                  str(tmp_path / "l3.png")]) == 0

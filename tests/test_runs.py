@@ -80,7 +80,11 @@ def test_a_saved_model_with_its_runs_data_record_reads_the_runs_data(tiny_runs, 
     run.copy_data_record(tmp_path / "again")
     again = Run.open(tmp_path / "again")
     assert again.meta == source.meta and again.data_record["from"] == str(tmp_path / "m")
+    with pytest.raises(AffineVAEError, match="holds no saved model"):
+        source.copy_data_record(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
     for bad, why in [("[1, 2]", "not an affinevae data record"), ('{"meta": {}, "seed": -1}', "not an affinevae"),
+                     ('{"meta": {}, "seed": 0, "from": 7}', "'from', the run's directory"),
                      ('{"meta": {"n": 0}, "seed": 0}', r"corrupt data record \(n must be an integer >= 1"),
                      ("{", "data record")]:
         (tmp_path / "m" / "data.json").write_text(bad)

@@ -191,7 +191,8 @@ def _by_hand(model, x, y=None, sample=True):
     (lambda: av.RVAE(latent_dim=2, equivariance=3.0), True),
     (lambda: av.build_model("jrvae", latent_dim=2, num_classes=3, hidden=[16], class_consistency=2.0), True),
     (lambda: av.build_model("ssrvae", latent_dim=2, num_classes=3, hidden=[16]), True),
-    (lambda: AVAE(av.VAE(latent_dim=3), pose_head=True), False)])
+    (lambda: AVAE(av.VAE(latent_dim=3), pose_head=True), False),
+    (lambda: AVAE(av.build_model("jrvae", latent_dim=2, num_classes=3, hidden=[16]), pose_head=False), False)])
 def test_the_documented_calls_compose_to_forward_exactly(make, train):
     """An audit carrying the core on: the README's seven stages did not add up to forward's loss (the
     rVAE's equivariance term, the AVAE's pose_head, the joint model's class draw live in infer_for_loss,

@@ -404,8 +404,9 @@ class Run:
             return {}
         record = read_json(path, "data record")
         if not isinstance(record, dict) or not isinstance(record.get("meta"), dict) \
-                or not _is_count(record.get("seed", 0)):
-            raise AffineVAEError(f"{path}: not an affinevae data record (a JSON object with 'meta' and 'seed')")
+                or not _is_count(record.get("seed", 0)) or not isinstance(record.get("from", ""), str):
+            raise AffineVAEError(f"{path}: not an affinevae data record (a JSON object with 'meta', 'seed' and "
+                                 "'from', the run's directory)")
         for name, ok, want in _RUN_FIELDS:
             value = record["meta"].get(name)
             if value is not None and not ok(value):
@@ -417,12 +418,16 @@ class Run:
         model ``directory`` (atomically), so that :meth:`data` and the commands read other data for that
         model as this run's training read them: its pixel scaling, ``--square``, ``--centre``, signal
         axis, thresholds and its own data set. Returns the file, or None where this run records nothing
-        (a saved model without a record, a run trained from Python on an array in [0, 1]; a record left in
-        ``directory`` is removed). Refused (one
-        line) where ``directory`` holds a training run (its record is its own ``train.json``)."""
+        (a saved model without a record; a record left in ``directory`` is then removed). A run trained
+        from Python records what :func:`affinevae.fit` knew of its data (the number of images, their
+        fingerprint, the ``meta`` given to it). Refused (one line) where ``directory`` holds a training
+        run (its record is its own ``train.json``) or no saved model (``model.json``: save it first)."""
         target = Path(directory)
         if (target / TRAIN_JSON).is_file():
             raise AffineVAEError(f"{target}: holds a training run, whose data record is its own {TRAIN_JSON}")
+        if not (target / MODEL_JSON).is_file():
+            raise AffineVAEError(f"{target}: holds no saved model ({MODEL_JSON}); save the model there first "
+                                 "(model.save), then copy the run's data record beside it")
         meta = self.meta
         if not meta:
             (target / DATA_JSON).unlink(missing_ok=True)  # a record left there would describe other data

@@ -37,14 +37,14 @@ UMAP_INSTALL = 'pip install "affinevae[umap]"'
 
 @dataclasses.dataclass
 class LatentCodes:
-    """Latent means and a 2-D view of them.
+    """Latent means and a 2-D (or 3-D) view of them.
 
     Attributes:
         z_mean: (N, D) posterior means.
         embedding: (N, 2) coordinates plotted (the latents themselves for D <= 2, else t-SNE/UMAP/PCA), or
             (N, 3): three latents themselves, drawn in 3-D.
-        method: 'latent' (D <= 2 or two chosen dims), 'tsne', 'umap' or 'pca'.
-        axis_labels: names of the two plotted axes.
+        method: 'latent' (D <= 2 or two or three chosen dims), 'tsne', 'umap' or 'pca'.
+        axis_labels: names of the two (or three) plotted axes.
         labels: (N,) class labels, or None.
         true_angle: (N,) true rotation, radians, or None.
         learned_angle: (N,) rotation found/inferred by the model, radians, or None.
@@ -112,7 +112,7 @@ def _tsne_embedding(z: np.ndarray, seed: int) -> tuple[np.ndarray, tuple]:
 def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0, dims: Optional[Sequence[int]] = None
              ) -> tuple[np.ndarray, str, tuple]:
     """2-D view of latents ``z`` (N, D), finite, N >= 1 (>= 5 for t-SNE, UMAP and PCA): returns
-    (embedding (N, 2), method used, axis labels).
+    (embedding (N, 2), or (N, 3) for three ``dims``, method used, axis labels).
 
     ``method``: 'auto' (the latents for D <= 2, else UMAP when installed, else t-SNE),
     'latent' (two dims, ``dims``), or one of :data:`EMBEDDINGS`: 'tsne', 'umap' or 'pca'.
@@ -123,10 +123,13 @@ def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0, dims: Optional[
     n, d = z.shape
     if method not in ("auto", "latent") and method not in EMBEDDINGS:
         raise AffineVAEError(f"embedding method must be auto, latent, tsne, umap or pca, got {method!r}")
+    if dims is not None and method in EMBEDDINGS:
+        raise AffineVAEError(f"dims pick latents to show as they are; method {method!r} embeds all of them: leave "
+                             "dims out, or take method 'latent'")
     if method == "auto":
         method = "latent" if d <= 2 or dims is not None else "umap" if _umap() is not None else "tsne"
     if method == "latent":
-        if d == 1:
+        if d == 1 and dims is None:
             return np.stack([z[:, 0], np.zeros(n)], 1), "latent", ("z[0]", "")
         picked = (0, 1) if dims is None else tuple(int(v) for v in dims)
         if len(picked) not in (2, 3) or not all(0 <= v < d for v in picked) or len(set(picked)) < len(picked):
@@ -278,8 +281,9 @@ def plot_latent_scatter(codes: LatentCodes | Sequence[LatentCodes], color_by: st
                 _axis_labels(ax, codes_r)
             elif kind not in codes_r.available():
                 ax.set_axis_off()
-                ax.text(0.5, 0.5, f"{codes_r.model}:\nno {kind.replace('_', ' ')}", ha="center", va="center",
-                        transform=ax.transAxes, color="0.4")
+                write = ax.text2D if three else ax.text  # a 3-D panel's text in axes coordinates
+                write(0.5, 0.5, f"{codes_r.model}:\nno {kind.replace('_', ' ')}", ha="center", va="center",
+                      transform=ax.transAxes, color="0.4")
                 continue
             else:
                 _scatter_panel(fig, ax, codes_r, kind, size)

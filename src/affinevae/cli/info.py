@@ -80,7 +80,7 @@ class Info:
         if run.has_training:
             info["epochs_done"] = run.epochs_done
             info["train_config"] = run.train_config
-        if run.meta:  # a run's, or a saved model's copy of its run's (data.json)
+        if run.has_training or run.meta:  # a run's record, or a saved model's copy of its run's (data.json)
             info["data"] = run.meta.get("data")
             info["training_data"] = run.meta  # all training recorded about its data: n, n_train, labels, key, ...
             if not run.has_training:
@@ -100,7 +100,7 @@ class Info:
         if "training_data" in info:
             tc = info.get("train_config") or {}
             meta = run.meta
-            data = ", ".join([str(info.get("data"))]
+            data = ", ".join([str(info["data"]) if info.get("data") else "data given from Python (no data spec)"]
                              + ([f"key {meta['key']}"] if meta.get("key") is not None else [])
                              + ([f"stretch {meta['stretch']}"] if meta.get("stretch") else [])
                              + (["NaN pixels filled"] if meta.get("fill_nan") else [])

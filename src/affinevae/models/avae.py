@@ -524,6 +524,15 @@ class AVAE(LatentModel):
         with self.vae.rendering("border", self.config.interpolation):
             return self.vae.run_stages(x, y, found_pose, sample, canon)
 
+    def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post: Encoding, terms: dict,
+                         sample: bool) -> ModelOutput:
+        """The inner model's own tail of the pass (its generate -> render -> score, or its class
+        expectation), rendered as the AVAE renders (border padding, the config's interpolation), so the
+        stages composed by hand give :meth:`run_stages`'s output. Arguments and result as
+        :meth:`LatentModel.decode_and_score` (``z`` (N, D), ``pose`` the composed pose, ``elbo`` (N,) nats)."""
+        with self.vae.rendering("border", self.config.interpolation):
+            return self.vae.decode_and_score(x, y, z, pose, post, terms, sample)
+
     def kl(self, post: Encoding) -> Tensor:
         """The inner model's (N,) KL, nats."""
         return self.vae.kl(post)

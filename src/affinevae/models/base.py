@@ -613,7 +613,8 @@ class LatentModel(nn.Module):
     def rendering(self, padding: str, mode: str):
         """Context manager: inside it :meth:`render` warps with ``padding`` ('zeros' or 'border') and
         interpolation ``mode`` ('bilinear' or 'bicubic'), the family's own again on leaving (an AVAE
-        runs its inner model's pass rendering as the AVAE does)."""
+        runs its inner model's pass rendering as the AVAE does). For the families that render with
+        this class's :meth:`render` (every family an AVAE wraps); the AVAE's own renders with its config's."""
         before = {k: self.__dict__[k] for k in ("render_padding", "render_mode") if k in self.__dict__}
         self.render_padding, self.render_mode = padding, mode
         try:
