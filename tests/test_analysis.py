@@ -104,6 +104,9 @@ def test_three_dims_give_the_notes_3d_scatter(tiny_runs, test_data, tmp_path, ca
     for bad in [(0, 1, 2, 3), (1, 1, 2)]:
         with pytest.raises(AffineVAEError, match="three, a 3-D view"):
             A.latent_codes(ae, data, n=40, dims=bad)
+    for bad in [(0, 1.9), (0, "2"), (True, 2), 3, "01"]:  # they were truncated, or a TypeError
+        with pytest.raises(AffineVAEError, match="dims must be a sequence of two or three latent indices"):
+            A.embed_2d(np.random.default_rng(0).standard_normal((10, 4)), dims=bad)
     with pytest.raises(AffineVAEError, match="three, a 3-D view"):  # one latent: the dims are checked too
         A.embed_2d(np.random.default_rng(0).standard_normal((10, 1)), dims=(0, 1, 2))
     with pytest.raises(AffineVAEError, match="dims pick latents to show as they are; method 'pca' embeds"):

@@ -25,7 +25,11 @@ def test_planar_flow_log_determinant_is_the_jacobians():
         jac = torch.autograd.functional.jacobian(
             lambda z: planar_flow(z[None], u[i:i + 1].double(), w[i:i + 1].double(), b[i:i + 1].double())[0][0], z0[i])
         torch.testing.assert_close(logdet[i], torch.linalg.slogdet(jac)[1], rtol=1e-6, atol=1e-6)
-    assert bool(((w * invertible_u(-5 * w, w)).sum(-1) >= -1 - 1e-5).all())
+    for scale in (1.0, 30.0, 1e3):  # w . u far below -1 too, where float32 rounded the map onto -1
+        u_far = -scale * w + torch.randn(n, k, d, generator=g)
+        assert bool(((w * invertible_u(u_far, w)).sum(-1) > -1).all())
+    wide = torch.randn(100000, 3, generator=g) * 10 ** torch.empty(100000, 1).uniform_(-4, 2, generator=g)
+    assert bool(((wide * invertible_u(torch.randn(100000, 3, generator=g) * 10, wide)).sum(-1) > -1).all())
     first = split_flow_parameters(torch.arange(2 * 2 * 7.0).reshape(2, 14), 2, 3)
     assert [t.shape for t in first] == [(2, 2, 3), (2, 2, 3), (2, 2)] and float(first[2][0, 1]) == 13.0
 
@@ -72,6 +76,9 @@ def test_a_flow_vae_decodes_its_encoded_latent_and_round_trips(tmp_path):
         z, _ = model.draw(post)
         recon = -model.likelihood.log_prob(model.decode_params(z), x, model.pixel_log_sigma())
         torch.testing.assert_close(out.elbo, -(recon + post.parts["flow_kl"]))
+        model.draw(post)  # a second draw: decoding the first would score it with the second's KL
+        with pytest.raises(AffineVAEError, match="z is not the latest draw from this posterior"):
+            model.decode_and_score(x, None, z, None, post, {}, True)
     model.save(tmp_path / "m")
     again = av.load(tmp_path / "m")
     assert again.config.flow_steps == 4

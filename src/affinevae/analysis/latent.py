@@ -115,7 +115,7 @@ def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0, dims: Optional[
     (embedding (N, 2), or (N, 3) for three ``dims``, method used, axis labels).
 
     ``method``: 'auto' (the latents for D <= 2, else UMAP when installed, else t-SNE),
-    'latent' (two dims, ``dims``), or one of :data:`EMBEDDINGS`: 'tsne', 'umap' or 'pca'.
+    'latent' (two or three dims, ``dims``), or one of :data:`EMBEDDINGS`: 'tsne', 'umap' or 'pca'.
     ``dims`` of three latent indices gives the 3-D slice of the latents themselves, (N, 3) (the
     notes' 3-D scatter; :func:`plot_latent_scatter` draws it in 3-D).
     """
@@ -123,6 +123,9 @@ def embed_2d(z: np.ndarray, method: str = "auto", seed: int = 0, dims: Optional[
     n, d = z.shape
     if method not in ("auto", "latent") and method not in EMBEDDINGS:
         raise AffineVAEError(f"embedding method must be auto, latent, tsne, umap or pca, got {method!r}")
+    if dims is not None and (isinstance(dims, (str, bytes)) or not hasattr(dims, "__len__") or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in dims)):
+        raise AffineVAEError(f"dims must be a sequence of two or three latent indices (integers), got {dims!r}")
     if dims is not None and method in EMBEDDINGS:
         raise AffineVAEError(f"dims pick latents to show as they are; method {method!r} embeds all of them: leave "
                              "dims out, or take method 'latent'")

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..config import check, check_choice
+from ..errors import AffineVAEError
 from ..nn.affine import Pose
 from ..nn.flows import MAX_FLOW_STEPS, flow_kl, flow_parameter_count, planar_flow, split_flow_parameters
 from ..nn.likelihoods import density_likelihoods
@@ -53,8 +54,8 @@ class VAE(LatentModel):
 
     # ------------------------------------------------------------------ the planar flow (flow_steps > 0)
     def build(self, encoder=None, decoder=None) -> None:
-        """:meth:`LatentModel.build`; with a flow the encoder's outputs for it start small (its last linear
-        layer's rows and biases scaled by 0.01), so the flow starts near the identity (a random flow at
+        """:meth:`LatentModel.build`; with a flow (and the encoder built here, not injected) the encoder's
+        outputs for it start small (its last linear layer's rows and biases scaled by 0.01), so the flow starts near the identity (a random flow at
         the start slowed the posterior's training; exactly zero is a saddle where no flow parameter
         gets a gradient)."""
         super().build(encoder, decoder)
@@ -76,7 +77,8 @@ class VAE(LatentModel):
         """Encoder output (N, :meth:`encoder_out_dim`) -> :class:`Encoding`. With a flow its
         ``z_mean`` (N, D) is the base mean pushed through the image's flow (the latent the decoder
         reads for the posterior's centre: ``decode(encode(x).z_mean)`` reconstructs), ``z_std`` the
-        base posterior's (the flowed posterior is not Gaussian), and ``parts`` hold 'base_mean' (N, D)
+        base posterior's (the flowed posterior is not Gaussian: its spread about ``z_mean`` is not this
+        std, which ``encode`` outputs still report), and ``parts`` hold 'base_mean' (N, D)
         and the flow's 'flow_u', 'flow_w' (N, K, D) and 'flow_b' (N, K)."""
         cfg = self.config
         d, k = cfg.latent_dim, cfg.flow_steps
@@ -98,7 +100,19 @@ class VAE(LatentModel):
         z0 = mean + std * torch.randn_like(std) if sample else mean
         zk, logdet = planar_flow(z0, post.parts["flow_u"], post.parts["flow_w"], post.parts["flow_b"])
         post.parts["flow_kl"] = flow_kl(z0, mean, std, zk, logdet)
+        post.parts["flow_z"] = zk
         return zk, post.pose
+
+    def decode_and_score(self, x: Tensor, y: Optional[Tensor], z: Tensor, pose, post: Encoding, terms: dict,
+                         sample: bool):
+        """:meth:`LatentModel.decode_and_score`; with a flow ``z`` (N, D) must be the latest draw from
+        ``post`` (its KL estimate is that draw's): a one-line :class:`AffineVAEError` otherwise (draw once
+        per :class:`Encoding` when composing the stages by hand, or infer again)."""
+        drawn = post.parts.get("flow_z")
+        if "flow_u" in post.parts and drawn is not None and drawn is not z:
+            raise AffineVAEError("decode_and_score: z is not the latest draw from this posterior, whose KL "
+                                 "estimate is that draw's; draw once per Encoding (or infer again)")
+        return super().decode_and_score(x, y, z, pose, post, terms, sample)
 
     def kl(self, post: Encoding) -> Tensor:
         """(N,) KL of the posterior from the N(0, I) prior, nats: exact for the Gaussian posterior; with a

@@ -37,16 +37,23 @@ def split_flow_parameters(h: Tensor, steps: int, dim: int) -> tuple[Tensor, Tens
 
 #: ``softplus(SHIFT) = 1``: :func:`invertible_u`'s map of ``w . u`` keeps 0 at 0.
 SHIFT = math.log(math.e - 1)
+#: :func:`invertible_u` keeps ``w . u_hat >= -1 + MARGIN``.
+MARGIN = 1e-3
 
 
 def invertible_u(u: Tensor, w: Tensor) -> Tensor:
-    """``u`` (..., D) moved along ``w`` (..., D) so that ``w . u_hat > -1`` (each planar map invertible):
-    ``u_hat = u + (m(w . u) - w . u) w / |w|^2`` with ``m(a) = softplus(a + SHIFT) - 1``. The paper's
+    """``u`` (..., D) moved along ``w`` (..., D) so that ``w . u_hat >= -1 + MARGIN`` (each planar map
+    invertible, with a margin that float32 keeps): ``u_hat = u + (m(w . u) - w . u) w / |w|^2`` (then
+    corrected once more along ``w``, as float32 cancels when ``|w . u|`` is large), with
+    ``m(a) = max(softplus(a + SHIFT) - 1, -1 + MARGIN)``. The paper's
     ``m(a) = softplus(a) - 1`` moves u by ``0.31 w / |w|^2`` even at ``w . u = 0``, without bound as w
     shrinks (a flow started near the identity began far from it); this m keeps ``m(0) = 0``, so the
-    move is at most about ``0.37 |u|``."""
+    move is at most ``|u|`` (about ``0.37 |u|`` for ``w . u >= 0``, 0 at ``w . u = 0``)."""
+    norm2 = w.pow(2).sum(-1, keepdim=True) + 1e-12
     wu = (w * u).sum(-1, keepdim=True)
-    return u + (F.softplus(wu + SHIFT) - 1 - wu) * w / (w.pow(2).sum(-1, keepdim=True) + 1e-12)
+    m = (F.softplus(wu + SHIFT) - 1).clamp_min(-1 + MARGIN)
+    u_hat = u + ((m - wu) / norm2) * w
+    return u_hat + ((m - (w * u_hat).sum(-1, keepdim=True)) / norm2) * w  # once more: float32's cancellation
 
 
 def planar_flow(z0: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
