@@ -61,7 +61,7 @@ def test_every_config_refuses_bad_values_at_construction():
 
     with pytest.raises(AffineVAEError, match=r"decoder must be one of \['conv', 'mlp'\], got 'bogus'"):
         ModelConfig(image_shape=(1, 16, 16), decoder="bogus")
-    with pytest.raises(AffineVAEError, match=r"decoder must be one of \['spatial', 'warp'\], got 'conv'"):
+    with pytest.raises(AffineVAEError, match=r"decoder must be one of \['broadcast', 'spatial', 'warp'\], got 'conv'"):
         av.build_model("rvae", image_shape=(1, 16, 16), decoder="conv")
     with pytest.raises(AffineVAEError, match="decoder must be one of"):
         av.build_model("avae", image_shape=(1, 16, 16), decoder="bogus")  # the inner model's config checks it

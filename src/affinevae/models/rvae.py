@@ -219,7 +219,7 @@ class RVAEConfig(ModelConfig):
 
     #: The defaults of ``group_channels`` and ``pose_anchor`` (None) resolve to these with the
     #: equivariant encoder; the joint and semi-supervised configs override them.
-    DECODER_NAMES: ClassVar = POSE_DECODERS  # 'spatial' and 'warp'
+    DECODER_NAMES: ClassVar = POSE_DECODERS  # 'spatial', 'broadcast' and 'warp'
     default_group_channels: ClassVar[tuple] = (4, 8, 8, 8, 8)
     default_pose_anchor: ClassVar[float] = 10.0
     #: ``content_anchor`` (None) resolves to this with a pose anchor and 'embedding' targets.
