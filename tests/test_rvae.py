@@ -278,7 +278,7 @@ def test_the_broadcast_decoder_renders_the_coordinates_it_is_given_through_3x3_c
         base = one(h)
         pre = one.first_layer(h, inverse=torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]]))
         pre[0, 4 * 9 + 4] += 5.0  # the centre pixel of the first layer's map
-        moved = one.pixel_mlp(pre.transpose(1, 2).reshape(1, 4, 9, 9))
+        moved = one.after_first_layer(pre)
         changed = (moved - base).abs()[0, 0] > 1e-6
     assert changed[3:6, 3:6].all() and changed.sum() == 9
 

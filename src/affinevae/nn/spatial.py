@@ -111,10 +111,14 @@ class SpatialDecoder(nn.Module):
     def evaluate(self, h: Tensor, inverse: Optional[Tensor]) -> Tensor:
         """Likelihood parameters (N, C, H, W) of latents ``h`` (N, in_dim) at the pixel grid mapped by
         (N, 2, 3) observed -> canonical matrices ``inverse`` (None: the identity)."""
-        c, hh, ww = self.image_shape
         if inverse is None:
             inverse = identity_affine(h.shape[0], h.device, torch.float32)
-        pre = self.first_layer(h, inverse=inverse)  # (N, P, H1)
+        return self.after_first_layer(self.first_layer(h, inverse=inverse))
+
+    def after_first_layer(self, pre: Tensor) -> Tensor:
+        """The layers after the first: its (N, H*W, hidden[0]) pre-activations -> (N, C, H, W) likelihood
+        parameters (here the per-pixel MLP)."""
+        c, hh, ww = self.image_shape
         n, p, k = pre.shape
         out = self.pixel_mlp(pre.reshape(n * p, k))  # (N*P, C)
         if c == 1:
@@ -149,13 +153,10 @@ class BroadcastDecoder(SpatialDecoder):
                        nn.Conv2d(sizes[i], sizes[i + 1], 3, padding=1)]
         self.pixel_mlp = nn.Sequential(*layers)
 
-    def evaluate(self, h: Tensor, inverse: Optional[Tensor]) -> Tensor:
-        """Likelihood parameters (N, C, H, W) of latents ``h`` (N, in_dim) at the pixel grid mapped by
-        (N, 2, 3) observed -> canonical matrices ``inverse`` (None: the identity)."""
+    def after_first_layer(self, pre: Tensor) -> Tensor:
+        """The first layer's (N, H*W, hidden[0]) pre-activations as (N, hidden[0], H, W) maps through the
+        3 x 3 convolutions -> (N, C, H, W) likelihood parameters."""
         _, hh, ww = self.image_shape
-        if inverse is None:
-            inverse = identity_affine(h.shape[0], h.device, torch.float32)
-        pre = self.first_layer(h, inverse=inverse)  # (N, P, H1)
         n, _, k = pre.shape
         return self.pixel_mlp(pre.transpose(1, 2).reshape(n, k, hh, ww))
 
