@@ -55,9 +55,9 @@ class VAE(LatentModel):
     # ------------------------------------------------------------------ the planar flow (flow_steps > 0)
     def build(self, encoder=None, decoder=None) -> None:
         """:meth:`LatentModel.build`; with a flow (and the encoder built here, not injected) the encoder's
-        outputs for it start small (its last linear layer's rows and biases scaled by 0.01), so the flow starts near the identity (a random flow at
-        the start slowed the posterior's training; exactly zero is a saddle where no flow parameter
-        gets a gradient)."""
+        outputs for it start small (its last linear layer's rows and biases scaled by 0.01), so the flow
+        starts near the identity (a random flow at the start slowed the posterior's training; exactly zero
+        is a saddle where no flow parameter gets a gradient)."""
         super().build(encoder, decoder)
         if self.config.flow_steps == 0 or encoder is not None:
             return

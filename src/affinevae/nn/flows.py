@@ -5,8 +5,8 @@ parameters of K planar maps ``f_k(z) = z + u_k tanh(w_k . z + b_k)`` for each im
 decoder sees is ``z_K = f_K(... f_1(z0))``, whose density is ``q0(z0) / prod_k |det df_k/dz|``.
 The KL from the N(0, I) prior is then estimated on the drawn sample (:func:`flow_kl`): the flow
 gives the posterior shapes a diagonal Gaussian cannot (skewed, bent, several-lobed), which tightens
-the ELBO. Each ``u_k`` is moved to the nearest value that keeps ``f_k`` invertible
-(``w_k . u_k >= -1``, the paper's appendix).
+the ELBO. Each ``u_k`` is moved along ``w_k`` so that ``f_k`` is invertible (``w_k . u_k > -1``, as in
+the paper's appendix, with a map that leaves ``u_k`` alone at ``w_k . u_k = 0``: :func:`invertible_u`).
 """
 
 from __future__ import annotations
