@@ -208,7 +208,8 @@ def _scatter_panel(fig, ax, codes: LatentCodes, color_by: str, size: float):
             sel = labels == c
             ax.scatter(*(v[sel] for v in cols), s=size, color=cmap(int(c) % 10) if c >= 0 else UNKNOWN_COLOR,
                        label=class_name(c, names) if c >= 0 else "unknown", alpha=0.8, linewidths=0)
-        ax.legend(title="class" if color_by == "class" else "inferred", loc="center left", bbox_to_anchor=(1.0, 0.5),
+        ax.legend(title="class" if color_by == "class" else "inferred", loc="center left",
+                  bbox_to_anchor=(1.12 if ax.name == "3d" else 1.0, 0.5),  # clear of a 3-D panel's z label
                   markerscale=max(1.0, 12 / size), frameon=False, handletextpad=0.2, borderaxespad=0.3,
                   ncol=1 if len(classes) <= 12 else 2)
         ax.set_title("coloured by class" if color_by == "class" else "coloured by inferred class")
