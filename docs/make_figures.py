@@ -163,10 +163,22 @@ def napari_window(maps: Path, png: Path) -> None:
     Image.fromarray(np.asarray(shot)[..., :3]).save(png)
 
 
+def noise_injected_ae(work: Path) -> None:
+    """The notes' argument for the KL term: latent statistics of an AE, the same AE with noise injected
+    into its codes (``latent_noise``) and a VAE, the README's articles commands on 10 000 digits."""
+    common = ["--data", "mnist", "-n", "10000", "--latent-dim", "10", "--epochs", "5", "--no-progress"]
+    affinevae("train", "--model", "ae", *common, "--out", str(work / "runs" / "ae"))
+    affinevae("train", "--model", "ae", *common, "--set", "latent_noise=1", "--out", str(work / "runs" / "ae-noise"))
+    affinevae("train", "--model", "vae", *common, "--out", str(work / "runs" / "vae"))
+    affinevae("plot", str(work / "runs" / "ae"), "latent-stats", "--compare", str(work / "runs" / "ae-noise"),
+              str(work / "runs" / "vae"), "--out", str(work / "noise_stats.png"))
+    compact_png(work / "noise_stats.png", FIGURES / "noise_injected_ae_stats.png")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo-dir", help="an existing `affinevae demo` output (default: run the full demo)")
-    p.add_argument("--only", choices=["napari", "micrograph"], help="make only this figure (or these two)")
+    p.add_argument("--only", choices=["napari", "micrograph", "noise-ae"], help="make only this figure (or these two)")
     p.add_argument("--napari-window", nargs=2, metavar=("MAPS", "PNG"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.napari_window:  # the child process of napari_screenshot
@@ -181,6 +193,9 @@ def main() -> None:
         if args.only == "micrograph":
             micrograph_maps(work)
             return
+        if args.only == "noise-ae":
+            noise_injected_ae(work)
+            return
         demo = Path(args.demo_dir) if args.demo_dir else work / "demo"
         if not args.demo_dir:
             affinevae("demo", "--out", str(demo))
@@ -188,6 +203,7 @@ def main() -> None:
             compact_png(demo / f"{name}.png", FIGURES / f"{name}.png")
         micrograph_maps(work)
         spectra_maps(work)
+        noise_injected_ae(work)
         napari_screenshot(work)
     for f in sorted(FIGURES.glob("*.png")):
         print(f"{f.relative_to(ROOT)}: {f.stat().st_size // 1024} KB")
