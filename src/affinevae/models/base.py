@@ -44,7 +44,7 @@ from ..errors import AffineVAEError
 from ..limits import check_allocation
 from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, check_full_turn, compose_poses, render
 from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
-from ..nn.likelihoods import LIKELIHOODS
+from ..nn.likelihoods import LIKELIHOODS, gaussian_kl  # gaussian_kl: the families' KL, re-exported here
 from ..nn.lowpass import GaussianLowpass, noise_gain
 from ..nn.modes import module_mode
 from ..nn.signal import is_signal_shape
@@ -267,13 +267,6 @@ def add_terms(loss: Tensor, terms: Optional[Mapping[str, Any]]) -> tuple[Tensor,
     for value in resolved.values():
         loss = loss + value
     return loss, resolved
-
-
-def gaussian_kl(mean: Tensor, logvar: Tensor, prior_std: float | Tensor = 1.0) -> Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, prior_std^2)) summed over the last dim: (N, D) -> (N,)."""
-    prior_var = torch.as_tensor(prior_std, dtype=mean.dtype, device=mean.device) ** 2
-    kl = 0.5 * ((mean**2 + logvar.exp()) / prior_var - 1 - logvar + torch.log(prior_var))
-    return kl.sum(-1)
 
 
 class LatentModel(nn.Module):

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .likelihoods import gaussian_kl
+
 __all__ = ["flow_parameter_count", "split_flow_parameters", "planar_flow", "flow_kl", "MAX_FLOW_STEPS"]
 
 #: The most planar steps a model takes (``flow_steps``).
@@ -80,5 +82,4 @@ def flow_kl(z0: Tensor, mean: Tensor, std: Tensor, zk: Tensor, logdet: Tensor) -
     Its expectation over z0 is the exact KL (``E[log q0(z0) - log p(z0)]`` is the Gaussian KL), and
     with the identity flow it is the Gaussian KL itself, without the sampling noise of estimating
     ``log q0 - log p`` on the draw (which kept a flow VAE collapsed at the start of training)."""
-    gaussian = 0.5 * (mean.pow(2) + std.pow(2) - 1 - 2 * torch.log(std)).sum(1)
-    return gaussian + 0.5 * (zk.pow(2) - z0.pow(2)).sum(1) - logdet
+    return gaussian_kl(mean, 2 * torch.log(std)) + 0.5 * (zk.pow(2) - z0.pow(2)).sum(1) - logdet

@@ -1,4 +1,5 @@
-"""Pixel likelihoods p(x | decoder output). Each returns log-probabilities summed per image (nats)."""
+"""Pixel likelihoods p(x | decoder output), each returning log-probabilities summed per image (nats), and
+the Gaussian posterior's KL from its prior (:func:`gaussian_kl`), which every variational family scores."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import Registry
+
+
+def gaussian_kl(mean: Tensor, logvar: Tensor, prior_std: float | Tensor = 1.0) -> Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, prior_std^2)) summed over the last dim: (N, D) -> (N,)."""
+    prior_var = torch.as_tensor(prior_std, dtype=mean.dtype, device=mean.device) ** 2
+    kl = 0.5 * ((mean**2 + logvar.exp()) / prior_var - 1 - logvar + torch.log(prior_var))
+    return kl.sum(-1)
+
 
 LIKELIHOODS: Registry = Registry("likelihood")
 
