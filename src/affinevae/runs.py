@@ -165,9 +165,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     info = read_json(path, "training state")
     if not isinstance(info, dict):
         raise AffineVAEError(f"{path}: corrupt training state (a JSON object was expected, got {type(info).__name__})")
-    for name, ok, want in _RUN_FIELDS:  # what commands read back from it: one line naming the file, not a traceback
-        if name in info and info[name] is not None and not ok(info[name]):
-            raise AffineVAEError(f"{path}: corrupt training state ({name} must be {want}, got {info[name]!r})")
+    check_data_fields(path, info, "training state")  # what commands read back: one line naming the file
     cfg = info.get("train_config")
     if cfg is not None and not isinstance(cfg, dict):
         raise AffineVAEError(f"{path}: corrupt training state (train_config must be a JSON object, got {cfg!r})")
@@ -197,6 +195,15 @@ _RUN_FIELDS = (
     ("max_angle", lambda v: _is_number(v) and 0 < v <= math.pi + 1e-9, "radians in (0, pi]"),
     ("signal_axis", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
 )
+
+
+def check_data_fields(path: Path, record: Mapping[str, Any], what: str) -> None:
+    """One :class:`AffineVAEError` line naming ``path`` (a ``train.json`` or ``data.json``, its ``what``) where a
+    field of the data ``record`` that commands read back is not what it must be (:data:`_RUN_FIELDS`)."""
+    for name, ok, want in _RUN_FIELDS:
+        value = record.get(name)
+        if value is not None and not ok(value):
+            raise AffineVAEError(f"{path}: corrupt {what} ({name} must be {want}, got {value!r})")
 
 
 #: The keys of an epoch record (``metrics.jsonl``) that every model writes: the loss and its two parts.
@@ -407,10 +414,7 @@ class Run:
                 or not _is_count(record.get("seed", 0)) or not isinstance(record.get("from", ""), str):
             raise AffineVAEError(f"{path}: not an affinevae data record (a JSON object with 'meta', 'seed' and "
                                  "'from', the run's directory)")
-        for name, ok, want in _RUN_FIELDS:
-            value = record["meta"].get(name)
-            if value is not None and not ok(value):
-                raise AffineVAEError(f"{path}: corrupt data record ({name} must be {want}, got {value!r})")
+        check_data_fields(path, record["meta"], "data record")
         return record
 
     def copy_data_record(self, directory: str | Path) -> Optional[Path]:
