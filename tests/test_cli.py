@@ -319,7 +319,7 @@ def test_a_run_scales_other_files_as_its_training_data(tmp_path, capsys):
     # the model amortise writes keeps the run's data record (data.json): other data are read for it alike
     am = av.Run.open(tmp_path / "am")
     assert not am.has_training and am.meta == av.Run.open(run).meta and am.pixel_scaling.divisor == 45.0
-    assert am.data_record["from"] == str(run)
+    assert am.data_record["from"] == str(run.resolve())
     np.testing.assert_array_equal(am.data(source=str(tmp_path / "sub.npy"), n=None).images,
                                   av.Run.open(run).data(source=str(tmp_path / "sub.npy"), n=None).images)
     assert main(["encode", str(tmp_path / "am"), "--data", str(tmp_path / "sub.npy"), "--out",
@@ -327,7 +327,7 @@ def test_a_run_scales_other_files_as_its_training_data(tmp_path, capsys):
     assert "pixels scaled as the run's training data were, (x + 20) / 45" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "am")]) == 0
     out = capsys.readouterr().out
-    assert f"data        as {run} was trained: {tmp_path / 'all.npy'}" in out and "(x + 20) / 45" in out
+    assert f"data        as {run.resolve()} was trained: {tmp_path / 'all.npy'}" in out and "(x + 20) / 45" in out
     with pytest.raises(av.AffineVAEError, match="holds a training run"):
         am.copy_data_record(run)
     assert main(["info", str(run)]) == 0  # info says the scaling; the sigma fields are used (Gaussian)

@@ -76,10 +76,11 @@ def test_a_saved_model_with_its_runs_data_record_reads_the_runs_data(tiny_runs, 
     assert run.meta == source.meta and run.seed == source.seed and run.info == {}
     np.testing.assert_array_equal(run.data(n=30).images, source.data(n=30).images)
     np.testing.assert_allclose(run.training_angles(), source.training_angles())
-    model.save(tmp_path / "again")  # a model written from the saved one (amortise of amortise's) keeps the record
+    model.save(tmp_path / "again")  # a model written from the saved one (amortise of amortise's) keeps the record,
+    # whose 'from' still names the run that was trained (absolute: it is read from anywhere)
     run.copy_data_record(tmp_path / "again")
     again = Run.open(tmp_path / "again")
-    assert again.meta == source.meta and again.data_record["from"] == str(tmp_path / "m")
+    assert again.meta == source.meta and again.data_record["from"] == str(source.path.resolve())  # the trained run, not the copy
     with pytest.raises(AffineVAEError, match="holds no saved model"):
         source.copy_data_record(tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()

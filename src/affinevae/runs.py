@@ -402,7 +402,8 @@ class Run:
 
     @property
     def data_record(self) -> dict[str, Any]:
-        """A saved model's ``data.json``: {'from': the run directory it was written from, 'seed': that
+        """A saved model's ``data.json``: {'from': the absolute path of the training run it
+        came from (through any saved model it was copied from), 'seed': that
         run's seed, 'meta': its :attr:`meta`}; {} where there is none (a training run keeps its record in
         ``train.json``). A file that is not such a record is one :class:`AffineVAEError` line naming it."""
         self._check_exists()
@@ -436,7 +437,8 @@ class Run:
         if not meta:
             (target / DATA_JSON).unlink(missing_ok=True)  # a record left there would describe other data
             return None
-        return write_json(target / DATA_JSON, {"from": str(self.path), "seed": self.seed, "meta": meta})
+        source = self.data_record.get("from") or str(self.path.resolve())  # a copy's copy names the trained run
+        return write_json(target / DATA_JSON, {"from": source, "seed": self.seed, "meta": meta})
 
     def write_metrics(self, records: list[dict[str, Any]]) -> Path:
         """Replace ``metrics.jsonl`` by ``records`` atomically (:func:`write_metrics`)."""
