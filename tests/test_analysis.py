@@ -123,6 +123,9 @@ def test_three_dims_give_the_notes_3d_scatter(tiny_runs, test_data, tmp_path, ca
     assert main(["plot", str(run), "latent", "--data", "mnist", "-n", "40", "--dims", "0,1,2,3", "--out",
                  str(tmp_path / "l4.png")]) == 2
     assert "--dims needs 2 comma-separated integers (3 for a 3-D view)" in capsys.readouterr().err
+    assert main(["plot", str(run), "latent", "--data", "mnist", "-n", "40", "--dims", "-1,0", "--out",
+                 str(tmp_path / "l5.png")]) == 2  # a negative index: the range line, not argparse's
+    assert "different latent indices in [0, " in capsys.readouterr().err
 
 
 def test_umap_without_its_extra_is_one_line_naming_it(monkeypatch):

@@ -258,6 +258,8 @@ def test_an_angle_range_may_start_with_a_minus_sign():
     assert join_dash_values(["sweep", "r", "--angles", "-90:90:30", "-n", "5"]) == ["sweep", "r", "--angles=-90:90:30",
                                                                                       "-n", "5"]
     assert join_dash_values(["plot", "r", "manifold", "--bounds", "-3,3"])[-1] == "--bounds=-3,3"
+    # a negative latent index reaches --dims' own range check, not argparse's 'expected one argument'
+    assert join_dash_values(["plot", "r", "latent", "--dims", "-1,0"])[-1] == "--dims=-1,0"
     assert join_dash_values(["sweep", "r", "--angles", "-n"]) == ["sweep", "r", "--angles", "-n"]  # not a value
     for value in ("-1arcsec", "-1\"", "-1nm/px", "-0.5 nm", "-5", "-2µm", "-1Å"):
         assert join_dash_values(["patches", "i.tif", "--pixel-size", value])[-1] == f"--pixel-size={value}"

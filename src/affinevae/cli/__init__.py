@@ -100,7 +100,7 @@ def terminate_as_interrupt():
 #: the pattern of such a value: numbers and ``:,.``, or for a pixel size a number and its unit (``-1arcsec``
 #: then reaches the size's own check, "must be a finite number > 0", not argparse's "expected one argument").
 DASH_VALUE_OPTIONS = {"--angles": r"-[0-9.][0-9.:,eE+-]*", "--sweep-angles": r"-[0-9.][0-9.:,eE+-]*",
-                      "--bounds": r"-[0-9.][0-9.:,eE+-]*",
+                      "--bounds": r"-[0-9.][0-9.:,eE+-]*", "--dims": r"-[0-9.][0-9.,eE+-]*",
                       "--pixel-size": r"-[0-9.]\S*(?:\s*/\s*\S+)?|-[0-9.][0-9.eE+-]*\s+\S+"}
 
 
