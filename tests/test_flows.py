@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +34,25 @@ def test_planar_flow_log_determinant_is_the_jacobians():
     assert bool(((wide * invertible_u(torch.randn(100000, 3, generator=g) * 10, wide)).sum(-1) > -1).all())
     first = split_flow_parameters(torch.arange(2 * 2 * 7.0).reshape(2, 14), 2, 3)
     assert [t.shape for t in first] == [(2, 2, 3), (2, 2, 3), (2, 2)] and float(first[2][0, 1]) == 13.0
+
+
+def test_planar_flow_stays_invertible_for_large_parameters_and_under_bfloat16():
+    """The maps are computed in float64 outside autocast: float32 rounded w . u_hat below -1 once |u| |w| neared
+    1e4 (8.6 % of such steps, the log-determinant wrong behind its abs), and bfloat16 autocast ran the flow in a
+    dtype that cannot hold -1 + 1e-3 (14.5 % of ordinary steps not invertible)."""
+    from affinevae.nn.flows import MARGIN
+
+    g = torch.Generator().manual_seed(0)
+    u, w = torch.randn(10000, 1, 16, generator=g) * 100, torch.randn(10000, 1, 16, generator=g) * 10
+    _, logdet = planar_flow(torch.zeros(10000, 16), u, w, torch.zeros(10000, 1))  # t = 0: log(1 + w . u_hat)
+    assert logdet.dtype == torch.float32 and float(logdet.min()) >= math.log(MARGIN) - 1e-4
+    u, w = torch.randn(2000, 2, 8, generator=g) * 3, torch.randn(2000, 2, 8, generator=g)
+    z0, b = torch.randn(2000, 8, generator=g), torch.randn(2000, 2, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        zk, logdet = planar_flow(z0.bfloat16(), u.bfloat16(), w.bfloat16(), b.bfloat16())
+    assert zk.dtype == logdet.dtype == torch.float32
+    inputs = [t.bfloat16().double() for t in (z0, u, w, b)]  # the same (bf16-rounded) inputs, computed in float64
+    torch.testing.assert_close(logdet.double(), planar_flow(*inputs)[1], rtol=1e-5, atol=1e-5)
 
 
 def test_flow_kl_is_the_gaussian_kl_without_a_flow_and_the_kl_in_expectation_with_one():

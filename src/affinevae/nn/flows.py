@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .likelihoods import gaussian_kl
 
-__all__ = ["flow_parameter_count", "split_flow_parameters", "planar_flow", "flow_kl", "MAX_FLOW_STEPS"]
+__all__ = ["flow_parameter_count", "split_flow_parameters", "planar_flow", "flow_kl", "flow_dtype", "MAX_FLOW_STEPS"]
 
 #: The most planar steps a model takes (``flow_steps``).
 MAX_FLOW_STEPS = 64
@@ -45,8 +45,10 @@ MARGIN = 1e-3
 
 def invertible_u(u: Tensor, w: Tensor) -> Tensor:
     """``u`` (..., D) moved along ``w`` (..., D) so that ``w . u_hat >= -1 + MARGIN`` (each planar map
-    invertible, with a margin that float32 keeps): ``u_hat = u + (m(w . u) - w . u) w / |w|^2`` (then
-    corrected once more along ``w``, as float32 cancels when ``|w . u|`` is large), with
+    invertible, with a margin that the dtype's rounding of the dot products, about ``|u| |w| eps``, must
+    stay below: float32 keeps it to ``|u| |w|`` of about 1e3, float64 (as :func:`planar_flow` computes)
+    to 1e12): ``u_hat = u + (m(w . u) - w . u) w / |w|^2`` (then corrected once more along ``w``, as the
+    subtraction cancels when ``|w . u|`` is large), with
     ``m(a) = max(softplus(a + SHIFT) - 1, -1 + MARGIN)``. The paper's
     ``m(a) = softplus(a) - 1`` moves u by ``0.31 w / |w|^2`` even at ``w . u = 0``, without bound as w
     shrinks (a flow started near the identity began far from it); this m keeps ``m(0) = 0``, so the
@@ -58,21 +60,35 @@ def invertible_u(u: Tensor, w: Tensor) -> Tensor:
     return u_hat + ((m - (w * u_hat).sum(-1, keepdim=True)) / norm2) * w  # once more: float32's cancellation
 
 
+def flow_dtype(device: torch.device) -> torch.dtype:
+    """The dtype the flow computes in on ``device``: float64 (float32 on Apple's MPS, which has no
+    float64). In float32 the rounding of ``w . u_hat`` is about ``|u| |w| 6e-8``, which passes
+    :data:`MARGIN` once ``|u| |w|`` nears 1e4 (a map no longer invertible, its log-determinant wrong);
+    in float64 not before 1e12. The flow's arithmetic is a few operations on (N, K, D): its cost is nil
+    beside the decoder's."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
 def planar_flow(z0: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Push ``z0`` (N, D) through the N images' own K planar maps.
 
     ``u``, ``w`` (N, K, D) and ``b`` (N, K) as :func:`split_flow_parameters` gives them (``u`` is made
-    invertible here). Returns ``z_K`` (N, D) and ``log|det dz_K/dz0|`` (N,) in nats. The K steps run
-    in sequence, every step on the whole batch."""
-    z = z0
-    logdet = torch.zeros(z0.shape[0], dtype=z0.dtype, device=z0.device)
-    u_hat = invertible_u(u, w)
-    for k in range(u.shape[1]):
-        uk, wk = u_hat[:, k], w[:, k]
-        t = torch.tanh((wk * z).sum(1) + b[:, k])
-        z = z + uk * t[:, None]
-        logdet = logdet + torch.log((1 + (1 - t * t) * (wk * uk).sum(1)).abs() + 1e-8)
-    return z, logdet
+    invertible here). Returns ``z_K`` (N, D) and ``log|det dz_K/dz0|`` (N,) in nats, in ``z0``'s dtype
+    (at least float32: under bfloat16 autocast too). The maps are computed in :func:`flow_dtype`
+    (float64 where the device has it), outside autocast, so each is invertible as
+    :func:`invertible_u` makes it. The K steps run in sequence, every step on the whole batch."""
+    out = torch.promote_types(z0.dtype, torch.float32)
+    dtype = flow_dtype(z0.device)
+    with torch.autocast(z0.device.type, enabled=False):
+        z, u, w, b = z0.to(dtype), u.to(dtype), w.to(dtype), b.to(dtype)
+        logdet = torch.zeros(z0.shape[0], dtype=dtype, device=z0.device)
+        u_hat = invertible_u(u, w)
+        for k in range(u.shape[1]):
+            uk, wk = u_hat[:, k], w[:, k]
+            t = torch.tanh((wk * z).sum(1) + b[:, k])
+            z = z + uk * t[:, None]
+            logdet = logdet + torch.log((1 + (1 - t * t) * (wk * uk).sum(1)).abs() + 1e-8)
+    return z.to(out), logdet.to(out)
 
 
 def flow_kl(z0: Tensor, mean: Tensor, std: Tensor, zk: Tensor, logdet: Tensor) -> Tensor:
@@ -81,5 +97,9 @@ def flow_kl(z0: Tensor, mean: Tensor, std: Tensor, zk: Tensor, logdet: Tensor) -
     the base posterior's exact Gaussian KL plus ``log N(z0; 0, I) - log N(z_K; 0, I) - log|det dz_K/dz0|``.
     Its expectation over z0 is the exact KL (``E[log q0(z0) - log p(z0)]`` is the Gaussian KL), and
     with the identity flow it is the Gaussian KL itself, without the sampling noise of estimating
-    ``log q0 - log p`` on the draw (which kept a flow VAE collapsed at the start of training)."""
-    return gaussian_kl(mean, 2 * torch.log(std)) + 0.5 * (zk.pow(2) - z0.pow(2)).sum(1) - logdet
+    ``log q0 - log p`` on the draw (which kept a flow VAE collapsed at the start of training).
+    Computed in float32 at least (outside bfloat16 autocast)."""
+    with torch.autocast(z0.device.type, enabled=False):
+        z0, mean, std, zk, logdet = (t.to(torch.promote_types(t.dtype, torch.float32))
+                                     for t in (z0, mean, std, zk, logdet))
+        return gaussian_kl(mean, 2 * torch.log(std)) + 0.5 * (zk.pow(2) - z0.pow(2)).sum(1) - logdet
