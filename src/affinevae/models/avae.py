@@ -18,7 +18,9 @@ for the rendered likelihood parameters: background stays background, e.g. the co
 uncovered by a 45 degree rotation), so a rotation costs nothing by itself. Each pose thus
 defines a proper density p(x | z, pose) and the ELBO is a valid bound for it.
 
-At ``params = 0`` the AVAE is its inner VAE (``elbo_before`` in :func:`align`).
+At ``params = 0`` the AVAE is its inner VAE (``elbo_before`` in :func:`align`), exactly so where the
+AVAE's ``interpolation`` is the inner model's own (bilinear, both defaults): otherwise a pose the inner
+model renders itself (an rVAE's inferred angle) is rendered with the AVAE's interpolation.
 
 Training (``pose_optimise=True``): in train mode :meth:`AVAE.forward` first finds every
 image's pose without gradients (``train_search``), then takes the gradient step on the images in
@@ -515,7 +517,8 @@ class AVAE(LatentModel):
         interpolation (:meth:`LatentModel.rendering`).
 
         ``x`` (N, C, H, W) and ``y`` ((N,) labels or None) checked; ``found`` a search result, pose
-        parameters (N, P) or a :class:`Pose` (None: the identity, exactly the inner model's pass);
+        parameters (N, P) or a :class:`Pose` (None: the identity, the inner model's pass, to the bit where
+        the AVAE's ``interpolation`` is the inner model's, bilinear by default);
         ``canon`` ``canonicalise(x, found)`` when already computed. Returns the inner model's
         :class:`ModelOutput` (``elbo`` (N,) nats, ``x_params`` (N, C, H, W), ``pose`` the composed pose)."""
         found_pose = self.pose_of(found)
@@ -600,8 +603,9 @@ class AVAE(LatentModel):
     # ------------------------------------------------------------------ passes at given poses
     def pass_at(self, x: Tensor, y: Optional[Tensor], params: Optional[Tensor], sample: bool = True,
                 canon: Optional[Tensor] = None) -> ModelOutput:
-        """The pass at pose parameters ``params`` (N, P) (None = identity, exactly the inner model)
-        on checked inputs; ``canon``: ``canonicalise(x, params)`` if already computed. Gradients
+        """The pass at pose parameters ``params`` (N, P) (None = identity, the inner model)
+        on checked inputs (the identity renders with the config's ``interpolation``: see :meth:`run_stages`);
+        ``canon``: ``canonicalise(x, params)`` if already computed. Gradients
         flow into ``params``."""
         return self.run_stages(x, y, params, sample, canon)
 
