@@ -485,6 +485,10 @@ def test_labels_file_errors(tmp_path):
     for first in ("nan", "inf"):  # a number float() reads is a bad label on line 1, not a header dropped
         bad.write_text(first + "\n0\n1\n2\n3\n")
         assert f"line 1: '{first}' is not an integer label" in raises("bad.csv", load_images, str(p), labels=str(bad))
+    for text in ("0\n1\n1e30\n2\n3\n", "0,1,99999999999999999999999,2,3\n"):  # past int64: a traceback, or
+        bad.write_text(text)  # the label wrapped round to -2**63 in the message
+        msg = raises("bad.csv", load_images, str(p), labels=str(bad))
+        assert "is too large for a class label (at most 2,147,483,647" in msg and ("1e30" in msg) == ("1e30" in text)
     neg = tmp_path / "neg.npy"
     np.save(neg, np.array([0, 1, -2, 0, 1]))
     assert "-1 for unknown" in raises("neg.npy", load_images, str(p), labels=str(neg))

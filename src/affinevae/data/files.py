@@ -1088,6 +1088,10 @@ def read_targets(path: str, n: Optional[int] = None) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+#: The largest class label a labels file may hold (past int64 a label overflowed; a model has a class per label).
+MAX_LABEL = 2**31 - 1
+
+
 def _one_label_per_line(kept: list) -> Optional[np.ndarray]:
     """(N,) int64 labels of ``kept`` (line number, text) rows holding one integer each (after an
     optional header line of one word), converted at once; None when any row is not such a number
@@ -1099,8 +1103,8 @@ def _one_label_per_line(kept: list) -> Optional[np.ndarray]:
         vals = np.array(texts, dtype=np.float64)
     except ValueError:
         return None
-    if not np.all(np.isfinite(vals)) or not np.all(vals == np.round(vals)):
-        return None
+    if not np.all(np.isfinite(vals)) or not np.all(vals == np.round(vals)) or np.abs(vals).max() > MAX_LABEL:
+        return None  # (a label past int64 wrapped round to -2**63 here)
     return vals.astype(np.int64)
 
 
@@ -1156,6 +1160,9 @@ def _parse_label_text(p: Path, spec: str, expected: Optional[int] = None) -> tup
         v = -1 if t == "" else _whole_number(t)  # an empty line: unknown
         if v is None:
             raise AffineVAEError(f"{spec}: line {i}: {t!r} is not an integer label")
+        if abs(v) > MAX_LABEL:
+            raise AffineVAEError(f"{spec}: line {i}: {t!r} is too large for a class label (at most {MAX_LABEL:,}; "
+                                 "number the classes 0..K-1)")
         out.append(v)
     return np.asarray(out, dtype=np.int64), None
 
