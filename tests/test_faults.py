@@ -778,6 +778,25 @@ def test_a_corrupt_field_of_train_json_is_one_line_naming_the_file(world, capsys
                    f"train.json: corrupt training state ({match}")
 
 
+def test_the_other_data_fields_of_train_json_and_its_digest_are_checked(world, capsys, tmp_path):
+    """n_train 'x' was a ValueError traceback in train --resume; data_fingerprint, fill_nan, centre, class_names
+    and the others were taken as any value, and a digest that was not text turned the optimizer check off."""
+    cases = [("n_train", "x", "n_train must be an integer >= 1"), ("fill_nan", "x", "fill_nan must be true or false"),
+             ("data_fingerprint", 5, "data_fingerprint must be a fingerprint"),
+             ("centre", [1.5, 2], "centre must be 'mass' or two whole pixels"),
+             ("class_names", [1, 2], "class_names must be a list of names"),
+             ("optimizer_sha256", 5, "optimizer_sha256 must be a SHA-256 digest")]
+    for field, value, match in cases:
+        run = tmp_path / field
+        shutil.copytree(world / "run", run)
+        info = json.loads((run / "train.json").read_text())
+        info[field] = value
+        (run / "train.json").write_text(json.dumps(info))
+        argv = (["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "2", "--out", str(run), "--resume"]
+                if field in ("n_train", "optimizer_sha256") else ["info", str(run)])
+        _fails_cleanly(tmp_path, argv, capsys, f"train.json: corrupt training state ({match}")
+
+
 def test_an_interrupted_train_says_what_it_kept_and_how_to_go_on(world, tmp_path, capsys, monkeypatch):
     """Ctrl-C (or SIGTERM) in train: a line says which epoch's checkpoint is kept and to run the same command
     with --resume, or that it stopped before the first checkpoint; then 'interrupted', exit 130."""

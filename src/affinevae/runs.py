@@ -194,6 +194,17 @@ _RUN_FIELDS = (
     ("binarize", lambda v: _is_number(v) and 0 < v < 1, "a threshold in (0, 1)"),
     ("max_angle", lambda v: _is_number(v) and 0 < v <= math.pi + 1e-9, "radians in (0, pi]"),
     ("signal_axis", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    ("n_train", lambda v: _is_count(v) and v >= 1, "an integer >= 1"),
+    ("data_fingerprint", lambda v: isinstance(v, str), "a fingerprint (text)"),
+    ("fill_nan", lambda v: isinstance(v, bool), "true or false"),
+    ("data_kind", lambda v: isinstance(v, str), "a kind of data (text)"),
+    ("signal_cube", lambda v: isinstance(v, bool), "true or false"),
+    ("signal_calibration", lambda v: isinstance(v, dict), "a calibration (a JSON object)"),
+    ("stretch", lambda v: isinstance(v, str), "a stretch's name"),
+    ("square", lambda v: isinstance(v, str), "'pad' or 'crop'"),
+    ("class_names", lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names"),
+    ("centre", lambda v: v in ("mass", "mean") or (isinstance(v, list) and len(v) == 2 and all(
+        isinstance(i, int) and not isinstance(i, bool) for i in v)), "'mass' or two whole pixels [down, right]"),
 )
 
 
@@ -330,7 +341,10 @@ class Run:
         """SHA-256 (hex) of the latest checkpoint's optimizer-state file as ``train.json`` records it
         (None for runs written before it was recorded, and for saved models)."""
         value = self.info.get("optimizer_sha256")
-        return value if isinstance(value, str) else None
+        if value is not None and not (isinstance(value, str) and len(value) == 64):
+            raise AffineVAEError(f"{self.train_file}: corrupt training state (optimizer_sha256 must be a SHA-256 "
+                                 f"digest, 64 hex digits, got {value!r})")  # not taken for a run from before digests
+        return value
 
     @property
     def checkpoint(self) -> Optional[tuple[Path, Path]]:
