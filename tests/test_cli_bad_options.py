@@ -387,6 +387,21 @@ def test_set_takes_comma_separated_numbers_as_a_tuple():
     model = av.build_model("rvae", latent_dim=2, invariances="rotation", rotation_mode="full",
                            group_channels=got["group_channels"])
     assert model.config.group_channels == (4, 8, 8)
+    # a list of one, as the config's own hint writes it ('hidden takes a list of values, e.g. hidden=(64,)')
+    assert parse_set_options(["hidden=(64,)", "channels=8,", "name=(x)"]) == {"hidden": (64,), "channels": (8,),
+                                                                            "name": "(x)"}
+
+
+def test_set_that_disagrees_with_its_own_option_is_one_line(tmp_path, capsys):
+    """--latent-dim 2 --set latent_dim=3 trained a 3-latent model without a word (--set won)."""
+    for extra, line in [(["--latent-dim", "2", "--set", "latent_dim=3"], "--latent-dim 2 and --set latent_dim=3"),
+                        (["--hidden", "32,16", "--set", "hidden=32,8"], "--hidden 32,16 and --set hidden=32,8")]:
+        assert main(["train", "--model", "vae", "--data", "mnist", "-n", "64", *extra, "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{line} disagree: give one" in err and not (tmp_path / "r").exists()
+    assert main(["train", "--model", "vae", "--data", "mnist", "-n", "64", "--latent-dim", "2", "--set", "latent_dim=2",
+                 "--hidden", "16", "--set", "hidden=16,", "--epochs", "1", "--no-progress", "--out",
+                 str(tmp_path / "same")]) == 0  # the same value twice is no conflict
 
 
 def test_rotation_mode_full_without_a_rotation_is_one_line(tmp_path, capsys):

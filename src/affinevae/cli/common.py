@@ -312,7 +312,8 @@ def parse_int_list(text: str, name: str) -> tuple[int, ...]:
 
 def parse_set_options(items: list[str]) -> dict[str, Any]:
     """['key=value', ...] -> dict; values parsed as JSON when possible (``[4,8,8]``, ``0.5``, ``true``),
-    comma-separated numbers as a tuple (``4,8,8`` -> (4, 8, 8), as ``--hidden`` takes them), else
+    comma-separated numbers as a tuple (``4,8,8`` -> (4, 8, 8), as ``--hidden`` takes them; ``64,`` and
+    Python's ``(64,)`` -> (64,)), else
     kept as strings (``rotation,translation``)."""
     out: dict[str, Any] = {}
     for item in items or []:
@@ -328,8 +329,14 @@ def _set_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) > 1:
+    inner = text.strip()
+    if len(inner) >= 2 and inner[0] == "(" and inner[-1] == ")":  # Python's tuple, as the config's hints write it
+        inner = inner[1:-1]
+    parts = [p.strip() for p in inner.split(",")]
+    one = len(parts) == 2 and parts[1] == "" and parts[0] != ""  # '64,' or '(64,)': a list of one
+    if one:
+        parts = parts[:1]
+    if len(parts) > 1 or one:
         try:
             values = [json.loads(p) for p in parts]
         except json.JSONDecodeError:

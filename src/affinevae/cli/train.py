@@ -670,5 +670,25 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
     if args.invariances is not None:
         inv = [] if args.invariances.strip().lower() in ("", "none") else [v.strip() for v in args.invariances.split(",")]
         opts["invariances"] = inv
+    given = {**{k: (f"--{k.replace('_', '-')}", v, v) for k, v in simple.items() if v is not None},
+             **{k: (f"--{k}", getattr(args, k), opts[k]) for k in ("hidden", "channels", "invariances")
+                if getattr(args, k) is not None}}
+    for key, value in set_options.items():  # --set latent_dim=3 beside --latent-dim 2 silently won
+        if key in given and _as_list(value) != _as_list(given[key][2]):
+            flag, text, _ = given[key]
+            raise AffineVAEError(f"{flag} {text} and --set {key}={_shown(value)} disagree: give one")
     opts.update(set_options)
     return opts
+
+
+def _as_list(value):
+    """An option's value as a list, to compare (``--hidden 64,32`` and ``--set hidden=64,32``; ``--latent-dim 2``
+    and ``--set latent_dim=2`` are equal); a text is split at its commas ('rotation,scale')."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",")]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _shown(value) -> str:
+    """A ``--set`` value as the command line writes it (a tuple as ``64,32``)."""
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
