@@ -795,6 +795,13 @@ def test_the_other_data_fields_of_train_json_and_its_digest_are_checked(world, c
         argv = (["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "2", "--out", str(run), "--resume"]
                 if field in ("n_train", "optimizer_sha256") else ["info", str(run)])
         _fails_cleanly(tmp_path, argv, capsys, f"train.json: corrupt training state ({match}")
+    run = tmp_path / "scaling"  # info printed 18 lines of the model before the scaling's error
+    shutil.copytree(world / "run", run)
+    info = json.loads((run / "train.json").read_text())
+    (run / "train.json").write_text(json.dumps({**info, "pixel_scaling": "abc"}))
+    assert main(["info", str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "train.json: pixel_scaling must be" in err
 
 
 def test_an_interrupted_train_says_what_it_kept_and_how_to_go_on(world, tmp_path, capsys, monkeypatch):

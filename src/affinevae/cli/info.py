@@ -80,6 +80,7 @@ class Info:
         if run.has_training:
             info["epochs_done"] = run.epochs_done
             info["train_config"] = run.train_config
+        scaling = run.pixel_scaling  # read (and checked: one line) before anything is printed
         if run.has_training or run.meta:  # a run's record, or a saved model's copy of its run's (data.json)
             info["data"] = run.meta.get("data")
             info["training_data"] = run.meta  # all training recorded about its data: n, n_train, labels, key, ...
@@ -119,7 +120,6 @@ class Info:
 
                 print(f"signal axis {describe_calibration(calibration)} (the training signals'; data calibrated "
                       "otherwise are warned of)")
-            scaling = run.pixel_scaling
             if scaling == RAW_UNITS:
                 print("pixels      unscaled: trained on an array in its own units; other data are read unscaled")
             elif scaling is not None:
