@@ -91,6 +91,7 @@ def world(tmp_path_factory):
         arrays = dict(f)
     arrays["centers"] = arrays["centers"] + 1000
     np.savez(root / "outside.npz", **arrays)
+    np.savez(root / "halfframe.npz", **{**arrays, "centers": arrays["centers"] - 1000, "frames": arrays["frames"] + 0.5})
     assert main(["train", *TRAIN, "--data", str(root / "good.npy"), "--out", str(root / "run"), "--epochs", "1"]) == 0
     shutil.copytree(root / "run", root / "other")
     crafted = {
@@ -427,6 +428,8 @@ def test_disk_full_is_one_line(tmp_path):
      "outside the 48x48 image"),
     (["map", "{r}/run", "--image", "{r}/stack.npy", "--patches", "{r}/patches.npz", "--out", "{r}/maps",
       "--frame", "3"], "--frame 3"),
+    (["map", "{r}/run", "--image", "{r}/stack.npy", "--patches", "{r}/halfframe.npz", "--out", "{r}/maps"],
+     "its frames must be whole numbers (pixels, frame indices), got 0.5"),  # it was taken as frame 0
     # a model that fits in 22 MiB whose training step on 24 images (about 27 MiB kept for the backward pass) does not
     (["train", "--model", "rvae", "--latent-dim", "2", "--invariances", "rotation", "--encoder", "mlp", "--hidden",
       "1024,1024", "--batch-size", "24", "--val-split", "0", "--no-progress", "--max-memory", "22M", "--data",
@@ -438,7 +441,7 @@ def test_disk_full_is_one_line(tmp_path):
     (["patches", "{r}/stack.npy", "--window", "8", "--stride", "8", "--threshold", "0.5", "--out", "{r}/p.npz"],
      "--threshold applies to detection; with --stride no objects are detected"),
 ], ids=["align-restarts-bomb", "align-restarts-compute", "align-keep-over-restarts", "train-latent-bomb", "bad-max-memory", "map-symmetry-0",
-        "map-centres-outside", "map-bad-frame", "train-batch-bomb", "train-empty-hidden", "train-empty-width",
+        "map-centres-outside", "map-bad-frame", "map-fractional-frame", "train-batch-bomb", "train-empty-hidden", "train-empty-width",
         "patches-grid-threshold"])
 def test_unbounded_and_invalid_options(world, capsys, argv, match):
     _fails_cleanly(world, [a.format(r=world) for a in argv], capsys, match)
