@@ -47,8 +47,9 @@ __all__ = ["POSE_FIELDS", "PART_FIELDS", "ObjectEncoding", "check_model_input", 
 #: Patches :func:`encode_patches` hands to :func:`encode_dataset` at a time (bounds the memory of
 #: its input checks and tensor conversion for patch sets of millions of objects).
 ENCODE_BLOCK = 32768
-#: Pose latents a result may hold, as named in ``model.encode(x).pose``.
-POSE_FIELDS = ("angle", "shift", "scale")
+#: Pose latents a result may hold, as named in ``model.encode(x).pose`` (the shear: an AVAE's
+#: 'rotation-scale-shear' and 'affine' transforms).
+POSE_FIELDS = ("angle", "shift", "scale", "shear")
 
 #: Family-specific posterior tensors (``model.encode(x).parts``) a result holds when the model has
 #: them: the class posterior of joint/semi-supervised models, the target posterior of regression ones.

@@ -37,9 +37,11 @@ from .analysis.quality import learning_warnings
 from .data.files import MISSING_LABEL_TEXTS
 from .data.imageset import ImageSet, unsigned_divisor
 from .config import unknown_option_message
+from .encoding import POSE_FIELDS
 from .errors import AffineVAEError, user_stacklevel
 from .evaluation import encode_dataset
 from .models.base import build_model
+from .nn.affine import Pose
 from .models.semisupervised import target_prior_options
 from .registry import MODELS
 from .training import TrainConfig, fit
@@ -344,7 +346,8 @@ class Estimator(TransformerMixin, BaseEstimator):
             elif given is not None and given != shape:
                 raise AffineVAEError(f"images have shape {shape}, image_shape says {given}")
             self.image_shape_, self.layout_ = shape, layout
-        x = torch.tensor(flat, dtype=torch.float32).reshape(len(flat), *self.image_shape_)
+        x = torch.tensor(np.ascontiguousarray(flat), dtype=torch.float32).reshape(len(flat), *self.image_shape_)
+        # (contiguous: a reversed view X[::-1] was torch's 'negative stride' error)
         return x, flat.dtype
 
     def _labels(self, y: Any, n: int, reset: bool) -> Optional[torch.Tensor]:
@@ -523,7 +526,8 @@ class Estimator(TransformerMixin, BaseEstimator):
             if probe.conditional:
                 labels = self._labels(y, len(x), reset=True)
                 if labels is None:
-                    raise AffineVAEError(f"model '{self.model}' is class-conditional: fit needs y (the class labels)")
+                    raise AffineVAEError(f"model '{self.model}' is class-conditional: fit needs y (the class labels; "
+                                         "it requires y to be passed, but the target y is None)")
                 options.setdefault("num_classes", max(2, len(self.classes_)))
             elif probe.semi_supervised:  # partly known labels (-1) or targets (NaN), as scikit-learn's semi-supervised
                 if y is None:
@@ -573,6 +577,8 @@ class Estimator(TransformerMixin, BaseEstimator):
             names += ["shift"] if codes["shift"].ndim == 1 else ["shift_x", "shift_y"]
         if "scale" in codes:
             names += ["scale"] if codes["scale"].ndim == 1 else ["scale_u", "scale_v"]
+        if "shear" in codes:  # an AVAE's 'rotation-scale-shear' or 'affine' transform
+            names.append("shear")
         return names
 
     # ------------------------------------------------------------------ transform
@@ -586,7 +592,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         codes = encode_dataset(self.model_, x, labels, elbo=False, seed=self.seed)
         cols = [codes["z_mean"]]
         if self.pose:
-            for key in ("angle", "shift", "scale"):
+            for key in POSE_FIELDS:
                 if key in codes:
                     cols.append(codes[key].reshape(len(x), -1))
         return np.concatenate(cols, axis=1).astype(dtype, copy=False)
@@ -597,7 +603,8 @@ class Estimator(TransformerMixin, BaseEstimator):
         Returns, in the input's float dtype, (N, latent_dim) posterior means and, with ``pose``,
         the pose columns after them (``pose_columns_``): ``angle`` in radians, ``shift_x``/``shift_y``
         in half image widths (a 1-D signal model: one shift column, in samples), ``scale`` (or
-        ``scale_u``/``scale_v``) zoom factors."""
+        ``scale_u``/``scale_v``) zoom factors, ``shear`` (an AVAE's shearing transforms) the shear
+        factor along u."""
         if fit_params:
             raise AffineVAEError(f"fit_transform: fit takes only X and y, not {', '.join(sorted(fit_params))}")
         self.fit(X, y)
@@ -632,15 +639,16 @@ class Estimator(TransformerMixin, BaseEstimator):
         if Z.shape[1] > d:
             cols = dict(zip(self.pose_columns_, z[:, d:].T))
             if "shift" in cols:  # 1-D signals: (N,) samples along the signal, as decode takes them there
-                shift = cols["shift"]
-            else:
-                shift = torch.stack([cols["shift_x"], cols["shift_y"]], 1) if "shift_x" in cols else None
-            pose = {"angle": cols.get("angle"), "shift": shift,
-                    "scale": cols.get("scale", torch.stack([cols["scale_u"], cols["scale_v"]], 1)
-                                      if "scale_u" in cols else None)}
+                pose = {"shift": cols["shift"]}
+            else:  # a Pose: decode's keywords take no (N, 2) scale (an AVAE's 'affine') nor a shear
+                pose = {"pose": Pose(
+                    angle=cols.get("angle"), shear=cols.get("shear"),
+                    shift=torch.stack([cols["shift_x"], cols["shift_y"]], 1) if "shift_x" in cols else None,
+                    scale=cols.get("scale", torch.stack([cols["scale_u"], cols["scale_v"]], 1)
+                                   if "scale_u" in cols else None))}
         out = []
         for i in range(0, len(z), 512):
-            part = {k: None if v is None else v[i:i + 512] for k, v in pose.items()}
+            part = {k: v.index(slice(i, i + 512)) if isinstance(v, Pose) else v[i:i + 512] for k, v in pose.items()}
             yb = None if labels is None else labels[i:i + 512]
             out.append(self.model_.decode(z[i:i + 512, :d], yb, **part).float().cpu())
         images = torch.cat(out).numpy() if out else np.zeros((0, *self.image_shape_), np.float32)
