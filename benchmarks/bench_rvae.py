@@ -18,6 +18,7 @@ Targets for the default rVAE: >= 10x the throughput and better on every quality 
     python benchmarks/bench_rvae.py --n-train 5000 --epochs 2   # a quick look
     python benchmarks/bench_rvae.py --vae                    # add a plain VAE (same budget) row
     python benchmarks/bench_rvae.py --compile                # torch.compile the networks while training
+    python benchmarks/bench_rvae.py --flow-steps 8           # a planar flow on the content posterior
 
 The angle correlation has a ceiling on this protocol: MNIST digits are written with a slant
 of their own, which no model can tell apart from the applied rotation. The script measures
@@ -115,6 +116,7 @@ def main() -> None:
     p.add_argument("--decoder", choices=["spatial", "broadcast", "warp"], default=None)
     p.add_argument("--activation", type=str, default=None)
     p.add_argument("--equivariance", type=float, default=None, help="pose-consistency weight (default: the model's)")
+    p.add_argument("--flow-steps", type=int, default=0, help="planar flow steps on the content posterior (0: none)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks while training")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -134,6 +136,8 @@ def main() -> None:
             opts[key] = tuple(int(v) for v in getattr(args, key).split(","))
     if args.equivariance is not None:
         opts["equivariance"] = args.equivariance
+    if args.flow_steps:
+        opts["flow_steps"] = args.flow_steps
     lr = args.lr if args.lr is not None else 2e-3
     cfg = av.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=lr, val_split=0.0, progress=False,
                          bf16=args.bf16, compile=args.compile, seed=args.seed, checkpoint=False)
@@ -147,7 +151,8 @@ def main() -> None:
     c = model.config
     print(f"protocol: rotated MNIST (+-60 deg), {args.n_train} train / {args.n_test} test images, {args.epochs} epochs, "
           f"batch {args.batch_size}, lr {lr:g}, latent {args.latent_dim} + rotation; torch threads "
-          f"{torch.get_num_threads()}, bf16 {args.bf16}, compile {args.compile}")
+          f"{torch.get_num_threads()}, bf16 {args.bf16}, compile {args.compile}"
+          + (f", {args.flow_steps} planar flow steps" if args.flow_steps else ""))
     print(f"rVAE: encoder {c.encoder} {tuple(c.encoder_hidden)}, decoder {c.decoder} {tuple(c.hidden)}, "
           f"activation {c.activation}, equivariance {c.equivariance_weight:g}")
     cols = ["images/s", "-ELBO", "angle r", "10-NN acc", "NMI"]

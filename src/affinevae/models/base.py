@@ -43,6 +43,7 @@ from ..data.inputs import MIN_IMAGE_SIZE, as_images, check_int, class_indices
 from ..errors import AffineVAEError
 from ..limits import check_allocation
 from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, check_full_turn, compose_poses, render
+from ..nn.flows import flow_kl, flow_parameter_count, planar_flow, split_flow_parameters
 from ..nn.layers import ACTIVATIONS, DECODERS, ENCODERS, NORMS
 from ..nn.likelihoods import LIKELIHOODS, gaussian_kl  # gaussian_kl: the families' KL, re-exported here
 from ..nn.lowpass import GaussianLowpass, noise_gain
@@ -433,6 +434,8 @@ class LatentModel(nn.Module):
         self.decoder = decoder if decoder is not None else DECODERS.get(cfg.decoder)(
             cfg.latent_dim + self.cond_dim, cfg.image_shape, hidden=tuple(reversed(cfg.hidden)), act=cfg.activation,
             channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
+        if encoder is None:
+            self.start_flow_near_identity()
 
     @property
     def device(self) -> torch.device:
@@ -586,10 +589,74 @@ class LatentModel(nn.Module):
 
     def draw(self, post: Encoding, sample: bool = True) -> tuple[Tensor, Optional[Pose]]:
         """Content latents (N, D) and inferred pose: a reparameterised sample, or the means when
-        ``sample`` is False (or the model is not variational). The pose is None unless inferred."""
-        if not (sample and self.variational):
-            return post.z_mean, post.pose
-        return post.z_mean + post.z_std * torch.randn_like(post.z_std), post.pose
+        ``sample`` is False (or the model is not variational), pushed through the image's flow where
+        the posterior has one (:meth:`draw_content`). The pose is None unless inferred."""
+        return self.draw_content(post, sample and self.variational), post.pose
+
+    # ------------------------------------------------------------------ the content posterior's flow
+    def flow_outputs(self) -> int:
+        """Encoder outputs per image for the planar flow on the content posterior: ``K * (2 D + 1)``
+        for a config's ``flow_steps`` K > 0 (families that have one: vae, cvae, rvae, crvae), else 0.
+        They are the encoder's last outputs (its invariant ones for the equivariant encoder)."""
+        return flow_parameter_count(getattr(self.config, "flow_steps", 0), self.config.latent_dim)
+
+    def start_flow_near_identity(self) -> None:
+        """Scale the rows and biases of the built encoder's last linear layer that give the flow's
+        parameters by 0.01, so the flow starts near the identity (a random flow at the start slowed the
+        posterior's training; exactly zero is a saddle where no flow parameter gets a gradient). For an
+        encoder built from the config; nothing without a flow."""
+        k, out = self.flow_outputs(), self.encoder_out_dim()
+        linear = [m for m in self.encoder.modules() if isinstance(m, nn.Linear) and m.out_features == out]
+        if k and linear:
+            with torch.no_grad():
+                linear[-1].weight[out - k:] *= 0.01
+                linear[-1].bias[out - k:] *= 0.01
+
+    def with_flow(self, post: Encoding, raw: Tensor) -> Encoding:
+        """``post`` with its content flow: ``raw`` (N, :meth:`flow_outputs`) encoder outputs -> the K
+        planar maps of each image ('flow_u', 'flow_w' (N, K, D) and 'flow_b' (N, K) in ``post.parts``);
+        ``z_mean`` (N, D) becomes the base mean pushed through them (the latent the decoder reads for the
+        posterior's centre: decoding it reconstructs), kept as 'base_mean'; ``z_std`` stays the base
+        Gaussian's (the flowed posterior is not Gaussian). ``post`` itself is returned, changed."""
+        cfg = self.config
+        u, w, b = split_flow_parameters(raw.float(), cfg.flow_steps, cfg.latent_dim)
+        base = post.z_mean
+        post.z_mean = planar_flow(base, u, w, b)[0]
+        post.parts.update(base_mean=base, flow_u=u, flow_w=w, flow_b=b)
+        return post
+
+    def draw_content(self, post: Encoding, sample: bool = True) -> Tensor:
+        """The content latents (N, D) the decoder sees: a reparameterised sample of the Gaussian (its
+        mean when ``sample`` is False); with a flow the base sample pushed through the image's maps, the
+        draw's KL estimate (:func:`affinevae.nn.flows.flow_kl`, (N,) nats) kept in
+        ``post.parts['flow_kl']`` for :meth:`content_kl` to score and the draw in 'flow_z'."""
+        if "flow_u" not in post.parts:
+            return post.z_mean + post.z_std * torch.randn_like(post.z_std) if sample else post.z_mean
+        mean, std = post.parts["base_mean"], post.z_std
+        z0 = mean + std * torch.randn_like(std) if sample else mean
+        zk, logdet = planar_flow(z0, post.parts["flow_u"], post.parts["flow_w"], post.parts["flow_b"])
+        post.parts["flow_kl"] = flow_kl(z0, mean, std, zk, logdet)
+        post.parts["flow_z"] = zk
+        return zk
+
+    def content_kl(self, post: Encoding) -> Tensor:
+        """(N,) KL of the content posterior from the N(0, I) prior, nats: exact for the Gaussian; with a
+        flow the estimate on the pass's draw (:meth:`draw_content`), or on the base mean when nothing
+        was drawn."""
+        if "flow_u" not in post.parts:
+            return gaussian_kl(post.z_mean, post.z_logvar)
+        if "flow_kl" not in post.parts:
+            self.draw_content(post, sample=False)
+        return post.parts["flow_kl"]
+
+    def check_latest_draw(self, post: Encoding, z: Tensor) -> None:
+        """With a flow, ``z`` (N, D) must be the latest draw from ``post`` (its KL estimate is that
+        draw's): a one-line :class:`AffineVAEError` otherwise (draw once per :class:`Encoding` when
+        composing the stages by hand, or infer again)."""
+        drawn = post.parts.get("flow_z")
+        if "flow_u" in post.parts and drawn is not None and drawn is not z:
+            raise AffineVAEError("decode_and_score: z is not the latest draw from this posterior, whose KL "
+                                 "estimate is that draw's; draw once per Encoding (or infer again)")
 
     def generate(self, z: Tensor, y: Optional[Tensor] = None) -> Union[Tensor, Canonical]:
         """The canonical object of latents ``z`` (N, D) (class ``y``): likelihood parameters
@@ -620,8 +687,8 @@ class LatentModel(nn.Module):
                     delattr(self, k)
 
     def kl(self, post: Encoding) -> Tensor:
-        """(N,) KL divergence of the posterior from the prior, nats."""
-        return gaussian_kl(post.z_mean, post.z_logvar)
+        """(N,) KL divergence of the posterior from the prior, nats (:meth:`content_kl`)."""
+        return self.content_kl(post)
 
     def pose_terms(self, x: Tensor, found: Any) -> dict:
         """Named extra loss terms of the pose stage, given what :meth:`find_pose` found (weighted
@@ -664,8 +731,10 @@ class LatentModel(nn.Module):
         ``z`` (N, D) drawn content, ``pose`` the composed pose (a :class:`Pose`, (N, 2, 3) matrices
         or None), ``post`` and ``terms`` from :meth:`infer_for_loss`, ``sample`` as in
         :meth:`run_stages`. Families that decode differently (a class expectation, drawn targets)
-        override this, not the whole pass.
+        override this, not the whole pass. With a content flow ``z`` must be ``post``'s latest draw
+        (:meth:`check_latest_draw`).
         """
+        self.check_latest_draw(post, z)
         params = self.render(self.generate(z, y), pose)
         return self.score(x, params, post, pose, terms)
 

@@ -187,6 +187,8 @@ class FlatEncoderRVAEConfig(RVAEConfig):
     def validate(self) -> None:
         """Check the fields beyond their types; a bad value raises a one-line :class:`AffineVAEError` naming it (run at construction)."""
         super().validate()
+        check(self.flow_steps == 0, f"flow_steps {self.flow_steps}: the joint and semi-supervised models have no "
+              "content flow (vae, cvae, rvae and crvae have one)")
         check(not self.flat_encoder_needed() or getattr(ENCODERS.get(self.encoder), "flat_output", True),
               f"encoder '{self.encoder}' has no flat output for the class logits or targets that these options put "
               "there (a 'shared' classifier, a regressor); give encoder 'mlp' or 'conv'")

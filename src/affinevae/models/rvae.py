@@ -53,6 +53,7 @@ from ..errors import AffineVAEError
 from ..nn.affine import Pose, PoseLike, compose_poses, pose_matrix, render, rotation_matrix, wrap_angle
 from ..nn.circular import SAMPLERS, RotationPosterior
 from ..nn.equivariant import CONTENT_SOURCES, DOWNSAMPLING, EquivariantFeatures, check_group
+from ..nn.flows import check_flow_steps
 from ..nn.signal import is_signal_shape, pose_shift, shift_pose
 from ..nn.layers import ENCODERS
 from ..nn.likelihoods import density_likelihoods
@@ -193,6 +194,12 @@ class RVAEConfig(ModelConfig):
             default in 'full' mode, whose objects are often symmetric (a lattice turned by 180
             degrees looks the same, so its angle cannot follow a turn of 180). The reported ELBO
             never includes it.
+        flow_steps: K amortised planar flow steps on the content posterior (0..64; default 0, the
+            Gaussian with its exact KL): the encoder also gives each image K planar maps (its last
+            outputs; invariant ones with the equivariant encoder), the decoder renders the Gaussian
+            sample pushed through them, and the content KL is the one-sample estimate on that draw
+            (:meth:`LatentModel.with_flow`; the rVAE article's "(r)VAE with normalising flows"). The
+            pose posterior keeps its own form. rvae and crvae only.
     """
 
     encoder: Optional[str] = None
@@ -216,6 +223,7 @@ class RVAEConfig(ModelConfig):
     anchor_symmetry: Optional[int] = None
     content_anchor: Optional[float] = None
     content_targets: Optional[str] = None
+    flow_steps: int = 0
 
     #: The defaults of ``group_channels`` and ``pose_anchor`` (None) resolve to these with the
     #: equivariant encoder; the joint and semi-supervised configs override them.
@@ -227,7 +235,7 @@ class RVAEConfig(ModelConfig):
     #: A run saved before ``anchor_symmetry`` existed anchored over the full circle, and one saved before
     #: ``pose_anchor`` existed had no anchor.
     FORMER_DEFAULTS: ClassVar[dict] = {**ModelConfig.FORMER_DEFAULTS, "anchor_symmetry": 1, "pose_anchor": 0.0,
-                                       "content_anchor": 0.0, "content_targets": "components"}
+                                       "content_anchor": 0.0, "content_targets": "components", "flow_steps": 0}
 
     def __post_init__(self) -> None:
         inv = self.invariances
@@ -298,6 +306,7 @@ class RVAEConfig(ModelConfig):
         check_choice("rotation_sampler", self.rotation_sampler, list(SAMPLERS))
         check_choice("group_content", self.group_content, list(CONTENT_SOURCES))
         check_choice("group_downsample", self.group_downsample, list(DOWNSAMPLING))
+        check_flow_steps(self.flow_steps)
         if self.encoder == "equivariant":
             check(self.rotation_mode == "full" and "rotation" in self.invariances,
                   "encoder 'equivariant' needs rotation_mode 'full' and the rotation invariance")
@@ -381,13 +390,16 @@ class RVAE(LatentModel):
         return [(name, *sizes[name]) for name in self.config.invariances if sum(sizes[name])]
 
     def encoder_out_dim(self) -> int:
-        """2 * latent_dim + the pose outputs (means and log-variances of each pose latent)."""
-        return 2 * self.config.latent_dim + sum(m + v for _, m, v in self._pose_layout())
+        """2 * latent_dim + the pose outputs (means and log-variances of each pose latent) + the
+        content flow's parameters (:meth:`LatentModel.flow_outputs`; 0 without a flow)."""
+        return 2 * self.config.latent_dim + sum(m + v for _, m, v in self._pose_layout()) + self.flow_outputs()
 
     def build(self, encoder=None, decoder=None) -> None:
         """Encoder from ENCODERS (input: image + one-hot class); decoder from POSE_DECODERS (or the given ones)."""
         cfg = self.config
         self.encoder = encoder if encoder is not None else self.build_encoder(self.cond_dim)
+        if encoder is None:
+            self.start_flow_near_identity()
         self.decoder = decoder if decoder is not None else POSE_DECODERS.get(cfg.decoder)(
             cfg.latent_dim + self.cond_dim, cfg.image_shape, hidden=tuple(cfg.hidden), act=cfg.activation,
             channels=tuple(reversed(cfg.channels)), norm=cfg.norm)
@@ -416,8 +428,18 @@ class RVAE(LatentModel):
         """(N, encoder_out_dim) -> Encoding with content z and the posterior-mean pose.
 
         The equivariant encoder's :class:`EquivariantFeatures` give a :class:`MixtureEncoding`
-        instead (see :meth:`_split_features`).
+        instead (see :meth:`_split_features`). With ``flow_steps`` > 0 the last
+        :meth:`~LatentModel.flow_outputs` outputs (of the invariant ones) are the content flow's
+        (:meth:`LatentModel.with_flow`: ``z_mean`` is then the flowed mean).
         """
+        k = self.flow_outputs()
+        if k:
+            raw = h.content if isinstance(h, EquivariantFeatures) else h
+            return self.with_flow(self._pose_posterior(h), raw[:, raw.shape[1] - k:])
+        return self._pose_posterior(h)
+
+    def _pose_posterior(self, h: Tensor | EquivariantFeatures) -> Encoding:
+        """:meth:`posterior` without the content flow."""
         if isinstance(h, EquivariantFeatures):
             return self._split_features(h)
         h = h.float()
@@ -495,9 +517,9 @@ class RVAE(LatentModel):
             ``(z, pose)``: z (N, D), and the pose (angle (N,) radians, shift (N, 2) half-widths,
             scale (N,) or (N, 2) zoom; the latents the model has) or None without pose latents.
         """
+        z = self.draw_content(enc, sample)  # (through the content flow, where there is one)
         if not sample:
-            return enc.z_mean, enc.pose
-        z = enc.z_mean + enc.z_std * torch.randn_like(enc.z_std)
+            return z, enc.pose
         if enc.pose is None:
             return z, None
         p, s = enc.pose, enc.pose_std
@@ -778,8 +800,9 @@ class RVAE(LatentModel):
         return err
 
     def kl(self, enc: Encoding) -> Tensor:
-        """(N,) KL of content and pose posteriors from their priors, nats."""
-        kl = gaussian_kl(enc.z_mean, enc.z_logvar)
+        """(N,) KL of content and pose posteriors from their priors, nats (the content's:
+        :meth:`LatentModel.content_kl`, an estimate on the draw with a content flow)."""
+        kl = self.content_kl(enc)
         if enc.pose is None:
             return kl
         p, s = enc.pose, enc.pose_std

@@ -17,12 +17,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import AffineVAEError
 from .likelihoods import gaussian_kl
 
-__all__ = ["flow_parameter_count", "split_flow_parameters", "planar_flow", "flow_kl", "flow_dtype", "MAX_FLOW_STEPS"]
+__all__ = ["flow_parameter_count", "split_flow_parameters", "planar_flow", "flow_kl", "flow_dtype", "check_flow_steps",
+           "MAX_FLOW_STEPS"]
 
 #: The most planar steps a model takes (``flow_steps``).
 MAX_FLOW_STEPS = 64
+
+
+def check_flow_steps(steps) -> None:
+    """A one-line :class:`AffineVAEError` unless ``steps`` (a config's ``flow_steps``) is an integer in
+    0..:data:`MAX_FLOW_STEPS`."""
+    if not (isinstance(steps, int) and not isinstance(steps, bool) and 0 <= steps <= MAX_FLOW_STEPS):
+        raise AffineVAEError(f"flow_steps must be an integer in 0..{MAX_FLOW_STEPS}, got {steps!r}")
 
 
 def flow_parameter_count(steps: int, dim: int) -> int:
