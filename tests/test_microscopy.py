@@ -718,3 +718,21 @@ def test_berkeley_emd_image_stacks_and_spectrum_images(tmp_path, capsys):
         "metadata": md, "original_metadata": {}})
     assert main(["info", str(tmp_path / "si.emd")]) == 0
     assert "read as 1-D signals with --signal-axis 2" in capsys.readouterr().out
+
+
+def test_a_zarr_key_that_names_no_array_is_said_as_for_npz(tmp_path):
+    """--key zz on a group of arrays a, b said 'name the array with --key'; on a single-array store it was ignored."""
+    zarr = pytest.importorskip("zarr")
+    a = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    group = zarr.open_group(str(tmp_path / "grp.zarr"), mode="w")
+    for name in ("a", "b"):
+        group.create_array(name, shape=a.shape, dtype="f4")[:] = a
+    one = zarr.open(str(tmp_path / "one.zarr"), mode="w", shape=a.shape, dtype="f4")
+    one[:] = a
+    with pytest.raises(AffineVAEError, match=r"grp.zarr: no array 'zz'; arrays: a, b"):
+        open_stack(tmp_path / "grp.zarr", key="zz")
+    with pytest.raises(AffineVAEError, match=r"one.zarr: --key 'zz' names an array in a Zarr group; this store is a "
+                                             "single array"):
+        open_stack(tmp_path / "one.zarr", key="zz")
+    with open_stack(tmp_path / "grp.zarr", key="b") as src:
+        assert src.image_shape == (32, 32)

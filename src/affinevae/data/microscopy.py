@@ -509,6 +509,8 @@ def open_zarr(path: str, key: Optional[str] = None, level: Optional[int] = None)
     if hasattr(root, "shape") and hasattr(root, "dtype"):      # a plain array
         if level is not None:
             raise AffineVAEError(f"{path}: --level applies to OME-Zarr images; this store is a single array")
+        if key is not None:  # (it was ignored: a name given for another store read this one's array)
+            raise AffineVAEError(f"{path}: --key {key!r} names an array in a Zarr group; this store is a single array")
         arr, where = root, path
     else:
         ms = _multiscales(dict(root.attrs))
@@ -531,6 +533,8 @@ def open_zarr(path: str, key: Optional[str] = None, level: Optional[int] = None)
                                      "multiscales metadata")
             names = sorted(str(n) for n, _ in root.arrays())
             name = key if key is not None else (names[0] if len(names) == 1 else None)
+            if key is not None and key not in root:
+                raise AffineVAEError(f"{path}: no array {key!r}; arrays: {', '.join(names) or 'none'}")
             if name is None or name not in root:
                 raise AffineVAEError(f"{path}: name the array with --key; arrays: {', '.join(names) or 'none'}")
             arr, where = root[name], f"{path}:{name}"
