@@ -508,6 +508,11 @@ def test_learn_and_map_takes_a_symmetry_given_and_notes_windows_too_small_for_a_
     assert "give the symmetry (LearnSettings.symmetry, the widget's 'symmetry')" in found["note"]
     given = learn_and_map(img, LearnSettings(window=12, epochs=1, device="cpu", symmetry=2))
     assert given["symmetry"] == 2 and "single objects" not in (given["note"] or "")
+    # a symmetry found: no note, as map says it only where it finds none (the widget said 'sees single objects'
+    # beside the 4-fold symmetry it had found)
+    square = synthetic_micrograph(size=(128, 128), spacing=8.0, lattice="square", seed=0)[0]
+    found = learn_and_map(square, LearnSettings(window=16, epochs=1, device="cpu"))
+    assert found["symmetry"] == 4 and "single objects" not in (found["note"] or "")
     with pytest.raises(AffineVAEError, match="symmetry must be an integer in 1..12"):
         LearnSettings(symmetry=13)
 

@@ -232,7 +232,8 @@ def learn_and_map(image: np.ndarray, settings: LearnSettings = LearnSettings(),
         symmetry = settings.symmetry
     else:
         symmetry = estimate_symmetry(ps.patches, seed=settings.seed)
-        small = small_window_note(ps, "give the symmetry (LearnSettings.symmetry, the widget's 'symmetry')")
+        small = None if symmetry != 1 else small_window_note(  # as map: only where no symmetry was found
+            ps, "give the symmetry (LearnSettings.symmetry, the widget's 'symmetry')")
         if small is not None:  # as map says it: a lattice's atoms seen one by one
             note = "; ".join(filter(None, [note, small]))
     cluster = (cluster_objects(result.model, enc.z_mean, min(settings.clusters, len(enc)), seed=settings.seed)[0]
