@@ -143,6 +143,7 @@ def test_report_for_rvae_and_cli(runs, tmp_path, capsys):
     assert "Learned vs true angle" in text and "circular correlation, learned vs true angle" in text
     assert 'id="loss-vs-rotation"' not in out.read_text()  # no such section: a row of the closing table
     assert "no rotations asked for (--sweep-angles none)" in text
+    assert "60 (rotated-mnist's default)" in text  # the data's angle range (train.json has none: the default)
 
 
 def test_report_cli_passes_its_degrees_as_radians(runs, tmp_path, monkeypatch):

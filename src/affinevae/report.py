@@ -24,6 +24,7 @@ from .config import check_seed, degrees_of
 from .nn.signal import item_noun
 from .data.imageset import ImageSet
 from .data.inputs import check_image_shape
+from .data.mnist import ROTATED_MNIST_MAX_ANGLE
 from .data.sources import BUILTIN
 from .errors import AffineVAEError, refuse_removed_keywords
 from .mapping import check_symmetry
@@ -362,6 +363,8 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
         shown = {k: info.get(k) for k in ("data", "labels", "key", "n", "n_train", "epochs_done", "val_data") if k in info}
         if info.get("max_angle") is not None:  # rotated-mnist's range, radians in train.json
             shown["max angle (deg)"] = round(math.degrees(float(info["max_angle"])), 3)
+        elif str(info.get("data") or "").startswith("rotated-mnist"):  # none given: the set's own (it was left out)
+            shown["max angle (deg)"] = f"{math.degrees(ROTATED_MNIST_MAX_ANGLE):g} (rotated-mnist's default)"
         if run.pixel_scaling is not None:  # what the pixels went through (other data are read alike)
             shown["pixels"] = str(run.pixel_scaling)
         if info.get("fill_nan"):

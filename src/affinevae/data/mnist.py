@@ -101,7 +101,11 @@ def transform_images(images: np.ndarray, angle: Optional[np.ndarray] = None, shi
     return out
 
 
-def rotated_mnist(split: str = "train", n: Optional[int] = None, max_angle: float = math.radians(60),
+#: rotated-mnist's angle range when none is given: digits turned uniformly within +-60 degrees (radians).
+ROTATED_MNIST_MAX_ANGLE = math.radians(60)
+
+
+def rotated_mnist(split: str = "train", n: Optional[int] = None, max_angle: float = ROTATED_MNIST_MAX_ANGLE,
                   max_shift: float = 0.0, scale_range: tuple[float, float] = (1.0, 1.0), seed: int = 0,
                   digits: Optional[Sequence[int]] = None, full_circle: bool = False) -> ImageSet:
     """MNIST digits placed in random poses, with the true transforms attached.
