@@ -695,6 +695,25 @@ def test_resume_says_what_changed_and_applies_a_new_weight_decay(world, tmp_path
         assert main([*base, "--out", str(tmp_path / "plain")]) == 0      # 2 of 2 epochs done
 
 
+def test_resume_keeps_the_runs_bf16_and_fit_says_a_changed_one(world, tmp_path):
+    """--resume without --bf16 trained the rest in float32 without a word (train.json then said bf16 false, and the
+    weights differed from the uninterrupted run's); from Python a resume with another bf16 is said as a change."""
+    import affinevae as av
+    from affinevae.cli import build_parser
+    from affinevae.cli.train import resume_options
+
+    run = tmp_path / "b"
+    assert main(["train", *TRAIN, "--data", str(world / "good.npy"), "--epochs", "1", "--bf16", "--out", str(run)]) == 0
+    args = build_parser().parse_args(["train", *TRAIN, "--data", str(world / "good.npy"), "--out", str(run),
+                                      "--resume"])
+    line = resume_options(args)
+    assert args.bf16 is True and "bf16=True" in line and "--bf16" not in line
+    model = av.load(run)
+    with pytest.warns(UserWarning, match=r"resuming with bf16 False \(the run used True\)"):
+        av.fit(model, av.data.load_images(str(world / "good.npy")), av.TrainConfig(
+            epochs=2, batch_size=8, val_split=0.0, progress=False, bf16=False), out=run, resume=True)
+
+
 def test_resume_takes_the_runs_own_training_options(world, tmp_path, capsys):
     """``--resume`` without the training options continues with the run's own (read from train.json,
     said in one line), not today's defaults: the weights equal an uninterrupted run's bit for bit.

@@ -751,7 +751,7 @@ def fault_point(point: str, epoch: int) -> None:
 
 #: Training options a resume may change, each said in one warning when it does (the seed orders the
 #: remaining epochs' batches; the data and the model may not change: :func:`_load_checkpoint` refuses them).
-RESUME_NOTED = ("lr", "batch_size", "weight_decay", "schedule", "kl_warmup", "seed")
+RESUME_NOTED = ("lr", "batch_size", "weight_decay", "schedule", "kl_warmup", "seed", "bf16", "grad_clip")
 
 
 def _fit_context(model: LatentModel, x: Tensor, y: Optional[Tensor], index: Tensor, seed: int,

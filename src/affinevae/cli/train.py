@@ -477,6 +477,8 @@ def resume_options(args: argparse.Namespace) -> str:
             args.data_max_angle = taken["max_angle"] = round(math.degrees(float(run.meta["max_angle"])), 6)
         if getattr(args, "fill_nan", True) is False and run.meta.get("fill_nan"):
             args.fill_nan = taken["fill_nan"] = True
+        if getattr(args, "bf16", True) is False and saved.get("bf16"):  # the same arithmetic (it was dropped)
+            args.bf16 = taken["bf16"] = True
         if getattr(args, "square", "") is None and run.meta.get("square"):  # the same images made square alike
             args.square = taken["square"] = run.meta["square"]
         elif getattr(args, "square", None) is not None and args.square != run.meta.get("square"):
@@ -503,7 +505,7 @@ def resume_options(args: argparse.Namespace) -> str:
     if not taken:
         return ""
     shown = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in taken.items())
-    flags = "/".join(f"--{k.replace('_', '-')}" for k in taken if k != "fill_nan")  # (no flag turns that off)
+    flags = "/".join(f"--{k.replace('_', '-')}" for k in taken if k not in ("fill_nan", "bf16"))  # (no flag turns those off)
     return (f"affinevae: resuming {args.out} with its training options: {shown}"
             + (f" (override with {flags})" if flags else ""))
 
