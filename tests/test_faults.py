@@ -434,6 +434,10 @@ def test_disk_full_is_one_line(tmp_path):
     (["train", "--model", "rvae", "--latent-dim", "2", "--invariances", "rotation", "--encoder", "mlp", "--hidden",
       "1024,1024", "--batch-size", "24", "--val-split", "0", "--no-progress", "--max-memory", "22M", "--data",
       "{r}/good.npy", "--out", "{r}/bigstep"], "--batch-size 24: a training step of 24 1x12x12 images (1.1 MiB each kept for the backward pass"),
+    # the model (25.4 MiB for training) and a step of 128 digits (17.9 MiB) each fit in 30M, both together do not
+    (["train", "--model", "vae", "--data", "mnist", "-n", "300", "--latent-dim", "2", "--epochs", "1", "--no-progress",
+      "--max-memory", "30M", "--out", "{r}/bigstep"],
+     "beside the model's 25.4 MiB (weights, gradients, optimizer state) would need 43.3 MiB"),
     # a QA audit: options that were ignored or half read, silently
     (["train", *TRAIN, "--hidden", "", "--data", "{r}/good.npy", "--out", "{r}/big"], "--hidden is empty"),
     (["train", *TRAIN, "--channels", "32,,64", "--data", "{r}/good.npy", "--out", "{r}/big"],
@@ -441,7 +445,7 @@ def test_disk_full_is_one_line(tmp_path):
     (["patches", "{r}/stack.npy", "--window", "8", "--stride", "8", "--threshold", "0.5", "--out", "{r}/p.npz"],
      "--threshold applies to detection; with --stride no objects are detected"),
 ], ids=["align-restarts-bomb", "align-restarts-compute", "align-keep-over-restarts", "train-latent-bomb", "bad-max-memory", "map-symmetry-0",
-        "map-centres-outside", "map-bad-frame", "map-fractional-frame", "train-batch-bomb", "train-empty-hidden", "train-empty-width",
+        "map-centres-outside", "map-bad-frame", "map-fractional-frame", "train-batch-bomb", "train-step-and-model", "train-empty-hidden", "train-empty-width",
         "patches-grid-threshold"])
 def test_unbounded_and_invalid_options(world, capsys, argv, match):
     _fails_cleanly(world, [a.format(r=world) for a in argv], capsys, match)

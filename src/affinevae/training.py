@@ -706,17 +706,22 @@ def training_step_bytes(model: LatentModel, x: Tensor, y: Optional[Tensor] = Non
 def check_training_memory(model: LatentModel, x: Tensor, y: Optional[Tensor], index: Optional[Tensor],
                           batch_size: int) -> None:
     """Refuse in one line (:class:`AffineVAEError`, naming ``--batch-size``) a training step of
-    ``batch_size`` images whose backward pass alone would keep more than the memory available
-    (:func:`training_step_bytes`, :func:`affinevae.limits.memory_limit`), before it is tried.
+    ``batch_size`` images whose backward pass, with the model's weights, gradients and Adam state (4 copies of
+    its parameters and buffers), would keep more than the memory available (:func:`training_step_bytes`,
+    :func:`affinevae.limits.memory_limit`), before it is tried.
 
     ``x`` (N, C, H, W) the training images (only the first is run, on a copy of the model);
     ``y`` their (N,) labels or (N, M) targets, or None; ``index`` (N,) their positions in the data
     given to :func:`fit`, or None: as :func:`fit` passes them to the model."""
     per_image = training_step_bytes(model, x, y, index)
     shape = "x".join(str(int(v)) for v in x.shape[1:])
-    check_allocation(batch_size * per_image,
+    # beside the model's weights, gradients and Adam's two moments (4 copies, as build_model plans them): the
+    # step and the model were each checked alone, so a training needing both past the limit went ahead
+    state = 4 * sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    check_allocation(batch_size * per_image + state,
                      f"a training step of {batch_size} {shape} images ({format_size(per_image)} each kept for the "
-                     "backward pass; a smaller --batch-size needs less)", f"--batch-size {batch_size}")
+                     f"backward pass; a smaller --batch-size needs less) beside the model's {format_size(state)} "
+                     "(weights, gradients, optimizer state)", f"--batch-size {batch_size}")
 
 
 def kept_checkpoint(run_dir: Optional[Path], epochs_done: int) -> str:
