@@ -122,6 +122,23 @@ def test_a_training_stopped_in_its_first_checkpoint_starts_again_with_resume(tmp
     with pytest.warns(UserWarning, match="stopped during its first checkpoint left .* training from the start"):
         assert main([*base, "--resume"]) == 0
     assert json.loads((tmp_path / "r" / "train.json").read_text())["epochs_done"] == 1
+    # info on such a run (checkpoint files, no model yet), or on one whose first epoch is being trained, said the
+    # folder "holds no png/jpg/... images"
+    from affinevae.outputs import RunLock
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    first = sorted((tmp_path / "r").glob("checkpoint-e*.safetensors"))[0]
+    (cut / first.name).write_bytes(first.read_bytes())
+    capsys.readouterr()
+    assert main(["info", str(cut)]) == 2
+    assert "an unfinished run with no model yet (a training stopped before its first checkpoint was complete: train " \
+           "--resume starts it again)" in capsys.readouterr().err
+    live = tmp_path / "live"
+    live.mkdir()
+    with RunLock(live):
+        assert main(["info", str(live)]) == 2
+    assert "a training is writing it, in its first epoch" in capsys.readouterr().err
 
 
 def test_a_resume_removes_a_former_checkpoint_a_stop_left_and_an_interrupt_after_the_last_says_so(vae_run, tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..data.imageset import RAW_UNITS
 from ..errors import AffineVAEError
-from ..outputs import is_run_directory
+from ..outputs import is_interrupted_start, is_run_directory, run_is_locked
 from ..runs import DATA_JSON, Run
 from . import COMMANDS
 
@@ -49,6 +49,11 @@ class Info:
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         spec, path = args.run_dir, Path(args.run_dir)
+        if not (path / "model.json").is_file() and (run_is_locked(path) or is_interrupted_start(path)):
+            # checkpoint files or a live lock, no model yet: not a folder of images
+            state = ("a training is writing it, in its first epoch" if run_is_locked(path) else
+                     "a training stopped before its first checkpoint was complete: train --resume starts it again")
+            raise AffineVAEError(f"{spec}: an unfinished run with no model yet ({state})")
         if not is_run_directory(path):  # a data file, a folder of images, a Zarr store, a pattern of files
             if path.exists() or _is_dataset_spec(spec):
                 specs = [spec]
