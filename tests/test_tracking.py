@@ -151,6 +151,42 @@ def test_resume_continues_the_same_logs(digits, tmp_path):
         fit(make(), digits, cfg(epochs=5, loggers=("mlflow",), log_images_every=0), out=moved, resume=True)
 
 
+def test_an_epoch_checkpointed_but_not_logged_is_logged_on_resume(digits, tmp_path, monkeypatch):
+    """A kill after epoch 2's checkpoint but before the loggers took it left epoch 2's scalars out of TensorBoard and
+    MLflow and its panel out of all three for good; the resume logs it (once: MLflow's steps are not repeated)."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "r"
+    config = cfg(epochs=3, loggers=ALL, log_images_every=1)
+    real = tracking.Tracker.epoch
+
+    def killed(self, record, model):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt  # where a kill came: after the checkpoint, before the loggers
+        return real(self, record, model)
+    monkeypatch.setattr(tracking.Tracker, "epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), digits, config, out=out)
+    monkeypatch.setattr(tracking.Tracker, "epoch", real)
+    assert json.loads((out / "train.json").read_text())["epochs_done"] == 2
+    fit(make(), digits, config, out=out, resume=True)
+    history = read_metrics(out)
+    state = json.loads((out / "mlflow.json").read_text())
+    client = MlflowClient(tracking_uri=state["tracking_uri"])
+    loss = client.get_metric_history(state["run_id"], "train_loss")
+    assert sorted(m.step for m in loss) == [1, 2, 3]
+    assert [m.value for m in sorted(loss, key=lambda m: m.step)] == pytest.approx([h["train_loss"] for h in history])
+    assert sorted(f.path for f in client.list_artifacts(state["run_id"], "reconstructions")) == [
+        f"reconstructions/epoch-000{k}.png" for k in (1, 2, 3)]
+    assert sorted(p.name for p in (out / "reconstructions").glob("*.png")) == [
+        f"epoch-000{k}.png" for k in (1, 2, 3)]
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3]
+    assert [e.step for e in acc.Images("reconstructions")] == [1, 2, 3]
+
+
 def test_logger_options_and_errors(tmp_path, monkeypatch):
     c = TrainConfig(loggers=(CSVLogger(directory=str(tmp_path / "logs")), "tensorboard"))
     d = c.to_dict()

@@ -80,6 +80,12 @@ class Sink:
     def log_image(self, step: int, tag: str, image: np.ndarray) -> None:
         """Record the (H, W, 3) uint8 ``image`` named ``tag`` at epoch ``step``."""
 
+    def missing(self, step: int, tag: str) -> tuple[bool, bool]:
+        """For a resumed run: whether this logger lacks the scalars, and the image ``tag``, of epoch
+        ``step`` (the checkpointed epoch it resumes from; a kill between its checkpoint and its logging
+        left them out). (False, False) by default: nothing is replayed."""
+        return False, False
+
     def close(self, failed: bool = False) -> None:
         """Flush and close; ``failed``: training ended with an exception."""
 
@@ -207,6 +213,9 @@ class _CSVSink(Sink):
         png = png_bytes(image)
         atomic_write(self.directory / tag / f"epoch-{step:04d}.png", lambda tmp: Path(tmp).write_bytes(png))
 
+    def missing(self, step, tag):
+        return False, not (self.directory / tag / f"epoch-{step:04d}.png").is_file()  # (scalars: from the history)
+
 
 def _write_csv(path, rows) -> None:
     with open(path, "w", newline="") as f:
@@ -265,7 +274,9 @@ class _TensorBoardSink(Sink):
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams as hparam_summaries
 
-        self.writer = SummaryWriter(log_dir=str(directory), purge_step=start_epoch + 1 if start_epoch else None)
+        # a resume purges the epoch it resumes from too, and logs it again (Tracker.start): a kill between its
+        # checkpoint and its logging had left it out for good
+        self.writer = SummaryWriter(log_dir=str(directory), purge_step=start_epoch if start_epoch else None)
         exp, ssi, self.end_info = hparam_summaries(dict(hparams), {"train/loss": None, "val/loss": None})
         self.writer.file_writer.add_summary(exp)
         self.writer.file_writer.add_summary(ssi)
@@ -278,6 +289,9 @@ class _TensorBoardSink(Sink):
     def log_image(self, step, tag, image):
         self.writer.add_image(tag, image, step, dataformats="HWC")
         self.writer.flush()
+
+    def missing(self, step, tag):
+        return True, True  # purged on opening (purge_step)
 
     def close(self, failed=False):
         if not failed:
@@ -454,6 +468,11 @@ class _MLflowSink(Sink):
 
     def log_image(self, step, tag, image):
         self._call("log_image", image, artifact_file=f"{tag}/epoch-{step:04d}.png")
+
+    def missing(self, step, tag):
+        steps = {m.step for m in self._call("get_metric_history", "train_loss")}
+        files = {f.path for f in self._call("list_artifacts", tag)}
+        return step not in steps, f"{tag}/epoch-{step:04d}.png" not in files
 
     def close(self, failed=False):
         try:
@@ -651,7 +670,32 @@ class Tracker:
             raise
         panel = None if images is None else images[:PANEL_IMAGES]
         panel_y = None if labels is None or panel is None else labels[:PANEL_IMAGES]
-        return cls(sinks, panel, panel_y, config.log_images_every, config.epochs)
+        tracker = cls(sinks, panel, panel_y, config.log_images_every, config.epochs)
+        if history:
+            tracker.replay(history[-1], model)
+        return tracker
+
+    def replay(self, record: Mapping[str, Any], model: Any) -> None:
+        """For a resumed run: log the checkpointed epoch's ``record`` (and its panel, when due, of ``model``
+        as loaded from that checkpoint) to the loggers that lack it (:meth:`Sink.missing`), so that each
+        epoch is logged once whatever moment a kill came at."""
+        step, when = int(record["epoch"]), f"epoch {int(record['epoch'])} (resumed)"
+        wanted = {}
+        self._each(when, lambda s: wanted.__setitem__(s, s.missing(step, "reconstructions")))
+        scalars = scalars_of(record)
+        for s, (metrics, _) in wanted.items():
+            if metrics:
+                self._one(s, when, lambda t: t.log_metrics(step, scalars))
+        if self._panel_due(step) and any(image for _, image in wanted.values()):
+            panel = reconstruction_panel(model, self.images, self.labels)
+            for s, (_, image) in wanted.items():
+                if image:
+                    self._one(s, when, lambda t: t.log_image(step, "reconstructions", panel))
+
+    def _panel_due(self, step: int) -> bool:
+        """Whether epoch ``step`` gets a reconstruction panel (every ``images_every`` epochs, and the last)."""
+        return (self.images_every > 0 and (step % self.images_every == 0 or step == self.epochs)
+                and self.images is not None and len(self.images) > 0)
 
     def epoch(self, record: Mapping[str, Any], model: Any) -> None:
         """Log one epoch's ``record`` (its scalars, step = ``record['epoch']``) and, when due,
@@ -662,8 +706,7 @@ class Tracker:
         step = int(record["epoch"])
         scalars = scalars_of(record)
         self._each(f"epoch {step}", lambda s: s.log_metrics(step, scalars))
-        due = self.images_every > 0 and (step % self.images_every == 0 or step == self.epochs)
-        if due and self.sinks and self.images is not None and len(self.images):
+        if self._panel_due(step) and self.sinks:
             panel = reconstruction_panel(model, self.images, self.labels)
             self._each(f"epoch {step}", lambda s: s.log_image(step, "reconstructions", panel))
 
@@ -671,14 +714,20 @@ class Tracker:
         """``call(sink)`` for every open logger; one that raises is closed (as failed) and dropped
         with a one-line warning."""
         for s in list(self.sinks):
-            try:
-                call(s)
-            except Exception as exc:  # noqa: BLE001 - any logger failure: the training is what matters
-                self.sinks.remove(s)
-                warnings.warn(f"logger '{s.name}' failed at {when} ({_first_line(exc)}); training goes on without it",
-                              stacklevel=user_stacklevel())
-                with contextlib.suppress(Exception):
-                    s.close(failed=True)
+            self._one(s, when, call)
+
+    def _one(self, sink: Sink, when: str, call) -> None:
+        """``call(sink)`` for one open logger (nothing where it was dropped already), dropped as :meth:`_each` says."""
+        if sink not in self.sinks:
+            return
+        try:
+            call(sink)
+        except Exception as exc:  # noqa: BLE001 - any logger failure: the training is what matters
+            self.sinks.remove(sink)
+            warnings.warn(f"logger '{sink.name}' failed at {when} ({_first_line(exc)}); training goes on without it",
+                          stacklevel=user_stacklevel())
+            with contextlib.suppress(Exception):
+                sink.close(failed=True)
 
     def close(self, failed: bool = False) -> None:
         """Close every logger (``failed``: the run ended with an exception). A logger that fails to
