@@ -167,6 +167,21 @@ def test_reader_opens_a_cubes_maps_as_images_and_labels(tmp_path):
     np.testing.assert_array_equal(viewer.layers["clusters"].data, maps.cluster + 1)
     np.testing.assert_array_equal(viewer.layers["model's classes"].data, maps.klass + 1)
     assert type(viewer.layers["clusters"]).__name__ == "Labels" and viewer.layers["z0"].visible
+    assert tuple(viewer.layers["z0"].scale) == (1.0, 1.0)  # no pixel size recorded: one per map pixel
+    # a recorded map pixel (an instrument's calibration, map --pixel-size) is every layer's scale and unit, as for
+    # object maps (the cube's layers had none)
+    import dataclasses
+
+    from affinevae.units import PixelSize
+
+    write_spectral_maps(dataclasses.replace(maps, pixel_size=PixelSize(2.0, "nm")), tmp_path / "scaled")
+    layers = reader(str(tmp_path / "scaled" / "maps.npz"))
+    assert all(tuple(kwargs["scale"]) == (2.0, 2.0) for _, kwargs, _ in layers)
+    viewer = ViewerModel()
+    for data, kwargs, kind in layers:
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+    if hasattr(viewer.layers["z0"], "units"):  # napari >= 0.6: the scale bar reads nm
+        assert [str(u) for u in viewer.layers["clusters"].units] == ["nanometer", "nanometer"]
 
 
 def test_reader_opens_maps_of_a_glob_of_frames_with_their_units(mapped, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from .layers import image_layer, object_features, points_layer
+from .layers import image_layer, layer_units, object_features, points_layer
 
 __all__ = ["get_reader", "read_maps", "read_spectral_maps", "check_maps", "MAX_SIDE", "MAX_STACK_BYTES"]
 
@@ -69,7 +69,8 @@ def read_spectral_maps(path: Union[str, list]) -> list[tuple]:
     """Layer data tuples of a cube's ``maps.npz`` (``affinevae map --cube``): an image layer (H, W) per
     content latent (the first shown), the shift in samples where the model has one, the baseline's
     loadings where fitted (hidden), and labels layers of the clusters (``--clusters``) and of the
-    model's own classes (jrvae, ssvae, ...), each label the cluster or class plus one (0: none).
+    model's own classes (jrvae, ssvae, ...), each label the cluster or class plus one (0: none). A recorded
+    ``pixel_size`` / ``pixel_unit`` (the map pixel's edge) is every layer's scale and unit, as for object maps.
 
     Raises:
         AffineVAEError: not such a file, or arrays that are not (H, W) maps of its ``grid_shape``.
@@ -82,20 +83,25 @@ def read_spectral_maps(path: Union[str, list]) -> list[tuple]:
     if z.ndim != 3 or z.shape[:2] != grid or np.asarray(d["shift"]).shape != grid:
         raise AffineVAEError(f"{p}: z_mean {z.shape} and shift {np.asarray(d['shift']).shape} are not maps of the "
                              f"grid {grid}")
-    layers = [(z[:, :, j], {"name": f"z{j}", "colormap": "viridis", "visible": j == 0}, "image")
+    size = d.get("pixel_size")  # the map pixel's edge (an instrument's calibration, map --pixel-size): the scale
+    unit = str(d["pixel_unit"]) if size is not None and "pixel_unit" in d else None
+    size = float(size) if unit and np.isfinite(float(size)) and float(size) > 0 else None
+    scaled = {} if size is None else {"scale": (size, size), **layer_units(unit, 2)}
+    layers = [(z[:, :, j], {"name": f"z{j}", "colormap": "viridis", "visible": j == 0, **scaled}, "image")
               for j in range(z.shape[2])]
     shift = np.asarray(d["shift"], dtype=np.float32)
     if np.isfinite(shift).any():
-        layers.append((shift, {"name": "shift (samples)", "colormap": "PiYG", "visible": False}, "image"))
+        layers.append((shift, {"name": "shift (samples)", "colormap": "PiYG", "visible": False, **scaled}, "image"))
     loads = d.get("baseline_loadings")
     if loads is not None and loads.ndim == 3 and loads.shape[:2] == grid:
         method = str(d.get("baseline_method", "baseline")).upper()
-        layers += [(loads[:, :, k], {"name": f"{method} {k + 1}", "colormap": "viridis", "visible": False}, "image")
-                   for k in range(loads.shape[2])]
+        layers += [(loads[:, :, k], {"name": f"{method} {k + 1}", "colormap": "viridis", "visible": False, **scaled},
+                    "image") for k in range(loads.shape[2])]
     for name, title in (("cluster", "clusters"), ("class", "model's classes")):
         values = d.get(name)
         if values is not None and values.shape == grid and (values >= 0).any():
-            layers.append(((np.asarray(values, dtype=np.int64) + 1).clip(0), {"name": title, "opacity": 0.5}, "labels"))
+            layers.append(((np.asarray(values, dtype=np.int64) + 1).clip(0), {"name": title, "opacity": 0.5, **scaled},
+                           "labels"))
     return layers
 
 
