@@ -621,3 +621,12 @@ def test_a_folder_holding_the_users_own_metrics_csv_is_not_a_runs_leftover(tmp_p
     assert "--resume" not in str(err.value)
     with pytest.raises(AffineVAEError, match=r"holds no training run to resume \(no train.json\) but other files"):
         check_output(tmp_path / "r", kind="dir", resume=True, resumable=True)
+
+
+def test_info_gives_an_angle_option_in_degrees_beside_its_radians(tiny_runs, capsys):
+    """info printed rotation_prior 0.7853981633974483 alone (the report gave '0.7854 rad (45°)')."""
+    from affinevae.cli import main
+
+    assert main(["info", str(tiny_runs.path("rvae"))]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("rotation_prior")]
+    assert len(line) == 1 and line[0].rstrip().endswith("0.7853981633974483 rad (45°)")

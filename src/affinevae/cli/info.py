@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..config import degrees_of
 from ..data.imageset import RAW_UNITS
 from ..errors import AffineVAEError
 from ..outputs import is_interrupted_start, is_run_directory, run_is_locked
@@ -102,7 +103,10 @@ class Info:
         likelihood = info["config"].get("likelihood")
         for k, v in info["config"].items():
             unused = k in SIGMA_OPTIONS and likelihood is not None and likelihood != "gaussian"
-            print(f"  {k:<{width}}{v}" + (f"  (unused: {likelihood} likelihood)" if unused else ""))
+            degrees = degrees_of(k, v)  # an angle in radians: its degrees beside it, as the report gives them
+            shown = v if degrees is None else f"{v} rad ({degrees:g}°)" if not isinstance(degrees, list) else \
+                f"{v} rad ({', '.join(f'{d:g}°' for d in degrees)})"
+            print(f"  {k:<{width}}{shown}" + (f"  (unused: {likelihood} likelihood)" if unused else ""))
         if "training_data" in info:
             tc = info.get("train_config") or {}
             meta = run.meta
