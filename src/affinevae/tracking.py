@@ -679,36 +679,32 @@ class Tracker:
         """For a resumed run: log the checkpointed epoch's ``record`` (and its panel, when due, of ``model``
         as loaded from that checkpoint) to the loggers that lack it (:meth:`Sink.missing`), so that each
         epoch is logged once whatever moment a kill came at."""
-        step, when = int(record["epoch"]), f"epoch {int(record['epoch'])} (resumed)"
-        wanted = {}
-        self._each(when, lambda s: wanted.__setitem__(s, s.missing(step, "reconstructions")))
-        scalars = scalars_of(record)
-        for s, (metrics, _) in wanted.items():
-            if metrics:
-                self._one(s, when, lambda t: t.log_metrics(step, scalars))
-        if self._panel_due(step) and any(image for _, image in wanted.values()):
-            panel = reconstruction_panel(model, self.images, self.labels)
-            for s, (_, image) in wanted.items():
-                if image:
-                    self._one(s, when, lambda t: t.log_image(step, "reconstructions", panel))
-
-    def _panel_due(self, step: int) -> bool:
-        """Whether epoch ``step`` gets a reconstruction panel (every ``images_every`` epochs, and the last)."""
-        return (self.images_every > 0 and (step % self.images_every == 0 or step == self.epochs)
-                and self.images is not None and len(self.images) > 0)
+        step = int(record["epoch"])
+        wanted: dict = {}
+        self._each(f"epoch {step} (resumed)", lambda s: wanted.__setitem__(s, s.missing(step, "reconstructions")))
+        self._log(record, model, wanted, f"epoch {step} (resumed)")
 
     def epoch(self, record: Mapping[str, Any], model: Any) -> None:
         """Log one epoch's ``record`` (its scalars, step = ``record['epoch']``) and, when due,
         a reconstruction panel of ``model``. A logger that fails (a tracking server gone, a full
         disk) is dropped with a warning and training goes on: logging never stops the training."""
-        if not self.sinks:
-            return
+        if self.sinks:
+            self._log(record, model, {s: (True, True) for s in self.sinks}, f"epoch {int(record['epoch'])}")
+
+    def _log(self, record: Mapping[str, Any], model: Any, wanted: Mapping[Sink, tuple[bool, bool]], when: str) -> None:
+        """Log ``record``'s scalars to the loggers ``wanted`` says (sink -> (scalars, panel)) and, when due,
+        one reconstruction panel of ``model`` to those that take it."""
         step = int(record["epoch"])
         scalars = scalars_of(record)
-        self._each(f"epoch {step}", lambda s: s.log_metrics(step, scalars))
-        if self._panel_due(step) and self.sinks:
+        for s, (metrics, _) in wanted.items():
+            if metrics:
+                self._one(s, when, lambda t: t.log_metrics(step, scalars))
+        due = self.images_every > 0 and (step % self.images_every == 0 or step == self.epochs)
+        takers = [s for s, (_, image) in wanted.items() if image and s in self.sinks]
+        if due and takers and self.images is not None and len(self.images):
             panel = reconstruction_panel(model, self.images, self.labels)
-            self._each(f"epoch {step}", lambda s: s.log_image(step, "reconstructions", panel))
+            for s in takers:
+                self._one(s, when, lambda t: t.log_image(step, "reconstructions", panel))
 
     def _each(self, when: str, call) -> None:
         """``call(sink)`` for every open logger; one that raises is closed (as failed) and dropped
