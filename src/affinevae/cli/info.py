@@ -14,6 +14,7 @@ import numpy as np
 from ..config import degrees_of
 from ..data.imageset import RAW_UNITS
 from ..errors import AffineVAEError
+from ..io import MODEL_JSON
 from ..outputs import is_interrupted_start, is_run_directory, run_is_locked
 from ..runs import DATA_JSON, Run
 from . import COMMANDS
@@ -50,9 +51,10 @@ class Info:
     def run(args: argparse.Namespace) -> int:
         """Run the command; returns the exit status (user errors raise AffineVAEError)."""
         spec, path = args.run_dir, Path(args.run_dir)
-        if not (path / "model.json").is_file() and (run_is_locked(path) or is_interrupted_start(path)):
-            # checkpoint files or a live lock, no model yet: not a folder of images
-            state = ("a training is writing it, in its first epoch" if run_is_locked(path) else
+        live = not (path / MODEL_JSON).is_file() and run_is_locked(path)
+        if live or (not (path / MODEL_JSON).is_file() and is_interrupted_start(path)):
+            # a live lock or checkpoint files, no model yet: not a folder of images
+            state = ("a training is writing it, in its first epoch" if live else
                      "a training stopped before its first checkpoint was complete: train --resume starts it again")
             raise AffineVAEError(f"{spec}: an unfinished run with no model yet ({state})")
         if not is_run_directory(path):  # a data file, a folder of images, a Zarr store, a pattern of files
