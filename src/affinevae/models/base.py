@@ -605,9 +605,12 @@ class LatentModel(nn.Module):
         parameters by 0.01, so the flow starts near the identity (a random flow at the start slowed the
         posterior's training; exactly zero is a saddle where no flow parameter gets a gradient). For an
         encoder built from the config; nothing without a flow."""
-        k, out = self.flow_outputs(), self.encoder_out_dim()
+        k = self.flow_outputs()
+        if not k:  # (every model without a flow: nothing to look for)
+            return
+        out = self.encoder_out_dim()
         linear = [m for m in self.encoder.modules() if isinstance(m, nn.Linear) and m.out_features == out]
-        if k and linear:
+        if linear:
             with torch.no_grad():
                 linear[-1].weight[out - k:] *= 0.01
                 linear[-1].bias[out - k:] *= 0.01
