@@ -281,9 +281,10 @@ class PatchSet:
             bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
             if bad:
                 raise AffineVAEError(f"{p}: {bad} of its {name} are NaN or infinite")
-            if np.size(v) and not np.all(v == np.round(v)):  # frame 0.5 was taken as frame 0
+            fractional = np.flatnonzero(v.reshape(-1) % 1)  # frame 0.5 was taken as frame 0
+            if fractional.size:
                 raise AffineVAEError(f"{p}: its {name} must be whole numbers (pixels, frame indices), got "
-                                     f"{float(v.reshape(-1)[np.flatnonzero(v.reshape(-1) % 1)[0]]):g}")
+                                     f"{float(v.reshape(-1)[fractional[0]]):g}")
         side = int(d["patches"].shape[-1]) if d["patches"].ndim >= 2 else 0
         window = int(d["window"]) if "window" in d else side
         if n and window != side:
