@@ -64,12 +64,16 @@ def test_notebook_runs_with_the_tiny_budget(path, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])]))
     monkeypatch.setenv("AFFINEVAE_NB_BUDGET", "tiny")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the notebooks keep their run directories in tempfile.mkdtemp(): in the test's folder, not the machine's /tmp
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError, naming the cell, on any error
     printed = "".join(o.get("text", "") for o in _outputs(nb, "stream"))
     assert "budget: tiny" in printed
+    assert any(p.name.startswith("affinevae-notebook-") for p in (tmp_path / "tmp").iterdir())
     assert len(_figures(nb)) == FIGURES[path.stem], "the tiny run draws every figure"
 
 
