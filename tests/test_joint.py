@@ -597,6 +597,13 @@ def test_train_says_when_labels_leave_most_classes_empty(tmp_path, capsys):
                      str(tmp_path / "stray.npy"), *tiny, "--out", str(tmp_path / "c")]) == 0
     assert any("the labels use 5 of the 100 classes" in str(w.message) for w in shown)
     capsys.readouterr()
+    stray[3] = 99999  # a model with 100 000 classes (a weight row each): refused, before anything is written
+    np.save(tmp_path / "stray.npy", stray)
+    assert main(["train", "--model", "cvae", "--decoder", "mlp", "--data", str(tmp_path / "d.npy"), "--labels",
+                 str(tmp_path / "stray.npy"), *tiny, "--out", str(tmp_path / "c2")]) == 2
+    assert ("stray.npy: the labels use 5 values but run to 99999 (a stray label?): the model would have 100000 "
+            "classes; relabel them 0..K-1") in capsys.readouterr().err
+    assert not (tmp_path / "c2").exists()
     assert main(["train", "--model", "ssvae", "--data", str(tmp_path / "d.npy"), "--labels",
                  str(tmp_path / "unknown.npy"), *tiny, "--out", str(tmp_path / "s")]) == 2
     assert ("every label is -1 (unknown): a semi-supervised model learns its classes from some labelled images; to "

@@ -598,6 +598,10 @@ def file_labels_left_out(args: argparse.Namespace, cls, data) -> tuple[Any, str]
             f"'{args.model}' takes no labels, so they are left out (ssvae/ssrvae learn from partly known labels)")
 
 
+MAX_SPARSE_CLASSES = 1000
+"""Labels running above this many classes (and above 10 times the values they use) are refused as a stray label."""
+
+
 def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
     """Model options from the CLI: those given, plus image_shape (and num_classes) from the data
     (and target_dim from the (N,) or (N, M) ``targets`` of a semi-supervised regression model).
@@ -651,6 +655,12 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
             raise AffineVAEError(f"{args.labels or args.data}: labels must lie in [-1, {opts['num_classes'] - 1}] for "
                                  f"--classes {opts['num_classes']}, got {data.num_classes - 1}")
     known = data.labels[data.labels >= 0] if data.labels is not None and "num_classes" in opts else None
+    if known is not None and len(known) and args.classes is None and opts["num_classes"] > max(
+            MAX_SPARSE_CLASSES, 10 * len(np.unique(known))):
+        # a stray label such as 99999 among 0..3 would build a model with a weight row per class (GBs), after a warning
+        raise AffineVAEError(f"{args.labels or args.data}: the labels use {len(np.unique(known))} values but run to "
+                             f"{opts['num_classes'] - 1} (a stray label?): the model would have "
+                             f"{opts['num_classes']} classes; relabel them 0..K-1")
     if known is not None and len(known) and args.classes is None and len(np.unique(known)) < opts["num_classes"] / 2:
         warnings.warn(f"{args.labels or args.data}: the labels use {len(np.unique(known))} of the "
                       f"{opts['num_classes']} classes 0..{opts['num_classes'] - 1} (one stray label?); the model "
