@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 import affinevae as av
-from affinevae.evaluation import encode_dataset
+from affinevae.evaluation import class_offset_concentration, encode_dataset
 from affinevae.mapping import clustering_accuracy
 
 PYROVED_JIVAE = {"images/s": 16.0, "cluster accuracy": 0.15}
@@ -136,6 +136,8 @@ def main() -> None:
         print(f"{'NMI (test)':28s}{nmi:12.3f}")
         print(f"{'classes used (test)':28s}{used:12d}")
         print(f"{'test -ELBO (nats/image)':28s}{-enc['elbo'].mean():12.1f}")
+        print(f"{'angle concentration (test)':28s}{class_offset_concentration(enc['angle'], test.angle, test.labels):12.3f}"
+              "   (per digit class, bench_full_circle.py's)")
         if args.enumerate_steps:
             torch.manual_seed(args.seed)
             x = torch.as_tensor(train_set.images)
@@ -152,8 +154,9 @@ def main() -> None:
             enc = encode_dataset(model, test, elbo=False)
             acc = float((enc["class"] == test.labels).mean())
             target = 0.85 if n_lab <= 100 else 0.93
+            conc = class_offset_concentration(enc["angle"], test.angle, test.labels)
             print(f"\nsemi-supervised (ssrvae, {int((y >= 0).sum())} labelled): test accuracy {acc:.3f} "
-                  f"(target >= {target}), {ips:.0f} training images/s, {wall:.0f} s")
+                  f"(target >= {target}), angle concentration {conc:.3f}, {ips:.0f} training images/s, {wall:.0f} s")
 
 
 if __name__ == "__main__":

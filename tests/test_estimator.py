@@ -274,6 +274,28 @@ def test_refusals_are_one_line_and_a_model_that_learned_nothing_is_said():
     assert any(str(w.message).startswith("Estimator: all 2 content latents are unused") for w in seen)
 
 
+def test_predict_before_fit_channels_last_and_a_non_boolean_pose_are_said(digits):
+    """An audit: predict / predict_proba before fit raised AttributeError (scikit-learn says NotFittedError);
+    (N, H, W, 3) images were refused as 28x3-pixel images without a word of the layout; pose='no' was True."""
+    from sklearn.exceptions import NotFittedError
+
+    x, _ = digits
+    for family, methods in [("ssvae", ("predict", "predict_proba")), ("jrvae", ("predict", "predict_proba")),
+                            ("ssregvae", ("predict",))]:
+        for method in methods:
+            with pytest.raises(NotFittedError):
+                getattr(Estimator(family), method)(x)
+    assert not hasattr(Estimator("ssregvae"), "predict_proba") and not hasattr(Estimator("vae"), "predict")
+    rgb = np.repeat(x[:10, :, :, None], 3, axis=3)
+    with pytest.raises(AffineVAEError, match=r"images of 28x3 pixels are too small: the models need at least 8x8 "
+                                             r"\(channels last\? images of 28x28 pixels with 3 channels are given as "
+                                             r"\(N, C, H, W\): numpy.moveaxis\(X, -1, 1\)\)"):
+        Estimator("vae", latent_dim=2, epochs=1).fit(rgb)
+    for pose in ("no", 2):
+        with pytest.raises(AffineVAEError, match=f"Estimator: pose must be True or False, got {pose!r}"):
+            Estimator("rvae", invariances=("rotation",), pose=pose, epochs=1).fit(x[:20])
+
+
 def test_a_patch_set_fitted_from_python_records_its_kind_for_warn_unlike(tmp_path):
     from affinevae.data import ImageSet
 
@@ -307,6 +329,13 @@ def test_an_imageset_of_spectra_gets_train_s_spectra_defaults(capsys):
     assert Estimator("rvae", latent_dim=2, epochs=1, batch_size=32, seed=0,
                      likelihood="gaussian").fit(data.images).data_defaults_ == {}
     assert "data_defaults" in clone(est).get_params()
+    # an audit: raw spectra given to transform gave other latents than the set, silently; the scale is kept
+    peaks = synthetic_peaks(n=64, length=32, seed=0)
+    assert est.intensity_scale_ == pytest.approx(data.meta["intensity_scale"]) != 1.0 and off.intensity_scale_ != 1.0
+    raw = peaks.spectra[:, None, None, :] if peaks.spectra.ndim == 2 else peaks.spectra[:, :, None, :]
+    assert np.allclose(est.transform(raw / est.intensity_scale_), est.transform(data), atol=1e-5)
+    assert Estimator("vae", latent_dim=2, epochs=1, encoder="mlp", decoder="mlp", likelihood="gaussian").fit(
+        data.images).intensity_scale_ == 1.0
 
 
 def test_a_patch_set_gets_train_s_latents_and_training_options_unless_given(capsys):
@@ -413,7 +442,9 @@ def test_predict_and_predict_proba_give_classes_in_the_user_s_names_and_inverse_
     one = Estimator("ssvae", latent_dim=2, epochs=1, **SS).fit(x, np.where(y == "wt", "wt", "-1"))
     assert list(one.classes_) == ["wt", "class 1"]  # K = 2: the class no label names
     joint = Estimator("jvae", latent_dim=2, epochs=1, num_classes=2, **SS).fit(x)
-    assert joint.classes_ is None and set(joint.predict(x)) <= {0, 1} and joint.predict_proba(x).shape == (len(x), 2)
+    # an audit: a joint model's classes_ was None, though predict_proba's columns are its classes 0..K-1
+    assert list(joint.classes_) == [0, 1] and set(joint.predict(x)) <= {0, 1}
+    assert joint.predict_proba(x).shape == (len(x), 2)
     with pytest.raises(AffineVAEError, match=r"y must be classes 0..1 of the joint model"):
         joint.inverse_transform(z, [0, 1, 2, 0])
     vae = Estimator("vae", latent_dim=2, epochs=1, **SS).fit(x)

@@ -167,13 +167,27 @@ def unnamed_classes(classes: np.ndarray, k: int) -> np.ndarray:
     return np.asarray([*classes.tolist(), *(f"class {c}" for c in extra)], dtype=object)
 
 
+def _family_kind(est: "Estimator") -> Optional[str]:
+    """What ``est`` predicts: fitted, its ``predicts_``; unfitted, what its ``model`` family would
+    ('class', 'target' or None), so that ``predict`` before ``fit`` is scikit-learn's NotFittedError."""
+    if hasattr(est, "predicts_"):
+        return est.predicts_
+    try:
+        family = MODELS.get(est.model).labelled_as(getattr(est, "_options", {}))
+    except Exception:  # an unknown model name: fit says so in one line
+        return None
+    if getattr(family, "discrete_classes", False) is True:
+        return "class"
+    return "target" if getattr(family, "semi_supervised", False) is True else None
+
+
 def _predicts(est: "Estimator") -> bool:
-    """Whether the fitted ``est`` predicts: classes (joint, semi-supervised classification) or targets."""
-    return getattr(est, "predicts_", None) is not None
+    """Whether ``est`` predicts: classes (joint, semi-supervised classification) or targets."""
+    return _family_kind(est) is not None
 
 
 def _predicts_classes(est: "Estimator") -> bool:
-    return getattr(est, "predicts_", None) == "class"
+    return _family_kind(est) == "class"
 
 
 class Estimator(TransformerMixin, BaseEstimator):
@@ -218,7 +232,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         pose_columns_: names of the pose columns the model provides (possibly empty).
         classes_: the class labels of a conditional model (``y`` of :meth:`fit`) or of a semi-supervised
             one (its known labels, sorted; extended by :func:`unnamed_classes` to the model's K classes when
-            no labelled image names some), else None.
+            no labelled image names some), 0..K-1 for a joint one (the classes it discovered), else None.
         predicts_: what :meth:`predict` gives: 'class' (joint and semi-supervised classification
             families; also :meth:`predict_proba`), 'target' (semi-supervised regression), or None (no
             ``predict``).
@@ -228,6 +242,10 @@ class Estimator(TransformerMixin, BaseEstimator):
             uint8, the largest value of the bits they use for 16 bits or more, e.g. 4095 for a 12-bit camera's
             uint16); floats are taken as given; :meth:`inverse_transform` multiplies by it, so its images are in
             the units of :meth:`fit`'s ``X``.
+        intensity_scale_: what a fitted set of spectra (an :class:`ImageSet` from ``spectra_set`` or
+            ``load_signals``) was divided by (its ``meta['intensity_scale']``; 1.0 otherwise). Arrays given to
+            :meth:`transform` or :meth:`score` are taken as given: divide raw spectra by it (or give an
+            ``ImageSet`` made alike) to read them in the units the model was fitted in.
         layout_: the layout :meth:`fit` saw: 'flat', 'nhw' or 'nchw'.
         n_features_in_: C*H*W.
 
@@ -426,7 +444,7 @@ class Estimator(TransformerMixin, BaseEstimator):
             return t
         if y.shape != (n,):
             raise AffineVAEError(f"inverse_transform: y must hold one class per latent row ({n}), got shape {y.shape}")
-        if self.classes_ is not None:
+        if self.model_.semi_supervised:
             return self._class_indices(y)
         k = self.model_.mixed_classes
         if y.dtype.kind not in "iu" or (len(y) and (y.min() < 0 or y.max() >= k)):
@@ -479,6 +497,8 @@ class Estimator(TransformerMixin, BaseEstimator):
         if "random_state" in self._options:  # scikit-learn's name for it; an unknown model option otherwise
             raise AffineVAEError(f"Estimator: the random seed is the option seed (scikit-learn calls it random_state): "
                                  f"give seed={self._options['random_state']!r}")
+        if not isinstance(self.pose, (bool, np.bool_)):  # "no" or 2 were taken for True
+            raise AffineVAEError(f"Estimator: pose must be True or False, got {self.pose!r}")
         x, _ = self._images(X, reset=True)
         divisor = self._pixel_divisor(X, x)
         if divisor != 1.0:
@@ -555,6 +575,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         self.model_ = result.model.eval()
         self.history_ = result.history
         self.pixel_divisor_ = divisor
+        self.intensity_scale_ = float(X.meta.get("intensity_scale", 1.0)) if isinstance(X, ImageSet) else 1.0
         for line in learning_warnings(self.model_, x, seed=self.seed, python=True):  # as `train` says: the model learned nothing
             warnings.warn(f"Estimator: {line}", stacklevel=user_stacklevel())
         probe_codes = encode_dataset(self.model_, x[:1], labels[:1] if self.model_.conditional else None, elbo=False,
@@ -564,6 +585,8 @@ class Estimator(TransformerMixin, BaseEstimator):
         k = self.model_.mixed_classes
         if self.predicts_ == "class" and self.classes_ is not None and k > len(self.classes_):
             self.classes_ = unnamed_classes(self.classes_, k)
+        if self.predicts_ == "class" and self.classes_ is None:  # a joint model: the classes it discovered
+            self.classes_ = np.arange(k)
         if self.predicts_ == "target":
             self.target_ndim_ = int(np.ndim(labels))
         return self
@@ -669,7 +692,7 @@ class Estimator(TransformerMixin, BaseEstimator):
         x, dtype = self._images(X, reset=False)
         codes = encode_dataset(self.model_, x, None, elbo=False, seed=self.seed)
         if self.predicts_ == "class":
-            return codes["class"] if self.classes_ is None else self.classes_[codes["class"]]
+            return self.classes_[codes["class"]]
         t = codes["target_mean"].astype(dtype, copy=False)
         return t[:, 0] if getattr(self, "target_ndim_", 2) == 1 else t
 

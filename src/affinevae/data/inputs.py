@@ -145,6 +145,20 @@ def check_image_shape(shape: Sequence[int], image_shape: Sequence[int], where: s
     return got
 
 
+def channels_last_hint(shape: Sequence[int]) -> str:
+    """A message's ending for images read as (..., C, H, W) whose last axis looks like channels
+    (W <= 4 where C and H are at least :data:`MIN_IMAGE_SIZE`: (N, H, W, C) RGB or single-channel
+    images given channels last), else "".
+
+    Args:
+        shape: the data's shape, (C, H, W) or (N, C, H, W), as read (pixels)."""
+    shape = tuple(int(v) for v in shape)
+    if len(shape) < 3 or shape[-1] > 4 or min(shape[-3:-1]) < MIN_IMAGE_SIZE:
+        return ""
+    return (f" (channels last? images of {shape[-3]}x{shape[-2]} pixels with {shape[-1]} channel{'s' * (shape[-1] > 1)} are given as "
+            "(N, C, H, W): numpy.moveaxis(X, -1, 1))")
+
+
 def check_image_size(shape: Sequence[int], where: str = "images", hint: str = "") -> None:
     """Refuse images smaller than :data:`MIN_IMAGE_SIZE` x :data:`MIN_IMAGE_SIZE` pixels (the one rule
     ``train``, ``fit`` and :func:`affinevae.defaults.check_image_size` apply).
@@ -160,6 +174,7 @@ def check_image_size(shape: Sequence[int], where: str = "images", hint: str = ""
     """
     shape = tuple(int(v) for v in shape)
     h, w = shape[-2:]
+    hint = hint or channels_last_hint(shape)
     if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE:
         raise AffineVAEError(f"{where}: images of {h}x{w} pixels (data shape {shape}, N x C x H x W) "
                              f"are too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}{hint}")

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config, check, check_choice, check_counts, check_positive, check_seed
-from ..data.inputs import MIN_IMAGE_SIZE, as_images, check_int, class_indices
+from ..data.inputs import MIN_IMAGE_SIZE, as_images, channels_last_hint, check_int, class_indices
 from ..errors import AffineVAEError
 from ..limits import check_allocation
 from ..nn.affine import Canonical, Pose, PoseLike, canonicalise, check_full_turn, compose_poses, render
@@ -1108,7 +1108,7 @@ def build_model(name: str, *, seed: Optional[int] = None, networks: Optional[Map
     if isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(v, numbers.Integral) for v in shape):
         h, w = shape[1:]  # 1-D signals (C, 1, L): any length; models saved before this rule still load
         check(is_signal_shape(shape) or min(h, w) >= MIN_IMAGE_SIZE, f"image_shape {tuple(shape)}: images of {h}x{w} pixels are "
-              f"too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
+              f"too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}{channels_last_hint(shape)}")
     kind = cls.labelled_as(options)  # an avae follows its inner family's label rules
     classes = options.get("num_classes")
     check(not classes or getattr(kind, "conditional", False) is True or getattr(kind, "discrete_classes", False) is True,
