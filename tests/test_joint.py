@@ -680,6 +680,14 @@ def test_labels_by_name_train_encode_and_map_to_the_run_s_numbering(tmp_path, ca
     assert main(["encode", str(tmp_path / "numbered"), "--data", str(tmp_path / "d.npy"), "--labels",
                  str(tmp_path / "wt.csv"), "--out", str(tmp_path / "n.npz")]) == 2
     assert "was trained on numbered classes: give their numbers" in capsys.readouterr().err
+    # an audit: a model trained without labels (here a vae) refused named labels given only to score it
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "d.npy"), *tiny, "--decoder", "mlp",
+                 "--out", str(tmp_path / "plain")]) == 0
+    (tmp_path / "kinds.csv").write_text("\n".join(np.where(np.arange(40) % 2, "rod", "bent")) + "\n")
+    assert main(["encode", str(tmp_path / "plain"), "--data", str(tmp_path / "d.npy"), "--labels",
+                 str(tmp_path / "kinds.csv"), "--out", str(tmp_path / "plain.npz")]) == 0
+    with np.load(tmp_path / "plain.npz") as z:
+        assert z["class_names"].tolist() == ["bent", "rod"] and z["labels"].tolist() == (np.arange(40) % 2).tolist()
 
 
 def test_class_names_reach_the_plots_and_survive_a_resume_with_numbers(tmp_path, capsys):

@@ -214,16 +214,29 @@ def load_run_data(args: argparse.Namespace, run, split: str = "test", seed: int 
     return data
 
 
+def run_took_labels(run) -> bool:
+    """Whether the model of ``run`` took labels in training (the class-conditional and semi-supervised
+    families, also inside an AVAE): then labels given later must be numbered as its training's were."""
+    from ..registry import MODELS
+
+    description = run.model_description
+    family = MODELS.get(description.get("model")).labelled_as(dict(description.get("config") or {}))
+    return bool(getattr(family, "conditional", False) is True or getattr(family, "semi_supervised", False) is True)
+
+
 def labels_by_run_names(args: argparse.Namespace, run, data: ImageSet) -> ImageSet:
     """``data`` with the labels of ``args.labels``, when that file names its classes, numbered as the run
     numbered its own (``class_names`` of its record; a file's own sorted numbering may differ: a test
     file without one of the classes), the run's names as its ``class_names``. A name the run does not
-    know, or names for a run trained on numbered classes, is one line."""
+    know, or names for a run whose model took numbered classes in training, is one line; a run whose model took no
+    labels (an rVAE, a joint model) keeps the file's own numbering and names (they only score it)."""
     names = data.meta.get("label_names")
     if names is None or data.labels is None:
         return data
     path = getattr(args, "labels", None) or run.meta.get("labels")
     known = list(run.meta.get("class_names") or [])
+    if not known and not run_took_labels(run):  # labels to score a model that trained without any: the file's own
+        return data  # numbering (sorted names), its names as class_names
     if not known:
         raise AffineVAEError(f"{path}: names the classes ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}), "
                              f"but {run.path} was trained on numbered classes: give their numbers")

@@ -46,9 +46,9 @@ class Encode:
                              expect=model.config.image_shape)
         out = encode_dataset(model, data, batch_size=args.batch_size, seed=args.seed, where=data.source or "images")
         out.update(physical_shift(out, data))
-        names = run.meta.get("class_names")
-        if names and data.meta.get("label_names") and model.takes_labels:  # labels by name, numbered as the run's
-            out["class_names"] = np.asarray([str(name) for name in names])  # labels given by name: class k's
+        names = run.meta.get("class_names") if model.takes_labels else data.meta.get("label_names")
+        if names and data.meta.get("label_names"):  # labels by name: numbered as the run's where its model took
+            out["class_names"] = np.asarray([str(name) for name in names])  # labels, else as the file's own: label k's
 
         def w(tmp):
             with open(tmp, "wb") as f:
