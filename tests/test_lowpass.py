@@ -237,11 +237,18 @@ def test_a_run_from_before_the_float_defaults_resumes_as_it_was_built(tmp_path, 
     assert main([*argv, "--epochs", "2", "--resume"]) == 0
     out = capsys.readouterr().out
     line = next(s for s in out.splitlines() if s.startswith(f"affinevae: resuming {tmp_path / 'r'} with its model options: "))
-    assert line.endswith("(override with the options)")
+    assert line.endswith("(a resumed run keeps them)")  # an audit: it said 'override with', which is refused
     assert all(f" {o}" in line for o in ("likelihood=bernoulli", "lowpass=0.0", "sigma=1.0"))
     assert "float-image defaults" not in out
     assert av.load(tmp_path / "r").config.likelihood == "bernoulli"
     assert av.training.read_run(tmp_path / "r")["epochs_done"] == 2
+    # a run at today's defaults: their line on resume is the run's own, without an override hint
+    argv[-1] = str(tmp_path / "d")
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert "(override with " in capsys.readouterr().out
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if "float-image defaults" in s)
+    assert line.endswith("(the run's own: a resumed run keeps them)") and "override" not in line
 
 
 def test_the_float_defaults_content_anchor_trains_on_fewer_images_than_latents(tmp_path, capsys):

@@ -312,7 +312,9 @@ class Train:
         if args.resume:
             options, kept = resumed_model_options(args.out, cls, given, options)
             if kept:  # options not given again (or defaults changed since it started): it goes on as it was built
-                chosen = f"affinevae: resuming {args.out} with its model options: {kept} (override with the options)"
+                chosen = f"affinevae: resuming {args.out} with its model options: {kept} (a resumed run keeps them)"
+            elif chosen:  # the data's defaults are the run's own: no override (another value is refused)
+                chosen = chosen.rpartition(" (override with ")[0] + " (the run's own: a resumed run keeps them)"
         if prior and rank == 0 and all(_as_saved(options.get(k)) == _as_saved(v) for k, v in prior.items()):
             shown = ", ".join(f"({c:g}, {s:g})" for c, s in zip(prior["target_center"], prior["target_scale"]))
             pending.append(f"affinevae: the targets' prior N(mean, sd^2) from the known ones: {shown} (override with "
