@@ -411,6 +411,8 @@ def test_the_rotation_mode_is_chosen_from_the_objects_orientations(tmp_path, cap
     few_line = data_defaults(av.data.ImageSet(full.images[:40]), "rvae", {"latent_dim": 2}, None, None)[2]
     assert ("rotation_mode=gaussian kept (40 images are too few to measure the orientations (50 needed): give "
             "rotation_mode=full for objects turned over the full circle)") in few_line
+    one_line = data_defaults(av.data.ImageSet(full.images[:1]), "rvae", {"latent_dim": 2}, None, None)[2]
+    assert "rotation_mode=gaussian kept (1 image is too few to measure the orientations (50 needed)" in one_line
     wide_line = data_defaults(av.data.ImageSet(full.images[:, :, 2:26]), "rvae", {"latent_dim": 2}, None, None)[2]
     assert "rotation_mode=gaussian kept (24x28 images: the orientations are measured, and the full circle's" in wide_line
 

@@ -569,8 +569,11 @@ def test_train_on_one_image_says_how_a_table_of_spectra_is_read(tmp_path, capsys
     """An audit's (300, 128) table of spectra given without --signal-axis trained on one image without a word."""
     table = np.random.default_rng(0).random((40, 32)).astype(np.float32)
     np.save(tmp_path / "table.npy", table)
-    with pytest.warns(UserWarning, match=r"table.npy: one image \(40 x 32 pixels\) to train on; a table of spectra, "
-                                         r"one per row, is read as 40 signals of 32 samples with --signal-axis 1"):
+    # and a micrograph given to train whole (an audit): patches is named
+    with pytest.warns(UserWarning, match=r"table.npy: one image \(40 x 32 pixels\) to train on; a micrograph is cut "
+                                         r"into patches of its objects first \(affinevae patches .*table.npy --window W\); "
+                                         r"a table of spectra, one per row, is read as 40 signals of 32 samples with "
+                                         r"--signal-axis 1"):
         assert main(["train", "--model", "vae", "--data", str(tmp_path / "table.npy"), "--epochs", "1", "--latent-dim",
                      "2", "--no-progress", "--out", str(tmp_path / "one")]) == 0
 

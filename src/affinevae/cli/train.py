@@ -282,8 +282,10 @@ class Train:
             check_image_size(data, hint=_signal_hint(data))
             if len(data) == 1 and args.signal_axis is None:  # a 2-D array: one image, or a table of spectra?
                 h, w = data.image_shape[1:]
-                warnings.warn(f"{data.source}: one image ({h} x {w} pixels) to train on; a table of spectra, one per "
-                              f"row, is read as {h} signals of {w} samples with --signal-axis 1", stacklevel=1)
+                warnings.warn(f"{data.source}: one image ({h} x {w} pixels) to train on; a micrograph is cut into "
+                              f"patches of its objects first (affinevae patches {data.source} --window W); a table of "
+                              f"spectra, one per row, is read as {h} signals of {w} samples with --signal-axis 1",
+                              stacklevel=1)
         for key in dict.fromkeys((str(w.message), w.category, w.filename, w.lineno) for w in held):  # once each
             warnings.warn_explicit(*key)
         cls = MODELS.get(args.model)

@@ -532,7 +532,7 @@ def orientation_unmeasured(x) -> Optional[str]:
                 "square images only; crop or pad them square for objects turned over the full circle (train --square pad or "
                 "crop)")
     if n < ORIENTATION_MEAN_MIN_IMAGES:
-        return (f"{n} images are too few to measure the orientations ({ORIENTATION_MEAN_MIN_IMAGES} needed): give "
+        return (f"{n} image{'s are' if n != 1 else ' is'} too few to measure the orientations ({ORIENTATION_MEAN_MIN_IMAGES} needed): give "
                 "rotation_mode=full for objects turned over the full circle")
     return None
 
