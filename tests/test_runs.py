@@ -630,3 +630,22 @@ def test_info_gives_an_angle_option_in_degrees_beside_its_radians(tiny_runs, cap
     assert main(["info", str(tiny_runs.path("rvae"))]) == 0
     line = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("rotation_prior")]
     assert len(line) == 1 and line[0].rstrip().endswith("0.7853981633974483 rad (45°)")
+
+
+def test_sweep_without_data_sweeps_a_non_digit_run_on_its_own_images(tmp_path, capsys):
+    """An audit: sweep's --data defaulted to mnist for every run, so a patch run (16x16) was refused with
+    'mnist-test: image shape 1x28x28 ... the model expects 1x16x16'; it now takes the run's own images
+    (said), and a digit model still mnist's."""
+    from affinevae.cli import main
+
+    images = np.random.default_rng(0).random((24, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "p.npy", images)
+    assert main(["train", "--model", "vae", "--data", str(tmp_path / "p.npy"), "--latent-dim", "2", "--encoder", "mlp",
+                 "--decoder", "mlp", "--hidden", "8", "--likelihood", "gaussian", "--epochs", "1", "--no-progress",
+                 "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert main(["sweep", str(tmp_path / "r"), "-n", "6", "--angles", "0,90", "--restarts", "1", "--steps", "0",
+                 "--no-progress", "--out", str(tmp_path / "s.csv")]) == 0
+    out = capsys.readouterr().out
+    assert f"affinevae: sweeping the run's own data ({tmp_path / 'p.npy'}); give --data for others" in out
+    assert "on 6 images" in out

@@ -46,7 +46,8 @@ class Sweep:
         p.add_argument("--model-b", help="a second run to compare (columns are then prefixed by run name)")
         p.add_argument("--angles", default="0:360:15", help="degrees: start:stop:step (stop excluded) or a,b,c "
                                                             "(default 0:360:15)")
-        p.add_argument("--data", default="mnist", help="upright test images: 'mnist' (default), 'rotated-mnist' or a path")
+        p.add_argument("--data", default=None, help="upright test images: 'mnist', 'rotated-mnist' or a path (default "
+                                                    "mnist for a model of 28x28 images, else the run's own data)")
         p.add_argument("--labels", help="file of integer labels (.npy/.txt/.csv), one per image")
         p.add_argument("--key", help="array name inside an .npz")
         p.add_argument("-n", "--n", type=int, dest="n", default=500, help="test images (default 500)")
@@ -90,6 +91,11 @@ class Sweep:
             refuse_head_options(args, searched, " and ".join(runs))
             search = search_config_from_args(args, searched[0].config.search)
         run = Run.open(args.run_dir)
+        if args.data is None:  # digits for a digit model (the sweep's reference), else the run's own images
+            shape = tuple(next(iter(models.values())).config.image_shape)
+            args.data = "mnist" if shape == (1, 28, 28) else None
+            if args.data is None:
+                print(f"affinevae: sweeping the run's own data ({run.meta.get('data')}); give --data for others")
         data = load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=False,  # thresholded after rotating
                              expect=next(iter(models.values())).config.image_shape)  # a run's own: its options
         threshold = args.binarize
