@@ -146,6 +146,15 @@ def test_report_for_rvae_and_cli(runs, tmp_path, capsys):
     assert "60 (rotated-mnist's default)" in text  # the data's angle range (train.json has none: the default)
 
 
+def test_a_report_on_data_without_true_angles_says_the_comparison_does_not_apply(runs, tmp_path):
+    """An audit: an rVAE's report on images without true angles listed 'Learned vs true angle' as not
+    available (an error), where it does not apply to such data."""
+    res = write_report(runs["rvae"], tmp_path / "r.html", n=40, data="mnist", sweep_rotations=np.zeros(0))
+    assert "Learned vs true angle" not in res.sections and "Learned vs true angle" not in res.unavailable
+    assert res.inapplicable["Learned vs true angle"] == ("the data hold no true angles (an .npz 'angle' array, or "
+                                                         "rotated-mnist)")
+
+
 def test_report_cli_passes_its_degrees_as_radians(runs, tmp_path, monkeypatch):
     """--sweep-angles takes degrees on the command line; write_report gets them in radians."""
     from affinevae.cli import report as report_cli

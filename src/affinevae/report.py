@@ -502,7 +502,9 @@ def write_report(run_dir: str | Path, out: str | Path, data=None, n: int = REPOR
     attempt("Latent arithmetic", lambda: rep.figure(A.plot_arithmetic(A.latent_arithmetic(model, ds, pick(3))),
                                                     "decode(z_a - z_b + z_c)"))
 
-    if A.has_learned_angle(model):
+    if A.has_learned_angle(model) and ds.angle is None:  # the data hold no true angles: nothing to compare with
+        not_applicable("Learned vs true angle", "the data hold no true angles (an .npz 'angle' array, or rotated-mnist)")
+    elif A.has_learned_angle(model):
         rep.section("Learned vs true angle")
         attempt("Learned vs true angle", lambda: rep.figure(A.plot_angle_comparison(A.angle_comparison(model, ds,
                                                                                                   symmetry=symmetry)),
