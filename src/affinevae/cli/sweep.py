@@ -91,13 +91,13 @@ class Sweep:
             refuse_head_options(args, searched, " and ".join(runs))
             search = search_config_from_args(args, searched[0].config.search)
         run = Run.open(args.run_dir)
-        if args.data is None:  # digits for a digit model (the sweep's reference), else the run's own images
-            shape = tuple(next(iter(models.values())).config.image_shape)
-            args.data = "mnist" if shape == (1, 28, 28) else None
-            if args.data is None:
-                print(f"affinevae: sweeping the run's own data ({run.meta.get('data')}); give --data for others")
+        shape = tuple(next(iter(models.values())).config.image_shape)
+        if args.data is None and shape == (1, 28, 28):  # digits for a digit model (the sweep's reference)
+            args.data = "mnist"
+        elif args.data is None:  # else the run's own images
+            print(f"affinevae: sweeping the run's own data ({run.meta.get('data')}); give --data for others")
         data = load_run_data(args, run, check_split(args.split, args.data), seed=args.seed, binarize=False,  # thresholded after rotating
-                             expect=next(iter(models.values())).config.image_shape)  # a run's own: its options
+                             expect=shape)  # a run's own: its options
         threshold = args.binarize
         if threshold is None and run.binarize is not None and names_run_data(args, run):
             threshold = run.binarize  # the run's own data as training saw it: binarized (after each turn)

@@ -659,16 +659,15 @@ def model_options(args: argparse.Namespace, cls, data, targets=None) -> dict:
             raise AffineVAEError(f"{args.labels or args.data}: labels must lie in [-1, {opts['num_classes'] - 1}] for "
                                  f"--classes {opts['num_classes']}, got {data.num_classes - 1}")
     known = data.labels[data.labels >= 0] if data.labels is not None and "num_classes" in opts else None
-    if known is not None and len(known) and args.classes is None and opts["num_classes"] > max(
-            MAX_SPARSE_CLASSES, 10 * len(np.unique(known))):
-        # a stray label such as 99999 among 0..3 would build a model with a weight row per class (GBs), after a warning
-        raise AffineVAEError(f"{args.labels or args.data}: the labels use {len(np.unique(known))} values but run to "
-                             f"{opts['num_classes'] - 1} (a stray label?): the model would have "
-                             f"{opts['num_classes']} classes; relabel them 0..K-1")
-    if known is not None and len(known) and args.classes is None and len(np.unique(known)) < opts["num_classes"] / 2:
-        warnings.warn(f"{args.labels or args.data}: the labels use {len(np.unique(known))} of the "
-                      f"{opts['num_classes']} classes 0..{opts['num_classes'] - 1} (one stray label?); the model "
-                      "has them all (relabel them 0..K-1)")
+    if known is not None and len(known) and args.classes is None:
+        k, used = opts["num_classes"], len(np.unique(known))
+        if k > max(MAX_SPARSE_CLASSES, 10 * used):
+            # a stray label such as 99999 among 0..3 would build a model with a weight row per class (GBs)
+            raise AffineVAEError(f"{args.labels or args.data}: the labels use {used} values but run to {k - 1} (a "
+                                 f"stray label?): the model would have {k} classes; relabel them 0..K-1")
+        if used < k / 2:
+            warnings.warn(f"{args.labels or args.data}: the labels use {used} of the {k} classes 0..{k - 1} (one stray "
+                          "label?); the model has them all (relabel them 0..K-1)")
     if semi and not classes and targets is None:
         raise AffineVAEError(f"model '{args.model}' is semi-supervised regression: give --targets")
     if targets is not None:

@@ -174,10 +174,9 @@ def check_image_size(shape: Sequence[int], where: str = "images", hint: str = ""
     """
     shape = tuple(int(v) for v in shape)
     h, w = shape[-2:]
-    hint = hint or channels_last_hint(shape)
     if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE:
-        raise AffineVAEError(f"{where}: images of {h}x{w} pixels (data shape {shape}, N x C x H x W) "
-                             f"are too small: the models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}{hint}")
+        raise AffineVAEError(f"{where}: images of {h}x{w} pixels (data shape {shape}, N x C x H x W) are too small: the "
+                             f"models need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}{hint or channels_last_hint(shape)}")
 
 
 def _tensor(data: Any, what: str, where: str) -> Tensor:
